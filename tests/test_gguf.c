@@ -368,7 +368,7 @@ static void build_good(struct writer *w, uint32_t version, uint32_t alignment)
     }
 }
 
-/* Every integer getter on `key`: want_ok says which succeed, with the values given. */
+/* Every integer getter on `key`: the *_ok flags say which succeed, u and s the values they give. */
 struct int_case {
     const char *key;
     int u64_ok, u32_ok, i64_ok, bool_ok;
@@ -1261,6 +1261,13 @@ static void check_real_model(void)
         struct slm_gguf_str *toks = malloc(k->arr_len * sizeof *toks);
         expect_rc("real model: get_str_arr", 0, slm_gguf_get_str_arr(g, k, toks, k->arr_len));
         free(toks);
+    }
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const struct slm_gguf_tensor *ti = &g->tensors[i];
+        uint64_t nelem = ti->ne[0] * ti->ne[1] * ti->ne[2] * ti->ne[3];
+        char what[128];
+        snprintf(what, sizeof what, "real model: tensor '%.*s' nbytes", (int)ti->name.len, ti->name.ptr);
+        expect_u64(what, type_nbytes(ti->type, nelem), ti->nbytes);
     }
     check_views(g, "real model");
     printf("real model: %s: v%u, %llu keys, %llu tensors\n", path, g->version, (unsigned long long)g->n_kv,
