@@ -1275,6 +1275,35 @@ static void check_real_model(void)
     slm_gguf_close(&g);
 }
 
+/* Gemma 3 270M (Q4_K_M: F32, Q5_0, Q8_0, Q4_K, Q6_K tensors), when the cache holds it. */
+static void check_gemma(void)
+{
+    const char *dir = getenv("SLM_MODEL_DIR");
+    char path[1024], err[SLM_ERR_LEN];
+    snprintf(path, sizeof path, "%s/gemma-3-270m-q4_k_m.gguf", dir ? dir : ".");
+    if (!dir || access(path, R_OK) != 0) {
+        printf("gemma model: not found, skipped\n");
+        return;
+    }
+    struct slm_gguf *g = slm_gguf_open(path, err);
+    if (!g) {
+        fail("gemma model: open", "expected success, got '%s'", err);
+        return;
+    }
+    expect_u64("gemma model: n_tensors", 236, g->n_tensors);
+    struct slm_gguf_str s = {0};
+    expect_rc("gemma model: general.architecture", 0, slm_gguf_get_str(g, "general.architecture", &s, err));
+    if (!slm_gguf_str_eq(s, "gemma3")) fail("gemma model: general.architecture", "expected 'gemma3', got '%.*s'", (int)s.len, s.ptr);
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const struct slm_gguf_tensor *t = &g->tensors[i];
+        char what[128];
+        snprintf(what, sizeof what, "gemma model: tensor '%.*s' nbytes", (int)t->name.len, t->name.ptr);
+        expect_u64(what, type_nbytes(t->type, t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]), t->nbytes);
+    }
+    check_views(g, "gemma model");
+    slm_gguf_close(&g);
+}
+
 static void remove_tmpdir(void)
 {
     if (tmpdir[0]) rmdir(tmpdir);
@@ -1302,6 +1331,7 @@ int main(void)
     check_truncation();
     check_fuzz(2000);
     check_real_model();
+    check_gemma();
 
     if (failures) {
         printf("test_gguf: %d failure(s)\n", failures);
