@@ -692,7 +692,7 @@ static const struct pre_def {
 } pre_defs[] = {
     { { "default" }, 4,
       { "[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]" }, 0, 0 },
-    { { "gpt2", "mpt", "olmo", "jais", "exaone4" }, 1, { RE_GPT2 }, 0, 0 },
+    { { "gpt-2", "gpt2", "phi-2", "mpt", "olmo", "jais", "exaone4", "roberta-bpe" }, 1, { RE_GPT2 }, 0, 0 },
     { { "smollm", "starcoder", "refact", "codeshell", "command-r", "exaone", "minerva-7b" }, 2,
       { "\\p{N}", RE_GPT2 }, 0, 0 },
     { { "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2" }, 1,

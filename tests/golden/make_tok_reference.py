@@ -11,7 +11,9 @@ It tokenizes the corpus of make_tok_corpus.py with llama_tokenize() (vocab-only 
   tok_gemma3.txt             Gemma 3 270M (SentencePiece-style BPE with byte fallback)
   tok_smollm2_llama3pre.txt  SmolLM2's vocabulary with tokenizer.ggml.pre = "llama-bpe"
   tok_smollm2_qwen2pre.txt   SmolLM2's vocabulary with tokenizer.ggml.pre = "qwen2"
-The last two come from temporary vocab-only copies of SmolLM2's GGUF (all metadata, no tensors,
+  tok_smollm2_gpt2pre.txt    SmolLM2's vocabulary with tokenizer.ggml.pre = "gpt-2" (every other string)
+  tok_smollm2_defaultpre.txt SmolLM2's vocabulary with tokenizer.ggml.pre = "default" (every other string)
+The last four come from temporary vocab-only copies of SmolLM2's GGUF (all metadata, no tensors,
 pre changed) that are deleted afterwards; the test builds the same copies itself.
 
 File format: lines starting with '#' are headers: "#eog\t<ids>" lists every id llama.cpp's
@@ -106,10 +108,11 @@ def main():
     write_reference(smollm, os.path.join(a.out_dir, "tok_smollm2.txt"), items)
     write_reference(gemma, os.path.join(a.out_dir, "tok_gemma3.txt"), items)
     with tempfile.TemporaryDirectory() as tmp:
-        for pre, name in (("llama-bpe", "tok_smollm2_llama3pre.txt"), ("qwen2", "tok_smollm2_qwen2pre.txt")):
+        for pre, name, step in (("llama-bpe", "tok_smollm2_llama3pre.txt", 1), ("qwen2", "tok_smollm2_qwen2pre.txt", 1),
+                                ("gpt-2", "tok_smollm2_gpt2pre.txt", 2), ("default", "tok_smollm2_defaultpre.txt", 2)):
             path = os.path.join(tmp, f"smollm2-{pre}.gguf")
             copy_with_pre(smollm, path, pre)
-            write_reference(path, os.path.join(a.out_dir, name), items)
+            write_reference(path, os.path.join(a.out_dir, name), items[::step])
     L.llama_backend_free()
 
 
