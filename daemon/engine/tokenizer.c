@@ -442,7 +442,8 @@ static long pre_split(const struct slm_tokenizer *t, struct scratch *s, const ch
                 if (me > ms) {
                     if (piece_add(&s->piece2, &np2, &s->cap_piece2, a + ms, a + me)) return -ENOMEM;
                     prev = off = me;
-                } else {
+                } else {   /* an empty match (none of our patterns has one): step one character */
+                    if (me >= l) break;
                     off = me + utf8_lead_len((unsigned char)proxy[a + me]);
                 }
             }
