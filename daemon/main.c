@@ -1,10 +1,25 @@
-/* daemon/main.c - slmd's entry point (subcommands land here as they are built). */
+/* daemon/main.c - slmd's entry point: dispatches to a subcommand. */
 #include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: slmd COMMAND [options]\n"
+               "commands:\n"
+               "  run       load a model, complete one prompt, stream it to stdout, exit\n"
+               "  help      this text\n"
+               "'slmd COMMAND --help' describes a command's options.\n");
+}
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "usage: slmd run --model FILE --prompt TEXT\n");
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "run") == 0) return slm_cmd_run(argc - 1, argv + 1);
+    fprintf(stderr, "slmd: unknown command '%s' (see slmd help)\n", argv[1]);
     return 2;
 }

@@ -1,0 +1,102 @@
+/* daemon/cli.c - see cli.h. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+int slm_cli_int(const char *name, const char *text, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end || errno) {
+        fprintf(stderr, "slmd: %s: '%s' is not a whole number\n", name, text);
+        return -EINVAL;
+    }
+    if (v < lo || v > hi) {
+        fprintf(stderr, "slmd: %s: %lld is out of range (%lld to %lld)\n", name, v, lo, hi);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+int slm_cli_float(const char *name, const char *text, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end || errno || !isfinite(v)) {
+        fprintf(stderr, "slmd: %s: '%s' is not a number\n", name, text);
+        return -EINVAL;
+    }
+    if (v < lo || v > hi) {
+        fprintf(stderr, "slmd: %s: %g is out of range (%g to %g)\n", name, v, lo, hi);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+int slm_cli_model_path(const char *given, char *path, size_t cap, char *err)
+{
+    if (given) {
+        if ((size_t)snprintf(path, cap, "%s", given) >= cap) {
+            slm_err_set(err, "--model: path too long");
+            return -ENAMETOOLONG;
+        }
+        return 0;
+    }
+    const char *dir = getenv("SLM_MODEL_DIR");
+    const char *home = getenv("HOME");
+    int n;
+    if (dir && *dir) n = snprintf(path, cap, "%s/%s", dir, SLM_DEFAULT_MODEL);
+    else n = snprintf(path, cap, "%s/.cache/slmd/models/%s", home ? home : "", SLM_DEFAULT_MODEL);
+    if (n < 0 || (size_t)n >= cap) {
+        slm_err_set(err, "model path too long");
+        return -ENAMETOOLONG;
+    }
+    if (access(path, R_OK) != 0) {
+        slm_err_set(err, "the default model %s is not there; fetch it with packaging/fetch-models.sh or pass "
+                    "--model FILE", path);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+char *slm_cli_read_all(FILE *f, char *err)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        len += fread(buf + len, 1, cap - len - 1, f);
+        if (ferror(f)) {
+            slm_err_set(err, "cannot read standard input");
+            free(buf);
+            return NULL;
+        }
+        if (feof(f)) break;
+        if (cap - len < 2) {
+            char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (!buf) {
+        slm_err_set(err, "standard input is too large");
+        return NULL;
+    }
+    buf[len] = 0;
+    return buf;
+}

@@ -1,0 +1,127 @@
+/*
+ * daemon/engine/backend.h - the ops table that the forward pass is written against.
+ *
+ * A backend owns the memory of activations and of the KV pool (host memory for the
+ * CPU backend, device memory for CUDA) and runs the ops of one forward pass. The
+ * forward pass (model.c) only passes these buffers from op to op; it never reads
+ * them, so the same pass drives every backend. Host-side metadata (token ids,
+ * positions, block tables) is passed as plain host arrays in struct slm_batch.
+ *
+ * Batch invariance: every op computes each output element with a reduction order
+ * that depends neither on how many tokens the call carries nor on which other
+ * sequences share it (DESIGN.md, "Engine").
+ */
+#ifndef SLM_ENGINE_BACKEND_H
+#define SLM_ENGINE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant.h"
+
+/* A weight tensor as the GGUF holds it: `rows` rows of `cols` elements of `type`. */
+struct slm_weight {
+    uint32_t type;        /* enum slm_qtype */
+    int64_t rows;         /* ne[1] (1 for a vector) */
+    int64_t cols;         /* ne[0], contiguous */
+    size_t row_bytes;     /* bytes of one row */
+    const void *data;     /* (rows, cols) in the mapping */
+    void *be_data;        /* the backend's copy or view (CPU: may be NULL = use data) */
+};
+
+/* RoPE layouts: NORM rotates adjacent pairs (x[2i], x[2i+1]) (llama), NEOX rotates
+ * halves (x[i], x[i + d/2]) (qwen2, gemma, phi3). */
+enum slm_rope_layout { SLM_ROPE_NORM = 0, SLM_ROPE_NEOX = 1 };
+
+struct slm_attn_params {
+    int n_head;            /* query heads */
+    int n_head_kv;         /* key/value heads (GQA: n_head is a multiple) */
+    int head_dim;
+    int rope_dim;          /* leading dims of each head that are rotated (<= head_dim) */
+    int rope_layout;       /* enum slm_rope_layout */
+    float rope_base;
+    float scale;           /* applied to q.k, usually 1/sqrt(head_dim) */
+};
+
+/*
+ * One forward step's tokens. Token i belongs to sequence seq[i] at position pos[i];
+ * its K and V are written to block block_table[seq_row[i]][pos[i] / block_size] of the
+ * KV pool and it attends to positions 0..pos[i] of that sequence (causal).
+ */
+struct slm_batch {
+    int n_tokens;
+    const int32_t *tokens;      /* (n_tokens) */
+    const int32_t *pos;         /* (n_tokens) */
+    const int32_t *seq_row;     /* (n_tokens) row of block_tables this token's sequence uses */
+    const int32_t *block_tables;/* (n_seq_rows, max_blocks) block ids of each sequence */
+    int max_blocks;             /* row stride of block_tables */
+    int n_out;                  /* tokens whose logits are wanted */
+    const int32_t *out_rows;    /* (n_out) indices into the batch */
+};
+
+/* The KV pool: for each layer, K and V as (n_blocks, block_size, n_head_kv * head_dim)
+ * halves, addressed through the batch's block tables. */
+struct slm_kv_pool {
+    int n_layer;
+    int n_blocks;
+    int block_size;
+    int kv_dim;                 /* n_head_kv * head_dim */
+    void *mem;                  /* backend memory holding all of it */
+};
+
+struct slm_backend;
+
+struct slm_backend_ops {
+    const char *name;
+    void (*destroy)(struct slm_backend *be);
+    /* Activation memory, `bytes` long, suitably aligned; NULL on failure. */
+    void *(*alloc)(struct slm_backend *be, size_t bytes);
+    void (*free)(struct slm_backend *be, void *p);
+    /* Makes a weight resident in the backend's form (CPU: nothing or a repack). */
+    int (*load_weight)(struct slm_backend *be, struct slm_weight *w);
+    void (*unload_weight)(struct slm_backend *be, struct slm_weight *w);
+    /* Allocates pool->mem for the pool's geometry. */
+    int (*kv_alloc)(struct slm_backend *be, struct slm_kv_pool *pool);
+    void (*kv_free)(struct slm_backend *be, struct slm_kv_pool *pool);
+
+    /* out (n, table->cols) = rows `tokens` of table. */
+    int (*embed)(struct slm_backend *be, const struct slm_weight *table, const int32_t *tokens, int n,
+                 float *out);
+    /* out (n, dim) = x / rms(x) * gamma (per row); out may equal x. */
+    int (*rmsnorm)(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int n, int dim,
+                   float eps, float *out);
+    /* For each j < n_w: y[j] (n, w[j]->rows) (+)= x (n, cols) . w[j]^T, all weights sharing
+     * one input (so the CPU quantizes x once and the pool runs once). accumulate adds to y. */
+    int (*matmul)(struct slm_backend *be, int n_w, const struct slm_weight *const *w, const float *x, int n,
+                  float *const *y, int accumulate);
+    /* x (n, w->rows... ) += bias, broadcast over n rows; bias is an F32 vector weight. */
+    int (*add_bias)(struct slm_backend *be, float *x, const struct slm_weight *bias, int n);
+    /* Attention of one layer for the batch: rotates q (n, n_head*head_dim) and k
+     * (n, n_head_kv*head_dim) by each token's position, stores k and v into the pool
+     * through the block tables, and writes out (n, n_head*head_dim). */
+    int (*attention)(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
+                     const struct slm_attn_params *p, float *q, float *k, const float *v, float *out);
+    /* out (n) = silu(gate) * up. */
+    int (*swiglu)(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
+    /* x (n) += y. */
+    int (*add)(struct slm_backend *be, float *x, const float *y, size_t n);
+    /* Copies the rows `rows` (n_rows) of x (., dim) into dst (n_rows, dim) of the backend. */
+    int (*gather_rows)(struct slm_backend *be, const float *x, int dim, const int32_t *rows, int n_rows,
+                       float *dst);
+    /* Copies n floats from backend memory to host memory. */
+    int (*to_host)(struct slm_backend *be, const float *src, size_t n, float *host);
+};
+
+struct slm_backend {
+    const struct slm_backend_ops *ops;
+    int n_threads;
+    void *impl;
+};
+
+/* The CPU backend with n_threads (<= 0: the number of online CPUs). NULL on failure. */
+struct slm_backend *slm_backend_cpu_create(int n_threads, char *err);
+
+/* Destroys any backend; sets *be to NULL. NULL-safe. */
+void slm_backend_destroy(struct slm_backend **be);
+
+#endif

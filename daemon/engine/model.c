@@ -1,0 +1,369 @@
+/* daemon/engine/model.c - see model.h. */
+#include "model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- loading */
+
+static int get_dim(const struct slm_gguf *g, const char *arch, const char *suffix, int *out, int required,
+                   int dflt, char *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint32_t v;
+    int rc = slm_gguf_get_u32(g, key, &v, err);
+    if (rc == -ENOENT && !required) {
+        *out = dflt;
+        return 0;
+    }
+    if (rc) return rc;
+    if (v == 0 || v > (1u << 24)) {
+        slm_err_set(err, "%s: key '%s': value %u is out of range", g->path, key, v);
+        return -EINVAL;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int get_float(const struct slm_gguf *g, const char *arch, const char *suffix, float *out, float dflt,
+                     char *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = slm_gguf_get_f32(g, key, out, err);
+    if (rc == -ENOENT) {
+        *out = dflt;
+        return 0;
+    }
+    if (rc == 0 && !(*out > 0.0f && *out < 1e30f)) {
+        slm_err_set(err, "%s: key '%s': value %g is out of range", g->path, key, (double)*out);
+        return -EINVAL;
+    }
+    return rc;
+}
+
+static int read_config(const struct slm_gguf *g, struct slm_model_config *c, char *err)
+{
+    struct slm_gguf_str a;
+    int rc = slm_gguf_get_str(g, "general.architecture", &a, err);
+    if (rc) return rc;
+    snprintf(c->arch_name, sizeof c->arch_name, "%.*s", (int)(a.len < 31 ? a.len : 31), a.ptr);
+    if (slm_gguf_str_eq(a, "llama") || slm_gguf_str_eq(a, "mistral")) {
+        c->arch = SLM_ARCH_LLAMA;
+        c->rope_layout = SLM_ROPE_NORM;
+    } else if (slm_gguf_str_eq(a, "qwen2")) {
+        c->arch = SLM_ARCH_QWEN2;
+        c->rope_layout = SLM_ROPE_NEOX;
+    } else {
+        slm_err_set(err, "%s: architecture '%s' is not supported (llama, mistral and qwen2 are)", g->path,
+                    c->arch_name);
+        return -ENOTSUP;
+    }
+    const char *ar = c->arch_name;
+    if ((rc = get_dim(g, ar, "block_count", &c->n_layer, 1, 0, err)) ||
+        (rc = get_dim(g, ar, "embedding_length", &c->dim, 1, 0, err)) ||
+        (rc = get_dim(g, ar, "feed_forward_length", &c->ffn_dim, 1, 0, err)) ||
+        (rc = get_dim(g, ar, "attention.head_count", &c->n_head, 1, 0, err)) ||
+        (rc = get_dim(g, ar, "attention.head_count_kv", &c->n_head_kv, 0, c->n_head, err)) ||
+        (rc = get_dim(g, ar, "context_length", &c->n_ctx_train, 0, 2048, err)))
+        return rc;
+    if (c->dim % c->n_head) {
+        slm_err_set(err, "%s: embedding_length %d is not a multiple of head_count %d", g->path, c->dim, c->n_head);
+        return -EINVAL;
+    }
+    if ((rc = get_dim(g, ar, "attention.key_length", &c->head_dim, 0, c->dim / c->n_head, err)) ||
+        (rc = get_dim(g, ar, "rope.dimension_count", &c->rope_dim, 0, c->head_dim, err)) ||
+        (rc = get_float(g, ar, "rope.freq_base", &c->rope_base, 10000.0f, err)) ||
+        (rc = get_float(g, ar, "attention.layer_norm_rms_epsilon", &c->rms_eps, 1e-5f, err)))
+        return rc;
+    if (c->n_head % c->n_head_kv || c->rope_dim > c->head_dim || c->rope_dim % 2 || c->head_dim % 8) {
+        slm_err_set(err, "%s: inconsistent attention shape (heads %d, kv heads %d, head dim %d, rope dim %d)",
+                    g->path, c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Finds tensor `name` and checks its shape: cols x rows (rows 0 = a vector). */
+static int bind_tensor(const struct slm_gguf *g, const char *name, int64_t cols, int64_t rows, int optional,
+                       struct slm_weight *w, char *err)
+{
+    const struct slm_gguf_tensor *t = slm_gguf_find_tensor(g, name);
+    memset(w, 0, sizeof *w);
+    if (!t) {
+        if (optional) return 0;
+        slm_err_set(err, "%s: required tensor '%s' is missing", g->path, name);
+        return -ENOENT;
+    }
+    int64_t want_rows = rows ? rows : 1;
+    int dims_ok = rows ? t->n_dims == 2 : t->n_dims == 1;
+    if (!dims_ok || (int64_t)t->ne[0] != cols || (int64_t)t->ne[1] != want_rows) {
+        slm_err_set(err, "%s: tensor '%s': shape [%llu, %llu] (%u dims), expected [%lld, %lld]", g->path, name,
+                    (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], t->n_dims, (long long)cols,
+                    (long long)want_rows);
+        return -EINVAL;
+    }
+    if (!rows && t->type != SLM_TYPE_F32) {
+        slm_err_set(err, "%s: tensor '%s': norm and bias vectors must be F32, found %s", g->path, name,
+                    slm_qtype_name(t->type));
+        return -EINVAL;
+    }
+    w->type = t->type;
+    w->cols = cols;
+    w->rows = want_rows;
+    w->row_bytes = (size_t)(cols / slm_qblock_elems(t->type)) * slm_qblock_bytes(t->type);
+    w->data = t->data;
+    return 0;
+}
+
+static int bind_layer(const struct slm_gguf *g, const struct slm_model_config *c, int l, struct slm_layer *L,
+                      char *err)
+{
+    char n[96];
+    int q = c->n_head * c->head_dim, kv = c->n_head_kv * c->head_dim, bias = c->arch == SLM_ARCH_QWEN2;
+    struct { const char *suffix; int64_t cols, rows; int optional; struct slm_weight *w; } spec[] = {
+        {"attn_norm.weight", c->dim, 0, 0, &L->attn_norm},
+        {"attn_q.weight", c->dim, q, 0, &L->wq},
+        {"attn_k.weight", c->dim, kv, 0, &L->wk},
+        {"attn_v.weight", c->dim, kv, 0, &L->wv},
+        {"attn_q.bias", q, 0, !bias, &L->bq},
+        {"attn_k.bias", kv, 0, !bias, &L->bk},
+        {"attn_v.bias", kv, 0, !bias, &L->bv},
+        {"attn_output.weight", q, c->dim, 0, &L->wo},
+        {"ffn_norm.weight", c->dim, 0, 0, &L->ffn_norm},
+        {"ffn_gate.weight", c->dim, c->ffn_dim, 0, &L->w_gate},
+        {"ffn_up.weight", c->dim, c->ffn_dim, 0, &L->w_up},
+        {"ffn_down.weight", c->ffn_dim, c->dim, 0, &L->w_down},
+    };
+    for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+        snprintf(n, sizeof n, "blk.%d.%s", l, spec[i].suffix);
+        int rc = bind_tensor(g, n, spec[i].cols, spec[i].rows, spec[i].optional, spec[i].w, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+struct slm_model *slm_model_load(const char *path, char *err)
+{
+    struct slm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        slm_err_set(err, "%s: out of memory", path);
+        return NULL;
+    }
+    m->gguf = slm_gguf_open(path, err);
+    if (!m->gguf) goto err;
+    struct slm_model_config *c = &m->cfg;
+    if (read_config(m->gguf, c, err)) goto err;
+    const struct slm_gguf_tensor *emb = slm_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!emb) {
+        slm_err_set(err, "%s: required tensor 'token_embd.weight' is missing", path);
+        goto err;
+    }
+    if (emb->n_dims != 2 || emb->ne[1] > (1u << 24)) {
+        slm_err_set(err, "%s: tensor 'token_embd.weight': expected [%d, n_vocab]", path, c->dim);
+        goto err;
+    }
+    c->n_vocab = (int)emb->ne[1];
+    if (bind_tensor(m->gguf, "token_embd.weight", c->dim, c->n_vocab, 0, &m->tok_embd, err) ||
+        bind_tensor(m->gguf, "output_norm.weight", c->dim, 0, 0, &m->output_norm, err) ||
+        bind_tensor(m->gguf, "output.weight", c->dim, c->n_vocab, 1, &m->output, err))
+        goto err;
+    if (!m->output.data) m->output = m->tok_embd;   /* tied embeddings */
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        slm_err_set(err, "%s: out of memory", path);
+        goto err;
+    }
+    for (int l = 0; l < c->n_layer; l++)
+        if (bind_layer(m->gguf, c, l, &m->layers[l], err)) goto err;
+    return m;
+err:
+    slm_model_free(&m);
+    return NULL;
+}
+
+/* Calls fn on every distinct weight of the model. */
+static int for_each_weight(struct slm_model *m, int (*fn)(struct slm_backend *, struct slm_weight *),
+                           struct slm_backend *be)
+{
+    int rc = 0;
+    struct slm_weight *top[] = {&m->tok_embd, &m->output_norm, &m->output};
+    for (int i = 0; i < 3 && !rc; i++)
+        if (i != 2 || m->output.data != m->tok_embd.data) rc = fn(be, top[i]);
+    for (int l = 0; l < m->cfg.n_layer && !rc; l++) {
+        struct slm_layer *L = &m->layers[l];
+        struct slm_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->bq, &L->bk, &L->bv, &L->wo,
+                                   &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0] && !rc; i++)
+            if (ws[i]->data) rc = fn(be, ws[i]);
+    }
+    return rc;
+}
+
+static int unload_one(struct slm_backend *be, struct slm_weight *w)
+{
+    if (be->ops->unload_weight) be->ops->unload_weight(be, w);
+    return 0;
+}
+
+int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
+{
+    int rc = for_each_weight(m, be->ops->load_weight, be);
+    if (rc) {
+        slm_err_set(err, "%s: cannot make the weights resident on the %s backend: %s", m->gguf->path,
+                    be->ops->name, strerror(-rc));
+        for_each_weight(m, unload_one, be);
+        return rc;
+    }
+    if (m->output.data == m->tok_embd.data) m->output.be_data = m->tok_embd.be_data;
+    m->be = be;
+    return 0;
+}
+
+void slm_model_free(struct slm_model **mp)
+{
+    struct slm_model *m = *mp;
+    if (!m) return;
+    if (m->be && m->layers) for_each_weight(m, unload_one, m->be);
+    free(m->layers);
+    slm_gguf_close(&m->gguf);
+    free(m);
+    *mp = NULL;
+}
+
+void slm_model_kv_geometry(const struct slm_model *m, int n_blocks, int block_size, struct slm_kv_pool *pool)
+{
+    memset(pool, 0, sizeof *pool);
+    pool->n_layer = m->cfg.n_layer;
+    pool->n_blocks = n_blocks;
+    pool->block_size = block_size;
+    pool->kv_dim = m->cfg.n_head_kv * m->cfg.head_dim;
+}
+
+/* ---- the forward pass */
+
+struct slm_forward {
+    struct slm_model *m;
+    int max_tokens, max_out;
+    float *x;        /* (max_tokens, dim) the residual stream */
+    float *xn;       /* (max_tokens, dim) normalised */
+    float *q;        /* (max_tokens, n_head * head_dim) */
+    float *k, *v;    /* (max_tokens, n_head_kv * head_dim) */
+    float *att;      /* (max_tokens, n_head * head_dim) */
+    float *gate, *up;/* (max_tokens, ffn_dim) */
+    float *xo;       /* (max_out, dim) rows whose logits are wanted */
+    float *logits;   /* (max_out, n_vocab) in backend memory */
+};
+
+void slm_forward_destroy(struct slm_forward **fp)
+{
+    struct slm_forward *f = *fp;
+    if (!f) return;
+    struct slm_backend *be = f->m->be;
+    float *bufs[] = {f->x, f->xn, f->q, f->k, f->v, f->att, f->gate, f->up, f->xo, f->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->ops->free(be, bufs[i]);
+    free(f);
+    *fp = NULL;
+}
+
+struct slm_forward *slm_forward_create(struct slm_model *m, int max_tokens, int max_out, char *err)
+{
+    if (!m->be || max_tokens < 1 || max_out < 1 || max_out > max_tokens) {
+        slm_err_set(err, "forward: bad arguments (backend bound: %s, max_tokens %d, max_out %d)",
+                    m->be ? "yes" : "no", max_tokens, max_out);
+        return NULL;
+    }
+    struct slm_forward *f = calloc(1, sizeof *f);
+    if (!f) goto oom;
+    f->m = m;
+    f->max_tokens = max_tokens;
+    f->max_out = max_out;
+    const struct slm_model_config *c = &m->cfg;
+    size_t T = (size_t)max_tokens, qd = (size_t)c->n_head * (size_t)c->head_dim;
+    size_t kvd = (size_t)c->n_head_kv * (size_t)c->head_dim;
+    struct { float **p; size_t n; } bufs[] = {
+        {&f->x, T * (size_t)c->dim}, {&f->xn, T * (size_t)c->dim}, {&f->q, T * qd}, {&f->k, T * kvd},
+        {&f->v, T * kvd}, {&f->att, T * qd}, {&f->gate, T * (size_t)c->ffn_dim}, {&f->up, T * (size_t)c->ffn_dim},
+        {&f->xo, (size_t)max_out * (size_t)c->dim}, {&f->logits, (size_t)max_out * (size_t)c->n_vocab},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (!(*bufs[i].p = m->be->ops->alloc(m->be, bufs[i].n * sizeof(float)))) goto oom;
+    return f;
+oom:
+    slm_err_set(err, "forward: out of memory for %d tokens", max_tokens);
+    slm_forward_destroy(&f);
+    return NULL;
+}
+
+#define TRY(call)                      \
+    do {                               \
+        int rc_ = (call);              \
+        if (rc_) return rc_;           \
+    } while (0)
+
+static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, int l)
+{
+    const struct slm_model_config *c = &f->m->cfg;
+    struct slm_backend *be = f->m->be;
+    const struct slm_backend_ops *ops = be->ops;
+    const struct slm_layer *L = &f->m->layers[l];
+    int n = b->n_tokens;
+    struct slm_attn_params ap = {
+        .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .rope_dim = c->rope_dim,
+        .rope_layout = c->rope_layout, .rope_base = c->rope_base, .scale = 1.0f / sqrtf((float)c->head_dim),
+    };
+
+    TRY(ops->rmsnorm(be, f->x, &L->attn_norm, n, c->dim, c->rms_eps, f->xn));
+    const struct slm_weight *qkv[] = {&L->wq, &L->wk, &L->wv};
+    float *qkv_out[] = {f->q, f->k, f->v};
+    TRY(ops->matmul(be, 3, qkv, f->xn, n, qkv_out, 0));
+    if (L->bq.data) {
+        TRY(ops->add_bias(be, f->q, &L->bq, n));
+        TRY(ops->add_bias(be, f->k, &L->bk, n));
+        TRY(ops->add_bias(be, f->v, &L->bv, n));
+    }
+    TRY(ops->attention(be, pool, l, b, &ap, f->q, f->k, f->v, f->att));
+    const struct slm_weight *wo[] = {&L->wo};
+    TRY(ops->matmul(be, 1, wo, f->att, n, &f->x, 1));
+
+    TRY(ops->rmsnorm(be, f->x, &L->ffn_norm, n, c->dim, c->rms_eps, f->xn));
+    const struct slm_weight *gu[] = {&L->w_gate, &L->w_up};
+    float *gu_out[] = {f->gate, f->up};
+    TRY(ops->matmul(be, 2, gu, f->xn, n, gu_out, 0));
+    TRY(ops->swiglu(be, f->gate, f->up, (size_t)n * (size_t)c->ffn_dim, f->gate));
+    const struct slm_weight *down[] = {&L->w_down};
+    TRY(ops->matmul(be, 1, down, f->gate, n, &f->x, 1));
+    return 0;
+}
+
+int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, float *logits)
+{
+    const struct slm_model_config *c = &f->m->cfg;
+    struct slm_backend *be = f->m->be;
+    if (b->n_tokens < 1 || b->n_tokens > f->max_tokens || b->n_out < 0 || b->n_out > f->max_out) return -EINVAL;
+    for (int i = 0; i < b->n_tokens; i++) {
+        if (b->tokens[i] < 0 || b->tokens[i] >= c->n_vocab || b->pos[i] < 0 || b->seq_row[i] < 0 ||
+            b->pos[i] / pool->block_size >= b->max_blocks)
+            return -EINVAL;
+        /* Every block this token reads or writes must be in the pool. */
+        const int32_t *bt = b->block_tables + (size_t)b->seq_row[i] * (size_t)b->max_blocks;
+        for (int j = 0; j <= b->pos[i] / pool->block_size; j++)
+            if (bt[j] < 0 || bt[j] >= pool->n_blocks) return -EINVAL;
+    }
+    for (int i = 0; i < b->n_out; i++)
+        if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens) return -EINVAL;
+
+    TRY(be->ops->embed(be, &f->m->tok_embd, b->tokens, b->n_tokens, f->x));
+    for (int l = 0; l < c->n_layer; l++) TRY(layer_forward(f, pool, b, l));
+    if (b->n_out == 0) return 0;
+    TRY(be->ops->gather_rows(be, f->x, c->dim, b->out_rows, b->n_out, f->xo));
+    TRY(be->ops->rmsnorm(be, f->xo, &f->m->output_norm, b->n_out, c->dim, c->rms_eps, f->xo));
+    const struct slm_weight *out[] = {&f->m->output};
+    TRY(be->ops->matmul(be, 1, out, f->xo, b->n_out, &f->logits, 0));
+    return be->ops->to_host(be, f->logits, (size_t)b->n_out * (size_t)c->n_vocab, logits);
+}

@@ -1,0 +1,75 @@
+/*
+ * daemon/engine/model.h - a transformer's configuration and weights from a GGUF file,
+ * and its forward pass over a batch, written once against the backend ops table.
+ *
+ * Architectures: llama (SmolLM2, Llama 3.x, Mistral) and qwen2 (QKV bias, NEOX rope).
+ * Weights are pointed into the GGUF mapping, never copied (the backend may make a
+ * resident copy in its own memory).
+ */
+#ifndef SLM_ENGINE_MODEL_H
+#define SLM_ENGINE_MODEL_H
+
+#include "backend.h"
+#include "gguf.h"
+
+enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2 };
+
+struct slm_model_config {
+    int arch;                 /* enum slm_arch */
+    char arch_name[32];
+    int n_layer;
+    int dim;                  /* embedding width */
+    int n_head, n_head_kv, head_dim;
+    int ffn_dim;
+    int n_vocab;
+    int n_ctx_train;
+    int rope_dim, rope_layout;
+    float rope_base;
+    float rms_eps;
+};
+
+struct slm_layer {
+    struct slm_weight attn_norm;        /* (dim) */
+    struct slm_weight wq;               /* (n_head * head_dim, dim) */
+    struct slm_weight wk, wv;           /* (n_head_kv * head_dim, dim) */
+    struct slm_weight bq, bk, bv;       /* qwen2 only: (rows of wq/wk/wv) */
+    struct slm_weight wo;               /* (dim, n_head * head_dim) */
+    struct slm_weight ffn_norm;         /* (dim) */
+    struct slm_weight w_gate, w_up;     /* (ffn_dim, dim) */
+    struct slm_weight w_down;           /* (dim, ffn_dim) */
+};
+
+struct slm_model {
+    struct slm_gguf *gguf;
+    struct slm_model_config cfg;
+    struct slm_weight tok_embd;         /* (n_vocab, dim) */
+    struct slm_weight output_norm;      /* (dim) */
+    struct slm_weight output;           /* (n_vocab, dim); the same tensor as tok_embd when tied */
+    struct slm_layer *layers;           /* (n_layer) */
+    struct slm_backend *be;             /* set by slm_model_bind */
+};
+
+/* Opens the GGUF at path, reads the configuration and checks every tensor the
+ * architecture needs (present, type, shape). NULL with a reason in err on failure. */
+struct slm_model *slm_model_load(const char *path, char *err);
+
+/* Makes every weight resident in the backend. Returns 0 or -errno (reason in err). */
+int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err);
+
+/* Unbinds (if bound), closes the file, frees; sets *m to NULL. NULL-safe. */
+void slm_model_free(struct slm_model **m);
+
+/* Activation buffers for batches of up to max_tokens tokens and max_out logits rows. */
+struct slm_forward;
+
+struct slm_forward *slm_forward_create(struct slm_model *m, int max_tokens, int max_out, char *err);
+void slm_forward_destroy(struct slm_forward **f);
+
+/* Runs the batch through the model, writing K/V into pool, and copies the logits of
+ * the batch's out_rows to logits (n_out, n_vocab) on the host. Returns 0 or -errno. */
+int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, float *logits);
+
+/* A KV pool geometry for this model: n_blocks blocks of block_size tokens. */
+void slm_model_kv_geometry(const struct slm_model *m, int n_blocks, int block_size, struct slm_kv_pool *pool);
+
+#endif

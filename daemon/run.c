@@ -1,0 +1,311 @@
+/*
+ * daemon/run.c - `slmd run`: the one-shot mode. Loads a model, encodes one prompt
+ * (raw text, or one chat turn through the model's template), streams the completion
+ * to stdout and exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "engine/chat.h"
+#include "engine/runner.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+#include "kernels/cpu/matmul.h"
+#include "log.h"
+
+struct run_opts {
+    const char *model;
+    const char *prompt;
+    const char *system;
+    int chat;
+    int max_tokens;
+    int threads;
+    int ctx_size;
+    int batch;
+    int print_ids;
+    struct slm_sampling sampling;
+    int seed_given;
+};
+
+static void run_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: slmd run [--model FILE] --prompt TEXT [options]\n"
+            "  --model FILE          GGUF model (default: %s in the model cache)\n"
+            "  --prompt TEXT         the prompt ('-' reads standard input)\n"
+            "  --chat                wrap the prompt as one user turn in the model's chat template\n"
+            "  --system TEXT         a system message (with --chat)\n"
+            "  --max-tokens N        tokens to generate at most (default 256; 0 = up to the context)\n"
+            "  --temperature T       0 = greedy (default 0.8)\n"
+            "  --top-k N             (default 40; 0 = off)\n"
+            "  --top-p P             (default 0.95; 1 = off)\n"
+            "  --min-p P             (default 0.05; 0 = off)\n"
+            "  --repeat-penalty F    (default 1.0 = off)\n"
+            "  --presence-penalty F  (default 0)\n"
+            "  --frequency-penalty F (default 0)\n"
+            "  --seed S              sampling seed (default: random)\n"
+            "  --threads N           CPU threads (default: all online CPUs)\n"
+            "  --ctx-size N          context length (default: the model's, at most 8192)\n"
+            "  --batch-size N        prompt tokens per forward pass (default 512)\n"
+            "  --print-token-ids     print only the generated token ids, space-separated\n"
+            "  --log-level LEVEL     err, warning, notice, info, debug (default warning)\n",
+            SLM_DEFAULT_MODEL);
+}
+
+static int parse_run_args(int argc, char **argv, struct run_opts *o)
+{
+    enum { O_MODEL = 256, O_PROMPT, O_SYSTEM, O_CHAT, O_MAXTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES,
+           O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_IDS, O_LOG, O_HELP };
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
+        {"system", required_argument, 0, O_SYSTEM},     {"chat", no_argument, 0, O_CHAT},
+        {"max-tokens", required_argument, 0, O_MAXTOK}, {"temperature", required_argument, 0, O_TEMP},
+        {"top-k", required_argument, 0, O_TOPK},        {"top-p", required_argument, 0, O_TOPP},
+        {"min-p", required_argument, 0, O_MINP},        {"repeat-penalty", required_argument, 0, O_REP},
+        {"presence-penalty", required_argument, 0, O_PRES},
+        {"frequency-penalty", required_argument, 0, O_FREQ},
+        {"seed", required_argument, 0, O_SEED},         {"threads", required_argument, 0, O_THREADS},
+        {"ctx-size", required_argument, 0, O_CTX},      {"batch-size", required_argument, 0, O_BATCH},
+        {"print-token-ids", no_argument, 0, O_IDS},     {"log-level", required_argument, 0, O_LOG},
+        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof *o);
+    o->max_tokens = 256;
+    o->batch = 512;
+    slm_sampling_defaults(&o->sampling);
+    opterr = 0;
+    optind = 1;
+    int c;
+    long long v;
+    double d;
+    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        int rc = 0;
+        switch (c) {
+        case O_MODEL: o->model = optarg; break;
+        case O_PROMPT: o->prompt = optarg; break;
+        case O_SYSTEM: o->system = optarg; break;
+        case O_CHAT: o->chat = 1; break;
+        case O_IDS: o->print_ids = 1; break;
+        case O_MAXTOK: rc = slm_cli_int("--max-tokens", optarg, 0, 1 << 24, &v); o->max_tokens = (int)v; break;
+        case O_TOPK: rc = slm_cli_int("--top-k", optarg, 0, 1 << 24, &v); o->sampling.top_k = (int)v; break;
+        case O_THREADS: rc = slm_cli_int("--threads", optarg, 1, 256, &v); o->threads = (int)v; break;
+        case O_CTX: rc = slm_cli_int("--ctx-size", optarg, 1, 1 << 20, &v); o->ctx_size = (int)v; break;
+        case O_BATCH: rc = slm_cli_int("--batch-size", optarg, 1, 8192, &v); o->batch = (int)v; break;
+        case O_SEED:
+            rc = slm_cli_int("--seed", optarg, 0, INT64_MAX, &v);
+            o->sampling.seed = (uint64_t)v;
+            o->seed_given = 1;
+            break;
+        case O_TEMP: rc = slm_cli_float("--temperature", optarg, 0, 100, &d); o->sampling.temperature = (float)d; break;
+        case O_TOPP: rc = slm_cli_float("--top-p", optarg, 0, 1, &d); o->sampling.top_p = (float)d; break;
+        case O_MINP: rc = slm_cli_float("--min-p", optarg, 0, 1, &d); o->sampling.min_p = (float)d; break;
+        case O_REP: rc = slm_cli_float("--repeat-penalty", optarg, 0, 100, &d); o->sampling.repeat_penalty = (float)d; break;
+        case O_PRES: rc = slm_cli_float("--presence-penalty", optarg, -2, 2, &d); o->sampling.presence_penalty = (float)d; break;
+        case O_FREQ: rc = slm_cli_float("--frequency-penalty", optarg, -2, 2, &d); o->sampling.frequency_penalty = (float)d; break;
+        case O_LOG:
+            if (slm_log_set_level(optarg)) {
+                fprintf(stderr, "slmd run: --log-level: '%s' is not one of err, warning, notice, info, debug\n",
+                        optarg);
+                rc = -EINVAL;
+            }
+            break;
+        case O_HELP: run_usage(stdout); return 1;
+        case ':':
+            fprintf(stderr, "slmd run: %s needs a value\n", name);
+            return -EINVAL;
+        default:
+            fprintf(stderr, "slmd run: unknown option '%s' (see slmd run --help)\n", name);
+            return -EINVAL;
+        }
+        if (rc) return rc;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "slmd run: unexpected argument '%s' (see slmd run --help)\n", argv[optind]);
+        return -EINVAL;
+    }
+    if (!o->prompt) {
+        fprintf(stderr, "slmd run: --prompt is required (see slmd run --help)\n");
+        return -EINVAL;
+    }
+    if (o->system && !o->chat) {
+        fprintf(stderr, "slmd run: --system needs --chat\n");
+        return -EINVAL;
+    }
+    if (!o->seed_given) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        o->sampling.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
+    }
+    char err[SLM_ERR_LEN];
+    if (slm_sampling_validate(&o->sampling, err)) {
+        fprintf(stderr, "slmd run: %s\n", err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The prompt text after the chat template, or the raw prompt. Caller frees. */
+static char *render_prompt(const struct run_opts *o, const struct slm_gguf *g, char *err)
+{
+    if (!o->chat) return strdup(o->prompt);
+    struct slm_gguf_str t;
+    if (slm_gguf_get_str(g, "tokenizer.chat_template", &t, NULL)) {
+        slm_err_set(err, "%s: --chat: the model has no chat template (tokenizer.chat_template)", g->path);
+        return NULL;
+    }
+    int fmt = slm_chat_detect(t.ptr, (size_t)t.len);
+    if (fmt < 0) {
+        slm_err_set(err, "%s: --chat: the model's chat template is not one slmd knows (ChatML, Llama 3, Gemma, "
+                    "Phi-3, Mistral); pass the formatted text without --chat", g->path);
+        return NULL;
+    }
+    struct slm_chat_msg msgs[2];
+    int n = 0;
+    if (o->system) msgs[n++] = (struct slm_chat_msg){"system", o->system};
+    msgs[n++] = (struct slm_chat_msg){"user", o->prompt};
+    int len = slm_chat_apply(fmt, msgs, n, 1, NULL, 0);
+    char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!buf || slm_chat_apply(fmt, msgs, n, 1, buf, (size_t)len + 1) != len) {
+        free(buf);
+        slm_err_set(err, "--chat: cannot apply the %s template", slm_chat_format_name(fmt));
+        return NULL;
+    }
+    return buf;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Generates from the encoded prompt; prints pieces (or ids) as they come. */
+static int generate(const struct run_opts *o, struct slm_model *m, struct slm_tokenizer *tok,
+                    struct slm_runner *r, const int32_t *prompt, int n_prompt, char *err)
+{
+    int n_vocab = m->cfg.n_vocab;
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    struct slm_sampler *s = slm_sampler_create(&o->sampling, n_vocab);
+    if (!logits || !s) {
+        free(logits);
+        slm_sampler_destroy(&s);
+        slm_err_set(err, "out of memory");
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n_prompt; i++) slm_sampler_accept(s, prompt[i]);
+    double t0 = now_s();
+    int rc = slm_runner_eval(r, prompt, n_prompt, 0, logits);
+    double t1 = now_s();
+    int n_gen = 0;
+    struct slm_detok dt = {0};
+    char piece[256];
+    while (rc == 0) {
+        if (o->max_tokens > 0 && n_gen >= o->max_tokens) break;
+        int32_t id = slm_sampler_sample(s, logits);
+        slm_sampler_accept(s, id);
+        n_gen++;
+        if (slm_tok_is_eog(tok, id)) {
+            if (o->print_ids) printf("%s%d", n_gen > 1 ? " " : "", id);
+            break;
+        }
+        if (o->print_ids) {
+            printf("%s%d", n_gen > 1 ? " " : "", id);
+        } else {
+            int len = slm_detok_push(tok, &dt, id, 0, piece, sizeof piece);
+            if (len > 0) fwrite(piece, 1, (size_t)(len < (int)sizeof piece ? len : (int)sizeof piece), stdout);
+        }
+        fflush(stdout);
+        if (slm_runner_pos(r) >= slm_runner_n_ctx(r)) break;   /* context full: finish with length */
+        rc = slm_runner_eval(r, &id, 1, 0, logits);
+    }
+    double t2 = now_s();
+    if (!o->print_ids) {
+        int len = slm_detok_flush(&dt, piece, sizeof piece);
+        if (len > 0) fwrite(piece, 1, (size_t)len, stdout);
+    }
+    printf("\n");
+    fflush(stdout);
+    if (rc) slm_err_set(err, "forward pass failed: %s", strerror(-rc));
+    slm_log(SLM_LOG_INFO, "prompt: %d tokens in %.1f ms (%.1f tokens/s); generated %d tokens in %.1f ms "
+            "(%.1f tokens/s)", n_prompt, (t1 - t0) * 1e3, n_prompt / (t1 - t0), n_gen, (t2 - t1) * 1e3,
+            n_gen > 1 ? (n_gen - 1) / (t2 - t1) : 0.0);
+    slm_sampler_destroy(&s);
+    free(logits);
+    return rc;
+}
+
+int slm_cmd_run(int argc, char **argv)
+{
+    struct run_opts o;
+    slm_log_level = SLM_LOG_WARNING;
+    int rc = parse_run_args(argc, argv, &o);
+    if (rc) return rc > 0 ? 0 : 2;
+
+    char err[SLM_ERR_LEN] = "", path[1024];
+    char *stdin_prompt = NULL, *text = NULL;
+    int32_t *ids = NULL;
+    struct slm_model *m = NULL;
+    struct slm_backend *be = NULL;
+    struct slm_tokenizer *tok = NULL;
+    struct slm_runner *r = NULL;
+    int status = 1;
+
+    if (strcmp(o.prompt, "-") == 0) {
+        stdin_prompt = slm_cli_read_all(stdin, err);
+        if (!stdin_prompt) goto out;
+        o.prompt = stdin_prompt;
+    }
+    if (slm_cli_model_path(o.model, path, sizeof path, err)) goto out;
+    if (!(m = slm_model_load(path, err))) goto out;
+    if (!(be = slm_backend_cpu_create(o.threads, err))) goto out;
+    if (slm_model_bind(m, be, err)) goto out;
+    slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; cpu backend, %d threads, %s kernels", path,
+            m->cfg.arch_name, m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->n_threads, slm_cpu_kernels_name());
+    if (!(tok = slm_tok_create(m->gguf, err))) goto out;
+    if (slm_tok_n_vocab(tok) != m->cfg.n_vocab) {
+        slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", path,
+                    slm_tok_n_vocab(tok), m->cfg.n_vocab);
+        goto out;
+    }
+    if (!(text = render_prompt(&o, m->gguf, err))) goto out;
+    int n_ctx = o.ctx_size ? o.ctx_size : (m->cfg.n_ctx_train < 8192 ? m->cfg.n_ctx_train : 8192);
+    int n = slm_tok_encode(tok, text, strlen(text), 1, o.chat, NULL, 0);
+    if (n < 0) {
+        slm_err_set(err, "cannot encode the prompt: %s", strerror(-n));
+        goto out;
+    }
+    if (n == 0) {
+        slm_err_set(err, "the prompt encodes to no tokens");
+        goto out;
+    }
+    if (n >= n_ctx) {
+        slm_err_set(err, "the prompt is %d tokens, longer than the context (%d tokens; see --ctx-size)", n, n_ctx);
+        goto out;
+    }
+    ids = malloc((size_t)n * sizeof *ids);
+    if (!ids || slm_tok_encode(tok, text, strlen(text), 1, o.chat, ids, n) != n) {
+        slm_err_set(err, "cannot encode the prompt");
+        goto out;
+    }
+    if (!(r = slm_runner_create(m, n_ctx, o.batch, err))) goto out;
+    if (generate(&o, m, tok, r, ids, n, err)) goto out;
+    status = 0;
+out:
+    if (status) fprintf(stderr, "slmd run: %s\n", err[0] ? err : "failed");
+    slm_runner_destroy(&r);
+    slm_tok_destroy(&tok);
+    slm_model_free(&m);
+    slm_backend_destroy(&be);
+    free(ids);
+    free(text);
+    free(stdin_prompt);
+    return status;
+}

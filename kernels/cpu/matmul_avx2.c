@@ -1,0 +1,245 @@
+/*
+ * kernels/cpu/matmul_avx2.c - AVX2+FMA+F16C microkernels for the hot weight types.
+ *
+ * Compiled with -mavx2 -mfma -mf16c (CMake gives *_avx2.c files those flags) and only
+ * called after matmul.c checked the CPU. Each tile computes R weight rows x C tokens;
+ * every output element's arithmetic is the same whatever R and C are:
+ *   acc (8 float lanes) = fma(float(int32 pair sums of the block), d_w * d_a, acc), block by block,
+ *   result = hsum(acc) [+ sum over blocks of m_w * s_a, in block order, for Q4_1].
+ * The integer dot of one block is exact (maddubs cannot saturate: |u4 * s8| * 2 < 2^15,
+ * |s8 * s8| * 2 < 2^15), so the only rounding is in that fixed float sequence.
+ */
+#include "matmul.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "dequant.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE float h2f(slm_half h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* Fixed-order horizontal sum: (lo128 + hi128), then pairs, then the last two. */
+ALWAYS_INLINE float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Sum of u8 * s8 products, in 8 int32 lanes (pairs, then quads). */
+ALWAYS_INLINE __m256i dot_us8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Sum of s8 * s8 products: |x| * (y with x's sign). */
+ALWAYS_INLINE __m256i dot_ss8(__m256i x, __m256i y)
+{
+    return dot_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+/* The 32 nibbles of a Q4 block as bytes 0..15 in element order (low nibbles first). */
+ALWAYS_INLINE __m256i unpack_q4(const uint8_t *qs)
+{
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+ALWAYS_INLINE void store(float *y, float v, int accumulate)
+{
+    *y = accumulate ? *y + v : v;
+}
+
+/* ---- Q4_1 x Q8_1 */
+
+ALWAYS_INLINE void tile_q4_1(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, float *y,
+                             int64_t ldy, int accumulate, const int R, const int C)
+{
+    __m256 acc[4][2];
+    float summ[4][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+            summ[r][c] = 0.0f;
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i av[2];
+        float ad[2], asum[2];
+        for (int c = 0; c < C; c++) {
+            const struct slm_block_q8_1 *ab = (const struct slm_block_q8_1 *)(a + c * as) + b;
+            av[c] = _mm256_loadu_si256((const __m256i *)ab->qs);
+            ad[c] = h2f(ab->d);
+            asum[c] = h2f(ab->s);
+        }
+        for (int r = 0; r < R; r++) {
+            const struct slm_block_q4_1 *wb = (const struct slm_block_q4_1 *)(w + r * ws) + b;
+            __m256i wv = unpack_q4(wb->qs);
+            float wd = h2f(wb->d), wm = h2f(wb->m);
+            for (int c = 0; c < C; c++) {
+                __m256 p = _mm256_cvtepi32_ps(dot_us8(wv, av[c]));
+                acc[r][c] = _mm256_fmadd_ps(p, _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+                summ[r][c] += wm * asum[c];
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) store(&y[c * ldy + r], hsum(acc[r][c]) + summ[r][c], accumulate);
+}
+
+/* ---- Q4_0 x Q8_0 and Q8_0 x Q8_0: signed weights, no offset term */
+
+ALWAYS_INLINE __m256i load_w_q4_0(const uint8_t *blk)
+{
+    const struct slm_block_q4_0 *b = (const struct slm_block_q4_0 *)blk;
+    return _mm256_sub_epi8(unpack_q4(b->qs), _mm256_set1_epi8(8));
+}
+
+ALWAYS_INLINE __m256i load_w_q8_0(const uint8_t *blk)
+{
+    return _mm256_loadu_si256((const __m256i *)((const struct slm_block_q8_0 *)blk)->qs);
+}
+
+ALWAYS_INLINE void tile_signed(int64_t nb, const uint8_t *w, size_t ws, size_t wblk, const uint8_t *a, size_t as,
+                               float *y, int64_t ldy, int accumulate, const int R, const int C, const int is_q8)
+{
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i av[2];
+        float ad[2];
+        for (int c = 0; c < C; c++) {
+            const struct slm_block_q8_0 *ab = (const struct slm_block_q8_0 *)(a + c * as) + b;
+            av[c] = _mm256_loadu_si256((const __m256i *)ab->qs);
+            ad[c] = h2f(ab->d);
+        }
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + r * ws + b * wblk;
+            __m256i wv = is_q8 ? load_w_q8_0(blk) : load_w_q4_0(blk);
+            slm_half wh;
+            memcpy(&wh, blk, sizeof wh);   /* d leads both block layouts */
+            float wd = h2f(wh);
+            for (int c = 0; c < C; c++) {
+                __m256 p = _mm256_cvtepi32_ps(dot_ss8(wv, av[c]));
+                acc[r][c] = _mm256_fmadd_ps(p, _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) store(&y[c * ldy + r], hsum(acc[r][c]), accumulate);
+}
+
+/* Instantiates the tile for (R, C) in {4, 1} x {2, 1} and walks a whole nr x nc range. */
+#define DEFINE_TILE(NAME, CALL)                                                                          \
+    static void NAME(int64_t k, const void *wp, size_t ws, int nr, const void *ap, size_t as, int nc,    \
+                     float *y, int64_t ldy, int accumulate)                                              \
+    {                                                                                                    \
+        const int64_t nb = k / 32;                                                                       \
+        const uint8_t *w = wp, *a = ap;                                                                  \
+        int c = 0;                                                                                       \
+        for (; c + 2 <= nc; c += 2) {                                                                    \
+            int r = 0;                                                                                   \
+            for (; r + 4 <= nr; r += 4) CALL(w + r * ws, a + c * as, y + c * ldy + r, 4, 2);             \
+            for (; r < nr; r++) CALL(w + r * ws, a + c * as, y + c * ldy + r, 1, 2);                     \
+        }                                                                                                \
+        for (; c < nc; c++) {                                                                            \
+            int r = 0;                                                                                   \
+            for (; r + 4 <= nr; r += 4) CALL(w + r * ws, a + c * as, y + c * ldy + r, 4, 1);             \
+            for (; r < nr; r++) CALL(w + r * ws, a + c * as, y + c * ldy + r, 1, 1);                     \
+        }                                                                                                \
+    }
+
+#define CALL_Q4_1(W, A, Y, R, C) tile_q4_1(nb, W, ws, A, as, Y, ldy, accumulate, R, C)
+#define CALL_Q4_0(W, A, Y, R, C) tile_signed(nb, W, ws, sizeof(struct slm_block_q4_0), A, as, Y, ldy, accumulate, R, C, 0)
+#define CALL_Q8_0(W, A, Y, R, C) tile_signed(nb, W, ws, sizeof(struct slm_block_q8_0), A, as, Y, ldy, accumulate, R, C, 1)
+
+DEFINE_TILE(gemm_q4_1, CALL_Q4_1)
+DEFINE_TILE(gemm_q4_0, CALL_Q4_0)
+DEFINE_TILE(gemm_q8_0, CALL_Q8_0)
+
+slm_cpu_tile_fn slm_cpu_tile_avx2(uint32_t wtype)
+{
+    switch (wtype) {
+    case SLM_TYPE_Q4_1: return gemm_q4_1;
+    case SLM_TYPE_Q4_0: return gemm_q4_0;
+    case SLM_TYPE_Q8_0: return gemm_q8_0;
+    default: return NULL;
+    }
+}
+
+/* ---- activation quantization, bit-exact with slm_cpu_quantize_row (round half to even) */
+
+/* Quantizes 32 floats with scale id into 32 int8 in element order; returns them. */
+ALWAYS_INLINE __m256i quant32(const float *x, float id)
+{
+    __m256 m = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int i = 0; i < 4; i++) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), m);
+        q[i] = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    /* packs works per 128-bit lane; the permute restores element order. */
+    __m256i p16a = _mm256_packs_epi32(q[0], q[1]);
+    __m256i p16b = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    return _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+ALWAYS_INLINE float absmax32(const float *x)
+{
+    __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_andnot_ps(sign, _mm256_loadu_ps(x));
+    for (int i = 1; i < 4; i++) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * i)));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static void quant_q8_0(const float *x, void *dst, int64_t k)
+{
+    struct slm_block_q8_0 *y = dst;
+    for (int64_t b = 0; b < k / 32; b++, x += 32) {
+        float d = absmax32(x) / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = (slm_half)_cvtss_sh(d, 0);
+        _mm256_storeu_si256((__m256i *)y[b].qs, quant32(x, id));
+    }
+}
+
+static void quant_q8_1(const float *x, void *dst, int64_t k)
+{
+    struct slm_block_q8_1 *y = dst;
+    for (int64_t b = 0; b < k / 32; b++, x += 32) {
+        float d = absmax32(x) / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256i q = quant32(x, id);
+        _mm256_storeu_si256((__m256i *)y[b].qs, q);
+        /* Sum of the 32 int8 values, exact in int32. */
+        __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+        __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+        int sum = _mm_cvtsi128_si32(t);
+        y[b].d = (slm_half)_cvtss_sh(d, 0);
+        y[b].s = (slm_half)_cvtss_sh((float)sum * d, 0);
+    }
+}
+
+slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
+{
+    switch (act_type) {
+    case SLM_TYPE_Q8_0: return quant_q8_0;
+    case SLM_TYPE_Q8_1: return quant_q8_1;
+    default: return NULL;
+    }
+}

@@ -1,0 +1,49 @@
+/*
+ * kernels/cpu/ops.h - the CPU backend's element-wise and attention ops.
+ *
+ * Plain single-thread functions over one row (or one head); the backend spreads rows
+ * and heads over its thread pool. Each also serves as the numerical reference for the
+ * CUDA kernels. Reductions use a fixed order (float64 where llama.cpp uses it).
+ */
+#ifndef SLM_KERNELS_CPU_OPS_H
+#define SLM_KERNELS_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../quant.h"
+
+/* out (dim) = x / sqrt(mean(x^2) + eps) * gamma; out may equal x. */
+void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out);
+
+/* out (n) = silu(gate) * up. */
+void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out);
+
+/* x (n) += y. */
+void slm_cpu_add(float *x, const float *y, size_t n);
+
+/* cos and sin (rope_dim / 2 each) of a position's rotation angles,
+ * theta_j = pos * base^(-2j / rope_dim), computed as llama.cpp does (running product). */
+void slm_cpu_rope_angles(int32_t pos, int rope_dim, float base, float *cos_out, float *sin_out);
+
+/* Rotates the first rope_dim dims of each of n_heads heads (head_dim apart) of x.
+ * layout: 0 = adjacent pairs (llama), 1 = halves (neox). */
+void slm_cpu_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int layout, const float *cos_t,
+                        const float *sin_t);
+
+/*
+ * Causal attention of one query head over one sequence's paged KV:
+ * out (head_dim) = softmax(scale * q . K[t]) . V[t] for t in [0, n_ctx).
+ * Position t lives in block blocks[t / block_size], row t % block_size; each row holds
+ * kv_stride halves of which this head reads [kv_off, kv_off + head_dim).
+ * scores is scratch of n_ctx floats.
+ */
+void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
+                            const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
+                            size_t kv_off, int n_ctx, float *scores, float *out);
+
+/* Converts n floats to halves (round to nearest even) and back. */
+void slm_cpu_f32_to_f16(const float *x, slm_half *y, size_t n);
+void slm_cpu_f16_to_f32(const slm_half *x, float *y, size_t n);
+
+#endif

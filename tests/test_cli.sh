@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# tests/test_cli.sh - `slmd run` end to end: a working run, and every kind of bad input
+# giving a one-line error that names the problem, a non-zero exit, and no crash.
+set -u
+slmd=${SLMD:?SLMD must name the slmd binary}
+model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$model" ] || { echo "skip: $model is absent"; exit 77; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail=0
+
+# expect_error NAME PATTERN ARGS...: exit status 1 or 2, one stderr line matching PATTERN.
+expect_error() {
+  local name=$1 pat=$2; shift 2
+  "$slmd" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  local lines; lines=$(wc -l <"$tmp/err")
+  if [ $rc -eq 0 ] || [ $rc -ge 128 ] || [ "$lines" -ne 1 ] || ! grep -q -E -- "$pat" "$tmp/err"; then
+    echo "FAIL $name: expected exit 1-2 and one line matching '$pat'; got exit $rc, $lines lines:"; cat "$tmp/err"
+    fail=1
+  else
+    echo "ok   $name: $(cat "$tmp/err")"
+  fi
+}
+
+# A working greedy run, twice: same ids; --print-token-ids prints only ids on one line.
+out1=$("$slmd" run --model "$model" --prompt "The capital of France is" --temperature 0 --max-tokens 12 --print-token-ids --threads 2)
+out2=$("$slmd" run --model "$model" --prompt "The capital of France is" --temperature 0 --max-tokens 12 --print-token-ids --threads 1)
+if ! [[ "$out1" =~ ^[0-9]+( [0-9]+)*$ ]] || [ "$out1" != "$out2" ]; then
+  echo "FAIL greedy ids: '$out1' (2 threads) vs '$out2' (1 thread)"; fail=1
+else
+  echo "ok   greedy ids, 1 and 2 threads agree: $out1"
+fi
+text=$("$slmd" run --model "$model" --prompt "The capital of France is" --temperature 0 --max-tokens 12)
+[ -n "$text" ] && echo "ok   text: $text" || { echo "FAIL text output empty"; fail=1; }
+chat=$("$slmd" run --model "$model" --chat --prompt "Say hello." --seed 3 --max-tokens 16)
+[ -n "$chat" ] && echo "ok   chat: $chat" || { echo "FAIL chat output empty"; fail=1; }
+
+# Bad files.
+expect_error "missing file" "no-such.gguf: cannot open" run --model "$tmp/no-such.gguf" --prompt hi
+printf 'this is not a model\n%.0s' {1..10} >"$tmp/text.gguf"
+expect_error "not GGUF" "text.gguf: not a GGUF file" run --model "$tmp/text.gguf" --prompt hi
+head -c 3000000 "$model" >"$tmp/trunc.gguf"
+expect_error "truncated" "trunc.gguf: .*past the end of the file" run --model "$tmp/trunc.gguf" --prompt hi
+expect_error "directory" "not a regular file" run --model "$tmp" --prompt hi
+# The same file with general.architecture renamed (same length, still valid GGUF).
+python3 - "$model" "$tmp/arch.gguf" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], 'rb').read())
+key = b'general.architecture'
+i = data.index(key) + len(key) + 4 + 8      # value type, then the string's length
+assert data[i:i+5] == b'llama'
+data[i:i+5] = b'xlstm'
+open(sys.argv[2], 'wb').write(data)
+PY
+expect_error "unsupported arch" "architecture 'xlstm' is not supported" run --model "$tmp/arch.gguf" --prompt hi
+
+# Prompt longer than the context.
+expect_error "prompt too long" "prompt is [0-9]+ tokens, longer than the context \(8 tokens" \
+  run --model "$model" --ctx-size 8 --prompt "one two three four five six seven eight nine ten eleven"
+
+# Bad flags.
+expect_error "bad number" "--max-tokens: 'abc' is not a whole number" run --model "$model" --prompt hi --max-tokens abc
+expect_error "out of range" "--temperature: -1 is out of range" run --model "$model" --prompt hi --temperature -1
+expect_error "zero threads" "--threads: 0 is out of range" run --model "$model" --prompt hi --threads 0
+expect_error "top-p range" "--top-p: 1.5 is out of range" run --model "$model" --prompt hi --top-p 1.5
+expect_error "unknown flag" "unknown option '--frobnicate'" run --model "$model" --prompt hi --frobnicate
+expect_error "missing value" "--seed needs a value" run --model "$model" --prompt hi --seed
+expect_error "no prompt" "--prompt is required" run --model "$model"
+expect_error "unknown command" "unknown command 'fly'" fly
+exit $fail

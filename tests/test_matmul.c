@@ -1,0 +1,196 @@
+/*
+ * tests/test_matmul.c - the CPU matmul driver and its fast tiles.
+ *
+ * 1. The AVX2 activation quantizers are bit-exact with slm_cpu_quantize_row.
+ * 2. Every weight type's matmul (whatever tiles run) agrees with a float64 dot of the
+ *    reference-dequantized weights and activations, within a bound stated per type.
+ * 3. Batch invariance: a token's outputs are bit-identical whether it is multiplied alone,
+ *    among 7 or 37 tokens, at any position in the batch, with 1 or 2 threads.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/dequant.h"
+#include "kernels/cpu/matmul.h"
+
+static int failures;
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+static float frand(void)
+{
+    return (float)((double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Random weights of `type`: quantize random floats where a quantizer exists, else
+ * random bytes with sane scales written over each block's leading half(s). */
+static void random_weights(uint32_t type, int64_t rows, int64_t cols, uint8_t *w, size_t row_bytes)
+{
+    for (size_t i = 0; i < (size_t)rows * row_bytes; i++) w[i] = (uint8_t)rnd();
+    size_t bb = slm_qblock_bytes(type);
+    size_t nb = (size_t)rows * row_bytes / bb;
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *blk = w + b * bb;
+        slm_half d = slm_f32_to_half(0.01f + 0.02f * (float)(rnd() % 100) / 100.0f);
+        slm_half m = slm_f32_to_half(-0.1f * (float)(rnd() % 100) / 100.0f);
+        switch (type) {
+        case SLM_TYPE_F32: { float f = frand(); memcpy(blk, &f, 4); break; }
+        case SLM_TYPE_F16: { slm_half h = slm_f32_to_half(frand()); memcpy(blk, &h, 2); break; }
+        case SLM_TYPE_BF16: { slm_bf16 h = slm_f32_to_bf16(frand()); memcpy(blk, &h, 2); break; }
+        case SLM_TYPE_Q6_K: memcpy(blk + bb - 2, &d, 2); break;   /* d is last in Q6_K */
+        case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1: case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K:
+            memcpy(blk, &d, 2);
+            memcpy(blk + 2, &m, 2);
+            break;
+        default: memcpy(blk, &d, 2); break;
+        }
+    }
+}
+
+static void check_quantizers(void)
+{
+    uint32_t types[] = {SLM_TYPE_Q8_0, SLM_TYPE_Q8_1};
+    for (size_t t = 0; t < 2; t++) {
+        slm_cpu_quant_fn fast = slm_cpu_quant_avx2(types[t]);
+        if (!fast || strcmp(slm_cpu_kernels_name(), "avx2") != 0) continue;
+        int64_t k = 32 * 37;
+        float *x = malloc((size_t)k * sizeof *x);
+        size_t bytes = (size_t)(k / 32) * slm_qblock_bytes(types[t]);
+        uint8_t *a = malloc(bytes), *b = malloc(bytes);
+        for (int rep = 0; rep < 50; rep++) {
+            for (int64_t i = 0; i < k; i++) x[i] = frand() * (rep % 5 == 0 ? 1e-3f : 7.0f);
+            if (rep == 1) memset(x, 0, 32 * sizeof *x);            /* an all-zero block */
+            if (rep == 2) for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) * 0.5f;  /* exact .5 ties */
+            slm_cpu_quantize_row(types[t], x, a, k);
+            fast(x, b, k);
+            if (memcmp(a, b, bytes) != 0) {
+                printf("quantize %s: AVX2 bytes differ from the reference (rep %d)\n", slm_qtype_name(types[t]), rep);
+                failures++;
+                break;
+            }
+        }
+        free(x);
+        free(a);
+        free(b);
+    }
+}
+
+/* The activation row as the dot product sees it (quantized values times scales). */
+static void act_to_float(uint32_t at, const uint8_t *aq, float *af, int64_t cols)
+{
+    if (at == SLM_TYPE_F32 || at == SLM_TYPE_Q8_0) {
+        slm_cpu_dequantize_row(at, aq, af, cols);
+    } else if (at == SLM_TYPE_Q8_1) {
+        const struct slm_block_q8_1 *b = (const void *)aq;
+        for (int64_t i = 0; i < cols; i++) af[i] = slm_half_to_f32(b[i / 32].d) * (float)b[i / 32].qs[i % 32];
+    } else {
+        const struct slm_block_q8_K *b = (const void *)aq;
+        for (int64_t i = 0; i < cols; i++) af[i] = b[i / 256].d * (float)b[i / 256].qs[i % 256];
+    }
+}
+
+/* Per-type bound on |got - ref| relative to sum |w_i * a_i|: float32 rounding of the
+ * per-block sums and of the block scales' products (a few ulps of the magnitude). */
+static double bound_for(uint32_t type)
+{
+    return type == SLM_TYPE_F32 || type == SLM_TYPE_F16 || type == SLM_TYPE_BF16 ? 1e-5 : 2e-5;
+}
+
+static void check_type(struct slm_pool *pool, uint32_t type)
+{
+    int64_t cols = slm_qblock_elems(type) == 256 ? 512 : 96, rows = 37;
+    size_t row_bytes = (size_t)(cols / slm_qblock_elems(type)) * slm_qblock_bytes(type);
+    const int ns[] = {1, 7, 37};
+    uint8_t *w = malloc((size_t)rows * row_bytes);
+    random_weights(type, rows, cols, w, row_bytes);
+    float *x = malloc((size_t)37 * (size_t)cols * sizeof *x);
+    for (int64_t i = 0; i < 37 * cols; i++) x[i] = frand();
+    float *y[3], *wf = malloc((size_t)cols * sizeof *wf), *af = malloc((size_t)cols * sizeof *af);
+    uint8_t *aq = malloc(slm_cpu_act_row_bytes(type, cols));
+    struct slm_cpu_matmul_job job = {.type = type, .rows = rows, .cols = cols, .row_bytes = row_bytes, .w = w};
+    for (int v = 0; v < 3; v++) {
+        y[v] = malloc((size_t)ns[v] * (size_t)rows * sizeof(float));
+        void *scratch = malloc(slm_cpu_matmul_scratch_bytes(1, &job, ns[v]));
+        job.y = y[v];
+        /* token t of this call is token (t + v) % 37 of x: positions in the batch differ */
+        float *xs = malloc((size_t)ns[v] * (size_t)cols * sizeof *xs);
+        for (int t = 0; t < ns[v]; t++)
+            memcpy(xs + (size_t)t * (size_t)cols, x + (size_t)((t + v) % 37) * (size_t)cols, (size_t)cols * 4);
+        if (slm_cpu_matmul(pool, 1, &job, xs, ns[v], 0, scratch)) {
+            printf("%s: matmul returned an error\n", slm_qtype_name(type));
+            failures++;
+        }
+        free(xs);
+        free(scratch);
+    }
+    /* 3: token 0 of x is at index 0 (n=1), 37-1 (n=37, v=2) ... compare token 1 across calls */
+    int bad = 0;
+    for (int64_t r = 0; r < rows && bad < 10; r++) {
+        float alone = y[0][r];                             /* x token 0, n = 1 */
+        float in37 = y[2][(size_t)35 * (size_t)rows + r];  /* x token (35 + 2) % 37 = 0, n = 37 */
+        float in7 = y[1][(size_t)6 * (size_t)rows + r];    /* x token (6 + 1) % 37 = 7 */
+        float in37b = y[2][(size_t)5 * (size_t)rows + r];  /* x token 7 */
+        if (memcmp(&alone, &in37, 4) || memcmp(&in7, &in37b, 4)) {
+            printf("%s row %lld: batch invariance: alone %.9g vs in 37 %.9g; in 7 %.9g vs in 37 %.9g\n",
+                   slm_qtype_name(type), (long long)r, alone, in37, in7, in37b);
+            bad++;
+            failures++;
+        }
+    }
+    /* 2: accuracy against float64 over the reference dequantizations, n = 37 call */
+    double max_rel = 0;
+    int shown = 0;
+    for (int t = 0; t < 37; t++) {
+        const float *xt = x + (size_t)((t + 2) % 37) * (size_t)cols;
+        slm_cpu_quantize_row(slm_cpu_vec_dot_type(type), xt, aq, cols);
+        act_to_float(slm_cpu_vec_dot_type(type), aq, af, cols);
+        for (int64_t r = 0; r < rows; r++) {
+            slm_cpu_dequantize_row(type, w + (size_t)r * row_bytes, wf, cols);
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < cols; i++) {
+                ref += (double)wf[i] * (double)af[i];
+                mag += fabs((double)wf[i] * (double)af[i]);
+            }
+            double got = y[2][(size_t)t * (size_t)rows + r];
+            double rel = fabs(got - ref) / (mag > 1e-30 ? mag : 1e-30);
+            if (rel > max_rel) max_rel = rel;
+            if (rel > bound_for(type) && shown < 10) {
+                printf("%s token %d row %lld: expected %.9g, got %.9g (rel %.3g > %.1g)\n", slm_qtype_name(type), t,
+                       (long long)r, ref, got, rel, bound_for(type));
+                shown++;
+                failures++;
+            }
+        }
+    }
+    printf("%-5s cols %4lld: max rel error %.3g (bound %.1g)%s\n", slm_qtype_name(type), (long long)cols, max_rel,
+           bound_for(type), shown || bad ? "  FAIL" : "");
+    for (int v = 0; v < 3; v++) free(y[v]);
+    free(w);
+    free(x);
+    free(wf);
+    free(af);
+    free(aq);
+}
+
+int main(void)
+{
+    printf("kernels: %s\n", slm_cpu_kernels_name());
+    check_quantizers();
+    uint32_t types[] = {SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_BF16, SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0,
+                        SLM_TYPE_Q5_1, SLM_TYPE_Q8_0, SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
+    for (int threads = 1; threads <= 2; threads++) {
+        struct slm_pool *pool = slm_pool_create(threads);
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) check_type(pool, types[t]);
+        slm_pool_destroy(&pool);
+    }
+    if (failures) printf("test_matmul: %d failures\n", failures);
+    return failures ? 1 : 0;
+}
