@@ -7,7 +7,10 @@
 # Env:   SLM_PEER_DIR   where to unpack and build   (default ~/.cache/slmd/peer)
 #        SLM_DL_DIR     where the sdist is cached    (default ~/.cache/slmd/dl)
 #        SLM_PEER_JOBS  parallel build jobs          (default 2)
-# Idempotent: re-running reuses the download, the unpacked tree and the build tree.
+#        SLM_PEER_FORCE=1  rebuild even when READY says the build is there
+# Idempotent: when $SLM_PEER_DIR/READY names this version and its binaries and Python package
+# are present, it prints the paths and exits at once; otherwise it reuses the download, the
+# unpacked tree and the build tree.
 # On success it writes $SLM_PEER_DIR/READY holding the bin/ and python/ paths.
 # Afterwards:
 #   $PEER/bin/llama-bench ...                  (executables, RUNPATH finds the .so files)
@@ -27,6 +30,20 @@ case "$PEER" in
     "$(git rev-parse --show-toplevel 2>/dev/null || echo /nonexistent)"*)
         echo "build-llama-cpp: SLM_PEER_DIR must be outside the repository" >&2; exit 1;;
 esac
+
+ready_ok() {
+    [ -f "$PEER/READY" ] && grep -qx "version=$VERSION" "$PEER/READY" || return 1
+    local t
+    for t in "${TARGETS[@]}"; do
+        [ "$t" = llama ] && t=libllama.so
+        [ -e "$PEER/bin/$t" ] || return 1
+    done
+    [ -f "$PEER/python/llama_cpp/__init__.py" ]
+}
+if [ "${SLM_PEER_FORCE:-0}" != 1 ] && ready_ok; then
+    echo "llama.cpp (llama-cpp-python $VERSION) already built: $PEER/READY"
+    exit 0
+fi
 
 rm -f "$PEER/READY"
 mkdir -p "$PEER" "$DL"
