@@ -236,7 +236,7 @@ static int cpu_attention(struct slm_backend *be, struct slm_kv_pool *pool, int l
         slm_cpu_f32_to_f16(v + (size_t)i * kvd, v_pool + row * kvd, kvd);
         if (b->pos[i] + 1 > max_ctx) max_ctx = b->pos[i] + 1;
     }
-    size_t need = ((size_t)max_ctx + 15) / 16 * 16;
+    size_t need = slm_cpu_attention_scratch(max_ctx, p->head_dim);
     if (need > ci->scores_per_thread) {
         float *s = malloc(need * (size_t)be->n_threads * sizeof *s);
         if (!s) return -ENOMEM;

@@ -86,7 +86,7 @@ ALWAYS_INLINE void tile_q4_1(int64_t nb, const uint8_t *w, size_t ws, const uint
             for (int c = 0; c < C; c++) {
                 __m256 p = _mm256_cvtepi32_ps(dot_us8(wv, av[c]));
                 acc[r][c] = _mm256_fmadd_ps(p, _mm256_set1_ps(wd * ad[c]), acc[r][c]);
-                summ[r][c] += wm * asum[c];
+                summ[r][c] = fmaf(wm, asum[c], summ[r][c]);   /* fused, as llama.cpp's build does */
             }
         }
     }
@@ -208,8 +208,8 @@ static void quant_q8_0(const float *x, void *dst, int64_t k)
 {
     struct slm_block_q8_0 *y = dst;
     for (int64_t b = 0; b < k / 32; b++, x += 32) {
-        float d = absmax32(x) / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float amax = absmax32(x), d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = (slm_half)_cvtss_sh(d, 0);
         _mm256_storeu_si256((__m256i *)y[b].qs, quant32(x, id));
     }
@@ -219,8 +219,8 @@ static void quant_q8_1(const float *x, void *dst, int64_t k)
 {
     struct slm_block_q8_1 *y = dst;
     for (int64_t b = 0; b < k / 32; b++, x += 32) {
-        float d = absmax32(x) / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float amax = absmax32(x), d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         __m256i q = quant32(x, id);
         _mm256_storeu_si256((__m256i *)y[b].qs, q);
         /* Sum of the 32 int8 values, exact in int32. */

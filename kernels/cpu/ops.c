@@ -11,10 +11,26 @@
 #define SLM_X86 1
 #endif
 
+/* exp(x): 2^n * p(b) with n = round(x / ln 2), b = x - n ln 2 (two-part ln 2), p a
+ * degree-5 polynomial; the scheme of ARM's optimized-routines expf, which llama.cpp's
+ * vectorised softmax and SiLU use. |error| < 1.5 ulp. */
+static inline float expf_poly(float x)
+{
+    const float shift = 0x1.8p23f;
+    float z = fmaf(x, 0x1.715476p+0f, shift);
+    float n = z - shift;
+    float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    if (fabsf(n) > 192.0f) return n > 0.0f ? INFINITY : 0.0f;
+    float u = b * b;
+    float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                   fmaf(0x1.ffffecp-1f, b, 1.0f));
+    return ldexpf(j, (int)n);
+}
+
 void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out)
 {
     double sum = 0.0;   /* float64, as llama.cpp accumulates it */
-    for (int i = 0; i < dim; i++) sum += (double)x[i] * (double)x[i];
+    for (int i = 0; i < dim; i++) sum += (double)(x[i] * x[i]);   /* squares in float, summed in double, as llama.cpp */
     float scale = 1.0f / sqrtf((float)(sum / dim) + eps);
     for (int i = 0; i < dim; i++) out[i] = x[i] * scale * gamma[i];
 }
@@ -23,7 +39,7 @@ void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out)
 {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = g / (1.0f + expf_poly(-g)) * up[i];   /* the exp of the attention softmax, as llama.cpp */
     }
 }
 
@@ -53,54 +69,86 @@ void slm_cpu_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int l
             int i0 = layout ? j : 2 * j;
             int i1 = layout ? j + half : 2 * j + 1;
             float a = v[i0], b = v[i1];
-            v[i0] = a * cos_t[j] - b * sin_t[j];
-            v[i1] = a * sin_t[j] + b * cos_t[j];
+            /* One product rounded, the other fused: what llama.cpp's build computes. */
+            v[i0] = fmaf(a, cos_t[j], -(b * sin_t[j]));
+            v[i1] = fmaf(a, sin_t[j], b * cos_t[j]);
         }
     }
 }
 
-/* ---- f16 rows: F16C when the CPU has it, else the portable conversion. */
+/*
+ * ---- attention over the paged f16 cache.
+ *
+ * The arithmetic is that of llama.cpp's CPU attention for one query token (its
+ * non-flash path, AVX-512 build), so that greedy generation agrees token for token:
+ * q is rounded to f16; each score is a dot product of 64-element steps into four
+ * 16-lane accumulators (fused multiply-add), reduced in a fixed tree; the softmax
+ * takes exp from the polynomial below, sums 16 scores at a time into a double, and
+ * scales by the float reciprocal; the probabilities are rounded to f16; each output
+ * element is again a dot product over positions in that same lane layout (lane =
+ * position mod 64). Every query, whatever batch it is in, runs this same sequence.
+ */
 
-#ifdef SLM_X86
-__attribute__((target("avx2,fma,f16c"))) static float dot_f16_avx2(const float *q, const slm_half *k, int n)
+/* Sum of 16 lanes in the tree of a 512-bit horizontal add: halves, quarters, then pairs. */
+static inline float reduce16(const float v[16])
 {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))),
-                              acc);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    float r = _mm_cvtss_f32(s);
-    for (; i < n; i++) r += q[i] * _cvtsh_ss(k[i]);
-    return r;
+    float t6[4];
+    for (int i = 0; i < 4; i++) t6[i] = (v[i] + v[i + 8]) + (v[i + 4] + v[i + 12]);
+    return (t6[0] + t6[2]) + (t6[1] + t6[3]);
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void axpy_f16_avx2(float *y, float a, const slm_half *x, int n)
+/* Lane l of the four accumulators j of a 64-step dot product, folded: (a0 + a2) + (a1 + a3). */
+static inline float fold4(const float acc[64], int l)
 {
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
-                                                _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
+    return (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]);
+}
+
+/* Dot product of two f16-valued rows (given as floats) in llama.cpp's lane order. */
+static float dot_lanes_generic(const float *x, const float *y, int n)
+{
+    float acc[64] = {0};
+    int np = n & ~63;
+    for (int i = 0; i < np; i += 64)
+        for (int l = 0; l < 64; l++) acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
+    float v[16];
+    for (int l = 0; l < 16; l++) v[l] = fold4(acc, l);
+    double sum = np ? (double)reduce16(v) : 0.0;
+    for (int i = np; i < n; i++) sum += (double)(x[i] * y[i]);
+    return (float)sum;
+}
+
+#ifdef SLM_X86
+__attribute__((target("avx2,fma,f16c"))) static float dot_lanes_avx2(const slm_half *k, const float *q, int n)
+{
+    __m256 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+    int np = n & ~63;
+    for (int i = 0; i < np; i += 64)
+        for (int j = 0; j < 8; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8 * j))),
+                                     _mm256_loadu_ps(q + i + 8 * j), acc[j]);
+    /* acc[2j], acc[2j+1] are lanes 0-7, 8-15 of accumulator j. */
+    __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    float v[16];
+    _mm256_storeu_ps(v, lo);
+    _mm256_storeu_ps(v + 8, hi);
+    double sum = np ? (double)reduce16(v) : 0.0;
+    for (int i = np; i < n; i++) sum += (double)(_cvtsh_ss(k[i]) * q[i]);
+    return (float)sum;
+}
+
+/* acc[lane][d] += v[d] * p for d < hd (lane rows hd apart). */
+__attribute__((target("avx2,fma,f16c"))) static void v_accum_avx2(float *acc, const slm_half *v, float p, int hd)
+{
+    __m256 vp = _mm256_set1_ps(p);
+    for (int d = 0; d < hd; d += 8)
+        _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d))), vp,
+                                                  _mm256_loadu_ps(acc + d)));
 }
 #endif
 
-static float dot_f16_generic(const float *q, const slm_half *k, int n)
-{
-    float r = 0.0f;
-    for (int i = 0; i < n; i++) r += q[i] * slm_half_to_f32(k[i]);
-    return r;
-}
-
-static void axpy_f16_generic(float *y, float a, const slm_half *x, int n)
-{
-    for (int i = 0; i < n; i++) y[i] += a * slm_half_to_f32(x[i]);
-}
-
-static int have_f16c(void)
+static int have_avx2(void)
 {
 #ifdef SLM_X86
     static int cached = -1;
@@ -114,43 +162,72 @@ static int have_f16c(void)
 #endif
 }
 
+size_t slm_cpu_attention_scratch(int n_ctx, int head_dim)
+{
+    return ((size_t)n_ctx + 63) / 64 * 64 + 66 * (size_t)head_dim;
+}
+
 void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
-                            size_t kv_off, int n_ctx, float *scores, float *out)
+                            size_t kv_off, int n_ctx, float *scratch, float *out)
 {
-    int fast = have_f16c();
+#ifdef SLM_X86
+    int fast = have_avx2() && head_dim % 8 == 0;
+#else
+    int fast = 0;
+#endif
+    float *scores = scratch;
+    float *qh = scores + ((size_t)n_ctx + 63) / 64 * 64;   /* q rounded to f16 */
+    float *kf = qh + head_dim;                              /* one key row as floats */
+    float *acc = kf + head_dim;                             /* (64 lanes, head_dim) */
+    for (int i = 0; i < head_dim; i++) qh[i] = slm_half_to_f32(slm_f32_to_half(q[i]));
     float mx = -INFINITY;
     for (int t = 0; t < n_ctx; t++) {
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *k = k_pool + row * kv_stride + kv_off;
 #ifdef SLM_X86
-        float s = fast ? dot_f16_avx2(q, k, head_dim) : dot_f16_generic(q, k, head_dim);
-#else
-        float s = dot_f16_generic(q, k, head_dim);
+        if (fast) {
+            scores[t] = dot_lanes_avx2(k, qh, head_dim);
+            continue;
+        }
 #endif
+        for (int i = 0; i < head_dim; i++) kf[i] = slm_half_to_f32(k[i]);
+        scores[t] = dot_lanes_generic(kf, qh, head_dim);
+    }
+    for (int t = 0; t < n_ctx; t++) {
+        float s = scores[t];
         s *= scale;
         scores[t] = s;
         if (s > mx) mx = s;
     }
+    /* Softmax: exp in place, the sum 16 scores at a time (zeros past n_ctx). */
     double sum = 0.0;
+    int padded = (n_ctx + 15) / 16 * 16;
+    for (int t = 0; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
+    for (int t = n_ctx; t < padded; t++) scores[t] = 0.0f;
+    for (int t = 0; t < padded; t += 16) sum += (double)reduce16(scores + t);
+    float inv = (float)(1.0 / sum);
+    memset(acc, 0, (size_t)64 * (size_t)head_dim * sizeof *acc);
     for (int t = 0; t < n_ctx; t++) {
-        float e = expf(scores[t] - mx);
-        scores[t] = e;
-        sum += e;
-    }
-    memset(out, 0, (size_t)head_dim * sizeof *out);
-    for (int t = 0; t < n_ctx; t++) {
+        float p = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *v = v_pool + row * kv_stride + kv_off;
+        float *a = acc + (size_t)(t & 63) * (size_t)head_dim;
 #ifdef SLM_X86
-        if (fast) axpy_f16_avx2(out, scores[t], v, head_dim);
-        else axpy_f16_generic(out, scores[t], v, head_dim);
-#else
-        axpy_f16_generic(out, scores[t], v, head_dim);
+        if (fast) {
+            v_accum_avx2(a, v, p, head_dim);
+            continue;
+        }
 #endif
+        for (int d = 0; d < head_dim; d++) a[d] = fmaf(slm_half_to_f32(v[d]), p, a[d]);
     }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < head_dim; i++) out[i] *= inv;
+    /* Each output element: fold the four accumulators, then the 16-lane tree. */
+    for (int d = 0; d < head_dim; d++) {
+        float lane[64], v16[16];
+        for (int l = 0; l < 64; l++) lane[l] = acc[(size_t)l * (size_t)head_dim + (size_t)d];
+        for (int l = 0; l < 16; l++) v16[l] = fold4(lane, l);
+        out[d] = reduce16(v16);
+    }
 }
 
 void slm_cpu_f32_to_f16(const float *x, slm_half *y, size_t n)

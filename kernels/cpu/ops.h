@@ -36,11 +36,15 @@ void slm_cpu_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int l
  * out (head_dim) = softmax(scale * q . K[t]) . V[t] for t in [0, n_ctx).
  * Position t lives in block blocks[t / block_size], row t % block_size; each row holds
  * kv_stride halves of which this head reads [kv_off, kv_off + head_dim).
- * scores is scratch of n_ctx floats.
+ * scratch holds slm_cpu_attention_scratch(n_ctx, head_dim) floats. The arithmetic order is
+ * fixed (see ops.c), so a query's result does not depend on the batch around it.
  */
 void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
-                            size_t kv_off, int n_ctx, float *scores, float *out);
+                            size_t kv_off, int n_ctx, float *scratch, float *out);
+
+/* Floats of scratch slm_cpu_attention_head needs for n_ctx positions. */
+size_t slm_cpu_attention_scratch(int n_ctx, int head_dim);
 
 /* Converts n floats to halves (round to nearest even) and back. */
 void slm_cpu_f32_to_f16(const float *x, slm_half *y, size_t n);

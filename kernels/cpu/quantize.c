@@ -33,16 +33,16 @@ static float signed_max(const float *x, int n)
 
 static void q8_0_block(const float *x, struct slm_block_q8_0 *y)
 {
-    float d = absmax(x, 32) / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float amax = absmax(x, 32), d = amax / 127.0f;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     y->d = slm_f32_to_half(d);
     for (int j = 0; j < 32; j++) y->qs[j] = (int8_t)nearbyintf(x[j] * id);
 }
 
 static void q8_1_block(const float *x, struct slm_block_q8_1 *y)
 {
-    float d = absmax(x, 32) / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float amax = absmax(x, 32), d = amax / 127.0f;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     int sum = 0;
     for (int j = 0; j < 32; j++) {
         y->qs[j] = (int8_t)nearbyintf(x[j] * id);
