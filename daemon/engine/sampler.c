@@ -21,6 +21,7 @@
 struct candidate {
     float logit;
     int32_t id;
+    float w;          /* exp(logit - max) or its tempered twin, once computed */
 };
 
 struct slm_sampler {
@@ -267,13 +268,13 @@ static int keep_at_least(struct candidate *c, int n, float threshold)
     return k;
 }
 
-/* top-p on sorted candidates: the shortest prefix whose mass reaches target, where the
- * mass of a candidate is exp(logit - mx). Keeps all when rounding falls short. */
-static int cut_sorted(const struct candidate *c, int n, float mx, double target)
+/* top-p on sorted candidates: the shortest prefix whose mass (w) reaches target. Keeps
+ * all when rounding falls short. */
+static int cut_sorted(const struct candidate *c, int n, double target)
 {
     double cum = 0;
     for (int i = 0; i < n; i++) {
-        cum += exp((double)c[i].logit - mx);
+        cum += c[i].w;
         if (cum >= target) return i + 1;
     }
     return n;
@@ -297,7 +298,7 @@ static int cut_unsorted(struct candidate *c, int n, float mx, double target)
         if (c[i].logit < mn) mn = c[i].logit;
     double scale = mx > mn ? TOP_P_BINS / ((double)mx - mn) : 0;
     double mass[TOP_P_BINS] = {0};
-    for (int i = 0; i < n; i++) mass[bin_of(c[i].logit, mx, scale)] += exp((double)c[i].logit - mx);
+    for (int i = 0; i < n; i++) mass[bin_of(c[i].logit, mx, scale)] += c[i].w;
     int cross = -1;
     double below = 0;
     for (int b = 0; b < TOP_P_BINS; b++) {
@@ -325,7 +326,7 @@ static int cut_unsorted(struct candidate *c, int n, float mx, double target)
         }
     }
     qsort(c + k, (size_t)(j - k), sizeof *c, cmp_candidates);
-    return k + cut_sorted(c + k, j - k, mx, target - below);
+    return k + cut_sorted(c + k, j - k, target - below);
 }
 
 int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
@@ -353,7 +354,7 @@ int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
     for (int i = 0; i < n_vocab; i++) {
         float l = penalized(s, logits, i);
         if (l == -INFINITY) continue;
-        c[n++] = (struct candidate){l, i};
+        c[n++] = (struct candidate){l, i, 0};
         if (l > mx) mx = l;
     }
     if (n == 0) return 0;
@@ -372,10 +373,13 @@ int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
     if (p->top_p < 1.0f) {
         float mxk = sorted ? c[0].logit : max_logit(c, n);
         double z = 0;
-        for (int i = 0; i < n; i++) z += exp((double)c[i].logit - mxk);
+        for (int i = 0; i < n; i++) {
+            c[i].w = expf(c[i].logit - mxk);
+            z += c[i].w;
+        }
         double target = (double)p->top_p * z;
         if (sorted) {
-            n = cut_sorted(c, n, mxk, target);
+            n = cut_sorted(c, n, target);
         } else {
             /* min-p keeps a prefix of the same order and its ratio test does not depend
              * on the normalisation, so applying it first gives the same set and leaves
@@ -391,16 +395,19 @@ int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
 
     /* softmax(logit / T) over the survivors, then one draw walking them in order. */
     float mxk = sorted ? c[0].logit : max_logit(c, n);
-    double inv_t = 1.0 / (double)p->temperature, total = 0;
-    for (int i = 0; i < n; i++) total += exp(((double)c[i].logit - mxk) * inv_t);
+    float inv_t = 1.0f / p->temperature;
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        c[i].w = expf((c[i].logit - mxk) * inv_t);
+        total += c[i].w;
+    }
     double target = (double)rng_uniform(s->rng) * total, cum = 0;
     for (int i = 0; i < n; i++) {
-        double w = exp(((double)c[i].logit - mxk) * inv_t);
-        cum += w;
+        cum += c[i].w;
         if (target < cum) return c[i].id;
     }
     /* Rounding left target at the very top: the last candidate with any weight. */
     for (int i = n - 1; i > 0; i--)
-        if (exp(((double)c[i].logit - mxk) * inv_t) > 0) return c[i].id;
+        if (c[i].w > 0) return c[i].id;
     return c[0].id;
 }
