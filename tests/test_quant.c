@@ -3,6 +3,8 @@
  *
  * 1. slm_cpu_dequantize_row reproduces gguf's numpy reference bit for bit on the golden
  *    blocks of $SLM_TEST_DATA/golden/quant/<TYPE>.bin (tests/golden/make_quant_golden.py).
+ *    slm_cpu_quantize_row makes gguf's blocks (ggml's reference quantizers) for Q4_0, Q4_1,
+ *    Q5_0, Q5_1 and Q8_0 from the inputs of golden/quant/quantize_<TYPE>.bin.
  * 2. Half and bfloat16 conversions: every half and every bf16 widens exactly; every non-NaN
  *    half round-trips; narrowing rounds to nearest even (checked on every halfway point,
  *    its neighbours and random floats against an independent reference, itself checked
@@ -165,6 +167,61 @@ static void check_golden(const char *dir, uint32_t type)
 out:
     free(src);
     free(expected);
+    free(got);
+    free(file);
+}
+
+static void check_quantize_golden(const char *dir, uint32_t type)
+{
+    const char *name = slm_qtype_name(type);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/quantize_%s.bin", dir, name);
+    size_t size = 0;
+    uint8_t *file = read_file(path, &size);
+    if (!file) {
+        printf("golden quantize %s: cannot read %s: %s\n", name, path, strerror(errno));
+        failures++;
+        return;
+    }
+    uint32_t n_blocks = size >= 16 ? rd32(file + 8) : 0, per_block = size >= 16 ? rd32(file + 12) : 0;
+    size_t bb = slm_qblock_bytes(type);
+    int64_t n = (int64_t)n_blocks * per_block;
+    if (size < 16 || memcmp(file, "SLMX", 4) != 0 || rd32(file + 4) != type || per_block != slm_qblock_elems(type) ||
+        n_blocks == 0 || size != 16 + (size_t)n * 4 + (size_t)n_blocks * bb) {
+        printf("golden quantize %s: bad header in %s\n", name, path);
+        failures++;
+        free(file);
+        return;
+    }
+    float *x = malloc((size_t)n * sizeof(float));
+    uint8_t *got = malloc((size_t)n_blocks * bb + 64);
+    if (!x || !got) {
+        printf("golden quantize %s: out of memory\n", name);
+        failures++;
+    } else {
+        const uint8_t *want = file + 16 + (size_t)n * 4;
+        memcpy(x, file + 16, (size_t)n * sizeof(float));
+        memset(got, 0x5A, (size_t)n_blocks * bb + 64);
+        int rc = slm_cpu_quantize_row(type, x, got, n);
+        CHECK(rc == 0, "slm_cpu_quantize_row(%s): expected 0, got %d", name, rc);
+        int64_t bad = 0;
+        for (size_t i = 0; i < (size_t)n_blocks * bb; i++) {
+            if (got[i] == want[i]) continue;
+            if (bad < 10)
+                printf("golden quantize %s block %zu byte %zu: expected 0x%02x, got 0x%02x\n", name, i / bb, i % bb,
+                       want[i], got[i]);
+            bad++;
+        }
+        for (size_t i = 0; i < 64; i++)
+            CHECK(got[(size_t)n_blocks * bb + i] == 0x5A, "golden quantize %s: wrote past block %u", name, n_blocks);
+        if (bad) {
+            printf("golden quantize %s: %lld of %zu bytes differ from gguf's quantizer\n", name, (long long)bad,
+                   (size_t)n_blocks * bb);
+            failures++;
+        }
+        printf("golden quantize %-4s: %u blocks, %lld byte mismatches\n", name, n_blocks, (long long)bad);
+    }
+    free(x);
     free(got);
     free(file);
 }
@@ -595,6 +652,8 @@ int main(void)
     uint32_t golden[] = {SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_BF16, SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0,
                          SLM_TYPE_Q5_1, SLM_TYPE_Q8_0, SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
     for (size_t i = 0; i < sizeof golden / sizeof golden[0]; i++) check_golden(dir, golden[i]);
+    uint32_t golden_q[] = {SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q8_0};
+    for (size_t i = 0; i < sizeof golden_q / sizeof golden_q[0]; i++) check_quantize_golden(dir, golden_q[i]);
 
     check_half();
     check_bf16();

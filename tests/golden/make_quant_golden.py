@@ -12,6 +12,11 @@ Regenerate (deterministic: fixed seed; the files only change if gguf's reference
     python3 tests/golden/make_quant_golden.py
 Made with gguf 0.19.0 and numpy 2.4.6 on python 3.11.
 
+It also writes tests/golden/quant/quantize_<TYPE>.bin for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0:
+float inputs and the blocks gguf.quants.quantize makes of them (ggml's reference quantizers,
+which slm_cpu_quantize_row follows). The inputs hold no exact rounding tie for Q8_0 (gguf
+rounds ties away from zero, slmd to even; test_quant.c checks ties on its own).
+
 Q8_1 and Q8_K are not here: gguf.quants has no dequantizer for them (test_quant.c checks
 them by a quantize / dequantize round trip instead).
 
@@ -22,6 +27,8 @@ File format (all little endian):
     offset 12  u32      elements per block (1 for F32/F16/BF16)
     offset 16  u8[n_blocks * block_bytes]          raw blocks, GGUF layout
     then       f32[n_blocks * elements_per_block]  expected values
+quantize_<TYPE>.bin has the same header with magic "SLMX", then the f32 inputs, then the
+expected raw blocks.
 
 What the blocks cover:
   * "random" blocks: every payload byte (nibbles, high bits qh, packed 6-bit K-scales,
@@ -161,6 +168,43 @@ def write_golden(qtype, raw, n_blocks):
     return path, os.path.getsize(path)
 
 
+def quantize_inputs(rng, qtype, n_blocks):
+    block_size, _ = gguf.GGML_QUANT_SIZES[qtype]
+    x = rng.normal(0.0, 1.0, size=(n_blocks, block_size)).astype(np.float32)
+    x *= np.float32(10.0) ** rng.integers(-4, 3, size=(n_blocks, 1)).astype(np.float32)
+    x[0] = 0.0
+    x[1] = 0.75
+    x[2, :] = np.linspace(-1.0, 1.0, block_size, dtype=np.float32)   # exact grid points
+    x[3, ::2] = -x[3, 1::2]                                          # +-max in one block
+    if qtype == T.Q8_0:
+        # no exact .5 ties in x * (127 / amax): nudge such an element by one ulp
+        while True:
+            amax = np.abs(x).max(axis=1, keepdims=True)
+            d = amax / np.float32(127)
+            with np.errstate(divide="ignore"):
+                idv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+            v = x * idv
+            tie = np.abs(v - np.trunc(v)) == np.float32(0.5)
+            if not tie.any():
+                break
+            x[tie] = np.nextafter(x[tie], np.float32(0))
+    return x
+
+
+def write_quantize_golden(qtype, x):
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    n_blocks = x.shape[0]
+    raw = np.asarray(quantize(x.reshape(-1), qtype), dtype=np.uint8).reshape(-1)
+    assert raw.size == n_blocks * type_size
+    path = os.path.join(OUT_DIR, "quantize_" + qtype.name + ".bin")
+    with open(path, "wb") as f:
+        f.write(b"SLMX")
+        f.write(struct.pack("<III", int(qtype), n_blocks, block_size))
+        f.write(x.astype("<f4").tobytes())
+        f.write(raw.tobytes())
+    return path, os.path.getsize(path)
+
+
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     total = 0
@@ -175,6 +219,11 @@ def main():
         n_rand, n_real = (96, 32) if qtype in (T.Q4_K, T.Q5_K, T.Q6_K) else (192, 64)
         raw = np.concatenate([random_blocks(rng, qtype, n_rand), realistic_blocks(rng, qtype, n_real)])
         path, size = write_golden(qtype, raw, n_rand + n_real)
+        total += size
+        print(f"{path}: {size} bytes")
+    for qtype in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0):
+        rng = np.random.default_rng([SEED, 1000 + int(qtype)])
+        path, size = write_quantize_golden(qtype, quantize_inputs(rng, qtype, 64))
         total += size
         print(f"{path}: {size} bytes")
     print(f"total {total} bytes (gguf {gguf_version()}, numpy {np.__version__})")
