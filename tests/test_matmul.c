@@ -101,7 +101,7 @@ static void act_to_float(uint32_t at, const uint8_t *aq, float *af, int64_t cols
  * per-block sums and of the block scales' products (a few ulps of the magnitude). */
 static double bound_for(uint32_t type)
 {
-    return type == SLM_TYPE_F32 || type == SLM_TYPE_F16 || type == SLM_TYPE_BF16 ? 1e-5 : 2e-5;
+    return type == SLM_TYPE_F32 || type == SLM_TYPE_F16 || type == SLM_TYPE_BF16 ? 1e-7 : 1e-6;
 }
 
 static void check_type(struct slm_pool *pool, uint32_t type)
@@ -155,9 +155,27 @@ static void check_type(struct slm_pool *pool, uint32_t type)
         for (int64_t r = 0; r < rows; r++) {
             slm_cpu_dequantize_row(type, w + (size_t)r * row_bytes, wf, cols);
             double ref = 0, mag = 0;
-            for (int64_t i = 0; i < cols; i++) {
-                ref += (double)wf[i] * (double)af[i];
-                mag += fabs((double)wf[i] * (double)af[i]);
+            if (slm_cpu_vec_dot_type(type) == SLM_TYPE_Q8_1) {
+                /* Q4_1/Q5_1: w = d*q + m, and the offset m meets the activation block through its
+                 * stored sum s (fp16, as in ggml's Q8_1), which is part of the operand as stored. */
+                const uint8_t *wr = w + (size_t)r * row_bytes;
+                const struct slm_block_q8_1 *ab = (const void *)aq;
+                for (int64_t b = 0; b < cols / 32; b++) {
+                    slm_half mh;
+                    memcpy(&mh, wr + (size_t)b * slm_qblock_bytes(type) + 2, 2);
+                    double m = slm_half_to_f32(mh), ms = m * slm_half_to_f32(ab[b].s);
+                    for (int64_t i = 32 * b; i < 32 * b + 32; i++) {
+                        ref += ((double)wf[i] - m) * (double)af[i];
+                        mag += fabs(((double)wf[i] - m) * (double)af[i]);
+                    }
+                    ref += ms;
+                    mag += fabs(ms);
+                }
+            } else {
+                for (int64_t i = 0; i < cols; i++) {
+                    ref += (double)wf[i] * (double)af[i];
+                    mag += fabs((double)wf[i] * (double)af[i]);
+                }
             }
             double got = y[2][(size_t)t * (size_t)rows + r];
             double rel = fabs(got - ref) / (mag > 1e-30 ? mag : 1e-30);

@@ -155,17 +155,19 @@ static void check_perplexity(struct slm_model *m, const char *dir)
         failures++;
         return;
     }
+    /* lines (see the file's header): "N <count>", "T <ids>", "NLL <x>", "PPL <x>", "L <log-probs>" */
     int32_t *ids = malloc(MAX_IDS * sizeof *ids);
-    int n = 0;
+    int n = 0, n_declared = -1;
     double ref_ppl = 0;
     char *line;
     while ((line = read_line(f))) {
-        if (line[0] == 'I') n = parse_list(line, ids, NULL, MAX_IDS);
-        else if (line[0] == 'X') ref_ppl = strtod(line + 1, NULL);
+        if (!strncmp(line, "N ", 2)) n_declared = atoi(line + 2);
+        else if (!strncmp(line, "T ", 2)) n = parse_list(line, ids, NULL, MAX_IDS);
+        else if (!strncmp(line, "PPL ", 4)) ref_ppl = strtod(line + 4, NULL);
     }
     fclose(f);
-    if (n < 512 || ref_ppl <= 0) {
-        printf("perplexity: reference file has %d ids and ppl %g\n", n, ref_ppl);
+    if (n < 512 || n != n_declared || ref_ppl <= 0) {
+        printf("perplexity: reference file has %d ids (N says %d) and ppl %g\n", n, n_declared, ref_ppl);
         failures++;
         free(ids);
         return;

@@ -17,6 +17,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -603,6 +605,7 @@ int slm_gguf_get_f32(const struct slm_gguf *g, const char *key, float *out, char
     } else if (kv->type == SLM_GGUF_FLOAT64) {
         double d;
         memcpy(&d, kv->value, 8);
+        if (isfinite(d) && fabs(d) > FLT_MAX) return bad_type(g, kv, key, "a value within float range", err);
         *out = (float)d;
     } else {
         return bad_type(g, kv, key, "a float", err);
@@ -659,6 +662,15 @@ int slm_gguf_get_str_arr(const struct slm_gguf *g, const struct slm_gguf_kv *kv,
     return 0;
 }
 
+/* Truncates toward zero, saturating; NaN reads as 0 (a plain cast of those is undefined). */
+static int64_t f64_to_i64(double d)
+{
+    if (d != d) return 0;
+    if (d >= 9223372036854775808.0) return INT64_MAX;
+    if (d < -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)d;
+}
+
 double slm_gguf_arr_f64(const struct slm_gguf_kv *kv, uint64_t i)
 {
     const uint8_t *p = kv->value + i * slm_gguf_vtype_size(kv->arr_type);
@@ -673,8 +685,8 @@ int64_t slm_gguf_arr_i64(const struct slm_gguf_kv *kv, uint64_t i)
     int neg;
     uint64_t mag;
     if (read_int(kv->arr_type, p, &neg, &mag)) {
-        if (kv->arr_type == SLM_GGUF_FLOAT32) { float f; memcpy(&f, p, 4); return (int64_t)f; }
-        if (kv->arr_type == SLM_GGUF_FLOAT64) { double d; memcpy(&d, p, 8); return (int64_t)d; }
+        if (kv->arr_type == SLM_GGUF_FLOAT32) { float f; memcpy(&f, p, 4); return f64_to_i64(f); }
+        if (kv->arr_type == SLM_GGUF_FLOAT64) { double d; memcpy(&d, p, 8); return f64_to_i64(d); }
         return 0;
     }
     return neg ? (int64_t)(0 - mag) : (int64_t)mag;

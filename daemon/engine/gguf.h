@@ -87,8 +87,8 @@ const struct slm_gguf_tensor *slm_gguf_find_tensor(const struct slm_gguf *g, con
 /*
  * Typed getters. Each returns 0, -ENOENT when the key is absent, or -EINVAL when
  * its type cannot be converted losslessly (integers of any width and sign convert
- * when the value fits; FLOAT32 and FLOAT64 convert to each other; BOOL reads as
- * an integer 0/1). On error, err (may be NULL) names the file, key and problem.
+ * when the value fits; FLOAT32 and FLOAT64 convert to each other, a FLOAT64 only
+ * when it lies within float range; BOOL reads as an integer 0/1). On error, err (may be NULL) names the file, key and problem.
  */
 int slm_gguf_get_u64(const struct slm_gguf *g, const char *key, uint64_t *out, char *err);
 int slm_gguf_get_u32(const struct slm_gguf *g, const char *key, uint32_t *out, char *err);
@@ -108,7 +108,8 @@ int slm_gguf_get_str_arr(const struct slm_gguf *g, const struct slm_gguf_kv *kv,
                          struct slm_gguf_str *out, uint64_t n);
 
 /* Reads element i of a numeric array kv as double / int64 (no bounds check beyond
- * arr_len, which the caller must respect). */
+ * arr_len, which the caller must respect). As int64, float elements truncate toward
+ * zero and saturate; NaN reads as 0. */
 double slm_gguf_arr_f64(const struct slm_gguf_kv *kv, uint64_t i);
 int64_t slm_gguf_arr_i64(const struct slm_gguf_kv *kv, uint64_t i);
 

@@ -53,7 +53,9 @@ static void *worker_main(void *p)
     struct worker_arg wa = *(struct worker_arg *)p;
     free(p);
     struct slm_pool *pool = wa.pool;
-    unsigned seen = atomic_load_explicit(&pool->gen, memory_order_acquire);
+    /* gen is 0 until the first run, which can come before this thread is scheduled:
+     * reading gen here instead could take that run's value and miss it. */
+    unsigned seen = 0;
     for (;;) {
         unsigned g;
         int spins = 0;

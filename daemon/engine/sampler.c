@@ -1,0 +1,406 @@
+/*
+ * daemon/engine/sampler.c - the sampling chain: penalties, top-k, top-p, min-p,
+ * temperature, draw; greedy when the temperature is 0.
+ *
+ * The candidates are ordered by (logit descending, id ascending), a total order, so
+ * every cut (top-k at a tie, top-p's prefix) is deterministic. top-k selects its k
+ * best with a bounded heap (O(n log k)) and sorts only those; top-p without top-k
+ * finds its cut with a histogram of the mass and sorts only the bin the cut falls in.
+ * The survivors are walked for the draw in whatever order the cuts left them: a
+ * fixed function of the logits, so a seed still fixes the tokens.
+ */
+#include "daemon/engine/sampler.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/log.h"
+
+struct candidate {
+    float logit;
+    int32_t id;
+};
+
+struct slm_sampler {
+    struct slm_sampling p;
+    int n_vocab;
+    int penalties_on;         /* a penalty is set and repeat_last_n != 0 */
+    uint64_t rng[4];          /* xoshiro256** state */
+    int32_t *count;           /* (n_vocab) occurrences of each token in the window */
+    int32_t *ring;            /* (repeat_last_n) the window, when repeat_last_n > 0 */
+    int ring_len, ring_pos;
+    struct candidate *cand;   /* (n_vocab) scratch for one sample */
+};
+
+void slm_sampling_defaults(struct slm_sampling *p)
+{
+    *p = (struct slm_sampling){
+        .temperature = 0.8f,
+        .top_k = 40,
+        .top_p = 0.95f,
+        .min_p = 0.05f,
+        .repeat_penalty = 1.0f,
+        .repeat_last_n = 64,
+        .presence_penalty = 0.0f,
+        .frequency_penalty = 0.0f,
+        .seed = 0,
+    };
+}
+
+int slm_sampling_validate(const struct slm_sampling *p, char *err)
+{
+    if (!p) {
+        slm_err_set(err, "sampling: no parameters");
+        return -EINVAL;
+    }
+    if (!isfinite(p->temperature) || p->temperature < 0) {
+        slm_err_set(err, "temperature: must be a finite number >= 0 (0 = greedy), got %g", p->temperature);
+        return -EINVAL;
+    }
+    if (p->top_k < 0) {
+        slm_err_set(err, "top_k: must be >= 0 (0 = off), got %d", p->top_k);
+        return -EINVAL;
+    }
+    if (!(p->top_p >= 0 && p->top_p <= 1)) {
+        slm_err_set(err, "top_p: must be in [0, 1] (1 = off), got %g", p->top_p);
+        return -EINVAL;
+    }
+    if (!(p->min_p >= 0 && p->min_p <= 1)) {
+        slm_err_set(err, "min_p: must be in [0, 1] (0 = off), got %g", p->min_p);
+        return -EINVAL;
+    }
+    if (!isfinite(p->repeat_penalty) || p->repeat_penalty <= 0) {
+        slm_err_set(err, "repeat_penalty: must be a finite number > 0 (1 = off), got %g", p->repeat_penalty);
+        return -EINVAL;
+    }
+    if (p->repeat_last_n < -1) {
+        slm_err_set(err, "repeat_last_n: must be >= -1 (-1 = whole history, 0 = off), got %d", p->repeat_last_n);
+        return -EINVAL;
+    }
+    if (!isfinite(p->presence_penalty)) {
+        slm_err_set(err, "presence_penalty: must be a finite number (0 = off), got %g", p->presence_penalty);
+        return -EINVAL;
+    }
+    if (!isfinite(p->frequency_penalty)) {
+        slm_err_set(err, "frequency_penalty: must be a finite number (0 = off), got %g", p->frequency_penalty);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- RNG: xoshiro256** seeded through splitmix64 ---- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t xoshiro_next(uint64_t s[4])
+{
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static void rng_seed(uint64_t s[4], uint64_t seed)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+}
+
+/* A uniform float in [0, 1) from the top 24 bits: every value is exact in a float. */
+static float rng_uniform(uint64_t s[4])
+{
+    return (float)(xoshiro_next(s) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ---- lifecycle and history ---- */
+
+struct slm_sampler *slm_sampler_create(const struct slm_sampling *p, int n_vocab)
+{
+    if (n_vocab < 1 || slm_sampling_validate(p, NULL)) return NULL;
+    struct slm_sampler *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->penalties_on = p->repeat_last_n != 0 &&
+                      (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
+    s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
+    if (!s->cand) goto err;
+    if (s->penalties_on) {
+        s->count = calloc((size_t)n_vocab, sizeof *s->count);
+        if (!s->count) goto err;
+        if (p->repeat_last_n > 0) {
+            s->ring = malloc((size_t)p->repeat_last_n * sizeof *s->ring);
+            if (!s->ring) goto err;
+        }
+    }
+    rng_seed(s->rng, p->seed);
+    return s;
+err:
+    slm_sampler_destroy(&s);
+    return NULL;
+}
+
+void slm_sampler_destroy(struct slm_sampler **s)
+{
+    if (!s || !*s) return;
+    free((*s)->cand);
+    free((*s)->count);
+    free((*s)->ring);
+    free(*s);
+    *s = NULL;
+}
+
+void slm_sampler_reset(struct slm_sampler *s)
+{
+    if (s->count) memset(s->count, 0, (size_t)s->n_vocab * sizeof *s->count);
+    s->ring_len = 0;
+    s->ring_pos = 0;
+    rng_seed(s->rng, s->p.seed);
+}
+
+void slm_sampler_accept(struct slm_sampler *s, int32_t token)
+{
+    if (!s->penalties_on || token < 0 || token >= s->n_vocab) return;
+    if (s->ring) {
+        int n = s->p.repeat_last_n;
+        if (s->ring_len == n) {
+            s->count[s->ring[s->ring_pos]]--;
+        } else {
+            s->ring_len++;
+        }
+        s->ring[s->ring_pos] = token;
+        s->ring_pos = s->ring_pos + 1 == n ? 0 : s->ring_pos + 1;
+    }
+    s->count[token]++;
+}
+
+/* ---- the chain ---- */
+
+/* The logit of token i after the penalties; NaN becomes -inf. */
+static float penalized(const struct slm_sampler *s, const float *logits, int i)
+{
+    float l = logits[i];
+    if (isnan(l)) return -INFINITY;
+    if (!s->penalties_on) return l;
+    int c = s->count[i];
+    if (c == 0) return l;
+    l = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
+    return l - ((float)c * s->p.frequency_penalty + s->p.presence_penalty);
+}
+
+/* a comes before b: higher logit, then lower id. */
+static int better(const struct candidate *a, const struct candidate *b)
+{
+    return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
+}
+
+static int cmp_candidates(const void *pa, const void *pb)
+{
+    const struct candidate *a = pa, *b = pb;
+    return better(a, b) ? -1 : better(b, a) ? 1 : 0;
+}
+
+/* Heap of the m best with the worst of them at the root. */
+static void sift_down(struct candidate *h, int m, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < m && better(&h[w], &h[l])) w = l;
+        if (r < m && better(&h[w], &h[r])) w = r;
+        if (w == i) return;
+        struct candidate t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* Permutes c[0..n) so that c[0..m) holds the m best, sorted best first. */
+static void select_top(struct candidate *c, int n, int m)
+{
+    if (m < n) {
+        for (int i = m / 2 - 1; i >= 0; i--) sift_down(c, m, i);
+        for (int i = m; i < n; i++) {
+            if (better(&c[i], &c[0])) {
+                struct candidate t = c[0];
+                c[0] = c[i];
+                c[i] = t;
+                sift_down(c, m, 0);
+            }
+        }
+    }
+    qsort(c, (size_t)m, sizeof *c, cmp_candidates);
+}
+
+static float max_logit(const struct candidate *c, int n)
+{
+    float mx = c[0].logit;
+    for (int i = 1; i < n; i++)
+        if (c[i].logit > mx) mx = c[i].logit;
+    return mx;
+}
+
+/* Keeps the candidates with logit >= threshold, in their order. Returns how many. */
+static int keep_at_least(struct candidate *c, int n, float threshold)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (c[i].logit >= threshold) c[k++] = c[i];
+    return k;
+}
+
+/* top-p on sorted candidates: the shortest prefix whose mass reaches target, where the
+ * mass of a candidate is exp(logit - mx). Keeps all when rounding falls short. */
+static int cut_sorted(const struct candidate *c, int n, float mx, double target)
+{
+    double cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += exp((double)c[i].logit - mx);
+        if (cum >= target) return i + 1;
+    }
+    return n;
+}
+
+enum { TOP_P_BINS = 1024 };
+
+static int bin_of(float logit, float mx, double scale)
+{
+    double b = ((double)mx - logit) * scale;
+    return b >= TOP_P_BINS - 1 ? TOP_P_BINS - 1 : (int)b;
+}
+
+/* top-p on unsorted candidates in O(n): bins of equal logit width find the bin where the
+ * cumulative mass crosses target; the bins above it are kept unsorted and only the
+ * crossing bin is sorted to place the cut exactly. Permutes c; returns the new count. */
+static int cut_unsorted(struct candidate *c, int n, float mx, double target)
+{
+    float mn = c[0].logit;
+    for (int i = 1; i < n; i++)
+        if (c[i].logit < mn) mn = c[i].logit;
+    double scale = mx > mn ? TOP_P_BINS / ((double)mx - mn) : 0;
+    double mass[TOP_P_BINS] = {0};
+    for (int i = 0; i < n; i++) mass[bin_of(c[i].logit, mx, scale)] += exp((double)c[i].logit - mx);
+    int cross = -1;
+    double below = 0;
+    for (int b = 0; b < TOP_P_BINS; b++) {
+        if (below + mass[b] >= target) {
+            cross = b;
+            break;
+        }
+        below += mass[b];
+    }
+    if (cross < 0) return n;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (bin_of(c[i].logit, mx, scale) < cross) {
+            struct candidate t = c[k];
+            c[k++] = c[i];
+            c[i] = t;
+        }
+    }
+    int j = k;
+    for (int i = k; i < n; i++) {
+        if (bin_of(c[i].logit, mx, scale) == cross) {
+            struct candidate t = c[j];
+            c[j++] = c[i];
+            c[i] = t;
+        }
+    }
+    qsort(c + k, (size_t)(j - k), sizeof *c, cmp_candidates);
+    return k + cut_sorted(c + k, j - k, mx, target - below);
+}
+
+int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
+{
+    const struct slm_sampling *p = &s->p;
+    int n_vocab = s->n_vocab;
+
+    if (p->temperature <= 0) {
+        int32_t best = 0;
+        float best_l = -INFINITY;
+        for (int i = 0; i < n_vocab; i++) {
+            float l = penalized(s, logits, i);
+            if (l > best_l) {
+                best_l = l;
+                best = i;
+            }
+        }
+        return best;
+    }
+
+    /* Candidates with a finite or +inf logit; -inf ones have probability 0. */
+    struct candidate *c = s->cand;
+    int n = 0;
+    float mx = -INFINITY;
+    for (int i = 0; i < n_vocab; i++) {
+        float l = penalized(s, logits, i);
+        if (l == -INFINITY) continue;
+        c[n++] = (struct candidate){l, i};
+        if (l > mx) mx = l;
+    }
+    if (n == 0) return 0;
+    if (mx == INFINITY) {
+        /* The limit of softmax: the +inf tokens share all the mass equally. */
+        n = keep_at_least(c, n, INFINITY);
+        for (int i = 0; i < n; i++) c[i].logit = 0;
+    }
+
+    int sorted = 0;
+    if (p->top_k > 0 && p->top_k < n) {
+        select_top(c, n, p->top_k);
+        n = p->top_k;
+        sorted = 1;
+    }
+    if (p->top_p < 1.0f) {
+        float mxk = sorted ? c[0].logit : max_logit(c, n);
+        double z = 0;
+        for (int i = 0; i < n; i++) z += exp((double)c[i].logit - mxk);
+        double target = (double)p->top_p * z;
+        if (sorted) {
+            n = cut_sorted(c, n, mxk, target);
+        } else {
+            /* min-p keeps a prefix of the same order and its ratio test does not depend
+             * on the normalisation, so applying it first gives the same set and leaves
+             * less to cut; top-p still normalises over the set before min-p (z). */
+            if (p->min_p > 0) n = keep_at_least(c, n, mxk + logf(p->min_p));
+            n = cut_unsorted(c, n, mxk, target);
+        }
+    }
+    if (p->min_p > 0) {
+        float mxk = sorted ? c[0].logit : max_logit(c, n);
+        n = keep_at_least(c, n, mxk + logf(p->min_p));
+    }
+
+    /* softmax(logit / T) over the survivors, then one draw walking them in order. */
+    float mxk = sorted ? c[0].logit : max_logit(c, n);
+    double inv_t = 1.0 / (double)p->temperature, total = 0;
+    for (int i = 0; i < n; i++) total += exp(((double)c[i].logit - mxk) * inv_t);
+    double target = (double)rng_uniform(s->rng) * total, cum = 0;
+    for (int i = 0; i < n; i++) {
+        double w = exp(((double)c[i].logit - mxk) * inv_t);
+        cum += w;
+        if (target < cum) return c[i].id;
+    }
+    /* Rounding left target at the very top: the last candidate with any weight. */
+    for (int i = n - 1; i > 0; i--)
+        if (exp(((double)c[i].logit - mxk) * inv_t) > 0) return c[i].id;
+    return c[0].id;
+}
