@@ -439,7 +439,7 @@ static void check_q8_0_or_1(uint32_t type, const float *x, int64_t n)
         float amax = 0;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
         float d = amax / 127.0f;
-        float id = d != 0 ? 1.0f / d : 0.0f;
+        float id = amax != 0 ? 127.0f / amax : 0.0f;   /* the scale ggml's x86 quantizers use */
         if (dh != ref_f32_to_half(d)) q8_mismatch(is_q8_1 ? "Q8_1 d" : "Q8_0 d", b, 0, ref_f32_to_half(d), dh);
         int sum = 0;
         float dd = (float)ref_half_value(dh);

@@ -3,7 +3,7 @@
  *
  * These are the portable definitions every faster kernel is checked against:
  * dequantization bit-exact with GGUF's blocks (gguf's numpy reference), activation
- * quantization with ggml's reference math except that rounding is half-to-even
+ * quantization with ggml's math except that rounding is half-to-even
  * (nearbyintf, what the SIMD paths do), and dot products accumulated in a fixed order.
  */
 #ifndef SLM_KERNELS_CPU_DEQUANT_H
@@ -37,7 +37,9 @@ uint32_t slm_cpu_vec_dot_type(uint32_t wtype);
 /*
  * Quantizes n floats (a whole number of blocks) into type's blocks: Q8_0, Q8_1, Q8_K, F32,
  * F16, BF16, and the weight types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (ggml's reference
- * quantizers, used to make test weights). Returns 0 or -EINVAL.
+ * quantizers, used to make test weights). Q8_0 and Q8_1 take d = amax / 127 and the
+ * multiplier 127 / amax (not 1 / d), as ggml's x86 activation quantizers do, so that
+ * products agree with llama.cpp bit for bit. Returns 0 or -EINVAL.
  */
 int slm_cpu_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
