@@ -14,18 +14,71 @@
 /* exp(x): 2^n * p(b) with n = round(x / ln 2), b = x - n ln 2 (two-part ln 2), p a
  * degree-5 polynomial; the scheme of ARM's optimized-routines expf, which llama.cpp's
  * vectorised softmax and SiLU use. |error| < 1.5 ulp. */
+static inline float ldexp_pow2(int e)
+{
+    uint32_t bits = e >= -126 ? (uint32_t)(e + 127) << 23 : 1u << (e + 149);   /* normal or subnormal 2^e */
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
 static inline float expf_poly(float x)
 {
     const float shift = 0x1.8p23f;
     float z = fmaf(x, 0x1.715476p+0f, shift);
     float n = z - shift;
     float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    if (isnan(n)) return n;
     if (fabsf(n) > 192.0f) return n > 0.0f ? INFINITY : 0.0f;
     float u = b * b;
     float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
                    fmaf(0x1.ffffecp-1f, b, 1.0f));
-    return ldexpf(j, (int)n);
+    int e = (int)n;
+    if (e < -149 || e > 127) return ldexpf(j, e);
+    return j * ldexp_pow2(e);   /* one rounding, as ldexpf */
 }
+
+
+#ifdef SLM_X86
+/* expf_poly on 8 lanes: the same fused operations, so the same bits. */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 expf_poly8(__m256 x)
+{
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    __m256 n = _mm256_sub_ps(z, shift);
+    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n), _mm256_set1_ps(126.0f), _CMP_GT_OQ);
+    if (_mm256_movemask_ps(big)) {
+        float v[8];
+        _mm256_storeu_ps(v, x);
+        for (int i = 0; i < 8; i++) v[i] = expf_poly(v[i]);
+        return _mm256_loadu_ps(v);
+    }
+    __m256 u = _mm256_mul_ps(b, b);
+    __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(j, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma,f16c"))) static size_t swiglu_avx2(const float *gate, const float *up, size_t n,
+                                                                 float *out)
+{
+    size_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = expf_poly8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    return i;
+}
+#endif
+
+static int have_avx2(void);
 
 void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out)
 {
@@ -37,7 +90,11 @@ void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, flo
 
 void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out)
 {
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#ifdef SLM_X86
+    if (have_avx2()) i = swiglu_avx2(gate, up, n, out);
+#endif
+    for (; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf_poly(-g)) * up[i];   /* the exp of the attention softmax, as llama.cpp */
     }
@@ -146,6 +203,31 @@ __attribute__((target("avx2,fma,f16c"))) static void v_accum_avx2(float *acc, co
         _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d))), vp,
                                                   _mm256_loadu_ps(acc + d)));
 }
+
+/* scores[t] = exp(scores[t] - mx) for the whole 8-lane groups; returns how many were done. */
+__attribute__((target("avx2,fma,f16c"))) static int exp_shift_avx2(float *scores, int n, float mx)
+{
+    int t = 0;
+    __m256 vm = _mm256_set1_ps(mx);
+    for (; t + 8 <= n; t += 8) _mm256_storeu_ps(scores + t, expf_poly8(_mm256_sub_ps(_mm256_loadu_ps(scores + t), vm)));
+    return t;
+}
+
+/* out[d] = the 16-lane tree of the folded accumulators acc[lane][d], 8 elements at a time. */
+__attribute__((target("avx2,fma,f16c"))) static void reduce_lanes_avx2(const float *acc, int hd, float *out)
+{
+    for (int d = 0; d < hd; d += 8) {
+        __m256 x[16];
+        for (int l = 0; l < 16; l++) {
+            const float *a = acc + d;
+            x[l] = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a + (size_t)l * hd), _mm256_loadu_ps(a + (size_t)(32 + l) * hd)),
+                                 _mm256_add_ps(_mm256_loadu_ps(a + (size_t)(16 + l) * hd), _mm256_loadu_ps(a + (size_t)(48 + l) * hd)));
+        }
+        __m256 t6[4];
+        for (int i = 0; i < 4; i++) t6[i] = _mm256_add_ps(_mm256_add_ps(x[i], x[i + 8]), _mm256_add_ps(x[i + 4], x[i + 12]));
+        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_add_ps(t6[0], t6[2]), _mm256_add_ps(t6[1], t6[3])));
+    }
+}
 #endif
 
 static int have_avx2(void)
@@ -203,7 +285,11 @@ void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm
     /* Softmax: exp in place, the sum 16 scores at a time (zeros past n_ctx). */
     double sum = 0.0;
     int padded = (n_ctx + 15) / 16 * 16;
-    for (int t = 0; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
+    int t0 = 0;
+#ifdef SLM_X86
+    if (fast) t0 = exp_shift_avx2(scores, n_ctx, mx);
+#endif
+    for (int t = t0; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
     for (int t = n_ctx; t < padded; t++) scores[t] = 0.0f;
     for (int t = 0; t < padded; t += 16) sum += (double)reduce16(scores + t);
     float inv = (float)(1.0 / sum);
@@ -222,6 +308,12 @@ void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm
         for (int d = 0; d < head_dim; d++) a[d] = fmaf(slm_half_to_f32(v[d]), p, a[d]);
     }
     /* Each output element: fold the four accumulators, then the 16-lane tree. */
+#ifdef SLM_X86
+    if (fast) {
+        reduce_lanes_avx2(acc, head_dim, out);
+        return;
+    }
+#endif
     for (int d = 0; d < head_dim; d++) {
         float lane[64], v16[16];
         for (int l = 0; l < 64; l++) lane[l] = acc[(size_t)l * (size_t)head_dim + (size_t)d];
