@@ -193,6 +193,20 @@ def top2(logits):
     return best, float(top - rest.max())
 
 
+def batch_margins(peer, prompt, gen):
+    """Teacher-forced twin of the greedy run: prompt + gen[:-1] as ONE batch; for each step s,
+    logit[gen[s]] - max over the other ids (negative where the batch would pick another token)."""
+    peer.reset()
+    rows = peer.decode(prompt + gen[:-1], 0, True)[len(prompt) - 1:]
+    out = []
+    for s, row in enumerate(rows):
+        other = row.astype(np.float64)
+        own = other[gen[s]]
+        other[gen[s]] = -np.inf
+        out.append(float(own - other.max()))
+    return out
+
+
 def make_greedy(peer, path):
     out = [
         "# slmd golden data: greedy generation from llama.cpp (llama-cpp-python 0.3.36 vendored build, CPU).",
@@ -210,6 +224,10 @@ def make_greedy(peer, path):
         f"#   M <margins>       for each step, logit[best] - logit[second best] (%.4f), computed in float64",
         "#                     from the float32 logits; a small margin marks a step where a tiny numeric",
         "#                     difference may legitimately flip the choice.",
+        "#   B <margins>       llama.cpp against itself: prompt + the first 63 generated ids evaluated as ONE",
+        "#                     batch (teacher forced); per step logit[G id] - max over the other ids (%.4f),",
+        "#                     negative where that batch would pick another token. |B - M| is how far",
+        "#                     llama.cpp's own logits move when only the batch shape changes.",
     ]
     for k, text in enumerate(PROMPTS):
         ids = peer.tokenize(text)
@@ -229,6 +247,7 @@ def make_greedy(peer, path):
         out.append("P " + " ".join(map(str, ids)))
         out.append("G " + " ".join(map(str, gen)))
         out.append("M " + " ".join(f"{m:.4f}" for m in margins))
+        out.append("B " + " ".join(f"{m:.4f}" for m in batch_margins(peer, ids, gen)))
         print(f"prompt {k}: {len(ids)} prompt tokens, min margin {min(margins):.4f}", file=sys.stderr)
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
