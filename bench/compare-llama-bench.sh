@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Single-stream CPU speed of slmd's engine beside llama.cpp's, on the same GGUF file, in one run.
 #
-# Usage: bench/compare-llama-bench.sh [--model FILE] [--threads T] [--reps R] [--raw-dir DIR]
+# Usage: bench/compare-llama-bench.sh [--model FILE] [--threads T] [--reps R] [--rounds K] [--raw-dir DIR]
 #   --model    GGUF file        (default ~/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   --threads  CPU threads      (default 2, for both engines)
-#   --reps     measured runs    (default 5, for both engines)
+#   --reps     measured runs per program call (default 5, for both engines)
+#   --rounds   alternate the two programs K times (default 1); figures pool all K x R runs
 #   --raw-dir  keep both programs' JSON output there (default: a temporary folder, removed)
 # Env:  BUILD         slmd build folder holding bench_engine (default build; built if absent)
 #       SLM_PEER_DIR  the llama.cpp peer (default ~/.cache/slmd/peer; built by
 #                     bench/peer/build-llama-cpp.sh when its READY file is absent)
 #
-# What runs, one after the other (never at the same time: they would share the cores):
+# What runs, one after the other (never at the same time: they would share the cores), K times:
 #   llama-bench  -m FILE -t T -p 512 -n 128 -r R -o json
 #   bench_engine --model FILE --threads T -p 512 -n 128 --reps R --json
+# On a shared VM the speed drifts by ~10% from one minute to the next; alternating rounds
+# spread that drift over both engines instead of charging it to one.
 # Both define pp512 as 512 tokens evaluated in one batch into an empty context and tg128 as
 # 128 tokens evaluated one at a time from an empty context; both do one warm-up run, then
-# report the mean and sample standard deviation of tokens/s over the R runs.
+# report the mean and sample standard deviation of tokens/s over the R runs; with K rounds the
+# table shows the mean and standard deviation over all K x R runs, and each round's ratio.
 # Prints a table (test, llama.cpp t/s, slmd t/s, ratio slmd/llama.cpp) and whether the
 # targets are met: decode (tg128) >= 1.5x llama.cpp, prompt processing (pp512) >= 1.0x.
 # Exit status: 0 when both programs ran (whatever the ratios), 1 otherwise, 2 on bad usage.
@@ -24,25 +28,29 @@ set -euo pipefail
 MODEL=$HOME/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf
 THREADS=2
 REPS=5
+ROUNDS=1
 RAW_DIR=
 PP=512
 TG=128
 TARGET_TG=1.5
 TARGET_PP=1.0
 
-usage() { sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --model)   [ $# -ge 2 ] || usage; MODEL=$2; shift 2;;
         --threads) [ $# -ge 2 ] || usage; THREADS=$2; shift 2;;
         --reps)    [ $# -ge 2 ] || usage; REPS=$2; shift 2;;
+        --rounds)  [ $# -ge 2 ] || usage; ROUNDS=$2; shift 2;;
         --raw-dir) [ $# -ge 2 ] || usage; RAW_DIR=$2; shift 2;;
         -h|--help) usage;;
         *) echo "compare-llama-bench: unknown argument $1" >&2; usage;;
     esac
 done
-case "$THREADS$REPS" in *[!0-9]*|'') echo "compare-llama-bench: --threads and --reps take positive integers" >&2; exit 2;; esac
-[ "$THREADS" -ge 1 ] && [ "$REPS" -ge 1 ] || { echo "compare-llama-bench: --threads and --reps must be >= 1" >&2; exit 2; }
+for v in "$THREADS" "$REPS" "$ROUNDS"; do
+    case "$v" in *[!0-9]*|'') echo "compare-llama-bench: --threads, --reps and --rounds take positive integers" >&2; exit 2;; esac
+    [ "$v" -ge 1 ] || { echo "compare-llama-bench: --threads, --reps and --rounds must be >= 1" >&2; exit 2; }
+done
 [ -r "$MODEL" ] || { echo "compare-llama-bench: cannot read $MODEL" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,51 +85,77 @@ else
 fi
 
 echo "model:   $MODEL"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs online; $THREADS threads, $REPS runs each"
-echo "running llama.cpp (llama-cpp-python $PEER_VERSION) llama-bench ..." >&2
-"$LLAMA_BENCH" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -o json > "$RAW/llama-bench.json" 2> "$RAW/llama-bench.err" \
-    || { cat "$RAW/llama-bench.err" >&2; echo "compare-llama-bench: llama-bench failed" >&2; exit 1; }
-echo "running slmd bench_engine ..." >&2
-"$ENGINE" --model "$MODEL" --threads "$THREADS" -p "$PP" -n "$TG" --reps "$REPS" --json > "$RAW/slmd.json" \
-    || { echo "compare-llama-bench: bench_engine failed" >&2; exit 1; }
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs online; $THREADS threads, $ROUNDS round(s) of $REPS runs each"
+for k in $(seq 1 "$ROUNDS"); do
+    echo "round $k/$ROUNDS: llama.cpp (llama-cpp-python $PEER_VERSION) llama-bench ..." >&2
+    "$LLAMA_BENCH" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -o json > "$RAW/llama-bench.$k.json" 2> "$RAW/llama-bench.$k.err" \
+        || { cat "$RAW/llama-bench.$k.err" >&2; echo "compare-llama-bench: llama-bench failed" >&2; exit 1; }
+    echo "round $k/$ROUNDS: slmd bench_engine ..." >&2
+    "$ENGINE" --model "$MODEL" --threads "$THREADS" -p "$PP" -n "$TG" --reps "$REPS" --json > "$RAW/slmd.$k.json" \
+        || { echo "compare-llama-bench: bench_engine failed" >&2; exit 1; }
+done
 
-python3 - "$RAW/llama-bench.json" "$RAW/slmd.json" "$PP" "$TG" "$TARGET_PP" "$TARGET_TG" <<'EOF'
-import json, sys
+python3 - "$RAW" "$ROUNDS" "$REPS" "$PP" "$TG" "$TARGET_PP" "$TARGET_TG" <<'EOF'
+import json, math, sys
 
-llama_path, slmd_path, pp, tg, target_pp, target_tg = sys.argv[1:]
-pp, tg = int(pp), int(tg)
+raw, rounds, reps, pp, tg, target_pp, target_tg = sys.argv[1:]
+rounds, reps, pp, tg = int(rounds), int(reps), int(pp), int(tg)
+tests = (f"pp{pp}", f"tg{tg}")
 
-llama = {}
-with open(llama_path) as f:
-    records = json.load(f)
-build = ""
-for r in records:
-    if r["n_prompt"] > 0 and r["n_gen"] == 0:
-        name = f"pp{r['n_prompt']}"
-    elif r["n_gen"] > 0 and r["n_prompt"] == 0:
-        name = f"tg{r['n_gen']}"
-    else:
-        continue
-    llama[name] = (r["avg_ts"], r["stddev_ts"])
-    build = f"{r.get('build_commit', '?')} (build {r.get('build_number', '?')}), {r.get('backends', '?')}"
+def read_llama(path):
+    """llama-bench -o json: a list of records; returns {test: (mean t/s, sd)}, build line."""
+    out, build = {}, ""
+    with open(path) as f:
+        for r in json.load(f):
+            if r["n_prompt"] > 0 and r["n_gen"] == 0:
+                name = f"pp{r['n_prompt']}"
+            elif r["n_gen"] > 0 and r["n_prompt"] == 0:
+                name = f"tg{r['n_gen']}"
+            else:
+                continue
+            out[name] = (r["avg_ts"], r["stddev_ts"])
+            build = f"{r.get('build_commit', '?')} (build {r.get('build_number', '?')}), {r.get('backends', '?')}"
+    return out, build
 
-slmd = {}
-with open(slmd_path) as f:
-    for line in f:
-        line = line.strip()
-        if line.startswith("{"):
-            r = json.loads(line)
-            slmd[r["test"]] = (r["tokens_per_s"], r["sd"])
+def read_slmd(path):
+    """bench_engine --json: one object per line; returns {test: (mean t/s, sd)}."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                r = json.loads(line)
+                out[r["test"]] = (r["tokens_per_s"], r["sd"])
+    return out
+
+def pool(stats):
+    """Mean and sample sd over all runs, from per-round (mean, sd) of `reps` runs each."""
+    n = len(stats) * reps
+    mean = sum(m for m, _ in stats) / len(stats)
+    ss = sum((reps - 1) * s * s + reps * (m - mean) ** 2 for m, s in stats)
+    return mean, math.sqrt(ss / (n - 1)) if n > 1 else 0.0
+
+llama_rounds, slmd_rounds, build = [], [], ""
+for k in range(1, rounds + 1):
+    l, build = read_llama(f"{raw}/llama-bench.{k}.json")
+    llama_rounds.append(l)
+    slmd_rounds.append(read_slmd(f"{raw}/slmd.{k}.json"))
 
 print(f"llama.cpp: {build}")
-print(f"{'test':<8} {'llama.cpp t/s':>20} {'slmd t/s':>20} {'slmd/llama.cpp':>15}")
+print(f"{'test':<8} {'llama.cpp t/s':>20} {'slmd t/s':>20} {'slmd/llama.cpp':>15}" + ("   per round" if rounds > 1 else ""))
 ratios = {}
-for name in (f"pp{pp}", f"tg{tg}"):
-    def cell(d):
-        return f"{d[name][0]:.2f} ± {d[name][1]:.2f}" if name in d else "missing"
-    ratio = slmd[name][0] / llama[name][0] if name in slmd and name in llama and llama[name][0] > 0 else None
-    ratios[name] = ratio
-    print(f"{name:<8} {cell(llama):>20} {cell(slmd):>20} {(f'{ratio:.2f}x' if ratio else '-'):>15}")
+for name in tests:
+    have = all(name in l for l in llama_rounds) and all(name in s for s in slmd_rounds)
+    if not have:
+        ratios[name] = None
+        print(f"{name:<8} {'missing':>20} {'missing':>20} {'-':>15}")
+        continue
+    lm, ls = pool([l[name] for l in llama_rounds])
+    sm, ss = pool([s[name] for s in slmd_rounds])
+    ratios[name] = sm / lm
+    per = " ".join(f"{s[name][0] / l[name][0]:.2f}x" for l, s in zip(llama_rounds, slmd_rounds))
+    print(f"{name:<8} {f'{lm:.2f} ± {ls:.2f}':>20} {f'{sm:.2f} ± {ss:.2f}':>20} {f'{sm / lm:.2f}x':>15}"
+          + (f"   {per}" if rounds > 1 else ""))
 
 def verdict(name, target):
     r = ratios.get(name)

@@ -11,6 +11,8 @@ Run it with the Python bindings of the peer build made by bench/peer/build-llama
 It reads tests/golden/ppl_text.txt and writes, into --out-dir:
   smollm2_greedy.txt  20 prompts x 64 greedy tokens with the top-1/top-2 logit margin of each step
   smollm2_ppl.txt     token ids of ppl_text.txt, teacher-forced perplexity, per-position log-probs
+With --self-check it writes nothing and measures llama.cpp against itself instead (the committed
+greedy tokens re-evaluated as one teacher-forced batch per prompt, judged by test_model's criterion).
 The definitions are written in each file's header. The run is deterministic: same build, same
 machine, same output (checked by running it twice and comparing).
 
@@ -191,6 +193,20 @@ def top2(logits):
     return best, float(top - rest.max())
 
 
+def batch_margins(peer, prompt, gen):
+    """Teacher-forced twin of the greedy run: prompt + gen[:-1] as ONE batch; for each step s,
+    logit[gen[s]] - max over the other ids (negative where the batch would pick another token)."""
+    peer.reset()
+    rows = peer.decode(prompt + gen[:-1], 0, True)[len(prompt) - 1:]
+    out = []
+    for s, row in enumerate(rows):
+        other = row.astype(np.float64)
+        own = other[gen[s]]
+        other[gen[s]] = -np.inf
+        out.append(float(own - other.max()))
+    return out
+
+
 def make_greedy(peer, path):
     out = [
         "# slmd golden data: greedy generation from llama.cpp (llama-cpp-python 0.3.36 vendored build, CPU).",
@@ -208,6 +224,10 @@ def make_greedy(peer, path):
         f"#   M <margins>       for each step, logit[best] - logit[second best] (%.4f), computed in float64",
         "#                     from the float32 logits; a small margin marks a step where a tiny numeric",
         "#                     difference may legitimately flip the choice.",
+        "#   B <margins>       llama.cpp against itself: prompt + the first 63 generated ids evaluated as ONE",
+        "#                     batch (teacher forced); per step logit[G id] - max over the other ids (%.4f),",
+        "#                     negative where that batch would pick another token. |B - M| is how far",
+        "#                     llama.cpp's own logits move when only the batch shape changes.",
     ]
     for k, text in enumerate(PROMPTS):
         ids = peer.tokenize(text)
@@ -232,6 +252,7 @@ def make_greedy(peer, path):
         out.append("P " + " ".join(map(str, ids)))
         out.append("G " + " ".join(map(str, gen)))
         out.append("M " + " ".join(f"{m:.4f}" for m in margins))
+        out.append("B " + " ".join(f"{m:.4f}" for m in batch_margins(peer, ids, gen)))
         print(f"prompt {k}: {len(ids)} prompt tokens, min margin {min(margins):.4f}", file=sys.stderr)
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
@@ -279,16 +300,61 @@ def make_ppl(peer, text_path, path):
     print(f"ppl: {n} tokens, NLL {nll:.6f}, PPL {ppl:.6f}", file=sys.stderr)
 
 
+def self_check(peer, greedy_path):
+    """llama.cpp against itself: evaluate each prompt plus its 63 first reference tokens as ONE
+    batch (teacher forced) and apply tests/test_model.c's criterion to the batch's argmaxes.
+    Shows how far llama.cpp's logits move when only the batch shape changes."""
+    recs, cur = [], {}
+    with open(greedy_path) as f:
+        for line in f:
+            if line[:2] in ("P ", "G ", "M "):
+                cur[line[0]] = line.split()[1:]
+                if line[0] == "M":
+                    recs.append(cur)
+                    cur = {}
+    identical, not_tie, worst = 0, 0, 0.0
+    for k, r in enumerate(recs):
+        prompt, gen, margins = list(map(int, r["P"])), list(map(int, r["G"])), list(map(float, r["M"]))
+        peer.reset()
+        rows = peer.decode(prompt + gen[:-1], 0, True)[len(prompt) - 1:]
+        first, drift = None, 0.0
+        for s, row in enumerate(rows):
+            best, _ = top2(row)
+            other = row.astype(np.float64)
+            own = other[gen[s]]
+            other[gen[s]] = -np.inf
+            drift = max(drift, abs((own - other.max()) - margins[s]))
+            if best != gen[s] and first is None:
+                first = s
+        worst = max(worst, drift)
+        if first is None:
+            identical += 1
+            verdict = "identical"
+        else:
+            verdict = f"first divergence at step {first}, reference margin {margins[first]:.4f}"
+            if margins[first] >= 0.1:
+                not_tie += 1
+                verdict += " (NOT a near tie)"
+        print(f"prompt {k}: {verdict}; largest margin change {drift:.4f}")
+    print(f"self-check: {identical} of {len(recs)} prompts identical; {not_tie} first divergences with "
+          f"margin >= 0.1; largest margin change {worst:.4f}")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=os.path.expanduser("~/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--out-dir", default=here)
     ap.add_argument("--ppl-text", default=os.path.join(here, "ppl_text.txt"))
+    ap.add_argument("--self-check", action="store_true",
+                    help="write nothing; compare the committed greedy file with one batched teacher-forced pass")
     args = ap.parse_args()
 
     peer = Peer(args.model, N_CTX, N_CTX)
     try:
+        if args.self_check:
+            self_check(peer, os.path.join(args.out_dir, "smollm2_greedy.txt"))
+            return
         make_greedy(peer, os.path.join(args.out_dir, "smollm2_greedy.txt"))
         make_ppl(peer, args.ppl_text, os.path.join(args.out_dir, "smollm2_ppl.txt"))
     finally:
