@@ -13,17 +13,7 @@
 
 #include "daemon/engine/chat.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                       \
-            printf(__VA_ARGS__);                                              \
-            printf("\n");                                                     \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
+#include "check.h"
 
 /* Decodes the golden file's escapes in place; returns the decoded length. */
 static size_t unescape(char *s)

@@ -18,17 +18,7 @@
 #include "daemon/engine/sampler.h"
 #include "daemon/log.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                       \
-            printf(__VA_ARGS__);                                              \
-            printf("\n");                                                     \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
+#include "check.h"
 
 /* Upper 1e-6 quantiles of chi-square with df = 1..11 degrees of freedom. */
 static const double chi2_1e6[] = {0, 23.928, 27.631, 30.665, 33.377, 35.888, 38.258,

@@ -471,6 +471,25 @@ static int bpe_add_bigram(const struct slm_tokenizer *t, struct scratch *s, int 
 /* BPE over one byte-encoded word in s->word[0..n): merges the lowest-ranked adjacent pair
  * (leftmost on ties) until none is left, then looks each symbol up; a symbol that is not a
  * token falls back to its single bytes (skipped where those are no tokens), as llama.cpp does. */
+
+/* One symbol per UTF-8 character of text (n bytes; a truncated tail is one symbol), linked
+ * as a list. Returns the count, or -ENOMEM. */
+static int split_symbols(struct scratch *s, const char *text, size_t n)
+{
+    if (syms_reserve(s, n)) return -ENOMEM;
+    int ns = 0;
+    for (size_t off = 0; off < n; ns++) {
+        size_t cl = utf8_lead_len((unsigned char)text[off]);
+        if (cl > n - off) cl = n - off;
+        s->sym_start[ns] = (int)off;
+        s->sym_n[ns] = (int)cl;
+        s->sym_prev[ns] = ns - 1;
+        off += cl;
+        s->sym_next[ns] = off == n ? -1 : ns + 1;
+    }
+    return ns;
+}
+
 static int bpe_word(const struct slm_tokenizer *t, struct scratch *s, struct out *o, size_t n)
 {
     if (t->ignore_merges) {
@@ -480,17 +499,8 @@ static int bpe_word(const struct slm_tokenizer *t, struct scratch *s, struct out
             return 0;
         }
     }
-    if (syms_reserve(s, n)) return -ENOMEM;
-    int ns = 0;
-    for (size_t off = 0; off < n; ns++) {
-        size_t cl = utf8_lead_len((unsigned char)s->word[off]);
-        if (cl > n - off) cl = n - off;
-        s->sym_start[ns] = (int)off;
-        s->sym_n[ns] = (int)cl;
-        s->sym_prev[ns] = ns - 1;
-        off += cl;
-        s->sym_next[ns] = off == n ? -1 : ns + 1;
-    }
+    int ns = split_symbols(s, s->word, n);
+    if (ns < 0) return ns;
     s->n_heap = 0;
     for (int i = 1; i < ns; i++)
         if (bpe_add_bigram(t, s, i - 1, i)) return -ENOMEM;
@@ -599,17 +609,8 @@ static int spm_fragment(const struct slm_tokenizer *t, struct scratch *s, struct
             s->buf[n++] = text[i];
         }
     }
-    if (syms_reserve(s, n)) return -ENOMEM;
-    int ns = 0;
-    for (size_t off = 0; off < n; ns++) {
-        size_t cl = utf8_lead_len((unsigned char)s->buf[off]);
-        if (cl > n - off) cl = n - off;
-        s->sym_start[ns] = (int)off;
-        s->sym_n[ns] = (int)cl;
-        s->sym_prev[ns] = ns - 1;
-        off += cl;
-        s->sym_next[ns] = off == n ? -1 : ns + 1;
-    }
+    int ns = split_symbols(s, s->buf, n);
+    if (ns < 0) return ns;
     s->n_heap = 0;
     for (int i = 1; i < ns; i++)
         if (spm_add_bigram(t, s, i - 1, i)) return -ENOMEM;

@@ -1,5 +1,6 @@
 /* kernels/cpu/dequant.c - scalar conversions and row dequantization (see dequant.h). */
 #include "dequant.h"
+#include "qunpack.h"
 
 #include <errno.h>
 #include <string.h>
@@ -75,18 +76,6 @@ slm_bf16 slm_f32_to_bf16(float f)
     return (slm_bf16)(x >> 16);
 }
 
-/* The 6-bit scale and min of sub-block j of a Q4_K / Q5_K block. */
-static void k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 static void dq_q4_0(const struct slm_block_q4_0 *b, float *y)
 {
     float d = slm_half_to_f32(b->d);
@@ -105,22 +94,11 @@ static void dq_q4_1(const struct slm_block_q4_1 *b, float *y)
     }
 }
 
-/* The 32 five-bit values of a Q5_0 / Q5_1 block. */
-static void q5_values(const uint8_t qh_bytes[4], const uint8_t *qs, int v[32])
-{
-    uint32_t qh;
-    memcpy(&qh, qh_bytes, 4);
-    for (int j = 0; j < 16; j++) {
-        v[j] = (int)((qs[j] & 0xf) | (((qh >> j) << 4) & 0x10));
-        v[j + 16] = (int)((qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
-    }
-}
-
 static void dq_q5_0(const struct slm_block_q5_0 *b, float *y)
 {
     float d = slm_half_to_f32(b->d);
     int v[32];
-    q5_values(b->qh, b->qs, v);
+    slm_q5_values(b->qh, b->qs, v);
     for (int j = 0; j < 32; j++) y[j] = (float)(v[j] - 16) * d;
 }
 
@@ -128,7 +106,7 @@ static void dq_q5_1(const struct slm_block_q5_1 *b, float *y)
 {
     float d = slm_half_to_f32(b->d), m = slm_half_to_f32(b->m);
     int v[32];
-    q5_values(b->qh, b->qs, v);
+    slm_q5_values(b->qh, b->qs, v);
     for (int j = 0; j < 32; j++) y[j] = d * (float)v[j] + m;
 }
 
@@ -137,10 +115,10 @@ static void dq_q4_K(const struct slm_block_q4_K *b, float *y)
     float d = slm_half_to_f32(b->d), dmin = slm_half_to_f32(b->dmin);
     const uint8_t *q = b->qs;
     for (int j = 0; j < 8; j += 2, q += 32) {
-        uint8_t sc, m;
-        k_scale_min(j, b->scales, &sc, &m);
+        int sc, m;
+        slm_k_scale_min(j, b->scales, &sc, &m);
         float d1 = d * sc, m1 = dmin * m;
-        k_scale_min(j + 1, b->scales, &sc, &m);
+        slm_k_scale_min(j + 1, b->scales, &sc, &m);
         float d2 = d * sc, m2 = dmin * m;
         for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xf) - m1;
         for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
@@ -153,10 +131,10 @@ static void dq_q5_K(const struct slm_block_q5_K *b, float *y)
     const uint8_t *ql = b->qs;
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0; j < 8; j += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
-        uint8_t sc, m;
-        k_scale_min(j, b->scales, &sc, &m);
+        int sc, m;
+        slm_k_scale_min(j, b->scales, &sc, &m);
         float d1 = d * sc, m1 = dmin * m;
-        k_scale_min(j + 1, b->scales, &sc, &m);
+        slm_k_scale_min(j + 1, b->scales, &sc, &m);
         float d2 = d * sc, m2 = dmin * m;
         for (int l = 0; l < 32; l++) *y++ = d1 * (float)((ql[l] & 0xf) + (b->qh[l] & u1 ? 16 : 0)) - m1;
         for (int l = 0; l < 32; l++) *y++ = d2 * (float)((ql[l] >> 4) + (b->qh[l] & u2 ? 16 : 0)) - m2;

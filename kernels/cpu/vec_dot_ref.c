@@ -6,6 +6,7 @@
  * double, so the reference is tighter than any SIMD version of it.
  */
 #include "dequant.h"
+#include "qunpack.h"
 
 #include <string.h>
 
@@ -35,23 +36,12 @@ static float dot_q4_1(int64_t nb, const struct slm_block_q4_1 *w, const struct s
     return sum;
 }
 
-/* Q5 values of one block (shared with dequantization's bit layout). */
-static void q5_vals(const uint8_t qh_bytes[4], const uint8_t *qs, int v[32])
-{
-    uint32_t qh;
-    memcpy(&qh, qh_bytes, 4);
-    for (int j = 0; j < 16; j++) {
-        v[j] = (int)((qs[j] & 0xf) | (((qh >> j) << 4) & 0x10));
-        v[j + 16] = (int)((qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
-    }
-}
-
 static float dot_q5_0(int64_t nb, const struct slm_block_q5_0 *w, const struct slm_block_q8_0 *a)
 {
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         int v[32], s = 0;
-        q5_vals(w[i].qh, w[i].qs, v);
+        slm_q5_values(w[i].qh, w[i].qs, v);
         for (int j = 0; j < 32; j++) s += (v[j] - 16) * a[i].qs[j];
         sum += (float)s * (slm_half_to_f32(w[i].d) * slm_half_to_f32(a[i].d));
     }
@@ -63,7 +53,7 @@ static float dot_q5_1(int64_t nb, const struct slm_block_q5_1 *w, const struct s
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         int v[32], s = 0;
-        q5_vals(w[i].qh, w[i].qs, v);
+        slm_q5_values(w[i].qh, w[i].qs, v);
         for (int j = 0; j < 32; j++) s += v[j] * a[i].qs[j];
         sum += (float)s * (slm_half_to_f32(w[i].d) * slm_half_to_f32(a[i].d)) +
                slm_half_to_f32(w[i].m) * slm_half_to_f32(a[i].s);
@@ -82,17 +72,6 @@ static float dot_q8_0(int64_t nb, const struct slm_block_q8_0 *w, const struct s
     return sum;
 }
 
-static void k_sm(int j, const uint8_t *q, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 /* Q4_K and Q5_K: qh is NULL for Q4_K. */
 static float dot_q45_K(int64_t nb, const uint8_t *w, size_t wbytes, int five, const struct slm_block_q8_K *a)
 {
@@ -107,7 +86,7 @@ static float dot_q45_K(int64_t nb, const uint8_t *w, size_t wbytes, int five, co
         int sumi = 0, summ = 0;
         for (int j = 0; j < 8; j++) {
             int sc, m;
-            k_sm(j, scales, &sc, &m);
+            slm_k_scale_min(j, scales, &sc, &m);
             const uint8_t *q = qs + 32 * (j / 2);
             int shift = 4 * (j & 1), s = 0;
             for (int l = 0; l < 32; l++) {
