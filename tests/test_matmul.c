@@ -6,6 +6,8 @@
  *    reference-dequantized weights and activations, within a bound stated per type.
  * 3. Batch invariance: a token's outputs are bit-identical whether it is multiplied alone,
  *    among 7 or 37 tokens, at any position in the batch, with 1 or 2 threads.
+ * 2 and 3 run on the GGUF layout and, for the types the fast kernels repack, on the X8
+ * layout; 4. the AVX2 and AVX-512 X8 tiles give the same bits.
  */
 #include <math.h>
 #include <stdio.h>
@@ -60,7 +62,7 @@ static void check_quantizers(void)
     uint32_t types[] = {SLM_TYPE_Q8_0, SLM_TYPE_Q8_1};
     for (size_t t = 0; t < 2; t++) {
         slm_cpu_quant_fn fast = slm_cpu_quant_avx2(types[t]);
-        if (!fast || strcmp(slm_cpu_kernels_name(), "avx2") != 0) continue;
+        if (!fast || strcmp(slm_cpu_kernels_name(), "generic") == 0) continue;
         int64_t k = 32 * 37;
         float *x = malloc((size_t)k * sizeof *x);
         size_t bytes = (size_t)(k / 32) * slm_qblock_bytes(types[t]);
@@ -104,18 +106,27 @@ static double bound_for(uint32_t type)
     return type == SLM_TYPE_F32 || type == SLM_TYPE_F16 || type == SLM_TYPE_BF16 ? 1e-7 : 1e-6;
 }
 
-static void check_type(struct slm_pool *pool, uint32_t type)
+static void check_type(struct slm_pool *pool, uint32_t type, uint32_t layout)
 {
-    int64_t cols = slm_qblock_elems(type) == 256 ? 512 : 96, rows = 37;
+    int64_t cols = slm_qblock_elems(type) == 256 ? 512 : 96, rows = layout == SLM_CPU_LAYOUT_X8 ? 40 : 37;
     size_t row_bytes = (size_t)(cols / slm_qblock_elems(type)) * slm_qblock_bytes(type);
     const int ns[] = {1, 7, 37};
     uint8_t *w = malloc((size_t)rows * row_bytes);
     random_weights(type, rows, cols, w, row_bytes);
+    uint8_t *packed = NULL;
+    if (layout != SLM_CPU_LAYOUT_ROWS) {
+        packed = malloc(slm_cpu_layout_bytes(layout, type, rows, cols));
+        if (slm_cpu_repack(layout, type, rows, cols, w, row_bytes, packed)) {
+            printf("%s: repack returned an error\n", slm_qtype_name(type));
+            failures++;
+        }
+    }
     float *x = malloc((size_t)37 * (size_t)cols * sizeof *x);
     for (int64_t i = 0; i < 37 * cols; i++) x[i] = frand();
     float *y[3], *wf = malloc((size_t)cols * sizeof *wf), *af = malloc((size_t)cols * sizeof *af);
     uint8_t *aq = malloc(slm_cpu_act_row_bytes(type, cols));
-    struct slm_cpu_matmul_job job = {.type = type, .rows = rows, .cols = cols, .row_bytes = row_bytes, .w = w};
+    struct slm_cpu_matmul_job job = {.type = type, .layout = layout, .rows = rows, .cols = cols,
+                                     .row_bytes = row_bytes, .w = packed ? packed : w};
     for (int v = 0; v < 3; v++) {
         y[v] = malloc((size_t)ns[v] * (size_t)rows * sizeof(float));
         void *scratch = malloc(slm_cpu_matmul_scratch_bytes(1, &job, ns[v]));
@@ -188,14 +199,76 @@ static void check_type(struct slm_pool *pool, uint32_t type)
             }
         }
     }
-    printf("%-5s cols %4lld: max rel error %.3g (bound %.1g)%s\n", slm_qtype_name(type), (long long)cols, max_rel,
-           bound_for(type), shown || bad ? "  FAIL" : "");
+    printf("%-5s %s cols %4lld: max rel error %.3g (bound %.1g)%s\n", slm_qtype_name(type),
+           layout == SLM_CPU_LAYOUT_X8 ? "x8  " : "rows", (long long)cols, max_rel, bound_for(type),
+           shown || bad ? "  FAIL" : "");
     for (int v = 0; v < 3; v++) free(y[v]);
     free(w);
+    free(packed);
     free(x);
     free(wf);
     free(af);
     free(aq);
+}
+
+/* The AVX2 and AVX-512 X8 tiles on the same operands, every token count up to 19. */
+static void check_tiers(void)
+{
+    if (strcmp(slm_cpu_kernels_name(), "avx512vnni") != 0) return;
+    uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q8_0};
+    for (size_t t = 0; t < 2; t++) {
+        slm_cpu_x8_fn f2 = slm_cpu_x8_avx2(types[t]), f5 = slm_cpu_x8_avx512(types[t]);
+        if (!f2 || !f5) continue;
+        int64_t rows = 8, cols = 32 * 21, nb = cols / 32;
+        int nc = 19;
+        size_t row_bytes = (size_t)nb * slm_qblock_bytes(types[t]);
+        uint8_t *w = malloc((size_t)rows * row_bytes);
+        uint8_t *p = malloc(slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, types[t], rows, cols));
+        random_weights(types[t], rows, cols, w, row_bytes);
+        slm_cpu_repack(SLM_CPU_LAYOUT_X8, types[t], rows, cols, w, row_bytes, p);
+        uint32_t at = slm_cpu_vec_dot_type(types[t]);
+        size_t as = slm_cpu_act_row_bytes(types[t], cols);
+        float *x = malloc((size_t)cols * sizeof *x);
+        uint8_t *a = malloc((size_t)nc * as);
+        struct slm_cpu_act_scale *sc = malloc((size_t)nc * (size_t)nb * sizeof *sc);
+        for (int c = 0; c < nc; c++) {
+            for (int64_t i = 0; i < cols; i++) x[i] = frand() * (float)(c + 1);
+            slm_cpu_quantize_row(at, x, a + (size_t)c * as, cols);
+            for (int64_t b = 0; b < nb; b++) {
+                struct slm_cpu_act_scale *s = &sc[(size_t)c * (size_t)nb + (size_t)b];
+                if (at == SLM_TYPE_Q8_1) {
+                    const struct slm_block_q8_1 *blk = (const void *)(a + (size_t)c * as);
+                    s->d = slm_half_to_f32(blk[b].d);
+                    s->s = slm_half_to_f32(blk[b].s);
+                } else {
+                    const struct slm_block_q8_0 *blk = (const void *)(a + (size_t)c * as);
+                    int32_t sum = 0;
+                    for (int j = 0; j < 32; j++) sum += blk[b].qs[j];
+                    s->d = slm_half_to_f32(blk[b].d);
+                    s->bias = -128 * sum;
+                }
+            }
+        }
+        float y2[19 * 8], y5[19 * 8];
+        int bad = 0;
+        for (int n = 1; n <= nc && bad < 10; n++) {
+            f2(nb, p, a, as, sc, n, y2, 8, 0);
+            f5(nb, p, a, as, sc, n, y5, 8, 0);
+            for (int i = 0; i < n * 8 && bad < 10; i++)
+                if (memcmp(&y2[i], &y5[i], 4)) {
+                    printf("%s x8 tiers, %d tokens, output %d: expected (avx2) %.9g, got (avx512) %.9g\n",
+                           slm_qtype_name(types[t]), n, i, y2[i], y5[i]);
+                    bad++;
+                    failures++;
+                }
+        }
+        printf("%-5s x8   avx2 vs avx512vnni tiles: %s\n", slm_qtype_name(types[t]), bad ? "FAIL" : "identical");
+        free(w);
+        free(p);
+        free(x);
+        free(a);
+        free(sc);
+    }
 }
 
 int main(void)
@@ -206,9 +279,14 @@ int main(void)
                         SLM_TYPE_Q5_1, SLM_TYPE_Q8_0, SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
     for (int threads = 1; threads <= 2; threads++) {
         struct slm_pool *pool = slm_pool_create(threads);
-        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) check_type(pool, types[t]);
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            check_type(pool, types[t], SLM_CPU_LAYOUT_ROWS);
+            if (slm_cpu_weight_layout(types[t], 40, 96) == SLM_CPU_LAYOUT_X8)
+                check_type(pool, types[t], SLM_CPU_LAYOUT_X8);
+        }
         slm_pool_destroy(&pool);
     }
+    check_tiers();
     if (failures) printf("test_matmul: %d failures\n", failures);
     return failures ? 1 : 0;
 }

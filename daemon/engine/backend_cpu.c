@@ -1,7 +1,9 @@
 /*
  * daemon/engine/backend_cpu.c - the CPU backend: the ops table over kernels/cpu.
  *
- * Weights stay in the GGUF mapping. Activations are host memory. The KV pool is one
+ * Weights stay in the GGUF mapping, except the matrices the fast kernels read better
+ * repacked (kernels/cpu/matmul.h, the X8 layout): those get a copy in that layout,
+ * made once at load. Activations are host memory. The KV pool is one
  * zeroed allocation of halves, per layer K then V, each (n_blocks, block_size, kv_dim);
  * pages are only touched as blocks fill. Work is spread over a thread pool; ops too
  * small to be worth a dispatch run on the calling thread.
@@ -48,14 +50,34 @@ static void cpu_free(struct slm_backend *be, void *p)
     free(p);
 }
 
+/* A repacked weight; be_data points at it. A weight used in place has be_data == data. */
+struct cpu_packed {
+    uint32_t layout;                        /* enum slm_cpu_layout */
+    _Alignas(64) unsigned char bytes[];     /* the weight in that layout */
+};
+
 static int cpu_load_weight(struct slm_backend *be, struct slm_weight *w)
 {
     w->be_data = (void *)w->data;   /* used in place from the mapping */
+    if (w->rows < 2) return 0;
+    uint32_t layout = slm_cpu_weight_layout(w->type, w->rows, w->cols);
+    if (layout == SLM_CPU_LAYOUT_ROWS) return 0;
+    size_t bytes = slm_cpu_layout_bytes(layout, w->type, w->rows, w->cols);
+    struct cpu_packed *p = aligned_alloc(64, (sizeof *p + bytes + 63) / 64 * 64);
+    if (!p) return -ENOMEM;
+    p->layout = layout;
+    int rc = slm_cpu_repack(layout, w->type, w->rows, w->cols, w->data, w->row_bytes, p->bytes);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    w->be_data = p;
     return 0;
 }
 
 static void cpu_unload_weight(struct slm_backend *be, struct slm_weight *w)
 {
+    if (w->be_data && w->be_data != w->data) free(w->be_data);
     w->be_data = NULL;
 }
 
@@ -167,6 +189,11 @@ static int cpu_matmul(struct slm_backend *be, int n_w, const struct slm_weight *
     for (int j = 0; j < n_w; j++) {
         jobs[j] = (struct slm_cpu_matmul_job){.type = w[j]->type, .rows = w[j]->rows, .cols = w[j]->cols,
                                               .row_bytes = w[j]->row_bytes, .w = w[j]->data, .y = y[j]};
+        if (w[j]->be_data && w[j]->be_data != w[j]->data) {
+            const struct cpu_packed *p = w[j]->be_data;
+            jobs[j].layout = p->layout;
+            jobs[j].w = p->bytes;
+        }
     }
     struct cpu_impl *ci = impl(be);
     size_t need = slm_cpu_matmul_scratch_bytes(n_w, jobs, n);

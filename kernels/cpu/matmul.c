@@ -19,21 +19,130 @@ size_t slm_cpu_act_row_bytes(uint32_t wtype, int64_t k)
     return (size_t)(k / slm_qblock_elems(at)) * slm_qblock_bytes(at);
 }
 
-static int use_avx2(void)
+enum { LEVEL_GENERIC = 0, LEVEL_AVX2 = 1, LEVEL_AVX512 = 2 };
+
+/* The kernel tier: what the CPU has, capped by SLM_CPU_KERNELS. */
+static int cpu_level(void)
 {
     static int cached = -1;
     if (cached < 0) {
         const char *force = getenv("SLM_CPU_KERNELS");
+        int level = LEVEL_GENERIC;
+#if defined(__x86_64__)
         __builtin_cpu_init();
-        cached = !(force && strcmp(force, "generic") == 0) && __builtin_cpu_supports("avx2") &&
-                 __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+            level = LEVEL_AVX2;
+            if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+                level = LEVEL_AVX512;
+        }
+#endif
+        if (force && strcmp(force, "generic") == 0) level = LEVEL_GENERIC;
+        if (force && strcmp(force, "avx2") == 0 && level > LEVEL_AVX2) level = LEVEL_AVX2;
+        cached = level;
     }
     return cached;
 }
 
+static int use_avx2(void)
+{
+    return cpu_level() >= LEVEL_AVX2;
+}
+
 const char *slm_cpu_kernels_name(void)
 {
-    return use_avx2() ? "avx2" : "generic";
+    static const char *names[] = {"generic", "avx2", "avx512vnni"};
+    return names[cpu_level()];
+}
+
+static slm_cpu_x8_fn x8_tile(uint32_t wtype)
+{
+    switch (cpu_level()) {
+    case LEVEL_AVX512: return slm_cpu_x8_avx512(wtype);
+    case LEVEL_AVX2: return slm_cpu_x8_avx2(wtype);
+    default: return NULL;
+    }
+}
+
+/* ---- the X8 layout (matmul.h) */
+
+static size_t x8_block_bytes(uint32_t type)
+{
+    switch (type) {
+    case SLM_TYPE_Q4_1: return 160;
+    case SLM_TYPE_Q8_0: return 272;
+    default: return 0;
+    }
+}
+
+uint32_t slm_cpu_weight_layout(uint32_t type, int64_t rows, int64_t cols)
+{
+    if (slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, type, rows, cols) && x8_tile(type)) return SLM_CPU_LAYOUT_X8;
+    return SLM_CPU_LAYOUT_ROWS;
+}
+
+size_t slm_cpu_layout_bytes(uint32_t layout, uint32_t type, int64_t rows, int64_t cols)
+{
+    uint32_t qk = slm_qblock_elems(type);
+    if (rows < 1 || cols < 1 || !qk || cols % qk) return 0;
+    if (layout == SLM_CPU_LAYOUT_ROWS) return (size_t)rows * (size_t)(cols / qk) * slm_qblock_bytes(type);
+    if (layout != SLM_CPU_LAYOUT_X8 || rows % 8 || !x8_block_bytes(type)) return 0;
+    return (size_t)(rows / 8) * (size_t)(cols / qk) * x8_block_bytes(type);
+}
+
+int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, const void *src, size_t row_bytes,
+                   void *dst)
+{
+    if (!slm_cpu_layout_bytes(layout, type, rows, cols)) return -EINVAL;
+    if (layout == SLM_CPU_LAYOUT_ROWS) {
+        memcpy(dst, src, (size_t)rows * row_bytes);
+        return 0;
+    }
+    int64_t nb = cols / 32;
+    size_t gb = x8_block_bytes(type);
+    for (int64_t g = 0; g < rows / 8; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *o = (uint8_t *)dst + ((size_t)g * (size_t)nb + (size_t)b) * gb;
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *row = (const uint8_t *)src + (size_t)(8 * g + r) * row_bytes;
+                if (type == SLM_TYPE_Q4_1) {
+                    const struct slm_block_q4_1 *blk = (const struct slm_block_q4_1 *)row + b;
+                    memcpy(o + 2 * r, &blk->d, 2);
+                    memcpy(o + 16 + 2 * r, &blk->m, 2);
+                    for (int t = 0; t < 4; t++) memcpy(o + 32 + 32 * t + 4 * r, blk->qs + 4 * t, 4);
+                } else {
+                    const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
+                    memcpy(o + 2 * r, &blk->d, 2);
+                    for (int t = 0; t < 8; t++)
+                        for (int i = 0; i < 4; i++) o[16 + 32 * t + 4 * r + i] = (uint8_t)(blk->qs[4 * t + i] ^ 0x80);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* The X8 tiles' view of n quantized activation rows: float scales and, for Q8_0, the
+ * bias that undoes the weights' + 128. */
+static void act_scales(uint32_t at, const void *acts, size_t stride, int n, int64_t nb,
+                       struct slm_cpu_act_scale *sc)
+{
+    for (int i = 0; i < n; i++) {
+        const char *row = (const char *)acts + (size_t)i * stride;
+        for (int64_t b = 0; b < nb; b++, sc++) {
+            if (at == SLM_TYPE_Q8_1) {
+                const struct slm_block_q8_1 *blk = (const struct slm_block_q8_1 *)row + b;
+                sc->d = slm_half_to_f32(blk->d);
+                sc->s = slm_half_to_f32(blk->s);
+            } else {
+                const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
+                int32_t sum = 0;
+                for (int j = 0; j < 32; j++) sum += blk->qs[j];
+                sc->d = slm_half_to_f32(blk->d);
+                sc->bias = -128 * sum;
+            }
+        }
+    }
 }
 
 static void quant_generic(uint32_t act_type, const float *x, void *dst, int64_t k)
@@ -71,6 +180,7 @@ struct matmul_ctx {
     const struct slm_cpu_matmul_job *jobs;
     const void *acts[8];          /* quantized x for each job */
     size_t act_stride[8];
+    const struct slm_cpu_act_scale *scales[8];   /* (n, blocks) for X8 jobs */
     int64_t chunk_start[9];       /* first chunk index of each job; [n_jobs] = total */
     int n;
     int accumulate;
@@ -84,6 +194,15 @@ static void run_chunk(struct matmul_ctx *ctx, int64_t chunk)
     const struct slm_cpu_matmul_job *job = &ctx->jobs[j];
     int64_t r0 = (chunk - ctx->chunk_start[j]) * CHUNK_ROWS;
     int64_t r1 = r0 + CHUNK_ROWS < job->rows ? r0 + CHUNK_ROWS : job->rows;
+    if (job->layout == SLM_CPU_LAYOUT_X8) {
+        slm_cpu_x8_fn x8 = x8_tile(job->type);
+        int64_t nb = job->cols / 32;
+        size_t group_bytes = (size_t)nb * x8_block_bytes(job->type);
+        for (int64_t r = r0; r < r1; r += 8)
+            x8(nb, (const char *)job->w + (size_t)(r / 8) * group_bytes, ctx->acts[j], ctx->act_stride[j],
+               ctx->scales[j], ctx->n, job->y + r, job->rows, ctx->accumulate);
+        return;
+    }
     slm_cpu_tile_fn fast = use_avx2() ? slm_cpu_tile_avx2(job->type) : NULL;
     for (int64_t r = r0; r < r1; r += TILE_ROWS) {
         int nr = (int)(r1 - r < TILE_ROWS ? r1 - r : TILE_ROWS);
@@ -117,6 +236,8 @@ size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job 
         for (int i = 0; i < j; i++)
             shared |= slm_cpu_vec_dot_type(jobs[i].type) == slm_cpu_vec_dot_type(jobs[j].type);
         if (!shared) total += (size_t)n * slm_cpu_act_row_bytes(jobs[j].type, jobs[j].cols) + 64;
+        if (jobs[j].layout == SLM_CPU_LAYOUT_X8)
+            total += (size_t)n * (size_t)(jobs[j].cols / 32) * sizeof(struct slm_cpu_act_scale) + 64;
     }
     return total;
 }
@@ -129,6 +250,10 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
     char *s = scratch;
     for (int j = 0; j < n_jobs; j++) {
         if (jobs[j].cols != jobs[0].cols || jobs[j].cols % slm_qblock_elems(jobs[j].type)) return -EINVAL;
+        if (jobs[j].layout == SLM_CPU_LAYOUT_X8 &&
+            (!slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, jobs[j].type, jobs[j].rows, jobs[j].cols) ||
+             !x8_tile(jobs[j].type)))
+            return -EINVAL;
         uint32_t at = slm_cpu_vec_dot_type(jobs[j].type);
         ctx.act_stride[j] = slm_cpu_act_row_bytes(jobs[j].type, jobs[j].cols);
         ctx.acts[j] = NULL;
@@ -138,6 +263,18 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
             slm_cpu_quantize_acts(jobs[j].type, x, n, jobs[j].cols, s);
             ctx.acts[j] = s;
             s += (size_t)n * ctx.act_stride[j] + 64;
+        }
+        ctx.scales[j] = NULL;
+        if (jobs[j].layout == SLM_CPU_LAYOUT_X8) {
+            for (int i = 0; i < j; i++)
+                if (ctx.scales[i] && slm_cpu_vec_dot_type(jobs[i].type) == at) ctx.scales[j] = ctx.scales[i];
+            if (!ctx.scales[j]) {
+                s += (64 - (uintptr_t)s % 64) % 64;   /* the + 64 of the scratch size */
+                struct slm_cpu_act_scale *sc = (struct slm_cpu_act_scale *)s;
+                act_scales(at, ctx.acts[j], ctx.act_stride[j], n, jobs[j].cols / 32, sc);
+                ctx.scales[j] = sc;
+                s += (size_t)n * (size_t)(jobs[j].cols / 32) * sizeof *sc;
+            }
         }
         ctx.chunk_start[j + 1] = ctx.chunk_start[j] + (jobs[j].rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
     }

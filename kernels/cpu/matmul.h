@@ -16,14 +16,45 @@
 
 #include "threadpool.h"
 
+/*
+ * How a weight matrix is laid out in memory.
+ * ROWS: GGUF's, row after row of blocks.
+ * X8:   rows in groups of 8; a group holds, block after block, the 8 rows' blocks
+ *       interleaved so that one 32-byte load gives 4 bytes of each row (the fast tiles'
+ *       lanes are rows):
+ *   Q4_1 (160 bytes per group block): d[8] halves, m[8] halves, then 4 chunks of 32 bytes;
+ *        chunk t holds qs[4t .. 4t+3] of row 0, of row 1, ... (low nibbles: elements
+ *        4t..4t+3, high nibbles: elements 16+4t..16+4t+3);
+ *   Q8_0 (272 bytes per group block): d[8] halves, then 8 chunks of 32 bytes; chunk t
+ *        holds qs[4t .. 4t+3] of each row, stored as unsigned q + 128.
+ */
+enum slm_cpu_layout { SLM_CPU_LAYOUT_ROWS = 0, SLM_CPU_LAYOUT_X8 = 1 };
+
 /* One weight matrix and where its products go. */
 struct slm_cpu_matmul_job {
     uint32_t type;          /* weight type */
+    uint32_t layout;        /* enum slm_cpu_layout of w */
     int64_t rows, cols;
-    size_t row_bytes;
+    size_t row_bytes;       /* of a GGUF row (the X8 layout holds the same bytes per row) */
     const void *w;          /* (rows, cols) */
     float *y;               /* (n, rows) */
 };
+
+/*
+ * The layout the kernels chosen at run time read fastest for a (type, rows, cols)
+ * weight: SLM_CPU_LAYOUT_X8, or SLM_CPU_LAYOUT_ROWS (use the GGUF data as it is).
+ */
+uint32_t slm_cpu_weight_layout(uint32_t type, int64_t rows, int64_t cols);
+
+/* Bytes of a (type, rows, cols) weight in `layout`; 0 if that layout cannot hold it. */
+size_t slm_cpu_layout_bytes(uint32_t layout, uint32_t type, int64_t rows, int64_t cols);
+
+/*
+ * Copies a GGUF-layout weight src (rows of row_bytes) into dst (slm_cpu_layout_bytes)
+ * in `layout`. Returns 0, or -EINVAL if the layout cannot hold this weight.
+ */
+int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, const void *src, size_t row_bytes,
+                   void *dst);
 
 /* Bytes of one activation row of k elements quantized for weight type wtype. */
 size_t slm_cpu_act_row_bytes(uint32_t wtype, int64_t k);
@@ -41,7 +72,8 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
 
 size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job *jobs, int n);
 
-/* Which kernels run: "avx2" or "generic". SLM_CPU_KERNELS=generic forces the portable ones. */
+/* Which kernels run: "avx512vnni", "avx2" or "generic". SLM_CPU_KERNELS=generic (or avx2)
+ * caps the choice. */
 const char *slm_cpu_kernels_name(void);
 
 /* ---- the microkernel interface (matmul_avx2.c provides fast versions) */
@@ -55,5 +87,25 @@ typedef void (*slm_cpu_quant_fn)(const float *x, void *dst, int64_t k);
 /* The AVX2 tile for a weight type, or NULL (then the generic one runs). */
 slm_cpu_tile_fn slm_cpu_tile_avx2(uint32_t wtype);
 slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type);
+
+/* Per (token, block) scales of a quantized activation, as the X8 tiles read them. */
+struct slm_cpu_act_scale {
+    float d;                /* the block's scale */
+    union {
+        float s;            /* Q8_1: the stored sum d * sum(q) */
+        int32_t bias;       /* Q8_0: -128 * sum(q), undoing the weights' +128 */
+    };
+};
+
+/*
+ * X8 tile: y[c*ldy + r] (+)= dot(row r of the 8-row group w, a row c) for r < 8, c < nc.
+ * nb blocks per row; a rows a_stride apart; sc (nc, nb) the activations' scales.
+ */
+typedef void (*slm_cpu_x8_fn)(int64_t nb, const void *w, const void *a, size_t a_stride,
+                              const struct slm_cpu_act_scale *sc, int nc, float *y, int64_t ldy, int accumulate);
+
+/* The X8 tile for a weight type, or NULL. Both tiers compute the same bits. */
+slm_cpu_x8_fn slm_cpu_x8_avx2(uint32_t wtype);
+slm_cpu_x8_fn slm_cpu_x8_avx512(uint32_t wtype);
 
 #endif

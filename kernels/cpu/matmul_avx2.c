@@ -243,3 +243,42 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
     default: return NULL;
     }
 }
+
+/* ---- X8-layout tiles (matmul_x8.h) without VNNI.
+ * Q4_1: the 8 maddubs results of a block are summed in int16 lanes, which cannot
+ * overflow (each is at most 2 * 15 * 128 = 3840; eight make 30720), then widened once.
+ * Q8_0: the stored q + 128 goes back to signed q, and |q| * (a with q's sign) keeps
+ * maddubs exact (at most 2 * 128 * 127 = 32512). */
+#define X8_CMAX 4
+#define IACC __m256i
+#define iacc_zero() _mm256_setzero_si256()
+#define q4_dp(acc, u, s) _mm256_add_epi16((acc), _mm256_maddubs_epi16((u), (s)))
+#define q4_finish(acc) _mm256_madd_epi16((acc), _mm256_set1_epi16(1))
+
+ALWAYS_INLINE void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
+{
+    *w = _mm256_xor_si256(ch, _mm256_set1_epi8((char)0x80));
+    *abs_w = _mm256_sign_epi8(*w, *w);
+}
+
+ALWAYS_INLINE __m256i q8_dp(__m256i acc, __m256i abs_w, __m256i w, __m256i s)
+{
+    return _mm256_add_epi32(acc, dot_us8(abs_w, _mm256_sign_epi8(s, w)));
+}
+
+#define q8_finish(acc, bias) (acc)
+
+#include "matmul_x8.h"
+
+#define X8_REST_CASES(BODY) X8_REST(BODY, 1) X8_REST(BODY, 2) X8_REST(BODY, 3)
+X8_DEFINE(x8_gemm_q4_1, x8_q4_1)
+X8_DEFINE(x8_gemm_q8_0, x8_q8_0)
+
+slm_cpu_x8_fn slm_cpu_x8_avx2(uint32_t wtype)
+{
+    switch (wtype) {
+    case SLM_TYPE_Q4_1: return x8_gemm_q4_1;
+    case SLM_TYPE_Q8_0: return x8_gemm_q8_0;
+    default: return NULL;
+    }
+}
