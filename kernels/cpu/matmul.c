@@ -2,7 +2,6 @@
 #include "matmul.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,10 +183,9 @@ struct matmul_ctx {
     int64_t chunk_start[9];       /* first chunk index of each job; [n_jobs] = total */
     int n;
     int accumulate;
-    _Atomic int64_t next;         /* next chunk to take */
 };
 
-static void run_chunk(struct matmul_ctx *ctx, int64_t chunk)
+static void run_chunk(const struct matmul_ctx *ctx, int64_t chunk)
 {
     int j = 0;
     while (chunk >= ctx->chunk_start[j + 1]) j++;
@@ -217,15 +215,9 @@ static void run_chunk(struct matmul_ctx *ctx, int64_t chunk)
     }
 }
 
-static void matmul_worker(void *arg, int ith, int nth)
+static void matmul_chunk(void *arg, int64_t chunk, int slot)
 {
-    struct matmul_ctx *ctx = arg;
-    int64_t total = ctx->chunk_start[ctx->n_jobs];
-    for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&ctx->next, 1, memory_order_relaxed);
-        if (c >= total) break;
-        run_chunk(ctx, c);
-    }
+    run_chunk(arg, chunk);
 }
 
 size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job *jobs, int n)
@@ -278,7 +270,6 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
         }
         ctx.chunk_start[j + 1] = ctx.chunk_start[j] + (jobs[j].rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
     }
-    atomic_init(&ctx.next, 0);
-    slm_pool_run(pool, matmul_worker, &ctx);
+    slm_pool_for(pool, ctx.chunk_start[n_jobs], matmul_chunk, &ctx);
     return 0;
 }
