@@ -211,7 +211,8 @@ static void check_type(struct slm_pool *pool, uint32_t type, uint32_t layout)
     free(aq);
 }
 
-/* The AVX2 and AVX-512 X8 tiles on the same operands, every token count up to 19. */
+/* The AVX2 and AVX-512 X8 tiles on the same operands: 1 to 3 groups, every token count
+ * up to 19. */
 static void check_tiers(void)
 {
     if (strcmp(slm_cpu_kernels_name(), "avx512vnni") != 0) return;
@@ -219,7 +220,7 @@ static void check_tiers(void)
     for (size_t t = 0; t < 2; t++) {
         slm_cpu_x8_fn f2 = slm_cpu_x8_avx2(types[t]), f5 = slm_cpu_x8_avx512(types[t]);
         if (!f2 || !f5) continue;
-        int64_t rows = 8, cols = 32 * 21, nb = cols / 32;
+        int64_t rows = 24, cols = 32 * 21, nb = cols / 32;
         int nc = 19;
         size_t row_bytes = (size_t)nb * slm_qblock_bytes(types[t]);
         uint8_t *w = malloc((size_t)rows * row_bytes);
@@ -249,19 +250,21 @@ static void check_tiers(void)
                 }
             }
         }
-        float y2[19 * 8], y5[19 * 8];
+        float y2[19 * 24], y5[19 * 24];
         int bad = 0;
-        for (int n = 1; n <= nc && bad < 10; n++) {
-            f2(nb, p, a, as, sc, n, y2, 8, 0);
-            f5(nb, p, a, as, sc, n, y5, 8, 0);
-            for (int i = 0; i < n * 8 && bad < 10; i++)
-                if (memcmp(&y2[i], &y5[i], 4)) {
-                    printf("%s x8 tiers, %d tokens, output %d: expected (avx2) %.9g, got (avx512) %.9g\n",
-                           slm_qtype_name(types[t]), n, i, y2[i], y5[i]);
-                    bad++;
-                    failures++;
-                }
-        }
+        for (int ng = 1; ng <= 3; ng++)
+            for (int n = 1; n <= nc && bad < 10; n++) {
+                f2(nb, p, ng, a, as, sc, n, y2, 24, 0);
+                f5(nb, p, ng, a, as, sc, n, y5, 24, 0);
+                for (int c = 0; c < n && bad < 10; c++)
+                    for (int i = c * 24; i < c * 24 + 8 * ng && bad < 10; i++)
+                        if (memcmp(&y2[i], &y5[i], 4)) {
+                            printf("%s x8 tiers, %d groups, %d tokens, output %d: expected (avx2) %.9g, got (avx512) "
+                                   "%.9g\n", slm_qtype_name(types[t]), ng, n, i, y2[i], y5[i]);
+                            bad++;
+                            failures++;
+                        }
+            }
         printf("%-5s x8   avx2 vs avx512vnni tiles: %s\n", slm_qtype_name(types[t]), bad ? "FAIL" : "identical");
         free(w);
         free(p);

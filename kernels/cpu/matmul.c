@@ -196,9 +196,8 @@ static void run_chunk(const struct matmul_ctx *ctx, int64_t chunk)
         slm_cpu_x8_fn x8 = x8_tile(job->type);
         int64_t nb = job->cols / 32;
         size_t group_bytes = (size_t)nb * x8_block_bytes(job->type);
-        for (int64_t r = r0; r < r1; r += 8)
-            x8(nb, (const char *)job->w + (size_t)(r / 8) * group_bytes, ctx->acts[j], ctx->act_stride[j],
-               ctx->scales[j], ctx->n, job->y + r, job->rows, ctx->accumulate);
+        x8(nb, (const char *)job->w + (size_t)(r0 / 8) * group_bytes, (int)((r1 - r0) / 8), ctx->acts[j],
+           ctx->act_stride[j], ctx->scales[j], ctx->n, job->y + r0, job->rows, ctx->accumulate);
         return;
     }
     slm_cpu_tile_fn fast = use_avx2() ? slm_cpu_tile_avx2(job->type) : NULL;

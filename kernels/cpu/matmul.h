@@ -98,10 +98,11 @@ struct slm_cpu_act_scale {
 };
 
 /*
- * X8 tile: y[c*ldy + r] (+)= dot(row r of the 8-row group w, a row c) for r < 8, c < nc.
- * nb blocks per row; a rows a_stride apart; sc (nc, nb) the activations' scales.
+ * X8 tile: y[c*ldy + r] (+)= dot(row r of w, a row c) for r < 8 * n_groups, c < nc, where
+ * w is n_groups consecutive 8-row groups. nb blocks per row; a rows a_stride apart;
+ * sc (nc, nb) the activations' scales.
  */
-typedef void (*slm_cpu_x8_fn)(int64_t nb, const void *w, const void *a, size_t a_stride,
+typedef void (*slm_cpu_x8_fn)(int64_t nb, const void *w, int n_groups, const void *a, size_t a_stride,
                               const struct slm_cpu_act_scale *sc, int nc, float *y, int64_t ldy, int accumulate);
 
 /* The X8 tile for a weight type, or NULL. Both tiers compute the same bits. */

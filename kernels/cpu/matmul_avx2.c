@@ -270,9 +270,9 @@ ALWAYS_INLINE __m256i q8_dp(__m256i acc, __m256i abs_w, __m256i w, __m256i s)
 
 #include "matmul_x8.h"
 
-#define X8_REST_CASES(BODY) X8_REST(BODY, 1) X8_REST(BODY, 2) X8_REST(BODY, 3)
-X8_DEFINE(x8_gemm_q4_1, x8_q4_1)
-X8_DEFINE(x8_gemm_q8_0, x8_q8_0)
+#define X8_REST_CASES X8_CASES_3
+X8_DEFINE(x8_gemm_q4_1, X8_Q4_1_BYTES, X8_CALL_Q4_1, )
+X8_DEFINE(x8_gemm_q8_0, X8_Q8_0_BYTES, X8_CALL_Q8_0, )
 
 slm_cpu_x8_fn slm_cpu_x8_avx2(uint32_t wtype)
 {
