@@ -38,7 +38,7 @@ static inline __attribute__((always_inline)) void q8_prep(__m256i ch, __m256i *u
  * 32 registers). Decode keeps one group at a time: two weight streams at once made it
  * slower (tg128, 2 threads: 300 -> 200-226 t/s). */
 #define Q4_1_PAIRS                                                                                           \
-    for (; nc >= X8_PAIRS && g + 2 <= n_groups; g += 2) {                                                                      \
+    for (; nc >= X8_PAIRS && g + 2 <= n_groups; g += 2) {                                                \
         const uint8_t *wg = (const uint8_t *)wp + (size_t)g * gs;                                            \
         float *yg = y + 8 * g;                                                                               \
         X8_TOKEN_LOOP(X8_CALL_Q4_1_G2, X8_PAIRS, X8_CASES_3);                                                \
