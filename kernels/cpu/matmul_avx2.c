@@ -244,16 +244,12 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
     }
 }
 
-/* ---- X8-layout tiles (matmul_x8.h) without VNNI.
- * Q4_1: the 8 maddubs results of a block are summed in int16 lanes, which cannot
- * overflow (each is at most 2 * 15 * 128 = 3840; eight make 30720), then widened once.
- * Q8_0: the stored q + 128 goes back to signed q, and |q| * (a with q's sign) keeps
- * maddubs exact (at most 2 * 128 * 127 = 32512). */
-#define X8_CMAX 4
-#define IACC __m256i
-#define iacc_zero() _mm256_setzero_si256()
-#define q4_dp(acc, u, s) _mm256_add_epi16((acc), _mm256_maddubs_epi16((u), (s)))
-#define q4_finish(acc) _mm256_madd_epi16((acc), _mm256_set1_epi16(1))
+/* ---- X8-layout tiles (matmul_x8.h) without VNNI: maddubs then madd give the exact
+ * sums of 4 products (|u4 * s8| * 2 < 2^15). Q8_0: the stored q + 128 goes back to signed q,
+ * and |q| * (a with q's sign) keeps maddubs exact (at most 2 * 128 * 127 = 32512).
+ * One token per tile: the 8 group accumulators of a row already take 8 registers. */
+#define X8_CMAX 1
+#define q4_sum4(u, s) dot_us8((u), (s))
 
 ALWAYS_INLINE void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
 {
@@ -261,16 +257,11 @@ ALWAYS_INLINE void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
     *abs_w = _mm256_sign_epi8(*w, *w);
 }
 
-ALWAYS_INLINE __m256i q8_dp(__m256i acc, __m256i abs_w, __m256i w, __m256i s)
-{
-    return _mm256_add_epi32(acc, dot_us8(abs_w, _mm256_sign_epi8(s, w)));
-}
-
-#define q8_finish(acc, bias) (acc)
+#define q8_sum4(abs_w, w, s) dot_us8((abs_w), _mm256_sign_epi8((s), (w)))
 
 #include "matmul_x8.h"
 
-#define X8_REST_CASES X8_CASES_3
+#define X8_REST_CASES X8_CASES_0
 X8_DEFINE(x8_gemm_q4_1, X8_Q4_1_BYTES, X8_CALL_Q4_1, )
 X8_DEFINE(x8_gemm_q8_0, X8_Q8_0_BYTES, X8_CALL_Q8_0, )
 
