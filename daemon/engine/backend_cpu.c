@@ -226,9 +226,10 @@ static void attn_worker(void *arg, int ith, int nth)
     const struct slm_attn_params *p = c->p;
     int group = p->n_head / p->n_head_kv;
     size_t qd = (size_t)p->n_head * (size_t)p->head_dim;
-    size_t total = (size_t)c->b->n_tokens * (size_t)p->n_head, lo, hi;
-    split(total, ith, nth, &lo, &hi);
-    for (size_t job = lo; job < hi; job++) {
+    size_t total = (size_t)c->b->n_tokens * (size_t)p->n_head;
+    /* Strided, not in ranges: a token's cost grows with its position, so ranges would leave
+     * the first thread idle while the last works through the longest contexts. */
+    for (size_t job = (size_t)ith; job < total; job += (size_t)nth) {
         int i = (int)(job / (size_t)p->n_head), h = (int)(job % (size_t)p->n_head);
         const int32_t *blocks = c->b->block_tables + (size_t)c->b->seq_row[i] * (size_t)c->b->max_blocks;
         slm_cpu_attention_head(c->q + (size_t)i * qd + (size_t)h * (size_t)p->head_dim, p->head_dim, p->scale,

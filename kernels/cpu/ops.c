@@ -187,12 +187,48 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_lanes_avx2(const slm_h
     /* acc[2j], acc[2j+1] are lanes 0-7, 8-15 of accumulator j. */
     __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
     __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
-    float v[16];
-    _mm256_storeu_ps(v, lo);
-    _mm256_storeu_ps(v + 8, hi);
-    double sum = np ? (double)reduce16(v) : 0.0;
+    /* reduce16 in vector form: lanes i + (i+8), then + (i+4), then the last two pairs. */
+    __m256 t3 = _mm256_add_ps(lo, hi);
+    __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
+    __m128 t8 = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+    float r = _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+    double sum = np ? (double)r : 0.0;
     for (int i = np; i < n; i++) sum += (double)(_cvtsh_ss(k[i]) * q[i]);
     return (float)sum;
+}
+
+/* scores[t] = dot_lanes_avx2(K row t, q, 64) for t < n_ctx, with q held in registers. */
+__attribute__((target("avx2,fma,f16c"))) static void scores64_avx2(const float *q, const slm_half *k_pool,
+                                                                 const int32_t *blocks, int block_size,
+                                                                 size_t kv_stride, size_t kv_off, int n_ctx,
+                                                                 float *scores)
+{
+    __m256 qv[8];
+    for (int j = 0; j < 8; j++) qv[j] = _mm256_loadu_ps(q + 8 * j);
+    for (int t = 0; t < n_ctx; t++) {
+        size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
+        const slm_half *k = k_pool + row * kv_stride + kv_off;
+        __m256 p[8];
+        for (int j = 0; j < 8; j++)
+            p[j] = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + 8 * j))), qv[j]);
+        /* One 64-step: each accumulator lane is one rounded product; then as dot_lanes_avx2. */
+        __m256 lo = _mm256_add_ps(_mm256_add_ps(p[0], p[4]), _mm256_add_ps(p[2], p[6]));
+        __m256 hi = _mm256_add_ps(_mm256_add_ps(p[1], p[5]), _mm256_add_ps(p[3], p[7]));
+        __m256 t3 = _mm256_add_ps(lo, hi);
+        __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
+        __m128 t8 = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+        scores[t] = _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+    }
+}
+
+/* out[i] = f16-rounded (x[i] * m) for whole groups of 8; returns how many were done (out may be x). */
+__attribute__((target("avx2,fma,f16c"))) static int scale_round_f16_avx2(const float *x, float m, int n, float *out)
+{
+    int i = 0;
+    __m256 vm = _mm256_set1_ps(m);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), vm), 0)));
+    return i;
 }
 
 /* acc[lane][d] += v[d] * p for d < hd (lane rows hd apart). */
@@ -262,8 +298,16 @@ void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm
     float *qh = scores + ((size_t)n_ctx + 63) / 64 * 64;   /* q rounded to f16 */
     float *kf = qh + head_dim;                              /* one key row as floats */
     float *acc = kf + head_dim;                             /* (64 lanes, head_dim) */
-    for (int i = 0; i < head_dim; i++) qh[i] = slm_half_to_f32(slm_f32_to_half(q[i]));
+#ifdef SLM_X86
+    if (fast) scale_round_f16_avx2(q, 1.0f, head_dim, qh);
+    else
+#endif
+        for (int i = 0; i < head_dim; i++) qh[i] = slm_half_to_f32(slm_f32_to_half(q[i]));
     float mx = -INFINITY;
+#ifdef SLM_X86
+    if (fast && head_dim == 64) scores64_avx2(qh, k_pool, blocks, block_size, kv_stride, kv_off, n_ctx, scores);
+    else
+#endif
     for (int t = 0; t < n_ctx; t++) {
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *k = k_pool + row * kv_stride + kv_off;
@@ -294,8 +338,14 @@ void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm
     for (int t = 0; t < padded; t += 16) sum += (double)reduce16(scores + t);
     float inv = (float)(1.0 / sum);
     memset(acc, 0, (size_t)64 * (size_t)head_dim * sizeof *acc);
+    /* The probabilities, rounded to f16. */
+    int tp = 0;
+#ifdef SLM_X86
+    if (fast) tp = scale_round_f16_avx2(scores, inv, n_ctx, scores);
+#endif
+    for (int t = tp; t < n_ctx; t++) scores[t] = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
     for (int t = 0; t < n_ctx; t++) {
-        float p = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
+        float p = scores[t];
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *v = v_pool + row * kv_stride + kv_off;
         float *a = acc + (size_t)(t & 63) * (size_t)head_dim;
