@@ -1,0 +1,361 @@
+/* daemon/engine/engine.c - see engine.h. */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/log.h"
+#include "kvcache.h"
+#include "tokenizer.h"
+
+struct req {
+    int64_t id;
+    uint64_t arrival;
+    int priority;
+    int32_t *tokens;        /* (n_ctx) prompt, then what was generated */
+    int n_prompt, n_tokens, n_gen, max_tokens;
+    int n_computed;         /* tokens whose K/V is in the cache for seq */
+    int n_cached;           /* of those, taken from the prefix cache at the last admission */
+    int seq;                /* kvcache sequence, -1 while waiting */
+    int cancelled;
+    int planned;            /* in this step's batch */
+    int32_t *stop_ids;
+    int n_stop_ids;
+    struct slm_sampler *sampler;
+};
+
+struct plan {
+    struct req *r;
+    int n;                  /* tokens fed this step */
+};
+
+struct slm_engine {
+    struct slm_model *m;
+    const struct slm_tokenizer *tok;
+    struct slm_engine_opts o;
+    struct slm_kv_pool pool;
+    struct slm_kvcache *kv;
+    struct slm_forward *fwd;
+    struct req **reqs;      /* unfinished, in no particular order */
+    int n_reqs, cap_reqs;
+    int64_t next_id;
+    uint64_t next_arrival;
+    uint64_t n_preempted;
+    int max_blocks;         /* block-table row length */
+    /* step scratch */
+    struct plan *plan;
+    int32_t *tokens, *pos, *seq_row, *tables, *out_rows;
+    float *logits;
+};
+
+static void req_free(struct req *r)
+{
+    if (!r) return;
+    slm_sampler_destroy(&r->sampler);
+    free(r->tokens);
+    free(r->stop_ids);
+    free(r);
+}
+
+void slm_engine_destroy(struct slm_engine **ep)
+{
+    struct slm_engine *e = *ep;
+    if (!e) return;
+    for (int i = 0; i < e->n_reqs; i++) req_free(e->reqs[i]);
+    free(e->reqs);
+    slm_forward_destroy(&e->fwd);
+    slm_kvcache_destroy(&e->kv);
+    if (e->pool.mem) e->m->be->ops->kv_free(e->m->be, &e->pool);
+    free(e->plan);
+    free(e->tokens);
+    free(e->pos);
+    free(e->seq_row);
+    free(e->tables);
+    free(e->out_rows);
+    free(e->logits);
+    free(e);
+    *ep = NULL;
+}
+
+struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_tokenizer *tok,
+                                     const struct slm_engine_opts *o, char *err)
+{
+    if (o->n_blocks < 1 || o->block_size < 1 || o->max_batch_tokens < 1 || o->max_seqs < 1 || o->n_ctx < 2 ||
+        o->max_seqs > o->max_batch_tokens) {
+        slm_err_set(err, "engine: bad options (blocks %d of %d tokens, batch %d tokens, %d sequences, context %d)",
+                    o->n_blocks, o->block_size, o->max_batch_tokens, o->max_seqs, o->n_ctx);
+        return NULL;
+    }
+    struct slm_engine *e = calloc(1, sizeof *e);
+    if (!e) goto oom;
+    e->m = m;
+    e->tok = tok;
+    e->o = *o;
+    e->max_blocks = (o->n_ctx + o->block_size - 1) / o->block_size;
+    slm_model_kv_geometry(m, o->n_blocks, o->block_size, &e->pool);
+    if (m->be->ops->kv_alloc(m->be, &e->pool)) {
+        slm_err_set(err, "engine: cannot allocate a KV pool of %d blocks", o->n_blocks);
+        goto fail;
+    }
+    if (!(e->kv = slm_kvcache_create(o->n_blocks, o->block_size, err))) goto fail;
+    if (!(e->fwd = slm_forward_create(m, o->max_batch_tokens, o->max_seqs, err))) goto fail;
+    size_t nt = (size_t)o->max_batch_tokens;
+    e->plan = malloc(nt * sizeof *e->plan);
+    e->tokens = malloc(nt * sizeof(int32_t));
+    e->pos = malloc(nt * sizeof(int32_t));
+    e->seq_row = malloc(nt * sizeof(int32_t));
+    e->tables = malloc(nt * (size_t)e->max_blocks * sizeof(int32_t));
+    e->out_rows = malloc((size_t)o->max_seqs * sizeof(int32_t));
+    e->logits = malloc((size_t)o->max_seqs * (size_t)m->cfg.n_vocab * sizeof(float));
+    if (!e->plan || !e->tokens || !e->pos || !e->seq_row || !e->tables || !e->out_rows || !e->logits) goto oom;
+    return e;
+oom:
+    slm_err_set(err, "engine: out of memory");
+fail:
+    slm_engine_destroy(&e);
+    return NULL;
+}
+
+int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *err)
+{
+    if (!q->prompt || q->n_prompt < 1 || q->max_tokens < 1 || q->n_stop_ids < 0 || (q->n_stop_ids && !q->stop_ids)) {
+        slm_err_set(err, "request: needs a prompt of at least one token and max_tokens >= 1");
+        return -EINVAL;
+    }
+    for (int i = 0; i < q->n_prompt; i++)
+        if (q->prompt[i] < 0 || q->prompt[i] >= e->m->cfg.n_vocab) {
+            slm_err_set(err, "request: prompt token %d at %d is outside the vocabulary (%d)", q->prompt[i], i,
+                        e->m->cfg.n_vocab);
+            return -EINVAL;
+        }
+    if (slm_sampling_validate(&q->sampling, err)) return -EINVAL;
+    int total = q->n_prompt + 1;   /* the prompt and at least one generated token */
+    if (total > e->o.n_ctx) {
+        slm_err_set(err, "request: prompt of %d tokens does not fit the context of %d", q->n_prompt, e->o.n_ctx);
+        return -E2BIG;
+    }
+    /* Alone, a request must be able to run to its end: then the highest-ranked one always
+     * progresses (it may preempt every other), and nothing deadlocks. */
+    int longest = q->max_tokens > e->o.n_ctx - q->n_prompt ? e->o.n_ctx : q->n_prompt + q->max_tokens;
+    int need = (longest + e->o.block_size - 1) / e->o.block_size;
+    if (need > e->o.n_blocks) {
+        slm_err_set(err, "request: %d prompt tokens + %d to generate need %d KV blocks; the whole cache has %d",
+                    q->n_prompt, q->max_tokens, need, e->o.n_blocks);
+        return -E2BIG;
+    }
+    if (e->n_reqs == e->cap_reqs) {
+        int cap = e->cap_reqs ? 2 * e->cap_reqs : 16;
+        struct req **p = realloc(e->reqs, (size_t)cap * sizeof *p);
+        if (!p) goto oom;
+        e->reqs = p;
+        e->cap_reqs = cap;
+    }
+    struct req *r = calloc(1, sizeof *r);
+    if (!r) goto oom;
+    r->tokens = malloc((size_t)e->o.n_ctx * sizeof(int32_t));
+    r->stop_ids = q->n_stop_ids ? malloc((size_t)q->n_stop_ids * sizeof(int32_t)) : NULL;
+    r->sampler = slm_sampler_create(&q->sampling, e->m->cfg.n_vocab);
+    if (!r->tokens || (q->n_stop_ids && !r->stop_ids) || !r->sampler) {
+        req_free(r);
+        goto oom;
+    }
+    memcpy(r->tokens, q->prompt, (size_t)q->n_prompt * sizeof(int32_t));
+    if (q->n_stop_ids) memcpy(r->stop_ids, q->stop_ids, (size_t)q->n_stop_ids * sizeof(int32_t));
+    r->n_stop_ids = q->n_stop_ids;
+    r->n_prompt = r->n_tokens = q->n_prompt;
+    r->max_tokens = q->max_tokens;
+    r->priority = q->priority;
+    r->seq = -1;
+    r->id = e->next_id++;
+    r->arrival = e->next_arrival++;
+    for (int i = 0; i < q->n_prompt; i++) slm_sampler_accept(r->sampler, q->prompt[i]);
+    e->reqs[e->n_reqs++] = r;
+    return r->id;
+oom:
+    slm_err_set(err, "request: out of memory");
+    return -ENOMEM;
+}
+
+int slm_engine_cancel(struct slm_engine *e, int64_t id)
+{
+    for (int i = 0; i < e->n_reqs; i++) {
+        struct req *r = e->reqs[i];
+        if (r->id != id || r->cancelled) continue;
+        r->cancelled = 1;
+        if (r->seq >= 0) slm_kv_seq_release(e->kv, r->seq);
+        r->seq = -1;
+        return 0;
+    }
+    return -ENOENT;
+}
+
+uint64_t slm_engine_n_preempted(const struct slm_engine *e)
+{
+    return e->n_preempted;
+}
+
+int slm_engine_free_blocks(const struct slm_engine *e)
+{
+    return slm_kvcache_n_available(e->kv);
+}
+
+/* Higher priority first, then earlier arrival. */
+static int rank_cmp(const void *a, const void *b)
+{
+    const struct req *x = *(const struct req *const *)a, *y = *(const struct req *const *)b;
+    if (x->priority != y->priority) return x->priority > y->priority ? -1 : 1;
+    return x->arrival < y->arrival ? -1 : x->arrival > y->arrival;
+}
+
+static void preempt(struct slm_engine *e, struct req *r)
+{
+    e->n_preempted++;
+    slm_kv_seq_release(e->kv, r->seq);
+    r->seq = -1;
+    r->n_computed = 0;   /* recomputed from its prompt and what it generated */
+}
+
+/* Reserves n tokens for reqs[k], preempting admitted requests ranked after it (the lowest
+ * first) while that helps. 0, or -ENOSPC when nothing lower is left to preempt. */
+static int reserve(struct slm_engine *e, int k, int n)
+{
+    struct req *r = e->reqs[k];
+    for (;;) {
+        int rc = slm_kv_seq_reserve(e->kv, r->seq, n);
+        if (rc != -ENOSPC) return rc;
+        int victim = -1;
+        for (int i = e->n_reqs - 1; i > k; i--)
+            if (e->reqs[i]->seq >= 0 && !e->reqs[i]->planned) {
+                victim = i;
+                break;
+            }
+        if (victim < 0) return -ENOSPC;
+        preempt(e, e->reqs[victim]);
+    }
+}
+
+static int admit(struct slm_engine *e, struct req *r)
+{
+    int seq = slm_kv_seq_create(e->kv);
+    if (seq < 0) return seq;
+    r->seq = seq;
+    r->n_cached = slm_kv_seq_match_prefix(e->kv, seq, r->tokens, r->n_tokens);
+    if (r->n_cached < 0) return r->n_cached;
+    r->n_computed = r->n_cached;
+    return 0;
+}
+
+/* Chooses this step's work: decodes first, then prefill chunks, in rank order. */
+static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
+{
+    int np = 0, nt = 0, budget = e->o.max_batch_tokens;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < e->n_reqs && np < e->o.max_seqs && nt < budget; k++) {
+            struct req *r = e->reqs[k];
+            int is_decode = r->seq >= 0 && r->n_tokens - r->n_computed == 1;
+            if (r->cancelled || (pass == 0) != is_decode) continue;
+            if (r->seq < 0) {
+                int rc = admit(e, r);
+                if (rc) return rc;
+            }
+            int n = r->n_tokens - r->n_computed;
+            if (n > budget - nt) n = budget - nt;
+            int rc = reserve(e, k, n);
+            if (rc == -ENOSPC) {
+                preempt(e, r);   /* hold no blocks while waiting for room */
+                break;
+            }
+            if (rc) return rc;
+            r->planned = 1;
+            e->plan[np++] = (struct plan){r, n};
+            nt += n;
+        }
+    }
+    *n_plan = np;
+    *n_tok = nt;
+    return 0;
+}
+
+static int stops(const struct slm_engine *e, const struct req *r, int32_t id)
+{
+    if (slm_tok_is_eog(e->tok, id)) return 1;
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == id) return 1;
+    return 0;
+}
+
+static void finish(struct slm_engine *e, int k, int32_t token, enum slm_finish why, slm_engine_event_fn fn,
+                   void *ctx)
+{
+    struct req *r = e->reqs[k];
+    struct slm_event ev = {r->id, token, why, r->n_prompt, r->n_cached, r->n_gen};
+    if (r->seq >= 0) slm_kv_seq_release(e->kv, r->seq);
+    req_free(r);
+    e->reqs[k] = NULL;
+    if (fn) fn(ctx, &ev);
+}
+
+int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
+{
+    for (int k = 0; k < e->n_reqs; k++)
+        if (e->reqs[k]->cancelled) finish(e, k, -1, SLM_FINISH_CANCELLED, fn, ctx);
+    int w = 0;
+    for (int k = 0; k < e->n_reqs; k++)
+        if (e->reqs[k]) e->reqs[w++] = e->reqs[k];
+    e->n_reqs = w;
+    if (!e->n_reqs) return 0;
+    qsort(e->reqs, (size_t)e->n_reqs, sizeof *e->reqs, rank_cmp);
+    for (int k = 0; k < e->n_reqs; k++) e->reqs[k]->planned = 0;
+    int np, nt;
+    int rc = plan_step(e, &np, &nt);
+    if (rc) return rc;
+    if (np == 0) return -ENOSPC;   /* cannot happen when add() refuses what cannot fit */
+    int n_out = 0, t = 0;
+    for (int p = 0; p < np; p++) {
+        struct req *r = e->plan[p].r;
+        const int32_t *table;
+        int nb = slm_kv_seq_table(e->kv, r->seq, &table);
+        int32_t *row = e->tables + (size_t)p * (size_t)e->max_blocks;
+        memcpy(row, table, (size_t)nb * sizeof(int32_t));
+        for (int i = 0; i < e->plan[p].n; i++, t++) {
+            e->tokens[t] = r->tokens[r->n_computed + i];
+            e->pos[t] = r->n_computed + i;
+            e->seq_row[t] = p;
+        }
+        if (r->n_computed + e->plan[p].n == r->n_tokens) e->out_rows[n_out++] = t - 1;
+    }
+    struct slm_batch b = {.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
+                          .block_tables = e->tables, .max_blocks = e->max_blocks, .n_out = n_out,
+                          .out_rows = e->out_rows};
+    rc = slm_forward_run(e->fwd, &e->pool, &b, e->logits);
+    if (rc) return rc;
+    int o = 0;
+    for (int p = 0; p < np; p++) {
+        struct req *r = e->plan[p].r;
+        rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, e->plan[p].n);
+        if (rc) return rc;
+        r->n_computed += e->plan[p].n;
+        if (r->n_computed < r->n_tokens) continue;
+        int32_t id = slm_sampler_sample(r->sampler, e->logits + (size_t)o++ * (size_t)e->m->cfg.n_vocab);
+        slm_sampler_accept(r->sampler, id);
+        r->tokens[r->n_tokens++] = id;
+        r->n_gen++;
+        enum slm_finish why = stops(e, r, id) ? SLM_FINISH_STOP
+                              : r->n_gen >= r->max_tokens || r->n_tokens >= e->o.n_ctx ? SLM_FINISH_LENGTH
+                                                                                         : SLM_FINISH_NONE;
+        int k = 0;
+        while (e->reqs[k] != r) k++;
+        if (why != SLM_FINISH_NONE) {
+            finish(e, k, id, why, fn, ctx);
+        } else if (fn) {
+            struct slm_event ev = {r->id, id, SLM_FINISH_NONE, r->n_prompt, r->n_cached, r->n_gen};
+            fn(ctx, &ev);
+        }
+    }
+    w = 0;
+    for (int k = 0; k < e->n_reqs; k++)
+        if (e->reqs[k]) e->reqs[w++] = e->reqs[k];
+    e->n_reqs = w;
+    return e->n_reqs;
+}

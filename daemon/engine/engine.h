@@ -1,0 +1,81 @@
+/*
+ * daemon/engine/engine.h - continuous batching over the paged KV cache (issue 3, first part).
+ *
+ * Requests (prompt token ids, sampling, limits) are added; each slm_engine_step() builds one
+ * batch: the next token of every running sequence, then prefill chunks of waiting prompts up
+ * to the step's token budget; it runs the forward pass, samples each finished row and reports
+ * events. Full KV blocks are shared across requests by prefix (kvcache.h). When blocks run
+ * out, the lowest-priority, latest-arrived running sequence is preempted by recompute: its
+ * blocks are freed and it is requeued with its prompt plus what it generated.
+ *
+ * Every token's arithmetic is independent of the batch around it (docs/numerics.md), so a
+ * request's tokens are the same alone, among many others, or after a preemption.
+ *
+ * Not yet: thread-safe submission, stop strings, logprobs, owner fair share (issue 3).
+ * One thread owns an engine.
+ */
+#ifndef SLM_ENGINE_ENGINE_H
+#define SLM_ENGINE_ENGINE_H
+
+#include <stdint.h>
+
+#include "model.h"
+#include "sampler.h"
+
+struct slm_engine;
+struct slm_tokenizer;
+
+struct slm_engine_opts {
+    int n_blocks;          /* KV blocks in the pool */
+    int block_size;        /* tokens per block (16) */
+    int max_batch_tokens;  /* tokens per step */
+    int max_seqs;          /* sequences per step */
+    int n_ctx;             /* longest sequence (prompt + generated) */
+};
+
+struct slm_request {
+    const int32_t *prompt; /* copied */
+    int n_prompt;
+    struct slm_sampling sampling;
+    int max_tokens;        /* > 0 */
+    int priority;          /* higher runs first and is preempted last */
+    const int32_t *stop_ids; /* extra stop token ids (copied), besides end-of-generation */
+    int n_stop_ids;
+};
+
+enum slm_finish { SLM_FINISH_NONE = 0, SLM_FINISH_STOP, SLM_FINISH_LENGTH, SLM_FINISH_CANCELLED };
+
+struct slm_event {
+    int64_t id;
+    int32_t token;         /* -1 when the event only finishes the request */
+    enum slm_finish finish;
+    int n_prompt;          /* usage, with the finish */
+    int n_cached;          /* prompt tokens served from the prefix cache (last admission) */
+    int n_generated;
+};
+
+typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_event *ev);
+
+/* NULL and err on bad options or when the pool cannot be allocated. */
+struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_tokenizer *tok,
+                                     const struct slm_engine_opts *o, char *err);
+void slm_engine_destroy(struct slm_engine **e);
+
+/* Queues a request; returns its id (>= 0), or -EINVAL / -E2BIG / -ENOMEM with err saying why
+ * (a request that cannot fit in the whole cache or the context is refused). */
+int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *r, char *err);
+
+/* Cancels a queued or running request: its blocks are freed at once and a finish event with
+ * SLM_FINISH_CANCELLED is reported by the next step. -ENOENT if unknown or finished. */
+int slm_engine_cancel(struct slm_engine *e, int64_t id);
+
+/* One step. Reports events through fn. Returns the number of unfinished requests, or -errno. */
+int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx);
+
+/* Free KV blocks (including evictable cached ones); for tests. */
+int slm_engine_free_blocks(const struct slm_engine *e);
+
+/* How many times a running request was preempted (its blocks freed, to be recomputed). */
+uint64_t slm_engine_n_preempted(const struct slm_engine *e);
+
+#endif
