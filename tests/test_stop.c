@@ -13,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "daemon/engine/gguf.h"
 #include "daemon/engine/stop.h"
+#include "daemon/engine/tokenizer.h"
 #include "daemon/log.h"
 
 #include "check.h"
@@ -178,6 +181,8 @@ static void test_cases(void)
     check_pieces("overlap abab in ababab", abab, 1, (const char *[]){"a", "bab", "ab", NULL}, "", 0);
     check_pieces("overlap abab in aababab", abab, 1, (const char *[]){"aab", "a", "bab", NULL}, "a", 0);
     check_pieces("overlap abab in abaabab", abab, 1, (const char *[]){"aba", "aba", "b", NULL}, "aba", 0);
+    check_pieces("overlap abab in aabababab", abab, 1,
+                 (const char *[]){"a", "a", "b", "a", "b", "a", "b", "a", "b", NULL}, "a", 0);
 
     /* One stop string a prefix of another: the shorter completes first and wins (same cut). */
     const char *pre[] = {"STOP NOW", "STOP"};
@@ -305,6 +310,74 @@ static void test_random_splits(void)
     printf("random splits: %d runs\n", runs);
 }
 
+/* Real token pieces: SmolLM2's tokenizer encodes texts (multi-byte characters split over
+ * byte tokens included), slm_detok_push turns the ids back into pieces one by one, and
+ * the matcher must agree with the oracle on the whole decoded text. Skipped (not failed)
+ * when the model file is absent. */
+static void test_real_tokens(void)
+{
+    const char *mdir = getenv("SLM_MODEL_DIR");
+    char path[1100], err[SLM_ERR_LEN];
+    static char default_dir[1024];
+    if (!mdir) {
+        snprintf(default_dir, sizeof default_dir, "%s/.cache/slmd/models", getenv("HOME") ? getenv("HOME") : ".");
+        mdir = default_dir;
+    }
+    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", mdir);
+    if (access(path, R_OK) != 0) {
+        printf("real tokens: skipped, %s is absent\n", path);
+        return;
+    }
+    struct slm_gguf *g = slm_gguf_open(path, err);
+    CHECK(g, "open %s: %s", path, err);
+    if (!g) return;
+    struct slm_tokenizer *t = slm_tok_create(g, err);
+    CHECK(t, "tokenizer: %s", err);
+    slm_gguf_close(&g);
+    if (!t) return;
+    static const char *texts[] = {
+        "The answer is 42.\n\nUser: what next?\nAssistant: nothing</s> more text",
+        "Prix: 12,50 \xe2\x82\xac \xe2\x80\x94 caf\xc3\xa9 cr\xc3\xa8me; \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe6\x96\x87 "
+        "\xf0\x9f\x98\x80\xf0\x9f\x98\x81 done ### END ###",
+        "```python\ndef f(x):\n    return x\n```\nObservation: ok\nObservation: again",
+    };
+    static const char *stop_sets[][3] = {
+        {"</s>", NULL, NULL},
+        {"User:", "\n\n", NULL},
+        {"\xe2\x82\xac \xe2\x80\x94", NULL, NULL},
+        {"\xe6\x9c\xac\xe8\xaa\x9e", "\xf0\x9f\x98\x81", NULL},
+        {"### END", "END ###", NULL},
+        {"```\n", "Observation:", "x\n"},
+        {"not there", NULL, NULL},
+    };
+    int n_sets = (int)(sizeof stop_sets / sizeof stop_sets[0]);
+    for (int ti = 0; ti < 3; ti++) {
+        int32_t ids[512];
+        int n_ids = slm_tok_encode(t, texts[ti], strlen(texts[ti]), 0, 0, ids, 512);
+        CHECK(n_ids > 0 && n_ids <= 512, "encode text %d: got %d", ti, n_ids);
+        if (n_ids <= 0 || n_ids > 512) continue;
+        char whole[4096];
+        size_t pieces_at[513], n_whole = 0;
+        struct slm_detok d = {0};
+        for (int i = 0; i < n_ids; i++) {
+            int k = slm_detok_push(t, &d, ids[i], 0, whole + n_whole, sizeof whole - n_whole);
+            n_whole += (size_t)k;
+            pieces_at[i] = n_whole;
+        }
+        n_whole += (size_t)slm_detok_flush(&d, whole + n_whole, sizeof whole - n_whole);
+        whole[n_whole] = 0;
+        CHECK(strcmp(whole, texts[ti]) == 0, "decode text %d: expected the text back, got \"%s\"", ti, whole);
+        for (int si = 0; si < n_sets; si++) {
+            int n_stops = 0;
+            while (n_stops < 3 && stop_sets[si][n_stops]) n_stops++;
+            char what[64];
+            snprintf(what, sizeof what, "real tokens: text %d, stops %d", ti, si);
+            check_split(what, stop_sets[si], n_stops, whole, pieces_at, n_ids - 1);
+        }
+    }
+    slm_tok_destroy(&t);
+}
+
 /* ---- logprobs ---------------------------------------------------------------------- */
 
 static const float *sort_logits;
@@ -425,6 +498,7 @@ int main(void)
     test_cases();
     test_init_errors();
     test_random_splits();
+    test_real_tokens();
     test_logprobs();
     if (failures) {
         printf("test_stop: %d failures\n", failures);
