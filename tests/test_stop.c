@@ -86,6 +86,8 @@ static int reference(const char *const *stops, int n_stops, const char *text, ch
     return best;
 }
 
+static int oracle_matches;   /* splits whose text holds a stop string: the oracle has teeth */
+
 /* Checks one split of text against the oracle. */
 static void check_split(const char *what, const char *const *stops, int n_stops, const char *text,
                         const size_t *cuts, int n_cuts)
@@ -93,6 +95,7 @@ static void check_split(const char *what, const char *const *stops, int n_stops,
     char got[4096], want[4096];
     int m = run_pieces(stops, n_stops, text, cuts, n_cuts, got);
     int wm = reference(stops, n_stops, text, want);
+    if (wm >= 0) oracle_matches++;
     CHECK(m == wm, "%s: text \"%s\": matched stop: expected %d, got %d", what, text, wm, m);
     CHECK(strcmp(got, want) == 0, "%s: text \"%s\" in %d pieces: expected \"%s\", got \"%s\"", what,
           text, n_cuts + 1, want, got);
@@ -307,7 +310,45 @@ static void test_random_splits(void)
             runs++;
         }
     }
-    printf("random splits: %d runs\n", runs);
+    printf("random splits: %d runs, %d with a match\n", runs, oracle_matches);
+}
+
+/* Stop strings at the 256-byte limit: the held tail reaches 255 bytes and never more. */
+static void test_long_stops(void)
+{
+    static char stop_a[SLM_STOP_MAX_LEN + 1], stop_b[SLM_STOP_MAX_LEN + 1], text[1200];
+    memset(stop_a, 'a', SLM_STOP_MAX_LEN - 1);
+    stop_a[SLM_STOP_MAX_LEN - 1] = 'b';
+    memset(stop_b, 'c', SLM_STOP_MAX_LEN);
+    const char *stops[] = {stop_a, stop_b};
+    int before = oracle_matches;
+    for (int t = 0; t < 200 && failures < 10; t++) {
+        size_t len = 0;
+        while (len < 1000) {
+            int run = rng_below(300), c = rng_below(3);
+            for (int i = 0; i < run && len < 1000; i++) text[len++] = (char)('a' + c);
+            if (rng_below(4) == 0 && len < 1000) text[len++] = 'b';
+        }
+        text[len] = 0;
+        size_t cuts[1000];
+        int n_cuts = 0;
+        for (size_t i = 1; i < len; i++)
+            if (t % 2 == 0 || rng_below(20) == 0) cuts[n_cuts++] = i;
+        check_split("256-byte stops", stops, 2, text, cuts, n_cuts);
+    }
+    printf("256-byte stops: 200 texts, %d with a match\n", oracle_matches - before);
+    struct slm_stop s;
+    char err[SLM_ERR_LEN], out[1024];
+    size_t n, total = 0;
+    CHECK(slm_stop_init(&s, stops, NULL, 2, NULL, 0, err) == 0, "init: %s", err);
+    for (int i = 0; i < 600; i++) {
+        int r = slm_stop_push(&s, "a", 1, out, 1 + SLM_STOP_MAX_LEN, &n);
+        CHECK(r == 0, "push %d of \"a\": expected 0, got %d", i, r);
+        total += n;
+        CHECK(s.n_held == (i < 255 ? i + 1 : 255), "held after %d a: expected %d, got %d", i + 1,
+              i < 255 ? i + 1 : 255, s.n_held);
+    }
+    CHECK(total == 600 - 255, "emitted after 600 a: expected %d, got %zu", 600 - 255, total);
 }
 
 /* Real token pieces: SmolLM2's tokenizer encodes texts (multi-byte characters split over
@@ -498,6 +539,7 @@ int main(void)
     test_cases();
     test_init_errors();
     test_random_splits();
+    test_long_stops();
     test_real_tokens();
     test_logprobs();
     if (failures) {
