@@ -34,6 +34,11 @@ struct spec {
 struct result {
     int32_t tok[MAX_GEN];
     int n, done, finish, n_cached;
+    char text[4096];
+    int text_len;
+    float logprob[MAX_GEN];
+    int n_top[MAX_GEN];
+    int32_t top0[MAX_GEN];
 };
 
 static uint64_t rng = 0x5eed5eed12345ull;
@@ -57,7 +62,16 @@ static void on_event(void *p, const struct slm_event *ev)
     for (int i = 0; i < c->n; i++) {
         if (c->ids[i] != ev->id) continue;
         struct result *r = &c->res[i];
-        if (ev->token >= 0 && r->n < MAX_GEN) r->tok[r->n++] = ev->token;
+        if (ev->token >= 0 && r->n < MAX_GEN) {
+            r->logprob[r->n] = ev->logprob;
+            r->n_top[r->n] = ev->n_top;
+            r->top0[r->n] = ev->n_top ? ev->top[0].id : -1;
+            r->tok[r->n++] = ev->token;
+        }
+        if (ev->text_len > 0 && r->text_len + ev->text_len < (int)sizeof r->text) {
+            memcpy(r->text + r->text_len, ev->text, (size_t)ev->text_len);
+            r->text_len += ev->text_len;
+        }
         if (ev->finish) {
             r->done = 1;
             r->finish = ev->finish;
@@ -262,6 +276,48 @@ int main(void)
     }
     slm_engine_destroy(&e);
 
+    /* Stop strings: cut a greedy request's own text at a substring of it; logprobs. */
+    {
+        const struct result *base = NULL;
+        int bi = -1;
+        for (int i = 0; i < N_REQ; i += 2)
+            if (alone[i].text_len >= 12) {
+                base = &alone[i];
+                bi = i;
+                break;
+            }
+        CHECK(base, "no greedy request produced 12 bytes of text");
+        if (base) {
+            char stop[8];
+            int at = base->text_len / 2;
+            while (at < base->text_len && ((unsigned char)base->text[at] & 0xc0) == 0x80) at++;   /* a char start */
+            int sl = base->text_len - at < 3 ? base->text_len - at : 3;
+            memcpy(stop, base->text + at, (size_t)sl);
+            stop[sl] = 0;
+            int cut = (int)(strstr(base->text, stop) - base->text);   /* first occurrence, maybe earlier */
+            const char *stops_[] = {stop};
+            e = make_engine(m, tok, 64, 64);
+            struct slm_request q = {.prompt = sp[bi].prompt, .n_prompt = sp[bi].n_prompt, .sampling = sp[bi].s,
+                                    .max_tokens = sp[bi].max_tokens, .stop = stops_, .n_stop = 1, .logprobs = 3};
+            static struct result rs;
+            memset(&rs, 0, sizeof rs);
+            int64_t id = slm_engine_add(e, &q, err);
+            CHECK(id >= 0, "add with a stop string: %s", err);
+            struct run_ctx c = {&rs, &id, 1};
+            while (slm_engine_step(e, on_event, &c) > 0) {}
+            CHECK(rs.finish == SLM_FINISH_STOP, "stop string '%s': finish %d, expected STOP", stop, rs.finish);
+            CHECK(rs.text_len == cut && !memcmp(rs.text, base->text, (size_t)cut),
+                  "stop string '%s': expected %d bytes (the text before it), got %d", stop, cut, rs.text_len);
+            for (int g = 0; g < rs.n; g++) {
+                CHECK(rs.n_top[g] == 3, "logprobs: expected 3 top entries, got %d", rs.n_top[g]);
+                CHECK(rs.logprob[g] <= 0.0f, "logprob %g > 0", (double)rs.logprob[g]);
+                CHECK(rs.top0[g] == rs.tok[g], "greedy token %d is not the top logprob %d", rs.tok[g], rs.top0[g]);
+            }
+            CHECK(slm_engine_free_blocks(e) == 64, "stop: free blocks %d of 64", slm_engine_free_blocks(e));
+            slm_engine_destroy(&e);
+        }
+    }
+
     /* Bad requests. */
     e = make_engine(m, tok, 4, 64);
     {
@@ -274,6 +330,19 @@ int main(void)
         CHECK(slm_engine_add(e, &q, err) == -E2BIG && strstr(err, "whole cache"), "too big: %s", err);
         q.max_tokens = 0;
         CHECK(slm_engine_add(e, &q, err) == -EINVAL, "max_tokens 0 accepted");
+        q.max_tokens = 2;
+        q.logprobs = 21;
+        CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "logprobs"), "logprobs 21: %s", err);
+        q.logprobs = 0;
+        const char *empty[] = {""};
+        q.stop = empty;
+        q.n_stop = 1;
+        CHECK(slm_engine_add(e, &q, err) == -EINVAL, "an empty stop string accepted");
+        q.n_stop = 0;
+        int32_t bad_stop = -5;
+        q.stop_ids = &bad_stop;
+        q.n_stop_ids = 1;
+        CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "stop token"), "stop id -5: %s", err);
     }
     slm_engine_destroy(&e);
 

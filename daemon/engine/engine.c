@@ -20,9 +20,10 @@ struct req {
     int seq;                /* kvcache sequence, -1 while waiting */
     int cancelled;
     int planned;            /* in this step's batch */
-    int32_t *stop_ids;
-    int n_stop_ids;
+    int logprobs;
     struct slm_sampler *sampler;
+    struct slm_detok detok;
+    struct slm_stop stop;   /* stop strings and stop ids */
 };
 
 struct plan {
@@ -54,7 +55,6 @@ static void req_free(struct req *r)
     if (!r) return;
     slm_sampler_destroy(&r->sampler);
     free(r->tokens);
-    free(r->stop_ids);
     free(r);
 }
 
@@ -119,7 +119,8 @@ fail:
 
 int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *err)
 {
-    if (!q->prompt || q->n_prompt < 1 || q->max_tokens < 1 || q->n_stop_ids < 0 || (q->n_stop_ids && !q->stop_ids)) {
+    if (!q->prompt || q->n_prompt < 1 || q->max_tokens < 1 || q->n_stop_ids < 0 || (q->n_stop_ids && !q->stop_ids) ||
+        q->n_stop < 0 || (q->n_stop && !q->stop)) {
         slm_err_set(err, "request: needs a prompt of at least one token and max_tokens >= 1");
         return -EINVAL;
     }
@@ -151,18 +152,30 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
         e->reqs = p;
         e->cap_reqs = cap;
     }
+    if (q->logprobs < 0 || q->logprobs > SLM_LOGPROBS_MAX) {
+        slm_err_set(err, "request: logprobs %d is out of range (0 to %d)", q->logprobs, SLM_LOGPROBS_MAX);
+        return -EINVAL;
+    }
+    for (int i = 0; i < q->n_stop_ids; i++)
+        if (q->stop_ids[i] < 0 || q->stop_ids[i] >= e->m->cfg.n_vocab) {
+            slm_err_set(err, "request: stop token id %d is outside the vocabulary (%d)", q->stop_ids[i],
+                        e->m->cfg.n_vocab);
+            return -EINVAL;
+        }
     struct req *r = calloc(1, sizeof *r);
     if (!r) goto oom;
+    if (slm_stop_init(&r->stop, q->stop, NULL, q->n_stop, q->stop_ids, q->n_stop_ids, err)) {
+        req_free(r);
+        return -EINVAL;
+    }
     r->tokens = malloc((size_t)e->o.n_ctx * sizeof(int32_t));
-    r->stop_ids = q->n_stop_ids ? malloc((size_t)q->n_stop_ids * sizeof(int32_t)) : NULL;
     r->sampler = slm_sampler_create(&q->sampling, e->m->cfg.n_vocab);
-    if (!r->tokens || (q->n_stop_ids && !r->stop_ids) || !r->sampler) {
+    if (!r->tokens || !r->sampler) {
         req_free(r);
         goto oom;
     }
     memcpy(r->tokens, q->prompt, (size_t)q->n_prompt * sizeof(int32_t));
-    if (q->n_stop_ids) memcpy(r->stop_ids, q->stop_ids, (size_t)q->n_stop_ids * sizeof(int32_t));
-    r->n_stop_ids = q->n_stop_ids;
+    r->logprobs = q->logprobs;
     r->n_prompt = r->n_tokens = q->n_prompt;
     r->max_tokens = q->max_tokens;
     r->priority = q->priority;
@@ -279,27 +292,55 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
 
 static int stops(const struct slm_engine *e, const struct req *r, int32_t id)
 {
-    if (slm_tok_is_eog(e->tok, id)) return 1;
-    for (int i = 0; i < r->n_stop_ids; i++)
-        if (r->stop_ids[i] == id) return 1;
-    return 0;
+    return slm_tok_is_eog(e->tok, id) || slm_stop_is_stop_token(&r->stop, id);
 }
 
-static void finish(struct slm_engine *e, int k, int32_t token, enum slm_finish why, slm_engine_event_fn fn,
-                   void *ctx)
+/* Reports ev for reqs[k]; ends the request (blocks freed) when ev->finish is set. */
+static void report(struct slm_engine *e, int k, struct slm_event *ev, slm_engine_event_fn fn, void *ctx)
 {
     struct req *r = e->reqs[k];
-    struct slm_event ev = {r->id, token, why, r->n_prompt, r->n_cached, r->n_gen};
+    ev->id = r->id;
+    ev->n_prompt = r->n_prompt;
+    ev->n_cached = r->n_cached;
+    ev->n_generated = r->n_gen;
+    if (fn) fn(ctx, ev);
+    if (!ev->finish) return;
     if (r->seq >= 0) slm_kv_seq_release(e->kv, r->seq);
     req_free(r);
     e->reqs[k] = NULL;
-    if (fn) fn(ctx, &ev);
+}
+
+/* The text token id adds to r's output, through the stop-string matcher; at the end (why set)
+ * the held-back bytes too. Returns the length in out; *why becomes STOP on a match. */
+static size_t emit_text(const struct slm_engine *e, struct req *r, int32_t id, int is_stop_token,
+                        enum slm_finish *why, char *out, size_t cap)
+{
+    char piece[512];
+    size_t n = 0, k;
+    int len = is_stop_token ? 0 : slm_detok_push(e->tok, &r->detok, id, 0, piece, sizeof piece);
+    if (len < 0) len = 0;
+    if ((size_t)len > sizeof piece) len = (int)sizeof piece;
+    int matched = slm_stop_push(&r->stop, piece, (size_t)len, out, cap, &n) == 1;
+    if (!matched && *why != SLM_FINISH_NONE) {
+        len = slm_detok_flush(&r->detok, piece, sizeof piece);
+        matched = slm_stop_push(&r->stop, piece, (size_t)(len > 0 ? len : 0), out + n, cap - n, &k) == 1;
+        n += k;
+        if (!matched) {
+            int f = slm_stop_flush(&r->stop, out + n, cap - n);
+            n += f > 0 ? (size_t)f : 0;
+        }
+    }
+    if (matched) *why = SLM_FINISH_STOP;
+    return n;
 }
 
 int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
 {
     for (int k = 0; k < e->n_reqs; k++)
-        if (e->reqs[k]->cancelled) finish(e, k, -1, SLM_FINISH_CANCELLED, fn, ctx);
+        if (e->reqs[k]->cancelled) {
+            struct slm_event ev = {.token = -1, .finish = SLM_FINISH_CANCELLED};
+            report(e, k, &ev, fn, ctx);
+        }
     int w = 0;
     for (int k = 0; k < e->n_reqs; k++)
         if (e->reqs[k]) e->reqs[w++] = e->reqs[k];
@@ -337,21 +378,29 @@ int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         if (rc) return rc;
         r->n_computed += e->plan[p].n;
         if (r->n_computed < r->n_tokens) continue;
-        int32_t id = slm_sampler_sample(r->sampler, e->logits + (size_t)o++ * (size_t)e->m->cfg.n_vocab);
+        const float *row = e->logits + (size_t)o++ * (size_t)e->m->cfg.n_vocab;
+        int32_t id = slm_sampler_sample(r->sampler, row);
         slm_sampler_accept(r->sampler, id);
         r->tokens[r->n_tokens++] = id;
         r->n_gen++;
-        enum slm_finish why = stops(e, r, id) ? SLM_FINISH_STOP
+        int is_stop = stops(e, r, id);
+        enum slm_finish why = is_stop ? SLM_FINISH_STOP
                               : r->n_gen >= r->max_tokens || r->n_tokens >= e->o.n_ctx ? SLM_FINISH_LENGTH
                                                                                          : SLM_FINISH_NONE;
+        struct slm_logprob top[SLM_LOGPROBS_MAX];
+        struct slm_event ev = {.token = id};
+        if (r->logprobs > 0) {
+            int nt2 = slm_logprobs_top(row, e->m->cfg.n_vocab, id, r->logprobs, &ev.logprob, top);
+            ev.n_top = nt2 > 0 ? nt2 : 0;
+            ev.top = top;
+        }
+        char text[512 + 4 * SLM_STOP_MAX_LEN];
+        ev.text_len = (int)emit_text(e, r, id, is_stop, &why, text, sizeof text);
+        ev.text = text;
+        ev.finish = why;
         int k = 0;
         while (e->reqs[k] != r) k++;
-        if (why != SLM_FINISH_NONE) {
-            finish(e, k, id, why, fn, ctx);
-        } else if (fn) {
-            struct slm_event ev = {r->id, id, SLM_FINISH_NONE, r->n_prompt, r->n_cached, r->n_gen};
-            fn(ctx, &ev);
-        }
+        report(e, k, &ev, fn, ctx);
     }
     w = 0;
     for (int k = 0; k < e->n_reqs; k++)

@@ -11,7 +11,7 @@
  * Every token's arithmetic is independent of the batch around it (docs/numerics.md), so a
  * request's tokens are the same alone, among many others, or after a preemption.
  *
- * Not yet: thread-safe submission, stop strings, logprobs, owner fair share (issue 3).
+ * Not yet: thread-safe submission, owner fair share (issue 3).
  * One thread owns an engine.
  */
 #ifndef SLM_ENGINE_ENGINE_H
@@ -21,6 +21,7 @@
 
 #include "model.h"
 #include "sampler.h"
+#include "stop.h"
 
 struct slm_engine;
 struct slm_tokenizer;
@@ -41,6 +42,9 @@ struct slm_request {
     int priority;          /* higher runs first and is preempted last */
     const int32_t *stop_ids; /* extra stop token ids (copied), besides end-of-generation */
     int n_stop_ids;
+    const char *const *stop; /* stop strings (copied; NUL-terminated), never part of the output */
+    int n_stop;
+    int logprobs;            /* 0: none; 1..20: the sampled token's logprob and this many top ones */
 };
 
 enum slm_finish { SLM_FINISH_NONE = 0, SLM_FINISH_STOP, SLM_FINISH_LENGTH, SLM_FINISH_CANCELLED };
@@ -52,6 +56,11 @@ struct slm_event {
     int n_prompt;          /* usage, with the finish */
     int n_cached;          /* prompt tokens served from the prefix cache (last admission) */
     int n_generated;
+    const char *text;      /* the text this event adds (complete UTF-8; stop strings cut); valid in the callback */
+    int text_len;
+    float logprob;         /* of token, from the raw logits, when the request asked for logprobs */
+    int n_top;
+    const struct slm_logprob *top; /* (n_top) best tokens by logprob */
 };
 
 typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_event *ev);
