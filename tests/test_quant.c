@@ -2,9 +2,9 @@
  * tests/test_quant.c - scalar conversions, dequantization and activation quantization.
  *
  * 1. slm_cpu_dequantize_row reproduces gguf's numpy reference bit for bit on the golden
- *    blocks of $SLM_TEST_DATA/golden/quant/<TYPE>.bin (tests/golden/make_quant_golden.py).
+ *    blocks of $SLM_TEST_DATA/golden/quant/<TYPE>.hex (tests/golden/make_quant_golden.py).
  *    slm_cpu_quantize_row makes gguf's blocks (ggml's reference quantizers) for Q4_0, Q4_1,
- *    Q5_0, Q5_1 and Q8_0 from the inputs of golden/quant/quantize_<TYPE>.bin.
+ *    Q5_0, Q5_1 and Q8_0 from the inputs of golden/quant/quantize_<TYPE>.hex.
  * 2. Half and bfloat16 conversions: every half and every bf16 widens exactly; every non-NaN
  *    half round-trips; narrowing rounds to nearest even (checked on every halfway point,
  *    its neighbours and random floats against an independent reference, itself checked
@@ -63,23 +63,46 @@ static uint32_t rd32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+static int hex_digit(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Reads a golden file: hex digits (whitespace ignored) decoded into bytes. NULL on a read
+ * error or a character that is not a hex digit. */
 static uint8_t *read_file(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(path, "r");
     if (!f) return NULL;
-    uint8_t *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long len = ftell(f);
-        if (len >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-            buf = malloc((size_t)len + 1);
-            if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-                free(buf);
-                buf = NULL;
-            }
-            *size = (size_t)len;
+    size_t n = 0, cap = 1 << 16;
+    uint8_t *buf = malloc(cap);
+    int c, hi = -1, bad = 0;
+    while (buf && (c = getc(f)) != EOF) {
+        if (c == '\n' || c == ' ' || c == '\r') continue;
+        int d = hex_digit(c);
+        if (d < 0) {
+            bad = 1;
+            break;
         }
+        if (hi < 0) {
+            hi = d;
+            continue;
+        }
+        if (n == cap) {
+            uint8_t *p = realloc(buf, cap *= 2);
+            if (!p) break;
+            buf = p;
+        }
+        buf[n++] = (uint8_t)(hi << 4 | d);
+        hi = -1;
     }
     fclose(f);
+    if (!buf || bad || hi >= 0 || n == 0) {
+        if (bad || hi >= 0) errno = EINVAL;
+        free(buf);
+        return NULL;
+    }
+    *size = n;
     return buf;
 }
 
@@ -87,7 +110,7 @@ static void check_golden(const char *dir, uint32_t type)
 {
     const char *name = slm_qtype_name(type);
     char path[4200];
-    snprintf(path, sizeof path, "%s/%s.bin", dir, name);
+    snprintf(path, sizeof path, "%s/%s.hex", dir, name);
     size_t size = 0;
     uint8_t *file = read_file(path, &size);
     if (!file) {
@@ -175,7 +198,7 @@ static void check_quantize_golden(const char *dir, uint32_t type)
 {
     const char *name = slm_qtype_name(type);
     char path[4200];
-    snprintf(path, sizeof path, "%s/quantize_%s.bin", dir, name);
+    snprintf(path, sizeof path, "%s/quantize_%s.hex", dir, name);
     size_t size = 0;
     uint8_t *file = read_file(path, &size);
     if (!file) {

@@ -3,7 +3,7 @@
 tests/golden/make_quant_golden.py - golden data for dequantization (tests/test_quant.c).
 
 For each GGUF type F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K this writes
-tests/golden/quant/<TYPE>.bin: raw blocks and what the numpy reference of the PyPI package
+tests/golden/quant/<TYPE>.hex: raw blocks and what the numpy reference of the PyPI package
 `gguf` (gguf.quants.dequantize) expands them to. slm_cpu_dequantize_row must reproduce the
 expected floats bit for bit.
 
@@ -12,7 +12,7 @@ Regenerate (deterministic: fixed seed; the files only change if gguf's reference
     python3 tests/golden/make_quant_golden.py
 Made with gguf 0.19.0 and numpy 2.4.6 on python 3.11.
 
-It also writes tests/golden/quant/quantize_<TYPE>.bin for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0:
+It also writes tests/golden/quant/quantize_<TYPE>.hex for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0:
 float inputs and the blocks gguf.quants.quantize makes of them (ggml's reference quantizers,
 which slm_cpu_quantize_row follows). The inputs hold no exact rounding tie for Q8_0 (gguf
 rounds ties away from zero, slmd to even; test_quant.c checks ties on its own).
@@ -20,14 +20,16 @@ rounds ties away from zero, slmd to even; test_quant.c checks ties on its own).
 Q8_1 and Q8_K are not here: gguf.quants has no dequantizer for them (test_quant.c checks
 them by a quantize / dequantize round trip instead).
 
-File format (all little endian):
+The files are text: the bytes below, hex encoded, 64 bytes (128 digits) per line, so that
+nothing binary (nothing that looks like model weights) is committed. File content, before
+hex encoding (all little endian):
     offset 0   char[4]  magic "SLMQ"
     offset 4   u32      GGML type id (kernels/quant.h enum slm_qtype)
     offset 8   u32      n_blocks
     offset 12  u32      elements per block (1 for F32/F16/BF16)
     offset 16  u8[n_blocks * block_bytes]          raw blocks, GGUF layout
     then       f32[n_blocks * elements_per_block]  expected values
-quantize_<TYPE>.bin has the same header with magic "SLMX", then the f32 inputs, then the
+quantize_<TYPE>.hex has the same header with magic "SLMX", then the f32 inputs, then the
 expected raw blocks.
 
 What the blocks cover:
@@ -152,6 +154,12 @@ def float_elements(rng, qtype, n):
     return raw.view(np.uint8)
 
 
+def write_hex(path, data):
+    with open(path, "w") as f:
+        for i in range(0, len(data), 64):
+            f.write(data[i:i + 64].hex() + "\n")
+
+
 def write_golden(qtype, raw, n_blocks):
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1)
@@ -159,12 +167,9 @@ def write_golden(qtype, raw, n_blocks):
     expected = np.asarray(dequantize(raw.copy(), qtype), dtype=np.float32).reshape(-1)
     assert expected.size == n_blocks * block_size
     assert not np.any(np.isnan(expected)), qtype.name
-    path = os.path.join(OUT_DIR, qtype.name + ".bin")
-    with open(path, "wb") as f:
-        f.write(b"SLMQ")
-        f.write(struct.pack("<III", int(qtype), n_blocks, block_size))
-        f.write(raw.tobytes())
-        f.write(expected.astype("<f4").tobytes())
+    path = os.path.join(OUT_DIR, qtype.name + ".hex")
+    write_hex(path, b"SLMQ" + struct.pack("<III", int(qtype), n_blocks, block_size) + raw.tobytes() +
+              expected.astype("<f4").tobytes())
     return path, os.path.getsize(path)
 
 
@@ -196,12 +201,9 @@ def write_quantize_golden(qtype, x):
     n_blocks = x.shape[0]
     raw = np.asarray(quantize(x.reshape(-1), qtype), dtype=np.uint8).reshape(-1)
     assert raw.size == n_blocks * type_size
-    path = os.path.join(OUT_DIR, "quantize_" + qtype.name + ".bin")
-    with open(path, "wb") as f:
-        f.write(b"SLMX")
-        f.write(struct.pack("<III", int(qtype), n_blocks, block_size))
-        f.write(x.astype("<f4").tobytes())
-        f.write(raw.tobytes())
+    path = os.path.join(OUT_DIR, "quantize_" + qtype.name + ".hex")
+    write_hex(path, b"SLMX" + struct.pack("<III", int(qtype), n_blocks, block_size) + x.astype("<f4").tobytes() +
+              raw.tobytes())
     return path, os.path.getsize(path)
 
 
