@@ -363,7 +363,7 @@ static int spm_add_bigram(const struct slm_tokenizer *t, struct scratch *s, int 
  * become U+2581 (with one prepended when add_space_prefix is set and the fragment starts the text
  * or follows a special token), the text is cut into UTF-8 characters by their lead byte (no
  * validation, no U+FFFD), the adjacent pair whose concatenation is the highest-scored token is
- * merged first (leftmost on ties), and a symbol that is no token falls back to <0xXX> tokens.
+ * merged first (leftmost on ties), and a symbol that is no token falls back to its bytes' tokens <0x00> .. <0xFF>.
  */
 static int spm_fragment(const struct slm_tokenizer *t, struct scratch *s, struct out *o, const char *text,
                         size_t len, int prefix)

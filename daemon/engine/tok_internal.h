@@ -72,7 +72,7 @@ struct slm_tokenizer {
     int n_re;
     int ignore_merges, add_bos, add_eos, add_space_prefix;
     int32_t bos, eos, eot, eom;
-    int32_t byte_tok[256]; /* BPE: the token of the byte's GPT-2 character; SPM: <0xXX>; -1 */
+    int32_t byte_tok[256]; /* BPE: the token of the byte's GPT-2 character; SPM: the byte token "<0x%02X>" of b; -1 */
 };
 
 /* ---------------------------------------------------------------- small helpers */

@@ -4,7 +4,7 @@
  * Two tokenizer models, chosen by tokenizer.ggml.model:
  *   "gpt2"  byte-level BPE (merges by rank) after a regex pre-tokenizer named by
  *           tokenizer.ggml.pre ("default", "gpt2", "smollm", "llama-bpe", "qwen2" and aliases);
- *   "llama" SentencePiece-style BPE (merges by score) with <0xXX> byte fallback (Gemma 3).
+ *   "llama" SentencePiece-style BPE (merges by score) with byte-token fallback (<0x00> .. <0xFF>) (Gemma 3).
  * Special, control and user-defined tokens are split out of the text first. The rules (and
  * where they follow llama.cpp's quirks) are written down in docs/tokenizer.md.
  *
