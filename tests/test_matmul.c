@@ -189,6 +189,15 @@ static void check_type(struct slm_pool *pool, uint32_t type, uint32_t layout)
                 }
             }
             double got = y[2][(size_t)t * (size_t)rows + r];
+            /* Every tier computes the portable kernel's bits (the order llama.cpp's uses). */
+            float want = slm_cpu_vec_dot_ref(type, cols, w + (size_t)r * row_bytes, aq);
+            float gotf = y[2][(size_t)t * (size_t)rows + r];
+            if (memcmp(&want, &gotf, 4) != 0 && shown < 10) {
+                printf("%s token %d row %lld: %s kernels %.9g, portable kernel %.9g (bits differ)\n",
+                       slm_qtype_name(type), t, (long long)r, slm_cpu_kernels_name(), gotf, want);
+                shown++;
+                failures++;
+            }
             double rel = fabs(got - ref) / (mag > 1e-30 ? mag : 1e-30);
             if (rel > max_rel) max_rel = rel;
             if (rel > bound_for(type) && shown < 10) {
@@ -243,10 +252,8 @@ static void check_tiers(void)
                     s->s = slm_half_to_f32(blk[b].s);
                 } else {
                     const struct slm_block_q8_0 *blk = (const void *)(a + (size_t)c * as);
-                    int32_t sum = 0;
-                    for (int j = 0; j < 32; j++) sum += blk[b].qs[j];
                     s->d = slm_half_to_f32(blk[b].d);
-                    s->bias = -128 * sum;
+                    s->s = 0.0f;
                 }
             }
         }

@@ -1,75 +1,91 @@
 /*
  * kernels/cpu/vec_dot_ref.c - the portable dot products (see dequant.h).
  *
- * Within a block the products are integers, summed exactly; across blocks the
- * float partial sums are added in block order. Float weight types accumulate in
- * double, so the reference is tighter than any SIMD version of it.
+ * Within a block the products are integers, summed exactly; the float accumulation
+ * across blocks is in a fixed order (below, and per K-quant). Float weight types
+ * accumulate in double.
  */
 #include "dequant.h"
 #include "qunpack.h"
 
+#include <math.h>
 #include <string.h>
 
-static float dot_q4_0(int64_t nb, const struct slm_block_q4_0 *w, const struct slm_block_q8_0 *a)
+/*
+ * The 32-element types follow the order of llama.cpp's AVX2 dot products (and of slmd's own
+ * tiles), so the portable path gives the same bits: each block's products in 8 groups of 4
+ * consecutive elements, group k accumulated into acc[k] by one fused multiply-add per block,
+ * the groups summed in the tree of a horizontal add, and Q4_1/Q5_1's offset term m_w * s_a
+ * in its own fused chain, added last.
+ */
+struct lanes {
+    float acc[8];
+    float summ;
+};
+
+/* Adds one block: w[32] the weight values, a the activation's int8 values. */
+static void lanes_block(struct lanes *l, const int w[32], const int8_t *a, float scale)
 {
-    float sum = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
+    for (int k = 0; k < 8; k++) {
         int s = 0;
+        for (int j = 4 * k; j < 4 * k + 4; j++) s += w[j] * a[j];
+        l->acc[k] = fmaf((float)s, scale, l->acc[k]);
+    }
+}
+
+static float lanes_sum(const struct lanes *l)
+{
+    const float *x = l->acc;
+    return (((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]))) + l->summ;
+}
+
+/* Weight values of one block of a 32-element type, in element order. */
+static void block_values(uint32_t type, const uint8_t *blk, int v[32])
+{
+    switch (type) {
+    case SLM_TYPE_Q4_0: case SLM_TYPE_Q4_1: {
+        const uint8_t *qs = blk + (type == SLM_TYPE_Q4_0 ? 2 : 4);
+        int off = type == SLM_TYPE_Q4_0 ? 8 : 0;
         for (int j = 0; j < 16; j++) {
-            s += ((w[i].qs[j] & 0xf) - 8) * a[i].qs[j];
-            s += ((w[i].qs[j] >> 4) - 8) * a[i].qs[j + 16];
+            v[j] = (qs[j] & 0xf) - off;
+            v[j + 16] = (qs[j] >> 4) - off;
         }
-        sum += (float)s * (slm_half_to_f32(w[i].d) * slm_half_to_f32(a[i].d));
+        break;
     }
-    return sum;
+    case SLM_TYPE_Q5_0: case SLM_TYPE_Q5_1: {
+        int hdr = type == SLM_TYPE_Q5_0 ? 2 : 4;
+        slm_q5_values(blk + hdr, blk + hdr + 4, v);
+        if (type == SLM_TYPE_Q5_0)
+            for (int j = 0; j < 32; j++) v[j] -= 16;
+        break;
+    }
+    default:   /* Q8_0 */
+        for (int j = 0; j < 32; j++) v[j] = ((const int8_t *)blk)[2 + j];
+        break;
+    }
 }
 
-static float dot_q4_1(int64_t nb, const struct slm_block_q4_1 *w, const struct slm_block_q8_1 *a)
+/* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 against Q8_0 or Q8_1 activations (d leads every block; the
+ * types with an offset keep m right after d, the Q8_1 activations keep s after d). */
+static float dot_32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *a)
 {
-    float sum = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
-        int s = 0;
-        for (int j = 0; j < 16; j++) s += (w[i].qs[j] & 0xf) * a[i].qs[j] + (w[i].qs[j] >> 4) * a[i].qs[j + 16];
-        sum += (float)s * (slm_half_to_f32(w[i].d) * slm_half_to_f32(a[i].d)) +
-               slm_half_to_f32(w[i].m) * slm_half_to_f32(a[i].s);
+    int with_m = type == SLM_TYPE_Q4_1 || type == SLM_TYPE_Q5_1;
+    size_t wb = slm_qblock_bytes(type), ab = slm_qblock_bytes(with_m ? SLM_TYPE_Q8_1 : SLM_TYPE_Q8_0);
+    struct lanes l = {{0}, 0.0f};
+    for (int64_t i = 0; i < nb; i++, w += wb, a += ab) {
+        slm_half wd, ad, wm, as;
+        memcpy(&wd, w, 2);
+        memcpy(&ad, a, 2);
+        int v[32];
+        block_values(type, w, v);
+        if (with_m) {
+            memcpy(&wm, w + 2, 2);
+            memcpy(&as, a + 2, 2);
+            l.summ = fmaf(slm_half_to_f32(wm), slm_half_to_f32(as), l.summ);
+        }
+        lanes_block(&l, v, (const int8_t *)(a + (with_m ? 4 : 2)), slm_half_to_f32(wd) * slm_half_to_f32(ad));
     }
-    return sum;
-}
-
-static float dot_q5_0(int64_t nb, const struct slm_block_q5_0 *w, const struct slm_block_q8_0 *a)
-{
-    float sum = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
-        int v[32], s = 0;
-        slm_q5_values(w[i].qh, w[i].qs, v);
-        for (int j = 0; j < 32; j++) s += (v[j] - 16) * a[i].qs[j];
-        sum += (float)s * (slm_half_to_f32(w[i].d) * slm_half_to_f32(a[i].d));
-    }
-    return sum;
-}
-
-static float dot_q5_1(int64_t nb, const struct slm_block_q5_1 *w, const struct slm_block_q8_1 *a)
-{
-    float sum = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
-        int v[32], s = 0;
-        slm_q5_values(w[i].qh, w[i].qs, v);
-        for (int j = 0; j < 32; j++) s += v[j] * a[i].qs[j];
-        sum += (float)s * (slm_half_to_f32(w[i].d) * slm_half_to_f32(a[i].d)) +
-               slm_half_to_f32(w[i].m) * slm_half_to_f32(a[i].s);
-    }
-    return sum;
-}
-
-static float dot_q8_0(int64_t nb, const struct slm_block_q8_0 *w, const struct slm_block_q8_0 *a)
-{
-    float sum = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
-        int s = 0;
-        for (int j = 0; j < 32; j++) s += w[i].qs[j] * a[i].qs[j];
-        sum += (float)s * (slm_half_to_f32(w[i].d) * slm_half_to_f32(a[i].d));
-    }
-    return sum;
+    return lanes_sum(&l);
 }
 
 /* Q4_K and Q5_K: qh is NULL for Q4_K. */
@@ -149,11 +165,8 @@ float slm_cpu_vec_dot_ref(uint32_t wtype, int64_t n, const void *w, const void *
     int64_t nb32 = n / 32, nbk = n / SLM_QK_K;
     switch (wtype) {
     case SLM_TYPE_F32: case SLM_TYPE_F16: case SLM_TYPE_BF16: return dot_float(wtype, n, w, a);
-    case SLM_TYPE_Q4_0: return dot_q4_0(nb32, w, a);
-    case SLM_TYPE_Q4_1: return dot_q4_1(nb32, w, a);
-    case SLM_TYPE_Q5_0: return dot_q5_0(nb32, w, a);
-    case SLM_TYPE_Q5_1: return dot_q5_1(nb32, w, a);
-    case SLM_TYPE_Q8_0: return dot_q8_0(nb32, w, a);
+    case SLM_TYPE_Q4_0: case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_0: case SLM_TYPE_Q5_1: case SLM_TYPE_Q8_0:
+        return dot_32(wtype, nb32, w, a);
     case SLM_TYPE_Q4_K: return dot_q45_K(nbk, w, sizeof(struct slm_block_q4_K), 0, a);
     case SLM_TYPE_Q5_K: return dot_q45_K(nbk, w, sizeof(struct slm_block_q5_K), 1, a);
     case SLM_TYPE_Q6_K: return dot_q6_K(nbk, w, a);
