@@ -48,6 +48,11 @@ static int use_avx2(void)
     return cpu_level() >= LEVEL_AVX2;
 }
 
+int slm_cpu_have_avx2(void)
+{
+    return use_avx2();
+}
+
 const char *slm_cpu_kernels_name(void)
 {
     static const char *names[] = {"generic", "avx2", "avx512vnni"};
@@ -113,7 +118,7 @@ int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, c
                     const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
                     memcpy(o + 2 * r, &blk->d, 2);
                     for (int t = 0; t < 8; t++)
-                        for (int i = 0; i < 4; i++) o[16 + 32 * t + 4 * r + i] = (uint8_t)(blk->qs[4 * t + i] ^ 0x80);
+                        for (int i = 0; i < 4; i++) o[16 + 32 * t + 4 * r + i] = (uint8_t)blk->qs[4 * t + i];
                 }
             }
         }
@@ -121,8 +126,7 @@ int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, c
     return 0;
 }
 
-/* The X8 tiles' view of n quantized activation rows: float scales and, for Q8_0, the
- * bias that undoes the weights' + 128. */
+/* The X8 tiles' view of n quantized activation rows: float scales (and Q8_1's sum). */
 static void act_scales(uint32_t at, const void *acts, size_t stride, int n, int64_t nb,
                        struct slm_cpu_act_scale *sc)
 {
@@ -135,10 +139,8 @@ static void act_scales(uint32_t at, const void *acts, size_t stride, int n, int6
                 sc->s = slm_half_to_f32(blk->s);
             } else {
                 const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
-                int32_t sum = 0;
-                for (int j = 0; j < 32; j++) sum += blk->qs[j];
                 sc->d = slm_half_to_f32(blk->d);
-                sc->bias = -128 * sum;
+                sc->s = 0.0f;
             }
         }
     }

@@ -26,7 +26,7 @@
  *        chunk t holds qs[4t .. 4t+3] of row 0, of row 1, ... (low nibbles: elements
  *        4t..4t+3, high nibbles: elements 16+4t..16+4t+3);
  *   Q8_0 (272 bytes per group block): d[8] halves, then 8 chunks of 32 bytes; chunk t
- *        holds qs[4t .. 4t+3] of each row, stored as unsigned q + 128.
+ *        holds qs[4t .. 4t+3] of each row.
  */
 enum slm_cpu_layout { SLM_CPU_LAYOUT_ROWS = 0, SLM_CPU_LAYOUT_X8 = 1 };
 
@@ -76,6 +76,10 @@ size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job 
  * caps the choice. */
 const char *slm_cpu_kernels_name(void);
 
+/* 1 when the AVX2+FMA+F16C kernels run (the CPU has them and SLM_CPU_KERNELS allows them);
+ * every CPU kernel file asks this one place. */
+int slm_cpu_have_avx2(void);
+
 /* ---- the microkernel interface (matmul_avx2.c provides fast versions) */
 
 /* y[c*ldy + r] (+)= dot(w row r, a row c) for r < nr, c < nc. */
@@ -91,10 +95,7 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type);
 /* Per (token, block) scales of a quantized activation, as the X8 tiles read them. */
 struct slm_cpu_act_scale {
     float d;                /* the block's scale */
-    union {
-        float s;            /* Q8_1: the stored sum d * sum(q) */
-        int32_t bias;       /* Q8_0: -128 * sum(q), undoing the weights' +128 */
-    };
+    float s;                /* Q8_1: the stored sum d * sum(q); 0 for Q8_0 */
 };
 
 /*

@@ -245,16 +245,16 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 }
 
 /* ---- X8-layout tiles (matmul_x8.h) without VNNI: maddubs then madd give the exact
- * sums of 4 products (|u4 * s8| * 2 < 2^15). Q8_0: the stored q + 128 goes back to signed q,
- * and |q| * (a with q's sign) keeps maddubs exact (at most 2 * 128 * 127 = 32512).
+ * sums of 4 products (|u4 * s8| * 2 < 2^15). Q8_0: |q| * (a with q's sign) keeps maddubs
+ * exact (at most 2 * 128 * 127 = 32512).
  * One token per tile: the 8 group accumulators of a row already take 8 registers. */
 #define X8_CMAX 1
 #define q4_sum4(u, s) dot_us8((u), (s))
 
 ALWAYS_INLINE void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
 {
-    *w = _mm256_xor_si256(ch, _mm256_set1_epi8((char)0x80));
-    *abs_w = _mm256_sign_epi8(*w, *w);
+    *w = ch;
+    *abs_w = _mm256_abs_epi8(ch);
 }
 
 #define q8_sum4(abs_w, w, s) dot_us8((abs_w), _mm256_sign_epi8((s), (w)))

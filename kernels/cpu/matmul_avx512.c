@@ -17,11 +17,11 @@
 #define X8_CMAX 3
 #define q4_sum4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 
-/* Q8_0: back to signed q; |q| * (a with q's sign) into vpdpbusd gives the exact sums of 4. */
+/* Q8_0: |q| * (a with q's sign) into vpdpbusd gives the exact sums of 4. */
 static inline __attribute__((always_inline)) void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
 {
-    *w = _mm256_xor_si256(ch, _mm256_set1_epi8((char)0x80));
-    *abs_w = _mm256_abs_epi8(*w);
+    *w = ch;
+    *abs_w = _mm256_abs_epi8(ch);
 }
 
 #define q8_sum4(abs_w, w, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (abs_w), _mm256_sign_epi8((s), (w)))

@@ -3,7 +3,7 @@
  * once and included by matmul_avx2.c and matmul_avx512.c, which first define:
  *   X8_CMAX                 tokens per tile;
  *   q4_sum4(u, s)           int32 lanes: the sums of 4 products u8 (0..15) x s8;
- *   q8_prep(ch, &p, &q)     prepares a Q8_0 chunk (stored as unsigned q + 128) for all tokens;
+ *   q8_prep(ch, &p, &q)     prepares a Q8_0 chunk for all tokens;
  *   q8_sum4(p, q, s)        int32 lanes: the exact sums of 4 products w x s8.
  *
  * Every lane is a weight row, and each row's arithmetic is that of llama.cpp's AVX2 dot

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dequant.h"
+#include "matmul.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -78,7 +79,6 @@ __attribute__((target("avx2,fma,f16c"))) static size_t swiglu_avx2(const float *
 }
 #endif
 
-static int have_avx2(void);
 
 void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out)
 {
@@ -92,7 +92,7 @@ void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out)
 {
     size_t i = 0;
 #ifdef SLM_X86
-    if (have_avx2()) i = swiglu_avx2(gate, up, n, out);
+    if (slm_cpu_have_avx2()) i = swiglu_avx2(gate, up, n, out);
 #endif
     for (; i < n; i++) {
         float g = gate[i];
@@ -266,19 +266,6 @@ __attribute__((target("avx2,fma,f16c"))) static void reduce_lanes_avx2(const flo
 }
 #endif
 
-static int have_avx2(void)
-{
-#ifdef SLM_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
-#else
-    return 0;
-#endif
-}
 
 size_t slm_cpu_attention_scratch(int n_ctx, int head_dim)
 {
@@ -290,7 +277,7 @@ void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm
                             size_t kv_off, int n_ctx, float *scratch, float *out)
 {
 #ifdef SLM_X86
-    int fast = have_avx2() && head_dim % 8 == 0;
+    int fast = slm_cpu_have_avx2() && head_dim % 8 == 0;
 #else
     int fast = 0;
 #endif
