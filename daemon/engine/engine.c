@@ -28,6 +28,7 @@ struct req {
 
 struct plan {
     struct req *r;
+    int k;                  /* its index in reqs for this step */
     int n;                  /* tokens fed this step */
 };
 
@@ -281,7 +282,7 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
             }
             if (rc) return rc;
             r->planned = 1;
-            e->plan[np++] = (struct plan){r, n};
+            e->plan[np++] = (struct plan){r, k, n};
             nt += n;
         }
     }
@@ -334,6 +335,15 @@ static size_t emit_text(const struct slm_engine *e, struct req *r, int32_t id, i
     return n;
 }
 
+/* Drops the finished (NULL) entries of reqs. */
+static void compact(struct slm_engine *e)
+{
+    int w = 0;
+    for (int k = 0; k < e->n_reqs; k++)
+        if (e->reqs[k]) e->reqs[w++] = e->reqs[k];
+    e->n_reqs = w;
+}
+
 int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
 {
     for (int k = 0; k < e->n_reqs; k++)
@@ -341,10 +351,7 @@ int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
             struct slm_event ev = {.token = -1, .finish = SLM_FINISH_CANCELLED};
             report(e, k, &ev, fn, ctx);
         }
-    int w = 0;
-    for (int k = 0; k < e->n_reqs; k++)
-        if (e->reqs[k]) e->reqs[w++] = e->reqs[k];
-    e->n_reqs = w;
+    compact(e);
     if (!e->n_reqs) return 0;
     qsort(e->reqs, (size_t)e->n_reqs, sizeof *e->reqs, rank_cmp);
     for (int k = 0; k < e->n_reqs; k++) e->reqs[k]->planned = 0;
@@ -398,13 +405,8 @@ int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         ev.text_len = (int)emit_text(e, r, id, is_stop, &why, text, sizeof text);
         ev.text = text;
         ev.finish = why;
-        int k = 0;
-        while (e->reqs[k] != r) k++;
-        report(e, k, &ev, fn, ctx);
+        report(e, e->plan[p].k, &ev, fn, ctx);
     }
-    w = 0;
-    for (int k = 0; k < e->n_reqs; k++)
-        if (e->reqs[k]) e->reqs[w++] = e->reqs[k];
-    e->n_reqs = w;
+    compact(e);
     return e->n_reqs;
 }
