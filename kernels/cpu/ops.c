@@ -175,6 +175,18 @@ static float dot_lanes_generic(const float *x, const float *y, int n)
 }
 
 #ifdef SLM_X86
+/* fold4 then reduce16 of a 64-lane accumulator held as 8 vectors (acc[2j], acc[2j+1] are
+ * lanes 0-7 and 8-15 of accumulator j), in vector form: the same additions in the same order. */
+__attribute__((target("avx2,fma,f16c"))) static inline float fold_reduce_avx2(const __m256 acc[8])
+{
+    __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    __m256 t3 = _mm256_add_ps(lo, hi);
+    __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
+    __m128 t8 = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+    return _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+}
+
 __attribute__((target("avx2,fma,f16c"))) static float dot_lanes_avx2(const slm_half *k, const float *q, int n)
 {
     __m256 acc[8];
@@ -185,13 +197,7 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_lanes_avx2(const slm_h
             acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8 * j))),
                                      _mm256_loadu_ps(q + i + 8 * j), acc[j]);
     /* acc[2j], acc[2j+1] are lanes 0-7, 8-15 of accumulator j. */
-    __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
-    __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
-    /* reduce16 in vector form: lanes i + (i+8), then + (i+4), then the last two pairs. */
-    __m256 t3 = _mm256_add_ps(lo, hi);
-    __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
-    __m128 t8 = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
-    float r = _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+    float r = fold_reduce_avx2(acc);
     double sum = np ? (double)r : 0.0;
     for (int i = np; i < n; i++) sum += (double)(_cvtsh_ss(k[i]) * q[i]);
     return (float)sum;
@@ -212,12 +218,7 @@ __attribute__((target("avx2,fma,f16c"))) static void scores64_avx2(const float *
         for (int j = 0; j < 8; j++)
             p[j] = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + 8 * j))), qv[j]);
         /* One 64-step: each accumulator lane is one rounded product; then as dot_lanes_avx2. */
-        __m256 lo = _mm256_add_ps(_mm256_add_ps(p[0], p[4]), _mm256_add_ps(p[2], p[6]));
-        __m256 hi = _mm256_add_ps(_mm256_add_ps(p[1], p[5]), _mm256_add_ps(p[3], p[7]));
-        __m256 t3 = _mm256_add_ps(lo, hi);
-        __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
-        __m128 t8 = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
-        scores[t] = _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+        scores[t] = fold_reduce_avx2(p);
     }
 }
 
