@@ -21,6 +21,7 @@ struct req {
     int cancelled;
     int planned;            /* in this step's batch */
     int logprobs;
+    int ignore_eos;
     struct slm_sampler *sampler;
     struct slm_detok detok;
     struct slm_stop stop;   /* stop strings and stop ids */
@@ -177,6 +178,7 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
     }
     memcpy(r->tokens, q->prompt, (size_t)q->n_prompt * sizeof(int32_t));
     r->logprobs = q->logprobs;
+    r->ignore_eos = q->ignore_eos != 0;
     r->n_prompt = r->n_tokens = q->n_prompt;
     r->max_tokens = q->max_tokens;
     r->priority = q->priority;
@@ -293,7 +295,7 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
 
 static int stops(const struct slm_engine *e, const struct req *r, int32_t id)
 {
-    return slm_tok_is_eog(e->tok, id) || slm_stop_is_stop_token(&r->stop, id);
+    return (!r->ignore_eos && slm_tok_is_eog(e->tok, id)) || slm_stop_is_stop_token(&r->stop, id);
 }
 
 /* Reports ev for reqs[k]; ends the request (blocks freed) when ev->finish is set. */

@@ -45,6 +45,7 @@ struct slm_request {
     const char *const *stop; /* stop strings (copied; NUL-terminated), never part of the output */
     int n_stop;
     int logprobs;            /* 0: none; 1..20: the sampled token's logprob and this many top ones */
+    int ignore_eos;          /* 1: the model's end-of-generation tokens do not stop it (benchmarks) */
 };
 
 enum slm_finish { SLM_FINISH_NONE = 0, SLM_FINISH_STOP, SLM_FINISH_LENGTH, SLM_FINISH_CANCELLED };
