@@ -10,9 +10,11 @@
  * still answers correctly. After every run the free-block count is back to the pool size.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "daemon/engine/engine.h"
@@ -81,14 +83,20 @@ static void on_event(void *p, const struct slm_event *ev)
     }
 }
 
-static struct slm_engine *make_engine(struct slm_model *m, const struct slm_tokenizer *tok, int n_blocks, int batch)
+static struct slm_engine *make_engine_seqs(struct slm_model *m, const struct slm_tokenizer *tok, int n_blocks,
+                                           int batch, int max_seqs)
 {
     char err[SLM_ERR_LEN];
     struct slm_engine_opts o = {.n_blocks = n_blocks, .block_size = 16, .max_batch_tokens = batch,
-                                .max_seqs = 16, .n_ctx = N_CTX};
+                                .max_seqs = max_seqs, .n_ctx = N_CTX};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     CHECK(e, "slm_engine_create: %s", err);
     return e;
+}
+
+static struct slm_engine *make_engine(struct slm_model *m, const struct slm_tokenizer *tok, int n_blocks, int batch)
+{
+    return make_engine_seqs(m, tok, n_blocks, batch, 16);
 }
 
 static int64_t add(struct slm_engine *e, const struct spec *sp)
@@ -131,6 +139,91 @@ static void compare(const char *what, const struct result *got, const struct res
         bad++;
         failures++;
     }
+}
+
+/* Another thread adds specs[0..n) with small random pauses and cancels every fifth one
+ * soon after adding it, while the test's thread steps the engine. */
+struct submitter {
+    struct slm_engine *e;
+    const struct spec *sp;
+    int n;
+    int bad;               /* an add() that failed or returned an unexpected id */
+    volatile int done;
+};
+
+static void *submit_thread(void *p)
+{
+    struct submitter *s = p;
+    char err[SLM_ERR_LEN];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < s->n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        usleep((useconds_t)(x % 20000));
+        struct slm_request q = {.prompt = s->sp[i].prompt, .n_prompt = s->sp[i].n_prompt, .sampling = s->sp[i].s,
+                                .max_tokens = s->sp[i].max_tokens, .priority = s->sp[i].priority};
+        int64_t id = slm_engine_add(s->e, &q, err);
+        if (id != i) s->bad++;   /* a fresh engine numbers requests 0, 1, ... */
+        if (i % 5 == 4) {
+            usleep((useconds_t)(x % 30000));
+            slm_engine_cancel(s->e, id);   /* -ENOENT when it already finished */
+        }
+    }
+    __atomic_store_n(&s->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Records events by request id (the index of the spec in a fresh engine). */
+static void on_event_by_id(void *p, const struct slm_event *ev)
+{
+    struct result *res = p;
+    struct result *r = &res[ev->id];
+    if (ev->token >= 0 && r->n < MAX_GEN) r->tok[r->n++] = ev->token;
+    if (ev->finish) {
+        r->done++;
+        r->finish = ev->finish;
+    }
+}
+
+/* Steps until request `id` has its first token; returns the number of steps (cap: limit + 1). */
+struct first_ctx {
+    int64_t id;
+    int got;
+};
+
+static void on_event_first(void *p, const struct slm_event *ev)
+{
+    struct first_ctx *c = p;
+    if (ev->id == c->id && ev->token >= 0) c->got = 1;
+}
+
+static int steps_to_first_token(struct slm_engine *e, int64_t id, int limit)
+{
+    struct first_ctx c = {id, 0};
+    int steps = 0;
+    while (!c.got && steps <= limit && slm_engine_step(e, on_event_first, &c) > 0) steps++;
+    return steps;
+}
+
+/* One owner adds n_flood short requests and the engine runs `warm` steps; then a request of
+ * owner `late_owner` with a 40-token prompt arrives. Returns the steps to its first token. */
+static int flood_then_one(struct slm_engine *e, const struct spec *sp, int n_flood, int warm, uint32_t late_owner,
+                          int limit)
+{
+    char err[SLM_ERR_LEN];
+    for (int i = 0; i < n_flood; i++) {
+        const struct spec *s = &sp[i % N_REQ];
+        struct slm_request q = {.prompt = s->prompt, .n_prompt = 8, .sampling = s->s, .max_tokens = 16, .owner = 1};
+        CHECK(slm_engine_add(e, &q, err) >= 0, "flood add: %s", err);
+    }
+    for (int i = 0; i < warm; i++) slm_engine_step(e, NULL, NULL);
+    struct slm_request q = {.prompt = sp[1].prompt, .n_prompt = 40, .sampling = sp[1].s, .max_tokens = 4,
+                            .owner = late_owner};
+    int64_t id = slm_engine_add(e, &q, err);
+    CHECK(id >= 0, "late add: %s", err);
+    int steps = steps_to_first_token(e, id, limit);
+    for (int64_t i = 0; i <= id; i++) slm_engine_cancel(e, i);
+    while (slm_engine_step(e, NULL, NULL) > 0) {}
+    return steps;
 }
 
 static void make_specs(struct spec *sp, int n)
@@ -317,6 +410,87 @@ int main(void)
             slm_engine_destroy(&e);
         }
     }
+
+    /* Submission and cancellation from another thread while this one steps. */
+    {
+        static struct result th[N_REQ];
+        memset(th, 0, sizeof th);
+        e = make_engine(m, tok, 96, 64);
+        struct submitter s = {.e = e, .sp = sp, .n = N_REQ};
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, submit_thread, &s) == 0, "pthread_create");
+        int steps = 0;
+        while (!__atomic_load_n(&s.done, __ATOMIC_ACQUIRE) || slm_engine_n_unfinished(e) > 0) {
+            int rc = slm_engine_step(e, on_event_by_id, th);
+            CHECK(rc >= 0, "threaded step: %d", rc);
+            if (rc < 0) break;
+            if (rc == 0) usleep(500);
+            steps++;
+        }
+        pthread_join(t, NULL);
+        CHECK(s.bad == 0, "threaded: %d adds failed or got unexpected ids", s.bad);
+        int n_cancelled = 0, n_compared = 0;
+        for (int i = 0; i < N_REQ; i++) {
+            CHECK(th[i].done == 1, "threaded: request %d got %d finish events", i, th[i].done);
+            if (th[i].finish == SLM_FINISH_CANCELLED) {
+                CHECK(i % 5 == 4, "threaded: request %d was cancelled but nobody cancelled it", i);
+                n_cancelled++;
+                continue;
+            }
+            n_compared++;
+            compare("threaded vs alone", &th[i], &alone[i], 1);
+        }
+        CHECK(slm_engine_free_blocks(e) == 96, "threaded: free blocks %d of 96", slm_engine_free_blocks(e));
+        printf("threaded: %d steps, %d cancelled, %d compared with their runs alone\n", steps, n_cancelled,
+               n_compared);
+        slm_engine_destroy(&e);
+    }
+
+    /* Fairness: owner 1 queues 1000 requests; owner 2's one request gets its first token within
+     * ceil((40 + P_ahead) / (max_batch_tokens - max_seqs + 1)) steps, where P_ahead <= 8 is the
+     * prompt of the one owner-1 request ranked above it (docs/engine.md). The same request
+     * from owner 1 waits behind the flood: the bound is what fair share buys. */
+    {
+        const int batch = 64, seqs = 16;
+        int bound = (40 + 8 + (batch - seqs + 1) - 1) / (batch - seqs + 1);
+        e = make_engine_seqs(m, tok, 512, batch, seqs);
+        int fair = flood_then_one(e, sp, 1000, 3, 2, 50);
+        CHECK(fair <= bound, "fairness: owner 2's request took %d steps to its first token; bound %d", fair, bound);
+        CHECK(slm_engine_free_blocks(e) == 512, "fairness: free blocks %d of 512", slm_engine_free_blocks(e));
+        int same = flood_then_one(e, sp, 1000, 3, 1, 5 * bound);
+        CHECK(same > 5 * bound, "fairness control: owner 1's own extra request took only %d steps", same);
+        printf("fairness: first token after %d step(s) from another owner (bound %d); > %d from the flooding owner\n",
+               fair, bound, 5 * bound);
+        slm_engine_destroy(&e);
+    }
+
+    /* A prompt of exactly the context gives one token (LENGTH); one token more is refused. */
+    {
+        static int32_t full[N_CTX + 1];
+        for (int j = 0; j <= N_CTX; j++) full[j] = 100 + (int32_t)(rnd() % 20000);
+        e = make_engine(m, tok, N_CTX / 16, 256);
+        struct slm_request q = {.prompt = full, .n_prompt = N_CTX, .max_tokens = 8};
+        slm_sampling_defaults(&q.sampling);
+        q.sampling.temperature = 0;
+        static struct result rf;
+        memset(&rf, 0, sizeof rf);
+        int64_t id = slm_engine_add(e, &q, err);
+        CHECK(id >= 0, "prompt of exactly the context: %s", err);
+        struct run_ctx c = {&rf, &id, 1};
+        while (id >= 0 && slm_engine_step(e, on_event, &c) > 0) {}
+        CHECK(rf.done && rf.n == 1 && rf.finish == SLM_FINISH_LENGTH,
+              "prompt of exactly the context: expected 1 token and LENGTH, got %d tokens, finish %d", rf.n, rf.finish);
+        q.n_prompt = N_CTX + 1;
+        CHECK(slm_engine_add(e, &q, err) == -E2BIG && strstr(err, "context"), "prompt past the context: %s", err);
+        CHECK(slm_engine_free_blocks(e) == N_CTX / 16, "context: free blocks %d", slm_engine_free_blocks(e));
+        slm_engine_destroy(&e);
+    }
+
+    /* max_tokens: every request that finished with LENGTH generated exactly max_tokens. */
+    for (int i = 0; i < N_REQ; i++)
+        if (together[i].finish == SLM_FINISH_LENGTH)
+            CHECK(together[i].n == sp[i].max_tokens, "request %d: LENGTH after %d tokens, max_tokens %d", i,
+                  together[i].n, sp[i].max_tokens);
 
     /* Bad requests. */
     e = make_engine(m, tok, 4, 64);

@@ -2,6 +2,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,9 @@ struct req {
     int64_t id;
     uint64_t arrival;
     int priority;
-    int32_t *tokens;        /* (n_ctx) prompt, then what was generated */
+    uint32_t owner;
+    int share;              /* its place among its owner's unfinished requests of its priority */
+    int32_t *tokens;        /* (n_ctx + 1) prompt, then what was generated */
     int n_prompt, n_tokens, n_gen, max_tokens;
     int n_computed;         /* tokens whose K/V is in the cache for seq */
     int n_cached;           /* of those, taken from the prefix cache at the last admission */
@@ -34,6 +37,9 @@ struct plan {
 };
 
 struct slm_engine {
+    /* Recursive: event callbacks run with it held and may call add() or cancel(). Held for
+     * everything but the forward pass. */
+    pthread_mutex_t lock;
     struct slm_model *m;
     const struct slm_tokenizer *tok;
     struct slm_engine_opts o;
@@ -45,6 +51,7 @@ struct slm_engine {
     int64_t next_id;
     uint64_t next_arrival;
     uint64_t n_preempted;
+    int lock_init;
     int max_blocks;         /* block-table row length */
     /* step scratch */
     struct plan *plan;
@@ -76,6 +83,7 @@ void slm_engine_destroy(struct slm_engine **ep)
     free(e->tables);
     free(e->out_rows);
     free(e->logits);
+    if (e->lock_init) pthread_mutex_destroy(&e->lock);
     free(e);
     *ep = NULL;
 }
@@ -91,6 +99,13 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
     }
     struct slm_engine *e = calloc(1, sizeof *e);
     if (!e) goto oom;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    int lrc = pthread_mutex_init(&e->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (lrc) goto oom;
+    e->lock_init = 1;
     e->m = m;
     e->tok = tok;
     e->o = *o;
@@ -133,8 +148,9 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
             return -EINVAL;
         }
     if (slm_sampling_validate(&q->sampling, err)) return -EINVAL;
-    int total = q->n_prompt + 1;   /* the prompt and at least one generated token */
-    if (total > e->o.n_ctx) {
+    /* A prompt of exactly the context gives one token (sampled from its last position, which
+     * needs no KV slot) and finishes with LENGTH. */
+    if (q->n_prompt > e->o.n_ctx) {
         slm_err_set(err, "request: prompt of %d tokens does not fit the context of %d", q->n_prompt, e->o.n_ctx);
         return -E2BIG;
     }
@@ -146,13 +162,6 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
         slm_err_set(err, "request: %d prompt tokens + %d to generate need %d KV blocks; the whole cache has %d",
                     q->n_prompt, q->max_tokens, need, e->o.n_blocks);
         return -E2BIG;
-    }
-    if (e->n_reqs == e->cap_reqs) {
-        int cap = e->cap_reqs ? 2 * e->cap_reqs : 16;
-        struct req **p = realloc(e->reqs, (size_t)cap * sizeof *p);
-        if (!p) goto oom;
-        e->reqs = p;
-        e->cap_reqs = cap;
     }
     if (q->logprobs < 0 || q->logprobs > SLM_LOGPROBS_MAX) {
         slm_err_set(err, "request: logprobs %d is out of range (0 to %d)", q->logprobs, SLM_LOGPROBS_MAX);
@@ -170,7 +179,7 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
         req_free(r);
         return -EINVAL;
     }
-    r->tokens = malloc((size_t)e->o.n_ctx * sizeof(int32_t));
+    r->tokens = malloc(((size_t)e->o.n_ctx + 1) * sizeof(int32_t));
     r->sampler = slm_sampler_create(&q->sampling, e->m->cfg.n_vocab);
     if (!r->tokens || !r->sampler) {
         req_free(r);
@@ -182,12 +191,27 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
     r->n_prompt = r->n_tokens = q->n_prompt;
     r->max_tokens = q->max_tokens;
     r->priority = q->priority;
+    r->owner = q->owner;
     r->seq = -1;
+    for (int i = 0; i < q->n_prompt; i++) slm_sampler_accept(r->sampler, q->prompt[i]);
+    pthread_mutex_lock(&e->lock);
+    if (e->n_reqs == e->cap_reqs) {
+        int cap = e->cap_reqs ? 2 * e->cap_reqs : 16;
+        struct req **p = realloc(e->reqs, (size_t)cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&e->lock);
+            req_free(r);
+            goto oom;
+        }
+        e->reqs = p;
+        e->cap_reqs = cap;
+    }
     r->id = e->next_id++;
     r->arrival = e->next_arrival++;
-    for (int i = 0; i < q->n_prompt; i++) slm_sampler_accept(r->sampler, q->prompt[i]);
     e->reqs[e->n_reqs++] = r;
-    return r->id;
+    int64_t id = r->id;
+    pthread_mutex_unlock(&e->lock);
+    return id;
 oom:
     slm_err_set(err, "request: out of memory");
     return -ENOMEM;
@@ -195,33 +219,79 @@ oom:
 
 int slm_engine_cancel(struct slm_engine *e, int64_t id)
 {
+    int rc = -ENOENT;
+    pthread_mutex_lock(&e->lock);
     for (int i = 0; i < e->n_reqs; i++) {
         struct req *r = e->reqs[i];
-        if (r->id != id || r->cancelled) continue;
+        if (!r || r->id != id || r->cancelled) continue;
+        /* Even mid-forward: the pass only writes K/V of positions not yet committed, and
+         * nothing allocates blocks until the engine thread plans its next step. */
         r->cancelled = 1;
         if (r->seq >= 0) slm_kv_seq_release(e->kv, r->seq);
         r->seq = -1;
-        return 0;
+        rc = 0;
+        break;
     }
-    return -ENOENT;
+    pthread_mutex_unlock(&e->lock);
+    return rc;
 }
 
-uint64_t slm_engine_n_preempted(const struct slm_engine *e)
+uint64_t slm_engine_n_preempted(struct slm_engine *e)
 {
-    return e->n_preempted;
+    pthread_mutex_lock(&e->lock);
+    uint64_t n = e->n_preempted;
+    pthread_mutex_unlock(&e->lock);
+    return n;
 }
 
-int slm_engine_free_blocks(const struct slm_engine *e)
+int slm_engine_free_blocks(struct slm_engine *e)
 {
-    return slm_kvcache_n_available(e->kv);
+    pthread_mutex_lock(&e->lock);
+    int n = slm_kvcache_n_available(e->kv);
+    pthread_mutex_unlock(&e->lock);
+    return n;
 }
 
-/* Higher priority first, then earlier arrival. */
+int slm_engine_n_unfinished(struct slm_engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    int n = e->n_reqs;
+    pthread_mutex_unlock(&e->lock);
+    return n;
+}
+
+static int cmp_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? -1 : a > b;
+}
+
+/* Priority (higher first), then owner, then arrival: each owner's requests in a run. */
+static int owner_cmp(const void *a, const void *b)
+{
+    const struct req *x = *(const struct req *const *)a, *y = *(const struct req *const *)b;
+    if (x->priority != y->priority) return x->priority > y->priority ? -1 : 1;
+    if (x->owner != y->owner) return x->owner < y->owner ? -1 : 1;
+    return cmp_u64(x->arrival, y->arrival);
+}
+
+/* The rank: priority (higher first), then the owner's share (the k-th request of every
+ * owner before any owner's (k+1)-th), then arrival. */
 static int rank_cmp(const void *a, const void *b)
 {
     const struct req *x = *(const struct req *const *)a, *y = *(const struct req *const *)b;
     if (x->priority != y->priority) return x->priority > y->priority ? -1 : 1;
-    return x->arrival < y->arrival ? -1 : x->arrival > y->arrival;
+    if (x->share != y->share) return x->share < y->share ? -1 : 1;
+    return cmp_u64(x->arrival, y->arrival);
+}
+
+static void rank_requests(struct slm_engine *e)
+{
+    qsort(e->reqs, (size_t)e->n_reqs, sizeof *e->reqs, owner_cmp);
+    for (int k = 0; k < e->n_reqs; k++) {
+        struct req *r = e->reqs[k], *p = k ? e->reqs[k - 1] : NULL;
+        r->share = p && p->priority == r->priority && p->owner == r->owner ? p->share + 1 : 0;
+    }
+    qsort(e->reqs, (size_t)e->n_reqs, sizeof *e->reqs, rank_cmp);
 }
 
 static void preempt(struct slm_engine *e, struct req *r)
@@ -266,8 +336,11 @@ static int admit(struct slm_engine *e, struct req *r)
 static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
 {
     int np = 0, nt = 0, budget = e->o.max_batch_tokens;
+    /* Only the max_seqs best-ranked requests take part: a newly ranked request displaces
+     * the worst running one at once (which keeps its blocks while they are not needed). */
+    int n_cand = e->n_reqs < e->o.max_seqs ? e->n_reqs : e->o.max_seqs;
     for (int pass = 0; pass < 2; pass++) {
-        for (int k = 0; k < e->n_reqs && np < e->o.max_seqs && nt < budget; k++) {
+        for (int k = 0; k < n_cand && np < e->o.max_seqs && nt < budget; k++) {
             struct req *r = e->reqs[k];
             int is_decode = r->seq >= 0 && r->n_tokens - r->n_computed == 1;
             if (r->cancelled || (pass == 0) != is_decode) continue;
@@ -346,16 +419,23 @@ static void compact(struct slm_engine *e)
     e->n_reqs = w;
 }
 
-int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
+/* Reports the cancelled requests' finish events and drops them. */
+static void reap_cancelled(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
 {
     for (int k = 0; k < e->n_reqs; k++)
-        if (e->reqs[k]->cancelled) {
+        if (e->reqs[k] && e->reqs[k]->cancelled) {
             struct slm_event ev = {.token = -1, .finish = SLM_FINISH_CANCELLED};
             report(e, k, &ev, fn, ctx);
         }
     compact(e);
+}
+
+/* One step with e->lock held (released around the forward pass). */
+static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
+{
+    reap_cancelled(e, fn, ctx);
     if (!e->n_reqs) return 0;
-    qsort(e->reqs, (size_t)e->n_reqs, sizeof *e->reqs, rank_cmp);
+    rank_requests(e);
     for (int k = 0; k < e->n_reqs; k++) e->reqs[k]->planned = 0;
     int np, nt;
     int rc = plan_step(e, &np, &nt);
@@ -378,11 +458,18 @@ int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
     struct slm_batch b = {.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
                           .block_tables = e->tables, .max_blocks = e->max_blocks, .n_out = n_out,
                           .out_rows = e->out_rows};
+    pthread_mutex_unlock(&e->lock);   /* add() and cancel() may run meanwhile (see cancel) */
     rc = slm_forward_run(e->fwd, &e->pool, &b, e->logits);
+    pthread_mutex_lock(&e->lock);
     if (rc) return rc;
     int o = 0;
     for (int p = 0; p < np; p++) {
         struct req *r = e->plan[p].r;
+        int has_row = r->n_computed + e->plan[p].n == r->n_tokens;
+        if (r->cancelled) {   /* during the pass, or by an earlier event's callback */
+            o += has_row;
+            continue;
+        }
         rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, e->plan[p].n);
         if (rc) return rc;
         r->n_computed += e->plan[p].n;
@@ -411,4 +498,12 @@ int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
     }
     compact(e);
     return e->n_reqs;
+}
+
+int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&e->lock);
+    int rc = step_locked(e, fn, ctx);
+    pthread_mutex_unlock(&e->lock);
+    return rc;
 }

@@ -11,8 +11,14 @@
  * Every token's arithmetic is independent of the batch around it (docs/numerics.md), so a
  * request's tokens are the same alone, among many others, or after a preemption.
  *
- * Not yet: thread-safe submission, owner fair share (issue 3).
- * One thread owns an engine.
+ * Order: priority first; among equal priorities, fair share across owners (each owner's
+ * k-th unfinished request before anyone's (k+1)-th); then arrival. Only the max_seqs best
+ * ranked requests take part in a step, so a new owner's request runs in the next step
+ * (docs/engine.md states the bound on its first token).
+ *
+ * Threads: one thread calls slm_engine_step (the engine thread). slm_engine_add,
+ * slm_engine_cancel and the counters are safe from any thread, at any time, including from
+ * the event callback (which runs on the engine thread with the engine's lock held).
  */
 #ifndef SLM_ENGINE_ENGINE_H
 #define SLM_ENGINE_ENGINE_H
@@ -40,6 +46,7 @@ struct slm_request {
     struct slm_sampling sampling;
     int max_tokens;        /* > 0 */
     int priority;          /* higher runs first and is preempted last */
+    uint32_t owner;        /* fair share is across owners (the client's uid in the daemon) */
     const int32_t *stop_ids; /* extra stop token ids (copied), besides end-of-generation */
     int n_stop_ids;
     const char *const *stop; /* stop strings (copied; NUL-terminated), never part of the output */
@@ -75,17 +82,21 @@ void slm_engine_destroy(struct slm_engine **e);
  * (a request that cannot fit in the whole cache or the context is refused). */
 int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *r, char *err);
 
-/* Cancels a queued or running request: its blocks are freed at once and a finish event with
- * SLM_FINISH_CANCELLED is reported by the next step. -ENOENT if unknown or finished. */
+/* Cancels a queued or running request: its blocks are freed at once (even while a step's
+ * forward pass runs) and a finish event with SLM_FINISH_CANCELLED is reported by the next
+ * step. -ENOENT if unknown, finished or already cancelled. */
 int slm_engine_cancel(struct slm_engine *e, int64_t id);
 
 /* One step. Reports events through fn. Returns the number of unfinished requests, or -errno. */
 int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx);
 
-/* Free KV blocks (including evictable cached ones); for tests. */
-int slm_engine_free_blocks(const struct slm_engine *e);
+/* Free KV blocks (including evictable cached ones). */
+int slm_engine_free_blocks(struct slm_engine *e);
 
 /* How many times a running request was preempted (its blocks freed, to be recomputed). */
-uint64_t slm_engine_n_preempted(const struct slm_engine *e);
+uint64_t slm_engine_n_preempted(struct slm_engine *e);
+
+/* Requests added and not yet finished (their finish event not yet reported). */
+int slm_engine_n_unfinished(struct slm_engine *e);
 
 #endif
