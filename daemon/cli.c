@@ -27,6 +27,38 @@ int slm_cli_int(const char *name, const char *text, long long lo, long long hi, 
     return 0;
 }
 
+int slm_cli_size(const char *name, const char *text, unsigned long long lo, unsigned long long hi,
+                 unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    int shift = 0;
+    if (end != text && *end) {
+        const char *units = "KMGT", *u = strchr(units, *end & ~0x20);
+        if (u && *end) {
+            shift = 10 * (int)(u - units + 1);
+            end++;
+            if (*end == 'i') end++;
+            if (*end == 'B' || *end == 'b') end++;
+        } else if (*end == 'B' || *end == 'b') {
+            end++;
+        }
+    }
+    if (end == text || *end || errno || text[0] == '-' || (shift && v > (~0ull >> shift))) {
+        fprintf(stderr, "slmd: %s: '%s' is not a size (a whole number of bytes, or with K, M, G or T)\n", name,
+                text);
+        return -EINVAL;
+    }
+    v <<= shift;
+    if (v < lo || v > hi) {
+        fprintf(stderr, "slmd: %s: %s is out of range (%llu to %llu bytes)\n", name, text, lo, hi);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
 int slm_cli_float(const char *name, const char *text, double lo, double hi, double *out)
 {
     char *end;

@@ -1,6 +1,7 @@
 /*
  * daemon/run.c - `slmd run`: the one-shot mode. Loads a model, encodes one prompt
- * (raw text, or one chat turn through the model's template), streams the completion
+ * (raw text, or one chat turn through the model's template), runs it through the
+ * continuous-batching engine (the daemon's, with one request), streams the completion
  * to stdout and exits.
  */
 #define _GNU_SOURCE
@@ -13,7 +14,7 @@
 
 #include "cli.h"
 #include "engine/chat.h"
-#include "engine/runner.h"
+#include "engine/engine.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "kernels/cpu/matmul.h"
@@ -27,7 +28,10 @@ struct run_opts {
     int max_tokens;
     int threads;
     int ctx_size;
-    int batch;
+    int batch;             /* --max-batch-tokens */
+    int max_seqs;
+    int block_size;
+    unsigned long long kv_mem;   /* 0: enough for the context */
     int print_ids;
     struct slm_sampling sampling;
     int seed_given;
@@ -52,7 +56,10 @@ static void run_usage(FILE *f)
             "  --seed S              sampling seed (default: random)\n"
             "  --threads N           CPU threads (default: all online CPUs)\n"
             "  --ctx-size N          context length (default: the model's, at most 8192)\n"
-            "  --batch-size N        prompt tokens per forward pass (default 512)\n"
+            "  --max-batch-tokens N  tokens per engine step (default 512; --batch-size is the same)\n"
+            "  --max-seqs N          sequences per engine step (default 64)\n"
+            "  --kv-cache-mem SIZE   KV cache size, e.g. 256M (default: enough for the context)\n"
+            "  --block-size N        tokens per KV block (default 16)\n"
             "  --print-token-ids     print only the generated token ids, space-separated\n"
             "  --log-level LEVEL     err, warning, notice, info, debug (default warning)\n",
             SLM_DEFAULT_MODEL);
@@ -61,7 +68,7 @@ static void run_usage(FILE *f)
 static int parse_run_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_MODEL = 256, O_PROMPT, O_SYSTEM, O_CHAT, O_MAXTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES,
-           O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_IDS, O_LOG, O_HELP };
+           O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_SEQS, O_KVMEM, O_BLOCK, O_IDS, O_LOG, O_HELP };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
         {"system", required_argument, 0, O_SYSTEM},     {"chat", no_argument, 0, O_CHAT},
@@ -72,12 +79,17 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"frequency-penalty", required_argument, 0, O_FREQ},
         {"seed", required_argument, 0, O_SEED},         {"threads", required_argument, 0, O_THREADS},
         {"ctx-size", required_argument, 0, O_CTX},      {"batch-size", required_argument, 0, O_BATCH},
+        {"max-batch-tokens", required_argument, 0, O_BATCH},
+        {"max-seqs", required_argument, 0, O_SEQS},     {"kv-cache-mem", required_argument, 0, O_KVMEM},
+        {"block-size", required_argument, 0, O_BLOCK},
         {"print-token-ids", no_argument, 0, O_IDS},     {"log-level", required_argument, 0, O_LOG},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->max_tokens = 256;
     o->batch = 512;
+    o->max_seqs = 64;
+    o->block_size = 16;
     slm_sampling_defaults(&o->sampling);
     opterr = 0;
     optind = 1;
@@ -97,7 +109,10 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         case O_TOPK: rc = slm_cli_int("--top-k", optarg, 0, 1 << 24, &v); o->sampling.top_k = (int)v; break;
         case O_THREADS: rc = slm_cli_int("--threads", optarg, 1, 256, &v); o->threads = (int)v; break;
         case O_CTX: rc = slm_cli_int("--ctx-size", optarg, 1, 1 << 20, &v); o->ctx_size = (int)v; break;
-        case O_BATCH: rc = slm_cli_int("--batch-size", optarg, 1, 8192, &v); o->batch = (int)v; break;
+        case O_BATCH: rc = slm_cli_int(name, optarg, 1, 65536, &v); o->batch = (int)v; break;
+        case O_SEQS: rc = slm_cli_int("--max-seqs", optarg, 1, 4096, &v); o->max_seqs = (int)v; break;
+        case O_BLOCK: rc = slm_cli_int("--block-size", optarg, 1, 1024, &v); o->block_size = (int)v; break;
+        case O_KVMEM: rc = slm_cli_size("--kv-cache-mem", optarg, 1, 1ull << 46, &o->kv_mem); break;
         case O_SEED:
             rc = slm_cli_int("--seed", optarg, 0, INT64_MAX, &v);
             o->sampling.seed = (uint64_t)v;
@@ -132,6 +147,10 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
     }
     if (!o->prompt) {
         fprintf(stderr, "slmd run: --prompt is required (see slmd run --help)\n");
+        return -EINVAL;
+    }
+    if (o->max_seqs > o->batch) {
+        fprintf(stderr, "slmd run: --max-seqs (%d) cannot exceed --max-batch-tokens (%d)\n", o->max_seqs, o->batch);
         return -EINVAL;
     }
     if (o->system && !o->chat) {
@@ -187,59 +206,78 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Generates from the encoded prompt; prints pieces (or ids) as they come. */
-static int generate(const struct run_opts *o, struct slm_model *m, struct slm_tokenizer *tok,
-                    struct slm_runner *r, const int32_t *prompt, int n_prompt, char *err)
+struct stream {
+    const struct run_opts *o;
+    double t_first;        /* when the first token came */
+    int n_gen;
+    enum slm_finish finish;
+};
+
+static void on_event(void *p, const struct slm_event *ev)
 {
-    int n_vocab = m->cfg.n_vocab;
-    float *logits = malloc((size_t)n_vocab * sizeof *logits);
-    struct slm_sampler *s = slm_sampler_create(&o->sampling, n_vocab);
-    if (!logits || !s) {
-        free(logits);
-        slm_sampler_destroy(&s);
-        slm_err_set(err, "out of memory");
-        return -ENOMEM;
+    struct stream *st = p;
+    if (ev->token >= 0) {
+        if (!st->n_gen) st->t_first = now_s();
+        if (st->o->print_ids) printf("%s%d", st->n_gen ? " " : "", ev->token);
+        st->n_gen++;
     }
-    for (int i = 0; i < n_prompt; i++) slm_sampler_accept(s, prompt[i]);
+    if (!st->o->print_ids && ev->text_len > 0) fwrite(ev->text, 1, (size_t)ev->text_len, stdout);
+    fflush(stdout);
+    if (ev->finish) st->finish = ev->finish;
+}
+
+/* KV blocks: --kv-cache-mem's worth, else enough for the context. 0 with err if too small. */
+static int kv_blocks(const struct run_opts *o, const struct slm_model *m, int n_ctx, char *err)
+{
+    size_t per_block = slm_engine_block_bytes(m, o->block_size);
+    if (!o->kv_mem) return (n_ctx + o->block_size - 1) / o->block_size;
+    unsigned long long n = o->kv_mem / per_block;
+    if (n < 1) {
+        slm_err_set(err, "--kv-cache-mem: %llu bytes hold no KV block (one block of %d tokens takes %zu bytes)",
+                    o->kv_mem, o->block_size, per_block);
+        return 0;
+    }
+    return n > (1u << 30) ? 1 << 30 : (int)n;
+}
+
+/* Generates from the encoded prompt through the engine; prints pieces (or ids) as they come. */
+static int generate(const struct run_opts *o, struct slm_model *m, const struct slm_tokenizer *tok, int n_ctx,
+                    const int32_t *prompt, int n_prompt, char *err)
+{
+    int n_blocks = kv_blocks(o, m, n_ctx, err);
+    if (!n_blocks) return -EINVAL;
+    struct slm_engine_opts eo = {.n_blocks = n_blocks, .block_size = o->block_size, .max_batch_tokens = o->batch,
+                                 .max_seqs = o->max_seqs, .n_ctx = n_ctx};
+    struct slm_engine *e = slm_engine_create(m, tok, &eo, err);
+    if (!e) return -ENOMEM;
+    slm_log(SLM_LOG_INFO, "engine: %d KV blocks of %d tokens (%zu MiB), %d tokens and %d sequences per step",
+            n_blocks, o->block_size, (size_t)n_blocks * slm_engine_block_bytes(m, o->block_size) >> 20, o->batch,
+            o->max_seqs);
+    struct slm_request q = {.prompt = prompt, .n_prompt = n_prompt, .sampling = o->sampling,
+                            .max_tokens = o->max_tokens > 0 ? o->max_tokens : n_ctx};
+    int64_t id = slm_engine_add(e, &q, err);
+    if (id < 0) {
+        slm_engine_destroy(&e);
+        return (int)id;
+    }
+    struct stream st = {.o = o};
     double t0 = now_s();
-    int rc = slm_runner_eval(r, prompt, n_prompt, 0, logits);
-    double t1 = now_s();
-    int n_gen = 0;
-    struct slm_detok dt = {0};
-    char piece[256];
-    while (rc == 0) {
-        if (o->max_tokens > 0 && n_gen >= o->max_tokens) break;
-        int32_t id = slm_sampler_sample(s, logits);
-        slm_sampler_accept(s, id);
-        n_gen++;
-        if (slm_tok_is_eog(tok, id)) {
-            if (o->print_ids) printf("%s%d", n_gen > 1 ? " " : "", id);
-            break;
-        }
-        if (o->print_ids) {
-            printf("%s%d", n_gen > 1 ? " " : "", id);
-        } else {
-            int len = slm_detok_push(tok, &dt, id, 0, piece, sizeof piece);
-            if (len > 0) fwrite(piece, 1, (size_t)(len < (int)sizeof piece ? len : (int)sizeof piece), stdout);
-        }
-        fflush(stdout);
-        if (slm_runner_pos(r) >= slm_runner_n_ctx(r)) break;   /* context full: finish with length */
-        rc = slm_runner_eval(r, &id, 1, 0, logits);
-    }
+    int rc;
+    while ((rc = slm_engine_step(e, on_event, &st)) > 0) {}
     double t2 = now_s();
-    if (!o->print_ids) {
-        int len = slm_detok_flush(&dt, piece, sizeof piece);
-        if (len > 0) fwrite(piece, 1, (size_t)len, stdout);
-    }
     printf("\n");
     fflush(stdout);
-    if (rc) slm_err_set(err, "forward pass failed: %s", strerror(-rc));
-    slm_log(SLM_LOG_INFO, "prompt: %d tokens in %.1f ms (%.1f tokens/s); generated %d tokens in %.1f ms "
-            "(%.1f tokens/s)", n_prompt, (t1 - t0) * 1e3, n_prompt / (t1 - t0), n_gen, (t2 - t1) * 1e3,
-            n_gen > 1 ? (n_gen - 1) / (t2 - t1) : 0.0);
-    slm_sampler_destroy(&s);
-    free(logits);
-    return rc;
+    slm_engine_destroy(&e);
+    if (rc < 0) {
+        slm_err_set(err, "engine step failed: %s", strerror(-rc));
+        return rc;
+    }
+    double t1 = st.n_gen ? st.t_first : t2;
+    slm_log(SLM_LOG_INFO, "prompt: %d tokens, first token after %.1f ms (%.1f tokens/s); generated %d tokens in "
+            "%.1f ms (%.1f tokens/s after the first); finish: %s", n_prompt, (t1 - t0) * 1e3, n_prompt / (t1 - t0),
+            st.n_gen, (t2 - t0) * 1e3, st.n_gen > 1 ? (st.n_gen - 1) / (t2 - t1) : 0.0,
+            st.finish == SLM_FINISH_STOP ? "stop" : st.finish == SLM_FINISH_LENGTH ? "length" : "other");
+    return 0;
 }
 
 int slm_cmd_run(int argc, char **argv)
@@ -255,7 +293,6 @@ int slm_cmd_run(int argc, char **argv)
     struct slm_model *m = NULL;
     struct slm_backend *be = NULL;
     struct slm_tokenizer *tok = NULL;
-    struct slm_runner *r = NULL;
     int status = 1;
 
     if (strcmp(o.prompt, "-") == 0) {
@@ -286,7 +323,7 @@ int slm_cmd_run(int argc, char **argv)
         slm_err_set(err, "the prompt encodes to no tokens");
         goto out;
     }
-    if (n >= n_ctx) {
+    if (n > n_ctx) {
         slm_err_set(err, "the prompt is %d tokens, longer than the context (%d tokens; see --ctx-size)", n, n_ctx);
         goto out;
     }
@@ -295,12 +332,10 @@ int slm_cmd_run(int argc, char **argv)
         slm_err_set(err, "cannot encode the prompt");
         goto out;
     }
-    if (!(r = slm_runner_create(m, n_ctx, o.batch, err))) goto out;
-    if (generate(&o, m, tok, r, ids, n, err)) goto out;
+    if (generate(&o, m, tok, n_ctx, ids, n, err)) goto out;
     status = 0;
 out:
     if (status) fprintf(stderr, "slmd run: %s\n", err[0] ? err : "failed");
-    slm_runner_destroy(&r);
     slm_tok_destroy(&tok);
     slm_model_free(&m);
     slm_backend_destroy(&be);

@@ -34,6 +34,28 @@ text=$("$slmd" run --model "$model" --prompt "The capital of France is" --temper
 chat=$("$slmd" run --model "$model" --chat --prompt "Say hello." --seed 3 --max-tokens 16)
 [ -n "$chat" ] && echo "ok   chat: $chat" || { echo "FAIL chat output empty"; fail=1; }
 
+# slmd run (the engine, one request) gives llama.cpp's greedy tokens (tests/golden/smollm2_greedy.txt,
+# whose 64 steps ignore EOS: compare up to slmd's EOS, which ends its output).
+golden=${SLM_TEST_DATA:-$(dirname "$0")}/golden/smollm2_greedy.txt
+read -r gtext gids < <(python3 - "$golden" <<'PY'
+import sys
+recs, cur = [], {}
+for line in open(sys.argv[1], encoding='utf-8'):
+    if line.startswith('# prompt'): cur = {}; recs.append(cur)
+    elif line[:2] in ('T ', 'G '): cur[line[0]] = line[2:].rstrip('\n')
+r = next(r for r in recs if '\\' not in r['T'] and "'" not in r['T'])
+print(r['T'].replace(' ', '\x01'), ' '.join(r['G'].split()[:16]))
+PY
+)
+gtext=${gtext//$'\x01'/ }
+got=$("$slmd" run --model "$model" --prompt "$gtext" --temperature 0 --max-tokens 16 --print-token-ids --threads 2)
+want=$(python3 -c "import sys; g=sys.argv[1].split(); n=len(sys.argv[2].split()); print(' '.join(g[:n]))" "$gids" "$got")
+if [ -z "$got" ] || [ "$got" != "$want" ] || { [ "$got" != "$gids" ] && [ "${got##* }" != 2 ]; }; then
+  echo "FAIL slmd run vs llama.cpp greedy on '$gtext': expected $gids, got $got"; fail=1
+else
+  echo "ok   slmd run equals llama.cpp's greedy tokens on '$gtext'"
+fi
+
 # Bad files.
 expect_error "missing file" "no-such.gguf: cannot open" run --model "$tmp/no-such.gguf" --prompt hi
 printf 'this is not a model\n%.0s' {1..10} >"$tmp/text.gguf"
@@ -65,5 +87,13 @@ expect_error "top-p range" "--top-p: 1.5 is out of range" run --model "$model" -
 expect_error "unknown flag" "unknown option '--frobnicate'" run --model "$model" --prompt hi --frobnicate
 expect_error "missing value" "--seed needs a value" run --model "$model" --prompt hi --seed
 expect_error "no prompt" "--prompt is required" run --model "$model"
+expect_error "bad size" "--kv-cache-mem: 'lots' is not a size" run --model "$model" --prompt hi --kv-cache-mem lots
+expect_error "size suffix" "--kv-cache-mem: '3X' is not a size" run --model "$model" --prompt hi --kv-cache-mem 3X
+expect_error "no block fits" "--kv-cache-mem: 1000 bytes hold no KV block" run --model "$model" --prompt hi --kv-cache-mem 1000
+expect_error "cache too small" "need [0-9]+ KV blocks; the whole cache has 2" \
+  run --model "$model" --prompt "The capital of France is" --max-tokens 100 --kv-cache-mem 800K
+expect_error "seqs over batch" "--max-seqs \(600\) cannot exceed --max-batch-tokens \(512\)" \
+  run --model "$model" --prompt hi --max-seqs 600
+expect_error "block size 0" "--block-size: 0 is out of range" run --model "$model" --prompt hi --block-size 0
 expect_error "unknown command" "unknown command 'fly'" fly
 exit $fail

@@ -88,6 +88,12 @@ void slm_engine_destroy(struct slm_engine **ep)
     *ep = NULL;
 }
 
+size_t slm_engine_block_bytes(const struct slm_model *m, int block_size)
+{
+    return (size_t)m->cfg.n_layer * 2 * (size_t)m->cfg.n_head_kv * (size_t)m->cfg.head_dim * (size_t)block_size *
+           sizeof(slm_half);
+}
+
 struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_tokenizer *tok,
                                      const struct slm_engine_opts *o, char *err)
 {

@@ -73,6 +73,9 @@ struct slm_event {
 
 typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_event *ev);
 
+/* Bytes of KV cache one block of block_size tokens takes for model m (K and V, every layer, f16). */
+size_t slm_engine_block_bytes(const struct slm_model *m, int block_size);
+
 /* NULL and err on bad options or when the pool cannot be allocated. */
 struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_tokenizer *tok,
                                      const struct slm_engine_opts *o, char *err);
