@@ -53,28 +53,10 @@ for v in "$THREADS" "$REPS" "$ROUNDS"; do
 done
 [ -r "$MODEL" ] || { echo "compare-llama-bench: cannot read $MODEL" >&2; exit 1; }
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-build}
-case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD;; esac
-PEER=${SLM_PEER_DIR:-$HOME/.cache/slmd/peer}
-
-# ---- the peer: llama.cpp's llama-bench
-if [ ! -f "$PEER/READY" ]; then
-    echo "compare-llama-bench: no llama.cpp peer at $PEER; building it (bench/peer/build-llama-cpp.sh)" >&2
-    SLM_PEER_DIR=$PEER "$ROOT/bench/peer/build-llama-cpp.sh" >&2
-fi
-PEER_BIN=$(sed -n 's/^bin=//p' "$PEER/READY")
-PEER_VERSION=$(sed -n 's/^version=//p' "$PEER/READY")
-LLAMA_BENCH=$PEER_BIN/llama-bench
-[ -x "$LLAMA_BENCH" ] || { echo "compare-llama-bench: $LLAMA_BENCH missing; rerun bench/peer/build-llama-cpp.sh" >&2; exit 1; }
-
-# ---- ours: bench_engine
-ENGINE=$BUILD/bench_engine
-if [ ! -x "$ENGINE" ]; then
-    echo "compare-llama-bench: building bench_engine in $BUILD" >&2
-    [ -f "$BUILD/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >&2
-    cmake --build "$BUILD" -j2 --target bench_engine >&2
-fi
+. "$(dirname "$0")/lib.sh"
+LLAMA_BENCH=$(bench_peer_bin llama-bench) || exit 1
+PEER_VERSION=$(bench_peer_version)
+ENGINE=$(bench_slmd_bin bench_engine) || exit 1
 
 if [ -n "$RAW_DIR" ]; then
     mkdir -p "$RAW_DIR"
