@@ -10,25 +10,42 @@
 
 #include "log.h"
 
-int slm_cli_int(const char *name, const char *text, long long lo, long long hi, long long *out)
+int slm_parse_int(const char *text, long long lo, long long hi, long long *out, char *err)
 {
     char *end;
     errno = 0;
     long long v = strtoll(text, &end, 10);
     if (end == text || *end || errno) {
-        fprintf(stderr, "slmd: %s: '%s' is not a whole number\n", name, text);
+        slm_err_set(err, "'%s' is not a whole number", text);
         return -EINVAL;
     }
     if (v < lo || v > hi) {
-        fprintf(stderr, "slmd: %s: %lld is out of range (%lld to %lld)\n", name, v, lo, hi);
+        slm_err_set(err, "%lld is out of range (%lld to %lld)", v, lo, hi);
         return -EINVAL;
     }
     *out = v;
     return 0;
 }
 
-int slm_cli_size(const char *name, const char *text, unsigned long long lo, unsigned long long hi,
-                 unsigned long long *out)
+int slm_parse_float(const char *text, double lo, double hi, double *out, char *err)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end || errno || !isfinite(v)) {
+        slm_err_set(err, "'%s' is not a number", text);
+        return -EINVAL;
+    }
+    if (v < lo || v > hi) {
+        slm_err_set(err, "%g is out of range (%g to %g)", v, lo, hi);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+int slm_parse_size(const char *text, unsigned long long lo, unsigned long long hi, unsigned long long *out,
+                   char *err)
 {
     char *end;
     errno = 0;
@@ -36,7 +53,7 @@ int slm_cli_size(const char *name, const char *text, unsigned long long lo, unsi
     int shift = 0;
     if (end != text && *end) {
         const char *units = "KMGT", *u = strchr(units, *end & ~0x20);
-        if (u && *end) {
+        if (u) {
             shift = 10 * (int)(u - units + 1);
             end++;
             if (*end == 'i') end++;
@@ -46,34 +63,42 @@ int slm_cli_size(const char *name, const char *text, unsigned long long lo, unsi
         }
     }
     if (end == text || *end || errno || text[0] == '-' || (shift && v > (~0ull >> shift))) {
-        fprintf(stderr, "slmd: %s: '%s' is not a size (a whole number of bytes, or with K, M, G or T)\n", name,
-                text);
+        slm_err_set(err, "'%s' is not a size (a whole number of bytes, or with K, M, G or T)", text);
         return -EINVAL;
     }
     v <<= shift;
     if (v < lo || v > hi) {
-        fprintf(stderr, "slmd: %s: %s is out of range (%llu to %llu bytes)\n", name, text, lo, hi);
+        slm_err_set(err, "%s is out of range (%llu to %llu bytes)", text, lo, hi);
         return -EINVAL;
     }
     *out = v;
     return 0;
 }
 
+/* Prints "slmd: NAME: reason" when rc says the parse failed. */
+static int cli_report(const char *name, int rc, const char *err)
+{
+    if (rc) fprintf(stderr, "slmd: %s: %s\n", name, err);
+    return rc;
+}
+
+int slm_cli_int(const char *name, const char *text, long long lo, long long hi, long long *out)
+{
+    char err[SLM_ERR_LEN];
+    return cli_report(name, slm_parse_int(text, lo, hi, out, err), err);
+}
+
+int slm_cli_size(const char *name, const char *text, unsigned long long lo, unsigned long long hi,
+                 unsigned long long *out)
+{
+    char err[SLM_ERR_LEN];
+    return cli_report(name, slm_parse_size(text, lo, hi, out, err), err);
+}
+
 int slm_cli_float(const char *name, const char *text, double lo, double hi, double *out)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || *end || errno || !isfinite(v)) {
-        fprintf(stderr, "slmd: %s: '%s' is not a number\n", name, text);
-        return -EINVAL;
-    }
-    if (v < lo || v > hi) {
-        fprintf(stderr, "slmd: %s: %g is out of range (%g to %g)\n", name, v, lo, hi);
-        return -EINVAL;
-    }
-    *out = v;
-    return 0;
+    char err[SLM_ERR_LEN];
+    return cli_report(name, slm_parse_float(text, lo, hi, out, err), err);
 }
 
 int slm_cli_model_path(const char *given, char *path, size_t cap, char *err)

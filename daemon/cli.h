@@ -10,6 +10,13 @@
 
 #define SLM_DEFAULT_MODEL "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+/* Parsers that describe a bad value in err ("'x' is not a whole number", "5 is out of range
+ * (1 to 4)") and return -EINVAL; 0 and *out otherwise. Sizes take K, M, G, T (x1024). */
+int slm_parse_int(const char *text, long long lo, long long hi, long long *out, char *err);
+int slm_parse_float(const char *text, double lo, double hi, double *out, char *err);
+int slm_parse_size(const char *text, unsigned long long lo, unsigned long long hi, unsigned long long *out,
+                   char *err);
+
 /* Parses a whole decimal integer in [lo, hi] for flag `name`. Prints
  * "slmd: NAME: 'TEXT' ..." and returns -EINVAL when it is not one. */
 int slm_cli_int(const char *name, const char *text, long long lo, long long hi, long long *out);
