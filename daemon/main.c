@@ -9,6 +9,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: slmd COMMAND [options]\n"
                "commands:\n"
                "  run       load a model, complete one prompt, stream it to stdout, exit\n"
+               "  config    print the effective configuration of 'slmd serve' and where each value came from\n"
                "  help      this text\n"
                "'slmd COMMAND --help' describes a command's options.\n");
 }
@@ -20,6 +21,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "run") == 0) return slm_cmd_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "config") == 0) return slm_cmd_config(argc - 1, argv + 1);
     fprintf(stderr, "slmd: unknown command '%s' (see slmd help)\n", argv[1]);
     return 2;
 }

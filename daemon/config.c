@@ -1,0 +1,382 @@
+/* daemon/config.c - see config.h. */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "log.h"
+
+enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL };
+
+struct key {
+    const char *name;
+    enum kind kind;
+    size_t off, cap;             /* field offset; string capacity */
+    long long lo, hi;
+    const char *def;             /* default, as text */
+    const char *choices;         /* K_ENUM: "a|b|c" */
+    const char *help;
+};
+
+#define F(field) offsetof(struct slm_config, field), sizeof(((struct slm_config *)0)->field)
+
+static const struct key keys[] = {
+    {"model", K_STR, F(model), 0, 0, "", NULL, "GGUF model file (default: the default model in the model cache)"},
+    {"socket", K_STR, F(socket), 0, 0, "", NULL, "Unix socket path (default: $RUNTIME_DIRECTORY/slmd.sock, else /run/slmd/slmd.sock)"},
+    {"socket-mode", K_MODE, F(socket_mode), 0, 0777, "0660", NULL, "permission bits of the socket (octal)"},
+    {"socket-group", K_STR, F(socket_group), 0, 0, "", NULL, "group of the socket (name or number; default: unchanged)"},
+    {"allow-uids", K_UIDS, F(allow_uids), 0, 0, "", NULL, "only these users may connect (names or numbers, comma-separated; default: anyone the socket lets in)"},
+    {"allow-gids", K_GIDS, F(allow_gids), 0, 0, "", NULL, "...or members (primary group) of these groups"},
+    {"threads", K_INT, F(threads), 0, 256, "0", NULL, "CPU threads (0: all online CPUs)"},
+    {"ctx-size", K_INT, F(ctx_size), 0, 1 << 20, "0", NULL, "context length per sequence (0: the model's, at most 8192)"},
+    {"max-batch-tokens", K_INT, F(max_batch_tokens), 1, 65536, "512", NULL, "tokens per engine step"},
+    {"max-seqs", K_INT, F(max_seqs), 1, 4096, "64", NULL, "sequences per engine step"},
+    {"kv-cache-mem", K_SIZE, F(kv_cache_mem), 0, 1ll << 46, "0", NULL, "KV cache size, e.g. 2G (0: auto, docs/configuration.md)"},
+    {"block-size", K_INT, F(block_size), 1, 1024, "16", NULL, "tokens per KV block"},
+    {"backend", K_ENUM, F(backend), 0, 0, "auto", "auto|cpu|cuda", "compute backend"},
+    {"shutdown-timeout", K_INT, F(shutdown_timeout), 0, 86400, "30", NULL, "seconds a graceful stop lets running requests finish"},
+    {"max-clients", K_INT, F(max_clients), 1, 65536, "256", NULL, "connected clients at most"},
+    {"spin-us", K_INT, F(spin_us), 0, 100000, "50", NULL, "microseconds the daemon polls idle rings before sleeping"},
+    {"log-level", K_LEVEL, F(log_level), 0, 0, "info", NULL, "err, warning, notice, info or debug"},
+};
+#define N_KEYS (int)(sizeof keys / sizeof keys[0])
+_Static_assert(N_KEYS <= 32, "struct slm_config.source has 32 entries");
+
+static const struct key *find_key(const char *name, size_t len)
+{
+    for (int i = 0; i < N_KEYS; i++)
+        if (strlen(keys[i].name) == len && !strncmp(keys[i].name, name, len)) return &keys[i];
+    return NULL;
+}
+
+/* Parses a comma-separated list of user (or group) names or numbers. */
+static int parse_ids(const char *text, int groups, uint32_t *out, int *n, char *err)
+{
+    *n = 0;
+    char buf[1024];
+    if (strlen(text) >= sizeof buf) {
+        slm_err_set(err, "the list is too long");
+        return -EINVAL;
+    }
+    strcpy(buf, text);
+    for (char *save = NULL, *tok = strtok_r(buf, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        if (*n == SLM_CONFIG_MAX_IDS) {
+            slm_err_set(err, "more than %d entries", SLM_CONFIG_MAX_IDS);
+            return -EINVAL;
+        }
+        long long v;
+        char e2[SLM_ERR_LEN];
+        if (!slm_parse_int(tok, 0, 0xfffffffell, &v, e2)) {
+            out[(*n)++] = (uint32_t)v;
+            continue;
+        }
+        if (groups) {
+            struct group *g = getgrnam(tok);
+            if (g) {
+                out[(*n)++] = g->gr_gid;
+                continue;
+            }
+        } else {
+            struct passwd *p = getpwnam(tok);
+            if (p) {
+                out[(*n)++] = p->pw_uid;
+                continue;
+            }
+        }
+        slm_err_set(err, "'%s' is not a known %s name or a number", tok, groups ? "group" : "user");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int set_value(struct slm_config *c, const struct key *k, const char *v, char *err)
+{
+    char *field = (char *)c + k->off;
+    long long iv;
+    unsigned long long sz;
+    switch (k->kind) {
+    case K_STR:
+        if (strlen(v) >= k->cap) {
+            slm_err_set(err, "longer than %zu bytes", k->cap - 1);
+            return -EINVAL;
+        }
+        strcpy(field, v);
+        return 0;
+    case K_INT:
+        if (slm_parse_int(v, k->lo, k->hi, &iv, err)) return -EINVAL;
+        *(int *)field = (int)iv;
+        return 0;
+    case K_SIZE:
+        if (slm_parse_size(v, (unsigned long long)k->lo, (unsigned long long)k->hi, &sz, err)) return -EINVAL;
+        *(uint64_t *)field = sz;
+        return 0;
+    case K_MODE: {
+        char *end;
+        errno = 0;
+        unsigned long m = strtoul(v, &end, 8);
+        if (!*v || *end || errno || m > (unsigned long)k->hi) {
+            slm_err_set(err, "'%s' is not an octal permission mode (0 to 0777)", v);
+            return -EINVAL;
+        }
+        *(unsigned *)field = (unsigned)m;
+        return 0;
+    }
+    case K_UIDS: return parse_ids(v, 0, (uint32_t *)c->allow_uids, &c->n_allow_uids, err);
+    case K_GIDS: return parse_ids(v, 1, (uint32_t *)c->allow_gids, &c->n_allow_gids, err);
+    case K_ENUM: {
+        const char *p = k->choices;
+        size_t n = strlen(v);
+        while (p && *p) {
+            const char *bar = strchr(p, '|');
+            size_t len = bar ? (size_t)(bar - p) : strlen(p);
+            if (len == n && !strncmp(p, v, n) && n < k->cap) {
+                strcpy(field, v);
+                return 0;
+            }
+            p = bar ? bar + 1 : NULL;
+        }
+        slm_err_set(err, "'%s' is not one of %s", v, k->choices);
+        return -EINVAL;
+    }
+    case K_LEVEL:
+        if (strlen(v) >= k->cap || slm_log_set_level(v)) {
+            slm_err_set(err, "'%s' is not one of err, warning, notice, info, debug", v);
+            return -EINVAL;
+        }
+        strcpy(field, v);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int slm_config_set(struct slm_config *c, const char *key, const char *value, const char *source, char *err)
+{
+    const struct key *k = find_key(key, strlen(key));
+    if (!k) {
+        slm_err_set(err, "unknown key '%s' (slmd serve --help lists them)", key);
+        return -ENOENT;
+    }
+    char why[SLM_ERR_LEN];
+    if (set_value(c, k, value, why)) {
+        slm_err_set(err, "%s: %s", key, why);
+        return -EINVAL;
+    }
+    snprintf(c->source[k - keys], SLM_CONFIG_SOURCE_LEN, "%s", source);
+    return 0;
+}
+
+void slm_config_defaults(struct slm_config *c)
+{
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < N_KEYS; i++) {
+        char err[SLM_ERR_LEN];
+        int rc = set_value(c, &keys[i], keys[i].def, err);
+        (void)rc;   /* the defaults are valid by construction; test_config checks them */
+        strcpy(c->source[i], "default");
+    }
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t') s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) *--e = 0;
+    return s;
+}
+
+int slm_config_load(struct slm_config *c, const char *path, int must_exist, char *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT && !must_exist) return 0;
+        slm_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return -EINVAL;
+    }
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            slm_err_set(err, "%s:%d: line longer than %zu bytes", path, lineno, sizeof line - 2);
+            rc = -EINVAL;
+            break;
+        }
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            slm_err_set(err, "%s:%d: expected 'key = value', got '%.60s'", path, lineno, s);
+            rc = -EINVAL;
+            break;
+        }
+        *eq = 0;
+        char *key = trim(s), *value = trim(eq + 1);
+        if (*value != '"') {   /* a comment after the value: whitespace, then # */
+            for (char *h = strchr(value, '#'); h; h = strchr(h + 1, '#'))
+                if (h == value || h[-1] == ' ' || h[-1] == '\t') {
+                    *h = 0;
+                    value = trim(value);
+                    break;
+                }
+        }
+        size_t vl = strlen(value);
+        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {   /* optional quotes */
+            value[vl - 1] = 0;
+            value++;
+        }
+        char src[SLM_CONFIG_SOURCE_LEN], why[SLM_ERR_LEN];
+        snprintf(src, sizeof src, "%s:%d", path, lineno);
+        if (slm_config_set(c, key, value, src, why)) {
+            slm_err_set(err, "%s:%d: %s", path, lineno, why);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    if (!rc && ferror(f)) {
+        slm_err_set(err, "%s: read error", path);
+        rc = -EIO;
+    }
+    fclose(f);
+    return rc;
+}
+
+void slm_config_usage(FILE *f)
+{
+    fprintf(f, "usage: slmd [serve] [--config FILE] [--KEY VALUE ...]\n"
+               "       slmd config [same options]   print the effective configuration and where each value came from\n"
+               "  --config FILE           configuration file (default %s, if present)\n",
+            SLM_CONFIG_DEFAULT_PATH);
+    for (int i = 0; i < N_KEYS; i++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s %s", keys[i].name, keys[i].kind == K_INT ? "N" : "VALUE");
+        fprintf(f, "  %-23s %s%s%s%s\n", flag, keys[i].help, *keys[i].def ? " [" : "", keys[i].def,
+                *keys[i].def ? "]" : "");
+    }
+}
+
+int slm_config_from_args(struct slm_config *c, int argc, char **argv, char *err)
+{
+    slm_config_defaults(c);
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            slm_config_usage(stdout);
+            return 1;
+        }
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                slm_err_set(err, "--config needs a value");
+                return -EINVAL;
+            }
+            path = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            path = argv[i] + 9;
+        }
+    }
+    if (slm_config_load(c, path ? path : SLM_CONFIG_DEFAULT_PATH, path != NULL, err)) return -EINVAL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "--config=", 9)) continue;
+        if (strncmp(a, "--", 2) != 0 || !a[2]) {
+            slm_err_set(err, "unexpected argument '%s' (see slmd --help)", a);
+            return -EINVAL;
+        }
+        const char *name = a + 2, *eq = strchr(name, '='), *value;
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const struct key *k = find_key(name, len);
+        if (!k) {
+            slm_err_set(err, "unknown option '%.*s' (see slmd --help)", (int)(len + 2), a);
+            return -EINVAL;
+        }
+        if (eq) value = eq + 1;
+        else if (i + 1 < argc) value = argv[++i];
+        else {
+            slm_err_set(err, "--%s needs a value", k->name);
+            return -EINVAL;
+        }
+        char src[SLM_CONFIG_SOURCE_LEN], why[SLM_ERR_LEN];
+        snprintf(src, sizeof src, "--%s", k->name);
+        if (slm_config_set(c, k->name, value, src, why)) {
+            slm_err_set(err, "--%s", why);
+            return -EINVAL;
+        }
+    }
+    if (c->max_seqs > c->max_batch_tokens) {
+        slm_err_set(err, "max-seqs (%d) cannot exceed max-batch-tokens (%d)", c->max_seqs, c->max_batch_tokens);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static void print_ids(FILE *f, const uint32_t *ids, int n)
+{
+    for (int i = 0; i < n; i++) fprintf(f, "%s%u", i ? "," : "", ids[i]);
+}
+
+void slm_config_print(const struct slm_config *c, FILE *f)
+{
+    for (int i = 0; i < N_KEYS; i++) {
+        const struct key *k = &keys[i];
+        const char *field = (const char *)c + k->off;
+        fprintf(f, "%s = ", k->name);
+        switch (k->kind) {
+        case K_STR:
+            if (!strcmp(k->name, "socket")) {
+                char path[sizeof c->socket + 32];
+                slm_config_socket_path(c, path, sizeof path);
+                fprintf(f, "%s", path);
+                break;
+            }
+            fprintf(f, "%s", field);
+            break;
+        case K_ENUM:
+        case K_LEVEL: fprintf(f, "%s", field); break;
+        case K_INT: fprintf(f, "%d", *(const int *)field); break;
+        case K_SIZE: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+        case K_MODE: fprintf(f, "%04o", *(const unsigned *)field); break;
+        case K_UIDS: print_ids(f, (const uint32_t *)c->allow_uids, c->n_allow_uids); break;
+        case K_GIDS: print_ids(f, (const uint32_t *)c->allow_gids, c->n_allow_gids); break;
+        }
+        fprintf(f, "    # %s\n", c->source[i]);
+    }
+}
+
+void slm_config_socket_path(const struct slm_config *c, char *out, size_t cap)
+{
+    if (c->socket[0]) {
+        snprintf(out, cap, "%s", c->socket);
+        return;
+    }
+    const char *rd = getenv("RUNTIME_DIRECTORY");   /* systemd: may list several, colon-separated */
+    if (rd && *rd) {
+        size_t n = strcspn(rd, ":");
+        snprintf(out, cap, "%.*s/slmd.sock", (int)n, rd);
+        return;
+    }
+    snprintf(out, cap, "/run/slmd/slmd.sock");
+}
+
+int slm_cmd_config(int argc, char **argv)
+{
+    static struct slm_config c;
+    char err[SLM_ERR_LEN];
+    int rc = slm_config_from_args(&c, argc, argv, err);
+    if (rc > 0) return 0;
+    if (rc < 0) {
+        fprintf(stderr, "slmd: %s\n", err);
+        return 2;
+    }
+    slm_config_print(&c, stdout);
+    return 0;
+}

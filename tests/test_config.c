@@ -1,0 +1,147 @@
+/*
+ * tests/test_config.c - slmd serve's configuration: defaults, the file, flags over the file,
+ * where each value came from, and every kind of bad input named with its file and line.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "daemon/config.h"
+#include "daemon/log.h"
+
+static char dir[] = "/tmp/slm_test_config_XXXXXX";
+
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "cannot write %s", path);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+    return path;
+}
+
+/* Runs slm_config_from_args on the given flags; returns its result, err filled. */
+static int from_args(struct slm_config *c, char *err, int n, ...)
+{
+    char *argv[16] = {"serve"};
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n && i < 15; i++) argv[i + 1] = va_arg(ap, char *);
+    va_end(ap);
+    return slm_config_from_args(c, n + 1, argv, err);
+}
+
+static void expect_error(const char *what, int rc, const char *err, const char *want)
+{
+    CHECK(rc < 0 && strstr(err, want), "%s: expected an error containing '%s', got rc %d, '%s'", what, want, rc, err);
+}
+
+int main(void)
+{
+    static struct slm_config c;
+    char err[SLM_ERR_LEN];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+
+    slm_config_defaults(&c);
+    CHECK(c.max_batch_tokens == 512 && c.max_seqs == 64 && c.block_size == 16 && c.socket_mode == 0660 &&
+              !strcmp(c.backend, "auto") && c.shutdown_timeout == 30,
+          "defaults: batch %d seqs %d block %d mode %o backend %s", c.max_batch_tokens, c.max_seqs, c.block_size,
+          c.socket_mode, c.backend);
+    CHECK(!strcmp(c.source[0], "default"), "default source: %s", c.source[0]);
+
+    /* A file, then flags over it. */
+    const char *good = write_file("good.conf", "# slmd\n\n  max-seqs = 32\nsocket = \"/tmp/x.sock\"\n"
+                                               "kv-cache-mem=2G\nallow-uids = root, 1000\nsocket-mode = 0600\n"
+                                               "backend = cpu\n");
+    char cfg[300];
+    snprintf(cfg, sizeof cfg, "--config=%s", good);
+    int rc = from_args(&c, err, 3, cfg, "--max-seqs", "8");
+    CHECK(rc == 0, "good file: %s", err);
+    CHECK(c.max_seqs == 8, "flag over file: max-seqs %d, expected 8", c.max_seqs);
+    CHECK(!strcmp(c.socket, "/tmp/x.sock"), "quoted value: '%s'", c.socket);
+    CHECK(c.kv_cache_mem == 2ull << 30, "size 2G: %llu", (unsigned long long)c.kv_cache_mem);
+    CHECK(c.n_allow_uids == 2 && c.allow_uids[0] == 0 && c.allow_uids[1] == 1000, "uids: %d entries, first %u",
+          c.n_allow_uids, c.n_allow_uids ? (unsigned)c.allow_uids[0] : 0u);
+    CHECK(c.socket_mode == 0600 && !strcmp(c.backend, "cpu"), "mode %o backend %s", c.socket_mode, c.backend);
+    char *out = NULL;
+    size_t outlen = 0;
+    FILE *mf = open_memstream(&out, &outlen);
+    slm_config_print(&c, mf);
+    fclose(mf);
+    CHECK(strstr(out, "max-seqs = 8    # --max-seqs"), "print: max-seqs from the flag:\n%s", out);
+    CHECK(strstr(out, "kv-cache-mem = 2147483648    # ") && strstr(out, "good.conf:5"), "print: size from FILE:5:\n%s",
+          out);
+    CHECK(strstr(out, "block-size = 16    # default"), "print: default:\n%s", out);
+    /* What print wrote reads back to the same configuration. */
+    const char *again = write_file("again.conf", out);
+    static struct slm_config c2;
+    snprintf(cfg, sizeof cfg, "--config=%s", again);
+    CHECK(from_args(&c2, err, 1, cfg) == 0, "printed configuration does not load: %s", err);
+    CHECK(c2.max_seqs == 8 && c2.kv_cache_mem == c.kv_cache_mem && c2.n_allow_uids == 2 && c2.socket_mode == 0600,
+          "printed configuration reads back differently");
+    free(out);
+
+    /* Bad input: each names the problem, the file and the line. */
+    struct {
+        const char *text, *want;
+    } bad[] = {
+        {"max-seqs = 8\nfrobnicate = 1\n", "bad1.conf:2: unknown key 'frobnicate'"},
+        {"max-seqs = lots\n", "bad2.conf:1: max-seqs: 'lots' is not a whole number"},
+        {"max-seqs = 0\n", "bad3.conf:1: max-seqs: 0 is out of range (1 to 4096)"},
+        {"just some words\n", "bad4.conf:1: expected 'key = value'"},
+        {"socket-mode = 0999\n", "bad5.conf:1: socket-mode: '0999' is not an octal"},
+        {"backend = tpu\n", "bad6.conf:1: backend: 'tpu' is not one of auto|cpu|cuda"},
+        {"allow-uids = no_such_user_slm\n", "bad7.conf:1: allow-uids: 'no_such_user_slm' is not a known user"},
+        {"kv-cache-mem = 12Q\n", "bad8.conf:1: kv-cache-mem: '12Q' is not a size"},
+        {"log-level = loud\n", "bad9.conf:1: log-level: 'loud' is not one of"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "bad%zu.conf", i + 1);
+        const char *p = write_file(name, bad[i].text);
+        snprintf(cfg, sizeof cfg, "--config=%s", p);
+        expect_error(name, from_args(&c, err, 1, cfg), err, bad[i].want);
+    }
+    char longline[6000];
+    memset(longline, 'x', sizeof longline - 2);
+    longline[sizeof longline - 2] = '\n';
+    longline[sizeof longline - 1] = 0;
+    snprintf(cfg, sizeof cfg, "--config=%s", write_file("long.conf", longline));
+    expect_error("long line", from_args(&c, err, 1, cfg), err, "long.conf:1: line longer than");
+    snprintf(cfg, sizeof cfg, "--config=%s/absent.conf", dir);
+    expect_error("missing --config file", from_args(&c, err, 1, cfg), err, "absent.conf: cannot open");
+    expect_error("unknown flag", from_args(&c, err, 1, "--frobnicate"), err, "unknown option '--frobnicate'");
+    expect_error("flag without value", from_args(&c, err, 1, "--max-seqs"), err, "--max-seqs needs a value");
+    expect_error("bad flag value", from_args(&c, err, 2, "--threads", "-1"), err, "--threads: -1 is out of range");
+    expect_error("stray argument", from_args(&c, err, 1, "model.gguf"), err, "unexpected argument 'model.gguf'");
+    expect_error("seqs over batch", from_args(&c, err, 2, "--max-seqs", "600"), err,
+                 "max-seqs (600) cannot exceed max-batch-tokens (512)");
+
+    /* The socket's default place. */
+    slm_config_defaults(&c);
+    char path[256];
+    setenv("RUNTIME_DIRECTORY", "/run/slmd:/run/other", 1);
+    slm_config_socket_path(&c, path, sizeof path);
+    CHECK(!strcmp(path, "/run/slmd/slmd.sock"), "RUNTIME_DIRECTORY socket: %s", path);
+    setenv("RUNTIME_DIRECTORY", "/tmp/rt", 1);
+    slm_config_socket_path(&c, path, sizeof path);
+    CHECK(!strcmp(path, "/tmp/rt/slmd.sock"), "RUNTIME_DIRECTORY socket: %s", path);
+    unsetenv("RUNTIME_DIRECTORY");
+    slm_config_socket_path(&c, path, sizeof path);
+    CHECK(!strcmp(path, "/run/slmd/slmd.sock"), "default socket: %s", path);
+
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+    if (failures) printf("test_config: %d failures\n", failures);
+    else printf("test_config: ok\n");
+    return failures ? 1 : 0;
+}
