@@ -25,6 +25,7 @@ struct req {
     int planned;            /* in this step's batch */
     int logprobs;
     int ignore_eos;
+    void *user;
     struct slm_sampler *sampler;
     struct slm_detok detok;
     struct slm_stop stop;   /* stop strings and stop ids */
@@ -194,6 +195,7 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
     memcpy(r->tokens, q->prompt, (size_t)q->n_prompt * sizeof(int32_t));
     r->logprobs = q->logprobs;
     r->ignore_eos = q->ignore_eos != 0;
+    r->user = q->user;
     r->n_prompt = r->n_tokens = q->n_prompt;
     r->max_tokens = q->max_tokens;
     r->priority = q->priority;
@@ -382,6 +384,7 @@ static void report(struct slm_engine *e, int k, struct slm_event *ev, slm_engine
 {
     struct req *r = e->reqs[k];
     ev->id = r->id;
+    ev->user = r->user;
     ev->n_prompt = r->n_prompt;
     ev->n_cached = r->n_cached;
     ev->n_generated = r->n_gen;

@@ -53,12 +53,14 @@ struct slm_request {
     int n_stop;
     int logprobs;            /* 0: none; 1..20: the sampled token's logprob and this many top ones */
     int ignore_eos;          /* 1: the model's end-of-generation tokens do not stop it (benchmarks) */
+    void *user;              /* the caller's; handed back in every event of this request */
 };
 
 enum slm_finish { SLM_FINISH_NONE = 0, SLM_FINISH_STOP, SLM_FINISH_LENGTH, SLM_FINISH_CANCELLED };
 
 struct slm_event {
     int64_t id;
+    void *user;            /* slm_request.user */
     int32_t token;         /* -1 when the event only finishes the request */
     enum slm_finish finish;
     int n_prompt;          /* usage, with the finish */
