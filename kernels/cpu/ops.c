@@ -292,24 +292,19 @@ AVX2_FN static int scale_round_f16_avx2(const float *x, float m, int n, float *o
     return i;
 }
 
-/* Asks for the cache lines of n bytes at p (into L1 if t0, else L2). */
-AVX2_FN static inline void prefetch_bytes(const void *p, size_t n, int t0)
+/* Asks for the cache lines of n bytes at p, into L2. */
+AVX2_FN static inline void prefetch_l2(const void *p, size_t n)
 {
     const char *c = p;
-    for (size_t o = 0; o < n; o += 64) {
-        if (t0) _mm_prefetch(c + o, _MM_HINT_T0);
-        else _mm_prefetch(c + o, _MM_HINT_T1);
-    }
-    if (t0) _mm_prefetch(c + n - 1, _MM_HINT_T0);
-    else _mm_prefetch(c + n - 1, _MM_HINT_T1);
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(c + o, 0, 2);   /* 2: prefetcht1 */
+    __builtin_prefetch(c + n - 1, 0, 2);
 }
-
-/* K rows are asked for this many positions ahead of their use. */
-#define K_AHEAD 32
 
 /* Scaled scores of NH (<= SET_HEADS, a constant where inlined) heads, qh[h] head_dim apart,
  * scores[h] sp apart (lanes past n_ctx of the last 8 get -inf), and each head's maximum over
- * t < n_ctx; 8 positions at a time. Also asks for the V rows the V pass reads next. */
+ * t < n_ctx; 8 positions at a time. Also asks for the V rows the V pass reads next: their
+ * lane order jumps 64 positions at a time, which the hardware does not foresee (K's
+ * sequential rows it does: asking for those too was slower). */
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
 scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k_pool, const slm_half *v_pool,
            const size_t *rows, int n_ctx, float *scores, size_t sp, float *mx)
@@ -320,13 +315,9 @@ scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k
     __m256 vmx[SET_HEADS];
     UNROLL
     for (int h = 0; h < NH; h++) vmx[h] = ninf;
-    for (int t = 0; t < K_AHEAD && t < n_ctx; t++) prefetch_bytes(k_pool + rows[t], row_bytes, 1);
     for (int t0 = 0; t0 < n_ctx; t0 += 8) {
         int c = n_ctx - t0 < 8 ? n_ctx - t0 : 8;
-        for (int i = 0; i < c; i++) {
-            if (t0 + i + K_AHEAD < n_ctx) prefetch_bytes(k_pool + rows[t0 + i + K_AHEAD], row_bytes, 1);
-            prefetch_bytes(v_pool + rows[t0 + i], row_bytes, 0);
-        }
+        for (int i = 0; i < c; i++) prefetch_l2(v_pool + rows[t0 + i], row_bytes);
         __m256 t3[SET_HEADS][8];
         if (np == 0) {
             UNROLL
