@@ -225,18 +225,18 @@ static void attn_worker(void *arg, int ith, int nth)
     struct attn_ctx *c = arg;
     const struct slm_attn_params *p = c->p;
     int group = p->n_head / p->n_head_kv;
-    size_t qd = (size_t)p->n_head * (size_t)p->head_dim;
-    size_t total = (size_t)c->b->n_tokens * (size_t)p->n_head;
-    /* Strided, not in ranges: a token's cost grows with its position, so ranges would leave
+    size_t qd = (size_t)p->n_head * (size_t)p->head_dim, gd = (size_t)group * (size_t)p->head_dim;
+    size_t total = (size_t)c->b->n_tokens * (size_t)p->n_head_kv;
+    /* One job: a token's query heads of one KV head, which share its K and V rows.
+     * Strided, not in ranges: a token's cost grows with its position, so ranges would leave
      * the first thread idle while the last works through the longest contexts. */
     for (size_t job = (size_t)ith; job < total; job += (size_t)nth) {
-        int i = (int)(job / (size_t)p->n_head), h = (int)(job % (size_t)p->n_head);
+        int i = (int)(job / (size_t)p->n_head_kv), g = (int)(job % (size_t)p->n_head_kv);
         const int32_t *blocks = c->b->block_tables + (size_t)c->b->seq_row[i] * (size_t)c->b->max_blocks;
-        slm_cpu_attention_head(c->q + (size_t)i * qd + (size_t)h * (size_t)p->head_dim, p->head_dim, p->scale,
-                               c->k_pool, c->v_pool, blocks, c->pool->block_size, (size_t)c->pool->kv_dim,
-                               (size_t)(h / group) * (size_t)p->head_dim, c->b->pos[i] + 1,
-                               c->scores + (size_t)ith * c->scores_per_thread,
-                               c->out + (size_t)i * qd + (size_t)h * (size_t)p->head_dim);
+        slm_cpu_attention_group(c->q + (size_t)i * qd + (size_t)g * gd, group, p->head_dim, p->scale, c->k_pool,
+                                c->v_pool, blocks, c->pool->block_size, (size_t)c->pool->kv_dim,
+                                (size_t)g * (size_t)p->head_dim, c->b->pos[i] + 1,
+                                c->scores + (size_t)ith * c->scores_per_thread, c->out + (size_t)i * qd + (size_t)g * gd);
     }
 }
 
@@ -264,7 +264,7 @@ static int cpu_attention(struct slm_backend *be, struct slm_kv_pool *pool, int l
         slm_cpu_f32_to_f16(v + (size_t)i * kvd, v_pool + row * kvd, kvd);
         if (b->pos[i] + 1 > max_ctx) max_ctx = b->pos[i] + 1;
     }
-    size_t need = slm_cpu_attention_scratch(max_ctx, p->head_dim);
+    size_t need = slm_cpu_attention_group_scratch(max_ctx, p->head_dim, p->n_head / p->n_head_kv);
     if (need > ci->scores_per_thread) {
         float *s = malloc(need * (size_t)be->n_threads * sizeof *s);
         if (!s) return -ENOMEM;

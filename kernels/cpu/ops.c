@@ -174,137 +174,21 @@ static float dot_lanes_generic(const float *x, const float *y, int n)
     return (float)sum;
 }
 
-#ifdef SLM_X86
-/* fold4 then reduce16 of a 64-lane accumulator held as 8 vectors (acc[2j], acc[2j+1] are
- * lanes 0-7 and 8-15 of accumulator j), in vector form: the same additions in the same order. */
-__attribute__((target("avx2,fma,f16c"))) static inline float fold_reduce_avx2(const __m256 acc[8])
+/* One head on the portable path: the reference every vector path must equal bit for bit.
+ * scratch: scores (n_ctx padded to 64), q as f16 values, one key row, acc (64 lanes, head_dim). */
+static void attention_head_generic(const float *q, int head_dim, float scale, const slm_half *k_pool,
+                                   const slm_half *v_pool, const int32_t *blocks, int block_size,
+                                   size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out)
 {
-    __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
-    __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
-    __m256 t3 = _mm256_add_ps(lo, hi);
-    __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
-    __m128 t8 = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
-    return _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
-}
-
-__attribute__((target("avx2,fma,f16c"))) static float dot_lanes_avx2(const slm_half *k, const float *q, int n)
-{
-    __m256 acc[8];
-    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-    int np = n & ~63;
-    for (int i = 0; i < np; i += 64)
-        for (int j = 0; j < 8; j++)
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8 * j))),
-                                     _mm256_loadu_ps(q + i + 8 * j), acc[j]);
-    /* acc[2j], acc[2j+1] are lanes 0-7, 8-15 of accumulator j. */
-    float r = fold_reduce_avx2(acc);
-    double sum = np ? (double)r : 0.0;
-    for (int i = np; i < n; i++) sum += (double)(_cvtsh_ss(k[i]) * q[i]);
-    return (float)sum;
-}
-
-/* scores[t] = dot_lanes_avx2(K row t, q, 64) for t < n_ctx, with q held in registers. */
-__attribute__((target("avx2,fma,f16c"))) static void scores64_avx2(const float *q, const slm_half *k_pool,
-                                                                 const int32_t *blocks, int block_size,
-                                                                 size_t kv_stride, size_t kv_off, int n_ctx,
-                                                                 float *scores)
-{
-    __m256 qv[8];
-    for (int j = 0; j < 8; j++) qv[j] = _mm256_loadu_ps(q + 8 * j);
-    for (int t = 0; t < n_ctx; t++) {
-        size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
-        const slm_half *k = k_pool + row * kv_stride + kv_off;
-        __m256 p[8];
-        for (int j = 0; j < 8; j++)
-            p[j] = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + 8 * j))), qv[j]);
-        /* One 64-step: each accumulator lane is one rounded product; then as dot_lanes_avx2. */
-        scores[t] = fold_reduce_avx2(p);
-    }
-}
-
-/* out[i] = f16-rounded (x[i] * m) for whole groups of 8; returns how many were done (out may be x). */
-__attribute__((target("avx2,fma,f16c"))) static int scale_round_f16_avx2(const float *x, float m, int n, float *out)
-{
-    int i = 0;
-    __m256 vm = _mm256_set1_ps(m);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), vm), 0)));
-    return i;
-}
-
-/* acc[lane][d] += v[d] * p for d < hd (lane rows hd apart). */
-__attribute__((target("avx2,fma,f16c"))) static void v_accum_avx2(float *acc, const slm_half *v, float p, int hd)
-{
-    __m256 vp = _mm256_set1_ps(p);
-    for (int d = 0; d < hd; d += 8)
-        _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d))), vp,
-                                                  _mm256_loadu_ps(acc + d)));
-}
-
-/* scores[t] = exp(scores[t] - mx) for the whole 8-lane groups; returns how many were done. */
-__attribute__((target("avx2,fma,f16c"))) static int exp_shift_avx2(float *scores, int n, float mx)
-{
-    int t = 0;
-    __m256 vm = _mm256_set1_ps(mx);
-    for (; t + 8 <= n; t += 8) _mm256_storeu_ps(scores + t, expf_poly8(_mm256_sub_ps(_mm256_loadu_ps(scores + t), vm)));
-    return t;
-}
-
-/* out[d] = the 16-lane tree of the folded accumulators acc[lane][d], 8 elements at a time. */
-__attribute__((target("avx2,fma,f16c"))) static void reduce_lanes_avx2(const float *acc, int hd, float *out)
-{
-    for (int d = 0; d < hd; d += 8) {
-        __m256 x[16];
-        for (int l = 0; l < 16; l++) {
-            const float *a = acc + d;
-            x[l] = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a + (size_t)l * hd), _mm256_loadu_ps(a + (size_t)(32 + l) * hd)),
-                                 _mm256_add_ps(_mm256_loadu_ps(a + (size_t)(16 + l) * hd), _mm256_loadu_ps(a + (size_t)(48 + l) * hd)));
-        }
-        __m256 t6[4];
-        for (int i = 0; i < 4; i++) t6[i] = _mm256_add_ps(_mm256_add_ps(x[i], x[i + 8]), _mm256_add_ps(x[i + 4], x[i + 12]));
-        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_add_ps(t6[0], t6[2]), _mm256_add_ps(t6[1], t6[3])));
-    }
-}
-#endif
-
-
-size_t slm_cpu_attention_scratch(int n_ctx, int head_dim)
-{
-    return ((size_t)n_ctx + 63) / 64 * 64 + 66 * (size_t)head_dim;
-}
-
-void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
-                            const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
-                            size_t kv_off, int n_ctx, float *scratch, float *out)
-{
-#ifdef SLM_X86
-    int fast = slm_cpu_have_avx2() && head_dim % 8 == 0;
-#else
-    int fast = 0;
-#endif
     float *scores = scratch;
-    float *qh = scores + ((size_t)n_ctx + 63) / 64 * 64;   /* q rounded to f16 */
-    float *kf = qh + head_dim;                              /* one key row as floats */
-    float *acc = kf + head_dim;                             /* (64 lanes, head_dim) */
-#ifdef SLM_X86
-    if (fast) scale_round_f16_avx2(q, 1.0f, head_dim, qh);
-    else
-#endif
-        for (int i = 0; i < head_dim; i++) qh[i] = slm_half_to_f32(slm_f32_to_half(q[i]));
+    float *qh = scores + ((size_t)n_ctx + 63) / 64 * 64;
+    float *kf = qh + head_dim;
+    float *acc = kf + head_dim;
+    for (int i = 0; i < head_dim; i++) qh[i] = slm_half_to_f32(slm_f32_to_half(q[i]));
     float mx = -INFINITY;
-#ifdef SLM_X86
-    if (fast && head_dim == 64) scores64_avx2(qh, k_pool, blocks, block_size, kv_stride, kv_off, n_ctx, scores);
-    else
-#endif
     for (int t = 0; t < n_ctx; t++) {
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *k = k_pool + row * kv_stride + kv_off;
-#ifdef SLM_X86
-        if (fast) {
-            scores[t] = dot_lanes_avx2(k, qh, head_dim);
-            continue;
-        }
-#endif
         for (int i = 0; i < head_dim; i++) kf[i] = slm_half_to_f32(k[i]);
         scores[t] = dot_lanes_generic(kf, qh, head_dim);
     }
@@ -317,41 +201,21 @@ void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm
     /* Softmax: exp in place, the sum 16 scores at a time (zeros past n_ctx). */
     double sum = 0.0;
     int padded = (n_ctx + 15) / 16 * 16;
-    int t0 = 0;
-#ifdef SLM_X86
-    if (fast) t0 = exp_shift_avx2(scores, n_ctx, mx);
-#endif
-    for (int t = t0; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
+    for (int t = 0; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
     for (int t = n_ctx; t < padded; t++) scores[t] = 0.0f;
     for (int t = 0; t < padded; t += 16) sum += (double)reduce16(scores + t);
     float inv = (float)(1.0 / sum);
     memset(acc, 0, (size_t)64 * (size_t)head_dim * sizeof *acc);
     /* The probabilities, rounded to f16. */
-    int tp = 0;
-#ifdef SLM_X86
-    if (fast) tp = scale_round_f16_avx2(scores, inv, n_ctx, scores);
-#endif
-    for (int t = tp; t < n_ctx; t++) scores[t] = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
+    for (int t = 0; t < n_ctx; t++) scores[t] = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
     for (int t = 0; t < n_ctx; t++) {
         float p = scores[t];
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *v = v_pool + row * kv_stride + kv_off;
         float *a = acc + (size_t)(t & 63) * (size_t)head_dim;
-#ifdef SLM_X86
-        if (fast) {
-            v_accum_avx2(a, v, p, head_dim);
-            continue;
-        }
-#endif
         for (int d = 0; d < head_dim; d++) a[d] = fmaf(slm_half_to_f32(v[d]), p, a[d]);
     }
     /* Each output element: fold the four accumulators, then the 16-lane tree. */
-#ifdef SLM_X86
-    if (fast) {
-        reduce_lanes_avx2(acc, head_dim, out);
-        return;
-    }
-#endif
     for (int d = 0; d < head_dim; d++) {
         float lane[64], v16[16];
         for (int l = 0; l < 64; l++) lane[l] = acc[(size_t)l * (size_t)head_dim + (size_t)d];
@@ -360,9 +224,374 @@ void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm
     }
 }
 
+#ifdef SLM_X86
+/*
+ * The AVX2 path, for the query heads of one KV head at once: each K and V row is
+ * converted once for the whole group. Every output element still sees the float
+ * operations of attention_head_generic in the same order; only where they happen
+ * (which register, which loop) differs.
+ */
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+/* Small fixed loops over registers: unrolled, so their arrays stay in registers at -O2. */
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* Query heads whose scores are computed together, and whose V accumulators share a pass. */
+#define SET_HEADS 3
+/* Dims of one V pass: 4 vectors a head, so 3 heads keep 12 accumulators in registers. */
+#define V_CHUNK 32
+
+/* The horizontal tree of fold_reduce for 8 positions at once: t[i] is position i's
+ * 8-lane vector (lanes l and l+4 paired); result lane i = ((t[i]0 + t[i]4) + (t[i]2 + t[i]6))
+ * + ((t[i]1 + t[i]5) + (t[i]3 + t[i]7)), the additions (and operand order) of
+ * _mm_add_ps(low half, high half), then (x0 + x2), (x1 + x3), then their sum. */
+AVX2_FN static inline __m256 hsum8x8(const __m256 t[8])
+{
+    __m256 u04 = _mm256_add_ps(_mm256_permute2f128_ps(t[0], t[4], 0x20), _mm256_permute2f128_ps(t[0], t[4], 0x31));
+    __m256 u15 = _mm256_add_ps(_mm256_permute2f128_ps(t[1], t[5], 0x20), _mm256_permute2f128_ps(t[1], t[5], 0x31));
+    __m256 u26 = _mm256_add_ps(_mm256_permute2f128_ps(t[2], t[6], 0x20), _mm256_permute2f128_ps(t[2], t[6], 0x31));
+    __m256 u37 = _mm256_add_ps(_mm256_permute2f128_ps(t[3], t[7], 0x20), _mm256_permute2f128_ps(t[3], t[7], 0x31));
+    /* (x0 + x2, x1 + x3) of positions 0, 1 | 4, 5 and of 2, 3 | 6, 7 */
+    __m256 v0145 = _mm256_add_ps(_mm256_shuffle_ps(u04, u15, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(u04, u15, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 v2367 = _mm256_add_ps(_mm256_shuffle_ps(u26, u37, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(u26, u37, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(v0145, v2367, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(v0145, v2367, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The 16 lanes of a 64-step accumulator (p[2j], p[2j+1] = lanes 0-7, 8-15 of accumulator j)
+ * folded (a0 + a2) + (a1 + a3), then lanes l and l + 8 added: the first steps of reduce16. */
+AVX2_FN static inline __m256 fold_t3(const __m256 p[8])
+{
+    __m256 lo = _mm256_add_ps(_mm256_add_ps(p[0], p[4]), _mm256_add_ps(p[2], p[6]));
+    __m256 hi = _mm256_add_ps(_mm256_add_ps(p[1], p[5]), _mm256_add_ps(p[3], p[7]));
+    return _mm256_add_ps(lo, hi);
+}
+
+/* fold_t3 of the 64-step dot products of K row k with q (head_dim >= 64 of them). */
+AVX2_FN static inline __m256 dot_t3(const slm_half *k, const float *q, int np)
+{
+    __m256 acc[8];
+    UNROLL
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+    for (int i = 0; i < np; i += 64)
+        UNROLL
+        for (int j = 0; j < 8; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8 * j))),
+                                     _mm256_loadu_ps(q + i + 8 * j), acc[j]);
+    return fold_t3(acc);
+}
+
+/* out[i] = f16-rounded (x[i] * m) for whole groups of 8; returns how many were done (out may be x). */
+AVX2_FN static int scale_round_f16_avx2(const float *x, float m, int n, float *out)
+{
+    int i = 0;
+    __m256 vm = _mm256_set1_ps(m);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), vm), 0)));
+    return i;
+}
+
+/* Asks for the cache lines of n bytes at p, into L2. */
+AVX2_FN static inline void prefetch_l2(const void *p, size_t n)
+{
+    const char *c = p;
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(c + o, 0, 2);   /* 2: prefetcht1 */
+    __builtin_prefetch(c + n - 1, 0, 2);
+}
+
+/* Scaled scores of NH (<= SET_HEADS, a constant where inlined) heads, qh[h] head_dim apart,
+ * scores[h] sp apart (lanes past n_ctx of the last 8 get -inf), and each head's maximum over
+ * t < n_ctx; 8 positions at a time. Also asks for the V rows the V pass reads next: their
+ * lane order jumps 64 positions at a time, which the hardware does not foresee (K's
+ * sequential rows it does: asking for those too was slower). */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k_pool, const slm_half *v_pool,
+           const size_t *rows, int n_ctx, float *scores, size_t sp, float *mx)
+{
+    int np = hd & ~63;
+    size_t row_bytes = (size_t)hd * sizeof(slm_half);
+    const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 vmx[SET_HEADS];
+    UNROLL
+    for (int h = 0; h < NH; h++) vmx[h] = ninf;
+    for (int t0 = 0; t0 < n_ctx; t0 += 8) {
+        int c = n_ctx - t0 < 8 ? n_ctx - t0 : 8;
+        for (int i = 0; i < c; i++) prefetch_l2(v_pool + rows[t0 + i], row_bytes);
+        __m256 t3[SET_HEADS][8];
+        if (np == 0) {
+            UNROLL
+            for (int h = 0; h < NH; h++)
+                UNROLL
+                for (int i = 0; i < 8; i++) t3[h][i] = _mm256_setzero_ps();
+        } else if (hd == 64) {
+            UNROLL
+            for (int i = 0; i < 8; i++) {
+                /* past n_ctx: position t0's row again, its lanes masked below */
+                const slm_half *k = k_pool + rows[t0 + (i < c ? i : 0)];
+                __m256 kv[8];
+                UNROLL
+                for (int j = 0; j < 8; j++) kv[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + 8 * j)));
+                UNROLL
+                for (int h = 0; h < NH; h++) {
+                    __m256 p[8];
+                    UNROLL
+                    for (int j = 0; j < 8; j++)
+                        p[j] = _mm256_fmadd_ps(kv[j], _mm256_loadu_ps(qh + (size_t)h * 64 + 8 * j), _mm256_setzero_ps());
+                    t3[h][i] = fold_t3(p);
+                }
+            }
+        } else {
+            for (int i = 0; i < 8; i++) {
+                const slm_half *k = k_pool + rows[t0 + (i < c ? i : 0)];
+                UNROLL
+                for (int h = 0; h < NH; h++) t3[h][i] = dot_t3(k, qh + (size_t)h * (size_t)hd, np);
+            }
+        }
+        __m256 keep = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+        UNROLL
+        for (int h = 0; h < NH; h++) {
+            float *s = scores + (size_t)h * sp + t0;
+            __m256 r = hsum8x8(t3[h]);
+            if (np < hd) {
+                /* the tail past the 64-steps, in double after the vector part (none if np == 0) */
+                float rs[8];
+                _mm256_storeu_ps(rs, r);
+                const float *q = qh + (size_t)h * (size_t)hd;
+                for (int i = 0; i < c; i++) {
+                    const slm_half *k = k_pool + rows[t0 + i];
+                    double sum = np ? (double)rs[i] : 0.0;
+                    for (int d = np; d < hd; d++) sum += (double)(_cvtsh_ss(k[d]) * q[d]);
+                    rs[i] = (float)sum;
+                }
+                r = _mm256_loadu_ps(rs);
+            }
+            r = _mm256_blendv_ps(ninf, _mm256_mul_ps(r, vscale), keep);
+            _mm256_storeu_ps(s, r);
+            /* max(r, m) keeps m on ties and NaN, as the scalar `if (s > mx)` */
+            vmx[h] = _mm256_max_ps(r, vmx[h]);
+        }
+    }
+    UNROLL
+    for (int h = 0; h < NH; h++) {
+        float m8[8];
+        _mm256_storeu_ps(m8, vmx[h]);
+        float m = -INFINITY;
+        for (int i = 0; i < 8; i++)
+            if (m8[i] > m) m = m8[i];
+        mx[h] = m;
+    }
+}
+
+#define SCORES_FN(NH)                                                                                          \
+    AVX2_FN static void scores_##NH(const float *qh, int hd, float scale, const slm_half *k_pool,            \
+                                    const slm_half *v_pool, const size_t *rows, int n_ctx, float *scores,    \
+                                    size_t sp, float *mx)                                                    \
+    {                                                                                                          \
+        scores_set(qh, NH, hd, scale, k_pool, v_pool, rows, n_ctx, scores, sp, mx);                          \
+    }
+SCORES_FN(1)
+SCORES_FN(2)
+SCORES_FN(3)
+
+/* scores[t] = exp(scores[t] - mx) for the whole 8-lane groups; returns how many were done. */
+AVX2_FN static int exp_shift_avx2(float *scores, int n, float mx)
+{
+    int t = 0;
+    __m256 vm = _mm256_set1_ps(mx);
+    for (; t + 8 <= n; t += 8) _mm256_storeu_ps(scores + t, expf_poly8(_mm256_sub_ps(_mm256_loadu_ps(scores + t), vm)));
+    return t;
+}
+
+/* Softmax of one head's scaled scores in place, as attention_head_generic: exp, the double
+ * sum of reduce16 over groups of 16 (eight groups' trees at once), probabilities rounded to f16.
+ * scores has room for n_ctx padded to 16. */
+AVX2_FN static void softmax_avx2(float *scores, int n_ctx, float mx)
+{
+    int t = exp_shift_avx2(scores, n_ctx, mx);
+    for (; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
+    int padded = (n_ctx + 15) / 16 * 16;
+    for (; t < padded; t++) scores[t] = 0.0f;
+    double sum = 0.0;
+    int g = 0, ng = padded / 16;
+    for (; g + 8 <= ng; g += 8) {
+        __m256 w[8];
+        UNROLL
+        for (int i = 0; i < 8; i++) {
+            const float *v = scores + (size_t)(g + i) * 16;
+            w[i] = _mm256_add_ps(_mm256_loadu_ps(v), _mm256_loadu_ps(v + 8));   /* v[l] + v[l + 8] */
+        }
+        float r[8];
+        _mm256_storeu_ps(r, hsum8x8(w));
+        UNROLL
+        for (int i = 0; i < 8; i++) sum += (double)r[i];
+    }
+    for (; g < ng; g++) sum += (double)reduce16(scores + (size_t)g * 16);
+    float inv = (float)(1.0 / sum);
+    t = scale_round_f16_avx2(scores, inv, n_ctx, scores);
+    for (; t < n_ctx; t++) scores[t] = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
+}
+
+/* out[d] = the 16-lane tree of the folded accumulators acc[lane][d] (lane rows `stride` apart),
+ * for d < n (a multiple of 8). */
+AVX2_FN static void reduce_lanes_avx2(const float *acc, size_t stride, int n, float *out)
+{
+    for (int d = 0; d < n; d += 8) {
+        __m256 x[16];
+        const float *a = acc + d;
+        for (int l = 0; l < 16; l++)
+            x[l] = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a + (size_t)l * stride), _mm256_loadu_ps(a + (size_t)(32 + l) * stride)),
+                                 _mm256_add_ps(_mm256_loadu_ps(a + (size_t)(16 + l) * stride), _mm256_loadu_ps(a + (size_t)(48 + l) * stride)));
+        __m256 t6[4];
+        UNROLL
+        for (int i = 0; i < 4; i++) t6[i] = _mm256_add_ps(_mm256_add_ps(x[i], x[i + 8]), _mm256_add_ps(x[i + 4], x[i + 12]));
+        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_add_ps(t6[0], t6[2]), _mm256_add_ps(t6[1], t6[3])));
+    }
+}
+
+/* The 64 lane accumulators of NH heads over dims [d0, d0 + 8 C) of V: lane l sums
+ * v[t][d] * p[h][t] for t = l, l + 64, ... in ascending order, from zero, as the
+ * per-position fmaf of attention_head_generic does. acc: (NH, 64, 8 C). */
+#define V_LANES_FN(NH, C)                                                                                         \
+    AVX2_FN static void v_lanes_##NH##_##C(const slm_half *v_pool, const size_t *rows, int n_ctx,              \
+                                           const float *p, size_t sp, int d0, float *acc)                     \
+    {                                                                                                          \
+        for (int l = 0; l < 64; l++) {                                                                         \
+            __m256 a[NH][C];                                                                                   \
+            UNROLL                                                                                             \
+            for (int h = 0; h < NH; h++)                                                                       \
+                UNROLL                                                                                         \
+                for (int c = 0; c < C; c++) a[h][c] = _mm256_setzero_ps();                                     \
+            for (int t = l; t < n_ctx; t += 64) {                                                              \
+                const slm_half *v = v_pool + rows[t] + d0;                                                     \
+                __m256 pb[NH];                                                                                 \
+                UNROLL                                                                                        \
+                for (int h = 0; h < NH; h++) pb[h] = _mm256_broadcast_ss(p + (size_t)h * sp + t);             \
+                UNROLL                                                                                         \
+                for (int c = 0; c < C; c++) {                                                                  \
+                    __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * c)));                 \
+                    UNROLL                                                                                     \
+                    for (int h = 0; h < NH; h++) a[h][c] = _mm256_fmadd_ps(x, pb[h], a[h][c]);                 \
+                }                                                                                              \
+            }                                                                                                  \
+            UNROLL                                                                                             \
+            for (int h = 0; h < NH; h++)                                                                       \
+                UNROLL                                                                                                       \
+                for (int c = 0; c < C; c++) _mm256_storeu_ps(acc + ((size_t)h * 64 + (size_t)l) * (8 * C) + 8 * c, a[h][c]); \
+        }                                                                                                      \
+    }
+V_LANES_FN(1, 4)
+V_LANES_FN(2, 4)
+V_LANES_FN(3, 4)
+V_LANES_FN(1, 1)
+V_LANES_FN(2, 1)
+V_LANES_FN(3, 1)
+
+/* The group on the AVX2 path; head_dim a multiple of 8. */
+AVX2_FN static void attention_group_avx2(const float *q, int n_q, int hd, float scale, const slm_half *k_pool,
+                                         const slm_half *v_pool, const int32_t *blocks, int block_size,
+                                         size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out)
+{
+    size_t sp = ((size_t)n_ctx + 63) / 64 * 64;
+    size_t *rows = (size_t *)(void *)scratch;   /* each position's offset in the pools */
+    float *scores = scratch + 2 * sp;            /* (n_q, sp) */
+    float *qh = scores + (size_t)n_q * sp;       /* (n_q, hd): q as f16 values */
+    float *acc = qh + (size_t)n_q * (size_t)hd;  /* (SET_HEADS, 64, V_CHUNK) */
+    for (int t = 0, b = 0; t < n_ctx; b++)
+        for (int r = 0; r < block_size && t < n_ctx; r++, t++)
+            rows[t] = ((size_t)blocks[b] * (size_t)block_size + (size_t)r) * kv_stride + kv_off;
+    scale_round_f16_avx2(q, 1.0f, n_q * hd, qh);
+    for (int h0 = 0; h0 < n_q; h0 += SET_HEADS) {
+        int nh = n_q - h0 < SET_HEADS ? n_q - h0 : SET_HEADS;
+        float mx[SET_HEADS];
+        const float *qs = qh + (size_t)h0 * (size_t)hd;
+        float *ss = scores + (size_t)h0 * sp;
+        if (nh == 3) scores_3(qs, hd, scale, k_pool, v_pool, rows, n_ctx, ss, sp, mx);
+        else if (nh == 2) scores_2(qs, hd, scale, k_pool, v_pool, rows, n_ctx, ss, sp, mx);
+        else scores_1(qs, hd, scale, k_pool, v_pool, rows, n_ctx, ss, sp, mx);
+        for (int h = 0; h < nh; h++) softmax_avx2(scores + (size_t)(h0 + h) * sp, n_ctx, mx[h]);
+        const float *p = scores + (size_t)h0 * sp;
+        int d0 = 0;
+        for (; d0 + V_CHUNK <= hd; d0 += V_CHUNK) {
+            if (nh == 3) v_lanes_3_4(v_pool, rows, n_ctx, p, sp, d0, acc);
+            else if (nh == 2) v_lanes_2_4(v_pool, rows, n_ctx, p, sp, d0, acc);
+            else v_lanes_1_4(v_pool, rows, n_ctx, p, sp, d0, acc);
+            for (int h = 0; h < nh; h++)
+                reduce_lanes_avx2(acc + (size_t)h * 64 * V_CHUNK, V_CHUNK, V_CHUNK, out + (size_t)(h0 + h) * (size_t)hd + d0);
+        }
+        for (; d0 < hd; d0 += 8) {
+            if (nh == 3) v_lanes_3_1(v_pool, rows, n_ctx, p, sp, d0, acc);
+            else if (nh == 2) v_lanes_2_1(v_pool, rows, n_ctx, p, sp, d0, acc);
+            else v_lanes_1_1(v_pool, rows, n_ctx, p, sp, d0, acc);
+            for (int h = 0; h < nh; h++) reduce_lanes_avx2(acc + (size_t)h * 64 * 8, 8, 8, out + (size_t)(h0 + h) * (size_t)hd + d0);
+        }
+    }
+}
+
+/* n F32 to F16 for whole groups of 8 (vcvtps2ph, round to nearest even: slm_f32_to_half's bits). */
+AVX2_FN static size_t f32_to_f16_avx2(const float *x, slm_half *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+#endif
+
+size_t slm_cpu_attention_group_scratch(int n_ctx, int head_dim, int n_q)
+{
+    size_t sp = ((size_t)n_ctx + 63) / 64 * 64, hd = (size_t)head_dim;
+    size_t generic = sp + 66 * hd;
+    size_t avx2 = 2 * sp + (size_t)n_q * (sp + hd) + (size_t)64 * SET_HEADS * (hd > V_CHUNK ? V_CHUNK : hd);
+    size_t n = generic > avx2 ? generic : avx2;
+    return (n + 15) / 16 * 16;   /* whole cache lines: per-thread slices stay aligned */
+}
+
+size_t slm_cpu_attention_scratch(int n_ctx, int head_dim)
+{
+    return slm_cpu_attention_group_scratch(n_ctx, head_dim, 1);
+}
+
+void slm_cpu_attention_group_generic(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
+                                     const slm_half *v_pool, const int32_t *blocks, int block_size,
+                                     size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out)
+{
+    for (int h = 0; h < n_q; h++)
+        attention_head_generic(q + (size_t)h * (size_t)head_dim, head_dim, scale, k_pool, v_pool, blocks, block_size,
+                               kv_stride, kv_off, n_ctx, scratch, out + (size_t)h * (size_t)head_dim);
+}
+
+void slm_cpu_attention_group(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
+                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
+                             size_t kv_off, int n_ctx, float *scratch, float *out)
+{
+#ifdef SLM_X86
+    if (slm_cpu_have_avx2() && head_dim % 8 == 0) {
+        attention_group_avx2(q, n_q, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off, n_ctx,
+                             scratch, out);
+        return;
+    }
+#endif
+    slm_cpu_attention_group_generic(q, n_q, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off,
+                                    n_ctx, scratch, out);
+}
+
+void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
+                            const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
+                            size_t kv_off, int n_ctx, float *scratch, float *out)
+{
+    slm_cpu_attention_group(q, 1, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off, n_ctx,
+                            scratch, out);
+}
+
 void slm_cpu_f32_to_f16(const float *x, slm_half *y, size_t n)
 {
-    for (size_t i = 0; i < n; i++) y[i] = slm_f32_to_half(x[i]);
+    size_t i = 0;
+#ifdef SLM_X86
+    if (slm_cpu_have_avx2()) i = f32_to_f16_avx2(x, y, n);
+#endif
+    for (; i < n; i++) y[i] = slm_f32_to_half(x[i]);
 }
 
 void slm_cpu_f16_to_f32(const slm_half *x, float *y, size_t n)

@@ -36,15 +36,33 @@ void slm_cpu_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int l
  * out (head_dim) = softmax(scale * q . K[t]) . V[t] for t in [0, n_ctx).
  * Position t lives in block blocks[t / block_size], row t % block_size; each row holds
  * kv_stride halves of which this head reads [kv_off, kv_off + head_dim).
- * scratch holds slm_cpu_attention_scratch(n_ctx, head_dim) floats. The arithmetic order is
+ * scratch holds slm_cpu_attention_scratch(n_ctx, head_dim) floats, 8-byte aligned. The arithmetic order is
  * fixed (see ops.c), so a query's result does not depend on the batch around it.
  */
 void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
                             size_t kv_off, int n_ctx, float *scratch, float *out);
 
-/* Floats of scratch slm_cpu_attention_head needs for n_ctx positions. */
+/* Floats of scratch slm_cpu_attention_head needs for n_ctx positions (a multiple of 16). */
 size_t slm_cpu_attention_scratch(int n_ctx, int head_dim);
+
+/*
+ * slm_cpu_attention_head for the n_q query heads that share one KV head (a GQA group):
+ * q and out are (n_q, head_dim); each head's result has the same bits as
+ * slm_cpu_attention_head gives it alone. Each K and V row is read once for the group.
+ * scratch holds slm_cpu_attention_group_scratch(n_ctx, head_dim, n_q) floats, 8-byte aligned.
+ */
+void slm_cpu_attention_group(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
+                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
+                             size_t kv_off, int n_ctx, float *scratch, float *out);
+
+/* The same on the portable path whatever the CPU: the reference the vector path must equal. */
+void slm_cpu_attention_group_generic(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
+                                     const slm_half *v_pool, const int32_t *blocks, int block_size,
+                                     size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out);
+
+/* Floats of scratch slm_cpu_attention_group needs (a multiple of 16). */
+size_t slm_cpu_attention_group_scratch(int n_ctx, int head_dim, int n_q);
 
 /* Converts n floats to halves (round to nearest even) and back. */
 void slm_cpu_f32_to_f16(const float *x, slm_half *y, size_t n);

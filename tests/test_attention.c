@@ -1,0 +1,227 @@
+/*
+ * tests/test_attention.c - the CPU attention's vector path against the portable one.
+ *
+ * 1. slm_cpu_attention_group (the AVX2 path where the CPU has it) gives the same bits as
+ *    slm_cpu_attention_group_generic, on random paged K/V (block size 16, shuffled block
+ *    tables, the group's KV head at an offset in wider rows), for head dims 64, 80, 128,
+ *    32, 256 and 40, GQA groups 1, 3 and 4, contexts of 1 to 300 positions (across the
+ *    8-position blocks, the 64-lane wraps and the 16-score groups), and peaked and flat
+ *    softmaxes (probabilities that round to zero or to f16 subnormals, exp's slow range).
+ * 2. A head computed in its group equals it computed alone (slm_cpu_attention_head).
+ * 3. slm_cpu_f32_to_f16 (vectorised) equals slm_f32_to_half on every 97th float bit
+ *    pattern, on all patterns around the rounding boundaries, and on NaN, inf and zeros.
+ * Without AVX2 both sides are the portable path: the test says so and exits 77.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "kernels/cpu/dequant.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ops.h"
+
+#define BLOCK 16
+#define MAX_CTX 300
+#define N_BLOCKS (MAX_CTX / BLOCK + 8)
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+static float frand(void)
+{
+    return (float)((double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static int mismatches;
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* Compares n floats bit for bit; prints the first mismatches (ten in all). */
+static void compare(const char *what, const float *want, const float *got, int n)
+{
+    double max_abs = 0.0, max_rel = 0.0;
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        if (bits_of(want[i]) == bits_of(got[i])) continue;
+        bad++;
+        double a = fabs((double)want[i] - (double)got[i]);
+        if (a > max_abs) max_abs = a;
+        if (want[i] != 0.0f && a / fabs((double)want[i]) > max_rel) max_rel = a / fabs((double)want[i]);
+        if (mismatches++ < 10)
+            printf("FAIL %s [%d]: expected %.9g (0x%08x), got %.9g (0x%08x)\n", what, i, (double)want[i],
+                   (unsigned)bits_of(want[i]), (double)got[i], (unsigned)bits_of(got[i]));
+    }
+    if (bad) {
+        printf("FAIL %s: %d of %d differ, max abs %.3g, max rel %.3g\n", what, bad, n, max_abs, max_rel);
+        failures++;
+    }
+}
+
+static void random_halves(slm_half *h, size_t n, float amp)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = rnd();
+        float f = ldexpf(frand() * amp, -(int)(r >> 60));   /* magnitudes over 2^16: sums that round */
+        if (r % 97 == 0) f = 0.0f;
+        if (r % 89 == 0) f = -0.0f;
+        h[i] = slm_f32_to_half(f);
+    }
+}
+
+static void check_attention(void)
+{
+    static const int dims[] = {64, 80, 128, 32, 256, 40};
+    static const int groups[] = {1, 3, 4};
+    static const int ctxs[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 128, 129, 191, 200, 255, 256, 257, 300};
+    int n_kv = 2;   /* KV heads in a row; the group reads head 1 */
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+        int hd = dims[di];
+        size_t kv_stride = (size_t)n_kv * (size_t)hd, kv_off = (size_t)hd;
+        size_t pool_halves = (size_t)N_BLOCKS * BLOCK * kv_stride;
+        slm_half *k_pool = malloc(pool_halves * sizeof *k_pool);
+        slm_half *v_pool = malloc(pool_halves * sizeof *v_pool);
+        if (!k_pool || !v_pool) {
+            printf("FAIL out of memory\n");
+            failures++;
+            free(k_pool);
+            free(v_pool);
+            return;
+        }
+        random_halves(k_pool, pool_halves, 1.0f);
+        random_halves(v_pool, pool_halves, 1.0f);
+        for (size_t gi = 0; gi < sizeof groups / sizeof *groups; gi++) {
+            int nq = groups[gi];
+            for (size_t ci = 0; ci < sizeof ctxs / sizeof *ctxs; ci++) {
+                int n_ctx = ctxs[ci];
+                for (int peak = 0; peak < 2; peak++) {
+                    int32_t blocks[N_BLOCKS];
+                    for (int b = 0; b < N_BLOCKS; b++) blocks[b] = b;
+                    for (int b = N_BLOCKS - 1; b > 0; b--) {
+                        int j = (int)(rnd() % (uint64_t)(b + 1));
+                        int32_t t = blocks[b];
+                        blocks[b] = blocks[j];
+                        blocks[j] = t;
+                    }
+                    /* peaked: scaled scores spread over hundreds, past exp's fast range and underflow */
+                    float amp = peak ? 100.0f : 1.0f;
+                    float scale = 1.0f / sqrtf((float)hd);
+                    size_t nf = (size_t)nq * (size_t)hd;
+                    float *q = malloc(nf * sizeof *q);
+                    float *want = malloc(nf * sizeof *want);
+                    float *got = malloc(nf * sizeof *got);
+                    float *alone = malloc(nf * sizeof *alone);
+                    size_t ns = slm_cpu_attention_group_scratch(n_ctx, hd, nq);
+                    float *scratch = malloc(ns * sizeof *scratch);
+                    if (!q || !want || !got || !alone || !scratch) {
+                        printf("FAIL out of memory\n");
+                        failures++;
+                        free(q), free(want), free(got), free(alone), free(scratch);
+                        continue;
+                    }
+                    for (size_t i = 0; i < nf; i++) q[i] = ldexpf(frand() * amp, -(int)(rnd() % 8));
+                    slm_cpu_attention_group_generic(q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK, kv_stride, kv_off,
+                                                    n_ctx, scratch, want);
+                    /* the vector path must not depend on what scratch held before */
+                    for (size_t i = 0; i < ns; i++) scratch[i] = NAN;
+                    slm_cpu_attention_group(q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK, kv_stride, kv_off, n_ctx,
+                                            scratch, got);
+                    for (int h = 0; h < nq; h++)
+                        slm_cpu_attention_head(q + (size_t)h * (size_t)hd, hd, scale, k_pool, v_pool, blocks, BLOCK,
+                                               kv_stride, kv_off, n_ctx, scratch, alone + (size_t)h * (size_t)hd);
+                    char what[128];
+                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d %s: vector vs generic", hd, nq,
+                             n_ctx, peak ? "peaked" : "flat");
+                    compare(what, want, got, (int)nf);
+                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d %s: alone vs in group", hd, nq,
+                             n_ctx, peak ? "peaked" : "flat");
+                    compare(what, got, alone, (int)nf);
+                    for (size_t i = 0; i < nf; i++)
+                        if (!isfinite(got[i])) {
+                            printf("FAIL %s: output %zu is %g\n", what, i, (double)got[i]);
+                            failures++;
+                            break;
+                        }
+                    free(q), free(want), free(got), free(alone), free(scratch);
+                }
+            }
+        }
+        free(k_pool);
+        free(v_pool);
+    }
+}
+
+static void check_f16_store(void)
+{
+    enum { N = 4096 };
+    float x[N];
+    slm_half y[N];
+    int bad = 0;
+    uint64_t checked = 0;
+    /* every 97th bit pattern, then all patterns near the boundaries of slm_f32_to_half's cases */
+    static const uint32_t edges[] = {0x00000000u, 0x33000000u, 0x33800000u, 0x38800000u, 0x387fc000u,
+                                     0x477ff000u, 0x477fe000u, 0x7f800000u, 0x7fc00000u, 0x3f800000u};
+    uint64_t pat = 0;
+    int phase = 0, edge = 0;
+    for (;;) {
+        int n = 0;
+        while (n < N) {
+            uint32_t u;
+            if (phase == 0) {
+                if (pat > 0xffffffffull) {
+                    phase = 1;
+                    continue;
+                }
+                u = (uint32_t)pat;
+                pat += 97;
+            } else {
+                if (edge >= (int)(sizeof edges / sizeof *edges) * 2 * 8192) break;
+                int e = edge / (2 * 8192), off = edge % (2 * 8192) - 8192;
+                u = (edges[e] + (uint32_t)off) ^ ((edge & 1) ? 0x80000000u : 0u);
+                edge++;
+            }
+            memcpy(&x[n++], &u, 4);
+        }
+        if (n == 0) break;
+        slm_cpu_f32_to_f16(x, y, (size_t)n);
+        for (int i = 0; i < n; i++) {
+            slm_half w = slm_f32_to_half(x[i]);
+            if (w != y[i] && bad++ < 10)
+                printf("FAIL f32_to_f16(0x%08x): expected 0x%04x, got 0x%04x\n", (unsigned)bits_of(x[i]), w, y[i]);
+        }
+        checked += (uint64_t)n;
+        if (n < N) break;
+    }
+    if (bad) {
+        printf("FAIL f32_to_f16: %d of %llu differ\n", bad, (unsigned long long)checked);
+        failures++;
+    }
+}
+
+int main(void)
+{
+    check_attention();
+    check_f16_store();
+    if (failures) {
+        printf("test_attention: %d failures\n", failures);
+        return 1;
+    }
+    if (!slm_cpu_have_avx2()) {
+        printf("SKIP test_attention: no AVX2 path here (kernels %s): both sides were the portable code\n",
+               slm_cpu_kernels_name());
+        return 77;
+    }
+    printf("test_attention: ok (kernels %s)\n", slm_cpu_kernels_name());
+    return 0;
+}
