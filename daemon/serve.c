@@ -1,0 +1,534 @@
+/*
+ * daemon/serve.c - `slmd serve`: the daemon's lifecycle. Loads the model, builds the engine,
+ * listens on the Unix socket (or takes it from systemd), runs the engine thread and the I/O
+ * loop, talks to systemd (READY, STATUS, WATCHDOG, STOPPING, RELOADING), drains on SIGTERM
+ * and reloads on SIGHUP. clients.c handles each connection.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "engine/chat.h"
+#include "engine/gguf.h"
+#include "engine/tokenizer.h"
+#include "kernels/cpu/matmul.h"
+#include "log.h"
+#include "server.h"
+
+#define TICK_MS 100
+
+enum { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER };   /* epoll data below 4096 are these; above, clients */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void slm_server_kick(struct slm_server *s)
+{
+    pthread_mutex_lock(&s->wake_lock);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->wake_lock);
+}
+
+/* ---- the engine */
+
+/* KV blocks: the configured size, or auto (docs/configuration.md). 0 with err if too small. */
+static int kv_blocks(const struct slm_server *s, int n_ctx, char *err)
+{
+    size_t per_block = slm_engine_block_bytes(s->model, s->cfg.block_size);
+    int per_ctx = (n_ctx + s->cfg.block_size - 1) / s->cfg.block_size;
+    uint64_t bytes = s->cfg.kv_cache_mem;
+    if (!bytes) {
+        uint64_t want = (uint64_t)s->cfg.max_seqs * (uint64_t)per_ctx * per_block;
+        uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+        bytes = want < ram / 4 ? want : ram / 4;
+        if (bytes < (uint64_t)per_ctx * per_block) bytes = (uint64_t)per_ctx * per_block;
+    }
+    uint64_t n = bytes / per_block;
+    if (n < 1) {
+        slm_err_set(err, "kv-cache-mem: %llu bytes hold no KV block (one block of %d tokens takes %zu bytes)",
+                    (unsigned long long)bytes, s->cfg.block_size, per_block);
+        return 0;
+    }
+    return n > (1u << 30) ? 1 << 30 : (int)n;
+}
+
+/* Loads the model and builds the engine from s->cfg. */
+static int load_engine(struct slm_server *s, char *err)
+{
+    if (!strcmp(s->cfg.backend, "cuda")) {
+        slm_err_set(err, "backend cuda: this slmd has no CUDA backend yet (use backend auto or cpu)");
+        return -ENODEV;
+    }
+    if (slm_cli_model_path(s->cfg.model[0] ? s->cfg.model : NULL, s->model_path, sizeof s->model_path, err))
+        return -ENOENT;
+    if (!(s->model = slm_model_load(s->model_path, err))) return -EINVAL;
+    if (!(s->be = slm_backend_cpu_create(s->cfg.threads, err))) return -ENOMEM;
+    if (slm_model_bind(s->model, s->be, err)) return -EINVAL;
+    if (!(s->tok = slm_tok_create(s->model->gguf, err))) return -EINVAL;
+    if (slm_tok_n_vocab(s->tok) != s->model->cfg.n_vocab) {
+        slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", s->model_path,
+                    slm_tok_n_vocab(s->tok), s->model->cfg.n_vocab);
+        return -EINVAL;
+    }
+    struct slm_gguf_str t;
+    s->chat_fmt = slm_gguf_get_str(s->model->gguf, "tokenizer.chat_template", &t, NULL)
+                      ? -1
+                      : slm_chat_detect(t.ptr, (size_t)t.len);
+    int train = s->model->cfg.n_ctx_train;
+    int n_ctx = s->cfg.ctx_size ? s->cfg.ctx_size : (train > 0 && train < 8192 ? train : 8192);
+    int n_blocks = kv_blocks(s, n_ctx, err);
+    if (!n_blocks) return -EINVAL;
+    s->eo = (struct slm_engine_opts){.n_blocks = n_blocks, .block_size = s->cfg.block_size,
+                                     .max_batch_tokens = s->cfg.max_batch_tokens, .max_seqs = s->cfg.max_seqs,
+                                     .n_ctx = n_ctx};
+    if (!(s->engine = slm_engine_create(s->model, s->tok, &s->eo, err))) return -ENOMEM;
+    slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, vocab %d, context %d; cpu backend, %d threads, %s kernels; "
+            "KV cache %d blocks of %d tokens (%zu MiB); %d tokens and %d sequences per step; chat template %s",
+            s->model_path, s->model->cfg.arch_name, s->model->cfg.n_layer, s->model->cfg.n_vocab, n_ctx,
+            s->be->n_threads, slm_cpu_kernels_name(), n_blocks, s->cfg.block_size,
+            ((size_t)n_blocks * slm_engine_block_bytes(s->model, s->cfg.block_size)) >> 20, s->cfg.max_batch_tokens,
+            s->cfg.max_seqs, s->chat_fmt >= 0 ? slm_chat_format_name(s->chat_fmt) : "none");
+    return 0;
+}
+
+static void unload_engine(struct slm_server *s)
+{
+    slm_engine_destroy(&s->engine);
+    slm_tok_destroy(&s->tok);
+    slm_model_free(&s->model);
+    slm_backend_destroy(&s->be);
+}
+
+static void *engine_main(void *arg)
+{
+    struct slm_server *s = arg;
+    double last_ping = 0;
+    for (;;) {
+        int rc = slm_engine_step(s->engine, slm_client_on_event, s);
+        if (rc < 0) slm_log(SLM_LOG_ERR, "engine step failed: %s", strerror(-rc));
+        double t = now_s();
+        if (s->watchdog_usec && t - last_ping >= (double)s->watchdog_usec * 1e-6 / 2) {
+            sd_notify(0, "WATCHDOG=1");   /* from this loop, so a stuck engine misses it */
+            last_ping = t;
+        }
+        if (rc > 0) continue;
+        pthread_mutex_lock(&s->wake_lock);
+        if (s->engine_quit) {
+            pthread_mutex_unlock(&s->wake_lock);
+            break;
+        }
+        if (slm_engine_n_unfinished(s->engine) == 0) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += TICK_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&s->wake, &s->wake_lock, &until);
+        }
+        pthread_mutex_unlock(&s->wake_lock);
+    }
+    return NULL;
+}
+
+static int start_engine_thread(struct slm_server *s, char *err)
+{
+    s->engine_quit = 0;
+    int rc = pthread_create(&s->engine_thread, NULL, engine_main, s);
+    if (rc) slm_err_set(err, "cannot start the engine thread: %s", strerror(rc));
+    return -rc;
+}
+
+static void stop_engine_thread(struct slm_server *s)
+{
+    pthread_mutex_lock(&s->wake_lock);
+    s->engine_quit = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->wake_lock);
+    pthread_join(s->engine_thread, NULL);
+}
+
+/* ---- the socket */
+
+static int apply_socket_access(const struct slm_server *s, char *err)
+{
+    if (chmod(s->socket_path, s->cfg.socket_mode)) {
+        slm_err_set(err, "%s: chmod %04o: %s", s->socket_path, s->cfg.socket_mode, strerror(errno));
+        return -errno;
+    }
+    if (!s->cfg.socket_group[0]) return 0;
+    long long gid;
+    char e2[SLM_ERR_LEN];
+    if (slm_parse_int(s->cfg.socket_group, 0, 0xfffffffell, &gid, e2)) {
+        struct group *g = getgrnam(s->cfg.socket_group);
+        if (!g) {
+            slm_err_set(err, "socket-group: '%s' is not a known group", s->cfg.socket_group);
+            return -EINVAL;
+        }
+        gid = g->gr_gid;
+    }
+    if (chown(s->socket_path, (uid_t)-1, (gid_t)gid)) {
+        slm_err_set(err, "%s: chown to group %lld: %s", s->socket_path, gid, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+/* Takes the socket from systemd, or binds our own. */
+static int open_socket(struct slm_server *s, char *err)
+{
+    slm_config_socket_path(&s->cfg, s->socket_path, sizeof s->socket_path);
+    int n = sd_listen_fds(1);
+    if (n > 1) {
+        slm_err_set(err, "systemd passed %d sockets; slmd takes one", n);
+        return -EINVAL;
+    }
+    if (n == 1) {
+        int fd = SD_LISTEN_FDS_START;
+        if (sd_is_socket_unix(fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0) {
+            slm_err_set(err, "the socket systemd passed is not a listening Unix SOCK_SEQPACKET socket");
+            return -EINVAL;
+        }
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        s->listen_fd = fd;
+        s->socket_activated = 1;
+        slm_log(SLM_LOG_INFO, "listening on the socket systemd passed");
+        return 0;
+    }
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(s->socket_path) >= sizeof a.sun_path) {
+        slm_err_set(err, "socket path %s is longer than %zu bytes", s->socket_path, sizeof a.sun_path - 1);
+        return -ENAMETOOLONG;
+    }
+    strcpy(a.sun_path, s->socket_path);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        slm_err_set(err, "socket: %s", strerror(errno));
+        return -errno;
+    }
+    /* A socket file left by a daemon that died: remove it only if nobody answers on it. */
+    struct stat st;
+    if (lstat(s->socket_path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            slm_err_set(err, "%s exists and is not a socket", s->socket_path);
+            close(fd);
+            return -EEXIST;
+        }
+        int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        int live = probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
+        if (probe >= 0) close(probe);
+        if (live) {
+            slm_err_set(err, "%s: another slmd is already listening there", s->socket_path);
+            close(fd);
+            return -EADDRINUSE;
+        }
+        unlink(s->socket_path);
+    }
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 128)) {
+        slm_err_set(err, "%s: %s", s->socket_path, strerror(errno));
+        close(fd);
+        return -errno;
+    }
+    s->listen_fd = fd;
+    int rc = apply_socket_access(s, err);
+    if (rc) return rc;
+    slm_log(SLM_LOG_INFO, "listening on %s (mode %04o)", s->socket_path, s->cfg.socket_mode);
+    return 0;
+}
+
+/* ---- the I/O loop */
+
+static int add_fd(struct slm_server *s, int fd, uint64_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+    return epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+static void remove_client(struct slm_server *s, int k)
+{
+    struct client *c = s->clients[k];
+    epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, slm_client_fd(c), NULL);
+    slm_client_close(s, c);
+    s->clients[k] = s->clients[--s->n_clients];
+}
+
+static void accept_clients(struct slm_server *s)
+{
+    for (;;) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR) slm_log(SLM_LOG_WARNING, "accept: %s", strerror(errno));
+            return;
+        }
+        if (s->n_clients >= s->cfg.max_clients) {
+            slm_log(SLM_LOG_WARNING, "refusing a connection: %d clients already (max-clients)", s->n_clients);
+            close(fd);
+            continue;
+        }
+        if (s->n_clients == s->cap_clients) {
+            int cap = s->cap_clients ? 2 * s->cap_clients : 16;
+            struct client **p = realloc(s->clients, (size_t)cap * sizeof *p);
+            if (!p) {
+                close(fd);
+                continue;
+            }
+            s->clients = p;
+            s->cap_clients = cap;
+        }
+        struct client *c = slm_client_new(s, fd);
+        if (!c) continue;
+        if (add_fd(s, fd, (uint64_t)(uintptr_t)c)) {
+            slm_client_close(s, c);
+            continue;
+        }
+        s->clients[s->n_clients++] = c;
+    }
+}
+
+static void notify_status(struct slm_server *s)
+{
+    uint64_t gen = __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED);
+    double t = now_s();
+    if (t - s->rate_t >= 1.0) {
+        double rate = (double)(gen - (uint64_t)s->rate_tokens) / (t - s->rate_t);
+        s->tokens_per_s = s->rate_t ? 0.5 * s->tokens_per_s + 0.5 * rate : rate;
+        s->rate_t = t;
+        s->rate_tokens = (double)gen;
+    }
+    sd_notifyf(0, "STATUS=%s%s: %d clients, %d requests, %.1f tokens/s", s->draining ? "draining; " : "",
+               strrchr(s->model_path, '/') ? strrchr(s->model_path, '/') + 1 : s->model_path, s->n_clients,
+               slm_engine_n_unfinished(s->engine), s->tokens_per_s);
+}
+
+/* Polls every client's submission ring; returns the submissions taken. */
+static int poll_clients(struct slm_server *s)
+{
+    int n = 0;
+    for (int k = 0; k < s->n_clients; k++) n += slm_client_poll(s, s->clients[k]);
+    return n;
+}
+
+/* Tells every client to ring the doorbell; 1 if a submission slipped in meanwhile. */
+static int set_all_flags(struct slm_server *s, uint32_t flags)
+{
+    int pending = 0;
+    for (int k = 0; k < s->n_clients; k++) pending |= slm_client_set_flags(s->clients[k], flags);
+    return pending;
+}
+
+static int handle_signal(struct slm_server *s, double *drain_deadline);
+
+static int io_loop(struct slm_server *s)
+{
+    double last_work = now_s(), drain_deadline = 0;
+    for (;;) {
+        int took = s->draining ? 0 : poll_clients(s);
+        double t = now_s();
+        if (took) last_work = t;
+        int spinning = !s->draining && (t - last_work) * 1e6 < s->cfg.spin_us;
+        int timeout = 0;
+        if (!spinning) {
+            /* About to sleep: ask for doorbells, then look once more (docs/protocol.md). */
+            if (!s->draining && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
+                set_all_flags(s, 0);
+                continue;
+            }
+            timeout = TICK_MS;
+        }
+        struct epoll_event evs[64];
+        int n = epoll_wait(s->epoll_fd, evs, 64, timeout);
+        if (!spinning && !s->draining) set_all_flags(s, 0);
+        if (n < 0 && errno != EINTR) {
+            slm_log(SLM_LOG_ERR, "epoll_wait: %s", strerror(errno));
+            return -errno;
+        }
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag == TAG_LISTEN) {
+                accept_clients(s);
+            } else if (tag == TAG_SIGNAL) {
+                if (handle_signal(s, &drain_deadline)) return 0;
+            } else if (tag == TAG_TIMER) {
+                uint64_t ticks;
+                if (read(s->timer_fd, &ticks, sizeof ticks) < 0) {}
+                notify_status(s);
+            } else {
+                struct client *c = (struct client *)(uintptr_t)tag;
+                if (slm_client_on_socket(s, c, evs[i].events) < 0) {
+                    for (int k = 0; k < s->n_clients; k++)
+                        if (s->clients[k] == c) {
+                            s->clients[k] = s->clients[--s->n_clients];
+                            break;
+                        }
+                } else {
+                    last_work = now_s();
+                }
+            }
+        }
+        if (s->draining) {
+            if (slm_engine_n_unfinished(s->engine) == 0) return 0;
+            if (now_s() >= drain_deadline) {
+                slm_log(SLM_LOG_NOTICE, "shutdown-timeout passed: cancelling %d running requests",
+                        slm_engine_n_unfinished(s->engine));
+                for (int k = 0; k < s->n_clients; k++) slm_client_cancel_all(s, s->clients[k]);
+                drain_deadline = now_s() + 3600;
+            }
+        }
+    }
+}
+
+static int reload(struct slm_server *s);
+
+static int handle_signal(struct slm_server *s, double *drain_deadline)
+{
+    struct signalfd_siginfo si;
+    while (read(s->signal_fd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            reload(s);
+            continue;
+        }
+        if (s->draining) return 1;   /* a second SIGTERM/SIGINT: stop now */
+        sd_notify(0, "STOPPING=1");
+        slm_log(SLM_LOG_NOTICE, "stopping: %d requests to finish within %d s", slm_engine_n_unfinished(s->engine),
+                s->cfg.shutdown_timeout);
+        s->draining = 1;
+        *drain_deadline = now_s() + s->cfg.shutdown_timeout;
+        set_all_flags(s, SLM_SHM_CLOSING);
+        epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+        notify_status(s);
+    }
+    return 0;
+}
+
+/* SIGHUP: re-read the configuration; rebuild the engine when what it depends on changed
+ * (waiting for running requests first); connected clients stay. */
+static int reload(struct slm_server *s)
+{
+    char err[SLM_ERR_LEN];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+               (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    static struct slm_config next;
+    int rc = slm_config_from_args(&next, s->argc, s->argv, err);
+    if (rc) {
+        slm_log(SLM_LOG_ERR, "reload: %s; keeping the running configuration", err);
+        slm_log_set_level(s->cfg.log_level);
+        sd_notify(0, "READY=1");
+        return -EINVAL;
+    }
+    int engine_changed = strcmp(next.model, s->cfg.model) || next.threads != s->cfg.threads ||
+                         next.ctx_size != s->cfg.ctx_size || next.max_batch_tokens != s->cfg.max_batch_tokens ||
+                         next.max_seqs != s->cfg.max_seqs || next.kv_cache_mem != s->cfg.kv_cache_mem ||
+                         next.block_size != s->cfg.block_size || strcmp(next.backend, s->cfg.backend);
+    struct slm_config old = s->cfg;
+    s->cfg = next;
+    if (!s->socket_activated && (old.socket_mode != next.socket_mode || strcmp(old.socket_group, next.socket_group)) &&
+        apply_socket_access(s, err))
+        slm_log(SLM_LOG_ERR, "reload: %s", err);
+    if (engine_changed) {
+        /* New submissions wait in their rings meanwhile; running requests finish first. */
+        while (slm_engine_n_unfinished(s->engine) > 0) usleep(10000);
+        stop_engine_thread(s);
+        struct slm_server keep = *s;
+        s->model = NULL, s->be = NULL, s->tok = NULL, s->engine = NULL;
+        if (load_engine(s, err)) {
+            slm_log(SLM_LOG_ERR, "reload: %s; keeping the running model and engine", err);
+            unload_engine(s);
+            s->model = keep.model, s->be = keep.be, s->tok = keep.tok, s->engine = keep.engine;
+            s->eo = keep.eo, s->chat_fmt = keep.chat_fmt;
+            memcpy(s->model_path, keep.model_path, sizeof s->model_path);
+            s->cfg = old;
+        } else {
+            slm_engine_destroy(&keep.engine);
+            slm_tok_destroy(&keep.tok);
+            slm_model_free(&keep.model);
+            slm_backend_destroy(&keep.be);
+        }
+        if (start_engine_thread(s, err)) slm_log(SLM_LOG_ERR, "reload: %s", err);
+    }
+    slm_log(SLM_LOG_NOTICE, "configuration reloaded%s", engine_changed ? " (engine rebuilt)" : "");
+    sd_notify(0, "READY=1");
+    notify_status(s);
+    return 0;
+}
+
+int slm_cmd_serve(int argc, char **argv)
+{
+    static struct slm_server srv;
+    struct slm_server *s = &srv;
+    char err[SLM_ERR_LEN] = "";
+    int status = 1;
+    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = -1;
+    s->argc = argc;
+    s->argv = argv;
+    int rc = slm_config_from_args(&s->cfg, argc, argv, err);
+    if (rc > 0) return 0;
+    if (rc < 0) {
+        fprintf(stderr, "slmd: %s\n", err);
+        return 2;
+    }
+    slm_log_set_level(s->cfg.log_level);
+    s->started_s = now_s();
+    pthread_mutex_init(&s->wake_lock, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);   /* before any thread starts: they inherit it */
+    signal(SIGPIPE, SIG_IGN);
+    if (load_engine(s, err)) goto out;
+    if (open_socket(s, err)) goto out;
+    s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    s->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L}, .it_value = {0, TICK_MS * 1000000L}};
+    if (s->epoll_fd < 0 || s->signal_fd < 0 || s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &its, NULL) ||
+        add_fd(s, s->listen_fd, TAG_LISTEN) || add_fd(s, s->signal_fd, TAG_SIGNAL) ||
+        add_fd(s, s->timer_fd, TAG_TIMER)) {
+        slm_err_set(err, "cannot set up the event loop: %s", strerror(errno));
+        goto out;
+    }
+    if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0) s->watchdog_usec = 0;
+    if (start_engine_thread(s, err)) goto out;
+    sd_notify(0, "READY=1");
+    notify_status(s);
+    slm_log(SLM_LOG_NOTICE, "ready");
+    rc = io_loop(s);
+    for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);
+    stop_engine_thread(s);
+    status = rc ? 1 : 0;
+out:
+    if (status && err[0]) fprintf(stderr, "slmd: %s\n", err);
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        if (!s->socket_activated && s->socket_path[0]) unlink(s->socket_path);
+    }
+    if (s->epoll_fd >= 0) close(s->epoll_fd);
+    if (s->signal_fd >= 0) close(s->signal_fd);
+    if (s->timer_fd >= 0) close(s->timer_fd);
+    unload_engine(s);
+    free(s->clients);
+    slm_log(SLM_LOG_NOTICE, "stopped");
+    return status;
+}

@@ -1,0 +1,88 @@
+/*
+ * daemon/server.h - slmd serve's internals, shared by serve.c (lifecycle: model, engine
+ * thread, socket, signals, systemd) and clients.c (one connected client: handshake, its
+ * rings, its requests).
+ *
+ * Threads: the I/O thread (serve.c's loop: epoll over the listening socket, the clients'
+ * sockets, a signalfd and a timerfd; it polls the clients' submission rings) and the engine
+ * thread (steps the engine; its event callback pushes completions). Lock order: a client's
+ * lock may be taken while the engine's lock is held (the event callback), never the other
+ * way round: no engine call is made with a client's lock held.
+ */
+#ifndef SLM_DAEMON_SERVER_H
+#define SLM_DAEMON_SERVER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "engine/engine.h"
+#include "ipc/protocol.h"
+
+struct client;
+
+struct slm_server {
+    struct slm_config cfg;
+    int argc;                      /* the command line, read again on SIGHUP */
+    char **argv;
+    char model_path[1024];
+    struct slm_model *model;
+    struct slm_backend *be;
+    struct slm_tokenizer *tok;
+    int chat_fmt;                  /* slm_chat_detect of the model's template; < 0: none */
+    struct slm_engine *engine;
+    struct slm_engine_opts eo;
+    int listen_fd, epoll_fd, signal_fd, timer_fd;
+    int socket_activated;          /* the socket came from systemd (do not unlink it) */
+    char socket_path[128];
+    /* engine thread */
+    pthread_t engine_thread;
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake;           /* signalled when a request was added or the daemon stops */
+    int engine_quit;
+    uint64_t watchdog_usec;        /* 0: no watchdog */
+    /* clients (I/O thread only, except the counters) */
+    struct client **clients;
+    int n_clients, cap_clients;
+    uint64_t next_client_id;
+    int draining;                  /* SIGTERM: no new requests */
+    /* counters for stats (atomics) */
+    uint64_t n_requests_total, n_tokens_prompt, n_tokens_cached, n_tokens_generated;
+    double started_s;
+    double rate_t, rate_tokens, tokens_per_s;   /* a smoothed generation rate, engine thread */
+};
+
+/* Wakes the engine thread (after slm_engine_add). */
+void slm_server_kick(struct slm_server *s);
+
+/* ---- clients.c */
+
+/* Takes a freshly accepted connection. NULL (fd closed) when out of memory. */
+struct client *slm_client_new(struct slm_server *s, int fd);
+
+/* Handles the client's socket being readable or hung up: the HELLO, doorbell bytes, or the
+ * end. Returns 0, or -1 when the client is gone (slm_client_close has then been called). */
+int slm_client_on_socket(struct slm_server *s, struct client *c, uint32_t events);
+
+/* Takes every waiting submission of client c; returns how many. */
+int slm_client_poll(struct slm_server *s, struct client *c);
+
+/* Sets or clears NEED_WAKEUP (or CLOSING) in c's shared header. Returns 1 when, after setting
+ * NEED_WAKEUP, a submission is already waiting (so the caller must not sleep). */
+int slm_client_set_flags(struct client *c, uint32_t flags);
+
+/* Cancels every request of c (the drain's deadline passed). */
+void slm_client_cancel_all(struct slm_server *s, struct client *c);
+
+/* Cancels c's requests, closes its socket; c is freed once its last request has finished. */
+void slm_client_close(struct slm_server *s, struct client *c);
+
+/* The engine's event callback (ctx: the server). */
+void slm_client_on_event(void *ctx, const struct slm_event *ev);
+
+/* Requests of c not yet finished. */
+int slm_client_n_active(struct client *c);
+
+int slm_client_fd(const struct client *c);
+
+#endif
