@@ -26,18 +26,8 @@
 #define MAX_CTX 300
 #define N_BLOCKS (MAX_CTX / BLOCK + 8)
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static float frand(void)
-{
-    return (float)((double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
+#define TEST_RNG_SEED 0x2545f4914f6cdd1dull
+#include "rng.h"
 
 static int mismatches;
 

@@ -19,18 +19,8 @@
 
 static int failures;
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static float frand(void)
-{
-    return (float)((double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
+#define TEST_RNG_SEED 0x9e3779b97f4a7c15ull
+#include "rng.h"
 
 /* Random weights of `type`: quantize random floats where a quantizer exists, else
  * random bytes with sane scales written over each block's leading half(s). */

@@ -33,14 +33,8 @@ static int failures;
         }                                                                                  \
     } while (0)
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
+#define TEST_RNG_SEED 0x2545f4914f6cdd1dull
+#include "rng.h"
 
 static uint32_t f32_bits(float f)
 {

@@ -177,6 +177,9 @@ static void tile_generic(uint32_t wtype, int64_t k, const void *w, size_t w_stri
 }
 
 struct matmul_ctx {
+    const float *x;               /* (n, cols) the activations */
+    int quantize[8];              /* job j quantizes x into acts[j] (the first job of its type) */
+    int own_scales[8];            /* job j fills scales[j] (the first X8 job of its type) */
     int n_jobs;
     const struct slm_cpu_matmul_job *jobs;
     const void *acts[8];          /* quantized x for each job */
@@ -221,6 +224,28 @@ static void matmul_chunk(void *arg, int64_t chunk, int slot)
     run_chunk(arg, chunk);
 }
 
+/* Quantizes token row `chunk` for every activation type the jobs need, and its X8 scales. */
+static void quant_chunk(void *arg, int64_t chunk, int slot)
+{
+    const struct matmul_ctx *ctx = arg;
+    int i = (int)chunk;
+    for (int j = 0; j < ctx->n_jobs; j++) {
+        const struct slm_cpu_matmul_job *job = &ctx->jobs[j];
+        const char *row = (const char *)ctx->acts[j] + (size_t)i * ctx->act_stride[j];
+        if (ctx->quantize[j])
+            slm_cpu_quantize_acts(job->type, ctx->x + (size_t)i * (size_t)job->cols, 1, job->cols, (void *)row);
+    }
+    for (int j = 0; j < ctx->n_jobs; j++) {   /* after every quantization of this row */
+        const struct slm_cpu_matmul_job *job = &ctx->jobs[j];
+        const char *row = (const char *)ctx->acts[j] + (size_t)i * ctx->act_stride[j];
+        if (ctx->own_scales[j]) {
+            int64_t nb = job->cols / 32;
+            act_scales(slm_cpu_vec_dot_type(job->type), row, ctx->act_stride[j], 1, nb,
+                       (struct slm_cpu_act_scale *)ctx->scales[j] + (size_t)i * (size_t)nb);
+        }
+    }
+}
+
 size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job *jobs, int n)
 {
     size_t total = 0;
@@ -239,7 +264,7 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
                    int n, int accumulate, void *scratch)
 {
     if (n_jobs < 1 || n_jobs > 8 || n < 1) return -EINVAL;
-    struct matmul_ctx ctx = {.n_jobs = n_jobs, .jobs = jobs, .n = n, .accumulate = accumulate};
+    struct matmul_ctx ctx = {.x = x, .n_jobs = n_jobs, .jobs = jobs, .n = n, .accumulate = accumulate};
     char *s = scratch;
     for (int j = 0; j < n_jobs; j++) {
         if (jobs[j].cols != jobs[0].cols || jobs[j].cols % slm_qblock_elems(jobs[j].type)) return -EINVAL;
@@ -252,8 +277,9 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
         ctx.acts[j] = NULL;
         for (int i = 0; i < j; i++)
             if (slm_cpu_vec_dot_type(jobs[i].type) == at) ctx.acts[j] = ctx.acts[i];
+        ctx.quantize[j] = ctx.own_scales[j] = 0;
         if (!ctx.acts[j]) {
-            slm_cpu_quantize_acts(jobs[j].type, x, n, jobs[j].cols, s);
+            ctx.quantize[j] = 1;   /* by quant_chunk, below */
             ctx.acts[j] = s;
             s += (size_t)n * ctx.act_stride[j] + 64;
         }
@@ -264,13 +290,17 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
             if (!ctx.scales[j]) {
                 s += (64 - (uintptr_t)s % 64) % 64;   /* the + 64 of the scratch size */
                 struct slm_cpu_act_scale *sc = (struct slm_cpu_act_scale *)s;
-                act_scales(at, ctx.acts[j], ctx.act_stride[j], n, jobs[j].cols / 32, sc);
-                ctx.scales[j] = sc;
+                ctx.scales[j] = sc;   /* filled after the quantization, by quant_chunk */
+                ctx.own_scales[j] = 1;
                 s += (size_t)n * (size_t)(jobs[j].cols / 32) * sizeof *sc;
             }
         }
         ctx.chunk_start[j + 1] = ctx.chunk_start[j] + (jobs[j].rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
     }
+    /* Each token row is quantized on its own, so the rows can be spread over the threads;
+     * a single row is not worth waking them. */
+    if (n > 1) slm_pool_for(pool, n, quant_chunk, &ctx);
+    else quant_chunk(&ctx, 0, 0);
     slm_pool_for(pool, ctx.chunk_start[n_jobs], matmul_chunk, &ctx);
     return 0;
 }
