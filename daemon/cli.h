@@ -40,5 +40,6 @@ char *slm_cli_read_all(FILE *f, char *err);
 /* Subcommands. Each returns the process exit status. */
 int slm_cmd_run(int argc, char **argv);
 int slm_cmd_config(int argc, char **argv);
+int slm_cmd_serve(int argc, char **argv);
 
 #endif

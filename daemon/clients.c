@@ -1,0 +1,482 @@
+/*
+ * daemon/clients.c - one connected client of slmd serve: the handshake, its submission ring
+ * (hostile input: every SQE is copied out and validated), its requests in the engine, and
+ * the completions pushed back (by the engine thread's event callback, or the I/O thread's
+ * answers), queued privately when the client's completion ring is full.
+ *
+ * WIP (issue 4): not yet built or tested; see the TODO list at the end of server.h's plan.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine/chat.h"
+#include "engine/tokenizer.h"
+#include "ipc/arena.h"
+#include "ipc/handshake.h"
+#include "ipc/ring.h"
+#include "ipc/shm.h"
+#include "ipc/wait.h"
+#include "log.h"
+#include "server.h"
+
+#define MAX_PAYLOAD (16u << 20)
+#define MAX_PENDING 65536   /* completions held for a client whose ring is full; then it is dropped */
+
+struct creq {
+    struct client *c;
+    uint64_t user_data;
+    int64_t id;            /* the engine's, once added */
+    struct creq *prev, *next;
+};
+
+struct client {
+    int fd;
+    uint64_t id;
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    char name[SLM_NAME_LEN + 1];
+    int ready;             /* handshake done */
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    pthread_mutex_t lock;  /* cq, pending, reqs, refs, closed */
+    int refs;              /* 1 for the connection + 1 per request in the engine */
+    int closed;
+    struct creq *reqs;
+    struct slm_cqe *pending;
+    int n_pending, cap_pending;
+};
+
+int slm_client_fd(const struct client *c)
+{
+    return c->fd;
+}
+
+struct client *slm_client_new(struct slm_server *s, int fd)
+{
+    struct client *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->fd = fd;
+    c->id = ++s->next_client_id;
+    c->refs = 1;
+    c->shm.fd = -1;
+    pthread_mutex_init(&c->lock, NULL);
+    if (slm_peer_cred(fd, &c->pid, &c->uid, &c->gid)) c->uid = (uid_t)-1, c->gid = (gid_t)-1;
+    return c;
+}
+
+static void client_unref(struct client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int left = --c->refs;
+    pthread_mutex_unlock(&c->lock);
+    if (left) return;
+    slm_shm_unmap(&c->shm);
+    free(c->pending);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int allowed(const struct slm_server *s, const struct client *c)
+{
+    if (!s->cfg.n_allow_uids && !s->cfg.n_allow_gids) return 1;
+    for (int i = 0; i < s->cfg.n_allow_uids; i++)
+        if (s->cfg.allow_uids[i] == c->uid) return 1;
+    for (int i = 0; i < s->cfg.n_allow_gids; i++)
+        if (s->cfg.allow_gids[i] == c->gid) return 1;
+    return 0;
+}
+
+static int handshake(struct slm_server *s, struct client *c)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_hello h;
+    int rc = slm_hello_recv(c->fd, &h, err);
+    if (rc == -EAGAIN) return 0;
+    if (rc == -EPROTO) {
+        slm_welcome_refuse(c->fd, -EPROTO, err);
+        return -1;
+    }
+    if (rc) {
+        slm_log(SLM_LOG_INFO, "client %llu: bad HELLO: %s", (unsigned long long)c->id, err);
+        return -1;
+    }
+    memcpy(c->name, h.name, SLM_NAME_LEN);
+    if (!allowed(s, c)) {
+        slm_welcome_refuse(c->fd, -EACCES, "this user is not in slmd's allow-list (allow-uids, allow-gids)");
+        slm_log(SLM_LOG_NOTICE, "refused uid %u (pid %d): not in the allow-list", (unsigned)c->uid, (int)c->pid);
+        return -1;
+    }
+    if (s->draining) {
+        slm_welcome_refuse(c->fd, -ESHUTDOWN, "slmd is stopping");
+        return -1;
+    }
+    if (slm_shm_create(&c->shm, h.sq_entries, h.cq_entries, h.arena_bytes, err) ||
+        slm_welcome_send(c->fd, c->id, c->shm.bytes, c->shm.fd, err)) {
+        slm_log(SLM_LOG_WARNING, "client %llu: %s", (unsigned long long)c->id, err);
+        return -1;
+    }
+    slm_shm_rings(&c->shm, &c->sq, &c->cq);
+    c->ready = 1;
+    slm_log(SLM_LOG_INFO, "client %llu '%s' connected (uid %u, pid %d)", (unsigned long long)c->id, c->name,
+            (unsigned)c->uid, (int)c->pid);
+    return 0;
+}
+
+int slm_client_on_socket(struct slm_server *s, struct client *c, uint32_t events)
+{
+    (void)events;   /* readable and hang-up both mean: read the socket */
+    int gone = 0;
+    if (!c->ready) gone = handshake(s, c) < 0;
+    else gone = slm_doorbell_drain(c->fd) < 0;
+    if (!gone && c->ready) slm_client_poll(s, c);
+    if (gone) {
+        slm_client_close(s, c);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- completions */
+
+/* Pushes cqes[0..n) as one chain, or queues them behind what is already pending. Lock held. */
+static void push_locked(struct client *c, const struct slm_cqe *cqes, int n)
+{
+    if (c->closed) return;
+    for (int i = 0; i < n; i++) {
+        void *slot;
+        if (!c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+            memcpy((char *)slot + 4, (const char *)&cqes[i] + 4, sizeof cqes[i] - 4);
+            slm_ring_publish(&c->cq, slot);
+            continue;
+        }
+        if (c->n_pending == c->cap_pending) {
+            int cap = c->cap_pending ? 2 * c->cap_pending : 64;
+            struct slm_cqe *p = cap <= MAX_PENDING ? realloc(c->pending, (size_t)cap * sizeof *p) : NULL;
+            if (!p) return;   /* TODO: drop the client when it never drains */
+            c->pending = p;
+            c->cap_pending = cap;
+        }
+        c->pending[c->n_pending++] = cqes[i];
+    }
+    slm_wake_client(&c->shm);
+}
+
+static void flush_pending_locked(struct client *c)
+{
+    int k = 0;
+    void *slot;
+    while (k < c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+        memcpy((char *)slot + 4, (const char *)&c->pending[k] + 4, sizeof c->pending[k] - 4);
+        slm_ring_publish(&c->cq, slot);
+        k++;
+    }
+    if (k) {
+        memmove(c->pending, c->pending + k, (size_t)(c->n_pending - k) * sizeof *c->pending);
+        c->n_pending -= k;
+        slm_wake_client(&c->shm);
+    }
+}
+
+static void push(struct client *c, const struct slm_cqe *cqes, int n)
+{
+    pthread_mutex_lock(&c->lock);
+    flush_pending_locked(c);
+    push_locked(c, cqes, n);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* An answer's bytes as a chain of DATA completions. */
+static void push_data(struct client *c, uint64_t user_data, const void *data, size_t len)
+{
+    size_t n = len ? (len + SLM_CQE_DATA_BYTES - 1) / SLM_CQE_DATA_BYTES : 1;
+    struct slm_cqe *q = calloc(n, sizeof *q);
+    if (!q) return;
+    for (size_t i = 0; i < n; i++) {
+        size_t off = i * SLM_CQE_DATA_BYTES, k = len - off < SLM_CQE_DATA_BYTES ? len - off : SLM_CQE_DATA_BYTES;
+        q[i] = (struct slm_cqe){.kind = SLM_CQE_DATA, .flags = i + 1 < n ? SLM_CQE_MORE : 0,
+                                .user_data = user_data, .token = -1, .len = (uint8_t)k};
+        if (len) memcpy(q[i].data, (const char *)data + off, k);
+    }
+    push(c, q, (int)n);
+    free(q);
+}
+
+static void push_error(struct client *c, uint64_t user_data, int status, const char *reason)
+{
+    struct slm_cqe q = {.kind = SLM_CQE_ERROR, .user_data = user_data, .token = -1, .status = status};
+    size_t n = strlen(reason);
+    q.len = (uint8_t)(n < SLM_CQE_DATA_BYTES ? n : SLM_CQE_DATA_BYTES);
+    memcpy(q.data, reason, q.len);
+    push(c, &q, 1);
+}
+
+void slm_client_on_event(void *ctx, const struct slm_event *ev)
+{
+    struct slm_server *s = ctx;
+    struct creq *r = ev->user;
+    struct client *c = r->c;
+    struct slm_cqe q[24];
+    int n = 0;
+    if (ev->token >= 0) {
+        __atomic_add_fetch(&s->n_tokens_generated, 1, __ATOMIC_RELAXED);
+        q[n++] = (struct slm_cqe){.kind = SLM_CQE_TOKEN, .user_data = r->user_data, .token = ev->token,
+                                  .logprob = ev->logprob};
+        size_t off = 0;
+        do {
+            size_t k = (size_t)ev->text_len - off < SLM_CQE_DATA_BYTES ? (size_t)ev->text_len - off
+                                                                       : SLM_CQE_DATA_BYTES;
+            if (off) q[n++] = (struct slm_cqe){.kind = SLM_CQE_TEXT, .user_data = r->user_data, .token = -1};
+            memcpy(q[n - 1].data, ev->text + off, k);
+            q[n - 1].len = (uint8_t)k;
+            off += k;
+        } while (off < (size_t)ev->text_len && n < 12);
+        for (int i = 0; i < ev->n_top; i += SLM_CQE_DATA_BYTES / 8) {
+            struct slm_cqe t = {.kind = SLM_CQE_TOP, .user_data = r->user_data, .token = -1};
+            int m = ev->n_top - i < SLM_CQE_DATA_BYTES / 8 ? ev->n_top - i : SLM_CQE_DATA_BYTES / 8;
+            for (int j = 0; j < m; j++) {
+                memcpy(t.data + 8 * j, &ev->top[i + j].id, 4);
+                memcpy(t.data + 8 * j + 4, &ev->top[i + j].logprob, 4);
+            }
+            t.len = (uint8_t)(8 * m);
+            q[n++] = t;
+        }
+    }
+    if (ev->finish) {
+        q[n++] = (struct slm_cqe){.kind = SLM_CQE_DONE, .user_data = r->user_data, .token = -1,
+                                  .finish = (uint8_t)ev->finish, .n_prompt = (uint32_t)ev->n_prompt,
+                                  .n_cached = (uint32_t)ev->n_cached, .n_generated = (uint32_t)ev->n_generated};
+    }
+    for (int i = 0; i + 1 < n; i++) q[i].flags = SLM_CQE_MORE;   /* one chain per event */
+    pthread_mutex_lock(&c->lock);
+    flush_pending_locked(c);
+    push_locked(c, q, n);
+    if (ev->finish) {
+        if (r->prev) r->prev->next = r->next;
+        else c->reqs = r->next;
+        if (r->next) r->next->prev = r->prev;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (ev->finish) {
+        free(r);
+        client_unref(c);
+    }
+}
+
+/* ---- submissions */
+
+/* Copies [off, off + len) out of c's arena into a fresh buffer (NUL-terminated). */
+static char *arena_copy(struct client *c, uint32_t off, uint32_t len)
+{
+    if (len > MAX_PAYLOAD || !slm_arena_check_range(c->shm.arena_bytes, off, len)) return NULL;
+    char *p = malloc((size_t)len + 1);
+    if (!p || slm_arena_copy_out(c->shm.arena, c->shm.arena_bytes, off, len, p)) {
+        free(p);
+        return NULL;
+    }
+    p[len] = 0;
+    return p;
+}
+
+static int add_request(struct slm_server *s, struct client *c, const struct slm_sqe *q, int32_t *ids, int n_ids,
+                       char *err);
+
+/* Handles one copied, hostile SQE. */
+static void handle(struct slm_server *s, struct client *c, const struct slm_sqe *q)
+{
+    char err[SLM_ERR_LEN] = "";
+    char *payload = NULL;
+    int32_t *ids = NULL;
+    int n = 0, rc = 0;
+    if (s->draining) {
+        push_error(c, q->user_data, -ESHUTDOWN, "slmd is stopping");
+        return;
+    }
+    switch (q->op) {
+    case SLM_OP_COMPLETE:
+    case SLM_OP_TOKENIZE:
+    case SLM_OP_CHAT:
+        if (!(payload = arena_copy(c, q->payload_off, q->payload_len))) {
+            rc = -EINVAL;
+            slm_err_set(err, "payload [%u, +%u) is outside the arena", q->payload_off, q->payload_len);
+            break;
+        }
+        if (q->op == SLM_OP_CHAT) {
+            /* TODO: parse n_items messages (u32 role_len, role, u32 len, content) and apply
+             * s->chat_fmt with slm_chat_apply; until then refuse. */
+            rc = -ENOTSUP;
+            slm_err_set(err, "chat requests are not implemented yet");
+            break;
+        }
+        n = slm_tok_encode(s->tok, payload, q->payload_len, 1, 0, NULL, 0);
+        if (n <= 0 || !(ids = malloc((size_t)n * sizeof *ids)) ||
+            slm_tok_encode(s->tok, payload, q->payload_len, 1, 0, ids, n) != n) {
+            rc = n < 0 ? n : -EINVAL;
+            slm_err_set(err, n == 0 ? "the prompt encodes to no tokens" : "cannot encode the prompt");
+            break;
+        }
+        if (q->op == SLM_OP_TOKENIZE) {
+            push_data(c, q->user_data, ids, (size_t)n * sizeof *ids);
+            break;
+        }
+        rc = add_request(s, c, q, ids, n, err);
+        break;
+    case SLM_OP_COMPLETE_IDS:
+        if (q->n_items == 0 || q->n_items > MAX_PAYLOAD / 4 || q->payload_len != q->n_items * 4 ||
+            !(payload = arena_copy(c, q->payload_off, q->payload_len))) {
+            rc = -EINVAL;
+            slm_err_set(err, "token ids: %u ids do not match the payload [%u, +%u)", q->n_items, q->payload_off,
+                        q->payload_len);
+            break;
+        }
+        rc = add_request(s, c, q, (int32_t *)payload, (int)q->n_items, err);
+        break;
+    case SLM_OP_CANCEL: {
+        int64_t target = -1;
+        pthread_mutex_lock(&c->lock);
+        for (struct creq *r = c->reqs; r; r = r->next)
+            if (r->user_data == q->target) target = r->id;
+        pthread_mutex_unlock(&c->lock);
+        if (target >= 0) slm_engine_cancel(s->engine, target);   /* outside the client's lock */
+        break;
+    }
+    case SLM_OP_INFO: {
+        struct slm_wire_info w = {0};
+        const char *base = strrchr(s->model_path, '/');
+        snprintf(w.model, sizeof w.model, "%.127s", base ? base + 1 : s->model_path);
+        snprintf(w.arch, sizeof w.arch, "%s", s->model->cfg.arch_name);
+        snprintf(w.backend, sizeof w.backend, "cpu");
+        w.n_ctx = (uint32_t)s->eo.n_ctx, w.n_vocab = (uint32_t)s->model->cfg.n_vocab;
+        w.max_seqs = (uint32_t)s->eo.max_seqs, w.max_batch_tokens = (uint32_t)s->eo.max_batch_tokens;
+        w.kv_blocks = (uint32_t)s->eo.n_blocks, w.block_size = (uint32_t)s->eo.block_size;
+        push_data(c, q->user_data, &w, sizeof w);
+        break;
+    }
+    case SLM_OP_STATS: {
+        struct slm_wire_stats w = {0};
+        w.clients = (uint64_t)s->n_clients;
+        w.requests_active = (uint64_t)slm_engine_n_unfinished(s->engine);
+        w.requests_total = __atomic_load_n(&s->n_requests_total, __ATOMIC_RELAXED);
+        w.tokens_generated = __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED);
+        w.kv_blocks_total = (uint64_t)s->eo.n_blocks;
+        w.kv_blocks_used = w.kv_blocks_total - (uint64_t)slm_engine_free_blocks(s->engine);
+        w.tokens_per_s = s->tokens_per_s;
+        push_data(c, q->user_data, &w, sizeof w);
+        break;
+    }
+    default:
+        rc = -EINVAL;
+        slm_err_set(err, "unknown operation %u", q->op);
+    }
+    if (rc) push_error(c, q->user_data, rc, err);
+    free(ids);
+    free(payload);
+}
+
+static int add_request(struct slm_server *s, struct client *c, const struct slm_sqe *q, int32_t *ids, int n_ids,
+                       char *err)
+{
+    struct creq *r = calloc(1, sizeof *r);
+    if (!r) return -ENOMEM;
+    r->c = c;
+    r->user_data = q->user_data;
+    r->id = -1;
+    struct slm_request rq = {.prompt = ids, .n_prompt = n_ids, .max_tokens = q->max_tokens ? (int)q->max_tokens : s->eo.n_ctx,
+                             .priority = q->priority, .owner = c->uid, .logprobs = (int)q->logprobs,
+                             .ignore_eos = (q->flags & SLM_SQE_IGNORE_EOS) != 0, .user = r};
+    rq.sampling = (struct slm_sampling){.temperature = q->temperature, .top_k = q->top_k, .top_p = q->top_p,
+                                        .min_p = q->min_p, .repeat_penalty = q->repeat_penalty,
+                                        .repeat_last_n = q->repeat_last_n, .presence_penalty = q->presence_penalty,
+                                        .frequency_penalty = q->frequency_penalty, .seed = q->seed};
+    /* TODO: stop strings and stop ids from the arena (stop_off/stop_len/n_stop, stop_ids_off). */
+    pthread_mutex_lock(&c->lock);
+    c->refs++;
+    r->next = c->reqs;
+    if (c->reqs) c->reqs->prev = r;
+    c->reqs = r;
+    pthread_mutex_unlock(&c->lock);
+    int64_t id = slm_engine_add(s->engine, &rq, err);
+    if (id < 0) {
+        pthread_mutex_lock(&c->lock);
+        if (r->prev) r->prev->next = r->next;
+        else c->reqs = r->next;
+        if (r->next) r->next->prev = r->prev;
+        pthread_mutex_unlock(&c->lock);
+        free(r);
+        client_unref(c);
+        return (int)id;
+    }
+    __atomic_store_n(&r->id, id, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&s->n_requests_total, 1, __ATOMIC_RELAXED);
+    slm_server_kick(s);
+    return 0;
+}
+
+int slm_client_poll(struct slm_server *s, struct client *c)
+{
+    if (!c->ready || c->closed) return 0;
+    int n = 0;
+    struct slm_sqe q;
+    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. */
+    while (n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
+        handle(s, c, &q);
+        n++;
+    }
+    if (n) slm_shm_store_sq_consumed(&c->shm, c->sq.pos);
+    pthread_mutex_lock(&c->lock);
+    flush_pending_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+int slm_client_set_flags(struct client *c, uint32_t flags)
+{
+    if (!c->ready) return 0;
+    if (flags & SLM_SHM_CLOSING) slm_shm_set_closing(&c->shm, 1);
+    if (flags & SLM_SHM_NEED_WAKEUP) return !slm_daemon_prepare_sleep(&c->shm, &c->sq);
+    slm_daemon_awake(&c->shm);
+    return 0;
+}
+
+int slm_client_n_active(struct client *c)
+{
+    int n = 0;
+    pthread_mutex_lock(&c->lock);
+    for (struct creq *r = c->reqs; r; r = r->next) n++;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+void slm_client_cancel_all(struct slm_server *s, struct client *c)
+{
+    int64_t ids[256];
+    for (;;) {
+        int n = 0;
+        pthread_mutex_lock(&c->lock);
+        for (struct creq *r = c->reqs; r && n < 256; r = r->next) ids[n++] = __atomic_load_n(&r->id, __ATOMIC_ACQUIRE);
+        pthread_mutex_unlock(&c->lock);
+        int cancelled = 0;
+        for (int i = 0; i < n; i++) cancelled += ids[i] >= 0 && slm_engine_cancel(s->engine, ids[i]) == 0;
+        if (n < 256 || !cancelled) break;
+    }
+    slm_server_kick(s);
+}
+
+void slm_client_close(struct slm_server *s, struct client *c)
+{
+    slm_client_cancel_all(s, c);
+    pthread_mutex_lock(&c->lock);
+    c->closed = 1;
+    pthread_mutex_unlock(&c->lock);
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    slm_log(SLM_LOG_INFO, "client %llu '%s' gone", (unsigned long long)c->id, c->name);
+    client_unref(c);
+}
