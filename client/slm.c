@@ -7,6 +7,12 @@
  *   - No test against the real daemon yet (slmd serve does not exist); tests/test_libslm.c
  *     runs against a fake daemon thread.
  *   - No pkg-config file for libslm yet (DESIGN.md mentions one).
+ *   - Untested paths: -ECONNRESET when the daemon dies mid-stream (peer_gone), arena-full -EAGAIN
+ *     and -E2BIG, slm_submit_ids, a callback that stops slm_wait early.
+ *   - slm_next_event retries a wait interrupted by a signal instead of returning -EINTR.
+ *   - Assumed: a synchronous request (TOKENIZE, DETOKENIZE, INFO, STATS) ends with its last DATA
+ *     CQE (no MORE) and gets no DONE; a DONE for it would be reported as -EBADMSG.
+ *     CANCEL is sent with user_data 0 and completions for user_data 0 are dropped.
  *
  * Structure. Every CQE is copied out of the ring as soon as it is seen (the slot goes back to the
  * daemon at once) and turned into complete events on a private FIFO: a TOKEN is assembled with
