@@ -7,7 +7,7 @@
  *   - No test against the real daemon yet (slmd serve does not exist); tests/test_libslm.c
  *     runs against a fake daemon thread.
  *   - No pkg-config file for libslm yet (DESIGN.md mentions one).
- *   - Untested paths: -ECONNRESET when the daemon dies mid-stream (peer_gone), arena-full -EAGAIN
+ *   - Untested paths: arena-full -EAGAIN
  *     and -E2BIG, slm_submit_ids, a callback that stops slm_wait early.
  *   - slm_next_event retries a wait interrupted by a signal instead of returning -EINTR.
  *   - Assumed: a synchronous request (TOKENIZE, DETOKENIZE, INFO, STATS) ends with its last DATA

@@ -553,6 +553,26 @@ int main(void)
     unsetenv("SLM_SOCKET");
     fake_stop(&f);
 
+    /* The daemon goes away with a request running: -ECONNRESET, not a hang. */
+    fake_start(&f, FAKE_SERVE);
+    rc = slm_connect(f.path, "reset", &c);
+    CHECK(rc == 0, "connect (reset): expected 0, got %d", rc);
+    if (c) {
+        struct slm_params p;
+        slm_params_default(&p);
+        p.max_tokens = 0;
+        int64_t h = slm_submit_text(c, "forever", &p);
+        CHECK(h > 0, "submit (reset): got %lld", (long long)h);
+        usleep(20000);
+        fake_stop(&f);
+        struct slm_event ev;
+        rc = slm_next_event(c, &ev, 5000);
+        CHECK(rc == -ECONNRESET, "daemon gone: expected -ECONNRESET, got %d", rc);
+        slm_close(&c);
+    } else {
+        fake_stop(&f);
+    }
+
     fake_start(&f, FAKE_REFUSE);
     rc = slm_connect(f.path, "refused", &c);
     CHECK(rc == -EACCES && !c, "refused: expected -EACCES, got %d", rc);
