@@ -95,6 +95,10 @@ struct slm_event {
  * the daemon's logs. 0 and *out, or a negative errno. */
 int slm_connect(const char *socket_path, const char *name, struct slm_client **out);
 
+/* Why the last slm_connect on this thread failed, in one line (for a refusal, the daemon's
+ * reason); "" after a success. Valid until the next slm_connect on this thread. */
+const char *slm_last_error(void);
+
 /* Closes the connection (the daemon cancels what is still running) and sets *c to NULL. */
 void slm_close(struct slm_client **c);
 
