@@ -275,7 +275,7 @@ void slm_client_on_event(void *ctx, const struct slm_event *ev)
 /* Copies [off, off + len) out of c's arena into a fresh buffer (NUL-terminated). */
 static char *arena_copy(struct client *c, uint32_t off, uint32_t len)
 {
-    if (len > MAX_PAYLOAD || !slm_arena_check_range(c->shm.arena_bytes, off, len)) return NULL;
+    if (len > MAX_PAYLOAD || slm_arena_check_range(c->shm.arena_bytes, off, len)) return NULL;
     char *p = malloc((size_t)len + 1);
     if (!p || slm_arena_copy_out(c->shm.arena, c->shm.arena_bytes, off, len, p)) {
         free(p);
