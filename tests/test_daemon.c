@@ -1,0 +1,237 @@
+/*
+ * tests/test_daemon.c - the real `slmd serve` with real clients (libslm), black box:
+ *   - 8 clients x 4 concurrent greedy requests each: every text equals the one the same
+ *     request gives alone (first, through the daemon, one at a time);
+ *   - a hostile client writing garbage SQEs (unknown op, payloads outside the arena, a wrong
+ *     id count) gets error completions, and the daemon goes on answering the others;
+ *   - a client killed with SIGKILL mid-stream: its requests are cancelled and every KV block
+ *     comes back (stats), the others unaffected.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "client/slm.h"
+#include "ipc/handshake.h"
+#include "ipc/ring.h"
+#include "ipc/shm.h"
+#include "ipc/wait.h"
+
+#define N_CLIENTS 8
+#define N_PER 4
+
+static char sock_path[128];
+static const char *prompts[] = {"The capital of France is", "Once upon a time", "def fib(n):", "Water boils at",
+                                "My favourite colour is", "1, 2, 3, 4,", "The sun is a", "Hello, my name is"};
+
+static void params(struct slm_params *p, int k)
+{
+    slm_params_default(p);
+    p->max_tokens = 10;
+    p->temperature = k % 2 ? 0.8f : 0.0f;   /* half sampled with a seed, half greedy */
+    p->seed = 1000 + (uint64_t)k;
+}
+
+static char *generate(struct slm_client *c, int k)
+{
+    struct slm_params p;
+    params(&p, k);
+    char *text = NULL;
+    int rc = slm_generate(c, prompts[k % 8], &p, &text, NULL);
+    if (rc < 0) {
+        printf("generate %d: %s\n", k, slm_strerror(rc));
+        return NULL;
+    }
+    return text;
+}
+
+struct worker {
+    int id;
+    char *texts[N_PER];
+    int bad;
+};
+
+/* One client, N_PER requests in flight at once. */
+static void *client_main(void *arg)
+{
+    struct worker *w = arg;
+    struct slm_client *c;
+    if (slm_connect(sock_path, "worker", &c) < 0) {
+        w->bad = 1;
+        return NULL;
+    }
+    int64_t h[N_PER];
+    size_t len[N_PER] = {0};
+    int done = 0;
+    for (int i = 0; i < N_PER; i++) {
+        struct slm_params p;
+        params(&p, w->id * N_PER + i);
+        h[i] = slm_submit_text(c, prompts[(w->id * N_PER + i) % 8], &p);
+        w->texts[i] = calloc(1, 4096);
+        if (h[i] < 0) w->bad = 1;
+    }
+    struct slm_event ev;
+    while (!w->bad && done < N_PER && slm_next_event(c, &ev, 60000) == 1) {
+        for (int i = 0; i < N_PER; i++) {
+            if (ev.handle != h[i]) continue;
+            if (ev.type == SLM_EVENT_TOKEN && len[i] + ev.text_len < 4096) {
+                memcpy(w->texts[i] + len[i], ev.text, ev.text_len);
+                len[i] += ev.text_len;
+            }
+            if (ev.type == SLM_EVENT_ERROR) w->bad = 1;
+            if (ev.type != SLM_EVENT_TOKEN) done++;
+        }
+    }
+    if (done < N_PER) w->bad = 1;
+    slm_close(&c);
+    return NULL;
+}
+
+/* A raw client: the handshake by hand, then SQEs written straight into the ring. */
+static int hostile(void)
+{
+    char err[256];
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, sock_path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return -1;
+    struct slm_welcome w;
+    int shm_fd = -1;
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    if (slm_hello_send(fd, "hostile", 0, 0, 0, err) || slm_welcome_recv(fd, &w, &shm_fd, err) || w.status ||
+        slm_shm_map(&shm, shm_fd, w.shm_bytes, err)) {
+        printf("hostile handshake: %s\n", err);
+        close(fd);
+        return -1;
+    }
+    slm_shm_rings(&shm, &sq, &cq);
+    struct slm_sqe bad[4];
+    memset(bad, 0, sizeof bad);
+    bad[0] = (struct slm_sqe){.op = 99, .user_data = 1};
+    bad[1] = (struct slm_sqe){.op = SLM_OP_COMPLETE, .user_data = 2, .payload_off = 0xfffffff0u, .payload_len = 64};
+    bad[2] = (struct slm_sqe){.op = SLM_OP_COMPLETE_IDS, .user_data = 3, .payload_off = 0, .payload_len = 8,
+                              .n_items = 1000};
+    bad[3] = (struct slm_sqe){.op = SLM_OP_COMPLETE, .user_data = 4, .payload_off = 0, .payload_len = 0x7fffffff};
+    for (int i = 0; i < 4; i++) slm_ring_push(&sq, &bad[i]);
+    slm_doorbell_ring(&shm, fd);
+    int errors = 0;
+    for (int tries = 0; tries < 50 && errors < 4; tries++) {
+        if (slm_wait_cq(&shm, &cq, 100)) continue;
+        const struct slm_cqe *q;
+        while ((q = slm_ring_peek(&cq))) {
+            errors += q->kind == SLM_CQE_ERROR && q->status < 0;
+            slm_ring_seen(&cq);
+        }
+    }
+    slm_shm_unmap(&shm);
+    close(fd);
+    return errors;
+}
+
+int main(void)
+{
+    const char *slmd = getenv("SLMD");
+    const char *dir = getenv("SLM_MODEL_DIR");
+    char model[512];
+    snprintf(model, sizeof model, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
+    if (!slmd || access(model, R_OK)) {
+        printf("skip: needs SLMD and %s\n", model);
+        return 77;
+    }
+    snprintf(sock_path, sizeof sock_path, "/tmp/slmd-test-%d.sock", (int)getpid());
+    pid_t daemon = fork();
+    if (daemon == 0) {
+        execl(slmd, slmd, "serve", "--socket", sock_path, "--model", model, "--kv-cache-mem", "256M", "--threads",
+              "2", "--log-level", "warning", (char *)NULL);
+        _exit(127);
+    }
+    struct slm_client *c = NULL;
+    for (int i = 0; i < 300 && slm_connect(sock_path, "test", &c) < 0; i++) usleep(100000);
+    CHECK(c != NULL, "cannot connect to slmd at %s", sock_path);
+    if (!c) {
+        kill(daemon, SIGKILL);
+        return 1;
+    }
+    struct slm_stats st0;
+    CHECK(slm_stats(c, &st0) == 0, "stats");
+
+    /* The oracle: each request alone. */
+    static char *alone[N_CLIENTS * N_PER];
+    for (int k = 0; k < N_CLIENTS * N_PER; k++) {
+        alone[k] = generate(c, k);
+        CHECK(alone[k] && alone[k][0], "request %d alone gave no text", k);
+    }
+
+    /* Everyone at once. */
+    struct worker w[N_CLIENTS];
+    pthread_t t[N_CLIENTS];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < N_CLIENTS; i++) {
+        w[i].id = i;
+        pthread_create(&t[i], NULL, client_main, &w[i]);
+    }
+    /* Meanwhile: a client killed mid-stream, and a hostile one. */
+    pid_t victim = fork();
+    if (victim == 0) {
+        struct slm_client *v;
+        if (slm_connect(sock_path, "victim", &v) < 0) _exit(1);
+        struct slm_params p;
+        slm_params_default(&p);
+        p.max_tokens = 2000;
+        p.ignore_eos = 1;
+        for (int i = 0; i < 4; i++) slm_submit_text(v, "Tell me a very long story.", &p);
+        struct slm_event ev;
+        for (;;) slm_next_event(v, &ev, 1000);
+    }
+    usleep(300000);
+    kill(victim, SIGKILL);
+    waitpid(victim, NULL, 0);
+    int errors = hostile();
+    CHECK(errors == 4, "hostile client: expected 4 error completions, got %d", errors);
+    for (int i = 0; i < N_CLIENTS; i++) pthread_join(t[i], NULL);
+    int mismatches = 0;
+    for (int i = 0; i < N_CLIENTS; i++) {
+        CHECK(!w[i].bad, "client %d: a request failed or never finished", i);
+        for (int j = 0; j < N_PER; j++) {
+            int k = i * N_PER + j;
+            if (alone[k] && w[i].texts[j] && strcmp(alone[k], w[i].texts[j]) != 0 && mismatches++ < 5)
+                printf("request %d: alone '%s', together '%s'\n", k, alone[k], w[i].texts[j]);
+            free(w[i].texts[j]);
+        }
+    }
+    CHECK(mismatches == 0, "%d of %d requests differ from their runs alone", mismatches, N_CLIENTS * N_PER);
+    /* The victim's requests are cancelled and its blocks freed; the daemon still answers. */
+    struct slm_stats st;
+    int settled = 0;
+    for (int i = 0; i < 100 && !settled; i++) {
+        settled = slm_stats(c, &st) == 0 && st.requests_active == 0 && st.kv_blocks_used == 0 && st.clients == 1;
+        if (!settled) usleep(100000);
+    }
+    CHECK(settled, "after the victim: %llu clients, %llu requests active, %llu KV blocks used",
+          (unsigned long long)st.clients, (unsigned long long)st.requests_active,
+          (unsigned long long)st.kv_blocks_used);
+    char *again = generate(c, 0);
+    CHECK(again && alone[0] && !strcmp(again, alone[0]), "after it all: '%s' vs '%s'", again ? again : "",
+          alone[0] ? alone[0] : "");
+    free(again);
+    for (int k = 0; k < N_CLIENTS * N_PER; k++) free(alone[k]);
+    slm_close(&c);
+    kill(daemon, SIGTERM);
+    int status = 0;
+    waitpid(daemon, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "slmd exit status %d after SIGTERM", status);
+    if (failures) printf("test_daemon: %d failures\n", failures);
+    else printf("test_daemon: ok\n");
+    return failures ? 1 : 0;
+}
