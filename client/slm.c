@@ -726,14 +726,22 @@ static void copy_str(char *dst, size_t cap, const char *src, size_t src_cap)
     dst[n] = 0;
 }
 
+/* Asks for an answer that is one wire struct of `size` bytes and copies it into w. */
+static int fetch_struct(struct slm_client *c, uint16_t op, void *w, size_t size)
+{
+    int rc = request_data(c, op, NULL, 0);
+    if (rc < 0) return rc;
+    if (c->data_len < size) return -EBADMSG;
+    memcpy(w, c->data, size);
+    return 0;
+}
+
 int slm_info(struct slm_client *c, struct slm_info *info)
 {
     memset(info, 0, sizeof *info);
-    int rc = request_data(c, SLM_OP_INFO, NULL, 0);
-    if (rc < 0) return rc;
     struct slm_wire_info w;
-    if (c->data_len < sizeof w) return -EBADMSG;
-    memcpy(&w, c->data, sizeof w);
+    int rc = fetch_struct(c, SLM_OP_INFO, &w, sizeof w);
+    if (rc < 0) return rc;
     copy_str(info->model, sizeof info->model, w.model, sizeof w.model);
     copy_str(info->arch, sizeof info->arch, w.arch, sizeof w.arch);
     copy_str(info->backend, sizeof info->backend, w.backend, sizeof w.backend);
@@ -749,11 +757,9 @@ int slm_info(struct slm_client *c, struct slm_info *info)
 int slm_stats(struct slm_client *c, struct slm_stats *stats)
 {
     memset(stats, 0, sizeof *stats);
-    int rc = request_data(c, SLM_OP_STATS, NULL, 0);
-    if (rc < 0) return rc;
     struct slm_wire_stats w;
-    if (c->data_len < sizeof w) return -EBADMSG;
-    memcpy(&w, c->data, sizeof w);
+    int rc = fetch_struct(c, SLM_OP_STATS, &w, sizeof w);
+    if (rc < 0) return rc;
     stats->clients = w.clients;
     stats->requests_active = w.requests_active;
     stats->requests_queued = w.requests_queued;
