@@ -251,25 +251,9 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 #define X8_CMAX 1
 #define q4_sum4(u, s) dot_us8((u), (s))
 
-ALWAYS_INLINE void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
-{
-    *w = ch;
-    *abs_w = _mm256_abs_epi8(ch);
-}
-
 #define q8_sum4(abs_w, w, s) dot_us8((abs_w), _mm256_sign_epi8((s), (w)))
 
 #include "matmul_x8.h"
 
 #define X8_REST_CASES X8_CASES_0
-X8_DEFINE(x8_gemm_q4_1, X8_Q4_1_BYTES, X8_CALL_Q4_1, )
-X8_DEFINE(x8_gemm_q8_0, X8_Q8_0_BYTES, X8_CALL_Q8_0, )
-
-slm_cpu_x8_fn slm_cpu_x8_avx2(uint32_t wtype)
-{
-    switch (wtype) {
-    case SLM_TYPE_Q4_1: return x8_gemm_q4_1;
-    case SLM_TYPE_Q8_0: return x8_gemm_q8_0;
-    default: return NULL;
-    }
-}
+X8_DEFINE_TIER(slm_cpu_x8_avx2)

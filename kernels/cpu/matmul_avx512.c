@@ -17,26 +17,9 @@
 #define X8_CMAX 3
 #define q4_sum4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 
-/* Q8_0: |q| * (a with q's sign) into vpdpbusd gives the exact sums of 4. */
-static inline __attribute__((always_inline)) void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
-{
-    *w = ch;
-    *abs_w = _mm256_abs_epi8(ch);
-}
-
 #define q8_sum4(abs_w, w, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (abs_w), _mm256_sign_epi8((s), (w)))
 
 #include "matmul_x8.h"
 
 #define X8_REST_CASES X8_CASES_3
-X8_DEFINE(x8_gemm_q4_1, X8_Q4_1_BYTES, X8_CALL_Q4_1, )
-X8_DEFINE(x8_gemm_q8_0, X8_Q8_0_BYTES, X8_CALL_Q8_0, )
-
-slm_cpu_x8_fn slm_cpu_x8_avx512(uint32_t wtype)
-{
-    switch (wtype) {
-    case SLM_TYPE_Q4_1: return x8_gemm_q4_1;
-    case SLM_TYPE_Q8_0: return x8_gemm_q8_0;
-    default: return NULL;
-    }
-}
+X8_DEFINE_TIER(slm_cpu_x8_avx512)

@@ -3,8 +3,8 @@
  * once and included by matmul_avx2.c and matmul_avx512.c, which first define:
  *   X8_CMAX                 tokens per tile;
  *   q4_sum4(u, s)           int32 lanes: the sums of 4 products u8 (0..15) x s8;
- *   q8_prep(ch, &p, &q)     prepares a Q8_0 chunk for all tokens;
- *   q8_sum4(p, q, s)        int32 lanes: the exact sums of 4 products w x s8.
+ *   q8_sum4(|w|, w, s)      int32 lanes: the exact sums of 4 products w x s8 (from |w| and
+ *                           s with w's sign, which keeps the unsigned x signed products exact).
  *
  * Every lane is a weight row, and each row's arithmetic is that of llama.cpp's AVX2 dot
  * products (ggml_vec_dot_q4_1_q8_1, ggml_vec_dot_q8_0_q8_0), so that results agree bit for
@@ -22,6 +22,13 @@
 
 #define X8_Q4_1_BYTES 160
 #define X8_Q8_0_BYTES 272
+
+/* A Q8_0 chunk for the tiles: |w| and w (q8_sum4 takes both). */
+static inline __attribute__((always_inline)) void q8_prep(__m256i ch, __m256i *abs_w, __m256i *w)
+{
+    *w = ch;
+    *abs_w = _mm256_abs_epi8(ch);
+}
 
 static inline __attribute__((always_inline)) __m256i x8_bcast4(const int8_t *p)
 {
@@ -147,5 +154,18 @@ static inline __attribute__((always_inline)) void x8_q8_0(int64_t nb, const uint
             const uint8_t *wg = (const uint8_t *)wp + (size_t)g * gs;                                        \
             float *yg = y + 8 * g;                                                                           \
             X8_TOKEN_LOOP(CALL, X8_CMAX, X8_REST_CASES);                                                     \
+        }                                                                                                    \
+    }
+
+/* The tier's two tiles and its lookup function FN (the slm_cpu_x8_fn of a weight type). */
+#define X8_DEFINE_TIER(FN)                                                                                   \
+    X8_DEFINE(x8_gemm_q4_1, X8_Q4_1_BYTES, X8_CALL_Q4_1, )                                                   \
+    X8_DEFINE(x8_gemm_q8_0, X8_Q8_0_BYTES, X8_CALL_Q8_0, )                                                   \
+    slm_cpu_x8_fn FN(uint32_t wtype)                                                                         \
+    {                                                                                                        \
+        switch (wtype) {                                                                                     \
+        case SLM_TYPE_Q4_1: return x8_gemm_q4_1;                                                             \
+        case SLM_TYPE_Q8_0: return x8_gemm_q8_0;                                                             \
+        default: return NULL;                                                                                \
         }                                                                                                    \
     }
