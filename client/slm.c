@@ -4,11 +4,12 @@
  * TODO (unfinished):
  *   - PROMPT_LP completions (SLM_SQE_PROMPT_LOGPROBS) are dropped: slm.h has no way to ask for
  *     them or hand them out yet.
- *   - No test against the real daemon yet (slmd serve does not exist); tests/test_libslm.c
- *     runs against a fake daemon thread.
+ *   - tests/test_libslm.c runs against a fake daemon thread; tests/test_daemon.c covers
+ *     completion, chat, stop strings and ids, tokenize, detokenize, info and stats against
+ *     the real slmd.
  *   - No pkg-config file for libslm yet (DESIGN.md mentions one).
- *   - Untested paths: arena-full -EAGAIN
- *     and -E2BIG, slm_submit_ids, a callback that stops slm_wait early.
+ *   - Untested paths: arena-full -EAGAIN and -E2BIG, slm_submit_ids, a callback that stops
+ *     slm_wait early.
  *   - slm_next_event retries a wait interrupted by a signal instead of returning -EINTR.
  *   - Assumed: a synchronous request (TOKENIZE, DETOKENIZE, INFO, STATS) ends with its last DATA
  *     CQE (no MORE) and gets no DONE; a DONE for it would be reported as -EBADMSG.

@@ -4,12 +4,13 @@
  * the completions pushed back (by the engine thread's event callback, or the I/O thread's
  * answers), queued privately when the client's completion ring is full.
  *
- * WIP (issue 4): not yet built or tested; see the TODO list at the end of server.h's plan.
+ * tests/test_daemon.c drives it black box through libslm and a raw hostile client.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 
 #define MAX_PAYLOAD (16u << 20)
 #define MAX_PENDING 65536   /* completions held for a client whose ring is full; then it is dropped */
+#define MAX_STRINGS 1024    /* chat messages or stop strings in one request */
 
 struct creq {
     struct client *c;
@@ -46,6 +48,7 @@ struct client {
     pthread_mutex_t lock;  /* cq, pending, reqs, refs, closed */
     int refs;              /* 1 for the connection + 1 per request in the engine */
     int closed;
+    int overflowed;        /* it stopped draining its ring: disconnected */
     struct creq *reqs;
     struct slm_cqe *pending;
     int n_pending, cap_pending;
@@ -160,7 +163,17 @@ static void push_locked(struct client *c, const struct slm_cqe *cqes, int n)
         if (c->n_pending == c->cap_pending) {
             int cap = c->cap_pending ? 2 * c->cap_pending : 64;
             struct slm_cqe *p = cap <= MAX_PENDING ? realloc(c->pending, (size_t)cap * sizeof *p) : NULL;
-            if (!p) return;   /* TODO: drop the client when it never drains */
+            if (!p) {
+                /* It does not read its completions: hang up; the I/O thread then sees the
+                 * hang-up and closes it (its requests cancelled, its blocks freed). */
+                if (!c->overflowed) {
+                    slm_log(SLM_LOG_WARNING, "client %llu '%s': %d completions unread; disconnecting it",
+                            (unsigned long long)c->id, c->name, c->n_pending);
+                    shutdown(c->fd, SHUT_RDWR);
+                }
+                c->overflowed = 1;
+                return;
+            }
             c->pending = p;
             c->cap_pending = cap;
         }
@@ -285,6 +298,92 @@ static char *arena_copy(struct client *c, uint32_t off, uint32_t len)
     return p;
 }
 
+/* Splits buf[0..len) into n length-prefixed strings (u32 length, bytes), each copied and
+ * NUL-terminated into one allocation; out[i] points at string i. NULL and err when the
+ * lengths do not add up to exactly len. The caller frees the returned block. */
+static char *split_strings(const char *buf, uint32_t len, uint32_t n, const char **out, char *err)
+{
+    char *block = malloc((size_t)len + n + 1);
+    if (!block) {
+        slm_err_set(err, "out of memory");
+        return NULL;
+    }
+    uint32_t at = 0;
+    char *w = block;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k;
+        if (len - at < 4) goto bad;
+        memcpy(&k, buf + at, 4);
+        at += 4;
+        if (k > len - at || memchr(buf + at, 0, k)) goto bad;
+        memcpy(w, buf + at, k);
+        w[k] = 0;
+        out[i] = w;
+        w += k + 1;
+        at += k;
+    }
+    if (at == len) return block;
+bad:
+    slm_err_set(err, "%u length-prefixed strings do not fill the %u bytes given (or one holds a NUL)", n, len);
+    free(block);
+    return NULL;
+}
+
+/* The prompt of a CHAT request: its messages through the model's chat template. */
+static char *render_chat(const struct slm_server *s, const struct slm_sqe *q, const char *payload, char *err)
+{
+    if (s->chat_fmt < 0) {
+        slm_err_set(err, "the model has no chat template slmd knows; send the formatted text instead");
+        return NULL;
+    }
+    if (q->n_items < 1 || q->n_items > MAX_STRINGS) {
+        slm_err_set(err, "a chat needs 1 to %d messages, got %u", MAX_STRINGS, q->n_items);
+        return NULL;
+    }
+    const char *parts[2 * MAX_STRINGS];
+    char *block = split_strings(payload, q->payload_len, 2 * q->n_items, parts, err);
+    if (!block) return NULL;
+    struct slm_chat_msg msgs[MAX_STRINGS];
+    for (uint32_t i = 0; i < q->n_items; i++) msgs[i] = (struct slm_chat_msg){parts[2 * i], parts[2 * i + 1]};
+    int gen = (q->flags & SLM_SQE_ADD_GENERATION_PROMPT) != 0;
+    int n = slm_chat_apply(s->chat_fmt, msgs, (int)q->n_items, gen, NULL, 0);
+    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!text || slm_chat_apply(s->chat_fmt, msgs, (int)q->n_items, gen, text, (size_t)n + 1) != n) {
+        slm_err_set(err, "cannot apply the %s chat template to these messages", slm_chat_format_name(s->chat_fmt));
+        free(text);
+        text = NULL;
+    }
+    free(block);
+    return text;
+}
+
+/* The text of token ids, whole (incremental detokenization, then its flush). */
+static char *detokenize(const struct slm_server *s, const int32_t *ids, int n, size_t *len)
+{
+    size_t cap = (size_t)n * 16 + 64, at = 0;
+    char *out = malloc(cap);
+    struct slm_detok d = {0};
+    for (int i = 0; out && i <= n; i++) {
+        char piece[512];
+        int k = i < n ? slm_detok_push(s->tok, &d, ids[i], 0, piece, sizeof piece)
+                      : slm_detok_flush(&d, piece, sizeof piece);
+        if (k <= 0) continue;
+        if ((size_t)k > sizeof piece) k = (int)sizeof piece;
+        if (at + (size_t)k > cap) {
+            char *p = realloc(out, cap = 2 * cap + (size_t)k);
+            if (!p) {
+                free(out);
+                return NULL;
+            }
+            out = p;
+        }
+        memcpy(out + at, piece, (size_t)k);
+        at += (size_t)k;
+    }
+    *len = at;
+    return out;
+}
+
 static int add_request(struct slm_server *s, struct client *c, const struct slm_sqe *q, int32_t *ids, int n_ids,
                        char *err);
 
@@ -302,22 +401,28 @@ static void handle(struct slm_server *s, struct client *c, const struct slm_sqe 
     switch (q->op) {
     case SLM_OP_COMPLETE:
     case SLM_OP_TOKENIZE:
-    case SLM_OP_CHAT:
+    case SLM_OP_CHAT: {
         if (!(payload = arena_copy(c, q->payload_off, q->payload_len))) {
             rc = -EINVAL;
             slm_err_set(err, "payload [%u, +%u) is outside the arena", q->payload_off, q->payload_len);
             break;
         }
-        if (q->op == SLM_OP_CHAT) {
-            /* TODO: parse n_items messages (u32 role_len, role, u32 len, content) and apply
-             * s->chat_fmt with slm_chat_apply; until then refuse. */
-            rc = -ENOTSUP;
-            slm_err_set(err, "chat requests are not implemented yet");
-            break;
+        int chat = q->op == SLM_OP_CHAT;
+        if (chat) {
+            char *text = render_chat(s, q, payload, err);
+            if (!text) {
+                rc = s->chat_fmt < 0 ? -ENOTSUP : -EINVAL;
+                break;
+            }
+            free(payload);
+            payload = text;
         }
-        n = slm_tok_encode(s->tok, payload, q->payload_len, 1, 0, NULL, 0);
+        /* A chat's rendered text holds the template's special tokens; plain text is taken as
+         * text (as `slmd run` does with and without --chat). */
+        size_t plen = strlen(payload);
+        n = slm_tok_encode(s->tok, payload, plen, 1, chat, NULL, 0);
         if (n <= 0 || !(ids = malloc((size_t)n * sizeof *ids)) ||
-            slm_tok_encode(s->tok, payload, q->payload_len, 1, 0, ids, n) != n) {
+            slm_tok_encode(s->tok, payload, plen, 1, chat, ids, n) != n) {
             rc = n < 0 ? n : -EINVAL;
             slm_err_set(err, n == 0 ? "the prompt encodes to no tokens" : "cannot encode the prompt");
             break;
@@ -328,7 +433,9 @@ static void handle(struct slm_server *s, struct client *c, const struct slm_sqe 
         }
         rc = add_request(s, c, q, ids, n, err);
         break;
+    }
     case SLM_OP_COMPLETE_IDS:
+    case SLM_OP_DETOKENIZE:
         if (q->n_items == 0 || q->n_items > MAX_PAYLOAD / 4 || q->payload_len != q->n_items * 4 ||
             !(payload = arena_copy(c, q->payload_off, q->payload_len))) {
             rc = -EINVAL;
@@ -336,7 +443,29 @@ static void handle(struct slm_server *s, struct client *c, const struct slm_sqe 
                         q->payload_len);
             break;
         }
-        rc = add_request(s, c, q, (int32_t *)payload, (int)q->n_items, err);
+        if (q->op == SLM_OP_COMPLETE_IDS) {
+            rc = add_request(s, c, q, (int32_t *)payload, (int)q->n_items, err);
+            break;
+        }
+        for (uint32_t i = 0; i < q->n_items && !rc; i++) {
+            int32_t id;
+            memcpy(&id, payload + 4 * i, 4);
+            if (id < 0 || id >= s->model->cfg.n_vocab) {
+                rc = -EINVAL;
+                slm_err_set(err, "token id %d at %u is outside the vocabulary (%d)", id, i, s->model->cfg.n_vocab);
+            }
+        }
+        if (!rc) {
+            size_t len;
+            char *text = detokenize(s, (const int32_t *)payload, (int)q->n_items, &len);
+            if (!text) {
+                rc = -ENOMEM;
+                slm_err_set(err, "out of memory");
+                break;
+            }
+            push_data(c, q->user_data, text, len);
+            free(text);
+        }
         break;
     case SLM_OP_CANCEL: {
         int64_t target = -1;
@@ -395,14 +524,43 @@ static int add_request(struct slm_server *s, struct client *c, const struct slm_
                                         .min_p = q->min_p, .repeat_penalty = q->repeat_penalty,
                                         .repeat_last_n = q->repeat_last_n, .presence_penalty = q->presence_penalty,
                                         .frequency_penalty = q->frequency_penalty, .seed = q->seed};
-    /* TODO: stop strings and stop ids from the arena (stop_off/stop_len/n_stop, stop_ids_off). */
+    const char *stops[MAX_STRINGS];
+    char *stop_buf = NULL, *stop_block = NULL;
+    int32_t *stop_ids = NULL;
+    if (q->n_stop) {
+        if (q->n_stop > MAX_STRINGS || !(stop_buf = arena_copy(c, q->stop_off, q->stop_len)) ||
+            !(stop_block = split_strings(stop_buf, q->stop_len, q->n_stop, stops, err))) {
+            if (!err[0]) slm_err_set(err, "stop strings: %u strings in [%u, +%u) do not fit the arena", q->n_stop,
+                                     q->stop_off, q->stop_len);
+            free(stop_buf);
+            free(r);
+            return -EINVAL;
+        }
+        rq.stop = stops;
+        rq.n_stop = (int)q->n_stop;
+    }
+    if (q->n_stop_ids) {
+        if (q->n_stop_ids > c->shm.arena_bytes / 4 ||
+            !(stop_ids = (int32_t *)arena_copy(c, q->stop_ids_off, 4 * q->n_stop_ids))) {
+            slm_err_set(err, "stop ids: %u ids at %u do not fit the arena", q->n_stop_ids, q->stop_ids_off);
+            free(stop_buf);
+            free(stop_block);
+            free(r);
+            return -EINVAL;
+        }
+        rq.stop_ids = stop_ids;
+        rq.n_stop_ids = (int)q->n_stop_ids;
+    }
     pthread_mutex_lock(&c->lock);
     c->refs++;
     r->next = c->reqs;
     if (c->reqs) c->reqs->prev = r;
     c->reqs = r;
     pthread_mutex_unlock(&c->lock);
-    int64_t id = slm_engine_add(s->engine, &rq, err);
+    int64_t id = slm_engine_add(s->engine, &rq, err);   /* copies the stops */
+    free(stop_buf);
+    free(stop_block);
+    free(stop_ids);
     if (id < 0) {
         pthread_mutex_lock(&c->lock);
         if (r->prev) r->prev->next = r->next;
@@ -443,15 +601,6 @@ int slm_client_set_flags(struct client *c, uint32_t flags)
     if (flags & SLM_SHM_NEED_WAKEUP) return !slm_daemon_prepare_sleep(&c->shm, &c->sq);
     slm_daemon_awake(&c->shm);
     return 0;
-}
-
-int slm_client_n_active(struct client *c)
-{
-    int n = 0;
-    pthread_mutex_lock(&c->lock);
-    for (struct creq *r = c->reqs; r; r = r->next) n++;
-    pthread_mutex_unlock(&c->lock);
-    return n;
 }
 
 void slm_client_cancel_all(struct slm_server *s, struct client *c)

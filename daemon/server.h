@@ -80,9 +80,6 @@ void slm_client_close(struct slm_server *s, struct client *c);
 /* The engine's event callback (ctx: the server). */
 void slm_client_on_event(void *ctx, const struct slm_event *ev);
 
-/* Requests of c not yet finished. */
-int slm_client_n_active(struct client *c);
-
 int slm_client_fd(const struct client *c);
 
 #endif

@@ -5,7 +5,10 @@
  *   - a hostile client writing garbage SQEs (unknown op, payloads outside the arena, a wrong
  *     id count) gets error completions, and the daemon goes on answering the others;
  *   - a client killed with SIGKILL mid-stream: its requests are cancelled and every KV block
- *     comes back (stats), the others unaffected.
+ *     comes back (stats), the others unaffected;
+ *   - a client that never reads its completions is disconnected once too many wait for it;
+ *   - chat equals `slmd run --chat`; stop strings and stop ids cut the output; detokenize
+ *     inverts tokenize.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -139,6 +142,137 @@ static int hostile(void)
     return errors;
 }
 
+/* A raw client that submits TOKENIZE requests of a long text and never reads a completion.
+ * Returns 1 when the daemon hangs up on it. */
+static int never_reads(void)
+{
+    char err[256];
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, sock_path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 0;
+    struct slm_welcome w;
+    int shm_fd = -1;
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    if (slm_hello_send(fd, "never-reads", 0, 0, 0, err) || slm_welcome_recv(fd, &w, &shm_fd, err) || w.status ||
+        slm_shm_map(&shm, shm_fd, w.shm_bytes, err)) {
+        close(fd);
+        return 0;
+    }
+    slm_shm_rings(&shm, &sq, &cq);
+    const uint32_t len = 60000;   /* ~15,000 tokens: ~700 completions per answer */
+    for (uint32_t i = 0; i < len; i++) shm.arena[i] = (uint8_t)("ab cd "[i % 6]);
+    struct slm_sqe q = {.op = SLM_OP_TOKENIZE, .payload_off = 0, .payload_len = len};
+    int hung_up = 0;
+    for (int i = 0; i < 2000 && !hung_up; i++) {
+        q.user_data = (uint64_t)i + 1;
+        while (slm_ring_push(&sq, &q) != 0) {   /* wait for the daemon to take some */
+            char b;
+            if (recv(fd, &b, 1, MSG_DONTWAIT) == 0) {
+                hung_up = 1;
+                break;
+            }
+            usleep(1000);
+        }
+        slm_doorbell_ring(&shm, fd);
+    }
+    for (int i = 0; i < 200 && !hung_up; i++) {
+        char b;
+        hung_up = recv(fd, &b, 1, MSG_DONTWAIT) == 0;
+        if (!hung_up) usleep(10000);
+    }
+    slm_shm_unmap(&shm);
+    close(fd);
+    return hung_up;
+}
+
+/* Streams request h to its end; its text into out (NUL-terminated), the DONE event into *done. */
+static void collect(struct slm_client *c, int64_t h, char *out, size_t cap, struct slm_event *done)
+{
+    size_t n = 0;
+    struct slm_event ev;
+    memset(done, 0, sizeof *done);
+    while (slm_next_event(c, &ev, 60000) == 1) {
+        if (ev.handle != h) continue;
+        if (ev.type == SLM_EVENT_TOKEN && n + ev.text_len < cap) {
+            memcpy(out + n, ev.text, ev.text_len);
+            n += ev.text_len;
+        }
+        if (ev.type != SLM_EVENT_TOKEN) {
+            *done = ev;
+            break;
+        }
+    }
+    out[n] = 0;
+}
+
+/* Chat, stop strings, stop ids, detokenize. */
+static void features(struct slm_client *c, const char *slmd, const char *model)
+{
+    struct slm_params p;
+    slm_params_default(&p);
+    p.temperature = 0;
+    p.max_tokens = 12;
+    struct slm_message m[] = {{"system", "Answer briefly."}, {"user", "What is the capital of France?"}};
+    char got[4096], want[4096] = "";
+    struct slm_event done;
+    int64_t h = slm_submit_chat(c, m, 2, &p);
+    CHECK(h > 0, "submit_chat: %s", slm_strerror((int)h));
+    collect(c, h, got, sizeof got, &done);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' run --model '%s' --chat --system 'Answer briefly.' --prompt 'What is the capital "
+             "of France?' --temperature 0 --max-tokens 12 --threads 2", slmd, model);
+    FILE *f = popen(cmd, "r");
+    size_t n = f ? fread(want, 1, sizeof want - 1, f) : 0;
+    if (f) pclose(f);
+    want[n] = 0;
+    if (n && want[n - 1] == '\n') want[n - 1] = 0;   /* slmd run ends with a newline */
+    CHECK(got[0] && !strcmp(got, want), "chat: daemon '%s', slmd run --chat '%s'", got, want);
+
+    /* A stop string taken from the greedy text: the output ends right before it. */
+    h = slm_submit_text(c, "The capital of France is", &p);
+    collect(c, h, got, sizeof got, &done);
+    const char *cut = strstr(got, "United");
+    CHECK(cut != NULL, "greedy text '%s' lacks the stop string's source", got);
+    if (cut) {
+        const char *stop[] = {"United"};
+        p.stop = stop;
+        p.n_stop = 1;
+        char before[4096];
+        h = slm_submit_text(c, "The capital of France is", &p);
+        collect(c, h, before, sizeof before, &done);
+        CHECK(done.finish == SLM_FINISH_STOP && strlen(before) == (size_t)(cut - got) &&
+                  !strncmp(before, got, strlen(before)),
+              "stop string: finish %d, text '%s', expected '%.*s'", done.finish, before, (int)(cut - got), got);
+        p.stop = NULL;
+        p.n_stop = 0;
+    }
+    /* A stop id: the first token generated. */
+    int32_t *ids;
+    int n_ids;
+    CHECK(slm_tokenize(c, " Paris", &ids, &n_ids) == 0 && n_ids == 1, "tokenize ' Paris': %d ids", n_ids);
+    if (n_ids == 1) {
+        p.stop_ids = ids;
+        p.n_stop_ids = 1;
+        h = slm_submit_text(c, "The capital of France is", &p);
+        collect(c, h, got, sizeof got, &done);
+        CHECK(done.finish == SLM_FINISH_STOP && done.n_generated == 1 && !got[0],
+              "stop id %d: finish %d after %d tokens, text '%s'", ids[0], done.finish, done.n_generated, got);
+        free(ids);
+    }
+    /* Detokenize inverts tokenize. */
+    const char *text = "Hello, world! Ça va? 12345";
+    char *back = NULL;
+    CHECK(slm_tokenize(c, text, &ids, &n_ids) == 0 && n_ids > 3, "tokenize: %d ids", n_ids);
+    CHECK(slm_detokenize(c, ids, n_ids, &back) == 0 && back && !strcmp(back, text), "detokenize: '%s'",
+          back ? back : "");
+    free(back);
+    int32_t bad = 1 << 30;
+    CHECK(slm_detokenize(c, &bad, 1, &back) < 0, "detokenize of id 2^30 succeeded");
+    free(ids);
+}
+
 int main(void)
 {
     const char *slmd = getenv("SLMD");
@@ -221,6 +355,8 @@ int main(void)
     CHECK(settled, "after the victim: %llu clients, %llu requests active, %llu KV blocks used",
           (unsigned long long)st.clients, (unsigned long long)st.requests_active,
           (unsigned long long)st.kv_blocks_used);
+    CHECK(never_reads(), "a client that never reads its completions was not disconnected");
+    features(c, slmd, model);
     char *again = generate(c, 0);
     CHECK(again && alone[0] && !strcmp(again, alone[0]), "after it all: '%s' vs '%s'", again ? again : "",
           alone[0] ? alone[0] : "");
