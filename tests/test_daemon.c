@@ -100,25 +100,32 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-/* A raw client: the handshake by hand, then SQEs written straight into the ring. */
-static int hostile(void)
+/* A raw client: the handshake by hand, the shared memory mapped; its socket, or -1. */
+static int raw_client(const char *name, struct slm_shm *shm, struct slm_ring *sq, struct slm_ring *cq)
 {
-    char err[256];
+    char err[256] = "";
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     strcpy(a.sun_path, sock_path);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return -1;
     struct slm_welcome w;
     int shm_fd = -1;
-    struct slm_shm shm;
-    struct slm_ring sq, cq;
-    if (slm_hello_send(fd, "hostile", 0, 0, 0, err) || slm_welcome_recv(fd, &w, &shm_fd, err) || w.status ||
-        slm_shm_map(&shm, shm_fd, w.shm_bytes, err)) {
-        printf("hostile handshake: %s\n", err);
-        close(fd);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) || slm_hello_send(fd, name, 0, 0, 0, err) ||
+        slm_welcome_recv(fd, &w, &shm_fd, err) || w.status || slm_shm_map(shm, shm_fd, w.shm_bytes, err)) {
+        printf("%s: handshake failed: %s\n", name, err);
+        if (fd >= 0) close(fd);
         return -1;
     }
-    slm_shm_rings(&shm, &sq, &cq);
+    slm_shm_rings(shm, sq, cq);
+    return fd;
+}
+
+/* SQEs written straight into a raw client's ring. */
+static int hostile(void)
+{
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    int fd = raw_client("hostile", &shm, &sq, &cq);
+    if (fd < 0) return -1;
     struct slm_sqe bad[4];
     memset(bad, 0, sizeof bad);
     bad[0] = (struct slm_sqe){.op = 99, .user_data = 1};
@@ -146,21 +153,10 @@ static int hostile(void)
  * Returns 1 when the daemon hangs up on it. */
 static int never_reads(void)
 {
-    char err[256];
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strcpy(a.sun_path, sock_path);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 0;
-    struct slm_welcome w;
-    int shm_fd = -1;
     struct slm_shm shm;
     struct slm_ring sq, cq;
-    if (slm_hello_send(fd, "never-reads", 0, 0, 0, err) || slm_welcome_recv(fd, &w, &shm_fd, err) || w.status ||
-        slm_shm_map(&shm, shm_fd, w.shm_bytes, err)) {
-        close(fd);
-        return 0;
-    }
-    slm_shm_rings(&shm, &sq, &cq);
+    int fd = raw_client("never-reads", &shm, &sq, &cq);
+    if (fd < 0) return 0;
     const uint32_t len = 60000;   /* ~15,000 tokens: ~700 completions per answer */
     for (uint32_t i = 0; i < len; i++) shm.arena[i] = (uint8_t)("ab cd "[i % 6]);
     struct slm_sqe q = {.op = SLM_OP_TOKENIZE, .payload_off = 0, .payload_len = len};
