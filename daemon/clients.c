@@ -582,8 +582,9 @@ int slm_client_poll(struct slm_server *s, struct client *c)
     if (!c->ready || c->closed) return 0;
     int n = 0;
     struct slm_sqe q;
-    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. */
-    while (n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
+    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. While a
+     * reload waits to rebuild the engine, submissions wait in the ring. */
+    while (!s->reload_pending && n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
         handle(s, c, &q);
         n++;
     }

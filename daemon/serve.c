@@ -335,19 +335,22 @@ static int set_all_flags(struct slm_server *s, uint32_t flags)
 }
 
 static int handle_signal(struct slm_server *s, double *drain_deadline);
+static void rebuild_engine(struct slm_server *s);
 
 static int io_loop(struct slm_server *s)
 {
     double last_work = now_s(), drain_deadline = 0;
     for (;;) {
-        int took = s->draining ? 0 : poll_clients(s);
+        /* While draining, submissions are still taken, to be answered with an error; while a
+         * reload waits for the engine to empty, they stay in the rings. */
+        int took = poll_clients(s);
         double t = now_s();
         if (took) last_work = t;
-        int spinning = !s->draining && (t - last_work) * 1e6 < s->cfg.spin_us;
+        int spinning = !s->draining && !s->reload_pending && (t - last_work) * 1e6 < s->cfg.spin_us;
         int timeout = 0;
         if (!spinning) {
             /* About to sleep: ask for doorbells, then look once more (docs/protocol.md). */
-            if (!s->draining && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
+            if (!s->reload_pending && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
                 set_all_flags(s, 0);
                 continue;
             }
@@ -355,7 +358,7 @@ static int io_loop(struct slm_server *s)
         }
         struct epoll_event evs[64];
         int n = epoll_wait(s->epoll_fd, evs, 64, timeout);
-        if (!spinning && !s->draining) set_all_flags(s, 0);
+        if (!spinning) set_all_flags(s, 0);
         if (n < 0 && errno != EINTR) {
             slm_log(SLM_LOG_ERR, "epoll_wait: %s", strerror(errno));
             return -errno;
@@ -383,6 +386,7 @@ static int io_loop(struct slm_server *s)
                 }
             }
         }
+        if (s->reload_pending && !s->draining && slm_engine_n_unfinished(s->engine) == 0) rebuild_engine(s);
         if (s->draining) {
             if (slm_engine_n_unfinished(s->engine) == 0) return 0;
             if (now_s() >= drain_deadline) {
@@ -406,6 +410,8 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
             continue;
         }
         if (s->draining) return 1;   /* a second SIGTERM/SIGINT: stop now */
+        if (s->reload_pending) slm_log(SLM_LOG_NOTICE, "stopping: the pending reload is dropped");
+        s->reload_pending = 0;
         sd_notify(0, "STOPPING=1");
         slm_log(SLM_LOG_NOTICE, "stopping: %d requests to finish within %d s", slm_engine_n_unfinished(s->engine),
                 s->cfg.shutdown_timeout);
@@ -418,8 +424,10 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
     return 0;
 }
 
-/* SIGHUP: re-read the configuration; rebuild the engine when what it depends on changed
- * (waiting for running requests first); connected clients stay. */
+/* SIGHUP: re-read the configuration. What the engine does not depend on applies at once; when
+ * the engine's settings (or the model) changed, the I/O loop stops taking submissions (they
+ * wait in the rings), lets the running requests finish, and then rebuild_engine swaps the
+ * engine. Connected clients stay connected throughout. */
 static int reload(struct slm_server *s)
 {
     char err[SLM_ERR_LEN];
@@ -427,48 +435,71 @@ static int reload(struct slm_server *s)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
                (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
-    static struct slm_config next;
-    int rc = slm_config_from_args(&next, s->argc, s->argv, err);
-    if (rc) {
+    struct slm_config *next = &s->next_cfg;
+    if (slm_config_from_args(next, s->argc, s->argv, err)) {
         slm_log(SLM_LOG_ERR, "reload: %s; keeping the running configuration", err);
         slm_log_set_level(s->cfg.log_level);
-        sd_notify(0, "READY=1");
+        if (!s->reload_pending) sd_notify(0, "READY=1");
         return -EINVAL;
     }
-    int engine_changed = strcmp(next.model, s->cfg.model) || next.threads != s->cfg.threads ||
-                         next.ctx_size != s->cfg.ctx_size || next.max_batch_tokens != s->cfg.max_batch_tokens ||
-                         next.max_seqs != s->cfg.max_seqs || next.kv_cache_mem != s->cfg.kv_cache_mem ||
-                         next.block_size != s->cfg.block_size || strcmp(next.backend, s->cfg.backend);
-    struct slm_config old = s->cfg;
-    s->cfg = next;
-    if (!s->socket_activated && (old.socket_mode != next.socket_mode || strcmp(old.socket_group, next.socket_group)) &&
-        apply_socket_access(s, err))
-        slm_log(SLM_LOG_ERR, "reload: %s", err);
-    if (engine_changed) {
-        /* New submissions wait in their rings meanwhile; running requests finish first. */
-        while (slm_engine_n_unfinished(s->engine) > 0) usleep(10000);
-        stop_engine_thread(s);
-        struct slm_server keep = *s;
-        s->model = NULL, s->be = NULL, s->tok = NULL, s->engine = NULL;
-        if (load_engine(s, err)) {
-            slm_log(SLM_LOG_ERR, "reload: %s; keeping the running model and engine", err);
-            unload_engine(s);
-            s->model = keep.model, s->be = keep.be, s->tok = keep.tok, s->engine = keep.engine;
-            s->eo = keep.eo, s->chat_fmt = keep.chat_fmt;
-            memcpy(s->model_path, keep.model_path, sizeof s->model_path);
+    const struct slm_config *cur = &s->cfg;
+    int engine_changed = strcmp(next->model, cur->model) || next->threads != cur->threads ||
+                         next->ctx_size != cur->ctx_size || next->max_batch_tokens != cur->max_batch_tokens ||
+                         next->max_seqs != cur->max_seqs || next->kv_cache_mem != cur->kv_cache_mem ||
+                         next->block_size != cur->block_size || strcmp(next->backend, cur->backend);
+    if (!s->socket_activated && (cur->socket_mode != next->socket_mode || strcmp(cur->socket_group, next->socket_group))) {
+        struct slm_config old = s->cfg;
+        s->cfg.socket_mode = next->socket_mode;
+        memcpy(s->cfg.socket_group, next->socket_group, sizeof s->cfg.socket_group);
+        if (apply_socket_access(s, err)) {
+            slm_log(SLM_LOG_ERR, "reload: %s", err);
             s->cfg = old;
-        } else {
-            slm_engine_destroy(&keep.engine);
-            slm_tok_destroy(&keep.tok);
-            slm_model_free(&keep.model);
-            slm_backend_destroy(&keep.be);
         }
-        if (start_engine_thread(s, err)) slm_log(SLM_LOG_ERR, "reload: %s", err);
     }
-    slm_log(SLM_LOG_NOTICE, "configuration reloaded%s", engine_changed ? " (engine rebuilt)" : "");
+    if (engine_changed) {
+        s->reload_pending = 1;   /* the loop calls rebuild_engine once the engine is empty */
+        slm_log(SLM_LOG_NOTICE, "reload: the engine is rebuilt once %d running requests finish",
+                slm_engine_n_unfinished(s->engine));
+        return 0;
+    }
+    s->reload_pending = 0;   /* a later SIGHUP reverted what an earlier one changed */
+    s->cfg = *next;
+    slm_log_set_level(s->cfg.log_level);
+    slm_log(SLM_LOG_NOTICE, "configuration reloaded");
     sd_notify(0, "READY=1");
     notify_status(s);
     return 0;
+}
+
+/* The second half of a reload that changed the engine: called with no request unfinished. */
+static void rebuild_engine(struct slm_server *s)
+{
+    char err[SLM_ERR_LEN];
+    s->reload_pending = 0;
+    stop_engine_thread(s);
+    struct slm_server keep = *s;
+    struct slm_config old = s->cfg;
+    s->cfg = s->next_cfg;
+    slm_log_set_level(s->cfg.log_level);
+    s->model = NULL, s->be = NULL, s->tok = NULL, s->engine = NULL;
+    if (load_engine(s, err)) {
+        slm_log(SLM_LOG_ERR, "reload: %s; keeping the running model and engine", err);
+        unload_engine(s);
+        s->model = keep.model, s->be = keep.be, s->tok = keep.tok, s->engine = keep.engine;
+        s->eo = keep.eo, s->chat_fmt = keep.chat_fmt;
+        memcpy(s->model_path, keep.model_path, sizeof s->model_path);
+        s->cfg = old;
+        slm_log_set_level(s->cfg.log_level);
+    } else {
+        slm_engine_destroy(&keep.engine);
+        slm_tok_destroy(&keep.tok);
+        slm_model_free(&keep.model);
+        slm_backend_destroy(&keep.be);
+        slm_log(SLM_LOG_NOTICE, "configuration reloaded (engine rebuilt)");
+    }
+    if (start_engine_thread(s, err)) slm_log(SLM_LOG_ERR, "reload: %s", err);
+    sd_notify(0, "READY=1");
+    notify_status(s);
 }
 
 int slm_cmd_serve(int argc, char **argv)
