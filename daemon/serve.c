@@ -417,8 +417,7 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
                 s->cfg.shutdown_timeout);
         s->draining = 1;
         *drain_deadline = now_s() + s->cfg.shutdown_timeout;
-        set_all_flags(s, SLM_SHM_CLOSING);
-        epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+        set_all_flags(s, SLM_SHM_CLOSING);   /* new connections are still taken, to be refused */
         notify_status(s);
     }
     return 0;

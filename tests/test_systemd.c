@@ -9,7 +9,10 @@
  *     client stays connected and INFO shows the new limit; a broken file keeps the old one;
  *   - SIGTERM: a running request finishes whole, a submission after it gets -ESHUTDOWN, a new
  *     connection is refused, exit 0, and the socket file (systemd's) is left in place;
- *   - SIGTERM with --shutdown-timeout 1 and an endless request: it is cancelled, exit 0.
+ *   - a reload that sets allow-uids: a new connection of another uid is refused (-EACCES),
+ *     the connected client goes on; lifted again, connections are accepted;
+ *   - SIGTERM with --shutdown-timeout 1 and an endless request: it is cancelled, exit 0;
+ *     socket-mode applies to the socket slmd binds.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -178,12 +182,35 @@ static void activated(const char *slmd, const char *model)
     CHECK(slm_info(c, &info) == 0 && info.max_seqs == 4, "after a failed reload: max_seqs %d, expected 4",
           info.max_seqs);
 
+    /* The allow-list, changed by a reload: new connections of others are refused, the
+     * connected client goes on. */
+    write_conf("max-seqs = 4\nallow-uids = 54321\n");
+    kill(pid, SIGHUP);
+    CHECK(wait_notice("RELOADING=1", &at, 5) && wait_notice("READY=1", &at, 5), "allow-list reload: no READY");
+    struct slm_client *other = NULL;
+    rc = slm_connect(sock_path, "not-allowed", &other);
+    CHECK(rc == -EACCES && strstr(slm_last_error(), "allow"), "a uid outside allow-uids: %s (%s)", slm_strerror(rc),
+          slm_last_error());
+    slm_close(&other);
+    CHECK(slm_info(c, &info) == 0, "the connected client after the allow-list reload");
+    write_conf("max-seqs = 4\n");
+    kill(pid, SIGHUP);
+    CHECK(wait_notice("RELOADING=1", &at, 5) && wait_notice("READY=1", &at, 5), "reload: no READY");
+    rc = slm_connect(sock_path, "allowed-again", &other);
+    CHECK(rc == 0, "after the allow-list was lifted: %s (%s)", slm_strerror(rc), slm_last_error());
+    slm_close(&other);
+
     /* SIGTERM: the running request finishes, nothing new is taken. */
-    int64_t last = submit(c, "Once upon a time", 40);
+    int64_t last = submit(c, "Once upon a time", 100);
     got_token = 0;
     while (!got_token && slm_next_event(c, &ev, 10000) == 1) got_token = ev.handle == last;
     kill(pid, SIGTERM);
     CHECK(wait_notice("STOPPING=1", &at, 5), "no STOPPING=1 after SIGTERM");
+    struct slm_client *late = NULL;
+    rc = slm_connect(sock_path, "late", &late);
+    CHECK(rc == -ESHUTDOWN && strstr(slm_last_error(), "stopping"), "a connection while draining: %s (%s)",
+          slm_strerror(rc), slm_last_error());
+    slm_close(&late);
     int64_t refused = submit(c, "Too late", 4);
     CHECK(refused > 0, "submit while draining: %s", slm_strerror((int)refused));
     struct slm_event last_done = {0}, refusal = {0};
@@ -193,15 +220,11 @@ static void activated(const char *slmd, const char *model)
         else if (ev.handle == last) last_done = ev;
         else if (ev.handle == refused) refusal = ev;
     }
-    CHECK(last_done.type == SLM_EVENT_DONE && last_done.finish == SLM_FINISH_LENGTH && n == 40,
-          "the request running at SIGTERM: event %d, finish %d, %d tokens (expected 40)", last_done.type,
+    CHECK(last_done.type == SLM_EVENT_DONE && last_done.finish == SLM_FINISH_LENGTH && n == 100,
+          "the request running at SIGTERM: event %d, finish %d, %d tokens (expected 100)", last_done.type,
           last_done.finish, n);
     CHECK(refusal.type == SLM_EVENT_ERROR && refusal.error == -ESHUTDOWN,
           "a submission while draining: event %d, error %d", refusal.type, refusal.error);
-    struct slm_client *late = NULL;
-    rc = slm_connect(sock_path, "late", &late);
-    CHECK(rc < 0, "a connection while draining was accepted");
-    slm_close(&late);
     slm_close(&c);
     rc = wait_exit(pid, 30);
     CHECK(rc == 0, "slmd exit status after SIGTERM: %d", rc);
@@ -215,7 +238,8 @@ static void drain_timeout(const char *slmd, const char *model)
     pid_t pid = fork();
     if (pid == 0) {
         execl(slmd, slmd, "serve", "--socket", sock_path, "--model", model, "--kv-cache-mem", "64M", "--threads", "2",
-              "--ctx-size", "2048", "--shutdown-timeout", "1", "--log-level", "err", (char *)NULL);
+              "--ctx-size", "2048", "--shutdown-timeout", "1", "--socket-mode", "0600", "--log-level", "err",
+              (char *)NULL);
         _exit(127);
     }
     struct slm_client *c = NULL;
@@ -226,6 +250,9 @@ static void drain_timeout(const char *slmd, const char *model)
         waitpid(pid, NULL, 0);
         return;
     }
+    struct stat st;
+    CHECK(stat(sock_path, &st) == 0 && (st.st_mode & 0777) == 0600, "socket mode %04o, expected 0600 (socket-mode)",
+          (unsigned)(st.st_mode & 0777));
     int64_t h = submit(c, "Write forever:", 0);   /* up to the context, 2048: far beyond 1 s */
     CHECK(h > 0, "submit: %s", slm_strerror((int)h));
     struct slm_event ev;
