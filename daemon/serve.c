@@ -303,7 +303,9 @@ static void accept_clients(struct slm_server *s)
     }
 }
 
-static void notify_status(struct slm_server *s)
+/* Updates the generation rate (once a second) and sends STATUS= when its text changed: at most
+ * once a second, unless `now` (a change of state: ready, reloading, draining). */
+static void notify_status(struct slm_server *s, int now)
 {
     uint64_t gen = __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED);
     double t = now_s();
@@ -313,9 +315,16 @@ static void notify_status(struct slm_server *s)
         s->rate_t = t;
         s->rate_tokens = (double)gen;
     }
-    sd_notifyf(0, "STATUS=%s%s: %d clients, %d requests, %.1f tokens/s", s->draining ? "draining; " : "",
-               strrchr(s->model_path, '/') ? strrchr(s->model_path, '/') + 1 : s->model_path, s->n_clients,
-               slm_engine_n_unfinished(s->engine), s->tokens_per_s);
+    if (!now && t - s->status_t < 1.0) return;
+    char status[sizeof s->status];
+    snprintf(status, sizeof status, "STATUS=%s%s%.80s: %d clients, %d requests, %.1f tokens/s",
+             s->draining ? "draining; " : "", s->reload_pending ? "reloading; " : "",
+             strrchr(s->model_path, '/') ? strrchr(s->model_path, '/') + 1 : s->model_path, s->n_clients,
+             slm_engine_n_unfinished(s->engine), s->tokens_per_s);
+    if (!strcmp(status, s->status)) return;
+    memcpy(s->status, status, sizeof status);
+    s->status_t = t;
+    sd_notify(0, status);
 }
 
 /* Polls every client's submission ring; returns the submissions taken. */
@@ -372,7 +381,7 @@ static int io_loop(struct slm_server *s)
             } else if (tag == TAG_TIMER) {
                 uint64_t ticks;
                 if (read(s->timer_fd, &ticks, sizeof ticks) < 0) {}
-                notify_status(s);
+                notify_status(s, 0);
             } else {
                 struct client *c = (struct client *)(uintptr_t)tag;
                 if (slm_client_on_socket(s, c, evs[i].events) < 0) {
@@ -418,7 +427,7 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
         s->draining = 1;
         *drain_deadline = now_s() + s->cfg.shutdown_timeout;
         set_all_flags(s, SLM_SHM_CLOSING);   /* new connections are still taken, to be refused */
-        notify_status(s);
+        notify_status(s, 1);
     }
     return 0;
 }
@@ -459,6 +468,7 @@ static int reload(struct slm_server *s)
         s->reload_pending = 1;   /* the loop calls rebuild_engine once the engine is empty */
         slm_log(SLM_LOG_NOTICE, "reload: the engine is rebuilt once %d running requests finish",
                 slm_engine_n_unfinished(s->engine));
+        notify_status(s, 1);
         return 0;
     }
     s->reload_pending = 0;   /* a later SIGHUP reverted what an earlier one changed */
@@ -466,7 +476,7 @@ static int reload(struct slm_server *s)
     slm_log_set_level(s->cfg.log_level);
     slm_log(SLM_LOG_NOTICE, "configuration reloaded");
     sd_notify(0, "READY=1");
-    notify_status(s);
+    notify_status(s, 1);
     return 0;
 }
 
@@ -498,7 +508,7 @@ static void rebuild_engine(struct slm_server *s)
     }
     if (start_engine_thread(s, err)) slm_log(SLM_LOG_ERR, "reload: %s", err);
     sd_notify(0, "READY=1");
-    notify_status(s);
+    notify_status(s, 1);
 }
 
 int slm_cmd_serve(int argc, char **argv)
@@ -542,7 +552,7 @@ int slm_cmd_serve(int argc, char **argv)
     if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0) s->watchdog_usec = 0;
     if (start_engine_thread(s, err)) goto out;
     sd_notify(0, "READY=1");
-    notify_status(s);
+    notify_status(s, 1);
     slm_log(SLM_LOG_NOTICE, "ready");
     rc = io_loop(s);
     for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);

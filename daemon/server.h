@@ -52,6 +52,8 @@ struct slm_server {
     uint64_t n_requests_total, n_tokens_prompt, n_tokens_cached, n_tokens_generated;
     double started_s;
     double rate_t, rate_tokens, tokens_per_s;   /* a smoothed generation rate, engine thread */
+    char status[160];              /* the last STATUS= sent, and when */
+    double status_t;
 };
 
 /* Wakes the engine thread (after slm_engine_add). */

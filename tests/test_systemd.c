@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,8 +34,32 @@
 
 static char notify_path[108], sock_path[108], conf_path[128];
 static int notify_fd = -1;
-static char notices[1 << 16];   /* every message received, each line ending in '\n' */
+/* Every message received, each line ending in '\n', filled by a thread that reads the notify
+ * socket at once, as systemd does (slmd blocks in sd_notify if nobody reads). */
+static char notices[1 << 18];
 static size_t n_notices;
+static pthread_mutex_t notices_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile int notify_quit;
+
+static void *notify_reader(void *arg)
+{
+    (void)arg;
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+    setsockopt(notify_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (!notify_quit) {
+        char buf[4096];
+        ssize_t n = recv(notify_fd, buf, sizeof buf - 1, 0);
+        pthread_mutex_lock(&notices_lock);
+        if (n > 0 && n_notices + (size_t)n + 2 < sizeof notices) {
+            memcpy(notices + n_notices, buf, (size_t)n);
+            n_notices += (size_t)n;
+            if (notices[n_notices - 1] != '\n') notices[n_notices++] = '\n';
+            notices[n_notices] = 0;
+        }
+        pthread_mutex_unlock(&notices_lock);
+    }
+    return NULL;
+}
 
 static double now_s(void)
 {
@@ -48,28 +73,39 @@ static double now_s(void)
 static int wait_notice(const char *line, size_t *from, double timeout_s)
 {
     double end = now_s() + timeout_s;
+    size_t len = strlen(line);
     for (;;) {
+        pthread_mutex_lock(&notices_lock);
         for (const char *p = notices + *from; p < notices + n_notices;) {
             const char *nl = memchr(p, '\n', (size_t)(notices + n_notices - p));
-            size_t len = strlen(line);
             if (!strncmp(p, line, len) && (line[len - 1] == '=' || p + len == nl)) {
                 *from = (size_t)(nl + 1 - notices);
+                pthread_mutex_unlock(&notices_lock);
                 return 1;
             }
             p = nl + 1;
         }
-        double left = end - now_s();
-        if (left <= 0) return 0;
-        struct timeval tv = {.tv_sec = 0, .tv_usec = left > 0.1 ? 100000 : (long)(left * 1e6) + 1};
-        setsockopt(notify_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        char buf[4096];
-        ssize_t n = recv(notify_fd, buf, sizeof buf - 1, 0);
-        if (n <= 0 || n_notices + (size_t)n + 2 > sizeof notices) continue;
-        memcpy(notices + n_notices, buf, (size_t)n);
-        n_notices += (size_t)n;
-        if (notices[n_notices - 1] != '\n') notices[n_notices++] = '\n';
-        notices[n_notices] = 0;
+        pthread_mutex_unlock(&notices_lock);
+        if (now_s() >= end) return 0;
+        usleep(10000);
     }
+}
+
+/* Whether every word appears in one STATUS= line received so far. */
+static int status_has(const char *const *words, int n)
+{
+    pthread_mutex_lock(&notices_lock);
+    int found = 0;
+    for (const char *p = notices; !found && (p = strstr(p, "STATUS=")); p++) {
+        const char *nl = strchr(p, '\n');
+        found = 1;
+        for (int i = 0; i < n && found; i++) {
+            const char *w = strstr(p, words[i]);
+            found = w && w < nl;
+        }
+    }
+    pthread_mutex_unlock(&notices_lock);
+    return found;
 }
 
 static void write_conf(const char *text)
@@ -129,7 +165,7 @@ static void activated(const char *slmd, const char *model)
     pid_t pid = fork();
     if (pid == 0) {
         int null = open("/dev/null", 1);
-        dup2(null, 2);   /* systemd-socket-activate's own chatter */
+        if (!getenv("SLM_TEST_VERBOSE")) dup2(null, 2);   /* systemd-socket-activate's own chatter */
         execlp("systemd-socket-activate", "systemd-socket-activate", "--seqpacket", "-l", sock_path, "-E",
                env_notify, "-E", "WATCHDOG_USEC=1000000", slmd, "serve", "--config", conf_path, "--model", env_model,
                "--kv-cache-mem", "64M", "--threads", "2", "--log-level", "err", (char *)NULL);
@@ -149,15 +185,15 @@ static void activated(const char *slmd, const char *model)
     }
     CHECK(wait_notice("READY=1", &at, 10), "no READY=1");
     CHECK(wait_notice("STATUS=", &at, 5), "no STATUS= after READY");
-    CHECK(strstr(notices, "SmolLM2") && strstr(notices, "clients") && strstr(notices, "tokens/s"),
-          "STATUS lacks the model, clients or tokens/s: %s", notices);
+    const char *status_words[] = {"SmolLM2", "clients", "tokens/s"};
+    CHECK(status_has(status_words, 3), "no STATUS= with the model, clients and tokens/s: %s", notices);
     size_t w = 0;
     CHECK(wait_notice("WATCHDOG=1", &w, 3), "no WATCHDOG=1 within 3 s (WATCHDOG_USEC 1 s)");
     struct slm_info info;
     CHECK(slm_info(c, &info) == 0 && info.max_seqs == 8, "info: max_seqs %d, expected 8", info.max_seqs);
 
     /* Reload that rebuilds the engine, with a request running across it. */
-    int64_t long_h = submit(c, "Count slowly:", 48);
+    int64_t long_h = submit(c, "Count slowly:", 16);
     CHECK(long_h > 0, "submit: %s", slm_strerror((int)long_h));
     struct slm_event ev;
     int got_token = 0;
@@ -167,10 +203,10 @@ static void activated(const char *slmd, const char *model)
     CHECK(wait_notice("RELOADING=1", &at, 5), "no RELOADING=1 after SIGHUP");
     int64_t during = submit(c, "Hello", 5);   /* waits in the ring until the new engine runs */
     int n;
-    ev = finish(c, long_h, &n, 30000);
-    CHECK(ev.type == SLM_EVENT_DONE && ev.finish == SLM_FINISH_LENGTH && n + 1 == 48,
-          "the request across the reload: event %d, finish %d, %d tokens (expected 48)", ev.type, ev.finish, n + 1);
-    ev = finish(c, during, &n, 30000);
+    ev = finish(c, long_h, &n, 120000);
+    CHECK(ev.type == SLM_EVENT_DONE && ev.finish == SLM_FINISH_LENGTH && n + 1 == 16,
+          "the request across the reload: event %d, finish %d, %d tokens (expected 16)", ev.type, ev.finish, n + 1);
+    ev = finish(c, during, &n, 120000);
     CHECK(ev.type == SLM_EVENT_DONE && n == 5, "the request submitted during the reload: event %d, %d tokens",
           ev.type, n);
     CHECK(wait_notice("READY=1", &at, 10), "no READY=1 after the reload");
@@ -201,7 +237,7 @@ static void activated(const char *slmd, const char *model)
     slm_close(&other);
 
     /* SIGTERM: the running request finishes, nothing new is taken. */
-    int64_t last = submit(c, "Once upon a time", 100);
+    int64_t last = submit(c, "Once upon a time", 24);
     got_token = 0;
     while (!got_token && slm_next_event(c, &ev, 10000) == 1) got_token = ev.handle == last;
     kill(pid, SIGTERM);
@@ -215,18 +251,18 @@ static void activated(const char *slmd, const char *model)
     CHECK(refused > 0, "submit while draining: %s", slm_strerror((int)refused));
     struct slm_event last_done = {0}, refusal = {0};
     n = 1;
-    while ((!last_done.type || !refusal.type) && slm_next_event(c, &ev, 30000) == 1) {
+    while ((!last_done.type || !refusal.type) && slm_next_event(c, &ev, 120000) == 1) {
         if (ev.handle == last && ev.type == SLM_EVENT_TOKEN) n++;
         else if (ev.handle == last) last_done = ev;
         else if (ev.handle == refused) refusal = ev;
     }
-    CHECK(last_done.type == SLM_EVENT_DONE && last_done.finish == SLM_FINISH_LENGTH && n == 100,
-          "the request running at SIGTERM: event %d, finish %d, %d tokens (expected 100)", last_done.type,
+    CHECK(last_done.type == SLM_EVENT_DONE && last_done.finish == SLM_FINISH_LENGTH && n == 24,
+          "the request running at SIGTERM: event %d, finish %d, %d tokens (expected 24)", last_done.type,
           last_done.finish, n);
     CHECK(refusal.type == SLM_EVENT_ERROR && refusal.error == -ESHUTDOWN,
           "a submission while draining: event %d, error %d", refusal.type, refusal.error);
     slm_close(&c);
-    rc = wait_exit(pid, 30);
+    rc = wait_exit(pid, 120);
     CHECK(rc == 0, "slmd exit status after SIGTERM: %d", rc);
     CHECK(access(sock_path, F_OK) == 0, "slmd removed systemd's socket file");
     unlink(sock_path);
@@ -267,7 +303,7 @@ static void drain_timeout(const char *slmd, const char *model)
     double took = now_s() - t0;
     CHECK(ev.type == SLM_EVENT_DONE && ev.finish == SLM_FINISH_CANCELLED,
           "an endless request past --shutdown-timeout 1: event %d, finish %d", ev.type, ev.finish);
-    CHECK(took > 0.5 && took < 5, "cancelled %.2f s after SIGTERM (shutdown-timeout 1 s)", took);
+    CHECK(took > 0.5 && took < 15, "cancelled %.2f s after SIGTERM (shutdown-timeout 1 s)", took);   /* generous: sanitizer builds */
     slm_close(&c);
     int rc = wait_exit(pid, 10);
     CHECK(rc == 0, "slmd exit status after the drain timeout: %d", rc);
@@ -300,8 +336,12 @@ int main(void)
         printf("cannot bind the notify socket %s\n", notify_path);
         return 1;
     }
+    pthread_t reader;
+    pthread_create(&reader, NULL, notify_reader, NULL);
     activated(slmd, model);
     drain_timeout(slmd, model);
+    notify_quit = 1;
+    pthread_join(reader, NULL);
     unlink(notify_path);
     unlink(conf_path);
     if (failures) printf("test_systemd: %d failures\n", failures);
