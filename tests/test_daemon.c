@@ -13,7 +13,8 @@
  *     comes back (stats), the others unaffected;
  *   - a client that never reads its completions is disconnected once too many wait for it;
  *   - chat equals `slmd run --chat`; stop strings and stop ids cut the output; detokenize
- *     inverts tokenize.
+ *     inverts tokenize; prompt logprobs arrive once each, in order, and agree with the logprob
+ *     of the same token generated.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -371,6 +372,57 @@ static void features(struct slm_client *c, const char *slmd, const char *model)
               "stop id %d: finish %d after %d tokens, text '%s'", ids[0], done.finish, done.n_generated, got);
         free(ids);
     }
+    /* Prompt logprobs: every prompt token after the first, once, in order, the ids of the
+     * prompt's own encoding; the one for " Paris" equals the logprob of " Paris" generated
+     * greedily after the same words (two paths through the engine, the same bits). */
+    {
+        int32_t *pids;
+        int n_pids;
+        CHECK(slm_tokenize(c, "The capital of France is Paris", &pids, &n_pids) == 0 && n_pids > 3, "tokenize");
+        struct slm_params q;
+        slm_params_default(&q);
+        q.temperature = 0;
+        q.max_tokens = 1;
+        q.prompt_logprobs = 1;
+        int64_t hp = slm_submit_text(c, "The capital of France is Paris", &q);
+        int next = 1, bad = 0;
+        float paris_lp = 1;
+        struct slm_event ev;
+        while (hp > 0 && slm_next_event(c, &ev, 60000) == 1) {
+            if (ev.handle != hp) continue;
+            if (ev.type == SLM_EVENT_PROMPT_LOGPROBS) {
+                bad += ev.prompt_pos != next;
+                for (int i = 0; i < ev.n_top; i++, next++) {
+                    bad += next >= n_pids || ev.top[i].token != pids[next] || !(ev.top[i].logprob <= 0);
+                    if (next == n_pids - 1) paris_lp = ev.top[i].logprob;
+                }
+            } else if (ev.type == SLM_EVENT_TOKEN) {
+                bad += next != n_pids;   /* all of them before the first token */
+            } else {
+                CHECK(ev.type == SLM_EVENT_DONE && ev.n_prompt == n_pids, "prompt logprobs: event %d, n_prompt %d",
+                      ev.type, ev.n_prompt);
+                break;
+            }
+        }
+        CHECK(!bad && next == n_pids, "prompt logprobs: %d wrong, reported up to %d of %d", bad, next, n_pids);
+        q.prompt_logprobs = 0;
+        q.logprobs = 1;
+        int64_t hg = slm_submit_text(c, "The capital of France is", &q);
+        int seen = 0;
+        while (hg > 0 && slm_next_event(c, &ev, 60000) == 1) {
+            if (ev.handle != hg) continue;
+            if (ev.type == SLM_EVENT_TOKEN) {
+                seen = 1;
+                CHECK(ev.token == pids[n_pids - 1] && ev.logprob == paris_lp,
+                      "' Paris' generated: token %d logprob %.9g; as a prompt token: %d %.9g", ev.token,
+                      (double)ev.logprob, pids[n_pids - 1], (double)paris_lp);
+            }
+            if (ev.type != SLM_EVENT_TOKEN) break;
+        }
+        CHECK(seen, "no token after 'The capital of France is'");
+        free(pids);
+    }
+
     /* Detokenize inverts tokenize. */
     const char *text = "Hello, world! Ça va? 12345";
     char *back = NULL;
