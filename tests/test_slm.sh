@@ -37,6 +37,18 @@ json_get() {
   python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+# expect_idle WHEN: within 5 s the daemon runs no request, holds no KV block, and has one
+# client (the stats call itself).
+expect_idle() {
+  for _ in $(seq 50); do
+    "$slm" stats --json >"$tmp/st.json"
+    [ "$(json_get "$tmp/st.json" '(d["requests_active"], d["kv_blocks_used"], d["clients"])')" = "(0, 0, 1)" ] &&
+      { ok "$1: the daemon runs no request and holds no KV block"; return; }
+    sleep 0.1
+  done
+  bad "$1: $(cat "$tmp/st.json")"
+}
+
 # ---- generate equals slmd run
 same_as_run() {   # NAME PROMPT FLAGS...
   local name=$1 prompt=$2; shift 2
@@ -93,6 +105,9 @@ cmp -s "$tmp/chat.out" "$tmp/run.out" && ok "chat --system equals slmd run --cha
   || bad "chat --system: '$(cat "$tmp/chat.out")' vs slmd run '$(cat "$tmp/run.out")'"
 n=$(printf 'Say hi.\n/exit\nSay bye.\n' | "$slm" chat --json --temperature 0 --max-tokens 4 | wc -l)
 [ "$n" = 1 ] && ok "chat: /exit ends the conversation" || bad "chat /exit: $n answers"
+printf 'Say bye.\n' | "$slm" chat --prompt 'Say hi.' --json --temperature 0 --max-tokens 4 >"$tmp/first.json"
+r=$(python3 -c 'import json,sys; t=[json.loads(l) for l in open(sys.argv[1])]; print(len(t), t[1]["usage"]["n_prompt"] > t[0]["usage"]["n_prompt"])' "$tmp/first.json")
+[ "$r" = "2 True" ] && ok "chat --prompt: the first turn, then standard input's" || bad "chat --prompt: $r"
 
 # ---- info, stats
 "$slm" info --json >"$tmp/info.json"
@@ -197,14 +212,42 @@ if [ $rc -eq 130 ] && [ "$r" = "('cancelled', True)" ] && grep -q 'interrupted; 
 else
   bad "SIGINT: exit $rc, $r, stderr: $(cat "$tmp/int.err")"
 fi
-settled=
-for _ in $(seq 50); do
-  "$slm" stats --json >"$tmp/st.json"
-  [ "$(json_get "$tmp/st.json" '(d["requests_active"], d["kv_blocks_used"], d["clients"])')" = "(0, 0, 1)" ] && { settled=1; break; }
-  sleep 0.1
-done
-[ -n "$settled" ] && ok "after SIGINT the daemon runs no request and holds no KV block" \
-  || bad "after SIGINT: $(cat "$tmp/st.json")"
+expect_idle "after SIGINT"
+
+# ---- chat at a terminal (a pty): the prompt, Ctrl-C cancels the answer and the chat goes on, /exit ends.
+r=$(python3 - "$slm" "$sock" <<'PY'
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], 'chat', '--socket', sys.argv[2], '--temperature', '0', '--max-tokens', '1000',
+                           '--ignore-eos'])
+out = b''
+def read_until(pattern, seconds):
+    global out
+    end = time.time() + seconds
+    while pattern not in out and time.time() < end:
+        if select.select([fd], [], [], 0.05)[0]:
+            try: out += os.read(fd, 4096)
+            except OSError: return
+read_until(b'> ', 10)
+os.write(fd, b'Tell me a story.\n')
+read_until(b'Tell me a story.\r\n', 10)
+start = len(out)
+while len(out) - start < 40 and b'\n> ' not in out[start:]:   # some of the answer has streamed
+    read_until(b'\0', 0.1)
+os.write(fd, b'\x03')
+read_until(b'cancelled', 10)
+read_until(b'> ', 10)
+os.write(fd, b'/exit\n')
+read_until(b'\0', 1)
+_, status = os.waitpid(pid, 0)
+text = out.decode(errors='replace')
+print(os.waitstatus_to_exitcode(status), text.count('> '), 'interrupted; the request was cancelled' in text)
+PY
+)
+[ "$r" = "0 2 True" ] && ok "chat at a terminal: prompts, Ctrl-C cancels one answer, /exit ends (exit 0)" \
+  || bad "chat at a terminal (exit, prompts, cancelled): $r"
+expect_idle "after the terminal chat"
 
 kill -0 $daemon 2>/dev/null && ok "slmd still running" || { bad "slmd died:"; cat "$tmp/daemon.log"; }
 exit $fail

@@ -25,6 +25,7 @@ struct slm_app {
     const char *socket;        /* --socket, else $SLM_SOCKET, else SLM_DEFAULT_SOCKET */
     int json, stream_json;
     const char *system;        /* chat: --system */
+    const char *first;         /* chat: --prompt, the first turn */
     struct slm_params params;  /* stop points into stops */
     const char **stops;
     char **args;               /* the positional arguments */

@@ -301,30 +301,37 @@ int slm_cmd_chat(struct slm_app *a)
         fprintf(stderr, "slm chat: %s at %s. /exit or Ctrl-D ends, /reset starts over.\n",
                 slm_info(a->client, &in) == 0 ? in.model : "slmd", a->socket);
     }
-    for (;;) {
+    for (int turn = 0;; turn++) {
         if (tty) {
             fputs("> ", stdout);
             fflush(stdout);
         }
-        errno = 0;
-        ssize_t len = getline(&line, &cap, stdin);
-        if (len < 0) {
-            if (slm_app_signal) status = 128 + slm_app_signal;
-            else if (errno) {
-                fprintf(stderr, "%s: cannot read standard input: %s\n", a->prog, strerror(errno));
-                status = SLM_EXIT_ERROR;
+        const char *text;
+        if (turn == 0 && a->first) {
+            text = a->first;
+            if (tty) printf("%s\n", text);
+        } else {
+            errno = 0;
+            ssize_t len = getline(&line, &cap, stdin);
+            if (len < 0) {
+                if (slm_app_signal) status = 128 + slm_app_signal;
+                else if (errno) {
+                    fprintf(stderr, "%s: cannot read standard input: %s\n", a->prog, strerror(errno));
+                    status = SLM_EXIT_ERROR;
+                }
+                if (tty) fputc('\n', stdout);
+                break;
             }
-            if (tty) fputc('\n', stdout);
-            break;
+            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+            if (strspn(line, " \t") == (size_t)len) continue;
+            if (!strcmp(line, "/exit")) break;
+            if (!strcmp(line, "/reset")) {
+                history_truncate(&hist, keep);
+                continue;
+            }
+            text = line;
         }
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (strspn(line, " \t") == (size_t)len) continue;
-        if (!strcmp(line, "/exit")) break;
-        if (!strcmp(line, "/reset")) {
-            history_truncate(&hist, keep);
-            continue;
-        }
-        status = chat_turn(a, &hist, line);
+        status = chat_turn(a, &hist, text);
         report_end(a, status);
         if (tty && !a->json && !a->stream_json) fputc('\n', stdout);
         if (status == SLM_EXIT_OK) continue;

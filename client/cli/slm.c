@@ -56,7 +56,7 @@ static const struct command commands[] = {
 
 enum opt_kind { K_FLAG, K_STR, K_INT, K_FLOAT, K_SEED };
 enum opt_id {
-    O_SOCKET, O_JSON, O_STREAM_JSON, O_SYSTEM, O_MAX_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P,
+    O_SOCKET, O_JSON, O_STREAM_JSON, O_SYSTEM, O_PROMPT, O_MAX_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P,
     O_REPEAT_PENALTY, O_REPEAT_LAST_N, O_PRESENCE, O_FREQUENCY, O_SEED, O_STOP, O_IGNORE_EOS, O_PRIORITY,
     O_LOGPROBS, O_HELP, O_COUNT
 };
@@ -79,6 +79,7 @@ static const struct opt_spec specs[O_COUNT] = {
     [O_JSON] = {"json", K_FLAG, C_ALL, 0, 0, 0, "", "print JSON (docs/client.md has the shapes)"},
     [O_STREAM_JSON] = {"stream-json", K_FLAG, C_SAMPLING, 0, 0, 0, "", "print one JSON object per event"},
     [O_SYSTEM] = {"system", K_STR, C_CHAT, 0, 0, 0, "TEXT", "a system message before the conversation"},
+    [O_PROMPT] = {"prompt", K_STR, C_CHAT, 0, 0, 0, "TEXT", "a first user turn, answered before reading input"},
     [O_MAX_TOKENS] = {"max-tokens", K_INT, C_SAMPLING, P(max_tokens), 0, 1 << 24, "N",
                       "tokens to generate at most (default 256; 0 = up to the context)"},
     [O_TEMPERATURE] = {"temperature", K_FLOAT, C_SAMPLING, P(temperature), 0, 100, "T", "0 = greedy (default 0.8)"},
@@ -182,6 +183,7 @@ static int parse_args(struct slm_app *a, const struct command *cmd, int argc, ch
         case O_JSON: a->json = 1; break;
         case O_STREAM_JSON: a->stream_json = 1; break;
         case O_SYSTEM: a->system = optarg; break;
+        case O_PROMPT: a->first = optarg; break;
         case O_IGNORE_EOS: a->params.ignore_eos = 1; break;
         case O_STOP: a->stops[a->params.n_stop++] = optarg; break;
         case O_HELP: command_usage(stdout, cmd); return 1;
