@@ -49,6 +49,14 @@ expect_idle() {
   bad "$1: $(cat "$tmp/st.json")"
 }
 
+# wait_active: until the daemon runs a request (up to 10 s).
+wait_active() {
+  for _ in $(seq 100); do
+    [ "$(json_get <("$slm" stats --json) 'd["requests_active"]')" = 1 ] && return
+    sleep 0.1
+  done
+}
+
 # ---- generate equals slmd run
 same_as_run() {   # NAME PROMPT FLAGS...
   local name=$1 prompt=$2; shift 2
@@ -199,10 +207,7 @@ SLM_SOCKET=$tmp/none.sock "$slm" --socket "$sock" info >/dev/null && ok "--socke
 # ---- SIGINT during a long generate: cancelled through slm_cancel, exit 130, nothing left running.
 "$slm" generate "Tell me a very long story." --ignore-eos --max-tokens 2000 --json >"$tmp/int.json" 2>"$tmp/int.err" &
 gen=$!
-for _ in $(seq 100); do
-  [ "$(json_get <("$slm" stats --json) 'd["requests_active"]')" = 1 ] && break
-  sleep 0.1
-done
+wait_active
 sleep 0.5
 kill -INT $gen
 wait $gen; rc=$?
@@ -250,4 +255,13 @@ PY
 expect_idle "after the terminal chat"
 
 kill -0 $daemon 2>/dev/null && ok "slmd still running" || { bad "slmd died:"; cat "$tmp/daemon.log"; }
+
+# ---- the daemon dies mid-stream (last: it is gone afterwards): exit 4, one line.
+"$slm" generate "Tell me a very long story." --ignore-eos --max-tokens 2000 >/dev/null 2>"$tmp/gone.err" &
+gen=$!
+wait_active
+kill -KILL $daemon
+wait $gen; rc=$?
+[ $rc = 4 ] && [ "$(wc -l <"$tmp/gone.err")" = 1 ] && grep -q "slmd went away" "$tmp/gone.err" \
+  && ok "slmd killed mid-stream: exit 4: $(cat "$tmp/gone.err")" || bad "slmd killed mid-stream: exit $rc: $(cat "$tmp/gone.err")"
 exit $fail

@@ -53,8 +53,10 @@ int main(int argc, char **argv)
             fwrite(ev.text, 1, ev.text_len, stdout);
             fflush(stdout);
         } else if (ev.type == SLM_EVENT_DONE) {
+            const char *why = ev.finish == SLM_FINISH_STOP ? "stop" : ev.finish == SLM_FINISH_LENGTH ? "length"
+                                                                                                : "cancelled";
             printf("\n[%d prompt tokens (%d from the cache), %d generated, finish: %s]\n", ev.n_prompt,
-                   ev.n_cached, ev.n_generated, ev.finish == SLM_FINISH_STOP ? "stop" : "length");
+                   ev.n_cached, ev.n_generated, why);
             status = 0;
             break;
         } else {   /* SLM_EVENT_ERROR: the daemon refused or failed the request */
