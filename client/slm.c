@@ -5,7 +5,6 @@
  *   - tests/test_libslm.c runs against a fake daemon thread; tests/test_daemon.c covers
  *     completion, chat, stop strings and ids, tokenize, detokenize, info and stats against
  *     the real slmd.
- *   - No pkg-config file for libslm yet (DESIGN.md mentions one).
  *   - Untested paths: arena-full -EAGAIN and -E2BIG, slm_submit_ids, a callback that stops
  *     slm_wait early.
  *   - slm_next_event retries a wait interrupted by a signal instead of returning -EINTR.
