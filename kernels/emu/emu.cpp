@@ -1,0 +1,797 @@
+/* The SIMT emulator's core: fibers, the block scheduler, barriers, warp collectives,
+ * the worker pool. One worker per OS thread runs one block at a time: the block's
+ * threads are fibers on that thread, switched by a hand-written x86-64 context switch
+ * (ucontext's sigprocmask per switch is ~100x slower). A fiber never migrates between
+ * OS threads: GCC may keep a thread_local's address across a call. */
+#include "kernels/emu/emu_internal.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SLM_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if __has_include(<valgrind/valgrind.h>)
+#define SLM_EMU_VALGRIND 1
+#include <valgrind/valgrind.h>
+#endif
+
+#if !defined(__x86_64__)
+#error "the SIMT emulator's context switch is written for x86-64"
+#endif
+
+thread_local uint3 threadIdx;
+thread_local uint3 blockIdx;
+thread_local uint3 blockDim;
+thread_local uint3 gridDim;
+
+extern "C" void slm_emu_switch(void **save_sp, void *next_sp);
+extern "C" void slm_emu_fiber_start(void);
+extern "C" void slm_emu_fiber_main(void *arg);
+
+/* slm_emu_switch saves the callee-saved registers on the current stack, stores the stack
+ * pointer in *save_sp and resumes the stack next_sp the same way. A new fiber's stack is
+ * laid out so that the pops load the fiber in rbx and `ret` enters slm_emu_fiber_start. */
+asm(R"(
+    .text
+    .globl slm_emu_switch
+    .hidden slm_emu_switch
+    .type slm_emu_switch, @function
+slm_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size slm_emu_switch, .-slm_emu_switch
+
+    .globl slm_emu_fiber_start
+    .hidden slm_emu_fiber_start
+    .type slm_emu_fiber_start, @function
+slm_emu_fiber_start:
+    .cfi_startproc
+    .cfi_undefined rip
+    movq %rbx, %rdi
+    call slm_emu_fiber_main
+    ud2
+    .cfi_endproc
+    .size slm_emu_fiber_start, .-slm_emu_fiber_start
+)");
+
+namespace slm_emu {
+
+enum fiber_state { F_RUN, F_BAR, F_WARP, F_DONE };
+
+struct fiber {
+    void *sp;        /* saved stack pointer while switched out */
+    char *stack;     /* lowest address of the stack (the guard page is below) */
+    uint3 idx;       /* threadIdx */
+    int state;       /* fiber_state */
+    int op;          /* what it waits in: coll_op or bar_op */
+    unsigned mask;   /* the collective's mask */
+    const char *file; /* where it waits */
+    int line;
+    uint64_t result; /* the collective's result for this thread */
+    void *asan_fake;
+};
+
+struct warp_group {
+    int op;
+    unsigned mask, arrived;
+    const char *file;
+    int line;
+};
+
+struct warp {
+    uint64_t value[32];
+    int b[32], width[32];
+    warp_group group[32]; /* pending collectives, at most one per lane */
+    int ngroups;
+    unsigned exited;      /* lanes that have exited, or do not exist */
+};
+
+struct worker {
+    std::vector<fiber> fibers;
+    char *stacks = nullptr;
+    size_t stacks_len = 0, stack_bytes = 0;
+    std::vector<unsigned> vg_ids;
+    std::vector<warp> warps;
+    unsigned nthreads = 0, live = 0, ndone = 0;
+    /* the block barrier */
+    unsigned bar_arrived = 0;
+    int bar_op = 0, bar_acc = 0, bar_line = 0;
+    const char *bar_file = nullptr;
+    /* the running block */
+    const launch_desc *desc = nullptr;
+    fiber *cur = nullptr;
+    void *sched_sp = nullptr;
+    int sched = SCHED_FORWARD;
+    void *dyn = nullptr;
+    size_t dyn_bytes = 0;
+    bool failed = false;
+    std::string error;
+    const void *sched_bottom = nullptr;
+    size_t sched_size = 0;
+    void *sched_fake = nullptr;
+
+    ~worker()
+    {
+        free_stacks();
+        free(dyn);
+    }
+    void free_stacks()
+    {
+#ifdef SLM_EMU_VALGRIND
+        for (unsigned id : vg_ids) VALGRIND_STACK_DEREGISTER(id);
+#endif
+        vg_ids.clear();
+        if (stacks) munmap(stacks, stacks_len);
+        stacks = nullptr;
+        stacks_len = 0;
+    }
+};
+
+static thread_local std::unique_ptr<worker> tls_owner;
+static thread_local worker *tls_worker;
+
+/* ---- knobs and reports ---- */
+
+static slm_emu_options g_opt;
+static std::once_flag g_opt_once;
+static std::mutex g_report_mutex;
+static std::string g_report;
+
+static long env_long(const char *name, long dflt)
+{
+    const char *s = getenv(name);
+    if (!s || !*s) return dflt;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return *end ? dflt : v;
+}
+
+static void init_options()
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+#ifdef SLM_EMU_ASAN
+    long stack_kb = 64;
+#else
+    long stack_kb = 16;
+#endif
+    g_opt.workers = (int)std::max(1L, env_long("SLM_EMU_WORKERS", cpus > 0 ? cpus : 1));
+    g_opt.strict = env_long("SLM_EMU_STRICT", 1) != 0;
+    g_opt.racecheck = env_long("SLM_EMU_RACECHECK", 0) != 0;
+    g_opt.poison = env_long("SLM_EMU_POISON", 1) != 0;
+    g_opt.sync = env_long("SLM_EMU_SYNC", 0) != 0;
+    g_opt.quiet = env_long("SLM_EMU_QUIET", 0) != 0;
+    g_opt.stack_bytes = (size_t)std::max(8L, env_long("SLM_EMU_STACK_KB", stack_kb)) * 1024;
+}
+
+const slm_emu_options &options()
+{
+    std::call_once(g_opt_once, init_options);
+    return g_opt;
+}
+
+std::string format(const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+void report(const std::string &text)
+{
+    std::lock_guard<std::mutex> lock(g_report_mutex);
+    g_report = text;
+    if (!options().quiet) fprintf(stderr, "slm_emu: %s\n", text.c_str());
+}
+
+/* ---- fibers ---- */
+
+static const size_t page = 4096;
+
+static void ensure_fibers(worker &w, unsigned n)
+{
+    size_t sb = (options().stack_bytes + page - 1) / page * page;
+    if (w.fibers.size() >= n && w.stack_bytes == sb) return;
+    w.free_stacks();
+    unsigned cap = (n + 31) / 32 * 32;
+    size_t len = (size_t)cap * (sb + page);
+    void *base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        fprintf(stderr, "slm_emu: cannot map %zu bytes of fiber stacks\n", len);
+        abort();
+    }
+    w.stacks = (char *)base;
+    w.stacks_len = len;
+    w.stack_bytes = sb;
+    w.fibers.assign(cap, fiber{});
+    for (unsigned i = 0; i < cap; i++) {
+        char *guard = w.stacks + (size_t)i * (sb + page);
+        mprotect(guard, page, PROT_NONE);
+        w.fibers[i].stack = guard + page;
+#ifdef SLM_EMU_VALGRIND
+        w.vg_ids.push_back(VALGRIND_STACK_REGISTER(guard + page, guard + page + sb));
+#endif
+    }
+}
+
+static void fresh_frame(worker &w, fiber &f)
+{
+    uint64_t *sp = (uint64_t *)(((uintptr_t)f.stack + w.stack_bytes) & ~(uintptr_t)15);
+    *--sp = 0;
+    *--sp = 0;
+    *--sp = (uint64_t)(uintptr_t)slm_emu_fiber_start; /* ret lands here with rsp 16-aligned */
+    *--sp = 0;                                       /* rbp */
+    *--sp = (uint64_t)(uintptr_t)&f;                 /* rbx: the fiber */
+    for (int i = 0; i < 4; i++) *--sp = 0;           /* r12..r15 */
+    f.sp = sp;
+}
+
+static void switch_to_fiber(worker &w, fiber &f)
+{
+    threadIdx = f.idx;
+    w.cur = &f;
+#ifdef SLM_EMU_ASAN
+    __sanitizer_start_switch_fiber(&w.sched_fake, f.stack, w.stack_bytes);
+#endif
+    slm_emu_switch(&w.sched_sp, f.sp);
+#ifdef SLM_EMU_ASAN
+    __sanitizer_finish_switch_fiber(w.sched_fake, nullptr, nullptr);
+#endif
+    w.cur = nullptr;
+}
+
+static void switch_to_scheduler(worker &w, fiber &f, bool exiting)
+{
+#ifdef SLM_EMU_ASAN
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &f.asan_fake, w.sched_bottom, w.sched_size);
+#else
+    (void)exiting;
+#endif
+    slm_emu_switch(&f.sp, w.sched_sp);
+#ifdef SLM_EMU_ASAN
+    __sanitizer_finish_switch_fiber(f.asan_fake, &w.sched_bottom, &w.sched_size);
+#endif
+}
+
+static worker &current(const char *what)
+{
+    worker *w = tls_worker;
+    if (!w || !w->cur) {
+        fprintf(stderr, "slm_emu: %s called outside a kernel\n", what);
+        abort();
+    }
+    return *w;
+}
+
+static std::string where(const fiber &f)
+{
+    return format("thread (%u,%u,%u) of block (%u,%u,%u)", f.idx.x, f.idx.y, f.idx.z,
+                  blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+/* Marks the launch failed; the scheduler abandons the block at the next switch. */
+static void fail(worker &w, const std::string &why)
+{
+    if (!w.failed) {
+        w.failed = true;
+        w.error = format("kernel %s: ", w.desc->name) + why;
+    }
+}
+
+static const char *coll_name(int op)
+{
+    static const char *const names[] = {
+        "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
+        "__ballot_sync", "__any_sync", "__all_sync", "__match_any_sync", "__reduce_add_sync",
+        "__reduce_min_sync", "__reduce_max_sync", "__reduce_min_sync", "__reduce_max_sync",
+        "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync"};
+    return op >= 0 && op < (int)(sizeof names / sizeof names[0]) ? names[op] : "?";
+}
+
+static const char *bar_name(int op)
+{
+    static const char *const names[] = {"__syncthreads", "__syncthreads_count", "__syncthreads_and", "__syncthreads_or"};
+    return names[op & 3];
+}
+
+static unsigned tid_of(const worker &w, const fiber &f) { return (unsigned)(&f - w.fibers.data()); }
+
+static void fiber_exit(worker &w, fiber &f)
+{
+    unsigned tid = tid_of(w, f), lane = tid & 31;
+    warp &wp = w.warps[tid >> 5];
+    wp.exited |= 1u << lane;
+    w.ndone++;
+    w.live--;
+    for (int g = 0; g < wp.ngroups; g++)
+        if (wp.group[g].mask & (1u << lane)) {
+            fail(w, format("%s exited while lanes 0x%08x of its warp wait in %s (mask 0x%08x) at %s:%d",
+                           where(f).c_str(), wp.group[g].arrived, coll_name(wp.group[g].op), wp.group[g].mask,
+                           wp.group[g].file, wp.group[g].line));
+            return;
+        }
+    if (w.bar_arrived == 0) return;
+    if (options().strict) {
+        fail(w, format("%s exited while %u threads wait at %s at %s:%d (strict mode: every thread must reach "
+                       "each __syncthreads)", where(f).c_str(), w.bar_arrived, bar_name(w.bar_op), w.bar_file, w.bar_line));
+        return;
+    }
+    if (w.bar_arrived == w.live) {
+        int r = w.bar_acc;
+        for (unsigned i = 0; i < w.nthreads; i++)
+            if (w.fibers[i].state == F_BAR) {
+                w.fibers[i].state = F_RUN;
+                w.fibers[i].result = (uint64_t)r;
+            }
+        w.bar_arrived = 0;
+    }
+}
+
+} /* namespace slm_emu */
+
+using namespace slm_emu;
+
+extern "C" void slm_emu_fiber_main(void *arg)
+{
+    fiber &f = *(fiber *)arg;
+    worker &w = *tls_worker;
+#ifdef SLM_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &w.sched_bottom, &w.sched_size);
+#endif
+    w.desc->body();
+    fiber_exit(w, f);
+    f.state = F_DONE;
+    switch_to_scheduler(w, f, true);
+    abort(); /* a finished fiber is never resumed */
+}
+
+namespace slm_emu {
+
+/* ---- block barrier ---- */
+
+int block_barrier(int op, int pred, const char *file, int line)
+{
+    worker &w = current("__syncthreads");
+    fiber &f = *w.cur;
+    if (w.bar_arrived == 0) {
+        w.bar_op = op;
+        w.bar_file = file;
+        w.bar_line = line;
+        w.bar_acc = op == BAR_AND ? 1 : 0;
+    } else if (w.bar_op != op || (options().strict && (w.bar_line != line || strcmp(w.bar_file, file) != 0))) {
+        fail(w, format("%s reaches %s at %s:%d while %u threads wait at %s at %s:%d", where(f).c_str(), bar_name(op),
+                       file, line, w.bar_arrived, bar_name(w.bar_op), w.bar_file, w.bar_line));
+        f.state = F_BAR;
+        switch_to_scheduler(w, f, false);
+    }
+    if (op == BAR_COUNT) w.bar_acc += pred;
+    else if (op == BAR_AND) w.bar_acc &= pred;
+    else if (op == BAR_OR) w.bar_acc |= pred;
+    if (++w.bar_arrived == w.live) {
+        int r = w.bar_acc;
+        for (unsigned i = 0; i < w.nthreads; i++)
+            if (w.fibers[i].state == F_BAR) {
+                w.fibers[i].state = F_RUN;
+                w.fibers[i].result = (uint64_t)r;
+            }
+        w.bar_arrived = 0;
+        return r;
+    }
+    f.state = F_BAR;
+    f.op = op;
+    f.file = file;
+    f.line = line;
+    switch_to_scheduler(w, f, false);
+    return (int)f.result;
+}
+
+/* ---- warp collectives, by the PTX rules of shfl.sync, vote.sync, redux.sync ---- */
+
+/* The lane whose value lane `lane` receives; -1 when width is not a power of two. */
+static int shfl_source(int op, int lane, int b, int width)
+{
+    if (width < 1 || width > 32 || (width & (width - 1))) return -1;
+    int segmask = 32 - width; /* the lane bits that select the segment */
+    int bval = b & 31;
+    int min_lane = lane & segmask, max_lane = min_lane | (31 & ~segmask);
+    int j;
+    bool ok;
+    switch (op) {
+    case COLL_SHFL_UP: j = lane - bval; ok = j >= min_lane; break;
+    case COLL_SHFL_DOWN: j = lane + bval; ok = j <= max_lane; break;
+    case COLL_SHFL_XOR: j = lane ^ bval; ok = j <= max_lane; break;
+    default: j = min_lane | (bval & ~segmask); ok = true; break;
+    }
+    return ok ? j : lane;
+}
+
+static void complete_group(worker &w, unsigned wi, warp_group &g)
+{
+    warp &wp = w.warps[wi];
+    unsigned m = g.mask;
+    uint64_t all = 0;
+    switch (g.op) {
+    case COLL_BALLOT:
+    case COLL_ANY:
+    case COLL_ALL:
+        for (int i = 0; i < 32; i++)
+            if ((m >> i & 1) && wp.value[i]) all |= 1ull << i;
+        if (g.op == COLL_ANY) all = all != 0;
+        else if (g.op == COLL_ALL) all = all == m;
+        break;
+    case COLL_ADD: case COLL_MIN_U: case COLL_MAX_U: case COLL_MIN_I: case COLL_MAX_I:
+    case COLL_AND: case COLL_OR: case COLL_XOR: {
+        uint32_t acc = 0;
+        bool first = true;
+        for (int i = 0; i < 32; i++) {
+            if (!(m >> i & 1)) continue;
+            uint32_t v = (uint32_t)wp.value[i];
+            if (first) { acc = v; first = false; continue; }
+            switch (g.op) {
+            case COLL_ADD: acc += v; break;
+            case COLL_MIN_U: acc = std::min(acc, v); break;
+            case COLL_MAX_U: acc = std::max(acc, v); break;
+            case COLL_MIN_I: acc = (uint32_t)std::min((int32_t)acc, (int32_t)v); break;
+            case COLL_MAX_I: acc = (uint32_t)std::max((int32_t)acc, (int32_t)v); break;
+            case COLL_AND: acc &= v; break;
+            case COLL_OR: acc |= v; break;
+            default: acc ^= v; break;
+            }
+        }
+        all = acc;
+        break;
+    }
+    default: break;
+    }
+    for (int i = 0; i < 32; i++) {
+        if (!(m >> i & 1)) continue;
+        fiber &f = w.fibers[wi * 32 + i];
+        uint64_t r = all;
+        if (g.op >= COLL_SHFL_IDX && g.op <= COLL_SHFL_XOR) {
+            int j = shfl_source(g.op, i, wp.b[i], wp.width[i]);
+            if (j < 0) {
+                fail(w, format("%s: width %d of %s at %s:%d is not a power of two in 1..32", where(f).c_str(),
+                               wp.width[i], coll_name(g.op), g.file, g.line));
+                return;
+            }
+            if (!(m >> j & 1)) {
+                fail(w, format("%s: lane %d reads lane %d, which is not in the mask 0x%08x of %s at %s:%d",
+                               where(f).c_str(), i, j, m, coll_name(g.op), g.file, g.line));
+                return;
+            }
+            r = wp.value[j];
+        } else if (g.op == COLL_MATCH_ANY) {
+            r = 0;
+            for (int k = 0; k < 32; k++)
+                if ((m >> k & 1) && wp.value[k] == wp.value[i]) r |= 1ull << k;
+        }
+        f.result = r;
+        if (f.state == F_WARP) f.state = F_RUN;
+    }
+}
+
+uint64_t warp_collective(int op, unsigned mask, uint64_t value, int b, int width, const char *file, int line)
+{
+    worker &w = current(coll_name(op));
+    fiber &f = *w.cur;
+    unsigned tid = tid_of(w, f), lane = tid & 31, wi = tid >> 5;
+    warp &wp = w.warps[wi];
+    warp_group *g = nullptr;
+    if (!(mask >> lane & 1))
+        fail(w, format("%s calls %s at %s:%d with mask 0x%08x, which lacks its own lane %u", where(f).c_str(),
+                       coll_name(op), file, line, mask, lane));
+    else if (mask & wp.exited)
+        fail(w, format("%s calls %s at %s:%d with mask 0x%08x, but lanes 0x%08x have exited or do not exist",
+                       where(f).c_str(), coll_name(op), file, line, mask, mask & wp.exited));
+    for (int k = 0; k < wp.ngroups && !w.failed; k++) {
+        warp_group &p = wp.group[k];
+        if (p.mask == mask && p.op == op) {
+            g = &p;
+            break;
+        }
+        if (p.mask & mask)
+            fail(w, format("%s calls %s (mask 0x%08x) at %s:%d while lanes 0x%08x wait in %s (mask 0x%08x) at %s:%d",
+                           where(f).c_str(), coll_name(op), mask, file, line, p.arrived, coll_name(p.op), p.mask,
+                           p.file, p.line));
+    }
+    if (w.failed) {
+        f.state = F_WARP;
+        switch_to_scheduler(w, f, false);
+    }
+    if (!g) {
+        g = &wp.group[wp.ngroups++];
+        *g = warp_group{op, mask, 0, file, line};
+    }
+    wp.value[lane] = value;
+    wp.b[lane] = b;
+    wp.width[lane] = width;
+    g->arrived |= 1u << lane;
+    if (g->arrived == mask) {
+        complete_group(w, wi, *g);
+        *g = wp.group[--wp.ngroups];
+        if (w.failed) {
+            f.state = F_WARP;
+            switch_to_scheduler(w, f, false);
+        }
+        return f.result;
+    }
+    f.state = F_WARP;
+    f.op = op;
+    f.mask = mask;
+    f.file = file;
+    f.line = line;
+    switch_to_scheduler(w, f, false);
+    return f.result;
+}
+
+void *dyn_shared(void) { return current("SLM_DYN_SHARED").dyn; }
+
+/* ---- blocks ---- */
+
+static std::string describe_wait(const worker &w, const fiber &f)
+{
+    if (f.state == F_BAR) return format("%s at %s:%d", bar_name(f.op), f.file, f.line);
+    unsigned wi = tid_of(w, f) >> 5;
+    const warp &wp = w.warps[wi];
+    unsigned arrived = 0;
+    for (int k = 0; k < wp.ngroups; k++)
+        if (wp.group[k].mask == f.mask && wp.group[k].op == f.op) arrived = wp.group[k].arrived;
+    return format("%s mask 0x%08x at %s:%d (lanes arrived 0x%08x)", coll_name(f.op), f.mask, f.file, f.line, arrived);
+}
+
+static std::string deadlock_report(const worker &w)
+{
+    const launch_desc &d = *w.desc;
+    std::string s = format("deadlock in kernel %s, block (%u,%u,%u) of grid (%u,%u,%u), block (%u,%u,%u): no thread can "
+                           "run, %u have exited; the others wait:",
+                           d.name, blockIdx.x, blockIdx.y, blockIdx.z, d.grid.x, d.grid.y, d.grid.z, d.block.x,
+                           d.block.y, d.block.z, w.ndone);
+    unsigned i = 0;
+    while (i < w.nthreads) {
+        if (w.fibers[i].state == F_DONE) { i++; continue; }
+        std::string what = describe_wait(w, w.fibers[i]);
+        unsigned j = i + 1;
+        while (j < w.nthreads && w.fibers[j].state != F_DONE && describe_wait(w, w.fibers[j]) == what) j++;
+        s += format("\n  threads %u-%u (warp %u lanes %u-%u%s): ", i, j - 1, i / 32, i % 32, (j - 1) % 32,
+                    (j - 1) / 32 != i / 32 ? " of a later warp" : "");
+        s += what;
+        i = j;
+    }
+    return s;
+}
+
+/* Picks the next runnable fiber after `last` in the schedule's direction, or -1. */
+static int pick(const worker &w, int last)
+{
+    int n = (int)w.nthreads;
+    for (int k = 1; k <= n; k++) {
+        int i = w.sched == SCHED_FORWARD ? (last + k) % n : (last - k + n) % n;
+        if (w.fibers[i].state == F_RUN) return i;
+    }
+    return -1;
+}
+
+static bool run_block(worker &w, uint3 bidx)
+{
+    const launch_desc &d = *w.desc;
+    blockIdx = bidx;
+    unsigned n = w.nthreads;
+    for (unsigned t = 0; t < n; t++) {
+        fiber &f = w.fibers[t];
+        f.state = F_RUN;
+        f.idx = uint3{t % d.block.x, t / d.block.x % d.block.y, t / (d.block.x * d.block.y)};
+        fresh_frame(w, f);
+    }
+    for (size_t k = 0; k < w.warps.size(); k++) {
+        w.warps[k].ngroups = 0;
+        unsigned lanes = std::min(32u, n - (unsigned)k * 32);
+        w.warps[k].exited = lanes == 32 ? 0 : ~((1u << lanes) - 1);
+    }
+    w.bar_arrived = 0;
+    w.live = n;
+    w.ndone = 0;
+    if (w.dyn && options().poison) memset(w.dyn, 0xff, d.smem);
+    int last = w.sched == SCHED_FORWARD ? (int)n - 1 : 0;
+    for (;;) {
+        int next = pick(w, last);
+        if (next < 0) {
+            if (w.ndone == n) return true;
+            fail(w, "");
+            w.error = deadlock_report(w);
+            break;
+        }
+        switch_to_fiber(w, w.fibers[next]);
+        last = next;
+        if (w.failed) break;
+    }
+#ifdef SLM_EMU_ASAN
+    /* Abandoned stacks keep the poison of their live frames. */
+    for (unsigned t = 0; t < n; t++)
+        if (w.fibers[t].state != F_DONE) ASAN_UNPOISON_MEMORY_REGION(w.fibers[t].stack, w.stack_bytes);
+#endif
+    return false;
+}
+
+/* ---- grids and the worker pool ---- */
+
+struct job {
+    const launch_desc *d;
+    int sched;
+    uint64_t total;
+    std::atomic<uint64_t> next{0};
+    std::atomic<bool> failed{false};
+    std::mutex m;
+    std::string error;
+};
+
+static worker &this_worker()
+{
+    if (!tls_owner) {
+        tls_owner.reset(new worker);
+        tls_worker = tls_owner.get();
+    }
+    return *tls_worker;
+}
+
+static void participate(job &j)
+{
+    worker &w = this_worker();
+    const launch_desc &d = *j.d;
+    w.desc = j.d;
+    w.sched = j.sched;
+    w.failed = false;
+    w.nthreads = d.block.x * d.block.y * d.block.z;
+    ensure_fibers(w, w.nthreads);
+    w.warps.resize((w.nthreads + 31) / 32);
+    if (d.smem != w.dyn_bytes) {
+        free(w.dyn);
+        w.dyn = d.smem ? malloc(d.smem) : nullptr;
+        w.dyn_bytes = d.smem;
+    }
+    blockDim = uint3{d.block.x, d.block.y, d.block.z};
+    gridDim = uint3{d.grid.x, d.grid.y, d.grid.z};
+    for (;;) {
+        uint64_t b = j.next.fetch_add(1, std::memory_order_relaxed);
+        if (b >= j.total || j.failed.load(std::memory_order_relaxed)) break;
+        if (j.sched == SCHED_REVERSE) b = j.total - 1 - b;
+        uint3 bi{(unsigned)(b % d.grid.x), (unsigned)(b / d.grid.x % d.grid.y), (unsigned)(b / ((uint64_t)d.grid.x * d.grid.y))};
+        if (!run_block(w, bi)) {
+            std::lock_guard<std::mutex> lock(j.m);
+            if (!j.failed.exchange(true)) j.error = w.error;
+            break;
+        }
+    }
+    w.desc = nullptr;
+}
+
+struct pool {
+    std::mutex launch_mutex; /* one pooled launch at a time; others run on their own thread */
+    std::mutex m;
+    std::condition_variable cv_work, cv_done;
+    std::vector<std::thread> threads;
+    job *cur = nullptr;
+    uint64_t seq = 0;
+    int running = 0;
+    bool quit = false;
+
+    void loop()
+    {
+        uint64_t seen = 0;
+        for (;;) {
+            job *j;
+            {
+                std::unique_lock<std::mutex> lock(m);
+                cv_work.wait(lock, [&] { return quit || seq != seen; });
+                if (quit) return;
+                seen = seq;
+                j = cur;
+            }
+            participate(*j);
+            std::lock_guard<std::mutex> lock(m);
+            if (--running == 0) cv_done.notify_all();
+        }
+    }
+    void resize(int n)
+    {
+        if ((int)threads.size() == n) return;
+        stop();
+        quit = false;
+        for (int i = 0; i < n; i++) threads.emplace_back([this] { loop(); });
+    }
+    void stop()
+    {
+        {
+            std::lock_guard<std::mutex> lock(m);
+            quit = true;
+        }
+        cv_work.notify_all();
+        for (auto &t : threads) t.join();
+        threads.clear();
+    }
+    ~pool() { stop(); }
+};
+
+static pool g_pool;
+
+cudaError_t run_grid(const launch_desc &d, int sched, bool serial)
+{
+    job j;
+    j.d = &d;
+    j.sched = sched;
+    j.total = (uint64_t)d.grid.x * d.grid.y * d.grid.z;
+    int workers = options().workers;
+    std::unique_lock<std::mutex> pooled(g_pool.launch_mutex, std::defer_lock);
+    if (!serial && workers > 1 && j.total > 1 && pooled.try_lock()) {
+        g_pool.resize(workers - 1);
+        {
+            std::lock_guard<std::mutex> lock(g_pool.m);
+            g_pool.cur = &j;
+            g_pool.running = (int)g_pool.threads.size();
+            g_pool.seq++;
+        }
+        g_pool.cv_work.notify_all();
+        participate(j);
+        std::unique_lock<std::mutex> lock(g_pool.m);
+        g_pool.cv_done.wait(lock, [] { return g_pool.running == 0; });
+        g_pool.cur = nullptr;
+    } else {
+        participate(j);
+    }
+    if (!j.failed) return cudaSuccess;
+    report(j.error);
+    return cudaErrorLaunchFailure;
+}
+
+} /* namespace slm_emu */
+
+extern "C" void slm_emu_get_options(struct slm_emu_options *opt) { *opt = options(); }
+
+extern "C" void slm_emu_set_options(const struct slm_emu_options *opt)
+{
+    options();
+    slm_emu_options o = *opt;
+    if (o.workers <= 0) o.workers = g_opt.workers;
+    if (o.stack_bytes == 0) o.stack_bytes = g_opt.stack_bytes;
+    g_opt = o;
+}
+
+extern "C" const char *slm_emu_last_report(void)
+{
+    std::lock_guard<std::mutex> lock(g_report_mutex);
+    return g_report.c_str();
+}
+
+extern "C" void slm_emu_clear_report(void)
+{
+    std::lock_guard<std::mutex> lock(g_report_mutex);
+    g_report.clear();
+}
