@@ -96,6 +96,7 @@ static bool is_legacy(const CUstream_st *s) { return s == &devices()[s->device].
 static cudaError_t run_queued(device &d, uint64_t upto)
 {
     std::lock_guard<std::recursive_mutex> drain(d.drain_mutex);
+    size_t skipped = 0;
     for (;;) {
         queued_op op;
         {
@@ -104,9 +105,15 @@ static cudaError_t run_queued(device &d, uint64_t upto)
             op = std::move(d.queue.front());
             d.queue.pop_front();
         }
-        cudaError_t err = op.fn();
-        if (err != cudaSuccess && d.pending == cudaSuccess) d.pending = err;
+        /* After a failed operation the rest of the queue is dropped: on a GPU a faulting
+         * kernel leaves the context unusable, and later work would touch bad memory. */
+        if (d.pending != cudaSuccess) {
+            skipped++;
+            continue;
+        }
+        d.pending = op.fn();
     }
+    if (skipped && !options().quiet) fprintf(stderr, "slm_emu: %zu queued operations skipped after that failure\n", skipped);
     cudaError_t err = d.pending;
     d.pending = cudaSuccess;
     return set_error(err);

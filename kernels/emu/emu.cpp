@@ -518,7 +518,9 @@ uint64_t warp_collective(int op, unsigned mask, uint64_t value, int b, int width
             g = &p;
             break;
         }
-        if (p.mask & mask)
+        /* A lane in the mask of a pending collective must join that one; other lanes of
+         * the new mask may still be waiting elsewhere and join when that completes. */
+        if (p.mask >> lane & 1)
             fail(w, format("%s calls %s (mask 0x%08x) at %s:%d while lanes 0x%08x wait in %s (mask 0x%08x) at %s:%d",
                            where(f).c_str(), coll_name(op), mask, file, line, p.arrived, coll_name(p.op), p.mask,
                            p.file, p.line));
