@@ -8,6 +8,7 @@
 #include <cublas_v2.h>
 #include <nccl.h>
 
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -346,7 +347,7 @@ static void test_half(void)
         __half a = __ushort_as_half(ua), b = __ushort_as_half(ub), c = __ushort_as_half(uc);
         __int128 ia = (__int128)llrint(ldexp(__half2float(a), 24)), ib = (__int128)llrint(ldexp(__half2float(b), 24));
         __int128 ic = (__int128)llrint(ldexp(__half2float(c), 24));
-        double want = round_half_exact(ia * ib + (ic << 24));
+        double want = round_half_exact(ia * ib + ic * ((__int128)1 << 24));
         float got = __half2float(__hfma(a, b, c));
         if (!(got == (float)want || (want == 0 && got == 0))) {
             fprintf(stderr, "__hfma(0x%04x, 0x%04x, 0x%04x): expected %.9g, got %.9g\n", ua, ub, uc, want, got);
@@ -741,9 +742,76 @@ static int no_device(void)
     return failures ? 1 : 0;
 }
 
+/* test_emu --bench: the emulator's overhead against scalar C loops (docs/emulator.md). */
+/* CPU time of the whole process: on a shared machine it does not count other people's
+ * work, and with one worker it is the emulator's single-core cost. */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int bench(void)
+{
+    const int reps = 5;
+    for (int workers = 1; workers <= 1; workers++) {
+        set_racecheck(0, workers);
+        const int rows = 1536, cols = 576;
+        std::vector<float> w((size_t)rows * cols), x(cols), y(rows);
+        for (float &e : w) e = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+        for (float &e : x) e = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+        float *dw = dev_copy(w), *dx = dev_copy(x), *dy;
+        CUDA_OK(cudaMalloc((void **)&dy, rows * sizeof(float)));
+        double best_emu = 1e30, best_c = 1e30;
+        for (int r = 0; r < reps; r++) {
+            double t0 = now_ms();
+            CUDA_OK(emu_test_gemv(dw, dx, dy, rows, cols, nullptr));
+            CUDA_OK(cudaDeviceSynchronize());
+            best_emu = std::min(best_emu, now_ms() - t0);
+            t0 = now_ms();
+            for (int i = 0; i < rows; i++) {
+                float acc = 0;
+                for (int c = 0; c < cols; c++) acc += w[(size_t)i * cols + c] * x[c];
+                y[i] = acc;
+            }
+            best_c = std::min(best_c, now_ms() - t0);
+        }
+        printf("gemv %dx%d, %d worker(s): emulated %.2f ms, scalar C %.3f ms, ratio %.0fx (check %g)\n", rows, cols,
+               workers, best_emu, best_c, best_emu / best_c, (double)y[0]);
+        cudaFree(dw), cudaFree(dx), cudaFree(dy);
+
+        const int brows = 2000, n = 256;
+        std::vector<float> v((size_t)brows * n), out(brows);
+        for (float &e : v) e = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+        float *dv = dev_copy(v), *dout;
+        CUDA_OK(cudaMalloc((void **)&dout, brows * sizeof(float)));
+        best_emu = best_c = 1e30;
+        for (int r = 0; r < reps; r++) {
+            double t0 = now_ms();
+            CUDA_OK(emu_test_block_sum(dv, dout, brows, n, 256, nullptr));
+            CUDA_OK(cudaDeviceSynchronize());
+            best_emu = std::min(best_emu, now_ms() - t0);
+            t0 = now_ms();
+            for (int i = 0; i < brows; i++) {
+                float acc = 0;
+                for (int c = 0; c < n; c++) acc += v[(size_t)i * n + c];
+                out[i] = acc;
+            }
+            best_c = std::min(best_c, now_ms() - t0);
+        }
+        printf("block sum %d blocks x 256 threads, 9 __syncthreads each, %d worker(s): emulated %.2f ms (%.2f us per "
+               "block barrier), scalar C %.3f ms, ratio %.0fx (check %g)\n", brows, workers, best_emu,
+               best_emu * 1000 / (brows * 9.0), best_c, best_emu / best_c, (double)out[0]);
+        cudaFree(dv), cudaFree(dout);
+    }
+    return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--no-device")) return no_device();
+    if (argc > 1 && !strcmp(argv[1], "--bench")) return bench();
     setenv("SLM_EMU_DEVICES", "2", 1);
     set_racecheck(1, 0);
     test_shuffles();

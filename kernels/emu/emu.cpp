@@ -340,7 +340,7 @@ static void fiber_exit(worker &w, fiber &f)
             return;
         }
     if (w.bar_arrived == 0) return;
-    if (options().strict) {
+    if (g_opt.strict) {
         fail(w, format("%s exited while %u threads wait at %s at %s:%d (strict mode: every thread must reach "
                        "each __syncthreads)", where(f).c_str(), w.bar_arrived, bar_name(w.bar_op), w.bar_file, w.bar_line));
         return;
@@ -387,7 +387,7 @@ int block_barrier(int op, int pred, const char *file, int line)
         w.bar_file = file;
         w.bar_line = line;
         w.bar_acc = op == BAR_AND ? 1 : 0;
-    } else if (w.bar_op != op || (options().strict && (w.bar_line != line || strcmp(w.bar_file, file) != 0))) {
+    } else if (w.bar_op != op || (g_opt.strict && (w.bar_line != line || (w.bar_file != file && strcmp(w.bar_file, file) != 0)))) {
         fail(w, format("%s reaches %s at %s:%d while %u threads wait at %s at %s:%d", where(f).c_str(), bar_name(op),
                        file, line, w.bar_arrived, bar_name(w.bar_op), w.bar_file, w.bar_line));
         f.state = F_BAR;
@@ -594,10 +594,17 @@ static std::string deadlock_report(const worker &w)
 /* Picks the next runnable fiber after `last` in the schedule's direction, or -1. */
 static int pick(const worker &w, int last)
 {
-    int n = (int)w.nthreads;
-    for (int k = 1; k <= n; k++) {
-        int i = w.sched == SCHED_FORWARD ? (last + k) % n : (last - k + n) % n;
-        if (w.fibers[i].state == F_RUN) return i;
+    int n = (int)w.nthreads, i = last;
+    if (w.sched == SCHED_FORWARD) {
+        for (int k = 0; k < n; k++) {
+            if (++i == n) i = 0;
+            if (w.fibers[i].state == F_RUN) return i;
+        }
+    } else {
+        for (int k = 0; k < n; k++) {
+            if (--i < 0) i = n - 1;
+            if (w.fibers[i].state == F_RUN) return i;
+        }
     }
     return -1;
 }
@@ -621,7 +628,7 @@ static bool run_block(worker &w, uint3 bidx)
     w.bar_arrived = 0;
     w.live = n;
     w.ndone = 0;
-    if (w.dyn && options().poison) memset(w.dyn, 0xff, d.smem);
+    if (w.dyn && g_opt.poison) memset(w.dyn, 0xff, d.smem);
     int last = w.sched == SCHED_FORWARD ? (int)n - 1 : 0;
     for (;;) {
         int next = pick(w, last);
@@ -746,6 +753,7 @@ static pool g_pool;
 
 cudaError_t run_grid(const launch_desc &d, int sched, bool serial)
 {
+    options(); /* the hot paths read g_opt directly from here on */
     job j;
     j.d = &d;
     j.sched = sched;
