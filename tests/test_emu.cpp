@@ -494,6 +494,16 @@ static void test_misuse(void)
           "2048 threads per block: expected cudaErrorInvalidConfiguration");
 }
 
+/* Queues hy = 3.5 hx through the device: a copy in, a memset, two axpy, a copy out. */
+static void issue_axpy_work(float *hx, float *hy, float *dx, float *dy, int n, cudaStream_t s)
+{
+    CUDA_OK(cudaMemcpyAsync(dx, hx, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    CUDA_OK(cudaMemsetAsync(dy, 0, n * sizeof(float), s));
+    CUDA_OK(emu_test_axpy(3.0f, dx, dy, n, s));
+    CUDA_OK(emu_test_axpy(0.5f, dx, dy, n, s));
+    CUDA_OK(cudaMemcpyAsync(hy, dy, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+}
+
 static void test_streams_and_graph(void)
 {
     const int n = 777;
@@ -509,14 +519,10 @@ static void test_streams_and_graph(void)
     CUDA_OK(cudaEventCreate(&e0));
     CUDA_OK(cudaEventCreate(&e1));
 
-    /* Eager: y = 3 x + 1 then y = 0.5 x + y. */
+    /* Eager. */
     for (int i = 0; i < n; i++) hx[i] = (float)i, hy[i] = -1.0f;
     CUDA_OK(cudaEventRecord(e0, s));
-    CUDA_OK(cudaMemcpyAsync(dx, hx, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    CUDA_OK(cudaMemsetAsync(dy, 0, n * sizeof(float), s));
-    CUDA_OK(emu_test_axpy(3.0f, dx, dy, n, s));
-    CUDA_OK(emu_test_axpy(0.5f, dx, dy, n, s));
-    CUDA_OK(cudaMemcpyAsync(hy, dy, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    issue_axpy_work(hx, hy, dx, dy, n, s);
     CUDA_OK(cudaEventRecord(e1, s));
     /* Nothing has run yet: reading hy now is the missing-synchronisation bug. */
     CHECK(hy[5] == -1.0f, "async copy before synchronising: expected the stale -1, got %g", hy[5]);
@@ -532,21 +538,13 @@ static void test_streams_and_graph(void)
     cudaGraph_t g;
     cudaGraphExec_t ge;
     CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-    CUDA_OK(cudaMemcpyAsync(dx, hx, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    CUDA_OK(cudaMemsetAsync(dy, 0, n * sizeof(float), s));
-    CUDA_OK(emu_test_axpy(3.0f, dx, dy, n, s));
-    CUDA_OK(emu_test_axpy(0.5f, dx, dy, n, s));
-    CUDA_OK(cudaMemcpyAsync(hy, dy, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    issue_axpy_work(hx, hy, dx, dy, n, s);
     CHECK(cudaMemcpy(dx, hx, 4, cudaMemcpyHostToDevice) == cudaErrorStreamCaptureImplicit,
           "a synchronous copy during a global capture: expected cudaErrorStreamCaptureImplicit");
     CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated, "the broken capture: expected it invalidated");
     cudaGetLastError();
     CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-    CUDA_OK(cudaMemcpyAsync(dx, hx, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    CUDA_OK(cudaMemsetAsync(dy, 0, n * sizeof(float), s));
-    CUDA_OK(emu_test_axpy(3.0f, dx, dy, n, s));
-    CUDA_OK(emu_test_axpy(0.5f, dx, dy, n, s));
-    CUDA_OK(cudaMemcpyAsync(hy, dy, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    issue_axpy_work(hx, hy, dx, dy, n, s);
     CUDA_OK(cudaStreamEndCapture(s, &g));
     CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
     for (int i = 0; i < n; i++) hy[i] = -1.0f;

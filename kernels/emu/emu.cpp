@@ -325,6 +325,19 @@ static const char *bar_name(int op)
 
 static unsigned tid_of(const worker &w, const fiber &f) { return (unsigned)(&f - w.fibers.data()); }
 
+/* Every live thread has arrived: the waiters run again with the barrier's result. */
+static int release_barrier(worker &w)
+{
+    int r = w.bar_acc;
+    for (unsigned i = 0; i < w.nthreads; i++)
+        if (w.fibers[i].state == F_BAR) {
+            w.fibers[i].state = F_RUN;
+            w.fibers[i].result = (uint64_t)r;
+        }
+    w.bar_arrived = 0;
+    return r;
+}
+
 static void fiber_exit(worker &w, fiber &f)
 {
     unsigned tid = tid_of(w, f), lane = tid & 31;
@@ -345,15 +358,7 @@ static void fiber_exit(worker &w, fiber &f)
                        "each __syncthreads)", where(f).c_str(), w.bar_arrived, bar_name(w.bar_op), w.bar_file, w.bar_line));
         return;
     }
-    if (w.bar_arrived == w.live) {
-        int r = w.bar_acc;
-        for (unsigned i = 0; i < w.nthreads; i++)
-            if (w.fibers[i].state == F_BAR) {
-                w.fibers[i].state = F_RUN;
-                w.fibers[i].result = (uint64_t)r;
-            }
-        w.bar_arrived = 0;
-    }
+    if (w.bar_arrived == w.live) release_barrier(w);
 }
 
 } /* namespace slm_emu */
@@ -396,16 +401,7 @@ int block_barrier(int op, int pred, const char *file, int line)
     if (op == BAR_COUNT) w.bar_acc += pred;
     else if (op == BAR_AND) w.bar_acc &= pred;
     else if (op == BAR_OR) w.bar_acc |= pred;
-    if (++w.bar_arrived == w.live) {
-        int r = w.bar_acc;
-        for (unsigned i = 0; i < w.nthreads; i++)
-            if (w.fibers[i].state == F_BAR) {
-                w.fibers[i].state = F_RUN;
-                w.fibers[i].result = (uint64_t)r;
-            }
-        w.bar_arrived = 0;
-        return r;
-    }
+    if (++w.bar_arrived == w.live) return release_barrier(w);
     f.state = F_BAR;
     f.op = op;
     f.file = file;
