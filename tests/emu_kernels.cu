@@ -122,8 +122,8 @@ __global__ void k_atomics(int *i, unsigned *u, unsigned long long *ull, float *f
     atomicAdd(&d[0], 0.5);
 }
 
-/* The racy kernels use dynamic shared memory, which is poisoned for every block: static
- * shared memory keeps the previous block's values, which can hide the race. */
+/* The two racy kernels: one on dynamic shared memory (poisoned for each block), one on
+ * static shared memory (zeroed for each race-check run). */
 __global__ void k_warp_tree(const float *x, float *out, int syncwarp)
 {
     SLM_DYN_SHARED(float, s);
@@ -141,7 +141,7 @@ __global__ void k_warp_tree(const float *x, float *out, int syncwarp)
 
 __global__ void k_neighbour(const float *x, float *out, int n, int barrier)
 {
-    SLM_DYN_SHARED(float, s);
+    __shared__ float s[256];
     int t = threadIdx.x;
     s[t] = x[t];
     if (barrier) __syncthreads();
@@ -233,7 +233,7 @@ cudaError_t emu_test_warp_tree(const float *x, float *out, int syncwarp, cudaStr
 
 cudaError_t emu_test_neighbour(const float *x, float *out, int n, int barrier, cudaStream_t s)
 {
-    SLM_LAUNCH(k_neighbour, 1, n, n * sizeof(float), s, x, out, n, barrier);
+    SLM_LAUNCH(k_neighbour, 1, n, 0, s, x, out, n, barrier);
     return cudaGetLastError();
 }
 

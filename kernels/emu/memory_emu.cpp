@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include <sys/mman.h>
@@ -201,14 +202,26 @@ void mem_restore(const std::vector<snapshot_entry> &s)
 
 /* Runs the launch under two schedules from the same memory and reports the first byte
  * that differs: a result that depends on the order of threads is a race. */
+/* Each run is on a new OS thread: static __shared__ memory (thread-local storage) then
+ * starts zeroed in both, so neither run inherits values from earlier launches, and a
+ * block that reads static shared memory before writing it sees a different previous block
+ * in each order. */
+static cudaError_t run_on_fresh_thread(const launch_desc &d, int sched)
+{
+    cudaError_t err = cudaSuccess;
+    std::thread t([&] { err = run_grid(d, sched, true); });
+    t.join();
+    return err;
+}
+
 cudaError_t run_grid_racecheck(const launch_desc &d)
 {
     std::vector<snapshot_entry> before = mem_snapshot();
-    cudaError_t err = run_grid(d, SCHED_FORWARD, true);
+    cudaError_t err = run_on_fresh_thread(d, SCHED_FORWARD);
     if (err != cudaSuccess) return err;
     std::vector<snapshot_entry> first = mem_snapshot();
     mem_restore(before);
-    err = run_grid(d, SCHED_REVERSE, true);
+    err = run_on_fresh_thread(d, SCHED_REVERSE);
     if (err != cudaSuccess) return err;
     for (const snapshot_entry &e : first) {
         if (memcmp(e.base, e.bytes.data(), e.size) == 0) continue;
