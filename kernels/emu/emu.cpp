@@ -133,6 +133,7 @@ struct worker {
     size_t dyn_bytes = 0;
     bool failed = false;
     std::string error;
+    bool from_sched = false; /* the last switch into a fiber came from the scheduler */
     const void *sched_bottom = nullptr;
     size_t sched_size = 0;
     void *sched_fake = nullptr;
@@ -255,10 +256,29 @@ static void fresh_frame(worker &w, fiber &f)
     f.sp = sp;
 }
 
+/* Picks the next runnable fiber after `last` in the schedule's direction, or -1. */
+static int pick(const worker &w, int last)
+{
+    int n = (int)w.nthreads, i = last;
+    if (w.sched == SCHED_FORWARD) {
+        for (int k = 0; k < n; k++) {
+            if (++i == n) i = 0;
+            if (w.fibers[i].state == F_RUN) return i;
+        }
+    } else {
+        for (int k = 0; k < n; k++) {
+            if (--i < 0) i = n - 1;
+            if (w.fibers[i].state == F_RUN) return i;
+        }
+    }
+    return -1;
+}
+
 static void switch_to_fiber(worker &w, fiber &f)
 {
     threadIdx = f.idx;
     w.cur = &f;
+    w.from_sched = true;
 #ifdef SLM_EMU_ASAN
     __sanitizer_start_switch_fiber(&w.sched_fake, f.stack, w.stack_bytes);
 #endif
@@ -269,17 +289,50 @@ static void switch_to_fiber(worker &w, fiber &f)
     w.cur = nullptr;
 }
 
-static void switch_to_scheduler(worker &w, fiber &f, bool exiting)
+/* In a fiber that has just been switched to: completes ASan's switch, learning the OS
+ * thread's own stack when the switch came from the scheduler. */
+static void arrived_on_fiber(worker &w, void *fake)
 {
 #ifdef SLM_EMU_ASAN
-    __sanitizer_start_switch_fiber(exiting ? nullptr : &f.asan_fake, w.sched_bottom, w.sched_size);
+    const void *bottom;
+    size_t size;
+    __sanitizer_finish_switch_fiber(fake, &bottom, &size);
+    if (w.from_sched) {
+        w.sched_bottom = bottom;
+        w.sched_size = size;
+    }
+#else
+    (void)w, (void)fake;
+#endif
+}
+
+/* Leaves fiber f, which waits or has exited, for the next runnable fiber of the block, or
+ * for the scheduler when there is none (the block is done or deadlocked) or it failed.
+ * Switching fiber to fiber halves the switches of a barrier. */
+static void yield(worker &w, fiber &f, bool exiting)
+{
+    int next = w.failed ? -1 : pick(w, (int)(&f - w.fibers.data()));
+#ifdef SLM_EMU_ASAN
+    void **fake = exiting ? nullptr : &f.asan_fake;
 #else
     (void)exiting;
 #endif
-    slm_emu_switch(&f.sp, w.sched_sp);
+    if (next >= 0) {
+        fiber &n = w.fibers[next];
+        threadIdx = n.idx;
+        w.cur = &n;
+        w.from_sched = false;
 #ifdef SLM_EMU_ASAN
-    __sanitizer_finish_switch_fiber(f.asan_fake, &w.sched_bottom, &w.sched_size);
+        __sanitizer_start_switch_fiber(fake, n.stack, w.stack_bytes);
 #endif
+        slm_emu_switch(&f.sp, n.sp);
+    } else {
+#ifdef SLM_EMU_ASAN
+        __sanitizer_start_switch_fiber(fake, w.sched_bottom, w.sched_size);
+#endif
+        slm_emu_switch(&f.sp, w.sched_sp);
+    }
+    arrived_on_fiber(w, f.asan_fake);
 }
 
 static worker &current(const char *what)
@@ -369,13 +422,11 @@ extern "C" void slm_emu_fiber_main(void *arg)
 {
     fiber &f = *(fiber *)arg;
     worker &w = *tls_worker;
-#ifdef SLM_EMU_ASAN
-    __sanitizer_finish_switch_fiber(nullptr, &w.sched_bottom, &w.sched_size);
-#endif
+    arrived_on_fiber(w, nullptr);
     w.desc->body();
     fiber_exit(w, f);
     f.state = F_DONE;
-    switch_to_scheduler(w, f, true);
+    yield(w, f, true);
     abort(); /* a finished fiber is never resumed */
 }
 
@@ -396,7 +447,7 @@ int block_barrier(int op, int pred, const char *file, int line)
         fail(w, format("%s reaches %s at %s:%d while %u threads wait at %s at %s:%d", where(f).c_str(), bar_name(op),
                        file, line, w.bar_arrived, bar_name(w.bar_op), w.bar_file, w.bar_line));
         f.state = F_BAR;
-        switch_to_scheduler(w, f, false);
+        yield(w, f, false);
     }
     if (op == BAR_COUNT) w.bar_acc += pred;
     else if (op == BAR_AND) w.bar_acc &= pred;
@@ -406,7 +457,7 @@ int block_barrier(int op, int pred, const char *file, int line)
     f.op = op;
     f.file = file;
     f.line = line;
-    switch_to_scheduler(w, f, false);
+    yield(w, f, false);
     return (int)f.result;
 }
 
@@ -523,7 +574,7 @@ uint64_t warp_collective(int op, unsigned mask, uint64_t value, int b, int width
     }
     if (w.failed) {
         f.state = F_WARP;
-        switch_to_scheduler(w, f, false);
+        yield(w, f, false);
     }
     if (!g) {
         g = &wp.group[wp.ngroups++];
@@ -538,7 +589,7 @@ uint64_t warp_collective(int op, unsigned mask, uint64_t value, int b, int width
         *g = wp.group[--wp.ngroups];
         if (w.failed) {
             f.state = F_WARP;
-            switch_to_scheduler(w, f, false);
+            yield(w, f, false);
         }
         return f.result;
     }
@@ -547,7 +598,7 @@ uint64_t warp_collective(int op, unsigned mask, uint64_t value, int b, int width
     f.mask = mask;
     f.file = file;
     f.line = line;
-    switch_to_scheduler(w, f, false);
+    yield(w, f, false);
     return f.result;
 }
 
@@ -585,24 +636,6 @@ static std::string deadlock_report(const worker &w)
         i = j;
     }
     return s;
-}
-
-/* Picks the next runnable fiber after `last` in the schedule's direction, or -1. */
-static int pick(const worker &w, int last)
-{
-    int n = (int)w.nthreads, i = last;
-    if (w.sched == SCHED_FORWARD) {
-        for (int k = 0; k < n; k++) {
-            if (++i == n) i = 0;
-            if (w.fibers[i].state == F_RUN) return i;
-        }
-    } else {
-        for (int k = 0; k < n; k++) {
-            if (--i < 0) i = n - 1;
-            if (w.fibers[i].state == F_RUN) return i;
-        }
-    }
-    return -1;
 }
 
 static bool run_block(worker &w, uint3 bidx)
