@@ -22,6 +22,19 @@ cudaError_t drain_stream(cudaStream_t stream);
  * `who`: `what` and returns cudaErrorInvalidValue otherwise. */
 cudaError_t check_device_range(const void *p, size_t bytes, const char *who, const char *what);
 
+/* The calling thread's device (cudaSetDevice), and how many are emulated (SLM_EMU_DEVICES). */
+int current_device();
+int device_count();
+/* cudaErrorNoDevice (also as the last error) when no device is emulated, else cudaSuccess. */
+cudaError_t need_device();
+/* Runs everything queued on the device; returns the first error of a queued operation. */
+cudaError_t drain_device(int dev);
+/* drain_device, refused (and the capture broken) while a stream captures in global mode. */
+cudaError_t sync_device(int dev);
+/* Whether the stream records into a graph; invalidate_capture breaks that capture. */
+bool stream_capturing(cudaStream_t stream);
+void invalidate_capture(cudaStream_t stream);
+
 /* Sets the calling thread's last error (cudaGetLastError) and returns err. */
 cudaError_t set_error(cudaError_t err);
 
