@@ -98,6 +98,9 @@ void worker::free_stacks()
     for (unsigned id : vg_ids) VALGRIND_STACK_DEREGISTER(id);
 #endif
     vg_ids.clear();
+#ifdef SLM_EMU_ASAN
+    if (stacks) ASAN_UNPOISON_MEMORY_REGION(stacks, stacks_len); /* the shadow outlives the mapping */
+#endif
     if (stacks) munmap(stacks, stacks_len);
     stacks = nullptr;
     stacks_len = 0;
@@ -192,6 +195,12 @@ static void ensure_fibers(worker &w, unsigned n)
 static void fresh_frame(worker &w, fiber &f)
 {
     uint64_t *sp = (uint64_t *)(((uintptr_t)f.stack + w.stack_bytes) & ~(uintptr_t)15);
+#ifdef SLM_EMU_ASAN
+    /* The frames of slm_emu_fiber_main and its last yield never return, so their redzones
+     * stay poisoned at the top of the stack; the kernel's own frames below unpoison as they
+     * return (abandoned blocks are unpoisoned whole in run_block). */
+    ASAN_UNPOISON_MEMORY_REGION((char *)sp - 2048, 2048);
+#endif
     *--sp = 0;
     *--sp = 0;
     *--sp = (uint64_t)(uintptr_t)slm_emu_fiber_start; /* ret lands here with rsp 16-aligned */
