@@ -543,11 +543,9 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
     return e->seq ? run_queued(devices()[e->device], e->seq) : cudaSuccess;
 }
 
-cudaError_t cudaEventQuery(cudaEvent_t e)
-{
-    if (!e) return set_error(cudaErrorInvalidResourceHandle);
-    return e->seq && !e->done ? cudaErrorNotReady : cudaSuccess;
-}
+/* Runs the work before the event, as cudaStreamQuery does for its stream: a host loop
+ * that polls until the work is done then ends instead of spinning forever. */
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
 {
