@@ -148,6 +148,12 @@ __global__ void k_neighbour(const float *x, float *out, int n, int barrier)
     out[t] = x[t] + s[(t + 1) % n];
 }
 
+/* A prefix sum across blocks that reads the previous block's output: blocks race. */
+__global__ void k_block_chain(const float *x, float *out)
+{
+    if (threadIdx.x == 0) out[blockIdx.x] = x[blockIdx.x] + (blockIdx.x > 0 ? out[blockIdx.x - 1] : 0.0f);
+}
+
 __global__ void k_deadlock(int *out)
 {
     int lane = threadIdx.x % 32, v = lane;
@@ -234,6 +240,12 @@ cudaError_t emu_test_warp_tree(const float *x, float *out, int syncwarp, cudaStr
 cudaError_t emu_test_neighbour(const float *x, float *out, int n, int barrier, cudaStream_t s)
 {
     SLM_LAUNCH(k_neighbour, 1, n, 0, s, x, out, n, barrier);
+    return cudaGetLastError();
+}
+
+cudaError_t emu_test_block_chain(const float *x, float *out, int blocks, cudaStream_t s)
+{
+    SLM_LAUNCH(k_block_chain, blocks, 32, 0, s, x, out);
     return cudaGetLastError();
 }
 

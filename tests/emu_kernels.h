@@ -33,6 +33,8 @@ cudaError_t emu_test_atomics(int *i, unsigned *u, unsigned long long *ull, float
 cudaError_t emu_test_warp_tree(const float *x, float *out, int syncwarp, cudaStream_t s);
 /* out[t] = x[t] + the neighbour's value in shared memory, with or without the barrier. */
 cudaError_t emu_test_neighbour(const float *x, float *out, int n, int barrier, cudaStream_t s);
+/* out[b] = x[b] + out[b - 1]: each block reads what another block writes. */
+cudaError_t emu_test_block_chain(const float *x, float *out, int blocks, cudaStream_t s);
 /* Half of each warp waits at __syncthreads, the other half in a full-mask shuffle. */
 cudaError_t emu_test_deadlock(int *out, cudaStream_t s);
 /* Threads past the first warp return before a __syncthreads the others wait at. */

@@ -435,6 +435,13 @@ static void test_race_and_deadlock(void)
     cudaGetLastError();
     CHECK(strstr(slm_emu_last_report(), "race in kernel k_neighbour"), "race report: got '%s'", slm_emu_last_report());
 
+    CUDA_OK(cudaMemset(dout, 0, 256 * sizeof(float)));
+    slm_emu_clear_report();
+    CUDA_OK(emu_test_block_chain(dx, dout, 8, nullptr));
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "blocks reading each other's output: expected the race to fail the launch");
+    cudaGetLastError();
+    CHECK(strstr(slm_emu_last_report(), "race in kernel k_block_chain"), "race report: got '%s'", slm_emu_last_report());
+
     int *dint;
     CUDA_OK(cudaMalloc((void **)&dint, 128 * sizeof(int)));
     slm_emu_clear_report();

@@ -229,7 +229,7 @@ cudaError_t run_grid_racecheck(const launch_desc &d)
         while (e.base[i] == e.bytes[i]) i++;
         size_t ndiff = 0;
         for (size_t k = i; k < e.size; k++) ndiff += e.base[k] != e.bytes[k];
-        report(format("race in kernel %s: its results depend on the order of its threads; byte %zu of the allocation "
+        report(format("race in kernel %s: its results depend on the order in which its threads and blocks run; byte %zu of the allocation "
                       "of %zu bytes at %p is 0x%02x in forward order, 0x%02x in reverse order (%zu bytes differ). "
                       "Look for shared or global memory read without a __syncthreads/__syncwarp after another "
                       "thread wrote it, or float atomics",
