@@ -1,0 +1,47 @@
+/* The SIMT emulator's own host API: knobs, the last report, pointer checks.
+ * C-callable; everything else the emulator offers goes by CUDA's names (emu.h, the
+ * runtime / cuBLAS / NCCL stand-ins). Only built and included when not under nvcc. */
+#ifndef SLM_EMU_API_H
+#define SLM_EMU_API_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Knobs; each starts from its environment variable (in brackets) at the first use. */
+struct slm_emu_options {
+    int workers;        /* OS threads that run blocks, the launching one included [SLM_EMU_WORKERS, online CPUs] */
+    int strict;         /* a thread exiting while others wait at __syncthreads is an error [SLM_EMU_STRICT, 1] */
+    int racecheck;      /* run each grid under two schedules and compare device memory [SLM_EMU_RACECHECK, 0] */
+    int poison;         /* fill dynamic shared memory with 0xff (NaN) before each block [SLM_EMU_POISON, 1] */
+    int sync;           /* execute stream work at issue instead of at the next synchronisation [SLM_EMU_SYNC, 0] */
+    int quiet;          /* do not print reports on stderr (they are still kept) [SLM_EMU_QUIET, 0] */
+    size_t stack_bytes; /* stack of each emulated thread [SLM_EMU_STACK_KB, 16 (64 under ASan)] */
+};
+
+/* Copies the current knobs into *opt. */
+void slm_emu_get_options(struct slm_emu_options *opt);
+
+/* Replaces the knobs (values <= 0 for workers / stack_bytes keep the current ones).
+ * Not while a launch runs. */
+void slm_emu_set_options(const struct slm_emu_options *opt);
+
+/* The text of the last error the emulator reported (a deadlock, a race, a bad pointer),
+ * "" if none since slm_emu_clear_report(). Valid until the next report. */
+const char *slm_emu_last_report(void);
+
+/* Forgets the last report. */
+void slm_emu_clear_report(void);
+
+/* Checks that [p, p + bytes) lies inside one live device (or managed) allocation.
+ * Returns 0, or cudaErrorInvalidValue after reporting which pointer was wrong and why
+ * (a host pointer, freed memory, out of bounds). `what` names the argument in the report. */
+int slm_emu_check_device_ptr(const void *p, size_t bytes, const char *what);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

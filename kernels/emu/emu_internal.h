@@ -1,0 +1,29 @@
+/* Shared between the emulator's core (emu.cpp) and its runtime stand-ins; not for kernels. */
+#ifndef SLM_EMU_INTERNAL_H
+#define SLM_EMU_INTERNAL_H
+
+#include "kernels/emu/emu.h"
+
+#include <string>
+
+namespace slm_emu {
+
+/* Which fiber runs next after a switch, and in which order blocks are taken. */
+enum schedule { SCHED_FORWARD, SCHED_REVERSE };
+
+/* The knobs, read from the environment at the first call. */
+const slm_emu_options &options();
+
+/* Runs every block of the launch; `serial` keeps it on the calling thread (a
+ * reproducible order). Returns cudaSuccess, or cudaErrorLaunchFailure after reporting
+ * a deadlock or a misuse of an intrinsic. */
+cudaError_t run_grid(const launch_desc &d, int sched, bool serial);
+
+/* Records `text` as the last report and prints it on stderr unless quiet. */
+void report(const std::string &text);
+/* printf-style formatting into a std::string. */
+std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+} /* namespace slm_emu */
+
+#endif
