@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include "cli.h"
 #include "engine/chat.h"
 #include "engine/engine.h"
+#include "engine/runner.h"
+#include "engine/stop.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "kernels/cpu/matmul.h"
@@ -33,6 +36,8 @@ struct run_opts {
     int block_size;
     unsigned long long kv_mem;   /* 0: enough for the context */
     int print_ids;
+    const char *perplexity;      /* a text file: score it instead of generating */
+    int n_chunks;                /* with perplexity: at most this many chunks (0: all) */
     struct slm_sampling sampling;
     int seed_given;
 };
@@ -41,6 +46,7 @@ static void run_usage(FILE *f)
 {
     fprintf(f,
             "usage: slmd run [--model FILE] --prompt TEXT [options]\n"
+            "       slmd run [--model FILE] --perplexity FILE [--ctx-size N] [--chunks N]\n"
             "  --model FILE          GGUF model (default: %s in the model cache)\n"
             "  --prompt TEXT         the prompt ('-' reads standard input)\n"
             "  --chat                wrap the prompt as one user turn in the model's chat template\n"
@@ -61,6 +67,9 @@ static void run_usage(FILE *f)
             "  --kv-cache-mem SIZE   KV cache size, e.g. 256M (default: enough for the context)\n"
             "  --block-size N        tokens per KV block (default 16)\n"
             "  --print-token-ids     print only the generated token ids, space-separated\n"
+            "  --perplexity FILE     the perplexity of a text, as llama-perplexity computes it: chunks of\n"
+            "                        --ctx-size tokens (default 512), each scored on its second half\n"
+            "  --chunks N            with --perplexity: at most N chunks (default: all)\n"
             "  --log-level LEVEL     err, warning, notice, info, debug (default warning)\n",
             SLM_DEFAULT_MODEL);
 }
@@ -68,7 +77,8 @@ static void run_usage(FILE *f)
 static int parse_run_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_MODEL = 256, O_PROMPT, O_SYSTEM, O_CHAT, O_MAXTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES,
-           O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_SEQS, O_KVMEM, O_BLOCK, O_IDS, O_LOG, O_HELP };
+           O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_SEQS, O_KVMEM, O_BLOCK, O_IDS, O_LOG, O_HELP, O_PPL,
+           O_CHUNKS };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
         {"system", required_argument, 0, O_SYSTEM},     {"chat", no_argument, 0, O_CHAT},
@@ -83,6 +93,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"max-seqs", required_argument, 0, O_SEQS},     {"kv-cache-mem", required_argument, 0, O_KVMEM},
         {"block-size", required_argument, 0, O_BLOCK},
         {"print-token-ids", no_argument, 0, O_IDS},     {"log-level", required_argument, 0, O_LOG},
+        {"perplexity", required_argument, 0, O_PPL},    {"chunks", required_argument, 0, O_CHUNKS},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -105,6 +116,8 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         case O_SYSTEM: o->system = optarg; break;
         case O_CHAT: o->chat = 1; break;
         case O_IDS: o->print_ids = 1; break;
+        case O_PPL: o->perplexity = optarg; break;
+        case O_CHUNKS: rc = slm_cli_int("--chunks", optarg, 1, 1 << 24, &v); o->n_chunks = (int)v; break;
         case O_MAXTOK: rc = slm_cli_int("--max-tokens", optarg, 0, 1 << 24, &v); o->max_tokens = (int)v; break;
         case O_TOPK: rc = slm_cli_int("--top-k", optarg, 0, 1 << 24, &v); o->sampling.top_k = (int)v; break;
         case O_THREADS: rc = slm_cli_int("--threads", optarg, 1, 256, &v); o->threads = (int)v; break;
@@ -145,8 +158,17 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         fprintf(stderr, "slmd run: unexpected argument '%s' (see slmd run --help)\n", argv[optind]);
         return -EINVAL;
     }
-    if (!o->prompt) {
-        fprintf(stderr, "slmd run: --prompt is required (see slmd run --help)\n");
+    if (!o->prompt == !o->perplexity) {
+        fprintf(stderr, "slmd run: %s (see slmd run --help)\n",
+                o->prompt ? "--prompt and --perplexity exclude each other" : "--prompt is required");
+        return -EINVAL;
+    }
+    if (o->perplexity && (o->chat || o->print_ids)) {
+        fprintf(stderr, "slmd run: --perplexity takes neither --chat nor --print-token-ids\n");
+        return -EINVAL;
+    }
+    if (o->n_chunks && !o->perplexity) {
+        fprintf(stderr, "slmd run: --chunks needs --perplexity\n");
         return -EINVAL;
     }
     if (o->max_seqs > o->batch) {
@@ -280,6 +302,74 @@ static int generate(const struct run_opts *o, struct slm_model *m, const struct 
     return 0;
 }
 
+/* The perplexity of text the way llama.cpp's llama-perplexity computes it: the text is encoded
+ * (with BOS when the model adds one), cut into chunks of n_ctx tokens (BOS put over each
+ * chunk's first token), each chunk evaluated from scratch, and the logprobs of its second half
+ * (positions n_ctx/2 + 1 .. n_ctx - 1) summed. Prints each chunk's running estimate, then the
+ * result. docs/sampling.md ("Perplexity"). */
+static int perplexity(const struct run_opts *o, struct slm_model *m, const struct slm_tokenizer *tok, int n_ctx,
+                      const char *text, char *err)
+{
+    int rc = -ENOMEM;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    struct slm_runner *r = NULL;
+    size_t len = strlen(text);
+    int n = slm_tok_encode(tok, text, len, 1, 0, NULL, 0);
+    int add_bos = n > 0 && slm_tok_encode(tok, text, len, 0, 0, NULL, 0) < n;
+    if (n < 2 * n_ctx) {
+        slm_err_set(err, "%s: %d tokens; perplexity with a context of %d needs at least %d", o->perplexity,
+                    n < 0 ? 0 : n, n_ctx, 2 * n_ctx);
+        return -EINVAL;
+    }
+    int n_chunks = n / n_ctx;
+    if (o->n_chunks && o->n_chunks < n_chunks) n_chunks = o->n_chunks;
+    ids = malloc((size_t)n * sizeof *ids);
+    logits = malloc((size_t)n_ctx * (size_t)m->cfg.n_vocab * sizeof *logits);
+    if (!ids || !logits || slm_tok_encode(tok, text, len, 1, 0, ids, n) != n) {
+        slm_err_set(err, "cannot encode %s", o->perplexity);
+        goto out;
+    }
+    if (!(r = slm_runner_create(m, n_ctx, o->batch < n_ctx ? o->batch : n_ctx, err))) goto out;
+    double nll = 0;
+    long count = 0;
+    int first = n_ctx / 2;
+    double t0 = now_s();
+    for (int c = 0; c < n_chunks; c++) {
+        int32_t *chunk = ids + (size_t)c * (size_t)n_ctx;
+        int32_t saved = chunk[0];
+        if (add_bos) chunk[0] = slm_tok_bos(tok);
+        slm_runner_reset(r);
+        rc = slm_runner_eval(r, chunk, n_ctx, 1, logits);
+        chunk[0] = saved;
+        if (rc) {
+            slm_err_set(err, "evaluating chunk %d: %s", c + 1, strerror(-rc));
+            goto out;
+        }
+        for (int j = first; j < n_ctx - 1; j++) {
+            int32_t next = chunk[j + 1];
+            float lp;
+            if (slm_logprobs_top(logits + (size_t)j * (size_t)m->cfg.n_vocab, m->cfg.n_vocab, next, 0, &lp, NULL) < 0) {
+                slm_err_set(err, "chunk %d, position %d: the logits are not finite", c + 1, j);
+                rc = -EDOM;
+                goto out;
+            }
+            nll -= lp;
+            count++;
+        }
+        printf("[%d]%.4f%s", c + 1, exp(nll / (double)count), c + 1 < n_chunks ? "," : "\n");
+        fflush(stdout);
+    }
+    printf("perplexity: %.4f over %ld tokens (%d chunks of %d, scored on their second halves; %.1f s)\n",
+           exp(nll / (double)count), count, n_chunks, n_ctx, now_s() - t0);
+    rc = 0;
+out:
+    slm_runner_destroy(&r);
+    free(logits);
+    free(ids);
+    return rc;
+}
+
 int slm_cmd_run(int argc, char **argv)
 {
     struct run_opts o;
@@ -295,7 +385,16 @@ int slm_cmd_run(int argc, char **argv)
     struct slm_tokenizer *tok = NULL;
     int status = 1;
 
-    if (strcmp(o.prompt, "-") == 0) {
+    if (o.perplexity) {
+        FILE *f = strcmp(o.perplexity, "-") ? fopen(o.perplexity, "rb") : stdin;
+        if (!f) {
+            slm_err_set(err, "%s: %s", o.perplexity, strerror(errno));
+            goto out;
+        }
+        stdin_prompt = slm_cli_read_all(f, err);
+        if (f != stdin) fclose(f);
+        if (!stdin_prompt) goto out;
+    } else if (strcmp(o.prompt, "-") == 0) {
         stdin_prompt = slm_cli_read_all(stdin, err);
         if (!stdin_prompt) goto out;
         o.prompt = stdin_prompt;
@@ -312,8 +411,13 @@ int slm_cmd_run(int argc, char **argv)
                     slm_tok_n_vocab(tok), m->cfg.n_vocab);
         goto out;
     }
-    if (!(text = render_prompt(&o, m->gguf, err))) goto out;
     int n_ctx = o.ctx_size ? o.ctx_size : (m->cfg.n_ctx_train < 8192 ? m->cfg.n_ctx_train : 8192);
+    if (o.perplexity) {
+        if (perplexity(&o, m, tok, o.ctx_size ? o.ctx_size : 512, stdin_prompt, err)) goto out;
+        status = 0;
+        goto out;
+    }
+    if (!(text = render_prompt(&o, m->gguf, err))) goto out;
     int n = slm_tok_encode(tok, text, strlen(text), 1, o.chat, NULL, 0);
     if (n < 0) {
         slm_err_set(err, "cannot encode the prompt: %s", strerror(-n));
