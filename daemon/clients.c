@@ -12,6 +12,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/chat.h"
@@ -276,6 +277,8 @@ void slm_client_on_event(void *ctx, const struct slm_event *ev)
         }
     }
     if (ev->finish) {
+        __atomic_add_fetch(&s->n_tokens_prompt, (uint64_t)ev->n_prompt, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&s->n_tokens_cached, (uint64_t)ev->n_cached, __ATOMIC_RELAXED);
         q[n++] = (struct slm_cqe){.kind = SLM_CQE_DONE, .user_data = r->user_data, .token = -1,
                                   .finish = (uint8_t)ev->finish, .n_prompt = (uint32_t)ev->n_prompt,
                                   .n_cached = (uint32_t)ev->n_cached, .n_generated = (uint32_t)ev->n_generated};
@@ -503,13 +506,21 @@ static void handle(struct slm_server *s, struct client *c, const struct slm_sqe 
     }
     case SLM_OP_STATS: {
         struct slm_wire_stats w = {0};
+        struct slm_engine_counts ec;
+        slm_engine_counts(s->engine, &ec);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         w.clients = (uint64_t)s->n_clients;
-        w.requests_active = (uint64_t)slm_engine_n_unfinished(s->engine);
+        w.requests_active = (uint64_t)ec.unfinished;
+        w.requests_queued = (uint64_t)ec.waiting;
         w.requests_total = __atomic_load_n(&s->n_requests_total, __ATOMIC_RELAXED);
+        w.tokens_prompt = __atomic_load_n(&s->n_tokens_prompt, __ATOMIC_RELAXED);
+        w.tokens_cached = __atomic_load_n(&s->n_tokens_cached, __ATOMIC_RELAXED);
         w.tokens_generated = __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED);
         w.kv_blocks_total = (uint64_t)s->eo.n_blocks;
-        w.kv_blocks_used = w.kv_blocks_total - (uint64_t)slm_engine_free_blocks(s->engine);
+        w.kv_blocks_used = w.kv_blocks_total - (uint64_t)ec.free_blocks;
         w.tokens_per_s = s->tokens_per_s;
+        w.uptime_s = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - s->started_s;
         push_data(c, q->user_data, &w, sizeof w);
         break;
     }

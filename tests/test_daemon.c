@@ -491,7 +491,15 @@ int main(void)
         struct slm_event ev;
         for (;;) slm_next_event(v, &ev, 1000);
     }
-    usleep(300000);
+    /* Meanwhile 256 requests queue behind max-seqs (64): stats must show some waiting. */
+    uint64_t max_queued = 0;
+    for (int i = 0; i < 30; i++) {
+        struct slm_stats sq;
+        if (slm_stats(c, &sq) == 0 && sq.requests_queued > max_queued && sq.requests_queued <= sq.requests_active)
+            max_queued = sq.requests_queued;
+        usleep(10000);
+    }
+    CHECK(max_queued > 0, "stats: requests_queued never above 0 with 256 requests and 64 sequences a step");
     kill(victim, SIGKILL);
     waitpid(victim, NULL, 0);
     int errors = hostile();
@@ -521,6 +529,29 @@ int main(void)
           (unsigned long long)st.clients, (unsigned long long)st.requests_active,
           (unsigned long long)st.kv_blocks_used);
     CHECK(never_reads(), "a client that never reads its completions was not disconnected");
+    /* Usage adds up in stats: one request's prompt and cached tokens, and the uptime. */
+    struct slm_stats before, after;
+    struct slm_event usage;
+    {
+        const char *longer = "Once upon a time, in a small village at the edge of a great forest, there lived an old "
+                             "clockmaker and his granddaughter, who spent her days";
+        struct slm_params p;
+        params(&p, 0);
+        char *text = NULL;
+        CHECK(slm_generate(c, longer, &p, &text, &usage) == 0, "generate");   /* its blocks into the cache */
+        free(text);
+        CHECK(slm_stats(c, &before) == 0, "stats");
+        CHECK(slm_generate(c, longer, &p, &text, &usage) == 0, "generate");
+        free(text);
+        CHECK(slm_stats(c, &after) == 0, "stats");
+    }
+    CHECK(after.tokens_prompt - before.tokens_prompt == (uint64_t)usage.n_prompt &&
+              after.tokens_cached - before.tokens_cached == (uint64_t)usage.n_cached && usage.n_cached > 0 &&
+              after.uptime_s > before.uptime_s && before.uptime_s > 0 && after.requests_queued == 0,
+          "stats: tokens_prompt +%llu (usage %d), tokens_cached +%llu (usage %d), uptime %.3f -> %.3f, queued %llu",
+          (unsigned long long)(after.tokens_prompt - before.tokens_prompt), usage.n_prompt,
+          (unsigned long long)(after.tokens_cached - before.tokens_cached), usage.n_cached, before.uptime_s,
+          after.uptime_s, (unsigned long long)after.requests_queued);
     features(c, slmd, model);
     char *again = generate(c, 0);
     CHECK(again && alone[0] && !strcmp(again, alone[0]), "after it all: '%s' vs '%s'", again ? again : "",

@@ -256,28 +256,36 @@ int slm_engine_cancel(struct slm_engine *e, int64_t id)
     return rc;
 }
 
-uint64_t slm_engine_n_preempted(struct slm_engine *e)
+void slm_engine_counts(struct slm_engine *e, struct slm_engine_counts *out)
 {
     pthread_mutex_lock(&e->lock);
-    uint64_t n = e->n_preempted;
+    out->unfinished = e->n_reqs;
+    out->waiting = 0;
+    for (int k = 0; k < e->n_reqs; k++) out->waiting += e->reqs[k] && e->reqs[k]->seq < 0 && !e->reqs[k]->cancelled;
+    out->free_blocks = slm_kvcache_n_available(e->kv);
+    out->preempted = e->n_preempted;
     pthread_mutex_unlock(&e->lock);
-    return n;
+}
+
+uint64_t slm_engine_n_preempted(struct slm_engine *e)
+{
+    struct slm_engine_counts n;
+    slm_engine_counts(e, &n);
+    return n.preempted;
 }
 
 int slm_engine_free_blocks(struct slm_engine *e)
 {
-    pthread_mutex_lock(&e->lock);
-    int n = slm_kvcache_n_available(e->kv);
-    pthread_mutex_unlock(&e->lock);
-    return n;
+    struct slm_engine_counts n;
+    slm_engine_counts(e, &n);
+    return n.free_blocks;
 }
 
 int slm_engine_n_unfinished(struct slm_engine *e)
 {
-    pthread_mutex_lock(&e->lock);
-    int n = e->n_reqs;
-    pthread_mutex_unlock(&e->lock);
-    return n;
+    struct slm_engine_counts n;
+    slm_engine_counts(e, &n);
+    return n.unfinished;
 }
 
 static int cmp_u64(uint64_t a, uint64_t b)

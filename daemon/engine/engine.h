@@ -103,6 +103,16 @@ int slm_engine_cancel(struct slm_engine *e, int64_t id);
 /* One step. Reports events through fn. Returns the number of unfinished requests, or -errno. */
 int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx);
 
+struct slm_engine_counts {
+    int unfinished;        /* added, finish event not yet reported */
+    int waiting;           /* of those, not admitted (queued, or preempted and waiting again) */
+    int free_blocks;       /* free KV blocks, including evictable cached ones */
+    uint64_t preempted;    /* preemptions so far */
+};
+
+/* All the counters at one instant (one lock). The three calls below are shorthands. */
+void slm_engine_counts(struct slm_engine *e, struct slm_engine_counts *out);
+
 /* Free KV blocks (including evictable cached ones). */
 int slm_engine_free_blocks(struct slm_engine *e);
 
