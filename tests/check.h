@@ -3,6 +3,8 @@
 #define SLM_TESTS_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -16,5 +18,16 @@ static int failures;
             failures++;                                                       \
         }                                                                     \
     } while (0)
+
+/* For the black-box tests: the slmd binary ($SLMD) and the default model in $SLM_MODEL_DIR.
+ * Fills model (cap bytes) and returns slmd, or prints why the test is skipped and returns NULL. */
+static inline const char *test_slmd_and_model(char *model, size_t cap)
+{
+    const char *slmd = getenv("SLMD"), *dir = getenv("SLM_MODEL_DIR");
+    snprintf(model, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
+    if (slmd && access(model, R_OK) == 0) return slmd;
+    printf("skip: needs SLMD and %s\n", model);
+    return NULL;
+}
 
 #endif

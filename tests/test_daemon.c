@@ -437,14 +437,9 @@ static void features(struct slm_client *c, const char *slmd, const char *model)
 
 int main(void)
 {
-    const char *slmd = getenv("SLMD");
-    const char *dir = getenv("SLM_MODEL_DIR");
     char model[512];
-    snprintf(model, sizeof model, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
-    if (!slmd || access(model, R_OK)) {
-        printf("skip: needs SLMD and %s\n", model);
-        return 77;
-    }
+    const char *slmd = test_slmd_and_model(model, sizeof model);
+    if (!slmd) return 77;
     snprintf(sock_path, sizeof sock_path, "/tmp/slmd-test-%d.sock", (int)getpid());
     pid_t daemon = fork();
     if (daemon == 0) {

@@ -312,14 +312,9 @@ static void drain_timeout(const char *slmd, const char *model)
 
 int main(void)
 {
-    const char *slmd = getenv("SLMD");
-    const char *dir = getenv("SLM_MODEL_DIR");
     char model[512];
-    snprintf(model, sizeof model, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
-    if (!slmd || access(model, R_OK)) {
-        printf("skip: needs SLMD and %s\n", model);
-        return 77;
-    }
+    const char *slmd = test_slmd_and_model(model, sizeof model);
+    if (!slmd) return 77;
     if (system("command -v systemd-socket-activate >/dev/null 2>&1") != 0) {
         printf("skip: systemd-socket-activate is not installed (packaging/setup.sh installs systemd)\n");
         return 77;
