@@ -190,7 +190,15 @@ __device__ static inline int bin_of(float l, float mx, double scale)
     return b >= TOP_P_BINS - 1 ? TOP_P_BINS - 1 : (int)b;
 }
 
-/* Per-row workspace layout: counts (n_vocab int32), keys (2 * cap u64), w (cap floats). */
+/* The largest logit of keys[0..n): the first when they are sorted (the CPU's choice too). */
+__device__ static float survivors_max(const uint64_t *keys, int n, int sorted, struct sample_shared *sh)
+{
+    if (sorted) return key_logit(keys[0]);
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) mx = fmaxf(mx, key_logit(keys[i]));
+    return block_reduce(mx, sh, op_max());
+}
+
 static inline int pow2_at_least(int n)
 {
     int p = 1;
@@ -386,26 +394,11 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(struct sample_args a)
                 }
             }
             if (p.min_p > 0) {
-                float mxk = mx;
-                if (sorted) {
-                    mxk = key_logit(keys[0]);
-                } else {
-                    mxk = -INFINITY;
-                    for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) mxk = fmaxf(mxk, key_logit(keys[i]));
-                    mxk = block_reduce(mxk, sh, op_max());
-                }
-                float thr = mxk + p.log_min_p;
+                float thr = survivors_max(keys, n, sorted, sh) + p.log_min_p;
                 n = compact(keys, keys, n, sh, [thr](uint64_t k) { return key_logit(k) >= thr; });
             }
             /* softmax(logit / T) over the survivors, one draw walking them in order. */
-            float mxk;
-            if (sorted) {
-                mxk = key_logit(keys[0]);
-            } else {
-                mxk = -INFINITY;
-                for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) mxk = fmaxf(mxk, key_logit(keys[i]));
-                mxk = block_reduce(mxk, sh, op_max());
-            }
+            float mxk = survivors_max(keys, n, sorted, sh);
             weights(keys, n, mxk, 1.0f / p.temperature, 1, w);
             if (threadIdx.x == 0) {
                 double total = 0;
@@ -442,6 +435,8 @@ extern "C" void slm_cuda_sampling_seed(uint64_t seed, uint64_t state[4])
     for (int i = 0; i < 4; i++) state[i] = splitmix64(&x);
 }
 
+/* Per-row workspace: counts (n_vocab int32), keys and a second key buffer (cap u64 each, cap
+ * the power of two the bitonic sort pads to), weights (cap floats). */
 static size_t sample_row_bytes(int n_vocab)
 {
     size_t cap = (size_t)pow2_at_least(n_vocab);
