@@ -1,0 +1,136 @@
+/*
+ * kernels/cuda/attention.h - the CUDA attention and sampling launchers (the section
+ * "attention and sampling" of kernels/cuda/kernels.h once that header exists).
+ *
+ * Every pointer argument is device memory unless it says host. Each launcher checks its
+ * arguments, enqueues on `stream` and returns 0, -EINVAL (bad argument) or -EIO (the
+ * launch failed). docs/cuda.md, "Attention and sampling", has the launch shapes.
+ */
+#ifndef SLM_KERNELS_CUDA_ATTENTION_H
+#define SLM_KERNELS_CUDA_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Positions per flash-decoding partition. A constant (never derived from the batch or the
+ * longest sequence), so a query's reduction order depends only on its own position. */
+#define SLM_CUDA_ATTN_PARTITION 128
+/* Largest n_head / n_head_kv (query heads sharing one KV head). */
+#define SLM_CUDA_ATTN_MAX_GROUP 16
+
+/* The geometry of one layer's attention. head_dim is 64, 80, 96 or 128. */
+struct slm_cuda_attn_shape {
+    int n_head;            /* query heads */
+    int n_head_kv;         /* key/value heads; n_head is a multiple, n_head / n_head_kv <= 16 */
+    int head_dim;
+    int rope_dim;          /* rotated leading dims of each head, even, <= head_dim */
+    int rope_layout;       /* 0 = adjacent pairs (llama), 1 = halves (neox) */
+    float rope_theta_scale;/* powf(rope_base, -2.0f / rope_dim), computed on the host as the CPU does */
+    float scale;           /* applied to q.k */
+};
+
+/* The paged KV of one layer: K and V each (n_blocks, block_size, n_head_kv * head_dim) halves. */
+struct slm_cuda_kv_layer {
+    void *k;
+    void *v;
+    int n_blocks;
+    int block_size;
+};
+
+/* The per-token tables of a call, all device memory: token i is at position pos[i] of the
+ * sequence whose block ids are block_tables[seq_row[i] * max_blocks ...]. */
+struct slm_cuda_attn_tokens {
+    int n_tokens;
+    const int32_t *pos;          /* (n_tokens) */
+    const int32_t *seq_row;      /* (n_tokens) */
+    const int32_t *block_tables; /* (n_seq_rows, max_blocks) */
+    int n_seq_rows;
+    int max_blocks;
+};
+
+/*
+ * Rotates q (n_tokens, n_head * head_dim) and k (n_tokens, n_head_kv * head_dim) in place by
+ * each token's position (RoPE, the CPU's angles: theta_j = pos * scale^j as a running float
+ * product) and stores k and v (n_tokens, n_head_kv * head_dim) as halves into kv through the
+ * block tables. Every block id a token needs must be in [0, n_blocks) (not checked on the device).
+ */
+int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                        const struct slm_cuda_kv_layer *kv, float *q, float *k, const float *v,
+                        cudaStream_t stream);
+
+/* Bytes of workspace the attention launchers need for n_tokens queries whose context is at
+ * most max_ctx positions: (n_tokens, n_head, partitions, head_dim + 2) floats. */
+size_t slm_cuda_attention_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx);
+
+/*
+ * Paged decode attention (flash-decoding): out (n_tokens, n_head * head_dim) for q (n_tokens,
+ * n_head * head_dim), each token attending to positions 0..pos[i] of its sequence. max_ctx
+ * (host) bounds pos[i] + 1 over the call. Each token's result depends only on its own query,
+ * position and cache: the same bits alone or among others, and the same bits as
+ * slm_cuda_attention_prefill gives it.
+ */
+int slm_cuda_attention_decode(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                              const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, void *workspace,
+                              size_t workspace_bytes, float *out, cudaStream_t stream);
+
+/*
+ * Causal prefill attention of one chunk: the n tokens t->pos[0..n) of one sequence at positions
+ * p0, p0 + 1, ..., p0 + n - 1 (host p0; earlier positions already in the cache), tiled so that
+ * the query heads of several tokens share each K/V tile. t->n_tokens = n; t->pos and
+ * t->seq_row still give each token's position and row (all rows equal).
+ */
+int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                               const struct slm_cuda_kv_layer *kv, const float *q, int p0, void *workspace,
+                               size_t workspace_bytes, float *out, cudaStream_t stream);
+
+/* ---- sampling */
+
+/* One row's sampling parameters (device memory, one per row); the chain of
+ * daemon/engine/sampler.c: penalties -> top-k -> top-p -> min-p -> temperature -> draw. */
+struct slm_cuda_sampling {
+    float temperature;          /* <= 0: greedy (argmax, lowest id on ties) */
+    int top_k;                  /* 0 = off */
+    float top_p;                /* 1 = off */
+    float min_p;                /* 0 = off */
+    float log_min_p;            /* logf(min_p), computed on the host as the CPU does */
+    float repeat_penalty;       /* 1 = off */
+    float presence_penalty;
+    float frequency_penalty;
+    int32_t hist_off;           /* the penalty window: hist[hist_off .. hist_off + hist_len) */
+    int32_t hist_len;           /* 0 when the penalties are off */
+    int32_t n_logprobs;         /* top logprobs wanted, 0..20 */
+    int32_t pad;
+};
+
+#define SLM_CUDA_SAMPLE_MAX_LOGPROBS 20
+
+/* The xoshiro256** state the CPU sampler starts from for seed (splitmix64 seeding); host. */
+void slm_cuda_sampling_seed(uint64_t seed, uint64_t state[4]);
+
+/* Bytes of workspace slm_cuda_sample needs for n_rows rows of n_vocab logits. */
+size_t slm_cuda_sample_workspace(int n_rows, int n_vocab);
+
+/*
+ * Samples one token per row of logits (n_rows, n_vocab), exactly as slm_sampler_sample does
+ * for the same logits, parameters, window and RNG state. rng (n_rows, 4) is each row's
+ * xoshiro256** state, advanced in place by a non-greedy draw. hist (hist_total) holds the
+ * rows' penalty windows (a row whose window falls outside it is sampled without penalties). tokens (n_rows) receives the ids. When logprobs is not NULL, logprobs (n_rows)
+ * receives the sampled token's log-softmax of the raw logits and top (n_rows, 20) the
+ * n_logprobs best (id, logprob) pairs as int32 id then float, best first (rows with a NaN or
+ * +inf logit, or all -inf, get NaN logprobs).
+ */
+int slm_cuda_sample(const float *logits, int n_rows, int n_vocab, const struct slm_cuda_sampling *params,
+                    uint64_t *rng, const int32_t *hist, int hist_total, void *workspace, size_t workspace_bytes, int32_t *tokens,
+                    float *logprobs, void *top, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

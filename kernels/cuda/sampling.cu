@@ -1,0 +1,484 @@
+/*
+ * kernels/cuda/sampling.cu - the sampling chain of daemon/engine/sampler.c on the GPU, one
+ * block per row, token for token the CPU sampler's result.
+ *
+ * Exactness: every step that decides a token is done in the CPU's order. The penalties, the
+ * candidate list (id order), the cuts by threshold (stable compactions) and the sorts (the
+ * total order logit descending, id ascending, so any sort gives the same permutation) run
+ * block-wide; the sums in double whose rounding can move a cut or the draw (top-p's mass and
+ * its histogram, the final total and walk) run on one thread in the CPU's order. Floats are
+ * combined with __fmul_rn / __fadd_rn where nvcc would otherwise contract them.
+ * Greedy (temperature <= 0) is a block argmax, the lowest id on ties, token 0 when every
+ * penalised logit is -inf or NaN.
+ *
+ * On a GPU, expf is CUDA's (within 2 ulp), not glibc's: a weight can differ in its last bit
+ * from the CPU's, which moves a cut or a draw only when the uniform or the top-p target lands
+ * within that rounding of a boundary. Under the emulator both are glibc's and agree exactly.
+ */
+#include <errno.h>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/compat.h"
+
+#define SAMPLE_THREADS 256
+#define TOP_P_BINS 1024
+
+/* ---- xoshiro256** seeded through splitmix64: daemon/engine/sampler.c's generator. */
+
+__host__ __device__ static inline uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+__device__ static inline uint64_t rotl64(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* A uniform float in [0, 1) from the top 24 bits of the next output; advances s. */
+__device__ static float next_uniform(uint64_t s[4])
+{
+    uint64_t result = rotl64(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl64(s[3], 45);
+    return __fmul_rn((float)(result >> 40), 1.0f / 16777216.0f);
+}
+
+/* ---- candidate keys: (logit, id) as one integer whose order is the CPU's: higher logit,
+ * then lower id, is a larger key. -0 is keyed as +0 (they compare equal as floats). */
+
+__device__ static inline uint64_t make_key(float l, int32_t id)
+{
+    uint32_t u = __float_as_uint(l == 0.0f ? 0.0f : l);
+    uint32_t ord = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((uint64_t)ord << 32) | (uint32_t)~(uint32_t)id;
+}
+
+__device__ static inline float key_logit(uint64_t k)
+{
+    uint32_t ord = (uint32_t)(k >> 32);
+    return __uint_as_float((ord & 0x80000000u) ? (ord & 0x7fffffffu) : ~ord);
+}
+
+__device__ static inline int32_t key_id(uint64_t k)
+{
+    return (int32_t)~(uint32_t)k;
+}
+
+/* ---- block-wide helpers (SAMPLE_THREADS threads, every thread calls them). */
+
+struct sample_shared {
+    double red[SAMPLE_THREADS];
+    int warp_count[SAMPLE_THREADS / 32];
+    double mass[TOP_P_BINS];
+    int n;
+    int cross;
+    double d0, d1;
+};
+
+template <class T, class Op> __device__ static T block_reduce(T v, struct sample_shared *sh, Op op)
+{
+    T *buf = reinterpret_cast<T *>(sh->red);
+    __syncthreads();
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = SAMPLE_THREADS / 2; s > 0; s /= 2) {
+        if ((int)threadIdx.x < s) buf[threadIdx.x] = op(buf[threadIdx.x], buf[threadIdx.x + s]);
+        __syncthreads();
+    }
+    T r = buf[0];
+    __syncthreads();
+    return r;
+}
+
+struct op_max { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } };
+struct op_min { __device__ float operator()(float a, float b) const { return fminf(a, b); } };
+struct op_max_u64 { __device__ uint64_t operator()(uint64_t a, uint64_t b) const { return a > b ? a : b; } };
+struct op_add_d { __device__ double operator()(double a, double b) const { return a + b; } };
+
+/* Exclusive prefix of flag over the block; *total gets the sum. */
+__device__ static int block_scan(int flag, struct sample_shared *sh, int *total)
+{
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    unsigned m = __ballot_sync(0xffffffffu, flag);
+    int before = __popc(m & ((1u << lane) - 1u));
+    __syncthreads();
+    if (lane == 0) sh->warp_count[warp] = __popc(m);
+    __syncthreads();
+    int sum = 0;
+    for (int w = 0; w < SAMPLE_THREADS / 32; w++) {
+        if (w < warp) before += sh->warp_count[w];
+        sum += sh->warp_count[w];
+    }
+    *total = sum;
+    return before;
+}
+
+/* Keeps, in order, the keys of src[0..n) that pass keep, writing them to dst (may be src:
+ * every read of a chunk happens before its writes, which land at or below it). */
+template <class Keep>
+__device__ static int compact(const uint64_t *src, uint64_t *dst, int n, struct sample_shared *sh, Keep keep)
+{
+    int out = 0;
+    for (int base = 0; base < n; base += SAMPLE_THREADS) {
+        int i = base + threadIdx.x;
+        uint64_t k = i < n ? src[i] : 0;
+        int f = i < n && keep(k), total;
+        int at = block_scan(f, sh, &total);
+        if (f) dst[out + at] = k;
+        out += total;
+    }
+    __syncthreads();
+    return out;
+}
+
+/* Sorts a[0..m) best first; a has room for the next power of two. */
+__device__ static void sort_keys(uint64_t *a, int m)
+{
+    int p2 = 1;
+    while (p2 < m) p2 *= 2;
+    for (int i = m + threadIdx.x; i < p2; i += SAMPLE_THREADS) a[i] = 0;
+    __syncthreads();
+    for (int k = 2; k <= p2; k *= 2) {
+        for (int j = k / 2; j > 0; j /= 2) {
+            for (int i = threadIdx.x; i < p2; i += SAMPLE_THREADS) {
+                int ixj = i ^ j;
+                if (ixj <= i) continue;
+                uint64_t x = a[i], y = a[ixj];
+                if ((i & k) == 0 ? x < y : x > y) {
+                    a[i] = y;
+                    a[ixj] = x;
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+/* w[i] = expf((logit_i - mx) * inv_t) for i < n (inv_t = 1: expf(logit_i - mx)). */
+__device__ static void weights(const uint64_t *keys, int n, float mx, float inv_t, int tempered, float *w)
+{
+    for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) {
+        float d = key_logit(keys[i]) - mx;
+        w[i] = expf(tempered ? __fmul_rn(d, inv_t) : d);
+    }
+    __syncthreads();
+}
+
+/* The CPU's cut_sorted on one thread: the shortest prefix whose mass reaches target. */
+__device__ static int cut_sorted(const float *w, int n, double target)
+{
+    double cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += w[i];
+        if (cum >= target) return i + 1;
+    }
+    return n;
+}
+
+__device__ static inline int bin_of(float l, float mx, double scale)
+{
+    double b = ((double)mx - l) * scale;
+    return b >= TOP_P_BINS - 1 ? TOP_P_BINS - 1 : (int)b;
+}
+
+/* The largest logit of keys[0..n): the first when they are sorted (the CPU's choice too). */
+__device__ static float survivors_max(const uint64_t *keys, int n, int sorted, struct sample_shared *sh)
+{
+    if (sorted) return key_logit(keys[0]);
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) mx = fmaxf(mx, key_logit(keys[i]));
+    return block_reduce(mx, sh, op_max());
+}
+
+static inline int pow2_at_least(int n)
+{
+    int p = 1;
+    while (p < n) p *= 2;
+    return p;
+}
+
+struct sample_args {
+    const float *logits;
+    int n_vocab, cap;
+    const struct slm_cuda_sampling *params;
+    uint64_t *rng;
+    const int32_t *hist;
+    int hist_total;
+    char *ws;
+    size_t ws_row;
+    int32_t *tokens;
+    float *logprobs;
+    struct { int32_t id; float logprob; } *top;
+};
+
+/* The sampled token's logprob and the top n of the raw logits (stop.c's slm_logprobs_top). */
+__device__ static void row_logprobs(const struct sample_args &a, const float *x, int n_top, int32_t token,
+                                    struct sample_shared *sh)
+{
+    const int row = blockIdx.x;
+    float mx = -INFINITY;
+    int bad = 0;
+    for (int i = threadIdx.x; i < a.n_vocab; i += SAMPLE_THREADS) {
+        float l = x[i];
+        if ((l != l) || l == INFINITY) bad = 1;
+        mx = fmaxf(mx, l);
+    }
+    bad = __syncthreads_or(bad);
+    mx = block_reduce(mx, sh, op_max());
+    double lse = NAN;
+    if (!bad && mx != -INFINITY) {
+        double sum = 0;
+        for (int i = threadIdx.x; i < a.n_vocab; i += SAMPLE_THREADS) sum += exp((double)x[i] - (double)mx);
+        sum = block_reduce(sum, sh, op_add_d());
+        lse = (double)mx + log(sum);
+    }
+    if (threadIdx.x == 0) a.logprobs[row] = (float)((double)x[token] - lse);
+    /* The n best by (logit, id): each round the best key below the previous one. */
+    uint64_t prev = ~0ull;
+    int n = n_top < a.n_vocab ? n_top : a.n_vocab;
+    for (int j = 0; j < n; j++) {
+        uint64_t best = 0;
+        for (int i = threadIdx.x; i < a.n_vocab; i += SAMPLE_THREADS) {
+            float l = x[i];
+            uint64_t k = (l != l) ? 0 : make_key(l, i);
+            if (k < prev && k > best) best = k;
+        }
+        best = block_reduce(best, sh, op_max_u64());
+        prev = best;
+        if (threadIdx.x == 0) {
+            a.top[(size_t)row * SLM_CUDA_SAMPLE_MAX_LOGPROBS + j].id = best ? key_id(best) : -1;
+            a.top[(size_t)row * SLM_CUDA_SAMPLE_MAX_LOGPROBS + j].logprob =
+                best ? (float)((double)x[key_id(best)] - lse) : NAN;
+        }
+    }
+}
+
+__global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(struct sample_args a)
+{
+    __shared__ struct sample_shared sh_storage;
+    struct sample_shared *sh = &sh_storage;
+    const int row = blockIdx.x, n_vocab = a.n_vocab;
+    const struct slm_cuda_sampling p = a.params[row];
+    const float *x = a.logits + (size_t)row * n_vocab;
+    char *ws = a.ws + (size_t)row * a.ws_row;
+    int32_t *count = reinterpret_cast<int32_t *>(ws);
+    uint64_t *keys = reinterpret_cast<uint64_t *>(ws + ((size_t)n_vocab * 4 + 7) / 8 * 8);
+    uint64_t *tmp = keys + a.cap;
+    float *w = reinterpret_cast<float *>(tmp + a.cap);
+
+    /* Penalties: occurrences of each token in the row's window. */
+    const int pen = p.hist_len > 0 && p.hist_off >= 0 && a.hist && (long long)p.hist_off + p.hist_len <= a.hist_total;
+    if (pen) {
+        for (int i = threadIdx.x; i < n_vocab; i += SAMPLE_THREADS) count[i] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < p.hist_len; i += SAMPLE_THREADS) {
+            int32_t t = a.hist[p.hist_off + i];
+            if (t >= 0 && t < n_vocab) atomicAdd(&count[t], 1);
+        }
+        __syncthreads();
+    }
+    auto penalized = [&](int i) {
+        float l = x[i];
+        if ((l != l)) return -INFINITY;
+        if (!pen || count[i] == 0) return l;
+        l = l > 0 ? l / p.repeat_penalty : __fmul_rn(l, p.repeat_penalty);
+        return l - __fadd_rn(__fmul_rn((float)count[i], p.frequency_penalty), p.presence_penalty);
+    };
+
+    int32_t token = 0;
+    if (p.temperature <= 0) {
+        /* The first index of the largest value: keys order ties by lower id. */
+        uint64_t best = 0;
+        for (int i = threadIdx.x; i < n_vocab; i += SAMPLE_THREADS) {
+            float l = penalized(i);
+            if (l != -INFINITY) {
+                uint64_t k = make_key(l, i);
+                best = k > best ? k : best;
+            }
+        }
+        best = block_reduce(best, sh, op_max_u64());
+        token = best ? key_id(best) : 0;
+    } else {
+        /* Candidates: finite or +inf penalised logits, in id order. */
+        int n = 0;
+        float mx = -INFINITY;
+        for (int base = 0; base < n_vocab; base += SAMPLE_THREADS) {
+            int i = base + threadIdx.x;
+            float l = i < n_vocab ? penalized(i) : -INFINITY;
+            int f = l != -INFINITY, total;
+            int at = block_scan(f, sh, &total);
+            if (f) {
+                keys[n + at] = make_key(l, i);
+                mx = fmaxf(mx, l);
+            }
+            n += total;
+        }
+        mx = block_reduce(mx, sh, op_max());
+        if (n > 0) {
+            if (mx == INFINITY) {
+                /* The +inf tokens share the mass equally: their logits become 0. */
+                n = compact(keys, keys, n, sh, [](uint64_t k) { return key_logit(k) == INFINITY; });
+                for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) keys[i] = make_key(0.0f, key_id(keys[i]));
+                __syncthreads();
+                mx = 0.0f;
+            }
+            int sorted = 0;
+            if (p.top_k > 0 && p.top_k < n) {
+                sort_keys(keys, n);
+                n = p.top_k;
+                sorted = 1;
+            }
+            if (p.top_p < 1.0f) {
+                float mxk = sorted ? key_logit(keys[0]) : mx;
+                weights(keys, n, mxk, 1.0f, 0, w);
+                if (threadIdx.x == 0) {
+                    double z = 0;
+                    for (int i = 0; i < n; i++) z += w[i];
+                    sh->d0 = (double)p.top_p * z;
+                    if (sorted) sh->n = cut_sorted(w, n, sh->d0);
+                }
+                __syncthreads();
+                double target = sh->d0;
+                if (sorted) {
+                    n = sh->n;
+                } else {
+                    if (p.min_p > 0) {
+                        float thr = mxk + p.log_min_p;
+                        n = compact(keys, keys, n, sh, [thr](uint64_t k) { return key_logit(k) >= thr; });
+                    }
+                    /* cut_unsorted: a histogram of the mass over 1024 equal logit bins. */
+                    float mn = INFINITY;
+                    for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) mn = fminf(mn, key_logit(keys[i]));
+                    mn = block_reduce(mn, sh, op_min());
+                    double scale = mxk > mn ? TOP_P_BINS / ((double)mxk - mn) : 0;
+                    weights(keys, n, mxk, 1.0f, 0, w);
+                    for (int b = threadIdx.x; b < TOP_P_BINS; b += SAMPLE_THREADS) sh->mass[b] = 0;
+                    __syncthreads();
+                    if (threadIdx.x == 0) {
+                        for (int i = 0; i < n; i++) sh->mass[bin_of(key_logit(keys[i]), mxk, scale)] += w[i];
+                        int cross = -1;
+                        double below = 0;
+                        for (int b = 0; b < TOP_P_BINS; b++) {
+                            if (below + sh->mass[b] >= target) {
+                                cross = b;
+                                break;
+                            }
+                            below += sh->mass[b];
+                        }
+                        sh->cross = cross;
+                        sh->d1 = below;
+                    }
+                    __syncthreads();
+                    int cross = sh->cross;
+                    if (cross >= 0) {
+                        /* The bins above the crossing one in order, then the crossing bin sorted. */
+                        int m = compact(keys, tmp, n, sh, [=](uint64_t k) { return bin_of(key_logit(k), mxk, scale) == cross; });
+                        int k = compact(keys, keys, n, sh, [=](uint64_t kk) { return bin_of(key_logit(kk), mxk, scale) < cross; });
+                        sort_keys(tmp, m);
+                        for (int i = threadIdx.x; i < m; i += SAMPLE_THREADS) keys[k + i] = tmp[i];
+                        __syncthreads();
+                        weights(keys + k, m, mxk, 1.0f, 0, w);
+                        if (threadIdx.x == 0) sh->n = k + cut_sorted(w, m, target - sh->d1);
+                        __syncthreads();
+                        n = sh->n;
+                    }
+                }
+            }
+            if (p.min_p > 0) {
+                float thr = survivors_max(keys, n, sorted, sh) + p.log_min_p;
+                n = compact(keys, keys, n, sh, [thr](uint64_t k) { return key_logit(k) >= thr; });
+            }
+            /* softmax(logit / T) over the survivors, one draw walking them in order. */
+            float mxk = survivors_max(keys, n, sorted, sh);
+            weights(keys, n, mxk, 1.0f / p.temperature, 1, w);
+            if (threadIdx.x == 0) {
+                double total = 0;
+                for (int i = 0; i < n; i++) total += w[i];
+                uint64_t s[4];
+                for (int j = 0; j < 4; j++) s[j] = a.rng[(size_t)row * 4 + j];
+                double target = (double)next_uniform(s) * total, cum = 0;
+                for (int j = 0; j < 4; j++) a.rng[(size_t)row * 4 + j] = s[j];
+                int pick = -1;
+                for (int i = 0; i < n && pick < 0; i++) {
+                    cum += w[i];
+                    if (target < cum) pick = i;
+                }
+                for (int i = n - 1; pick < 0 && i > 0; i--)
+                    if (w[i] > 0) pick = i;
+                sh->n = key_id(keys[pick < 0 ? 0 : pick]);
+            }
+            __syncthreads();
+            token = sh->n;
+        }
+    }
+    if (threadIdx.x == 0) a.tokens[row] = token;
+    if (a.logprobs) {
+        int n_top = p.n_logprobs < 0 ? 0 : p.n_logprobs > SLM_CUDA_SAMPLE_MAX_LOGPROBS ? SLM_CUDA_SAMPLE_MAX_LOGPROBS : p.n_logprobs;
+        row_logprobs(a, x, n_top, token, sh);
+    }
+}
+
+/* ---- launchers */
+
+extern "C" void slm_cuda_sampling_seed(uint64_t seed, uint64_t state[4])
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) state[i] = splitmix64(&x);
+}
+
+/* Per-row workspace: counts (n_vocab int32), keys and a second key buffer (cap u64 each, cap
+ * the power of two the bitonic sort pads to), weights (cap floats). */
+static size_t sample_row_bytes(int n_vocab)
+{
+    size_t cap = (size_t)pow2_at_least(n_vocab);
+    return ((size_t)n_vocab * 4 + 7) / 8 * 8 + 2 * cap * 8 + (cap * 4 + 7) / 8 * 8;
+}
+
+extern "C" size_t slm_cuda_sample_workspace(int n_rows, int n_vocab)
+{
+    if (n_rows < 1 || n_vocab < 1 || n_vocab > (1 << 30)) return 0;
+    return (size_t)n_rows * sample_row_bytes(n_vocab);
+}
+
+extern "C" int slm_cuda_sample(const float *logits, int n_rows, int n_vocab, const struct slm_cuda_sampling *params,
+                               uint64_t *rng, const int32_t *hist, int hist_total, void *workspace,
+                               size_t workspace_bytes, int32_t *tokens, float *logprobs, void *top,
+                               cudaStream_t stream)
+{
+    if (!logits || !params || !rng || !workspace || !tokens || n_rows < 1 || n_vocab < 1 || n_vocab > (1 << 30) ||
+        hist_total < 0 || (hist_total > 0 && !hist) || (logprobs && !top))
+        return -EINVAL;
+    size_t need = slm_cuda_sample_workspace(n_rows, n_vocab), rows = (size_t)n_rows;
+    if (workspace_bytes < need || slm_emu_check_device_ptr(logits, rows * n_vocab * 4, "logits") ||
+        slm_emu_check_device_ptr(params, rows * sizeof *params, "params") ||
+        slm_emu_check_device_ptr(rng, rows * 32, "rng") || slm_emu_check_device_ptr(workspace, need, "workspace") ||
+        slm_emu_check_device_ptr(tokens, rows * 4, "tokens") ||
+        (hist_total > 0 && slm_emu_check_device_ptr(hist, (size_t)hist_total * 4, "hist")) ||
+        (logprobs && (slm_emu_check_device_ptr(logprobs, rows * 4, "logprobs") ||
+                      slm_emu_check_device_ptr(top, rows * SLM_CUDA_SAMPLE_MAX_LOGPROBS * 8, "top"))))
+        return -EINVAL;
+    struct sample_args a = {};
+    a.logits = logits;
+    a.n_vocab = n_vocab;
+    a.cap = pow2_at_least(n_vocab);
+    a.params = params;
+    a.rng = rng;
+    a.hist = hist;
+    a.hist_total = hist_total;
+    a.ws = static_cast<char *>(workspace);
+    a.ws_row = sample_row_bytes(n_vocab);
+    a.tokens = tokens;
+    a.logprobs = logprobs;
+    a.top = reinterpret_cast<decltype(a.top)>(top);
+    SLM_LAUNCH(k_sample, n_rows, SAMPLE_THREADS, 0, stream, a);
+    return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+}
