@@ -40,7 +40,7 @@ template <class U> __device__ __forceinline__ float unit_dot(const float *w, con
 }
 
 template <class U>
-__global__ void __launch_bounds__(MV_WARPS * 32)
+__global__ void __launch_bounds__(MV_WARPS * 32, 4)
     k_matvec(const uint8_t *__restrict__ w, int rows, int blocks_per_row, const float *__restrict__ x, int cols,
              int n, float *__restrict__ y, int accumulate)
 {
@@ -69,18 +69,20 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 
     SLM_UNROLL
     for (int t = 0; t < MV_TOKENS; t++) {
-        if (t >= nt) break;
-        float s = acc[t];
-        SLM_UNROLL
-        for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
-        acc[t] = s;
+        if (t < nt) {
+            float s = acc[t];
+            SLM_UNROLL
+            for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
+            acc[t] = s;
+        }
     }
     if (lane == 0) {
         SLM_UNROLL
         for (int t = 0; t < MV_TOKENS; t++) {
-            if (t >= nt) break;
-            float *yp = y + (size_t)(t0 + t) * (size_t)rows + row;
-            *yp = accumulate ? __fadd_rn(*yp, acc[t]) : acc[t];
+            if (t < nt) {
+                float *yp = y + (size_t)(t0 + t) * (size_t)rows + row;
+                *yp = accumulate ? __fadd_rn(*yp, acc[t]) : acc[t];
+            }
         }
     }
 }
