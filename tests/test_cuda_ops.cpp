@@ -12,6 +12,7 @@ extern "C" {
 #include "kernels/cpu/dequant.h"
 #include "kernels/cpu/ops.h"
 }
+#include "tests/cuda_check.h"
 #include "tests/rng.h"
 
 #include <algorithm>
@@ -20,25 +21,6 @@ extern "C" {
 #include <cstdio>
 #include <cstring>
 #include <vector>
-
-static int failures;
-
-#define CHECK(cond, ...)                                          \
-    do {                                                          \
-        if (!(cond)) {                                            \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);       \
-            fprintf(stderr, __VA_ARGS__);                         \
-            fprintf(stderr, "\n");                                \
-            failures++;                                           \
-        }                                                         \
-    } while (0)
-
-#define CUDA_OK(call)                                                                                           \
-    do {                                                                                                        \
-        cudaError_t e_ = (call);                                                                                \
-        CHECK(e_ == cudaSuccess, "%s: expected cudaSuccess, got %s (%s)", #call, cudaGetErrorName(e_),        \
-              slm_emu_last_report());                                                                           \
-    } while (0)
 
 #define RC_OK(call)                                                                                     \
     do {                                                                                                \

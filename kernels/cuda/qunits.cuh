@@ -131,75 +131,45 @@ template <bool BF16> struct unit_h16 {
     }
 };
 
-/* ---- 32-element blocks: a unit is 4 bytes of qs, elements 4u..4u+3 and 16+4u..16+4u+3 ---- */
+/* ---- 32-element blocks ---- */
 
-struct unit_q4_0 {
-    static constexpr int BLOCK_ELEMS = 32, BLOCK_BYTES = 18, ALIGN = 2;
+/* Q4_0 (Q5 = MIN = false), Q4_1 (MIN), Q5_0 (Q5), Q5_1 (both): a unit is 4 bytes of qs,
+ * elements 4u..4u+3 (low nibbles) and 16+4u..16+4u+3 (high nibbles); Q5 takes bit j of qh
+ * as element j's fifth bit. x = (q - 8 or 16) * d, or with MIN x = d * q + m. */
+template <bool Q5, bool MIN> struct unit_nib32 {
+    static constexpr int HEADER = MIN ? 4 : 2; /* d, or d and m */
+    static constexpr int BLOCK_ELEMS = 32, BLOCK_BYTES = HEADER + (Q5 ? 4 : 0) + 16, ALIGN = MIN ? 4 : 2;
     static constexpr int UNITS = 4, RUNS = 2, RUN_LEN = 4, RUN_STRIDE = 16;
     static __device__ __forceinline__ int first(int u) { return 4 * u; }
     static __device__ __forceinline__ void load(const uint8_t *b, int u, float *w)
     {
-        float d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        uint32_t q = ld_u32_a2(b + 2 + 4 * u);
+        uint32_t dm = MIN ? ld_u32(b) : *reinterpret_cast<const uint16_t *>(b);
+        float d = h2f(dm), m = MIN ? h2f(dm >> 16) : 0.0f;
+        uint32_t qh = Q5 ? ld_u32_a2(b + HEADER) : 0;
+        const uint8_t *qs = b + HEADER + (Q5 ? 4 : 0) + 4 * u;
+        uint32_t q = MIN ? ld_u32(qs) : ld_u32_a2(qs);
         for (int i = 0; i < 4; i++) {
-            w[i] = __fmul_rn((float)((int)((q >> (8 * i)) & 0xf) - 8), d);
-            w[4 + i] = __fmul_rn((float)((int)((q >> (8 * i + 4)) & 0xf) - 8), d);
+            int j = 4 * u + i;
+            int lo = (int)(((q >> (8 * i)) & 0xf) | (((qh >> j) & 1u) << 4));
+            int hi = (int)(((q >> (8 * i + 4)) & 0xf) | (((qh >> (j + 16)) & 1u) << 4));
+            if (MIN) {
+                w[i] = __fadd_rn(__fmul_rn(d, (float)lo), m);
+                w[4 + i] = __fadd_rn(__fmul_rn(d, (float)hi), m);
+            } else {
+                w[i] = __fmul_rn((float)(lo - (Q5 ? 16 : 8)), d);
+                w[4 + i] = __fmul_rn((float)(hi - (Q5 ? 16 : 8)), d);
+            }
         }
     }
 };
-
-struct unit_q4_1 {
-    static constexpr int BLOCK_ELEMS = 32, BLOCK_BYTES = 20, ALIGN = 4;
-    static constexpr int UNITS = 4, RUNS = 2, RUN_LEN = 4, RUN_STRIDE = 16;
-    static __device__ __forceinline__ int first(int u) { return 4 * u; }
-    static __device__ __forceinline__ void load(const uint8_t *b, int u, float *w)
-    {
-        uint32_t dm = ld_u32(b);
-        float d = h2f(dm), m = h2f(dm >> 16);
-        uint32_t q = ld_u32(b + 4 + 4 * u);
-        for (int i = 0; i < 4; i++) {
-            w[i] = __fadd_rn(__fmul_rn(d, (float)((q >> (8 * i)) & 0xf)), m);
-            w[4 + i] = __fadd_rn(__fmul_rn(d, (float)((q >> (8 * i + 4)) & 0xf)), m);
-        }
-    }
-};
-
-/* The 8 five-bit values of unit u of a Q5 block: nibbles of q, fifth bits from qh. */
-__device__ __forceinline__ void q5_unit_values(uint32_t q, uint32_t qh, int u, int *v)
-{
-    for (int i = 0; i < 4; i++) {
-        int j = 4 * u + i;
-        v[i] = (int)(((q >> (8 * i)) & 0xf) | (((qh >> j) & 1u) << 4));
-        v[4 + i] = (int)(((q >> (8 * i + 4)) & 0xf) | (((qh >> (j + 16)) & 1u) << 4));
-    }
-}
-
-struct unit_q5_0 {
-    static constexpr int BLOCK_ELEMS = 32, BLOCK_BYTES = 22, ALIGN = 2;
-    static constexpr int UNITS = 4, RUNS = 2, RUN_LEN = 4, RUN_STRIDE = 16;
-    static __device__ __forceinline__ int first(int u) { return 4 * u; }
-    static __device__ __forceinline__ void load(const uint8_t *b, int u, float *w)
-    {
-        float d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        int v[8];
-        q5_unit_values(ld_u32_a2(b + 6 + 4 * u), ld_u32_a2(b + 2), u, v);
-        for (int i = 0; i < 8; i++) w[i] = __fmul_rn((float)(v[i] - 16), d);
-    }
-};
-
-struct unit_q5_1 {
-    static constexpr int BLOCK_ELEMS = 32, BLOCK_BYTES = 24, ALIGN = 4;
-    static constexpr int UNITS = 4, RUNS = 2, RUN_LEN = 4, RUN_STRIDE = 16;
-    static __device__ __forceinline__ int first(int u) { return 4 * u; }
-    static __device__ __forceinline__ void load(const uint8_t *b, int u, float *w)
-    {
-        uint32_t dm = ld_u32(b);
-        float d = h2f(dm), m = h2f(dm >> 16);
-        int v[8];
-        q5_unit_values(ld_u32(b + 8 + 4 * u), ld_u32(b + 4), u, v);
-        for (int i = 0; i < 8; i++) w[i] = __fadd_rn(__fmul_rn(d, (float)v[i]), m);
-    }
-};
+typedef unit_nib32<false, false> unit_q4_0;
+typedef unit_nib32<false, true> unit_q4_1;
+typedef unit_nib32<true, false> unit_q5_0;
+typedef unit_nib32<true, true> unit_q5_1;
+static_assert(unit_q4_0::BLOCK_BYTES == sizeof(struct slm_block_q4_0), "q4_0 unit");
+static_assert(unit_q4_1::BLOCK_BYTES == sizeof(struct slm_block_q4_1), "q4_1 unit");
+static_assert(unit_q5_0::BLOCK_BYTES == sizeof(struct slm_block_q5_0), "q5_0 unit");
+static_assert(unit_q5_1::BLOCK_BYTES == sizeof(struct slm_block_q5_1), "q5_1 unit");
 
 /* Q8_0: a unit is 8 consecutive quants. */
 struct unit_q8_0 {
@@ -213,6 +183,7 @@ struct unit_q8_0 {
         for (int i = 0; i < 8; i++) w[i] = __fmul_rn((float)(int8_t)(q[i >> 2] >> (8 * (i & 3))), d);
     }
 };
+static_assert(unit_q8_0::BLOCK_BYTES == sizeof(struct slm_block_q8_0), "q8_0 unit");
 
 /* ---- K-quants: 256-element blocks ---- */
 
@@ -273,6 +244,10 @@ struct unit_q6_K {
         }
     }
 };
+
+static_assert(unit_qk45<false>::BLOCK_BYTES == sizeof(struct slm_block_q4_K), "q4_K unit");
+static_assert(unit_qk45<true>::BLOCK_BYTES == sizeof(struct slm_block_q5_K), "q5_K unit");
+static_assert(unit_q6_K::BLOCK_BYTES == sizeof(struct slm_block_q6_K), "q6_K unit");
 
 } /* namespace slm_cuda */
 
