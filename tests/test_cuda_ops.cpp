@@ -559,6 +559,8 @@ int main(void)
         test_dequant_type(type, rows, cols);
         test_gemm_type(h, type, rows, cols);
     }
+    /* K-quant rows of 72 units: each lane loops over several units */
+    for (uint32_t type : {SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K}) test_matvec_type(type, 13, 9 * 256);
     /* the plain types on rows that are not 16-byte multiples: the element-wise units */
     test_matvec_type(SLM_TYPE_F32, 5, 37);
     test_matvec_type(SLM_TYPE_F16, 5, 36);

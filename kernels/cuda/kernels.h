@@ -57,8 +57,9 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
 /*
  * y (n, rows) = x (n, cols) . W^T, or y += when accumulate. W (rows, cols) of any weight
  * type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), device, aligned
- * to 16 bytes (a cudaMalloc or a 16-byte aligned offset into one); x, y device floats,
- * x 16-byte aligned when cols % 4 == 0. n >= 1, any size (groups of
+ * as its blocks' loads need (16 bytes for Q4_K and Q5_K, 4 for Q4_1 and Q5_1, the element
+ * size for F32 / F16 / BF16, else 2; a cudaMalloc or a 32-byte aligned GGUF offset always
+ * is); x, y device floats, x 16-byte aligned when cols % 4 == 0. n >= 1, any size (groups of
  * SLM_CUDA_MATVEC_TOKENS). One warp per row, fp32 activations, fp32 accumulation in a
  * fixed order: a token's y has the same bits whatever n is and wherever the token sits.
  */
