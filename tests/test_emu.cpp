@@ -4,6 +4,7 @@
  * deadlock caught, host-side misuse caught, graphs, cuBLAS against a naive GEMM, NCCL.
  * The race check is on for every launch unless a test says otherwise. */
 #include "tests/emu_kernels.h"
+#include "tests/cuda_check.h"
 
 #include <cublas_v2.h>
 #include <nccl.h>
@@ -16,25 +17,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-static int failures;
-
-#define CHECK(cond, ...)                                          \
-    do {                                                          \
-        if (!(cond)) {                                            \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);       \
-            fprintf(stderr, __VA_ARGS__);                         \
-            fprintf(stderr, "\n");                                \
-            failures++;                                           \
-        }                                                         \
-    } while (0)
-
-#define CUDA_OK(call)                                                                                           \
-    do {                                                                                                        \
-        cudaError_t e_ = (call);                                                                                \
-        CHECK(e_ == cudaSuccess, "%s: expected cudaSuccess, got %s (%s)", #call, cudaGetErrorName(e_),        \
-              slm_emu_last_report());                                                                           \
-    } while (0)
 
 static unsigned rng_state = 12345;
 static unsigned rnd(void)

@@ -1,0 +1,135 @@
+/*
+ * kernels/cuda/kernels.h - the CUDA kernels' launchers, callable from C.
+ *
+ * One .cu file per op family (docs/cuda.md describes each kernel, its launch shape and
+ * what it reads). Every launcher queues its work on `stream` and returns at once.
+ *
+ * Errors, the same for every launcher:
+ *   0        queued;
+ *   -EINVAL  a bad argument, nothing queued: a NULL pointer, a size out of range or not a
+ *            whole number of the weight type's blocks, a misaligned pointer, an unknown
+ *            type, scratch too small, or (under the SIMT emulator) a pointer that is not
+ *            live device memory of the size the arguments imply;
+ *   -EIO     the CUDA runtime or cuBLAS refused the launch (the CUDA error of the launch,
+ *            or an earlier asynchronous one that cudaGetLastError() reported):
+ *            slm_cuda_last_error() tells which, for the caller's log.
+ * Faults inside a kernel show up, as always in CUDA, at the next synchronisation.
+ *
+ * Pointers named "device" are device memory; sizes are elements unless named bytes.
+ * Weights are in GGUF's layout (kernels/quant.h): `rows` rows of `cols` elements, a row
+ * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes).
+ *
+ * Batch invariance (DESIGN.md, "Engine"): in every kernel here an output element's
+ * arithmetic, and its order, depend only on that element's own inputs and on the sizes
+ * of the weight (rows, cols, dim), never on how many tokens the call carries or where a
+ * token sits among them. The GEMV path and the GEMM path of a matmul differ from each
+ * other, though (docs/cuda.md, "Batch invariance").
+ */
+#ifndef SLM_KERNELS_CUDA_KERNELS_H
+#define SLM_KERNELS_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The CUDA runtime's and cuBLAS's handle types, by their real names, so that C code can
+ * call the launchers without CUDA's headers (cudaStream_t and cublasHandle_t are these). */
+struct CUstream_st;
+struct cublasContext;
+
+/* The CUDA error (a cudaError_t, or a cublasStatus_t + 10000 for cuBLAS) behind the
+ * calling thread's last -EIO from a launcher; 0 if none yet. */
+int slm_cuda_last_error(void);
+
+/* Bytes of one GGUF row of `cols` elements of `type`; 0 for an unknown type or a cols
+ * that is not a whole number of blocks. */
+size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
+
+/* ---- matvec.cu: fused dequant-GEMV (decode) ---- */
+
+/* Tokens one GEMV block handles per weight read; a call with more tokens reads the
+ * weight once per group of this many tokens. */
+#define SLM_CUDA_MATVEC_TOKENS 8
+
+/*
+ * y (n, rows) = x (n, cols) . W^T, or y += when accumulate. W (rows, cols) of any weight
+ * type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), device, aligned
+ * as its blocks' loads need (16 bytes for Q4_K and Q5_K, 4 for Q4_1 and Q5_1, the element
+ * size for F32 / F16 / BF16, else 2; a cudaMalloc or a 32-byte aligned GGUF offset always
+ * is); x, y device floats, x 16-byte aligned when cols % 4 == 0. n >= 1, any size (groups of
+ * SLM_CUDA_MATVEC_TOKENS). One warp per row, fp32 activations, fp32 accumulation in a
+ * fixed order: a token's y has the same bits whatever n is and wherever the token sits.
+ */
+int slm_cuda_matvec(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int n, float *y,
+                    int accumulate, struct CUstream_st *stream);
+
+/* ---- dequant.cu: weight rows to f32 / f16 / bf16, and the embedding lookup ---- */
+
+/*
+ * out (rows, cols) = W dequantized, as out_type (SLM_TYPE_F32, SLM_TYPE_F16 or
+ * SLM_TYPE_BF16), rows ld_out elements apart (ld_out >= cols). Each value is the f32 that
+ * slm_cpu_dequantize_row gives, rounded to nearest even for f16 / bf16. W as for
+ * slm_cuda_matvec (F32 included: a float -> f16 conversion); out aligned to its element.
+ */
+int slm_cuda_dequantize(uint32_t type, const void *w, int64_t rows, int64_t cols, uint32_t out_type, void *out,
+                        int64_t ld_out, struct CUstream_st *stream);
+
+/*
+ * out (n, cols) f32 = rows ids[0..n) of the table (rows, cols) of any weight type: the
+ * embedding lookup. ids are device int32; an id outside [0, rows) gives a row of NaN
+ * (the caller validates ids on the host: the kernel cannot return an error).
+ */
+int slm_cuda_embed(uint32_t type, const void *table, int64_t rows, int64_t cols, const int32_t *ids, int n,
+                   float *out, struct CUstream_st *stream);
+
+/* ---- gemm.cu: the prefill / large-batch matmul (dequantized tiles into cuBLAS) ---- */
+
+/* Bytes of scratch slm_cuda_matmul_gemm needs to do (rows, cols) x n in one tile; any
+ * amount from slm_cuda_matmul_gemm_min_scratch up works, in smaller tiles. */
+size_t slm_cuda_matmul_gemm_scratch(int64_t rows, int64_t cols, int n);
+size_t slm_cuda_matmul_gemm_min_scratch(int64_t cols, int n);
+
+/*
+ * y (n, rows) (+)= x (n, cols) . W^T through cuBLAS: x is converted to f16, W is
+ * dequantized to f16 a tile of rows at a time into `scratch` (device, 256-byte aligned,
+ * scratch_bytes long), and cublasGemmEx multiplies them with fp32 accumulation and fp32
+ * output. Arguments as slm_cuda_matvec; `cublas` is a handle the caller owns, set here to
+ * `stream`. Results differ from the GEMV's in the last bits (f16 operands, another order).
+ */
+int slm_cuda_matmul_gemm(struct cublasContext *cublas, uint32_t type, const void *w, int64_t rows, int64_t cols,
+                         const float *x, int n, float *y, int accumulate, void *scratch, size_t scratch_bytes,
+                         struct CUstream_st *stream);
+
+/* ---- ops.cu: normalisation and element-wise ops ---- */
+
+/* out (n, dim) = x / sqrt(mean(x^2) + eps) * gamma, per row; gamma (dim) f32; out may
+ * equal x. One block per row; the sum of squares is reduced in a fixed order that
+ * depends only on dim. */
+int slm_cuda_rmsnorm(const float *x, const float *gamma, int n, int dim, float eps, float *out,
+                     struct CUstream_st *stream);
+
+/* out (len) = silu(gate) * up = gate / (1 + exp(-gate)) * up; out may equal gate or up. */
+int slm_cuda_swiglu(const float *gate, const float *up, size_t len, float *out, struct CUstream_st *stream);
+
+/* x (len) += y. */
+int slm_cuda_add(float *x, const float *y, size_t len, struct CUstream_st *stream);
+
+/* x (n, dim) += bias (dim), broadcast over the n rows. */
+int slm_cuda_add_bias(float *x, const float *bias, int n, int dim, struct CUstream_st *stream);
+
+/* dst (n_rows, dim) = rows ids[0..n_rows) of x (x_rows, dim); ids device int32, an id
+ * outside [0, x_rows) gives a row of NaN. dst must not overlap x. */
+int slm_cuda_gather_rows(const float *x, int64_t x_rows, int dim, const int32_t *ids, int n_rows, float *dst,
+                         struct CUstream_st *stream);
+
+/* ==== attention and sampling ====
+ * kernels/cuda/attention.h declares them (RoPE and the paged KV store, decode and prefill
+ * attention, sampling); it needs CUDA's cuda_runtime_api.h, which this header avoids. */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

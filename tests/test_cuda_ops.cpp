@@ -1,0 +1,579 @@
+/* test_cuda_ops: the CUDA kernels of kernels/cuda (GEMV, dequant, embed, GEMM path, RMSNorm,
+ * element-wise ops) under the SIMT emulator, against the CPU reference (kernels/cpu) on
+ * fresh random inputs of odd sizes, outputs poisoned with NaN before each run; the GEMV's
+ * batch invariance bit for bit; the launchers' refusals of bad arguments. Every launch runs
+ * under the emulator's race check (two schedules, results compared). */
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/compat.h"
+
+#include <cublas_v2.h>
+
+extern "C" {
+#include "kernels/cpu/dequant.h"
+#include "kernels/cpu/ops.h"
+}
+#include "tests/cuda_check.h"
+#include "tests/rng.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#define RC_OK(call)                                                                                     \
+    do {                                                                                                \
+        int rc_ = (call);                                                                               \
+        CHECK(rc_ == 0, "%s: expected 0, got %d (%s)", #call, rc_, slm_emu_last_report());              \
+    } while (0)
+
+static const uint32_t weight_types[] = {SLM_TYPE_F32,  SLM_TYPE_F16,  SLM_TYPE_BF16, SLM_TYPE_Q4_0,
+                                        SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q8_0,
+                                        SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
+
+/* A device buffer, poisoned (all bytes 0xff: NaN as f32, f16 and bf16) at allocation. */
+template <class T> struct dev_buf {
+    T *p = nullptr;
+    size_t n = 0;
+    explicit dev_buf(size_t count) : n(count)
+    {
+        CUDA_OK(cudaMalloc((void **)&p, std::max<size_t>(1, n) * sizeof(T)));
+        poison();
+    }
+    dev_buf(const std::vector<T> &h) : dev_buf(h.size()) { upload(h); }
+    ~dev_buf() { cudaFree(p); }
+    dev_buf(const dev_buf &) = delete;
+    dev_buf &operator=(const dev_buf &) = delete;
+    void poison() { CUDA_OK(cudaMemset(p, 0xff, n * sizeof(T))); }
+    void upload(const std::vector<T> &h) { CUDA_OK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+    std::vector<T> download() const
+    {
+        std::vector<T> h(n);
+        CUDA_OK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+        return h;
+    }
+};
+
+static const char *tname(uint32_t type)
+{
+    const char *s = slm_qtype_name(type);
+    return s ? s : "?";
+}
+
+static float rand_range(float lo, float hi)
+{
+    return lo + (hi - lo) * (frand() * 0.5f + 0.5f);
+}
+
+static std::vector<float> rand_floats(size_t n)
+{
+    std::vector<float> v(n);
+    for (auto &f : v) f = frand();
+    return v;
+}
+
+static void put_half(uint8_t *p, float f)
+{
+    slm_half h = slm_f32_to_half(f);
+    memcpy(p, &h, 2);
+}
+
+/* (rows, cols) of `type`: random quants (every byte random) with valid, moderate scales
+ * (finite halves), so that every value is finite and f16 holds it. */
+static std::vector<uint8_t> rand_weights(uint32_t type, int64_t rows, int64_t cols)
+{
+    size_t rb = slm_cuda_row_bytes(type, cols), bb = slm_qblock_bytes(type);
+    std::vector<uint8_t> w(rows * rb);
+    for (auto &b : w) b = (uint8_t)rnd();
+    if (type == SLM_TYPE_F32) {
+        for (size_t i = 0; i < w.size() / 4; i++) {
+            float f = frand();
+            memcpy(&w[4 * i], &f, 4);
+        }
+        return w;
+    }
+    if (type == SLM_TYPE_F16 || type == SLM_TYPE_BF16) {
+        for (size_t i = 0; i < w.size() / 2; i++) {
+            uint16_t h = type == SLM_TYPE_F16 ? slm_f32_to_half(frand()) : slm_f32_to_bf16(frand());
+            memcpy(&w[2 * i], &h, 2);
+        }
+        return w;
+    }
+    for (size_t off = 0; off < w.size(); off += bb) {
+        uint8_t *b = &w[off];
+        float sign = rnd() & 1 ? 1.0f : -1.0f;
+        switch (type) {
+        case SLM_TYPE_Q4_0: case SLM_TYPE_Q5_0: case SLM_TYPE_Q8_0: put_half(b, sign * rand_range(0.002f, 0.05f)); break;
+        case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1:
+            put_half(b, rand_range(0.002f, 0.05f));
+            put_half(b + 2, rand_range(-0.5f, 0.5f));
+            break;
+        case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K:
+            put_half(b, rand_range(0.0005f, 0.01f));
+            put_half(b + 2, rand_range(0.0005f, 0.01f));
+            break;
+        case SLM_TYPE_Q6_K: put_half(b + 208, sign * rand_range(0.0002f, 0.004f)); break;
+        }
+    }
+    return w;
+}
+
+/* The CPU's f32 values of a (rows, cols) weight. */
+static std::vector<float> cpu_dequant(uint32_t type, const std::vector<uint8_t> &w, int64_t rows, int64_t cols)
+{
+    size_t rb = slm_cuda_row_bytes(type, cols);
+    std::vector<float> f(rows * cols);
+    for (int64_t r = 0; r < rows; r++)
+        CHECK(slm_cpu_dequantize_row(type, &w[r * rb], &f[r * cols], cols) == 0, "cpu dequant %s",
+              tname(type));
+    return f;
+}
+
+/* Compares got with want within bound[i]; prints the first ten misses, max abs / rel error. */
+static void compare(const char *what, const float *got, const double *want, const double *bound, size_t n)
+{
+    double max_abs = 0, max_rel = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= bound[i])) {
+            if (bad < 10)
+                fprintf(stderr, "%s[%zu]: expected %.9g (+- %.3g), got %.9g\n", what, i, want[i], bound[i],
+                        (double)got[i]);
+            bad++;
+        }
+        if (d == d) {
+            max_abs = std::max(max_abs, d);
+            max_rel = std::max(max_rel, d / std::max(1e-30, fabs(want[i])));
+        }
+    }
+    if (bad) {
+        fprintf(stderr, "%s: %d of %zu out of bounds, max abs %.3g, max rel %.3g\n", what, bad, n, max_abs, max_rel);
+        failures++;
+    }
+}
+
+/* Counts elements whose bits differ; prints the first ten. */
+template <class T> static int compare_bits(const char *what, const T *got, const T *want, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(&got[i], &want[i], sizeof(T)) == 0) continue;
+        uint32_t g = 0, w = 0;
+        memcpy(&g, &got[i], sizeof(T));
+        memcpy(&w, &want[i], sizeof(T));
+        if (bad < 10) fprintf(stderr, "%s[%zu]: expected bits 0x%x, got 0x%x\n", what, i, w, g);
+        bad++;
+    }
+    if (bad) {
+        fprintf(stderr, "%s: %d of %zu differ\n", what, bad, n);
+        failures++;
+    }
+    return bad;
+}
+
+static const double U32 = 0x1p-24; /* unit roundoff of f32 */
+static const double U16 = 0x1p-11; /* of f16 */
+
+/* ---- GEMV ---- */
+
+/*
+ * Bound: the weights dequantize bit-exactly (the same f32 values as the CPU), so the only
+ * error is fp32 accumulation: each product passes through at most m fused multiply-adds
+ * in its lane (m = elements one lane handles) and 5 butterfly additions (+1 when
+ * accumulating into y), each rounding once: |err| <= (m + 6) u sum|w x| (+ u |y|). The
+ * same for every type: the types differ only in how the f32 weights are made.
+ */
+/* Elements one lane of the GEMV multiply-adds in sequence: whole units (qunits.cuh) of
+ * E elements, units spread over 32 lanes. */
+static int64_t lane_elems(uint32_t type, int64_t cols)
+{
+    int64_t be = slm_qblock_elems(type), e, units;
+    if (be == 1) {
+        bool vec = slm_cuda_row_bytes(type, cols) % 16 == 0;
+        e = !vec ? 1 : type == SLM_TYPE_F32 ? 4 : 8;
+        units = cols / e;
+    } else {
+        e = be == 32 ? 8 : 32;
+        units = cols / be * (be == 32 ? 4 : 8);
+    }
+    return (units + 31) / 32 * e;
+}
+
+static void test_matvec_type(uint32_t type, int64_t rows, int64_t cols)
+{
+    const char *name = tname(type);
+    std::vector<uint8_t> wh = rand_weights(type, rows, cols);
+    std::vector<float> wf = cpu_dequant(type, wh, rows, cols);
+    dev_buf<uint8_t> w(wh);
+    const int nmax = 11;
+    std::vector<float> xh = rand_floats(nmax * cols);
+    dev_buf<float> x(xh), y(nmax * rows);
+    double m = (double)lane_elems(type, cols);
+
+    for (int n : {1, 3, 8, 11}) {
+        for (int accumulate = 0; accumulate < 2; accumulate++) {
+            if (accumulate && n != 3) continue;
+            std::vector<float> y0 = rand_floats(n * rows);
+            if (accumulate) CUDA_OK(cudaMemcpy(y.p, y0.data(), y0.size() * 4, cudaMemcpyHostToDevice));
+            else y.poison();
+            RC_OK(slm_cuda_matvec(type, w.p, rows, cols, x.p, n, y.p, accumulate, nullptr));
+            CUDA_OK(cudaDeviceSynchronize());
+            std::vector<float> got = y.download();
+            std::vector<double> want(n * rows), bound(n * rows);
+            for (int t = 0; t < n; t++) {
+                for (int64_t r = 0; r < rows; r++) {
+                    double s = 0, sa = 0;
+                    for (int64_t k = 0; k < cols; k++) {
+                        double p = (double)wf[r * cols + k] * (double)xh[t * cols + k];
+                        s += p, sa += fabs(p);
+                    }
+                    double y_old = accumulate ? y0[t * rows + r] : 0.0;
+                    want[t * rows + r] = s + y_old;
+                    bound[t * rows + r] = (m + 6) * U32 * (sa + fabs(y_old)) + 1e-30;
+                }
+            }
+            char what[64];
+            snprintf(what, sizeof what, "matvec %s n=%d%s", name, n, accumulate ? " accumulate" : "");
+            compare(what, got.data(), want.data(), bound.data(), (size_t)n * rows);
+        }
+    }
+
+    /* Batch invariance: token t alone (n = 1) has the bits it has inside n = 8 and n = 11
+     * (where tokens 8..10 form a second group). */
+    std::vector<float> y8, y11;
+    y.poison();
+    RC_OK(slm_cuda_matvec(type, w.p, rows, cols, x.p, 8, y.p, 0, nullptr));
+    y8 = y.download();
+    y.poison();
+    RC_OK(slm_cuda_matvec(type, w.p, rows, cols, x.p, 11, y.p, 0, nullptr));
+    y11 = y.download();
+    dev_buf<float> x1(cols), y1(rows);
+    for (int t : {0, 3, 7, 9, 10}) {
+        CUDA_OK(cudaMemcpy(x1.p, x.p + t * cols, cols * 4, cudaMemcpyDeviceToDevice));
+        y1.poison();
+        RC_OK(slm_cuda_matvec(type, w.p, rows, cols, x1.p, 1, y1.p, 0, nullptr));
+        std::vector<float> alone = y1.download();
+        char what[64];
+        if (t < 8) {
+            snprintf(what, sizeof what, "matvec %s token %d: n=1 vs n=8", name, t);
+            compare_bits(what, alone.data(), &y8[t * rows], rows);
+        }
+        snprintf(what, sizeof what, "matvec %s token %d: n=1 vs n=11", name, t);
+        compare_bits(what, alone.data(), &y11[t * rows], rows);
+    }
+}
+
+/* ---- dequantize and embed: bit-exact ---- */
+
+static void test_dequant_type(uint32_t type, int64_t rows, int64_t cols)
+{
+    const char *name = tname(type);
+    std::vector<uint8_t> wh = rand_weights(type, rows, cols);
+    std::vector<float> wf = cpu_dequant(type, wh, rows, cols);
+    dev_buf<uint8_t> w(wh);
+    const int64_t ld = cols + 8; /* the 8 elements past each row must stay untouched (poisoned) */
+    for (uint32_t out_type : {SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_BF16}) {
+        char what[64];
+        snprintf(what, sizeof what, "dequant %s -> %s", name, tname(out_type));
+        if (out_type == SLM_TYPE_F32) {
+            dev_buf<uint32_t> out(rows * ld);
+            RC_OK(slm_cuda_dequantize(type, w.p, rows, cols, out_type, out.p, ld, nullptr));
+            std::vector<uint32_t> got = out.download(), want(rows * ld, 0xffffffffu);
+            for (int64_t r = 0; r < rows; r++) memcpy(&want[r * ld], &wf[r * cols], cols * 4);
+            compare_bits(what, got.data(), want.data(), got.size());
+        } else {
+            dev_buf<uint16_t> out(rows * ld);
+            RC_OK(slm_cuda_dequantize(type, w.p, rows, cols, out_type, out.p, ld, nullptr));
+            std::vector<uint16_t> got = out.download(), want(rows * ld, 0xffff);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t k = 0; k < cols; k++) {
+                    float f = wf[r * cols + k];
+                    want[r * ld + k] = out_type == SLM_TYPE_F16 ? slm_f32_to_half(f) : slm_f32_to_bf16(f);
+                }
+            compare_bits(what, got.data(), want.data(), got.size());
+        }
+    }
+
+    /* embed: repeated ids, the last row, and ids out of range (a row of NaN) */
+    std::vector<int32_t> ids = {(int32_t)(rows - 1), 0, 5, 5, -1, (int32_t)rows, 2};
+    dev_buf<int32_t> dids(ids);
+    dev_buf<float> out(ids.size() * cols);
+    RC_OK(slm_cuda_embed(type, w.p, rows, cols, dids.p, (int)ids.size(), out.p, nullptr));
+    std::vector<float> got = out.download();
+    for (size_t i = 0; i < ids.size(); i++) {
+        char what[64];
+        snprintf(what, sizeof what, "embed %s id %d", name, ids[i]);
+        if (ids[i] >= 0 && ids[i] < rows) {
+            compare_bits(what, &got[i * cols], &wf[ids[i] * cols], cols);
+        } else {
+            int nan = 0;
+            for (int64_t k = 0; k < cols; k++) nan += std::isnan(got[i * cols + k]);
+            CHECK(nan == cols, "%s: expected a row of NaN, got %d NaN of %lld", what, nan, (long long)cols);
+        }
+    }
+}
+
+/* ---- the GEMM path ---- */
+
+/*
+ * Bound: x and W are rounded to f16 (relative 2^-11 each, or an absolute 2^-25 where the
+ * value is below f16's normal range), the products are exact in fp32 and summed in fp32
+ * over cols terms: |err| <= (2 u16 + u16^2 + (cols + 2) u) sum|w x| + 2^-24 sum(|w| + |x|),
+ * plus u |y| when accumulating.
+ */
+static void test_gemm_type(cublasHandle_t h, uint32_t type, int64_t rows, int64_t cols)
+{
+    const char *name = tname(type);
+    std::vector<uint8_t> wh = rand_weights(type, rows, cols);
+    std::vector<float> wf = cpu_dequant(type, wh, rows, cols);
+    dev_buf<uint8_t> w(wh);
+    const int n = 9;
+    std::vector<float> xh = rand_floats(n * cols), y0 = rand_floats(n * rows);
+    dev_buf<float> x(xh), y(n * rows);
+    /* the whole weight in one tile, and the least scratch (tiles of 64 rows: 64 + 3) */
+    for (size_t scratch_bytes :
+         {slm_cuda_matmul_gemm_scratch(rows, cols, n), slm_cuda_matmul_gemm_min_scratch(cols, n)}) {
+        dev_buf<uint8_t> scratch(scratch_bytes);
+        for (int accumulate = 0; accumulate < 2; accumulate++) {
+            if (accumulate) y.upload(y0);
+            else y.poison();
+            RC_OK(slm_cuda_matmul_gemm(h, type, w.p, rows, cols, x.p, n, y.p, accumulate, scratch.p, scratch_bytes,
+                                       nullptr));
+            CUDA_OK(cudaDeviceSynchronize());
+            std::vector<float> got = y.download();
+            std::vector<double> want(n * rows), bound(n * rows);
+            for (int t = 0; t < n; t++)
+                for (int64_t r = 0; r < rows; r++) {
+                    double s = 0, sa = 0, sabs = 0;
+                    for (int64_t k = 0; k < cols; k++) {
+                        double a = wf[r * cols + k], b = xh[t * cols + k];
+                        s += a * b, sa += fabs(a * b), sabs += fabs(a) + fabs(b);
+                    }
+                    double y_old = accumulate ? y0[t * rows + r] : 0.0;
+                    want[t * rows + r] = s + y_old;
+                    bound[t * rows + r] = (2 * U16 + U16 * U16 + (double)(cols + 2) * U32) * sa + 0x1p-24 * sabs +
+                                          U32 * fabs(y_old) + 1e-30;
+                }
+            char what[80];
+            snprintf(what, sizeof what, "gemm %s %s%s", name,
+                     scratch_bytes == slm_cuda_matmul_gemm_min_scratch(cols, n) ? "tiled" : "one tile",
+                     accumulate ? " accumulate" : "");
+            compare(what, got.data(), want.data(), bound.data(), (size_t)n * rows);
+        }
+    }
+}
+
+/* ---- RMSNorm and the element-wise ops ---- */
+
+/*
+ * RMSNorm bound: the GPU sums squares in fp32 (at most ceil(dim/256) fused multiply-adds
+ * per thread, 5 butterfly and 7 warp additions: k roundings of positive terms, relative
+ * error <= k u), the CPU in double; mean, + eps, sqrt (halves the error), the division
+ * and two products add 5 roundings on either side: |err| <= (k / 2 + 11) u |out|.
+ */
+static void test_rmsnorm(int n, int dim)
+{
+    std::vector<float> xh = rand_floats(n * dim), gh(dim);
+    for (auto &g : gh) g = 1.0f + 0.5f * frand();
+    for (int i = 0; i < dim; i += 7) xh[i] *= 30.0f; /* some larger values */
+    dev_buf<float> x(xh), gamma(gh), out(n * dim);
+    const float eps = 1e-5f;
+    RC_OK(slm_cuda_rmsnorm(x.p, gamma.p, n, dim, eps, out.p, nullptr));
+    std::vector<float> got = out.download(), ref(n * dim);
+    std::vector<double> want(n * dim), bound(n * dim);
+    double k = (dim + 255) / 256 + 5 + 7;
+    for (int r = 0; r < n; r++) slm_cpu_rmsnorm(&xh[r * dim], gh.data(), dim, eps, &ref[r * dim]);
+    for (int i = 0; i < n * dim; i++) {
+        want[i] = ref[i];
+        bound[i] = (k / 2 + 11) * U32 * fabs(ref[i]) + 1e-30;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "rmsnorm n=%d dim=%d", n, dim);
+    compare(what, got.data(), want.data(), bound.data(), got.size());
+
+    /* in place gives the same bits, and a row alone the bits it has among n */
+    RC_OK(slm_cuda_rmsnorm(x.p, gamma.p, n, dim, eps, x.p, nullptr));
+    std::vector<float> inplace = x.download();
+    snprintf(what, sizeof what, "rmsnorm in place dim=%d", dim);
+    compare_bits(what, inplace.data(), got.data(), got.size());
+    x.upload(xh);
+    dev_buf<float> one(dim);
+    RC_OK(slm_cuda_rmsnorm(x.p + (n - 1) * dim, gamma.p, 1, dim, eps, one.p, nullptr));
+    std::vector<float> alone = one.download();
+    snprintf(what, sizeof what, "rmsnorm last row alone dim=%d", dim);
+    compare_bits(what, alone.data(), &got[(n - 1) * dim], dim);
+}
+
+/*
+ * SwiGLU bound: exp is within 1.5 ulp on the CPU (its polynomial), 2 ulp on a GPU (expf),
+ * correctly rounded under the emulator (glibc); its error reaches g / (1 + e) scaled by
+ * e / (1 + e) < 1; the addition, division and product round once each on either side:
+ * |err| <= (3.5 + 6) u |out|.
+ */
+static void test_elementwise(void)
+{
+    const size_t len = 1001;
+    std::vector<float> gh(len), uh = rand_floats(len);
+    for (auto &g : gh) g = 8.0f * frand();
+    gh[0] = -100.0f, gh[1] = 100.0f, gh[2] = 0.0f, gh[3] = -90.0f;
+    dev_buf<float> gate(gh), up(uh), out(len);
+    RC_OK(slm_cuda_swiglu(gate.p, up.p, len, out.p, nullptr));
+    std::vector<float> got = out.download(), ref(len);
+    slm_cpu_swiglu(gh.data(), uh.data(), len, ref.data());
+    std::vector<double> want(ref.begin(), ref.end()), bound(len);
+    for (size_t i = 0; i < len; i++) bound[i] = 9.5 * U32 * fabs(ref[i]) + 1e-37;
+    compare("swiglu", got.data(), want.data(), bound.data(), len);
+
+    /* add and add_bias: one rounding, the CPU's, so the same bits */
+    std::vector<float> ah = rand_floats(len), bh = rand_floats(len);
+    dev_buf<float> a(ah), b(bh);
+    RC_OK(slm_cuda_add(a.p, b.p, len, nullptr));
+    std::vector<float> sum = a.download(), sum_ref = ah;
+    slm_cpu_add(sum_ref.data(), bh.data(), len);
+    compare_bits("add", sum.data(), sum_ref.data(), len);
+
+    const int n = 3, dim = 333;
+    std::vector<float> xh = rand_floats(n * dim), biash = rand_floats(dim);
+    dev_buf<float> x(xh), bias(biash);
+    RC_OK(slm_cuda_add_bias(x.p, bias.p, n, dim, nullptr));
+    std::vector<float> xb = x.download(), xb_ref = xh;
+    for (int r = 0; r < n; r++) slm_cpu_add(&xb_ref[r * dim], biash.data(), dim);
+    compare_bits("add_bias", xb.data(), xb_ref.data(), xb.size());
+
+    /* gather_rows: copies, an id out of range gives NaN */
+    const int x_rows = 5;
+    std::vector<float> src = rand_floats(x_rows * dim);
+    std::vector<int32_t> ids = {4, 0, 4, 7, 2};
+    dev_buf<float> dsrc(src), dst(ids.size() * dim);
+    dev_buf<int32_t> dids(ids);
+    RC_OK(slm_cuda_gather_rows(dsrc.p, x_rows, dim, dids.p, (int)ids.size(), dst.p, nullptr));
+    std::vector<float> g = dst.download();
+    for (size_t i = 0; i < ids.size(); i++) {
+        if (ids[i] < x_rows) {
+            compare_bits("gather_rows", &g[i * dim], &src[ids[i] * dim], dim);
+        } else {
+            int nan = 0;
+            for (int k = 0; k < dim; k++) nan += std::isnan(g[i * dim + k]);
+            CHECK(nan == dim, "gather_rows id %d: expected a row of NaN, got %d NaN", ids[i], nan);
+        }
+    }
+}
+
+/* ---- bad arguments ---- */
+
+#define REFUSED(call)                                                                                      \
+    do {                                                                                                   \
+        int rc_ = (call);                                                                                  \
+        CHECK(rc_ == -EINVAL, "%s: expected -EINVAL, got %d", #call, rc_);                                 \
+    } while (0)
+
+static void test_bad_arguments(cublasHandle_t h)
+{
+    slm_emu_options o;
+    slm_emu_get_options(&o);
+    slm_emu_options quiet = o;
+    quiet.quiet = 1;
+    slm_emu_set_options(&quiet);
+
+    const int64_t rows = 7, cols = 256;
+    std::vector<uint8_t> wh = rand_weights(SLM_TYPE_Q4_K, rows, cols);
+    dev_buf<uint8_t> w(wh);
+    dev_buf<float> x(2 * cols), y(2 * rows), out(rows * cols);
+    std::vector<float> host_x(2 * cols);
+
+    /* a host pointer where device memory belongs, caught by the emulator's check */
+    slm_emu_clear_report();
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, rows, cols, host_x.data(), 2, y.p, 0, nullptr));
+    CHECK(strstr(slm_emu_last_report(), "x") != nullptr, "host x: expected a report naming x, got '%s'",
+          slm_emu_last_report());
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, wh.data(), rows, cols, x.p, 2, y.p, 0, nullptr));
+    /* more rows or tokens than the buffers hold */
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, rows + 1, cols, x.p, 2, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 3, y.p, 0, nullptr));
+    /* sizes that are not a whole number of blocks, or empty */
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, rows, 128, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_0, w.p, rows, 48, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, 0, cols, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 0, y.p, 0, nullptr));
+    /* activation-only and unknown types, NULL, misaligned weights (16 bytes for Q4_K, 2 for Q4_0) */
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q8_K, w.p, 1, cols, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q8_1, w.p, 1, 32, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(77, w.p, 1, 32, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, nullptr, rows, cols, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 1, nullptr, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p + 2, 1, cols, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_0, w.p + 1, 1, 32, x.p, 1, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_0, w.p, 1, 32, x.p + 1, 1, y.p, 0, nullptr));
+
+    REFUSED(slm_cuda_dequantize(SLM_TYPE_Q4_K, w.p, rows, cols, SLM_TYPE_Q8_0, out.p, cols, nullptr));
+    REFUSED(slm_cuda_dequantize(SLM_TYPE_Q4_K, w.p, rows, cols, SLM_TYPE_F32, out.p, cols - 1, nullptr));
+    REFUSED(slm_cuda_dequantize(SLM_TYPE_Q4_K, w.p, rows, cols, SLM_TYPE_F32, out.p, cols + 1, nullptr));
+    REFUSED(slm_cuda_dequantize(SLM_TYPE_Q4_K, w.p, rows, 200, SLM_TYPE_F32, out.p, cols, nullptr));
+    std::vector<int32_t> host_ids = {0, 1};
+    REFUSED(slm_cuda_embed(SLM_TYPE_Q4_K, w.p, rows, cols, host_ids.data(), 2, out.p, nullptr));
+    REFUSED(slm_cuda_embed(SLM_TYPE_Q4_K, w.p, rows, cols, nullptr, 2, out.p, nullptr));
+
+    size_t need = slm_cuda_matmul_gemm_min_scratch(cols, 2);
+    dev_buf<uint8_t> scratch(need);
+    REFUSED(slm_cuda_matmul_gemm(h, SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 2, y.p, 0, scratch.p,
+                                 slm_cuda_matmul_gemm_scratch(0, cols, 2), nullptr));
+    REFUSED(slm_cuda_matmul_gemm(nullptr, SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 2, y.p, 0, scratch.p, need, nullptr));
+    REFUSED(slm_cuda_matmul_gemm(h, SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 2, y.p, 0, scratch.p + 16, need - 16,
+                                 nullptr));
+    REFUSED(slm_cuda_matmul_gemm(h, SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 2, y.p, 0, scratch.p, need + 4096,
+                                 nullptr));
+
+    REFUSED(slm_cuda_rmsnorm(x.p, host_x.data(), 1, cols, 1e-5f, x.p, nullptr));
+    REFUSED(slm_cuda_rmsnorm(x.p, x.p, 3, cols, 1e-5f, x.p, nullptr));
+    REFUSED(slm_cuda_swiglu(x.p, x.p, 2 * cols + 1, x.p, nullptr));
+    REFUSED(slm_cuda_add(x.p, host_x.data(), cols, nullptr));
+    REFUSED(slm_cuda_add_bias(x.p, y.p, 2, cols, nullptr));
+    dev_buf<int32_t> ids(2);
+    REFUSED(slm_cuda_gather_rows(x.p, 2, cols / 2, ids.p, 2, x.p + cols / 2, nullptr));   /* dst overlaps x */
+    REFUSED(slm_cuda_gather_rows(x.p, 2, cols, ids.p, 3, out.p, nullptr));            /* more ids than held */
+
+    CHECK(slm_cuda_row_bytes(SLM_TYPE_Q6_K, 512) == 420, "row bytes Q6_K 512: expected 420, got %zu",
+          slm_cuda_row_bytes(SLM_TYPE_Q6_K, 512));
+    CHECK(slm_cuda_row_bytes(SLM_TYPE_Q6_K, 500) == 0, "row bytes Q6_K 500: expected 0, got %zu",
+          slm_cuda_row_bytes(SLM_TYPE_Q6_K, 500));
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaGetLastError());
+    slm_emu_set_options(&o);
+}
+
+int main(void)
+{
+    slm_emu_options o;
+    slm_emu_get_options(&o);
+    o.racecheck = 1;
+    slm_emu_set_options(&o);
+
+    cublasHandle_t h = nullptr;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "cublasCreate");
+    const int64_t rows = 67;
+    for (uint32_t type : weight_types) {
+        int64_t cols = slm_qblock_elems(type) == SLM_QK_K ? 512 : 544; /* 544 = 17 blocks of 32 */
+        test_matvec_type(type, rows, cols);
+        test_dequant_type(type, rows, cols);
+        test_gemm_type(h, type, rows, cols);
+    }
+    /* K-quant rows of 72 units: each lane loops over several units */
+    for (uint32_t type : {SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K}) test_matvec_type(type, 13, 9 * 256);
+    /* the plain types on rows that are not 16-byte multiples: the element-wise units */
+    test_matvec_type(SLM_TYPE_F32, 5, 37);
+    test_matvec_type(SLM_TYPE_F16, 5, 36);
+    test_dequant_type(SLM_TYPE_BF16, 5, 37);
+    test_rmsnorm(3, 576);
+    test_rmsnorm(2, 333);
+    test_elementwise();
+    test_bad_arguments(h);
+    cublasDestroy(h);
+    if (failures) {
+        printf("test_cuda_ops: %d failures\n", failures);
+        return 1;
+    }
+    printf("test_cuda_ops: ok\n");
+    return 0;
+}

@@ -1,0 +1,50 @@
+#!/bin/bash
+# test_cuda_resources: no kernel of kernels/cuda spills registers to local memory, on any
+# architecture the build compiles for. Reads the compiler's resource reports (nvcc
+# -Xptxas=-v) that the build keeps in <build>/cuda-resources/<source>.cu.txt
+# (kernels/cuda/ptxas-report.sh). Every kernel there is in the hot set: each one runs in
+# every decode or prefill step. Skipped (77) when the build has no CUDA compiler.
+# Run from the build directory (ctest does), or set SLM_BUILD_DIR.
+set -u
+build=${SLM_BUILD_DIR:-$PWD}
+src=${SLM_TEST_DATA:-$(dirname "$0")}/..
+cache=$build/CMakeCache.txt
+[ -f "$cache" ] || { echo "test_cuda_resources: no CMakeCache.txt in $build"; exit 1; }
+compiler=$(sed -n 's/^CMAKE_CUDA_COMPILER:[A-Z]*=//p' "$cache")
+if [ -z "$compiler" ] || [ "${compiler%NOTFOUND}" != "$compiler" ] || grep -q '^SLM_CUDA:STRING=OFF' "$cache"; then
+    echo "test_cuda_resources: this build compiles no CUDA (nvcc absent or SLM_CUDA=OFF): skipped"
+    exit 77
+fi
+
+fail=0
+entries=0
+for cu in "$src"/kernels/cuda/*.cu; do
+    name=$(basename "$cu")
+    report=$build/cuda-resources/$name.txt
+    if [ ! -f "$report" ]; then
+        echo "$name: expected a resource report at $report, got none (is slm_kernels_cuda built?)"
+        fail=1
+        continue
+    fi
+    entries=$((entries + $(grep -c "Compiling entry function" "$report")))
+    # "Compiling entry function 'K' for 'sm_XX'" names the arch; "Function properties for F"
+    # is followed by "N bytes stack frame, S bytes spill stores, L bytes spill loads".
+    bad=$(awk -v file="$name" '
+        /Compiling entry function/ { match($0, /for .sm_[0-9a-z]+/); arch = substr($0, RSTART + 5, RLENGTH - 5) }
+        /Function properties for/ { fn = $NF }
+        /spill stores/ {
+            stores = $5; loads = $9
+            if (stores + 0 != 0 || loads + 0 != 0)
+                printf "%s: %s (%s): expected no spills, got %s bytes spill stores, %s bytes spill loads\n", file, fn, arch, stores, loads
+        }' "$report")
+    if [ -n "$bad" ]; then
+        echo "$bad"
+        fail=1
+    fi
+done
+if [ "$entries" -eq 0 ]; then
+    echo "test_cuda_resources: expected kernels in the reports, got none"
+    fail=1
+fi
+[ "$fail" -eq 0 ] && echo "test_cuda_resources: $entries kernel compilations, no spills"
+exit "$fail"
