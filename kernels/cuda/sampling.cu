@@ -262,7 +262,7 @@ __device__ static void row_logprobs(const struct sample_args &a, const float *x,
     }
 }
 
-__global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(struct sample_args a)
+__global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args a)
 {
     __shared__ struct sample_shared sh_storage;
     struct sample_shared *sh = &sh_storage;
