@@ -16,20 +16,6 @@
 
 struct echo_bench echo_bench;
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 struct echo_req {
     int64_t id;
     void *user;
@@ -103,8 +89,8 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
     struct echo *e = s->ops_ctx;
     if (!echo_bench.engine_tid) echo_bench.engine_tid = gettid();
     if (!echo_n_unfinished(s)) {
-        int64_t end = now_ns() + (int64_t)s->cfg.spin_us * 1000;
-        while (!echo_n_unfinished(s) && now_ns() < end) cpu_relax();
+        int64_t end = echo_now_ns() + (int64_t)s->cfg.spin_us * 1000;
+        while (!echo_n_unfinished(s) && echo_now_ns() < end) echo_cpu_relax();
         if (!echo_n_unfinished(s)) return 0;
     }
     pthread_mutex_lock(&e->lock);
@@ -116,7 +102,7 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
         int n = q->max_tokens - q->sent;
         if (n > 256) n = 256;
         if (echo_bench.pace_ns) {
-            int64_t t = now_ns();
+            int64_t t = echo_now_ns();
             if (!q->next_due) q->next_due = t;
             n = n && t >= q->next_due;
         }
@@ -127,7 +113,7 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
             ev.n_generated = ++q->sent;
             ev.finish = q->sent == q->max_tokens ? SLM_FINISH_LENGTH : SLM_FINISH_NONE;
             if (echo_bench.pace_ns) {
-                if (ev.token < echo_bench.n_stamp) echo_bench.stamp[ev.token] = now_ns();
+                if (ev.token < echo_bench.n_stamp) echo_bench.stamp[ev.token] = echo_now_ns();
                 q->next_due += echo_bench.pace_ns;
             }
             e->produced++;
