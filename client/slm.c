@@ -2,8 +2,6 @@
  * client/slm.c - libslm (slm.h): the client side of docs/protocol.md over ipc/.
  *
  * TODO (unfinished):
- *   - PROMPT_LP completions (SLM_SQE_PROMPT_LOGPROBS) are dropped: slm.h has no way to ask for
- *     them or hand them out yet.
  *   - tests/test_libslm.c runs against a fake daemon thread; tests/test_daemon.c covers
  *     completion, chat, stop strings and ids, tokenize, detokenize, info and stats against
  *     the real slmd.
@@ -310,7 +308,13 @@ static int pump_one(struct slm_client *c)
         rc = data_append(c, e.data, len);
         if (!more) c->data_done = 1;
         break;
-    default:   /* PROMPT_LP (not in slm.h yet) and kinds of newer daemons */
+    case SLM_CQE_PROMPT_LP:
+        if (!(q = qev_new(h, SLM_EVENT_PROMPT_LOGPROBS))) return -ENOMEM;
+        q->ev.prompt_pos = (int)e.n_prompt;
+        rc = qev_append_top(q, e.data, len);
+        queue_push(c, q);
+        break;
+    default:   /* kinds of newer daemons */
         break;
     }
     return rc < 0 ? rc : 1;
@@ -530,7 +534,7 @@ static int64_t submit(struct slm_client *c, uint16_t op, uint16_t flags, const s
     }
     int64_t handle = op == SLM_OP_CANCEL ? 0 : c->next_handle++;
     s.op = op;
-    s.flags = flags | (p->ignore_eos ? SLM_SQE_IGNORE_EOS : 0);
+    s.flags = flags | (p->ignore_eos ? SLM_SQE_IGNORE_EOS : 0) | (p->prompt_logprobs ? SLM_SQE_PROMPT_LOGPROBS : 0);
     s.user_data = (uint64_t)handle;
     s.target = target;
     s.n_items = n_items;

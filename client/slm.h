@@ -54,6 +54,8 @@ struct slm_params {
     int priority;              /* higher first (0) */
     int logprobs;              /* 0..20: the token's logprob and this many top alternatives */
     int ignore_eos;            /* 1: end-of-generation tokens do not stop the request */
+    int prompt_logprobs;       /* 1: also PROMPT_LOGPROBS events: the logprob of every prompt
+                                  token after the first (perplexity); no prefix cache for it */
     const char *const *stop;   /* stop strings, never part of the output */
     int n_stop;
     const int32_t *stop_ids;   /* extra stop token ids */
@@ -67,7 +69,7 @@ struct slm_message {
     const char *content;
 };
 
-enum slm_event_type { SLM_EVENT_TOKEN = 1, SLM_EVENT_DONE = 2, SLM_EVENT_ERROR = 3 };
+enum slm_event_type { SLM_EVENT_TOKEN = 1, SLM_EVENT_DONE = 2, SLM_EVENT_ERROR = 3, SLM_EVENT_PROMPT_LOGPROBS = 4 };
 enum slm_finish_reason { SLM_FINISH_STOP = 1, SLM_FINISH_LENGTH = 2, SLM_FINISH_CANCELLED = 3 };
 
 struct slm_top_logprob {
@@ -82,8 +84,11 @@ struct slm_event {
     const char *text;          /* TOKEN: the text it adds (whole UTF-8 characters; may be empty) */
     size_t text_len;
     float logprob;             /* TOKEN, when asked */
-    int n_top;
+    int n_top;                 /* TOKEN: the top alternatives; PROMPT_LOGPROBS: the prompt tokens
+                                  prompt_pos .. prompt_pos + n_top - 1 with their logprobs (every
+                                  position from 1 exactly once, in order, before the first TOKEN) */
     const struct slm_top_logprob *top;
+    int prompt_pos;            /* PROMPT_LOGPROBS */
     enum slm_finish_reason finish;   /* DONE */
     int n_prompt, n_cached, n_generated; /* DONE: usage */
     int error;                 /* ERROR: negative errno */

@@ -280,6 +280,19 @@ void slm_client_on_event(void *ctx, const struct slm_event *ev)
     struct client *c = r->c;
     struct slm_cqe q[24];
     int n = 0;
+    /* Prompt logprobs: PROMPT_LP completions of up to 10 (id, logprob) pairs, each on its own
+     * (not a chain); n_prompt says the position of the first. */
+    for (int i = 0; i < ev->n_prompt_lp; i += n) {
+        n = ev->n_prompt_lp - i < SLM_CQE_DATA_BYTES / 8 ? ev->n_prompt_lp - i : SLM_CQE_DATA_BYTES / 8;
+        struct slm_cqe t = {.kind = SLM_CQE_PROMPT_LP, .user_data = r->user_data, .token = -1,
+                            .n_prompt = (uint32_t)(ev->prompt_lp_first + i), .len = (uint8_t)(8 * n)};
+        for (int j = 0; j < n; j++) {
+            memcpy(t.data + 8 * j, &ev->prompt_lp[i + j].id, 4);
+            memcpy(t.data + 8 * j + 4, &ev->prompt_lp[i + j].logprob, 4);
+        }
+        push(c, &t, 1);
+    }
+    n = 0;
     if (ev->token >= 0) {
         /* Only the engine thread writes it: no locked add per token. */
         __atomic_store_n(&s->n_tokens_generated, __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED) + 1,
@@ -564,7 +577,8 @@ static int add_request(struct slm_server *s, struct client *c, const struct slm_
     r->id = -1;
     struct slm_request rq = {.prompt = ids, .n_prompt = n_ids, .max_tokens = q->max_tokens ? (int)q->max_tokens : s->eo.n_ctx,
                              .priority = q->priority, .owner = c->uid, .logprobs = (int)q->logprobs,
-                             .ignore_eos = (q->flags & SLM_SQE_IGNORE_EOS) != 0, .user = r};
+                             .ignore_eos = (q->flags & SLM_SQE_IGNORE_EOS) != 0,
+                             .prompt_logprobs = (q->flags & SLM_SQE_PROMPT_LOGPROBS) != 0, .user = r};
     rq.sampling = (struct slm_sampling){.temperature = q->temperature, .top_k = q->top_k, .top_p = q->top_p,
                                         .min_p = q->min_p, .repeat_penalty = q->repeat_penalty,
                                         .repeat_last_n = q->repeat_last_n, .presence_penalty = q->presence_penalty,
@@ -627,8 +641,9 @@ int slm_client_poll(struct slm_server *s, struct client *c)
     if (!c->ready || c->closed) return 0;
     int n = 0;
     struct slm_sqe q;
-    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. */
-    while (n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
+    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. While a
+     * reload waits to rebuild the engine, submissions wait in the ring. */
+    while (!s->reload_pending && n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
         handle(s, c, &q);
         n++;
     }

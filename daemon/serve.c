@@ -339,7 +339,9 @@ static void accept_clients(struct slm_server *s)
     }
 }
 
-static void notify_status(struct slm_server *s)
+/* Updates the generation rate (once a second) and sends STATUS= when its text changed: at most
+ * once a second, unless `now` (a change of state: ready, reloading, draining). */
+static void notify_status(struct slm_server *s, int now)
 {
     uint64_t gen = __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED);
     double t = now_s();
@@ -349,9 +351,16 @@ static void notify_status(struct slm_server *s)
         s->rate_t = t;
         s->rate_tokens = (double)gen;
     }
-    sd_notifyf(0, "STATUS=%s%s: %d clients, %d requests, %.1f tokens/s", s->draining ? "draining; " : "",
-               strrchr(s->model_path, '/') ? strrchr(s->model_path, '/') + 1 : s->model_path, s->n_clients,
-               s->ops->n_unfinished(s), s->tokens_per_s);
+    if (!now && t - s->status_t < 1.0) return;
+    char status[sizeof s->status];
+    snprintf(status, sizeof status, "STATUS=%s%s%.80s: %d clients, %d requests, %.1f tokens/s",
+             s->draining ? "draining; " : "", s->reload_pending ? "reloading; " : "",
+             strrchr(s->model_path, '/') ? strrchr(s->model_path, '/') + 1 : s->model_path, s->n_clients,
+             s->ops->n_unfinished(s), s->tokens_per_s);
+    if (!strcmp(status, s->status)) return;
+    memcpy(s->status, status, sizeof status);
+    s->status_t = t;
+    sd_notify(0, status);
 }
 
 /* Polls every client's submission ring; returns the submissions taken. */
@@ -371,19 +380,22 @@ static int set_all_flags(struct slm_server *s, uint32_t flags)
 }
 
 static int handle_signal(struct slm_server *s, double *drain_deadline);
+static void rebuild_engine(struct slm_server *s);
 
 static int io_loop(struct slm_server *s)
 {
     double last_work = now_s(), drain_deadline = 0;
     for (;;) {
-        int took = s->draining ? 0 : poll_clients(s);
+        /* While draining, submissions are still taken, to be answered with an error; while a
+         * reload waits for the engine to empty, they stay in the rings. */
+        int took = poll_clients(s);
         double t = now_s();
         if (took) last_work = t;
-        int spinning = !s->draining && (t - last_work) * 1e6 < s->cfg.spin_us;
+        int spinning = !s->draining && !s->reload_pending && (t - last_work) * 1e6 < s->cfg.spin_us;
         int timeout = 0;
         if (!spinning) {
             /* About to sleep: ask for doorbells, then look once more (docs/protocol.md). */
-            if (!s->draining && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
+            if (!s->reload_pending && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
                 set_all_flags(s, 0);
                 continue;
             }
@@ -391,7 +403,7 @@ static int io_loop(struct slm_server *s)
         }
         struct epoll_event evs[64];
         int n = epoll_wait(s->epoll_fd, evs, 64, timeout);
-        if (!spinning && !s->draining) set_all_flags(s, 0);
+        if (!spinning) set_all_flags(s, 0);
         if (n < 0 && errno != EINTR) {
             slm_log(SLM_LOG_ERR, "epoll_wait: %s", strerror(errno));
             return -errno;
@@ -405,7 +417,7 @@ static int io_loop(struct slm_server *s)
             } else if (tag == TAG_TIMER) {
                 uint64_t ticks;
                 if (read(s->timer_fd, &ticks, sizeof ticks) < 0) {}
-                notify_status(s);
+                notify_status(s, 0);
             } else {
                 struct client *c = (struct client *)(uintptr_t)tag;
                 if (slm_client_on_socket(s, c, evs[i].events) < 0) {
@@ -419,6 +431,7 @@ static int io_loop(struct slm_server *s)
                 }
             }
         }
+        if (s->reload_pending && !s->draining && s->ops->n_unfinished(s) == 0) rebuild_engine(s);
         if (s->draining) {
             if (s->ops->n_unfinished(s) == 0) return 0;
             if (now_s() >= drain_deadline) {
@@ -442,20 +455,23 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
             continue;
         }
         if (s->draining) return 1;   /* a second SIGTERM/SIGINT: stop now */
+        if (s->reload_pending) slm_log(SLM_LOG_NOTICE, "stopping: the pending reload is dropped");
+        s->reload_pending = 0;
         sd_notify(0, "STOPPING=1");
         slm_log(SLM_LOG_NOTICE, "stopping: %d requests to finish within %d s", s->ops->n_unfinished(s),
                 s->cfg.shutdown_timeout);
         s->draining = 1;
         *drain_deadline = now_s() + s->cfg.shutdown_timeout;
-        set_all_flags(s, SLM_SHM_CLOSING);
-        epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
-        notify_status(s);
+        set_all_flags(s, SLM_SHM_CLOSING);   /* new connections are still taken, to be refused */
+        notify_status(s, 1);
     }
     return 0;
 }
 
-/* SIGHUP: re-read the configuration; rebuild the engine when what it depends on changed
- * (waiting for running requests first); connected clients stay. */
+/* SIGHUP: re-read the configuration. What the engine does not depend on applies at once; when
+ * the engine's settings (or the model) changed, the I/O loop stops taking submissions (they
+ * wait in the rings), lets the running requests finish, and then rebuild_engine swaps the
+ * engine. Connected clients stay connected throughout. */
 static int reload(struct slm_server *s)
 {
     char err[SLM_ERR_LEN];
@@ -463,48 +479,72 @@ static int reload(struct slm_server *s)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
                (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
-    static struct slm_config next;
-    int rc = slm_config_from_args(&next, s->argc, s->argv, err);
-    if (rc) {
+    struct slm_config *next = &s->next_cfg;
+    if (slm_config_from_args(next, s->argc, s->argv, err)) {
         slm_log(SLM_LOG_ERR, "reload: %s; keeping the running configuration", err);
         slm_log_set_level(s->cfg.log_level);
-        sd_notify(0, "READY=1");
+        if (!s->reload_pending) sd_notify(0, "READY=1");
         return -EINVAL;
     }
-    int engine_changed = strcmp(next.model, s->cfg.model) || next.threads != s->cfg.threads ||
-                         next.ctx_size != s->cfg.ctx_size || next.max_batch_tokens != s->cfg.max_batch_tokens ||
-                         next.max_seqs != s->cfg.max_seqs || next.kv_cache_mem != s->cfg.kv_cache_mem ||
-                         next.block_size != s->cfg.block_size || strcmp(next.backend, s->cfg.backend);
-    struct slm_config old = s->cfg;
-    s->cfg = next;
-    if (!s->socket_activated && (old.socket_mode != next.socket_mode || strcmp(old.socket_group, next.socket_group)) &&
-        apply_socket_access(s, err))
-        slm_log(SLM_LOG_ERR, "reload: %s", err);
-    if (engine_changed) {
-        /* New submissions wait in their rings meanwhile; running requests finish first. */
-        while (s->ops->n_unfinished(s) > 0) usleep(10000);
-        stop_engine_thread(s);
-        struct slm_server keep = *s;
-        s->model = NULL, s->be = NULL, s->tok = NULL, s->engine = NULL;
-        if (load_engine(s, err)) {
-            slm_log(SLM_LOG_ERR, "reload: %s; keeping the running model and engine", err);
-            unload_engine(s);
-            s->model = keep.model, s->be = keep.be, s->tok = keep.tok, s->engine = keep.engine;
-            s->eo = keep.eo, s->chat_fmt = keep.chat_fmt;
-            memcpy(s->model_path, keep.model_path, sizeof s->model_path);
+    const struct slm_config *cur = &s->cfg;
+    int engine_changed = strcmp(next->model, cur->model) || next->threads != cur->threads ||
+                         next->ctx_size != cur->ctx_size || next->max_batch_tokens != cur->max_batch_tokens ||
+                         next->max_seqs != cur->max_seqs || next->kv_cache_mem != cur->kv_cache_mem ||
+                         next->block_size != cur->block_size || strcmp(next->backend, cur->backend);
+    if (!s->socket_activated && (cur->socket_mode != next->socket_mode || strcmp(cur->socket_group, next->socket_group))) {
+        struct slm_config old = s->cfg;
+        s->cfg.socket_mode = next->socket_mode;
+        memcpy(s->cfg.socket_group, next->socket_group, sizeof s->cfg.socket_group);
+        if (apply_socket_access(s, err)) {
+            slm_log(SLM_LOG_ERR, "reload: %s", err);
             s->cfg = old;
-        } else {
-            slm_engine_destroy(&keep.engine);
-            slm_tok_destroy(&keep.tok);
-            slm_model_free(&keep.model);
-            slm_backend_destroy(&keep.be);
         }
-        if (start_engine_thread(s, err)) slm_log(SLM_LOG_ERR, "reload: %s", err);
     }
-    slm_log(SLM_LOG_NOTICE, "configuration reloaded%s", engine_changed ? " (engine rebuilt)" : "");
+    if (engine_changed) {
+        s->reload_pending = 1;   /* the loop calls rebuild_engine once the engine is empty */
+        slm_log(SLM_LOG_NOTICE, "reload: the engine is rebuilt once %d running requests finish",
+                s->ops->n_unfinished(s));
+        notify_status(s, 1);
+        return 0;
+    }
+    s->reload_pending = 0;   /* a later SIGHUP reverted what an earlier one changed */
+    s->cfg = *next;
+    slm_log_set_level(s->cfg.log_level);
+    slm_log(SLM_LOG_NOTICE, "configuration reloaded");
     sd_notify(0, "READY=1");
-    notify_status(s);
+    notify_status(s, 1);
     return 0;
+}
+
+/* The second half of a reload that changed the engine: called with no request unfinished. */
+static void rebuild_engine(struct slm_server *s)
+{
+    char err[SLM_ERR_LEN];
+    s->reload_pending = 0;
+    stop_engine_thread(s);
+    struct slm_server keep = *s;
+    struct slm_config old = s->cfg;
+    s->cfg = s->next_cfg;
+    slm_log_set_level(s->cfg.log_level);
+    s->model = NULL, s->be = NULL, s->tok = NULL, s->engine = NULL;
+    if (load_engine(s, err)) {
+        slm_log(SLM_LOG_ERR, "reload: %s; keeping the running model and engine", err);
+        unload_engine(s);
+        s->model = keep.model, s->be = keep.be, s->tok = keep.tok, s->engine = keep.engine;
+        s->eo = keep.eo, s->chat_fmt = keep.chat_fmt;
+        memcpy(s->model_path, keep.model_path, sizeof s->model_path);
+        s->cfg = old;
+        slm_log_set_level(s->cfg.log_level);
+    } else {
+        slm_engine_destroy(&keep.engine);
+        slm_tok_destroy(&keep.tok);
+        slm_model_free(&keep.model);
+        slm_backend_destroy(&keep.be);
+        slm_log(SLM_LOG_NOTICE, "configuration reloaded (engine rebuilt)");
+    }
+    if (start_engine_thread(s, err)) slm_log(SLM_LOG_ERR, "reload: %s", err);
+    sd_notify(0, "READY=1");
+    notify_status(s, 1);
 }
 
 int slm_server_run(struct slm_server *s, char *err)
@@ -533,7 +573,7 @@ int slm_server_run(struct slm_server *s, char *err)
     if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0) s->watchdog_usec = 0;
     if ((rc = start_engine_thread(s, err))) goto out;
     sd_notify(0, "READY=1");
-    notify_status(s);
+    notify_status(s, 1);
     slm_log(SLM_LOG_NOTICE, "ready");
     rc = io_loop(s);
     if (rc) slm_err_set(err, "the I/O loop failed: %s", strerror(-rc));

@@ -65,10 +65,14 @@ struct slm_server {
     int n_clients, cap_clients;
     uint64_t next_client_id;
     int draining;                  /* SIGTERM: no new requests */
+    int reload_pending;            /* SIGHUP changed the engine: rebuild it once it is empty */
+    struct slm_config next_cfg;    /* the configuration that reload read */
     /* counters for stats (atomics) */
     uint64_t n_requests_total, n_tokens_prompt, n_tokens_cached, n_tokens_generated;
     double started_s;
     double rate_t, rate_tokens, tokens_per_s;   /* a smoothed generation rate, engine thread */
+    char status[160];              /* the last STATUS= sent, and when */
+    double status_t;
 };
 
 /* Wakes the engine thread (after slm_engine_add). */
@@ -91,7 +95,8 @@ struct client *slm_client_new(struct slm_server *s, int fd);
  * end. Returns 0, or -1 when the client is gone (slm_client_close has then been called). */
 int slm_client_on_socket(struct slm_server *s, struct client *c, uint32_t events);
 
-/* Takes every waiting submission of client c; returns how many. */
+/* Takes every waiting submission of client c (none while s->reload_pending; each answered
+ * with an error while s->draining) and flushes its queued completions; returns how many. */
 int slm_client_poll(struct slm_server *s, struct client *c);
 
 /* Sets or clears NEED_WAKEUP (or CLOSING) in c's shared header. Returns 1 when, after setting

@@ -137,7 +137,8 @@ enum slm_cqe_kind {
     SLM_CQE_DONE = 4,      /* the request finished: finish, usage */
     SLM_CQE_ERROR = 5,     /* the request failed or was refused: status, reason text in data */
     SLM_CQE_DATA = 6,      /* a chunk of an answer's bytes; flags MORE until the last one */
-    SLM_CQE_PROMPT_LP = 7, /* prompt token logprobs: len / 8 of (int32 id, float lp), in order */
+    SLM_CQE_PROMPT_LP = 7, /* prompt token logprobs: len / 8 of (int32 id, float lp), in order;
+                              n_prompt: the position of the first (from 1); not chained */
 };
 
 #define SLM_CQE_MORE 1u

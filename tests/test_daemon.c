@@ -1,14 +1,20 @@
 /*
  * tests/test_daemon.c - the real `slmd serve` with real clients (libslm), black box:
- *   - 8 clients x 4 concurrent greedy requests each: every text equals the one the same
- *     request gives alone (first, through the daemon, one at a time);
+ *   - 32 clients x 8 concurrent requests each (half greedy, half sampled with a seed): every
+ *     text equals the one the same request gives alone (first, through the daemon, one at a
+ *     time); every request gets exactly one DONE, as many tokens as its usage says, and no
+ *     event of a request the client did not submit;
  *   - a hostile client writing garbage SQEs (unknown op, payloads outside the arena, a wrong
- *     id count) gets error completions, and the daemon goes on answering the others;
+ *     id count) gets error completions; bad handshakes (a wrong protocol version: -EPROTO
+ *     naming both; garbage bytes; a wrong magic) are refused; a client scribbling random bytes
+ *     over its rings, arena and header, and flooding its ring, harms no one else: the daemon
+ *     goes on answering the others with identical outputs;
  *   - a client killed with SIGKILL mid-stream: its requests are cancelled and every KV block
  *     comes back (stats), the others unaffected;
  *   - a client that never reads its completions is disconnected once too many wait for it;
  *   - chat equals `slmd run --chat`; stop strings and stop ids cut the output; detokenize
- *     inverts tokenize.
+ *     inverts tokenize; prompt logprobs arrive once each, in order, and agree with the logprob
+ *     of the same token generated.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,9 +35,10 @@
 #include "ipc/ring.h"
 #include "ipc/shm.h"
 #include "ipc/wait.h"
+#include "rng.h"
 
-#define N_CLIENTS 8
-#define N_PER 4
+#define N_CLIENTS 32
+#define N_PER 8
 
 static char sock_path[128];
 static const char *prompts[] = {"The capital of France is", "Once upon a time", "def fib(n):", "Water boils at",
@@ -62,6 +69,7 @@ struct worker {
     int id;
     char *texts[N_PER];
     int bad;
+    char why[160];
 };
 
 /* One client, N_PER requests in flight at once. */
@@ -75,27 +83,46 @@ static void *client_main(void *arg)
     }
     int64_t h[N_PER];
     size_t len[N_PER] = {0};
+    int tokens[N_PER] = {0}, finished[N_PER] = {0};
     int done = 0;
     for (int i = 0; i < N_PER; i++) {
         struct slm_params p;
         params(&p, w->id * N_PER + i);
         h[i] = slm_submit_text(c, prompts[(w->id * N_PER + i) % 8], &p);
         w->texts[i] = calloc(1, 4096);
-        if (h[i] < 0) w->bad = 1;
+        if (h[i] < 0) snprintf(w->why, sizeof w->why, "submit %d: %s", i, slm_strerror((int)h[i]));
     }
     struct slm_event ev;
-    while (!w->bad && done < N_PER && slm_next_event(c, &ev, 60000) == 1) {
-        for (int i = 0; i < N_PER; i++) {
-            if (ev.handle != h[i]) continue;
-            if (ev.type == SLM_EVENT_TOKEN && len[i] + ev.text_len < 4096) {
+    /* A generous wait: 256 requests queue behind max-seqs, and sanitizer builds are slow. */
+    while (!w->why[0] && done < N_PER && slm_next_event(c, &ev, 300000) == 1) {
+        int i = 0;
+        while (i < N_PER && ev.handle != h[i]) i++;
+        if (i == N_PER) {
+            snprintf(w->why, sizeof w->why, "an event (type %d) of handle %lld, never submitted", ev.type,
+                     (long long)ev.handle);
+        } else if (finished[i]) {
+            snprintf(w->why, sizeof w->why, "request %d: an event (type %d) after its end", i, ev.type);
+        } else if (ev.type == SLM_EVENT_TOKEN) {
+            tokens[i]++;
+            if (len[i] + ev.text_len < 4096) {
                 memcpy(w->texts[i] + len[i], ev.text, ev.text_len);
                 len[i] += ev.text_len;
             }
-            if (ev.type == SLM_EVENT_ERROR) w->bad = 1;
-            if (ev.type != SLM_EVENT_TOKEN) done++;
+        } else if (ev.type == SLM_EVENT_ERROR) {
+            snprintf(w->why, sizeof w->why, "request %d: error %s", i, ev.message);
+        } else {
+            finished[i] = 1;
+            done++;
+            if (ev.n_generated != tokens[i])
+                snprintf(w->why, sizeof w->why, "request %d: %d token events, usage says %d", i, tokens[i],
+                         ev.n_generated);
         }
     }
-    if (done < N_PER) w->bad = 1;
+    /* Nothing may follow the last DONE (a duplicate would). */
+    if (!w->why[0] && slm_next_event(c, &ev, 200) == 1)
+        snprintf(w->why, sizeof w->why, "an event (type %d) after every request ended", ev.type);
+    if (!w->why[0] && done < N_PER) snprintf(w->why, sizeof w->why, "%d of %d requests never ended", N_PER - done, N_PER);
+    w->bad = w->why[0] != 0;
     slm_close(&c);
     return NULL;
 }
@@ -147,6 +174,94 @@ static int hostile(void)
     slm_shm_unmap(&shm);
     close(fd);
     return errors;
+}
+
+/* Handshakes the daemon must refuse: returns how many were. */
+static int bad_handshakes(void)
+{
+    int refused = 0;
+    for (int kind = 0; kind < 3; kind++) {
+        char err[256] = "";
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        strcpy(a.sun_path, sock_path);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+            if (fd >= 0) close(fd);
+            continue;
+        }
+        struct slm_hello h = {.magic = SLM_PROTO_MAGIC, .type = SLM_MSG_HELLO, .version = SLM_PROTO_VERSION + 7};
+        strcpy(h.name, "bad-hello");
+        if (kind == 0) {
+            slm_hello_send_raw(fd, &h, err);
+        } else if (kind == 1) {
+            h.version = SLM_PROTO_VERSION;
+            h.magic ^= 0x01010101u;
+            slm_hello_send_raw(fd, &h, err);
+        } else {
+            char junk[7] = "\x01junk\xff";
+            if (send(fd, junk, sizeof junk, 0) < 0) {}
+        }
+        struct slm_welcome w;
+        int shm_fd = -1;
+        int rc = slm_welcome_recv(fd, &w, &shm_fd, err);
+        if (kind == 0) {
+            char want[64];
+            snprintf(want, sizeof want, "%d", SLM_PROTO_VERSION + 7);
+            int ok = rc == -EPROTO && w.status == -EPROTO && strstr(w.reason, want);
+            if (!ok) printf("a HELLO of version %d: rc %d, status %d, reason '%s'\n", SLM_PROTO_VERSION + 7, rc,
+                            w.status, w.reason);
+            refused += ok;
+        } else {
+            /* The daemon hangs up without a WELCOME. */
+            int ok = rc < 0 && rc != -EAGAIN && shm_fd < 0;
+            if (!ok) printf("bad HELLO %d: rc %d\n", kind, rc);
+            refused += ok;
+        }
+        if (shm_fd >= 0) close(shm_fd);
+        close(fd);
+    }
+    return refused;
+}
+
+/* A client that scribbles random bytes over everything it can write (ring slots, arena, the
+ * header's lines) and floods its submission ring with random SQEs for `seconds`, ringing the
+ * doorbell, never reading. 0 when it ran (whatever the daemon did with it). */
+static int scribbler(double seconds)
+{
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    int fd = raw_client("scribbler", &shm, &sq, &cq);
+    if (fd < 0) return -1;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t pushed = 0;
+    for (int round = 0;; round++) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) * 1e-9 > seconds) break;
+        uint64_t *arena = (uint64_t *)(void *)shm.arena;
+        for (uint32_t i = 0; i < shm.arena_bytes / 8; i += 61) arena[i] = rnd();
+        uint8_t *cqb = shm.cq;
+        for (uint32_t i = 0; i < shm.cq_entries * 128; i += 8) *(uint64_t *)(void *)(cqb + i) = rnd();
+        if (round % 4 == 0) {   /* the header page: every line, even the daemon's */
+            uint8_t *hdr = (uint8_t *)shm.base;
+            for (int i = 0; i < 192; i += 8) *(uint64_t *)(void *)(hdr + i) = rnd();
+        }
+        uint8_t e[128];
+        for (int k = 0; k < 64; k++) {
+            for (int i = 0; i < 128; i += 8) *(uint64_t *)(void *)(e + i) = rnd();
+            if (slm_ring_push(&sq, e) == 0) pushed++;
+        }
+        if (round % 8 == 7) {   /* and random sequence words over the whole ring */
+            uint8_t *sqb = sq.slots;
+            for (uint32_t i = 0; i < sq.entries; i++) *(uint32_t *)(void *)(sqb + (size_t)i * 128) = (uint32_t)rnd();
+        }
+        char b = 0;
+        if (send(fd, &b, 1, MSG_DONTWAIT) < 0 && errno != EAGAIN) break;   /* hung up on */
+        usleep(2000);
+    }
+    slm_shm_unmap(&shm);
+    close(fd);
+    return pushed > 0 ? 0 : -1;
 }
 
 /* A raw client that submits TOKENIZE requests of a long text and never reads a completion.
@@ -257,6 +372,57 @@ static void features(struct slm_client *c, const char *slmd, const char *model)
               "stop id %d: finish %d after %d tokens, text '%s'", ids[0], done.finish, done.n_generated, got);
         free(ids);
     }
+    /* Prompt logprobs: every prompt token after the first, once, in order, the ids of the
+     * prompt's own encoding; the one for " Paris" equals the logprob of " Paris" generated
+     * greedily after the same words (two paths through the engine, the same bits). */
+    {
+        int32_t *pids;
+        int n_pids;
+        CHECK(slm_tokenize(c, "The capital of France is Paris", &pids, &n_pids) == 0 && n_pids > 3, "tokenize");
+        struct slm_params q;
+        slm_params_default(&q);
+        q.temperature = 0;
+        q.max_tokens = 1;
+        q.prompt_logprobs = 1;
+        int64_t hp = slm_submit_text(c, "The capital of France is Paris", &q);
+        int next = 1, bad = 0;
+        float paris_lp = 1;
+        struct slm_event ev;
+        while (hp > 0 && slm_next_event(c, &ev, 60000) == 1) {
+            if (ev.handle != hp) continue;
+            if (ev.type == SLM_EVENT_PROMPT_LOGPROBS) {
+                bad += ev.prompt_pos != next;
+                for (int i = 0; i < ev.n_top; i++, next++) {
+                    bad += next >= n_pids || ev.top[i].token != pids[next] || !(ev.top[i].logprob <= 0);
+                    if (next == n_pids - 1) paris_lp = ev.top[i].logprob;
+                }
+            } else if (ev.type == SLM_EVENT_TOKEN) {
+                bad += next != n_pids;   /* all of them before the first token */
+            } else {
+                CHECK(ev.type == SLM_EVENT_DONE && ev.n_prompt == n_pids, "prompt logprobs: event %d, n_prompt %d",
+                      ev.type, ev.n_prompt);
+                break;
+            }
+        }
+        CHECK(!bad && next == n_pids, "prompt logprobs: %d wrong, reported up to %d of %d", bad, next, n_pids);
+        q.prompt_logprobs = 0;
+        q.logprobs = 1;
+        int64_t hg = slm_submit_text(c, "The capital of France is", &q);
+        int seen = 0;
+        while (hg > 0 && slm_next_event(c, &ev, 60000) == 1) {
+            if (ev.handle != hg) continue;
+            if (ev.type == SLM_EVENT_TOKEN) {
+                seen = 1;
+                CHECK(ev.token == pids[n_pids - 1] && ev.logprob == paris_lp,
+                      "' Paris' generated: token %d logprob %.9g; as a prompt token: %d %.9g", ev.token,
+                      (double)ev.logprob, pids[n_pids - 1], (double)paris_lp);
+            }
+            if (ev.type != SLM_EVENT_TOKEN) break;
+        }
+        CHECK(seen, "no token after 'The capital of France is'");
+        free(pids);
+    }
+
     /* Detokenize inverts tokenize. */
     const char *text = "Hello, world! Ça va? 12345";
     char *back = NULL;
@@ -299,7 +465,8 @@ int main(void)
     /* The oracle: each request alone. */
     static char *alone[N_CLIENTS * N_PER];
     for (int k = 0; k < N_CLIENTS * N_PER; k++) {
-        alone[k] = generate(c, k);
+        /* Greedy requests of the same prompt are the same request: run the first alone. */
+        alone[k] = k % 2 == 0 && k >= 8 ? strdup(alone[k % 8]) : generate(c, k);
         CHECK(alone[k] && alone[k][0], "request %d alone gave no text", k);
     }
 
@@ -329,10 +496,12 @@ int main(void)
     waitpid(victim, NULL, 0);
     int errors = hostile();
     CHECK(errors == 4, "hostile client: expected 4 error completions, got %d", errors);
+    CHECK(bad_handshakes() == 3, "bad handshakes: not all 3 refused");
+    CHECK(scribbler(0.5) == 0, "the scribbling client could not submit anything");
     for (int i = 0; i < N_CLIENTS; i++) pthread_join(t[i], NULL);
     int mismatches = 0;
     for (int i = 0; i < N_CLIENTS; i++) {
-        CHECK(!w[i].bad, "client %d: a request failed or never finished", i);
+        CHECK(!w[i].bad, "client %d: %s", i, w[i].why);
         for (int j = 0; j < N_PER; j++) {
             int k = i * N_PER + j;
             if (alone[k] && w[i].texts[j] && strcmp(alone[k], w[i].texts[j]) != 0 && mismatches++ < 5)

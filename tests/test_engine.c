@@ -245,6 +245,45 @@ static void make_specs(struct spec *sp, int n)
     }
 }
 
+/* Prompt logprobs collected per request: every position reported once, in order. */
+#define PLP_N 150
+struct plp_run {
+    int64_t ids[4];
+    float lp[4][PLP_N];
+    int next[4];        /* the next position expected (from 1) */
+    int bad[4], done[4], n_gen[4], n_cached[4];
+};
+
+static void on_plp(void *p, const struct slm_event *ev)
+{
+    struct plp_run *c = p;
+    for (int i = 0; i < 4; i++) {
+        if (c->ids[i] != ev->id) continue;
+        if (ev->n_prompt_lp) {
+            if (ev->prompt_lp_first != c->next[i] || c->n_gen[i] || ev->token >= 0 || ev->finish) c->bad[i]++;
+            for (int k = 0; k < ev->n_prompt_lp && ev->prompt_lp_first + k < PLP_N; k++)
+                c->lp[i][ev->prompt_lp_first + k] = ev->prompt_lp[k].logprob;
+            c->next[i] = ev->prompt_lp_first + ev->n_prompt_lp;
+        }
+        if (ev->token >= 0) c->n_gen[i]++;
+        if (ev->finish) c->done[i] = 1, c->n_cached[i] = ev->n_cached;
+    }
+}
+
+/* Runs the prompt logprobs requests of reqs (n of them, prompt_logprobs set on those marked)
+ * in engine e until all finish. */
+static void run_plp(struct slm_engine *e, const struct slm_request *reqs, int n, struct plp_run *c)
+{
+    char err[SLM_ERR_LEN];
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < n; i++) {
+        c->next[i] = 1;
+        c->ids[i] = slm_engine_add(e, &reqs[i], err);
+        CHECK(c->ids[i] >= 0, "prompt logprobs: add: %s", err);
+    }
+    for (int step = 0; step < 10000 && slm_engine_step(e, on_plp, c) > 0; step++) {}
+}
+
 int main(void)
 {
     const char *dir = getenv("SLM_MODEL_DIR");
@@ -491,6 +530,65 @@ int main(void)
         if (together[i].finish == SLM_FINISH_LENGTH)
             CHECK(together[i].n == sp[i].max_tokens, "request %d: LENGTH after %d tokens, max_tokens %d", i,
                   together[i].n, sp[i].max_tokens);
+
+    /* Prompt logprobs: every prompt token after the first, once, in order, equal to the
+     * runner's log-softmax of the previous position's logits; the prefix cache is bypassed;
+     * the same in a tight cache with preemptions and alongside other requests. */
+    {
+        static int32_t prompt[PLP_N];
+        for (int i = 0; i < PLP_N; i++) prompt[i] = (int32_t)(rnd() % (uint32_t)m->cfg.n_vocab);
+        static float all[PLP_N * 49152];
+        float want[PLP_N] = {0};
+        struct slm_runner *rr = slm_runner_create(m, N_CTX, PLP_N, err);
+        CHECK(rr && m->cfg.n_vocab <= 49152, "runner: %s", err);
+        if (rr && slm_runner_eval(rr, prompt, PLP_N, 1, all) == 0)
+            for (int i = 1; i < PLP_N; i++)
+                slm_logprobs_top(all + (size_t)(i - 1) * (size_t)m->cfg.n_vocab, m->cfg.n_vocab, prompt[i], 0,
+                                 &want[i], NULL);
+        slm_runner_destroy(&rr);
+        struct slm_request q[4];
+        for (int i = 0; i < 4; i++) {
+            q[i] = (struct slm_request){.prompt = sp[i].prompt, .n_prompt = sp[i].n_prompt, .sampling = sp[i].s,
+                                        .max_tokens = 3};
+        }
+        q[0] = (struct slm_request){.prompt = prompt, .n_prompt = PLP_N, .max_tokens = 2, .prompt_logprobs = 1};
+        slm_sampling_defaults(&q[0].sampling);
+        q[0].sampling.temperature = 0;
+        q[2] = q[0];   /* twice: the second may not take the first's blocks from the cache */
+        struct plp_run c;
+        const char *cases[] = {"alone", "with others, cached prefix", "tight cache"};
+        for (int cs = 0; cs < 3; cs++) {
+            e = cs == 2 ? make_engine(m, tok, 14, 48) : make_engine(m, tok, 256, 64);
+            if (cs == 1) {   /* the prompt's blocks in the prefix cache first, and proof they are */
+                struct slm_request plain[2] = {q[0], q[0]};
+                plain[0].prompt_logprobs = plain[1].prompt_logprobs = 0;
+                run_plp(e, plain, 1, &c);
+                run_plp(e, plain + 1, 1, &c);
+                CHECK(c.n_cached[0] >= PLP_N - 16, "prefix cache: a plain repeat took %d of %d tokens from it",
+                      c.n_cached[0], PLP_N);
+            }
+            run_plp(e, q, cs ? 4 : 1, &c);
+            for (int i = 0; i < (cs ? 4 : 1); i += 2) {
+                int mism = 0;
+                for (int k = 1; k < PLP_N; k++)
+                    if (c.lp[i][k] != want[k] && mism++ < 5)
+                        printf("%s: request %d, prompt token %d: logprob %.9g, runner %.9g\n", cases[cs], i, k,
+                               (double)c.lp[i][k], (double)want[k]);
+                CHECK(c.done[i] && !c.bad[i] && c.next[i] == PLP_N && mism == 0 && c.n_gen[i] == 2 &&
+                          c.n_cached[i] == 0,
+                      "prompt logprobs %s, request %d: done %d, out of order %d, reported up to %d of %d, %d differ "
+                      "from the runner, %d tokens, %d cached",
+                      cases[cs], i, c.done[i], c.bad[i], c.next[i], PLP_N, mism, c.n_gen[i], c.n_cached[i]);
+            }
+            for (int i = 1; i < (cs ? 4 : 1); i += 2)
+                CHECK(c.done[i] && c.next[i] == 1, "a request without prompt logprobs got some (%d)", c.next[i] - 1);
+            if (cs == 2) printf("prompt logprobs in a tight cache: %llu preemptions\n",
+                                (unsigned long long)slm_engine_n_preempted(e));
+            CHECK(slm_engine_free_blocks(e) == (cs == 2 ? 14 : 256), "prompt logprobs %s: free blocks %d", cases[cs],
+                  slm_engine_free_blocks(e));
+            slm_engine_destroy(&e);
+        }
+    }
 
     /* Bad requests. */
     e = make_engine(m, tok, 4, 64);

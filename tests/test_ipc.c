@@ -41,17 +41,12 @@
 #include "daemon/log.h"   /* after ipc/err.h: a different SLM_ERR_LEN would be a redefinition */
 #include "tests/check.h"
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd64(void)
+#define TEST_RNG_SEED 0x9e3779b97f4a7c15ull
+#include "tests/rng.h"
+
+static uint32_t rnd_below(uint32_t n)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static uint32_t rnd(uint32_t n)
-{
-    return (uint32_t)(rnd64() % n);
+    return (uint32_t)(rnd() % n);
 }
 
 static double now_s(void)
@@ -280,7 +275,7 @@ static void test_ring_wrap(void)
     int bad = 0;
     while (next_out < 1000 && bad < 10) {
         /* Fill to full or a random amount, then drain a random amount. */
-        uint32_t burst = 1 + rnd(2 * N);
+        uint32_t burst = 1 + rnd_below(2 * N);
         for (uint32_t k = 0; k < burst; k++) {
             struct slm_cqe *s = slm_ring_get(&p);
             if (!s) {
@@ -293,7 +288,7 @@ static void test_ring_wrap(void)
             slm_ring_publish(&p, s);
             next_in++;
         }
-        uint32_t drain = 1 + rnd(2 * N);
+        uint32_t drain = 1 + rnd_below(2 * N);
         for (uint32_t k = 0; k < drain; k++) {
             const struct slm_cqe *s = slm_ring_peek(&c);
             if (!s) {
@@ -881,9 +876,9 @@ static void test_arena_ranges(void)
     }
     /* Against 64-bit arithmetic on random values, many of them near the edges. */
     for (int i = 0; i < 200000; i++) {
-        uint32_t off = (uint32_t)rnd64(), len = (uint32_t)rnd64();
-        if (i & 1) off = B - rnd(64) + rnd(64);
-        if (i & 2) len = B - off + rnd(3) - 1;
+        uint32_t off = (uint32_t)rnd(), len = (uint32_t)rnd();
+        if (i & 1) off = B - rnd_below(64) + rnd_below(64);
+        if (i & 2) len = B - off + rnd_below(3) - 1;
         int ref = (uint64_t)off + len <= B;
         int rc = slm_arena_check_range(B, off, len);
         if ((rc == 0) != ref) {
@@ -905,18 +900,18 @@ static void test_hostile_sq(void)
     int taken = 0, rejected = 0, accepted = 0, corrupt_cq = 0;
     for (int round = 0; round < 200; round++) {
         uint8_t *slots = d.sq;
-        for (uint32_t i = 0; i < d.sq_entries * SLM_RING_SLOT_BYTES; i++) slots[i] = (uint8_t)rnd64();
+        for (uint32_t i = 0; i < d.sq_entries * SLM_RING_SLOT_BYTES; i++) slots[i] = (uint8_t)rnd();
         for (uint32_t i = 0; i < d.arena_bytes; i += 8) {
-            uint64_t v = rnd64();
+            uint64_t v = rnd();
             memcpy(d.arena + i, &v, 8);
         }
         /* Some slots look full for the daemon's next position (the client "submitted" garbage),
          * some offsets are small enough to be in range. */
         for (uint32_t k = 0; k < d.sq_entries; k++) {
             struct slm_sqe *s = (struct slm_sqe *)(void *)((uint8_t *)d.sq + (size_t)k * SLM_RING_SLOT_BYTES);
-            if (rnd(8)) s->seq = sq.pos + ((k - sq.pos) & (d.sq_entries - 1)) + 1;
-            if (rnd(2)) s->payload_off = rnd(d.arena_bytes + 2);
-            if (rnd(2)) s->payload_len = rnd(d.arena_bytes + 2);
+            if (rnd_below(8)) s->seq = sq.pos + ((k - sq.pos) & (d.sq_entries - 1)) + 1;
+            if (rnd_below(2)) s->payload_off = rnd_below(d.arena_bytes + 2);
+            if (rnd_below(2)) s->payload_len = rnd_below(d.arena_bytes + 2);
         }
         /* The daemon takes at most one lap per turn (it must not loop forever on a client
          * that keeps marking slots full). */
@@ -940,7 +935,7 @@ static void test_hostile_sq(void)
         }
         /* The CQ's seqs scribbled: the daemon's get tells full from corrupt, never crashes. */
         uint32_t *cs = (uint32_t *)d.cq + (size_t)(cq.pos & cq.mask) * (SLM_RING_SLOT_BYTES / 4);
-        *cs = (uint32_t)rnd64();
+        *cs = (uint32_t)rnd();
         void *slot;
         int rc = slm_ring_get_checked(&cq, &slot);
         int want = *cs == cq.pos ? 0 : *cs == cq.pos - cq.entries + 1 ? -EAGAIN : -EBADMSG;
@@ -1012,9 +1007,9 @@ static void test_arena_model(void)
     static struct { uint32_t off, len, sq; } live[MAXLIVE];
     int n_live = 0, group = 0, bad = 0, eagain = 0;
     for (int step = 0; step < 100000 && bad < 10; step++) {
-        uint32_t r = rnd(10);
+        uint32_t r = rnd_below(10);
         if (r < 6 && n_live < MAXLIVE) {
-            uint32_t len = rnd(4) ? rnd(600) : rnd(B / 3), off;
+            uint32_t len = rnd_below(4) ? rnd_below(600) : rnd_below(B / 3), off;
             int rc = slm_arena_alloc(&a, len, &off);
             if (rc == -EAGAIN) {
                 eagain++;
@@ -1037,7 +1032,7 @@ static void test_arena_model(void)
             n_live++;
             group++;
         } else if (r < 8) {
-            if (rnd(5) == 0) {   /* the SQ was full: give the group back */
+            if (rnd_below(5) == 0) {   /* the SQ was full: give the group back */
                 slm_arena_rollback(&a);
                 n_live -= group;
             } else {
@@ -1046,7 +1041,7 @@ static void test_arena_model(void)
             }
             group = 0;
         } else if ((int32_t)(pos - consumed) > 0) {
-            consumed += 1 + rnd(pos - consumed);
+            consumed += 1 + rnd_below(pos - consumed);
             int k = 0;
             for (int i = 0; i < n_live; i++)
                 if ((int32_t)(consumed - live[i].sq) <= 0) live[k++] = live[i];

@@ -2,6 +2,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@ struct req {
     int cancelled;
     int planned;            /* in this step's batch */
     int logprobs;
+    int prompt_logprobs;
+    int plp_next;           /* the next prompt token whose logprob is to be reported (from 1) */
     int ignore_eos;
     void *user;
     struct slm_sampler *sampler;
@@ -35,7 +38,12 @@ struct plan {
     struct req *r;
     int k;                  /* its index in reqs for this step */
     int n;                  /* tokens fed this step */
+    int plp_first, n_plp;   /* rows of prompt logprobs: positions plp_first .. plp_first + n_plp - 1 */
 };
+
+/* Logits rows per step for prompt logprobs (on top of one row per sequence): each is a full
+ * vocabulary row, twice (the forward pass's and the engine's). */
+#define PLP_ROWS 32
 
 struct slm_engine {
     /* Recursive: event callbacks run with it held and may call add() or cancel(). Held for
@@ -54,6 +62,7 @@ struct slm_engine {
     uint64_t n_preempted;
     int lock_init;
     int max_blocks;         /* block-table row length */
+    int max_out;            /* logits rows per step */
     /* step scratch */
     struct plan *plan;
     int32_t *tokens, *pos, *seq_row, *tables, *out_rows;
@@ -123,15 +132,16 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
         goto fail;
     }
     if (!(e->kv = slm_kvcache_create(o->n_blocks, o->block_size, err))) goto fail;
-    if (!(e->fwd = slm_forward_create(m, o->max_batch_tokens, o->max_seqs, err))) goto fail;
+    e->max_out = o->max_seqs + PLP_ROWS < o->max_batch_tokens ? o->max_seqs + PLP_ROWS : o->max_batch_tokens;
+    if (!(e->fwd = slm_forward_create(m, o->max_batch_tokens, e->max_out, err))) goto fail;
     size_t nt = (size_t)o->max_batch_tokens;
     e->plan = malloc(nt * sizeof *e->plan);
     e->tokens = malloc(nt * sizeof(int32_t));
     e->pos = malloc(nt * sizeof(int32_t));
     e->seq_row = malloc(nt * sizeof(int32_t));
     e->tables = malloc(nt * (size_t)e->max_blocks * sizeof(int32_t));
-    e->out_rows = malloc((size_t)o->max_seqs * sizeof(int32_t));
-    e->logits = malloc((size_t)o->max_seqs * (size_t)m->cfg.n_vocab * sizeof(float));
+    e->out_rows = malloc((size_t)e->max_out * sizeof(int32_t));
+    e->logits = malloc((size_t)e->max_out * (size_t)m->cfg.n_vocab * sizeof(float));
     if (!e->plan || !e->tokens || !e->pos || !e->seq_row || !e->tables || !e->out_rows || !e->logits) goto oom;
     return e;
 oom:
@@ -194,6 +204,8 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
     }
     memcpy(r->tokens, q->prompt, (size_t)q->n_prompt * sizeof(int32_t));
     r->logprobs = q->logprobs;
+    r->prompt_logprobs = q->prompt_logprobs != 0;
+    r->plp_next = 1;
     r->ignore_eos = q->ignore_eos != 0;
     r->user = q->user;
     r->n_prompt = r->n_tokens = q->n_prompt;
@@ -329,12 +341,18 @@ static int reserve(struct slm_engine *e, int k, int n)
     }
 }
 
+static int wants_plp(const struct req *r)
+{
+    return r->prompt_logprobs && r->plp_next < r->n_prompt;
+}
+
 static int admit(struct slm_engine *e, struct req *r)
 {
     int seq = slm_kv_seq_create(e->kv);
     if (seq < 0) return seq;
     r->seq = seq;
-    r->n_cached = slm_kv_seq_match_prefix(e->kv, seq, r->tokens, r->n_tokens);
+    /* Prompt logprobs need every prompt position computed: no prefix cache for those. */
+    r->n_cached = wants_plp(r) ? 0 : slm_kv_seq_match_prefix(e->kv, seq, r->tokens, r->n_tokens);
     if (r->n_cached < 0) return r->n_cached;
     r->n_computed = r->n_cached;
     return 0;
@@ -343,7 +361,7 @@ static int admit(struct slm_engine *e, struct req *r)
 /* Chooses this step's work: decodes first, then prefill chunks, in rank order. */
 static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
 {
-    int np = 0, nt = 0, budget = e->o.max_batch_tokens;
+    int np = 0, nt = 0, budget = e->o.max_batch_tokens, plp_left = PLP_ROWS;
     /* Only the max_seqs best-ranked requests take part: a newly ranked request displaces
      * the worst running one at once (which keeps its blocks while they are not needed). */
     int n_cand = e->n_reqs < e->o.max_seqs ? e->n_reqs : e->o.max_seqs;
@@ -358,6 +376,16 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
             }
             int n = r->n_tokens - r->n_computed;
             if (n > budget - nt) n = budget - nt;
+            /* Rows of prompt logprobs: positions whose next token is a prompt token not yet
+             * reported, at most plp_left of them this step. */
+            int plp_first = 0, n_plp = 0;
+            if (wants_plp(r)) {
+                plp_first = r->n_computed > r->plp_next - 1 ? r->n_computed : r->plp_next - 1;
+                if (n > plp_first - r->n_computed + plp_left) n = plp_first - r->n_computed + plp_left;
+                if (n <= 0) continue;
+                int end = r->n_computed + n < r->n_prompt - 1 ? r->n_computed + n : r->n_prompt - 1;
+                n_plp = end > plp_first ? end - plp_first : 0;
+            }
             int rc = reserve(e, k, n);
             if (rc == -ENOSPC) {
                 preempt(e, r);   /* hold no blocks while waiting for room */
@@ -365,8 +393,9 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
             }
             if (rc) return rc;
             r->planned = 1;
-            e->plan[np++] = (struct plan){r, k, n};
+            e->plan[np++] = (struct plan){r, k, n, plp_first, n_plp};
             nt += n;
+            plp_left -= n_plp;
         }
     }
     *n_plan = np;
@@ -419,6 +448,23 @@ static size_t emit_text(const struct slm_engine *e, struct req *r, int32_t id, i
     return n;
 }
 
+/* Reports the prompt logprobs of plan entry pl from its logits rows (n_plp of them). */
+static void report_plp(struct slm_engine *e, const struct plan *pl, const float *rows, slm_engine_event_fn fn,
+                       void *ctx)
+{
+    struct req *r = pl->r;
+    struct slm_logprob lp[PLP_ROWS];
+    int n_vocab = e->m->cfg.n_vocab;
+    for (int i = 0; i < pl->n_plp; i++) {
+        lp[i].id = r->tokens[pl->plp_first + i + 1];
+        if (slm_logprobs_top(rows + (size_t)i * (size_t)n_vocab, n_vocab, lp[i].id, 0, &lp[i].logprob, NULL) < 0)
+            lp[i].logprob = NAN;   /* logits with NaN: said, not hidden */
+    }
+    r->plp_next = pl->plp_first + pl->n_plp + 1;
+    struct slm_event ev = {.token = -1, .n_prompt_lp = pl->n_plp, .prompt_lp = lp, .prompt_lp_first = pl->plp_first + 1};
+    report(e, pl->k, &ev, fn, ctx);
+}
+
 /* Drops the finished (NULL) entries of reqs. */
 static void compact(struct slm_engine *e)
 {
@@ -457,11 +503,13 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         int nb = slm_kv_seq_table(e->kv, r->seq, &table);
         int32_t *row = e->tables + (size_t)p * (size_t)e->max_blocks;
         memcpy(row, table, (size_t)nb * sizeof(int32_t));
+        int t0 = t - r->n_computed;   /* batch row of position 0 */
         for (int i = 0; i < e->plan[p].n; i++, t++) {
             e->tokens[t] = r->tokens[r->n_computed + i];
             e->pos[t] = r->n_computed + i;
             e->seq_row[t] = p;
         }
+        for (int i = 0; i < e->plan[p].n_plp; i++) e->out_rows[n_out++] = t0 + e->plan[p].plp_first + i;
         if (r->n_computed + e->plan[p].n == r->n_tokens) e->out_rows[n_out++] = t - 1;
     }
     struct slm_batch b = {.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
@@ -476,11 +524,19 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         struct req *r = e->plan[p].r;
         int has_row = r->n_computed + e->plan[p].n == r->n_tokens;
         if (r->cancelled) {   /* during the pass, or by an earlier event's callback */
-            o += has_row;
+            o += has_row + e->plan[p].n_plp;
             continue;
         }
         rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, e->plan[p].n);
         if (rc) return rc;
+        if (e->plan[p].n_plp) {
+            report_plp(e, &e->plan[p], e->logits + (size_t)o * (size_t)e->m->cfg.n_vocab, fn, ctx);
+            o += e->plan[p].n_plp;
+            if (r->cancelled) {   /* by that event's callback */
+                o += has_row;
+                continue;
+            }
+        }
         r->n_computed += e->plan[p].n;
         if (r->n_computed < r->n_tokens) continue;
         const float *row = e->logits + (size_t)o++ * (size_t)e->m->cfg.n_vocab;

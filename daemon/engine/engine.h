@@ -53,6 +53,8 @@ struct slm_request {
     int n_stop;
     int logprobs;            /* 0: none; 1..20: the sampled token's logprob and this many top ones */
     int ignore_eos;          /* 1: the model's end-of-generation tokens do not stop it (benchmarks) */
+    int prompt_logprobs;     /* 1: report the logprob of every prompt token after the first
+                                (perplexity); the prefix cache is not used for this request */
     void *user;              /* the caller's; handed back in every event of this request */
 };
 
@@ -71,6 +73,12 @@ struct slm_event {
     float logprob;         /* of token, from the raw logits, when the request asked for logprobs */
     int n_top;
     const struct slm_logprob *top; /* (n_top) best tokens by logprob */
+    /* Prompt logprobs (token -1, finish NONE): prompt tokens prompt_lp_first ..
+     * prompt_lp_first + n_prompt_lp - 1 with their logprobs given the tokens before them. Every
+     * prompt token from the second is reported exactly once, in order, before the first
+     * generated token's event. */
+    int n_prompt_lp, prompt_lp_first;
+    const struct slm_logprob *prompt_lp;
 };
 
 typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_event *ev);
