@@ -309,7 +309,7 @@ static int pump_one(struct slm_client *c)
         if (!more) c->data_done = 1;
         break;
     case SLM_CQE_PROMPT_LP:
-        if (!(q = qev_new(h, SLM_EVENT_PROMPT_LOGPROBS))) return -ENOMEM;
+        if (!(q = qev_new(c, h, SLM_EVENT_PROMPT_LOGPROBS))) return -ENOMEM;
         q->ev.prompt_pos = (int)e.n_prompt;
         rc = qev_append_top(q, e.data, len);
         queue_push(c, q);
