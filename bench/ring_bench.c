@@ -170,7 +170,8 @@ static void *socket_producer(void *arg)
         for (uint32_t i = 0; i < q.max_tokens; i++) {
             if (echo_bench.pace_ns) {
                 while (echo_now_ns() < due) echo_cpu_relax();
-                due += echo_bench.pace_ns;
+                int64_t t = echo_now_ns();
+                due = due + echo_bench.pace_ns > t ? due + echo_bench.pace_ns : t + echo_bench.pace_ns;   /* no catch-up */
             }
             e.token = (int32_t)i;
             int64_t t = echo_now_ns();

@@ -113,8 +113,12 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
             ev.n_generated = ++q->sent;
             ev.finish = q->sent == q->max_tokens ? SLM_FINISH_LENGTH : SLM_FINISH_NONE;
             if (echo_bench.pace_ns) {
-                if (ev.token < echo_bench.n_stamp) echo_bench.stamp[ev.token] = echo_now_ns();
-                q->next_due += echo_bench.pace_ns;
+                int64_t t = echo_now_ns();
+                if (ev.token < echo_bench.n_stamp) echo_bench.stamp[ev.token] = t;
+                /* Late (this thread was descheduled): no catch-up burst, which would only
+                 * measure the queue it builds. */
+                q->next_due = q->next_due + echo_bench.pace_ns > t ? q->next_due + echo_bench.pace_ns
+                                                                 : t + echo_bench.pace_ns;
             }
             e->produced++;
             fn(ctx, &ev);
