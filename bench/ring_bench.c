@@ -270,7 +270,8 @@ static int real_daemon(const char *path, int n_req, int max_tokens)
 static void print_row(const char *what, const char *unit, double ring, double sock, int lower_better)
 {
     double ratio = lower_better ? sock / ring : ring / sock;
-    printf("%-38s %12.3f %12.3f %8.1fx   %s\n", what, ring, sock, ratio, unit);
+    if (ring < 1e-3 || sock < 1e-3) printf("%-44s %12.3f %12.3f %9s   %s\n", what, ring, sock, "-", unit);
+    else printf("%-44s %12.3f %12.3f %8.1fx   %s\n", what, ring, sock, ratio, unit);
 }
 
 int main(int argc, char **argv)
@@ -369,9 +370,9 @@ int main(int argc, char **argv)
 
         printf("one client, echo producer (no model); %ld CPUs online; daemon spin-us %d\n",
                sysconf(_SC_NPROCESSORS_ONLN), spin_us);
-        printf("%-38s %12s %12s %9s\n", "", "ring", "socket", "ring gain");
+        printf("%-44s %12s %12s %9s\n", "", "ring", "socket", "ring gain");
         print_row("tokens/s (millions)", "", ring.tokens_per_s * 1e-6, sock.tokens_per_s * 1e-6, 0);
-        print_row("consumer context switches per token", "", ring.csw_per_token, sock.csw_per_token, 1);
+        print_row("consumer context switches per 1000 tokens", "", ring.csw_per_token * 1e3, sock.csw_per_token * 1e3, 1);
         char what[64];
         snprintf(what, sizeof what, "latency per token p50 (paced %lld ns)", (long long)pace_ns);
         print_row(what, "us", ring.latency.p50_us, sock.latency.p50_us, 1);
