@@ -15,7 +15,8 @@
  *
  * Figures:
  *   tokens/s       one request of --tokens tokens (ring) / --socket-tokens (socket), from
- *                  submit to DONE; the consumer checks every token id arrives in order;
+ *                  submit to DONE, the median of three; the consumer checks every token id
+ *                  arrives in order;
  *   latency        a stream paced at one token per --pace-ns: the producer stamps each token
  *                  (CLOCK_MONOTONIC) as it hands it to the IPC, the consumer subtracts on receipt;
  *   round trip     submit of a one-token request until its TOKEN event; "busy": back to back,
@@ -69,6 +70,12 @@ static struct dist dist_of(int64_t *v, int n)
     d.p50_us = (double)v[n / 2] * 1e-3;
     d.p99_us = (double)v[(int)((int64_t)n * 99 / 100)] * 1e-3;
     return d;
+}
+
+static double median3(const double *v)
+{
+    double a = v[0], b = v[1], c = v[2];
+    return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
 }
 
 static long thread_csw(void)
@@ -328,6 +335,12 @@ int main(int argc, char **argv)
     ring.tokens_per_s = n_tokens / ring_stream(c, n_tokens, NULL, &csw);
     double w1 = real_s();
     ring.csw_per_token = (double)csw / n_tokens;
+    if (!stream_only) {
+        /* The median of three streams: one descheduled thread would otherwise decide it. */
+        double r[3] = {ring.tokens_per_s, n_tokens / ring_stream(c, n_tokens, NULL, NULL),
+                       n_tokens / ring_stream(c, n_tokens, NULL, NULL)};
+        ring.tokens_per_s = median3(r);
+    }
     if (stream_only) {
         printf("tokens %d\nwindow %.6f %.6f\nring tokens/s %.0f\n", n_tokens, w0, w1, ring.tokens_per_s);
         printf("tid io=%d engine=%d client=%d\n", echo_bench.io_tid, echo_bench.engine_tid, (int)gettid());
@@ -352,7 +365,10 @@ int main(int argc, char **argv)
         pthread_t producer;
         if (pthread_create(&producer, NULL, socket_producer, NULL)) fail("cannot start the socket thread");
         socket_stream(10000, NULL, NULL);
-        sock.tokens_per_s = n_sock / socket_stream((uint32_t)n_sock, NULL, &csw);
+        double r[3] = {n_sock / socket_stream((uint32_t)n_sock, NULL, &csw),
+                       n_sock / socket_stream((uint32_t)n_sock, NULL, NULL),
+                       n_sock / socket_stream((uint32_t)n_sock, NULL, NULL)};
+        sock.tokens_per_s = median3(r);
         sock.csw_per_token = (double)csw / n_sock;
         echo_bench.pace_ns = pace_ns;
         socket_stream((uint32_t)n_lat, v, NULL);

@@ -6,10 +6,13 @@
 #     "slmd-io", clients.c, the engine thread "slmd-engine" stepping bench/echo's producer)
 #     streams 1e6 tokens to a libslm client in the same process. Counted: each thread's system
 #     calls inside the stream's window (the bench prints it, CLOCK_REALTIME = strace's clock).
-#     Pass: fewer than 0.01 per token on every thread. One per token would be 1e6; the
-#     threshold leaves room for the few sleeps and timer ticks a shared 2-core machine causes
-#     (a futex wait and wake each time a side is descheduled for longer than the spin), and
-#     still fails if anything on the per-token path makes a system call even one time in 100.
+#     One call per token would be 1e6. Pass, on every thread: futex calls fewer than 0.02 per
+#     token, all others fewer than 0.001. The futex calls are the sleep and the wake each time a
+#     side ran dry, which on a shared 2-core machine happens whenever another process takes a
+#     core for longer than the spin: they follow the machine's load, not the tokens (0.002 to
+#     0.004 per token seen under load here, 0.00002 quiet), and the limit still fails a path
+#     that sleeps or wakes once in 50 tokens. Nothing else may happen once in 1000 tokens
+#     (what is left are the I/O thread's timer ticks).
 # (b) the real slmd with SmolLM2 (skipped without the model): R = 8 concurrent requests of 64
 #     tokens from one libslm client, everything traced with strace -f (which slows the
 #     engine's steps several times over). Here the client is not busy: it waits for the
@@ -21,7 +24,8 @@
 #       engine thread, its shared-futex FUTEX_WAKEs of the client (the only IPC call it
 #         makes): at most 1.5 per step + 2 (clients.c wakes a client once per step);
 #       I/O thread (slmd's main thread; it sleeps while nobody submits): at most 3 per 100 ms
-#         timer tick + 10.
+#         timer tick (epoll_wait, the timerfd's read) + 25 for taking the 8 submissions (the
+#         doorbell's wake-up and reads, the allocator's brk while tokenizing).
 #     The engine thread's other calls (the thread pool's private futexes, sched_yield, malloc's
 #     mmap) and the pool threads' are computation, not IPC: reported, not judged.
 # Skips (77) when strace is missing or cannot trace here.
@@ -54,7 +58,7 @@ count() {
 
 # report NAME CALLS TOKENS: not judged.
 report() {
-    printf "  %-36s %8d calls  %.6f per token  (not IPC: not judged)\n" "$1" "$2" \
+    printf "  %-42s %8d calls  %.6f per token  (not IPC: not judged)\n" "$1" "$2" \
         "$(awk -v c="$2" -v t="$3" 'BEGIN { printf "%.6f", c / t }')"
 }
 
@@ -62,9 +66,9 @@ report() {
 judge_limit() {
     local per; per=$(awk -v c="$2" -v t="$3" 'BEGIN { printf "%.6f", c / t }')
     if [ "$2" -le "$4" ]; then
-        printf "  %-36s %8d calls  %.6f per token  (at most %d: %s)\n" "$1" "$2" "$per" "$4" "$5"
+        printf "  %-42s %8d calls  %.6f per token  (at most %d: %s)\n" "$1" "$2" "$per" "$4" "$5"
     else
-        printf "  %-36s: expected at most %d calls (%s), got %d (%s per token)\n" "$1" "$4" "$5" "$2" "$per"
+        printf "  %-42s: expected at most %d calls (%s), got %d (%s per token)\n" "$1" "$4" "$5" "$2" "$per"
         fails=$((fails + 1))
     fi
 }
@@ -73,9 +77,9 @@ judge_limit() {
 judge() {
     local per; per=$(awk -v c="$2" -v t="$3" 'BEGIN { printf "%.6f", c / t }')
     if awk -v p="$per" -v l="$4" 'BEGIN { exit !(p < l) }'; then
-        printf "  %-36s %8d calls  %.6f per token  (limit %s)\n" "$1" "$2" "$per" "$4"
+        printf "  %-42s %8d calls  %.6f per token  (limit %s)\n" "$1" "$2" "$per" "$4"
     else
-        printf "  %-36s: expected < %s calls per token, got %s (%d calls over %d tokens)\n" "$1" "$4" "$per" "$2" "$3"
+        printf "  %-42s: expected < %s calls per token, got %s (%d calls over %d tokens)\n" "$1" "$4" "$per" "$2" "$3"
         fails=$((fails + 1))
     fi
 }
@@ -99,7 +103,10 @@ for role in io engine client; do
     name=$role; [ $role = io ] && name="daemon I/O thread (slmd-io)"
     [ $role = engine ] && name="daemon engine thread (slmd-engine)"
     [ $role = client ] && name="client (libslm)"
-    judge "$name" "$(count "$tmp/echo.$tid" "$w0" "$w1")" $tokens 0.01
+    all=$(count "$tmp/echo.$tid" "$w0" "$w1")
+    futex=$(count "$tmp/echo.$tid" "$w0" "$w1" ' futex\(')
+    judge "$name: futex" "$futex" $tokens 0.02
+    judge "$name: other" $((all - futex)) $tokens 0.001
 done
 other=0
 for f in "$tmp"/echo.*; do
@@ -108,7 +115,7 @@ for f in "$tmp"/echo.*; do
     [[ $t =~ ^[0-9]+$ ]] || continue
     other=$((other + $(count "$f" "$w0" "$w1")))
 done
-judge "other threads" $other $tokens 0.01
+judge "other threads" $other $tokens 0.001
 
 # (b) the real daemon and model
 if [ ! -r "$MODEL" ] || [ ! -x "${SLMD:-}" ]; then
@@ -147,7 +154,7 @@ else
         else pool=$((pool + k)); n_pool=$((n_pool + 1)); fi
     done <"$tmp/threads"
     judge_limit "daemon I/O thread (main thread)" $io "$n" \
-        "$(awk -v w="$secs" 'BEGIN { printf "%d", 3 * w / 0.1 + 10 }')" "3 per 100 ms timer tick"
+        "$(awk -v w="$secs" 'BEGIN { printf "%d", 3 * w / 0.1 + 25 }')" "3 per 100 ms timer tick + 25"
     judge_limit "engine thread: client wakes" $wake "$n" "$(awk -v s=$steps 'BEGIN { printf "%d", 1.5 * s + 2 }')" \
         "1.5 per step"
     report "engine thread: computation" $compute "$n"
