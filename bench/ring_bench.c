@@ -5,10 +5,9 @@
  * The ring column is slmd's own code: slm_server_run (the I/O thread's loop with its spin and
  * NEED_WAKEUP sleep, clients.c's handshake, ring polling and completion pushing) serves a
  * libslm client over the real socket and memfd. Only the engine is replaced, by the echo
- * producer below (a struct slm_server_ops): a request for N tokens yields N token events, text
- * " echo", token id = its index, as fast as the completion ring takes them, or one every
- * --pace-ns. Like the I/O thread it polls for new requests for spin-us before it sleeps, which
- * stands for an engine that is busy stepping. slmd cannot select it (no key, no flag).
+ * producer of bench/echo/ (a struct slm_server_ops; echo_server.h says what it does): N tokens
+ * for a request of N, as fast as the completion ring takes them or one every --pace-ns.
+ * slmd cannot select it (no key, no flag).
  * The socket column: two threads of this program over one SOCK_SEQPACKET socketpair; the
  * request is one 128-byte SQE packet, each token one 128-byte CQE packet (one write, one read),
  * then a DONE packet; both sides block in recv as a socket program does.
@@ -19,10 +18,11 @@
  *                  arrives in order;
  *   latency        a stream paced at one token per --pace-ns: the producer stamps each token
  *                  (CLOCK_MONOTONIC) as it hands it to the IPC, the consumer subtracts on receipt;
+ *                  a late producer skips ahead rather than bursting (no queue is measured);
  *   round trip     submit of a one-token request until its TOKEN event; "busy": back to back,
  *                  so the daemon's threads are within their spin window; "asleep": --gap-us
  *                  between requests, so the daemon sleeps (NEED_WAKEUP, doorbell, futex).
- * Context switches per token (getrusage RUSAGE_THREAD of each thread) show sleeps; system calls
+ * Context switches of the consumer thread (getrusage RUSAGE_THREAD) show its sleeps; system calls
  * are counted from outside by tests/test_syscalls.sh (strace).
  *
  * usage: ring_bench [--tokens N] [--socket-tokens N] [--latency-tokens N] [--pace-ns NS]
