@@ -44,6 +44,8 @@
 #define SLICE_MS 50
 /* The handshake's receive timeout: a peer that accepts and never answers. */
 #define HANDSHAKE_TIMEOUT_S 10
+/* Events handed out are kept, buffers and all, for the next ones: no allocation per token. */
+#define SPARE_EVENTS 64
 
 struct qev {
     struct slm_event ev;       /* text, top, message point into the buffers below */
@@ -63,7 +65,9 @@ struct slm_client {
     int64_t next_handle;
     struct qev *head, *tail;   /* complete events, in the daemon's order */
     struct qev *building;      /* a TOKEN waiting for its continuation CQEs */
-    struct qev *current;       /* the event last handed out; freed on the next call */
+    struct qev *current;       /* the event last handed out; recycled on the next call */
+    struct qev *spare;         /* recycled events (SPARE_EVENTS at most), their buffers kept */
+    int n_spare;
     int hung_up;
     /* The synchronous call in progress: its handle's DATA chunks collect here. */
     int64_t data_handle;
@@ -102,14 +106,41 @@ static void qev_free(struct qev *q)
     free(q);
 }
 
-static struct qev *qev_new(int64_t handle, enum slm_event_type type)
+/* A fresh event: a recycled one (its buffers kept, emptied) or a new one. */
+static struct qev *qev_new(struct slm_client *c, int64_t handle, enum slm_event_type type)
 {
-    struct qev *q = calloc(1, sizeof *q);
-    if (!q) return NULL;
+    struct qev *q = c->spare;
+    if (q) {
+        c->spare = q->next;
+        c->n_spare--;
+        struct qev keep = *q;
+        memset(q, 0, sizeof *q);
+        q->text = keep.text;
+        q->text_cap = keep.text_cap;
+        q->top = keep.top;
+        q->top_cap = keep.top_cap;
+    } else if (!(q = calloc(1, sizeof *q))) {
+        return NULL;
+    }
     q->ev.handle = handle;
     q->ev.type = type;
     q->ev.token = -1;
     return q;
+}
+
+/* Keeps q for qev_new, or frees it when enough are kept. */
+static void qev_recycle(struct slm_client *c, struct qev *q)
+{
+    if (!q) return;
+    if (c->n_spare >= SPARE_EVENTS) {
+        qev_free(q);
+        return;
+    }
+    free(q->message);
+    q->message = NULL;
+    q->next = c->spare;
+    c->spare = q;
+    c->n_spare++;
 }
 
 static int qev_append_text(struct qev *q, const void *bytes, size_t n)
@@ -191,7 +222,7 @@ static int queue_has(const struct slm_client *c, int64_t handle)
 /* Hands q out as the current event (valid until the next call that produces events). */
 static void set_current(struct slm_client *c, struct qev *q)
 {
-    qev_free(c->current);
+    qev_recycle(c, c->current);
     c->current = q;
 }
 
@@ -238,7 +269,7 @@ static int pump_one(struct slm_client *c)
     switch (e.kind) {
     case SLM_CQE_TOKEN:
         flush_building(c);
-        if (!(q = qev_new(h, SLM_EVENT_TOKEN))) return -ENOMEM;
+        if (!(q = qev_new(c, h, SLM_EVENT_TOKEN))) return -ENOMEM;
         q->ev.token = e.token;
         q->ev.logprob = e.logprob;
         rc = qev_append_text(q, e.data, len);
@@ -255,7 +286,7 @@ static int pump_one(struct slm_client *c)
     case SLM_CQE_DONE:
     case SLM_CQE_ERROR:
         if (c->building && c->building->ev.handle == h) flush_building(c);
-        if (!(q = qev_new(h, e.kind == SLM_CQE_DONE ? SLM_EVENT_DONE : SLM_EVENT_ERROR))) return -ENOMEM;
+        if (!(q = qev_new(c, h, e.kind == SLM_CQE_DONE ? SLM_EVENT_DONE : SLM_EVENT_ERROR))) return -ENOMEM;
         if (e.kind == SLM_CQE_DONE) {
             q->ev.finish = (enum slm_finish_reason)e.finish;
             q->ev.n_prompt = (int)e.n_prompt;
@@ -277,7 +308,7 @@ static int pump_one(struct slm_client *c)
         if (!more) c->data_done = 1;
         break;
     case SLM_CQE_PROMPT_LP:
-        if (!(q = qev_new(h, SLM_EVENT_PROMPT_LOGPROBS))) return -ENOMEM;
+        if (!(q = qev_new(c, h, SLM_EVENT_PROMPT_LOGPROBS))) return -ENOMEM;
         q->ev.prompt_pos = (int)e.n_prompt;
         rc = qev_append_top(q, e.data, len);
         queue_push(c, q);
@@ -410,6 +441,11 @@ void slm_close(struct slm_client **cp)
     while (c->head) qev_free(queue_take(c, -1));
     qev_free(c->building);
     qev_free(c->current);
+    while (c->spare) {
+        struct qev *q = c->spare;
+        c->spare = q->next;
+        qev_free(q);
+    }
     free(c->data);
     free(c);
     *cp = NULL;

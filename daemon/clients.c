@@ -50,6 +50,7 @@ struct client {
     int refs;              /* 1 for the connection + 1 per request in the engine */
     int closed;
     int overflowed;        /* it stopped draining its ring: disconnected */
+    int wake_pending;      /* on the server's wake list until the engine's step ends */
     struct creq *reqs;
     struct slm_cqe *pending;
     int n_pending, cap_pending;
@@ -150,15 +151,18 @@ int slm_client_on_socket(struct slm_server *s, struct client *c, uint32_t events
 
 /* ---- completions */
 
-/* Pushes cqes[0..n) as one chain, or queues them behind what is already pending. Lock held. */
-static void push_locked(struct client *c, const struct slm_cqe *cqes, int n)
+/* Pushes cqes[0..n) as one chain, or queues them behind what is already pending. Lock held.
+ * Returns how many it published; the caller wakes the client (slm_wake_client) if any. */
+static int push_locked(struct client *c, const struct slm_cqe *cqes, int n)
 {
-    if (c->closed) return;
+    int published = 0;
+    if (c->closed) return 0;
     for (int i = 0; i < n; i++) {
         void *slot;
         if (!c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
             memcpy((char *)slot + 4, (const char *)&cqes[i] + 4, sizeof cqes[i] - 4);
             slm_ring_publish(&c->cq, slot);
+            published++;
             continue;
         }
         if (c->n_pending == c->cap_pending) {
@@ -173,17 +177,18 @@ static void push_locked(struct client *c, const struct slm_cqe *cqes, int n)
                     shutdown(c->fd, SHUT_RDWR);
                 }
                 c->overflowed = 1;
-                return;
+                return published;
             }
             c->pending = p;
             c->cap_pending = cap;
         }
         c->pending[c->n_pending++] = cqes[i];
     }
-    slm_wake_client(&c->shm);
+    return published;
 }
 
-static void flush_pending_locked(struct client *c)
+/* Publishes what fits of the privately queued completions. Lock held. Returns how many. */
+static int flush_pending_locked(struct client *c)
 {
     int k = 0;
     void *slot;
@@ -195,16 +200,53 @@ static void flush_pending_locked(struct client *c)
     if (k) {
         memmove(c->pending, c->pending + k, (size_t)(c->n_pending - k) * sizeof *c->pending);
         c->n_pending -= k;
-        slm_wake_client(&c->shm);
     }
+    return k;
 }
 
+/* The I/O thread's answers: published and woken at once. */
 static void push(struct client *c, const struct slm_cqe *cqes, int n)
 {
     pthread_mutex_lock(&c->lock);
-    flush_pending_locked(c);
-    push_locked(c, cqes, n);
+    int k = flush_pending_locked(c);
+    k += push_locked(c, cqes, n);
+    if (k) slm_wake_client(&c->shm);
     pthread_mutex_unlock(&c->lock);
+}
+
+/* The engine's events: c is woken once after the step that produced them
+ * (slm_client_wake_deferred), not once per event: while a woken client is still getting up,
+ * its client_waiting still reads 1 and every further event would cost another FUTEX_WAKE.
+ * Lock held; the list holds a reference. */
+static void defer_wake_locked(struct slm_server *s, struct client *c)
+{
+    if (c->wake_pending) return;
+    if (s->n_wake == s->cap_wake) {
+        int cap = s->cap_wake ? 2 * s->cap_wake : 16;
+        struct client **p = realloc(s->wake_list, (size_t)cap * sizeof *p);
+        if (!p) {
+            slm_wake_client(&c->shm);
+            return;
+        }
+        s->wake_list = p;
+        s->cap_wake = cap;
+    }
+    c->wake_pending = 1;
+    c->refs++;
+    s->wake_list[s->n_wake++] = c;
+}
+
+void slm_client_wake_deferred(struct slm_server *s)
+{
+    for (int i = 0; i < s->n_wake; i++) {
+        struct client *c = s->wake_list[i];
+        pthread_mutex_lock(&c->lock);
+        c->wake_pending = 0;
+        if (!c->closed) slm_wake_client(&c->shm);
+        pthread_mutex_unlock(&c->lock);
+        client_unref(c);
+    }
+    s->n_wake = 0;
 }
 
 /* An answer's bytes as a chain of DATA completions. */
@@ -253,7 +295,9 @@ void slm_client_on_event(void *ctx, const struct slm_event *ev)
     }
     n = 0;
     if (ev->token >= 0) {
-        __atomic_add_fetch(&s->n_tokens_generated, 1, __ATOMIC_RELAXED);
+        /* Only the engine thread writes it: no locked add per token. */
+        __atomic_store_n(&s->n_tokens_generated, __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
         q[n++] = (struct slm_cqe){.kind = SLM_CQE_TOKEN, .user_data = r->user_data, .token = ev->token,
                                   .logprob = ev->logprob};
         size_t off = 0;
@@ -285,8 +329,9 @@ void slm_client_on_event(void *ctx, const struct slm_event *ev)
     }
     for (int i = 0; i + 1 < n; i++) q[i].flags = SLM_CQE_MORE;   /* one chain per event */
     pthread_mutex_lock(&c->lock);
-    flush_pending_locked(c);
-    push_locked(c, q, n);
+    int k = flush_pending_locked(c);
+    k += push_locked(c, q, n);
+    if (k) defer_wake_locked(s, c);
     if (ev->finish) {
         if (r->prev) r->prev->next = r->next;
         else c->reqs = r->next;
@@ -489,7 +534,7 @@ static void handle(struct slm_server *s, struct client *c, const struct slm_sqe 
         for (struct creq *r = c->reqs; r; r = r->next)
             if (r->user_data == q->target) target = r->id;
         pthread_mutex_unlock(&c->lock);
-        if (target >= 0) slm_engine_cancel(s->engine, target);   /* outside the client's lock */
+        if (target >= 0) s->ops->cancel(s, target);   /* outside the client's lock */
         break;
     }
     case SLM_OP_INFO: {
@@ -507,7 +552,7 @@ static void handle(struct slm_server *s, struct client *c, const struct slm_sqe 
     case SLM_OP_STATS: {
         struct slm_wire_stats w = {0};
         struct slm_engine_counts ec;
-        slm_engine_counts(s->engine, &ec);
+        s->ops->counts(s, &ec);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         w.clients = (uint64_t)s->n_clients;
@@ -582,7 +627,7 @@ static int add_request(struct slm_server *s, struct client *c, const struct slm_
     if (c->reqs) c->reqs->prev = r;
     c->reqs = r;
     pthread_mutex_unlock(&c->lock);
-    int64_t id = slm_engine_add(s->engine, &rq, err);   /* copies the stops */
+    int64_t id = s->ops->add(s, &rq, err);   /* copies the stops */
     free(stop_buf);
     free(stop_block);
     free(stop_ids);
@@ -615,7 +660,7 @@ int slm_client_poll(struct slm_server *s, struct client *c)
     }
     if (n) slm_shm_store_sq_consumed(&c->shm, c->sq.pos);
     pthread_mutex_lock(&c->lock);
-    flush_pending_locked(c);
+    if (flush_pending_locked(c)) slm_wake_client(&c->shm);
     pthread_mutex_unlock(&c->lock);
     return n;
 }
@@ -638,7 +683,7 @@ void slm_client_cancel_all(struct slm_server *s, struct client *c)
         for (struct creq *r = c->reqs; r && n < 256; r = r->next) ids[n++] = __atomic_load_n(&r->id, __ATOMIC_ACQUIRE);
         pthread_mutex_unlock(&c->lock);
         int cancelled = 0;
-        for (int i = 0; i < n; i++) cancelled += ids[i] >= 0 && slm_engine_cancel(s->engine, ids[i]) == 0;
+        for (int i = 0; i < n; i++) cancelled += ids[i] >= 0 && s->ops->cancel(s, ids[i]) == 0;
         if (n < 256 || !cancelled) break;
     }
     slm_server_kick(s);

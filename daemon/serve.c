@@ -118,12 +118,44 @@ static void unload_engine(struct slm_server *s)
     slm_backend_destroy(&s->be);
 }
 
+/* The real engine behind struct slm_server_ops. */
+static int64_t engine_add(struct slm_server *s, const struct slm_request *r, char *err)
+{
+    return slm_engine_add(s->engine, r, err);
+}
+
+static int engine_cancel(struct slm_server *s, int64_t id)
+{
+    return slm_engine_cancel(s->engine, id);
+}
+
+static int engine_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
+{
+    return slm_engine_step(s->engine, fn, ctx);
+}
+
+static int engine_n_unfinished(struct slm_server *s)
+{
+    return slm_engine_n_unfinished(s->engine);
+}
+
+static void engine_counts(struct slm_server *s, struct slm_engine_counts *out)
+{
+    slm_engine_counts(s->engine, out);
+}
+
+const struct slm_server_ops slm_server_engine_ops = {
+    .add = engine_add, .cancel = engine_cancel, .step = engine_step,
+    .n_unfinished = engine_n_unfinished, .counts = engine_counts,
+};
+
 static void *engine_main(void *arg)
 {
     struct slm_server *s = arg;
     double last_ping = 0;
     for (;;) {
-        int rc = slm_engine_step(s->engine, slm_client_on_event, s);
+        int rc = s->ops->step(s, slm_client_on_event, s);
+        slm_client_wake_deferred(s);
         if (rc < 0) slm_log(SLM_LOG_ERR, "engine step failed: %s", strerror(-rc));
         double t = now_s();
         if (s->watchdog_usec && t - last_ping >= (double)s->watchdog_usec * 1e-6 / 2) {
@@ -136,7 +168,7 @@ static void *engine_main(void *arg)
             pthread_mutex_unlock(&s->wake_lock);
             break;
         }
-        if (slm_engine_n_unfinished(s->engine) == 0) {
+        if (s->ops->n_unfinished(s) == 0) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += TICK_MS * 1000000L;
@@ -152,8 +184,12 @@ static int start_engine_thread(struct slm_server *s, char *err)
 {
     s->engine_quit = 0;
     int rc = pthread_create(&s->engine_thread, NULL, engine_main, s);
-    if (rc) slm_err_set(err, "cannot start the engine thread: %s", strerror(rc));
-    return -rc;
+    if (rc) {
+        slm_err_set(err, "cannot start the engine thread: %s", strerror(rc));
+        return -rc;
+    }
+    pthread_setname_np(s->engine_thread, "slmd-engine");   /* for top -H, strace and the tests */
+    return 0;
 }
 
 static void stop_engine_thread(struct slm_server *s)
@@ -320,7 +356,7 @@ static void notify_status(struct slm_server *s, int now)
     snprintf(status, sizeof status, "STATUS=%s%s%.80s: %d clients, %d requests, %.1f tokens/s",
              s->draining ? "draining; " : "", s->reload_pending ? "reloading; " : "",
              strrchr(s->model_path, '/') ? strrchr(s->model_path, '/') + 1 : s->model_path, s->n_clients,
-             slm_engine_n_unfinished(s->engine), s->tokens_per_s);
+             s->ops->n_unfinished(s), s->tokens_per_s);
     if (!strcmp(status, s->status)) return;
     memcpy(s->status, status, sizeof status);
     s->status_t = t;
@@ -395,12 +431,12 @@ static int io_loop(struct slm_server *s)
                 }
             }
         }
-        if (s->reload_pending && !s->draining && slm_engine_n_unfinished(s->engine) == 0) rebuild_engine(s);
+        if (s->reload_pending && !s->draining && s->ops->n_unfinished(s) == 0) rebuild_engine(s);
         if (s->draining) {
-            if (slm_engine_n_unfinished(s->engine) == 0) return 0;
+            if (s->ops->n_unfinished(s) == 0) return 0;
             if (now_s() >= drain_deadline) {
                 slm_log(SLM_LOG_NOTICE, "shutdown-timeout passed: cancelling %d running requests",
-                        slm_engine_n_unfinished(s->engine));
+                        s->ops->n_unfinished(s));
                 for (int k = 0; k < s->n_clients; k++) slm_client_cancel_all(s, s->clients[k]);
                 drain_deadline = now_s() + 3600;
             }
@@ -422,7 +458,7 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
         if (s->reload_pending) slm_log(SLM_LOG_NOTICE, "stopping: the pending reload is dropped");
         s->reload_pending = 0;
         sd_notify(0, "STOPPING=1");
-        slm_log(SLM_LOG_NOTICE, "stopping: %d requests to finish within %d s", slm_engine_n_unfinished(s->engine),
+        slm_log(SLM_LOG_NOTICE, "stopping: %d requests to finish within %d s", s->ops->n_unfinished(s),
                 s->cfg.shutdown_timeout);
         s->draining = 1;
         *drain_deadline = now_s() + s->cfg.shutdown_timeout;
@@ -467,7 +503,7 @@ static int reload(struct slm_server *s)
     if (engine_changed) {
         s->reload_pending = 1;   /* the loop calls rebuild_engine once the engine is empty */
         slm_log(SLM_LOG_NOTICE, "reload: the engine is rebuilt once %d running requests finish",
-                slm_engine_n_unfinished(s->engine));
+                s->ops->n_unfinished(s));
         notify_status(s, 1);
         return 0;
     }
@@ -511,15 +547,65 @@ static void rebuild_engine(struct slm_server *s)
     notify_status(s, 1);
 }
 
+int slm_server_run(struct slm_server *s, char *err)
+{
+    int rc = -EINVAL;
+    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = -1;
+    pthread_mutex_init(&s->wake_lock, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    if ((rc = open_socket(s, err))) goto out;
+    s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    s->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L}, .it_value = {0, TICK_MS * 1000000L}};
+    if (s->epoll_fd < 0 || s->signal_fd < 0 || s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &its, NULL) ||
+        add_fd(s, s->listen_fd, TAG_LISTEN) || add_fd(s, s->signal_fd, TAG_SIGNAL) ||
+        add_fd(s, s->timer_fd, TAG_TIMER)) {
+        rc = -errno;
+        slm_err_set(err, "cannot set up the event loop: %s", strerror(errno));
+        goto out;
+    }
+    if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0) s->watchdog_usec = 0;
+    if ((rc = start_engine_thread(s, err))) goto out;
+    sd_notify(0, "READY=1");
+    notify_status(s, 1);
+    slm_log(SLM_LOG_NOTICE, "ready");
+    rc = io_loop(s);
+    if (rc) slm_err_set(err, "the I/O loop failed: %s", strerror(-rc));
+    for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);
+    stop_engine_thread(s);
+out:
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        if (!s->socket_activated && s->socket_path[0]) unlink(s->socket_path);
+    }
+    if (s->epoll_fd >= 0) close(s->epoll_fd);
+    if (s->signal_fd >= 0) close(s->signal_fd);
+    if (s->timer_fd >= 0) close(s->timer_fd);
+    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = -1;
+    free(s->clients);
+    s->clients = NULL;
+    free(s->wake_list);
+    s->wake_list = NULL;
+    s->cap_wake = 0;
+    s->n_clients = s->cap_clients = 0;
+    return rc;
+}
+
 int slm_cmd_serve(int argc, char **argv)
 {
     static struct slm_server srv;
     struct slm_server *s = &srv;
     char err[SLM_ERR_LEN] = "";
     int status = 1;
-    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = -1;
     s->argc = argc;
     s->argv = argv;
+    s->ops = &slm_server_engine_ops;
     int rc = slm_config_from_args(&s->cfg, argc, argv, err);
     if (rc > 0) return 0;
     if (rc < 0) {
@@ -528,8 +614,6 @@ int slm_cmd_serve(int argc, char **argv)
     }
     slm_log_set_level(s->cfg.log_level);
     s->started_s = now_s();
-    pthread_mutex_init(&s->wake_lock, NULL);
-    pthread_cond_init(&s->wake, NULL);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
@@ -537,38 +621,9 @@ int slm_cmd_serve(int argc, char **argv)
     sigaddset(&mask, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);   /* before any thread starts: they inherit it */
     signal(SIGPIPE, SIG_IGN);
-    if (load_engine(s, err)) goto out;
-    if (open_socket(s, err)) goto out;
-    s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    s->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L}, .it_value = {0, TICK_MS * 1000000L}};
-    if (s->epoll_fd < 0 || s->signal_fd < 0 || s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &its, NULL) ||
-        add_fd(s, s->listen_fd, TAG_LISTEN) || add_fd(s, s->signal_fd, TAG_SIGNAL) ||
-        add_fd(s, s->timer_fd, TAG_TIMER)) {
-        slm_err_set(err, "cannot set up the event loop: %s", strerror(errno));
-        goto out;
-    }
-    if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0) s->watchdog_usec = 0;
-    if (start_engine_thread(s, err)) goto out;
-    sd_notify(0, "READY=1");
-    notify_status(s, 1);
-    slm_log(SLM_LOG_NOTICE, "ready");
-    rc = io_loop(s);
-    for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);
-    stop_engine_thread(s);
-    status = rc ? 1 : 0;
-out:
+    if (load_engine(s, err) == 0 && slm_server_run(s, err) == 0) status = 0;
     if (status && err[0]) fprintf(stderr, "slmd: %s\n", err);
-    if (s->listen_fd >= 0) {
-        close(s->listen_fd);
-        if (!s->socket_activated && s->socket_path[0]) unlink(s->socket_path);
-    }
-    if (s->epoll_fd >= 0) close(s->epoll_fd);
-    if (s->signal_fd >= 0) close(s->signal_fd);
-    if (s->timer_fd >= 0) close(s->timer_fd);
     unload_engine(s);
-    free(s->clients);
     slm_log(SLM_LOG_NOTICE, "stopped");
     return status;
 }

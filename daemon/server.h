@@ -20,6 +20,21 @@
 #include "ipc/protocol.h"
 
 struct client;
+struct slm_server;
+
+/* What the server asks of the engine that produces its tokens. slmd serve always uses
+ * slm_server_engine_ops (the real engine, s->engine). The only other table is the echo producer
+ * of bench/ring_bench.c, which measures the IPC without a model; no configuration key or flag
+ * can select it. Same contracts as slm_engine_add, _cancel, _step, _n_unfinished, _counts. */
+struct slm_server_ops {
+    int64_t (*add)(struct slm_server *s, const struct slm_request *r, char *err);
+    int (*cancel)(struct slm_server *s, int64_t id);
+    int (*step)(struct slm_server *s, slm_engine_event_fn fn, void *ctx);
+    int (*n_unfinished)(struct slm_server *s);
+    void (*counts)(struct slm_server *s, struct slm_engine_counts *out);
+};
+
+extern const struct slm_server_ops slm_server_engine_ops;
 
 struct slm_server {
     struct slm_config cfg;
@@ -32,6 +47,8 @@ struct slm_server {
     int chat_fmt;                  /* slm_chat_detect of the model's template; < 0: none */
     struct slm_engine *engine;
     struct slm_engine_opts eo;
+    const struct slm_server_ops *ops;   /* &slm_server_engine_ops in slmd */
+    void *ops_ctx;                 /* the state of another ops table; NULL in slmd */
     int listen_fd, epoll_fd, signal_fd, timer_fd;
     int socket_activated;          /* the socket came from systemd (do not unlink it) */
     char socket_path[128];
@@ -40,6 +57,8 @@ struct slm_server {
     pthread_mutex_t wake_lock;
     pthread_cond_t wake;           /* signalled when a request was added or the daemon stops */
     int engine_quit;
+    struct client **wake_list;     /* engine thread: clients to wake after the step (clients.c) */
+    int n_wake, cap_wake;
     uint64_t watchdog_usec;        /* 0: no watchdog */
     /* clients (I/O thread only, except the counters) */
     struct client **clients;
@@ -58,6 +77,14 @@ struct slm_server {
 
 /* Wakes the engine thread (after slm_engine_add). */
 void slm_server_kick(struct slm_server *s);
+
+/* Runs a server whose cfg and ops (with what they drive) are set: listens on the configured
+ * socket, runs the engine thread (named "slmd-engine") and the I/O loop on the calling thread
+ * until SIGTERM or SIGINT and the drain that follows, then closes every client and stops the
+ * engine thread. SIGHUP rebuilds the engine from the command line (slmd serve's). The caller
+ * blocks SIGTERM, SIGINT and SIGHUP before starting any thread: the loop reads them from a
+ * signalfd. Returns 0 after a drain, or -errno with err. */
+int slm_server_run(struct slm_server *s, char *err);
 
 /* ---- clients.c */
 
@@ -82,8 +109,13 @@ void slm_client_cancel_all(struct slm_server *s, struct client *c);
 /* Cancels c's requests, closes its socket; c is freed once its last request has finished. */
 void slm_client_close(struct slm_server *s, struct client *c);
 
-/* The engine's event callback (ctx: the server). */
+/* The engine's event callback (ctx: the server). It publishes the event's completions; the
+ * client is woken by slm_client_wake_deferred once the step is over. */
 void slm_client_on_event(void *ctx, const struct slm_event *ev);
+
+/* Engine thread, after each step: wakes (FUTEX_WAKE, only if it sleeps) every client that got
+ * completions in the step, once. */
+void slm_client_wake_deferred(struct slm_server *s);
 
 int slm_client_fd(const struct client *c);
 
