@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tests/test_slm_bench.sh - slm-bench against a real slmd: a short closed-loop run and a short
-# open-loop sweep whose --json must account for every request and token, then bad input (a
-# missing or malformed prompt file, bad flag values) giving one clear line and a non-zero exit.
+# tests/test_slm_bench.sh - slm-bench: bad input (a missing or malformed prompt file, bad flag
+# values, no daemon) giving one clear line and a non-zero exit; then, against a real slmd, a
+# short closed-loop run and a short open-loop sweep whose --json must account for every
+# request and token; and the plot of two documents.
 set -u
 slmd=${SLMD:?SLMD must name the slmd binary}
 bench=${SLM_BENCH:-$(dirname "$slmd")/slm-bench}
@@ -15,18 +16,8 @@ cleanup() { [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon"; rm
 trap cleanup EXIT
 fail=0
 
-# expect_error NAME PATTERN ARGS...: exit status 1 or 2, one stderr line matching PATTERN.
-expect_error() {
-  local name=$1 pat=$2; shift 2
-  "$bench" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(wc -l <"$tmp/err")
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ] || [ "$lines" -ne 1 ] || ! grep -q -E -- "$pat" "$tmp/err"; then
-    echo "FAIL $name: expected exit 1-2 and one line matching '$pat'; got exit $rc, $lines lines:"; cat "$tmp/err"
-    fail=1
-  else
-    echo "ok   $name: $(cat "$tmp/err")"
-  fi
-}
+EXPECT_PROG=$bench
+. "$(dirname "$0")/expect_error.sh"
 
 # check_json FILE REQUESTS OUTPUT_TOKENS POINTS: every request of every load point completed,
 # none failed, OUTPUT_TOKENS in all (requests x the fixed length), the figures consistent.
