@@ -582,7 +582,7 @@ int main(int argc, char **argv)
     snprintf(series.name, sizeof series.name, "%s", o.label);
     series.is_rate = o.rate > 0;
     static struct slm_bench_summary sums[MAX_SWEEP];
-    int failed_total = 0, exit_code = 0;
+    int failed_total = 0, requests_total = 0, exit_code = 0;
     char first_error[SLM_ERR_LEN] = "";
     for (int k = 0; k < o.n_sweep && !exit_code; k++) {
         int conc = o.rate > 0 ? o.concurrency : (int)o.sweep[k];
@@ -606,6 +606,7 @@ int main(int argc, char **argv)
             exit_code = 1;
         } else {
             failed_total += sums[k].failed;
+            requests_total += sums[k].requests;
             if (!first_error[0] && r.first_error[0]) snprintf(first_error, sizeof first_error, "%s", r.first_error);
             json_t *j = slm_bench_summary_json(&sums[k]);
             json_object_set_new(j, "concurrency", json_integer(conc));
@@ -629,7 +630,8 @@ int main(int argc, char **argv)
         if (o.slo_text) printf(", goodput within %s", o.slo_text);
         printf("\n");
         if (failed_total) {
-            fprintf(stderr, "slm-bench: %d requests failed; the first: %s\n", failed_total, first_error);
+            fprintf(stderr, "slm-bench: %d of %d requests failed; the first: %s\n", failed_total, requests_total,
+                    first_error);
             exit_code = 1;
         }
     }
