@@ -23,14 +23,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench/lib/load.h"
 #include "bench/lib/report.h"
 #include "bench/lib/stats.h"
 #include "bench/lib/target.h"
@@ -60,193 +59,6 @@ struct opts {
     int n_sweep;
     const char *json, *svg, *label;
 };
-
-/* ---- one load point */
-
-struct run {
-    const struct opts *o;
-    uint64_t salt;             /* 0 measured, 1 warm-up */
-    int concurrency;
-    double rate;
-    long n_requests;           /* -1: until t0 + duration */
-    double duration;
-    double *arrivals;          /* open loop: (n_arrivals) seconds after t0 */
-    long n_arrivals;
-    double t0;
-    long next;                 /* atomic: the next request's index */
-    long live_tokens, done, failed;   /* atomic, for the progress line */
-    pthread_mutex_t mu;        /* guards recs, first_error, n_ready and go */
-    pthread_cond_t cond;       /* n_ready grew, or go was set */
-    int n_ready, go;
-    struct slm_bench_request *recs;
-    size_t n_recs, cap_recs;
-    char first_error[SLM_ERR_LEN];
-    int stop_progress;
-};
-
-static void note_error(struct run *r, const char *err)
-{
-    pthread_mutex_lock(&r->mu);
-    if (!r->first_error[0]) snprintf(r->first_error, sizeof r->first_error, "%s", err);
-    pthread_mutex_unlock(&r->mu);
-}
-
-static int keep(struct run *r, const struct slm_bench_request *q)
-{
-    pthread_mutex_lock(&r->mu);
-    int rc = 0;
-    if (r->n_recs == r->cap_recs) {
-        size_t cap = r->cap_recs ? 2 * r->cap_recs : 256;
-        void *p = realloc(r->recs, cap * sizeof *r->recs);
-        if (p) {
-            r->recs = p;
-            r->cap_recs = cap;
-        } else {
-            rc = -ENOMEM;
-        }
-    }
-    if (!rc) r->recs[r->n_recs++] = *q;
-    pthread_mutex_unlock(&r->mu);
-    return rc;
-}
-
-static void sleep_until(double t)
-{
-    double left = t - slm_bench_now();
-    if (left <= 0) return;
-    struct timespec ts = {.tv_sec = (time_t)left, .tv_nsec = (long)((left - floor(left)) * 1e9)};
-    while (nanosleep(&ts, &ts) && errno == EINTR) {}
-}
-
-static void *worker(void *arg)
-{
-    struct run *r = arg;
-    char err[SLM_ERR_LEN] = "";
-    struct slm_bench_conn *c = slm_bench_conn_open(&r->o->target, err);
-    if (!c) note_error(r, err);
-    pthread_mutex_lock(&r->mu);
-    r->n_ready++;
-    pthread_cond_broadcast(&r->cond);
-    while (!r->go) pthread_cond_wait(&r->cond, &r->mu);   /* then r->t0 is set */
-    pthread_mutex_unlock(&r->mu);
-    while (c) {
-        long i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
-        if (r->arrivals ? i >= r->n_arrivals : r->n_requests >= 0 && i >= r->n_requests) break;
-        if (!r->arrivals && r->n_requests < 0 && slm_bench_now() >= r->t0 + r->duration) break;
-        struct slm_bench_prompt p;
-        struct slm_bench_request q = {0};
-        if (slm_bench_workload_make(&r->o->w, r->salt, i, &p)) {
-            note_error(r, "out of memory");
-            break;
-        }
-        if (r->arrivals) {
-            q.t_start = r->t0 + r->arrivals[i];
-            sleep_until(q.t_start);
-        } else {
-            q.t_start = slm_bench_now();
-        }
-        if (slm_bench_conn_run(c, &p, &q, &r->live_tokens, err)) {
-            note_error(r, err);
-            __atomic_fetch_add(&r->failed, 1, __ATOMIC_RELAXED);
-        }
-        slm_bench_prompt_free(&p);
-        __atomic_fetch_add(&r->done, 1, __ATOMIC_RELAXED);
-        if (keep(r, &q)) {
-            free(q.token_times);
-            note_error(r, "out of memory");
-            break;
-        }
-    }
-    slm_bench_conn_close(&c);
-    return NULL;
-}
-
-static void *progress(void *arg)
-{
-    struct run *r = arg;
-    while (!__atomic_load_n(&r->stop_progress, __ATOMIC_RELAXED)) {
-        struct timespec ts = {0, 250 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        double el = slm_bench_now() - r->t0;
-        long done = __atomic_load_n(&r->done, __ATOMIC_RELAXED);
-        long total = r->arrivals ? r->n_arrivals : r->n_requests;
-        char of[32] = "";
-        if (total >= 0) snprintf(of, sizeof of, "/%ld", total);
-        fprintf(stderr, "\r\033[K%s %s %g: %ld%s done, %ld failed, %.1f output tok/s, %.1f s", r->salt ? "warm-up" : "run",
-                r->rate > 0 ? "rate" : "concurrency", r->rate > 0 ? r->rate : r->concurrency, done, of,
-                __atomic_load_n(&r->failed, __ATOMIC_RELAXED),
-                el > 0 ? (double)__atomic_load_n(&r->live_tokens, __ATOMIC_RELAXED) / el : 0.0, el);
-    }
-    fprintf(stderr, "\r\033[K");
-    return NULL;
-}
-
-/* Open-loop arrival times: n of them, or as many as fall within duration. */
-static int make_arrivals(struct run *r, uint64_t seed)
-{
-    long cap = r->n_requests >= 0 ? r->n_requests : (long)(r->duration * r->rate * 1.5) + 16;
-    r->arrivals = malloc((size_t)cap * sizeof *r->arrivals);
-    if (!r->arrivals) return -ENOMEM;
-    uint64_t s = seed ^ 0x8badf00dull;
-    double t = 0;
-    for (long i = 0;; i++) {
-        if (r->n_requests >= 0 ? i >= r->n_requests : t > r->duration) break;
-        if (i == cap) {
-            cap *= 2;
-            void *p = realloc(r->arrivals, (size_t)cap * sizeof *r->arrivals);
-            if (!p) return -ENOMEM;
-            r->arrivals = p;
-        }
-        r->arrivals[i] = t;
-        r->n_arrivals = i + 1;
-        t += r->o->poisson ? -log(1 - slm_bench_uniform(&s)) / r->rate : 1 / r->rate;
-    }
-    if (r->n_requests < 0 && r->n_arrivals && r->arrivals[r->n_arrivals - 1] > r->duration) r->n_arrivals--;
-    return 0;
-}
-
-/* Runs one load point; its requests in r->recs. 0, or -errno (nothing could run). */
-static int run_point(struct run *r)
-{
-    int n_threads = r->concurrency;
-    if (r->rate > 0 && make_arrivals(r, r->o->w.seed)) return -ENOMEM;
-    pthread_t *t = calloc((size_t)n_threads, sizeof *t);
-    if (!t) return -ENOMEM;
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cond, NULL);
-    int started = 0;
-    for (; started < n_threads; started++)
-        if (pthread_create(&t[started], NULL, worker, r)) break;
-    if (started < n_threads) note_error(r, "cannot start as many threads as the concurrency");
-    pthread_mutex_lock(&r->mu);
-    while (r->n_ready < started) pthread_cond_wait(&r->cond, &r->mu);
-    int connected = !r->first_error[0];
-    if (!connected) r->n_requests = 0, r->n_arrivals = 0, r->duration = 0;
-    r->t0 = slm_bench_now();
-    r->go = 1;
-    pthread_cond_broadcast(&r->cond);
-    pthread_mutex_unlock(&r->mu);
-    pthread_t pt;
-    int live = isatty(STDERR_FILENO) && connected && !pthread_create(&pt, NULL, progress, r);
-    for (int i = 0; i < started; i++) pthread_join(t[i], NULL);
-    if (live) {
-        __atomic_store_n(&r->stop_progress, 1, __ATOMIC_RELAXED);
-        pthread_join(pt, NULL);
-    }
-    pthread_cond_destroy(&r->cond);
-    pthread_mutex_destroy(&r->mu);
-    free(t);
-    return connected ? 0 : -ECONNREFUSED;
-}
-
-static void run_free(struct run *r)
-{
-    for (size_t i = 0; i < r->n_recs; i++) free(r->recs[i].token_times);
-    free(r->recs);
-    free(r->arrivals);
-    r->recs = NULL;
-    r->arrivals = NULL;
-}
 
 /* ---- the report */
 
@@ -587,18 +399,26 @@ int main(int argc, char **argv)
     for (int k = 0; k < o.n_sweep && !exit_code; k++) {
         int conc = o.rate > 0 ? o.concurrency : (int)o.sweep[k];
         double rate = o.rate > 0 ? o.sweep[k] : 0;
+        struct slm_bench_load base = {.target = &o.target, .workload = &o.w, .poisson = o.poisson,
+                                      .show_progress = isatty(STDERR_FILENO)};
         if (o.warmup > 0) {
-            struct run wu = {.o = &o, .salt = 1, .concurrency = conc < o.warmup ? conc : o.warmup,
-                             .n_requests = o.warmup};
-            if (run_point(&wu)) {
+            struct slm_bench_load wu = base;
+            wu.salt = 1;
+            wu.concurrency = conc < o.warmup ? conc : o.warmup;
+            wu.n_requests = o.warmup;
+            if (slm_bench_load_run(&wu)) {
                 fprintf(stderr, "slm-bench: %s\n", wu.first_error);
                 exit_code = 1;
             }
-            run_free(&wu);
+            slm_bench_load_free(&wu);
             if (exit_code) break;
         }
-        struct run r = {.o = &o, .concurrency = conc, .rate = rate, .n_requests = o.requests, .duration = o.duration};
-        if (run_point(&r)) {
+        struct slm_bench_load r = base;
+        r.concurrency = conc;
+        r.rate = rate;
+        r.n_requests = o.requests;
+        r.duration = o.duration;
+        if (slm_bench_load_run(&r)) {
             fprintf(stderr, "slm-bench: %s\n", r.first_error);
             exit_code = 1;
         } else if (slm_bench_summarize(r.recs, r.n_recs, &o.slo, &sums[k])) {
@@ -619,7 +439,7 @@ int main(int argc, char **argv)
             print_row(&o, o.sweep[k], &sums[k]);
             fflush(stdout);
         }
-        run_free(&r);
+        slm_bench_load_free(&r);
     }
     if (!exit_code) {
         const char *model = json_string_value(json_object_get(server, "model"));
