@@ -4,11 +4,13 @@
 # printed as ratios per concurrency, plotted on one SVG.
 #
 # Usage: bench/compare-serving.sh [--model FILE] [--threads T] [--sweep LIST] [--input-len N] [--output-len N]
-#                                 [--ctx N] [--requests M] [--svg FILE] [--out DIR] [--update-docs]
+#                                 [--prefix-len P --prefix-count K] [--ctx N] [--requests M] [--svg FILE]
+#                                 [--out DIR] [--update-docs]
 #   --model     GGUF file            (default ~/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   --threads   CPU threads          (default 2, for both engines)
 #   --sweep     concurrencies        (default 1,4,16,64)
 #   --input-len random prompt tokens (default 128); --output-len output tokens (default 128)
+#   --prefix-len, --prefix-count  each prompt after one of K shared prefixes of P tokens (default none)
 #   --ctx       context per slot/sequence (default 512)
 #   --requests  measured requests per concurrency (default 2 x concurrency, at least 8)
 #   --svg       plot of both engines (default docs/serving.svg)
@@ -29,12 +31,12 @@
 set -euo pipefail
 
 MODEL=$HOME/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf
-THREADS=2 SWEEP=1,4,16,64 INPUT=128 OUTPUT=128 CTX=512 REQUESTS= OUT= UPDATE_DOCS=0
+THREADS=2 SWEEP=1,4,16,64 INPUT=128 OUTPUT=128 CTX=512 REQUESTS= OUT= UPDATE_DOCS=0 PREFIX_LEN=0 PREFIX_COUNT=0
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SVG=$ROOT/docs/serving.svg
 ARGS="$*"
 
-usage() { sed -n '6,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --model)      [ $# -ge 2 ] || usage; MODEL=$2; shift 2;;
@@ -43,6 +45,8 @@ while [ $# -gt 0 ]; do
         --input-len)  [ $# -ge 2 ] || usage; INPUT=$2; shift 2;;
         --output-len) [ $# -ge 2 ] || usage; OUTPUT=$2; shift 2;;
         --ctx)        [ $# -ge 2 ] || usage; CTX=$2; shift 2;;
+        --prefix-len) [ $# -ge 2 ] || usage; PREFIX_LEN=$2; shift 2;;
+        --prefix-count) [ $# -ge 2 ] || usage; PREFIX_COUNT=$2; shift 2;;
         --requests)   [ $# -ge 2 ] || usage; REQUESTS=$2; shift 2;;
         --svg)        [ $# -ge 2 ] || usage; SVG=$2; shift 2;;
         --out)        [ $# -ge 2 ] || usage; OUT=$2; shift 2;;
@@ -54,8 +58,10 @@ done
 for v in "$THREADS" "$INPUT" "$OUTPUT" "$CTX" ${REQUESTS:+"$REQUESTS"}; do
     case "$v" in *[!0-9]*|''|0) echo "compare-serving: --threads, --input-len, --output-len, --ctx and --requests take positive integers" >&2; exit 2;; esac
 done
+case "$PREFIX_LEN$PREFIX_COUNT" in *[!0-9]*) echo "compare-serving: --prefix-len and --prefix-count take integers" >&2; exit 2;; esac
+[ $(( PREFIX_LEN > 0 )) -eq $(( PREFIX_COUNT > 0 )) ] || { echo "compare-serving: --prefix-len and --prefix-count go together" >&2; exit 2; }
 case "$SWEEP" in *[!0-9,]*|''|,*|*,|*,,*) echo "compare-serving: --sweep takes a list like 1,4,16,64" >&2; exit 2;; esac
-[ $((INPUT + OUTPUT)) -le "$CTX" ] || { echo "compare-serving: --input-len + --output-len exceed --ctx $CTX" >&2; exit 2; }
+[ $((PREFIX_LEN + INPUT + OUTPUT)) -le "$CTX" ] || { echo "compare-serving: --prefix-len + --input-len + --output-len exceed --ctx $CTX" >&2; exit 2; }
 [ -r "$MODEL" ] || { echo "compare-serving: cannot read $MODEL" >&2; exit 1; }
 
 . "$(dirname "$0")/lib.sh"
@@ -77,10 +83,13 @@ stop_server() { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; PID=; 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "model:   $MODEL"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs online; $THREADS threads; load average before: $LOAD_BEFORE"
-echo "llama.cpp: llama-cpp-python $(bench_peer_version); prompts $INPUT random tokens, output $OUTPUT tokens, ctx $CTX per slot, clients in $SWEEP"
+PREFIXES=
+[ "$PREFIX_LEN" -gt 0 ] && PREFIXES=" after one of $PREFIX_COUNT shared prefixes of $PREFIX_LEN"
+echo "llama.cpp: llama-cpp-python $(bench_peer_version); prompts $INPUT random tokens$PREFIXES, output $OUTPUT tokens, ctx $CTX per slot, clients in $SWEEP"
 for n in ${SWEEP//,/ }; do
     m=${REQUESTS:-$(( 2 * n > 8 ? 2 * n : 8 ))}
     common=(--concurrency "$n" --requests "$m" --warmup "$n" --input-len "$INPUT" --output-len "$OUTPUT" --seed 1)
+    [ "$PREFIX_LEN" -gt 0 ] && common+=(--prefix-len "$PREFIX_LEN" --prefix-count "$PREFIX_COUNT")
 
     port=$(free_port)
     echo "N=$n: llama-server -np $n, $m requests ..." >&2
@@ -126,7 +135,7 @@ for eng in ('llama-server', 'slmd'):
     json.dump(merged, open(f'{d}/{eng}.json', 'w'), indent=1)
 PY
 mkdir -p "$(dirname "$SVG")"
-"$BENCH" plot --svg "$SVG" --title "SmolLM2-135M Q4_1, $THREADS threads, $INPUT-token prompts, $OUTPUT output tokens: slmd vs llama-server" \
+"$BENCH" plot --svg "$SVG" --title "$(basename "$MODEL" .gguf), $THREADS threads, $INPUT-token prompts$PREFIXES, $OUTPUT output tokens: slmd vs llama-server" \
     "$JSON_DIR/llama-server.json" "$JSON_DIR/slmd.json"
 
 python3 - "$JSON_DIR" "$SWEEP" "$UPDATE_DOCS" "$ROOT/docs/performance.md" "$SVG" \
