@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,11 +185,15 @@ static void usage(FILE *f)
             SLM_DEFAULT_SOCKET);
 }
 
-static int bad(const char *fmt, const char *a, const char *b)
+/* One line on stderr; 2, the exit status of bad usage. */
+__attribute__((format(printf, 1, 2))) static int bad(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "slm-bench: ");
-    fprintf(stderr, fmt, a, b);
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    va_end(ap);
     return 2;
 }
 
@@ -222,36 +227,36 @@ static int parse_args(int argc, char **argv, struct opts *o)
             usage(stdout);
             exit(0);
         }
-        if (strncmp(a, "--", 2) != 0) return bad("unexpected argument '%s'%s (see --help)", a, "");
-        if (i + 1 >= argc) return bad("%s needs a value%s", a, "");
+        if (strncmp(a, "--", 2) != 0) return bad("unexpected argument '%s' (see --help)", a);
+        if (i + 1 >= argc) return bad("%s needs a value", a);
         const char *v = argv[++i];
         double d;
         if (!strcmp(a, "--target")) {
             if (!strcmp(v, "slmd")) o->target.kind = SLM_BENCH_SLMD;
             else if (!strcmp(v, "llama-server")) o->target.kind = SLM_BENCH_LLAMA_SERVER;
-            else return bad("--target: '%s' is not slmd or llama-server%s", v, "");
+            else return bad("--target: '%s' is not slmd or llama-server", v);
         } else if (!strcmp(a, "--socket")) {
             o->target.socket = v;
         } else if (!strcmp(a, "--url")) {
             url = v;
         } else if (!strcmp(a, "--concurrency")) {
-            if (parse_num(v, 1, 4096, &d) || d != floor(d)) return bad("--concurrency: '%s' is not an integer from 1 to 4096%s", v, "");
+            if (parse_num(v, 1, 4096, &d) || d != floor(d)) return bad("--concurrency: '%s' is not an integer from 1 to 4096", v);
             o->concurrency = (int)d;
         } else if (!strcmp(a, "--rate")) {
-            if (parse_num(v, 1e-6, 1e6, &d)) return bad("--rate: '%s' is not a positive number of requests/s%s", v, "");
+            if (parse_num(v, 1e-6, 1e6, &d)) return bad("--rate: '%s' is not a positive number of requests/s", v);
             o->rate = d;
         } else if (!strcmp(a, "--arrival")) {
             if (!strcmp(v, "poisson")) o->poisson = 1;
             else if (!strcmp(v, "constant")) o->poisson = 0;
-            else return bad("--arrival: '%s' is not poisson or constant%s", v, "");
+            else return bad("--arrival: '%s' is not poisson or constant", v);
         } else if (!strcmp(a, "--requests")) {
-            if (parse_num(v, 1, 1e8, &d) || d != floor(d)) return bad("--requests: '%s' is not a positive integer%s", v, "");
+            if (parse_num(v, 1, 1e8, &d) || d != floor(d)) return bad("--requests: '%s' is not a positive integer", v);
             o->requests = (long)d;
         } else if (!strcmp(a, "--duration")) {
-            if (parse_num(v, 1e-3, 1e6, &d)) return bad("--duration: '%s' is not a positive number of seconds%s", v, "");
+            if (parse_num(v, 1e-3, 1e6, &d)) return bad("--duration: '%s' is not a positive number of seconds", v);
             duration = d;
         } else if (!strcmp(a, "--warmup")) {
-            if (parse_num(v, 0, 1e6, &d) || d != floor(d)) return bad("--warmup: '%s' is not an integer >= 0%s", v, "");
+            if (parse_num(v, 0, 1e6, &d) || d != floor(d)) return bad("--warmup: '%s' is not an integer >= 0", v);
             o->warmup = (int)d;
         } else if (!strcmp(a, "--input-len")) {
             input = v;
@@ -260,17 +265,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
         } else if (!strcmp(a, "--prompts")) {
             o->prompts = v;
         } else if (!strcmp(a, "--prefix-len")) {
-            if (parse_num(v, 1, 1 << 20, &d) || d != floor(d)) return bad("--prefix-len: '%s' is not a positive integer%s", v, "");
+            if (parse_num(v, 1, 1 << 20, &d) || d != floor(d)) return bad("--prefix-len: '%s' is not a positive integer", v);
             o->w.prefix_len = (int)d;
             have_prefix_len = 1;
         } else if (!strcmp(a, "--prefix-count")) {
-            if (parse_num(v, 1, 1 << 20, &d) || d != floor(d)) return bad("--prefix-count: '%s' is not a positive integer%s", v, "");
+            if (parse_num(v, 1, 1 << 20, &d) || d != floor(d)) return bad("--prefix-count: '%s' is not a positive integer", v);
             o->w.prefix_count = (int)d;
         } else if (!strcmp(a, "--seed")) {
-            if (parse_num(v, 0, 9007199254740992.0, &d) || d != floor(d)) return bad("--seed: '%s' is not an integer >= 0%s", v, "");
+            if (parse_num(v, 0, 9007199254740992.0, &d) || d != floor(d)) return bad("--seed: '%s' is not an integer >= 0", v);
             o->w.seed = (uint64_t)d;
         } else if (!strcmp(a, "--slo")) {
-            if (slm_bench_slo_parse(v, &o->slo, err)) return bad("%s%s", err, "");
+            if (slm_bench_slo_parse(v, &o->slo, err)) return bad("%s", err);
             o->slo_text = v;
         } else if (!strcmp(a, "--sweep")) {
             sweep = v;
@@ -281,37 +286,37 @@ static int parse_args(int argc, char **argv, struct opts *o)
         } else if (!strcmp(a, "--label")) {
             o->label = v;
         } else if (!strcmp(a, "--timeout")) {
-            if (parse_num(v, 1e-3, 1e6, &d)) return bad("--timeout: '%s' is not a positive number of seconds%s", v, "");
+            if (parse_num(v, 1e-3, 1e6, &d)) return bad("--timeout: '%s' is not a positive number of seconds", v);
             o->target.timeout_s = d;
         } else {
-            return bad("unknown option '%s'%s (see --help)", a, "");
+            return bad("unknown option '%s' (see --help)", a);
         }
     }
     if (o->target.kind == SLM_BENCH_LLAMA_SERVER) {
-        if (!url) return bad("--target llama-server needs --url http://HOST:PORT%s%s", "", "");
-        if (slm_bench_url_parse(url, &o->target, err)) return bad("%s%s", err, "");
+        if (!url) return bad("--target llama-server needs --url http://HOST:PORT");
+        if (slm_bench_url_parse(url, &o->target, err)) return bad("%s", err);
         o->url = url;
     } else if (url) {
-        return bad("--url is for --target llama-server (slmd takes --socket)%s%s", "", "");
+        return bad("--url is for --target llama-server (slmd takes --socket)");
     }
-    if (o->requests != -2 && duration > 0) return bad("--requests and --duration exclude each other%s%s", "", "");
+    if (o->requests != -2 && duration > 0) return bad("--requests and --duration exclude each other");
     if (duration > 0) o->requests = -1, o->duration = duration;
     if (o->requests == -2) o->requests = 64;
     if (o->concurrency < 0) o->concurrency = o->rate > 0 ? 64 : 1;
     if (o->warmup < 0) o->warmup = o->concurrency;
-    if (input && slm_bench_range_parse(input, "--input-len", 1 << 20, &o->w.input_len, err)) return bad("%s%s", err, "");
-    if (output && slm_bench_range_parse(output, "--output-len", 1 << 20, &o->w.output_len, err)) return bad("%s%s", err, "");
-    if (o->prompts && input) return bad("--input-len is for random prompts; %s sets its own%s", o->prompts, "");
+    if (input && slm_bench_range_parse(input, "--input-len", 1 << 20, &o->w.input_len, err)) return bad("%s", err);
+    if (output && slm_bench_range_parse(output, "--output-len", 1 << 20, &o->w.output_len, err)) return bad("%s", err);
+    if (o->prompts && input) return bad("--input-len is for random prompts; %s sets its own", o->prompts);
     if (have_prefix_len != (o->w.prefix_count > 0))
-        return bad("--prefix-len and --prefix-count go together%s%s", "", "");
+        return bad("--prefix-len and --prefix-count go together");
     if (o->prompts && o->w.prefix_count)
-        return bad("--prefix-len is for random prompts; a prompt file shares prefixes through \"system\"%s%s", "", "");
+        return bad("--prefix-len is for random prompts; a prompt file shares prefixes through \"system\"");
     if (sweep) {
         double d;
         for (const char *p = sweep; *p;) {
             char item[64];
             size_t n = strcspn(p, ",");
-            if (o->n_sweep == MAX_SWEEP) return bad("--sweep: more than %s values%s", "64", "");
+            if (o->n_sweep == MAX_SWEEP) return bad("--sweep: more than %d values", MAX_SWEEP);
             snprintf(item, sizeof item, "%.*s", (int)(n < 63 ? n : 63), p);
             double lo = o->rate > 0 ? 1e-6 : 1, hi = o->rate > 0 ? 1e6 : 4096;
             if (parse_num(item, lo, hi, &d) || (o->rate <= 0 && d != floor(d)))
@@ -319,9 +324,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
                            o->rate > 0 ? "positive rate" : "concurrency from 1 to 4096 (a list like 1,4,16,64)");
             o->sweep[o->n_sweep++] = d;
             p += n;
-            if (*p == ',' && !*++p) return bad("--sweep: '%s' ends with a comma%s", sweep, "");
+            if (*p == ',' && !*++p) return bad("--sweep: '%s' ends with a comma", sweep);
         }
-        if (!o->n_sweep) return bad("--sweep: empty list%s%s", "", "");
+        if (!o->n_sweep) return bad("--sweep: empty list");
     } else {
         o->sweep[o->n_sweep++] = o->rate > 0 ? o->rate : o->concurrency;
     }
@@ -347,9 +352,9 @@ static int plot_main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--title") && i + 1 < argc) {
             title = argv[++i];
         } else if (argv[i][0] == '-') {
-            return bad("plot: unknown option '%s'%s", argv[i], "");
+            return bad("plot: unknown option '%s'", argv[i]);
         } else {
-            if (n == 8) return bad("plot: at most 8 files%s%s", "", "");
+            if (n == 8) return bad("plot: at most 8 files");
             json_error_t je;
             json_t *doc = json_load_file(argv[i], 0, &je);
             if (!doc) {
@@ -364,7 +369,7 @@ static int plot_main(int argc, char **argv)
             }
         }
     }
-    if (!svg || !n) return bad("plot: usage: slm-bench plot --svg FILE [--title TEXT] A.json [B.json ...]%s%s", "", "");
+    if (!svg || !n) return bad("plot: usage: slm-bench plot --svg FILE [--title TEXT] A.json [B.json ...]");
     if (slm_bench_svg_write(svg, title, series, n, err)) {
         fprintf(stderr, "slm-bench: %s\n", err);
         return 1;
