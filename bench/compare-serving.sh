@@ -146,8 +146,8 @@ sweep = [int(x) for x in sweep.split(',')]
 ll = json.load(open(f'{d}/llama-server.json'))
 sl = json.load(open(f'{d}/slmd.json'))
 lines = []
-lines.append('| clients | engine | out tok/s | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | ITL p99 | E2E p50 | done/failed |')
-lines.append('|---|---|---|---|---|---|---|---|---|---|')
+lines.append('| clients | engine | out tok/s | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | ITL p99 | E2E p50 | done/failed | harness CPU |')
+lines.append('|---|---|---|---|---|---|---|---|---|---|---|')
 ratios = []
 ok = True
 for k, n in enumerate(sweep):
@@ -155,7 +155,7 @@ for k, n in enumerate(sweep):
     for name, r in (('llama-server', a), ('slmd', b)):
         lines.append(f"| {n} | {name} | {r['output_tokens_per_s']:.1f} | {r['ttft_ms']['p50']:.1f} | {r['ttft_ms']['p99']:.1f} | "
                      f"{r['tpot_ms']['p50']:.2f} | {r['tpot_ms']['p99']:.2f} | {r['itl_ms']['p99']:.2f} | {r['e2e_ms']['p50']:.0f} | "
-                     f"{r['completed']}/{r['failed']} |")
+                     f"{r['completed']}/{r['failed']} | {100 * r['harness_cpu_s'] / r['span_s']:.0f}% |")
         ok = ok and r['failed'] == 0
     ratios.append((n, b['output_tokens_per_s'] / a['output_tokens_per_s'], b['ttft_ms']['p50'] / a['ttft_ms']['p50'],
                    b['ttft_ms']['p99'] / a['ttft_ms']['p99'], b['tpot_ms']['p50'] / a['tpot_ms']['p50'],

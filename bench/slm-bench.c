@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -148,6 +149,15 @@ static json_t *config_json(const struct opts *o)
     for (int i = 0; i < o->n_sweep; i++) json_array_append_new(sw, json_real(o->sweep[i]));
     json_object_set_new(c, "sweep", sw);
     return c;
+}
+
+/* CPU seconds (user + system) this process used so far: the harness's own share of the machine. */
+static double cpu_seconds(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec * 1e-6 + (double)u.ru_stime.tv_sec +
+           (double)u.ru_stime.tv_usec * 1e-6;
 }
 
 /* ---- options */
@@ -423,7 +433,10 @@ int main(int argc, char **argv)
         r.rate = rate;
         r.n_requests = o.requests;
         r.duration = o.duration;
-        if (slm_bench_load_run(&r)) {
+        double cpu0 = cpu_seconds();
+        int run_rc = slm_bench_load_run(&r);
+        double harness_cpu = cpu_seconds() - cpu0;
+        if (run_rc) {
             fprintf(stderr, "slm-bench: %s\n", r.first_error);
             exit_code = 1;
         } else if (slm_bench_summarize(r.recs, r.n_recs, &o.slo, &sums[k])) {
@@ -435,6 +448,7 @@ int main(int argc, char **argv)
             if (!first_error[0] && r.first_error[0]) snprintf(first_error, sizeof first_error, "%s", r.first_error);
             json_t *j = slm_bench_summary_json(&sums[k]);
             json_object_set_new(j, "concurrency", json_integer(conc));
+            json_object_set_new(j, "harness_cpu_s", json_real(harness_cpu));
             if (rate > 0) json_object_set_new(j, "rate", json_real(rate));
             json_array_append_new(runs, j);
             struct slm_bench_point *p = &series.pts[series.n++];
