@@ -411,6 +411,7 @@ int main(int argc, char **argv)
     static struct slm_bench_summary sums[MAX_SWEEP];
     int failed_total = 0, requests_total = 0, exit_code = 0;
     char first_error[SLM_ERR_LEN] = "";
+    long next_index = 0;       /* warm-ups and load points take the workload's requests in turn */
     for (int k = 0; k < o.n_sweep && !exit_code; k++) {
         int conc = o.rate > 0 ? o.concurrency : (int)o.sweep[k];
         double rate = o.rate > 0 ? o.sweep[k] : 0;
@@ -421,7 +422,10 @@ int main(int argc, char **argv)
             wu.salt = 1;
             wu.concurrency = conc < o.warmup ? conc : o.warmup;
             wu.n_requests = o.warmup;
-            if (slm_bench_load_run(&wu)) {
+            wu.index_base = next_index;
+            int wu_rc = slm_bench_load_run(&wu);
+            next_index += (long)wu.n_recs;
+            if (wu_rc) {
                 fprintf(stderr, "slm-bench: %s\n", wu.first_error);
                 exit_code = 1;
             }
@@ -433,8 +437,10 @@ int main(int argc, char **argv)
         r.rate = rate;
         r.n_requests = o.requests;
         r.duration = o.duration;
+        r.index_base = next_index;
         double cpu0 = cpu_seconds();
         int run_rc = slm_bench_load_run(&r);
+        next_index += (long)r.n_recs;
         double harness_cpu = cpu_seconds() - cpu0;
         if (run_rc) {
             fprintf(stderr, "slm-bench: %s\n", r.first_error);

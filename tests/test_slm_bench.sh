@@ -20,16 +20,19 @@ EXPECT_PROG=$bench
 . "$(dirname "$0")/expect_error.sh"
 
 # check_json FILE REQUESTS OUTPUT_TOKENS POINTS: every request of every load point completed,
-# none failed, OUTPUT_TOKENS in all (requests x the fixed length), the figures consistent.
+# none failed, OUTPUT_TOKENS in all (requests x the fixed length; a comma list: one per point),
+# the figures consistent.
 check_json() {
   python3 - "$@" <<'PY'
 import json, sys
-path, requests, out_tokens, points = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+path, requests, points = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
+out_list = [int(x) for x in sys.argv[3].split(',')]
 doc = json.load(open(path))
 bad = []
 runs = doc['runs']
 if len(runs) != points: bad.append(f'runs: expected {points}, got {len(runs)}')
 for k, r in enumerate(runs):
+    out_tokens = out_list[k % len(out_list)]
     def want(name, expected, got):
         if expected != got: bad.append(f'run {k} {name}: expected {expected}, got {got}')
     want('completed', requests, r['completed'])
@@ -98,9 +101,12 @@ if ! python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if 
   echo "FAIL goodput: a generous SLO should count every request"; fail=1
 fi
 
-# Open loop, a sweep over two rates, prompts from the shipped file (requests 0-3 take its
-# first 4 lines: their own output_len, else --output-len 4), an SVG.
-want=$(python3 -c "import json,sys; print(sum(json.loads(l).get('output_len', 4) for l in open(sys.argv[1]).readlines()[:4]))" "$data")
+# Open loop, a sweep over two rates, prompts from the shipped file (the first point takes its
+# lines 1-4, the second lines 5-8: their own output_len, else --output-len 4), an SVG.
+want=$(python3 -c "
+import json, sys
+n = [json.loads(l).get('output_len', 4) for l in open(sys.argv[1]).readlines()[:8]]
+print(f'{sum(n[:4])},{sum(n[4:])}')" "$data")
 if "$bench" --socket "$tmp/slmd.sock" --rate 20 --sweep 10,20 --arrival constant --requests 4 --warmup 0 \
      --prompts "$data" --output-len 4 --json "$tmp/open.json" --svg "$tmp/open.svg" >"$tmp/out" 2>"$tmp/err" \
    && check_json "$tmp/open.json" 4 "$want" 2 \

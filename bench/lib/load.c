@@ -84,7 +84,7 @@ static void *worker(void *arg)
         if (!r->arrivals && r->n_requests < 0 && slm_bench_now() >= r->t0 + r->duration) break;
         struct slm_bench_prompt p;
         struct slm_bench_request q = {0};
-        if (slm_bench_workload_make(r->l->workload, r->l->salt, i, &p)) {
+        if (slm_bench_workload_make(r->l->workload, r->l->salt, r->l->index_base + i, &p)) {
             note_error(r, "out of memory");
             break;
         }

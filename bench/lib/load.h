@@ -7,7 +7,10 @@
  * then finish and count). Open loop: request i is due at its arrival time (Poisson or evenly
  * spaced); a free thread takes it, waits for that time and sends it; its start is the
  * scheduled arrival, so time spent waiting for a free connection counts in its latency.
- * Request i's prompt is slm_bench_workload_make(workload, salt, i), whichever thread sends it.
+ * Request i's prompt is slm_bench_workload_make(workload, salt, index_base + i), whichever
+ * thread sends it: slm-bench gives each warm-up and load point new indices, so that a server
+ * kept across them finds no earlier prompt in its prefix cache (unless a prompt file is
+ * shorter than the requests: its lines come round again).
  */
 #ifndef SLM_BENCH_LOAD_H
 #define SLM_BENCH_LOAD_H
@@ -20,6 +23,7 @@ struct slm_bench_load {
     const struct slm_bench_target *target;
     const struct slm_bench_workload *workload;
     uint64_t salt;             /* 0 measured, 1 warm-up (other prompts) */
+    long index_base;           /* request i takes the workload's request index_base + i */
     int concurrency;           /* closed loop: clients; open loop: connections at most */
     double rate;               /* > 0: open loop, requests/s */
     int poisson;               /* open loop: Poisson arrivals, else evenly spaced */
