@@ -8,18 +8,8 @@ model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail=0
 
-# expect_error NAME PATTERN ARGS...: exit status 1 or 2, one stderr line matching PATTERN.
-expect_error() {
-  local name=$1 pat=$2; shift 2
-  "$slmd" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(wc -l <"$tmp/err")
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ] || [ "$lines" -ne 1 ] || ! grep -q -E -- "$pat" "$tmp/err"; then
-    echo "FAIL $name: expected exit 1-2 and one line matching '$pat'; got exit $rc, $lines lines:"; cat "$tmp/err"
-    fail=1
-  else
-    echo "ok   $name: $(cat "$tmp/err")"
-  fi
-}
+EXPECT_PROG=$slmd
+. "$(dirname "$0")/expect_error.sh"
 
 # A working greedy run, twice: same ids; --print-token-ids prints only ids on one line.
 out1=$("$slmd" run --model "$model" --prompt "The capital of France is" --temperature 0 --max-tokens 12 --print-token-ids --threads 2)

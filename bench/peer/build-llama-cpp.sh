@@ -13,7 +13,7 @@
 # unpacked tree and the build tree.
 # On success it writes $SLM_PEER_DIR/READY holding the bin/ and python/ paths.
 # Afterwards:
-#   $PEER/bin/llama-bench ...                  (executables, RUNPATH finds the .so files)
+#   $PEER/bin/llama-bench, llama-server ...    (executables, RUNPATH finds the .so files)
 #   PYTHONPATH=$PEER/python python3 -c 'import llama_cpp'
 set -euo pipefail
 
@@ -24,7 +24,7 @@ JOBS=${SLM_PEER_JOBS:-2}
 SDIST=$DL/llama_cpp_python-$VERSION.tar.gz
 SRC=$PEER/llama_cpp_python-$VERSION
 BUILD=$PEER/build
-TARGETS=(llama llama-tokenize llama-bench llama-batched-bench llama-perplexity llama-simple)
+TARGETS=(llama llama-tokenize llama-bench llama-batched-bench llama-perplexity llama-simple llama-server)
 
 case "$PEER" in
     "$(git rev-parse --show-toplevel 2>/dev/null || echo /nonexistent)"*)
@@ -45,7 +45,9 @@ if [ "${SLM_PEER_FORCE:-0}" != 1 ] && ready_ok; then
     exit 0
 fi
 
-rm -f "$PEER/READY"
+# A READY of this version stays while targets are added to its build: the programs it names
+# are still there, and a compare script running meanwhile must not start a second build.
+grep -qsx "version=$VERSION" "$PEER/READY" || rm -f "$PEER/READY"
 mkdir -p "$PEER" "$DL"
 
 if [ ! -s "$SDIST" ]; then
@@ -57,7 +59,10 @@ if [ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]; then
     tar -xzf "$SDIST" -C "$PEER"
 fi
 
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+# Configured anew when absent or configured without llama-server (older versions of this script).
+# The web UI is left out (LLAMA_BUILD_UI=OFF, no prebuilt download): llama-server then embeds
+# an empty asset table and serves only its API, which is all the benchmark uses.
+if ! grep -qsx 'LLAMA_BUILD_SERVER:BOOL=ON' "$BUILD/CMakeCache.txt"; then
     cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" \
         -DCMAKE_BUILD_TYPE=Release \
         -DBUILD_SHARED_LIBS=ON \
@@ -69,7 +74,9 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
         -DLLAMA_BUILD_TOOLS=ON \
         -DLLAMA_BUILD_EXAMPLES=ON \
         -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_SERVER=ON \
+        -DLLAMA_BUILD_UI=OFF \
+        -DLLAMA_USE_PREBUILT_UI=OFF \
         -DLLAMA_BUILD_APP=OFF
 fi
 cmake --build "$BUILD" --config Release -j "$JOBS" --target "${TARGETS[@]}"

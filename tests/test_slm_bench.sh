@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# tests/test_slm_bench.sh - slm-bench: bad input (a missing or malformed prompt file, bad flag
+# values, no daemon) giving one clear line and a non-zero exit; then, against a real slmd, a
+# short closed-loop run and a short open-loop sweep whose --json must account for every
+# request and token; and the plot of two documents.
+set -u
+slmd=${SLMD:?SLMD must name the slmd binary}
+bench=${SLM_BENCH:-$(dirname "$slmd")/slm-bench}
+model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
+data=${SLM_TEST_DATA:-$(dirname "$0")}/../bench/data/prompts.jsonl
+[ -f "$model" ] || { echo "skip: $model is absent"; exit 77; }
+[ -x "$bench" ] || { echo "FAIL: slm-bench not found at $bench"; exit 1; }
+tmp=$(mktemp -d)
+daemon=
+cleanup() { [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon"; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail=0
+
+EXPECT_PROG=$bench
+. "$(dirname "$0")/expect_error.sh"
+
+# check_json FILE REQUESTS OUTPUT_TOKENS POINTS: every request of every load point completed,
+# none failed, OUTPUT_TOKENS in all (requests x the fixed length; a comma list: one per point),
+# the figures consistent.
+check_json() {
+  python3 - "$@" <<'PY'
+import json, sys
+path, requests, points = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
+out_list = [int(x) for x in sys.argv[3].split(',')]
+doc = json.load(open(path))
+bad = []
+runs = doc['runs']
+if len(runs) != points: bad.append(f'runs: expected {points}, got {len(runs)}')
+for k, r in enumerate(runs):
+    out_tokens = out_list[k % len(out_list)]
+    def want(name, expected, got):
+        if expected != got: bad.append(f'run {k} {name}: expected {expected}, got {got}')
+    want('completed', requests, r['completed'])
+    want('failed', 0, r['failed'])
+    want('requests', requests, r['requests'])
+    want('output_tokens', out_tokens, r['output_tokens'])
+    for m in ('ttft_ms', 'tpot_ms', 'itl_ms', 'e2e_ms'):
+        d = r[m]
+        if not (0 < d['p50'] <= d['p90'] <= d['p99'] <= d['max']): bad.append(f'run {k} {m}: percentiles out of order {d}')
+    want('ttft n', requests, r['ttft_ms']['n'])
+    want('itl n', out_tokens - requests, r['itl_ms']['n'])
+    tps = r['output_tokens'] / r['span_s']
+    if abs(tps - r['output_tokens_per_s']) > 1e-6 * tps: bad.append(f'run {k} output_tokens_per_s {r["output_tokens_per_s"]} != {tps}')
+    if abs(r['completed'] / r['span_s'] - r['requests_per_s']) > 1e-6 * r['requests_per_s']: bad.append(f'run {k} requests_per_s')
+    if not 0 <= r['good'] <= r['completed']: bad.append(f'run {k} good {r["good"]}')
+if points == 1:
+    for key in ('completed', 'failed', 'output_tokens_per_s', 'requests_per_s', 'ttft_ms', 'tpot_ms', 'itl_ms', 'e2e_ms'):
+        if key not in doc: bad.append(f'top level: no "{key}"')
+for key in ('model', 'backend', 'n_ctx'):
+    if key not in doc['server']: bad.append(f'server: no "{key}"')
+for key in ('cpu', 'cpus_online', 'uname'):
+    if key not in doc['machine']: bad.append(f'machine: no "{key}"')
+print('\n'.join(bad) if bad else f'{points} load point(s), {requests} requests each, all accounted for')
+sys.exit(1 if bad else 0)
+PY
+}
+
+# Bad input first: no daemon needed.
+echo '{"prompt": "fine"}' >"$tmp/good.jsonl"
+printf '{"prompt": "a"}\n{"prompt": "b"\n' >"$tmp/bad.jsonl"
+printf '{"text": "a"}\n' >"$tmp/noprompt.jsonl"
+expect_error "missing prompt file"   "no-such.jsonl: cannot open" --prompts "$tmp/no-such.jsonl"
+expect_error "bad JSON line"         "bad.jsonl:2: bad JSON" --prompts "$tmp/bad.jsonl"
+expect_error "line without prompt"   "noprompt.jsonl:1: \"prompt\" must be" --prompts "$tmp/noprompt.jsonl"
+expect_error "bad --concurrency"     "--concurrency: 'x' is not" --concurrency x
+expect_error "zero --concurrency"    "--concurrency: '0' is not" --concurrency 0
+expect_error "bad --rate"            "--rate: '-2' is not" --rate -2
+expect_error "bad --requests"        "--requests: '1.5' is not" --requests 1.5
+expect_error "bad --input-len"       "--input-len: '64:32' is out of range" --input-len 64:32
+expect_error "bad --output-len"      "--output-len: 'ten' is not" --output-len ten
+expect_error "bad --slo"             "--slo: unknown metric 'ttfb_ms'" --slo ttfb_ms=3
+expect_error "bad --sweep"           "--sweep: 'x' is not" --sweep 1,x
+expect_error "bad --arrival"         "--arrival: 'burst' is not" --arrival burst
+expect_error "bad --target"          "--target: 'vllm' is not" --target vllm
+expect_error "bad --url"             "--url: 'localhost:80' is not" --target llama-server --url localhost:80
+expect_error "requests and duration" "exclude each other" --requests 4 --duration 2
+expect_error "prefix without count"  "go together" --prefix-len 16
+expect_error "missing value"         "--json needs a value" --json
+expect_error "unknown option"        "unknown option '--frobnicate'" --frobnicate 1
+expect_error "no daemon"             "cannot connect to slmd" --socket "$tmp/nobody.sock" --prompts "$tmp/good.jsonl"
+
+"$slmd" serve --socket "$tmp/slmd.sock" --model "$model" --kv-cache-mem 64M --threads 2 --log-level warning &
+daemon=$!
+for _ in $(seq 100); do [ -S "$tmp/slmd.sock" ] && break; sleep 0.1; done
+
+# Closed loop: 6 requests of 8 output tokens from 3 clients, random 24-token prompts sharing
+# 2 prefixes of 16, goodput under an SLO.
+if "$bench" --socket "$tmp/slmd.sock" --concurrency 3 --requests 6 --warmup 2 --input-len 24 --output-len 8 \
+     --prefix-len 16 --prefix-count 2 --slo ttft_ms=60000,tpot_ms=60000 --json "$tmp/closed.json" >"$tmp/out" 2>"$tmp/err" \
+   && check_json "$tmp/closed.json" 6 48 1; then
+  echo "ok   closed loop: $(tail -1 "$tmp/out")"
+else
+  echo "FAIL closed loop:"; cat "$tmp/out" "$tmp/err"; fail=1
+fi
+if ! python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d['good'] == d['completed'] == 6 else 1)" "$tmp/closed.json"; then
+  echo "FAIL goodput: a generous SLO should count every request"; fail=1
+fi
+
+# Open loop, a sweep over two rates, prompts from the shipped file (the first point takes its
+# lines 1-4, the second lines 5-8: their own output_len, else --output-len 4), an SVG.
+want=$(python3 -c "
+import json, sys
+n = [json.loads(l).get('output_len', 4) for l in open(sys.argv[1]).readlines()[:8]]
+print(f'{sum(n[:4])},{sum(n[4:])}')" "$data")
+if "$bench" --socket "$tmp/slmd.sock" --rate 20 --sweep 10,20 --arrival constant --requests 4 --warmup 0 \
+     --prompts "$data" --output-len 4 --json "$tmp/open.json" --svg "$tmp/open.svg" >"$tmp/out" 2>"$tmp/err" \
+   && check_json "$tmp/open.json" 4 "$want" 2 \
+   && python3 -c "import sys, xml.dom.minidom as m; m.parse(sys.argv[1])" "$tmp/open.svg"; then
+  echo "ok   open-loop sweep, prompts file, SVG well-formed"
+else
+  echo "FAIL open-loop sweep:"; cat "$tmp/out" "$tmp/err"; fail=1
+fi
+
+# plot: both documents on one SVG.
+if "$bench" plot --svg "$tmp/both.svg" "$tmp/closed.json" "$tmp/open.json" 2>"$tmp/err" \
+   && [ "$(grep -c '<polyline' "$tmp/both.svg")" -eq 8 ]; then
+  echo "ok   plot of two documents"
+else
+  echo "FAIL plot:"; cat "$tmp/err"; fail=1
+fi
+expect_error "plot of a non-document" "not an slm-bench --json document" plot --svg "$tmp/x.svg" "$tmp/good.jsonl"
+
+exit $fail
