@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "bench/lib/load.h"
+#include "bench/lib/quality.h"
 #include "bench/lib/report.h"
 #include "bench/lib/stats.h"
 #include "bench/lib/target.h"
@@ -60,6 +61,8 @@ struct opts {
     double sweep[MAX_SWEEP];
     int n_sweep;
     const char *json, *svg, *label;
+    const char *perplexity, *eval;   /* quality mode (slmd only) instead of a load */
+    int ppl_ctx, ppl_chunks;
 };
 
 /* ---- the report */
@@ -191,7 +194,12 @@ static void usage(FILE *f)
             "  --json FILE                 every figure and the configuration\n"
             "  --svg FILE                  throughput against latency percentiles\n"
             "  --label NAME                the series' name in JSON and SVG (default: the target)\n"
-            "  --timeout S                 per request (default 600)\n",
+            "  --timeout S                 per request (default 600)\n"
+            "quality (slmd only, instead of a load):\n"
+            "  --perplexity FILE           perplexity of a text, as llama-perplexity computes it\n"
+            "  --ctx N                     ...in chunks of N tokens (default 512)\n"
+            "  --chunks N                  ...at most N of them (default: all)\n"
+            "  --eval FILE.jsonl           multiple-choice accuracy (bench/data/README.md)\n",
             SLM_DEFAULT_SOCKET);
 }
 
@@ -295,6 +303,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->svg = v;
         } else if (!strcmp(a, "--label")) {
             o->label = v;
+        } else if (!strcmp(a, "--perplexity")) {
+            o->perplexity = v;
+        } else if (!strcmp(a, "--eval")) {
+            o->eval = v;
+        } else if (!strcmp(a, "--ctx")) {
+            if (parse_num(v, 4, 1 << 20, &d) || d != floor(d)) return bad("--ctx: '%s' is not an integer from 4", v);
+            o->ppl_ctx = (int)d;
+        } else if (!strcmp(a, "--chunks")) {
+            if (parse_num(v, 1, 1 << 20, &d) || d != floor(d)) return bad("--chunks: '%s' is not a positive integer", v);
+            o->ppl_chunks = (int)d;
         } else if (!strcmp(a, "--timeout")) {
             if (parse_num(v, 1e-3, 1e6, &d)) return bad("--timeout: '%s' is not a positive number of seconds", v);
             o->target.timeout_s = d;
@@ -308,6 +326,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
         o->url = url;
     } else if (url) {
         return bad("--url is for --target llama-server (slmd takes --socket)");
+    }
+    if ((o->ppl_ctx || o->ppl_chunks) && !o->perplexity) return bad("--ctx and --chunks go with --perplexity");
+    if (o->perplexity || o->eval) {
+        if (o->target.kind != SLM_BENCH_SLMD) return bad("--perplexity and --eval need --target slmd (prompt logprobs)");
+        if (o->rate > 0 || o->concurrency > 0 || sweep || o->prompts || input || output || o->svg)
+            return bad("--perplexity and --eval measure quality: no load, workload or --svg options with them");
+        if (!o->ppl_ctx) o->ppl_ctx = 512;
+        return 0;
     }
     if (o->requests != -2 && duration > 0) return bad("--requests and --duration exclude each other");
     if (duration > 0) o->requests = -1, o->duration = duration;
@@ -387,6 +413,77 @@ static int plot_main(int argc, char **argv)
     return 0;
 }
 
+/* ---- quality mode */
+
+static int quality_main(const struct opts *o)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_client *c;
+    int rc = slm_connect(o->target.socket, "slm-bench", &c);
+    if (rc) {
+        fprintf(stderr, "slm-bench: cannot connect to slmd at %s: %s\n",
+                o->target.socket ? o->target.socket : getenv("SLM_SOCKET") ? getenv("SLM_SOCKET") : SLM_DEFAULT_SOCKET,
+                slm_last_error()[0] ? slm_last_error() : slm_strerror(rc));
+        return 1;
+    }
+    json_t *doc = json_pack("{s:s, s:s}", "tool", "slm-bench", "slm_bench_git", SLM_BENCH_GIT_REV);
+    int exit_code = 0;
+    if (o->perplexity) {
+        FILE *f = fopen(o->perplexity, "rb");
+        char *text = NULL;
+        size_t len = 0;
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            long n = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            text = n >= 0 ? malloc((size_t)n + 1) : NULL;
+            len = text ? fread(text, 1, (size_t)n, f) : 0;
+            if (text) text[len] = 0;
+            fclose(f);
+        }
+        struct slm_bench_ppl p;
+        if (!text) {
+            fprintf(stderr, "slm-bench: %s: %s\n", o->perplexity, f ? "cannot read" : strerror(errno));
+            exit_code = 1;
+        } else if (strlen(text) != len) {
+            fprintf(stderr, "slm-bench: %s: holds a NUL byte; perplexity takes text\n", o->perplexity);
+            exit_code = 1;
+        } else if (slm_bench_perplexity(c, text, o->ppl_ctx, o->ppl_chunks, &p, err)) {
+            fprintf(stderr, "slm-bench: %s\n", err);
+            exit_code = 1;
+        } else {
+            printf("perplexity: %.4f over %ld tokens (%d chunks of %d, scored on their second halves; %.1f s)\n", p.ppl,
+                   p.n_scored, p.n_chunks, p.n_ctx, p.seconds);
+            json_object_set_new(doc, "perplexity",
+                                json_pack("{s:s, s:f, s:f, s:I, s:i, s:i, s:f}", "file", o->perplexity, "ppl", p.ppl,
+                                          "nll", p.nll, "n_scored", (json_int_t)p.n_scored, "n_chunks", p.n_chunks,
+                                          "n_ctx", p.n_ctx, "seconds", p.seconds));
+        }
+        free(text);
+    }
+    if (o->eval && !exit_code) {
+        struct slm_bench_eval e;
+        if (slm_bench_eval_file(c, o->eval, &e, err)) {
+            fprintf(stderr, "slm-bench: %s\n", err);
+            exit_code = 1;
+        } else {
+            printf("eval: %d items, accuracy %.4f (%d), per-byte normalised %.4f (%d); %.1f s\n", e.n_items, e.acc,
+                   e.n_correct, e.acc_norm, e.n_correct_norm, e.seconds);
+            json_object_set_new(doc, "eval",
+                                json_pack("{s:s, s:i, s:f, s:f, s:i, s:i, s:f}", "file", o->eval, "n_items", e.n_items,
+                                          "acc", e.acc, "acc_norm", e.acc_norm, "n_correct", e.n_correct,
+                                          "n_correct_norm", e.n_correct_norm, "seconds", e.seconds));
+        }
+    }
+    slm_close(&c);
+    if (o->json && !exit_code && json_dump_file(doc, o->json, JSON_INDENT(1) | JSON_REAL_PRECISION(10))) {
+        fprintf(stderr, "slm-bench: %s: cannot write\n", o->json);
+        exit_code = 1;
+    }
+    json_decref(doc);
+    return exit_code;
+}
+
 /* ---- main */
 
 int main(int argc, char **argv)
@@ -395,6 +492,7 @@ int main(int argc, char **argv)
     static struct opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;
+    if (o.perplexity || o.eval) return quality_main(&o);
     char err[SLM_ERR_LEN];
     json_t *server = slm_bench_target_describe(&o.target, err);
     if (!server) {

@@ -2,7 +2,8 @@
 # tests/test_slm_bench.sh - slm-bench: bad input (a missing or malformed prompt file, bad flag
 # values, no daemon) giving one clear line and a non-zero exit; then, against a real slmd, a
 # short closed-loop run and a short open-loop sweep whose --json must account for every
-# request and token; and the plot of two documents.
+# request and token; perplexity through the daemon equal to `slmd run --perplexity`'s, the
+# eval sample scored, bad eval files; and the plot of two documents.
 set -u
 slmd=${SLMD:?SLMD must name the slmd binary}
 bench=${SLM_BENCH:-$(dirname "$slmd")/slm-bench}
@@ -83,6 +84,10 @@ expect_error "prefix without count"  "go together" --prefix-len 16
 expect_error "missing value"         "--json needs a value" --json
 expect_error "unknown option"        "unknown option '--frobnicate'" --frobnicate 1
 expect_error "no daemon"             "cannot connect to slmd" --socket "$tmp/nobody.sock" --prompts "$tmp/good.jsonl"
+expect_error "perplexity and a load" "no load, workload" --perplexity "$data" --concurrency 2
+expect_error "perplexity, llama"     "need --target slmd" --perplexity "$data" --target llama-server --url http://127.0.0.1:1
+expect_error "ctx alone"             "go with --perplexity" --ctx 64
+expect_error "bad --ctx"             "--ctx: '2' is not" --perplexity "$data" --ctx 2
 
 "$slmd" serve --socket "$tmp/slmd.sock" --model "$model" --kv-cache-mem 64M --threads 2 --log-level warning &
 daemon=$!
@@ -115,6 +120,36 @@ if "$bench" --socket "$tmp/slmd.sock" --rate 20 --sweep 10,20 --arrival constant
 else
   echo "FAIL open-loop sweep:"; cat "$tmp/out" "$tmp/err"; fail=1
 fi
+
+# Quality through the daemon's prompt logprobs: perplexity equal to `slmd run --perplexity`'s
+# (the same chunks, the same arithmetic: the same digits), the eval sample scored, bad files.
+text=${SLM_TEST_DATA:-$(dirname "$0")}/../bench/data/perplexity.txt
+evalset=${SLM_TEST_DATA:-$(dirname "$0")}/../bench/data/eval-sample.jsonl
+ours=$("$bench" --socket "$tmp/slmd.sock" --perplexity "$text" --ctx 128 --chunks 3 --json "$tmp/ppl.json" 2>"$tmp/err" | cut -d' ' -f1-6)
+theirs=$("$slmd" run --model "$model" --threads 2 --perplexity "$text" --ctx-size 128 --chunks 3 2>&1 | tail -1 | cut -d' ' -f1-6)
+if [ -n "$ours" ] && [ "$ours" = "$theirs" ] && python3 -c "
+import json, sys; p = json.load(open(sys.argv[1]))['perplexity']
+sys.exit(0 if p['n_scored'] == 3 * 63 and p['n_chunks'] == 3 and p['ppl'] > 1 else 1)" "$tmp/ppl.json"; then
+  echo "ok   perplexity through slmd equals slmd run's: $ours"
+else
+  echo "FAIL perplexity: slm-bench '$ours', slmd run '$theirs'"; cat "$tmp/err"; fail=1
+fi
+if "$bench" --socket "$tmp/slmd.sock" --eval "$evalset" --json "$tmp/eval.json" >"$tmp/out" 2>"$tmp/err" \
+   && python3 -c "
+import json, sys; e = json.load(open(sys.argv[1]))['eval']
+sys.exit(0 if e['n_items'] == 20 and 0 <= e['n_correct'] <= 20 and e['acc'] == e['n_correct'] / 20 else 1)" "$tmp/eval.json"; then
+  echo "ok   eval: $(cat "$tmp/out")"
+else
+  echo "FAIL eval:"; cat "$tmp/out" "$tmp/err"; fail=1
+fi
+printf '{"context": "a", "choices": [" b", " c"], "answer": 0}\n{"context": "a", "choices": [" b"], "answer": 0}\n' >"$tmp/eval1.jsonl"
+printf '{"context": "a", "choices": [" b", " c"], "answer": 2}\n' >"$tmp/eval2.jsonl"
+printf '{"context": "a", "choices": [" b", " c"], "answer": 0}\nnot json\n' >"$tmp/eval3.jsonl"
+expect_error "eval: one choice"      "eval1.jsonl:2: needs" --socket "$tmp/slmd.sock" --eval "$tmp/eval1.jsonl"
+expect_error "eval: answer range"    "eval2.jsonl:1: answer 2 is not an index" --socket "$tmp/slmd.sock" --eval "$tmp/eval2.jsonl"
+expect_error "eval: bad JSON"        "eval3.jsonl:2:" --socket "$tmp/slmd.sock" --eval "$tmp/eval3.jsonl"
+expect_error "eval: missing file"    "no-such.jsonl: No such file" --socket "$tmp/slmd.sock" --eval "$tmp/no-such.jsonl"
+expect_error "perplexity: too short" "needs at least" --socket "$tmp/slmd.sock" --perplexity "$evalset"
 
 # plot: both documents on one SVG.
 if "$bench" plot --svg "$tmp/both.svg" "$tmp/closed.json" "$tmp/open.json" 2>"$tmp/err" \
