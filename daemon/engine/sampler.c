@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "daemon/log.h"
+#include "kernels/rng.h"
 
 struct candidate {
     float logit;
@@ -91,44 +92,12 @@ int slm_sampling_validate(const struct slm_sampling *p, char *err)
     return 0;
 }
 
-/* ---- RNG: xoshiro256** seeded through splitmix64 ---- */
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro_next(uint64_t s[4])
-{
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-static void rng_seed(uint64_t s[4], uint64_t seed)
-{
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
-}
+/* ---- RNG: kernels/rng.h ---- */
 
 /* A uniform float in [0, 1) from the top 24 bits: every value is exact in a float. */
 static float rng_uniform(uint64_t s[4])
 {
-    return (float)(xoshiro_next(s) >> 40) * (1.0f / 16777216.0f);
+    return (float)(slm_rng_next(s) >> 40) * (1.0f / 16777216.0f);
 }
 
 /* ---- lifecycle and history ---- */
@@ -152,7 +121,7 @@ struct slm_sampler *slm_sampler_create(const struct slm_sampling *p, int n_vocab
             if (!s->ring) goto err;
         }
     }
-    rng_seed(s->rng, p->seed);
+    slm_rng_seed(s->rng, p->seed);
     return s;
 err:
     slm_sampler_destroy(&s);
@@ -174,7 +143,7 @@ void slm_sampler_reset(struct slm_sampler *s)
     if (s->count) memset(s->count, 0, (size_t)s->n_vocab * sizeof *s->count);
     s->ring_len = 0;
     s->ring_pos = 0;
-    rng_seed(s->rng, s->p.seed);
+    slm_rng_seed(s->rng, s->p.seed);
 }
 
 void slm_sampler_accept(struct slm_sampler *s, int32_t token)

@@ -19,37 +19,17 @@
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/rng.h"
 
 #define SAMPLE_THREADS 256
 #define TOP_P_BINS 1024
 
-/* ---- xoshiro256** seeded through splitmix64: daemon/engine/sampler.c's generator. */
-
-__host__ __device__ static inline uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-__device__ static inline uint64_t rotl64(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
+/* ---- the CPU sampler's generator (kernels/rng.h) */
 
 /* A uniform float in [0, 1) from the top 24 bits of the next output; advances s. */
 __device__ static float next_uniform(uint64_t s[4])
 {
-    uint64_t result = rotl64(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl64(s[3], 45);
-    return __fmul_rn((float)(result >> 40), 1.0f / 16777216.0f);
+    return __fmul_rn((float)(slm_rng_next(s) >> 40), 1.0f / 16777216.0f);
 }
 
 /* ---- candidate keys: (logit, id) as one integer whose order is the CPU's: higher logit,
@@ -431,8 +411,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args
 
 extern "C" void slm_cuda_sampling_seed(uint64_t seed, uint64_t state[4])
 {
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) state[i] = splitmix64(&x);
+    slm_rng_seed(state, seed);
 }
 
 /* Per-row workspace: counts (n_vocab int32), keys and a second key buffer (cap u64 each, cap
