@@ -437,9 +437,12 @@ int slm_cmd_run(int argc, char **argv)
     if (slm_cli_model_path(o.model, path, sizeof path, err)) goto out;
     if (!(m = slm_model_load(path, err))) goto out;
     if (slm_model_bind(m, be, err)) goto out;
-    slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; %s backend, %d threads, %s kernels", path,
-            m->cfg.arch_name, m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->ops->name, be->n_threads,
-            strcmp(be->ops->name, "cpu") ? "cuda" : slm_cpu_kernels_name());
+    if (!strcmp(be->ops->name, "cpu"))
+        slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; cpu backend, %d threads, %s kernels", path,
+                m->cfg.arch_name, m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->n_threads, slm_cpu_kernels_name());
+    else
+        slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; %s backend", path, m->cfg.arch_name,
+                m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->ops->name);
     if (!(tok = slm_tok_create(m->gguf, err))) goto out;
     if (slm_tok_n_vocab(tok) != m->cfg.n_vocab) {
         slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", path,

@@ -66,10 +66,12 @@ static struct cuda_impl *impl(struct slm_backend *be)
     return be->impl;
 }
 
-/* 0, or -EIO with a log line naming the call. */
+/* 0, or -EIO with a log line naming the call. The error is taken off cudaGetLastError, so
+ * that the next launcher does not report it again as its own. */
 static int cuda_ok(cudaError_t e, const char *call)
 {
     if (e == cudaSuccess) return 0;
+    cudaGetLastError();
     slm_log(SLM_LOG_ERR, "cuda backend: %s: %s (%s)", call, cudaGetErrorName(e), cudaGetErrorString(e));
     return -EIO;
 }
