@@ -12,18 +12,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export SLM_EMU_DEVICES=0
 fail=0
 
-# expect_error NAME PATTERN ARGS...: exit status 1 or 2, one stderr line matching PATTERN.
-expect_error() {
-  local name=$1 pat=$2; shift 2
-  "$slmd" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(wc -l <"$tmp/err")
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ] || [ "$lines" -ne 1 ] || ! grep -q -E -- "$pat" "$tmp/err"; then
-    echo "FAIL $name: expected exit 1-2 and one line matching '$pat'; got exit $rc, $lines lines:"; cat "$tmp/err"
-    fail=1
-  else
-    echo "ok   $name: $(cat "$tmp/err")"
-  fi
-}
+EXPECT_PROG=$slmd
+. "$(dirname "$0")/expect_error.sh"
 
 args=(--model "$model" --prompt "The capital of France is" --temperature 0 --max-tokens 8 --print-token-ids --threads 2)
 if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; then

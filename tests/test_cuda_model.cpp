@@ -394,15 +394,9 @@ int main(int argc, char **argv)
         printf("no device: %s\n", err);
         return failures ? 1 : 0;
     }
-    const char *dir = getenv("SLM_MODEL_DIR"), *tdir = getenv("SLM_TEST_DATA");
+    const char *tdir = getenv("SLM_TEST_DATA");
     char path[1024];
-    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
-        printf("skip: needs %s\n", path);
-        return 77;
-    }
-    fclose(probe);
+    if (!test_model_path(path, sizeof path)) return 77;
 
     CHECK(!slm_backend_cuda_create(0, 0.0, err), "fraction 0: expected NULL");
     CHECK(!slm_backend_cuda_create(0, 1.5, err), "fraction 1.5: expected NULL");
