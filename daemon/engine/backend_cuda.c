@@ -119,7 +119,7 @@ static int staging_wait(struct staging *s)
 static int staging_reserve(struct staging *s, size_t n)
 {
     int rc = staging_wait(s);
-    if (rc || n <= s->cap) return rc;
+    if (rc || (s->cap && n <= s->cap)) return rc;
     size_t cap = s->cap ? s->cap : 256;
     while (cap < n) cap *= 2;
     if (s->host) cudaFreeHost(s->host);
@@ -208,8 +208,9 @@ static int cuda_kv_alloc(struct slm_backend *be, struct slm_kv_pool *pool)
     size_t bytes = kv_layer_halves(pool) * 2 * (size_t)pool->n_layer * sizeof(slm_half);
     size_t budget = slm_backend_cuda_kv_budget(be);
     if (bytes > budget) {
-        slm_log(SLM_LOG_ERR, "cuda backend: a KV pool of %zu MiB exceeds the budget of %zu MiB "
-                "(gpu-memory-fraction %.2f of the free device memory)", bytes >> 20, budget >> 20, ci->mem_fraction);
+        slm_log(SLM_LOG_ERR, "cuda backend: a KV pool of %.1f MiB exceeds the budget of %.1f MiB "
+                "(gpu-memory-fraction %.2f of the free device memory)", (double)bytes / 1048576,
+                (double)budget / 1048576, ci->mem_fraction);
         return -ENOMEM;
     }
     pool->mem = cuda_alloc(be, bytes);
