@@ -13,7 +13,7 @@
 #include "cli.h"
 #include "log.h"
 
-enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL };
+enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL, K_FRAC };
 
 struct key {
     const char *name;
@@ -41,6 +41,7 @@ static const struct key keys[] = {
     {"kv-cache-mem", K_SIZE, F(kv_cache_mem), 0, 1ll << 46, "0", NULL, "KV cache size, e.g. 2G (0: auto, docs/configuration.md)"},
     {"block-size", K_INT, F(block_size), 1, 1024, "16", NULL, "tokens per KV block"},
     {"backend", K_ENUM, F(backend), 0, 0, "auto", "auto|cpu|cuda", "compute backend"},
+    {"gpu-memory-fraction", K_FRAC, F(gpu_memory_fraction), 0, 1, "0.9", NULL, "cuda: share of the free device memory the KV cache may take (0 < f <= 1)"},
     {"shutdown-timeout", K_INT, F(shutdown_timeout), 0, 86400, "30", NULL, "seconds a graceful stop lets running requests finish"},
     {"max-clients", K_INT, F(max_clients), 1, 65536, "256", NULL, "connected clients at most"},
     {"spin-us", K_INT, F(spin_us), 0, 100000, "50", NULL, "microseconds the daemon polls idle rings before sleeping"},
@@ -144,6 +145,16 @@ static int set_value(struct slm_config *c, const struct key *k, const char *v, c
         }
         slm_err_set(err, "'%s' is not one of %s", v, k->choices);
         return -EINVAL;
+    }
+    case K_FRAC: {
+        double d;
+        if (slm_parse_float(v, (double)k->lo, (double)k->hi, &d, err)) return -EINVAL;
+        if (!(d > 0)) {
+            slm_err_set(err, "%g is out of range (above 0, at most 1)", d);
+            return -EINVAL;
+        }
+        *(double *)field = d;
+        return 0;
     }
     case K_LEVEL:
         if (strlen(v) >= k->cap || slm_log_set_level(v)) {
@@ -343,6 +354,7 @@ void slm_config_print(const struct slm_config *c, FILE *f)
         case K_ENUM:
         case K_LEVEL: fprintf(f, "%s", field); break;
         case K_INT: fprintf(f, "%d", *(const int *)field); break;
+        case K_FRAC: fprintf(f, "%g", *(const double *)field); break;
         case K_SIZE: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
         case K_MODE: fprintf(f, "%04o", *(const unsigned *)field); break;
         case K_UIDS: print_ids(f, (const uint32_t *)c->allow_uids, c->n_allow_uids); break;

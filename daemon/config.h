@@ -31,6 +31,7 @@ struct slm_config {
     uint64_t kv_cache_mem;       /* bytes; 0 = auto */
     int block_size;
     char backend[8];             /* auto, cpu, cuda */
+    double gpu_memory_fraction;  /* cuda: share of the free device memory the KV cache may take, (0, 1] */
     int shutdown_timeout;        /* seconds a drain may take before running requests are cancelled */
     int max_clients;
     int spin_us;                 /* how long the I/O thread polls the rings before sleeping */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "engine/chat.h"
 #include "engine/engine.h"
@@ -35,6 +36,8 @@ struct run_opts {
     int max_seqs;
     int block_size;
     unsigned long long kv_mem;   /* 0: enough for the context */
+    const char *backend;         /* auto, cpu, cuda */
+    double gpu_fraction;         /* cuda: share of the free device memory the KV cache may take */
     int print_ids;
     const char *perplexity;      /* a text file: score it instead of generating */
     int n_chunks;                /* with perplexity: at most this many chunks (0: all) */
@@ -60,6 +63,9 @@ static void run_usage(FILE *f)
             "  --presence-penalty F  (default 0)\n"
             "  --frequency-penalty F (default 0)\n"
             "  --seed S              sampling seed (default: random)\n"
+            "  --backend NAME        auto, cpu or cuda (default auto: cuda when a device is present)\n"
+            "  --gpu-memory-fraction F  cuda: share of the free device memory the KV cache may take\n"
+            "                        (0 < F <= 1, default 0.9)\n"
             "  --threads N           CPU threads (default: all online CPUs)\n"
             "  --ctx-size N          context length (default: the model's, at most 8192)\n"
             "  --max-batch-tokens N  tokens per engine step (default 512; --batch-size is the same)\n"
@@ -78,7 +84,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_MODEL = 256, O_PROMPT, O_SYSTEM, O_CHAT, O_MAXTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES,
            O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_SEQS, O_KVMEM, O_BLOCK, O_IDS, O_LOG, O_HELP, O_PPL,
-           O_CHUNKS };
+           O_CHUNKS, O_BACKEND, O_GPUFRAC };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
         {"system", required_argument, 0, O_SYSTEM},     {"chat", no_argument, 0, O_CHAT},
@@ -94,6 +100,8 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"block-size", required_argument, 0, O_BLOCK},
         {"print-token-ids", no_argument, 0, O_IDS},     {"log-level", required_argument, 0, O_LOG},
         {"perplexity", required_argument, 0, O_PPL},    {"chunks", required_argument, 0, O_CHUNKS},
+        {"backend", required_argument, 0, O_BACKEND},
+        {"gpu-memory-fraction", required_argument, 0, O_GPUFRAC},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -101,6 +109,8 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
     o->batch = 512;
     o->max_seqs = 64;
     o->block_size = 16;
+    o->backend = "auto";
+    o->gpu_fraction = 0.9;
     slm_sampling_defaults(&o->sampling);
     opterr = 0;
     optind = 1;
@@ -117,6 +127,21 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         case O_CHAT: o->chat = 1; break;
         case O_IDS: o->print_ids = 1; break;
         case O_PPL: o->perplexity = optarg; break;
+        case O_BACKEND:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "slmd run: --backend: '%s' is not one of auto, cpu, cuda\n", optarg);
+                rc = -EINVAL;
+            }
+            o->backend = optarg;
+            break;
+        case O_GPUFRAC:
+            rc = slm_cli_float("--gpu-memory-fraction", optarg, 0, 1, &d);
+            if (!rc && !(d > 0)) {
+                fprintf(stderr, "slmd run: --gpu-memory-fraction: %g is out of range (above 0, at most 1)\n", d);
+                rc = -EINVAL;
+            }
+            o->gpu_fraction = d;
+            break;
         case O_CHUNKS: rc = slm_cli_int("--chunks", optarg, 1, 1 << 24, &v); o->n_chunks = (int)v; break;
         case O_MAXTOK: rc = slm_cli_int("--max-tokens", optarg, 0, 1 << 24, &v); o->max_tokens = (int)v; break;
         case O_TOPK: rc = slm_cli_int("--top-k", optarg, 0, 1 << 24, &v); o->sampling.top_k = (int)v; break;
@@ -248,11 +273,20 @@ static void on_event(void *p, const struct slm_event *ev)
     if (ev->finish) st->finish = ev->finish;
 }
 
-/* KV blocks: --kv-cache-mem's worth, else enough for the context. 0 with err if too small. */
+/* KV blocks: --kv-cache-mem's worth, else enough for the context (on cuda, at most the
+ * backend's budget). 0 with err if too small. */
 static int kv_blocks(const struct run_opts *o, const struct slm_model *m, int n_ctx, char *err)
 {
     size_t per_block = slm_engine_block_bytes(m, o->block_size);
-    if (!o->kv_mem) return (n_ctx + o->block_size - 1) / o->block_size;
+    if (!o->kv_mem) {
+        uint64_t n = (uint64_t)(n_ctx + o->block_size - 1) / (uint64_t)o->block_size;
+        uint64_t fit = slm_daemon_kv_limit(m->be) / per_block;
+        if (fit < 1) {
+            slm_err_set(err, "the device has no room for one KV block of %zu bytes", per_block);
+            return 0;
+        }
+        return (int)(n < fit ? n : fit);
+    }
     unsigned long long n = o->kv_mem / per_block;
     if (n < 1) {
         slm_err_set(err, "--kv-cache-mem: %llu bytes hold no KV block (one block of %d tokens takes %zu bytes)",
@@ -399,12 +433,16 @@ int slm_cmd_run(int argc, char **argv)
         if (!stdin_prompt) goto out;
         o.prompt = stdin_prompt;
     }
+    if (!(be = slm_daemon_backend_create(o.backend, o.threads, o.gpu_fraction, err))) goto out;
     if (slm_cli_model_path(o.model, path, sizeof path, err)) goto out;
     if (!(m = slm_model_load(path, err))) goto out;
-    if (!(be = slm_backend_cpu_create(o.threads, err))) goto out;
     if (slm_model_bind(m, be, err)) goto out;
-    slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; cpu backend, %d threads, %s kernels", path,
-            m->cfg.arch_name, m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->n_threads, slm_cpu_kernels_name());
+    if (!strcmp(be->ops->name, "cpu"))
+        slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; cpu backend, %d threads, %s kernels", path,
+                m->cfg.arch_name, m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->n_threads, slm_cpu_kernels_name());
+    else
+        slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; %s backend", path, m->cfg.arch_name,
+                m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->ops->name);
     if (!(tok = slm_tok_create(m->gguf, err))) goto out;
     if (slm_tok_n_vocab(tok) != m->cfg.n_vocab) {
         slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", path,

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
@@ -50,17 +51,19 @@ void slm_server_kick(struct slm_server *s)
 
 /* ---- the engine */
 
-/* KV blocks: the configured size, or auto (docs/configuration.md). 0 with err if too small. */
+/* KV blocks: the configured size, or auto (docs/configuration.md): on cuda, at most the
+ * backend's budget (gpu-memory-fraction of the free device memory). 0 with err if too small. */
 static int kv_blocks(const struct slm_server *s, int n_ctx, char *err)
 {
     size_t per_block = slm_engine_block_bytes(s->model, s->cfg.block_size);
     int per_ctx = (n_ctx + s->cfg.block_size - 1) / s->cfg.block_size;
-    uint64_t bytes = s->cfg.kv_cache_mem;
+    uint64_t bytes = s->cfg.kv_cache_mem, limit = slm_daemon_kv_limit(s->be);
     if (!bytes) {
         uint64_t want = (uint64_t)s->cfg.max_seqs * (uint64_t)per_ctx * per_block;
         uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
         bytes = want < ram / 4 ? want : ram / 4;
         if (bytes < (uint64_t)per_ctx * per_block) bytes = (uint64_t)per_ctx * per_block;
+        if (bytes > limit) bytes = limit;
     }
     uint64_t n = bytes / per_block;
     if (n < 1) {
@@ -74,14 +77,11 @@ static int kv_blocks(const struct slm_server *s, int n_ctx, char *err)
 /* Loads the model and builds the engine from s->cfg. */
 static int load_engine(struct slm_server *s, char *err)
 {
-    if (!strcmp(s->cfg.backend, "cuda")) {
-        slm_err_set(err, "backend cuda: this slmd has no CUDA backend yet (use backend auto or cpu)");
-        return -ENODEV;
-    }
     if (slm_cli_model_path(s->cfg.model[0] ? s->cfg.model : NULL, s->model_path, sizeof s->model_path, err))
         return -ENOENT;
     if (!(s->model = slm_model_load(s->model_path, err))) return -EINVAL;
-    if (!(s->be = slm_backend_cpu_create(s->cfg.threads, err))) return -ENOMEM;
+    if (!(s->be = slm_daemon_backend_create(s->cfg.backend, s->cfg.threads, s->cfg.gpu_memory_fraction, err)))
+        return -ENODEV;
     if (slm_model_bind(s->model, s->be, err)) return -EINVAL;
     if (!(s->tok = slm_tok_create(s->model->gguf, err))) return -EINVAL;
     if (slm_tok_n_vocab(s->tok) != s->model->cfg.n_vocab) {
@@ -101,10 +101,16 @@ static int load_engine(struct slm_server *s, char *err)
                                      .max_batch_tokens = s->cfg.max_batch_tokens, .max_seqs = s->cfg.max_seqs,
                                      .n_ctx = n_ctx};
     if (!(s->engine = slm_engine_create(s->model, s->tok, &s->eo, err))) return -ENOMEM;
-    slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, vocab %d, context %d; cpu backend, %d threads, %s kernels; "
+    char be_desc[64];
+    if (!strcmp(s->be->ops->name, "cpu"))
+        snprintf(be_desc, sizeof be_desc, "cpu backend, %d threads, %s kernels", s->be->n_threads,
+                 slm_cpu_kernels_name());
+    else
+        snprintf(be_desc, sizeof be_desc, "%s backend", s->be->ops->name);
+    slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, vocab %d, context %d; %s; "
             "KV cache %d blocks of %d tokens (%zu MiB); %d tokens and %d sequences per step; chat template %s",
-            s->model_path, s->model->cfg.arch_name, s->model->cfg.n_layer, s->model->cfg.n_vocab, n_ctx,
-            s->be->n_threads, slm_cpu_kernels_name(), n_blocks, s->cfg.block_size,
+            s->model_path, s->model->cfg.arch_name, s->model->cfg.n_layer, s->model->cfg.n_vocab, n_ctx, be_desc,
+            n_blocks, s->cfg.block_size,
             ((size_t)n_blocks * slm_engine_block_bytes(s->model, s->cfg.block_size)) >> 20, s->cfg.max_batch_tokens,
             s->cfg.max_seqs, s->chat_fmt >= 0 ? slm_chat_format_name(s->chat_fmt) : "none");
     return 0;
@@ -490,7 +496,8 @@ static int reload(struct slm_server *s)
     int engine_changed = strcmp(next->model, cur->model) || next->threads != cur->threads ||
                          next->ctx_size != cur->ctx_size || next->max_batch_tokens != cur->max_batch_tokens ||
                          next->max_seqs != cur->max_seqs || next->kv_cache_mem != cur->kv_cache_mem ||
-                         next->block_size != cur->block_size || strcmp(next->backend, cur->backend);
+                         next->block_size != cur->block_size || strcmp(next->backend, cur->backend) ||
+                         next->gpu_memory_fraction != cur->gpu_memory_fraction;
     if (!s->socket_activated && (cur->socket_mode != next->socket_mode || strcmp(cur->socket_group, next->socket_group))) {
         struct slm_config old = s->cfg;
         s->cfg.socket_mode = next->socket_mode;

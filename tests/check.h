@@ -19,6 +19,17 @@ static int failures;
         }                                                                     \
     } while (0)
 
+/* The default model in $SLM_MODEL_DIR into path (cap bytes). 1 when it is readable; else prints
+ * why the test is skipped and returns 0 (the test then exits 77). */
+static inline int test_model_path(char *path, size_t cap)
+{
+    const char *dir = getenv("SLM_MODEL_DIR");
+    snprintf(path, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
+    if (access(path, R_OK) == 0) return 1;
+    printf("skip: %s is absent (run packaging/fetch-models.sh)\n", path);
+    return 0;
+}
+
 /* For the black-box tests: the slmd binary ($SLMD) and the default model in $SLM_MODEL_DIR.
  * Fills model (cap bytes) and returns slmd, or prints why the test is skipped and returns NULL. */
 static inline const char *test_slmd_and_model(char *model, size_t cap)

@@ -121,6 +121,27 @@ struct slm_backend {
 /* The CPU backend with n_threads (<= 0: the number of online CPUs). NULL on failure. */
 struct slm_backend *slm_backend_cpu_create(int n_threads, char *err);
 
+/*
+ * The CUDA backend (daemon/engine/backend_cuda.c; not in the slm_engine library: the
+ * daemon links the variant its build has, docs/cuda.md "Backend") on CUDA device `device`.
+ * gpu_memory_fraction (0 < f <= 1) bounds the KV pool: kv_alloc refuses a pool larger
+ * than f x the device memory free at that moment. NULL with err on failure; err starts
+ * with "no CUDA device" when there is none.
+ */
+struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fraction, char *err);
+
+/* The number of CUDA devices; 0 with the reason in err (no device, no driver, or a build
+ * without the CUDA backend). */
+int slm_backend_cuda_devices(char *err);
+
+/* 1 when this build's CUDA backend runs on the SIMT emulator (kernels/emu), else 0. */
+int slm_backend_cuda_emulated(void);
+
+/* Bytes the KV pool of the CUDA backend `be` may take now: gpu_memory_fraction x the device
+ * memory free (cudaMemGetInfo). The rest of the free memory is the headroom for the
+ * activations, the attention workspace and the CUDA context. */
+size_t slm_backend_cuda_kv_budget(struct slm_backend *be);
+
 /* Destroys any backend; sets *be to NULL. NULL-safe. */
 void slm_backend_destroy(struct slm_backend **be);
 

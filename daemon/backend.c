@@ -1,0 +1,35 @@
+/* daemon/backend.c - see backend.h. */
+#include "backend.h"
+
+#include <string.h>
+
+#include "log.h"
+
+struct slm_backend *slm_daemon_backend_create(const char *name, int threads, double gpu_fraction, char *err)
+{
+    char why[SLM_ERR_LEN] = "";
+    if (!strcmp(name, "cuda")) {
+        struct slm_backend *be = slm_backend_cuda_create(0, gpu_fraction, why);
+        if (!be) slm_err_set(err, "backend cuda: %s", why);
+        return be;
+    }
+    if (!strcmp(name, "auto")) {
+        if (slm_backend_cuda_emulated())
+            slm_log(SLM_LOG_INFO, "backend auto: this slmd's CUDA backend is the SIMT emulator; using the CPU "
+                    "(backend cuda selects the emulator)");
+        else if (slm_backend_cuda_devices(why) > 0)
+            return slm_daemon_backend_create("cuda", threads, gpu_fraction, err);
+        else
+            slm_log(SLM_LOG_INFO, "backend auto: %s; using the CPU backend", why);
+    } else if (strcmp(name, "cpu")) {
+        slm_err_set(err, "backend '%s' is not one of auto, cpu, cuda", name);
+        return NULL;
+    }
+    return slm_backend_cpu_create(threads, err);
+}
+
+uint64_t slm_daemon_kv_limit(struct slm_backend *be)
+{
+    if (strcmp(be->ops->name, "cuda")) return UINT64_MAX;
+    return slm_backend_cuda_kv_budget(be);
+}

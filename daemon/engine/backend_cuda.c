@@ -1,0 +1,548 @@
+/*
+ * daemon/engine/backend_cuda.c - the CUDA backend: the ops table over kernels/cuda.
+ *
+ * Weights are copied to device memory once, in their GGUF (quantized) form, and stay
+ * resident. Activations and the KV pool (per layer K then V, each (n_blocks, block_size,
+ * kv_dim) halves: the CPU backend's layout) are device memory. Everything runs on one
+ * stream, in issue order; the host waits only in to_host (the logits) and when a pinned
+ * staging buffer is about to be rewritten while its last copy may still be queued.
+ *
+ * Paths (docs/cuda.md, "Backend"): every matmul goes through the fused dequant-GEMV,
+ * whatever the number of tokens, because the cuBLAS GEMM path gives other bits and would
+ * make a request's tokens depend on the batch. Attention: RoPE and the KV store for the
+ * whole batch, then the decode launcher for tokens that are alone in their run and the
+ * prefill launcher for each chunk of consecutive positions of one sequence (both give a
+ * token the same bits, so the split does not depend on the batch).
+ *
+ * Built three ways (CMakeLists.txt): against the CUDA runtime and kernels/cuda compiled
+ * by nvcc (SLM_BACKEND_CUDA), against the SIMT emulator (SLM_BACKEND_CUDA and
+ * SLM_BACKEND_CUDA_EMU), or, with neither, as the stubs at the end of this file.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "daemon/log.h"
+
+#ifdef SLM_BACKEND_CUDA
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/kernels.h"
+
+/* Host metadata staged in pinned memory and copied to a device twin in one copy. */
+struct staging {
+    int32_t *host;            /* (cap) pinned */
+    int32_t *dev;             /* (cap) device */
+    size_t cap;               /* int32 elements */
+    cudaEvent_t done;         /* recorded after the last copy out of host */
+    int pending;              /* done was recorded and not yet waited for */
+};
+
+/* The attention metadata of the batch last uploaded, and its plan. */
+struct attn_meta {
+    struct staging st;        /* device: pos (n), seq_row (n), block_tables (n_rows, max_blocks) */
+    int32_t *shadow;          /* (shadow_cap) host copy of what st.dev holds, to skip re-uploads */
+    size_t shadow_cap, shadow_len;
+    int n_tokens, n_rows, max_blocks;
+    int max_ctx;              /* largest pos + 1 */
+};
+
+struct cuda_impl {
+    int device;
+    double mem_fraction;      /* share of the free device memory the KV pool may take */
+    cudaStream_t stream;
+    struct staging ids;       /* token ids of embed, row ids of gather_rows */
+    struct attn_meta attn;
+    void *workspace;          /* attention partials */
+    size_t workspace_bytes;
+};
+
+static struct cuda_impl *impl(struct slm_backend *be)
+{
+    return be->impl;
+}
+
+/* 0, or -EIO with a log line naming the call. The error is taken off cudaGetLastError, so
+ * that the next launcher does not report it again as its own. */
+static int cuda_ok(cudaError_t e, const char *call)
+{
+    if (e == cudaSuccess) return 0;
+    cudaGetLastError();
+    slm_log(SLM_LOG_ERR, "cuda backend: %s: %s (%s)", call, cudaGetErrorName(e), cudaGetErrorString(e));
+    return -EIO;
+}
+#define CUDA_TRY(call)                                     \
+    do {                                                   \
+        int rc_ = cuda_ok((call), #call);                  \
+        if (rc_) return rc_;                               \
+    } while (0)
+
+/* A launcher's result; -EIO and -EINVAL are logged with the launcher's name. */
+static int launched(int rc, const char *launcher)
+{
+    if (rc == -EIO) {
+        int e = slm_cuda_last_error();
+        if (e >= 10000) slm_log(SLM_LOG_ERR, "cuda backend: %s: cuBLAS status %d", launcher, e - 10000);
+        else cuda_ok((cudaError_t)e, launcher);
+    } else if (rc) {
+        cudaGetLastError();   /* the emulator's pointer check leaves its refusal sticky */
+        slm_log(SLM_LOG_ERR, "cuda backend: %s refused its arguments (%s)", launcher, strerror(-rc));
+    }
+    return rc;
+}
+
+/* ---- staging of host metadata */
+
+static void staging_free(struct staging *s)
+{
+    if (s->done) cudaEventSynchronize(s->done);
+    if (s->host) cudaFreeHost(s->host);
+    if (s->dev) cudaFree(s->dev);
+    if (s->done) cudaEventDestroy(s->done);
+    memset(s, 0, sizeof *s);
+}
+
+/* Makes host writable: waits for the copy that last read it. */
+static int staging_wait(struct staging *s)
+{
+    if (!s->pending) return 0;
+    s->pending = 0;
+    CUDA_TRY(cudaEventSynchronize(s->done));
+    return 0;
+}
+
+/* Room for n elements (contents not kept). */
+static int staging_reserve(struct staging *s, size_t n)
+{
+    int rc = staging_wait(s);
+    if (rc || (s->cap && n <= s->cap)) return rc;
+    size_t cap = s->cap ? s->cap : 256;
+    while (cap < n) cap *= 2;
+    if (s->host) cudaFreeHost(s->host);
+    if (s->dev) cudaFree(s->dev);   /* synchronises: no queued kernel still reads it */
+    s->host = NULL, s->dev = NULL, s->cap = 0;
+    CUDA_TRY(cudaMallocHost((void **)&s->host, cap * sizeof(int32_t)));
+    CUDA_TRY(cudaMalloc((void **)&s->dev, cap * sizeof(int32_t)));
+    s->cap = cap;
+    return 0;
+}
+
+/* Queues the copy of host[0..n) to dev. */
+static int staging_upload(struct cuda_impl *ci, struct staging *s, size_t n)
+{
+    CUDA_TRY(cudaMemcpyAsync(s->dev, s->host, n * sizeof(int32_t), cudaMemcpyHostToDevice, ci->stream));
+    CUDA_TRY(cudaEventRecord(s->done, ci->stream));
+    s->pending = 1;
+    return 0;
+}
+
+/* dev[0..n) = ids (host). */
+static int upload_ids(struct cuda_impl *ci, const int32_t *ids, int n)
+{
+    int rc = staging_reserve(&ci->ids, (size_t)n);
+    if (rc) return rc;
+    memcpy(ci->ids.host, ids, (size_t)n * sizeof(int32_t));
+    return staging_upload(ci, &ci->ids, (size_t)n);
+}
+
+/* ---- memory */
+
+static void *cuda_alloc(struct slm_backend *be, size_t bytes)
+{
+    struct cuda_impl *ci = impl(be);
+    void *p = NULL;
+    if (cuda_ok(cudaSetDevice(ci->device), "cudaSetDevice") ||
+        cuda_ok(cudaMalloc(&p, bytes ? bytes : 256), "cudaMalloc"))
+        return NULL;
+    if (cuda_ok(cudaMemsetAsync(p, 0, bytes ? bytes : 256, ci->stream), "cudaMemsetAsync")) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(struct slm_backend *be, void *p)
+{
+    cuda_ok(cudaFree(p), "cudaFree");
+}
+
+static int cuda_load_weight(struct slm_backend *be, struct slm_weight *w)
+{
+    struct cuda_impl *ci = impl(be);
+    size_t bytes = (size_t)w->rows * w->row_bytes;
+    void *p = NULL;
+    w->be_data = NULL;
+    CUDA_TRY(cudaSetDevice(ci->device));
+    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+        cudaGetLastError();
+        slm_log(SLM_LOG_ERR, "cuda backend: cudaMalloc of %zu bytes for a %s weight (%lld x %lld) failed", bytes,
+                slm_qtype_name(w->type), (long long)w->rows, (long long)w->cols);
+        return -ENOMEM;
+    }
+    if (cuda_ok(cudaMemcpy(p, w->data, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (weight)")) {
+        cudaFree(p);
+        return -EIO;
+    }
+    w->be_data = p;
+    return 0;
+}
+
+static void cuda_unload_weight(struct slm_backend *be, struct slm_weight *w)
+{
+    if (w->be_data) cuda_ok(cudaFree(w->be_data), "cudaFree (weight)");
+    w->be_data = NULL;
+}
+
+static size_t kv_layer_halves(const struct slm_kv_pool *p)
+{
+    return (size_t)p->n_blocks * (size_t)p->block_size * (size_t)p->kv_dim;
+}
+
+static int cuda_kv_alloc(struct slm_backend *be, struct slm_kv_pool *pool)
+{
+    struct cuda_impl *ci = impl(be);
+    size_t bytes = kv_layer_halves(pool) * 2 * (size_t)pool->n_layer * sizeof(slm_half);
+    size_t budget = slm_backend_cuda_kv_budget(be);
+    if (bytes > budget) {
+        slm_log(SLM_LOG_ERR, "cuda backend: a KV pool of %.1f MiB exceeds the budget of %.1f MiB "
+                "(gpu-memory-fraction %.2f of the free device memory)", (double)bytes / 1048576,
+                (double)budget / 1048576, ci->mem_fraction);
+        return -ENOMEM;
+    }
+    pool->mem = cuda_alloc(be, bytes);
+    return pool->mem ? 0 : -ENOMEM;
+}
+
+static void cuda_kv_free(struct slm_backend *be, struct slm_kv_pool *pool)
+{
+    if (pool->mem) cuda_free(be, pool->mem);
+    pool->mem = NULL;
+}
+
+/* ---- the ops */
+
+static int cuda_embed(struct slm_backend *be, const struct slm_weight *table, const int32_t *tokens, int n,
+                      float *out)
+{
+    struct cuda_impl *ci = impl(be);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= table->rows) return -EINVAL;
+    /* The first op of every pass: the device is made current on the calling thread. */
+    CUDA_TRY(cudaSetDevice(ci->device));
+    int rc = upload_ids(ci, tokens, n);
+    if (rc) return rc;
+    return launched(slm_cuda_embed(table->type, table->be_data, table->rows, table->cols, ci->ids.dev, n, out,
+                                   ci->stream),
+                    "slm_cuda_embed");
+}
+
+static int cuda_rmsnorm(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int n, int dim,
+                        float eps, float *out)
+{
+    return launched(slm_cuda_rmsnorm(x, gamma->be_data, n, dim, eps, out, impl(be)->stream), "slm_cuda_rmsnorm");
+}
+
+static int cuda_matmul(struct slm_backend *be, int n_w, const struct slm_weight *const *w, const float *x, int n,
+                       float *const *y, int accumulate)
+{
+    for (int j = 0; j < n_w; j++) {
+        int rc = launched(slm_cuda_matvec(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, x, n, y[j], accumulate,
+                                          impl(be)->stream),
+                          "slm_cuda_matvec");
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int cuda_add_bias(struct slm_backend *be, float *x, const struct slm_weight *bias, int n)
+{
+    return launched(slm_cuda_add_bias(x, bias->be_data, n, (int)bias->cols, impl(be)->stream), "slm_cuda_add_bias");
+}
+
+static int cuda_swiglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out)
+{
+    return launched(slm_cuda_swiglu(gate, up, n, out, impl(be)->stream), "slm_cuda_swiglu");
+}
+
+static int cuda_add(struct slm_backend *be, float *x, const float *y, size_t n)
+{
+    return launched(slm_cuda_add(x, y, n, impl(be)->stream), "slm_cuda_add");
+}
+
+/* Uploads the batch's positions, rows and block tables unless the device already holds
+ * the same ones (every layer of a pass sees the same batch: one upload per pass). */
+static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
+{
+    struct attn_meta *a = &ci->attn;
+    int n = b->n_tokens, n_rows = 0, max_ctx = 0;
+    for (int i = 0; i < n; i++) {
+        if (b->seq_row[i] + 1 > n_rows) n_rows = b->seq_row[i] + 1;
+        if (b->pos[i] + 1 > max_ctx) max_ctx = b->pos[i] + 1;
+    }
+    size_t tables = (size_t)n_rows * (size_t)b->max_blocks, len = 2 * (size_t)n + tables;
+    if (a->shadow_len == len && a->n_tokens == n && a->max_blocks == b->max_blocks &&
+        !memcmp(a->shadow, b->pos, (size_t)n * sizeof(int32_t)) &&
+        !memcmp(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t)) &&
+        !memcmp(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t)))
+        return 0;
+    if (len > a->shadow_cap) {
+        int32_t *s = realloc(a->shadow, len * sizeof *s);
+        if (!s) return -ENOMEM;
+        a->shadow = s;
+        a->shadow_cap = len;
+    }
+    a->shadow_len = 0;   /* invalid until the upload is queued */
+    int rc = staging_reserve(&a->st, len);
+    if (rc) return rc;
+    memcpy(a->shadow, b->pos, (size_t)n * sizeof(int32_t));
+    memcpy(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t));
+    memcpy(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t));
+    memcpy(a->st.host, a->shadow, len * sizeof(int32_t));
+    if ((rc = staging_upload(ci, &a->st, len))) return rc;
+    a->shadow_len = len;
+    a->n_tokens = n;
+    a->n_rows = n_rows;
+    a->max_blocks = b->max_blocks;
+    a->max_ctx = max_ctx;
+    return 0;
+}
+
+/* End of the run of tokens from i: consecutive positions of one sequence. */
+static int run_end(const struct slm_batch *b, int i)
+{
+    int j = i + 1;
+    while (j < b->n_tokens && b->seq_row[j] == b->seq_row[i] && b->pos[j] == b->pos[j - 1] + 1) j++;
+    return j;
+}
+
+/* Workspace for the largest launch of this batch (decode groups and prefill chunks). */
+static int attn_workspace(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, const struct slm_batch *b)
+{
+    size_t need = 0;
+    for (int i = 0; i < b->n_tokens;) {
+        int j = run_end(b, i);
+        /* a decode group is at most the whole batch with the longest context */
+        size_t w = j - i > 1 ? slm_cuda_attention_workspace(sh, j - i, b->pos[j - 1] + 1)
+                             : slm_cuda_attention_workspace(sh, b->n_tokens, ci->attn.max_ctx);
+        if (w > need) need = w;
+        i = j;
+    }
+    if (need <= ci->workspace_bytes) return 0;
+    if (ci->workspace) cudaFree(ci->workspace);   /* synchronises */
+    ci->workspace = NULL, ci->workspace_bytes = 0;
+    CUDA_TRY(cudaMalloc(&ci->workspace, need));
+    ci->workspace_bytes = need;
+    return 0;
+}
+
+static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
+                          const struct slm_attn_params *p, float *q, float *k, const float *v, float *out)
+{
+    struct cuda_impl *ci = impl(be);
+    int rc = attn_upload(ci, b);
+    if (rc) return rc;
+    const struct attn_meta *a = &ci->attn;
+    const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
+    struct slm_cuda_attn_shape sh = {
+        .n_head = p->n_head, .n_head_kv = p->n_head_kv, .head_dim = p->head_dim, .rope_dim = p->rope_dim,
+        .rope_layout = p->rope_layout, .rope_theta_scale = powf(p->rope_base, -2.0f / (float)p->rope_dim),
+        .scale = p->scale,
+    };
+    if ((rc = attn_workspace(ci, &sh, b))) return rc;
+    size_t per_layer = kv_layer_halves(pool);
+    slm_half *k_pool = (slm_half *)pool->mem + (size_t)layer * 2 * per_layer;
+    struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = pool->n_blocks,
+                                   .block_size = pool->block_size};
+    struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
+                                       .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
+    if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, q, k, v, ci->stream), "slm_cuda_rope_store"))) return rc;
+
+    size_t qd = (size_t)p->n_head * (size_t)p->head_dim;
+    for (int i = 0; i < b->n_tokens;) {
+        int j = run_end(b, i);
+        struct slm_cuda_attn_tokens t = all;
+        t.pos = d_pos + i;
+        t.seq_row = d_row + i;
+        if (j - i > 1) {   /* a prefill chunk */
+            t.n_tokens = j - i;
+            rc = launched(slm_cuda_attention_prefill(&sh, &t, &kv, q + (size_t)i * qd, b->pos[i], ci->workspace,
+                                                     ci->workspace_bytes, out + (size_t)i * qd, ci->stream),
+                          "slm_cuda_attention_prefill");
+        } else {           /* decodes: this token and the single-token runs after it */
+            int max_ctx = b->pos[i] + 1;
+            while (j < b->n_tokens && run_end(b, j) == j + 1) {
+                if (b->pos[j] + 1 > max_ctx) max_ctx = b->pos[j] + 1;
+                j++;
+            }
+            t.n_tokens = j - i;
+            rc = launched(slm_cuda_attention_decode(&sh, &t, &kv, q + (size_t)i * qd, max_ctx, ci->workspace,
+                                                    ci->workspace_bytes, out + (size_t)i * qd, ci->stream),
+                          "slm_cuda_attention_decode");
+        }
+        if (rc) return rc;
+        i = j;
+    }
+    return 0;
+}
+
+static int cuda_gather_rows(struct slm_backend *be, const float *x, int dim, const int32_t *rows, int n_rows,
+                            float *dst)
+{
+    struct cuda_impl *ci = impl(be);
+    int x_rows = 0;
+    for (int i = 0; i < n_rows; i++) {
+        if (rows[i] < 0) return -EINVAL;
+        if (rows[i] + 1 > x_rows) x_rows = rows[i] + 1;
+    }
+    int rc = upload_ids(ci, rows, n_rows);
+    if (rc) return rc;
+    return launched(slm_cuda_gather_rows(x, x_rows, dim, ci->ids.dev, n_rows, dst, ci->stream), "slm_cuda_gather_rows");
+}
+
+static int cuda_to_host(struct slm_backend *be, const float *src, size_t n, float *host)
+{
+    struct cuda_impl *ci = impl(be);
+    CUDA_TRY(cudaMemcpyAsync(host, src, n * sizeof *host, cudaMemcpyDeviceToHost, ci->stream));
+    CUDA_TRY(cudaStreamSynchronize(ci->stream));
+    return 0;
+}
+
+static void cuda_destroy(struct slm_backend *be)
+{
+    struct cuda_impl *ci = impl(be);
+    if (ci) {
+        if (ci->stream) cuda_ok(cudaStreamSynchronize(ci->stream), "cudaStreamSynchronize");
+        staging_free(&ci->ids);
+        staging_free(&ci->attn.st);
+        free(ci->attn.shadow);
+        if (ci->workspace) cudaFree(ci->workspace);
+        if (ci->stream) cudaStreamDestroy(ci->stream);
+        free(ci);
+    }
+    free(be);
+}
+
+static const struct slm_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .load_weight = cuda_load_weight,
+    .unload_weight = cuda_unload_weight,
+    .kv_alloc = cuda_kv_alloc,
+    .kv_free = cuda_kv_free,
+    .embed = cuda_embed,
+    .rmsnorm = cuda_rmsnorm,
+    .matmul = cuda_matmul,
+    .add_bias = cuda_add_bias,
+    .attention = cuda_attention,
+    .swiglu = cuda_swiglu,
+    .add = cuda_add,
+    .gather_rows = cuda_gather_rows,
+    .to_host = cuda_to_host,
+};
+
+int slm_backend_cuda_devices(char *err)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n < 1) {
+        cudaGetLastError();   /* the refusal is expected: do not leave it sticky */
+        slm_err_set(err, "no CUDA device (cudaGetDeviceCount: %s)",
+                    e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return 0;
+    }
+    return n;
+}
+
+int slm_backend_cuda_emulated(void)
+{
+#ifdef SLM_BACKEND_CUDA_EMU
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+size_t slm_backend_cuda_kv_budget(struct slm_backend *be)
+{
+    struct cuda_impl *ci = impl(be);
+    size_t free_b = 0, total_b = 0;
+    if (cuda_ok(cudaSetDevice(ci->device), "cudaSetDevice") ||
+        cuda_ok(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo"))
+        return 0;
+    return (size_t)((double)free_b * ci->mem_fraction);
+}
+
+struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fraction, char *err)
+{
+    if (!(gpu_memory_fraction > 0.0 && gpu_memory_fraction <= 1.0)) {
+        slm_err_set(err, "cuda backend: gpu-memory-fraction %g is not in (0, 1]", gpu_memory_fraction);
+        return NULL;
+    }
+    int n = slm_backend_cuda_devices(err);
+    if (n < 1) return NULL;
+    if (device < 0 || device >= n) {
+        slm_err_set(err, "cuda backend: device %d does not exist (%d device%s)", device, n, n == 1 ? "" : "s");
+        return NULL;
+    }
+    struct slm_backend *be = calloc(1, sizeof *be);
+    struct cuda_impl *ci = calloc(1, sizeof *ci);
+    if (!be || !ci) {
+        free(be);
+        free(ci);
+        slm_err_set(err, "cuda backend: out of memory");
+        return NULL;
+    }
+    be->ops = &cuda_ops;
+    be->impl = ci;
+    be->n_threads = 1;
+    ci->device = device;
+    ci->mem_fraction = gpu_memory_fraction;
+    struct cudaDeviceProp prop;
+    const char *call = "cudaSetDevice";
+    cudaError_t e = cudaSetDevice(device);
+    if (!e) call = "cudaGetDeviceProperties", e = cudaGetDeviceProperties(&prop, device);
+    if (!e) call = "cudaStreamCreateWithFlags", e = cudaStreamCreateWithFlags(&ci->stream, cudaStreamNonBlocking);
+    if (!e) call = "cudaEventCreate", e = cudaEventCreateWithFlags(&ci->ids.done, cudaEventDisableTiming);
+    if (!e) e = cudaEventCreateWithFlags(&ci->attn.st.done, cudaEventDisableTiming);
+    if (e) {
+        slm_err_set(err, "cuda backend: device %d: %s: %s", device, call, cudaGetErrorString(e));
+        cudaGetLastError();
+        cuda_destroy(be);
+        return NULL;
+    }
+    slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s", device, n, prop.name, prop.major,
+            prop.minor, (size_t)prop.totalGlobalMem >> 20, slm_backend_cuda_emulated() ? " (SIMT emulator)" : "");
+    return be;
+}
+
+#else /* no CUDA backend in this build */
+
+int slm_backend_cuda_devices(char *err)
+{
+    slm_err_set(err, "this slmd was built without the CUDA backend (no CUDA toolkit at build time)");
+    return 0;
+}
+
+int slm_backend_cuda_emulated(void)
+{
+    return 0;
+}
+
+size_t slm_backend_cuda_kv_budget(struct slm_backend *be)
+{
+    return 0;
+}
+
+struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fraction, char *err)
+{
+    slm_backend_cuda_devices(err);
+    return NULL;
+}
+
+#endif

@@ -1,0 +1,430 @@
+/* test_cuda_model: the CUDA backend (daemon/engine/backend_cuda.c) under the SIMT emulator,
+ * with the whole model (SmolLM2-135M-Instruct Q4_1 from $SLM_MODEL_DIR; skipped, 77, without it).
+ *
+ * 1. Greedy: the first three prompts of tests/golden/smollm2_greedy.txt, 16 tokens each, through
+ *    the one-sequence runner on the cuda backend and on the cpu backend. The two backends differ
+ *    in arithmetic (the CPU follows llama.cpp: Q8_1 activations into the matmuls, f16 attention
+ *    probabilities; the CUDA kernels keep fp32 activations), so a near-tie can flip a token. The
+ *    oracle is therefore a float64 forward pass written here (the weights dequantized as GGUF
+ *    defines them, every sum in double):
+ *    - the first step's logits of each prompt on cuda within 0.05 of it (max abs; measured
+ *      ~0.01, while the CPU backend is ~0.6 away: its activations are quantized);
+ *    - the tokens of cuda and cpu are compared; where they first part, the float64 pass of the
+ *      prompt and the tokens before that step must rank cuda's token above cpu's (exact
+ *      arithmetic sides with cuda), else the test fails. Every divergence is printed with both
+ *      backends' top-two margins and the float64 logits of the two tokens.
+ * 2. Continuous batching on the cuda backend: requests arriving at different steps, so steps
+ *    mix prefill chunks (a small token budget cuts the prompts) with decodes, give each request
+ *    the tokens it gets alone on the same backend (greedy and seeded sampling).
+ * 3. --no-device (run with SLM_EMU_DEVICES=0): slm_backend_cuda_create returns NULL with
+ *    "no CUDA device" in err.
+ * SLM_EMU_WORKERS defaults to 2 here (the machine is shared). */
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+extern "C" {
+#include "daemon/engine/backend.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"   /* slm_engine_counts: a function named like its struct */
+#include "daemon/engine/engine.h"
+#pragma GCC diagnostic pop
+#include "daemon/engine/runner.h"
+#include "daemon/engine/tokenizer.h"
+#include "daemon/log.h"
+#include "kernels/cpu/dequant.h"
+}
+#include "tests/check.h"
+
+#define N_PROMPTS 3
+#define GEN 16
+
+struct prompt {
+    std::vector<int32_t> ids;
+    std::vector<int32_t> llama;   /* llama.cpp's greedy tokens (first GEN) */
+};
+
+static std::vector<prompt> read_prompts(const char *dir)
+{
+    std::vector<prompt> out;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/golden/smollm2_greedy.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("FAIL: cannot open %s\n", path);
+        failures++;
+        return out;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0 && (int)out.size() <= N_PROMPTS) {
+        if (line[0] != 'P' && line[0] != 'G') continue;
+        std::vector<int32_t> v;
+        char *p = line + 1, *end;
+        for (long x = strtol(p, &end, 10); end != p; x = strtol(p, &end, 10)) {
+            v.push_back((int32_t)x);
+            p = end;
+        }
+        if (line[0] == 'P') out.push_back(prompt{v, {}});
+        else if (!out.empty()) out.back().llama.assign(v.begin(), v.begin() + (v.size() < GEN ? v.size() : GEN));
+    }
+    free(line);
+    fclose(f);
+    if (out.size() > N_PROMPTS) out.resize(N_PROMPTS);
+    return out;
+}
+
+/* ---- the float64 reference forward pass (llama: NORM rope, GQA, SwiGLU) */
+
+/* y (n, w->rows) = x (n, w->cols) . W^T, W dequantized row by row. */
+static void ref_matmul(const struct slm_weight *w, const std::vector<double> &x, int n, std::vector<double> &y)
+{
+    size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
+    std::vector<float> row(cols);
+    y.assign((size_t)n * rows, 0.0);
+    for (size_t r = 0; r < rows; r++) {
+        slm_cpu_dequantize_row(w->type, (const char *)w->data + r * w->row_bytes, row.data(), (int64_t)cols);
+        for (int t = 0; t < n; t++) {
+            double acc = 0;
+            const double *xt = &x[(size_t)t * cols];
+            for (size_t c = 0; c < cols; c++) acc += (double)row[c] * xt[c];
+            y[(size_t)t * rows + r] = acc;
+        }
+    }
+}
+
+static void ref_rmsnorm(std::vector<double> &x, const struct slm_weight *g, int n, int dim, double eps,
+                        std::vector<double> &out)
+{
+    out.resize((size_t)n * dim);
+    const float *gamma = (const float *)g->data;
+    for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += x[(size_t)t * dim + i] * x[(size_t)t * dim + i];
+        double scale = 1.0 / sqrt(ss / dim + eps);
+        for (int i = 0; i < dim; i++) out[(size_t)t * dim + i] = x[(size_t)t * dim + i] * scale * gamma[i];
+    }
+}
+
+static void ref_rope(std::vector<double> &v, int n, int heads, int head_dim, int rope_dim, double base)
+{
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < heads; h++)
+            for (int j = 0; j < rope_dim / 2; j++) {
+                double th = t * pow(base, -2.0 * j / rope_dim), c = cos(th), s = sin(th);
+                double *p = &v[((size_t)t * heads + h) * head_dim + 2 * j];
+                double a = p[0], b = p[1];
+                p[0] = a * c - b * s;
+                p[1] = a * s + b * c;
+            }
+}
+
+/* The last token's logits (n_vocab) for ids at positions 0..n-1. */
+static std::vector<double> ref_forward(const struct slm_model *m, const std::vector<int32_t> &ids)
+{
+    const struct slm_model_config *c = &m->cfg;
+    int n = (int)ids.size(), dim = c->dim, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_head_kv * hd;
+    int group = c->n_head / c->n_head_kv;
+    std::vector<double> x((size_t)n * dim), xn, q, k, v, att((size_t)n * qd), o, g, u;
+    std::vector<float> row((size_t)dim);
+    for (int t = 0; t < n; t++) {
+        slm_cpu_dequantize_row(m->tok_embd.type, (const char *)m->tok_embd.data + (size_t)ids[t] * m->tok_embd.row_bytes,
+                               row.data(), dim);
+        for (int i = 0; i < dim; i++) x[(size_t)t * dim + i] = row[i];
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        const struct slm_layer *L = &m->layers[l];
+        ref_rmsnorm(x, &L->attn_norm, n, dim, c->rms_eps, xn);
+        ref_matmul(&L->wq, xn, n, q);
+        ref_matmul(&L->wk, xn, n, k);
+        ref_matmul(&L->wv, xn, n, v);
+        ref_rope(q, n, c->n_head, hd, c->rope_dim, c->rope_base);
+        ref_rope(k, n, c->n_head_kv, hd, c->rope_dim, c->rope_base);
+        std::vector<double> p((size_t)n);
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < c->n_head; h++) {
+                const double *qh = &q[(size_t)t * qd + (size_t)h * hd];
+                size_t koff = (size_t)(h / group) * hd;
+                double mx = -INFINITY, sum = 0;
+                for (int s = 0; s <= t; s++) {
+                    double d = 0;
+                    for (int i = 0; i < hd; i++) d += qh[i] * k[(size_t)s * kvd + koff + i];
+                    p[s] = d / sqrt((double)hd);
+                    mx = fmax(mx, p[s]);
+                }
+                for (int s = 0; s <= t; s++) sum += p[s] = exp(p[s] - mx);
+                double *out = &att[(size_t)t * qd + (size_t)h * hd];
+                for (int i = 0; i < hd; i++) {
+                    double a = 0;
+                    for (int s = 0; s <= t; s++) a += p[s] * v[(size_t)s * kvd + koff + i];
+                    out[i] = a / sum;
+                }
+            }
+        ref_matmul(&L->wo, att, n, o);
+        for (size_t i = 0; i < x.size(); i++) x[i] += o[i];
+        ref_rmsnorm(x, &L->ffn_norm, n, dim, c->rms_eps, xn);
+        ref_matmul(&L->w_gate, xn, n, g);
+        ref_matmul(&L->w_up, xn, n, u);
+        for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+        ref_matmul(&L->w_down, g, n, o);
+        for (size_t i = 0; i < x.size(); i++) x[i] += o[i];
+    }
+    std::vector<double> last(x.end() - dim, x.end()), logits;
+    ref_rmsnorm(last, &m->output_norm, 1, dim, c->rms_eps, xn);
+    ref_matmul(&m->output, xn, 1, logits);
+    return logits;
+}
+
+/* The best and second best logit. */
+static void top2(const float *x, int n, int *best, float *margin)
+{
+    int a = 0, b = -1;
+    for (int i = 1; i < n; i++) {
+        if (x[i] > x[a]) b = a, a = i;
+        else if (b < 0 || x[i] > x[b]) b = i;
+    }
+    *best = a;
+    *margin = x[a] - x[b];
+}
+
+struct greedy_run {
+    std::vector<int32_t> tok;
+    std::vector<float> margin;
+    std::vector<std::vector<float>> logits;   /* every step's */
+};
+
+static int greedy(struct slm_model *m, const std::vector<int32_t> &prompt, greedy_run *out)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_runner *r = slm_runner_create(m, 256, 64, err);
+    if (!r) {
+        printf("FAIL: runner on %s: %s\n", m->be->ops->name, err);
+        failures++;
+        return -1;
+    }
+    int nv = m->cfg.n_vocab;
+    std::vector<float> logits((size_t)nv);
+    int rc = slm_runner_eval(r, prompt.data(), (int)prompt.size(), 0, logits.data());
+    for (int i = 0; i < GEN && !rc; i++) {
+        int best;
+        float margin;
+        top2(logits.data(), nv, &best, &margin);
+        out->tok.push_back(best);
+        out->margin.push_back(margin);
+        out->logits.push_back(logits);
+        int32_t t = best;
+        if (i + 1 < GEN) rc = slm_runner_eval(r, &t, 1, 0, logits.data());
+    }
+    slm_runner_destroy(&r);
+    if (rc) {
+        printf("FAIL: %s forward: %s\n", m->be->ops->name, strerror(-rc));
+        failures++;
+    }
+    return rc;
+}
+
+static void check_greedy(struct slm_model *cpu, struct slm_model *gpu, const char *tdir)
+{
+    std::vector<prompt> prompts = read_prompts(tdir);
+    CHECK(prompts.size() == N_PROMPTS, "golden prompts: expected %d, got %zu", N_PROMPTS, prompts.size());
+    int identical = 0, like_llama = 0;
+    for (size_t p = 0; p < prompts.size(); p++) {
+        greedy_run a, b;
+        if (greedy(cpu, prompts[p].ids, &a) || greedy(gpu, prompts[p].ids, &b)) return;
+        std::vector<double> ref = ref_forward(cpu, prompts[p].ids);
+        double cpu_err = 0, cuda_err = 0;
+        int nv = cpu->cfg.n_vocab;
+        for (int i = 0; i < nv; i++) {
+            cpu_err = fmax(cpu_err, fabs(a.logits[0][i] - ref[i]));
+            cuda_err = fmax(cuda_err, fabs(b.logits[0][i] - ref[i]));
+        }
+        printf("prompt %zu (%zu tokens): first-step logits against float64: cuda max abs error %.4g (bound 0.05), "
+               "cpu %.4g\n", p, prompts[p].ids.size(), cuda_err, cpu_err);
+        CHECK(cuda_err <= 0.05, "prompt %zu: cuda logits against float64: expected max abs error <= 0.05, got %.4g",
+              p, cuda_err);
+        int div = -1;
+        for (int i = 0; i < GEN && div < 0; i++)
+            if (a.tok[i] != b.tok[i]) div = i;
+        if (div < 0) {
+            identical++;
+            printf("prompt %zu: cuda = cpu for %d tokens\n", p, GEN);
+        } else {
+            std::vector<int32_t> ctx = prompts[p].ids;
+            ctx.insert(ctx.end(), a.tok.begin(), a.tok.begin() + div);
+            std::vector<double> r = ref_forward(cpu, ctx);
+            int sides_with_cuda = r[b.tok[div]] > r[a.tok[div]];
+            printf("prompt %zu: cuda and cpu part at step %d: cpu %d, cuda %d; top-2 margin there: cpu %.4f, cuda %.4f; "
+                   "float64 logits: %d %.4f, %d %.4f: %s\n",
+                   p, div, a.tok[div], b.tok[div], a.margin[div], b.margin[div], a.tok[div], r[a.tok[div]],
+                   b.tok[div], r[b.tok[div]], sides_with_cuda ? "float64 sides with cuda" : "FAIL: float64 sides with cpu");
+            if (!sides_with_cuda) failures++;
+        }
+        if (prompts[p].llama.size() == GEN && b.tok == prompts[p].llama) like_llama++;
+    }
+    printf("greedy: %d of %zu prompts give the cpu backend's %d tokens on cuda (emulated); "
+           "%d give llama.cpp's (informative)\n",
+           identical, prompts.size(), GEN, like_llama);
+}
+
+/* ---- continuous batching */
+
+struct req_spec {
+    std::vector<int32_t> prompt;
+    struct slm_sampling s;
+    int max_tokens, arrival;
+};
+
+struct req_result {
+    std::vector<int32_t> tok;
+    int done;
+};
+
+struct run_ctx {
+    std::vector<int64_t> ids;
+    std::vector<req_result> *res;
+};
+
+static void on_event(void *p, const struct slm_event *ev)
+{
+    run_ctx *c = (run_ctx *)p;
+    for (size_t i = 0; i < c->ids.size(); i++) {
+        if (c->ids[i] != ev->id) continue;
+        if (ev->token >= 0) (*c->res)[i].tok.push_back(ev->token);
+        if (ev->finish) (*c->res)[i].done = 1;
+    }
+}
+
+/* Runs the specs through a fresh engine (arrivals by step); returns the steps taken. */
+static int run_engine(struct slm_model *m, const struct slm_tokenizer *tok, const std::vector<req_spec> &sp,
+                      std::vector<req_result> *res, int *mixed_steps)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_engine_opts o = {.n_blocks = 64, .block_size = 16, .max_batch_tokens = 12, .max_seqs = 4, .n_ctx = 128};
+    struct slm_engine *e = slm_engine_create(m, tok, &o, err);
+    if (!e) {
+        printf("FAIL: slm_engine_create: %s\n", err);
+        failures++;
+        return 0;
+    }
+    res->assign(sp.size(), req_result{});
+    run_ctx c{std::vector<int64_t>(sp.size(), -1), res};
+    int steps = 0, added = 0;
+    for (; steps < 1000; steps++) {
+        for (size_t i = 0; i < sp.size(); i++)
+            if (c.ids[i] < 0 && sp[i].arrival <= steps) {
+                struct slm_request q = {};
+                q.prompt = sp[i].prompt.data();
+                q.n_prompt = (int)sp[i].prompt.size();
+                q.sampling = sp[i].s;
+                q.max_tokens = sp[i].max_tokens;
+                q.ignore_eos = 1;
+                c.ids[i] = slm_engine_add(e, &q, err);
+                CHECK(c.ids[i] >= 0, "slm_engine_add: %s", err);
+                added++;
+            }
+        /* a step mixes prefill and decode when one request is generating while another's
+         * prompt is still being prefilled */
+        int generating = 0, prefilling = 0;
+        for (size_t i = 0; i < sp.size(); i++) {
+            if (c.ids[i] < 0 || (*res)[i].done) continue;
+            if ((*res)[i].tok.empty()) prefilling++;
+            else generating++;
+        }
+        if (generating && prefilling) (*mixed_steps)++;
+        int rc = slm_engine_step(e, on_event, &c);
+        CHECK(rc >= 0, "slm_engine_step: expected >= 0, got %d", rc);
+        if (rc < 0 || (rc == 0 && added == (int)sp.size())) break;
+    }
+    slm_engine_destroy(&e);
+    return steps;
+}
+
+static void check_batching(struct slm_model *gpu, const struct slm_tokenizer *tok)
+{
+    std::vector<req_spec> sp(3);
+    const int32_t base[] = {504, 3575, 282, 4649, 314, 6403, 1980, 253, 655, 28, 281, 253, 1165, 6560, 411, 260,
+                            3426, 28, 1848, 2012, 30, 198, 504};
+    const int first[3] = {0, 5, 3}, end[3] = {23, 14, 20};   /* 23, 9 and 17 tokens */
+    for (int i = 0; i < 3; i++) {
+        sp[i].prompt.assign(base + first[i], base + end[i]);
+        slm_sampling_defaults(&sp[i].s);
+        sp[i].max_tokens = 4;
+    }
+    sp[0].s.temperature = 0;                     /* greedy */
+    sp[1].s.temperature = 0;
+    sp[2].s.temperature = 0.9f;                  /* seeded sampling */
+    sp[2].s.seed = 1234;
+    sp[0].arrival = 0, sp[1].arrival = 2, sp[2].arrival = 3;
+
+    std::vector<req_result> together, alone;
+    int mixed = 0, unused = 0;
+    run_engine(gpu, tok, sp, &together, &mixed);
+    printf("batching: %d steps mixed a prefill chunk with decodes\n", mixed);
+    CHECK(mixed > 0, "batching: expected steps mixing prefill and decode, got %d", mixed);
+    for (size_t i = 0; i < sp.size(); i++) {
+        std::vector<req_spec> one(1, sp[i]);
+        one[0].arrival = 0;
+        run_engine(gpu, tok, one, &alone, &unused);
+        const std::vector<int32_t> &a = alone[0].tok, &t = together[i].tok;
+        CHECK(t.size() == (size_t)sp[i].max_tokens && together[i].done, "request %zu: expected %d tokens and a finish, got %zu",
+              i, sp[i].max_tokens, t.size());
+        size_t k = 0;
+        while (k < a.size() && k < t.size() && a[k] == t[k]) k++;
+        if (k < a.size() || k < t.size())
+            CHECK(0, "request %zu: token %zu: expected %d (alone), got %d (in the batch)", i, k,
+                  k < a.size() ? a[k] : -1, k < t.size() ? t[k] : -1);
+        else
+            printf("request %zu: %zu tokens, the same alone and in the batch\n", i, t.size());
+    }
+}
+
+int main(int argc, char **argv)
+{
+    setenv("SLM_EMU_WORKERS", "2", 0);
+    char err[SLM_ERR_LEN] = "";
+    if (argc > 1 && !strcmp(argv[1], "--no-device")) {
+        struct slm_backend *be = slm_backend_cuda_create(0, 0.9, err);
+        CHECK(!be, "no device: expected NULL from slm_backend_cuda_create");
+        CHECK(strstr(err, "no CUDA device") != NULL, "no device: expected 'no CUDA device' in err, got '%s'", err);
+        CHECK(slm_backend_cuda_devices(NULL) == 0, "no device: expected 0 devices");
+        slm_backend_destroy(&be);
+        printf("no device: %s\n", err);
+        return failures ? 1 : 0;
+    }
+    const char *tdir = getenv("SLM_TEST_DATA");
+    char path[1024];
+    if (!test_model_path(path, sizeof path)) return 77;
+
+    CHECK(!slm_backend_cuda_create(0, 0.0, err), "fraction 0: expected NULL");
+    CHECK(!slm_backend_cuda_create(0, 1.5, err), "fraction 1.5: expected NULL");
+    CHECK(!slm_backend_cuda_create(7, 0.9, err) && strstr(err, "device 7"), "device 7: expected NULL, got '%s'", err);
+
+    struct slm_backend *cpu_be = slm_backend_cpu_create(2, err), *gpu_be = slm_backend_cuda_create(0, 0.9, err);
+    CHECK(cpu_be && gpu_be, "backends: %s", err);
+    struct slm_model *cpu = slm_model_load(path, err), *gpu = slm_model_load(path, err);
+    CHECK(cpu && gpu, "load: %s", err);
+    struct slm_tokenizer *tok = gpu ? slm_tok_create(gpu->gguf, err) : NULL;
+    CHECK(tok, "tokenizer: %s", err);
+    if (cpu_be && gpu_be && cpu && gpu && tok && !slm_model_bind(cpu, cpu_be, err) && !slm_model_bind(gpu, gpu_be, err)) {
+        /* the pool's bound: a KV pool over the budget is refused */
+        struct slm_kv_pool pool;
+        size_t budget = slm_backend_cuda_kv_budget(gpu_be);
+        slm_model_kv_geometry(gpu, (int)(budget / slm_engine_block_bytes(gpu, 16)) + 1, 16, &pool);
+        CHECK(gpu_be->ops->kv_alloc(gpu_be, &pool) == -ENOMEM, "kv pool over the budget: expected -ENOMEM");
+        check_greedy(cpu, gpu, tdir ? tdir : "tests");
+        check_batching(gpu, tok);
+    } else {
+        printf("FAIL: bind: %s\n", err);
+        failures++;
+    }
+    slm_tok_destroy(&tok);
+    slm_model_free(&cpu);
+    slm_model_free(&gpu);
+    slm_backend_destroy(&cpu_be);
+    slm_backend_destroy(&gpu_be);
+    printf("%s\n", failures ? "FAIL" : "ok");
+    return failures ? 1 : 0;
+}
