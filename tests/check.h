@@ -34,11 +34,10 @@ static inline int test_model_path(char *path, size_t cap)
  * Fills model (cap bytes) and returns slmd, or prints why the test is skipped and returns NULL. */
 static inline const char *test_slmd_and_model(char *model, size_t cap)
 {
-    const char *slmd = getenv("SLMD"), *dir = getenv("SLM_MODEL_DIR");
-    snprintf(model, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
-    if (slmd && access(model, R_OK) == 0) return slmd;
-    printf("skip: needs SLMD and %s\n", model);
-    return NULL;
+    const char *slmd = getenv("SLMD");
+    if (!test_model_path(model, cap)) return NULL;
+    if (!slmd) printf("skip: SLMD does not name the slmd binary\n");
+    return slmd;
 }
 
 #endif
