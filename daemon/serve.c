@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -33,7 +34,7 @@
 
 #define TICK_MS 100
 
-enum { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER };   /* epoll data below 4096 are these; above, clients */
+enum { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_IO_WAKE };   /* epoll data below 4096 are these; above, clients */
 
 static double now_s(void)
 {
@@ -155,10 +156,40 @@ const struct slm_server_ops slm_server_engine_ops = {
     .n_unfinished = engine_n_unfinished, .counts = engine_counts,
 };
 
+static int poll_clients(struct slm_server *s);
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* The engine thread takes the submissions itself while the I/O thread sleeps in epoll_wait
+ * (which it does, holding no poll_lock and asking for no doorbell, while engine_active is
+ * set): on a machine with few cores one daemon thread then both takes a request and runs it,
+ * instead of two spinning threads and the client competing for two cores. */
+static int engine_poll(struct slm_server *s)
+{
+    if (pthread_mutex_trylock(&s->poll_lock)) return 0;
+    int took = poll_clients(s);
+    pthread_mutex_unlock(&s->poll_lock);
+    return took;
+}
+
+/* Tells the I/O thread that the engine thread stopped taking submissions. */
+static void engine_going_idle(struct slm_server *s)
+{
+    __atomic_store_n(&s->engine_active, 0, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    if (write(s->io_wake_fd, &one, sizeof one) < 0) {}
+}
+
 static void *engine_main(void *arg)
 {
     struct slm_server *s = arg;
     double last_ping = 0;
+    __atomic_store_n(&s->engine_active, 1, __ATOMIC_SEQ_CST);
     for (;;) {
         int rc = s->ops->step(s, slm_client_on_event, s);
         slm_client_wake_deferred(s);
@@ -168,7 +199,14 @@ static void *engine_main(void *arg)
             sd_notify(0, "WATCHDOG=1");   /* from this loop, so a stuck engine misses it */
             last_ping = t;
         }
-        if (rc > 0) continue;
+        engine_poll(s);
+        if (rc > 0 || s->ops->n_unfinished(s) > 0) continue;
+        /* Idle: keep taking submissions for spin-us, then sleep. */
+        double end = now_s() + s->cfg.spin_us * 1e-6;
+        while (s->ops->n_unfinished(s) == 0 && !__atomic_load_n(&s->engine_quit, __ATOMIC_RELAXED) && now_s() < end)
+            if (!engine_poll(s)) cpu_relax();
+        if (s->ops->n_unfinished(s) > 0) continue;
+        engine_going_idle(s);
         pthread_mutex_lock(&s->wake_lock);
         if (s->engine_quit) {
             pthread_mutex_unlock(&s->wake_lock);
@@ -182,7 +220,9 @@ static void *engine_main(void *arg)
             pthread_cond_timedwait(&s->wake, &s->wake_lock, &until);
         }
         pthread_mutex_unlock(&s->wake_lock);
+        __atomic_store_n(&s->engine_active, 1, __ATOMIC_SEQ_CST);
     }
+    engine_going_idle(s);
     return NULL;
 }
 
@@ -391,25 +431,31 @@ static void rebuild_engine(struct slm_server *s);
 static int io_loop(struct slm_server *s)
 {
     double last_work = now_s(), drain_deadline = 0;
+    pthread_mutex_lock(&s->poll_lock);   /* held but while sleeping in epoll_wait */
     for (;;) {
         /* While draining, submissions are still taken, to be answered with an error; while a
          * reload waits for the engine to empty, they stay in the rings. */
         int took = poll_clients(s);
         double t = now_s();
         if (took) last_work = t;
-        int spinning = !s->draining && !s->reload_pending && (t - last_work) * 1e6 < s->cfg.spin_us;
+        /* While the engine thread runs, it takes the submissions (engine_poll): this thread
+         * sleeps without asking for doorbells until the engine goes idle (io_wake_fd). */
+        int parked = __atomic_load_n(&s->engine_active, __ATOMIC_SEQ_CST) && !s->draining && !s->reload_pending;
+        int spinning = !parked && !s->draining && !s->reload_pending && (t - last_work) * 1e6 < s->cfg.spin_us;
         int timeout = 0;
         if (!spinning) {
             /* About to sleep: ask for doorbells, then look once more (docs/protocol.md). */
-            if (!s->reload_pending && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
+            if (!parked && !s->reload_pending && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
                 set_all_flags(s, 0);
                 continue;
             }
             timeout = TICK_MS;
         }
         struct epoll_event evs[64];
+        if (timeout) pthread_mutex_unlock(&s->poll_lock);
         int n = epoll_wait(s->epoll_fd, evs, 64, timeout);
-        if (!spinning) set_all_flags(s, 0);
+        if (timeout) pthread_mutex_lock(&s->poll_lock);
+        if (!spinning && !parked) set_all_flags(s, 0);
         if (n < 0 && errno != EINTR) {
             slm_log(SLM_LOG_ERR, "epoll_wait: %s", strerror(errno));
             return -errno;
@@ -420,6 +466,9 @@ static int io_loop(struct slm_server *s)
                 accept_clients(s);
             } else if (tag == TAG_SIGNAL) {
                 if (handle_signal(s, &drain_deadline)) return 0;
+            } else if (tag == TAG_IO_WAKE) {
+                uint64_t v;
+                if (read(s->io_wake_fd, &v, sizeof v) < 0) {}
             } else if (tag == TAG_TIMER) {
                 uint64_t ticks;
                 if (read(s->timer_fd, &ticks, sizeof ticks) < 0) {}
@@ -557,8 +606,9 @@ static void rebuild_engine(struct slm_server *s)
 int slm_server_run(struct slm_server *s, char *err)
 {
     int rc = -EINVAL;
-    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = -1;
+    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = s->io_wake_fd = -1;
     pthread_mutex_init(&s->wake_lock, NULL);
+    pthread_mutex_init(&s->poll_lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     sigset_t mask;
     sigemptyset(&mask);
@@ -569,10 +619,12 @@ int slm_server_run(struct slm_server *s, char *err)
     s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     s->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    s->io_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L}, .it_value = {0, TICK_MS * 1000000L}};
-    if (s->epoll_fd < 0 || s->signal_fd < 0 || s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &its, NULL) ||
-        add_fd(s, s->listen_fd, TAG_LISTEN) || add_fd(s, s->signal_fd, TAG_SIGNAL) ||
-        add_fd(s, s->timer_fd, TAG_TIMER)) {
+    if (s->epoll_fd < 0 || s->signal_fd < 0 || s->timer_fd < 0 || s->io_wake_fd < 0 ||
+        timerfd_settime(s->timer_fd, 0, &its, NULL) || add_fd(s, s->listen_fd, TAG_LISTEN) ||
+        add_fd(s, s->signal_fd, TAG_SIGNAL) || add_fd(s, s->timer_fd, TAG_TIMER) ||
+        add_fd(s, s->io_wake_fd, TAG_IO_WAKE)) {
         rc = -errno;
         slm_err_set(err, "cannot set up the event loop: %s", strerror(errno));
         goto out;
@@ -582,9 +634,10 @@ int slm_server_run(struct slm_server *s, char *err)
     sd_notify(0, "READY=1");
     notify_status(s, 1);
     slm_log(SLM_LOG_NOTICE, "ready");
-    rc = io_loop(s);
+    rc = io_loop(s);   /* returns with poll_lock held */
     if (rc) slm_err_set(err, "the I/O loop failed: %s", strerror(-rc));
     for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);
+    pthread_mutex_unlock(&s->poll_lock);
     stop_engine_thread(s);
 out:
     if (s->listen_fd >= 0) {
@@ -594,7 +647,8 @@ out:
     if (s->epoll_fd >= 0) close(s->epoll_fd);
     if (s->signal_fd >= 0) close(s->signal_fd);
     if (s->timer_fd >= 0) close(s->timer_fd);
-    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = -1;
+    if (s->io_wake_fd >= 0) close(s->io_wake_fd);
+    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = s->io_wake_fd = -1;
     free(s->clients);
     s->clients = NULL;
     free(s->wake_list);

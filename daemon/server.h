@@ -57,6 +57,13 @@ struct slm_server {
     pthread_mutex_t wake_lock;
     pthread_cond_t wake;           /* signalled when a request was added or the daemon stops */
     int engine_quit;
+    /* Ring polling: the I/O thread holds poll_lock but while it sleeps in epoll_wait; the engine
+     * thread takes submissions (trylock) between steps and while idle-spinning, and sets
+     * engine_active meanwhile, which lets the I/O thread sleep without asking for doorbells;
+     * going idle, it clears engine_active and writes io_wake_fd. */
+    pthread_mutex_t poll_lock;
+    int engine_active;
+    int io_wake_fd;
     struct client **wake_list;     /* engine thread: clients to wake after the step (clients.c) */
     int n_wake, cap_wake;
     uint64_t watchdog_usec;        /* 0: no watchdog */
