@@ -4,10 +4,12 @@
  * rings, its requests).
  *
  * Threads: the I/O thread (serve.c's loop: epoll over the listening socket, the clients'
- * sockets, a signalfd and a timerfd; it polls the clients' submission rings) and the engine
- * thread (steps the engine; its event callback pushes completions). Lock order: a client's
- * lock may be taken while the engine's lock is held (the event callback), never the other
- * way round: no engine call is made with a client's lock held.
+ * sockets, a signalfd, a timerfd and io_wake_fd; it polls the clients' submission rings while
+ * the engine is idle) and the engine thread (steps the engine; its event callback pushes
+ * completions; it polls the submission rings itself between steps and while idle-spinning).
+ * poll_lock makes one of them at a time the rings' consumer and guards the clients array.
+ * Lock order: poll_lock, then the engine's lock, then a client's lock (the event callback takes
+ * a client's lock with the engine's held); no engine call is made with a client's lock held.
  */
 #ifndef SLM_DAEMON_SERVER_H
 #define SLM_DAEMON_SERVER_H
