@@ -16,7 +16,7 @@
  *
  * Built three ways (CMakeLists.txt): against the CUDA runtime and kernels/cuda compiled
  * by nvcc (SLM_BACKEND_CUDA), against the SIMT emulator (SLM_BACKEND_CUDA and
- * SLM_BACKEND_CUDA_EMU), or, with neither, as the stubs at the end of this file.
+ * SLM_BACKEND_CUDA_EMU), or, with neither, as the no-CUDA variant at the end of this file.
  */
 #include <errno.h>
 #include <math.h>
