@@ -58,6 +58,16 @@ uint32_t slm_shm_layout(uint32_t sq_entries, uint32_t cq_entries, uint32_t arena
     return ar + arena_bytes;
 }
 
+/* Maps bytes of the memfd read-write and shared. 0, or -errno with err. */
+static int map_shared(int fd, uint32_t bytes, void **base, char err[SLM_ERR_LEN])
+{
+    *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (*base != MAP_FAILED) return 0;
+    int rc = -errno;
+    slm_ipc_err_set(err, "mmap of %u bytes of shared memory: %s", bytes, strerror(-rc));
+    return rc;
+}
+
 int slm_shm_create(struct slm_shm *shm, uint32_t sq_entries, uint32_t cq_entries, uint32_t arena_bytes,
                    char err[SLM_ERR_LEN])
 {
@@ -87,12 +97,8 @@ int slm_shm_create(struct slm_shm *shm, uint32_t sq_entries, uint32_t cq_entries
         slm_ipc_err_set(err, "sealing the shared memory: %s", strerror(errno));
         goto err;
     }
-    void *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        rc = -errno;
-        slm_ipc_err_set(err, "mmap of %u bytes of shared memory: %s", bytes, strerror(errno));
-        goto err;
-    }
+    void *base;
+    if ((rc = map_shared(fd, bytes, &base, err))) goto err;
     /* A fresh memfd reads as zeros: only the layout and the slot seqs need writing. Plain
      * stores: the client first sees this memory after the fd crosses the socket. */
     struct slm_shm_header *h = base;
@@ -234,12 +240,8 @@ int slm_shm_map(struct slm_shm *shm, int fd, uint32_t expected_bytes, char err[S
                         SEALS_REQUIRED);
         goto err;
     }
-    void *base = mmap(NULL, expected_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        rc = -errno;
-        slm_ipc_err_set(err, "mmap of %u bytes of shared memory: %s", expected_bytes, strerror(errno));
-        goto err;
-    }
+    void *base;
+    if ((rc = map_shared(fd, expected_bytes, &base, err))) goto err;
     struct slm_shm_header h;
     memcpy(&h, base, sizeof h);
     rc = slm_shm_check_header(&h, expected_bytes, err);
