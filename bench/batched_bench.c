@@ -12,7 +12,8 @@
  * Unlike llama-batched-bench (which computes logits and stops there), each step also
  * samples and detokenizes every sequence's token: the engine's whole step is timed.
  * One warm-up run (B = 1, a few tokens) before the measured ones.
- * usage: batched_bench --model FILE [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...]
+ * --backend cpu|cuda|auto picks the backend as slmd does (bench/gpu/run.sh times cuda with it).
+ * usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...]
  *                      [--batch N] [--json]
  */
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include "daemon/engine/engine.h"
 #include "daemon/engine/tokenizer.h"
 #include "daemon/log.h"
+#include "daemon/backend.h"
 #include "kernels/cpu/matmul.h"
 
 #define MAX_NPL 16
@@ -129,18 +131,19 @@ static int parse_list(const char *s, int *out, int cap)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: batched_bench --model FILE [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...] "
+    fprintf(stderr, "usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...] "
                     "[--batch N] [--json]\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *model = NULL;
+    const char *model = NULL, *backend = "cpu";
     int threads = 2, pp = 128, tg = 128, batch = 512, json = 0;
     int npl[MAX_NPL] = {1, 4, 16, 64}, n_npl = 4;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--npp") && i + 1 < argc) pp = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ntg") && i + 1 < argc) tg = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -162,7 +165,7 @@ int main(int argc, char **argv)
     }
     char err[SLM_ERR_LEN];
     struct slm_model *m = slm_model_load(model, err);
-    struct slm_backend *be = m ? slm_backend_cpu_create(threads, err) : NULL;
+    struct slm_backend *be = m ? slm_daemon_backend_create(backend, threads, 0.9, err) : NULL;
     struct slm_tokenizer *tok = be && !slm_model_bind(m, be, err) ? slm_tok_create(m->gguf, err) : NULL;
     if (!tok) {
         fprintf(stderr, "batched_bench: %s\n", err);
@@ -172,7 +175,10 @@ int main(int argc, char **argv)
     struct result res;
     if (run_one(m, tok, 8, 4, 1, batch, &res)) return 1;   /* warm-up */
     if (!json) {
-        printf("slmd batched decode, %d threads, %s kernels\n", threads, slm_cpu_kernels_name());
+        if (!strcmp(be->ops->name, "cpu"))
+            printf("slmd batched decode, %d threads, %s kernels\n", threads, slm_cpu_kernels_name());
+        else
+            printf("slmd batched decode, %s backend\n", be->ops->name);
         printf("|%6s | %6s | %4s | %8s | %8s | %8s | %8s |\n", "PP", "TG", "B", "T_PP s", "S_PP t/s", "T_TG s",
                "S_TG t/s");
     }

@@ -5,7 +5,8 @@
  *   ppN: N random tokens evaluated as one batch into an empty context;
  *   tgN: N tokens evaluated one at a time from an empty context.
  * One warm-up run of each, then --reps runs; prints mean and standard deviation.
- * usage: bench_engine --model FILE [--threads T] [-p N] [-n N] [--reps R] [--json]
+ * --backend cpu|cuda|auto picks the backend as slmd does (bench/gpu/run.sh times cuda with it).
+ * usage: bench_engine --model FILE [--backend B] [--threads T] [-p N] [-n N] [--reps R] [--json]
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "daemon/engine/runner.h"
+#include "daemon/backend.h"
 #include "kernels/cpu/matmul.h"
 
 static double now_s(void)
@@ -36,7 +38,28 @@ static int run_once(struct slm_runner *r, const int32_t *toks, int n, int batch,
     return 0;
 }
 
-static void report(const char *name, int n, const double *secs, int reps, int json, int threads)
+/* Bytes of weights one decode step reads at batch 1: every layer weight and the output
+ * matrix whole, one row of the embedding table (the rest of it too when the output is tied
+ * to it, as it is then the output matrix). The decode roofline is bandwidth / this. */
+static double decode_weight_bytes(const struct slm_model *m)
+{
+    const struct slm_weight *w;
+    double total = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const struct slm_layer *L = &m->layers[l];
+        const struct slm_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->bq, &L->bk, &L->bv,
+                                         &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            if ((w = ws[i])->data) total += (double)w->rows * (double)w->row_bytes;
+    }
+    w = &m->output;
+    total += (double)w->rows * (double)w->row_bytes + (double)m->output_norm.row_bytes;
+    if (m->output.data != m->tok_embd.data) total += (double)m->tok_embd.row_bytes;
+    return total;
+}
+
+static void report(const char *name, int n, const double *secs, int reps, int json, int threads,
+                   const char *backend)
 {
     double mean = 0, var = 0;
     for (int i = 0; i < reps; i++) mean += n / secs[i];
@@ -44,26 +67,31 @@ static void report(const char *name, int n, const double *secs, int reps, int js
     for (int i = 0; i < reps; i++) var += (n / secs[i] - mean) * (n / secs[i] - mean);
     double sd = reps > 1 ? sqrt(var / (reps - 1)) : 0;
     if (json)
-        printf("{\"engine\": \"slmd\", \"test\": \"%s\", \"threads\": %d, \"tokens_per_s\": %.2f, \"sd\": %.2f}\n",
-               name, threads, mean, sd);
-    else
+        printf("{\"engine\": \"slmd\", \"backend\": \"%s\", \"test\": \"%s\", \"threads\": %d, "
+               "\"tokens_per_s\": %.2f, \"sd\": %.2f}\n",
+               backend, name, threads, mean, sd);
+    else if (!strcmp(backend, "cpu"))
         printf("slmd %-8s threads %d: %8.2f ± %.2f tokens/s (%s kernels)\n", name, threads, mean, sd,
                slm_cpu_kernels_name());
+    else
+        printf("slmd %-8s %s: %8.2f ± %.2f tokens/s\n", name, backend, mean, sd);
 }
 
 int main(int argc, char **argv)
 {
-    const char *model = NULL;
+    const char *model = NULL, *backend = "cpu";
     int threads = 2, pp = 512, tg = 128, reps = 3, json = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "-p") && i + 1 < argc) pp = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) tg = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else {
-            fprintf(stderr, "usage: bench_engine --model FILE [--threads T] [-p N] [-n N] [--reps R] [--json]\n");
+            fprintf(stderr, "usage: bench_engine --model FILE [--backend cpu|cuda|auto] [--threads T] [-p N] [-n N] [--reps R] "
+                            "[--json]\n");
             return 2;
         }
     }
@@ -73,11 +101,16 @@ int main(int argc, char **argv)
     }
     char err[SLM_ERR_LEN];
     struct slm_model *m = slm_model_load(model, err);
-    struct slm_backend *be = m ? slm_backend_cpu_create(threads, err) : NULL;
+    struct slm_backend *be = m ? slm_daemon_backend_create(backend, threads, 0.9, err) : NULL;
     if (!m || !be || slm_model_bind(m, be, err)) {
         fprintf(stderr, "bench_engine: %s\n", err);
         return 1;
     }
+    if (json)
+        printf("{\"engine\": \"slmd\", \"backend\": \"%s\", \"decode_weight_bytes\": %.0f}\n", be->ops->name,
+               decode_weight_bytes(m));
+    else
+        printf("slmd weights read per decode step at batch 1: %.2f MB\n", decode_weight_bytes(m) / 1e6);
     int n_ctx = (pp > tg ? pp : tg) + 16;
     struct slm_runner *r = slm_runner_create(m, n_ctx, pp > 0 ? pp : 1, err);
     float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
@@ -95,7 +128,7 @@ int main(int argc, char **argv)
             if (run_once(r, toks, pp, pp, logits, &secs[i])) return 1;
         char name[32];
         snprintf(name, sizeof name, "pp%d", pp);
-        report(name, pp, secs, reps, json, threads);
+        report(name, pp, secs, reps, json, threads, be->ops->name);
     }
     if (tg > 0) {
         run_once(r, toks, tg, 1, logits, &secs[0]);
@@ -103,7 +136,7 @@ int main(int argc, char **argv)
             if (run_once(r, toks, tg, 1, logits, &secs[i])) return 1;
         char name[32];
         snprintf(name, sizeof name, "tg%d", tg);
-        report(name, tg, secs, reps, json, threads);
+        report(name, tg, secs, reps, json, threads, be->ops->name);
     }
     free(toks);
     free(logits);

@@ -107,7 +107,8 @@ def read_slmd(path):
             line = line.strip()
             if line.startswith("{"):
                 r = json.loads(line)
-                out[r["test"]] = (r["tokens_per_s"], r["sd"])
+                if "test" in r:   # the other line is the weight bytes a decode step reads
+                    out[r["test"]] = (r["tokens_per_s"], r["sd"])
     return out
 
 def pool(stats):

@@ -393,11 +393,14 @@ static void bad_arguments(void)
     slm_emu_options quiet = o;
     quiet.quiet = 1;
     slm_emu_set_options(&quiet);
-    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, host_out.data()) == -EINVAL, "host out: expected -EINVAL");
-    slm_cuda_kv_layer small = kv;
-    small.n_blocks = f.n_blocks * 3;
-    CHECK(decode(&f.shape, &cl.t, &small, cl.q, cl.ws_bytes, cl.out) == -EINVAL,
-          "cache smaller than n_blocks says: expected -EINVAL");
+    if (slm_emu_active()) {   /* what only the emulator's pointer check can see */
+        CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, host_out.data()) == -EINVAL,
+              "host out: expected -EINVAL");
+        slm_cuda_kv_layer small = kv;
+        small.n_blocks = f.n_blocks * 3;
+        CHECK(decode(&f.shape, &cl.t, &small, cl.q, cl.ws_bytes, cl.out) == -EINVAL,
+              "cache smaller than n_blocks says: expected -EINVAL");
+    }
     slm_emu_set_options(&o);
     cudaGetLastError();   /* the refused pointers left their error, as a failed CUDA call does */
     slm_cuda_attn_tokens t0 = cl.t;

@@ -254,10 +254,13 @@ static void greedy_ties(void)
     quiet.quiet = 1;
     slm_emu_set_options(&quiet);
     int32_t host_tokens[4];
-    CHECK(slm_cuda_sample(d_x, 4, n_vocab, d_p, d_rng, d_h, 1, d_ws, ws, host_tokens, nullptr, nullptr, 0) == -EINVAL,
-          "host tokens: expected -EINVAL");
-    CHECK(slm_cuda_sample(d_x, 5, n_vocab, d_p, d_rng, d_h, 1, d_ws, ws * 2, d_t, nullptr, nullptr, 0) == -EINVAL,
-          "more rows than the buffers hold: expected -EINVAL");
+    if (slm_emu_active()) {   /* what only the emulator's pointer check can see */
+        CHECK(slm_cuda_sample(d_x, 4, n_vocab, d_p, d_rng, d_h, 1, d_ws, ws, host_tokens, nullptr, nullptr, 0) ==
+                  -EINVAL,
+              "host tokens: expected -EINVAL");
+        CHECK(slm_cuda_sample(d_x, 5, n_vocab, d_p, d_rng, d_h, 1, d_ws, ws * 2, d_t, nullptr, nullptr, 0) == -EINVAL,
+              "more rows than the buffers hold: expected -EINVAL");
+    }
     slm_emu_set_options(&o);
     cudaGetLastError();   /* the refused host pointers left their error, as a failed CUDA call does */
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "sync after bad arguments");

@@ -562,3 +562,8 @@ extern "C" void slm_emu_clear_report(void)
     std::lock_guard<std::mutex> lock(g_report_mutex);
     g_report.clear();
 }
+
+extern "C" int slm_emu_active(void)
+{
+    return 1;
+}

@@ -35,6 +35,12 @@ const char *slm_emu_last_report(void);
 /* Forgets the last report. */
 void slm_emu_clear_report(void);
 
+/* 1 in the emulator. The kernel tests also build against a real GPU (<test>_gpu, built
+ * wherever nvcc is; bench/gpu/run.sh runs them), where tests/emu_api_gpu.c stands in for
+ * this API and returns 0: the tests skip what only the emulator can see (planted host
+ * pointers, sizes beyond an allocation) and the options have no effect. */
+int slm_emu_active(void);
+
 /* Checks that [p, p + bytes) lies inside one live device (or managed) allocation.
  * Returns 0, or cudaErrorInvalidValue after reporting which pointer was wrong and why
  * (a host pointer, freed memory, out of bounds). `what` names the argument in the report. */

@@ -1,0 +1,131 @@
+#!/bin/sh
+# bench/gpu/run.sh - on a machine with an NVIDIA GPU: builds slmd for it, runs the CUDA kernel
+# tests for real, times every kernel against its roofline (bench/gpu/gpu_kernels.c), measures
+# end-to-end prefill and decode through the cuda backend (bench_engine, batched_bench), and
+# prints one table. The decode target (issue 5): batch-1 decode at >= 70% of the bandwidth
+# roofline, i.e. measured bandwidth / the weight bytes one decode step reads.
+#
+# usage: bench/gpu/run.sh [--model FILE] [--deps DIR] [--build DIR] [--out DIR] [--quick]
+#   --model FILE  the GGUF for the end-to-end part and test_cuda_model
+#                 [$SLM_MODEL_DIR or ~/.cache/slmd/models]/SmolLM2-135M-Instruct.Q4_1.gguf;
+#                 without it that part is skipped (and says so)
+#   --deps DIR    .deb files of the build's libraries (bench/gpu/fetch-deps.sh makes the folder),
+#                 for a machine that lacks them and cannot fetch them: unpacked under /tmp/slm-deps
+#   --build DIR   build folder [build-gpu]
+#   --out DIR     where the logs and the table go [build-gpu/gpu-bench]
+#   --quick       fewer repetitions and only SmolLM2's kernel shapes
+# Exit status: 0 when everything ran and every kernel test passed, 1 otherwise.
+set -u
+MODEL="${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEPS="" BUILD=build-gpu OUT="" QUICK=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --model) MODEL="$2"; shift 2 ;;
+    --deps) DEPS="$2"; shift 2 ;;
+    --build) BUILD="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
+[ -n "$OUT" ] || OUT="$BUILD/gpu-bench"
+cd "$(dirname "$0")/../.." || exit 1
+
+if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
+    echo "run.sh: no NVIDIA GPU here (nvidia-smi is missing or sees no device): nothing to measure" >&2
+    exit 1
+fi
+command -v nvcc > /dev/null 2>&1 || PATH="$PATH:/usr/local/cuda/bin"
+command -v nvcc > /dev/null 2>&1 || { echo "run.sh: nvcc not found (CUDA toolkit)" >&2; exit 1; }
+
+if [ -n "$DEPS" ]; then
+    # The -dev packages' headers, libraries and .pc files, under a root of their own (unpacking
+    # them over / could break the machine); pkg-config looks only there.
+    mkdir -p /tmp/slm-deps
+    for f in "$DEPS"/*.deb; do dpkg -x "$f" /tmp/slm-deps || exit 1; done
+    lib=/tmp/slm-deps/usr/lib/x86_64-linux-gnu
+    export PKG_CONFIG_LIBDIR="$lib/pkgconfig:/tmp/slm-deps/usr/share/pkgconfig"
+    export PKG_CONFIG_SYSROOT_DIR=/tmp/slm-deps
+    export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LIBRARY_PATH="$lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+fi
+
+mkdir -p "$OUT"
+echo "== build ($BUILD; log in $OUT/build.log)"
+GEN=""
+command -v ninja > /dev/null 2>&1 && GEN="-G Ninja"
+# shellcheck disable=SC2086
+{ cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DSLM_CUDA=ON &&
+  cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_ops_gpu test_cuda_attention_gpu test_cuda_sampling_gpu \
+      test_cuda_model_gpu gpu_kernels bench_engine batched_bench; } > "$OUT/build.log" 2>&1 ||
+    { tail -30 "$OUT/build.log" >&2; echo "run.sh: the build failed (the whole log: $OUT/build.log)" >&2; exit 1; }
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$OUT/gpu.csv" 2>&1
+
+echo "== kernel tests on the GPU"
+status=0
+: > "$OUT/tests.txt"
+for t in ops attention sampling model; do
+    SLM_MODEL_DIR="$(dirname "$MODEL")" SLM_TEST_DATA="$PWD/tests" "$BUILD/test_cuda_${t}_gpu" > "$OUT/test_$t.log" 2>&1
+    rc=$?
+    case $rc in 0) r=pass ;; 77) r=skip ;; *) r="FAIL ($rc)"; status=1 ;; esac
+    echo "test_cuda_${t}_gpu $r" | tee -a "$OUT/tests.txt"
+    [ $rc -eq 0 ] || [ $rc -eq 77 ] || tail -15 "$OUT/test_$t.log"
+done
+
+echo "== kernels against their rooflines"
+if [ "$QUICK" = 1 ]; then kargs="--reps 20 --model small"; else kargs="--reps 100 --model all"; fi
+# shellcheck disable=SC2086
+"$BUILD/gpu_kernels" $kargs --json > "$OUT/kernels.json" 2> "$OUT/kernels.err" || status=1
+
+: > "$OUT/e2e.json"
+if [ -f "$MODEL" ]; then
+    echo "== end to end through the cuda backend ($MODEL)"
+    reps=5; [ "$QUICK" = 1 ] && reps=2
+    "$BUILD/bench_engine" --backend cuda --model "$MODEL" -p 512 -n 128 --reps "$reps" --json >> "$OUT/e2e.json" \
+        2> "$OUT/e2e.err" || status=1
+    "$BUILD/batched_bench" --backend cuda --model "$MODEL" --npp 128 --ntg 128 --npl 1,32,256 --json \
+        >> "$OUT/e2e.json" 2>> "$OUT/e2e.err" || status=1
+else
+    echo "== end to end: skipped, no model at $MODEL (--model FILE)"
+fi
+
+python3 - "$OUT" "$MODEL" > "$OUT/table.md" << 'EOF'
+import json, os, sys
+out, model = sys.argv[1], sys.argv[2]
+def lines(name):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return []
+    return [json.loads(l) for l in open(path) if l.strip().startswith("{")]
+k = lines("kernels.json")
+ceil = next((r for r in k if r.get("ceilings")), None)
+print("# slmd on the GPU (bench/gpu/run.sh)\n")
+print("GPU: " + " / ".join(l.strip() for l in open(os.path.join(out, "gpu.csv")).readlines()[1:2]))
+if ceil:
+    print(f"Measured: memory bandwidth {ceil['bandwidth_gbs']:.0f} GB/s, tensor rate {ceil['tensor_tflops']:.0f} TFLOP/s\n")
+print("Kernel tests: " + ", ".join(l.strip() for l in open(os.path.join(out, "tests.txt"))) + "\n")
+print("| model | kernel | shape / type | n | KB moved | us | roofline us | bound | roof % |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in k:
+    if "kernel" in r:
+        print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | {r['bytes']/1e3:.1f} | {r['us']:.2f} | "
+              f"{r['roofline_us']:.2f} | {r['bound']} | {r['roof_pct']:.1f} |")
+e = lines("e2e.json")
+if e:
+    print(f"\nEnd to end, {os.path.basename(model)}, cuda backend:\n")
+    wb = next((r["decode_weight_bytes"] for r in e if "decode_weight_bytes" in r), None)
+    for r in e:
+        if "test" in r:
+            print(f"- {r['test']}: {r['tokens_per_s']:.1f} tokens/s (sd {r['sd']:.1f})")
+        elif "speed_tg" in r:
+            print(f"- batched, {r['pl']} sequences: prefill {r['speed_pp']:.0f} tokens/s, decode {r['speed_tg']:.0f} tokens/s")
+    tg = next((r for r in e if r.get("test", "").startswith("tg")), None)
+    if wb and ceil and tg:
+        roof = ceil["bandwidth_gbs"] * 1e9 / wb
+        pct = 100 * tg["tokens_per_s"] / roof
+        print(f"\nDecode at batch 1: {tg['tokens_per_s']:.0f} tokens/s against a bandwidth roofline of {roof:.0f} "
+              f"tokens/s ({wb/1e6:.1f} MB of weights a step): {pct:.1f}% (target >= 70%: "
+              f"{'met' if pct >= 70 else 'NOT met'})")
+EOF
+cat "$OUT/table.md"
+exit $status

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# tests/test_gpu_bench.sh - bench/gpu without a GPU: the kernel bench (gpu_kernels_emu, the
+# same source under the SIMT emulator) runs every path in --smoke mode and prints a row for
+# each kernel with finite figures; its JSON lines parse; bad flags are one-line errors;
+# run.sh and bench_engine --backend cuda say in one line that there is no GPU. Times under
+# the emulator mean nothing and are not checked.
+set -u
+bin=$(dirname "${SLMD:?SLMD must name the slmd binary}")
+kb=$bin/gpu_kernels_emu
+[ -x "$kb" ] || { echo "skip: $kb was not built (no SIMT emulator in this build)"; exit 77; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail=0
+export SLM_EMU_WORKERS=2
+
+if ! SLM_EMU_QUIET=1 "$kb" --smoke > "$tmp/table" 2> "$tmp/err"; then
+  echo "FAIL gpu_kernels_emu --smoke: exit $?"; cat "$tmp/err" "$tmp/table"; fail=1
+fi
+# 5 types x 3 batch sizes + logits + a prefill GEMV + the cuBLAS GEMM; 3 ops x 2; 3 attention; 2 sampling
+rows=$(grep -c '^tiny ' "$tmp/table")
+[ "$rows" -eq 29 ] && echo "ok   29 kernel rows" || { echo "FAIL kernel rows: expected 29, got $rows"; cat "$tmp/table"; fail=1; }
+for k in "matvec .*Q4_1" "matvec .*Q4_K" "matvec .*Q6_K" "matvec .*Q8_0" "matvec .*F16" "gemm \\(cuBLAS\\)" rmsnorm swiglu add \
+         "attention decode" "attention prefill" "sample .*greedy" "sample .*top-p"; do
+  grep -q -E "^tiny +$k" "$tmp/table" || { echo "FAIL no row for $k"; fail=1; }
+done
+if grep -E '^tiny ' "$tmp/table" | grep -q -E 'FAILED|nan|inf'; then
+  echo "FAIL a kernel failed or gave a non-finite figure:"; grep -E 'FAILED|nan|inf' "$tmp/table"; fail=1
+fi
+grep -q "^measured: memory bandwidth" "$tmp/table" && echo "ok   ceilings measured" || { echo "FAIL no ceilings line"; fail=1; }
+
+if SLM_EMU_QUIET=1 "$kb" --smoke --json > "$tmp/json" 2> "$tmp/err" &&
+   python3 -c '
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+k = [x for x in r if "kernel" in x]
+assert r[0].get("ceilings") and len(k) == 29, (r[0], len(k))
+assert all(x["us"] > 0 and x["roofline_us"] > 0 and x["bound"] in ("memory", "tensor") for x in k)' "$tmp/json"; then
+  echo "ok   --json: 29 kernel records and the ceilings"
+else
+  echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
+fi
+
+EXPECT_PROG=$kb
+. "$(dirname "$0")/expect_error.sh"
+expect_error "gpu_kernels bad flag" "^usage: gpu_kernels" --frobnicate
+expect_error "gpu_kernels --reps 0" "^gpu_kernels: --reps takes" --reps 0
+SLM_EMU_DEVICES=0 expect_error "gpu_kernels with no device" "^gpu_kernels: no CUDA device" --smoke
+
+if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
+  EXPECT_PROG=$(dirname "$0")/../bench/gpu/run.sh
+  expect_error "run.sh without a GPU" "^run.sh: no NVIDIA GPU here"
+  model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
+  if [ -f "$model" ] && [ -x "$bin/bench_engine" ]; then
+    EXPECT_PROG=$bin/bench_engine
+    SLM_EMU_DEVICES=0 expect_error "bench_engine --backend cuda without a GPU" \
+      "^bench_engine: backend cuda: (no CUDA device|this slmd was built without)" --backend cuda --model "$model" -n 1
+  fi
+fi
+exit $fail
