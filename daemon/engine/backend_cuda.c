@@ -52,10 +52,10 @@ struct attn_meta {
 };
 
 /* One captured decode step shape: `tokens` (a bucket) tokens whose attention spans `parts`
- * partitions. */
+ * partitions, with block tables of `stride` entries a token. */
 enum graph_state { GRAPH_NEW, GRAPH_WARM, GRAPH_READY, GRAPH_EAGER };
 struct graph_entry {
-    int tokens, parts;
+    int tokens, parts, stride;
     enum graph_state state;   /* NEW: next step warms up; WARM: next step captures; EAGER: capture failed */
     cudaGraphExec_t exec;     /* READY */
 };
@@ -527,13 +527,15 @@ static int graph_bucket(int n, int cap)
     return -1;
 }
 
-static struct graph_entry *graph_entry_get(struct graphs *g, int tokens, int parts)
+static struct graph_entry *graph_entry_get(struct graphs *g, int tokens, int parts, int stride)
 {
-    for (int i = 0; i < g->n_entries; i++)
-        if (g->entries[i].tokens == tokens && g->entries[i].parts == parts) return &g->entries[i];
+    for (int i = 0; i < g->n_entries; i++) {
+        struct graph_entry *e = &g->entries[i];
+        if (e->tokens == tokens && e->parts == parts && e->stride == stride) return e;
+    }
     if (g->n_entries == GRAPH_MAX_ENTRIES) return NULL;
     struct graph_entry *e = &g->entries[g->n_entries++];
-    *e = (struct graph_entry){.tokens = tokens, .parts = parts, .state = GRAPH_NEW};
+    *e = (struct graph_entry){.tokens = tokens, .parts = parts, .stride = stride, .state = GRAPH_NEW};
     return e;
 }
 
@@ -603,7 +605,7 @@ static int cuda_step_begin(struct slm_backend *be, const void *owner, int max_to
     int stride = (ctx + pool->block_size - 1) / pool->block_size;
     if (stride > b->max_blocks) stride = b->max_blocks;
 
-    struct graph_entry *e = graph_entry_get(g, B, parts);
+    struct graph_entry *e = graph_entry_get(g, B, parts, stride);
     if (!e || e->state == GRAPH_EAGER) {
         g->stats.eager++;
         return 0;
