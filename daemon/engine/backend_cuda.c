@@ -14,6 +14,17 @@
  * prefill launcher for each chunk of consecutive positions of one sequence (both give a
  * token the same bits, so the split does not depend on the batch).
  *
+ * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
+ * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
+ * 96, 128, 192, 256) and its attention to a power-of-two number of 128-position partitions;
+ * per such shape the first step runs op by op in the graph's shape (a warm-up that sizes every
+ * buffer), the second is captured from the embedding through the logits matmul, and later ones
+ * copy the step's metadata (ids, positions, out rows, one block table row per token) from pinned
+ * memory into one fixed device buffer and launch the graph. Padding tokens use a scratch KV
+ * block that kv_alloc adds after the engine's blocks. A failed capture leaves its shape op by
+ * op (one warning); SLM_CUDA_GRAPHS=0 turns graphs off. Freeing or moving any buffer a graph
+ * reads drops every graph (graphs_reset).
+ *
  * Built three ways (CMakeLists.txt): against the CUDA runtime and kernels/cuda compiled
  * by nvcc (SLM_BACKEND_CUDA), against the SIMT emulator (SLM_BACKEND_CUDA and
  * SLM_BACKEND_CUDA_EMU), or, with neither, as the no-CUDA variant at the end of this file.
@@ -246,10 +257,13 @@ static int cuda_kv_alloc(struct slm_backend *be, struct slm_kv_pool *pool)
 {
     struct cuda_impl *ci = impl(be);
     size_t bytes = kv_layer_halves(pool) * 2 * (size_t)pool->n_layer * sizeof(slm_half);
+    /* The budget bounds the engine's blocks (as the daemon sizes them); the scratch block comes
+     * out of the headroom. */
+    size_t engine_bytes = bytes / (size_t)kv_blocks(pool) * (size_t)pool->n_blocks;
     size_t budget = slm_backend_cuda_kv_budget(be);
-    if (bytes > budget) {
+    if (engine_bytes > budget) {
         slm_log(SLM_LOG_ERR, "cuda backend: a KV pool of %.1f MiB exceeds the budget of %.1f MiB "
-                "(gpu-memory-fraction %.2f of the free device memory)", (double)bytes / 1048576,
+                "(gpu-memory-fraction %.2f of the free device memory)", (double)engine_bytes / 1048576,
                 (double)budget / 1048576, ci->mem_fraction);
         return -ENOMEM;
     }
