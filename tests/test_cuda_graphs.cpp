@@ -291,7 +291,7 @@ int main(void)
     /* The script. Prefill: sequence 0 gets 130 positions (its decodes need 2 partitions), the
      * others 9-15 (their decodes cross the block boundary at 16). Then decode steps; "permute"
      * rotates the sequences' block-table rows before the step. */
-    struct step { std::vector<int> seqs; int prefill; bool permute; };
+    struct step { std::vector<int> seqs; int prefill; bool permute; bool renew = false; };
     std::vector<step> script;
     for (int c = 0; c < 130; c += MAX_TOKENS) script.push_back({{0}, c + MAX_TOKENS <= 130 ? MAX_TOKENS : 130 - c, false});
     for (int s = 1; s < N_SEQ; s++) script.push_back({{s}, 9 + s, false});
@@ -310,6 +310,9 @@ int main(void)
         {{0, 1, 2}, 0, false},
         {{2, 0, 1}, 0, true},
         {{1, 2, 3, 4}, 0, false},     /* bucket 4, 1 partition again: a replay of the first graph */
+        {{1, 2, 3, 4}, 0, false, true},   /* a new forward pass: every graph dropped, warm-up again */
+        {{1, 2, 3, 4}, 0, false},
+        {{1, 2, 3, 4}, 0, false},
         {{1, 2, 3, 4, 5, 0}, 0, false},
         {{1, 2, 3, 4, 5, 0}, 0, false},
         {{4, 3}, 0, false},
@@ -330,6 +333,13 @@ int main(void)
         for (int s : st.seqs) parts.push_back({s, st.prefill ? st.prefill : 1});
         std::vector<float> logits[3];
         for (int r = 0; r < 3; r++) {
+            if (st.renew) {
+                char err[SLM_ERR_LEN];
+                slm_forward_destroy(&rigs[r].f);
+                rigs[r].f = slm_forward_create(rigs[r].m, MAX_TOKENS, MAX_TOKENS, err);
+                CHECK(rigs[r].f, "%s: slm_forward_create: %s", rigs[r].name, err);
+                if (!rigs[r].f) return 1;
+            }
             if (st.permute)
                 for (int i = 0; i < N_SEQ; i++) w[r].row_of[i] = (w[r].row_of[i] + 1) % N_SEQ;
             step_batch sb;
@@ -367,11 +377,12 @@ int main(void)
                "failures %ld, resets %ld\n",
                rigs[r].name, steps, ms[r], s.warmups, s.captures, s.replays, s.eager, s.failures, s.resets);
     }
-    /* graphs: buckets (4,1) (1,1) (8,1) (4,2) (8,2) (2,1), in that order of first use */
-    CHECK(g.captures == 6, "graphs: captures: expected 6, got %ld", g.captures);
-    CHECK(g.replays == 7, "graphs: replays: expected 7, got %ld", g.replays);
-    CHECK(g.warmups == 6 && g.failures == 0, "graphs: warm-ups %ld, failures %ld: expected 6 and 0", g.warmups,
-          g.failures);
+    /* graphs: shapes (tokens, partitions) (4,1) (1,1) (8,1) (4,2), then the new forward pass
+     * drops them, then (4,1) again, (8,2) and (2,1) */
+    CHECK(g.captures == 7, "graphs: captures: expected 7, got %ld", g.captures);
+    CHECK(g.replays == 8, "graphs: replays: expected 8, got %ld", g.replays);
+    CHECK(g.warmups == 7 && g.failures == 0 && g.resets == 1,
+          "graphs: warm-ups %ld, failures %ld, resets %ld: expected 7, 0 and 1", g.warmups, g.failures, g.resets);
     CHECK(e.captures == 0 && e.replays == 0 && e.warmups == 0 && e.eager == steps,
           "eager: expected only eager steps (%d), got captures %ld, replays %ld, warm-ups %ld, eager %ld", steps,
           e.captures, e.replays, e.warmups, e.eager);
