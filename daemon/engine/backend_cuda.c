@@ -684,6 +684,8 @@ static int cuda_step_end(struct slm_backend *be, int rc)
     e->exec = exec;
     e->state = GRAPH_READY;
     g->stats.captures++;
+    slm_log(SLM_LOG_DEBUG, "cuda backend: captured the step graph of %d tokens, %d partitions (%ld graphs)",
+            e->tokens, e->parts, g->stats.captures);
     return 0;
 }
 
