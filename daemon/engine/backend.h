@@ -110,6 +110,22 @@ struct slm_backend_ops {
                        float *dst);
     /* Copies n floats from backend memory to host memory. */
     int (*to_host)(struct slm_backend *be, const float *src, size_t n, float *host);
+
+    /*
+     * Optional (NULL: every step runs op by op): whole steps replayed from a capture (CUDA
+     * graphs, docs/cuda.md "CUDA graphs"). slm_forward_run calls step_begin after checking b,
+     * with `owner` the forward pass (its activation buffers are what a capture records) and
+     * max_tokens the most tokens its buffers hold (and whose logits they hold). Returns
+     *   1: the backend has queued the whole step through the logits matmul (the caller skips
+     *      the ops and step_end and goes on to to_host; the logits are rows 0..n_out-1);
+     *   0: the caller runs the ops with *run (b itself, or b padded to more tokens whose
+     *      extra logits rows come after b's) and then calls step_end with their result;
+     *   < 0: an error.
+     * step_end returns the step's result, or 1 when a capture failed: the caller then runs the
+     * ops again with b itself (nothing of the failed capture ran). */
+    int (*step_begin)(struct slm_backend *be, const void *owner, int max_tokens, const struct slm_kv_pool *pool,
+                      const struct slm_batch *b, struct slm_batch *run);
+    int (*step_end)(struct slm_backend *be, int rc);
 };
 
 struct slm_backend {
@@ -141,6 +157,19 @@ int slm_backend_cuda_emulated(void);
  * memory free (cudaMemGetInfo). The rest of the free memory is the headroom for the
  * activations, the attention workspace and the CUDA context. */
 size_t slm_backend_cuda_kv_budget(struct slm_backend *be);
+
+/* What the CUDA backend's step graphs did since it was created (docs/cuda.md, "CUDA graphs"). */
+struct slm_cuda_graph_stats {
+    long warmups;             /* padded decode steps run op by op before their bucket's capture */
+    long captures;            /* graphs captured and instantiated */
+    long replays;             /* steps run by launching a captured graph */
+    long eager;               /* steps run op by op otherwise (prefill, graphs off, a failed bucket) */
+    long failures;            /* captures or instantiations that failed (the bucket then stays eager) */
+    long resets;              /* times every graph was dropped (a buffer they use was freed or moved) */
+};
+
+/* Fills *st for the CUDA backend be; -ENOTSUP for another backend or a build without CUDA. */
+int slm_backend_cuda_graph_stats(struct slm_backend *be, struct slm_cuda_graph_stats *st);
 
 /* Destroys any backend; sets *be to NULL. NULL-safe. */
 void slm_backend_destroy(struct slm_backend **be);

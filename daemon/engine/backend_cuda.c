@@ -14,6 +14,17 @@
  * prefill launcher for each chunk of consecutive positions of one sequence (both give a
  * token the same bits, so the split does not depend on the batch).
  *
+ * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
+ * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
+ * 96, 128, 192, 256) and its attention to a power-of-two number of 128-position partitions;
+ * per such shape the first step runs op by op in the graph's shape (a warm-up that sizes every
+ * buffer), the second is captured from the embedding through the logits matmul, and later ones
+ * copy the step's metadata (ids, positions, out rows, one block table row per token) from pinned
+ * memory into one fixed device buffer and launch the graph. Padding tokens use a scratch KV
+ * block that kv_alloc adds after the engine's blocks. A failed capture leaves its shape op by
+ * op (one warning); SLM_CUDA_GRAPHS=0 turns graphs off. Freeing or moving any buffer a graph
+ * reads drops every graph (graphs_reset).
+ *
  * Built three ways (CMakeLists.txt): against the CUDA runtime and kernels/cuda compiled
  * by nvcc (SLM_BACKEND_CUDA), against the SIMT emulator (SLM_BACKEND_CUDA and
  * SLM_BACKEND_CUDA_EMU), or, with neither, as the no-CUDA variant at the end of this file.
@@ -51,6 +62,34 @@ struct attn_meta {
     int max_ctx;              /* largest pos + 1 */
 };
 
+/* One captured decode step shape: `tokens` (a bucket) tokens whose attention spans `parts`
+ * partitions, with block tables of `stride` entries a token. */
+enum graph_state { GRAPH_NEW, GRAPH_WARM, GRAPH_READY, GRAPH_EAGER };
+struct graph_entry {
+    int tokens, parts, stride;
+    enum graph_state state;   /* NEW: next step warms up; WARM: next step captures; EAGER: capture failed */
+    cudaGraphExec_t exec;     /* READY */
+};
+#define GRAPH_MAX_ENTRIES 128
+
+/* The step graphs (docs/cuda.md, "CUDA graphs"). A decode step padded to `tokens` reads all of
+ * its per-step metadata from meta.dev, laid out as tokens (B), pos (B), seq_row (B), out_rows (B),
+ * block tables (B, stride): one copy from meta.host before the graph launch. */
+struct graphs {
+    int mode;                 /* 0 off, 1 on, 2 on with every capture broken (a test of the fallback) */
+    const void *owner;        /* the forward pass whose activations the graphs use */
+    const void *pool_mem;     /* the KV pool they use */
+    struct graph_entry entries[GRAPH_MAX_ENTRIES];
+    int n_entries;
+    struct staging meta;
+    /* The step now running graph-shaped (a warm-up or a capture), else NULL, and its layout. */
+    struct graph_entry *cur;
+    int capturing;
+    int tokens, stride, max_ctx;
+    const int32_t *d_tokens, *d_pos, *d_row, *d_out, *d_tables;
+    struct slm_cuda_graph_stats stats;
+};
+
 struct cuda_impl {
     int device;
     double mem_fraction;      /* share of the free device memory the KV pool may take */
@@ -59,7 +98,10 @@ struct cuda_impl {
     struct attn_meta attn;
     void *workspace;          /* attention partials */
     size_t workspace_bytes;
+    struct graphs graphs;
 };
+
+static void graphs_reset(struct cuda_impl *ci);
 
 static struct cuda_impl *impl(struct slm_backend *be)
 {
@@ -167,6 +209,7 @@ static void *cuda_alloc(struct slm_backend *be, size_t bytes)
 
 static void cuda_free(struct slm_backend *be, void *p)
 {
+    graphs_reset(impl(be));   /* an activation buffer a graph may use */
     cuda_ok(cudaFree(p), "cudaFree");
 }
 
@@ -193,23 +236,34 @@ static int cuda_load_weight(struct slm_backend *be, struct slm_weight *w)
 
 static void cuda_unload_weight(struct slm_backend *be, struct slm_weight *w)
 {
+    graphs_reset(impl(be));
     if (w->be_data) cuda_ok(cudaFree(w->be_data), "cudaFree (weight)");
     w->be_data = NULL;
 }
 
+/* The pool holds one block more than the engine sees: block n_blocks is the scratch block
+ * that the padding tokens of a graph step write and read (docs/cuda.md, "CUDA graphs"). */
+static int kv_blocks(const struct slm_kv_pool *p)
+{
+    return p->n_blocks + 1;
+}
+
 static size_t kv_layer_halves(const struct slm_kv_pool *p)
 {
-    return (size_t)p->n_blocks * (size_t)p->block_size * (size_t)p->kv_dim;
+    return (size_t)kv_blocks(p) * (size_t)p->block_size * (size_t)p->kv_dim;
 }
 
 static int cuda_kv_alloc(struct slm_backend *be, struct slm_kv_pool *pool)
 {
     struct cuda_impl *ci = impl(be);
     size_t bytes = kv_layer_halves(pool) * 2 * (size_t)pool->n_layer * sizeof(slm_half);
+    /* The budget bounds the engine's blocks (as the daemon sizes them); the scratch block comes
+     * out of the headroom. */
+    size_t engine_bytes = bytes / (size_t)kv_blocks(pool) * (size_t)pool->n_blocks;
     size_t budget = slm_backend_cuda_kv_budget(be);
-    if (bytes > budget) {
+    if (engine_bytes > budget) {
         slm_log(SLM_LOG_ERR, "cuda backend: a KV pool of %.1f MiB exceeds the budget of %.1f MiB "
-                "(gpu-memory-fraction %.2f of the free device memory)", (double)bytes / 1048576,
+                "(gpu-memory-fraction %.2f of the free device memory)", (double)engine_bytes / 1048576,
                 (double)budget / 1048576, ci->mem_fraction);
         return -ENOMEM;
     }
@@ -219,6 +273,7 @@ static int cuda_kv_alloc(struct slm_backend *be, struct slm_kv_pool *pool)
 
 static void cuda_kv_free(struct slm_backend *be, struct slm_kv_pool *pool)
 {
+    graphs_reset(impl(be));
     if (pool->mem) cuda_free(be, pool->mem);
     pool->mem = NULL;
 }
@@ -229,6 +284,10 @@ static int cuda_embed(struct slm_backend *be, const struct slm_weight *table, co
                       float *out)
 {
     struct cuda_impl *ci = impl(be);
+    if (ci->graphs.cur)   /* ids from the step's metadata buffer */
+        return launched(slm_cuda_embed(table->type, table->be_data, table->rows, table->cols, ci->graphs.d_tokens, n,
+                                       out, ci->stream),
+                        "slm_cuda_embed");
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= table->rows) return -EINVAL;
     /* The first op of every pass: the device is made current on the calling thread. */
@@ -319,6 +378,18 @@ static int run_end(const struct slm_batch *b, int i)
     return j;
 }
 
+/* Workspace of at least `need` bytes. A new one drops the graphs (they hold the old one). */
+static int workspace_reserve(struct cuda_impl *ci, size_t need)
+{
+    if (need <= ci->workspace_bytes) return 0;
+    graphs_reset(ci);
+    if (ci->workspace) cudaFree(ci->workspace);   /* synchronises */
+    ci->workspace = NULL, ci->workspace_bytes = 0;
+    CUDA_TRY(cudaMalloc(&ci->workspace, need));
+    ci->workspace_bytes = need;
+    return 0;
+}
+
 /* Workspace for the largest launch of this batch (decode groups and prefill chunks). */
 static int attn_workspace(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, const struct slm_batch *b)
 {
@@ -331,32 +402,44 @@ static int attn_workspace(struct cuda_impl *ci, const struct slm_cuda_attn_shape
         if (w > need) need = w;
         i = j;
     }
-    if (need <= ci->workspace_bytes) return 0;
-    if (ci->workspace) cudaFree(ci->workspace);   /* synchronises */
-    ci->workspace = NULL, ci->workspace_bytes = 0;
-    CUDA_TRY(cudaMalloc(&ci->workspace, need));
-    ci->workspace_bytes = need;
-    return 0;
+    return workspace_reserve(ci, need);
+}
+
+/* Attention of a graph-shaped step: every token alone in its (own) block table row, one decode
+ * launch over max_ctx = the step's partitions x 128, from the metadata buffer. */
+static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
+                                const struct slm_cuda_kv_layer *kv, float *q, float *k, const float *v, float *out)
+{
+    const struct graphs *g = &ci->graphs;
+    int rc = workspace_reserve(ci, slm_cuda_attention_workspace(sh, g->tokens, g->max_ctx));
+    if (rc) return rc;
+    struct slm_cuda_attn_tokens t = {.n_tokens = g->tokens, .pos = g->d_pos, .seq_row = g->d_row,
+                                     .block_tables = g->d_tables, .n_seq_rows = g->tokens, .max_blocks = g->stride};
+    if ((rc = launched(slm_cuda_rope_store(sh, &t, kv, q, k, v, ci->stream), "slm_cuda_rope_store"))) return rc;
+    return launched(slm_cuda_attention_decode(sh, &t, kv, q, g->max_ctx, ci->workspace, ci->workspace_bytes, out,
+                                              ci->stream),
+                    "slm_cuda_attention_decode");
 }
 
 static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
                           const struct slm_attn_params *p, float *q, float *k, const float *v, float *out)
 {
     struct cuda_impl *ci = impl(be);
-    int rc = attn_upload(ci, b);
-    if (rc) return rc;
-    const struct attn_meta *a = &ci->attn;
-    const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
     struct slm_cuda_attn_shape sh = {
         .n_head = p->n_head, .n_head_kv = p->n_head_kv, .head_dim = p->head_dim, .rope_dim = p->rope_dim,
         .rope_layout = p->rope_layout, .rope_theta_scale = powf(p->rope_base, -2.0f / (float)p->rope_dim),
         .scale = p->scale,
     };
-    if ((rc = attn_workspace(ci, &sh, b))) return rc;
     size_t per_layer = kv_layer_halves(pool);
     slm_half *k_pool = (slm_half *)pool->mem + (size_t)layer * 2 * per_layer;
-    struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = pool->n_blocks,
+    struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = kv_blocks(pool),
                                    .block_size = pool->block_size};
+    if (ci->graphs.cur) return attention_graph_step(ci, &sh, &kv, q, k, v, out);
+    int rc = attn_upload(ci, b);
+    if (rc) return rc;
+    const struct attn_meta *a = &ci->attn;
+    const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
+    if ((rc = attn_workspace(ci, &sh, b))) return rc;
     struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, q, k, v, ci->stream), "slm_cuda_rope_store"))) return rc;
@@ -393,6 +476,9 @@ static int cuda_gather_rows(struct slm_backend *be, const float *x, int dim, con
                             float *dst)
 {
     struct cuda_impl *ci = impl(be);
+    if (ci->graphs.cur)
+        return launched(slm_cuda_gather_rows(x, ci->graphs.tokens, dim, ci->graphs.d_out, n_rows, dst, ci->stream),
+                        "slm_cuda_gather_rows");
     int x_rows = 0;
     for (int i = 0; i < n_rows; i++) {
         if (rows[i] < 0) return -EINVAL;
@@ -411,13 +497,214 @@ static int cuda_to_host(struct slm_backend *be, const float *src, size_t n, floa
     return 0;
 }
 
+/* ---- step graphs (docs/cuda.md, "CUDA graphs") */
+
+/* Tokens per captured decode step: the powers of two and the midpoints between them (a step
+ * is padded by at most half of its tokens). Above the last one a step runs op by op. */
+static const int graph_buckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+
+/* Drops every captured graph (a buffer they use is being freed or moved); the shapes seen
+ * warm up and are captured again. */
+static void graphs_reset(struct cuda_impl *ci)
+{
+    struct graphs *g = &ci->graphs;
+    int any = 0;
+    for (int i = 0; i < g->n_entries; i++) {
+        struct graph_entry *e = &g->entries[i];
+        if (e->exec) {
+            if (!any) cuda_ok(cudaStreamSynchronize(ci->stream), "cudaStreamSynchronize");
+            any = 1;
+            cudaGraphExecDestroy(e->exec);
+            e->exec = NULL;
+        }
+        if (e->state != GRAPH_EAGER) e->state = GRAPH_NEW;
+    }
+    if (any) g->stats.resets++;
+}
+
+/* Whether b is a decode-only step: every token a run of one (as the eager attention
+ * classifies runs) and every token's logits wanted. */
+static int decode_only(const struct slm_batch *b)
+{
+    if (b->n_out != b->n_tokens) return 0;
+    for (int i = 0; i + 1 < b->n_tokens; i++)
+        if (run_end(b, i) != i + 1) return 0;
+    return 1;
+}
+
+/* The bucket of n tokens when at most cap fit, or -1. */
+static int graph_bucket(int n, int cap)
+{
+    if (n > cap) return -1;
+    for (size_t i = 0; i < sizeof graph_buckets / sizeof graph_buckets[0]; i++)
+        if (graph_buckets[i] >= n) return graph_buckets[i] <= cap ? graph_buckets[i] : cap;
+    return -1;
+}
+
+static struct graph_entry *graph_entry_get(struct graphs *g, int tokens, int parts, int stride)
+{
+    for (int i = 0; i < g->n_entries; i++) {
+        struct graph_entry *e = &g->entries[i];
+        if (e->tokens == tokens && e->parts == parts && e->stride == stride) return e;
+    }
+    if (g->n_entries == GRAPH_MAX_ENTRIES) return NULL;
+    struct graph_entry *e = &g->entries[g->n_entries++];
+    *e = (struct graph_entry){.tokens = tokens, .parts = parts, .stride = stride, .state = GRAPH_NEW};
+    return e;
+}
+
+/* Writes b padded to B tokens into the metadata buffer (host), queues its one copy to the
+ * device, and points *run at the host copy. Token i gets block table row i (stride entries: the
+ * blocks of `parts` partitions). Padding tokens: token 0 at position 0 of a row of scratch
+ * blocks; their logits rows follow b's. */
+static int graph_meta_upload(struct cuda_impl *ci, const struct slm_kv_pool *pool, const struct slm_batch *b, int B,
+                             int stride, struct slm_batch *run)
+{
+    struct graphs *g = &ci->graphs;
+    size_t len = (size_t)B * (4 + (size_t)stride);
+    int32_t *old = g->meta.dev;
+    int rc = staging_reserve(&g->meta, len);
+    if (rc) return rc;
+    if (g->meta.dev != old) graphs_reset(ci);
+    int32_t *h = g->meta.host, *tok = h, *pos = h + B, *row = h + 2 * B, *out = h + 3 * B, *tab = h + 4 * B;
+    int n = b->n_tokens, scratch = pool->n_blocks;
+    for (int i = 0; i < B; i++) {
+        int used = 0;
+        int32_t *t = tab + (size_t)i * (size_t)stride;
+        if (i < n) {
+            tok[i] = b->tokens[i], pos[i] = b->pos[i], out[i] = b->out_rows[i];
+            used = b->pos[i] / pool->block_size + 1;
+            memcpy(t, b->block_tables + (size_t)b->seq_row[i] * (size_t)b->max_blocks, (size_t)used * sizeof *t);
+        } else {
+            tok[i] = 0, pos[i] = 0, out[i] = i;
+        }
+        row[i] = i;
+        for (int j = used; j < stride; j++) t[j] = scratch;
+    }
+    if ((rc = staging_upload(ci, &g->meta, len))) return rc;
+    const int32_t *d = g->meta.dev;
+    g->tokens = B, g->stride = stride;
+    g->d_tokens = d, g->d_pos = d + B, g->d_row = d + 2 * B, g->d_out = d + 3 * B, g->d_tables = d + 4 * B;
+    *run = (struct slm_batch){.n_tokens = B, .tokens = tok, .pos = pos, .seq_row = row, .block_tables = tab,
+                              .max_blocks = stride, .n_out = B, .out_rows = out};
+    return 0;
+}
+
+static int cuda_step_begin(struct slm_backend *be, const void *owner, int max_tokens, const struct slm_kv_pool *pool,
+                           const struct slm_batch *b, struct slm_batch *run)
+{
+    struct cuda_impl *ci = impl(be);
+    struct graphs *g = &ci->graphs;
+    *run = *b;
+    int B = g->mode ? graph_bucket(b->n_tokens, max_tokens) : -1;
+    if (B < 0 || !decode_only(b)) {
+        g->stats.eager++;
+        return 0;
+    }
+    CUDA_TRY(cudaSetDevice(ci->device));
+    if (owner != g->owner || pool->mem != g->pool_mem) {
+        graphs_reset(ci);
+        g->owner = owner, g->pool_mem = pool->mem;
+    }
+    /* Partitions: the smallest power of two that covers every token's context (those
+     * beyond a token's own exit at once), at most the block tables' reach. */
+    int max_pos = 0;
+    for (int i = 0; i < b->n_tokens; i++)
+        if (b->pos[i] > max_pos) max_pos = b->pos[i];
+    int reach = b->max_blocks * pool->block_size, need = max_pos / SLM_CUDA_ATTN_PARTITION + 1, parts = 1;
+    int max_parts = (reach + SLM_CUDA_ATTN_PARTITION - 1) / SLM_CUDA_ATTN_PARTITION;
+    while (parts < need) parts *= 2;
+    if (parts > max_parts) parts = max_parts;
+    int ctx = parts * SLM_CUDA_ATTN_PARTITION;
+    int stride = (ctx + pool->block_size - 1) / pool->block_size;
+    if (stride > b->max_blocks) stride = b->max_blocks;
+
+    struct graph_entry *e = graph_entry_get(g, B, parts, stride);
+    if (!e || e->state == GRAPH_EAGER) {
+        g->stats.eager++;
+        return 0;
+    }
+    int rc = graph_meta_upload(ci, pool, b, B, stride, run);   /* may drop the graphs (e->state NEW) */
+    if (rc) return rc;
+    g->max_ctx = ctx;
+    if (e->state == GRAPH_READY) {
+        CUDA_TRY(cudaGraphLaunch(e->exec, ci->stream));
+        g->stats.replays++;
+        return 1;
+    }
+    g->cur = e;
+    if (e->state == GRAPH_NEW) {   /* the warm-up: graph-shaped, op by op; sizes the buffers */
+        e->state = GRAPH_WARM;
+        g->stats.warmups++;
+        return 0;
+    }
+    cudaError_t err = cudaStreamBeginCapture(ci->stream, cudaStreamCaptureModeThreadLocal);
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        slm_log(SLM_LOG_WARNING, "cuda backend: cannot capture the step graph of %d tokens, %d partitions (%s); "
+                "it runs op by op", B, parts, cudaGetErrorName(err));
+        e->state = GRAPH_EAGER;
+        g->stats.failures++;
+        g->cur = NULL;
+        *run = *b;
+        g->stats.eager++;
+        return 0;
+    }
+    g->capturing = 1;
+    return 0;
+}
+
+static int cuda_step_end(struct slm_backend *be, int rc)
+{
+    struct cuda_impl *ci = impl(be);
+    struct graphs *g = &ci->graphs;
+    struct graph_entry *e = g->cur;
+    g->cur = NULL;
+    if (!e || !g->capturing) return rc;
+    g->capturing = 0;
+    if (g->mode == 2) cudaStreamSynchronize(ci->stream);   /* refused during a capture, which it breaks */
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t err = cudaStreamEndCapture(ci->stream, &graph);
+    const char *why = rc ? "an op failed while capturing" : NULL;
+    if (!why && err != cudaSuccess) why = cudaGetErrorName(err);
+    if (!why && (err = cudaGraphInstantiate(&exec, graph, 0)) != cudaSuccess) why = cudaGetErrorName(err);
+    if (graph) cudaGraphDestroy(graph);
+    if (!why && (err = cudaGraphLaunch(exec, ci->stream)) != cudaSuccess) why = cudaGetErrorName(err);
+    if (why) {
+        cudaGetLastError();
+        if (exec) cudaGraphExecDestroy(exec);
+        slm_log(SLM_LOG_WARNING, "cuda backend: capturing the step graph of %d tokens, %d partitions failed (%s); "
+                "it runs op by op from now on", e->tokens, e->parts, why);
+        e->state = GRAPH_EAGER;
+        g->stats.failures++;
+        g->stats.eager++;
+        return 1;
+    }
+    e->exec = exec;
+    e->state = GRAPH_READY;
+    g->stats.captures++;
+    slm_log(SLM_LOG_DEBUG, "cuda backend: captured the step graph of %d tokens, %d partitions (%ld graphs)",
+            e->tokens, e->parts, g->stats.captures);
+    return 0;
+}
+
+int slm_backend_cuda_graph_stats(struct slm_backend *be, struct slm_cuda_graph_stats *st)
+{
+    if (!be || be->ops->step_begin != cuda_step_begin) return -ENOTSUP;
+    *st = impl(be)->graphs.stats;
+    return 0;
+}
+
 static void cuda_destroy(struct slm_backend *be)
 {
     struct cuda_impl *ci = impl(be);
     if (ci) {
         if (ci->stream) cuda_ok(cudaStreamSynchronize(ci->stream), "cudaStreamSynchronize");
+        graphs_reset(ci);
         staging_free(&ci->ids);
         staging_free(&ci->attn.st);
+        staging_free(&ci->graphs.meta);
         free(ci->attn.shadow);
         if (ci->workspace) cudaFree(ci->workspace);
         if (ci->stream) cudaStreamDestroy(ci->stream);
@@ -444,6 +731,8 @@ static const struct slm_backend_ops cuda_ops = {
     .add = cuda_add,
     .gather_rows = cuda_gather_rows,
     .to_host = cuda_to_host,
+    .step_begin = cuda_step_begin,
+    .step_end = cuda_step_end,
 };
 
 int slm_backend_cuda_devices(char *err)
@@ -510,14 +799,20 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     if (!e) call = "cudaStreamCreateWithFlags", e = cudaStreamCreateWithFlags(&ci->stream, cudaStreamNonBlocking);
     if (!e) call = "cudaEventCreate", e = cudaEventCreateWithFlags(&ci->ids.done, cudaEventDisableTiming);
     if (!e) e = cudaEventCreateWithFlags(&ci->attn.st.done, cudaEventDisableTiming);
+    if (!e) e = cudaEventCreateWithFlags(&ci->graphs.meta.done, cudaEventDisableTiming);
     if (e) {
         slm_err_set(err, "cuda backend: device %d: %s: %s", device, call, cudaGetErrorString(e));
         cudaGetLastError();
         cuda_destroy(be);
         return NULL;
     }
-    slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s", device, n, prop.name, prop.major,
-            prop.minor, (size_t)prop.totalGlobalMem >> 20, slm_backend_cuda_emulated() ? " (SIMT emulator)" : "");
+    const char *graphs = getenv("SLM_CUDA_GRAPHS");
+    ci->graphs.mode = !graphs || !*graphs || strcmp(graphs, "0") ? 1 : 0;
+    if (graphs && !strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
+    slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; decode step graphs %s", device, n,
+            prop.name, prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
+            slm_backend_cuda_emulated() ? " (SIMT emulator)" : "",
+            ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on");
     return be;
 }
 
@@ -537,6 +832,11 @@ int slm_backend_cuda_emulated(void)
 size_t slm_backend_cuda_kv_budget(struct slm_backend *be)
 {
     return 0;
+}
+
+int slm_backend_cuda_graph_stats(struct slm_backend *be, struct slm_cuda_graph_stats *st)
+{
+    return -ENOTSUP;
 }
 
 struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fraction, char *err)

@@ -341,6 +341,21 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     return 0;
 }
 
+/* The ops of one step, from the embedding through the logits matmul (f->logits rows
+ * 0..n_out-1). */
+static int forward_ops(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b)
+{
+    const struct slm_model_config *c = &f->m->cfg;
+    struct slm_backend *be = f->m->be;
+    TRY(be->ops->embed(be, &f->m->tok_embd, b->tokens, b->n_tokens, f->x));
+    for (int l = 0; l < c->n_layer; l++) TRY(layer_forward(f, pool, b, l));
+    if (b->n_out == 0) return 0;
+    TRY(be->ops->gather_rows(be, f->x, c->dim, b->out_rows, b->n_out, f->xo));
+    TRY(be->ops->rmsnorm(be, f->xo, &f->m->output_norm, b->n_out, c->dim, c->rms_eps, f->xo));
+    const struct slm_weight *out[] = {&f->m->output};
+    return be->ops->matmul(be, 1, out, f->xo, b->n_out, &f->logits, 0);
+}
+
 int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, float *logits)
 {
     const struct slm_model_config *c = &f->m->cfg;
@@ -358,12 +373,21 @@ int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struc
     for (int i = 0; i < b->n_out; i++)
         if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens) return -EINVAL;
 
-    TRY(be->ops->embed(be, &f->m->tok_embd, b->tokens, b->n_tokens, f->x));
-    for (int l = 0; l < c->n_layer; l++) TRY(layer_forward(f, pool, b, l));
+
+    /* A backend with step hooks may replay the step from a capture, or pad it (backend.h). */
+    const struct slm_backend_ops *ops = be->ops;
+    struct slm_batch run = *b;
+    int mode = 0;
+    if (ops->step_begin) {
+        int cap = f->max_tokens < f->max_out ? f->max_tokens : f->max_out;
+        if ((mode = ops->step_begin(be, f, cap, pool, b, &run)) < 0) return mode;
+    }
+    if (mode == 0) {
+        int rc = forward_ops(f, pool, &run);
+        if (ops->step_end) rc = ops->step_end(be, rc);
+        if (rc > 0) rc = forward_ops(f, pool, b);
+        if (rc) return rc;
+    }
     if (b->n_out == 0) return 0;
-    TRY(be->ops->gather_rows(be, f->x, c->dim, b->out_rows, b->n_out, f->xo));
-    TRY(be->ops->rmsnorm(be, f->xo, &f->m->output_norm, b->n_out, c->dim, c->rms_eps, f->xo));
-    const struct slm_weight *out[] = {&f->m->output};
-    TRY(be->ops->matmul(be, 1, out, f->xo, b->n_out, &f->logits, 0));
-    return be->ops->to_host(be, f->logits, (size_t)b->n_out * (size_t)c->n_vocab, logits);
+    return ops->to_host(be, f->logits, (size_t)b->n_out * (size_t)c->n_vocab, logits);
 }
