@@ -1,6 +1,6 @@
 /*
- * kernels/cuda/attention.cu - RoPE and the paged KV store, flash-decoding and causal
- * prefill attention over the paged f16 cache.
+ * kernels/cuda/attention.cu - RoPE and the paged KV store, decode and causal prefill
+ * attention over the paged f16 cache.
  *
  * Attention follows the CPU backend's arithmetic (kernels/cpu/ops.c, attention_head_generic,
  * itself llama.cpp's CPU order) operation for operation, so that it gives the CPU backend's
