@@ -392,6 +392,12 @@ static void test_integer_intrinsics(void)
         CHECK(__fdiv_rn(a, b) == 0x1.555556p-2f, "__fdiv_rn(1, 3): expected %a, got %a", 0x1.555556p-2f, __fdiv_rn(a, b));
         CHECK(__fdiv_rn(127.0f, 0.1f) == 1270.0f, "__fdiv_rn(127, 0.1): got %.9g", __fdiv_rn(127.0f, 0.1f));
         CHECK(__fsub_rn(a, c) == 0x1.fffffep-1f, "__fsub_rn(1, 2^-24): expected %a, got %a", 0x1.fffffep-1f, __fsub_rn(a, c));
+        volatile double da = 1.0, db = 0x1p-53;
+        CHECK(__dadd_rn(__dadd_rn(da, db), db) == 1.0 && __dadd_rn(da, __dadd_rn(db, db)) == 1.0 + 0x1p-52,
+              "__dadd_rn: one rounding per add");
+        CHECK(__ddiv_rn(1.0, 3.0) == 1.0 / 3.0 && __dmul_rn(3.0, 1.0 / 3.0) == 1.0, "__ddiv_rn / __dmul_rn");
+        CHECK(__double2float_rn(1.0 + 0x1p-24) == 1.0f && __double2float_rn(1.0 + 0x1.8p-24) == 1.0f + 0x1p-23f,
+              "__double2float_rn: ties to even");
     }
     CHECK(__saturatef(-1.0f) == 0.0f && __saturatef(2.0f) == 1.0f && __saturatef(NAN) == 0.0f, "__saturatef");
     CHECK(__float_as_uint(1.0f) == 0x3f800000u && __int_as_float(0x40000000) == 2.0f, "bit casts");
