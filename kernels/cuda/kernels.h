@@ -48,7 +48,7 @@ int slm_cuda_last_error(void);
  * that is not a whole number of blocks. */
 size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
 
-/* ---- matvec.cu: fused dequant-GEMV (decode) ---- */
+/* ---- matvec.cu: fused dequant-GEMV with fp32 activations (the backend's path for F32 / F16 / BF16 weights) ---- */
 
 /* Tokens one GEMV block handles per weight read; a call with more tokens reads the
  * weight once per group of this many tokens. */
