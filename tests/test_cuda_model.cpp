@@ -1,18 +1,13 @@
 /* test_cuda_model: the CUDA backend (daemon/engine/backend_cuda.c) under the SIMT emulator,
  * with the whole model (SmolLM2-135M-Instruct Q4_1 from $SLM_MODEL_DIR; skipped, 77, without it).
  *
- * 1. Greedy: the first three prompts of tests/golden/smollm2_greedy.txt, 16 tokens each, through
- *    the one-sequence runner on the cuda backend and on the cpu backend. The two backends differ
- *    in arithmetic (the CPU follows llama.cpp: Q8_1 activations into the matmuls, f16 attention
- *    probabilities; the CUDA kernels keep fp32 activations), so a near-tie can flip a token. The
- *    oracle is therefore a float64 forward pass written here (the weights dequantized as GGUF
- *    defines them, every sum in double):
- *    - the first step's logits of each prompt on cuda within 0.05 of it (max abs; measured
- *      ~0.01, while the CPU backend is ~0.6 away: its activations are quantized);
- *    - the tokens of cuda and cpu are compared; where they first part, the float64 pass of the
- *      prompt and the tokens before that step must rank cuda's token above cpu's (exact
- *      arithmetic sides with cuda), else the test fails. Every divergence is printed with both
- *      backends' top-two margins and the float64 logits of the two tokens.
+ * 1. Greedy (issue 5's criterion): the first three prompts of tests/golden/smollm2_greedy.txt,
+ *    16 tokens each, through the one-sequence runner on the cuda backend and on the cpu
+ *    backend: the tokens must be identical. Every cuda op follows the CPU backend's arithmetic
+ *    (activations quantized to Q8_0 / Q8_1 and integer dot products in the matmuls, f16
+ *    attention probabilities, the CPU's exp polynomial, RMSNorm's double sum), so the logits
+ *    of every step must also be the same bits; the test asks for that too and prints the
+ *    smallest top-2 margin of each prompt (how close a flip would have been).
  * 2. Continuous batching on the cuda backend: requests arriving at different steps, so steps
  *    mix prefill chunks (a small token budget cuts the prompts) with decodes, give each request
  *    the tokens it gets alone on the same backend (greedy and seeded sampling).
@@ -35,7 +30,6 @@ extern "C" {
 #include "daemon/engine/runner.h"
 #include "daemon/engine/tokenizer.h"
 #include "daemon/log.h"
-#include "kernels/cpu/dequant.h"
 }
 #include "tests/check.h"
 
@@ -75,107 +69,6 @@ static std::vector<prompt> read_prompts(const char *dir)
     fclose(f);
     if (out.size() > N_PROMPTS) out.resize(N_PROMPTS);
     return out;
-}
-
-/* ---- the float64 reference forward pass (llama: NORM rope, GQA, SwiGLU) */
-
-/* y (n, w->rows) = x (n, w->cols) . W^T, W dequantized row by row. */
-static void ref_matmul(const struct slm_weight *w, const std::vector<double> &x, int n, std::vector<double> &y)
-{
-    size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
-    std::vector<float> row(cols);
-    y.assign((size_t)n * rows, 0.0);
-    for (size_t r = 0; r < rows; r++) {
-        slm_cpu_dequantize_row(w->type, (const char *)w->data + r * w->row_bytes, row.data(), (int64_t)cols);
-        for (int t = 0; t < n; t++) {
-            double acc = 0;
-            const double *xt = &x[(size_t)t * cols];
-            for (size_t c = 0; c < cols; c++) acc += (double)row[c] * xt[c];
-            y[(size_t)t * rows + r] = acc;
-        }
-    }
-}
-
-static void ref_rmsnorm(std::vector<double> &x, const struct slm_weight *g, int n, int dim, double eps,
-                        std::vector<double> &out)
-{
-    out.resize((size_t)n * dim);
-    const float *gamma = (const float *)g->data;
-    for (int t = 0; t < n; t++) {
-        double ss = 0;
-        for (int i = 0; i < dim; i++) ss += x[(size_t)t * dim + i] * x[(size_t)t * dim + i];
-        double scale = 1.0 / sqrt(ss / dim + eps);
-        for (int i = 0; i < dim; i++) out[(size_t)t * dim + i] = x[(size_t)t * dim + i] * scale * gamma[i];
-    }
-}
-
-static void ref_rope(std::vector<double> &v, int n, int heads, int head_dim, int rope_dim, double base)
-{
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < heads; h++)
-            for (int j = 0; j < rope_dim / 2; j++) {
-                double th = t * pow(base, -2.0 * j / rope_dim), c = cos(th), s = sin(th);
-                double *p = &v[((size_t)t * heads + h) * head_dim + 2 * j];
-                double a = p[0], b = p[1];
-                p[0] = a * c - b * s;
-                p[1] = a * s + b * c;
-            }
-}
-
-/* The last token's logits (n_vocab) for ids at positions 0..n-1. */
-static std::vector<double> ref_forward(const struct slm_model *m, const std::vector<int32_t> &ids)
-{
-    const struct slm_model_config *c = &m->cfg;
-    int n = (int)ids.size(), dim = c->dim, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_head_kv * hd;
-    int group = c->n_head / c->n_head_kv;
-    std::vector<double> x((size_t)n * dim), xn, q, k, v, att((size_t)n * qd), o, g, u;
-    std::vector<float> row((size_t)dim);
-    for (int t = 0; t < n; t++) {
-        slm_cpu_dequantize_row(m->tok_embd.type, (const char *)m->tok_embd.data + (size_t)ids[t] * m->tok_embd.row_bytes,
-                               row.data(), dim);
-        for (int i = 0; i < dim; i++) x[(size_t)t * dim + i] = row[i];
-    }
-    for (int l = 0; l < c->n_layer; l++) {
-        const struct slm_layer *L = &m->layers[l];
-        ref_rmsnorm(x, &L->attn_norm, n, dim, c->rms_eps, xn);
-        ref_matmul(&L->wq, xn, n, q);
-        ref_matmul(&L->wk, xn, n, k);
-        ref_matmul(&L->wv, xn, n, v);
-        ref_rope(q, n, c->n_head, hd, c->rope_dim, c->rope_base);
-        ref_rope(k, n, c->n_head_kv, hd, c->rope_dim, c->rope_base);
-        std::vector<double> p((size_t)n);
-        for (int t = 0; t < n; t++)
-            for (int h = 0; h < c->n_head; h++) {
-                const double *qh = &q[(size_t)t * qd + (size_t)h * hd];
-                size_t koff = (size_t)(h / group) * hd;
-                double mx = -INFINITY, sum = 0;
-                for (int s = 0; s <= t; s++) {
-                    double d = 0;
-                    for (int i = 0; i < hd; i++) d += qh[i] * k[(size_t)s * kvd + koff + i];
-                    p[s] = d / sqrt((double)hd);
-                    mx = fmax(mx, p[s]);
-                }
-                for (int s = 0; s <= t; s++) sum += p[s] = exp(p[s] - mx);
-                double *out = &att[(size_t)t * qd + (size_t)h * hd];
-                for (int i = 0; i < hd; i++) {
-                    double a = 0;
-                    for (int s = 0; s <= t; s++) a += p[s] * v[(size_t)s * kvd + koff + i];
-                    out[i] = a / sum;
-                }
-            }
-        ref_matmul(&L->wo, att, n, o);
-        for (size_t i = 0; i < x.size(); i++) x[i] += o[i];
-        ref_rmsnorm(x, &L->ffn_norm, n, dim, c->rms_eps, xn);
-        ref_matmul(&L->w_gate, xn, n, g);
-        ref_matmul(&L->w_up, xn, n, u);
-        for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
-        ref_matmul(&L->w_down, g, n, o);
-        for (size_t i = 0; i < x.size(); i++) x[i] += o[i];
-    }
-    std::vector<double> last(x.end() - dim, x.end()), logits;
-    ref_rmsnorm(last, &m->output_norm, 1, dim, c->rms_eps, xn);
-    ref_matmul(&m->output, xn, 1, logits);
-    return logits;
 }
 
 /* The best and second best logit. */
@@ -226,6 +119,8 @@ static int greedy(struct slm_model *m, const std::vector<int32_t> &prompt, greed
     return rc;
 }
 
+/* The issue's criterion: the same greedy tokens on both backends. Every op of the cuda backend
+ * follows the CPU backend's arithmetic, so the logits of every step must be the same bits too. */
 static void check_greedy(struct slm_model *cpu, struct slm_model *gpu, const char *tdir)
 {
     std::vector<prompt> prompts = read_prompts(tdir);
@@ -234,34 +129,32 @@ static void check_greedy(struct slm_model *cpu, struct slm_model *gpu, const cha
     for (size_t p = 0; p < prompts.size(); p++) {
         greedy_run a, b;
         if (greedy(cpu, prompts[p].ids, &a) || greedy(gpu, prompts[p].ids, &b)) return;
-        std::vector<double> ref = ref_forward(cpu, prompts[p].ids);
-        double cpu_err = 0, cuda_err = 0;
-        int nv = cpu->cfg.n_vocab;
-        for (int i = 0; i < nv; i++) {
-            cpu_err = fmax(cpu_err, fabs(a.logits[0][i] - ref[i]));
-            cuda_err = fmax(cuda_err, fabs(b.logits[0][i] - ref[i]));
-        }
-        printf("prompt %zu (%zu tokens): first-step logits against float64: cuda max abs error %.4g (bound 0.05), "
-               "cpu %.4g\n", p, prompts[p].ids.size(), cuda_err, cpu_err);
-        CHECK(cuda_err <= 0.05, "prompt %zu: cuda logits against float64: expected max abs error <= 0.05, got %.4g",
-              p, cuda_err);
-        int div = -1;
+        int div = -1, min_step = 0;
         for (int i = 0; i < GEN && div < 0; i++)
             if (a.tok[i] != b.tok[i]) div = i;
+        for (int i = 1; i < GEN; i++)
+            if (a.margin[i] < a.margin[min_step]) min_step = i;
+        size_t differ = 0;
+        double max_abs = 0;
+        int steps = div < 0 ? GEN : div + 1;
+        for (int i = 0; i < steps; i++)
+            for (size_t v = 0; v < a.logits[i].size(); v++) {
+                double d = fabs((double)a.logits[i][v] - (double)b.logits[i][v]);
+                if (memcmp(&a.logits[i][v], &b.logits[i][v], 4)) differ++;
+                if (!(d <= max_abs)) max_abs = d;
+            }
         if (div < 0) {
             identical++;
-            printf("prompt %zu: cuda = cpu for %d tokens\n", p, GEN);
+            printf("prompt %zu (%zu tokens): cuda = cpu for %d tokens; smallest top-2 margin %.4f (step %d)\n", p,
+                   prompts[p].ids.size(), GEN, a.margin[min_step], min_step);
         } else {
-            std::vector<int32_t> ctx = prompts[p].ids;
-            ctx.insert(ctx.end(), a.tok.begin(), a.tok.begin() + div);
-            std::vector<double> r = ref_forward(cpu, ctx);
-            int sides_with_cuda = r[b.tok[div]] > r[a.tok[div]];
-            printf("prompt %zu: cuda and cpu part at step %d: cpu %d, cuda %d; top-2 margin there: cpu %.4f, cuda %.4f; "
-                   "float64 logits: %d %.4f, %d %.4f: %s\n",
-                   p, div, a.tok[div], b.tok[div], a.margin[div], b.margin[div], a.tok[div], r[a.tok[div]],
-                   b.tok[div], r[b.tok[div]], sides_with_cuda ? "float64 sides with cuda" : "FAIL: float64 sides with cpu");
-            if (!sides_with_cuda) failures++;
+            CHECK(0, "prompt %zu: token %d: expected %d (cpu), got %d (cuda); top-2 margins there: cpu %.4f, cuda %.4f", p,
+                  div, a.tok[div], b.tok[div], a.margin[div], b.margin[div]);
         }
+        CHECK(differ == 0, "prompt %zu: logits of %d steps: expected the cpu backend's bits, %zu of %zu differ "
+              "(max abs %.3g)", p, steps, differ, (size_t)steps * a.logits[0].size(), max_abs);
+        if (differ == 0)
+            printf("prompt %zu: the logits of all %d steps are bit-identical on both backends\n", p, steps);
         if (prompts[p].llama.size() == GEN && b.tok == prompts[p].llama) like_llama++;
     }
     printf("greedy: %d of %zu prompts give the cpu backend's %d tokens on cuda (emulated); "

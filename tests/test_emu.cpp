@@ -387,6 +387,18 @@ static void test_integer_intrinsics(void)
     CHECK(__popc(0xf0f0u) == 8 && __clz(1) == 31 && __clz(0) == 32 && __ffs(0) == 0 && __ffs(0x18) == 4, "popc/clz/ffs");
     CHECK(__umulhi(0xffffffffu, 0xffffffffu) == 0xfffffffeu && __mulhi(-2, 0x40000000) == -1, "mulhi");
     CHECK(__float2int_rn(2.5f) == 2 && __float2int_rn(3.5f) == 4 && __float2int_rn(-2.5f) == -2, "__float2int_rn ties to even");
+    {   /* the _rn arithmetic the quantizers use: one IEEE rounding each, as on a GPU */
+        volatile float a = 1.0f, b = 3.0f, c = 0x1p-24f;
+        CHECK(__fdiv_rn(a, b) == 0x1.555556p-2f, "__fdiv_rn(1, 3): expected %a, got %a", 0x1.555556p-2f, __fdiv_rn(a, b));
+        CHECK(__fdiv_rn(127.0f, 0.1f) == 1270.0f, "__fdiv_rn(127, 0.1): got %.9g", __fdiv_rn(127.0f, 0.1f));
+        CHECK(__fsub_rn(a, c) == 0x1.fffffep-1f, "__fsub_rn(1, 2^-24): expected %a, got %a", 0x1.fffffep-1f, __fsub_rn(a, c));
+        volatile double da = 1.0, db = 0x1p-53;
+        CHECK(__dadd_rn(__dadd_rn(da, db), db) == 1.0 && __dadd_rn(da, __dadd_rn(db, db)) == 1.0 + 0x1p-52,
+              "__dadd_rn: one rounding per add");
+        CHECK(__ddiv_rn(1.0, 3.0) == 1.0 / 3.0 && __dmul_rn(3.0, 1.0 / 3.0) == 1.0, "__ddiv_rn / __dmul_rn");
+        CHECK(__double2float_rn(1.0 + 0x1p-24) == 1.0f && __double2float_rn(1.0 + 0x1.8p-24) == 1.0f + 0x1p-23f,
+              "__double2float_rn: ties to even");
+    }
     CHECK(__saturatef(-1.0f) == 0.0f && __saturatef(2.0f) == 1.0f && __saturatef(NAN) == 0.0f, "__saturatef");
     CHECK(__float_as_uint(1.0f) == 0x3f800000u && __int_as_float(0x40000000) == 2.0f, "bit casts");
 }

@@ -7,16 +7,19 @@
  * stream, in issue order; the host waits only in to_host (the logits) and when a pinned
  * staging buffer is about to be rewritten while its last copy may still be queued.
  *
- * Paths (docs/cuda.md, "Backend"): every matmul goes through the fused dequant-GEMV,
- * whatever the number of tokens, because the cuBLAS GEMM path gives other bits and would
- * make a request's tokens depend on the batch. Attention: RoPE and the KV store for the
+ * Paths (docs/cuda.md, "Backend"): a matmul on a quantized weight quantizes x once per
+ * activation type (Q8_0 / Q8_1 / Q8_K, into a scratch whose address changes only when a call
+ * needs more than it holds) and runs the integer GEMV, whatever the number of tokens: its
+ * results are the CPU backend's bits, and a token's do not depend on the batch (the cuBLAS
+ * GEMM path would give other bits, batch-dependent ones). F32 / F16 / BF16 weights take the
+ * fp32 dequant-GEMV. Attention: RoPE and the KV store for the
  * whole batch, then the decode launcher for tokens that are alone in their run and the
  * prefill launcher for each chunk of consecutive positions of one sequence (both give a
  * token the same bits, so the split does not depend on the batch).
  *
  * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
  * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
- * 96, 128, 192, 256) and its attention to a power-of-two number of 128-position partitions;
+ * 96, 128, 192, 256) and its attention context to a power-of-two number of 128 positions;
  * per such shape the first step runs op by op in the graph's shape (a warm-up that sizes every
  * buffer), the second is captured from the embedding through the logits matmul, and later ones
  * copy the step's metadata (ids, positions, out rows, one block table row per token) from pinned
@@ -62,6 +65,10 @@ struct attn_meta {
     int max_ctx;              /* largest pos + 1 */
 };
 
+/* Contexts in a step graph's shape are whole multiples of this many positions ("partitions"):
+ * the attention launch's max_ctx, which lays out its workspace, is parts x GRAPH_CTX_STEP. */
+#define GRAPH_CTX_STEP 128
+
 /* One captured decode step shape: `tokens` (a bucket) tokens whose attention spans `parts`
  * partitions, with block tables of `stride` entries a token. */
 enum graph_state { GRAPH_NEW, GRAPH_WARM, GRAPH_READY, GRAPH_EAGER };
@@ -99,6 +106,13 @@ struct cuda_impl {
     void *workspace;          /* attention partials */
     size_t workspace_bytes;
     struct graphs graphs;
+    /* matmul: x quantized for the integer GEMV, one region per activation type of a call
+     * (Q8_0, Q8_1, Q8_K). Sized at the first quantized matmul for Q8_SCRATCH_TOKENS tokens of
+     * the longest rows loaded (or the call's n if larger); reallocated only when a call needs
+     * more, so its address is stable for steps of up to that many tokens. */
+    void *q8;
+    size_t q8_bytes;
+    size_t q8_row_max[3];     /* largest quantized row of each activation type among the weights */
 };
 
 static void graphs_reset(struct cuda_impl *ci);
@@ -213,6 +227,8 @@ static void cuda_free(struct slm_backend *be, void *p)
     cuda_ok(cudaFree(p), "cudaFree");
 }
 
+static void q8_note_weight(struct cuda_impl *ci, const struct slm_weight *w);
+
 static int cuda_load_weight(struct slm_backend *be, struct slm_weight *w)
 {
     struct cuda_impl *ci = impl(be);
@@ -231,6 +247,7 @@ static int cuda_load_weight(struct slm_backend *be, struct slm_weight *w)
         return -EIO;
     }
     w->be_data = p;
+    q8_note_weight(ci, w);
     return 0;
 }
 
@@ -305,12 +322,92 @@ static int cuda_rmsnorm(struct slm_backend *be, const float *x, const struct slm
     return launched(slm_cuda_rmsnorm(x, gamma->be_data, n, dim, eps, out, impl(be)->stream), "slm_cuda_rmsnorm");
 }
 
+/* ---- matmul: quantized weights take x quantized once per activation type (the CPU
+ * backend's Q8_0 / Q8_1 / Q8_K rows, byte for byte) and the integer GEMV, which gives the CPU
+ * backend's bits; F32 / F16 / BF16 weights take the fp32 GEMV. */
+
+/* Tokens the quantized-activation scratch holds at least once it is allocated. */
+#define Q8_SCRATCH_TOKENS 512
+
+/* Region of the scratch an activation type uses: 0, 1, 2, or -1 (no integer path). */
+static int q8_slot(uint32_t act_type)
+{
+    switch (act_type) {
+    case SLM_TYPE_Q8_0: return 0;
+    case SLM_TYPE_Q8_1: return 1;
+    case SLM_TYPE_Q8_K: return 2;
+    default: return -1;
+    }
+}
+
+static size_t align256(size_t b)
+{
+    return (b + 255) & ~(size_t)255;
+}
+
+static void q8_note_weight(struct cuda_impl *ci, const struct slm_weight *w)
+{
+    uint32_t at = slm_cuda_q8_act_type(w->type);
+    int s = q8_slot(at);
+    size_t rb = slm_cuda_q8_row_bytes(at, w->cols);
+    if (s >= 0 && rb > ci->q8_row_max[s]) ci->q8_row_max[s] = rb;
+}
+
+/* Makes the scratch hold `need` bytes; a call of n tokens. A new one drops the graphs. */
+static int q8_reserve(struct cuda_impl *ci, size_t need, int n)
+{
+    if (need <= ci->q8_bytes) return 0;
+    size_t per_token = ci->q8_row_max[0] + ci->q8_row_max[1] + ci->q8_row_max[2];
+    size_t want = per_token * (size_t)(n > Q8_SCRATCH_TOKENS ? n : Q8_SCRATCH_TOKENS) + 3 * 256;
+    if (want < need) want = need;
+    if (ci->q8) {
+        slm_log(SLM_LOG_INFO, "cuda backend: quantized-activation scratch grows from %zu to %zu bytes (%d tokens)",
+                ci->q8_bytes, want, n);
+        graphs_reset(ci);   /* they hold the old one */
+        CUDA_TRY(cudaFree(ci->q8));   /* synchronises: no queued GEMV reads it any more */
+        ci->q8 = NULL;
+        ci->q8_bytes = 0;
+    }
+    CUDA_TRY(cudaMalloc(&ci->q8, want));
+    ci->q8_bytes = want;
+    return 0;
+}
+
 static int cuda_matmul(struct slm_backend *be, int n_w, const struct slm_weight *const *w, const float *x, int n,
                        float *const *y, int accumulate)
 {
+    struct cuda_impl *ci = impl(be);
+    size_t off[3] = {0, 0, 0}, need = 0;
+    int first[3] = {-1, -1, -1};   /* the first weight of each activation type */
     for (int j = 0; j < n_w; j++) {
-        int rc = launched(slm_cuda_matvec(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, x, n, y[j], accumulate,
-                                          impl(be)->stream),
+        uint32_t at = slm_cuda_q8_act_type(w[j]->type);
+        int s = q8_slot(at);
+        if (s < 0 || first[s] >= 0) continue;
+        first[s] = j;
+        off[s] = need;
+        need += align256((size_t)n * slm_cuda_q8_row_bytes(at, w[j]->cols));
+    }
+    if (need) {
+        int rc = q8_reserve(ci, need, n);
+        if (rc) return rc;
+    }
+    for (int s = 0; s < 3; s++) {
+        if (first[s] < 0) continue;
+        const struct slm_weight *wf = w[first[s]];
+        int rc = launched(slm_cuda_quantize_q8(slm_cuda_q8_act_type(wf->type), x, n, wf->cols, (char *)ci->q8 + off[s],
+                                               ci->stream),
+                          "slm_cuda_quantize_q8");
+        if (rc) return rc;
+    }
+    for (int j = 0; j < n_w; j++) {
+        int s = q8_slot(slm_cuda_q8_act_type(w[j]->type)), rc;
+        if (s >= 0)
+            rc = launched(slm_cuda_matvec_q8(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, (char *)ci->q8 + off[s],
+                                             n, y[j], accumulate, ci->stream),
+                          "slm_cuda_matvec_q8");
+        else
+            rc = launched(slm_cuda_matvec(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, x, n, y[j], accumulate,
+                                          ci->stream),
                           "slm_cuda_matvec");
         if (rc) return rc;
     }
@@ -606,16 +703,16 @@ static int cuda_step_begin(struct slm_backend *be, const void *owner, int max_to
         graphs_reset(ci);
         g->owner = owner, g->pool_mem = pool->mem;
     }
-    /* Partitions: the smallest power of two that covers every token's context (those
-     * beyond a token's own exit at once), at most the block tables' reach. */
+    /* Partitions: the smallest power of two that covers every token's context (a token's
+     * attention stops at its own position), at most the block tables' reach. */
     int max_pos = 0;
     for (int i = 0; i < b->n_tokens; i++)
         if (b->pos[i] > max_pos) max_pos = b->pos[i];
-    int reach = b->max_blocks * pool->block_size, need = max_pos / SLM_CUDA_ATTN_PARTITION + 1, parts = 1;
-    int max_parts = (reach + SLM_CUDA_ATTN_PARTITION - 1) / SLM_CUDA_ATTN_PARTITION;
+    int reach = b->max_blocks * pool->block_size, need = max_pos / GRAPH_CTX_STEP + 1, parts = 1;
+    int max_parts = (reach + GRAPH_CTX_STEP - 1) / GRAPH_CTX_STEP;
     while (parts < need) parts *= 2;
     if (parts > max_parts) parts = max_parts;
-    int ctx = parts * SLM_CUDA_ATTN_PARTITION;
+    int ctx = parts * GRAPH_CTX_STEP;
     int stride = (ctx + pool->block_size - 1) / pool->block_size;
     if (stride > b->max_blocks) stride = b->max_blocks;
 
@@ -707,6 +804,7 @@ static void cuda_destroy(struct slm_backend *be)
         staging_free(&ci->graphs.meta);
         free(ci->attn.shadow);
         if (ci->workspace) cudaFree(ci->workspace);
+        if (ci->q8) cudaFree(ci->q8);
         if (ci->stream) cudaStreamDestroy(ci->stream);
         free(ci);
     }

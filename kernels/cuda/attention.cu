@@ -1,15 +1,13 @@
 /*
- * kernels/cuda/attention.cu - RoPE and the paged KV store, flash-decoding and causal
- * prefill attention over the paged f16 cache.
+ * kernels/cuda/attention.cu - RoPE and the paged KV store, decode and causal prefill
+ * attention over the paged f16 cache.
  *
- * One reduction order for every query, whichever launcher computes it: the context is cut
- * into partitions of SLM_CUDA_ATTN_PARTITION positions; inside a partition the scores are
- * exact (two passes: max, then exp and sum) and each output element accumulates p * v in
- * position order; the partitions are merged in order by k_attn_combine (the online-softmax
- * rescaling, once per partition). A block holds the query heads of one KV head for one
- * token (decode) or for several consecutive tokens of one sequence (prefill), so each K/V
- * tile it loads serves all of them; what a row computes never depends on the other rows of
- * its block, so a token gets the same bits decoded, prefilled, alone or in any batch.
+ * Attention follows the CPU backend's arithmetic (kernels/cpu/ops.c, attention_head_generic,
+ * itself llama.cpp's CPU order) operation for operation, so that it gives the CPU backend's
+ * bits: q rounded to f16, scores in a 64-lane order, the CPU's exp polynomial, the sum in
+ * double 16 exps at a time, probabilities rounded to f16, each output element in 64
+ * position lanes. One block per (token, query head), the same kernel for decode and
+ * prefill: a token gets the same bits decoded, prefilled, alone or in any batch.
  *
  * Products that must round the same way under nvcc (which contracts a * b + c) and the host
  * compiler (which does not) are written as fmaf / __fmul_rn.
@@ -18,19 +16,15 @@
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/cpu_math.cuh"
 
-#define ATTN_P SLM_CUDA_ATTN_PARTITION
-#define ATTN_TK 32          /* positions per K/V tile in shared memory */
 #define ATTN_THREADS 128
-#define ATTN_MAX_ROWS 32    /* query rows (token, head) per block */
 
 #ifdef __CUDACC__
 #define ATTN_UNROLL _Pragma("unroll")
 #else
 #define ATTN_UNROLL _Pragma("GCC unroll 16")
 #endif
-
-static_assert(ATTN_P % ATTN_TK == 0, "tiles must not straddle partitions");
 
 /* Pool row of position t of a sequence, or -1 when its block id is out of range. */
 __device__ static inline long long kv_row(const int32_t *blocks, int t, int block_size, int n_blocks)
@@ -72,7 +66,7 @@ __global__ void k_rope_store(float *q, float *k, const float *v, const int32_t *
     }
 }
 
-/* ---- attention: partials per partition, then the merge. */
+/* ---- attention in the CPU backend's order: one block per (token, query head). */
 
 struct attn_args {
     const float *q;              /* (n_tokens, n_head * D) */
@@ -80,163 +74,121 @@ struct attn_args {
     const int32_t *pos, *seq_row, *block_tables;
     int max_blocks, n_blocks, block_size;
     int n_tokens, n_head, n_head_kv;
-    int tile_tokens;             /* tokens per block (1 for decode) */
-    int max_parts;               /* workspace partitions per (token, head) */
+    int max_ctx;                 /* every pos + 1 of the call is at most this */
+    int ctx_pad;                 /* max_ctx rounded up to 64: floats of scores per row */
     float scale;
-    float *ws;                   /* (n_tokens, n_head, max_parts, D + 2): m, l, o[D] */
+    float *ws;                   /* (n_tokens, n_head, ctx_pad + ctx_pad / 16): scores, sums of 16 */
+    float *out;                  /* (n_tokens, n_head * D) */
 };
 
-/* Shared memory of k_attn_partial for `rows` query rows of head_dim d. */
-static size_t attn_smem(int rows, int d)
+/* Sum of 16 lanes in the tree of a 512-bit horizontal add: halves, quarters, then pairs. */
+__device__ static inline float reduce16(const float *v)
 {
-    return (size_t)rows * d * sizeof(float) + (size_t)rows * ATTN_P * sizeof(float) +
-           (size_t)ATTN_TK * d * sizeof(__half) + 2 * (size_t)rows * sizeof(float);
+    float t6[4];
+    ATTN_UNROLL
+    for (int i = 0; i < 4; i++) t6[i] = __fadd_rn(__fadd_rn(v[i], v[i + 8]), __fadd_rn(v[i + 4], v[i + 12]));
+    return __fadd_rn(__fadd_rn(t6[0], t6[2]), __fadd_rn(t6[1], t6[3]));
 }
 
-/* Loads the K or V rows of positions [t0, t0 + nt) of KV head g into tile (nt, D). */
-template <int D>
-__device__ static void load_tile(__half2 *tile, const __half *cache, const int32_t *blocks, int t0, int nt, int g,
-                                 const struct attn_args &a)
+/* q . k of one key row, as dot_lanes_generic (kernels/cpu/ops.c): lane m of 64 chains the
+ * fused products of elements m, m + 64, ...; lanes m, 16 + m, 32 + m, 48 + m are folded
+ * (a0 + a2) + (a1 + a3), the 16 folds summed by reduce16; the elements past the last whole 64
+ * are added in double. */
+template <int D> __device__ static float score_dot(const __half *k, const float *qh)
 {
-    const size_t kvd = (size_t)a.n_head_kv * D;
-    for (int i = threadIdx.x; i < nt * (D / 2); i += blockDim.x) {
-        int tt = i / (D / 2), c = i % (D / 2);
-        long long row = kv_row(blocks, t0 + tt, a.block_size, a.n_blocks);
-        tile[i] = row < 0 ? __floats2half2_rn(0.0f, 0.0f)
-                          : reinterpret_cast<const __half2 *>(cache + (size_t)row * kvd + (size_t)g * D)[c];
-    }
-}
-
-/* grid (token tiles, n_head_kv, partitions), ATTN_THREADS threads. Rows r = (token of the
- * tile) * group + (query head within the group). */
-template <int D>
-__global__ void __launch_bounds__(ATTN_THREADS) k_attn_partial(struct attn_args a)
-{
-    constexpr int ITEMS = ATTN_MAX_ROWS * (D / 2) / ATTN_THREADS;
-    SLM_DYN_SHARED(float, smem);
-    const int group = a.n_head / a.n_head_kv, g = blockIdx.y, part = blockIdx.z;
-    const int tok0 = blockIdx.x * a.tile_tokens;
-    const int ntok = min(a.tile_tokens, a.n_tokens - tok0);
-    const int rows = ntok * group;
-    const int start = part * ATTN_P;
-    int hi = 0;
-    for (int j = 0; j < ntok; j++) hi = max(hi, a.pos[tok0 + j] + 1);
-    if (start >= hi) return;   /* the whole block: no row reaches this partition */
-    const int end = min(start + ATTN_P, hi);
-    const int32_t *blocks = a.block_tables + (size_t)a.seq_row[tok0] * a.max_blocks;
-
-    const int rows_alloc = a.tile_tokens * group;
-    float *qs = smem;                                   /* (rows, D) q rounded to f16 */
-    float *sc = qs + (size_t)rows_alloc * D;            /* (rows, ATTN_P) scores, then weights */
-    __half2 *tile = reinterpret_cast<__half2 *>(sc + (size_t)rows_alloc * ATTN_P);   /* (ATTN_TK, D) */
-    float *row_m = reinterpret_cast<float *>(tile + ATTN_TK * (D / 2));
-    float *row_l = row_m + rows_alloc;
-
-    const size_t qd = (size_t)a.n_head * D;
-    for (int i = threadIdx.x; i < rows * D; i += blockDim.x) {
-        int r = i / D, d = i % D;
-        int tok = tok0 + r / group, h = g * group + r % group;
-        qs[i] = __half2float(__float2half_rn(a.q[tok * qd + (size_t)h * D + d]));
-    }
-
-    /* Scores of every row against each K tile. */
-    for (int t0 = start; t0 < end; t0 += ATTN_TK) {
-        int nt = min(ATTN_TK, end - t0);
-        __syncthreads();
-        load_tile<D>(tile, a.k, blocks, t0, nt, g, a);
-        __syncthreads();
-        const __half *kt = reinterpret_cast<const __half *>(tile);
-        for (int i = threadIdx.x; i < rows * nt; i += blockDim.x) {
-            int r = i / nt, tt = i % nt;
-            const float *qr = qs + (size_t)r * D;
-            const __half *kr = kt + (size_t)tt * D;
-            float acc = 0.0f;
-            for (int d = 0; d < D; d++) acc = fmaf(qr[d], __half2float(kr[d]), acc);
-            sc[(size_t)r * ATTN_P + (t0 - start) + tt] = __fmul_rn(acc, a.scale);
+    constexpr int NP = D / 64 * 64;
+    float v16[16];
+    for (int l = 0; l < 16; l++) {
+        float a[4];
+        ATTN_UNROLL
+        for (int j = 0; j < 4; j++) {
+            float s = 0.0f;
+            ATTN_UNROLL
+            for (int i = 0; i < NP; i += 64) s = __fmaf_rn(__half2float(k[i + l + 16 * j]), qh[i + l + 16 * j], s);
+            a[j] = s;
         }
+        v16[l] = __fadd_rn(__fadd_rn(a[0], a[2]), __fadd_rn(a[1], a[3]));
     }
+    float r = reduce16(v16);
+    if (NP == D) return r;
+    double sum = (double)r;
+    for (int i = NP; i < D; i++) sum = __dadd_rn(sum, (double)__fmul_rn(__half2float(k[i]), qh[i]));
+    return __double2float_rn(sum);
+}
+
+/* grid (n_tokens, n_head), ATTN_THREADS threads. attention_head_generic's steps: q rounded to
+ * f16; scores (scaled) in the workspace; their max; exp by the CPU's polynomial; the sum of
+ * the exps, 16 at a time (reduce16) into a double in order; probabilities p * (1 / sum)
+ * rounded to f16; each output element d = the 64 position lanes (lane = t mod 64) of fused
+ * v * p chains, folded and reduced as the scores are. */
+template <int D> __global__ void __launch_bounds__(ATTN_THREADS) k_attn(struct attn_args a)
+{
+    __shared__ float qh[D];
+    __shared__ float warp_max[ATTN_THREADS / 32];
+    __shared__ float inv_s;
+    const int tok = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+    const int kvh = h / (a.n_head / a.n_head_kv);
+    const int n_ctx = a.pos[tok] + 1;
+    float *o = a.out + ((size_t)tok * a.n_head + h) * D;
+    if (n_ctx < 1 || n_ctx > a.max_ctx) { /* the whole block: the caller's max_ctx is wrong */
+        for (int d = tid; d < D; d += ATTN_THREADS) o[d] = __int_as_float(0x7fc00000);
+        return;
+    }
+    const int32_t *blocks = a.block_tables + (size_t)a.seq_row[tok] * a.max_blocks;
+    const size_t kvd = (size_t)a.n_head_kv * D;
+    float *sc = a.ws + ((size_t)tok * a.n_head + h) * (size_t)(a.ctx_pad + a.ctx_pad / 16);
+    float *sums16 = sc + a.ctx_pad;
+    const float *q = a.q + ((size_t)tok * a.n_head + h) * D;
+    for (int i = tid; i < D; i += ATTN_THREADS) qh[i] = __half2float(__float2half_rn(q[i]));
     __syncthreads();
 
-    /* Softmax inside the partition, a warp per row: max, weights exp(s - max), their sum. */
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
-    for (int r = warp; r < rows; r += n_warps) {
-        int len = min(end, a.pos[tok0 + r / group] + 1) - start;
-        float *s = sc + (size_t)r * ATTN_P;
-        float m = -INFINITY;
-        for (int t = lane; t < len; t += 32) m = fmaxf(m, s[t]);
-        for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        float l = 0.0f;
-        for (int t = lane; t < len; t += 32) {
-            float w = expf(s[t] - m);
-            s[t] = w;
-            l += w;
-        }
-        for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
-        if (lane == 0) {
-            row_m[r] = m;
-            row_l[r] = l;
-        }
+    float mx = -INFINITY;
+    for (int t = tid; t < n_ctx; t += ATTN_THREADS) {
+        long long row = kv_row(blocks, t, a.block_size, a.n_blocks);
+        float s = row < 0 ? __int_as_float(0x7fc00000)
+                          : __fmul_rn(score_dot<D>(a.k + (size_t)row * kvd + (size_t)kvh * D, qh), a.scale);
+        sc[t] = s;
+        mx = fmaxf(mx, s);
     }
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    if ((tid & 31) == 0) warp_max[tid >> 5] = mx;
+    __syncthreads();
+    for (int w = 0; w < ATTN_THREADS / 32; w++) mx = fmaxf(mx, warp_max[w]);
 
-    /* Each (row, pair of dims) item accumulates weight * v in position order. */
-    float2 acc[ITEMS];
-ATTN_UNROLL
-    for (int j = 0; j < ITEMS; j++) acc[j] = make_float2(0.0f, 0.0f);
-    for (int t0 = start; t0 < end; t0 += ATTN_TK) {
-        int nt = min(ATTN_TK, end - t0);
-        __syncthreads();
-        load_tile<D>(tile, a.v, blocks, t0, nt, g, a);
-        __syncthreads();
-ATTN_UNROLL
-        for (int j = 0; j < ITEMS; j++) {
-            int it = threadIdx.x + j * ATTN_THREADS;
-            if (it >= rows * (D / 2)) continue;
-            int r = it / (D / 2), c = it % (D / 2);
-            int stop = min(nt, a.pos[tok0 + r / group] + 1 - t0);
-            const float *w = sc + (size_t)r * ATTN_P + (t0 - start);
-            for (int tt = 0; tt < stop; tt++) {
-                float2 vv = __half22float2(tile[tt * (D / 2) + c]);
-                acc[j].x = fmaf(w[tt], vv.x, acc[j].x);
-                acc[j].y = fmaf(w[tt], vv.y, acc[j].y);
+    const int padded = (n_ctx + 15) / 16 * 16;
+    for (int t = tid; t < padded; t += ATTN_THREADS)
+        sc[t] = t < n_ctx ? slm_cuda::expf_poly(__fsub_rn(sc[t], mx)) : 0.0f;
+    __syncthreads();
+    for (int c = tid; c < padded / 16; c += ATTN_THREADS) sums16[c] = reduce16(sc + 16 * c);
+    __syncthreads();
+    if (tid == 0) {
+        double sum = 0.0;
+        for (int c = 0; c < padded / 16; c++) sum = __dadd_rn(sum, (double)sums16[c]);
+        inv_s = __double2float_rn(__ddiv_rn(1.0, sum));
+    }
+    __syncthreads();
+    const float inv = inv_s;
+    for (int t = tid; t < n_ctx; t += ATTN_THREADS) sc[t] = __half2float(__float2half_rn(__fmul_rn(sc[t], inv)));
+    __syncthreads();
+
+    for (int d = tid; d < D; d += ATTN_THREADS) {
+        float v16[16];
+        for (int l = 0; l < 16; l++) {
+            float acc[4];
+            for (int j = 0; j < 4; j++) {
+                float s = 0.0f;
+                for (int t = l + 16 * j; t < n_ctx; t += 64) {
+                    long long row = kv_row(blocks, t, a.block_size, a.n_blocks);
+                    float v = row < 0 ? __int_as_float(0x7fc00000)
+                                      : __half2float(a.v[(size_t)row * kvd + (size_t)kvh * D + d]);
+                    s = __fmaf_rn(v, sc[t], s);
+                }
+                acc[j] = s;
             }
+            v16[l] = __fadd_rn(__fadd_rn(acc[0], acc[2]), __fadd_rn(acc[1], acc[3]));
         }
+        o[d] = reduce16(v16);
     }
-
-    /* Partials of the rows that reach this partition. */
-ATTN_UNROLL
-    for (int j = 0; j < ITEMS; j++) {
-        int it = threadIdx.x + j * ATTN_THREADS;
-        if (it >= rows * (D / 2)) continue;
-        int r = it / (D / 2), c = it % (D / 2);
-        int tok = tok0 + r / group, h = g * group + r % group;
-        if (a.pos[tok] + 1 <= start) continue;
-        float *o = a.ws + (((size_t)tok * a.n_head + h) * a.max_parts + part) * (D + 2);
-        if (c == 0) {
-            o[0] = row_m[r];
-            o[1] = row_l[r];
-        }
-        o[2 + 2 * c] = acc[j].x;
-        o[3 + 2 * c] = acc[j].y;
-    }
-}
-
-/* grid (n_tokens, n_head), head_dim threads: merges a row's partitions in order. */
-__global__ void k_attn_combine(const float *ws, const int32_t *pos, int n_head, int head_dim, int max_parts,
-                               float *out)
-{
-    const int tok = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-    const int n_part = (pos[tok] + 1 + ATTN_P - 1) / ATTN_P;
-    const float *base = ws + ((size_t)tok * n_head + h) * max_parts * (head_dim + 2);
-    float m = -INFINITY;
-    for (int p = 0; p < n_part; p++) m = fmaxf(m, base[(size_t)p * (head_dim + 2)]);
-    float l = 0.0f, o = 0.0f;
-    for (int p = 0; p < n_part; p++) {
-        const float *b = base + (size_t)p * (head_dim + 2);
-        float e = expf(b[0] - m);
-        l = fmaf(b[1], e, l);
-        o = fmaf(b[2 + d], e, o);
-    }
-    out[((size_t)tok * n_head + h) * head_dim + d] = o / l;
 }
 
 /* ---- launchers */
@@ -288,17 +240,22 @@ extern "C" int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, cons
     return launched();
 }
 
+static size_t ctx_pad(int max_ctx)
+{
+    return ((size_t)max_ctx + 63) / 64 * 64;
+}
+
 extern "C" size_t slm_cuda_attention_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx)
 {
     if (!shape_ok(shape) || n_tokens < 1 || max_ctx < 1) return 0;
-    size_t parts = ((size_t)max_ctx + ATTN_P - 1) / ATTN_P;
-    return (size_t)n_tokens * shape->n_head * parts * (shape->head_dim + 2) * sizeof(float);
+    size_t cp = ctx_pad(max_ctx);
+    return (size_t)n_tokens * shape->n_head * (cp + cp / 16) * sizeof(float);
 }
 
-/* Partials for tiles of tile_tokens tokens, then the merge. */
+/* One block per (token, query head), whichever launcher: the same kernel, the same order. */
 static int attention_run(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                         const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int tile_tokens,
-                         void *workspace, size_t workspace_bytes, float *out, cudaStream_t stream)
+                         const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, void *workspace,
+                         size_t workspace_bytes, float *out, cudaStream_t stream)
 {
     if (!shape_ok(shape) || !tokens_ok(shape, t, kv) || !q || !out || !workspace || max_ctx < 1) return -EINVAL;
     size_t need = slm_cuda_attention_workspace(shape, t->n_tokens, max_ctx);
@@ -306,23 +263,17 @@ static int attention_run(const struct slm_cuda_attn_shape *shape, const struct s
     if (workspace_bytes < need || slm_emu_check_device_ptr(workspace, need, "workspace") ||
         slm_emu_check_device_ptr(q, qbytes, "q") || slm_emu_check_device_ptr(out, qbytes, "out"))
         return -EINVAL;
-    int group = shape->n_head / shape->n_head_kv;
     struct attn_args a = {q, static_cast<const __half *>(kv->k), static_cast<const __half *>(kv->v), t->pos,
                           t->seq_row, t->block_tables, t->max_blocks, kv->n_blocks, kv->block_size,
-                          t->n_tokens, shape->n_head, shape->n_head_kv, tile_tokens,
-                          (max_ctx + ATTN_P - 1) / ATTN_P, shape->scale, static_cast<float *>(workspace)};
-    dim3 grid((unsigned)((t->n_tokens + tile_tokens - 1) / tile_tokens), (unsigned)shape->n_head_kv,
-              (unsigned)a.max_parts);
-    size_t smem = attn_smem(tile_tokens * group, shape->head_dim);
+                          t->n_tokens, shape->n_head, shape->n_head_kv, max_ctx, (int)ctx_pad(max_ctx),
+                          shape->scale, static_cast<float *>(workspace), out};
+    dim3 grid((unsigned)t->n_tokens, (unsigned)shape->n_head);
     switch (shape->head_dim) {
-    case 64: SLM_LAUNCH(k_attn_partial<64>, grid, ATTN_THREADS, smem, stream, a); break;
-    case 80: SLM_LAUNCH(k_attn_partial<80>, grid, ATTN_THREADS, smem, stream, a); break;
-    case 96: SLM_LAUNCH(k_attn_partial<96>, grid, ATTN_THREADS, smem, stream, a); break;
-    default: SLM_LAUNCH(k_attn_partial<128>, grid, ATTN_THREADS, smem, stream, a); break;
+    case 64: SLM_LAUNCH(k_attn<64>, grid, ATTN_THREADS, 0, stream, a); break;
+    case 80: SLM_LAUNCH(k_attn<80>, grid, ATTN_THREADS, 0, stream, a); break;
+    case 96: SLM_LAUNCH(k_attn<96>, grid, ATTN_THREADS, 0, stream, a); break;
+    default: SLM_LAUNCH(k_attn<128>, grid, ATTN_THREADS, 0, stream, a); break;
     }
-    if (launched()) return -EIO;
-    SLM_LAUNCH(k_attn_combine, dim3((unsigned)t->n_tokens, (unsigned)shape->n_head), shape->head_dim, 0, stream,
-               a.ws, t->pos, shape->n_head, shape->head_dim, a.max_parts, out);
     return launched();
 }
 
@@ -331,7 +282,7 @@ extern "C" int slm_cuda_attention_decode(const struct slm_cuda_attn_shape *shape
                                          const float *q, int max_ctx, void *workspace, size_t workspace_bytes,
                                          float *out, cudaStream_t stream)
 {
-    return attention_run(shape, t, kv, q, max_ctx, 1, workspace, workspace_bytes, out, stream);
+    return attention_run(shape, t, kv, q, max_ctx, workspace, workspace_bytes, out, stream);
 }
 
 extern "C" int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shape,
@@ -340,6 +291,5 @@ extern "C" int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shap
                                           float *out, cudaStream_t stream)
 {
     if (!shape_ok(shape) || !t || p0 < 0) return -EINVAL;
-    int tile = ATTN_MAX_ROWS / (shape->n_head / shape->n_head_kv);
-    return attention_run(shape, t, kv, q, p0 + t->n_tokens, tile, workspace, workspace_bytes, out, stream);
+    return attention_run(shape, t, kv, q, p0 + t->n_tokens, workspace, workspace_bytes, out, stream);
 }

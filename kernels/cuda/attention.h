@@ -18,9 +18,6 @@
 extern "C" {
 #endif
 
-/* Positions per flash-decoding partition. A constant (never derived from the batch or the
- * longest sequence), so a query's reduction order depends only on its own position. */
-#define SLM_CUDA_ATTN_PARTITION 128
 /* Largest n_head / n_head_kv (query heads sharing one KV head). */
 #define SLM_CUDA_ATTN_MAX_GROUP 16
 
@@ -65,11 +62,12 @@ int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, const struct sl
                         cudaStream_t stream);
 
 /* Bytes of workspace the attention launchers need for n_tokens queries whose context is at
- * most max_ctx positions: (n_tokens, n_head, partitions, head_dim + 2) floats. */
+ * most max_ctx positions: (n_tokens, n_head, c + c / 16) floats, c = max_ctx rounded up to 64
+ * (each query's scores, then its sums of 16). */
 size_t slm_cuda_attention_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx);
 
 /*
- * Paged decode attention (flash-decoding): out (n_tokens, n_head * head_dim) for q (n_tokens,
+ * Paged decode attention: out (n_tokens, n_head * head_dim) for q (n_tokens,
  * n_head * head_dim), each token attending to positions 0..pos[i] of its sequence. max_ctx
  * (host) bounds pos[i] + 1 over the call. Each token's result depends only on its own query,
  * position and cache: the same bits alone or among others, and the same bits as
@@ -81,9 +79,10 @@ int slm_cuda_attention_decode(const struct slm_cuda_attn_shape *shape, const str
 
 /*
  * Causal prefill attention of one chunk: the n tokens t->pos[0..n) of one sequence at positions
- * p0, p0 + 1, ..., p0 + n - 1 (host p0; earlier positions already in the cache), tiled so that
- * the query heads of several tokens share each K/V tile. t->n_tokens = n; t->pos and
- * t->seq_row still give each token's position and row (all rows equal).
+ * p0, p0 + 1, ..., p0 + n - 1 (host p0; earlier positions already in the cache). The same
+ * kernel as decode (one block per token and head, the CPU backend's order), so each token gets
+ * the bits its decode would. t->n_tokens = n; t->pos and t->seq_row still give each token's
+ * position and row (all rows equal).
  */
 int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
                                const struct slm_cuda_kv_layer *kv, const float *q, int p0, void *workspace,

@@ -48,7 +48,7 @@ int slm_cuda_last_error(void);
  * that is not a whole number of blocks. */
 size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
 
-/* ---- matvec.cu: fused dequant-GEMV (decode) ---- */
+/* ---- matvec.cu: fused dequant-GEMV with fp32 activations (the backend's path for F32 / F16 / BF16 weights) ---- */
 
 /* Tokens one GEMV block handles per weight read; a call with more tokens reads the
  * weight once per group of this many tokens. */
@@ -65,6 +65,40 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
  */
 int slm_cuda_matvec(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int n, float *y,
                     int accumulate, struct CUstream_st *stream);
+
+/* ---- matvec_q8.cu: quantized activations and the integer-dot GEMV (the CPU's bits) ---- */
+
+/* Tokens one block of slm_cuda_matvec_q8 handles per weight read: SMALL when n <= SMALL,
+ * else LARGE (prefill). The group size does not change any result. */
+#define SLM_CUDA_MATVEC_Q8_TOKENS_SMALL 8
+#define SLM_CUDA_MATVEC_Q8_TOKENS_LARGE 32
+
+/* The activation type a weight type's integer dot product takes (the CPU's
+ * slm_cpu_vec_dot_type): SLM_TYPE_Q8_0 for Q4_0 / Q5_0 / Q8_0, SLM_TYPE_Q8_1 for Q4_1 /
+ * Q5_1, SLM_TYPE_Q8_K for the K-quants; UINT32_MAX for F32 / F16 / BF16 and unknown types. */
+uint32_t slm_cuda_q8_act_type(uint32_t wtype);
+
+/* Bytes of one row of `cols` activations quantized to act_type (Q8_0, Q8_1 or Q8_K); 0 for
+ * another type or a cols that is not a whole number of its blocks. */
+size_t slm_cuda_q8_row_bytes(uint32_t act_type, int64_t cols);
+
+/*
+ * q (n rows of slm_cuda_q8_row_bytes(act_type, cols)) = x (n, cols) quantized to act_type,
+ * byte for byte what slm_cpu_quantize_row writes for each row. x device floats (4-aligned),
+ * q device (2-aligned for Q8_0, else 4). One warp per block.
+ */
+int slm_cuda_quantize_q8(uint32_t act_type, const float *x, int n, int64_t cols, void *q,
+                         struct CUstream_st *stream);
+
+/*
+ * y (n, rows) = W (rows, cols) . xq^T, or y += when accumulate, where q holds the n rows of x
+ * quantized by slm_cuda_quantize_q8 to slm_cuda_q8_act_type(type). type one of Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; W aligned as slm_cuda_matvec needs; q aligned as above.
+ * Every y is bit-identical to the CPU backend's slm_cpu_matmul on the same W and x (the
+ * same integer products, the same float operations in the same order), for any n.
+ */
+int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, int64_t cols, const void *q, int n, float *y,
+                       int accumulate, struct CUstream_st *stream);
 
 /* ---- dequant.cu: weight rows to f32 / f16 / bf16, and the embedding lookup ---- */
 

@@ -1,12 +1,15 @@
 /*
  * kernels/cuda/ops.cu - RMSNorm and the element-wise ops: SwiGLU, add, add_bias, gather_rows.
  *
- * RMSNorm: one block of 256 threads per row. Thread t sums the squares of elements
- * t, t + 256, ... (fused multiply-add, fp32, in that order), each warp reduces its 32
- * sums by a __shfl_xor_sync butterfly, and every thread adds the 8 warp sums in warp
- * order: the same order for a row whatever else is in the call.
+ * Both follow the CPU backend's arithmetic (kernels/cpu/ops.c) operation for operation, so
+ * that they give its bits:
+ * RMSNorm: one block of 256 threads per row. Thread 0 adds the float squares in double in
+ * element order (slm_cpu_rmsnorm's sum, as llama.cpp: a serial chain of dim double adds,
+ * ~dim x 4 clocks of latency), then every thread scales its elements: (x * scale) * gamma.
+ * SwiGLU: g / (1 + expf_poly(-g)) * up with the CPU's exp polynomial (cpu_math.cuh).
  * The element-wise ops: 256 threads per block, grid-stride loops, one element per step.
  */
+#include "kernels/cuda/cpu_math.cuh"
 #include "kernels/cuda/launch.cuh"
 
 #define OPS_THREADS 256
@@ -16,18 +19,17 @@
 __global__ void __launch_bounds__(OPS_THREADS)
     k_rmsnorm(const float *x, const float *__restrict__ gamma, int dim, float eps, float *out)
 {
-    __shared__ float warp_sums[OPS_WARPS];
+    __shared__ float scale_s;
     const float *xr = x + (size_t)blockIdx.x * (size_t)dim;
     float *orow = out + (size_t)blockIdx.x * (size_t)dim;
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += OPS_THREADS) s = __fmaf_rn(xr[i], xr[i], s);
-    for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
-    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = s;
+    if (threadIdx.x == 0) {
+        /* slm_cpu_rmsnorm's sum: squares in float, added in double, in element order */
+        double sum = 0.0;
+        for (int i = 0; i < dim; i++) sum = __dadd_rn(sum, (double)__fmul_rn(xr[i], xr[i]));
+        scale_s = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__double2float_rn(__ddiv_rn(sum, (double)dim)), eps)));
+    }
     __syncthreads();
-    float sum = warp_sums[0];
-    for (int k = 1; k < OPS_WARPS; k++) sum = __fadd_rn(sum, warp_sums[k]);
-    /* as the CPU: 1 / sqrt(mean + eps), each step rounded to float */
-    const float scale = 1.0f / __fsqrt_rn(__fadd_rn(sum / (float)dim, eps));
+    const float scale = scale_s;
     for (int i = threadIdx.x; i < dim; i += OPS_THREADS) orow[i] = __fmul_rn(__fmul_rn(xr[i], scale), gamma[i]);
 }
 
@@ -35,7 +37,7 @@ __global__ void __launch_bounds__(OPS_THREADS) k_swiglu(const float *gate, const
 {
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS) {
         float g = gate[i];
-        out[i] = __fmul_rn(g / __fadd_rn(1.0f, expf(-g)), up[i]);
+        out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, slm_cuda::expf_poly(-g))), up[i]);
     }
 }
 

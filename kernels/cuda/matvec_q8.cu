@@ -1,0 +1,496 @@
+/*
+ * kernels/cuda/matvec_q8.cu - the quantized-activation GEMV: x quantized to Q8_0 / Q8_1 / Q8_K
+ * once, then y (n, rows) (+)= W . xq with integer dot products (__dp4a), as the CPU backend
+ * (kernels/cpu/matmul.c) and llama.cpp compute a matmul on quantized weights.
+ *
+ * Both kernels give the CPU backend's bits, not merely its precision:
+ * - k_quantize_*: each block with slm_cpu_quantize_row's operations (kernels/cpu/quantize.c):
+ *   d = amax / 127, the multiplier 127 / amax, round half to even; Q8_K: the signed maximum
+ *   (first on ties), -127 / max, 1 / iscale; every float operation an _rn intrinsic, so nvcc
+ *   fuses nothing. The output bytes are slm_cpu_quantize_row's.
+ * - k_mvq_32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 against Q8_0 / Q8_1): the order of
+ *   kernels/cpu/vec_dot_ref.c, which the AVX2 and AVX-512 tiles share. 8 lanes per (row,
+ *   token); lane k owns group k (elements 4k..4k+3 of every block): one __dp4a gives the
+ *   group's exact integer sum, and acc_k = fma(float(sum), d_w * d_a, acc_k) block after
+ *   block. The 8 groups are summed by a __shfl_xor_sync butterfly of offsets 4, 2, 1, which
+ *   is the CPU's tree (((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7))) exactly (an IEEE add is
+ *   commutative: every lane ends with the same bits). Q4_1 / Q5_1's offset term m_w * s_a
+ *   is its own serial fma chain, kept by the lane that stores the token, added last.
+ * - k_mvq_k (Q4_K, Q5_K, Q6_K against Q8_K): within a 256-element block everything is an
+ *   integer (lane j takes sub-block j, or Q6_K's two groups of 16 of it), summed exactly by
+ *   a butterfly; then each lane applies the block's float step in the CPU's order:
+ *   acc += (d_w * d_a) * float(sumi) - (dmin_w * d_a) * float(summ) (Q4_K, Q5_K),
+ *   acc += (d_w * d_a) * float(sumi) (Q6_K).
+ *
+ * Shape: 128 threads = 16 rows (8 lanes each) per block; blockIdx.y picks a group of TOKENS
+ * tokens (8 for n <= 8, else 32) that share every weight load. A (row, token) result is
+ * computed in the CPU's order whatever the group size and the token's slot, so a token's y
+ * is the same for every n and bit-identical to the CPU backend's for the same W and x.
+ */
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/qunits.cuh"
+
+#define MVQ_ROWS 16                /* rows per block: 8 lanes each, 128 threads */
+#define MVQ_THREADS (MVQ_ROWS * 8)
+
+using slm_cuda::h2f;
+using slm_cuda::ld_u32;
+using slm_cuda::ld_u32_a2;
+
+/* ======================================================================================
+ * Activation quantization
+ * ====================================================================================== */
+
+/* One warp per block of 32 floats (8 warps a block); Q8_0 (34 bytes: d, qs) or Q8_1
+ * (36 bytes: d, s, qs). x (n, cols) is contiguous, so block g of the output is block g of x. */
+template <bool Q81>
+__global__ void __launch_bounds__(256) k_quantize_q8_32(const float *__restrict__ x, int64_t n_blocks,
+                                                         uint8_t *__restrict__ q)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t g = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (g >= n_blocks) return; /* the whole warp */
+    const float v = x[g * 32 + lane];
+    float amax = fabsf(v);
+    SLM_UNROLL
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    const float d = __fdiv_rn(amax, 127.0f);
+    const float id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    const int qv = __float2int_rn(__fmul_rn(v, id));
+    const int hdr = Q81 ? 4 : 2;
+    uint8_t *blk = q + g * (hdr + 32);
+    blk[hdr + lane] = (uint8_t)(int8_t)qv;
+    int sum = qv;
+    if (Q81) {
+        SLM_UNROLL
+        for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    }
+    if (lane == 0) {
+        *reinterpret_cast<__half *>(blk) = __float2half_rn(d);
+        if (Q81) *reinterpret_cast<__half *>(blk + 2) = __float2half_rn(__fmul_rn(__int2float_rn(sum), d));
+    }
+}
+
+/* One warp per Q8_K block of 256 floats (292 bytes: float d, qs[256], bsums[16]); lane l
+ * takes elements 8l..8l+7. */
+__global__ void __launch_bounds__(256) k_quantize_q8_K(const float *__restrict__ x, int64_t n_blocks,
+                                                        uint8_t *__restrict__ q)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t g = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (g >= n_blocks) return;
+    const float *xb = x + g * SLM_QK_K + 8 * lane;
+    float v[8];
+    /* the signed maximum: the largest |x|, the first such element on ties */
+    float a = 0.0f, m = 0.0f;
+    int at = SLM_QK_K;
+    SLM_UNROLL
+    for (int i = 0; i < 8; i++) {
+        v[i] = xb[i];
+        if (fabsf(v[i]) > a) a = fabsf(v[i]), m = v[i], at = 8 * lane + i;
+    }
+    SLM_UNROLL
+    for (int off = 16; off > 0; off >>= 1) {
+        float oa = __shfl_xor_sync(0xffffffffu, a, off), om = __shfl_xor_sync(0xffffffffu, m, off);
+        int oat = __shfl_xor_sync(0xffffffffu, at, off);
+        if (oa > a || (oa == a && oat < at)) a = oa, m = om, at = oat;
+    }
+    uint8_t *blk = q + g * (int64_t)sizeof(struct slm_block_q8_K);
+    uint32_t w0 = 0, w1 = 0;
+    int s = 0;
+    float iscale = 0.0f;
+    if (m != 0.0f) {
+        iscale = __fdiv_rn(-127.0f, m);
+        SLM_UNROLL
+        for (int i = 0; i < 8; i++) {
+            int qv = min(__float2int_rn(__fmul_rn(iscale, v[i])), 127);
+            s += qv;
+            if (i < 4) w0 |= (uint32_t)(qv & 0xff) << (8 * i);
+            else w1 |= (uint32_t)(qv & 0xff) << (8 * (i - 4));
+        }
+    }
+    *reinterpret_cast<uint32_t *>(blk + 4 + 8 * lane) = w0;
+    *reinterpret_cast<uint32_t *>(blk + 8 + 8 * lane) = w1;
+    s += __shfl_xor_sync(0xffffffffu, s, 1); /* the group of 16: lanes 2i and 2i + 1 */
+    if (!(lane & 1)) *reinterpret_cast<int16_t *>(blk + 4 + SLM_QK_K + lane) = (int16_t)s;
+    if (lane == 0) *reinterpret_cast<float *>(blk) = m != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
+}
+
+/* ======================================================================================
+ * The 32-element weight types
+ * ====================================================================================== */
+
+/* Group k (elements 4k..4k+3) of one block as 4 signed bytes, and the block's scales. */
+template <uint32_t T> struct wq32;
+
+/* Bytes b in 0..15 (0..31) minus 8 (16), as two's complement bytes: no carry crosses a byte. */
+__device__ __forceinline__ int minus8(uint32_t b) { return (int)((b + 0x78787878u) ^ 0x80808080u); }
+__device__ __forceinline__ int minus16(uint32_t b) { return (int)((b + 0x70707070u) ^ 0x80808080u); }
+
+/* The 5th bits of elements 4k..4k+3 (bits 4k.. of qh) moved to bit 4 of each byte. */
+__device__ __forceinline__ uint32_t q5_high(uint32_t qh, int k)
+{
+    uint32_t h = (qh >> (4 * k)) & 0xfu;
+    return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
+}
+
+/* Low nibbles of qs[4k..4k+3] for k < 4, the high nibbles of qs[4(k-4)..] for k >= 4. */
+__device__ __forceinline__ uint32_t nibbles(uint32_t word, int k)
+{
+    return (k < 4 ? word : word >> 4) & 0x0f0f0f0fu;
+}
+
+template <> struct wq32<SLM_TYPE_Q4_0> {
+    static const int BYTES = 18, ALIGN = 2;
+    static const bool M = false;
+    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    {
+        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
+        *q = minus8(nibbles(ld_u32_a2(b + 2 + 4 * (k & 3)), k));
+    }
+};
+template <> struct wq32<SLM_TYPE_Q4_1> {
+    static const int BYTES = 20, ALIGN = 4;
+    static const bool M = true;
+    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *m)
+    {
+        uint32_t dm = ld_u32(b);
+        *d = h2f(dm);
+        *m = h2f(dm >> 16);
+        *q = (int)nibbles(ld_u32(b + 4 + 4 * (k & 3)), k);
+    }
+};
+template <> struct wq32<SLM_TYPE_Q5_0> {
+    static const int BYTES = 22, ALIGN = 2;
+    static const bool M = false;
+    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    {
+        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
+        *q = minus16(nibbles(ld_u32_a2(b + 6 + 4 * (k & 3)), k) | q5_high(ld_u32_a2(b + 2), k));
+    }
+};
+template <> struct wq32<SLM_TYPE_Q5_1> {
+    static const int BYTES = 24, ALIGN = 4;
+    static const bool M = true;
+    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *m)
+    {
+        uint32_t dm = ld_u32(b);
+        *d = h2f(dm);
+        *m = h2f(dm >> 16);
+        *q = (int)(nibbles(ld_u32(b + 8 + 4 * (k & 3)), k) | q5_high(ld_u32(b + 4), k));
+    }
+};
+template <> struct wq32<SLM_TYPE_Q8_0> {
+    static const int BYTES = 34, ALIGN = 2;
+    static const bool M = false;
+    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    {
+        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
+        *q = (int)ld_u32_a2(b + 2 + 4 * k);
+    }
+};
+
+/*
+ * Rows of W (nb blocks each) against n activation rows a (Q8_1 when the weight type has an
+ * offset m, else Q8_0), a_bytes apart. threadIdx.x / 8 picks the row, threadIdx.x % 8 = k the
+ * group; the 8 lanes of a row are 8 consecutive lanes of one warp.
+ */
+template <uint32_t WT, int TOKENS>
+__global__ void __launch_bounds__(MVQ_THREADS) k_mvq_32(const uint8_t *__restrict__ w, int rows, int nb,
+                                                         const uint8_t *__restrict__ a, int a_bytes, int n,
+                                                         float *__restrict__ y, int accumulate)
+{
+    typedef wq32<WT> W;
+    const int AB = W::M ? 36 : 34, AQ = W::M ? 4 : 2; /* activation block bytes, offset of qs */
+    const int k = threadIdx.x & 7;
+    const int row = blockIdx.x * MVQ_ROWS + (threadIdx.x >> 3);
+    /* A row past the end computes row rows - 1 and stores nothing: the warp's shuffles
+     * need all 32 lanes. */
+    const int r = min(row, rows - 1);
+    const int t0 = blockIdx.y * TOKENS;
+    const int nt = min(TOKENS, n - t0);
+    const uint8_t *wrow = w + (size_t)r * (size_t)nb * W::BYTES;
+    const uint8_t *arow = a + (size_t)t0 * (size_t)a_bytes;
+
+    float acc[TOKENS];
+    float summ[TOKENS / 8]; /* token t's offset chain, in lane t % 8 (the lane that stores t) */
+    SLM_UNROLL
+    for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
+    SLM_UNROLL
+    for (int t = 0; t < TOKENS / 8; t++) summ[t] = 0.0f;
+
+    for (int b = 0; b < nb; b++) {
+        int wq;
+        float wd, wm = 0.0f;
+        W::load(wrow + (size_t)b * W::BYTES, k, &wq, &wd, &wm);
+        SLM_UNROLL
+        for (int t = 0; t < TOKENS; t++) {
+            if (t < nt) {
+                const uint8_t *ab = arow + (size_t)t * (size_t)a_bytes + (size_t)b * AB;
+                int aq;
+                float ad, as = 0.0f;
+                if (W::M) {
+                    uint32_t ds = ld_u32(ab);
+                    ad = h2f(ds);
+                    as = h2f(ds >> 16);
+                    aq = (int)ld_u32(ab + AQ + 4 * k);
+                } else {
+                    ad = h2f(*reinterpret_cast<const uint16_t *>(ab));
+                    aq = (int)ld_u32_a2(ab + AQ + 4 * k);
+                }
+                acc[t] = __fmaf_rn(__int2float_rn(__dp4a(wq, aq, 0)), __fmul_rn(wd, ad), acc[t]);
+                if (W::M && k == (t & 7)) summ[t >> 3] = __fmaf_rn(wm, as, summ[t >> 3]);
+            }
+        }
+    }
+
+    SLM_UNROLL
+    for (int t = 0; t < TOKENS; t++) {
+        if (t < nt) {
+            float s = acc[t];
+            s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 4));
+            s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 2));
+            s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 1));
+            if (W::M) s = __fadd_rn(s, summ[t >> 3]);
+            if (row < rows && k == (t & 7)) {
+                float *yp = y + (size_t)(t0 + t) * (size_t)rows + row;
+                *yp = accumulate ? __fadd_rn(*yp, s) : s;
+            }
+        }
+    }
+}
+
+/* ======================================================================================
+ * The K-quants
+ * ====================================================================================== */
+
+/* Lane j's integer sums over sub-block j of one block against one Q8_K block ab:
+ * sumi = scale * dot, summ = min * (bsums of the sub-block) (0 for Q6_K). */
+template <uint32_t T> struct wqk;
+
+/* Q4_K / Q5_K: sub-block j = 32 elements, nibble j & 1 of qs[32 (j / 2) ..], (sc, m) 6-bit. */
+template <bool FIVE> struct wqk45 {
+    static const int BYTES = FIVE ? 176 : 144, ALIGN = 16;
+    struct lane_w {
+        int q[8];      /* elements 4i..4i+3 of the sub-block, as bytes */
+        int sc, m;
+        float d, dmin;
+    };
+    __device__ static void load(const uint8_t *b, int j, lane_w *l)
+    {
+        uint32_t dm = ld_u32(b);
+        l->d = h2f(dm);
+        l->dmin = h2f(dm >> 16);
+        slm_cuda::k_scale_min(j, b + 4, &l->sc, &l->m);
+        const uint8_t *qs = b + 16 + (FIVE ? 32 : 0) + 32 * (j / 2);
+        const int shift = 4 * (j & 1);
+        SLM_UNROLL
+        for (int h = 0; h < 2; h++) {
+            uint4 v = slm_cuda::ld_u128(qs + 16 * h);
+            uint4 hv = FIVE ? slm_cuda::ld_u128(b + 16 + 16 * h) : make_uint4(0, 0, 0, 0);
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                uint32_t x = (slm_cuda::word_of(v, i) >> shift) & 0x0f0f0f0fu;
+                if (FIVE) x |= ((slm_cuda::word_of(hv, i) >> j) & 0x01010101u) << 4;
+                l->q[4 * h + i] = (int)x;
+            }
+        }
+    }
+    __device__ static void sums(const lane_w *l, const uint8_t *ab, int j, int *sumi, int *summ)
+    {
+        int s = 0;
+        SLM_UNROLL
+        for (int i = 0; i < 8; i++) s = __dp4a(l->q[i], (int)ld_u32(ab + 4 + 32 * j + 4 * i), s);
+        uint32_t bs = ld_u32(ab + 4 + SLM_QK_K + 4 * j);
+        *sumi = l->sc * s;
+        *summ = l->m * ((int)(int16_t)(bs & 0xffffu) + (int)(int16_t)(bs >> 16));
+    }
+    __device__ static float step(const lane_w *l, float ad, int sumi, int summ, float acc)
+    {
+        float d = __fmul_rn(l->d, ad), dmin = __fmul_rn(l->dmin, ad);
+        return __fadd_rn(acc, __fsub_rn(__fmul_rn(d, __int2float_rn(sumi)), __fmul_rn(dmin, __int2float_rn(summ))));
+    }
+};
+template <> struct wqk<SLM_TYPE_Q4_K> : wqk45<false> {};
+template <> struct wqk<SLM_TYPE_Q5_K> : wqk45<true> {};
+
+/* Q6_K: lane j takes elements 32j..32j+31 (half j / 4, quarter j % 4): groups 2j and 2j + 1. */
+template <> struct wqk<SLM_TYPE_Q6_K> {
+    static const int BYTES = 210, ALIGN = 2;
+    struct lane_w {
+        int q[8];      /* (value - 32) of elements 4i..4i+3, as bytes */
+        int sc0, sc1;
+        float d;
+    };
+    __device__ static void load(const uint8_t *b, int j, lane_w *l)
+    {
+        const int hf = j >> 2, quarter = j & 3;
+        const uint8_t *ql = b + 64 * hf + 32 * (quarter & 1), *qh = b + 128 + 32 * hf;
+        const int lshift = quarter >= 2 ? 4 : 0, hshift = 2 * quarter;
+        SLM_UNROLL
+        for (int i = 0; i < 8; i++) {
+            uint32_t lo = (ld_u32_a2(ql + 4 * i) >> lshift) & 0x0f0f0f0fu;
+            uint32_t hi = ((ld_u32_a2(qh + 4 * i) >> hshift) & 0x03030303u) << 4;
+            l->q[i] = (int)(((lo | hi) + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
+        }
+        l->sc0 = (int8_t)b[192 + 2 * j];
+        l->sc1 = (int8_t)b[193 + 2 * j];
+        l->d = h2f(*reinterpret_cast<const uint16_t *>(b + 208));
+    }
+    __device__ static void sums(const lane_w *l, const uint8_t *ab, int j, int *sumi, int *summ)
+    {
+        int s0 = 0, s1 = 0;
+        SLM_UNROLL
+        for (int i = 0; i < 4; i++) s0 = __dp4a(l->q[i], (int)ld_u32(ab + 4 + 32 * j + 4 * i), s0);
+        SLM_UNROLL
+        for (int i = 4; i < 8; i++) s1 = __dp4a(l->q[i], (int)ld_u32(ab + 4 + 32 * j + 4 * i), s1);
+        *sumi = l->sc0 * s0 + l->sc1 * s1;
+        *summ = 0;
+    }
+    __device__ static float step(const lane_w *l, float ad, int sumi, int, float acc)
+    {
+        return __fadd_rn(acc, __fmul_rn(__fmul_rn(l->d, ad), __int2float_rn(sumi)));
+    }
+};
+
+template <uint32_t WT, int TOKENS>
+__global__ void __launch_bounds__(MVQ_THREADS) k_mvq_k(const uint8_t *__restrict__ w, int rows, int nb,
+                                                        const uint8_t *__restrict__ a, int a_bytes, int n,
+                                                        float *__restrict__ y, int accumulate)
+{
+    typedef wqk<WT> W;
+    const int AB = (int)sizeof(struct slm_block_q8_K);
+    const int j = threadIdx.x & 7;
+    const int row = blockIdx.x * MVQ_ROWS + (threadIdx.x >> 3);
+    const int r = min(row, rows - 1);
+    const int t0 = blockIdx.y * TOKENS;
+    const int nt = min(TOKENS, n - t0);
+    const uint8_t *wrow = w + (size_t)r * (size_t)nb * W::BYTES;
+    const uint8_t *arow = a + (size_t)t0 * (size_t)a_bytes;
+
+    float acc[TOKENS];
+    SLM_UNROLL
+    for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
+
+    for (int b = 0; b < nb; b++) {
+        typename W::lane_w lw;
+        W::load(wrow + (size_t)b * W::BYTES, j, &lw);
+        SLM_UNROLL
+        for (int t = 0; t < TOKENS; t++) {
+            if (t < nt) {
+                const uint8_t *ab = arow + (size_t)t * (size_t)a_bytes + (size_t)b * AB;
+                int sumi, summ;
+                W::sums(&lw, ab, j, &sumi, &summ);
+                SLM_UNROLL
+                for (int off = 4; off > 0; off >>= 1) { /* integers: exact in any order */
+                    sumi += __shfl_xor_sync(0xffffffffu, sumi, off);
+                    summ += __shfl_xor_sync(0xffffffffu, summ, off);
+                }
+                acc[t] = W::step(&lw, *reinterpret_cast<const float *>(ab), sumi, summ, acc[t]);
+            }
+        }
+    }
+
+    SLM_UNROLL
+    for (int t = 0; t < TOKENS; t++) {
+        if (t < nt && row < rows && j == (t & 7)) {
+            float *yp = y + (size_t)(t0 + t) * (size_t)rows + row;
+            *yp = accumulate ? __fadd_rn(*yp, acc[t]) : acc[t];
+        }
+    }
+}
+
+/* -------------------------------------------------------------------------------------- */
+
+extern "C" uint32_t slm_cuda_q8_act_type(uint32_t wtype)
+{
+    switch (wtype) {
+    case SLM_TYPE_Q4_0: case SLM_TYPE_Q5_0: case SLM_TYPE_Q8_0: return SLM_TYPE_Q8_0;
+    case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1: return SLM_TYPE_Q8_1;
+    case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K: case SLM_TYPE_Q6_K: return SLM_TYPE_Q8_K;
+    default: return UINT32_MAX;
+    }
+}
+
+extern "C" size_t slm_cuda_q8_row_bytes(uint32_t act_type, int64_t cols)
+{
+    if (act_type != SLM_TYPE_Q8_0 && act_type != SLM_TYPE_Q8_1 && act_type != SLM_TYPE_Q8_K) return 0;
+    uint32_t be = slm_qblock_elems(act_type);
+    if (cols <= 0 || cols % be != 0) return 0;
+    return (size_t)(cols / be) * slm_qblock_bytes(act_type);
+}
+
+extern "C" int slm_cuda_quantize_q8(uint32_t act_type, const float *x, int n, int64_t cols, void *q,
+                                    struct CUstream_st *stream)
+{
+    size_t row_bytes = slm_cuda_q8_row_bytes(act_type, cols);
+    SLM_CUDA_ARG(row_bytes != 0 && n >= 1 && cols <= INT32_MAX);
+    int64_t n_blocks = (int64_t)n * (cols / slm_qblock_elems(act_type));
+    SLM_CUDA_ARG((n_blocks + 7) / 8 <= INT32_MAX);
+    SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
+    SLM_CUDA_DEVICE(q, (size_t)n * row_bytes);
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 4) && slm_cuda_aligned(q, act_type == SLM_TYPE_Q8_0 ? 2 : 4));
+    unsigned grid = (unsigned)((n_blocks + 7) / 8);
+    uint8_t *out = (uint8_t *)q;
+    switch (act_type) {
+    case SLM_TYPE_Q8_0: SLM_LAUNCH((k_quantize_q8_32<false>), grid, 256, 0, stream, x, n_blocks, out); break;
+    case SLM_TYPE_Q8_1: SLM_LAUNCH((k_quantize_q8_32<true>), grid, 256, 0, stream, x, n_blocks, out); break;
+    default: SLM_LAUNCH(k_quantize_q8_K, grid, 256, 0, stream, x, n_blocks, out); break;
+    }
+    return slm_cuda_launched();
+}
+
+template <uint32_t WT, int TOKENS, bool KQ>
+static int launch_mvq(const void *w, int rows, int nb, const void *q, int a_bytes, int n, float *y, int accumulate,
+                      cudaStream_t stream)
+{
+    dim3 grid((unsigned)((rows + MVQ_ROWS - 1) / MVQ_ROWS), (unsigned)((n + TOKENS - 1) / TOKENS));
+    if constexpr (KQ)
+        SLM_LAUNCH((k_mvq_k<WT, TOKENS>), grid, MVQ_THREADS, 0, stream, (const uint8_t *)w, rows, nb,
+                   (const uint8_t *)q, a_bytes, n, y, accumulate);
+    else
+        SLM_LAUNCH((k_mvq_32<WT, TOKENS>), grid, MVQ_THREADS, 0, stream, (const uint8_t *)w, rows, nb,
+                   (const uint8_t *)q, a_bytes, n, y, accumulate);
+    return slm_cuda_launched();
+}
+
+template <uint32_t WT, bool KQ>
+static int dispatch_tokens(const void *w, int rows, int nb, const void *q, int a_bytes, int n, float *y,
+                           int accumulate, cudaStream_t stream)
+{
+    if (n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL)
+        return launch_mvq<WT, SLM_CUDA_MATVEC_Q8_TOKENS_SMALL, KQ>(w, rows, nb, q, a_bytes, n, y, accumulate, stream);
+    return launch_mvq<WT, SLM_CUDA_MATVEC_Q8_TOKENS_LARGE, KQ>(w, rows, nb, q, a_bytes, n, y, accumulate, stream);
+}
+
+extern "C" int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, int64_t cols, const void *q, int n,
+                                  float *y, int accumulate, struct CUstream_st *stream)
+{
+    uint32_t at = slm_cuda_q8_act_type(type);
+    SLM_CUDA_ARG(at != UINT32_MAX);
+    size_t row_bytes = slm_cuda_row_bytes(type, cols), a_bytes = slm_cuda_q8_row_bytes(at, cols);
+    SLM_CUDA_ARG(row_bytes != 0 && a_bytes != 0 && a_bytes <= INT32_MAX && rows >= 1 &&
+                 rows <= INT32_MAX - MVQ_ROWS && cols <= INT32_MAX);
+    SLM_CUDA_ARG(n >= 1 && (n + SLM_CUDA_MATVEC_Q8_TOKENS_LARGE - 1) / SLM_CUDA_MATVEC_Q8_TOKENS_LARGE <= 65535);
+    SLM_CUDA_DEVICE(w, (size_t)rows * row_bytes);
+    SLM_CUDA_DEVICE(q, (size_t)n * a_bytes);
+    SLM_CUDA_DEVICE(y, (size_t)n * (size_t)rows * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(q, at == SLM_TYPE_Q8_0 ? 2 : 4) && slm_cuda_aligned(y, 4));
+    const int r = (int)rows, nb = (int)(cols / slm_qblock_elems(type)), ab = (int)a_bytes;
+    switch (type) {
+#define MVQ_CASE(T, KQ, ALIGN)                                                                     \
+    case T:                                                                                        \
+        SLM_CUDA_ARG(slm_cuda_aligned(w, ALIGN));                                                  \
+        return dispatch_tokens<T, KQ>(w, r, nb, q, ab, n, y, accumulate, stream);
+        MVQ_CASE(SLM_TYPE_Q4_0, false, 2)
+        MVQ_CASE(SLM_TYPE_Q4_1, false, 4)
+        MVQ_CASE(SLM_TYPE_Q5_0, false, 2)
+        MVQ_CASE(SLM_TYPE_Q5_1, false, 4)
+        MVQ_CASE(SLM_TYPE_Q8_0, false, 2)
+        MVQ_CASE(SLM_TYPE_Q4_K, true, 16)
+        MVQ_CASE(SLM_TYPE_Q5_K, true, 16)
+        MVQ_CASE(SLM_TYPE_Q6_K, true, 2)
+#undef MVQ_CASE
+    default: return -EINVAL;
+    }
+}

@@ -1,0 +1,297 @@
+/* test_cuda_matvec_q8: kernels/cuda/matvec_q8.cu under the SIMT emulator, against the CPU
+ * backend's own code path, bit for bit:
+ * - slm_cuda_quantize_q8 (Q8_0, Q8_1, Q8_K) against slm_cpu_quantize_row and against
+ *   slm_cpu_quantize_acts (the SIMD quantizers the CPU backend runs): every byte equal;
+ *   inputs include an all-zero block and a block whose largest |x| appears twice;
+ * - slm_cuda_matvec_q8 for every quantized weight type against slm_cpu_matmul (what the CPU
+ *   backend calls, with the weight in the layout the CPU backend picks: the X8 tiles for
+ *   Q4_1 / Q8_0 on rows = 64, the row tiles or the portable kernel on rows = 67), n = 1, 3, 8,
+ *   11, 40 (both token-group sizes), accumulate off (y poisoned with NaN) and on: every
+ *   float's bits equal;
+ * - the launchers' refusals (-EINVAL).
+ * Random inputs from a fixed seed (printed). Every launch runs under the emulator's race
+ * check. */
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/compat.h"
+
+extern "C" {
+#include "kernels/cpu/dequant.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/threadpool.h"
+}
+#include "tests/cuda_check.h"
+#include "tests/rng.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#define RC_OK(call)                                                                                     \
+    do {                                                                                                \
+        int rc_ = (call);                                                                               \
+        CHECK(rc_ == 0, "%s: expected 0, got %d (%s)", #call, rc_, slm_emu_last_report());              \
+    } while (0)
+
+static const uint32_t qtypes[] = {SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1,
+                                  SLM_TYPE_Q8_0, SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
+
+/* Device memory, every byte 0xff (NaN as floats) at allocation. */
+template <class T> struct dev_buf {
+    T *p = nullptr;
+    size_t n = 0;
+    explicit dev_buf(size_t count) : n(count)
+    {
+        CUDA_OK(cudaMalloc((void **)&p, std::max<size_t>(1, n) * sizeof(T)));
+        poison();
+    }
+    explicit dev_buf(const std::vector<T> &h) : dev_buf(h.size()) { upload(h); }
+    ~dev_buf() { cudaFree(p); }
+    dev_buf(const dev_buf &) = delete;
+    dev_buf &operator=(const dev_buf &) = delete;
+    void poison() { CUDA_OK(cudaMemset(p, 0xff, n * sizeof(T))); }
+    void upload(const std::vector<T> &h) { CUDA_OK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+    std::vector<T> download() const
+    {
+        std::vector<T> h(n);
+        CUDA_OK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+        return h;
+    }
+};
+
+static const char *tname(uint32_t type)
+{
+    const char *s = slm_qtype_name(type);
+    return s ? s : "?";
+}
+
+static float rand_range(float lo, float hi)
+{
+    return lo + (hi - lo) * (frand() * 0.5f + 0.5f);
+}
+
+static void put_half(uint8_t *p, float f)
+{
+    slm_half h = slm_f32_to_half(f);
+    memcpy(p, &h, 2);
+}
+
+/* Activations (n, cols): each row a random scale (1e-3 .. 30); one all-zero block of 256 and
+ * one 256-block whose largest magnitude appears twice, with both signs (the signed max of Q8_K
+ * takes the first), when the rows are long enough. */
+static std::vector<float> rand_acts(int n, int64_t cols)
+{
+    std::vector<float> x((size_t)n * (size_t)cols);
+    for (int t = 0; t < n; t++) {
+        float scale = powf(10.0f, rand_range(-3.0f, 1.5f));
+        float *r = &x[(size_t)t * (size_t)cols];
+        for (int64_t c = 0; c < cols; c++) r[c] = scale * frand();
+        if (cols >= 512 && t % 3 == 1) {
+            std::fill(r, r + 256, 0.0f);
+            r[256 + 17] = 2.5f * scale;
+            r[256 + 200] = -2.5f * scale;
+        }
+    }
+    return x;
+}
+
+/* (rows, cols) of a quantized type: random quant bytes, finite moderate scales. */
+static std::vector<uint8_t> rand_weights(uint32_t type, int64_t rows, int64_t cols)
+{
+    size_t rb = slm_cuda_row_bytes(type, cols), bb = slm_qblock_bytes(type);
+    std::vector<uint8_t> w((size_t)rows * rb);
+    for (auto &b : w) b = (uint8_t)rnd();
+    for (size_t off = 0; off < w.size(); off += bb) {
+        uint8_t *b = &w[off];
+        float sign = rnd() & 1 ? 1.0f : -1.0f;
+        switch (type) {
+        case SLM_TYPE_Q4_0: case SLM_TYPE_Q5_0: case SLM_TYPE_Q8_0: put_half(b, sign * rand_range(0.002f, 0.05f)); break;
+        case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1:
+            put_half(b, rand_range(0.002f, 0.05f));
+            put_half(b + 2, rand_range(-0.5f, 0.5f));
+            break;
+        case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K:
+            put_half(b, rand_range(0.0005f, 0.01f));
+            put_half(b + 2, rand_range(0.0005f, 0.01f));
+            break;
+        case SLM_TYPE_Q6_K: put_half(b + 208, sign * rand_range(0.0002f, 0.004f)); break;
+        }
+    }
+    return w;
+}
+
+/* Bits of got against want: the first ten differences, max abs and rel error. */
+static void compare_bits(const char *what, const float *got, const float *want, size_t n)
+{
+    int bad = 0;
+    double max_abs = 0, max_rel = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(&got[i], &want[i], 4) == 0) continue;
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (!(d <= max_abs)) max_abs = d;   /* NaN counts as the largest */
+        double rel = d / std::max(1e-30, fabs((double)want[i]));
+        if (!(rel <= max_rel)) max_rel = rel;
+        if (bad++ < 10) printf("  %s [%zu]: expected %.9g (%08x), got %.9g (%08x)\n", what, i, want[i],
+                               *(const uint32_t *)&want[i], got[i], *(const uint32_t *)&got[i]);
+    }
+    if (bad) {
+        printf("FAIL %s: %d of %zu differ from the CPU backend; max abs %.3g, max rel %.3g\n", what, bad, n, max_abs,
+               max_rel);
+        failures++;
+    }
+}
+
+static void test_quantize(uint32_t at, int n, int64_t cols)
+{
+    std::vector<float> x = rand_acts(n, cols);
+    size_t rb = slm_cuda_q8_row_bytes(at, cols);
+    std::vector<uint8_t> ref((size_t)n * rb), fast((size_t)n * rb);
+    for (int t = 0; t < n; t++)
+        CHECK(slm_cpu_quantize_row(at, &x[(size_t)t * cols], &ref[(size_t)t * rb], cols) == 0, "cpu quantize");
+    /* the CPU backend's quantizer, which may be SIMD (any weight type of this activation type) */
+    uint32_t wt = at == SLM_TYPE_Q8_0 ? SLM_TYPE_Q8_0 : at == SLM_TYPE_Q8_1 ? SLM_TYPE_Q4_1 : SLM_TYPE_Q4_K;
+    slm_cpu_quantize_acts(wt, x.data(), n, cols, fast.data());
+    dev_buf<float> dx(x);
+    dev_buf<uint8_t> dq((size_t)n * rb);
+    RC_OK(slm_cuda_quantize_q8(at, dx.p, n, cols, dq.p, nullptr));
+    std::vector<uint8_t> got = dq.download();
+    int bad = 0, bad_fast = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        if (got[i] != ref[i] && bad++ < 10)
+            printf("  quantize %s n=%d cols=%lld: byte %zu (row %zu, block %zu, offset %zu): expected 0x%02x, got 0x%02x\n",
+                   tname(at), n, (long long)cols, i, i / rb, i % rb / slm_qblock_bytes(at), i % rb % slm_qblock_bytes(at),
+                   ref[i], got[i]);
+        bad_fast += fast[i] != ref[i];
+    }
+    CHECK(bad == 0, "quantize %s n=%d cols=%lld: expected slm_cpu_quantize_row's bytes, %d of %zu differ", tname(at), n,
+          (long long)cols, bad, got.size());
+    CHECK(bad_fast == 0, "quantize %s: the CPU backend's quantizer differs from slm_cpu_quantize_row in %d bytes",
+          tname(at), bad_fast);
+    if (!bad) printf("quantize %s n=%d cols=%lld: %zu bytes identical to slm_cpu_quantize_row\n", tname(at), n,
+                     (long long)cols, got.size());
+}
+
+static void test_matvec(struct slm_pool *pool, uint32_t type, int64_t rows, int64_t cols)
+{
+    std::vector<uint8_t> w = rand_weights(type, rows, cols);
+    size_t rb = slm_cuda_row_bytes(type, cols);
+    /* the CPU backend's weight: the layout its kernels read fastest */
+    uint32_t layout = slm_cpu_weight_layout(type, rows, cols);
+    std::vector<uint8_t> wl(slm_cpu_layout_bytes(layout, type, rows, cols));
+    CHECK(slm_cpu_repack(layout, type, rows, cols, w.data(), rb, wl.data()) == 0, "repack");
+    struct slm_cpu_matmul_job job = {type, layout, rows, cols, rb, wl.data(), nullptr};
+    dev_buf<uint8_t> dw(w);
+    uint32_t at = slm_cuda_q8_act_type(type);
+    size_t ab = slm_cuda_q8_row_bytes(at, cols);
+    int checked = 0, before = failures;
+    for (int n : {1, 3, 8, 11, 40}) {
+        std::vector<float> x = rand_acts(n, cols);
+        std::vector<float> y0((size_t)n * (size_t)rows);
+        for (auto &v : y0) v = frand();
+        std::vector<unsigned char> scratch(slm_cpu_matmul_scratch_bytes(1, &job, n) + 64);
+        dev_buf<float> dx(x);
+        dev_buf<uint8_t> dq((size_t)n * ab);
+        dev_buf<float> dy((size_t)n * (size_t)rows);
+        RC_OK(slm_cuda_quantize_q8(at, dx.p, n, cols, dq.p, nullptr));
+        for (int accumulate = 0; accumulate < 2; accumulate++) {
+            std::vector<float> want = y0;
+            job.y = want.data();
+            CHECK(slm_cpu_matmul(pool, 1, &job, x.data(), n, accumulate, scratch.data()) == 0, "slm_cpu_matmul");
+            dy.poison();
+            if (accumulate) dy.upload(y0);
+            RC_OK(slm_cuda_matvec_q8(type, dw.p, rows, cols, dq.p, n, dy.p, accumulate, nullptr));
+            std::vector<float> got = dy.download();
+            char what[128];
+            snprintf(what, sizeof what, "matvec_q8 %s %lldx%lld n=%d%s", tname(type), (long long)rows,
+                     (long long)cols, n, accumulate ? " accumulate" : "");
+            compare_bits(what, got.data(), want.data(), got.size());
+            checked += (int)got.size();
+        }
+    }
+    if (failures == before)
+        printf("matvec_q8 %s %lldx%lld (cpu layout %s): %d outputs over n = 1, 3, 8, 11, 40, accumulate off/on: "
+               "bit-identical to slm_cpu_matmul\n",
+               tname(type), (long long)rows, (long long)cols, layout == SLM_CPU_LAYOUT_X8 ? "X8" : "rows", checked);
+}
+
+#define REFUSED(call)                                                                                   \
+    do {                                                                                                \
+        int rc_ = (call);                                                                               \
+        CHECK(rc_ == -EINVAL, "%s: expected -EINVAL, got %d", #call, rc_);                              \
+    } while (0)
+
+static void test_bad_arguments(void)
+{
+    slm_emu_options o, quiet;
+    slm_emu_get_options(&o);
+    quiet = o;
+    quiet.quiet = 1;
+    slm_emu_set_options(&quiet);
+    const int64_t rows = 5, cols = 256;
+    dev_buf<uint8_t> w(rows * slm_cuda_row_bytes(SLM_TYPE_Q4_K, cols));
+    dev_buf<float> x(2 * cols), y(2 * rows);
+    dev_buf<uint8_t> q(2 * slm_cuda_q8_row_bytes(SLM_TYPE_Q8_K, cols) + 4);
+    std::vector<float> host_x(2 * cols);
+    CHECK(slm_cuda_q8_act_type(SLM_TYPE_F32) == UINT32_MAX && slm_cuda_q8_act_type(SLM_TYPE_Q5_1) == SLM_TYPE_Q8_1,
+          "slm_cuda_q8_act_type");
+    CHECK(slm_cuda_q8_row_bytes(SLM_TYPE_Q8_K, 512) == 584 && slm_cuda_q8_row_bytes(SLM_TYPE_Q8_0, 48) == 0 &&
+              slm_cuda_q8_row_bytes(SLM_TYPE_Q4_0, 64) == 0,
+          "slm_cuda_q8_row_bytes");
+    /* quantize */
+    REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q4_0, x.p, 2, cols, q.p, nullptr));      /* not an activation type */
+    REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_K, x.p, 2, 96, q.p, nullptr));        /* not whole blocks */
+    REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_0, x.p, 0, cols, q.p, nullptr));      /* n = 0 */
+    REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_0, host_x.data(), 2, cols, q.p, nullptr));
+    REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_0, x.p, 3, cols, q.p, nullptr));      /* x too small */
+    REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_1, x.p, 2, cols, q.p + 2, nullptr));  /* misaligned */
+    REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_0, x.p, 2, cols, nullptr, nullptr));
+    /* the GEMV */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_F32, w.p, rows, cols, q.p, 2, y.p, 0, nullptr));   /* no integer path */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q8_1, w.p, rows, cols, q.p, 2, y.p, 0, nullptr));  /* activation type */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, 128, q.p, 2, y.p, 0, nullptr));   /* not whole blocks */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, 0, cols, q.p, 2, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 0, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows + 1, cols, q.p, 2, y.p, 0, nullptr)); /* w too small */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 3, y.p, 0, nullptr));    /* q, y too small */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p + 8, rows - 1, cols, q.p, 2, y.p, 0, nullptr)); /* w misaligned */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p + 2, 2, y.p, 0, nullptr));    /* q misaligned */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, host_x.data(), 2, y.p, 0, nullptr));
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 2, nullptr, 0, nullptr));
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 70000 * 32, y.p, 0, nullptr)); /* grid.y */
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaGetLastError());
+    slm_emu_set_options(&o);
+    printf("bad arguments: refused\n");
+}
+
+int main(void)
+{
+    printf("seed 0x%016llx; cpu kernels: %s\n", (unsigned long long)TEST_RNG_SEED, slm_cpu_kernels_name());
+    slm_emu_options o;
+    slm_emu_get_options(&o);
+    o.racecheck = 1;
+    slm_emu_set_options(&o);
+    struct slm_pool *pool = slm_pool_create(2);
+    CHECK(pool, "slm_pool_create");
+
+    for (uint32_t at : {SLM_TYPE_Q8_0, SLM_TYPE_Q8_1})
+        for (int n : {1, 5}) test_quantize(at, n, 576);
+    for (int n : {1, 4}) test_quantize(SLM_TYPE_Q8_K, n, 768);
+
+    for (uint32_t type : qtypes) {
+        bool kq = slm_qblock_elems(type) == SLM_QK_K;
+        test_matvec(pool, type, 67, kq ? 512 : 544);   /* odd rows: the row tiles */
+        if (!kq) test_matvec(pool, type, 64, 544);     /* the X8 tiles where the CPU has them */
+    }
+    test_matvec(pool, SLM_TYPE_Q6_K, 13, 9 * 256);
+    test_bad_arguments();
+    slm_pool_destroy(&pool);
+    if (failures) {
+        printf("test_cuda_matvec_q8: %d failures\n", failures);
+        return 1;
+    }
+    printf("test_cuda_matvec_q8: ok\n");
+    return 0;
+}
