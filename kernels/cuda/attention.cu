@@ -126,6 +126,7 @@ template <int D> __global__ void __launch_bounds__(ATTN_THREADS) k_attn(struct a
     __shared__ float qh[D];
     __shared__ float warp_max[ATTN_THREADS / 32];
     __shared__ float inv_s;
+    __shared__ float chains[64 * D];   /* (64 chains, D): the p.V partial sums */
     const int tok = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
     const int kvh = h / (a.n_head / a.n_head_kv);
     const int n_ctx = a.pos[tok] + 1;
@@ -171,21 +172,26 @@ template <int D> __global__ void __launch_bounds__(ATTN_THREADS) k_attn(struct a
     for (int t = tid; t < n_ctx; t += ATTN_THREADS) sc[t] = __half2float(__float2half_rn(__fmul_rn(sc[t], inv)));
     __syncthreads();
 
+    /* p.V: 64 chains per output element, chain c the positions c, c + 64, ... in order (one
+     * FMA each, as the CPU's lanes), spread over the threads as (chain, element) pairs with
+     * adjacent threads on adjacent elements (coalesced V rows); then per element the CPU's
+     * tree over the chains. */
+    for (int w = tid; w < 64 * D; w += ATTN_THREADS) {
+        const int c = w / D, d = w % D;
+        float s = 0.0f;
+        for (int t = c; t < n_ctx; t += 64) {
+            long long row = kv_row(blocks, t, a.block_size, a.n_blocks);
+            float v = row < 0 ? __int_as_float(0x7fc00000) : __half2float(a.v[(size_t)row * kvd + (size_t)kvh * D + d]);
+            s = __fmaf_rn(v, sc[t], s);
+        }
+        chains[w] = s;
+    }
+    __syncthreads();
     for (int d = tid; d < D; d += ATTN_THREADS) {
         float v16[16];
         for (int l = 0; l < 16; l++) {
-            float acc[4];
-            for (int j = 0; j < 4; j++) {
-                float s = 0.0f;
-                for (int t = l + 16 * j; t < n_ctx; t += 64) {
-                    long long row = kv_row(blocks, t, a.block_size, a.n_blocks);
-                    float v = row < 0 ? __int_as_float(0x7fc00000)
-                                      : __half2float(a.v[(size_t)row * kvd + (size_t)kvh * D + d]);
-                    s = __fmaf_rn(v, sc[t], s);
-                }
-                acc[j] = s;
-            }
-            v16[l] = __fadd_rn(__fadd_rn(acc[0], acc[2]), __fadd_rn(acc[1], acc[3]));
+            const float *acc = chains + (size_t)l * D + d;   /* chains l, l + 16, l + 32, l + 48 */
+            v16[l] = __fadd_rn(__fadd_rn(acc[0], acc[2 * 16 * D]), __fadd_rn(acc[16 * D], acc[3 * 16 * D]));
         }
         o[d] = reduce16(v16);
     }
