@@ -25,7 +25,9 @@
  *    sampling and once with host sampling of the same device logits (engine option
  *    host_sampling), must give the same tokens, the same top-logprob ids and logprobs within
  *    1e-5 (the device sums exp in a tree, the host in order; both in double), and the same
- *    prompt logprobs; the engine's counters must say which path sampled every token.
+ *    prompt logprobs; the engine's counters must say which path sampled every token. Two
+ *    controls (the penalised requests without their penalties) must give other tokens, so
+ *    the penalties are really exercised.
  *    SLM_CUDA_SAMPLING=0 must leave the backend without the op.
  * SLM_EMU_WORKERS defaults to 2 here (the machine is shared). */
 #include <cerrno>
@@ -473,7 +475,7 @@ static void check_device_sampling(struct slm_model *gpu, const struct slm_tokeni
     const int32_t base[] = {504, 3575, 282, 4649, 314, 6403, 1980, 253, 655, 28, 281, 253, 1165, 6560, 411, 260,
                             3426, 28, 1848, 2012, 30, 198, 504};
     const int max_tokens = 3;   /* short prompts, few steps: the forward passes are the cost here */
-    std::vector<samp_spec> sp(6);
+    std::vector<samp_spec> sp(8);
     for (size_t i = 0; i < sp.size(); i++) {
         sp[i].prompt.assign(base + 3 * i, base + 3 * i + 2 + (int)i % 2);
         slm_sampling_defaults(&sp[i].s);   /* temperature 0.8, top-k 40, top-p 0.95, min-p 0.05 */
@@ -486,6 +488,15 @@ static void check_device_sampling(struct slm_model *gpu, const struct slm_tokeni
     sp[2].s.top_k = 0;
     sp[2].s.top_p = 0.9f;
     sp[2].s.min_p = 0;
+    /* Penalised requests get prompts the model would go on repeating: the penalties then
+     * decide tokens (the controls below check it). */
+    const char *rep_text[2] = {"1 1 1 1 1", "the the the"};
+    for (int i = 0; i < 2; i++) {
+        int32_t ids[16];
+        int n = slm_tok_encode(tok, rep_text[i], strlen(rep_text[i]), 0, 0, ids, 16);
+        CHECK(n > 1 && n <= 16, "encode '%s': expected 2..16 tokens, got %d", rep_text[i], n);
+        if (n > 1 && n <= 16) sp[3 + i].prompt.assign(ids, ids + n);
+    }
     sp[3].s.top_k = 0;                     /* min-p alone, and the three penalties over a ring */
     sp[3].s.top_p = 1;
     sp[3].s.min_p = 0.1f;
@@ -494,13 +505,21 @@ static void check_device_sampling(struct slm_model *gpu, const struct slm_tokeni
     sp[3].s.frequency_penalty = 0.3f;
     sp[3].s.repeat_last_n = 6;
     sp[4].s.temperature = 0;               /* greedy with penalties over the whole history */
-    sp[4].s.repeat_penalty = 1.5f;
+    sp[4].s.repeat_penalty = 2.0f;
+    sp[4].s.presence_penalty = 1.0f;
     sp[4].s.repeat_last_n = -1;
     sp[4].logprobs = 1;
     sp[5].s.top_k = 20;                    /* prompt logprobs (host rows) beside device sampling */
     sp[5].s.temperature = 1.0f;
     sp[5].prompt_logprobs = 1;
     sp[5].logprobs = 2;
+    /* Controls: 3 and 4 without their penalties must give other tokens (else the penalties
+     * would not be tested). */
+    for (int i = 6; i < 8; i++) {
+        sp[i] = sp[i - 3];
+        sp[i].s.repeat_penalty = 1;
+        sp[i].s.presence_penalty = sp[i].s.frequency_penalty = 0;
+    }
 
     samp_ctx dev, host;
     struct slm_engine_counts cd, ch;
@@ -556,6 +575,8 @@ static void check_device_sampling(struct slm_model *gpu, const struct slm_tokeni
         printf("request %zu: %zu tokens (%d %d %d), the same with device and host sampling; %zu prompt logprobs\n", i,
                d.tok.size(), d.tok[0], d.tok[1], d.tok[2], d.plp.size());
     }
+    for (int i = 3; i < 5 && i < (int)host.res.size(); i++)
+        CHECK(host.res[i].tok != host.res[i + 3].tok, "request %d: expected other tokens without its penalties", i);
     printf("logprobs: %d tokens with top logprobs, max abs difference device - host %.3g (bound 1e-5)\n", n_lp,
            max_lp_err);
 }
