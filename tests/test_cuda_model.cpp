@@ -476,7 +476,7 @@ static void check_device_sampling(struct slm_model *gpu, const struct slm_tokeni
                             3426, 28, 1848, 2012, 30, 198, 504};
     const int max_tokens = 3;   /* short prompts, few steps: the forward passes are the cost here */
     std::vector<samp_spec> sp(8);
-    for (size_t i = 0; i < sp.size(); i++) {
+    for (size_t i = 0; i < 6; i++) {   /* 6 and 7 are copies of 3 and 4 (below) */
         sp[i].prompt.assign(base + 3 * i, base + 3 * i + 2 + (int)i % 2);
         slm_sampling_defaults(&sp[i].s);   /* temperature 0.8, top-k 40, top-p 0.95, min-p 0.05 */
         sp[i].s.seed = 1000 + i;
