@@ -13,6 +13,17 @@
  *    the tokens it gets alone on the same backend (greedy and seeded sampling).
  * 3. --no-device (run with SLM_EMU_DEVICES=0): slm_backend_cuda_create returns NULL with
  *    "no CUDA device" in err.
+ * 4. --sampling (ctest test_cuda_engine_sampling, under a minute): the engine on the cuda
+ *    backend samples on the device (the backend's `sample` op); six requests covering greedy,
+ *    seeded temperature, top-k / top-p / min-p, the three penalties (a ring window and a
+ *    whole-history one), top logprobs and prompt logprobs, run together once with device
+ *    sampling and once with host sampling of the same device logits (engine option
+ *    host_sampling), must give the same tokens, the same top-logprob ids and logprobs within
+ *    1e-5 (the device sums exp in a tree, the host in order; both in double), and the same
+ *    prompt logprobs; the engine's counters must say which path sampled every token. Two
+ *    controls (the penalised requests without their penalties) must give other tokens, so
+ *    the penalties are really exercised.
+ *    SLM_CUDA_SAMPLING=0 must leave the backend without the op.
  * SLM_EMU_WORKERS defaults to 2 here (the machine is shared). */
 #include <cerrno>
 #include <cmath>
@@ -195,7 +206,8 @@ static int run_engine(struct slm_model *m, const struct slm_tokenizer *tok, cons
                       std::vector<req_result> *res, int *mixed_steps)
 {
     char err[SLM_ERR_LEN];
-    struct slm_engine_opts o = {.n_blocks = 64, .block_size = 16, .max_batch_tokens = 12, .max_seqs = 4, .n_ctx = 128};
+    struct slm_engine_opts o = {.n_blocks = 64, .block_size = 16, .max_batch_tokens = 12, .max_seqs = 4, .n_ctx = 128,
+                                .host_sampling = 0};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     if (!e) {
         printf("FAIL: slm_engine_create: %s\n", err);
@@ -274,6 +286,194 @@ static void check_batching(struct slm_model *gpu, const struct slm_tokenizer *to
     }
 }
 
+/* ---- device sampling against host sampling of the same logits */
+
+struct samp_result {
+    std::vector<int32_t> tok;
+    std::vector<float> lp;                 /* per token: the sampled token's logprob */
+    std::vector<std::vector<slm_logprob>> top;
+    std::vector<slm_logprob> plp;          /* prompt logprobs, in order */
+    int plp_first, done;
+};
+
+struct samp_ctx {
+    std::vector<int64_t> ids;
+    std::vector<samp_result> res;
+};
+
+static void on_samp_event(void *p, const struct slm_event *ev)
+{
+    samp_ctx *c = (samp_ctx *)p;
+    for (size_t i = 0; i < c->ids.size(); i++) {
+        if (c->ids[i] != ev->id) continue;
+        samp_result &r = c->res[i];
+        if (ev->n_prompt_lp) {
+            if (r.plp.empty()) r.plp_first = ev->prompt_lp_first;
+            r.plp.insert(r.plp.end(), ev->prompt_lp, ev->prompt_lp + ev->n_prompt_lp);
+        }
+        if (ev->token >= 0) {
+            r.tok.push_back(ev->token);
+            r.lp.push_back(ev->logprob);
+            r.top.emplace_back(ev->top, ev->top + ev->n_top);
+        }
+        if (ev->finish) r.done = 1;
+    }
+}
+
+struct samp_spec {
+    std::vector<int32_t> prompt;
+    struct slm_sampling s;
+    int logprobs, prompt_logprobs;
+};
+
+/* All specs in one engine from step 0; fills res and the engine's counters. */
+static void run_sampling(struct slm_model *m, const struct slm_tokenizer *tok, const std::vector<samp_spec> &sp,
+                         int host_sampling, int max_tokens, samp_ctx *c, struct slm_engine_counts *counts)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_engine_opts o = {.n_blocks = 64, .block_size = 16, .max_batch_tokens = 64, .max_seqs = 8, .n_ctx = 128,
+                                .host_sampling = host_sampling};
+    struct slm_engine *e = slm_engine_create(m, tok, &o, err);
+    memset(counts, 0, sizeof *counts);
+    if (!e) {
+        printf("FAIL: slm_engine_create: %s\n", err);
+        failures++;
+        return;
+    }
+    c->ids.assign(sp.size(), -1);
+    c->res.assign(sp.size(), samp_result{});
+    for (size_t i = 0; i < sp.size(); i++) {
+        struct slm_request q = {};
+        q.prompt = sp[i].prompt.data();
+        q.n_prompt = (int)sp[i].prompt.size();
+        q.sampling = sp[i].s;
+        q.max_tokens = max_tokens;
+        q.ignore_eos = 1;
+        q.logprobs = sp[i].logprobs;
+        q.prompt_logprobs = sp[i].prompt_logprobs;
+        c->ids[i] = slm_engine_add(e, &q, err);
+        CHECK(c->ids[i] >= 0, "slm_engine_add: %s", err);
+    }
+    for (int steps = 0; steps < 100; steps++) {
+        int rc = slm_engine_step(e, on_samp_event, c);
+        CHECK(rc >= 0, "slm_engine_step: expected >= 0, got %d", rc);
+        if (rc <= 0) break;
+    }
+    slm_engine_counts(e, counts);
+    slm_engine_destroy(&e);
+}
+
+static void check_device_sampling(struct slm_model *gpu, const struct slm_tokenizer *tok)
+{
+    const int32_t base[] = {504, 3575, 282, 4649, 314, 6403, 1980, 253, 655, 28, 281, 253, 1165, 6560, 411, 260,
+                            3426, 28, 1848, 2012, 30, 198, 504};
+    const int max_tokens = 3;   /* short prompts, few steps: the forward passes are the cost here */
+    std::vector<samp_spec> sp(8);
+    for (size_t i = 0; i < 6; i++) {   /* 6 and 7 are copies of 3 and 4 (below) */
+        sp[i].prompt.assign(base + 3 * i, base + 3 * i + 2 + (int)i % 2);
+        slm_sampling_defaults(&sp[i].s);   /* temperature 0.8, top-k 40, top-p 0.95, min-p 0.05 */
+        sp[i].s.seed = 1000 + i;
+    }
+    sp[0].s.temperature = 0;               /* greedy, with top logprobs */
+    sp[0].logprobs = 5;
+    sp[1].logprobs = 3;                    /* the defaults: top-k then a sorted top-p, then min-p */
+    sp[2].s.temperature = 1.3f;            /* top-p over the whole vocabulary (the histogram cut) */
+    sp[2].s.top_k = 0;
+    sp[2].s.top_p = 0.9f;
+    sp[2].s.min_p = 0;
+    /* Penalised requests get prompts the model would go on repeating: the penalties then
+     * decide tokens (the controls below check it). */
+    const char *rep_text[2] = {"1 1 1 1 1", "the the the"};
+    for (int i = 0; i < 2; i++) {
+        int32_t ids[16];
+        int n = slm_tok_encode(tok, rep_text[i], strlen(rep_text[i]), 0, 0, ids, 16);
+        CHECK(n > 1 && n <= 16, "encode '%s': expected 2..16 tokens, got %d", rep_text[i], n);
+        if (n > 1 && n <= 16) sp[3 + i].prompt.assign(ids, ids + n);
+    }
+    sp[3].s.top_k = 0;                     /* min-p alone, and the three penalties over a ring */
+    sp[3].s.top_p = 1;
+    sp[3].s.min_p = 0.1f;
+    sp[3].s.repeat_penalty = 1.3f;
+    sp[3].s.presence_penalty = 0.5f;
+    sp[3].s.frequency_penalty = 0.3f;
+    sp[3].s.repeat_last_n = 6;
+    sp[4].s.temperature = 0;               /* greedy with penalties over the whole history */
+    sp[4].s.repeat_penalty = 2.0f;
+    sp[4].s.presence_penalty = 1.0f;
+    sp[4].s.repeat_last_n = -1;
+    sp[4].logprobs = 1;
+    sp[5].s.top_k = 20;                    /* prompt logprobs (host rows) beside device sampling */
+    sp[5].s.temperature = 1.0f;
+    sp[5].prompt_logprobs = 1;
+    sp[5].logprobs = 2;
+    /* Controls: 3 and 4 without their penalties must give other tokens (else the penalties
+     * would not be tested). */
+    for (int i = 6; i < 8; i++) {
+        sp[i] = sp[i - 3];
+        sp[i].s.repeat_penalty = 1;
+        sp[i].s.presence_penalty = sp[i].s.frequency_penalty = 0;
+    }
+
+    samp_ctx dev, host;
+    struct slm_engine_counts cd, ch;
+    run_sampling(gpu, tok, sp, 0, max_tokens, &dev, &cd);
+    run_sampling(gpu, tok, sp, 1, max_tokens, &host, &ch);
+    const uint64_t all = sp.size() * (uint64_t)max_tokens;
+    printf("device sampling: %llu tokens sampled on the device, %llu on the host; host sampling: %llu, %llu\n",
+           (unsigned long long)cd.sampled_device, (unsigned long long)cd.sampled_host,
+           (unsigned long long)ch.sampled_device, (unsigned long long)ch.sampled_host);
+    CHECK(cd.sampled_device == all && cd.sampled_host == 0,
+          "device run: expected %llu tokens sampled on the device and 0 on the host, got %llu and %llu",
+          (unsigned long long)all, (unsigned long long)cd.sampled_device, (unsigned long long)cd.sampled_host);
+    CHECK(ch.sampled_device == 0 && ch.sampled_host == all,
+          "host run: expected 0 tokens sampled on the device and %llu on the host, got %llu and %llu",
+          (unsigned long long)all, (unsigned long long)ch.sampled_device, (unsigned long long)ch.sampled_host);
+    double max_lp_err = 0;
+    int n_lp = 0;
+    for (size_t i = 0; i < sp.size() && i < dev.res.size() && i < host.res.size(); i++) {
+        const samp_result &d = dev.res[i], &h = host.res[i];
+        CHECK(d.done && h.done && d.tok.size() == (size_t)max_tokens && h.tok.size() == (size_t)max_tokens,
+              "request %zu: expected %d tokens and a finish on both paths, got %zu and %zu", i, max_tokens,
+              d.tok.size(), h.tok.size());
+        if (d.tok != h.tok) {
+            size_t k = 0;
+            while (k < d.tok.size() && k < h.tok.size() && d.tok[k] == h.tok[k]) k++;
+            CHECK(0, "request %zu: token %zu: expected %d (host sampling), got %d (device sampling)", i, k,
+                  k < h.tok.size() ? h.tok[k] : -1, k < d.tok.size() ? d.tok[k] : -1);
+            continue;
+        }
+        for (size_t k = 0; k < d.tok.size(); k++) {
+            CHECK(d.top[k].size() == (size_t)sp[i].logprobs && h.top[k].size() == (size_t)sp[i].logprobs,
+                  "request %zu token %zu: expected %d top logprobs, got %zu (device) and %zu (host)", i, k,
+                  sp[i].logprobs, d.top[k].size(), h.top[k].size());
+            if (!sp[i].logprobs) continue;
+            double err = fabs((double)d.lp[k] - (double)h.lp[k]);
+            for (size_t j = 0; j < d.top[k].size() && j < h.top[k].size(); j++) {
+                CHECK(d.top[k][j].id == h.top[k][j].id, "request %zu token %zu top %zu: expected id %d, got %d", i, k,
+                      j, h.top[k][j].id, d.top[k][j].id);
+                err = fmax(err, fabs((double)d.top[k][j].logprob - (double)h.top[k][j].logprob));
+            }
+            CHECK(err <= 1e-5 && std::isfinite(d.lp[k]), "request %zu token %zu: logprobs: expected within 1e-5 of the host's, got %.3g (%g vs %g)",
+                  i, k, err, (double)d.lp[k], (double)h.lp[k]);
+            max_lp_err = fmax(max_lp_err, err);
+            n_lp++;
+        }
+        CHECK(d.plp.size() == h.plp.size() && d.plp.size() == (sp[i].prompt_logprobs ? sp[i].prompt.size() - 1 : 0),
+              "request %zu: expected %zu prompt logprobs on both paths, got %zu and %zu", i,
+              sp[i].prompt_logprobs ? sp[i].prompt.size() - 1 : 0, d.plp.size(), h.plp.size());
+        for (size_t j = 0; j < d.plp.size() && j < h.plp.size(); j++)
+            CHECK(d.plp[j].id == h.plp[j].id && d.plp[j].logprob == h.plp[j].logprob && std::isfinite(d.plp[j].logprob),
+                  "request %zu prompt logprob %zu: expected %d %g, got %d %g", i, j, h.plp[j].id,
+                  (double)h.plp[j].logprob, d.plp[j].id, (double)d.plp[j].logprob);
+        printf("request %zu: %zu tokens (%d %d %d), the same with device and host sampling; %zu prompt logprobs\n", i,
+               d.tok.size(), d.tok[0], d.tok[1], d.tok[2], d.plp.size());
+    }
+    for (int i = 3; i < 5 && i < (int)host.res.size(); i++)
+        CHECK(host.res[i].tok != host.res[i + 3].tok, "request %d: expected other tokens without its penalties", i);
+    printf("logprobs: %d tokens with top logprobs, max abs difference device - host %.3g (bound 1e-5)\n", n_lp,
+           max_lp_err);
+}
+
 int main(int argc, char **argv)
 {
     setenv("SLM_EMU_WORKERS", "2", 0);
@@ -290,6 +490,24 @@ int main(int argc, char **argv)
     const char *tdir = getenv("SLM_TEST_DATA");
     char path[1024];
     if (!test_model_path(path, sizeof path)) return 77;
+    if (argc > 1 && !strcmp(argv[1], "--sampling")) {
+        setenv("SLM_CUDA_SAMPLING", "0", 1);
+        struct slm_backend *off = slm_backend_cuda_create(0, 0.9, err);
+        CHECK(off && !off->ops->sample, "SLM_CUDA_SAMPLING=0: expected a cuda backend without the sample op");
+        slm_backend_destroy(&off);
+        unsetenv("SLM_CUDA_SAMPLING");
+        struct slm_backend *be = slm_backend_cuda_create(0, 0.9, err);
+        CHECK(be && be->ops->sample, "cuda backend: expected the sample op (%s)", be ? "" : err);
+        struct slm_model *m = slm_model_load(path, err);
+        struct slm_tokenizer *tk = m ? slm_tok_create(m->gguf, err) : NULL;
+        if (be && m && tk && !slm_model_bind(m, be, err)) check_device_sampling(m, tk);
+        else CHECK(0, "setup: %s", err);
+        slm_tok_destroy(&tk);
+        slm_model_free(&m);
+        slm_backend_destroy(&be);
+        printf("%s\n", failures ? "FAIL" : "ok");
+        return failures ? 1 : 0;
+    }
 
     CHECK(!slm_backend_cuda_create(0, 0.0, err), "fraction 0: expected NULL");
     CHECK(!slm_backend_cuda_create(0, 1.5, err), "fraction 1.5: expected NULL");

@@ -541,8 +541,66 @@ static void test_speed(void)
     free(l);
 }
 
+/* The export for a device sampler: the window's tokens as a multiset equal the history's
+ * last repeat_last_n (all for -1, none when off), and an RNG state taken out and put back
+ * into another sampler continues the same draws. */
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_export(void)
+{
+    const int last_n[] = {3, -1, 0, 64};
+    const int32_t hist[] = {5, 1, 5, 9, 2, 5, 7, 1};
+    const int n_hist = (int)(sizeof hist / sizeof hist[0]);
+    for (size_t c = 0; c < sizeof last_n / sizeof last_n[0]; c++) {
+        struct slm_sampling p = plain(0.7f);
+        p.repeat_penalty = 1.3f;
+        p.repeat_last_n = last_n[c];
+        struct slm_sampler *s = slm_sampler_create(&p, 10);
+        CHECK(slm_sampler_params(s)->repeat_last_n == last_n[c], "params: expected repeat_last_n %d", last_n[c]);
+        for (int i = 0; i < n_hist; i++) slm_sampler_accept(s, hist[i]);
+        const int32_t *w;
+        int n = slm_sampler_window(s, &w);
+        int want = last_n[c] == 0 ? 0 : last_n[c] < 0 || last_n[c] > n_hist ? n_hist : last_n[c];
+        CHECK(n == want, "window (last_n %d): expected %d tokens, got %d", last_n[c], want, n);
+        if (n == want && n > 0) {
+            int32_t a[16], b[16];
+            memcpy(a, w, (size_t)n * sizeof *a);
+            memcpy(b, hist + n_hist - n, (size_t)n * sizeof *b);
+            qsort(a, (size_t)n, sizeof *a, cmp_i32);
+            qsort(b, (size_t)n, sizeof *b, cmp_i32);
+            CHECK(!memcmp(a, b, (size_t)n * sizeof *a), "window (last_n %d): expected the last %d tokens", last_n[c], n);
+        }
+        slm_sampler_destroy(&s);
+    }
+    /* the RNG: two draws, export, two more from a fresh sampler given the state */
+    struct slm_sampling p = plain(1.0f);
+    p.seed = 77;
+    float l[6] = {0.1f, 0.2f, 0.3f, 0.1f, 0.25f, 0.05f};
+    struct slm_sampler *a = slm_sampler_create(&p, 6), *b;
+    p.seed = 78;
+    b = slm_sampler_create(&p, 6);
+    for (int i = 0; i < 2; i++) slm_sampler_sample(a, l);
+    uint64_t st[4];
+    slm_sampler_rng(a, st);
+    slm_sampler_set_rng(b, st);
+    for (int i = 0; i < 32; i++) {
+        int32_t x = slm_sampler_sample(a, l), y = slm_sampler_sample(b, l);
+        if (x != y) {
+            CHECK(0, "rng export: draw %d: expected %d, got %d", i, x, y);
+            break;
+        }
+    }
+    slm_sampler_destroy(&a);
+    slm_sampler_destroy(&b);
+}
+
 int main(void)
 {
+    test_export();
     test_defaults_and_validate();
     test_greedy();
     test_top_k1_is_greedy();

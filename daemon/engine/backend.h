@@ -7,6 +7,10 @@
  * them, so the same pass drives every backend. Host-side metadata (token ids,
  * positions, block tables) is passed as plain host arrays in struct slm_batch.
  *
+ * Sampling (optional `sample` op): a backend that can sample leaves the logits where the
+ * forward pass wrote them and returns only token ids (and requested logprobs); without it
+ * the engine copies the logits to the host and runs daemon/engine/sampler.c.
+ *
  * Batch invariance: every op computes each output element with a reduction order
  * that depends neither on how many tokens the call carries nor on which other
  * sequences share it (DESIGN.md, "Engine").
@@ -70,6 +74,25 @@ struct slm_kv_pool {
 };
 
 struct slm_backend;
+struct slm_logprob;   /* stop.h */
+
+/*
+ * One row of a sample call: a request's sampler as daemon/engine/sampler.c holds it
+ * (slm_sampler_params, _window, _rng), so that the backend's token is the one
+ * slm_sampler_sample would give for the same logits, and the RNG continues the same way.
+ */
+struct slm_sample_row {
+    float temperature;          /* <= 0: greedy (argmax after the penalties, lowest id on ties) */
+    int top_k;                  /* 0 = off */
+    float top_p;                /* 1 = off */
+    float min_p;                /* 0 = off */
+    float repeat_penalty;       /* 1 = off */
+    float presence_penalty, frequency_penalty;
+    const int32_t *window;      /* (n_window) host: the tokens the penalties count, any order */
+    int n_window;               /* 0 when the penalties are off */
+    uint64_t rng[4];            /* xoshiro256** state: in, then the state the draw left (host) */
+    int n_logprobs;             /* 0: none; 1..20 (SLM_LOGPROBS_MAX) top logprobs wanted */
+};
 
 struct slm_backend_ops {
     const char *name;
@@ -126,6 +149,16 @@ struct slm_backend_ops {
     int (*step_begin)(struct slm_backend *be, const void *owner, int max_tokens, const struct slm_kv_pool *pool,
                       const struct slm_batch *b, struct slm_batch *run);
     int (*step_end)(struct slm_backend *be, int rc);
+    /* Optional (NULL: the engine samples on the host). Samples one token per row of logits
+     * (n_rows, n_vocab) in backend memory with rows[i]'s parameters into ids[i] (host) and
+     * advances rows[i].rng as slm_sampler_sample advances its RNG. When logprob and top are
+     * not NULL, each row with n_logprobs > 0 gets logprob[i] (host), the sampled token's
+     * log-softmax of the raw logits, and top[i * SLM_LOGPROBS_MAX ..] (host) its
+     * min(n_logprobs, n_vocab) best tokens, as slm_logprobs_top gives them; logprob[i] is NaN
+     * where slm_logprobs_top refuses the row (a NaN or +inf logit, or all -inf). Returns 0,
+     * or -errno (then no ids, and every rng as it was). */
+    int (*sample)(struct slm_backend *be, const float *logits, int n_rows, int n_vocab,
+                  struct slm_sample_row *rows, int32_t *ids, float *logprob, struct slm_logprob *top);
 };
 
 struct slm_backend {

@@ -1,4 +1,10 @@
-/* daemon/engine/engine.c - see engine.h. */
+/* daemon/engine/engine.c - see engine.h.
+ *
+ * Sampling: when the backend has a `sample` op (CUDA) and the options allow it, the rows to
+ * sample stay in backend memory and one call per step returns their token ids and requested
+ * logprobs; only prompt-logprob rows, and rows whose sampler cannot be exported
+ * (slm_sampler_window's -ENOMEM), come to the host, where sampler.c samples them as before.
+ * The logits rows of a step are ordered device rows first, then each plan entry's host rows. */
 #include "engine.h"
 
 #include <errno.h>
@@ -39,6 +45,8 @@ struct plan {
     int k;                  /* its index in reqs for this step */
     int n;                  /* tokens fed this step */
     int plp_first, n_plp;   /* rows of prompt logprobs: positions plp_first .. plp_first + n_plp - 1 */
+    int dev;                /* its row among the device-sampled ones, or -1 */
+    int host;               /* its first row among the host rows (prompt logprobs, then its sample) */
 };
 
 /* Logits rows per step for prompt logprobs (on top of one row per sequence): each is a full
@@ -66,7 +74,14 @@ struct slm_engine {
     /* step scratch */
     struct plan *plan;
     int32_t *tokens, *pos, *seq_row, *tables, *out_rows;
-    float *logits;
+    float *logits;          /* (max_out, n_vocab) host rows */
+    /* device sampling: on when the backend samples and o.host_sampling is 0 */
+    int dev_sample;
+    struct slm_sample_row *srows;  /* (max_out) */
+    int32_t *sids;                 /* (max_out) */
+    float *slp;                    /* (max_out) */
+    struct slm_logprob *stop_lp;   /* (max_out, SLM_LOGPROBS_MAX) */
+    uint64_t n_sampled_device, n_sampled_host;
 };
 
 static void req_free(struct req *r)
@@ -93,6 +108,10 @@ void slm_engine_destroy(struct slm_engine **ep)
     free(e->tables);
     free(e->out_rows);
     free(e->logits);
+    free(e->srows);
+    free(e->sids);
+    free(e->slp);
+    free(e->stop_lp);
     if (e->lock_init) pthread_mutex_destroy(&e->lock);
     free(e);
     *ep = NULL;
@@ -143,6 +162,15 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
     e->out_rows = malloc((size_t)e->max_out * sizeof(int32_t));
     e->logits = malloc((size_t)e->max_out * (size_t)m->cfg.n_vocab * sizeof(float));
     if (!e->plan || !e->tokens || !e->pos || !e->seq_row || !e->tables || !e->out_rows || !e->logits) goto oom;
+    e->dev_sample = m->be->ops->sample && !o->host_sampling;
+    if (e->dev_sample) {
+        size_t no = (size_t)e->max_out;
+        e->srows = calloc(no, sizeof *e->srows);
+        e->sids = malloc(no * sizeof *e->sids);
+        e->slp = malloc(no * sizeof *e->slp);
+        e->stop_lp = malloc(no * SLM_LOGPROBS_MAX * sizeof *e->stop_lp);
+        if (!e->srows || !e->sids || !e->slp || !e->stop_lp) goto oom;
+    }
     return e;
 oom:
     slm_err_set(err, "engine: out of memory");
@@ -264,6 +292,8 @@ void slm_engine_counts(struct slm_engine *e, struct slm_engine_counts *out)
     for (int k = 0; k < e->n_reqs; k++) out->waiting += e->reqs[k] && e->reqs[k]->seq < 0 && !e->reqs[k]->cancelled;
     out->free_blocks = slm_kvcache_n_available(e->kv);
     out->preempted = e->n_preempted;
+    out->sampled_device = e->n_sampled_device;
+    out->sampled_host = e->n_sampled_host;
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -401,7 +431,7 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
             }
             if (rc) return rc;
             r->planned = 1;
-            e->plan[np++] = (struct plan){r, k, n, plp_first, n_plp};
+            e->plan[np++] = (struct plan){.r = r, .k = k, .n = n, .plp_first = plp_first, .n_plp = n_plp, .dev = -1};
             nt += n;
             plp_left -= n_plp;
         }
@@ -493,7 +523,38 @@ static void reap_cancelled(struct slm_engine *e, slm_engine_event_fn fn, void *c
     compact(e);
 }
 
-/* One step with e->lock held (released around the forward pass). */
+/* The device-sampling row of r's sampler; -1 when it cannot be exported (then the host
+ * samples it). */
+static int sample_row(const struct req *r, struct slm_sample_row *row)
+{
+    const struct slm_sampling *p = slm_sampler_params(r->sampler);
+    const int32_t *w;
+    int n = slm_sampler_window(r->sampler, &w);
+    if (n < 0) return -1;
+    *row = (struct slm_sample_row){
+        .temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p, .min_p = p->min_p,
+        .repeat_penalty = p->repeat_penalty, .presence_penalty = p->presence_penalty,
+        .frequency_penalty = p->frequency_penalty, .window = w, .n_window = n, .n_logprobs = r->logprobs,
+    };
+    slm_sampler_rng(r->sampler, row->rng);
+    return 0;
+}
+
+/* The logits the step needs: host rows to e->logits, device rows sampled into e->sids. Runs
+ * without the lock (the samplers are only touched by the engine thread). */
+static int run_pass(struct slm_engine *e, const struct slm_batch *b, int n_dev, int n_host)
+{
+    int rc = slm_forward_run(e->fwd, &e->pool, b, NULL);
+    if (!rc) rc = slm_forward_logits_to_host(e->fwd, n_dev, n_host, e->logits);
+    if (!rc && n_dev) {
+        struct slm_backend *be = e->m->be;
+        rc = be->ops->sample(be, slm_forward_logits(e->fwd), n_dev, e->m->cfg.n_vocab, e->srows, e->sids, e->slp,
+                             e->stop_lp);
+    }
+    return rc;
+}
+
+/* One step with e->lock held (released around the forward pass and the sampling). */
 static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
 {
     reap_cancelled(e, fn, ctx);
@@ -504,51 +565,62 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
     int rc = plan_step(e, &np, &nt);
     if (rc) return rc;
     if (np == 0) return -ENOSPC;   /* cannot happen when add() refuses what cannot fit */
-    int n_out = 0, t = 0;
+    /* Rows sampled on the device come first in the logits, then the host rows. */
+    int n_dev = 0, n_host = 0, t = 0;
     for (int p = 0; p < np; p++) {
-        struct req *r = e->plan[p].r;
+        struct plan *pl = &e->plan[p];
+        pl->dev = -1;
+        if (e->dev_sample && pl->r->n_computed + pl->n == pl->r->n_tokens && !sample_row(pl->r, &e->srows[n_dev]))
+            pl->dev = n_dev++;
+    }
+    for (int p = 0; p < np; p++) {
+        struct plan *pl = &e->plan[p];
+        struct req *r = pl->r;
         const int32_t *table;
         int nb = slm_kv_seq_table(e->kv, r->seq, &table);
         int32_t *row = e->tables + (size_t)p * (size_t)e->max_blocks;
         memcpy(row, table, (size_t)nb * sizeof(int32_t));
         int t0 = t - r->n_computed;   /* batch row of position 0 */
-        for (int i = 0; i < e->plan[p].n; i++, t++) {
+        for (int i = 0; i < pl->n; i++, t++) {
             e->tokens[t] = r->tokens[r->n_computed + i];
             e->pos[t] = r->n_computed + i;
             e->seq_row[t] = p;
         }
-        for (int i = 0; i < e->plan[p].n_plp; i++) e->out_rows[n_out++] = t0 + e->plan[p].plp_first + i;
-        if (r->n_computed + e->plan[p].n == r->n_tokens) e->out_rows[n_out++] = t - 1;
+        pl->host = n_host;
+        for (int i = 0; i < pl->n_plp; i++) e->out_rows[n_dev + n_host++] = t0 + pl->plp_first + i;
+        if (pl->dev >= 0) e->out_rows[pl->dev] = t - 1;
+        else if (r->n_computed + pl->n == r->n_tokens) e->out_rows[n_dev + n_host++] = t - 1;
     }
     struct slm_batch b = {.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
-                          .block_tables = e->tables, .max_blocks = e->max_blocks, .n_out = n_out,
+                          .block_tables = e->tables, .max_blocks = e->max_blocks, .n_out = n_dev + n_host,
                           .out_rows = e->out_rows};
     pthread_mutex_unlock(&e->lock);   /* add() and cancel() may run meanwhile (see cancel) */
-    rc = slm_forward_run(e->fwd, &e->pool, &b, e->logits);
+    rc = run_pass(e, &b, n_dev, n_host);
     pthread_mutex_lock(&e->lock);
     if (rc) return rc;
-    int o = 0;
+    const size_t nv = (size_t)e->m->cfg.n_vocab;
     for (int p = 0; p < np; p++) {
-        struct req *r = e->plan[p].r;
-        int has_row = r->n_computed + e->plan[p].n == r->n_tokens;
-        if (r->cancelled) {   /* during the pass, or by an earlier event's callback */
-            o += has_row + e->plan[p].n_plp;
-            continue;
-        }
-        rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, e->plan[p].n);
+        const struct plan *pl = &e->plan[p];
+        struct req *r = pl->r;
+        if (r->cancelled) continue;   /* during the pass, or by an earlier event's callback */
+        rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, pl->n);
         if (rc) return rc;
-        if (e->plan[p].n_plp) {
-            report_plp(e, &e->plan[p], e->logits + (size_t)o * (size_t)e->m->cfg.n_vocab, fn, ctx);
-            o += e->plan[p].n_plp;
-            if (r->cancelled) {   /* by that event's callback */
-                o += has_row;
-                continue;
-            }
+        if (pl->n_plp) {
+            report_plp(e, pl, e->logits + (size_t)pl->host * nv, fn, ctx);
+            if (r->cancelled) continue;   /* by that event's callback */
         }
-        r->n_computed += e->plan[p].n;
+        r->n_computed += pl->n;
         if (r->n_computed < r->n_tokens) continue;
-        const float *row = e->logits + (size_t)o++ * (size_t)e->m->cfg.n_vocab;
-        int32_t id = slm_sampler_sample(r->sampler, row);
+        const float *row = pl->dev < 0 ? e->logits + (size_t)(pl->host + pl->n_plp) * nv : NULL;
+        int32_t id;
+        if (row) {
+            id = slm_sampler_sample(r->sampler, row);
+            e->n_sampled_host++;
+        } else {
+            id = e->sids[pl->dev];
+            slm_sampler_set_rng(r->sampler, e->srows[pl->dev].rng);
+            e->n_sampled_device++;
+        }
         slm_sampler_accept(r->sampler, id);
         r->tokens[r->n_tokens++] = id;
         r->n_gen++;
@@ -558,16 +630,20 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
                                                                                          : SLM_FINISH_NONE;
         struct slm_logprob top[SLM_LOGPROBS_MAX];
         struct slm_event ev = {.token = id};
-        if (r->logprobs > 0) {
-            int nt2 = slm_logprobs_top(row, e->m->cfg.n_vocab, id, r->logprobs, &ev.logprob, top);
+        if (r->logprobs > 0 && row) {
+            int nt2 = slm_logprobs_top(row, (int)nv, id, r->logprobs, &ev.logprob, top);
             ev.n_top = nt2 > 0 ? nt2 : 0;
             ev.top = top;
+        } else if (r->logprobs > 0 && !isnan(e->slp[pl->dev])) {   /* NaN: the host's refusal, as above */
+            ev.logprob = e->slp[pl->dev];
+            ev.n_top = r->logprobs < (int)nv ? r->logprobs : (int)nv;
+            ev.top = e->stop_lp + (size_t)pl->dev * SLM_LOGPROBS_MAX;
         }
         char text[512 + 4 * SLM_STOP_MAX_LEN];
         ev.text_len = (int)emit_text(e, r, id, is_stop, &why, text, sizeof text);
         ev.text = text;
         ev.finish = why;
-        report(e, e->plan[p].k, &ev, fn, ctx);
+        report(e, pl->k, &ev, fn, ctx);
     }
     compact(e);
     return e->n_reqs;

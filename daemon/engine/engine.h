@@ -4,7 +4,8 @@
  * Requests (prompt token ids, sampling, limits) are added; each slm_engine_step() builds one
  * batch: the next token of every running sequence, then prefill chunks of waiting prompts up
  * to the step's token budget; it runs the forward pass, samples each finished row and reports
- * events. Full KV blocks are shared across requests by prefix (kvcache.h). When blocks run
+ * events (on the device when the backend can sample: only token ids and requested logprobs
+ * come back). Full KV blocks are shared across requests by prefix (kvcache.h). When blocks run
  * out, the lowest-priority, latest-arrived running sequence is preempted by recompute: its
  * blocks are freed and it is requeued with its prompt plus what it generated.
  *
@@ -38,6 +39,8 @@ struct slm_engine_opts {
     int max_batch_tokens;  /* tokens per step */
     int max_seqs;          /* sequences per step */
     int n_ctx;             /* longest sequence (prompt + generated) */
+    int host_sampling;     /* 1: sample on the host even when the backend can sample (the CUDA
+                              backend's `sample` op); for comparisons. 0: the device samples */
 };
 
 struct slm_request {
@@ -108,6 +111,7 @@ struct slm_engine_counts {
     int waiting;           /* of those, not admitted (queued, or preempted and waiting again) */
     int free_blocks;       /* free KV blocks, including evictable cached ones */
     uint64_t preempted;    /* preemptions so far */
+    uint64_t sampled_device, sampled_host;   /* tokens sampled by the backend's sample op / on the host */
 };
 
 /* All the counters at one instant (one lock). The three calls below are shorthands. */

@@ -1,4 +1,5 @@
-/* daemon/engine/model.c - see model.h. */
+/* daemon/engine/model.c - see model.h. The forward pass leaves the logits in backend
+ * memory; the caller copies the rows it wants to the host or samples them there. */
 #include "model.h"
 
 #include <errno.h>
@@ -389,5 +390,20 @@ int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struc
         if (rc) return rc;
     }
     if (b->n_out == 0) return 0;
+    if (!logits) return 0;   /* they stay in backend memory (slm_forward_logits) */
     return ops->to_host(be, f->logits, (size_t)b->n_out * (size_t)c->n_vocab, logits);
+}
+
+const float *slm_forward_logits(const struct slm_forward *f)
+{
+    return f->logits;
+}
+
+int slm_forward_logits_to_host(struct slm_forward *f, int first, int n, float *host)
+{
+    if (first < 0 || n < 0 || n > f->max_out - first) return -EINVAL;
+    if (n == 0) return 0;
+    struct slm_backend *be = f->m->be;
+    size_t nv = (size_t)f->m->cfg.n_vocab;
+    return be->ops->to_host(be, f->logits + (size_t)first * nv, (size_t)n * nv, host);
 }

@@ -66,8 +66,16 @@ struct slm_forward *slm_forward_create(struct slm_model *m, int max_tokens, int 
 void slm_forward_destroy(struct slm_forward **f);
 
 /* Runs the batch through the model, writing K/V into pool, and copies the logits of
- * the batch's out_rows to logits (n_out, n_vocab) on the host. Returns 0 or -errno. */
+ * the batch's out_rows to logits (n_out, n_vocab) on the host; with logits NULL they stay
+ * in backend memory (slm_forward_logits, slm_forward_logits_to_host). Returns 0 or -errno. */
 int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, float *logits);
+
+/* The last pass's logits in backend memory: (max_out, n_vocab), row i for out_rows[i]. */
+const float *slm_forward_logits(const struct slm_forward *f);
+
+/* Copies logits rows first .. first + n - 1 of the last pass to host (n, n_vocab).
+ * Returns 0 or -errno (-EINVAL when the rows are outside max_out). */
+int slm_forward_logits_to_host(struct slm_forward *f, int first, int n, float *host);
 
 /* A KV pool geometry for this model: n_blocks blocks of block_size tokens. */
 void slm_model_kv_geometry(const struct slm_model *m, int n_blocks, int block_size, struct slm_kv_pool *pool);

@@ -8,6 +8,10 @@
  * finds its cut with a histogram of the mass and sorts only the bin the cut falls in.
  * The survivors are walked for the draw in whatever order the cuts left them: a
  * fixed function of the logits, so a seed still fixes the tokens.
+ *
+ * The window of the penalties is kept as counts for the host chain and as a token list for
+ * export to a device sampler (sampler.h): the ring when repeat_last_n > 0, else the whole
+ * history in a growing array.
  */
 #include "daemon/engine/sampler.h"
 
@@ -33,6 +37,9 @@ struct slm_sampler {
     int32_t *count;           /* (n_vocab) occurrences of each token in the window */
     int32_t *ring;            /* (repeat_last_n) the window, when repeat_last_n > 0 */
     int ring_len, ring_pos;
+    int32_t *hist;            /* (hist_cap) the whole history, when repeat_last_n == -1 */
+    int hist_len, hist_cap;
+    int hist_lost;            /* hist could not grow: the export is off until a reset */
     struct candidate *cand;   /* (n_vocab) scratch for one sample */
 };
 
@@ -134,6 +141,7 @@ void slm_sampler_destroy(struct slm_sampler **s)
     free((*s)->cand);
     free((*s)->count);
     free((*s)->ring);
+    free((*s)->hist);
     free(*s);
     *s = NULL;
 }
@@ -143,6 +151,8 @@ void slm_sampler_reset(struct slm_sampler *s)
     if (s->count) memset(s->count, 0, (size_t)s->n_vocab * sizeof *s->count);
     s->ring_len = 0;
     s->ring_pos = 0;
+    s->hist_len = 0;
+    s->hist_lost = 0;
     slm_rng_seed(s->rng, s->p.seed);
 }
 
@@ -158,8 +168,48 @@ void slm_sampler_accept(struct slm_sampler *s, int32_t token)
         }
         s->ring[s->ring_pos] = token;
         s->ring_pos = s->ring_pos + 1 == n ? 0 : s->ring_pos + 1;
+    } else if (!s->hist_lost) {
+        if (s->hist_len == s->hist_cap) {
+            int cap = !s->hist_cap ? 256 : s->hist_cap < (1 << 28) ? 2 * s->hist_cap : 0;
+            int32_t *h = cap ? realloc(s->hist, (size_t)cap * sizeof *h) : NULL;
+            if (h) {
+                s->hist = h;
+                s->hist_cap = cap;
+            } else {
+                s->hist_lost = 1;
+            }
+        }
+        if (!s->hist_lost) s->hist[s->hist_len++] = token;
     }
     s->count[token]++;
+}
+
+const struct slm_sampling *slm_sampler_params(const struct slm_sampler *s)
+{
+    return &s->p;
+}
+
+int slm_sampler_window(const struct slm_sampler *s, const int32_t **tokens)
+{
+    *tokens = NULL;
+    if (!s->penalties_on) return 0;
+    if (s->ring) {
+        *tokens = s->ring;
+        return s->ring_len;
+    }
+    if (s->hist_lost) return -ENOMEM;
+    *tokens = s->hist;
+    return s->hist_len;
+}
+
+void slm_sampler_rng(const struct slm_sampler *s, uint64_t state[4])
+{
+    memcpy(state, s->rng, sizeof s->rng);
+}
+
+void slm_sampler_set_rng(struct slm_sampler *s, const uint64_t state[4])
+{
+    memcpy(s->rng, state, sizeof s->rng);
 }
 
 /* ---- the chain ---- */

@@ -7,6 +7,11 @@
  *
  * A sampler belongs to one sequence and is not thread-safe; it never modifies the
  * logits it is given.
+ *
+ * A device sampler (the backend's `sample` op, kernels/cuda/sampling.cu) runs the same chain:
+ * slm_sampler_params, slm_sampler_window and slm_sampler_rng export what it needs, and
+ * slm_sampler_set_rng takes back the state it left, so that a request can be sampled on the
+ * device one step and on the host the next with the same tokens and the same later draws.
  */
 #ifndef SLM_ENGINE_SAMPLER_H
 #define SLM_ENGINE_SAMPLER_H
@@ -54,5 +59,21 @@ void slm_sampler_accept(struct slm_sampler *s, int32_t token);
 /* Clears the history and re-seeds the RNG from the creation seed: the sampler then
  * behaves exactly as a fresh one. */
 void slm_sampler_reset(struct slm_sampler *s);
+
+/* The parameters the sampler was created with. */
+const struct slm_sampling *slm_sampler_params(const struct slm_sampler *s);
+
+/* The penalty window: *tokens points at the tokens the penalties count (in no particular
+ * order; valid until the next accept, reset or destroy). Returns how many (0 when the
+ * penalties are off or nothing was accepted), or -ENOMEM when a whole-history window
+ * (repeat_last_n -1) could not grow: slm_sampler_sample is still right, only the export
+ * is lost, and the caller samples on the host. */
+int slm_sampler_window(const struct slm_sampler *s, const int32_t **tokens);
+
+/* The RNG state (xoshiro256**) the next non-greedy draw starts from. */
+void slm_sampler_rng(const struct slm_sampler *s, uint64_t state[4]);
+
+/* Replaces the RNG state (with what a device sampler advanced it to). */
+void slm_sampler_set_rng(struct slm_sampler *s, const uint64_t state[4]);
 
 #endif
