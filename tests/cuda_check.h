@@ -1,4 +1,4 @@
-/* tests/cuda_check.h - CHECK (tests/check.h) and CUDA_OK for the C++ tests that run CUDA
+/* tests/cuda_check.h - CHECK (tests/check.h), CUDA_OK and RC_OK for the C++ tests that run CUDA
  * code under the SIMT emulator. Include once per test program. */
 #ifndef SLM_TESTS_CUDA_CHECK_H
 #define SLM_TESTS_CUDA_CHECK_H
@@ -12,6 +12,13 @@
         cudaError_t e_ = (call);                                                                                \
         CHECK(e_ == cudaSuccess, "%s: expected cudaSuccess, got %s (%s)", #call, cudaGetErrorName(e_),        \
               slm_emu_last_report());                                                                           \
+    } while (0)
+
+/* A launcher (or other int-returning call) that must return 0. */
+#define RC_OK(call)                                                                                     \
+    do {                                                                                                \
+        int rc_ = (call);                                                                               \
+        CHECK(rc_ == 0, "%s: expected 0, got %d (%s)", #call, rc_, slm_emu_last_report());              \
     } while (0)
 
 #endif

@@ -22,12 +22,6 @@ extern "C" {
 #include <cstring>
 #include <vector>
 
-#define RC_OK(call)                                                                                     \
-    do {                                                                                                \
-        int rc_ = (call);                                                                               \
-        CHECK(rc_ == 0, "%s: expected 0, got %d (%s)", #call, rc_, slm_emu_last_report());              \
-    } while (0)
-
 static const uint32_t weight_types[] = {SLM_TYPE_F32,  SLM_TYPE_F16,  SLM_TYPE_BF16, SLM_TYPE_Q4_0,
                                         SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q8_0,
                                         SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};

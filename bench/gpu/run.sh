@@ -56,17 +56,22 @@ GEN=""
 command -v ninja > /dev/null 2>&1 && GEN="-G Ninja"
 # shellcheck disable=SC2086
 { cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DSLM_CUDA=ON &&
-  cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_ops_gpu test_cuda_attention_gpu test_cuda_sampling_gpu \
-      test_cuda_model_gpu gpu_kernels bench_engine batched_bench; } > "$OUT/build.log" 2>&1 ||
+  cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_ops_gpu test_cuda_matvec_q8_gpu test_cuda_attention_gpu \
+      test_cuda_sampling_gpu test_cuda_graphs_gpu test_cuda_model_gpu gpu_kernels bench_engine batched_bench; } > "$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/build.log" >&2; echo "run.sh: the build failed (the whole log: $OUT/build.log)" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$OUT/gpu.csv" 2>&1
 
 echo "== kernel tests on the GPU"
 status=0
 : > "$OUT/tests.txt"
-for t in ops attention sampling model; do
+for t in ops matvec_q8 attention sampling graphs model; do
     SLM_MODEL_DIR="$(dirname "$MODEL")" SLM_TEST_DATA="$PWD/tests" "$BUILD/test_cuda_${t}_gpu" > "$OUT/test_$t.log" 2>&1
     rc=$?
+    if [ "$t" = model ] && [ $rc -eq 0 ]; then   # and the engine sampling on the device
+        SLM_MODEL_DIR="$(dirname "$MODEL")" SLM_TEST_DATA="$PWD/tests" "$BUILD/test_cuda_model_gpu" --sampling \
+            >> "$OUT/test_$t.log" 2>&1
+        rc=$?
+    fi
     case $rc in 0) r=pass ;; 77) r=skip ;; *) r="FAIL ($rc)"; status=1 ;; esac
     echo "test_cuda_${t}_gpu $r" | tee -a "$OUT/tests.txt"
     [ $rc -eq 0 ] || [ $rc -eq 77 ] || tail -15 "$OUT/test_$t.log"
