@@ -13,8 +13,10 @@
  * compiler (which does not) are written as fmaf / __fmul_rn.
  */
 #include <errno.h>
+#include <limits.h>
 
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/compat.h"
 #include "kernels/cuda/cpu_math.cuh"
 
@@ -25,14 +27,6 @@
 #else
 #define ATTN_UNROLL _Pragma("GCC unroll 16")
 #endif
-
-/* Pool row of position t of a sequence, or -1 when its block id is out of range. */
-__device__ static inline long long kv_row(const int32_t *blocks, int t, int block_size, int n_blocks)
-{
-    int b = blocks[t / block_size];
-    if (b < 0 || b >= n_blocks) return -1;
-    return (long long)b * block_size + t % block_size;
-}
 
 /* ---- RoPE and store: one block per token. */
 
@@ -74,7 +68,8 @@ struct attn_args {
     const int32_t *pos, *seq_row, *block_tables;
     int max_blocks, n_blocks, block_size;
     int n_tokens, n_head, n_head_kv;
-    int max_ctx;                 /* every pos + 1 of the call is at most this */
+    int pos_lo, pos_hi;          /* the tokens with pos in [pos_lo, pos_hi); the others are skipped */
+    int max_ctx;                 /* every such pos + 1 is at most this */
     int ctx_pad;                 /* max_ctx rounded up to 64: floats of scores per row */
     float scale;
     float *ws;                   /* (n_tokens, n_head, ctx_pad + ctx_pad / 16): scores, sums of 16 */
@@ -130,6 +125,7 @@ template <int D> __global__ void __launch_bounds__(ATTN_THREADS) k_attn(struct a
     const int tok = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
     const int kvh = h / (a.n_head / a.n_head_kv);
     const int n_ctx = a.pos[tok] + 1;
+    if (n_ctx - 1 < a.pos_lo || n_ctx - 1 >= a.pos_hi) return;   /* the other kernel's token */
     float *o = a.out + ((size_t)tok * a.n_head + h) * D;
     if (n_ctx < 1 || n_ctx > a.max_ctx) { /* the whole block: the caller's max_ctx is wrong */
         for (int d = tid; d < D; d += ATTN_THREADS) o[d] = __int_as_float(0x7fc00000);
@@ -199,42 +195,11 @@ template <int D> __global__ void __launch_bounds__(ATTN_THREADS) k_attn(struct a
 
 /* ---- launchers */
 
-static int shape_ok(const struct slm_cuda_attn_shape *s)
-{
-    if (!s || s->n_head_kv < 1 || s->n_head < s->n_head_kv || s->n_head % s->n_head_kv) return 0;
-    if (s->n_head / s->n_head_kv > SLM_CUDA_ATTN_MAX_GROUP) return 0;
-    if (s->head_dim != 64 && s->head_dim != 80 && s->head_dim != 96 && s->head_dim != 128) return 0;
-    if (s->rope_dim < 0 || s->rope_dim > s->head_dim || s->rope_dim % 2) return 0;
-    if (s->rope_layout != 0 && s->rope_layout != 1) return 0;
-    return 1;
-}
-
-/* The tables and the layer's cache, for n tokens (n >= 1). */
-static int tokens_ok(const struct slm_cuda_attn_shape *s, const struct slm_cuda_attn_tokens *t,
-                     const struct slm_cuda_kv_layer *kv)
-{
-    if (!t || !kv || t->n_tokens < 1 || t->max_blocks < 1 || t->n_seq_rows < 1) return 0;
-    if (!t->pos || !t->seq_row || !t->block_tables || !kv->k || !kv->v) return 0;
-    if (kv->n_blocks < 1 || kv->block_size < 1) return 0;
-    size_t cache = (size_t)kv->n_blocks * kv->block_size * s->n_head_kv * s->head_dim * sizeof(__half);
-    if (slm_emu_check_device_ptr(t->pos, (size_t)t->n_tokens * 4, "pos") ||
-        slm_emu_check_device_ptr(t->seq_row, (size_t)t->n_tokens * 4, "seq_row") ||
-        slm_emu_check_device_ptr(t->block_tables, (size_t)t->n_seq_rows * t->max_blocks * 4, "block_tables") ||
-        slm_emu_check_device_ptr(kv->k, cache, "k cache") || slm_emu_check_device_ptr(kv->v, cache, "v cache"))
-        return 0;
-    return 1;
-}
-
-static int launched(void)
-{
-    return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
-}
-
 extern "C" int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
                                    const struct slm_cuda_kv_layer *kv, float *q, float *k, const float *v,
                                    cudaStream_t stream)
 {
-    if (!shape_ok(shape) || !tokens_ok(shape, t, kv) || !q || !k || !v) return -EINVAL;
+    if (!attn_shape_ok(shape) || !attn_tokens_ok(shape, t, kv) || !q || !k || !v) return -EINVAL;
     size_t n = (size_t)t->n_tokens, kvd = (size_t)shape->n_head_kv * shape->head_dim;
     if (slm_emu_check_device_ptr(q, n * shape->n_head * shape->head_dim * 4, "q") ||
         slm_emu_check_device_ptr(k, n * kvd * 4, "k") || slm_emu_check_device_ptr(v, n * kvd * 4, "v"))
@@ -243,7 +208,7 @@ extern "C" int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, cons
                t->max_blocks, static_cast<__half *>(kv->k), static_cast<__half *>(kv->v), kv->n_blocks,
                kv->block_size, shape->n_head, shape->n_head_kv, shape->head_dim, shape->rope_dim,
                shape->rope_layout, shape->rope_theta_scale);
-    return launched();
+    return attn_launched();
 }
 
 static size_t ctx_pad(int max_ctx)
@@ -253,17 +218,20 @@ static size_t ctx_pad(int max_ctx)
 
 extern "C" size_t slm_cuda_attention_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx)
 {
-    if (!shape_ok(shape) || n_tokens < 1 || max_ctx < 1) return 0;
+    if (!attn_shape_ok(shape) || n_tokens < 1 || max_ctx < 1) return 0;
     size_t cp = ctx_pad(max_ctx);
     return (size_t)n_tokens * shape->n_head * (cp + cp / 16) * sizeof(float);
 }
 
 /* One block per (token, query head), whichever launcher: the same kernel, the same order. */
-static int attention_run(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                         const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, void *workspace,
-                         size_t workspace_bytes, float *out, cudaStream_t stream)
+extern "C" int slm_cuda_attention_exact(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                                        const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo,
+                                        int pos_hi, void *workspace, size_t workspace_bytes, float *out,
+                                        cudaStream_t stream)
 {
-    if (!shape_ok(shape) || !tokens_ok(shape, t, kv) || !q || !out || !workspace || max_ctx < 1) return -EINVAL;
+    if (!attn_shape_ok(shape) || !attn_tokens_ok(shape, t, kv) || !q || !out || !workspace || max_ctx < 1 ||
+        pos_lo < 0 || pos_hi < pos_lo)
+        return -EINVAL;
     size_t need = slm_cuda_attention_workspace(shape, t->n_tokens, max_ctx);
     size_t qbytes = (size_t)t->n_tokens * shape->n_head * shape->head_dim * sizeof(float);
     if (workspace_bytes < need || slm_emu_check_device_ptr(workspace, need, "workspace") ||
@@ -271,8 +239,8 @@ static int attention_run(const struct slm_cuda_attn_shape *shape, const struct s
         return -EINVAL;
     struct attn_args a = {q, static_cast<const __half *>(kv->k), static_cast<const __half *>(kv->v), t->pos,
                           t->seq_row, t->block_tables, t->max_blocks, kv->n_blocks, kv->block_size,
-                          t->n_tokens, shape->n_head, shape->n_head_kv, max_ctx, (int)ctx_pad(max_ctx),
-                          shape->scale, static_cast<float *>(workspace), out};
+                          t->n_tokens, shape->n_head, shape->n_head_kv, pos_lo, pos_hi, max_ctx,
+                          (int)ctx_pad(max_ctx), shape->scale, static_cast<float *>(workspace), out};
     dim3 grid((unsigned)t->n_tokens, (unsigned)shape->n_head);
     switch (shape->head_dim) {
     case 64: SLM_LAUNCH(k_attn<64>, grid, ATTN_THREADS, 0, stream, a); break;
@@ -280,7 +248,7 @@ static int attention_run(const struct slm_cuda_attn_shape *shape, const struct s
     case 96: SLM_LAUNCH(k_attn<96>, grid, ATTN_THREADS, 0, stream, a); break;
     default: SLM_LAUNCH(k_attn<128>, grid, ATTN_THREADS, 0, stream, a); break;
     }
-    return launched();
+    return attn_launched();
 }
 
 extern "C" int slm_cuda_attention_decode(const struct slm_cuda_attn_shape *shape,
@@ -288,7 +256,7 @@ extern "C" int slm_cuda_attention_decode(const struct slm_cuda_attn_shape *shape
                                          const float *q, int max_ctx, void *workspace, size_t workspace_bytes,
                                          float *out, cudaStream_t stream)
 {
-    return attention_run(shape, t, kv, q, max_ctx, workspace, workspace_bytes, out, stream);
+    return slm_cuda_attention_exact(shape, t, kv, q, max_ctx, 0, INT_MAX, workspace, workspace_bytes, out, stream);
 }
 
 extern "C" int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shape,
@@ -296,6 +264,7 @@ extern "C" int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shap
                                           const float *q, int p0, void *workspace, size_t workspace_bytes,
                                           float *out, cudaStream_t stream)
 {
-    if (!shape_ok(shape) || !t || p0 < 0) return -EINVAL;
-    return attention_run(shape, t, kv, q, p0 + t->n_tokens, workspace, workspace_bytes, out, stream);
+    if (!attn_shape_ok(shape) || !t || p0 < 0) return -EINVAL;
+    return slm_cuda_attention_exact(shape, t, kv, q, p0 + t->n_tokens, 0, INT_MAX, workspace, workspace_bytes, out,
+                                    stream);
 }

@@ -18,6 +18,10 @@
 extern "C" {
 #endif
 
+/* Positions per partition of the split (flash-decoding) kernel. A constant (never derived
+ * from the batch or the longest sequence), so a query's reduction order depends only on its
+ * own position. */
+#define SLM_CUDA_ATTN_PARTITION 128
 /* Largest n_head / n_head_kv (query heads sharing one KV head). */
 #define SLM_CUDA_ATTN_MAX_GROUP 16
 
@@ -87,6 +91,36 @@ int slm_cuda_attention_decode(const struct slm_cuda_attn_shape *shape, const str
 int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
                                const struct slm_cuda_kv_layer *kv, const float *q, int p0, void *workspace,
                                size_t workspace_bytes, float *out, cudaStream_t stream);
+
+/*
+ * The CPU-exact attention (slm_cuda_attention_decode's kernel) of only the tokens whose
+ * position is in [pos_lo, pos_hi): their out rows as decode gives them, the other tokens'
+ * rows left untouched (their blocks return at once). max_ctx (host) bounds pos[i] + 1 over
+ * the tokens in range only, and sizes the workspace (slm_cuda_attention_workspace).
+ */
+int slm_cuda_attention_exact(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                             const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo, int pos_hi,
+                             void *workspace, size_t workspace_bytes, float *out, cudaStream_t stream);
+
+/* Bytes of workspace slm_cuda_attention_split needs for n_tokens queries whose context is at
+ * most max_ctx positions: (n_tokens, n_head, partitions, head_dim + 2) floats, partitions =
+ * max_ctx / SLM_CUDA_ATTN_PARTITION rounded up. */
+size_t slm_cuda_attention_split_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx);
+
+/*
+ * Paged flash-decoding attention, the long-context path: out rows as slm_cuda_attention_decode
+ * defines them (each token attends to positions 0..pos[i] of its sequence), for the tokens whose
+ * position is in [pos_lo, pos_hi) only; the other tokens' rows are left untouched. The context is
+ * cut into partitions of SLM_CUDA_ATTN_PARTITION positions, one block per (token, KV head,
+ * partition) computing the group's query heads against each K/V tile (GQA), then the partitions
+ * of each (token, head) merged in order. Not the CPU's order (fp32 weights, another summation
+ * order; docs/cuda.md has the bound), but a token's bits depend only on its own query,
+ * position and cache, never on the other tokens of the call. max_ctx (host) bounds pos[i] + 1
+ * over the tokens in range and sizes the workspace (slm_cuda_attention_split_workspace).
+ */
+int slm_cuda_attention_split(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                             const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo, int pos_hi,
+                             void *workspace, size_t workspace_bytes, float *out, cudaStream_t stream);
 
 /* ---- sampling */
 

@@ -1,0 +1,53 @@
+/*
+ * kernels/cuda/attention_common.cuh - what the two attention kernels (attention.cu, the
+ * CPU-exact one; attention_split.cu, flash-decoding) share: the paged row lookup and the
+ * argument checks of their launchers.
+ */
+#ifndef SLM_KERNELS_CUDA_ATTENTION_COMMON_CUH
+#define SLM_KERNELS_CUDA_ATTENTION_COMMON_CUH
+
+#include <errno.h>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/compat.h"
+
+/* Pool row of position t of a sequence, or -1 when its block id is out of range. */
+__device__ static inline long long kv_row(const int32_t *blocks, int t, int block_size, int n_blocks)
+{
+    int b = blocks[t / block_size];
+    if (b < 0 || b >= n_blocks) return -1;
+    return (long long)b * block_size + t % block_size;
+}
+
+static inline int attn_shape_ok(const struct slm_cuda_attn_shape *s)
+{
+    if (!s || s->n_head_kv < 1 || s->n_head < s->n_head_kv || s->n_head % s->n_head_kv) return 0;
+    if (s->n_head / s->n_head_kv > SLM_CUDA_ATTN_MAX_GROUP) return 0;
+    if (s->head_dim != 64 && s->head_dim != 80 && s->head_dim != 96 && s->head_dim != 128) return 0;
+    if (s->rope_dim < 0 || s->rope_dim > s->head_dim || s->rope_dim % 2) return 0;
+    if (s->rope_layout != 0 && s->rope_layout != 1) return 0;
+    return 1;
+}
+
+/* The tables and the layer's cache, for n tokens (n >= 1). */
+static inline int attn_tokens_ok(const struct slm_cuda_attn_shape *s, const struct slm_cuda_attn_tokens *t,
+                                 const struct slm_cuda_kv_layer *kv)
+{
+    if (!t || !kv || t->n_tokens < 1 || t->max_blocks < 1 || t->n_seq_rows < 1) return 0;
+    if (!t->pos || !t->seq_row || !t->block_tables || !kv->k || !kv->v) return 0;
+    if (kv->n_blocks < 1 || kv->block_size < 1) return 0;
+    size_t cache = (size_t)kv->n_blocks * kv->block_size * s->n_head_kv * s->head_dim * sizeof(__half);
+    if (slm_emu_check_device_ptr(t->pos, (size_t)t->n_tokens * 4, "pos") ||
+        slm_emu_check_device_ptr(t->seq_row, (size_t)t->n_tokens * 4, "seq_row") ||
+        slm_emu_check_device_ptr(t->block_tables, (size_t)t->n_seq_rows * t->max_blocks * 4, "block_tables") ||
+        slm_emu_check_device_ptr(kv->k, cache, "k cache") || slm_emu_check_device_ptr(kv->v, cache, "v cache"))
+        return 0;
+    return 1;
+}
+
+static inline int attn_launched(void)
+{
+    return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+}
+
+#endif
