@@ -13,9 +13,10 @@
  * results are the CPU backend's bits, and a token's do not depend on the batch (the cuBLAS
  * GEMM path would give other bits, batch-dependent ones). F32 / F16 / BF16 weights take the
  * fp32 dequant-GEMV. Attention: RoPE and the KV store for the
- * whole batch, then the decode launcher for tokens that are alone in their run and the
- * prefill launcher for each chunk of consecutive positions of one sequence (both give a
- * token the same bits, so the split does not depend on the batch).
+ * whole batch, then two launches over the whole token list: the CPU-exact kernel takes the
+ * tokens at positions < T (exact_ctx: EXACT_ATTN_CTX, or SLM_CUDA_EXACT_ATTN_CTX in the
+ * environment at creation), the flash-decoding split kernel those at positions >= T. Which
+ * kernel a token gets depends only on its own position, so the batch never changes its bits.
  *
  * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
  * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
@@ -38,6 +39,7 @@
  * SLM_BACKEND_CUDA_EMU), or, with neither, as the no-CUDA variant at the end of this file.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,14 @@ struct attn_meta {
  * the attention launch's max_ctx, which lays out its workspace, is parts x GRAPH_CTX_STEP. */
 #define GRAPH_CTX_STEP 128
 
+/* T: tokens at positions below it take the CPU-exact attention kernel (the CPU backend's bits),
+ * the others the flash-decoding split one (docs/cuda.md, "Attention and sampling"). The exact
+ * kernel has one block per (token, head) with serial parts (the sum of the exps, the 64-chain
+ * p.V) that grow with the context; up to 1024 positions they stay cheap next to the rest of a
+ * layer, and every context of the test suite and of typical chat turns is below it.
+ * SLM_CUDA_EXACT_ATTN_CTX in the environment at creation overrides it (0: always split). */
+#define EXACT_ATTN_CTX 1024
+
 /* One captured decode step shape: `tokens` (a bucket) tokens whose attention spans `parts`
  * partitions, with block tables of `stride` entries a token. */
 enum graph_state { GRAPH_NEW, GRAPH_WARM, GRAPH_READY, GRAPH_EAGER };
@@ -109,8 +119,9 @@ struct cuda_impl {
     cudaStream_t stream;
     struct staging ids;       /* token ids of embed, row ids of gather_rows */
     struct attn_meta attn;
-    void *workspace;          /* attention partials */
+    void *workspace;          /* attention: the exact kernel's part, then the split kernel's */
     size_t workspace_bytes;
+    int exact_ctx;            /* T: positions < T take the exact attention, the others the split one */
     struct graphs graphs;
     /* matmul: x quantized for the integer GEMV, one region per activation type of a call
      * (Q8_0, Q8_1, Q8_K). Sized at the first quantized matmul for Q8_SCRATCH_TOKENS tokens of
@@ -483,10 +494,15 @@ static int run_end(const struct slm_batch *b, int i)
     return j;
 }
 
-/* Workspace of at least `need` bytes. A new one drops the graphs (they hold the old one). */
+/* Workspace of at least `need` bytes. A new one drops the graphs (they hold the old one), so it
+ * grows to a power of two of at least 1 MiB: few growths, and none in the step shapes of the
+ * short contexts. */
 static int workspace_reserve(struct cuda_impl *ci, size_t need)
 {
     if (need <= ci->workspace_bytes) return 0;
+    size_t grow = (size_t)1 << 20;
+    while (grow < need) grow *= 2;
+    need = grow;
     graphs_reset(ci);
     if (ci->workspace) cudaFree(ci->workspace);   /* synchronises */
     ci->workspace = NULL, ci->workspace_bytes = 0;
@@ -495,35 +511,53 @@ static int workspace_reserve(struct cuda_impl *ci, size_t need)
     return 0;
 }
 
-/* Workspace for the largest launch of this batch (decode groups and prefill chunks). */
-static int attn_workspace(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, const struct slm_batch *b)
+/* The attention workspace of n tokens whose contexts reach max_ctx: the exact kernel's part
+ * (contexts capped at T) first, then, at *split_off (256-byte aligned), the split kernel's
+ * when `split` (the contexts past T). Returns the total. */
+static size_t attn_ws_layout(const struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, int n, int max_ctx,
+                             int split, size_t *split_off)
 {
-    size_t need = 0;
-    for (int i = 0; i < b->n_tokens;) {
-        int j = run_end(b, i);
-        /* a decode group is at most the whole batch with the longest context */
-        size_t w = j - i > 1 ? slm_cuda_attention_workspace(sh, j - i, b->pos[j - 1] + 1)
-                             : slm_cuda_attention_workspace(sh, b->n_tokens, ci->attn.max_ctx);
-        if (w > need) need = w;
-        i = j;
-    }
-    return workspace_reserve(ci, need);
+    int exact_ctx = max_ctx < ci->exact_ctx ? max_ctx : ci->exact_ctx;
+    size_t e = exact_ctx > 0 ? slm_cuda_attention_workspace(sh, n, exact_ctx) : 0;
+    e = (e + 255) / 256 * 256;
+    *split_off = e;
+    return e + (split ? slm_cuda_attention_split_workspace(sh, n, max_ctx) : 0);
 }
 
-/* Attention of a graph-shaped step: every token alone in its (own) block table row, one decode
- * launch over max_ctx = the step's partitions x 128, from the metadata buffer. */
+/* The two attention launches over the tokens t (positions bounded by max_ctx): the exact
+ * kernel for positions < T, and the split kernel for positions >= T when `split`. */
+static int attention_launch(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
+                            const struct slm_cuda_attn_tokens *t, const struct slm_cuda_kv_layer *kv, const float *q,
+                            int max_ctx, int split, float *out)
+{
+    size_t split_off;
+    int rc = workspace_reserve(ci, attn_ws_layout(ci, sh, t->n_tokens, max_ctx, split, &split_off));
+    if (rc) return rc;
+    int exact_ctx = max_ctx < ci->exact_ctx ? max_ctx : ci->exact_ctx;
+    if (exact_ctx > 0 &&
+        (rc = launched(slm_cuda_attention_exact(sh, t, kv, q, exact_ctx, 0, ci->exact_ctx, ci->workspace, split_off,
+                                                out, ci->stream),
+                       "slm_cuda_attention_exact")))
+        return rc;
+    if (!split) return 0;
+    return launched(slm_cuda_attention_split(sh, t, kv, q, max_ctx, ci->exact_ctx, INT_MAX,
+                                             (char *)ci->workspace + split_off, ci->workspace_bytes - split_off, out,
+                                             ci->stream),
+                    "slm_cuda_attention_split");
+}
+
+/* Attention of a graph-shaped step: every token alone in its (own) block table row, over
+ * max_ctx = the step's partitions x 128, from the metadata buffer. Both kernels are launched
+ * whatever the positions (a graph must not depend on them). */
 static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
                                 const struct slm_cuda_kv_layer *kv, float *q, float *k, const float *v, float *out)
 {
     const struct graphs *g = &ci->graphs;
-    int rc = workspace_reserve(ci, slm_cuda_attention_workspace(sh, g->tokens, g->max_ctx));
-    if (rc) return rc;
     struct slm_cuda_attn_tokens t = {.n_tokens = g->tokens, .pos = g->d_pos, .seq_row = g->d_row,
                                      .block_tables = g->d_tables, .n_seq_rows = g->tokens, .max_blocks = g->stride};
-    if ((rc = launched(slm_cuda_rope_store(sh, &t, kv, q, k, v, ci->stream), "slm_cuda_rope_store"))) return rc;
-    return launched(slm_cuda_attention_decode(sh, &t, kv, q, g->max_ctx, ci->workspace, ci->workspace_bytes, out,
-                                              ci->stream),
-                    "slm_cuda_attention_decode");
+    int rc = launched(slm_cuda_rope_store(sh, &t, kv, q, k, v, ci->stream), "slm_cuda_rope_store");
+    if (rc) return rc;
+    return attention_launch(ci, sh, &t, kv, q, g->max_ctx, 1, out);
 }
 
 static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
@@ -544,37 +578,10 @@ static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int 
     if (rc) return rc;
     const struct attn_meta *a = &ci->attn;
     const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
-    if ((rc = attn_workspace(ci, &sh, b))) return rc;
     struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, q, k, v, ci->stream), "slm_cuda_rope_store"))) return rc;
-
-    size_t qd = (size_t)p->n_head * (size_t)p->head_dim;
-    for (int i = 0; i < b->n_tokens;) {
-        int j = run_end(b, i);
-        struct slm_cuda_attn_tokens t = all;
-        t.pos = d_pos + i;
-        t.seq_row = d_row + i;
-        if (j - i > 1) {   /* a prefill chunk */
-            t.n_tokens = j - i;
-            rc = launched(slm_cuda_attention_prefill(&sh, &t, &kv, q + (size_t)i * qd, b->pos[i], ci->workspace,
-                                                     ci->workspace_bytes, out + (size_t)i * qd, ci->stream),
-                          "slm_cuda_attention_prefill");
-        } else {           /* decodes: this token and the single-token runs after it */
-            int max_ctx = b->pos[i] + 1;
-            while (j < b->n_tokens && run_end(b, j) == j + 1) {
-                if (b->pos[j] + 1 > max_ctx) max_ctx = b->pos[j] + 1;
-                j++;
-            }
-            t.n_tokens = j - i;
-            rc = launched(slm_cuda_attention_decode(&sh, &t, &kv, q + (size_t)i * qd, max_ctx, ci->workspace,
-                                                    ci->workspace_bytes, out + (size_t)i * qd, ci->stream),
-                          "slm_cuda_attention_decode");
-        }
-        if (rc) return rc;
-        i = j;
-    }
-    return 0;
+    return attention_launch(ci, &sh, &all, &kv, q, a->max_ctx, a->max_ctx > ci->exact_ctx, out);
 }
 
 static int cuda_gather_rows(struct slm_backend *be, const float *x, int dim, const int32_t *rows, int n_rows,
@@ -627,8 +634,8 @@ static void graphs_reset(struct cuda_impl *ci)
     if (any) g->stats.resets++;
 }
 
-/* Whether b is a decode-only step: every token a run of one (as the eager attention
- * classifies runs) and every token's logits wanted. */
+/* Whether b is a decode-only step: every token a run of one (no two consecutive positions
+ * of one sequence) and every token's logits wanted. */
 static int decode_only(const struct slm_batch *b)
 {
     if (b->n_out != b->n_tokens) return 0;
@@ -1057,6 +1064,19 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
             prop.name, prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
             slm_backend_cuda_emulated() ? " (SIMT emulator)" : "",
             ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on");
+    ci->exact_ctx = EXACT_ATTN_CTX;
+    const char *exact = getenv("SLM_CUDA_EXACT_ATTN_CTX");
+    if (exact && *exact) {
+        char *end;
+        long v = strtol(exact, &end, 10);
+        if (*end || v < 0 || v > INT_MAX)
+            slm_log(SLM_LOG_WARNING, "cuda backend: SLM_CUDA_EXACT_ATTN_CTX=%s is not a position count; using %d",
+                    exact, EXACT_ATTN_CTX);
+        else
+            ci->exact_ctx = (int)v;
+    }
+    slm_log(SLM_LOG_INFO, "cuda backend: attention: positions < %d exact (CPU order), from %d split", ci->exact_ctx,
+            ci->exact_ctx);
     const char *sampling = getenv("SLM_CUDA_SAMPLING");
     if (sampling && !strcmp(sampling, "0")) {
         ci->host_sampling_ops = cuda_ops;
