@@ -13,6 +13,12 @@
  * Checks: every step's logits are bit-identical across the three; the KV blocks the engine
  * owns are bit-identical afterwards (padding tokens wrote only the scratch block); the graph
  * counters show captures and replays (graphs), none (eager), failures and no replay (broken).
+ *
+ * Then three more with SLM_CUDA_EXACT_ATTN_CTX=20 (positions >= 20 take the split attention
+ * kernel; the script's sequences cross 20 in their prefill chunks and decodes): graphs on,
+ * graphs off, and graphs off running every sequence of a step alone. Checks: bit-identical
+ * logits across the three (graphs on/off agree; a token's logits do not depend on its batch),
+ * and different logits from the default T at some steps (the split path did run).
  * SLM_EMU_WORKERS defaults to 2 here (the machine is shared). */
 #include <cerrno>
 #include <chrono>
@@ -141,14 +147,17 @@ struct rig {
     struct slm_kv_pool pool = {};
 };
 
-static int rig_open(rig &r, const char *name, const char *graphs_env, const char *path)
+static int rig_open(rig &r, const char *name, const char *graphs_env, const char *exact_env, const char *path)
 {
     char err[SLM_ERR_LEN];
     r.name = name;
     if (graphs_env) setenv("SLM_CUDA_GRAPHS", graphs_env, 1);
     else unsetenv("SLM_CUDA_GRAPHS");
+    if (exact_env) setenv("SLM_CUDA_EXACT_ATTN_CTX", exact_env, 1);
+    else unsetenv("SLM_CUDA_EXACT_ATTN_CTX");
     r.be = slm_backend_cuda_create(0, 0.9, err);
     unsetenv("SLM_CUDA_GRAPHS");
+    unsetenv("SLM_CUDA_EXACT_ATTN_CTX");
     if (!r.be) {
         printf("FAIL %s: slm_backend_cuda_create: %s\n", name, err);
         return -1;
@@ -279,11 +288,14 @@ int main(void)
     int rc = write_model(path.c_str());
     CHECK(rc == 0, "writing %s: expected 0, got %d", path.c_str(), rc);
 
-    rig rigs[3];
-    const char *names[3] = {"graphs", "eager", "broken"};
-    const char *envs[3] = {nullptr, "0", "test-break-capture"};
-    for (int i = 0; i < 3 && !failures; i++)
-        if (rig_open(rigs[i], names[i], envs[i], path.c_str())) failures++;
+    /* 3, 4, 5: T = 20; 5 runs each sequence of a step alone */
+    enum { N_RIGS = 6, ALONE = 5 };
+    rig rigs[N_RIGS];
+    const char *names[N_RIGS] = {"graphs", "eager", "broken", "graphs T=20", "eager T=20", "alone T=20"};
+    const char *envs[N_RIGS] = {nullptr, "0", "test-break-capture", nullptr, "0", "0"};
+    const char *exact[N_RIGS] = {nullptr, nullptr, nullptr, "20", "20", "20"};
+    for (int i = 0; i < N_RIGS && !failures; i++)
+        if (rig_open(rigs[i], names[i], envs[i], exact[i], path.c_str())) failures++;
     unlink(path.c_str());
     rmdir(dir);
     if (failures) return 1;
@@ -321,18 +333,18 @@ int main(void)
     };
     script.insert(script.end(), decodes.begin(), decodes.end());
 
-    world w[3];
+    world w[N_RIGS];
     for (auto &x : w) {
         for (int i = 0; i < N_SEQ; i++) x.row_of[i] = i;
         for (int b = 0; b < N_BLOCKS; b++) x.free_blocks.push_back((int32_t)((b * 37) % N_BLOCKS));
     }
-    double ms[3] = {0, 0, 0};
-    int steps = 0;
+    double ms[N_RIGS] = {0, 0, 0, 0, 0, 0};
+    int steps = 0, split_differs = 0;
     for (const step &st : script) {
         std::vector<std::pair<int, int>> parts;
         for (int s : st.seqs) parts.push_back({s, st.prefill ? st.prefill : 1});
-        std::vector<float> logits[3];
-        for (int r = 0; r < 3; r++) {
+        std::vector<float> logits[N_RIGS];
+        for (int r = 0; r < N_RIGS; r++) {
             if (st.renew) {
                 char err[SLM_ERR_LEN];
                 slm_forward_destroy(&rigs[r].f);
@@ -342,25 +354,43 @@ int main(void)
             }
             if (st.permute)
                 for (int i = 0; i < N_SEQ; i++) w[r].row_of[i] = (w[r].row_of[i] + 1) % N_SEQ;
-            step_batch sb;
-            build(w[r], parts, sb);
-            logits[r].assign((size_t)sb.b.n_out * VOCAB, NAN);
-            auto t0 = std::chrono::steady_clock::now();
-            rc = slm_forward_run(rigs[r].f, &rigs[r].pool, &sb.b, logits[r].data());
-            ms[r] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-            CHECK(rc == 0, "%s: step %d: slm_forward_run: expected 0, got %d", rigs[r].name, steps, rc);
+            /* ALONE: each sequence in its own step, in the batch's order (the same blocks), the
+             * logits laid out as the batch's (out rows last to first) */
+            std::vector<std::vector<std::pair<int, int>>> runs;
+            if (r == ALONE)
+                for (auto &pt : parts) runs.push_back({pt});
+            else
+                runs.push_back(parts);
+            for (auto &run : runs) {
+                step_batch sb;
+                build(w[r], run, sb);
+                std::vector<float> l((size_t)sb.b.n_out * VOCAB, NAN);
+                auto t0 = std::chrono::steady_clock::now();
+                rc = slm_forward_run(rigs[r].f, &rigs[r].pool, &sb.b, l.data());
+                ms[r] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+                CHECK(rc == 0, "%s: step %d: slm_forward_run: expected 0, got %d", rigs[r].name, steps, rc);
+                logits[r].insert(logits[r].begin(), l.begin(), l.end());
+            }
         }
         char what[96];
         snprintf(what, sizeof what, "step %d (%zu tokens), graphs vs eager", steps, st.seqs.size());
         compare(what, logits[1], logits[0]);
         snprintf(what, sizeof what, "step %d (%zu tokens), broken capture vs eager", steps, st.seqs.size());
         compare(what, logits[1], logits[2]);
+        snprintf(what, sizeof what, "step %d (%zu tokens), T=20: graphs vs eager", steps, st.seqs.size());
+        compare(what, logits[4], logits[3]);
+        snprintf(what, sizeof what, "step %d (%zu tokens), T=20: each sequence alone vs batched", steps,
+                 st.seqs.size());
+        compare(what, logits[4], logits[ALONE]);
+        if (logits[4] != logits[1]) split_differs++;
         steps++;
         if (failures > 20) break;
     }
 
     std::vector<uint16_t> kv[3];
     for (int r = 0; r < 3; r++) kv[r] = kv_of(rigs[r]);
+    std::vector<uint16_t> kv_alone = kv_of(rigs[ALONE]), kv_t20 = kv_of(rigs[3]);
+    CHECK(kv_alone == kv_t20, "T=20: the KV pool of the alone and the graphs rigs: expected identical");
     for (int r = 0; r < 3; r += 2)
         if (!kv[r].empty() && kv[r] != kv[1]) {
             size_t i = 0;
@@ -389,6 +419,13 @@ int main(void)
     CHECK(b.captures == 0 && b.replays == 0 && b.failures == 6,
           "broken: expected 6 failures and no capture or replay, got failures %ld, captures %ld, replays %ld",
           b.failures, b.captures, b.replays);
+
+    struct slm_cuda_graph_stats g20 = stats_of(rigs[3]);
+    printf("T=20: graphs rig: captures %ld, replays %ld; alone rig %.0f ms; %d of %d steps with logits other than "
+           "the default T's\n", g20.captures, g20.replays, ms[ALONE], split_differs, steps);
+    CHECK(g20.captures == 7 && g20.replays == 8, "graphs T=20: captures %ld, replays %ld: expected 7 and 8",
+          g20.captures, g20.replays);
+    CHECK(split_differs > 0, "T=20: expected some steps whose logits differ from the default T's, got none");
 
     for (auto &r : rigs) rig_close(r);
     printf(failures ? "test_cuda_graphs: %d failures\n" : "test_cuda_graphs: ok\n", failures);

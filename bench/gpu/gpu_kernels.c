@@ -18,6 +18,7 @@
  * tests/test_gpu_bench.sh) runs every path on a machine without a GPU; its times mean nothing.
  * usage: gpu_kernels [--smoke] [--reps N] [--model small|1.5b|7b|all] [--json]
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,8 +254,11 @@ static void bench_ew(struct bench *b, const struct model_shape *ms, int kind, in
     cudaFree(e.gamma);
 }
 
-/* ---- attention: each of n queries its own sequence of ctx positions (decode), or one
- * sequence's chunk of n positions after p0 cached ones (prefill) */
+/* ---- attention: each of n queries its own sequence of ctx positions (decode, by the exact
+ * kernel or the split one), or one sequence's chunk of n positions after p0 cached ones
+ * (prefill) */
+
+enum att_kind { ATT_DECODE, ATT_PREFILL, ATT_SPLIT };
 
 struct att_ctx {
     struct slm_cuda_attn_shape shape;
@@ -263,12 +267,15 @@ struct att_ctx {
     float *q, *out;
     void *ws;
     size_t ws_bytes;
-    int max_ctx, p0, prefill;
+    int max_ctx, p0, prefill, split;
 };
 
 static int run_attention(struct bench *b, void *ctx)
 {
     struct att_ctx *a = ctx;
+    if (a->split)
+        return slm_cuda_attention_split(&a->shape, &a->t, &a->kv, a->q, a->max_ctx, 0, INT_MAX, a->ws, a->ws_bytes,
+                                        a->out, b->stream);
     if (a->prefill)
         return slm_cuda_attention_prefill(&a->shape, &a->t, &a->kv, a->q, a->p0, a->ws, a->ws_bytes, a->out,
                                           b->stream);
@@ -276,10 +283,10 @@ static int run_attention(struct bench *b, void *ctx)
                                      b->stream);
 }
 
-static void bench_attention(struct bench *b, const struct model_shape *ms, int n, int ctx, int prefill)
+static void bench_attention(struct bench *b, const struct model_shape *ms, int n, int ctx, enum att_kind kind)
 {
-    const int bs = 16;
-    struct att_ctx a = {.prefill = prefill};
+    const int bs = 16, prefill = kind == ATT_PREFILL;
+    struct att_ctx a = {.prefill = prefill, .split = kind == ATT_SPLIT};
     a.shape = (struct slm_cuda_attn_shape){.n_head = ms->n_head, .n_head_kv = ms->n_head_kv,
                                            .head_dim = ms->head_dim, .rope_dim = ms->head_dim,
                                            .rope_theta_scale = 0.9f, .scale = 0.125f};
@@ -306,7 +313,8 @@ static void bench_attention(struct bench *b, const struct model_shape *ms, int n
     a.out = dev_fill((size_t)n * qd * 4, 0);
     a.max_ctx = ctx;
     a.p0 = ctx - n;
-    a.ws_bytes = slm_cuda_attention_workspace(&a.shape, n, ctx);
+    a.ws_bytes = a.split ? slm_cuda_attention_split_workspace(&a.shape, n, ctx)
+                         : slm_cuda_attention_workspace(&a.shape, n, ctx);
     a.ws = dev_fill(a.ws_bytes, 0);
     double secs = time_launch(b, run_attention, &a);
     /* K and V of every position each query sees, once; q in, out back */
@@ -317,7 +325,8 @@ static void bench_attention(struct bench *b, const struct model_shape *ms, int n
     double flops = 4.0 * seen * (double)ms->n_head * (double)ms->head_dim;
     char what[32];
     snprintf(what, sizeof what, "ctx %d", ctx);
-    row(b, ms->name, prefill ? "attention prefill" : "attention decode", what, n, bytes, flops, secs);
+    row(b, ms->name, prefill ? "attention prefill" : a.split ? "attention split" : "attention decode", what, n, bytes,
+        flops, secs);
     free(pos), free(row_of), free(tab);
     cudaFree(d_pos), cudaFree(d_row), cudaFree(d_tab);
     cudaFree(a.kv.k), cudaFree(a.kv.v), cudaFree(a.q), cudaFree(a.out), cudaFree(a.ws);
@@ -379,9 +388,11 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
         bench_ew(b, ms, kind, 1, kind == 1 ? ms->ffn : ms->dim);
         bench_ew(b, ms, kind, prefill_n, kind == 1 ? ms->ffn : ms->dim);
     }
-    bench_attention(b, ms, 1, ctx, 0);
-    bench_attention(b, ms, 32, ctx, 0);
-    bench_attention(b, ms, prefill_n, prefill_n, 1);
+    bench_attention(b, ms, 1, ctx, ATT_DECODE);
+    bench_attention(b, ms, 32, ctx, ATT_DECODE);
+    bench_attention(b, ms, 1, ctx, ATT_SPLIT);
+    bench_attention(b, ms, 32, ctx, ATT_SPLIT);
+    bench_attention(b, ms, prefill_n, prefill_n, ATT_PREFILL);
     bench_sample(b, ms, 1, 0);
     bench_sample(b, ms, 32, 1);
 }

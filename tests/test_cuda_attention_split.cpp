@@ -1,0 +1,507 @@
+/* test_cuda_attention_split: the flash-decoding kernel (kernels/cuda/attention_split.cu)
+ * under the SIMT emulator against the CPU backend's attention (daemon/engine/backend_cpu.c)
+ * on the same batches within a stated bound, plus a float64 reference of the same f16 inputs
+ * with a tight bound; batch invariance (alone vs in a batch vs in a prefill chunk: identical
+ * bits); contexts across partition boundaries; the [pos_lo, pos_hi) class bound (tokens
+ * outside it untouched); bad arguments refused. */
+#include <cuda_runtime_api.h>
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+extern "C" {
+#include "daemon/engine/backend.h"
+#include "kernels/cpu/dequant.h"
+}
+#include "kernels/cuda/attention.h"
+#include "kernels/emu/emu_api.h"
+#include "tests/check.h"
+#include "tests/rng.h"
+
+static float half_bits_to_f32(uint16_t h)
+{
+    return slm_half_to_f32(h);
+}
+
+/* Device copy of a host vector. */
+template <class T> static T *dev(const std::vector<T> &h)
+{
+    T *d = nullptr;
+    if (cudaMalloc((void **)&d, h.size() * sizeof(T) + 1) != cudaSuccess) return nullptr;
+    cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return d;
+}
+
+template <class T> static std::vector<T> host(const T *d, size_t n)
+{
+    std::vector<T> h(n);
+    cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+/* Compares n floats; prints the first ten mismatches and the max errors. Returns mismatches. */
+static int compare(const char *what, const float *want, const float *got, size_t n, double tol)
+{
+    int bad = 0;
+    double max_abs = 0, max_rel = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = std::fabs((double)want[i] - (double)got[i]);
+        if (!(e <= tol)) {
+            if (bad < 10) printf("%s[%zu]: expected %.9g, got %.9g\n", what, i, want[i], got[i]);
+            bad++;
+        }
+        if (!(e <= max_abs)) max_abs = e;
+        double r = e / (std::fabs(want[i]) + 1e-30);
+        if (r > max_rel) max_rel = r;
+    }
+    printf("%s: %zu values, max abs error %.3g, max rel error %.3g (bound %.3g abs)%s\n", what, n, max_abs, max_rel,
+           tol, bad ? " FAIL" : "");
+    if (bad) failures++;
+    return bad;
+}
+
+static int same_bits(const char *what, const void *a, const void *b, size_t bytes)
+{
+    if (!memcmp(a, b, bytes)) return 1;
+    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+    size_t i = 0;
+    while (x[i] == y[i]) i++;
+    printf("FAIL %s: expected identical bits, first difference at byte %zu of %zu\n", what, i, bytes);
+    failures++;
+    return 0;
+}
+
+struct config {
+    const char *name;
+    int n_head, n_head_kv, head_dim, rope_dim, layout;
+};
+
+/* One step: the tokens (seq, pos) of a call, their q/k/v, run on both backends. */
+struct step {
+    std::vector<int32_t> pos, seq;
+};
+
+struct fixture {
+    config c;
+    slm_attn_params p;
+    slm_cuda_attn_shape shape;
+    int block_size = 16, n_seq = 4, max_blocks = 0, n_blocks = 0;
+    std::vector<int32_t> tables;
+    slm_backend *cpu = nullptr;
+    slm_kv_pool pool{};
+    void *gpu_pool = nullptr;
+    int32_t *d_tables = nullptr;
+    size_t qd() const { return (size_t)c.n_head * c.head_dim; }
+    size_t kvd() const { return (size_t)c.n_head_kv * c.head_dim; }
+    size_t layer_halves() const { return (size_t)n_blocks * block_size * kvd(); }
+};
+
+static int setup(fixture &f, const config &c, const int *lens)
+{
+    f.c = c;
+    f.p = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, 10000.0f, 1.0f / std::sqrt((float)c.head_dim)};
+    f.shape = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, powf(f.p.rope_base, -2.0f / c.rope_dim),
+               f.p.scale};
+    int total = 0;
+    for (int s = 0; s < f.n_seq; s++) {
+        int nb = (lens[s] + f.block_size - 1) / f.block_size;
+        if (nb > f.max_blocks) f.max_blocks = nb;
+        total += nb;
+    }
+    f.n_blocks = total + 3;
+    /* Block ids handed out in a shuffled order, so the tables jump around the pool. */
+    std::vector<int32_t> ids(f.n_blocks);
+    for (int i = 0; i < f.n_blocks; i++) ids[i] = i;
+    for (int i = f.n_blocks - 1; i > 0; i--) std::swap(ids[i], ids[rnd() % (uint64_t)(i + 1)]);
+    f.tables.assign((size_t)f.n_seq * f.max_blocks, -1);
+    int next = 0;
+    for (int s = 0; s < f.n_seq; s++)
+        for (int b = 0; b < (lens[s] + f.block_size - 1) / f.block_size; b++)
+            f.tables[(size_t)s * f.max_blocks + b] = ids[next++];
+    char err[256];
+    f.cpu = slm_backend_cpu_create(2, err);
+    if (!f.cpu) return -1;
+    f.pool = {1, f.n_blocks, f.block_size, (int)f.kvd(), nullptr};
+    if (f.cpu->ops->kv_alloc(f.cpu, &f.pool)) return -1;
+    if (cudaMalloc(&f.gpu_pool, f.layer_halves() * 2 * sizeof(uint16_t)) != cudaSuccess) return -1;
+    cudaMemset(f.gpu_pool, 0, f.layer_halves() * 2 * sizeof(uint16_t));
+    f.d_tables = dev(f.tables);
+    return 0;
+}
+
+static void teardown(fixture &f)
+{
+    f.cpu->ops->kv_free(f.cpu, &f.pool);
+    slm_backend_destroy(&f.cpu);
+    cudaFree(f.gpu_pool);
+    cudaFree(f.d_tables);
+}
+
+/* Device state of one call. */
+struct call {
+    int n;
+    int32_t *pos, *seq;
+    float *q, *k, *v, *out;
+    void *ws;
+    size_t ws_bytes;
+    slm_cuda_attn_tokens t;
+};
+
+static call make_call(fixture &f, const step &s, const std::vector<float> &q, const std::vector<float> &k,
+                      const std::vector<float> &v, int max_ctx)
+{
+    call c{};
+    c.n = (int)s.pos.size();
+    c.pos = dev(s.pos);
+    c.seq = dev(s.seq);
+    c.q = dev(q);
+    c.k = dev(k);
+    c.v = dev(v);
+    cudaMalloc((void **)&c.out, q.size() * sizeof(float));
+    cudaMemset(c.out, 0xff, q.size() * sizeof(float));   /* NaN */
+    c.ws_bytes = slm_cuda_attention_split_workspace(&f.shape, c.n, max_ctx);
+    cudaMalloc(&c.ws, c.ws_bytes);
+    cudaMemset(c.ws, 0xff, c.ws_bytes);
+    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks};
+    return c;
+}
+
+static void free_call(call &c)
+{
+    cudaFree(c.pos);
+    cudaFree(c.seq);
+    cudaFree(c.q);
+    cudaFree(c.k);
+    cudaFree(c.v);
+    cudaFree(c.out);
+    cudaFree(c.ws);
+}
+
+/* softmax(scale q.K) V in float64 from the pool's f16 K/V and q rounded to f16. */
+static void reference64(const fixture &f, const uint16_t *pool, const float *q, int seq, int pos, float *out)
+{
+    const uint16_t *kp = pool, *vp = pool + f.layer_halves();
+    int D = f.c.head_dim, group = f.c.n_head / f.c.n_head_kv;
+    std::vector<double> s(pos + 1);
+    for (int h = 0; h < f.c.n_head; h++) {
+        size_t off = (size_t)(h / group) * D;
+        double mx = -INFINITY;
+        for (int t = 0; t <= pos; t++) {
+            size_t row = (size_t)f.tables[(size_t)seq * f.max_blocks + t / f.block_size] * f.block_size + t % f.block_size;
+            double d = 0;
+            for (int i = 0; i < D; i++)
+                d += (double)slm_half_to_f32(slm_f32_to_half(q[(size_t)h * D + i])) *
+                     half_bits_to_f32(kp[row * f.kvd() + off + i]);
+            s[t] = d * f.p.scale;
+            if (s[t] > mx) mx = s[t];
+        }
+        double sum = 0;
+        for (int t = 0; t <= pos; t++) sum += (s[t] = std::exp(s[t] - mx));
+        for (int i = 0; i < D; i++) {
+            double o = 0;
+            for (int t = 0; t <= pos; t++) {
+                size_t row = (size_t)f.tables[(size_t)seq * f.max_blocks + t / f.block_size] * f.block_size +
+                             t % f.block_size;
+                o += s[t] * half_bits_to_f32(vp[row * f.kvd() + off + i]);
+            }
+            out[(size_t)h * D + i] = (float)(o / sum);
+        }
+    }
+}
+
+/* DECODE and PREFILL are the same launcher (slm_cuda_attention_split over every token of the
+ * call); they differ in what the call holds: independent tokens, or a chunk of consecutive
+ * positions of one sequence. */
+enum mode { STORE_ONLY, DECODE, PREFILL };
+
+static int split_all(fixture &f, call &c, const slm_cuda_kv_layer *kv, int max_ctx)
+{
+    return slm_cuda_attention_split(&f.shape, &c.t, kv, c.q, max_ctx, 0, INT_MAX, c.ws, c.ws_bytes, c.out, 0);
+}
+
+/*
+ * Runs one step on both backends and compares. Bounds:
+ * - rotated q, k and the pool: identical bits (the same float operations, the same f16 rounding);
+ * - against the CPU backend, 1e-3 absolute (|v| < 1): the CPU rounds each probability to f16
+ *   (llama.cpp's arithmetic), up to 2^-11 of each weight, so up to 4.9e-4 of max|v| per
+ *   element, and sums in another order; the split kernel keeps the weights in fp32;
+ * - against float64 on the same f16 inputs, 5e-6 (about 10x what is seen): fp32 dot products of
+ *   head_dim terms with |q.k| up to ~20, fp32 exp and accumulation, in a different order.
+ * Returns the GPU output (rotated q left in q_rot).
+ */
+static std::vector<float> run_step(fixture &f, const step &s, mode m, int p0, std::vector<float> *q_rot)
+{
+    int n = (int)s.pos.size();
+    std::vector<float> q((size_t)n * f.qd()), k((size_t)n * f.kvd()), v((size_t)n * f.kvd());
+    for (auto &x : q) x = 3.0f * frand();
+    for (auto &x : k) x = frand();
+    for (auto &x : v) x = frand();
+    int max_ctx = 0;
+    for (int i = 0; i < n; i++) max_ctx = std::max(max_ctx, s.pos[i] + 1);
+    call c = make_call(f, s, q, k, v, max_ctx);
+    slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
+    int rc = slm_cuda_rope_store(&f.shape, &c.t, &kv, c.q, c.k, c.v, 0);
+    CHECK(rc == 0, "%s rope_store: expected 0, got %d", f.c.name, rc);
+    if (m != STORE_ONLY) rc = split_all(f, c, &kv, m == PREFILL ? p0 + n : max_ctx);
+    CHECK(rc == 0, "%s attention: expected 0, got %d", f.c.name, rc);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: sync: %s", f.c.name, slm_emu_last_report());
+    std::vector<float> gq = host(c.q, q.size()), gk = host(c.k, k.size()), gout = host(c.out, q.size());
+    std::vector<uint16_t> gpool = host((uint16_t *)f.gpu_pool, f.layer_halves() * 2);
+
+    std::vector<int32_t> rows(n);
+    for (int i = 0; i < n; i++) rows[i] = s.seq[i];
+    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr};
+    std::vector<float> cout((size_t)n * f.qd());
+    rc = f.cpu->ops->attention(f.cpu, &f.pool, 0, &b, &f.p, q.data(), k.data(), v.data(), cout.data());
+    CHECK(rc == 0, "%s cpu attention: expected 0, got %d", f.c.name, rc);
+
+    char what[128];
+    snprintf(what, sizeof what, "%s %d tokens: rotated q", f.c.name, n);
+    same_bits(what, q.data(), gq.data(), q.size() * sizeof(float));
+    snprintf(what, sizeof what, "%s %d tokens: rotated k", f.c.name, n);
+    same_bits(what, k.data(), gk.data(), k.size() * sizeof(float));
+    snprintf(what, sizeof what, "%s %d tokens: K/V pool after the store", f.c.name, n);
+    same_bits(what, f.pool.mem, gpool.data(), gpool.size() * sizeof(uint16_t));
+    if (m != STORE_ONLY) {
+        snprintf(what, sizeof what, "%s %s of %d tokens vs CPU backend", f.c.name, m == DECODE ? "decode" : "prefill", n);
+        compare(what, cout.data(), gout.data(), cout.size(), 1e-3);
+        std::vector<float> ref(cout.size());
+        for (int i = 0; i < n; i++)
+            reference64(f, gpool.data(), q.data() + (size_t)i * f.qd(), s.seq[i], s.pos[i], ref.data() + (size_t)i * f.qd());
+        snprintf(what, sizeof what, "%s %s of %d tokens vs float64", f.c.name, m == DECODE ? "decode" : "prefill", n);
+        compare(what, ref.data(), gout.data(), ref.size(), 5e-6);
+    }
+    if (q_rot) *q_rot = gq;
+    free_call(c);
+    return gout;
+}
+
+/* Attention only (no rope, no store) of already rotated q for tokens (seq, pos). */
+static std::vector<float> attend(fixture &f, const step &s, const std::vector<float> &q_rot, mode m, int p0)
+{
+    int n = (int)s.pos.size(), max_ctx = 0;
+    for (int i = 0; i < n; i++) max_ctx = std::max(max_ctx, s.pos[i] + 1);
+    std::vector<float> kv_dummy((size_t)n * f.kvd());
+    call c = make_call(f, s, q_rot, kv_dummy, kv_dummy, max_ctx);
+    slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
+    int rc = split_all(f, c, &kv, m == PREFILL ? p0 + n : max_ctx);
+    CHECK(rc == 0, "%s attend: expected 0, got %d", f.c.name, rc);
+    std::vector<float> out = host(c.out, q_rot.size());
+    free_call(c);
+    return out;
+}
+
+static step tokens(int seq, int from, int to)
+{
+    step s;
+    for (int p = from; p < to; p++) {
+        s.pos.push_back(p);
+        s.seq.push_back(seq);
+    }
+    return s;
+}
+
+static void append(step &a, const step &b)
+{
+    a.pos.insert(a.pos.end(), b.pos.begin(), b.pos.end());
+    a.seq.insert(a.seq.end(), b.seq.begin(), b.seq.end());
+}
+
+/* Tokens s (rotated q_rot, full outputs want) through the split launcher bounded to
+ * [lo, hi): rows in range must be want's bits, the others untouched. */
+static void class_bound(fixture &f, const step &s, const std::vector<float> &q_rot, const std::vector<float> &want,
+                        int lo, int hi)
+{
+    int n = (int)s.pos.size(), max_ctx = 0;
+    for (int i = 0; i < n; i++) max_ctx = std::max(max_ctx, s.pos[i] + 1);
+    std::vector<float> kv_dummy((size_t)n * f.kvd());
+    call c = make_call(f, s, q_rot, kv_dummy, kv_dummy, max_ctx);
+    slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
+    int rc = slm_cuda_attention_split(&f.shape, &c.t, &kv, c.q, max_ctx, lo, hi, c.ws, c.ws_bytes, c.out, 0);
+    CHECK(rc == 0, "%s split [%d, %d): expected 0, got %d", f.c.name, lo, hi, rc);
+    std::vector<float> out = host(c.out, q_rot.size());
+    int in_range = 0;
+    for (int i = 0; i < n; i++) {
+        char what[128];
+        const float *o = out.data() + (size_t)i * f.qd();
+        if (s.pos[i] >= lo && s.pos[i] < hi) {
+            snprintf(what, sizeof what, "%s: pos %d in [%d, %d)", f.c.name, s.pos[i], lo, hi);
+            same_bits(what, want.data() + (size_t)i * f.qd(), o, f.qd() * sizeof(float));
+            in_range++;
+        } else {
+            for (size_t e = 0; e < f.qd(); e++)
+                if (!std::isnan(o[e])) {
+                    printf("FAIL %s: pos %d outside [%d, %d): out[%zu] written (%.9g)\n", f.c.name, s.pos[i], lo, hi,
+                           e, o[e]);
+                    failures++;
+                    break;
+                }
+        }
+    }
+    CHECK(in_range > 0 && in_range < n, "%s: [%d, %d) should split the %d tokens, got %d in range", f.c.name, lo, hi,
+          n, in_range);
+    free_call(c);
+}
+
+static void run_config(const config &c, const int *lens, int chunk_p0, int chunk_n)
+{
+    fixture f;
+    if (setup(f, c, lens)) {
+        printf("FAIL %s: setup\n", c.name);
+        failures++;
+        return;
+    }
+    int last = f.n_seq - 1;
+    /* 1. every sequence's history but its last token, and the last sequence up to the chunk:
+     * one mixed batch through the decode launcher (each token is its own query). */
+    step hist;
+    for (int s = 0; s < last; s++) append(hist, tokens(s, 0, lens[s] - 1));
+    append(hist, tokens(last, 0, chunk_p0));
+    run_step(f, hist, DECODE, 0, nullptr);
+    /* 2. a prefill chunk whose earlier positions are in the cache. */
+    step chunk = tokens(last, chunk_p0, chunk_p0 + chunk_n);
+    std::vector<float> chunk_q;
+    std::vector<float> chunk_out = run_step(f, chunk, PREFILL, chunk_p0, &chunk_q);
+    /* 3. the rest of the last sequence's history, prefilled. */
+    run_step(f, tokens(last, chunk_p0 + chunk_n, lens[last] - 1), PREFILL, chunk_p0 + chunk_n, nullptr);
+    /* 4. one decode token for every sequence. */
+    step dec;
+    for (int s = 0; s < f.n_seq; s++) append(dec, tokens(s, lens[s] - 1, lens[s]));
+    std::vector<float> dec_q;
+    std::vector<float> dec_out = run_step(f, dec, DECODE, 0, &dec_q);
+
+    /* Batch invariance: the last sequence's decode alone gives the bits it got among the others. */
+    char what[128];
+    step alone = tokens(last, lens[last] - 1, lens[last]);
+    std::vector<float> q_alone(dec_q.end() - (long)f.qd(), dec_q.end());
+    std::vector<float> out_alone = attend(f, alone, q_alone, DECODE, 0);
+    snprintf(what, sizeof what, "%s: decode alone vs in a batch of %d", c.name, f.n_seq);
+    same_bits(what, out_alone.data(), dec_out.data() + (dec_out.size() - f.qd()), f.qd() * sizeof(float));
+    /* ... and a prefilled token gets the bits the decode launcher gives it. */
+    std::vector<float> chunk_dec = attend(f, chunk, chunk_q, DECODE, 0);
+    snprintf(what, sizeof what, "%s: chunk at p0=%d prefilled vs decoded", c.name, chunk_p0);
+    same_bits(what, chunk_dec.data(), chunk_out.data(), chunk_out.size() * sizeof(float));
+    /* ... and one token of the chunk alone, and among the other sequences' decodes. */
+    step one = tokens(last, chunk_p0 + 9, chunk_p0 + 10);
+    std::vector<float> one_q(chunk_q.begin() + 9 * (long)f.qd(), chunk_q.begin() + 10 * (long)f.qd());
+    std::vector<float> one_out = attend(f, one, one_q, DECODE, 0);
+    snprintf(what, sizeof what, "%s: token %d alone vs in the chunk", c.name, chunk_p0 + 9);
+    same_bits(what, one_out.data(), chunk_out.data() + 9 * f.qd(), one_out.size() * sizeof(float));
+    step mixed = tokens(last, chunk_p0 + 9, chunk_p0 + 10);
+    append(mixed, dec);
+    std::vector<float> mixed_q(one_q);
+    mixed_q.insert(mixed_q.end(), dec_q.begin(), dec_q.end());
+    std::vector<float> mixed_out = attend(f, mixed, mixed_q, DECODE, 0);
+    snprintf(what, sizeof what, "%s: token %d among %d decodes vs in the chunk", c.name, chunk_p0 + 9, f.n_seq);
+    same_bits(what, mixed_out.data(), chunk_out.data() + 9 * f.qd(), f.qd() * sizeof(float));
+    /* The class bound: with pos_lo / pos_hi around some of the decodes, those rows get their bits
+     * and the others are left as they were (NaN). */
+    class_bound(f, dec, dec_q, dec_out, lens[1] - 1, lens[last] - 1);
+    /* ... and a prefill of part of the chunk gives the same bits for those tokens. */
+    step part = tokens(last, chunk_p0 + 5, chunk_p0 + 12);
+    std::vector<float> part_q(chunk_q.begin() + 5 * (long)f.qd(), chunk_q.begin() + 12 * (long)f.qd());
+    std::vector<float> part_out = attend(f, part, part_q, PREFILL, chunk_p0 + 5);
+    snprintf(what, sizeof what, "%s: 7 tokens of the chunk prefilled alone vs in the chunk", c.name);
+    same_bits(what, part_out.data(), chunk_out.data() + 5 * f.qd(), part_out.size() * sizeof(float));
+    teardown(f);
+}
+
+static void bad_arguments(void)
+{
+    int lens[4] = {1, 17, 20, 33};
+    config c = {"args", 9, 3, 64, 64, 0};
+    fixture f;
+    if (setup(f, c, lens)) {
+        failures++;
+        return;
+    }
+    step s = tokens(3, 30, 33);
+    std::vector<float> q(3 * f.qd()), k(3 * f.kvd()), v(3 * f.kvd());
+    call cl = make_call(f, s, q, k, v, 33);
+    slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
+    slm_cuda_attn_shape sh = f.shape;
+    auto decode = [&](const slm_cuda_attn_shape *shp, const slm_cuda_attn_tokens *t, const slm_cuda_kv_layer *kvl,
+                      const float *q_, size_t ws_bytes, float *out) {
+        return slm_cuda_attention_split(shp, t, kvl, q_, 33, 0, INT_MAX, cl.ws, ws_bytes, out, 0);
+    };
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == 0, "good decode: expected 0");
+    sh.head_dim = 72;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "head_dim 72: expected -EINVAL");
+    sh = f.shape;
+    sh.n_head = 10;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "n_head 10 / n_head_kv 3: expected -EINVAL");
+    sh = f.shape;
+    sh.n_head = 51, sh.n_head_kv = 3;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "group 17: expected -EINVAL");
+    sh = f.shape;
+    sh.rope_dim = 63;
+    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 63: expected -EINVAL");
+    sh.rope_dim = 66;
+    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 66: expected -EINVAL");
+    CHECK(decode(&f.shape, &cl.t, &kv, nullptr, cl.ws_bytes, cl.out) == -EINVAL, "q NULL: expected -EINVAL");
+    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, nullptr) == -EINVAL, "out NULL: expected -EINVAL");
+    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes - 4, cl.out) == -EINVAL, "small workspace: expected -EINVAL");
+    CHECK(decode(&f.shape, nullptr, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "tokens NULL: expected -EINVAL");
+    std::vector<float> host_out(3 * f.qd());
+    slm_emu_options o;
+    slm_emu_get_options(&o);
+    slm_emu_options quiet = o;
+    quiet.quiet = 1;
+    slm_emu_set_options(&quiet);
+    if (slm_emu_active()) {   /* what only the emulator's pointer check can see */
+        CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, host_out.data()) == -EINVAL,
+              "host out: expected -EINVAL");
+        slm_cuda_kv_layer small = kv;
+        small.n_blocks = f.n_blocks * 3;
+        CHECK(decode(&f.shape, &cl.t, &small, cl.q, cl.ws_bytes, cl.out) == -EINVAL,
+              "cache smaller than n_blocks says: expected -EINVAL");
+    }
+    slm_emu_set_options(&o);
+    cudaGetLastError();   /* the refused pointers left their error, as a failed CUDA call does */
+    slm_cuda_attn_tokens t0 = cl.t;
+    t0.n_tokens = 0;
+    CHECK(decode(&f.shape, &t0, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "0 tokens: expected -EINVAL");
+    CHECK(slm_cuda_attention_split(&f.shape, &cl.t, &kv, cl.q, 0, 0, INT_MAX, cl.ws, cl.ws_bytes, cl.out, 0) ==
+              -EINVAL,
+          "max_ctx 0: expected -EINVAL");
+    CHECK(slm_cuda_attention_split(&f.shape, &cl.t, &kv, cl.q, 33, -1, INT_MAX, cl.ws, cl.ws_bytes, cl.out, 0) ==
+              -EINVAL,
+          "pos_lo -1: expected -EINVAL");
+    CHECK(slm_cuda_attention_split(&f.shape, &cl.t, &kv, cl.q, 33, 10, 9, cl.ws, cl.ws_bytes, cl.out, 0) == -EINVAL,
+          "pos_hi < pos_lo: expected -EINVAL");
+    CHECK(slm_cuda_attention_split(&f.shape, &cl.t, &kv, cl.q, 33, 0, INT_MAX, nullptr, cl.ws_bytes, cl.out, 0) ==
+              -EINVAL,
+          "workspace NULL: expected -EINVAL");
+    CHECK(slm_cuda_attention_split_workspace(&sh, 0, 33) == 0, "workspace of 0 tokens: expected 0");
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "sync after bad arguments");
+    free_call(cl);
+    teardown(f);
+}
+
+int main(void)
+{
+    /* Partitions are 128 positions: the chunks below cross the 128 and 256 boundaries, and the
+     * longest contexts span 2 to 3 partitions. */
+    /* SmolLM2's geometry: 9 query heads over 3 KV heads of 64, adjacent-pair RoPE. */
+    int lens[4] = {1, 17, 130, 300};
+    run_config({"smollm2 9/3x64 norm", 9, 3, 64, 64, 0}, lens, 100, 50);
+    /* No GQA, head_dim 128 with a partial NEOX rotation. */
+    int lens2[4] = {1, 17, 100, 270};
+    run_config({"mha 4/4x128 neox rope 64", 4, 4, 128, 64, 1}, lens2, 240, 20);
+    /* head_dim 80 and 96: group 4, a full rotation. */
+    int lens3[4] = {2, 5, 40, 160};
+    run_config({"8/2x80 neox", 8, 2, 80, 80, 1}, lens3, 120, 20);
+    run_config({"4/1x96 norm", 4, 1, 96, 96, 0}, lens3, 120, 20);
+    bad_arguments();
+    if (failures) {
+        printf("test_cuda_attention_split: %d failures\n", failures);
+        return 1;
+    }
+    printf("test_cuda_attention_split: ok\n");
+    return 0;
+}
