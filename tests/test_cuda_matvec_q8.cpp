@@ -33,44 +33,7 @@ static const uint32_t qtypes[] = {SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, S
                                   SLM_TYPE_Q8_0, SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
 
 /* Device memory, every byte 0xff (NaN as floats) at allocation. */
-template <class T> struct dev_buf {
-    T *p = nullptr;
-    size_t n = 0;
-    explicit dev_buf(size_t count) : n(count)
-    {
-        CUDA_OK(cudaMalloc((void **)&p, std::max<size_t>(1, n) * sizeof(T)));
-        poison();
-    }
-    explicit dev_buf(const std::vector<T> &h) : dev_buf(h.size()) { upload(h); }
-    ~dev_buf() { cudaFree(p); }
-    dev_buf(const dev_buf &) = delete;
-    dev_buf &operator=(const dev_buf &) = delete;
-    void poison() { CUDA_OK(cudaMemset(p, 0xff, n * sizeof(T))); }
-    void upload(const std::vector<T> &h) { CUDA_OK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice)); }
-    std::vector<T> download() const
-    {
-        std::vector<T> h(n);
-        CUDA_OK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-        return h;
-    }
-};
-
-static const char *tname(uint32_t type)
-{
-    const char *s = slm_qtype_name(type);
-    return s ? s : "?";
-}
-
-static float rand_range(float lo, float hi)
-{
-    return lo + (hi - lo) * (frand() * 0.5f + 0.5f);
-}
-
-static void put_half(uint8_t *p, float f)
-{
-    slm_half h = slm_f32_to_half(f);
-    memcpy(p, &h, 2);
-}
+#include "tests/cuda_weights.h"
 
 /* Activations (n, cols): each row a random scale (1e-3 .. 30); one all-zero block of 256 and
  * one 256-block whose largest magnitude appears twice, with both signs (the signed max of Q8_K
@@ -89,31 +52,6 @@ static std::vector<float> rand_acts(int n, int64_t cols)
         }
     }
     return x;
-}
-
-/* (rows, cols) of a quantized type: random quant bytes, finite moderate scales. */
-static std::vector<uint8_t> rand_weights(uint32_t type, int64_t rows, int64_t cols)
-{
-    size_t rb = slm_cuda_row_bytes(type, cols), bb = slm_qblock_bytes(type);
-    std::vector<uint8_t> w((size_t)rows * rb);
-    for (auto &b : w) b = (uint8_t)rnd();
-    for (size_t off = 0; off < w.size(); off += bb) {
-        uint8_t *b = &w[off];
-        float sign = rnd() & 1 ? 1.0f : -1.0f;
-        switch (type) {
-        case SLM_TYPE_Q4_0: case SLM_TYPE_Q5_0: case SLM_TYPE_Q8_0: put_half(b, sign * rand_range(0.002f, 0.05f)); break;
-        case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1:
-            put_half(b, rand_range(0.002f, 0.05f));
-            put_half(b + 2, rand_range(-0.5f, 0.5f));
-            break;
-        case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K:
-            put_half(b, rand_range(0.0005f, 0.01f));
-            put_half(b + 2, rand_range(0.0005f, 0.01f));
-            break;
-        case SLM_TYPE_Q6_K: put_half(b + 208, sign * rand_range(0.0002f, 0.004f)); break;
-        }
-    }
-    return w;
 }
 
 /* Bits of got against want: the first ten differences, max abs and rel error. */

@@ -215,14 +215,8 @@ extern "C" int slm_cuda_attention_split(const struct slm_cuda_attn_shape *shape,
                                         int pos_hi, void *workspace, size_t workspace_bytes, float *out,
                                         cudaStream_t stream)
 {
-    if (!attn_shape_ok(shape) || !attn_tokens_ok(shape, t, kv) || !q || !out || !workspace || max_ctx < 1 ||
-        pos_lo < 0 || pos_hi < pos_lo)
-        return -EINVAL;
-    size_t need = slm_cuda_attention_split_workspace(shape, t->n_tokens, max_ctx);
-    size_t qbytes = (size_t)t->n_tokens * shape->n_head * shape->head_dim * sizeof(float);
-    if (workspace_bytes < need || slm_emu_check_device_ptr(workspace, need, "workspace") ||
-        slm_emu_check_device_ptr(q, qbytes, "q") || slm_emu_check_device_ptr(out, qbytes, "out"))
-        return -EINVAL;
+    size_t need = t ? slm_cuda_attention_split_workspace(shape, t->n_tokens, max_ctx) : 0;
+    if (attn_call_ok(shape, t, kv, q, max_ctx, pos_lo, pos_hi, workspace, workspace_bytes, need, out)) return -EINVAL;
     struct split_args a = {q, static_cast<const __half *>(kv->k), static_cast<const __half *>(kv->v), t->pos,
                            t->seq_row, t->block_tables, t->max_blocks, kv->n_blocks, kv->block_size,
                            t->n_tokens, shape->n_head, shape->n_head_kv, pos_lo, pos_hi, max_ctx,
