@@ -816,9 +816,8 @@ int slm_backend_cuda_graph_stats(struct slm_backend *be, struct slm_cuda_graph_s
  * params .. rng go up in one copy; rng .. ids (.. top when a row wants logprobs) come back in
  * one. Both buffers and the kernel's workspace only grow (their addresses change only then). */
 struct sample_state {
-    char *host;               /* (cap) pinned */
-    char *dev;                /* (cap) device */
-    size_t cap;
+    struct staging st;        /* the layout above in int32 units (no event: the call synchronises) */
+    char *host, *dev;         /* st.host, st.dev as bytes */
     void *workspace;          /* slm_cuda_sample_workspace of ws_rows rows */
     size_t workspace_bytes;
     int ws_rows, ws_vocab;
@@ -835,8 +834,7 @@ static size_t round8(size_t n)
 static void sample_state_free(struct sample_state *st)
 {
     if (!st) return;
-    if (st->host) cudaFreeHost(st->host);
-    if (st->dev) cudaFree(st->dev);
+    staging_free(&st->st);
     if (st->workspace) cudaFree(st->workspace);
     free(st);
 }
@@ -845,16 +843,9 @@ static void sample_state_free(struct sample_state *st)
  * here (every call ends with a synchronisation), so the old buffers can go at once. */
 static int sample_reserve(struct sample_state *st, size_t bytes, int n_rows, int n_vocab)
 {
-    if (bytes > st->cap) {
-        size_t cap = st->cap ? st->cap : 64 * 1024;
-        while (cap < bytes) cap *= 2;
-        if (st->host) cudaFreeHost(st->host);
-        if (st->dev) cudaFree(st->dev);
-        st->host = NULL, st->dev = NULL, st->cap = 0;
-        CUDA_TRY(cudaMallocHost((void **)&st->host, cap));
-        CUDA_TRY(cudaMalloc((void **)&st->dev, cap));
-        st->cap = cap;
-    }
+    int rc = staging_reserve(&st->st, (bytes + 3) / 4);
+    if (rc) return rc;
+    st->host = (char *)st->st.host, st->dev = (char *)st->st.dev;
     if (n_rows > st->ws_rows || n_vocab != st->ws_vocab) {
         int rows = (n_rows + 7) / 8 * 8;
         size_t need = slm_cuda_sample_workspace(rows, n_vocab);
