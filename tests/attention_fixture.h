@@ -216,4 +216,110 @@ static void append(step &a, const step &b)
     a.seq.insert(a.seq.end(), b.seq.begin(), b.seq.end());
 }
 
+/* The attention tests' batch-invariance run, written against the test's own run_step and
+ * attend (declared here, defined by each test): 1. every sequence's history but its last token
+ * (and the last sequence up to the chunk) as one decode batch; 2. a prefill chunk of chunk_n
+ * tokens at chunk_p0 with earlier positions cached; 3. the rest of the last history prefilled;
+ * 4. one decode token for every sequence. Then the last sequence's decode alone, the chunk
+ * decoded, and part of the chunk prefilled alone must give the bits they got before. */
+enum mode { STORE_ONLY, DECODE, PREFILL };
+static std::vector<float> run_step(fixture &f, const step &s, mode m, int p0, std::vector<float> *q_rot);
+static std::vector<float> attend(fixture &f, const step &s, const std::vector<float> &q_rot, mode m, int p0);
+
+/* What the run leaves for a test's further checks. */
+struct invariance_run {
+    int last;                              /* the sequence with the chunk */
+    step chunk, dec;
+    std::vector<float> chunk_q, chunk_out; /* the chunk's rotated q and outputs */
+    std::vector<float> dec_q, dec_out;     /* the decode batch's */
+};
+
+static void run_invariance(fixture &f, const config &c, const int *lens, int chunk_p0, int chunk_n,
+                           invariance_run &r)
+{
+    int last = r.last = f.n_seq - 1;
+    /* 1. every sequence's history but its last token, and the last sequence up to the chunk:
+     * one mixed batch through the decode launcher (each token is its own query). */
+    step hist;
+    for (int s = 0; s < last; s++) append(hist, tokens(s, 0, lens[s] - 1));
+    append(hist, tokens(last, 0, chunk_p0));
+    run_step(f, hist, DECODE, 0, nullptr);
+    /* 2. a prefill chunk whose earlier positions are in the cache. */
+    step &chunk = r.chunk;
+    chunk = tokens(last, chunk_p0, chunk_p0 + chunk_n);
+    std::vector<float> &chunk_q = r.chunk_q, &chunk_out = r.chunk_out;
+    chunk_out = run_step(f, chunk, PREFILL, chunk_p0, &chunk_q);
+    /* 3. the rest of the last sequence's history, prefilled. */
+    run_step(f, tokens(last, chunk_p0 + chunk_n, lens[last] - 1), PREFILL, chunk_p0 + chunk_n, nullptr);
+    /* 4. one decode token for every sequence. */
+    step &dec = r.dec;
+    for (int s = 0; s < f.n_seq; s++) append(dec, tokens(s, lens[s] - 1, lens[s]));
+    std::vector<float> &dec_q = r.dec_q, &dec_out = r.dec_out;
+    dec_out = run_step(f, dec, DECODE, 0, &dec_q);
+
+    /* Batch invariance: the last sequence's decode alone gives the bits it got among the others. */
+    char what[128];
+    step alone = tokens(last, lens[last] - 1, lens[last]);
+    std::vector<float> q_alone(dec_q.end() - (long)f.qd(), dec_q.end());
+    std::vector<float> out_alone = attend(f, alone, q_alone, DECODE, 0);
+    snprintf(what, sizeof what, "%s: decode alone vs in a batch of %d", c.name, f.n_seq);
+    same_bits(what, out_alone.data(), dec_out.data() + (dec_out.size() - f.qd()), f.qd() * sizeof(float));
+    /* ... and a prefilled token gets the bits the decode launcher gives it. */
+    std::vector<float> chunk_dec = attend(f, chunk, chunk_q, DECODE, 0);
+    snprintf(what, sizeof what, "%s: chunk at p0=%d prefilled vs decoded", c.name, chunk_p0);
+    same_bits(what, chunk_dec.data(), chunk_out.data(), chunk_out.size() * sizeof(float));
+    /* ... and a prefill of part of the chunk gives the same bits for those tokens. */
+    step part = tokens(last, chunk_p0 + 5, chunk_p0 + 12);
+    std::vector<float> part_q(chunk_q.begin() + 5 * (long)f.qd(), chunk_q.begin() + 12 * (long)f.qd());
+    std::vector<float> part_out = attend(f, part, part_q, PREFILL, chunk_p0 + 5);
+    snprintf(what, sizeof what, "%s: 7 tokens of the chunk prefilled alone vs in the chunk", c.name);
+    same_bits(what, part_out.data(), chunk_out.data() + 5 * f.qd(), part_out.size() * sizeof(float));
+}
+
+/* The refusals both attention launchers share, through `decode(shape, tokens, kv, q,
+ * workspace_bytes, out)` (the launcher under test over cl's call): a good call, then bad
+ * shapes, RoPE dims, NULLs, a small workspace, and what only the emulator can see. */
+template <class Launch>
+static void shared_refusals(fixture &f, call &cl, const slm_cuda_kv_layer &kv, Launch decode)
+{
+    slm_cuda_attn_shape sh = f.shape;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == 0, "good decode: expected 0");
+    sh.head_dim = 72;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "head_dim 72: expected -EINVAL");
+    sh = f.shape;
+    sh.n_head = 10;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "n_head 10 / n_head_kv 3: expected -EINVAL");
+    sh = f.shape;
+    sh.n_head = 51, sh.n_head_kv = 3;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "group 17: expected -EINVAL");
+    sh = f.shape;
+    sh.rope_dim = 63;
+    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 63: expected -EINVAL");
+    sh.rope_dim = 66;
+    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 66: expected -EINVAL");
+    CHECK(decode(&f.shape, &cl.t, &kv, nullptr, cl.ws_bytes, cl.out) == -EINVAL, "q NULL: expected -EINVAL");
+    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, nullptr) == -EINVAL, "out NULL: expected -EINVAL");
+    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes - 4, cl.out) == -EINVAL, "small workspace: expected -EINVAL");
+    CHECK(decode(&f.shape, nullptr, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "tokens NULL: expected -EINVAL");
+    std::vector<float> host_out(3 * f.qd());
+    slm_emu_options o;
+    slm_emu_get_options(&o);
+    slm_emu_options quiet = o;
+    quiet.quiet = 1;
+    slm_emu_set_options(&quiet);
+    if (slm_emu_active()) {   /* what only the emulator's pointer check can see */
+        CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, host_out.data()) == -EINVAL,
+              "host out: expected -EINVAL");
+        slm_cuda_kv_layer small = kv;
+        small.n_blocks = f.n_blocks * 3;
+        CHECK(decode(&f.shape, &cl.t, &small, cl.q, cl.ws_bytes, cl.out) == -EINVAL,
+              "cache smaller than n_blocks says: expected -EINVAL");
+    }
+    slm_emu_set_options(&o);
+    cudaGetLastError();   /* the refused pointers left their error, as a failed CUDA call does */
+    slm_cuda_attn_tokens t0 = cl.t;
+    t0.n_tokens = 0;
+    CHECK(decode(&f.shape, &t0, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "0 tokens: expected -EINVAL");
+}
+
 #endif

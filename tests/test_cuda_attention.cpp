@@ -23,8 +23,6 @@ extern "C" {
 
 #include "tests/attention_fixture.h"
 
-enum mode { STORE_ONLY, DECODE, PREFILL };
-
 /*
  * Runs one step on both backends and compares. Bounds:
  * - rotated q, k and the pool: identical bits (the same float operations, the same f16 rounding);
@@ -106,42 +104,8 @@ static void run_config(const config &c, const int *lens, int chunk_p0, int chunk
         failures++;
         return;
     }
-    int last = f.n_seq - 1;
-    /* 1. every sequence's history but its last token, and the last sequence up to the chunk:
-     * one mixed batch through the decode launcher (each token is its own query). */
-    step hist;
-    for (int s = 0; s < last; s++) append(hist, tokens(s, 0, lens[s] - 1));
-    append(hist, tokens(last, 0, chunk_p0));
-    run_step(f, hist, DECODE, 0, nullptr);
-    /* 2. a prefill chunk whose earlier positions are in the cache. */
-    step chunk = tokens(last, chunk_p0, chunk_p0 + chunk_n);
-    std::vector<float> chunk_q;
-    std::vector<float> chunk_out = run_step(f, chunk, PREFILL, chunk_p0, &chunk_q);
-    /* 3. the rest of the last sequence's history, prefilled. */
-    run_step(f, tokens(last, chunk_p0 + chunk_n, lens[last] - 1), PREFILL, chunk_p0 + chunk_n, nullptr);
-    /* 4. one decode token for every sequence. */
-    step dec;
-    for (int s = 0; s < f.n_seq; s++) append(dec, tokens(s, lens[s] - 1, lens[s]));
-    std::vector<float> dec_q;
-    std::vector<float> dec_out = run_step(f, dec, DECODE, 0, &dec_q);
-
-    /* Batch invariance: the last sequence's decode alone gives the bits it got among the others. */
-    char what[128];
-    step alone = tokens(last, lens[last] - 1, lens[last]);
-    std::vector<float> q_alone(dec_q.end() - (long)f.qd(), dec_q.end());
-    std::vector<float> out_alone = attend(f, alone, q_alone, DECODE, 0);
-    snprintf(what, sizeof what, "%s: decode alone vs in a batch of %d", c.name, f.n_seq);
-    same_bits(what, out_alone.data(), dec_out.data() + (dec_out.size() - f.qd()), f.qd() * sizeof(float));
-    /* ... and a prefilled token gets the bits the decode launcher gives it. */
-    std::vector<float> chunk_dec = attend(f, chunk, chunk_q, DECODE, 0);
-    snprintf(what, sizeof what, "%s: chunk at p0=%d prefilled vs decoded", c.name, chunk_p0);
-    same_bits(what, chunk_dec.data(), chunk_out.data(), chunk_out.size() * sizeof(float));
-    /* ... and a prefill of part of the chunk gives the same bits for those tokens. */
-    step part = tokens(last, chunk_p0 + 5, chunk_p0 + 12);
-    std::vector<float> part_q(chunk_q.begin() + 5 * (long)f.qd(), chunk_q.begin() + 12 * (long)f.qd());
-    std::vector<float> part_out = attend(f, part, part_q, PREFILL, chunk_p0 + 5);
-    snprintf(what, sizeof what, "%s: 7 tokens of the chunk prefilled alone vs in the chunk", c.name);
-    same_bits(what, part_out.data(), chunk_out.data() + 5 * f.qd(), part_out.size() * sizeof(float));
+    invariance_run r;
+    run_invariance(f, c, lens, chunk_p0, chunk_n, r);
     teardown(f);
 }
 
@@ -158,48 +122,11 @@ static void bad_arguments(void)
     std::vector<float> q(3 * f.qd()), k(3 * f.kvd()), v(3 * f.kvd());
     call cl = make_call(f, s, q, k, v, 33);
     slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
-    slm_cuda_attn_shape sh = f.shape;
     auto decode = [&](const slm_cuda_attn_shape *shp, const slm_cuda_attn_tokens *t, const slm_cuda_kv_layer *kvl,
                       const float *q_, size_t ws_bytes, float *out) {
         return slm_cuda_attention_decode(shp, t, kvl, q_, 33, cl.ws, ws_bytes, out, 0);
     };
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == 0, "good decode: expected 0");
-    sh.head_dim = 72;
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "head_dim 72: expected -EINVAL");
-    sh = f.shape;
-    sh.n_head = 10;
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "n_head 10 / n_head_kv 3: expected -EINVAL");
-    sh = f.shape;
-    sh.n_head = 51, sh.n_head_kv = 3;
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "group 17: expected -EINVAL");
-    sh = f.shape;
-    sh.rope_dim = 63;
-    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 63: expected -EINVAL");
-    sh.rope_dim = 66;
-    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 66: expected -EINVAL");
-    CHECK(decode(&f.shape, &cl.t, &kv, nullptr, cl.ws_bytes, cl.out) == -EINVAL, "q NULL: expected -EINVAL");
-    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, nullptr) == -EINVAL, "out NULL: expected -EINVAL");
-    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes - 4, cl.out) == -EINVAL, "small workspace: expected -EINVAL");
-    CHECK(decode(&f.shape, nullptr, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "tokens NULL: expected -EINVAL");
-    std::vector<float> host_out(3 * f.qd());
-    slm_emu_options o;
-    slm_emu_get_options(&o);
-    slm_emu_options quiet = o;
-    quiet.quiet = 1;
-    slm_emu_set_options(&quiet);
-    if (slm_emu_active()) {   /* what only the emulator's pointer check can see */
-        CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, host_out.data()) == -EINVAL,
-              "host out: expected -EINVAL");
-        slm_cuda_kv_layer small = kv;
-        small.n_blocks = f.n_blocks * 3;
-        CHECK(decode(&f.shape, &cl.t, &small, cl.q, cl.ws_bytes, cl.out) == -EINVAL,
-              "cache smaller than n_blocks says: expected -EINVAL");
-    }
-    slm_emu_set_options(&o);
-    cudaGetLastError();   /* the refused pointers left their error, as a failed CUDA call does */
-    slm_cuda_attn_tokens t0 = cl.t;
-    t0.n_tokens = 0;
-    CHECK(decode(&f.shape, &t0, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "0 tokens: expected -EINVAL");
+    shared_refusals(f, cl, kv, decode);
     CHECK(slm_cuda_attention_prefill(&f.shape, &cl.t, &kv, cl.q, -1, cl.ws, cl.ws_bytes, cl.out, 0) == -EINVAL,
           "p0 -1: expected -EINVAL");
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "sync after bad arguments");

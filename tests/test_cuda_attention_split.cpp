@@ -28,7 +28,6 @@ extern "C" {
 /* DECODE and PREFILL are the same launcher (slm_cuda_attention_split over every token of the
  * call); they differ in what the call holds: independent tokens, or a chunk of consecutive
  * positions of one sequence. */
-enum mode { STORE_ONLY, DECODE, PREFILL };
 
 static int split_all(fixture &f, call &c, const slm_cuda_kv_layer *kv, int max_ctx)
 {
@@ -154,36 +153,12 @@ static void run_config(const config &c, const int *lens, int chunk_p0, int chunk
         failures++;
         return;
     }
-    int last = f.n_seq - 1;
-    /* 1. every sequence's history but its last token, and the last sequence up to the chunk:
-     * one mixed batch through the decode launcher (each token is its own query). */
-    step hist;
-    for (int s = 0; s < last; s++) append(hist, tokens(s, 0, lens[s] - 1));
-    append(hist, tokens(last, 0, chunk_p0));
-    run_step(f, hist, DECODE, 0, nullptr);
-    /* 2. a prefill chunk whose earlier positions are in the cache. */
-    step chunk = tokens(last, chunk_p0, chunk_p0 + chunk_n);
-    std::vector<float> chunk_q;
-    std::vector<float> chunk_out = run_step(f, chunk, PREFILL, chunk_p0, &chunk_q);
-    /* 3. the rest of the last sequence's history, prefilled. */
-    run_step(f, tokens(last, chunk_p0 + chunk_n, lens[last] - 1), PREFILL, chunk_p0 + chunk_n, nullptr);
-    /* 4. one decode token for every sequence. */
-    step dec;
-    for (int s = 0; s < f.n_seq; s++) append(dec, tokens(s, lens[s] - 1, lens[s]));
-    std::vector<float> dec_q;
-    std::vector<float> dec_out = run_step(f, dec, DECODE, 0, &dec_q);
-
-    /* Batch invariance: the last sequence's decode alone gives the bits it got among the others. */
+    invariance_run r;
+    run_invariance(f, c, lens, chunk_p0, chunk_n, r);
+    const int last = r.last;
+    const step &dec = r.dec;
+    const std::vector<float> &chunk_q = r.chunk_q, &chunk_out = r.chunk_out, &dec_q = r.dec_q, &dec_out = r.dec_out;
     char what[128];
-    step alone = tokens(last, lens[last] - 1, lens[last]);
-    std::vector<float> q_alone(dec_q.end() - (long)f.qd(), dec_q.end());
-    std::vector<float> out_alone = attend(f, alone, q_alone, DECODE, 0);
-    snprintf(what, sizeof what, "%s: decode alone vs in a batch of %d", c.name, f.n_seq);
-    same_bits(what, out_alone.data(), dec_out.data() + (dec_out.size() - f.qd()), f.qd() * sizeof(float));
-    /* ... and a prefilled token gets the bits the decode launcher gives it. */
-    std::vector<float> chunk_dec = attend(f, chunk, chunk_q, DECODE, 0);
-    snprintf(what, sizeof what, "%s: chunk at p0=%d prefilled vs decoded", c.name, chunk_p0);
-    same_bits(what, chunk_dec.data(), chunk_out.data(), chunk_out.size() * sizeof(float));
     /* ... and one token of the chunk alone, and among the other sequences' decodes. */
     step one = tokens(last, chunk_p0 + 9, chunk_p0 + 10);
     std::vector<float> one_q(chunk_q.begin() + 9 * (long)f.qd(), chunk_q.begin() + 10 * (long)f.qd());
@@ -227,43 +202,7 @@ static void bad_arguments(void)
                       const float *q_, size_t ws_bytes, float *out) {
         return slm_cuda_attention_split(shp, t, kvl, q_, 33, 0, INT_MAX, cl.ws, ws_bytes, out, 0);
     };
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == 0, "good decode: expected 0");
-    sh.head_dim = 72;
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "head_dim 72: expected -EINVAL");
-    sh = f.shape;
-    sh.n_head = 10;
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "n_head 10 / n_head_kv 3: expected -EINVAL");
-    sh = f.shape;
-    sh.n_head = 51, sh.n_head_kv = 3;
-    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "group 17: expected -EINVAL");
-    sh = f.shape;
-    sh.rope_dim = 63;
-    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 63: expected -EINVAL");
-    sh.rope_dim = 66;
-    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 66: expected -EINVAL");
-    CHECK(decode(&f.shape, &cl.t, &kv, nullptr, cl.ws_bytes, cl.out) == -EINVAL, "q NULL: expected -EINVAL");
-    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, nullptr) == -EINVAL, "out NULL: expected -EINVAL");
-    CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes - 4, cl.out) == -EINVAL, "small workspace: expected -EINVAL");
-    CHECK(decode(&f.shape, nullptr, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "tokens NULL: expected -EINVAL");
-    std::vector<float> host_out(3 * f.qd());
-    slm_emu_options o;
-    slm_emu_get_options(&o);
-    slm_emu_options quiet = o;
-    quiet.quiet = 1;
-    slm_emu_set_options(&quiet);
-    if (slm_emu_active()) {   /* what only the emulator's pointer check can see */
-        CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, host_out.data()) == -EINVAL,
-              "host out: expected -EINVAL");
-        slm_cuda_kv_layer small = kv;
-        small.n_blocks = f.n_blocks * 3;
-        CHECK(decode(&f.shape, &cl.t, &small, cl.q, cl.ws_bytes, cl.out) == -EINVAL,
-              "cache smaller than n_blocks says: expected -EINVAL");
-    }
-    slm_emu_set_options(&o);
-    cudaGetLastError();   /* the refused pointers left their error, as a failed CUDA call does */
-    slm_cuda_attn_tokens t0 = cl.t;
-    t0.n_tokens = 0;
-    CHECK(decode(&f.shape, &t0, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "0 tokens: expected -EINVAL");
+    shared_refusals(f, cl, kv, decode);
     CHECK(slm_cuda_attention_split(&f.shape, &cl.t, &kv, cl.q, 0, 0, INT_MAX, cl.ws, cl.ws_bytes, cl.out, 0) ==
               -EINVAL,
           "max_ctx 0: expected -EINVAL");
