@@ -79,6 +79,7 @@ struct fixture {
     slm_kv_pool pool{};
     void *gpu_pool = nullptr;
     int32_t *d_tables = nullptr;
+    slm_cuda_rope_table rope{};   /* the host's cos and sin (slm_cpu_rope_angles) of every position */
     size_t qd() const { return (size_t)c.n_head * c.head_dim; }
     size_t kvd() const { return (size_t)c.n_head_kv * c.head_dim; }
     size_t layer_halves() const { return (size_t)n_blocks * block_size * kvd(); }
@@ -88,10 +89,10 @@ static int setup(fixture &f, const config &c, const int *lens)
 {
     f.c = c;
     f.p = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, 10000.0f, 1.0f / std::sqrt((float)c.head_dim)};
-    f.shape = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, powf(f.p.rope_base, -2.0f / c.rope_dim),
-               f.p.scale};
-    int total = 0;
+    f.shape = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, f.p.scale};
+    int total = 0, max_len = 1;
     for (int s = 0; s < f.n_seq; s++) {
+        max_len = std::max(max_len, lens[s]);
         int nb = (lens[s] + f.block_size - 1) / f.block_size;
         if (nb > f.max_blocks) f.max_blocks = nb;
         total += nb;
@@ -114,6 +115,16 @@ static int setup(fixture &f, const config &c, const int *lens)
     if (cudaMalloc(&f.gpu_pool, f.layer_halves() * 2 * sizeof(uint16_t)) != cudaSuccess) return -1;
     cudaMemset(f.gpu_pool, 0, f.layer_halves() * 2 * sizeof(uint16_t));
     f.d_tables = dev(f.tables);
+    int half = c.rope_dim / 2;
+    std::vector<float> cs((size_t)max_len * c.rope_dim), cos_t(half + 1), sin_t(half + 1);
+    for (int p = 0; p < max_len; p++) {
+        slm_cpu_rope_angles(p, c.rope_dim, f.p.rope_base, cos_t.data(), sin_t.data());
+        for (int j = 0; j < half; j++) {
+            cs[((size_t)p * half + j) * 2] = cos_t[j];
+            cs[((size_t)p * half + j) * 2 + 1] = sin_t[j];
+        }
+    }
+    f.rope = {dev(cs), max_len};
     return 0;
 }
 
@@ -123,6 +134,7 @@ static void teardown(fixture &f)
     slm_backend_destroy(&f.cpu);
     cudaFree(f.gpu_pool);
     cudaFree(f.d_tables);
+    cudaFree((void *)f.rope.cos_sin);
 }
 
 /* Device state of one call. */
@@ -294,9 +306,14 @@ static void shared_refusals(fixture &f, call &cl, const slm_cuda_kv_layer &kv, L
     CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "group 17: expected -EINVAL");
     sh = f.shape;
     sh.rope_dim = 63;
-    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 63: expected -EINVAL");
+    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, &f.rope, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 63: expected -EINVAL");
     sh.rope_dim = 66;
-    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 66: expected -EINVAL");
+    CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, &f.rope, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 66: expected -EINVAL");
+    slm_cuda_rope_table no_table = {nullptr, 0};
+    CHECK(slm_cuda_rope_store(&f.shape, &cl.t, &kv, &no_table, cl.q, cl.k, cl.v, 0) == -EINVAL,
+          "no rope table: expected -EINVAL");
+    CHECK(slm_cuda_rope_store(&f.shape, &cl.t, &kv, nullptr, cl.q, cl.k, cl.v, 0) == -EINVAL,
+          "rope table NULL: expected -EINVAL");
     CHECK(decode(&f.shape, &cl.t, &kv, nullptr, cl.ws_bytes, cl.out) == -EINVAL, "q NULL: expected -EINVAL");
     CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes, nullptr) == -EINVAL, "out NULL: expected -EINVAL");
     CHECK(decode(&f.shape, &cl.t, &kv, cl.q, cl.ws_bytes - 4, cl.out) == -EINVAL, "small workspace: expected -EINVAL");
@@ -314,12 +331,28 @@ static void shared_refusals(fixture &f, call &cl, const slm_cuda_kv_layer &kv, L
         small.n_blocks = f.n_blocks * 3;
         CHECK(decode(&f.shape, &cl.t, &small, cl.q, cl.ws_bytes, cl.out) == -EINVAL,
               "cache smaller than n_blocks says: expected -EINVAL");
+        slm_cuda_rope_table big = {f.rope.cos_sin, f.rope.positions + 1};
+        CHECK(slm_cuda_rope_store(&f.shape, &cl.t, &kv, &big, cl.q, cl.k, cl.v, 0) == -EINVAL,
+              "rope table longer than its memory: expected -EINVAL");
     }
     slm_emu_set_options(&o);
     cudaGetLastError();   /* the refused pointers left their error, as a failed CUDA call does */
     slm_cuda_attn_tokens t0 = cl.t;
     t0.n_tokens = 0;
     CHECK(decode(&f.shape, &t0, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "0 tokens: expected -EINVAL");
+    /* A position past the table: that token's q and k become NaN, the others rotate. */
+    slm_cuda_rope_table one = {f.rope.cos_sin, 1};
+    CHECK(slm_cuda_rope_store(&f.shape, &cl.t, &kv, &one, cl.q, cl.k, cl.v, 0) == 0, "short rope table: expected 0");
+    std::vector<int32_t> pos = host(cl.t.pos, (size_t)cl.n);
+    std::vector<float> q = host(cl.q, (size_t)cl.n * f.qd());
+    int past = 0;
+    for (int i = 0; i < cl.n; i++) {
+        past += pos[i] >= 1;
+        CHECK((pos[i] >= 1) == (bool)std::isnan(q[(size_t)i * f.qd()]),
+              "token at position %d with a table of 1 position: expected q %s, got %g", pos[i],
+              pos[i] >= 1 ? "NaN" : "finite", q[(size_t)i * f.qd()]);
+    }
+    CHECK(past > 0, "the short-table check needs a token past position 0");
 }
 
 #endif

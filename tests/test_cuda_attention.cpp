@@ -15,6 +15,7 @@
 extern "C" {
 #include "daemon/engine/backend.h"
 #include "kernels/cpu/dequant.h"
+#include "kernels/cpu/ops.h"
 }
 #include "kernels/cuda/attention.h"
 #include "kernels/emu/emu_api.h"
@@ -43,7 +44,7 @@ static std::vector<float> run_step(fixture &f, const step &s, mode m, int p0, st
     for (int i = 0; i < n; i++) max_ctx = std::max(max_ctx, s.pos[i] + 1);
     call c = make_call(f, s, q, k, v, max_ctx);
     slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
-    int rc = slm_cuda_rope_store(&f.shape, &c.t, &kv, c.q, c.k, c.v, 0);
+    int rc = slm_cuda_rope_store(&f.shape, &c.t, &kv, &f.rope, c.q, c.k, c.v, 0);
     CHECK(rc == 0, "%s rope_store: expected 0, got %d", f.c.name, rc);
     if (m == DECODE) rc = slm_cuda_attention_decode(&f.shape, &c.t, &kv, c.q, max_ctx, c.ws, c.ws_bytes, c.out, 0);
     if (m == PREFILL) rc = slm_cuda_attention_prefill(&f.shape, &c.t, &kv, c.q, p0, c.ws, c.ws_bytes, c.out, 0);

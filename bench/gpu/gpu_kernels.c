@@ -289,7 +289,7 @@ static void bench_attention(struct bench *b, const struct model_shape *ms, int n
     struct att_ctx a = {.prefill = prefill, .split = kind == ATT_SPLIT};
     a.shape = (struct slm_cuda_attn_shape){.n_head = ms->n_head, .n_head_kv = ms->n_head_kv,
                                            .head_dim = ms->head_dim, .rope_dim = ms->head_dim,
-                                           .rope_theta_scale = 0.9f, .scale = 0.125f};
+                                           .scale = 0.125f};
     int seqs = prefill ? 1 : n, blocks_per = (ctx + bs - 1) / bs;
     size_t kvd = (size_t)ms->n_head_kv * (size_t)ms->head_dim, qd = (size_t)ms->n_head * (size_t)ms->head_dim;
     size_t n_blocks = (size_t)seqs * (size_t)blocks_per;

@@ -52,6 +52,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/cpu/ops.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/kernels.h"
 
@@ -113,6 +114,17 @@ struct graphs {
     struct slm_cuda_graph_stats stats;
 };
 
+/* RoPE's cos and sin, made on the host (slm_cpu_rope_angles: the CPU backend's bits), one
+ * table per (base, rope_dim) the model uses (Gemma 3 has two), for positions [0, positions). */
+struct rope_cache {
+    float base;
+    int rope_dim;
+    int positions;
+    float *dev;               /* (positions, rope_dim / 2, 2) */
+};
+#define ROPE_TABLES 4
+#define ROPE_MIN_POSITIONS 4096
+
 struct cuda_impl {
     int device;
     double mem_fraction;      /* share of the free device memory the KV pool may take */
@@ -131,6 +143,7 @@ struct cuda_impl {
     size_t q8_bytes;
     size_t q8_row_max[3];     /* largest quantized row of each activation type among the weights */
     struct sample_state *sampling;   /* the sample op's buffers, NULL until its first call */
+    struct rope_cache rope[ROPE_TABLES];
     struct slm_backend_ops host_sampling_ops;   /* cuda_ops without `sample` (SLM_CUDA_SAMPLING=0) */
 };
 
@@ -546,16 +559,71 @@ static int attention_launch(struct cuda_impl *ci, const struct slm_cuda_attn_sha
                     "slm_cuda_attention_split");
 }
 
+/* The rotation table of (base, rope_dim) covering positions [0, need): grown to a power of two
+ * of at least ROPE_MIN_POSITIONS when short (a new table drops the graphs, which hold the old
+ * one; a graph step's warm-up grows it before its capture). */
+static int rope_table(struct cuda_impl *ci, float base, int rope_dim, int need, struct slm_cuda_rope_table *out)
+{
+    *out = (struct slm_cuda_rope_table){NULL, 0};
+    if (rope_dim <= 0) return 0;   /* nothing rotates */
+    struct rope_cache *rc = NULL;
+    for (int i = 0; i < ROPE_TABLES && !rc; i++)
+        if (ci->rope[i].dev && ci->rope[i].base == base && ci->rope[i].rope_dim == rope_dim) rc = &ci->rope[i];
+    for (int i = 0; i < ROPE_TABLES && !rc; i++)
+        if (!ci->rope[i].dev) rc = &ci->rope[i];
+    if (!rc) {
+        slm_log(SLM_LOG_ERR, "cuda backend: more than %d RoPE (base, dims) pairs in one model", ROPE_TABLES);
+        return -ENOSPC;
+    }
+    if (!rc->dev || rc->positions < need) {
+        int positions = ROPE_MIN_POSITIONS, half = rope_dim / 2;
+        while (positions < need) positions *= 2;
+        size_t n = (size_t)positions * (size_t)rope_dim;
+        float *host = malloc(n * sizeof *host), *c = malloc((size_t)half * 2 * sizeof *c);
+        if (!host || !c) {
+            free(host);
+            free(c);
+            return -ENOMEM;
+        }
+        for (int p = 0; p < positions; p++) {
+            slm_cpu_rope_angles(p, rope_dim, base, c, c + half);
+            for (int j = 0; j < half; j++) {
+                host[((size_t)p * half + j) * 2] = c[j];
+                host[((size_t)p * half + j) * 2 + 1] = c[half + j];
+            }
+        }
+        free(c);
+        graphs_reset(ci);
+        if (rc->dev) cudaFree(rc->dev);   /* synchronises */
+        rc->dev = NULL;
+        int err = cuda_ok(cudaMalloc((void **)&rc->dev, n ? n * sizeof *host : 256), "cudaMalloc (rope table)");
+        if (!err) err = cuda_ok(cudaMemcpy(rc->dev, host, n * sizeof *host, cudaMemcpyHostToDevice),
+                                "cudaMemcpy (rope table)");
+        free(host);
+        if (err) {
+            if (rc->dev) cudaFree(rc->dev);
+            rc->dev = NULL;
+            return err;
+        }
+        rc->base = base, rc->rope_dim = rope_dim, rc->positions = positions;
+    }
+    *out = (struct slm_cuda_rope_table){.cos_sin = rc->dev, .positions = rc->positions};
+    return 0;
+}
+
 /* Attention of a graph-shaped step: every token alone in its (own) block table row, over
  * max_ctx = the step's partitions x 128, from the metadata buffer. Both kernels are launched
  * whatever the positions (a graph must not depend on them). */
-static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
+static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, float rope_base,
                                 const struct slm_cuda_kv_layer *kv, float *q, float *k, const float *v, float *out)
 {
     const struct graphs *g = &ci->graphs;
     struct slm_cuda_attn_tokens t = {.n_tokens = g->tokens, .pos = g->d_pos, .seq_row = g->d_row,
                                      .block_tables = g->d_tables, .n_seq_rows = g->tokens, .max_blocks = g->stride};
-    int rc = launched(slm_cuda_rope_store(sh, &t, kv, q, k, v, ci->stream), "slm_cuda_rope_store");
+    struct slm_cuda_rope_table rope;
+    int rc = rope_table(ci, rope_base, sh->rope_dim, g->max_ctx, &rope);
+    if (rc) return rc;
+    rc = launched(slm_cuda_rope_store(sh, &t, kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store");
     if (rc) return rc;
     return attention_launch(ci, sh, &t, kv, q, g->max_ctx, 1, out);
 }
@@ -566,21 +634,23 @@ static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int 
     struct cuda_impl *ci = impl(be);
     struct slm_cuda_attn_shape sh = {
         .n_head = p->n_head, .n_head_kv = p->n_head_kv, .head_dim = p->head_dim, .rope_dim = p->rope_dim,
-        .rope_layout = p->rope_layout, .rope_theta_scale = powf(p->rope_base, -2.0f / (float)p->rope_dim),
-        .scale = p->scale,
+        .rope_layout = p->rope_layout, .scale = p->scale,
     };
     size_t per_layer = kv_layer_halves(pool);
     slm_half *k_pool = (slm_half *)pool->mem + (size_t)layer * 2 * per_layer;
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = kv_blocks(pool),
                                    .block_size = pool->block_size};
-    if (ci->graphs.cur) return attention_graph_step(ci, &sh, &kv, q, k, v, out);
+    if (ci->graphs.cur) return attention_graph_step(ci, &sh, p->rope_base, &kv, q, k, v, out);
     int rc = attn_upload(ci, b);
     if (rc) return rc;
     const struct attn_meta *a = &ci->attn;
     const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
     struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
-    if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, q, k, v, ci->stream), "slm_cuda_rope_store"))) return rc;
+    struct slm_cuda_rope_table rope;
+    if ((rc = rope_table(ci, p->rope_base, p->rope_dim, a->max_ctx, &rope))) return rc;
+    if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))
+        return rc;
     return attention_launch(ci, &sh, &all, &kv, q, a->max_ctx, a->max_ctx > ci->exact_ctx, out);
 }
 
@@ -948,6 +1018,8 @@ static void cuda_destroy(struct slm_backend *be)
         sample_state_free(ci->sampling);
         if (ci->workspace) cudaFree(ci->workspace);
         if (ci->q8) cudaFree(ci->q8);
+        for (int i = 0; i < ROPE_TABLES; i++)
+            if (ci->rope[i].dev) cudaFree(ci->rope[i].dev);
         if (ci->stream) cudaStreamDestroy(ci->stream);
         free(ci);
     }

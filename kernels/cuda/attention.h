@@ -32,7 +32,6 @@ struct slm_cuda_attn_shape {
     int head_dim;
     int rope_dim;          /* rotated leading dims of each head, even, <= head_dim */
     int rope_layout;       /* 0 = adjacent pairs (llama), 1 = halves (neox) */
-    float rope_theta_scale;/* powf(rope_base, -2.0f / rope_dim), computed on the host as the CPU does */
     float scale;           /* applied to q.k */
 };
 
@@ -55,15 +54,26 @@ struct slm_cuda_attn_tokens {
     int max_blocks;
 };
 
+/* The rotation of every position the calls may meet: cos_sin (positions, rope_dim / 2, 2)
+ * device floats, (cos, sin) of pair j of position p at 2 (p * rope_dim / 2 + j). The host
+ * fills it with slm_cpu_rope_angles, so the angles and their cos and sin are the CPU
+ * backend's bits on any device (CUDA's own cosf / sinf may differ by an ulp). */
+struct slm_cuda_rope_table {
+    const float *cos_sin;
+    int positions;
+};
+
 /*
  * Rotates q (n_tokens, n_head * head_dim) and k (n_tokens, n_head_kv * head_dim) in place by
- * each token's position (RoPE, the CPU's angles: theta_j = pos * scale^j as a running float
- * product) and stores k and v (n_tokens, n_head_kv * head_dim) as halves into kv through the
- * block tables. Every block id a token needs must be in [0, n_blocks) (not checked on the device).
+ * each token's position (RoPE with the table's cos and sin: a token whose position is past
+ * the table gets NaN q and k rows, stored as such) and stores k and v (n_tokens,
+ * n_head_kv * head_dim) as halves into kv through the block tables. Every block id a token
+ * needs must be in [0, n_blocks) (not checked on the device). The table may be empty when
+ * rope_dim is 0.
  */
 int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                        const struct slm_cuda_kv_layer *kv, float *q, float *k, const float *v,
-                        cudaStream_t stream);
+                        const struct slm_cuda_kv_layer *kv, const struct slm_cuda_rope_table *rope, float *q,
+                        float *k, const float *v, cudaStream_t stream);
 
 /* Bytes of workspace the attention launchers need for n_tokens queries whose context is at
  * most max_ctx positions: (n_tokens, n_head, c + c / 16) floats, c = max_ctx rounded up to 64
