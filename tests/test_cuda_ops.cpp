@@ -305,6 +305,31 @@ static void test_rmsnorm(int n, int dim)
     compare_bits(what, alone.data(), &got[(n - 1) * dim], dim);
 }
 
+/* RMSNorm's order of the double sum is visible: a row whose squares sum to a float tie in one
+ * order (4.25 + half a float ulp) and past it in another, through three quarter-ulp terms of the
+ * double, lost when each meets the large sum alone and kept when two meet first. The places were
+ * searched so that llama.cpp's serial chain and the butterfly taken the other way round (offsets
+ * 1, 2, 4, 8, 16) both round differently from slm_cpu_rmsnorm's lanes; the kernel must give the
+ * lanes' bits. */
+static void test_rmsnorm_order(void)
+{
+    const int dim = 128;
+    std::vector<float> xh(dim, 0.0f), gh(dim, 1.0f), ref(dim), serial(dim);
+    xh[0] = 2.0f, xh[1] = 0.5f, xh[108] = ldexpf(1.0f, -11);
+    xh[51] = xh[57] = xh[79] = ldexpf(1.0f, -26);
+    slm_cpu_rmsnorm(xh.data(), gh.data(), dim, 0.0f, ref.data());
+    double sum = 0.0;
+    for (int i = 0; i < dim; i++) sum += (double)(xh[i] * xh[i]);
+    float scale = 1.0f / sqrtf((float)(sum / dim));
+    for (int i = 0; i < dim; i++) serial[i] = xh[i] * scale * gh[i];
+    CHECK(memcmp(ref.data(), serial.data(), sizeof(float) * dim) != 0,
+          "rmsnorm order row: expected the serial sum and the lanes to differ, got the same bits");
+    dev_buf<float> x(xh), gamma(gh), out(dim);
+    RC_OK(slm_cuda_rmsnorm(x.p, gamma.p, 1, dim, 0.0f, out.p, nullptr));
+    std::vector<float> got = out.download();
+    compare_bits("rmsnorm order row", got.data(), ref.data(), dim);
+}
+
 /* SwiGLU: the CPU's exp polynomial and operations, so its bits (large |g| included). */
 static void test_elementwise(void)
 {
@@ -461,6 +486,7 @@ int main(void)
     test_dequant_type(SLM_TYPE_BF16, 5, 37);
     test_rmsnorm(3, 576);
     test_rmsnorm(2, 333);
+    test_rmsnorm_order();
     test_elementwise();
     test_bad_arguments(h);
     cublasDestroy(h);

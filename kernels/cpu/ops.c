@@ -82,8 +82,15 @@ __attribute__((target("avx2,fma,f16c"))) static size_t swiglu_avx2(const float *
 
 void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out)
 {
-    double sum = 0.0;   /* float64, as llama.cpp accumulates it */
-    for (int i = 0; i < dim; i++) sum += (double)(x[i] * x[i]);   /* squares in float, summed in double, as llama.cpp */
+    /* The squares in float, summed in double as llama.cpp does, but in SLM_RMSNORM_LANES
+     * lanes (lane l: elements l, l + 32, ... in order) folded by halves, so that a GPU warp
+     * computes the same bits in dim / 32 steps instead of a serial chain of dim (llama.cpp's
+     * one chain differs only in the double's last bits, which rarely reach the float scale). */
+    double acc[SLM_RMSNORM_LANES] = {0};
+    for (int i = 0; i < dim; i++) acc[i % SLM_RMSNORM_LANES] += (double)(x[i] * x[i]);
+    for (int w = SLM_RMSNORM_LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    double sum = acc[0];
     float scale = 1.0f / sqrtf((float)(sum / dim) + eps);
     for (int i = 0; i < dim; i++) out[i] = x[i] * scale * gamma[i];
 }

@@ -13,7 +13,12 @@
 
 #include "../quant.h"
 
-/* out (dim) = x / sqrt(mean(x^2) + eps) * gamma; out may equal x. */
+/* Lanes of RMSNorm's double sum of squares: lane l adds elements l, l + LANES, ... in order,
+ * then lanes l and l + w are added for w = LANES / 2, ..., 1 (the CUDA kernel's warp). */
+#define SLM_RMSNORM_LANES 32
+
+/* out (dim) = x / sqrt(mean(x^2) + eps) * gamma; out may equal x. The mean's sum is taken in
+ * SLM_RMSNORM_LANES double lanes (above). */
 void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out);
 
 /* out (n) = silu(gate) * up. */

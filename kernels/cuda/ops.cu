@@ -3,12 +3,15 @@
  *
  * Both follow the CPU backend's arithmetic (kernels/cpu/ops.c) operation for operation, so
  * that they give its bits:
- * RMSNorm: one block of 256 threads per row. Thread 0 adds the float squares in double in
- * element order (slm_cpu_rmsnorm's sum, as llama.cpp: a serial chain of dim double adds,
- * ~dim x 4 clocks of latency), then every thread scales its elements: (x * scale) * gamma.
+ * RMSNorm: one block of 256 threads per row. Warp 0 adds the float squares in double as
+ * slm_cpu_rmsnorm does: lane l the elements l, l + 32, ... in order (dim / 32 dependent double
+ * adds), then a butterfly of offsets 16, 8, 4, 2, 1, which is the CPU's fold by halves (an IEEE
+ * add is commutative, so every lane ends with lane 0's bits); then every thread scales its
+ * elements: (x * scale) * gamma.
  * SwiGLU: g / (1 + expf_poly(-g)) * up with the CPU's exp polynomial (cpu_math.cuh).
  * The element-wise ops: 256 threads per block, grid-stride loops, one element per step.
  */
+#include "kernels/cpu/ops.h"
 #include "kernels/cuda/cpu_math.cuh"
 #include "kernels/cuda/launch.cuh"
 
@@ -22,11 +25,13 @@ __global__ void __launch_bounds__(OPS_THREADS)
     __shared__ float scale_s;
     const float *xr = x + (size_t)blockIdx.x * (size_t)dim;
     float *orow = out + (size_t)blockIdx.x * (size_t)dim;
-    if (threadIdx.x == 0) {
-        /* slm_cpu_rmsnorm's sum: squares in float, added in double, in element order */
+    static_assert(SLM_RMSNORM_LANES == 32, "one warp holds the lanes");
+    if (threadIdx.x < 32) {
         double sum = 0.0;
-        for (int i = 0; i < dim; i++) sum = __dadd_rn(sum, (double)__fmul_rn(xr[i], xr[i]));
-        scale_s = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__double2float_rn(__ddiv_rn(sum, (double)dim)), eps)));
+        for (int i = threadIdx.x; i < dim; i += 32) sum = __dadd_rn(sum, (double)__fmul_rn(xr[i], xr[i]));
+        for (int off = 16; off > 0; off >>= 1) sum = __dadd_rn(sum, __shfl_xor_sync(0xffffffffu, sum, off));
+        if (threadIdx.x == 0)
+            scale_s = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__double2float_rn(__ddiv_rn(sum, (double)dim)), eps)));
     }
     __syncthreads();
     const float scale = scale_s;
