@@ -36,6 +36,7 @@
 using slm_cuda::h2f;
 using slm_cuda::ld_u32;
 using slm_cuda::ld_u32_a2;
+using slm_cuda::ld_u128;
 
 /* ======================================================================================
  * Activation quantization
@@ -120,7 +121,9 @@ __global__ void __launch_bounds__(256) k_quantize_q8_K(const float *__restrict__
  * The 32-element weight types
  * ====================================================================================== */
 
-/* Group k (elements 4k..4k+3) of one block as 4 signed bytes, and the block's scales. */
+/* Per type: QUAD (its bytes in the device layout), M (an offset m), load (a lane's pieces of
+ * a quad) and block (group k, elements 4k..4k+3, of block i of the quad as 4 signed bytes,
+ * and the block's scales). */
 template <uint32_t T> struct wq32;
 
 /* Bytes b in 0..15 (0..31) minus 8 (16), as two's complement bytes: no carry crosses a byte. */
@@ -140,60 +143,103 @@ __device__ __forceinline__ uint32_t nibbles(uint32_t word, int k)
     return (k < 4 ? word : word >> 4) & 0x0f0f0f0fu;
 }
 
+/* A quad's bytes for lane k (the device layout, kernels.h): the scales (every lane of the row
+ * loads the same 16 bytes), qh for Q5_x, and the one 16-byte piece of quants that holds group
+ * k of each of the 4 blocks (word i = block i). block() then gives block i's group and scales. */
+struct quad_lane {
+    uint4 s, h, q;
+};
+
+/* Q4_0 / Q5_0 / Q8_0 keep the half d of block i at byte 2i of the scales. */
+__device__ __forceinline__ float quad_d(const quad_lane &l, int i)
+{
+    return h2f(slm_cuda::word_of(l.s, i >> 1) >> (16 * (i & 1)));
+}
+
 template <> struct wq32<SLM_TYPE_Q4_0> {
-    static const int BYTES = 18, ALIGN = 2;
+    static const int QUAD = 80;
     static const bool M = false;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    __device__ static void load(const uint8_t *quad, int k, quad_lane *l)
     {
-        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        *q = minus8(nibbles(ld_u32_a2(b + 2 + 4 * (k & 3)), k));
+        l->s = ld_u128(quad);
+        l->q = ld_u128(quad + 16 + 16 * (k & 3));
+    }
+    __device__ static void block(const quad_lane &l, int i, int k, int *q, float *d, float *)
+    {
+        *d = quad_d(l, i);
+        *q = minus8(nibbles(slm_cuda::word_of(l.q, i), k));
     }
 };
 template <> struct wq32<SLM_TYPE_Q4_1> {
-    static const int BYTES = 20, ALIGN = 4;
+    static const int QUAD = 80;
     static const bool M = true;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *m)
+    __device__ static void load(const uint8_t *quad, int k, quad_lane *l)
     {
-        uint32_t dm = ld_u32(b);
+        l->s = ld_u128(quad);
+        l->q = ld_u128(quad + 16 + 16 * (k & 3));
+    }
+    __device__ static void block(const quad_lane &l, int i, int k, int *q, float *d, float *m)
+    {
+        uint32_t dm = slm_cuda::word_of(l.s, i);
         *d = h2f(dm);
         *m = h2f(dm >> 16);
-        *q = (int)nibbles(ld_u32(b + 4 + 4 * (k & 3)), k);
+        *q = (int)nibbles(slm_cuda::word_of(l.q, i), k);
     }
 };
 template <> struct wq32<SLM_TYPE_Q5_0> {
-    static const int BYTES = 22, ALIGN = 2;
+    static const int QUAD = 96;
     static const bool M = false;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    __device__ static void load(const uint8_t *quad, int k, quad_lane *l)
     {
-        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        *q = minus16(nibbles(ld_u32_a2(b + 6 + 4 * (k & 3)), k) | q5_high(ld_u32_a2(b + 2), k));
+        l->s = ld_u128(quad);
+        l->h = ld_u128(quad + 16);
+        l->q = ld_u128(quad + 32 + 16 * (k & 3));
+    }
+    __device__ static void block(const quad_lane &l, int i, int k, int *q, float *d, float *)
+    {
+        *d = quad_d(l, i);
+        *q = minus16(nibbles(slm_cuda::word_of(l.q, i), k) | q5_high(slm_cuda::word_of(l.h, i), k));
     }
 };
 template <> struct wq32<SLM_TYPE_Q5_1> {
-    static const int BYTES = 24, ALIGN = 4;
+    static const int QUAD = 96;
     static const bool M = true;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *m)
+    __device__ static void load(const uint8_t *quad, int k, quad_lane *l)
     {
-        uint32_t dm = ld_u32(b);
+        l->s = ld_u128(quad);
+        l->h = ld_u128(quad + 16);
+        l->q = ld_u128(quad + 32 + 16 * (k & 3));
+    }
+    __device__ static void block(const quad_lane &l, int i, int k, int *q, float *d, float *m)
+    {
+        uint32_t dm = slm_cuda::word_of(l.s, i);
         *d = h2f(dm);
         *m = h2f(dm >> 16);
-        *q = (int)(nibbles(ld_u32(b + 8 + 4 * (k & 3)), k) | q5_high(ld_u32(b + 4), k));
+        *q = (int)(nibbles(slm_cuda::word_of(l.q, i), k) | q5_high(slm_cuda::word_of(l.h, i), k));
     }
 };
 template <> struct wq32<SLM_TYPE_Q8_0> {
-    static const int BYTES = 34, ALIGN = 2;
+    static const int QUAD = 144;
     static const bool M = false;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    __device__ static void load(const uint8_t *quad, int k, quad_lane *l)
     {
-        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        *q = (int)ld_u32_a2(b + 2 + 4 * k);
+        l->s = ld_u128(quad);
+        l->q = ld_u128(quad + 16 + 16 * k);
+    }
+    __device__ static void block(const quad_lane &l, int i, int, int *q, float *d, float *)
+    {
+        *d = quad_d(l, i);
+        *q = (int)slm_cuda::word_of(l.q, i);
     }
 };
 
 /*
- * Rows of W (nb blocks each) against n activation rows a (Q8_1 when the weight type has an
- * offset m, else Q8_0), a_bytes apart. threadIdx.x / 8 picks the row, threadIdx.x % 8 = k the
- * group; the 8 lanes of a row are 8 consecutive lanes of one warp.
+ * Rows of W (nb blocks each, in quads: the device layout) against n activation rows a (Q8_1
+ * when the weight type has an offset m, else Q8_0), a_bytes apart. threadIdx.x / 8 picks the
+ * row, threadIdx.x % 8 = k the group; the 8 lanes of a row are 8 consecutive lanes of one warp.
+ * A lane loads a quad (two or three 16-byte loads) and then runs its 4 blocks in order, so the
+ * blocks still go b = 0, 1, 2, ... as the CPU's do; the zero blocks that pad the last quad are
+ * skipped, not added.
  */
 template <uint32_t WT, int TOKENS>
 __global__ void __launch_bounds__(MVQ_THREADS) k_mvq_32(const uint8_t *__restrict__ w, int rows, int nb,
@@ -209,7 +255,8 @@ __global__ void __launch_bounds__(MVQ_THREADS) k_mvq_32(const uint8_t *__restric
     const int r = min(row, rows - 1);
     const int t0 = blockIdx.y * TOKENS;
     const int nt = min(TOKENS, n - t0);
-    const uint8_t *wrow = w + (size_t)r * (size_t)nb * W::BYTES;
+    const int nq = (nb + 3) / 4;
+    const uint8_t *wrow = w + (size_t)r * (size_t)nq * W::QUAD;
     const uint8_t *arow = a + (size_t)t0 * (size_t)a_bytes;
 
     float acc[TOKENS];
@@ -219,27 +266,37 @@ __global__ void __launch_bounds__(MVQ_THREADS) k_mvq_32(const uint8_t *__restric
     SLM_UNROLL
     for (int t = 0; t < TOKENS / 8; t++) summ[t] = 0.0f;
 
-    for (int b = 0; b < nb; b++) {
-        int wq;
-        float wd, wm = 0.0f;
-        W::load(wrow + (size_t)b * W::BYTES, k, &wq, &wd, &wm);
-        SLM_UNROLL
-        for (int t = 0; t < TOKENS; t++) {
-            if (t < nt) {
-                const uint8_t *ab = arow + (size_t)t * (size_t)a_bytes + (size_t)b * AB;
-                int aq;
-                float ad, as = 0.0f;
-                if (W::M) {
-                    uint32_t ds = ld_u32(ab);
-                    ad = h2f(ds);
-                    as = h2f(ds >> 16);
-                    aq = (int)ld_u32(ab + AQ + 4 * k);
-                } else {
-                    ad = h2f(*reinterpret_cast<const uint16_t *>(ab));
-                    aq = (int)ld_u32_a2(ab + AQ + 4 * k);
+    for (int g = 0; g < nq; g++) {
+        quad_lane lq;
+        W::load(wrow + (size_t)g * W::QUAD, k, &lq);
+        const int in_quad = min(4, nb - 4 * g);
+#if defined(__CUDACC__)
+#pragma unroll(TOKENS > 8 ? 1 : 4)
+#endif
+        for (int i = 0; i < 4; i++) {
+            if (i >= in_quad) continue;
+            const int b = 4 * g + i;
+            int wq;
+            float wd, wm = 0.0f;
+            W::block(lq, i, k, &wq, &wd, &wm);
+            SLM_UNROLL
+            for (int t = 0; t < TOKENS; t++) {
+                if (t < nt) {
+                    const uint8_t *ab = arow + (size_t)t * (size_t)a_bytes + (size_t)b * AB;
+                    int aq;
+                    float ad, as = 0.0f;
+                    if (W::M) {
+                        uint32_t ds = ld_u32(ab);
+                        ad = h2f(ds);
+                        as = h2f(ds >> 16);
+                        aq = (int)ld_u32(ab + AQ + 4 * k);
+                    } else {
+                        ad = h2f(*reinterpret_cast<const uint16_t *>(ab));
+                        aq = (int)ld_u32_a2(ab + AQ + 4 * k);
+                    }
+                    acc[t] = __fmaf_rn(__int2float_rn(__dp4a(wq, aq, 0)), __fmul_rn(wd, ad), acc[t]);
+                    if (W::M && k == (t & 7)) summ[t >> 3] = __fmaf_rn(wm, as, summ[t >> 3]);
                 }
-                acc[t] = __fmaf_rn(__int2float_rn(__dp4a(wq, aq, 0)), __fmul_rn(wd, ad), acc[t]);
-                if (W::M && k == (t & 7)) summ[t >> 3] = __fmaf_rn(wm, as, summ[t >> 3]);
             }
         }
     }
@@ -270,7 +327,7 @@ template <uint32_t T> struct wqk;
 
 /* Q4_K / Q5_K: sub-block j = 32 elements, nibble j & 1 of qs[32 (j / 2) ..], (sc, m) 6-bit. */
 template <bool FIVE> struct wqk45 {
-    static const int BYTES = FIVE ? 176 : 144, ALIGN = 16;
+    static const int BYTES = FIVE ? 176 : 144;
     struct lane_w {
         int q[8];      /* elements 4i..4i+3 of the sub-block, as bytes */
         int sc, m;
@@ -314,9 +371,11 @@ template <bool FIVE> struct wqk45 {
 template <> struct wqk<SLM_TYPE_Q4_K> : wqk45<false> {};
 template <> struct wqk<SLM_TYPE_Q5_K> : wqk45<true> {};
 
-/* Q6_K: lane j takes elements 32j..32j+31 (half j / 4, quarter j % 4): groups 2j and 2j + 1. */
+/* Q6_K: lane j takes elements 32j..32j+31 (half j / 4, quarter j % 4): groups 2j and 2j + 1.
+ * The device layout pads each block to 224 bytes, so ql, qh and the scales (192..207) are
+ * 16-byte aligned pieces: two 16-byte loads each of ql and qh, one of the scales. */
 template <> struct wqk<SLM_TYPE_Q6_K> {
-    static const int BYTES = 210, ALIGN = 2;
+    static const int BYTES = 224;
     struct lane_w {
         int q[8];      /* (value - 32) of elements 4i..4i+3, as bytes */
         int sc0, sc1;
@@ -328,13 +387,18 @@ template <> struct wqk<SLM_TYPE_Q6_K> {
         const uint8_t *ql = b + 64 * hf + 32 * (quarter & 1), *qh = b + 128 + 32 * hf;
         const int lshift = quarter >= 2 ? 4 : 0, hshift = 2 * quarter;
         SLM_UNROLL
-        for (int i = 0; i < 8; i++) {
-            uint32_t lo = (ld_u32_a2(ql + 4 * i) >> lshift) & 0x0f0f0f0fu;
-            uint32_t hi = ((ld_u32_a2(qh + 4 * i) >> hshift) & 0x03030303u) << 4;
-            l->q[i] = (int)(((lo | hi) + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
+        for (int h = 0; h < 2; h++) {
+            uint4 lv = slm_cuda::ld_u128(ql + 16 * h), hv = slm_cuda::ld_u128(qh + 16 * h);
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                uint32_t lo = (slm_cuda::word_of(lv, i) >> lshift) & 0x0f0f0f0fu;
+                uint32_t hi = ((slm_cuda::word_of(hv, i) >> hshift) & 0x03030303u) << 4;
+                l->q[4 * h + i] = (int)(((lo | hi) + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
+            }
         }
-        l->sc0 = (int8_t)b[192 + 2 * j];
-        l->sc1 = (int8_t)b[193 + 2 * j];
+        uint4 sv = slm_cuda::ld_u128(b + 192);
+        l->sc0 = (int8_t)slm_cuda::byte_of(sv, 2 * j);
+        l->sc1 = (int8_t)slm_cuda::byte_of(sv, 2 * j + 1);
         l->d = h2f(*reinterpret_cast<const uint16_t *>(b + 208));
     }
     __device__ static void sums(const lane_w *l, const uint8_t *ab, int j, int *sumi, int *summ)
@@ -468,28 +532,27 @@ extern "C" int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, in
 {
     uint32_t at = slm_cuda_q8_act_type(type);
     SLM_CUDA_ARG(at != UINT32_MAX);
-    size_t row_bytes = slm_cuda_row_bytes(type, cols), a_bytes = slm_cuda_q8_row_bytes(at, cols);
+    size_t row_bytes = slm_cuda_device_row_bytes(type, cols), a_bytes = slm_cuda_q8_row_bytes(at, cols);
     SLM_CUDA_ARG(row_bytes != 0 && a_bytes != 0 && a_bytes <= INT32_MAX && rows >= 1 &&
                  rows <= INT32_MAX - MVQ_ROWS && cols <= INT32_MAX);
     SLM_CUDA_ARG(n >= 1 && (n + SLM_CUDA_MATVEC_Q8_TOKENS_LARGE - 1) / SLM_CUDA_MATVEC_Q8_TOKENS_LARGE <= 65535);
     SLM_CUDA_DEVICE(w, (size_t)rows * row_bytes);
     SLM_CUDA_DEVICE(q, (size_t)n * a_bytes);
     SLM_CUDA_DEVICE(y, (size_t)n * (size_t)rows * sizeof(float));
-    SLM_CUDA_ARG(slm_cuda_aligned(q, at == SLM_TYPE_Q8_0 ? 2 : 4) && slm_cuda_aligned(y, 4));
+    SLM_CUDA_ARG(slm_cuda_aligned(w, 16) && slm_cuda_aligned(q, at == SLM_TYPE_Q8_0 ? 2 : 4) &&
+                 slm_cuda_aligned(y, 4));
     const int r = (int)rows, nb = (int)(cols / slm_qblock_elems(type)), ab = (int)a_bytes;
     switch (type) {
-#define MVQ_CASE(T, KQ, ALIGN)                                                                     \
-    case T:                                                                                        \
-        SLM_CUDA_ARG(slm_cuda_aligned(w, ALIGN));                                                  \
-        return dispatch_tokens<T, KQ>(w, r, nb, q, ab, n, y, accumulate, stream);
-        MVQ_CASE(SLM_TYPE_Q4_0, false, 2)
-        MVQ_CASE(SLM_TYPE_Q4_1, false, 4)
-        MVQ_CASE(SLM_TYPE_Q5_0, false, 2)
-        MVQ_CASE(SLM_TYPE_Q5_1, false, 4)
-        MVQ_CASE(SLM_TYPE_Q8_0, false, 2)
-        MVQ_CASE(SLM_TYPE_Q4_K, true, 16)
-        MVQ_CASE(SLM_TYPE_Q5_K, true, 16)
-        MVQ_CASE(SLM_TYPE_Q6_K, true, 2)
+#define MVQ_CASE(T, KQ) \
+    case T: return dispatch_tokens<T, KQ>(w, r, nb, q, ab, n, y, accumulate, stream);
+        MVQ_CASE(SLM_TYPE_Q4_0, false)
+        MVQ_CASE(SLM_TYPE_Q4_1, false)
+        MVQ_CASE(SLM_TYPE_Q5_0, false)
+        MVQ_CASE(SLM_TYPE_Q5_1, false)
+        MVQ_CASE(SLM_TYPE_Q8_0, false)
+        MVQ_CASE(SLM_TYPE_Q4_K, true)
+        MVQ_CASE(SLM_TYPE_Q5_K, true)
+        MVQ_CASE(SLM_TYPE_Q6_K, true)
 #undef MVQ_CASE
     default: return -EINVAL;
     }
