@@ -5,13 +5,13 @@
  *   inputs include an all-zero block and a block whose largest |x| appears twice;
  * - slm_cuda_to_device_layout (the device layout of kernels.h) against a decoder written here
  *   from that contract, byte by byte: every GGUF byte where the contract puts it, every other
- *   byte zero, for every type with a device layout, nb % 4 = 0, 1, 2, 3;
+ *   byte zero, for every type with a device layout, nb % 4 = 0, 1, 2, 3 (tails of 0..3 blocks);
  * - slm_cuda_matvec_q8 for every quantized weight type, the weight converted to the device
  *   layout, against slm_cpu_matmul (what the CPU backend calls, with the weight in the layout
  *   the CPU backend picks: the X8 tiles for Q4_1 / Q8_0 on rows = 64, the row tiles or the
  *   portable kernel on rows = 67), n = 1, 3, 8, 11, 40 (both token-group sizes), accumulate off
- *   (y poisoned with NaN) and on: every float's bits equal; cols = 32 * 5, 32 * 7, 32 * 17
- *   (a padded last quad), 256 * 3;
+ *   (y poisoned with NaN) and on: every float's bits equal; cols = 32 * 5, 32 * 7, 32 * 17,
+ *   32 * 18 (tails of 1, 3, 1, 2 blocks), 256 * 3;
  * - the launchers' and the converter's refusals (-EINVAL).
  * Random inputs from a fixed seed (printed). Every launch runs under the emulator's race
  * check. */
@@ -111,29 +111,28 @@ static void test_quantize(uint32_t at, int n, int64_t cols)
 
 /* ---- the device layout, decoded from kernels.h's contract ---- */
 
-/* Where byte `off` of a device-layout row of a 32-element type comes from: block *blk of the
- * row, byte *at of that GGUF block; false for a padding byte. */
-static bool quad_source(uint32_t type, size_t off, int64_t *blk, int *at)
+/* Where byte o of a quad (nin = 4) or of a tail of nin blocks of a 32-element type comes from:
+ * block *i of it, byte *at of that GGUF block; false for a padding byte. */
+static bool quad_source(uint32_t type, int nin, int o, int *i, int *at)
 {
     const bool q5 = type == SLM_TYPE_Q5_0 || type == SLM_TYPE_Q5_1;
-    const bool mn = type == SLM_TYPE_Q4_1 || type == SLM_TYPE_Q5_1;
-    const int quad = type == SLM_TYPE_Q8_0 ? 144 : q5 ? 96 : 80, scale = mn ? 4 : 2;
-    const int quants = q5 ? 32 : 16, hdr = scale + (q5 ? 4 : 0);
-    const int o = (int)(off % quad);
-    int i;
-    if (o < 16) {   /* the scales */
-        i = o / scale;
-        if (i >= 4) return false;
-        *at = o % scale;
-    } else if (o < quants) {   /* qh */
-        i = (o - 16) / 4;
-        *at = scale + (o - 16) % 4;
-    } else {   /* word w of block i at quants + 16 w + 4 i */
-        int w = (o - quants) / 16;
-        i = (o - quants) % 16 / 4;
-        *at = hdr + 4 * w + (o - quants) % 4;
+    const int sb = type == SLM_TYPE_Q4_1 || type == SLM_TYPE_Q5_1 ? 4 : 2, words = type == SLM_TYPE_Q8_0 ? 8 : 4;
+    const int scales_end = nin == 4 ? 16 : (nin * sb + 3) / 4 * 4, quants = scales_end + (q5 ? 4 * nin : 0);
+    const int hdr = sb + (q5 ? 4 : 0);   /* the qs of a GGUF block */
+    if (o < scales_end) {
+        *i = o / sb;
+        *at = o % sb;
+        return *i < nin;
     }
-    *blk = (int64_t)(off / quad) * 4 + i;
+    if (o < quants) {
+        *i = (o - scales_end) / 4;
+        *at = sb + (o - scales_end) % 4;
+        return true;
+    }
+    if (o >= quants + 4 * nin * words) return false;
+    const int w = (o - quants) / (4 * nin);
+    *i = (o - quants) % (4 * nin) / 4;
+    *at = hdr + 4 * w + (o - quants) % 4;
     return true;
 }
 
@@ -144,10 +143,15 @@ static int expected_byte(uint32_t type, const uint8_t *gguf_row, int64_t cols, s
     const int bb = (int)slm_qblock_bytes(type);
     if (type == SLM_TYPE_Q4_K || type == SLM_TYPE_Q5_K) return gguf_row[off];
     if (type == SLM_TYPE_Q6_K) return off % 224 < 210 ? gguf_row[off / 224 * 210 + off % 224] : -1;
-    int64_t blk;
-    int at;
-    if (!quad_source(type, off, &blk, &at) || blk >= nb) return -1;
-    return gguf_row[blk * bb + at];
+    const size_t quad = type == SLM_TYPE_Q8_0 ? 144 : type == SLM_TYPE_Q5_0 || type == SLM_TYPE_Q5_1 ? 96 : 80;
+    const size_t full = (size_t)(nb / 4) * quad;
+    int i, at;
+    if (off < full) {
+        if (!quad_source(type, 4, (int)(off % quad), &i, &at)) return -1;
+        return gguf_row[(int64_t)(off / quad * 4 + i) * bb + at];
+    }
+    if (nb % 4 == 0 || !quad_source(type, (int)(nb % 4), (int)(off - full), &i, &at)) return -1;
+    return gguf_row[(nb / 4 * 4 + i) * bb + at];
 }
 
 static void test_layout(uint32_t type, int64_t rows, int64_t cols)
@@ -262,9 +266,13 @@ static void test_bad_arguments(void)
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 2, nullptr, 0, nullptr));
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 70000 * 32, y.p, 0, nullptr)); /* grid.y */
     /* the device layout: sizes, and the converter's refusals */
-    CHECK(slm_cuda_device_row_bytes(SLM_TYPE_Q4_0, 160) == 160 && slm_cuda_device_row_bytes(SLM_TYPE_Q4_1, 256) == 160 &&
-              slm_cuda_device_row_bytes(SLM_TYPE_Q5_1, 224) == 192 && slm_cuda_device_row_bytes(SLM_TYPE_Q8_0, 576) == 720 &&
-              slm_cuda_device_row_bytes(SLM_TYPE_Q6_K, 512) == 448 && slm_cuda_device_row_bytes(SLM_TYPE_Q4_K, 256) == 144,
+    /* Q4_0 x 160: a quad (80) and a tail of 1 (4 + 16), to 112; Q4_1 x 576 (SmolLM2): 4 quads and a
+     * tail of 2 (8 + 32), to 368; Q5_1 x 224: a quad (96), a tail of 3 (12 + 12 + 48), to 176;
+     * Q8_0 x 576: 4 quads (576), a tail of 2 (4 + 64), to 656 */
+    CHECK(slm_cuda_device_row_bytes(SLM_TYPE_Q4_0, 160) == 112 && slm_cuda_device_row_bytes(SLM_TYPE_Q4_1, 576) == 368 &&
+              slm_cuda_device_row_bytes(SLM_TYPE_Q5_1, 224) == 176 && slm_cuda_device_row_bytes(SLM_TYPE_Q8_0, 576) == 656 &&
+              slm_cuda_device_row_bytes(SLM_TYPE_Q4_1, 256) == 160 && slm_cuda_device_row_bytes(SLM_TYPE_Q6_K, 512) == 448 &&
+              slm_cuda_device_row_bytes(SLM_TYPE_Q4_K, 256) == 144,
           "slm_cuda_device_row_bytes: a size differs from the contract");
     CHECK(slm_cuda_device_row_bytes(SLM_TYPE_F32, 64) == 0 && slm_cuda_device_row_bytes(SLM_TYPE_Q8_1, 64) == 0 &&
               slm_cuda_device_row_bytes(SLM_TYPE_Q4_0, 48) == 0 && slm_cuda_device_row_bytes(SLM_TYPE_Q6_K, 0) == 0,
@@ -321,11 +329,11 @@ int main(void)
     }
     for (uint32_t type : qtypes) {
         bool kq = slm_qblock_elems(type) == SLM_QK_K;
-        test_matvec(pool, type, 67, kq ? 512 : 544);   /* odd rows: the row tiles; 17 blocks: a last quad of 1 */
+        test_matvec(pool, type, 67, kq ? 512 : 544);   /* odd rows: the row tiles; 17 blocks: a tail of 1 */
         if (!kq) test_matvec(pool, type, 64, 544);     /* the X8 tiles where the CPU has them */
         if (kq) test_matvec(pool, type, 19, 256 * 3);
         else
-            for (int nb : {5, 7}) test_matvec(pool, type, 19, 32 * nb);   /* last quads of 1 and 3 blocks */
+            for (int nb : {5, 7, 18}) test_matvec(pool, type, 19, 32 * nb);   /* tails of 1, 3, 2 blocks */
     }
     test_matvec(pool, SLM_TYPE_Q6_K, 13, 9 * 256);
     test_bad_arguments();

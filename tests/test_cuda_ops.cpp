@@ -495,13 +495,13 @@ int main(void)
         test_dequant_type(type, rows, cols);
         test_gemm_type(h, type, rows, cols);
     }
-    /* the device layout's embedding: last quads of 1, 3, 1 and 0 blocks of 4; padded Q6_K blocks */
+    /* the device layout's embedding: tails of 1, 3, 1, 0 and 2 blocks; padded Q6_K blocks */
     for (uint32_t type : weight_types) {
         if (slm_cuda_q8_act_type(type) == UINT32_MAX) continue;
         if (slm_qblock_elems(type) == SLM_QK_K) {
             test_embed_device(type, 9, 256 * 3);
         } else {
-            for (int64_t cols : {32 * 5, 32 * 7, 544, 32 * 8}) test_embed_device(type, 9, cols);
+            for (int64_t cols : {32 * 5, 32 * 7, 544, 32 * 8, 576}) test_embed_device(type, 9, cols);
         }
     }
     /* K-quant rows of 72 units: each lane loops over several units */

@@ -17,7 +17,9 @@
  *
  * Pointers named "device" are device memory; sizes are elements unless named bytes.
  * Weights are in GGUF's layout (kernels/quant.h): `rows` rows of `cols` elements, a row
- * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes).
+ * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes), except where a
+ * launcher says "device layout" (slm_cuda_matvec_q8, slm_cuda_embed_device_layout): then as
+ * slm_cuda_to_device_layout writes them (layout.cu, below).
  *
  * Batch invariance (DESIGN.md, "Engine"): in every kernel here an output element's
  * arithmetic, and its order, depend only on that element's own inputs and on the sizes
@@ -58,17 +60,22 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
  * row r starts at r * slm_cuda_device_row_bytes(type, cols). Within a row:
  *   Q4_K, Q5_K  GGUF's row unchanged (their blocks, 144 and 176 bytes, are 16-byte multiples);
  *   Q6_K        each 210-byte GGUF block followed by 14 zero bytes: 224-byte blocks;
- *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32-element blocks): the row's nb blocks in ceil(nb / 4)
- *               "quads", quad g holding blocks 4g .. 4g + 3 (i = 0..3 below; a block past nb
- *               is all zero bytes). A quad is, at byte offsets from its start:
- *     0..15     the scales: Q4_0 / Q5_0 / Q8_0 the half d of block i at 2i, bytes 8..15 zero;
- *               Q4_1 / Q5_1 the halves (d, m) of block i at 4i (d first);
+ *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32-element blocks): the row's nb blocks as nb / 4 "quads"
+ *               (quad g holds blocks 4g .. 4g + 3), then a "tail" of the last t = nb % 4
+ *               blocks (none when t = 0), then zero bytes up to a multiple of 16. With i the
+ *               block's place in its quad or tail, sb the scale bytes of a block (2: the half d
+ *               of Q4_0 / Q5_0 / Q8_0; 4: the halves d, m of Q4_1 / Q5_1, d first) and W the qs
+ *               words of a block (4, or 8 for Q8_0; word w = qs bytes 4w .. 4w + 3), a quad is:
+ *     0..15     the scales, block i's at sb * i (bytes 8..15 zero for sb = 2);
  *     16..31    Q5_0 / Q5_1 only: qh (4 bytes) of block i at 16 + 4i;
- *     H..       the quants, H = 32 for Q5_0 / Q5_1, else 16: word w (qs bytes 4w .. 4w + 3) of
- *               block i at H + 16w + 4i, for w = 0..3 (Q4_x, Q5_x) or 0..7 (Q8_0).
- *     Quads are 80 bytes (Q4_0, Q4_1), 96 (Q5_0, Q5_1) or 144 (Q8_0).
- * Sizes against GGUF's: Q4_0 +11 %, Q5_0 +9 %, Q8_0 +6 %, Q6_K +6.7 % (Q4_0 / Q5_0 / Q8_0 plus
- * the padding of a last quad when nb % 4 != 0; Q4_1 / Q5_1 only that padding).
+ *     H..       the quants, H = 32 for Q5_0 / Q5_1, else 16: word w of block i at H + 16w + 4i,
+ *               so that the 16 bytes at H + 16w are word w of all 4 blocks;
+ *               quads are 80 bytes (Q4_0, Q4_1), 96 (Q5_0, Q5_1) or 144 (Q8_0);
+ *     and the tail the same with t for 4: the scales, block i's at sb * i, zero-padded to S =
+ *               the next multiple of 4; Q5_x's qh of block i at S + 4i; the quants from H' = S
+ *               (+ 4t for Q5_x): word w of block i at H' + 4tw + 4i.
+ * Sizes against GGUF's: per quad Q4_0 +11 %, Q5_0 +9 %, Q8_0 +6 %, Q4_1 / Q5_1 0; Q6_K +6.7 %;
+ * plus, per row, under 16 bytes of alignment and up to 3 bytes padding the tail's scales.
  */
 
 /* Bytes of one row of `cols` elements of `type` in the device layout; 0 for a type without

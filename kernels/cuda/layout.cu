@@ -33,12 +33,32 @@ static int quad_shape_of(uint32_t type, struct quad_shape *s)
 
 #define Q6_K_DEVICE_BYTES 224
 
+/* A row's tail of t = nb % 4 blocks (kernels.h): the scales (padded to 4 bytes), qh, quants. */
+static int tail_scales(const struct quad_shape *s, int t)
+{
+    return (t * s->scale_bytes + 3) & ~3;
+}
+
+static int tail_quants(const struct quad_shape *s, int t)
+{
+    return tail_scales(s, t) + (s->qh ? 4 * t : 0);
+}
+
+static size_t tail_bytes(const struct quad_shape *s, int t)
+{
+    return t ? (size_t)(tail_quants(s, t) + 4 * t * s->words) : 0;
+}
+
 extern "C" size_t slm_cuda_device_row_bytes(uint32_t type, int64_t cols)
 {
     size_t gguf = slm_cuda_row_bytes(type, cols);
     if (gguf == 0) return 0;
     struct quad_shape s;
-    if (quad_shape_of(type, &s)) return (size_t)((cols / 32 + 3) / 4) * (size_t)s.quad_bytes;
+    if (quad_shape_of(type, &s)) {
+        const int64_t nb = cols / 32;
+        size_t bytes = (size_t)(nb / 4) * (size_t)s.quad_bytes + tail_bytes(&s, (int)(nb % 4));
+        return (bytes + 15) & ~(size_t)15;
+    }
     switch (type) {
     case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K: return gguf;
     case SLM_TYPE_Q6_K: return (size_t)(cols / SLM_QK_K) * Q6_K_DEVICE_BYTES;
@@ -46,17 +66,21 @@ extern "C" size_t slm_cuda_device_row_bytes(uint32_t type, int64_t cols)
     }
 }
 
-/* One row of nb 32-element blocks into quads; dst is zeroed already. */
+/* One row of nb 32-element blocks into quads and a tail; dst is zeroed already. A quad is a
+ * tail of 4 blocks with its scales padded to 16 bytes: in both, word w of block i sits at
+ * quants + 4 t w + 4 i, qh of block i at scales_end + 4 i. */
 static void row_to_quads(const struct quad_shape *s, const uint8_t *src, int64_t nb, uint8_t *dst)
 {
-    const int hdr = s->scale_bytes + (s->qh ? 4 : 0), quants = s->qh ? 32 : 16;
+    const int hdr = s->scale_bytes + (s->qh ? 4 : 0);
+    const int64_t full = nb / 4 * 4;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = src + b * s->block_bytes;
         uint8_t *quad = dst + (b / 4) * s->quad_bytes;
-        const int i = (int)(b % 4);
+        const int i = (int)(b % 4), t = b < full ? 4 : (int)(nb - full);
+        const int scales_end = t == 4 ? 16 : tail_scales(s, t), quants = t == 4 ? (s->qh ? 32 : 16) : tail_quants(s, t);
         memcpy(quad + s->scale_bytes * i, blk, (size_t)s->scale_bytes);
-        if (s->qh) memcpy(quad + 16 + 4 * i, blk + s->scale_bytes, 4);
-        for (int w = 0; w < s->words; w++) memcpy(quad + quants + 16 * w + 4 * i, blk + hdr + 4 * w, 4);
+        if (s->qh) memcpy(quad + scales_end + 4 * i, blk + s->scale_bytes, 4);
+        for (int w = 0; w < s->words; w++) memcpy(quad + quants + 4 * t * w + 4 * i, blk + hdr + 4 * w, 4);
     }
 }
 

@@ -12,9 +12,12 @@
  * (kernels/cpu/dequant.c), with explicit _rn intrinsics so that nvcc contracts nothing
  * into an FMA: the f32 values are bit-exact with the CPU's, on the GPU and emulated.
  *
- * Loads: F32 / F16 / BF16 rows (when 16-byte aligned), Q4_K and Q5_K take 16-byte loads;
- * Q4_1 and Q5_1 4-byte loads; Q4_0, Q5_0, Q8_0 and Q6_K, whose blocks are only 2-byte
- * aligned in GGUF's layout, 2-byte loads.
+ * Loads, GGUF's layout: F32 / F16 / BF16 rows (when 16-byte aligned), Q4_K and Q5_K take
+ * 16-byte loads; Q4_1 and Q5_1 4-byte loads; Q4_0, Q5_0, Q8_0 and Q6_K, whose blocks are only
+ * 2-byte aligned in GGUF's layout, 2-byte loads. The device layout (kernels.h; the embedding
+ * lookup of slm_cuda_embed_device_layout): the quad units take 4-byte loads, 2-byte ones for
+ * the halves d; Q6_K's 224-byte blocks the loads of GGUF's Q6_K; Q4_K / Q5_K as above. (The
+ * integer GEMV, matvec_q8.cu, reads the device layout with its own 16-byte loads.)
  */
 #ifndef SLM_KERNELS_CUDA_QUNITS_CUH
 #define SLM_KERNELS_CUDA_QUNITS_CUH
@@ -193,22 +196,30 @@ struct unit_q8_0 {
 static_assert(unit_q8_0::BLOCK_BYTES == sizeof(struct slm_block_q8_0), "q8_0 unit");
 
 /* ---- the device layout of the 32-element types (kernels.h): a "block" here is a quad of
- * 4 GGUF blocks, 128 elements; unit u is unit u % 4 of GGUF block i = u / 4 of the quad. A
- * row's last quad may hold fewer than 4 blocks: the caller skips units at or past cols. ---- */
+ * 4 GGUF blocks, 128 elements, or a row's tail of nin = nb % 4 blocks (the last "block" of a
+ * row); unit u is unit u % 4 of GGUF block i = u / 4 of the quad or tail. load_n takes nin
+ * (4 for a quad); the caller skips the units at or past cols. ---- */
+
+/* Offsets in a quad (nin = 4) or a tail of nin blocks: the end of the scales (sb bytes a
+ * block), and the start of the quants (after Q5_x's qh words); word w of block i is at
+ * quants + 4 nin w + 4 i. */
+__device__ __forceinline__ int quad_scales_end(int nin, int sb) { return nin == 4 ? 16 : (nin * sb + 3) & ~3; }
+__device__ __forceinline__ int quad_quants(int nin, int sb, bool q5) { return quad_scales_end(nin, sb) + (q5 ? 4 * nin : 0); }
 
 template <bool Q5, bool MIN> struct unit_quad_nib32 {
-    static constexpr int QUANTS = Q5 ? 32 : 16; /* offset of the quants in the quad */
-    static constexpr int BLOCK_ELEMS = 128, BLOCK_BYTES = QUANTS + 64, ALIGN = 16;
+    static constexpr int SB = MIN ? 4 : 2;
+    static constexpr int BLOCK_ELEMS = 128, BLOCK_BYTES = (Q5 ? 32 : 16) + 64, ALIGN = 16;
     static constexpr int UNITS = 16, RUNS = 2, RUN_LEN = 4, RUN_STRIDE = 16;
     static __device__ __forceinline__ int first(int u) { return 32 * (u >> 2) + 4 * (u & 3); }
-    static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w)
+    static __device__ __forceinline__ void load_n(const uint8_t *quad, int u, float *w, int nin)
     {
         const int i = u >> 2, g = u & 3;
         uint32_t dm = MIN ? ld_u32(quad + 4 * i) : *reinterpret_cast<const uint16_t *>(quad + 2 * i);
-        uint32_t qh = Q5 ? ld_u32(quad + 16 + 4 * i) : 0;
-        uint32_t q = ld_u32(quad + QUANTS + 16 * g + 4 * i);
+        uint32_t qh = Q5 ? ld_u32(quad + quad_scales_end(nin, SB) + 4 * i) : 0;
+        uint32_t q = ld_u32(quad + quad_quants(nin, SB, Q5) + 4 * nin * g + 4 * i);
         nib32_values<Q5, MIN>(h2f(dm), MIN ? h2f(dm >> 16) : 0.0f, qh, q, g, w);
     }
+    static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w) { load_n(quad, u, w, 4); }
 };
 
 /* Q8_0 in quads: unit u is quants 8v..8v+7 (v = u % 4: words 2v, 2v + 1) of block u / 4. */
@@ -216,13 +227,14 @@ struct unit_quad_q8_0 {
     static constexpr int BLOCK_ELEMS = 128, BLOCK_BYTES = 144, ALIGN = 16;
     static constexpr int UNITS = 16, RUNS = 1, RUN_LEN = 8, RUN_STRIDE = 0;
     static __device__ __forceinline__ int first(int u) { return 32 * (u >> 2) + 8 * (u & 3); }
-    static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w)
+    static __device__ __forceinline__ void load_n(const uint8_t *quad, int u, float *w, int nin)
     {
-        const int i = u >> 2, v = u & 3;
+        const int i = u >> 2, v = u & 3, qs = quad_quants(nin, 2, false) + 4 * i;
         float d = h2f(*reinterpret_cast<const uint16_t *>(quad + 2 * i));
-        uint32_t q[2] = {ld_u32(quad + 16 + 32 * v + 4 * i), ld_u32(quad + 32 + 32 * v + 4 * i)};
+        uint32_t q[2] = {ld_u32(quad + qs + 4 * nin * (2 * v)), ld_u32(quad + qs + 4 * nin * (2 * v + 1))};
         for (int e = 0; e < 8; e++) w[e] = __fmul_rn((float)(int8_t)(q[e >> 2] >> (8 * (e & 3))), d);
     }
+    static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w) { load_n(quad, u, w, 4); }
 };
 
 /* ---- K-quants: 256-element blocks ---- */
