@@ -3,12 +3,16 @@
  * - slm_cuda_quantize_q8 (Q8_0, Q8_1, Q8_K) against slm_cpu_quantize_row and against
  *   slm_cpu_quantize_acts (the SIMD quantizers the CPU backend runs): every byte equal;
  *   inputs include an all-zero block and a block whose largest |x| appears twice;
- * - slm_cuda_matvec_q8 for every quantized weight type against slm_cpu_matmul (what the CPU
- *   backend calls, with the weight in the layout the CPU backend picks: the X8 tiles for
- *   Q4_1 / Q8_0 on rows = 64, the row tiles or the portable kernel on rows = 67), n = 1, 3, 8,
- *   11, 40 (both token-group sizes), accumulate off (y poisoned with NaN) and on: every
- *   float's bits equal;
- * - the launchers' refusals (-EINVAL).
+ * - slm_cuda_to_device_layout (the device layout of kernels.h) against a decoder written here
+ *   from that contract, byte by byte: every GGUF byte where the contract puts it, every other
+ *   byte zero, for every type with a device layout, nb % 4 = 0, 1, 2, 3 (tails of 0..3 blocks);
+ * - slm_cuda_matvec_q8 for every quantized weight type, the weight converted to the device
+ *   layout, against slm_cpu_matmul (what the CPU backend calls, with the weight in the layout
+ *   the CPU backend picks: the X8 tiles for Q4_1 / Q8_0 on rows = 64, the row tiles or the
+ *   portable kernel on rows = 67), n = 1, 3, 8, 11, 40 (both token-group sizes), accumulate off
+ *   (y poisoned with NaN) and on: every float's bits equal; cols = 32 * 5, 32 * 7, 32 * 17,
+ *   32 * 18 (tails of 1, 3, 1, 2 blocks), 256 * 3;
+ * - the launchers' and the converter's refusals (-EINVAL).
  * Random inputs from a fixed seed (printed). Every launch runs under the emulator's race
  * check. */
 #include "kernels/cuda/kernels.h"
@@ -105,6 +109,75 @@ static void test_quantize(uint32_t at, int n, int64_t cols)
                      (long long)cols, got.size());
 }
 
+/* ---- the device layout, decoded from kernels.h's contract ---- */
+
+/* Where byte o of a quad (nin = 4) or of a tail of nin blocks of a 32-element type comes from:
+ * block *i of it, byte *at of that GGUF block; false for a padding byte. */
+static bool quad_source(uint32_t type, int nin, int o, int *i, int *at)
+{
+    const bool q5 = type == SLM_TYPE_Q5_0 || type == SLM_TYPE_Q5_1;
+    const int sb = type == SLM_TYPE_Q4_1 || type == SLM_TYPE_Q5_1 ? 4 : 2, words = type == SLM_TYPE_Q8_0 ? 8 : 4;
+    const int scales_end = nin == 4 ? 16 : (nin * sb + 3) / 4 * 4, quants = scales_end + (q5 ? 4 * nin : 0);
+    const int hdr = sb + (q5 ? 4 : 0);   /* the qs of a GGUF block */
+    if (o < scales_end) {
+        *i = o / sb;
+        *at = o % sb;
+        return *i < nin;
+    }
+    if (o < quants) {
+        *i = (o - scales_end) / 4;
+        *at = sb + (o - scales_end) % 4;
+        return true;
+    }
+    if (o >= quants + 4 * nin * words) return false;
+    const int w = (o - quants) / (4 * nin);
+    *i = (o - quants) % (4 * nin) / 4;
+    *at = hdr + 4 * w + (o - quants) % 4;
+    return true;
+}
+
+/* The GGUF byte a device-layout byte holds (-1: a padding byte), for any type with a layout. */
+static int expected_byte(uint32_t type, const uint8_t *gguf_row, int64_t cols, size_t off)
+{
+    const int64_t nb = cols / slm_qblock_elems(type);
+    const int bb = (int)slm_qblock_bytes(type);
+    if (type == SLM_TYPE_Q4_K || type == SLM_TYPE_Q5_K) return gguf_row[off];
+    if (type == SLM_TYPE_Q6_K) return off % 224 < 210 ? gguf_row[off / 224 * 210 + off % 224] : -1;
+    const size_t quad = type == SLM_TYPE_Q8_0 ? 144 : type == SLM_TYPE_Q5_0 || type == SLM_TYPE_Q5_1 ? 96 : 80;
+    const size_t full = (size_t)(nb / 4) * quad;
+    int i, at;
+    if (off < full) {
+        if (!quad_source(type, 4, (int)(off % quad), &i, &at)) return -1;
+        return gguf_row[(int64_t)(off / quad * 4 + i) * bb + at];
+    }
+    if (nb % 4 == 0 || !quad_source(type, (int)(nb % 4), (int)(off - full), &i, &at)) return -1;
+    return gguf_row[(nb / 4 * 4 + i) * bb + at];
+}
+
+static void test_layout(uint32_t type, int64_t rows, int64_t cols)
+{
+    std::vector<uint8_t> w = rand_weights(type, rows, cols);
+    const size_t rb = slm_cuda_row_bytes(type, cols), db = slm_cuda_device_row_bytes(type, cols);
+    CHECK(db != 0 && db % 16 == 0, "device row bytes %s cols=%lld: expected a multiple of 16, got %zu", tname(type),
+          (long long)cols, db);
+    std::vector<uint8_t> dev(rows * db, 0xa5);
+    RC_OK(slm_cuda_to_device_layout(type, w.data(), rows, cols, dev.data()));
+    int bad = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (size_t off = 0; off < db; off++) {
+            int want = expected_byte(type, &w[r * rb], cols, off);
+            int got = dev[r * db + off];
+            if (got != (want < 0 ? 0 : want) && bad++ < 10)
+                printf("  layout %s cols=%lld row %lld byte %zu: expected 0x%02x%s, got 0x%02x\n", tname(type),
+                       (long long)cols, (long long)r, off, want < 0 ? 0 : want, want < 0 ? " (padding)" : "", got);
+        }
+    CHECK(bad == 0, "layout %s %lldx%lld: expected the contract's bytes, %d of %zu differ", tname(type),
+          (long long)rows, (long long)cols, bad, dev.size());
+    if (!bad)
+        printf("layout %s %lldx%lld: %zu bytes (GGUF %zu) as the contract places them\n", tname(type),
+               (long long)rows, (long long)cols, dev.size(), rows * rb);
+}
+
 static void test_matvec(struct slm_pool *pool, uint32_t type, int64_t rows, int64_t cols)
 {
     std::vector<uint8_t> w = rand_weights(type, rows, cols);
@@ -114,7 +187,10 @@ static void test_matvec(struct slm_pool *pool, uint32_t type, int64_t rows, int6
     std::vector<uint8_t> wl(slm_cpu_layout_bytes(layout, type, rows, cols));
     CHECK(slm_cpu_repack(layout, type, rows, cols, w.data(), rb, wl.data()) == 0, "repack");
     struct slm_cpu_matmul_job job = {type, layout, rows, cols, rb, wl.data(), nullptr};
-    dev_buf<uint8_t> dw(w);
+    /* the GPU's weight: the device layout */
+    std::vector<uint8_t> wd(rows * slm_cuda_device_row_bytes(type, cols));
+    RC_OK(slm_cuda_to_device_layout(type, w.data(), rows, cols, wd.data()));
+    dev_buf<uint8_t> dw(wd);
     uint32_t at = slm_cuda_q8_act_type(type);
     size_t ab = slm_cuda_q8_row_bytes(at, cols);
     int checked = 0, before = failures;
@@ -184,9 +260,38 @@ static void test_bad_arguments(void)
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, 0, cols, q.p, 2, y.p, 0, nullptr));
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 0, y.p, 0, nullptr));
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p + 8, rows - 1, cols, q.p, 2, y.p, 0, nullptr)); /* w misaligned */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_0, w.p + 2, rows, 32, q.p, 2, y.p, 0, nullptr));   /* GGUF's alignment */
+    REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q6_K, w.p + 8, 1, cols, q.p, 2, y.p, 0, nullptr));
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p + 2, 2, y.p, 0, nullptr));    /* q misaligned */
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 2, nullptr, 0, nullptr));
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 70000 * 32, y.p, 0, nullptr)); /* grid.y */
+    /* the device layout: sizes, and the converter's refusals */
+    /* Q4_0 x 160: a quad (80) and a tail of 1 (4 + 16), to 112; Q4_1 x 576 (SmolLM2): 4 quads and a
+     * tail of 2 (8 + 32), to 368; Q5_1 x 224: a quad (96), a tail of 3 (12 + 12 + 48), to 176;
+     * Q8_0 x 576: 4 quads (576), a tail of 2 (4 + 64), to 656 */
+    CHECK(slm_cuda_device_row_bytes(SLM_TYPE_Q4_0, 160) == 112 && slm_cuda_device_row_bytes(SLM_TYPE_Q4_1, 576) == 368 &&
+              slm_cuda_device_row_bytes(SLM_TYPE_Q5_1, 224) == 176 && slm_cuda_device_row_bytes(SLM_TYPE_Q8_0, 576) == 656 &&
+              slm_cuda_device_row_bytes(SLM_TYPE_Q4_1, 256) == 160 && slm_cuda_device_row_bytes(SLM_TYPE_Q6_K, 512) == 448 &&
+              slm_cuda_device_row_bytes(SLM_TYPE_Q4_K, 256) == 144,
+          "slm_cuda_device_row_bytes: a size differs from the contract");
+    CHECK(slm_cuda_device_row_bytes(SLM_TYPE_F32, 64) == 0 && slm_cuda_device_row_bytes(SLM_TYPE_Q8_1, 64) == 0 &&
+              slm_cuda_device_row_bytes(SLM_TYPE_Q4_0, 48) == 0 && slm_cuda_device_row_bytes(SLM_TYPE_Q6_K, 0) == 0,
+          "slm_cuda_device_row_bytes: expected 0 for a type without a device layout or a bad cols");
+    {
+        std::vector<uint8_t> src(4096, 0), dst(4096, 0x5a);
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_F32, src.data(), 2, 64, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_F16, src.data(), 2, 64, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_Q8_K, src.data(), 2, 256, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(77, src.data(), 2, 64, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_Q4_0, src.data(), 2, 48, dst.data()));   /* not whole blocks */
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_Q6_K, src.data(), 1, 300, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_Q8_0, src.data(), 2, 0, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_Q8_0, src.data(), 0, 64, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_Q8_0, nullptr, 2, 64, dst.data()));
+        REFUSED(slm_cuda_to_device_layout(SLM_TYPE_Q8_0, src.data(), 2, 64, nullptr));
+        CHECK(std::all_of(dst.begin(), dst.end(), [](uint8_t b) { return b == 0x5a; }),
+              "a refused conversion: expected nothing written, got bytes changed");
+    }
     if (slm_emu_active()) {   /* what only the emulator's pointer check can see */
         REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_0, host_x.data(), 2, cols, q.p, nullptr));
         REFUSED(slm_cuda_quantize_q8(SLM_TYPE_Q8_0, x.p, 3, cols, q.p, nullptr));      /* x too small */
@@ -216,8 +321,19 @@ int main(void)
 
     for (uint32_t type : qtypes) {
         bool kq = slm_qblock_elems(type) == SLM_QK_K;
-        test_matvec(pool, type, 67, kq ? 512 : 544);   /* odd rows: the row tiles */
+        if (kq) {
+            test_layout(type, 3, 256 * 3);
+        } else {
+            for (int nb : {4, 5, 6, 7, 17}) test_layout(type, 3, 32 * nb);   /* nb % 4 = 0, 1, 2, 3 */
+        }
+    }
+    for (uint32_t type : qtypes) {
+        bool kq = slm_qblock_elems(type) == SLM_QK_K;
+        test_matvec(pool, type, 67, kq ? 512 : 544);   /* odd rows: the row tiles; 17 blocks: a tail of 1 */
         if (!kq) test_matvec(pool, type, 64, 544);     /* the X8 tiles where the CPU has them */
+        if (kq) test_matvec(pool, type, 19, 256 * 3);
+        else
+            for (int nb : {5, 7, 18}) test_matvec(pool, type, 19, 32 * nb);   /* tails of 1, 3, 2 blocks */
     }
     test_matvec(pool, SLM_TYPE_Q6_K, 13, 9 * 256);
     test_bad_arguments();

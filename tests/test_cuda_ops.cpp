@@ -1,6 +1,7 @@
 /* test_cuda_ops: the CUDA kernels of kernels/cuda (GEMV, dequant, embed, GEMM path, RMSNorm,
  * element-wise ops) under the SIMT emulator, against the CPU reference (kernels/cpu) on
- * fresh random inputs of odd sizes, outputs poisoned with NaN before each run; the GEMV's
+ * fresh random inputs of odd sizes, outputs poisoned with NaN before each run (the embedding
+ * from GGUF's layout and from the device layout, kernels.h); the GEMV's
  * batch invariance bit for bit; the launchers' refusals of bad arguments. Every launch runs
  * under the emulator's race check (two schedules, results compared). */
 #include "kernels/cuda/kernels.h"
@@ -224,6 +225,40 @@ static void test_dequant_type(uint32_t type, int64_t rows, int64_t cols)
     }
 }
 
+/* The embedding lookup from a table in the device layout (slm_cuda_embed_device_layout):
+ * every row, in reverse, then ids out of range, against slm_cpu_dequantize_row of the GGUF rows. */
+static void test_embed_device(uint32_t type, int64_t rows, int64_t cols)
+{
+    std::vector<uint8_t> wh = rand_weights(type, rows, cols);
+    std::vector<float> wf = cpu_dequant(type, wh, rows, cols);
+    std::vector<uint8_t> wd(rows * slm_cuda_device_row_bytes(type, cols));
+    RC_OK(slm_cuda_to_device_layout(type, wh.data(), rows, cols, wd.data()));
+    dev_buf<uint8_t> w(wd);
+    std::vector<int32_t> ids;
+    for (int64_t r = rows - 1; r >= 0; r--) ids.push_back((int32_t)r);
+    ids.push_back(-1);
+    ids.push_back((int32_t)rows);
+    dev_buf<int32_t> dids(ids);
+    dev_buf<float> out(ids.size() * cols);
+    RC_OK(slm_cuda_embed_device_layout(type, w.p, rows, cols, dids.p, (int)ids.size(), out.p, nullptr));
+    std::vector<float> got = out.download();
+    int before = failures;
+    for (size_t i = 0; i < ids.size(); i++) {
+        char what[96];
+        snprintf(what, sizeof what, "embed (device layout) %s cols=%lld id %d", tname(type), (long long)cols, ids[i]);
+        if (ids[i] >= 0 && ids[i] < rows) {
+            compare_bits(what, &got[i * cols], &wf[ids[i] * cols], cols);
+        } else {
+            int nan = 0;
+            for (int64_t k = 0; k < cols; k++) nan += std::isnan(got[i * cols + k]);
+            CHECK(nan == cols, "%s: expected a row of NaN, got %d NaN of %lld", what, nan, (long long)cols);
+        }
+    }
+    if (failures == before)
+        printf("embed (device layout) %s %lldx%lld: every row bit-identical to slm_cpu_dequantize_row\n", tname(type),
+               (long long)rows, (long long)cols);
+}
+
 /* ---- the GEMM path ---- */
 
 /*
@@ -440,6 +475,13 @@ static void test_bad_arguments(cublasHandle_t h)
     REFUSED(slm_cuda_dequantize(SLM_TYPE_Q4_K, w.p, rows, cols, SLM_TYPE_F32, out.p, cols + 1, nullptr));
     REFUSED(slm_cuda_dequantize(SLM_TYPE_Q4_K, w.p, rows, 200, SLM_TYPE_F32, out.p, cols, nullptr));
     REFUSED(slm_cuda_embed(SLM_TYPE_Q4_K, w.p, rows, cols, nullptr, 2, out.p, nullptr));
+    /* the device layout: types without one, a misaligned table (16 bytes), no ids */
+    REFUSED(slm_cuda_embed_device_layout(SLM_TYPE_F32, w.p, rows, 64, ids.p, 2, out.p, nullptr));
+    REFUSED(slm_cuda_embed_device_layout(SLM_TYPE_BF16, w.p, rows, 64, ids.p, 2, out.p, nullptr));
+    REFUSED(slm_cuda_embed_device_layout(SLM_TYPE_Q8_0, w.p + 2, 2, 64, ids.p, 2, out.p, nullptr));
+    REFUSED(slm_cuda_embed_device_layout(SLM_TYPE_Q6_K, w.p + 8, 1, cols, ids.p, 2, out.p, nullptr));
+    REFUSED(slm_cuda_embed_device_layout(SLM_TYPE_Q4_0, w.p, 2, 48, ids.p, 2, out.p, nullptr));
+    REFUSED(slm_cuda_embed_device_layout(SLM_TYPE_Q8_0, w.p, 2, 64, nullptr, 2, out.p, nullptr));
 
     size_t need = slm_cuda_matmul_gemm_min_scratch(cols, 2);
     dev_buf<uint8_t> scratch(need);
@@ -477,6 +519,15 @@ int main(void)
         test_matvec_type(type, rows, cols);
         test_dequant_type(type, rows, cols);
         test_gemm_type(h, type, rows, cols);
+    }
+    /* the device layout's embedding: tails of 1, 3, 1, 0 and 2 blocks; padded Q6_K blocks */
+    for (uint32_t type : weight_types) {
+        if (slm_cuda_q8_act_type(type) == UINT32_MAX) continue;
+        if (slm_qblock_elems(type) == SLM_QK_K) {
+            test_embed_device(type, 9, 256 * 3);
+        } else {
+            for (int64_t cols : {32 * 5, 32 * 7, 544, 32 * 8, 576}) test_embed_device(type, 9, cols);
+        }
     }
     /* K-quant rows of 72 units: each lane loops over several units */
     for (uint32_t type : {SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K}) test_matvec_type(type, 13, 9 * 256);

@@ -11,6 +11,11 @@
  * measured one (100% = at the roofline). Compulsory traffic: every weight byte once, every
  * activation read and written once, the whole KV context of each query once.
  *
+ * The GEMV rows of quantized weights time what the backend runs: x quantized
+ * (slm_cuda_quantize_q8) and the integer GEMV (slm_cuda_matvec_q8) over the weight in the device
+ * layout (kernels/cuda/kernels.h), whose bytes, padding included, are the ones counted; F32 /
+ * F16 / BF16 weights take the fp32 GEMV (slm_cuda_matvec).
+ *
  * Weights are filled with the byte 0x11 (every f16 scale a small normal number), activations
  * with small values; the numbers do not matter to the time, only the shapes do.
  *
@@ -189,6 +194,36 @@ static int run_matvec(struct bench *b, void *ctx)
     return slm_cuda_matvec(m->type, m->w, m->rows, m->cols, m->x, m->n, m->y, 0, b->stream);
 }
 
+/* The backend's matmul on a quantized weight: x quantized, then the integer GEMV over the
+ * weight in the device layout (scratch holds the quantized x). */
+static int run_matvec_q8(struct bench *b, void *ctx)
+{
+    struct mm_ctx *m = ctx;
+    uint32_t at = slm_cuda_q8_act_type(m->type);
+    int rc = slm_cuda_quantize_q8(at, m->x, m->n, m->cols, m->scratch, b->stream);
+    return rc ? rc : slm_cuda_matvec_q8(m->type, m->w, m->rows, m->cols, m->scratch, m->n, m->y, 0, b->stream);
+}
+
+/* Device memory holding a (rows, cols) weight of every byte 0x11, in the device layout. */
+static void *dev_weight_device_layout(uint32_t type, int64_t rows, int64_t cols, size_t *bytes)
+{
+    size_t gguf = (size_t)rows * slm_cuda_row_bytes(type, cols);
+    *bytes = (size_t)rows * slm_cuda_device_row_bytes(type, cols);
+    unsigned char *h = malloc(gguf), *d = malloc(*bytes);
+    void *p = NULL;
+    if (!h || !d) exit(1);
+    memset(h, 0x11, gguf);
+    if (slm_cuda_to_device_layout(type, h, rows, cols, d)) {
+        fprintf(stderr, "gpu_kernels: no device layout for %s x %lld\n", slm_qtype_name(type), (long long)cols);
+        exit(1);
+    }
+    CK(cudaMalloc(&p, *bytes));
+    CK(cudaMemcpy(p, d, *bytes, cudaMemcpyHostToDevice));
+    free(h);
+    free(d);
+    return p;
+}
+
 static int run_gemm(struct bench *b, void *ctx)
 {
     struct mm_ctx *m = ctx;
@@ -200,19 +235,31 @@ static void bench_matmul(struct bench *b, const struct model_shape *ms, uint32_t
                          const char *which, int n, int gemm)
 {
     struct mm_ctx m = {.type = type, .rows = rows, .cols = cols, .n = n};
-    size_t wbytes = (size_t)rows * slm_cuda_row_bytes(type, cols);
-    m.w = dev_fill(wbytes, 0x11);
+    /* a quantized weight's GEMV is the backend's: the integer one on the device layout */
+    const int q8 = !gemm && slm_cuda_q8_act_type(type) != UINT32_MAX;
+    size_t wbytes = (size_t)rows * slm_cuda_row_bytes(type, cols), abytes = 0;
+    if (q8)
+        m.w = dev_weight_device_layout(type, rows, cols, &wbytes);
+    else
+        m.w = dev_fill(wbytes, 0x11);
     m.x = dev_floats((size_t)n * (size_t)cols, 0.5f);
     m.y = dev_fill((size_t)n * (size_t)rows * 4, 0);
     if (gemm) {
         m.scratch_bytes = slm_cuda_matmul_gemm_scratch(rows, cols, n);
         m.scratch = dev_fill(m.scratch_bytes, 0);
+    } else if (q8) {
+        abytes = (size_t)n * slm_cuda_q8_row_bytes(slm_cuda_q8_act_type(type), cols);
+        m.scratch_bytes = abytes;
+        m.scratch = dev_fill(abytes, 0);
     }
-    double secs = time_launch(b, gemm ? run_gemm : run_matvec, &m);
+    double secs = time_launch(b, gemm ? run_gemm : q8 ? run_matvec_q8 : run_matvec, &m);
     char what[64];
     snprintf(what, sizeof what, "%s %s", which, slm_qtype_name(type));
-    double bytes = (double)wbytes + 4.0 * n * (double)(rows + cols);
-    row(b, ms->name, gemm ? "gemm (cuBLAS)" : "matvec", what, n, bytes, 2.0 * n * (double)rows * (double)cols, secs);
+    /* the weight's bytes as the kernel reads them (device layout: padding included), x read,
+     * y written; the integer path also writes and reads the quantized x once */
+    double bytes = (double)wbytes + 4.0 * n * (double)(rows + cols) + 2.0 * (double)abytes;
+    row(b, ms->name, gemm ? "gemm (cuBLAS)" : q8 ? "matvec (int8)" : "matvec", what, n, bytes,
+        2.0 * n * (double)rows * (double)cols, secs);
     cudaFree(m.w);
     cudaFree(m.x);
     cudaFree(m.y);

@@ -1,8 +1,10 @@
 /*
  * daemon/engine/backend_cuda.c - the CUDA backend: the ops table over kernels/cuda.
  *
- * Weights are copied to device memory once, in their GGUF (quantized) form, and stay
- * resident. Activations and the KV pool (per layer K then V, each (n_blocks, block_size,
+ * Weights are copied to device memory once, quantized, and stay resident: the types of the
+ * integer GEMV in the device layout (kernels/cuda/kernels.h: GGUF's blocks permuted and padded
+ * for 16-byte loads; the matmul and the embedding lookup read it), F32 / F16 / BF16 as GGUF
+ * has them. Activations and the KV pool (per layer K then V, each (n_blocks, block_size,
  * kv_dim) halves: the CPU backend's layout) are device memory. Everything runs on one
  * stream, in issue order; the host waits only in to_host (the logits) and when a pinned
  * staging buffer is about to be rewritten while its last copy may still be queued.
@@ -142,6 +144,7 @@ struct cuda_impl {
     void *q8;
     size_t q8_bytes;
     size_t q8_row_max[3];     /* largest quantized row of each activation type among the weights */
+    size_t weight_bytes;      /* device bytes of the resident weights (device layout where a type has one) */
     struct sample_state *sampling;   /* the sample op's buffers, NULL until its first call */
     struct rope_cache rope[ROPE_TABLES];
     struct slm_backend_ops host_sampling_ops;   /* cuda_ops without `sample` (SLM_CUDA_SAMPLING=0) */
@@ -261,24 +264,52 @@ static void cuda_free(struct slm_backend *be, void *p)
 
 static void q8_note_weight(struct cuda_impl *ci, const struct slm_weight *w);
 
+/* Whether a weight is resident in the device layout (kernels.h): the types of the integer
+ * GEMV. Its be_data is then read only by slm_cuda_matvec_q8 and slm_cuda_embed_device_layout. */
+static int device_layout(const struct slm_weight *w)
+{
+    return slm_cuda_q8_act_type(w->type) != UINT32_MAX;
+}
+
+/* A weight of a type with a device layout is converted on the host (a temporary buffer of its
+ * device size) and copied up in one cudaMemcpy; the others go up as GGUF has them. */
 static int cuda_load_weight(struct slm_backend *be, struct slm_weight *w)
 {
     struct cuda_impl *ci = impl(be);
-    size_t bytes = (size_t)w->rows * w->row_bytes;
-    void *p = NULL;
+    const int layout = device_layout(w);
+    size_t bytes = (size_t)w->rows * (layout ? slm_cuda_device_row_bytes(w->type, w->cols) : w->row_bytes);
+    void *p = NULL, *host = NULL;
     w->be_data = NULL;
-    CUDA_TRY(cudaSetDevice(ci->device));
-    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+    if (layout) {
+        if (!(host = malloc(bytes ? bytes : 1))) return -ENOMEM;
+        int rc = slm_cuda_to_device_layout(w->type, w->data, w->rows, w->cols, host);
+        if (rc) {
+            slm_log(SLM_LOG_ERR, "cuda backend: a %s weight (%lld x %lld) has no device layout (%s)",
+                    slm_qtype_name(w->type), (long long)w->rows, (long long)w->cols, strerror(-rc));
+            free(host);
+            return rc;
+        }
+    }
+    int rc = cuda_ok(cudaSetDevice(ci->device), "cudaSetDevice");
+    if (!rc && cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
         cudaGetLastError();
         slm_log(SLM_LOG_ERR, "cuda backend: cudaMalloc of %zu bytes for a %s weight (%lld x %lld) failed", bytes,
                 slm_qtype_name(w->type), (long long)w->rows, (long long)w->cols);
-        return -ENOMEM;
+        p = NULL;
+        rc = -ENOMEM;
     }
-    if (cuda_ok(cudaMemcpy(p, w->data, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (weight)")) {
+    if (!rc && cuda_ok(cudaMemcpy(p, layout ? host : w->data, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (weight)")) {
         cudaFree(p);
-        return -EIO;
+        rc = -EIO;
     }
+    free(host);
+    if (rc) return rc;
     w->be_data = p;
+    ci->weight_bytes += bytes;
+    slm_log(SLM_LOG_DEBUG, "cuda backend: %s weight %lld x %lld resident: %zu bytes (%s; GGUF %zu), %.1f MiB of "
+            "weights in all", slm_qtype_name(w->type), (long long)w->rows, (long long)w->cols, bytes,
+            layout ? "device layout" : "GGUF layout", (size_t)w->rows * w->row_bytes,
+            (double)ci->weight_bytes / 1048576);
     q8_note_weight(ci, w);
     return 0;
 }
@@ -286,7 +317,11 @@ static int cuda_load_weight(struct slm_backend *be, struct slm_weight *w)
 static void cuda_unload_weight(struct slm_backend *be, struct slm_weight *w)
 {
     graphs_reset(impl(be));
-    if (w->be_data) cuda_ok(cudaFree(w->be_data), "cudaFree (weight)");
+    if (w->be_data) {
+        cuda_ok(cudaFree(w->be_data), "cudaFree (weight)");
+        size_t rb = device_layout(w) ? slm_cuda_device_row_bytes(w->type, w->cols) : w->row_bytes;
+        impl(be)->weight_bytes -= (size_t)w->rows * rb;
+    }
     w->be_data = NULL;
 }
 
@@ -329,23 +364,30 @@ static void cuda_kv_free(struct slm_backend *be, struct slm_kv_pool *pool)
 
 /* ---- the ops */
 
+/* The lookup that reads the table as cuda_load_weight left it (device layout or GGUF's). */
+static int embed_rows(struct cuda_impl *ci, const struct slm_weight *table, const int32_t *d_ids, int n, float *out)
+{
+    if (device_layout(table))
+        return launched(slm_cuda_embed_device_layout(table->type, table->be_data, table->rows, table->cols, d_ids, n,
+                                                     out, ci->stream),
+                        "slm_cuda_embed_device_layout");
+    return launched(slm_cuda_embed(table->type, table->be_data, table->rows, table->cols, d_ids, n, out, ci->stream),
+                    "slm_cuda_embed");
+}
+
 static int cuda_embed(struct slm_backend *be, const struct slm_weight *table, const int32_t *tokens, int n,
                       float *out)
 {
     struct cuda_impl *ci = impl(be);
     if (ci->graphs.cur)   /* ids from the step's metadata buffer */
-        return launched(slm_cuda_embed(table->type, table->be_data, table->rows, table->cols, ci->graphs.d_tokens, n,
-                                       out, ci->stream),
-                        "slm_cuda_embed");
+        return embed_rows(ci, table, ci->graphs.d_tokens, n, out);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= table->rows) return -EINVAL;
     /* The first op of every pass: the device is made current on the calling thread. */
     CUDA_TRY(cudaSetDevice(ci->device));
     int rc = upload_ids(ci, tokens, n);
     if (rc) return rc;
-    return launched(slm_cuda_embed(table->type, table->be_data, table->rows, table->cols, ci->ids.dev, n, out,
-                                   ci->stream),
-                    "slm_cuda_embed");
+    return embed_rows(ci, table, ci->ids.dev, n, out);
 }
 
 static int cuda_rmsnorm(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int n, int dim,

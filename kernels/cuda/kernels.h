@@ -17,7 +17,9 @@
  *
  * Pointers named "device" are device memory; sizes are elements unless named bytes.
  * Weights are in GGUF's layout (kernels/quant.h): `rows` rows of `cols` elements, a row
- * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes).
+ * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes), except where a
+ * launcher says "device layout" (slm_cuda_matvec_q8, slm_cuda_embed_device_layout): then as
+ * slm_cuda_to_device_layout writes them (layout.cu, below).
  *
  * Batch invariance (DESIGN.md, "Engine"): in every kernel here an output element's
  * arithmetic, and its order, depend only on that element's own inputs and on the sizes
@@ -47,6 +49,48 @@ int slm_cuda_last_error(void);
 /* Bytes of one GGUF row of `cols` elements of `type`; 0 for an unknown type or a cols
  * that is not a whole number of blocks. */
 size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
+
+/* ---- layout.cu: the device layout of the quantized weights (host code) ---- */
+
+/*
+ * The device layout: how slm_cuda_matvec_q8 and slm_cuda_embed_device_layout want a weight of a
+ * type with an integer GEMV (slm_cuda_q8_act_type(type) != UINT32_MAX) in device memory. It is
+ * the GGUF data, still quantized, with its bytes permuted and padded so that every row starts
+ * 16-byte aligned and a GEMV lane reads its weights with 16-byte loads. Rows are independent:
+ * row r starts at r * slm_cuda_device_row_bytes(type, cols). Within a row:
+ *   Q4_K, Q5_K  GGUF's row unchanged (their blocks, 144 and 176 bytes, are 16-byte multiples);
+ *   Q6_K        each 210-byte GGUF block followed by 14 zero bytes: 224-byte blocks;
+ *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32-element blocks): the row's nb blocks as nb / 4 "quads"
+ *               (quad g holds blocks 4g .. 4g + 3), then a "tail" of the last t = nb % 4
+ *               blocks (none when t = 0), then zero bytes up to a multiple of 16. With i the
+ *               block's place in its quad or tail, sb the scale bytes of a block (2: the half d
+ *               of Q4_0 / Q5_0 / Q8_0; 4: the halves d, m of Q4_1 / Q5_1, d first) and W the qs
+ *               words of a block (4, or 8 for Q8_0; word w = qs bytes 4w .. 4w + 3), a quad is:
+ *     0..15     the scales, block i's at sb * i (bytes 8..15 zero for sb = 2);
+ *     16..31    Q5_0 / Q5_1 only: qh (4 bytes) of block i at 16 + 4i;
+ *     H..       the quants, H = 32 for Q5_0 / Q5_1, else 16: word w of block i at H + 16w + 4i,
+ *               so that the 16 bytes at H + 16w are word w of all 4 blocks;
+ *               quads are 80 bytes (Q4_0, Q4_1), 96 (Q5_0, Q5_1) or 144 (Q8_0);
+ *     and the tail the same with t for 4: the scales, block i's at sb * i, zero-padded to S =
+ *               the next multiple of 4; Q5_x's qh of block i at S + 4i; the quants from H' = S
+ *               (+ 4t for Q5_x): word w of block i at H' + 4tw + 4i.
+ * Sizes against GGUF's: per quad Q4_0 +11 %, Q5_0 +9 %, Q8_0 +6 %, Q4_1 / Q5_1 0; Q6_K +6.7 %;
+ * plus, per row, under 16 bytes of alignment and up to 3 bytes padding the tail's scales.
+ */
+
+/* Bytes of one row of `cols` elements of `type` in the device layout; 0 for a type without
+ * one (F32, F16, BF16, the activation types, unknown) or a cols that is not a whole number of
+ * blocks. A multiple of 16. */
+size_t slm_cuda_device_row_bytes(uint32_t type, int64_t cols);
+
+/*
+ * out (rows * slm_cuda_device_row_bytes(type, cols) bytes, host memory) = the rows (rows,
+ * cols) of gguf_rows (host memory, GGUF's layout: rows * slm_cuda_row_bytes(type, cols)
+ * bytes) in the device layout above, every byte written (padding zero). out must not overlap
+ * gguf_rows. 0, or -EINVAL (nothing written) for a type without a device layout, rows < 1, a
+ * cols that is not a whole number of blocks, or a NULL pointer.
+ */
+int slm_cuda_to_device_layout(uint32_t type, const void *gguf_rows, int64_t rows, int64_t cols, void *out);
 
 /* ---- matvec.cu: fused dequant-GEMV with fp32 activations (the backend's path for F32 / F16 / BF16 weights) ---- */
 
@@ -93,7 +137,8 @@ int slm_cuda_quantize_q8(uint32_t act_type, const float *x, int n, int64_t cols,
 /*
  * y (n, rows) = W (rows, cols) . xq^T, or y += when accumulate, where q holds the n rows of x
  * quantized by slm_cuda_quantize_q8 to slm_cuda_q8_act_type(type). type one of Q4_0, Q4_1,
- * Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; W aligned as slm_cuda_matvec needs; q aligned as above.
+ * Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; W in the device layout (slm_cuda_to_device_layout:
+ * rows * slm_cuda_device_row_bytes(type, cols) bytes), 16-byte aligned; q aligned as above.
  * Every y is bit-identical to the CPU backend's slm_cpu_matmul on the same W and x (the
  * same integer products, the same float operations in the same order), for any n.
  */
@@ -118,6 +163,16 @@ int slm_cuda_dequantize(uint32_t type, const void *w, int64_t rows, int64_t cols
  */
 int slm_cuda_embed(uint32_t type, const void *table, int64_t rows, int64_t cols, const int32_t *ids, int n,
                    float *out, struct CUstream_st *stream);
+
+/*
+ * slm_cuda_embed for a table in the device layout (slm_cuda_to_device_layout; the same copy
+ * slm_cuda_matvec_q8 reads, as for a tied output matrix): type one with a device layout
+ * (slm_cuda_q8_act_type(type) != UINT32_MAX), table 16-byte aligned, rows *
+ * slm_cuda_device_row_bytes(type, cols) bytes. Values bit-identical to slm_cpu_dequantize_row
+ * of the GGUF rows; ids as for slm_cuda_embed.
+ */
+int slm_cuda_embed_device_layout(uint32_t type, const void *table, int64_t rows, int64_t cols, const int32_t *ids,
+                                 int n, float *out, struct CUstream_st *stream);
 
 /* ---- gemm.cu: the prefill / large-batch matmul (dequantized tiles into cuBLAS) ---- */
 

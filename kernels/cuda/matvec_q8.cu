@@ -22,6 +22,13 @@
  *   acc += (d_w * d_a) * float(sumi) - (dmin_w * d_a) * float(summ) (Q4_K, Q5_K),
  *   acc += (d_w * d_a) * float(sumi) (Q6_K).
  *
+ * W is in the device layout (kernels.h, layout.cu), made at upload so that these loads are
+ * 16 bytes wide: k_mvq_32 reads a quad of 4 blocks per lane in one 16-byte load of scales,
+ * (Q5_x) one of qh and one of quants (its group of all 4 blocks), and a row's tail of nb % 4
+ * blocks with 2- and 4-byte loads; k_mvq_k reads Q4_K / Q5_K as GGUF has them and Q6_K in
+ * 224-byte blocks, all in 16-byte loads. Only where the bytes come from differs from GGUF's
+ * layout: every lane still runs its blocks in order b = 0, 1, 2, ... with the same operations.
+ *
  * Shape: 128 threads = 16 rows (8 lanes each) per block; blockIdx.y picks a group of TOKENS
  * tokens (8 for n <= 8, else 32) that share every weight load. A (row, token) result is
  * computed in the CPU's order whatever the group size and the token's slot, so a token's y
@@ -36,6 +43,7 @@
 using slm_cuda::h2f;
 using slm_cuda::ld_u32;
 using slm_cuda::ld_u32_a2;
+using slm_cuda::ld_u128;
 
 /* ======================================================================================
  * Activation quantization
@@ -120,7 +128,10 @@ __global__ void __launch_bounds__(256) k_quantize_q8_K(const float *__restrict__
  * The 32-element weight types
  * ====================================================================================== */
 
-/* Group k (elements 4k..4k+3) of one block as 4 signed bytes, and the block's scales. */
+/* Per type: SB (scale bytes of a block: 2 for d, 4 for d and m), Q5 (a qh word), WORDS (qs
+ * words of a block), M (an offset m), QUAD (a quad's bytes in the device layout), and unpack:
+ * group k (elements 4k..4k+3) of a block as 4 signed bytes and its scales, from the block's
+ * scale bits (d in the low half, m in the high one), qh and qs word. */
 template <uint32_t T> struct wq32;
 
 /* Bytes b in 0..15 (0..31) minus 8 (16), as two's complement bytes: no carry crosses a byte. */
@@ -141,67 +152,135 @@ __device__ __forceinline__ uint32_t nibbles(uint32_t word, int k)
 }
 
 template <> struct wq32<SLM_TYPE_Q4_0> {
-    static const int BYTES = 18, ALIGN = 2;
-    static const bool M = false;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    static const int SB = 2, WORDS = 4, QUAD = 80;
+    static const bool Q5 = false, M = false;
+    __device__ static void unpack(uint32_t sc, uint32_t, uint32_t qw, int k, int *q, float *d, float *)
     {
-        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        *q = minus8(nibbles(ld_u32_a2(b + 2 + 4 * (k & 3)), k));
+        *d = h2f(sc);
+        *q = minus8(nibbles(qw, k));
     }
 };
 template <> struct wq32<SLM_TYPE_Q4_1> {
-    static const int BYTES = 20, ALIGN = 4;
-    static const bool M = true;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *m)
+    static const int SB = 4, WORDS = 4, QUAD = 80;
+    static const bool Q5 = false, M = true;
+    __device__ static void unpack(uint32_t sc, uint32_t, uint32_t qw, int k, int *q, float *d, float *m)
     {
-        uint32_t dm = ld_u32(b);
-        *d = h2f(dm);
-        *m = h2f(dm >> 16);
-        *q = (int)nibbles(ld_u32(b + 4 + 4 * (k & 3)), k);
+        *d = h2f(sc);
+        *m = h2f(sc >> 16);
+        *q = (int)nibbles(qw, k);
     }
 };
 template <> struct wq32<SLM_TYPE_Q5_0> {
-    static const int BYTES = 22, ALIGN = 2;
-    static const bool M = false;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    static const int SB = 2, WORDS = 4, QUAD = 96;
+    static const bool Q5 = true, M = false;
+    __device__ static void unpack(uint32_t sc, uint32_t qh, uint32_t qw, int k, int *q, float *d, float *)
     {
-        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        *q = minus16(nibbles(ld_u32_a2(b + 6 + 4 * (k & 3)), k) | q5_high(ld_u32_a2(b + 2), k));
+        *d = h2f(sc);
+        *q = minus16(nibbles(qw, k) | q5_high(qh, k));
     }
 };
 template <> struct wq32<SLM_TYPE_Q5_1> {
-    static const int BYTES = 24, ALIGN = 4;
-    static const bool M = true;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *m)
+    static const int SB = 4, WORDS = 4, QUAD = 96;
+    static const bool Q5 = true, M = true;
+    __device__ static void unpack(uint32_t sc, uint32_t qh, uint32_t qw, int k, int *q, float *d, float *m)
     {
-        uint32_t dm = ld_u32(b);
-        *d = h2f(dm);
-        *m = h2f(dm >> 16);
-        *q = (int)(nibbles(ld_u32(b + 8 + 4 * (k & 3)), k) | q5_high(ld_u32(b + 4), k));
+        *d = h2f(sc);
+        *m = h2f(sc >> 16);
+        *q = (int)(nibbles(qw, k) | q5_high(qh, k));
     }
 };
 template <> struct wq32<SLM_TYPE_Q8_0> {
-    static const int BYTES = 34, ALIGN = 2;
-    static const bool M = false;
-    __device__ static void load(const uint8_t *b, int k, int *q, float *d, float *)
+    static const int SB = 2, WORDS = 8, QUAD = 144;
+    static const bool Q5 = false, M = false;
+    __device__ static void unpack(uint32_t sc, uint32_t, uint32_t qw, int, int *q, float *d, float *)
     {
-        *d = h2f(*reinterpret_cast<const uint16_t *>(b));
-        *q = (int)ld_u32_a2(b + 2 + 4 * k);
+        *d = h2f(sc);
+        *q = (int)qw;
     }
 };
 
+/* Lane k's word of the quants of a block: word k & 3 of the nibble types, k of Q8_0. */
+template <class W> __device__ __forceinline__ int quant_word(int k)
+{
+    return W::WORDS == 8 ? k : (k & 3);
+}
+
+/* A quad as lane k loads it (the device layout, kernels.h): the scales (every lane of the row
+ * loads the same 16 bytes), qh for Q5_x, and the 16 bytes of quants that hold the lane's word
+ * of each of the 4 blocks (word i = block i). */
+struct quad_lane {
+    uint4 s, h, q;
+};
+
+template <class W> __device__ __forceinline__ void quad_load(const uint8_t *quad, int k, quad_lane *l)
+{
+    const int hq = W::Q5 ? 32 : 16;
+    l->s = ld_u128(quad);
+    if (W::Q5) l->h = ld_u128(quad + 16);
+    l->q = ld_u128(quad + hq + 16 * quant_word<W>(k));
+}
+
+/* Block i of a loaded quad. */
+template <class W>
+__device__ __forceinline__ void quad_block(const quad_lane &l, int i, int k, int *q, float *d, float *m)
+{
+    const uint32_t sc = W::SB == 4 ? slm_cuda::word_of(l.s, i) : slm_cuda::word_of(l.s, i >> 1) >> (16 * (i & 1));
+    W::unpack(sc, W::Q5 ? slm_cuda::word_of(l.h, i) : 0u, slm_cuda::word_of(l.q, i), k, q, d, m);
+}
+
+/* Block i of a row's tail of t blocks (t = nb % 4, at the end of the full quads): 2- and
+ * 4-byte loads, the tail being packed (kernels.h). */
+template <class W>
+__device__ __forceinline__ void tail_block(const uint8_t *tail, int t, int i, int k, int *q, float *d, float *m)
+{
+    const int s_end = (t * W::SB + 3) & ~3, hq = s_end + (W::Q5 ? 4 * t : 0);
+    const uint32_t sc = W::SB == 4 ? ld_u32(tail + 4 * i) : *reinterpret_cast<const uint16_t *>(tail + 2 * i);
+    W::unpack(sc, W::Q5 ? ld_u32(tail + s_end + 4 * i) : 0u, ld_u32(tail + hq + 4 * t * quant_word<W>(k) + 4 * i), k,
+              q, d, m);
+}
+
+/* Block b of the row (weights wq, wd, wm of lane k) against the TOKENS activations: the CPU's
+ * step, acc_k = fma(float(dot), d_w * d_a, acc_k), and for an offset m the serial chain
+ * summ = fma(m_w, s_a, summ) in the lane that stores the token. */
+template <class W, int TOKENS>
+__device__ __forceinline__ void mvq_block(int wq, float wd, float wm, int b, int k, const uint8_t *arow, int a_bytes,
+                                          int nt, float *acc, float *summ)
+{
+    const int AB = W::M ? 36 : 34, AQ = W::M ? 4 : 2; /* activation block bytes, offset of qs */
+    SLM_UNROLL
+    for (int t = 0; t < TOKENS; t++) {
+        if (t < nt) {
+            const uint8_t *ab = arow + (size_t)t * (size_t)a_bytes + (size_t)b * AB;
+            int aq;
+            float ad, as = 0.0f;
+            if (W::M) {
+                uint32_t ds = ld_u32(ab);
+                ad = h2f(ds);
+                as = h2f(ds >> 16);
+                aq = (int)ld_u32(ab + AQ + 4 * k);
+            } else {
+                ad = h2f(*reinterpret_cast<const uint16_t *>(ab));
+                aq = (int)ld_u32_a2(ab + AQ + 4 * k);
+            }
+            acc[t] = __fmaf_rn(__int2float_rn(__dp4a(wq, aq, 0)), __fmul_rn(wd, ad), acc[t]);
+            if (W::M && k == (t & 7)) summ[t >> 3] = __fmaf_rn(wm, as, summ[t >> 3]);
+        }
+    }
+}
+
 /*
- * Rows of W (nb blocks each) against n activation rows a (Q8_1 when the weight type has an
- * offset m, else Q8_0), a_bytes apart. threadIdx.x / 8 picks the row, threadIdx.x % 8 = k the
- * group; the 8 lanes of a row are 8 consecutive lanes of one warp.
+ * Rows of W (nb blocks each, in the device layout: quads, then a tail) against n activation
+ * rows a (Q8_1 when the weight type has an offset m, else Q8_0), a_bytes apart. threadIdx.x / 8
+ * picks the row, threadIdx.x % 8 = k the group; the 8 lanes of a row are 8 consecutive lanes of
+ * one warp. A lane loads a quad (two or three 16-byte loads) and then runs its 4 blocks in
+ * order, then the tail's blocks: the blocks still go b = 0, 1, 2, ... as the CPU's do.
  */
 template <uint32_t WT, int TOKENS>
-__global__ void __launch_bounds__(MVQ_THREADS) k_mvq_32(const uint8_t *__restrict__ w, int rows, int nb,
-                                                         const uint8_t *__restrict__ a, int a_bytes, int n,
-                                                         float *__restrict__ y, int accumulate)
+__global__ void __launch_bounds__(MVQ_THREADS)
+    k_mvq_32(const uint8_t *__restrict__ w, size_t w_row_bytes, int rows, int nb, const uint8_t *__restrict__ a,
+             int a_bytes, int n, float *__restrict__ y, int accumulate)
 {
     typedef wq32<WT> W;
-    const int AB = W::M ? 36 : 34, AQ = W::M ? 4 : 2; /* activation block bytes, offset of qs */
     const int k = threadIdx.x & 7;
     const int row = blockIdx.x * MVQ_ROWS + (threadIdx.x >> 3);
     /* A row past the end computes row rows - 1 and stores nothing: the warp's shuffles
@@ -209,7 +288,8 @@ __global__ void __launch_bounds__(MVQ_THREADS) k_mvq_32(const uint8_t *__restric
     const int r = min(row, rows - 1);
     const int t0 = blockIdx.y * TOKENS;
     const int nt = min(TOKENS, n - t0);
-    const uint8_t *wrow = w + (size_t)r * (size_t)nb * W::BYTES;
+    const int nq = nb / 4, nt_blocks = nb % 4;
+    const uint8_t *wrow = w + (size_t)r * w_row_bytes;
     const uint8_t *arow = a + (size_t)t0 * (size_t)a_bytes;
 
     float acc[TOKENS];
@@ -219,29 +299,19 @@ __global__ void __launch_bounds__(MVQ_THREADS) k_mvq_32(const uint8_t *__restric
     SLM_UNROLL
     for (int t = 0; t < TOKENS / 8; t++) summ[t] = 0.0f;
 
+    const uint8_t *tail = wrow + (size_t)nq * W::QUAD;
+    quad_lane lq = {};   /* loaded at b = 0 (when nq > 0); the initializer quiets the host compiler */
     for (int b = 0; b < nb; b++) {
+        const int g = b >> 2, i = b & 3;
         int wq;
         float wd, wm = 0.0f;
-        W::load(wrow + (size_t)b * W::BYTES, k, &wq, &wd, &wm);
-        SLM_UNROLL
-        for (int t = 0; t < TOKENS; t++) {
-            if (t < nt) {
-                const uint8_t *ab = arow + (size_t)t * (size_t)a_bytes + (size_t)b * AB;
-                int aq;
-                float ad, as = 0.0f;
-                if (W::M) {
-                    uint32_t ds = ld_u32(ab);
-                    ad = h2f(ds);
-                    as = h2f(ds >> 16);
-                    aq = (int)ld_u32(ab + AQ + 4 * k);
-                } else {
-                    ad = h2f(*reinterpret_cast<const uint16_t *>(ab));
-                    aq = (int)ld_u32_a2(ab + AQ + 4 * k);
-                }
-                acc[t] = __fmaf_rn(__int2float_rn(__dp4a(wq, aq, 0)), __fmul_rn(wd, ad), acc[t]);
-                if (W::M && k == (t & 7)) summ[t >> 3] = __fmaf_rn(wm, as, summ[t >> 3]);
-            }
+        if (g < nq) {
+            if (i == 0) quad_load<W>(wrow + (size_t)g * W::QUAD, k, &lq);
+            quad_block<W>(lq, i, k, &wq, &wd, &wm);
+        } else {
+            tail_block<W>(tail, nt_blocks, i, k, &wq, &wd, &wm);
         }
+        mvq_block<W, TOKENS>(wq, wd, wm, b, k, arow, a_bytes, nt, acc, summ);
     }
 
     SLM_UNROLL
@@ -270,7 +340,7 @@ template <uint32_t T> struct wqk;
 
 /* Q4_K / Q5_K: sub-block j = 32 elements, nibble j & 1 of qs[32 (j / 2) ..], (sc, m) 6-bit. */
 template <bool FIVE> struct wqk45 {
-    static const int BYTES = FIVE ? 176 : 144, ALIGN = 16;
+    static const int BYTES = FIVE ? 176 : 144;
     struct lane_w {
         int q[8];      /* elements 4i..4i+3 of the sub-block, as bytes */
         int sc, m;
@@ -314,9 +384,11 @@ template <bool FIVE> struct wqk45 {
 template <> struct wqk<SLM_TYPE_Q4_K> : wqk45<false> {};
 template <> struct wqk<SLM_TYPE_Q5_K> : wqk45<true> {};
 
-/* Q6_K: lane j takes elements 32j..32j+31 (half j / 4, quarter j % 4): groups 2j and 2j + 1. */
+/* Q6_K: lane j takes elements 32j..32j+31 (half j / 4, quarter j % 4): groups 2j and 2j + 1.
+ * The device layout pads each block to 224 bytes, so ql, qh and the scales (192..207) are
+ * 16-byte aligned pieces: two 16-byte loads each of ql and qh, one of the scales. */
 template <> struct wqk<SLM_TYPE_Q6_K> {
-    static const int BYTES = 210, ALIGN = 2;
+    static const int BYTES = 224;
     struct lane_w {
         int q[8];      /* (value - 32) of elements 4i..4i+3, as bytes */
         int sc0, sc1;
@@ -328,13 +400,18 @@ template <> struct wqk<SLM_TYPE_Q6_K> {
         const uint8_t *ql = b + 64 * hf + 32 * (quarter & 1), *qh = b + 128 + 32 * hf;
         const int lshift = quarter >= 2 ? 4 : 0, hshift = 2 * quarter;
         SLM_UNROLL
-        for (int i = 0; i < 8; i++) {
-            uint32_t lo = (ld_u32_a2(ql + 4 * i) >> lshift) & 0x0f0f0f0fu;
-            uint32_t hi = ((ld_u32_a2(qh + 4 * i) >> hshift) & 0x03030303u) << 4;
-            l->q[i] = (int)(((lo | hi) + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
+        for (int h = 0; h < 2; h++) {
+            uint4 lv = slm_cuda::ld_u128(ql + 16 * h), hv = slm_cuda::ld_u128(qh + 16 * h);
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                uint32_t lo = (slm_cuda::word_of(lv, i) >> lshift) & 0x0f0f0f0fu;
+                uint32_t hi = ((slm_cuda::word_of(hv, i) >> hshift) & 0x03030303u) << 4;
+                l->q[4 * h + i] = (int)(((lo | hi) + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
+            }
         }
-        l->sc0 = (int8_t)b[192 + 2 * j];
-        l->sc1 = (int8_t)b[193 + 2 * j];
+        uint4 sv = slm_cuda::ld_u128(b + 192);
+        l->sc0 = (int8_t)slm_cuda::byte_of(sv, 2 * j);
+        l->sc1 = (int8_t)slm_cuda::byte_of(sv, 2 * j + 1);
         l->d = h2f(*reinterpret_cast<const uint16_t *>(b + 208));
     }
     __device__ static void sums(const lane_w *l, const uint8_t *ab, int j, int *sumi, int *summ)
@@ -354,9 +431,9 @@ template <> struct wqk<SLM_TYPE_Q6_K> {
 };
 
 template <uint32_t WT, int TOKENS>
-__global__ void __launch_bounds__(MVQ_THREADS) k_mvq_k(const uint8_t *__restrict__ w, int rows, int nb,
-                                                        const uint8_t *__restrict__ a, int a_bytes, int n,
-                                                        float *__restrict__ y, int accumulate)
+__global__ void __launch_bounds__(MVQ_THREADS)
+    k_mvq_k(const uint8_t *__restrict__ w, size_t /* row bytes: nb * W::BYTES */, int rows, int nb,
+            const uint8_t *__restrict__ a, int a_bytes, int n, float *__restrict__ y, int accumulate)
 {
     typedef wqk<WT> W;
     const int AB = (int)sizeof(struct slm_block_q8_K);
@@ -441,26 +518,27 @@ extern "C" int slm_cuda_quantize_q8(uint32_t act_type, const float *x, int n, in
 }
 
 template <uint32_t WT, int TOKENS, bool KQ>
-static int launch_mvq(const void *w, int rows, int nb, const void *q, int a_bytes, int n, float *y, int accumulate,
-                      cudaStream_t stream)
+static int launch_mvq(const void *w, size_t wrb, int rows, int nb, const void *q, int a_bytes, int n, float *y,
+                      int accumulate, cudaStream_t stream)
 {
     dim3 grid((unsigned)((rows + MVQ_ROWS - 1) / MVQ_ROWS), (unsigned)((n + TOKENS - 1) / TOKENS));
     if constexpr (KQ)
-        SLM_LAUNCH((k_mvq_k<WT, TOKENS>), grid, MVQ_THREADS, 0, stream, (const uint8_t *)w, rows, nb,
+        SLM_LAUNCH((k_mvq_k<WT, TOKENS>), grid, MVQ_THREADS, 0, stream, (const uint8_t *)w, wrb, rows, nb,
                    (const uint8_t *)q, a_bytes, n, y, accumulate);
     else
-        SLM_LAUNCH((k_mvq_32<WT, TOKENS>), grid, MVQ_THREADS, 0, stream, (const uint8_t *)w, rows, nb,
+        SLM_LAUNCH((k_mvq_32<WT, TOKENS>), grid, MVQ_THREADS, 0, stream, (const uint8_t *)w, wrb, rows, nb,
                    (const uint8_t *)q, a_bytes, n, y, accumulate);
     return slm_cuda_launched();
 }
 
 template <uint32_t WT, bool KQ>
-static int dispatch_tokens(const void *w, int rows, int nb, const void *q, int a_bytes, int n, float *y,
+static int dispatch_tokens(const void *w, size_t wrb, int rows, int nb, const void *q, int a_bytes, int n, float *y,
                            int accumulate, cudaStream_t stream)
 {
     if (n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL)
-        return launch_mvq<WT, SLM_CUDA_MATVEC_Q8_TOKENS_SMALL, KQ>(w, rows, nb, q, a_bytes, n, y, accumulate, stream);
-    return launch_mvq<WT, SLM_CUDA_MATVEC_Q8_TOKENS_LARGE, KQ>(w, rows, nb, q, a_bytes, n, y, accumulate, stream);
+        return launch_mvq<WT, SLM_CUDA_MATVEC_Q8_TOKENS_SMALL, KQ>(w, wrb, rows, nb, q, a_bytes, n, y, accumulate,
+                                                                   stream);
+    return launch_mvq<WT, SLM_CUDA_MATVEC_Q8_TOKENS_LARGE, KQ>(w, wrb, rows, nb, q, a_bytes, n, y, accumulate, stream);
 }
 
 extern "C" int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, int64_t cols, const void *q, int n,
@@ -468,28 +546,27 @@ extern "C" int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, in
 {
     uint32_t at = slm_cuda_q8_act_type(type);
     SLM_CUDA_ARG(at != UINT32_MAX);
-    size_t row_bytes = slm_cuda_row_bytes(type, cols), a_bytes = slm_cuda_q8_row_bytes(at, cols);
+    size_t row_bytes = slm_cuda_device_row_bytes(type, cols), a_bytes = slm_cuda_q8_row_bytes(at, cols);
     SLM_CUDA_ARG(row_bytes != 0 && a_bytes != 0 && a_bytes <= INT32_MAX && rows >= 1 &&
                  rows <= INT32_MAX - MVQ_ROWS && cols <= INT32_MAX);
     SLM_CUDA_ARG(n >= 1 && (n + SLM_CUDA_MATVEC_Q8_TOKENS_LARGE - 1) / SLM_CUDA_MATVEC_Q8_TOKENS_LARGE <= 65535);
     SLM_CUDA_DEVICE(w, (size_t)rows * row_bytes);
     SLM_CUDA_DEVICE(q, (size_t)n * a_bytes);
     SLM_CUDA_DEVICE(y, (size_t)n * (size_t)rows * sizeof(float));
-    SLM_CUDA_ARG(slm_cuda_aligned(q, at == SLM_TYPE_Q8_0 ? 2 : 4) && slm_cuda_aligned(y, 4));
+    SLM_CUDA_ARG(slm_cuda_aligned(w, 16) && slm_cuda_aligned(q, at == SLM_TYPE_Q8_0 ? 2 : 4) &&
+                 slm_cuda_aligned(y, 4));
     const int r = (int)rows, nb = (int)(cols / slm_qblock_elems(type)), ab = (int)a_bytes;
     switch (type) {
-#define MVQ_CASE(T, KQ, ALIGN)                                                                     \
-    case T:                                                                                        \
-        SLM_CUDA_ARG(slm_cuda_aligned(w, ALIGN));                                                  \
-        return dispatch_tokens<T, KQ>(w, r, nb, q, ab, n, y, accumulate, stream);
-        MVQ_CASE(SLM_TYPE_Q4_0, false, 2)
-        MVQ_CASE(SLM_TYPE_Q4_1, false, 4)
-        MVQ_CASE(SLM_TYPE_Q5_0, false, 2)
-        MVQ_CASE(SLM_TYPE_Q5_1, false, 4)
-        MVQ_CASE(SLM_TYPE_Q8_0, false, 2)
-        MVQ_CASE(SLM_TYPE_Q4_K, true, 16)
-        MVQ_CASE(SLM_TYPE_Q5_K, true, 16)
-        MVQ_CASE(SLM_TYPE_Q6_K, true, 2)
+#define MVQ_CASE(T, KQ) \
+    case T: return dispatch_tokens<T, KQ>(w, row_bytes, r, nb, q, ab, n, y, accumulate, stream);
+        MVQ_CASE(SLM_TYPE_Q4_0, false)
+        MVQ_CASE(SLM_TYPE_Q4_1, false)
+        MVQ_CASE(SLM_TYPE_Q5_0, false)
+        MVQ_CASE(SLM_TYPE_Q5_1, false)
+        MVQ_CASE(SLM_TYPE_Q8_0, false)
+        MVQ_CASE(SLM_TYPE_Q4_K, true)
+        MVQ_CASE(SLM_TYPE_Q5_K, true)
+        MVQ_CASE(SLM_TYPE_Q6_K, true)
 #undef MVQ_CASE
     default: return -EINVAL;
     }

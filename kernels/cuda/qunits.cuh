@@ -12,9 +12,12 @@
  * (kernels/cpu/dequant.c), with explicit _rn intrinsics so that nvcc contracts nothing
  * into an FMA: the f32 values are bit-exact with the CPU's, on the GPU and emulated.
  *
- * Loads: F32 / F16 / BF16 rows (when 16-byte aligned), Q4_K and Q5_K take 16-byte loads;
- * Q4_1 and Q5_1 4-byte loads; Q4_0, Q5_0, Q8_0 and Q6_K, whose blocks are only 2-byte
- * aligned in GGUF's layout, 2-byte loads.
+ * Loads, GGUF's layout: F32 / F16 / BF16 rows (when 16-byte aligned), Q4_K and Q5_K take
+ * 16-byte loads; Q4_1 and Q5_1 4-byte loads; Q4_0, Q5_0, Q8_0 and Q6_K, whose blocks are only
+ * 2-byte aligned in GGUF's layout, 2-byte loads. The device layout (kernels.h; the embedding
+ * lookup of slm_cuda_embed_device_layout): the quad units take 4-byte loads, 2-byte ones for
+ * the halves d; Q6_K's 224-byte blocks the loads of GGUF's Q6_K; Q4_K / Q5_K as above. (The
+ * integer GEMV, matvec_q8.cu, reads the device layout with its own 16-byte loads.)
  */
 #ifndef SLM_KERNELS_CUDA_QUNITS_CUH
 #define SLM_KERNELS_CUDA_QUNITS_CUH
@@ -133,6 +136,25 @@ template <bool BF16> struct unit_h16 {
 
 /* ---- 32-element blocks ---- */
 
+/* Elements 4g..4g+3 (w[0..3]) and 16+4g..16+4g+3 (w[4..7]) of a Q4_0 / Q4_1 / Q5_0 / Q5_1
+ * block from its scales d (and m), its qh and word g of its qs. */
+template <bool Q5, bool MIN>
+__device__ __forceinline__ void nib32_values(float d, float m, uint32_t qh, uint32_t q, int g, float *w)
+{
+    for (int i = 0; i < 4; i++) {
+        int j = 4 * g + i;
+        int lo = (int)(((q >> (8 * i)) & 0xf) | (((qh >> j) & 1u) << 4));
+        int hi = (int)(((q >> (8 * i + 4)) & 0xf) | (((qh >> (j + 16)) & 1u) << 4));
+        if (MIN) {
+            w[i] = __fadd_rn(__fmul_rn(d, (float)lo), m);
+            w[4 + i] = __fadd_rn(__fmul_rn(d, (float)hi), m);
+        } else {
+            w[i] = __fmul_rn((float)(lo - (Q5 ? 16 : 8)), d);
+            w[4 + i] = __fmul_rn((float)(hi - (Q5 ? 16 : 8)), d);
+        }
+    }
+}
+
 /* Q4_0 (Q5 = MIN = false), Q4_1 (MIN), Q5_0 (Q5), Q5_1 (both): a unit is 4 bytes of qs,
  * elements 4u..4u+3 (low nibbles) and 16+4u..16+4u+3 (high nibbles); Q5 takes bit j of qh
  * as element j's fifth bit. x = (q - 8 or 16) * d, or with MIN x = d * q + m. */
@@ -144,22 +166,10 @@ template <bool Q5, bool MIN> struct unit_nib32 {
     static __device__ __forceinline__ void load(const uint8_t *b, int u, float *w)
     {
         uint32_t dm = MIN ? ld_u32(b) : *reinterpret_cast<const uint16_t *>(b);
-        float d = h2f(dm), m = MIN ? h2f(dm >> 16) : 0.0f;
         uint32_t qh = Q5 ? ld_u32_a2(b + HEADER) : 0;
         const uint8_t *qs = b + HEADER + (Q5 ? 4 : 0) + 4 * u;
         uint32_t q = MIN ? ld_u32(qs) : ld_u32_a2(qs);
-        for (int i = 0; i < 4; i++) {
-            int j = 4 * u + i;
-            int lo = (int)(((q >> (8 * i)) & 0xf) | (((qh >> j) & 1u) << 4));
-            int hi = (int)(((q >> (8 * i + 4)) & 0xf) | (((qh >> (j + 16)) & 1u) << 4));
-            if (MIN) {
-                w[i] = __fadd_rn(__fmul_rn(d, (float)lo), m);
-                w[4 + i] = __fadd_rn(__fmul_rn(d, (float)hi), m);
-            } else {
-                w[i] = __fmul_rn((float)(lo - (Q5 ? 16 : 8)), d);
-                w[4 + i] = __fmul_rn((float)(hi - (Q5 ? 16 : 8)), d);
-            }
-        }
+        nib32_values<Q5, MIN>(h2f(dm), MIN ? h2f(dm >> 16) : 0.0f, qh, q, u, w);
     }
 };
 typedef unit_nib32<false, false> unit_q4_0;
@@ -184,6 +194,48 @@ struct unit_q8_0 {
     }
 };
 static_assert(unit_q8_0::BLOCK_BYTES == sizeof(struct slm_block_q8_0), "q8_0 unit");
+
+/* ---- the device layout of the 32-element types (kernels.h): a "block" here is a quad of
+ * 4 GGUF blocks, 128 elements, or a row's tail of nin = nb % 4 blocks (the last "block" of a
+ * row); unit u is unit u % 4 of GGUF block i = u / 4 of the quad or tail. load_n takes nin
+ * (4 for a quad); the caller skips the units at or past cols. ---- */
+
+/* Offsets in a quad (nin = 4) or a tail of nin blocks: the end of the scales (sb bytes a
+ * block), and the start of the quants (after Q5_x's qh words); word w of block i is at
+ * quants + 4 nin w + 4 i. */
+__device__ __forceinline__ int quad_scales_end(int nin, int sb) { return nin == 4 ? 16 : (nin * sb + 3) & ~3; }
+__device__ __forceinline__ int quad_quants(int nin, int sb, bool q5) { return quad_scales_end(nin, sb) + (q5 ? 4 * nin : 0); }
+
+template <bool Q5, bool MIN> struct unit_quad_nib32 {
+    static constexpr int SB = MIN ? 4 : 2;
+    static constexpr int BLOCK_ELEMS = 128, BLOCK_BYTES = (Q5 ? 32 : 16) + 64, ALIGN = 16;
+    static constexpr int UNITS = 16, RUNS = 2, RUN_LEN = 4, RUN_STRIDE = 16;
+    static __device__ __forceinline__ int first(int u) { return 32 * (u >> 2) + 4 * (u & 3); }
+    static __device__ __forceinline__ void load_n(const uint8_t *quad, int u, float *w, int nin)
+    {
+        const int i = u >> 2, g = u & 3;
+        uint32_t dm = MIN ? ld_u32(quad + 4 * i) : *reinterpret_cast<const uint16_t *>(quad + 2 * i);
+        uint32_t qh = Q5 ? ld_u32(quad + quad_scales_end(nin, SB) + 4 * i) : 0;
+        uint32_t q = ld_u32(quad + quad_quants(nin, SB, Q5) + 4 * nin * g + 4 * i);
+        nib32_values<Q5, MIN>(h2f(dm), MIN ? h2f(dm >> 16) : 0.0f, qh, q, g, w);
+    }
+    static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w) { load_n(quad, u, w, 4); }
+};
+
+/* Q8_0 in quads: unit u is quants 8v..8v+7 (v = u % 4: words 2v, 2v + 1) of block u / 4. */
+struct unit_quad_q8_0 {
+    static constexpr int BLOCK_ELEMS = 128, BLOCK_BYTES = 144, ALIGN = 16;
+    static constexpr int UNITS = 16, RUNS = 1, RUN_LEN = 8, RUN_STRIDE = 0;
+    static __device__ __forceinline__ int first(int u) { return 32 * (u >> 2) + 8 * (u & 3); }
+    static __device__ __forceinline__ void load_n(const uint8_t *quad, int u, float *w, int nin)
+    {
+        const int i = u >> 2, v = u & 3, qs = quad_quants(nin, 2, false) + 4 * i;
+        float d = h2f(*reinterpret_cast<const uint16_t *>(quad + 2 * i));
+        uint32_t q[2] = {ld_u32(quad + qs + 4 * nin * (2 * v)), ld_u32(quad + qs + 4 * nin * (2 * v + 1))};
+        for (int e = 0; e < 8; e++) w[e] = __fmul_rn((float)(int8_t)(q[e >> 2] >> (8 * (e & 3))), d);
+    }
+    static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w) { load_n(quad, u, w, 4); }
+};
 
 /* ---- K-quants: 256-element blocks ---- */
 
@@ -219,8 +271,8 @@ template <bool Q5> struct unit_qk45 {
 /* Q6_K: each half (128 elements) has ql[64], qh[32]; element 32r + l of a half (quarter
  * r, l < 32) is the low (r < 2) or high nibble of ql[l + 32 (r & 1)] with bits 2r..2r+1
  * of qh[l] above it. A unit is l = 8j .. 8j + 7 of all four quarters of half u / 4. */
-struct unit_q6_K {
-    static constexpr int BLOCK_ELEMS = 256, BLOCK_BYTES = 210, ALIGN = 2;
+template <int BYTES> struct unit_q6_K_padded {
+    static constexpr int BLOCK_ELEMS = 256, BLOCK_BYTES = BYTES, ALIGN = BYTES % 16 == 0 ? 16 : 2;
     static constexpr int UNITS = 8, RUNS = 4, RUN_LEN = 8, RUN_STRIDE = 32;
     static __device__ __forceinline__ int first(int u) { return 128 * (u >> 2) + 8 * (u & 3); }
     static __device__ __forceinline__ void load(const uint8_t *b, int u, float *w)
@@ -245,6 +297,10 @@ struct unit_q6_K {
     }
 };
 
+/* GGUF's Q6_K, and the device layout's (each block padded to 224 bytes). */
+typedef unit_q6_K_padded<210> unit_q6_K;
+typedef unit_q6_K_padded<224> unit_dev_q6_K;
+
 static_assert(unit_qk45<false>::BLOCK_BYTES == sizeof(struct slm_block_q4_K), "q4_K unit");
 static_assert(unit_qk45<true>::BLOCK_BYTES == sizeof(struct slm_block_q5_K), "q5_K unit");
 static_assert(unit_q6_K::BLOCK_BYTES == sizeof(struct slm_block_q6_K), "q6_K unit");
@@ -268,6 +324,20 @@ static_assert(unit_q6_K::BLOCK_BYTES == sizeof(struct slm_block_q6_K), "q6_K uni
     case SLM_TYPE_Q4_K: return FN<slm_cuda::unit_qk45<false>>(__VA_ARGS__);                                     \
     case SLM_TYPE_Q5_K: return FN<slm_cuda::unit_qk45<true>>(__VA_ARGS__);                                      \
     case SLM_TYPE_Q6_K: return FN<slm_cuda::unit_q6_K>(__VA_ARGS__);                                            \
+    default: return -EINVAL;                                                                                    \
+    }
+
+/* As SLM_CUDA_DISPATCH_UNIT for a weight in the device layout (kernels.h): the types with one. */
+#define SLM_CUDA_DISPATCH_DEVICE_UNIT(type, FN, ...)                                                            \
+    switch (type) {                                                                                             \
+    case SLM_TYPE_Q4_0: return FN<slm_cuda::unit_quad_nib32<false, false>>(__VA_ARGS__);                        \
+    case SLM_TYPE_Q4_1: return FN<slm_cuda::unit_quad_nib32<false, true>>(__VA_ARGS__);                        \
+    case SLM_TYPE_Q5_0: return FN<slm_cuda::unit_quad_nib32<true, false>>(__VA_ARGS__);                         \
+    case SLM_TYPE_Q5_1: return FN<slm_cuda::unit_quad_nib32<true, true>>(__VA_ARGS__);                          \
+    case SLM_TYPE_Q8_0: return FN<slm_cuda::unit_quad_q8_0>(__VA_ARGS__);                                       \
+    case SLM_TYPE_Q4_K: return FN<slm_cuda::unit_qk45<false>>(__VA_ARGS__);                                     \
+    case SLM_TYPE_Q5_K: return FN<slm_cuda::unit_qk45<true>>(__VA_ARGS__);                                      \
+    case SLM_TYPE_Q6_K: return FN<slm_cuda::unit_dev_q6_K>(__VA_ARGS__);                                        \
     default: return -EINVAL;                                                                                    \
     }
 
