@@ -666,7 +666,8 @@ static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int 
                                    .block_size = pool->block_size};
     if (ci->graphs.cur) return attention_graph_step(ci, &sh, p->rope_base, &kv, q, k, v, out);
     /* A chunk's tokens share the split kernel's K/V tiles, up to its row cap at this group
-     * (a bad group is refused by the launchers). */
+     * (a bad group is refused by the launchers); a step of single tokens passes no tiles
+     * (the same bits, the kernel's variant with fewer registers). */
     int group = sh.n_head_kv > 0 ? sh.n_head / sh.n_head_kv : 0;
     int tile_cap = group > 0 && group <= SLM_CUDA_ATTN_TILE_ROWS ? SLM_CUDA_ATTN_TILE_ROWS / group : 1;
     int rc = attn_upload(ci, b, tile_cap);
@@ -677,6 +678,7 @@ static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int 
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks,
                                        .tiles = d_tables + (size_t)a->n_rows * (size_t)a->max_blocks,
                                        .n_tiles = a->n_tiles};
+    if (a->n_tiles == a->n_tokens) all.tiles = NULL, all.n_tiles = 0;
     struct slm_cuda_rope_table rope;
     if ((rc = rope_table(ci, p->rope_base, p->rope_dim, a->max_ctx, &rope))) return rc;
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))

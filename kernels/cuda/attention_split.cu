@@ -101,14 +101,16 @@ __device__ static void load_tile(__half2 *tile, const __half *cache, const int32
 }
 
 /* grid (n_tiles, n_head_kv, max_parts) (n_tiles = n_tokens without tiles), SPLIT_THREADS
- * threads. Row r = query head g * group + r % group of token first + r / group of the tile.
- * Each K/V tile is loaded once for all rows; row r uses the positions [start, row_e[r]) only,
- * the loop bounds its token alone would have. */
-template <int D>
+ * threads, at most ROWS rows (SPLIT_MAX_ROWS with tiles; one group, SLM_CUDA_ATTN_MAX_GROUP,
+ * without: fewer registers for decode). Row r = query head g * group + r % group of token
+ * first + r / group of the tile. Each K/V tile is loaded once for all rows; row r uses the
+ * positions [start, row_e[r]) only, the loop bounds its token alone would have. ROWS only
+ * sets how many (row, pair) items a thread may hold, not what any item computes. */
+template <int D, int ROWS>
 __global__ void __launch_bounds__(SPLIT_THREADS) k_split_partial(struct split_args a)
 {
-    constexpr int ITEMS = SPLIT_MAX_ROWS * (D / 2) / SPLIT_THREADS;
-    static_assert(SPLIT_MAX_ROWS * (D / 2) % SPLIT_THREADS == 0, "items must cover the rows exactly");
+    constexpr int ITEMS = ROWS * (D / 2) / SPLIT_THREADS;
+    static_assert(ROWS * (D / 2) % SPLIT_THREADS == 0, "items must cover the rows exactly");
     SLM_DYN_SHARED(float, smem);
     const int group = a.n_head / a.n_head_kv, g = blockIdx.y, part = blockIdx.z;
     const int start = part * SPLIT_P;
@@ -264,6 +266,18 @@ static int split_parts(int max_ctx)
     return (max_ctx + SPLIT_P - 1) / SPLIT_P;
 }
 
+/* k_split_partial<head_dim, ROWS> over grid. */
+template <int ROWS>
+static void split_launch(dim3 grid, size_t smem, cudaStream_t stream, const struct split_args &a, int head_dim)
+{
+    switch (head_dim) {
+    case 64: SLM_LAUNCH((k_split_partial<64, ROWS>), grid, SPLIT_THREADS, smem, stream, a); break;
+    case 80: SLM_LAUNCH((k_split_partial<80, ROWS>), grid, SPLIT_THREADS, smem, stream, a); break;
+    case 96: SLM_LAUNCH((k_split_partial<96, ROWS>), grid, SPLIT_THREADS, smem, stream, a); break;
+    default: SLM_LAUNCH((k_split_partial<128, ROWS>), grid, SPLIT_THREADS, smem, stream, a); break;
+    }
+}
+
 extern "C" size_t slm_cuda_attention_split_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens,
                                                      int max_ctx)
 {
@@ -291,12 +305,8 @@ extern "C" int slm_cuda_attention_split(const struct slm_cuda_attn_shape *shape,
     const int cap = SPLIT_MAX_ROWS / group, max_tile = !t->tiles ? 1 : cap < t->n_tokens ? cap : t->n_tokens;
     dim3 grid((unsigned)n_blocks, (unsigned)shape->n_head_kv, (unsigned)a.max_parts);
     size_t smem = split_smem(max_tile * group, shape->head_dim);
-    switch (shape->head_dim) {
-    case 64: SLM_LAUNCH(k_split_partial<64>, grid, SPLIT_THREADS, smem, stream, a); break;
-    case 80: SLM_LAUNCH(k_split_partial<80>, grid, SPLIT_THREADS, smem, stream, a); break;
-    case 96: SLM_LAUNCH(k_split_partial<96>, grid, SPLIT_THREADS, smem, stream, a); break;
-    default: SLM_LAUNCH(k_split_partial<128>, grid, SPLIT_THREADS, smem, stream, a); break;
-    }
+    if (t->tiles) split_launch<SPLIT_MAX_ROWS>(grid, smem, stream, a, shape->head_dim);
+    else split_launch<SLM_CUDA_ATTN_MAX_GROUP>(grid, smem, stream, a, shape->head_dim);
     if (attn_launched()) return -EIO;
     SLM_LAUNCH(k_split_combine, dim3((unsigned)t->n_tokens, (unsigned)shape->n_head), shape->head_dim, 0, stream, a,
                shape->head_dim, out);
