@@ -69,11 +69,13 @@ struct staging {
 
 /* The attention metadata of the batch last uploaded, and its plan. */
 struct attn_meta {
-    struct staging st;        /* device: pos (n), seq_row (n), block_tables (n_rows, max_blocks) */
+    struct staging st;        /* device: pos (n), seq_row (n), block_tables (n_rows, max_blocks),
+                               * the split kernel's tiles (n_tiles + 1) */
     int32_t *shadow;          /* (shadow_cap) host copy of what st.dev holds, to skip re-uploads */
     size_t shadow_cap, shadow_len;
     int n_tokens, n_rows, max_blocks;
     int max_ctx;              /* largest pos + 1 */
+    int tile_cap, n_tiles;    /* the tiles: runs of the batch cut to tile_cap tokens */
 };
 
 /* Contexts in a step graph's shape are whole multiples of this many positions ("partitions"):
@@ -503,9 +505,34 @@ static int cuda_add(struct slm_backend *be, float *x, const float *y, size_t n)
     return launched(slm_cuda_add(x, y, n, impl(be)->stream), "slm_cuda_add");
 }
 
-/* Uploads the batch's positions, rows and block tables unless the device already holds
- * the same ones (every layer of a pass sees the same batch: one upload per pass). */
-static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
+/* End of the run of tokens from i: consecutive positions of one sequence. */
+static int run_end(const struct slm_batch *b, int i)
+{
+    int j = i + 1;
+    while (j < b->n_tokens && b->seq_row[j] == b->seq_row[i] && b->pos[j] == b->pos[j - 1] + 1) j++;
+    return j;
+}
+
+/* The split kernel's tiles of b (slm_cuda_attn_tokens.tiles): each run cut into tiles of at
+ * most cap tokens. Writes the n_tiles + 1 bounds (at most n_tokens + 1) and returns n_tiles. */
+static int attn_tiles(const struct slm_batch *b, int cap, int32_t *tiles)
+{
+    int n_tiles = 0;
+    tiles[0] = 0;
+    for (int i = 0; i < b->n_tokens;) {
+        int end = run_end(b, i);
+        while (i < end) {
+            i = end - i > cap ? i + cap : end;
+            tiles[++n_tiles] = i;
+        }
+    }
+    return n_tiles;
+}
+
+/* Uploads the batch's positions, rows, block tables and split tiles of at most tile_cap tokens
+ * unless the device already holds the same ones (every layer of a pass sees the same batch:
+ * one upload per pass). */
+static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b, int tile_cap)
 {
     struct attn_meta *a = &ci->attn;
     int n = b->n_tokens, n_rows = 0, max_ctx = 0;
@@ -513,24 +540,27 @@ static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
         if (b->seq_row[i] + 1 > n_rows) n_rows = b->seq_row[i] + 1;
         if (b->pos[i] + 1 > max_ctx) max_ctx = b->pos[i] + 1;
     }
-    size_t tables = (size_t)n_rows * (size_t)b->max_blocks, len = 2 * (size_t)n + tables;
-    if (a->shadow_len == len && a->n_tokens == n && a->max_blocks == b->max_blocks &&
-        !memcmp(a->shadow, b->pos, (size_t)n * sizeof(int32_t)) &&
+    size_t tables = (size_t)n_rows * (size_t)b->max_blocks, meta = 2 * (size_t)n + tables;
+    if (a->shadow_len && a->n_tokens == n && a->max_blocks == b->max_blocks && a->n_rows == n_rows &&
+        a->tile_cap == tile_cap && !memcmp(a->shadow, b->pos, (size_t)n * sizeof(int32_t)) &&
         !memcmp(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t)) &&
         !memcmp(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t)))
         return 0;
-    if (len > a->shadow_cap) {
-        int32_t *s = realloc(a->shadow, len * sizeof *s);
+    size_t room = meta + (size_t)n + 1;   /* the most tiles: one per token */
+    if (room > a->shadow_cap) {
+        int32_t *s = realloc(a->shadow, room * sizeof *s);
         if (!s) return -ENOMEM;
         a->shadow = s;
-        a->shadow_cap = len;
+        a->shadow_cap = room;
     }
     a->shadow_len = 0;   /* invalid until the upload is queued */
-    int rc = staging_reserve(&a->st, len);
+    int rc = staging_reserve(&a->st, room);
     if (rc) return rc;
     memcpy(a->shadow, b->pos, (size_t)n * sizeof(int32_t));
     memcpy(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t));
     memcpy(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t));
+    int n_tiles = attn_tiles(b, tile_cap, a->shadow + meta);
+    size_t len = meta + (size_t)n_tiles + 1;
     memcpy(a->st.host, a->shadow, len * sizeof(int32_t));
     if ((rc = staging_upload(ci, &a->st, len))) return rc;
     a->shadow_len = len;
@@ -538,15 +568,9 @@ static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
     a->n_rows = n_rows;
     a->max_blocks = b->max_blocks;
     a->max_ctx = max_ctx;
+    a->tile_cap = tile_cap;
+    a->n_tiles = n_tiles;
     return 0;
-}
-
-/* End of the run of tokens from i: consecutive positions of one sequence. */
-static int run_end(const struct slm_batch *b, int i)
-{
-    int j = i + 1;
-    while (j < b->n_tokens && b->seq_row[j] == b->seq_row[i] && b->pos[j] == b->pos[j - 1] + 1) j++;
-    return j;
 }
 
 /* Workspace of at least `need` bytes. A new one drops the graphs (they hold the old one), so it
@@ -683,12 +707,20 @@ static int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int 
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = kv_blocks(pool),
                                    .block_size = pool->block_size};
     if (ci->graphs.cur) return attention_graph_step(ci, &sh, p->rope_base, &kv, q, k, v, out);
-    int rc = attn_upload(ci, b);
+    /* A chunk's tokens share the split kernel's K/V tiles, up to its row cap at this group
+     * (a bad group is refused by the launchers); a step of single tokens passes no tiles
+     * (the same bits, the kernel's variant with fewer registers). */
+    int group = sh.n_head_kv > 0 ? sh.n_head / sh.n_head_kv : 0;
+    int tile_cap = group > 0 && group <= SLM_CUDA_ATTN_TILE_ROWS ? SLM_CUDA_ATTN_TILE_ROWS / group : 1;
+    int rc = attn_upload(ci, b, tile_cap);
     if (rc) return rc;
     const struct attn_meta *a = &ci->attn;
     const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
     struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
-                                       .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
+                                       .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks,
+                                       .tiles = d_tables + (size_t)a->n_rows * (size_t)a->max_blocks,
+                                       .n_tiles = a->n_tiles};
+    if (a->n_tiles == a->n_tokens) all.tiles = NULL, all.n_tiles = 0;
     struct slm_cuda_rope_table rope;
     if ((rc = rope_table(ci, p->rope_base, p->rope_dim, a->max_ctx, &rope))) return rc;
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))

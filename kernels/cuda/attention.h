@@ -24,6 +24,10 @@ extern "C" {
 #define SLM_CUDA_ATTN_PARTITION 128
 /* Largest n_head / n_head_kv (query heads sharing one KV head). */
 #define SLM_CUDA_ATTN_MAX_GROUP 16
+/* Query rows (tokens x heads of one GQA group) one block of the split kernel holds: a tile of
+ * slm_cuda_attention_split has at most SLM_CUDA_ATTN_TILE_ROWS / (n_head / n_head_kv) tokens
+ * (2 at group 16, 10 at group 3, 32 without GQA). */
+#define SLM_CUDA_ATTN_TILE_ROWS 32
 
 /* The geometry of one layer's attention. head_dim is 64, 80, 96 or 128. */
 struct slm_cuda_attn_shape {
@@ -44,7 +48,14 @@ struct slm_cuda_kv_layer {
 };
 
 /* The per-token tables of a call, all device memory: token i is at position pos[i] of the
- * sequence whose block ids are block_tables[seq_row[i] * max_blocks ...]. */
+ * sequence whose block ids are block_tables[seq_row[i] * max_blocks ...].
+ * tiles, read by slm_cuda_attention_split only (every other launcher ignores it), groups the
+ * tokens into tiles that share each K/V tile the kernel loads: tile j is the tokens
+ * [tiles[j], tiles[j + 1]), which must be a run: consecutive positions of one seq_row, at most
+ * SLM_CUDA_ATTN_TILE_ROWS / (n_head / n_head_kv) tokens; the tiles must cover 0..n_tokens in
+ * order (tiles[0] = 0, tiles[n_tiles] = n_tokens, increasing). NULL (n_tiles 0): one token a
+ * tile. The tiling never changes a bit of the output; a token whose tile is not a run (or that
+ * no tile holds) gets a NaN output row. */
 struct slm_cuda_attn_tokens {
     int n_tokens;
     const int32_t *pos;          /* (n_tokens) */
@@ -52,6 +63,8 @@ struct slm_cuda_attn_tokens {
     const int32_t *block_tables; /* (n_seq_rows, max_blocks) */
     int n_seq_rows;
     int max_blocks;
+    const int32_t *tiles;        /* (n_tiles + 1) token indices, or NULL */
+    int n_tiles;                 /* 1..n_tokens with tiles, 0 without */
 };
 
 /* The rotation of every position the calls may meet: cos_sin (positions, rope_dim / 2, 2)
@@ -121,12 +134,15 @@ size_t slm_cuda_attention_split_workspace(const struct slm_cuda_attn_shape *shap
  * Paged flash-decoding attention, the long-context path: out rows as slm_cuda_attention_decode
  * defines them (each token attends to positions 0..pos[i] of its sequence), for the tokens whose
  * position is in [pos_lo, pos_hi) only; the other tokens' rows are left untouched. The context is
- * cut into partitions of SLM_CUDA_ATTN_PARTITION positions, one block per (token, KV head,
- * partition) computing the group's query heads against each K/V tile (GQA), then the partitions
- * of each (token, head) merged in order. Not the CPU's order (fp32 weights, another summation
- * order; docs/cuda.md has the bound), but a token's bits depend only on its own query,
- * position and cache, never on the other tokens of the call. max_ctx (host) bounds pos[i] + 1
- * over the tokens in range and sizes the workspace (slm_cuda_attention_split_workspace).
+ * cut into partitions of SLM_CUDA_ATTN_PARTITION positions, one block per (tile of t->tiles, KV
+ * head, partition) computing the tile's tokens x the group's query heads against each K/V tile
+ * it loads (a prefill chunk's tokens and GQA share it), then the partitions of each (token,
+ * head) merged in order. Not the CPU's order (fp32 weights, another summation order;
+ * docs/cuda.md has the bound), but a token's bits depend only on its own query, position and
+ * cache, never on the other tokens of the call nor on the tiling. max_ctx (host) bounds
+ * pos[i] + 1 over the tokens in range and sizes the workspace
+ * (slm_cuda_attention_split_workspace); a token in range past it gets a NaN row. -EINVAL also
+ * for tiles with n_tiles outside 1..n_tokens, or n_tiles != 0 without tiles.
  */
 int slm_cuda_attention_split(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
                              const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo, int pos_hi,
