@@ -177,6 +177,24 @@ static void test_matvec_type(uint32_t type, int64_t rows, int64_t cols)
 
 /* ---- dequantize and embed: bit-exact ---- */
 
+/* got (ids, cols), an embedding lookup of the table whose rows dequantize to wf (rows, cols):
+ * each id in range must give its row's bits, each other id a row of NaN. */
+static void check_embedded(const char *label, const std::vector<int32_t> &ids, const std::vector<float> &got,
+                           const std::vector<float> &wf, int64_t rows, int64_t cols)
+{
+    for (size_t i = 0; i < ids.size(); i++) {
+        char what[128];
+        snprintf(what, sizeof what, "%s id %d", label, ids[i]);
+        if (ids[i] >= 0 && ids[i] < rows) {
+            compare_bits(what, &got[i * cols], &wf[ids[i] * cols], cols);
+        } else {
+            int nan = 0;
+            for (int64_t k = 0; k < cols; k++) nan += std::isnan(got[i * cols + k]);
+            CHECK(nan == cols, "%s: expected a row of NaN, got %d NaN of %lld", what, nan, (long long)cols);
+        }
+    }
+}
+
 static void test_dequant_type(uint32_t type, int64_t rows, int64_t cols)
 {
     const char *name = tname(type);
@@ -211,18 +229,9 @@ static void test_dequant_type(uint32_t type, int64_t rows, int64_t cols)
     dev_buf<int32_t> dids(ids);
     dev_buf<float> out(ids.size() * cols);
     RC_OK(slm_cuda_embed(type, w.p, rows, cols, dids.p, (int)ids.size(), out.p, nullptr));
-    std::vector<float> got = out.download();
-    for (size_t i = 0; i < ids.size(); i++) {
-        char what[64];
-        snprintf(what, sizeof what, "embed %s id %d", name, ids[i]);
-        if (ids[i] >= 0 && ids[i] < rows) {
-            compare_bits(what, &got[i * cols], &wf[ids[i] * cols], cols);
-        } else {
-            int nan = 0;
-            for (int64_t k = 0; k < cols; k++) nan += std::isnan(got[i * cols + k]);
-            CHECK(nan == cols, "%s: expected a row of NaN, got %d NaN of %lld", what, nan, (long long)cols);
-        }
-    }
+    char label[64];
+    snprintf(label, sizeof label, "embed %s", name);
+    check_embedded(label, ids, out.download(), wf, rows, cols);
 }
 
 /* The embedding lookup from a table in the device layout (slm_cuda_embed_device_layout):
@@ -241,19 +250,10 @@ static void test_embed_device(uint32_t type, int64_t rows, int64_t cols)
     dev_buf<int32_t> dids(ids);
     dev_buf<float> out(ids.size() * cols);
     RC_OK(slm_cuda_embed_device_layout(type, w.p, rows, cols, dids.p, (int)ids.size(), out.p, nullptr));
-    std::vector<float> got = out.download();
     int before = failures;
-    for (size_t i = 0; i < ids.size(); i++) {
-        char what[96];
-        snprintf(what, sizeof what, "embed (device layout) %s cols=%lld id %d", tname(type), (long long)cols, ids[i]);
-        if (ids[i] >= 0 && ids[i] < rows) {
-            compare_bits(what, &got[i * cols], &wf[ids[i] * cols], cols);
-        } else {
-            int nan = 0;
-            for (int64_t k = 0; k < cols; k++) nan += std::isnan(got[i * cols + k]);
-            CHECK(nan == cols, "%s: expected a row of NaN, got %d NaN of %lld", what, nan, (long long)cols);
-        }
-    }
+    char label[64];
+    snprintf(label, sizeof label, "embed (device layout) %s cols=%lld", tname(type), (long long)cols);
+    check_embedded(label, ids, out.download(), wf, rows, cols);
     if (failures == before)
         printf("embed (device layout) %s %lldx%lld: every row bit-identical to slm_cpu_dequantize_row\n", tname(type),
                (long long)rows, (long long)cols);
