@@ -224,6 +224,81 @@ static void test_matvec(struct slm_pool *pool, uint32_t type, int64_t rows, int6
                tname(type), (long long)rows, (long long)cols, layout == SLM_CPU_LAYOUT_X8 ? "X8" : "rows", checked);
 }
 
+/* slm_cuda_matvec_q8_fused for n_w weights of one type and cols (rows rows_of[i]) against
+ * slm_cpu_matmul on the same weights (one call, n_w jobs) and against slm_cuda_quantize_q8 +
+ * one slm_cuda_matvec_q8 per weight: every float's bits equal, n = 1, 3, 8, accumulate off/on. */
+static void test_fused(struct slm_pool *pool, uint32_t type, int64_t cols, std::vector<int64_t> rows_of)
+{
+    const int n_w = (int)rows_of.size();
+    const size_t rb = slm_cuda_row_bytes(type, cols);
+    std::vector<std::vector<uint8_t>> wl(n_w);
+    std::vector<slm_cpu_matmul_job> jobs(n_w);
+    std::vector<dev_buf<uint8_t> *> dw(n_w);
+    std::vector<const void *> wp(n_w);
+    for (int i = 0; i < n_w; i++) {
+        std::vector<uint8_t> w = rand_weights(type, rows_of[i], cols);
+        uint32_t layout = slm_cpu_weight_layout(type, rows_of[i], cols);
+        wl[i].resize(slm_cpu_layout_bytes(layout, type, rows_of[i], cols));
+        CHECK(slm_cpu_repack(layout, type, rows_of[i], cols, w.data(), rb, wl[i].data()) == 0, "repack");
+        jobs[i] = {type, layout, rows_of[i], cols, rb, wl[i].data(), nullptr};
+        std::vector<uint8_t> wd(rows_of[i] * slm_cuda_device_row_bytes(type, cols));
+        RC_OK(slm_cuda_to_device_layout(type, w.data(), rows_of[i], cols, wd.data()));
+        dw[i] = new dev_buf<uint8_t>(wd);
+        wp[i] = dw[i]->p;
+    }
+    const uint32_t at = slm_cuda_q8_act_type(type);
+    const size_t ab = slm_cuda_q8_row_bytes(at, cols);
+    int checked = 0, before = failures;
+    for (int n : {1, 3, 8}) {
+        std::vector<float> x = rand_acts(n, cols);
+        dev_buf<float> dx(x);
+        dev_buf<uint8_t> dq((size_t)n * ab);
+        RC_OK(slm_cuda_quantize_q8(at, dx.p, n, cols, dq.p, nullptr));
+        std::vector<std::vector<float>> y0(n_w), want(n_w);
+        std::vector<dev_buf<float> *> dy(n_w), dsep(n_w);
+        std::vector<float *> yp(n_w);
+        for (int i = 0; i < n_w; i++) {
+            y0[i].resize((size_t)n * rows_of[i]);
+            for (auto &v : y0[i]) v = frand();
+            dy[i] = new dev_buf<float>(y0[i].size());
+            dsep[i] = new dev_buf<float>(y0[i].size());
+            yp[i] = dy[i]->p;
+        }
+        std::vector<unsigned char> scratch(slm_cpu_matmul_scratch_bytes(n_w, jobs.data(), n) + 64);
+        for (int accumulate = 0; accumulate < 2; accumulate++) {
+            for (int i = 0; i < n_w; i++) {
+                want[i] = y0[i];
+                jobs[i].y = want[i].data();
+                dy[i]->poison();
+                dsep[i]->poison();
+                if (accumulate) dy[i]->upload(y0[i]), dsep[i]->upload(y0[i]);
+                RC_OK(slm_cuda_matvec_q8(type, wp[i], rows_of[i], cols, dq.p, n, dsep[i]->p, accumulate, nullptr));
+            }
+            CHECK(slm_cpu_matmul(pool, n_w, jobs.data(), x.data(), n, accumulate, scratch.data()) == 0,
+                  "slm_cpu_matmul");
+            RC_OK(slm_cuda_matvec_q8_fused(type, n_w, wp.data(), rows_of.data(), cols, dx.p, n, yp.data(), accumulate,
+                                           nullptr));
+            for (int i = 0; i < n_w; i++) {
+                std::vector<float> got = dy[i]->download(), sep = dsep[i]->download();
+                char what[160];
+                snprintf(what, sizeof what, "matvec_q8_fused %s weight %d of %d (%lldx%lld) n=%d%s", tname(type), i,
+                         n_w, (long long)rows_of[i], (long long)cols, n, accumulate ? " accumulate" : "");
+                compare_bits(what, got.data(), want[i].data(), got.size());
+                char what_sep[192];
+                snprintf(what_sep, sizeof what_sep, "%s against quantize + matvec_q8", what);
+                compare_bits(what_sep, got.data(), sep.data(), got.size());
+                checked += (int)got.size();
+            }
+        }
+        for (int i = 0; i < n_w; i++) delete dy[i], delete dsep[i];
+    }
+    for (int i = 0; i < n_w; i++) delete dw[i];
+    if (failures == before)
+        printf("matvec_q8_fused %s, %d weight(s), cols %lld: %d outputs over n = 1, 3, 8, accumulate off/on: "
+               "bit-identical to slm_cpu_matmul and to quantize + matvec_q8\n",
+               tname(type), n_w, (long long)cols, checked);
+}
+
 #define REFUSED(call)                                                                                   \
     do {                                                                                                \
         int rc_ = (call);                                                                               \
@@ -265,6 +340,53 @@ static void test_bad_arguments(void)
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p + 2, 2, y.p, 0, nullptr));    /* q misaligned */
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 2, nullptr, 0, nullptr));
     REFUSED(slm_cuda_matvec_q8(SLM_TYPE_Q4_K, w.p, rows, cols, q.p, 70000 * 32, y.p, 0, nullptr)); /* grid.y */
+    /* the fused GEMV: what it takes, and its refusals */
+    CHECK(slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q4_1, 576, 8) && slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q6_K, 256, 1) &&
+              !slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q4_1, 576, 9) && !slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q4_1, 576, 0) &&
+              !slm_cuda_matvec_q8_fused_fits(SLM_TYPE_F32, 576, 1) && !slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q8_1, 576, 1) &&
+              !slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q4_K, 128, 1),
+          "slm_cuda_matvec_q8_fused_fits: expected n 1..8 of a type with an integer GEMV and whole blocks");
+    /* Q8_0 activations, 34 bytes a block: 8 tokens x 180 blocks = 48960 bytes fit, 181 blocks do not */
+    CHECK(slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q8_0, 32 * 180, 8) && !slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q8_0, 32 * 181, 8) &&
+              slm_cuda_matvec_q8_fused_fits(SLM_TYPE_Q8_0, 32 * 181, 7),
+          "slm_cuda_matvec_q8_fused_fits: expected the shared-memory bound at %d bytes", SLM_CUDA_MATVEC_Q8_FUSED_SMEM);
+    {
+        const void *fw[4] = {w.p, w.p, w.p, w.p};
+        int64_t frows[4] = {rows, rows, rows, rows};
+        float *fy[4] = {y.p, y.p, y.p, y.p};
+        const void *fw_bad[2] = {w.p, w.p + 8};
+        const void *fw_null[2] = {w.p, nullptr};
+        float *fy_null[2] = {y.p, nullptr};
+        float *fy_bad[2] = {y.p, (float *)((char *)y.p + 2)};
+        int64_t frows_bad[2] = {rows, 0};
+        const uint32_t t = SLM_TYPE_Q4_K;
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, cols, x.p, 9, fy, 0, nullptr));         /* n > 8 */
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, cols, x.p, 0, fy, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 0, fw, frows, cols, x.p, 2, fy, 0, nullptr));         /* no weight */
+        REFUSED(slm_cuda_matvec_q8_fused(t, 4, fw, frows, cols, x.p, 2, fy, 0, nullptr));         /* too many */
+        REFUSED(slm_cuda_matvec_q8_fused(SLM_TYPE_F32, 1, fw, frows, cols, x.p, 2, fy, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(SLM_TYPE_Q8_K, 1, fw, frows, cols, x.p, 2, fy, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, 128, x.p, 2, fy, 0, nullptr));          /* not whole blocks */
+        REFUSED(slm_cuda_matvec_q8_fused(SLM_TYPE_Q8_0, 1, fw, frows, 32 * 181, x.p, 8, fy, 0, nullptr)); /* smem */
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, nullptr, frows, cols, x.p, 2, fy, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, nullptr, cols, x.p, 2, fy, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, cols, x.p, 2, nullptr, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 2, fw_null, frows, cols, x.p, 2, fy, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 2, fw, frows, cols, x.p, 2, fy_null, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, cols, nullptr, 2, fy, 0, nullptr));
+        REFUSED(slm_cuda_matvec_q8_fused(t, 2, fw, frows_bad, cols, x.p, 2, fy, 0, nullptr));      /* rows 0 */
+        REFUSED(slm_cuda_matvec_q8_fused(t, 2, fw_bad, frows, cols, x.p, 2, fy, 0, nullptr));      /* w misaligned */
+        REFUSED(slm_cuda_matvec_q8_fused(t, 2, fw, frows, cols, x.p, 2, fy_bad, 0, nullptr));      /* y misaligned */
+        REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, cols, (float *)((char *)x.p + 2), 1, fy, 0, nullptr));
+        if (slm_emu_active()) {
+            /* a weight of another cols (512 where the call says 256) or more rows than the buffer holds */
+            int64_t frows_big[2] = {rows, rows + 1};
+            REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, 2 * cols, x.p, 1, fy, 0, nullptr));
+            REFUSED(slm_cuda_matvec_q8_fused(t, 2, fw, frows_big, cols, x.p, 2, fy, 0, nullptr));
+            REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, cols, x.p, 3, fy, 0, nullptr));  /* x, y too small */
+            REFUSED(slm_cuda_matvec_q8_fused(t, 1, fw, frows, cols, host_x.data(), 2, fy, 0, nullptr));
+        }
+    }
     /* the device layout: sizes, and the converter's refusals */
     /* Q4_0 x 160: a quad (80) and a tail of 1 (4 + 16), to 112; Q4_1 x 576 (SmolLM2): 4 quads and a
      * tail of 2 (8 + 32), to 368; Q5_1 x 224: a quad (96), a tail of 3 (12 + 12 + 48), to 176;
@@ -336,6 +458,15 @@ int main(void)
             for (int nb : {5, 7, 18}) test_matvec(pool, type, 19, 32 * nb);   /* tails of 1, 3, 2 blocks */
     }
     test_matvec(pool, SLM_TYPE_Q6_K, 13, 9 * 256);
+    for (uint32_t type : qtypes) {   /* odd nb: tails of 1 and 3 blocks; K-quants 3 blocks */
+        bool kq = slm_qblock_elems(type) == SLM_QK_K;
+        if (kq) test_fused(pool, type, 256 * 3, {67});
+        else
+            for (int nb : {17, 7}) test_fused(pool, type, 32 * nb, {67});
+        test_fused(pool, type, kq ? 512 : 32 * 18, {35, 19, 19});   /* three weights, different rows */
+    }
+    test_fused(pool, SLM_TYPE_Q4_1, 576, {576, 192, 192});   /* SmolLM2-135M's Q, K, V */
+    test_fused(pool, SLM_TYPE_Q4_K, 1536, {576, 1});
     test_bad_arguments();
     slm_pool_destroy(&pool);
     if (failures) {

@@ -145,6 +145,31 @@ int slm_cuda_quantize_q8(uint32_t act_type, const float *x, int n, int64_t cols,
 int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, int64_t cols, const void *q, int n, float *y,
                        int accumulate, struct CUstream_st *stream);
 
+/* The fused GEMV: at most this many weights per launch, and this many bytes of dynamic
+ * shared memory for the quantized x (n * slm_cuda_q8_row_bytes): CUDA's default per-block
+ * limit, so no cudaFuncSetAttribute opt-in is needed. Q8_0 / Q8_1 / Q8_K take 34 / 36 / 36.5
+ * bytes per 32 columns: 8 tokens fit up to ~5400 columns, 1 token up to ~43000. */
+#define SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS 3
+#define SLM_CUDA_MATVEC_Q8_FUSED_SMEM 49152
+
+/* 1 if slm_cuda_matvec_q8_fused takes n tokens of a (type, cols) weight: type with an integer
+ * GEMV, cols whole blocks, 1 <= n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL, and the quantized x within
+ * SLM_CUDA_MATVEC_Q8_FUSED_SMEM; else 0. */
+int slm_cuda_matvec_q8_fused_fits(uint32_t type, int64_t cols, int n);
+
+/*
+ * slm_cuda_quantize_q8 + slm_cuda_matvec_q8 in one launch, for n_w (1 ..
+ * SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS) weights of one type and one cols: for each i,
+ * y[i] (n, rows[i]) (+)= W_i (rows[i], cols) . x^T, with x (n, cols) device floats (4-aligned),
+ * quantized inside every GEMV block into shared memory. Each W_i as for slm_cuda_matvec_q8
+ * (device layout, 16-byte aligned); y[i] device, 4-aligned; the arrays w, rows, y host memory,
+ * read before the call returns. Needs slm_cuda_matvec_q8_fused_fits(type, cols, n), else
+ * -EINVAL. Every y is bit-identical to slm_cuda_quantize_q8 + slm_cuda_matvec_q8 (so to the
+ * CPU backend). The y[i] must not overlap each other or x.
+ */
+int slm_cuda_matvec_q8_fused(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
+                             const float *x, int n, float *const *y, int accumulate, struct CUstream_st *stream);
+
 /* ---- dequant.cu: weight rows to f32 / f16 / bf16, and the embedding lookup ---- */
 
 /*

@@ -49,15 +49,13 @@ using slm_cuda::ld_u128;
  * Activation quantization
  * ====================================================================================== */
 
-/* One warp per block of 32 floats (8 warps a block); Q8_0 (34 bytes: d, qs) or Q8_1
- * (36 bytes: d, s, qs). x (n, cols) is contiguous, so block g of the output is block g of x. */
+/* Block g of x (32 floats at 32g) quantized by one warp (lane = lane id) to Q8_0 (34 bytes:
+ * d, qs) or Q8_1 (36 bytes: d, s, qs) at block g of q. x (n, cols) and q (n rows) are both
+ * contiguous, so block g of the output is block g of x. q may be global or shared memory. */
 template <bool Q81>
-__global__ void __launch_bounds__(256) k_quantize_q8_32(const float *__restrict__ x, int64_t n_blocks,
-                                                         uint8_t *__restrict__ q)
+__device__ __forceinline__ void quantize_block_q8_32(const float *__restrict__ x, int64_t g, uint8_t *__restrict__ q,
+                                                     int lane)
 {
-    const int lane = threadIdx.x & 31;
-    const int64_t g = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (g >= n_blocks) return; /* the whole warp */
     const float v = x[g * 32 + lane];
     float amax = fabsf(v);
     SLM_UNROLL
@@ -79,14 +77,21 @@ __global__ void __launch_bounds__(256) k_quantize_q8_32(const float *__restrict_
     }
 }
 
-/* One warp per Q8_K block of 256 floats (292 bytes: float d, qs[256], bsums[16]); lane l
- * takes elements 8l..8l+7. */
-__global__ void __launch_bounds__(256) k_quantize_q8_K(const float *__restrict__ x, int64_t n_blocks,
-                                                        uint8_t *__restrict__ q)
+/* One warp per block of 32 floats (8 warps a block). */
+template <bool Q81>
+__global__ void __launch_bounds__(256) k_quantize_q8_32(const float *__restrict__ x, int64_t n_blocks,
+                                                         uint8_t *__restrict__ q)
 {
-    const int lane = threadIdx.x & 31;
     const int64_t g = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (g >= n_blocks) return;
+    if (g >= n_blocks) return; /* the whole warp */
+    quantize_block_q8_32<Q81>(x, g, q, threadIdx.x & 31);
+}
+
+/* Q8_K block g of x (256 floats at 256g) quantized by one warp to block g of q (292 bytes:
+ * float d, qs[256], bsums[16]; global or shared memory); lane l takes elements 8l..8l+7. */
+__device__ __forceinline__ void quantize_block_q8_K(const float *__restrict__ x, int64_t g, uint8_t *__restrict__ q,
+                                                    int lane)
+{
     const float *xb = x + g * SLM_QK_K + 8 * lane;
     float v[8];
     /* the signed maximum: the largest |x|, the first such element on ties */
@@ -122,6 +127,15 @@ __global__ void __launch_bounds__(256) k_quantize_q8_K(const float *__restrict__
     s += __shfl_xor_sync(0xffffffffu, s, 1); /* the group of 16: lanes 2i and 2i + 1 */
     if (!(lane & 1)) *reinterpret_cast<int16_t *>(blk + 4 + SLM_QK_K + lane) = (int16_t)s;
     if (lane == 0) *reinterpret_cast<float *>(blk) = m != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
+}
+
+/* One warp per Q8_K block (8 warps a block). */
+__global__ void __launch_bounds__(256) k_quantize_q8_K(const float *__restrict__ x, int64_t n_blocks,
+                                                        uint8_t *__restrict__ q)
+{
+    const int64_t g = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (g >= n_blocks) return;
+    quantize_block_q8_K(x, g, q, threadIdx.x & 31);
 }
 
 /* ======================================================================================
@@ -270,23 +284,23 @@ __device__ __forceinline__ void mvq_block(int wq, float wd, float wm, int b, int
 
 /*
  * Rows of W (nb blocks each, in the device layout: quads, then a tail) against n activation
- * rows a (Q8_1 when the weight type has an offset m, else Q8_0), a_bytes apart. threadIdx.x / 8
- * picks the row, threadIdx.x % 8 = k the group; the 8 lanes of a row are 8 consecutive lanes of
- * one warp. A lane loads a quad (two or three 16-byte loads) and then runs its 4 blocks in
- * order, then the tail's blocks: the blocks still go b = 0, 1, 2, ... as the CPU's do.
+ * rows a (Q8_1 when the weight type has an offset m, else Q8_0), a_bytes apart, a in global or
+ * shared memory. The block's rows are rb * MVQ_ROWS.., its tokens t0..; threadIdx.x / 8 picks the
+ * row, threadIdx.x % 8 = k the group; the 8 lanes of a row are 8 consecutive lanes of one warp.
+ * A lane loads a quad (two or three 16-byte loads) and then runs its 4 blocks in order, then
+ * the tail's blocks: the blocks still go b = 0, 1, 2, ... as the CPU's do.
  */
 template <uint32_t WT, int TOKENS>
-__global__ void __launch_bounds__(MVQ_THREADS)
-    k_mvq_32(const uint8_t *__restrict__ w, size_t w_row_bytes, int rows, int nb, const uint8_t *__restrict__ a,
-             int a_bytes, int n, float *__restrict__ y, int accumulate)
+__device__ __forceinline__ void mvq_32_rows(const uint8_t *__restrict__ w, size_t w_row_bytes, int rows, int nb,
+                                            const uint8_t *__restrict__ a, int a_bytes, int n, float *__restrict__ y,
+                                            int accumulate, int rb, int t0)
 {
     typedef wq32<WT> W;
     const int k = threadIdx.x & 7;
-    const int row = blockIdx.x * MVQ_ROWS + (threadIdx.x >> 3);
+    const int row = rb * MVQ_ROWS + (threadIdx.x >> 3);
     /* A row past the end computes row rows - 1 and stores nothing: the warp's shuffles
      * need all 32 lanes. */
     const int r = min(row, rows - 1);
-    const int t0 = blockIdx.y * TOKENS;
     const int nt = min(TOKENS, n - t0);
     const int nq = nb / 4, nt_blocks = nb % 4;
     const uint8_t *wrow = w + (size_t)r * w_row_bytes;
@@ -328,6 +342,14 @@ __global__ void __launch_bounds__(MVQ_THREADS)
             }
         }
     }
+}
+
+template <uint32_t WT, int TOKENS>
+__global__ void __launch_bounds__(MVQ_THREADS)
+    k_mvq_32(const uint8_t *__restrict__ w, size_t w_row_bytes, int rows, int nb, const uint8_t *__restrict__ a,
+             int a_bytes, int n, float *__restrict__ y, int accumulate)
+{
+    mvq_32_rows<WT, TOKENS>(w, w_row_bytes, rows, nb, a, a_bytes, n, y, accumulate, blockIdx.x, blockIdx.y * TOKENS);
 }
 
 /* ======================================================================================
@@ -430,17 +452,18 @@ template <> struct wqk<SLM_TYPE_Q6_K> {
     }
 };
 
+/* Rows rb * MVQ_ROWS.. of a K-quant W against tokens t0.. of a (Q8_K rows, a_bytes apart, in
+ * global or shared memory); lane j = threadIdx.x % 8 takes sub-block j of every block. */
 template <uint32_t WT, int TOKENS>
-__global__ void __launch_bounds__(MVQ_THREADS)
-    k_mvq_k(const uint8_t *__restrict__ w, size_t /* row bytes: nb * W::BYTES */, int rows, int nb,
-            const uint8_t *__restrict__ a, int a_bytes, int n, float *__restrict__ y, int accumulate)
+__device__ __forceinline__ void mvq_k_rows(const uint8_t *__restrict__ w, int rows, int nb,
+                                           const uint8_t *__restrict__ a, int a_bytes, int n, float *__restrict__ y,
+                                           int accumulate, int rb, int t0)
 {
     typedef wqk<WT> W;
     const int AB = (int)sizeof(struct slm_block_q8_K);
     const int j = threadIdx.x & 7;
-    const int row = blockIdx.x * MVQ_ROWS + (threadIdx.x >> 3);
+    const int row = rb * MVQ_ROWS + (threadIdx.x >> 3);
     const int r = min(row, rows - 1);
-    const int t0 = blockIdx.y * TOKENS;
     const int nt = min(TOKENS, n - t0);
     const uint8_t *wrow = w + (size_t)r * (size_t)nb * W::BYTES;
     const uint8_t *arow = a + (size_t)t0 * (size_t)a_bytes;
@@ -475,6 +498,83 @@ __global__ void __launch_bounds__(MVQ_THREADS)
             *yp = accumulate ? __fadd_rn(*yp, acc[t]) : acc[t];
         }
     }
+}
+
+template <uint32_t WT, int TOKENS>
+__global__ void __launch_bounds__(MVQ_THREADS)
+    k_mvq_k(const uint8_t *__restrict__ w, size_t /* row bytes: nb * W::BYTES */, int rows, int nb,
+            const uint8_t *__restrict__ a, int a_bytes, int n, float *__restrict__ y, int accumulate)
+{
+    mvq_k_rows<WT, TOKENS>(w, rows, nb, a, a_bytes, n, y, accumulate, blockIdx.x, blockIdx.y * TOKENS);
+}
+
+/* ======================================================================================
+ * The fused GEMV (n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL): x quantized in each block
+ * ====================================================================================== */
+
+/* slm_cuda_q8_act_type at compile time, for the types with an integer GEMV. */
+__host__ __device__ constexpr uint32_t act_type_of(uint32_t wt)
+{
+    return wt == SLM_TYPE_Q4_1 || wt == SLM_TYPE_Q5_1                             ? SLM_TYPE_Q8_1
+           : wt == SLM_TYPE_Q4_K || wt == SLM_TYPE_Q5_K || wt == SLM_TYPE_Q6_K ? SLM_TYPE_Q8_K
+                                                                                : SLM_TYPE_Q8_0;
+}
+
+/* Up to SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS weights of one type and cols in one grid: weight i
+ * owns blockIdx.x in [end[i - 1], end[i]) (end[-1] = 0), MVQ_ROWS of its rows a block. */
+struct mvq_fused_args {
+    const uint8_t *w[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
+    float *y[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
+    int rows[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
+    int end[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
+    int n_w;
+    size_t w_row_bytes;
+    int nb;                 /* weight blocks of a row */
+    const float *x;         /* (n, cols) */
+    int64_t a_blocks;       /* activation blocks of x: n * cols / (32 or 256) */
+    int a_bytes;            /* one token's quantized row */
+    int n;
+    int accumulate;
+};
+
+/*
+ * The block's 4 warps quantize all of x (n rows) into dynamic shared memory, warp v taking
+ * blocks v, v + 4, ... with the per-block code of k_quantize_q8_32 / k_quantize_q8_K (the same
+ * bytes); then, after a barrier, the block's rows of its weight run mvq_32_rows / mvq_k_rows
+ * against the shared copy: the same arithmetic as slm_cuda_matvec_q8, so the same bits.
+ */
+template <uint32_t WT, bool KQ>
+__global__ void __launch_bounds__(MVQ_THREADS) k_mvq_fused(const struct mvq_fused_args p)
+{
+    SLM_DYN_SHARED(uint4, xq_words);   /* uint4: 16-byte aligned; p.n * p.a_bytes bytes */
+    uint8_t *xq = reinterpret_cast<uint8_t *>(xq_words);
+    constexpr uint32_t at = act_type_of(WT);
+    const int lane = threadIdx.x & 31;
+    for (int64_t g = threadIdx.x >> 5; g < p.a_blocks; g += MVQ_THREADS / 32) {
+        if constexpr (at == SLM_TYPE_Q8_K) quantize_block_q8_K(p.x, g, xq, lane);
+        else if constexpr (at == SLM_TYPE_Q8_1) quantize_block_q8_32<true>(p.x, g, xq, lane);
+        else quantize_block_q8_32<false>(p.x, g, xq, lane);
+    }
+    __syncthreads();
+
+    /* this block's weight: constant indices only, so that p stays in the parameter space */
+    const uint8_t *w = p.w[0];
+    float *y = p.y[0];
+    int rows = p.rows[0], rb = blockIdx.x;
+    SLM_UNROLL
+    for (int i = 1; i < SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS; i++) {
+        if (i < p.n_w && (int)blockIdx.x >= p.end[i - 1]) {
+            w = p.w[i];
+            y = p.y[i];
+            rows = p.rows[i];
+            rb = (int)blockIdx.x - p.end[i - 1];
+        }
+    }
+    const int T = SLM_CUDA_MATVEC_Q8_TOKENS_SMALL;
+    if constexpr (KQ)
+        mvq_k_rows<WT, T>(w, rows, p.nb, xq, p.a_bytes, p.n, y, p.accumulate, rb, 0);
+    else
+        mvq_32_rows<WT, T>(w, p.w_row_bytes, rows, p.nb, xq, p.a_bytes, p.n, y, p.accumulate, rb, 0);
 }
 
 /* -------------------------------------------------------------------------------------- */
@@ -570,4 +670,61 @@ extern "C" int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, in
 #undef MVQ_CASE
     default: return -EINVAL;
     }
+}
+
+extern "C" int slm_cuda_matvec_q8_fused_fits(uint32_t type, int64_t cols, int n)
+{
+    size_t a_bytes = slm_cuda_q8_row_bytes(slm_cuda_q8_act_type(type), cols);
+    return a_bytes != 0 && slm_cuda_device_row_bytes(type, cols) != 0 && n >= 1 &&
+           n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL && (size_t)n * a_bytes <= SLM_CUDA_MATVEC_Q8_FUSED_SMEM;
+}
+
+extern "C" int slm_cuda_matvec_q8_fused(uint32_t type, int n_w, const void *const *w, const int64_t *rows,
+                                        int64_t cols, const float *x, int n, float *const *y, int accumulate,
+                                        struct CUstream_st *stream)
+{
+    SLM_CUDA_ARG(slm_cuda_matvec_q8_fused_fits(type, cols, n));
+    SLM_CUDA_ARG(n_w >= 1 && n_w <= SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS && w && rows && y);
+    const uint32_t at = slm_cuda_q8_act_type(type);
+    const size_t row_bytes = slm_cuda_device_row_bytes(type, cols), a_bytes = slm_cuda_q8_row_bytes(at, cols);
+    struct mvq_fused_args p = {};
+    int64_t blocks = 0;
+    for (int i = 0; i < n_w; i++) {
+        SLM_CUDA_ARG(rows[i] >= 1 && rows[i] <= INT32_MAX - MVQ_ROWS);
+        SLM_CUDA_DEVICE(w[i], (size_t)rows[i] * row_bytes);
+        SLM_CUDA_DEVICE(y[i], (size_t)n * (size_t)rows[i] * sizeof(float));
+        SLM_CUDA_ARG(slm_cuda_aligned(w[i], 16) && slm_cuda_aligned(y[i], 4));
+        blocks += (rows[i] + MVQ_ROWS - 1) / MVQ_ROWS;
+        SLM_CUDA_ARG(blocks <= INT32_MAX);
+        p.w[i] = (const uint8_t *)w[i];
+        p.y[i] = y[i];
+        p.rows[i] = (int)rows[i];
+        p.end[i] = (int)blocks;
+    }
+    SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 4));
+    p.n_w = n_w;
+    p.w_row_bytes = row_bytes;
+    p.nb = (int)(cols / slm_qblock_elems(type));
+    p.x = x;
+    p.a_blocks = (int64_t)n * (cols / slm_qblock_elems(at));
+    p.a_bytes = (int)a_bytes;
+    p.n = n;
+    p.accumulate = accumulate;
+    const size_t smem = (size_t)n * a_bytes;
+    switch (type) {
+#define MVQ_FUSED_CASE(T, KQ) \
+    case T: SLM_LAUNCH((k_mvq_fused<T, KQ>), (unsigned)blocks, MVQ_THREADS, smem, stream, p); break;
+        MVQ_FUSED_CASE(SLM_TYPE_Q4_0, false)
+        MVQ_FUSED_CASE(SLM_TYPE_Q4_1, false)
+        MVQ_FUSED_CASE(SLM_TYPE_Q5_0, false)
+        MVQ_FUSED_CASE(SLM_TYPE_Q5_1, false)
+        MVQ_FUSED_CASE(SLM_TYPE_Q8_0, false)
+        MVQ_FUSED_CASE(SLM_TYPE_Q4_K, true)
+        MVQ_FUSED_CASE(SLM_TYPE_Q5_K, true)
+        MVQ_FUSED_CASE(SLM_TYPE_Q6_K, true)
+#undef MVQ_FUSED_CASE
+    default: return -EINVAL;
+    }
+    return slm_cuda_launched();
 }
