@@ -449,16 +449,53 @@ static int q8_reserve(struct cuda_impl *ci, size_t need, int n)
     return 0;
 }
 
+/* Whether w takes the fused GEMV (x quantized inside each block) for n tokens. */
+static int q8_fused(const struct slm_weight *w, int n)
+{
+    return n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL && slm_cuda_matvec_q8_fused_fits(w->type, w->cols, n);
+}
+
+/* One fused launch for w[j] and the later weights of fused that share its type and cols (up
+ * to SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS); marks them in *done. */
+static int q8_fused_group(struct cuda_impl *ci, int n_w, const struct slm_weight *const *w, uint64_t fused, int j,
+                          const float *x, int n, float *const *y, int accumulate, uint64_t *done)
+{
+    const void *gw[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
+    int64_t rows[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
+    float *gy[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
+    int g = 0;
+    for (int k = j; k < n_w && k < 64 && g < SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS; k++) {
+        uint64_t bit = (uint64_t)1 << k;
+        if (!(fused & bit) || (*done & bit) || w[k]->type != w[j]->type || w[k]->cols != w[j]->cols) continue;
+        gw[g] = w[k]->be_data;
+        rows[g] = w[k]->rows;
+        gy[g] = y[k];
+        g++;
+        *done |= bit;
+    }
+    return launched(slm_cuda_matvec_q8_fused(w[j]->type, g, gw, rows, w[j]->cols, x, n, gy, accumulate, ci->stream),
+                    "slm_cuda_matvec_q8_fused");
+}
+
+/* Quantized weights: for n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL (and x's quantized rows within
+ * the fused kernel's shared memory) one fused launch per group of weights of one type and
+ * cols; otherwise x quantized once per activation type, then one integer GEMV per weight. */
 static int cuda_matmul(struct slm_backend *be, int n_w, const struct slm_weight *const *w, const float *x, int n,
                        float *const *y, int accumulate)
 {
     struct cuda_impl *ci = impl(be);
     size_t off[3] = {0, 0, 0}, need = 0;
-    int first[3] = {-1, -1, -1};   /* the first weight of each activation type */
+    int first[3] = {-1, -1, -1};   /* the first unfused weight of each activation type */
+    uint64_t fused = 0, done = 0;   /* bit j: w[j] takes the fused GEMV; has been launched */
     for (int j = 0; j < n_w; j++) {
         uint32_t at = slm_cuda_q8_act_type(w[j]->type);
         int s = q8_slot(at);
-        if (s < 0 || first[s] >= 0) continue;
+        if (s < 0) continue;
+        if (j < 64 && q8_fused(w[j], n)) {
+            fused |= (uint64_t)1 << j;
+            continue;
+        }
+        if (first[s] >= 0) continue;
         first[s] = j;
         off[s] = need;
         need += align256((size_t)n * slm_cuda_q8_row_bytes(at, w[j]->cols));
@@ -477,14 +514,19 @@ static int cuda_matmul(struct slm_backend *be, int n_w, const struct slm_weight 
     }
     for (int j = 0; j < n_w; j++) {
         int s = q8_slot(slm_cuda_q8_act_type(w[j]->type)), rc;
-        if (s >= 0)
+        uint64_t bit = j < 64 ? (uint64_t)1 << j : 0;
+        if (fused & bit) {
+            if (done & bit) continue;
+            rc = q8_fused_group(ci, n_w, w, fused, j, x, n, y, accumulate, &done);
+        } else if (s >= 0) {
             rc = launched(slm_cuda_matvec_q8(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, (char *)ci->q8 + off[s],
                                              n, y[j], accumulate, ci->stream),
                           "slm_cuda_matvec_q8");
-        else
+        } else {
             rc = launched(slm_cuda_matvec(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, x, n, y[j], accumulate,
                                           ci->stream),
                           "slm_cuda_matvec");
+        }
         if (rc) return rc;
     }
     return 0;
