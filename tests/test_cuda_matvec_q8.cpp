@@ -12,7 +12,13 @@
  *   portable kernel on rows = 67), n = 1, 3, 8, 11, 40 (both token-group sizes), accumulate off
  *   (y poisoned with NaN) and on: every float's bits equal; cols = 32 * 5, 32 * 7, 32 * 17,
  *   32 * 18 (tails of 1, 3, 1, 2 blocks), 256 * 3;
- * - the launchers' and the converter's refusals (-EINVAL).
+ * - slm_cuda_matvec_q8_fused for every type, n = 1, 3, 8, accumulate off and on, odd nb (tails of
+ *   1 and 3 blocks; 3 K-quant blocks), one weight and three of different rows (SmolLM2's Q, K, V:
+ *   576, 192, 192), against slm_cpu_matmul and against quantize + slm_cuda_matvec_q8: every
+ *   float's bits equal;
+ * - the launchers' and the converter's refusals (-EINVAL), the fused launcher's included (n > 8,
+ *   more weights than 3, x over the shared-memory bound, NULLs, misalignment, a weight smaller
+ *   than its cols and rows say).
  * Random inputs from a fixed seed (printed). Every launch runs under the emulator's race
  * check. */
 #include "kernels/cuda/kernels.h"

@@ -33,6 +33,11 @@
  * tokens (8 for n <= 8, else 32) that share every weight load. A (row, token) result is
  * computed in the CPU's order whatever the group size and the token's slot, so a token's y
  * is the same for every n and bit-identical to the CPU backend's for the same W and x.
+ *
+ * k_mvq_fused (n <= 8, up to 3 weights of one type and cols in one grid): each block quantizes
+ * all of x into shared memory with the per-block functions of k_quantize_*, then runs the row
+ * bodies of k_mvq_32 / k_mvq_k on it: the same bytes and operations, so the same bits, with one
+ * launch where the two-kernel path takes 1 + n_w.
  */
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/qunits.cuh"
