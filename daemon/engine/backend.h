@@ -114,7 +114,8 @@ struct slm_backend_ops {
     int (*rmsnorm)(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int n, int dim,
                    float eps, float *out);
     /* For each j < n_w: y[j] (n, w[j]->rows) (+)= x (n, cols) . w[j]^T, all weights sharing
-     * one input (so the CPU quantizes x once and the pool runs once). accumulate adds to y. */
+     * one input (so the CPU quantizes x once and the pool runs once). accumulate adds to y.
+     * x must not overlap any y (the CUDA backend reads x while it writes y). */
     int (*matmul)(struct slm_backend *be, int n_w, const struct slm_weight *const *w, const float *x, int n,
                   float *const *y, int accumulate);
     /* x (n, w->rows... ) += bias, broadcast over n rows; bias is an F32 vector weight. */
