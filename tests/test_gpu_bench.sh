@@ -17,7 +17,7 @@ if ! SLM_EMU_QUIET=1 "$kb" --smoke > "$tmp/table" 2> "$tmp/err"; then
 fi
 # 5 types x 3 batch sizes + logits + a prefill GEMV + the cuBLAS GEMM; 3 ops x 2; 3 attention + 2 attention split; 2 sampling
 rows=$(grep -c '^tiny ' "$tmp/table")
-[ "$rows" -eq 31 ] && echo "ok   31 kernel rows" || { echo "FAIL kernel rows: expected 31, got $rows"; cat "$tmp/table"; fail=1; }
+[ "$rows" -eq 32 ] && echo "ok   32 kernel rows" || { echo "FAIL kernel rows: expected 32, got $rows"; cat "$tmp/table"; fail=1; }
 for k in "matvec .*Q4_1" "matvec .*Q4_K" "matvec .*Q6_K" "matvec .*Q8_0" "matvec .*F16" "gemm \\(cuBLAS\\)" rmsnorm swiglu add \
          "attention decode" "attention split" "attention prefill" "sample .*greedy" "sample .*top-p"; do
   grep -q -E "^tiny +$k" "$tmp/table" || { echo "FAIL no row for $k"; fail=1; }
@@ -32,9 +32,9 @@ if SLM_EMU_QUIET=1 "$kb" --smoke --json > "$tmp/json" 2> "$tmp/err" &&
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
 k = [x for x in r if "kernel" in x]
-assert r[0].get("ceilings") and len(k) == 31, (r[0], len(k))
+assert r[0].get("ceilings") and len(k) == 32, (r[0], len(k))
 assert all(x["us"] > 0 and x["roofline_us"] > 0 and x["bound"] in ("memory", "tensor") for x in k)' "$tmp/json"; then
-  echo "ok   --json: 31 kernel records and the ceilings"
+  echo "ok   --json: 32 kernel records and the ceilings"
 else
   echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
 fi

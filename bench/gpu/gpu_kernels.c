@@ -108,7 +108,7 @@ static void row(struct bench *b, const char *model, const char *kernel, const ch
                 double flops, double secs)
 {
     if (secs < 0) {
-        printf("%-13s %-18s %-14s %5d  launch FAILED\n", model, kernel, what, n);
+        printf("%-13s %-31s %-14s %5d  launch FAILED\n", model, kernel, what, n);
         b->failed = 1;
         return;
     }
@@ -120,7 +120,7 @@ static void row(struct bench *b, const char *model, const char *kernel, const ch
                "\"us\": %.3f, \"roofline_us\": %.3f, \"bound\": \"%s\", \"roof_pct\": %.1f}\n",
                model, kernel, what, n, bytes, flops, secs * 1e6, roof * 1e6, bound, 100.0 * roof / secs);
     else
-        printf("%-13s %-18s %-14s %5d %10.1f %10.2f %10.2f %8.1f  %s\n", model, kernel, what, n, bytes / 1e3,
+        printf("%-13s %-31s %-14s %5d %10.1f %10.2f %10.2f %8.1f  %s\n", model, kernel, what, n, bytes / 1e3,
                secs * 1e6, roof * 1e6, 100.0 * roof / secs, bound);
 }
 
@@ -171,7 +171,7 @@ static void measure_ceilings(struct bench *b)
                b->tensor / 1e12);
     else
         printf("measured: memory bandwidth %.1f GB/s (device-to-device copy), tensor rate %.1f TFLOP/s "
-               "(cublasGemmEx f16 -> fp32, %d^3)\n\n%-13s %-18s %-14s %5s %10s %10s %10s %8s  %s\n",
+               "(cublasGemmEx f16 -> fp32, %d^3)\n\n%-13s %-31s %-14s %5s %10s %10s %10s %8s  %s\n",
                b->bw / 1e9, b->tensor / 1e12, g.m, "model", "kernel", "shape/type", "n", "KB moved", "us",
                "roof us", "roof %", "bound");
 }
@@ -194,11 +194,17 @@ static int run_matvec(struct bench *b, void *ctx)
     return slm_cuda_matvec(m->type, m->w, m->rows, m->cols, m->x, m->n, m->y, 0, b->stream);
 }
 
-/* The backend's matmul on a quantized weight: x quantized, then the integer GEMV over the
- * weight in the device layout (scratch holds the quantized x). */
+/* The backend's matmul on a quantized weight: up to 8 tokens the fused GEMV (x quantized inside
+ * each block), else x quantized, then the integer GEMV over the weight in the device layout
+ * (scratch holds the quantized x). */
 static int run_matvec_q8(struct bench *b, void *ctx)
 {
     struct mm_ctx *m = ctx;
+    if (!m->scratch) {
+        const void *w = m->w;
+        float *y = m->y;
+        return slm_cuda_matvec_q8_fused(m->type, 1, &w, &m->rows, m->cols, m->x, m->n, &y, 0, b->stream);
+    }
     uint32_t at = slm_cuda_q8_act_type(m->type);
     int rc = slm_cuda_quantize_q8(at, m->x, m->n, m->cols, m->scratch, b->stream);
     return rc ? rc : slm_cuda_matvec_q8(m->type, m->w, m->rows, m->cols, m->scratch, m->n, m->y, 0, b->stream);
@@ -247,7 +253,7 @@ static void bench_matmul(struct bench *b, const struct model_shape *ms, uint32_t
     if (gemm) {
         m.scratch_bytes = slm_cuda_matmul_gemm_scratch(rows, cols, n);
         m.scratch = dev_fill(m.scratch_bytes, 0);
-    } else if (q8) {
+    } else if (q8 && !slm_cuda_matvec_q8_fused_fits(type, cols, n)) {
         abytes = (size_t)n * slm_cuda_q8_row_bytes(slm_cuda_q8_act_type(type), cols);
         m.scratch_bytes = abytes;
         m.scratch = dev_fill(abytes, 0);
@@ -258,7 +264,8 @@ static void bench_matmul(struct bench *b, const struct model_shape *ms, uint32_t
     /* the weight's bytes as the kernel reads them (device layout: padding included), x read,
      * y written; the integer path also writes and reads the quantized x once */
     double bytes = (double)wbytes + 4.0 * n * (double)(rows + cols) + 2.0 * (double)abytes;
-    row(b, ms->name, gemm ? "gemm (cuBLAS)" : q8 ? "matvec (int8)" : "matvec", what, n, bytes,
+    row(b, ms->name, gemm ? "gemm (cuBLAS)" : q8 ? (m.scratch ? "matvec (int8)" : "matvec (int8 fused)") : "matvec",
+        what, n, bytes,
         2.0 * n * (double)rows * (double)cols, secs);
     cudaFree(m.w);
     cudaFree(m.x);
@@ -305,7 +312,7 @@ static void bench_ew(struct bench *b, const struct model_shape *ms, int kind, in
  * kernel or the split one), or one sequence's chunk of n positions after p0 cached ones
  * (prefill) */
 
-enum att_kind { ATT_DECODE, ATT_PREFILL, ATT_SPLIT };
+enum att_kind { ATT_DECODE, ATT_PREFILL, ATT_SPLIT, ATT_SPLIT_PREFILL };
 
 struct att_ctx {
     struct slm_cuda_attn_shape shape;
@@ -332,8 +339,8 @@ static int run_attention(struct bench *b, void *ctx)
 
 static void bench_attention(struct bench *b, const struct model_shape *ms, int n, int ctx, enum att_kind kind)
 {
-    const int bs = 16, prefill = kind == ATT_PREFILL;
-    struct att_ctx a = {.prefill = prefill, .split = kind == ATT_SPLIT};
+    const int bs = 16, prefill = kind == ATT_PREFILL || kind == ATT_SPLIT_PREFILL;
+    struct att_ctx a = {.prefill = prefill, .split = kind == ATT_SPLIT || kind == ATT_SPLIT_PREFILL};
     a.shape = (struct slm_cuda_attn_shape){.n_head = ms->n_head, .n_head_kv = ms->n_head_kv,
                                            .head_dim = ms->head_dim, .rope_dim = ms->head_dim,
                                            .scale = 0.125f};
@@ -353,6 +360,18 @@ static void bench_attention(struct bench *b, const struct model_shape *ms, int n
     CK(cudaMemcpy(d_tab, tab, n_blocks * 4, cudaMemcpyHostToDevice));
     a.t = (struct slm_cuda_attn_tokens){.n_tokens = n, .pos = d_pos, .seq_row = d_row, .block_tables = d_tab,
                                         .n_seq_rows = seqs, .max_blocks = blocks_per};
+    int32_t *d_tiles = NULL;
+    if (kind == ATT_SPLIT_PREFILL) {   /* the chunk's tiles as the backend cuts them */
+        int cap = SLM_CUDA_ATTN_TILE_ROWS / (ms->n_head / ms->n_head_kv), n_tiles = (n + cap - 1) / cap;
+        int32_t *tiles = malloc((size_t)(n_tiles + 1) * 4);
+        if (!tiles) exit(1);
+        for (int i = 0; i < n_tiles; i++) tiles[i] = i * cap;
+        tiles[n_tiles] = n;
+        d_tiles = dev_fill((size_t)(n_tiles + 1) * 4, 0);
+        CK(cudaMemcpy(d_tiles, tiles, (size_t)(n_tiles + 1) * 4, cudaMemcpyHostToDevice));
+        free(tiles);
+        a.t.tiles = d_tiles, a.t.n_tiles = n_tiles;
+    }
     size_t kv_bytes = n_blocks * (size_t)bs * kvd * 2;
     a.kv = (struct slm_cuda_kv_layer){.k = dev_fill(kv_bytes, 0x11), .v = dev_fill(kv_bytes, 0x11),
                                       .n_blocks = (int)n_blocks, .block_size = bs};
@@ -372,10 +391,13 @@ static void bench_attention(struct bench *b, const struct model_shape *ms, int n
     double flops = 4.0 * seen * (double)ms->n_head * (double)ms->head_dim;
     char what[32];
     snprintf(what, sizeof what, "ctx %d", ctx);
-    row(b, ms->name, prefill ? "attention prefill" : a.split ? "attention split" : "attention decode", what, n, bytes,
-        flops, secs);
+    row(b, ms->name,
+        kind == ATT_SPLIT_PREFILL ? "attention split prefill (tiled)" : prefill ? "attention prefill"
+        : a.split                 ? "attention split"
+                                  : "attention decode",
+        what, n, bytes, flops, secs);
     free(pos), free(row_of), free(tab);
-    cudaFree(d_pos), cudaFree(d_row), cudaFree(d_tab);
+    cudaFree(d_pos), cudaFree(d_row), cudaFree(d_tab), cudaFree(d_tiles);
     cudaFree(a.kv.k), cudaFree(a.kv.v), cudaFree(a.q), cudaFree(a.out), cudaFree(a.ws);
 }
 
@@ -440,6 +462,7 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
     bench_attention(b, ms, 1, ctx, ATT_SPLIT);
     bench_attention(b, ms, 32, ctx, ATT_SPLIT);
     bench_attention(b, ms, prefill_n, prefill_n, ATT_PREFILL);
+    bench_attention(b, ms, prefill_n, ctx + prefill_n, ATT_SPLIT_PREFILL);   /* a chunk past T */
     bench_sample(b, ms, 1, 0);
     bench_sample(b, ms, 32, 1);
 }
