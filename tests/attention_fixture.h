@@ -228,13 +228,79 @@ static void append(step &a, const step &b)
     a.seq.insert(a.seq.end(), b.seq.begin(), b.seq.end());
 }
 
+enum mode { STORE_ONLY, DECODE, PREFILL };
+
+/* What a test's run_step plugs into run_step_checked: the launcher's workspace size, the launch
+ * of its kernel over the call (mode, the chunk's p0 and the tokens' max_ctx given), and its
+ * bounds against the CPU backend (negative: identical bits) and against float64. */
+struct step_kernel {
+    size_t (*ws_bytes)(const slm_cuda_attn_shape *, int, int);
+    int (*launch)(fixture &f, call &c, const slm_cuda_kv_layer *kv, mode m, int p0, int max_ctx);
+    double cpu_tol, ref_tol;
+};
+
+/* Runs one step of fresh random q, k, v on both backends: RoPE and the store (rotated q, k and
+ * the pool must be the CPU's bits), then unless STORE_ONLY the kernel, checked against the CPU
+ * backend and the float64 reference within k's bounds. Returns the GPU output (rotated q left
+ * in q_rot). */
+static std::vector<float> run_step_checked(fixture &f, const step &s, mode m, int p0, std::vector<float> *q_rot,
+                                           const step_kernel &kern)
+{
+    int n = (int)s.pos.size();
+    std::vector<float> q((size_t)n * f.qd()), k((size_t)n * f.kvd()), v((size_t)n * f.kvd());
+    for (auto &x : q) x = 3.0f * frand();
+    for (auto &x : k) x = frand();
+    for (auto &x : v) x = frand();
+    int max_ctx = 0;
+    for (int i = 0; i < n; i++) max_ctx = std::max(max_ctx, s.pos[i] + 1);
+    call c = make_call(f, s, q, k, v, max_ctx, kern.ws_bytes);
+    slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
+    int rc = slm_cuda_rope_store(&f.shape, &c.t, &kv, &f.rope, c.q, c.k, c.v, 0);
+    CHECK(rc == 0, "%s rope_store: expected 0, got %d", f.c.name, rc);
+    if (m != STORE_ONLY) rc = kern.launch(f, c, &kv, m, p0, max_ctx);
+    CHECK(rc == 0, "%s attention: expected 0, got %d", f.c.name, rc);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: sync: %s", f.c.name, slm_emu_last_report());
+    std::vector<float> gq = host(c.q, q.size()), gk = host(c.k, k.size()), gout = host(c.out, q.size());
+    std::vector<uint16_t> gpool = host((uint16_t *)f.gpu_pool, f.layer_halves() * 2);
+
+    std::vector<int32_t> rows(n);
+    for (int i = 0; i < n; i++) rows[i] = s.seq[i];
+    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr};
+    std::vector<float> cout((size_t)n * f.qd());
+    rc = f.cpu->ops->attention(f.cpu, &f.pool, 0, &b, &f.p, q.data(), k.data(), v.data(), cout.data());
+    CHECK(rc == 0, "%s cpu attention: expected 0, got %d", f.c.name, rc);
+
+    char what[128];
+    snprintf(what, sizeof what, "%s %d tokens: rotated q", f.c.name, n);
+    same_bits(what, q.data(), gq.data(), q.size() * sizeof(float));
+    snprintf(what, sizeof what, "%s %d tokens: rotated k", f.c.name, n);
+    same_bits(what, k.data(), gk.data(), k.size() * sizeof(float));
+    snprintf(what, sizeof what, "%s %d tokens: K/V pool after the store", f.c.name, n);
+    same_bits(what, f.pool.mem, gpool.data(), gpool.size() * sizeof(uint16_t));
+    if (m != STORE_ONLY) {
+        const char *kind = m == DECODE ? "decode" : "prefill";
+        snprintf(what, sizeof what, "%s %s of %d tokens vs CPU backend", f.c.name, kind, n);
+        if (kern.cpu_tol < 0)
+            same_bits(what, cout.data(), gout.data(), cout.size() * sizeof(float));
+        else
+            compare(what, cout.data(), gout.data(), cout.size(), kern.cpu_tol);
+        std::vector<float> ref(cout.size());
+        for (int i = 0; i < n; i++)
+            reference64(f, gpool.data(), q.data() + (size_t)i * f.qd(), s.seq[i], s.pos[i], ref.data() + (size_t)i * f.qd());
+        snprintf(what, sizeof what, "%s %s of %d tokens vs float64", f.c.name, kind, n);
+        compare(what, ref.data(), gout.data(), ref.size(), kern.ref_tol);
+    }
+    if (q_rot) *q_rot = gq;
+    free_call(c);
+    return gout;
+}
+
 /* The attention tests' batch-invariance run, written against the test's own run_step and
  * attend (declared here, defined by each test): 1. every sequence's history but its last token
  * (and the last sequence up to the chunk) as one decode batch; 2. a prefill chunk of chunk_n
  * tokens at chunk_p0 with earlier positions cached; 3. the rest of the last history prefilled;
  * 4. one decode token for every sequence. Then the last sequence's decode alone, the chunk
  * decoded, and part of the chunk prefilled alone must give the bits they got before. */
-enum mode { STORE_ONLY, DECODE, PREFILL };
 static std::vector<float> run_step(fixture &f, const step &s, mode m, int p0, std::vector<float> *q_rot);
 static std::vector<float> attend(fixture &f, const step &s, const std::vector<float> &q_rot, mode m, int p0);
 

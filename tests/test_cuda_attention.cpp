@@ -24,8 +24,14 @@ extern "C" {
 
 #include "tests/attention_fixture.h"
 
+static int launch_exact(fixture &f, call &c, const slm_cuda_kv_layer *kv, mode m, int p0, int max_ctx)
+{
+    if (m == PREFILL) return slm_cuda_attention_prefill(&f.shape, &c.t, kv, c.q, p0, c.ws, c.ws_bytes, c.out, 0);
+    return slm_cuda_attention_decode(&f.shape, &c.t, kv, c.q, max_ctx, c.ws, c.ws_bytes, c.out, 0);
+}
+
 /*
- * Runs one step on both backends and compares. Bounds:
+ * One step on both backends (run_step_checked) with this kernel's bounds:
  * - rotated q, k and the pool: identical bits (the same float operations, the same f16 rounding);
  * - against the CPU backend: identical bits (the kernel runs the CPU's operations in its order);
  * - against float64 on the same f16 inputs, 1e-3 absolute (|v| < 1): both backends round q and
@@ -35,50 +41,7 @@ extern "C" {
  */
 static std::vector<float> run_step(fixture &f, const step &s, mode m, int p0, std::vector<float> *q_rot)
 {
-    int n = (int)s.pos.size();
-    std::vector<float> q((size_t)n * f.qd()), k((size_t)n * f.kvd()), v((size_t)n * f.kvd());
-    for (auto &x : q) x = 3.0f * frand();
-    for (auto &x : k) x = frand();
-    for (auto &x : v) x = frand();
-    int max_ctx = 0;
-    for (int i = 0; i < n; i++) max_ctx = std::max(max_ctx, s.pos[i] + 1);
-    call c = make_call(f, s, q, k, v, max_ctx);
-    slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
-    int rc = slm_cuda_rope_store(&f.shape, &c.t, &kv, &f.rope, c.q, c.k, c.v, 0);
-    CHECK(rc == 0, "%s rope_store: expected 0, got %d", f.c.name, rc);
-    if (m == DECODE) rc = slm_cuda_attention_decode(&f.shape, &c.t, &kv, c.q, max_ctx, c.ws, c.ws_bytes, c.out, 0);
-    if (m == PREFILL) rc = slm_cuda_attention_prefill(&f.shape, &c.t, &kv, c.q, p0, c.ws, c.ws_bytes, c.out, 0);
-    CHECK(rc == 0, "%s attention: expected 0, got %d", f.c.name, rc);
-    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: sync: %s", f.c.name, slm_emu_last_report());
-    std::vector<float> gq = host(c.q, q.size()), gk = host(c.k, k.size()), gout = host(c.out, q.size());
-    std::vector<uint16_t> gpool = host((uint16_t *)f.gpu_pool, f.layer_halves() * 2);
-
-    std::vector<int32_t> rows(n);
-    for (int i = 0; i < n; i++) rows[i] = s.seq[i];
-    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr};
-    std::vector<float> cout((size_t)n * f.qd());
-    rc = f.cpu->ops->attention(f.cpu, &f.pool, 0, &b, &f.p, q.data(), k.data(), v.data(), cout.data());
-    CHECK(rc == 0, "%s cpu attention: expected 0, got %d", f.c.name, rc);
-
-    char what[128];
-    snprintf(what, sizeof what, "%s %d tokens: rotated q", f.c.name, n);
-    same_bits(what, q.data(), gq.data(), q.size() * sizeof(float));
-    snprintf(what, sizeof what, "%s %d tokens: rotated k", f.c.name, n);
-    same_bits(what, k.data(), gk.data(), k.size() * sizeof(float));
-    snprintf(what, sizeof what, "%s %d tokens: K/V pool after the store", f.c.name, n);
-    same_bits(what, f.pool.mem, gpool.data(), gpool.size() * sizeof(uint16_t));
-    if (m != STORE_ONLY) {
-        snprintf(what, sizeof what, "%s %s of %d tokens vs CPU backend", f.c.name, m == DECODE ? "decode" : "prefill", n);
-        same_bits(what, cout.data(), gout.data(), cout.size() * sizeof(float));
-        std::vector<float> ref(cout.size());
-        for (int i = 0; i < n; i++)
-            reference64(f, gpool.data(), q.data() + (size_t)i * f.qd(), s.seq[i], s.pos[i], ref.data() + (size_t)i * f.qd());
-        snprintf(what, sizeof what, "%s %s of %d tokens vs float64", f.c.name, m == DECODE ? "decode" : "prefill", n);
-        compare(what, ref.data(), gout.data(), ref.size(), 1e-3);
-    }
-    if (q_rot) *q_rot = gq;
-    free_call(c);
-    return gout;
+    return run_step_checked(f, s, m, p0, q_rot, {slm_cuda_attention_workspace, launch_exact, -1.0, 1e-3});
 }
 
 /* Attention only (no rope, no store) of already rotated q for tokens (seq, pos). */
