@@ -24,8 +24,8 @@
 
 #include "daemon/engine/engine.h"
 #include "daemon/engine/tokenizer.h"
-#include "daemon/log.h"
-#include "daemon/backend.h"
+#include "common/log.h"
+#include "daemon/engine/backends/select.h"
 #include "kernels/cpu/matmul.h"
 
 #define MAX_NPL 16
@@ -43,7 +43,7 @@ struct counts {
     int n_tokens;
 };
 
-static void on_event(void *p, const struct slm_event *ev)
+static void on_event(void *p, const struct slm_engine_event *ev)
 {
     struct counts *c = p;
     if (ev->token >= 0) {
@@ -165,7 +165,7 @@ int main(int argc, char **argv)
     }
     char err[SLM_ERR_LEN];
     struct slm_model *m = slm_model_load(model, err);
-    struct slm_backend *be = m ? slm_daemon_backend_create(backend, threads, 0.9, err) : NULL;
+    struct slm_backend *be = m ? slm_backend_select(backend, threads, 0.9, err) : NULL;
     struct slm_tokenizer *tok = be && !slm_model_bind(m, be, err) ? slm_tok_create(m->gguf, err) : NULL;
     if (!tok) {
         fprintf(stderr, "batched_bench: %s\n", err);

@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "daemon/engine/runner.h"
-#include "daemon/backend.h"
+#include "daemon/engine/backends/select.h"
 #include "kernels/cpu/matmul.h"
 
 static double now_s(void)
@@ -101,7 +101,7 @@ int main(int argc, char **argv)
     }
     char err[SLM_ERR_LEN];
     struct slm_model *m = slm_model_load(model, err);
-    struct slm_backend *be = m ? slm_daemon_backend_create(backend, threads, 0.9, err) : NULL;
+    struct slm_backend *be = m ? slm_backend_select(backend, threads, 0.9, err) : NULL;
     if (!m || !be || slm_model_bind(m, be, err)) {
         fprintf(stderr, "bench_engine: %s\n", err);
         return 1;

@@ -3,7 +3,7 @@
  * the same exchange, in one run (issue 4; docs/performance.md, "IPC: rings against a socket").
  *
  * The ring column is slmd's own code: slm_server_run (the I/O thread's loop with its spin and
- * NEED_WAKEUP sleep, clients.c's handshake, ring polling and completion pushing) serves a
+ * NEED_WAKEUP sleep, conn.c's handshake, ring polling and completion pushing) serves a
  * libslm client over the real socket and memfd. Only the engine is replaced, by the echo
  * producer of bench/echo/ (a struct slm_server_ops; echo_server.h says what it does): N tokens
  * for a request of N, as fast as the completion ring takes them or one every --pace-ns.
@@ -47,7 +47,7 @@
 
 #include "bench/echo/echo_server.h"
 #include "client/slm.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "ipc/protocol.h"
 
 /* ---- statistics */

@@ -1,16 +1,10 @@
 /*
  * client/slm.c - libslm (slm.h): the client side of docs/protocol.md over ipc/.
  *
- * TODO (unfinished):
- *   - tests/test_libslm.c runs against a fake daemon thread; tests/test_daemon.c covers
- *     completion, chat, stop strings and ids, tokenize, detokenize, info and stats against
- *     the real slmd.
- *   - Untested paths: arena-full -EAGAIN and -E2BIG, slm_submit_ids, a callback that stops
- *     slm_wait early.
- *   - slm_next_event retries a wait interrupted by a signal instead of returning -EINTR.
- *   - Assumed: a synchronous request (TOKENIZE, DETOKENIZE, INFO, STATS) ends with its last DATA
- *     CQE (no MORE) and gets no DONE; a DONE for it would be reported as -EBADMSG.
- *     CANCEL is sent with user_data 0 and completions for user_data 0 are dropped.
+ * What the library assumes of the daemon (docs/protocol.md): a synchronous request (TOKENIZE,
+ * DETOKENIZE, INFO, STATS) ends with its last DATA CQE (no MORE) and gets no DONE, so a DONE
+ * for one is reported as -EBADMSG; CANCEL is sent with user_data 0, and completions for
+ * user_data 0 are dropped.
  *
  * Structure. Every CQE is copied out of the ring as soon as it is seen (the slot goes back to the
  * daemon at once) and turned into complete events on a private FIFO: a TOKEN is assembled with
@@ -20,7 +14,7 @@
  * rest in order.
  */
 #define _GNU_SOURCE
-#include "slm.h"
+#include "client/slm.h"
 
 #include <errno.h>
 #include <poll.h>

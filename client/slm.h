@@ -115,7 +115,8 @@ int64_t slm_submit_chat(struct slm_client *c, const struct slm_message *msgs, in
 int64_t slm_submit_ids(struct slm_client *c, const int32_t *ids, int n, const struct slm_params *p);
 
 /* The next event of any request of this client. timeout_ms: -1 waits forever, 0 polls.
- * Returns 1 (an event in *ev), 0 (none within the timeout) or a negative errno. */
+ * Returns 1 (an event in *ev), 0 (none within the timeout) or a negative errno. A wait
+ * interrupted by a signal is resumed (never -EINTR). */
 int slm_next_event(struct slm_client *c, struct slm_event *ev, int timeout_ms);
 
 /* Asks the daemon to cancel a request; its DONE event (finish CANCELLED, unless it had

@@ -1,6 +1,6 @@
 /* daemon/config.c - see config.h. */
 #define _GNU_SOURCE
-#include "config.h"
+#include "daemon/config.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "log.h"
+#include "common/log.h"
+#include "common/parse.h"
+#include "daemon/commands.h"
 
 enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL, K_FRAC };
 

@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "daemon/commands.h"
 
 static void usage(FILE *f)
 {

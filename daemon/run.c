@@ -13,16 +13,18 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
-#include "cli.h"
-#include "engine/chat.h"
-#include "engine/engine.h"
-#include "engine/runner.h"
-#include "engine/stop.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
-#include "kernels/cpu/matmul.h"
-#include "log.h"
+#include "common/log.h"
+#include "common/parse.h"
+#include "daemon/commands.h"
+#include "daemon/engine/backends/select.h"
+#include "daemon/engine/chat.h"
+#include "daemon/engine/engine.h"
+#include "daemon/engine/runner.h"
+#include "daemon/engine/sampler.h"
+#include "daemon/engine/stop.h"
+#include "daemon/engine/tokenizer.h"
+#include "daemon/flags.h"
+#include "daemon/service.h"
 
 struct run_opts {
     const char *model;
@@ -135,33 +137,33 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
             o->backend = optarg;
             break;
         case O_GPUFRAC:
-            rc = slm_cli_float("--gpu-memory-fraction", optarg, 0, 1, &d);
+            rc = slm_flag_float("--gpu-memory-fraction", optarg, 0, 1, &d);
             if (!rc && !(d > 0)) {
                 fprintf(stderr, "slmd run: --gpu-memory-fraction: %g is out of range (above 0, at most 1)\n", d);
                 rc = -EINVAL;
             }
             o->gpu_fraction = d;
             break;
-        case O_CHUNKS: rc = slm_cli_int("--chunks", optarg, 1, 1 << 24, &v); o->n_chunks = (int)v; break;
-        case O_MAXTOK: rc = slm_cli_int("--max-tokens", optarg, 0, 1 << 24, &v); o->max_tokens = (int)v; break;
-        case O_TOPK: rc = slm_cli_int("--top-k", optarg, 0, 1 << 24, &v); o->sampling.top_k = (int)v; break;
-        case O_THREADS: rc = slm_cli_int("--threads", optarg, 1, 256, &v); o->threads = (int)v; break;
-        case O_CTX: rc = slm_cli_int("--ctx-size", optarg, 1, 1 << 20, &v); o->ctx_size = (int)v; break;
-        case O_BATCH: rc = slm_cli_int(name, optarg, 1, 65536, &v); o->batch = (int)v; break;
-        case O_SEQS: rc = slm_cli_int("--max-seqs", optarg, 1, 4096, &v); o->max_seqs = (int)v; break;
-        case O_BLOCK: rc = slm_cli_int("--block-size", optarg, 1, 1024, &v); o->block_size = (int)v; break;
-        case O_KVMEM: rc = slm_cli_size("--kv-cache-mem", optarg, 1, 1ull << 46, &o->kv_mem); break;
+        case O_CHUNKS: rc = slm_flag_int("--chunks", optarg, 1, 1 << 24, &v); o->n_chunks = (int)v; break;
+        case O_MAXTOK: rc = slm_flag_int("--max-tokens", optarg, 0, 1 << 24, &v); o->max_tokens = (int)v; break;
+        case O_TOPK: rc = slm_flag_int("--top-k", optarg, 0, 1 << 24, &v); o->sampling.top_k = (int)v; break;
+        case O_THREADS: rc = slm_flag_int("--threads", optarg, 1, 256, &v); o->threads = (int)v; break;
+        case O_CTX: rc = slm_flag_int("--ctx-size", optarg, 1, 1 << 20, &v); o->ctx_size = (int)v; break;
+        case O_BATCH: rc = slm_flag_int(name, optarg, 1, 65536, &v); o->batch = (int)v; break;
+        case O_SEQS: rc = slm_flag_int("--max-seqs", optarg, 1, 4096, &v); o->max_seqs = (int)v; break;
+        case O_BLOCK: rc = slm_flag_int("--block-size", optarg, 1, 1024, &v); o->block_size = (int)v; break;
+        case O_KVMEM: rc = slm_flag_size("--kv-cache-mem", optarg, 1, 1ull << 46, &o->kv_mem); break;
         case O_SEED:
-            rc = slm_cli_int("--seed", optarg, 0, INT64_MAX, &v);
+            rc = slm_flag_int("--seed", optarg, 0, INT64_MAX, &v);
             o->sampling.seed = (uint64_t)v;
             o->seed_given = 1;
             break;
-        case O_TEMP: rc = slm_cli_float("--temperature", optarg, 0, 100, &d); o->sampling.temperature = (float)d; break;
-        case O_TOPP: rc = slm_cli_float("--top-p", optarg, 0, 1, &d); o->sampling.top_p = (float)d; break;
-        case O_MINP: rc = slm_cli_float("--min-p", optarg, 0, 1, &d); o->sampling.min_p = (float)d; break;
-        case O_REP: rc = slm_cli_float("--repeat-penalty", optarg, 0, 100, &d); o->sampling.repeat_penalty = (float)d; break;
-        case O_PRES: rc = slm_cli_float("--presence-penalty", optarg, -2, 2, &d); o->sampling.presence_penalty = (float)d; break;
-        case O_FREQ: rc = slm_cli_float("--frequency-penalty", optarg, -2, 2, &d); o->sampling.frequency_penalty = (float)d; break;
+        case O_TEMP: rc = slm_flag_float("--temperature", optarg, 0, 100, &d); o->sampling.temperature = (float)d; break;
+        case O_TOPP: rc = slm_flag_float("--top-p", optarg, 0, 1, &d); o->sampling.top_p = (float)d; break;
+        case O_MINP: rc = slm_flag_float("--min-p", optarg, 0, 1, &d); o->sampling.min_p = (float)d; break;
+        case O_REP: rc = slm_flag_float("--repeat-penalty", optarg, 0, 100, &d); o->sampling.repeat_penalty = (float)d; break;
+        case O_PRES: rc = slm_flag_float("--presence-penalty", optarg, -2, 2, &d); o->sampling.presence_penalty = (float)d; break;
+        case O_FREQ: rc = slm_flag_float("--frequency-penalty", optarg, -2, 2, &d); o->sampling.frequency_penalty = (float)d; break;
         case O_LOG:
             if (slm_log_set_level(optarg)) {
                 fprintf(stderr, "slmd run: --log-level: '%s' is not one of err, warning, notice, info, debug\n",
@@ -257,10 +259,10 @@ struct stream {
     const struct run_opts *o;
     double t_first;        /* when the first token came */
     int n_gen;
-    enum slm_finish finish;
+    enum slm_engine_finish finish;
 };
 
-static void on_event(void *p, const struct slm_event *ev)
+static void on_event(void *p, const struct slm_engine_event *ev)
 {
     struct stream *st = p;
     if (ev->token >= 0) {
@@ -280,7 +282,7 @@ static int kv_blocks(const struct run_opts *o, const struct slm_model *m, int n_
     size_t per_block = slm_engine_block_bytes(m, o->block_size);
     if (!o->kv_mem) {
         uint64_t n = (uint64_t)(n_ctx + o->block_size - 1) / (uint64_t)o->block_size;
-        uint64_t fit = slm_daemon_kv_limit(m->be) / per_block;
+        uint64_t fit = slm_backend_kv_limit(m->be) / per_block;
         if (fit < 1) {
             slm_err_set(err, "the device has no room for one KV block of %zu bytes", per_block);
             return 0;
@@ -332,7 +334,7 @@ static int generate(const struct run_opts *o, struct slm_model *m, const struct 
     slm_log(SLM_LOG_INFO, "prompt: %d tokens, first token after %.1f ms (%.1f tokens/s); generated %d tokens in "
             "%.1f ms (%.1f tokens/s after the first); finish: %s", n_prompt, (t1 - t0) * 1e3, n_prompt / (t1 - t0),
             st.n_gen, (t2 - t0) * 1e3, st.n_gen > 1 ? (st.n_gen - 1) / (t2 - t1) : 0.0,
-            st.finish == SLM_FINISH_STOP ? "stop" : st.finish == SLM_FINISH_LENGTH ? "length" : "other");
+            st.finish == SLM_ENGINE_FINISH_STOP ? "stop" : st.finish == SLM_ENGINE_FINISH_LENGTH ? "length" : "other");
     return 0;
 }
 
@@ -411,12 +413,10 @@ int slm_cmd_run(int argc, char **argv)
     int rc = parse_run_args(argc, argv, &o);
     if (rc) return rc > 0 ? 0 : 2;
 
-    char err[SLM_ERR_LEN] = "", path[1024];
+    char err[SLM_ERR_LEN] = "";
     char *stdin_prompt = NULL, *text = NULL;
     int32_t *ids = NULL;
-    struct slm_model *m = NULL;
-    struct slm_backend *be = NULL;
-    struct slm_tokenizer *tok = NULL;
+    struct slm_service svc = {.chat_fmt = -1};
     int status = 1;
 
     if (o.perplexity) {
@@ -425,31 +425,24 @@ int slm_cmd_run(int argc, char **argv)
             slm_err_set(err, "%s: %s", o.perplexity, strerror(errno));
             goto out;
         }
-        stdin_prompt = slm_cli_read_all(f, err);
+        stdin_prompt = slm_read_all(f, err);
         if (f != stdin) fclose(f);
         if (!stdin_prompt) goto out;
     } else if (strcmp(o.prompt, "-") == 0) {
-        stdin_prompt = slm_cli_read_all(stdin, err);
+        stdin_prompt = slm_read_all(stdin, err);
         if (!stdin_prompt) goto out;
         o.prompt = stdin_prompt;
     }
-    if (!(be = slm_daemon_backend_create(o.backend, o.threads, o.gpu_fraction, err))) goto out;
-    if (slm_cli_model_path(o.model, path, sizeof path, err)) goto out;
-    if (!(m = slm_model_load(path, err))) goto out;
-    if (slm_model_bind(m, be, err)) goto out;
-    if (!strcmp(be->ops->name, "cpu"))
-        slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; cpu backend, %d threads, %s kernels", path,
-                m->cfg.arch_name, m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->n_threads, slm_cpu_kernels_name());
-    else
-        slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; %s backend", path, m->cfg.arch_name,
-                m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be->ops->name);
-    if (!(tok = slm_tok_create(m->gguf, err))) goto out;
-    if (slm_tok_n_vocab(tok) != m->cfg.n_vocab) {
-        slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", path,
-                    slm_tok_n_vocab(tok), m->cfg.n_vocab);
-        goto out;
-    }
-    int n_ctx = o.ctx_size ? o.ctx_size : (m->cfg.n_ctx_train < 8192 ? m->cfg.n_ctx_train : 8192);
+    struct slm_service_opts so = {.model = o.model, .backend = o.backend, .threads = o.threads,
+                                  .gpu_fraction = o.gpu_fraction};
+    if (slm_service_load(&svc, &so, err)) goto out;
+    struct slm_model *m = svc.model;
+    const struct slm_tokenizer *tok = svc.tok;
+    char be_desc[96];
+    slm_service_backend_desc(&svc, be_desc, sizeof be_desc);
+    slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; %s", svc.model_path, m->cfg.arch_name,
+            m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be_desc);
+    int n_ctx = slm_service_ctx(m, o.ctx_size);
     if (o.perplexity) {
         if (perplexity(&o, m, tok, o.ctx_size ? o.ctx_size : 512, stdin_prompt, err)) goto out;
         status = 0;
@@ -478,9 +471,7 @@ int slm_cmd_run(int argc, char **argv)
     status = 0;
 out:
     if (status) fprintf(stderr, "slmd run: %s\n", err[0] ? err : "failed");
-    slm_tok_destroy(&tok);
-    slm_model_free(&m);
-    slm_backend_destroy(&be);
+    slm_service_unload(&svc);
     free(ids);
     free(text);
     free(stdin_prompt);

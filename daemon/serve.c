@@ -2,7 +2,7 @@
  * daemon/serve.c - `slmd serve`: the daemon's lifecycle. Loads the model, builds the engine,
  * listens on the Unix socket (or takes it from systemd), runs the engine thread and the I/O
  * loop, talks to systemd (READY, STATUS, WATCHDOG, STOPPING, RELOADING), drains on SIGTERM
- * and reloads on SIGHUP. clients.c handles each connection.
+ * and reloads on SIGHUP. conn.c handles each connection.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,14 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "cli.h"
-#include "engine/chat.h"
-#include "engine/gguf.h"
-#include "engine/tokenizer.h"
-#include "kernels/cpu/matmul.h"
-#include "log.h"
-#include "server.h"
+#include "common/log.h"
+#include "daemon/commands.h"
+#include "daemon/conn.h"
+#include "daemon/engine/backends/select.h"
+#include "daemon/engine/chat.h"
+#include "daemon/server.h"
+#include "daemon/service.h"
+#include "common/parse.h"
 
 #define TICK_MS 100
 
@@ -43,22 +43,15 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-void slm_server_kick(struct slm_server *s)
-{
-    pthread_mutex_lock(&s->wake_lock);
-    pthread_cond_signal(&s->wake);
-    pthread_mutex_unlock(&s->wake_lock);
-}
-
 /* ---- the engine */
 
 /* KV blocks: the configured size, or auto (docs/configuration.md): on cuda, at most the
  * backend's budget (gpu-memory-fraction of the free device memory). 0 with err if too small. */
 static int kv_blocks(const struct slm_server *s, int n_ctx, char *err)
 {
-    size_t per_block = slm_engine_block_bytes(s->model, s->cfg.block_size);
+    size_t per_block = slm_engine_block_bytes(s->svc.model, s->cfg.block_size);
     int per_ctx = (n_ctx + s->cfg.block_size - 1) / s->cfg.block_size;
-    uint64_t bytes = s->cfg.kv_cache_mem, limit = slm_daemon_kv_limit(s->be);
+    uint64_t bytes = s->cfg.kv_cache_mem, limit = slm_backend_kv_limit(s->svc.be);
     if (!bytes) {
         uint64_t want = (uint64_t)s->cfg.max_seqs * (uint64_t)per_ctx * per_block;
         uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
@@ -78,51 +71,33 @@ static int kv_blocks(const struct slm_server *s, int n_ctx, char *err)
 /* Loads the model and builds the engine from s->cfg. */
 static int load_engine(struct slm_server *s, char *err)
 {
-    if (slm_cli_model_path(s->cfg.model[0] ? s->cfg.model : NULL, s->model_path, sizeof s->model_path, err))
-        return -ENOENT;
-    if (!(s->model = slm_model_load(s->model_path, err))) return -EINVAL;
-    if (!(s->be = slm_daemon_backend_create(s->cfg.backend, s->cfg.threads, s->cfg.gpu_memory_fraction, err)))
-        return -ENODEV;
-    if (slm_model_bind(s->model, s->be, err)) return -EINVAL;
-    if (!(s->tok = slm_tok_create(s->model->gguf, err))) return -EINVAL;
-    if (slm_tok_n_vocab(s->tok) != s->model->cfg.n_vocab) {
-        slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", s->model_path,
-                    slm_tok_n_vocab(s->tok), s->model->cfg.n_vocab);
-        return -EINVAL;
-    }
-    struct slm_gguf_str t;
-    s->chat_fmt = slm_gguf_get_str(s->model->gguf, "tokenizer.chat_template", &t, NULL)
-                      ? -1
-                      : slm_chat_detect(t.ptr, (size_t)t.len);
-    int train = s->model->cfg.n_ctx_train;
-    int n_ctx = s->cfg.ctx_size ? s->cfg.ctx_size : (train > 0 && train < 8192 ? train : 8192);
+    struct slm_service_opts so = {.model = s->cfg.model, .backend = s->cfg.backend, .threads = s->cfg.threads,
+                                  .gpu_fraction = s->cfg.gpu_memory_fraction};
+    int rc = slm_service_load(&s->svc, &so, err);
+    if (rc) return rc;
+    int n_ctx = slm_service_ctx(s->svc.model, s->cfg.ctx_size);
     int n_blocks = kv_blocks(s, n_ctx, err);
     if (!n_blocks) return -EINVAL;
     s->eo = (struct slm_engine_opts){.n_blocks = n_blocks, .block_size = s->cfg.block_size,
                                      .max_batch_tokens = s->cfg.max_batch_tokens, .max_seqs = s->cfg.max_seqs,
                                      .n_ctx = n_ctx};
-    if (!(s->engine = slm_engine_create(s->model, s->tok, &s->eo, err))) return -ENOMEM;
-    char be_desc[64];
-    if (!strcmp(s->be->ops->name, "cpu"))
-        snprintf(be_desc, sizeof be_desc, "cpu backend, %d threads, %s kernels", s->be->n_threads,
-                 slm_cpu_kernels_name());
-    else
-        snprintf(be_desc, sizeof be_desc, "%s backend", s->be->ops->name);
+    if (!(s->engine = slm_engine_create(s->svc.model, s->svc.tok, &s->eo, err))) return -ENOMEM;
+    char be_desc[96];
+    slm_service_backend_desc(&s->svc, be_desc, sizeof be_desc);
+    const struct slm_model *m = s->svc.model;
     slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, vocab %d, context %d; %s; "
             "KV cache %d blocks of %d tokens (%zu MiB); %d tokens and %d sequences per step; chat template %s",
-            s->model_path, s->model->cfg.arch_name, s->model->cfg.n_layer, s->model->cfg.n_vocab, n_ctx, be_desc,
-            n_blocks, s->cfg.block_size,
-            ((size_t)n_blocks * slm_engine_block_bytes(s->model, s->cfg.block_size)) >> 20, s->cfg.max_batch_tokens,
-            s->cfg.max_seqs, s->chat_fmt >= 0 ? slm_chat_format_name(s->chat_fmt) : "none");
+            s->svc.model_path, m->cfg.arch_name, m->cfg.n_layer, m->cfg.n_vocab, n_ctx, be_desc, n_blocks,
+            s->cfg.block_size, ((size_t)n_blocks * slm_engine_block_bytes(m, s->cfg.block_size)) >> 20,
+            s->cfg.max_batch_tokens, s->cfg.max_seqs,
+            s->svc.chat_fmt >= 0 ? slm_chat_format_name(s->svc.chat_fmt) : "none");
     return 0;
 }
 
 static void unload_engine(struct slm_server *s)
 {
     slm_engine_destroy(&s->engine);
-    slm_tok_destroy(&s->tok);
-    slm_model_free(&s->model);
-    slm_backend_destroy(&s->be);
+    slm_service_unload(&s->svc);
 }
 
 /* The real engine behind struct slm_server_ops. */
@@ -177,12 +152,23 @@ static int engine_poll(struct slm_server *s)
     return took;
 }
 
-/* Tells the I/O thread that the engine thread stopped taking submissions. */
+/* Reads (and so resets) an eventfd or timerfd that epoll said is readable. EAGAIN (another
+ * reader was first) and EINTR are expected; anything else is logged. */
+static void drain_counter_fd(int fd, const char *what)
+{
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
+        slm_log(SLM_LOG_WARNING, "reading the %s: %s", what, strerror(errno));
+}
+
+/* Tells the I/O thread that the engine thread stopped taking submissions. EAGAIN means the
+ * eventfd's counter is already at its maximum: the I/O thread is woken anyway. */
 static void engine_going_idle(struct slm_server *s)
 {
     __atomic_store_n(&s->engine_active, 0, __ATOMIC_SEQ_CST);
     uint64_t one = 1;
-    if (write(s->io_wake_fd, &one, sizeof one) < 0) {}
+    if (write(s->io_wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        slm_log(SLM_LOG_WARNING, "waking the I/O thread: %s", strerror(errno));
 }
 
 static void *engine_main(void *arg)
@@ -191,8 +177,8 @@ static void *engine_main(void *arg)
     double last_ping = 0;
     __atomic_store_n(&s->engine_active, 1, __ATOMIC_SEQ_CST);
     for (;;) {
-        int rc = s->ops->step(s, slm_client_on_event, s);
-        slm_client_wake_deferred(s);
+        int rc = s->ops->step(s, slm_conn_on_event, s);
+        slm_conn_wake_deferred(s);
         if (rc < 0) slm_log(SLM_LOG_ERR, "engine step failed: %s", strerror(-rc));
         double t = now_s();
         if (s->watchdog_usec && t - last_ping >= (double)s->watchdog_usec * 1e-6 / 2) {
@@ -346,9 +332,9 @@ static int add_fd(struct slm_server *s, int fd, uint64_t tag)
 
 static void remove_client(struct slm_server *s, int k)
 {
-    struct client *c = s->clients[k];
-    epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, slm_client_fd(c), NULL);
-    slm_client_close(s, c);
+    struct slm_conn *c = s->clients[k];
+    epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, slm_conn_fd(c), NULL);
+    slm_conn_close(s, c);
     s->clients[k] = s->clients[--s->n_clients];
 }
 
@@ -367,7 +353,7 @@ static void accept_clients(struct slm_server *s)
         }
         if (s->n_clients == s->cap_clients) {
             int cap = s->cap_clients ? 2 * s->cap_clients : 16;
-            struct client **p = realloc(s->clients, (size_t)cap * sizeof *p);
+            struct slm_conn **p = realloc(s->clients, (size_t)cap * sizeof *p);
             if (!p) {
                 close(fd);
                 continue;
@@ -375,10 +361,10 @@ static void accept_clients(struct slm_server *s)
             s->clients = p;
             s->cap_clients = cap;
         }
-        struct client *c = slm_client_new(s, fd);
+        struct slm_conn *c = slm_conn_new(s, fd);
         if (!c) continue;
         if (add_fd(s, fd, (uint64_t)(uintptr_t)c)) {
-            slm_client_close(s, c);
+            slm_conn_close(s, c);
             continue;
         }
         s->clients[s->n_clients++] = c;
@@ -401,7 +387,7 @@ static void notify_status(struct slm_server *s, int now)
     char status[sizeof s->status];
     snprintf(status, sizeof status, "STATUS=%s%s%.80s: %d clients, %d requests, %.1f tokens/s",
              s->draining ? "draining; " : "", s->reload_pending ? "reloading; " : "",
-             strrchr(s->model_path, '/') ? strrchr(s->model_path, '/') + 1 : s->model_path, s->n_clients,
+             strrchr(s->svc.model_path, '/') ? strrchr(s->svc.model_path, '/') + 1 : s->svc.model_path, s->n_clients,
              s->ops->n_unfinished(s), s->tokens_per_s);
     if (!strcmp(status, s->status)) return;
     memcpy(s->status, status, sizeof status);
@@ -413,7 +399,7 @@ static void notify_status(struct slm_server *s, int now)
 static int poll_clients(struct slm_server *s)
 {
     int n = 0;
-    for (int k = 0; k < s->n_clients; k++) n += slm_client_poll(s, s->clients[k]);
+    for (int k = 0; k < s->n_clients; k++) n += slm_conn_poll(s, s->clients[k]);
     return n;
 }
 
@@ -421,7 +407,7 @@ static int poll_clients(struct slm_server *s)
 static int set_all_flags(struct slm_server *s, uint32_t flags)
 {
     int pending = 0;
-    for (int k = 0; k < s->n_clients; k++) pending |= slm_client_set_flags(s->clients[k], flags);
+    for (int k = 0; k < s->n_clients; k++) pending |= slm_conn_set_flags(s->clients[k], flags);
     return pending;
 }
 
@@ -467,15 +453,13 @@ static int io_loop(struct slm_server *s)
             } else if (tag == TAG_SIGNAL) {
                 if (handle_signal(s, &drain_deadline)) return 0;
             } else if (tag == TAG_IO_WAKE) {
-                uint64_t v;
-                if (read(s->io_wake_fd, &v, sizeof v) < 0) {}
+                drain_counter_fd(s->io_wake_fd, "I/O thread's wake-up eventfd");
             } else if (tag == TAG_TIMER) {
-                uint64_t ticks;
-                if (read(s->timer_fd, &ticks, sizeof ticks) < 0) {}
+                drain_counter_fd(s->timer_fd, "status timerfd");
                 notify_status(s, 0);
             } else {
-                struct client *c = (struct client *)(uintptr_t)tag;
-                if (slm_client_on_socket(s, c, evs[i].events) < 0) {
+                struct slm_conn *c = (struct slm_conn *)(uintptr_t)tag;
+                if (slm_conn_on_socket(s, c, evs[i].events) < 0) {
                     for (int k = 0; k < s->n_clients; k++)
                         if (s->clients[k] == c) {
                             s->clients[k] = s->clients[--s->n_clients];
@@ -492,7 +476,7 @@ static int io_loop(struct slm_server *s)
             if (now_s() >= drain_deadline) {
                 slm_log(SLM_LOG_NOTICE, "shutdown-timeout passed: cancelling %d running requests",
                         s->ops->n_unfinished(s));
-                for (int k = 0; k < s->n_clients; k++) slm_client_cancel_all(s, s->clients[k]);
+                for (int k = 0; k < s->n_clients; k++) slm_conn_cancel_all(s, s->clients[k]);
                 drain_deadline = now_s() + 3600;
             }
         }
@@ -582,20 +566,17 @@ static void rebuild_engine(struct slm_server *s)
     struct slm_config old = s->cfg;
     s->cfg = s->next_cfg;
     slm_log_set_level(s->cfg.log_level);
-    s->model = NULL, s->be = NULL, s->tok = NULL, s->engine = NULL;
+    s->svc = (struct slm_service){.chat_fmt = -1};
+    s->engine = NULL;
     if (load_engine(s, err)) {
         slm_log(SLM_LOG_ERR, "reload: %s; keeping the running model and engine", err);
         unload_engine(s);
-        s->model = keep.model, s->be = keep.be, s->tok = keep.tok, s->engine = keep.engine;
-        s->eo = keep.eo, s->chat_fmt = keep.chat_fmt;
-        memcpy(s->model_path, keep.model_path, sizeof s->model_path);
+        s->svc = keep.svc, s->engine = keep.engine, s->eo = keep.eo;
         s->cfg = old;
         slm_log_set_level(s->cfg.log_level);
     } else {
         slm_engine_destroy(&keep.engine);
-        slm_tok_destroy(&keep.tok);
-        slm_model_free(&keep.model);
-        slm_backend_destroy(&keep.be);
+        slm_service_unload(&keep.svc);
         slm_log(SLM_LOG_NOTICE, "configuration reloaded (engine rebuilt)");
     }
     if (start_engine_thread(s, err)) slm_log(SLM_LOG_ERR, "reload: %s", err);

@@ -1,7 +1,7 @@
 /*
- * daemon/server.h - slmd serve's internals, shared by serve.c (lifecycle: model, engine
- * thread, socket, signals, systemd) and clients.c (one connected client: handshake, its
- * rings, its requests).
+ * daemon/server.h - slmd serve's shared state, read by serve.c (lifecycle: model, engine
+ * thread, socket, signals, systemd), conn.c (one connection: handshake, its rings, its
+ * requests) and requests.c (what a submission asks for).
  *
  * Threads: the I/O thread (serve.c's loop: epoll over the listening socket, the clients'
  * sockets, a signalfd, a timerfd and io_wake_fd; it polls the clients' submission rings while
@@ -17,11 +17,12 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "engine/engine.h"
+#include "daemon/config.h"
+#include "daemon/service.h"
+#include "daemon/engine/engine.h"
 #include "ipc/protocol.h"
 
-struct client;
+struct slm_conn;
 struct slm_server;
 
 /* What the server asks of the engine that produces its tokens. slmd serve always uses
@@ -42,11 +43,7 @@ struct slm_server {
     struct slm_config cfg;
     int argc;                      /* the command line, read again on SIGHUP */
     char **argv;
-    char model_path[1024];
-    struct slm_model *model;
-    struct slm_backend *be;
-    struct slm_tokenizer *tok;
-    int chat_fmt;                  /* slm_chat_detect of the model's template; < 0: none */
+    struct slm_service svc;        /* the model, backend, tokenizer and chat template */
     struct slm_engine *engine;
     struct slm_engine_opts eo;
     const struct slm_server_ops *ops;   /* &slm_server_engine_ops in slmd */
@@ -66,11 +63,11 @@ struct slm_server {
     pthread_mutex_t poll_lock;
     int engine_active;
     int io_wake_fd;
-    struct client **wake_list;     /* engine thread: clients to wake after the step (clients.c) */
+    struct slm_conn **wake_list;   /* engine thread: clients to wake after the step (conn.c) */
     int n_wake, cap_wake;
     uint64_t watchdog_usec;        /* 0: no watchdog */
     /* clients (I/O thread only, except the counters) */
-    struct client **clients;
+    struct slm_conn **clients;
     int n_clients, cap_clients;
     uint64_t next_client_id;
     int draining;                  /* SIGTERM: no new requests */
@@ -84,8 +81,14 @@ struct slm_server {
     double status_t;
 };
 
-/* Wakes the engine thread (after slm_engine_add). */
-void slm_server_kick(struct slm_server *s);
+/* Wakes the engine thread (after slm_engine_add). Inline here, so that conn.c, which adds the
+ * requests, needs nothing of serve.c. */
+static inline void slm_server_kick(struct slm_server *s)
+{
+    pthread_mutex_lock(&s->wake_lock);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->wake_lock);
+}
 
 /* Runs a server whose cfg and ops (with what they drive) are set: listens on the configured
  * socket, runs the engine thread (named "slmd-engine") and the I/O loop on the calling thread
@@ -94,38 +97,5 @@ void slm_server_kick(struct slm_server *s);
  * blocks SIGTERM, SIGINT and SIGHUP before starting any thread: the loop reads them from a
  * signalfd. Returns 0 after a drain, or -errno with err. */
 int slm_server_run(struct slm_server *s, char *err);
-
-/* ---- clients.c */
-
-/* Takes a freshly accepted connection. NULL (fd closed) when out of memory. */
-struct client *slm_client_new(struct slm_server *s, int fd);
-
-/* Handles the client's socket being readable or hung up: the HELLO, doorbell bytes, or the
- * end. Returns 0, or -1 when the client is gone (slm_client_close has then been called). */
-int slm_client_on_socket(struct slm_server *s, struct client *c, uint32_t events);
-
-/* Takes every waiting submission of client c (none while s->reload_pending; each answered
- * with an error while s->draining) and flushes its queued completions; returns how many. */
-int slm_client_poll(struct slm_server *s, struct client *c);
-
-/* Sets or clears NEED_WAKEUP (or CLOSING) in c's shared header. Returns 1 when, after setting
- * NEED_WAKEUP, a submission is already waiting (so the caller must not sleep). */
-int slm_client_set_flags(struct client *c, uint32_t flags);
-
-/* Cancels every request of c (the drain's deadline passed). */
-void slm_client_cancel_all(struct slm_server *s, struct client *c);
-
-/* Cancels c's requests, closes its socket; c is freed once its last request has finished. */
-void slm_client_close(struct slm_server *s, struct client *c);
-
-/* The engine's event callback (ctx: the server). It publishes the event's completions; the
- * client is woken by slm_client_wake_deferred once the step is over. */
-void slm_client_on_event(void *ctx, const struct slm_event *ev);
-
-/* Engine thread, after each step: wakes (FUTEX_WAKE, only if it sleeps) every client that got
- * completions in the step, once. */
-void slm_client_wake_deferred(struct slm_server *s);
-
-int slm_client_fd(const struct client *c);
 
 #endif

@@ -1,5 +1,5 @@
 /* ipc/arena.c - see arena.h. */
-#include "arena.h"
+#include "ipc/arena.h"
 
 #include <stdlib.h>
 #include <string.h>

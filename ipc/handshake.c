@@ -1,6 +1,6 @@
 /* ipc/handshake.c - see handshake.h. */
 #define _GNU_SOURCE
-#include "handshake.h"
+#include "ipc/handshake.h"
 
 #include <errno.h>
 #include <string.h>
@@ -45,7 +45,7 @@ static int recv_packet(int sock, struct packet *p, char *err)
     if (n < 0) {
         int e = errno;
         if (e == EAGAIN || e == EWOULDBLOCK) return -EAGAIN;
-        slm_ipc_err_set(err, "recvmsg: %s", strerror(e));
+        slm_err_set(err, "recvmsg: %s", strerror(e));
         return e == ECONNRESET ? -EPIPE : -e;
     }
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
@@ -59,7 +59,7 @@ static int recv_packet(int sock, struct packet *p, char *err)
     p->ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0;
     if (n == 0) {
         close_fds(p);
-        slm_ipc_err_set(err, "the peer hung up");
+        slm_err_set(err, "the peer hung up");
         return -EPIPE;
     }
     return 0;
@@ -88,11 +88,11 @@ static int send_packet(int sock, const void *buf, size_t len, int fd, char *err)
     while (n < 0 && errno == EINTR);
     if (n < 0) {
         int e = errno;
-        slm_ipc_err_set(err, "sendmsg: %s", strerror(e));
+        slm_err_set(err, "sendmsg: %s", strerror(e));
         return e == ECONNRESET ? -EPIPE : -e;
     }
     if ((size_t)n != len) {
-        slm_ipc_err_set(err, "sendmsg: sent %zd of %zu bytes", n, len);
+        slm_err_set(err, "sendmsg: sent %zd of %zu bytes", n, len);
         return -EIO;
     }
     return 0;
@@ -104,18 +104,18 @@ static int check_prefix(const struct packet *p, uint16_t type, const char *what,
     uint32_t magic;
     uint16_t t;
     if (p->len < 8) {
-        slm_ipc_err_set(err, "%s: short packet of %zu bytes", what, p->len);
+        slm_err_set(err, "%s: short packet of %zu bytes", what, p->len);
         return -EBADMSG;
     }
     memcpy(&magic, p->u.bytes, 4);
     memcpy(&t, p->u.bytes + 4, 2);
     if (magic != SLM_PROTO_MAGIC) {
-        slm_ipc_err_set(err, "%s: bad magic 0x%08x (expected 0x%08x): not an slmd peer", what, magic,
+        slm_err_set(err, "%s: bad magic 0x%08x (expected 0x%08x): not an slmd peer", what, magic,
                         SLM_PROTO_MAGIC);
         return -EBADMSG;
     }
     if (t != type) {
-        slm_ipc_err_set(err, "%s: message type %u, expected %u", what, t, type);
+        slm_err_set(err, "%s: message type %u, expected %u", what, t, type);
         return -EBADMSG;
     }
     return 0;
@@ -124,7 +124,7 @@ static int check_prefix(const struct packet *p, uint16_t type, const char *what,
 static int check_size(const struct packet *p, size_t want, const char *what, char *err)
 {
     if (p->truncated || p->len != want) {
-        slm_ipc_err_set(err, "%s: packet of %s%zu bytes, expected %zu", what, p->truncated ? "more than " : "",
+        slm_err_set(err, "%s: packet of %s%zu bytes, expected %zu", what, p->truncated ? "more than " : "",
                         p->len, want);
         return -EBADMSG;
     }
@@ -162,7 +162,7 @@ int slm_hello_recv(int sock, struct slm_hello *out, char err[SLM_ERR_LEN])
     memset(out, 0, sizeof *out);
     if (p.n_fds > 0 || p.ctrunc) {
         close_fds(&p);
-        slm_ipc_err_set(err, "HELLO: file descriptors attached (a HELLO carries none)");
+        slm_err_set(err, "HELLO: file descriptors attached (a HELLO carries none)");
         return -EBADMSG;
     }
     if ((rc = check_prefix(&p, SLM_MSG_HELLO, "HELLO", err)) != 0) return rc;
@@ -172,18 +172,18 @@ int slm_hello_recv(int sock, struct slm_hello *out, char err[SLM_ERR_LEN])
      * deserves the answer that names both versions. */
     if (version != SLM_PROTO_VERSION) {
         memcpy(out, p.u.bytes, p.len < sizeof *out ? p.len : sizeof *out);
-        slm_ipc_err_set(err, "client speaks protocol version %u, daemon speaks version %u", version,
+        slm_err_set(err, "client speaks protocol version %u, daemon speaks version %u", version,
                         SLM_PROTO_VERSION);
         return -EPROTO;
     }
     if ((rc = check_size(&p, sizeof *out, "HELLO", err)) != 0) return rc;
     memcpy(out, p.u.bytes, sizeof *out);
     if (out->reserved != 0) {
-        slm_ipc_err_set(err, "HELLO: reserved field is %u, must be 0", out->reserved);
+        slm_err_set(err, "HELLO: reserved field is %u, must be 0", out->reserved);
         return -EBADMSG;
     }
     if (memchr(out->name, 0, sizeof out->name) == NULL) {
-        slm_ipc_err_set(err, "HELLO: client name is not NUL-terminated within %d bytes", SLM_NAME_LEN);
+        slm_err_set(err, "HELLO: client name is not NUL-terminated within %d bytes", SLM_NAME_LEN);
         return -EBADMSG;
     }
     return 0;
@@ -197,7 +197,7 @@ int slm_welcome_send_raw(int sock, const struct slm_welcome *w, int fd, char err
 int slm_welcome_send(int sock, uint64_t client_id, uint32_t shm_bytes, int shm_fd, char err[SLM_ERR_LEN])
 {
     if (shm_fd < 0) {
-        slm_ipc_err_set(err, "WELCOME: no shared memory fd to send");
+        slm_err_set(err, "WELCOME: no shared memory fd to send");
         return -EBADF;
     }
     struct slm_welcome w;
@@ -236,34 +236,34 @@ int slm_welcome_recv(int sock, struct slm_welcome *out, int *shm_fd, char err[SL
     if ((rc = check_size(&p, sizeof *out, "WELCOME", err)) != 0) goto err;
     memcpy(out, p.u.bytes, sizeof *out);
     if (memchr(out->reason, 0, sizeof out->reason) == NULL) {
-        slm_ipc_err_set(err, "WELCOME: reason is not NUL-terminated within %d bytes", SLM_REASON_LEN);
+        slm_err_set(err, "WELCOME: reason is not NUL-terminated within %d bytes", SLM_REASON_LEN);
         rc = -EBADMSG;
         goto err;
     }
     if (out->status > 0) {
-        slm_ipc_err_set(err, "WELCOME: status %d (must be 0 or -errno)", out->status);
+        slm_err_set(err, "WELCOME: status %d (must be 0 or -errno)", out->status);
         rc = -EBADMSG;
         goto err;
     }
     if (out->status < 0) {
         if (p.n_fds > 0 || p.ctrunc) {
-            slm_ipc_err_set(err, "WELCOME: a refusal (status %d) with file descriptors attached", out->status);
+            slm_err_set(err, "WELCOME: a refusal (status %d) with file descriptors attached", out->status);
             rc = -EBADMSG;
             goto err;
         }
-        slm_ipc_err_set(err, "the daemon refused the connection (%s): %s",
+        slm_err_set(err, "the daemon refused the connection (%s): %s",
                         out->status > -4096 ? strerror(-out->status) : "unknown error",
                         out->reason[0] ? out->reason : "no reason given");
         return out->status;
     }
     if (out->version != SLM_PROTO_VERSION) {
-        slm_ipc_err_set(err, "WELCOME: daemon speaks protocol version %u, this library speaks version %u",
+        slm_err_set(err, "WELCOME: daemon speaks protocol version %u, this library speaks version %u",
                         out->version, SLM_PROTO_VERSION);
         rc = -EPROTO;
         goto err;
     }
     if (p.n_fds != 1 || p.ctrunc) {
-        slm_ipc_err_set(err, "WELCOME: %s%d file descriptors attached, expected exactly 1", p.ctrunc ? "more than " : "",
+        slm_err_set(err, "WELCOME: %s%d file descriptors attached, expected exactly 1", p.ctrunc ? "more than " : "",
                         p.n_fds);
         rc = -EBADMSG;
         goto err;

@@ -16,8 +16,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "err.h"
-#include "protocol.h"
+#include "common/err.h"
+#include "ipc/protocol.h"
 
 /* Client: sends HELLO for this library's SLM_PROTO_VERSION; name (NULL = "") is truncated to
  * SLM_NAME_LEN - 1 bytes; sizes of 0 ask for the daemon's defaults. Returns 0 or -errno. */

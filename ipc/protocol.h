@@ -18,7 +18,7 @@
  *     the entry, then stores seq = p + 1 with release ordering (full);
  *   - the consumer may take position c when slot c % N has seq == c + 1 (acquire); it copies
  *     the entry out, then stores seq = c + N with release ordering (free for the next lap).
- * Initially slot i has seq = i. Consumers poll slots, not the peer's index (DESIGN.md).
+ * Initially slot i has seq = i. Consumers poll slots, not the peer's index (docs/architecture.md).
  * The daemon reads a client-written seq or entry once, copies the entry into private memory
  * and validates every field of the copy; garbage gives an error completion, never a crash.
  */

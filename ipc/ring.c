@@ -1,5 +1,5 @@
 /* ipc/ring.c - see ring.h. */
-#include "ring.h"
+#include "ipc/ring.h"
 
 #include <errno.h>
 #include <string.h>

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "protocol.h"
+#include "ipc/protocol.h"
 
 #define SLM_RING_SLOT_BYTES 128u
 _Static_assert(sizeof(struct slm_sqe) == SLM_RING_SLOT_BYTES, "SQE is one slot");

@@ -1,6 +1,6 @@
 /* ipc/shm.c - see shm.h. */
 #define _GNU_SOURCE
-#include "shm.h"
+#include "ipc/shm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -64,7 +64,7 @@ static int map_shared(int fd, uint32_t bytes, void **base, char err[SLM_ERR_LEN]
     *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (*base != MAP_FAILED) return 0;
     int rc = -errno;
-    slm_ipc_err_set(err, "mmap of %u bytes of shared memory: %s", bytes, strerror(-rc));
+    slm_err_set(err, "mmap of %u bytes of shared memory: %s", bytes, strerror(-rc));
     return rc;
 }
 
@@ -84,17 +84,17 @@ int slm_shm_create(struct slm_shm *shm, uint32_t sq_entries, uint32_t cq_entries
     if (fd < 0 && errno == EINVAL) fd = memfd_create("slmd-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {
         rc = -errno;
-        slm_ipc_err_set(err, "memfd_create: %s", strerror(errno));
+        slm_err_set(err, "memfd_create: %s", strerror(errno));
         return rc;
     }
     if (ftruncate(fd, (off_t)bytes) != 0) {
         rc = -errno;
-        slm_ipc_err_set(err, "ftruncate of the shared memory to %u bytes: %s", bytes, strerror(errno));
+        slm_err_set(err, "ftruncate of the shared memory to %u bytes: %s", bytes, strerror(errno));
         goto err;
     }
     if (fcntl(fd, F_ADD_SEALS, SEALS_REQUIRED) != 0) {
         rc = -errno;
-        slm_ipc_err_set(err, "sealing the shared memory: %s", strerror(errno));
+        slm_err_set(err, "sealing the shared memory: %s", strerror(errno));
         goto err;
     }
     void *base;
@@ -145,21 +145,21 @@ int slm_shm_check_header(const struct slm_shm_header *hp, uint32_t bytes, char e
     struct slm_shm_header h;
     memcpy(&h, hp, sizeof h);   /* each field read once, whatever a peer does meanwhile */
     if (bytes < SLM_SHM_HEADER_BYTES) {
-        slm_ipc_err_set(err, "shared memory of %u bytes is smaller than its %u-byte header", bytes,
+        slm_err_set(err, "shared memory of %u bytes is smaller than its %u-byte header", bytes,
                         SLM_SHM_HEADER_BYTES);
         return -EBADMSG;
     }
     if (h.magic != SLM_PROTO_MAGIC) {
-        slm_ipc_err_set(err, "shared memory header: bad magic 0x%08x (expected 0x%08x)", h.magic, SLM_PROTO_MAGIC);
+        slm_err_set(err, "shared memory header: bad magic 0x%08x (expected 0x%08x)", h.magic, SLM_PROTO_MAGIC);
         return -EBADMSG;
     }
     if (h.version != SLM_PROTO_VERSION) {
-        slm_ipc_err_set(err, "shared memory header: protocol version %u, this library speaks %u", h.version,
+        slm_err_set(err, "shared memory header: protocol version %u, this library speaks %u", h.version,
                         SLM_PROTO_VERSION);
         return -EPROTO;
     }
     if (h.total_bytes != bytes) {
-        slm_ipc_err_set(err, "shared memory header: total_bytes %u but the memory is %u bytes", h.total_bytes,
+        slm_err_set(err, "shared memory header: total_bytes %u but the memory is %u bytes", h.total_bytes,
                         bytes);
         return -EBADMSG;
     }
@@ -167,13 +167,13 @@ int slm_shm_check_header(const struct slm_shm_header *hp, uint32_t bytes, char e
                                                                {"cq_entries", h.cq_entries}};
     for (int i = 0; i < 2; i++) {
         if (!is_pow2(rings[i].v) || rings[i].v < SLM_SHM_MIN_ENTRIES || rings[i].v > SLM_SHM_MAX_ENTRIES) {
-            slm_ipc_err_set(err, "shared memory header: %s %u is not a power of two in [%u, %u]", rings[i].name,
+            slm_err_set(err, "shared memory header: %s %u is not a power of two in [%u, %u]", rings[i].name,
                             rings[i].v, SLM_SHM_MIN_ENTRIES, SLM_SHM_MAX_ENTRIES);
             return -EBADMSG;
         }
     }
     if (h.arena_bytes < SLM_SHM_MIN_ARENA || h.arena_bytes > SLM_SHM_MAX_ARENA) {
-        slm_ipc_err_set(err, "shared memory header: arena_bytes %u is outside [%u, %u]", h.arena_bytes,
+        slm_err_set(err, "shared memory header: arena_bytes %u is outside [%u, %u]", h.arena_bytes,
                         SLM_SHM_MIN_ARENA, SLM_SHM_MAX_ARENA);
         return -EBADMSG;
     }
@@ -184,12 +184,12 @@ int slm_shm_check_header(const struct slm_shm_header *hp, uint32_t bytes, char e
     };
     for (int i = 0; i < 3; i++) {
         if (r[i].off % SLM_SHM_MIN_REGION_ALIGN != 0) {
-            slm_ipc_err_set(err, "shared memory header: %s_off %llu is not aligned to %u bytes", r[i].name,
+            slm_err_set(err, "shared memory header: %s_off %llu is not aligned to %u bytes", r[i].name,
                             (unsigned long long)r[i].off, SLM_SHM_MIN_REGION_ALIGN);
             return -EBADMSG;
         }
         if (r[i].off < SLM_SHM_HEADER_BYTES || r[i].off + r[i].size > bytes) {
-            slm_ipc_err_set(err, "shared memory header: %s [%llu, +%llu) is outside [%u, %u)", r[i].name,
+            slm_err_set(err, "shared memory header: %s [%llu, +%llu) is outside [%u, %u)", r[i].name,
                             (unsigned long long)r[i].off, (unsigned long long)r[i].size, SLM_SHM_HEADER_BYTES,
                             bytes);
             return -EBADMSG;
@@ -198,7 +198,7 @@ int slm_shm_check_header(const struct slm_shm_header *hp, uint32_t bytes, char e
     for (int i = 0; i < 3; i++) {
         for (int j = i + 1; j < 3; j++) {
             if (r[i].off < r[j].off + r[j].size && r[j].off < r[i].off + r[i].size) {
-                slm_ipc_err_set(err, "shared memory header: %s and %s overlap", r[i].name, r[j].name);
+                slm_err_set(err, "shared memory header: %s and %s overlap", r[i].name, r[j].name);
                 return -EBADMSG;
             }
         }
@@ -214,29 +214,29 @@ int slm_shm_map(struct slm_shm *shm, int fd, uint32_t expected_bytes, char err[S
     struct stat st;
     if (fstat(fd, &st) != 0) {
         rc = -errno;
-        slm_ipc_err_set(err, "fstat of the shared memory fd: %s", strerror(errno));
+        slm_err_set(err, "fstat of the shared memory fd: %s", strerror(errno));
         goto err;
     }
     if (!S_ISREG(st.st_mode)) {
         rc = -EBADF;
-        slm_ipc_err_set(err, "the shared memory fd is not a memfd (not a regular file)");
+        slm_err_set(err, "the shared memory fd is not a memfd (not a regular file)");
         goto err;
     }
     if (st.st_size != (off_t)expected_bytes || expected_bytes < SLM_SHM_HEADER_BYTES) {
         rc = -EBADMSG;
-        slm_ipc_err_set(err, "the shared memory is %lld bytes, WELCOME said %u", (long long)st.st_size,
+        slm_err_set(err, "the shared memory is %lld bytes, WELCOME said %u", (long long)st.st_size,
                         expected_bytes);
         goto err;
     }
     int seals = fcntl(fd, F_GET_SEALS);
     if (seals < 0) {
         rc = -errno;
-        slm_ipc_err_set(err, "the shared memory fd has no seals (not a sealable memfd): %s", strerror(errno));
+        slm_err_set(err, "the shared memory fd has no seals (not a sealable memfd): %s", strerror(errno));
         goto err;
     }
     if ((seals & SEALS_REQUIRED) != SEALS_REQUIRED) {
         rc = -EPERM;
-        slm_ipc_err_set(err, "the shared memory is not sealed against resizing (seals 0x%x, need 0x%x)", seals,
+        slm_err_set(err, "the shared memory is not sealed against resizing (seals 0x%x, need 0x%x)", seals,
                         SEALS_REQUIRED);
         goto err;
     }

@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "err.h"
-#include "protocol.h"
-#include "ring.h"
+#include "common/err.h"
+#include "ipc/protocol.h"
+#include "ipc/ring.h"
 
 /* Limits. Ring sizes are rounded up to a power of two, then clamped; the arena is rounded up to
  * a whole page, then clamped. A request of 0 means the default. */

@@ -1,6 +1,6 @@
 /* ipc/wait.c - see wait.h for the two handshakes and why each fence is there. */
 #define _GNU_SOURCE
-#include "wait.h"
+#include "ipc/wait.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -29,12 +29,12 @@
 
 #include <stdint.h>
 
-#include "ring.h"
-#include "shm.h"
+#include "ipc/ring.h"
+#include "ipc/shm.h"
 
 /* How long the client polls the CQ before it sleeps. A token arrives every few ms under load,
  * so a short spin catches only back-to-back completions; longer spinning starves the daemon
- * on small machines (DESIGN.md). */
+ * on small machines (docs/architecture.md, "Why the rings look as they do"). */
 #define SLM_WAIT_SPIN_NS 20000
 
 /* Client: waits until the CQ has an entry. Spins for up to SLM_WAIT_SPIN_NS, then sleeps on the

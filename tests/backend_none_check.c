@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "check.h"
-#include "daemon/engine/backend.h"
-#include "daemon/log.h"
+#include "tests/check.h"
+#include "daemon/engine/backends/backend.h"
+#include "common/log.h"
 
 int main(void)
 {

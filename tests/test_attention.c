@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "tests/check.h"
 #include "kernels/cpu/dequant.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
@@ -27,7 +27,7 @@
 #define N_BLOCKS (MAX_CTX / BLOCK + 8)
 
 #define TEST_RNG_SEED 0x2545f4914f6cdd1dull
-#include "rng.h"
+#include "tests/rng.h"
 
 static int mismatches;
 

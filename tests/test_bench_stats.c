@@ -26,7 +26,7 @@
 
 #include "bench/lib/stats.h"
 #include "bench/lib/workload.h"
-#include "check.h"
+#include "tests/check.h"
 
 #define NEAR(got, want, what) near((double)(got), (double)(want), what, __LINE__)
 

@@ -13,7 +13,7 @@
 
 #include "daemon/engine/chat.h"
 
-#include "check.h"
+#include "tests/check.h"
 
 /* Decodes the golden file's escapes in place; returns the decoded length. */
 static size_t unescape(char *s)

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "tests/check.h"
 #include "daemon/config.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 static char dir[] = "/tmp/slm_test_config_XXXXXX";
 

@@ -1,5 +1,5 @@
 /* test_cuda_attention: kernels/cuda/attention.cu under the SIMT emulator against the CPU
- * backend's attention (daemon/engine/backend_cpu.c) on the same batches: the rotated q and k,
+ * backend's attention (daemon/engine/backends/cpu.c) on the same batches: the rotated q and k,
  * the K/V pool and the outputs bit for bit (the kernel follows the CPU's arithmetic), plus a
  * float64 reference of the same f16 inputs within the bound of that arithmetic; batch invariance (alone vs among others, decode
  * vs prefill: identical bits); bad arguments refused. */
@@ -13,7 +13,7 @@
 #include <vector>
 
 extern "C" {
-#include "daemon/engine/backend.h"
+#include "daemon/engine/backends/backend.h"
 #include "kernels/cpu/dequant.h"
 #include "kernels/cpu/ops.h"
 }

@@ -1,5 +1,5 @@
 /* test_cuda_attention_split: the flash-decoding kernel (kernels/cuda/attention_split.cu)
- * under the SIMT emulator against the CPU backend's attention (daemon/engine/backend_cpu.c)
+ * under the SIMT emulator against the CPU backend's attention (daemon/engine/backends/cpu.c)
  * on the same batches within a stated bound, plus a float64 reference of the same f16 inputs
  * with a tight bound; batch invariance (alone vs in a batch vs in a prefill chunk: identical
  * bits); contexts across partition boundaries; the [pos_lo, pos_hi) class bound (tokens
@@ -16,7 +16,7 @@
 #include <vector>
 
 extern "C" {
-#include "daemon/engine/backend.h"
+#include "daemon/engine/backends/backend.h"
 #include "kernels/cpu/dequant.h"
 #include "kernels/cpu/ops.h"
 }

@@ -1,4 +1,4 @@
-/* test_cuda_graphs: the CUDA backend's decode step graphs (daemon/engine/backend_cuda.c,
+/* test_cuda_graphs: the CUDA backend's decode step graphs (daemon/engine/backends/cuda/,
  * docs/cuda.md "CUDA graphs") under the SIMT emulator, on a tiny synthetic llama written here
  * as a GGUF file (2 layers, dim 128, 2 query heads and 1 KV head of 64, FFN 192, 300 tokens).
  *
@@ -35,9 +35,9 @@
 #include <unistd.h>
 
 extern "C" {
-#include "daemon/engine/backend.h"
+#include "daemon/engine/backends/backend.h"
 #include "daemon/engine/model.h"
-#include "daemon/log.h"
+#include "common/log.h"
 }
 #include "tests/check.h"
 #include "tests/rng.h"

@@ -1,4 +1,4 @@
-/* test_cuda_model: the CUDA backend (daemon/engine/backend_cuda.c) under the SIMT emulator,
+/* test_cuda_model: the CUDA backend (daemon/engine/backends/cuda/) under the SIMT emulator,
  * with the whole model (SmolLM2-135M-Instruct Q4_1 from $SLM_MODEL_DIR; skipped, 77, without it).
  *
  * 1. Greedy (issue 5's criterion): the first three prompts of tests/golden/smollm2_greedy.txt,
@@ -33,14 +33,14 @@
 #include <vector>
 
 extern "C" {
-#include "daemon/engine/backend.h"
+#include "daemon/engine/backends/backend.h"
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wshadow"   /* slm_engine_counts: a function named like its struct */
 #include "daemon/engine/engine.h"
 #pragma GCC diagnostic pop
 #include "daemon/engine/runner.h"
 #include "daemon/engine/tokenizer.h"
-#include "daemon/log.h"
+#include "common/log.h"
 }
 #include "tests/check.h"
 
@@ -191,7 +191,7 @@ struct run_ctx {
     std::vector<req_result> *res;
 };
 
-static void on_event(void *p, const struct slm_event *ev)
+static void on_event(void *p, const struct slm_engine_event *ev)
 {
     run_ctx *c = (run_ctx *)p;
     for (size_t i = 0; i < c->ids.size(); i++) {
@@ -301,7 +301,7 @@ struct samp_ctx {
     std::vector<samp_result> res;
 };
 
-static void on_samp_event(void *p, const struct slm_event *ev)
+static void on_samp_event(void *p, const struct slm_engine_event *ev)
 {
     samp_ctx *c = (samp_ctx *)p;
     for (size_t i = 0; i < c->ids.size(); i++) {

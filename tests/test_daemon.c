@@ -29,13 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "tests/check.h"
 #include "client/slm.h"
 #include "ipc/handshake.h"
 #include "ipc/ring.h"
 #include "ipc/shm.h"
 #include "ipc/wait.h"
-#include "rng.h"
+#include "tests/rng.h"
 
 #define N_CLIENTS 32
 #define N_PER 8

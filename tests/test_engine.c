@@ -16,11 +16,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "tests/check.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/runner.h"
 #include "daemon/engine/tokenizer.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #define N_REQ 64
 #define MAX_GEN 16
@@ -58,7 +58,7 @@ struct run_ctx {
     int n;
 };
 
-static void on_event(void *p, const struct slm_event *ev)
+static void on_event(void *p, const struct slm_engine_event *ev)
 {
     struct run_ctx *c = p;
     for (int i = 0; i < c->n; i++) {
@@ -173,7 +173,7 @@ static void *submit_thread(void *p)
 }
 
 /* Records events by request id (the index of the spec in a fresh engine). */
-static void on_event_by_id(void *p, const struct slm_event *ev)
+static void on_event_by_id(void *p, const struct slm_engine_event *ev)
 {
     struct result *res = p;
     struct result *r = &res[ev->id];
@@ -190,7 +190,7 @@ struct first_ctx {
     int got;
 };
 
-static void on_event_first(void *p, const struct slm_event *ev)
+static void on_event_first(void *p, const struct slm_engine_event *ev)
 {
     struct first_ctx *c = p;
     if (ev->id == c->id && ev->token >= 0) c->got = 1;
@@ -254,7 +254,7 @@ struct plp_run {
     int bad[4], done[4], n_gen[4], n_cached[4];
 };
 
-static void on_plp(void *p, const struct slm_event *ev)
+static void on_plp(void *p, const struct slm_engine_event *ev)
 {
     struct plp_run *c = p;
     for (int i = 0; i < 4; i++) {
@@ -437,7 +437,7 @@ int main(void)
             CHECK(id >= 0, "add with a stop string: %s", err);
             struct run_ctx c = {&rs, &id, 1};
             while (slm_engine_step(e, on_event, &c) > 0) {}
-            CHECK(rs.finish == SLM_FINISH_STOP, "stop string '%s': finish %d, expected STOP", stop, rs.finish);
+            CHECK(rs.finish == SLM_ENGINE_FINISH_STOP, "stop string '%s': finish %d, expected STOP", stop, rs.finish);
             CHECK(rs.text_len == cut && !memcmp(rs.text, base->text, (size_t)cut),
                   "stop string '%s': expected %d bytes (the text before it), got %d", stop, cut, rs.text_len);
             for (int g = 0; g < rs.n; g++) {
@@ -471,7 +471,7 @@ int main(void)
         int n_cancelled = 0, n_compared = 0;
         for (int i = 0; i < N_REQ; i++) {
             CHECK(th[i].done == 1, "threaded: request %d got %d finish events", i, th[i].done);
-            if (th[i].finish == SLM_FINISH_CANCELLED) {
+            if (th[i].finish == SLM_ENGINE_FINISH_CANCELLED) {
                 CHECK(i % 5 == 4, "threaded: request %d was cancelled but nobody cancelled it", i);
                 n_cancelled++;
                 continue;
@@ -517,7 +517,7 @@ int main(void)
         CHECK(id >= 0, "prompt of exactly the context: %s", err);
         struct run_ctx c = {&rf, &id, 1};
         while (id >= 0 && slm_engine_step(e, on_event, &c) > 0) {}
-        CHECK(rf.done && rf.n == 1 && rf.finish == SLM_FINISH_LENGTH,
+        CHECK(rf.done && rf.n == 1 && rf.finish == SLM_ENGINE_FINISH_LENGTH,
               "prompt of exactly the context: expected 1 token and LENGTH, got %d tokens, finish %d", rf.n, rf.finish);
         q.n_prompt = N_CTX + 1;
         CHECK(slm_engine_add(e, &q, err) == -E2BIG && strstr(err, "context"), "prompt past the context: %s", err);
@@ -527,7 +527,7 @@ int main(void)
 
     /* max_tokens: every request that finished with LENGTH generated exactly max_tokens. */
     for (int i = 0; i < N_REQ; i++)
-        if (together[i].finish == SLM_FINISH_LENGTH)
+        if (together[i].finish == SLM_ENGINE_FINISH_LENGTH)
             CHECK(together[i].n == sp[i].max_tokens, "request %d: LENGTH after %d tokens, max_tokens %d", i,
                   together[i].n, sp[i].max_tokens);
 

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "daemon/engine/gguf.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 static int failures;
 

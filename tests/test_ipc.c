@@ -38,7 +38,6 @@
 #include "ipc/ring.h"
 #include "ipc/shm.h"
 #include "ipc/wait.h"
-#include "daemon/log.h"   /* after ipc/err.h: a different SLM_ERR_LEN would be a redefinition */
 #include "tests/check.h"
 
 #define TEST_RNG_SEED 0x9e3779b97f4a7c15ull

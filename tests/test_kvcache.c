@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "daemon/engine/kvcache.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tests/check.h"
 
 static uint64_t rng_state;

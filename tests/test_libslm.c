@@ -13,7 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "tests/check.h"
 #include "client/slm.h"
 #include "ipc/arena.h"
 #include "ipc/handshake.h"

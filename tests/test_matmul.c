@@ -20,7 +20,7 @@
 static int failures;
 
 #define TEST_RNG_SEED 0x9e3779b97f4a7c15ull
-#include "rng.h"
+#include "tests/rng.h"
 
 /* Random weights of `type`: quantize random floats where a quantizer exists, else
  * random bytes with sane scales written over each block's leading half(s). */

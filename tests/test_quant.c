@@ -34,7 +34,7 @@ static int failures;
     } while (0)
 
 #define TEST_RNG_SEED 0x2545f4914f6cdd1dull
-#include "rng.h"
+#include "tests/rng.h"
 
 static uint32_t f32_bits(float f)
 {

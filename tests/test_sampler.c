@@ -16,9 +16,9 @@
 #include <time.h>
 
 #include "daemon/engine/sampler.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
-#include "check.h"
+#include "tests/check.h"
 
 /* Upper 1e-6 quantiles of chi-square with df = 1..11 degrees of freedom. */
 static const double chi2_1e6[] = {0, 23.928, 27.631, 30.665, 33.377, 35.888, 38.258,

@@ -18,9 +18,9 @@
 #include "daemon/engine/gguf.h"
 #include "daemon/engine/stop.h"
 #include "daemon/engine/tokenizer.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
-#include "check.h"
+#include "tests/check.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 static uint32_t rng_next(void)

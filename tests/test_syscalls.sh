@@ -3,7 +3,7 @@
 # streaming tokens makes no system call per token, on either side.
 #
 # (a) ring_bench --stream-only under `strace -f -ff -ttt`: slmd's server code (I/O thread
-#     "slmd-io", clients.c, the engine thread "slmd-engine" stepping bench/echo's producer)
+#     "slmd-io", conn.c, the engine thread "slmd-engine" stepping bench/echo's producer)
 #     streams 1e6 tokens to a libslm client in the same process. Counted: each thread's system
 #     calls inside the stream's window (the bench prints it, CLOCK_REALTIME = strace's clock).
 #     One call per token would be 1e6. Pass, on every thread: futex calls fewer than 0.02 per
@@ -22,7 +22,7 @@
 #       client: at most 2 per step (a futex wait, a spurious return) + 2 per 50 ms (libslm's
 #         sleep slice ends and it polls the socket for a hang-up) + 4;
 #       engine thread, its shared-futex FUTEX_WAKEs of the client (the only IPC call it
-#         makes): at most 1.5 per step + 2 (clients.c wakes a client once per step);
+#         makes): at most 1.5 per step + 2 (conn.c wakes a client once per step);
 #       I/O thread (slmd's main thread; it sleeps while nobody submits): at most 3 per 100 ms
 #         timer tick (epoll_wait, the timerfd's read) + 25 for taking the 8 submissions (the
 #         doorbell's wake-up and reads, the allocator's brk while tokenizing).

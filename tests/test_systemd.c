@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "tests/check.h"
 #include "client/slm.h"
 
 static char notify_path[108], sock_path[108], conf_path[128];

@@ -1,6 +1,6 @@
 /* bench/echo/echo_server.c - see echo_server.h. */
 #define _GNU_SOURCE
-#include "echo_server.h"
+#include "bench/echo/echo_server.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/server.h"
 
 struct echo_bench echo_bench;
@@ -92,7 +92,7 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
     struct echo_req **link = &e->reqs;
     while (*link) {
         struct echo_req *q = *link;
-        struct slm_event ev = {.id = q->id, .user = q->user, .token = -1, .n_prompt = q->n_prompt,
+        struct slm_engine_event ev = {.id = q->id, .user = q->user, .token = -1, .n_prompt = q->n_prompt,
                                .text = ECHO_TEXT, .text_len = (int)sizeof ECHO_TEXT - 1};
         int n = q->max_tokens - q->sent;
         if (n > 256) n = 256;
@@ -106,7 +106,7 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
         for (int i = 0; i < n && !q->cancelled; i++) {
             ev.token = q->sent;
             ev.n_generated = ++q->sent;
-            ev.finish = q->sent == q->max_tokens ? SLM_FINISH_LENGTH : SLM_FINISH_NONE;
+            ev.finish = q->sent == q->max_tokens ? SLM_ENGINE_FINISH_LENGTH : SLM_ENGINE_FINISH_NONE;
             if (echo_bench.pace_ns) {
                 int64_t t = echo_now_ns();
                 if (ev.token < echo_bench.n_stamp) echo_bench.stamp[ev.token] = t;
@@ -120,7 +120,7 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
         }
         if (q->cancelled && q->sent < q->max_tokens) {
             ev.token = -1;
-            ev.finish = SLM_FINISH_CANCELLED;
+            ev.finish = SLM_ENGINE_FINISH_CANCELLED;
             fn(ctx, &ev);
         } else if (q->sent < q->max_tokens) {
             link = &q->next;
@@ -159,7 +159,7 @@ int echo_server_start(const char *socket_path, int spin_us, const char *log_leve
     slm_log_set_level(log_level);
     snprintf(server.cfg.socket, sizeof server.cfg.socket, "%s", socket_path);
     server.cfg.spin_us = spin_us;
-    snprintf(server.model_path, sizeof server.model_path, "echo");
+    snprintf(server.svc.model_path, sizeof server.svc.model_path, "echo");
     server.ops = &echo_ops;
     server.ops_ctx = &echo;
     server.eo.n_ctx = 1 << 30;   /* max_tokens 0 means this many */

@@ -2,14 +2,14 @@
  * bench/echo/echo_server.h - slmd's server code with an echo producer in place of the engine,
  * for bench/ring_bench.c only (the IPC measured without a model). slmd cannot select it.
  *
- * slm_server_run (server.h) runs on a thread of its own, named "slmd-io", with clients.c and
+ * slm_server_run (server.h) runs on a thread of its own, named "slmd-io", with conn.c and
  * the I/O loop as slmd has them; the engine thread ("slmd-engine") steps the echo producer: a
  * request for N tokens (max_tokens) yields N token events, token id = its index, text " echo",
  * at most ECHO_CREDIT of them unread by the consumer (the completion ring's room), or one per
  * echo_bench.pace_ns. When it has no request it polls for one for spin-us, as the I/O thread
  * does, then sleeps: it stands for an engine that is busy stepping.
  *
- * Kept apart from ring_bench.c because the engine's struct slm_event and libslm's share a name.
+ * Kept apart from ring_bench.c: the daemon's server headers are not libslm's.
  */
 #ifndef SLM_BENCH_ECHO_SERVER_H
 #define SLM_BENCH_ECHO_SERVER_H

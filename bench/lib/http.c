@@ -1,5 +1,5 @@
 /*
- * bench/lib/http.c - a minimal HTTP/1.1 client for llama-server (target.h): one request per
+ * bench/lib/http.c - a minimal HTTP/1.1 client for llama-server (http.h): one request per
  * TCP connection ("Connection: close"), bodies with Content-Length, chunked or up to the
  * close, and the server-sent events of POST /completion with "stream": true.
  */
@@ -15,7 +15,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "bench/lib/target.h"
+#include <jansson.h>
+
+#include "bench/lib/http.h"
+#include "common/log.h"
 
 #define HEAD_MAX 16384
 
@@ -29,7 +32,7 @@ struct reader {
     size_t pos, len;
 };
 
-static int connect_to(const struct slm_bench_target *t, char *err)
+static int connect_to(const struct slm_bench_http_server *t, char *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *a;
     int rc = getaddrinfo(t->host, t->port, &hints, &res);
@@ -148,7 +151,7 @@ static int read_body(struct reader *rd, long long n, body_fn fn, void *ctx, char
 
 /* Sends request (head and body), reads the response and feeds its body to fn. The HTTP status
  * goes to *status. 0, or -errno. */
-static int exchange(const struct slm_bench_target *t, const char *request, size_t len, double timeout_s, int *status,
+static int exchange(const struct slm_bench_http_server *t, const char *request, size_t len, double timeout_s, int *status,
                     body_fn fn, void *ctx, char *err)
 {
     int fd = connect_to(t, err);
@@ -227,7 +230,7 @@ static int buffer_add(void *ctx, const char *bytes, size_t n, char *err)
     return 0;
 }
 
-int slm_bench_http_get(const struct slm_bench_target *t, const char *path, char **body, char *err)
+int slm_bench_http_get(const struct slm_bench_http_server *t, const char *path, char **body, char *err)
 {
     char req[512];
     int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n", path, t->host,
@@ -335,7 +338,7 @@ static int sse_bytes(void *ctx, const char *bytes, size_t n, char *err)
     return 0;
 }
 
-int slm_bench_http_complete(const struct slm_bench_target *t, const struct slm_bench_prompt *p,
+int slm_bench_http_complete(const struct slm_bench_http_server *t, double timeout_s, const struct slm_bench_prompt *p,
                             struct slm_bench_request *r, long *live_tokens, char *err)
 {
     json_t *o = json_object(), *prompt;
@@ -369,7 +372,7 @@ int slm_bench_http_complete(const struct slm_bench_target *t, const struct slm_b
     }
     struct sse s = {.r = r, .live_tokens = live_tokens, .status = 200};
     /* The status is known before the body: exchange fills s.status first, then feeds. */
-    int rc = exchange(t, req, (size_t)len, t->timeout_s, &s.status, sse_bytes, &s, err);
+    int rc = exchange(t, req, (size_t)len, timeout_s, &s.status, sse_bytes, &s, err);
     free(req);
     if (!rc && s.status != 200) {
         slm_err_set(err, "llama-server: HTTP %d: %.200s", s.status, s.body.p ? s.body.p : "");

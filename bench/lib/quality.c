@@ -1,6 +1,6 @@
 /* bench/lib/quality.c - see quality.h. */
 #define _GNU_SOURCE
-#include "quality.h"
+#include "bench/lib/quality.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -18,7 +18,7 @@
 #ifndef SLM_BENCH_QUALITY_H
 #define SLM_BENCH_QUALITY_H
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 struct slm_client;
 

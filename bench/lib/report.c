@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 static json_t *dist_json(const struct slm_bench_dist *d)
 {

@@ -1,5 +1,6 @@
 /*
- * bench/lib/stats.c - percentiles, goodput and throughput accounting of slm-bench (stats.h).
+ * bench/lib/stats.c - percentiles, goodput and throughput accounting of slm-bench, the clock and
+ * the token arrival record every target shares (stats.h).
  */
 #include "bench/lib/stats.h"
 
@@ -7,8 +8,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 double slm_bench_percentile(const double *sorted, size_t n, double p)
 {
@@ -164,5 +166,25 @@ int slm_bench_summarize(const struct slm_bench_request *reqs, size_t n, const st
         s->total_tokens_per_s = (double)(s->input_tokens + s->output_tokens) / s->span_s;
         s->goodput_per_s = s->good / s->span_s;
     }
+    return 0;
+}
+
+double slm_bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int slm_bench_request_token(struct slm_bench_request *r, double t, int *cap)
+{
+    if (r->n_output == *cap) {
+        int n = *cap ? 2 * *cap : 64;
+        double *p = realloc(r->token_times, (size_t)n * sizeof *p);
+        if (!p) return -ENOMEM;
+        r->token_times = p;
+        *cap = n;
+    }
+    r->token_times[r->n_output++] = t;
     return 0;
 }

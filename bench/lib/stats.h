@@ -71,4 +71,10 @@ int slm_bench_slo_parse(const char *text, struct slm_bench_slo *slo, char *err);
 int slm_bench_summarize(const struct slm_bench_request *reqs, size_t n, const struct slm_bench_slo *slo,
                         struct slm_bench_summary *s);
 
+/* Seconds on the monotonic clock. */
+double slm_bench_now(void);
+
+/* Appends one token arrival at time t to r (grows r->token_times). 0, or -ENOMEM. */
+int slm_bench_request_token(struct slm_bench_request *r, double t, int *cap);
+
 #endif

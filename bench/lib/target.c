@@ -18,26 +18,6 @@ struct slm_bench_conn {
     struct slm_client *c;      /* slmd */
 };
 
-double slm_bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-int slm_bench_request_token(struct slm_bench_request *r, double t, int *cap)
-{
-    if (r->n_output == *cap) {
-        int n = *cap ? 2 * *cap : 64;
-        double *p = realloc(r->token_times, (size_t)n * sizeof *p);
-        if (!p) return -ENOMEM;
-        r->token_times = p;
-        *cap = n;
-    }
-    r->token_times[r->n_output++] = t;
-    return 0;
-}
-
 int slm_bench_url_parse(const char *url, struct slm_bench_target *t, char *err)
 {
     const char *p = url;
@@ -52,16 +32,16 @@ int slm_bench_url_parse(const char *url, struct slm_bench_target *t, char *err)
         host_end = p + strcspn(p, ":/");
         p = host_end;
     }
-    if (host_end == host || (size_t)(host_end - host) >= sizeof t->host || *p != ':') goto bad;
+    if (host_end == host || (size_t)(host_end - host) >= sizeof t->http.host || *p != ':') goto bad;
     const char *port = ++p;
     size_t np = strspn(port, "0123456789");
-    if (np == 0 || np >= sizeof t->port || (port[np] && strcmp(port + np, "/") != 0)) goto bad;
+    if (np == 0 || np >= sizeof t->http.port || (port[np] && strcmp(port + np, "/") != 0)) goto bad;
     long v = strtol(port, NULL, 10);
     if (v < 1 || v > 65535) goto bad;
-    memcpy(t->host, host, (size_t)(host_end - host));
-    t->host[host_end - host] = 0;
-    memcpy(t->port, port, np);
-    t->port[np] = 0;
+    memcpy(t->http.host, host, (size_t)(host_end - host));
+    t->http.host[host_end - host] = 0;
+    memcpy(t->http.port, port, np);
+    t->http.port[np] = 0;
     return 0;
 bad:
     slm_err_set(err, "--url: '%s' is not http://HOST:PORT", url);
@@ -95,7 +75,7 @@ static json_t *describe_slmd(struct slm_bench_target *t, char *err)
 static json_t *describe_llama_server(struct slm_bench_target *t, char *err)
 {
     char *props_text = NULL, *models_text = NULL;
-    if (slm_bench_http_get(t, "/props", &props_text, err)) return NULL;
+    if (slm_bench_http_get(&t->http, "/props", &props_text, err)) return NULL;
     json_t *props = json_loads(props_text, 0, NULL);
     free(props_text);
     if (!json_is_object(props)) {
@@ -112,7 +92,7 @@ static json_t *describe_llama_server(struct slm_bench_target *t, char *err)
     if ((v = json_object_get(json_object_get(props, "default_generation_settings"), "n_ctx")))
         json_object_set(out, "n_ctx_per_slot", v);
     json_decref(props);
-    if (!slm_bench_http_get(t, "/v1/models", &models_text, err)) {
+    if (!slm_bench_http_get(&t->http, "/v1/models", &models_text, err)) {
         json_t *models = json_loads(models_text, 0, NULL);
         json_t *meta = json_object_get(json_array_get(json_object_get(models, "data"), 0), "meta");
         if ((v = json_object_get(meta, "n_vocab")) && json_is_integer(v)) {
@@ -225,5 +205,5 @@ int slm_bench_conn_run(struct slm_bench_conn *c, const struct slm_bench_prompt *
                        long *live_tokens, char *err)
 {
     if (c->t->kind == SLM_BENCH_SLMD) return slmd_run(c, p, r, live_tokens, err);
-    return slm_bench_http_complete(c->t, p, r, live_tokens, err);
+    return slm_bench_http_complete(&c->t->http, c->t->timeout_s, p, r, live_tokens, err);
 }

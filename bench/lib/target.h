@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "bench/lib/http.h"
 #include "bench/lib/stats.h"
 #include "bench/lib/workload.h"
 
@@ -24,17 +25,13 @@ enum slm_bench_kind { SLM_BENCH_SLMD = 1, SLM_BENCH_LLAMA_SERVER = 2 };
 struct slm_bench_target {
     enum slm_bench_kind kind;
     const char *socket;        /* slmd: its socket (NULL: $SLM_SOCKET or the default) */
-    char host[256];            /* llama-server: from the URL */
-    char port[8];
+    struct slm_bench_http_server http;   /* llama-server: host and port from the URL */
     double timeout_s;          /* per request */
     int n_vocab;               /* filled by slm_bench_target_describe (0: unknown) */
 };
 
-/* Seconds on the monotonic clock. */
-double slm_bench_now(void);
-
 /* Parses http://HOST:PORT (a trailing / allowed; HOST a name, an IPv4 address or [IPv6]) into
- * t->host and t->port. 0, or -EINVAL with one line in err[SLM_ERR_LEN]. */
+ * t->http.host and t->http.port. 0, or -EINVAL with one line in err[SLM_ERR_LEN]. */
 int slm_bench_url_parse(const char *url, struct slm_bench_target *t, char *err);
 
 /* What the server says about itself (slmd: slm_info; llama-server: GET /props and
@@ -55,17 +52,5 @@ int slm_bench_conn_run(struct slm_bench_conn *c, const struct slm_bench_prompt *
                        long *live_tokens, char *err);
 
 void slm_bench_conn_close(struct slm_bench_conn **c);
-
-/* ---- llama-server (http.c) */
-
-/* GET path on host:port; the body (malloc'd, NUL-terminated) in *body. 0, or -errno. */
-int slm_bench_http_get(const struct slm_bench_target *t, const char *path, char **body, char *err);
-
-/* One streaming completion (see slm_bench_conn_run). */
-int slm_bench_http_complete(const struct slm_bench_target *t, const struct slm_bench_prompt *p,
-                            struct slm_bench_request *r, long *live_tokens, char *err);
-
-/* Appends one token arrival at time t to r (grows r->token_times). 0, or -ENOMEM. */
-int slm_bench_request_token(struct slm_bench_request *r, double t, int *cap);
 
 #endif

@@ -19,7 +19,7 @@
 
 #include <stdint.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 #define SLM_BENCH_FIRST_ID 256      /* past byte and special tokens of common vocabularies */
 #define SLM_BENCH_LAST_ID 32000

@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "app.h"
-#include "json.h"
+#include "client/cli/app.h"
+#include "client/cli/json.h"
 
 #define POLL_MS 100           /* how often the stream loop looks at the signal flag */
 #define CANCEL_WAIT_MS 5000   /* how long it waits for a cancelled request's DONE */

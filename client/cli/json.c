@@ -1,5 +1,5 @@
 /* client/cli/json.c - see json.h. */
-#include "json.h"
+#include "client/cli/json.h"
 
 #include <math.h>
 #include <string.h>

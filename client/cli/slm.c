@@ -14,10 +14,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "app.h"
-#include "daemon/cli.h"
-#include "daemon/log.h"
-#include "json.h"
+#include "client/cli/app.h"
+#include "client/cli/json.h"
+#include "common/err.h"
+#include "common/parse.h"
 
 #ifndef SLM_VERSION
 #define SLM_VERSION "unknown"
@@ -247,7 +247,7 @@ const char *slm_app_text_arg(const struct slm_app *a, const char *arg, char **ow
     *owned = NULL;
     if (strcmp(arg, "-") != 0) return arg;
     char err[SLM_ERR_LEN];
-    *owned = slm_cli_read_all(stdin, err);
+    *owned = slm_read_all(stdin, err);
     if (!*owned) fprintf(stderr, "%s: %s\n", a->prog, err);
     return *owned;
 }
@@ -329,7 +329,7 @@ static int cmd_detokenize(struct slm_app *a)
         char *list = a->args[i];
         if (!strcmp(list, "-")) {
             free(owned);
-            if (!(list = owned = slm_cli_read_all(stdin, err))) {
+            if (!(list = owned = slm_read_all(stdin, err))) {
                 fprintf(stderr, "%s: %s\n", a->prog, err);
                 status = SLM_EXIT_ERROR;
                 goto out;

@@ -5,7 +5,7 @@
  * logprobs; only prompt-logprob rows, and rows whose sampler cannot be exported
  * (slm_sampler_window's -ENOMEM), come to the host, where sampler.c samples them as before.
  * The logits rows of a step are ordered device rows first, then each plan entry's host rows. */
-#include "engine.h"
+#include "daemon/engine/engine.h"
 
 #include <errno.h>
 #include <math.h>
@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/log.h"
-#include "kvcache.h"
-#include "tokenizer.h"
+#include "common/log.h"
+#include "daemon/engine/kvcache.h"
+#include "daemon/engine/tokenizer.h"
 
 struct req {
     int64_t id;
@@ -447,7 +447,7 @@ static int stops(const struct slm_engine *e, const struct req *r, int32_t id)
 }
 
 /* Reports ev for reqs[k]; ends the request (blocks freed) when ev->finish is set. */
-static void report(struct slm_engine *e, int k, struct slm_event *ev, slm_engine_event_fn fn, void *ctx)
+static void report(struct slm_engine *e, int k, struct slm_engine_event *ev, slm_engine_event_fn fn, void *ctx)
 {
     struct req *r = e->reqs[k];
     ev->id = r->id;
@@ -465,7 +465,7 @@ static void report(struct slm_engine *e, int k, struct slm_event *ev, slm_engine
 /* The text token id adds to r's output, through the stop-string matcher; at the end (why set)
  * the held-back bytes too. Returns the length in out; *why becomes STOP on a match. */
 static size_t emit_text(const struct slm_engine *e, struct req *r, int32_t id, int is_stop_token,
-                        enum slm_finish *why, char *out, size_t cap)
+                        enum slm_engine_finish *why, char *out, size_t cap)
 {
     char piece[512];
     size_t n = 0, k;
@@ -473,7 +473,7 @@ static size_t emit_text(const struct slm_engine *e, struct req *r, int32_t id, i
     if (len < 0) len = 0;
     if ((size_t)len > sizeof piece) len = (int)sizeof piece;
     int matched = slm_stop_push(&r->stop, piece, (size_t)len, out, cap, &n) == 1;
-    if (!matched && *why != SLM_FINISH_NONE) {
+    if (!matched && *why != SLM_ENGINE_FINISH_NONE) {
         len = slm_detok_flush(&r->detok, piece, sizeof piece);
         matched = slm_stop_push(&r->stop, piece, (size_t)(len > 0 ? len : 0), out + n, cap - n, &k) == 1;
         n += k;
@@ -482,7 +482,7 @@ static size_t emit_text(const struct slm_engine *e, struct req *r, int32_t id, i
             n += f > 0 ? (size_t)f : 0;
         }
     }
-    if (matched) *why = SLM_FINISH_STOP;
+    if (matched) *why = SLM_ENGINE_FINISH_STOP;
     return n;
 }
 
@@ -499,7 +499,7 @@ static void report_plp(struct slm_engine *e, const struct plan *pl, const float 
             lp[i].logprob = NAN;   /* logits with NaN: said, not hidden */
     }
     r->plp_next = pl->plp_first + pl->n_plp + 1;
-    struct slm_event ev = {.token = -1, .n_prompt_lp = pl->n_plp, .prompt_lp = lp, .prompt_lp_first = pl->plp_first + 1};
+    struct slm_engine_event ev = {.token = -1, .n_prompt_lp = pl->n_plp, .prompt_lp = lp, .prompt_lp_first = pl->plp_first + 1};
     report(e, pl->k, &ev, fn, ctx);
 }
 
@@ -517,7 +517,7 @@ static void reap_cancelled(struct slm_engine *e, slm_engine_event_fn fn, void *c
 {
     for (int k = 0; k < e->n_reqs; k++)
         if (e->reqs[k] && e->reqs[k]->cancelled) {
-            struct slm_event ev = {.token = -1, .finish = SLM_FINISH_CANCELLED};
+            struct slm_engine_event ev = {.token = -1, .finish = SLM_ENGINE_FINISH_CANCELLED};
             report(e, k, &ev, fn, ctx);
         }
     compact(e);
@@ -625,11 +625,11 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         r->tokens[r->n_tokens++] = id;
         r->n_gen++;
         int is_stop = stops(e, r, id);
-        enum slm_finish why = is_stop ? SLM_FINISH_STOP
-                              : r->n_gen >= r->max_tokens || r->n_tokens >= e->o.n_ctx ? SLM_FINISH_LENGTH
-                                                                                         : SLM_FINISH_NONE;
+        enum slm_engine_finish why = is_stop ? SLM_ENGINE_FINISH_STOP
+                              : r->n_gen >= r->max_tokens || r->n_tokens >= e->o.n_ctx ? SLM_ENGINE_FINISH_LENGTH
+                                                                                         : SLM_ENGINE_FINISH_NONE;
         struct slm_logprob top[SLM_LOGPROBS_MAX];
-        struct slm_event ev = {.token = id};
+        struct slm_engine_event ev = {.token = id};
         if (r->logprobs > 0 && row) {
             int nt2 = slm_logprobs_top(row, (int)nv, id, r->logprobs, &ev.logprob, top);
             ev.n_top = nt2 > 0 ? nt2 : 0;

@@ -1,5 +1,6 @@
 /*
- * daemon/engine/engine.h - continuous batching over the paged KV cache (issue 3, first part).
+ * daemon/engine/engine.h - continuous batching over the paged KV cache; the public header of the
+ * engine library (docs/architecture.md, "Layers").
  *
  * Requests (prompt token ids, sampling, limits) are added; each slm_engine_step() builds one
  * batch: the next token of every running sequence, then prefill chunks of waiting prompts up
@@ -26,9 +27,9 @@
 
 #include <stdint.h>
 
-#include "model.h"
-#include "sampler.h"
-#include "stop.h"
+#include "daemon/engine/model.h"
+#include "daemon/engine/sampler.h"
+#include "daemon/engine/stop.h"
 
 struct slm_engine;
 struct slm_tokenizer;
@@ -61,13 +62,13 @@ struct slm_request {
     void *user;              /* the caller's; handed back in every event of this request */
 };
 
-enum slm_finish { SLM_FINISH_NONE = 0, SLM_FINISH_STOP, SLM_FINISH_LENGTH, SLM_FINISH_CANCELLED };
+enum slm_engine_finish { SLM_ENGINE_FINISH_NONE = 0, SLM_ENGINE_FINISH_STOP, SLM_ENGINE_FINISH_LENGTH, SLM_ENGINE_FINISH_CANCELLED };
 
-struct slm_event {
+struct slm_engine_event {
     int64_t id;
     void *user;            /* slm_request.user */
     int32_t token;         /* -1 when the event only finishes the request */
-    enum slm_finish finish;
+    enum slm_engine_finish finish;
     int n_prompt;          /* usage, with the finish */
     int n_cached;          /* prompt tokens served from the prefix cache (last admission) */
     int n_generated;
@@ -84,7 +85,7 @@ struct slm_event {
     const struct slm_logprob *prompt_lp;
 };
 
-typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_event *ev);
+typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_engine_event *ev);
 
 /* Bytes of KV cache one block of block_size tokens takes for model m (K and V, every layer, f16). */
 size_t slm_engine_block_bytes(const struct slm_model *m, int block_size);
@@ -99,7 +100,7 @@ void slm_engine_destroy(struct slm_engine **e);
 int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *r, char *err);
 
 /* Cancels a queued or running request: its blocks are freed at once (even while a step's
- * forward pass runs) and a finish event with SLM_FINISH_CANCELLED is reported by the next
+ * forward pass runs) and a finish event with SLM_ENGINE_FINISH_CANCELLED is reported by the next
  * step. -ENOENT if unknown, finished or already cancelled. */
 int slm_engine_cancel(struct slm_engine *e, int64_t id);
 

@@ -13,7 +13,7 @@
  *   offset, and data inside the file that overlaps no other tensor's.
  */
 #define _GNU_SOURCE
-#include "gguf.h"
+#include "daemon/engine/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>

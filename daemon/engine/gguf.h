@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../log.h"
+#include "common/log.h"
 
 /* GGUF metadata value types. */
 enum slm_gguf_vtype {

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 struct kv_seq {
     int live;

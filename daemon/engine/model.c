@@ -1,6 +1,6 @@
 /* daemon/engine/model.c - see model.h. The forward pass leaves the logits in backend
  * memory; the caller copies the rows it wants to the host or samples them there. */
-#include "model.h"
+#include "daemon/engine/model.h"
 
 #include <errno.h>
 #include <math.h>

@@ -9,8 +9,8 @@
 #ifndef SLM_ENGINE_MODEL_H
 #define SLM_ENGINE_MODEL_H
 
-#include "backend.h"
-#include "gguf.h"
+#include "daemon/engine/backends/backend.h"
+#include "daemon/engine/gguf.h"
 
 enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2 };
 

@@ -1,5 +1,5 @@
 /* daemon/engine/runner.c - see runner.h. */
-#include "runner.h"
+#include "daemon/engine/runner.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
 #ifndef SLM_ENGINE_RUNNER_H
 #define SLM_ENGINE_RUNNER_H
 
-#include "model.h"
+#include "daemon/engine/model.h"
 
 struct slm_runner;
 

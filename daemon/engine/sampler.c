@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "kernels/rng.h"
 
 struct candidate {

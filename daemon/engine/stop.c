@@ -16,7 +16,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 /* 1 when the n bytes at p are well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 static int utf8_valid(const unsigned char *p, size_t n)

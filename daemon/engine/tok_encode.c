@@ -1,7 +1,8 @@
 /* daemon/engine/tok_encode.c - encoding: special-token partition, GPT-2 byte-level BPE with
  * the PCRE2 pre-tokenizers, SentencePiece-style BPE; see tokenizer.c and docs/tokenizer.md. */
 #define _GNU_SOURCE
-#include "tok_internal.h"
+#include "daemon/engine/tok_internal.h"
+#include "daemon/engine/tokenizer.h"
 
 /* ---------------------------------------------------------------- output and scratch */
 

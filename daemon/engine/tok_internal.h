@@ -5,7 +5,8 @@
 #ifndef SLM_ENGINE_TOK_INTERNAL_H
 #define SLM_ENGINE_TOK_INTERNAL_H
 
-#include "tokenizer.h"
+#include "common/err.h"
+#include "daemon/engine/gguf.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -7,7 +7,8 @@
  * UTF + UCP mode.
  */
 #define _GNU_SOURCE
-#include "tok_internal.h"
+#include "daemon/engine/tokenizer.h"
+#include "daemon/engine/tok_internal.h"
 
 /* ---------------------------------------------------------------- create / destroy */
 

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gguf.h"
+#include "daemon/engine/gguf.h"
 
 struct slm_tokenizer;
 

@@ -1,6 +1,6 @@
 /* kernels/cpu/dequant.c - scalar conversions and row dequantization (see dequant.h). */
-#include "dequant.h"
-#include "qunpack.h"
+#include "kernels/cpu/dequant.h"
+#include "kernels/cpu/qunpack.h"
 
 #include <errno.h>
 #include <string.h>

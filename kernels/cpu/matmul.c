@@ -1,11 +1,11 @@
 /* kernels/cpu/matmul.c - see matmul.h. */
-#include "matmul.h"
+#include "kernels/cpu/matmul.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "dequant.h"
+#include "kernels/cpu/dequant.h"
 
 /* Rows per unit of work handed to a thread; a multiple of the tile height. */
 #define CHUNK_ROWS 32

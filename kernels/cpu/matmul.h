@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "threadpool.h"
+#include "kernels/cpu/threadpool.h"
 
 /*
  * How a weight matrix is laid out in memory.

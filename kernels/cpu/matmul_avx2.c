@@ -9,13 +9,13 @@
  * The integer dot of one block is exact (maddubs cannot saturate: |u4 * s8| * 2 < 2^15,
  * |s8 * s8| * 2 < 2^15), so the only rounding is in that fixed float sequence.
  */
-#include "matmul.h"
+#include "kernels/cpu/matmul.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-#include "dequant.h"
+#include "kernels/cpu/dequant.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -253,7 +253,7 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 
 #define q8_sum4(abs_w, w, s) dot_us8((abs_w), _mm256_sign_epi8((s), (w)))
 
-#include "matmul_x8.h"
+#include "kernels/cpu/matmul_x8.h"
 
 #define X8_REST_CASES X8_CASES_0
 X8_DEFINE_TIER(slm_cpu_x8_avx2)

@@ -7,19 +7,19 @@
  * the CPU. vpdpbusd adds the exact integer dot of each 4-byte group, so the results are
  * bit-identical with the AVX2 tiles of matmul_avx2.c.
  */
-#include "matmul.h"
+#include "kernels/cpu/matmul.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#include "dequant.h"
+#include "kernels/cpu/dequant.h"
 
 #define X8_CMAX 3
 #define q4_sum4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 
 #define q8_sum4(abs_w, w, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (abs_w), _mm256_sign_epi8((s), (w)))
 
-#include "matmul_x8.h"
+#include "kernels/cpu/matmul_x8.h"
 
 #define X8_REST_CASES X8_CASES_3
 X8_DEFINE_TIER(slm_cpu_x8_avx512)

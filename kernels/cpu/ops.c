@@ -1,11 +1,11 @@
 /* kernels/cpu/ops.c - see ops.h. */
-#include "ops.h"
+#include "kernels/cpu/ops.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "dequant.h"
-#include "matmul.h"
+#include "kernels/cpu/dequant.h"
+#include "kernels/cpu/matmul.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -11,11 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../quant.h"
-
-/* Lanes of RMSNorm's double sum of squares: lane l adds elements l, l + LANES, ... in order,
- * then lanes l and l + w are added for w = LANES / 2, ..., 1 (the CUDA kernel's warp). */
-#define SLM_RMSNORM_LANES 32
+#include "kernels/numerics.h"
+#include "kernels/quant.h"
 
 /* out (dim) = x / sqrt(mean(x^2) + eps) * gamma; out may equal x. The mean's sum is taken in
  * SLM_RMSNORM_LANES double lanes (above). */

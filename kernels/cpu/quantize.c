@@ -5,7 +5,7 @@
  * round half to even (nearbyintf under the default rounding mode), which is what the
  * SIMD quantizers do with one instruction.
  */
-#include "dequant.h"
+#include "kernels/cpu/dequant.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,6 +1,6 @@
 /* kernels/cpu/threadpool.c - see threadpool.h. */
 #define _GNU_SOURCE
-#include "threadpool.h"
+#include "kernels/cpu/threadpool.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -5,8 +5,8 @@
  * across blocks is in a fixed order (below, and per K-quant). Float weight types
  * accumulate in double.
  */
-#include "dequant.h"
-#include "qunpack.h"
+#include "kernels/cpu/dequant.h"
+#include "kernels/cpu/qunpack.h"
 
 #include <math.h>
 #include <string.h>

@@ -21,7 +21,7 @@
  * launcher says "device layout" (slm_cuda_matvec_q8, slm_cuda_embed_device_layout): then as
  * slm_cuda_to_device_layout writes them (layout.cu, below).
  *
- * Batch invariance (DESIGN.md, "Engine"): in every kernel here an output element's
+ * Batch invariance (docs/numerics.md): in every kernel here an output element's
  * arithmetic, and its order, depend only on that element's own inputs and on the sizes
  * of the weight (rows, cols, dim), never on how many tokens the call carries or where a
  * token sits among them. The GEMV path and the GEMM path of a matmul differ from each

@@ -11,9 +11,9 @@
  * SwiGLU: g / (1 + expf_poly(-g)) * up with the CPU's exp polynomial (cpu_math.cuh).
  * The element-wise ops: 256 threads per block, grid-stride loops, one element per step.
  */
-#include "kernels/cpu/ops.h"
 #include "kernels/cuda/cpu_math.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/numerics.h"
 
 #define OPS_THREADS 256
 #define OPS_WARPS (OPS_THREADS / 32)

@@ -1,13 +1,13 @@
 /*
- * daemon/backend.h - picks slmd's compute backend (`backend = auto|cpu|cuda`), shared by
- * `slmd serve` and `slmd run`.
+ * daemon/engine/backends/select.h - picks the compute backend by name (`backend =
+ * auto|cpu|cuda`), for `slmd serve`, `slmd run` and the benchmarks.
  */
-#ifndef SLM_DAEMON_BACKEND_H
-#define SLM_DAEMON_BACKEND_H
+#ifndef SLM_BACKENDS_SELECT_H
+#define SLM_BACKENDS_SELECT_H
 
 #include <stdint.h>
 
-#include "engine/backend.h"
+#include "daemon/engine/backends/backend.h"
 
 /*
  * The backend named `name`: "cpu" (threads CPU threads, 0 = all online CPUs), "cuda" (device
@@ -16,10 +16,10 @@
  * emulator), else cpu, with a log line saying which and why. NULL with err on failure,
  * e.g. "backend cuda: no CUDA device (...)".
  */
-struct slm_backend *slm_daemon_backend_create(const char *name, int threads, double gpu_fraction, char *err);
+struct slm_backend *slm_backend_select(const char *name, int threads, double gpu_fraction, char *err);
 
 /* The most KV cache bytes the backend can hold: for cuda its budget
  * (slm_backend_cuda_kv_budget), for cpu UINT64_MAX (the callers apply their RAM rule). */
-uint64_t slm_daemon_kv_limit(struct slm_backend *be);
+uint64_t slm_backend_kv_limit(struct slm_backend *be);
 
 #endif

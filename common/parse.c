@@ -1,14 +1,12 @@
-/* daemon/cli.c - see cli.h. */
-#define _GNU_SOURCE
-#include "cli.h"
+/* common/parse.c - see parse.h. */
+#include "common/parse.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "log.h"
+#include "common/err.h"
 
 int slm_parse_int(const char *text, long long lo, long long hi, long long *out, char *err)
 {
@@ -75,59 +73,7 @@ int slm_parse_size(const char *text, unsigned long long lo, unsigned long long h
     return 0;
 }
 
-/* Prints "slmd: NAME: reason" when rc says the parse failed. */
-static int cli_report(const char *name, int rc, const char *err)
-{
-    if (rc) fprintf(stderr, "slmd: %s: %s\n", name, err);
-    return rc;
-}
-
-int slm_cli_int(const char *name, const char *text, long long lo, long long hi, long long *out)
-{
-    char err[SLM_ERR_LEN];
-    return cli_report(name, slm_parse_int(text, lo, hi, out, err), err);
-}
-
-int slm_cli_size(const char *name, const char *text, unsigned long long lo, unsigned long long hi,
-                 unsigned long long *out)
-{
-    char err[SLM_ERR_LEN];
-    return cli_report(name, slm_parse_size(text, lo, hi, out, err), err);
-}
-
-int slm_cli_float(const char *name, const char *text, double lo, double hi, double *out)
-{
-    char err[SLM_ERR_LEN];
-    return cli_report(name, slm_parse_float(text, lo, hi, out, err), err);
-}
-
-int slm_cli_model_path(const char *given, char *path, size_t cap, char *err)
-{
-    if (given) {
-        if ((size_t)snprintf(path, cap, "%s", given) >= cap) {
-            slm_err_set(err, "--model: path too long");
-            return -ENAMETOOLONG;
-        }
-        return 0;
-    }
-    const char *dir = getenv("SLM_MODEL_DIR");
-    const char *home = getenv("HOME");
-    int n;
-    if (dir && *dir) n = snprintf(path, cap, "%s/%s", dir, SLM_DEFAULT_MODEL);
-    else n = snprintf(path, cap, "%s/.cache/slmd/models/%s", home ? home : "", SLM_DEFAULT_MODEL);
-    if (n < 0 || (size_t)n >= cap) {
-        slm_err_set(err, "model path too long");
-        return -ENAMETOOLONG;
-    }
-    if (access(path, R_OK) != 0) {
-        slm_err_set(err, "the default model %s is not there; fetch it with packaging/fetch-models.sh or pass "
-                    "--model FILE", path);
-        return -ENOENT;
-    }
-    return 0;
-}
-
-char *slm_cli_read_all(FILE *f, char *err)
+char *slm_read_all(FILE *f, char *err)
 {
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);

@@ -1,5 +1,5 @@
 /*
- * daemon/engine/backend_cpu.c - the CPU backend: the ops table over kernels/cpu.
+ * daemon/engine/backends/cpu.c - the CPU backend: the ops table over kernels/cpu.
  *
  * Weights stay in the GGUF mapping, except the matrices the fast kernels read better
  * repacked (kernels/cpu/matmul.h, the X8 layout): those get a copy in that layout,
@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "daemon/log.h"
+#include "daemon/engine/backends/backend.h"
+#include "common/log.h"
 #include "kernels/cpu/dequant.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"

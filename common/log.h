@@ -1,16 +1,16 @@
 /*
- * daemon/log.h - leveled logging to stderr.
+ * common/log.h - leveled logging to stderr, for the daemon, the engine and the tools.
  *
  * Under the journal (JOURNAL_STREAM matches stderr) each line gets an sd-daemon
  * priority prefix (<3>..<7>); otherwise a timestamp and the level's name.
  * slm_log() checks the level before formatting anything.
  */
-#ifndef SLM_DAEMON_LOG_H
-#define SLM_DAEMON_LOG_H
+#ifndef SLM_COMMON_LOG_H
+#define SLM_COMMON_LOG_H
 
 #include <stdarg.h>
 
-#define SLM_ERR_LEN 256   /* size of a caller-owned error buffer */
+#include "common/err.h"
 
 enum slm_log_level {
     SLM_LOG_ERR = 3,
@@ -31,8 +31,5 @@ void slm_log_write(int level, const char *fmt, ...) __attribute__((format(printf
     do {                                                                      \
         if ((level) <= slm_log_level) slm_log_write((level), __VA_ARGS__);    \
     } while (0)
-
-/* snprintf into a caller-owned err[SLM_ERR_LEN]; a NULL err is allowed. */
-void slm_err_set(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

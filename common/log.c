@@ -1,6 +1,6 @@
-/* daemon/log.c - see log.h. */
+/* common/log.c - see log.h. */
 #define _GNU_SOURCE
-#include "log.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -61,13 +61,4 @@ void slm_log_write(int level, const char *fmt, ...)
     localtime_r(&ts.tv_sec, &tm);
     fprintf(stderr, "%02d:%02d:%02d.%03ld slmd %s: %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
             ts.tv_nsec / 1000000, level_names[level], msg);
-}
-
-void slm_err_set(char *err, const char *fmt, ...)
-{
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, SLM_ERR_LEN, fmt, ap);
-    va_end(ap);
 }

@@ -1,11 +1,11 @@
-/* daemon/backend.c - see backend.h. */
-#include "backend.h"
+/* daemon/engine/backends/select.c - see select.h. */
+#include "daemon/engine/backends/select.h"
 
 #include <string.h>
 
-#include "log.h"
+#include "common/log.h"
 
-struct slm_backend *slm_daemon_backend_create(const char *name, int threads, double gpu_fraction, char *err)
+struct slm_backend *slm_backend_select(const char *name, int threads, double gpu_fraction, char *err)
 {
     char why[SLM_ERR_LEN] = "";
     if (!strcmp(name, "cuda")) {
@@ -18,7 +18,7 @@ struct slm_backend *slm_daemon_backend_create(const char *name, int threads, dou
             slm_log(SLM_LOG_INFO, "backend auto: this slmd's CUDA backend is the SIMT emulator; using the CPU "
                     "(backend cuda selects the emulator)");
         else if (slm_backend_cuda_devices(why) > 0)
-            return slm_daemon_backend_create("cuda", threads, gpu_fraction, err);
+            return slm_backend_select("cuda", threads, gpu_fraction, err);
         else
             slm_log(SLM_LOG_INFO, "backend auto: %s; using the CPU backend", why);
     } else if (strcmp(name, "cpu")) {
@@ -28,7 +28,7 @@ struct slm_backend *slm_daemon_backend_create(const char *name, int threads, dou
     return slm_backend_cpu_create(threads, err);
 }
 
-uint64_t slm_daemon_kv_limit(struct slm_backend *be)
+uint64_t slm_backend_kv_limit(struct slm_backend *be)
 {
     if (strcmp(be->ops->name, "cuda")) return UINT64_MAX;
     return slm_backend_cuda_kv_budget(be);

@@ -1,10 +1,10 @@
-/* ipc/err.c - see err.h. */
-#include "err.h"
+/* common/err.c - see err.h. */
+#include "common/err.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 
-void slm_ipc_err_set(char *err, const char *fmt, ...)
+void slm_err_set(char *err, const char *fmt, ...)
 {
     if (!err) return;
     va_list ap;

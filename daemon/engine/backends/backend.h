@@ -1,5 +1,5 @@
 /*
- * daemon/engine/backend.h - the ops table that the forward pass is written against.
+ * daemon/engine/backends/backend.h - the ops table that the forward pass is written against.
  *
  * A backend owns the memory of activations and of the KV pool (host memory for the
  * CPU backend, device memory for CUDA) and runs the ops of one forward pass. The
@@ -13,7 +13,7 @@
  *
  * Batch invariance: every op computes each output element with a reduction order
  * that depends neither on how many tokens the call carries nor on which other
- * sequences share it (DESIGN.md, "Engine").
+ * sequences share it (docs/numerics.md).
  */
 #ifndef SLM_ENGINE_BACKEND_H
 #define SLM_ENGINE_BACKEND_H
@@ -172,7 +172,7 @@ struct slm_backend {
 struct slm_backend *slm_backend_cpu_create(int n_threads, char *err);
 
 /*
- * The CUDA backend (daemon/engine/backend_cuda.c; not in the slm_engine library: the
+ * The CUDA backend (daemon/engine/backends/cuda/; not in the slm_engine library: the
  * daemon links the variant its build has, docs/cuda.md "Backend") on CUDA device `device`.
  * gpu_memory_fraction (0 < f <= 1) bounds the KV pool: kv_alloc refuses a pool larger
  * than f x the device memory free at that moment. NULL with err on failure; err starts

@@ -1,0 +1,460 @@
+/*
+ * daemon/conn.c - one connection of slmd serve: the handshake, the client's submission ring
+ * (hostile input: every SQE is copied out, then requests.c validates and decodes it), its
+ * requests in the engine, and the completions pushed back (by the engine thread's event
+ * callback, or the I/O thread's answers), queued privately when the client's completion ring
+ * is full.
+ *
+ * tests/test_daemon.c drives it black box through libslm and a raw hostile client.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc/arena.h"
+#include "ipc/handshake.h"
+#include "ipc/ring.h"
+#include "ipc/shm.h"
+#include "ipc/wait.h"
+#include "common/log.h"
+#include "daemon/conn.h"
+#include "daemon/requests.h"
+#include "daemon/server.h"
+
+#define MAX_PENDING 65536   /* completions held for a client whose ring is full; then it is dropped */
+
+struct creq {
+    struct slm_conn *c;
+    uint64_t user_data;
+    int64_t id;            /* the engine's, once added */
+    struct creq *prev, *next;
+};
+
+struct slm_conn {
+    int fd;
+    uint64_t id;
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    char name[SLM_NAME_LEN + 1];
+    int ready;             /* handshake done */
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    pthread_mutex_t lock;  /* cq, pending, reqs, refs, closed */
+    int refs;              /* 1 for the connection + 1 per request in the engine */
+    int closed;
+    int overflowed;        /* it stopped draining its ring: disconnected */
+    int wake_pending;      /* on the server's wake list until the engine's step ends */
+    struct creq *reqs;
+    struct slm_cqe *pending;
+    int n_pending, cap_pending;
+};
+
+int slm_conn_fd(const struct slm_conn *c)
+{
+    return c->fd;
+}
+
+struct slm_conn *slm_conn_new(struct slm_server *s, int fd)
+{
+    struct slm_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->fd = fd;
+    c->id = ++s->next_client_id;
+    c->refs = 1;
+    c->shm.fd = -1;
+    pthread_mutex_init(&c->lock, NULL);
+    if (slm_peer_cred(fd, &c->pid, &c->uid, &c->gid)) c->uid = (uid_t)-1, c->gid = (gid_t)-1;
+    return c;
+}
+
+static void conn_unref(struct slm_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int left = --c->refs;
+    pthread_mutex_unlock(&c->lock);
+    if (left) return;
+    slm_shm_unmap(&c->shm);
+    free(c->pending);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int allowed(const struct slm_server *s, const struct slm_conn *c)
+{
+    if (!s->cfg.n_allow_uids && !s->cfg.n_allow_gids) return 1;
+    for (int i = 0; i < s->cfg.n_allow_uids; i++)
+        if (s->cfg.allow_uids[i] == c->uid) return 1;
+    for (int i = 0; i < s->cfg.n_allow_gids; i++)
+        if (s->cfg.allow_gids[i] == c->gid) return 1;
+    return 0;
+}
+
+static int handshake(struct slm_server *s, struct slm_conn *c)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_hello h;
+    int rc = slm_hello_recv(c->fd, &h, err);
+    if (rc == -EAGAIN) return 0;
+    if (rc == -EPROTO) {
+        slm_welcome_refuse(c->fd, -EPROTO, err);
+        return -1;
+    }
+    if (rc) {
+        slm_log(SLM_LOG_INFO, "client %llu: bad HELLO: %s", (unsigned long long)c->id, err);
+        return -1;
+    }
+    memcpy(c->name, h.name, SLM_NAME_LEN);
+    if (!allowed(s, c)) {
+        slm_welcome_refuse(c->fd, -EACCES, "this user is not in slmd's allow-list (allow-uids, allow-gids)");
+        slm_log(SLM_LOG_NOTICE, "refused uid %u (pid %d): not in the allow-list", (unsigned)c->uid, (int)c->pid);
+        return -1;
+    }
+    if (s->draining) {
+        slm_welcome_refuse(c->fd, -ESHUTDOWN, "slmd is stopping");
+        return -1;
+    }
+    if (slm_shm_create(&c->shm, h.sq_entries, h.cq_entries, h.arena_bytes, err) ||
+        slm_welcome_send(c->fd, c->id, c->shm.bytes, c->shm.fd, err)) {
+        slm_log(SLM_LOG_WARNING, "client %llu: %s", (unsigned long long)c->id, err);
+        return -1;
+    }
+    slm_shm_rings(&c->shm, &c->sq, &c->cq);
+    c->ready = 1;
+    slm_log(SLM_LOG_INFO, "client %llu '%s' connected (uid %u, pid %d)", (unsigned long long)c->id, c->name,
+            (unsigned)c->uid, (int)c->pid);
+    return 0;
+}
+
+int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events)
+{
+    (void)events;   /* readable and hang-up both mean: read the socket */
+    int gone = 0;
+    if (!c->ready) gone = handshake(s, c) < 0;
+    else gone = slm_doorbell_drain(c->fd) < 0;
+    if (!gone && c->ready) slm_conn_poll(s, c);
+    if (gone) {
+        slm_conn_close(s, c);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- completions */
+
+/* Pushes cqes[0..n) as one chain, or queues them behind what is already pending. Lock held.
+ * Returns how many it published; the caller wakes the client (slm_wake_client) if any. */
+static int push_locked(struct slm_conn *c, const struct slm_cqe *cqes, int n)
+{
+    int published = 0;
+    if (c->closed) return 0;
+    for (int i = 0; i < n; i++) {
+        void *slot;
+        if (!c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+            memcpy((char *)slot + 4, (const char *)&cqes[i] + 4, sizeof cqes[i] - 4);
+            slm_ring_publish(&c->cq, slot);
+            published++;
+            continue;
+        }
+        if (c->n_pending == c->cap_pending) {
+            int cap = c->cap_pending ? 2 * c->cap_pending : 64;
+            struct slm_cqe *p = cap <= MAX_PENDING ? realloc(c->pending, (size_t)cap * sizeof *p) : NULL;
+            if (!p) {
+                /* It does not read its completions: hang up; the I/O thread then sees the
+                 * hang-up and closes it (its requests cancelled, its blocks freed). */
+                if (!c->overflowed) {
+                    slm_log(SLM_LOG_WARNING, "client %llu '%s': %d completions unread; disconnecting it",
+                            (unsigned long long)c->id, c->name, c->n_pending);
+                    shutdown(c->fd, SHUT_RDWR);
+                }
+                c->overflowed = 1;
+                return published;
+            }
+            c->pending = p;
+            c->cap_pending = cap;
+        }
+        c->pending[c->n_pending++] = cqes[i];
+    }
+    return published;
+}
+
+/* Publishes what fits of the privately queued completions. Lock held. Returns how many. */
+static int flush_pending_locked(struct slm_conn *c)
+{
+    int k = 0;
+    void *slot;
+    while (k < c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+        memcpy((char *)slot + 4, (const char *)&c->pending[k] + 4, sizeof c->pending[k] - 4);
+        slm_ring_publish(&c->cq, slot);
+        k++;
+    }
+    if (k) {
+        memmove(c->pending, c->pending + k, (size_t)(c->n_pending - k) * sizeof *c->pending);
+        c->n_pending -= k;
+    }
+    return k;
+}
+
+/* The I/O thread's answers: published and woken at once. */
+static void push(struct slm_conn *c, const struct slm_cqe *cqes, int n)
+{
+    pthread_mutex_lock(&c->lock);
+    int k = flush_pending_locked(c);
+    k += push_locked(c, cqes, n);
+    if (k) slm_wake_client(&c->shm);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* The engine's events: c is woken once after the step that produced them
+ * (slm_conn_wake_deferred), not once per event: while a woken client is still getting up,
+ * its client_waiting still reads 1 and every further event would cost another FUTEX_WAKE.
+ * Lock held; the list holds a reference. */
+static void defer_wake_locked(struct slm_server *s, struct slm_conn *c)
+{
+    if (c->wake_pending) return;
+    if (s->n_wake == s->cap_wake) {
+        int cap = s->cap_wake ? 2 * s->cap_wake : 16;
+        struct slm_conn **p = realloc(s->wake_list, (size_t)cap * sizeof *p);
+        if (!p) {
+            slm_wake_client(&c->shm);
+            return;
+        }
+        s->wake_list = p;
+        s->cap_wake = cap;
+    }
+    c->wake_pending = 1;
+    c->refs++;
+    s->wake_list[s->n_wake++] = c;
+}
+
+void slm_conn_wake_deferred(struct slm_server *s)
+{
+    for (int i = 0; i < s->n_wake; i++) {
+        struct slm_conn *c = s->wake_list[i];
+        pthread_mutex_lock(&c->lock);
+        c->wake_pending = 0;
+        if (!c->closed) slm_wake_client(&c->shm);
+        pthread_mutex_unlock(&c->lock);
+        conn_unref(c);
+    }
+    s->n_wake = 0;
+}
+
+/* An answer's bytes as a chain of DATA completions. */
+static void push_data(struct slm_conn *c, uint64_t user_data, const void *data, size_t len)
+{
+    size_t n = len ? (len + SLM_CQE_DATA_BYTES - 1) / SLM_CQE_DATA_BYTES : 1;
+    struct slm_cqe *q = calloc(n, sizeof *q);
+    if (!q) return;
+    for (size_t i = 0; i < n; i++) {
+        size_t off = i * SLM_CQE_DATA_BYTES, k = len - off < SLM_CQE_DATA_BYTES ? len - off : SLM_CQE_DATA_BYTES;
+        q[i] = (struct slm_cqe){.kind = SLM_CQE_DATA, .flags = i + 1 < n ? SLM_CQE_MORE : 0,
+                                .user_data = user_data, .token = -1, .len = (uint8_t)k};
+        if (len) memcpy(q[i].data, (const char *)data + off, k);
+    }
+    push(c, q, (int)n);
+    free(q);
+}
+
+static void push_error(struct slm_conn *c, uint64_t user_data, int status, const char *reason)
+{
+    struct slm_cqe q = {.kind = SLM_CQE_ERROR, .user_data = user_data, .token = -1, .status = status};
+    size_t n = strlen(reason);
+    q.len = (uint8_t)(n < SLM_CQE_DATA_BYTES ? n : SLM_CQE_DATA_BYTES);
+    memcpy(q.data, reason, q.len);
+    push(c, &q, 1);
+}
+
+void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
+{
+    struct slm_server *s = ctx;
+    struct creq *r = ev->user;
+    struct slm_conn *c = r->c;
+    struct slm_cqe q[24];
+    int n = 0;
+    /* Prompt logprobs: PROMPT_LP completions of up to 10 (id, logprob) pairs, each on its own
+     * (not a chain); n_prompt says the position of the first. */
+    for (int i = 0; i < ev->n_prompt_lp; i += n) {
+        n = ev->n_prompt_lp - i < SLM_CQE_DATA_BYTES / 8 ? ev->n_prompt_lp - i : SLM_CQE_DATA_BYTES / 8;
+        struct slm_cqe t = {.kind = SLM_CQE_PROMPT_LP, .user_data = r->user_data, .token = -1,
+                            .n_prompt = (uint32_t)(ev->prompt_lp_first + i), .len = (uint8_t)(8 * n)};
+        for (int j = 0; j < n; j++) {
+            memcpy(t.data + 8 * j, &ev->prompt_lp[i + j].id, 4);
+            memcpy(t.data + 8 * j + 4, &ev->prompt_lp[i + j].logprob, 4);
+        }
+        push(c, &t, 1);
+    }
+    n = 0;
+    if (ev->token >= 0) {
+        /* Only the engine thread writes it: no locked add per token. */
+        __atomic_store_n(&s->n_tokens_generated, __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
+        q[n++] = (struct slm_cqe){.kind = SLM_CQE_TOKEN, .user_data = r->user_data, .token = ev->token,
+                                  .logprob = ev->logprob};
+        size_t off = 0;
+        do {
+            size_t k = (size_t)ev->text_len - off < SLM_CQE_DATA_BYTES ? (size_t)ev->text_len - off
+                                                                       : SLM_CQE_DATA_BYTES;
+            if (off) q[n++] = (struct slm_cqe){.kind = SLM_CQE_TEXT, .user_data = r->user_data, .token = -1};
+            memcpy(q[n - 1].data, ev->text + off, k);
+            q[n - 1].len = (uint8_t)k;
+            off += k;
+        } while (off < (size_t)ev->text_len && n < 12);
+        for (int i = 0; i < ev->n_top; i += SLM_CQE_DATA_BYTES / 8) {
+            struct slm_cqe t = {.kind = SLM_CQE_TOP, .user_data = r->user_data, .token = -1};
+            int m = ev->n_top - i < SLM_CQE_DATA_BYTES / 8 ? ev->n_top - i : SLM_CQE_DATA_BYTES / 8;
+            for (int j = 0; j < m; j++) {
+                memcpy(t.data + 8 * j, &ev->top[i + j].id, 4);
+                memcpy(t.data + 8 * j + 4, &ev->top[i + j].logprob, 4);
+            }
+            t.len = (uint8_t)(8 * m);
+            q[n++] = t;
+        }
+    }
+    if (ev->finish) {
+        __atomic_add_fetch(&s->n_tokens_prompt, (uint64_t)ev->n_prompt, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&s->n_tokens_cached, (uint64_t)ev->n_cached, __ATOMIC_RELAXED);
+        q[n++] = (struct slm_cqe){.kind = SLM_CQE_DONE, .user_data = r->user_data, .token = -1,
+                                  .finish = (uint8_t)ev->finish, .n_prompt = (uint32_t)ev->n_prompt,
+                                  .n_cached = (uint32_t)ev->n_cached, .n_generated = (uint32_t)ev->n_generated};
+    }
+    for (int i = 0; i + 1 < n; i++) q[i].flags = SLM_CQE_MORE;   /* one chain per event */
+    pthread_mutex_lock(&c->lock);
+    int k = flush_pending_locked(c);
+    k += push_locked(c, q, n);
+    if (k) defer_wake_locked(s, c);
+    if (ev->finish) {
+        if (r->prev) r->prev->next = r->next;
+        else c->reqs = r->next;
+        if (r->next) r->next->prev = r->prev;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (ev->finish) {
+        free(r);
+        conn_unref(c);
+    }
+}
+
+/* ---- submissions */
+
+/* Adds rq to the engine as c's request user_data; the request holds a reference to c until
+ * its finish event. 0, or the engine's -errno with err. */
+static int add_request(struct slm_server *s, struct slm_conn *c, uint64_t user_data, struct slm_request *rq,
+                       char *err)
+{
+    struct creq *r = calloc(1, sizeof *r);
+    if (!r) return -ENOMEM;
+    r->c = c;
+    r->user_data = user_data;
+    r->id = -1;
+    rq->user = r;
+    pthread_mutex_lock(&c->lock);
+    c->refs++;
+    r->next = c->reqs;
+    if (c->reqs) c->reqs->prev = r;
+    c->reqs = r;
+    pthread_mutex_unlock(&c->lock);
+    int64_t id = s->ops->add(s, rq, err);   /* copies the prompt and the stops */
+    if (id < 0) {
+        pthread_mutex_lock(&c->lock);
+        if (r->prev) r->prev->next = r->next;
+        else c->reqs = r->next;
+        if (r->next) r->next->prev = r->prev;
+        pthread_mutex_unlock(&c->lock);
+        free(r);
+        conn_unref(c);
+        return (int)id;
+    }
+    __atomic_store_n(&r->id, id, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&s->n_requests_total, 1, __ATOMIC_RELAXED);
+    slm_server_kick(s);
+    return 0;
+}
+
+/* Cancels c's request whose user_data is target, if it is still running. */
+static void cancel_request(struct slm_server *s, struct slm_conn *c, uint64_t target)
+{
+    int64_t id = -1;
+    pthread_mutex_lock(&c->lock);
+    for (struct creq *r = c->reqs; r; r = r->next)
+        if (r->user_data == target) id = r->id;
+    pthread_mutex_unlock(&c->lock);
+    if (id >= 0) s->ops->cancel(s, id);   /* outside the client's lock */
+}
+
+/* Handles one copied, hostile SQE: requests.c decodes it, this carries it out. */
+static void handle(struct slm_server *s, struct slm_conn *c, const struct slm_sqe *q)
+{
+    struct slm_req_action a;
+    slm_req_decode(s, &c->shm, (uint32_t)c->uid, q, &a);
+    switch (a.kind) {
+    case SLM_REQ_DATA: push_data(c, q->user_data, a.data, a.len); break;
+    case SLM_REQ_ADD: a.status = add_request(s, c, q->user_data, &a.rq, a.err); break;
+    case SLM_REQ_CANCEL: cancel_request(s, c, a.cancel); break;
+    case SLM_REQ_NONE: break;
+    }
+    if (a.status) push_error(c, q->user_data, a.status, a.err);
+    slm_req_action_free(&a);
+}
+
+int slm_conn_poll(struct slm_server *s, struct slm_conn *c)
+{
+    if (!c->ready || c->closed) return 0;
+    int n = 0;
+    struct slm_sqe q;
+    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. While a
+     * reload waits to rebuild the engine, submissions wait in the ring. */
+    while (!s->reload_pending && n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
+        handle(s, c, &q);
+        n++;
+    }
+    if (n) slm_shm_store_sq_consumed(&c->shm, c->sq.pos);
+    pthread_mutex_lock(&c->lock);
+    if (flush_pending_locked(c)) slm_wake_client(&c->shm);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+int slm_conn_set_flags(struct slm_conn *c, uint32_t flags)
+{
+    if (!c->ready) return 0;
+    if (flags & SLM_SHM_CLOSING) slm_shm_set_closing(&c->shm, 1);
+    if (flags & SLM_SHM_NEED_WAKEUP) return !slm_daemon_prepare_sleep(&c->shm, &c->sq);
+    slm_daemon_awake(&c->shm);
+    return 0;
+}
+
+void slm_conn_cancel_all(struct slm_server *s, struct slm_conn *c)
+{
+    int64_t ids[256];
+    for (;;) {
+        int n = 0;
+        pthread_mutex_lock(&c->lock);
+        for (struct creq *r = c->reqs; r && n < 256; r = r->next) ids[n++] = __atomic_load_n(&r->id, __ATOMIC_ACQUIRE);
+        pthread_mutex_unlock(&c->lock);
+        int cancelled = 0;
+        for (int i = 0; i < n; i++) cancelled += ids[i] >= 0 && s->ops->cancel(s, ids[i]) == 0;
+        if (n < 256 || !cancelled) break;
+    }
+    slm_server_kick(s);
+}
+
+void slm_conn_close(struct slm_server *s, struct slm_conn *c)
+{
+    slm_conn_cancel_all(s, c);
+    pthread_mutex_lock(&c->lock);
+    c->closed = 1;
+    pthread_mutex_unlock(&c->lock);
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    slm_log(SLM_LOG_INFO, "client %llu '%s' gone", (unsigned long long)c->id, c->name);
+    conn_unref(c);
+}

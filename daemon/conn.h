@@ -1,0 +1,49 @@
+/*
+ * daemon/conn.h - one client connection of slmd serve (conn.c): its handshake, the SQEs it
+ * submits (decoded by requests.c), and the completions pushed back to it. serve.c's I/O loop
+ * and engine thread call these; conn.c calls nothing of serve.c (it wakes the engine thread
+ * through server.h's slm_server_kick). Threads and locks: server.h.
+ */
+#ifndef SLM_DAEMON_CONN_H
+#define SLM_DAEMON_CONN_H
+
+#include <stdint.h>
+
+#include "daemon/engine/engine.h"
+#include "daemon/server.h"
+
+struct slm_conn;
+
+
+/* Takes a freshly accepted connection. NULL (fd closed) when out of memory. */
+struct slm_conn *slm_conn_new(struct slm_server *s, int fd);
+
+/* Handles the client's socket being readable or hung up: the HELLO, doorbell bytes, or the
+ * end. Returns 0, or -1 when the client is gone (slm_conn_close has then been called). */
+int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events);
+
+/* Takes every waiting submission of client c (none while s->reload_pending; each answered
+ * with an error while s->draining) and flushes its queued completions; returns how many. */
+int slm_conn_poll(struct slm_server *s, struct slm_conn *c);
+
+/* Sets or clears NEED_WAKEUP (or CLOSING) in c's shared header. Returns 1 when, after setting
+ * NEED_WAKEUP, a submission is already waiting (so the caller must not sleep). */
+int slm_conn_set_flags(struct slm_conn *c, uint32_t flags);
+
+/* Cancels every request of c (the drain's deadline passed). */
+void slm_conn_cancel_all(struct slm_server *s, struct slm_conn *c);
+
+/* Cancels c's requests, closes its socket; c is freed once its last request has finished. */
+void slm_conn_close(struct slm_server *s, struct slm_conn *c);
+
+/* The engine's event callback (ctx: the server). It publishes the event's completions; the
+ * client is woken by slm_conn_wake_deferred once the step is over. */
+void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev);
+
+/* Engine thread, after each step: wakes (FUTEX_WAKE, only if it sleeps) every client that got
+ * completions in the step, once. */
+void slm_conn_wake_deferred(struct slm_server *s);
+
+int slm_conn_fd(const struct slm_conn *c);
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * daemon/engine/backends/cuda/backend.c - the CUDA backend: the ops table over kernels/cuda,
+ * its creation and destruction (the other files of cuda/ hold the ops; internal.h lists them).
+ *
+ * Weights are copied to device memory once, quantized, and stay resident: the types of the
+ * integer GEMV in the device layout (kernels/cuda/kernels.h: GGUF's blocks permuted and padded
+ * for 16-byte loads; the matmul and the embedding lookup read it), F32 / F16 / BF16 as GGUF
+ * has them. Activations and the KV pool (per layer K then V, each (n_blocks, block_size,
+ * kv_dim) halves: the CPU backend's layout) are device memory. Everything runs on one
+ * stream, in issue order; the host waits only in to_host (the logits) and when a pinned
+ * staging buffer is about to be rewritten while its last copy may still be queued.
+ *
+ * Paths (docs/cuda.md, "Backend"): a matmul on a quantized weight quantizes x once per
+ * activation type (Q8_0 / Q8_1 / Q8_K, into a scratch whose address changes only when a call
+ * needs more than it holds) and runs the integer GEMV, whatever the number of tokens: its
+ * results are the CPU backend's bits, and a token's do not depend on the batch (the cuBLAS
+ * GEMM path would give other bits, batch-dependent ones). F32 / F16 / BF16 weights take the
+ * fp32 dequant-GEMV. Attention: RoPE and the KV store for the
+ * whole batch, then two launches over the whole token list: the CPU-exact kernel takes the
+ * tokens at positions < T (exact_ctx: EXACT_ATTN_CTX, or SLM_CUDA_EXACT_ATTN_CTX in the
+ * environment at creation), the flash-decoding split kernel those at positions >= T. Which
+ * kernel a token gets depends only on its own position, so the batch never changes its bits.
+ *
+ * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
+ * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
+ * 96, 128, 192, 256) and its attention context to a power-of-two number of 128 positions;
+ * per such shape the first step runs op by op in the graph's shape (a warm-up that sizes every
+ * buffer), the second is captured from the embedding through the logits matmul, and later ones
+ * copy the step's metadata (ids, positions, out rows, one block table row per token) from pinned
+ * memory into one fixed device buffer and launch the graph. Padding tokens use a scratch KV
+ * block that kv_alloc adds after the engine's blocks. A failed capture leaves its shape op by
+ * op (one warning); SLM_CUDA_GRAPHS=0 turns graphs off. Freeing or moving any buffer a graph
+ * reads drops every graph (cuda_graphs_reset).
+ *
+ * Sampling (the `sample` op, sampling.c): slm_cuda_sample over the logits where
+ * the forward pass left them; the rows' parameters, RNG states and penalty windows go up in
+ * one copy, token ids, RNG states and requested logprobs come back in one. SLM_CUDA_SAMPLING=0
+ * in the environment at creation leaves the op out (the engine then samples on the host).
+ *
+ * Built three ways (CMakeLists.txt): against the CUDA runtime and kernels/cuda compiled
+ * by nvcc (SLM_BACKEND_CUDA), against the SIMT emulator (SLM_BACKEND_CUDA and
+ * SLM_BACKEND_CUDA_EMU), or, with neither, as the no-CUDA variant (backends/cuda_none.c).
+ */
+
+#include "daemon/engine/backends/cuda/internal.h"
+
+static void cuda_destroy(struct slm_backend *be)
+{
+    struct cuda_impl *ci = impl(be);
+    if (ci) {
+        if (ci->stream) cuda_ok(cudaStreamSynchronize(ci->stream), "cudaStreamSynchronize");
+        cuda_graphs_reset(ci);
+        cuda_staging_free(&ci->ids);
+        cuda_staging_free(&ci->attn.st);
+        cuda_staging_free(&ci->graphs.meta);
+        free(ci->attn.shadow);
+        cuda_sample_state_free(ci->sampling);
+        if (ci->workspace) cudaFree(ci->workspace);
+        if (ci->q8) cudaFree(ci->q8);
+        for (int i = 0; i < ROPE_TABLES; i++)
+            if (ci->rope[i].dev) cudaFree(ci->rope[i].dev);
+        if (ci->stream) cudaStreamDestroy(ci->stream);
+        free(ci);
+    }
+    free(be);
+}
+
+static const struct slm_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .load_weight = cuda_load_weight,
+    .unload_weight = cuda_unload_weight,
+    .kv_alloc = cuda_kv_alloc,
+    .kv_free = cuda_kv_free,
+    .embed = cuda_embed,
+    .rmsnorm = cuda_rmsnorm,
+    .matmul = cuda_matmul,
+    .add_bias = cuda_add_bias,
+    .attention = cuda_attention,
+    .swiglu = cuda_swiglu,
+    .add = cuda_add,
+    .gather_rows = cuda_gather_rows,
+    .to_host = cuda_to_host,
+    .step_begin = cuda_step_begin,
+    .step_end = cuda_step_end,
+    .sample = cuda_sample,
+};
+
+int slm_backend_cuda_devices(char *err)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n < 1) {
+        cudaGetLastError();   /* the refusal is expected: do not leave it sticky */
+        slm_err_set(err, "no CUDA device (cudaGetDeviceCount: %s)",
+                    e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return 0;
+    }
+    return n;
+}
+
+int slm_backend_cuda_emulated(void)
+{
+#ifdef SLM_BACKEND_CUDA_EMU
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+size_t slm_backend_cuda_kv_budget(struct slm_backend *be)
+{
+    struct cuda_impl *ci = impl(be);
+    size_t free_b = 0, total_b = 0;
+    if (cuda_ok(cudaSetDevice(ci->device), "cudaSetDevice") ||
+        cuda_ok(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo"))
+        return 0;
+    return (size_t)((double)free_b * ci->mem_fraction);
+}
+
+struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fraction, char *err)
+{
+    if (!(gpu_memory_fraction > 0.0 && gpu_memory_fraction <= 1.0)) {
+        slm_err_set(err, "cuda backend: gpu-memory-fraction %g is not in (0, 1]", gpu_memory_fraction);
+        return NULL;
+    }
+    int n = slm_backend_cuda_devices(err);
+    if (n < 1) return NULL;
+    if (device < 0 || device >= n) {
+        slm_err_set(err, "cuda backend: device %d does not exist (%d device%s)", device, n, n == 1 ? "" : "s");
+        return NULL;
+    }
+    struct slm_backend *be = calloc(1, sizeof *be);
+    struct cuda_impl *ci = calloc(1, sizeof *ci);
+    if (!be || !ci) {
+        free(be);
+        free(ci);
+        slm_err_set(err, "cuda backend: out of memory");
+        return NULL;
+    }
+    be->ops = &cuda_ops;
+    be->impl = ci;
+    be->n_threads = 1;
+    ci->device = device;
+    ci->mem_fraction = gpu_memory_fraction;
+    struct cudaDeviceProp prop;
+    const char *call = "cudaSetDevice";
+    cudaError_t e = cudaSetDevice(device);
+    if (!e) call = "cudaGetDeviceProperties", e = cudaGetDeviceProperties(&prop, device);
+    if (!e) call = "cudaStreamCreateWithFlags", e = cudaStreamCreateWithFlags(&ci->stream, cudaStreamNonBlocking);
+    if (!e) call = "cudaEventCreate", e = cudaEventCreateWithFlags(&ci->ids.done, cudaEventDisableTiming);
+    if (!e) e = cudaEventCreateWithFlags(&ci->attn.st.done, cudaEventDisableTiming);
+    if (!e) e = cudaEventCreateWithFlags(&ci->graphs.meta.done, cudaEventDisableTiming);
+    if (e) {
+        slm_err_set(err, "cuda backend: device %d: %s: %s", device, call, cudaGetErrorString(e));
+        cudaGetLastError();
+        cuda_destroy(be);
+        return NULL;
+    }
+    const char *graphs = getenv("SLM_CUDA_GRAPHS");
+    ci->graphs.mode = !graphs || !*graphs || strcmp(graphs, "0") ? 1 : 0;
+    if (graphs && !strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
+    slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; decode step graphs %s", device, n,
+            prop.name, prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
+            slm_backend_cuda_emulated() ? " (SIMT emulator)" : "",
+            ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on");
+    ci->exact_ctx = EXACT_ATTN_CTX;
+    const char *exact = getenv("SLM_CUDA_EXACT_ATTN_CTX");
+    if (exact && *exact) {
+        char *end;
+        long v = strtol(exact, &end, 10);
+        if (*end || v < 0 || v > INT_MAX)
+            slm_log(SLM_LOG_WARNING, "cuda backend: SLM_CUDA_EXACT_ATTN_CTX=%s is not a position count; using %d",
+                    exact, EXACT_ATTN_CTX);
+        else
+            ci->exact_ctx = (int)v;
+    }
+    slm_log(SLM_LOG_INFO, "cuda backend: attention: positions < %d exact (CPU order), from %d split", ci->exact_ctx,
+            ci->exact_ctx);
+    const char *sampling = getenv("SLM_CUDA_SAMPLING");
+    if (sampling && !strcmp(sampling, "0")) {
+        ci->host_sampling_ops = cuda_ops;
+        ci->host_sampling_ops.sample = NULL;
+        be->ops = &ci->host_sampling_ops;
+        slm_log(SLM_LOG_INFO, "cuda backend: SLM_CUDA_SAMPLING=0: tokens are sampled on the host");
+    }
+    return be;
+}

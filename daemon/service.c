@@ -1,0 +1,94 @@
+/* daemon/service.c - see service.h. */
+#include "daemon/service.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/engine/backends/select.h"
+#include "daemon/engine/chat.h"
+#include "daemon/engine/model.h"
+#include "daemon/engine/tokenizer.h"
+#include "kernels/cpu/matmul.h"
+
+int slm_service_model_path(const char *given, char *path, size_t cap, char *err)
+{
+    if (given) {
+        if ((size_t)snprintf(path, cap, "%s", given) >= cap) {
+            slm_err_set(err, "--model: path too long");
+            return -ENAMETOOLONG;
+        }
+        return 0;
+    }
+    const char *dir = getenv("SLM_MODEL_DIR");
+    const char *home = getenv("HOME");
+    int n;
+    if (dir && *dir) n = snprintf(path, cap, "%s/%s", dir, SLM_DEFAULT_MODEL);
+    else n = snprintf(path, cap, "%s/.cache/slmd/models/%s", home ? home : "", SLM_DEFAULT_MODEL);
+    if (n < 0 || (size_t)n >= cap) {
+        slm_err_set(err, "model path too long");
+        return -ENAMETOOLONG;
+    }
+    if (access(path, R_OK) != 0) {
+        slm_err_set(err, "the default model %s is not there; fetch it with packaging/fetch-models.sh or pass "
+                    "--model FILE", path);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, char *err)
+{
+    int rc;
+    *svc = (struct slm_service){.chat_fmt = -1};
+    if ((rc = slm_service_model_path(o->model && o->model[0] ? o->model : NULL, svc->model_path,
+                                     sizeof svc->model_path, err)))
+        return rc;
+    rc = -EINVAL;
+    if (!(svc->model = slm_model_load(svc->model_path, err))) goto fail;
+    if (!(svc->be = slm_backend_select(o->backend, o->threads, o->gpu_fraction, err))) {
+        rc = -ENODEV;
+        goto fail;
+    }
+    if (slm_model_bind(svc->model, svc->be, err)) goto fail;
+    if (!(svc->tok = slm_tok_create(svc->model->gguf, err))) goto fail;
+    if (slm_tok_n_vocab(svc->tok) != svc->model->cfg.n_vocab) {
+        slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", svc->model_path,
+                    slm_tok_n_vocab(svc->tok), svc->model->cfg.n_vocab);
+        goto fail;
+    }
+    struct slm_gguf_str t;
+    svc->chat_fmt = slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL)
+                        ? -1
+                        : slm_chat_detect(t.ptr, (size_t)t.len);
+    return 0;
+fail:
+    slm_service_unload(svc);
+    return rc;
+}
+
+void slm_service_unload(struct slm_service *svc)
+{
+    slm_tok_destroy(&svc->tok);
+    slm_model_free(&svc->model);
+    slm_backend_destroy(&svc->be);
+    svc->chat_fmt = -1;
+}
+
+int slm_service_ctx(const struct slm_model *m, int requested)
+{
+    if (requested > 0) return requested;
+    int train = m->cfg.n_ctx_train;
+    return train > 0 && train < 8192 ? train : 8192;
+}
+
+void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap)
+{
+    if (!strcmp(svc->be->ops->name, "cpu"))
+        snprintf(buf, cap, "cpu backend, %d threads, %s kernels", svc->be->n_threads, slm_cpu_kernels_name());
+    else
+        snprintf(buf, cap, "%s backend", svc->be->ops->name);
+}

@@ -1,0 +1,53 @@
+/*
+ * daemon/service.h - what `slmd serve` and `slmd run` both load before they build an engine:
+ * the model file (the default one when none is named), the backend, the tokenizer and the
+ * chat template, checked against each other, and the default context. One place, so that
+ * the two commands cannot disagree.
+ */
+#ifndef SLM_DAEMON_SERVICE_H
+#define SLM_DAEMON_SERVICE_H
+
+#include <stddef.h>
+
+#define SLM_DEFAULT_MODEL "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+struct slm_model;
+struct slm_backend;
+struct slm_tokenizer;
+
+struct slm_service_opts {
+    const char *model;        /* a GGUF path; NULL or "": the default model in the cache */
+    const char *backend;      /* auto, cpu, cuda (backends/select.h) */
+    int threads;              /* cpu: 0 = every online CPU */
+    double gpu_fraction;      /* cuda: share of the free device memory the KV cache may take */
+};
+
+struct slm_service {
+    char model_path[1024];
+    struct slm_model *model;
+    struct slm_backend *be;
+    struct slm_tokenizer *tok;
+    int chat_fmt;             /* slm_chat_detect of the model's template; < 0: none */
+};
+
+/* The model to load: `given` if not NULL, else the default model in $SLM_MODEL_DIR,
+ * else ~/.cache/slmd/models. Returns 0, or -ENOENT / -ENAMETOOLONG with a reason (how to
+ * fetch it). */
+int slm_service_model_path(const char *given, char *path, size_t cap, char *err);
+
+/* Loads the model, creates the backend, binds the weights to it and builds the tokenizer,
+ * checking that the vocabulary matches the embedding. 0, or -errno with err (svc then holds
+ * nothing: the partial work is undone). */
+int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, char *err);
+
+/* Frees what slm_service_load made; svc may be partly or never loaded. */
+void slm_service_unload(struct slm_service *svc);
+
+/* The context: `requested` when > 0, else the model's training context capped at 8192
+ * (8192 when the file does not say). */
+int slm_service_ctx(const struct slm_model *m, int requested);
+
+/* One phrase for logs: "cpu backend, 2 threads, avx2 kernels" or "cuda backend". */
+void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap);
+
+#endif
