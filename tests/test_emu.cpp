@@ -209,6 +209,40 @@ static void test_block_sum_and_gemv(void)
     cudaFree(dx), cudaFree(dout), cudaFree(dw), cudaFree(dv);
 }
 
+/* The launch log (emu_api.h): every grid with its shape, and in mode 2 the device pages it
+ * touched and wrote. A GEMV over a 32 KiB weight reads 8 pages of it, one of x and writes one
+ * of y; a buffer it is not given stays untouched. */
+static void test_launch_log(void)
+{
+    const int rows = 32, cols = 256;
+    std::vector<float> w(rows * cols, 0.5f), v(cols, 1.0f), idle(4096, 0.0f);
+    float *dw = dev_copy(w), *dv = dev_copy(v), *didle = dev_copy(idle), *dy;
+    CUDA_OK(cudaMalloc((void **)&dy, rows * sizeof(float)));
+    const struct slm_emu_launch_record *r;
+    for (int mode = 1; mode <= 2; mode++) {
+        slm_emu_launch_log(mode);
+        CUDA_OK(emu_test_gemv(dw, dv, dy, rows, cols, nullptr));
+        CUDA_OK(cudaDeviceSynchronize());
+        slm_emu_launch_log(0);
+        size_t n = slm_emu_launch_log_get(&r);
+        CHECK(n == 1, "launch log (mode %d): expected 1 record, got %zu", mode, n);
+        if (n != 1) continue;
+        CHECK(strstr(r[0].name, "k_gemv") && r[0].grid[0] == (rows + 3) / 4 && r[0].block[0] == 128,
+              "launch log: expected k_gemv on 8 x 128, got %s on %u x %u", r[0].name, r[0].grid[0], r[0].block[0]);
+        long long touched = mode == 2 ? (8 + 1 + 1) * 4096 : -1, written = mode == 2 ? 4096 : -1;
+#if defined(__SANITIZE_ADDRESS__)
+        touched = written = -1;   /* bytes are not measured under ASan */
+#endif
+        CHECK(r[0].bytes_touched == touched && r[0].bytes_written == written,
+              "launch log (mode %d): expected %lld bytes touched and %lld written, got %lld and %lld", mode, touched,
+              written, r[0].bytes_touched, r[0].bytes_written);
+    }
+    std::vector<float> got = host_copy(dy, rows);
+    CHECK(got[0] == 0.5f * cols, "gemv under the byte count: expected %g, got %g", 0.5 * cols, (double)got[0]);
+    CHECK(slm_emu_launch_log_get(&r) == 1, "launch log off: no new record expected");
+    cudaFree(dw), cudaFree(dv), cudaFree(didle), cudaFree(dy);
+}
+
 static void test_shared_memory(void)
 {
     set_racecheck(0, 2); /* two workers: blocks run at the same time */
@@ -818,6 +852,7 @@ int main(int argc, char **argv)
     test_shuffles();
     test_votes_and_reductions();
     test_block_sum_and_gemv();
+    test_launch_log();
     test_shared_memory();
     test_atomics();
     test_half();

@@ -203,7 +203,11 @@ void launch_queue(launch_desc desc, cudaStream_t stream)
     }
     auto shared = std::make_shared<launch_desc>(std::move(desc));
     submit(stream, [shared]() {
-        return options().racecheck ? run_grid_racecheck(*shared) : run_grid(*shared, SCHED_FORWARD, false);
+        launch_log_grid_begin(*shared);   /* measuring bytes: one run, without the race check's copies */
+        cudaError_t err = options().racecheck && !launch_log_serial() ? run_grid_racecheck(*shared)
+                                                                      : run_grid(*shared, SCHED_FORWARD, false);
+        launch_log_grid_end(*shared);
+        return err;
     });
 }
 

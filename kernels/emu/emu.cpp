@@ -517,7 +517,7 @@ cudaError_t run_grid(const launch_desc &d, int sched, bool serial)
     j.total = (uint64_t)d.grid.x * d.grid.y * d.grid.z;
     int workers = options().workers;
     std::unique_lock<std::mutex> pooled(g_pool.launch_mutex, std::defer_lock);
-    if (!serial && workers > 1 && j.total > 1 && pooled.try_lock()) {
+    if (!serial && workers > 1 && j.total > 1 && !launch_log_serial() && pooled.try_lock()) {
         g_pool.resize(workers - 1);
         {
             std::lock_guard<std::mutex> lock(g_pool.m);

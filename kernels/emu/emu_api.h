@@ -46,6 +46,29 @@ int slm_emu_active(void);
  * (a host pointer, freed memory, out of bounds). `what` names the argument in the report. */
 int slm_emu_check_device_ptr(const void *p, size_t bytes, const char *what);
 
+/* ---- the launch log: what a step launches, without a GPU (docs/emulator.md, "Launch log") */
+
+/* One grid as a stream ran it (a replayed graph's kernels included). */
+struct slm_emu_launch_record {
+    const char *name;           /* the kernel as the launch named it (static storage) */
+    unsigned grid[3], block[3];
+    size_t smem;                /* dynamic shared memory, bytes */
+    long long bytes_touched;    /* device memory the grid read or wrote, in whole 4 KiB pages;
+                                   -1 when bytes are not measured */
+    long long bytes_written;    /* of those, the pages it wrote */
+};
+
+/* 0 stops recording; 1 records every grid from now on (forgetting earlier records); 2 also
+ * measures the bytes: before each grid every device page is made inaccessible, and the first
+ * access of each page (a read, then a write) is counted as it faults; grids then run once, on
+ * one thread, without the race check. Not under AddressSanitizer (mode 2 acts as 1 there). Not
+ * while a launch runs. */
+void slm_emu_launch_log(int mode);
+
+/* The records since the last slm_emu_launch_log(1 or 2): their count, and *records pointing at
+ * them (valid until the next launch or slm_emu_launch_log call). */
+size_t slm_emu_launch_log_get(const struct slm_emu_launch_record **records);
+
 #ifdef __cplusplus
 }
 #endif

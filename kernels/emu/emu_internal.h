@@ -18,6 +18,8 @@ const slm_emu_options &options();
  * reproducible order). Returns cudaSuccess, or cudaErrorLaunchFailure after reporting
  * a deadlock or a misuse of an intrinsic. */
 cudaError_t run_grid(const launch_desc &d, int sched, bool serial);
+/* True while the launch log measures bytes (launch_log.cpp): grids then run on one thread. */
+bool launch_log_serial();
 
 /* Records `text` as the last report and prints it on stderr unless quiet. */
 void report(const std::string &text);

@@ -239,6 +239,18 @@ cudaError_t run_grid_racecheck(const launch_desc &d)
     return cudaSuccess;
 }
 
+std::vector<mem_pages> mem_device_pages()
+{
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    std::vector<mem_pages> out;
+    for (const auto &kv : g_live) {
+        const allocation &a = kv.second;
+        if ((a.kind == MEM_DEVICE || a.kind == MEM_MANAGED) && a.map)
+            out.push_back(mem_pages{a.map, (a.map_len - 4096) / 4096});
+    }
+    return out;
+}
+
 } /* namespace slm_emu */
 
 extern "C" int slm_emu_check_device_ptr(const void *p, size_t bytes, const char *what)

@@ -66,6 +66,20 @@ void mem_restore(const std::vector<snapshot_entry> &s);
  * as a race and returns cudaErrorLaunchFailure. */
 cudaError_t run_grid_racecheck(const launch_desc &d);
 
+/* The pages of every live device or managed allocation ([map, map + pages * 4096), the guard
+ * page excluded), for the launch log's byte measurement (launch_log.cpp). */
+struct mem_pages {
+    char *map;
+    size_t pages;
+};
+std::vector<mem_pages> mem_device_pages();
+
+/* The launch log (launch_log.cpp), called around every grid a stream runs (graph replays
+ * included): grid_begin protects the device pages when bytes are measured, grid_end restores
+ * them and records the launch. */
+void launch_log_grid_begin(const launch_desc &d);
+void launch_log_grid_end(const launch_desc &d);
+
 } /* namespace slm_emu */
 
 #endif
