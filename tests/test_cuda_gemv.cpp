@@ -1,8 +1,9 @@
 /* test_cuda_gemv: the decode GEMV of kernels/cuda/gemv.cu (slm_cuda_gemv_quantize, slm_cuda_gemv_q8,
  * slm_cuda_gemv) under the SIMT emulator (and on a GPU as test_cuda_gemv_gpu):
  * - tolerance: for every weight type with a device layout, odd shapes (rows 67, 35, 19; 32-element
- *   types with nb = 1, 18, 19, 44 blocks: tails of 1, 2, 3, 0 blocks and L = 4, 16, 16, 32 lanes;
- *   K-quants with 1, 3, 16 blocks), n = 1..8, the four prologues (x quantized by
+ *   types with nb = 1, 6, 11, 18, 44 blocks: tails of 1, 2, 3, 2, 0 blocks and L = 4, 8, 16, 32, 32
+ *   lanes (Q8_0: 8, 16, 32, 32, 32); K-quants with 1, 2, 3, 16 blocks: L = 4, 8, 16, 32), n = 1..8,
+ *   the four prologues (x quantized by
  *   slm_cuda_gemv_quantize + slm_cuda_gemv_q8, with and without RMSNorm; x quantized inside the
  *   GEMV by slm_cuda_gemv, with and without RMSNorm) and the three epilogues (store, accumulate,
  *   SwiGLU pair), one weight and three (Q, K, V of different rows): every output within the bound
@@ -421,11 +422,13 @@ static void test_bad_arguments(void)
     float *Y_null[2] = {y.p, nullptr}, *Y_bad[1] = {(float *)((char *)y.p + 2)};
     int64_t R_bad[2] = {rows, 0}, R_uneq[2] = {rows, rows - 1};
 
-    CHECK(slm_cuda_gemv_lanes(SLM_TYPE_Q4_0, 32) == 4 && slm_cuda_gemv_lanes(SLM_TYPE_Q4_1, 576) == 16 &&
+    CHECK(slm_cuda_gemv_lanes(SLM_TYPE_Q4_0, 32) == 4 && slm_cuda_gemv_lanes(SLM_TYPE_Q4_1, 576) == 32 &&
+              slm_cuda_gemv_lanes(SLM_TYPE_Q5_0, 32 * 6) == 8 && slm_cuda_gemv_lanes(SLM_TYPE_Q8_0, 32 * 6) == 16 &&
+              slm_cuda_gemv_lanes(SLM_TYPE_Q4_1, 32 * 11) == 16 && slm_cuda_gemv_lanes(SLM_TYPE_Q5_K, 512) == 8 &&
               slm_cuda_gemv_lanes(SLM_TYPE_Q8_0, 576) == 32 && slm_cuda_gemv_lanes(SLM_TYPE_Q4_K, 256) == 4 &&
               slm_cuda_gemv_lanes(SLM_TYPE_Q6_K, 4096) == 32 && slm_cuda_gemv_lanes(SLM_TYPE_F32, 256) == 0 &&
               slm_cuda_gemv_lanes(SLM_TYPE_Q4_K, 128) == 0 && slm_cuda_gemv_lanes(SLM_TYPE_Q8_K, 256) == 0,
-          "slm_cuda_gemv_lanes: a lane count differs from the rule (units a row, rounded down to a power of two, <= 32)");
+          "slm_cuda_gemv_lanes: a lane count differs from the rule (units a row, rounded up to a power of two, <= 32)");
     CHECK(slm_cuda_gemv_act_bytes(8, 576) == 8 * 576 + 8 * 18 * 8 && slm_cuda_gemv_act_bytes(0, 576) == 0 &&
               slm_cuda_gemv_act_bytes(9, 576) == 0 && slm_cuda_gemv_act_bytes(1, 48) == 0,
           "slm_cuda_gemv_act_bytes");
@@ -499,11 +502,11 @@ int main(void)
     test_bad_arguments();
     for (uint32_t type : qtypes) {
         const bool kq = slm_qblock_elems(type) == SLM_QK_K;
-        const std::vector<int> nbs = kq ? std::vector<int>{1, 3, 16} : std::vector<int>{1, 18, 19, 44};
+        const std::vector<int> nbs = kq ? std::vector<int>{1, 2, 3, 16} : std::vector<int>{1, 6, 11, 18, 44};
         for (size_t i = 0; i < nbs.size(); i++) {
             const int64_t cols = (int64_t)nbs[i] * slm_qblock_elems(type);
             weights one(type, cols, {67});
-            test_prologues(one, SLM_CUDA_GEMV_STORE, i == 1);
+            test_prologues(one, SLM_CUDA_GEMV_STORE, nbs[i] == (kq ? 3 : 18));   /* every slot at n = 8 */
             test_prologues(one, SLM_CUDA_GEMV_ACCUMULATE, false);
         }
         const int64_t cols = kq ? 768 : 576;

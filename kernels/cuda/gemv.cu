@@ -243,7 +243,7 @@ extern "C" int slm_cuda_gemv_lanes(uint32_t type, int64_t cols)
     default: units = 4 * nb; break;   /* the K-quants */
     }
     int L = 1;
-    while (L < 32 && 2 * L <= units) L *= 2;
+    while (L < 32 && L < units) L *= 2;
     return L;
 }
 

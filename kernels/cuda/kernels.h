@@ -187,9 +187,9 @@ int slm_cuda_matvec_q8_fused(uint32_t type, int n_w, const void *const *w, const
 #define SLM_CUDA_GEMV_ACCUMULATE 1
 #define SLM_CUDA_GEMV_SWIGLU 2
 
-/* Lanes that share one output row: a power of two 1..32 that depends only on (type, cols) (the
- * row's 16-byte units, at least one a lane); 0 for a type without a device layout or a cols
- * that is not a whole number of its blocks. */
+/* Lanes that share one output row: the least power of two >= the row's units (16-byte pieces:
+ * 4 a quad of Q4_x / Q5_x, 8 of Q8_0, 4 a K-quant block), at most 32; it depends only on (type,
+ * cols). 0 for a type without a device layout or a cols that is not a whole number of its blocks. */
 int slm_cuda_gemv_lanes(uint32_t type, int64_t cols);
 
 /* Bytes of n tokens of cols activations quantized for the GEMV: n * cols int8 quants (token
