@@ -114,7 +114,6 @@ __device__ __forceinline__ void block32(uint32_t sc, uint32_t qh, uint32_t qw, i
 
 template <uint32_t T> struct gemv_unit {
     typedef unit32<T> U;
-    static const int ROW_ALIGN = 16;
     static __host__ __device__ int units(int nb) { return (nb / 4 + (nb % 4 != 0)) * U::WORDS; }
 
     template <int NT>

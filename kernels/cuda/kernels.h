@@ -19,7 +19,8 @@
  * Weights are in GGUF's layout (kernels/quant.h): `rows` rows of `cols` elements, a row
  * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes), except where a
  * launcher says "device layout" (slm_cuda_matvec_q8, slm_cuda_embed_device_layout): then as
- * slm_cuda_to_device_layout writes them (layout.cu, below).
+ * slm_cuda_to_device_layout writes them (layout.cu, below); the decode GEMV (slm_cuda_gemv,
+ * slm_cuda_gemv_q8) reads only the device layout.
  *
  * Batch invariance (DESIGN.md, "Engine"): in every kernel here an output element's
  * arithmetic, and its order, depend only on that element's own inputs and on the sizes
