@@ -3,14 +3,16 @@
  * - tolerance: for every weight type with a device layout, odd shapes (rows 67, 35, 19; 32-element
  *   types with nb = 1, 6, 11, 18, 44 blocks: tails of 1, 2, 3, 2, 0 blocks and L = 4, 8, 16, 32, 32
  *   lanes (Q8_0: 8, 16, 32, 32, 32); K-quants with 1, 2, 3, 16 blocks: L = 4, 8, 16, 32), n = 1..8,
- *   the four prologues (x quantized by
+ *   weights of >= 2048 rows (2051; 1500 + 300 + 301 in one launch; a SwiGLU pair of 2049), where
+ *   the 32-element types take 2 rows a lane for n >= 2 and 1 alone; the four prologues (x quantized by
  *   slm_cuda_gemv_quantize + slm_cuda_gemv_q8, with and without RMSNorm; x quantized inside the
  *   GEMV by slm_cuda_gemv, with and without RMSNorm) and the three epilogues (store, accumulate,
  *   SwiGLU pair), one weight and three (Q, K, V of different rows): every output within the bound
  *   below of a float64 reference computed from the dequantized weight (slm_cpu_dequantize_row of
  *   the GGUF rows) and the unquantized x (RMS-normed in float64 where the prologue norms);
  * - batch invariance: every token's outputs bit-identical when the token is alone (n = 1) and
- *   inside n = 2..8 at several slots (the 8 tokens rotated by n; for n = 8 by every shift);
+ *   inside n = 2..8 at several slots (the 8 tokens rotated by n; for n = 8 by every shift), also
+ *   where n = 1 runs 1 row a lane and n >= 2 runs 2;
  * - the fused prologues bit-identical to quantize + slm_cuda_gemv_q8 (the same device code);
  * - refusals (-EINVAL): NULLs, n out of 1..8, types without a device layout, cols not whole
  *   blocks, misaligned pointers, too many weights, a SwiGLU pair of unequal rows, x over the
@@ -380,13 +382,15 @@ static std::vector<std::vector<std::vector<float>>> test_config(const weights &w
 }
 
 /* All four prologues of one (weights, epilogue); the fused ones bit-identical to the two-launch ones. */
-static void test_prologues(const weights &ws, int epi, bool all_shifts)
+static void test_prologues(const weights &ws, int epi, bool all_shifts, unsigned modes = (1u << M_COUNT) - 1)
 {
     const inputs in = make_inputs(ws);
     std::vector<std::vector<std::vector<float>>> res[M_COUNT];
-    for (int m = 0; m < M_COUNT; m++) res[m] = test_config(ws, in, m, epi, all_shifts);
+    for (int m = 0; m < M_COUNT; m++)
+        if (modes >> m & 1) res[m] = test_config(ws, in, m, epi, all_shifts);
     for (int pair = 0; pair < 2; pair++) {
         const int a = pair ? M_Q8_NORM : M_Q8, b = pair ? M_FUSED_NORM : M_FUSED;
+        if (!(modes >> a & 1) || !(modes >> b & 1)) continue;
         int bad = 0;
         for (int t = 0; t < TOKENS; t++)
             for (size_t o = 0; o < res[a][t].size(); o++)
@@ -515,6 +519,16 @@ int main(void)
         test_prologues(qkv, SLM_CUDA_GEMV_ACCUMULATE, false);
         weights gate_up(type, cols, {67, 67});
         test_prologues(gate_up, SLM_CUDA_GEMV_SWIGLU, true);
+        if (!kq) {   /* >= 2048 rows: 2 rows a lane for n >= 2 (1 alone), so n = 1 vs 2..8 crosses R */
+            weights big(type, 576, {2051});
+            test_prologues(big, SLM_CUDA_GEMV_STORE, false, 1u << M_Q8 | 1u << M_FUSED_NORM);
+        }
+    }
+    {
+        weights big3(SLM_TYPE_Q5_1, 32 * 11, {1500, 300, 301});   /* 2101 rows over three weights */
+        test_prologues(big3, SLM_CUDA_GEMV_ACCUMULATE, false, 1u << M_FUSED);
+        weights big_pair(SLM_TYPE_Q4_1, 576, {2049, 2049});
+        test_prologues(big_pair, SLM_CUDA_GEMV_SWIGLU, false, 1u << M_FUSED_NORM);
     }
     if (failures) {
         printf("test_cuda_gemv: %d failures\n", failures);

@@ -16,9 +16,11 @@
  * give the bits of slm_cuda_gemv_quantize + slm_cuda_gemv_q8 (the same device code quantizes).
  * Against the CPU backend it is a tolerance, not bits (DESIGN.md, "GPU path").
  *
- * Shape: GEMV_THREADS = 128 threads (4 warps) a block, 32 / L rows a warp, 128 / L a block
- * ("a row group"); each lane keeps NT accumulators (NT = 1, 2, 4 or 8, the least >= n), so a
- * weight byte is read once for all n tokens. Row groups of up to 3 weights (Q, K, V) are one
+ * Shape: GEMV_THREADS = 128 threads (4 warps) a block, R x 32 / L rows a warp, R x 128 / L a
+ * block ("a row group"); each lane keeps R x NT accumulators (NT = 1, 2, 4 or 8, the least >= n),
+ * so a weight byte is read once for all n tokens. R = 2 rows a lane (each activation load serving
+ * both) for the 32-element types when n >= 2 and the launch has GEMV_R2_MIN_ROWS rows, else 1:
+ * only the grouping changes, never a row's order, so R may depend on n. Row groups of up to 3 weights (Q, K, V) are one
  * flat list; block b takes groups b, b + grid, ... with grid = min(groups, GEMV_MAX_BLOCKS).
  * The prologues quantize x (n, cols) into dynamic shared memory once per block.
  */
@@ -30,6 +32,10 @@
 /* 132 SMs (H100 / H200 SXM) x 8 resident blocks of 4 warps: 32 warps an SM. More blocks would
  * only repeat the prologue's quantization of x. */
 #define GEMV_MAX_BLOCKS (132 * 8)
+/* 2 rows a lane (each activation load serving both) for the 32-element types when n >= 2 and
+ * the launch has this many rows (its weights with their own y): enough row groups still to
+ * fill the SMs. Fewer rows (SmolLM2's layer GEMVs) keep 1 row a lane and twice the warps. */
+#define GEMV_R2_MIN_ROWS 2048
 
 using slm_gemv::gemv_act;
 
@@ -46,6 +52,7 @@ struct gemv_args {
     int nb;                               /* weight blocks a row */
     int units;                            /* units a row (gemv_units.cuh) */
     int lshift;                           /* log2 L */
+    int r;                                /* rows a lane: 1, or 2 (GEMV_R2_MIN_ROWS) */
     int cols, n;
     int epilogue;                         /* SLM_CUDA_GEMV_STORE, _ACCUMULATE, _SWIGLU */
     int prologue;                         /* PRO_* */
@@ -143,22 +150,30 @@ __global__ void __launch_bounds__(GEMV_THREADS)
  * The GEMV
  * ====================================================================================== */
 
-/* Lane l of a sub-warp of L = 1 << lshift lanes: acc[t] = row . token t for t < n, every lane
- * of the sub-warp ending with the same bits (units l, l + L, ... in order, then the butterfly). */
-template <uint32_t WT, int NT>
-__device__ __forceinline__ void gemv_row(const uint8_t *__restrict__ wrow, const gemv_args &p, const gemv_act &a,
-                                         int l, float *acc)
+/* Lane l of a sub-warp of L = 1 << lshift lanes, R rows (wr[r]: row r's bytes): acc[r][t] = row r .
+ * token t for t < n, every lane of the sub-warp ending with the same bits (units l, l + L, ... in
+ * order, then the butterfly). R only shares the activation loads: each row's order is the same. */
+template <uint32_t WT, int NT, int R>
+__device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const gemv_args &p, const gemv_act &a, int l,
+                                          float (*acc)[NT])
 {
     SLM_UNROLL
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    for (int u = l; u < p.units; u += 1 << p.lshift) slm_gemv::gemv_unit<WT>::template run<NT>(wrow, p.nb, u, a, p.n, acc);
+    for (int r = 0; r < R; r++) {
+        SLM_UNROLL
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+    }
+    for (int u = l; u < p.units; u += 1 << p.lshift)
+        slm_gemv::gemv_unit<WT>::template run<NT, R>(wr, p.nb, u, a, p.n, acc);
     for (int off = 1 << p.lshift >> 1; off > 0; off >>= 1) {
         SLM_UNROLL
-        for (int t = 0; t < NT; t++) acc[t] = __fadd_rn(acc[t], __shfl_xor_sync(0xffffffffu, acc[t], off));
+        for (int r = 0; r < R; r++) {
+            SLM_UNROLL
+            for (int t = 0; t < NT; t++) acc[r][t] = __fadd_rn(acc[r][t], __shfl_xor_sync(0xffffffffu, acc[r][t], off));
+        }
     }
 }
 
-template <uint32_t WT, int NT>
+template <uint32_t WT, int NT, int R>
 __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args p)
 {
     SLM_DYN_SHARED(uint4, smem);   /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 */
@@ -187,7 +202,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args
     }
 
     const int L = 1 << p.lshift, l = threadIdx.x & (L - 1), sub = threadIdx.x >> p.lshift;
-    const int rows_per_group = GEMV_THREADS >> p.lshift;
+    const int rows_per_group = R * (GEMV_THREADS >> p.lshift);
     for (int G = blockIdx.x; G < p.groups; G += gridDim.x) {
         /* the group's weight: constant indices only, so that p stays in the parameter space */
         const uint8_t *w = p.w[0];
@@ -203,23 +218,35 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args
             }
         }
         /* a row past the end computes row rows - 1 and stores nothing: shuffles need all lanes */
-        const int row = rg * rows_per_group + sub, r = min(row, rows - 1);
-        float acc[NT];
-        gemv_row<WT, NT>(w + (size_t)r * p.w_row_bytes, p, a, l, acc);
+        const int row0 = rg * rows_per_group + sub * R;
+        const uint8_t *wr[R];
+        SLM_UNROLL
+        for (int r = 0; r < R; r++) wr[r] = w + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
+        float acc[R][NT];
+        gemv_rows<WT, NT, R>(wr, p, a, l, acc);
         if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) {
-            float up[NT];
-            gemv_row<WT, NT>(p.w[1] + (size_t)r * p.w_row_bytes, p, a, l, up);
+            const uint8_t *ur[R];
             SLM_UNROLL
-            for (int t = 0; t < NT; t++) {
-                const float g = acc[t];
-                acc[t] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[t]);
+            for (int r = 0; r < R; r++) ur[r] = p.w[1] + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
+            float up[R][NT];
+            gemv_rows<WT, NT, R>(ur, p, a, l, up);
+            SLM_UNROLL
+            for (int r = 0; r < R; r++) {
+                SLM_UNROLL
+                for (int t = 0; t < NT; t++) {
+                    const float g = acc[r][t];
+                    acc[r][t] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[r][t]);
+                }
             }
         }
         SLM_UNROLL
-        for (int t = 0; t < NT; t++) {
-            if (t < p.n && row < rows && (t & (L - 1)) == l) {
-                float *yp = y + (size_t)t * (size_t)rows + row;
-                *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, acc[t]) : acc[t];
+        for (int r = 0; r < R; r++) {
+            SLM_UNROLL
+            for (int t = 0; t < NT; t++) {
+                if (t < p.n && row0 + r < rows && (t & (L - 1)) == l) {
+                    float *yp = y + (size_t)t * (size_t)rows + (row0 + r);
+                    *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, acc[r][t]) : acc[r][t];
+                }
             }
         }
     }
@@ -288,8 +315,12 @@ static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_
     const bool swiglu = epilogue == SLM_CUDA_GEMV_SWIGLU;
     SLM_CUDA_ARG(!swiglu || (n_w == 2 && rows[0] == rows[1]));
     const size_t rb = slm_cuda_device_row_bytes(type, cols);
-    const int per_group = GEMV_THREADS / L;
+    int64_t own_rows = 0;   /* rows of the weights with their own y */
+    for (int i = 0; i < (swiglu ? 1 : n_w); i++) own_rows += rows[i] > 0 ? rows[i] : 0;
+    const int r2 = slm_qblock_elems(type) == 32 && n >= 2 && own_rows >= GEMV_R2_MIN_ROWS ? 2 : 1;
+    const int per_group = r2 * (GEMV_THREADS / L);
     *p = gemv_args{};
+    p->r = r2;
     int64_t groups = 0;
     for (int i = 0; i < n_w; i++) {
         SLM_CUDA_ARG(rows[i] >= 1 && rows[i] <= INT32_MAX - GEMV_THREADS);
@@ -324,15 +355,29 @@ static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_
     return 0;
 }
 
+template <uint32_t WT, int R>
+static int gemv_launch_rows(const struct gemv_args &p, size_t smem, cudaStream_t stream)
+{
+    const unsigned grid = (unsigned)(p.groups < GEMV_MAX_BLOCKS ? p.groups : GEMV_MAX_BLOCKS);
+    if constexpr (R == 1) {
+        if (p.n == 1) SLM_LAUNCH((k_gemv<WT, 1, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n == 2) SLM_LAUNCH((k_gemv<WT, 2, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) SLM_LAUNCH((k_gemv<WT, 4, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else SLM_LAUNCH((k_gemv<WT, 8, 1>), grid, GEMV_THREADS, smem, stream, p);
+    } else {   /* n >= 2 */
+        if (p.n == 2) SLM_LAUNCH((k_gemv<WT, 2, R>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) SLM_LAUNCH((k_gemv<WT, 4, R>), grid, GEMV_THREADS, smem, stream, p);
+        else SLM_LAUNCH((k_gemv<WT, 8, R>), grid, GEMV_THREADS, smem, stream, p);
+    }
+    return slm_cuda_launched();
+}
+
 template <uint32_t WT>
 static int gemv_launch_type(const struct gemv_args &p, size_t smem, cudaStream_t stream)
 {
-    const unsigned grid = (unsigned)(p.groups < GEMV_MAX_BLOCKS ? p.groups : GEMV_MAX_BLOCKS);
-    if (p.n == 1) SLM_LAUNCH((k_gemv<WT, 1>), grid, GEMV_THREADS, smem, stream, p);
-    else if (p.n == 2) SLM_LAUNCH((k_gemv<WT, 2>), grid, GEMV_THREADS, smem, stream, p);
-    else if (p.n <= 4) SLM_LAUNCH((k_gemv<WT, 4>), grid, GEMV_THREADS, smem, stream, p);
-    else SLM_LAUNCH((k_gemv<WT, 8>), grid, GEMV_THREADS, smem, stream, p);
-    return slm_cuda_launched();
+    if constexpr (slm_gemv::gemv_unit<WT>::MAX_R >= 2)
+        if (p.r == 2) return gemv_launch_rows<WT, 2>(p, smem, stream);
+    return gemv_launch_rows<WT, 1>(p, smem, stream);
 }
 
 static int gemv_launch(uint32_t type, const struct gemv_args &p, size_t smem, cudaStream_t stream)

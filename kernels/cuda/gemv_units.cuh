@@ -82,61 +82,97 @@ template <> struct unit32<SLM_TYPE_Q5_0> { static const int SB = 2, WORDS = 4, Q
 template <> struct unit32<SLM_TYPE_Q5_1> { static const int SB = 4, WORDS = 4, QUAD = 96; static const bool Q5 = true, M = true; };
 template <> struct unit32<SLM_TYPE_Q8_0> { static const int SB = 2, WORDS = 8, QUAD = 144; static const bool Q5 = false, M = false; };
 
-/* Block blk of a unit (word k of it: its quant word qw, qh word, scales sc) against NT tokens:
- * acc[t] = fma(d_w * d_a, float(dot), acc[t]); then, for the word-0 unit of an offset type,
- * acc[t] = fma(m_w, s_a, acc[t]) (the block's m * sum of x, once per block). */
-template <uint32_t T, int NT>
-__device__ __forceinline__ void block32(uint32_t sc, uint32_t qh, uint32_t qw, int k, int blk, const gemv_act &a, int n,
-                                        float *acc)
+/* A block's word k as signed (or, with an offset m, unsigned) bytes: lo = elements 4k..4k+3,
+ * hi = 16+4k..16+4k+3 (Q8_0: lo = elements 4k..4k+3 of its 8 words), and its scales. */
+template <uint32_t T> struct w32 {
+    int lo, hi;
+    float d, m;
+};
+
+template <uint32_t T>
+__device__ __forceinline__ w32<T> unpack32(uint32_t sc, uint32_t qh, uint32_t qw, int k)
 {
     typedef unit32<T> U;
-    const float dw = h2f(sc), mw = U::M ? h2f(sc >> 16) : 0.0f;
-    int lo, hi = 0;
+    w32<T> w;
+    w.d = h2f(sc);
+    w.m = U::M ? h2f(sc >> 16) : 0.0f;
+    w.hi = 0;
     if (U::WORDS == 8) {
-        lo = (int)qw;
+        w.lo = (int)qw;
     } else {
         uint32_t l4 = qw & 0x0f0f0f0fu, h4 = (qw >> 4) & 0x0f0f0f0fu;
         if (U::Q5) l4 |= q5_bits(qh, k), h4 |= q5_bits(qh, k + 4);
-        lo = U::M ? (int)l4 : U::Q5 ? minus16(l4) : minus8(l4);
-        hi = U::M ? (int)h4 : U::Q5 ? minus16(h4) : minus8(h4);
+        w.lo = U::M ? (int)l4 : U::Q5 ? minus16(l4) : minus8(l4);
+        w.hi = U::M ? (int)h4 : U::Q5 ? minus16(h4) : minus8(h4);
     }
+    return w;
+}
+
+/* Block blk (word k) of R rows against NT tokens, each activation load serving the R rows:
+ * acc[r][t] = fma(d_w * d_a, float(dot), acc[r][t]); then, for the word-0 unit of an offset
+ * type, acc[r][t] = fma(m_w, s_a, acc[r][t]) (the block's m * sum of x, once per block). */
+template <uint32_t T, int NT, int R>
+__device__ __forceinline__ void block32(const w32<T> *w, int k, int blk, const gemv_act &a, int n, float (*acc)[NT])
+{
+    typedef unit32<T> U;
     SLM_UNROLL
     for (int t = 0; t < NT; t++) {
         if (t < n) {
             const float2 ds = act_ds(a, t, blk);
-            int s = __dp4a(lo, act_word(a, t, 32 * blk + 4 * k), 0);
-            if (U::WORDS == 4) s = __dp4a(hi, act_word(a, t, 32 * blk + 16 + 4 * k), s);
-            acc[t] = __fmaf_rn(__fmul_rn(dw, ds.x), __int2float_rn(s), acc[t]);
-            if (U::M && k == 0) acc[t] = __fmaf_rn(mw, ds.y, acc[t]);
+            const int xlo = act_word(a, t, 32 * blk + 4 * k);
+            const int xhi = U::WORDS == 4 ? act_word(a, t, 32 * blk + 16 + 4 * k) : 0;
+            SLM_UNROLL
+            for (int r = 0; r < R; r++) {
+                int s = __dp4a(w[r].lo, xlo, 0);
+                if (U::WORDS == 4) s = __dp4a(w[r].hi, xhi, s);
+                acc[r][t] = __fmaf_rn(__fmul_rn(w[r].d, ds.x), __int2float_rn(s), acc[r][t]);
+                if (U::M && k == 0) acc[r][t] = __fmaf_rn(w[r].m, ds.y, acc[r][t]);
+            }
         }
     }
 }
 
+/* Unit u of R rows (wr[r]: row r's bytes), the 32-element types. */
 template <uint32_t T> struct gemv_unit {
     typedef unit32<T> U;
+    static const int MAX_R = 2;
     static __host__ __device__ int units(int nb) { return (nb / 4 + (nb % 4 != 0)) * U::WORDS; }
 
-    template <int NT>
-    static __device__ __forceinline__ void run(const uint8_t *__restrict__ wrow, int nb, int u, const gemv_act &a, int n,
-                                               float *acc)
+    template <int NT, int R>
+    static __device__ __forceinline__ void run(const uint8_t *const *wr, int nb, int u, const gemv_act &a, int n,
+                                               float (*acc)[NT])
     {
         const int g = u / U::WORDS, k = u % U::WORDS, nq = nb >> 2;
-        const uint8_t *quad = wrow + (size_t)g * U::QUAD;
+        w32<T> w[R];
         if (g < nq) {
-            const uint4 sc = ld_u128(quad);
-            const uint4 qh = U::Q5 ? ld_u128(quad + 16) : make_uint4(0, 0, 0, 0);
-            const uint4 qw = ld_u128(quad + (U::Q5 ? 32 : 16) + 16 * k);
+            uint4 sc[R], qh[R], qw[R];
+            SLM_UNROLL
+            for (int r = 0; r < R; r++) {
+                const uint8_t *quad = wr[r] + (size_t)g * U::QUAD;
+                sc[r] = ld_u128(quad);
+                qh[r] = U::Q5 ? ld_u128(quad + 16) : make_uint4(0, 0, 0, 0);
+                qw[r] = ld_u128(quad + (U::Q5 ? 32 : 16) + 16 * k);
+            }
             SLM_UNROLL
             for (int i = 0; i < 4; i++) {
-                const uint32_t s = U::SB == 4 ? word_of(sc, i) : word_of(sc, i >> 1) >> (16 * (i & 1));
-                block32<T, NT>(s, word_of(qh, i), word_of(qw, i), k, 4 * g + i, a, n, acc);
+                SLM_UNROLL
+                for (int r = 0; r < R; r++) {
+                    const uint32_t s = U::SB == 4 ? word_of(sc[r], i) : word_of(sc[r], i >> 1) >> (16 * (i & 1));
+                    w[r] = unpack32<T>(s, word_of(qh[r], i), word_of(qw[r], i), k);
+                }
+                block32<T, NT, R>(w, k, 4 * g + i, a, n, acc);
             }
         } else {   /* the tail: nin = nb % 4 packed blocks */
             const int nin = nb & 3, s_end = (nin * U::SB + 3) & ~3, hq = s_end + (U::Q5 ? 4 * nin : 0);
             for (int i = 0; i < nin; i++) {
-                const uint32_t s = U::SB == 4 ? ld_u32(quad + 4 * i) : *reinterpret_cast<const uint16_t *>(quad + 2 * i);
-                const uint32_t qh = U::Q5 ? ld_u32(quad + s_end + 4 * i) : 0u;
-                block32<T, NT>(s, qh, ld_u32(quad + hq + 4 * nin * k + 4 * i), k, 4 * g + i, a, n, acc);
+                SLM_UNROLL
+                for (int r = 0; r < R; r++) {
+                    const uint8_t *tail = wr[r] + (size_t)g * U::QUAD;
+                    const uint32_t s = U::SB == 4 ? ld_u32(tail + 4 * i) : *reinterpret_cast<const uint16_t *>(tail + 2 * i);
+                    const uint32_t qh = U::Q5 ? ld_u32(tail + s_end + 4 * i) : 0u;
+                    w[r] = unpack32<T>(s, qh, ld_u32(tail + hq + 4 * nin * k + 4 * i), k);
+                }
+                block32<T, NT, R>(w, k, 4 * g + i, a, n, acc);
             }
         }
     }
@@ -174,14 +210,17 @@ __device__ __forceinline__ int dot32(const int *q, const gemv_act &a, int t, int
  * per sub-block j: acc = fma(d * sc_j * d_a, float(dot), acc), then acc = fma(-(dmin * m_j), s_a, acc). */
 template <bool FIVE> struct gemv_unit_k45 {
     static const int BYTES = FIVE ? 176 : 144;
+    static const int MAX_R = 1;
     static __host__ __device__ int units(int nb) { return 4 * nb; }
 
-    template <int NT>
-    static __device__ __forceinline__ void run(const uint8_t *__restrict__ wrow, int, int u, const gemv_act &a, int n,
-                                               float *acc)
+    template <int NT, int R>
+    static __device__ __forceinline__ void run(const uint8_t *const *wr, int, int u, const gemv_act &a, int n,
+                                               float (*accr)[NT])
     {
+        static_assert(R == 1, "one row a lane");
+        float *acc = accr[0];
         const int b = u >> 2, c = u & 3;
-        const uint8_t *blk = wrow + (size_t)b * BYTES;
+        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
         const uint4 h = ld_u128(blk);
         const uint8_t *qs = blk + (FIVE ? 48 : 16) + 32 * c;
         int ql[8], qh[8];
@@ -229,14 +268,17 @@ template <> struct gemv_unit<SLM_TYPE_Q5_K> : gemv_unit_k45<true> {};
  * exact; acc = fma(d * d_a, float(dot), acc). */
 template <> struct gemv_unit<SLM_TYPE_Q6_K> {
     static const int BYTES = 224;
+    static const int MAX_R = 1;
     static __host__ __device__ int units(int nb) { return 4 * nb; }
 
-    template <int NT>
-    static __device__ __forceinline__ void run(const uint8_t *__restrict__ wrow, int, int u, const gemv_act &a, int n,
-                                               float *acc)
+    template <int NT, int R>
+    static __device__ __forceinline__ void run(const uint8_t *const *wr, int, int u, const gemv_act &a, int n,
+                                               float (*accr)[NT])
     {
+        static_assert(R == 1, "one row a lane");
+        float *acc = accr[0];
         const int b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
-        const uint8_t *blk = wrow + (size_t)b * BYTES;
+        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
         int q0[8], q2[8];   /* quarters p and p + 2, value - 32 as bytes */
         SLM_UNROLL
         for (int half = 0; half < 2; half++) {
