@@ -19,7 +19,8 @@
  * Weights are in GGUF's layout (kernels/quant.h): `rows` rows of `cols` elements, a row
  * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes), except where a
  * launcher says "device layout" (slm_cuda_matvec_q8, slm_cuda_embed_device_layout): then as
- * slm_cuda_to_device_layout writes them (layout.cu, below).
+ * slm_cuda_to_device_layout writes them (layout.cu, below); the decode GEMV (slm_cuda_gemv,
+ * slm_cuda_gemv_q8) reads only the device layout.
  *
  * Batch invariance (docs/numerics.md): in every kernel here an output element's
  * arithmetic, and its order, depend only on that element's own inputs and on the sizes
@@ -169,6 +170,70 @@ int slm_cuda_matvec_q8_fused_fits(uint32_t type, int64_t cols, int n);
  */
 int slm_cuda_matvec_q8_fused(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
                              const float *x, int n, float *const *y, int accumulate, struct CUstream_st *stream);
+
+/* ---- gemv.cu: the decode GEMV (1..8 tokens), fast and batch-invariant, with fused prologues
+ * and epilogues. Not the CPU's bits: within a tolerance of the CPU backend (docs/cuda.md,
+ * "The decode GEMV"), and batch-invariant on the GPU. ---- */
+
+#define SLM_CUDA_GEMV_MAX_TOKENS 8
+#define SLM_CUDA_GEMV_MAX_WEIGHTS 3
+/* The quantizing prologues keep the quantized x (slm_cuda_gemv_act_bytes) in at most this much
+ * dynamic shared memory (CUDA's default per-block limit: no opt-in): 8 tokens up to 4915
+ * columns, 3 tokens up to 13107, 1 token up to 39321. */
+#define SLM_CUDA_GEMV_SMEM 49152
+
+/* The epilogues: y = result; y += result (the residual add); y = silu(gate) * up, with
+ * weight 0 the gate and weight 1 the up projection, both of the same rows, into y[0]. */
+#define SLM_CUDA_GEMV_STORE 0
+#define SLM_CUDA_GEMV_ACCUMULATE 1
+#define SLM_CUDA_GEMV_SWIGLU 2
+
+/* Lanes that share one output row: the least power of two >= the row's units (16-byte pieces:
+ * 4 a quad of Q4_x / Q5_x, 8 of Q8_0, 4 a K-quant block), at most 32; it depends only on (type,
+ * cols). 0 for a type without a device layout or a cols that is not a whole number of its blocks. */
+int slm_cuda_gemv_lanes(uint32_t type, int64_t cols);
+
+/* Bytes of n tokens of cols activations quantized for the GEMV: n * cols int8 quants (token
+ * after token), then n * cols / 32 pairs of floats (d, s = d * sum of the block's quants);
+ * 0 unless 1 <= n <= SLM_CUDA_GEMV_MAX_TOKENS and cols is a positive multiple of 32. */
+size_t slm_cuda_gemv_act_bytes(int n, int64_t cols);
+
+/* 1 if slm_cuda_gemv (the quantizing prologues) takes n tokens of a (type, cols) weight: a
+ * type with a device layout, whole blocks, 1 <= n <= 8, slm_cuda_gemv_act_bytes(n, cols) <=
+ * SLM_CUDA_GEMV_SMEM; else 0 (then quantize once and call slm_cuda_gemv_q8). */
+int slm_cuda_gemv_fits(uint32_t type, int64_t cols, int n);
+
+/*
+ * xq (slm_cuda_gemv_act_bytes(n, cols) bytes, device, 16-byte aligned) = x (n, cols) device
+ * floats (16-byte aligned) quantized per 32 elements: d = amax / 127, q = round(x * 127 / amax),
+ * s = d * sum(q). With gamma (cols floats, device, 16-byte aligned; NULL for none), each token's
+ * row is first RMS-normed: x * (1 / sqrt(mean(x^2) + eps)) * gamma. The same device code as
+ * slm_cuda_gemv's prologues, so the same bytes. 1 <= n <= 8, cols a multiple of 32.
+ */
+int slm_cuda_gemv_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
+                           struct CUstream_st *stream);
+
+/*
+ * The decode GEMV over xq from slm_cuda_gemv_quantize: for each weight i < n_w (1..3, all of
+ * `type` and `cols`), y[i] (n, rows[i]) = W_i (rows[i], cols) . x^T, or += with
+ * SLM_CUDA_GEMV_ACCUMULATE; with SLM_CUDA_GEMV_SWIGLU, n_w = 2, rows[0] = rows[1] and
+ * y[0] (n, rows[0]) = silu(W_0 . x^T) * (W_1 . x^T) (y[1] is not read). type one of Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; each W_i in the device layout (slm_cuda_to_device_layout),
+ * 16-byte aligned; y[i] device, 4-aligned, not overlapping each other or xq; the arrays w, rows,
+ * y host memory, read before the call returns. 1 <= n <= 8. Batch-invariant: a token's outputs
+ * have the same bits whatever n is and wherever the token sits, and the same as from slm_cuda_gemv.
+ */
+int slm_cuda_gemv_q8(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const void *xq,
+                     int n, float *const *y, int epilogue, struct CUstream_st *stream);
+
+/*
+ * slm_cuda_gemv_quantize + slm_cuda_gemv_q8 in one launch: x (n, cols) device floats, 16-byte
+ * aligned, quantized inside every block into shared memory, RMS-normed first when gamma is not
+ * NULL (gamma and eps as for slm_cuda_gemv_quantize). Needs slm_cuda_gemv_fits(type, cols, n).
+ * Bit-identical to the two-launch path. y must not overlap x.
+ */
+int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const float *x,
+                  const float *gamma, float eps, int n, float *const *y, int epilogue, struct CUstream_st *stream);
 
 /* ---- dequant.cu: weight rows to f32 / f16 / bf16, and the embedding lookup ---- */
 

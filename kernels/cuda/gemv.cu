@@ -1,0 +1,427 @@
+/*
+ * kernels/cuda/gemv.cu - the decode GEMV (n = 1..8 tokens a weight read), fast on a GPU and
+ * batch-invariant, with its fused prologues (x quantized, or RMSNorm + quantize, inside every
+ * block) and epilogues (store, accumulate, SwiGLU pair); kernels.h has the contracts and
+ * docs/cuda.md ("The decode GEMV") the launch shapes.
+ *
+ * Numerics. x is quantized per 32 elements (gemv_quantize_step): d = amax / 127, q =
+ * round(x * (127 / amax)), s = d * sum(q); every weight type dots its integer quants against q
+ * exactly (__dp4a) and adds float terms per 32-block (gemv_units.cuh). An output element is
+ * computed by a sub-warp of L lanes, L = slm_cuda_gemv_lanes(type, cols), a power of two that
+ * depends only on (type, cols): lane l takes units l, l + L, l + 2L, ... of the row in order,
+ * then the L partial sums meet in a butterfly of offsets L/2, ..., 1 (an IEEE add is
+ * commutative, so every lane ends with the same bits). Nothing of this depends on n, on the
+ * token's slot, on the prologue, or on which block or weight slot computes the row: a token's
+ * output has the same bits for every n and slot (batch invariance), and the fused prologues
+ * give the bits of slm_cuda_gemv_quantize + slm_cuda_gemv_q8 (the same device code quantizes).
+ * Against the CPU backend it is a tolerance, not bits (DESIGN.md, "GPU path").
+ *
+ * Shape: GEMV_THREADS = 128 threads (4 warps) a block, R x 32 / L rows a warp, R x 128 / L a
+ * block ("a row group"); each lane keeps R x NT accumulators (NT = 1, 2, 4 or 8, the least >= n),
+ * so a weight byte is read once for all n tokens. R = 2 rows a lane (each activation load serving
+ * both) for the 32-element types when n >= 2 and the launch has GEMV_R2_MIN_ROWS rows, else 1:
+ * only the grouping changes, never a row's order, so R may depend on n. Row groups of up to 3 weights (Q, K, V) are one
+ * flat list; block b takes groups b, b + grid, ... with grid = min(groups, GEMV_MAX_BLOCKS).
+ * The prologues quantize x (n, cols) into dynamic shared memory once per block.
+ */
+#include "kernels/cuda/gemv_units.cuh"
+#include "kernels/cuda/launch.cuh"
+
+#define GEMV_THREADS 128
+#define GEMV_WARPS (GEMV_THREADS / 32)
+/* 132 SMs (H100 / H200 SXM) x 8 resident blocks of 4 warps: 32 warps an SM. More blocks would
+ * only repeat the prologue's quantization of x. */
+#define GEMV_MAX_BLOCKS (132 * 8)
+/* 2 rows a lane (each activation load serving both) for the 32-element types when n >= 2 and
+ * the launch has this many rows (its weights with their own y): enough row groups still to
+ * fill the SMs. Fewer rows (SmolLM2's layer GEMVs) keep 1 row a lane and twice the warps. */
+#define GEMV_R2_MIN_ROWS 2048
+
+using slm_gemv::gemv_act;
+
+enum { PRO_Q8 = 0, PRO_QUANTIZE = 1, PRO_RMSNORM = 2 };
+
+struct gemv_args {
+    const uint8_t *w[SLM_CUDA_GEMV_MAX_WEIGHTS];
+    float *y[SLM_CUDA_GEMV_MAX_WEIGHTS];
+    int rows[SLM_CUDA_GEMV_MAX_WEIGHTS];
+    int end[SLM_CUDA_GEMV_MAX_WEIGHTS];   /* weight i owns row groups [end[i - 1], end[i]) */
+    int n_w;                              /* weights with their own y (1 for SwiGLU: w[1] is up) */
+    int groups;                           /* end[n_w - 1] */
+    size_t w_row_bytes;
+    int nb;                               /* weight blocks a row */
+    int units;                            /* units a row (gemv_units.cuh) */
+    int lshift;                           /* log2 L */
+    int r;                                /* rows a lane: 1, or 2 (GEMV_R2_MIN_ROWS) */
+    int cols, n;
+    int epilogue;                         /* SLM_CUDA_GEMV_STORE, _ACCUMULATE, _SWIGLU */
+    int prologue;                         /* PRO_* */
+    const int8_t *xq;                     /* PRO_Q8: (n, cols) quants, then (n, cols / 32) float2 */
+    const float *x;                       /* PRO_QUANTIZE, PRO_RMSNORM: (n, cols) */
+    const float *gamma;                   /* PRO_RMSNORM: (cols) */
+    float eps;
+};
+
+/* ======================================================================================
+ * Quantizing x: one device code for the standalone quantizer and the prologues
+ * ====================================================================================== */
+
+/*
+ * The RMSNorm scale of token t (its row xr of cols floats), computed by the whole block of
+ * GEMV_THREADS threads and returned to every thread: thread i sums xr[i]^2, xr[i + 128]^2, ...
+ * (fmaf, in order), a butterfly 16..1 in each warp, then the 4 warp sums in order, then
+ * 1 / sqrt(sum / cols + eps). Contains __syncthreads: call it from the whole block.
+ */
+__device__ __forceinline__ float gemv_norm_scale(const float *__restrict__ xr, int cols, float eps)
+{
+    __shared__ float part[GEMV_WARPS];
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += GEMV_THREADS) s = __fmaf_rn(xr[i], xr[i], s);
+    SLM_UNROLL
+    for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    float total = part[0];
+    SLM_UNROLL
+    for (int w = 1; w < GEMV_WARPS; w++) total = __fadd_rn(total, part[w]);
+    __syncthreads();   /* part is reused by the next call */
+    return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)cols), eps)));
+}
+
+/*
+ * One step of the quantizer, by one warp: the 4 activation blocks g0 .. g0 + 3 (block g = 32
+ * floats of token g / (cols / 32)), 8 lanes a block, 4 floats a lane (one 16-byte load), those
+ * at or past g_end skipped (the warp still shuffles as a whole). With gamma, the value is
+ * (x * scale[t]) * gamma first. Writes q (4 bytes a lane) and ds (d, s) of each block.
+ */
+__device__ __forceinline__ void gemv_quantize_step(const float *__restrict__ x, const float *__restrict__ gamma,
+                                                   const float *scale, int cols, int g0, int g_end, int8_t *q,
+                                                   float2 *ds)
+{
+    const int lane = threadIdx.x & 31, sub = lane & 7;
+    const int g = min(g0 + (lane >> 3), g_end - 1);
+    const int nbr = cols >> 5, t = g / nbr, e = 32 * (g - t * nbr) + 4 * sub;
+    float4 v = *reinterpret_cast<const float4 *>(x + (size_t)t * (size_t)cols + e);
+    if (gamma) {
+        const float sc = scale[t];
+        const float4 gm = *reinterpret_cast<const float4 *>(gamma + e);
+        v.x = __fmul_rn(__fmul_rn(v.x, sc), gm.x);
+        v.y = __fmul_rn(__fmul_rn(v.y, sc), gm.y);
+        v.z = __fmul_rn(__fmul_rn(v.z, sc), gm.z);
+        v.w = __fmul_rn(__fmul_rn(v.w, sc), gm.w);
+    }
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    SLM_UNROLL
+    for (int off = 4; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    const float d = __fdiv_rn(amax, 127.0f), id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    const int q0 = __float2int_rn(__fmul_rn(v.x, id)), q1 = __float2int_rn(__fmul_rn(v.y, id));
+    const int q2 = __float2int_rn(__fmul_rn(v.z, id)), q3 = __float2int_rn(__fmul_rn(v.w, id));
+    int sum = q0 + q1 + q2 + q3;
+    SLM_UNROLL
+    for (int off = 4; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (g0 + (lane >> 3) < g_end) {
+        *reinterpret_cast<uint32_t *>(q + (size_t)g * 32 + 4 * sub) =
+            (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
+        if (sub == 0) ds[g] = make_float2(d, __fmul_rn(d, __int2float_rn(sum)));
+    }
+}
+
+/* Standalone: grid (ceil(nbr / 16), n); block (c, t) quantizes blocks 16c .. 16c + 15 of token t,
+ * with RMSNorm first when gamma (every block of the token computes its scale, the same bits). */
+__global__ void __launch_bounds__(GEMV_THREADS)
+    k_gemv_quantize(const float *__restrict__ x, const float *__restrict__ gamma, float eps, int cols,
+                    int8_t *__restrict__ q, float2 *__restrict__ ds)
+{
+    __shared__ float scale[1];
+    const int t = blockIdx.y, nbr = cols >> 5;
+    const float *xr = x + (size_t)t * (size_t)cols;
+    if (gamma) {
+        const float s = gemv_norm_scale(xr, cols, eps);
+        if (threadIdx.x == 0) scale[0] = s;
+        __syncthreads();
+    }
+    const int first = (int)blockIdx.x * 4 * GEMV_WARPS, last = min(first + 4 * GEMV_WARPS, nbr);
+    /* token t alone: x, q and ds offset to its row, so the step sees a one-token batch */
+    gemv_quantize_step(xr, gamma, scale, cols, first + 4 * (threadIdx.x >> 5), last, q + (size_t)t * (size_t)cols,
+                       ds + (size_t)t * (size_t)nbr);
+}
+
+/* ======================================================================================
+ * The GEMV
+ * ====================================================================================== */
+
+/* Lane l of a sub-warp of L = 1 << lshift lanes, R rows (wr[r]: row r's bytes): acc[r][t] = row r .
+ * token t for t < n, every lane of the sub-warp ending with the same bits (units l, l + L, ... in
+ * order, then the butterfly). R only shares the activation loads: each row's order is the same. */
+template <uint32_t WT, int NT, int R>
+__device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const gemv_args &p, const gemv_act &a, int l,
+                                          float (*acc)[NT])
+{
+    SLM_UNROLL
+    for (int r = 0; r < R; r++) {
+        SLM_UNROLL
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+    }
+    for (int u = l; u < p.units; u += 1 << p.lshift)
+        slm_gemv::gemv_unit<WT>::template run<NT, R>(wr, p.nb, u, a, p.n, acc);
+    for (int off = 1 << p.lshift >> 1; off > 0; off >>= 1) {
+        SLM_UNROLL
+        for (int r = 0; r < R; r++) {
+            SLM_UNROLL
+            for (int t = 0; t < NT; t++) acc[r][t] = __fadd_rn(acc[r][t], __shfl_xor_sync(0xffffffffu, acc[r][t], off));
+        }
+    }
+}
+
+template <uint32_t WT, int NT, int R>
+__global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args p)
+{
+    SLM_DYN_SHARED(uint4, smem);   /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 */
+    gemv_act a;
+    a.cols = p.cols;
+    if (p.prologue == PRO_Q8) {
+        a.q = p.xq;
+        a.ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
+    } else {
+        __shared__ float scale[SLM_CUDA_GEMV_MAX_TOKENS];
+        int8_t *q = reinterpret_cast<int8_t *>(smem);
+        float2 *ds = reinterpret_cast<float2 *>(q + (size_t)p.n * (size_t)p.cols);
+        if (p.prologue == PRO_RMSNORM) {
+            for (int t = 0; t < p.n; t++) {
+                const float s = gemv_norm_scale(p.x + (size_t)t * (size_t)p.cols, p.cols, p.eps);
+                if (threadIdx.x == 0) scale[t] = s;
+            }
+            __syncthreads();
+        }
+        const int g_end = p.n * (p.cols >> 5);
+        for (int g0 = 4 * (threadIdx.x >> 5); g0 < g_end; g0 += 4 * GEMV_WARPS)
+            gemv_quantize_step(p.x, p.prologue == PRO_RMSNORM ? p.gamma : nullptr, scale, p.cols, g0, g_end, q, ds);
+        __syncthreads();
+        a.q = q;
+        a.ds = ds;
+    }
+
+    const int L = 1 << p.lshift, l = threadIdx.x & (L - 1), sub = threadIdx.x >> p.lshift;
+    const int rows_per_group = R * (GEMV_THREADS >> p.lshift);
+    for (int G = blockIdx.x; G < p.groups; G += gridDim.x) {
+        /* the group's weight: constant indices only, so that p stays in the parameter space */
+        const uint8_t *w = p.w[0];
+        float *y = p.y[0];
+        int rows = p.rows[0], rg = G;
+        SLM_UNROLL
+        for (int i = 1; i < SLM_CUDA_GEMV_MAX_WEIGHTS; i++) {
+            if (i < p.n_w && G >= p.end[i - 1]) {
+                w = p.w[i];
+                y = p.y[i];
+                rows = p.rows[i];
+                rg = G - p.end[i - 1];
+            }
+        }
+        /* a row past the end computes row rows - 1 and stores nothing: shuffles need all lanes */
+        const int row0 = rg * rows_per_group + sub * R;
+        const uint8_t *wr[R];
+        SLM_UNROLL
+        for (int r = 0; r < R; r++) wr[r] = w + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
+        float acc[R][NT];
+        gemv_rows<WT, NT, R>(wr, p, a, l, acc);
+        if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) {
+            const uint8_t *ur[R];
+            SLM_UNROLL
+            for (int r = 0; r < R; r++) ur[r] = p.w[1] + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
+            float up[R][NT];
+            gemv_rows<WT, NT, R>(ur, p, a, l, up);
+            SLM_UNROLL
+            for (int r = 0; r < R; r++) {
+                SLM_UNROLL
+                for (int t = 0; t < NT; t++) {
+                    const float g = acc[r][t];
+                    acc[r][t] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[r][t]);
+                }
+            }
+        }
+        SLM_UNROLL
+        for (int r = 0; r < R; r++) {
+            SLM_UNROLL
+            for (int t = 0; t < NT; t++) {
+                if (t < p.n && row0 + r < rows && (t & (L - 1)) == l) {
+                    float *yp = y + (size_t)t * (size_t)rows + (row0 + r);
+                    *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, acc[r][t]) : acc[r][t];
+                }
+            }
+        }
+    }
+}
+
+/* ======================================================================================
+ * Launchers
+ * ====================================================================================== */
+
+extern "C" int slm_cuda_gemv_lanes(uint32_t type, int64_t cols)
+{
+    if (slm_cuda_device_row_bytes(type, cols) == 0 || cols > INT32_MAX) return 0;
+    const int nb = (int)(cols / slm_qblock_elems(type));
+    int units;
+    switch (type) {
+    case SLM_TYPE_Q4_0: units = slm_gemv::gemv_unit<SLM_TYPE_Q4_0>::units(nb); break;
+    case SLM_TYPE_Q4_1: units = slm_gemv::gemv_unit<SLM_TYPE_Q4_1>::units(nb); break;
+    case SLM_TYPE_Q5_0: units = slm_gemv::gemv_unit<SLM_TYPE_Q5_0>::units(nb); break;
+    case SLM_TYPE_Q5_1: units = slm_gemv::gemv_unit<SLM_TYPE_Q5_1>::units(nb); break;
+    case SLM_TYPE_Q8_0: units = slm_gemv::gemv_unit<SLM_TYPE_Q8_0>::units(nb); break;
+    default: units = 4 * nb; break;   /* the K-quants */
+    }
+    int L = 1;
+    while (L < 32 && L < units) L *= 2;
+    return L;
+}
+
+extern "C" size_t slm_cuda_gemv_act_bytes(int n, int64_t cols)
+{
+    if (n < 1 || n > SLM_CUDA_GEMV_MAX_TOKENS || cols < 32 || cols % 32 != 0 || cols > INT32_MAX / 2) return 0;
+    return (size_t)n * (size_t)cols + (size_t)n * (size_t)(cols / 32) * 8;
+}
+
+extern "C" int slm_cuda_gemv_fits(uint32_t type, int64_t cols, int n)
+{
+    const size_t bytes = slm_cuda_gemv_act_bytes(n, cols);
+    return bytes != 0 && slm_cuda_gemv_lanes(type, cols) != 0 && bytes <= SLM_CUDA_GEMV_SMEM;
+}
+
+extern "C" int slm_cuda_gemv_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
+                                      struct CUstream_st *stream)
+{
+    const size_t bytes = slm_cuda_gemv_act_bytes(n, cols);
+    SLM_CUDA_ARG(bytes != 0);
+    SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
+    SLM_CUDA_DEVICE(xq, bytes);
+    if (gamma) SLM_CUDA_DEVICE(gamma, (size_t)cols * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 16) && slm_cuda_aligned(xq, 16) && (!gamma || slm_cuda_aligned(gamma, 16)));
+    const int c = (int)cols, nbr = c / 32;
+    int8_t *q = (int8_t *)xq;
+    float2 *ds = (float2 *)(q + (size_t)n * (size_t)c);
+    dim3 grid((unsigned)((nbr + 4 * GEMV_WARPS - 1) / (4 * GEMV_WARPS)), (unsigned)n);
+    SLM_LAUNCH(k_gemv_quantize, grid, GEMV_THREADS, 0, stream, x, gamma, eps, c, q, ds);
+    return slm_cuda_launched();
+}
+
+/* The checks every variant shares, and p filled but for the prologue's fields. */
+static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, int n,
+                      float *const *y, int epilogue, struct gemv_args *p)
+{
+    const int L = slm_cuda_gemv_lanes(type, cols);
+    SLM_CUDA_ARG(L != 0 && n >= 1 && n <= SLM_CUDA_GEMV_MAX_TOKENS && w && rows && y);
+    SLM_CUDA_ARG(epilogue == SLM_CUDA_GEMV_STORE || epilogue == SLM_CUDA_GEMV_ACCUMULATE ||
+                 epilogue == SLM_CUDA_GEMV_SWIGLU);
+    SLM_CUDA_ARG(n_w >= 1 && n_w <= SLM_CUDA_GEMV_MAX_WEIGHTS);
+    const bool swiglu = epilogue == SLM_CUDA_GEMV_SWIGLU;
+    SLM_CUDA_ARG(!swiglu || (n_w == 2 && rows[0] == rows[1]));
+    const size_t rb = slm_cuda_device_row_bytes(type, cols);
+    int64_t own_rows = 0;   /* rows of the weights with their own y */
+    for (int i = 0; i < (swiglu ? 1 : n_w); i++) own_rows += rows[i] > 0 ? rows[i] : 0;
+    const int r2 = slm_qblock_elems(type) == 32 && n >= 2 && own_rows >= GEMV_R2_MIN_ROWS ? 2 : 1;
+    const int per_group = r2 * (GEMV_THREADS / L);
+    *p = gemv_args{};
+    p->r = r2;
+    int64_t groups = 0;
+    for (int i = 0; i < n_w; i++) {
+        SLM_CUDA_ARG(rows[i] >= 1 && rows[i] <= INT32_MAX - GEMV_THREADS);
+        SLM_CUDA_DEVICE(w[i], (size_t)rows[i] * rb);
+        SLM_CUDA_ARG(slm_cuda_aligned(w[i], 16));
+        p->w[i] = (const uint8_t *)w[i];
+        p->rows[i] = (int)rows[i];
+        if (swiglu && i == 1) continue;   /* up: no y of its own, no groups */
+        SLM_CUDA_DEVICE(y[i], (size_t)n * (size_t)rows[i] * sizeof(float));
+        SLM_CUDA_ARG(slm_cuda_aligned(y[i], 4));
+        p->y[i] = y[i];
+        groups += (rows[i] + per_group - 1) / per_group;
+        SLM_CUDA_ARG(groups <= INT32_MAX);
+        p->end[i] = (int)groups;
+    }
+    p->n_w = swiglu ? 1 : n_w;
+    p->groups = (int)groups;
+    p->w_row_bytes = rb;
+    p->nb = (int)(cols / slm_qblock_elems(type));
+    p->lshift = __builtin_ctz((unsigned)L);
+    p->cols = (int)cols;
+    p->n = n;
+    p->epilogue = epilogue;
+    switch (type) {
+    case SLM_TYPE_Q4_0: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q4_0>::units(p->nb); break;
+    case SLM_TYPE_Q4_1: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q4_1>::units(p->nb); break;
+    case SLM_TYPE_Q5_0: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q5_0>::units(p->nb); break;
+    case SLM_TYPE_Q5_1: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q5_1>::units(p->nb); break;
+    case SLM_TYPE_Q8_0: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q8_0>::units(p->nb); break;
+    default: p->units = 4 * p->nb; break;
+    }
+    return 0;
+}
+
+template <uint32_t WT, int R>
+static int gemv_launch_rows(const struct gemv_args &p, size_t smem, cudaStream_t stream)
+{
+    const unsigned grid = (unsigned)(p.groups < GEMV_MAX_BLOCKS ? p.groups : GEMV_MAX_BLOCKS);
+    if constexpr (R == 1) {
+        if (p.n == 1) SLM_LAUNCH((k_gemv<WT, 1, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n == 2) SLM_LAUNCH((k_gemv<WT, 2, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) SLM_LAUNCH((k_gemv<WT, 4, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else SLM_LAUNCH((k_gemv<WT, 8, 1>), grid, GEMV_THREADS, smem, stream, p);
+    } else {   /* n >= 2 */
+        if (p.n == 2) SLM_LAUNCH((k_gemv<WT, 2, R>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) SLM_LAUNCH((k_gemv<WT, 4, R>), grid, GEMV_THREADS, smem, stream, p);
+        else SLM_LAUNCH((k_gemv<WT, 8, R>), grid, GEMV_THREADS, smem, stream, p);
+    }
+    return slm_cuda_launched();
+}
+
+template <uint32_t WT>
+static int gemv_launch_type(const struct gemv_args &p, size_t smem, cudaStream_t stream)
+{
+    if constexpr (slm_gemv::gemv_unit<WT>::MAX_R >= 2)
+        if (p.r == 2) return gemv_launch_rows<WT, 2>(p, smem, stream);
+    return gemv_launch_rows<WT, 1>(p, smem, stream);
+}
+
+static int gemv_launch(uint32_t type, const struct gemv_args &p, size_t smem, cudaStream_t stream)
+{
+    switch (type) {
+    case SLM_TYPE_Q4_0: return gemv_launch_type<SLM_TYPE_Q4_0>(p, smem, stream);
+    case SLM_TYPE_Q4_1: return gemv_launch_type<SLM_TYPE_Q4_1>(p, smem, stream);
+    case SLM_TYPE_Q5_0: return gemv_launch_type<SLM_TYPE_Q5_0>(p, smem, stream);
+    case SLM_TYPE_Q5_1: return gemv_launch_type<SLM_TYPE_Q5_1>(p, smem, stream);
+    case SLM_TYPE_Q8_0: return gemv_launch_type<SLM_TYPE_Q8_0>(p, smem, stream);
+    case SLM_TYPE_Q4_K: return gemv_launch_type<SLM_TYPE_Q4_K>(p, smem, stream);
+    case SLM_TYPE_Q5_K: return gemv_launch_type<SLM_TYPE_Q5_K>(p, smem, stream);
+    case SLM_TYPE_Q6_K: return gemv_launch_type<SLM_TYPE_Q6_K>(p, smem, stream);
+    default: return -EINVAL;
+    }
+}
+
+extern "C" int slm_cuda_gemv_q8(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
+                                const void *xq, int n, float *const *y, int epilogue, struct CUstream_st *stream)
+{
+    struct gemv_args p;
+    int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
+    if (rc) return rc;
+    SLM_CUDA_DEVICE(xq, slm_cuda_gemv_act_bytes(n, cols));
+    SLM_CUDA_ARG(slm_cuda_aligned(xq, 16));
+    p.prologue = PRO_Q8;
+    p.xq = (const int8_t *)xq;
+    return gemv_launch(type, p, 0, stream);
+}
+
+extern "C" int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
+                             const float *x, const float *gamma, float eps, int n, float *const *y, int epilogue,
+                             struct CUstream_st *stream)
+{
+    struct gemv_args p;
+    int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
+    if (rc) return rc;
+    SLM_CUDA_ARG(slm_cuda_gemv_fits(type, cols, n));
+    SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
+    if (gamma) SLM_CUDA_DEVICE(gamma, (size_t)cols * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 16) && (!gamma || slm_cuda_aligned(gamma, 16)));
+    p.prologue = gamma ? PRO_RMSNORM : PRO_QUANTIZE;
+    p.x = x;
+    p.gamma = gamma;
+    p.eps = eps;
+    return gemv_launch(type, p, slm_cuda_gemv_act_bytes(n, cols), stream);
+}

@@ -1,0 +1,323 @@
+/*
+ * kernels/cuda/gemv_units.cuh - the per-type row bodies of the decode GEMV (gemv.cu): how one
+ * lane takes one "unit" of a weight row in the device layout (kernels.h, layout.cu) against the
+ * quantized activations of up to NT tokens.
+ *
+ * A unit is the piece of a row one lane reads with 16-byte loads:
+ *   Q4_0, Q4_1, Q5_0, Q5_1  (quad g, word k), k < 4: word k of the quants of the quad's 4 blocks
+ *                           (one 16-byte load), the quad's scales (16 bytes) and Q5_x's qh (16);
+ *                           word k of a block holds elements 4k..4k+3 (low nibbles) and
+ *                           16+4k..16+4k+3 (high nibbles);
+ *   Q8_0                    (quad g, word k), k < 8: elements 4k..4k+3 of the quad's 4 blocks;
+ *                           a row's tail of nb % 4 blocks is one more "quad" with 2- and 4-byte
+ *                           loads (its bytes are packed);
+ *   Q4_K, Q5_K, Q6_K        (block b, c), c < 4: 64 elements, two sub-blocks of 32 (Q4_K / Q5_K:
+ *                           chunk c of qs, sub-blocks 2c and 2c + 1; Q6_K: half c / 2, quarters
+ *                           c % 2 and c % 2 + 2), in 16-byte loads of qs (ql), qh and the scales.
+ * Unit u of a row is quad u / WORDS, word u % WORDS (32-element types) or block u / 4, piece
+ * u % 4 (K-quants): units(nb) of them a row.
+ *
+ * The activations (gemv_act) are per-32 quantized, as the GEMV's own quantizer writes them
+ * (gemv.cu): int8 quants q (n, cols) and per 32-element block a float2 (d, s) with x ~= d * q
+ * and s = d * (sum of the block's 32 quants). Every weight type dots against the same format:
+ * the integer dot of a unit's piece of a 32-block is exact (__dp4a), and each such piece adds
+ * its float term(s) to the lane's accumulator of the token in a fixed order, unit by unit,
+ * block by block, term by term, with _rn intrinsics (nvcc contracts nothing), so a token's
+ * float operations depend only on the unit's data, never on NT, n or the token's slot.
+ */
+#ifndef SLM_KERNELS_CUDA_GEMV_UNITS_CUH
+#define SLM_KERNELS_CUDA_GEMV_UNITS_CUH
+
+#include "kernels/cuda/qunits.cuh"
+
+namespace slm_gemv {
+
+using slm_cuda::byte_of;
+using slm_cuda::h2f;
+using slm_cuda::ld_u128;
+using slm_cuda::ld_u32;
+using slm_cuda::word_of;
+
+/* The quantized activations of n tokens (global or shared memory). */
+struct gemv_act {
+    const int8_t *q;     /* (n, cols), 16-byte aligned */
+    const float2 *ds;    /* (n, cols / 32): d, s */
+    int cols;
+};
+
+/* 4 quants of token t at element e (a multiple of 4). */
+__device__ __forceinline__ int act_word(const gemv_act &a, int t, int e)
+{
+    return *reinterpret_cast<const int *>(a.q + (size_t)t * (size_t)a.cols + e);
+}
+
+__device__ __forceinline__ uint4 act_u128(const gemv_act &a, int t, int e)
+{
+    return *reinterpret_cast<const uint4 *>(a.q + (size_t)t * (size_t)a.cols + e);
+}
+
+__device__ __forceinline__ float2 act_ds(const gemv_act &a, int t, int blk)
+{
+    return a.ds[(size_t)t * (size_t)(a.cols >> 5) + blk];
+}
+
+/* Bytes b in 0..15 (0..31) minus 8 (16), as two's complement bytes: no carry crosses a byte. */
+__device__ __forceinline__ int minus8(uint32_t b) { return (int)((b + 0x78787878u) ^ 0x80808080u); }
+__device__ __forceinline__ int minus16(uint32_t b) { return (int)((b + 0x70707070u) ^ 0x80808080u); }
+
+/* Bits 4k..4k+3 of qh moved to bit 4 of each byte (the 5th bits of 4 elements). */
+__device__ __forceinline__ uint32_t q5_bits(uint32_t qh, int k)
+{
+    uint32_t h = (qh >> (4 * k)) & 0xfu;
+    return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
+}
+
+/* ---- the 32-element types ---- */
+
+template <uint32_t T> struct unit32;
+/* SB scale bytes a block (d, or d and m), Q5 a qh word, M an offset m, WORDS units a quad, QUAD bytes */
+template <> struct unit32<SLM_TYPE_Q4_0> { static const int SB = 2, WORDS = 4, QUAD = 80; static const bool Q5 = false, M = false; };
+template <> struct unit32<SLM_TYPE_Q4_1> { static const int SB = 4, WORDS = 4, QUAD = 80; static const bool Q5 = false, M = true; };
+template <> struct unit32<SLM_TYPE_Q5_0> { static const int SB = 2, WORDS = 4, QUAD = 96; static const bool Q5 = true, M = false; };
+template <> struct unit32<SLM_TYPE_Q5_1> { static const int SB = 4, WORDS = 4, QUAD = 96; static const bool Q5 = true, M = true; };
+template <> struct unit32<SLM_TYPE_Q8_0> { static const int SB = 2, WORDS = 8, QUAD = 144; static const bool Q5 = false, M = false; };
+
+/* A block's word k as signed (or, with an offset m, unsigned) bytes: lo = elements 4k..4k+3,
+ * hi = 16+4k..16+4k+3 (Q8_0: lo = elements 4k..4k+3 of its 8 words), and its scales. */
+template <uint32_t T> struct w32 {
+    int lo, hi;
+    float d, m;
+};
+
+template <uint32_t T>
+__device__ __forceinline__ w32<T> unpack32(uint32_t sc, uint32_t qh, uint32_t qw, int k)
+{
+    typedef unit32<T> U;
+    w32<T> w;
+    w.d = h2f(sc);
+    w.m = U::M ? h2f(sc >> 16) : 0.0f;
+    w.hi = 0;
+    if (U::WORDS == 8) {
+        w.lo = (int)qw;
+    } else {
+        uint32_t l4 = qw & 0x0f0f0f0fu, h4 = (qw >> 4) & 0x0f0f0f0fu;
+        if (U::Q5) l4 |= q5_bits(qh, k), h4 |= q5_bits(qh, k + 4);
+        w.lo = U::M ? (int)l4 : U::Q5 ? minus16(l4) : minus8(l4);
+        w.hi = U::M ? (int)h4 : U::Q5 ? minus16(h4) : minus8(h4);
+    }
+    return w;
+}
+
+/* Block blk (word k) of R rows against NT tokens, each activation load serving the R rows:
+ * acc[r][t] = fma(d_w * d_a, float(dot), acc[r][t]); then, for the word-0 unit of an offset
+ * type, acc[r][t] = fma(m_w, s_a, acc[r][t]) (the block's m * sum of x, once per block). */
+template <uint32_t T, int NT, int R>
+__device__ __forceinline__ void block32(const w32<T> *w, int k, int blk, const gemv_act &a, int n, float (*acc)[NT])
+{
+    typedef unit32<T> U;
+    SLM_UNROLL
+    for (int t = 0; t < NT; t++) {
+        if (t < n) {
+            const float2 ds = act_ds(a, t, blk);
+            const int xlo = act_word(a, t, 32 * blk + 4 * k);
+            const int xhi = U::WORDS == 4 ? act_word(a, t, 32 * blk + 16 + 4 * k) : 0;
+            SLM_UNROLL
+            for (int r = 0; r < R; r++) {
+                int s = __dp4a(w[r].lo, xlo, 0);
+                if (U::WORDS == 4) s = __dp4a(w[r].hi, xhi, s);
+                acc[r][t] = __fmaf_rn(__fmul_rn(w[r].d, ds.x), __int2float_rn(s), acc[r][t]);
+                if (U::M && k == 0) acc[r][t] = __fmaf_rn(w[r].m, ds.y, acc[r][t]);
+            }
+        }
+    }
+}
+
+/* Unit u of R rows (wr[r]: row r's bytes), the 32-element types. */
+template <uint32_t T> struct gemv_unit {
+    typedef unit32<T> U;
+    static const int MAX_R = 2;
+    static __host__ __device__ int units(int nb) { return (nb / 4 + (nb % 4 != 0)) * U::WORDS; }
+
+    template <int NT, int R>
+    static __device__ __forceinline__ void run(const uint8_t *const *wr, int nb, int u, const gemv_act &a, int n,
+                                               float (*acc)[NT])
+    {
+        const int g = u / U::WORDS, k = u % U::WORDS, nq = nb >> 2;
+        w32<T> w[R];
+        if (g < nq) {
+            uint4 sc[R], qh[R], qw[R];
+            SLM_UNROLL
+            for (int r = 0; r < R; r++) {
+                const uint8_t *quad = wr[r] + (size_t)g * U::QUAD;
+                sc[r] = ld_u128(quad);
+                qh[r] = U::Q5 ? ld_u128(quad + 16) : make_uint4(0, 0, 0, 0);
+                qw[r] = ld_u128(quad + (U::Q5 ? 32 : 16) + 16 * k);
+            }
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                SLM_UNROLL
+                for (int r = 0; r < R; r++) {
+                    const uint32_t s = U::SB == 4 ? word_of(sc[r], i) : word_of(sc[r], i >> 1) >> (16 * (i & 1));
+                    w[r] = unpack32<T>(s, word_of(qh[r], i), word_of(qw[r], i), k);
+                }
+                block32<T, NT, R>(w, k, 4 * g + i, a, n, acc);
+            }
+        } else {   /* the tail: nin = nb % 4 packed blocks */
+            const int nin = nb & 3, s_end = (nin * U::SB + 3) & ~3, hq = s_end + (U::Q5 ? 4 * nin : 0);
+            for (int i = 0; i < nin; i++) {
+                SLM_UNROLL
+                for (int r = 0; r < R; r++) {
+                    const uint8_t *tail = wr[r] + (size_t)g * U::QUAD;
+                    const uint32_t s = U::SB == 4 ? ld_u32(tail + 4 * i) : *reinterpret_cast<const uint16_t *>(tail + 2 * i);
+                    const uint32_t qh = U::Q5 ? ld_u32(tail + s_end + 4 * i) : 0u;
+                    w[r] = unpack32<T>(s, qh, ld_u32(tail + hq + 4 * nin * k + 4 * i), k);
+                }
+                block32<T, NT, R>(w, k, 4 * g + i, a, n, acc);
+            }
+        }
+    }
+};
+
+/* ---- the K-quants: unit (block b, piece c) ---- */
+
+/* 6-bit scale and min of sub-block j of a Q4_K / Q5_K block, from its first 16 bytes (d, dmin,
+ * scales[12] at bytes 4..15). */
+__device__ __forceinline__ void k_scale_min(const uint4 &h, int j, int *sc, int *m)
+{
+    const int s = 4;   /* scales[i] is byte 4 + i */
+    if (j < 4) {
+        *sc = (int)(byte_of(h, s + j) & 63);
+        *m = (int)(byte_of(h, s + j + 4) & 63);
+    } else {
+        *sc = (int)((byte_of(h, s + j + 4) & 0xf) | ((byte_of(h, s + j - 4) >> 6) << 4));
+        *m = (int)((byte_of(h, s + j + 4) >> 4) | ((byte_of(h, s + j) >> 6) << 4));
+    }
+}
+
+/* Sum of 8 __dp4a of q[0..7] against the 32 quants of token t at element e. */
+__device__ __forceinline__ int dot32(const int *q, const gemv_act &a, int t, int e)
+{
+    const uint4 a0 = act_u128(a, t, e), a1 = act_u128(a, t, e + 16);
+    int s = 0;
+    SLM_UNROLL
+    for (int i = 0; i < 4; i++) s = __dp4a(q[i], (int)word_of(a0, i), s);
+    SLM_UNROLL
+    for (int i = 0; i < 4; i++) s = __dp4a(q[4 + i], (int)word_of(a1, i), s);
+    return s;
+}
+
+/* Q4_K, Q5_K: piece c = sub-blocks 2c (low nibbles of qs[32c..32c+31]) and 2c + 1 (high);
+ * per sub-block j: acc = fma(d * sc_j * d_a, float(dot), acc), then acc = fma(-(dmin * m_j), s_a, acc). */
+template <bool FIVE> struct gemv_unit_k45 {
+    static const int BYTES = FIVE ? 176 : 144;
+    static const int MAX_R = 1;
+    static __host__ __device__ int units(int nb) { return 4 * nb; }
+
+    template <int NT, int R>
+    static __device__ __forceinline__ void run(const uint8_t *const *wr, int, int u, const gemv_act &a, int n,
+                                               float (*accr)[NT])
+    {
+        static_assert(R == 1, "one row a lane");
+        float *acc = accr[0];
+        const int b = u >> 2, c = u & 3;
+        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
+        const uint4 h = ld_u128(blk);
+        const uint8_t *qs = blk + (FIVE ? 48 : 16) + 32 * c;
+        int ql[8], qh[8];
+        SLM_UNROLL
+        for (int half = 0; half < 2; half++) {
+            const uint4 v = ld_u128(qs + 16 * half);
+            const uint4 hv = FIVE ? ld_u128(blk + 16 + 16 * half) : make_uint4(0, 0, 0, 0);
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                uint32_t lo = word_of(v, i) & 0x0f0f0f0fu, hi = (word_of(v, i) >> 4) & 0x0f0f0f0fu;
+                if (FIVE) {
+                    lo |= ((word_of(hv, i) >> (2 * c)) & 0x01010101u) << 4;
+                    hi |= ((word_of(hv, i) >> (2 * c + 1)) & 0x01010101u) << 4;
+                }
+                ql[4 * half + i] = (int)lo;
+                qh[4 * half + i] = (int)hi;
+            }
+        }
+        const float d = h2f(h.x), dmin = h2f(h.x >> 16);
+        int sc0, m0, sc1, m1;
+        k_scale_min(h, 2 * c, &sc0, &m0);
+        k_scale_min(h, 2 * c + 1, &sc1, &m1);
+        const float dsc0 = __fmul_rn(d, __int2float_rn(sc0)), dm0 = -__fmul_rn(dmin, __int2float_rn(m0));
+        const float dsc1 = __fmul_rn(d, __int2float_rn(sc1)), dm1 = -__fmul_rn(dmin, __int2float_rn(m1));
+        const int a0 = 8 * b + 2 * c;   /* the activation block of sub-block 2c */
+        SLM_UNROLL
+        for (int t = 0; t < NT; t++) {
+            if (t < n) {
+                const float2 ds0 = act_ds(a, t, a0), ds1 = act_ds(a, t, a0 + 1);
+                const int s0 = dot32(ql, a, t, 32 * a0), s1 = dot32(qh, a, t, 32 * a0 + 32);
+                float v = __fmaf_rn(__fmul_rn(dsc0, ds0.x), __int2float_rn(s0), acc[t]);
+                v = __fmaf_rn(dm0, ds0.y, v);
+                v = __fmaf_rn(__fmul_rn(dsc1, ds1.x), __int2float_rn(s1), v);
+                acc[t] = __fmaf_rn(dm1, ds1.y, v);
+            }
+        }
+    }
+};
+template <> struct gemv_unit<SLM_TYPE_Q4_K> : gemv_unit_k45<false> {};
+template <> struct gemv_unit<SLM_TYPE_Q5_K> : gemv_unit_k45<true> {};
+
+/* Q6_K (224-byte device blocks): piece c = half c / 2, quarters r = c % 2 (low nibbles of
+ * ql[64 half + 32 (c % 2) ..], qh bits 2r) and r + 2 (high nibbles, qh bits 2r + 4); a quarter's
+ * two groups of 16 have their own int8 scales: dot = sc_a * dot(0..15) + sc_b * dot(16..31),
+ * exact; acc = fma(d * d_a, float(dot), acc). */
+template <> struct gemv_unit<SLM_TYPE_Q6_K> {
+    static const int BYTES = 224;
+    static const int MAX_R = 1;
+    static __host__ __device__ int units(int nb) { return 4 * nb; }
+
+    template <int NT, int R>
+    static __device__ __forceinline__ void run(const uint8_t *const *wr, int, int u, const gemv_act &a, int n,
+                                               float (*accr)[NT])
+    {
+        static_assert(R == 1, "one row a lane");
+        float *acc = accr[0];
+        const int b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
+        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
+        int q0[8], q2[8];   /* quarters p and p + 2, value - 32 as bytes */
+        SLM_UNROLL
+        for (int half = 0; half < 2; half++) {
+            const uint4 lv = ld_u128(blk + 64 * hf + 32 * p + 16 * half), hv = ld_u128(blk + 128 + 32 * hf + 16 * half);
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                const uint32_t l = word_of(lv, i), hb = word_of(hv, i);
+                const uint32_t v0 = (l & 0x0f0f0f0fu) | (((hb >> (2 * p)) & 0x03030303u) << 4);
+                const uint32_t v2 = ((l >> 4) & 0x0f0f0f0fu) | (((hb >> (2 * p + 4)) & 0x03030303u) << 4);
+                q0[4 * half + i] = (int)((v0 + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
+                q2[4 * half + i] = (int)((v2 + 0x60606060u) ^ 0x80808080u);
+            }
+        }
+        const uint4 sv = ld_u128(blk + 192);
+        const int s0a = (int8_t)byte_of(sv, 8 * hf + 2 * p), s0b = (int8_t)byte_of(sv, 8 * hf + 2 * p + 1);
+        const int s2a = (int8_t)byte_of(sv, 8 * hf + 2 * p + 4), s2b = (int8_t)byte_of(sv, 8 * hf + 2 * p + 5);
+        const float d = h2f(*reinterpret_cast<const uint16_t *>(blk + 208));
+        const int a0 = 8 * b + 4 * hf + p;   /* the activation block of quarter p; quarter p + 2 is a0 + 2 */
+        SLM_UNROLL
+        for (int t = 0; t < NT; t++) {
+            if (t < n) {
+                const float2 ds0 = act_ds(a, t, a0), ds2 = act_ds(a, t, a0 + 2);
+                const uint4 x0 = act_u128(a, t, 32 * a0), x1 = act_u128(a, t, 32 * a0 + 16);
+                const uint4 x2 = act_u128(a, t, 32 * a0 + 64), x3 = act_u128(a, t, 32 * a0 + 80);
+                int d0a = 0, d0b = 0, d2a = 0, d2b = 0;
+                SLM_UNROLL
+                for (int i = 0; i < 4; i++) {
+                    d0a = __dp4a(q0[i], (int)word_of(x0, i), d0a);
+                    d0b = __dp4a(q0[4 + i], (int)word_of(x1, i), d0b);
+                    d2a = __dp4a(q2[i], (int)word_of(x2, i), d2a);
+                    d2b = __dp4a(q2[4 + i], (int)word_of(x3, i), d2b);
+                }
+                const float v = __fmaf_rn(__fmul_rn(d, ds0.x), __int2float_rn(s0a * d0a + s0b * d0b), acc[t]);
+                acc[t] = __fmaf_rn(__fmul_rn(d, ds2.x), __int2float_rn(s2a * d2a + s2b * d2b), v);
+            }
+        }
+    }
+};
+
+} /* namespace slm_gemv */
+
+#endif
