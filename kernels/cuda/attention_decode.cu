@@ -133,7 +133,7 @@ __device__ static inline float load_partial(const float *p)
 
 /* grid (max_parts, n_head_kv, n_tokens), DEC_THREADS threads, dynamic shared memory
  * fused_smem(group, D). */
-template <int D> __global__ void __launch_bounds__(DEC_THREADS) k_decode_fused(struct fused_args a)
+template <int D> __global__ void __launch_bounds__(DEC_THREADS, D <= 64 ? 8 : 4) k_decode_fused(struct fused_args a)
 {
     constexpr int CH = D / 2 / DEC_TPR;   /* half2 words of a row a thread holds */
     static_assert(D % (2 * DEC_TPR) == 0, "rows split evenly over the lanes");
