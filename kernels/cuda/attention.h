@@ -166,7 +166,7 @@ int slm_cuda_attention_split(const struct slm_cuda_attn_shape *shape, const stru
 
 /* Bytes of workspace slm_cuda_attention_decode_fused needs for n_tokens tokens whose context is
  * at most max_ctx positions: SLM_CUDA_ATTN_DECODE_COUNTER_BYTES of counters, then (n_tokens,
- * n_head, partitions, head_dim + 2) floats of partial results, partitions = max_ctx /
+ * n_head, partitions, head_dim + 4) floats of partial results, partitions = max_ctx /
  * SLM_CUDA_ATTN_DECODE_PARTITION rounded up. 0 for a bad shape, n_tokens < 1 or max_ctx < 1. */
 size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx);
 
@@ -182,7 +182,7 @@ size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cuda_attn_shap
  * and v are read only (not rotated in place, unlike slm_cuda_rope_store). The context is cut
  * into partitions of SLM_CUDA_ATTN_DECODE_PARTITION positions, one block per (partition, KV
  * head, token) serving the group's n_head / n_head_kv query heads; the last block of a
- * (token, KV head) to finish merges its partitions in order 0, 1, 2, ... A token's bits
+ * (token, KV head) to finish merges its partitions in an order fixed by their indices. A token's bits
  * depend only on its own q, k, v, position and cache: not on the other tokens, max_ctx,
  * nor which block finishes last. Not the CPU's order (docs/cuda.md has the bound).
  * max_ctx (host) bounds pos[i] + 1 over the call and sizes the workspace

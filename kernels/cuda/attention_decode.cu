@@ -20,12 +20,14 @@
  *   4. a token whose context is one partition writes out = o / l; otherwise the block writes
  *      (m, l, o[D]) per head to the workspace, and the last block of the (token, KV head) to
  *      finish (an atomicInc on a counter of the workspace, after __threadfence) merges the
- *      partitions in order 0, 1, 2, ... (the online-softmax rescaling). atomicInc with the
+ *      partitions: each head's max, then item (head, 4 dims) chains the partitions of each of
+ *      n_split contiguous ranges in order (the online-softmax rescaling; a function of n_part
+ *      and the shape only) and the ranges' results are added in order. atomicInc with the
  *      limit n_part - 1 wraps the counter to 0 on the last arrival: the counter is reset for
  *      the next launch (or graph replay) by the block that merges, with no memset.
  * Every loop bound, lane map and summation order depends only on the token's position, so
  * its bits depend only on its own q, k, v, position and cache; which block finishes last
- * changes nothing since the merge always reads partitions 0, 1, 2, ... (tested under the
+ * changes nothing since the merge's order is fixed by the partitions' indices (tested under the
  * emulator's race check, which runs the blocks forward and in reverse).
  *
  * Products that must round the same way under nvcc (which contracts a * b + c) and the host
@@ -43,6 +45,7 @@
 #define DEC_TPR 8                                /* threads per K / V row */
 #define DEC_ROWS_PASS (DEC_THREADS / DEC_TPR)    /* rows the block covers per pass: 16 */
 #define DEC_RPT (DEC_P / DEC_ROWS_PASS)          /* rows a thread holds: 4 */
+#define DEC_MERGE_BATCH 8                        /* partitions whose partials a merging thread loads at once */
 
 #ifdef __CUDACC__
 #define DEC_UNROLL _Pragma("unroll")
@@ -67,7 +70,7 @@ struct fused_args {
     int max_parts;               /* partitions per (token, KV head) in the workspace */
     float scale;
     unsigned *counters;          /* (n_tokens, n_head_kv): blocks of the slot done, mod n_part */
-    float *part;                 /* (n_tokens, n_head_kv, max_parts, group, D + 2): m, l, o[D] */
+    float *part;                 /* (n_tokens, n_head_kv, max_parts, group, D + 4): m, l, 2 unused, o[D] */
     float *out;                  /* (n_tokens, n_head * D) */
 };
 
@@ -131,9 +134,51 @@ __device__ static inline float load_partial(const float *p)
 #endif
 }
 
+__device__ static inline float4 load_partial4(const float *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldcg(reinterpret_cast<const float4 *>(p));
+#else
+    return *reinterpret_cast<const float4 *>(p);
+#endif
+}
+
+/* Partitions [lo, hi) of one head's partials p (stride floats apart), dims 4c .. 4c + 3, in
+ * order: l = sum l_p e_p, o = sum o_p e_p, e_p = exp(m_p - m_max), each a chain of fmaf. The
+ * loads of DEC_MERGE_BATCH partitions are issued before their chain steps (independent
+ * addresses, in flight together): a few L2 round trips instead of one per partition. */
+template <int D>
+__device__ static inline void merge_range(const float *p, size_t stride, float m_max, int c, int lo, int hi,
+                                          float4 &o, float &l)
+{
+    o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    l = 0.0f;
+    for (int p0 = lo; p0 < hi; p0 += DEC_MERGE_BATCH) {
+        float mv[DEC_MERGE_BATCH], lv[DEC_MERGE_BATCH];
+        float4 ov[DEC_MERGE_BATCH];
+        DEC_UNROLL
+        for (int b = 0; b < DEC_MERGE_BATCH; b++) {   /* past hi: partition hi - 1 again, unused */
+            const float *r = p + (size_t)min(p0 + b, hi - 1) * stride;
+            mv[b] = load_partial(r);
+            lv[b] = load_partial(r + 1);
+            ov[b] = load_partial4(r + 4 + 4 * c);
+        }
+        DEC_UNROLL
+        for (int b = 0; b < DEC_MERGE_BATCH; b++) {
+            if (p0 + b >= hi) break;
+            const float e = expf(mv[b] - m_max);
+            l = fmaf(lv[b], e, l);
+            o.x = fmaf(ov[b].x, e, o.x);
+            o.y = fmaf(ov[b].y, e, o.y);
+            o.z = fmaf(ov[b].z, e, o.z);
+            o.w = fmaf(ov[b].w, e, o.w);
+        }
+    }
+}
+
 /* grid (max_parts, n_head_kv, n_tokens), DEC_THREADS threads, dynamic shared memory
  * fused_smem(group, D). */
-template <int D> __global__ void __launch_bounds__(DEC_THREADS, D <= 64 ? 8 : 4) k_decode_fused(struct fused_args a)
+template <int D> __global__ void __launch_bounds__(DEC_THREADS, 4) k_decode_fused(struct fused_args a)
 {
     constexpr int CH = D / 2 / DEC_TPR;   /* half2 words of a row a thread holds */
     static_assert(D % (2 * DEC_TPR) == 0, "rows split evenly over the lanes");
@@ -259,7 +304,7 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS, D <= 64 ? 8 : 4)
 
     /* p x V: item (head h, pair c) chains weight x v over the partition's positions in order. */
     const bool single = n_part == 1;
-    float *pbase = a.part + ((size_t)tok * a.n_head_kv + g) * a.max_parts * group * (D + 2);
+    float *pbase = a.part + ((size_t)tok * a.n_head_kv + g) * a.max_parts * group * (D + 4);
     for (int it = tid; it < group * (D / 2); it += DEC_THREADS) {
         const int h = it / (D / 2), c = it % (D / 2);
         const float *w = sc + (size_t)h * DEC_P;
@@ -273,10 +318,10 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS, D <= 64 ? 8 : 4)
             out[(size_t)h * D + 2 * c] = acc.x / row_l[h];
             out[(size_t)h * D + 2 * c + 1] = acc.y / row_l[h];
         } else {
-            float *p = pbase + ((size_t)part * group + h) * (D + 2);
+            float *p = pbase + ((size_t)part * group + h) * (D + 4);
             if (c == 0) p[0] = row_m[h], p[1] = row_l[h];
-            p[2 + 2 * c] = acc.x;
-            p[3 + 2 * c] = acc.y;
+            p[4 + 2 * c] = acc.x;
+            p[5 + 2 * c] = acc.y;
         }
     }
     if (single) return;
@@ -294,20 +339,53 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS, D <= 64 ? 8 : 4)
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    const size_t stride = (size_t)group * (D + 2);
-    for (int i = tid; i < group * D; i += DEC_THREADS) {
-        const int h = i / D, d = i % D;
-        const float *p = pbase + (size_t)h * (D + 2);
+    const size_t pstride = (size_t)group * (D + 4);   /* floats from a partition's partial to the next's */
+    /* Each head's largest m (exact in any order), a warp per head. */
+    for (int h = warp; h < group; h += DEC_THREADS / 32) {
         float m = -INFINITY;
-        for (int pp = 0; pp < n_part; pp++) m = fmaxf(m, load_partial(p + pp * stride));
-        float l = 0.0f, o = 0.0f;
-        for (int pp = 0; pp < n_part; pp++) {
-            const float *b = p + pp * stride;
-            const float e = expf(load_partial(b) - m);
-            l = fmaf(load_partial(b + 1), e, l);
-            o = fmaf(load_partial(b + 2 + d), e, o);
+        for (int pp = lane; pp < n_part; pp += 32) m = fmaxf(m, load_partial(pbase + pp * pstride + (size_t)h * (D + 4)));
+        for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (lane == 0) row_m[h] = m;
+    }
+    __syncthreads();
+    /* Item (head, 4 dims) merges the partitions of each of S contiguous ranges in order
+     * (merge_range), S = the most that fit the block (a power of two: a function of the shape
+     * only); the S results are then added in range order. */
+    constexpr int Q = D / 4;
+    const int items = group * Q;
+    int n_split = 1;
+    while (items * n_split * 2 <= DEC_THREADS) n_split *= 2;
+    if (n_split == 1) {
+        for (int it = tid; it < items; it += DEC_THREADS) {
+            const int h = it / Q, c = it % Q;
+            float4 o;
+            float l;
+            merge_range<D>(pbase + (size_t)h * (D + 4), pstride, row_m[h], c, 0, n_part, o, l);
+            out[(size_t)h * D + 4 * c] = o.x / l, out[(size_t)h * D + 4 * c + 1] = o.y / l;
+            out[(size_t)h * D + 4 * c + 2] = o.z / l, out[(size_t)h * D + 4 * c + 3] = o.w / l;
         }
-        out[i] = o / l;
+        return;
+    }
+    float4 *so = reinterpret_cast<float4 *>(vt);                   /* (n_split, items) */
+    float *sl = reinterpret_cast<float *>(so + n_split * items);   /* (n_split, items) */
+    const int sp = tid / items, it = tid % items;
+    if (sp < n_split) {
+        const int h = it / Q, c = it % Q;
+        merge_range<D>(pbase + (size_t)h * (D + 4), pstride, row_m[h], c, sp * n_part / n_split,
+                       (sp + 1) * n_part / n_split, so[tid], sl[tid]);
+    }
+    __syncthreads();
+    if (tid < items) {
+        float4 o = so[tid];
+        float l = sl[tid];
+        for (int k = 1; k < n_split; k++) {
+            const float4 x = so[k * items + tid];
+            o.x = __fadd_rn(o.x, x.x), o.y = __fadd_rn(o.y, x.y), o.z = __fadd_rn(o.z, x.z), o.w = __fadd_rn(o.w, x.w);
+            l = __fadd_rn(l, sl[k * items + tid]);
+        }
+        const int h = tid / Q, c = tid % Q;
+        out[(size_t)h * D + 4 * c] = o.x / l, out[(size_t)h * D + 4 * c + 1] = o.y / l;
+        out[(size_t)h * D + 4 * c + 2] = o.z / l, out[(size_t)h * D + 4 * c + 3] = o.w / l;
     }
 }
 
@@ -330,7 +408,7 @@ extern "C" size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cud
 {
     if (!attn_shape_ok(shape) || n_tokens < 1 || max_ctx < 1) return 0;
     return SLM_CUDA_ATTN_DECODE_COUNTER_BYTES +
-           (size_t)n_tokens * shape->n_head * fused_parts(max_ctx) * (shape->head_dim + 2) * sizeof(float);
+           (size_t)n_tokens * shape->n_head * fused_parts(max_ctx) * (shape->head_dim + 4) * sizeof(float);
 }
 
 extern "C" int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape *shape,
