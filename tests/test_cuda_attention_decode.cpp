@@ -420,6 +420,30 @@ static void bad_arguments(void)
     CHECK(launch(&flat, &cl.t, &kv, &no_table, cl.q, K, V, 130, cl.ws, cl.ws_bytes, cl.out) == 0,
           "rope_dim 0 without a table: expected 0");
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "rope_dim 0: sync: %s", slm_emu_last_report());
+    /* A RoPE table of 1 position: every token (positions 16, 69, 129) past it gets NaN q and k,
+     * so a NaN out row, and stores what slm_cuda_rope_store stores (NaN k). */
+    {
+        slm_cuda_rope_table one = {f.rope.cos_sin, 1};
+        const size_t halves = f.layer_halves() * 2;
+        std::vector<uint16_t> pool0 = host((uint16_t *)f.gpu_pool, halves);
+        dcall r = make_dcall(f, s, q, k, v, 130);
+        CHECK(slm_cuda_rope_store(&f.shape, &r.t, &kv, &one, r.q, r.k, r.v, 0) == 0, "short table rope_store");
+        cudaDeviceSynchronize();
+        std::vector<uint16_t> pool_rs = host((uint16_t *)f.gpu_pool, halves);
+        free_dcall(r);
+        cudaMemcpy(f.gpu_pool, pool0.data(), halves * 2, cudaMemcpyHostToDevice);
+        CHECK(launch(&f.shape, &cl.t, &kv, &one, cl.q, K, V, 130, cl.ws, cl.ws_bytes, cl.out) == 0,
+              "short rope table: expected 0");
+        CHECK(cudaDeviceSynchronize() == cudaSuccess, "short rope table: sync: %s", slm_emu_last_report());
+        std::vector<float> o = host(cl.out, q.size());
+        int nan = 0;
+        for (float x : o) nan += std::isnan(x);
+        CHECK(nan == (int)o.size(), "short rope table: expected %zu NaN outputs, got %d", o.size(), nan);
+        std::vector<uint16_t> pool_f = host((uint16_t *)f.gpu_pool, halves);
+        same_bits("short rope table: K/V pool, fused vs slm_cuda_rope_store", pool_rs.data(), pool_f.data(),
+                  halves * sizeof(uint16_t));
+        counters_zero("short rope table", cl, 3);
+    }
     /* max_ctx 100 < the last token's 130: its row NaN, the others finite, the counters zero. */
     cudaMemset(cl.out, 0, q.size() * 4);
     CHECK(launch(&f.shape, &cl.t, &kv, &f.rope, cl.q, K, V, 100, cl.ws, cl.ws_bytes, cl.out) == 0,
