@@ -11,7 +11,7 @@
  * other sequences with other contexts, with a larger max_ctx, and in a second launch on the
  * same workspace: the completion counters are back at zero), the merge's independence from
  * which block finishes last (the emulator's race check: blocks forward and in reverse), NaN
- * rows for tokens past max_ctx, and the refusals (-EINVAL). Contexts 1, 64, 65, 127, 128,
+ * rows for tokens past max_ctx or the RoPE table, and the refusals (-EINVAL). Contexts 1, 64, 65, 127, 128,
  * 129, 1000 and 4100 (partitions of 64 positions), groups 1, 3, 4, 8 and 16, head_dim 64, 80,
  * 96 and 128, both RoPE layouts. */
 #include <cuda_runtime_api.h>

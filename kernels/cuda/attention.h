@@ -182,15 +182,16 @@ size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cuda_attn_shap
  * and v are read only (not rotated in place, unlike slm_cuda_rope_store). The context is cut
  * into partitions of SLM_CUDA_ATTN_DECODE_PARTITION positions, one block per (partition, KV
  * head, token) serving the group's n_head / n_head_kv query heads; the last block of a
- * (token, KV head) to finish merges its partitions in an order fixed by their indices. A token's bits
- * depend only on its own q, k, v, position and cache: not on the other tokens, max_ctx,
+ * (token, KV head) to finish merges its partitions in an order fixed by their indices. A
+ * token's bits depend only on its own q, k, v, position and cache: not on the other tokens, max_ctx,
  * nor which block finishes last. Not the CPU's order (docs/cuda.md has the bound).
  * max_ctx (host) bounds pos[i] + 1 over the call and sizes the workspace
  * (slm_cuda_attention_decode_fused_workspace); a token with pos[i] < 0 or pos[i] + 1 > max_ctx
  * gets a NaN out row and stores nothing. The workspace's counters
  * (SLM_CUDA_ATTN_DECODE_COUNTER_BYTES at its start) must be zero before the launch, and are
  * zero after it: a workspace zeroed once serves any number of launches and CUDA graph
- * replays, as long as no other kernel writes it between them. t->tiles is ignored. The K/V
+ * replays, as long as nothing else writes the counters between them (the partials may be
+ * scratch for other kernels). t->tiles is ignored. The K/V
  * cache must be 16-byte aligned. -EINVAL also for n_tokens x n_head_kv above
  * SLM_CUDA_ATTN_DECODE_SLOTS or a missing table when rope_dim > 0.
  */
