@@ -148,6 +148,58 @@ int slm_cuda_attention_split(const struct slm_cuda_attn_shape *shape, const stru
                              const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo, int pos_hi,
                              void *workspace, size_t workspace_bytes, float *out, cudaStream_t stream);
 
+/* ---- decode-only steps: RoPE, the KV store and attention in one launch
+ * (kernels/cuda/attention_decode.cu; docs/cuda.md, "Fused decode attention"). */
+
+/* Positions per partition of slm_cuda_attention_decode_fused: a constant (never derived from
+ * the batch or the longest context), so a token's reduction order depends only on its own
+ * position. 64 so that one token at 4k positions gives 64 x n_head_kv blocks (192 for
+ * SmolLM2: more than the 132 SMs of an H100 / H200). */
+#define SLM_CUDA_ATTN_DECODE_PARTITION 64
+/* (token, KV head) slots of the fused launcher's completion counters: n_tokens x n_head_kv
+ * must not exceed it. */
+#define SLM_CUDA_ATTN_DECODE_SLOTS 16384
+/* Bytes at the start of the fused launcher's workspace that hold its counters (one uint32 per
+ * slot): zero them once when the workspace is allocated (cudaMemset); every launch leaves
+ * them zero again. */
+#define SLM_CUDA_ATTN_DECODE_COUNTER_BYTES ((size_t)SLM_CUDA_ATTN_DECODE_SLOTS * 4)
+
+/* Bytes of workspace slm_cuda_attention_decode_fused needs for n_tokens tokens whose context is
+ * at most max_ctx positions: SLM_CUDA_ATTN_DECODE_COUNTER_BYTES of counters, then (n_tokens,
+ * n_head, partitions, head_dim + 4) floats of partial results, partitions = max_ctx /
+ * SLM_CUDA_ATTN_DECODE_PARTITION rounded up. 0 for a bad shape, n_tokens < 1 or max_ctx < 1. */
+size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx);
+
+/*
+ * A decode-only step's attention in one launch: every token is the single new token of its
+ * own sequence (distinct seq_row rows; no token's new row is in another token's context),
+ * at position pos[i]. For each token: q (n_tokens, n_head * head_dim) and k (n_tokens,
+ * n_head_kv * head_dim) rotated by the table's cos and sin as slm_cuda_rope_store rotates them
+ * (a position past the table gives NaN, rope_dim 0 none), the rotated k and v (n_tokens,
+ * n_head_kv * head_dim) stored as halves at pos[i] of the sequence's blocks (the bytes
+ * slm_cuda_rope_store stores; a block id outside [0, n_blocks) is not checked on the device),
+ * and out (n_tokens, n_head * head_dim) = softmax(scale q.K) V over positions 0..pos[i]. q, k
+ * and v are read only (not rotated in place, unlike slm_cuda_rope_store). The context is cut
+ * into partitions of SLM_CUDA_ATTN_DECODE_PARTITION positions, one block per (partition, KV
+ * head, token) serving the group's n_head / n_head_kv query heads; the last block of a
+ * (token, KV head) to finish merges its partitions in an order fixed by their indices. A
+ * token's bits depend only on its own q, k, v, position and cache: not on the other tokens, max_ctx,
+ * nor which block finishes last. Not the CPU's order (docs/cuda.md has the bound).
+ * max_ctx (host) bounds pos[i] + 1 over the call and sizes the workspace
+ * (slm_cuda_attention_decode_fused_workspace); a token with pos[i] < 0 or pos[i] + 1 > max_ctx
+ * gets a NaN out row and stores nothing. The workspace's counters
+ * (SLM_CUDA_ATTN_DECODE_COUNTER_BYTES at its start) must be zero before the launch, and are
+ * zero after it: a workspace zeroed once serves any number of launches and CUDA graph
+ * replays, as long as nothing else writes the counters between them (the partials may be
+ * scratch for other kernels). t->tiles is ignored. The K/V
+ * cache must be 16-byte aligned. -EINVAL also for n_tokens x n_head_kv above
+ * SLM_CUDA_ATTN_DECODE_SLOTS or a missing table when rope_dim > 0.
+ */
+int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                                    const struct slm_cuda_kv_layer *kv, const struct slm_cuda_rope_table *rope,
+                                    const float *q, const float *k, const float *v, int max_ctx, void *workspace,
+                                    size_t workspace_bytes, float *out, cudaStream_t stream);
+
 /* ---- sampling */
 
 /* One row's sampling parameters (device memory, one per row); the chain of
