@@ -185,7 +185,10 @@ static std::vector<double> ref_x(const inputs &in, int64_t cols, int t, bool nor
 {
     std::vector<double> xr((size_t)cols);
     double ss = 0;
-    for (int64_t c = 0; c < cols; c++) xr[(size_t)c] = in.x[(size_t)(t * cols + c)], ss += xr[(size_t)c] * xr[(size_t)c];
+    for (int64_t c = 0; c < cols; c++) {
+        xr[(size_t)c] = in.x[(size_t)(t * cols + c)];
+        ss += xr[(size_t)c] * xr[(size_t)c];
+    }
     if (norm) {
         const double scale = 1.0 / sqrt(ss / (double)cols + (double)EPS);
         for (int64_t c = 0; c < cols; c++) xr[(size_t)c] = xr[(size_t)c] * scale * in.gamma[(size_t)c];
@@ -217,7 +220,8 @@ static void check_tolerance(const char *what, const weights &ws, const inputs &i
                 } else if (epi == SLM_CUDA_GEMV_SWIGLU) {
                     const ref_val u = ref_dot(ws, 1, r, xr);
                     const double out = silu(v.y) * u.y;
-                    v.bound = 1.1 * v.bound * fabs(u.y) + fabs(silu(v.y)) * u.bound + v.bound * u.bound + 1e-5 * fabs(out);
+                    v.bound = 1.1 * v.bound * fabs(u.y) + fabs(silu(v.y)) * u.bound + v.bound * u.bound +
+                              1e-5 * fabs(out);
                     v.y = out;
                 }
                 const float g = got[o][s * (size_t)rows + (size_t)r];
@@ -228,8 +232,8 @@ static void check_tolerance(const char *what, const weights &ws, const inputs &i
                 const double frac = err / v.bound;
                 if (!(frac <= st->max_frac)) st->max_frac = frac;
                 if (!(err <= v.bound) && st->bad++ < 10)
-                    printf("  %s: output %zu token %d (slot %zu of %zu) row %lld: expected %.9g +- %.3g, got %.9g\n", what,
-                           o, t, s, idx.size(), (long long)r, v.y, v.bound, g);
+                    printf("  %s: output %zu token %d (slot %zu of %zu) row %lld: expected %.9g +- %.3g, got %.9g\n",
+                           what, o, t, s, idx.size(), (long long)r, v.y, v.bound, g);
             }
         }
     }
@@ -305,14 +309,16 @@ static void check_tight(const char *what, const weights &ws, const inputs &in, i
                 } else if (epi == SLM_CUDA_GEMV_SWIGLU) {
                     const ref_val u = dot(1, r);
                     const double out = silu(v.y) * u.y;
-                    v.bound = 1.1 * v.bound * fabs(u.y) + fabs(silu(v.y)) * u.bound + v.bound * u.bound + 1e-5 * fabs(out);
+                    v.bound = 1.1 * v.bound * fabs(u.y) + fabs(silu(v.y)) * u.bound + v.bound * u.bound +
+                              1e-5 * fabs(out);
                     v.y = out;
                 }
                 const float g = got[o][s * (size_t)rows + (size_t)r];
                 const double err = fabs((double)g - v.y), frac = err / v.bound;
                 if (!(frac <= st->max_frac)) st->max_frac = frac;
                 if (!(err <= v.bound) && st->bad++ < 10)
-                    printf("  %s (tight): output %zu token %d (slot %zu of %zu) row %lld: expected %.9g +- %.3g, got %.9g\n",
+                    printf("  %s (tight): output %zu token %d (slot %zu of %zu) row %lld: expected %.9g +- %.3g, "
+                           "got %.9g\n",
                            what, o, t, s, idx.size(), (long long)r, v.y, v.bound, g);
             }
         }
@@ -365,7 +371,10 @@ static std::vector<std::vector<std::vector<float>>> test_config(const weights &w
             launches++;
             check_tolerance(what, ws, in, mode, epi, idx, got, &st);
             if (two_launch) check_tight(what, ws, in, mode, epi, idx, got, xq, &tight);
-            for (int s = 0; s < n; s++) variant_bad += compare_slot(what, got, (size_t)s, alone[(size_t)idx[(size_t)s]], ws, idx[(size_t)s], n);
+            for (int s = 0; s < n; s++) {
+                const int token = idx[(size_t)s];
+                variant_bad += compare_slot(what, got, (size_t)s, alone[(size_t)token], ws, token, n);
+            }
         }
     }
     CHECK(st.bad == 0, "%s: expected every output within its bound, %d outside (max error %.3g of the bound)", what,
@@ -480,11 +489,12 @@ static void test_bad_arguments(void)
     REFUSED(slm_cuda_gemv(t, 1, W, R, cols, nullptr, nullptr, EPS, 1, Y, SLM_CUDA_GEMV_STORE, nullptr));
     REFUSED(slm_cuda_gemv(t, 1, W, R, cols, x.p + 1, nullptr, EPS, 1, Y, SLM_CUDA_GEMV_STORE, nullptr));
     REFUSED(slm_cuda_gemv(t, 1, W, R, cols, x.p, g.p + 2, EPS, 1, Y, SLM_CUDA_GEMV_STORE, nullptr));
-    REFUSED(slm_cuda_gemv(SLM_TYPE_Q4_1, 1, W, R, 5120, x.p, nullptr, EPS, 8, Y, SLM_CUDA_GEMV_STORE, nullptr)); /* smem */
+    /* x over the shared-memory bound (8 x 5120 x 1.25 bytes) */
+    REFUSED(slm_cuda_gemv(SLM_TYPE_Q4_1, 1, W, R, 5120, x.p, nullptr, EPS, 8, Y, SLM_CUDA_GEMV_STORE, nullptr));
     if (slm_emu_active()) {   /* what only the emulator's pointer check sees */
         int64_t R_big[1] = {rows + 2};
         REFUSED(slm_cuda_gemv_q8(t, 1, W, R_big, cols, q.p, 1, Y, SLM_CUDA_GEMV_STORE, nullptr));     /* w too small */
-        REFUSED(slm_cuda_gemv_q8(t, 1, W, R, cols, q.p, 3, Y, SLM_CUDA_GEMV_STORE, nullptr));         /* q, y too small */
+        REFUSED(slm_cuda_gemv_q8(t, 1, W, R, cols, q.p, 3, Y, SLM_CUDA_GEMV_STORE, nullptr)); /* q, y too small */
         REFUSED(slm_cuda_gemv(t, 1, W, R, cols, host_x.data(), nullptr, EPS, 1, Y, SLM_CUDA_GEMV_STORE, nullptr));
         REFUSED(slm_cuda_gemv_quantize(host_x.data(), nullptr, EPS, 2, cols, q.p, nullptr));
         REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 3, cols, q.p, nullptr));                   /* x too small */

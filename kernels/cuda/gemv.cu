@@ -20,9 +20,10 @@
  * block ("a row group"); each lane keeps R x NT accumulators (NT = 1, 2, 4 or 8, the least >= n),
  * so a weight byte is read once for all n tokens. R = 2 rows a lane (each activation load serving
  * both) for the 32-element types when n >= 2 and the launch has GEMV_R2_MIN_ROWS rows, else 1:
- * only the grouping changes, never a row's order, so R may depend on n. Row groups of up to 3 weights (Q, K, V) are one
- * flat list; block b takes groups b, b + grid, ... with grid = min(groups, GEMV_MAX_BLOCKS).
- * The prologues quantize x (n, cols) into dynamic shared memory once per block.
+ * only the grouping changes, never a row's order, so R may depend on n. Row groups of up to 3
+ * weights (Q, K, V) are one flat list; block b takes groups b, b + grid, ... with grid =
+ * min(groups, GEMV_MAX_BLOCKS). The prologues quantize x (n, cols) into dynamic shared memory
+ * once per block.
  */
 #include "kernels/cuda/gemv_units.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -323,7 +324,7 @@ static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_
     p->r = r2;
     int64_t groups = 0;
     for (int i = 0; i < n_w; i++) {
-        SLM_CUDA_ARG(rows[i] >= 1 && rows[i] <= INT32_MAX - GEMV_THREADS);
+        SLM_CUDA_ARG(rows[i] >= 1 && rows[i] <= INT32_MAX - 2 * GEMV_THREADS);   /* row0 + R - 1 fits an int */
         SLM_CUDA_DEVICE(w[i], (size_t)rows[i] * rb);
         SLM_CUDA_ARG(slm_cuda_aligned(w[i], 16));
         p->w[i] = (const uint8_t *)w[i];

@@ -75,12 +75,18 @@ __device__ __forceinline__ uint32_t q5_bits(uint32_t qh, int k)
 /* ---- the 32-element types ---- */
 
 template <uint32_t T> struct unit32;
-/* SB scale bytes a block (d, or d and m), Q5 a qh word, M an offset m, WORDS units a quad, QUAD bytes */
-template <> struct unit32<SLM_TYPE_Q4_0> { static const int SB = 2, WORDS = 4, QUAD = 80; static const bool Q5 = false, M = false; };
-template <> struct unit32<SLM_TYPE_Q4_1> { static const int SB = 4, WORDS = 4, QUAD = 80; static const bool Q5 = false, M = true; };
-template <> struct unit32<SLM_TYPE_Q5_0> { static const int SB = 2, WORDS = 4, QUAD = 96; static const bool Q5 = true, M = false; };
-template <> struct unit32<SLM_TYPE_Q5_1> { static const int SB = 4, WORDS = 4, QUAD = 96; static const bool Q5 = true, M = true; };
-template <> struct unit32<SLM_TYPE_Q8_0> { static const int SB = 2, WORDS = 8, QUAD = 144; static const bool Q5 = false, M = false; };
+/* SB scale bytes a block (d, or d and m), WORDS units a quad, QUAD bytes, Q5 a qh word, M an offset m */
+#define SLM_GEMV_UNIT32(T, sb, words, quad, q5, m)                                  \
+    template <> struct unit32<T> {                                                 \
+        static const int SB = sb, WORDS = words, QUAD = quad;                      \
+        static const bool Q5 = q5, M = m;                                          \
+    };
+SLM_GEMV_UNIT32(SLM_TYPE_Q4_0, 2, 4, 80, false, false)
+SLM_GEMV_UNIT32(SLM_TYPE_Q4_1, 4, 4, 80, false, true)
+SLM_GEMV_UNIT32(SLM_TYPE_Q5_0, 2, 4, 96, true, false)
+SLM_GEMV_UNIT32(SLM_TYPE_Q5_1, 4, 4, 96, true, true)
+SLM_GEMV_UNIT32(SLM_TYPE_Q8_0, 2, 8, 144, false, false)
+#undef SLM_GEMV_UNIT32
 
 /* A block's word k as signed (or, with an offset m, unsigned) bytes: lo = elements 4k..4k+3,
  * hi = 16+4k..16+4k+3 (Q8_0: lo = elements 4k..4k+3 of its 8 words), and its scales. */
@@ -168,7 +174,8 @@ template <uint32_t T> struct gemv_unit {
                 SLM_UNROLL
                 for (int r = 0; r < R; r++) {
                     const uint8_t *tail = wr[r] + (size_t)g * U::QUAD;
-                    const uint32_t s = U::SB == 4 ? ld_u32(tail + 4 * i) : *reinterpret_cast<const uint16_t *>(tail + 2 * i);
+                    const uint32_t s =
+                        U::SB == 4 ? ld_u32(tail + 4 * i) : *reinterpret_cast<const uint16_t *>(tail + 2 * i);
                     const uint32_t qh = U::Q5 ? ld_u32(tail + s_end + 4 * i) : 0u;
                     w[r] = unpack32<T>(s, qh, ld_u32(tail + hq + 4 * nin * k + 4 * i), k);
                 }
