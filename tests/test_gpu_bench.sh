@@ -25,16 +25,30 @@ done
 if grep -E '^tiny ' "$tmp/table" | grep -q -E 'FAILED|nan|inf'; then
   echo "FAIL a kernel failed or gave a non-finite figure:"; grep -E 'FAILED|nan|inf' "$tmp/table"; fail=1
 fi
+# SmolLM2's layer shapes: K-quant rows of 576 cannot exist, so those types take the FFN's down
+# projection (576 x 1536); a row that fits no shape says "skipped" and why, and is no failure
+rows=$(grep -c '^tiny-576 ' "$tmp/table")
+[ "$rows" -eq 33 ] && echo "ok   33 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 33, got $rows"; fail=1; }
+for k in "matvec .*ffn down Q4_K +1 " "matvec .*ffn down Q6_K +32 " "matvec .*ffn up Q4_1 +1 " "gemm \\(cuBLAS\\) +ffn down Q4_K"; do
+  grep -q -E "^tiny-576 +$k" "$tmp/table" || { echo "FAIL no tiny-576 row for $k"; fail=1; }
+done
+grep -q -E '^tiny-576 .*odd Q6_K +1  skipped: Q6_K rows of 100 columns cannot exist' "$tmp/table" &&
+  echo "ok   a row that cannot exist is skipped with its reason" || { echo "FAIL no skipped row"; fail=1; }
+if grep -E '^tiny-576 ' "$tmp/table" | grep -v skipped | grep -q -E 'FAILED|nan|inf'; then
+  echo "FAIL a tiny-576 kernel failed or gave a non-finite figure"; fail=1
+fi
 grep -q "^measured: memory bandwidth" "$tmp/table" && echo "ok   ceilings measured" || { echo "FAIL no ceilings line"; fail=1; }
 
 if SLM_EMU_QUIET=1 "$kb" --smoke --json > "$tmp/json" 2> "$tmp/err" &&
    python3 -c '
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
-k = [x for x in r if "kernel" in x]
-assert r[0].get("ceilings") and len(k) == 32, (r[0], len(k))
+k = [x for x in r if "kernel" in x and not x.get("skipped")]
+s = [x for x in r if x.get("skipped")]
+assert r[0].get("ceilings") and len(k) == 64, (r[0], len(k))
+assert len(s) == 1 and "cannot exist" in s[0]["reason"], s
 assert all(x["us"] > 0 and x["roofline_us"] > 0 and x["bound"] in ("memory", "tensor") for x in k)' "$tmp/json"; then
-  echo "ok   --json: 32 kernel records and the ceilings"
+  echo "ok   --json: 64 kernel records, 1 skipped, and the ceilings"
 else
   echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
 fi

@@ -112,7 +112,9 @@ print("Kernel tests: " + ", ".join(l.strip() for l in open(os.path.join(out, "te
 print("| model | kernel | shape / type | n | KB moved | us | roofline us | bound | roof % |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in k:
-    if "kernel" in r:
+    if r.get("skipped"):
+        print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | skipped: {r['reason']} | | | | |")
+    elif "kernel" in r:
         print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | {r['bytes']/1e3:.1f} | {r['us']:.2f} | "
               f"{r['roofline_us']:.2f} | {r['bound']} | {r['roof_pct']:.1f} |")
 e = lines("e2e.json")
