@@ -59,10 +59,40 @@ expect_error "gpu_kernels bad flag" "^usage: gpu_kernels" --frobnicate
 expect_error "gpu_kernels --reps 0" "^gpu_kernels: --reps takes" --reps 0
 SLM_EMU_DEVICES=0 expect_error "gpu_kernels with no device" "^gpu_kernels: no CUDA device" --smoke
 
+# run.sh's arguments and its model parts, checked before it looks for a GPU: each bad one is one line
+EXPECT_PROG=$(dirname "$0")/../bench/gpu/run.sh
+models_dir=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}
+mkdir -p "$tmp/parts/a" "$tmp/parts/b"
+printf 'GGUF not a model' > "$tmp/parts/a/m.part1"
+printf ' at all' > "$tmp/parts/b/m.part2"
+expect_error "run.sh bad flag" "^run.sh: unknown argument --frobnicate" --frobnicate
+expect_error "run.sh --model-parts with no file" "^run.sh: --model-parts needs at least one file" --model-parts --quick
+expect_error "run.sh --model and --model-parts" "^run.sh: give --model or --model-parts, not both" \
+  --model x --model-parts "$tmp/parts/a/m.part1"
+SLM_MODEL_DIR=$tmp/joined expect_error "run.sh a missing model part" "^run.sh: model part $tmp/parts/c/m.part3: no such readable file" \
+  --model-parts "$tmp/parts/a/m.part1" "$tmp/parts/c/m.part3"
+SLM_MODEL_DIR=$tmp/joined expect_error "run.sh parts that match no pin" \
+  "^run.sh: the 2 model parts joined \(23 bytes, sha256 [0-9a-f]{64}\) match no model pinned in packaging/fetch-models.sh" \
+  --model-parts "$tmp/parts/?/m.part*"
+[ -z "$(ls -A "$tmp/joined" 2>/dev/null)" ] && echo "ok   a bad join leaves nothing behind" || { echo "FAIL a bad join left $(ls -A "$tmp/joined")"; fail=1; }
+
 if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
-  EXPECT_PROG=$(dirname "$0")/../bench/gpu/run.sh
   expect_error "run.sh without a GPU" "^run.sh: no NVIDIA GPU here"
-  model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
+  model=$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf
+  if [ -f "$model" ]; then   # the model in two halves, as a device call carries it: joined, checked, named
+    split -n 2 -d "$model" "$tmp/parts/half"
+    mv "$tmp/parts/half00" "$tmp/parts/a/SmolLM2.part1" && mv "$tmp/parts/half01" "$tmp/parts/b/SmolLM2.part2"
+    SLM_MODEL_DIR=$tmp/joined "$EXPECT_PROG" --model-parts "$tmp/parts/?/SmolLM2.part*" > "$tmp/out" 2> "$tmp/err"
+    if grep -q "^run.sh: 2 model parts joined into $tmp/joined/SmolLM2-135M-Instruct.Q4_1.gguf (sha256 matches the pin)" "$tmp/err" &&
+       grep -q "^run.sh: no NVIDIA GPU here" "$tmp/err" && cmp -s "$model" "$tmp/joined/SmolLM2-135M-Instruct.Q4_1.gguf"; then
+      echo "ok   run.sh --model-parts: two halves joined, checked against the pin, then no GPU"
+    else
+      echo "FAIL run.sh --model-parts with the two halves:"; cat "$tmp/err"; fail=1
+    fi
+    SLM_MODEL_DIR=$tmp/joined expect_error "run.sh parts out of order" "^run.sh: the 2 model parts joined .* match no model pinned" \
+      --model-parts "$tmp/parts/b/SmolLM2.part2" "$tmp/parts/a/SmolLM2.part1"
+    rm -rf "$tmp/parts" "$tmp/joined"
+  fi
   if [ -f "$model" ] && [ -x "$bin/bench_engine" ]; then
     EXPECT_PROG=$bin/bench_engine
     SLM_EMU_DEVICES=0 expect_error "bench_engine --backend cuda without a GPU" \
