@@ -76,7 +76,82 @@ SLM_MODEL_DIR=$tmp/joined expect_error "run.sh parts that match no pin" \
   --model-parts "$tmp/parts/?/m.part*"
 [ -z "$(ls -A "$tmp/joined" 2>/dev/null)" ] && echo "ok   a bad join leaves nothing behind" || { echo "FAIL a bad join left $(ls -A "$tmp/joined")"; fail=1; }
 
+# compare-llama-cpp.sh: the ratio table from recorded outputs (tests/gpu_compare, made by its
+# make_samples.py after both programs' printers: invented figures, exact ratios), llama-bench's
+# JSON and its markdown table; what is missing is said and fails; bad input is one line
+cmp_sh=$(dirname "$0")/../bench/gpu/compare-llama-cpp.sh
+samples=$(dirname "$0")/gpu_compare
+check_table() {   # NAME FILE LINES...: every line is in FILE
+  local name=$1 file=$2 want; shift 2
+  for want in "$@"; do
+    grep -qF -- "$want" "$file" || { echo "FAIL $name: no line '$want' in:"; cat "$file"; fail=1; return; }
+  done
+  echo "ok   $name"
+}
+llama_rows=("| pp512, llama.cpp -fa 0 | 30000.00 ± 300.00 | 10000.00 ± 100.00 | 0.33x |"
+            "| pp512, llama.cpp -fa 1 | 40000.00 ± 400.00 | 10000.00 ± 100.00 | 0.25x |"
+            "| tg128, llama.cpp -fa 0 | 800.00 ± 8.00 | 450.00 ± 5.00 | 0.56x |"
+            "| tg128, llama.cpp -fa 1 | 900.00 ± 9.00 | 450.00 ± 5.00 | 0.50x |"
+            "against llama.cpp's faster flash-attention setting: pp512 0.25x, tg128 0.50x")
+if "$cmp_sh" --dry-run "$samples" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run (llama-bench -o json)" "$tmp/cmp" "${llama_rows[@]}" \
+    "| batched decode S_TG, B=1 | 500.00 | 200.00 | 0.40x |" "| batched decode S_TG, B=16 | 4000.00 | 1600.00 | 0.40x |" \
+    "| batched decode S_TG, B=64 | 10000.00 | 2500.00 | 0.25x |" "| batched decode S_TG, B=256 | 20000.00 | 5000.00 | 0.25x |" \
+    "| batched prefill S_PP, B=256 | 90000.00 | 32000.00 | 0.36x |" "llama.cpp: build 0c1e570, CUDA on NVIDIA H200, ngl 99" \
+    "batched: each of B sequences prefills 128 tokens, then decodes 128; llama.cpp's flash attention auto"
+else
+  echo "FAIL compare-llama-cpp --dry-run on $samples: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
+fi
+mkdir -p "$tmp/md" "$tmp/part"
+cp "$samples/md/llama-bench.md" "$samples/bench_engine.json" "$samples/llama-batched-bench.jsonl" "$samples/batched_bench.json" "$tmp/md/"
+if "$cmp_sh" --dry-run "$tmp/md" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run (llama-bench's markdown table)" "$tmp/cmp" "${llama_rows[@]}" \
+    "llama.cpp: build 0c1e570 (1), CUDA, ngl 99"
+else
+  echo "FAIL compare-llama-cpp --dry-run on the markdown table: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
+fi
+cp "$samples/bench_engine.json" "$tmp/part/"
+if "$cmp_sh" --dry-run "$tmp/part" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  echo "FAIL compare-llama-cpp --dry-run with only bench_engine.json: exit 0"; fail=1
+else
+  check_table "compare-llama-cpp --dry-run with figures missing: exit 1" "$tmp/cmp" \
+    "| pp512, llama.cpp -fa 0 | missing | 10000.00 | - |" "| batched decode S_TG, B=16 | missing | missing | - |" "12 figure(s) missing"
+fi
+mkdir -p "$tmp/empty"
+EXPECT_PROG=$cmp_sh
+expect_error "compare-llama-cpp bad flag" "^compare-llama-cpp: unknown argument --frobnicate" --frobnicate
+expect_error "compare-llama-cpp --reps 0" "^compare-llama-cpp: --reps takes a positive integer" --reps 0
+expect_error "compare-llama-cpp --npl 1,,4" "^compare-llama-cpp: --npl takes a list like" --npl 1,,4
+expect_error "compare-llama-cpp --reps without a value" "^compare-llama-cpp: --reps needs a value" --reps
+expect_error "compare-llama-cpp --model and --model-parts" "^compare-llama-cpp: give --model or --model-parts, not both" \
+  --model x --model-parts y
+expect_error "compare-llama-cpp --model-parts with no file" "^compare-llama-cpp: --model-parts needs at least one file" --model-parts
+expect_error "compare-llama-cpp --dry-run of no folder" "^compare-llama-cpp: --dry-run $tmp/none: no such folder" --dry-run "$tmp/none"
+expect_error "compare-llama-cpp --dry-run of an empty folder" "^compare-llama-cpp: --dry-run $tmp/empty: none of" --dry-run "$tmp/empty"
+expect_error "compare-llama-cpp --src missing" "^compare-llama-cpp: --src $tmp/none.tar.xz: no such file" \
+  --configure-only --peer "$tmp/peer" --src "$tmp/none.tar.xz"
+expect_error "compare-llama-cpp --peer inside the repository" "^compare-llama-cpp: --peer must be outside the repository" \
+  --configure-only --peer "$(dirname "$0")/../build-peer-here"
+printf 'not a tarball' > "$tmp/bad.tar.xz"
+expect_error "compare-llama-cpp --src that is no tarball" "^compare-llama-cpp: cannot unpack $tmp/bad.tar.xz" \
+  --configure-only --peer "$tmp/peer" --src "$tmp/bad.tar.xz"
+
+# pack-llama-cpp.sh: bad input, one line each (making the tarball needs the 77 MB sdist: not here)
+EXPECT_PROG=$(dirname "$0")/../bench/gpu/pack-llama-cpp.sh
+expect_error "pack-llama-cpp bad flag" "^pack-llama-cpp: unknown argument --frobnicate" --frobnicate
+expect_error "pack-llama-cpp --sdist missing" "^pack-llama-cpp: $tmp/none.tar.gz: no such file" --sdist "$tmp/none.tar.gz" --out "$tmp/pack"
+printf 'x' > "$tmp/other.tar.gz"
+expect_error "pack-llama-cpp --sdist of another name" "^pack-llama-cpp: $tmp/other.tar.gz: not a llama_cpp_python-VERSION.tar.gz sdist" \
+  --sdist "$tmp/other.tar.gz" --out "$tmp/pack"
+mkdir -p "$tmp/sd/llama_cpp_python-9.9.9" && echo readme > "$tmp/sd/llama_cpp_python-9.9.9/README.md"
+tar -czf "$tmp/llama_cpp_python-9.9.9.tar.gz" -C "$tmp/sd" llama_cpp_python-9.9.9
+expect_error "pack-llama-cpp an sdist without llama.cpp" "^pack-llama-cpp: .*llama_cpp_python-9.9.9.tar.gz holds no llama_cpp_python-9.9.9/vendor/llama.cpp" \
+  --sdist "$tmp/llama_cpp_python-9.9.9.tar.gz" --out "$tmp/pack"
+
 if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
+  EXPECT_PROG=$cmp_sh
+  expect_error "compare-llama-cpp without a GPU" "^compare-llama-cpp: no NVIDIA GPU here"
+  EXPECT_PROG=$(dirname "$0")/../bench/gpu/run.sh
   expect_error "run.sh without a GPU" "^run.sh: no NVIDIA GPU here"
   model=$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf
   if [ -f "$model" ]; then   # the model in two halves, as a device call carries it: joined, checked, named
