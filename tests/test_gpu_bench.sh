@@ -122,6 +122,7 @@ EXPECT_PROG=$cmp_sh
 expect_error "compare-llama-cpp bad flag" "^compare-llama-cpp: unknown argument --frobnicate" --frobnicate
 expect_error "compare-llama-cpp --reps 0" "^compare-llama-cpp: --reps takes a positive integer" --reps 0
 expect_error "compare-llama-cpp --npl 1,,4" "^compare-llama-cpp: --npl takes a list like" --npl 1,,4
+expect_error "compare-llama-cpp --npl past 256" "^compare-llama-cpp: --npl: sequence counts run from 1 to 256" --npl 1,512
 expect_error "compare-llama-cpp --reps without a value" "^compare-llama-cpp: --reps needs a value" --reps
 expect_error "compare-llama-cpp --model and --model-parts" "^compare-llama-cpp: give --model or --model-parts, not both" \
   --model x --model-parts y

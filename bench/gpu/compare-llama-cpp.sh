@@ -75,6 +75,9 @@ while [ $# -gt 0 ]; do
 done
 case "$REPS" in *[!0-9]*|''|0) bad "--reps takes a positive integer";; esac
 case "$NPL" in *[!0-9,]*|''|,*|*,|*,,*) bad "--npl takes a list like 1,16,64,256";; esac
+for b in ${NPL//,/ }; do   # llama.cpp's LLAMA_MAX_SEQ
+    { [ "$b" -ge 1 ] && [ "$b" -le 256 ]; } || bad "--npl: sequence counts run from 1 to 256 (llama.cpp's most)"
+done
 [ "$HAVE_MODEL" = 1 ] && [ ${#PARTS[@]} -gt 0 ] && bad "give --model or --model-parts, not both"
 case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD;; esac
 [ -n "$RAW_DIR" ] || RAW_DIR=$BUILD/gpu-bench/compare
@@ -213,7 +216,7 @@ case "$(cd "$(dirname "$PEER_CUDA")" 2>/dev/null && pwd)/$(basename "$PEER_CUDA"
     "$ROOT"/*) bad "--peer must be outside the repository ($PEER_CUDA)";;
 esac
 if [ -z "$SRC" ]; then
-    SRC=$(find "$ROOT/.gpu-llama-cpp" -maxdepth 1 -name 'llama-cpp-*-cuda-src.tar.xz' 2>/dev/null | sort -V | tail -1)
+    SRC=$(find "$ROOT/.gpu-llama-cpp" -maxdepth 1 -name 'llama-cpp-*-cuda-src.tar.xz' 2>/dev/null | sort -V | tail -1 || true)
     [ -n "$SRC" ] || SRC=${SLM_DL_DIR:-$HOME/.cache/slmd/dl}/llama_cpp_python-$VERSION.tar.gz
     [ -f "$SRC" ] || die "no llama.cpp source: neither .gpu-llama-cpp/llama-cpp-*-cuda-src.tar.xz (bench/gpu/pack-llama-cpp.sh) nor $SRC; give --src FILE"
 fi
