@@ -137,6 +137,10 @@ printf 'not a tarball' > "$tmp/bad.tar.xz"
 expect_error "compare-llama-cpp --src that is no tarball" "^compare-llama-cpp: cannot unpack $tmp/bad.tar.xz" \
   --configure-only --peer "$tmp/peer" --src "$tmp/bad.tar.xz"
 
+EXPECT_PROG=$(dirname "$0")/../bench/gpu/prepare-carry.sh
+expect_error "prepare-carry bad flag" "^prepare-carry: unknown argument --frobnicate" --frobnicate
+expect_error "prepare-carry --model without a value" "^prepare-carry: --model needs a value" --model
+
 # pack-llama-cpp.sh: bad input, one line each (making the tarball needs the 77 MB sdist: not here)
 EXPECT_PROG=$(dirname "$0")/../bench/gpu/pack-llama-cpp.sh
 expect_error "pack-llama-cpp bad flag" "^pack-llama-cpp: unknown argument --frobnicate" --frobnicate
