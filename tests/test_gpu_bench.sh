@@ -117,6 +117,17 @@ else
   check_table "compare-llama-cpp --dry-run with figures missing: exit 1" "$tmp/cmp" \
     "| pp512, llama.cpp -fa 0 | missing | 10000.00 | - |" "| batched decode S_TG, B=16 | missing | missing | - |" "12 figure(s) missing"
 fi
+mkdir -p "$tmp/cut"   # a llama-bench cut short: its JSON array is never closed
+cp "$samples/bench_engine.json" "$samples/llama-batched-bench.jsonl" "$samples/batched_bench.json" "$tmp/cut/"
+head -c 3000 "$samples/llama-bench.json" > "$tmp/cut/llama-bench.json"
+if "$cmp_sh" --dry-run "$tmp/cut" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  echo "FAIL compare-llama-cpp --dry-run with a cut llama-bench.json: exit 0"; fail=1
+elif grep -q "llama-bench.json: not JSON" "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run with a cut llama-bench.json: said, exit 1" "$tmp/cmp" \
+    "| tg128, llama.cpp -fa 1 | missing | 450.00 | - |" "| batched decode S_TG, B=64 | 10000.00 | 2500.00 | 0.25x |" "4 figure(s) missing"
+else
+  echo "FAIL compare-llama-cpp --dry-run with a cut llama-bench.json: no 'not JSON' line"; cat "$tmp/cmp.err"; fail=1
+fi
 mkdir -p "$tmp/empty"
 EXPECT_PROG=$cmp_sh
 expect_error "compare-llama-cpp bad flag" "^compare-llama-cpp: unknown argument --frobnicate" --frobnicate

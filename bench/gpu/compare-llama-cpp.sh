@@ -107,7 +107,12 @@ def read_llama_bench():
     out, about, file = {}, "", None
     p = path("llama-bench.json")
     if p:
-        for r in json.load(open(p)):
+        try:
+            recs = json.load(open(p))
+        except ValueError as e:   # a run cut short leaves the array open
+            print(f"compare-llama-cpp: {p}: not JSON ({e})", file=sys.stderr)
+            recs = []
+        for r in recs:
             name = test_name(r["n_prompt"], r["n_gen"])
             if name and r.get("n_depth", 0) == 0:
                 out[(name, int(r.get("flash_attn", -1)))] = (float(r["avg_ts"]), float(r["stddev_ts"]))
@@ -147,7 +152,11 @@ def jsonl(name, key):
     for line in open(p):
         line = line.strip()
         if line.startswith("{"):
-            r = json.loads(line)
+            try:
+                r = json.loads(line)
+            except ValueError:
+                print(f"compare-llama-cpp: {p}: a line that is not JSON: {line[:60]}", file=sys.stderr)
+                continue
             if key in r:
                 recs.append(r)
     return recs
