@@ -117,6 +117,20 @@ else
   check_table "compare-llama-cpp --dry-run with figures missing: exit 1" "$tmp/cmp" \
     "| pp512, llama.cpp -fa 0 | missing | 10000.00 | - |" "| batched decode S_TG, B=16 | missing | missing | - |" "12 figure(s) missing"
 fi
+# outputs the programs printed themselves (llama.cpp's CPU build, slmd's cpu backend; tests/gpu_compare/README.md)
+if "$cmp_sh" --dry-run "$samples/cpu" --npl 1,2 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run on recorded outputs (llama-bench -o json)" "$tmp/cmp" \
+    "| pp512, llama.cpp -fa 0 | 49.31 ± 0.00 | 155.16 ± 0.00 | 3.15x |" "| tg128, llama.cpp -fa 1 | 107.12 ± 0.00 | 56.03 ± 0.00 | 0.52x |" \
+    "| batched decode S_TG, B=2 | 5.57 | 86.38 | 15.51x |" "| batched prefill S_PP, B=1 | 41.53 | 175.41 | 4.22x |" "llama.cpp: build unknown, CPU, ngl -1"
+else
+  echo "FAIL compare-llama-cpp --dry-run on $samples/cpu: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
+fi
+mkdir -p "$tmp/cpumd"
+cp "$samples/cpu/llama-bench.md" "$samples/cpu/bench_engine.json" "$tmp/cpumd/"
+"$cmp_sh" --dry-run "$tmp/cpumd" --npl 1,2 > "$tmp/cmp" 2> "$tmp/cmp.err"
+check_table "compare-llama-cpp --dry-run on a recorded markdown table" "$tmp/cmp" \
+  "| pp512, llama.cpp -fa 0 | 251.79 ± 0.00 | 155.16 ± 0.00 | 0.62x |" "| tg128, llama.cpp -fa 1 | 3.82 ± 0.00 | 56.03 ± 0.00 | 14.67x |" \
+  "llama.cpp: build unknown (0), CPU, ngl ?"
 mkdir -p "$tmp/cut"   # a llama-bench cut short: its JSON array is never closed
 cp "$samples/bench_engine.json" "$samples/llama-batched-bench.jsonl" "$samples/batched_bench.json" "$tmp/cut/"
 head -c 3000 "$samples/llama-bench.json" > "$tmp/cut/llama-bench.json"

@@ -116,7 +116,8 @@ def read_llama_bench():
             name = test_name(r["n_prompt"], r["n_gen"])
             if name and r.get("n_depth", 0) == 0:
                 out[(name, int(r.get("flash_attn", -1)))] = (float(r["avg_ts"]), float(r["stddev_ts"]))
-            about = f"build {r.get('build_commit', '?')}, {r.get('backends', '?')} on {r.get('gpu_info', '?')}, ngl {r.get('n_gpu_layers', '?')}"
+            on = f" on {r['gpu_info']}" if r.get("gpu_info") else ""
+            about = f"build {r.get('build_commit', '?')}, {r.get('backends', '?')}{on}, ngl {r.get('n_gpu_layers', '?')}"
             file = r.get("model_filename")
         return out, about, file
     p = path("llama-bench.md")

@@ -27,7 +27,7 @@ def record(fa, n_prompt, n_gen, ts, sd, when):
     v = dict(build_commit="0c1e570", build_number=1, cpu_info="Intel(R) Xeon(R) Platinum 8480+",
              gpu_info="NVIDIA H200", backends="CUDA",
              model_filename="/root/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-             model_type="llama ?B Q4_1", model_size=93784320, model_n_params=134515008, n_batch=2048,
+             model_type="llama 256M Q4_1", model_size=96576768, model_n_params=134515008, n_batch=2048,
              n_ubatch=512, n_threads=8, cpu_mask="0x0", cpu_strict=False, poll=50, type_k="f16", type_v="f16",
              n_gpu_layers=99, n_cpu_moe=0, split_mode="layer", main_gpu=0, no_kv_offload=False, flash_attn=fa,
              devices="auto", tensor_split="0.00", tensor_buft_overrides="none", load_mode="mmap", lazy_mode="off",
@@ -65,13 +65,13 @@ with open("llama-bench.json", "w") as f:
     f.write(out)
 
 # the markdown table: model, size, params, backend, ngl (not a CPU backend), fa (not the default), test, t/s
-rows = ["| model                          |       size |     params | backend    | ngl | fa |            test |                  t/s |",
-        "| ------------------------------ | ---------: | ---------: | ---------- | --: | -: | --------------: | -------------------: |"]
+rows = ["| model                          |       size |     params | backend    | ngl |  fa |            test |                  t/s |",
+        "| ------------------------------ | ---------: | ---------: | ---------- | --: | --: | --------------: | -------------------: |"]
 for v, _, _ in RECS:
     test = f"pp{v['n_prompt']}" if v["n_prompt"] else f"tg{v['n_gen']}"
     ts = f"{v['avg_ts']:.2f} ± {v['stddev_ts']:.2f}"
-    rows.append(f"| {v['model_type']:<30} | {'89.44 MiB':>10} | {'134.52 M':>10} | {'CUDA':<10} | {99:>3} | "
-                f"{v['flash_attn']:>2} | {test:>15} | {ts:>20} |")
+    rows.append(f"| {v['model_type']:<30} | {'92.10 MiB':>10} | {'134.52 M':>10} | {'CUDA':<10} | {99:>3} | "
+                f"{v['flash_attn']:>3} | {test:>15} | {ts:>20} |")
 os.makedirs("md", exist_ok=True)
 with open("md/llama-bench.md", "w", encoding="utf-8") as f:
     f.write("\n".join(rows) + "\n\nbuild: 0c1e570 (1)\n")
