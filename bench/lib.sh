@@ -2,7 +2,8 @@
 # and slmd's benchmark programs are, built when missing.
 #   bench_peer_bin NAME     prints the path of llama.cpp's program NAME (builds the peer if absent)
 #   bench_slmd_bin NAME     prints the path of slmd's bench program NAME in $BUILD (builds it if absent)
-# Env: BUILD (slmd build folder, default build), SLM_PEER_DIR (default ~/.cache/slmd/peer).
+# Env: BUILD (slmd build folder, default build), SLM_PEER_DIR (default ~/.cache/slmd/peer),
+#      BENCH_JOBS (parallel jobs of a build bench_slmd_bin starts, default 2).
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD:-build}
 case "$BUILD" in /*) ;; *) BUILD=$BENCH_ROOT/$BUILD;; esac
@@ -26,7 +27,7 @@ bench_slmd_bin() {
     if [ ! -x "$BUILD/$1" ]; then
         echo "building $1 in $BUILD" >&2
         [ -f "$BUILD/CMakeCache.txt" ] || cmake -S "$BENCH_ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >&2
-        cmake --build "$BUILD" -j2 --target "$1" >&2 || return 1
+        cmake --build "$BUILD" -j"${BENCH_JOBS:-2}" --target "$1" >&2 || return 1
     fi
     echo "$BUILD/$1"
 }

@@ -25,16 +25,30 @@ done
 if grep -E '^tiny ' "$tmp/table" | grep -q -E 'FAILED|nan|inf'; then
   echo "FAIL a kernel failed or gave a non-finite figure:"; grep -E 'FAILED|nan|inf' "$tmp/table"; fail=1
 fi
+# SmolLM2's layer shapes: K-quant rows of 576 cannot exist, so those types take the FFN's down
+# projection (576 x 1536); a row that fits no shape says "skipped" and why, and is no failure
+rows=$(grep -c '^tiny-576 ' "$tmp/table")
+[ "$rows" -eq 33 ] && echo "ok   33 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 33, got $rows"; fail=1; }
+for k in "matvec .*ffn down Q4_K +1 " "matvec .*ffn down Q6_K +32 " "matvec .*ffn up Q4_1 +1 " "gemm \\(cuBLAS\\) +ffn down Q4_K"; do
+  grep -q -E "^tiny-576 +$k" "$tmp/table" || { echo "FAIL no tiny-576 row for $k"; fail=1; }
+done
+grep -q -E '^tiny-576 .*odd Q6_K +1  skipped: Q6_K rows of 100 columns cannot exist' "$tmp/table" &&
+  echo "ok   a row that cannot exist is skipped with its reason" || { echo "FAIL no skipped row"; fail=1; }
+if grep -E '^tiny-576 ' "$tmp/table" | grep -v skipped | grep -q -E 'FAILED|nan|inf'; then
+  echo "FAIL a tiny-576 kernel failed or gave a non-finite figure"; fail=1
+fi
 grep -q "^measured: memory bandwidth" "$tmp/table" && echo "ok   ceilings measured" || { echo "FAIL no ceilings line"; fail=1; }
 
 if SLM_EMU_QUIET=1 "$kb" --smoke --json > "$tmp/json" 2> "$tmp/err" &&
    python3 -c '
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
-k = [x for x in r if "kernel" in x]
-assert r[0].get("ceilings") and len(k) == 32, (r[0], len(k))
+k = [x for x in r if "kernel" in x and not x.get("skipped")]
+s = [x for x in r if x.get("skipped")]
+assert r[0].get("ceilings") and len(k) == 64, (r[0], len(k))
+assert len(s) == 1 and "cannot exist" in s[0]["reason"], s
 assert all(x["us"] > 0 and x["roofline_us"] > 0 and x["bound"] in ("memory", "tensor") for x in k)' "$tmp/json"; then
-  echo "ok   --json: 32 kernel records and the ceilings"
+  echo "ok   --json: 64 kernel records, 1 skipped, and the ceilings"
 else
   echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
 fi
@@ -45,10 +59,145 @@ expect_error "gpu_kernels bad flag" "^usage: gpu_kernels" --frobnicate
 expect_error "gpu_kernels --reps 0" "^gpu_kernels: --reps takes" --reps 0
 SLM_EMU_DEVICES=0 expect_error "gpu_kernels with no device" "^gpu_kernels: no CUDA device" --smoke
 
+# run.sh's arguments and its model parts, checked before it looks for a GPU: each bad one is one line
+EXPECT_PROG=$(dirname "$0")/../bench/gpu/run.sh
+models_dir=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}
+mkdir -p "$tmp/parts/a" "$tmp/parts/b"
+printf 'GGUF not a model' > "$tmp/parts/a/m.part1"
+printf ' at all' > "$tmp/parts/b/m.part2"
+expect_error "run.sh bad flag" "^run.sh: unknown argument --frobnicate" --frobnicate
+expect_error "run.sh --model-parts with no file" "^run.sh: --model-parts needs at least one file" --model-parts --quick
+expect_error "run.sh --model and --model-parts" "^run.sh: give --model or --model-parts, not both" \
+  --model x --model-parts "$tmp/parts/a/m.part1"
+SLM_MODEL_DIR=$tmp/joined expect_error "run.sh a missing model part" "^run.sh: model part $tmp/parts/c/m.part3: no such readable file" \
+  --model-parts "$tmp/parts/a/m.part1" "$tmp/parts/c/m.part3"
+SLM_MODEL_DIR=$tmp/joined expect_error "run.sh parts that match no pin" \
+  "^run.sh: the 2 model parts joined \(23 bytes, sha256 [0-9a-f]{64}\) match no model pinned in packaging/fetch-models.sh" \
+  --model-parts "$tmp/parts/?/m.part*"
+[ -z "$(ls -A "$tmp/joined" 2>/dev/null)" ] && echo "ok   a bad join leaves nothing behind" || { echo "FAIL a bad join left $(ls -A "$tmp/joined")"; fail=1; }
+
+# compare-llama-cpp.sh: the ratio table from recorded outputs (tests/gpu_compare, made by its
+# make_samples.py after both programs' printers: invented figures, exact ratios), llama-bench's
+# JSON and its markdown table; what is missing is said and fails; bad input is one line
+cmp_sh=$(dirname "$0")/../bench/gpu/compare-llama-cpp.sh
+samples=$(dirname "$0")/gpu_compare
+check_table() {   # NAME FILE LINES...: every line is in FILE
+  local name=$1 file=$2 want; shift 2
+  for want in "$@"; do
+    grep -qF -- "$want" "$file" || { echo "FAIL $name: no line '$want' in:"; cat "$file"; fail=1; return; }
+  done
+  echo "ok   $name"
+}
+llama_rows=("| pp512, llama.cpp -fa 0 | 30000.00 ± 300.00 | 10000.00 ± 100.00 | 0.33x |"
+            "| pp512, llama.cpp -fa 1 | 40000.00 ± 400.00 | 10000.00 ± 100.00 | 0.25x |"
+            "| tg128, llama.cpp -fa 0 | 800.00 ± 8.00 | 450.00 ± 5.00 | 0.56x |"
+            "| tg128, llama.cpp -fa 1 | 900.00 ± 9.00 | 450.00 ± 5.00 | 0.50x |"
+            "against llama.cpp's faster flash-attention setting: pp512 0.25x, tg128 0.50x")
+if "$cmp_sh" --dry-run "$samples" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run (llama-bench -o json)" "$tmp/cmp" "${llama_rows[@]}" \
+    "| batched decode S_TG, B=1 | 500.00 | 200.00 | 0.40x |" "| batched decode S_TG, B=16 | 4000.00 | 1600.00 | 0.40x |" \
+    "| batched decode S_TG, B=64 | 10000.00 | 2500.00 | 0.25x |" "| batched decode S_TG, B=256 | 20000.00 | 5000.00 | 0.25x |" \
+    "| batched prefill S_PP, B=256 | 90000.00 | 32000.00 | 0.36x |" "llama.cpp: build 0c1e570, CUDA on NVIDIA H200, ngl 99" \
+    "batched: each of B sequences prefills 128 tokens, then decodes 128; llama.cpp's flash attention auto"
+else
+  echo "FAIL compare-llama-cpp --dry-run on $samples: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
+fi
+mkdir -p "$tmp/md" "$tmp/part"
+cp "$samples/md/llama-bench.md" "$samples/bench_engine.json" "$samples/llama-batched-bench.jsonl" "$samples/batched_bench.json" "$tmp/md/"
+if "$cmp_sh" --dry-run "$tmp/md" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run (llama-bench's markdown table)" "$tmp/cmp" "${llama_rows[@]}" \
+    "llama.cpp: build 0c1e570 (1), CUDA, ngl 99"
+else
+  echo "FAIL compare-llama-cpp --dry-run on the markdown table: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
+fi
+cp "$samples/bench_engine.json" "$tmp/part/"
+if "$cmp_sh" --dry-run "$tmp/part" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  echo "FAIL compare-llama-cpp --dry-run with only bench_engine.json: exit 0"; fail=1
+else
+  check_table "compare-llama-cpp --dry-run with figures missing: exit 1" "$tmp/cmp" \
+    "| pp512, llama.cpp -fa 0 | missing | 10000.00 | - |" "| batched decode S_TG, B=16 | missing | missing | - |" "12 figure(s) missing"
+fi
+# outputs the programs printed themselves (llama.cpp's CPU build, slmd's cpu backend; tests/gpu_compare/README.md)
+if "$cmp_sh" --dry-run "$samples/cpu" --npl 1,2 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run on recorded outputs (llama-bench -o json)" "$tmp/cmp" \
+    "| pp512, llama.cpp -fa 0 | 49.31 ± 0.00 | 155.16 ± 0.00 | 3.15x |" "| tg128, llama.cpp -fa 1 | 107.12 ± 0.00 | 56.03 ± 0.00 | 0.52x |" \
+    "| batched decode S_TG, B=2 | 5.57 | 86.38 | 15.51x |" "| batched prefill S_PP, B=1 | 41.53 | 175.41 | 4.22x |" "llama.cpp: build unknown, CPU, ngl -1"
+else
+  echo "FAIL compare-llama-cpp --dry-run on $samples/cpu: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
+fi
+mkdir -p "$tmp/cpumd"
+cp "$samples/cpu/llama-bench.md" "$samples/cpu/bench_engine.json" "$tmp/cpumd/"
+"$cmp_sh" --dry-run "$tmp/cpumd" --npl 1,2 > "$tmp/cmp" 2> "$tmp/cmp.err"
+check_table "compare-llama-cpp --dry-run on a recorded markdown table" "$tmp/cmp" \
+  "| pp512, llama.cpp -fa 0 | 251.79 ± 0.00 | 155.16 ± 0.00 | 0.62x |" "| tg128, llama.cpp -fa 1 | 3.82 ± 0.00 | 56.03 ± 0.00 | 14.67x |" \
+  "llama.cpp: build unknown (0), CPU, ngl ?"
+mkdir -p "$tmp/cut"   # a llama-bench cut short: its JSON array is never closed
+cp "$samples/bench_engine.json" "$samples/llama-batched-bench.jsonl" "$samples/batched_bench.json" "$tmp/cut/"
+head -c 3000 "$samples/llama-bench.json" > "$tmp/cut/llama-bench.json"
+if "$cmp_sh" --dry-run "$tmp/cut" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  echo "FAIL compare-llama-cpp --dry-run with a cut llama-bench.json: exit 0"; fail=1
+elif grep -q "llama-bench.json: not JSON" "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run with a cut llama-bench.json: said, exit 1" "$tmp/cmp" \
+    "| tg128, llama.cpp -fa 1 | missing | 450.00 | - |" "| batched decode S_TG, B=64 | 10000.00 | 2500.00 | 0.25x |" "4 figure(s) missing"
+else
+  echo "FAIL compare-llama-cpp --dry-run with a cut llama-bench.json: no 'not JSON' line"; cat "$tmp/cmp.err"; fail=1
+fi
+mkdir -p "$tmp/empty"
+EXPECT_PROG=$cmp_sh
+expect_error "compare-llama-cpp bad flag" "^compare-llama-cpp: unknown argument --frobnicate" --frobnicate
+expect_error "compare-llama-cpp --reps 0" "^compare-llama-cpp: --reps takes a positive integer" --reps 0
+expect_error "compare-llama-cpp --npl 1,,4" "^compare-llama-cpp: --npl takes a list like" --npl 1,,4
+expect_error "compare-llama-cpp --npl past 256" "^compare-llama-cpp: --npl: sequence counts run from 1 to 256" --npl 1,512
+expect_error "compare-llama-cpp --reps without a value" "^compare-llama-cpp: --reps needs a value" --reps
+expect_error "compare-llama-cpp --model and --model-parts" "^compare-llama-cpp: give --model or --model-parts, not both" \
+  --model x --model-parts y
+expect_error "compare-llama-cpp --model-parts with no file" "^compare-llama-cpp: --model-parts needs at least one file" --model-parts
+expect_error "compare-llama-cpp --dry-run of no folder" "^compare-llama-cpp: --dry-run $tmp/none: no such folder" --dry-run "$tmp/none"
+expect_error "compare-llama-cpp --dry-run of an empty folder" "^compare-llama-cpp: --dry-run $tmp/empty: none of" --dry-run "$tmp/empty"
+expect_error "compare-llama-cpp --src missing" "^compare-llama-cpp: --src $tmp/none.tar.xz: no such file" \
+  --configure-only --peer "$tmp/peer" --src "$tmp/none.tar.xz"
+expect_error "compare-llama-cpp --peer inside the repository" "^compare-llama-cpp: --peer must be outside the repository" \
+  --configure-only --peer "$(dirname "$0")/../build-peer-here"
+printf 'not a tarball' > "$tmp/bad.tar.xz"
+expect_error "compare-llama-cpp --src that is no tarball" "^compare-llama-cpp: cannot unpack $tmp/bad.tar.xz" \
+  --configure-only --peer "$tmp/peer" --src "$tmp/bad.tar.xz"
+
+EXPECT_PROG=$(dirname "$0")/../bench/gpu/prepare-carry.sh
+expect_error "prepare-carry bad flag" "^prepare-carry: unknown argument --frobnicate" --frobnicate
+expect_error "prepare-carry --model without a value" "^prepare-carry: --model needs a value" --model
+
+# pack-llama-cpp.sh: bad input, one line each (making the tarball needs the 77 MB sdist: not here)
+EXPECT_PROG=$(dirname "$0")/../bench/gpu/pack-llama-cpp.sh
+expect_error "pack-llama-cpp bad flag" "^pack-llama-cpp: unknown argument --frobnicate" --frobnicate
+expect_error "pack-llama-cpp --sdist missing" "^pack-llama-cpp: $tmp/none.tar.gz: no such file" --sdist "$tmp/none.tar.gz" --out "$tmp/pack"
+printf 'x' > "$tmp/other.tar.gz"
+expect_error "pack-llama-cpp --sdist of another name" "^pack-llama-cpp: $tmp/other.tar.gz: not a llama_cpp_python-VERSION.tar.gz sdist" \
+  --sdist "$tmp/other.tar.gz" --out "$tmp/pack"
+mkdir -p "$tmp/sd/llama_cpp_python-9.9.9" && echo readme > "$tmp/sd/llama_cpp_python-9.9.9/README.md"
+tar -czf "$tmp/llama_cpp_python-9.9.9.tar.gz" -C "$tmp/sd" llama_cpp_python-9.9.9
+expect_error "pack-llama-cpp an sdist without llama.cpp" "^pack-llama-cpp: .*llama_cpp_python-9.9.9.tar.gz holds no llama_cpp_python-9.9.9/vendor/llama.cpp" \
+  --sdist "$tmp/llama_cpp_python-9.9.9.tar.gz" --out "$tmp/pack"
+
 if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
+  EXPECT_PROG=$cmp_sh
+  expect_error "compare-llama-cpp without a GPU" "^compare-llama-cpp: no NVIDIA GPU here"
   EXPECT_PROG=$(dirname "$0")/../bench/gpu/run.sh
   expect_error "run.sh without a GPU" "^run.sh: no NVIDIA GPU here"
-  model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
+  model=$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf
+  if [ -f "$model" ]; then   # the model in two halves, as a device call carries it: joined, checked, named
+    split -n 2 -d "$model" "$tmp/parts/half"
+    mv "$tmp/parts/half00" "$tmp/parts/a/SmolLM2.part1" && mv "$tmp/parts/half01" "$tmp/parts/b/SmolLM2.part2"
+    SLM_MODEL_DIR=$tmp/joined "$EXPECT_PROG" --model-parts "$tmp/parts/?/SmolLM2.part*" > "$tmp/out" 2> "$tmp/err"
+    if grep -q "^run.sh: 2 model parts joined into $tmp/joined/SmolLM2-135M-Instruct.Q4_1.gguf (sha256 matches the pin)" "$tmp/err" &&
+       grep -q "^run.sh: no NVIDIA GPU here" "$tmp/err" && cmp -s "$model" "$tmp/joined/SmolLM2-135M-Instruct.Q4_1.gguf"; then
+      echo "ok   run.sh --model-parts: two halves joined, checked against the pin, then no GPU"
+    else
+      echo "FAIL run.sh --model-parts with the two halves:"; cat "$tmp/err"; fail=1
+    fi
+    SLM_MODEL_DIR=$tmp/joined expect_error "run.sh parts out of order" "^run.sh: the 2 model parts joined .* match no model pinned" \
+      --model-parts "$tmp/parts/b/SmolLM2.part2" "$tmp/parts/a/SmolLM2.part1"
+    rm -rf "$tmp/parts" "$tmp/joined"
+  fi
   if [ -f "$model" ] && [ -x "$bin/bench_engine" ]; then
     EXPECT_PROG=$bin/bench_engine
     SLM_EMU_DEVICES=0 expect_error "bench_engine --backend cuda without a GPU" \

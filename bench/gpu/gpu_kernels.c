@@ -16,11 +16,18 @@
  * layout (kernels/cuda/kernels.h), whose bytes, padding included, are the ones counted; F32 /
  * F16 / BF16 weights take the fp32 GEMV (slm_cuda_matvec).
  *
+ * A quantized row is a whole number of blocks, so a type is timed at the FFN's up projection
+ * (ffn, dim) where dim is one, else at its down projection (dim, ffn), else not at all: a
+ * K-quant's 256 columns do not divide SmolLM2's 576, and GGUF files of it keep those matrices
+ * in other types. A row that cannot exist prints "skipped" and the reason (a JSON record
+ * {"skipped": ...}); it is no failure.
+ *
  * Weights are filled with the byte 0x11 (every f16 scale a small normal number), activations
  * with small values; the numbers do not matter to the time, only the shapes do.
  *
- * --smoke: a tiny model and one repetition, so that the emulated build (gpu_kernels_emu,
- * tests/test_gpu_bench.sh) runs every path on a machine without a GPU; its times mean nothing.
+ * --smoke: two tiny models (the second with SmolLM2's layer shapes) and one repetition, so that
+ * the emulated build (gpu_kernels_emu, tests/test_gpu_bench.sh) runs every path, skipped rows
+ * included, on a machine without a GPU; its times mean nothing.
  * usage: gpu_kernels [--smoke] [--reps N] [--model small|1.5b|7b|all] [--json]
  */
 #include <limits.h>
@@ -46,6 +53,8 @@ static const struct model_shape models[] = {
     {"7b", 3584, 18944, 28, 4, 128, 152064},
 };
 static const struct model_shape tiny = {"tiny", 256, 512, 4, 2, 64, 1024};
+/* SmolLM2's layer with a small vocabulary: a row of 576 is no whole number of K-quant blocks */
+static const struct model_shape tiny_576 = {"tiny-576", 576, 1536, 9, 3, 64, 1024};
 
 struct bench {
     int reps, json, smoke;
@@ -122,6 +131,18 @@ static void row(struct bench *b, const char *model, const char *kernel, const ch
     else
         printf("%-13s %-31s %-14s %5d %10.1f %10.2f %10.2f %8.1f  %s\n", model, kernel, what, n, bytes / 1e3,
                secs * 1e6, roof * 1e6, 100.0 * roof / secs, bound);
+}
+
+/* Prints why a row was not timed (a shape the type cannot have). */
+static void skipped_row(struct bench *b, const char *model, const char *kernel, const char *what, int n,
+                        const char *reason)
+{
+    if (b->json)
+        printf("{\"skipped\": true, \"model\": \"%s\", \"kernel\": \"%s\", \"what\": \"%s\", \"n\": %d, "
+               "\"reason\": \"%s\"}\n",
+               model, kernel, what, n, reason);
+    else
+        printf("%-13s %-31s %-14s %5d  skipped: %s\n", model, kernel, what, n, reason);
 }
 
 /* ---- the machine's ceilings */
@@ -210,21 +231,21 @@ static int run_matvec_q8(struct bench *b, void *ctx)
     return rc ? rc : slm_cuda_matvec_q8(m->type, m->w, m->rows, m->cols, m->scratch, m->n, m->y, 0, b->stream);
 }
 
-/* Device memory holding a (rows, cols) weight of every byte 0x11, in the device layout. */
+/* Device memory holding a (rows, cols) weight of every byte 0x11, in the device layout; NULL
+ * (nothing allocated) when the type has no device layout for rows of cols. */
 static void *dev_weight_device_layout(uint32_t type, int64_t rows, int64_t cols, size_t *bytes)
 {
     size_t gguf = (size_t)rows * slm_cuda_row_bytes(type, cols);
     *bytes = (size_t)rows * slm_cuda_device_row_bytes(type, cols);
+    if (!gguf || !*bytes) return NULL;
     unsigned char *h = malloc(gguf), *d = malloc(*bytes);
     void *p = NULL;
     if (!h || !d) exit(1);
     memset(h, 0x11, gguf);
-    if (slm_cuda_to_device_layout(type, h, rows, cols, d)) {
-        fprintf(stderr, "gpu_kernels: no device layout for %s x %lld\n", slm_qtype_name(type), (long long)cols);
-        exit(1);
+    if (slm_cuda_to_device_layout(type, h, rows, cols, d) == 0) {
+        CK(cudaMalloc(&p, *bytes));
+        CK(cudaMemcpy(p, d, *bytes, cudaMemcpyHostToDevice));
     }
-    CK(cudaMalloc(&p, *bytes));
-    CK(cudaMemcpy(p, d, *bytes, cudaMemcpyHostToDevice));
     free(h);
     free(d);
     return p;
@@ -243,11 +264,20 @@ static void bench_matmul(struct bench *b, const struct model_shape *ms, uint32_t
     struct mm_ctx m = {.type = type, .rows = rows, .cols = cols, .n = n};
     /* a quantized weight's GEMV is the backend's: the integer one on the device layout */
     const int q8 = !gemm && slm_cuda_q8_act_type(type) != UINT32_MAX;
+    const char *kernel = gemm ? "gemm (cuBLAS)"
+                         : q8 ? (slm_cuda_matvec_q8_fused_fits(type, cols, n) ? "matvec (int8 fused)" : "matvec (int8)")
+                              : "matvec";
+    char what[64], why[96];
+    snprintf(what, sizeof what, "%s %s", which, slm_qtype_name(type));
     size_t wbytes = (size_t)rows * slm_cuda_row_bytes(type, cols), abytes = 0;
-    if (q8)
-        m.w = dev_weight_device_layout(type, rows, cols, &wbytes);
-    else
-        m.w = dev_fill(wbytes, 0x11);
+    if (wbytes && q8) m.w = dev_weight_device_layout(type, rows, cols, &wbytes);
+    else if (wbytes) m.w = dev_fill(wbytes, 0x11);
+    if (!m.w) {
+        snprintf(why, sizeof why, "%s rows of %lld columns cannot exist (%u-element blocks)", slm_qtype_name(type),
+                 (long long)cols, slm_qblock_elems(type));
+        skipped_row(b, ms->name, kernel, what, n, why);
+        return;
+    }
     m.x = dev_floats((size_t)n * (size_t)cols, 0.5f);
     m.y = dev_fill((size_t)n * (size_t)rows * 4, 0);
     if (gemm) {
@@ -259,18 +289,24 @@ static void bench_matmul(struct bench *b, const struct model_shape *ms, uint32_t
         m.scratch = dev_fill(abytes, 0);
     }
     double secs = time_launch(b, gemm ? run_gemm : q8 ? run_matvec_q8 : run_matvec, &m);
-    char what[64];
-    snprintf(what, sizeof what, "%s %s", which, slm_qtype_name(type));
     /* the weight's bytes as the kernel reads them (device layout: padding included), x read,
      * y written; the integer path also writes and reads the quantized x once */
     double bytes = (double)wbytes + 4.0 * n * (double)(rows + cols) + 2.0 * (double)abytes;
-    row(b, ms->name, gemm ? "gemm (cuBLAS)" : q8 ? (m.scratch ? "matvec (int8)" : "matvec (int8 fused)") : "matvec",
-        what, n, bytes,
-        2.0 * n * (double)rows * (double)cols, secs);
+    row(b, ms->name, kernel, what, n, bytes, 2.0 * n * (double)rows * (double)cols, secs);
     cudaFree(m.w);
     cudaFree(m.x);
     cudaFree(m.y);
     if (m.scratch) cudaFree(m.scratch);
+}
+
+/* The FFN's up projection (ffn, dim) where a row of dim is a whole number of the type's blocks,
+ * else its down projection (dim, ffn) (SmolLM2's K-quants), else a skipped row. */
+static void bench_ffn(struct bench *b, const struct model_shape *ms, uint32_t type, int n, int gemm)
+{
+    if (slm_cuda_row_bytes(type, ms->dim) != 0)
+        bench_matmul(b, ms, type, ms->ffn, ms->dim, "ffn up", n, gemm);
+    else
+        bench_matmul(b, ms, type, ms->dim, ms->ffn, "ffn down", n, gemm);
 }
 
 /* ---- element-wise ops and normalisation */
@@ -449,10 +485,10 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
     int prefill_n = b->smoke ? 16 : 512, ctx = b->smoke ? 64 : 1024;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (size_t i = 0; i < sizeof decode_n / sizeof decode_n[0]; i++)
-            bench_matmul(b, ms, types[t], ms->ffn, ms->dim, "ffn up", decode_n[i], 0);
+            bench_ffn(b, ms, types[t], decode_n[i], 0);
     bench_matmul(b, ms, SLM_TYPE_Q8_0, ms->vocab, ms->dim, "logits", 1, 0);
-    bench_matmul(b, ms, SLM_TYPE_Q4_K, ms->ffn, ms->dim, "ffn up", prefill_n, 0);
-    bench_matmul(b, ms, SLM_TYPE_Q4_K, ms->ffn, ms->dim, "ffn up", prefill_n, 1);
+    bench_ffn(b, ms, SLM_TYPE_Q4_K, prefill_n, 0);
+    bench_ffn(b, ms, SLM_TYPE_Q4_K, prefill_n, 1);
     for (int kind = 0; kind < 3; kind++) {
         bench_ew(b, ms, kind, 1, kind == 1 ? ms->ffn : ms->dim);
         bench_ew(b, ms, kind, prefill_n, kind == 1 ? ms->ffn : ms->dim);
@@ -505,6 +541,8 @@ int main(int argc, char **argv)
     measure_ceilings(&b);
     if (b.smoke) {
         bench_model(&b, &tiny);
+        bench_model(&b, &tiny_576);
+        bench_matmul(&b, &tiny_576, SLM_TYPE_Q6_K, 64, 100, "odd", 1, 0);   /* the skipped row's path */
     } else {
         int any = 0;
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {

@@ -5,31 +5,69 @@
 # prints one table. The decode target (issue 5): batch-1 decode at >= 70% of the bandwidth
 # roofline, i.e. measured bandwidth / the weight bytes one decode step reads.
 #
-# usage: bench/gpu/run.sh [--model FILE] [--deps DIR] [--build DIR] [--out DIR] [--quick]
+# usage: bench/gpu/run.sh [--model FILE | --model-parts PART...] [--deps DIR] [--build DIR] [--out DIR]
+#                         [--quick | --build-only]
 #   --model FILE  the GGUF for the end-to-end part and test_cuda_model
 #                 [$SLM_MODEL_DIR or ~/.cache/slmd/models]/SmolLM2-135M-Instruct.Q4_1.gguf;
 #                 without it that part is skipped (and says so)
+#   --model-parts PART...  the model as pieces (a 64 MiB carry holds no whole model): the files
+#                 (or quoted globs, expanded in sorted order) up to the next --option, joined in
+#                 that order into $SLM_MODEL_DIR (~/.cache/slmd/models) under the name of the model in
+#                 packaging/fetch-models.sh whose pinned sha256 they match; no match is an error
 #   --deps DIR    .deb files of the build's libraries (bench/gpu/fetch-deps.sh makes the folder),
 #                 for a machine that lacks them and cannot fetch them: unpacked under /tmp/slm-deps
 #   --build DIR   build folder [build-gpu]
 #   --out DIR     where the logs and the table go [build-gpu/gpu-bench]
 #   --quick       fewer repetitions and only SmolLM2's kernel shapes
-# Exit status: 0 when everything ran and every kernel test passed, 1 otherwise.
+#   --build-only  build (for this GPU's architecture only) and stop: the first of two device calls
+# Exit status: 0 when everything ran and every kernel test passed, 1 otherwise, 2 on bad usage.
 set -u
-MODEL="${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEPS="" BUILD=build-gpu OUT="" QUICK=0
+MODEL_DIR="${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}"
+MODEL="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEPS="" BUILD=build-gpu OUT="" QUICK=0 HAVE_MODEL=0 PARTS="" BUILD_ONLY=0
+usage() { sed -n '8,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
-    --model) MODEL="$2"; shift 2 ;;
+    --model|--deps|--build|--out)
+        [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; } ;;
+    esac
+    case "$1" in
+    --model) MODEL="$2"; HAVE_MODEL=1; shift 2 ;;
+    --model-parts)
+        shift
+        while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do
+            PARTS="$PARTS$1
+"
+            shift
+        done
+        [ -n "$PARTS" ] || { echo "run.sh: --model-parts needs at least one file" >&2; exit 2; } ;;
     --deps) DEPS="$2"; shift 2 ;;
     --build) BUILD="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    --build-only) BUILD_ONLY=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "run.sh: unknown argument $1 (bench/gpu/run.sh --help lists the options)" >&2; exit 2 ;;
     esac
 done
+[ "$HAVE_MODEL" = 1 ] && [ -n "$PARTS" ] && { echo "run.sh: give --model or --model-parts, not both" >&2; exit 2; }
 [ -n "$OUT" ] || OUT="$BUILD/gpu-bench"
-cd "$(dirname "$0")/../.." || exit 1
+GPU_ROOT=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
+GPU_PROG=run.sh
+. "$GPU_ROOT/bench/gpu/common.sh"
+
+if [ -n "$PARTS" ]; then   # first (from the caller's folder), so that a bad join is said before anything else
+    old_ifs=$IFS; IFS='
+'
+    set -f
+    # shellcheck disable=SC2086
+    set -- $PARTS
+    set +f   # one argument a line; globs expand inside gpu_join_model
+    IFS=$old_ifs
+    MODEL=$(gpu_join_model "$MODEL_DIR" "$@") || exit 1
+fi
+case "$MODEL" in /*) ;; *) MODEL="$PWD/$MODEL" ;; esac
+cd "$GPU_ROOT" || exit 1
 
 if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
     echo "run.sh: no NVIDIA GPU here (nvidia-smi is missing or sees no device): nothing to measure" >&2
@@ -39,27 +77,26 @@ command -v nvcc > /dev/null 2>&1 || PATH="$PATH:/usr/local/cuda/bin"
 command -v nvcc > /dev/null 2>&1 || { echo "run.sh: nvcc not found (CUDA toolkit)" >&2; exit 1; }
 
 if [ -n "$DEPS" ]; then
-    # The -dev packages' headers, libraries and .pc files, under a root of their own (unpacking
-    # them over / could break the machine); pkg-config looks only there.
-    mkdir -p /tmp/slm-deps
-    for f in "$DEPS"/*.deb; do dpkg -x "$f" /tmp/slm-deps || exit 1; done
-    lib=/tmp/slm-deps/usr/lib/x86_64-linux-gnu
-    export PKG_CONFIG_LIBDIR="$lib/pkgconfig:/tmp/slm-deps/usr/share/pkgconfig"
-    export PKG_CONFIG_SYSROOT_DIR=/tmp/slm-deps
-    export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    export LIBRARY_PATH="$lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+    gpu_use_deps "$DEPS" || exit 1
 fi
 
 mkdir -p "$OUT"
-echo "== build ($BUILD; log in $OUT/build.log)"
+# Only this GPU's architecture (compute capability 9.0 -> 90-real): a quarter of the default's nvcc work.
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+case "$ARCH" in [1-9][0-9]) ARCH_FLAG="-DCMAKE_CUDA_ARCHITECTURES=$ARCH-real" ;; *) ARCH_FLAG="" ;; esac
+echo "== build ($BUILD, sm_${ARCH:-80..90}; log in $OUT/build.log)"
 GEN=""
 command -v ninja > /dev/null 2>&1 && GEN="-G Ninja"
 # shellcheck disable=SC2086
-{ cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DSLM_CUDA=ON &&
+{ cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DSLM_CUDA=ON $ARCH_FLAG &&
   cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_ops_gpu test_cuda_matvec_q8_gpu test_cuda_attention_gpu test_cuda_attention_split_gpu \
       test_cuda_sampling_gpu test_cuda_graphs_gpu test_cuda_model_gpu gpu_kernels bench_engine batched_bench; } > "$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/build.log" >&2; echo "run.sh: the build failed (the whole log: $OUT/build.log)" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$OUT/gpu.csv" 2>&1
+if [ "$BUILD_ONLY" = 1 ]; then
+    echo "== built: $BUILD (--build-only)"
+    exit 0
+fi
 
 echo "== kernel tests on the GPU"
 status=0
@@ -112,7 +149,9 @@ print("Kernel tests: " + ", ".join(l.strip() for l in open(os.path.join(out, "te
 print("| model | kernel | shape / type | n | KB moved | us | roofline us | bound | roof % |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in k:
-    if "kernel" in r:
+    if r.get("skipped"):
+        print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | skipped: {r['reason']} | | | | |")
+    elif "kernel" in r:
         print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | {r['bytes']/1e3:.1f} | {r['us']:.2f} | "
               f"{r['roofline_us']:.2f} | {r['bound']} | {r['roof_pct']:.1f} |")
 e = lines("e2e.json")
