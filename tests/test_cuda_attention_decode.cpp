@@ -210,6 +210,11 @@ static std::vector<float> check_decode(fixture &f, const step &s, const std::vec
     CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s rope_store: %d", f.c.name, rc);
     std::vector<float> q_rot = host(r.q, q.size());
     std::vector<uint16_t> pool_rs = host((uint16_t *)f.gpu_pool, pool_halves);
+    /* slm_cuda_attention_paged over what rope_store left (q rotated, k and v stored): the path
+     * of every step that is not decode-only. It must give the fused launch's bits. */
+    rc = slm_cuda_attention_paged(&f.shape, &r.t, &kv, r.q, max_ctx, r.ws, r.ws_bytes, r.out, 0);
+    CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s paged: %d (%s)", f.c.name, rc, slm_emu_last_report());
+    std::vector<float> out_paged = host(r.out, q.size());
     free_dcall(r);
     cudaMemcpy(f.gpu_pool, pool0.data(), pool_halves * sizeof(uint16_t), cudaMemcpyHostToDevice);
 
@@ -242,6 +247,10 @@ static std::vector<float> check_decode(fixture &f, const step &s, const std::vec
         reference64(f, pool_f.data(), q_rot.data() + (size_t)i * f.qd(), s.seq[i], s.pos[i], ref.data() + (size_t)i * f.qd());
     snprintf(what, sizeof what, "%s decode of %d tokens vs float64", f.c.name, n);
     compare(what, ref.data(), out.data(), out.size(), REF_TOL);
+
+    snprintf(what, sizeof what, "%s %d tokens: slm_cuda_attention_paged after rope_store vs the fused launch", f.c.name,
+             n);
+    same_bits(what, out.data(), out_paged.data(), out.size() * sizeof(float));
 
     /* A second launch on the same workspace (as a replayed graph): the counters the first left
      * must let it merge again; the store writes the same bytes. */
@@ -383,6 +392,12 @@ static void bad_arguments(void)
     odd.k = (uint16_t *)kv.k + 1;
     CHECK(launch(&f.shape, &cl.t, &odd, &f.rope, cl.q, K, V, 130, cl.ws, cl.ws_bytes, cl.out) == -EINVAL,
           "K cache not 16-byte aligned: expected -EINVAL");
+    CHECK(slm_cuda_attention_paged(&f.shape, &cl.t, &kv, cl.q, 193, cl.ws, cl.ws_bytes, cl.out, 0) == -EINVAL,
+          "paged: max_ctx 193 past the workspace of 130: expected -EINVAL");
+    CHECK(slm_cuda_attention_paged(&f.shape, &cl.t, &odd, cl.q, 130, cl.ws, cl.ws_bytes, cl.out, 0) == -EINVAL,
+          "paged: K cache not 16-byte aligned: expected -EINVAL");
+    CHECK(slm_cuda_attention_paged(&f.shape, &cl.t, &kv, nullptr, 130, cl.ws, cl.ws_bytes, cl.out, 0) == -EINVAL,
+          "paged: q NULL: expected -EINVAL");
     CHECK(slm_cuda_attention_decode_fused_workspace(&f.shape, 0, 130) == 0, "workspace of 0 tokens: expected 0");
     CHECK(slm_cuda_attention_decode_fused_workspace(&f.shape, 1, 0) == 0, "workspace of max_ctx 0: expected 0");
     /* More (token, KV head) slots than the counters: 5462 tokens x 3 KV heads > 16384. */

@@ -307,6 +307,18 @@ oom:
         if (rc_) return rc_;           \
     } while (0)
 
+/* y[j] = rmsnorm(x; gamma) . w[j]^T for j < n_w: the backend's fused op, or rmsnorm into f->xn
+ * and one matmul. */
+static int norm_matmul(struct slm_forward *f, const float *x, const struct slm_weight *gamma, int n, int n_w,
+                       const struct slm_weight *const *w, float *const *y)
+{
+    const struct slm_model_config *c = &f->m->cfg;
+    struct slm_backend *be = f->m->be;
+    if (be->ops->norm_matmul) return be->ops->norm_matmul(be, x, gamma, c->dim, c->rms_eps, n_w, w, n, y);
+    TRY(be->ops->rmsnorm(be, x, gamma, n, c->dim, c->rms_eps, f->xn));
+    return be->ops->matmul(be, n_w, w, f->xn, n, y, 0);
+}
+
 static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, int l)
 {
     const struct slm_model_config *c = &f->m->cfg;
@@ -319,10 +331,9 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
         .rope_layout = c->rope_layout, .rope_base = c->rope_base, .scale = 1.0f / sqrtf((float)c->head_dim),
     };
 
-    TRY(ops->rmsnorm(be, f->x, &L->attn_norm, n, c->dim, c->rms_eps, f->xn));
     const struct slm_weight *qkv[] = {&L->wq, &L->wk, &L->wv};
     float *qkv_out[] = {f->q, f->k, f->v};
-    TRY(ops->matmul(be, 3, qkv, f->xn, n, qkv_out, 0));
+    TRY(norm_matmul(f, f->x, &L->attn_norm, n, 3, qkv, qkv_out));
     if (L->bq.data) {
         TRY(ops->add_bias(be, f->q, &L->bq, n));
         TRY(ops->add_bias(be, f->k, &L->bk, n));
@@ -332,11 +343,15 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     const struct slm_weight *wo[] = {&L->wo};
     TRY(ops->matmul(be, 1, wo, f->att, n, &f->x, 1));
 
-    TRY(ops->rmsnorm(be, f->x, &L->ffn_norm, n, c->dim, c->rms_eps, f->xn));
-    const struct slm_weight *gu[] = {&L->w_gate, &L->w_up};
-    float *gu_out[] = {f->gate, f->up};
-    TRY(ops->matmul(be, 2, gu, f->xn, n, gu_out, 0));
-    TRY(ops->swiglu(be, f->gate, f->up, (size_t)n * (size_t)c->ffn_dim, f->gate));
+    if (ops->norm_glu) {
+        TRY(ops->norm_glu(be, f->x, &L->ffn_norm, c->dim, c->rms_eps, &L->w_gate, &L->w_up, n, f->gate, f->up));
+    } else {
+        TRY(ops->rmsnorm(be, f->x, &L->ffn_norm, n, c->dim, c->rms_eps, f->xn));
+        const struct slm_weight *gu[] = {&L->w_gate, &L->w_up};
+        float *gu_out[] = {f->gate, f->up};
+        TRY(ops->matmul(be, 2, gu, f->xn, n, gu_out, 0));
+        TRY(ops->swiglu(be, f->gate, f->up, (size_t)n * (size_t)c->ffn_dim, f->gate));
+    }
     const struct slm_weight *down[] = {&L->w_down};
     TRY(ops->matmul(be, 1, down, f->gate, n, &f->x, 1));
     return 0;
@@ -352,9 +367,8 @@ static int forward_ops(struct slm_forward *f, struct slm_kv_pool *pool, const st
     for (int l = 0; l < c->n_layer; l++) TRY(layer_forward(f, pool, b, l));
     if (b->n_out == 0) return 0;
     TRY(be->ops->gather_rows(be, f->x, c->dim, b->out_rows, b->n_out, f->xo));
-    TRY(be->ops->rmsnorm(be, f->xo, &f->m->output_norm, b->n_out, c->dim, c->rms_eps, f->xo));
     const struct slm_weight *out[] = {&f->m->output};
-    return be->ops->matmul(be, 1, out, f->xo, b->n_out, &f->logits, 0);
+    return norm_matmul(f, f->xo, &f->m->output_norm, b->n_out, 1, out, &f->logits);
 }
 
 int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, float *logits)

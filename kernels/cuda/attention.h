@@ -200,6 +200,19 @@ int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape *shape, con
                                     const float *q, const float *k, const float *v, int max_ctx, void *workspace,
                                     size_t workspace_bytes, float *out, cudaStream_t stream);
 
+/*
+ * The same kernel for any step (prefill chunks, mixed steps, several tokens of a sequence): q
+ * (n_tokens, n_head * head_dim) already rotated and every token's k and v already stored by
+ * slm_cuda_rope_store, so each token reads positions 0..pos[i] from the cache, its own
+ * included. out as slm_cuda_attention_decode_fused defines it, and the same bits for a token
+ * as that launcher gives it (the rotation and the halves are one arithmetic): a decode step and
+ * a recomputation of the same position by prefill agree. Workspace, counters and refusals as
+ * there (without the table and k, v).
+ */
+int slm_cuda_attention_paged(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                             const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, void *workspace,
+                             size_t workspace_bytes, float *out, cudaStream_t stream);
+
 /* ---- sampling */
 
 /* One row's sampling parameters (device memory, one per row); the chain of

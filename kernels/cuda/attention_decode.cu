@@ -178,7 +178,12 @@ __device__ static inline void merge_range(const float *p, size_t stride, float m
 
 /* grid (max_parts, n_head_kv, n_tokens), DEC_THREADS threads, dynamic shared memory
  * fused_smem(group, D). */
-template <int D> __global__ void __launch_bounds__(DEC_THREADS, 4) k_decode_fused(struct fused_args a)
+/* FRESH: a decode-only step's launch (q and k rotated here, the token's k and v stored and used
+ * from shared memory). !FRESH: slm_cuda_attention_paged's (q rotated and every position of the
+ * step stored by slm_cuda_rope_store before; the token's own position read from the cache like
+ * the others). The rotation and the halves are the same arithmetic both ways, so a token gets
+ * the same bits from either. */
+template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k_decode_fused(struct fused_args a)
 {
     constexpr int CH = D / 2 / DEC_TPR;   /* half2 words of a row a thread holds */
     static_assert(D % (2 * DEC_TPR) == 0, "rows split evenly over the lanes");
@@ -215,7 +220,7 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS, 4) k_decode_fuse
     DEC_UNROLL
     for (int i = 0; i < DEC_RPT; i++) {
         const int t = start + slot + DEC_ROWS_PASS * i;
-        long long row = t < pos ? kv_row(blocks, t, a.block_size, a.n_blocks) : -2;
+        long long row = (FRESH ? t < pos : t <= pos) ? kv_row(blocks, t, a.block_size, a.n_blocks) : -2;
         if (row >= 0) {
             const size_t off = (size_t)row * kvd + (size_t)g * D + (size_t)j * 2 * CH;
             load_words<CH>(kr[i], a.k_cache + off);
@@ -232,9 +237,9 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS, 4) k_decode_fuse
     for (int i = tid; i < group * D; i += DEC_THREADS) {
         const int h = i / D, d = i % D;
         const float *x = a.q + ((size_t)tok * a.n_head + (size_t)g * group + h) * D;
-        qs[i] = __half2float(__float2half_rn(rope_elem(x, d, a.rope_dim, a.rope_layout, cs_row, in_table)));
+        qs[i] = __half2float(__float2half_rn(FRESH ? rope_elem(x, d, a.rope_dim, a.rope_layout, cs_row, in_table) : x[d]));
     }
-    if (own) {
+    if (FRESH && own) {
         const float *kx = a.k + (size_t)tok * kvd + (size_t)g * D, *vx = a.v + (size_t)tok * kvd + (size_t)g * D;
         const long long row = kv_row(blocks, pos, a.block_size, a.n_blocks);
         for (int c = tid; c < D / 2; c += DEC_THREADS) {
@@ -259,7 +264,7 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS, 4) k_decode_fuse
     for (int i = 0; i < DEC_RPT; i++) {
         const int t = start + slot + DEC_ROWS_PASS * i;
         if (start + (32 / DEC_TPR) * warp + DEC_ROWS_PASS * i >= end) break;
-        if (t == pos) {
+        if (FRESH && t == pos) {
             DEC_UNROLL
             for (int c = 0; c < CH; c++) kr[i][c] = cur_k[j * CH + c], vr[i][c] = cur_v[j * CH + c];
         }
@@ -411,6 +416,54 @@ extern "C" size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cud
            (size_t)n_tokens * shape->n_head * fused_parts(max_ctx) * (shape->head_dim + 4) * sizeof(float);
 }
 
+/* The two launchers' shared checks and launch; fresh selects the kernel's mode. */
+static int launch_decode(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                         const struct slm_cuda_kv_layer *kv, const struct slm_cuda_rope_table *rope, const float *q,
+                         const float *k, const float *v, int max_ctx, void *workspace, size_t workspace_bytes,
+                         float *out, cudaStream_t stream, bool fresh)
+{
+    size_t need = t ? slm_cuda_attention_decode_fused_workspace(shape, t->n_tokens, max_ctx) : 0;
+    if (attn_call_ok(shape, t, kv, q, max_ctx, 0, 0, workspace, workspace_bytes, need, out)) return -EINVAL;
+    if ((fresh && (!rope || !k || !v)) || (size_t)t->n_tokens * shape->n_head_kv > SLM_CUDA_ATTN_DECODE_SLOTS)
+        return -EINVAL;
+    if ((uintptr_t)kv->k % 16 || (uintptr_t)kv->v % 16) return -EINVAL;
+    const bool rotates = fresh && shape->rope_dim > 0;
+    if (rotates && (!rope->cos_sin || rope->positions < 1)) return -EINVAL;
+    const size_t kvbytes = (size_t)t->n_tokens * shape->n_head_kv * shape->head_dim * sizeof(float);
+    if (fresh && (slm_emu_check_device_ptr(k, kvbytes, "k") || slm_emu_check_device_ptr(v, kvbytes, "v") ||
+                  (rotates && slm_emu_check_device_ptr(rope->cos_sin,
+                                                       (size_t)rope->positions * (size_t)shape->rope_dim * 4,
+                                                       "rope table"))))
+        return -EINVAL;
+    const int group = shape->n_head / shape->n_head_kv;
+    struct fused_args a = {q, k, v, static_cast<__half *>(kv->k), static_cast<__half *>(kv->v), t->pos, t->seq_row,
+                           t->block_tables, t->max_blocks, kv->n_blocks, kv->block_size, shape->n_head,
+                           shape->n_head_kv, shape->rope_dim, shape->rope_layout,
+                           rotates ? reinterpret_cast<const float2 *>(rope->cos_sin) : nullptr,
+                           rotates ? rope->positions : 0x7fffffff, max_ctx, fused_parts(max_ctx), shape->scale,
+                           static_cast<unsigned *>(workspace),
+                           reinterpret_cast<float *>(static_cast<char *>(workspace) + SLM_CUDA_ATTN_DECODE_COUNTER_BYTES),
+                           out};
+    dim3 grid((unsigned)a.max_parts, (unsigned)shape->n_head_kv, (unsigned)t->n_tokens);
+    const size_t smem = fused_smem(group, shape->head_dim);
+    if (fresh) {
+        switch (shape->head_dim) {
+        case 64: SLM_LAUNCH((k_decode_fused<64, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 80: SLM_LAUNCH((k_decode_fused<80, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 96: SLM_LAUNCH((k_decode_fused<96, true>), grid, DEC_THREADS, smem, stream, a); break;
+        default: SLM_LAUNCH((k_decode_fused<128, true>), grid, DEC_THREADS, smem, stream, a); break;
+        }
+    } else {
+        switch (shape->head_dim) {
+        case 64: SLM_LAUNCH((k_decode_fused<64, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 80: SLM_LAUNCH((k_decode_fused<80, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 96: SLM_LAUNCH((k_decode_fused<96, false>), grid, DEC_THREADS, smem, stream, a); break;
+        default: SLM_LAUNCH((k_decode_fused<128, false>), grid, DEC_THREADS, smem, stream, a); break;
+        }
+    }
+    return attn_launched();
+}
+
 extern "C" int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape *shape,
                                                const struct slm_cuda_attn_tokens *t,
                                                const struct slm_cuda_kv_layer *kv,
@@ -418,32 +471,12 @@ extern "C" int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape 
                                                const float *v, int max_ctx, void *workspace, size_t workspace_bytes,
                                                float *out, cudaStream_t stream)
 {
-    size_t need = t ? slm_cuda_attention_decode_fused_workspace(shape, t->n_tokens, max_ctx) : 0;
-    if (attn_call_ok(shape, t, kv, q, max_ctx, 0, 0, workspace, workspace_bytes, need, out)) return -EINVAL;
-    if (!rope || !k || !v || (size_t)t->n_tokens * shape->n_head_kv > SLM_CUDA_ATTN_DECODE_SLOTS) return -EINVAL;
-    if ((uintptr_t)kv->k % 16 || (uintptr_t)kv->v % 16) return -EINVAL;
-    if (shape->rope_dim > 0 && (!rope->cos_sin || rope->positions < 1)) return -EINVAL;
-    const size_t kvbytes = (size_t)t->n_tokens * shape->n_head_kv * shape->head_dim * sizeof(float);
-    if (slm_emu_check_device_ptr(k, kvbytes, "k") || slm_emu_check_device_ptr(v, kvbytes, "v") ||
-        (shape->rope_dim > 0 &&
-         slm_emu_check_device_ptr(rope->cos_sin, (size_t)rope->positions * (size_t)shape->rope_dim * 4, "rope table")))
-        return -EINVAL;
-    const int group = shape->n_head / shape->n_head_kv;
-    struct fused_args a = {q, k, v, static_cast<__half *>(kv->k), static_cast<__half *>(kv->v), t->pos, t->seq_row,
-                           t->block_tables, t->max_blocks, kv->n_blocks, kv->block_size, shape->n_head,
-                           shape->n_head_kv, shape->rope_dim, shape->rope_layout,
-                           reinterpret_cast<const float2 *>(rope->cos_sin), shape->rope_dim > 0 ? rope->positions : 0,
-                           max_ctx, fused_parts(max_ctx), shape->scale, static_cast<unsigned *>(workspace),
-                           reinterpret_cast<float *>(static_cast<char *>(workspace) + SLM_CUDA_ATTN_DECODE_COUNTER_BYTES),
-                           out};
-    if (shape->rope_dim == 0) a.cs_positions = 0x7fffffff;   /* nothing rotates: no table to be past */
-    dim3 grid((unsigned)a.max_parts, (unsigned)shape->n_head_kv, (unsigned)t->n_tokens);
-    const size_t smem = fused_smem(group, shape->head_dim);
-    switch (shape->head_dim) {
-    case 64: SLM_LAUNCH(k_decode_fused<64>, grid, DEC_THREADS, smem, stream, a); break;
-    case 80: SLM_LAUNCH(k_decode_fused<80>, grid, DEC_THREADS, smem, stream, a); break;
-    case 96: SLM_LAUNCH(k_decode_fused<96>, grid, DEC_THREADS, smem, stream, a); break;
-    default: SLM_LAUNCH(k_decode_fused<128>, grid, DEC_THREADS, smem, stream, a); break;
-    }
-    return attn_launched();
+    return launch_decode(shape, t, kv, rope, q, k, v, max_ctx, workspace, workspace_bytes, out, stream, true);
+}
+
+extern "C" int slm_cuda_attention_paged(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
+                                        const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx,
+                                        void *workspace, size_t workspace_bytes, float *out, cudaStream_t stream)
+{
+    return launch_decode(shape, t, kv, NULL, q, NULL, NULL, max_ctx, workspace, workspace_bytes, out, stream, false);
 }

@@ -118,6 +118,17 @@ struct slm_backend_ops {
      * x must not overlap any y (the CUDA backend reads x while it writes y). */
     int (*matmul)(struct slm_backend *be, int n_w, const struct slm_weight *const *w, const float *x, int n,
                   float *const *y, int accumulate);
+    /* Optional fusions (NULL: the forward pass composes rmsnorm, matmul and swiglu; the CPU
+     * backend has none, so its arithmetic stays llama.cpp's). The CUDA backend runs each in
+     * one launch for a decode step (docs/cuda.md, "Launches of a decode step").
+     * norm_matmul: for each j < n_w, y[j] (n, w[j]->rows) = rmsnorm(x; gamma, eps) . w[j]^T,
+     * x (n, dim) left unchanged. */
+    int (*norm_matmul)(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
+                       int n_w, const struct slm_weight *const *w, int n, float *const *y);
+    /* norm_glu: y (n, gate->rows) = silu(rmsnorm(x) . gate^T) * (rmsnorm(x) . up^T), gate and
+     * up of the same rows; tmp (n, up->rows) is scratch the op may write; neither overlaps x. */
+    int (*norm_glu)(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
+                    const struct slm_weight *gate, const struct slm_weight *up, int n, float *y, float *tmp);
     /* x (n, w->rows... ) += bias, broadcast over n rows; bias is an F32 vector weight. */
     int (*add_bias)(struct slm_backend *be, float *x, const struct slm_weight *bias, int n);
     /* Attention of one layer for the batch: rotates q (n, n_head*head_dim) and k

@@ -1,5 +1,8 @@
 /* daemon/engine/backends/cuda/attention.c - the CUDA backend's attention op: RoPE's cos/sin
- * tables, the batch's metadata and tiles in one upload, and the exact and split kernels' launches. */
+ * tables, the batch's metadata in one upload, and the attention launches: a decode-only step's
+ * RoPE, KV store and attention in one (slm_cuda_attention_decode_fused), any other step's
+ * RoPE and store (slm_cuda_rope_store), then the same attention kernel over the cache
+ * (slm_cuda_attention_paged). */
 
 #include "daemon/engine/backends/cuda/internal.h"
 
@@ -10,26 +13,9 @@ int cuda_run_end(const struct slm_batch *b, int i)
     return j;
 }
 
-/* The split kernel's tiles of b (slm_cuda_attn_tokens.tiles): each run cut into tiles of at
- * most cap tokens. Writes the n_tiles + 1 bounds (at most n_tokens + 1) and returns n_tiles. */
-static int attn_tiles(const struct slm_batch *b, int cap, int32_t *tiles)
-{
-    int n_tiles = 0;
-    tiles[0] = 0;
-    for (int i = 0; i < b->n_tokens;) {
-        int end = cuda_run_end(b, i);
-        while (i < end) {
-            i = end - i > cap ? i + cap : end;
-            tiles[++n_tiles] = i;
-        }
-    }
-    return n_tiles;
-}
-
-/* Uploads the batch's positions, rows, block tables and split tiles of at most tile_cap tokens
- * unless the device already holds the same ones (every layer of a pass sees the same batch:
- * one upload per pass). */
-static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b, int tile_cap)
+/* Uploads the batch's positions, rows and block tables unless the device already holds the
+ * same ones (every layer of a pass sees the same batch: one upload per pass). */
+static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
 {
     struct attn_meta *a = &ci->attn;
     int n = b->n_tokens, n_rows = 0, max_ctx = 0;
@@ -39,40 +25,36 @@ static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b, int tile
     }
     size_t tables = (size_t)n_rows * (size_t)b->max_blocks, meta = 2 * (size_t)n + tables;
     if (a->shadow_len && a->n_tokens == n && a->max_blocks == b->max_blocks && a->n_rows == n_rows &&
-        a->tile_cap == tile_cap && !memcmp(a->shadow, b->pos, (size_t)n * sizeof(int32_t)) &&
+        !memcmp(a->shadow, b->pos, (size_t)n * sizeof(int32_t)) &&
         !memcmp(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t)) &&
         !memcmp(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t)))
         return 0;
-    size_t room = meta + (size_t)n + 1;   /* the most tiles: one per token */
-    if (room > a->shadow_cap) {
-        int32_t *s = realloc(a->shadow, room * sizeof *s);
+    if (meta > a->shadow_cap) {
+        int32_t *s = realloc(a->shadow, meta * sizeof *s);
         if (!s) return -ENOMEM;
         a->shadow = s;
-        a->shadow_cap = room;
+        a->shadow_cap = meta;
     }
     a->shadow_len = 0;   /* invalid until the upload is queued */
-    int rc = cuda_staging_reserve(&a->st, room);
+    int rc = cuda_staging_reserve(&a->st, meta);
     if (rc) return rc;
     memcpy(a->shadow, b->pos, (size_t)n * sizeof(int32_t));
     memcpy(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t));
     memcpy(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t));
-    int n_tiles = attn_tiles(b, tile_cap, a->shadow + meta);
-    size_t len = meta + (size_t)n_tiles + 1;
-    memcpy(a->st.host, a->shadow, len * sizeof(int32_t));
-    if ((rc = cuda_staging_upload(ci, &a->st, len))) return rc;
-    a->shadow_len = len;
+    memcpy(a->st.host, a->shadow, meta * sizeof(int32_t));
+    if ((rc = cuda_staging_upload(ci, &a->st, meta))) return rc;
+    a->shadow_len = meta;
     a->n_tokens = n;
     a->n_rows = n_rows;
     a->max_blocks = b->max_blocks;
     a->max_ctx = max_ctx;
-    a->tile_cap = tile_cap;
-    a->n_tiles = n_tiles;
     return 0;
 }
 
-/* Workspace of at least `need` bytes. A new one drops the graphs (they hold the old one), so it
- * grows to a power of two of at least 1 MiB: few growths, and none in the step shapes of the
- * short contexts. */
+/* The attention workspace of at least `need` bytes, its completion counters zero
+ * (SLM_CUDA_ATTN_DECODE_COUNTER_BYTES at its start: every launch leaves them zero again). A new
+ * one drops the graphs (they hold the old one), so it grows to a power of two of at least
+ * 1 MiB: few growths, and none in the step shapes of the short contexts. */
 static int workspace_reserve(struct cuda_impl *ci, size_t need)
 {
     if (need <= ci->workspace_bytes) return 0;
@@ -83,43 +65,44 @@ static int workspace_reserve(struct cuda_impl *ci, size_t need)
     if (ci->workspace) cudaFree(ci->workspace);   /* synchronises */
     ci->workspace = NULL, ci->workspace_bytes = 0;
     CUDA_TRY(cudaMalloc(&ci->workspace, need));
+    CUDA_TRY(cudaMemsetAsync(ci->workspace, 0, SLM_CUDA_ATTN_DECODE_COUNTER_BYTES, ci->stream));
     ci->workspace_bytes = need;
     return 0;
 }
 
-/* The attention workspace of n tokens whose contexts reach max_ctx: the exact kernel's part
- * (contexts capped at T) first, then, at *split_off (256-byte aligned), the split kernel's
- * when `split` (the contexts past T). Returns the total. */
-static size_t attn_ws_layout(const struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, int n, int max_ctx,
-                             int split, size_t *split_off)
-{
-    int exact_ctx = max_ctx < ci->exact_ctx ? max_ctx : ci->exact_ctx;
-    size_t e = exact_ctx > 0 ? slm_cuda_attention_workspace(sh, n, exact_ctx) : 0;
-    e = (e + 255) / 256 * 256;
-    *split_off = e;
-    return e + (split ? slm_cuda_attention_split_workspace(sh, n, max_ctx) : 0);
-}
-
-/* The two attention launches over the tokens t (positions bounded by max_ctx): the exact
- * kernel for positions < T, and the split kernel for positions >= T when `split`. */
+/* Attention of the tokens t over max_ctx positions, SLM_CUDA_ATTN_DECODE_SLOTS / n_head_kv
+ * tokens a launch (the counters' slots): `fresh` (a decode-only step) rotates q and k and
+ * stores k and v in the same launch (slm_cuda_attention_decode_fused); otherwise
+ * slm_cuda_rope_store has done both and slm_cuda_attention_paged reads the cache. A token gets
+ * the same bits both ways (docs/numerics.md, "The GPU"). */
 static int attention_launch(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
-                            const struct slm_cuda_attn_tokens *t, const struct slm_cuda_kv_layer *kv, const float *q,
-                            int max_ctx, int split, float *out)
+                            const struct slm_cuda_attn_tokens *t, const struct slm_cuda_kv_layer *kv,
+                            const struct slm_cuda_rope_table *rope, const float *q, const float *k, const float *v,
+                            int max_ctx, int fresh, float *out)
 {
-    size_t split_off;
-    int rc = workspace_reserve(ci, attn_ws_layout(ci, sh, t->n_tokens, max_ctx, split, &split_off));
-    if (rc) return rc;
-    int exact_ctx = max_ctx < ci->exact_ctx ? max_ctx : ci->exact_ctx;
-    if (exact_ctx > 0 &&
-        (rc = launched(slm_cuda_attention_exact(sh, t, kv, q, exact_ctx, 0, ci->exact_ctx, ci->workspace, split_off,
-                                                out, ci->stream),
-                       "slm_cuda_attention_exact")))
-        return rc;
-    if (!split) return 0;
-    return launched(slm_cuda_attention_split(sh, t, kv, q, max_ctx, ci->exact_ctx, INT_MAX,
-                                             (char *)ci->workspace + split_off, ci->workspace_bytes - split_off, out,
-                                             ci->stream),
-                    "slm_cuda_attention_split");
+    int chunk = SLM_CUDA_ATTN_DECODE_SLOTS / (sh->n_head_kv > 0 ? sh->n_head_kv : 1);
+    int per = t->n_tokens < chunk ? t->n_tokens : chunk;
+    size_t need = slm_cuda_attention_decode_fused_workspace(sh, per, max_ctx);
+    if (!need) return launched(-EINVAL, "slm_cuda_attention_decode_fused_workspace");
+    int rc = workspace_reserve(ci, need);
+    size_t qd = (size_t)sh->n_head * (size_t)sh->head_dim, kvd = (size_t)sh->n_head_kv * (size_t)sh->head_dim;
+    for (int i0 = 0; i0 < t->n_tokens && !rc; i0 += chunk) {
+        struct slm_cuda_attn_tokens c = *t;
+        c.n_tokens = t->n_tokens - i0 < chunk ? t->n_tokens - i0 : chunk;
+        c.pos = t->pos + i0, c.seq_row = t->seq_row + i0;
+        const float *cq = q + (size_t)i0 * qd;
+        float *co = out + (size_t)i0 * qd;
+        if (fresh)
+            rc = launched(slm_cuda_attention_decode_fused(sh, &c, kv, rope, cq, k + (size_t)i0 * kvd,
+                                                          v + (size_t)i0 * kvd, max_ctx, ci->workspace,
+                                                          ci->workspace_bytes, co, ci->stream),
+                          "slm_cuda_attention_decode_fused");
+        else
+            rc = launched(slm_cuda_attention_paged(sh, &c, kv, cq, max_ctx, ci->workspace, ci->workspace_bytes, co,
+                                                   ci->stream),
+                          "slm_cuda_attention_paged");
+    }
+    return rc;
 }
 
 /* The rotation table of (base, rope_dim) covering positions [0, need): grown to a power of two
@@ -174,11 +157,21 @@ static int rope_table(struct cuda_impl *ci, float base, int rope_dim, int need, 
     return 0;
 }
 
-/* Attention of a graph-shaped step: every token alone in its (own) block table row, over
- * max_ctx = the step's partitions x 128, from the metadata buffer. Both kernels are launched
- * whatever the positions (a graph must not depend on them). */
+/* Whether every token of b is the single new token of its sequence (the engine puts a
+ * sequence's tokens of a step next to each other, so runs of one token mean that). */
+static int single_tokens(const struct slm_batch *b)
+{
+    for (int i = 0; i < b->n_tokens; i++)
+        if (cuda_run_end(b, i) != i + 1 || (i > 0 && b->seq_row[i] == b->seq_row[i - 1])) return 0;
+    return 1;
+}
+
+/* Attention of a graph-shaped step (decode-only by construction): every token alone in its
+ * (own) block table row, over max_ctx = the step's partitions x GRAPH_CTX_STEP, from the
+ * metadata buffer: one launch. */
 static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, float rope_base,
-                                const struct slm_cuda_kv_layer *kv, float *q, float *k, const float *v, float *out)
+                                const struct slm_cuda_kv_layer *kv, const float *q, const float *k, const float *v,
+                                float *out)
 {
     const struct graphs *g = &ci->graphs;
     struct slm_cuda_attn_tokens t = {.n_tokens = g->tokens, .pos = g->d_pos, .seq_row = g->d_row,
@@ -186,9 +179,7 @@ static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn
     struct slm_cuda_rope_table rope;
     int rc = rope_table(ci, rope_base, sh->rope_dim, g->max_ctx, &rope);
     if (rc) return rc;
-    rc = launched(slm_cuda_rope_store(sh, &t, kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store");
-    if (rc) return rc;
-    return attention_launch(ci, sh, &t, kv, q, g->max_ctx, 1, out);
+    return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, 1, out);
 }
 
 int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
@@ -204,23 +195,16 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = cuda_kv_blocks(pool),
                                    .block_size = pool->block_size};
     if (ci->graphs.cur) return attention_graph_step(ci, &sh, p->rope_base, &kv, q, k, v, out);
-    /* A chunk's tokens share the split kernel's K/V tiles, up to its row cap at this group
-     * (a bad group is refused by the launchers); a step of single tokens passes no tiles
-     * (the same bits, the kernel's variant with fewer registers). */
-    int group = sh.n_head_kv > 0 ? sh.n_head / sh.n_head_kv : 0;
-    int tile_cap = group > 0 && group <= SLM_CUDA_ATTN_TILE_ROWS ? SLM_CUDA_ATTN_TILE_ROWS / group : 1;
-    int rc = attn_upload(ci, b, tile_cap);
+    int rc = attn_upload(ci, b);
     if (rc) return rc;
     const struct attn_meta *a = &ci->attn;
     const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
     struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
-                                       .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks,
-                                       .tiles = d_tables + (size_t)a->n_rows * (size_t)a->max_blocks,
-                                       .n_tiles = a->n_tiles};
-    if (a->n_tiles == a->n_tokens) all.tiles = NULL, all.n_tiles = 0;
+                                       .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
     struct slm_cuda_rope_table rope;
     if ((rc = rope_table(ci, p->rope_base, p->rope_dim, a->max_ctx, &rope))) return rc;
+    if (single_tokens(b)) return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 1, out);
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))
         return rc;
-    return attention_launch(ci, &sh, &all, &kv, q, a->max_ctx, a->max_ctx > ci->exact_ctx, out);
+    return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 0, out);
 }

@@ -10,16 +10,14 @@
  * stream, in issue order; the host waits only in to_host (the logits) and when a pinned
  * staging buffer is about to be rewritten while its last copy may still be queued.
  *
- * Paths (docs/cuda.md, "Backend"): a matmul on a quantized weight quantizes x once per
- * activation type (Q8_0 / Q8_1 / Q8_K, into a scratch whose address changes only when a call
- * needs more than it holds) and runs the integer GEMV, whatever the number of tokens: its
- * results are the CPU backend's bits, and a token's do not depend on the batch (the cuBLAS
- * GEMM path would give other bits, batch-dependent ones). F32 / F16 / BF16 weights take the
- * fp32 dequant-GEMV. Attention: RoPE and the KV store for the
- * whole batch, then two launches over the whole token list: the CPU-exact kernel takes the
- * tokens at positions < T (exact_ctx: EXACT_ATTN_CTX, or SLM_CUDA_EXACT_ATTN_CTX in the
- * environment at creation), the flash-decoding split kernel those at positions >= T. Which
- * kernel a token gets depends only on its own position, so the batch never changes its bits.
+ * Paths (docs/cuda.md, "Backend"; docs/numerics.md, "The GPU": a tolerance against the CPU
+ * backend, batch invariance on the GPU): a matmul on a quantized weight runs the decode GEMV
+ * (ops.c) for every number of tokens, 8 a launch, RMSNorm fused into its prologue
+ * (norm_matmul, norm_glu), SwiGLU or the residual add into its epilogue; F32 / F16 / BF16
+ * weights take the fp32 dequant-GEMV. Attention (attention.c): a decode-only step's RoPE, KV
+ * store and split attention in one launch; any other step's RoPE and store, then the same
+ * attention kernel over the cache, so a token gets the same bits either way. A decode layer
+ * is 5 launches (docs/cuda.md, "Launches of a decode step").
  *
  * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
  * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
@@ -57,6 +55,7 @@ static void cuda_destroy(struct slm_backend *be)
         cuda_sample_state_free(ci->sampling);
         if (ci->workspace) cudaFree(ci->workspace);
         if (ci->q8) cudaFree(ci->q8);
+        if (ci->xn) cudaFree(ci->xn);
         for (int i = 0; i < ROPE_TABLES; i++)
             if (ci->rope[i].dev) cudaFree(ci->rope[i].dev);
         if (ci->stream) cudaStreamDestroy(ci->stream);
@@ -77,6 +76,8 @@ static const struct slm_backend_ops cuda_ops = {
     .embed = cuda_embed,
     .rmsnorm = cuda_rmsnorm,
     .matmul = cuda_matmul,
+    .norm_matmul = cuda_norm_matmul,
+    .norm_glu = cuda_norm_glu,
     .add_bias = cuda_add_bias,
     .attention = cuda_attention,
     .swiglu = cuda_swiglu,
@@ -166,19 +167,6 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
             prop.name, prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
             slm_backend_cuda_emulated() ? " (SIMT emulator)" : "",
             ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on");
-    ci->exact_ctx = EXACT_ATTN_CTX;
-    const char *exact = getenv("SLM_CUDA_EXACT_ATTN_CTX");
-    if (exact && *exact) {
-        char *end;
-        long v = strtol(exact, &end, 10);
-        if (*end || v < 0 || v > INT_MAX)
-            slm_log(SLM_LOG_WARNING, "cuda backend: SLM_CUDA_EXACT_ATTN_CTX=%s is not a position count; using %d",
-                    exact, EXACT_ATTN_CTX);
-        else
-            ci->exact_ctx = (int)v;
-    }
-    slm_log(SLM_LOG_INFO, "cuda backend: attention: positions < %d exact (CPU order), from %d split", ci->exact_ctx,
-            ci->exact_ctx);
     const char *sampling = getenv("SLM_CUDA_SAMPLING");
     if (sampling && !strcmp(sampling, "0")) {
         ci->host_sampling_ops = cuda_ops;

@@ -43,26 +43,16 @@ struct staging {
 
 /* The attention metadata of the batch last uploaded, and its plan. */
 struct attn_meta {
-    struct staging st;        /* device: pos (n), seq_row (n), block_tables (n_rows, max_blocks),
-                               * the split kernel's tiles (n_tiles + 1) */
+    struct staging st;        /* device: pos (n), seq_row (n), block_tables (n_rows, max_blocks) */
     int32_t *shadow;          /* (shadow_cap) host copy of what st.dev holds, to skip re-uploads */
     size_t shadow_cap, shadow_len;
     int n_tokens, n_rows, max_blocks;
     int max_ctx;              /* largest pos + 1 */
-    int tile_cap, n_tiles;    /* the tiles: runs of the batch cut to tile_cap tokens */
 };
 
 /* Contexts in a step graph's shape are whole multiples of this many positions ("partitions"):
  * the attention launch's max_ctx, which lays out its workspace, is parts x GRAPH_CTX_STEP. */
 #define GRAPH_CTX_STEP 128
-
-/* T: tokens at positions below it take the CPU-exact attention kernel (the CPU backend's bits),
- * the others the flash-decoding split one (docs/cuda.md, "Attention and sampling"). The exact
- * kernel has one block per (token, head) with serial parts (the sum of the exps, the 64-chain
- * p.V) that grow with the context; up to 1024 positions they stay cheap next to the rest of a
- * layer, and every context of the test suite and of typical chat turns is below it.
- * SLM_CUDA_EXACT_ATTN_CTX in the environment at creation overrides it (0: always split). */
-#define EXACT_ATTN_CTX 1024
 
 /* One captured decode step shape: `tokens` (a bucket) tokens whose attention spans `parts`
  * partitions, with block tables of `stride` entries a token. */
@@ -109,17 +99,18 @@ struct cuda_impl {
     cudaStream_t stream;
     struct staging ids;       /* token ids of embed, row ids of gather_rows */
     struct attn_meta attn;
-    void *workspace;          /* attention: the exact kernel's part, then the split kernel's */
+    void *workspace;          /* attention: completion counters (kept zero), then partial results */
     size_t workspace_bytes;
-    int exact_ctx;            /* T: positions < T take the exact attention, the others the split one */
     struct graphs graphs;
-    /* matmul: x quantized for the integer GEMV, one region per activation type of a call
-     * (Q8_0, Q8_1, Q8_K). Sized at the first quantized matmul for Q8_SCRATCH_TOKENS tokens of
-     * the longest rows loaded (or the call's n if larger); reallocated only when a call needs
-     * more, so its address is stable for steps of up to that many tokens. */
+    /* matmul: x quantized for the decode GEMV when its blocks do not quantize it themselves (n > 8,
+     * or x too wide for their shared memory), 8 tokens a chunk. Sized at the first such call for
+     * Q8_SCRATCH_TOKENS tokens of the widest weight (or the call's n if larger); reallocated only
+     * when a call needs more, so its address is stable for steps of up to that many tokens. */
     void *q8;
     size_t q8_bytes;
-    size_t q8_row_max[3];     /* largest quantized row of each activation type among the weights */
+    int64_t q8_cols_max;      /* the widest weight with a device layout loaded */
+    float *xn;                /* x RMS-normed, for weights without a device layout (norm_matmul) */
+    size_t xn_bytes;
     size_t weight_bytes;      /* device bytes of the resident weights (device layout where a type has one) */
     struct sample_state *sampling;   /* the sample op's buffers, NULL until its first call */
     struct rope_cache rope[ROPE_TABLES];
@@ -175,7 +166,6 @@ int cuda_kv_blocks(const struct slm_kv_pool *p);
 size_t cuda_kv_layer_halves(const struct slm_kv_pool *p);
 int cuda_kv_alloc(struct slm_backend *be, struct slm_kv_pool *pool);
 void cuda_kv_free(struct slm_backend *be, struct slm_kv_pool *pool);
-int cuda_q8_slot(uint32_t act_type);
 void cuda_q8_note_weight(struct cuda_impl *ci, const struct slm_weight *w);
 void cuda_graphs_reset(struct cuda_impl *ci);
 
@@ -189,6 +179,10 @@ int cuda_matmul(struct slm_backend *be, int n_w, const struct slm_weight *const 
 int cuda_add_bias(struct slm_backend *be, float *x, const struct slm_weight *bias, int n);
 int cuda_swiglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
 int cuda_add(struct slm_backend *be, float *x, const float *y, size_t n);
+int cuda_norm_matmul(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
+                     int n_w, const struct slm_weight *const *w, int n, float *const *y);
+int cuda_norm_glu(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
+                  const struct slm_weight *gate, const struct slm_weight *up, int n, float *y, float *tmp);
 
 /* ---- ops.c (continued): gathering rows and copying to the host */
 int cuda_gather_rows(struct slm_backend *be, const float *x, int dim, const int32_t *rows, int n_rows,

@@ -38,9 +38,13 @@ int cuda_rmsnorm(struct slm_backend *be, const float *x, const struct slm_weight
     return launched(slm_cuda_rmsnorm(x, gamma->be_data, n, dim, eps, out, impl(be)->stream), "slm_cuda_rmsnorm");
 }
 
-/* ---- matmul: quantized weights take x quantized once per activation type (the CPU
- * backend's Q8_0 / Q8_1 / Q8_K rows, byte for byte) and the integer GEMV, which gives the CPU
- * backend's bits; F32 / F16 / BF16 weights take the fp32 GEMV. */
+/* ---- matmuls (docs/cuda.md, "The decode GEMV"; docs/numerics.md, "The GPU"): a weight of a
+ * type with a device layout takes the decode GEMV for every n, SLM_CUDA_GEMV_MAX_TOKENS tokens a
+ * launch: for n <= 8 x is quantized (RMS-normed first for norm_matmul / norm_glu) inside the
+ * GEMV's blocks, one launch per group of weights of one type and cols; above 8, or when x does
+ * not fit the blocks' shared memory, x is quantized once into the scratch, 8 tokens a chunk, and
+ * each chunk runs the GEMV over it. Both give the same bits, and a token's bits depend on
+ * neither n nor its place. F32 / F16 / BF16 weights take the fp32 GEMV. */
 
 /* Tokens the quantized-activation scratch holds at least once it is allocated. */
 #define Q8_SCRATCH_TOKENS 512
@@ -54,8 +58,8 @@ static size_t align256(size_t b)
 static int q8_reserve(struct cuda_impl *ci, size_t need, int n)
 {
     if (need <= ci->q8_bytes) return 0;
-    size_t per_token = ci->q8_row_max[0] + ci->q8_row_max[1] + ci->q8_row_max[2];
-    size_t want = per_token * (size_t)(n > Q8_SCRATCH_TOKENS ? n : Q8_SCRATCH_TOKENS) + 3 * 256;
+    int tokens = n > Q8_SCRATCH_TOKENS ? n : Q8_SCRATCH_TOKENS, T = SLM_CUDA_GEMV_MAX_TOKENS;
+    size_t want = align256(slm_cuda_gemv_act_bytes(T, ci->q8_cols_max)) * (size_t)((tokens + T - 1) / T);
     if (want < need) want = need;
     if (ci->q8) {
         slm_log(SLM_LOG_INFO, "cuda backend: quantized-activation scratch grows from %zu to %zu bytes (%d tokens)",
@@ -70,87 +74,125 @@ static int q8_reserve(struct cuda_impl *ci, size_t need, int n)
     return 0;
 }
 
-/* Whether w takes the fused GEMV (x quantized inside each block) for n tokens. */
-static int q8_fused(const struct slm_weight *w, int n)
+/* One GEMV call over n_w (<= SLM_CUDA_GEMV_MAX_WEIGHTS) weights of one type and cols: y[i] =
+ * W_i . x (RMS-normed by gamma when not NULL), with `epilogue`, for any n. */
+static int gemv(struct cuda_impl *ci, uint32_t type, int64_t cols, int n_w, const void *const *w,
+                const int64_t *rows, const float *x, const float *gamma, float eps, int n, float *const *y,
+                int epilogue)
 {
-    return n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL && slm_cuda_matvec_q8_fused_fits(w->type, w->cols, n);
-}
-
-/* One fused launch for w[j] and the later weights of fused that share its type and cols (up
- * to SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS); marks them in *done. */
-static int q8_fused_group(struct cuda_impl *ci, int n_w, const struct slm_weight *const *w, uint64_t fused, int j,
-                          const float *x, int n, float *const *y, int accumulate, uint64_t *done)
-{
-    const void *gw[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
-    int64_t rows[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
-    float *gy[SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS];
-    int g = 0;
-    for (int k = j; k < n_w && k < 64 && g < SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS; k++) {
-        uint64_t bit = (uint64_t)1 << k;
-        if (!(fused & bit) || (*done & bit) || w[k]->type != w[j]->type || w[k]->cols != w[j]->cols) continue;
-        gw[g] = w[k]->be_data;
-        rows[g] = w[k]->rows;
-        gy[g] = y[k];
-        g++;
-        *done |= bit;
+    const int T = SLM_CUDA_GEMV_MAX_TOKENS;
+    if (n <= T && slm_cuda_gemv_fits(type, cols, n))
+        return launched(slm_cuda_gemv(type, n_w, w, rows, cols, x, gamma, eps, n, y, epilogue, ci->stream),
+                        "slm_cuda_gemv");
+    size_t chunk = align256(slm_cuda_gemv_act_bytes(T, cols));
+    int n_chunks = (n + T - 1) / T;
+    int rc = q8_reserve(ci, chunk * (size_t)n_chunks, n);
+    if (rc) return rc;
+    for (int c = 0; c < n_chunks && !rc; c++) {
+        int k = n - c * T < T ? n - c * T : T;
+        rc = launched(slm_cuda_gemv_quantize(x + (size_t)c * T * (size_t)cols, gamma, eps, k, cols,
+                                             (char *)ci->q8 + (size_t)c * chunk, ci->stream),
+                      "slm_cuda_gemv_quantize");
     }
-    return launched(slm_cuda_matvec_q8_fused(w[j]->type, g, gw, rows, w[j]->cols, x, n, gy, accumulate, ci->stream),
-                    "slm_cuda_matvec_q8_fused");
+    for (int c = 0; c < n_chunks && !rc; c++) {
+        int k = n - c * T < T ? n - c * T : T;
+        float *yc[SLM_CUDA_GEMV_MAX_WEIGHTS];
+        for (int i = 0; i < n_w; i++) yc[i] = y[i] + (size_t)c * T * (size_t)rows[i];
+        rc = launched(slm_cuda_gemv_q8(type, n_w, w, rows, cols, (char *)ci->q8 + (size_t)c * chunk, k, yc, epilogue,
+                                       ci->stream),
+                      "slm_cuda_gemv_q8");
+    }
+    return rc;
 }
 
-/* Quantized weights: for n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL (and x's quantized rows within
- * the fused kernel's shared memory) one fused launch per group of weights of one type and
- * cols; otherwise x quantized once per activation type, then one integer GEMV per weight. */
+/* Runs the GEMV over w[0..n_w) grouped by (type, cols), up to SLM_CUDA_GEMV_MAX_WEIGHTS a call;
+ * weights without a device layout take the fp32 GEMV over xf (x, or x normed when gamma). */
+static int matmul_groups(struct cuda_impl *ci, int n_w, const struct slm_weight *const *w, const float *x,
+                         const float *gamma, float eps, const float *xf, int n, float *const *y, int accumulate)
+{
+    const int epi = accumulate ? SLM_CUDA_GEMV_ACCUMULATE : SLM_CUDA_GEMV_STORE;
+    uint64_t done = 0;
+    for (int j = 0; j < n_w && j < 64; j++) {
+        if (done >> j & 1) continue;
+        if (!cuda_device_layout(w[j])) {
+            done |= (uint64_t)1 << j;
+            int rc = launched(slm_cuda_matvec(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, xf, n, y[j],
+                                              accumulate, ci->stream),
+                              "slm_cuda_matvec");
+            if (rc) return rc;
+            continue;
+        }
+        const void *gw[SLM_CUDA_GEMV_MAX_WEIGHTS];
+        int64_t rows[SLM_CUDA_GEMV_MAX_WEIGHTS];
+        float *gy[SLM_CUDA_GEMV_MAX_WEIGHTS];
+        int g = 0;
+        for (int k = j; k < n_w && k < 64 && g < SLM_CUDA_GEMV_MAX_WEIGHTS; k++) {
+            if ((done >> k & 1) || !cuda_device_layout(w[k]) || w[k]->type != w[j]->type || w[k]->cols != w[j]->cols)
+                continue;
+            gw[g] = w[k]->be_data, rows[g] = w[k]->rows, gy[g] = y[k];
+            g++;
+            done |= (uint64_t)1 << k;
+        }
+        int rc = gemv(ci, w[j]->type, w[j]->cols, g, gw, rows, x, gamma, eps, n, gy, epi);
+        if (rc) return rc;
+    }
+    return n_w > 64 ? -EINVAL : 0;
+}
+
 int cuda_matmul(struct slm_backend *be, int n_w, const struct slm_weight *const *w, const float *x, int n,
                 float *const *y, int accumulate)
 {
+    return matmul_groups(impl(be), n_w, w, x, NULL, 0.0f, x, n, y, accumulate);
+}
+
+/* x RMS-normed into the backend's float scratch, for the weights the GEMV's prologue cannot
+ * norm (no device layout): grown like the q8 scratch, dropping the graphs when it moves. */
+static int normed(struct cuda_impl *ci, const float *x, const struct slm_weight *gamma, int n, int dim, float eps,
+                  const float **out)
+{
+    size_t need = (size_t)n * (size_t)dim * sizeof(float);
+    if (need > ci->xn_bytes) {
+        if (ci->xn) {
+            cuda_graphs_reset(ci);
+            CUDA_TRY(cudaFree(ci->xn));
+            ci->xn = NULL, ci->xn_bytes = 0;
+        }
+        CUDA_TRY(cudaMalloc((void **)&ci->xn, need));
+        ci->xn_bytes = need;
+    }
+    *out = ci->xn;
+    return launched(slm_cuda_rmsnorm(x, gamma->be_data, n, dim, eps, ci->xn, ci->stream), "slm_cuda_rmsnorm");
+}
+
+int cuda_norm_matmul(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
+                     int n_w, const struct slm_weight *const *w, int n, float *const *y)
+{
     struct cuda_impl *ci = impl(be);
-    size_t off[3] = {0, 0, 0}, need = 0;
-    int first[3] = {-1, -1, -1};   /* the first unfused weight of each activation type */
-    uint64_t fused = 0, done = 0;   /* bit j: w[j] takes the fused GEMV; has been launched */
-    for (int j = 0; j < n_w; j++) {
-        uint32_t at = slm_cuda_q8_act_type(w[j]->type);
-        int s = cuda_q8_slot(at);
-        if (s < 0) continue;
-        if (j < 64 && q8_fused(w[j], n)) {
-            fused |= (uint64_t)1 << j;
-            continue;
+    const float *xf = NULL;
+    for (int j = 0; j < n_w; j++)
+        if (!cuda_device_layout(w[j]) && !xf) {
+            int rc = normed(ci, x, gamma, n, dim, eps, &xf);
+            if (rc) return rc;
         }
-        if (first[s] >= 0) continue;
-        first[s] = j;
-        off[s] = need;
-        need += align256((size_t)n * slm_cuda_q8_row_bytes(at, w[j]->cols));
+    return matmul_groups(ci, n_w, w, x, gamma->be_data, eps, xf, n, y, 0);
+}
+
+int cuda_norm_glu(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
+                  const struct slm_weight *gate, const struct slm_weight *up, int n, float *y, float *tmp)
+{
+    struct cuda_impl *ci = impl(be);
+    if (cuda_device_layout(gate) && cuda_device_layout(up) && gate->type == up->type && gate->cols == up->cols &&
+        gate->rows == up->rows) {
+        const void *gw[2] = {gate->be_data, up->be_data};
+        int64_t rows[2] = {gate->rows, up->rows};
+        float *gy[2] = {y, tmp};
+        return gemv(ci, gate->type, gate->cols, 2, gw, rows, x, gamma->be_data, eps, n, gy, SLM_CUDA_GEMV_SWIGLU);
     }
-    if (need) {
-        int rc = q8_reserve(ci, need, n);
-        if (rc) return rc;
-    }
-    for (int s = 0; s < 3; s++) {
-        if (first[s] < 0) continue;
-        const struct slm_weight *wf = w[first[s]];
-        int rc = launched(slm_cuda_quantize_q8(slm_cuda_q8_act_type(wf->type), x, n, wf->cols, (char *)ci->q8 + off[s],
-                                               ci->stream),
-                          "slm_cuda_quantize_q8");
-        if (rc) return rc;
-    }
-    for (int j = 0; j < n_w; j++) {
-        int s = cuda_q8_slot(slm_cuda_q8_act_type(w[j]->type)), rc;
-        uint64_t bit = j < 64 ? (uint64_t)1 << j : 0;
-        if (fused & bit) {
-            if (done & bit) continue;
-            rc = q8_fused_group(ci, n_w, w, fused, j, x, n, y, accumulate, &done);
-        } else if (s >= 0) {
-            rc = launched(slm_cuda_matvec_q8(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, (char *)ci->q8 + off[s],
-                                             n, y[j], accumulate, ci->stream),
-                          "slm_cuda_matvec_q8");
-        } else {
-            rc = launched(slm_cuda_matvec(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, x, n, y[j], accumulate,
-                                          ci->stream),
-                          "slm_cuda_matvec");
-        }
-        if (rc) return rc;
-    }
-    return 0;
+    const struct slm_weight *w[2] = {gate, up};
+    float *out[2] = {y, tmp};
+    int rc = cuda_norm_matmul(be, x, gamma, dim, eps, 2, w, n, out);
+    if (rc) return rc;
+    return launched(slm_cuda_swiglu(y, tmp, (size_t)n * (size_t)gate->rows, y, ci->stream), "slm_cuda_swiglu");
 }
 
 int cuda_add_bias(struct slm_backend *be, float *x, const struct slm_weight *bias, int n)

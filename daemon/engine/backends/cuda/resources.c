@@ -178,27 +178,12 @@ void cuda_kv_free(struct slm_backend *be, struct slm_kv_pool *pool)
     pool->mem = NULL;
 }
 
-/* ---- what the other files share: the q8 scratch's bookkeeping, dropping the graphs */
+/* ---- what the other files share: the q8 scratch's sizing, dropping the graphs */
 
-/* Region of the scratch an activation type uses: 0, 1, 2, or -1 (no integer path). */
-int cuda_q8_slot(uint32_t act_type)
-{
-    switch (act_type) {
-    case SLM_TYPE_Q8_0: return 0;
-    case SLM_TYPE_Q8_1: return 1;
-    case SLM_TYPE_Q8_K: return 2;
-    default: return -1;
-    }
-}
-
-/* Records the longest quantized-activation row each type of weight loaded needs (the q8
- * scratch is sized from them, ops.c). */
+/* Records the widest weight the decode GEMV reads (the q8 scratch is sized from it, ops.c). */
 void cuda_q8_note_weight(struct cuda_impl *ci, const struct slm_weight *w)
 {
-    uint32_t at = slm_cuda_q8_act_type(w->type);
-    int s = cuda_q8_slot(at);
-    size_t rb = slm_cuda_q8_row_bytes(at, w->cols);
-    if (s >= 0 && rb > ci->q8_row_max[s]) ci->q8_row_max[s] = rb;
+    if (cuda_device_layout(w) && w->cols > ci->q8_cols_max) ci->q8_cols_max = w->cols;
 }
 
 /* Drops every captured graph (a buffer they use is being freed or moved); the shapes seen
