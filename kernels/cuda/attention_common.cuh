@@ -1,7 +1,7 @@
 /*
- * kernels/cuda/attention_common.cuh - what the two attention kernels (attention.cu, the
- * CPU-exact one; attention_split.cu, flash-decoding) share: the paged row lookup and the
- * argument checks of their launchers.
+ * kernels/cuda/attention_common.cuh - what attention.cu (RoPE and the store) and
+ * attention_decode.cu (the fused decode and the paged attention) share: the paged row lookup
+ * and the argument checks of their launchers.
  */
 #ifndef SLM_KERNELS_CUDA_ATTENTION_COMMON_CUH
 #define SLM_KERNELS_CUDA_ATTENTION_COMMON_CUH
@@ -45,7 +45,7 @@ static inline int attn_tokens_ok(const struct slm_cuda_attn_shape *s, const stru
     return 1;
 }
 
-/* The checks both attention launchers make: the shape, the tokens and cache, q and out
+/* The checks the attention launchers make: the shape, the tokens and cache, q and out
  * (n_tokens, n_head * head_dim), the class bound [pos_lo, pos_hi), and a workspace of at least
  * `need` bytes (0 when the shape is bad: refused anyway). 0 or -EINVAL. */
 static inline int attn_call_ok(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
