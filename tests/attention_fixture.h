@@ -1,5 +1,5 @@
 /* tests/attention_fixture.h - what the attention kernel tests (test_cuda_attention,
- * test_cuda_attention_split) share: model shapes, a fixture holding the CPU backend and a KV
+ * test_cuda_attention_decode) share: model shapes, a fixture holding the CPU backend and a KV
  * pool mirrored on the device, steps of tokens, the device side of one call (make_call takes the
  * launcher's workspace size function), and the float64 reference. Include once per test
  * program, after the CUDA, engine and test headers. */
@@ -149,7 +149,7 @@ struct call {
 
 static call make_call(fixture &f, const step &s, const std::vector<float> &q, const std::vector<float> &k,
                       const std::vector<float> &v, int max_ctx,
-                      size_t (*ws_bytes)(const slm_cuda_attn_shape *, int, int) = slm_cuda_attention_workspace)
+                      size_t (*ws_bytes)(const slm_cuda_attn_shape *, int, int) = slm_cuda_attention_decode_fused_workspace)
 {
     call c{};
     c.n = (int)s.pos.size();
@@ -163,7 +163,7 @@ static call make_call(fixture &f, const step &s, const std::vector<float> &q, co
     c.ws_bytes = ws_bytes(&f.shape, c.n, max_ctx);
     cudaMalloc(&c.ws, c.ws_bytes);
     cudaMemset(c.ws, 0xff, c.ws_bytes);
-    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks, nullptr, 0};
+    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks};
     return c;
 }
 
@@ -228,133 +228,7 @@ static void append(step &a, const step &b)
     a.seq.insert(a.seq.end(), b.seq.begin(), b.seq.end());
 }
 
-enum mode { STORE_ONLY, DECODE, PREFILL };
-
-/* What a test's run_step plugs into run_step_checked: the launcher's workspace size, the launch
- * of its kernel over the call (mode, the chunk's p0 and the tokens' max_ctx given), and its
- * bounds against the CPU backend (negative: identical bits) and against float64. */
-struct step_kernel {
-    size_t (*ws_bytes)(const slm_cuda_attn_shape *, int, int);
-    int (*launch)(fixture &f, call &c, const slm_cuda_kv_layer *kv, mode m, int p0, int max_ctx);
-    double cpu_tol, ref_tol;
-};
-
-/* Runs one step of fresh random q, k, v on both backends: RoPE and the store (rotated q, k and
- * the pool must be the CPU's bits), then unless STORE_ONLY the kernel, checked against the CPU
- * backend and the float64 reference within k's bounds. Returns the GPU output (rotated q left
- * in q_rot). */
-static std::vector<float> run_step_checked(fixture &f, const step &s, mode m, int p0, std::vector<float> *q_rot,
-                                           const step_kernel &kern)
-{
-    int n = (int)s.pos.size();
-    std::vector<float> q((size_t)n * f.qd()), k((size_t)n * f.kvd()), v((size_t)n * f.kvd());
-    for (auto &x : q) x = 3.0f * frand();
-    for (auto &x : k) x = frand();
-    for (auto &x : v) x = frand();
-    int max_ctx = 0;
-    for (int i = 0; i < n; i++) max_ctx = std::max(max_ctx, s.pos[i] + 1);
-    call c = make_call(f, s, q, k, v, max_ctx, kern.ws_bytes);
-    slm_cuda_kv_layer kv = {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
-    int rc = slm_cuda_rope_store(&f.shape, &c.t, &kv, &f.rope, c.q, c.k, c.v, 0);
-    CHECK(rc == 0, "%s rope_store: expected 0, got %d", f.c.name, rc);
-    if (m != STORE_ONLY) rc = kern.launch(f, c, &kv, m, p0, max_ctx);
-    CHECK(rc == 0, "%s attention: expected 0, got %d", f.c.name, rc);
-    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: sync: %s", f.c.name, slm_emu_last_report());
-    std::vector<float> gq = host(c.q, q.size()), gk = host(c.k, k.size()), gout = host(c.out, q.size());
-    std::vector<uint16_t> gpool = host((uint16_t *)f.gpu_pool, f.layer_halves() * 2);
-
-    std::vector<int32_t> rows(n);
-    for (int i = 0; i < n; i++) rows[i] = s.seq[i];
-    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr};
-    std::vector<float> cout((size_t)n * f.qd());
-    rc = f.cpu->ops->attention(f.cpu, &f.pool, 0, &b, &f.p, q.data(), k.data(), v.data(), cout.data());
-    CHECK(rc == 0, "%s cpu attention: expected 0, got %d", f.c.name, rc);
-
-    char what[128];
-    snprintf(what, sizeof what, "%s %d tokens: rotated q", f.c.name, n);
-    same_bits(what, q.data(), gq.data(), q.size() * sizeof(float));
-    snprintf(what, sizeof what, "%s %d tokens: rotated k", f.c.name, n);
-    same_bits(what, k.data(), gk.data(), k.size() * sizeof(float));
-    snprintf(what, sizeof what, "%s %d tokens: K/V pool after the store", f.c.name, n);
-    same_bits(what, f.pool.mem, gpool.data(), gpool.size() * sizeof(uint16_t));
-    if (m != STORE_ONLY) {
-        const char *kind = m == DECODE ? "decode" : "prefill";
-        snprintf(what, sizeof what, "%s %s of %d tokens vs CPU backend", f.c.name, kind, n);
-        if (kern.cpu_tol < 0)
-            same_bits(what, cout.data(), gout.data(), cout.size() * sizeof(float));
-        else
-            compare(what, cout.data(), gout.data(), cout.size(), kern.cpu_tol);
-        std::vector<float> ref(cout.size());
-        for (int i = 0; i < n; i++)
-            reference64(f, gpool.data(), q.data() + (size_t)i * f.qd(), s.seq[i], s.pos[i], ref.data() + (size_t)i * f.qd());
-        snprintf(what, sizeof what, "%s %s of %d tokens vs float64", f.c.name, kind, n);
-        compare(what, ref.data(), gout.data(), ref.size(), kern.ref_tol);
-    }
-    if (q_rot) *q_rot = gq;
-    free_call(c);
-    return gout;
-}
-
-/* The attention tests' batch-invariance run, written against the test's own run_step and
- * attend (declared here, defined by each test): 1. every sequence's history but its last token
- * (and the last sequence up to the chunk) as one decode batch; 2. a prefill chunk of chunk_n
- * tokens at chunk_p0 with earlier positions cached; 3. the rest of the last history prefilled;
- * 4. one decode token for every sequence. Then the last sequence's decode alone, the chunk
- * decoded, and part of the chunk prefilled alone must give the bits they got before. */
-static std::vector<float> run_step(fixture &f, const step &s, mode m, int p0, std::vector<float> *q_rot);
-static std::vector<float> attend(fixture &f, const step &s, const std::vector<float> &q_rot, mode m, int p0);
-
-/* What the run leaves for a test's further checks. */
-struct invariance_run {
-    int last;                              /* the sequence with the chunk */
-    step chunk, dec;
-    std::vector<float> chunk_q, chunk_out; /* the chunk's rotated q and outputs */
-    std::vector<float> dec_q, dec_out;     /* the decode batch's */
-};
-
-static void run_invariance(fixture &f, const config &c, const int *lens, int chunk_p0, int chunk_n,
-                           invariance_run &r)
-{
-    int last = r.last = f.n_seq - 1;
-    /* 1. every sequence's history but its last token, and the last sequence up to the chunk:
-     * one mixed batch through the decode launcher (each token is its own query). */
-    step hist;
-    for (int s = 0; s < last; s++) append(hist, tokens(s, 0, lens[s] - 1));
-    append(hist, tokens(last, 0, chunk_p0));
-    run_step(f, hist, DECODE, 0, nullptr);
-    /* 2. a prefill chunk whose earlier positions are in the cache. */
-    step &chunk = r.chunk;
-    chunk = tokens(last, chunk_p0, chunk_p0 + chunk_n);
-    std::vector<float> &chunk_q = r.chunk_q, &chunk_out = r.chunk_out;
-    chunk_out = run_step(f, chunk, PREFILL, chunk_p0, &chunk_q);
-    /* 3. the rest of the last sequence's history, prefilled. */
-    run_step(f, tokens(last, chunk_p0 + chunk_n, lens[last] - 1), PREFILL, chunk_p0 + chunk_n, nullptr);
-    /* 4. one decode token for every sequence. */
-    step &dec = r.dec;
-    for (int s = 0; s < f.n_seq; s++) append(dec, tokens(s, lens[s] - 1, lens[s]));
-    std::vector<float> &dec_q = r.dec_q, &dec_out = r.dec_out;
-    dec_out = run_step(f, dec, DECODE, 0, &dec_q);
-
-    /* Batch invariance: the last sequence's decode alone gives the bits it got among the others. */
-    char what[128];
-    step alone = tokens(last, lens[last] - 1, lens[last]);
-    std::vector<float> q_alone(dec_q.end() - (long)f.qd(), dec_q.end());
-    std::vector<float> out_alone = attend(f, alone, q_alone, DECODE, 0);
-    snprintf(what, sizeof what, "%s: decode alone vs in a batch of %d", c.name, f.n_seq);
-    same_bits(what, out_alone.data(), dec_out.data() + (dec_out.size() - f.qd()), f.qd() * sizeof(float));
-    /* ... and a prefilled token gets the bits the decode launcher gives it. */
-    std::vector<float> chunk_dec = attend(f, chunk, chunk_q, DECODE, 0);
-    snprintf(what, sizeof what, "%s: chunk at p0=%d prefilled vs decoded", c.name, chunk_p0);
-    same_bits(what, chunk_dec.data(), chunk_out.data(), chunk_out.size() * sizeof(float));
-    /* ... and a prefill of part of the chunk gives the same bits for those tokens. */
-    step part = tokens(last, chunk_p0 + 5, chunk_p0 + 12);
-    std::vector<float> part_q(chunk_q.begin() + 5 * (long)f.qd(), chunk_q.begin() + 12 * (long)f.qd());
-    std::vector<float> part_out = attend(f, part, part_q, PREFILL, chunk_p0 + 5);
-    snprintf(what, sizeof what, "%s: 7 tokens of the chunk prefilled alone vs in the chunk", c.name);
-    same_bits(what, part_out.data(), chunk_out.data() + 5 * f.qd(), part_out.size() * sizeof(float));
-}
-
-/* The refusals both attention launchers share, through `decode(shape, tokens, kv, q,
+/* The refusals of the attention launchers, through `decode(shape, tokens, kv, q,
  * workspace_bytes, out)` (the launcher under test over cl's call): a good call, then bad
  * shapes, RoPE dims, NULLs, a small workspace, and what only the emulator can see. */
 template <class Launch>

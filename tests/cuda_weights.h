@@ -1,5 +1,5 @@
 /* tests/cuda_weights.h - device buffers and random weights for the CUDA kernel tests
- * (test_cuda_ops, test_cuda_matvec_q8): dev_buf, a poisoned device array; tname; rand_range,
+ * (test_cuda_ops, test_cuda_gemv): dev_buf, a poisoned device array; tname; rand_range,
  * rand_floats; rand_weights, a (rows, cols) weight of any type with finite, moderate scales.
  * Include after tests/cuda_check.h and tests/rng.h. */
 #ifndef SLM_TESTS_CUDA_WEIGHTS_H

@@ -3,8 +3,7 @@
  * SIMT emulator, against
  * - the CPU backend's attention op (RoPE, store, attention: daemon/engine/backends/cpu.c) on
  *   the same tokens, within 1e-3 absolute, and a float64 reference on the same f16 cache and
- *   rotated q within 5e-6 (the bounds of the split kernel, which has the same arithmetic:
- *   fp32 weights where the CPU rounds them to f16);
+ *   rotated q within 5e-6 (fp32 weights where the CPU rounds them to f16);
  * - slm_cuda_rope_store: the K/V bytes the launch stores are its bytes (identical, not within
  *   an ulp), and so the CPU backend's;
  * and checks batch invariance (each token's out bits alone, among 8 and among 64 tokens of
@@ -39,16 +38,6 @@ extern "C" {
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "tests/attention_fixture.h"
 #pragma GCC diagnostic pop
-
-/* The fixture's invariance run (prefill chunks) does not apply to a decode-only launcher. */
-static std::vector<float> run_step(fixture &, const step &, mode, int, std::vector<float> *)
-{
-    return {};
-}
-static std::vector<float> attend(fixture &, const step &, const std::vector<float> &, mode, int)
-{
-    return {};
-}
 
 static const double CPU_TOL = 1e-3, REF_TOL = 5e-6;
 
@@ -102,7 +91,7 @@ static dcall make_dcall(fixture &f, const step &s, const std::vector<float> &q, 
     cudaMalloc(&c.ws, c.ws_bytes);
     cudaMemset(c.ws, 0xff, c.ws_bytes);
     cudaMemset(c.ws, 0, SLM_CUDA_ATTN_DECODE_COUNTER_BYTES);
-    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks, nullptr, 0};
+    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks};
     return c;
 }
 
@@ -184,7 +173,7 @@ static void fill_history(fixture &f, const std::vector<int> &lens)
         for (auto &x : v) x = frand();
         int32_t *pos = dev(hist.pos), *seq = dev(hist.seq);
         float *dq = dev(q), *dk = dev(k), *dv = dev(v);
-        slm_cuda_attn_tokens t = {n, pos, seq, f.d_tables, f.n_seq, f.max_blocks, nullptr, 0};
+        slm_cuda_attn_tokens t = {n, pos, seq, f.d_tables, f.n_seq, f.max_blocks};
         slm_cuda_kv_layer kv = kv_of(f);
         int rc = slm_cuda_rope_store(&f.shape, &t, &kv, &f.rope, dq, dk, dv, 0);
         CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s history store: %d", f.c.name, rc);
@@ -410,7 +399,7 @@ static void bad_arguments(void)
         size_t wsb = slm_cuda_attention_decode_fused_workspace(&f.shape, big, 1);
         void *ws = nullptr;
         cudaMalloc(&ws, wsb);
-        slm_cuda_attn_tokens t = {big, dp, ds, f.d_tables, f.n_seq, f.max_blocks, nullptr, 0};
+        slm_cuda_attn_tokens t = {big, dp, ds, f.d_tables, f.n_seq, f.max_blocks};
         CHECK(launch(&f.shape, &t, &kv, &f.rope, dq, dk, dk, 1, ws, wsb, dout) == -EINVAL,
               "%d tokens x 3 KV heads > %d slots: expected -EINVAL", big, SLM_CUDA_ATTN_DECODE_SLOTS);
         cudaFree(dp), cudaFree(ds), cudaFree(dq), cudaFree(dk), cudaFree(dout), cudaFree(ws);

@@ -15,24 +15,28 @@ export SLM_EMU_WORKERS=2
 if ! SLM_EMU_QUIET=1 "$kb" --smoke > "$tmp/table" 2> "$tmp/err"; then
   echo "FAIL gpu_kernels_emu --smoke: exit $?"; cat "$tmp/err" "$tmp/table"; fail=1
 fi
-# 5 types x 3 batch sizes + logits + a prefill GEMV + the cuBLAS GEMM; 3 ops x 2; 3 attention + 2 attention split; 2 sampling
+# 4 types x 4 GEMV launches (qkv, wo, gate/up, down) x 5 batch sizes; fused attention at 3
+# batches x 3 contexts; 3 element-wise ops x 2; 2 sampling
 rows=$(grep -c '^tiny ' "$tmp/table")
-[ "$rows" -eq 32 ] && echo "ok   32 kernel rows" || { echo "FAIL kernel rows: expected 32, got $rows"; cat "$tmp/table"; fail=1; }
-for k in "matvec .*Q4_1" "matvec .*Q4_K" "matvec .*Q6_K" "matvec .*Q8_0" "matvec .*F16" "gemm \\(cuBLAS\\)" rmsnorm swiglu add \
-         "attention decode" "attention split" "attention prefill" "sample .*greedy" "sample .*top-p"; do
+[ "$rows" -eq 97 ] && echo "ok   97 kernel rows" || { echo "FAIL kernel rows: expected 97, got $rows"; cat "$tmp/table"; fail=1; }
+for k in "gemv \\(fused\\) +qkv Q4_1 +1 " "gemv \\(fused\\) +wo Q4_K +8 " "gemv \\(fused\\) +gate/up Q6_K +2 " \
+         "gemv \\(fused\\) +down Q8_0 +4 " "gemv \\(quantize \\+ gemv_q8\\) +qkv Q4_K +32 " \
+         "gemv \\(quantize \\+ gemv_q8\\) +down Q6_K +32 " "attention decode \\(fused\\) +ctx 17 +1 " \
+         "attention decode \\(fused\\) +ctx 130 +64 " rmsnorm swiglu add "sample .*greedy" "sample .*top-p"; do
   grep -q -E "^tiny +$k" "$tmp/table" || { echo "FAIL no row for $k"; fail=1; }
 done
 if grep -E '^tiny ' "$tmp/table" | grep -q -E 'FAILED|nan|inf'; then
   echo "FAIL a kernel failed or gave a non-finite figure:"; grep -E 'FAILED|nan|inf' "$tmp/table"; fail=1
 fi
-# SmolLM2's layer shapes: K-quant rows of 576 cannot exist, so those types take the FFN's down
-# projection (576 x 1536); a row that fits no shape says "skipped" and why, and is no failure
+# SmolLM2's layer shapes: K-quant rows of 576 cannot exist, so only their down projection (576 x
+# 1536) is timed; a row that fits no shape says "skipped" and why, and is no failure
 rows=$(grep -c '^tiny-576 ' "$tmp/table")
-[ "$rows" -eq 33 ] && echo "ok   33 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 33, got $rows"; fail=1; }
-for k in "matvec .*ffn down Q4_K +1 " "matvec .*ffn down Q6_K +32 " "matvec .*ffn up Q4_1 +1 " "gemm \\(cuBLAS\\) +ffn down Q4_K"; do
+[ "$rows" -eq 98 ] && echo "ok   98 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 98, got $rows"; fail=1; }
+for k in "gemv \\(fused\\) +down Q4_K +1 " "gemv \\(quantize \\+ gemv_q8\\) +down Q6_K +32 " "gemv \\(fused\\) +qkv Q4_1 +1 " \
+         "gemv +qkv Q4_K +1  skipped: Q4_K rows of 576 columns cannot exist"; do
   grep -q -E "^tiny-576 +$k" "$tmp/table" || { echo "FAIL no tiny-576 row for $k"; fail=1; }
 done
-grep -q -E '^tiny-576 .*odd Q6_K +1  skipped: Q6_K rows of 100 columns cannot exist' "$tmp/table" &&
+grep -q -E '^tiny-576 .*down Q6_K +1  skipped: Q6_K rows of 100 columns cannot exist' "$tmp/table" &&
   echo "ok   a row that cannot exist is skipped with its reason" || { echo "FAIL no skipped row"; fail=1; }
 if grep -E '^tiny-576 ' "$tmp/table" | grep -v skipped | grep -q -E 'FAILED|nan|inf'; then
   echo "FAIL a tiny-576 kernel failed or gave a non-finite figure"; fail=1
@@ -45,10 +49,10 @@ import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
 k = [x for x in r if "kernel" in x and not x.get("skipped")]
 s = [x for x in r if x.get("skipped")]
-assert r[0].get("ceilings") and len(k) == 64, (r[0], len(k))
-assert len(s) == 1 and "cannot exist" in s[0]["reason"], s
-assert all(x["us"] > 0 and x["roofline_us"] > 0 and x["bound"] in ("memory", "tensor") for x in k)' "$tmp/json"; then
-  echo "ok   --json: 64 kernel records, 1 skipped, and the ceilings"
+assert r[0].get("ceilings") and r[0]["bandwidth_gbs"] > 0 and len(k) == 164, (r[0], len(k))
+assert len(s) == 31 and all("cannot exist" in x["reason"] for x in s), s
+assert all(x["us"] > 0 and x["roofline_us"] > 0 and x["bound"] == "memory" for x in k)' "$tmp/json"; then
+  echo "ok   --json: 164 kernel records, 31 skipped, and the ceiling"
 else
   echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
 fi

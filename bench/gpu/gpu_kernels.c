@@ -1,41 +1,50 @@
 /*
- * bench/gpu/gpu_kernels.c - each CUDA kernel of kernels/cuda timed against its roofline.
+ * bench/gpu/gpu_kernels.c - the kernels the CUDA backend runs, timed against their rooflines.
  *
- * First the machine's own ceilings are measured: the memory bandwidth (a device-to-device
- * copy: it reads and writes every byte) and the tensor-core rate (cublasGemmEx, f16 inputs,
- * fp32 accumulation, 8192^3). Then every launcher the backend calls runs at the shapes of
- * three models (SmolLM2-135M, Qwen2.5-1.5B, a 7B: Qwen2.5-7B's shapes) and the batch sizes of
- * decode and prefill, each timed with events over --reps launches after one warm-up. A
- * kernel's roofline is the time its compulsory traffic takes at the measured bandwidth, or its
- * flops at the measured tensor rate, whichever is longer; "roof %" is that time over the
- * measured one (100% = at the roofline). Compulsory traffic: every weight byte once, every
- * activation read and written once, the whole KV context of each query once.
+ * First the machine's ceiling is measured: the memory bandwidth (a device-to-device copy: it
+ * reads and writes every byte). Then every launch the backend makes in a decode step runs at the
+ * shapes of three models (SmolLM2-135M, Qwen2.5-1.5B, a 7B: Qwen2.5-7B's shapes), each timed
+ * with events over --reps launches after one warm-up. A row's roofline is the time its
+ * compulsory traffic takes at the measured bandwidth; "roof %" is that time over the measured
+ * one (100% = at the roofline). Every row is memory-bound: the decode GEMV's integer dots and
+ * the attention's fp32 math are far below the SMs' rates at these batch sizes (the flops are
+ * printed in the JSON, for the record).
  *
- * The GEMV rows of quantized weights time what the backend runs: x quantized
- * (slm_cuda_quantize_q8) and the integer GEMV (slm_cuda_matvec_q8) over the weight in the device
- * layout (kernels/cuda/kernels.h), whose bytes, padding included, are the ones counted; F32 /
- * F16 / BF16 weights take the fp32 GEMV (slm_cuda_matvec).
+ * The decode GEMV (kernels/cuda/gemv.cu) as the backend calls it (daemon/engine/backends/cuda/
+ * ops.c): each layer's four matmul launches over the weights in the device layout
+ * (kernels/cuda/kernels.h) - Q, K and V in one launch with the RMSNorm in its prologue, wo with
+ * the residual add (accumulate), gate and up in one launch with the norm and the SwiGLU
+ * epilogue, down with the residual add - at n = 1, 2, 4 and 8 tokens (one slm_cuda_gemv launch
+ * when the quantized x fits its shared memory, else slm_cuda_gemv_quantize + slm_cuda_gemv_q8,
+ * as the backend does), and n = 32 as the backend runs it: 4 chunks of 8 tokens, each quantized
+ * (slm_cuda_gemv_quantize), then each through slm_cuda_gemv_q8. Traffic: the weights' bytes in
+ * the device layout (padding included) once, x and gamma read, y written (and read as well
+ * when accumulated) once.
  *
- * A quantized row is a whole number of blocks, so a type is timed at the FFN's up projection
- * (ffn, dim) where dim is one, else at its down projection (dim, ffn), else not at all: a
- * K-quant's 256 columns do not divide SmolLM2's 576, and GGUF files of it keep those matrices
- * in other types. A row that cannot exist prints "skipped" and the reason (a JSON record
- * {"skipped": ...}); it is no failure.
+ * The fused decode attention (slm_cuda_attention_decode_fused: RoPE, the KV store and
+ * attention in one launch) at batches 1, 8 and 64 (each token the new one of its own sequence)
+ * and contexts 128, 1k and 4k. Traffic: each sequence's K and V (f16) of every position once,
+ * plus q, k, v in and out back.
+ *
+ * The element-wise ops (slm_cuda_rmsnorm, slm_cuda_swiglu, slm_cuda_add) and sampling, which
+ * the backend still runs outside the fused launches, close each model's table.
+ *
+ * A quantized row is a whole number of blocks: a matmul whose cols are not (a K-quant's 256
+ * columns do not divide SmolLM2's 576: GGUF files of it keep those matrices in other types)
+ * prints "skipped" and the reason (a JSON record {"skipped": ...}); it is no failure.
  *
  * Weights are filled with the byte 0x11 (every f16 scale a small normal number), activations
  * with small values; the numbers do not matter to the time, only the shapes do.
  *
- * --smoke: two tiny models (the second with SmolLM2's layer shapes) and one repetition, so that
- * the emulated build (gpu_kernels_emu, tests/test_gpu_bench.sh) runs every path, skipped rows
- * included, on a machine without a GPU; its times mean nothing.
+ * --smoke: two tiny models (the second with SmolLM2's layer shapes), short contexts and one
+ * repetition, so that the emulated build (gpu_kernels_emu, tests/test_gpu_bench.sh) runs every
+ * path, skipped rows included, on a machine without a GPU; its times mean nothing.
  * usage: gpu_kernels [--smoke] [--reps N] [--model small|1.5b|7b|all] [--json]
  */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include "kernels/cuda/attention.h"
@@ -59,10 +68,8 @@ static const struct model_shape tiny_576 = {"tiny-576", 576, 1536, 9, 3, 64, 102
 struct bench {
     int reps, json, smoke;
     double bw;             /* measured bytes/s */
-    double tensor;         /* measured flop/s */
     cudaStream_t stream;
     cudaEvent_t t0, t1;
-    cublasHandle_t cublas;
     int failed;
 };
 
@@ -112,7 +119,7 @@ static double time_launch(struct bench *b, launch_fn fn, void *ctx)
     return (double)ms * 1e-3 / b->reps;
 }
 
-/* Prints one row: the kernel's time against max(bytes / bw, flops / tensor). */
+/* Prints one row: the kernel's time against bytes / bw (flops only recorded). */
 static void row(struct bench *b, const char *model, const char *kernel, const char *what, int n, double bytes,
                 double flops, double secs)
 {
@@ -121,16 +128,14 @@ static void row(struct bench *b, const char *model, const char *kernel, const ch
         b->failed = 1;
         return;
     }
-    double roof = bytes / b->bw, t_flops = flops / b->tensor;
-    const char *bound = "memory";
-    if (t_flops > roof) roof = t_flops, bound = "tensor";
+    double roof = bytes / b->bw;
     if (b->json)
         printf("{\"model\": \"%s\", \"kernel\": \"%s\", \"what\": \"%s\", \"n\": %d, \"bytes\": %.0f, \"flops\": %.0f, "
-               "\"us\": %.3f, \"roofline_us\": %.3f, \"bound\": \"%s\", \"roof_pct\": %.1f}\n",
-               model, kernel, what, n, bytes, flops, secs * 1e6, roof * 1e6, bound, 100.0 * roof / secs);
+               "\"us\": %.3f, \"roofline_us\": %.3f, \"bound\": \"memory\", \"roof_pct\": %.1f}\n",
+               model, kernel, what, n, bytes, flops, secs * 1e6, roof * 1e6, 100.0 * roof / secs);
     else
         printf("%-13s %-31s %-14s %5d %10.1f %10.2f %10.2f %8.1f  %s\n", model, kernel, what, n, bytes / 1e3,
-               secs * 1e6, roof * 1e6, 100.0 * roof / secs, bound);
+               secs * 1e6, roof * 1e6, 100.0 * roof / secs, "memory");
 }
 
 /* Prints why a row was not timed (a shape the type cannot have). */
@@ -145,7 +150,7 @@ static void skipped_row(struct bench *b, const char *model, const char *kernel, 
         printf("%-13s %-31s %-14s %5d  skipped: %s\n", model, kernel, what, n, reason);
 }
 
-/* ---- the machine's ceilings */
+/* ---- the machine's ceiling */
 
 struct copy_ctx { void *dst, *src; size_t bytes; };
 
@@ -155,80 +160,64 @@ static int run_copy(struct bench *b, void *ctx)
     return cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, b->stream) != cudaSuccess;
 }
 
-struct gemm_ctx { int m; void *a, *bm; float *c; };
-
-static int run_tensor_gemm(struct bench *b, void *ctx)
-{
-    struct gemm_ctx *g = ctx;
-    const float one = 1.0f, zero = 0.0f;
-    return cublasGemmEx(b->cublas, CUBLAS_OP_T, CUBLAS_OP_N, g->m, g->m, g->m, &one, g->a, CUDA_R_16F, g->m, g->bm,
-                        CUDA_R_16F, g->m, &zero, g->c, CUDA_R_32F, g->m, CUBLAS_COMPUTE_32F,
-                        CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS;
-}
-
 static void measure_ceilings(struct bench *b)
 {
     struct copy_ctx c = {.bytes = b->smoke ? (1u << 20) : (512u << 20)};
     c.src = dev_fill(c.bytes, 1);
     c.dst = dev_fill(c.bytes, 0);
-    b->bw = 1e12, b->tensor = 1e15;   /* placeholders while the ceilings themselves are timed */
+    b->bw = 1e12;   /* a placeholder while the ceiling itself is timed */
     double t = time_launch(b, run_copy, &c);
     b->bw = t > 0 ? 2.0 * (double)c.bytes / t : 1e9;
     cudaFree(c.src);
     cudaFree(c.dst);
-
-    struct gemm_ctx g = {.m = b->smoke ? 64 : 8192};
-    size_t mm = (size_t)g.m * (size_t)g.m;
-    g.a = dev_fill(mm * 2, 0x11);
-    g.bm = dev_fill(mm * 2, 0x11);
-    g.c = dev_fill(mm * 4, 0);
-    t = time_launch(b, run_tensor_gemm, &g);
-    b->tensor = t > 0 ? 2.0 * (double)mm * (double)g.m / t : 1e12;
-    cudaFree(g.a);
-    cudaFree(g.bm);
-    cudaFree(g.c);
     if (b->json)
-        printf("{\"ceilings\": true, \"bandwidth_gbs\": %.1f, \"tensor_tflops\": %.1f}\n", b->bw / 1e9,
-               b->tensor / 1e12);
+        printf("{\"ceilings\": true, \"bandwidth_gbs\": %.1f}\n", b->bw / 1e9);
     else
-        printf("measured: memory bandwidth %.1f GB/s (device-to-device copy), tensor rate %.1f TFLOP/s "
-               "(cublasGemmEx f16 -> fp32, %d^3)\n\n%-13s %-31s %-14s %5s %10s %10s %10s %8s  %s\n",
-               b->bw / 1e9, b->tensor / 1e12, g.m, "model", "kernel", "shape/type", "n", "KB moved", "us",
-               "roof us", "roof %", "bound");
+        printf("measured: memory bandwidth %.1f GB/s (device-to-device copy)\n\n%-13s %-31s %-14s %5s %10s %10s %10s "
+               "%8s  %s\n",
+               b->bw / 1e9, "model", "kernel", "shape/type", "n", "KB moved", "us", "roof us", "roof %", "bound");
 }
 
-/* ---- matmuls */
+/* ---- the decode GEMV, as the backend's gemv() (daemon/engine/backends/cuda/ops.c) calls it */
 
-struct mm_ctx {
+/* One of a layer's four GEMV launches: n_w weights of one type and cols, the norm prologue when
+ * gamma, and an epilogue. */
+struct gemv_ctx {
     uint32_t type;
-    int64_t rows, cols;
-    int n;
-    void *w;
-    float *x, *y;
-    void *scratch;
-    size_t scratch_bytes;
+    int64_t cols, rows[SLM_CUDA_GEMV_MAX_WEIGHTS];
+    int n_w, n, epilogue;
+    const void *w[SLM_CUDA_GEMV_MAX_WEIGHTS];
+    float *x, *gamma, *y[SLM_CUDA_GEMV_MAX_WEIGHTS];
+    void *xq;              /* the quantized x of every chunk, chunk bytes apart; NULL for one fused launch */
+    size_t chunk;
 };
 
-static int run_matvec(struct bench *b, void *ctx)
+static size_t align256(size_t n)
 {
-    struct mm_ctx *m = ctx;
-    return slm_cuda_matvec(m->type, m->w, m->rows, m->cols, m->x, m->n, m->y, 0, b->stream);
+    return (n + 255) & ~(size_t)255;
 }
 
-/* The backend's matmul on a quantized weight: up to 8 tokens the fused GEMV (x quantized inside
- * each block), else x quantized, then the integer GEMV over the weight in the device layout
- * (scratch holds the quantized x). */
-static int run_matvec_q8(struct bench *b, void *ctx)
+static int run_gemv(struct bench *b, void *ctx)
 {
-    struct mm_ctx *m = ctx;
-    if (!m->scratch) {
-        const void *w = m->w;
-        float *y = m->y;
-        return slm_cuda_matvec_q8_fused(m->type, 1, &w, &m->rows, m->cols, m->x, m->n, &y, 0, b->stream);
+    struct gemv_ctx *g = ctx;
+    const int T = SLM_CUDA_GEMV_MAX_TOKENS;
+    if (!g->xq)
+        return slm_cuda_gemv(g->type, g->n_w, g->w, g->rows, g->cols, g->x, g->gamma, 1e-5f, g->n, g->y, g->epilogue,
+                             b->stream);
+    int n_chunks = (g->n + T - 1) / T, rc = 0;
+    for (int c = 0; c < n_chunks && !rc; c++) {
+        int k = g->n - c * T < T ? g->n - c * T : T;
+        rc = slm_cuda_gemv_quantize(g->x + (size_t)c * T * (size_t)g->cols, g->gamma, 1e-5f, k, g->cols,
+                                    (char *)g->xq + (size_t)c * g->chunk, b->stream);
     }
-    uint32_t at = slm_cuda_q8_act_type(m->type);
-    int rc = slm_cuda_quantize_q8(at, m->x, m->n, m->cols, m->scratch, b->stream);
-    return rc ? rc : slm_cuda_matvec_q8(m->type, m->w, m->rows, m->cols, m->scratch, m->n, m->y, 0, b->stream);
+    for (int c = 0; c < n_chunks && !rc; c++) {
+        int k = g->n - c * T < T ? g->n - c * T : T;
+        float *yc[SLM_CUDA_GEMV_MAX_WEIGHTS];
+        for (int i = 0; i < g->n_w; i++) yc[i] = g->y[i] + (size_t)c * T * (size_t)g->rows[i];
+        rc = slm_cuda_gemv_q8(g->type, g->n_w, g->w, g->rows, g->cols, (char *)g->xq + (size_t)c * g->chunk, k, yc,
+                              g->epilogue, b->stream);
+    }
+    return rc;
 }
 
 /* Device memory holding a (rows, cols) weight of every byte 0x11, in the device layout; NULL
@@ -251,62 +240,68 @@ static void *dev_weight_device_layout(uint32_t type, int64_t rows, int64_t cols,
     return p;
 }
 
-static int run_gemm(struct bench *b, void *ctx)
-{
-    struct mm_ctx *m = ctx;
-    return slm_cuda_matmul_gemm(b->cublas, m->type, m->w, m->rows, m->cols, m->x, m->n, m->y, 0, m->scratch,
-                                m->scratch_bytes, b->stream);
-}
+/* The layer's four GEMV launches. */
+enum gemv_kind { GEMV_QKV, GEMV_WO, GEMV_GATE_UP, GEMV_DOWN };
 
-static void bench_matmul(struct bench *b, const struct model_shape *ms, uint32_t type, int64_t rows, int64_t cols,
-                         const char *which, int n, int gemm)
+static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t type, enum gemv_kind kind, int n)
 {
-    struct mm_ctx m = {.type = type, .rows = rows, .cols = cols, .n = n};
-    /* a quantized weight's GEMV is the backend's: the integer one on the device layout */
-    const int q8 = !gemm && slm_cuda_q8_act_type(type) != UINT32_MAX;
-    const char *kernel = gemm ? "gemm (cuBLAS)"
-                         : q8 ? (slm_cuda_matvec_q8_fused_fits(type, cols, n) ? "matvec (int8 fused)" : "matvec (int8)")
-                              : "matvec";
+    static const char *names[] = {"qkv", "wo", "gate/up", "down"};
+    const int64_t qd = (int64_t)ms->n_head * ms->head_dim, kvd = (int64_t)ms->n_head_kv * ms->head_dim;
+    struct gemv_ctx g = {.type = type, .n = n};
+    switch (kind) {
+    case GEMV_QKV:
+        g.n_w = 3, g.cols = ms->dim, g.epilogue = SLM_CUDA_GEMV_STORE;
+        g.rows[0] = qd, g.rows[1] = kvd, g.rows[2] = kvd;
+        break;
+    case GEMV_WO: g.n_w = 1, g.cols = qd, g.rows[0] = ms->dim, g.epilogue = SLM_CUDA_GEMV_ACCUMULATE; break;
+    case GEMV_GATE_UP:
+        g.n_w = 2, g.cols = ms->dim, g.epilogue = SLM_CUDA_GEMV_SWIGLU;
+        g.rows[0] = g.rows[1] = ms->ffn;
+        break;
+    default: g.n_w = 1, g.cols = ms->ffn, g.rows[0] = ms->dim, g.epilogue = SLM_CUDA_GEMV_ACCUMULATE; break;
+    }
+    const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP, T = SLM_CUDA_GEMV_MAX_TOKENS;
+    const int fused = n <= T && slm_cuda_gemv_fits(type, g.cols, n);
+    const char *kernel = fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
     char what[64], why[96];
-    snprintf(what, sizeof what, "%s %s", which, slm_qtype_name(type));
-    size_t wbytes = (size_t)rows * slm_cuda_row_bytes(type, cols), abytes = 0;
-    if (wbytes && q8) m.w = dev_weight_device_layout(type, rows, cols, &wbytes);
-    else if (wbytes) m.w = dev_fill(wbytes, 0x11);
-    if (!m.w) {
+    snprintf(what, sizeof what, "%s %s", names[kind], slm_qtype_name(type));
+    if (slm_cuda_device_row_bytes(type, g.cols) == 0) {   /* no launch: no kernel name either */
         snprintf(why, sizeof why, "%s rows of %lld columns cannot exist (%u-element blocks)", slm_qtype_name(type),
-                 (long long)cols, slm_qblock_elems(type));
-        skipped_row(b, ms->name, kernel, what, n, why);
+                 (long long)g.cols, slm_qblock_elems(type));
+        skipped_row(b, ms->name, "gemv", what, n, why);
         return;
     }
-    m.x = dev_floats((size_t)n * (size_t)cols, 0.5f);
-    m.y = dev_fill((size_t)n * (size_t)rows * 4, 0);
-    if (gemm) {
-        m.scratch_bytes = slm_cuda_matmul_gemm_scratch(rows, cols, n);
-        m.scratch = dev_fill(m.scratch_bytes, 0);
-    } else if (q8 && !slm_cuda_matvec_q8_fused_fits(type, cols, n)) {
-        abytes = (size_t)n * slm_cuda_q8_row_bytes(slm_cuda_q8_act_type(type), cols);
-        m.scratch_bytes = abytes;
-        m.scratch = dev_fill(abytes, 0);
+    double bytes = 0, out_rows = 0, flops = 0;
+    for (int i = 0; i < g.n_w; i++) {
+        size_t wb = 0;
+        g.w[i] = dev_weight_device_layout(type, g.rows[i], g.cols, &wb);
+        if (!g.w[i]) exit(1);
+        bytes += (double)wb;
+        flops += 2.0 * n * (double)g.rows[i] * (double)g.cols;
+        /* SwiGLU writes one (n, rows) result into y[0] */
+        if (g.epilogue != SLM_CUDA_GEMV_SWIGLU || i == 0) {
+            g.y[i] = dev_fill((size_t)n * (size_t)g.rows[i] * 4, 0);
+            out_rows += (double)g.rows[i];
+        }
     }
-    double secs = time_launch(b, gemm ? run_gemm : q8 ? run_matvec_q8 : run_matvec, &m);
-    /* the weight's bytes as the kernel reads them (device layout: padding included), x read,
-     * y written; the integer path also writes and reads the quantized x once */
-    double bytes = (double)wbytes + 4.0 * n * (double)(rows + cols) + 2.0 * (double)abytes;
-    row(b, ms->name, kernel, what, n, bytes, 2.0 * n * (double)rows * (double)cols, secs);
-    cudaFree(m.w);
-    cudaFree(m.x);
-    cudaFree(m.y);
-    if (m.scratch) cudaFree(m.scratch);
-}
-
-/* The FFN's up projection (ffn, dim) where a row of dim is a whole number of the type's blocks,
- * else its down projection (dim, ffn) (SmolLM2's K-quants), else a skipped row. */
-static void bench_ffn(struct bench *b, const struct model_shape *ms, uint32_t type, int n, int gemm)
-{
-    if (slm_cuda_row_bytes(type, ms->dim) != 0)
-        bench_matmul(b, ms, type, ms->ffn, ms->dim, "ffn up", n, gemm);
-    else
-        bench_matmul(b, ms, type, ms->dim, ms->ffn, "ffn down", n, gemm);
+    if (g.epilogue == SLM_CUDA_GEMV_SWIGLU) g.y[1] = g.y[0];   /* not read, as kernels.h says */
+    g.x = dev_floats((size_t)n * (size_t)g.cols, 0.5f);
+    if (norm) g.gamma = dev_floats((size_t)g.cols, 1.0f);
+    if (!fused) {
+        g.chunk = align256(slm_cuda_gemv_act_bytes(T, g.cols));
+        g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
+    }
+    double secs = time_launch(b, run_gemv, &g);
+    bytes += 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0) +
+             (g.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? 8.0 : 4.0) * n * out_rows;
+    row(b, ms->name, kernel, what, n, bytes, flops, secs);
+    for (int i = 0; i < g.n_w; i++) cudaFree((void *)g.w[i]);
+    cudaFree(g.y[0]);
+    if (g.epilogue != SLM_CUDA_GEMV_SWIGLU)
+        for (int i = 1; i < g.n_w; i++) cudaFree(g.y[i]);
+    cudaFree(g.x);
+    if (g.gamma) cudaFree(g.gamma);
+    if (g.xq) cudaFree(g.xq);
 }
 
 /* ---- element-wise ops and normalisation */
@@ -344,97 +339,69 @@ static void bench_ew(struct bench *b, const struct model_shape *ms, int kind, in
     cudaFree(e.gamma);
 }
 
-/* ---- attention: each of n queries its own sequence of ctx positions (decode, by the exact
- * kernel or the split one), or one sequence's chunk of n positions after p0 cached ones
- * (prefill) */
-
-enum att_kind { ATT_DECODE, ATT_PREFILL, ATT_SPLIT, ATT_SPLIT_PREFILL };
+/* ---- the fused decode attention: each of n tokens the new one of its own sequence, at
+ * position ctx - 1 (its K and V stored by the launch, ctx positions attended) */
 
 struct att_ctx {
     struct slm_cuda_attn_shape shape;
     struct slm_cuda_attn_tokens t;
     struct slm_cuda_kv_layer kv;
-    float *q, *out;
+    struct slm_cuda_rope_table rope;
+    float *q, *k, *v, *out;
     void *ws;
     size_t ws_bytes;
-    int max_ctx, p0, prefill, split;
+    int max_ctx;
 };
 
 static int run_attention(struct bench *b, void *ctx)
 {
     struct att_ctx *a = ctx;
-    if (a->split)
-        return slm_cuda_attention_split(&a->shape, &a->t, &a->kv, a->q, a->max_ctx, 0, INT_MAX, a->ws, a->ws_bytes,
-                                        a->out, b->stream);
-    if (a->prefill)
-        return slm_cuda_attention_prefill(&a->shape, &a->t, &a->kv, a->q, a->p0, a->ws, a->ws_bytes, a->out,
-                                          b->stream);
-    return slm_cuda_attention_decode(&a->shape, &a->t, &a->kv, a->q, a->max_ctx, a->ws, a->ws_bytes, a->out,
-                                     b->stream);
+    return slm_cuda_attention_decode_fused(&a->shape, &a->t, &a->kv, &a->rope, a->q, a->k, a->v, a->max_ctx, a->ws,
+                                           a->ws_bytes, a->out, b->stream);
 }
 
-static void bench_attention(struct bench *b, const struct model_shape *ms, int n, int ctx, enum att_kind kind)
+static void bench_attention(struct bench *b, const struct model_shape *ms, int n, int ctx)
 {
-    const int bs = 16, prefill = kind == ATT_PREFILL || kind == ATT_SPLIT_PREFILL;
-    struct att_ctx a = {.prefill = prefill, .split = kind == ATT_SPLIT || kind == ATT_SPLIT_PREFILL};
+    const int bs = 16, blocks_per = (ctx + bs - 1) / bs;
+    struct att_ctx a = {.max_ctx = ctx};
     a.shape = (struct slm_cuda_attn_shape){.n_head = ms->n_head, .n_head_kv = ms->n_head_kv,
                                            .head_dim = ms->head_dim, .rope_dim = ms->head_dim,
                                            .scale = 0.125f};
-    int seqs = prefill ? 1 : n, blocks_per = (ctx + bs - 1) / bs;
     size_t kvd = (size_t)ms->n_head_kv * (size_t)ms->head_dim, qd = (size_t)ms->n_head * (size_t)ms->head_dim;
-    size_t n_blocks = (size_t)seqs * (size_t)blocks_per;
+    size_t n_blocks = (size_t)n * (size_t)blocks_per;
     int32_t *pos = malloc((size_t)n * 4), *row_of = malloc((size_t)n * 4), *tab = malloc(n_blocks * 4);
     if (!pos || !row_of || !tab) exit(1);
     for (size_t i = 0; i < n_blocks; i++) tab[i] = (int32_t)i;
-    for (int i = 0; i < n; i++) {
-        pos[i] = prefill ? ctx - n + i : ctx - 1;
-        row_of[i] = prefill ? 0 : i;
-    }
+    for (int i = 0; i < n; i++) pos[i] = ctx - 1, row_of[i] = i;
     int32_t *d_pos = dev_fill((size_t)n * 4, 0), *d_row = dev_fill((size_t)n * 4, 0), *d_tab = dev_fill(n_blocks * 4, 0);
     CK(cudaMemcpy(d_pos, pos, (size_t)n * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_row, row_of, (size_t)n * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_tab, tab, n_blocks * 4, cudaMemcpyHostToDevice));
     a.t = (struct slm_cuda_attn_tokens){.n_tokens = n, .pos = d_pos, .seq_row = d_row, .block_tables = d_tab,
-                                        .n_seq_rows = seqs, .max_blocks = blocks_per};
-    int32_t *d_tiles = NULL;
-    if (kind == ATT_SPLIT_PREFILL) {   /* the chunk's tiles as the backend cuts them */
-        int cap = SLM_CUDA_ATTN_TILE_ROWS / (ms->n_head / ms->n_head_kv), n_tiles = (n + cap - 1) / cap;
-        int32_t *tiles = malloc((size_t)(n_tiles + 1) * 4);
-        if (!tiles) exit(1);
-        for (int i = 0; i < n_tiles; i++) tiles[i] = i * cap;
-        tiles[n_tiles] = n;
-        d_tiles = dev_fill((size_t)(n_tiles + 1) * 4, 0);
-        CK(cudaMemcpy(d_tiles, tiles, (size_t)(n_tiles + 1) * 4, cudaMemcpyHostToDevice));
-        free(tiles);
-        a.t.tiles = d_tiles, a.t.n_tiles = n_tiles;
-    }
+                                        .n_seq_rows = n, .max_blocks = blocks_per};
     size_t kv_bytes = n_blocks * (size_t)bs * kvd * 2;
     a.kv = (struct slm_cuda_kv_layer){.k = dev_fill(kv_bytes, 0x11), .v = dev_fill(kv_bytes, 0x11),
                                       .n_blocks = (int)n_blocks, .block_size = bs};
+    /* (cos, sin) of every position: the values do not matter to the time */
+    float *cos_sin = dev_floats((size_t)ctx * (size_t)ms->head_dim, 0.7f);
+    a.rope = (struct slm_cuda_rope_table){.cos_sin = cos_sin, .positions = ctx};
     a.q = dev_floats((size_t)n * qd, 0.5f);
+    a.k = dev_floats((size_t)n * kvd, 0.5f);
+    a.v = dev_floats((size_t)n * kvd, 0.25f);
     a.out = dev_fill((size_t)n * qd * 4, 0);
-    a.max_ctx = ctx;
-    a.p0 = ctx - n;
-    a.ws_bytes = a.split ? slm_cuda_attention_split_workspace(&a.shape, n, ctx)
-                         : slm_cuda_attention_workspace(&a.shape, n, ctx);
-    a.ws = dev_fill(a.ws_bytes, 0);
+    a.ws_bytes = slm_cuda_attention_decode_fused_workspace(&a.shape, n, ctx);
+    a.ws = dev_fill(a.ws_bytes, 0);   /* the completion counters start (and stay) zero */
     double secs = time_launch(b, run_attention, &a);
-    /* K and V of every position each query sees, once; q in, out back */
-    double positions = prefill ? (double)ctx : (double)n * ctx;
-    double bytes = positions * (double)kvd * 4.0 + 8.0 * (double)n * (double)qd;
-    /* q.k and p.v: 4 flops per (query head, position, dim); causal: a chunk's queries see on average p0 + n/2 */
-    double seen = prefill ? (double)n * (a.p0 + (n + 1) / 2.0) : (double)n * ctx;
-    double flops = 4.0 * seen * (double)ms->n_head * (double)ms->head_dim;
+    /* K and V (f16) of every position of each sequence once; q, k, v in, out back */
+    double bytes = (double)n * ctx * (double)kvd * 4.0 + 8.0 * (double)n * (double)(qd + kvd);
+    /* q.k and p.v: 4 flops per (query head, position, dim) */
+    double flops = 4.0 * (double)n * ctx * (double)ms->n_head * (double)ms->head_dim;
     char what[32];
     snprintf(what, sizeof what, "ctx %d", ctx);
-    row(b, ms->name,
-        kind == ATT_SPLIT_PREFILL ? "attention split prefill (tiled)" : prefill ? "attention prefill"
-        : a.split                 ? "attention split"
-                                  : "attention decode",
-        what, n, bytes, flops, secs);
+    row(b, ms->name, "attention decode (fused)", what, n, bytes, flops, secs);
     free(pos), free(row_of), free(tab);
-    cudaFree(d_pos), cudaFree(d_row), cudaFree(d_tab), cudaFree(d_tiles);
-    cudaFree(a.kv.k), cudaFree(a.kv.v), cudaFree(a.q), cudaFree(a.out), cudaFree(a.ws);
+    cudaFree(d_pos), cudaFree(d_row), cudaFree(d_tab), cudaFree(cos_sin);
+    cudaFree(a.kv.k), cudaFree(a.kv.v), cudaFree(a.q), cudaFree(a.k), cudaFree(a.v), cudaFree(a.out), cudaFree(a.ws);
 }
 
 /* ---- sampling */
@@ -480,25 +447,21 @@ static void bench_sample(struct bench *b, const struct model_shape *ms, int rows
 
 static void bench_model(struct bench *b, const struct model_shape *ms)
 {
-    static const uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q4_K, SLM_TYPE_Q6_K, SLM_TYPE_Q8_0, SLM_TYPE_F16};
-    static const int decode_n[] = {1, 8, 32};
-    int prefill_n = b->smoke ? 16 : 512, ctx = b->smoke ? 64 : 1024;
+    static const uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q4_K, SLM_TYPE_Q6_K, SLM_TYPE_Q8_0};
+    static const int gemv_n[] = {1, 2, 4, 8, 32}, att_n[] = {1, 8, 64};
+    static const int ctxs[] = {128, 1024, 4096}, smoke_ctxs[] = {17, 64, 130};
+    const int prefill_n = b->smoke ? 16 : 512;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
-        for (size_t i = 0; i < sizeof decode_n / sizeof decode_n[0]; i++)
-            bench_ffn(b, ms, types[t], decode_n[i], 0);
-    bench_matmul(b, ms, SLM_TYPE_Q8_0, ms->vocab, ms->dim, "logits", 1, 0);
-    bench_ffn(b, ms, SLM_TYPE_Q4_K, prefill_n, 0);
-    bench_ffn(b, ms, SLM_TYPE_Q4_K, prefill_n, 1);
+        for (int kind = GEMV_QKV; kind <= GEMV_DOWN; kind++)
+            for (size_t i = 0; i < sizeof gemv_n / sizeof gemv_n[0]; i++)
+                bench_gemv(b, ms, types[t], (enum gemv_kind)kind, gemv_n[i]);
+    for (size_t i = 0; i < sizeof att_n / sizeof att_n[0]; i++)
+        for (size_t c = 0; c < sizeof ctxs / sizeof ctxs[0]; c++)
+            bench_attention(b, ms, att_n[i], b->smoke ? smoke_ctxs[c] : ctxs[c]);
     for (int kind = 0; kind < 3; kind++) {
         bench_ew(b, ms, kind, 1, kind == 1 ? ms->ffn : ms->dim);
         bench_ew(b, ms, kind, prefill_n, kind == 1 ? ms->ffn : ms->dim);
     }
-    bench_attention(b, ms, 1, ctx, ATT_DECODE);
-    bench_attention(b, ms, 32, ctx, ATT_DECODE);
-    bench_attention(b, ms, 1, ctx, ATT_SPLIT);
-    bench_attention(b, ms, 32, ctx, ATT_SPLIT);
-    bench_attention(b, ms, prefill_n, prefill_n, ATT_PREFILL);
-    bench_attention(b, ms, prefill_n, ctx + prefill_n, ATT_SPLIT_PREFILL);   /* a chunk past T */
     bench_sample(b, ms, 1, 0);
     bench_sample(b, ms, 32, 1);
 }
@@ -532,17 +495,14 @@ int main(int argc, char **argv)
     CK(cudaStreamCreate(&b.stream));
     CK(cudaEventCreate(&b.t0));
     CK(cudaEventCreate(&b.t1));
-    if (cublasCreate(&b.cublas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(b.cublas, b.stream)) {
-        fprintf(stderr, "gpu_kernels: cublasCreate failed\n");
-        return 1;
-    }
     if (!b.json) printf("device: %s, %d SMs, %.1f GiB; %d repetitions a kernel\n", prop.name,
                         prop.multiProcessorCount, (double)prop.totalGlobalMem / (1 << 30), b.reps);
     measure_ceilings(&b);
     if (b.smoke) {
         bench_model(&b, &tiny);
         bench_model(&b, &tiny_576);
-        bench_matmul(&b, &tiny_576, SLM_TYPE_Q6_K, 64, 100, "odd", 1, 0);   /* the skipped row's path */
+        /* a matmul whose cols fit no K-quant block: the skipped row's path */
+        bench_gemv(&b, &(struct model_shape){"tiny-576", 576, 100, 9, 3, 64, 1024}, SLM_TYPE_Q6_K, GEMV_DOWN, 1);
     } else {
         int any = 0;
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
@@ -555,7 +515,6 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    cublasDestroy(b.cublas);
     cudaEventDestroy(b.t0);
     cudaEventDestroy(b.t1);
     cudaStreamDestroy(b.stream);

@@ -18,17 +18,8 @@
 extern "C" {
 #endif
 
-/* Positions per partition of the split (flash-decoding) kernel. A constant (never derived
- * from the batch or the longest sequence), so a query's reduction order depends only on its
- * own position. */
-#define SLM_CUDA_ATTN_PARTITION 128
 /* Largest n_head / n_head_kv (query heads sharing one KV head). */
 #define SLM_CUDA_ATTN_MAX_GROUP 16
-/* Query rows (tokens x heads of one GQA group) one block of the split kernel holds: a tile of
- * slm_cuda_attention_split has at most SLM_CUDA_ATTN_TILE_ROWS / (n_head / n_head_kv) tokens
- * (2 at group 16, 10 at group 3, 32 without GQA). */
-#define SLM_CUDA_ATTN_TILE_ROWS 32
-
 /* The geometry of one layer's attention. head_dim is 64, 80, 96 or 128. */
 struct slm_cuda_attn_shape {
     int n_head;            /* query heads */
@@ -48,14 +39,7 @@ struct slm_cuda_kv_layer {
 };
 
 /* The per-token tables of a call, all device memory: token i is at position pos[i] of the
- * sequence whose block ids are block_tables[seq_row[i] * max_blocks ...].
- * tiles, read by slm_cuda_attention_split only (every other launcher ignores it), groups the
- * tokens into tiles that share each K/V tile the kernel loads: tile j is the tokens
- * [tiles[j], tiles[j + 1]), which must be a run: consecutive positions of one seq_row, at most
- * SLM_CUDA_ATTN_TILE_ROWS / (n_head / n_head_kv) tokens; the tiles must cover 0..n_tokens in
- * order (tiles[0] = 0, tiles[n_tiles] = n_tokens, increasing). NULL (n_tiles 0): one token a
- * tile. The tiling never changes a bit of the output; a token whose tile is not a run (or that
- * no tile holds) gets a NaN output row. */
+ * sequence whose block ids are block_tables[seq_row[i] * max_blocks ...]. */
 struct slm_cuda_attn_tokens {
     int n_tokens;
     const int32_t *pos;          /* (n_tokens) */
@@ -63,8 +47,6 @@ struct slm_cuda_attn_tokens {
     const int32_t *block_tables; /* (n_seq_rows, max_blocks) */
     int n_seq_rows;
     int max_blocks;
-    const int32_t *tiles;        /* (n_tiles + 1) token indices, or NULL */
-    int n_tiles;                 /* 1..n_tokens with tiles, 0 without */
 };
 
 /* The rotation of every position the calls may meet: cos_sin (positions, rope_dim / 2, 2)
@@ -88,65 +70,10 @@ int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, const struct sl
                         const struct slm_cuda_kv_layer *kv, const struct slm_cuda_rope_table *rope, float *q,
                         float *k, const float *v, cudaStream_t stream);
 
-/* Bytes of workspace the attention launchers need for n_tokens queries whose context is at
- * most max_ctx positions: (n_tokens, n_head, c + c / 16) floats, c = max_ctx rounded up to 64
- * (each query's scores, then its sums of 16). */
-size_t slm_cuda_attention_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx);
-
-/*
- * Paged decode attention: out (n_tokens, n_head * head_dim) for q (n_tokens,
- * n_head * head_dim), each token attending to positions 0..pos[i] of its sequence. max_ctx
- * (host) bounds pos[i] + 1 over the call. Each token's result depends only on its own query,
- * position and cache: the same bits alone or among others, and the same bits as
- * slm_cuda_attention_prefill gives it.
- */
-int slm_cuda_attention_decode(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                              const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, void *workspace,
-                              size_t workspace_bytes, float *out, cudaStream_t stream);
-
-/*
- * Causal prefill attention of one chunk: the n tokens t->pos[0..n) of one sequence at positions
- * p0, p0 + 1, ..., p0 + n - 1 (host p0; earlier positions already in the cache). The same
- * kernel as decode (one block per token and head, the CPU backend's order), so each token gets
- * the bits its decode would. t->n_tokens = n; t->pos and t->seq_row still give each token's
- * position and row (all rows equal).
- */
-int slm_cuda_attention_prefill(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                               const struct slm_cuda_kv_layer *kv, const float *q, int p0, void *workspace,
-                               size_t workspace_bytes, float *out, cudaStream_t stream);
-
-/*
- * The CPU-exact attention (slm_cuda_attention_decode's kernel) of only the tokens whose
- * position is in [pos_lo, pos_hi): their out rows as decode gives them, the other tokens'
- * rows left untouched (their blocks return at once). max_ctx (host) bounds pos[i] + 1 over
- * the tokens in range only, and sizes the workspace (slm_cuda_attention_workspace).
- */
-int slm_cuda_attention_exact(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                             const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo, int pos_hi,
-                             void *workspace, size_t workspace_bytes, float *out, cudaStream_t stream);
-
-/* Bytes of workspace slm_cuda_attention_split needs for n_tokens queries whose context is at
- * most max_ctx positions: (n_tokens, n_head, partitions, head_dim + 2) floats, partitions =
- * max_ctx / SLM_CUDA_ATTN_PARTITION rounded up. */
-size_t slm_cuda_attention_split_workspace(const struct slm_cuda_attn_shape *shape, int n_tokens, int max_ctx);
-
-/*
- * Paged flash-decoding attention, the long-context path: out rows as slm_cuda_attention_decode
- * defines them (each token attends to positions 0..pos[i] of its sequence), for the tokens whose
- * position is in [pos_lo, pos_hi) only; the other tokens' rows are left untouched. The context is
- * cut into partitions of SLM_CUDA_ATTN_PARTITION positions, one block per (tile of t->tiles, KV
- * head, partition) computing the tile's tokens x the group's query heads against each K/V tile
- * it loads (a prefill chunk's tokens and GQA share it), then the partitions of each (token,
- * head) merged in order. Not the CPU's order (fp32 weights, another summation order;
- * docs/cuda.md has the bound), but a token's bits depend only on its own query, position and
- * cache, never on the other tokens of the call nor on the tiling. max_ctx (host) bounds
- * pos[i] + 1 over the tokens in range and sizes the workspace
- * (slm_cuda_attention_split_workspace); a token in range past it gets a NaN row. -EINVAL also
- * for tiles with n_tiles outside 1..n_tokens, or n_tiles != 0 without tiles.
- */
-int slm_cuda_attention_split(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                             const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo, int pos_hi,
-                             void *workspace, size_t workspace_bytes, float *out, cudaStream_t stream);
+/* (The CPU-exact attention, slm_cuda_attention_decode / _prefill / _exact, and the split
+ * flash-decoding kernel, slm_cuda_attention_split, are gone: every step attends with the
+ * kernel below, fused with RoPE and the store for decode-only steps, after
+ * slm_cuda_rope_store otherwise.) */
 
 /* ---- decode-only steps: RoPE, the KV store and attention in one launch
  * (kernels/cuda/attention_decode.cu; docs/cuda.md, "Fused decode attention"). */
@@ -191,8 +118,7 @@ size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cuda_attn_shap
  * (SLM_CUDA_ATTN_DECODE_COUNTER_BYTES at its start) must be zero before the launch, and are
  * zero after it: a workspace zeroed once serves any number of launches and CUDA graph
  * replays, as long as nothing else writes the counters between them (the partials may be
- * scratch for other kernels). t->tiles is ignored. The K/V
- * cache must be 16-byte aligned. -EINVAL also for n_tokens x n_head_kv above
+ * scratch for other kernels). The K/V cache must be 16-byte aligned. -EINVAL also for n_tokens x n_head_kv above
  * SLM_CUDA_ATTN_DECODE_SLOTS or a missing table when rope_dim > 0.
  */
 int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,

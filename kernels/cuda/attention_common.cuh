@@ -1,7 +1,7 @@
 /*
- * kernels/cuda/attention_common.cuh - what the two attention kernels (attention.cu, the
- * CPU-exact one; attention_split.cu, flash-decoding) share: the paged row lookup and the
- * argument checks of their launchers.
+ * kernels/cuda/attention_common.cuh - what attention.cu (RoPE and the store) and
+ * attention_decode.cu (the fused decode and the paged attention) share: the paged row lookup
+ * and the argument checks of their launchers.
  */
 #ifndef SLM_KERNELS_CUDA_ATTENTION_COMMON_CUH
 #define SLM_KERNELS_CUDA_ATTENTION_COMMON_CUH
@@ -45,16 +45,14 @@ static inline int attn_tokens_ok(const struct slm_cuda_attn_shape *s, const stru
     return 1;
 }
 
-/* The checks both attention launchers make: the shape, the tokens and cache, q and out
- * (n_tokens, n_head * head_dim), the class bound [pos_lo, pos_hi), and a workspace of at least
- * `need` bytes (0 when the shape is bad: refused anyway). 0 or -EINVAL. */
+/* The checks the attention launchers make: the shape, the tokens and cache, q and out
+ * (n_tokens, n_head * head_dim), and a workspace of at least `need` bytes (0 when the shape is
+ * bad: refused anyway). 0 or -EINVAL. */
 static inline int attn_call_ok(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
-                               const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, int pos_lo,
-                               int pos_hi, const void *workspace, size_t workspace_bytes, size_t need,
-                               const float *out)
+                               const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx,
+                               const void *workspace, size_t workspace_bytes, size_t need, const float *out)
 {
-    if (!attn_shape_ok(shape) || !attn_tokens_ok(shape, t, kv) || !q || !out || !workspace || max_ctx < 1 ||
-        pos_lo < 0 || pos_hi < pos_lo)
+    if (!attn_shape_ok(shape) || !attn_tokens_ok(shape, t, kv) || !q || !out || !workspace || max_ctx < 1)
         return -EINVAL;
     size_t qbytes = (size_t)t->n_tokens * shape->n_head * shape->head_dim * sizeof(float);
     if (workspace_bytes < need || slm_emu_check_device_ptr(workspace, need, "workspace") ||

@@ -423,7 +423,7 @@ static int launch_decode(const struct slm_cuda_attn_shape *shape, const struct s
                          float *out, cudaStream_t stream, bool fresh)
 {
     size_t need = t ? slm_cuda_attention_decode_fused_workspace(shape, t->n_tokens, max_ctx) : 0;
-    if (attn_call_ok(shape, t, kv, q, max_ctx, 0, 0, workspace, workspace_bytes, need, out)) return -EINVAL;
+    if (attn_call_ok(shape, t, kv, q, max_ctx, workspace, workspace_bytes, need, out)) return -EINVAL;
     if ((fresh && (!rope || !k || !v)) || (size_t)t->n_tokens * shape->n_head_kv > SLM_CUDA_ATTN_DECODE_SLOTS)
         return -EINVAL;
     if ((uintptr_t)kv->k % 16 || (uintptr_t)kv->v % 16) return -EINVAL;

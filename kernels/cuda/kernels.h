@@ -18,9 +18,8 @@
  * Pointers named "device" are device memory; sizes are elements unless named bytes.
  * Weights are in GGUF's layout (kernels/quant.h): `rows` rows of `cols` elements, a row
  * being cols / slm_qblock_elems(type) packed blocks (slm_cuda_row_bytes), except where a
- * launcher says "device layout" (slm_cuda_matvec_q8, slm_cuda_embed_device_layout): then as
- * slm_cuda_to_device_layout writes them (layout.cu, below); the decode GEMV (slm_cuda_gemv,
- * slm_cuda_gemv_q8) reads only the device layout.
+ * launcher says "device layout" (slm_cuda_gemv, slm_cuda_gemv_q8, slm_cuda_embed_device_layout):
+ * then as slm_cuda_to_device_layout writes them (layout.cu, below).
  *
  * Batch invariance (docs/numerics.md): in every kernel here an output element's
  * arithmetic, and its order, depend only on that element's own inputs and on the sizes
@@ -54,8 +53,9 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
 /* ---- layout.cu: the device layout of the quantized weights (host code) ---- */
 
 /*
- * The device layout: how slm_cuda_matvec_q8 and slm_cuda_embed_device_layout want a weight of a
- * type with an integer GEMV (slm_cuda_q8_act_type(type) != UINT32_MAX) in device memory. It is
+ * The device layout: how the decode GEMV (slm_cuda_gemv, slm_cuda_gemv_q8) and
+ * slm_cuda_embed_device_layout want a weight of a quantized type with an integer dot product
+ * (slm_cuda_q8_act_type(type) != UINT32_MAX) in device memory. It is
  * the GGUF data, still quantized, with its bytes permuted and padded so that every row starts
  * 16-byte aligned and a GEMV lane reads its weights with 16-byte loads. Rows are independent:
  * row r starts at r * slm_cuda_device_row_bytes(type, cols). Within a row:
@@ -78,6 +78,12 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
  * Sizes against GGUF's: per quad Q4_0 +11 %, Q5_0 +9 %, Q8_0 +6 %, Q4_1 / Q5_1 0; Q6_K +6.7 %;
  * plus, per row, under 16 bytes of alignment and up to 3 bytes padding the tail's scales.
  */
+
+/* The activation type a weight type's integer dot product takes on the CPU
+ * (slm_cpu_vec_dot_type): SLM_TYPE_Q8_0 for Q4_0 / Q5_0 / Q8_0, SLM_TYPE_Q8_1 for Q4_1 /
+ * Q5_1, SLM_TYPE_Q8_K for the K-quants; UINT32_MAX for F32 / F16 / BF16 and unknown types.
+ * The types with a device layout are those it does not answer UINT32_MAX for. */
+uint32_t slm_cuda_q8_act_type(uint32_t wtype);
 
 /* Bytes of one row of `cols` elements of `type` in the device layout; 0 for a type without
  * one (F32, F16, BF16, the activation types, unknown) or a cols that is not a whole number of
@@ -111,65 +117,8 @@ int slm_cuda_to_device_layout(uint32_t type, const void *gguf_rows, int64_t rows
 int slm_cuda_matvec(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int n, float *y,
                     int accumulate, struct CUstream_st *stream);
 
-/* ---- matvec_q8.cu: quantized activations and the integer-dot GEMV (the CPU's bits) ---- */
-
-/* Tokens one block of slm_cuda_matvec_q8 handles per weight read: SMALL when n <= SMALL,
- * else LARGE (prefill). The group size does not change any result. */
-#define SLM_CUDA_MATVEC_Q8_TOKENS_SMALL 8
-#define SLM_CUDA_MATVEC_Q8_TOKENS_LARGE 32
-
-/* The activation type a weight type's integer dot product takes (the CPU's
- * slm_cpu_vec_dot_type): SLM_TYPE_Q8_0 for Q4_0 / Q5_0 / Q8_0, SLM_TYPE_Q8_1 for Q4_1 /
- * Q5_1, SLM_TYPE_Q8_K for the K-quants; UINT32_MAX for F32 / F16 / BF16 and unknown types. */
-uint32_t slm_cuda_q8_act_type(uint32_t wtype);
-
-/* Bytes of one row of `cols` activations quantized to act_type (Q8_0, Q8_1 or Q8_K); 0 for
- * another type or a cols that is not a whole number of its blocks. */
-size_t slm_cuda_q8_row_bytes(uint32_t act_type, int64_t cols);
-
-/*
- * q (n rows of slm_cuda_q8_row_bytes(act_type, cols)) = x (n, cols) quantized to act_type,
- * byte for byte what slm_cpu_quantize_row writes for each row. x device floats (4-aligned),
- * q device (2-aligned for Q8_0, else 4). One warp per block.
- */
-int slm_cuda_quantize_q8(uint32_t act_type, const float *x, int n, int64_t cols, void *q,
-                         struct CUstream_st *stream);
-
-/*
- * y (n, rows) = W (rows, cols) . xq^T, or y += when accumulate, where q holds the n rows of x
- * quantized by slm_cuda_quantize_q8 to slm_cuda_q8_act_type(type). type one of Q4_0, Q4_1,
- * Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; W in the device layout (slm_cuda_to_device_layout:
- * rows * slm_cuda_device_row_bytes(type, cols) bytes), 16-byte aligned; q aligned as above.
- * Every y is bit-identical to the CPU backend's slm_cpu_matmul on the same W and x (the
- * same integer products, the same float operations in the same order), for any n.
- */
-int slm_cuda_matvec_q8(uint32_t type, const void *w, int64_t rows, int64_t cols, const void *q, int n, float *y,
-                       int accumulate, struct CUstream_st *stream);
-
-/* The fused GEMV: at most this many weights per launch, and this many bytes of dynamic
- * shared memory for the quantized x (n * slm_cuda_q8_row_bytes): CUDA's default per-block
- * limit, so no cudaFuncSetAttribute opt-in is needed. Q8_0 / Q8_1 / Q8_K take 34 / 36 / 36.5
- * bytes per 32 columns: 8 tokens fit up to ~5400 columns, 1 token up to ~43000. */
-#define SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS 3
-#define SLM_CUDA_MATVEC_Q8_FUSED_SMEM 49152
-
-/* 1 if slm_cuda_matvec_q8_fused takes n tokens of a (type, cols) weight: type with an integer
- * GEMV, cols whole blocks, 1 <= n <= SLM_CUDA_MATVEC_Q8_TOKENS_SMALL, and the quantized x within
- * SLM_CUDA_MATVEC_Q8_FUSED_SMEM; else 0. */
-int slm_cuda_matvec_q8_fused_fits(uint32_t type, int64_t cols, int n);
-
-/*
- * slm_cuda_quantize_q8 + slm_cuda_matvec_q8 in one launch, for n_w (1 ..
- * SLM_CUDA_MATVEC_Q8_FUSED_MAX_WEIGHTS) weights of one type and one cols: for each i,
- * y[i] (n, rows[i]) (+)= W_i (rows[i], cols) . x^T, with x (n, cols) device floats (4-aligned),
- * quantized inside every GEMV block into shared memory. Each W_i as for slm_cuda_matvec_q8
- * (device layout, 16-byte aligned); y[i] device, 4-aligned; the arrays w, rows, y host memory,
- * read before the call returns. Needs slm_cuda_matvec_q8_fused_fits(type, cols, n), else
- * -EINVAL. Every y is bit-identical to slm_cuda_quantize_q8 + slm_cuda_matvec_q8 (so to the
- * CPU backend). The y[i] must not overlap each other or x.
- */
-int slm_cuda_matvec_q8_fused(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
-                             const float *x, int n, float *const *y, int accumulate, struct CUstream_st *stream);
+/* (matvec_q8.cu, the integer GEMV that gave the CPU backend's bits, is gone: the backend's
+ * quantized matmuls are the decode GEMV below.) */
 
 /* ---- gemv.cu: the decode GEMV (1..8 tokens), fast and batch-invariant, with fused prologues
  * and epilogues. Not the CPU's bits: within a tolerance of the CPU backend (docs/cuda.md,
@@ -256,7 +205,7 @@ int slm_cuda_embed(uint32_t type, const void *table, int64_t rows, int64_t cols,
 
 /*
  * slm_cuda_embed for a table in the device layout (slm_cuda_to_device_layout; the same copy
- * slm_cuda_matvec_q8 reads, as for a tied output matrix): type one with a device layout
+ * the decode GEMV reads, as for a tied output matrix): type one with a device layout
  * (slm_cuda_q8_act_type(type) != UINT32_MAX), table 16-byte aligned, rows *
  * slm_cuda_device_row_bytes(type, cols) bytes. Values bit-identical to slm_cpu_dequantize_row
  * of the GGUF rows; ids as for slm_cuda_embed.
@@ -305,8 +254,8 @@ int slm_cuda_gather_rows(const float *x, int64_t x_rows, int dim, const int32_t 
                          struct CUstream_st *stream);
 
 /* ==== attention and sampling ====
- * kernels/cuda/attention.h declares them (RoPE and the paged KV store, decode and prefill
- * attention, sampling); it needs CUDA's cuda_runtime_api.h, which this header avoids. */
+ * kernels/cuda/attention.h declares them (RoPE and the paged KV store, the fused decode
+ * attention and the paged attention, sampling); it needs CUDA's cuda_runtime_api.h, which this header avoids. */
 
 #ifdef __cplusplus
 }

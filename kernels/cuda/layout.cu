@@ -1,7 +1,7 @@
 /*
  * kernels/cuda/layout.cu - the device layout of the quantized weights (kernels.h says what
- * it is): host code that permutes and pads GGUF rows once, at upload, so that the integer
- * GEMV (matvec_q8.cu) reads its weights with 16-byte loads. Host code only; it is a .cu so
+ * it is): host code that permutes and pads GGUF rows once, at upload, so that the decode
+ * GEMV (gemv.cu) reads its weights with 16-byte loads. Host code only; it is a .cu so
  * that both the nvcc build and the emulated build (every .cu of kernels/cuda) carry it.
  */
 #include <errno.h>
@@ -47,6 +47,16 @@ static int tail_quants(const struct quad_shape *s, int t)
 static size_t tail_bytes(const struct quad_shape *s, int t)
 {
     return t ? (size_t)(tail_quants(s, t) + 4 * t * s->words) : 0;
+}
+
+extern "C" uint32_t slm_cuda_q8_act_type(uint32_t wtype)
+{
+    switch (wtype) {
+    case SLM_TYPE_Q4_0: case SLM_TYPE_Q5_0: case SLM_TYPE_Q8_0: return SLM_TYPE_Q8_0;
+    case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1: return SLM_TYPE_Q8_1;
+    case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K: case SLM_TYPE_Q6_K: return SLM_TYPE_Q8_K;
+    default: return UINT32_MAX;
+    }
 }
 
 extern "C" size_t slm_cuda_device_row_bytes(uint32_t type, int64_t cols)

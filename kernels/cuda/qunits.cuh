@@ -17,7 +17,7 @@
  * 2-byte aligned in GGUF's layout, 2-byte loads. The device layout (kernels.h; the embedding
  * lookup of slm_cuda_embed_device_layout): the quad units take 4-byte loads, 2-byte ones for
  * the halves d; Q6_K's 224-byte blocks the loads of GGUF's Q6_K; Q4_K / Q5_K as above. (The
- * integer GEMV, matvec_q8.cu, reads the device layout with its own 16-byte loads.)
+ * decode GEMV, gemv.cu, reads the device layout with its own 16-byte loads: gemv_units.cuh.)
  */
 #ifndef SLM_KERNELS_CUDA_QUNITS_CUH
 #define SLM_KERNELS_CUDA_QUNITS_CUH

@@ -80,8 +80,9 @@ void cuda_free(struct slm_backend *be, void *p)
     cuda_ok(cudaFree(p), "cudaFree");
 }
 
-/* Whether a weight is resident in the device layout (kernels.h): the types of the integer
- * GEMV. Its be_data is then read only by slm_cuda_matvec_q8 and slm_cuda_embed_device_layout. */
+/* Whether a weight is resident in the device layout (kernels.h): the types of the decode
+ * GEMV. Its be_data is then read only by the decode GEMV (slm_cuda_gemv, slm_cuda_gemv_q8) and
+ * slm_cuda_embed_device_layout. */
 int cuda_device_layout(const struct slm_weight *w)
 {
     return slm_cuda_q8_act_type(w->type) != UINT32_MAX;
