@@ -64,46 +64,14 @@ static std::vector<float> pick(const std::vector<float> &a, size_t width, const 
     return r;
 }
 
-/* Device state of one fused call: tokens s, raw (unrotated) q, k, v, a workspace whose
- * partials are NaN and counters zero, out NaN. */
-struct dcall {
-    int n;
-    int32_t *pos, *seq;
-    float *q, *k, *v, *out;
-    void *ws;
-    size_t ws_bytes;
-    slm_cuda_attn_tokens t;
-};
-
-static dcall make_dcall(fixture &f, const step &s, const std::vector<float> &q, const std::vector<float> &k,
-                        const std::vector<float> &v, int max_ctx)
+/* Device state of one fused call (the fixture's make_call): tokens s, raw (unrotated) q, k, v,
+ * a workspace whose partials are NaN, out NaN; its completion counters zeroed here. */
+static call make_dcall(fixture &f, const step &s, const std::vector<float> &q, const std::vector<float> &k,
+                       const std::vector<float> &v, int max_ctx)
 {
-    dcall c{};
-    c.n = (int)s.pos.size();
-    c.pos = dev(s.pos);
-    c.seq = dev(s.seq);
-    c.q = dev(q);
-    c.k = dev(k);
-    c.v = dev(v);
-    cudaMalloc((void **)&c.out, q.size() * sizeof(float));
-    cudaMemset(c.out, 0xff, q.size() * sizeof(float));
-    c.ws_bytes = slm_cuda_attention_decode_fused_workspace(&f.shape, c.n, max_ctx);
-    cudaMalloc(&c.ws, c.ws_bytes);
-    cudaMemset(c.ws, 0xff, c.ws_bytes);
+    call c = make_call(f, s, q, k, v, max_ctx);
     cudaMemset(c.ws, 0, SLM_CUDA_ATTN_DECODE_COUNTER_BYTES);
-    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks};
     return c;
-}
-
-static void free_dcall(dcall &c)
-{
-    cudaFree(c.pos);
-    cudaFree(c.seq);
-    cudaFree(c.q);
-    cudaFree(c.k);
-    cudaFree(c.v);
-    cudaFree(c.out);
-    cudaFree(c.ws);
 }
 
 static slm_cuda_kv_layer kv_of(fixture &f)
@@ -111,7 +79,7 @@ static slm_cuda_kv_layer kv_of(fixture &f)
     return {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
 }
 
-static int fused(fixture &f, dcall &c, int max_ctx)
+static int fused(fixture &f, call &c, int max_ctx)
 {
     slm_cuda_kv_layer kv = kv_of(f);
     return slm_cuda_attention_decode_fused(&f.shape, &c.t, &kv, &f.rope, c.q, c.k, c.v, max_ctx, c.ws, c.ws_bytes,
@@ -119,7 +87,7 @@ static int fused(fixture &f, dcall &c, int max_ctx)
 }
 
 /* The counters of c's workspace: all zero after a launch. */
-static void counters_zero(const char *what, const dcall &c, int n_head_kv)
+static void counters_zero(const char *what, const call &c, int n_head_kv)
 {
     std::vector<uint32_t> cnt = host((const uint32_t *)c.ws, (size_t)c.n * n_head_kv);
     for (size_t i = 0; i < cnt.size(); i++)
@@ -137,7 +105,7 @@ static std::vector<float> fused_out(fixture &f, const step &s, const std::vector
                                     const std::vector<float> &k, const std::vector<float> &v, int max_ctx,
                                     bool racecheck = false)
 {
-    dcall c = make_dcall(f, s, q, k, v, max_ctx);
+    call c = make_dcall(f, s, q, k, v, max_ctx);
     slm_emu_options o;
     slm_emu_get_options(&o);
     if (racecheck) {
@@ -155,7 +123,7 @@ static std::vector<float> fused_out(fixture &f, const step &s, const std::vector
     char what[128];
     snprintf(what, sizeof what, "%s: %d tokens", f.c.name, c.n);
     counters_zero(what, c, f.c.n_head_kv);
-    free_dcall(c);
+    free_call(c);
     return out;
 }
 
@@ -193,7 +161,7 @@ static std::vector<float> check_decode(fixture &f, const step &s, const std::vec
     const size_t pool_halves = f.layer_halves() * 2;
     std::vector<uint16_t> pool0 = host((uint16_t *)f.gpu_pool, pool_halves);
     /* The reference store (and rotated q) of slm_cuda_rope_store. */
-    dcall r = make_dcall(f, s, q, k, v, max_ctx);
+    call r = make_dcall(f, s, q, k, v, max_ctx);
     slm_cuda_kv_layer kv = kv_of(f);
     int rc = slm_cuda_rope_store(&f.shape, &r.t, &kv, &f.rope, r.q, r.k, r.v, 0);
     CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s rope_store: %d", f.c.name, rc);
@@ -204,10 +172,10 @@ static std::vector<float> check_decode(fixture &f, const step &s, const std::vec
     rc = slm_cuda_attention_paged(&f.shape, &r.t, &kv, r.q, max_ctx, r.ws, r.ws_bytes, r.out, 0);
     CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s paged: %d (%s)", f.c.name, rc, slm_emu_last_report());
     std::vector<float> out_paged = host(r.out, q.size());
-    free_dcall(r);
+    free_call(r);
     cudaMemcpy(f.gpu_pool, pool0.data(), pool_halves * sizeof(uint16_t), cudaMemcpyHostToDevice);
 
-    dcall c = make_dcall(f, s, q, k, v, max_ctx);
+    call c = make_dcall(f, s, q, k, v, max_ctx);
     rc = fused(f, c, max_ctx);
     CHECK(rc == 0, "%s fused: expected 0, got %d", f.c.name, rc);
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s fused: sync: %s", f.c.name, slm_emu_last_report());
@@ -251,7 +219,7 @@ static std::vector<float> check_decode(fixture &f, const step &s, const std::vec
     same_bits(what, out.data(), out2.data(), out.size() * sizeof(float));
     snprintf(what, sizeof what, "%s %d tokens: second launch", f.c.name, n);
     counters_zero(what, c, f.c.n_head_kv);
-    free_dcall(c);
+    free_call(c);
     return out;
 }
 
@@ -341,7 +309,7 @@ static void bad_arguments(void)
     for (auto &x : q) x = frand();
     for (auto &x : k) x = frand();
     for (auto &x : v) x = frand();
-    dcall cl = make_dcall(f, s, q, k, v, 130);
+    call cl = make_dcall(f, s, q, k, v, 130);
     slm_cuda_kv_layer kv = kv_of(f);
     auto launch = [&](const slm_cuda_attn_shape *shp, const slm_cuda_attn_tokens *t, const slm_cuda_kv_layer *kvl,
                       const slm_cuda_rope_table *rope, const float *q_, const float *k_, const float *v_, int max_ctx,
@@ -430,11 +398,11 @@ static void bad_arguments(void)
         slm_cuda_rope_table one = {f.rope.cos_sin, 1};
         const size_t halves = f.layer_halves() * 2;
         std::vector<uint16_t> pool0 = host((uint16_t *)f.gpu_pool, halves);
-        dcall r = make_dcall(f, s, q, k, v, 130);
+        call r = make_dcall(f, s, q, k, v, 130);
         CHECK(slm_cuda_rope_store(&f.shape, &r.t, &kv, &one, r.q, r.k, r.v, 0) == 0, "short table rope_store");
         cudaDeviceSynchronize();
         std::vector<uint16_t> pool_rs = host((uint16_t *)f.gpu_pool, halves);
-        free_dcall(r);
+        free_call(r);
         cudaMemcpy(f.gpu_pool, pool0.data(), halves * 2, cudaMemcpyHostToDevice);
         CHECK(launch(&f.shape, &cl.t, &kv, &one, cl.q, K, V, 130, cl.ws, cl.ws_bytes, cl.out) == 0,
               "short rope table: expected 0");
@@ -462,7 +430,7 @@ static void bad_arguments(void)
               s.pos[i], past ? "NaN" : "finite");
     }
     counters_zero("max_ctx 100", cl, 3);
-    free_dcall(cl);
+    free_call(cl);
     teardown(f);
 }
 
