@@ -3,7 +3,7 @@
  * - slm_cuda_to_device_layout against a decoder written here from kernels.h's contract, byte
  *   by byte: every GGUF byte where the contract puts it, every other byte zero, for every type
  *   with a device layout, nb % 4 = 0, 1, 2, 3 (tails of 0..3 blocks);
- * - slm_cuda_device_row_bytes' sizes and zeros, slm_cuda_q8_act_type's answers;
+ * - slm_cuda_device_row_bytes' sizes and zeros, slm_cuda_has_device_layout's answers;
  * - the converter's refusals (-EINVAL, nothing written).
  * Host code only (the layout is made on the host at upload); what the kernels read from it is
  * test_cuda_gemv's and test_cuda_ops' (embedding). Random weights from a fixed seed (printed).
@@ -104,10 +104,10 @@ static void test_layout(uint32_t type, int64_t rows, int64_t cols)
 
 static void test_sizes_and_refusals(void)
 {
-    CHECK(slm_cuda_q8_act_type(SLM_TYPE_F32) == UINT32_MAX && slm_cuda_q8_act_type(SLM_TYPE_Q5_1) == SLM_TYPE_Q8_1 &&
-              slm_cuda_q8_act_type(SLM_TYPE_Q4_0) == SLM_TYPE_Q8_0 && slm_cuda_q8_act_type(SLM_TYPE_Q6_K) == SLM_TYPE_Q8_K &&
-              slm_cuda_q8_act_type(SLM_TYPE_Q8_K) == UINT32_MAX,
-          "slm_cuda_q8_act_type: expected the CPU's activation partner of each weight type");
+    CHECK(!slm_cuda_has_device_layout(SLM_TYPE_F32) && !slm_cuda_has_device_layout(SLM_TYPE_F16) &&
+              slm_cuda_has_device_layout(SLM_TYPE_Q5_1) && slm_cuda_has_device_layout(SLM_TYPE_Q4_0) &&
+              slm_cuda_has_device_layout(SLM_TYPE_Q6_K) && !slm_cuda_has_device_layout(SLM_TYPE_Q8_K),
+          "slm_cuda_has_device_layout: expected the eight GEMV types only");
     /* the device layout: sizes, and the converter's refusals */
     /* Q4_0 x 160: a quad (80) and a tail of 1 (4 + 16), to 112; Q4_1 x 576 (SmolLM2): 4 quads and a
      * tail of 2 (8 + 32), to 368; Q5_1 x 224: a quad (96), a tail of 3 (12 + 12 + 48), to 176;

@@ -527,7 +527,7 @@ int main(void)
     }
     /* the device layout's embedding: tails of 1, 3, 1, 0 and 2 blocks; padded Q6_K blocks */
     for (uint32_t type : weight_types) {
-        if (slm_cuda_q8_act_type(type) == UINT32_MAX) continue;
+        if (!slm_cuda_has_device_layout(type)) continue;
         if (slm_qblock_elems(type) == SLM_QK_K) {
             test_embed_device(type, 9, 256 * 3);
         } else {

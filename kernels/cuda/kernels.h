@@ -55,7 +55,7 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
 /*
  * The device layout: how the decode GEMV (slm_cuda_gemv, slm_cuda_gemv_q8) and
  * slm_cuda_embed_device_layout want a weight of a quantized type with an integer dot product
- * (slm_cuda_q8_act_type(type) != UINT32_MAX) in device memory. It is
+ * (slm_cuda_has_device_layout(type)) in device memory. It is
  * the GGUF data, still quantized, with its bytes permuted and padded so that every row starts
  * 16-byte aligned and a GEMV lane reads its weights with 16-byte loads. Rows are independent:
  * row r starts at r * slm_cuda_device_row_bytes(type, cols). Within a row:
@@ -79,11 +79,9 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
  * plus, per row, under 16 bytes of alignment and up to 3 bytes padding the tail's scales.
  */
 
-/* The activation type a weight type's integer dot product takes on the CPU
- * (slm_cpu_vec_dot_type): SLM_TYPE_Q8_0 for Q4_0 / Q5_0 / Q8_0, SLM_TYPE_Q8_1 for Q4_1 /
- * Q5_1, SLM_TYPE_Q8_K for the K-quants; UINT32_MAX for F32 / F16 / BF16 and unknown types.
- * The types with a device layout are those it does not answer UINT32_MAX for. */
-uint32_t slm_cuda_q8_act_type(uint32_t wtype);
+/* 1 for the types with a device layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K: the
+ * decode GEMV's), 0 for F32 / F16 / BF16, the activation types and unknown types. */
+int slm_cuda_has_device_layout(uint32_t type);
 
 /* Bytes of one row of `cols` elements of `type` in the device layout; 0 for a type without
  * one (F32, F16, BF16, the activation types, unknown) or a cols that is not a whole number of
@@ -206,7 +204,7 @@ int slm_cuda_embed(uint32_t type, const void *table, int64_t rows, int64_t cols,
 /*
  * slm_cuda_embed for a table in the device layout (slm_cuda_to_device_layout; the same copy
  * the decode GEMV reads, as for a tied output matrix): type one with a device layout
- * (slm_cuda_q8_act_type(type) != UINT32_MAX), table 16-byte aligned, rows *
+ * (slm_cuda_has_device_layout(type)), table 16-byte aligned, rows *
  * slm_cuda_device_row_bytes(type, cols) bytes. Values bit-identical to slm_cpu_dequantize_row
  * of the GGUF rows; ids as for slm_cuda_embed.
  */

@@ -49,13 +49,12 @@ static size_t tail_bytes(const struct quad_shape *s, int t)
     return t ? (size_t)(tail_quants(s, t) + 4 * t * s->words) : 0;
 }
 
-extern "C" uint32_t slm_cuda_q8_act_type(uint32_t wtype)
+extern "C" int slm_cuda_has_device_layout(uint32_t type)
 {
-    switch (wtype) {
-    case SLM_TYPE_Q4_0: case SLM_TYPE_Q5_0: case SLM_TYPE_Q8_0: return SLM_TYPE_Q8_0;
-    case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1: return SLM_TYPE_Q8_1;
-    case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K: case SLM_TYPE_Q6_K: return SLM_TYPE_Q8_K;
-    default: return UINT32_MAX;
+    switch (type) {
+    case SLM_TYPE_Q4_0: case SLM_TYPE_Q5_0: case SLM_TYPE_Q8_0: case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_1:
+    case SLM_TYPE_Q4_K: case SLM_TYPE_Q5_K: case SLM_TYPE_Q6_K: return 1;
+    default: return 0;
     }
 }
 

@@ -85,7 +85,7 @@ void cuda_free(struct slm_backend *be, void *p)
  * slm_cuda_embed_device_layout. */
 int cuda_device_layout(const struct slm_weight *w)
 {
-    return slm_cuda_q8_act_type(w->type) != UINT32_MAX;
+    return slm_cuda_has_device_layout(w->type);
 }
 
 /* A weight of a type with a device layout is converted on the host (a temporary buffer of its
