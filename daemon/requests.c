@@ -261,8 +261,7 @@ static void decode_stats(struct slm_server *s, struct slm_req_action *a)
 void slm_req_decode(struct slm_server *s, const struct slm_shm *shm, uint32_t uid, const struct slm_sqe *q,
                     struct slm_req_action *a)
 {
-    memset(a, 0, offsetof(struct slm_req_action, stops));
-    a->err[0] = 0;
+    memset(a, 0, offsetof(struct slm_req_action, stops));   /* err included; stops is filled as used */
     if (s->draining) {
         a->status = -ESHUTDOWN;
         slm_err_set(a->err, "slmd is stopping");

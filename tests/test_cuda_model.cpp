@@ -64,7 +64,7 @@ static std::vector<prompt> read_prompts(const char *dir)
     char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, f) > 0 && (int)out.size() <= N_PROMPTS) {
-        if (line[0] != 'P' && line[0] != 'G') continue;
+        if (line[0] != 'P') continue;   /* G lines: llama.cpp's tokens, test_model's */
         std::vector<int32_t> v;
         char *p = line + 1, *end;
         for (long x = strtol(p, &end, 10); end != p; x = strtol(p, &end, 10)) {

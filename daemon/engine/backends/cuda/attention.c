@@ -13,8 +13,18 @@ int cuda_run_end(const struct slm_batch *b, int i)
     return j;
 }
 
+/* Whether every token of b is the single new token of its sequence (the engine puts a
+ * sequence's tokens of a step next to each other, so runs of one token mean that). */
+static int single_tokens(const struct slm_batch *b)
+{
+    for (int i = 0; i < b->n_tokens; i++)
+        if (cuda_run_end(b, i) != i + 1 || (i > 0 && b->seq_row[i] == b->seq_row[i - 1])) return 0;
+    return 1;
+}
+
 /* Uploads the batch's positions, rows and block tables unless the device already holds the
- * same ones (every layer of a pass sees the same batch: one upload per pass). */
+ * same ones (every layer of a pass sees the same batch: one upload, and one look at its
+ * tokens, per pass). */
 static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
 {
     struct attn_meta *a = &ci->attn;
@@ -48,6 +58,7 @@ static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
     a->n_rows = n_rows;
     a->max_blocks = b->max_blocks;
     a->max_ctx = max_ctx;
+    a->single = single_tokens(b);
     return 0;
 }
 
@@ -157,15 +168,6 @@ static int rope_table(struct cuda_impl *ci, float base, int rope_dim, int need, 
     return 0;
 }
 
-/* Whether every token of b is the single new token of its sequence (the engine puts a
- * sequence's tokens of a step next to each other, so runs of one token mean that). */
-static int single_tokens(const struct slm_batch *b)
-{
-    for (int i = 0; i < b->n_tokens; i++)
-        if (cuda_run_end(b, i) != i + 1 || (i > 0 && b->seq_row[i] == b->seq_row[i - 1])) return 0;
-    return 1;
-}
-
 /* Attention of a graph-shaped step (decode-only by construction): every token alone in its
  * (own) block table row, over max_ctx = the step's partitions x GRAPH_CTX_STEP, from the
  * metadata buffer: one launch. */
@@ -203,7 +205,7 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
     struct slm_cuda_rope_table rope;
     if ((rc = rope_table(ci, p->rope_base, p->rope_dim, a->max_ctx, &rope))) return rc;
-    if (single_tokens(b)) return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 1, out);
+    if (a->single) return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 1, out);
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))
         return rc;
     return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 0, out);

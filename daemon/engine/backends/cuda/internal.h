@@ -48,6 +48,7 @@ struct attn_meta {
     size_t shadow_cap, shadow_len;
     int n_tokens, n_rows, max_blocks;
     int max_ctx;              /* largest pos + 1 */
+    int single;               /* every token the single new token of its sequence (a decode-only step) */
 };
 
 /* Contexts in a step graph's shape are whole multiples of this many positions ("partitions"):
