@@ -1,8 +1,8 @@
 /* test_cuda_gemv: the decode GEMV of kernels/cuda/gemv.cu (slm_cuda_gemv_quantize, slm_cuda_gemv_q8,
  * slm_cuda_gemv) under the SIMT emulator (and on a GPU as test_cuda_gemv_gpu):
  * - tolerance: for every weight type with a device layout, odd shapes (rows 67, 35, 19; 32-element
- *   types with nb = 1, 6, 11, 18, 44 blocks: tails of 1, 2, 3, 2, 0 blocks and L = 4, 8, 16, 32, 32
- *   lanes (Q8_0: 8, 16, 32, 32, 32); K-quants with 1, 2, 3, 16 blocks: L = 4, 8, 16, 32), n = 1..8,
+ *   types with nb = 1, 6, 11, 18, 44 blocks: tails of 1, 2, 3, 2, 0 blocks and L = 1, 8, 16, 32, 32
+ *   lanes (one block a unit); K-quants with 1, 2, 3, 16 blocks: L = 4, 8, 16, 32), n = 1..8,
  *   weights of >= 2048 rows (2051; 1500 + 300 + 301 in one launch; a SwiGLU pair of 2049), where
  *   the 32-element types take 2 rows a lane for n >= 2 and 1 alone; the four prologues (x quantized by
  *   slm_cuda_gemv_quantize + slm_cuda_gemv_q8, with and without RMSNorm; x quantized inside the
@@ -435,23 +435,25 @@ static void test_bad_arguments(void)
     float *Y_null[2] = {y.p, nullptr}, *Y_bad[1] = {(float *)((char *)y.p + 2)};
     int64_t R_bad[2] = {rows, 0}, R_uneq[2] = {rows, rows - 1};
 
-    CHECK(slm_cuda_gemv_lanes(SLM_TYPE_Q4_0, 32) == 4 && slm_cuda_gemv_lanes(SLM_TYPE_Q4_1, 576) == 32 &&
-              slm_cuda_gemv_lanes(SLM_TYPE_Q5_0, 32 * 6) == 8 && slm_cuda_gemv_lanes(SLM_TYPE_Q8_0, 32 * 6) == 16 &&
+    CHECK(slm_cuda_gemv_lanes(SLM_TYPE_Q4_0, 32) == 1 && slm_cuda_gemv_lanes(SLM_TYPE_Q4_1, 576) == 32 &&
+              slm_cuda_gemv_lanes(SLM_TYPE_Q5_0, 32 * 6) == 8 && slm_cuda_gemv_lanes(SLM_TYPE_Q8_0, 32 * 6) == 8 &&
               slm_cuda_gemv_lanes(SLM_TYPE_Q4_1, 32 * 11) == 16 && slm_cuda_gemv_lanes(SLM_TYPE_Q5_K, 512) == 8 &&
               slm_cuda_gemv_lanes(SLM_TYPE_Q8_0, 576) == 32 && slm_cuda_gemv_lanes(SLM_TYPE_Q4_K, 256) == 4 &&
               slm_cuda_gemv_lanes(SLM_TYPE_Q6_K, 4096) == 32 && slm_cuda_gemv_lanes(SLM_TYPE_F32, 256) == 0 &&
               slm_cuda_gemv_lanes(SLM_TYPE_Q4_K, 128) == 0 && slm_cuda_gemv_lanes(SLM_TYPE_Q8_K, 256) == 0,
           "slm_cuda_gemv_lanes: a lane count differs from the rule (units a row, rounded up to a power of two, <= 32)");
     CHECK(slm_cuda_gemv_act_bytes(8, 576) == 8 * 576 + 8 * 18 * 8 && slm_cuda_gemv_act_bytes(0, 576) == 0 &&
-              slm_cuda_gemv_act_bytes(9, 576) == 0 && slm_cuda_gemv_act_bytes(1, 48) == 0,
+              slm_cuda_gemv_act_bytes(9, 576) == 0 && slm_cuda_gemv_act_bytes(1, 48) == 0 &&
+              slm_cuda_act_bytes(9, 576) == 9 * 576 + 9 * 18 * 8 && slm_cuda_act_bytes(SLM_CUDA_ACT_MAX_TOKENS + 1, 32) == 0,
           "slm_cuda_gemv_act_bytes");
-    CHECK(slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 4096, 8) && !slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 11008, 8) &&
+    CHECK(slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 4480, 8) && !slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 4512, 8) &&
+              slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 38912, 1) && !slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 38944, 1) &&
               slm_cuda_gemv_fits(SLM_TYPE_Q4_K, 11008, 3) && !slm_cuda_gemv_fits(SLM_TYPE_F16, 576, 1) &&
               !slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 576, 9),
           "slm_cuda_gemv_fits: expected the shared-memory bound at %d bytes", SLM_CUDA_GEMV_SMEM);
     /* the quantizer */
     REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 0, cols, q.p, nullptr));
-    REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 9, 32, q.p, nullptr));
+    REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, SLM_CUDA_ACT_MAX_TOKENS + 1, 32, q.p, nullptr));
     REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 2, 48, q.p, nullptr));           /* not whole blocks */
     REFUSED(slm_cuda_gemv_quantize(nullptr, nullptr, EPS, 2, cols, q.p, nullptr));
     REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 2, cols, nullptr, nullptr));

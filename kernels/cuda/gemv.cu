@@ -6,15 +6,17 @@
  *
  * Numerics. x is quantized per 32 elements (gemv_quantize_step): d = amax / 127, q =
  * round(x * (127 / amax)), s = d * sum(q); every weight type dots its integer quants against q
- * exactly (__dp4a) and adds float terms per 32-block (gemv_units.cuh). An output element is
- * computed by a sub-warp of L lanes, L = slm_cuda_gemv_lanes(type, cols), a power of two that
- * depends only on (type, cols): lane l takes units l, l + L, l + 2L, ... of the row in order,
- * then the L partial sums meet in a butterfly of offsets L/2, ..., 1 (an IEEE add is
- * commutative, so every lane ends with the same bits). Nothing of this depends on n, on the
- * token's slot, on the prologue, or on which block or weight slot computes the row: a token's
- * output has the same bits for every n and slot (batch invariance), and the fused prologues
- * give the bits of slm_cuda_gemv_quantize + slm_cuda_gemv_q8 (the same device code quantizes).
- * Against the CPU backend it is a tolerance, not bits (DESIGN.md, "GPU path").
+ * exactly (__dp4a) and adds float terms per 32-block (gemv_units.cuh). The order of an output
+ * element is the one every quantized matmul kernel shares (docs/numerics.md, "The GPU"; the
+ * tensor-core MMQ of mmq.cu follows it too): the row's U units are cut into L =
+ * slm_cuda_gemv_lanes(type, cols) segments, segment l = units [l U / L, (l + 1) U / L); each
+ * segment sums its units' terms in order into one accumulator from 0; the L segment sums are
+ * added left to right. Here lane l of a sub-warp of L lanes takes segment l and the sums meet in
+ * the warp's fold area in shared memory. Nothing of this depends on n, on the token's slot, on
+ * the prologue, or on which block or weight slot computes the row: a token's output has the
+ * same bits for every n and slot (batch invariance), and the fused prologues give the bits of
+ * slm_cuda_gemv_quantize + slm_cuda_gemv_q8 (the same device code quantizes). Against the CPU
+ * backend it is a tolerance, not bits (docs/numerics.md).
  *
  * Shape: GEMV_THREADS = 128 threads (4 warps) a block, R x 32 / L rows a warp, R x 128 / L a
  * block ("a row group"); each lane keeps R x NT accumulators (NT = 1, 2, 4 or 8, the least >= n),
@@ -57,6 +59,7 @@ struct gemv_args {
     int cols, n;
     int epilogue;                         /* SLM_CUDA_GEMV_STORE, _ACCUMULATE, _SWIGLU */
     int prologue;                         /* PRO_* */
+    int act_smem;                         /* dynamic shared bytes of the prologue's quantized x (0 for PRO_Q8) */
     const int8_t *xq;                     /* PRO_Q8: (n, cols) quants, then (n, cols / 32) float2 */
     const float *x;                       /* PRO_QUANTIZE, PRO_RMSNORM: (n, cols) */
     const float *gamma;                   /* PRO_RMSNORM: (cols) */
@@ -151,33 +154,56 @@ __global__ void __launch_bounds__(GEMV_THREADS)
  * The GEMV
  * ====================================================================================== */
 
-/* Lane l of a sub-warp of L = 1 << lshift lanes, R rows (wr[r]: row r's bytes): acc[r][t] = row r .
- * token t for t < n, every lane of the sub-warp ending with the same bits (units l, l + L, ... in
- * order, then the butterfly). R only shares the activation loads: each row's order is the same. */
+/* The pairs (row, token) a sub-warp computes: R x NT, pair p = r * NT + t. */
+template <int NT, int R> struct gemv_pairs {
+    static const int P = R * NT;
+};
+
+/* Lane l of a sub-warp of L = 1 << lshift lanes, R rows (wr[r]: row r's bytes), in the order every
+ * quantized matmul shares (docs/numerics.md): lane l takes the units of its segment [l U / L,
+ * (l + 1) U / L) in order into one accumulator a (row, token), from 0; then the L segment sums
+ * are added left to right, s_0 + s_1 + ... + s_{L-1}, through the warp's fold area (fold[p][lane]).
+ * Lane l ends with pairs p = l, l + L, l + 2L, ... < R x NT in own[i] (p = l + i L); the other
+ * entries of own are not written. R only shares the activation loads: each row's order is the
+ * same. Contains __syncwarp: call it from the whole warp. */
 template <uint32_t WT, int NT, int R>
 __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const gemv_args &p, const gemv_act &a, int l,
-                                          float (*acc)[NT])
+                                          float (*fold)[32], float *own)
 {
+    const int P = gemv_pairs<NT, R>::P;
+    float acc[R][NT];
     SLM_UNROLL
     for (int r = 0; r < R; r++) {
         SLM_UNROLL
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
     }
-    for (int u = l; u < p.units; u += 1 << p.lshift)
-        slm_gemv::gemv_unit<WT>::template run<NT, R>(wr, p.nb, u, a, p.n, acc);
-    for (int off = 1 << p.lshift >> 1; off > 0; off >>= 1) {
+    const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
+    for (int u = u0; u < u1; u++) slm_gemv::gemv_unit<WT>::template run<NT, R>(wr, p.nb, u, a, p.n, acc);
+    const int lane = threadIdx.x & 31, first = lane - l, L = 1 << p.lshift;
+    SLM_UNROLL
+    for (int r = 0; r < R; r++) {
         SLM_UNROLL
-        for (int r = 0; r < R; r++) {
-            SLM_UNROLL
-            for (int t = 0; t < NT; t++) acc[r][t] = __fadd_rn(acc[r][t], __shfl_xor_sync(0xffffffffu, acc[r][t], off));
+        for (int t = 0; t < NT; t++) fold[r * NT + t][lane] = acc[r][t];
+    }
+    __syncwarp();
+    SLM_UNROLL
+    for (int i = 0; i < P; i++) {
+        const int pp = l + i * L;
+        if (pp < P) {
+            float s = fold[pp][first];
+            for (int j = 1; j < L; j++) s = __fadd_rn(s, fold[pp][first + j]);
+            own[i] = s;
         }
     }
+    __syncwarp();   /* fold is reused by the next call */
 }
 
 template <uint32_t WT, int NT, int R>
 __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args p)
 {
-    SLM_DYN_SHARED(uint4, smem);   /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 */
+    /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 (p.act_smem bytes); then every
+     * kernel: the fold area, GEMV_WARPS x P x 32 floats */
+    SLM_DYN_SHARED(uint4, smem);
     gemv_act a;
     a.cols = p.cols;
     if (p.prologue == PRO_Q8) {
@@ -202,6 +228,8 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args
         a.ds = ds;
     }
 
+    const int P = gemv_pairs<NT, R>::P;
+    float (*fold)[32] = reinterpret_cast<float (*)[32]>(reinterpret_cast<char *>(smem) + p.act_smem) + P * (threadIdx.x >> 5);
     const int L = 1 << p.lshift, l = threadIdx.x & (L - 1), sub = threadIdx.x >> p.lshift;
     const int rows_per_group = R * (GEMV_THREADS >> p.lshift);
     for (int G = blockIdx.x; G < p.groups; G += gridDim.x) {
@@ -218,36 +246,33 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args
                 rg = G - p.end[i - 1];
             }
         }
-        /* a row past the end computes row rows - 1 and stores nothing: shuffles need all lanes */
+        /* a row past the end computes row rows - 1 and stores nothing: the fold needs all lanes */
         const int row0 = rg * rows_per_group + sub * R;
         const uint8_t *wr[R];
         SLM_UNROLL
         for (int r = 0; r < R; r++) wr[r] = w + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
-        float acc[R][NT];
-        gemv_rows<WT, NT, R>(wr, p, a, l, acc);
+        float own[P];
+        gemv_rows<WT, NT, R>(wr, p, a, l, fold, own);
         if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) {
             const uint8_t *ur[R];
             SLM_UNROLL
             for (int r = 0; r < R; r++) ur[r] = p.w[1] + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
-            float up[R][NT];
-            gemv_rows<WT, NT, R>(ur, p, a, l, up);
+            float up[P];
+            gemv_rows<WT, NT, R>(ur, p, a, l, fold, up);
             SLM_UNROLL
-            for (int r = 0; r < R; r++) {
-                SLM_UNROLL
-                for (int t = 0; t < NT; t++) {
-                    const float g = acc[r][t];
-                    acc[r][t] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[r][t]);
+            for (int i = 0; i < P; i++) {
+                if (l + i * L < P) {
+                    const float g = own[i];
+                    own[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
                 }
             }
         }
         SLM_UNROLL
-        for (int r = 0; r < R; r++) {
-            SLM_UNROLL
-            for (int t = 0; t < NT; t++) {
-                if (t < p.n && row0 + r < rows && (t & (L - 1)) == l) {
-                    float *yp = y + (size_t)t * (size_t)rows + (row0 + r);
-                    *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, acc[r][t]) : acc[r][t];
-                }
+        for (int i = 0; i < P; i++) {
+            const int pp = l + i * L, r = pp / NT, t = pp % NT;
+            if (pp < P && t < p.n && row0 + r < rows) {
+                float *yp = y + (size_t)t * (size_t)rows + (row0 + r);
+                *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, own[i]) : own[i];
             }
         }
     }
@@ -275,22 +300,33 @@ extern "C" int slm_cuda_gemv_lanes(uint32_t type, int64_t cols)
     return L;
 }
 
-extern "C" size_t slm_cuda_gemv_act_bytes(int n, int64_t cols)
+extern "C" size_t slm_cuda_act_bytes(int n, int64_t cols)
 {
-    if (n < 1 || n > SLM_CUDA_GEMV_MAX_TOKENS || cols < 32 || cols % 32 != 0 || cols > INT32_MAX / 2) return 0;
+    if (n < 1 || n > SLM_CUDA_ACT_MAX_TOKENS || cols < 32 || cols % 32 != 0 || cols > INT32_MAX / 2) return 0;
     return (size_t)n * (size_t)cols + (size_t)n * (size_t)(cols / 32) * 8;
 }
+
+extern "C" size_t slm_cuda_gemv_act_bytes(int n, int64_t cols)
+{
+    return n <= SLM_CUDA_GEMV_MAX_TOKENS ? slm_cuda_act_bytes(n, cols) : 0;
+}
+
+/* The GEMV's tokens a launch (NT), and the dynamic shared bytes of its fold area for R rows a lane. */
+static int gemv_nt(int n) { return n <= 2 ? n : n <= 4 ? 4 : 8; }
+static size_t fold_bytes(int r, int n) { return (size_t)GEMV_WARPS * (size_t)(r * gemv_nt(n)) * 32 * sizeof(float); }
+/* The prologue's quantized x, rounded up to 16 bytes (the fold area follows it). */
+static size_t act_smem(int n, int64_t cols) { return (slm_cuda_gemv_act_bytes(n, cols) + 15) & ~(size_t)15; }
 
 extern "C" int slm_cuda_gemv_fits(uint32_t type, int64_t cols, int n)
 {
     const size_t bytes = slm_cuda_gemv_act_bytes(n, cols);
-    return bytes != 0 && slm_cuda_gemv_lanes(type, cols) != 0 && bytes <= SLM_CUDA_GEMV_SMEM;
+    return bytes != 0 && slm_cuda_gemv_lanes(type, cols) != 0 && act_smem(n, cols) + fold_bytes(1, n) <= SLM_CUDA_GEMV_SMEM;
 }
 
 extern "C" int slm_cuda_gemv_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
                                       struct CUstream_st *stream)
 {
-    const size_t bytes = slm_cuda_gemv_act_bytes(n, cols);
+    const size_t bytes = slm_cuda_act_bytes(n, cols);
     SLM_CUDA_ARG(bytes != 0);
     SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
     SLM_CUDA_DEVICE(xq, bytes);
@@ -304,9 +340,10 @@ extern "C" int slm_cuda_gemv_quantize(const float *x, const float *gamma, float 
     return slm_cuda_launched();
 }
 
-/* The checks every variant shares, and p filled but for the prologue's fields. */
+/* The checks every variant shares, and p filled but for the prologue's fields; act: the
+ * prologue's dynamic shared bytes (act_smem, or 0 for x already quantized). */
 static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, int n,
-                      float *const *y, int epilogue, struct gemv_args *p)
+                      float *const *y, int epilogue, size_t act, struct gemv_args *p)
 {
     const int L = slm_cuda_gemv_lanes(type, cols);
     SLM_CUDA_ARG(L != 0 && n >= 1 && n <= SLM_CUDA_GEMV_MAX_TOKENS && w && rows && y);
@@ -318,7 +355,10 @@ static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_
     const size_t rb = slm_cuda_device_row_bytes(type, cols);
     int64_t own_rows = 0;   /* rows of the weights with their own y */
     for (int i = 0; i < (swiglu ? 1 : n_w); i++) own_rows += rows[i] > 0 ? rows[i] : 0;
-    const int r2 = slm_qblock_elems(type) == 32 && n >= 2 && own_rows >= GEMV_R2_MIN_ROWS ? 2 : 1;
+    const int r2 = slm_qblock_elems(type) == 32 && n >= 2 && own_rows >= GEMV_R2_MIN_ROWS &&
+                           act + fold_bytes(2, n) <= SLM_CUDA_GEMV_SMEM
+                       ? 2
+                       : 1;
     const int per_group = r2 * (GEMV_THREADS / L);
     *p = gemv_args{};
     p->r = r2;
@@ -345,6 +385,7 @@ static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_
     p->cols = (int)cols;
     p->n = n;
     p->epilogue = epilogue;
+    p->act_smem = (int)act;
     switch (type) {
     case SLM_TYPE_Q4_0: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q4_0>::units(p->nb); break;
     case SLM_TYPE_Q4_1: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q4_1>::units(p->nb); break;
@@ -357,8 +398,9 @@ static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_
 }
 
 template <uint32_t WT, int R>
-static int gemv_launch_rows(const struct gemv_args &p, size_t smem, cudaStream_t stream)
+static int gemv_launch_rows(const struct gemv_args &p, cudaStream_t stream)
 {
+    const size_t smem = (size_t)p.act_smem + fold_bytes(R, p.n);
     const unsigned grid = (unsigned)(p.groups < GEMV_MAX_BLOCKS ? p.groups : GEMV_MAX_BLOCKS);
     if constexpr (R == 1) {
         if (p.n == 1) SLM_LAUNCH((k_gemv<WT, 1, 1>), grid, GEMV_THREADS, smem, stream, p);
@@ -374,24 +416,24 @@ static int gemv_launch_rows(const struct gemv_args &p, size_t smem, cudaStream_t
 }
 
 template <uint32_t WT>
-static int gemv_launch_type(const struct gemv_args &p, size_t smem, cudaStream_t stream)
+static int gemv_launch_type(const struct gemv_args &p, cudaStream_t stream)
 {
     if constexpr (slm_gemv::gemv_unit<WT>::MAX_R >= 2)
-        if (p.r == 2) return gemv_launch_rows<WT, 2>(p, smem, stream);
-    return gemv_launch_rows<WT, 1>(p, smem, stream);
+        if (p.r == 2) return gemv_launch_rows<WT, 2>(p, stream);
+    return gemv_launch_rows<WT, 1>(p, stream);
 }
 
-static int gemv_launch(uint32_t type, const struct gemv_args &p, size_t smem, cudaStream_t stream)
+static int gemv_launch(uint32_t type, const struct gemv_args &p, cudaStream_t stream)
 {
     switch (type) {
-    case SLM_TYPE_Q4_0: return gemv_launch_type<SLM_TYPE_Q4_0>(p, smem, stream);
-    case SLM_TYPE_Q4_1: return gemv_launch_type<SLM_TYPE_Q4_1>(p, smem, stream);
-    case SLM_TYPE_Q5_0: return gemv_launch_type<SLM_TYPE_Q5_0>(p, smem, stream);
-    case SLM_TYPE_Q5_1: return gemv_launch_type<SLM_TYPE_Q5_1>(p, smem, stream);
-    case SLM_TYPE_Q8_0: return gemv_launch_type<SLM_TYPE_Q8_0>(p, smem, stream);
-    case SLM_TYPE_Q4_K: return gemv_launch_type<SLM_TYPE_Q4_K>(p, smem, stream);
-    case SLM_TYPE_Q5_K: return gemv_launch_type<SLM_TYPE_Q5_K>(p, smem, stream);
-    case SLM_TYPE_Q6_K: return gemv_launch_type<SLM_TYPE_Q6_K>(p, smem, stream);
+    case SLM_TYPE_Q4_0: return gemv_launch_type<SLM_TYPE_Q4_0>(p, stream);
+    case SLM_TYPE_Q4_1: return gemv_launch_type<SLM_TYPE_Q4_1>(p, stream);
+    case SLM_TYPE_Q5_0: return gemv_launch_type<SLM_TYPE_Q5_0>(p, stream);
+    case SLM_TYPE_Q5_1: return gemv_launch_type<SLM_TYPE_Q5_1>(p, stream);
+    case SLM_TYPE_Q8_0: return gemv_launch_type<SLM_TYPE_Q8_0>(p, stream);
+    case SLM_TYPE_Q4_K: return gemv_launch_type<SLM_TYPE_Q4_K>(p, stream);
+    case SLM_TYPE_Q5_K: return gemv_launch_type<SLM_TYPE_Q5_K>(p, stream);
+    case SLM_TYPE_Q6_K: return gemv_launch_type<SLM_TYPE_Q6_K>(p, stream);
     default: return -EINVAL;
     }
 }
@@ -400,13 +442,13 @@ extern "C" int slm_cuda_gemv_q8(uint32_t type, int n_w, const void *const *w, co
                                 const void *xq, int n, float *const *y, int epilogue, struct CUstream_st *stream)
 {
     struct gemv_args p;
-    int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
+    int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, 0, &p);
     if (rc) return rc;
     SLM_CUDA_DEVICE(xq, slm_cuda_gemv_act_bytes(n, cols));
     SLM_CUDA_ARG(slm_cuda_aligned(xq, 16));
     p.prologue = PRO_Q8;
     p.xq = (const int8_t *)xq;
-    return gemv_launch(type, p, 0, stream);
+    return gemv_launch(type, p, stream);
 }
 
 extern "C" int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
@@ -414,9 +456,9 @@ extern "C" int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const
                              struct CUstream_st *stream)
 {
     struct gemv_args p;
-    int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
-    if (rc) return rc;
     SLM_CUDA_ARG(slm_cuda_gemv_fits(type, cols, n));
+    int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, act_smem(n, cols), &p);
+    if (rc) return rc;
     SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
     if (gamma) SLM_CUDA_DEVICE(gamma, (size_t)cols * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(x, 16) && (!gamma || slm_cuda_aligned(gamma, 16)));
@@ -424,5 +466,5 @@ extern "C" int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const
     p.x = x;
     p.gamma = gamma;
     p.eps = eps;
-    return gemv_launch(type, p, slm_cuda_gemv_act_bytes(n, cols), stream);
+    return gemv_launch(type, p, stream);
 }

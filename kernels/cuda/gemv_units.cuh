@@ -3,19 +3,17 @@
  * lane takes one "unit" of a weight row in the device layout (kernels.h, layout.cu) against the
  * quantized activations of up to NT tokens.
  *
- * A unit is the piece of a row one lane reads with 16-byte loads:
- *   Q4_0, Q4_1, Q5_0, Q5_1  (quad g, word k), k < 4: word k of the quants of the quad's 4 blocks
- *                           (one 16-byte load), the quad's scales (16 bytes) and Q5_x's qh (16);
- *                           word k of a block holds elements 4k..4k+3 (low nibbles) and
- *                           16+4k..16+4k+3 (high nibbles);
- *   Q8_0                    (quad g, word k), k < 8: elements 4k..4k+3 of the quad's 4 blocks;
- *                           a row's tail of nb % 4 blocks is one more "quad" with 2- and 4-byte
- *                           loads (its bytes are packed);
- *   Q4_K, Q5_K, Q6_K        (block b, c), c < 4: 64 elements, two sub-blocks of 32 (Q4_K / Q5_K:
- *                           chunk c of qs, sub-blocks 2c and 2c + 1; Q6_K: half c / 2, quarters
- *                           c % 2 and c % 2 + 2), in 16-byte loads of qs (ql), qh and the scales.
- * Unit u of a row is quad u / WORDS, word u % WORDS (32-element types) or block u / 4, piece
- * u % 4 (K-quants): units(nb) of them a row.
+ * A unit is the piece of a row one lane takes whole, in the device layout:
+ *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0  block u (32 elements): its scales, qh and quant words
+ *                                 (4-byte loads; the 4 lanes of a quad's blocks read 16
+ *                                 contiguous bytes of each word row together);
+ *   Q4_K, Q5_K, Q6_K              (block u / 4, piece u % 4): 64 elements, two activation blocks
+ *                                 (Q4_K / Q5_K: chunk c of qs, sub-blocks 2c and 2c + 1; Q6_K:
+ *                                 half c / 2, quarters c % 2 and c % 2 + 2), in 16-byte loads of
+ *                                 qs (ql), qh and the scales.
+ * units(nb) of them a row. Every unit dots its whole activation blocks exactly in integers and
+ * adds their float terms to the lane's accumulator of each token in the unit's fixed order
+ * (docs/numerics.md, "The GPU": the order every quantized matmul kernel shares).
  *
  * The activations (gemv_act) are per-32 quantized, as the GEMV's own quantizer writes them
  * (gemv.cu): int8 quants q (n, cols) and per 32-element block a float2 (d, s) with x ~= d * q
@@ -114,72 +112,93 @@ __device__ __forceinline__ w32<T> unpack32(uint32_t sc, uint32_t qh, uint32_t qw
     return w;
 }
 
-/* Block blk (word k) of R rows against NT tokens, each activation load serving the R rows:
- * acc[r][t] = fma(d_w * d_a, float(dot), acc[r][t]); then, for the word-0 unit of an offset
- * type, acc[r][t] = fma(m_w, s_a, acc[r][t]) (the block's m * sum of x, once per block). */
-template <uint32_t T, int NT, int R>
-__device__ __forceinline__ void block32(const w32<T> *w, int k, int blk, const gemv_act &a, int n, float (*acc)[NT])
+/* Where block b of a 32-element type's row (device layout, kernels.h) keeps its scales, qh and
+ * quants: word w of its qs at qs + wstride * w. */
+struct blk32_addr {
+    const uint8_t *sc, *qh, *qs;
+    int wstride;
+};
+
+template <uint32_t T> __device__ __forceinline__ blk32_addr blk32_at(const uint8_t *row, int nb, int b)
 {
     typedef unit32<T> U;
-    SLM_UNROLL
-    for (int t = 0; t < NT; t++) {
-        if (t < n) {
-            const float2 ds = act_ds(a, t, blk);
-            const int xlo = act_word(a, t, 32 * blk + 4 * k);
-            const int xhi = U::WORDS == 4 ? act_word(a, t, 32 * blk + 16 + 4 * k) : 0;
-            SLM_UNROLL
-            for (int r = 0; r < R; r++) {
-                int s = __dp4a(w[r].lo, xlo, 0);
-                if (U::WORDS == 4) s = __dp4a(w[r].hi, xhi, s);
-                acc[r][t] = __fmaf_rn(__fmul_rn(w[r].d, ds.x), __int2float_rn(s), acc[r][t]);
-                if (U::M && k == 0) acc[r][t] = __fmaf_rn(w[r].m, ds.y, acc[r][t]);
-            }
-        }
+    const int g = b >> 2, i = b & 3, nq = nb >> 2;
+    const uint8_t *base = row + (size_t)g * U::QUAD;
+    blk32_addr ad;
+    if (g < nq) {
+        ad.sc = base + U::SB * i;
+        ad.qh = base + 16 + 4 * i;
+        ad.qs = base + (U::Q5 ? 32 : 16) + 4 * i;
+        ad.wstride = 16;
+    } else {   /* the tail: nin = nb % 4 packed blocks */
+        const int nin = nb & 3, s_end = (nin * U::SB + 3) & ~3;
+        ad.sc = base + U::SB * i;
+        ad.qh = base + s_end + 4 * i;
+        ad.qs = base + s_end + (U::Q5 ? 4 * nin : 0) + 4 * i;
+        ad.wstride = 4 * nin;
     }
+    return ad;
 }
 
-/* Unit u of R rows (wr[r]: row r's bytes), the 32-element types. */
+/* The scale word of a block: d (and m in the high half for the offset types). */
+template <uint32_t T> __device__ __forceinline__ uint32_t blk32_scales(const blk32_addr &ad)
+{
+    return unit32<T>::SB == 4 ? ld_u32(ad.sc) : (uint32_t)*reinterpret_cast<const uint16_t *>(ad.sc);
+}
+
+/* Unit u = block u of R rows (wr[r]: row r's bytes), the 32-element types: one lane reads the
+ * whole block (its scales, qh and WORDS quant words) and dots all 32 elements against each
+ * token's block u exactly (__dp4a, an int sum in any order), then acc[r][t] = fma(d_w * d_a,
+ * float(dot), acc[r][t]) and, for an offset type, acc[r][t] = fma(m_w, s_a, acc[r][t]). */
 template <uint32_t T> struct gemv_unit {
     typedef unit32<T> U;
     static const int MAX_R = 2;
-    static __host__ __device__ int units(int nb) { return (nb / 4 + (nb % 4 != 0)) * U::WORDS; }
+    static __host__ __device__ int units(int nb) { return nb; }
 
     template <int NT, int R>
     static __device__ __forceinline__ void run(const uint8_t *const *wr, int nb, int u, const gemv_act &a, int n,
                                                float (*acc)[NT])
     {
-        const int g = u / U::WORDS, k = u % U::WORDS, nq = nb >> 2;
-        w32<T> w[R];
-        if (g < nq) {
-            uint4 sc[R], qh[R], qw[R];
+        int lo[R][U::WORDS == 8 ? 8 : 4], hi[R][4];
+        float d[R], m[R];
+        SLM_UNROLL
+        for (int r = 0; r < R; r++) {
+            const blk32_addr ad = blk32_at<T>(wr[r], nb, u);
+            const uint32_t sc = blk32_scales<T>(ad), qh = U::Q5 ? ld_u32(ad.qh) : 0u;
             SLM_UNROLL
-            for (int r = 0; r < R; r++) {
-                const uint8_t *quad = wr[r] + (size_t)g * U::QUAD;
-                sc[r] = ld_u128(quad);
-                qh[r] = U::Q5 ? ld_u128(quad + 16) : make_uint4(0, 0, 0, 0);
-                qw[r] = ld_u128(quad + (U::Q5 ? 32 : 16) + 16 * k);
+            for (int k = 0; k < 4; k++) {
+                const w32<T> w = unpack32<T>(sc, qh, ld_u32(ad.qs + ad.wstride * k), k);
+                lo[r][k] = w.lo;
+                hi[r][k] = w.hi;
+                d[r] = w.d;
+                m[r] = w.m;
             }
-            SLM_UNROLL
-            for (int i = 0; i < 4; i++) {
+            if (U::WORDS == 8) {
+                SLM_UNROLL
+                for (int k = 4; k < (U::WORDS == 8 ? 8 : 4); k++) lo[r][k] = (int)ld_u32(ad.qs + ad.wstride * k);
+            }
+        }
+        SLM_UNROLL
+        for (int t = 0; t < NT; t++) {
+            if (t < n) {
+                const float2 ds = act_ds(a, t, u);
+                const uint4 x0 = act_u128(a, t, 32 * u), x1 = act_u128(a, t, 32 * u + 16);
                 SLM_UNROLL
                 for (int r = 0; r < R; r++) {
-                    const uint32_t s = U::SB == 4 ? word_of(sc[r], i) : word_of(sc[r], i >> 1) >> (16 * (i & 1));
-                    w[r] = unpack32<T>(s, word_of(qh[r], i), word_of(qw[r], i), k);
+                    int s = 0;
+                    SLM_UNROLL
+                    for (int k = 0; k < 4; k++) {
+                        if (U::WORDS == 8) {
+                            s = __dp4a(lo[r][k], (int)word_of(x0, k), s);
+                            s = __dp4a(lo[r][(k + 4) & (U::WORDS == 8 ? 7 : 3)], (int)word_of(x1, k), s);
+                        } else {
+                            s = __dp4a(lo[r][k], (int)word_of(x0, k), s);
+                            s = __dp4a(hi[r][k], (int)word_of(x1, k), s);
+                        }
+                    }
+                    acc[r][t] = __fmaf_rn(__fmul_rn(d[r], ds.x), __int2float_rn(s), acc[r][t]);
+                    if (U::M) acc[r][t] = __fmaf_rn(m[r], ds.y, acc[r][t]);
                 }
-                block32<T, NT, R>(w, k, 4 * g + i, a, n, acc);
-            }
-        } else {   /* the tail: nin = nb % 4 packed blocks */
-            const int nin = nb & 3, s_end = (nin * U::SB + 3) & ~3, hq = s_end + (U::Q5 ? 4 * nin : 0);
-            for (int i = 0; i < nin; i++) {
-                SLM_UNROLL
-                for (int r = 0; r < R; r++) {
-                    const uint8_t *tail = wr[r] + (size_t)g * U::QUAD;
-                    const uint32_t s =
-                        U::SB == 4 ? ld_u32(tail + 4 * i) : *reinterpret_cast<const uint16_t *>(tail + 2 * i);
-                    const uint32_t qh = U::Q5 ? ld_u32(tail + s_end + 4 * i) : 0u;
-                    w[r] = unpack32<T>(s, qh, ld_u32(tail + hq + 4 * nin * k + 4 * i), k);
-                }
-                block32<T, NT, R>(w, k, 4 * g + i, a, n, acc);
             }
         }
     }

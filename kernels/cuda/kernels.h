@@ -124,9 +124,11 @@ int slm_cuda_matvec(uint32_t type, const void *w, int64_t rows, int64_t cols, co
 
 #define SLM_CUDA_GEMV_MAX_TOKENS 8
 #define SLM_CUDA_GEMV_MAX_WEIGHTS 3
-/* The quantizing prologues keep the quantized x (slm_cuda_gemv_act_bytes) in at most this much
- * dynamic shared memory (CUDA's default per-block limit: no opt-in): 8 tokens up to 4915
- * columns, 3 tokens up to 13107, 1 token up to 39321. */
+/* The GEMV's dynamic shared memory is at most this much (CUDA's default per-block limit: no
+ * opt-in): the quantizing prologues' x (slm_cuda_gemv_act_bytes, rounded up to 16) and the fold
+ * area where the segment sums meet (4 warps x R rows x NT tokens x 32 floats: 4 KiB for 8 tokens,
+ * 8 KiB with 2 rows a lane). So the prologues take 8 tokens up to 4480 columns, 3 tokens up to
+ * 12544, 1 token up to 38912; 2 rows a lane are taken only where they fit too. */
 #define SLM_CUDA_GEMV_SMEM 49152
 
 /* The epilogues: y = result; y += result (the residual add); y = silu(gate) * up, with
@@ -135,14 +137,21 @@ int slm_cuda_matvec(uint32_t type, const void *w, int64_t rows, int64_t cols, co
 #define SLM_CUDA_GEMV_ACCUMULATE 1
 #define SLM_CUDA_GEMV_SWIGLU 2
 
-/* Lanes that share one output row: the least power of two >= the row's units (16-byte pieces:
- * 4 a quad of Q4_x / Q5_x, 8 of Q8_0, 4 a K-quant block), at most 32; it depends only on (type,
+/* Lanes that share one output row, and the number of segments the row's units are cut into
+ * (docs/numerics.md, "The GPU"): the least power of two >= the row's units (a 32-element block
+ * of Q4_x / Q5_x / Q8_0; a quarter of a K-quant block), at most 32; it depends only on (type,
  * cols). 0 for a type without a device layout or a cols that is not a whole number of its blocks. */
 int slm_cuda_gemv_lanes(uint32_t type, int64_t cols);
 
-/* Bytes of n tokens of cols activations quantized for the GEMV: n * cols int8 quants (token
- * after token), then n * cols / 32 pairs of floats (d, s = d * sum of the block's quants);
- * 0 unless 1 <= n <= SLM_CUDA_GEMV_MAX_TOKENS and cols is a positive multiple of 32. */
+/* Tokens slm_cuda_gemv_quantize takes in one call (a grid dimension). */
+#define SLM_CUDA_ACT_MAX_TOKENS 65535
+
+/* Bytes of n tokens of cols activations quantized for the GEMV and the MMQ: n * cols int8
+ * quants (token after token), then n * cols / 32 pairs of floats (d, s = d * sum of the block's
+ * quants); 0 unless 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS and cols is a positive multiple of 32. */
+size_t slm_cuda_act_bytes(int n, int64_t cols);
+
+/* slm_cuda_act_bytes, but 0 also for n > SLM_CUDA_GEMV_MAX_TOKENS: what the GEMV takes. */
 size_t slm_cuda_gemv_act_bytes(int n, int64_t cols);
 
 /* 1 if slm_cuda_gemv (the quantizing prologues) takes n tokens of a (type, cols) weight: a
@@ -151,11 +160,13 @@ size_t slm_cuda_gemv_act_bytes(int n, int64_t cols);
 int slm_cuda_gemv_fits(uint32_t type, int64_t cols, int n);
 
 /*
- * xq (slm_cuda_gemv_act_bytes(n, cols) bytes, device, 16-byte aligned) = x (n, cols) device
+ * xq (slm_cuda_act_bytes(n, cols) bytes, device, 16-byte aligned) = x (n, cols) device
  * floats (16-byte aligned) quantized per 32 elements: d = amax / 127, q = round(x * 127 / amax),
  * s = d * sum(q). With gamma (cols floats, device, 16-byte aligned; NULL for none), each token's
  * row is first RMS-normed: x * (1 / sqrt(mean(x^2) + eps)) * gamma. The same device code as
- * slm_cuda_gemv's prologues, so the same bytes. 1 <= n <= 8, cols a multiple of 32.
+ * slm_cuda_gemv's prologues, so the same bytes. 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS, cols a
+ * multiple of 32; token t's bytes do not depend on n (slm_cuda_gemv_q8 takes n <= 8 of them,
+ * slm_cuda_mmq any number).
  */
 int slm_cuda_gemv_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
                            struct CUstream_st *stream);
