@@ -29,6 +29,7 @@
  */
 #include "kernels/cuda/gemv_units.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/qmatmul.cuh"
 
 #define GEMV_THREADS 128
 #define GEMV_WARPS (GEMV_THREADS / 32)
@@ -44,27 +45,6 @@ using slm_gemv::gemv_act;
 
 enum { PRO_Q8 = 0, PRO_QUANTIZE = 1, PRO_RMSNORM = 2 };
 
-struct gemv_args {
-    const uint8_t *w[SLM_CUDA_GEMV_MAX_WEIGHTS];
-    float *y[SLM_CUDA_GEMV_MAX_WEIGHTS];
-    int rows[SLM_CUDA_GEMV_MAX_WEIGHTS];
-    int end[SLM_CUDA_GEMV_MAX_WEIGHTS];   /* weight i owns row groups [end[i - 1], end[i]) */
-    int n_w;                              /* weights with their own y (1 for SwiGLU: w[1] is up) */
-    int groups;                           /* end[n_w - 1] */
-    size_t w_row_bytes;
-    int nb;                               /* weight blocks a row */
-    int units;                            /* units a row (gemv_units.cuh) */
-    int lshift;                           /* log2 L */
-    int r;                                /* rows a lane: 1, or 2 (GEMV_R2_MIN_ROWS) */
-    int cols, n;
-    int epilogue;                         /* SLM_CUDA_GEMV_STORE, _ACCUMULATE, _SWIGLU */
-    int prologue;                         /* PRO_* */
-    int act_smem;                         /* dynamic shared bytes of the prologue's quantized x (0 for PRO_Q8) */
-    const int8_t *xq;                     /* PRO_Q8: (n, cols) quants, then (n, cols / 32) float2 */
-    const float *x;                       /* PRO_QUANTIZE, PRO_RMSNORM: (n, cols) */
-    const float *gamma;                   /* PRO_RMSNORM: (cols) */
-    float eps;
-};
 
 /* ======================================================================================
  * Quantizing x: one device code for the standalone quantizer and the prologues
@@ -167,7 +147,7 @@ template <int NT, int R> struct gemv_pairs {
  * entries of own are not written. R only shares the activation loads: each row's order is the
  * same. Contains __syncwarp: call it from the whole warp. */
 template <uint32_t WT, int NT, int R>
-__device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const gemv_args &p, const gemv_act &a, int l,
+__device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_args &p, const gemv_act &a, int l,
                                           float (*fold)[32], float *own)
 {
     const int P = gemv_pairs<NT, R>::P;
@@ -199,7 +179,7 @@ __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const gemv_a
 }
 
 template <uint32_t WT, int NT, int R>
-__global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args p)
+__global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct qmm_args p)
 {
     /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 (p.act_smem bytes); then every
      * kernel: the fold area, GEMV_WARPS x P x 32 floats */
@@ -233,19 +213,10 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct gemv_args
     const int L = 1 << p.lshift, l = threadIdx.x & (L - 1), sub = threadIdx.x >> p.lshift;
     const int rows_per_group = R * (GEMV_THREADS >> p.lshift);
     for (int G = blockIdx.x; G < p.groups; G += gridDim.x) {
-        /* the group's weight: constant indices only, so that p stays in the parameter space */
-        const uint8_t *w = p.w[0];
-        float *y = p.y[0];
-        int rows = p.rows[0], rg = G;
-        SLM_UNROLL
-        for (int i = 1; i < SLM_CUDA_GEMV_MAX_WEIGHTS; i++) {
-            if (i < p.n_w && G >= p.end[i - 1]) {
-                w = p.w[i];
-                y = p.y[i];
-                rows = p.rows[i];
-                rg = G - p.end[i - 1];
-            }
-        }
+        const uint8_t *w;
+        float *y;
+        int rows, rg;
+        qmm_weight_of(p, G, &w, &y, &rows, &rg);
         /* a row past the end computes row rows - 1 and stores nothing: the fold needs all lanes */
         const int row0 = rg * rows_per_group + sub * R;
         const uint8_t *wr[R];
@@ -286,15 +257,7 @@ extern "C" int slm_cuda_gemv_lanes(uint32_t type, int64_t cols)
 {
     if (slm_cuda_device_row_bytes(type, cols) == 0 || cols > INT32_MAX) return 0;
     const int nb = (int)(cols / slm_qblock_elems(type));
-    int units;
-    switch (type) {
-    case SLM_TYPE_Q4_0: units = slm_gemv::gemv_unit<SLM_TYPE_Q4_0>::units(nb); break;
-    case SLM_TYPE_Q4_1: units = slm_gemv::gemv_unit<SLM_TYPE_Q4_1>::units(nb); break;
-    case SLM_TYPE_Q5_0: units = slm_gemv::gemv_unit<SLM_TYPE_Q5_0>::units(nb); break;
-    case SLM_TYPE_Q5_1: units = slm_gemv::gemv_unit<SLM_TYPE_Q5_1>::units(nb); break;
-    case SLM_TYPE_Q8_0: units = slm_gemv::gemv_unit<SLM_TYPE_Q8_0>::units(nb); break;
-    default: units = 4 * nb; break;   /* the K-quants */
-    }
+    const int units = qmm_units(type, nb);
     int L = 1;
     while (L < 32 && L < units) L *= 2;
     return L;
@@ -340,65 +303,30 @@ extern "C" int slm_cuda_gemv_quantize(const float *x, const float *gamma, float 
     return slm_cuda_launched();
 }
 
-/* The checks every variant shares, and p filled but for the prologue's fields; act: the
- * prologue's dynamic shared bytes (act_smem, or 0 for x already quantized). */
+/* qmm_setup for the GEMV: 2 rows a lane for the 32-element types when n >= 2, the launch has
+ * GEMV_R2_MIN_ROWS rows with their own y, and the fold area of 2 rows fits beside act (the
+ * prologue's dynamic shared bytes: act_smem, or 0 for x already quantized). */
 static int gemv_setup(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, int n,
-                      float *const *y, int epilogue, size_t act, struct gemv_args *p)
+                      float *const *y, int epilogue, size_t act, struct qmm_args *p)
 {
     const int L = slm_cuda_gemv_lanes(type, cols);
-    SLM_CUDA_ARG(L != 0 && n >= 1 && n <= SLM_CUDA_GEMV_MAX_TOKENS && w && rows && y);
-    SLM_CUDA_ARG(epilogue == SLM_CUDA_GEMV_STORE || epilogue == SLM_CUDA_GEMV_ACCUMULATE ||
-                 epilogue == SLM_CUDA_GEMV_SWIGLU);
-    SLM_CUDA_ARG(n_w >= 1 && n_w <= SLM_CUDA_GEMV_MAX_WEIGHTS);
-    const bool swiglu = epilogue == SLM_CUDA_GEMV_SWIGLU;
-    SLM_CUDA_ARG(!swiglu || (n_w == 2 && rows[0] == rows[1]));
-    const size_t rb = slm_cuda_device_row_bytes(type, cols);
+    SLM_CUDA_ARG(L != 0 && rows && n >= 1 && n <= SLM_CUDA_GEMV_MAX_TOKENS && n_w >= 1 &&
+                 n_w <= SLM_CUDA_GEMV_MAX_WEIGHTS);
     int64_t own_rows = 0;   /* rows of the weights with their own y */
-    for (int i = 0; i < (swiglu ? 1 : n_w); i++) own_rows += rows[i] > 0 ? rows[i] : 0;
+    for (int i = 0; i < (epilogue == SLM_CUDA_GEMV_SWIGLU ? 1 : n_w); i++) own_rows += rows[i] > 0 ? rows[i] : 0;
     const int r2 = slm_qblock_elems(type) == 32 && n >= 2 && own_rows >= GEMV_R2_MIN_ROWS &&
                            act + fold_bytes(2, n) <= SLM_CUDA_GEMV_SMEM
                        ? 2
                        : 1;
-    const int per_group = r2 * (GEMV_THREADS / L);
-    *p = gemv_args{};
+    int rc = qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_GEMV_MAX_TOKENS, y, epilogue, r2 * (GEMV_THREADS / L), p);
+    if (rc) return rc;
     p->r = r2;
-    int64_t groups = 0;
-    for (int i = 0; i < n_w; i++) {
-        SLM_CUDA_ARG(rows[i] >= 1 && rows[i] <= INT32_MAX - 2 * GEMV_THREADS);   /* row0 + R - 1 fits an int */
-        SLM_CUDA_DEVICE(w[i], (size_t)rows[i] * rb);
-        SLM_CUDA_ARG(slm_cuda_aligned(w[i], 16));
-        p->w[i] = (const uint8_t *)w[i];
-        p->rows[i] = (int)rows[i];
-        if (swiglu && i == 1) continue;   /* up: no y of its own, no groups */
-        SLM_CUDA_DEVICE(y[i], (size_t)n * (size_t)rows[i] * sizeof(float));
-        SLM_CUDA_ARG(slm_cuda_aligned(y[i], 4));
-        p->y[i] = y[i];
-        groups += (rows[i] + per_group - 1) / per_group;
-        SLM_CUDA_ARG(groups <= INT32_MAX);
-        p->end[i] = (int)groups;
-    }
-    p->n_w = swiglu ? 1 : n_w;
-    p->groups = (int)groups;
-    p->w_row_bytes = rb;
-    p->nb = (int)(cols / slm_qblock_elems(type));
-    p->lshift = __builtin_ctz((unsigned)L);
-    p->cols = (int)cols;
-    p->n = n;
-    p->epilogue = epilogue;
     p->act_smem = (int)act;
-    switch (type) {
-    case SLM_TYPE_Q4_0: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q4_0>::units(p->nb); break;
-    case SLM_TYPE_Q4_1: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q4_1>::units(p->nb); break;
-    case SLM_TYPE_Q5_0: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q5_0>::units(p->nb); break;
-    case SLM_TYPE_Q5_1: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q5_1>::units(p->nb); break;
-    case SLM_TYPE_Q8_0: p->units = slm_gemv::gemv_unit<SLM_TYPE_Q8_0>::units(p->nb); break;
-    default: p->units = 4 * p->nb; break;
-    }
     return 0;
 }
 
 template <uint32_t WT, int R>
-static int gemv_launch_rows(const struct gemv_args &p, cudaStream_t stream)
+static int gemv_launch_rows(const struct qmm_args &p, cudaStream_t stream)
 {
     const size_t smem = (size_t)p.act_smem + fold_bytes(R, p.n);
     const unsigned grid = (unsigned)(p.groups < GEMV_MAX_BLOCKS ? p.groups : GEMV_MAX_BLOCKS);
@@ -416,14 +344,14 @@ static int gemv_launch_rows(const struct gemv_args &p, cudaStream_t stream)
 }
 
 template <uint32_t WT>
-static int gemv_launch_type(const struct gemv_args &p, cudaStream_t stream)
+static int gemv_launch_type(const struct qmm_args &p, cudaStream_t stream)
 {
     if constexpr (slm_gemv::gemv_unit<WT>::MAX_R >= 2)
         if (p.r == 2) return gemv_launch_rows<WT, 2>(p, stream);
     return gemv_launch_rows<WT, 1>(p, stream);
 }
 
-static int gemv_launch(uint32_t type, const struct gemv_args &p, cudaStream_t stream)
+static int gemv_launch(uint32_t type, const struct qmm_args &p, cudaStream_t stream)
 {
     switch (type) {
     case SLM_TYPE_Q4_0: return gemv_launch_type<SLM_TYPE_Q4_0>(p, stream);
@@ -441,7 +369,7 @@ static int gemv_launch(uint32_t type, const struct gemv_args &p, cudaStream_t st
 extern "C" int slm_cuda_gemv_q8(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
                                 const void *xq, int n, float *const *y, int epilogue, struct CUstream_st *stream)
 {
-    struct gemv_args p;
+    struct qmm_args p;
     int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, 0, &p);
     if (rc) return rc;
     SLM_CUDA_DEVICE(xq, slm_cuda_gemv_act_bytes(n, cols));
@@ -455,7 +383,7 @@ extern "C" int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const
                              const float *x, const float *gamma, float eps, int n, float *const *y, int epilogue,
                              struct CUstream_st *stream)
 {
-    struct gemv_args p;
+    struct qmm_args p;
     SLM_CUDA_ARG(slm_cuda_gemv_fits(type, cols, n));
     int rc = gemv_setup(type, n_w, w, rows, cols, n, y, epilogue, act_smem(n, cols), &p);
     if (rc) return rc;

@@ -193,6 +193,19 @@ int slm_cuda_gemv_q8(uint32_t type, int n_w, const void *const *w, const int64_t
 int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const float *x,
                   const float *gamma, float eps, int n, float *const *y, int epilogue, struct CUstream_st *stream);
 
+/* ---- mmq.cu: the quantized matmul on tensor cores, for steps of many tokens ---- */
+
+/*
+ * slm_cuda_gemv_q8's contract for any number of tokens, 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS: xq
+ * (slm_cuda_act_bytes(n, cols) bytes) from slm_cuda_gemv_quantize, the weights in the device
+ * layout, the three epilogues, up to three weights. mma.sync s8 -> s32 tiles of 16 rows x 8
+ * tokens (kernels/cuda/mma.cuh; sm_80 and later). Every token's outputs have exactly the bits
+ * slm_cuda_gemv_q8 gives that token (the shared order of docs/numerics.md, "The GPU"), so the
+ * backend may take either kernel for a step by its size alone.
+ */
+int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const void *xq, int n,
+                 float *const *y, int epilogue, struct CUstream_st *stream);
+
 /* ---- dequant.cu: weight rows to f32 / f16 / bf16, and the embedding lookup ---- */
 
 /*

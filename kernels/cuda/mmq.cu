@@ -1,0 +1,314 @@
+/*
+ * kernels/cuda/mmq.cu - the quantized matmul on tensor cores (in the manner of llama.cpp's MMQ)
+ * for steps of many tokens, bit-identical to the decode GEMV (gemv.cu) for every token: kernels.h
+ * has the contract, docs/cuda.md ("The tensor-core MMQ") the launch shapes.
+ *
+ * Numerics. The activations are quantized per 32 by slm_cuda_gemv_quantize (the same bytes as the
+ * GEMV's prologues). The integer dot of a weight's 32-element block (K-quants: sub-block) with a
+ * token's block comes out of mma.sync s8 x s8 -> s32 exactly (kernels/cuda/mma.cuh; Q6_K's two
+ * 16-element halves with their own int8 scales through two m16n8k16 and an exact int combine),
+ * so it equals the GEMV's __dp4a sum. The float terms then follow the order every quantized
+ * matmul shares (docs/numerics.md, "The GPU"): the row's U units cut into L =
+ * slm_cuda_gemv_lanes(type, cols) segments [l U / L, (l + 1) U / L), each summed in unit order
+ * from 0 with the GEMV's very operations (gemv_units.cuh), the L sums added left to right. Here
+ * one thread owns 4 outputs of each of its 8-token tiles and walks the segments in order, keeping
+ * the running left-to-right total and the open segment's sum: two accumulators an output, no
+ * split-K, nothing that depends on n or the token's tile. So a token's outputs have the GEMV's
+ * bits whatever the batch (tests/test_cuda_mmq.cpp checks it for every type and shape).
+ *
+ * Shape: MMQ_THREADS = 128 (4 warps) a block; warp w computes rows 16 w .. 16 w + 15 of the
+ * block's 64-row group against MMQ_TILES x 8 = 32 tokens, one m16n8 tile at a time; grid (row
+ * groups over the weights' flat list, ceil(n / 32)). Fragments come straight from global memory
+ * (the device layout keeps a block's words where a lane's A fragment wants them: lane (g, t)
+ * reads word t of rows g and g + 8); the activations are read through L1 by the 4 warps.
+ * A first version: no shared-memory staging, no ldmatrix / cp.async pipeline, no wgmma.
+ */
+#include "kernels/cuda/gemv_units.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/qmatmul.cuh"
+
+#define MMQ_THREADS 128
+#define MMQ_WARPS (MMQ_THREADS / 32)
+#define MMQ_ROWS (16 * MMQ_WARPS)   /* a block's row group */
+#define MMQ_TILES 4                 /* 8-token tiles a warp */
+#define MMQ_TOKENS (8 * MMQ_TILES)  /* a block's tokens */
+
+using slm_gemv::gemv_act;
+using slm_gemv::unit32;
+
+namespace {
+
+/* What a thread (g, t) needs of a tile's tokens for one activation block b: B fragments of each
+ * 8-token tile (token 8j + g: words t and t + 4 of the block's quants, 0 past n) and the (d, s)
+ * of the two tokens 8j + 2t, 8j + 2t + 1 of its outputs. */
+struct act_frag {
+    int b[MMQ_TILES][2];
+    float2 ds[MMQ_TILES][2];
+};
+
+__device__ __forceinline__ act_frag act_load(const gemv_act &a, int tok0, int n, int blk)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    act_frag f;
+    SLM_UNROLL
+    for (int j = 0; j < MMQ_TILES; j++) {
+        const int tb = tok0 + 8 * j + g;
+        if (tb < n) {
+            const int8_t *q = a.q + (size_t)tb * (size_t)a.cols + 32 * blk;
+            f.b[j][0] = *reinterpret_cast<const int *>(q + 4 * t);
+            f.b[j][1] = *reinterpret_cast<const int *>(q + 16 + 4 * t);
+        } else {
+            f.b[j][0] = f.b[j][1] = 0;
+        }
+        SLM_UNROLL
+        for (int e = 0; e < 2; e++) {
+            const int tc = tok0 + 8 * j + 2 * t + e;
+            f.ds[j][e] = tc < n ? slm_gemv::act_ds(a, tc, blk) : make_float2(0.0f, 0.0f);
+        }
+    }
+    return f;
+}
+
+/* y[j][i] (row g + 8 (i >= 2), token 8j + 2t + (i & 1)) += the block's terms, as the GEMV adds
+ * them: y = fma(ws * d_a, float(dot), y), then y = fma(wm, s_a, y) when M. */
+template <bool M>
+__device__ __forceinline__ void add_terms(float (*y)[4], const int (*c)[4], const float *ws, const float *wm,
+                                          const act_frag &f)
+{
+    SLM_UNROLL
+    for (int j = 0; j < MMQ_TILES; j++) {
+        SLM_UNROLL
+        for (int i = 0; i < 4; i++) {
+            const float2 ds = f.ds[j][i & 1];
+            y[j][i] = __fmaf_rn(__fmul_rn(ws[i >> 1], ds.x), __int2float_rn(c[j][i]), y[j][i]);
+            if (M) y[j][i] = __fmaf_rn(wm[i >> 1], ds.y, y[j][i]);
+        }
+    }
+}
+
+/* The int dots of one activation block: A fragment a (rows g, g + 8) against each tile's B. */
+__device__ __forceinline__ void dots_k32(int (*c)[4], const int (&a)[4], const act_frag &f)
+{
+    SLM_UNROLL
+    for (int j = 0; j < MMQ_TILES; j++) {
+        const int z[4] = {0, 0, 0, 0};
+        const int b[2] = {f.b[j][0], f.b[j][1]};
+        slm_mma::mma_s8_k32(c[j], a, b, z);
+    }
+}
+
+/* ---- the units, as gemv_units.cuh defines them, on tensor cores ---- */
+
+template <uint32_t T> struct mmq_unit {
+    /* block u of rows r[0] (g) and r[1] (g + 8) */
+    static __device__ __forceinline__ void run(const uint8_t *const *r, int nb, int u, const gemv_act &a, int tok0,
+                                               int n, float (*y)[4])
+    {
+        typedef unit32<T> U;
+        const int t = threadIdx.x & 3;
+        int fa[4];
+        float ws[2], wm[2];
+        SLM_UNROLL
+        for (int h = 0; h < 2; h++) {
+            const slm_gemv::blk32_addr ad = slm_gemv::blk32_at<T>(r[h], nb, u);
+            const uint32_t sc = slm_gemv::blk32_scales<T>(ad), qh = U::Q5 ? slm_cuda::ld_u32(ad.qh) : 0u;
+            const slm_gemv::w32<T> w = slm_gemv::unpack32<T>(sc, qh, slm_cuda::ld_u32(ad.qs + ad.wstride * t), t);
+            fa[h] = w.lo;   /* elements 4t .. 4t + 3 */
+            fa[2 + h] = U::WORDS == 8 ? (int)slm_cuda::ld_u32(ad.qs + ad.wstride * (t + 4)) : w.hi;   /* 16 + 4t .. */
+            ws[h] = w.d;
+            wm[h] = w.m;
+        }
+        const act_frag f = act_load(a, tok0, n, u);
+        int c[MMQ_TILES][4];
+        dots_k32(c, fa, f);
+        add_terms<U::M>(y, c, ws, wm, f);
+    }
+};
+
+/* Q4_K, Q5_K: piece c = sub-blocks 2c (low nibbles of chunk c of qs) and 2c + 1 (high). */
+template <bool FIVE> struct mmq_unit_k45 {
+    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const gemv_act &a, int tok0,
+                                               int n, float (*y)[4])
+    {
+        const int t = threadIdx.x & 3, b = u >> 2, c = u & 3;
+        int lo[4], hi[4];   /* [h] rows g, g + 8 at [h] and [2 + h]: elements 4t.. and 16 + 4t.. */
+        float dsc[2][2], dm[2][2];   /* [sub-block 2c + s][h] */
+        SLM_UNROLL
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *blk = r[h] + (size_t)b * slm_gemv::gemv_unit_k45<FIVE>::BYTES;
+            const uint4 hd = slm_cuda::ld_u128(blk);
+            const uint8_t *qs = blk + (FIVE ? 48 : 16) + 32 * c;
+            SLM_UNROLL
+            for (int half = 0; half < 2; half++) {
+                const uint32_t v = slm_cuda::ld_u32(qs + 16 * half + 4 * t);
+                uint32_t l = v & 0x0f0f0f0fu, hh = (v >> 4) & 0x0f0f0f0fu;
+                if (FIVE) {
+                    const uint32_t qh = slm_cuda::ld_u32(blk + 16 + 16 * half + 4 * t);
+                    l |= ((qh >> (2 * c)) & 0x01010101u) << 4;
+                    hh |= ((qh >> (2 * c + 1)) & 0x01010101u) << 4;
+                }
+                lo[2 * half + h] = (int)l;
+                hi[2 * half + h] = (int)hh;
+            }
+            const float d = slm_cuda::h2f(hd.x), dmin = slm_cuda::h2f(hd.x >> 16);
+            SLM_UNROLL
+            for (int s = 0; s < 2; s++) {
+                int sc, m;
+                slm_gemv::k_scale_min(hd, 2 * c + s, &sc, &m);
+                dsc[s][h] = __fmul_rn(d, __int2float_rn(sc));
+                dm[s][h] = -__fmul_rn(dmin, __int2float_rn(m));
+            }
+        }
+        SLM_UNROLL
+        for (int s = 0; s < 2; s++) {
+            const int blk = 8 * b + 2 * c + s;
+            const act_frag f = act_load(a, tok0, n, blk);
+            int cc[MMQ_TILES][4];
+            const int fa[4] = {s ? hi[0] : lo[0], s ? hi[1] : lo[1], s ? hi[2] : lo[2], s ? hi[3] : lo[3]};
+            dots_k32(cc, fa, f);
+            add_terms<true>(y, cc, dsc[s], dm[s], f);
+        }
+    }
+};
+template <> struct mmq_unit<SLM_TYPE_Q4_K> : mmq_unit_k45<false> {};
+template <> struct mmq_unit<SLM_TYPE_Q5_K> : mmq_unit_k45<true> {};
+
+/* Q6_K: piece c = half c / 2, quarters p = c % 2 (low nibbles of ql, qh bits 2p) and p + 2 (high
+ * nibbles, qh bits 2p + 4); each quarter's groups of 16 through m16n8k16 and their int8 scales. */
+template <> struct mmq_unit<SLM_TYPE_Q6_K> {
+    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const gemv_act &a, int tok0,
+                                               int n, float (*y)[4])
+    {
+        const int t = threadIdx.x & 3, b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
+        int q[2][2][2];   /* [quarter p / p + 2][group of 16][h] */
+        int sc[2][2][2];  /* the same, the group's int8 scale */
+        float d[2];
+        SLM_UNROLL
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *blk = r[h] + (size_t)b * 224;
+            SLM_UNROLL
+            for (int grp = 0; grp < 2; grp++) {
+                const uint32_t l = slm_cuda::ld_u32(blk + 64 * hf + 32 * p + 16 * grp + 4 * t);
+                const uint32_t hb = slm_cuda::ld_u32(blk + 128 + 32 * hf + 16 * grp + 4 * t);
+                const uint32_t v0 = (l & 0x0f0f0f0fu) | (((hb >> (2 * p)) & 0x03030303u) << 4);
+                const uint32_t v2 = ((l >> 4) & 0x0f0f0f0fu) | (((hb >> (2 * p + 4)) & 0x03030303u) << 4);
+                q[0][grp][h] = (int)((v0 + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
+                q[1][grp][h] = (int)((v2 + 0x60606060u) ^ 0x80808080u);
+                sc[0][grp][h] = (int8_t)blk[192 + 8 * hf + 2 * p + grp];
+                sc[1][grp][h] = (int8_t)blk[192 + 8 * hf + 2 * p + 4 + grp];
+            }
+            d[h] = slm_cuda::h2f(*reinterpret_cast<const uint16_t *>(blk + 208));
+        }
+        SLM_UNROLL
+        for (int qq = 0; qq < 2; qq++) {
+            const int blk = 8 * b + 4 * hf + p + 2 * qq;
+            const act_frag f = act_load(a, tok0, n, blk);
+            int cc[MMQ_TILES][4];
+            SLM_UNROLL
+            for (int j = 0; j < MMQ_TILES; j++) {
+                const int z[4] = {0, 0, 0, 0};
+                int c0[4], c1[4];
+                const int a0[2] = {q[qq][0][0], q[qq][0][1]}, a1[2] = {q[qq][1][0], q[qq][1][1]};
+                slm_mma::mma_s8_k16(c0, a0, f.b[j][0], z);   /* elements 0..15: words t of each half */
+                slm_mma::mma_s8_k16(c1, a1, f.b[j][1], z);   /* 16..31 */
+                SLM_UNROLL
+                for (int i = 0; i < 4; i++) cc[j][i] = sc[qq][0][i >> 1] * c0[i] + sc[qq][1][i >> 1] * c1[i];
+            }
+            add_terms<false>(y, cc, d, d, f);
+        }
+    }
+};
+
+}   // namespace
+
+template <uint32_t WT, bool SWIGLU>
+__global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
+{
+    gemv_act a;
+    a.cols = p.cols;
+    a.q = p.xq;
+    a.ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
+    const int tok0 = (int)blockIdx.y * MMQ_TOKENS;
+    const uint8_t *w;
+    float *y;
+    int rows, rg;
+    qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
+    const int row0 = rg * MMQ_ROWS + 16 * warp + g;   /* rows row0 and row0 + 8 */
+    const uint8_t *wr[2] = {w + (size_t)min(row0, rows - 1) * p.w_row_bytes,
+                            w + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes};
+    const uint8_t *ur[2] = {nullptr, nullptr};
+    if (SWIGLU) {
+        ur[0] = p.w[1] + (size_t)min(row0, rows - 1) * p.w_row_bytes;
+        ur[1] = p.w[1] + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes;
+    }
+    float tot[MMQ_TILES][4], seg[MMQ_TILES][4], utot[SWIGLU ? MMQ_TILES : 1][4], useg[SWIGLU ? MMQ_TILES : 1][4];
+    const int L = 1 << p.lshift;
+    for (int l = 0; l < L; l++) {
+        SLM_UNROLL
+        for (int j = 0; j < MMQ_TILES; j++) {
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                seg[j][i] = 0.0f;
+                if (SWIGLU) useg[j][i] = 0.0f;
+            }
+        }
+        const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
+        for (int u = u0; u < u1; u++) {
+            mmq_unit<WT>::run(wr, p.nb, u, a, tok0, p.n, seg);
+            if (SWIGLU) mmq_unit<WT>::run(ur, p.nb, u, a, tok0, p.n, useg);
+        }
+        SLM_UNROLL
+        for (int j = 0; j < MMQ_TILES; j++) {
+            SLM_UNROLL
+            for (int i = 0; i < 4; i++) {
+                tot[j][i] = l == 0 ? seg[j][i] : __fadd_rn(tot[j][i], seg[j][i]);
+                if (SWIGLU) utot[j][i] = l == 0 ? useg[j][i] : __fadd_rn(utot[j][i], useg[j][i]);
+            }
+        }
+    }
+    SLM_UNROLL
+    for (int j = 0; j < MMQ_TILES; j++) {
+        SLM_UNROLL
+        for (int i = 0; i < 4; i++) {
+            const int row = row0 + 8 * (i >> 1), tok = tok0 + 8 * j + 2 * t + (i & 1);
+            if (row >= rows || tok >= p.n) continue;
+            float v = tot[j][i];
+            if (SWIGLU) v = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.0f, expf(-v))), utot[j][i]);
+            float *yp = y + (size_t)tok * (size_t)rows + row;
+            *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, v) : v;
+        }
+    }
+}
+
+template <uint32_t WT>
+static int mmq_launch_type(const struct qmm_args &p, cudaStream_t stream)
+{
+    const dim3 grid((unsigned)p.groups, (unsigned)((p.n + MMQ_TOKENS - 1) / MMQ_TOKENS));
+    if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) SLM_LAUNCH((k_mmq<WT, true>), grid, MMQ_THREADS, 0, stream, p);
+    else SLM_LAUNCH((k_mmq<WT, false>), grid, MMQ_THREADS, 0, stream, p);
+    return slm_cuda_launched();
+}
+
+extern "C" int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
+                            const void *xq, int n, float *const *y, int epilogue, struct CUstream_st *stream)
+{
+    struct qmm_args p;
+    int rc = qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_ACT_MAX_TOKENS, y, epilogue, MMQ_ROWS, &p);
+    if (rc) return rc;
+    SLM_CUDA_DEVICE(xq, slm_cuda_act_bytes(n, cols));
+    SLM_CUDA_ARG(slm_cuda_aligned(xq, 16));
+    p.xq = (const int8_t *)xq;
+    switch (type) {
+    case SLM_TYPE_Q4_0: return mmq_launch_type<SLM_TYPE_Q4_0>(p, stream);
+    case SLM_TYPE_Q4_1: return mmq_launch_type<SLM_TYPE_Q4_1>(p, stream);
+    case SLM_TYPE_Q5_0: return mmq_launch_type<SLM_TYPE_Q5_0>(p, stream);
+    case SLM_TYPE_Q5_1: return mmq_launch_type<SLM_TYPE_Q5_1>(p, stream);
+    case SLM_TYPE_Q8_0: return mmq_launch_type<SLM_TYPE_Q8_0>(p, stream);
+    case SLM_TYPE_Q4_K: return mmq_launch_type<SLM_TYPE_Q4_K>(p, stream);
+    case SLM_TYPE_Q5_K: return mmq_launch_type<SLM_TYPE_Q5_K>(p, stream);
+    case SLM_TYPE_Q6_K: return mmq_launch_type<SLM_TYPE_Q6_K>(p, stream);
+    default: return -EINVAL;
+    }
+}

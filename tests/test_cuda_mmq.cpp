@@ -1,0 +1,171 @@
+/* test_cuda_mmq: the tensor-core quantized matmul of kernels/cuda/mmq.cu (slm_cuda_mmq) under the
+ * SIMT emulator, its mma.sync through the twins of kernels/cuda/mma.cuh (and on a GPU as
+ * test_cuda_mmq_gpu, the real instructions):
+ * - the GEMV's bits: for every weight type with a device layout, rows 67 (a row group of 64 and a
+ *   partial one), 32-element types with nb = 1, 11, 18 blocks (L = 1, 16, 32 segments) and K-quants
+ *   with 1, 3, 16 blocks (L = 4, 16, 32), n = 1, 9 and 37 tokens (one, two partial 32-token tiles),
+ *   every token's outputs bit-identical to slm_cuda_gemv_q8 of that token alone (which
+ *   test_cuda_gemv holds to its float64 bound): batch invariance across the two kernels, so the
+ *   backend may pick either by the step's size;
+ * - the epilogues (accumulate, SwiGLU pair) and three weights in one launch (Q, K, V of 67, 35
+ *   and 19 rows), the same way;
+ * - refusals (-EINVAL): NULLs, n = 0, a type without a device layout, misaligned xq, a SwiGLU pair
+ *   of unequal rows, four weights, and (emulated) an xq smaller than n tokens. */
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/compat.h"
+
+extern "C" {
+#include "kernels/cpu/dequant.h"
+}
+#include "tests/cuda_check.h"
+#include "tests/rng.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "tests/cuda_weights.h"
+
+static const float EPS = 1e-5f;
+
+/* Weights of one type and cols in the device layout. */
+struct dev_weights {
+    std::vector<dev_buf<uint8_t> *> dev;
+    std::vector<const void *> ptr;
+    std::vector<int64_t> rows;
+    dev_weights(uint32_t type, int64_t cols, std::vector<int64_t> r) : rows(r)
+    {
+        for (int64_t nr : rows) {
+            std::vector<uint8_t> w = rand_weights(type, nr, cols);
+            std::vector<uint8_t> wd((size_t)nr * slm_cuda_device_row_bytes(type, cols));
+            RC_OK(slm_cuda_to_device_layout(type, w.data(), nr, cols, wd.data()));
+            dev.push_back(new dev_buf<uint8_t>(wd));
+            ptr.push_back(dev.back()->p);
+        }
+    }
+    ~dev_weights()
+    {
+        for (auto *d : dev) delete d;
+    }
+};
+
+/* One configuration: MMQ over n tokens against the GEMV of each token alone. */
+static void check_config(uint32_t type, int64_t cols, std::vector<int64_t> rows, int n, int epi)
+{
+    dev_weights ws(type, cols, rows);
+    const int n_w = (int)rows.size(), n_y = epi == SLM_CUDA_GEMV_SWIGLU ? 1 : n_w;
+    std::vector<float> x((size_t)n * (size_t)cols);
+    for (int t = 0; t < n; t++) {
+        const float scale = rand_range(0.05f, 3.0f);
+        for (int64_t c = 0; c < cols; c++) x[(size_t)t * (size_t)cols + (size_t)c] = scale * frand();
+        if (t == 3 % n) std::fill_n(&x[(size_t)t * (size_t)cols], 32, 0.0f);   /* amax = 0 */
+    }
+    std::vector<float> gamma((size_t)cols);
+    for (auto &g : gamma) g = rand_range(0.2f, 2.0f);
+    dev_buf<float> dx(x), dg(gamma);
+    dev_buf<uint8_t> xq(slm_cuda_act_bytes(n, cols)), xq1(slm_cuda_act_bytes(1, cols));
+    RC_OK(slm_cuda_gemv_quantize(dx.p, dg.p, EPS, n, cols, xq.p, nullptr));
+    /* y0 for accumulate: the same start in both */
+    std::vector<std::vector<float>> y0((size_t)n_y);
+    std::vector<dev_buf<float> *> ym, yg;
+    std::vector<float *> pm, pg;
+    for (int i = 0; i < n_y; i++) {
+        y0[(size_t)i].resize((size_t)n * (size_t)rows[(size_t)i]);
+        for (auto &v : y0[(size_t)i]) v = 2.0f * frand();
+        ym.push_back(new dev_buf<float>(y0[(size_t)i]));
+        yg.push_back(new dev_buf<float>((size_t)rows[(size_t)i]));
+        pm.push_back(ym.back()->p);
+    }
+    if (epi == SLM_CUDA_GEMV_SWIGLU) pm.push_back(nullptr);
+    RC_OK(slm_cuda_mmq(type, n_w, ws.ptr.data(), ws.rows.data(), cols, xq.p, n, pm.data(), epi, nullptr));
+    int bad = 0;
+    for (int t = 0; t < n; t++) {
+        pg.clear();
+        for (int i = 0; i < n_y; i++) {
+            const int64_t r = rows[(size_t)i];
+            yg[(size_t)i]->upload(std::vector<float>(&y0[(size_t)i][(size_t)t * (size_t)r],
+                                                     &y0[(size_t)i][(size_t)(t + 1) * (size_t)r]));
+            pg.push_back(yg[(size_t)i]->p);
+        }
+        if (epi == SLM_CUDA_GEMV_SWIGLU) pg.push_back(nullptr);
+        RC_OK(slm_cuda_gemv_quantize(dx.p + (size_t)t * (size_t)cols, dg.p, EPS, 1, cols, xq1.p, nullptr));
+        RC_OK(slm_cuda_gemv_q8(type, n_w, ws.ptr.data(), ws.rows.data(), cols, xq1.p, 1, pg.data(), epi, nullptr));
+        for (int i = 0; i < n_y; i++) {
+            const std::vector<float> g = yg[(size_t)i]->download(), m = ym[(size_t)i]->download();
+            const int64_t r = rows[(size_t)i];
+            for (int64_t k = 0; k < r; k++) {
+                const float a = g[(size_t)k], b = m[(size_t)t * (size_t)r + (size_t)k];
+                if (memcmp(&a, &b, 4) != 0 && bad++ < 4)
+                    printf("  token %d weight %d row %lld: gemv %.9g (%08x), mmq %.9g (%08x)\n", t, i, (long long)k, a,
+                           *(const uint32_t *)&a, b, *(const uint32_t *)&b);
+            }
+        }
+    }
+    static const char *epi_name[3] = {"store", "accumulate", "swiglu"};
+    CHECK(bad == 0, "mmq %s %lld cols, %d weights, n = %d, %s: %d outputs differ from the GEMV's bits", tname(type),
+          (long long)cols, n_w, n, epi_name[epi], bad);
+    if (bad == 0)
+        printf("mmq %s rows %lld x %lld (L=%d), %d weight(s), n = %d, %s: the GEMV's bits\n", tname(type),
+               (long long)rows[0], (long long)cols, slm_cuda_gemv_lanes(type, cols), n_w, n, epi_name[epi]);
+    for (auto *d : ym) delete d;
+    for (auto *d : yg) delete d;
+}
+
+static void check_refusals(void)
+{
+    const int64_t cols = 64, rows = 16;
+    dev_weights ws(SLM_TYPE_Q4_0, cols, {rows, rows, rows, rows});
+    dev_buf<uint8_t> xq(slm_cuda_act_bytes(4, cols) + 16);
+    dev_buf<float> y((size_t)(5 * rows));
+    float *Y[4] = {y.p, y.p, y.p, y.p};
+    int64_t R[4] = {rows, rows, rows, rows}, R_uneq[2] = {rows, rows - 1};
+    const void *W_null[1] = {nullptr};
+#define REFUSED(call) CHECK((call) == -EINVAL, "%s: expected -EINVAL", #call)
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, xq.p, 0, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, nullptr, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, W_null, R, cols, xq.p, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_F16, 1, ws.ptr.data(), R, cols, xq.p, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, xq.p + 8, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 2, ws.ptr.data(), R_uneq, cols, xq.p, 4, Y, SLM_CUDA_GEMV_SWIGLU, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 4, ws.ptr.data(), R, cols, xq.p, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, xq.p, 4, Y, 7, nullptr));
+    REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, 48, xq.p, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    if (slm_emu_active())
+        REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, xq.p, 5, Y, SLM_CUDA_GEMV_STORE, nullptr));
+#undef REFUSED
+}
+
+int main(void)
+{
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    printf("seed %#llx\n", (unsigned long long)TEST_RNG_SEED);
+    const uint32_t small[] = {SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q8_0};
+    const uint32_t kq[] = {SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
+    for (uint32_t t : small) {
+        check_config(t, 32, {67}, 9, SLM_CUDA_GEMV_STORE);
+        check_config(t, 32 * 11, {67}, 37, SLM_CUDA_GEMV_STORE);
+        check_config(t, 576, {67}, 1, SLM_CUDA_GEMV_STORE);
+        check_config(t, 576, {67}, 37, SLM_CUDA_GEMV_STORE);
+    }
+    for (uint32_t t : kq) {
+        check_config(t, 256, {67}, 9, SLM_CUDA_GEMV_STORE);
+        check_config(t, 768, {67}, 37, SLM_CUDA_GEMV_STORE);
+        check_config(t, 4096, {67}, 9, SLM_CUDA_GEMV_STORE);
+    }
+    check_config(SLM_TYPE_Q4_1, 576, {67}, 37, SLM_CUDA_GEMV_ACCUMULATE);
+    check_config(SLM_TYPE_Q4_1, 576, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU);
+    check_config(SLM_TYPE_Q6_K, 768, {67, 67}, 9, SLM_CUDA_GEMV_SWIGLU);
+    check_config(SLM_TYPE_Q4_0, 576, {67, 35, 19}, 37, SLM_CUDA_GEMV_STORE);
+    check_refusals();
+    if (failures) {
+        printf("test_cuda_mmq: %d failures\n", failures);
+        return 1;
+    }
+    printf("test_cuda_mmq: ok\n");
+    return 0;
+}
