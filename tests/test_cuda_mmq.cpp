@@ -1,9 +1,10 @@
 /* test_cuda_mmq: the tensor-core quantized matmul of kernels/cuda/mmq.cu (slm_cuda_mmq) under the
  * SIMT emulator, its mma.sync through the twins of kernels/cuda/mma.cuh (and on a GPU as
  * test_cuda_mmq_gpu, the real instructions):
- * - the GEMV's bits: for every weight type with a device layout, rows 67 (a row group of 64 and a
- *   partial one), 32-element types with nb = 1, 11, 18 blocks (L = 1, 16, 32 segments) and K-quants
- *   with 1, 3, 16 blocks (L = 4, 16, 32), n = 1, 9 and 37 tokens (one, two partial 32-token tiles),
+ * - the GEMV's bits: for every weight type with a device layout, rows 67 (whole row groups and a
+ *   partial one), 32-element types with nb = 1, 2, 11, 18 blocks (L = 1, 2, 16, 32 segments: 1, 2,
+ *   4, 4 warps along K) and K-quants with 1, 3, 16 blocks (L = 4, 16, 32), n = 1, 9 and 37 tokens
+ *   (one, two partial 32-token tiles),
  *   every token's outputs bit-identical to slm_cuda_gemv_q8 of that token alone (which
  *   test_cuda_gemv holds to its float64 bound): batch invariance across the two kernels, so the
  *   backend may pick either by the step's size;
@@ -148,6 +149,7 @@ int main(void)
     const uint32_t kq[] = {SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
     for (uint32_t t : small) {
         check_config(t, 32, {67}, 9, SLM_CUDA_GEMV_STORE);
+        check_config(t, 64, {67}, 9, SLM_CUDA_GEMV_STORE);
         check_config(t, 32 * 11, {67}, 37, SLM_CUDA_GEMV_STORE);
         check_config(t, 576, {67}, 1, SLM_CUDA_GEMV_STORE);
         check_config(t, 576, {67}, 37, SLM_CUDA_GEMV_STORE);

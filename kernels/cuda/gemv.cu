@@ -10,9 +10,10 @@
  * element is the one every quantized matmul kernel shares (docs/numerics.md, "The GPU"; the
  * tensor-core MMQ of mmq.cu follows it too): the row's U units are cut into L =
  * slm_cuda_gemv_lanes(type, cols) segments, segment l = units [l U / L, (l + 1) U / L); each
- * segment sums its units' terms in order into one accumulator from 0; the L segment sums are
- * added left to right. Here lane l of a sub-warp of L lanes takes segment l and the sums meet in
- * the warp's fold area in shared memory. Nothing of this depends on n, on the token's slot, on
+ * segment sums its units' terms in order into one accumulator from 0; the segment sums are added
+ * left to right within F = min(L, 4) groups of consecutive segments, then the group sums left to
+ * right. Here lane l of a sub-warp of L lanes takes segment l and the sums meet in the warp's
+ * fold area in shared memory. Nothing of this depends on n, on the token's slot, on
  * the prologue, or on which block or weight slot computes the row: a token's output has the
  * same bits for every n and slot (batch invariance), and the fused prologues give the bits of
  * slm_cuda_gemv_quantize + slm_cuda_gemv_q8 (the same device code quantizes). Against the CPU
@@ -141,8 +142,10 @@ template <int NT, int R> struct gemv_pairs {
 
 /* Lane l of a sub-warp of L = 1 << lshift lanes, R rows (wr[r]: row r's bytes), in the order every
  * quantized matmul shares (docs/numerics.md): lane l takes the units of its segment [l U / L,
- * (l + 1) U / L) in order into one accumulator a (row, token), from 0; then the L segment sums
- * are added left to right, s_0 + s_1 + ... + s_{L-1}, through the warp's fold area (fold[p][lane]).
+ * (l + 1) U / L) in order into one accumulator a (row, token), from 0; then, through the warp's
+ * fold area (fold[p][lane]), the segment sums are added left to right within each of F =
+ * min(L, SLM_CUDA_FOLD_GROUPS) groups of L / F consecutive segments, and the F group sums left
+ * to right.
  * Lane l ends with pairs p = l, l + L, l + 2L, ... < R x NT in own[i] (p = l + i L); the other
  * entries of own are not written. R only shares the activation loads: each row's order is the
  * same. Contains __syncwarp: call it from the whole warp. */
@@ -170,8 +173,13 @@ __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_ar
     for (int i = 0; i < P; i++) {
         const int pp = l + i * L;
         if (pp < P) {
-            float s = fold[pp][first];
-            for (int j = 1; j < L; j++) s = __fadd_rn(s, fold[pp][first + j]);
+            const int F = L < SLM_CUDA_FOLD_GROUPS ? L : SLM_CUDA_FOLD_GROUPS, S = L / F;
+            float s = 0.0f;
+            for (int f = 0; f < F; f++) {
+                float gs = fold[pp][first + f * S];
+                for (int j = 1; j < S; j++) gs = __fadd_rn(gs, fold[pp][first + f * S + j]);
+                s = f == 0 ? gs : __fadd_rn(s, gs);
+            }
             own[i] = s;
         }
     }

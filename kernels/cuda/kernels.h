@@ -143,6 +143,11 @@ int slm_cuda_matvec(uint32_t type, const void *w, int64_t rows, int64_t cols, co
  * cols). 0 for a type without a device layout or a cols that is not a whole number of its blocks. */
 int slm_cuda_gemv_lanes(uint32_t type, int64_t cols);
 
+/* The segment sums of a row are added in min(L, this many) groups of consecutive segments, left
+ * to right within a group, then the group sums left to right (docs/numerics.md): so that the MMQ
+ * can split a row's segments over this many warps and still give the GEMV's bits. */
+#define SLM_CUDA_FOLD_GROUPS 4
+
 /* Tokens slm_cuda_gemv_quantize takes in one call (a grid dimension). */
 #define SLM_CUDA_ACT_MAX_TOKENS 65535
 

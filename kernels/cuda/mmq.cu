@@ -10,18 +10,22 @@
  * so it equals the GEMV's __dp4a sum. The float terms then follow the order every quantized
  * matmul shares (docs/numerics.md, "The GPU"): the row's U units cut into L =
  * slm_cuda_gemv_lanes(type, cols) segments [l U / L, (l + 1) U / L), each summed in unit order
- * from 0 with the GEMV's very operations (gemv_units.cuh), the L sums added left to right. Here
- * one thread owns 4 outputs of each of its 8-token tiles and walks the segments in order, keeping
- * the running left-to-right total and the open segment's sum: two accumulators an output, no
- * split-K, nothing that depends on n or the token's tile. So a token's outputs have the GEMV's
- * bits whatever the batch (tests/test_cuda_mmq.cpp checks it for every type and shape).
+ * from 0 with the GEMV's very operations (gemv_units.cuh), the segment sums added left to right
+ * within F = min(L, SLM_CUDA_FOLD_GROUPS) groups of consecutive segments, then the group sums left
+ * to right. Here the F groups are F warps of a block (a split-K fixed by the weight's shape, never
+ * by the batch); a thread owns 4 outputs of each of its 8-token tiles and walks its group's
+ * segments in order, keeping the running total and the open segment's sum (two accumulators an
+ * output); the group sums meet in shared memory at the warp of group 0, which stores. Nothing
+ * depends on n or the token's tile: a token's outputs have the GEMV's bits whatever the batch
+ * (tests/test_cuda_mmq.cpp checks it for every type and shape).
  *
- * Shape: MMQ_THREADS = 128 (4 warps) a block; warp w computes rows 16 w .. 16 w + 15 of the
- * block's 64-row group against MMQ_TILES x 8 = 32 tokens, one m16n8 tile at a time; grid (row
- * groups over the weights' flat list, ceil(n / 32)). Fragments come straight from global memory
- * (the device layout keeps a block's words where a lane's A fragment wants them: lane (g, t)
- * reads word t of rows g and g + 8); the activations are read through L1 by the 4 warps.
- * A first version: no shared-memory staging, no ldmatrix / cp.async pipeline, no wgmma.
+ * Shape: MMQ_THREADS = 128 (4 warps) a block: F warps along K x 4 / F row tiles of 16 rows (F = 4
+ * for every weight of 128 columns or more: a block computes 16 rows), each warp against
+ * MMQ_TILES x 8 = 32 tokens, one m16n8 tile at a time; grid (row groups over the weights' flat
+ * list, ceil(n / 32)). Fragments come straight from global memory (the device layout keeps a
+ * block's words where a lane's A fragment wants them: lane (g, t) reads word t of rows g and
+ * g + 8); the activations are read through L1. A first version, not yet measured on a GPU: no
+ * shared-memory staging, no ldmatrix / cp.async pipeline, no wgmma (docs/cuda.md).
  */
 #include "kernels/cuda/gemv_units.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -30,7 +34,6 @@
 
 #define MMQ_THREADS 128
 #define MMQ_WARPS (MMQ_THREADS / 32)
-#define MMQ_ROWS (16 * MMQ_WARPS)   /* a block's row group */
 #define MMQ_TILES 4                 /* 8-token tiles a warp */
 #define MMQ_TOKENS (8 * MMQ_TILES)  /* a block's tokens */
 
@@ -222,30 +225,39 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
 
 }   // namespace
 
+/* Fold groups F = min(L, SLM_CUDA_FOLD_GROUPS) of a row of L segments, and a block's rows: its 4
+ * warps are F groups of segments (along K) x 4 / F row tiles of 16. */
+static __host__ __device__ __forceinline__ int mmq_groups(int lshift)
+{
+    return (1 << lshift) < SLM_CUDA_FOLD_GROUPS ? 1 << lshift : SLM_CUDA_FOLD_GROUPS;
+}
+
 template <uint32_t WT, bool SWIGLU>
 __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
 {
+    /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
+    __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * MMQ_TILES * 4][32];
     gemv_act a;
     a.cols = p.cols;
     a.q = p.xq;
     a.ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
+    const int L = 1 << p.lshift, F = mmq_groups(p.lshift), S = L / F, wk = warp % F, wr = warp / F;
     const int tok0 = (int)blockIdx.y * MMQ_TOKENS;
     const uint8_t *w;
     float *y;
     int rows, rg;
     qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
-    const int row0 = rg * MMQ_ROWS + 16 * warp + g;   /* rows row0 and row0 + 8 */
-    const uint8_t *wr[2] = {w + (size_t)min(row0, rows - 1) * p.w_row_bytes,
-                            w + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes};
+    const int row0 = rg * (16 * (MMQ_WARPS / F)) + 16 * wr + g;   /* rows row0 and row0 + 8 */
+    const uint8_t *wr_[2] = {w + (size_t)min(row0, rows - 1) * p.w_row_bytes,
+                             w + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes};
     const uint8_t *ur[2] = {nullptr, nullptr};
     if (SWIGLU) {
         ur[0] = p.w[1] + (size_t)min(row0, rows - 1) * p.w_row_bytes;
         ur[1] = p.w[1] + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes;
     }
     float tot[MMQ_TILES][4], seg[MMQ_TILES][4], utot[SWIGLU ? MMQ_TILES : 1][4], useg[SWIGLU ? MMQ_TILES : 1][4];
-    const int L = 1 << p.lshift;
-    for (int l = 0; l < L; l++) {
+    for (int l = wk * S; l < (wk + 1) * S; l++) {
         SLM_UNROLL
         for (int j = 0; j < MMQ_TILES; j++) {
             SLM_UNROLL
@@ -256,15 +268,39 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
         }
         const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
         for (int u = u0; u < u1; u++) {
-            mmq_unit<WT>::run(wr, p.nb, u, a, tok0, p.n, seg);
+            mmq_unit<WT>::run(wr_, p.nb, u, a, tok0, p.n, seg);
             if (SWIGLU) mmq_unit<WT>::run(ur, p.nb, u, a, tok0, p.n, useg);
         }
         SLM_UNROLL
         for (int j = 0; j < MMQ_TILES; j++) {
             SLM_UNROLL
             for (int i = 0; i < 4; i++) {
-                tot[j][i] = l == 0 ? seg[j][i] : __fadd_rn(tot[j][i], seg[j][i]);
-                if (SWIGLU) utot[j][i] = l == 0 ? useg[j][i] : __fadd_rn(utot[j][i], useg[j][i]);
+                tot[j][i] = l == wk * S ? seg[j][i] : __fadd_rn(tot[j][i], seg[j][i]);
+                if (SWIGLU) utot[j][i] = l == wk * S ? useg[j][i] : __fadd_rn(utot[j][i], useg[j][i]);
+            }
+        }
+    }
+    if (F > 1) {   /* the group sums meet at the warp of group 0, left to right */
+        if (wk > 0) {
+            SLM_UNROLL
+            for (int j = 0; j < MMQ_TILES; j++) {
+                SLM_UNROLL
+                for (int i = 0; i < 4; i++) {
+                    part[warp][4 * j + i][lane] = tot[j][i];
+                    if (SWIGLU) part[warp][4 * (MMQ_TILES + j) + i][lane] = utot[j][i];
+                }
+            }
+        }
+        __syncthreads();
+        if (wk > 0) return;
+        for (int f = 1; f < F; f++) {
+            SLM_UNROLL
+            for (int j = 0; j < MMQ_TILES; j++) {
+                SLM_UNROLL
+                for (int i = 0; i < 4; i++) {
+                    tot[j][i] = __fadd_rn(tot[j][i], part[warp + f][4 * j + i][lane]);
+                    if (SWIGLU) utot[j][i] = __fadd_rn(utot[j][i], part[warp + f][4 * (MMQ_TILES + j) + i][lane]);
+                }
             }
         }
     }
@@ -295,7 +331,10 @@ extern "C" int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const 
                             const void *xq, int n, float *const *y, int epilogue, struct CUstream_st *stream)
 {
     struct qmm_args p;
-    int rc = qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_ACT_MAX_TOKENS, y, epilogue, MMQ_ROWS, &p);
+    const int L = slm_cuda_gemv_lanes(type, cols);
+    SLM_CUDA_ARG(L != 0);
+    const int per_group = 16 * (MMQ_WARPS / mmq_groups(__builtin_ctz((unsigned)L)));
+    int rc = qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_ACT_MAX_TOKENS, y, epilogue, per_group, &p);
     if (rc) return rc;
     SLM_CUDA_DEVICE(xq, slm_cuda_act_bytes(n, cols));
     SLM_CUDA_ARG(slm_cuda_aligned(xq, 16));

@@ -40,6 +40,7 @@
  * SLM_BACKEND_CUDA_EMU), or, with neither, as the no-CUDA variant (backends/cuda_none.c).
  */
 
+#include "common/parse.h"
 #include "daemon/engine/backends/cuda/internal.h"
 
 static void cuda_destroy(struct slm_backend *be)
@@ -160,12 +161,27 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
         cuda_destroy(be);
         return NULL;
     }
+    /* The MMQ's threshold (ops.c): not measured on a GPU yet, so every call the GEMV cannot take in
+     * one launch; SLM_CUDA_MMQ_MIN_TOKENS overrides it for measurements. mma.sync s8 needs sm_80. */
+    const char *mmq = getenv("SLM_CUDA_MMQ_MIN_TOKENS");
+    ci->mmq_min = SLM_CUDA_GEMV_MAX_TOKENS + 1;
+    if (mmq && *mmq) {
+        long long v;
+        char why[SLM_ERR_LEN];
+        if (slm_parse_int(mmq, 1, INT32_MAX, &v, why)) {
+            slm_err_set(err, "cuda backend: SLM_CUDA_MMQ_MIN_TOKENS: %s (a number of tokens, >= 1)", why);
+            cuda_destroy(be);
+            return NULL;
+        }
+        ci->mmq_min = (int)v;
+    }
+    if (prop.major < 8) ci->mmq_min = INT32_MAX;
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
     ci->graphs.mode = !graphs || !*graphs || strcmp(graphs, "0") ? 1 : 0;
     if (graphs && !strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
-    slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; decode step graphs %s", device, n,
-            prop.name, prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
-            slm_backend_cuda_emulated() ? " (SIMT emulator)" : "",
+    slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; tensor-core MMQ from %d tokens; "
+            "decode step graphs %s", device, n, prop.name, prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
+            slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min,
             ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on");
     const char *sampling = getenv("SLM_CUDA_SAMPLING");
     if (sampling && !strcmp(sampling, "0")) {

@@ -110,6 +110,7 @@ struct cuda_impl {
     void *q8;
     size_t q8_bytes;
     int64_t q8_cols_max;      /* the widest weight with a device layout loaded */
+    int mmq_min;              /* calls of this many tokens or more take the tensor-core MMQ (ops.c) */
     float *xn;                /* x RMS-normed, for weights without a device layout (norm_matmul) */
     size_t xn_bytes;
     size_t weight_bytes;      /* device bytes of the resident weights (device layout where a type has one) */

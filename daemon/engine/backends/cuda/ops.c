@@ -38,13 +38,16 @@ int cuda_rmsnorm(struct slm_backend *be, const float *x, const struct slm_weight
     return launched(slm_cuda_rmsnorm(x, gamma->be_data, n, dim, eps, out, impl(be)->stream), "slm_cuda_rmsnorm");
 }
 
-/* ---- matmuls (docs/cuda.md, "The decode GEMV"; docs/numerics.md, "The GPU"): a weight of a
- * type with a device layout takes the decode GEMV for every n, SLM_CUDA_GEMV_MAX_TOKENS tokens a
- * launch: for n <= 8 x is quantized (RMS-normed first for norm_matmul / norm_glu) inside the
- * GEMV's blocks, one launch per group of weights of one type and cols; above 8, or when x does
- * not fit the blocks' shared memory, x is quantized once into the scratch, 8 tokens a chunk, and
- * each chunk runs the GEMV over it. Both give the same bits, and a token's bits depend on
- * neither n nor its place. F32 / F16 / BF16 weights take the fp32 GEMV. */
+/* ---- matmuls (docs/cuda.md, "The decode GEMV" and "The tensor-core MMQ"; docs/numerics.md,
+ * "The GPU"): a weight of a type with a device layout takes, for a call of n tokens,
+ * - n >= ci->mmq_min (SLM_CUDA_MMQ_MIN_TOKENS, default 9; never below sm_80): x quantized once
+ *   into the scratch (RMS-normed first for norm_matmul / norm_glu), then the tensor-core MMQ over
+ *   all n tokens, one launch per group of weights of one type and cols;
+ * - else the decode GEMV: for n <= 8 x is quantized inside the GEMV's blocks; when x does not fit
+ *   their shared memory (or n > 8 with the MMQ off), x is quantized once into the scratch, 8
+ *   tokens a chunk, and each chunk runs the GEMV over it.
+ * All of them give the same bits for a token (the MMQ's are the GEMV's), and a token's bits
+ * depend on neither n nor its place. F32 / F16 / BF16 weights take the fp32 GEMV. */
 
 /* Tokens the quantized-activation scratch holds at least once it is allocated. */
 #define Q8_SCRATCH_TOKENS 512
@@ -81,6 +84,20 @@ static int gemv(struct cuda_impl *ci, uint32_t type, int64_t cols, int n_w, cons
                 int epilogue)
 {
     const int T = SLM_CUDA_GEMV_MAX_TOKENS;
+    if (n >= ci->mmq_min) {
+        const int M = SLM_CUDA_ACT_MAX_TOKENS;
+        int rc = q8_reserve(ci, slm_cuda_act_bytes(n < M ? n : M, cols), n);
+        for (int c = 0; c < n && !rc; c += M) {
+            int k = n - c < M ? n - c : M;
+            float *yc[SLM_CUDA_GEMV_MAX_WEIGHTS];
+            for (int i = 0; i < n_w; i++) yc[i] = y[i] ? y[i] + (size_t)c * (size_t)rows[i] : NULL;
+            rc = launched(slm_cuda_gemv_quantize(x + (size_t)c * (size_t)cols, gamma, eps, k, cols, ci->q8, ci->stream),
+                          "slm_cuda_gemv_quantize");
+            if (!rc)
+                rc = launched(slm_cuda_mmq(type, n_w, w, rows, cols, ci->q8, k, yc, epilogue, ci->stream), "slm_cuda_mmq");
+        }
+        return rc;
+    }
     if (n <= T && slm_cuda_gemv_fits(type, cols, n))
         return launched(slm_cuda_gemv(type, n_w, w, rows, cols, x, gamma, eps, n, y, epilogue, ci->stream),
                         "slm_cuda_gemv");
