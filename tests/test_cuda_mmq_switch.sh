@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tests/test_cuda_mmq_switch.sh - the CUDA backend's choice between the decode GEMV and the
+# tensor-core MMQ (SLM_CUDA_MMQ_MIN_TOKENS, daemon/engine/backends/cuda/ops.c), through slmd_emu
+# (slmd with the CUDA backend under the SIMT emulator): a greedy run gives the same tokens with the
+# MMQ taken for every call of 2 tokens or more as with it never taken (the two kernels give the
+# same bits, so the prompt's 20-token prefill and the decode agree to the last bit); a value that
+# is not a whole number >= 1 is a one-line error naming the variable.
+set -u
+slmd=${SLMD_EMU:-}
+[ -n "$slmd" ] && [ -x "$slmd" ] || { echo "skip: no slmd_emu in this build (no CUDA headers for the SIMT emulator)"; exit 77; }
+model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$model" ] || { echo "skip: $model is absent"; exit 77; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail=0
+EXPECT_PROG=$slmd
+. "$(dirname "$0")/expect_error.sh"
+
+args=(run --backend cuda --model "$model" --prompt "The three primary colors are red, blue and yellow, and the three"
+      --temperature 0 --max-tokens 4 --print-token-ids --threads 2 --ctx-size 256)
+mmq=$(SLM_CUDA_MMQ_MIN_TOKENS=2 "$slmd" "${args[@]}" 2>"$tmp/err1")
+gemv=$(SLM_CUDA_MMQ_MIN_TOKENS=1000000 "$slmd" "${args[@]}" 2>"$tmp/err2")
+if [[ "$mmq" =~ ^[0-9]+( [0-9]+)*$ ]] && [ "$mmq" = "$gemv" ]; then
+  echo "ok   the same greedy tokens with the MMQ from 2 tokens and without it: $mmq"
+else
+  echo "FAIL MMQ from 2 tokens gave '$mmq', the GEMV alone '$gemv'"; cat "$tmp/err1" "$tmp/err2"; fail=1
+fi
+for bad in 0 -3 abc 1.5; do
+  SLM_CUDA_MMQ_MIN_TOKENS=$bad expect_error "SLM_CUDA_MMQ_MIN_TOKENS=$bad" "SLM_CUDA_MMQ_MIN_TOKENS: .*" "${args[@]}"
+done
+exit $fail
