@@ -1,8 +1,9 @@
 /*
  * bench/gpu/gpu_kernels.c - the kernels the CUDA backend runs, timed against their rooflines.
  *
- * First the machine's ceiling is measured: the memory bandwidth (a device-to-device copy: it
- * reads and writes every byte). Then every launch the backend makes in a decode step runs at the
+ * First the machine's ceilings are measured: the memory bandwidth (a device-to-device copy: it
+ * reads and writes every byte) and the int8 tensor-core rate (slm_cuda_mma_rate: mma.sync s8
+ * m16n8k32 back to back in 8 warps x 8 blocks an SM). Then every launch the backend makes in a decode step runs at the
  * shapes of three models (SmolLM2-135M, Qwen2.5-1.5B, a 7B: Qwen2.5-7B's shapes), each timed
  * with events over --reps launches after one warm-up. A row's roofline is the time its
  * compulsory traffic takes at the measured bandwidth; "roof %" is that time over the measured
@@ -16,10 +17,16 @@
  * the residual add (accumulate), gate and up in one launch with the norm and the SwiGLU
  * epilogue, down with the residual add - at n = 1, 2, 4 and 8 tokens (one slm_cuda_gemv launch
  * when the quantized x fits its shared memory, else slm_cuda_gemv_quantize + slm_cuda_gemv_q8,
- * as the backend does), and n = 32 as the backend runs it: 4 chunks of 8 tokens, each quantized
- * (slm_cuda_gemv_quantize), then each through slm_cuda_gemv_q8. Traffic: the weights' bytes in
- * the device layout (padding included) once, x and gamma read, y written (and read as well
- * when accumulated) once.
+ * as the backend does), and at n = 16 and 32 in chunks of 8 tokens (each quantized, then each
+ * through slm_cuda_gemv_q8), as the backend would run them with the MMQ off. Traffic: the
+ * weights' bytes in the device layout (padding included) once, x and gamma read, y written (and
+ * read as well when accumulated) once.
+ *
+ * The tensor-core MMQ (kernels/cuda/mmq.cu) the same four ways at n = 9, 16, 32, 64, 256 and 512
+ * (slm_cuda_gemv_quantize of all n tokens, then slm_cuda_mmq): its roofline is the larger of the
+ * traffic at the measured bandwidth and 2 n rows cols integer operations at the measured tensor
+ * rate ("bound" says which). The gemv and mmq rows at n = 9..32 side by side are what
+ * SLM_CUDA_MMQ_MIN_TOKENS (the backend's switch) is to be chosen from.
  *
  * The fused decode attention (slm_cuda_attention_decode_fused: RoPE, the KV store and
  * attention in one launch) at batches 1, 8 and 64 (each token the new one of its own sequence)
@@ -68,6 +75,7 @@ static const struct model_shape tiny_576 = {"tiny-576", 576, 1536, 9, 3, 64, 102
 struct bench {
     int reps, json, smoke;
     double bw;             /* measured bytes/s */
+    double tops;           /* measured int8 tensor-core operations/s (slm_cuda_mma_rate) */
     cudaStream_t stream;
     cudaEvent_t t0, t1;
     int failed;
@@ -119,23 +127,26 @@ static double time_launch(struct bench *b, launch_fn fn, void *ctx)
     return (double)ms * 1e-3 / b->reps;
 }
 
-/* Prints one row: the kernel's time against bytes / bw (flops only recorded). */
+/* Prints one row: the kernel's time against its roofline, the larger of bytes / bw and (for the
+ * tensor-core rows) tensor_ops / the measured int8 tensor rate; other flops are only recorded. */
 static void row(struct bench *b, const char *model, const char *kernel, const char *what, int n, double bytes,
-                double flops, double secs)
+                double flops, double tensor_ops, double secs)
 {
     if (secs < 0) {
         printf("%-13s %-31s %-14s %5d  launch FAILED\n", model, kernel, what, n);
         b->failed = 1;
         return;
     }
-    double roof = bytes / b->bw;
+    double roof = bytes / b->bw, troof = tensor_ops / b->tops;
+    const char *bound = troof > roof ? "tensor" : "memory";
+    if (troof > roof) roof = troof;
     if (b->json)
         printf("{\"model\": \"%s\", \"kernel\": \"%s\", \"what\": \"%s\", \"n\": %d, \"bytes\": %.0f, \"flops\": %.0f, "
-               "\"us\": %.3f, \"roofline_us\": %.3f, \"bound\": \"memory\", \"roof_pct\": %.1f}\n",
-               model, kernel, what, n, bytes, flops, secs * 1e6, roof * 1e6, 100.0 * roof / secs);
+               "\"us\": %.3f, \"roofline_us\": %.3f, \"bound\": \"%s\", \"roof_pct\": %.1f}\n",
+               model, kernel, what, n, bytes, flops, secs * 1e6, roof * 1e6, bound, 100.0 * roof / secs);
     else
         printf("%-13s %-31s %-14s %5d %10.1f %10.2f %10.2f %8.1f  %s\n", model, kernel, what, n, bytes / 1e3,
-               secs * 1e6, roof * 1e6, 100.0 * roof / secs, "memory");
+               secs * 1e6, roof * 1e6, 100.0 * roof / secs, bound);
 }
 
 /* Prints why a row was not timed (a shape the type cannot have). */
@@ -160,6 +171,14 @@ static int run_copy(struct bench *b, void *ctx)
     return cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, b->stream) != cudaSuccess;
 }
 
+struct rate_ctx { int blocks, iters; int *out; };
+
+static int run_rate(struct bench *b, void *ctx)
+{
+    struct rate_ctx *r = ctx;
+    return slm_cuda_mma_rate(r->blocks, r->iters, r->out, b->stream);
+}
+
 static void measure_ceilings(struct bench *b)
 {
     struct copy_ctx c = {.bytes = b->smoke ? (1u << 20) : (512u << 20)};
@@ -170,12 +189,23 @@ static void measure_ceilings(struct bench *b)
     b->bw = t > 0 ? 2.0 * (double)c.bytes / t : 1e9;
     cudaFree(c.src);
     cudaFree(c.dst);
+    /* the int8 tensor rate: 8 blocks an SM of 8 warps, each issuing mma.sync back to back */
+    int sms = 1;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    struct rate_ctx r = {.blocks = 8 * sms, .iters = b->smoke ? 2 : 8192};
+    r.out = dev_fill((size_t)r.blocks * sizeof(int), 0);
+    b->tops = 1e18;   /* a placeholder while the probe runs */
+    t = time_launch(b, run_rate, &r);
+    b->tops = t > 0 ? slm_cuda_mma_rate_ops(r.blocks, r.iters) / t : 1e12;
+    cudaFree(r.out);
     if (b->json)
-        printf("{\"ceilings\": true, \"bandwidth_gbs\": %.1f}\n", b->bw / 1e9);
+        printf("{\"ceilings\": true, \"bandwidth_gbs\": %.1f, \"int8_tensor_tops\": %.1f}\n", b->bw / 1e9,
+               b->tops / 1e12);
     else
-        printf("measured: memory bandwidth %.1f GB/s (device-to-device copy)\n\n%-13s %-31s %-14s %5s %10s %10s %10s "
-               "%8s  %s\n",
-               b->bw / 1e9, "model", "kernel", "shape/type", "n", "KB moved", "us", "roof us", "roof %", "bound");
+        printf("measured: memory bandwidth %.1f GB/s (device-to-device copy); int8 tensor rate %.1f TOPS (mma.sync "
+               "m16n8k32)\n\n%-13s %-31s %-14s %5s %10s %10s %10s %8s  %s\n",
+               b->bw / 1e9, b->tops / 1e12, "model", "kernel", "shape/type", "n", "KB moved", "us", "roof us",
+               "roof %", "bound");
 }
 
 /* ---- the decode GEMV, as the backend's gemv() (daemon/engine/backends/cuda/ops.c) calls it */
@@ -190,6 +220,7 @@ struct gemv_ctx {
     float *x, *gamma, *y[SLM_CUDA_GEMV_MAX_WEIGHTS];
     void *xq;              /* the quantized x of every chunk, chunk bytes apart; NULL for one fused launch */
     size_t chunk;
+    int mmq;               /* x quantized at once, then the tensor-core MMQ (n >= SLM_CUDA_MMQ_MIN_TOKENS) */
 };
 
 static size_t align256(size_t n)
@@ -201,6 +232,10 @@ static int run_gemv(struct bench *b, void *ctx)
 {
     struct gemv_ctx *g = ctx;
     const int T = SLM_CUDA_GEMV_MAX_TOKENS;
+    if (g->mmq) {
+        int rc = slm_cuda_gemv_quantize(g->x, g->gamma, 1e-5f, g->n, g->cols, g->xq, b->stream);
+        return rc ? rc : slm_cuda_mmq(g->type, g->n_w, g->w, g->rows, g->cols, g->xq, g->n, g->y, g->epilogue, b->stream);
+    }
     if (!g->xq)
         return slm_cuda_gemv(g->type, g->n_w, g->w, g->rows, g->cols, g->x, g->gamma, 1e-5f, g->n, g->y, g->epilogue,
                              b->stream);
@@ -243,11 +278,12 @@ static void *dev_weight_device_layout(uint32_t type, int64_t rows, int64_t cols,
 /* The layer's four GEMV launches. */
 enum gemv_kind { GEMV_QKV, GEMV_WO, GEMV_GATE_UP, GEMV_DOWN };
 
-static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t type, enum gemv_kind kind, int n)
+static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t type, enum gemv_kind kind, int n,
+                       int mmq)
 {
     static const char *names[] = {"qkv", "wo", "gate/up", "down"};
     const int64_t qd = (int64_t)ms->n_head * ms->head_dim, kvd = (int64_t)ms->n_head_kv * ms->head_dim;
-    struct gemv_ctx g = {.type = type, .n = n};
+    struct gemv_ctx g = {.type = type, .n = n, .mmq = mmq};
     switch (kind) {
     case GEMV_QKV:
         g.n_w = 3, g.cols = ms->dim, g.epilogue = SLM_CUDA_GEMV_STORE;
@@ -261,14 +297,14 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     default: g.n_w = 1, g.cols = ms->ffn, g.rows[0] = ms->dim, g.epilogue = SLM_CUDA_GEMV_ACCUMULATE; break;
     }
     const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP, T = SLM_CUDA_GEMV_MAX_TOKENS;
-    const int fused = n <= T && slm_cuda_gemv_fits(type, g.cols, n);
-    const char *kernel = fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
+    const int fused = !mmq && n <= T && slm_cuda_gemv_fits(type, g.cols, n);
+    const char *kernel = mmq ? "mmq (quantize + mmq)" : fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
     char what[64], why[96];
     snprintf(what, sizeof what, "%s %s", names[kind], slm_qtype_name(type));
     if (slm_cuda_device_row_bytes(type, g.cols) == 0) {   /* no launch: no kernel name either */
         snprintf(why, sizeof why, "%s rows of %lld columns cannot exist (%u-element blocks)", slm_qtype_name(type),
                  (long long)g.cols, slm_qblock_elems(type));
-        skipped_row(b, ms->name, "gemv", what, n, why);
+        skipped_row(b, ms->name, mmq ? "mmq" : "gemv", what, n, why);
         return;
     }
     double bytes = 0, out_rows = 0, flops = 0;
@@ -287,14 +323,16 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     if (g.epilogue == SLM_CUDA_GEMV_SWIGLU) g.y[1] = g.y[0];   /* not read, as kernels.h says */
     g.x = dev_floats((size_t)n * (size_t)g.cols, 0.5f);
     if (norm) g.gamma = dev_floats((size_t)g.cols, 1.0f);
-    if (!fused) {
+    if (mmq) {
+        g.xq = dev_fill(slm_cuda_act_bytes(n, g.cols), 0);
+    } else if (!fused) {
         g.chunk = align256(slm_cuda_gemv_act_bytes(T, g.cols));
         g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
     }
     double secs = time_launch(b, run_gemv, &g);
     bytes += 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0) +
              (g.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? 8.0 : 4.0) * n * out_rows;
-    row(b, ms->name, kernel, what, n, bytes, flops, secs);
+    row(b, ms->name, kernel, what, n, bytes, flops, mmq ? flops : 0, secs);
     for (int i = 0; i < g.n_w; i++) cudaFree((void *)g.w[i]);
     cudaFree(g.y[0]);
     if (g.epilogue != SLM_CUDA_GEMV_SWIGLU)
@@ -332,7 +370,7 @@ static void bench_ew(struct bench *b, const struct model_shape *ms, int kind, in
     snprintf(what, sizeof what, "%d", dim);
     /* rmsnorm: x read, out written, gamma; swiglu: two read, one written; add: two read, one written */
     double bytes = kind == 0 ? 8.0 * (double)len + 4.0 * dim : 12.0 * (double)len;
-    row(b, ms->name, names[kind], what, n, bytes, 0, time_launch(b, run_ew, &e));
+    row(b, ms->name, names[kind], what, n, bytes, 0, 0, time_launch(b, run_ew, &e));
     cudaFree(e.x);
     cudaFree(e.y);
     cudaFree(e.out);
@@ -398,7 +436,7 @@ static void bench_attention(struct bench *b, const struct model_shape *ms, int n
     double flops = 4.0 * (double)n * ctx * (double)ms->n_head * (double)ms->head_dim;
     char what[32];
     snprintf(what, sizeof what, "ctx %d", ctx);
-    row(b, ms->name, "attention decode (fused)", what, n, bytes, flops, secs);
+    row(b, ms->name, "attention decode (fused)", what, n, bytes, flops, 0, secs);
     free(pos), free(row_of), free(tab);
     cudaFree(d_pos), cudaFree(d_row), cudaFree(d_tab), cudaFree(cos_sin);
     cudaFree(a.kv.k), cudaFree(a.kv.v), cudaFree(a.q), cudaFree(a.k), cudaFree(a.v), cudaFree(a.out), cudaFree(a.ws);
@@ -439,7 +477,7 @@ static void bench_sample(struct bench *b, const struct model_shape *ms, int rows
     s.hist = dev_fill(4, 0);
     s.ws_bytes = slm_cuda_sample_workspace(rows, ms->vocab);
     s.ws = dev_fill(s.ws_bytes, 0);
-    row(b, ms->name, "sample", top_p ? "top-p 0.9" : "greedy", rows, 4.0 * rows * (double)ms->vocab, 0,
+    row(b, ms->name, "sample", top_p ? "top-p 0.9" : "greedy", rows, 4.0 * rows * (double)ms->vocab, 0, 0,
         time_launch(b, run_sample, &s));
     free(p);
     cudaFree(s.logits), cudaFree(s.params), cudaFree(s.rng), cudaFree(s.tokens), cudaFree(s.hist), cudaFree(s.ws);
@@ -448,13 +486,16 @@ static void bench_sample(struct bench *b, const struct model_shape *ms, int rows
 static void bench_model(struct bench *b, const struct model_shape *ms)
 {
     static const uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q4_K, SLM_TYPE_Q6_K, SLM_TYPE_Q8_0};
-    static const int gemv_n[] = {1, 2, 4, 8, 32}, att_n[] = {1, 8, 64};
+    static const int gemv_n[] = {1, 2, 4, 8, 16, 32}, mmq_n[] = {9, 16, 32, 64, 256, 512}, att_n[] = {1, 8, 64};
     static const int ctxs[] = {128, 1024, 4096}, smoke_ctxs[] = {17, 64, 130};
     const int prefill_n = b->smoke ? 16 : 512;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
-        for (int kind = GEMV_QKV; kind <= GEMV_DOWN; kind++)
+        for (int kind = GEMV_QKV; kind <= GEMV_DOWN; kind++) {
             for (size_t i = 0; i < sizeof gemv_n / sizeof gemv_n[0]; i++)
-                bench_gemv(b, ms, types[t], (enum gemv_kind)kind, gemv_n[i]);
+                bench_gemv(b, ms, types[t], (enum gemv_kind)kind, gemv_n[i], 0);
+            for (size_t i = 0; i < sizeof mmq_n / sizeof mmq_n[0]; i++)
+                if (!b->smoke || mmq_n[i] <= 64) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], 1);
+        }
     for (size_t i = 0; i < sizeof att_n / sizeof att_n[0]; i++)
         for (size_t c = 0; c < sizeof ctxs / sizeof ctxs[0]; c++)
             bench_attention(b, ms, att_n[i], b->smoke ? smoke_ctxs[c] : ctxs[c]);
@@ -502,7 +543,7 @@ int main(int argc, char **argv)
         bench_model(&b, &tiny);
         bench_model(&b, &tiny_576);
         /* a matmul whose cols fit no K-quant block: the skipped row's path */
-        bench_gemv(&b, &(struct model_shape){"tiny-576", 576, 100, 9, 3, 64, 1024}, SLM_TYPE_Q6_K, GEMV_DOWN, 1);
+        bench_gemv(&b, &(struct model_shape){"tiny-576", 576, 100, 9, 3, 64, 1024}, SLM_TYPE_Q6_K, GEMV_DOWN, 1, 0);
     } else {
         int any = 0;
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {

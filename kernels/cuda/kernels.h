@@ -211,6 +211,14 @@ int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *r
 int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const void *xq, int n,
                  float *const *y, int epilogue, struct CUstream_st *stream);
 
+/* ---- mma_rate.cu: the int8 tensor-core rate, for bench/gpu/gpu_kernels ---- */
+
+/* blocks x 8 warps issue iters x 4 independent mma.sync s8 m16n8k32 each; out (blocks ints,
+ * device) is written only in a case that does not happen. slm_cuda_mma_rate_ops: the integer
+ * operations (2 a multiply-add) of such a launch. */
+int slm_cuda_mma_rate(int blocks, int iters, int *out, struct CUstream_st *stream);
+double slm_cuda_mma_rate_ops(int blocks, int iters);
+
 /* ---- dequant.cu: weight rows to f32 / f16 / bf16, and the embedding lookup ---- */
 
 /*
