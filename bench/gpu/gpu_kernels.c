@@ -199,7 +199,7 @@ static void measure_ceilings(struct bench *b)
     b->tops = t > 0 ? slm_cuda_mma_rate_ops(r.blocks, r.iters) / t : 1e12;
     cudaFree(r.out);
     if (b->json)
-        printf("{\"ceilings\": true, \"bandwidth_gbs\": %.1f, \"int8_tensor_tops\": %.1f}\n", b->bw / 1e9,
+        printf("{\"ceilings\": true, \"bandwidth_gbs\": %.1f, \"int8_tensor_tops\": %.4g}\n", b->bw / 1e9,
                b->tops / 1e12);
     else
         printf("measured: memory bandwidth %.1f GB/s (device-to-device copy); int8 tensor rate %.1f TOPS (mma.sync "
