@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/cpu/dequant.h"
+#include "kernels/cpu/qunpack.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -165,12 +166,154 @@ DEFINE_TILE(gemm_q4_1, CALL_Q4_1)
 DEFINE_TILE(gemm_q4_0, CALL_Q4_0)
 DEFINE_TILE(gemm_q8_0, CALL_Q8_0)
 
+/* ---- the K-quants against Q8_K: the integer sums of a 256-block (sumi, and Q4_K / Q5_K's summ) are
+ * exact in int32 whatever the lanes, so with the portable kernel's float expression per block
+ * (vec_dot_ref.c, written out the same way, no contraction) every tile gives its bits. */
+
+ALWAYS_INLINE int hsum_i32(__m256i v)
+{
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    return _mm_cvtsi128_si32(t);
+}
+
+/* Bit k of every byte of v, moved to bit `to` (k, to <= 7). */
+ALWAYS_INLINE __m256i bit_of_bytes(__m256i v, int k, int to)
+{
+    __m256i b = _mm256_and_si256(_mm256_srli_epi16(v, k), _mm256_set1_epi8(1));
+    return _mm256_slli_epi16(b, to);
+}
+
+ALWAYS_INLINE void tile_q45_k(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, float *y,
+                              int64_t ldy, int accumulate, const int R, const int C, const int five)
+{
+    const size_t wblk = five ? sizeof(struct slm_block_q5_K) : sizeof(struct slm_block_q4_K);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    float sum[4][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) sum[r][c] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const struct slm_block_q8_K *ab[2];
+        for (int c = 0; c < C; c++) ab[c] = (const struct slm_block_q8_K *)(a + c * as) + b;
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + r * ws + b * wblk;
+            slm_half dh, mh;
+            memcpy(&dh, blk, 2);
+            memcpy(&mh, blk + 2, 2);
+            const uint8_t *qs = blk + 4 + SLM_K_SCALE_SIZE + (five ? SLM_QK_K / 8 : 0);
+            int sc[8], m[8];
+            for (int j = 0; j < 8; j++) slm_k_scale_min(j, blk + 4, &sc[j], &m[j]);
+            const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 4 + SLM_K_SCALE_SIZE))
+                                    : _mm256_setzero_si256();
+            __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int q = 0; q < 4; q++) {   /* qs chunk q: sub-blocks 2q (low nibbles) and 2q + 1 (high) */
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * q));
+                __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                if (five) {
+                    lo = _mm256_or_si256(lo, bit_of_bytes(qh, 2 * q, 4));
+                    hi = _mm256_or_si256(hi, bit_of_bytes(qh, 2 * q + 1, 4));
+                }
+                for (int c = 0; c < C; c++) {
+                    const __m256i a0 = _mm256_loadu_si256((const __m256i *)(ab[c]->qs + 64 * q));
+                    const __m256i a1 = _mm256_loadu_si256((const __m256i *)(ab[c]->qs + 64 * q + 32));
+                    const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_set1_epi16((short)sc[2 * q]));
+                    const __m256i p1 =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16((short)sc[2 * q + 1]));
+                    acc[c] = _mm256_add_epi32(acc[c], _mm256_add_epi32(p0, p1));
+                }
+            }
+            for (int c = 0; c < C; c++) {
+                int sumi = hsum_i32(acc[c]), summ = 0;
+                for (int j = 0; j < 8; j++) summ += m[j] * (ab[c]->bsums[2 * j] + ab[c]->bsums[2 * j + 1]);
+                float d = h2f(dh) * ab[c]->d, dmin = h2f(mh) * ab[c]->d;
+                sum[r][c] += d * (float)sumi - dmin * (float)summ;
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) store(&y[c * ldy + r], sum[r][c], accumulate);
+}
+
+ALWAYS_INLINE void tile_q6_k(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, float *y,
+                             int64_t ldy, int accumulate, const int R, const int C)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(3);
+    float sum[4][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) sum[r][c] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const struct slm_block_q8_K *ab[2];
+        for (int c = 0; c < C; c++) ab[c] = (const struct slm_block_q8_K *)(a + c * as) + b;
+        for (int r = 0; r < R; r++) {
+            const struct slm_block_q6_K *blk = (const struct slm_block_q6_K *)(w + r * ws) + b;
+            __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int h = 0; h < 2; h++) {   /* half h: elements 128h .. 128h + 127 */
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+                for (int q = 0; q < 4; q++) {   /* quarter q: 32 elements, scale groups 8h + 2q, + 1 */
+                    const __m256i l = q & 1 ? l1 : l0;
+                    const __m256i nib = q >= 2 ? _mm256_and_si256(_mm256_srli_epi16(l, 4), low4) : _mm256_and_si256(l, low4);
+                    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * q), two), 4);
+                    const __m256i v = _mm256_or_si256(nib, hi);   /* 0..63: q + 32 */
+                    const int g = 8 * h + 2 * q;
+                    const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(blk->scales[g + 1]), _mm_set1_epi16(blk->scales[g]));
+                    for (int c = 0; c < C; c++) {
+                        const __m256i av = _mm256_loadu_si256((const __m256i *)(ab[c]->qs + 128 * h + 32 * q));
+                        acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(v, av), scv));
+                    }
+                }
+            }
+            for (int c = 0; c < C; c++) {
+                int corr = 0;   /* the - 32 of every value, through the sums of 16 activations */
+                for (int g = 0; g < 16; g++) corr += blk->scales[g] * ab[c]->bsums[g];
+                int sumi = hsum_i32(acc[c]) - 32 * corr;
+                sum[r][c] += h2f(blk->d) * ab[c]->d * (float)sumi;
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) store(&y[c * ldy + r], sum[r][c], accumulate);
+}
+
+/* DEFINE_TILE for 256-element blocks */
+#define DEFINE_TILE_K(NAME, CALL)                                                                        \
+    static void NAME(int64_t k, const void *wp, size_t ws, int nr, const void *ap, size_t as, int nc,    \
+                     float *y, int64_t ldy, int accumulate)                                              \
+    {                                                                                                    \
+        const int64_t nbk = k / SLM_QK_K;                                                                \
+        const uint8_t *w = wp, *a = ap;                                                                  \
+        int c = 0;                                                                                       \
+        for (; c + 2 <= nc; c += 2) {                                                                    \
+            int r = 0;                                                                                   \
+            for (; r + 4 <= nr; r += 4) CALL(w + r * ws, a + c * as, y + c * ldy + r, 4, 2);             \
+            for (; r < nr; r++) CALL(w + r * ws, a + c * as, y + c * ldy + r, 1, 2);                     \
+        }                                                                                                \
+        for (; c < nc; c++) {                                                                            \
+            int r = 0;                                                                                   \
+            for (; r + 4 <= nr; r += 4) CALL(w + r * ws, a + c * as, y + c * ldy + r, 4, 1);             \
+            for (; r < nr; r++) CALL(w + r * ws, a + c * as, y + c * ldy + r, 1, 1);                     \
+        }                                                                                                \
+    }
+
+#define CALL_Q4_K(W, A, Y, R, C) tile_q45_k(nbk, W, ws, A, as, Y, ldy, accumulate, R, C, 0)
+#define CALL_Q5_K(W, A, Y, R, C) tile_q45_k(nbk, W, ws, A, as, Y, ldy, accumulate, R, C, 1)
+#define CALL_Q6_K(W, A, Y, R, C) tile_q6_k(nbk, W, ws, A, as, Y, ldy, accumulate, R, C)
+
+DEFINE_TILE_K(gemm_q4_k, CALL_Q4_K)
+DEFINE_TILE_K(gemm_q5_k, CALL_Q5_K)
+DEFINE_TILE_K(gemm_q6_k, CALL_Q6_K)
+
 slm_cpu_tile_fn slm_cpu_tile_avx2(uint32_t wtype)
 {
     switch (wtype) {
     case SLM_TYPE_Q4_1: return gemm_q4_1;
     case SLM_TYPE_Q4_0: return gemm_q4_0;
     case SLM_TYPE_Q8_0: return gemm_q8_0;
+    case SLM_TYPE_Q4_K: return gemm_q4_k;
+    case SLM_TYPE_Q5_K: return gemm_q5_k;
+    case SLM_TYPE_Q6_K: return gemm_q6_k;
     default: return NULL;
     }
 }
