@@ -59,8 +59,11 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
     } else if (slm_gguf_str_eq(a, "qwen2")) {
         c->arch = SLM_ARCH_QWEN2;
         c->rope_layout = SLM_ROPE_NEOX;
+    } else if (slm_gguf_str_eq(a, "qwen3")) {
+        c->arch = SLM_ARCH_QWEN3;
+        c->rope_layout = SLM_ROPE_NEOX;
     } else {
-        slm_err_set(err, "%s: architecture '%s' is not supported (llama, mistral and qwen2 are)", g->path,
+        slm_err_set(err, "%s: architecture '%s' is not supported (llama, mistral, qwen2 and qwen3 are)", g->path,
                     c->arch_name);
         return -ENOTSUP;
     }
@@ -81,6 +84,21 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
         (rc = get_float(g, ar, "rope.freq_base", &c->rope_base, 10000.0f, err)) ||
         (rc = get_float(g, ar, "attention.layer_norm_rms_epsilon", &c->rms_eps, 1e-5f, err)))
         return rc;
+    /* What this forward pass does not compute is refused, not silently left out: RoPE frequency
+     * scaling (Llama 3.1+'s rope_freqs factors, YaRN, linear / LongRoPE scaling) would otherwise
+     * give wrong logits with no word said. */
+    char key[128];
+    struct slm_gguf_str st;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", ar);
+    if (slm_gguf_get_str(g, key, &st, err) == 0 && !slm_gguf_str_eq(st, "none")) {
+        slm_err_set(err, "%s: RoPE scaling '%.*s' (%s) is not supported yet", g->path, (int)st.len, st.ptr, key);
+        return -ENOTSUP;
+    }
+    if (slm_gguf_find_tensor(g, "rope_freqs.weight")) {
+        slm_err_set(err, "%s: tensor 'rope_freqs.weight' (Llama 3.1+ RoPE frequency scaling) is not supported yet",
+                    g->path);
+        return -ENOTSUP;
+    }
     if (c->n_head % c->n_head_kv || c->rope_dim > c->head_dim || c->rope_dim % 2 || c->head_dim % 8) {
         slm_err_set(err, "%s: inconsistent attention shape (heads %d, kv heads %d, head dim %d, rope dim %d)",
                     g->path, c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
@@ -126,6 +144,7 @@ static int bind_layer(const struct slm_gguf *g, const struct slm_model_config *c
 {
     char n[96];
     int q = c->n_head * c->head_dim, kv = c->n_head_kv * c->head_dim, bias = c->arch == SLM_ARCH_QWEN2;
+    int qk_norm = c->arch == SLM_ARCH_QWEN3;
     struct { const char *suffix; int64_t cols, rows; int optional; struct slm_weight *w; } spec[] = {
         {"attn_norm.weight", c->dim, 0, 0, &L->attn_norm},
         {"attn_q.weight", c->dim, q, 0, &L->wq},
@@ -134,6 +153,8 @@ static int bind_layer(const struct slm_gguf *g, const struct slm_model_config *c
         {"attn_q.bias", q, 0, !bias, &L->bq},
         {"attn_k.bias", kv, 0, !bias, &L->bk},
         {"attn_v.bias", kv, 0, !bias, &L->bv},
+        {"attn_q_norm.weight", c->head_dim, 0, !qk_norm, &L->q_norm},
+        {"attn_k_norm.weight", c->head_dim, 0, !qk_norm, &L->k_norm},
         {"attn_output.weight", q, c->dim, 0, &L->wo},
         {"ffn_norm.weight", c->dim, 0, 0, &L->ffn_norm},
         {"ffn_gate.weight", c->dim, c->ffn_dim, 0, &L->w_gate},
@@ -197,8 +218,8 @@ static int for_each_weight(struct slm_model *m, int (*fn)(struct slm_backend *, 
         if (i != 2 || m->output.data != m->tok_embd.data) rc = fn(be, top[i]);
     for (int l = 0; l < m->cfg.n_layer && !rc; l++) {
         struct slm_layer *L = &m->layers[l];
-        struct slm_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->bq, &L->bk, &L->bv, &L->wo,
-                                   &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+        struct slm_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->bq, &L->bk, &L->bv, &L->q_norm,
+                                   &L->k_norm, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0] && !rc; i++)
             if (ws[i]->data) rc = fn(be, ws[i]);
     }
@@ -338,6 +359,10 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
         TRY(ops->add_bias(be, f->q, &L->bq, n));
         TRY(ops->add_bias(be, f->k, &L->bk, n));
         TRY(ops->add_bias(be, f->v, &L->bv, n));
+    }
+    if (L->q_norm.data) {   /* qwen3: each head of q and k RMS-normed before RoPE (in place) */
+        TRY(ops->rmsnorm(be, f->q, &L->q_norm, n * c->n_head, c->head_dim, c->rms_eps, f->q));
+        TRY(ops->rmsnorm(be, f->k, &L->k_norm, n * c->n_head_kv, c->head_dim, c->rms_eps, f->k));
     }
     TRY(ops->attention(be, pool, l, b, &ap, f->q, f->k, f->v, f->att));
     const struct slm_weight *wo[] = {&L->wo};

@@ -12,7 +12,7 @@
 #include "daemon/engine/backends/backend.h"
 #include "daemon/engine/gguf.h"
 
-enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2 };
+enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3 };
 
 struct slm_model_config {
     int arch;                 /* enum slm_arch */
@@ -33,6 +33,7 @@ struct slm_layer {
     struct slm_weight wq;               /* (n_head * head_dim, dim) */
     struct slm_weight wk, wv;           /* (n_head_kv * head_dim, dim) */
     struct slm_weight bq, bk, bv;       /* qwen2 only: (rows of wq/wk/wv) */
+    struct slm_weight q_norm, k_norm;   /* qwen3 only: (head_dim), RMSNorm of each head of q and k */
     struct slm_weight wo;               /* (dim, n_head * head_dim) */
     struct slm_weight ffn_norm;         /* (dim) */
     struct slm_weight w_gate, w_up;     /* (ffn_dim, dim) */
