@@ -160,6 +160,7 @@ static void cancel_job(struct job *j)
             j->res.n_prompt = ev.n_prompt;
             j->res.n_generated = ev.n_generated;
             j->healthy = 1;
+            j->done = 1;
             return;
         }
     }
