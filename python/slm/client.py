@@ -159,6 +159,8 @@ class Stream:
                 self._tokens.append(tok)
                 return tok
             if ev.type == _lib.EVENT_DONE:
+                if self.completion is not None:   # closed meanwhile (from another thread)
+                    raise StopIteration
                 self.completion = Completion(self._text.decode("utf-8", "replace"), _lib.FINISH_NAMES.get(ev.finish, "stop"),
                                              ev.n_prompt, ev.n_cached, ev.n_generated, self._tokens)
                 self._client._forget(self.handle)
@@ -255,6 +257,8 @@ class Client:
                     q = self._queues.get(handle)
                     if q:
                         return q.popleft()
+                    if q is None:   # abandoned (its stream closed from another thread) or finished
+                        return _Ev(handle, _lib.EVENT_DONE, 0, b"", 0.0, [], 3, 0, 0, 0, 0, None)
                     if not self._pumping:
                         self._pumping = True
                         break
