@@ -7,7 +7,8 @@
 #     header, a prompt longer than the context, an id outside the vocabulary, no or a bad key;
 #   - a slow client (headers never finished) is cut off after --timeout and blocks nobody;
 #   - a client that hangs up mid-stream, or before a whole answer, cancels its request in slmd;
-#   - /health, /v1/models, /tokenize and /detokenize, /metrics (vLLM's names), SSE framing.
+#   - /health, /v1/models, /tokenize and /detokenize, /metrics (vLLM's names), SSE framing;
+#   - slm-bench --target openai measures through it (every token counted).
 set -u
 command -v curl >/dev/null || { echo "skip: curl is absent"; exit 77; }
 here=$(cd "$(dirname "$0")" && pwd)
@@ -138,6 +139,18 @@ timeout 1 curl -s "${h[@]}" "$c" -d '{"prompt": "Once upon a time", "max_tokens"
 expect_idle "a whole answer whose client hung up"
 grep -q "cancelled" "$tmp/gateway.log" && ok "the gateway logged the cancellations" || bad "no cancellation in the gateway's log"
 both_up "after the hang-ups"
+
+# ---- slm-bench --target openai through the gateway (the key from $OPENAI_API_KEY)
+if [ -x "$bin/slm-bench" ]; then
+  OPENAI_API_KEY="the key" "$bin/slm-bench" --target openai --url "$url" --concurrency 2 --requests 4 --warmup 0 \
+    --input-len 16 --output-len 8 --json "$tmp/bench.json" >"$tmp/bench.out" 2>&1
+  if python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["runs"][0]
+assert d["config"]["target"]=="openai" and r["completed"]==4 and r["failed"]==0 and r["output_tokens"]==32 and r["input_tokens"]==64, r' "$tmp/bench.json" 2>"$tmp/bench.err"; then
+    ok "slm-bench --target openai: 4 requests of 16+8 tokens through the gateway"
+  else
+    bad "slm-bench --target openai:"; cat "$tmp/bench.out" "$tmp/bench.err"
+  fi
+fi
 
 # ---- /metrics
 curl -s "$url/metrics" >"$tmp/metrics"
