@@ -43,12 +43,16 @@ struct slm_gw_pool {
 void slm_gw_pool_init(struct slm_gw_pool *p, const char *socket);
 void slm_gw_pool_free(struct slm_gw_pool *p);
 
-/* An idle connection or a new one in *c. 0, or a negative errno with the reason in err. */
-int slm_gw_pool_get(struct slm_gw_pool *p, struct slm_client **c, char *err);
+/* An idle connection or a new one in *c (*fresh: 1 when new). 0, or a negative errno with the
+ * reason in err. */
+int slm_gw_pool_get(struct slm_gw_pool *p, struct slm_client **c, int *fresh, char *err);
 
 /* Gives c back (idle again) when healthy with no request of its own left running, else closes
  * it; sets *c to NULL. */
 void slm_gw_pool_put(struct slm_gw_pool *p, struct slm_client **c, int healthy);
+
+/* Closes every idle connection (slmd went away: they are all dead). */
+void slm_gw_pool_flush(struct slm_gw_pool *p);
 
 /* The model's description into *info, asked of slmd through c when refresh is set or it was
  * never asked. 0 or a negative errno. */

@@ -34,11 +34,12 @@ void slm_gw_pool_free(struct slm_gw_pool *p)
     pthread_mutex_destroy(&p->lock);
 }
 
-int slm_gw_pool_get(struct slm_gw_pool *p, struct slm_client **c, char *err)
+int slm_gw_pool_get(struct slm_gw_pool *p, struct slm_client **c, int *fresh, char *err)
 {
     pthread_mutex_lock(&p->lock);
     *c = p->n_idle > 0 ? p->idle[--p->n_idle] : NULL;
     pthread_mutex_unlock(&p->lock);
+    if (fresh) *fresh = *c == NULL;
     if (*c) return 0;
     int rc = slm_connect(p->socket, "slm-gateway", c);
     if (rc < 0)
@@ -59,6 +60,17 @@ void slm_gw_pool_put(struct slm_gw_pool *p, struct slm_client **c, int healthy)
         pthread_mutex_unlock(&p->lock);
     }
     slm_close(c);   /* NULL when it went back to the pool */
+}
+
+void slm_gw_pool_flush(struct slm_gw_pool *p)
+{
+    struct slm_client *idle[SLM_GW_POOL_MAX];
+    pthread_mutex_lock(&p->lock);
+    int n = p->n_idle;
+    memcpy(idle, p->idle, (size_t)n * sizeof idle[0]);
+    p->n_idle = 0;
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < n; i++) slm_close(&idle[i]);
 }
 
 int slm_gw_pool_info(struct slm_gw_pool *p, struct slm_client *c, int refresh, struct slm_info *info)

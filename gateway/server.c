@@ -375,20 +375,30 @@ static json_t *parse_body(struct upload *u, struct slm_gw_error *e)
     return body;
 }
 
-static int get_client(struct slm_gw_server *s, struct slm_client **c, struct slm_info *info, struct slm_gw_error *e)
+/* A connection to slmd and (info not NULL) the model's description, asked again when refresh
+ * is set. An idle connection that turns out dead (slmd restarted) empties the pool, and a new
+ * one is tried. 0, or -1 with e filled (503). */
+static int get_client(struct slm_gw_server *s, struct slm_client **c, int *fresh, struct slm_info *info, int refresh,
+                      struct slm_gw_error *e)
 {
     char why[SLM_ERR_LEN];
-    if (slm_gw_pool_get(&s->pool, c, why) < 0) {
-        slm_gw_error_set(e, 503, "server_error", NULL, "unavailable", "%s", why);
-        return -1;
-    }
-    int rc = info ? slm_gw_pool_info(&s->pool, *c, 0, info) : 0;
-    if (rc < 0) {
+    for (int attempt = 0;; attempt++) {
+        int is_fresh = 0;
+        if (slm_gw_pool_get(&s->pool, c, &is_fresh, why) < 0) {
+            slm_gw_error_set(e, 503, "server_error", NULL, "unavailable", "%s", why);
+            return -1;
+        }
+        if (fresh) *fresh = is_fresh;
+        int rc = info ? slm_gw_pool_info(&s->pool, *c, refresh, info) : 0;
+        if (rc == 0) return 0;
         slm_gw_pool_put(&s->pool, c, 0);
+        if (rc == -ECONNRESET && !is_fresh && attempt == 0) {
+            slm_gw_pool_flush(&s->pool);
+            continue;
+        }
         slm_gw_error_set(e, 503, "server_error", NULL, "unavailable", "slmd: %s", slm_strerror(rc));
         return -1;
     }
-    return 0;
 }
 
 static void new_id(char *out, size_t size, const char *prefix)
@@ -418,7 +428,9 @@ static enum MHD_Result completion(struct slm_gw_server *s, struct MHD_Connection
     j->fd = ci ? ci->connect_fd : -1;
     new_id(j->id, sizeof j->id, u->route == ROUTE_CHAT ? "chatcmpl" : "cmpl");
     struct slm_info info;
-    if (slm_gw_request_parse(body, u->route == ROUTE_CHAT, &j->r, &e) || get_client(s, &j->c, &info, &e)) goto fail;
+    int fresh = 0, retried = 0;
+    if (slm_gw_request_parse(body, u->route == ROUTE_CHAT, &j->r, &e) || get_client(s, &j->c, &fresh, &info, 0, &e))
+        goto fail;
     snprintf(j->model, sizeof j->model, "%s", info.model);
     if (j->r.model && strcmp(j->r.model, info.model) != 0) {
         slm_gw_error_set(&e, 404, "invalid_request_error", "model", "model_not_found",
@@ -429,6 +441,7 @@ static enum MHD_Result completion(struct slm_gw_server *s, struct MHD_Connection
         slm_gw_error_set(&e, 500, "server_error", NULL, NULL, "out of memory");
         goto fail;
     }
+submit:;
     double deadline = now_s() + 30;
     for (;;) {
         if (j->r.chat) j->h = slm_submit_chat(j->c, j->r.msgs, j->r.n_msgs, &j->r.params);
@@ -438,15 +451,27 @@ static enum MHD_Result completion(struct slm_gw_server *s, struct MHD_Connection
         struct slm_event ev;   /* this client's ring is full (it has no other request): wait */
         if (slm_next_event(j->c, &ev, 10) < 0) break;
     }
+    /* The first event decides the status: an error before any token is an HTTP error. */
+    struct slm_event ev;
+    int rc = j->h < 0 ? (int)j->h : next_event(j, &ev);
+    if (rc == -ECONNRESET && !fresh && !retried) {
+        /* An idle connection whose slmd has gone (restarted): all idle ones are dead; once more
+           on a new connection. */
+        slm_gw_pool_put(&s->pool, &j->c, 0);
+        slm_gw_pool_flush(&s->pool);
+        retried = 1;
+        if (get_client(s, &j->c, &fresh, &info, 1, &e)) {
+            j->h = 0;
+            goto fail;
+        }
+        goto submit;
+    }
     if (j->h < 0) {
         error_from_slmd(&e, (int)j->h, NULL);
         j->healthy = j->h != -ECONNRESET;
         j->h = 0;
         goto fail;
     }
-    /* The first event decides the status: an error before any token is an HTTP error. */
-    struct slm_event ev;
-    int rc = next_event(j, &ev);
     if (rc < 0 || take_event(j, &ev)) {
         if (rc == -ECONNABORTED) {
             cancel_job(j);
@@ -455,6 +480,7 @@ static enum MHD_Result completion(struct slm_gw_server *s, struct MHD_Connection
         }
         if (rc < 0) {
             j->healthy = 0;
+            j->done = 1;
             error_from_slmd(&j->err, rc, NULL);
         }
         e = j->err;
@@ -503,13 +529,8 @@ static enum MHD_Result models(struct slm_gw_server *s, struct MHD_Connection *co
     struct slm_gw_error e = {0};
     struct slm_client *c;
     struct slm_info info;
-    if (get_client(s, &c, NULL, &e)) return answer_error(s, conn, &e);
-    int rc = slm_gw_pool_info(&s->pool, c, 1, &info);
-    slm_gw_pool_put(&s->pool, &c, rc == 0);
-    if (rc < 0) {
-        error_from_slmd(&e, rc, NULL);
-        return answer_error(s, conn, &e);
-    }
+    if (get_client(s, &c, NULL, &info, 1, &e)) return answer_error(s, conn, &e);
+    slm_gw_pool_put(&s->pool, &c, 1);
     json_t *model = json_pack("{s:s, s:s, s:I, s:s, s:i, s:{s:s, s:s, s:i}}", "id", info.model, "object", "model",
                               "created", (json_int_t)s->started, "owned_by", "slmd", "max_model_len", info.n_ctx, "meta", "arch",
                               info.arch, "backend", info.backend, "n_vocab", info.n_vocab);
@@ -525,7 +546,7 @@ static enum MHD_Result health(struct slm_gw_server *s, struct MHD_Connection *co
     struct slm_gw_error e = {0};
     struct slm_client *c;
     struct slm_info info;
-    if (get_client(s, &c, &info, &e)) return answer_error(s, conn, &e);
+    if (get_client(s, &c, NULL, &info, 1, &e)) return answer_error(s, conn, &e);   /* a round trip to slmd */
     slm_gw_pool_put(&s->pool, &c, 1);
     return answer_json(s, conn, 200, json_pack("{s:s, s:s}", "status", "ok", "model", info.model));
 }
@@ -536,8 +557,9 @@ static enum MHD_Result metrics(struct slm_gw_server *s, struct MHD_Connection *c
     struct slm_stats st;
     struct slm_info info = {0};
     char why[SLM_ERR_LEN];
-    int ok = slm_gw_pool_get(&s->pool, &c, why) == 0 && slm_gw_pool_info(&s->pool, c, 0, &info) == 0 &&
+    int ok = slm_gw_pool_get(&s->pool, &c, NULL, why) == 0 && slm_gw_pool_info(&s->pool, c, 0, &info) == 0 &&
              slm_stats(c, &st) == 0;
+    if (!ok && c) slm_gw_pool_flush(&s->pool);   /* slmd went away: the idle connections too */
     slm_gw_pool_put(&s->pool, &c, ok);
     return answer(s, conn, 200, "text/plain; version=0.0.4; charset=utf-8",
                   slm_gw_metrics_render(&s->metrics, info.model, ok ? &st : NULL));
@@ -560,7 +582,7 @@ static enum MHD_Result tokens(struct slm_gw_server *s, struct MHD_Connection *co
                          detok ? "'tokens' must be an array of token ids" : "'prompt' must be a string");
         goto out;
     }
-    if (get_client(s, &c, &info, &e)) goto out;
+    if (get_client(s, &c, NULL, &info, 0, &e)) goto out;
     json_t *model = json_object_get(body, "model");
     if (json_is_string(model) && strcmp(json_string_value(model), info.model) != 0) {
         slm_gw_error_set(&e, 404, "invalid_request_error", "model", "model_not_found", "The model '%s' does not exist",

@@ -5,10 +5,12 @@
 #     and afterwards slmd and the gateway are both up: invalid JSON, wrong types, out-of-range
 #     values, n > 1, an unknown model, an unknown path, a wrong method, a 10 MB body, a huge
 #     header, a prompt longer than the context, an id outside the vocabulary, no or a bad key;
-#   - a slow client (headers never finished) is cut off after --timeout and blocks nobody;
+#   - a slow client (headers never finished) is cut off after --timeout and blocks nobody; an
+#     answer that takes longer than --timeout still comes, and an idle keep-alive is then closed;
 #   - a client that hangs up mid-stream, or before a whole answer, cancels its request in slmd;
 #   - /health, /v1/models, /tokenize and /detokenize, /metrics (vLLM's names), SSE framing;
-#   - slm-bench --target openai measures through it (every token counted).
+#   - slm-bench --target openai measures through it (every token counted);
+#   - slmd down: 503; slmd restarted: served again at once.
 set -u
 command -v curl >/dev/null || { echo "skip: curl is absent"; exit 77; }
 here=$(cd "$(dirname "$0")" && pwd)
@@ -101,6 +103,24 @@ grep -q "^closed after [0-9.]* s" "$tmp/slow.out" && ok "a slow client is cut of
   bad "slow client: $(cat "$tmp/slow.out")"
 both_up "after the slow client"
 
+# ---- --timeout is not applied while slmd works: an answer that takes longer still comes, on a
+# keep-alive connection that is then closed once idle for --timeout.
+python3 - "$port" "the key" >"$tmp/keepalive.out" 2>&1 <<'EOF'
+import http.client, sys, time
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=120)
+t = time.time()
+conn.request("POST", "/v1/completions", body='{"prompt": "Once upon a time", "max_tokens": 600, "ignore_eos": true}',
+             headers={"Authorization": "Bearer " + sys.argv[2], "Content-Type": "application/json"})
+r = conn.getresponse()
+r.read()
+took = time.time() - t
+t = time.time()
+data = conn.sock.recv(10)   # nothing more comes: the server closes the idle connection
+print("answered %d after %.1f s; idle connection closed after %.1f s %r" % (r.status, took, time.time() - t, data))
+EOF
+grep -q "^answered 200 after [0-9.]* s; idle connection closed after [2-5]\.[0-9] s b''" "$tmp/keepalive.out" &&
+  ok "timeout: $(cat "$tmp/keepalive.out")" || bad "timeout: $(cat "$tmp/keepalive.out")"
+
 # ---- the endpoints
 curl -s -H "$auth" "$url/v1/models" >"$tmp/models.json"
 model_id=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["object"]=="list"; print(d["data"][0]["id"])' "$tmp/models.json")
@@ -116,7 +136,7 @@ curl -s "${h[@]}" "$url/detokenize" -d "{\"tokens\": [${ids// /, }]}" >"$tmp/det
 
 # SSE framing: "data: {json}" events separated by blank lines, the last "data: [DONE]".
 curl -sN "${h[@]}" "$c" -d '{"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0, "stream": true}' >"$tmp/sse"
-if python3 - "$tmp/sse" <<'EOF'
+if python3 - "$tmp/sse" >/dev/null <<'EOF'
 import json, sys
 raw = open(sys.argv[1]).read()
 events = raw.split("\n\n")
@@ -164,5 +184,20 @@ done
 if command -v promtool >/dev/null; then
   promtool check metrics <"$tmp/metrics" >/dev/null 2>&1 && ok "promtool accepts /metrics" || bad "promtool: $(promtool check metrics <"$tmp/metrics" 2>&1 | head -3)"
 fi
+# ---- slmd goes away: 503 in OpenAI's shape; back on the same socket: served again (the gateway's
+# idle connections to the old slmd are replaced, no request fails for them).
+kill $daemon_pid; wait $daemon_pid 2>/dev/null
+expect "slmd is down: /health" 503 unavailable "$url/health"
+expect "slmd is down: a completion" 503 unavailable "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 2}'
+"$slmd" serve --socket "$sock" --model "$model" --kv-cache-mem 256M --threads 2 --log-level warning 2>>"$tmp/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 300); do "$slm" info >/dev/null 2>&1 && break; sleep 0.1; done
+curl -s -o /dev/null "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 2}'   # fills the pool again
+kill $daemon_pid; wait $daemon_pid 2>/dev/null
+"$slmd" serve --socket "$sock" --model "$model" --kv-cache-mem 256M --threads 2 --log-level warning 2>>"$tmp/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 300); do "$slm" info >/dev/null 2>&1 && break; sleep 0.1; done
+expect "slmd restarted: a completion" 200 "" "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 2}'
+expect "slmd restarted: a stream" 200 "" "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 2, "stream": true}'
 both_up "at the end"
 exit $fail
