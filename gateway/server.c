@@ -747,7 +747,7 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap)
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     line[strcspn(line, "\n")] = 0;
-    slm_log(SLM_LOG_WARNING, "libmicrohttpd: %s", line);
+    slm_log(SLM_LOG_INFO, "libmicrohttpd: %s", line);   /* mostly clients that went away */
 }
 
 struct slm_gw_server *slm_gw_server_start(const struct slm_gw_options *o, const void *addr, unsigned addr_len,
