@@ -10,7 +10,8 @@
 #   - a client that hangs up mid-stream, or before a whole answer, cancels its request in slmd;
 #   - /health, /v1/models, /tokenize and /detokenize, /metrics (vLLM's names), SSE framing;
 #   - slm-bench --target openai measures through it (every token counted);
-#   - slmd down: 503; slmd restarted: served again at once.
+#   - slmd down: 503; slmd restarted: served again at once;
+#   - SIGTERM with requests in flight: a prompt exit 0, and slmd cancels them.
 set -u
 command -v curl >/dev/null || { echo "skip: curl is absent"; exit 77; }
 here=$(cd "$(dirname "$0")" && pwd)
@@ -200,4 +201,18 @@ for _ in $(seq 300); do "$slm" info >/dev/null 2>&1 && break; sleep 0.1; done
 expect "slmd restarted: a completion" 200 "" "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 2}'
 expect "slmd restarted: a stream" 200 "" "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 2, "stream": true}'
 both_up "at the end"
+
+# ---- SIGTERM with requests in flight: the gateway stops at once, and slmd cancels them.
+curl -sN "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 4000, "ignore_eos": true, "stream": true}' >/dev/null &
+curl1=$!
+curl -s "${h[@]}" "$c" -d '{"prompt": "Hi", "max_tokens": 4000, "ignore_eos": true}' >/dev/null &
+curl2=$!
+sleep 1
+start=$(date +%s%N)
+kill $gateway_pid; wait $gateway_pid; rc=$?
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ $rc = 0 ] && [ $ms -lt 5000 ] && ok "SIGTERM with 2 requests in flight: exit 0 after $ms ms" || bad "SIGTERM: exit $rc after $ms ms"
+gateway_pid=
+wait $curl1 $curl2
+expect_idle "after the gateway stopped"
 exit $fail
