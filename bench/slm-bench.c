@@ -120,10 +120,15 @@ static json_t *range_json(const struct slm_bench_range *r)
     return json_pack("{s:i, s:i}", "lo", r->lo, "hi", r->hi);
 }
 
+static const char *target_name(enum slm_bench_kind kind)
+{
+    return kind == SLM_BENCH_SLMD ? "slmd" : kind == SLM_BENCH_LLAMA_SERVER ? "llama-server" : "openai";
+}
+
 static json_t *config_json(const struct opts *o)
 {
     json_t *c = json_object();
-    json_object_set_new(c, "target", json_string(o->target.kind == SLM_BENCH_SLMD ? "slmd" : "llama-server"));
+    json_object_set_new(c, "target", json_string(target_name(o->target.kind)));
     if (o->target.kind == SLM_BENCH_SLMD)
         json_object_set_new(c, "socket", o->target.socket ? json_string(o->target.socket) : json_null());
     else
@@ -168,12 +173,14 @@ static double cpu_seconds(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: slm-bench [options]              measure a running slmd or llama-server\n"
+            "usage: slm-bench [options]              measure a running slmd, llama-server or OpenAI-compatible server\n"
             "       slm-bench plot --svg FILE [--title TEXT] A.json [B.json ...]\n"
             "target:\n"
-            "  --target slmd|llama-server  (default slmd)\n"
+            "  --target slmd|llama-server|openai  (default slmd; openai: POST /v1/completions of slm-gateway,\n"
+            "                              vLLM, llama-server, Ollama; $OPENAI_API_KEY is sent as a Bearer key)\n"
             "  --socket PATH               slmd's socket (default $SLM_SOCKET, else %s)\n"
-            "  --url http://HOST:PORT      llama-server's address\n"
+            "  --url http://HOST:PORT      llama-server's or the OpenAI server's address\n"
+            "  --model NAME                openai: the model to ask for (default: the first of GET /v1/models)\n"
             "load:\n"
             "  --concurrency N             closed loop: N clients (default 1); open loop: N connections at most (default 64)\n"
             "  --rate R                    open loop: R requests/s\n"
@@ -252,7 +259,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
         if (!strcmp(a, "--target")) {
             if (!strcmp(v, "slmd")) o->target.kind = SLM_BENCH_SLMD;
             else if (!strcmp(v, "llama-server")) o->target.kind = SLM_BENCH_LLAMA_SERVER;
-            else return bad("--target: '%s' is not slmd or llama-server", v);
+            else if (!strcmp(v, "openai")) o->target.kind = SLM_BENCH_OPENAI;
+            else return bad("--target: '%s' is not slmd, llama-server or openai", v);
+        } else if (!strcmp(a, "--model")) {
+            if (strlen(v) >= sizeof o->target.http.model) return bad("--model: the name is too long");
+            strcpy(o->target.http.model, v);
         } else if (!strcmp(a, "--socket")) {
             o->target.socket = v;
         } else if (!strcmp(a, "--url")) {
@@ -320,13 +331,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
             return bad("unknown option '%s' (see --help)", a);
         }
     }
-    if (o->target.kind == SLM_BENCH_LLAMA_SERVER) {
-        if (!url) return bad("--target llama-server needs --url http://HOST:PORT");
+    if (o->target.kind != SLM_BENCH_SLMD) {
+        if (!url) return bad("--target %s needs --url http://HOST:PORT", target_name(o->target.kind));
         if (slm_bench_url_parse(url, &o->target, err)) return bad("%s", err);
         o->url = url;
+        o->target.http.openai = o->target.kind == SLM_BENCH_OPENAI;
+        if (o->target.http.openai && getenv("OPENAI_API_KEY") && getenv("OPENAI_API_KEY")[0])
+            o->target.http.api_key = getenv("OPENAI_API_KEY");
     } else if (url) {
-        return bad("--url is for --target llama-server (slmd takes --socket)");
+        return bad("--url is for --target llama-server or openai (slmd takes --socket)");
     }
+    if (o->target.http.model[0] && o->target.kind != SLM_BENCH_OPENAI) return bad("--model is for --target openai");
     if ((o->ppl_ctx || o->ppl_chunks) && !o->perplexity) return bad("--ctx and --chunks go with --perplexity");
     if (o->perplexity || o->eval) {
         if (o->target.kind != SLM_BENCH_SLMD) return bad("--perplexity and --eval need --target slmd (prompt logprobs)");
@@ -370,7 +385,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         fprintf(stderr, "slm-bench: %s\n", err);
         return 1;
     }
-    if (!o->label) o->label = o->target.kind == SLM_BENCH_SLMD ? "slmd" : "llama-server";
+    if (!o->label) o->label = target_name(o->target.kind);
     return 0;
 }
 

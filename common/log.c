@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 int slm_log_level = SLM_LOG_INFO;
+const char *slm_log_program = "slmd";
 
 static const char *const level_names[] = {
     [SLM_LOG_ERR] = "err", [SLM_LOG_WARNING] = "warning", [SLM_LOG_NOTICE] = "notice",
@@ -59,6 +60,6 @@ void slm_log_write(int level, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     localtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%02d:%02d:%02d.%03ld slmd %s: %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
-            ts.tv_nsec / 1000000, level_names[level], msg);
+    fprintf(stderr, "%02d:%02d:%02d.%03ld %s %s: %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
+            ts.tv_nsec / 1000000, slm_log_program, level_names[level], msg);
 }

@@ -21,6 +21,7 @@ enum slm_log_level {
 };
 
 extern int slm_log_level;   /* messages above this level are dropped; default INFO */
+extern const char *slm_log_program;   /* the program named on each line (default "slmd") */
 
 /* Parses "err", "warning", "notice", "info", "debug" (or 3..7). Returns 0 or -EINVAL. */
 int slm_log_set_level(const char *name);

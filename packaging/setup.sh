@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-debs=(build-essential cmake pkg-config libpcre2-dev libxxhash-dev libsystemd-dev libjansson-dev systemd python3 python3-pip unzip valgrind strace)
+debs=(build-essential cmake pkg-config libpcre2-dev libxxhash-dev libsystemd-dev libjansson-dev libmicrohttpd-dev curl systemd python3 python3-pip unzip valgrind strace)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -14,6 +14,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python packages of the tests: openai (tests/test_gateway_openai.sh drives slm-gateway with it) and
+# pytest (tests/test_python.sh runs python/tests). Debian 12 marks its Python as externally managed:
+# pip needs --break-system-packages there (these two are pure Python and go to /usr/local).
+pips=()
+python3 -c 'import openai' 2>/dev/null || pips+=(openai)
+python3 -c 'import pytest' 2>/dev/null || pips+=(pytest)
+if [ ${#pips[@]} -gt 0 ]; then
+  echo "setup: pip installing ${pips[*]}"
+  python3 -m pip install -q "${pips[@]}" 2>/dev/null || python3 -m pip install -q --break-system-packages "${pips[@]}"
 fi
 
 "$here/fetch-models.sh"

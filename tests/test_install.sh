@@ -54,6 +54,13 @@ want="ExecStart=$configured/bin/slmd serve --config "
 grep -q "^$want" "$prefix/$unitdir/slmd.service" && grep -q "^ExecStart=.* --config [^ ]*/slmd/slmd.conf" \
   "$prefix/$unitdir/slmd.service" && ok "slmd.service: $(grep ^ExecStart "$prefix/$unitdir/slmd.service")" \
   || bad "slmd.service: expected '$want...', got '$(grep ^ExecStart "$prefix/$unitdir/slmd.service")'"
+# slm-gateway, where it was built (libmicrohttpd found), and its unit naming it.
+if [ -x "$build/slm-gateway" ]; then
+  want="ExecStart=$configured/bin/slm-gateway "
+  [ -x "$prefix/bin/slm-gateway" ] && grep -q "^$want" "$prefix/$unitdir/slm-gateway.service" &&
+    ok "slm-gateway and its unit: $(grep ^ExecStart "$prefix/$unitdir/slm-gateway.service")" ||
+    bad "slm-gateway: bin/slm-gateway or slm-gateway.service ('$want...') is missing"
+fi
 # slm talks to the daemon through libslm only: no engine, tokenizer or kernel inside.
 n=$(nm "$prefix/bin/slm" 2>/dev/null | grep -c -E ' [TtDdBb] (slm_engine_|slm_tok_|slm_model_|slm_matmul)')
 m=$(nm "$prefix/bin/slm" 2>/dev/null | grep -c ' T slm_connect$')

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/test_units.sh - packaging/slmd.service and slmd.socket pass `systemd-analyze verify`
+# tests/test_units.sh - packaging/slmd.service, slmd.socket and slm-gateway.service pass `systemd-analyze verify`
 # (with ExecStart pointing at the built slmd), and a unit with a mistake does not (so the
 # check can fail).
 set -u
@@ -14,6 +14,15 @@ if out=$(cd "$tmp" && systemd-analyze verify --man=no ./slmd.socket ./slmd.servi
   echo "ok   systemd-analyze verify: slmd.socket slmd.service"
 else
   echo "FAIL systemd-analyze verify:"; echo "$out"; fail=1
+fi
+gateway=$(dirname "$slmd")/slm-gateway
+if [ -x "$gateway" ]; then
+  sed "s|^ExecStart=[^ ]*|ExecStart=$(readlink -f "$gateway")|" "$src/slm-gateway.service" > "$tmp/slm-gateway.service"
+  if out=$(cd "$tmp" && systemd-analyze verify --man=no ./slmd.socket ./slmd.service ./slm-gateway.service 2>&1) && [ -z "$out" ]; then
+    echo "ok   systemd-analyze verify: slm-gateway.service"
+  else
+    echo "FAIL systemd-analyze verify slm-gateway.service:"; echo "$out"; fail=1
+  fi
 fi
 mkdir "$tmp/bad"
 cp "$tmp/slmd.socket" "$tmp/bad/"

@@ -1,7 +1,8 @@
 /*
- * bench/lib/http.c - a minimal HTTP/1.1 client for llama-server (http.h): one request per
- * TCP connection ("Connection: close"), bodies with Content-Length, chunked or up to the
- * close, and the server-sent events of POST /completion with "stream": true.
+ * bench/lib/http.c - a minimal HTTP/1.1 client for slm-bench's HTTP targets (http.h): one
+ * request per TCP connection ("Connection: close"), bodies with Content-Length, chunked or up
+ * to the close, and the server-sent events of llama-server's POST /completion or OpenAI's
+ * POST /v1/completions with "stream": true.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -232,9 +233,14 @@ static int buffer_add(void *ctx, const char *bytes, size_t n, char *err)
 
 int slm_bench_http_get(const struct slm_bench_http_server *t, const char *path, char **body, char *err)
 {
-    char req[512];
-    int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n", path, t->host,
-                       t->port);
+    char req[1024];
+    int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\n%s%.300s%sConnection: close\r\n\r\n", path,
+                       t->host, t->port, t->api_key ? "Authorization: Bearer " : "", t->api_key ? t->api_key : "",
+                       t->api_key ? "\r\n" : "");
+    if (len < 0 || (size_t)len >= sizeof req) {
+        slm_err_set(err, "GET %s: the request is too long", path);
+        return -EINVAL;
+    }
     struct buffer b = {0};
     int status = 0;
     int rc = exchange(t, req, (size_t)len, 30, &status, buffer_add, &b, err);
@@ -259,6 +265,7 @@ struct sse {
     int cap;                   /* of r->token_times */
     int status;
     int done;                  /* the final event came */
+    int openai;                /* OpenAI's chunks, not llama-server's events */
     struct buffer event;       /* the event being received */
     struct buffer body;        /* the body of an error response (status != 200) */
 };
@@ -307,6 +314,50 @@ out:
     return rc;
 }
 
+/* One "data: {...}" event of OpenAI's streamed /v1/completions: a chunk per token (or per few:
+ * the text of a chunk counts as one token; usage.completion_tokens, in the last chunk when
+ * stream_options.include_usage is honoured, tops the count up at the end). 0, or -errno. */
+static int openai_event(struct sse *s, const char *data, char *err)
+{
+    double now = slm_bench_now();
+    json_t *o = json_loads(data, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        slm_err_set(err, "bad event from the server: %.80s", data);
+        return -EPROTO;
+    }
+    int rc = 0;
+    json_t *e = json_object_get(o, "error");
+    if (e) {
+        json_t *m = json_object_get(e, "message");
+        slm_err_set(err, "server: %s", json_is_string(m) ? json_string_value(m) : "error");
+        rc = -EPROTO;
+        goto out;
+    }
+    json_t *choice = json_array_get(json_object_get(o, "choices"), 0);
+    json_t *text = json_object_get(choice, "text");
+    if (json_is_string(text) && json_string_length(text) > 0) {
+        if ((rc = slm_bench_request_token(s->r, now, &s->cap))) goto out;
+        if (s->r->n_output == 1) s->r->t_first = now;
+        __atomic_fetch_add(s->live_tokens, 1, __ATOMIC_RELAXED);
+    }
+    json_t *finish = json_object_get(choice, "finish_reason");
+    if (json_is_string(finish)) s->r->t_end = now;
+    json_t *usage = json_object_get(o, "usage");
+    if (json_is_object(usage)) {
+        s->r->n_input = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
+        s->r->n_cached = (int)json_integer_value(json_object_get(json_object_get(usage, "prompt_tokens_details"),
+                                                                 "cached_tokens"));
+        int completion = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
+        double at = s->r->t_end ? s->r->t_end : now;
+        while (s->r->n_output < completion && !rc) rc = slm_bench_request_token(s->r, at, &s->cap);
+        if (!s->r->t_first && s->r->n_output) s->r->t_first = at;
+    }
+out:
+    json_decref(o);
+    return rc;
+}
+
 static int sse_bytes(void *ctx, const char *bytes, size_t n, char *err)
 {
     struct sse *s = ctx;
@@ -331,7 +382,12 @@ static int sse_bytes(void *ctx, const char *bytes, size_t n, char *err)
                 rc = -EPROTO;
             }
         }
-        if (!rc && data && strcmp(data, "[DONE]") != 0) rc = sse_event(s, data, err);
+        if (!rc && data && s->openai && strcmp(data, "[DONE]") == 0) {
+            s->done = 1;
+            if (!s->r->t_end) s->r->t_end = slm_bench_now();
+        } else if (!rc && data && strcmp(data, "[DONE]") != 0) {
+            rc = s->openai ? openai_event(s, data, err) : sse_event(s, data, err);
+        }
         s->event.len = 0;
         if (rc) return rc;
     }
@@ -349,19 +405,27 @@ int slm_bench_http_complete(const struct slm_bench_http_server *t, double timeou
         prompt = json_string(p->text);
     }
     json_object_set_new(o, "prompt", prompt);
-    json_object_set_new(o, "n_predict", json_integer(p->output_len));
+    if (t->openai) {   /* ignore_eos is vLLM's and slm-gateway's extra; other servers ignore it */
+        if (t->model[0]) json_object_set_new(o, "model", json_string(t->model));
+        json_object_set_new(o, "max_tokens", json_integer(p->output_len));
+        json_object_set_new(o, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    } else {
+        json_object_set_new(o, "n_predict", json_integer(p->output_len));
+        json_object_set_new(o, "return_tokens", json_true());
+        json_object_set_new(o, "cache_prompt", json_true());
+    }
     json_object_set_new(o, "ignore_eos", json_true());
     json_object_set_new(o, "temperature", json_real(0));
     json_object_set_new(o, "stream", json_true());
-    json_object_set_new(o, "return_tokens", json_true());
-    json_object_set_new(o, "cache_prompt", json_true());
     char *body = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     char *req = NULL;
     int len = body ? asprintf(&req,
-                              "POST /completion HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
-                              "Accept: text/event-stream\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                              t->host, t->port, strlen(body), body)
+                              "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
+                              "Accept: text/event-stream\r\n%s%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                              t->openai ? "/v1/completions" : "/completion", t->host, t->port,
+                              t->api_key ? "Authorization: Bearer " : "", t->api_key ? t->api_key : "",
+                              t->api_key ? "\r\n" : "", strlen(body), body)
                    : -1;
     free(body);
     if (len < 0) {
@@ -370,16 +434,17 @@ int slm_bench_http_complete(const struct slm_bench_http_server *t, double timeou
         r->t_end = slm_bench_now();
         return -ENOMEM;
     }
-    struct sse s = {.r = r, .live_tokens = live_tokens, .status = 200};
+    struct sse s = {.r = r, .live_tokens = live_tokens, .status = 200, .openai = t->openai};
+    const char *who = t->openai ? "server" : "llama-server";
     /* The status is known before the body: exchange fills s.status first, then feeds. */
     int rc = exchange(t, req, (size_t)len, timeout_s, &s.status, sse_bytes, &s, err);
     free(req);
     if (!rc && s.status != 200) {
-        slm_err_set(err, "llama-server: HTTP %d: %.200s", s.status, s.body.p ? s.body.p : "");
+        slm_err_set(err, "%s: HTTP %d: %.200s", who, s.status, s.body.p ? s.body.p : "");
         rc = -EPROTO;
     }
     if (!rc && !s.done) {
-        slm_err_set(err, "llama-server: the stream ended without its final event");
+        slm_err_set(err, "%s: the stream ended without its final event", who);
         rc = -EPROTO;
     }
     free(s.event.p);

@@ -1,6 +1,6 @@
 /*
  * bench/lib/target.c - slm-bench's targets (target.h): slmd through libslm here, llama-server
- * through http.c.
+ * and OpenAI-compatible servers through http.c.
  */
 #define _GNU_SOURCE
 #include "bench/lib/target.h"
@@ -106,9 +106,38 @@ static json_t *describe_llama_server(struct slm_bench_target *t, char *err)
     return out;
 }
 
+/* An OpenAI-compatible server: GET /v1/models; the first model, and n_vocab where the server
+ * tells it (slm-gateway and llama-server do, under "meta"). */
+static json_t *describe_openai(struct slm_bench_target *t, char *err)
+{
+    char *text = NULL;
+    if (slm_bench_http_get(&t->http, "/v1/models", &text, err)) return NULL;
+    json_t *models = json_loads(text, 0, NULL);
+    free(text);
+    json_t *first = json_array_get(json_object_get(models, "data"), 0);
+    json_t *id = json_object_get(first, "id");
+    if (!json_is_string(id)) {
+        json_decref(models);
+        slm_err_set(err, "openai: GET /v1/models lists no model");
+        return NULL;
+    }
+    if (!t->http.model[0]) snprintf(t->http.model, sizeof t->http.model, "%s", json_string_value(id));
+    json_t *out = json_pack("{s:s, s:s}", "engine", "openai", "model", t->http.model);
+    json_t *meta = json_object_get(first, "meta"), *v;
+    if ((v = json_object_get(meta, "n_vocab")) && json_is_integer(v)) {
+        t->n_vocab = (int)json_integer_value(v);
+        json_object_set(out, "n_vocab", v);
+    }
+    if ((v = json_object_get(first, "owned_by"))) json_object_set(out, "owned_by", v);
+    if ((v = json_object_get(first, "max_model_len"))) json_object_set(out, "max_model_len", v);
+    json_decref(models);
+    return out;
+}
+
 json_t *slm_bench_target_describe(struct slm_bench_target *t, char *err)
 {
-    return t->kind == SLM_BENCH_SLMD ? describe_slmd(t, err) : describe_llama_server(t, err);
+    if (t->kind == SLM_BENCH_SLMD) return describe_slmd(t, err);
+    return t->kind == SLM_BENCH_OPENAI ? describe_openai(t, err) : describe_llama_server(t, err);
 }
 
 struct slm_bench_conn *slm_bench_conn_open(const struct slm_bench_target *t, char *err)

@@ -4,9 +4,12 @@
  *   slmd          through libslm (one struct slm_client per connection, ids or text);
  *   llama-server  through its streaming completion endpoint: HTTP/1.1 POST /completion with
  *                 "stream": true, answered with server-sent events, read on a plain socket
- *                 (one TCP connection per request, "Connection: close").
+ *                 (one TCP connection per request, "Connection: close");
+ *   openai        any OpenAI-compatible server (slm-gateway, vLLM, llama-server, Ollama) through
+ *                 POST /v1/completions with "stream": true, the same way.
  * Both are asked for exactly the request's output length with end-of-generation ignored
- * (slmd: max_tokens and ignore_eos; llama-server: n_predict and ignore_eos) and sample
+ * (slmd: max_tokens and ignore_eos; llama-server: n_predict and ignore_eos; openai: max_tokens
+ * and ignore_eos, an extra that vLLM and slm-gateway honour) and sample
  * greedily (temperature 0).
  *
  * A struct slm_bench_conn belongs to one thread.
@@ -20,12 +23,12 @@
 #include "bench/lib/stats.h"
 #include "bench/lib/workload.h"
 
-enum slm_bench_kind { SLM_BENCH_SLMD = 1, SLM_BENCH_LLAMA_SERVER = 2 };
+enum slm_bench_kind { SLM_BENCH_SLMD = 1, SLM_BENCH_LLAMA_SERVER = 2, SLM_BENCH_OPENAI = 3 };
 
 struct slm_bench_target {
     enum slm_bench_kind kind;
     const char *socket;        /* slmd: its socket (NULL: $SLM_SOCKET or the default) */
-    struct slm_bench_http_server http;   /* llama-server: host and port from the URL */
+    struct slm_bench_http_server http;   /* llama-server, openai: host and port from the URL */
     double timeout_s;          /* per request */
     int n_vocab;               /* filled by slm_bench_target_describe (0: unknown) */
 };
@@ -35,7 +38,8 @@ struct slm_bench_target {
 int slm_bench_url_parse(const char *url, struct slm_bench_target *t, char *err);
 
 /* What the server says about itself (slmd: slm_info; llama-server: GET /props and
- * /v1/models), as a new JSON object; sets t->n_vocab where the server tells it. NULL with
+ * /v1/models; openai: GET /v1/models, whose first model becomes t->http.model unless set), as
+ * a new JSON object; sets t->n_vocab where the server tells it. NULL with
  * the reason in err when the server cannot be reached. */
 json_t *slm_bench_target_describe(struct slm_bench_target *t, char *err);
 
