@@ -16,12 +16,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Python packages of the tests: openai (tests/test_gateway_openai.sh drives slm-gateway with it) and
-# pytest (tests/test_python.sh runs python/tests). Debian 12 marks its Python as externally managed:
-# pip needs --break-system-packages there (these two are pure Python and go to /usr/local).
+# Python packages of the tests: openai (tests/test_gateway_openai.sh drives slm-gateway with it),
+# pytest (tests/test_python.sh runs python/tests), gguf and numpy (tests/test_arch.c writes its
+# synthetic models with tests/golden/make_arch_models.py). Debian 12 marks its Python as externally managed:
+# pip needs --break-system-packages there (they go to /usr/local).
 pips=()
 python3 -c 'import openai' 2>/dev/null || pips+=(openai)
 python3 -c 'import pytest' 2>/dev/null || pips+=(pytest)
+python3 -c 'import gguf' 2>/dev/null || pips+=(gguf)
+python3 -c 'import numpy' 2>/dev/null || pips+=(numpy)
 if [ ${#pips[@]} -gt 0 ]; then
   echo "setup: pip installing ${pips[*]}"
   python3 -m pip install -q "${pips[@]}" 2>/dev/null || python3 -m pip install -q --break-system-packages "${pips[@]}"
