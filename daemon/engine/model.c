@@ -62,9 +62,12 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
     } else if (slm_gguf_str_eq(a, "qwen3")) {
         c->arch = SLM_ARCH_QWEN3;
         c->rope_layout = SLM_ROPE_NEOX;
+    } else if (slm_gguf_str_eq(a, "gemma3")) {
+        c->arch = SLM_ARCH_GEMMA3;
+        c->rope_layout = SLM_ROPE_NEOX;
     } else {
-        slm_err_set(err, "%s: architecture '%s' is not supported (llama, mistral, qwen2 and qwen3 are)", g->path,
-                    c->arch_name);
+        slm_err_set(err, "%s: architecture '%s' is not supported (llama, mistral, qwen2, qwen3 and gemma3 are)",
+                    g->path, c->arch_name);
         return -ENOTSUP;
     }
     const char *ar = c->arch_name;
@@ -84,6 +87,28 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
         (rc = get_float(g, ar, "rope.freq_base", &c->rope_base, 10000.0f, err)) ||
         (rc = get_float(g, ar, "attention.layer_norm_rms_epsilon", &c->rms_eps, 1e-5f, err)))
         return rc;
+    if (c->arch == SLM_ARCH_GEMMA3) {
+        /* As llama.cpp's gemma3: the embedding times sqrt(dim), GeGLU, every 6th layer global and
+         * the others local with RoPE base 10000 over a window from the file. */
+        c->emb_scale = sqrtf((float)c->dim);
+        c->geglu = 1;
+        c->swa_pattern = 6;
+        c->rope_base_swa = 10000.0f;
+        if ((rc = get_dim(g, ar, "attention.sliding_window", &c->n_swa, 1, 0, err))) return rc;
+        c->ctx_max = c->n_swa;
+        char k2[128];
+        float cap;
+        snprintf(k2, sizeof k2, "%s.final_logit_softcapping", ar);
+        if (slm_gguf_get_f32(g, k2, &cap, err) == 0) {
+            slm_err_set(err, "%s: logit soft-capping (%s) is not supported yet", g->path, k2);
+            return -ENOTSUP;
+        }
+        snprintf(k2, sizeof k2, "%s.attention.sliding_window_pattern", ar);
+        if (slm_gguf_find(g, k2)) {
+            slm_err_set(err, "%s: a sliding-window pattern from the file (%s) is not supported yet", g->path, k2);
+            return -ENOTSUP;
+        }
+    }
     /* What this forward pass does not compute is refused, not silently left out: RoPE frequency
      * scaling (Llama 3.1+'s rope_freqs factors, YaRN, linear / LongRoPE scaling) would otherwise
      * give wrong logits with no word said. */
@@ -144,7 +169,7 @@ static int bind_layer(const struct slm_gguf *g, const struct slm_model_config *c
 {
     char n[96];
     int q = c->n_head * c->head_dim, kv = c->n_head_kv * c->head_dim, bias = c->arch == SLM_ARCH_QWEN2;
-    int qk_norm = c->arch == SLM_ARCH_QWEN3;
+    int qk_norm = c->arch == SLM_ARCH_QWEN3 || c->arch == SLM_ARCH_GEMMA3, post = c->arch == SLM_ARCH_GEMMA3;
     struct { const char *suffix; int64_t cols, rows; int optional; struct slm_weight *w; } spec[] = {
         {"attn_norm.weight", c->dim, 0, 0, &L->attn_norm},
         {"attn_q.weight", c->dim, q, 0, &L->wq},
@@ -160,6 +185,8 @@ static int bind_layer(const struct slm_gguf *g, const struct slm_model_config *c
         {"ffn_gate.weight", c->dim, c->ffn_dim, 0, &L->w_gate},
         {"ffn_up.weight", c->dim, c->ffn_dim, 0, &L->w_up},
         {"ffn_down.weight", c->ffn_dim, c->dim, 0, &L->w_down},
+        {"post_attention_norm.weight", c->dim, 0, !post, &L->post_attn_norm},
+        {"post_ffw_norm.weight", c->dim, 0, !post, &L->post_ffn_norm},
     };
     for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
         snprintf(n, sizeof n, "blk.%d.%s", l, spec[i].suffix);
@@ -219,7 +246,8 @@ static int for_each_weight(struct slm_model *m, int (*fn)(struct slm_backend *, 
     for (int l = 0; l < m->cfg.n_layer && !rc; l++) {
         struct slm_layer *L = &m->layers[l];
         struct slm_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->bq, &L->bk, &L->bv, &L->q_norm,
-                                   &L->k_norm, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+                                   &L->k_norm, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down,
+                                   &L->post_attn_norm, &L->post_ffn_norm};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0] && !rc; i++)
             if (ws[i]->data) rc = fn(be, ws[i]);
     }
@@ -234,6 +262,11 @@ static int unload_one(struct slm_backend *be, struct slm_weight *w)
 
 int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
 {
+    if ((m->cfg.geglu && !be->ops->geglu) || (m->cfg.emb_scale != 0.0f && !be->ops->scale)) {
+        slm_err_set(err, "%s: the %s backend cannot run %s yet (GeGLU and the embedding scale)", m->gguf->path,
+                    be->ops->name, m->cfg.arch_name);
+        return -ENOTSUP;
+    }
     int rc = for_each_weight(m, be->ops->load_weight, be);
     if (rc) {
         slm_err_set(err, "%s: cannot make the weights resident on the %s backend: %s", m->gguf->path,
@@ -243,6 +276,17 @@ int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
     }
     if (m->output.data == m->tok_embd.data) m->output.be_data = m->tok_embd.be_data;
     m->be = be;
+    return 0;
+}
+
+int slm_model_ctx_check(const struct slm_model *m, int n_ctx, char *err)
+{
+    if (m->cfg.ctx_max > 0 && n_ctx > m->cfg.ctx_max) {
+        slm_err_set(err, "%s: a context of %d tokens is not supported for %s yet: its sliding-window attention "
+                    "(window %d) is not implemented, so the context is capped at the window (--ctx-size %d or less)",
+                    m->gguf->path, n_ctx, m->cfg.arch_name, m->cfg.n_swa, m->cfg.ctx_max);
+        return -ENOTSUP;
+    }
     return 0;
 }
 
@@ -347,9 +391,11 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     const struct slm_backend_ops *ops = be->ops;
     const struct slm_layer *L = &f->m->layers[l];
     int n = b->n_tokens;
+    const int local = c->n_swa > 0 && l % c->swa_pattern != c->swa_pattern - 1;   /* gemma3's local layers */
     struct slm_attn_params ap = {
         .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .rope_dim = c->rope_dim,
-        .rope_layout = c->rope_layout, .rope_base = c->rope_base, .scale = 1.0f / sqrtf((float)c->head_dim),
+        .rope_layout = c->rope_layout, .rope_base = local ? c->rope_base_swa : c->rope_base,
+        .scale = 1.0f / sqrtf((float)c->head_dim),
     };
 
     const struct slm_weight *qkv[] = {&L->wq, &L->wk, &L->wv};
@@ -366,6 +412,20 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     }
     TRY(ops->attention(be, pool, l, b, &ap, f->q, f->k, f->v, f->att));
     const struct slm_weight *wo[] = {&L->wo};
+    if (L->post_attn_norm.data) {   /* gemma3: the output RMS-normed before the residual add */
+        TRY(ops->matmul(be, 1, wo, f->att, n, &f->xn, 0));
+        TRY(ops->rmsnorm(be, f->xn, &L->post_attn_norm, n, c->dim, c->rms_eps, f->xn));
+        TRY(ops->add(be, f->x, f->xn, (size_t)n * (size_t)c->dim));
+        TRY(ops->rmsnorm(be, f->x, &L->ffn_norm, n, c->dim, c->rms_eps, f->xn));
+        const struct slm_weight *gu[] = {&L->w_gate, &L->w_up};
+        float *gu_out[] = {f->gate, f->up};
+        TRY(ops->matmul(be, 2, gu, f->xn, n, gu_out, 0));
+        TRY(ops->geglu(be, f->gate, f->up, (size_t)n * (size_t)c->ffn_dim, f->gate));
+        const struct slm_weight *down[] = {&L->w_down};
+        TRY(ops->matmul(be, 1, down, f->gate, n, &f->xn, 0));
+        TRY(ops->rmsnorm(be, f->xn, &L->post_ffn_norm, n, c->dim, c->rms_eps, f->xn));
+        return ops->add(be, f->x, f->xn, (size_t)n * (size_t)c->dim);
+    }
     TRY(ops->matmul(be, 1, wo, f->att, n, &f->x, 1));
 
     if (ops->norm_glu) {
@@ -389,6 +449,7 @@ static int forward_ops(struct slm_forward *f, struct slm_kv_pool *pool, const st
     const struct slm_model_config *c = &f->m->cfg;
     struct slm_backend *be = f->m->be;
     TRY(be->ops->embed(be, &f->m->tok_embd, b->tokens, b->n_tokens, f->x));
+    if (c->emb_scale != 0.0f) TRY(be->ops->scale(be, f->x, (size_t)b->n_tokens * (size_t)c->dim, c->emb_scale));
     for (int l = 0; l < c->n_layer; l++) TRY(layer_forward(f, pool, b, l));
     if (b->n_out == 0) return 0;
     TRY(be->ops->gather_rows(be, f->x, c->dim, b->out_rows, b->n_out, f->xo));

@@ -12,7 +12,7 @@
 #include "daemon/engine/backends/backend.h"
 #include "daemon/engine/gguf.h"
 
-enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3 };
+enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3, SLM_ARCH_GEMMA3 = 4 };
 
 struct slm_model_config {
     int arch;                 /* enum slm_arch */
@@ -26,6 +26,14 @@ struct slm_model_config {
     int rope_dim, rope_layout;
     float rope_base;
     float rms_eps;
+    /* gemma3 */
+    float emb_scale;          /* the embedding is multiplied by this (sqrt(dim)); 0: not scaled */
+    int geglu;                /* the FFN's gate through GELU (tanh form), not SiLU */
+    int n_swa;                /* sliding window of the local layers; 0: every layer global */
+    int swa_pattern;          /* layer l is local unless l % swa_pattern == swa_pattern - 1 */
+    float rope_base_swa;      /* the local layers' RoPE base */
+    int ctx_max;              /* the longest context this forward pass computes right; 0: no limit
+                               * (gemma3: its window, as the sliding-window mask is not implemented) */
 };
 
 struct slm_layer {
@@ -33,7 +41,9 @@ struct slm_layer {
     struct slm_weight wq;               /* (n_head * head_dim, dim) */
     struct slm_weight wk, wv;           /* (n_head_kv * head_dim, dim) */
     struct slm_weight bq, bk, bv;       /* qwen2 only: (rows of wq/wk/wv) */
-    struct slm_weight q_norm, k_norm;   /* qwen3 only: (head_dim), RMSNorm of each head of q and k */
+    struct slm_weight q_norm, k_norm;   /* qwen3, gemma3: (head_dim), RMSNorm of each head of q and k */
+    struct slm_weight post_attn_norm;   /* gemma3: (dim), RMSNorm of the attention's output */
+    struct slm_weight post_ffn_norm;    /* gemma3: (dim), RMSNorm of the FFN's output */
     struct slm_weight wo;               /* (dim, n_head * head_dim) */
     struct slm_weight ffn_norm;         /* (dim) */
     struct slm_weight w_gate, w_up;     /* (ffn_dim, dim) */
@@ -56,6 +66,10 @@ struct slm_model *slm_model_load(const char *path, char *err);
 
 /* Makes every weight resident in the backend. Returns 0 or -errno (reason in err). */
 int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err);
+
+/* 0 if the forward pass computes contexts of n_ctx tokens right; else -ENOTSUP and why, in err
+ * (gemma3 above its sliding window: the window's mask is not implemented yet). */
+int slm_model_ctx_check(const struct slm_model *m, int n_ctx, char *err);
 
 /* Unbinds (if bound), closes the file, frees; sets *m to NULL. NULL-safe. */
 void slm_model_free(struct slm_model **m);

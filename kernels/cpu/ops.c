@@ -107,9 +107,31 @@ void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out)
     }
 }
 
+void slm_cpu_geglu(const float *gate, const float *up, size_t n, float *out)
+{
+    const float a = 0.044715f, k = 0.79788456080286535587989211986876f;   /* ggml's GELU_COEF_A, SQRT_2_OVER_PI */
+    for (size_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        if (g <= -10.0f) {
+            out[i] = 0.0f;
+        } else if (g >= 10.0f) {
+            out[i] = g * up[i];
+        } else {
+            const float x = slm_half_to_f32(slm_f32_to_half(g));
+            const float v = 0.5f * x * (1.0f + tanhf(k * x * (1.0f + a * x * x)));
+            out[i] = slm_half_to_f32(slm_f32_to_half(v)) * up[i];
+        }
+    }
+}
+
 void slm_cpu_add(float *x, const float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+void slm_cpu_scale(float *x, size_t n, float s)
+{
+    for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
 void slm_cpu_rope_angles(int32_t pos, int rope_dim, float base, float *cos_out, float *sin_out)

@@ -21,8 +21,16 @@ void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, flo
 /* out (n) = silu(gate) * up. */
 void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out);
 
+/* out (n) = gelu(gate) * up, GELU's tanh form as llama.cpp's CPU build computes it (its f16 table):
+ * gelu of gate rounded to f16, the result rounded to f16, then times up; gate <= -10 gives 0 and
+ * gate >= 10 gives gate * up. */
+void slm_cpu_geglu(const float *gate, const float *up, size_t n, float *out);
+
 /* x (n) += y. */
 void slm_cpu_add(float *x, const float *y, size_t n);
+
+/* x (n) *= s. */
+void slm_cpu_scale(float *x, size_t n, float s);
 
 /* cos and sin (rope_dim / 2 each) of a position's rotation angles,
  * theta_j = pos * base^(-2j / rope_dim), computed as llama.cpp does (running product). */

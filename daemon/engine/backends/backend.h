@@ -138,6 +138,11 @@ struct slm_backend_ops {
                      const struct slm_attn_params *p, float *q, float *k, const float *v, float *out);
     /* out (n) = silu(gate) * up. */
     int (*swiglu)(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
+    /* out (n) = gelu(gate) * up (GELU's tanh form; gemma3). Optional: a backend without it
+     * cannot run the architectures that need it (slm_model_bind says so). */
+    int (*geglu)(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
+    /* x (n) *= s. Optional, as geglu (gemma3's embedding scale). */
+    int (*scale)(struct slm_backend *be, float *x, size_t n, float s);
     /* x (n) += y. */
     int (*add)(struct slm_backend *be, float *x, const float *y, size_t n);
     /* Copies the rows `rows` (n_rows) of x (., dim) into dst (n_rows, dim) of the backend. */

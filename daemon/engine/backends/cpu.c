@@ -120,7 +120,7 @@ struct rows_ctx {
     int n, dim;
     float eps;
     size_t len;
-    int op;   /* 0 rmsnorm, 1 swiglu, 2 add */
+    int op;   /* 0 rmsnorm, 1 swiglu, 2 add, 3 geglu, 4 scale (by eps) */
 };
 
 static void split(size_t total, int ith, int nth, size_t *lo, size_t *hi)
@@ -144,6 +144,8 @@ static void rows_worker(void *arg, int ith, int nth)
     lo *= 16;
     hi = ith == nth - 1 ? c->len : hi * 16;
     if (c->op == 1) slm_cpu_swiglu(c->x + lo, c->y + lo, hi - lo, c->out + lo);
+    else if (c->op == 3) slm_cpu_geglu(c->x + lo, c->y + lo, hi - lo, c->out + lo);
+    else if (c->op == 4) slm_cpu_scale(c->out + lo, hi - lo, c->eps);
     else slm_cpu_add(c->out + lo, c->y + lo, hi - lo);
 }
 
@@ -165,6 +167,20 @@ static int cpu_swiglu(struct slm_backend *be, const float *gate, const float *up
 {
     struct rows_ctx c = {.x = gate, .y = up, .out = out, .len = n, .op = 1};
     run_rows(be, &c, n * 8);   /* expf: weigh it as 8 plain ops */
+    return 0;
+}
+
+static int cpu_geglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out)
+{
+    struct rows_ctx c = {.x = gate, .y = up, .out = out, .len = n, .op = 3};
+    run_rows(be, &c, n * 8);
+    return 0;
+}
+
+static int cpu_scale(struct slm_backend *be, float *x, size_t n, float s)
+{
+    struct rows_ctx c = {.out = x, .len = n, .eps = s, .op = 4};
+    run_rows(be, &c, n);
     return 0;
 }
 
@@ -320,6 +336,8 @@ static const struct slm_backend_ops cpu_ops = {
     .add_bias = cpu_add_bias,
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
+    .geglu = cpu_geglu,
+    .scale = cpu_scale,
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
     .to_host = cpu_to_host,
