@@ -32,6 +32,8 @@ struct creq {
     struct slm_conn *c;
     uint64_t user_data;
     int64_t id;            /* the engine's, once added */
+    int n_prompt;          /* its prompt tokens, counted against client-max-prompt-tokens */
+    int cancelling;        /* slm_conn_cancel_all asked the engine to cancel it */
     struct creq *prev, *next;
 };
 
@@ -51,6 +53,8 @@ struct slm_conn {
     int overflowed;        /* it stopped draining its ring: disconnected */
     int wake_pending;      /* on the server's wake list until the engine's step ends */
     struct creq *reqs;
+    int n_reqs;            /* on reqs: against client-max-requests */
+    long long n_prompt_tokens;   /* their prompt tokens: against client-max-prompt-tokens */
     struct slm_cqe *pending;
     int n_pending, cap_pending;
 };
@@ -273,6 +277,16 @@ static void push_error(struct slm_conn *c, uint64_t user_data, int status, const
     push(c, &q, 1);
 }
 
+/* Takes r off c's list of requests. Lock held. */
+static void unlink_locked(struct slm_conn *c, struct creq *r)
+{
+    if (r->prev) r->prev->next = r->next;
+    else c->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    c->n_reqs--;
+    c->n_prompt_tokens -= r->n_prompt;
+}
+
 void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
 {
     struct slm_server *s = ctx;
@@ -331,11 +345,7 @@ void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
     int k = flush_pending_locked(c);
     k += push_locked(c, q, n);
     if (k) defer_wake_locked(s, c);
-    if (ev->finish) {
-        if (r->prev) r->prev->next = r->next;
-        else c->reqs = r->next;
-        if (r->next) r->next->prev = r->prev;
-    }
+    if (ev->finish) unlink_locked(c, r);
     pthread_mutex_unlock(&c->lock);
     if (ev->finish) {
         free(r);
@@ -355,19 +365,20 @@ static int add_request(struct slm_server *s, struct slm_conn *c, uint64_t user_d
     r->c = c;
     r->user_data = user_data;
     r->id = -1;
+    r->n_prompt = rq->n_prompt;
     rq->user = r;
     pthread_mutex_lock(&c->lock);
     c->refs++;
     r->next = c->reqs;
     if (c->reqs) c->reqs->prev = r;
     c->reqs = r;
+    c->n_reqs++;
+    c->n_prompt_tokens += r->n_prompt;
     pthread_mutex_unlock(&c->lock);
     int64_t id = s->ops->add(s, rq, err);   /* copies the prompt and the stops */
     if (id < 0) {
         pthread_mutex_lock(&c->lock);
-        if (r->prev) r->prev->next = r->next;
-        else c->reqs = r->next;
-        if (r->next) r->next->prev = r->prev;
+        unlink_locked(c, r);
         pthread_mutex_unlock(&c->lock);
         free(r);
         conn_unref(c);
@@ -390,11 +401,49 @@ static void cancel_request(struct slm_server *s, struct slm_conn *c, uint64_t ta
     if (id >= 0) s->ops->cancel(s, id);   /* outside the client's lock */
 }
 
-/* Handles one copied, hostile SQE: requests.c decodes it, this carries it out. */
+/* The per-client limits (docs/configuration.md): 0 when c may add a request of n_prompt
+ * tokens (n_prompt < 0: not known yet, only the count is checked), else -EAGAIN, or -E2BIG
+ * for a prompt larger than the whole allowance, with err naming the limit. */
+static int over_limit(const struct slm_server *s, struct slm_conn *c, int n_prompt, char *err)
+{
+    pthread_mutex_lock(&c->lock);
+    int n_reqs = c->n_reqs;
+    long long tokens = c->n_prompt_tokens;
+    pthread_mutex_unlock(&c->lock);
+    if (n_reqs >= s->cfg.client_max_requests) {
+        slm_err_set(err, "client-max-requests: %d requests of this client are unfinished", n_reqs);
+        return -EAGAIN;
+    }
+    if (n_prompt > s->cfg.client_max_prompt_tokens) {
+        slm_err_set(err, "client-max-prompt-tokens: %d prompt tokens are above the limit, %d", n_prompt,
+                    s->cfg.client_max_prompt_tokens);
+        return -E2BIG;
+    }
+    if (n_prompt >= 0 && tokens + n_prompt > s->cfg.client_max_prompt_tokens) {
+        slm_err_set(err, "client-max-prompt-tokens: %lld prompt tokens of this client are queued", tokens);
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+static int is_generation(uint16_t op)
+{
+    return op == SLM_OP_COMPLETE || op == SLM_OP_COMPLETE_IDS || op == SLM_OP_CHAT;
+}
+
+/* Handles one copied, hostile SQE: requests.c decodes it, this carries it out. A request over
+ * the client's count limit is refused before its prompt is decoded (no tokenizing for it). */
 static void handle(struct slm_server *s, struct slm_conn *c, const struct slm_sqe *q)
 {
     struct slm_req_action a;
+    char err[SLM_ERR_LEN];
+    int rc = !s->draining && is_generation(q->op) ? over_limit(s, c, -1, err) : 0;
+    if (rc) {
+        push_error(c, q->user_data, rc, err);
+        return;
+    }
     slm_req_decode(s, &c->shm, (uint32_t)c->uid, q, &a);
+    if (a.kind == SLM_REQ_ADD && (a.status = over_limit(s, c, a.rq.n_prompt, a.err))) a.kind = SLM_REQ_NONE;
     switch (a.kind) {
     case SLM_REQ_DATA: push_data(c, q->user_data, a.data, a.len); break;
     case SLM_REQ_ADD: a.status = add_request(s, c, q->user_data, &a.rq, a.err); break;
@@ -434,15 +483,23 @@ int slm_conn_set_flags(struct slm_conn *c, uint32_t flags)
 
 void slm_conn_cancel_all(struct slm_server *s, struct slm_conn *c)
 {
+    /* Rounds of up to 256 ids, cancelled outside the client's lock (lock order, server.h). A
+     * request already cancelled stays on the list until the engine's next step reports its
+     * finish, and cancelling it again gives -ENOENT: the mark skips it, so each round takes
+     * only requests not yet asked, and the loop ends when none is left, however many. */
     int64_t ids[256];
     for (;;) {
         int n = 0;
         pthread_mutex_lock(&c->lock);
-        for (struct creq *r = c->reqs; r && n < 256; r = r->next) ids[n++] = __atomic_load_n(&r->id, __ATOMIC_ACQUIRE);
+        for (struct creq *r = c->reqs; r && n < 256; r = r->next) {
+            int64_t id = __atomic_load_n(&r->id, __ATOMIC_ACQUIRE);
+            if (r->cancelling || id < 0) continue;
+            r->cancelling = 1;
+            ids[n++] = id;
+        }
         pthread_mutex_unlock(&c->lock);
-        int cancelled = 0;
-        for (int i = 0; i < n; i++) cancelled += ids[i] >= 0 && s->ops->cancel(s, ids[i]) == 0;
-        if (n < 256 || !cancelled) break;
+        for (int i = 0; i < n; i++) s->ops->cancel(s, ids[i]);
+        if (n < 256) break;
     }
     slm_server_kick(s);
 }

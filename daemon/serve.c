@@ -33,6 +33,7 @@
 #include "common/parse.h"
 
 #define TICK_MS 100
+#define DRAIN_GRACE_S 2   /* after the drain cancelled everything, how long the engine has to report it */
 
 enum { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_IO_WAKE };   /* epoll data below 4096 are these; above, clients */
 
@@ -185,6 +186,10 @@ static void *engine_main(void *arg)
             sd_notify(0, "WATCHDOG=1");   /* from this loop, so a stuck engine misses it */
             last_ping = t;
         }
+        /* Every step, not only when idle: a flood of requests must not keep the thread from
+         * stopping (stop_engine_thread). What is left unfinished is cancelled by then; the
+         * caller reaps it (reap_after_stop). */
+        if (__atomic_load_n(&s->engine_quit, __ATOMIC_ACQUIRE)) break;
         engine_poll(s);
         if (rc > 0 || s->ops->n_unfinished(s) > 0) continue;
         /* Idle: keep taking submissions for spin-us, then sleep. */
@@ -227,10 +232,23 @@ static int start_engine_thread(struct slm_server *s, char *err)
 static void stop_engine_thread(struct slm_server *s)
 {
     pthread_mutex_lock(&s->wake_lock);
-    s->engine_quit = 1;
+    __atomic_store_n(&s->engine_quit, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->wake_lock);
     pthread_join(s->engine_thread, NULL);
+}
+
+/* After the engine thread stopped with every client closed: the requests left are all
+ * cancelled, and one step reports their finish (no forward pass runs for a cancelled request),
+ * which frees what each holds of its connection. A second step only if the first ran a pass
+ * for something not cancelled (it cannot happen: every client was closed first). */
+static void reap_after_stop(struct slm_server *s)
+{
+    for (int i = 0; i < 2 && s->ops->n_unfinished(s) > 0; i++) {
+        int rc = s->ops->step(s, slm_conn_on_event, s);
+        slm_conn_wake_deferred(s);
+        if (rc < 0) break;
+    }
 }
 
 /* ---- the socket */
@@ -417,6 +435,7 @@ static void rebuild_engine(struct slm_server *s);
 static int io_loop(struct slm_server *s)
 {
     double last_work = now_s(), drain_deadline = 0;
+    int cancelled = 0;   /* the drain's deadline passed and every request was cancelled */
     pthread_mutex_lock(&s->poll_lock);   /* held but while sleeping in epoll_wait */
     for (;;) {
         /* While draining, submissions are still taken, to be answered with an error; while a
@@ -473,11 +492,18 @@ static int io_loop(struct slm_server *s)
         if (s->reload_pending && !s->draining && s->ops->n_unfinished(s) == 0) rebuild_engine(s);
         if (s->draining) {
             if (s->ops->n_unfinished(s) == 0) return 0;
-            if (now_s() >= drain_deadline) {
+            if (now_s() >= drain_deadline && !cancelled) {
                 slm_log(SLM_LOG_NOTICE, "shutdown-timeout passed: cancelling %d running requests",
                         s->ops->n_unfinished(s));
                 for (int k = 0; k < s->n_clients; k++) slm_conn_cancel_all(s, s->clients[k]);
-                drain_deadline = now_s() + 3600;
+                cancelled = 1;
+                /* The cancelled requests finish in the engine's next step; should that step
+                 * not come, stop anyway (slm_server_run cancels and reaps what is left). */
+                drain_deadline = now_s() + DRAIN_GRACE_S;
+            } else if (now_s() >= drain_deadline) {
+                slm_log(SLM_LOG_WARNING, "%d requests still unfinished %d s after cancelling them; stopping",
+                        s->ops->n_unfinished(s), DRAIN_GRACE_S);
+                return 0;
             }
         }
     }
@@ -493,7 +519,10 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
             reload(s);
             continue;
         }
-        if (s->draining) return 1;   /* a second SIGTERM/SIGINT: stop now */
+        if (s->draining) {   /* a second SIGTERM/SIGINT: stop now; slm_server_run cancels what runs */
+            slm_log(SLM_LOG_NOTICE, "second signal: stopping now, cancelling %d requests", s->ops->n_unfinished(s));
+            return 1;
+        }
         if (s->reload_pending) slm_log(SLM_LOG_NOTICE, "stopping: the pending reload is dropped");
         s->reload_pending = 0;
         sd_notify(0, "STOPPING=1");
@@ -617,9 +646,10 @@ int slm_server_run(struct slm_server *s, char *err)
     slm_log(SLM_LOG_NOTICE, "ready");
     rc = io_loop(s);   /* returns with poll_lock held */
     if (rc) slm_err_set(err, "the I/O loop failed: %s", strerror(-rc));
-    for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);
+    for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);   /* each cancels its requests */
     pthread_mutex_unlock(&s->poll_lock);
     stop_engine_thread(s);
+    reap_after_stop(s);
 out:
     if (s->listen_fd >= 0) {
         close(s->listen_fd);

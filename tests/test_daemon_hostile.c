@@ -1,0 +1,348 @@
+/*
+ * tests/test_daemon_hostile.c - greedy and hostile clients against the real `slmd serve`,
+ * black box (libslm, and raw clients that write their rings by hand):
+ *   - a client floods 1,500 requests, then hangs up: within a few engine steps every request is
+ *     gone and every KV block is free (stats); the old cancel loop stopped after 256;
+ *   - the per-client limits: client-max-requests and client-max-prompt-tokens answer an error
+ *     naming the limit, and another client is unaffected;
+ *   - SIGTERM during a flood: slmd exits within shutdown-timeout plus a margin; a second
+ *     SIGTERM ends it at once, every request cancelled;
+ * each with its own daemon, started with the limits the case needs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/check.h"
+#include "client/slm.h"
+#include "ipc/handshake.h"
+#include "ipc/ring.h"
+#include "ipc/shm.h"
+#include "ipc/wait.h"
+
+static const char *slmd;
+static char model[512];
+static char sock_path[128];
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Starts slmd serve on sock_path with the common flags and the extra ones (NULL-terminated);
+ * returns its pid once a client can connect, or -1. */
+static pid_t start_daemon(const char *first, ...)
+{
+    const char *argv[64];
+    int n = 0;
+    const char *common[] = {slmd, "serve", "--socket", sock_path, "--model", model, "--kv-cache-mem", "64M",
+                            "--threads", "1", "--log-level", "notice"};
+    for (size_t i = 0; i < sizeof common / sizeof *common; i++) argv[n++] = common[i];
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < 62; a = va_arg(ap, const char *)) argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(slmd, (char *const *)argv);
+        _exit(127);
+    }
+    struct slm_client *c = NULL;
+    for (int i = 0; i < 300 && slm_connect(sock_path, "probe", &c) < 0; i++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid) return -1;
+        usleep(100000);
+    }
+    if (!c) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    slm_close(&c);
+    return pid;
+}
+
+/* Waits up to `seconds` for pid to exit; its status, or -1 (then it is killed). */
+static int wait_exit(pid_t pid, double seconds, double *took)
+{
+    double t0 = now_s();
+    int status;
+    while (now_s() - t0 < seconds) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            *took = now_s() - t0;
+            return status;
+        }
+        usleep(20000);
+    }
+    *took = now_s() - t0;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+struct raw {
+    int fd;
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    int n_err;            /* ERROR completions read so far */
+    char last_err[128];
+};
+
+/* A raw client: the handshake by hand, the shared memory mapped. 0 or -1. */
+static int raw_connect(struct raw *r, const char *name)
+{
+    char err[256] = "";
+    memset(r, 0, sizeof *r);
+    r->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, sock_path);
+    struct slm_welcome w;
+    int shm_fd = -1;
+    if (r->fd < 0 || connect(r->fd, (struct sockaddr *)&a, sizeof a) ||
+        slm_hello_send(r->fd, name, 4096, 4096, 0, err) || slm_welcome_recv(r->fd, &w, &shm_fd, err) || w.status ||
+        slm_shm_map(&r->shm, shm_fd, w.shm_bytes, err)) {
+        printf("%s: handshake failed: %s\n", name, err);
+        if (r->fd >= 0) close(r->fd);
+        return -1;
+    }
+    slm_shm_rings(&r->shm, &r->sq, &r->cq);
+    return 0;
+}
+
+static void raw_close(struct raw *r)
+{
+    slm_shm_unmap(&r->shm);
+    close(r->fd);   /* the hang-up */
+    r->fd = -1;
+}
+
+/* Reads every completion waiting; counts the errors. */
+static void raw_drain(struct raw *r)
+{
+    const struct slm_cqe *q;
+    while ((q = slm_ring_peek(&r->cq))) {
+        if (q->kind == SLM_CQE_ERROR) {
+            r->n_err++;
+            snprintf(r->last_err, sizeof r->last_err, "%.*s", (int)q->len, (const char *)q->data);
+        }
+        slm_ring_seen(&r->cq);
+    }
+}
+
+/* Submits n requests (4 prompt ids, max_tokens tokens each, greedy, end of generation
+ * ignored) as fast as the ring allows, reading completions only when the ring is full when
+ * `read` says so. Returns how many were pushed. */
+static int raw_flood(struct raw *r, int n, int max_tokens, int read)
+{
+    static const int32_t ids[4] = {504, 3458, 282, 4649};
+    memcpy(r->shm.arena, ids, sizeof ids);
+    struct slm_sqe q = {.op = SLM_OP_COMPLETE_IDS, .flags = SLM_SQE_IGNORE_EOS, .payload_off = 0,
+                        .payload_len = sizeof ids, .n_items = 4, .max_tokens = (uint32_t)max_tokens,
+                        .top_p = 1.0f, .repeat_penalty = 1.0f};
+    int pushed = 0;
+    double t0 = now_s();
+    while (pushed < n && now_s() - t0 < 30) {
+        q.user_data = (uint64_t)pushed + 1;
+        if (slm_ring_push(&r->sq, &q) == 0) {
+            pushed++;
+            continue;
+        }
+        slm_doorbell_ring(&r->shm, r->fd);
+        if (read) raw_drain(r);
+        usleep(200);
+    }
+    slm_doorbell_ring(&r->shm, r->fd);
+    return pushed;
+}
+
+static int stats(struct slm_client *c, struct slm_stats *st)
+{
+    int rc = slm_stats(c, st);
+    if (rc) printf("stats: %s\n", slm_strerror(rc));
+    return rc;
+}
+
+/* Waits up to `seconds` for at least `want` requests active. */
+static int wait_active(struct slm_client *c, uint64_t want, double seconds)
+{
+    struct slm_stats st = {0};
+    double t0 = now_s();
+    while (now_s() - t0 < seconds) {
+        if (stats(c, &st) == 0 && st.requests_active >= want) return 1;
+        usleep(20000);
+    }
+    printf("only %llu requests active, waited for %llu\n", (unsigned long long)st.requests_active,
+           (unsigned long long)want);
+    return 0;
+}
+
+/* 1. A flood, then the hang-up: everything of the client is gone within a few steps. */
+static void flood_and_hang_up(void)
+{
+    pid_t d = start_daemon("--client-max-requests", "4000", "--client-max-prompt-tokens", "100000", (char *)NULL);
+    CHECK(d > 0, "flood_and_hang_up: slmd did not start");
+    if (d <= 0) return;
+    struct slm_client *probe = NULL;
+    CHECK(slm_connect(sock_path, "probe", &probe) == 0, "probe: connect: %s", slm_last_error());
+    struct raw r;
+    if (probe && raw_connect(&r, "flooder") == 0) {
+        int n = raw_flood(&r, 1500, 500, 1);
+        CHECK(n == 1500, "flood: pushed %d of 1500", n);
+        CHECK(wait_active(probe, 1000, 20), "flood: the daemon did not take the requests");
+        raw_close(&r);
+        double t0 = now_s();
+        struct slm_stats st = {0};
+        int clean = 0;
+        while (!clean && now_s() - t0 < 10) {
+            clean = stats(probe, &st) == 0 && st.requests_active == 0 && st.kv_blocks_used == 0 && st.clients == 1;
+            if (!clean) usleep(20000);
+        }
+        CHECK(clean && now_s() - t0 < 5,
+              "after the hang-up: expected 0 requests, 0 KV blocks, 1 client within 5 s; got %llu, %llu, %llu "
+              "after %.1f s",
+              (unsigned long long)st.requests_active, (unsigned long long)st.kv_blocks_used,
+              (unsigned long long)st.clients, now_s() - t0);
+        /* The daemon still serves (not tried when the flood is still running: the probe's
+         * request would wait behind it, as it does for the same user). */
+        struct slm_params p;
+        slm_params_default(&p);
+        p.max_tokens = 4;
+        char *text = NULL;
+        CHECK(!clean || (slm_generate(probe, "The capital of France is", &p, &text, NULL) == 0 && text && text[0]),
+              "after the flood: generate failed");
+        free(text);
+    }
+    slm_close(&probe);
+    kill(d, SIGTERM);
+    double took;
+    int status = wait_exit(d, 10, &took);
+    CHECK(status == 0, "flood_and_hang_up: slmd exit status %d after SIGTERM", status);
+}
+
+/* Reads events until the one of handle h; 1 with *ev when it is an ERROR. */
+static int error_of(struct slm_client *c, int64_t h, struct slm_event *ev)
+{
+    while (slm_next_event(c, ev, 10000) == 1)
+        if (ev->handle == h) return ev->type == SLM_EVENT_ERROR;
+    return 0;
+}
+
+/* 2. The per-client limits. */
+static void limits(void)
+{
+    pid_t d = start_daemon("--client-max-requests", "8", "--client-max-prompt-tokens", "64", (char *)NULL);
+    CHECK(d > 0, "limits: slmd did not start");
+    if (d <= 0) return;
+    struct slm_client *c = NULL, *other = NULL;
+    CHECK(slm_connect(sock_path, "greedy", &c) == 0 && slm_connect(sock_path, "other", &other) == 0,
+          "limits: connect: %s", slm_last_error());
+    if (c && other) {
+        struct slm_params p;
+        slm_params_default(&p);
+        p.max_tokens = 400;
+        p.ignore_eos = 1;
+        int32_t ids[100];
+        for (int i = 0; i < 100; i++) ids[i] = 504 + i;
+        int64_t h[8];
+        for (int i = 0; i < 8; i++) h[i] = slm_submit_ids(c, ids, 5, &p);   /* 40 prompt tokens */
+        struct slm_event ev;
+        int64_t x = slm_submit_ids(c, ids, 5, &p);
+        CHECK(error_of(c, x, &ev) && ev.error == -EAGAIN && strstr(ev.message, "client-max-requests"),
+              "a 9th request: expected an error naming client-max-requests, got type %d '%s'", ev.type,
+              ev.type == SLM_EVENT_ERROR ? ev.message : "");
+        slm_cancel(c, h[7]);
+        slm_cancel(c, h[6]);
+        int done = 0;
+        while (done < 2 && slm_next_event(c, &ev, 10000) == 1) done += ev.type == SLM_EVENT_DONE;
+        x = slm_submit_ids(c, ids, 35, &p);   /* 6 x 5 queued + 35 > 64 */
+        CHECK(error_of(c, x, &ev) && ev.error == -EAGAIN && strstr(ev.message, "client-max-prompt-tokens"),
+              "35 more prompt tokens: expected an error naming client-max-prompt-tokens, got type %d '%s'", ev.type,
+              ev.type == SLM_EVENT_ERROR ? ev.message : "");
+        x = slm_submit_ids(c, ids, 65, &p);
+        CHECK(error_of(c, x, &ev) && ev.error == -E2BIG && strstr(ev.message, "client-max-prompt-tokens"),
+              "a prompt of 65 tokens: expected -E2BIG naming client-max-prompt-tokens, got type %d '%s'", ev.type,
+              ev.type == SLM_EVENT_ERROR ? ev.message : "");
+        /* Another client of the same user is not affected. */
+        p.max_tokens = 3;
+        p.ignore_eos = 0;
+        char *text = NULL;
+        CHECK(slm_generate(other, "Hello, my name is", &p, &text, NULL) == 0, "other client: generate failed");
+        free(text);
+        /* Room again once requests finish. */
+        slm_cancel(c, h[0]);
+        while (slm_next_event(c, &ev, 10000) == 1 && !(ev.type == SLM_EVENT_DONE && ev.handle == h[0])) {}
+        x = slm_submit_ids(c, ids, 5, &p);
+        int ok = 0;
+        while (slm_next_event(c, &ev, 30000) == 1)
+            if (ev.handle == x) {
+                ok = ev.type == SLM_EVENT_DONE;
+                if (ev.type != SLM_EVENT_TOKEN) break;
+            }
+        CHECK(ok, "after a request finished: a new one was not served");
+    }
+    slm_close(&c);
+    slm_close(&other);
+    kill(d, SIGTERM);
+    double took;
+    int status = wait_exit(d, 10, &took);
+    CHECK(status == 0, "limits: slmd exit status %d after SIGTERM", status);
+}
+
+/* 3. SIGTERM during a flood: the drain's timeout is honoured; a second SIGTERM stops at once. */
+static void sigterm_flood(int second)
+{
+    const char *timeout = second ? "60" : "2";
+    pid_t d = start_daemon("--client-max-requests", "4000", "--client-max-prompt-tokens", "100000",
+                           "--shutdown-timeout", timeout, (char *)NULL);
+    CHECK(d > 0, "sigterm_flood: slmd did not start");
+    if (d <= 0) return;
+    struct slm_client *probe = NULL;
+    struct raw r;
+    CHECK(slm_connect(sock_path, "probe", &probe) == 0, "probe: connect: %s", slm_last_error());
+    if (probe && raw_connect(&r, "flooder") == 0) {
+        int n = raw_flood(&r, 1500, 500, 0);
+        CHECK(n == 1500, "flood: pushed %d of 1500", n);
+        CHECK(wait_active(probe, 1000, 20), "flood: the daemon did not take the requests");
+        kill(d, SIGTERM);
+        if (second) {
+            usleep(300000);
+            kill(d, SIGTERM);
+        }
+        double took;
+        int status = wait_exit(d, second ? 5 : 2 + 8, &took);
+        CHECK(status == 0 && took < (second ? 3 : 2 + 5),
+              "SIGTERM%s during a flood (shutdown-timeout %s): expected exit 0 within %d s, got status %d after "
+              "%.1f s",
+              second ? " twice" : "", timeout, second ? 3 : 2 + 5, status, took);
+        raw_close(&r);
+    } else {
+        kill(d, SIGKILL);
+        waitpid(d, NULL, 0);
+    }
+    slm_close(&probe);
+}
+
+int main(void)
+{
+    if (!(slmd = test_slmd_and_model(model, sizeof model))) return 77;
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(sock_path, sizeof sock_path, "/tmp/slmd-hostile-%d.sock", (int)getpid());
+    flood_and_hang_up();
+    limits();
+    sigterm_flood(0);
+    sigterm_flood(1);
+    if (failures) printf("test_daemon_hostile: %d failures\n", failures);
+    else printf("test_daemon_hostile: ok\n");
+    return failures ? 1 : 0;
+}
