@@ -44,7 +44,9 @@ struct slm_conn {
     gid_t gid;
     pid_t pid;
     char name[SLM_NAME_LEN + 1];
+    double since;          /* accepted at (CLOCK_MONOTONIC seconds): the handshake's deadline */
     int ready;             /* handshake done */
+    int refused;           /* refused at accept: the WELCOME refusal is sent, its HELLO awaited */
     struct slm_shm shm;
     struct slm_ring sq, cq;
     pthread_mutex_t lock;  /* cq, pending, reqs, refs, closed */
@@ -71,6 +73,9 @@ struct slm_conn *slm_conn_new(struct slm_server *s, int fd)
         close(fd);
         return NULL;
     }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    c->since = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     c->fd = fd;
     c->id = ++s->next_client_id;
     c->refs = 1;
@@ -92,7 +97,7 @@ static void conn_unref(struct slm_conn *c)
     free(c);
 }
 
-static int allowed(const struct slm_server *s, const struct slm_conn *c)
+int slm_conn_allowed(const struct slm_server *s, const struct slm_conn *c)
 {
     if (!s->cfg.n_allow_uids && !s->cfg.n_allow_gids) return 1;
     for (int i = 0; i < s->cfg.n_allow_uids; i++)
@@ -117,13 +122,19 @@ static int handshake(struct slm_server *s, struct slm_conn *c)
         return -1;
     }
     memcpy(c->name, h.name, SLM_NAME_LEN);
-    if (!allowed(s, c)) {
+    if (!slm_conn_allowed(s, c)) {
         slm_welcome_refuse(c->fd, -EACCES, "this user is not in slmd's allow-list (allow-uids, allow-gids)");
         slm_log(SLM_LOG_NOTICE, "refused uid %u (pid %d): not in the allow-list", (unsigned)c->uid, (int)c->pid);
         return -1;
     }
     if (s->draining) {
         slm_welcome_refuse(c->fd, -ESHUTDOWN, "slmd is stopping");
+        return -1;
+    }
+    if (s->n_ready >= s->cfg.max_clients) {   /* accepted while below, others finished first */
+        char why[SLM_REASON_LEN];
+        snprintf(why, sizeof why, "slmd has %d clients connected, its max-clients", s->n_ready);
+        slm_welcome_refuse(c->fd, -EUSERS, why);
         return -1;
     }
     if (slm_shm_create(&c->shm, h.sq_entries, h.cq_entries, h.arena_bytes, err) ||
@@ -133,6 +144,7 @@ static int handshake(struct slm_server *s, struct slm_conn *c)
     }
     slm_shm_rings(&c->shm, &c->sq, &c->cq);
     c->ready = 1;
+    s->n_ready++;
     slm_log(SLM_LOG_INFO, "client %llu '%s' connected (uid %u, pid %d)", (unsigned long long)c->id, c->name,
             (unsigned)c->uid, (int)c->pid);
     return 0;
@@ -142,7 +154,8 @@ int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events
 {
     (void)events;   /* readable and hang-up both mean: read the socket */
     int gone = 0;
-    if (!c->ready) gone = handshake(s, c) < 0;
+    if (c->refused) gone = 1;   /* its HELLO (or its hang-up): read below, then closed */
+    else if (!c->ready) gone = handshake(s, c) < 0;
     else gone = slm_doorbell_drain(c->fd) < 0;
     if (!gone && c->ready) slm_conn_poll(s, c);
     if (gone) {
@@ -504,8 +517,36 @@ void slm_conn_cancel_all(struct slm_server *s, struct slm_conn *c)
     slm_server_kick(s);
 }
 
+void slm_conn_refuse(struct slm_conn *c, int status, const char *reason)
+{
+    slm_welcome_refuse(c->fd, status, reason);
+    c->refused = 1;
+}
+
+int slm_conn_state(const struct slm_conn *c)
+{
+    return c->ready ? SLM_CONN_READY : c->refused ? SLM_CONN_REFUSED : SLM_CONN_HANDSHAKE;
+}
+
+uid_t slm_conn_uid(const struct slm_conn *c)
+{
+    return c->uid;
+}
+
+double slm_conn_since(const struct slm_conn *c)
+{
+    return c->since;
+}
+
 void slm_conn_close(struct slm_server *s, struct slm_conn *c)
 {
+    /* Read what the client sent before closing: closing a Unix socket with unread packets
+     * resets the peer, which then cannot read the WELCOME refusal it was sent. */
+    if (c->fd >= 0 && !c->ready) {
+        char buf[256];
+        for (int i = 0; i < 16 && recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) > 0; i++) {}
+    }
+    if (c->ready) s->n_ready--;
     slm_conn_cancel_all(s, c);
     pthread_mutex_lock(&c->lock);
     c->closed = 1;

@@ -356,19 +356,116 @@ static void remove_client(struct slm_server *s, int k)
     s->clients[k] = s->clients[--s->n_clients];
 }
 
+/* The oldest connection still in its handshake (not refused unless `refused`), of uid unless
+ * uid is -1, other than `except`; its index, or -1. */
+static int oldest_handshake(const struct slm_server *s, long long uid, const struct slm_conn *except, int refused)
+{
+    int best = -1;
+    for (int k = 0; k < s->n_clients; k++) {
+        const struct slm_conn *c = s->clients[k];
+        int st = slm_conn_state(c);
+        if (c == except || st == SLM_CONN_READY || (st == SLM_CONN_REFUSED && !refused)) continue;
+        if (uid >= 0 && (long long)slm_conn_uid(c) != uid) continue;
+        if (best < 0 || slm_conn_since(c) < slm_conn_since(s->clients[best])) best = k;
+    }
+    return best;
+}
+
+/* The policy for a connection just accepted (c, the last of s->clients), from its peer's
+ * credentials alone, before it sends anything: refused with a reason (the allow-list, a drain,
+ * max-clients, max-clients-per-uid), or let in to its handshake. Connections in their
+ * handshake do not count against max-clients: at most max-clients of them wait, and the oldest
+ * makes room for a new one, as the oldest of the same user does at max-clients-per-uid, so
+ * connections that never send HELLO cannot lock anyone out. */
+static void admit(struct slm_server *s, struct slm_conn *c)
+{
+    char why[SLM_REASON_LEN];
+    uid_t uid = slm_conn_uid(c);
+    if (!slm_conn_allowed(s, c)) {
+        slm_log(SLM_LOG_NOTICE, "refused uid %u: not in the allow-list", (unsigned)uid);
+        slm_conn_refuse(c, -EACCES, "this user is not in slmd's allow-list (allow-uids, allow-gids)");
+        return;
+    }
+    if (s->draining) {
+        slm_conn_refuse(c, -ESHUTDOWN, "slmd is stopping");
+        return;
+    }
+    if (s->n_ready >= s->cfg.max_clients) {
+        slm_log(SLM_LOG_WARNING, "refusing a connection: %d clients already (max-clients)", s->n_ready);
+        snprintf(why, sizeof why, "slmd has %d clients connected, its max-clients", s->n_ready);
+        slm_conn_refuse(c, -EUSERS, why);
+        return;
+    }
+    int of_uid = 0;
+    for (int k = 0; k < s->n_clients; k++)
+        of_uid += s->clients[k] != c && slm_conn_uid(s->clients[k]) == uid &&
+                  slm_conn_state(s->clients[k]) != SLM_CONN_REFUSED;
+    if (of_uid >= s->cfg.max_clients_per_uid) {
+        int k = oldest_handshake(s, uid, c, 0);
+        if (k < 0) {
+            slm_log(SLM_LOG_NOTICE, "refusing a connection of uid %u: %d already (max-clients-per-uid)",
+                    (unsigned)uid, of_uid);
+            snprintf(why, sizeof why, "uid %u has %d connections to slmd, its max-clients-per-uid", (unsigned)uid,
+                     of_uid);
+            slm_conn_refuse(c, -EUSERS, why);
+            return;
+        }
+        slm_log(SLM_LOG_DEBUG, "max-clients-per-uid: closing uid %u's oldest connection without HELLO", (unsigned)uid);
+        remove_client(s, k);
+    }
+}
+
+/* At most max-clients connections wait in their handshake (refused ones included): the
+ * oldest gives way. */
+static void cap_handshakes(struct slm_server *s, const struct slm_conn *c)
+{
+    int waiting = 0;
+    for (int k = 0; k < s->n_clients; k++) waiting += slm_conn_state(s->clients[k]) != SLM_CONN_READY;
+    for (; waiting > s->cfg.max_clients; waiting--) {
+        int k = oldest_handshake(s, -1, c, 1);
+        if (k < 0) break;
+        remove_client(s, k);
+    }
+}
+
+/* accept failed with something other than "nothing to accept" (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM...): the listening socket stays readable, so stop watching it for a while (10 ms,
+ * doubling to 1 s while it goes on failing), and log at most one line a second. */
+static void pause_accept(struct slm_server *s, int err)
+{
+    double t = now_s();
+    s->accept_backoff_ms = s->accept_backoff_ms ? 2 * s->accept_backoff_ms : 10;
+    if (s->accept_backoff_ms > 1000) s->accept_backoff_ms = 1000;
+    s->accept_resume_s = t + s->accept_backoff_ms * 1e-3;
+    struct epoll_event ev = {.events = 0, .data.u64 = TAG_LISTEN};
+    if (!s->accept_paused) epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &ev);
+    s->accept_paused = 1;
+    s->accept_errors++;
+    if (t - s->accept_log_s >= 1.0) {
+        slm_log(SLM_LOG_WARNING, "accept: %s (%d time%s since the last line); accepting again in %d ms",
+                strerror(err), s->accept_errors, s->accept_errors == 1 ? "" : "s", s->accept_backoff_ms);
+        s->accept_log_s = t;
+        s->accept_errors = 0;
+    }
+}
+
+static void resume_accept(struct slm_server *s)
+{
+    if (!s->accept_paused || now_s() < s->accept_resume_s) return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_LISTEN};
+    if (epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &ev) == 0) s->accept_paused = 0;
+}
+
 static void accept_clients(struct slm_server *s)
 {
     for (;;) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR) slm_log(SLM_LOG_WARNING, "accept: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return;
+            pause_accept(s, errno);
             return;
         }
-        if (s->n_clients >= s->cfg.max_clients) {
-            slm_log(SLM_LOG_WARNING, "refusing a connection: %d clients already (max-clients)", s->n_clients);
-            close(fd);
-            continue;
-        }
+        s->accept_backoff_ms = 0;
         if (s->n_clients == s->cap_clients) {
             int cap = s->cap_clients ? 2 * s->cap_clients : 16;
             struct slm_conn **p = realloc(s->clients, (size_t)cap * sizeof *p);
@@ -386,7 +483,27 @@ static void accept_clients(struct slm_server *s)
             continue;
         }
         s->clients[s->n_clients++] = c;
+        admit(s, c);
+        cap_handshakes(s, c);
     }
+}
+
+/* Closes the connections that sent no HELLO within handshake-timeout, and those refused at
+ * accept whose HELLO did not come within a second. */
+static void expire_handshakes(struct slm_server *s)
+{
+    double t = now_s();
+    int n = 0;
+    for (int k = s->n_clients - 1; k >= 0; k--) {
+        int st = slm_conn_state(s->clients[k]);
+        double limit = st == SLM_CONN_REFUSED ? 1.0 : (double)s->cfg.handshake_timeout;
+        if (st != SLM_CONN_READY && t - slm_conn_since(s->clients[k]) > limit) {
+            n += st == SLM_CONN_HANDSHAKE;
+            remove_client(s, k);
+        }
+    }
+    if (n) slm_log(SLM_LOG_INFO, "closed %d connection%s that sent no HELLO within %d s (handshake-timeout)", n,
+                   n == 1 ? "" : "s", s->cfg.handshake_timeout);
 }
 
 /* Updates the generation rate (once a second) and sends STATUS= when its text changed: at most
@@ -465,17 +582,19 @@ static int io_loop(struct slm_server *s)
             slm_log(SLM_LOG_ERR, "epoll_wait: %s", strerror(errno));
             return -errno;
         }
+        /* The clients' sockets first: accepting and the timer's expiry may close connections
+         * (the oldest waiting for their handshake), which must not be in evs any more. */
+        int accept_now = 0, tick = 0;
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64;
             if (tag == TAG_LISTEN) {
-                accept_clients(s);
+                accept_now = 1;
             } else if (tag == TAG_SIGNAL) {
                 if (handle_signal(s, &drain_deadline)) return 0;
             } else if (tag == TAG_IO_WAKE) {
                 drain_counter_fd(s->io_wake_fd, "I/O thread's wake-up eventfd");
             } else if (tag == TAG_TIMER) {
-                drain_counter_fd(s->timer_fd, "status timerfd");
-                notify_status(s, 0);
+                tick = 1;
             } else {
                 struct slm_conn *c = (struct slm_conn *)(uintptr_t)tag;
                 if (slm_conn_on_socket(s, c, evs[i].events) < 0) {
@@ -489,6 +608,13 @@ static int io_loop(struct slm_server *s)
                 }
             }
         }
+        if (accept_now) accept_clients(s);
+        if (tick) {
+            drain_counter_fd(s->timer_fd, "status timerfd");
+            expire_handshakes(s);
+            notify_status(s, 0);
+        }
+        resume_accept(s);
         if (s->reload_pending && !s->draining && s->ops->n_unfinished(s) == 0) rebuild_engine(s);
         if (s->draining) {
             if (s->ops->n_unfinished(s) == 0) return 0;

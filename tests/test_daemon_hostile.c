@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -32,6 +34,8 @@
 static const char *slmd;
 static char model[512];
 static char sock_path[128];
+static char log_path[128];   /* when set, the next daemon's stderr goes there */
+static int nofile;           /* when set, the next daemon's RLIMIT_NOFILE */
 
 static double now_s(void)
 {
@@ -56,9 +60,14 @@ static pid_t start_daemon(const char *first, ...)
     argv[n] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
+        if (log_path[0] && !freopen(log_path, "w", stderr)) _exit(126);
+        struct rlimit rl = {(rlim_t)nofile, (rlim_t)nofile};
+        if (nofile && setrlimit(RLIMIT_NOFILE, &rl)) _exit(126);
         execv(slmd, (char *const *)argv);
         _exit(127);
     }
+    log_path[0] = 0;
+    nofile = 0;
     struct slm_client *c = NULL;
     for (int i = 0; i < 300 && slm_connect(sock_path, "probe", &c) < 0; i++) {
         if (waitpid(pid, NULL, WNOHANG) == pid) return -1;
@@ -70,6 +79,7 @@ static pid_t start_daemon(const char *first, ...)
         return -1;
     }
     slm_close(&c);
+    usleep(200000);   /* the probe's hang-up reaches the daemon: the next case counts from 0 */
     return pid;
 }
 
@@ -333,6 +343,157 @@ static void sigterm_flood(int second)
     slm_close(&probe);
 }
 
+/* A connection that never sends HELLO; its fd, or -1. */
+static int silent_connect(void)
+{
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, sock_path);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+    if (fd >= 0) close(fd);
+    return -1;
+}
+
+/* 1 when the daemon closed fd (EOF or a reset). */
+static int closed_by_daemon(int fd)
+{
+    char b[256];
+    ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+static int generate_ok(const char *name)
+{
+    struct slm_client *c = NULL;
+    if (slm_connect(sock_path, name, &c) < 0) {
+        printf("%s: connect: %s\n", name, slm_last_error());
+        return 0;
+    }
+    struct slm_params p;
+    slm_params_default(&p);
+    p.max_tokens = 3;
+    char *text = NULL;
+    int rc = slm_generate(c, "The capital of France is", &p, &text, NULL);
+    if (rc) printf("%s: generate: %s\n", name, slm_strerror(rc));
+    free(text);
+    slm_close(&c);
+    return rc == 0;
+}
+
+/* 4. 256 connections that never send HELLO: a real client is still served at once, and the
+ * silent ones are closed after handshake-timeout. */
+static void silent_connections(void)
+{
+    pid_t d = start_daemon("--handshake-timeout", "2", "--max-clients-per-uid", "1000", (char *)NULL);
+    CHECK(d > 0, "silent_connections: slmd did not start");
+    if (d <= 0) return;
+    int fds[256], n = 0;
+    double t0 = now_s();
+    for (int i = 0; i < 256; i++)
+        if ((fds[n] = silent_connect()) >= 0) n++;
+    CHECK(n == 256, "silent connections: %d of 256 connected", n);
+    usleep(100000);
+    double t1 = now_s();
+    CHECK(generate_ok("real"), "with 256 silent connections a real client was not served");
+    CHECK(now_s() - t0 < 2, "with 256 silent connections a real client took %.1f s, before any handshake-timeout",
+          now_s() - t1);
+    int closed = 0;
+    while (now_s() - t0 < 2 + 3 && closed < n) {
+        closed = 0;
+        for (int i = 0; i < n; i++) closed += closed_by_daemon(fds[i]);
+        usleep(100000);
+    }
+    CHECK(closed == n, "handshake-timeout 2 s: %d of %d silent connections closed after %.1f s", closed, n,
+          now_s() - t0);
+    for (int i = 0; i < n; i++) close(fds[i]);
+    kill(d, SIGTERM);
+    double took;
+    CHECK(wait_exit(d, 10, &took) == 0, "silent_connections: slmd did not exit cleanly");
+}
+
+/* Connects, expecting a refusal whose reason names `key`. */
+static void expect_refusal(const char *key)
+{
+    struct slm_client *c = NULL;
+    int rc = slm_connect(sock_path, "one-too-many", &c);
+    CHECK(rc == -EUSERS && strstr(slm_last_error(), key),
+          "one connection too many: expected -EUSERS naming %s, got %d '%s'", key, rc, slm_last_error());
+    slm_close(&c);
+}
+
+/* 5. Over max-clients, and over max-clients-per-uid: a WELCOME refusal with the reason. */
+static void over_max_clients(void)
+{
+    for (int per_uid = 0; per_uid < 2; per_uid++) {
+        pid_t d = per_uid ? start_daemon("--max-clients", "8", "--max-clients-per-uid", "2", (char *)NULL)
+                          : start_daemon("--max-clients", "2", (char *)NULL);
+        CHECK(d > 0, "over_max_clients: slmd did not start");
+        if (d <= 0) return;
+        struct slm_client *a = NULL, *b = NULL;
+        CHECK(slm_connect(sock_path, "a", &a) == 0 && slm_connect(sock_path, "b", &b) == 0, "two clients: %s",
+              slm_last_error());
+        expect_refusal(per_uid ? "max-clients-per-uid" : "max-clients");
+        slm_close(&b);
+        usleep(200000);
+        CHECK(generate_ok("after"), "after a client left, a new one was not served");
+        slm_close(&a);
+        kill(d, SIGTERM);
+        double took;
+        CHECK(wait_exit(d, 10, &took) == 0, "over_max_clients: slmd did not exit cleanly");
+    }
+}
+
+/* CPU seconds pid used so far (utime + stime of /proc/PID/stat). */
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* 6. At the fd limit: accept errors pause accepting (no busy loop), one log line a second at
+ * most; once fds are free again, clients are served. */
+static void fd_limit(void)
+{
+    snprintf(log_path, sizeof log_path, "/tmp/slmd-hostile-%d.log", (int)getpid());
+    char log[128];
+    snprintf(log, sizeof log, "%s", log_path);
+    nofile = 48;
+    pid_t d = start_daemon("--handshake-timeout", "30", "--max-clients-per-uid", "1000", (char *)NULL);
+    CHECK(d > 0, "fd_limit: slmd did not start");
+    if (d <= 0) return;
+    int fds[96], n = 0;
+    for (int i = 0; i < 96; i++)
+        if ((fds[n] = silent_connect()) >= 0) n++;
+    usleep(200000);
+    double cpu0 = cpu_seconds(d), t0 = now_s();
+    sleep(3);
+    double cpu = cpu_seconds(d) - cpu0, wall = now_s() - t0;
+    CHECK(cpu >= 0 && cpu < 0.3 * wall, "at the fd limit: slmd used %.2f s of CPU in %.2f s", cpu, wall);
+    for (int i = 0; i < n; i++) close(fds[i]);
+    usleep(300000);
+    CHECK(generate_ok("after-emfile"), "once fds were free again, a client was not served");
+    kill(d, SIGTERM);
+    double took;
+    CHECK(wait_exit(d, 10, &took) == 0, "fd_limit: slmd did not exit cleanly");
+    FILE *f = fopen(log, "r");
+    int lines = 0;
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) lines += strstr(line, "accept") != NULL;
+    if (f) fclose(f);
+    unlink(log);
+    CHECK(lines >= 1 && lines <= (int)wall + 2, "at the fd limit: %d accept lines logged in %.1f s (1 a second at most)",
+          lines, wall);
+}
+
 int main(void)
 {
     if (!(slmd = test_slmd_and_model(model, sizeof model))) return 77;
@@ -342,6 +503,9 @@ int main(void)
     limits();
     sigterm_flood(0);
     sigterm_flood(1);
+    silent_connections();
+    over_max_clients();
+    fd_limit();
     if (failures) printf("test_daemon_hostile: %d failures\n", failures);
     else printf("test_daemon_hostile: ok\n");
     return failures ? 1 : 0;
