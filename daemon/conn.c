@@ -53,6 +53,7 @@ struct slm_conn {
     int refs;              /* 1 for the connection + 1 per request in the engine */
     int closed;
     int overflowed;        /* it stopped draining its ring: disconnected */
+    int corrupt;           /* it wrote a bad seq into its completion ring: disconnected */
     int wake_pending;      /* on the server's wake list until the engine's step ends */
     struct creq *reqs;
     int n_reqs;            /* on reqs: against client-max-requests */
@@ -167,15 +168,31 @@ int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events
 
 /* ---- completions */
 
+/* The next free slot of c's completion ring: 0, -EAGAIN when full, or -EBADMSG when the
+ * client wrote a sequence number there that no state of the ring has (docs/protocol.md, "Bad
+ * input"): then it is disconnected (its hang-up follows: requests cancelled, memory unmapped)
+ * and nothing more is published. Lock held. */
+static int cq_get_locked(struct slm_conn *c, void **slot)
+{
+    if (c->corrupt) return -EBADMSG;
+    int rc = slm_ring_get_checked(&c->cq, slot);
+    if (rc != -EBADMSG) return rc;
+    slm_log(SLM_LOG_WARNING, "client %llu '%s': a corrupt sequence number in its completion ring; disconnecting it",
+            (unsigned long long)c->id, c->name);
+    shutdown(c->fd, SHUT_RDWR);
+    c->corrupt = 1;
+    return rc;
+}
+
 /* Pushes cqes[0..n) as one chain, or queues them behind what is already pending. Lock held.
  * Returns how many it published; the caller wakes the client (slm_wake_client) if any. */
 static int push_locked(struct slm_conn *c, const struct slm_cqe *cqes, int n)
 {
     int published = 0;
-    if (c->closed) return 0;
+    if (c->closed || c->corrupt) return 0;
     for (int i = 0; i < n; i++) {
         void *slot;
-        if (!c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+        if (!c->n_pending && cq_get_locked(c, &slot) == 0) {
             memcpy((char *)slot + 4, (const char *)&cqes[i] + 4, sizeof cqes[i] - 4);
             slm_ring_publish(&c->cq, slot);
             published++;
@@ -208,7 +225,7 @@ static int flush_pending_locked(struct slm_conn *c)
 {
     int k = 0;
     void *slot;
-    while (k < c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+    while (k < c->n_pending && cq_get_locked(c, &slot) == 0) {
         memcpy((char *)slot + 4, (const char *)&c->pending[k] + 4, sizeof c->pending[k] - 4);
         slm_ring_publish(&c->cq, slot);
         k++;

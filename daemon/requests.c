@@ -135,6 +135,15 @@ static int encode_prompt(const struct slm_service *svc, const struct slm_shm *sh
         }
         payload = text;
     }
+    /* Text may not hold a NUL byte (docs/protocol.md): refused rather than cut there. Chat
+     * messages are checked by split_strings. */
+    const char *nul = chat ? NULL : memchr(payload, 0, q->payload_len);
+    if (nul) {
+        a->status = -EINVAL;
+        slm_err_set(a->err, "text: a NUL byte at offset %zu (text may not hold NUL)", (size_t)(nul - payload));
+        free(payload);
+        return 0;
+    }
     /* A chat's rendered text holds the template's special tokens; plain text is taken as
      * text (as `slmd run` does with and without --chat). */
     size_t plen = strlen(payload);
@@ -271,6 +280,11 @@ void slm_req_decode(struct slm_server *s, const struct slm_shm *shm, uint32_t ui
     case SLM_OP_COMPLETE:
     case SLM_OP_TOKENIZE:
     case SLM_OP_CHAT: {
+        if (q->op == SLM_OP_TOKENIZE && q->payload_len > SLM_TOKENIZE_MAX_BYTES) {
+            a->status = -E2BIG;
+            slm_err_set(a->err, "tokenize: %u bytes of text; at most %u", q->payload_len, SLM_TOKENIZE_MAX_BYTES);
+            return;
+        }
         int n = encode_prompt(&s->svc, shm, q, a);
         if (!n) return;
         if (q->op == SLM_OP_TOKENIZE) {
@@ -284,6 +298,11 @@ void slm_req_decode(struct slm_server *s, const struct slm_shm *shm, uint32_t ui
     }
     case SLM_OP_COMPLETE_IDS:
     case SLM_OP_DETOKENIZE:
+        if (q->op == SLM_OP_DETOKENIZE && q->n_items > SLM_DETOKENIZE_MAX_IDS) {
+            a->status = -E2BIG;
+            slm_err_set(a->err, "detokenize: %u token ids; at most %u", q->n_items, SLM_DETOKENIZE_MAX_IDS);
+            return;
+        }
         if (q->n_items == 0 || q->n_items > SLM_REQ_MAX_PAYLOAD / 4 || q->payload_len != q->n_items * 4 ||
             !(a->ids = (int32_t *)arena_copy(shm, q->payload_off, q->payload_len))) {
             a->status = -EINVAL;

@@ -494,6 +494,94 @@ static void fd_limit(void)
           lines, wall);
 }
 
+/* Submits one SQE on a raw client and waits for its answer: 1 for an ERROR (its status into
+ * *status, its text into why), 0 for DATA, -1 for nothing within 5 s. */
+static int raw_ask(struct raw *r, struct slm_sqe *q, int *status, char *why, size_t cap)
+{
+    static uint64_t next = 1000;
+    q->user_data = ++next;
+    if (slm_ring_push(&r->sq, q)) return -1;
+    slm_doorbell_ring(&r->shm, r->fd);
+    double t0 = now_s();
+    while (now_s() - t0 < 5) {
+        const struct slm_cqe *e;
+        while ((e = slm_ring_peek(&r->cq))) {
+            int kind = e->kind, more = e->flags & SLM_CQE_MORE, match = e->user_data == q->user_data;
+            if (match && kind == SLM_CQE_ERROR) {
+                *status = e->status;
+                snprintf(why, cap, "%.*s", (int)e->len, (const char *)e->data);
+            }
+            slm_ring_seen(&r->cq);
+            if (match && !more) return kind == SLM_CQE_ERROR;
+        }
+        slm_wait_cq(&r->shm, &r->cq, 50);
+    }
+    return -1;
+}
+
+/* 7. Bad payloads: NUL bytes in text, TOKENIZE and DETOKENIZE above their bounds, a corrupt
+ * completion-ring sequence number. */
+static void bad_payloads(void)
+{
+    pid_t d = start_daemon((char *)NULL);
+    CHECK(d > 0, "bad_payloads: slmd did not start");
+    if (d <= 0) return;
+    struct raw r;
+    if (raw_connect(&r, "bad-payloads") == 0) {
+        int status = 0;
+        char why[128] = "";
+        memcpy(r.shm.arena, "ab\0cd", 5);
+        for (int op = 0; op < 2; op++) {
+            struct slm_sqe q = {.op = op ? SLM_OP_TOKENIZE : SLM_OP_COMPLETE, .payload_len = 5, .max_tokens = 2,
+                                .top_p = 1, .repeat_penalty = 1};
+            status = 0, why[0] = 0;
+            int rc = raw_ask(&r, &q, &status, why, sizeof why);
+            CHECK(rc == 1 && status == -EINVAL && strstr(why, "NUL"),
+                  "%s of 'ab\\0cd': expected -EINVAL naming the NUL, got %d, status %d '%s'",
+                  op ? "TOKENIZE" : "COMPLETE", rc, status, why);
+        }
+        memset(r.shm.arena, 'a', SLM_TOKENIZE_MAX_BYTES + 1);
+        struct slm_sqe q = {.op = SLM_OP_TOKENIZE, .payload_len = SLM_TOKENIZE_MAX_BYTES + 1};
+        status = 0, why[0] = 0;
+        int rc = raw_ask(&r, &q, &status, why, sizeof why);
+        CHECK(rc == 1 && status == -E2BIG && strstr(why, "at most"),
+              "TOKENIZE of %u bytes: expected -E2BIG naming the bound, got %d, status %d '%s'",
+              SLM_TOKENIZE_MAX_BYTES + 1, rc, status, why);
+        memset(r.shm.arena, 0, 4 * (SLM_DETOKENIZE_MAX_IDS + 1));
+        q = (struct slm_sqe){.op = SLM_OP_DETOKENIZE, .payload_len = 4 * (SLM_DETOKENIZE_MAX_IDS + 1),
+                             .n_items = SLM_DETOKENIZE_MAX_IDS + 1};
+        status = 0, why[0] = 0;
+        rc = raw_ask(&r, &q, &status, why, sizeof why);
+        CHECK(rc == 1 && status == -E2BIG && strstr(why, "at most"),
+              "DETOKENIZE of %u ids: expected -E2BIG naming the bound, got %d, status %d '%s'",
+              SLM_DETOKENIZE_MAX_IDS + 1, rc, status, why);
+        /* At the bound: answered. */
+        memset(r.shm.arena, 'a', 1000);
+        q = (struct slm_sqe){.op = SLM_OP_TOKENIZE, .payload_len = 1000};
+        CHECK(raw_ask(&r, &q, &status, why, sizeof why) == 0, "TOKENIZE of 1000 bytes: no DATA answer");
+        /* A sequence number in the completion ring that no state of the ring has: the daemon
+         * hangs up rather than taking the ring for full. */
+        *(uint32_t *)(void *)(r.cq.slots + (size_t)(r.cq.pos & (r.cq.entries - 1)) * 128) = 0xdead0000u;
+        memcpy(r.shm.arena, "hello", 5);
+        q = (struct slm_sqe){.op = SLM_OP_TOKENIZE, .payload_len = 5, .user_data = 1};
+        slm_ring_push(&r.sq, &q);
+        slm_doorbell_ring(&r.shm, r.fd);
+        struct pollfd pfd = {.fd = r.fd, .events = POLLIN};
+        int hung_up = 0;
+        double t0 = now_s();
+        while (!hung_up && now_s() - t0 < 3) {
+            char b;
+            if (poll(&pfd, 1, 100) > 0) hung_up = recv(r.fd, &b, 1, MSG_DONTWAIT) <= 0;
+        }
+        CHECK(hung_up, "a corrupt completion-ring seq: the daemon did not hang up");
+        raw_close(&r);
+    }
+    CHECK(generate_ok("after-bad-payloads"), "after the bad payloads a client was not served");
+    kill(d, SIGTERM);
+    double took;
+    CHECK(wait_exit(d, 10, &took) == 0, "bad_payloads: slmd did not exit cleanly");
+}
+
 int main(void)
 {
     if (!(slmd = test_slmd_and_model(model, sizeof model))) return 77;
@@ -506,6 +594,7 @@ int main(void)
     silent_connections();
     over_max_clients();
     fd_limit();
+    bad_payloads();
     if (failures) printf("test_daemon_hostile: %d failures\n", failures);
     else printf("test_daemon_hostile: ok\n");
     return failures ? 1 : 0;
