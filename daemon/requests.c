@@ -163,6 +163,11 @@ static int encode_prompt(const struct slm_service *svc, const struct slm_shm *sh
 static int build_request(const struct slm_server *s, const struct slm_shm *shm, uint32_t uid,
                          const struct slm_sqe *q, const int32_t *ids, int n_ids, struct slm_req_action *a)
 {
+    if (q->priority < SLM_REQ_PRIORITY_MIN || q->priority > s->cfg.max_priority) {
+        slm_err_set(a->err, "priority %d is outside %d to %d (max-priority)", q->priority, SLM_REQ_PRIORITY_MIN,
+                    s->cfg.max_priority);
+        return -EINVAL;
+    }
     a->rq = (struct slm_request){.prompt = ids, .n_prompt = n_ids,
                                  .max_tokens = q->max_tokens ? (int)q->max_tokens : s->eo.n_ctx,
                                  .priority = q->priority, .owner = uid, .logprobs = (int)q->logprobs,

@@ -253,25 +253,28 @@ static void reap_after_stop(struct slm_server *s)
 
 /* ---- the socket */
 
+/* The socket file's group, then its mode: a socket bound with no permission bits (open_socket)
+ * is reachable by no one but root until both are set. */
 static int apply_socket_access(const struct slm_server *s, char *err)
 {
+    if (s->cfg.socket_group[0]) {
+        long long gid;
+        char e2[SLM_ERR_LEN];
+        if (slm_parse_int(s->cfg.socket_group, 0, 0xfffffffell, &gid, e2)) {
+            struct group *g = getgrnam(s->cfg.socket_group);
+            if (!g) {
+                slm_err_set(err, "socket-group: '%s' is not a known group", s->cfg.socket_group);
+                return -EINVAL;
+            }
+            gid = g->gr_gid;
+        }
+        if (chown(s->socket_path, (uid_t)-1, (gid_t)gid)) {
+            slm_err_set(err, "%s: chown to group %lld: %s", s->socket_path, gid, strerror(errno));
+            return -errno;
+        }
+    }
     if (chmod(s->socket_path, s->cfg.socket_mode)) {
         slm_err_set(err, "%s: chmod %04o: %s", s->socket_path, s->cfg.socket_mode, strerror(errno));
-        return -errno;
-    }
-    if (!s->cfg.socket_group[0]) return 0;
-    long long gid;
-    char e2[SLM_ERR_LEN];
-    if (slm_parse_int(s->cfg.socket_group, 0, 0xfffffffell, &gid, e2)) {
-        struct group *g = getgrnam(s->cfg.socket_group);
-        if (!g) {
-            slm_err_set(err, "socket-group: '%s' is not a known group", s->cfg.socket_group);
-            return -EINVAL;
-        }
-        gid = g->gr_gid;
-    }
-    if (chown(s->socket_path, (uid_t)-1, (gid_t)gid)) {
-        slm_err_set(err, "%s: chown to group %lld: %s", s->socket_path, gid, strerror(errno));
         return -errno;
     }
     return 0;
@@ -328,10 +331,18 @@ static int open_socket(struct slm_server *s, char *err)
         }
         unlink(s->socket_path);
     }
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 128)) {
-        slm_err_set(err, "%s: %s", s->socket_path, strerror(errno));
+    /* The file bind creates takes its mode from the umask: none, so that nobody can connect
+     * with the umask's mode before apply_socket_access sets the group and the mode. No other
+     * thread creates files meanwhile (the engine thread starts later). */
+    mode_t umask_was = umask(0777);
+    int bound = bind(fd, (struct sockaddr *)&a, sizeof a);
+    int bind_errno = errno;
+    umask(umask_was);
+    if (bound || listen(fd, 128)) {
+        int e = bound ? bind_errno : errno;
+        slm_err_set(err, "%s: %s", s->socket_path, strerror(e));
         close(fd);
-        return -errno;
+        return -e;
     }
     s->listen_fd = fd;
     int rc = apply_socket_access(s, err);

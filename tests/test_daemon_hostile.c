@@ -7,6 +7,13 @@
  *     naming the limit, and another client is unaffected;
  *   - SIGTERM during a flood: slmd exits within shutdown-timeout plus a margin; a second
  *     SIGTERM ends it at once, every request cancelled;
+ *   - the handshake: 256 connections that never send HELLO, and a real client still served at
+ *     once, the silent ones closed after handshake-timeout; refusals with their reason over
+ *     max-clients and max-clients-per-uid; at the fd limit no busy loop and one log line a
+ *     second at most;
+ *   - bad payloads: a NUL byte in text, TOKENIZE and DETOKENIZE above their bounds, a priority
+ *     above max-priority (each an error naming the problem), a corrupt completion-ring sequence
+ *     number (a disconnect);
  * each with its own daemon, started with the limits the case needs.
  */
 #define _GNU_SOURCE
@@ -555,6 +562,15 @@ static void bad_payloads(void)
         CHECK(rc == 1 && status == -E2BIG && strstr(why, "at most"),
               "DETOKENIZE of %u ids: expected -E2BIG naming the bound, got %d, status %d '%s'",
               SLM_DETOKENIZE_MAX_IDS + 1, rc, status, why);
+        /* A priority above max-priority (default 1000000). */
+        static const int32_t ids[2] = {504, 3458};
+        memcpy(r.shm.arena, ids, sizeof ids);
+        q = (struct slm_sqe){.op = SLM_OP_COMPLETE_IDS, .payload_len = 8, .n_items = 2, .max_tokens = 2,
+                             .priority = 2147483647, .top_p = 1, .repeat_penalty = 1};
+        status = 0, why[0] = 0;
+        rc = raw_ask(&r, &q, &status, why, sizeof why);
+        CHECK(rc == 1 && status == -EINVAL && strstr(why, "max-priority"),
+              "priority 2147483647: expected -EINVAL naming max-priority, got %d, status %d '%s'", rc, status, why);
         /* At the bound: answered. */
         memset(r.shm.arena, 'a', 1000);
         q = (struct slm_sqe){.op = SLM_OP_TOKENIZE, .payload_len = 1000};
