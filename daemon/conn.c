@@ -171,9 +171,11 @@ int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events
 /* The next free slot of c's completion ring: 0, -EAGAIN when full, or -EBADMSG when the
  * client wrote a sequence number there that no state of the ring has (docs/protocol.md, "Bad
  * input"): then it is disconnected (its hang-up follows: requests cancelled, memory unmapped)
- * and nothing more is published. Lock held. */
+ * and nothing more is published. -EPIPE once c is closed (its fd number may be another's by
+ * then). Lock held. */
 static int cq_get_locked(struct slm_conn *c, void **slot)
 {
+    if (c->closed) return -EPIPE;
     if (c->corrupt) return -EBADMSG;
     int rc = slm_ring_get_checked(&c->cq, slot);
     if (rc != -EBADMSG) return rc;
