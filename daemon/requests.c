@@ -258,7 +258,7 @@ static void decode_stats(struct slm_server *s, struct slm_req_action *a)
     s->ops->counts(s, &ec);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    w->clients = (uint64_t)s->n_clients;
+    w->clients = (uint64_t)s->n_ready;   /* handshake done: not connections still silent */
     w->requests_active = (uint64_t)ec.unfinished;
     w->requests_queued = (uint64_t)ec.waiting;
     w->requests_total = __atomic_load_n(&s->n_requests_total, __ATOMIC_RELAXED);

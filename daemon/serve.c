@@ -533,7 +533,7 @@ static void notify_status(struct slm_server *s, int now)
     char status[sizeof s->status];
     snprintf(status, sizeof status, "STATUS=%s%s%.80s: %d clients, %d requests, %.1f tokens/s",
              s->draining ? "draining; " : "", s->reload_pending ? "reloading; " : "",
-             strrchr(s->svc.model_path, '/') ? strrchr(s->svc.model_path, '/') + 1 : s->svc.model_path, s->n_clients,
+             strrchr(s->svc.model_path, '/') ? strrchr(s->svc.model_path, '/') + 1 : s->svc.model_path, s->n_ready,
              s->ops->n_unfinished(s), s->tokens_per_s);
     if (!strcmp(status, s->status)) return;
     memcpy(s->status, status, sizeof status);

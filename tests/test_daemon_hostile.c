@@ -404,6 +404,12 @@ static void silent_connections(void)
     CHECK(generate_ok("real"), "with 256 silent connections a real client was not served");
     CHECK(now_s() - t0 < 2, "with 256 silent connections a real client took %.1f s, before any handshake-timeout",
           now_s() - t1);
+    /* Connections without a HELLO are not clients (stats, STATUS=). */
+    struct slm_client *c = NULL;
+    struct slm_stats st = {0};
+    CHECK(slm_connect(sock_path, "counter", &c) == 0 && stats(c, &st) == 0 && st.clients == 1,
+          "stats with 1 client and silent connections: expected 1 client, got %llu", (unsigned long long)st.clients);
+    slm_close(&c);
     int closed = 0;
     while (now_s() - t0 < 2 + 3 && closed < n) {
         closed = 0;
