@@ -44,6 +44,11 @@ static char sock_path[128];
 static char log_path[128];   /* when set, the next daemon's stderr goes there */
 static int nofile;           /* when set, the next daemon's RLIMIT_NOFILE */
 
+/* Seconds a bound allows beyond what the daemon promises: an engine step in progress finishes
+ * first, and a step of 512 prompt tokens takes seconds on one thread under the sanitizers. The
+ * old daemon missed these bounds by minutes. */
+#define MARGIN_S 10
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -221,15 +226,16 @@ static void flood_and_hang_up(void)
         double t0 = now_s();
         struct slm_stats st = {0};
         int clean = 0;
-        while (!clean && now_s() - t0 < 10) {
+        while (!clean && now_s() - t0 < MARGIN_S + 5) {
             clean = stats(probe, &st) == 0 && st.requests_active == 0 && st.kv_blocks_used == 0 && st.clients == 1;
             if (!clean) usleep(20000);
         }
-        CHECK(clean && now_s() - t0 < 5,
-              "after the hang-up: expected 0 requests, 0 KV blocks, 1 client within 5 s; got %llu, %llu, %llu "
+        CHECK(clean && now_s() - t0 < MARGIN_S,
+              "after the hang-up: expected 0 requests, 0 KV blocks, 1 client within %d s; got %llu, %llu, %llu "
               "after %.1f s",
-              (unsigned long long)st.requests_active, (unsigned long long)st.kv_blocks_used,
+              MARGIN_S, (unsigned long long)st.requests_active, (unsigned long long)st.kv_blocks_used,
               (unsigned long long)st.clients, now_s() - t0);
+        printf("after the hang-up: all requests gone in %.2f s\n", now_s() - t0);
         /* The daemon still serves (not tried when the flood is still running: the probe's
          * request would wait behind it, as it does for the same user). */
         struct slm_params p;
@@ -337,11 +343,13 @@ static void sigterm_flood(int second)
             kill(d, SIGTERM);
         }
         double took;
-        int status = wait_exit(d, second ? 5 : 2 + 8, &took);
-        CHECK(status == 0 && took < (second ? 3 : 2 + 5),
+        int bound = (second ? 0 : 2) + MARGIN_S;
+        int status = wait_exit(d, bound + 5, &took);
+        CHECK(status == 0 && took < bound,
               "SIGTERM%s during a flood (shutdown-timeout %s): expected exit 0 within %d s, got status %d after "
               "%.1f s",
-              second ? " twice" : "", timeout, second ? 3 : 2 + 5, status, took);
+              second ? " twice" : "", timeout, bound, status, took);
+        printf("SIGTERM%s during a flood: exit %d after %.2f s\n", second ? " twice" : "", status, took);
         raw_close(&r);
     } else {
         kill(d, SIGKILL);
