@@ -9,8 +9,8 @@
  *     SIGTERM ends it at once, every request cancelled;
  *   - the handshake: 256 connections that never send HELLO, and a real client still served at
  *     once, the silent ones closed after handshake-timeout; refusals with their reason over
- *     max-clients and max-clients-per-uid; at the fd limit no busy loop and one log line a
- *     second at most;
+ *     max-clients and max-clients-per-uid, and outside the allow-list before any HELLO; at the
+ *     fd limit no busy loop and one log line a second at most;
  *   - bad payloads: a NUL byte in text, TOKENIZE and DETOKENIZE above their bounds, a priority
  *     above max-priority (each an error naming the problem), a corrupt completion-ring sequence
  *     number (a disconnect);
@@ -464,6 +464,48 @@ static void over_max_clients(void)
     }
 }
 
+/* 5b. The allow-list is checked at accept, from SO_PEERCRED: a connection of a user outside it
+ * gets its WELCOME refusal before it has sent anything, and takes no place. */
+static void allow_list_at_accept(void)
+{
+    const char *argv[] = {slmd, "serve", "--socket", sock_path, "--model", model, "--kv-cache-mem", "64M",
+                          "--threads", "1", "--log-level", "warning", "--allow-uids", "54321",
+                          "--max-clients", "1", NULL};
+    pid_t d = fork();
+    if (d == 0) {
+        execv(slmd, (char *const *)argv);
+        _exit(127);
+    }
+    struct slm_client *c = NULL;
+    int rc = -1;
+    for (int i = 0; i < 300 && rc != -EACCES; i++) {   /* until it listens */
+        rc = slm_connect(sock_path, "outsider", &c);
+        slm_close(&c);
+        if (rc != -EACCES) usleep(100000);
+    }
+    CHECK(rc == -EACCES && strstr(slm_last_error(), "allow"), "a uid outside allow-uids: expected -EACCES, got %d '%s'",
+          rc, slm_last_error());
+    /* Many silent connections of the outsider, each refused at once, without a HELLO. */
+    int fds[64], n = 0, refused = 0;
+    for (int i = 0; i < 64; i++)
+        if ((fds[n] = silent_connect()) >= 0) n++;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        struct pollfd pfd = {.fd = fds[i], .events = POLLIN};
+        struct slm_welcome w;
+        int shm_fd = -1, left_ms = (int)((t0 + 2 - now_s()) * 1000);
+        char err[256] = "";
+        if (poll(&pfd, 1, left_ms > 0 ? left_ms : 0) == 1 && slm_welcome_recv(fds[i], &w, &shm_fd, err) == -EACCES)
+            refused++;
+        close(fds[i]);
+    }
+    CHECK(n == 64 && refused == n, "silent connections outside the allow-list: %d of %d got the refusal before a HELLO",
+          refused, n);
+    kill(d, SIGTERM);
+    double took;
+    CHECK(wait_exit(d, 10, &took) == 0, "allow_list_at_accept: slmd did not exit cleanly");
+}
+
 /* CPU seconds pid used so far (utime + stime of /proc/PID/stat). */
 static double cpu_seconds(pid_t pid)
 {
@@ -623,6 +665,7 @@ int main(void)
     sigterm_flood(1);
     silent_connections();
     over_max_clients();
+    allow_list_at_accept();
     fd_limit();
     bad_payloads();
     if (failures) printf("test_daemon_hostile: %d failures\n", failures);
