@@ -118,8 +118,9 @@ static int handshake(struct slm_server *s, struct slm_conn *c)
         slm_welcome_refuse(c->fd, -EPROTO, err);
         return -1;
     }
-    if (rc) {
-        slm_log(SLM_LOG_INFO, "client %llu: bad HELLO: %s", (unsigned long long)c->id, err);
+    if (rc) {   /* a hang-up before any HELLO is routine (a probe): debug */
+        slm_log(rc == -EPIPE ? SLM_LOG_DEBUG : SLM_LOG_INFO, "client %llu: bad HELLO: %s", (unsigned long long)c->id,
+                err);
         return -1;
     }
     memcpy(c->name, h.name, SLM_NAME_LEN);
@@ -572,6 +573,8 @@ void slm_conn_close(struct slm_server *s, struct slm_conn *c)
     pthread_mutex_unlock(&c->lock);
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
-    slm_log(SLM_LOG_INFO, "client %llu '%s' gone", (unsigned long long)c->id, c->name);
+    /* Only a client that was connected is news; connections closed in their handshake are
+     * counted by the caller (serve.c) rather than logged one by one. */
+    slm_log(c->ready ? SLM_LOG_INFO : SLM_LOG_DEBUG, "client %llu '%s' gone", (unsigned long long)c->id, c->name);
     conn_unref(c);
 }

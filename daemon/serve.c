@@ -382,6 +382,24 @@ static int oldest_handshake(const struct slm_server *s, long long uid, const str
     return best;
 }
 
+/* One line a second at most, however fast connections are refused: the first of each second,
+ * and how many were not logged before it. */
+static void log_refusal(struct slm_server *s, uid_t uid, const char *why)
+{
+    double t = now_s();
+    if (t - s->refuse_log_s < 1.0) {
+        s->refusals_unlogged++;
+        return;
+    }
+    if (s->refusals_unlogged)
+        slm_log(SLM_LOG_NOTICE, "refused a connection of uid %u: %s (and %d other refusals unlogged)", (unsigned)uid,
+                why, s->refusals_unlogged);
+    else
+        slm_log(SLM_LOG_NOTICE, "refused a connection of uid %u: %s", (unsigned)uid, why);
+    s->refuse_log_s = t;
+    s->refusals_unlogged = 0;
+}
+
 /* The policy for a connection just accepted (c, the last of s->clients), from its peer's
  * credentials alone, before it sends anything: refused with a reason (the allow-list, a drain,
  * max-clients, max-clients-per-uid), or let in to its handshake. Connections in their
@@ -393,7 +411,7 @@ static void admit(struct slm_server *s, struct slm_conn *c)
     char why[SLM_REASON_LEN];
     uid_t uid = slm_conn_uid(c);
     if (!slm_conn_allowed(s, c)) {
-        slm_log(SLM_LOG_NOTICE, "refused uid %u: not in the allow-list", (unsigned)uid);
+        log_refusal(s, uid, "not in the allow-list");
         slm_conn_refuse(c, -EACCES, "this user is not in slmd's allow-list (allow-uids, allow-gids)");
         return;
     }
@@ -402,8 +420,8 @@ static void admit(struct slm_server *s, struct slm_conn *c)
         return;
     }
     if (s->n_ready >= s->cfg.max_clients) {
-        slm_log(SLM_LOG_WARNING, "refusing a connection: %d clients already (max-clients)", s->n_ready);
         snprintf(why, sizeof why, "slmd has %d clients connected, its max-clients", s->n_ready);
+        log_refusal(s, uid, why);
         slm_conn_refuse(c, -EUSERS, why);
         return;
     }
@@ -414,10 +432,9 @@ static void admit(struct slm_server *s, struct slm_conn *c)
     if (of_uid >= s->cfg.max_clients_per_uid) {
         int k = oldest_handshake(s, uid, c, 0);
         if (k < 0) {
-            slm_log(SLM_LOG_NOTICE, "refusing a connection of uid %u: %d already (max-clients-per-uid)",
-                    (unsigned)uid, of_uid);
             snprintf(why, sizeof why, "uid %u has %d connections to slmd, its max-clients-per-uid", (unsigned)uid,
                      of_uid);
+            log_refusal(s, uid, why);
             slm_conn_refuse(c, -EUSERS, why);
             return;
         }

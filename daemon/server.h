@@ -75,6 +75,8 @@ struct slm_server {
     int accept_backoff_ms;
     double accept_resume_s, accept_log_s;
     int accept_errors;             /* since the last line logged */
+    double refuse_log_s;           /* refusals at accept: one log line a second */
+    int refusals_unlogged;
     uint64_t next_client_id;
     int draining;                  /* SIGTERM: no new requests */
     int reload_pending;            /* SIGHUP changed the engine: rebuild it once it is empty */
