@@ -27,6 +27,7 @@
 #include "daemon/server.h"
 
 #define MAX_PENDING 65536   /* completions held for a client whose ring is full; then it is dropped */
+#define POLL_BUDGET_BYTES (256u << 10)   /* payload decoded per client per turn (slm_conn_poll) */
 
 struct creq {
     struct slm_conn *c;
@@ -487,14 +488,41 @@ static void handle(struct slm_server *s, struct slm_conn *c, const struct slm_sq
     slm_req_action_free(&a);
 }
 
+/* 1 once c is being disconnected (it stopped reading, or scribbled on its completion ring):
+ * what it still submits is not worth decoding. */
+static int disconnecting(struct slm_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int gone = c->overflowed || c->corrupt;
+    pthread_mutex_unlock(&c->lock);
+    return gone;
+}
+
+/* What decoding q may cost, in payload bytes (an SQE's own 128 counted too): its text or ids
+ * and its stop strings and ids, as their bounds cap them. */
+static uint64_t decode_cost(const struct slm_sqe *q)
+{
+    uint64_t payload = q->op == SLM_OP_COMPLETE_IDS || q->op == SLM_OP_DETOKENIZE ? 4ull * q->n_items : q->payload_len;
+    uint64_t stops = (uint64_t)q->stop_len + 4ull * q->n_stop_ids;
+    if (payload > SLM_REQ_MAX_PAYLOAD) payload = SLM_REQ_MAX_PAYLOAD;
+    if (stops > SLM_REQ_MAX_PAYLOAD) stops = SLM_REQ_MAX_PAYLOAD;
+    return sizeof *q + payload + stops;
+}
+
 int slm_conn_poll(struct slm_server *s, struct slm_conn *c)
 {
     if (!c->ready || c->closed) return 0;
     int n = 0;
+    uint64_t spent = 0;
     struct slm_sqe q;
-    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. While a
-     * reload waits to rebuild the engine, submissions wait in the ring. */
-    while (!s->reload_pending && n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
+    /* At most one lap, and at most POLL_BUDGET_BYTES of payload to decode (tokenizing is the
+     * costly part: ~40 ms for 256 KiB), per turn: a client that keeps its ring full of large
+     * requests cannot hold the loop, and the other clients get their turn in between; what
+     * is left waits in its ring for the next turn. While a reload waits to rebuild the engine,
+     * submissions wait in the ring. */
+    while (!s->reload_pending && n < (int)c->sq.entries && spent < POLL_BUDGET_BYTES && !disconnecting(c) &&
+           slm_ring_take(&c->sq, &q) == 0) {
+        spent += decode_cost(&q);
         handle(s, c, &q);
         n++;
     }

@@ -14,6 +14,7 @@
  *   - bad payloads: a NUL byte in text, TOKENIZE and DETOKENIZE above their bounds, a priority
  *     above max-priority (each an error naming the problem), a corrupt completion-ring sequence
  *     number (a disconnect);
+ *   - 256 TOKENIZEs of 256 KiB queued at once do not hold a normal client's TOKENIZE behind them;
  * each with its own daemon, started with the limits the case needs.
  */
 #define _GNU_SOURCE
@@ -654,6 +655,74 @@ static void bad_payloads(void)
     CHECK(wait_exit(d, 10, &took) == 0, "bad_payloads: slmd did not exit cleanly");
 }
 
+/* 8. Large TOKENIZEs next to a normal client: a process queues 256 TOKENIZEs of 256 KiB each
+ * (one lap of its ring; ~40 ms of tokenizing each, ~10 s in all) and reads the answers; a
+ * normal client's small TOKENIZE meanwhile is answered within a turn or two, not after the
+ * whole lap. */
+static void tokenize_flood(void)
+{
+    pid_t d = start_daemon((char *)NULL);
+    CHECK(d > 0, "tokenize_flood: slmd did not start");
+    if (d <= 0) return;
+    int go[2];
+    if (pipe(go)) return;
+    pid_t child = fork();
+    if (child == 0) {
+        close(go[0]);
+        struct raw r;
+        if (raw_connect(&r, "tokenize-flood")) _exit(1);
+        const uint32_t len = SLM_TOKENIZE_MAX_BYTES;
+        for (uint32_t i = 0; i < len; i++) r.shm.arena[i] = (uint8_t)("ab cd "[i % 6]);
+        struct slm_sqe q = {.op = SLM_OP_TOKENIZE, .payload_off = 0, .payload_len = len};
+        for (int i = 0; i < 256; i++) {
+            q.user_data = (uint64_t)i + 1;
+            if (slm_ring_push(&r.sq, &q)) _exit(2);
+        }
+        slm_doorbell_ring(&r.shm, r.fd);
+        if (write(go[1], "g", 1) != 1) _exit(3);
+        int answers = 0;
+        double t0 = now_s();
+        while (answers < 256 && now_s() - t0 < 60) {
+            const struct slm_cqe *e;
+            while ((e = slm_ring_peek(&r.cq))) {
+                answers += !(e->flags & SLM_CQE_MORE);
+                slm_ring_seen(&r.cq);
+            }
+            slm_wait_cq(&r.shm, &r.cq, 50);
+        }
+        _exit(answers == 256 ? 0 : 4);
+    }
+    close(go[1]);
+    char g;
+    CHECK(read(go[0], &g, 1) == 1, "tokenize_flood: the flooding process did not start");
+    close(go[0]);
+    struct slm_client *c = NULL;
+    CHECK(slm_connect(sock_path, "normal", &c) == 0, "tokenize_flood: connect: %s", slm_last_error());
+    double worst = 0;
+    for (int i = 0; c && i < 10; i++) {
+        int32_t *ids = NULL;
+        int n = 0;
+        double t = now_s();
+        int rc = slm_tokenize(c, "The capital of France is", &ids, &n);
+        t = now_s() - t;
+        free(ids);
+        CHECK(rc == 0 && n > 0, "tokenize_flood: the normal client's tokenize failed: %d", rc);
+        if (t > worst) worst = t;
+        usleep(50000);
+    }
+    printf("next to 256 TOKENIZEs of 256 KiB: the normal client's worst TOKENIZE took %.0f ms\n", worst * 1e3);
+    CHECK(worst < 0.5, "next to 256 TOKENIZEs of 256 KiB: the normal client's TOKENIZE took %.0f ms (bound 500)",
+          worst * 1e3);
+    slm_close(&c);
+    int status = -1;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "tokenize_flood: the flooding process got %s answers",
+          WIFEXITED(status) && WEXITSTATUS(status) == 4 ? "not all its" : "no");
+    kill(d, SIGTERM);
+    double took;
+    CHECK(wait_exit(d, 10, &took) == 0, "tokenize_flood: slmd did not exit cleanly");
+}
+
 int main(void)
 {
     if (!(slmd = test_slmd_and_model(model, sizeof model))) return 77;
@@ -668,6 +737,7 @@ int main(void)
     allow_list_at_accept();
     fd_limit();
     bad_payloads();
+    tokenize_flood();
     if (failures) printf("test_daemon_hostile: %d failures\n", failures);
     else printf("test_daemon_hostile: ok\n");
     return failures ? 1 : 0;
