@@ -619,6 +619,14 @@ static void bad_payloads(void)
         CHECK(rc == 1 && status == -E2BIG && strstr(why, "at most"),
               "DETOKENIZE of %u ids: expected -E2BIG naming the bound, got %d, status %d '%s'",
               SLM_DETOKENIZE_MAX_IDS + 1, rc, status, why);
+        /* A prompt's text far longer than the context holds: refused before tokenizing. */
+        memset(r.shm.arena, 'a', 300000);
+        q = (struct slm_sqe){.op = SLM_OP_COMPLETE, .payload_len = 300000, .max_tokens = 2, .top_p = 1,
+                             .repeat_penalty = 1};
+        status = 0, why[0] = 0;
+        rc = raw_ask(&r, &q, &status, why, sizeof why);
+        CHECK(rc == 1 && status == -E2BIG && strstr(why, "bytes of text"),
+              "COMPLETE of 300000 bytes: expected -E2BIG naming its bytes, got %d, status %d '%s'", rc, status, why);
         /* A priority above max-priority (default 1000000). */
         static const int32_t ids[2] = {504, 3458};
         memcpy(r.shm.arena, ids, sizeof ids);
