@@ -425,11 +425,11 @@ static void admit(struct slm_server *s, struct slm_conn *c)
         slm_conn_refuse(c, -EUSERS, why);
         return;
     }
-    int of_uid = 0;
+    int of_uid = 0, per_uid = s->cfg.max_clients_per_uid ? s->cfg.max_clients_per_uid : s->cfg.max_clients;
     for (int k = 0; k < s->n_clients; k++)
         of_uid += s->clients[k] != c && slm_conn_uid(s->clients[k]) == uid &&
                   slm_conn_state(s->clients[k]) != SLM_CONN_REFUSED;
-    if (of_uid >= s->cfg.max_clients_per_uid) {
+    if (of_uid >= per_uid) {
         int k = oldest_handshake(s, uid, c, 0);
         if (k < 0) {
             snprintf(why, sizeof why, "uid %u has %d connections to slmd, its max-clients-per-uid", (unsigned)uid,
