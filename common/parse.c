@@ -100,6 +100,12 @@ char *slm_read_all(FILE *f, char *err)
         slm_err_set(err, "standard input is too large");
         return NULL;
     }
+    const char *nul = memchr(buf, 0, len);
+    if (nul) {
+        slm_err_set(err, "the input holds a NUL byte at offset %zu; text may not hold NUL", (size_t)(nul - buf));
+        free(buf);
+        return NULL;
+    }
     buf[len] = 0;
     return buf;
 }

@@ -14,7 +14,8 @@ int slm_parse_float(const char *text, double lo, double hi, double *out, char *e
 int slm_parse_size(const char *text, unsigned long long lo, unsigned long long hi, unsigned long long *out,
                    char *err);
 
-/* Reads all of f into a NUL-terminated string (caller frees); NULL with a reason. */
+/* Reads all of f into a NUL-terminated string (caller frees); NULL with a reason, also when
+ * the input holds a NUL byte (it would cut the text short unseen). */
 char *slm_read_all(FILE *f, char *err);
 
 #endif

@@ -45,6 +45,11 @@ static const struct key keys[] = {
     {"gpu-memory-fraction", K_FRAC, F(gpu_memory_fraction), 0, 1, "0.9", NULL, "cuda: share of the free device memory the KV cache may take (0 < f <= 1)"},
     {"shutdown-timeout", K_INT, F(shutdown_timeout), 0, 86400, "30", NULL, "seconds a graceful stop lets running requests finish"},
     {"max-clients", K_INT, F(max_clients), 1, 65536, "256", NULL, "connected clients at most"},
+    {"max-clients-per-uid", K_INT, F(max_clients_per_uid), 0, 65536, "0", NULL, "connections of one user at most, handshaken or not (0: max-clients)"},
+    {"handshake-timeout", K_INT, F(handshake_timeout), 1, 3600, "5", NULL, "seconds a new connection has to send its HELLO"},
+    {"client-max-requests", K_INT, F(client_max_requests), 1, 1 << 20, "256", NULL, "unfinished requests of one client at most"},
+    {"client-max-prompt-tokens", K_INT, F(client_max_prompt_tokens), 1, 1 << 30, "131072", NULL, "prompt tokens of one client's unfinished requests at most"},
+    {"max-priority", K_INT, F(max_priority), 0, 1000000, "1000000", NULL, "the highest priority a request may ask for (the lowest is -1000000)"},
     {"spin-us", K_INT, F(spin_us), 0, 100000, "50", NULL, "microseconds the daemon polls idle rings before sleeping"},
     {"log-level", K_LEVEL, F(log_level), 0, 0, "info", NULL, "err, warning, notice, info or debug"},
 };

@@ -34,6 +34,11 @@ struct slm_config {
     double gpu_memory_fraction;  /* cuda: share of the free device memory the KV cache may take, (0, 1] */
     int shutdown_timeout;        /* seconds a drain may take before running requests are cancelled */
     int max_clients;
+    int max_clients_per_uid;     /* connections of one uid, handshaken or not; 0 = max_clients */
+    int handshake_timeout;       /* seconds a connection may take to send its HELLO */
+    int client_max_requests;     /* unfinished requests of one connection */
+    int client_max_prompt_tokens;/* prompt tokens of one connection's unfinished requests */
+    int max_priority;            /* the highest priority a request may ask for */
     int spin_us;                 /* how long the I/O thread polls the rings before sleeping */
     char log_level[16];
     /* where each key's value came from: "default", "FILE:LINE" or "--flag" (index: the key's) */

@@ -27,11 +27,14 @@
 #include "daemon/server.h"
 
 #define MAX_PENDING 65536   /* completions held for a client whose ring is full; then it is dropped */
+#define POLL_BUDGET_BYTES (256u << 10)   /* payload decoded per client per turn (slm_conn_poll) */
 
 struct creq {
     struct slm_conn *c;
     uint64_t user_data;
     int64_t id;            /* the engine's, once added */
+    int n_prompt;          /* its prompt tokens, counted against client-max-prompt-tokens */
+    int cancelling;        /* slm_conn_cancel_all asked the engine to cancel it */
     struct creq *prev, *next;
 };
 
@@ -42,15 +45,20 @@ struct slm_conn {
     gid_t gid;
     pid_t pid;
     char name[SLM_NAME_LEN + 1];
+    double since;          /* accepted at (CLOCK_MONOTONIC seconds): the handshake's deadline */
     int ready;             /* handshake done */
+    int refused;           /* refused at accept: the WELCOME refusal is sent, its HELLO awaited */
     struct slm_shm shm;
     struct slm_ring sq, cq;
     pthread_mutex_t lock;  /* cq, pending, reqs, refs, closed */
     int refs;              /* 1 for the connection + 1 per request in the engine */
     int closed;
     int overflowed;        /* it stopped draining its ring: disconnected */
+    int corrupt;           /* it wrote a bad seq into its completion ring: disconnected */
     int wake_pending;      /* on the server's wake list until the engine's step ends */
     struct creq *reqs;
+    int n_reqs;            /* on reqs: against client-max-requests */
+    long long n_prompt_tokens;   /* their prompt tokens: against client-max-prompt-tokens */
     struct slm_cqe *pending;
     int n_pending, cap_pending;
 };
@@ -67,6 +75,9 @@ struct slm_conn *slm_conn_new(struct slm_server *s, int fd)
         close(fd);
         return NULL;
     }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    c->since = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     c->fd = fd;
     c->id = ++s->next_client_id;
     c->refs = 1;
@@ -88,7 +99,7 @@ static void conn_unref(struct slm_conn *c)
     free(c);
 }
 
-static int allowed(const struct slm_server *s, const struct slm_conn *c)
+int slm_conn_allowed(const struct slm_server *s, const struct slm_conn *c)
 {
     if (!s->cfg.n_allow_uids && !s->cfg.n_allow_gids) return 1;
     for (int i = 0; i < s->cfg.n_allow_uids; i++)
@@ -108,18 +119,25 @@ static int handshake(struct slm_server *s, struct slm_conn *c)
         slm_welcome_refuse(c->fd, -EPROTO, err);
         return -1;
     }
-    if (rc) {
-        slm_log(SLM_LOG_INFO, "client %llu: bad HELLO: %s", (unsigned long long)c->id, err);
+    if (rc) {   /* a hang-up before any HELLO is routine (a probe): debug */
+        slm_log(rc == -EPIPE ? SLM_LOG_DEBUG : SLM_LOG_INFO, "client %llu: bad HELLO: %s", (unsigned long long)c->id,
+                err);
         return -1;
     }
     memcpy(c->name, h.name, SLM_NAME_LEN);
-    if (!allowed(s, c)) {
+    if (!slm_conn_allowed(s, c)) {
         slm_welcome_refuse(c->fd, -EACCES, "this user is not in slmd's allow-list (allow-uids, allow-gids)");
         slm_log(SLM_LOG_NOTICE, "refused uid %u (pid %d): not in the allow-list", (unsigned)c->uid, (int)c->pid);
         return -1;
     }
     if (s->draining) {
         slm_welcome_refuse(c->fd, -ESHUTDOWN, "slmd is stopping");
+        return -1;
+    }
+    if (s->n_ready >= s->cfg.max_clients) {   /* accepted while below, others finished first */
+        char why[SLM_REASON_LEN];
+        snprintf(why, sizeof why, "slmd has %d clients connected, its max-clients", s->n_ready);
+        slm_welcome_refuse(c->fd, -EUSERS, why);
         return -1;
     }
     if (slm_shm_create(&c->shm, h.sq_entries, h.cq_entries, h.arena_bytes, err) ||
@@ -129,6 +147,7 @@ static int handshake(struct slm_server *s, struct slm_conn *c)
     }
     slm_shm_rings(&c->shm, &c->sq, &c->cq);
     c->ready = 1;
+    s->n_ready++;
     slm_log(SLM_LOG_INFO, "client %llu '%s' connected (uid %u, pid %d)", (unsigned long long)c->id, c->name,
             (unsigned)c->uid, (int)c->pid);
     return 0;
@@ -138,7 +157,8 @@ int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events
 {
     (void)events;   /* readable and hang-up both mean: read the socket */
     int gone = 0;
-    if (!c->ready) gone = handshake(s, c) < 0;
+    if (c->refused) gone = 1;   /* its HELLO (or its hang-up): read below, then closed */
+    else if (!c->ready) gone = handshake(s, c) < 0;
     else gone = slm_doorbell_drain(c->fd) < 0;
     if (!gone && c->ready) slm_conn_poll(s, c);
     if (gone) {
@@ -150,15 +170,33 @@ int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events
 
 /* ---- completions */
 
+/* The next free slot of c's completion ring: 0, -EAGAIN when full, or -EBADMSG when the
+ * client wrote a sequence number there that no state of the ring has (docs/protocol.md, "Bad
+ * input"): then it is disconnected (its hang-up follows: requests cancelled, memory unmapped)
+ * and nothing more is published. -EPIPE once c is closed (its fd number may be another's by
+ * then). Lock held. */
+static int cq_get_locked(struct slm_conn *c, void **slot)
+{
+    if (c->closed) return -EPIPE;
+    if (c->corrupt) return -EBADMSG;
+    int rc = slm_ring_get_checked(&c->cq, slot);
+    if (rc != -EBADMSG) return rc;
+    slm_log(SLM_LOG_WARNING, "client %llu '%s': a corrupt sequence number in its completion ring; disconnecting it",
+            (unsigned long long)c->id, c->name);
+    shutdown(c->fd, SHUT_RDWR);
+    c->corrupt = 1;
+    return rc;
+}
+
 /* Pushes cqes[0..n) as one chain, or queues them behind what is already pending. Lock held.
  * Returns how many it published; the caller wakes the client (slm_wake_client) if any. */
 static int push_locked(struct slm_conn *c, const struct slm_cqe *cqes, int n)
 {
     int published = 0;
-    if (c->closed) return 0;
+    if (c->closed || c->corrupt) return 0;
     for (int i = 0; i < n; i++) {
         void *slot;
-        if (!c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+        if (!c->n_pending && cq_get_locked(c, &slot) == 0) {
             memcpy((char *)slot + 4, (const char *)&cqes[i] + 4, sizeof cqes[i] - 4);
             slm_ring_publish(&c->cq, slot);
             published++;
@@ -191,7 +229,7 @@ static int flush_pending_locked(struct slm_conn *c)
 {
     int k = 0;
     void *slot;
-    while (k < c->n_pending && slm_ring_get_checked(&c->cq, &slot) == 0) {
+    while (k < c->n_pending && cq_get_locked(c, &slot) == 0) {
         memcpy((char *)slot + 4, (const char *)&c->pending[k] + 4, sizeof c->pending[k] - 4);
         slm_ring_publish(&c->cq, slot);
         k++;
@@ -273,6 +311,16 @@ static void push_error(struct slm_conn *c, uint64_t user_data, int status, const
     push(c, &q, 1);
 }
 
+/* Takes r off c's list of requests. Lock held. */
+static void unlink_locked(struct slm_conn *c, struct creq *r)
+{
+    if (r->prev) r->prev->next = r->next;
+    else c->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    c->n_reqs--;
+    c->n_prompt_tokens -= r->n_prompt;
+}
+
 void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
 {
     struct slm_server *s = ctx;
@@ -331,11 +379,7 @@ void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
     int k = flush_pending_locked(c);
     k += push_locked(c, q, n);
     if (k) defer_wake_locked(s, c);
-    if (ev->finish) {
-        if (r->prev) r->prev->next = r->next;
-        else c->reqs = r->next;
-        if (r->next) r->next->prev = r->prev;
-    }
+    if (ev->finish) unlink_locked(c, r);
     pthread_mutex_unlock(&c->lock);
     if (ev->finish) {
         free(r);
@@ -355,19 +399,20 @@ static int add_request(struct slm_server *s, struct slm_conn *c, uint64_t user_d
     r->c = c;
     r->user_data = user_data;
     r->id = -1;
+    r->n_prompt = rq->n_prompt;
     rq->user = r;
     pthread_mutex_lock(&c->lock);
     c->refs++;
     r->next = c->reqs;
     if (c->reqs) c->reqs->prev = r;
     c->reqs = r;
+    c->n_reqs++;
+    c->n_prompt_tokens += r->n_prompt;
     pthread_mutex_unlock(&c->lock);
     int64_t id = s->ops->add(s, rq, err);   /* copies the prompt and the stops */
     if (id < 0) {
         pthread_mutex_lock(&c->lock);
-        if (r->prev) r->prev->next = r->next;
-        else c->reqs = r->next;
-        if (r->next) r->next->prev = r->prev;
+        unlink_locked(c, r);
         pthread_mutex_unlock(&c->lock);
         free(r);
         conn_unref(c);
@@ -390,11 +435,49 @@ static void cancel_request(struct slm_server *s, struct slm_conn *c, uint64_t ta
     if (id >= 0) s->ops->cancel(s, id);   /* outside the client's lock */
 }
 
-/* Handles one copied, hostile SQE: requests.c decodes it, this carries it out. */
+/* The per-client limits (docs/configuration.md): 0 when c may add a request of n_prompt
+ * tokens (n_prompt < 0: not known yet, only the count is checked), else -EAGAIN, or -E2BIG
+ * for a prompt larger than the whole allowance, with err naming the limit. */
+static int over_limit(const struct slm_server *s, struct slm_conn *c, int n_prompt, char *err)
+{
+    pthread_mutex_lock(&c->lock);
+    int n_reqs = c->n_reqs;
+    long long tokens = c->n_prompt_tokens;
+    pthread_mutex_unlock(&c->lock);
+    if (n_reqs >= s->cfg.client_max_requests) {
+        slm_err_set(err, "client-max-requests: %d requests of this client are unfinished", n_reqs);
+        return -EAGAIN;
+    }
+    if (n_prompt > s->cfg.client_max_prompt_tokens) {
+        slm_err_set(err, "client-max-prompt-tokens: %d prompt tokens are above the limit, %d", n_prompt,
+                    s->cfg.client_max_prompt_tokens);
+        return -E2BIG;
+    }
+    if (n_prompt >= 0 && tokens + n_prompt > s->cfg.client_max_prompt_tokens) {
+        slm_err_set(err, "client-max-prompt-tokens: %lld prompt tokens of this client are queued", tokens);
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+static int is_generation(uint16_t op)
+{
+    return op == SLM_OP_COMPLETE || op == SLM_OP_COMPLETE_IDS || op == SLM_OP_CHAT;
+}
+
+/* Handles one copied, hostile SQE: requests.c decodes it, this carries it out. A request over
+ * the client's count limit is refused before its prompt is decoded (no tokenizing for it). */
 static void handle(struct slm_server *s, struct slm_conn *c, const struct slm_sqe *q)
 {
     struct slm_req_action a;
+    char err[SLM_ERR_LEN];
+    int rc = !s->draining && is_generation(q->op) ? over_limit(s, c, -1, err) : 0;
+    if (rc) {
+        push_error(c, q->user_data, rc, err);
+        return;
+    }
     slm_req_decode(s, &c->shm, (uint32_t)c->uid, q, &a);
+    if (a.kind == SLM_REQ_ADD && (a.status = over_limit(s, c, a.rq.n_prompt, a.err))) a.kind = SLM_REQ_NONE;
     switch (a.kind) {
     case SLM_REQ_DATA: push_data(c, q->user_data, a.data, a.len); break;
     case SLM_REQ_ADD: a.status = add_request(s, c, q->user_data, &a.rq, a.err); break;
@@ -405,14 +488,41 @@ static void handle(struct slm_server *s, struct slm_conn *c, const struct slm_sq
     slm_req_action_free(&a);
 }
 
+/* 1 once c is being disconnected (it stopped reading, or scribbled on its completion ring):
+ * what it still submits is not worth decoding. */
+static int disconnecting(struct slm_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int gone = c->overflowed || c->corrupt;
+    pthread_mutex_unlock(&c->lock);
+    return gone;
+}
+
+/* What decoding q may cost, in payload bytes (an SQE's own 128 counted too): its text or ids
+ * and its stop strings and ids, as their bounds cap them. */
+static uint64_t decode_cost(const struct slm_sqe *q)
+{
+    uint64_t payload = q->op == SLM_OP_COMPLETE_IDS || q->op == SLM_OP_DETOKENIZE ? 4ull * q->n_items : q->payload_len;
+    uint64_t stops = (uint64_t)q->stop_len + 4ull * q->n_stop_ids;
+    if (payload > SLM_REQ_MAX_PAYLOAD) payload = SLM_REQ_MAX_PAYLOAD;
+    if (stops > SLM_REQ_MAX_PAYLOAD) stops = SLM_REQ_MAX_PAYLOAD;
+    return sizeof *q + payload + stops;
+}
+
 int slm_conn_poll(struct slm_server *s, struct slm_conn *c)
 {
     if (!c->ready || c->closed) return 0;
     int n = 0;
+    uint64_t spent = 0;
     struct slm_sqe q;
-    /* At most one lap per turn: a client that keeps its ring full cannot hold the loop. While a
-     * reload waits to rebuild the engine, submissions wait in the ring. */
-    while (!s->reload_pending && n < (int)c->sq.entries && slm_ring_take(&c->sq, &q) == 0) {
+    /* At most one lap, and at most POLL_BUDGET_BYTES of payload to decode (tokenizing is the
+     * costly part: ~40 ms for 256 KiB), per turn: a client that keeps its ring full of large
+     * requests cannot hold the loop, and the other clients get their turn in between; what
+     * is left waits in its ring for the next turn. While a reload waits to rebuild the engine,
+     * submissions wait in the ring. */
+    while (!s->reload_pending && n < (int)c->sq.entries && spent < POLL_BUDGET_BYTES && !disconnecting(c) &&
+           slm_ring_take(&c->sq, &q) == 0) {
+        spent += decode_cost(&q);
         handle(s, c, &q);
         n++;
     }
@@ -434,27 +544,65 @@ int slm_conn_set_flags(struct slm_conn *c, uint32_t flags)
 
 void slm_conn_cancel_all(struct slm_server *s, struct slm_conn *c)
 {
+    /* Rounds of up to 256 ids, cancelled outside the client's lock (lock order, server.h). A
+     * request already cancelled stays on the list until the engine's next step reports its
+     * finish, and cancelling it again gives -ENOENT: the mark skips it, so each round takes
+     * only requests not yet asked, and the loop ends when none is left, however many. */
     int64_t ids[256];
     for (;;) {
         int n = 0;
         pthread_mutex_lock(&c->lock);
-        for (struct creq *r = c->reqs; r && n < 256; r = r->next) ids[n++] = __atomic_load_n(&r->id, __ATOMIC_ACQUIRE);
+        for (struct creq *r = c->reqs; r && n < 256; r = r->next) {
+            int64_t id = __atomic_load_n(&r->id, __ATOMIC_ACQUIRE);
+            if (r->cancelling || id < 0) continue;
+            r->cancelling = 1;
+            ids[n++] = id;
+        }
         pthread_mutex_unlock(&c->lock);
-        int cancelled = 0;
-        for (int i = 0; i < n; i++) cancelled += ids[i] >= 0 && s->ops->cancel(s, ids[i]) == 0;
-        if (n < 256 || !cancelled) break;
+        for (int i = 0; i < n; i++) s->ops->cancel(s, ids[i]);
+        if (n < 256) break;
     }
     slm_server_kick(s);
 }
 
+void slm_conn_refuse(struct slm_conn *c, int status, const char *reason)
+{
+    slm_welcome_refuse(c->fd, status, reason);
+    c->refused = 1;
+}
+
+int slm_conn_state(const struct slm_conn *c)
+{
+    return c->ready ? SLM_CONN_READY : c->refused ? SLM_CONN_REFUSED : SLM_CONN_HANDSHAKE;
+}
+
+uid_t slm_conn_uid(const struct slm_conn *c)
+{
+    return c->uid;
+}
+
+double slm_conn_since(const struct slm_conn *c)
+{
+    return c->since;
+}
+
 void slm_conn_close(struct slm_server *s, struct slm_conn *c)
 {
+    /* Read what the client sent before closing: closing a Unix socket with unread packets
+     * resets the peer, which then cannot read the WELCOME refusal it was sent. */
+    if (c->fd >= 0 && !c->ready) {
+        char buf[256];
+        for (int i = 0; i < 16 && recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) > 0; i++) {}
+    }
+    if (c->ready) s->n_ready--;
     slm_conn_cancel_all(s, c);
     pthread_mutex_lock(&c->lock);
     c->closed = 1;
     pthread_mutex_unlock(&c->lock);
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
-    slm_log(SLM_LOG_INFO, "client %llu '%s' gone", (unsigned long long)c->id, c->name);
+    /* Only a client that was connected is news; connections closed in their handshake are
+     * counted by the caller (serve.c) rather than logged one by one. */
+    slm_log(c->ready ? SLM_LOG_INFO : SLM_LOG_DEBUG, "client %llu '%s' gone", (unsigned long long)c->id, c->name);
     conn_unref(c);
 }

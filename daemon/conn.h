@@ -8,6 +8,7 @@
 #define SLM_DAEMON_CONN_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "daemon/engine/engine.h"
 #include "daemon/server.h"
@@ -45,5 +46,23 @@ void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev);
 void slm_conn_wake_deferred(struct slm_server *s);
 
 int slm_conn_fd(const struct slm_conn *c);
+
+/* 1 when c's peer (SO_PEERCRED, taken at accept) may connect: allow-uids, allow-gids. */
+int slm_conn_allowed(const struct slm_server *s, const struct slm_conn *c);
+
+/* Refuses c before its HELLO (at accept: the allow-list, max-clients, max-clients-per-uid, a
+ * drain): sends the WELCOME refusal now; c is closed once its HELLO (or hang-up) is read, so
+ * that the close does not reset the peer before it reads the reason. */
+void slm_conn_refuse(struct slm_conn *c, int status, const char *reason);
+
+enum { SLM_CONN_HANDSHAKE, SLM_CONN_REFUSED, SLM_CONN_READY };
+
+/* SLM_CONN_HANDSHAKE (no HELLO yet), SLM_CONN_REFUSED (slm_conn_refuse) or SLM_CONN_READY. */
+int slm_conn_state(const struct slm_conn *c);
+
+uid_t slm_conn_uid(const struct slm_conn *c);
+
+/* When c was accepted (CLOCK_MONOTONIC seconds): handshake-timeout counts from it. */
+double slm_conn_since(const struct slm_conn *c);
 
 #endif

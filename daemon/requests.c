@@ -135,6 +135,15 @@ static int encode_prompt(const struct slm_service *svc, const struct slm_shm *sh
         }
         payload = text;
     }
+    /* Text may not hold a NUL byte (docs/protocol.md): refused rather than cut there. Chat
+     * messages are checked by split_strings. */
+    const char *nul = chat ? NULL : memchr(payload, 0, q->payload_len);
+    if (nul) {
+        a->status = -EINVAL;
+        slm_err_set(a->err, "text: a NUL byte at offset %zu (text may not hold NUL)", (size_t)(nul - payload));
+        free(payload);
+        return 0;
+    }
     /* A chat's rendered text holds the template's special tokens; plain text is taken as
      * text (as `slmd run` does with and without --chat). */
     size_t plen = strlen(payload);
@@ -154,6 +163,11 @@ static int encode_prompt(const struct slm_service *svc, const struct slm_shm *sh
 static int build_request(const struct slm_server *s, const struct slm_shm *shm, uint32_t uid,
                          const struct slm_sqe *q, const int32_t *ids, int n_ids, struct slm_req_action *a)
 {
+    if (q->priority < SLM_REQ_PRIORITY_MIN || q->priority > s->cfg.max_priority) {
+        slm_err_set(a->err, "priority %d is outside %d to %d (max-priority)", q->priority, SLM_REQ_PRIORITY_MIN,
+                    s->cfg.max_priority);
+        return -EINVAL;
+    }
     a->rq = (struct slm_request){.prompt = ids, .n_prompt = n_ids,
                                  .max_tokens = q->max_tokens ? (int)q->max_tokens : s->eo.n_ctx,
                                  .priority = q->priority, .owner = uid, .logprobs = (int)q->logprobs,
@@ -244,7 +258,7 @@ static void decode_stats(struct slm_server *s, struct slm_req_action *a)
     s->ops->counts(s, &ec);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    w->clients = (uint64_t)s->n_clients;
+    w->clients = (uint64_t)s->n_ready;   /* handshake done: not connections still silent */
     w->requests_active = (uint64_t)ec.unfinished;
     w->requests_queued = (uint64_t)ec.waiting;
     w->requests_total = __atomic_load_n(&s->n_requests_total, __ATOMIC_RELAXED);
@@ -271,6 +285,21 @@ void slm_req_decode(struct slm_server *s, const struct slm_shm *shm, uint32_t ui
     case SLM_OP_COMPLETE:
     case SLM_OP_TOKENIZE:
     case SLM_OP_CHAT: {
+        if (q->op == SLM_OP_TOKENIZE && q->payload_len > SLM_TOKENIZE_MAX_BYTES) {
+            a->status = -E2BIG;
+            slm_err_set(a->err, "tokenize: %u bytes of text; at most %u", q->payload_len, SLM_TOKENIZE_MAX_BYTES);
+            return;
+        }
+        /* A prompt's text, refused before it is tokenized (16 MiB took 2.5 s of the I/O
+         * thread) when it is far longer than any text of a context's tokens. */
+        uint64_t most = (uint64_t)SLM_REQ_PROMPT_BYTES_PER_TOKEN * (uint64_t)s->eo.n_ctx;
+        if (most < SLM_REQ_PROMPT_MIN_BYTES) most = SLM_REQ_PROMPT_MIN_BYTES;
+        if (q->op != SLM_OP_TOKENIZE && q->payload_len > most) {
+            a->status = -E2BIG;
+            slm_err_set(a->err, "prompt: %u bytes of text; at most %llu for a context of %d", q->payload_len,
+                        (unsigned long long)most, s->eo.n_ctx);
+            return;
+        }
         int n = encode_prompt(&s->svc, shm, q, a);
         if (!n) return;
         if (q->op == SLM_OP_TOKENIZE) {
@@ -284,6 +313,11 @@ void slm_req_decode(struct slm_server *s, const struct slm_shm *shm, uint32_t ui
     }
     case SLM_OP_COMPLETE_IDS:
     case SLM_OP_DETOKENIZE:
+        if (q->op == SLM_OP_DETOKENIZE && q->n_items > SLM_DETOKENIZE_MAX_IDS) {
+            a->status = -E2BIG;
+            slm_err_set(a->err, "detokenize: %u token ids; at most %u", q->n_items, SLM_DETOKENIZE_MAX_IDS);
+            return;
+        }
         if (q->n_items == 0 || q->n_items > SLM_REQ_MAX_PAYLOAD / 4 || q->payload_len != q->n_items * 4 ||
             !(a->ids = (int32_t *)arena_copy(shm, q->payload_off, q->payload_len))) {
             a->status = -EINVAL;

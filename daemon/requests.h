@@ -23,6 +23,9 @@ struct slm_shm;
 
 #define SLM_REQ_MAX_PAYLOAD (16u << 20)   /* bytes of one prompt, id list or stop list */
 #define SLM_REQ_MAX_STRINGS 1024          /* chat messages or stop strings in one request */
+#define SLM_REQ_PRIORITY_MIN (-1000000)   /* the lowest priority; the highest is max-priority */
+#define SLM_REQ_PROMPT_BYTES_PER_TOKEN 32 /* a prompt's text: at most this per context token ... */
+#define SLM_REQ_PROMPT_MIN_BYTES (256u << 10) /* ... and never less than this */
 
 enum slm_req_kind {
     SLM_REQ_NONE = 0,   /* nothing to do (an error, if status says so, is to be answered) */

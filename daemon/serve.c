@@ -33,6 +33,7 @@
 #include "common/parse.h"
 
 #define TICK_MS 100
+#define DRAIN_GRACE_S 2   /* after the drain cancelled everything, how long the engine has to report it */
 
 enum { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_IO_WAKE };   /* epoll data below 4096 are these; above, clients */
 
@@ -185,6 +186,10 @@ static void *engine_main(void *arg)
             sd_notify(0, "WATCHDOG=1");   /* from this loop, so a stuck engine misses it */
             last_ping = t;
         }
+        /* Every step, not only when idle: a flood of requests must not keep the thread from
+         * stopping (stop_engine_thread). What is left unfinished is cancelled by then; the
+         * caller reaps it (reap_after_stop). */
+        if (__atomic_load_n(&s->engine_quit, __ATOMIC_ACQUIRE)) break;
         engine_poll(s);
         if (rc > 0 || s->ops->n_unfinished(s) > 0) continue;
         /* Idle: keep taking submissions for spin-us, then sleep. */
@@ -227,33 +232,49 @@ static int start_engine_thread(struct slm_server *s, char *err)
 static void stop_engine_thread(struct slm_server *s)
 {
     pthread_mutex_lock(&s->wake_lock);
-    s->engine_quit = 1;
+    __atomic_store_n(&s->engine_quit, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->wake_lock);
     pthread_join(s->engine_thread, NULL);
 }
 
+/* After the engine thread stopped with every client closed: the requests left are all
+ * cancelled, and one step reports their finish (no forward pass runs for a cancelled request),
+ * which frees what each holds of its connection. A second step only if the first ran a pass
+ * for something not cancelled (it cannot happen: every client was closed first). */
+static void reap_after_stop(struct slm_server *s)
+{
+    for (int i = 0; i < 2 && s->ops->n_unfinished(s) > 0; i++) {
+        int rc = s->ops->step(s, slm_conn_on_event, s);
+        slm_conn_wake_deferred(s);
+        if (rc < 0) break;
+    }
+}
+
 /* ---- the socket */
 
+/* The socket file's group, then its mode: a socket bound with no permission bits (open_socket)
+ * is reachable by no one but root until both are set. */
 static int apply_socket_access(const struct slm_server *s, char *err)
 {
+    if (s->cfg.socket_group[0]) {
+        long long gid;
+        char e2[SLM_ERR_LEN];
+        if (slm_parse_int(s->cfg.socket_group, 0, 0xfffffffell, &gid, e2)) {
+            struct group *g = getgrnam(s->cfg.socket_group);
+            if (!g) {
+                slm_err_set(err, "socket-group: '%s' is not a known group", s->cfg.socket_group);
+                return -EINVAL;
+            }
+            gid = g->gr_gid;
+        }
+        if (chown(s->socket_path, (uid_t)-1, (gid_t)gid)) {
+            slm_err_set(err, "%s: chown to group %lld: %s", s->socket_path, gid, strerror(errno));
+            return -errno;
+        }
+    }
     if (chmod(s->socket_path, s->cfg.socket_mode)) {
         slm_err_set(err, "%s: chmod %04o: %s", s->socket_path, s->cfg.socket_mode, strerror(errno));
-        return -errno;
-    }
-    if (!s->cfg.socket_group[0]) return 0;
-    long long gid;
-    char e2[SLM_ERR_LEN];
-    if (slm_parse_int(s->cfg.socket_group, 0, 0xfffffffell, &gid, e2)) {
-        struct group *g = getgrnam(s->cfg.socket_group);
-        if (!g) {
-            slm_err_set(err, "socket-group: '%s' is not a known group", s->cfg.socket_group);
-            return -EINVAL;
-        }
-        gid = g->gr_gid;
-    }
-    if (chown(s->socket_path, (uid_t)-1, (gid_t)gid)) {
-        slm_err_set(err, "%s: chown to group %lld: %s", s->socket_path, gid, strerror(errno));
         return -errno;
     }
     return 0;
@@ -310,10 +331,18 @@ static int open_socket(struct slm_server *s, char *err)
         }
         unlink(s->socket_path);
     }
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 128)) {
-        slm_err_set(err, "%s: %s", s->socket_path, strerror(errno));
+    /* The file bind creates takes its mode from the umask: none, so that nobody can connect
+     * with the umask's mode before apply_socket_access sets the group and the mode. No other
+     * thread creates files meanwhile (the engine thread starts later). */
+    mode_t umask_was = umask(0777);
+    int bound = bind(fd, (struct sockaddr *)&a, sizeof a);
+    int bind_errno = errno;
+    umask(umask_was);
+    if (bound || listen(fd, 128)) {
+        int e = bound ? bind_errno : errno;
+        slm_err_set(err, "%s: %s", s->socket_path, strerror(e));
         close(fd);
-        return -errno;
+        return -e;
     }
     s->listen_fd = fd;
     int rc = apply_socket_access(s, err);
@@ -338,19 +367,133 @@ static void remove_client(struct slm_server *s, int k)
     s->clients[k] = s->clients[--s->n_clients];
 }
 
+/* The oldest connection still in its handshake (not refused unless `refused`), of uid unless
+ * uid is -1, other than `except`; its index, or -1. */
+static int oldest_handshake(const struct slm_server *s, long long uid, const struct slm_conn *except, int refused)
+{
+    int best = -1;
+    for (int k = 0; k < s->n_clients; k++) {
+        const struct slm_conn *c = s->clients[k];
+        int st = slm_conn_state(c);
+        if (c == except || st == SLM_CONN_READY || (st == SLM_CONN_REFUSED && !refused)) continue;
+        if (uid >= 0 && (long long)slm_conn_uid(c) != uid) continue;
+        if (best < 0 || slm_conn_since(c) < slm_conn_since(s->clients[best])) best = k;
+    }
+    return best;
+}
+
+/* One line a second at most, however fast connections are refused: the first of each second,
+ * and how many were not logged before it. */
+static void log_refusal(struct slm_server *s, uid_t uid, const char *why)
+{
+    double t = now_s();
+    if (t - s->refuse_log_s < 1.0) {
+        s->refusals_unlogged++;
+        return;
+    }
+    if (s->refusals_unlogged)
+        slm_log(SLM_LOG_NOTICE, "refused a connection of uid %u: %s (and %d other refusals unlogged)", (unsigned)uid,
+                why, s->refusals_unlogged);
+    else
+        slm_log(SLM_LOG_NOTICE, "refused a connection of uid %u: %s", (unsigned)uid, why);
+    s->refuse_log_s = t;
+    s->refusals_unlogged = 0;
+}
+
+/* The policy for a connection just accepted (c, the last of s->clients), from its peer's
+ * credentials alone, before it sends anything: refused with a reason (the allow-list, a drain,
+ * max-clients, max-clients-per-uid), or let in to its handshake. Connections in their
+ * handshake do not count against max-clients: at most max-clients of them wait, and the oldest
+ * makes room for a new one, as the oldest of the same user does at max-clients-per-uid, so
+ * connections that never send HELLO cannot lock anyone out. */
+static void admit(struct slm_server *s, struct slm_conn *c)
+{
+    char why[SLM_REASON_LEN];
+    uid_t uid = slm_conn_uid(c);
+    if (!slm_conn_allowed(s, c)) {
+        log_refusal(s, uid, "not in the allow-list");
+        slm_conn_refuse(c, -EACCES, "this user is not in slmd's allow-list (allow-uids, allow-gids)");
+        return;
+    }
+    if (s->draining) {
+        slm_conn_refuse(c, -ESHUTDOWN, "slmd is stopping");
+        return;
+    }
+    if (s->n_ready >= s->cfg.max_clients) {
+        snprintf(why, sizeof why, "slmd has %d clients connected, its max-clients", s->n_ready);
+        log_refusal(s, uid, why);
+        slm_conn_refuse(c, -EUSERS, why);
+        return;
+    }
+    int of_uid = 0, per_uid = s->cfg.max_clients_per_uid ? s->cfg.max_clients_per_uid : s->cfg.max_clients;
+    for (int k = 0; k < s->n_clients; k++)
+        of_uid += s->clients[k] != c && slm_conn_uid(s->clients[k]) == uid &&
+                  slm_conn_state(s->clients[k]) != SLM_CONN_REFUSED;
+    if (of_uid >= per_uid) {
+        int k = oldest_handshake(s, uid, c, 0);
+        if (k < 0) {
+            snprintf(why, sizeof why, "uid %u has %d connections to slmd, its max-clients-per-uid", (unsigned)uid,
+                     of_uid);
+            log_refusal(s, uid, why);
+            slm_conn_refuse(c, -EUSERS, why);
+            return;
+        }
+        slm_log(SLM_LOG_DEBUG, "max-clients-per-uid: closing uid %u's oldest connection without HELLO", (unsigned)uid);
+        remove_client(s, k);
+    }
+}
+
+/* At most max-clients connections wait in their handshake (refused ones included): the
+ * oldest gives way. */
+static void cap_handshakes(struct slm_server *s, const struct slm_conn *c)
+{
+    int waiting = 0;
+    for (int k = 0; k < s->n_clients; k++) waiting += slm_conn_state(s->clients[k]) != SLM_CONN_READY;
+    for (; waiting > s->cfg.max_clients; waiting--) {
+        int k = oldest_handshake(s, -1, c, 1);
+        if (k < 0) break;
+        remove_client(s, k);
+    }
+}
+
+/* accept failed with something other than "nothing to accept" (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM...): the listening socket stays readable, so stop watching it for a while (10 ms,
+ * doubling to 1 s while it goes on failing), and log at most one line a second. */
+static void pause_accept(struct slm_server *s, int err)
+{
+    double t = now_s();
+    s->accept_backoff_ms = s->accept_backoff_ms ? 2 * s->accept_backoff_ms : 10;
+    if (s->accept_backoff_ms > 1000) s->accept_backoff_ms = 1000;
+    s->accept_resume_s = t + s->accept_backoff_ms * 1e-3;
+    struct epoll_event ev = {.events = 0, .data.u64 = TAG_LISTEN};
+    if (!s->accept_paused) epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &ev);
+    s->accept_paused = 1;
+    s->accept_errors++;
+    if (t - s->accept_log_s >= 1.0) {
+        slm_log(SLM_LOG_WARNING, "accept: %s (%d time%s since the last line); accepting again in %d ms",
+                strerror(err), s->accept_errors, s->accept_errors == 1 ? "" : "s", s->accept_backoff_ms);
+        s->accept_log_s = t;
+        s->accept_errors = 0;
+    }
+}
+
+static void resume_accept(struct slm_server *s)
+{
+    if (!s->accept_paused || now_s() < s->accept_resume_s) return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_LISTEN};
+    if (epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &ev) == 0) s->accept_paused = 0;
+}
+
 static void accept_clients(struct slm_server *s)
 {
     for (;;) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR) slm_log(SLM_LOG_WARNING, "accept: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return;
+            pause_accept(s, errno);
             return;
         }
-        if (s->n_clients >= s->cfg.max_clients) {
-            slm_log(SLM_LOG_WARNING, "refusing a connection: %d clients already (max-clients)", s->n_clients);
-            close(fd);
-            continue;
-        }
+        s->accept_backoff_ms = 0;
         if (s->n_clients == s->cap_clients) {
             int cap = s->cap_clients ? 2 * s->cap_clients : 16;
             struct slm_conn **p = realloc(s->clients, (size_t)cap * sizeof *p);
@@ -368,7 +511,27 @@ static void accept_clients(struct slm_server *s)
             continue;
         }
         s->clients[s->n_clients++] = c;
+        admit(s, c);
+        cap_handshakes(s, c);
     }
+}
+
+/* Closes the connections that sent no HELLO within handshake-timeout, and those refused at
+ * accept whose HELLO did not come within a second. */
+static void expire_handshakes(struct slm_server *s)
+{
+    double t = now_s();
+    int n = 0;
+    for (int k = s->n_clients - 1; k >= 0; k--) {
+        int st = slm_conn_state(s->clients[k]);
+        double limit = st == SLM_CONN_REFUSED ? 1.0 : (double)s->cfg.handshake_timeout;
+        if (st != SLM_CONN_READY && t - slm_conn_since(s->clients[k]) > limit) {
+            n += st == SLM_CONN_HANDSHAKE;
+            remove_client(s, k);
+        }
+    }
+    if (n) slm_log(SLM_LOG_INFO, "closed %d connection%s that sent no HELLO within %d s (handshake-timeout)", n,
+                   n == 1 ? "" : "s", s->cfg.handshake_timeout);
 }
 
 /* Updates the generation rate (once a second) and sends STATUS= when its text changed: at most
@@ -387,7 +550,7 @@ static void notify_status(struct slm_server *s, int now)
     char status[sizeof s->status];
     snprintf(status, sizeof status, "STATUS=%s%s%.80s: %d clients, %d requests, %.1f tokens/s",
              s->draining ? "draining; " : "", s->reload_pending ? "reloading; " : "",
-             strrchr(s->svc.model_path, '/') ? strrchr(s->svc.model_path, '/') + 1 : s->svc.model_path, s->n_clients,
+             strrchr(s->svc.model_path, '/') ? strrchr(s->svc.model_path, '/') + 1 : s->svc.model_path, s->n_ready,
              s->ops->n_unfinished(s), s->tokens_per_s);
     if (!strcmp(status, s->status)) return;
     memcpy(s->status, status, sizeof status);
@@ -417,6 +580,7 @@ static void rebuild_engine(struct slm_server *s);
 static int io_loop(struct slm_server *s)
 {
     double last_work = now_s(), drain_deadline = 0;
+    int cancelled = 0;   /* the drain's deadline passed and every request was cancelled */
     pthread_mutex_lock(&s->poll_lock);   /* held but while sleeping in epoll_wait */
     for (;;) {
         /* While draining, submissions are still taken, to be answered with an error; while a
@@ -446,17 +610,19 @@ static int io_loop(struct slm_server *s)
             slm_log(SLM_LOG_ERR, "epoll_wait: %s", strerror(errno));
             return -errno;
         }
+        /* The clients' sockets first: accepting and the timer's expiry may close connections
+         * (the oldest waiting for their handshake), which must not be in evs any more. */
+        int accept_now = 0, tick = 0;
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64;
             if (tag == TAG_LISTEN) {
-                accept_clients(s);
+                accept_now = 1;
             } else if (tag == TAG_SIGNAL) {
                 if (handle_signal(s, &drain_deadline)) return 0;
             } else if (tag == TAG_IO_WAKE) {
                 drain_counter_fd(s->io_wake_fd, "I/O thread's wake-up eventfd");
             } else if (tag == TAG_TIMER) {
-                drain_counter_fd(s->timer_fd, "status timerfd");
-                notify_status(s, 0);
+                tick = 1;
             } else {
                 struct slm_conn *c = (struct slm_conn *)(uintptr_t)tag;
                 if (slm_conn_on_socket(s, c, evs[i].events) < 0) {
@@ -470,14 +636,28 @@ static int io_loop(struct slm_server *s)
                 }
             }
         }
+        if (accept_now) accept_clients(s);
+        if (tick) {
+            drain_counter_fd(s->timer_fd, "status timerfd");
+            expire_handshakes(s);
+            notify_status(s, 0);
+        }
+        resume_accept(s);
         if (s->reload_pending && !s->draining && s->ops->n_unfinished(s) == 0) rebuild_engine(s);
         if (s->draining) {
             if (s->ops->n_unfinished(s) == 0) return 0;
-            if (now_s() >= drain_deadline) {
+            if (now_s() >= drain_deadline && !cancelled) {
                 slm_log(SLM_LOG_NOTICE, "shutdown-timeout passed: cancelling %d running requests",
                         s->ops->n_unfinished(s));
                 for (int k = 0; k < s->n_clients; k++) slm_conn_cancel_all(s, s->clients[k]);
-                drain_deadline = now_s() + 3600;
+                cancelled = 1;
+                /* The cancelled requests finish in the engine's next step; should that step
+                 * not come, stop anyway (slm_server_run cancels and reaps what is left). */
+                drain_deadline = now_s() + DRAIN_GRACE_S;
+            } else if (now_s() >= drain_deadline) {
+                slm_log(SLM_LOG_WARNING, "%d requests still unfinished %d s after cancelling them; stopping",
+                        s->ops->n_unfinished(s), DRAIN_GRACE_S);
+                return 0;
             }
         }
     }
@@ -493,7 +673,10 @@ static int handle_signal(struct slm_server *s, double *drain_deadline)
             reload(s);
             continue;
         }
-        if (s->draining) return 1;   /* a second SIGTERM/SIGINT: stop now */
+        if (s->draining) {   /* a second SIGTERM/SIGINT: stop now; slm_server_run cancels what runs */
+            slm_log(SLM_LOG_NOTICE, "second signal: stopping now, cancelling %d requests", s->ops->n_unfinished(s));
+            return 1;
+        }
         if (s->reload_pending) slm_log(SLM_LOG_NOTICE, "stopping: the pending reload is dropped");
         s->reload_pending = 0;
         sd_notify(0, "STOPPING=1");
@@ -617,9 +800,10 @@ int slm_server_run(struct slm_server *s, char *err)
     slm_log(SLM_LOG_NOTICE, "ready");
     rc = io_loop(s);   /* returns with poll_lock held */
     if (rc) slm_err_set(err, "the I/O loop failed: %s", strerror(-rc));
-    for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);
+    for (int k = s->n_clients - 1; k >= 0; k--) remove_client(s, k);   /* each cancels its requests */
     pthread_mutex_unlock(&s->poll_lock);
     stop_engine_thread(s);
+    reap_after_stop(s);
 out:
     if (s->listen_fd >= 0) {
         close(s->listen_fd);

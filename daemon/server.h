@@ -67,8 +67,16 @@ struct slm_server {
     int n_wake, cap_wake;
     uint64_t watchdog_usec;        /* 0: no watchdog */
     /* clients (I/O thread only, except the counters) */
-    struct slm_conn **clients;
+    struct slm_conn **clients;     /* every connection, handshake done or not */
     int n_clients, cap_clients;
+    int n_ready;                   /* of those, with the handshake done (against max-clients) */
+    /* accept errors (EMFILE...): accepting pauses, with backoff; one log line a second */
+    int accept_paused;
+    int accept_backoff_ms;
+    double accept_resume_s, accept_log_s;
+    int accept_errors;             /* since the last line logged */
+    double refuse_log_s;           /* refusals at accept: one log line a second */
+    int refusals_unlogged;
     uint64_t next_client_id;
     int draining;                  /* SIGTERM: no new requests */
     int reload_pending;            /* SIGHUP changed the engine: rebuild it once it is empty */

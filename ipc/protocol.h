@@ -100,6 +100,12 @@ enum slm_op {
     SLM_OP_STATS = 8,      /* answer: DATA holding struct slm_wire_stats */
 };
 
+/* Bounds of the answered ops (docs/protocol.md, "Bad input"): above them the answer is an
+ * ERROR (-E2BIG). They keep one request's work on the daemon's I/O path short (~40 ms of
+ * tokenizing) and its answer within what a client's completion ring can hold queued. */
+#define SLM_TOKENIZE_MAX_BYTES (256u << 10)   /* TOKENIZE: bytes of text */
+#define SLM_DETOKENIZE_MAX_IDS 65536u         /* DETOKENIZE: token ids */
+
 /* slm_sqe.flags */
 #define SLM_SQE_IGNORE_EOS 1u
 #define SLM_SQE_PROMPT_LOGPROBS 2u   /* also report each prompt token's logprob (perplexity) */

@@ -78,8 +78,11 @@ int slm_shm_create(struct slm_shm *shm, uint32_t sq_entries, uint32_t cq_entries
     uint32_t bytes = slm_shm_layout(sq_entries, cq_entries, arena_bytes, &sq_off, &cq_off, &arena_off);
     int rc;
 
-    /* MFD_NOEXEC_SEAL (Linux 6.3+) also keeps the memory from ever being executable; older
-     * kernels reject the flag, so retry without it. */
+    /* MFD_NOEXEC_SEAL (Linux 6.3+) clears the file's execute bits and seals them (F_SEAL_EXEC):
+     * the memfd can never be run with execveat. It does not stop mmap(PROT_EXEC) of it, which no
+     * seal prevents (a process may map what it can read executable; the client's own mapping is
+     * its own business, and the daemon maps it read-write only). Older kernels reject the flag,
+     * so retry without it. */
     int fd = memfd_create("slmd-client", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
     if (fd < 0 && errno == EINVAL) fd = memfd_create("slmd-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {

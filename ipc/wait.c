@@ -123,7 +123,9 @@ int slm_doorbell_drain(int sock)
 {
     char buf[64];
     int n = 0;
-    for (;;) {
+    /* Bounded: a client that keeps ringing cannot hold the caller here; epoll reports the
+     * socket readable again for the rest. */
+    while (n < SLM_DOORBELL_DRAIN_MAX) {
         ssize_t r = recv(sock, buf, sizeof buf, MSG_DONTWAIT);
         if (r > 0) {
             n++;
@@ -134,6 +136,7 @@ int slm_doorbell_drain(int sock)
         if (errno == EAGAIN || errno == EWOULDBLOCK) return n;
         return errno == ECONNRESET ? -EPIPE : -errno;
     }
+    return n;
 }
 
 int slm_doorbell_ring(struct slm_shm *shm, int sock)

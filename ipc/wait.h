@@ -58,9 +58,13 @@ int slm_daemon_prepare_sleep(struct slm_shm *shm, const struct slm_ring *sq);
  * that clients stop making the doorbell syscall while the daemon polls. */
 void slm_daemon_awake(struct slm_shm *shm);
 
-/* Daemon: reads and discards every pending doorbell packet on the (non-blocking) client socket.
- * Any bytes count as a doorbell; fds sent along are dropped by the kernel (no control buffer).
- * Returns the number of packets read (>= 0), -EPIPE when the client hung up, or -errno. */
+#define SLM_DOORBELL_DRAIN_MAX 64   /* packets one slm_doorbell_drain reads at most */
+
+/* Daemon: reads and discards the pending doorbell packets on the (non-blocking) client socket,
+ * at most SLM_DOORBELL_DRAIN_MAX of them (a level-triggered epoll reports the rest), so a
+ * client ringing without pause cannot hold the caller. Any bytes count as a doorbell; fds sent
+ * along are dropped by the kernel (no control buffer). Returns the number of packets read
+ * (>= 0), -EPIPE when the client hung up, or -errno. */
 int slm_doorbell_drain(int sock);
 
 /* Client: after publishing SQEs. Fence, then if the daemon sleeps (NEED_WAKEUP), sends one

@@ -86,4 +86,7 @@ expect_error "seqs over batch" "--max-seqs \(600\) cannot exceed --max-batch-tok
   run --model "$model" --prompt hi --max-seqs 600
 expect_error "block size 0" "--block-size: 0 is out of range" run --model "$model" --prompt hi --block-size 0
 expect_error "unknown command" "unknown command 'fly'" fly
+# A prompt holding a NUL byte is refused, not cut there (docs/protocol.md).
+printf 'ab\0cd' >"$tmp/nul.txt"
+expect_error "NUL in the prompt" "NUL byte at offset 2" run --model "$model" --prompt - <"$tmp/nul.txt"
 exit $fail

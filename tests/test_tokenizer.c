@@ -61,6 +61,16 @@ static size_t value_size(const struct slm_gguf_kv *kv)
     return off;
 }
 
+/* write_gguf: every token "" of type 0 (undefined) and no special token ids, so that no token
+ * has a piece: the pool of pieces is empty. */
+static int no_pieces;
+
+static int dropped(const struct slm_gguf_kv *kv, const char *drop)
+{
+    if (drop && slm_gguf_str_eq(kv->key, drop)) return 1;
+    return no_pieces && kv->key.len > 9 && memcmp(kv->key.ptr + kv->key.len - 9, "_token_id", 9) == 0;
+}
+
 /* Writes a tensor-less GGUF v3 to path with general.architecture and every tokenizer.* key of
  * src, except `drop` (may be NULL); the string keys named in set_key[i] get set_val[i]. */
 static int write_gguf(const char *path, const struct slm_gguf *src, const char *drop, const char *const *set_key,
@@ -73,7 +83,7 @@ static int write_gguf(const char *path, const struct slm_gguf *src, const char *
         const struct slm_gguf_kv *kv = &src->kv[i];
         if ((slm_gguf_str_eq(kv->key, "general.architecture") ||
              (kv->key.len > 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0)) &&
-            !(drop && slm_gguf_str_eq(kv->key, drop)))
+            !dropped(kv, drop))
             n_kv++;
     }
     uint32_t version = 3, vt;
@@ -83,7 +93,7 @@ static int write_gguf(const char *path, const struct slm_gguf *src, const char *
         const struct slm_gguf_kv *kv = &src->kv[i];
         if (!(slm_gguf_str_eq(kv->key, "general.architecture") ||
               (kv->key.len > 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0)) ||
-            (drop && slm_gguf_str_eq(kv->key, drop)))
+            dropped(kv, drop))
             continue;
         rc = put_str(f, kv->key.ptr, kv->key.len);
         const char *val = NULL;
@@ -96,6 +106,16 @@ static int write_gguf(const char *path, const struct slm_gguf *src, const char *
         }
         rc = rc || put(f, &kv->type, 4);
         if (kv->type == SLM_GGUF_ARRAY) rc = rc || put(f, &kv->arr_type, 4) || put(f, &kv->arr_len, 8);
+        if (no_pieces && slm_gguf_str_eq(kv->key, "tokenizer.ggml.token_type")) {
+            int32_t zero = 0;
+            for (uint64_t k = 0; k < kv->arr_len && !rc; k++) rc = put(f, &zero, 4);
+            continue;
+        }
+        if (no_pieces && slm_gguf_str_eq(kv->key, "tokenizer.ggml.tokens")) {   /* all "" */
+            uint64_t zero = 0;
+            for (uint64_t k = 0; k < kv->arr_len && !rc; k++) rc = put(f, &zero, 8);
+            continue;
+        }
         rc = rc || put(f, kv->value, value_size(kv));
     }
     if (fclose(f) && !rc) rc = -EIO;
@@ -329,6 +349,20 @@ static void check_bad_gguf(const char *tmp, const struct slm_gguf *g)
     err[0] = 0;
     t = variant(tmp, g, "tokenizer.ggml.merges", NULL, NULL, err);
     CHECK(!t && strstr(err, "tokenizer.ggml.merges"), "missing merges: expected NULL and an error naming the key, got \"%s\"", err);
+    slm_tok_destroy(&t);
+    /* No token has a piece (every type undefined, no special ids): decoding any id gives
+     * nothing, with no offset into the empty pool (UBSan's NULL + offset before the fix). */
+    err[0] = 0;
+    no_pieces = 1;
+    t = variant(tmp, g, NULL, NULL, NULL, err);
+    no_pieces = 0;
+    CHECK(t != NULL, "every piece empty: expected a tokenizer, got \"%s\"", err);
+    if (t) {
+        struct slm_detok d = { 0 };
+        char out[16];
+        int k0 = slm_detok_push(t, &d, 0, 1, out, sizeof out), k1 = slm_detok_push(t, &d, 1, 0, out, sizeof out);
+        CHECK(k0 == 0 && k1 == 0, "every piece empty: detok of ids 0 and 1: expected 0 bytes each, got %d, %d", k0, k1);
+    }
     slm_tok_destroy(&t);
 }
 

@@ -517,7 +517,9 @@ int slm_detok_push(const struct slm_tokenizer *t, struct slm_detok *d, int32_t i
 {
     if (!t || !d || id < 0 || id >= t->n_vocab || (cap && !out) || d->n_pending < 0 || d->n_pending > 3)
         return -EINVAL;
-    const unsigned char *piece = (const unsigned char *)t->piece_pool + t->piece_off[id];
+    /* A vocabulary whose pieces are all empty has no pool (NULL): no offset into it. */
+    const unsigned char *piece = t->piece_pool ? (const unsigned char *)t->piece_pool + t->piece_off[id]
+                                               : (const unsigned char *)"";
     size_t plen = t->piece_off[id + 1] - t->piece_off[id];
     if (!render_special && (t->attr[id] & (ATTR_CONTROL | ATTR_UNKNOWN))) plen = 0;
     size_t np = (size_t)d->n_pending, n = np + plen, total = 0;
