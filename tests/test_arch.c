@@ -1,4 +1,6 @@
-/* test_arch: the architectures slmd reads, without their weights (issue 19): for each one,
+/* test_arch: the architectures slmd reads (issue 19). gemma3 on the real Gemma 3 270M Q4_K_M file
+ * (packaging/fetch-models.sh fetches it; skipped when absent), along llama.cpp's greedy path from
+ * one prompt; the others without their weights: for each one,
  * tests/golden/make_arch_models.py writes a small random-weight GGUF with the architecture's real
  * metadata and tensor names (deterministic: its sha256 must be the one the reference was made
  * from), slmd's CPU engine evaluates the reference's 64 token ids, and every position's logits
@@ -7,7 +9,7 @@
  * - the argmax equal at every position where llama.cpp's two best logits are more than twice the
  *   bound apart (a near tie is a coin toss; at least half the positions must be decisive);
  * - each of the 16 recorded logits a position (the reference's 8 best and 8 fixed ids) within
- *   ARCH_TOL of llama.cpp's (measured and bound below, and in docs/architectures.md).
+ *   tol of llama.cpp's (measured and bound below, and in docs/architectures.md).
  * And what slmd does not compute yet is refused in one line, not computed wrongly: a llama file
  * with Llama 3.1+'s RoPE frequency scaling (rope.scaling.type "llama3" and rope_freqs.weight).
  * Needs python3 with the PyPI packages gguf and numpy (packaging/setup.sh installs them); without
@@ -29,7 +31,13 @@
 /* The logits of these files are O(10); llama.cpp rounds the activations of an F16 matmul to
  * f16, slmd keeps them in float. Measured on qwen3 (2026-12-04): at most 0.0060 apart. The bound
  * is that times about 3. */
-#define ARCH_TOL 0.02
+#define SYNTH_TOL 0.02
+/* Gemma 3 270M Q4_K_M, along llama.cpp's greedy path from "The capital of France is": slmd's
+ * K-quant and Q5_0 dot products add their blocks in another order than llama.cpp's, and the
+ * activations are quantized the same way, so the logits (order 20) differ by a little. Measured
+ * (2026-12-04): at most 0.82 over the 64 positions (0.83 with an exact float GELU instead of
+ * llama.cpp's f16 table: the table stays); the bound is 1.0, about 20% above. */
+#define GEMMA_TOL 1.0
 
 struct golden {
     char sha[65];
@@ -84,7 +92,10 @@ static int generate(const char *tdir, const char *arch, const char *out, char sh
     return 0;
 }
 
-static void check_arch(const char *tdir, const char *tmp, const char *arch, int *skipped)
+/* One architecture: arch names the golden file; real is NULL for a synthetic model (written by
+ * the generator), else the file name of a real model in $SLM_MODEL_DIR; tol the logits' bound. */
+static void check_arch(const char *tdir, const char *tmp, const char *arch, const char *real, double tol,
+                       int *skipped)
 {
     char gpath[1024], mpath[1024], sha[65] = "", err[SLM_ERR_LEN];
     struct golden *g = calloc(1, sizeof *g);
@@ -95,15 +106,26 @@ static void check_arch(const char *tdir, const char *tmp, const char *arch, int 
         free(g);
         return;
     }
-    int rc = generate(tdir, arch, mpath, sha);
-    if (rc == 77) *skipped = 1;
-    if (rc) {
-        if (rc < 0) failures++;
-        free(g);
-        return;
+    if (real) {   /* pinned by packaging/fetch-models.sh: its sha256 is checked there */
+        const char *mdir = getenv("SLM_MODEL_DIR");
+        snprintf(mpath, sizeof mpath, "%s/%s", mdir ? mdir : ".", real);
+        if (access(mpath, R_OK) != 0) {
+            printf("skip %s: %s is absent (packaging/fetch-models.sh)\n", arch, mpath);
+            *skipped = 1;
+            free(g);
+            return;
+        }
+    } else {
+        int rc = generate(tdir, arch, mpath, sha);
+        if (rc == 77) *skipped = 1;
+        if (rc) {
+            if (rc < 0) failures++;
+            free(g);
+            return;
+        }
+        CHECK(strcmp(sha, g->sha) == 0, "%s: the generated model's sha256 %s is not the reference's %s", arch, sha,
+              g->sha);
     }
-    CHECK(strcmp(sha, g->sha) == 0, "%s: the generated model's sha256 %s is not the reference's %s", arch, sha,
-          g->sha);
     struct slm_model *m = slm_model_load(mpath, err);
     struct slm_backend *be = m ? slm_backend_cpu_create(2, err) : NULL;
     if (!m || !be || slm_model_bind(m, be, err)) {
@@ -117,7 +139,7 @@ static void check_arch(const char *tdir, const char *tmp, const char *arch, int 
     const int nv = m->cfg.n_vocab;
     struct slm_runner *r = slm_runner_create(m, 256, 64, err);
     float *logits = malloc((size_t)g->n * (size_t)nv * sizeof *logits);
-    rc = r && logits ? slm_runner_eval(r, g->tok, g->n, 1, logits) : -ENOMEM;
+    int rc = r && logits ? slm_runner_eval(r, g->tok, g->n, 1, logits) : -ENOMEM;
     CHECK(rc == 0, "%s: eval: %d (%s)", arch, rc, r ? "" : err);
     double worst = 0;
     int argmax_bad = 0, val_bad = 0, argmax_checked = 0;
@@ -126,7 +148,7 @@ static void check_arch(const char *tdir, const char *tmp, const char *arch, int 
         int best = 0;
         for (int i = 1; i < nv; i++)
             if (row[i] > row[best]) best = i;
-        const int decisive = g->gap[p] > 2 * ARCH_TOL;   /* else a near tie: the argmax is a coin toss */
+        const int decisive = g->gap[p] > 2 * tol;   /* else a near tie: the argmax is a coin toss */
         argmax_checked += decisive;
         if (decisive && best != g->argmax[p] && argmax_bad++ < 3)
             printf("  %s pos %d: argmax %d (%.4f), llama.cpp %d (%.4f here)\n", arch, p, best, row[best], g->argmax[p],
@@ -135,7 +157,7 @@ static void check_arch(const char *tdir, const char *tmp, const char *arch, int 
             const int id = g->id[p][k];
             const double d = id >= 0 && id < nv ? fabs((double)row[id] - g->val[p][k]) : INFINITY;
             if (!(d <= worst)) worst = d;
-            if (!(d <= ARCH_TOL) && val_bad++ < 3)
+            if (!(d <= tol) && val_bad++ < 3)
                 printf("  %s pos %d id %d: %.5f, llama.cpp %.5f\n", arch, p, id, id >= 0 && id < nv ? row[id] : 0.0f,
                        g->val[p][k]);
         }
@@ -143,9 +165,9 @@ static void check_arch(const char *tdir, const char *tmp, const char *arch, int 
     CHECK(argmax_bad == 0, "%s: the argmax differs from llama.cpp's at %d of %d decisive positions", arch, argmax_bad,
           argmax_checked);
     CHECK(argmax_checked >= g->n / 2, "%s: only %d of %d positions without a near tie", arch, argmax_checked, g->n);
-    CHECK(val_bad == 0, "%s: %d logits more than %g from llama.cpp's", arch, val_bad, ARCH_TOL);
+    CHECK(val_bad == 0, "%s: %d logits more than %g from llama.cpp's", arch, val_bad, tol);
     printf("%s: %d positions, argmax equal at %d of the %d without a near tie, logits within %.4f of llama.cpp's "
-           "(bound %g)\n", arch, g->n, argmax_checked - argmax_bad, argmax_checked, worst, ARCH_TOL);
+           "(bound %g)\n", arch, g->n, argmax_checked - argmax_bad, argmax_checked, worst, tol);
     free(logits);
     slm_runner_destroy(&r);
     slm_model_free(&m);
@@ -180,9 +202,9 @@ int main(void)
         printf("FAIL mkdtemp: %s\n", strerror(errno));
         return 1;
     }
-    static const char *archs[] = {"qwen3"};
     int skipped = 0;
-    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) check_arch(tdir, tmp, archs[i], &skipped);
+    check_arch(tdir, tmp, "qwen3", NULL, SYNTH_TOL, &skipped);
+    check_arch(tdir, tmp, "gemma3-270m", "gemma-3-270m-q4_k_m.gguf", GEMMA_TOL, &skipped);
     check_refused(tdir, tmp, "llama3-rope-freqs", "RoPE scaling 'llama3'", &skipped);
     char cmd[1100];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """
 tests/golden/make_arch_reference.py - llama.cpp's logits on the synthetic models of
-make_arch_models.py, for tests/test_arch.c. Run with the peer build's Python bindings:
+make_arch_models.py, or on a real model along a prompt and llama.cpp's greedy continuation
+(--model FILE --prompt TEXT --name NAME), for tests/test_arch.c. Run with the peer build's
+Python bindings:
     bench/peer/build-llama-cpp.sh
     PYTHONPATH=$(sed -n 's/^python=//p' ~/.cache/slmd/peer/READY) \\
         python3 tests/golden/make_arch_reference.py ARCH [--out tests/golden/arch/ARCH.txt]
 It writes the model (make_arch_models.py, deterministic), feeds 64 token ids (PCG64 seed 7,
-below the vocabulary's special tokens) one llama_decode call each (as make_reference.py does;
+below the vocabulary's special tokens; with --model: the prompt's ids, BOS included when the
+model asks for it, then llama.cpp's greedy tokens up to 64) one llama_decode call each (as make_reference.py does;
 CPU, flash attention off, 2 threads) and records, per position, llama.cpp's argmax and the
 logits of 16 ids: its 8 best and 8 fixed ones, and the gap between its two best logits (the test
 checks the argmax only where the gap is wider than twice its bound: a near tie is a coin toss).
@@ -28,31 +31,80 @@ N_POS = 64
 FIXED = [0, 1, 2, 17, 100, 1000, 12345, 40000]
 
 
+class RealPeer(Peer):
+    """Peer without make_reference's no-BOS assumption (gemma3 asks for BOS)."""
+
+    def __init__(self, model_path, n_ctx, n_batch):
+        import ctypes
+        import llama_cpp as L
+        import make_reference as MR
+        L.llama_log_set(MR._quiet_log, ctypes.c_void_p(0))
+        L.llama_backend_init()
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        self.model = L.llama_model_load_from_file(model_path.encode(), mp)
+        if not self.model:
+            sys.exit("cannot load " + model_path)
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        cp = L.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = n_ctx, n_batch, n_batch, 1
+        cp.n_threads = cp.n_threads_batch = 2
+        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        self.n_batch = n_batch
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
+
+    def tokenize_special(self, text):
+        import llama_cpp as L
+        raw = text.encode("utf-8")
+        buf = (L.llama_token * (len(raw) + 16))()
+        n = L.llama_tokenize(self.vocab, raw, len(raw), buf, len(raw) + 16, True, True)
+        return list(buf[:n])
+
+
+def record(peer, toks, greedy_from):
+    """Feeds toks one at a time; past greedy_from, appends llama.cpp's argmax until N_POS tokens."""
+    lines, p = [], 0
+    while p < len(toks) or p < N_POS:
+        if p >= len(toks):
+            toks.append(int(np.argmax(row)))
+        row = peer.decode([toks[p]], p, False)
+        order = np.argsort(-row, kind="stable")
+        ids = [int(i) for i in order[:8]] + FIXED
+        lines.append("pos %d argmax %d gap %.6f %s" % (p, int(order[0]), row[order[0]] - row[order[1]],
+                                                     " ".join("%d:%.6f" % (i, row[i]) for i in ids)))
+        p += 1
+    return toks[:N_POS], lines[:N_POS]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("arch")
     ap.add_argument("--out")
+    ap.add_argument("--model")
+    ap.add_argument("--prompt")
     a = ap.parse_args()
     out = a.out or os.path.join(here, "arch", a.arch + ".txt")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, a.arch + ".gguf")
-        res = subprocess.run([sys.executable, os.path.join(here, "make_arch_models.py"), a.arch, path],
-                             check=True, capture_output=True, text=True)
-        sha = res.stdout.split("sha256 ")[1].split()[0]
-        peer = Peer(path, 256, 64)
-        rng = np.random.Generator(np.random.PCG64(7))
-        toks = [int(t) for t in rng.integers(100, 40000, N_POS)]
-        lines = []
-        for p, t in enumerate(toks):
-            row = peer.decode([t], p, False)
-            order = np.argsort(-row, kind="stable")
-            ids = [int(i) for i in order[:8]] + FIXED
-            lines.append("pos %d argmax %d gap %.6f %s" % (p, int(order[0]), row[order[0]] - row[order[1]],
-                                                         " ".join("%d:%.6f" % (i, row[i]) for i in ids)))
+    if a.model:
+        import hashlib
+        sha = hashlib.sha256(open(a.model, "rb").read()).hexdigest()
+        peer = RealPeer(a.model, 256, 64)
+        toks, lines = record(peer, peer.tokenize_special(a.prompt), 0)
         peer.close()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, a.arch + ".gguf")
+            res = subprocess.run([sys.executable, os.path.join(here, "make_arch_models.py"), a.arch, path],
+                                 check=True, capture_output=True, text=True)
+            sha = res.stdout.split("sha256 ")[1].split()[0]
+            peer = Peer(path, 256, 64)
+            rng = np.random.Generator(np.random.PCG64(7))
+            toks, lines = record(peer, [int(t) for t in rng.integers(100, 40000, N_POS)], N_POS)
+            peer.close()
     with open(out, "w") as f:
         f.write("sha256 %s\n" % sha)
-        f.write("tokens %d %s\n" % (N_POS, " ".join(map(str, toks))))
+        f.write("tokens %d %s\n" % (len(toks), " ".join(map(str, toks))))
         f.write("\n".join(lines) + "\n")
     print("wrote", out)
 
