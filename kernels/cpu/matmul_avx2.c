@@ -54,6 +54,23 @@ ALWAYS_INLINE __m256i unpack_q4(const uint8_t *qs)
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
+/* 0xff in byte e where bit e of x is set (e = 0..31). */
+ALWAYS_INLINE __m256i bytes_of_bits(uint32_t x)
+{
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+
+/* The 32 values 0..31 of a Q5 block in element order: nibbles, bit e of qh as bit 4 of byte e. */
+ALWAYS_INLINE __m256i unpack_q5(const uint8_t *qh, const uint8_t *qs)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return _mm256_or_si256(unpack_q4(qs), _mm256_and_si256(bytes_of_bits(h), _mm256_set1_epi8(0x10)));
+}
+
 ALWAYS_INLINE void store(float *y, float v, int accumulate)
 {
     *y = accumulate ? *y + v : v;
@@ -62,7 +79,7 @@ ALWAYS_INLINE void store(float *y, float v, int accumulate)
 /* ---- Q4_1 x Q8_1 */
 
 ALWAYS_INLINE void tile_q4_1(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, float *y,
-                             int64_t ldy, int accumulate, const int R, const int C)
+                             int64_t ldy, int accumulate, const int R, const int C, const int five)
 {
     __m256 acc[4][2];
     float summ[4][2];
@@ -81,9 +98,18 @@ ALWAYS_INLINE void tile_q4_1(int64_t nb, const uint8_t *w, size_t ws, const uint
             asum[c] = h2f(ab->s);
         }
         for (int r = 0; r < R; r++) {
-            const struct slm_block_q4_1 *wb = (const struct slm_block_q4_1 *)(w + r * ws) + b;
-            __m256i wv = unpack_q4(wb->qs);
-            float wd = h2f(wb->d), wm = h2f(wb->m);
+            slm_half dh, mh;
+            __m256i wv;
+            if (five) {   /* Q5_1: the same with a fifth bit (values 0..31: maddubs stays exact) */
+                const struct slm_block_q5_1 *wb = (const struct slm_block_q5_1 *)(w + r * ws) + b;
+                wv = unpack_q5(wb->qh, wb->qs);
+                dh = wb->d, mh = wb->m;
+            } else {
+                const struct slm_block_q4_1 *wb = (const struct slm_block_q4_1 *)(w + r * ws) + b;
+                wv = unpack_q4(wb->qs);
+                dh = wb->d, mh = wb->m;
+            }
+            float wd = h2f(dh), wm = h2f(mh);
             for (int c = 0; c < C; c++) {
                 __m256 p = _mm256_cvtepi32_ps(dot_us8(wv, av[c]));
                 acc[r][c] = _mm256_fmadd_ps(p, _mm256_set1_ps(wd * ad[c]), acc[r][c]);
@@ -108,8 +134,14 @@ ALWAYS_INLINE __m256i load_w_q8_0(const uint8_t *blk)
     return _mm256_loadu_si256((const __m256i *)((const struct slm_block_q8_0 *)blk)->qs);
 }
 
+ALWAYS_INLINE __m256i load_w_q5_0(const uint8_t *blk)
+{
+    const struct slm_block_q5_0 *b = (const struct slm_block_q5_0 *)blk;
+    return _mm256_sub_epi8(unpack_q5(b->qh, b->qs), _mm256_set1_epi8(16));
+}
+
 ALWAYS_INLINE void tile_signed(int64_t nb, const uint8_t *w, size_t ws, size_t wblk, const uint8_t *a, size_t as,
-                               float *y, int64_t ldy, int accumulate, const int R, const int C, const int is_q8)
+                               float *y, int64_t ldy, int accumulate, const int R, const int C, const int kind)
 {
     __m256 acc[4][2];
     for (int r = 0; r < R; r++)
@@ -124,9 +156,9 @@ ALWAYS_INLINE void tile_signed(int64_t nb, const uint8_t *w, size_t ws, size_t w
         }
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * ws + b * wblk;
-            __m256i wv = is_q8 ? load_w_q8_0(blk) : load_w_q4_0(blk);
+            __m256i wv = kind == 1 ? load_w_q8_0(blk) : kind == 2 ? load_w_q5_0(blk) : load_w_q4_0(blk);
             slm_half wh;
-            memcpy(&wh, blk, sizeof wh);   /* d leads both block layouts */
+            memcpy(&wh, blk, sizeof wh);   /* d leads the three block layouts */
             float wd = h2f(wh);
             for (int c = 0; c < C; c++) {
                 __m256 p = _mm256_cvtepi32_ps(dot_ss8(wv, av[c]));
@@ -158,13 +190,17 @@ ALWAYS_INLINE void tile_signed(int64_t nb, const uint8_t *w, size_t ws, size_t w
         }                                                                                                \
     }
 
-#define CALL_Q4_1(W, A, Y, R, C) tile_q4_1(nb, W, ws, A, as, Y, ldy, accumulate, R, C)
+#define CALL_Q4_1(W, A, Y, R, C) tile_q4_1(nb, W, ws, A, as, Y, ldy, accumulate, R, C, 0)
+#define CALL_Q5_1(W, A, Y, R, C) tile_q4_1(nb, W, ws, A, as, Y, ldy, accumulate, R, C, 1)
+#define CALL_Q5_0(W, A, Y, R, C) tile_signed(nb, W, ws, sizeof(struct slm_block_q5_0), A, as, Y, ldy, accumulate, R, C, 2)
 #define CALL_Q4_0(W, A, Y, R, C) tile_signed(nb, W, ws, sizeof(struct slm_block_q4_0), A, as, Y, ldy, accumulate, R, C, 0)
 #define CALL_Q8_0(W, A, Y, R, C) tile_signed(nb, W, ws, sizeof(struct slm_block_q8_0), A, as, Y, ldy, accumulate, R, C, 1)
 
 DEFINE_TILE(gemm_q4_1, CALL_Q4_1)
 DEFINE_TILE(gemm_q4_0, CALL_Q4_0)
 DEFINE_TILE(gemm_q8_0, CALL_Q8_0)
+DEFINE_TILE(gemm_q5_0, CALL_Q5_0)
+DEFINE_TILE(gemm_q5_1, CALL_Q5_1)
 
 /* ---- the K-quants against Q8_K: the integer sums of a 256-block (sumi, and Q4_K / Q5_K's summ) are
  * exact in int32 whatever the lanes, so with the portable kernel's float expression per block
@@ -311,6 +347,8 @@ slm_cpu_tile_fn slm_cpu_tile_avx2(uint32_t wtype)
     case SLM_TYPE_Q4_1: return gemm_q4_1;
     case SLM_TYPE_Q4_0: return gemm_q4_0;
     case SLM_TYPE_Q8_0: return gemm_q8_0;
+    case SLM_TYPE_Q5_0: return gemm_q5_0;
+    case SLM_TYPE_Q5_1: return gemm_q5_1;
     case SLM_TYPE_Q4_K: return gemm_q4_k;
     case SLM_TYPE_Q5_K: return gemm_q5_k;
     case SLM_TYPE_Q6_K: return gemm_q6_k;
