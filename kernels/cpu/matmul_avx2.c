@@ -170,12 +170,12 @@ ALWAYS_INLINE void tile_signed(int64_t nb, const uint8_t *w, size_t ws, size_t w
         for (int r = 0; r < R; r++) store(&y[c * ldy + r], hsum(acc[r][c]), accumulate);
 }
 
-/* Instantiates the tile for (R, C) in {4, 1} x {2, 1} and walks a whole nr x nc range. */
-#define DEFINE_TILE(NAME, CALL)                                                                          \
+/* Instantiates the tile for (R, C) in {4, 1} x {2, 1} and walks a whole nr x nc range; QK elements a block. */
+#define DEFINE_TILE(NAME, CALL, QK)                                                                        \
     static void NAME(int64_t k, const void *wp, size_t ws, int nr, const void *ap, size_t as, int nc,    \
                      float *y, int64_t ldy, int accumulate)                                              \
     {                                                                                                    \
-        const int64_t nb = k / 32;                                                                       \
+        const int64_t nb = k / (QK);                                                                     \
         const uint8_t *w = wp, *a = ap;                                                                  \
         int c = 0;                                                                                       \
         for (; c + 2 <= nc; c += 2) {                                                                    \
@@ -196,11 +196,11 @@ ALWAYS_INLINE void tile_signed(int64_t nb, const uint8_t *w, size_t ws, size_t w
 #define CALL_Q4_0(W, A, Y, R, C) tile_signed(nb, W, ws, sizeof(struct slm_block_q4_0), A, as, Y, ldy, accumulate, R, C, 0)
 #define CALL_Q8_0(W, A, Y, R, C) tile_signed(nb, W, ws, sizeof(struct slm_block_q8_0), A, as, Y, ldy, accumulate, R, C, 1)
 
-DEFINE_TILE(gemm_q4_1, CALL_Q4_1)
-DEFINE_TILE(gemm_q4_0, CALL_Q4_0)
-DEFINE_TILE(gemm_q8_0, CALL_Q8_0)
-DEFINE_TILE(gemm_q5_0, CALL_Q5_0)
-DEFINE_TILE(gemm_q5_1, CALL_Q5_1)
+DEFINE_TILE(gemm_q4_1, CALL_Q4_1, 32)
+DEFINE_TILE(gemm_q4_0, CALL_Q4_0, 32)
+DEFINE_TILE(gemm_q8_0, CALL_Q8_0, 32)
+DEFINE_TILE(gemm_q5_0, CALL_Q5_0, 32)
+DEFINE_TILE(gemm_q5_1, CALL_Q5_1, 32)
 
 /* ---- the K-quants against Q8_K: the integer sums of a 256-block (sumi, and Q4_K / Q5_K's summ) are
  * exact in int32 whatever the lanes, so with the portable kernel's float expression per block
@@ -313,33 +313,13 @@ ALWAYS_INLINE void tile_q6_k(int64_t nb, const uint8_t *w, size_t ws, const uint
         for (int r = 0; r < R; r++) store(&y[c * ldy + r], sum[r][c], accumulate);
 }
 
-/* DEFINE_TILE for 256-element blocks */
-#define DEFINE_TILE_K(NAME, CALL)                                                                        \
-    static void NAME(int64_t k, const void *wp, size_t ws, int nr, const void *ap, size_t as, int nc,    \
-                     float *y, int64_t ldy, int accumulate)                                              \
-    {                                                                                                    \
-        const int64_t nbk = k / SLM_QK_K;                                                                \
-        const uint8_t *w = wp, *a = ap;                                                                  \
-        int c = 0;                                                                                       \
-        for (; c + 2 <= nc; c += 2) {                                                                    \
-            int r = 0;                                                                                   \
-            for (; r + 4 <= nr; r += 4) CALL(w + r * ws, a + c * as, y + c * ldy + r, 4, 2);             \
-            for (; r < nr; r++) CALL(w + r * ws, a + c * as, y + c * ldy + r, 1, 2);                     \
-        }                                                                                                \
-        for (; c < nc; c++) {                                                                            \
-            int r = 0;                                                                                   \
-            for (; r + 4 <= nr; r += 4) CALL(w + r * ws, a + c * as, y + c * ldy + r, 4, 1);             \
-            for (; r < nr; r++) CALL(w + r * ws, a + c * as, y + c * ldy + r, 1, 1);                     \
-        }                                                                                                \
-    }
+#define CALL_Q4_K(W, A, Y, R, C) tile_q45_k(nb, W, ws, A, as, Y, ldy, accumulate, R, C, 0)
+#define CALL_Q5_K(W, A, Y, R, C) tile_q45_k(nb, W, ws, A, as, Y, ldy, accumulate, R, C, 1)
+#define CALL_Q6_K(W, A, Y, R, C) tile_q6_k(nb, W, ws, A, as, Y, ldy, accumulate, R, C)
 
-#define CALL_Q4_K(W, A, Y, R, C) tile_q45_k(nbk, W, ws, A, as, Y, ldy, accumulate, R, C, 0)
-#define CALL_Q5_K(W, A, Y, R, C) tile_q45_k(nbk, W, ws, A, as, Y, ldy, accumulate, R, C, 1)
-#define CALL_Q6_K(W, A, Y, R, C) tile_q6_k(nbk, W, ws, A, as, Y, ldy, accumulate, R, C)
-
-DEFINE_TILE_K(gemm_q4_k, CALL_Q4_K)
-DEFINE_TILE_K(gemm_q5_k, CALL_Q5_K)
-DEFINE_TILE_K(gemm_q6_k, CALL_Q6_K)
+DEFINE_TILE(gemm_q4_k, CALL_Q4_K, SLM_QK_K)
+DEFINE_TILE(gemm_q5_k, CALL_Q5_K, SLM_QK_K)
+DEFINE_TILE(gemm_q6_k, CALL_Q6_K, SLM_QK_K)
 
 slm_cpu_tile_fn slm_cpu_tile_avx2(uint32_t wtype)
 {
