@@ -15,18 +15,8 @@
 #include <string.h>
 
 #include "gateway/gateway.h"
+#include "tests/check.h"
 
-static int failed;
-
-#define CHECK(cond, ...)                                                                                                \
-    do {                                                                                                                \
-        if (!(cond)) {                                                                                                  \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                                 \
-            printf(__VA_ARGS__);                                                                                        \
-            printf("\n");                                                                                               \
-            failed = 1;                                                                                                 \
-        }                                                                                                               \
-    } while (0)
 
 static void utf8_case(const char *in, size_t n, const char *want)
 {
@@ -55,7 +45,7 @@ static unsigned parse(const char *text, int chat, struct slm_gw_request *r, stru
     json_t *body = json_loads(text, 0, NULL);
     if (!body) {
         printf("FAIL the test's JSON does not parse: %s\n", text);
-        failed = 1;
+        failures++;
         memset(r, 0, sizeof *r);
         return 999;
     }
@@ -201,6 +191,6 @@ int main(void)
     test_utf8();
     test_request();
     test_answers();
-    if (!failed) printf("ok   gateway JSON: UTF-8, request fields, answers\n");
-    return failed;
+    if (!failures) printf("ok   gateway JSON: UTF-8, request fields, answers\n");
+    return failures ? 1 : 0;
 }
