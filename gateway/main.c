@@ -28,7 +28,7 @@ static const char USAGE[] =
     "  --max-body SIZE        largest request body (default 4M)\n"
     "  --max-header SIZE      buffer for a request's line and headers (default 64K)\n"
     "  --timeout SECONDS      close a connection idle or stalled this long (default 30)\n"
-    "  --max-connections N    at most N HTTP connections at once (default 512)\n"
+    "  --max-connections N    at most N HTTP connections at once (default 256)\n"
     "  --log-level LEVEL      err, warning, notice, info, debug (default notice)\n"
     "  --help, --version\n";
 
@@ -99,7 +99,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, OPT_HELP},              {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
-    struct slm_gw_options o = {.max_body = 4u << 20, .max_header = 64u << 10, .timeout_s = 30, .max_connections = 512};
+    struct slm_gw_options o = {.max_body = 4u << 20, .max_header = 64u << 10, .timeout_s = 30, .max_connections = 256};
     const char *listen = "127.0.0.1:8000", *key_file = NULL;
     char err[SLM_ERR_LEN] = "";
     unsigned long long size;
