@@ -42,6 +42,9 @@
 #ifndef SLM_BENCH_GIT_REV
 #define SLM_BENCH_GIT_REV "unknown"
 #endif
+#ifndef SLM_BENCH_VERSION
+#define SLM_BENCH_VERSION "unknown"
+#endif
 
 #define MAX_SWEEP 64
 
@@ -170,6 +173,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: slm-bench [options]              measure a running slmd or llama-server\n"
             "       slm-bench plot --svg FILE [--title TEXT] A.json [B.json ...]\n"
+            "       slm-bench --help | --version\n"
             "target:\n"
             "  --target slmd|llama-server  (default slmd)\n"
             "  --socket PATH               slmd's socket (default $SLM_SOCKET, else %s)\n"
@@ -243,6 +247,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(a, "--version")) {   /* the targets, not slm-bench, hold the backends */
+            printf("slm-bench %s (git %s; drives slmd or llama-server, whose backends are their own)\n",
+                   SLM_BENCH_VERSION, SLM_BENCH_GIT_REV);
             exit(0);
         }
         if (strncmp(a, "--", 2) != 0) return bad("unexpected argument '%s' (see --help)", a);

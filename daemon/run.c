@@ -6,13 +6,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/args.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "daemon/commands.h"
@@ -45,6 +45,7 @@ struct run_opts {
     int n_chunks;                /* with perplexity: at most this many chunks (0: all) */
     struct slm_sampling sampling;
     int seed_given;
+    int force_ctx;               /* --ctx-size may exceed the model's training context */
 };
 
 static void run_usage(FILE *f)
@@ -52,11 +53,11 @@ static void run_usage(FILE *f)
     fprintf(f,
             "usage: slmd run [--model FILE] --prompt TEXT [options]\n"
             "       slmd run [--model FILE] --perplexity FILE [--ctx-size N] [--chunks N]\n"
-            "  --model FILE          GGUF model (default: %s in the model cache)\n"
-            "  --prompt TEXT         the prompt ('-' reads standard input)\n"
+            "  -m, --model FILE      GGUF model (default: %s in the model cache)\n"
+            "  -p, --prompt TEXT     the prompt ('-' reads standard input)\n"
             "  --chat                wrap the prompt as one user turn in the model's chat template\n"
             "  --system TEXT         a system message (with --chat)\n"
-            "  --max-tokens N        tokens to generate at most (default 256; 0 = up to the context)\n"
+            "  -n, --max-tokens N    tokens to generate at most (default 256; 0 = up to the context)\n"
             "  --temperature T       0 = greedy (default 0.8)\n"
             "  --top-k N             (default 40; 0 = off)\n"
             "  --top-p P             (default 0.95; 1 = off)\n"
@@ -64,13 +65,15 @@ static void run_usage(FILE *f)
             "  --repeat-penalty F    (default 1.0 = off)\n"
             "  --presence-penalty F  (default 0)\n"
             "  --frequency-penalty F (default 0)\n"
-            "  --seed S              sampling seed (default: random)\n"
+            "  -s, --seed S          sampling seed (default: random)\n"
             "  --backend NAME        auto, cpu or cuda (default auto: cuda when a device is present)\n"
             "  --gpu-memory-fraction F  cuda: share of the free device memory the KV cache may take\n"
             "                        (0 < F <= 1, default 0.9)\n"
-            "  --threads N           CPU threads (default: all online CPUs)\n"
-            "  --ctx-size N          context length (default: the model's, at most 8192)\n"
-            "  --max-batch-tokens N  tokens per engine step (default 512; --batch-size is the same)\n"
+            "  -t, --threads N       CPU threads (default: all online CPUs)\n"
+            "  -c, --ctx-size N      context length (default: the model's, at most 8192); above the\n"
+            "                        model's training context only with --force-ctx\n"
+            "  --force-ctx           allow --ctx-size above the training context (quality degrades)\n"
+            "  --max-batch-tokens N  tokens per engine step (default 512; -b, --batch-size are the same)\n"
             "  --max-seqs N          sequences per engine step (default 64)\n"
             "  --kv-cache-mem SIZE   KV cache size, e.g. 256M (default: enough for the context)\n"
             "  --block-size N        tokens per KV block (default 16)\n"
@@ -78,7 +81,8 @@ static void run_usage(FILE *f)
             "  --perplexity FILE     the perplexity of a text, as llama-perplexity computes it: chunks of\n"
             "                        --ctx-size tokens (default 512), each scored on its second half\n"
             "  --chunks N            with --perplexity: at most N chunks (default: all)\n"
-            "  --log-level LEVEL     err, warning, notice, info, debug (default warning)\n",
+            "  --log-level LEVEL     err, warning, notice, info, debug (default warning)\n"
+            "  -h, --help            this text\n",
             SLM_DEFAULT_MODEL);
 }
 
@@ -86,25 +90,23 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_MODEL = 256, O_PROMPT, O_SYSTEM, O_CHAT, O_MAXTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES,
            O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_SEQS, O_KVMEM, O_BLOCK, O_IDS, O_LOG, O_HELP, O_PPL,
-           O_CHUNKS, O_BACKEND, O_GPUFRAC };
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
-        {"system", required_argument, 0, O_SYSTEM},     {"chat", no_argument, 0, O_CHAT},
-        {"max-tokens", required_argument, 0, O_MAXTOK}, {"temperature", required_argument, 0, O_TEMP},
-        {"top-k", required_argument, 0, O_TOPK},        {"top-p", required_argument, 0, O_TOPP},
-        {"min-p", required_argument, 0, O_MINP},        {"repeat-penalty", required_argument, 0, O_REP},
-        {"presence-penalty", required_argument, 0, O_PRES},
-        {"frequency-penalty", required_argument, 0, O_FREQ},
-        {"seed", required_argument, 0, O_SEED},         {"threads", required_argument, 0, O_THREADS},
-        {"ctx-size", required_argument, 0, O_CTX},      {"batch-size", required_argument, 0, O_BATCH},
-        {"max-batch-tokens", required_argument, 0, O_BATCH},
-        {"max-seqs", required_argument, 0, O_SEQS},     {"kv-cache-mem", required_argument, 0, O_KVMEM},
-        {"block-size", required_argument, 0, O_BLOCK},
-        {"print-token-ids", no_argument, 0, O_IDS},     {"log-level", required_argument, 0, O_LOG},
-        {"perplexity", required_argument, 0, O_PPL},    {"chunks", required_argument, 0, O_CHUNKS},
-        {"backend", required_argument, 0, O_BACKEND},
-        {"gpu-memory-fraction", required_argument, 0, O_GPUFRAC},
-        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
+           O_CHUNKS, O_BACKEND, O_GPUFRAC, O_FORCE_CTX };
+    static const struct slm_arg_opt opts[] = {
+        {"model", 'm', 1, O_MODEL},           {"prompt", 'p', 1, O_PROMPT},
+        {"system", 0, 1, O_SYSTEM},           {"chat", 0, 0, O_CHAT},
+        {"max-tokens", 'n', 1, O_MAXTOK},     {"temperature", 0, 1, O_TEMP},
+        {"top-k", 0, 1, O_TOPK},              {"top-p", 0, 1, O_TOPP},
+        {"min-p", 0, 1, O_MINP},              {"repeat-penalty", 0, 1, O_REP},
+        {"presence-penalty", 0, 1, O_PRES},   {"frequency-penalty", 0, 1, O_FREQ},
+        {"seed", 's', 1, O_SEED},             {"threads", 't', 1, O_THREADS},
+        {"ctx-size", 'c', 1, O_CTX},          {"force-ctx", 0, 0, O_FORCE_CTX},
+        {"batch-size", 'b', 1, O_BATCH},      {"max-batch-tokens", 0, 1, O_BATCH},
+        {"max-seqs", 0, 1, O_SEQS},           {"kv-cache-mem", 0, 1, O_KVMEM},
+        {"block-size", 0, 1, O_BLOCK},        {"print-token-ids", 0, 0, O_IDS},
+        {"log-level", 0, 1, O_LOG},           {"perplexity", 0, 1, O_PPL},
+        {"chunks", 0, 1, O_CHUNKS},           {"backend", 0, 1, O_BACKEND},
+        {"gpu-memory-fraction", 0, 1, O_GPUFRAC},
+        {"help", 'h', 0, O_HELP},
     };
     memset(o, 0, sizeof *o);
     o->max_tokens = 256;
@@ -114,13 +116,20 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
     o->backend = "auto";
     o->gpu_fraction = 0.9;
     slm_sampling_defaults(&o->sampling);
-    opterr = 0;
-    optind = 1;
+    char **pos = calloc((size_t)argc + 1, sizeof *pos), err[SLM_ERR_LEN];
+    if (!pos) return -ENOMEM;
+    struct slm_args it;
+    slm_args_init(&it, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), pos);
     int c;
     long long v;
     double d;
-    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
-        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+    while ((c = slm_args_next(&it, err)) != SLM_ARGS_END) {
+        if (c < 0) {
+            fprintf(stderr, "slmd run: %s (see slmd run --help)\n", err);
+            free(pos);
+            return -EINVAL;
+        }
+        const char *name = it.arg, *optarg = it.value;
         int rc = 0;
         switch (c) {
         case O_MODEL: o->model = optarg; break;
@@ -171,20 +180,21 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
                 rc = -EINVAL;
             }
             break;
-        case O_HELP: run_usage(stdout); return 1;
-        case ':':
-            fprintf(stderr, "slmd run: %s needs a value\n", name);
-            return -EINVAL;
-        default:
-            fprintf(stderr, "slmd run: unknown option '%s' (see slmd run --help)\n", name);
-            return -EINVAL;
+        case O_FORCE_CTX: o->force_ctx = 1; break;
+        case O_HELP: run_usage(stdout); free(pos); return 1;
         }
-        if (rc) return rc;
+        if (rc) {
+            free(pos);
+            return rc;
+        }
     }
-    if (optind < argc) {
-        fprintf(stderr, "slmd run: unexpected argument '%s' (see slmd run --help)\n", argv[optind]);
+    if (it.n_pos) {
+        fprintf(stderr, "slmd run: unexpected argument '%s'%s (see slmd run --help)\n", pos[0],
+                o->prompt ? "" : "; the prompt goes after --prompt (-p)");
+        free(pos);
         return -EINVAL;
     }
+    free(pos);
     if (!o->prompt == !o->perplexity) {
         fprintf(stderr, "slmd run: %s (see slmd run --help)\n",
                 o->prompt ? "--prompt and --perplexity exclude each other" : "--prompt is required");
@@ -211,7 +221,6 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         clock_gettime(CLOCK_REALTIME, &ts);
         o->sampling.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
     }
-    char err[SLM_ERR_LEN];
     if (slm_sampling_validate(&o->sampling, err)) {
         fprintf(stderr, "slmd run: %s\n", err);
         return -EINVAL;
@@ -443,6 +452,7 @@ int slm_cmd_run(int argc, char **argv)
     slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; %s", svc.model_path, m->cfg.arch_name,
             m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be_desc);
     int n_ctx = slm_service_ctx(m, o.ctx_size);
+    if (slm_service_check_ctx(m, o.ctx_size, o.force_ctx, err)) goto out;
     if (o.perplexity) {
         if (perplexity(&o, m, tok, o.ctx_size ? o.ctx_size : 512, stdin_prompt, err)) goto out;
         status = 0;

@@ -85,6 +85,15 @@ int slm_service_ctx(const struct slm_model *m, int requested)
     return train > 0 && train < 8192 ? train : 8192;
 }
 
+int slm_service_check_ctx(const struct slm_model *m, int requested, int force, char *err)
+{
+    int train = m->cfg.n_ctx_train;
+    if (requested <= train || train <= 0 || force) return 0;
+    slm_err_set(err, "--ctx-size %d is above the %d tokens the model was trained on; pass --force-ctx to use it "
+                "anyway (the output degrades past %d)", requested, train, train);
+    return -EINVAL;
+}
+
 void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap)
 {
     if (!strcmp(svc->be->ops->name, "cpu"))

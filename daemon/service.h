@@ -47,6 +47,11 @@ void slm_service_unload(struct slm_service *svc);
  * (8192 when the file does not say). */
 int slm_service_ctx(const struct slm_model *m, int requested);
 
+/* Whether a requested context may be used: 0 when it is at most the model's training
+ * context (or the file does not say, or force is set), else -EINVAL with a reason that
+ * names both numbers and --force-ctx. */
+int slm_service_check_ctx(const struct slm_model *m, int requested, int force, char *err);
+
 /* One phrase for logs: "cpu backend, 2 threads, avx2 kernels" or "cuda backend". */
 void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap);
 
