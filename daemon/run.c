@@ -228,33 +228,28 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
     return 0;
 }
 
-/* The prompt text after the chat template, or the raw prompt. Caller frees. */
-static char *render_prompt(const struct run_opts *o, const struct slm_gguf *g, char *err)
+/* The prompt text after the chat template (with the template's default system message
+ * when --system is not given), or the raw prompt. Caller frees. */
+static char *render_prompt(const struct run_opts *o, const struct slm_service *svc, char *err)
 {
     if (!o->chat) return strdup(o->prompt);
-    struct slm_gguf_str t;
-    if (slm_gguf_get_str(g, "tokenizer.chat_template", &t, NULL)) {
-        slm_err_set(err, "%s: --chat: the model has no chat template (tokenizer.chat_template)", g->path);
-        return NULL;
-    }
-    int fmt = slm_chat_detect(t.ptr, (size_t)t.len);
-    if (fmt < 0) {
-        slm_err_set(err, "%s: --chat: the model's chat template is not one slmd knows (ChatML, Llama 3, Gemma, "
-                    "Phi-3, Mistral); pass the formatted text without --chat", g->path);
+    if (svc->chat_fmt < 0) {
+        struct slm_gguf_str t;
+        if (slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL))
+            slm_err_set(err, "%s: --chat: the model has no chat template (tokenizer.chat_template)", svc->model_path);
+        else
+            slm_err_set(err, "%s: --chat: the model's chat template is not one slmd knows (ChatML, Llama 3, Gemma, "
+                        "Phi-3, Mistral); pass the formatted text without --chat", svc->model_path);
         return NULL;
     }
     struct slm_chat_msg msgs[2];
     int n = 0;
     if (o->system) msgs[n++] = (struct slm_chat_msg){"system", o->system};
     msgs[n++] = (struct slm_chat_msg){"user", o->prompt};
-    int len = slm_chat_apply(fmt, msgs, n, 1, NULL, 0);
-    char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
-    if (!buf || slm_chat_apply(fmt, msgs, n, 1, buf, (size_t)len + 1) != len) {
-        free(buf);
-        slm_err_set(err, "--chat: cannot apply the %s template", slm_chat_format_name(fmt));
-        return NULL;
-    }
-    return buf;
+    char why[SLM_ERR_LEN];
+    char *text = slm_service_chat_render(svc, msgs, n, 1, why);
+    if (!text) slm_err_set(err, "--chat: %s", why);
+    return text;
 }
 
 static double now_s(void)
@@ -458,7 +453,7 @@ int slm_cmd_run(int argc, char **argv)
         status = 0;
         goto out;
     }
-    if (!(text = render_prompt(&o, m->gguf, err))) goto out;
+    if (!(text = render_prompt(&o, &svc, err))) goto out;
     int n = slm_tok_encode(tok, text, strlen(text), 1, o.chat, NULL, 0);
     if (n < 0) {
         slm_err_set(err, "cannot encode the prompt: %s", strerror(-n));

@@ -64,10 +64,41 @@ int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, 
     svc->chat_fmt = slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL)
                         ? -1
                         : slm_chat_detect(t.ptr, (size_t)t.len);
+    if (svc->chat_fmt == SLM_CHAT_CHATML &&
+        slm_chat_default_system(t.ptr, (size_t)t.len, svc->chat_system, sizeof svc->chat_system) >= (int)sizeof svc->chat_system)
+        svc->chat_system[0] = 0;   /* too long to be a default worth keeping whole */
     return 0;
 fail:
     slm_service_unload(svc);
     return rc;
+}
+
+char *slm_service_chat_render(const struct slm_service *svc, const struct slm_chat_msg *msgs, int n,
+                              int add_generation_prompt, char *err)
+{
+    if (svc->chat_fmt < 0) {
+        slm_err_set(err, "the model has no chat template slmd knows (ChatML, Llama 3, Gemma, Phi-3, Mistral); "
+                    "send the formatted text instead");
+        return NULL;
+    }
+    struct slm_chat_msg *all = malloc(((size_t)n + 1) * sizeof *all);
+    if (!all) {
+        slm_err_set(err, "out of memory");
+        return NULL;
+    }
+    int k = 0;
+    if (svc->chat_system[0] && (n == 0 || !msgs[0].role || strcmp(msgs[0].role, "system") != 0))
+        all[k++] = (struct slm_chat_msg){"system", svc->chat_system};
+    for (int i = 0; i < n; i++) all[k++] = msgs[i];
+    int len = slm_chat_apply(svc->chat_fmt, all, k, add_generation_prompt, NULL, 0);
+    char *text = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!text || slm_chat_apply(svc->chat_fmt, all, k, add_generation_prompt, text, (size_t)len + 1) != len) {
+        slm_err_set(err, "cannot apply the %s chat template to these messages", slm_chat_format_name(svc->chat_fmt));
+        free(text);
+        text = NULL;
+    }
+    free(all);
+    return text;
 }
 
 void slm_service_unload(struct slm_service *svc)
@@ -76,6 +107,7 @@ void slm_service_unload(struct slm_service *svc)
     slm_model_free(&svc->model);
     slm_backend_destroy(&svc->be);
     svc->chat_fmt = -1;
+    svc->chat_system[0] = 0;
 }
 
 int slm_service_ctx(const struct slm_model *m, int requested)

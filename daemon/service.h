@@ -28,6 +28,7 @@ struct slm_service {
     struct slm_backend *be;
     struct slm_tokenizer *tok;
     int chat_fmt;             /* slm_chat_detect of the model's template; < 0: none */
+    char chat_system[1024];   /* the template's default system message; "": none */
 };
 
 /* The model to load: `given` if not NULL, else the default model in $SLM_MODEL_DIR,
@@ -39,6 +40,14 @@ int slm_service_model_path(const char *given, char *path, size_t cap, char *err)
  * checking that the vocabulary matches the embedding. 0, or -errno with err (svc then holds
  * nothing: the partial work is undone). */
 int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, char *err);
+
+/* A conversation msgs[n] through the model's chat template, with the template's default
+ * system message first when msgs[0] is not a system message (as llama.cpp's Jinja rendering
+ * of the GGUF's template does; docs/chat-templates.md). Returns the text (caller frees), or
+ * NULL with err (no template slmd knows, a bad role, no memory). */
+struct slm_chat_msg;
+char *slm_service_chat_render(const struct slm_service *svc, const struct slm_chat_msg *msgs, int n,
+                              int add_generation_prompt, char *err);
 
 /* Frees what slm_service_load made; svc may be partly or never loaded. */
 void slm_service_unload(struct slm_service *svc);

@@ -5,7 +5,10 @@
 #   - every subcommand of slm and slmd takes -h/--help, `help COMMAND` prints that command's help,
 #     --version on slmd, slm and slm-bench (version, git revision, backends);
 #   - llama.cpp's short flags (-m -p -n -c -t -s) where they make sense;
-#   - --ctx-size above the model's training context is refused unless --force-ctx.
+#   - --ctx-size above the model's training context is refused unless --force-ctx;
+#   - chat through a real `slmd serve`: the template's default system message when none is
+#     given (as `slmd run --chat`), history trimmed from the oldest turns to fit the context
+#     with one line saying so, /reset, /system, /help.
 set -u
 slmd=${SLMD:?SLMD must name the slmd binary}
 bin=$(dirname "$slmd")
@@ -70,4 +73,54 @@ expect_error "ctx above training" "--ctx-size 65536 is above the 8192 tokens .*-
   run -m "$model" -p hi -c 65536
 "$slmd" run -m "$model" -p hi -n 1 -c 9000 --force-ctx >/dev/null 2>"$tmp/err" && ok "--force-ctx allows it" \
   || bad "--force-ctx: $(cat "$tmp/err")"
+
+# ---- chat through a real daemon, with a small context (96 tokens)
+sock=$tmp/slmd.sock
+"$slmd" serve --socket "$sock" --model "$model" --ctx-size 96 --kv-cache-mem 64M --threads 2 --log-level warning \
+  2>"$tmp/daemon.log" &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 300); do
+  "$slm" --socket "$sock" info >/dev/null 2>&1 && break
+  kill -0 $daemon 2>/dev/null || { echo "FAIL slmd serve exited:"; cat "$tmp/daemon.log"; exit 1; }
+  sleep 0.1
+done
+export SLM_SOCKET=$sock
+n_prompt() { python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["usage"]["n_prompt"]) for l in sys.stdin))'; }
+default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+# The default system message (SmolLM2's template adds it when a conversation has none).
+a=$(echo Hi | "$slm" chat --json --temperature 0 -n 4 | n_prompt)
+b=$(echo Hi | "$slm" chat --json --temperature 0 -n 4 --system "$default_system" | n_prompt)
+c=$(echo Hi | "$slm" chat --json --temperature 0 -n 4 --system "Be brief." | n_prompt)
+[ -n "$a" ] && [ "$a" = "$b" ] && [ "$c" -lt "$a" ] && ok "chat without --system gets the template's default ($a tokens, $c with a short --system)" \
+  || bad "default system message: $a tokens without, $b with the default, $c with 'Be brief.'"
+r1=$("$slmd" run -m "$model" --chat -p Hi --temperature 0 -n 12 -t 2)
+r2=$("$slmd" run -m "$model" --chat -p Hi --system "$default_system" --temperature 0 -n 12 -t 2)
+[ -n "$r1" ] && [ "$r1" = "$r2" ] && ok "slmd run --chat: the default system message too: $r1" || bad "slmd run --chat: '$r1' vs '$r2'"
+
+# History trimmed: five questions in 96 tokens all get an answer, and one line says so.
+printf 'What is the capital of France?\nAnd of Germany?\nAnd of Italy?\nAnd of Spain?\nAnd of Peru?\n' \
+  | "$slm" chat --json --temperature 0 -n 24 >"$tmp/trim.json" 2>"$tmp/trim.err"; rc=$?
+n=$(wc -l <"$tmp/trim.json")
+if [ $rc = 0 ] && [ "$n" = 5 ] && grep -q "outgrew the context of 96 tokens: dropped its oldest" "$tmp/trim.err"; then
+  ok "chat trims its history to the context: 5 answers; $(head -1 "$tmp/trim.err")"
+else
+  bad "chat trimming: exit $rc, $n answers, stderr: $(cat "$tmp/trim.err")"
+fi
+# A line longer than the context alone is refused with its token count against the limit.
+long=$(python3 -c "print('word ' * 120)")
+printf '%s\nHi\n' "$long" | "$slm" chat --json --temperature 0 -n 4 >"$tmp/long.json" 2>"$tmp/long.err"; rc=$?
+grep -q "prompt of [0-9]* tokens does not fit the context of 96" "$tmp/long.err" \
+  && ok "a line over the context: $(head -1 "$tmp/long.err")" || bad "a line over the context: exit $rc: $(cat "$tmp/long.err")"
+
+# /reset, /system, /help
+r=$(printf 'What is 2+2?\n/reset\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2>/dev/null | n_prompt)
+[ "${r#* }" = "$a" ] && ok "/reset: the next turn's prompt is a fresh one ($r)" || bad "/reset: prompts $r, a fresh Hi is $a"
+r=$(printf '/system Be brief.\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2>"$tmp/sys.err" | n_prompt)
+[ "$r" = "$c" ] && grep -q "system message set" "$tmp/sys.err" && ok "/system: as --system ($r tokens)" \
+  || bad "/system: $r tokens, --system gives $c; $(cat "$tmp/sys.err")"
+out=$(printf '/help\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2>"$tmp/help.err" | wc -l)
+[ "$out" = 1 ] && grep -q '/reset' "$tmp/help.err" && grep -q '/system TEXT' "$tmp/help.err" && grep -q '/exit' "$tmp/help.err" \
+  && ok "/help lists /reset, /system, /exit and sends nothing" || bad "/help: $out answers; $(cat "$tmp/help.err")"
 exit $fail

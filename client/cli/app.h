@@ -32,6 +32,9 @@ struct slm_app {
     int n_args;
     struct slm_client *client;
     int lost;                  /* the daemon went away (a chat ends) */
+    int n_ctx;                 /* chat: the daemon's context (slm_info), for messages */
+    int retry_e2big;           /* chat: a refusal for size is the caller's to handle (it trims) */
+    const char *note;          /* a line for stderr before the next answer's first token */
 };
 
 /* The signal that interrupted the command (0: none yet) and how many came. */
