@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/parse.h"
 #include "daemon/commands.h"
+#include "daemon/service.h"
 
 enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL, K_FRAC };
 
@@ -230,18 +231,28 @@ int slm_config_load(struct slm_config *c, const char *path, int must_exist, char
         }
         *eq = 0;
         char *key = trim(s), *value = trim(eq + 1);
-        if (*value != '"') {   /* a comment after the value: whitespace, then # */
+        if (*value == '"') {   /* a quoted value: \" and \\ inside; then a comment or nothing */
+            char *r = value + 1, *w = value;
+            while (*r && *r != '"') {
+                if (*r == '\\' && (r[1] == '"' || r[1] == '\\')) r++;
+                *w++ = *r++;
+            }
+            char *rest = *r == '"' ? r + 1 : NULL;
+            if (rest) rest += strspn(rest, " \t");
+            if (!rest || (*rest && *rest != '#')) {
+                slm_err_set(err, "%s:%d: %s: %s", path, lineno, key,
+                            rest ? "text after the closing quote (a comment starts with #)" : "no closing quote");
+                rc = -EINVAL;
+                break;
+            }
+            *w = 0;
+        } else {   /* a comment after the value: whitespace, then # */
             for (char *h = strchr(value, '#'); h; h = strchr(h + 1, '#'))
                 if (h == value || h[-1] == ' ' || h[-1] == '\t') {
                     *h = 0;
                     value = trim(value);
                     break;
                 }
-        }
-        size_t vl = strlen(value);
-        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {   /* optional quotes */
-            value[vl - 1] = 0;
-            value++;
         }
         char src[SLM_CONFIG_SOURCE_LEN], why[SLM_ERR_LEN];
         snprintf(src, sizeof src, "%s:%d", path, lineno);
@@ -336,6 +347,23 @@ static void print_ids(FILE *f, const uint32_t *ids, int n)
     for (int i = 0; i < n; i++) fprintf(f, "%s%u", i ? "," : "", ids[i]);
 }
 
+/* A string value as the loader reads it back: bare when it can be, else in double quotes
+ * with " and \ escaped (a '#', a quote or backslash, or spaces at either end). */
+static void print_str(FILE *f, const char *v)
+{
+    size_t n = strlen(v);
+    if (!strpbrk(v, "#\"\\") && (!n || (v[0] != ' ' && v[0] != '\t' && v[n - 1] != ' ' && v[n - 1] != '\t'))) {
+        fputs(v, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\') fputc('\\', f);
+        fputc(*v, f);
+    }
+    fputc('"', f);
+}
+
 void slm_config_print(const struct slm_config *c, FILE *f)
 {
     for (int i = 0; i < N_KEYS; i++) {
@@ -347,10 +375,16 @@ void slm_config_print(const struct slm_config *c, FILE *f)
             if (!strcmp(k->name, "socket")) {
                 char path[sizeof c->socket + 32];
                 slm_config_socket_path(c, path, sizeof path);
-                fprintf(f, "%s", path);
+                print_str(f, path);
                 break;
             }
-            fprintf(f, "%s", field);
+            if (!strcmp(k->name, "model") && !field[0]) {   /* the default model, as serve resolves it */
+                char path[1024], why[SLM_ERR_LEN];
+                slm_service_model_path(NULL, path, sizeof path, why);
+                print_str(f, path);
+                break;
+            }
+            print_str(f, field);
             break;
         case K_ENUM:
         case K_LEVEL: fprintf(f, "%s", field); break;

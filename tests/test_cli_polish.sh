@@ -6,6 +6,8 @@
 #     --version on slmd, slm and slm-bench (version, git revision, backends);
 #   - llama.cpp's short flags (-m -p -n -c -t -s) where they make sense;
 #   - --ctx-size above the model's training context is refused unless --force-ctx;
+#   - `slmd config` output reads back identically (odd values: '#', quotes, spaces, backslashes)
+#     and names the default model it resolves;
 #   - chat through a real `slmd serve`: the template's default system message when none is
 #     given (as `slmd run --chat`), history trimmed from the oldest turns to fit the context
 #     with one line saying so, /reset, /system, /help.
@@ -58,6 +60,23 @@ v=$("$slmd" --version)
   || bad "slmd --version: $v"
 v=$("$bin/slm-bench" --version 2>&1)
 [[ "$v" =~ ^slm-bench\ [0-9.]+\ \(git ]] && ok "slm-bench --version: $v" || bad "slm-bench --version: $v"
+
+# ---- slmd config: its output is a configuration file that reads back to the same values
+values() { sed 's/    # [^#]*$//' "$1"; }   # the lines without their source comments
+for v in 'my #1 model.gguf' '"quoted' 'say "hi" # not a comment' ' spaced ' 'back\slash\' 'plain.gguf'; do
+  "$slmd" config --model "$v" --socket-group "$v" >"$tmp/c1.conf" 2>"$tmp/err" || { bad "config --model '$v': $(cat "$tmp/err")"; continue; }
+  "$slmd" config --config "$tmp/c1.conf" >"$tmp/c2.conf" 2>"$tmp/err"
+  if cmp -s <(values "$tmp/c1.conf") <(values "$tmp/c2.conf") && grep -q '^model = .*    # --model$' "$tmp/c1.conf"; then
+    ok "config round trip of '$v': $(grep '^model' "$tmp/c1.conf")"
+  else
+    bad "config round trip of '$v': $(cat "$tmp/err"); $(diff <(values "$tmp/c1.conf") <(values "$tmp/c2.conf") | head -4)"
+  fi
+done
+SLM_MODEL_DIR=$tmp/store "$slmd" config | grep -q "^model = $tmp/store/SmolLM2-135M-Instruct.Q4_1.gguf    # default$" \
+  && ok "config shows the default model it resolves" || bad "config default model: $(SLM_MODEL_DIR=$tmp/store "$slmd" config | grep '^model')"
+printf 'model = "unterminated\n' >"$tmp/bad.conf"
+EXPECT_PROG=$slmd
+expect_error "config: no closing quote" "bad.conf:1: model: no closing quote" config --config "$tmp/bad.conf"
 
 [ -f "$model" ] || { echo "skip: $model is absent (the rest needs it)"; exit $([ $fail = 0 ] && echo 77 || echo 1); }
 
