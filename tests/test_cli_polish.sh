@@ -10,7 +10,10 @@
 #     and names the default model it resolves;
 #   - chat through a real `slmd serve`: the template's default system message when none is
 #     given (as `slmd run --chat`), history trimmed from the oldest turns to fit the context
-#     with one line saying so, /reset, /system, /help.
+#     with one line saying so, /reset, /system, /help;
+#   - errors that say what to do: the socket's mode and group on a permission error, the id
+#     and the vocabulary size for an unknown token id, a 2 MB prompt's size;
+#   - the default seed is random per request and --json echoes it.
 set -u
 slmd=${SLMD:?SLMD must name the slmd binary}
 bin=$(dirname "$slmd")
@@ -142,4 +145,27 @@ r=$(printf '/system Be brief.\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2
 out=$(printf '/help\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2>"$tmp/help.err" | wc -l)
 [ "$out" = 1 ] && grep -q '/reset' "$tmp/help.err" && grep -q '/system TEXT' "$tmp/help.err" && grep -q '/exit' "$tmp/help.err" \
   && ok "/help lists /reset, /system, /exit and sends nothing" || bad "/help: $out answers; $(cat "$tmp/help.err")"
+
+# ---- errors in the user's terms
+EXPECT_PROG=$slm
+expect_error "unknown token id" "token id 999999 at 0 is outside the vocabulary \(49152\)" detokenize 999999
+python3 -c "print('a' * 2100000)" >"$tmp/big.txt"
+"$slm" generate - <"$tmp/big.txt" >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 4 ] && grep -q "the prompt is 2.0 MB, more than one request to slmd can carry" "$tmp/err" \
+  && ok "a 2 MB prompt: $(cat "$tmp/err")" || bad "a 2 MB prompt: exit $rc: $(cat "$tmp/err")"
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  chmod 755 "$tmp"
+  setpriv --reuid=65534 --regid=65534 --clear-groups "$slm" --socket "$sock" info >/dev/null 2>"$tmp/err"; rc=$?
+  [ $rc = 3 ] && grep -q "Permission denied; the socket is mode 0660, owner root, group root, and you (uid 65534) are not in group root: .*usermod -aG root" "$tmp/err" \
+    && ok "permission denied: $(cat "$tmp/err")" || bad "permission denied: exit $rc: $(cat "$tmp/err")"
+else
+  echo "skip permission denied: needs root and setpriv"
+fi
+
+# ---- the seed: random per request unless given, echoed by --json
+s1=$("$slm" generate hi -n 2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
+s2=$("$slm" generate hi -n 2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
+s3=$("$slm" generate hi -n 2 --json -s 5 | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
+[ -n "$s1" ] && [ "$s1" != "$s2" ] && [ "$s3" = 5 ] && ok "seed: random ($s1, $s2), --seed 5 echoed" \
+  || bad "seed: '$s1' '$s2' (should differ), '$s3' (should be 5)"
 exit $fail

@@ -103,10 +103,11 @@ static const char *finish_name(enum slm_finish_reason r)
                                                                                   ? "cancelled" : "unknown";
 }
 
-static void done_json(FILE *f, const struct slm_event *done)
+/* The end of a completion, with the seed it was sampled with (to repeat it: --seed). */
+static void done_json(FILE *f, const struct slm_event *done, uint64_t seed)
 {
-    fprintf(f, "\"finish\":\"%s\",\"usage\":{\"n_prompt\":%d,\"n_cached\":%d,\"n_generated\":%d}",
-            finish_name(done->finish), done->n_prompt, done->n_cached, done->n_generated);
+    fprintf(f, "\"finish\":\"%s\",\"usage\":{\"n_prompt\":%d,\"n_cached\":%d,\"n_generated\":%d},\"seed\":%llu",
+            finish_name(done->finish), done->n_prompt, done->n_cached, done->n_generated, (unsigned long long)seed);
 }
 
 static void on_token(struct slm_app *a, struct turn *t, const struct slm_event *ev)
@@ -183,13 +184,13 @@ static void print_end(const struct slm_app *a, struct turn *t)
     }
     if (a->stream_json) {
         fputs("{\"event\":\"done\",", stdout);
-        done_json(stdout, &t->done);
+        done_json(stdout, &t->done, a->params.seed);
         fputs("}\n", stdout);
     } else if (a->json) {
         fputs("{\"text\":", stdout);
         slm_json_string(stdout, t->text_buf, t->text_len);
         fputc(',', stdout);
-        done_json(stdout, &t->done);
+        done_json(stdout, &t->done, a->params.seed);
         if (a->params.logprobs) printf(",\"logprobs\":[%s]", t->lp_buf);
         fputs("}\n", stdout);
     } else {
@@ -229,6 +230,12 @@ int slm_cmd_generate(struct slm_app *a)
     int status = turn_open(&t) < 0 ? SLM_EXIT_ERROR : slm_app_connect(a);
     if (status != SLM_EXIT_OK) goto out;
     int64_t h = submit_retry(a, prompt, NULL, 0);
+    if (h == -E2BIG) {   /* in the user's terms: the size, and what to do */
+        fprintf(stderr, "%s: the prompt is %.1f MB, more than one request to slmd can carry (its shared memory "
+                "with this client); shorten it\n", a->prog, (double)strlen(prompt) / (1 << 20));
+        status = SLM_EXIT_FAILED;
+        goto out;
+    }
     if (h < 0) {
         status = slm_app_fail(a, "cannot submit the prompt", (int)h);
         goto out;

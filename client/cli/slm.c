@@ -6,12 +6,15 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "client/cli/app.h"
 #include "client/cli/json.h"
@@ -167,7 +170,7 @@ static int set_number(struct slm_app *a, const struct opt_spec *s, const char *t
 static int parse_args(struct slm_app *a, const struct command *cmd, int argc, char **argv, char **pos)
 {
     struct slm_arg_opt opts[O_COUNT];
-    int n = 0, seed_given = 0;
+    int n = 0;
     for (int i = 0; i < O_COUNT; i++)
         if (specs[i].cmds & cmd->bit)
             opts[n++] = (struct slm_arg_opt){specs[i].name, specs[i].short_name, specs[i].kind != K_FLAG, i};
@@ -193,7 +196,6 @@ static int parse_args(struct slm_app *a, const struct command *cmd, int argc, ch
         case O_HELP: command_usage(stdout, cmd); return 1;
         default:
             if (set_number(a, s, optarg)) return -EINVAL;
-            seed_given |= c == O_SEED;
         }
     }
     if (cmd->bit == C_GENERATE && a->first) {   /* -p PROMPT, as llama.cpp's CLI takes it */
@@ -227,30 +229,65 @@ static int parse_args(struct slm_app *a, const struct command *cmd, int argc, ch
         fprintf(stderr, "%s: --logprobs needs --json or --stream-json\n", a->prog);
         return -EINVAL;
     }
-    if (!seed_given) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        a->params.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
-    }
     a->params.stop = a->params.n_stop ? a->stops : NULL;
     return 0;
 }
 
 /* ---- shared by the commands ------------------------------------------------------------------ */
 
+/* Why the socket at path refuses this user, with what to do: its mode, owner and group,
+ * and whether the user is in that group. Empty when the socket cannot be looked at. */
+static void permission_hint(const char *path, char *out, size_t cap)
+{
+    struct stat st;
+    out[0] = 0;
+    if (stat(path, &st) != 0) return;
+    struct passwd *pw = getpwuid(st.st_uid);
+    char owner[64], group[64];
+    snprintf(owner, sizeof owner, "%s", pw ? pw->pw_name : "?");
+    struct group *gr = getgrgid(st.st_gid);
+    snprintf(group, sizeof group, "%s", gr ? gr->gr_name : "?");
+    if (!pw) snprintf(owner, sizeof owner, "%u", (unsigned)st.st_uid);
+    if (!gr) snprintf(group, sizeof group, "%u", (unsigned)st.st_gid);
+    gid_t groups[256];
+    int n = getgroups(256, groups), member = getegid() == st.st_gid;
+    for (int i = 0; i < n && !member; i++) member = groups[i] == st.st_gid;
+    if (member)
+        snprintf(out, cap, "; the socket is mode %04o, owner %s, group %s, and you (uid %u) are in group %s: log "
+                 "in again if you were just added", (unsigned)(st.st_mode & 07777), owner, group, (unsigned)geteuid(),
+                 group);
+    else
+        snprintf(out, cap, "; the socket is mode %04o, owner %s, group %s, and you (uid %u) are not in group %s: "
+                 "ask an administrator to add you (usermod -aG %s USER, then log in again) or to set socket-mode / "
+                 "socket-group in /etc/slmd/slmd.conf", (unsigned)(st.st_mode & 07777), owner, group,
+                 (unsigned)geteuid(), group, group);
+}
+
 int slm_app_connect(struct slm_app *a)
 {
     int rc = slm_connect(a->socket, "slm", &a->client);
     if (rc == 0) return SLM_EXIT_OK;
     const char *why = slm_last_error()[0] ? slm_last_error() : slm_strerror(rc);
-    fprintf(stderr, "%s: cannot connect to slmd at %s: %s%s\n", a->prog, a->socket, why,
-            rc == -ENOENT || rc == -ECONNREFUSED ? " (is slmd running?)" : "");
+    char hint[512] = "";
+    if (rc == -ENOENT || rc == -ECONNREFUSED) snprintf(hint, sizeof hint, " (is slmd running?)");
+    else if (rc == -EACCES && !strncmp(why, "connect ", 8)) permission_hint(a->socket, hint, sizeof hint);
+    fprintf(stderr, "%s: cannot connect to slmd at %s: %s%s\n", a->prog, a->socket, why, hint);
     return SLM_EXIT_CONNECT;
 }
 
 int slm_app_fail(const struct slm_app *a, const char *what, int err)
 {
     fprintf(stderr, "%s: %s: %s\n", a->prog, what, slm_strerror(err));
+    return SLM_EXIT_FAILED;
+}
+
+/* slm_app_fail for a request answered at once (tokenize, detokenize, info, stats): slmd's
+ * own reason when it gave one. */
+static int fail_request(const struct slm_app *a, const char *what, int err)
+{
+    const char *why = slm_last_error();
+    if (!why[0]) return slm_app_fail(a, what, err);
+    fprintf(stderr, "%s: %s: %s\n", a->prog, what, why);
     return SLM_EXIT_FAILED;
 }
 
@@ -272,7 +309,7 @@ static int cmd_info(struct slm_app *a)
     int rc = slm_app_connect(a);
     if (rc != SLM_EXIT_OK) return rc;
     rc = slm_info(a->client, &in);
-    if (rc < 0) return slm_app_fail(a, "info", rc);
+    if (rc < 0) return fail_request(a, "info", rc);
     const struct slm_field f[] = {
         {"model", SLM_FIELD_STR, in.model, 0, 0},
         {"arch", SLM_FIELD_STR, in.arch, 0, 0},
@@ -294,7 +331,7 @@ static int cmd_stats(struct slm_app *a)
     int rc = slm_app_connect(a);
     if (rc != SLM_EXIT_OK) return rc;
     rc = slm_stats(a->client, &st);
-    if (rc < 0) return slm_app_fail(a, "stats", rc);
+    if (rc < 0) return fail_request(a, "stats", rc);
     const struct slm_field f[] = {
         {"clients", SLM_FIELD_INT, NULL, st.clients, 0},
         {"requests_active", SLM_FIELD_INT, NULL, st.requests_active, 0},
@@ -323,7 +360,7 @@ static int cmd_tokenize(struct slm_app *a)
     if (rc == SLM_EXIT_OK) rc = slm_tokenize(a->client, text, &ids, &n);
     free(owned);
     if (rc > 0) return rc;
-    if (rc < 0) return slm_app_fail(a, "tokenize", rc);
+    if (rc < 0) return fail_request(a, "tokenize", rc);
     fputs(a->json ? "{\"ids\":[" : "", stdout);
     for (int i = 0; i < n; i++) printf("%s%d", i ? (a->json ? "," : " ") : "", ids[i]);
     fputs(a->json ? "]}\n" : "\n", stdout);
@@ -368,7 +405,7 @@ static int cmd_detokenize(struct slm_app *a)
     if ((status = slm_app_connect(a)) != SLM_EXIT_OK) goto out;
     int rc = slm_detokenize(a->client, ids, n, &text);
     if (rc < 0) {
-        status = slm_app_fail(a, "detokenize", rc);
+        status = fail_request(a, "detokenize", rc);
         goto out;
     }
     if (a->json) slm_json_string(stdout, text, strlen(text));
