@@ -15,7 +15,7 @@
 #include "daemon/commands.h"
 #include "daemon/service.h"
 
-enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL, K_FRAC };
+enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL, K_FRAC, K_BOOL };
 
 struct key {
     const char *name;
@@ -38,6 +38,7 @@ static const struct key keys[] = {
     {"allow-gids", K_GIDS, F(allow_gids), 0, 0, "", NULL, "...or members (primary group) of these groups"},
     {"threads", K_INT, F(threads), 0, 256, "0", NULL, "CPU threads (0: all online CPUs)"},
     {"ctx-size", K_INT, F(ctx_size), 0, 1 << 20, "0", NULL, "context length per sequence (0: the model's, at most 8192)"},
+    {"force-ctx", K_BOOL, F(force_ctx), 0, 1, "false", NULL, "allow a ctx-size above the model's training context (a bare --force-ctx is true)"},
     {"max-batch-tokens", K_INT, F(max_batch_tokens), 1, 65536, "512", NULL, "tokens per engine step"},
     {"max-seqs", K_INT, F(max_seqs), 1, 4096, "64", NULL, "sequences per engine step"},
     {"kv-cache-mem", K_SIZE, F(kv_cache_mem), 0, 1ll << 46, "0", NULL, "KV cache size, e.g. 2G (0: auto, docs/configuration.md)"},
@@ -158,6 +159,14 @@ static int set_value(struct slm_config *c, const struct key *k, const char *v, c
         *(double *)field = d;
         return 0;
     }
+    case K_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes")) *(int *)field = 1;
+        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no")) *(int *)field = 0;
+        else {
+            slm_err_set(err, "'%s' is not true or false", v);
+            return -EINVAL;
+        }
+        return 0;
     case K_LEVEL:
         if (strlen(v) >= k->cap || slm_log_set_level(v)) {
             slm_err_set(err, "'%s' is not one of err, warning, notice, info, debug", v);
@@ -278,7 +287,8 @@ void slm_config_usage(FILE *f)
             SLM_CONFIG_DEFAULT_PATH);
     for (int i = 0; i < N_KEYS; i++) {
         char flag[64];
-        snprintf(flag, sizeof flag, "--%s %s", keys[i].name, keys[i].kind == K_INT ? "N" : "VALUE");
+        snprintf(flag, sizeof flag, "--%s%s", keys[i].name,
+                 keys[i].kind == K_BOOL ? "" : keys[i].kind == K_INT ? " N" : " VALUE");
         fprintf(f, "  %-23s %s%s%s%s\n", flag, keys[i].help, *keys[i].def ? " [" : "", keys[i].def,
                 *keys[i].def ? "]" : "");
     }
@@ -323,6 +333,7 @@ int slm_config_from_args(struct slm_config *c, int argc, char **argv, char *err)
             return -EINVAL;
         }
         if (eq) value = eq + 1;
+        else if (k->kind == K_BOOL) value = "true";   /* a bare --force-ctx */
         else if (i + 1 < argc) value = argv[++i];
         else {
             slm_err_set(err, "--%s needs a value", k->name);
@@ -390,6 +401,7 @@ void slm_config_print(const struct slm_config *c, FILE *f)
         case K_LEVEL: fprintf(f, "%s", field); break;
         case K_INT: fprintf(f, "%d", *(const int *)field); break;
         case K_FRAC: fprintf(f, "%g", *(const double *)field); break;
+        case K_BOOL: fputs(*(const int *)field ? "true" : "false", f); break;
         case K_SIZE: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
         case K_MODE: fprintf(f, "%04o", *(const unsigned *)field); break;
         case K_UIDS: print_ids(f, (const uint32_t *)c->allow_uids, c->n_allow_uids); break;

@@ -76,6 +76,7 @@ static int load_engine(struct slm_server *s, char *err)
     int rc = slm_service_load(&s->svc, &so, err);
     if (rc) return rc;
     int n_ctx = slm_service_ctx(s->svc.model, s->cfg.ctx_size);
+    if (slm_service_check_ctx(s->svc.model, s->cfg.ctx_size, s->cfg.force_ctx, err)) return -EINVAL;
     int n_blocks = kv_blocks(s, n_ctx, err);
     if (!n_blocks) return -EINVAL;
     s->eo = (struct slm_engine_opts){.n_blocks = n_blocks, .block_size = s->cfg.block_size,

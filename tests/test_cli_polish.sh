@@ -93,6 +93,8 @@ short=$("$slmd" run -m "$model" -p "The capital of France is" -n 6 -s 3 -t 2 -c 
 # ---- --ctx-size above the training context (8192 for SmolLM2)
 expect_error "ctx above training" "--ctx-size 65536 is above the 8192 tokens .*--force-ctx" \
   run -m "$model" -p hi -c 65536
+expect_error "serve: ctx above training" "--ctx-size 10000 is above the 8192 tokens .*--force-ctx" \
+  serve --socket "$tmp/ctx.sock" --model "$model" --ctx-size 10000 --log-level err
 "$slmd" run -m "$model" -p hi -n 1 -c 9000 --force-ctx >/dev/null 2>"$tmp/err" && ok "--force-ctx allows it" \
   || bad "--force-ctx: $(cat "$tmp/err")"
 
