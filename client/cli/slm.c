@@ -34,8 +34,10 @@ static int cmd_stats(struct slm_app *a);
 static int cmd_tokenize(struct slm_app *a);
 static int cmd_detokenize(struct slm_app *a);
 
-enum { C_GENERATE = 1, C_CHAT = 2, C_INFO = 4, C_STATS = 8, C_TOKENIZE = 16, C_DETOKENIZE = 32 };
-#define C_ALL 63u
+enum { C_GENERATE = 1, C_CHAT = 2, C_INFO = 4, C_STATS = 8, C_TOKENIZE = 16, C_DETOKENIZE = 32, C_MODELS = 64,
+       C_PULL = 128, C_RM = 256 };
+#define C_ALL 511u
+#define C_DAEMON 63u   /* the commands that talk to slmd */
 #define C_SAMPLING (C_GENERATE | C_CHAT)
 
 struct command {
@@ -59,6 +61,11 @@ static const struct command commands[] = {
      1, 1},
     {"detokenize", C_DETOKENIZE, "ID...", "the text of token ids ('-': ids from standard input)",
      cmd_detokenize, 1, 1 << 20},
+    {"models", C_MODELS, "", "the models in the store (name, size, quantization, architecture, context) and the "
+     "catalogue's", slm_cmd_models, 0, 0},
+    {"pull", C_PULL, "NAME", "fetch a model of the catalogue into your store (sha256 checked; progress on a terminal)",
+     slm_cmd_pull, 1, 1},
+    {"rm", C_RM, "NAME", "remove a model from your store", slm_cmd_rm, 1, 1},
 };
 
 enum opt_kind { K_FLAG, K_STR, K_INT, K_FLOAT, K_SEED };
@@ -82,9 +89,9 @@ struct opt_spec {
 
 #define P(f) offsetof(struct slm_params, f)
 static const struct opt_spec specs[O_COUNT] = {
-    [O_SOCKET] = {"socket", 0, K_STR, C_ALL, 0, 0, 0, "PATH",
+    [O_SOCKET] = {"socket", 0, K_STR, C_DAEMON, 0, 0, 0, "PATH",
                   "the daemon's socket (default: $SLM_SOCKET, else " SLM_DEFAULT_SOCKET ")"},
-    [O_JSON] = {"json", 0, K_FLAG, C_ALL, 0, 0, 0, "", "print JSON (docs/client.md has the shapes)"},
+    [O_JSON] = {"json", 0, K_FLAG, C_DAEMON | C_MODELS, 0, 0, 0, "", "print JSON (docs/client.md has the shapes)"},
     [O_STREAM_JSON] = {"stream-json", 0, K_FLAG, C_SAMPLING, 0, 0, 0, "", "print one JSON object per event"},
     [O_SYSTEM] = {"system", 0, K_STR, C_CHAT, 0, 0, 0, "TEXT", "a system message before the conversation"},
     [O_PROMPT] = {"prompt", 'p', K_STR, C_CHAT | C_GENERATE, 0, 0, 0, "TEXT",
