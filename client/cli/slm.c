@@ -52,8 +52,7 @@ struct command {
 static const struct command commands[] = {
     {"generate", C_GENERATE, "PROMPT", "complete PROMPT ('-': standard input), streaming the text to stdout",
      slm_cmd_generate, 1, 1},
-    {"chat", C_CHAT, "", "a conversation: one user turn per line of input, each answer streamed; the oldest turns are\n"
-     "  dropped when it outgrows the context; /help, /reset, /system TEXT, /exit",
+    {"chat", C_CHAT, "", "a conversation, one user turn a line (/help, /reset, /system TEXT, /exit)",
      slm_cmd_chat, 0, 0},
     {"info", C_INFO, "", "the model and the engine's limits", cmd_info, 0, 0},
     {"stats", C_STATS, "", "the daemon's counters: clients, requests, tokens, KV blocks", cmd_stats, 0, 0},
