@@ -46,7 +46,8 @@ done
 "$slm" generate --help | grep -q -- '-n, --max-tokens N' && "$slm" generate --help | grep -q -- '-s, --seed S' \
   && ok "slm generate --help shows -n and -s" || bad "slm generate --help lacks the short flags"
 v=$("$slm" --version)
-[[ "$v" =~ ^slm\ [0-9]+\.[0-9]+\.[0-9]+ ]] && ok "slm --version: $v" || bad "slm --version: $v"
+git_rev=; git -C "$(dirname "$0")" rev-parse >/dev/null 2>&1 && git_rev='.*\(git [0-9a-f]+'   # a build from git names it
+[[ "$v" =~ ^slm\ [0-9]+\.[0-9]+\.[0-9]+$git_rev ]] && ok "slm --version: $v" || bad "slm --version: $v"
 
 EXPECT_PROG=$slmd
 expect_error "slmd run: '-' prompt" "unknown option '-5 degrees'" run --max-tokens 2 "-5 degrees"
@@ -61,7 +62,7 @@ for cmd in serve run config; do
 done
 "$slmd" help run | grep -q -- '-m, --model FILE' && ok "slmd help run shows -m" || bad "slmd help run lacks -m"
 v=$("$slmd" --version)
-[[ "$v" =~ ^slmd\ [0-9.]+.*$'\n'backends:\ cpu ]] && ok "slmd --version: $(tr '\n' ' ' <<<"$v")" \
+[[ "$v" =~ ^slmd\ [0-9.]+$git_rev.*$'\n'backends:\ cpu ]] && ok "slmd --version: $(tr '\n' ' ' <<<"$v")" \
   || bad "slmd --version: $v"
 v=$("$bin/slm-bench" --version 2>&1)
 [[ "$v" =~ ^slm-bench\ [0-9.]+\ \(git ]] && ok "slm-bench --version: $v" || bad "slm-bench --version: $v"
@@ -122,8 +123,8 @@ for p in slm slmd; do   # the programs with the test's store, for expect_error
   chmod +x "$tmp/$p-store"
 done
 EXPECT_PROG=$tmp/slmd-store
-expect_error "--model NAME resolves through the store" "$tmp/store/tiny.gguf: " run --model tiny-test -p hi
-expect_error "--model NAME not pulled" "model 'absent' is not in the model store .*slm pull absent" run --model absent -p hi
+expect_error "--model NAME resolves through the store" "$tmp/store/tiny.gguf: " run --model tiny-test --prompt hi
+expect_error "--model NAME not pulled" "model 'absent' is not in the model store .*slm pull absent" run --model absent --prompt hi
 EXPECT_PROG=$tmp/slm-store
 expect_error "pull: not catalogued" "'nosuch' is not in the model catalogue" pull nosuch
 "${store[@]}" "$slm" rm tiny-test >"$tmp/rm.out" 2>&1 && [ ! -f "$tmp/store/tiny.gguf" ] && ok "slm rm: $(cat "$tmp/rm.out")" \
@@ -147,10 +148,14 @@ short=$("$slmd" run -m "$model" -p "The capital of France is" -n 6 -s 3 -t 2 -c 
 
 # ---- --ctx-size above the training context (8192 for SmolLM2)
 expect_error "ctx above training" "--ctx-size 65536 is above the 8192 tokens .*--force-ctx" \
-  run -m "$model" -p hi -c 65536
+  run --model "$model" --prompt hi --ctx-size 65536
+printf '#!/bin/sh\nexec timeout 60 "%s" "$@"\n' "$slmd" >"$tmp/slmd-timeout"   # a daemon that starts is a failure
+chmod +x "$tmp/slmd-timeout"
+EXPECT_PROG=$tmp/slmd-timeout
 expect_error "serve: ctx above training" "--ctx-size 10000 is above the 8192 tokens .*--force-ctx" \
   serve --socket "$tmp/ctx.sock" --model "$model" --ctx-size 10000 --log-level err
-"$slmd" run -m "$model" -p hi -n 1 -c 9000 --force-ctx >/dev/null 2>"$tmp/err" && ok "--force-ctx allows it" \
+EXPECT_PROG=$slmd
+"$slmd" run --model "$model" --prompt hi --max-tokens 1 --ctx-size 9000 --force-ctx >/dev/null 2>"$tmp/err" && ok "--force-ctx allows it" \
   || bad "--force-ctx: $(cat "$tmp/err")"
 
 # ---- chat through a real daemon, with a small context (96 tokens)
@@ -169,18 +174,18 @@ n_prompt() { python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["usag
 default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 # The default system message (SmolLM2's template adds it when a conversation has none).
-a=$(echo Hi | "$slm" chat --json --temperature 0 -n 4 | n_prompt)
-b=$(echo Hi | "$slm" chat --json --temperature 0 -n 4 --system "$default_system" | n_prompt)
-c=$(echo Hi | "$slm" chat --json --temperature 0 -n 4 --system "Be brief." | n_prompt)
+a=$(echo Hi | "$slm" chat --json --temperature 0 --max-tokens 4 | n_prompt)
+b=$(echo Hi | "$slm" chat --json --temperature 0 --max-tokens 4 --system "$default_system" | n_prompt)
+c=$(echo Hi | "$slm" chat --json --temperature 0 --max-tokens 4 --system "Be brief." | n_prompt)
 [ -n "$a" ] && [ "$a" = "$b" ] && [ "$c" -lt "$a" ] && ok "chat without --system gets the template's default ($a tokens, $c with a short --system)" \
   || bad "default system message: $a tokens without, $b with the default, $c with 'Be brief.'"
-r1=$("$slmd" run -m "$model" --chat -p Hi --temperature 0 -n 12 -t 2)
-r2=$("$slmd" run -m "$model" --chat -p Hi --system "$default_system" --temperature 0 -n 12 -t 2)
+r1=$("$slmd" run --model "$model" --chat --prompt Hi --temperature 0 --max-tokens 12 --threads 2)
+r2=$("$slmd" run --model "$model" --chat --prompt Hi --system "$default_system" --temperature 0 --max-tokens 12 --threads 2)
 [ -n "$r1" ] && [ "$r1" = "$r2" ] && ok "slmd run --chat: the default system message too: $r1" || bad "slmd run --chat: '$r1' vs '$r2'"
 
 # History trimmed: five questions in 96 tokens all get an answer, and one line says so.
 printf 'What is the capital of France?\nAnd of Germany?\nAnd of Italy?\nAnd of Spain?\nAnd of Peru?\n' \
-  | "$slm" chat --json --temperature 0 -n 24 >"$tmp/trim.json" 2>"$tmp/trim.err"; rc=$?
+  | "$slm" chat --json --temperature 0 --max-tokens 24 >"$tmp/trim.json" 2>"$tmp/trim.err"; rc=$?
 n=$(wc -l <"$tmp/trim.json")
 if [ $rc = 0 ] && [ "$n" = 5 ] && grep -q "outgrew the context of 96 tokens: dropped its oldest" "$tmp/trim.err"; then
   ok "chat trims its history to the context: 5 answers; $(head -1 "$tmp/trim.err")"
@@ -189,17 +194,17 @@ else
 fi
 # A line longer than the context alone is refused with its token count against the limit.
 long=$(python3 -c "print('word ' * 120)")
-printf '%s\nHi\n' "$long" | "$slm" chat --json --temperature 0 -n 4 >"$tmp/long.json" 2>"$tmp/long.err"; rc=$?
+printf '%s\nHi\n' "$long" | "$slm" chat --json --temperature 0 --max-tokens 4 >"$tmp/long.json" 2>"$tmp/long.err"; rc=$?
 grep -q "prompt of [0-9]* tokens does not fit the context of 96" "$tmp/long.err" \
   && ok "a line over the context: $(head -1 "$tmp/long.err")" || bad "a line over the context: exit $rc: $(cat "$tmp/long.err")"
 
 # /reset, /system, /help
-r=$(printf 'What is 2+2?\n/reset\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2>/dev/null | n_prompt)
-[ "${r#* }" = "$a" ] && ok "/reset: the next turn's prompt is a fresh one ($r)" || bad "/reset: prompts $r, a fresh Hi is $a"
-r=$(printf '/system Be brief.\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2>"$tmp/sys.err" | n_prompt)
+r=$(printf 'What is 2+2?\n/reset\nHi\n' | "$slm" chat --json --temperature 0 --max-tokens 4 2>/dev/null | n_prompt)
+[ -n "$a" ] && [ "${r#* }" = "$a" ] && ok "/reset: the next turn's prompt is a fresh one ($r)" || bad "/reset: prompts $r, a fresh Hi is $a"
+r=$(printf '/system Be brief.\nHi\n' | "$slm" chat --json --temperature 0 --max-tokens 4 2>"$tmp/sys.err" | n_prompt)
 [ "$r" = "$c" ] && grep -q "system message set" "$tmp/sys.err" && ok "/system: as --system ($r tokens)" \
   || bad "/system: $r tokens, --system gives $c; $(cat "$tmp/sys.err")"
-out=$(printf '/help\nHi\n' | "$slm" chat --json --temperature 0 -n 4 2>"$tmp/help.err" | wc -l)
+out=$(printf '/help\nHi\n' | "$slm" chat --json --temperature 0 --max-tokens 4 2>"$tmp/help.err" | wc -l)
 [ "$out" = 1 ] && grep -q '/reset' "$tmp/help.err" && grep -q '/system TEXT' "$tmp/help.err" && grep -q '/exit' "$tmp/help.err" \
   && ok "/help lists /reset, /system, /exit and sends nothing" || bad "/help: $out answers; $(cat "$tmp/help.err")"
 
@@ -220,9 +225,9 @@ else
 fi
 
 # ---- the seed: random per request unless given, echoed by --json
-s1=$("$slm" generate hi -n 2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
-s2=$("$slm" generate hi -n 2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
-s3=$("$slm" generate hi -n 2 --json -s 5 | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
+s1=$("$slm" generate hi --max-tokens 2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
+s2=$("$slm" generate hi --max-tokens 2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
+s3=$("$slm" generate hi --max-tokens 2 --json --seed 5 | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])')
 [ -n "$s1" ] && [ "$s1" != "$s2" ] && [ "$s3" = 5 ] && ok "seed: random ($s1, $s2), --seed 5 echoed" \
   || bad "seed: '$s1' '$s2' (should differ), '$s3' (should be 5)"
 exit $fail
