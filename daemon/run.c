@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/args.h"
 #include "common/log.h"
@@ -264,6 +265,7 @@ struct stream {
     double t_first;        /* when the first token came */
     int n_gen;
     enum slm_engine_finish finish;
+    int progress_shown;    /* a progress line is on stderr, to clear before the first token */
 };
 
 static void on_event(void *p, const struct slm_engine_event *ev)
@@ -271,6 +273,10 @@ static void on_event(void *p, const struct slm_engine_event *ev)
     struct stream *st = p;
     if (ev->token >= 0) {
         if (!st->n_gen) st->t_first = now_s();
+        if (st->progress_shown) {
+            fputs("\r\033[K", stderr);
+            st->progress_shown = 0;
+        }
         if (st->o->print_ids) printf("%s%d", st->n_gen ? " " : "", ev->token);
         st->n_gen++;
     }
@@ -324,8 +330,20 @@ static int generate(const struct run_opts *o, struct slm_model *m, const struct 
     }
     struct stream st = {.o = o};
     double t0 = now_s();
-    int rc;
-    while ((rc = slm_engine_step(e, on_event, &st)) > 0) {}
+    int rc, steps = 0;
+    /* Prompt processing that takes over a second shows its progress on a terminal (stderr):
+     * the engine prefills at most --max-batch-tokens a step, so the steps count the tokens. */
+    int progress = isatty(STDERR_FILENO);
+    while ((rc = slm_engine_step(e, on_event, &st)) > 0) {
+        steps++;
+        double dt = now_s() - t0;
+        if (!progress || st.n_gen || dt < 1.0) continue;
+        long done = (long)steps * o->batch < n_prompt ? (long)steps * o->batch : n_prompt;
+        fprintf(stderr, "\rslmd run: prompt %ld/%d tokens, %.0f s left ", done, n_prompt,
+                dt * (double)(n_prompt - done) / (double)done);
+        st.progress_shown = 1;
+    }
+    if (st.progress_shown) fputs("\r\033[K", stderr);
     double t2 = now_s();
     printf("\n");
     fflush(stdout);

