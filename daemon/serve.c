@@ -312,7 +312,9 @@ static int open_socket(struct slm_server *s, char *err)
         unlink(s->socket_path);
     }
     if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 128)) {
-        slm_err_set(err, "%s: %s", s->socket_path, strerror(errno));
+        slm_err_set(err, "%s: %s%s", s->socket_path, strerror(errno),
+                    s->cfg.socket[0] ? "" : " (the default socket: start the service, systemctl start slmd, or "
+                                            "give one: slmd serve --socket /tmp/slmd.sock)");
         close(fd);
         return -errno;
     }

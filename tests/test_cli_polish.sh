@@ -155,6 +155,10 @@ chmod +x "$tmp/slmd-timeout"
 EXPECT_PROG=$tmp/slmd-timeout
 expect_error "serve: ctx above training" "--ctx-size 10000 is above the 8192 tokens .*--force-ctx" \
   serve --socket "$tmp/ctx.sock" --model "$model" --ctx-size 10000 --log-level err
+EXPECT_PROG=env
+expect_error "bare slmd: the default socket's place is missing" \
+  "$tmp/no-such-dir/slmd.sock: No such file or directory \(the default socket: start the service, .*--socket" \
+  RUNTIME_DIRECTORY="$tmp/no-such-dir" "$tmp/slmd-timeout" --model "$model" --log-level err
 EXPECT_PROG=$slmd
 "$slmd" run --model "$model" --prompt hi --max-tokens 1 --ctx-size 9000 --force-ctx >/dev/null 2>"$tmp/err" && ok "--force-ctx allows it" \
   || bad "--force-ctx: $(cat "$tmp/err")"
