@@ -14,7 +14,8 @@
 #   - errors that say what to do: the socket's mode and group on a permission error, the id
 #     and the vocabulary size for an unknown token id, a 2 MB prompt's size;
 #   - the default seed is random per request and --json echoes it;
-#   - slmd run shows the progress of a prompt that takes over a second on a terminal only;
+#   - slmd run shows the progress of a prompt that takes over a second on a terminal only, and
+#     slm says it waits for the daemon to process it;
 #   - models by name: slm pull (from a catalogue, here wheels at hand, offline), slm models, the
 #     name through --model, slm rm.
 set -u
@@ -239,6 +240,37 @@ r=$(printf '/system Be brief.\nHi\n' | "$slm" chat --json --temperature 0 --max-
 out=$(printf '/help\nHi\n' | "$slm" chat --json --temperature 0 --max-tokens 4 2>"$tmp/help.err" | wc -l)
 [ "$out" = 1 ] && grep -q '/reset' "$tmp/help.err" && grep -q '/system TEXT' "$tmp/help.err" && grep -q '/exit' "$tmp/help.err" \
   && ok "/help lists /reset, /system, /exit and sends nothing" || bad "/help: $out answers; $(cat "$tmp/help.err")"
+
+# ---- a long prompt through slm: at a terminal a line says the daemon is processing it (a daemon
+# that prefills 16 tokens a step, so that it takes over a second)
+"$slmd" serve --socket "$tmp/slow.sock" --model "$model" --ctx-size 2048 --max-batch-tokens 16 --max-seqs 1 \
+  --kv-cache-mem 128M --threads 2 --log-level warning 2>"$tmp/slow.log" &
+slow=$!
+for _ in $(seq 300); do "$slm" --socket "$tmp/slow.sock" info >/dev/null 2>&1 && break; sleep 0.1; done
+r=$(python3 - "$slm" "$tmp/slow.sock" "$tmp/long_prompt.txt" <<'PY'
+import os, pty, re, sys, time
+t = time.time()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], ['slm', '--socket', sys.argv[2], 'generate', open(sys.argv[3]).read(), '--max-tokens', '2',
+                           '--temperature', '0'])
+out = b''
+while True:
+    try: b = os.read(fd, 4096)
+    except OSError: break
+    if not b: break
+    out += b
+_, st = os.waitpid(pid, 0)
+text = out.decode(errors='replace')
+if time.time() - t < 1.5 and os.waitstatus_to_exitcode(st) == 0: print('fast')
+else: print(os.waitstatus_to_exitcode(st), 'processing the prompt, 1 s' in text, text.rfind('\x1b[K') < text.rfind('\n'))
+PY
+)
+"$slm" --socket "$tmp/slow.sock" generate - --max-tokens 2 <"$tmp/long_prompt.txt" >/dev/null 2>"$tmp/wait.err"
+kill $slow; wait $slow 2>/dev/null
+if [ "$r" = fast ]; then echo "skip slm's waiting line: the prompt took under a second"
+elif [ "$r" = "0 True True" ] && [ ! -s "$tmp/wait.err" ]; then ok "slm: a long prompt's waiting line at a terminal, cleared before the answer; none otherwise"
+else bad "slm's waiting line (exit, shown, cleared first): $r; without a terminal: $(cat "$tmp/wait.err")"; fi
 
 # ---- errors in the user's terms
 EXPECT_PROG=$slm

@@ -54,7 +54,16 @@ struct turn {
     int n_lp;
     struct slm_event done;     /* type DONE once finished */
     int error;                 /* the ERROR event's negative errno, or 0 */
+    int waiting;               /* a "processing the prompt" line is on stderr */
 };
+
+/* Clears the waiting line, if one is shown. */
+static void clear_waiting(struct turn *t)
+{
+    if (!t->waiting) return;
+    fputs("\r\033[K", stderr);
+    t->waiting = 0;
+}
 
 static int turn_open(struct turn *t)
 {
@@ -112,6 +121,7 @@ static void done_json(FILE *f, const struct slm_event *done, uint64_t seed)
 
 static void on_token(struct slm_app *a, struct turn *t, const struct slm_event *ev)
 {
+    clear_waiting(t);
     if (a->note) {   /* a line about this turn (the chat's trimmed history), before its answer */
         fflush(stdout);
         fprintf(stderr, "%s\n", a->note);
@@ -135,9 +145,12 @@ static void on_token(struct slm_app *a, struct turn *t, const struct slm_event *
 /* Streams request h into t and to stdout. Returns SLM_EXIT_OK (DONE), SLM_EXIT_FAILED (an
  * ERROR event, or the daemon went away), SLM_EXIT_CANCELLED (the daemon cancelled it), or
  * 128 + the signal that interrupted the command (the request cancelled, its DONE awaited). */
-static int stream(struct slm_app *a, int64_t h, struct turn *t)
+static int stream_events(struct slm_app *a, int64_t h, struct turn *t)
 {
-    int64_t give_up = -1;
+    int64_t give_up = -1, start = mono_ms();
+    /* A prompt that takes the daemon over a second before the first token: a line on stderr
+     * at a terminal says so, each second, until the answer starts. */
+    int show_wait = isatty(STDERR_FILENO), n_tokens = 0;
     for (;;) {
         if (slm_app_signal && give_up < 0) {
             if (slm_cancel(a->client, h) < 0) return 128 + slm_app_signal;
@@ -150,11 +163,17 @@ static int stream(struct slm_app *a, int64_t h, struct turn *t)
             a->lost = 1;
             return slm_app_fail(a, "the request failed", rc);
         }
+        if (rc == 0 && show_wait && !n_tokens && mono_ms() - start >= 1000) {
+            fprintf(stderr, "\r%s: processing the prompt, %d s ", a->prog, (int)((mono_ms() - start) / 1000));
+            t->waiting = 1;
+        }
         if (rc == 0 || ev.handle != h) continue;
         if (ev.type == SLM_EVENT_TOKEN) {
+            n_tokens++;
             on_token(a, t, &ev);
             continue;
         }
+        clear_waiting(t);
         if (ev.type == SLM_EVENT_ERROR) {
             t->error = ev.error;
             if (ev.error == -E2BIG && a->retry_e2big) return SLM_EXIT_FAILED;   /* the caller trims and retries */
@@ -171,6 +190,14 @@ static int stream(struct slm_app *a, int64_t h, struct turn *t)
         if (ev.finish != SLM_FINISH_CANCELLED) return SLM_EXIT_OK;
         return slm_app_signal ? 128 + slm_app_signal : SLM_EXIT_CANCELLED;
     }
+}
+
+/* stream_events, with the waiting line (if any) gone when it returns. */
+static int stream(struct slm_app *a, int64_t h, struct turn *t)
+{
+    int status = stream_events(a, h, t);
+    clear_waiting(t);
+    return status;
 }
 
 /* Writes what follows a finished (or cancelled) completion: the newline after the text, or
