@@ -42,6 +42,9 @@
 #ifndef SLM_BENCH_GIT_REV
 #define SLM_BENCH_GIT_REV "unknown"
 #endif
+#ifndef SLM_BENCH_VERSION
+#define SLM_BENCH_VERSION "unknown"
+#endif
 
 #define MAX_SWEEP 64
 
@@ -175,6 +178,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: slm-bench [options]              measure a running slmd, llama-server or OpenAI-compatible server\n"
             "       slm-bench plot --svg FILE [--title TEXT] A.json [B.json ...]\n"
+            "       slm-bench --help | --version\n"
             "target:\n"
             "  --target slmd|llama-server|openai  (default slmd; openai: POST /v1/completions of slm-gateway,\n"
             "                              vLLM, llama-server, Ollama; $OPENAI_API_KEY is sent as a Bearer key)\n"
@@ -250,6 +254,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(a, "--version")) {   /* the targets, not slm-bench, hold the backends */
+            printf("slm-bench %s (git %s; drives slmd or llama-server, whose backends are their own)\n",
+                   SLM_BENCH_VERSION, SLM_BENCH_GIT_REV);
             exit(0);
         }
         if (strncmp(a, "--", 2) != 0) return bad("unexpected argument '%s' (see --help)", a);

@@ -87,6 +87,16 @@ void slm_params_default(struct slm_params *p)
     p->min_p = 0.05f;
     p->repeat_penalty = 1.0f;
     p->repeat_last_n = 64;
+    /* A seed per call: the clock, the process and a counter, mixed (splitmix64's finalizer),
+     * below 2^63 as slmd's --seed range is. */
+    static unsigned counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t z = (uint64_t)ts.tv_sec * 1000000007u + (uint64_t)ts.tv_nsec + ((uint64_t)getpid() << 32) +
+                 (uint64_t)__atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    p->seed = (z ^ (z >> 31)) >> 1;
 }
 
 /* ---- events ------------------------------------------------------------------------------- */
@@ -705,6 +715,7 @@ static int request_data(struct slm_client *c, uint16_t op, const struct payload 
 {
     if (!c) return -EINVAL;
     set_current(c, NULL);
+    last_error[0] = 0;
     int64_t h = submit_blocking(c, op, 0, pl, n_items, NULL);
     if (h < 0) return (int)h;
     c->data_handle = h;
@@ -716,6 +727,8 @@ static int request_data(struct slm_client *c, uint16_t op, const struct payload 
     struct qev *q = queue_take(c, h);
     if (q) {
         rc = q->ev.type == SLM_EVENT_ERROR ? q->ev.error : -EBADMSG;
+        if (q->ev.type == SLM_EVENT_ERROR && q->ev.message)   /* slmd's reason, for slm_last_error */
+            snprintf(last_error, sizeof last_error, "%s", q->ev.message);
         set_current(c, q);
         return rc;
     }
@@ -818,7 +831,7 @@ const char *slm_strerror(int err)
     case -ENOENT: return "no slmd socket at that path (is slmd running?)";
     case -ECONNREFUSED: return "nobody listens on the slmd socket";
     case -EAGAIN: return "submission ring or payload arena full: take events, then retry";
-    case -E2BIG: return "payload can never fit the arena";
+    case -E2BIG: return "the request is larger than the connection's shared memory can ever hold";
     case -EINVAL: return "invalid argument";
     case -EBADMSG: return "malformed message from slmd";
     case -ETIMEDOUT: return "timed out";

@@ -50,7 +50,8 @@ struct slm_params {
     float repeat_penalty;      /* 1 = off (1.0) */
     int repeat_last_n;         /* (64); -1 = the whole history */
     float presence_penalty, frequency_penalty; /* (0) */
-    uint64_t seed;             /* (0) */
+    uint64_t seed;             /* (random: each slm_params_default call draws a new one, as
+                                  llama.cpp's CLI does; set it to repeat a sample) */
     int priority;              /* higher first (0) */
     int logprobs;              /* 0..20: the token's logprob and this many top alternatives */
     int ignore_eos;            /* 1: end-of-generation tokens do not stop the request */
@@ -100,8 +101,10 @@ struct slm_event {
  * the daemon's logs. 0 and *out, or a negative errno. */
 int slm_connect(const char *socket_path, const char *name, struct slm_client **out);
 
-/* Why the last slm_connect on this thread failed, in one line (for a refusal, the daemon's
- * reason); "" after a success. Valid until the next slm_connect on this thread. */
+/* Why the last slm_connect, slm_tokenize, slm_detokenize, slm_info or slm_stats on this
+ * thread failed, in one line (for a refusal, the daemon's reason, e.g. "token id 999999 at 0
+ * is outside the vocabulary (49152)"); "" after a success or when there is none. Valid until
+ * the next of those calls on this thread. */
 const char *slm_last_error(void);
 
 /* Closes the connection (the daemon cancels what is still running) and sets *c to NULL. */

@@ -13,8 +13,9 @@
 #include "common/log.h"
 #include "common/parse.h"
 #include "daemon/commands.h"
+#include "daemon/service.h"
 
-enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL, K_FRAC };
+enum kind { K_STR, K_INT, K_SIZE, K_MODE, K_UIDS, K_GIDS, K_ENUM, K_LEVEL, K_FRAC, K_BOOL };
 
 struct key {
     const char *name;
@@ -37,6 +38,7 @@ static const struct key keys[] = {
     {"allow-gids", K_GIDS, F(allow_gids), 0, 0, "", NULL, "...or members (primary group) of these groups"},
     {"threads", K_INT, F(threads), 0, 256, "0", NULL, "CPU threads (0: all online CPUs)"},
     {"ctx-size", K_INT, F(ctx_size), 0, 1 << 20, "0", NULL, "context length per sequence (0: the model's, at most 8192)"},
+    {"force-ctx", K_BOOL, F(force_ctx), 0, 1, "false", NULL, "allow a ctx-size above the model's training context (a bare --force-ctx is true)"},
     {"max-batch-tokens", K_INT, F(max_batch_tokens), 1, 65536, "512", NULL, "tokens per engine step"},
     {"max-seqs", K_INT, F(max_seqs), 1, 4096, "64", NULL, "sequences per engine step"},
     {"kv-cache-mem", K_SIZE, F(kv_cache_mem), 0, 1ll << 46, "0", NULL, "KV cache size, e.g. 2G (0: auto, docs/configuration.md)"},
@@ -162,6 +164,14 @@ static int set_value(struct slm_config *c, const struct key *k, const char *v, c
         *(double *)field = d;
         return 0;
     }
+    case K_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes")) *(int *)field = 1;
+        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no")) *(int *)field = 0;
+        else {
+            slm_err_set(err, "'%s' is not true or false", v);
+            return -EINVAL;
+        }
+        return 0;
     case K_LEVEL:
         if (strlen(v) >= k->cap || slm_log_set_level(v)) {
             slm_err_set(err, "'%s' is not one of err, warning, notice, info, debug", v);
@@ -235,18 +245,28 @@ int slm_config_load(struct slm_config *c, const char *path, int must_exist, char
         }
         *eq = 0;
         char *key = trim(s), *value = trim(eq + 1);
-        if (*value != '"') {   /* a comment after the value: whitespace, then # */
+        if (*value == '"') {   /* a quoted value: \" and \\ inside; then a comment or nothing */
+            char *r = value + 1, *w = value;
+            while (*r && *r != '"') {
+                if (*r == '\\' && (r[1] == '"' || r[1] == '\\')) r++;
+                *w++ = *r++;
+            }
+            char *rest = *r == '"' ? r + 1 : NULL;
+            if (rest) rest += strspn(rest, " \t");
+            if (!rest || (*rest && *rest != '#')) {
+                slm_err_set(err, "%s:%d: %s: %s", path, lineno, key,
+                            rest ? "text after the closing quote (a comment starts with #)" : "no closing quote");
+                rc = -EINVAL;
+                break;
+            }
+            *w = 0;
+        } else {   /* a comment after the value: whitespace, then # */
             for (char *h = strchr(value, '#'); h; h = strchr(h + 1, '#'))
                 if (h == value || h[-1] == ' ' || h[-1] == '\t') {
                     *h = 0;
                     value = trim(value);
                     break;
                 }
-        }
-        size_t vl = strlen(value);
-        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {   /* optional quotes */
-            value[vl - 1] = 0;
-            value++;
         }
         char src[SLM_CONFIG_SOURCE_LEN], why[SLM_ERR_LEN];
         snprintf(src, sizeof src, "%s:%d", path, lineno);
@@ -272,7 +292,8 @@ void slm_config_usage(FILE *f)
             SLM_CONFIG_DEFAULT_PATH);
     for (int i = 0; i < N_KEYS; i++) {
         char flag[64];
-        snprintf(flag, sizeof flag, "--%s %s", keys[i].name, keys[i].kind == K_INT ? "N" : "VALUE");
+        snprintf(flag, sizeof flag, "--%s%s", keys[i].name,
+                 keys[i].kind == K_BOOL ? "" : keys[i].kind == K_INT ? " N" : " VALUE");
         fprintf(f, "  %-23s %s%s%s%s\n", flag, keys[i].help, *keys[i].def ? " [" : "", keys[i].def,
                 *keys[i].def ? "]" : "");
     }
@@ -317,6 +338,7 @@ int slm_config_from_args(struct slm_config *c, int argc, char **argv, char *err)
             return -EINVAL;
         }
         if (eq) value = eq + 1;
+        else if (k->kind == K_BOOL) value = "true";   /* a bare --force-ctx */
         else if (i + 1 < argc) value = argv[++i];
         else {
             slm_err_set(err, "--%s needs a value", k->name);
@@ -341,6 +363,23 @@ static void print_ids(FILE *f, const uint32_t *ids, int n)
     for (int i = 0; i < n; i++) fprintf(f, "%s%u", i ? "," : "", ids[i]);
 }
 
+/* A string value as the loader reads it back: bare when it can be, else in double quotes
+ * with " and \ escaped (a '#', a quote or backslash, or spaces at either end). */
+static void print_str(FILE *f, const char *v)
+{
+    size_t n = strlen(v);
+    if (!strpbrk(v, "#\"\\") && (!n || (v[0] != ' ' && v[0] != '\t' && v[n - 1] != ' ' && v[n - 1] != '\t'))) {
+        fputs(v, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\') fputc('\\', f);
+        fputc(*v, f);
+    }
+    fputc('"', f);
+}
+
 void slm_config_print(const struct slm_config *c, FILE *f)
 {
     for (int i = 0; i < N_KEYS; i++) {
@@ -352,15 +391,22 @@ void slm_config_print(const struct slm_config *c, FILE *f)
             if (!strcmp(k->name, "socket")) {
                 char path[sizeof c->socket + 32];
                 slm_config_socket_path(c, path, sizeof path);
-                fprintf(f, "%s", path);
+                print_str(f, path);
                 break;
             }
-            fprintf(f, "%s", field);
+            if (!strcmp(k->name, "model") && !field[0]) {   /* the default model, as serve resolves it */
+                char path[1024], why[SLM_ERR_LEN];
+                slm_service_model_path(NULL, path, sizeof path, why);
+                print_str(f, path);
+                break;
+            }
+            print_str(f, field);
             break;
         case K_ENUM:
         case K_LEVEL: fprintf(f, "%s", field); break;
         case K_INT: fprintf(f, "%d", *(const int *)field); break;
         case K_FRAC: fprintf(f, "%g", *(const double *)field); break;
+        case K_BOOL: fputs(*(const int *)field ? "true" : "false", f); break;
         case K_SIZE: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
         case K_MODE: fprintf(f, "%04o", *(const unsigned *)field); break;
         case K_UIDS: print_ids(f, (const uint32_t *)c->allow_uids, c->n_allow_uids); break;

@@ -26,6 +26,7 @@ struct slm_config {
     int n_allow_gids;
     int threads;                 /* 0 = all online CPUs */
     int ctx_size;                /* 0 = the model's, at most 8192 */
+    int force_ctx;               /* 1: ctx_size may exceed the model's training context */
     int max_batch_tokens;
     int max_seqs;
     uint64_t kv_cache_mem;       /* bytes; 0 = auto */

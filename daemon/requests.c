@@ -76,13 +76,7 @@ static char *render_chat(const struct slm_service *svc, const struct slm_sqe *q,
     struct slm_chat_msg msgs[SLM_REQ_MAX_STRINGS];
     for (uint32_t i = 0; i < q->n_items; i++) msgs[i] = (struct slm_chat_msg){parts[2 * i], parts[2 * i + 1]};
     int gen = (q->flags & SLM_SQE_ADD_GENERATION_PROMPT) != 0;
-    int n = slm_chat_apply(svc->chat_fmt, msgs, (int)q->n_items, gen, NULL, 0);
-    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (!text || slm_chat_apply(svc->chat_fmt, msgs, (int)q->n_items, gen, text, (size_t)n + 1) != n) {
-        slm_err_set(err, "cannot apply the %s chat template to these messages", slm_chat_format_name(svc->chat_fmt));
-        free(text);
-        text = NULL;
-    }
+    char *text = slm_service_chat_render(svc, msgs, (int)q->n_items, gen, err);
     free(block);
     return text;
 }

@@ -6,13 +6,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "common/args.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "daemon/commands.h"
@@ -45,6 +46,7 @@ struct run_opts {
     int n_chunks;                /* with perplexity: at most this many chunks (0: all) */
     struct slm_sampling sampling;
     int seed_given;
+    int force_ctx;               /* --ctx-size may exceed the model's training context */
 };
 
 static void run_usage(FILE *f)
@@ -52,11 +54,11 @@ static void run_usage(FILE *f)
     fprintf(f,
             "usage: slmd run [--model FILE] --prompt TEXT [options]\n"
             "       slmd run [--model FILE] --perplexity FILE [--ctx-size N] [--chunks N]\n"
-            "  --model FILE          GGUF model (default: %s in the model cache)\n"
-            "  --prompt TEXT         the prompt ('-' reads standard input)\n"
+            "  -m, --model FILE      GGUF model (default: %s in the model cache)\n"
+            "  -p, --prompt TEXT     the prompt ('-' reads standard input)\n"
             "  --chat                wrap the prompt as one user turn in the model's chat template\n"
             "  --system TEXT         a system message (with --chat)\n"
-            "  --max-tokens N        tokens to generate at most (default 256; 0 = up to the context)\n"
+            "  -n, --max-tokens N    tokens to generate at most (default 256; 0 = up to the context)\n"
             "  --temperature T       0 = greedy (default 0.8)\n"
             "  --top-k N             (default 40; 0 = off)\n"
             "  --top-p P             (default 0.95; 1 = off)\n"
@@ -64,13 +66,15 @@ static void run_usage(FILE *f)
             "  --repeat-penalty F    (default 1.0 = off)\n"
             "  --presence-penalty F  (default 0)\n"
             "  --frequency-penalty F (default 0)\n"
-            "  --seed S              sampling seed (default: random)\n"
+            "  -s, --seed S          sampling seed (default: random)\n"
             "  --backend NAME        auto, cpu or cuda (default auto: cuda when a device is present)\n"
             "  --gpu-memory-fraction F  cuda: share of the free device memory the KV cache may take\n"
             "                        (0 < F <= 1, default 0.9)\n"
-            "  --threads N           CPU threads (default: all online CPUs)\n"
-            "  --ctx-size N          context length (default: the model's, at most 8192)\n"
-            "  --max-batch-tokens N  tokens per engine step (default 512; --batch-size is the same)\n"
+            "  -t, --threads N       CPU threads (default: all online CPUs)\n"
+            "  -c, --ctx-size N      context length (default: the model's, at most 8192); above the\n"
+            "                        model's training context only with --force-ctx\n"
+            "  --force-ctx           allow --ctx-size above the training context (quality degrades)\n"
+            "  --max-batch-tokens N  tokens per engine step (default 512; -b, --batch-size are the same)\n"
             "  --max-seqs N          sequences per engine step (default 64)\n"
             "  --kv-cache-mem SIZE   KV cache size, e.g. 256M (default: enough for the context)\n"
             "  --block-size N        tokens per KV block (default 16)\n"
@@ -78,7 +82,8 @@ static void run_usage(FILE *f)
             "  --perplexity FILE     the perplexity of a text, as llama-perplexity computes it: chunks of\n"
             "                        --ctx-size tokens (default 512), each scored on its second half\n"
             "  --chunks N            with --perplexity: at most N chunks (default: all)\n"
-            "  --log-level LEVEL     err, warning, notice, info, debug (default warning)\n",
+            "  --log-level LEVEL     err, warning, notice, info, debug (default warning)\n"
+            "  -h, --help            this text\n",
             SLM_DEFAULT_MODEL);
 }
 
@@ -86,25 +91,23 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_MODEL = 256, O_PROMPT, O_SYSTEM, O_CHAT, O_MAXTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES,
            O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_SEQS, O_KVMEM, O_BLOCK, O_IDS, O_LOG, O_HELP, O_PPL,
-           O_CHUNKS, O_BACKEND, O_GPUFRAC };
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
-        {"system", required_argument, 0, O_SYSTEM},     {"chat", no_argument, 0, O_CHAT},
-        {"max-tokens", required_argument, 0, O_MAXTOK}, {"temperature", required_argument, 0, O_TEMP},
-        {"top-k", required_argument, 0, O_TOPK},        {"top-p", required_argument, 0, O_TOPP},
-        {"min-p", required_argument, 0, O_MINP},        {"repeat-penalty", required_argument, 0, O_REP},
-        {"presence-penalty", required_argument, 0, O_PRES},
-        {"frequency-penalty", required_argument, 0, O_FREQ},
-        {"seed", required_argument, 0, O_SEED},         {"threads", required_argument, 0, O_THREADS},
-        {"ctx-size", required_argument, 0, O_CTX},      {"batch-size", required_argument, 0, O_BATCH},
-        {"max-batch-tokens", required_argument, 0, O_BATCH},
-        {"max-seqs", required_argument, 0, O_SEQS},     {"kv-cache-mem", required_argument, 0, O_KVMEM},
-        {"block-size", required_argument, 0, O_BLOCK},
-        {"print-token-ids", no_argument, 0, O_IDS},     {"log-level", required_argument, 0, O_LOG},
-        {"perplexity", required_argument, 0, O_PPL},    {"chunks", required_argument, 0, O_CHUNKS},
-        {"backend", required_argument, 0, O_BACKEND},
-        {"gpu-memory-fraction", required_argument, 0, O_GPUFRAC},
-        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
+           O_CHUNKS, O_BACKEND, O_GPUFRAC, O_FORCE_CTX };
+    static const struct slm_arg_opt opts[] = {
+        {"model", 'm', 1, O_MODEL},           {"prompt", 'p', 1, O_PROMPT},
+        {"system", 0, 1, O_SYSTEM},           {"chat", 0, 0, O_CHAT},
+        {"max-tokens", 'n', 1, O_MAXTOK},     {"temperature", 0, 1, O_TEMP},
+        {"top-k", 0, 1, O_TOPK},              {"top-p", 0, 1, O_TOPP},
+        {"min-p", 0, 1, O_MINP},              {"repeat-penalty", 0, 1, O_REP},
+        {"presence-penalty", 0, 1, O_PRES},   {"frequency-penalty", 0, 1, O_FREQ},
+        {"seed", 's', 1, O_SEED},             {"threads", 't', 1, O_THREADS},
+        {"ctx-size", 'c', 1, O_CTX},          {"force-ctx", 0, 0, O_FORCE_CTX},
+        {"batch-size", 'b', 1, O_BATCH},      {"max-batch-tokens", 0, 1, O_BATCH},
+        {"max-seqs", 0, 1, O_SEQS},           {"kv-cache-mem", 0, 1, O_KVMEM},
+        {"block-size", 0, 1, O_BLOCK},        {"print-token-ids", 0, 0, O_IDS},
+        {"log-level", 0, 1, O_LOG},           {"perplexity", 0, 1, O_PPL},
+        {"chunks", 0, 1, O_CHUNKS},           {"backend", 0, 1, O_BACKEND},
+        {"gpu-memory-fraction", 0, 1, O_GPUFRAC},
+        {"help", 'h', 0, O_HELP},
     };
     memset(o, 0, sizeof *o);
     o->max_tokens = 256;
@@ -114,13 +117,20 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
     o->backend = "auto";
     o->gpu_fraction = 0.9;
     slm_sampling_defaults(&o->sampling);
-    opterr = 0;
-    optind = 1;
+    char **pos = calloc((size_t)argc + 1, sizeof *pos), err[SLM_ERR_LEN];
+    if (!pos) return -ENOMEM;
+    struct slm_args it;
+    slm_args_init(&it, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), pos);
     int c;
     long long v;
     double d;
-    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
-        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+    while ((c = slm_args_next(&it, err)) != SLM_ARGS_END) {
+        if (c < 0) {
+            fprintf(stderr, "slmd run: %s (see slmd run --help)\n", err);
+            free(pos);
+            return -EINVAL;
+        }
+        const char *name = it.arg, *optarg = it.value;
         int rc = 0;
         switch (c) {
         case O_MODEL: o->model = optarg; break;
@@ -171,20 +181,21 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
                 rc = -EINVAL;
             }
             break;
-        case O_HELP: run_usage(stdout); return 1;
-        case ':':
-            fprintf(stderr, "slmd run: %s needs a value\n", name);
-            return -EINVAL;
-        default:
-            fprintf(stderr, "slmd run: unknown option '%s' (see slmd run --help)\n", name);
-            return -EINVAL;
+        case O_FORCE_CTX: o->force_ctx = 1; break;
+        case O_HELP: run_usage(stdout); free(pos); return 1;
         }
-        if (rc) return rc;
+        if (rc) {
+            free(pos);
+            return rc;
+        }
     }
-    if (optind < argc) {
-        fprintf(stderr, "slmd run: unexpected argument '%s' (see slmd run --help)\n", argv[optind]);
+    if (it.n_pos) {
+        fprintf(stderr, "slmd run: unexpected argument '%s'%s (see slmd run --help)\n", pos[0],
+                o->prompt ? "" : "; the prompt goes after --prompt (-p)");
+        free(pos);
         return -EINVAL;
     }
+    free(pos);
     if (!o->prompt == !o->perplexity) {
         fprintf(stderr, "slmd run: %s (see slmd run --help)\n",
                 o->prompt ? "--prompt and --perplexity exclude each other" : "--prompt is required");
@@ -211,7 +222,6 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         clock_gettime(CLOCK_REALTIME, &ts);
         o->sampling.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
     }
-    char err[SLM_ERR_LEN];
     if (slm_sampling_validate(&o->sampling, err)) {
         fprintf(stderr, "slmd run: %s\n", err);
         return -EINVAL;
@@ -219,33 +229,28 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
     return 0;
 }
 
-/* The prompt text after the chat template, or the raw prompt. Caller frees. */
-static char *render_prompt(const struct run_opts *o, const struct slm_gguf *g, char *err)
+/* The prompt text after the chat template (with the template's default system message
+ * when --system is not given), or the raw prompt. Caller frees. */
+static char *render_prompt(const struct run_opts *o, const struct slm_service *svc, char *err)
 {
     if (!o->chat) return strdup(o->prompt);
-    struct slm_gguf_str t;
-    if (slm_gguf_get_str(g, "tokenizer.chat_template", &t, NULL)) {
-        slm_err_set(err, "%s: --chat: the model has no chat template (tokenizer.chat_template)", g->path);
-        return NULL;
-    }
-    int fmt = slm_chat_detect(t.ptr, (size_t)t.len);
-    if (fmt < 0) {
-        slm_err_set(err, "%s: --chat: the model's chat template is not one slmd knows (ChatML, Llama 3, Gemma, "
-                    "Phi-3, Mistral); pass the formatted text without --chat", g->path);
+    if (svc->chat_fmt < 0) {
+        struct slm_gguf_str t;
+        if (slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL))
+            slm_err_set(err, "%s: --chat: the model has no chat template (tokenizer.chat_template)", svc->model_path);
+        else
+            slm_err_set(err, "%s: --chat: the model's chat template is not one slmd knows (ChatML, Llama 3, Gemma, "
+                        "Phi-3, Mistral); pass the formatted text without --chat", svc->model_path);
         return NULL;
     }
     struct slm_chat_msg msgs[2];
     int n = 0;
     if (o->system) msgs[n++] = (struct slm_chat_msg){"system", o->system};
     msgs[n++] = (struct slm_chat_msg){"user", o->prompt};
-    int len = slm_chat_apply(fmt, msgs, n, 1, NULL, 0);
-    char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
-    if (!buf || slm_chat_apply(fmt, msgs, n, 1, buf, (size_t)len + 1) != len) {
-        free(buf);
-        slm_err_set(err, "--chat: cannot apply the %s template", slm_chat_format_name(fmt));
-        return NULL;
-    }
-    return buf;
+    char why[SLM_ERR_LEN];
+    char *text = slm_service_chat_render(svc, msgs, n, 1, why);
+    if (!text) slm_err_set(err, "--chat: %s", why);
+    return text;
 }
 
 static double now_s(void)
@@ -260,6 +265,7 @@ struct stream {
     double t_first;        /* when the first token came */
     int n_gen;
     enum slm_engine_finish finish;
+    int progress_shown;    /* a progress line is on stderr, to clear before the first token */
 };
 
 static void on_event(void *p, const struct slm_engine_event *ev)
@@ -267,6 +273,10 @@ static void on_event(void *p, const struct slm_engine_event *ev)
     struct stream *st = p;
     if (ev->token >= 0) {
         if (!st->n_gen) st->t_first = now_s();
+        if (st->progress_shown) {
+            fputs("\r\033[K", stderr);
+            st->progress_shown = 0;
+        }
         if (st->o->print_ids) printf("%s%d", st->n_gen ? " " : "", ev->token);
         st->n_gen++;
     }
@@ -320,8 +330,20 @@ static int generate(const struct run_opts *o, struct slm_model *m, const struct 
     }
     struct stream st = {.o = o};
     double t0 = now_s();
-    int rc;
-    while ((rc = slm_engine_step(e, on_event, &st)) > 0) {}
+    int rc, steps = 0;
+    /* Prompt processing that takes over a second shows its progress on a terminal (stderr):
+     * the engine prefills at most --max-batch-tokens a step, so the steps count the tokens. */
+    int progress = isatty(STDERR_FILENO);
+    while ((rc = slm_engine_step(e, on_event, &st)) > 0) {
+        steps++;
+        double dt = now_s() - t0;
+        if (!progress || st.n_gen || dt < 1.0) continue;
+        long done = (long)steps * o->batch < n_prompt ? (long)steps * o->batch : n_prompt;
+        fprintf(stderr, "\rslmd run: prompt %ld/%d tokens, %.0f s left ", done, n_prompt,
+                dt * (double)(n_prompt - done) / (double)done);
+        st.progress_shown = 1;
+    }
+    if (st.progress_shown) fputs("\r\033[K", stderr);
     double t2 = now_s();
     printf("\n");
     fflush(stdout);
@@ -443,12 +465,13 @@ int slm_cmd_run(int argc, char **argv)
     slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, dim %d, vocab %d; %s", svc.model_path, m->cfg.arch_name,
             m->cfg.n_layer, m->cfg.dim, m->cfg.n_vocab, be_desc);
     int n_ctx = slm_service_ctx(m, o.ctx_size);
+    if (slm_service_check_ctx(m, o.ctx_size, o.force_ctx, err)) goto out;
     if (o.perplexity) {
         if (perplexity(&o, m, tok, o.ctx_size ? o.ctx_size : 512, stdin_prompt, err)) goto out;
         status = 0;
         goto out;
     }
-    if (!(text = render_prompt(&o, m->gguf, err))) goto out;
+    if (!(text = render_prompt(&o, &svc, err))) goto out;
     int n = slm_tok_encode(tok, text, strlen(text), 1, o.chat, NULL, 0);
     if (n < 0) {
         slm_err_set(err, "cannot encode the prompt: %s", strerror(-n));

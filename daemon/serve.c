@@ -77,6 +77,7 @@ static int load_engine(struct slm_server *s, char *err)
     int rc = slm_service_load(&s->svc, &so, err);
     if (rc) return rc;
     int n_ctx = slm_service_ctx(s->svc.model, s->cfg.ctx_size);
+    if (slm_service_check_ctx(s->svc.model, s->cfg.ctx_size, s->cfg.force_ctx, err)) return -EINVAL;
     int n_blocks = kv_blocks(s, n_ctx, err);
     if (!n_blocks) return -EINVAL;
     s->eo = (struct slm_engine_opts){.n_blocks = n_blocks, .block_size = s->cfg.block_size,
@@ -340,7 +341,9 @@ static int open_socket(struct slm_server *s, char *err)
     umask(umask_was);
     if (bound || listen(fd, 128)) {
         int e = bound ? bind_errno : errno;
-        slm_err_set(err, "%s: %s", s->socket_path, strerror(e));
+        slm_err_set(err, "%s: %s%s", s->socket_path, strerror(e),
+                    s->cfg.socket[0] ? "" : " (the default socket: start the service, systemctl start slmd, or "
+                                            "give one: slmd serve --socket /tmp/slmd.sock)");
         close(fd);
         return -e;
     }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/models.h"
 #include "daemon/engine/backends/select.h"
 #include "daemon/engine/chat.h"
 #include "daemon/engine/model.h"
@@ -16,13 +17,7 @@
 
 int slm_service_model_path(const char *given, char *path, size_t cap, char *err)
 {
-    if (given) {
-        if ((size_t)snprintf(path, cap, "%s", given) >= cap) {
-            slm_err_set(err, "--model: path too long");
-            return -ENAMETOOLONG;
-        }
-        return 0;
-    }
+    if (given) return slm_models_resolve(given, path, cap, err);   /* a path, or a name in a store */
     const char *dir = getenv("SLM_MODEL_DIR");
     const char *home = getenv("HOME");
     int n;
@@ -64,10 +59,41 @@ int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, 
     svc->chat_fmt = slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL)
                         ? -1
                         : slm_chat_detect(t.ptr, (size_t)t.len);
+    if (svc->chat_fmt == SLM_CHAT_CHATML &&
+        slm_chat_default_system(t.ptr, (size_t)t.len, svc->chat_system, sizeof svc->chat_system) >= (int)sizeof svc->chat_system)
+        svc->chat_system[0] = 0;   /* too long to be a default worth keeping whole */
     return 0;
 fail:
     slm_service_unload(svc);
     return rc;
+}
+
+char *slm_service_chat_render(const struct slm_service *svc, const struct slm_chat_msg *msgs, int n,
+                              int add_generation_prompt, char *err)
+{
+    if (svc->chat_fmt < 0) {
+        slm_err_set(err, "the model has no chat template slmd knows (ChatML, Llama 3, Gemma, Phi-3, Mistral); "
+                    "send the formatted text instead");
+        return NULL;
+    }
+    struct slm_chat_msg *all = malloc(((size_t)n + 1) * sizeof *all);
+    if (!all) {
+        slm_err_set(err, "out of memory");
+        return NULL;
+    }
+    int k = 0;
+    if (svc->chat_system[0] && (n == 0 || !msgs[0].role || strcmp(msgs[0].role, "system") != 0))
+        all[k++] = (struct slm_chat_msg){"system", svc->chat_system};
+    for (int i = 0; i < n; i++) all[k++] = msgs[i];
+    int len = slm_chat_apply(svc->chat_fmt, all, k, add_generation_prompt, NULL, 0);
+    char *text = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!text || slm_chat_apply(svc->chat_fmt, all, k, add_generation_prompt, text, (size_t)len + 1) != len) {
+        slm_err_set(err, "cannot apply the %s chat template to these messages", slm_chat_format_name(svc->chat_fmt));
+        free(text);
+        text = NULL;
+    }
+    free(all);
+    return text;
 }
 
 void slm_service_unload(struct slm_service *svc)
@@ -76,6 +102,7 @@ void slm_service_unload(struct slm_service *svc)
     slm_model_free(&svc->model);
     slm_backend_destroy(&svc->be);
     svc->chat_fmt = -1;
+    svc->chat_system[0] = 0;
 }
 
 int slm_service_ctx(const struct slm_model *m, int requested)
@@ -83,6 +110,15 @@ int slm_service_ctx(const struct slm_model *m, int requested)
     if (requested > 0) return requested;
     int train = m->cfg.n_ctx_train, ctx = train > 0 && train < 8192 ? train : 8192;
     return m->cfg.ctx_max > 0 && ctx > m->cfg.ctx_max ? m->cfg.ctx_max : ctx;
+}
+
+int slm_service_check_ctx(const struct slm_model *m, int requested, int force, char *err)
+{
+    int train = m->cfg.n_ctx_train;
+    if (requested <= train || train <= 0 || force) return 0;
+    slm_err_set(err, "--ctx-size %d is above the %d tokens the model was trained on; pass --force-ctx to use it "
+                "anyway (the output degrades past %d)", requested, train, train);
+    return -EINVAL;
 }
 
 void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap)

@@ -28,9 +28,11 @@ struct slm_service {
     struct slm_backend *be;
     struct slm_tokenizer *tok;
     int chat_fmt;             /* slm_chat_detect of the model's template; < 0: none */
+    char chat_system[1024];   /* the template's default system message; "": none */
 };
 
-/* The model to load: `given` if not NULL, else the default model in $SLM_MODEL_DIR,
+/* The model to load: `given` if not NULL (a path, or a name resolved through the model
+ * stores and the catalogue: common/models.h), else the default model in $SLM_MODEL_DIR,
  * else ~/.cache/slmd/models. Returns 0, or -ENOENT / -ENAMETOOLONG with a reason (how to
  * fetch it). */
 int slm_service_model_path(const char *given, char *path, size_t cap, char *err);
@@ -40,12 +42,25 @@ int slm_service_model_path(const char *given, char *path, size_t cap, char *err)
  * nothing: the partial work is undone). */
 int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, char *err);
 
+/* A conversation msgs[n] through the model's chat template, with the template's default
+ * system message first when msgs[0] is not a system message (as llama.cpp's Jinja rendering
+ * of the GGUF's template does; docs/chat-templates.md). Returns the text (caller frees), or
+ * NULL with err (no template slmd knows, a bad role, no memory). */
+struct slm_chat_msg;
+char *slm_service_chat_render(const struct slm_service *svc, const struct slm_chat_msg *msgs, int n,
+                              int add_generation_prompt, char *err);
+
 /* Frees what slm_service_load made; svc may be partly or never loaded. */
 void slm_service_unload(struct slm_service *svc);
 
 /* The context: `requested` when > 0, else the model's training context capped at 8192
  * (8192 when the file does not say). */
 int slm_service_ctx(const struct slm_model *m, int requested);
+
+/* Whether a requested context may be used: 0 when it is at most the model's training
+ * context (or the file does not say, or force is set), else -EINVAL with a reason that
+ * names both numbers and --force-ctx. */
+int slm_service_check_ctx(const struct slm_model *m, int requested, int force, char *err);
 
 /* One phrase for logs: "cpu backend, 2 threads, avx2 kernels" or "cuda backend". */
 void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap);

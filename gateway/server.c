@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,6 +428,14 @@ static enum MHD_Result completion(struct slm_gw_server *s, struct MHD_Connection
     j->healthy = 1;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     j->fd = ci ? ci->connect_fd : -1;
+    /* Tokens go out as small chunks, one write each: without TCP_NODELAY, Nagle's algorithm holds
+     * a chunk until the previous one is acknowledged, and the peer's delayed ACK makes that tens of
+     * milliseconds (measured: +58 ms of TTFT p50 at 1 client before this). */
+    if (j->fd >= 0) {
+        int one = 1;
+        if (setsockopt(j->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 && errno != EOPNOTSUPP)
+            slm_log(SLM_LOG_DEBUG, "TCP_NODELAY: %s", strerror(errno));
+    }
     new_id(j->id, sizeof j->id, u->route == ROUTE_CHAT ? "chatcmpl" : "cmpl");
     struct slm_info info;
     int fresh = 0, retried = 0;

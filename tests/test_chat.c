@@ -224,8 +224,39 @@ static void test_errors(void)
           slm_chat_detect(t, 14));
 }
 
+/* The default system message of a template: SmolLM2's (a real newline), Qwen2.5's (a Jinja
+ * "\n", after an expression that is not a default), none in a template without one. */
+static void test_default_system(void)
+{
+    static const struct {
+        const char *tmpl, *want;
+    } cases[] = {
+        {"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+         "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}",
+         "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
+        {"{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+         "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are "
+         "a helpful assistant.<|im_end|>\\n' }}{%- endif %}",
+         "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
+        {"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+         "'<|im_end|>' + '\n'}}{% endfor %}", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[256];
+        int n = slm_chat_default_system(cases[i].tmpl, strlen(cases[i].tmpl), buf, sizeof buf);
+        CHECK(n == (int)strlen(cases[i].want) && !strcmp(buf, cases[i].want),
+              "default system of template %zu: expected '%s', got %d '%s'", i, cases[i].want, n, buf);
+    }
+    char small[8];
+    int n = slm_chat_default_system(cases[0].tmpl, strlen(cases[0].tmpl), small, sizeof small);
+    CHECK(n == (int)strlen(cases[0].want) && !strcmp(small, "You are"), "cap 8: expected the length and 'You are', "
+          "got %d '%s'", n, small);
+}
+
 int main(void)
 {
+    test_default_system();
     const char *dir = getenv("SLM_TEST_DATA");
     char path[4096];
     snprintf(path, sizeof path, "%s/golden/chat_reference.txt", dir ? dir : "tests");

@@ -33,12 +33,15 @@ unitdir=$(cached SLM_SYSTEMD_UNITDIR)
 configured=$(cached CMAKE_INSTALL_PREFIX)
 case $sysconfdir in /*) echo "skip: CMAKE_INSTALL_SYSCONFDIR is absolute ($sysconfdir)"; exit 77 ;; esac
 
-for f in bin/slmd bin/slm; do
+datadir=$(cached CMAKE_INSTALL_DATAROOTDIR); datadir=${datadir:-share}
+for f in bin/slmd bin/slm "$datadir/slmd/fetch-models.sh"; do
   [ -x "$prefix/$f" ] && ok "$f" || bad "$f is missing or not executable"
 done
 for f in "$libdir/libslm.a" include/slm.h "$libdir/pkgconfig/slm.pc" "$unitdir/slmd.service" \
          "$unitdir/slmd.socket" "$sysconfdir/slmd/slmd.conf" "$docdir/README.md" "$docdir/client.md" \
-         "$docdir/generate.c"; do
+         "$docdir/generate.c" "$datadir/slmd/models.tsv" "$datadir/man/man1/slm.1" "$datadir/man/man8/slmd.8" \
+         "$datadir/man/man1/slm-bench.1" "$datadir/man/man5/slmd.conf.5" "$datadir/bash-completion/completions/slm" \
+         "$datadir/bash-completion/completions/slmd"; do
   [ -f "$prefix/$f" ] && ok "$f" || bad "$f is missing"
 done
 # libslm.so -> libslm.so.0 -> libslm.so.X.Y.Z, soname libslm.so.0.

@@ -32,6 +32,9 @@ struct slm_app {
     int n_args;
     struct slm_client *client;
     int lost;                  /* the daemon went away (a chat ends) */
+    int n_ctx;                 /* chat: the daemon's context (slm_info), for messages */
+    int retry_e2big;           /* chat: a refusal for size is the caller's to handle (it trims) */
+    const char *note;          /* a line for stderr before the next answer's first token */
 };
 
 /* The signal that interrupted the command (0: none yet) and how many came. */
@@ -50,5 +53,10 @@ const char *slm_app_text_arg(const struct slm_app *a, const char *arg, char **ow
 /* Commands that stream a completion; each checks its input, connects, and returns the exit status. */
 int slm_cmd_generate(struct slm_app *a);
 int slm_cmd_chat(struct slm_app *a);
+
+/* The model store (models.c), without a daemon: list, fetch from the catalogue, remove. */
+int slm_cmd_models(struct slm_app *a);
+int slm_cmd_pull(struct slm_app *a);
+int slm_cmd_rm(struct slm_app *a);
 
 #endif

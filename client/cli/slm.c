@@ -6,21 +6,27 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "client/cli/app.h"
 #include "client/cli/json.h"
+#include "common/args.h"
 #include "common/err.h"
 #include "common/parse.h"
 
 #ifndef SLM_VERSION
 #define SLM_VERSION "unknown"
+#endif
+#ifndef SLM_GIT_REV
+#define SLM_GIT_REV ""
 #endif
 
 static int cmd_info(struct slm_app *a);
@@ -28,8 +34,10 @@ static int cmd_stats(struct slm_app *a);
 static int cmd_tokenize(struct slm_app *a);
 static int cmd_detokenize(struct slm_app *a);
 
-enum { C_GENERATE = 1, C_CHAT = 2, C_INFO = 4, C_STATS = 8, C_TOKENIZE = 16, C_DETOKENIZE = 32 };
-#define C_ALL 63u
+enum { C_GENERATE = 1, C_CHAT = 2, C_INFO = 4, C_STATS = 8, C_TOKENIZE = 16, C_DETOKENIZE = 32, C_MODELS = 64,
+       C_PULL = 128, C_RM = 256 };
+#define C_ALL 511u
+#define C_DAEMON 63u   /* the commands that talk to slmd */
 #define C_SAMPLING (C_GENERATE | C_CHAT)
 
 struct command {
@@ -44,7 +52,7 @@ struct command {
 static const struct command commands[] = {
     {"generate", C_GENERATE, "PROMPT", "complete PROMPT ('-': standard input), streaming the text to stdout",
      slm_cmd_generate, 1, 1},
-    {"chat", C_CHAT, "", "a conversation: one user turn per line of input, each answer streamed",
+    {"chat", C_CHAT, "", "a conversation, one user turn a line (/help, /reset, /system TEXT, /exit)",
      slm_cmd_chat, 0, 0},
     {"info", C_INFO, "", "the model and the engine's limits", cmd_info, 0, 0},
     {"stats", C_STATS, "", "the daemon's counters: clients, requests, tokens, KV blocks", cmd_stats, 0, 0},
@@ -52,6 +60,11 @@ static const struct command commands[] = {
      1, 1},
     {"detokenize", C_DETOKENIZE, "ID...", "the text of token ids ('-': ids from standard input)",
      cmd_detokenize, 1, 1 << 20},
+    {"models", C_MODELS, "", "the models in the store (name, size, quantization, architecture, context) and the "
+     "catalogue's", slm_cmd_models, 0, 0},
+    {"pull", C_PULL, "NAME", "fetch a model of the catalogue into your store (sha256 checked; progress on a terminal)",
+     slm_cmd_pull, 1, 1},
+    {"rm", C_RM, "NAME", "remove a model from your store", slm_cmd_rm, 1, 1},
 };
 
 enum opt_kind { K_FLAG, K_STR, K_INT, K_FLOAT, K_SEED };
@@ -65,6 +78,7 @@ enum opt_id {
  * it sets and its range (those of `slmd run` where it has the flag). */
 struct opt_spec {
     const char *name;
+    char short_name;           /* llama.cpp's short flag, or 0 */
     enum opt_kind kind;
     unsigned cmds;
     size_t field;
@@ -74,32 +88,33 @@ struct opt_spec {
 
 #define P(f) offsetof(struct slm_params, f)
 static const struct opt_spec specs[O_COUNT] = {
-    [O_SOCKET] = {"socket", K_STR, C_ALL, 0, 0, 0, "PATH",
+    [O_SOCKET] = {"socket", 0, K_STR, C_DAEMON, 0, 0, 0, "PATH",
                   "the daemon's socket (default: $SLM_SOCKET, else " SLM_DEFAULT_SOCKET ")"},
-    [O_JSON] = {"json", K_FLAG, C_ALL, 0, 0, 0, "", "print JSON (docs/client.md has the shapes)"},
-    [O_STREAM_JSON] = {"stream-json", K_FLAG, C_SAMPLING, 0, 0, 0, "", "print one JSON object per event"},
-    [O_SYSTEM] = {"system", K_STR, C_CHAT, 0, 0, 0, "TEXT", "a system message before the conversation"},
-    [O_PROMPT] = {"prompt", K_STR, C_CHAT, 0, 0, 0, "TEXT", "a first user turn, answered before reading input"},
-    [O_MAX_TOKENS] = {"max-tokens", K_INT, C_SAMPLING, P(max_tokens), 0, 1 << 24, "N",
+    [O_JSON] = {"json", 0, K_FLAG, C_DAEMON | C_MODELS, 0, 0, 0, "", "print JSON (docs/client.md has the shapes)"},
+    [O_STREAM_JSON] = {"stream-json", 0, K_FLAG, C_SAMPLING, 0, 0, 0, "", "print one JSON object per event"},
+    [O_SYSTEM] = {"system", 0, K_STR, C_CHAT, 0, 0, 0, "TEXT", "a system message before the conversation"},
+    [O_PROMPT] = {"prompt", 'p', K_STR, C_CHAT | C_GENERATE, 0, 0, 0, "TEXT",
+                  "generate: the prompt, instead of PROMPT; chat: a first user turn, answered before reading input"},
+    [O_MAX_TOKENS] = {"max-tokens", 'n', K_INT, C_SAMPLING, P(max_tokens), 0, 1 << 24, "N",
                       "tokens to generate at most (default 256; 0 = up to the context)"},
-    [O_TEMPERATURE] = {"temperature", K_FLOAT, C_SAMPLING, P(temperature), 0, 100, "T", "0 = greedy (default 0.8)"},
-    [O_TOP_K] = {"top-k", K_INT, C_SAMPLING, P(top_k), 0, 1 << 24, "N", "(default 40; 0 = off)"},
-    [O_TOP_P] = {"top-p", K_FLOAT, C_SAMPLING, P(top_p), 0, 1, "P", "(default 0.95; 1 = off)"},
-    [O_MIN_P] = {"min-p", K_FLOAT, C_SAMPLING, P(min_p), 0, 1, "P", "(default 0.05; 0 = off)"},
-    [O_REPEAT_PENALTY] = {"repeat-penalty", K_FLOAT, C_SAMPLING, P(repeat_penalty), 0, 100, "F",
+    [O_TEMPERATURE] = {"temperature", 0, K_FLOAT, C_SAMPLING, P(temperature), 0, 100, "T", "0 = greedy (default 0.8)"},
+    [O_TOP_K] = {"top-k", 0, K_INT, C_SAMPLING, P(top_k), 0, 1 << 24, "N", "(default 40; 0 = off)"},
+    [O_TOP_P] = {"top-p", 0, K_FLOAT, C_SAMPLING, P(top_p), 0, 1, "P", "(default 0.95; 1 = off)"},
+    [O_MIN_P] = {"min-p", 0, K_FLOAT, C_SAMPLING, P(min_p), 0, 1, "P", "(default 0.05; 0 = off)"},
+    [O_REPEAT_PENALTY] = {"repeat-penalty", 0, K_FLOAT, C_SAMPLING, P(repeat_penalty), 0, 100, "F",
                           "above 0 (default 1.0 = off)"},
-    [O_REPEAT_LAST_N] = {"repeat-last-n", K_INT, C_SAMPLING, P(repeat_last_n), -1, 1 << 24, "N",
+    [O_REPEAT_LAST_N] = {"repeat-last-n", 0, K_INT, C_SAMPLING, P(repeat_last_n), -1, 1 << 24, "N",
                          "tokens the penalties look back on (default 64; -1 = all)"},
-    [O_PRESENCE] = {"presence-penalty", K_FLOAT, C_SAMPLING, P(presence_penalty), -2, 2, "F", "(default 0)"},
-    [O_FREQUENCY] = {"frequency-penalty", K_FLOAT, C_SAMPLING, P(frequency_penalty), -2, 2, "F", "(default 0)"},
-    [O_SEED] = {"seed", K_SEED, C_SAMPLING, P(seed), 0, 0, "S", "sampling seed (default: random)"},
-    [O_STOP] = {"stop", K_STR, C_SAMPLING, 0, 0, 0, "TEXT", "stop before TEXT (repeatable)"},
-    [O_IGNORE_EOS] = {"ignore-eos", K_FLAG, C_SAMPLING, 0, 0, 0, "", "end-of-generation tokens do not stop"},
-    [O_PRIORITY] = {"priority", K_INT, C_SAMPLING, P(priority), -1000000, 1000000, "N",
+    [O_PRESENCE] = {"presence-penalty", 0, K_FLOAT, C_SAMPLING, P(presence_penalty), -2, 2, "F", "(default 0)"},
+    [O_FREQUENCY] = {"frequency-penalty", 0, K_FLOAT, C_SAMPLING, P(frequency_penalty), -2, 2, "F", "(default 0)"},
+    [O_SEED] = {"seed", 's', K_SEED, C_SAMPLING, P(seed), 0, 0, "S", "sampling seed (default: random)"},
+    [O_STOP] = {"stop", 0, K_STR, C_SAMPLING, 0, 0, 0, "TEXT", "stop before TEXT (repeatable)"},
+    [O_IGNORE_EOS] = {"ignore-eos", 0, K_FLAG, C_SAMPLING, 0, 0, 0, "", "end-of-generation tokens do not stop"},
+    [O_PRIORITY] = {"priority", 0, K_INT, C_SAMPLING, P(priority), -1000000, 1000000, "N",
                     "higher runs first (default 0)"},
-    [O_LOGPROBS] = {"logprobs", K_INT, C_SAMPLING, P(logprobs), 0, 20, "N",
+    [O_LOGPROBS] = {"logprobs", 0, K_INT, C_SAMPLING, P(logprobs), 0, 20, "N",
                     "with --json or --stream-json: each token's logprob and N alternatives"},
-    [O_HELP] = {"help", K_FLAG, C_ALL, 0, 0, 0, "", "this text"},
+    [O_HELP] = {"help", 'h', K_FLAG, C_ALL, 0, 0, 0, "", "this text"},
 };
 #undef P
 
@@ -124,8 +139,10 @@ static void command_usage(FILE *f, const struct command *cmd)
             cmd->summary);
     for (int i = 0; i < O_COUNT; i++) {
         if (!(specs[i].cmds & cmd->bit)) continue;
-        char left[64];
-        snprintf(left, sizeof left, "--%s%s%s", specs[i].name, specs[i].arg[0] ? " " : "", specs[i].arg);
+        char left[64], short_flag[8] = "";
+        if (specs[i].short_name) snprintf(short_flag, sizeof short_flag, "-%c, ", specs[i].short_name);
+        snprintf(left, sizeof left, "%s--%s%s%s", short_flag, specs[i].name, specs[i].arg[0] ? " " : "",
+                 specs[i].arg);
         fprintf(f, "  %-24s %s\n", left, specs[i].help);
     }
     fputs(exit_help, f);
@@ -153,32 +170,28 @@ static int set_number(struct slm_app *a, const struct opt_spec *s, const char *t
     return rc;
 }
 
-/* Parses a command's options and arguments into a. 0, 1 (--help was printed), or -EINVAL after
- * a one-line error. */
-static int parse_args(struct slm_app *a, const struct command *cmd, int argc, char **argv)
+/* Parses a command's options and arguments into a (a->args points into pos, which holds argc
+ * entries). 0, 1 (--help was printed), or -EINVAL after a one-line error that names the
+ * argument at fault. */
+static int parse_args(struct slm_app *a, const struct command *cmd, int argc, char **argv, char **pos)
 {
-    struct option longopts[O_COUNT + 1];
-    int n = 0, seed_given = 0;
+    struct slm_arg_opt opts[O_COUNT];
+    int n = 0;
     for (int i = 0; i < O_COUNT; i++)
         if (specs[i].cmds & cmd->bit)
-            longopts[n++] = (struct option){specs[i].name, specs[i].kind == K_FLAG ? no_argument : required_argument,
-                                            NULL, 256 + i};
-    longopts[n] = (struct option){0, 0, 0, 0};
-    opterr = 0;
-    optind = 1;
+            opts[n++] = (struct slm_arg_opt){specs[i].name, specs[i].short_name, specs[i].kind != K_FLAG, i};
+    struct slm_args it;
+    slm_args_init(&it, argc, argv, opts, n, pos);
+    char err[SLM_ERR_LEN];
     int c;
-    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
-        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-        if (c == ':') {
-            fprintf(stderr, "%s: %s needs a value\n", a->prog, name);
+    while ((c = slm_args_next(&it, err)) != SLM_ARGS_END) {
+        if (c < 0) {
+            fprintf(stderr, "%s: %s (see %s --help)\n", a->prog, err, a->prog);
             return -EINVAL;
         }
-        if (c < 256 || c >= 256 + O_COUNT) {
-            fprintf(stderr, "%s: unknown option '%s' (see %s --help)\n", a->prog, name, a->prog);
-            return -EINVAL;
-        }
-        const struct opt_spec *s = &specs[c - 256];
-        switch (c - 256) {
+        const struct opt_spec *s = &specs[c];
+        const char *optarg = it.value;
+        switch (c) {
         case O_SOCKET: a->socket = optarg; break;
         case O_JSON: a->json = 1; break;
         case O_STREAM_JSON: a->stream_json = 1; break;
@@ -189,11 +202,18 @@ static int parse_args(struct slm_app *a, const struct command *cmd, int argc, ch
         case O_HELP: command_usage(stdout, cmd); return 1;
         default:
             if (set_number(a, s, optarg)) return -EINVAL;
-            seed_given |= c - 256 == O_SEED;
         }
     }
-    a->args = argv + optind;
-    a->n_args = argc - optind;
+    if (cmd->bit == C_GENERATE && a->first) {   /* -p PROMPT, as llama.cpp's CLI takes it */
+        if (it.n_pos) {
+            fprintf(stderr, "%s: both --prompt and a PROMPT argument ('%s') were given\n", a->prog, it.pos[0]);
+            return -EINVAL;
+        }
+        pos[it.n_pos++] = (char *)a->first;
+        a->first = NULL;
+    }
+    a->args = pos;
+    a->n_args = it.n_pos;
     if (a->n_args < cmd->min_args) {
         fprintf(stderr, "%s: %s is missing (see %s --help)\n", a->prog, cmd->args, a->prog);
         return -EINVAL;
@@ -215,30 +235,65 @@ static int parse_args(struct slm_app *a, const struct command *cmd, int argc, ch
         fprintf(stderr, "%s: --logprobs needs --json or --stream-json\n", a->prog);
         return -EINVAL;
     }
-    if (!seed_given) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        a->params.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
-    }
     a->params.stop = a->params.n_stop ? a->stops : NULL;
     return 0;
 }
 
 /* ---- shared by the commands ------------------------------------------------------------------ */
 
+/* Why the socket at path refuses this user, with what to do: its mode, owner and group,
+ * and whether the user is in that group. Empty when the socket cannot be looked at. */
+static void permission_hint(const char *path, char *out, size_t cap)
+{
+    struct stat st;
+    out[0] = 0;
+    if (stat(path, &st) != 0) return;
+    struct passwd *pw = getpwuid(st.st_uid);
+    char owner[64], group[64];
+    snprintf(owner, sizeof owner, "%s", pw ? pw->pw_name : "?");
+    struct group *gr = getgrgid(st.st_gid);
+    snprintf(group, sizeof group, "%s", gr ? gr->gr_name : "?");
+    if (!pw) snprintf(owner, sizeof owner, "%u", (unsigned)st.st_uid);
+    if (!gr) snprintf(group, sizeof group, "%u", (unsigned)st.st_gid);
+    gid_t groups[256];
+    int n = getgroups(256, groups), member = getegid() == st.st_gid;
+    for (int i = 0; i < n && !member; i++) member = groups[i] == st.st_gid;
+    if (member)
+        snprintf(out, cap, "; the socket is mode %04o, owner %s, group %s, and you (uid %u) are in group %s: log "
+                 "in again if you were just added", (unsigned)(st.st_mode & 07777), owner, group, (unsigned)geteuid(),
+                 group);
+    else
+        snprintf(out, cap, "; the socket is mode %04o, owner %s, group %s, and you (uid %u) are not in group %s: "
+                 "ask an administrator to add you (usermod -aG %s USER, then log in again) or to set socket-mode / "
+                 "socket-group in /etc/slmd/slmd.conf", (unsigned)(st.st_mode & 07777), owner, group,
+                 (unsigned)geteuid(), group, group);
+}
+
 int slm_app_connect(struct slm_app *a)
 {
     int rc = slm_connect(a->socket, "slm", &a->client);
     if (rc == 0) return SLM_EXIT_OK;
     const char *why = slm_last_error()[0] ? slm_last_error() : slm_strerror(rc);
-    fprintf(stderr, "%s: cannot connect to slmd at %s: %s%s\n", a->prog, a->socket, why,
-            rc == -ENOENT || rc == -ECONNREFUSED ? " (is slmd running?)" : "");
+    char hint[512] = "";
+    if (rc == -ENOENT || rc == -ECONNREFUSED) snprintf(hint, sizeof hint, " (is slmd running?)");
+    else if (rc == -EACCES && !strncmp(why, "connect ", 8)) permission_hint(a->socket, hint, sizeof hint);
+    fprintf(stderr, "%s: cannot connect to slmd at %s: %s%s\n", a->prog, a->socket, why, hint);
     return SLM_EXIT_CONNECT;
 }
 
 int slm_app_fail(const struct slm_app *a, const char *what, int err)
 {
     fprintf(stderr, "%s: %s: %s\n", a->prog, what, slm_strerror(err));
+    return SLM_EXIT_FAILED;
+}
+
+/* slm_app_fail for a request answered at once (tokenize, detokenize, info, stats): slmd's
+ * own reason when it gave one. */
+static int fail_request(const struct slm_app *a, const char *what, int err)
+{
+    const char *why = slm_last_error();
+    if (!why[0]) return slm_app_fail(a, what, err);
+    fprintf(stderr, "%s: %s: %s\n", a->prog, what, why);
     return SLM_EXIT_FAILED;
 }
 
@@ -260,7 +315,7 @@ static int cmd_info(struct slm_app *a)
     int rc = slm_app_connect(a);
     if (rc != SLM_EXIT_OK) return rc;
     rc = slm_info(a->client, &in);
-    if (rc < 0) return slm_app_fail(a, "info", rc);
+    if (rc < 0) return fail_request(a, "info", rc);
     const struct slm_field f[] = {
         {"model", SLM_FIELD_STR, in.model, 0, 0},
         {"arch", SLM_FIELD_STR, in.arch, 0, 0},
@@ -282,7 +337,7 @@ static int cmd_stats(struct slm_app *a)
     int rc = slm_app_connect(a);
     if (rc != SLM_EXIT_OK) return rc;
     rc = slm_stats(a->client, &st);
-    if (rc < 0) return slm_app_fail(a, "stats", rc);
+    if (rc < 0) return fail_request(a, "stats", rc);
     const struct slm_field f[] = {
         {"clients", SLM_FIELD_INT, NULL, st.clients, 0},
         {"requests_active", SLM_FIELD_INT, NULL, st.requests_active, 0},
@@ -311,7 +366,7 @@ static int cmd_tokenize(struct slm_app *a)
     if (rc == SLM_EXIT_OK) rc = slm_tokenize(a->client, text, &ids, &n);
     free(owned);
     if (rc > 0) return rc;
-    if (rc < 0) return slm_app_fail(a, "tokenize", rc);
+    if (rc < 0) return fail_request(a, "tokenize", rc);
     fputs(a->json ? "{\"ids\":[" : "", stdout);
     for (int i = 0; i < n; i++) printf("%s%d", i ? (a->json ? "," : " ") : "", ids[i]);
     fputs(a->json ? "]}\n" : "\n", stdout);
@@ -356,7 +411,7 @@ static int cmd_detokenize(struct slm_app *a)
     if ((status = slm_app_connect(a)) != SLM_EXIT_OK) goto out;
     int rc = slm_detokenize(a->client, ids, n, &text);
     if (rc < 0) {
-        status = slm_app_fail(a, "detokenize", rc);
+        status = fail_request(a, "detokenize", rc);
         goto out;
     }
     if (a->json) slm_json_string(stdout, text, strlen(text));
@@ -381,7 +436,8 @@ int main(int argc, char **argv)
             return SLM_EXIT_OK;
         }
         if (!strcmp(argv[i], "--version")) {
-            printf("slm %s\n", SLM_VERSION);
+            printf("slm %s%s%s%s (client; the backends are the daemon's: slm info)\n", SLM_VERSION,
+                   SLM_GIT_REV[0] ? " (git " : "", SLM_GIT_REV, SLM_GIT_REV[0] ? ")" : "");
             return SLM_EXIT_OK;
         }
         if (!strncmp(argv[i], "--socket=", 9)) a.socket = argv[i] + 9;
@@ -420,7 +476,12 @@ int main(int argc, char **argv)
     a.stops = calloc((size_t)argc, sizeof *a.stops);   /* each --stop takes an argument */
     if (!a.stops) return SLM_EXIT_ERROR;
     int status = SLM_EXIT_OK;
-    int rc = parse_args(&a, cmd, argc - i, argv + i);
+    char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) {
+        free(a.stops);
+        return SLM_EXIT_ERROR;
+    }
+    int rc = parse_args(&a, cmd, argc - i, argv + i, pos);
     if (rc) {
         status = rc > 0 ? SLM_EXIT_OK : SLM_EXIT_USAGE;
         goto out;
@@ -431,6 +492,7 @@ int main(int argc, char **argv)
     slm_close(&a.client);
 out:
     free(a.stops);
+    free(pos);
     if (fflush(stdout) != 0 && status == SLM_EXIT_OK) {
         fprintf(stderr, "%s: cannot write standard output\n", prog);
         status = SLM_EXIT_ERROR;

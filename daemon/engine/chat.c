@@ -246,3 +246,42 @@ int slm_chat_apply(int fmt, const struct slm_chat_msg *msgs, int n, int add_gene
     if (o.len > INT_MAX) return -EOVERFLOW;
     return (int)o.len;
 }
+
+/* ---- the template's default system message --------------------------------------------------- */
+
+static const char *find_n(const char *hay, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; n <= len && i <= len - n; i++)
+        if (!memcmp(hay + i, needle, n)) return hay + i;
+    return NULL;
+}
+
+int slm_chat_default_system(const char *tmpl, size_t len, char *buf, size_t cap)
+{
+    static const char open[] = "<|im_start|>system", close[] = "<|im_end|>";
+    const char *end = tmpl + len;
+    for (const char *p = find_n(tmpl, len, open); p; p = find_n(p + 1, (size_t)(end - p - 1), open)) {
+        const char *s = p + strlen(open);
+        if (s < end && *s == '\n') s++;                                     /* a real newline */
+        else if (end - s >= 2 && s[0] == '\\' && s[1] == 'n') s += 2;       /* a Jinja "\n" */
+        else continue;
+        const char *e = find_n(s, (size_t)(end - s), close);
+        if (!e || e == s) continue;
+        /* Only a literal: the default is text written in the template, not an expression
+         * (' + messages[0]['content'] + ') nor an escape this reader does not undo. */
+        if (memchr(s, '\'', (size_t)(e - s)) || memchr(s, '"', (size_t)(e - s)) || memchr(s, '\\', (size_t)(e - s)) ||
+            memchr(s, '{', (size_t)(e - s)))
+            continue;
+        size_t n = (size_t)(e - s);
+        if (n > INT_MAX) return -EOVERFLOW;
+        if (cap) {
+            size_t c = n < cap - 1 ? n : cap - 1;
+            memcpy(buf, s, c);
+            buf[c] = 0;
+        }
+        return (int)n;
+    }
+    if (cap) buf[0] = 0;
+    return 0;
+}

@@ -35,4 +35,11 @@ const char *slm_chat_format_name(int fmt);
 int slm_chat_apply(int fmt, const struct slm_chat_msg *msgs, int n, int add_generation_prompt, char *buf,
                    size_t cap);
 
+/* The system message the template text tmpl[len] adds when a conversation has none (a
+ * ChatML template's literal "<|im_start|>system\n...<|im_end|>", e.g. SmolLM2's "You are a
+ * helpful AI assistant named SmolLM, trained by Hugging Face"), as a Jinja evaluation of
+ * the template renders it. Writes at most cap bytes including a NUL; returns its length
+ * (0: the template has none), or -EOVERFLOW. docs/chat-templates.md. */
+int slm_chat_default_system(const char *tmpl, size_t len, char *buf, size_t cap);
+
 #endif

@@ -197,7 +197,8 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
     /* A prompt of exactly the context gives one token (sampled from its last position, which
      * needs no KV slot) and finishes with LENGTH. */
     if (q->n_prompt > e->o.n_ctx) {
-        slm_err_set(err, "request: prompt of %d tokens does not fit the context of %d", q->n_prompt, e->o.n_ctx);
+        slm_err_set(err, "request: prompt of %d tokens does not fit the context of %d (shorten it, or raise ctx-size)",
+                    q->n_prompt, e->o.n_ctx);
         return -E2BIG;
     }
     /* Alone, a request must be able to run to its end: then the highest-ranked one always
