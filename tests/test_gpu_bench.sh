@@ -79,7 +79,7 @@ expect_error "run.sh --model and --model-parts" "^run.sh: give --model or --mode
 SLM_MODEL_DIR=$tmp/joined expect_error "run.sh a missing model part" "^run.sh: model part $tmp/parts/c/m.part3: no such readable file" \
   --model-parts "$tmp/parts/a/m.part1" "$tmp/parts/c/m.part3"
 SLM_MODEL_DIR=$tmp/joined expect_error "run.sh parts that match no pin" \
-  "^run.sh: the 2 model parts joined \(23 bytes, sha256 [0-9a-f]{64}\) match no model pinned in packaging/fetch-models.sh" \
+  "^run.sh: the 2 model parts joined \(23 bytes, sha256 [0-9a-f]{64}\) match no model pinned in packaging/models.tsv" \
   --model-parts "$tmp/parts/?/m.part*"
 [ -z "$(ls -A "$tmp/joined" 2>/dev/null)" ] && echo "ok   a bad join leaves nothing behind" || { echo "FAIL a bad join left $(ls -A "$tmp/joined")"; fail=1; }
 

@@ -4,7 +4,7 @@
 #                           pkg-config, the linker and the loader there (exported), leaving / alone
 #   gpu_join_model DIR PART...
 #                           joins the parts in the order given (a quoted glob expands in sorted order)
-#                           and prints DIR/NAME, NAME being the model of packaging/fetch-models.sh whose
+#                           and prints DIR/NAME, NAME being the file of the model of packaging/models.tsv whose
 #                           pinned sha256 the join has; a join that matches no pin is an error, and
 #                           nothing is left behind
 # GPU_ROOT must name the repository's root.
@@ -27,11 +27,10 @@ gpu_use_deps() {
     export LIBRARY_PATH="$lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 }
 
-# The pins: "SHA256 NAME" a line, read from packaging/fetch-models.sh (a `fetch NAME \` line, the
-# sha256 first on the next).
+# The pins: "SHA256 FILE" a line, read from the model catalogue packaging/models.tsv (NAME, FILE,
+# SHA256, packages; tab-separated, # comments).
 gpu_model_pins() {
-    awk '$1 == "fetch" && NF >= 2 { name = $2; if ((getline) > 0) print $1, name }' \
-        "$GPU_ROOT/packaging/fetch-models.sh"
+    awk -F '\t' '$0 !~ /^#/ && NF >= 3 { print $3, $2 }' "$GPU_ROOT/packaging/models.tsv"
 }
 
 gpu_join_model() {
@@ -63,7 +62,7 @@ gpu_join_model() {
     if [ -z "$name" ]; then
         size=$(wc -c < "$tmp")
         rm -f "$tmp"
-        echo "$GPU_PROG: the $n model parts joined ($size bytes, sha256 $sum) match no model pinned in packaging/fetch-models.sh: a part is missing, truncated or out of order" >&2
+        echo "$GPU_PROG: the $n model parts joined ($size bytes, sha256 $sum) match no model pinned in packaging/models.tsv: a part is missing, truncated or out of order" >&2
         return 1
     fi
     mv -f "$tmp" "$dest/$name" || { rm -f "$tmp"; echo "$GPU_PROG: cannot write $dest/$name" >&2; return 1; }

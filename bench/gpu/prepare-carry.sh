@@ -6,7 +6,7 @@
 #   .gpu-llama-cpp/    llama.cpp's CUDA-only source tarball (bench/gpu/pack-llama-cpp.sh)
 #   .gpu-model-a/, .gpu-model-b/  the model's two halves, MODEL.part1 and MODEL.part2
 #                      (a 98 MB model fits no single call; run.sh --model-parts joins them and
-#                      checks the join against packaging/fetch-models.sh's pin)
+#                      checks the join against packaging/models.tsv's pin)
 # Folders already there are kept (remove one to remake it).
 #
 # usage: bench/gpu/prepare-carry.sh [--model FILE]

@@ -13,7 +13,7 @@
 #   --model-parts PART...  the model as pieces (a 64 MiB carry holds no whole model): the files
 #                 (or quoted globs, expanded in sorted order) up to the next --option, joined in
 #                 that order into $SLM_MODEL_DIR (~/.cache/slmd/models) under the name of the model in
-#                 packaging/fetch-models.sh whose pinned sha256 they match; no match is an error
+#                 packaging/models.tsv whose pinned sha256 they match; no match is an error
 #   --deps DIR    .deb files of the build's libraries (bench/gpu/fetch-deps.sh makes the folder),
 #                 for a machine that lacks them and cannot fetch them: unpacked under /tmp/slm-deps
 #   --build DIR   build folder [build-gpu]

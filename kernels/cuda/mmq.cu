@@ -21,8 +21,8 @@
  *
  * Shape: MMQ_THREADS = 128 (4 warps) a block: F warps along K x 4 / F row tiles of 16 rows (F = 4
  * for every weight of 128 columns or more: a block computes 16 rows), each warp against
- * MMQ_TILES x 8 = 32 tokens, one m16n8 tile at a time; grid (row groups over the weights' flat
- * list, ceil(n / 32)). Fragments come straight from global memory (the device layout keeps a
+ * 8 x mmq_tiles() tokens (32; 16 for SwiGLU, 8 for Q4_K / Q5_K SwiGLU), one m16n8 tile at a time;
+ * grid (row groups over the weights' flat list, ceil(n / the block's tokens)). Fragments come straight from global memory (the device layout keeps a
  * block's words where a lane's A fragment wants them: lane (g, t) reads word t of rows g and
  * g + 8); the activations are read through L1. A first version, not yet measured on a GPU: no
  * shared-memory staging, no ldmatrix / cp.async pipeline, no wgmma (docs/cuda.md).
@@ -34,8 +34,13 @@
 
 #define MMQ_THREADS 128
 #define MMQ_WARPS (MMQ_THREADS / 32)
-#define MMQ_TILES 4                 /* 8-token tiles a warp */
-#define MMQ_TOKENS (8 * MMQ_TILES)  /* a block's tokens */
+/* 8-token tiles a warp: 4 (32 tokens a block); for SwiGLU, whose gate and up accumulators would
+ * otherwise spill (the compiler's report, test_cuda_resources), 2, and 1 for Q4_K / Q5_K, whose
+ * units unpack two sub-blocks of two rows at once. */
+template <uint32_t WT, bool SWIGLU> __host__ __device__ constexpr int mmq_tiles()
+{
+    return !SWIGLU ? 4 : (WT == SLM_TYPE_Q4_K || WT == SLM_TYPE_Q5_K) ? 1 : 2;
+}
 
 using slm_gemv::gemv_act;
 using slm_gemv::unit32;
@@ -45,17 +50,17 @@ namespace {
 /* What a thread (g, t) needs of a tile's tokens for one activation block b: B fragments of each
  * 8-token tile (token 8j + g: words t and t + 4 of the block's quants, 0 past n) and the (d, s)
  * of the two tokens 8j + 2t, 8j + 2t + 1 of its outputs. */
-struct act_frag {
-    int b[MMQ_TILES][2];
-    float2 ds[MMQ_TILES][2];
+template <int TILES> struct act_frag {
+    int b[TILES][2];
+    float2 ds[TILES][2];
 };
 
-__device__ __forceinline__ act_frag act_load(const gemv_act &a, int tok0, int n, int blk)
+template <int TILES> __device__ __forceinline__ act_frag<TILES> act_load(const gemv_act &a, int tok0, int n, int blk)
 {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    act_frag f;
+    act_frag<TILES> f;
     SLM_UNROLL
-    for (int j = 0; j < MMQ_TILES; j++) {
+    for (int j = 0; j < TILES; j++) {
         const int tb = tok0 + 8 * j + g;
         if (tb < n) {
             const int8_t *q = a.q + (size_t)tb * (size_t)a.cols + 32 * blk;
@@ -75,12 +80,12 @@ __device__ __forceinline__ act_frag act_load(const gemv_act &a, int tok0, int n,
 
 /* y[j][i] (row g + 8 (i >= 2), token 8j + 2t + (i & 1)) += the block's terms, as the GEMV adds
  * them: y = fma(ws * d_a, float(dot), y), then y = fma(wm, s_a, y) when M. */
-template <bool M>
+template <bool M, int TILES>
 __device__ __forceinline__ void add_terms(float (*y)[4], const int (*c)[4], const float *ws, const float *wm,
-                                          const act_frag &f)
+                                          const act_frag<TILES> &f)
 {
     SLM_UNROLL
-    for (int j = 0; j < MMQ_TILES; j++) {
+    for (int j = 0; j < TILES; j++) {
         SLM_UNROLL
         for (int i = 0; i < 4; i++) {
             const float2 ds = f.ds[j][i & 1];
@@ -91,10 +96,11 @@ __device__ __forceinline__ void add_terms(float (*y)[4], const int (*c)[4], cons
 }
 
 /* The int dots of one activation block: A fragment a (rows g, g + 8) against each tile's B. */
-__device__ __forceinline__ void dots_k32(int (*c)[4], const int (&a)[4], const act_frag &f)
+template <int TILES>
+__device__ __forceinline__ void dots_k32(int (*c)[4], const int (&a)[4], const act_frag<TILES> &f)
 {
     SLM_UNROLL
-    for (int j = 0; j < MMQ_TILES; j++) {
+    for (int j = 0; j < TILES; j++) {
         const int z[4] = {0, 0, 0, 0};
         const int b[2] = {f.b[j][0], f.b[j][1]};
         slm_mma::mma_s8_k32(c[j], a, b, z);
@@ -105,6 +111,7 @@ __device__ __forceinline__ void dots_k32(int (*c)[4], const int (&a)[4], const a
 
 template <uint32_t T> struct mmq_unit {
     /* block u of rows r[0] (g) and r[1] (g + 8) */
+    template <int TILES>
     static __device__ __forceinline__ void run(const uint8_t *const *r, int nb, int u, const gemv_act &a, int tok0,
                                                int n, float (*y)[4])
     {
@@ -122,15 +129,16 @@ template <uint32_t T> struct mmq_unit {
             ws[h] = w.d;
             wm[h] = w.m;
         }
-        const act_frag f = act_load(a, tok0, n, u);
-        int c[MMQ_TILES][4];
-        dots_k32(c, fa, f);
-        add_terms<U::M>(y, c, ws, wm, f);
+        const act_frag<TILES> f = act_load<TILES>(a, tok0, n, u);
+        int c[TILES][4];
+        dots_k32<TILES>(c, fa, f);
+        add_terms<U::M, TILES>(y, c, ws, wm, f);
     }
 };
 
 /* Q4_K, Q5_K: piece c = sub-blocks 2c (low nibbles of chunk c of qs) and 2c + 1 (high). */
 template <bool FIVE> struct mmq_unit_k45 {
+    template <int TILES>
     static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const gemv_act &a, int tok0,
                                                int n, float (*y)[4])
     {
@@ -166,11 +174,11 @@ template <bool FIVE> struct mmq_unit_k45 {
         SLM_UNROLL
         for (int s = 0; s < 2; s++) {
             const int blk = 8 * b + 2 * c + s;
-            const act_frag f = act_load(a, tok0, n, blk);
-            int cc[MMQ_TILES][4];
+            const act_frag<TILES> f = act_load<TILES>(a, tok0, n, blk);
+            int cc[TILES][4];
             const int fa[4] = {s ? hi[0] : lo[0], s ? hi[1] : lo[1], s ? hi[2] : lo[2], s ? hi[3] : lo[3]};
-            dots_k32(cc, fa, f);
-            add_terms<true>(y, cc, dsc[s], dm[s], f);
+            dots_k32<TILES>(cc, fa, f);
+            add_terms<true, TILES>(y, cc, dsc[s], dm[s], f);
         }
     }
 };
@@ -180,6 +188,7 @@ template <> struct mmq_unit<SLM_TYPE_Q5_K> : mmq_unit_k45<true> {};
 /* Q6_K: piece c = half c / 2, quarters p = c % 2 (low nibbles of ql, qh bits 2p) and p + 2 (high
  * nibbles, qh bits 2p + 4); each quarter's groups of 16 through m16n8k16 and their int8 scales. */
 template <> struct mmq_unit<SLM_TYPE_Q6_K> {
+    template <int TILES>
     static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const gemv_act &a, int tok0,
                                                int n, float (*y)[4])
     {
@@ -206,10 +215,10 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
         SLM_UNROLL
         for (int qq = 0; qq < 2; qq++) {
             const int blk = 8 * b + 4 * hf + p + 2 * qq;
-            const act_frag f = act_load(a, tok0, n, blk);
-            int cc[MMQ_TILES][4];
+            const act_frag<TILES> f = act_load<TILES>(a, tok0, n, blk);
+            int cc[TILES][4];
             SLM_UNROLL
-            for (int j = 0; j < MMQ_TILES; j++) {
+            for (int j = 0; j < TILES; j++) {
                 const int z[4] = {0, 0, 0, 0};
                 int c0[4], c1[4];
                 const int a0[2] = {q[qq][0][0], q[qq][0][1]}, a1[2] = {q[qq][1][0], q[qq][1][1]};
@@ -218,7 +227,7 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
                 SLM_UNROLL
                 for (int i = 0; i < 4; i++) cc[j][i] = sc[qq][0][i >> 1] * c0[i] + sc[qq][1][i >> 1] * c1[i];
             }
-            add_terms<false>(y, cc, d, d, f);
+            add_terms<false, TILES>(y, cc, d, d, f);
         }
     }
 };
@@ -236,14 +245,15 @@ template <uint32_t WT, bool SWIGLU>
 __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
 {
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
-    __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * MMQ_TILES * 4][32];
+    constexpr int TILES = mmq_tiles<WT, SWIGLU>();
+    __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
     gemv_act a;
     a.cols = p.cols;
     a.q = p.xq;
     a.ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
     const int L = 1 << p.lshift, F = mmq_groups(p.lshift), S = L / F, wk = warp % F, wr = warp / F;
-    const int tok0 = (int)blockIdx.y * MMQ_TOKENS;
+    const int tok0 = (int)blockIdx.y * 8 * TILES;
     const uint8_t *w;
     float *y;
     int rows, rg;
@@ -256,10 +266,10 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
         ur[0] = p.w[1] + (size_t)min(row0, rows - 1) * p.w_row_bytes;
         ur[1] = p.w[1] + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes;
     }
-    float tot[MMQ_TILES][4], seg[MMQ_TILES][4], utot[SWIGLU ? MMQ_TILES : 1][4], useg[SWIGLU ? MMQ_TILES : 1][4];
+    float tot[TILES][4] = {}, seg[TILES][4], utot[SWIGLU ? TILES : 1][4] = {}, useg[SWIGLU ? TILES : 1][4];
     for (int l = wk * S; l < (wk + 1) * S; l++) {
         SLM_UNROLL
-        for (int j = 0; j < MMQ_TILES; j++) {
+        for (int j = 0; j < TILES; j++) {
             SLM_UNROLL
             for (int i = 0; i < 4; i++) {
                 seg[j][i] = 0.0f;
@@ -268,11 +278,11 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
         }
         const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
         for (int u = u0; u < u1; u++) {
-            mmq_unit<WT>::run(wr_, p.nb, u, a, tok0, p.n, seg);
-            if (SWIGLU) mmq_unit<WT>::run(ur, p.nb, u, a, tok0, p.n, useg);
+            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, a, tok0, p.n, seg);
+            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, a, tok0, p.n, useg);
         }
         SLM_UNROLL
-        for (int j = 0; j < MMQ_TILES; j++) {
+        for (int j = 0; j < TILES; j++) {
             SLM_UNROLL
             for (int i = 0; i < 4; i++) {
                 tot[j][i] = l == wk * S ? seg[j][i] : __fadd_rn(tot[j][i], seg[j][i]);
@@ -283,11 +293,11 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
     if (F > 1) {   /* the group sums meet at the warp of group 0, left to right */
         if (wk > 0) {
             SLM_UNROLL
-            for (int j = 0; j < MMQ_TILES; j++) {
+            for (int j = 0; j < TILES; j++) {
                 SLM_UNROLL
                 for (int i = 0; i < 4; i++) {
                     part[warp][4 * j + i][lane] = tot[j][i];
-                    if (SWIGLU) part[warp][4 * (MMQ_TILES + j) + i][lane] = utot[j][i];
+                    if (SWIGLU) part[warp][4 * (TILES + j) + i][lane] = utot[j][i];
                 }
             }
         }
@@ -295,17 +305,17 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
         if (wk > 0) return;
         for (int f = 1; f < F; f++) {
             SLM_UNROLL
-            for (int j = 0; j < MMQ_TILES; j++) {
+            for (int j = 0; j < TILES; j++) {
                 SLM_UNROLL
                 for (int i = 0; i < 4; i++) {
                     tot[j][i] = __fadd_rn(tot[j][i], part[warp + f][4 * j + i][lane]);
-                    if (SWIGLU) utot[j][i] = __fadd_rn(utot[j][i], part[warp + f][4 * (MMQ_TILES + j) + i][lane]);
+                    if (SWIGLU) utot[j][i] = __fadd_rn(utot[j][i], part[warp + f][4 * (TILES + j) + i][lane]);
                 }
             }
         }
     }
     SLM_UNROLL
-    for (int j = 0; j < MMQ_TILES; j++) {
+    for (int j = 0; j < TILES; j++) {
         SLM_UNROLL
         for (int i = 0; i < 4; i++) {
             const int row = row0 + 8 * (i >> 1), tok = tok0 + 8 * j + 2 * t + (i & 1);
@@ -321,8 +331,10 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
 template <uint32_t WT>
 static int mmq_launch_type(const struct qmm_args &p, cudaStream_t stream)
 {
-    const dim3 grid((unsigned)p.groups, (unsigned)((p.n + MMQ_TOKENS - 1) / MMQ_TOKENS));
-    if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) SLM_LAUNCH((k_mmq<WT, true>), grid, MMQ_THREADS, 0, stream, p);
+    const bool swiglu = p.epilogue == SLM_CUDA_GEMV_SWIGLU;
+    const int tokens = 8 * (swiglu ? mmq_tiles<WT, true>() : mmq_tiles<WT, false>());   /* a block's */
+    const dim3 grid((unsigned)p.groups, (unsigned)((p.n + tokens - 1) / tokens));
+    if (swiglu) SLM_LAUNCH((k_mmq<WT, true>), grid, MMQ_THREADS, 0, stream, p);
     else SLM_LAUNCH((k_mmq<WT, false>), grid, MMQ_THREADS, 0, stream, p);
     return slm_cuda_launched();
 }
