@@ -133,7 +133,23 @@ _SAMPLING = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_pen
              "presence_penalty", "frequency_penalty", "seed", "priority", "logprobs", "ignore_eos")
 
 
-class Stream:
+class _Closing:
+    """close() on leaving a with block and on garbage collection (whatever it raises then)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Stream(_Closing):
     """The tokens of one request as they come: iterate for Token objects; .completion is the
     whole result once the iteration has ended. close() (or garbage collection) before the end
     cancels the request."""
@@ -177,20 +193,8 @@ class Stream:
             self.completion = Completion(self._text.decode("utf-8", "replace"), "cancelled", 0, 0, len(self._tokens),
                                          self._tokens)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class Client:
+class Client(_Closing):
     """A connection to slmd. socket: its path (None: $SLM_SOCKET, else /run/slmd/slmd.sock).
 
         with slm.Client() as c:
@@ -230,17 +234,6 @@ class Client:
         with self._cond:
             self._cond.notify_all()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def _handle(self):
         if not self._c.value:
