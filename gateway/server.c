@@ -168,6 +168,21 @@ static void cancel_job(struct job *j)
     }
 }
 
+/* rc < 0, a failed wait for j's next event: 1 when the HTTP peer hung up (j's request is then
+ * cancelled, and the caller drops the connection); else 0, the error in j->err, the request over
+ * and its slmd client unusable. */
+static int wait_failed(struct job *j, int rc)
+{
+    if (rc == -ECONNABORTED) {
+        cancel_job(j);
+        return 1;
+    }
+    j->healthy = 0;
+    j->done = 1;
+    error_from_slmd(&j->err, rc, NULL);
+    return 0;
+}
+
 static int buf_append(struct job *j, char *text)
 {
     if (!text) return -ENOMEM;
@@ -327,14 +342,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
         }
         struct slm_event ev;
         int rc = next_event(j, &ev);
-        if (rc == -ECONNABORTED) {
-            cancel_job(j);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
         if (rc < 0) {
-            j->done = 1;
-            j->healthy = 0;
-            error_from_slmd(&j->err, rc, NULL);
+            if (wait_failed(j, rc)) return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
         take_event(j, &ev);   /* a failure is in j->err and j->done */
@@ -482,17 +491,11 @@ submit:;
         j->h = 0;
         goto fail;
     }
+    if (rc < 0 && wait_failed(j, rc)) {
+        job_free(j);
+        return MHD_NO;
+    }
     if (rc < 0 || take_event(j, &ev)) {
-        if (rc == -ECONNABORTED) {
-            cancel_job(j);
-            job_free(j);
-            return MHD_NO;
-        }
-        if (rc < 0) {
-            j->healthy = 0;
-            j->done = 1;
-            error_from_slmd(&j->err, rc, NULL);
-        }
         e = j->err;
         goto fail;
     }
@@ -508,14 +511,9 @@ submit:;
     }
     while (!j->done) {
         rc = next_event(j, &ev);
-        if (rc == -ECONNABORTED) {
-            cancel_job(j);
+        if (rc < 0 && wait_failed(j, rc)) {
             job_free(j);
             return MHD_NO;
-        }
-        if (rc < 0) {
-            j->healthy = 0;
-            error_from_slmd(&j->err, rc, NULL);
         }
         if (rc < 0 || take_event(j, &ev)) {
             e = j->err;
