@@ -51,6 +51,7 @@ static const struct key keys[] = {
     {"handshake-timeout", K_INT, F(handshake_timeout), 1, 3600, "5", NULL, "seconds a new connection has to send its HELLO"},
     {"client-max-requests", K_INT, F(client_max_requests), 1, 1 << 20, "256", NULL, "unfinished requests of one client at most"},
     {"client-max-prompt-tokens", K_INT, F(client_max_prompt_tokens), 1, 1 << 30, "131072", NULL, "prompt tokens of one client's unfinished requests at most"},
+    {"client-max-arena-bytes", K_SIZE, F(client_max_arena_bytes), 4096, 1ll << 40, "64M", NULL, "arena bytes (payload, stop strings, stop ids) of one client's unfinished requests at most"},
     {"max-priority", K_INT, F(max_priority), 0, 1000000, "1000000", NULL, "the highest priority a request may ask for (the lowest is -1000000)"},
     {"spin-us", K_INT, F(spin_us), 0, 100000, "50", NULL, "microseconds the daemon polls idle rings before sleeping"},
     {"log-level", K_LEVEL, F(log_level), 0, 0, "info", NULL, "err, warning, notice, info or debug"},

@@ -39,6 +39,7 @@ struct slm_config {
     int handshake_timeout;       /* seconds a connection may take to send its HELLO */
     int client_max_requests;     /* unfinished requests of one connection */
     int client_max_prompt_tokens;/* prompt tokens of one connection's unfinished requests */
+    uint64_t client_max_arena_bytes; /* arena bytes (payload, stop strings, stop ids) of them */
     int max_priority;            /* the highest priority a request may ask for */
     int spin_us;                 /* how long the I/O thread polls the rings before sleeping */
     char log_level[16];

@@ -34,6 +34,7 @@ struct creq {
     uint64_t user_data;
     int64_t id;            /* the engine's, once added */
     int n_prompt;          /* its prompt tokens, counted against client-max-prompt-tokens */
+    uint64_t bytes;        /* the arena bytes it was sent in, against client-max-arena-bytes */
     int cancelling;        /* slm_conn_cancel_all asked the engine to cancel it */
     struct creq *prev, *next;
 };
@@ -59,6 +60,7 @@ struct slm_conn {
     struct creq *reqs;
     int n_reqs;            /* on reqs: against client-max-requests */
     long long n_prompt_tokens;   /* their prompt tokens: against client-max-prompt-tokens */
+    uint64_t n_arena_bytes;      /* the arena bytes they were sent in: against client-max-arena-bytes */
     struct slm_cqe *pending;
     int n_pending, cap_pending;
 };
@@ -319,6 +321,7 @@ static void unlink_locked(struct slm_conn *c, struct creq *r)
     if (r->next) r->next->prev = r->prev;
     c->n_reqs--;
     c->n_prompt_tokens -= r->n_prompt;
+    c->n_arena_bytes -= r->bytes;
 }
 
 void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
@@ -392,7 +395,7 @@ void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
 /* Adds rq to the engine as c's request user_data; the request holds a reference to c until
  * its finish event. 0, or the engine's -errno with err. */
 static int add_request(struct slm_server *s, struct slm_conn *c, uint64_t user_data, struct slm_request *rq,
-                       char *err)
+                       uint64_t bytes, char *err)
 {
     struct creq *r = calloc(1, sizeof *r);
     if (!r) return -ENOMEM;
@@ -400,6 +403,7 @@ static int add_request(struct slm_server *s, struct slm_conn *c, uint64_t user_d
     r->user_data = user_data;
     r->id = -1;
     r->n_prompt = rq->n_prompt;
+    r->bytes = bytes;
     rq->user = r;
     pthread_mutex_lock(&c->lock);
     c->refs++;
@@ -408,6 +412,7 @@ static int add_request(struct slm_server *s, struct slm_conn *c, uint64_t user_d
     c->reqs = r;
     c->n_reqs++;
     c->n_prompt_tokens += r->n_prompt;
+    c->n_arena_bytes += r->bytes;
     pthread_mutex_unlock(&c->lock);
     int64_t id = s->ops->add(s, rq, err);   /* copies the prompt and the stops */
     if (id < 0) {
@@ -435,17 +440,37 @@ static void cancel_request(struct slm_server *s, struct slm_conn *c, uint64_t ta
     if (id >= 0) s->ops->cancel(s, id);   /* outside the client's lock */
 }
 
+/* The arena bytes an SQE sends: its payload, its stop strings and its stop ids (as their
+ * ranges say; a request is decoded only when they lie inside the arena). */
+static uint64_t arena_bytes_of(const struct slm_sqe *q)
+{
+    return (uint64_t)q->payload_len + q->stop_len + 4ull * q->n_stop_ids;
+}
+
 /* The per-client limits (docs/configuration.md): 0 when c may add a request of n_prompt
- * tokens (n_prompt < 0: not known yet, only the count is checked), else -EAGAIN, or -E2BIG
- * for a prompt larger than the whole allowance, with err naming the limit. */
-static int over_limit(const struct slm_server *s, struct slm_conn *c, int n_prompt, char *err)
+ * tokens sent in `bytes` arena bytes (n_prompt < 0: not known yet, only the count and the
+ * bytes are checked), else -EAGAIN, or -E2BIG for a request larger than the whole allowance,
+ * with err naming the limit. */
+static int over_limit(const struct slm_server *s, struct slm_conn *c, int n_prompt, uint64_t bytes, char *err)
 {
     pthread_mutex_lock(&c->lock);
     int n_reqs = c->n_reqs;
     long long tokens = c->n_prompt_tokens;
+    uint64_t held = c->n_arena_bytes;
     pthread_mutex_unlock(&c->lock);
+    const uint64_t max_bytes = s->cfg.client_max_arena_bytes;
     if (n_reqs >= s->cfg.client_max_requests) {
         slm_err_set(err, "client-max-requests: %d requests of this client are unfinished", n_reqs);
+        return -EAGAIN;
+    }
+    if (bytes > max_bytes) {
+        slm_err_set(err, "client-max-arena-bytes: the request's %llu arena bytes are above the limit, %llu",
+                    (unsigned long long)bytes, (unsigned long long)max_bytes);
+        return -E2BIG;
+    }
+    if (held + bytes > max_bytes) {
+        slm_err_set(err, "client-max-arena-bytes: %llu arena bytes of this client's requests are unfinished",
+                    (unsigned long long)held);
         return -EAGAIN;
     }
     if (n_prompt > s->cfg.client_max_prompt_tokens) {
@@ -471,16 +496,17 @@ static void handle(struct slm_server *s, struct slm_conn *c, const struct slm_sq
 {
     struct slm_req_action a;
     char err[SLM_ERR_LEN];
-    int rc = !s->draining && is_generation(q->op) ? over_limit(s, c, -1, err) : 0;
+    const uint64_t bytes = arena_bytes_of(q);
+    int rc = !s->draining && is_generation(q->op) ? over_limit(s, c, -1, bytes, err) : 0;
     if (rc) {
         push_error(c, q->user_data, rc, err);
         return;
     }
     slm_req_decode(s, &c->shm, (uint32_t)c->uid, q, &a);
-    if (a.kind == SLM_REQ_ADD && (a.status = over_limit(s, c, a.rq.n_prompt, a.err))) a.kind = SLM_REQ_NONE;
+    if (a.kind == SLM_REQ_ADD && (a.status = over_limit(s, c, a.rq.n_prompt, bytes, a.err))) a.kind = SLM_REQ_NONE;
     switch (a.kind) {
     case SLM_REQ_DATA: push_data(c, q->user_data, a.data, a.len); break;
-    case SLM_REQ_ADD: a.status = add_request(s, c, q->user_data, &a.rq, a.err); break;
+    case SLM_REQ_ADD: a.status = add_request(s, c, q->user_data, &a.rq, bytes, a.err); break;
     case SLM_REQ_CANCEL: cancel_request(s, c, a.cancel); break;
     case SLM_REQ_NONE: break;
     }

@@ -275,6 +275,12 @@ void slm_req_decode(struct slm_server *s, const struct slm_shm *shm, uint32_t ui
         slm_err_set(a->err, "slmd is stopping");
         return;
     }
+    const unsigned known = SLM_SQE_IGNORE_EOS | SLM_SQE_PROMPT_LOGPROBS | SLM_SQE_ADD_GENERATION_PROMPT;
+    if (q->flags & ~known) {
+        a->status = -EINVAL;
+        slm_err_set(a->err, "flags 0x%x: bits 0x%x are not defined", q->flags, q->flags & ~known);
+        return;
+    }
     switch (q->op) {
     case SLM_OP_COMPLETE:
     case SLM_OP_TOKENIZE:

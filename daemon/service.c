@@ -76,6 +76,13 @@ char *slm_service_chat_render(const struct slm_service *svc, const struct slm_ch
                     "send the formatted text instead");
         return NULL;
     }
+    for (int i = 0; i < n; i++)
+        if (!msgs[i].role || (strcmp(msgs[i].role, "system") && strcmp(msgs[i].role, "user") &&
+                              strcmp(msgs[i].role, "assistant"))) {
+            slm_err_set(err, "message %d: role '%.32s' is not system, user or assistant", i,
+                        msgs[i].role ? msgs[i].role : "(none)");
+            return NULL;
+        }
     struct slm_chat_msg *all = malloc(((size_t)n + 1) * sizeof *all);
     if (!all) {
         slm_err_set(err, "out of memory");

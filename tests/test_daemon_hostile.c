@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "tests/check.h"
+#include "tests/raw_client.h"
 #include "client/slm.h"
 #include "ipc/handshake.h"
 #include "ipc/ring.h"
@@ -50,13 +51,6 @@ static int nofile;           /* when set, the next daemon's RLIMIT_NOFILE */
  * old daemon missed these bounds by minutes. */
 #define MARGIN_S 10
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Starts slmd serve on sock_path with the common flags and the extra ones (NULL-terminated);
  * returns its pid once a client can connect, or -1. */
 static pid_t start_daemon(const char *first, ...)
@@ -71,96 +65,10 @@ static pid_t start_daemon(const char *first, ...)
     for (const char *a = first; a && n < 62; a = va_arg(ap, const char *)) argv[n++] = a;
     va_end(ap);
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (log_path[0] && !freopen(log_path, "w", stderr)) _exit(126);
-        struct rlimit rl = {(rlim_t)nofile, (rlim_t)nofile};
-        if (nofile && setrlimit(RLIMIT_NOFILE, &rl)) _exit(126);
-        execv(slmd, (char *const *)argv);
-        _exit(127);
-    }
+    pid_t pid = raw_start_daemon(argv, sock_path, log_path, nofile);
     log_path[0] = 0;
     nofile = 0;
-    struct slm_client *c = NULL;
-    for (int i = 0; i < 300 && slm_connect(sock_path, "probe", &c) < 0; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid) return -1;
-        usleep(100000);
-    }
-    if (!c) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    slm_close(&c);
-    usleep(200000);   /* the probe's hang-up reaches the daemon: the next case counts from 0 */
     return pid;
-}
-
-/* Waits up to `seconds` for pid to exit; its status, or -1 (then it is killed). */
-static int wait_exit(pid_t pid, double seconds, double *took)
-{
-    double t0 = now_s();
-    int status;
-    while (now_s() - t0 < seconds) {
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            *took = now_s() - t0;
-            return status;
-        }
-        usleep(20000);
-    }
-    *took = now_s() - t0;
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
-struct raw {
-    int fd;
-    struct slm_shm shm;
-    struct slm_ring sq, cq;
-    int n_err;            /* ERROR completions read so far */
-    char last_err[128];
-};
-
-/* A raw client: the handshake by hand, the shared memory mapped. 0 or -1. */
-static int raw_connect(struct raw *r, const char *name)
-{
-    char err[256] = "";
-    memset(r, 0, sizeof *r);
-    r->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strcpy(a.sun_path, sock_path);
-    struct slm_welcome w;
-    int shm_fd = -1;
-    if (r->fd < 0 || connect(r->fd, (struct sockaddr *)&a, sizeof a) ||
-        slm_hello_send(r->fd, name, 4096, 4096, 0, err) || slm_welcome_recv(r->fd, &w, &shm_fd, err) || w.status ||
-        slm_shm_map(&r->shm, shm_fd, w.shm_bytes, err)) {
-        printf("%s: handshake failed: %s\n", name, err);
-        if (r->fd >= 0) close(r->fd);
-        return -1;
-    }
-    slm_shm_rings(&r->shm, &r->sq, &r->cq);
-    return 0;
-}
-
-static void raw_close(struct raw *r)
-{
-    slm_shm_unmap(&r->shm);
-    close(r->fd);   /* the hang-up */
-    r->fd = -1;
-}
-
-/* Reads every completion waiting; counts the errors. */
-static void raw_drain(struct raw *r)
-{
-    const struct slm_cqe *q;
-    while ((q = slm_ring_peek(&r->cq))) {
-        if (q->kind == SLM_CQE_ERROR) {
-            r->n_err++;
-            snprintf(r->last_err, sizeof r->last_err, "%.*s", (int)q->len, (const char *)q->data);
-        }
-        slm_ring_seen(&r->cq);
-    }
 }
 
 /* Submits n requests (4 prompt ids, max_tokens tokens each, greedy, end of generation
@@ -219,7 +127,7 @@ static void flood_and_hang_up(void)
     struct slm_client *probe = NULL;
     CHECK(slm_connect(sock_path, "probe", &probe) == 0, "probe: connect: %s", slm_last_error());
     struct raw r;
-    if (probe && raw_connect(&r, "flooder") == 0) {
+    if (probe && raw_connect(&r, sock_path, "flooder") == 0) {
         int n = raw_flood(&r, 1500, 500, 1);
         CHECK(n == 1500, "flood: pushed %d of 1500", n);
         CHECK(wait_active(probe, 1000, 20), "flood: the daemon did not take the requests");
@@ -334,7 +242,7 @@ static void sigterm_flood(int second)
     struct slm_client *probe = NULL;
     struct raw r;
     CHECK(slm_connect(sock_path, "probe", &probe) == 0, "probe: connect: %s", slm_last_error());
-    if (probe && raw_connect(&r, "flooder") == 0) {
+    if (probe && raw_connect(&r, sock_path, "flooder") == 0) {
         int n = raw_flood(&r, 1500, 500, 0);
         CHECK(n == 1500, "flood: pushed %d of 1500", n);
         CHECK(wait_active(probe, 1000, 20), "flood: the daemon did not take the requests");
@@ -380,20 +288,7 @@ static int closed_by_daemon(int fd)
 
 static int generate_ok(const char *name)
 {
-    struct slm_client *c = NULL;
-    if (slm_connect(sock_path, name, &c) < 0) {
-        printf("%s: connect: %s\n", name, slm_last_error());
-        return 0;
-    }
-    struct slm_params p;
-    slm_params_default(&p);
-    p.max_tokens = 3;
-    char *text = NULL;
-    int rc = slm_generate(c, "The capital of France is", &p, &text, NULL);
-    if (rc) printf("%s: generate: %s\n", name, slm_strerror(rc));
-    free(text);
-    slm_close(&c);
-    return rc == 0;
+    return raw_generate_ok(sock_path, name);
 }
 
 /* 4. 256 connections that never send HELLO: a real client is still served at once, and the
@@ -558,31 +453,6 @@ static void fd_limit(void)
           lines, wall);
 }
 
-/* Submits one SQE on a raw client and waits for its answer: 1 for an ERROR (its status into
- * *status, its text into why), 0 for DATA, -1 for nothing within 5 s. */
-static int raw_ask(struct raw *r, struct slm_sqe *q, int *status, char *why, size_t cap)
-{
-    static uint64_t next = 1000;
-    q->user_data = ++next;
-    if (slm_ring_push(&r->sq, q)) return -1;
-    slm_doorbell_ring(&r->shm, r->fd);
-    double t0 = now_s();
-    while (now_s() - t0 < 5) {
-        const struct slm_cqe *e;
-        while ((e = slm_ring_peek(&r->cq))) {
-            int kind = e->kind, more = e->flags & SLM_CQE_MORE, match = e->user_data == q->user_data;
-            if (match && kind == SLM_CQE_ERROR) {
-                *status = e->status;
-                snprintf(why, cap, "%.*s", (int)e->len, (const char *)e->data);
-            }
-            slm_ring_seen(&r->cq);
-            if (match && !more) return kind == SLM_CQE_ERROR;
-        }
-        slm_wait_cq(&r->shm, &r->cq, 50);
-    }
-    return -1;
-}
-
 /* 7. Bad payloads: NUL bytes in text, TOKENIZE and DETOKENIZE above their bounds, a corrupt
  * completion-ring sequence number. */
 static void bad_payloads(void)
@@ -591,7 +461,7 @@ static void bad_payloads(void)
     CHECK(d > 0, "bad_payloads: slmd did not start");
     if (d <= 0) return;
     struct raw r;
-    if (raw_connect(&r, "bad-payloads") == 0) {
+    if (raw_connect(&r, sock_path, "bad-payloads") == 0) {
         int status = 0;
         char why[128] = "";
         memcpy(r.shm.arena, "ab\0cd", 5);
@@ -678,7 +548,7 @@ static void tokenize_flood(void)
     if (child == 0) {
         close(go[0]);
         struct raw r;
-        if (raw_connect(&r, "tokenize-flood")) _exit(1);
+        if (raw_connect(&r, sock_path, "tokenize-flood")) _exit(1);
         const uint32_t len = SLM_TOKENIZE_MAX_BYTES;
         for (uint32_t i = 0; i < len; i++) r.shm.arena[i] = (uint8_t)("ab cd "[i % 6]);
         struct slm_sqe q = {.op = SLM_OP_TOKENIZE, .payload_off = 0, .payload_len = len};
