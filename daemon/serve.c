@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,10 +174,23 @@ static void engine_going_idle(struct slm_server *s)
         slm_log(SLM_LOG_WARNING, "waking the I/O thread: %s", strerror(errno));
 }
 
+/* Once the engine is idle, hands the heap's free pages back to the kernel (glibc keeps what
+ * a burst freed: a flood of requests that were cancelled left RSS at its peak), at most once a
+ * second and only after work, so that a busy daemon never pays for it. */
+static void trim_when_idle(double *last_trim, int *worked)
+{
+    double t = now_s();
+    if (!*worked || t - *last_trim < 1.0) return;
+    malloc_trim(0);
+    *last_trim = t;
+    *worked = 0;
+}
+
 static void *engine_main(void *arg)
 {
     struct slm_server *s = arg;
-    double last_ping = 0;
+    double last_ping = 0, last_trim = 0;
+    int worked = 0;
     __atomic_store_n(&s->engine_active, 1, __ATOMIC_SEQ_CST);
     for (;;) {
         int rc = s->ops->step(s, slm_conn_on_event, s);
@@ -192,7 +206,10 @@ static void *engine_main(void *arg)
          * caller reaps it (reap_after_stop). */
         if (__atomic_load_n(&s->engine_quit, __ATOMIC_ACQUIRE)) break;
         engine_poll(s);
-        if (rc > 0 || s->ops->n_unfinished(s) > 0) continue;
+        if (rc > 0 || s->ops->n_unfinished(s) > 0) {
+            worked = 1;
+            continue;
+        }
         /* Idle: keep taking submissions for spin-us, then sleep. */
         double end = now_s() + s->cfg.spin_us * 1e-6;
         while (s->ops->n_unfinished(s) == 0 && !__atomic_load_n(&s->engine_quit, __ATOMIC_RELAXED) && now_s() < end)
@@ -205,6 +222,11 @@ static void *engine_main(void *arg)
             break;
         }
         if (s->ops->n_unfinished(s) == 0) {
+            pthread_mutex_unlock(&s->wake_lock);
+            trim_when_idle(&last_trim, &worked);
+            pthread_mutex_lock(&s->wake_lock);
+        }
+        if (s->ops->n_unfinished(s) == 0 && !s->engine_quit) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += TICK_MS * 1000000L;

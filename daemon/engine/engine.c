@@ -82,6 +82,7 @@ struct slm_engine {
     float *slp;                    /* (max_out) */
     struct slm_logprob *stop_lp;   /* (max_out, SLM_LOGPROBS_MAX) */
     uint64_t n_sampled_device, n_sampled_host;
+    void *sample_scratch;          /* lent to every request's sampler (they sample one at a time) */
 };
 
 static void req_free(struct req *r)
@@ -110,6 +111,7 @@ void slm_engine_destroy(struct slm_engine **ep)
     free(e->logits);
     free(e->srows);
     free(e->sids);
+    free(e->sample_scratch);
     free(e->slp);
     free(e->stop_lp);
     if (e->lock_init) pthread_mutex_destroy(&e->lock);
@@ -162,7 +164,10 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
     e->tables = malloc(nt * (size_t)e->max_blocks * sizeof(int32_t));
     e->out_rows = malloc((size_t)e->max_out * sizeof(int32_t));
     e->logits = malloc((size_t)e->max_out * (size_t)m->cfg.n_vocab * sizeof(float));
-    if (!e->plan || !e->tokens || !e->pos || !e->seq_row || !e->tables || !e->out_rows || !e->logits) goto oom;
+    e->sample_scratch = malloc(slm_sampler_scratch_bytes(m->cfg.n_vocab));
+    if (!e->plan || !e->tokens || !e->pos || !e->seq_row || !e->tables || !e->out_rows || !e->logits ||
+        !e->sample_scratch)
+        goto oom;
     e->dev_sample = m->be->ops->sample && !o->host_sampling;
     if (e->dev_sample) {
         size_t no = (size_t)e->max_out;
@@ -227,7 +232,7 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
         return -EINVAL;
     }
     r->tokens = malloc(((size_t)e->o.n_ctx + 1) * sizeof(int32_t));
-    r->sampler = slm_sampler_create(&q->sampling, e->m->cfg.n_vocab);
+    r->sampler = slm_sampler_create_shared(&q->sampling, e->m->cfg.n_vocab, e->sample_scratch);
     if (!r->tokens || !r->sampler) {
         req_free(r);
         goto oom;

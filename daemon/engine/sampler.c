@@ -40,7 +40,8 @@ struct slm_sampler {
     int32_t *hist;            /* (hist_cap) the whole history, when repeat_last_n == -1 */
     int hist_len, hist_cap;
     int hist_lost;            /* hist could not grow: the export is off until a reset */
-    struct candidate *cand;   /* (n_vocab) scratch for one sample */
+    struct candidate *cand;   /* (n_vocab) scratch for one sample: its own, or lent */
+    int cand_lent;            /* cand belongs to the creator (slm_sampler_create_shared) */
 };
 
 void slm_sampling_defaults(struct slm_sampling *p)
@@ -109,7 +110,12 @@ static float rng_uniform(uint64_t s[4])
 
 /* ---- lifecycle and history ---- */
 
-struct slm_sampler *slm_sampler_create(const struct slm_sampling *p, int n_vocab)
+size_t slm_sampler_scratch_bytes(int n_vocab)
+{
+    return n_vocab > 0 ? (size_t)n_vocab * sizeof(struct candidate) : 0;
+}
+
+struct slm_sampler *slm_sampler_create_shared(const struct slm_sampling *p, int n_vocab, void *scratch)
 {
     if (n_vocab < 1 || slm_sampling_validate(p, NULL)) return NULL;
     struct slm_sampler *s = calloc(1, sizeof *s);
@@ -118,8 +124,9 @@ struct slm_sampler *slm_sampler_create(const struct slm_sampling *p, int n_vocab
     s->n_vocab = n_vocab;
     s->penalties_on = p->repeat_last_n != 0 &&
                       (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
-    s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
-    if (!s->cand) goto err;
+    s->cand = scratch;
+    s->cand_lent = scratch != NULL;
+    if (!s->cand && !(s->cand = malloc(slm_sampler_scratch_bytes(n_vocab)))) goto err;
     if (s->penalties_on) {
         s->count = calloc((size_t)n_vocab, sizeof *s->count);
         if (!s->count) goto err;
@@ -135,10 +142,15 @@ err:
     return NULL;
 }
 
+struct slm_sampler *slm_sampler_create(const struct slm_sampling *p, int n_vocab)
+{
+    return slm_sampler_create_shared(p, n_vocab, NULL);
+}
+
 void slm_sampler_destroy(struct slm_sampler **s)
 {
     if (!s || !*s) return;
-    free((*s)->cand);
+    if (!(*s)->cand_lent) free((*s)->cand);
     free((*s)->count);
     free((*s)->ring);
     free((*s)->hist);

@@ -16,6 +16,7 @@
 #ifndef SLM_ENGINE_SAMPLER_H
 #define SLM_ENGINE_SAMPLER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct slm_sampling {
@@ -43,6 +44,14 @@ int slm_sampling_validate(const struct slm_sampling *p, char *err);
  * history. Returns NULL when p is invalid (see slm_sampling_validate), n_vocab < 1 or
  * memory runs out. */
 struct slm_sampler *slm_sampler_create(const struct slm_sampling *p, int n_vocab);
+
+/* As slm_sampler_create, but the sampler's scratch for one sample is `scratch`
+ * (slm_sampler_scratch_bytes(n_vocab) bytes, suitably aligned, e.g. from malloc), lent by the
+ * caller for the sampler's life and shared by samplers that never sample at the same time:
+ * the engine lends one to all its requests, so that a request holds no vocabulary-sized
+ * buffer (384 KiB for 49,152 tokens) while it waits or decodes. NULL: its own. */
+struct slm_sampler *slm_sampler_create_shared(const struct slm_sampling *p, int n_vocab, void *scratch);
+size_t slm_sampler_scratch_bytes(int n_vocab);
 
 /* Frees *s and sets *s to NULL; NULL and *s == NULL are allowed. */
 void slm_sampler_destroy(struct slm_sampler **s);
