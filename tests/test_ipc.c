@@ -905,7 +905,10 @@ static void test_hostile_sq(void)
     struct slm_ring sq, cq;
     slm_shm_rings(&d, &sq, &cq);
     uint8_t *buf = malloc(d.arena_bytes);
-    int taken = 0, rejected = 0, accepted = 0, corrupt_cq = 0;
+    struct slm_ring client_cq;   /* the client's end of the CQ, which it consumes */
+    slm_ring_init(&client_cq, d.cq, d.cq_entries, 0);
+    uint32_t cq_pushed = 0, cq_consumed = 0;
+    int taken = 0, rejected = 0, accepted = 0, corrupt_cq = 0, seen_full = 0;
     for (int round = 0; round < 200; round++) {
         uint8_t *slots = d.sq;
         for (uint32_t i = 0; i < d.sq_entries * SLM_RING_SLOT_BYTES; i++) slots[i] = (uint8_t)rnd();
@@ -941,21 +944,47 @@ static void test_hostile_sq(void)
                 else rejected++;
             }
         }
-        /* The CQ's seqs scribbled: the daemon's get tells full from corrupt, never crashes. */
-        uint32_t *cs = (uint32_t *)d.cq + (size_t)(cq.pos & cq.mask) * (SLM_RING_SLOT_BYTES / 4);
-        *cs = (uint32_t)rnd();
+        /* The CQ driven for real, then its seq scribbled: the daemon's get tells free from full
+         * from corrupt, never crashes. The expected answers come from this test's own counts
+         * (pushed - consumed == entries: full), not from ring.c's seq arithmetic; a scribble is
+         * a near miss of the genuine seq (+-1, +-entries) or a random word, never valid (the
+         * other valid seq is genuine -+ (entries - 1), and a random word hits it with odds of
+         * 2^-31; the seed is fixed). */
+        for (uint32_t k = rnd_below(4) ? rnd_below(8) : cq.entries; k > 0 && cq_pushed - cq_consumed < cq.entries; k--) {
+            uint8_t entry[SLM_RING_SLOT_BYTES] = {0};
+            CHECK(slm_ring_push(&cq, entry) == 0, "CQ push with %u of %u slots used: expected 0",
+                  cq_pushed - cq_consumed, cq.entries);
+            cq_pushed++;
+        }
+        for (uint32_t k = rnd_below(2) ? 0 : rnd_below(cq_pushed - cq_consumed + 1); k > 0; k--) {
+            uint8_t entry[SLM_RING_SLOT_BYTES];
+            CHECK(slm_ring_take(&client_cq, entry) == 0, "client's CQ take: expected 0");
+            cq_consumed++;
+        }
+        int full = cq_pushed - cq_consumed == cq.entries;
         void *slot;
         int rc = slm_ring_get_checked(&cq, &slot);
-        int want = *cs == cq.pos ? 0 : *cs == cq.pos - cq.entries + 1 ? -EAGAIN : -EBADMSG;
-        CHECK(rc == want, "get_checked with seq 0x%x at pos %u: expected %d, got %d", *cs, cq.pos, want, rc);
+        CHECK(rc == (full ? -EAGAIN : 0), "get_checked with %u of %u slots used: expected %d, got %d",
+              cq_pushed - cq_consumed, cq.entries, full ? -EAGAIN : 0, rc);
+        seen_full += full;
+        uint32_t *cs = (uint32_t *)d.cq + (size_t)(cq.pos & cq.mask) * (SLM_RING_SLOT_BYTES / 4);
+        uint32_t genuine = *cs;
+        const uint32_t misses[5] = {genuine + 1, genuine - 1, genuine + cq.entries, genuine - cq.entries,
+                                    (uint32_t)rnd()};
+        *cs = misses[rnd_below(5)];
+        rc = slm_ring_get_checked(&cq, &slot);
+        CHECK(rc == -EBADMSG, "get_checked with seq 0x%x scribbled over 0x%x: expected %d, got %d", *cs, genuine,
+              -EBADMSG, rc);
         corrupt_cq += rc == -EBADMSG;
-        *cs = cq.pos;
+        *cs = genuine;
     }
+    CHECK(seen_full > 0 && seen_full < 200, "CQ: expected some rounds full and some not, got %d of 200 full",
+          seen_full);
     CHECK(taken > 500 && rejected > 0 && accepted > 0,
           "hostile SQ: expected many entries taken, some ranges accepted and some rejected, got %d, %d, %d", taken,
           accepted, rejected);
-    printf("hostile SQ: %d garbage entries taken, %d ranges accepted, %d rejected, %d corrupt CQ seqs seen\n", taken,
-           accepted, rejected, corrupt_cq);
+    printf("hostile SQ: %d garbage entries taken, %d ranges accepted, %d rejected; CQ full in %d of 200 rounds, "
+           "%d scribbled seqs seen\n", taken, accepted, rejected, seen_full, corrupt_cq);
     free(buf);
     slm_shm_unmap(&d);
 }
