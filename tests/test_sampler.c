@@ -512,32 +512,99 @@ static void test_penalties(void)
     slm_sampler_destroy(&s);
 }
 
+/* The rank of token t in l[n] (0 = best; ties to the lower id, as the sampler orders them). */
+static int rank_of(const float *l, int n, int t)
+{
+    int r = 0;
+    for (int i = 0; i < n; i++) r += l[i] > l[t] || (l[i] == l[t] && i < t);
+    return r;
+}
+
+/* Times the chain on a full vocabulary, and checks every timed draw afterwards against the
+ * definitions of the filters, computed here (not by the sampler): with the defaults, the
+ * token is among the 40 best penalised logits (llama.cpp's repeat penalty on each distinct
+ * token of the last 64: l / 1.1 when positive, l * 1.1 otherwise) and within min_p 0.05 of the
+ * best; with top_p 0.95 alone, the tokens ranked above it hold under 95% of the mass (T = 1,
+ * before the temperature, as llama.cpp's chain cuts). */
 static void test_speed(void)
 {
-    enum { N = 49152, ROUNDS = 200 };
-    float *l = malloc(N * sizeof *l);
+    enum { N = 49152, ROUNDS = 200, HIST = 64 };
+    float *l = malloc(N * sizeof *l), *pl = malloc(N * sizeof *pl);
     for (int i = 0; i < N; i++) l[i] = lcg_uniform() * 20 - 10;
     struct slm_sampling p;
     slm_sampling_defaults(&p);
     p.repeat_penalty = 1.1f;
     struct slm_sampler *s = slm_sampler_create(&p, N);
-    for (int i = 0; i < 64; i++) slm_sampler_accept(s, i * 31);
+    int32_t hist[HIST + ROUNDS], drawn[ROUNDS];
+    for (int i = 0; i < HIST; i++) slm_sampler_accept(s, hist[i] = i * 31);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int r = 0; r < ROUNDS; r++) slm_sampler_accept(s, slm_sampler_sample(s, l));
+    for (int r = 0; r < ROUNDS; r++) slm_sampler_accept(s, drawn[r] = slm_sampler_sample(s, l));
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double us = ((double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-3) / ROUNDS;
     printf("speed: %.1f us per sample (n_vocab %d, defaults)\n", us, N);
+    int bad = 0;
+    for (int r = 0; r < ROUNDS && bad < 10; r++) {
+        hist[HIST + r] = drawn[r];
+        memcpy(pl, l, N * sizeof *pl);
+        for (int i = r; i < HIST + r; i++) {   /* the window before draw r: hist[r .. HIST + r) */
+            int t = hist[i], seen = 0;
+            for (int j = r; j < i; j++) seen |= hist[j] == t;
+            if (!seen) pl[t] = pl[t] > 0 ? pl[t] / p.repeat_penalty : pl[t] * p.repeat_penalty;
+        }
+        int t = drawn[r];
+        if (t < 0 || t >= N) {
+            CHECK(0, "speed, defaults: draw %d: expected a token in [0, %d), got %d", r, N, t);
+            bad++;
+            continue;
+        }
+        float best = pl[0];
+        for (int i = 1; i < N; i++) best = pl[i] > best ? pl[i] : best;
+        int rank = rank_of(pl, N, t);
+        if (rank >= p.top_k || pl[t] < best + logf(p.min_p) - 1e-5f) {
+            CHECK(0, "speed, defaults: draw %d: expected a token in the top %d within min_p %.2f, got %d "
+                     "(rank %d, penalised logit %.4f, best %.4f)", r, p.top_k, p.min_p, t, rank, pl[t], best);
+            bad++;
+        }
+    }
     p.top_k = 0;
     p.min_p = 0;
     slm_sampler_destroy(&s);
     s = slm_sampler_create(&p, N);
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int r = 0; r < ROUNDS; r++) slm_sampler_sample(s, l);
+    for (int r = 0; r < ROUNDS; r++) drawn[r] = slm_sampler_sample(s, l);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     us = ((double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-3) / ROUNDS;
     printf("speed: %.1f us per sample (n_vocab %d, top_p 0.95 only)\n", us, N);
+    /* The mass above each draw, in double from the logits (no penalties: no history). */
+    double mx = l[0], z = 0;
+    for (int i = 1; i < N; i++) mx = l[i] > mx ? l[i] : mx;
+    for (int i = 0; i < N; i++) z += exp(l[i] - mx);
+    int distinct = 0;
+    for (int r = 0; r < ROUNDS && bad < 10; r++) {
+        int t = drawn[r];
+        if (t < 0 || t >= N) {
+            CHECK(0, "speed, top_p: draw %d: expected a token in [0, %d), got %d", r, N, t);
+            bad++;
+            continue;
+        }
+        double above = 0;
+        for (int i = 0; i < N; i++)
+            if (l[i] > l[t] || (l[i] == l[t] && i < t)) above += exp(l[i] - mx) / z;
+        if (!(above < p.top_p + 1e-6)) {
+            CHECK(0, "speed, top_p: draw %d: expected the tokens above it to hold < %.2f of the mass, got %d "
+                     "with %.6f above", r, p.top_p, t, above);
+            bad++;
+        }
+        int again = 0;
+        for (int j = 0; j < r; j++) again |= drawn[j] == t;
+        distinct += !again;
+    }
+    /* Not a constant: top_p 0.95 of 49152 near-uniform logits keeps thousands of tokens. */
+    CHECK(distinct > ROUNDS / 2, "speed, top_p: expected over %d distinct tokens in %d draws, got %d", ROUNDS / 2,
+          ROUNDS, distinct);
     slm_sampler_destroy(&s);
+    free(pl);
     free(l);
 }
 
