@@ -19,10 +19,44 @@ if ! [[ "$out1" =~ ^[0-9]+( [0-9]+)*$ ]] || [ "$out1" != "$out2" ]; then
 else
   echo "ok   greedy ids, 1 and 2 threads agree: $out1"
 fi
+# The text of a run: its ids (out1) decoded by an independent detokenizer, the GGUF's vocabulary
+# read by the gguf package and GPT-2's byte-to-unicode table inverted here (SmolLM2 is a
+# byte-level BPE; a control token such as EOS is not printed).
+decode_ids() {
+  python3 - "$model" "$@" <<'PY'
+import sys, gguf
+r = gguf.GGUFReader(sys.argv[1])
+f = r.fields['tokenizer.ggml.tokens']
+vocab = [bytes(f.parts[i]).decode('utf-8') for i in f.data]
+kind = r.fields['tokenizer.ggml.token_type']
+types = [int(kind.parts[i][0]) for i in kind.data]
+bs = list(range(ord('!'), ord('~') + 1)) + list(range(0xa1, 0xad)) + list(range(0xae, 0x100))
+cs = bs[:]
+n = 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + n); n += 1
+byte_of = {chr(c): b for b, c in zip(bs, cs)}
+out = b''.join(bytes(byte_of[ch] for ch in vocab[int(t)]) for t in sys.argv[2:] if types[int(t)] == 1)
+sys.stdout.write(out.decode('utf-8', errors='replace'))
+PY
+}
 text=$("$slmd" run --model "$model" --prompt "The capital of France is" --temperature 0 --max-tokens 12)
-[ -n "$text" ] && echo "ok   text: $text" || { echo "FAIL text output empty"; fail=1; }
+want_text=$(decode_ids $out1)
+if [ -n "$text" ] && [ "$text" = "$want_text" ]; then
+  echo "ok   text equals its ids decoded independently: $text"
+else
+  echo "FAIL text: expected '$want_text' (the ids $out1 decoded), got '$text'"; fail=1
+fi
+# A seeded chat run: its text is its own ids (the same seed) decoded.
 chat=$("$slmd" run --model "$model" --chat --prompt "Say hello." --seed 3 --max-tokens 16)
-[ -n "$chat" ] && echo "ok   chat: $chat" || { echo "FAIL chat output empty"; fail=1; }
+chat_ids=$("$slmd" run --model "$model" --chat --prompt "Say hello." --seed 3 --max-tokens 16 --print-token-ids)
+want_text=$(decode_ids $chat_ids)
+if [ -n "$chat" ] && [ "$chat" = "$want_text" ]; then
+  echo "ok   chat equals its ids decoded: $chat"
+else
+  echo "FAIL chat: expected '$want_text' (the ids $chat_ids decoded), got '$chat'"; fail=1
+fi
 
 # slmd run (the engine, one request) gives llama.cpp's greedy tokens (tests/golden/smollm2_greedy.txt,
 # whose 64 steps ignore EOS: compare up to slmd's EOS, which ends its output).
@@ -44,6 +78,14 @@ if [ -z "$got" ] || [ "$got" != "$want" ] || { [ "$got" != "$gids" ] && [ "${got
   echo "FAIL slmd run vs llama.cpp greedy on '$gtext': expected $gids, got $got"; fail=1
 else
   echo "ok   slmd run equals llama.cpp's greedy tokens on '$gtext'"
+fi
+# ... and its text is llama.cpp's tokens decoded (as many as slmd gave, EOS included).
+text=$("$slmd" run --model "$model" --prompt "$gtext" --temperature 0 --max-tokens 16 --threads 2)
+want_text=$(decode_ids $want)
+if [ -n "$text" ] && [ "$text" = "$want_text" ]; then
+  echo "ok   slmd run's text is llama.cpp's greedy tokens decoded"
+else
+  echo "FAIL slmd run text on '$gtext': expected '$want_text', got '$text'"; fail=1
 fi
 
 # Bad files.
