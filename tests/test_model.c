@@ -3,12 +3,18 @@
  *
  * Greedy: tests/golden/smollm2_greedy.txt holds 20 prompts (as llama.cpp tokenized them),
  * llama.cpp's 64 greedy tokens for each and, per step, the margin between its two best
- * logits. We must produce the same 64 tokens for at least 16 prompts, and every prompt's
- * first divergence must fall on a step where llama.cpp's margin was under 0.1 (a near tie
- * that float rounding may break either way).
+ * logits. We must produce the same 64 tokens for at least 19 prompts (measured: 20 of 20;
+ * the margin is one prompt), and every prompt's first divergence must fall on a step where
+ * llama.cpp's margin was under 0.1 (a near tie that float rounding may break either way).
  *
  * Perplexity: tests/golden/smollm2_ppl.txt holds a text's token ids and llama.cpp's
- * teacher-forced perplexity over it in one context; ours must be within 0.5%.
+ * teacher-forced perplexity over it in one context. Measured: ours 31.3956 against 31.4412,
+ * -0.145% on the AVX2 kernels (every tier computes the same bits, docs/numerics.md). Ours must be
+ * within 0.055 points of that signed figure, so within 0.20% of llama.cpp's and not closer
+ * than 0.09% either: a change that moves our perplexity by more than a third of the gap either
+ * way fails. (The gap is llama.cpp's, not ours: its own figure for this text moves by 0.24%
+ * with the batch shape, 31.3689 in one call to 31.4443 one token per call, on the machine
+ * where the bound was set.) A planted RMSNorm bug (sum / (dim - 1)) gives -0.248%: caught.
  * The prompts are also encoded by our tokenizer and compared with llama.cpp's ids.
  * CTest also runs the first prompts on the portable kernels (SLM_CPU_KERNELS=generic), which
  * must give the same tokens: every tier computes the same bits (docs/numerics.md).
@@ -139,8 +145,8 @@ static void check_greedy(struct slm_model *m, struct slm_tokenizer *tok, const c
     }
     fclose(f);
     printf("greedy: %d of %d prompts identical to llama.cpp for %d tokens (need %s); %d tokenizations differ\n",
-           identical, n_prompts, GEN, limit > 0 ? "all" : ">= 16 of 20", tok_mismatch);
-    if (limit > 0 ? n_prompts != limit || identical != limit : n_prompts != 20 || identical < 16) failures++;
+           identical, n_prompts, GEN, limit > 0 ? "all" : ">= 19 of 20", tok_mismatch);
+    if (limit > 0 ? n_prompts != limit || identical != limit : n_prompts != 20 || identical < 19) failures++;
     if (tok_mismatch) failures++;
     free(ours);
     free(rp);
@@ -190,11 +196,17 @@ static void check_perplexity(struct slm_model *m, const char *dir)
             for (int v = 0; v < m->cfg.n_vocab; v++) sum += exp((double)row[v] - mx);
             nll -= (double)row[ids[i]] - mx - log(sum);
         }
+        /* The measured signed difference and its margin (the file's header comment). */
+        const double measured = -0.00145, margin = 0.00055;
         double ppl = exp(nll / (n - 1));
-        double rel = fabs(ppl - ref_ppl) / ref_ppl;
-        printf("perplexity over %d tokens: ours %.4f, llama.cpp %.4f, difference %.3f%% (limit 0.5%%)\n", n, ppl,
-               ref_ppl, rel * 100);
-        if (!(rel <= 0.005)) failures++;
+        double rel = (ppl - ref_ppl) / ref_ppl;
+        printf("perplexity over %d tokens: ours %.4f, llama.cpp %.4f, difference %+.3f%% (expected %+.3f%% +- %.3f)\n",
+               n, ppl, ref_ppl, rel * 100, measured * 100, margin * 100);
+        if (!(fabs(rel - measured) <= margin)) {
+            printf("perplexity: expected a difference within %+.3f%% .. %+.3f%%, got %+.3f%%\n",
+                   (measured - margin) * 100, (measured + margin) * 100, rel * 100);
+            failures++;
+        }
     }
     free(logits);
     free(ids);
