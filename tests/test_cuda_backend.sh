@@ -13,7 +13,10 @@
 # margins, which the CPU backend matches bit for bit) are 2.54 1.21 1.40 1.49 0.92 0.33 2.11
 # 0.68: the first 5 steps are each over 0.9, more than three times the rms logit error, step 5
 # is about one rms. So the first 5 tokens must agree; measured under the emulator (2026-12-05):
-# all 8 agree.
+# all 8 agree. Planted in the GPU's fused RMSNorm + quantize (kernels/cuda/gemv.cu), gamma's
+# components x and y swapped: 0 agree, caught; its scale's sum / (cols - 1): all 8 still agree
+# (a small scale error does not move these greedy tokens; test_cuda_model's perplexity against
+# the CPU is the check for that).
 set -u
 slmd=${SLMD:?SLMD must name the slmd binary}
 model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
