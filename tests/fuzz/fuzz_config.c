@@ -8,7 +8,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +53,7 @@ static int same_values(const struct slm_config *a, const struct slm_config *b)
            a->threads == b->threads && a->ctx_size == b->ctx_size && a->force_ctx == b->force_ctx &&
            a->max_batch_tokens == b->max_batch_tokens && a->max_seqs == b->max_seqs &&
            a->kv_cache_mem == b->kv_cache_mem && a->block_size == b->block_size && !strcmp(a->backend, b->backend) &&
-           fabs(a->gpu_memory_fraction - b->gpu_memory_fraction) <= 1e-5 * a->gpu_memory_fraction &&
+           a->gpu_memory_fraction == b->gpu_memory_fraction &&
            a->shutdown_timeout == b->shutdown_timeout && a->max_clients == b->max_clients &&
            a->max_clients_per_uid == b->max_clients_per_uid && a->handshake_timeout == b->handshake_timeout &&
            a->client_max_requests == b->client_max_requests &&
