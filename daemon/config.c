@@ -364,11 +364,12 @@ static void print_ids(FILE *f, const uint32_t *ids, int n)
 }
 
 /* A string value as the loader reads it back: bare when it can be, else in double quotes
- * with " and \ escaped (a '#', a quote or backslash, or spaces at either end). */
+ * with " and \ escaped (a '#', a quote or backslash, or what trim() would take off either end:
+ * spaces and tabs, and at the end a carriage return or newline). */
 static void print_str(FILE *f, const char *v)
 {
     size_t n = strlen(v);
-    if (!strpbrk(v, "#\"\\") && (!n || (v[0] != ' ' && v[0] != '\t' && v[n - 1] != ' ' && v[n - 1] != '\t'))) {
+    if (!strpbrk(v, "#\"\\") && (!n || (v[0] != ' ' && v[0] != '\t' && !strchr(" \t\r\n", v[n - 1])))) {
         fputs(v, f);
         return;
     }
