@@ -11,8 +11,10 @@
  * Checked: the count-only encode agrees with the real one; every id is in the vocabulary; every
  * decoded piece is valid UTF-8 and fits the count returned; valid UTF-8 text whose every byte
  * has a token decodes back to itself (render_special on; llama.cpp's round trip, as
- * tests/test_tokenizer.c checks it).
+ * tests/test_tokenizer.c checks it; but for U+2581 in a SentencePiece vocabulary's text).
+ * SLM_FUZZ_MODEL=FILE fuzzes another model's vocabulary (Gemma 3's: SentencePiece).
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -58,6 +60,15 @@ static int all_bytes_have_tokens(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* A SentencePiece vocabulary writes a space as U+2581 and decodes U+2581 as a space, so a
+ * U+2581 already in the text comes back as a space (llama.cpp's escape and unescape, the same). */
+static int spm_space;
+
+static int holds_spm_space(const char *p, size_t n)
+{
+    return spm_space && memmem(p, n, "\xe2\x96\x81", 3) != NULL;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     const char *path = fuzz_model_path();
@@ -72,6 +83,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     int32_t id;
     adds_bos = slm_tok_encode(tok, "", 0, 1, 0, &id, 1) == 1 && id == slm_tok_bos(tok);
     byte_tokens();
+    spm_space = slm_tok_find(tok, "\xe2\x96\x81", 3) >= 0;
     return 0;
 }
 
@@ -157,7 +169,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int first = add_special && adds_bos && n > 0 ? 1 : 0;
     char *back = decode(ids + first, n - first, 1, cap, &out_len);
-    if (cap == 0 && utf8_valid((const unsigned char *)text, len) && all_bytes_have_tokens((const uint8_t *)text, len))
+    if (cap == 0 && utf8_valid((const unsigned char *)text, len) && all_bytes_have_tokens((const uint8_t *)text, len) &&
+        !holds_spm_space(text, len))
         FUZZ_CHECK(out_len == len && memcmp(back, text, len) == 0, "round trip: %zu bytes in, %zu out", len, out_len);
     free(back);
     free(ids);

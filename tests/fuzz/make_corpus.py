@@ -141,6 +141,8 @@ def tokenizer_seeds():
         write("tokenizer", name, bytes([flags]) + text.encode())
     # \x06 has no token in SmolLM2's vocabulary: the encoder drops it, as llama.cpp does
     write("tokenizer", "byte-without-token", bytes([0]) + b"\x06$\0")
+    # U+2581 in the text: a SentencePiece vocabulary (Gemma 3) decodes it as a space
+    write("tokenizer", "literal-u2581", bytes([0]) + "\u2581The\u2581cap".encode())
     write("tokenizer", "invalid-utf8", bytes([0]) + b"ab\xff\xfe\xc3(\xe2\x82 \xf0\x9f\x98")
     ids = [1, 2, 9906, 1917, 0, 49151, 28, 100]
     write("tokenizer", "decode-ids", bytes([4 | 8]) + struct.pack("<%di" % len(ids), *ids))
