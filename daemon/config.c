@@ -365,11 +365,12 @@ static void print_ids(FILE *f, const uint32_t *ids, int n)
 }
 
 /* A string value as the loader reads it back: bare when it can be, else in double quotes
- * with " and \ escaped (a '#', a quote or backslash, or spaces at either end). */
+ * with " and \ escaped (a '#', a quote or backslash, or what trim() would take off either end:
+ * spaces and tabs, and at the end a carriage return or newline). */
 static void print_str(FILE *f, const char *v)
 {
     size_t n = strlen(v);
-    if (!strpbrk(v, "#\"\\") && (!n || (v[0] != ' ' && v[0] != '\t' && v[n - 1] != ' ' && v[n - 1] != '\t'))) {
+    if (!strpbrk(v, "#\"\\") && (!n || (v[0] != ' ' && v[0] != '\t' && !strchr(" \t\r\n", v[n - 1])))) {
         fputs(v, f);
         return;
     }
@@ -379,6 +380,19 @@ static void print_str(FILE *f, const char *v)
         fputc(*v, f);
     }
     fputc('"', f);
+}
+
+/* A fraction as the loader reads it back to the same double: the fewest significant digits
+ * that do (%g's six turned 2.2250738585072014e-308, the least normal double, into a subnormal
+ * that the loader refuses, and cut 0.123456789 to 0.123457). 0.9 stays "0.9". */
+static void print_double(FILE *f, double d)
+{
+    char buf[40];
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    fputs(buf, f);
 }
 
 void slm_config_print(const struct slm_config *c, FILE *f)
@@ -406,7 +420,7 @@ void slm_config_print(const struct slm_config *c, FILE *f)
         case K_ENUM:
         case K_LEVEL: fprintf(f, "%s", field); break;
         case K_INT: fprintf(f, "%d", *(const int *)field); break;
-        case K_FRAC: fprintf(f, "%g", *(const double *)field); break;
+        case K_FRAC: print_double(f, *(const double *)field); break;
         case K_BOOL: fputs(*(const int *)field ? "true" : "false", f); break;
         case K_SIZE: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
         case K_MODE: fprintf(f, "%04o", *(const unsigned *)field); break;

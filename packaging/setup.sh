@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-debs=(build-essential cmake pkg-config libpcre2-dev libxxhash-dev libsystemd-dev libjansson-dev libmicrohttpd-dev curl systemd python3 python3-pip unzip valgrind strace)
+debs=(build-essential cmake pkg-config libpcre2-dev libxxhash-dev libsystemd-dev libjansson-dev libmicrohttpd-dev curl systemd python3 python3-pip unzip valgrind strace clang)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

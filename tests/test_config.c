@@ -88,6 +88,45 @@ int main(void)
     CHECK(c2.max_seqs == 8 && c2.kv_cache_mem == c.kv_cache_mem && c2.n_allow_uids == 2 && c2.socket_mode == 0600,
           "printed configuration reads back differently");
     free(out);
+    /* Fractions read back exactly (fuzz_config: %g printed the least normal double as a
+     * subnormal, which the loader refuses, and cut digits). */
+    static const char *const fractions[] = {"2.2250738585072014e-308", "0.123456789", "0.9", "1"};
+    for (size_t i = 0; i < sizeof fractions / sizeof fractions[0]; i++) {
+        static struct slm_config c3, c4;
+        CHECK(from_args(&c3, err, 2, "--gpu-memory-fraction", fractions[i]) == 0, "fraction %s: %s", fractions[i],
+              err);
+        out = NULL;
+        mf = open_memstream(&out, &outlen);
+        slm_config_print(&c3, mf);
+        fclose(mf);
+        snprintf(cfg, sizeof cfg, "--config=%s", write_file("fraction.conf", out));
+        CHECK(from_args(&c4, err, 1, cfg) == 0, "fraction %s printed does not load: %s", fractions[i], err);
+        CHECK(c4.gpu_memory_fraction == c3.gpu_memory_fraction, "fraction %s: printed, read back as %.17g",
+              fractions[i], c4.gpu_memory_fraction);
+        free(out);
+    }
+    /* A quoted value ending in a carriage return reads back whole (fuzz_config: it was printed
+     * bare, and the loader's trim took the CR off). */
+    {
+        static struct slm_config c3, c4;
+        snprintf(cfg, sizeof cfg, "--config=%s", write_file("cr.conf", "socket-group = \"wheel\r\"\n"));
+        CHECK(from_args(&c3, err, 1, cfg) == 0 && !strcmp(c3.socket_group, "wheel\r"), "quoted CR: %s", err);
+        out = NULL;
+        mf = open_memstream(&out, &outlen);
+        slm_config_print(&c3, mf);
+        fclose(mf);
+        snprintf(cfg, sizeof cfg, "--config=%s", write_file("cr-again.conf", out));
+        CHECK(from_args(&c4, err, 1, cfg) == 0 && !strcmp(c4.socket_group, c3.socket_group),
+              "quoted CR printed, read back as '%s' (%s)", c4.socket_group, err);
+        free(out);
+    }
+    CHECK(from_args(&c, err, 0) == 0, "defaults: %s", err);
+    out = NULL;
+    mf = open_memstream(&out, &outlen);
+    slm_config_print(&c, mf);
+    fclose(mf);
+    CHECK(strstr(out, "gpu-memory-fraction = 0.9    # default"), "print: the default fraction as 0.9:\n%s", out);
+    free(out);
 
     /* Bad input: each names the problem, the file and the line. */
     struct {

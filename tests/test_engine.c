@@ -22,6 +22,16 @@
 #include "daemon/engine/tokenizer.h"
 #include "common/log.h"
 
+#include <malloc.h>
+/* Under AddressSanitizer malloc is ASan's: mallinfo2 does not see its mappings. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SLM_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SLM_TEST_ASAN 1
+#endif
+#endif
+
 #define N_REQ 64
 #define MAX_GEN 16
 #define N_CTX 512
@@ -617,6 +627,32 @@ int main(void)
         CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "stop token"), "stop id -5: %s", err);
     }
     slm_engine_destroy(&e);
+
+    /* A penalty window longer than the context (fuzz_sqe: repeat_last_n = INT_MAX made every
+     * request allocate an 8 GiB ring): the same tokens as a window of the context, and no
+     * allocation of the window's size. */
+    {
+        struct spec w = sp[0];
+        w.arrival = 0;
+        w.s.temperature = 0.0f;
+        w.s.repeat_penalty = 1.5f;
+        w.s.repeat_last_n = N_CTX;
+        static struct result ctx_window[1], huge_window[1];
+        e = make_engine(m, tok, 64, 64);
+        run_all(e, &w, 1, ctx_window);
+        w.s.repeat_last_n = 2147483647;
+#ifndef SLM_TEST_ASAN
+        struct mallinfo2 before = mallinfo2();
+        int64_t id = add(e, &w);
+        size_t grew = mallinfo2().hblkhd - before.hblkhd;
+        CHECK(grew < (64u << 20), "repeat_last_n INT_MAX: %zu bytes mapped for one request", grew);
+        slm_engine_cancel(e, id);
+        CHECK(slm_engine_step(e, on_event, &(struct run_ctx){huge_window, &id, 1}) == 0, "reap the cancelled one");
+#endif
+        run_all(e, &w, 1, huge_window);
+        compare("repeat_last_n INT_MAX vs the context", huge_window, ctx_window, 1);
+        slm_engine_destroy(&e);
+    }
 
     slm_tok_destroy(&tok);
     slm_model_free(&m);

@@ -807,6 +807,55 @@ static void check_truncation(void)
     w_free(&w);
 }
 
+/* slm_gguf_open_memory: the same file as from disk, pointing into the caller's bytes (left
+ * alone by close); every proper prefix refused, naming the name given. Each image is its own
+ * allocation of exactly its size, so that ASan sees a read past it. */
+static void check_memory(void)
+{
+    struct writer w;
+    struct buf file;
+    char err[SLM_ERR_LEN], what[96];
+    build_good(&w, 3, 64);
+    w_file(&w, &file);
+    uint8_t *image = malloc(file.n);
+    memcpy(image, file.p, file.n);
+    struct slm_gguf *g = slm_gguf_open_memory(image, file.n, "in-memory", err);
+    if (!g) fail("memory", "expected the image to open, got '%s'", err);
+    else {
+        expect_u64("memory: n_kv", w.n_kv, g->n_kv);
+        expect_u64("memory: n_tensors", LEN(good_tensors), g->n_tensors);
+        expect_u64("memory: data_offset", file.n - w.data_size, g->data_offset);
+        if (g->map != image) fail("memory: map", "expected the caller's bytes, got another mapping");
+        if (strcmp(g->path, "in-memory") != 0) fail("memory: path", "expected 'in-memory', got '%s'", g->path);
+        check_scalars(g, "memory");
+        check_arrays(g, "memory");
+        check_tensor_bounds(g, "memory");
+        slm_gguf_close(&g);
+        /* still the caller's after close */
+        if (memcmp(image, file.p, file.n) != 0) fail("memory: close", "expected the image untouched");
+    }
+    free(image);
+    for (size_t n = 0; n < file.n; n++) {
+        snprintf(what, sizeof what, "memory: truncated to %zu of %zu bytes", n, file.n);
+        uint8_t *cut = malloc(n ? n : 1);
+        memcpy(cut, file.p, n);
+        err[0] = 0;
+        g = slm_gguf_open_memory(cut, n, "cut", err);
+        if (g) {
+            fail(what, "expected open to fail, got a file with %llu tensors", (unsigned long long)g->n_tensors);
+            slm_gguf_close(&g);
+        } else if (strncmp(err, "cut: ", 5) != 0) {
+            fail(what, "expected an error naming 'cut', got '%s'", err);
+        }
+        free(cut);
+    }
+    err[0] = 0;
+    if ((g = slm_gguf_open_memory(NULL, 0, "null", err)) || strncmp(err, "null: ", 6) != 0)
+        fail("memory: NULL", "expected a refusal naming 'null', got '%s'", err);
+    buf_free(&file);
+    w_free(&w);
+}
+
 static void check_header(void)
 {
     struct writer w;
@@ -1341,6 +1390,7 @@ int main(void)
     check_bad_tensors();
     check_paths();
     check_truncation();
+    check_memory();
     check_fuzz(2000);
     check_real_model();
     check_gemma();

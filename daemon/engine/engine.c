@@ -232,7 +232,12 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
         return -EINVAL;
     }
     r->tokens = malloc(((size_t)e->o.n_ctx + 1) * sizeof(int32_t));
-    r->sampler = slm_sampler_create_shared(&q->sampling, e->m->cfg.n_vocab, e->sample_scratch);
+    /* A penalty window longer than the context holds what one of the context holds (a token is
+     * sampled after at most n_ctx others): cut to that, its ring is not a size the client picks
+     * (repeat_last_n = INT_MAX asked for 8 GiB per request). */
+    struct slm_sampling sp = q->sampling;
+    if (sp.repeat_last_n > e->o.n_ctx) sp.repeat_last_n = e->o.n_ctx;
+    r->sampler = slm_sampler_create_shared(&sp, e->m->cfg.n_vocab, e->sample_scratch);
     if (!r->tokens || !r->sampler) {
         req_free(r);
         goto oom;

@@ -157,6 +157,7 @@ struct slm_gguf_private {
     struct slm_gguf pub;
     struct name_index kv_index;
     struct name_index tensor_index;
+    int borrowed;            /* map is the caller's memory (slm_gguf_open_memory): not unmapped */
 };
 
 static struct slm_gguf_private *priv(const struct slm_gguf *g)
@@ -487,11 +488,30 @@ err:
     return NULL;
 }
 
+struct slm_gguf *slm_gguf_open_memory(const void *buf, size_t size, const char *name, char *err)
+{
+    struct slm_gguf_private *p = calloc(1, sizeof *p);
+    if (!p) {
+        slm_err_set(err, "%s: out of memory", name);
+        return NULL;
+    }
+    struct slm_gguf *g = &p->pub;
+    snprintf(g->path, sizeof g->path, "%s", name);
+    p->borrowed = 1;
+    g->map = buf;
+    g->map_size = size;
+    if (!buf || parse(g, err)) {
+        if (!buf) slm_err_set(err, "%s: not a GGUF file (no bytes)", name);
+        slm_gguf_close(&g);
+    }
+    return g;
+}
+
 void slm_gguf_close(struct slm_gguf **gp)
 {
     struct slm_gguf *g = *gp;
     if (!g) return;
-    if (g->map) munmap((void *)g->map, g->map_size);
+    if (g->map && !priv(g)->borrowed) munmap((void *)g->map, g->map_size);
     free(priv(g)->kv_index.slots);
     free(priv(g)->tensor_index.slots);
     free(g->kv);

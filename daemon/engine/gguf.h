@@ -75,7 +75,12 @@ struct slm_gguf {
  * and the problem in err (caller-owned, SLM_ERR_LEN) on any error. */
 struct slm_gguf *slm_gguf_open(const char *path, char *err);
 
-/* Unmaps and frees; sets *g to NULL. NULL-safe. */
+/* Validates the GGUF image buf[0..size) in place, as slm_gguf_open validates a file (name
+ * stands for the path in messages). The memory stays the caller's: it must outlive the result,
+ * which points into it, and slm_gguf_close leaves it alone. NULL with err on any error. */
+struct slm_gguf *slm_gguf_open_memory(const void *buf, size_t size, const char *name, char *err);
+
+/* Unmaps (a file's mapping) and frees; sets *g to NULL. NULL-safe. */
 void slm_gguf_close(struct slm_gguf **g);
 
 /* The key-value pair named `key`, or NULL. */

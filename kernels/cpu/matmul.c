@@ -7,6 +7,10 @@
 
 #include "kernels/cpu/dequant.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 /* Rows per unit of work handed to a thread; a multiple of the tile height. */
 #define CHUNK_ROWS 32
 /* Tile shape of the generic path (the AVX2 tiles choose their own). */
@@ -20,6 +24,15 @@ size_t slm_cpu_act_row_bytes(uint32_t wtype, int64_t k)
 
 enum { LEVEL_GENERIC = 0, LEVEL_AVX2 = 1, LEVEL_AVX512 = 2 };
 
+#if defined(__x86_64__)
+/* F16C from CPUID leaf 1 (ECX bit 29): clang before 16 has no "f16c" for __builtin_cpu_supports. */
+static int cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 /* The kernel tier: what the CPU has, capped by SLM_CPU_KERNELS. */
 static int cpu_level(void)
 {
@@ -29,7 +42,7 @@ static int cpu_level(void)
         int level = LEVEL_GENERIC;
 #if defined(__x86_64__)
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
             level = LEVEL_AVX2;
             if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
