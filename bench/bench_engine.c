@@ -111,9 +111,7 @@ int main(int argc, char **argv)
                decode_weight_bytes(m));
     else
         printf("slmd weights read per decode step at batch 1: %.2f MB\n", decode_weight_bytes(m) / 1e6);
-    int longest = pp > tg ? pp : tg, n_ctx = longest + 16;
-    /* 16 positions of slack, unless the model caps its context there (gemma3: its window) */
-    if (m->cfg.ctx_max > 0 && n_ctx > m->cfg.ctx_max && m->cfg.ctx_max >= longest) n_ctx = m->cfg.ctx_max;
+    int longest = pp > tg ? pp : tg, n_ctx = longest + 16;   /* 16 positions of slack */
     struct slm_runner *r = slm_runner_create(m, n_ctx, pp > 0 ? pp : 1, err);
     float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
     int32_t *toks = malloc((size_t)n_ctx * sizeof *toks);

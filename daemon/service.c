@@ -115,8 +115,8 @@ void slm_service_unload(struct slm_service *svc)
 int slm_service_ctx(const struct slm_model *m, int requested)
 {
     if (requested > 0) return requested;
-    int train = m->cfg.n_ctx_train, ctx = train > 0 && train < 8192 ? train : 8192;
-    return m->cfg.ctx_max > 0 && ctx > m->cfg.ctx_max ? m->cfg.ctx_max : ctx;
+    int train = m->cfg.n_ctx_train;
+    return train > 0 && train < 8192 ? train : 8192;
 }
 
 int slm_service_check_ctx(const struct slm_model *m, int requested, int force, char *err)

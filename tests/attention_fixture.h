@@ -88,7 +88,8 @@ struct fixture {
 static int setup(fixture &f, const config &c, const int *lens)
 {
     f.c = c;
-    f.p = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, 10000.0f, 1.0f / std::sqrt((float)c.head_dim)};
+    f.p = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, 10000.0f, 1.0f / std::sqrt((float)c.head_dim),
+           nullptr, 1.0f, 0};
     f.shape = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, f.p.scale};
     int total = 0, max_len = 1;
     for (int s = 0; s < f.n_seq; s++) {
@@ -118,7 +119,7 @@ static int setup(fixture &f, const config &c, const int *lens)
     int half = c.rope_dim / 2;
     std::vector<float> cs((size_t)max_len * c.rope_dim), cos_t(half + 1), sin_t(half + 1);
     for (int p = 0; p < max_len; p++) {
-        slm_cpu_rope_angles(p, c.rope_dim, f.p.rope_base, cos_t.data(), sin_t.data());
+        slm_cpu_rope_angles(p, c.rope_dim, f.p.rope_base, nullptr, 1.0f, cos_t.data(), sin_t.data());
         for (int j = 0; j < half; j++) {
             cs[((size_t)p * half + j) * 2] = cos_t[j];
             cs[((size_t)p * half + j) * 2 + 1] = sin_t[j];

@@ -6,7 +6,9 @@
  *    tables, the group's KV head at an offset in wider rows), for head dims 64, 80, 128,
  *    32, 256 and 40, GQA groups 1, 3 and 4, contexts of 1 to 300 positions (across the
  *    8-position blocks, the 64-lane wraps and the 16-score groups), and peaked and flat
- *    softmaxes (probabilities that round to zero or to f16 subnormals, exp's slow range).
+ *    softmaxes (probabilities that round to zero or to f16 subnormals, exp's slow range); each
+ *    over all the positions and over a sliding window (the last 3/5 of them, from a first
+ *    position at any alignment).
  * 2. A head computed in its group equals it computed alone (slm_cpu_attention_head).
  * 3. slm_cpu_f32_to_f16 (vectorised) equals slm_f32_to_half on every 97th float bit
  *    pattern, on all patterns around the rounding boundaries, and on NaN, inf and zeros.
@@ -95,7 +97,8 @@ static void check_attention(void)
             int nq = groups[gi];
             for (size_t ci = 0; ci < sizeof ctxs / sizeof *ctxs; ci++) {
                 int n_ctx = ctxs[ci];
-                for (int peak = 0; peak < 2; peak++) {
+                for (int pw = 0; pw < 4; pw++) {
+                    const int peak = pw & 1, first = pw & 2 ? n_ctx - 1 - n_ctx * 3 / 5 : 0;
                     int32_t blocks[N_BLOCKS];
                     for (int b = 0; b < N_BLOCKS; b++) blocks[b] = b;
                     for (int b = N_BLOCKS - 1; b > 0; b--) {
@@ -122,20 +125,21 @@ static void check_attention(void)
                     }
                     for (size_t i = 0; i < nf; i++) q[i] = ldexpf(frand() * amp, -(int)(rnd() % 8));
                     slm_cpu_attention_group_generic(q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK, kv_stride, kv_off,
-                                                    n_ctx, scratch, want);
+                                                    first, n_ctx, scratch, want);
                     /* the vector path must not depend on what scratch held before */
                     for (size_t i = 0; i < ns; i++) scratch[i] = NAN;
-                    slm_cpu_attention_group(q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK, kv_stride, kv_off, n_ctx,
-                                            scratch, got);
+                    slm_cpu_attention_group(q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK, kv_stride, kv_off, first,
+                                            n_ctx, scratch, got);
                     for (int h = 0; h < nq; h++)
                         slm_cpu_attention_head(q + (size_t)h * (size_t)hd, hd, scale, k_pool, v_pool, blocks, BLOCK,
-                                               kv_stride, kv_off, n_ctx, scratch, alone + (size_t)h * (size_t)hd);
+                                               kv_stride, kv_off, first, n_ctx, scratch,
+                                               alone + (size_t)h * (size_t)hd);
                     char what[128];
-                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d %s: vector vs generic", hd, nq,
-                             n_ctx, peak ? "peaked" : "flat");
+                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d first=%d %s: vector vs generic", hd,
+                             nq, n_ctx, first, peak ? "peaked" : "flat");
                     compare(what, want, got, (int)nf);
-                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d %s: alone vs in group", hd, nq,
-                             n_ctx, peak ? "peaked" : "flat");
+                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d first=%d %s: alone vs in group", hd,
+                             nq, n_ctx, first, peak ? "peaked" : "flat");
                     compare(what, got, alone, (int)nf);
                     for (size_t i = 0; i < nf; i++)
                         if (!isfinite(got[i])) {

@@ -134,7 +134,7 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
                     o->n_blocks, o->block_size, o->max_batch_tokens, o->max_seqs, o->n_ctx);
         return NULL;
     }
-    if (slm_model_ctx_check(m, o->n_ctx, err)) return NULL;
+    if (slm_model_set_ctx(m, o->n_ctx, err)) return NULL;
     struct slm_engine *e = calloc(1, sizeof *e);
     if (!e) goto oom;
     pthread_mutexattr_t attr;

@@ -65,8 +65,12 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
     } else if (slm_gguf_str_eq(a, "gemma3")) {
         c->arch = SLM_ARCH_GEMMA3;
         c->rope_layout = SLM_ROPE_NEOX;
+    } else if (slm_gguf_str_eq(a, "phi3")) {
+        c->arch = SLM_ARCH_PHI3;
+        c->rope_layout = SLM_ROPE_NEOX;
     } else {
-        slm_err_set(err, "%s: architecture '%s' is not supported (llama, mistral, qwen2, qwen3 and gemma3 are)",
+        slm_err_set(err,
+                    "%s: architecture '%s' is not supported (llama, mistral, qwen2, qwen3, gemma3 and phi3 are)",
                     g->path, c->arch_name);
         return -ENOTSUP;
     }
@@ -85,6 +89,8 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
     if ((rc = get_dim(g, ar, "attention.key_length", &c->head_dim, 0, c->dim / c->n_head, err)) ||
         (rc = get_dim(g, ar, "rope.dimension_count", &c->rope_dim, 0, c->head_dim, err)) ||
         (rc = get_float(g, ar, "rope.freq_base", &c->rope_base, 10000.0f, err)) ||
+        (rc = get_float(g, ar, "rope.scaling.attn_factor", &c->rope_mscale, 1.0f, err)) ||
+        (rc = get_dim(g, ar, "rope.scaling.original_context_length", &c->n_ctx_orig, 0, c->n_ctx_train, err)) ||
         (rc = get_float(g, ar, "attention.layer_norm_rms_epsilon", &c->rms_eps, 1e-5f, err)))
         return rc;
     if (c->arch == SLM_ARCH_GEMMA3) {
@@ -93,9 +99,9 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
         c->emb_scale = sqrtf((float)c->dim);
         c->geglu = 1;
         c->swa_pattern = 6;
-        c->rope_base_swa = 10000.0f;
-        if ((rc = get_dim(g, ar, "attention.sliding_window", &c->n_swa, 1, 0, err))) return rc;
-        c->ctx_max = c->n_swa;
+        if ((rc = get_dim(g, ar, "attention.sliding_window", &c->n_swa, 1, 0, err)) ||
+            (rc = get_float(g, ar, "rope.freq_base_swa", &c->rope_base_swa, 10000.0f, err)))
+            return rc;
         char k2[128];
         float cap;
         snprintf(k2, sizeof k2, "%s.final_logit_softcapping", ar);
@@ -109,19 +115,28 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
             return -ENOTSUP;
         }
     }
-    /* What this forward pass does not compute is refused, not silently left out: RoPE frequency
-     * scaling (Llama 3.1+'s rope_freqs factors, YaRN, linear / LongRoPE scaling) would otherwise
-     * give wrong logits with no word said. */
+    /* RoPE scaling: frequency factors from a tensor (Llama 3.1+'s rope_freqs, phi3's LongRoPE
+     * long and short factors; slm_model_load binds them) and an attention factor are computed;
+     * what this forward pass does not compute is refused, not silently left out: YaRN, and linear
+     * scaling by a factor other than 1 would otherwise give wrong logits with no word said. As
+     * llama.cpp, an absent type is "linear". */
     char key[128];
     struct slm_gguf_str st;
     snprintf(key, sizeof key, "%s.rope.scaling.type", ar);
-    if (slm_gguf_get_str(g, key, &st, err) == 0 && !slm_gguf_str_eq(st, "none")) {
-        slm_err_set(err, "%s: RoPE scaling '%.*s' (%s) is not supported yet", g->path, (int)st.len, st.ptr, key);
+    int have_type = slm_gguf_get_str(g, key, &st, err) == 0;
+    if (have_type && !slm_gguf_str_eq(st, "none") && !slm_gguf_str_eq(st, "linear") &&
+        !(slm_gguf_str_eq(st, "longrope") && c->arch == SLM_ARCH_PHI3)) {
+        slm_err_set(err, "%s: RoPE scaling '%.*s' (%s) is not supported yet (none, linear with factor 1, and "
+                    "phi3's longrope are)", g->path, (int)st.len, st.ptr, key);
         return -ENOTSUP;
     }
-    if (slm_gguf_find_tensor(g, "rope_freqs.weight")) {
-        slm_err_set(err, "%s: tensor 'rope_freqs.weight' (Llama 3.1+ RoPE frequency scaling) is not supported yet",
-                    g->path);
+    float factor = 1.0f;   /* absent or 0: 1, as llama.cpp */
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", ar);
+    int frc = slm_gguf_get_f32(g, key, &factor, err);
+    if (frc && frc != -ENOENT) return frc;
+    if (frc || factor == 0.0f) factor = 1.0f;
+    if (factor != 1.0f && !(have_type && slm_gguf_str_eq(st, "none"))) {
+        slm_err_set(err, "%s: RoPE scaling by a factor of %g (%s) is not supported yet", g->path, (double)factor, key);
         return -ENOTSUP;
     }
     if (c->n_head % c->n_head_kv || c->rope_dim > c->head_dim || c->rope_dim % 2 || c->head_dim % 8) {
@@ -164,34 +179,60 @@ static int bind_tensor(const struct slm_gguf *g, const char *name, int64_t cols,
     return 0;
 }
 
+/* view = rows first .. first + rows - 1 of w (a fused tensor's part: a weight of its own). */
+static void weight_rows(const struct slm_weight *w, int64_t first, int64_t rows, struct slm_weight *view)
+{
+    *view = *w;
+    view->rows = rows;
+    view->data = (const char *)w->data + (size_t)first * w->row_bytes;
+}
+
 static int bind_layer(const struct slm_gguf *g, const struct slm_model_config *c, int l, struct slm_layer *L,
                       char *err)
 {
     char n[96];
     int q = c->n_head * c->head_dim, kv = c->n_head_kv * c->head_dim, bias = c->arch == SLM_ARCH_QWEN2;
     int qk_norm = c->arch == SLM_ARCH_QWEN3 || c->arch == SLM_ARCH_GEMMA3, post = c->arch == SLM_ARCH_GEMMA3;
-    struct { const char *suffix; int64_t cols, rows; int optional; struct slm_weight *w; } spec[] = {
-        {"attn_norm.weight", c->dim, 0, 0, &L->attn_norm},
-        {"attn_q.weight", c->dim, q, 0, &L->wq},
-        {"attn_k.weight", c->dim, kv, 0, &L->wk},
-        {"attn_v.weight", c->dim, kv, 0, &L->wv},
-        {"attn_q.bias", q, 0, !bias, &L->bq},
-        {"attn_k.bias", kv, 0, !bias, &L->bk},
-        {"attn_v.bias", kv, 0, !bias, &L->bv},
-        {"attn_q_norm.weight", c->head_dim, 0, !qk_norm, &L->q_norm},
-        {"attn_k_norm.weight", c->head_dim, 0, !qk_norm, &L->k_norm},
-        {"attn_output.weight", q, c->dim, 0, &L->wo},
-        {"ffn_norm.weight", c->dim, 0, 0, &L->ffn_norm},
-        {"ffn_gate.weight", c->dim, c->ffn_dim, 0, &L->w_gate},
-        {"ffn_up.weight", c->dim, c->ffn_dim, 0, &L->w_up},
-        {"ffn_down.weight", c->ffn_dim, c->dim, 0, &L->w_down},
-        {"post_attention_norm.weight", c->dim, 0, !post, &L->post_attn_norm},
-        {"post_ffw_norm.weight", c->dim, 0, !post, &L->post_ffn_norm},
+    /* phi3: q, k and v in one attn_qkv when the file has it (else apart); the FFN's gate and up
+     * always in one ffn_up, as llama.cpp reads them */
+    snprintf(n, sizeof n, "blk.%d.attn_qkv.weight", l);
+    const int fused_qkv = c->arch == SLM_ARCH_PHI3 && slm_gguf_find_tensor(g, n);
+    const int fused_up = c->arch == SLM_ARCH_PHI3;
+    struct slm_weight qkv, gate_up;
+    struct { const char *suffix; int64_t cols, rows; int optional, used; struct slm_weight *w; } spec[] = {
+        {"attn_norm.weight", c->dim, 0, 0, 1, &L->attn_norm},
+        {"attn_qkv.weight", c->dim, q + 2 * kv, 0, fused_qkv, &qkv},
+        {"attn_q.weight", c->dim, q, 0, !fused_qkv, &L->wq},
+        {"attn_k.weight", c->dim, kv, 0, !fused_qkv, &L->wk},
+        {"attn_v.weight", c->dim, kv, 0, !fused_qkv, &L->wv},
+        {"attn_q.bias", q, 0, !bias, 1, &L->bq},
+        {"attn_k.bias", kv, 0, !bias, 1, &L->bk},
+        {"attn_v.bias", kv, 0, !bias, 1, &L->bv},
+        {"attn_q_norm.weight", c->head_dim, 0, !qk_norm, 1, &L->q_norm},
+        {"attn_k_norm.weight", c->head_dim, 0, !qk_norm, 1, &L->k_norm},
+        {"attn_output.weight", q, c->dim, 0, 1, &L->wo},
+        {"ffn_norm.weight", c->dim, 0, 0, 1, &L->ffn_norm},
+        {"ffn_gate.weight", c->dim, c->ffn_dim, 0, !fused_up, &L->w_gate},
+        {"ffn_up.weight", c->dim, c->ffn_dim, 0, !fused_up, &L->w_up},
+        {"ffn_up.weight", c->dim, 2 * (int64_t)c->ffn_dim, 0, fused_up, &gate_up},
+        {"ffn_down.weight", c->ffn_dim, c->dim, 0, 1, &L->w_down},
+        {"post_attention_norm.weight", c->dim, 0, !post, 1, &L->post_attn_norm},
+        {"post_ffw_norm.weight", c->dim, 0, !post, 1, &L->post_ffn_norm},
     };
     for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+        if (!spec[i].used) continue;
         snprintf(n, sizeof n, "blk.%d.%s", l, spec[i].suffix);
         int rc = bind_tensor(g, n, spec[i].cols, spec[i].rows, spec[i].optional, spec[i].w, err);
         if (rc) return rc;
+    }
+    if (fused_qkv) {
+        weight_rows(&qkv, 0, q, &L->wq);
+        weight_rows(&qkv, q, kv, &L->wk);
+        weight_rows(&qkv, q + kv, kv, &L->wv);
+    }
+    if (fused_up) {   /* the gate's rows first (llama.cpp's swiglu of one tensor: silu of its first half) */
+        weight_rows(&gate_up, 0, c->ffn_dim, &L->w_gate);
+        weight_rows(&gate_up, c->ffn_dim, c->ffn_dim, &L->w_up);
     }
     return 0;
 }
@@ -222,6 +263,22 @@ struct slm_model *slm_model_load(const char *path, char *err)
         bind_tensor(m->gguf, "output.weight", c->dim, c->n_vocab, 1, &m->output, err))
         goto err;
     if (!m->output.data) m->output = m->tok_embd;   /* tied embeddings */
+    /* RoPE frequency factors, as llama.cpp reads them: rope_freqs for llama (Llama 3.1+), the
+     * LongRoPE pair for phi3; elsewhere llama.cpp refuses the file (a tensor it does not use). */
+    const int half = c->rope_dim / 2;
+    const char *factor_names[] = {"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"};
+    struct slm_weight *factor_weights[] = {&m->rope_freqs, &m->rope_long, &m->rope_short};
+    const int factor_arch[] = {SLM_ARCH_LLAMA, SLM_ARCH_PHI3, SLM_ARCH_PHI3};
+    for (int i = 0; i < 3; i++) {
+        if (factor_arch[i] != c->arch && slm_gguf_find_tensor(m->gguf, factor_names[i])) {
+            slm_err_set(err, "%s: tensor '%s' is not used by %s (llama.cpp refuses the file too)", path,
+                        factor_names[i], c->arch_name);
+            goto err;
+        }
+        if (factor_arch[i] == c->arch && bind_tensor(m->gguf, factor_names[i], half, 0, 1, factor_weights[i], err))
+            goto err;
+    }
+    m->rope_factors = m->rope_freqs.data ? m->rope_freqs.data : m->rope_short.data;   /* until slm_model_set_ctx */
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
         slm_err_set(err, "%s: out of memory", path);
@@ -262,9 +319,10 @@ static int unload_one(struct slm_backend *be, struct slm_weight *w)
 
 int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
 {
-    if ((m->cfg.geglu && !be->ops->geglu) || (m->cfg.emb_scale != 0.0f && !be->ops->scale)) {
-        slm_err_set(err, "%s: the %s backend cannot run %s yet (GeGLU and the embedding scale)", m->gguf->path,
-                    be->ops->name, m->cfg.arch_name);
+    if ((m->cfg.geglu && !be->ops->geglu) || (m->cfg.emb_scale != 0.0f && !be->ops->scale) ||
+        (m->cfg.n_swa > 0 && !be->ops->sliding_window)) {
+        slm_err_set(err, "%s: the %s backend cannot run %s yet (GeGLU, the embedding scale and the sliding-window "
+                    "attention)", m->gguf->path, be->ops->name, m->cfg.arch_name);
         return -ENOTSUP;
     }
     int rc = for_each_weight(m, be->ops->load_weight, be);
@@ -279,14 +337,15 @@ int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
     return 0;
 }
 
-int slm_model_ctx_check(const struct slm_model *m, int n_ctx, char *err)
+int slm_model_set_ctx(struct slm_model *m, int n_ctx, char *err)
 {
-    if (m->cfg.ctx_max > 0 && n_ctx > m->cfg.ctx_max) {
-        slm_err_set(err, "%s: a context of %d tokens is not supported for %s yet: its sliding-window attention "
-                    "(window %d) is not implemented, so the context is capped at the window (--ctx-size %d or less)",
-                    m->gguf->path, n_ctx, m->cfg.arch_name, m->cfg.n_swa, m->cfg.ctx_max);
-        return -ENOTSUP;
+    if (n_ctx < 1) {
+        slm_err_set(err, "%s: a context of %d tokens", m->gguf->path, n_ctx);
+        return -EINVAL;
     }
+    if (m->rope_freqs.data) m->rope_factors = m->rope_freqs.data;
+    else if (n_ctx > m->cfg.n_ctx_orig) m->rope_factors = m->rope_long.data;
+    else m->rope_factors = m->rope_short.data;
     return 0;
 }
 
@@ -395,7 +454,8 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     struct slm_attn_params ap = {
         .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .rope_dim = c->rope_dim,
         .rope_layout = c->rope_layout, .rope_base = local ? c->rope_base_swa : c->rope_base,
-        .scale = 1.0f / sqrtf((float)c->head_dim),
+        .scale = 1.0f / sqrtf((float)c->head_dim), .rope_factors = f->m->rope_factors,
+        .rope_mscale = c->rope_mscale, .window = local ? c->n_swa : 0,
     };
 
     const struct slm_weight *qkv[] = {&L->wq, &L->wk, &L->wv};

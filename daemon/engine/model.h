@@ -2,7 +2,8 @@
  * daemon/engine/model.h - a transformer's configuration and weights from a GGUF file,
  * and its forward pass over a batch, written once against the backend ops table.
  *
- * Architectures: llama (SmolLM2, Llama 3.x, Mistral) and qwen2 (QKV bias, NEOX rope).
+ * Architectures: llama (SmolLM2, Llama 3.x, Mistral), qwen2, qwen3, gemma3 and phi3
+ * (docs/architectures.md).
  * Weights are pointed into the GGUF mapping, never copied (the backend may make a
  * resident copy in its own memory).
  */
@@ -12,7 +13,7 @@
 #include "daemon/engine/backends/backend.h"
 #include "daemon/engine/gguf.h"
 
-enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3, SLM_ARCH_GEMMA3 = 4 };
+enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3, SLM_ARCH_GEMMA3 = 4, SLM_ARCH_PHI3 = 5 };
 
 struct slm_model_config {
     int arch;                 /* enum slm_arch */
@@ -25,6 +26,8 @@ struct slm_model_config {
     int n_ctx_train;
     int rope_dim, rope_layout;
     float rope_base;
+    float rope_mscale;        /* rope.scaling.attn_factor (phi3's LongRoPE): cos and sin times this; 1 */
+    int n_ctx_orig;           /* rope.scaling.original_context_length: phi3's long factors above it */
     float rms_eps;
     /* gemma3 */
     float emb_scale;          /* the embedding is multiplied by this (sqrt(dim)); 0: not scaled */
@@ -32,21 +35,21 @@ struct slm_model_config {
     int n_swa;                /* sliding window of the local layers; 0: every layer global */
     int swa_pattern;          /* layer l is local unless l % swa_pattern == swa_pattern - 1 */
     float rope_base_swa;      /* the local layers' RoPE base */
-    int ctx_max;              /* the longest context this forward pass computes right; 0: no limit
-                               * (gemma3: its window, as the sliding-window mask is not implemented) */
 };
 
 struct slm_layer {
     struct slm_weight attn_norm;        /* (dim) */
     struct slm_weight wq;               /* (n_head * head_dim, dim) */
-    struct slm_weight wk, wv;           /* (n_head_kv * head_dim, dim) */
+    struct slm_weight wk, wv;           /* (n_head_kv * head_dim, dim); phi3: wq, wk and wv are views of
+                                         * the rows of one attn_qkv (q, then k, then v) */
     struct slm_weight bq, bk, bv;       /* qwen2 only: (rows of wq/wk/wv) */
     struct slm_weight q_norm, k_norm;   /* qwen3, gemma3: (head_dim), RMSNorm of each head of q and k */
     struct slm_weight post_attn_norm;   /* gemma3: (dim), RMSNorm of the attention's output */
     struct slm_weight post_ffn_norm;    /* gemma3: (dim), RMSNorm of the FFN's output */
     struct slm_weight wo;               /* (dim, n_head * head_dim) */
     struct slm_weight ffn_norm;         /* (dim) */
-    struct slm_weight w_gate, w_up;     /* (ffn_dim, dim) */
+    struct slm_weight w_gate, w_up;     /* (ffn_dim, dim); phi3: views of the rows of one ffn_up of
+                                         * 2 ffn_dim rows (the gate, then up) */
     struct slm_weight w_down;           /* (dim, ffn_dim) */
 };
 
@@ -56,6 +59,10 @@ struct slm_model {
     struct slm_weight tok_embd;         /* (n_vocab, dim) */
     struct slm_weight output_norm;      /* (dim) */
     struct slm_weight output;           /* (n_vocab, dim); the same tensor as tok_embd when tied */
+    struct slm_weight rope_freqs;       /* (rope_dim / 2) Llama 3.1+'s frequency factors, or absent */
+    struct slm_weight rope_long, rope_short;   /* (rope_dim / 2) phi3's LongRoPE factors, or absent */
+    const float *rope_factors;          /* the factors the pass uses (one of the above, or NULL; the
+                                         * long ones when the context is above n_ctx_orig) */
     struct slm_layer *layers;           /* (n_layer) */
     struct slm_backend *be;             /* set by slm_model_bind */
 };
@@ -67,9 +74,10 @@ struct slm_model *slm_model_load(const char *path, char *err);
 /* Makes every weight resident in the backend. Returns 0 or -errno (reason in err). */
 int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err);
 
-/* 0 if the forward pass computes contexts of n_ctx tokens right; else -ENOTSUP and why, in err
- * (gemma3 above its sliding window: the window's mask is not implemented yet). */
-int slm_model_ctx_check(const struct slm_model *m, int n_ctx, char *err);
+/* Sets up the pass for contexts of n_ctx tokens: phi3's LongRoPE factors are its long ones above
+ * the original context (rope.scaling.original_context_length), else its short ones, as llama.cpp
+ * chooses. Returns 0, or -EINVAL (n_ctx < 1, reason in err). */
+int slm_model_set_ctx(struct slm_model *m, int n_ctx, char *err);
 
 /* Unbinds (if bound), closes the file, frees; sets *m to NULL. NULL-safe. */
 void slm_model_free(struct slm_model **m);

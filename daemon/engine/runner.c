@@ -24,7 +24,7 @@ struct slm_runner *slm_runner_create(struct slm_model *m, int n_ctx, int max_bat
         slm_err_set(err, "runner: bad context %d or batch %d", n_ctx, max_batch);
         return NULL;
     }
-    if (slm_model_ctx_check(m, n_ctx, err)) return NULL;
+    if (slm_model_set_ctx(m, n_ctx, err)) return NULL;
     struct slm_runner *r = calloc(1, sizeof *r);
     if (!r) goto oom;
     r->m = m;

@@ -134,13 +134,15 @@ void slm_cpu_scale(float *x, size_t n, float s)
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
-void slm_cpu_rope_angles(int32_t pos, int rope_dim, float base, float *cos_out, float *sin_out)
+void slm_cpu_rope_angles(int32_t pos, int rope_dim, float base, const float *factors, float mscale, float *cos_out,
+                         float *sin_out)
 {
     float theta_scale = powf(base, -2.0f / (float)rope_dim);
     float theta = (float)pos;
     for (int j = 0; j < rope_dim / 2; j++) {
-        cos_out[j] = cosf(theta);
-        sin_out[j] = sinf(theta);
+        const float t = factors ? theta / factors[j] : theta;
+        cos_out[j] = cosf(t) * mscale;
+        sin_out[j] = sinf(t) * mscale;
         theta *= theta_scale;
     }
 }
@@ -203,11 +205,19 @@ static float dot_lanes_generic(const float *x, const float *y, int n)
     return (float)sum;
 }
 
+/* The first position t >= first with t % 64 == lane: where that lane's sum over positions starts. */
+static inline int lane_start(int lane, int first)
+{
+    return lane >= first ? lane : lane + (first - lane + 63) / 64 * 64;
+}
+
 /* One head on the portable path: the reference every vector path must equal bit for bit.
+ * Positions before `first` are masked: their probability is 0, as llama.cpp's -inf mask gives
+ * (they are skipped; the sums they would add zeros to are the same).
  * scratch: scores (n_ctx padded to 64), q as f16 values, one key row, acc (64 lanes, head_dim). */
 static void attention_head_generic(const float *q, int head_dim, float scale, const slm_half *k_pool,
                                    const slm_half *v_pool, const int32_t *blocks, int block_size,
-                                   size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out)
+                                   size_t kv_stride, size_t kv_off, int first, int n_ctx, float *scratch, float *out)
 {
     float *scores = scratch;
     float *qh = scores + ((size_t)n_ctx + 63) / 64 * 64;
@@ -215,13 +225,13 @@ static void attention_head_generic(const float *q, int head_dim, float scale, co
     float *acc = kf + head_dim;
     for (int i = 0; i < head_dim; i++) qh[i] = slm_half_to_f32(slm_f32_to_half(q[i]));
     float mx = -INFINITY;
-    for (int t = 0; t < n_ctx; t++) {
+    for (int t = first; t < n_ctx; t++) {
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *k = k_pool + row * kv_stride + kv_off;
         for (int i = 0; i < head_dim; i++) kf[i] = slm_half_to_f32(k[i]);
         scores[t] = dot_lanes_generic(kf, qh, head_dim);
     }
-    for (int t = 0; t < n_ctx; t++) {
+    for (int t = first; t < n_ctx; t++) {
         float s = scores[t];
         s *= scale;
         scores[t] = s;
@@ -230,14 +240,15 @@ static void attention_head_generic(const float *q, int head_dim, float scale, co
     /* Softmax: exp in place, the sum 16 scores at a time (zeros past n_ctx). */
     double sum = 0.0;
     int padded = (n_ctx + 15) / 16 * 16;
-    for (int t = 0; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
+    for (int t = 0; t < first; t++) scores[t] = 0.0f;
+    for (int t = first; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
     for (int t = n_ctx; t < padded; t++) scores[t] = 0.0f;
-    for (int t = 0; t < padded; t += 16) sum += (double)reduce16(scores + t);
+    for (int t = first / 16 * 16; t < padded; t += 16) sum += (double)reduce16(scores + t);
     float inv = (float)(1.0 / sum);
     memset(acc, 0, (size_t)64 * (size_t)head_dim * sizeof *acc);
     /* The probabilities, rounded to f16. */
-    for (int t = 0; t < n_ctx; t++) scores[t] = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
-    for (int t = 0; t < n_ctx; t++) {
+    for (int t = first; t < n_ctx; t++) scores[t] = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
+    for (int t = first; t < n_ctx; t++) {
         float p = scores[t];
         size_t row = (size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size);
         const slm_half *v = v_pool + row * kv_stride + kv_off;
@@ -330,13 +341,14 @@ AVX2_FN static inline void prefetch_l2(const void *p, size_t n)
 }
 
 /* Scaled scores of NH (<= SET_HEADS, a constant where inlined) heads, qh[h] head_dim apart,
- * scores[h] sp apart (lanes past n_ctx of the last 8 get -inf), and each head's maximum over
- * t < n_ctx; 8 positions at a time. Also asks for the V rows the V pass reads next: their
+ * scores[h] sp apart, for positions first .. n_ctx - 1 (lanes outside them in the first and last
+ * 8 get -inf; those before first rounded down to 8 are not written), and each head's maximum over
+ * them; 8 positions at a time. Also asks for the V rows the V pass reads next: their
  * lane order jumps 64 positions at a time, which the hardware does not foresee (K's
  * sequential rows it does: asking for those too was slower). */
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
 scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k_pool, const slm_half *v_pool,
-           const size_t *rows, int n_ctx, float *scores, size_t sp, float *mx)
+           const size_t *rows, int first, int n_ctx, float *scores, size_t sp, float *mx)
 {
     int np = hd & ~63;
     size_t row_bytes = (size_t)hd * sizeof(slm_half);
@@ -344,7 +356,7 @@ scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k
     __m256 vmx[SET_HEADS];
     UNROLL
     for (int h = 0; h < NH; h++) vmx[h] = ninf;
-    for (int t0 = 0; t0 < n_ctx; t0 += 8) {
+    for (int t0 = first & ~7; t0 < n_ctx; t0 += 8) {
         int c = n_ctx - t0 < 8 ? n_ctx - t0 : 8;
         for (int i = 0; i < c; i++) prefetch_l2(v_pool + rows[t0 + i], row_bytes);
         __m256 t3[SET_HEADS][8];
@@ -377,8 +389,9 @@ scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k
                 for (int h = 0; h < NH; h++) t3[h][i] = dot_t3(k, qh + (size_t)h * (size_t)hd, np);
             }
         }
-        __m256 keep = _mm256_castsi256_ps(
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256 keep = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first - t0), lane),
+                                                              _mm256_cmpgt_epi32(_mm256_set1_epi32(c), lane)));
         UNROLL
         for (int h = 0; h < NH; h++) {
             float *s = scores + (size_t)h * sp + t0;
@@ -389,7 +402,7 @@ scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k
                 _mm256_storeu_ps(rs, r);
                 const float *q = qh + (size_t)h * (size_t)hd;
                 for (int i = 0; i < c; i++) {
-                    const slm_half *k = k_pool + rows[t0 + i];
+                    const slm_half *k = k_pool + rows[t0 + i];   /* (a masked lane's score is dropped) */
                     double sum = np ? (double)rs[i] : 0.0;
                     for (int d = np; d < hd; d++) sum += (double)(_cvtsh_ss(k[d]) * q[d]);
                     rs[i] = (float)sum;
@@ -415,10 +428,10 @@ scores_set(const float *qh, const int NH, int hd, float scale, const slm_half *k
 
 #define SCORES_FN(NH)                                                                                          \
     AVX2_FN static void scores_##NH(const float *qh, int hd, float scale, const slm_half *k_pool,            \
-                                    const slm_half *v_pool, const size_t *rows, int n_ctx, float *scores,    \
-                                    size_t sp, float *mx)                                                    \
+                                    const slm_half *v_pool, const size_t *rows, int first, int n_ctx,        \
+                                    float *scores, size_t sp, float *mx)                                     \
     {                                                                                                          \
-        scores_set(qh, NH, hd, scale, k_pool, v_pool, rows, n_ctx, scores, sp, mx);                          \
+        scores_set(qh, NH, hd, scale, k_pool, v_pool, rows, first, n_ctx, scores, sp, mx);                   \
     }
 SCORES_FN(1)
 SCORES_FN(2)
@@ -433,17 +446,18 @@ AVX2_FN static int exp_shift_avx2(float *scores, int n, float mx)
     return t;
 }
 
-/* Softmax of one head's scaled scores in place, as attention_head_generic: exp, the double
- * sum of reduce16 over groups of 16 (eight groups' trees at once), probabilities rounded to f16.
- * scores has room for n_ctx padded to 16. */
-AVX2_FN static void softmax_avx2(float *scores, int n_ctx, float mx)
+/* Softmax of one head's scaled scores first .. n_ctx - 1 in place, as attention_head_generic:
+ * exp, the double sum of reduce16 over groups of 16 (eight groups' trees at once; zeros before
+ * first), probabilities rounded to f16. scores has room for n_ctx padded to 16. */
+AVX2_FN static void softmax_avx2(float *scores, int first, int n_ctx, float mx)
 {
-    int t = exp_shift_avx2(scores, n_ctx, mx);
+    memset(scores, 0, (size_t)first * sizeof *scores);
+    int t = first + exp_shift_avx2(scores + first, n_ctx - first, mx);
     for (; t < n_ctx; t++) scores[t] = expf_poly(scores[t] - mx);
     int padded = (n_ctx + 15) / 16 * 16;
     for (; t < padded; t++) scores[t] = 0.0f;
     double sum = 0.0;
-    int g = 0, ng = padded / 16;
+    int g = first / 16, ng = padded / 16;
     for (; g + 8 <= ng; g += 8) {
         __m256 w[8];
         UNROLL
@@ -458,7 +472,7 @@ AVX2_FN static void softmax_avx2(float *scores, int n_ctx, float mx)
     }
     for (; g < ng; g++) sum += (double)reduce16(scores + (size_t)g * 16);
     float inv = (float)(1.0 / sum);
-    t = scale_round_f16_avx2(scores, inv, n_ctx, scores);
+    t = first + scale_round_f16_avx2(scores + first, inv, n_ctx - first, scores + first);
     for (; t < n_ctx; t++) scores[t] = slm_half_to_f32(slm_f32_to_half(scores[t] * inv));
 }
 
@@ -480,10 +494,10 @@ AVX2_FN static void reduce_lanes_avx2(const float *acc, size_t stride, int n, fl
 }
 
 /* The 64 lane accumulators of NH heads over dims [d0, d0 + 8 C) of V: lane l sums
- * v[t][d] * p[h][t] for t = l, l + 64, ... in ascending order, from zero, as the
+ * v[t][d] * p[h][t] for t = l, l + 64, ... (from first on) in ascending order, from zero, as the
  * per-position fmaf of attention_head_generic does. acc: (NH, 64, 8 C). */
 #define V_LANES_FN(NH, C)                                                                                         \
-    AVX2_FN static void v_lanes_##NH##_##C(const slm_half *v_pool, const size_t *rows, int n_ctx,              \
+    AVX2_FN static void v_lanes_##NH##_##C(const slm_half *v_pool, const size_t *rows, int first, int n_ctx,   \
                                            const float *p, size_t sp, int d0, float *acc)                     \
     {                                                                                                          \
         for (int l = 0; l < 64; l++) {                                                                         \
@@ -492,7 +506,7 @@ AVX2_FN static void reduce_lanes_avx2(const float *acc, size_t stride, int n, fl
             for (int h = 0; h < NH; h++)                                                                       \
                 UNROLL                                                                                         \
                 for (int c = 0; c < C; c++) a[h][c] = _mm256_setzero_ps();                                     \
-            for (int t = l; t < n_ctx; t += 64) {                                                              \
+            for (int t = lane_start(l, first); t < n_ctx; t += 64) {                                           \
                 const slm_half *v = v_pool + rows[t] + d0;                                                     \
                 __m256 pb[NH];                                                                                 \
                 UNROLL                                                                                        \
@@ -520,7 +534,8 @@ V_LANES_FN(3, 1)
 /* The group on the AVX2 path; head_dim a multiple of 8. */
 AVX2_FN static void attention_group_avx2(const float *q, int n_q, int hd, float scale, const slm_half *k_pool,
                                          const slm_half *v_pool, const int32_t *blocks, int block_size,
-                                         size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out)
+                                         size_t kv_stride, size_t kv_off, int first, int n_ctx, float *scratch,
+                                         float *out)
 {
     size_t sp = ((size_t)n_ctx + 63) / 64 * 64;
     size_t *rows = (size_t *)(void *)scratch;   /* each position's offset in the pools */
@@ -536,23 +551,23 @@ AVX2_FN static void attention_group_avx2(const float *q, int n_q, int hd, float 
         float mx[SET_HEADS];
         const float *qs = qh + (size_t)h0 * (size_t)hd;
         float *ss = scores + (size_t)h0 * sp;
-        if (nh == 3) scores_3(qs, hd, scale, k_pool, v_pool, rows, n_ctx, ss, sp, mx);
-        else if (nh == 2) scores_2(qs, hd, scale, k_pool, v_pool, rows, n_ctx, ss, sp, mx);
-        else scores_1(qs, hd, scale, k_pool, v_pool, rows, n_ctx, ss, sp, mx);
-        for (int h = 0; h < nh; h++) softmax_avx2(scores + (size_t)(h0 + h) * sp, n_ctx, mx[h]);
+        if (nh == 3) scores_3(qs, hd, scale, k_pool, v_pool, rows, first, n_ctx, ss, sp, mx);
+        else if (nh == 2) scores_2(qs, hd, scale, k_pool, v_pool, rows, first, n_ctx, ss, sp, mx);
+        else scores_1(qs, hd, scale, k_pool, v_pool, rows, first, n_ctx, ss, sp, mx);
+        for (int h = 0; h < nh; h++) softmax_avx2(scores + (size_t)(h0 + h) * sp, first, n_ctx, mx[h]);
         const float *p = scores + (size_t)h0 * sp;
         int d0 = 0;
         for (; d0 + V_CHUNK <= hd; d0 += V_CHUNK) {
-            if (nh == 3) v_lanes_3_4(v_pool, rows, n_ctx, p, sp, d0, acc);
-            else if (nh == 2) v_lanes_2_4(v_pool, rows, n_ctx, p, sp, d0, acc);
-            else v_lanes_1_4(v_pool, rows, n_ctx, p, sp, d0, acc);
+            if (nh == 3) v_lanes_3_4(v_pool, rows, first, n_ctx, p, sp, d0, acc);
+            else if (nh == 2) v_lanes_2_4(v_pool, rows, first, n_ctx, p, sp, d0, acc);
+            else v_lanes_1_4(v_pool, rows, first, n_ctx, p, sp, d0, acc);
             for (int h = 0; h < nh; h++)
                 reduce_lanes_avx2(acc + (size_t)h * 64 * V_CHUNK, V_CHUNK, V_CHUNK, out + (size_t)(h0 + h) * (size_t)hd + d0);
         }
         for (; d0 < hd; d0 += 8) {
-            if (nh == 3) v_lanes_3_1(v_pool, rows, n_ctx, p, sp, d0, acc);
-            else if (nh == 2) v_lanes_2_1(v_pool, rows, n_ctx, p, sp, d0, acc);
-            else v_lanes_1_1(v_pool, rows, n_ctx, p, sp, d0, acc);
+            if (nh == 3) v_lanes_3_1(v_pool, rows, first, n_ctx, p, sp, d0, acc);
+            else if (nh == 2) v_lanes_2_1(v_pool, rows, first, n_ctx, p, sp, d0, acc);
+            else v_lanes_1_1(v_pool, rows, first, n_ctx, p, sp, d0, acc);
             for (int h = 0; h < nh; h++) reduce_lanes_avx2(acc + (size_t)h * 64 * 8, 8, 8, out + (size_t)(h0 + h) * (size_t)hd + d0);
         }
     }
@@ -584,34 +599,34 @@ size_t slm_cpu_attention_scratch(int n_ctx, int head_dim)
 
 void slm_cpu_attention_group_generic(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
                                      const slm_half *v_pool, const int32_t *blocks, int block_size,
-                                     size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out)
+                                     size_t kv_stride, size_t kv_off, int first, int n_ctx, float *scratch, float *out)
 {
     for (int h = 0; h < n_q; h++)
         attention_head_generic(q + (size_t)h * (size_t)head_dim, head_dim, scale, k_pool, v_pool, blocks, block_size,
-                               kv_stride, kv_off, n_ctx, scratch, out + (size_t)h * (size_t)head_dim);
+                               kv_stride, kv_off, first, n_ctx, scratch, out + (size_t)h * (size_t)head_dim);
 }
 
 void slm_cpu_attention_group(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
                              const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
-                             size_t kv_off, int n_ctx, float *scratch, float *out)
+                             size_t kv_off, int first, int n_ctx, float *scratch, float *out)
 {
 #ifdef SLM_X86
     if (slm_cpu_have_avx2() && head_dim % 8 == 0) {
-        attention_group_avx2(q, n_q, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off, n_ctx,
-                             scratch, out);
+        attention_group_avx2(q, n_q, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off, first,
+                             n_ctx, scratch, out);
         return;
     }
 #endif
     slm_cpu_attention_group_generic(q, n_q, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off,
-                                    n_ctx, scratch, out);
+                                    first, n_ctx, scratch, out);
 }
 
 void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
-                            size_t kv_off, int n_ctx, float *scratch, float *out)
+                            size_t kv_off, int first, int n_ctx, float *scratch, float *out)
 {
-    slm_cpu_attention_group(q, 1, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off, n_ctx,
-                            scratch, out);
+    slm_cpu_attention_group(q, 1, head_dim, scale, k_pool, v_pool, blocks, block_size, kv_stride, kv_off, first,
+                            n_ctx, scratch, out);
 }
 
 void slm_cpu_f32_to_f16(const float *x, slm_half *y, size_t n)

@@ -33,8 +33,11 @@ void slm_cpu_add(float *x, const float *y, size_t n);
 void slm_cpu_scale(float *x, size_t n, float s);
 
 /* cos and sin (rope_dim / 2 each) of a position's rotation angles,
- * theta_j = pos * base^(-2j / rope_dim), computed as llama.cpp does (running product). */
-void slm_cpu_rope_angles(int32_t pos, int rope_dim, float base, float *cos_out, float *sin_out);
+ * theta_j = pos * base^(-2j / rope_dim) / factors[j], computed as llama.cpp does (running product,
+ * then the division), each cos and sin then times mscale. factors NULL: all 1 (Llama 3.1+'s
+ * rope_freqs and phi3's LongRoPE factors are not); mscale 1: unscaled (phi3's attention factor). */
+void slm_cpu_rope_angles(int32_t pos, int rope_dim, float base, const float *factors, float mscale, float *cos_out,
+                         float *sin_out);
 
 /* Rotates the first rope_dim dims of each of n_heads heads (head_dim apart) of x.
  * layout: 0 = adjacent pairs (llama), 1 = halves (neox). */
@@ -43,7 +46,8 @@ void slm_cpu_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int l
 
 /*
  * Causal attention of one query head over one sequence's paged KV:
- * out (head_dim) = softmax(scale * q . K[t]) . V[t] for t in [0, n_ctx).
+ * out (head_dim) = softmax(scale * q . K[t]) . V[t] for t in [first, n_ctx) (first > 0: a sliding
+ * window; the positions before it weigh 0, as under llama.cpp's -inf mask).
  * Position t lives in block blocks[t / block_size], row t % block_size; each row holds
  * kv_stride halves of which this head reads [kv_off, kv_off + head_dim).
  * scratch holds slm_cpu_attention_scratch(n_ctx, head_dim) floats, 8-byte aligned. The arithmetic order is
@@ -51,7 +55,7 @@ void slm_cpu_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int l
  */
 void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
-                            size_t kv_off, int n_ctx, float *scratch, float *out);
+                            size_t kv_off, int first, int n_ctx, float *scratch, float *out);
 
 /* Floats of scratch slm_cpu_attention_head needs for n_ctx positions (a multiple of 16). */
 size_t slm_cpu_attention_scratch(int n_ctx, int head_dim);
@@ -64,12 +68,13 @@ size_t slm_cpu_attention_scratch(int n_ctx, int head_dim);
  */
 void slm_cpu_attention_group(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
                              const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
-                             size_t kv_off, int n_ctx, float *scratch, float *out);
+                             size_t kv_off, int first, int n_ctx, float *scratch, float *out);
 
 /* The same on the portable path whatever the CPU: the reference the vector path must equal. */
 void slm_cpu_attention_group_generic(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
                                      const slm_half *v_pool, const int32_t *blocks, int block_size,
-                                     size_t kv_stride, size_t kv_off, int n_ctx, float *scratch, float *out);
+                                     size_t kv_stride, size_t kv_off, int first, int n_ctx, float *scratch,
+                                     float *out);
 
 /* Floats of scratch slm_cpu_attention_group needs (a multiple of 16). */
 size_t slm_cpu_attention_group_scratch(int n_ctx, int head_dim, int n_q);

@@ -6,16 +6,33 @@ architecture without its weights).
 
     python3 tests/golden/make_arch_models.py ARCH OUT.gguf [--tokenizer SMOLLM2.gguf]
 
-ARCH: qwen3 (QK-norm, no QKV bias, NEOX RoPE); llama3-rope-freqs (llama with Llama 3.1+'s
-rope_freqs factors and rope.scaling.type "llama3", which slmd refuses until it computes them). The tokenizer (vocabulary, merges, special ids)
-is copied from the default model (SmolLM2-135M-Instruct), so llama.cpp loads the file; the
-tests feed token ids, not text. Weights: F32 norms (1 + 0.1 N(0, 1)), F16 matrices (N(0, 0.05)),
-token_embd N(0, 1), an untied output head N(0, 0.5) for qwen3 (tied otherwise). Deterministic: numpy's PCG64 with a fixed seed per
-architecture, so the same file comes out on every machine (its sha256 is printed) and the
-committed reference logits (tests/golden/arch/ARCH.txt, make_arch_reference.py) stay valid.
-Needs the PyPI packages gguf and numpy.
+ARCH (the name of the model and of its reference; some share a file):
+  qwen3          QK-norm, no QKV bias, NEOX RoPE; untied output head
+  llama3         Llama 3.2's metadata: RoPE base 500000 and a rope_freqs tensor of the factors
+                 Llama 3.2's converter computes (factor 32, low_freq_factor 1, high_freq_factor 4,
+                 original context 8192); tied output head, as Llama 3.2 1B / 3B
+  llama3-untied  the same with an output head of its own (Llama 3.1 8B); both references are of
+                 positions 960 to 1023 (prefix, below)
+  phi3           Phi-3's: fused attn_qkv and ffn_up (the gate's rows, then up's), head dim 96, NEOX
+                 RoPE, LongRoPE (rope_factors_long / _short, original context 4096 of 131072, the
+                 attention factor sqrt(1 + ln 32 / ln 4096)); untied output head
+  phi3-long      the phi3 file, its reference made with a context above the original one (8192):
+                 the long factors
+  gemma3         Gemma 3's: QK-norm, post-norms, GeGLU, embedding times sqrt(dim); 6 layers, the
+                 first 5 local with a sliding window of 16 (shorter than the 64 positions checked),
+                 the 6th global; tied output head
+  llama-yarn     llama with rope.scaling.type "yarn", which slmd refuses (no reference)
+The tokenizer (vocabulary, merges, special ids) is copied from the default model
+(SmolLM2-135M-Instruct), so llama.cpp loads the file; the tests feed token ids, not text.
+Weights: F32 norms (1 + 0.1 N(0, 1)), F16 matrices (N(0, 0.05)), token_embd N(0, 1), an untied
+output head N(0, 0.5). Deterministic: numpy's PCG64 with a fixed seed per architecture, so the
+same file comes out on every machine (its sha256 is printed) and the committed reference logits
+(tests/golden/arch/ARCH.txt, make_arch_reference.py) stay valid. An entry's n_ctx is the context
+its reference is made (and checked) with (default 256), its prefix the number of positions fed
+before the recorded ones. Needs the PyPI packages gguf and numpy.
 """
 import hashlib
+import math
 import os
 import sys
 
@@ -26,9 +43,47 @@ SHAPES = {
     # dim, ffn, layers, heads, kv heads, head_dim, context, rope base, eps, seed
     "qwen3": dict(dim=128, ffn=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, ctx=4096,
                   rope_base=1000000.0, eps=1e-6, seed=3, untied=True),
-    "llama3-rope-freqs": dict(gguf_arch="llama", dim=128, ffn=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
-                              ctx=8192, rope_base=500000.0, eps=1e-5, seed=5, rope_freqs=True),
+    "llama3": dict(gguf_arch="llama", dim=128, ffn=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, ctx=131072,
+                   rope_base=500000.0, eps=1e-5, seed=5, rope_freqs=True, n_ctx=1024, prefix=960),
+    "llama3-untied": dict(gguf_arch="llama", dim=128, ffn=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64,
+                          ctx=131072, rope_base=500000.0, eps=1e-5, seed=6, rope_freqs=True, untied=True, n_ctx=1024,
+                          prefix=960),
+    "phi3": dict(dim=192, ffn=256, n_layer=2, n_head=2, n_head_kv=2, head_dim=96, ctx=131072, rope_base=10000.0,
+                 eps=1e-5, seed=8, untied=True, longrope=4096),
+    "phi3-long": dict(same="phi3", n_ctx=8192),
+    "gemma3": dict(dim=128, ffn=256, n_layer=6, n_head=4, n_head_kv=2, head_dim=64, ctx=32768, rope_base=1000000.0,
+                   eps=1e-6, seed=9, window=16),
+    "llama-yarn": dict(gguf_arch="llama", dim=128, ffn=256, n_layer=1, n_head=4, n_head_kv=2, head_dim=32, ctx=8192,
+                       rope_base=500000.0, eps=1e-5, seed=10, yarn=True),
 }
+
+
+def llama3_rope_factors(base, dim, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, old_context_len=8192):
+    """rope_freqs as llama.cpp's converter computes them from Llama 3.x's rope_scaling (conversion/llama.py)."""
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            out.append(1.0)
+        elif wavelen > low_freq_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def shape(arch):
+    """SHAPES[arch], an entry that names another (`same`) resolved to it, plus its own keys."""
+    s = dict(SHAPES[arch])
+    if "same" in s:
+        base = dict(SHAPES[s.pop("same")])
+        base.update(s)
+        s = base
+    return s
 
 
 def copy_tokenizer(w, path):
@@ -56,11 +111,13 @@ def copy_tokenizer(w, path):
 
 
 def write(arch, out, tok_path):
-    s = SHAPES[arch]
+    s = shape(arch)
+    name = SHAPES[arch].get("same", arch)   # phi3-long is the phi3 file
     rng = np.random.Generator(np.random.PCG64(s["seed"]))
-    garch = s.get("gguf_arch", arch)
+    garch = s.get("gguf_arch", name)
     w = gguf.GGUFWriter(out, garch)
-    w.add_name("slmd synthetic " + arch)
+    # (not "phi3" in the name: llama.cpp then looks for Phi-3's own tokens, which this vocabulary lacks)
+    w.add_name("slmd synthetic " + ("phi 3" if name == "phi3" else name))
     n_vocab = copy_tokenizer(w, tok_path)
     w.add_block_count(s["n_layer"])
     w.add_context_length(s["ctx"])
@@ -86,24 +143,45 @@ def write(arch, out, tok_path):
     w.add_tensor("output_norm.weight", norm(d))
     if s.get("untied"):   # an output head of its own: logits that are not dominated by the input token's own
         w.add_tensor("output.weight", (0.5 * rng.standard_normal((n_vocab, d))).astype(np.float16))
-    if s.get("rope_freqs"):
-        w.add_string(garch + ".rope.scaling.type", "llama3")
-        w.add_float32(garch + ".rope.scaling.factor", 8.0)
-        w.add_tensor("rope_freqs.weight", np.linspace(1.0, 8.0, hd // 2).astype(np.float32))
+    if s.get("rope_freqs"):   # Llama 3.1+: no scaling type in the file, only the tensor
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(s["rope_base"], hd))
+    if s.get("yarn"):
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(4.0)
+    if s.get("longrope"):   # as the converter of Phi-3 128k (conversion/phi.py) writes it
+        orig = s["longrope"]
+        w.add_rope_scaling_orig_ctx_len(orig)
+        w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(s["ctx"] / orig) / math.log(orig)))
+        w.add_sliding_window(2047)   # in Phi-3's files; llama.cpp ignores it for phi3, as slmd does
+        half = hd // 2
+        w.add_tensor("rope_factors_long.weight", np.geomspace(1.0, 40.0, half).astype(np.float32))
+        w.add_tensor("rope_factors_short.weight", (1.0 + 0.5 * rng.random(half)).astype(np.float32))
+    if s.get("window"):   # gemma3: the local layers' window (the pattern is llama.cpp's default, 6)
+        w.add_sliding_window(s["window"])
     for l in range(s["n_layer"]):
         p = "blk.%d." % l
         w.add_tensor(p + "attn_norm.weight", norm(d))
-        w.add_tensor(p + "attn_q.weight", mat(q, d))
-        w.add_tensor(p + "attn_k.weight", mat(kv, d))
-        w.add_tensor(p + "attn_v.weight", mat(kv, d))
-        if garch == "qwen3":
+        if garch == "phi3":
+            w.add_tensor(p + "attn_qkv.weight", mat(q + 2 * kv, d))
+        else:
+            w.add_tensor(p + "attn_q.weight", mat(q, d))
+            w.add_tensor(p + "attn_k.weight", mat(kv, d))
+            w.add_tensor(p + "attn_v.weight", mat(kv, d))
+        if garch in ("qwen3", "gemma3"):
             w.add_tensor(p + "attn_q_norm.weight", norm(hd))
             w.add_tensor(p + "attn_k_norm.weight", norm(hd))
         w.add_tensor(p + "attn_output.weight", mat(d, q))
+        if garch == "gemma3":
+            w.add_tensor(p + "post_attention_norm.weight", norm(d))
         w.add_tensor(p + "ffn_norm.weight", norm(d))
-        w.add_tensor(p + "ffn_gate.weight", mat(s["ffn"], d))
-        w.add_tensor(p + "ffn_up.weight", mat(s["ffn"], d))
+        if garch == "phi3":
+            w.add_tensor(p + "ffn_up.weight", mat(2 * s["ffn"], d))
+        else:
+            w.add_tensor(p + "ffn_gate.weight", mat(s["ffn"], d))
+            w.add_tensor(p + "ffn_up.weight", mat(s["ffn"], d))
         w.add_tensor(p + "ffn_down.weight", mat(d, s["ffn"]))
+        if garch == "gemma3":
+            w.add_tensor(p + "post_ffw_norm.weight", norm(d))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -13,7 +13,13 @@ model asks for it, then llama.cpp's greedy tokens up to 64) one llama_decode cal
 CPU, flash attention off, 2 threads) and records, per position, llama.cpp's argmax and the
 logits of 16 ids: its 8 best and 8 fixed ones, and the gap between its two best logits (the test
 checks the argmax only where the gap is wider than twice its bound: a near tie is a coin toss).
-File format (text): "sha256 HEX", "tokens N id...", then N lines "pos P argmax A gap G id:logit x16".
+The context is 256 positions, or the model entry's n_ctx (phi3-long: above phi3's original
+context, so that llama.cpp takes the LongRoPE long factors); the file then says so. An entry's
+prefix (llama3: 960) is a number of token ids (PCG64 seed 11) fed first, unrecorded, so that the
+recorded positions are far enough along for the rotations Llama 3's rope_freqs slow down (those
+with wavelengths above 2048 positions) to have turned visibly.
+File format (text): "sha256 HEX", ["n_ctx N",] ["prefix P id...",] "tokens N id...", then N
+lines "pos P argmax A gap G id:logit x16" (P from the prefix's length on).
 """
 import argparse
 import os
@@ -63,16 +69,17 @@ class RealPeer(Peer):
         return list(buf[:n])
 
 
-def record(peer, toks, greedy_from):
-    """Feeds toks one at a time; past greedy_from, appends llama.cpp's argmax until N_POS tokens."""
+def record(peer, toks, greedy_from, pos0=0):
+    """Feeds toks one at a time at positions pos0..; past greedy_from, appends llama.cpp's argmax
+    until N_POS tokens."""
     lines, p = [], 0
     while p < len(toks) or p < N_POS:
         if p >= len(toks):
             toks.append(int(np.argmax(row)))
-        row = peer.decode([toks[p]], p, False)
+        row = peer.decode([toks[p]], pos0 + p, False)
         order = np.argsort(-row, kind="stable")
         ids = [int(i) for i in order[:8]] + FIXED
-        lines.append("pos %d argmax %d gap %.6f %s" % (p, int(order[0]), row[order[0]] - row[order[1]],
+        lines.append("pos %d argmax %d gap %.6f %s" % (pos0 + p, int(order[0]), row[order[0]] - row[order[1]],
                                                      " ".join("%d:%.6f" % (i, row[i]) for i in ids)))
         p += 1
     return toks[:N_POS], lines[:N_POS]
@@ -86,6 +93,7 @@ def main():
     ap.add_argument("--prompt")
     a = ap.parse_args()
     out = a.out or os.path.join(here, "arch", a.arch + ".txt")
+    n_ctx, prefix = 256, []
     if a.model:
         import hashlib
         sha = hashlib.sha256(open(a.model, "rb").read()).hexdigest()
@@ -98,12 +106,25 @@ def main():
             res = subprocess.run([sys.executable, os.path.join(here, "make_arch_models.py"), a.arch, path],
                                  check=True, capture_output=True, text=True)
             sha = res.stdout.split("sha256 ")[1].split()[0]
-            peer = Peer(path, 256, 64)
+            import make_arch_models
+            shape = make_arch_models.shape(a.arch)
+            n_ctx = shape.get("n_ctx", 256)
+            peer = Peer(path, n_ctx, 64)
             rng = np.random.Generator(np.random.PCG64(7))
-            toks, lines = record(peer, [int(t) for t in rng.integers(100, 40000, N_POS)], N_POS)
+            toks = [int(t) for t in rng.integers(100, 40000, N_POS)]
+            if shape.get("prefix"):   # positions before the recorded ones (PCG64 seed 11), unrecorded
+                prefix = [int(t) for t in np.random.Generator(np.random.PCG64(11)).integers(100, 40000,
+                                                                                           shape["prefix"])]
+                for p, t in enumerate(prefix):
+                    peer.decode([t], p, False)
+            toks, lines = record(peer, toks, N_POS, len(prefix))
             peer.close()
     with open(out, "w") as f:
         f.write("sha256 %s\n" % sha)
+        if n_ctx != 256:
+            f.write("n_ctx %d\n" % n_ctx)
+        if prefix:
+            f.write("prefix %d %s\n" % (len(prefix), " ".join(map(str, prefix))))
         f.write("tokens %d %s\n" % (len(toks), " ".join(map(str, toks))))
         f.write("\n".join(lines) + "\n")
     print("wrote", out)

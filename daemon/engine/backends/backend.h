@@ -45,6 +45,12 @@ struct slm_attn_params {
     int rope_layout;       /* enum slm_rope_layout */
     float rope_base;
     float scale;           /* applied to q.k, usually 1/sqrt(head_dim) */
+    const float *rope_factors; /* (rope_dim / 2) host, or NULL: angle j divided by factor j (Llama 3.1+'s
+                                * rope_freqs, phi3's LongRoPE factors) */
+    float rope_mscale;     /* the rotated dims' cos and sin times this (phi3's LongRoPE attention factor):
+                            * 1 for none */
+    int window;            /* > 0: a token at position p attends to positions p - window + 1 .. p only
+                            * (gemma3's local layers; needs ops->sliding_window); 0: to all of 0 .. p */
 };
 
 /*
@@ -96,6 +102,8 @@ struct slm_sample_row {
 
 struct slm_backend_ops {
     const char *name;
+    /* 1 when `attention` honours slm_attn_params.window (else a model with a window is refused). */
+    int sliding_window;
     void (*destroy)(struct slm_backend *be);
     /* Activation memory, `bytes` long, suitably aligned; NULL on failure. */
     void *(*alloc)(struct slm_backend *be, size_t bytes);

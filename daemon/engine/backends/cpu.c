@@ -249,9 +249,10 @@ static void attn_worker(void *arg, int ith, int nth)
     for (size_t job = (size_t)ith; job < total; job += (size_t)nth) {
         int i = (int)(job / (size_t)p->n_head_kv), g = (int)(job % (size_t)p->n_head_kv);
         const int32_t *blocks = c->b->block_tables + (size_t)c->b->seq_row[i] * (size_t)c->b->max_blocks;
+        const int pos = c->b->pos[i], first = p->window > 0 && pos >= p->window ? pos - p->window + 1 : 0;
         slm_cpu_attention_group(c->q + (size_t)i * qd + (size_t)g * gd, group, p->head_dim, p->scale, c->k_pool,
                                 c->v_pool, blocks, c->pool->block_size, (size_t)c->pool->kv_dim,
-                                (size_t)g * (size_t)p->head_dim, c->b->pos[i] + 1,
+                                (size_t)g * (size_t)p->head_dim, first, pos + 1,
                                 c->scores + (size_t)ith * c->scores_per_thread, c->out + (size_t)i * qd + (size_t)g * gd);
     }
 }
@@ -269,7 +270,7 @@ static int cpu_attention(struct slm_backend *be, struct slm_kv_pool *pool, int l
     int max_ctx = 0;
     /* Rotate q and k, and store k and v: cheap, on this thread. */
     for (int i = 0; i < b->n_tokens; i++) {
-        slm_cpu_rope_angles(b->pos[i], p->rope_dim, p->rope_base, cos_t, sin_t);
+        slm_cpu_rope_angles(b->pos[i], p->rope_dim, p->rope_base, p->rope_factors, p->rope_mscale, cos_t, sin_t);
         slm_cpu_rope_apply(q + (size_t)i * qd, p->n_head, p->head_dim, p->rope_dim, p->rope_layout, cos_t, sin_t);
         slm_cpu_rope_apply(k + (size_t)i * kvd, p->n_head_kv, p->head_dim, p->rope_dim, p->rope_layout, cos_t,
                            sin_t);
@@ -323,6 +324,7 @@ static void cpu_destroy(struct slm_backend *be)
 
 static const struct slm_backend_ops cpu_ops = {
     .name = "cpu",
+    .sliding_window = 1,
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,

@@ -116,20 +116,24 @@ static int attention_launch(struct cuda_impl *ci, const struct slm_cuda_attn_sha
     return rc;
 }
 
-/* The rotation table of (base, rope_dim) covering positions [0, need): grown to a power of two
- * of at least ROPE_MIN_POSITIONS when short (a new table drops the graphs, which hold the old
+/* The rotation table of p's (base, rope_dim, factors, mscale) covering positions [0, need): grown
+ * to a power of two of at least ROPE_MIN_POSITIONS when short (a new table drops the graphs, which hold the old
  * one; a graph step's warm-up grows it before its capture). */
-static int rope_table(struct cuda_impl *ci, float base, int rope_dim, int need, struct slm_cuda_rope_table *out)
+static int rope_table(struct cuda_impl *ci, const struct slm_attn_params *p, int need, struct slm_cuda_rope_table *out)
 {
+    const float base = p->rope_base, mscale = p->rope_mscale;
+    const int rope_dim = p->rope_dim;
     *out = (struct slm_cuda_rope_table){NULL, 0};
     if (rope_dim <= 0) return 0;   /* nothing rotates */
     struct rope_cache *rc = NULL;
     for (int i = 0; i < ROPE_TABLES && !rc; i++)
-        if (ci->rope[i].dev && ci->rope[i].base == base && ci->rope[i].rope_dim == rope_dim) rc = &ci->rope[i];
+        if (ci->rope[i].dev && ci->rope[i].base == base && ci->rope[i].rope_dim == rope_dim &&
+            ci->rope[i].factors == p->rope_factors && ci->rope[i].mscale == mscale)
+            rc = &ci->rope[i];
     for (int i = 0; i < ROPE_TABLES && !rc; i++)
         if (!ci->rope[i].dev) rc = &ci->rope[i];
     if (!rc) {
-        slm_log(SLM_LOG_ERR, "cuda backend: more than %d RoPE (base, dims) pairs in one model", ROPE_TABLES);
+        slm_log(SLM_LOG_ERR, "cuda backend: more than %d RoPE (base, dims, factors) sets in one model", ROPE_TABLES);
         return -ENOSPC;
     }
     if (!rc->dev || rc->positions < need) {
@@ -142,11 +146,11 @@ static int rope_table(struct cuda_impl *ci, float base, int rope_dim, int need, 
             free(c);
             return -ENOMEM;
         }
-        for (int p = 0; p < positions; p++) {
-            slm_cpu_rope_angles(p, rope_dim, base, c, c + half);
+        for (int pos = 0; pos < positions; pos++) {
+            slm_cpu_rope_angles(pos, rope_dim, base, p->rope_factors, mscale, c, c + half);
             for (int j = 0; j < half; j++) {
-                host[((size_t)p * half + j) * 2] = c[j];
-                host[((size_t)p * half + j) * 2 + 1] = c[half + j];
+                host[((size_t)pos * half + j) * 2] = c[j];
+                host[((size_t)pos * half + j) * 2 + 1] = c[half + j];
             }
         }
         free(c);
@@ -163,6 +167,7 @@ static int rope_table(struct cuda_impl *ci, float base, int rope_dim, int need, 
             return err;
         }
         rc->base = base, rc->rope_dim = rope_dim, rc->positions = positions;
+        rc->factors = p->rope_factors, rc->mscale = mscale;
     }
     *out = (struct slm_cuda_rope_table){.cos_sin = rc->dev, .positions = rc->positions};
     return 0;
@@ -171,15 +176,15 @@ static int rope_table(struct cuda_impl *ci, float base, int rope_dim, int need, 
 /* Attention of a graph-shaped step (decode-only by construction): every token alone in its
  * (own) block table row, over max_ctx = the step's partitions x GRAPH_CTX_STEP, from the
  * metadata buffer: one launch. */
-static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh, float rope_base,
-                                const struct slm_cuda_kv_layer *kv, const float *q, const float *k, const float *v,
-                                float *out)
+static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
+                                const struct slm_attn_params *p, const struct slm_cuda_kv_layer *kv, const float *q,
+                                const float *k, const float *v, float *out)
 {
     const struct graphs *g = &ci->graphs;
     struct slm_cuda_attn_tokens t = {.n_tokens = g->tokens, .pos = g->d_pos, .seq_row = g->d_row,
                                      .block_tables = g->d_tables, .n_seq_rows = g->tokens, .max_blocks = g->stride};
     struct slm_cuda_rope_table rope;
-    int rc = rope_table(ci, rope_base, sh->rope_dim, g->max_ctx, &rope);
+    int rc = rope_table(ci, p, g->max_ctx, &rope);
     if (rc) return rc;
     return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, 1, out);
 }
@@ -196,7 +201,7 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
     slm_half *k_pool = (slm_half *)pool->mem + (size_t)layer * 2 * per_layer;
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = cuda_kv_blocks(pool),
                                    .block_size = pool->block_size};
-    if (ci->graphs.cur) return attention_graph_step(ci, &sh, p->rope_base, &kv, q, k, v, out);
+    if (ci->graphs.cur) return attention_graph_step(ci, &sh, p, &kv, q, k, v, out);
     int rc = attn_upload(ci, b);
     if (rc) return rc;
     const struct attn_meta *a = &ci->attn;
@@ -204,7 +209,7 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
     struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
     struct slm_cuda_rope_table rope;
-    if ((rc = rope_table(ci, p->rope_base, p->rope_dim, a->max_ctx, &rope))) return rc;
+    if ((rc = rope_table(ci, p, a->max_ctx, &rope))) return rc;
     if (a->single) return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 1, out);
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))
         return rc;

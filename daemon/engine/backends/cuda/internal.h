@@ -88,6 +88,8 @@ struct graphs {
 struct rope_cache {
     float base;
     int rope_dim;
+    const float *factors;     /* (rope_dim / 2) frequency factors in the mapping, or NULL */
+    float mscale;             /* cos and sin times this */
     int positions;
     float *dev;               /* (positions, rope_dim / 2, 2) */
 };
