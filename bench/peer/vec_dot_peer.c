@@ -160,7 +160,14 @@ static int check_type(uint32_t type, int64_t k)
     printf("%-5s k %5lld: activations %d of %d rows differ; dots: portable %d, %s %d of %d differ "
            "(max rel %.3g)%s\n", slm_qtype_name(type), (long long)k, quant_bad, TOKENS, ref_bad,
            slm_cpu_kernels_name(), tile_bad, TOKENS * ROWS, worst, gemv ? " [vs the repacked GEMV]" : "");
-    free(w), free(qa), free(pa_bytes), free(x), free(y), free(packed), free(scratch), free(gemv);
+    free(w);
+    free(qa);
+    free(pa_bytes);
+    free(x);
+    free(y);
+    free(packed);
+    free(scratch);
+    free(gemv);
     slm_pool_destroy(&pool);
     return quant_bad || ref_bad || tile_bad;
 }
