@@ -11,7 +11,8 @@
  * (ggml_gemv_q4_K_8x8_q8_K; the layout is built here from its description in ggml's
  * repack.h: 8 rows' d, dmin, per sub-block 12 bytes of their 6-bit scales and mins, and
  * the quants 8 bytes of each row in turn).
- * Prints, per type, how many of the dot products differ and the largest difference.
+ * Prints, per type, how many of the dot products differ and the largest difference; then
+ * GeGLU's GELU (slm_cpu_geglu) against ggml's f16 table for every half.
  * Exit 0 when every one is identical.
  */
 #include <math.h>
@@ -22,6 +23,7 @@
 
 #include "kernels/cpu/dequant.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cpu/qunpack.h"
 
 /* ---- the few ggml-cpu entry points used (ggml-cpu.h, repack.h) */
@@ -37,6 +39,7 @@ struct peer_traits {
 const struct peer_traits *ggml_get_type_traits_cpu(int type);
 void ggml_cpu_init(void);
 void ggml_gemv_q4_K_8x8_q8_K(int n, float *s, size_t bs, const void *vx, const void *vy, int nr, int nc);
+extern uint16_t ggml_table_gelu_f16[1 << 16];   /* GeGLU's GELU of every half (GGML_GELU_FP16) */
 
 static uint64_t rng_state = 0x853c49e6748fea9bull;
 static uint32_t rnd(void)
@@ -172,6 +175,22 @@ static int check_type(uint32_t type, int64_t k)
     return quant_bad || ref_bad || tile_bad;
 }
 
+/* slm_cpu_geglu against ggml's GELU table: every half in (-10, 10) as the gate, 1 as the up. */
+static int check_gelu(void)
+{
+    int bad = 0, n = 0;
+    for (uint32_t i = 0; i < 65536; i++) {
+        float x = slm_half_to_f32((slm_half)i), one = 1.0f, y;
+        if (!(x > -10.0f && x < 10.0f)) continue;
+        slm_cpu_geglu(&x, &one, 1, &y);
+        n++;
+        if (y != slm_half_to_f32(ggml_table_gelu_f16[i]) && bad++ < 3)
+            printf("  GELU(%.9g): llama.cpp %.9g, slmd %.9g\n", x, slm_half_to_f32(ggml_table_gelu_f16[i]), y);
+    }
+    printf("GeGLU: %d of %d halves differ from llama.cpp's GELU table\n", bad, n);
+    return bad != 0;
+}
+
 int main(void)
 {
     ggml_cpu_init();
@@ -182,6 +201,7 @@ int main(void)
         bad += check_type(types[i], 2048);
         bad += check_type(types[i], slm_qblock_elems(types[i]) == 256 ? 1024 : 640);
     }
+    bad += check_gelu();
     printf(bad ? "vec_dot_peer: %d types differ from llama.cpp\n" : "vec_dot_peer: all identical\n", bad);
     return bad ? 1 : 0;
 }
