@@ -46,7 +46,8 @@ int slm_cpu_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 /*
  * Dot product of one weight row (wtype, n elements) with one activation row already
  * quantized to slm_cpu_vec_dot_type(wtype). Integer products within a block, float
- * accumulation across blocks in order. The portable kernel; 0 for an unknown type.
+ * accumulation across blocks in llama.cpp's order (its x86 one-token kernels: vec_dot_ref.c,
+ * docs/numerics.md). The portable kernel; 0 for an unknown type.
  */
 float slm_cpu_vec_dot_ref(uint32_t wtype, int64_t n, const void *w, const void *a);
 

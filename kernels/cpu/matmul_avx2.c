@@ -202,9 +202,10 @@ DEFINE_TILE(gemm_q8_0, CALL_Q8_0, 32)
 DEFINE_TILE(gemm_q5_0, CALL_Q5_0, 32)
 DEFINE_TILE(gemm_q5_1, CALL_Q5_1, 32)
 
-/* ---- the K-quants against Q8_K: the integer sums of a 256-block (sumi, and Q4_K / Q5_K's summ) are
- * exact in int32 whatever the lanes, so with the portable kernel's float expression per block
- * (vec_dot_ref.c, written out the same way, no contraction) every tile gives its bits. */
+/* ---- the K-quants against Q8_K, in the float order of vec_dot_ref.c (llama.cpp's AVX2 kernels):
+ * the integer sums of a 256-block are exact in int32 whatever the lanes; Q4_K adds the block's
+ * total (and its min term) into two fused chains, Q5_K and Q6_K keep 8 lanes (elements 4k..4k+3
+ * of each 32-element piece in lane k) as 8 float lanes, summed by hsum at the end. */
 
 ALWAYS_INLINE int hsum_i32(__m256i v)
 {
@@ -226,9 +227,13 @@ ALWAYS_INLINE void tile_q45_k(int64_t nb, const uint8_t *w, size_t ws, const uin
 {
     const size_t wblk = five ? sizeof(struct slm_block_q5_K) : sizeof(struct slm_block_q4_K);
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    float sum[4][2];
+    __m256 accv[4][2];       /* Q5_K: the 8 float lanes */
+    float acc[4][2], accm[4][2];   /* Q4_K: the two chains; Q5_K: accm is summs */
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) sum[r][c] = 0.0f;
+        for (int c = 0; c < C; c++) {
+            accv[r][c] = _mm256_setzero_ps();
+            acc[r][c] = accm[r][c] = 0.0f;
+        }
     for (int64_t b = 0; b < nb; b++) {
         const struct slm_block_q8_K *ab[2];
         for (int c = 0; c < C; c++) ab[c] = (const struct slm_block_q8_K *)(a + c * as) + b;
@@ -242,7 +247,7 @@ ALWAYS_INLINE void tile_q45_k(int64_t nb, const uint8_t *w, size_t ws, const uin
             for (int j = 0; j < 8; j++) slm_k_scale_min(j, blk + 4, &sc[j], &m[j]);
             const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 4 + SLM_K_SCALE_SIZE))
                                     : _mm256_setzero_si256();
-            __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            __m256i iacc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             for (int q = 0; q < 4; q++) {   /* qs chunk q: sub-blocks 2q (low nibbles) and 2q + 1 (high) */
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * q));
                 __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
@@ -256,34 +261,41 @@ ALWAYS_INLINE void tile_q45_k(int64_t nb, const uint8_t *w, size_t ws, const uin
                     const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_set1_epi16((short)sc[2 * q]));
                     const __m256i p1 =
                         _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16((short)sc[2 * q + 1]));
-                    acc[c] = _mm256_add_epi32(acc[c], _mm256_add_epi32(p0, p1));
+                    iacc[c] = _mm256_add_epi32(iacc[c], _mm256_add_epi32(p0, p1));
                 }
             }
             for (int c = 0; c < C; c++) {
-                int sumi = hsum_i32(acc[c]), summ = 0;
+                int summ = 0;
                 for (int j = 0; j < 8; j++) summ += m[j] * (ab[c]->bsums[2 * j] + ab[c]->bsums[2 * j + 1]);
-                float d = h2f(dh) * ab[c]->d, dmin = h2f(mh) * ab[c]->d;
-                sum[r][c] += d * (float)sumi - dmin * (float)summ;
+                if (five) {
+                    const float d = ab[c]->d * h2f(dh), dmin = -ab[c]->d * h2f(mh);
+                    accv[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(iacc[c]), accv[r][c]);
+                    accm[r][c] = fmaf(dmin, (float)summ, accm[r][c]);
+                } else {
+                    acc[r][c] = fmaf((float)hsum_i32(iacc[c]), h2f(dh) * ab[c]->d, acc[r][c]);
+                    accm[r][c] = fmaf((float)summ, h2f(mh) * ab[c]->d, accm[r][c]);
+                }
             }
         }
     }
     for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++) store(&y[c * ldy + r], sum[r][c], accumulate);
+        for (int r = 0; r < R; r++)
+            store(&y[c * ldy + r], five ? hsum(accv[r][c]) + accm[r][c] : acc[r][c] - accm[r][c], accumulate);
 }
 
 ALWAYS_INLINE void tile_q6_k(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, float *y,
                              int64_t ldy, int accumulate, const int R, const int C)
 {
     const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(3);
-    float sum[4][2];
+    __m256 acc[4][2];
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) sum[r][c] = 0.0f;
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const struct slm_block_q8_K *ab[2];
         for (int c = 0; c < C; c++) ab[c] = (const struct slm_block_q8_K *)(a + c * as) + b;
         for (int r = 0; r < R; r++) {
             const struct slm_block_q6_K *blk = (const struct slm_block_q6_K *)(w + r * ws) + b;
-            __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            __m256i iacc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             for (int h = 0; h < 2; h++) {   /* half h: elements 128h .. 128h + 127 */
                 const __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
                 const __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
@@ -297,20 +309,23 @@ ALWAYS_INLINE void tile_q6_k(int64_t nb, const uint8_t *w, size_t ws, const uint
                     const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(blk->scales[g + 1]), _mm_set1_epi16(blk->scales[g]));
                     for (int c = 0; c < C; c++) {
                         const __m256i av = _mm256_loadu_si256((const __m256i *)(ab[c]->qs + 128 * h + 32 * q));
-                        acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(v, av), scv));
+                        iacc[c] = _mm256_add_epi32(iacc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(v, av), scv));
                     }
                 }
             }
+            /* the - 32 of every value: lane k loses 32 (bsums[2k] sc[2k] + bsums[2k+1] sc[2k+1]) */
+            const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));
+            const float wd = h2f(blk->d);
             for (int c = 0; c < C; c++) {
-                int corr = 0;   /* the - 32 of every value, through the sums of 16 activations */
-                for (int g = 0; g < 16; g++) corr += blk->scales[g] * ab[c]->bsums[g];
-                int sumi = hsum_i32(acc[c]) - 32 * corr;
-                sum[r][c] += h2f(blk->d) * ab[c]->d * (float)sumi;
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)ab[c]->bsums);
+                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
+                const __m256 lanes = _mm256_cvtepi32_ps(_mm256_sub_epi32(iacc[c], corr));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(ab[c]->d * wd), lanes, acc[r][c]);
             }
         }
     }
     for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++) store(&y[c * ldy + r], sum[r][c], accumulate);
+        for (int r = 0; r < R; r++) store(&y[c * ldy + r], hsum(acc[r][c]), accumulate);
 }
 
 #define CALL_Q4_K(W, A, Y, R, C) tile_q45_k(nb, W, ws, A, as, Y, ldy, accumulate, R, C, 0)

@@ -2,8 +2,8 @@
  * kernels/cpu/vec_dot_ref.c - the portable dot products (see dequant.h).
  *
  * Within a block the products are integers, summed exactly; the float accumulation
- * across blocks is in a fixed order (below, and per K-quant). Float weight types
- * accumulate in double.
+ * across blocks is llama.cpp's (its x86 AVX2 kernels': below, per type), so every tier
+ * gives llama.cpp's bits. Float weight types accumulate in double.
  */
 #include "kernels/cpu/dequant.h"
 #include "kernels/cpu/qunpack.h"
@@ -88,58 +88,93 @@ static float dot_32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *
     return lanes_sum(&l);
 }
 
-/* Q4_K and Q5_K: qh is NULL for Q4_K. */
-static float dot_q45_K(int64_t nb, const uint8_t *w, size_t wbytes, int five, const struct slm_block_q8_K *a)
+/*
+ * The K-quants follow llama.cpp's x86 (AVX2) kernels, whose integer sums are exact, so only
+ * the float steps below fix the bits:
+ * - Q4_K: llama.cpp repacks every Q4_K matrix whose row count is a multiple of 8 (every real
+ *   model's) and runs its 8-row GEMV (ggml_gemv_q4_K_8x8_q8_K): per block, the scaled sum
+ *   sumi and the min term summ of the row, each in its own fused chain,
+ *   acc = fma(sumi, d_w * d_a, acc), accm = fma(summ, dmin_w * d_a, accm); result acc - accm.
+ * - Q5_K (ggml_vec_dot_q5_K_q8_K): 8 int lanes, lane k holding elements 4k..4k+3 of each
+ *   sub-block times its scale; per block acc_k = fma(d_a * d_w, lane_k, acc_k); the min term
+ *   summs = fma(-d_a * dmin_w, summ, summs) (GCC contracts llama.cpp's plain expression);
+ *   result hsum(acc) + summs.
+ * - Q6_K (ggml_vec_dot_q6_K_q8_K): 8 int lanes, lane k holding elements 4k..4k+3 of each
+ *   32-element chunk times its scale, minus 32 * (bsums[2k] sc[2k] + bsums[2k+1] sc[2k+1]);
+ *   per block acc_k = fma(d_a * d_w, lane_k, acc_k); result hsum(acc).
+ */
+static float hsum8(const float x[8])
 {
-    float sum = 0.0f;
-    for (int64_t i = 0; i < nb; i++, w += wbytes) {
-        slm_half dh, mh;
-        memcpy(&dh, w, 2);
-        memcpy(&mh, w + 2, 2);
-        const uint8_t *scales = w + 4;
-        const uint8_t *qh = five ? w + 4 + SLM_K_SCALE_SIZE : NULL;
-        const uint8_t *qs = w + 4 + SLM_K_SCALE_SIZE + (five ? SLM_QK_K / 8 : 0);
+    return ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]));
+}
+
+static float dot_q4_K(int64_t nb, const struct slm_block_q4_K *w, const struct slm_block_q8_K *a)
+{
+    float acc = 0.0f, accm = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
         int sumi = 0, summ = 0;
         for (int j = 0; j < 8; j++) {
             int sc, m;
-            slm_k_scale_min(j, scales, &sc, &m);
-            const uint8_t *q = qs + 32 * (j / 2);
+            slm_k_scale_min(j, w[i].scales, &sc, &m);
+            const uint8_t *q = w[i].qs + 32 * (j / 2);
             int shift = 4 * (j & 1), s = 0;
-            for (int l = 0; l < 32; l++) {
-                int v = (q[l] >> shift) & 0xf;
-                if (five && (qh[l] >> j) & 1) v += 16;
-                s += v * a[i].qs[32 * j + l];
-            }
+            for (int l = 0; l < 32; l++) s += ((q[l] >> shift) & 0xf) * a[i].qs[32 * j + l];
             sumi += sc * s;
             summ += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
         }
-        float d = slm_half_to_f32(dh) * a[i].d, dmin = slm_half_to_f32(mh) * a[i].d;
-        sum += d * (float)sumi - dmin * (float)summ;
+        acc = fmaf((float)sumi, slm_half_to_f32(w[i].d) * a[i].d, acc);
+        accm = fmaf((float)summ, slm_half_to_f32(w[i].dmin) * a[i].d, accm);
     }
-    return sum;
+    return acc - accm;
+}
+
+static float dot_q5_K(int64_t nb, const struct slm_block_q5_K *w, const struct slm_block_q8_K *a)
+{
+    float acc[8] = {0}, summs = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        int lane[8] = {0}, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            slm_k_scale_min(j, w[i].scales, &sc, &m);
+            const uint8_t *q = w[i].qs + 32 * (j / 2);
+            int shift = 4 * (j & 1);
+            for (int k = 0; k < 8; k++) {
+                int s = 0;
+                for (int l = 4 * k; l < 4 * k + 4; l++) {
+                    int v = ((q[l] >> shift) & 0xf) | (((w[i].qh[l] >> j) & 1) << 4);
+                    s += v * a[i].qs[32 * j + l];
+                }
+                lane[k] += sc * s;
+            }
+            summ += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+        }
+        float d = a[i].d * slm_half_to_f32(w[i].d), dmin = -a[i].d * slm_half_to_f32(w[i].dmin);
+        for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
+        summs = fmaf(dmin, (float)summ, summs);
+    }
+    return hsum8(acc) + summs;
 }
 
 static float dot_q6_K(int64_t nb, const struct slm_block_q6_K *w, const struct slm_block_q8_K *a)
 {
-    float sum = 0.0f;
+    float acc[8] = {0};
     for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
-        for (int g = 0; g < 16; g++) {
-            int s = 0;
-            for (int l = 0; l < 16; l++) {
-                int e = 16 * g + l, half = e / 128, r = e % 128, quarter = r / 32, k = r % 32;
-                const uint8_t *ql = w[i].ql + 64 * half, *qh = w[i].qh + 32 * half;
-                int lo = quarter & 1 ? ql[k + 32] : ql[k];
-                lo = quarter >= 2 ? lo >> 4 : lo & 0xf;
-                int hi = (qh[k] >> (2 * quarter)) & 3;
-                s += ((lo | (hi << 4)) - 32) * a[i].qs[e];
-            }
-            /* Group g of 16 elements has scale index 8*half + 2*quarter + k/16 = g. */
-            sumi += w[i].scales[g] * s;
+        int lane[8] = {0};
+        for (int e = 0; e < SLM_QK_K; e++) {   /* the raw 6-bit value (q + 32) */
+            int half = e / 128, r = e % 128, quarter = r / 32, k = r % 32;
+            const uint8_t *ql = w[i].ql + 64 * half, *qh = w[i].qh + 32 * half;
+            int lo = quarter & 1 ? ql[k + 32] : ql[k];
+            lo = quarter >= 2 ? lo >> 4 : lo & 0xf;
+            int hi = (qh[k] >> (2 * quarter)) & 3;
+            lane[k / 4] += w[i].scales[e / 16] * (lo | (hi << 4)) * a[i].qs[e];
         }
-        sum += slm_half_to_f32(w[i].d) * a[i].d * (float)sumi;
+        float d = a[i].d * slm_half_to_f32(w[i].d);
+        for (int k = 0; k < 8; k++) {
+            int corr = w[i].scales[2 * k] * a[i].bsums[2 * k] + w[i].scales[2 * k + 1] * a[i].bsums[2 * k + 1];
+            acc[k] = fmaf(d, (float)(lane[k] - 32 * corr), acc[k]);
+        }
     }
-    return sum;
+    return hsum8(acc);
 }
 
 static float dot_float(uint32_t wtype, int64_t n, const void *w, const float *a)
@@ -167,8 +202,8 @@ float slm_cpu_vec_dot_ref(uint32_t wtype, int64_t n, const void *w, const void *
     case SLM_TYPE_F32: case SLM_TYPE_F16: case SLM_TYPE_BF16: return dot_float(wtype, n, w, a);
     case SLM_TYPE_Q4_0: case SLM_TYPE_Q4_1: case SLM_TYPE_Q5_0: case SLM_TYPE_Q5_1: case SLM_TYPE_Q8_0:
         return dot_32(wtype, nb32, w, a);
-    case SLM_TYPE_Q4_K: return dot_q45_K(nbk, w, sizeof(struct slm_block_q4_K), 0, a);
-    case SLM_TYPE_Q5_K: return dot_q45_K(nbk, w, sizeof(struct slm_block_q5_K), 1, a);
+    case SLM_TYPE_Q4_K: return dot_q4_K(nbk, w, a);
+    case SLM_TYPE_Q5_K: return dot_q5_K(nbk, w, a);
     case SLM_TYPE_Q6_K: return dot_q6_K(nbk, w, a);
     default: return 0.0f;
     }

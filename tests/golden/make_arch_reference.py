@@ -20,6 +20,13 @@ recorded positions are far enough along for the rotations Llama 3's rope_freqs s
 with wavelengths above 2048 positions) to have turned visibly.
 File format (text): "sha256 HEX", ["n_ctx N",] ["prefix P id...",] "tokens N id...", then N
 lines "pos P argmax A gap G id:logit x16" (P from the prefix's length on).
+
+With --model FILE --greedy OUT it writes instead llama.cpp's greedy continuations of the 10
+prompts of GREEDY_PROMPTS below (GREEDY_STEPS tokens each; the prompt with BOS when the model asks
+for it, fed one token per llama_decode call, then each greedy token alone, as make_reference.py
+does), for test_arch's count of identical prompts (tests/golden/arch/gemma3-270m-greedy.txt):
+"sha256 HEX", then per prompt "P ids", "G ids", "M margins" (llama.cpp's best logit minus its
+second best at each step, from the float32 logits in float64).
 """
 import argparse
 import os
@@ -34,6 +41,19 @@ sys.path.insert(0, here)
 from make_reference import Peer  # noqa: E402  (imports llama_cpp)
 
 N_POS = 64
+GREEDY_STEPS = 32
+GREEDY_PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea, there lived",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "The three primary colors are",
+    "Water boils at 100 degrees Celsius because",
+    "1, 1, 2, 3, 5, 8, 13,",
+    "Dear Sir or Madam,\n\nI am writing to",
+    "To make a simple bread, you need flour, water,",
+    "The largest planet in the solar system is",
+    "In 1969, the first humans landed on",
+]
 FIXED = [0, 1, 2, 17, 100, 1000, 12345, 40000]
 
 
@@ -85,12 +105,36 @@ def record(peer, toks, greedy_from, pos0=0):
     return toks[:N_POS], lines[:N_POS]
 
 
+def record_greedy(peer, path, sha):
+    out = ["sha256 %s" % sha]
+    for k, text in enumerate(GREEDY_PROMPTS):
+        ids = peer.tokenize_special(text)
+        peer.reset()
+        for i, t in enumerate(ids):
+            row = peer.decode([t], i, False)
+        gen, margins, pos = [], [], len(ids)
+        for step in range(GREEDY_STEPS):
+            order = np.argsort(-row, kind="stable")
+            gen.append(int(order[0]))
+            margins.append(float(row[order[0]]) - float(row[order[1]]))
+            if step + 1 < GREEDY_STEPS:
+                row = peer.decode([gen[-1]], pos, False)
+                pos += 1
+        out += ["P " + " ".join(map(str, ids)), "G " + " ".join(map(str, gen)),
+                "M " + " ".join("%.4f" % m for m in margins)]
+        print("prompt %d: %d tokens, smallest margin %.4f" % (k, len(ids), min(margins)), file=sys.stderr)
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    print("wrote", path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("arch")
     ap.add_argument("--out")
     ap.add_argument("--model")
     ap.add_argument("--prompt")
+    ap.add_argument("--greedy")
     a = ap.parse_args()
     out = a.out or os.path.join(here, "arch", a.arch + ".txt")
     n_ctx, prefix = 256, []
@@ -98,6 +142,10 @@ def main():
         import hashlib
         sha = hashlib.sha256(open(a.model, "rb").read()).hexdigest()
         peer = RealPeer(a.model, 256, 64)
+        if a.greedy:
+            record_greedy(peer, a.greedy, sha)
+            peer.close()
+            return
         toks, lines = record(peer, peer.tokenize_special(a.prompt), 0)
         peer.close()
     else:
