@@ -5,17 +5,19 @@
 # OpenAI endpoint through the same --target openai (--llama-server).
 #
 # Usage: bench/compare-gateway.sh [--model FILE] [--threads T] [--sweep LIST] [--input-len N]
-#                                 [--output-len N] [--llama-server] [--out DIR]
+#                                 [--output-len N] [--requests M] [--llama-server] [--out DIR]
 #   --model       GGUF file          (default ~/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   --threads     CPU threads        (default 2)
 #   --sweep       concurrencies      (default 1,16,64)
 #   --input-len   random prompt tokens (default 64); --output-len output tokens (default 64)
+#   --requests    measured requests per point at least (default 8; max(2N, M) at N clients):
+#                 more make a steadier p50
 #   --llama-server  also llama-server (bench/peer) through its /v1/completions
 #   --out         keep every slm-bench --json here (default: a temporary folder)
 # Env: BUILD, SLM_PEER_DIR as in bench/lib.sh.
 #
 # Each point runs on a fresh slmd (and gateway), so that no run finds the previous one's prompts
-# in the prefix cache: N clients in a closed loop, max(2N, 8) requests after a warm-up of N, the
+# in the prefix cache: N clients in a closed loop, max(2N, M) requests after a warm-up of N, the
 # same random token ids (--seed 1), exactly --output-len tokens, greedy. Targets (issue 17):
 # added TTFT p50 under 1 ms; output tokens/s within 5% at 64 clients. On a busy machine the
 # noise is larger than both: run it on a quiet one.
@@ -23,8 +25,8 @@
 set -euo pipefail
 
 MODEL=$HOME/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf
-THREADS=2 SWEEP=1,16,64 INPUT=64 OUTPUT=64 OUT= LLAMA=0
-usage() { sed -n '7,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+THREADS=2 SWEEP=1,16,64 INPUT=64 OUTPUT=64 REQUESTS=8 OUT= LLAMA=0
+usage() { sed -n '7,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --model)      [ $# -ge 2 ] || usage; MODEL=$2; shift 2;;
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
         --sweep)      [ $# -ge 2 ] || usage; SWEEP=$2; shift 2;;
         --input-len)  [ $# -ge 2 ] || usage; INPUT=$2; shift 2;;
         --output-len) [ $# -ge 2 ] || usage; OUTPUT=$2; shift 2;;
+        --requests)   [ $# -ge 2 ] || usage; REQUESTS=$2; shift 2;;
         --out)        [ $# -ge 2 ] || usage; OUT=$2; shift 2;;
         --llama-server) LLAMA=1; shift;;
         -h|--help) usage;;
@@ -53,7 +56,7 @@ trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 
 # run TARGET N: one point on fresh servers; the JSON in $OUT/TARGET.N.json.
 run() {
-    local target=$1 n=$2 m=$(( $2 * 2 > 8 ? $2 * 2 : 8 )) sock=$TMP/slmd.sock port args
+    local target=$1 n=$2 m=$(( $2 * 2 > REQUESTS ? $2 * 2 : REQUESTS )) sock=$TMP/slmd.sock port args
     pids=()
     if [ "$target" = llama-server ]; then
         port=$((20000 + RANDOM % 20000))
@@ -86,7 +89,8 @@ run() {
 targets=(slmd gateway)
 [ $LLAMA = 0 ] || targets+=(llama-server)
 status=0
-echo "model $(basename "$MODEL"), threads $THREADS, prompts $INPUT random tokens, output $OUTPUT tokens; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "model $(basename "$MODEL"), threads $THREADS, prompts $INPUT random tokens, output $OUTPUT tokens," \
+     "max(2N, $REQUESTS) requests per point; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
 for n in ${SWEEP//,/ }; do
     for t in "${targets[@]}"; do run "$t" "$n" || status=1; done
 done
