@@ -6,6 +6,7 @@
 #
 # Usage: bench/compare-gateway.sh [--model FILE] [--threads T] [--sweep LIST] [--input-len N]
 #                                 [--output-len N] [--requests M] [--llama-server] [--out DIR]
+#                                 [--paired R]
 #   --model       GGUF file          (default ~/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   --threads     CPU threads        (default 2)
 #   --sweep       concurrencies      (default 1,16,64)
@@ -14,19 +15,24 @@
 #                 more make a steadier p50
 #   --llama-server  also llama-server (bench/peer) through its /v1/completions
 #   --out         keep every slm-bench --json here (default: a temporary folder)
-# Env: BUILD, SLM_PEER_DIR as in bench/lib.sh.
+#   --paired R    instead of the sweep: R rounds of bench/gateway_ttft on one slmd and gateway,
+#                 each a request through libslm and one through the gateway (2 output tokens),
+#                 in turns; prints the p50 of the per-round TTFT differences
+# Env: BUILD, SLM_PEER_DIR as in bench/lib.sh; GATEWAY_B=PATH (--paired) a second slm-gateway
+#      binary, e.g. an older build, in the same rounds.
 #
 # Each point runs on a fresh slmd (and gateway), so that no run finds the previous one's prompts
 # in the prefix cache: N clients in a closed loop, max(2N, M) requests after a warm-up of N, the
 # same random token ids (--seed 1), exactly --output-len tokens, greedy. Targets (issue 17):
 # added TTFT p50 under 1 ms; output tokens/s within 5% at 64 clients. On a busy machine the
-# noise is larger than both: run it on a quiet one.
+# noise is larger than both: run it on a quiet one, and see the TTFT with --paired, which leaves
+# the machine's drift out.
 # Exit status: 0 when every point ran, 1 otherwise, 2 on bad usage.
 set -euo pipefail
 
 MODEL=$HOME/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf
-THREADS=2 SWEEP=1,16,64 INPUT=64 OUTPUT=64 REQUESTS=8 OUT= LLAMA=0
-usage() { sed -n '7,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+THREADS=2 SWEEP=1,16,64 INPUT=64 OUTPUT=64 REQUESTS=8 OUT= LLAMA=0 PAIRED=
+usage() { sed -n '7,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --model)      [ $# -ge 2 ] || usage; MODEL=$2; shift 2;;
@@ -36,6 +42,7 @@ while [ $# -gt 0 ]; do
         --output-len) [ $# -ge 2 ] || usage; OUTPUT=$2; shift 2;;
         --requests)   [ $# -ge 2 ] || usage; REQUESTS=$2; shift 2;;
         --out)        [ $# -ge 2 ] || usage; OUT=$2; shift 2;;
+        --paired)     [ $# -ge 2 ] || usage; PAIRED=$2; shift 2;;
         --llama-server) LLAMA=1; shift;;
         -h|--help) usage;;
         *) echo "compare-gateway: unknown argument $1" >&2; usage;;
@@ -85,6 +92,28 @@ run() {
     kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
     pids=()
 }
+
+# --paired: gateway_ttft on one slmd and one gateway (two with GATEWAY_B).
+if [ -n "$PAIRED" ]; then
+    TTFT=$(bench_slmd_bin gateway_ttft)
+    sock=$TMP/slmd.sock
+    "$SLMD" serve --socket "$sock" --model "$MODEL" --threads "$THREADS" --max-seqs 8 --log-level warning \
+        2>"$TMP/slmd.log" & pids+=($!)
+    for _ in $(seq 300); do "$SLM" --socket "$sock" info >/dev/null 2>&1 && break; sleep 0.1; done
+    urls=()
+    for gw in "$GATEWAY" ${GATEWAY_B:+"$GATEWAY_B"}; do
+        log=$TMP/gateway.${#urls[@]}.log port=
+        "$gw" --socket "$sock" --listen 127.0.0.1:0 2>"$log" & pids+=($!)
+        for _ in $(seq 50); do
+            port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
+            [ -n "$port" ] && break; sleep 0.1
+        done
+        echo "http://127.0.0.1:$port is $gw"
+        urls+=(--url "http://127.0.0.1:$port")
+    done
+    "$TTFT" --socket "$sock" "${urls[@]}" --rounds "$PAIRED" --input-len "$INPUT" --output-len 2
+    exit
+fi
 
 targets=(slmd gateway)
 [ $LLAMA = 0 ] || targets+=(llama-server)

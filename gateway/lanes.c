@@ -104,6 +104,7 @@ static void *lane_run(void *arg)
 {
     struct lane *ln = arg;
     struct slm_gw_lanes *l = ln->l;
+    pthread_setname_np(pthread_self(), "slm-gw-http");   /* for top -H, perf sched */
     for (;;) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof sa;
