@@ -62,20 +62,18 @@ struct slm_gw_lanes {
 
 static void *lane_run(void *arg);
 
-/* Starts one more lane, counted idle. Called with l->lock held. 0 or a negative errno. */
-static int lane_add(struct slm_gw_lanes *l)
+/* Starts one more lane, counted idle, with d for its daemon (NULL: the lane makes its own, off
+ * the path of the connection that called for it). Called with l->lock held. 0 or a negative
+ * errno. */
+static int lane_add(struct slm_gw_lanes *l, struct MHD_Daemon *d)
 {
     struct lane *ln = calloc(1, sizeof *ln);
     if (!ln) return -ENOMEM;
     ln->l = l;
+    ln->d = d;
     ln->conn = -1;
-    if (!(ln->d = l->make(l->ctx))) {
-        free(ln);
-        return -ENOMEM;
-    }
     int rc = pthread_create(&ln->thread, NULL, lane_run, ln);
     if (rc) {
-        MHD_stop_daemon(ln->d);
         free(ln);
         return -rc;
     }
@@ -105,6 +103,13 @@ static void *lane_run(void *arg)
     struct lane *ln = arg;
     struct slm_gw_lanes *l = ln->l;
     pthread_setname_np(pthread_self(), "slm-gw-http");   /* for top -H, perf sched */
+    if (!ln->d && !(ln->d = l->make(l->ctx))) {
+        pthread_mutex_lock(&l->lock);
+        l->n_idle--;   /* stays counted in l->n: its place is not taken again */
+        pthread_mutex_unlock(&l->lock);
+        slm_log(SLM_LOG_WARNING, "cannot start libmicrohttpd for another HTTP thread");
+        return NULL;
+    }
     for (;;) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof sa;
@@ -127,7 +132,7 @@ static void *lane_run(void *arg)
         }
         /* The last idle lane: one more waits for the next connection (its start is off this
            connection's path but for the clone itself). */
-        if (--l->n_idle == 0 && l->n < l->max && lane_add(l) < 0)
+        if (--l->n_idle == 0 && l->n < l->max && lane_add(l, NULL) < 0)
             slm_log(SLM_LOG_WARNING, "cannot start another HTTP thread (%u running)", l->n);
         ln->conn = dup(fd);
         pthread_mutex_unlock(&l->lock);
@@ -171,11 +176,17 @@ struct slm_gw_lanes *slm_gw_lanes_start(const void *addr, unsigned addr_len, uns
     if (getsockname(l->fd, (struct sockaddr *)&bound, &len) == 0)
         l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
+    struct MHD_Daemon *d = make(ctx);   /* the first lane's here, so that a failure is told */
+    if (!d) {
+        slm_err_set(err, "cannot start libmicrohttpd");
+        goto err;
+    }
     pthread_mutex_lock(&l->lock);
-    int rc = lane_add(l);
+    int rc = lane_add(l, d);
     pthread_mutex_unlock(&l->lock);
     if (rc < 0) {
-        slm_err_set(err, "cannot start libmicrohttpd (%s)", strerror(-rc));
+        MHD_stop_daemon(d);
+        slm_err_set(err, "cannot start a thread: %s", strerror(-rc));
         goto err;
     }
     return l;
@@ -206,7 +217,7 @@ void slm_gw_lanes_stop(struct slm_gw_lanes **lp)
     for (struct lane *ln = l->all, *next; ln; ln = next) {
         next = ln->next;
         pthread_join(ln->thread, NULL);
-        MHD_stop_daemon(ln->d);   /* closes a connection it still had */
+        if (ln->d) MHD_stop_daemon(ln->d);   /* closes a connection it still had */
         free(ln);
     }
     close(l->fd);
