@@ -50,7 +50,8 @@ while [ $# -gt 0 ]; do
 done
 . "$(dirname "$0")/lib.sh"
 SLMD=$(bench_slmd_bin slmd)
-SLM=$(bench_slmd_bin slm_cli >/dev/null && echo "$BUILD/slm")
+SLM=$BUILD/slm   # the target slm_cli makes the program slm
+[ -x "$SLM" ] || bench_slmd_bin slm_cli >/dev/null
 GATEWAY=$(bench_slmd_bin slm-gateway)
 BENCH=$(bench_slmd_bin slm-bench)
 [ $LLAMA = 0 ] || SERVER=$(bench_peer_bin llama-server)
@@ -78,6 +79,7 @@ run() {
         for _ in $(seq 300); do "$SLM" --socket "$sock" info >/dev/null 2>&1 && break; sleep 0.1; done
         args=(--target slmd --socket "$sock")
         if [ "$target" = gateway ]; then
+            : >"$TMP/gateway.log"   # before the read below, which may come before the redirect
             "$GATEWAY" --socket "$sock" --listen 127.0.0.1:0 2>"$TMP/gateway.log" & pids+=($!)
             for _ in $(seq 50); do
                 port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$TMP/gateway.log")
@@ -103,6 +105,7 @@ if [ -n "$PAIRED" ]; then
     urls=()
     for gw in "$GATEWAY" ${GATEWAY_B:+"$GATEWAY_B"}; do
         log=$TMP/gateway.${#urls[@]}.log port=
+        : >"$log"   # before the read below, which may come before the background redirect
         "$gw" --socket "$sock" --listen 127.0.0.1:0 2>"$log" & pids+=($!)
         for _ in $(seq 50); do
             port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
