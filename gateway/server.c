@@ -1,7 +1,8 @@
 /*
  * gateway/server.c - slm-gateway's HTTP side (server.h).
  *
- * libmicrohttpd runs one thread per connection: a completion blocks that thread in
+ * Each HTTP connection has a thread of its own, kept from one connection to the next (lanes.c,
+ * each with its own libmicrohttpd daemon): a completion blocks that thread in
  * slm_next_event (an idle libslm client taken from the pool for the request), and a streamed
  * answer is produced by a content-reader callback that blocks the same way. While it waits the
  * thread looks at the HTTP socket every 100 ms: a peer that hung up cancels its slmd request,
@@ -22,12 +23,13 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "gateway/lanes.h"
 
 struct slm_gw_server {
     struct slm_gw_options o;
     struct slm_gw_pool pool;
     struct slm_gw_metrics metrics;
-    struct MHD_Daemon *d;
+    struct slm_gw_lanes *lanes;  /* the listening socket and the connections' threads */
     long started;              /* wall-clock seconds, for /v1/models' "created" */
 };
 
@@ -758,6 +760,17 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap)
     slm_log(SLM_LOG_INFO, "libmicrohttpd: %s", line);   /* mostly clients that went away */
 }
 
+/* One lane's daemon (lanes.c): the connections' options, no listening socket, no threads; epoll,
+ * which has no FD_SETSIZE limit on the descriptors' numbers. */
+static struct MHD_Daemon *lane_daemon(void *ctx)
+{
+    struct slm_gw_server *s = ctx;
+    return MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, s->o.timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                            s->o.max_header, MHD_OPTION_END);
+}
+
 struct slm_gw_server *slm_gw_server_start(const struct slm_gw_options *o, const void *addr, unsigned addr_len,
                                           char *err)
 {
@@ -770,19 +783,9 @@ struct slm_gw_server *slm_gw_server_start(const struct slm_gw_options *o, const 
     s->started = (long)time(NULL);
     slm_gw_pool_init(&s->pool, o->socket);
     slm_gw_metrics_init(&s->metrics);
-    const struct sockaddr *sa = addr;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-                     (sa->sa_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    (void)addr_len;
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, NULL,
-                            MHD_OPTION_SOCK_ADDR, addr,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, o->timeout_s,
-                            MHD_OPTION_CONNECTION_LIMIT, o->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                            o->max_header,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
-    if (!s->d) {
-        slm_err_set(err, "cannot listen (libmicrohttpd could not start: the address is in use or not local?)");
+    if (!(s->lanes = slm_gw_lanes_start(addr, addr_len, o->max_connections, lane_daemon, s, err))) {
         slm_gw_pool_free(&s->pool);
+        pthread_mutex_destroy(&s->metrics.lock);
         free(s);
         return NULL;
     }
@@ -791,15 +794,14 @@ struct slm_gw_server *slm_gw_server_start(const struct slm_gw_options *o, const 
 
 unsigned slm_gw_server_port(struct slm_gw_server *s)
 {
-    const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    return i ? i->port : 0;
+    return slm_gw_lanes_port(s->lanes);
 }
 
 void slm_gw_server_stop(struct slm_gw_server **sp)
 {
     struct slm_gw_server *s = *sp;
     if (!s) return;
-    MHD_stop_daemon(s->d);
+    slm_gw_lanes_stop(&s->lanes);
     slm_gw_pool_free(&s->pool);
     pthread_mutex_destroy(&s->metrics.lock);
     free(s);

@@ -1,7 +1,8 @@
 /*
  * gateway/server.h - slm-gateway's HTTP side (server.c) over libmicrohttpd: one thread per
- * HTTP connection (a request blocks its thread on libslm's events), routing, the API key,
- * the body limit, streaming, and cancellation when the HTTP client goes away.
+ * HTTP connection, kept for the next one (lanes.c; a request blocks its thread on libslm's
+ * events), routing, the API key, the body limit, streaming, and cancellation when the HTTP
+ * client goes away.
  */
 #ifndef SLM_GATEWAY_SERVER_H
 #define SLM_GATEWAY_SERVER_H
