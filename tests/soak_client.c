@@ -100,14 +100,20 @@ static int good(const char *sock, int n, const char *ref_path)
     return bad;
 }
 
+/* A greedy request of 4 prompt ids (written at the arena's start) for max_tokens tokens. */
+static struct slm_sqe ids_request(struct raw *r, uint32_t max_tokens)
+{
+    static const int32_t ids[4] = {504, 3458, 282, 4649};
+    memcpy(r->shm.arena, ids, sizeof ids);
+    return (struct slm_sqe){.op = SLM_OP_COMPLETE_IDS, .flags = SLM_SQE_IGNORE_EOS, .payload_len = sizeof ids,
+                            .n_items = 4, .max_tokens = max_tokens, .top_p = 1, .repeat_penalty = 1};
+}
+
 static int flood(const char *sock, int n)
 {
     struct raw r;
     if (raw_connect(&r, sock, "soak-flood")) return 1;
-    static const int32_t ids[4] = {504, 3458, 282, 4649};
-    memcpy(r.shm.arena, ids, sizeof ids);
-    struct slm_sqe q = {.op = SLM_OP_COMPLETE_IDS, .flags = SLM_SQE_IGNORE_EOS, .payload_len = sizeof ids,
-                        .n_items = 4, .max_tokens = 64, .top_p = 1, .repeat_penalty = 1};
+    struct slm_sqe q = ids_request(&r, 64);
     for (int i = 0; i < n; i++) {
         q.user_data = (uint64_t)i + 1;
         if (slm_ring_push(&r.sq, &q)) break;
@@ -122,10 +128,7 @@ static int greedy(const char *sock)
 {
     struct raw r;
     if (raw_connect(&r, sock, "soak-greedy")) return 1;
-    static const int32_t ids[4] = {504, 3458, 282, 4649};
-    memcpy(r.shm.arena, ids, sizeof ids);
-    struct slm_sqe q = {.op = SLM_OP_COMPLETE_IDS, .flags = SLM_SQE_IGNORE_EOS, .payload_len = sizeof ids,
-                        .n_items = 4, .max_tokens = 256, .top_p = 1, .repeat_penalty = 1};
+    struct slm_sqe q = ids_request(&r, 256);
     double t0 = now_s();
     int pushed = 0;
     while (r.n_err == 0 && now_s() - t0 < 20) {

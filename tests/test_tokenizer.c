@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "daemon/engine/gguf.h"
+#include "common/utf8.h"
 #include "daemon/engine/tokenizer.h"
 
 static int failures;
@@ -120,29 +121,6 @@ static int write_gguf(const char *path, const struct slm_gguf *src, const char *
     }
     if (fclose(f) && !rc) rc = -EIO;
     return rc ? -EIO : 0;
-}
-
-/* ---------------------------------------------------------------- UTF-8 */
-
-/* 1 if s[0..n) is well-formed UTF-8 (Unicode Table 3-7: no overlongs, surrogates, > U+10FFFF). */
-static int utf8_valid(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t need;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4) need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        else return 0;
-        if (i + need >= n) return 0;
-        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-        for (size_t k = 2; k <= need; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return 0;
-        i += need + 1;
-    }
-    return 1;
 }
 
 /* ---------------------------------------------------------------- reference files */
@@ -269,7 +247,7 @@ static int check_file(const struct slm_tokenizer *t, const char *file, int min_l
                 CHECK(0, "%s line %d: detok of id %d: got %d", file, n_lines, i < last ? ln.ids[i] : -1, r);
                 break;
             }
-            if (!utf8_valid((unsigned char *)chunk, (size_t)r)) bad_chunk = 1;
+            if (!slm_utf8_valid((unsigned char *)chunk, (size_t)r)) bad_chunk = 1;
             if (dn + (size_t)r > dec_cap) {
                 dec_cap = (dn + (size_t)r) * 2 + 64;
                 dec = realloc(dec, dec_cap);
@@ -281,7 +259,7 @@ static int check_file(const struct slm_tokenizer *t, const char *file, int min_l
             fprintf(stderr, "%s line %d: the decoder emitted a chunk that is not valid UTF-8\n", file, n_lines);
             print_text(ln.text, ln.len);
         }
-        if (utf8_valid(ln.text, ln.len)) {
+        if (slm_utf8_valid(ln.text, ln.len)) {
             roundtrip_checked++;
             if (dn != ln.len || memcmp(dec, ln.text, dn) != 0) {
                 if (++roundtrip_bad <= 5) {

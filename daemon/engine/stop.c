@@ -17,34 +17,7 @@
 #include <string.h>
 
 #include "common/log.h"
-
-/* 1 when the n bytes at p are well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
-static int utf8_valid(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i];
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) k = 1;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else return 0;
-        if (i + k >= n) return 0;
-        if (p[i + 1] < lo || p[i + 1] > hi) return 0;
-        for (size_t j = 2; j <= k; j++)
-            if (p[i + j] < 0x80 || p[i + j] > 0xBF) return 0;
-        i += k + 1;
-    }
-    return 1;
-}
+#include "common/utf8.h"
 
 int slm_stop_init(struct slm_stop *s, const char *const *strings, const size_t *lens, int n_strings,
                   const int32_t *ids, int n_ids, char *err)
@@ -74,7 +47,7 @@ int slm_stop_init(struct slm_stop *s, const char *const *strings, const size_t *
                         SLM_STOP_MAX_LEN);
             return -EINVAL;
         }
-        if (!utf8_valid((const unsigned char *)strings[i], len)) {
+        if (!slm_utf8_valid((const unsigned char *)strings[i], len)) {
             slm_err_set(err, "stop: stop string %d is not valid UTF-8", i);
             return -EINVAL;
         }

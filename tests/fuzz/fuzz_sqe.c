@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/utf8.h"
 #include "daemon/config.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/model.h"
@@ -48,26 +49,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     s->ops = &slm_server_engine_ops;
     n_vocab = slm_tok_n_vocab(s->svc.tok);
     return 0;
-}
-
-static int utf8_valid(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = p[i];
-        size_t need;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4) need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        else return 0;
-        if (i + need >= n) return 0;
-        if (p[i + 1] < lo || p[i + 1] > hi) return 0;
-        for (size_t k = 2; k <= need; k++)
-            if (p[i + k] < 0x80 || p[i + k] > 0xBF) return 0;
-        i += need + 1;
-    }
-    return 1;
 }
 
 static void reap(void *ctx, const struct slm_engine_event *ev)
@@ -111,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FUZZ_CHECK(id >= 0 && id < n_vocab, "tokenize: id %d", id);
             }
         }
-        if (q.op == SLM_OP_DETOKENIZE) FUZZ_CHECK(utf8_valid(p, a.len), "detokenize: not UTF-8");
+        if (q.op == SLM_OP_DETOKENIZE) FUZZ_CHECK(slm_utf8_valid(p, a.len), "detokenize: not UTF-8");
         if (q.op == SLM_OP_INFO) FUZZ_CHECK(a.len == sizeof(struct slm_wire_info), "info: %zu bytes", a.len);
         if (q.op == SLM_OP_STATS) FUZZ_CHECK(a.len == sizeof(struct slm_wire_stats), "stats: %zu bytes", a.len);
         break;

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/utf8.h"
 #include "daemon/engine/gguf.h"
 #include "daemon/engine/tokenizer.h"
 #include "tests/fuzz/fuzz.h"
@@ -87,26 +88,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static int utf8_valid(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t need;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4) need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        else return 0;
-        if (i + need >= n) return 0;
-        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-        for (size_t k = 2; k <= need; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return 0;
-        i += need + 1;
-    }
-    return 1;
-}
-
 /* Decodes ids[0..n) into a fresh buffer (*len bytes), checking every piece; cap is the size of
  * the piece buffer (0: large). Out-of-range ids must be refused and change nothing. */
 static char *decode(const int32_t *ids, int n, int render_special, size_t cap, size_t *len)
@@ -127,7 +108,7 @@ static char *decode(const int32_t *ids, int n, int render_special, size_t cap, s
         }
         FUZZ_CHECK(k >= 0, "detok of id %d: %d", i < n ? ids[i] : -1, k);
         size_t got = (size_t)k < piece_cap ? (size_t)k : piece_cap;
-        if ((size_t)k <= piece_cap) FUZZ_CHECK(utf8_valid((unsigned char *)piece, got), "a piece not UTF-8");
+        if ((size_t)k <= piece_cap) FUZZ_CHECK(slm_utf8_valid((unsigned char *)piece, got), "a piece not UTF-8");
         if (at + got > total_cap) all = realloc(all, total_cap = 2 * (at + got));
         memcpy(all + at, piece, got);
         at += got;
@@ -169,7 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int first = add_special && adds_bos && n > 0 ? 1 : 0;
     char *back = decode(ids + first, n - first, 1, cap, &out_len);
-    if (cap == 0 && utf8_valid((const unsigned char *)text, len) && all_bytes_have_tokens((const uint8_t *)text, len) &&
+    if (cap == 0 && slm_utf8_valid((const unsigned char *)text, len) && all_bytes_have_tokens((const uint8_t *)text, len) &&
         !holds_spm_space(text, len))
         FUZZ_CHECK(out_len == len && memcmp(back, text, len) == 0, "round trip: %zu bytes in, %zu out", len, out_len);
     free(back);
