@@ -456,7 +456,8 @@ int slm_cmd_run(int argc, char **argv)
         o.prompt = stdin_prompt;
     }
     struct slm_service_opts so = {.model = o.model, .backend = o.backend, .threads = o.threads,
-                                  .gpu_fraction = o.gpu_fraction};
+                                  .gpu_fraction = o.gpu_fraction,
+                                  .progress = isatty(STDERR_FILENO) ? slm_service_tty_progress : NULL};
     if (slm_service_load(&svc, &so, err)) goto out;
     struct slm_model *m = svc.model;
     const struct slm_tokenizer *tok = svc.tok;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -48,7 +49,11 @@ int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, 
         rc = -ENODEV;
         goto fail;
     }
-    if (slm_model_bind(svc->model, svc->be, err)) goto fail;
+    svc->model->progress = o->progress, svc->model->progress_ctx = o->progress_ctx;
+    rc = slm_model_bind(svc->model, svc->be, err);
+    svc->model->progress = NULL;
+    if (rc) goto fail;
+    rc = -EINVAL;
     if (!(svc->tok = slm_tok_create(svc->model->gguf, err))) goto fail;
     if (slm_tok_n_vocab(svc->tok) != svc->model->cfg.n_vocab) {
         slm_err_set(err, "%s: the vocabulary has %d tokens but the embedding has %d rows", svc->model_path,
@@ -66,6 +71,24 @@ int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, 
 fail:
     slm_service_unload(svc);
     return rc;
+}
+
+void slm_service_tty_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    static double last;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    if (done >= total) {
+        fputs("\r\033[K", stderr);
+        last = 0;
+        return;
+    }
+    if (last && now - last < 0.1) return;
+    last = now;
+    fprintf(stderr, "\r\033[Kloading the model: %d%% (%.0f of %.0f MB)", (int)(100.0 * (double)done / (double)total),
+            (double)done / 1e6, (double)total / 1e6);
 }
 
 char *slm_service_chat_render(const struct slm_service *svc, const struct slm_chat_msg *msgs, int n,

