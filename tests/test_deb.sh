@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/test_deb.sh - the Debian packages CPack makes (slmd, libslm0, libslm-dev) from a build
+# tests/test_deb.sh - the Debian packages CPack makes (slmd, libslm0, libslm-dev, slm-gateway) from a build
 # configured for /usr (-DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_SYSCONFDIR=/etc; skipped
 # otherwise): each holds its files, libslm-dev depends on libslm0, slmd.conf is a conffile,
 # and the unpacked slmd and slm run and name their version. Installing with dpkg -i and
@@ -38,6 +38,14 @@ lib=/usr/$(cached CMAKE_INSTALL_LIBDIR)
 has libslm0 $lib/libslm.so.0 "$lib/libslm.so.$(cached CMAKE_PROJECT_VERSION)"
 has libslm-dev /usr/include/slm.h $lib/pkgconfig/slm.pc $lib/libslm.a $lib/libslm.so
 grep -q 'libslm' "$tmp/slmd.list" && bad "slmd carries libslm" || ok "slmd carries no libslm (slm is linked statically)"
+if [ -x "$build/slm-gateway" ]; then   # built where libmicrohttpd is
+  has slm-gateway /usr/bin/slm-gateway /usr/lib/systemd/system/slm-gateway.service
+  grep -qE 'bin/slm-gateway$|slm-gateway\.service$' "$tmp/slmd.list" && bad "slmd carries slm-gateway" || ok "slmd carries no slm-gateway"
+  dpkg-deb -f "$(deb slm-gateway)" Depends | grep -q 'slmd (= ' && ok "slm-gateway depends on slmd" \
+    || bad "slm-gateway Depends: $(dpkg-deb -f "$(deb slm-gateway)" Depends)"
+else
+  echo "note: slm-gateway is not built here (no libmicrohttpd): its package is not checked"
+fi
 dpkg-deb -f "$(deb libslm-dev)" Depends | grep -q 'libslm0 (= ' && ok "libslm-dev depends on libslm0" \
   || bad "libslm-dev Depends: $(dpkg-deb -f "$(deb libslm-dev)" Depends)"
 dpkg-deb -f "$(deb slmd)" Depends | grep -q 'libpcre2' && ok "slmd depends on its libraries: $(dpkg-deb -f "$(deb slmd)" Depends)" \
