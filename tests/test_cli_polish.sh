@@ -167,52 +167,25 @@ EXPECT_PROG=$slmd
 
 # ---- prompt progress: on a terminal, a line that is cleared before the answer; nothing otherwise
 python3 -c "print('The history of the city ' * 150)" >"$tmp/long_prompt.txt"
-r=$(python3 - "$slmd" "$model" "$tmp/long_prompt.txt" <<'PY'
-import os, pty, re, sys, time
-t = time.time()
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], ['slmd', 'run', '--model', sys.argv[2], '--prompt', open(sys.argv[3]).read(), '--max-tokens', '2',
-                           '--threads', '2', '--max-batch-tokens', '32', '--max-seqs', '1', '--temperature', '0'])
-out = b''
-while True:
-    try: b = os.read(fd, 4096)
-    except OSError: break
-    if not b: break
-    out += b
-_, st = os.waitpid(pid, 0)
-text = out.decode(errors='replace')
-if time.time() - t < 1.5 and os.waitstatus_to_exitcode(st) == 0: print('fast')   # under a second: none is due
-else: print(os.waitstatus_to_exitcode(st), re.search(r'prompt [0-9]+/[0-9]+ tokens, [0-9]+ s left', text) is not None, text.rfind('\x1b[K') < text.rfind('\n'))
-PY
-)
+pty_run=$(dirname "$0")/pty_run.py
+read -r code shown cleared secs _ < <(python3 "$pty_run" 'prompt [0-9]+/[0-9]+ tokens, [0-9]+ s left' "$slmd" run \
+  --model "$model" --prompt "$(cat "$tmp/long_prompt.txt")" --max-tokens 2 --threads 2 --max-batch-tokens 32 \
+  --max-seqs 1 --temperature 0)
 "$slmd" run --model "$model" --prompt "$(cat "$tmp/long_prompt.txt")" --max-tokens 2 --threads 2 --max-batch-tokens 32 --max-seqs 1 \
   >/dev/null 2>"$tmp/progress.err"
-if [ "$r" = fast ]; then echo "skip prompt progress: the prompt took under a second"
-elif [ "$r" = "0 True True" ] && [ ! -s "$tmp/progress.err" ]; then ok "prompt progress on a terminal, cleared before the answer; none otherwise"
-else bad "prompt progress (exit, shown, cleared first): $r; without a terminal: $(cat "$tmp/progress.err")"; fi
+if [ "$code" = 0 ] && awk -v s="$secs" 'BEGIN { exit !(s < 1.5) }'; then
+  echo "skip prompt progress: the prompt took under a second"   # none is due
+elif [ "$code $shown $cleared" = "0 True True" ] && [ ! -s "$tmp/progress.err" ]; then
+  ok "prompt progress on a terminal, cleared before the answer; none otherwise"
+else bad "prompt progress (exit, shown, cleared first): $code $shown $cleared; without a terminal: $(cat "$tmp/progress.err")"; fi
 
 # ---- model loading: on a terminal a progress line, cleared before the answer (the prompt
 # progress run above checked that nothing is drawn without a terminal)
-r=$(python3 - "$slmd" "$model" <<'PY'
-import os, pty, re, sys
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], ['slmd', 'run', '--model', sys.argv[2], '--prompt', 'hi', '--max-tokens', '2', '--temperature', '0'])
-out = b''
-while True:
-    try: b = os.read(fd, 4096)
-    except OSError: break
-    if not b: break
-    out += b
-_, st = os.waitpid(pid, 0)
-text = out.decode(errors='replace')
-m = re.search(r'loading the model: [0-9]+% \([0-9]+ of ([0-9]+) MB\)', text)
-print(os.waitstatus_to_exitcode(st), m is not None and 90 <= int(m.group(1)) <= 110, text.rfind('\x1b[K') < text.rfind('\n'))
-PY
-)
-[ "$r" = "0 True True" ] && ok "model loading progress on a terminal (the file's ~98 MB), cleared before the answer" \
-  || bad "model loading progress (exit, shown with the model's size, cleared first): $r"
+read -r code shown cleared _ mb < <(python3 "$pty_run" 'loading the model: [0-9]+% \([0-9]+ of ([0-9]+) MB\)' \
+  "$slmd" run --model "$model" --prompt hi --max-tokens 2 --temperature 0)
+if [ "$code $shown $cleared" = "0 True True" ] && [ "$mb" -ge 90 ] && [ "$mb" -le 110 ]; then
+  ok "model loading progress on a terminal (the file's $mb MB), cleared before the answer"
+else bad "model loading progress (exit, shown, cleared first, MB): $code $shown $cleared $mb"; fi
 
 # ---- chat through a real daemon, with a small context (96 tokens)
 sock=$tmp/slmd.sock

@@ -29,8 +29,8 @@
 static struct slm_tokenizer *tok;
 static int n_vocab;
 static int adds_bos;   /* add_special puts BOS first (and no EOS: SmolLM2, Gemma 3) */
-/* byte b has a token of its own (GPT-2's byte character, or SentencePiece's <0xXX>). A byte
- * without one is dropped by the encoder, as llama.cpp drops it (SmolLM2 has none for some
+/* byte b has a token of its own (GPT-2's byte character, or SentencePiece's byte token, e.g.
+ * <0x41>). A byte without one is dropped by the encoder, as llama.cpp drops it (SmolLM2 has none for some
  * control bytes): text made of bytes that all have one must come back whole. */
 static int byte_has_token[256];
 
