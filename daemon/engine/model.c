@@ -292,52 +292,49 @@ err:
     return NULL;
 }
 
-/* Calls fn on every distinct weight of the model. */
-static int for_each_weight(struct slm_model *m, int (*fn)(struct slm_backend *, struct slm_weight *),
-                           struct slm_backend *be)
+/* Calls fn(ctx, w) on every distinct weight w of the model; stops at the first non-zero. */
+static int for_each_weight(struct slm_model *m, int (*fn)(void *ctx, struct slm_weight *w), void *ctx)
 {
     int rc = 0;
     struct slm_weight *top[] = {&m->tok_embd, &m->output_norm, &m->output};
     for (int i = 0; i < 3 && !rc; i++)
-        if (i != 2 || m->output.data != m->tok_embd.data) rc = fn(be, top[i]);
+        if (i != 2 || m->output.data != m->tok_embd.data) rc = fn(ctx, top[i]);
     for (int l = 0; l < m->cfg.n_layer && !rc; l++) {
         struct slm_layer *L = &m->layers[l];
         struct slm_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->bq, &L->bk, &L->bv, &L->q_norm,
                                    &L->k_norm, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down,
                                    &L->post_attn_norm, &L->post_ffn_norm};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0] && !rc; i++)
-            if (ws[i]->data) rc = fn(be, ws[i]);
+            if (ws[i]->data) rc = fn(ctx, ws[i]);
     }
     return rc;
 }
 
-static int unload_one(struct slm_backend *be, struct slm_weight *w)
+static int unload_one(void *be_, struct slm_weight *w)
 {
+    struct slm_backend *be = be_;
     if (be->ops->unload_weight) be->ops->unload_weight(be, w);
     return 0;
 }
 
-/* for_each_weight's walk with the progress hook: each weight made resident, then counted. */
+/* The walk of slm_model_bind: each weight made resident, then, with m->progress, counted. */
 struct bind_walk {
     struct slm_model *m;
-    int (*load)(struct slm_backend *, struct slm_weight *);
+    struct slm_backend *be;
     uint64_t done, total;
 };
-/* for_each_weight passes no context: the walk of the bind in progress on this thread. */
-static _Thread_local struct bind_walk *bind_walk_now;
 
-static int count_bytes(struct slm_backend *be, struct slm_weight *w)
+static int count_bytes(void *walk, struct slm_weight *w)
 {
-    (void)be;
-    bind_walk_now->total += (uint64_t)w->rows * w->row_bytes;
+    ((struct bind_walk *)walk)->total += (uint64_t)w->rows * w->row_bytes;
     return 0;
 }
 
-static int load_and_report(struct slm_backend *be, struct slm_weight *w)
+static int load_one(void *walk, struct slm_weight *w)
 {
-    struct bind_walk *b = bind_walk_now;
-    int rc = b->load(be, w);
-    if (rc) return rc;
+    struct bind_walk *b = walk;
+    int rc = b->be->ops->load_weight(b->be, w);
+    if (rc || !b->m->progress) return rc;
     const size_t bytes = (size_t)w->rows * w->row_bytes;
     if (w->be_data == w->data) {   /* used in place: read its pages in now */
         volatile const unsigned char *p = (const unsigned char *)w->data;
@@ -359,16 +356,9 @@ int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
                     "attention)", m->gguf->path, be->ops->name, m->cfg.arch_name);
         return -ENOTSUP;
     }
-    int rc;
-    if (m->progress) {
-        struct bind_walk walk = {m, be->ops->load_weight, 0, 0};
-        bind_walk_now = &walk;
-        for_each_weight(m, count_bytes, be);
-        rc = for_each_weight(m, load_and_report, be);
-        bind_walk_now = NULL;
-    } else {
-        rc = for_each_weight(m, be->ops->load_weight, be);
-    }
+    struct bind_walk walk = {m, be, 0, 0};
+    if (m->progress) for_each_weight(m, count_bytes, &walk);
+    int rc = for_each_weight(m, load_one, &walk);
     if (rc) {
         slm_err_set(err, "%s: cannot make the weights resident on the %s backend: %s", m->gguf->path,
                     be->ops->name, strerror(-rc));
