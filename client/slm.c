@@ -311,6 +311,12 @@ static int pump_one(struct slm_client *c)
         rc = data_append(c, e.data, len);
         if (!more) c->data_done = 1;
         break;
+    case SLM_CQE_PROGRESS:
+        if (!(q = qev_new(c, h, SLM_EVENT_PROGRESS))) return -ENOMEM;
+        q->ev.n_prompt = (int)e.n_prompt;
+        q->ev.n_cached = (int)e.n_cached;
+        queue_push(c, q);
+        break;
     case SLM_CQE_PROMPT_LP:
         if (!(q = qev_new(c, h, SLM_EVENT_PROMPT_LOGPROBS))) return -ENOMEM;
         q->ev.prompt_pos = (int)e.n_prompt;
@@ -537,7 +543,8 @@ static int64_t submit(struct slm_client *c, uint16_t op, uint16_t flags, const s
     }
     int64_t handle = op == SLM_OP_CANCEL ? 0 : c->next_handle++;
     s.op = op;
-    s.flags = flags | (p->ignore_eos ? SLM_SQE_IGNORE_EOS : 0) | (p->prompt_logprobs ? SLM_SQE_PROMPT_LOGPROBS : 0);
+    s.flags = flags | (p->ignore_eos ? SLM_SQE_IGNORE_EOS : 0) | (p->prompt_logprobs ? SLM_SQE_PROMPT_LOGPROBS : 0) |
+              (p->progress ? SLM_SQE_PROGRESS : 0);
     s.user_data = (uint64_t)handle;
     s.target = target;
     s.n_items = n_items;

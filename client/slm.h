@@ -57,6 +57,7 @@ struct slm_params {
     int ignore_eos;            /* 1: end-of-generation tokens do not stop the request */
     int prompt_logprobs;       /* 1: also PROMPT_LOGPROBS events: the logprob of every prompt
                                   token after the first (perplexity); no prefix cache for it */
+    int progress;              /* 1: also PROGRESS events while a long prompt is prefilled (0) */
     const char *const *stop;   /* stop strings, never part of the output */
     int n_stop;
     const int32_t *stop_ids;   /* extra stop token ids */
@@ -70,7 +71,11 @@ struct slm_message {
     const char *content;
 };
 
-enum slm_event_type { SLM_EVENT_TOKEN = 1, SLM_EVENT_DONE = 2, SLM_EVENT_ERROR = 3, SLM_EVENT_PROMPT_LOGPROBS = 4 };
+enum slm_event_type {
+    SLM_EVENT_TOKEN = 1, SLM_EVENT_DONE = 2, SLM_EVENT_ERROR = 3, SLM_EVENT_PROMPT_LOGPROBS = 4,
+    SLM_EVENT_PROGRESS = 5   /* slm_params.progress: after each engine step that prefilled part of
+                                the prompt but not its end (a prompt longer than max-batch-tokens) */
+};
 enum slm_finish_reason { SLM_FINISH_STOP = 1, SLM_FINISH_LENGTH = 2, SLM_FINISH_CANCELLED = 3 };
 
 struct slm_top_logprob {
@@ -91,7 +96,9 @@ struct slm_event {
     const struct slm_top_logprob *top;
     int prompt_pos;            /* PROMPT_LOGPROBS */
     enum slm_finish_reason finish;   /* DONE */
-    int n_prompt, n_cached, n_generated; /* DONE: usage */
+    int n_prompt, n_cached, n_generated; /* DONE: usage. PROGRESS: n_cached of the prompt's
+                                  n_prompt tokens are in the KV cache (prefix-cache hit and
+                                  prefilled so far), fewer than n_prompt; increasing */
     int error;                 /* ERROR: negative errno */
     const char *message;       /* ERROR: the daemon's reason */
     /* text, top and message stay valid until the next call on this client. */

@@ -344,6 +344,9 @@ void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev)
         push(c, &t, 1);
     }
     n = 0;
+    if (ev->n_prefilled > 0)
+        q[n++] = (struct slm_cqe){.kind = SLM_CQE_PROGRESS, .user_data = r->user_data, .token = -1,
+                                  .n_prompt = (uint32_t)ev->n_prompt, .n_cached = (uint32_t)ev->n_prefilled};
     if (ev->token >= 0) {
         /* Only the engine thread writes it: no locked add per token. */
         __atomic_store_n(&s->n_tokens_generated, __atomic_load_n(&s->n_tokens_generated, __ATOMIC_RELAXED) + 1,

@@ -166,7 +166,8 @@ static int build_request(const struct slm_server *s, const struct slm_shm *shm, 
                                  .max_tokens = q->max_tokens ? (int)q->max_tokens : s->eo.n_ctx,
                                  .priority = q->priority, .owner = uid, .logprobs = (int)q->logprobs,
                                  .ignore_eos = (q->flags & SLM_SQE_IGNORE_EOS) != 0,
-                                 .prompt_logprobs = (q->flags & SLM_SQE_PROMPT_LOGPROBS) != 0};
+                                 .prompt_logprobs = (q->flags & SLM_SQE_PROMPT_LOGPROBS) != 0,
+                                 .progress = (q->flags & SLM_SQE_PROGRESS) != 0};
     a->rq.sampling = (struct slm_sampling){.temperature = q->temperature, .top_k = q->top_k, .top_p = q->top_p,
                                            .min_p = q->min_p, .repeat_penalty = q->repeat_penalty,
                                            .repeat_last_n = q->repeat_last_n,
@@ -275,7 +276,7 @@ void slm_req_decode(struct slm_server *s, const struct slm_shm *shm, uint32_t ui
         slm_err_set(a->err, "slmd is stopping");
         return;
     }
-    const unsigned known = SLM_SQE_IGNORE_EOS | SLM_SQE_PROMPT_LOGPROBS | SLM_SQE_ADD_GENERATION_PROMPT;
+    const unsigned known = SLM_SQE_IGNORE_EOS | SLM_SQE_PROMPT_LOGPROBS | SLM_SQE_ADD_GENERATION_PROMPT | SLM_SQE_PROGRESS;
     if (q->flags & ~known) {
         a->status = -EINVAL;
         slm_err_set(a->err, "flags 0x%x: bits 0x%x are not defined", q->flags, q->flags & ~known);

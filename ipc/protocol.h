@@ -110,6 +110,7 @@ enum slm_op {
 #define SLM_SQE_IGNORE_EOS 1u
 #define SLM_SQE_PROMPT_LOGPROBS 2u   /* also report each prompt token's logprob (perplexity) */
 #define SLM_SQE_ADD_GENERATION_PROMPT 4u /* CHAT: end with the assistant's turn opener (default on in libslm) */
+#define SLM_SQE_PROGRESS 8u          /* also PROGRESS completions while the prompt is prefilled */
 
 /* A submission, 128 bytes. Payload ranges are in the arena: [payload_off, +payload_len),
  * then the stop strings (n_stop of u32 len, bytes) at [stop_off, +stop_len), then stop ids. */
@@ -145,6 +146,9 @@ enum slm_cqe_kind {
     SLM_CQE_DATA = 6,      /* a chunk of an answer's bytes; flags MORE until the last one */
     SLM_CQE_PROMPT_LP = 7, /* prompt token logprobs: len / 8 of (int32 id, float lp), in order;
                               n_prompt: the position of the first (from 1); not chained */
+    SLM_CQE_PROGRESS = 8,  /* (SLM_SQE_PROGRESS) after each engine step that prefilled part of the
+                              prompt but not its end: n_cached of the prompt's n_prompt tokens are
+                              in the KV cache (prefix-cache hit and prefilled); not chained */
 };
 
 #define SLM_CQE_MORE 1u

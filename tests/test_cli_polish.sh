@@ -237,8 +237,9 @@ out=$(printf '/help\nHi\n' | "$slm" chat --json --temperature 0 --max-tokens 4 2
 [ "$out" = 1 ] && grep -q '/reset' "$tmp/help.err" && grep -q '/system TEXT' "$tmp/help.err" && grep -q '/exit' "$tmp/help.err" \
   && ok "/help lists /reset, /system, /exit and sends nothing" || bad "/help: $out answers; $(cat "$tmp/help.err")"
 
-# ---- a long prompt through slm: at a terminal a line says the daemon is processing it (a daemon
-# that prefills 16 tokens a step, so that it takes over a second)
+# ---- a long prompt through slm: at a terminal a line counts the prompt's tokens the daemon has
+# prefilled (its PROGRESS events) and the time left (a daemon that prefills 16 tokens a step, so
+# that it takes over a second)
 "$slmd" serve --socket "$tmp/slow.sock" --model "$model" --ctx-size 2048 --max-batch-tokens 16 --max-seqs 1 \
   --kv-cache-mem 128M --threads 2 --log-level warning 2>"$tmp/slow.log" &
 slow=$!
@@ -259,13 +260,15 @@ while True:
 _, st = os.waitpid(pid, 0)
 text = out.decode(errors='replace')
 if time.time() - t < 1.5 and os.waitstatus_to_exitcode(st) == 0: print('fast')
-else: print(os.waitstatus_to_exitcode(st), 'processing the prompt, 1 s' in text, text.rfind('\x1b[K') < text.rfind('\n'))
+else: print(os.waitstatus_to_exitcode(st),
+           re.search(r'processing the prompt: [0-9]+ of [0-9]+ tokens \([0-9]+%\), about [0-9]+ s left, [0-9]+ s', text) is not None,
+           text.rfind('\x1b[K') < text.rfind('\n'))
 PY
 )
 "$slm" --socket "$tmp/slow.sock" generate - --max-tokens 2 <"$tmp/long_prompt.txt" >/dev/null 2>"$tmp/wait.err"
 kill $slow; wait $slow 2>/dev/null
 if [ "$r" = fast ]; then echo "skip slm's waiting line: the prompt took under a second"
-elif [ "$r" = "0 True True" ] && [ ! -s "$tmp/wait.err" ]; then ok "slm: a long prompt's waiting line at a terminal, cleared before the answer; none otherwise"
+elif [ "$r" = "0 True True" ] && [ ! -s "$tmp/wait.err" ]; then ok "slm: a long prompt's progress line (tokens prefilled, time left) at a terminal, cleared before the answer; none otherwise"
 else bad "slm's waiting line (exit, shown, cleared first): $r; without a terminal: $(cat "$tmp/wait.err")"; fi
 
 # ---- errors in the user's terms

@@ -423,6 +423,44 @@ static void features(struct slm_client *c, const char *slmd, const char *model)
         free(pids);
     }
 
+    /* Prefill progress (issue 18): a prompt of about 2,000 tokens, above the default 512 a step,
+     * reports PROGRESS events (increasing, below the prompt's length, all before the first token)
+     * when asked, and none when not (two different prompts: a second run of one would be a
+     * prefix-cache hit, one step). */
+    for (int pass = 0; pass < 2; pass++) {
+        static char lng[16384];
+        size_t at = 0;
+        for (int i = 0; i < 130; i++)
+            at += (size_t)snprintf(lng + at, sizeof lng - at, "%s %d: the quick brown fox jumps over the lazy dog. ",
+                                   pass ? "Line" : "Row", i);
+        struct slm_params q;
+        slm_params_default(&q);
+        q.temperature = 0;
+        q.max_tokens = 4;
+        q.progress = pass;
+        int64_t hq = slm_submit_text(c, lng, &q);
+        int n_prog = 0, last = 0, bad = 0, n_tok = 0;
+        struct slm_event ev;
+        while (hq > 0 && slm_next_event(c, &ev, 60000) == 1) {
+            if (ev.handle != hq) continue;
+            if (ev.type == SLM_EVENT_PROGRESS) {
+                bad += ev.n_cached <= last || ev.n_cached >= ev.n_prompt || n_tok;
+                last = ev.n_cached;
+                n_prog++;
+            } else if (ev.type == SLM_EVENT_TOKEN) {
+                n_tok++;
+            } else {
+                CHECK(ev.type == SLM_EVENT_DONE && ev.n_prompt > 1024 && n_tok > 0, "progress: event %d, n_prompt %d",
+                      ev.type, ev.n_prompt);
+                if (pass)
+                    CHECK(n_prog >= 2 && !bad, "progress: %d events, %d wrong, last %d of %d", n_prog, bad, last,
+                          ev.n_prompt);
+                else CHECK(n_prog == 0, "progress unasked: %d events", n_prog);
+                break;
+            }
+        }
+    }
+
     /* Detokenize inverts tokenize. */
     const char *text = "Hello, world! Ça va? 12345";
     char *back = NULL;

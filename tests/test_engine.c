@@ -41,6 +41,7 @@ struct spec {
     int n_prompt;
     struct slm_sampling s;
     int max_tokens, priority, arrival;
+    int progress;          /* slm_request.progress */
 };
 
 struct result {
@@ -51,6 +52,8 @@ struct result {
     float logprob[MAX_GEN];
     int n_top[MAX_GEN];
     int32_t top0[MAX_GEN];
+    int prefilled[32];     /* the progress events' n_prefilled, in order */
+    int n_progress, progress_late;
 };
 
 static uint64_t rng = 0x5eed5eed12345ull;
@@ -74,6 +77,11 @@ static void on_event(void *p, const struct slm_engine_event *ev)
     for (int i = 0; i < c->n; i++) {
         if (c->ids[i] != ev->id) continue;
         struct result *r = &c->res[i];
+        if (ev->n_prefilled) {
+            r->progress_late += r->n > 0 || ev->token >= 0 || ev->finish;   /* only before the first token, alone */
+            if (r->n_progress < 32) r->prefilled[r->n_progress] = ev->n_prefilled;
+            r->n_progress++;
+        }
         if (ev->token >= 0 && r->n < MAX_GEN) {
             r->logprob[r->n] = ev->logprob;
             r->n_top[r->n] = ev->n_top;
@@ -113,7 +121,7 @@ static int64_t add(struct slm_engine *e, const struct spec *sp)
 {
     char err[SLM_ERR_LEN];
     struct slm_request q = {.prompt = sp->prompt, .n_prompt = sp->n_prompt, .sampling = sp->s,
-                            .max_tokens = sp->max_tokens, .priority = sp->priority};
+                            .max_tokens = sp->max_tokens, .priority = sp->priority, .progress = sp->progress};
     int64_t id = slm_engine_add(e, &q, err);
     CHECK(id >= 0, "slm_engine_add: %s", err);
     return id;
@@ -652,6 +660,34 @@ int main(void)
         run_all(e, &w, 1, huge_window);
         compare("repeat_last_n INT_MAX vs the context", huge_window, ctx_window, 1);
         slm_engine_destroy(&e);
+    }
+
+    /* Prefill progress (issue 18): a 300-token prompt in steps of at most 64 tokens reports 64,
+     * 128, ... of 300 before its first token, and the tokens are those of the same request
+     * without progress; a request beside it that did not ask gets no progress event. */
+    {
+        struct spec pr[2] = {sp[0], sp[1]};
+        pr[0].n_prompt = 300;
+        for (int i = 0; i < 300; i++) pr[0].prompt[i] = (int32_t)(100 + (i * 37) % 20000);
+        pr[0].arrival = pr[1].arrival = 0;
+        static struct result with[2], without[2];
+        e = make_engine(m, tok, 256, 64);
+        run_all(e, pr, 2, without);
+        slm_engine_destroy(&e);
+        pr[0].progress = 1;
+        e = make_engine(m, tok, 256, 64);
+        run_all(e, pr, 2, with);
+        slm_engine_destroy(&e);
+        compare("with progress vs without", with, without, 2);
+        CHECK(without[0].n_progress == 0 && with[1].n_progress == 0, "progress events unasked: %d, %d",
+              without[0].n_progress, with[1].n_progress);
+        CHECK(with[0].n_progress >= 300 / 64 && with[0].n_progress <= 32 && !with[0].progress_late,
+              "progress: %d events (%d after the first token)", with[0].n_progress, with[0].progress_late);
+        for (int i = 0; i < with[0].n_progress && i < 32; i++)
+            CHECK(with[0].prefilled[i] > (i ? with[0].prefilled[i - 1] : 0) && with[0].prefilled[i] < 300 &&
+                      with[0].prefilled[i] - (i ? with[0].prefilled[i - 1] : 0) <= 64,
+                  "progress event %d: %d prefilled (previous %d) of 300", i, with[0].prefilled[i],
+                  i ? with[0].prefilled[i - 1] : 0);
     }
 
     slm_tok_destroy(&tok);

@@ -149,8 +149,11 @@ static int stream_events(struct slm_app *a, int64_t h, struct turn *t)
 {
     int64_t give_up = -1, start = mono_ms();
     /* A prompt that takes the daemon over a second before the first token: a line on stderr
-     * at a terminal says so, each second, until the answer starts. */
-    int show_wait = isatty(STDERR_FILENO), n_tokens = 0;
+     * at a terminal says so, each second, until the answer starts; with the daemon's PROGRESS
+     * events (asked for at a terminal, slm.c) it counts the prompt's tokens and estimates the
+     * time left from the rate so far. */
+    int show_wait = isatty(STDERR_FILENO), n_tokens = 0, done = -1, of = 0, done0 = -1;
+    int64_t t0 = 0;
     for (;;) {
         if (slm_app_signal && give_up < 0) {
             if (slm_cancel(a->client, h) < 0) return 128 + slm_app_signal;
@@ -163,11 +166,26 @@ static int stream_events(struct slm_app *a, int64_t h, struct turn *t)
             a->lost = 1;
             return slm_app_fail(a, "the request failed", rc);
         }
-        if (rc == 0 && show_wait && !n_tokens && mono_ms() - start >= 1000) {
-            fprintf(stderr, "\r%s: processing the prompt, %d s ", a->prog, (int)((mono_ms() - start) / 1000));
+        if (rc == 1 && ev.handle == h && ev.type == SLM_EVENT_PROGRESS) {
+            done = ev.n_cached;
+            of = ev.n_prompt;
+            if (done0 < 0) {   /* the rate counts from the first report on */
+                done0 = done;
+                t0 = mono_ms();
+            }
+        }
+        if (show_wait && !n_tokens && mono_ms() - start >= 1000 && (rc == 0 || ev.type == SLM_EVENT_PROGRESS)) {
+            int64_t now = mono_ms();
+            fprintf(stderr, "\r%s: processing the prompt", a->prog);
+            if (done >= 0) {
+                fprintf(stderr, ": %d of %d tokens (%d%%)", done, of, (int)(100LL * done / (of ? of : 1)));
+                if (done > done0 && now > t0)
+                    fprintf(stderr, ", about %d s left", (int)((int64_t)(of - done) * (now - t0) / (done - done0) / 1000));
+            }
+            fprintf(stderr, ", %d s \033[K", (int)((now - start) / 1000));
             t->waiting = 1;
         }
-        if (rc == 0 || ev.handle != h) continue;
+        if (rc == 0 || ev.handle != h || ev.type == SLM_EVENT_PROGRESS) continue;
         if (ev.type == SLM_EVENT_TOKEN) {
             n_tokens++;
             on_token(a, t, &ev);

@@ -473,6 +473,7 @@ int main(int argc, char **argv)
     snprintf(prog, sizeof prog, "slm %s", cmd->name);
     a.prog = prog;
     slm_params_default(&a.params);
+    a.params.progress = isatty(STDERR_FILENO);   /* for the waiting line (generate.c) */
     a.stops = calloc((size_t)argc, sizeof *a.stops);   /* each --stop takes an argument */
     if (!a.stops) return SLM_EXIT_ERROR;
     int status = SLM_EXIT_OK;

@@ -34,6 +34,7 @@ struct req {
     int prompt_logprobs;
     int plp_next;           /* the next prompt token whose logprob is to be reported (from 1) */
     int ignore_eos;
+    int progress;           /* report prefill progress (slm_request.progress) */
     void *user;
     struct slm_sampler *sampler;
     struct slm_detok detok;
@@ -247,6 +248,7 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *q, char *
     r->prompt_logprobs = q->prompt_logprobs != 0;
     r->plp_next = 1;
     r->ignore_eos = q->ignore_eos != 0;
+    r->progress = q->progress != 0;
     r->user = q->user;
     r->n_prompt = r->n_tokens = q->n_prompt;
     r->max_tokens = q->max_tokens;
@@ -622,7 +624,13 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
             if (r->cancelled) continue;   /* by that event's callback */
         }
         r->n_computed += pl->n;
-        if (r->n_computed < r->n_tokens) continue;
+        if (r->n_computed < r->n_tokens) {
+            if (r->progress && !r->n_gen) {   /* a prompt's prefill, not a recomputation */
+                struct slm_engine_event ev = {.token = -1, .n_prefilled = r->n_computed};
+                report(e, pl->k, &ev, fn, ctx);
+            }
+            continue;
+        }
         const float *row = pl->dev < 0 ? e->logits + (size_t)(pl->host + pl->n_plp) * nv : NULL;
         int32_t id;
         if (row) {

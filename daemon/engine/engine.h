@@ -59,6 +59,8 @@ struct slm_request {
     int ignore_eos;          /* 1: the model's end-of-generation tokens do not stop it (benchmarks) */
     int prompt_logprobs;     /* 1: report the logprob of every prompt token after the first
                                 (perplexity); the prefix cache is not used for this request */
+    int progress;            /* 1: a progress event after each step that prefilled part of the
+                                prompt but not its end (n_prefilled) */
     void *user;              /* the caller's; handed back in every event of this request */
 };
 
@@ -83,6 +85,11 @@ struct slm_engine_event {
      * generated token's event. */
     int n_prompt_lp, prompt_lp_first;
     const struct slm_logprob *prompt_lp;
+    /* Prefill progress (token -1, finish NONE; slm_request.progress): > 0: of the prompt's
+     * n_prompt tokens, this many are in the KV cache (the prefix-cache hit included), fewer than
+     * n_prompt. Increasing; none once the request has generated a token (a preempted request's
+     * recomputation reports none). 0 in every other event. */
+    int n_prefilled;
 };
 
 typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_engine_event *ev);

@@ -12,7 +12,7 @@ c_int, c_float, c_int32, c_int64, c_uint64, c_size_t, c_double, c_char_p, c_void
     ctypes.c_int, ctypes.c_float, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t,
     ctypes.c_double, ctypes.c_char_p, ctypes.c_void_p)
 
-EVENT_TOKEN, EVENT_DONE, EVENT_ERROR, EVENT_PROMPT_LOGPROBS = 1, 2, 3, 4
+EVENT_TOKEN, EVENT_DONE, EVENT_ERROR, EVENT_PROMPT_LOGPROBS, EVENT_PROGRESS = 1, 2, 3, 4, 5
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled"}
 
 
@@ -22,7 +22,7 @@ class Params(ctypes.Structure):
         ("min_p", c_float), ("repeat_penalty", c_float), ("repeat_last_n", c_int),
         ("presence_penalty", c_float), ("frequency_penalty", c_float), ("seed", c_uint64),
         ("priority", c_int), ("logprobs", c_int), ("ignore_eos", c_int), ("prompt_logprobs", c_int),
-        ("stop", ctypes.POINTER(c_char_p)), ("n_stop", c_int),
+        ("progress", c_int), ("stop", ctypes.POINTER(c_char_p)), ("n_stop", c_int),
         ("stop_ids", ctypes.POINTER(c_int32)), ("n_stop_ids", c_int),
     ]
 
