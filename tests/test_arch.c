@@ -1,7 +1,7 @@
 /* test_arch: the architectures slmd reads (issue 19). gemma3 on the real Gemma 3 270M Q4_K_M file
  * (packaging/fetch-models.sh fetches it; skipped when absent), along llama.cpp's greedy path from
  * one prompt (and its greedy continuations of 10 prompts and its perplexity against
- * llama-perplexity's, below); the others without their weights (qwen3; llama3 with Llama 3.2's
+ * llama-perplexity's, below); the others without their weights (qwen2 with QKV biases; qwen3; llama3 with Llama 3.2's
  * rope_freqs, tied and untied; phi3 with fused QKV and gate_up and LongRoPE, its short and its
  * long factors; gemma3 with a sliding window of 16): for each one,
  * tests/golden/make_arch_models.py writes a small random-weight GGUF with the architecture's real
@@ -35,11 +35,13 @@
 #define IDS 16
 /* The synthetic files: their logits are O(10) (O(100) for the tied llama3's input token);
  * llama.cpp rounds the activations of an F16 matmul to f16, slmd keeps them in float. Measured
- * (2026-12-05, AVX2) at most: qwen3 0.0060, llama3 0.0115, llama3-untied 0.0040, phi3 0.0080,
+ * (2026-12-05, AVX2) at most: qwen2 0.0043, qwen3 0.0060, llama3 0.0115, llama3-untied 0.0040, phi3 0.0080,
  * phi3-long 0.0065, gemma3 0.0100 apart. Each bound is its measure times about 3, and below what
- * a missing step gives (measured: llama3 without its rope_freqs 0.14, llama3-untied 0.073;
+ * a missing step gives (measured: qwen2 without its k bias over 0.05 at position 1; llama3 without
+ * its rope_freqs 0.14, llama3-untied 0.073;
  * phi3 without its factors, its attention factor, or with the other set: 1.1 or more; gemma3
  * with a window one too wide or narrow: 2.0 or more, with none 8.9). */
+#define QWEN2_TOL 0.015
 #define QWEN3_TOL 0.02
 #define LLAMA3_TOL 0.035
 #define LLAMA3_UNTIED_TOL 0.012
@@ -382,6 +384,7 @@ int main(void)
         return 1;
     }
     int skipped = 0;
+    check_arch(tdir, tmp, "qwen2", NULL, QWEN2_TOL, &skipped);
     check_arch(tdir, tmp, "qwen3", NULL, QWEN3_TOL, &skipped);
     check_arch(tdir, tmp, "llama3", NULL, LLAMA3_TOL, &skipped);
     check_arch(tdir, tmp, "llama3-untied", NULL, LLAMA3_UNTIED_TOL, &skipped);

@@ -7,6 +7,8 @@ architecture without its weights).
     python3 tests/golden/make_arch_models.py ARCH OUT.gguf [--tokenizer SMOLLM2.gguf]
 
 ARCH (the name of the model and of its reference; some share a file):
+  qwen2          Qwen2 / Qwen2.5's: biases on q, k and v (N(0, 0.5)), NEOX RoPE; untied output head
+                 (as Qwen2.5-7B and its DeepSeek-R1 distillation)
   qwen3          QK-norm, no QKV bias, NEOX RoPE; untied output head
   llama3         Llama 3.2's metadata: RoPE base 500000 and a rope_freqs tensor of the factors
                  Llama 3.2's converter computes (factor 32, low_freq_factor 1, high_freq_factor 4,
@@ -41,6 +43,8 @@ import gguf
 
 SHAPES = {
     # dim, ffn, layers, heads, kv heads, head_dim, context, rope base, eps, seed
+    "qwen2": dict(dim=128, ffn=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=32, ctx=32768,
+                  rope_base=1000000.0, eps=1e-6, seed=2, untied=True, qkv_bias=True),
     "qwen3": dict(dim=128, ffn=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, ctx=4096,
                   rope_base=1000000.0, eps=1e-6, seed=3, untied=True),
     "llama3": dict(gguf_arch="llama", dim=128, ffn=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, ctx=131072,
@@ -167,6 +171,9 @@ def write(arch, out, tok_path):
             w.add_tensor(p + "attn_q.weight", mat(q, d))
             w.add_tensor(p + "attn_k.weight", mat(kv, d))
             w.add_tensor(p + "attn_v.weight", mat(kv, d))
+        if s.get("qkv_bias"):   # large enough to move the logits visibly (a missing bias fails)
+            for t, n in (("q", q), ("k", kv), ("v", kv)):
+                w.add_tensor(p + "attn_%s.bias" % t, (0.5 * rng.standard_normal(n)).astype(np.float32))
         if garch in ("qwen3", "gemma3"):
             w.add_tensor(p + "attn_q_norm.weight", norm(hd))
             w.add_tensor(p + "attn_k_norm.weight", norm(hd))
