@@ -54,6 +54,8 @@ static const struct key keys[] = {
     {"client-max-arena-bytes", K_SIZE, F(client_max_arena_bytes), 4096, 1ll << 40, "64M", NULL, "arena bytes (payload, stop strings, stop ids) of one client's unfinished requests at most"},
     {"max-priority", K_INT, F(max_priority), 0, 1000000, "1000000", NULL, "the highest priority a request may ask for (the lowest is -1000000)"},
     {"spin-us", K_INT, F(spin_us), 0, 100000, "50", NULL, "microseconds the daemon polls idle rings before sleeping"},
+    {"chat-template", K_ENUM, F(chat_template), 0, 0, "auto", "auto|chatml|llama3|gemma|phi3|mistral-v3",
+     "chat format (auto: the model's tokenizer.chat_template; a model without one: its architecture's, gemma3's)"},
     {"log-level", K_LEVEL, F(log_level), 0, 0, "info", NULL, "err, warning, notice, info or debug"},
 };
 #define N_KEYS (int)(sizeof keys / sizeof keys[0])

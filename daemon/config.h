@@ -43,6 +43,7 @@ struct slm_config {
     int max_priority;            /* the highest priority a request may ask for */
     int spin_us;                 /* how long the I/O thread polls the rings before sleeping */
     char log_level[16];
+    char chat_template[16];      /* auto (the model's, else by architecture), chatml, llama3, gemma, phi3, mistral-v3 */
     /* where each key's value came from: "default", "FILE:LINE" or "--flag" (index: the key's) */
     char source[32][SLM_CONFIG_SOURCE_LEN];
 };

@@ -47,6 +47,7 @@ struct run_opts {
     struct slm_sampling sampling;
     int seed_given;
     int force_ctx;               /* --ctx-size may exceed the model's training context */
+    const char *chat_template;   /* --chat-template: NULL = auto */
 };
 
 static void run_usage(FILE *f)
@@ -58,6 +59,8 @@ static void run_usage(FILE *f)
             "  -p, --prompt TEXT     the prompt ('-' reads standard input)\n"
             "  --chat                wrap the prompt as one user turn in the model's chat template\n"
             "  --system TEXT         a system message (with --chat)\n"
+            "  --chat-template NAME  auto (the model's; a gemma3 file without one: gemma), chatml,\n"
+            "                        llama3, gemma, phi3 or mistral-v3\n"
             "  -n, --max-tokens N    tokens to generate at most (default 256; 0 = up to the context)\n"
             "  --temperature T       0 = greedy (default 0.8)\n"
             "  --top-k N             (default 40; 0 = off)\n"
@@ -91,7 +94,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_MODEL = 256, O_PROMPT, O_SYSTEM, O_CHAT, O_MAXTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES,
            O_FREQ, O_SEED, O_THREADS, O_CTX, O_BATCH, O_SEQS, O_KVMEM, O_BLOCK, O_IDS, O_LOG, O_HELP, O_PPL,
-           O_CHUNKS, O_BACKEND, O_GPUFRAC, O_FORCE_CTX };
+           O_CHUNKS, O_BACKEND, O_GPUFRAC, O_FORCE_CTX, O_TEMPLATE };
     static const struct slm_arg_opt opts[] = {
         {"model", 'm', 1, O_MODEL},           {"prompt", 'p', 1, O_PROMPT},
         {"system", 0, 1, O_SYSTEM},           {"chat", 0, 0, O_CHAT},
@@ -106,7 +109,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"block-size", 0, 1, O_BLOCK},        {"print-token-ids", 0, 0, O_IDS},
         {"log-level", 0, 1, O_LOG},           {"perplexity", 0, 1, O_PPL},
         {"chunks", 0, 1, O_CHUNKS},           {"backend", 0, 1, O_BACKEND},
-        {"gpu-memory-fraction", 0, 1, O_GPUFRAC},
+        {"gpu-memory-fraction", 0, 1, O_GPUFRAC}, {"chat-template", 0, 1, O_TEMPLATE},
         {"help", 'h', 0, O_HELP},
     };
     memset(o, 0, sizeof *o);
@@ -137,6 +140,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         case O_PROMPT: o->prompt = optarg; break;
         case O_SYSTEM: o->system = optarg; break;
         case O_CHAT: o->chat = 1; break;
+        case O_TEMPLATE: o->chat_template = optarg; break;
         case O_IDS: o->print_ids = 1; break;
         case O_PPL: o->perplexity = optarg; break;
         case O_BACKEND:
@@ -237,10 +241,12 @@ static char *render_prompt(const struct run_opts *o, const struct slm_service *s
     if (svc->chat_fmt < 0) {
         struct slm_gguf_str t;
         if (slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL))
-            slm_err_set(err, "%s: --chat: the model has no chat template (tokenizer.chat_template)", svc->model_path);
+            slm_err_set(err, "%s: --chat: the model has no chat template (tokenizer.chat_template); name one with "
+                        "--chat-template", svc->model_path);
         else
             slm_err_set(err, "%s: --chat: the model's chat template is not one slmd knows (ChatML, Llama 3, Gemma, "
-                        "Phi-3, Mistral); pass the formatted text without --chat", svc->model_path);
+                        "Phi-3, Mistral); pass the formatted text without --chat, or name one with --chat-template",
+                        svc->model_path);
         return NULL;
     }
     struct slm_chat_msg msgs[2];
@@ -456,7 +462,7 @@ int slm_cmd_run(int argc, char **argv)
         o.prompt = stdin_prompt;
     }
     struct slm_service_opts so = {.model = o.model, .backend = o.backend, .threads = o.threads,
-                                  .gpu_fraction = o.gpu_fraction,
+                                  .gpu_fraction = o.gpu_fraction, .chat_template = o.chat_template,
                                   .progress = isatty(STDERR_FILENO) ? slm_service_tty_progress : NULL};
     if (slm_service_load(&svc, &so, err)) goto out;
     struct slm_model *m = svc.model;

@@ -74,7 +74,7 @@ static int kv_blocks(const struct slm_server *s, int n_ctx, char *err)
 static int load_engine(struct slm_server *s, char *err)
 {
     struct slm_service_opts so = {.model = s->cfg.model, .backend = s->cfg.backend, .threads = s->cfg.threads,
-                                  .gpu_fraction = s->cfg.gpu_memory_fraction,
+                                  .gpu_fraction = s->cfg.gpu_memory_fraction, .chat_template = s->cfg.chat_template,
                                   .progress = isatty(STDERR_FILENO) ? slm_service_tty_progress : NULL};
     int rc = slm_service_load(&s->svc, &so, err);
     if (rc) return rc;

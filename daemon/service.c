@@ -61,9 +61,26 @@ int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, 
         goto fail;
     }
     struct slm_gguf_str t;
-    svc->chat_fmt = slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL)
-                        ? -1
-                        : slm_chat_detect(t.ptr, (size_t)t.len);
+    const int has_template = !slm_gguf_get_str(svc->model->gguf, "tokenizer.chat_template", &t, NULL);
+    if (o->chat_template && o->chat_template[0] && strcmp(o->chat_template, "auto")) {
+        svc->chat_fmt = slm_chat_detect(o->chat_template, strlen(o->chat_template));
+        if (svc->chat_fmt < 0) {
+            slm_err_set(err, "chat-template '%s' is not one of auto, chatml, llama3, gemma, phi3, mistral-v3",
+                        o->chat_template);
+            goto fail;
+        }
+        return 0;   /* a chosen format: no default system message from the model's template */
+    }
+    if (!has_template) {
+        /* llama.cpp falls back to ChatML here; a Gemma 3 file without its template (the 270M
+         * GGUF from PyPI) would then be prompted in a format it was not trained on. */
+        svc->chat_fmt = svc->model->cfg.arch == SLM_ARCH_GEMMA3 ? SLM_CHAT_GEMMA : -1;
+        if (svc->chat_fmt >= 0)
+            slm_log(SLM_LOG_INFO, "the model has no chat template; using %s's (its architecture)",
+                    slm_chat_format_name(svc->chat_fmt));
+        return 0;
+    }
+    svc->chat_fmt = slm_chat_detect(t.ptr, (size_t)t.len);
     if (svc->chat_fmt == SLM_CHAT_CHATML &&
         slm_chat_default_system(t.ptr, (size_t)t.len, svc->chat_system, sizeof svc->chat_system) >= (int)sizeof svc->chat_system)
         svc->chat_system[0] = 0;   /* too long to be a default worth keeping whole */
@@ -96,7 +113,7 @@ char *slm_service_chat_render(const struct slm_service *svc, const struct slm_ch
 {
     if (svc->chat_fmt < 0) {
         slm_err_set(err, "the model has no chat template slmd knows (ChatML, Llama 3, Gemma, Phi-3, Mistral); "
-                    "send the formatted text instead");
+                    "send the formatted text instead, or start slmd with --chat-template NAME");
         return NULL;
     }
     for (int i = 0; i < n; i++)

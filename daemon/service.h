@@ -21,6 +21,8 @@ struct slm_service_opts {
     const char *backend;      /* auto, cpu, cuda (backends/select.h) */
     int threads;              /* cpu: 0 = every online CPU */
     double gpu_fraction;      /* cuda: share of the free device memory the KV cache may take */
+    const char *chat_template;/* NULL or "auto": the model's template, else its architecture's (gemma3:
+                                 gemma); or a built-in name (chatml, llama3, gemma, phi3, mistral-v3) */
     /* Optional: the weights' loading as it goes (struct slm_model's progress). */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *progress_ctx;
@@ -31,7 +33,7 @@ struct slm_service {
     struct slm_model *model;
     struct slm_backend *be;
     struct slm_tokenizer *tok;
-    int chat_fmt;             /* slm_chat_detect of the model's template; < 0: none */
+    int chat_fmt;             /* enum slm_chat_format: the model's template, or chat_template's; < 0: none */
     char chat_system[1024];   /* the template's default system message; "": none */
 };
 

@@ -165,6 +165,28 @@ EXPECT_PROG=$slmd
 "$slmd" run --model "$model" --prompt hi --max-tokens 1 --ctx-size 9000 --force-ctx >/dev/null 2>"$tmp/err" && ok "--force-ctx allows it" \
   || bad "--force-ctx: $(cat "$tmp/err")"
 
+# ---- --chat-template / chat-template: a chosen format replaces the model's; a gemma3 file without a
+# template (the 270M GGUF from PyPI) chats in Gemma's format, as --chat-template gemma does
+ids() { "$slmd" run "$@" --chat -p "What is the capital of France?" -n 4 --temperature 0 -t 2 --print-token-ids 2>"$tmp/err"; }
+own=$(ids -m "$model") gemma_fmt=$(ids -m "$model" --chat-template gemma)
+as_chatml=$(ids -m "$model" --chat-template chatml --system "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+[ -n "$own" ] && [ "$own" = "$as_chatml" ] && [ -n "$gemma_fmt" ] && [ "$gemma_fmt" != "$own" ] \
+  && ok "--chat-template: chatml (with the default system message given) = the model's own ($own); gemma differs ($gemma_fmt)" \
+  || bad "--chat-template: model's '$own', chatml '$as_chatml', gemma '$gemma_fmt': $(cat "$tmp/err")"
+expect_error "--chat-template: an unknown name" "chat-template 'jinja' is not one of auto, chatml, llama3, gemma, phi3, mistral-v3" \
+  run --model "$model" --chat -p hi --chat-template jinja
+"$slmd" config --chat-template phi3 2>&1 | grep -q '^chat-template = phi3 .*# --chat-template' \
+  && ok "slmd config: chat-template = phi3 from --chat-template" || bad "slmd config --chat-template: $("$slmd" config --chat-template phi3 2>&1 | grep chat-template)"
+gemma_model=$(dirname "$model")/gemma-3-270m-q4_k_m.gguf
+if [ -f "$gemma_model" ]; then
+  named=$(ids -m "$gemma_model" --chat-template gemma) auto=$(ids -m "$gemma_model" --log-level info)
+  [ -n "$auto" ] && [ "$auto" = "$named" ] && grep -q "the model has no chat template; using gemma's (its architecture)" "$tmp/err" \
+    && ok "gemma3 without a template: --chat in Gemma's format, as --chat-template gemma ($auto)" \
+    || bad "gemma3 --chat: auto '$auto', gemma '$named': $(cat "$tmp/err")"
+else
+  echo "skip gemma3's chat format: $gemma_model is absent (packaging/fetch-models.sh)"
+fi
+
 # ---- prompt progress: on a terminal, a line that is cleared before the answer; nothing otherwise
 python3 -c "print('The history of the city ' * 150)" >"$tmp/long_prompt.txt"
 pty_run=$(dirname "$0")/pty_run.py
