@@ -215,8 +215,8 @@ static void check_type(struct slm_pool *pool, uint32_t type, uint32_t layout)
 static void check_tiers(void)
 {
     if (strcmp(slm_cpu_kernels_name(), "avx512vnni") != 0) return;
-    uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q8_0};
-    for (size_t t = 0; t < 2; t++) {
+    uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q8_0, SLM_TYPE_Q5_0};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         slm_cpu_x8_fn f2 = slm_cpu_x8_avx2(types[t]), f5 = slm_cpu_x8_avx512(types[t]);
         if (!f2 || !f5) continue;
         int64_t rows = 24, cols = 32 * 21, nb = cols / 32;

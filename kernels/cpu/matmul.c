@@ -88,6 +88,7 @@ static size_t x8_block_bytes(uint32_t type)
     switch (type) {
     case SLM_TYPE_Q4_1: return 160;
     case SLM_TYPE_Q8_0: return 272;
+    case SLM_TYPE_Q5_0: return 176;
     default: return 0;
     }
 }
@@ -127,6 +128,15 @@ int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, c
                     memcpy(o + 2 * r, &blk->d, 2);
                     memcpy(o + 16 + 2 * r, &blk->m, 2);
                     for (int t = 0; t < 4; t++) memcpy(o + 32 + 32 * t + 4 * r, blk->qs + 4 * t, 4);
+                } else if (type == SLM_TYPE_Q5_0) {
+                    const struct slm_block_q5_0 *blk = (const struct slm_block_q5_0 *)row + b;
+                    uint32_t qh, spread = 0;
+                    memcpy(&qh, blk->qh, 4);
+                    for (int e = 0; e < 32; e++)   /* element e = 4t + i: bit t of byte i */
+                        spread |= ((qh >> e) & 1u) << (8 * (e % 4) + e / 4);
+                    memcpy(o + 2 * r, &blk->d, 2);
+                    memcpy(o + 16 + 4 * r, &spread, 4);
+                    for (int t = 0; t < 4; t++) memcpy(o + 48 + 32 * t + 4 * r, blk->qs + 4 * t, 4);
                 } else {
                     const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
                     memcpy(o + 2 * r, &blk->d, 2);

@@ -27,6 +27,9 @@
  *        4t..4t+3, high nibbles: elements 16+4t..16+4t+3);
  *   Q8_0 (272 bytes per group block): d[8] halves, then 8 chunks of 32 bytes; chunk t
  *        holds qs[4t .. 4t+3] of each row.
+ *   Q5_0 (176 bytes per group block): d[8] halves, the fifth bits as 8 32-bit words (row r's
+ *        word: bit t of byte i is the fifth bit of element 4t + i), then the 4 chunks of qs
+ *        as Q4_1's.
  */
 enum slm_cpu_layout { SLM_CPU_LAYOUT_ROWS = 0, SLM_CPU_LAYOUT_X8 = 1 };
 
