@@ -281,7 +281,7 @@ int main(void)
         struct slm_pool *pool = slm_pool_create(threads);
         for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
             check_type(pool, types[t], SLM_CPU_LAYOUT_ROWS);
-            if (slm_cpu_weight_layout(types[t], 40, 96) == SLM_CPU_LAYOUT_X8)
+            if (slm_cpu_weight_layout(types[t], 40, slm_qblock_elems(types[t]) == 256 ? 512 : 96) == SLM_CPU_LAYOUT_X8)
                 check_type(pool, types[t], SLM_CPU_LAYOUT_X8);
         }
         slm_pool_destroy(&pool);

@@ -427,6 +427,7 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
  * (its unpacking costs more than the accumulators spilled to the stack: 17% on 64 tokens). */
 #define X8_CMAX 1
 #define X8_CMAX_Q5_0 2
+#define X8_CMAX_K 2
 #define q4_sum4(u, s) dot_us8((u), (s))
 
 #define q8_sum4(abs_w, w, s) dot_us8((abs_w), _mm256_sign_epi8((s), (w)))
@@ -435,4 +436,5 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 
 #define X8_REST_CASES X8_CASES_0
 #define X8_REST_CASES_Q5_0 X8_CASES_1
+#define X8_REST_CASES_K X8_CASES_1
 X8_DEFINE_TIER(slm_cpu_x8_avx2)
