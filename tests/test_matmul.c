@@ -49,18 +49,20 @@ static void random_weights(uint32_t type, int64_t rows, int64_t cols, uint8_t *w
 
 static void check_quantizers(void)
 {
-    uint32_t types[] = {SLM_TYPE_Q8_0, SLM_TYPE_Q8_1};
-    for (size_t t = 0; t < 2; t++) {
+    uint32_t types[] = {SLM_TYPE_Q8_0, SLM_TYPE_Q8_1, SLM_TYPE_Q8_K};
+    for (size_t t = 0; t < 3; t++) {
         slm_cpu_quant_fn fast = slm_cpu_quant_avx2(types[t]);
         if (!fast || strcmp(slm_cpu_kernels_name(), "generic") == 0) continue;
-        int64_t k = 32 * 37;
+        int64_t k = 256 * 5;
         float *x = malloc((size_t)k * sizeof *x);
-        size_t bytes = (size_t)(k / 32) * slm_qblock_bytes(types[t]);
+        size_t bytes = (size_t)(k / slm_qblock_elems(types[t])) * slm_qblock_bytes(types[t]);
         uint8_t *a = malloc(bytes), *b = malloc(bytes);
         for (int rep = 0; rep < 50; rep++) {
             for (int64_t i = 0; i < k; i++) x[i] = frand() * (rep % 5 == 0 ? 1e-3f : 7.0f);
             if (rep == 1) memset(x, 0, 32 * sizeof *x);            /* an all-zero block */
             if (rep == 2) for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) * 0.5f;  /* exact .5 ties */
+            if (rep == 3) memset(x + 256, 0, 256 * sizeof *x);   /* an all-zero 256-element block */
+            if (rep == 4) x[300] = -9.0f, x[400] = 9.0f, x[700] = 9.0f, x[600] = -9.0f;   /* magnitude ties */
             slm_cpu_quantize_row(types[t], x, a, k);
             fast(x, b, k);
             if (memcmp(a, b, bytes) != 0) {

@@ -411,11 +411,53 @@ static void quant_q8_1(const float *x, void *dst, int64_t k)
     }
 }
 
+/* Q8_K as q8_K_block: scale from the first element of the largest magnitude (sign kept),
+ * round(iscale * x) clamped to 127 (packs saturates: the values are at least -127.x). */
+static void quant_q8_K(const float *x, void *dst, int64_t k)
+{
+    struct slm_block_q8_K *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < k / SLM_QK_K; b++, x += SLM_QK_K) {
+        __m256 mx = _mm256_setzero_ps();
+        for (int i = 0; i < SLM_QK_K / 8; i++) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * i)));
+        __m128 s = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_max_ss(s, _mm_movehdup_ps(s));
+        const float amax = _mm_cvtss_f32(s);
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        float max = 0.0f;
+        for (int i = 0; i < SLM_QK_K / 8; i++) {
+            int hit = _mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * i)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            if (hit) {
+                max = x[8 * i + __builtin_ctz((unsigned)hit)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        for (int i = 0; i < SLM_QK_K / 32; i++) {
+            const __m256i q = quant32(x + 32 * i, iscale);
+            _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * i), q);
+            /* the two 16-element sums: quads of the int8 values, then 4 quads */
+            __m256i quads = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+            quads = _mm256_hadd_epi32(quads, quads);
+            quads = _mm256_hadd_epi32(quads, quads);
+            y[b].bsums[2 * i] = (int16_t)_mm256_cvtsi256_si32(quads);
+            y[b].bsums[2 * i + 1] = (int16_t)_mm_cvtsi128_si32(_mm256_extracti128_si256(quads, 1));
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
 slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 {
     switch (act_type) {
     case SLM_TYPE_Q8_0: return quant_q8_0;
     case SLM_TYPE_Q8_1: return quant_q8_1;
+    case SLM_TYPE_Q8_K: return quant_q8_K;
     default: return NULL;
     }
 }
