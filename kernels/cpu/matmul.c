@@ -176,7 +176,7 @@ int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, c
                     const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
                     memcpy(o + 2 * r, &blk->d, 2);
                     for (int t = 0; t < 8; t++)
-                        for (int i = 0; i < 4; i++) o[16 + 32 * t + 4 * r + i] = (uint8_t)blk->qs[4 * t + i];
+                        memcpy(o + 16 + 32 * t + 4 * r, blk->qs + 4 * t, 4);
                 }
             }
         }
