@@ -5,7 +5,9 @@
  * output must be bit-identical with the formula it tabulates (gate rounded to f16, GELU's
  * tanh form with 1 + (ax)x fused, rounded to f16, times up; 0 at or below -10, gate * up at
  * or above 10), for every half as a gate, the halfway points between halves, random floats,
- * and lengths that leave a scalar tail. Run again under SLM_CPU_KERNELS=generic by CTest.
+ * and lengths that leave a scalar tail. RMSNorm (slm_cpu_rmsnorm) on 8 lanes: bit-identical with
+ * its scalar loops (the squares in 32 double lanes) for every length 1..300 and 640, in place too.
+ * Run again under SLM_CPU_KERNELS=generic by CTest.
  */
 #include <math.h>
 #include <stdio.h>
@@ -51,6 +53,38 @@ static void check_geglu(const float *gate, const float *up, size_t n, const char
     free(out);
 }
 
+/* slm_cpu_rmsnorm's arithmetic, scalar. */
+static void rmsnorm_scalar(const float *x, const float *gamma, int dim, float eps, float *out)
+{
+    double acc[SLM_RMSNORM_LANES] = {0};
+    for (int i = 0; i < dim; i++) acc[i % SLM_RMSNORM_LANES] += (double)(x[i] * x[i]);
+    for (int w = SLM_RMSNORM_LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    float scale = 1.0f / sqrtf((float)(acc[0] / dim) + eps);
+    for (int i = 0; i < dim; i++) out[i] = x[i] * scale * gamma[i];
+}
+
+static void check_rmsnorm(void)
+{
+    float x[640], g[640], want[640], got[640];
+    int bad = 0;
+    for (int dim = 1; dim <= 640 && bad < 10; dim = dim == 300 ? 640 : dim + 1) {
+        for (int i = 0; i < dim; i++) x[i] = frand() * (float)(1 + dim % 7), g[i] = 1.0f + frand();
+        rmsnorm_scalar(x, g, dim, 1e-6f, want);
+        slm_cpu_rmsnorm(x, g, dim, 1e-6f, got);
+        if (memcmp(want, got, (size_t)dim * 4) != 0) {
+            printf("rmsnorm dim %d: differs from the scalar loops\n", dim);
+            bad++;
+        }
+        slm_cpu_rmsnorm(x, g, dim, 1e-6f, x);   /* in place */
+        if (memcmp(want, x, (size_t)dim * 4) != 0) {
+            printf("rmsnorm dim %d in place: differs from the scalar loops\n", dim);
+            bad++;
+        }
+    }
+    failures += bad;
+}
+
 int main(void)
 {
     printf("kernels: %s\n", slm_cpu_kernels_name());
@@ -68,6 +102,7 @@ int main(void)
     for (size_t i = 0; i < n; i++) gate[i] = frand() * (i % 3 == 0 ? 12.0f : 4.0f);
     for (size_t len = 1; len < 20; len++) check_geglu(gate + len, up, len, "short");
     check_geglu(gate, up, n, "random");
+    check_rmsnorm();
     free(gate);
     free(up);
     if (failures) {

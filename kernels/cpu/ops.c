@@ -81,6 +81,36 @@ __attribute__((target("avx2,fma,f16c"))) static size_t swiglu_avx2(const float *
 #endif
 
 
+#ifdef SLM_X86
+/* The squares into the SLM_RMSNORM_LANES (32) double lanes on AVX2, lane l taking elements l,
+ * l + 32, ... in order as the scalar loop; returns how many elements were done (steps of 32). */
+__attribute__((target("avx2,fma,f16c"))) static int rmsnorm_lanes_avx2(const float *x, int dim, double *acc)
+{
+    __m256d a[8];
+    for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 32 <= dim; i += 32)
+        for (int j = 0; j < 4; j++) {
+            const __m256 v = _mm256_loadu_ps(x + i + 8 * j), sq = _mm256_mul_ps(v, v);
+            a[2 * j] = _mm256_add_pd(a[2 * j], _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+            a[2 * j + 1] = _mm256_add_pd(a[2 * j + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+        }
+    for (int j = 0; j < 8; j++) _mm256_storeu_pd(acc + 4 * j, a[j]);
+    return i;
+}
+
+/* out = (x * scale) * gamma on 8 lanes; returns how many were done. */
+__attribute__((target("avx2,fma,f16c"))) static int rmsnorm_scale_avx2(const float *x, const float *gamma, int dim,
+                                                                     float scale, float *out)
+{
+    int i = 0;
+    for (; i + 8 <= dim; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(scale)),
+                                                _mm256_loadu_ps(gamma + i)));
+    return i;
+}
+#endif
+
 void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out)
 {
     /* The squares in float, summed in double as llama.cpp does, but in SLM_RMSNORM_LANES
@@ -88,12 +118,22 @@ void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, flo
      * computes the same bits in dim / 32 steps instead of a serial chain of dim (llama.cpp's
      * one chain differs only in the double's last bits, which rarely reach the float scale). */
     double acc[SLM_RMSNORM_LANES] = {0};
-    for (int i = 0; i < dim; i++) acc[i % SLM_RMSNORM_LANES] += (double)(x[i] * x[i]);
+    int i = 0;
+#ifdef SLM_X86
+    _Static_assert(SLM_RMSNORM_LANES == 32, "rmsnorm_lanes_avx2 holds 32 lanes");
+    const int avx2 = slm_cpu_have_avx2();
+    if (avx2) i = rmsnorm_lanes_avx2(x, dim, acc);
+#endif
+    for (; i < dim; i++) acc[i % SLM_RMSNORM_LANES] += (double)(x[i] * x[i]);
     for (int w = SLM_RMSNORM_LANES / 2; w >= 1; w /= 2)
         for (int l = 0; l < w; l++) acc[l] += acc[l + w];
     double sum = acc[0];
     float scale = 1.0f / sqrtf((float)(sum / dim) + eps);
-    for (int i = 0; i < dim; i++) out[i] = x[i] * scale * gamma[i];
+    i = 0;
+#ifdef SLM_X86
+    if (avx2) i = rmsnorm_scale_avx2(x, gamma, dim, scale, out);
+#endif
+    for (; i < dim; i++) out[i] = x[i] * scale * gamma[i];
 }
 
 void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out)
