@@ -465,12 +465,12 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 /* ---- X8-layout tiles (matmul_x8.h) without VNNI: maddubs then madd give the exact
  * sums of 4 products (|u4 * s8| * 2 < 2^15). Q8_0: |q| * (a with q's sign) keeps maddubs
  * exact (at most 2 * 128 * 127 = 32512).
- * One token per tile: the 8 group accumulators of a row already take 8 registers. Q5_0, Q4_K and
- * Q6_K take 4: their unpacking costs more than the accumulators spilled to the stack (64 tokens
- * of 2048 x 640, one thread: Q5_0 1.3x faster than one token per tile; Q4_K, Q6_K 1.06x, 1.15x
- * faster than two). */
+ * One token per tile: the 8 group accumulators of a row already take 8 registers. Q5_0 takes 8,
+ * Q4_K and Q6_K 4: their unpacking costs more than the accumulators spilled to the stack (64
+ * tokens, one thread: Q5_0 1.3x faster with 4 than with 1, 1.07x with 8 than with 4; Q4_K, Q6_K
+ * 1.06x, 1.15x faster with 4 than with 2, Q4_K 0.92x with 8). */
 #define X8_CMAX 1
-#define X8_CMAX_Q5_0 4
+#define X8_CMAX_Q5_0 8
 #define X8_CMAX_K 4
 #define q4_sum4(u, s) dot_us8((u), (s))
 
@@ -479,6 +479,6 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 #include "kernels/cpu/matmul_x8.h"
 
 #define X8_REST_CASES X8_CASES_0
-#define X8_REST_CASES_Q5_0 X8_CASES_3
+#define X8_REST_CASES_Q5_0 X8_CASES_7
 #define X8_REST_CASES_K X8_CASES_3
 X8_DEFINE_TIER(slm_cpu_x8_avx2)

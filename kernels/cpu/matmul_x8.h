@@ -2,8 +2,8 @@
  * kernels/cpu/matmul_x8.h - the X8-layout tiles (matmul.h describes the layout), written
  * once and included by matmul_avx2.c and matmul_avx512.c, which first define:
  *   X8_CMAX                 tokens per tile (at most 4), X8_REST_CASES the X8_CASES_<X8_CMAX - 1>;
- *   X8_CMAX_Q5_0, X8_REST_CASES_Q5_0   the same for the Q5_0 tile (whose unpacking costs more);
- *   X8_CMAX_K, X8_REST_CASES_K         the same for the Q4_K and Q6_K tiles.
+ *   X8_CMAX_Q5_0, X8_REST_CASES_Q5_0   the same for the Q5_0 tile (at most 8: its unpacking costs more);
+ *   X8_CMAX_K, X8_REST_CASES_K         the same for the Q4_K and Q6_K tiles (at most 4).
  *   q4_sum4(u, s)           int32 lanes: the sums of 4 products u8 (0..15) x s8;
  *   q8_sum4(|w|, w, s)      int32 lanes: the exact sums of 4 products w x s8 (from |w| and
  *                           s with w's sign, which keeps the unsigned x signed products exact).
@@ -137,14 +137,14 @@ static inline __attribute__((always_inline)) void x8_q5_0(int64_t nb, const uint
                                                          int64_t ldy, int accumulate, const int C)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8(16);
-    __m256 acc[4][8];
+    __m256 acc[8][8];
 #pragma GCC unroll 8
     for (int c = 0; c < C; c++)
         for (int k = 0; k < 8; k++) acc[c][k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = w + b * X8_Q5_0_BYTES;
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
-        __m256 scale[4];
+        __m256 scale[8];
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++) scale[c] = _mm256_mul_ps(dw, _mm256_set1_ps((sc + (size_t)c * (size_t)nb + b)->d));
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb + 16));
