@@ -7,7 +7,8 @@
  * 3. Batch invariance: a token's outputs are bit-identical whether it is multiplied alone,
  *    among 7 or 37 tokens, at any position in the batch, with 1 or 2 threads.
  * 2 and 3 run on the GGUF layout and, for the types the fast kernels repack, on the X8
- * layout; 4. the AVX2 and AVX-512 X8 tiles give the same bits.
+ * layout, where every token count from 1 to 13 is checked too; 4. the AVX2 and AVX-512 X8
+ * tiles give the same bits.
  */
 #include <math.h>
 #include <stdio.h>
@@ -49,18 +50,20 @@ static void random_weights(uint32_t type, int64_t rows, int64_t cols, uint8_t *w
 
 static void check_quantizers(void)
 {
-    uint32_t types[] = {SLM_TYPE_Q8_0, SLM_TYPE_Q8_1};
-    for (size_t t = 0; t < 2; t++) {
+    uint32_t types[] = {SLM_TYPE_Q8_0, SLM_TYPE_Q8_1, SLM_TYPE_Q8_K};
+    for (size_t t = 0; t < 3; t++) {
         slm_cpu_quant_fn fast = slm_cpu_quant_avx2(types[t]);
         if (!fast || strcmp(slm_cpu_kernels_name(), "generic") == 0) continue;
-        int64_t k = 32 * 37;
+        int64_t k = 256 * 5;
         float *x = malloc((size_t)k * sizeof *x);
-        size_t bytes = (size_t)(k / 32) * slm_qblock_bytes(types[t]);
+        size_t bytes = (size_t)(k / slm_qblock_elems(types[t])) * slm_qblock_bytes(types[t]);
         uint8_t *a = malloc(bytes), *b = malloc(bytes);
         for (int rep = 0; rep < 50; rep++) {
             for (int64_t i = 0; i < k; i++) x[i] = frand() * (rep % 5 == 0 ? 1e-3f : 7.0f);
             if (rep == 1) memset(x, 0, 32 * sizeof *x);            /* an all-zero block */
             if (rep == 2) for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) * 0.5f;  /* exact .5 ties */
+            if (rep == 3) memset(x + 256, 0, 256 * sizeof *x);   /* an all-zero 256-element block */
+            if (rep == 4) x[300] = -9.0f, x[400] = 9.0f, x[700] = 9.0f, x[600] = -9.0f;   /* magnitude ties */
             slm_cpu_quantize_row(types[t], x, a, k);
             fast(x, b, k);
             if (memcmp(a, b, bytes) != 0) {
@@ -210,16 +213,59 @@ static void check_type(struct slm_pool *pool, uint32_t type, uint32_t layout)
     free(aq);
 }
 
+/* Every token count from 1 to 13 (each remainder of every tile width) on the X8 layout: each
+ * output bit-identical with the portable kernel on the GGUF row. */
+static void check_token_counts(struct slm_pool *pool, uint32_t type)
+{
+    int64_t cols = slm_qblock_elems(type) == 256 ? 768 : 160, rows = 48;
+    size_t row_bytes = (size_t)(cols / slm_qblock_elems(type)) * slm_qblock_bytes(type);
+    size_t as = slm_cpu_act_row_bytes(type, cols);
+    uint8_t *w = malloc((size_t)rows * row_bytes), *p = malloc(slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, type, rows, cols));
+    random_weights(type, rows, cols, w, row_bytes);
+    slm_cpu_repack(SLM_CPU_LAYOUT_X8, type, rows, cols, w, row_bytes, p);
+    float *x = malloc((size_t)13 * (size_t)cols * sizeof *x), *y = malloc((size_t)13 * (size_t)rows * sizeof *y);
+    uint8_t *aq = malloc(as);
+    for (int64_t i = 0; i < 13 * cols; i++) x[i] = frand() * 2.0f;
+    struct slm_cpu_matmul_job job = {.type = type, .layout = SLM_CPU_LAYOUT_X8, .rows = rows, .cols = cols,
+                                     .row_bytes = row_bytes, .w = p, .y = y};
+    int bad = 0;
+    for (int n = 1; n <= 13 && bad < 10; n++) {
+        void *scratch = malloc(slm_cpu_matmul_scratch_bytes(1, &job, n));
+        slm_cpu_matmul(pool, 1, &job, x, n, 0, scratch);
+        for (int t = 0; t < n && bad < 10; t++) {
+            slm_cpu_quantize_row(slm_cpu_vec_dot_type(type), x + (size_t)t * (size_t)cols, aq, cols);
+            for (int64_t r = 0; r < rows && bad < 10; r++) {
+                float want = slm_cpu_vec_dot_ref(type, cols, w + (size_t)r * row_bytes, aq);
+                float got = y[(size_t)t * (size_t)rows + r];
+                if (memcmp(&want, &got, 4)) {
+                    printf("%s x8, %d tokens, token %d row %lld: expected %.9g, got %.9g\n", slm_qtype_name(type), n, t,
+                           (long long)r, want, got);
+                    bad++;
+                    failures++;
+                }
+            }
+        }
+        free(scratch);
+    }
+    printf("%-5s x8   tokens 1..13, %d threads: %s\n", slm_qtype_name(type), slm_pool_threads(pool),
+           bad ? "FAIL" : "identical to the portable kernel");
+    free(w);
+    free(p);
+    free(x);
+    free(y);
+    free(aq);
+}
+
 /* The AVX2 and AVX-512 X8 tiles on the same operands: 1 to 3 groups, every token count
  * up to 19. */
 static void check_tiers(void)
 {
     if (strcmp(slm_cpu_kernels_name(), "avx512vnni") != 0) return;
-    uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q8_0};
-    for (size_t t = 0; t < 2; t++) {
+    uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q8_0, SLM_TYPE_Q5_0, SLM_TYPE_Q4_K, SLM_TYPE_Q6_K};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         slm_cpu_x8_fn f2 = slm_cpu_x8_avx2(types[t]), f5 = slm_cpu_x8_avx512(types[t]);
         if (!f2 || !f5) continue;
-        int64_t rows = 24, cols = 32 * 21, nb = cols / 32;
+        int64_t rows = 24, cols = 32 * 24, nb = cols / slm_qblock_elems(types[t]);
         int nc = 19;
         size_t row_bytes = (size_t)nb * slm_qblock_bytes(types[t]);
         uint8_t *w = malloc((size_t)rows * row_bytes);
@@ -234,7 +280,7 @@ static void check_tiers(void)
         for (int c = 0; c < nc; c++) {
             for (int64_t i = 0; i < cols; i++) x[i] = frand() * (float)(c + 1);
             slm_cpu_quantize_row(at, x, a + (size_t)c * as, cols);
-            for (int64_t b = 0; b < nb; b++) {
+            for (int64_t b = 0; at != SLM_TYPE_Q8_K && b < nb; b++) {   /* Q8_K's tiles read its blocks */
                 struct slm_cpu_act_scale *s = &sc[(size_t)c * (size_t)nb + (size_t)b];
                 if (at == SLM_TYPE_Q8_1) {
                     const struct slm_block_q8_1 *blk = (const void *)(a + (size_t)c * as);
@@ -281,8 +327,10 @@ int main(void)
         struct slm_pool *pool = slm_pool_create(threads);
         for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
             check_type(pool, types[t], SLM_CPU_LAYOUT_ROWS);
-            if (slm_cpu_weight_layout(types[t], 40, 96) == SLM_CPU_LAYOUT_X8)
+            if (slm_cpu_weight_layout(types[t], 40, slm_qblock_elems(types[t]) == 256 ? 512 : 96) == SLM_CPU_LAYOUT_X8) {
                 check_type(pool, types[t], SLM_CPU_LAYOUT_X8);
+                check_token_counts(pool, types[t]);
+            }
         }
         slm_pool_destroy(&pool);
     }

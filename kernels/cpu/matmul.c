@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/cpu/dequant.h"
+#include "kernels/cpu/qunpack.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -88,6 +89,9 @@ static size_t x8_block_bytes(uint32_t type)
     switch (type) {
     case SLM_TYPE_Q4_1: return 160;
     case SLM_TYPE_Q8_0: return 272;
+    case SLM_TYPE_Q5_0: return 176;
+    case SLM_TYPE_Q4_K: return 1248;
+    case SLM_TYPE_Q6_K: return 1808;
     default: return 0;
     }
 }
@@ -107,6 +111,34 @@ size_t slm_cpu_layout_bytes(uint32_t layout, uint32_t type, int64_t rows, int64_
     return (size_t)(rows / 8) * (size_t)(cols / qk) * x8_block_bytes(type);
 }
 
+/* Row r's Q4_K block into its X8 group block o (matmul.h). */
+static void repack_q4_k(const struct slm_block_q4_K *blk, int r, uint8_t *o)
+{
+    memcpy(o + 2 * r, &blk->d, 2);
+    memcpy(o + 16 + 2 * r, &blk->dmin, 2);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        slm_k_scale_min(j, blk->scales, &sc, &m);
+        o[32 + 16 * j + 2 * r] = o[32 + 16 * j + 2 * r + 1] = (uint8_t)sc;
+        o[160 + 16 * (j / 2) + 2 * r + j % 2] = (uint8_t)m;
+    }
+    for (int q = 0; q < 4; q++)
+        for (int t = 0; t < 8; t++) memcpy(o + 224 + 32 * (8 * q + t) + 4 * r, blk->qs + 32 * q + 4 * t, 4);
+}
+
+/* Row r's Q6_K block into its X8 group block o (matmul.h). */
+static void repack_q6_k(const struct slm_block_q6_K *blk, int r, uint8_t *o)
+{
+    memcpy(o + 2 * r, &blk->d, 2);
+    for (int g = 0; g < 16; g++) o[16 + 16 * g + 2 * r] = o[16 + 16 * g + 2 * r + 1] = (uint8_t)blk->scales[g];
+    for (int h = 0; h < 2; h++)
+        for (int t = 0; t < 8; t++) {
+            for (int p = 0; p < 2; p++)
+                memcpy(o + 272 + 32 * (16 * h + 8 * p + t) + 4 * r, blk->ql + 64 * h + 32 * p + 4 * t, 4);
+            memcpy(o + 1296 + 32 * (8 * h + t) + 4 * r, blk->qh + 32 * h + 4 * t, 4);
+        }
+}
+
 int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, const void *src, size_t row_bytes,
                    void *dst)
 {
@@ -115,7 +147,7 @@ int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, c
         memcpy(dst, src, (size_t)rows * row_bytes);
         return 0;
     }
-    int64_t nb = cols / 32;
+    int64_t nb = cols / slm_qblock_elems(type);
     size_t gb = x8_block_bytes(type);
     for (int64_t g = 0; g < rows / 8; g++) {
         for (int64_t b = 0; b < nb; b++) {
@@ -127,11 +159,24 @@ int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, c
                     memcpy(o + 2 * r, &blk->d, 2);
                     memcpy(o + 16 + 2 * r, &blk->m, 2);
                     for (int t = 0; t < 4; t++) memcpy(o + 32 + 32 * t + 4 * r, blk->qs + 4 * t, 4);
+                } else if (type == SLM_TYPE_Q4_K) {
+                    repack_q4_k((const struct slm_block_q4_K *)row + b, r, o);
+                } else if (type == SLM_TYPE_Q6_K) {
+                    repack_q6_k((const struct slm_block_q6_K *)row + b, r, o);
+                } else if (type == SLM_TYPE_Q5_0) {
+                    const struct slm_block_q5_0 *blk = (const struct slm_block_q5_0 *)row + b;
+                    uint32_t qh, spread = 0;
+                    memcpy(&qh, blk->qh, 4);
+                    for (int e = 0; e < 32; e++)   /* element e = 4t + i: bit t of byte i */
+                        spread |= ((qh >> e) & 1u) << (8 * (e % 4) + e / 4);
+                    memcpy(o + 2 * r, &blk->d, 2);
+                    memcpy(o + 16 + 4 * r, &spread, 4);
+                    for (int t = 0; t < 4; t++) memcpy(o + 48 + 32 * t + 4 * r, blk->qs + 4 * t, 4);
                 } else {
                     const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
                     memcpy(o + 2 * r, &blk->d, 2);
                     for (int t = 0; t < 8; t++)
-                        for (int i = 0; i < 4; i++) o[16 + 32 * t + 4 * r + i] = (uint8_t)blk->qs[4 * t + i];
+                        memcpy(o + 16 + 32 * t + 4 * r, blk->qs + 4 * t, 4);
                 }
             }
         }
@@ -212,7 +257,7 @@ static void run_chunk(const struct matmul_ctx *ctx, int64_t chunk)
     int64_t r1 = r0 + CHUNK_ROWS < job->rows ? r0 + CHUNK_ROWS : job->rows;
     if (job->layout == SLM_CPU_LAYOUT_X8) {
         slm_cpu_x8_fn x8 = x8_tile(job->type);
-        int64_t nb = job->cols / 32;
+        int64_t nb = job->cols / slm_qblock_elems(job->type);
         size_t group_bytes = (size_t)nb * x8_block_bytes(job->type);
         x8(nb, (const char *)job->w + (size_t)(r0 / 8) * group_bytes, (int)((r1 - r0) / 8), ctx->acts[j],
            ctx->act_stride[j], ctx->scales[j], ctx->n, job->y + r0, job->rows, ctx->accumulate);
@@ -267,7 +312,7 @@ size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job 
         for (int i = 0; i < j; i++)
             shared |= slm_cpu_vec_dot_type(jobs[i].type) == slm_cpu_vec_dot_type(jobs[j].type);
         if (!shared) total += (size_t)n * slm_cpu_act_row_bytes(jobs[j].type, jobs[j].cols) + 64;
-        if (jobs[j].layout == SLM_CPU_LAYOUT_X8)
+        if (jobs[j].layout == SLM_CPU_LAYOUT_X8 && slm_qblock_elems(jobs[j].type) == 32)
             total += (size_t)n * (size_t)(jobs[j].cols / 32) * sizeof(struct slm_cpu_act_scale) + 64;
     }
     return total;
@@ -296,8 +341,8 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
             ctx.acts[j] = s;
             s += (size_t)n * ctx.act_stride[j] + 64;
         }
-        ctx.scales[j] = NULL;
-        if (jobs[j].layout == SLM_CPU_LAYOUT_X8) {
+        ctx.scales[j] = NULL;   /* the K-quants' tiles read the Q8_K blocks' float scales */
+        if (jobs[j].layout == SLM_CPU_LAYOUT_X8 && slm_qblock_elems(jobs[j].type) == 32) {
             for (int i = 0; i < j; i++)
                 if (ctx.scales[i] && slm_cpu_vec_dot_type(jobs[i].type) == at) ctx.scales[j] = ctx.scales[i];
             if (!ctx.scales[j]) {

@@ -27,6 +27,17 @@
  *        4t..4t+3, high nibbles: elements 16+4t..16+4t+3);
  *   Q8_0 (272 bytes per group block): d[8] halves, then 8 chunks of 32 bytes; chunk t
  *        holds qs[4t .. 4t+3] of each row.
+ *   Q5_0 (176 bytes per group block): d[8] halves, the fifth bits as 8 32-bit words (row r's
+ *        word: bit t of byte i is the fifth bit of element 4t + i), then the 4 chunks of qs
+ *        as Q4_1's.
+ *   Q4_K (1248 bytes per 256-element group block): d[8] halves, dmin[8] halves; the 6-bit
+ *        scales sc_j as int8, each twice, [j][row][2] (128 bytes); the mins as int8 pairs
+ *        [j / 2][row][j % 2] (64 bytes); then 32 chunks of 32 bytes, chunk 8q + t holding
+ *        qs[32q + 4t .. + 3] of each row (low nibbles: sub-block 2q, high: 2q + 1).
+ *   Q6_K (1808 bytes per 256-element group block): d[8] halves; the 16 scales as int8, each
+ *        twice, [g][row][2] (256 bytes); 32 chunks of ql, chunk 16h + 8p + t holding
+ *        ql[64h + 32p + 4t .. + 3] of each row; 16 chunks of qh, chunk 8h + t holding
+ *        qh[32h + 4t .. + 3] of each row.
  */
 enum slm_cpu_layout { SLM_CPU_LAYOUT_ROWS = 0, SLM_CPU_LAYOUT_X8 = 1 };
 
@@ -101,7 +112,7 @@ struct slm_cpu_act_scale {
 /*
  * X8 tile: y[c*ldy + r] (+)= dot(row r of w, a row c) for r < 8 * n_groups, c < nc, where
  * w is n_groups consecutive 8-row groups. nb blocks per row; a rows a_stride apart;
- * sc (nc, nb) the activations' scales.
+ * sc (nc, nb) the activations' scales (NULL for the K-quants, whose Q8_K blocks hold a float).
  */
 typedef void (*slm_cpu_x8_fn)(int64_t nb, const void *w, int n_groups, const void *a, size_t a_stride,
                               const struct slm_cpu_act_scale *sc, int nc, float *y, int64_t ldy, int accumulate);

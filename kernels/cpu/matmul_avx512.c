@@ -15,6 +15,8 @@
 #include "kernels/cpu/dequant.h"
 
 #define X8_CMAX 3
+#define X8_CMAX_Q5_0 3
+#define X8_CMAX_K 3
 #define q4_sum4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 
 #define q8_sum4(abs_w, w, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (abs_w), _mm256_sign_epi8((s), (w)))
@@ -22,4 +24,6 @@
 #include "kernels/cpu/matmul_x8.h"
 
 #define X8_REST_CASES X8_CASES_3
+#define X8_REST_CASES_Q5_0 X8_CASES_3
+#define X8_REST_CASES_K X8_CASES_3
 X8_DEFINE_TIER(slm_cpu_x8_avx512)
