@@ -5,13 +5,19 @@
  *    slm_cpu_attention_group_generic, on random paged K/V (block size 16, shuffled block
  *    tables, the group's KV head at an offset in wider rows), for head dims 64, 80, 128,
  *    32, 256 and 40, GQA groups 1, 3 and 4, contexts of 1 to 300 positions (across the
- *    8-position blocks, the 64-lane wraps and the 16-score groups), and peaked and flat
+ *    8-position blocks, the 32- and 64-lane wraps and the 8- and 16-score groups), and peaked and flat
  *    softmaxes (probabilities that round to zero or to f16 subnormals, exp's slow range); each
  *    over all the positions and over a sliding window (the last 3/5 of them, from a first
  *    position at any alignment).
  * 2. A head computed in its group equals it computed alone (slm_cpu_attention_head).
  * 3. slm_cpu_f32_to_f16 (vectorised) equals slm_f32_to_half on every 97th float bit
  *    pattern, on all patterns around the rounding boundaries, and on NaN, inf and zeros.
+ *    Each in both lane layouts (8 and 16, slm_cpu_lanes): the vector path emulates either, and
+ *    the two must differ somewhere; the default entry points use slm_cpu_lanes()'s (8 under
+ *    SLM_CPU_KERNELS=avx2 or =generic, checked).
+ * 4. Each layout's exp (kernels/cpu/expf.h) within 2.5 ulp of exp (measured: 8 lanes 1.79, 16 lanes
+ *    2.18), and SwiGLU's vector path
+ *    equal to the scalar form in both.
  * Without AVX2 both sides are the portable path: the test says so and exits 77.
  */
 #include <math.h>
@@ -32,6 +38,7 @@
 #include "tests/rng.h"
 
 static int mismatches;
+static int layouts_differ;   /* cases where the 8- and 16-lane layouts gave other bits */
 
 static uint32_t bits_of(float f)
 {
@@ -124,29 +131,41 @@ static void check_attention(void)
                         continue;
                     }
                     for (size_t i = 0; i < nf; i++) q[i] = ldexpf(frand() * amp, -(int)(rnd() % 8));
-                    slm_cpu_attention_group_generic(q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK, kv_stride, kv_off,
-                                                    first, n_ctx, scratch, want);
-                    /* the vector path must not depend on what scratch held before */
-                    for (size_t i = 0; i < ns; i++) scratch[i] = NAN;
+                    char what[128];
+                    for (int lanes = 8; lanes <= 16; lanes += 8) {
+                        slm_cpu_attention_group_generic(lanes, q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK,
+                                                        kv_stride, kv_off, first, n_ctx, scratch, want);
+                        /* the vector path must not depend on what scratch held before */
+                        for (size_t i = 0; i < ns; i++) scratch[i] = NAN;
+                        slm_cpu_attention_group_lanes(lanes, q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK,
+                                                      kv_stride, kv_off, first, n_ctx, scratch, got);
+                        snprintf(what, sizeof what, "attention %d lanes hd=%d group=%d n_ctx=%d first=%d %s: vector vs generic",
+                                 lanes, hd, nq, n_ctx, first, peak ? "peaked" : "flat");
+                        compare(what, want, got, (int)nf);
+                        for (size_t i = 0; i < nf; i++)
+                            if (!isfinite(got[i])) {
+                                printf("FAIL %s: output %zu is %g\n", what, i, (double)got[i]);
+                                failures++;
+                                break;
+                            }
+                        if (lanes == 8) memcpy(alone, got, nf * sizeof *got);
+                        else if (memcmp(alone, got, nf * sizeof *got)) layouts_differ++;
+                    }
+                    /* the default entry points: the layout of slm_cpu_lanes() */
+                    slm_cpu_attention_group_lanes(slm_cpu_lanes(), q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK,
+                                                  kv_stride, kv_off, first, n_ctx, scratch, want);
                     slm_cpu_attention_group(q, nq, hd, scale, k_pool, v_pool, blocks, BLOCK, kv_stride, kv_off, first,
                                             n_ctx, scratch, got);
+                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d first=%d %s: default vs its layout",
+                             hd, nq, n_ctx, first, peak ? "peaked" : "flat");
+                    compare(what, want, got, (int)nf);
                     for (int h = 0; h < nq; h++)
                         slm_cpu_attention_head(q + (size_t)h * (size_t)hd, hd, scale, k_pool, v_pool, blocks, BLOCK,
                                                kv_stride, kv_off, first, n_ctx, scratch,
                                                alone + (size_t)h * (size_t)hd);
-                    char what[128];
-                    snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d first=%d %s: vector vs generic", hd,
-                             nq, n_ctx, first, peak ? "peaked" : "flat");
-                    compare(what, want, got, (int)nf);
                     snprintf(what, sizeof what, "attention hd=%d group=%d n_ctx=%d first=%d %s: alone vs in group", hd,
                              nq, n_ctx, first, peak ? "peaked" : "flat");
                     compare(what, got, alone, (int)nf);
-                    for (size_t i = 0; i < nf; i++)
-                        if (!isfinite(got[i])) {
-                            printf("FAIL %s: output %zu is %g\n", what, i, (double)got[i]);
-                            failures++;
-                            break;
-                        }
                     free(q), free(want), free(got), free(alone), free(scratch);
                 }
             }
@@ -203,10 +222,70 @@ static void check_f16_store(void)
     }
 }
 
+/* Each layout's exp: within 2.5 ulp of exp (above), 0 or inf past the
+ * range, and the two forms apart in the last bit somewhere (else one would not be needed); then
+ * SwiGLU's vector path against the scalar form, over exp's whole range (its slow lanes too). */
+static void check_expf(void)
+{
+    int differ = 0;
+    for (int lanes = 8; lanes <= 16; lanes += 8) {
+        int bad = 0;
+        double worst = 0;
+        for (float x = -103.0f; x < 88.0f; x = nextafterf(x, INFINITY) + 0.0007f * fabsf(x) + 1e-7f) {
+            float got = slm_cpu_expf(x, lanes);
+            double want = exp((double)x);
+            double ulp = want >= 0x1p-126 ? ldexp(1.0, ilogb(want) - 23) : 0x1p-149;
+            if (slm_cpu_expf(x, 8) != slm_cpu_expf(x, 16)) differ++;
+            if (fabs((double)got - want) / ulp > worst) worst = fabs((double)got - want) / ulp;
+            if (fabs((double)got - want) > 2.5 * ulp && bad++ < 10)
+                printf("FAIL expf(%.9g) %d lanes: expected %.9g, got %.9g\n", (double)x, lanes, want, (double)got);
+        }
+        if (slm_cpu_expf(-200.0f, lanes) != 0.0f || slm_cpu_expf(200.0f, lanes) != INFINITY) {
+            printf("FAIL expf %d lanes: exp(-200) %g, exp(200) %g, expected 0 and inf\n", lanes,
+                   (double)slm_cpu_expf(-200.0f, lanes), (double)slm_cpu_expf(200.0f, lanes));
+            bad++;
+        }
+        printf("expf %d lanes: at most %.2f ulp from exp\n", lanes, worst);
+        if (bad) failures++;
+        enum { N = 4096 };
+        static float gate[N], up[N], want[N], got[N];
+        for (int i = 0; i < N; i++) {
+            gate[i] = ldexpf(frand(), (int)(rnd() % 9) - 2) * (i % 7 == 0 ? 30.0f : 1.0f);   /* to |g| ~ 2000 */
+            up[i] = frand();
+            want[i] = gate[i] / (1.0f + slm_cpu_expf(-gate[i], lanes)) * up[i];
+        }
+        slm_cpu_swiglu_lanes(gate, up, N, lanes, got);
+        char what[64];
+        snprintf(what, sizeof what, "swiglu %d lanes: vector vs scalar", lanes);
+        compare(what, want, got, N);
+    }
+    if (!differ) {
+        printf("FAIL expf: the 8- and 16-lane forms never differ\n");
+        failures++;
+    }
+}
+
 int main(void)
 {
+    /* the layout chosen: 8 under SLM_CPU_KERNELS=avx2 or =generic, 16 only with AVX-512F */
+    const char *cap = getenv("SLM_CPU_KERNELS"), *forced = getenv("SLM_CPU_LANES");
+    int lanes = slm_cpu_lanes();
+    if (lanes != 8 && lanes != 16) {
+        printf("FAIL slm_cpu_lanes: expected 8 or 16, got %d\n", lanes);
+        failures++;
+    }
+    if (!forced && cap && (!strcmp(cap, "avx2") || !strcmp(cap, "generic")) && lanes != 8) {
+        printf("FAIL slm_cpu_lanes under SLM_CPU_KERNELS=%s: expected 8, got %d\n", cap, lanes);
+        failures++;
+    }
+    printf("lanes: %d (kernels %s)\n", lanes, slm_cpu_kernels_name());
+    check_expf();
     check_attention();
     check_f16_store();
+    if (!layouts_differ) {
+        printf("FAIL attention: the 8- and 16-lane layouts gave the same bits everywhere\n");
+        failures++;
+    }
     if (failures) {
         printf("test_attention: %d failures\n", failures);
         return 1;

@@ -2,7 +2,7 @@
  * with the whole model (SmolLM2-135M-Instruct Q4_1 from $SLM_MODEL_DIR; skipped, 77, without it).
  *
  * 1. Tolerance against the cpu backend (docs/numerics.md, "The GPU"; check_tolerance): the
- *    first three prompts of tests/golden/smollm2_greedy.txt with the cpu's greedy continuation
+ *    first three prompts of tests/golden/smollm2_greedy_avx2.txt with the cpu's greedy continuation
  *    of 64 tokens, teacher-forced on both backends: every step's logits within LOGIT_BOUND,
  *    the argmax equal at >= 95% of the steps; the decode path gives the one-pass evaluation's
  *    bits; and the perplexity of bench/data/perplexity.txt (2 chunks of 128) within 0.5%.
@@ -54,7 +54,7 @@ static std::vector<prompt> read_prompts(const char *dir)
 {
     std::vector<prompt> out;
     char path[1024];
-    snprintf(path, sizeof path, "%s/golden/smollm2_greedy.txt", dir);
+    snprintf(path, sizeof path, "%s/golden/smollm2_greedy_avx2.txt", dir);   /* its prompts: both builds' */
     FILE *f = fopen(path, "r");
     if (!f) {
         printf("FAIL: cannot open %s\n", path);

@@ -67,6 +67,26 @@ int slm_cpu_have_avx2(void)
     return use_avx2();
 }
 
+int slm_cpu_lanes(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        int lanes = 8;
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        /* llama.cpp's GGML_NATIVE build on this CPU: its 512-bit f16 dot products need AVX-512F, its
+         * softmax and SiLU AVX-512F and DQ; a CPU with F but not DQ (Knights Landing) is not followed. */
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && use_avx2()) lanes = 16;
+#endif
+        const char *force = getenv("SLM_CPU_KERNELS");
+        if (force && (strcmp(force, "avx2") == 0 || strcmp(force, "generic") == 0)) lanes = 8;
+        const char *forced = getenv("SLM_CPU_LANES");
+        if (forced && (strcmp(forced, "8") == 0 || strcmp(forced, "16") == 0)) lanes = atoi(forced);
+        cached = lanes;
+    }
+    return cached;
+}
+
 const char *slm_cpu_kernels_name(void)
 {
     static const char *names[] = {"generic", "avx2", "avx512vnni"};

@@ -87,6 +87,14 @@ size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job 
  * caps the choice. */
 const char *slm_cpu_kernels_name(void);
 
+/* The lane layout of the llama.cpp build whose float sums the CPU backend follows (its attention's
+ * f16 dot products and softmax sum, and the exp of the softmax and of SiLU; docs/numerics.md):
+ * 16 where llama.cpp's GGML_NATIVE build would use AVX-512 (the CPU has AVX-512F and DQ), else 8
+ * (its AVX2 build). SLM_CPU_KERNELS=avx2 or =generic gives 8; SLM_CPU_LANES=8 or =16 forces one
+ * (both run on any CPU, the vector paths emulating the other build's lanes), so that a test can
+ * check the reference data of either build. */
+int slm_cpu_lanes(void);
+
 /* 1 when the AVX2+FMA+F16C kernels run (the CPU has them and SLM_CPU_KERNELS allows them);
  * every CPU kernel file asks this one place. */
 int slm_cpu_have_avx2(void);

@@ -18,8 +18,15 @@
  * SLM_RMSNORM_LANES double lanes (above). */
 void slm_cpu_rmsnorm(const float *x, const float *gamma, int dim, float eps, float *out);
 
-/* out (n) = silu(gate) * up. */
+/* out (n) = silu(gate) * up, silu(g) = g / (1 + exp(-g)) with the exp of slm_cpu_lanes()'s layout. */
 void slm_cpu_swiglu(const float *gate, const float *up, size_t n, float *out);
+
+/* slm_cpu_swiglu with the exp of the given layout (8 or 16 lanes). */
+void slm_cpu_swiglu_lanes(const float *gate, const float *up, size_t n, int lanes, float *out);
+
+/* exp(x) as llama.cpp's build of the given layout (8 or 16 lanes) computes it in its softmax and
+ * SiLU (kernels/cpu/expf.h); the scalar form, the bits every vector path must equal. */
+float slm_cpu_expf(float x, int lanes);
 
 /* out (n) = gelu(gate) * up, GELU's tanh form as llama.cpp's CPU build computes it (its f16 table):
  * gelu of gate rounded to f16, the result rounded to f16, then times up; gate <= -10 gives 0 and
@@ -45,13 +52,18 @@ void slm_cpu_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int l
                         const float *sin_t);
 
 /*
+ * The attention (kernels/cpu/attention.c). Its float sums follow the lanes of llama.cpp's build
+ * (slm_cpu_lanes, docs/numerics.md): with L lanes, each f16 dot product runs in steps of 4L into
+ * four L-lane accumulators, the softmax sums L scores at a time, and the output's dot product
+ * over positions puts position t in lane t mod 4L.
+ *
  * Causal attention of one query head over one sequence's paged KV:
  * out (head_dim) = softmax(scale * q . K[t]) . V[t] for t in [first, n_ctx) (first > 0: a sliding
  * window; the positions before it weigh 0, as under llama.cpp's -inf mask).
  * Position t lives in block blocks[t / block_size], row t % block_size; each row holds
  * kv_stride halves of which this head reads [kv_off, kv_off + head_dim).
  * scratch holds slm_cpu_attention_scratch(n_ctx, head_dim) floats, 8-byte aligned. The arithmetic order is
- * fixed (see ops.c), so a query's result does not depend on the batch around it.
+ * fixed (see attention.c), so a query's result does not depend on the batch around it.
  */
 void slm_cpu_attention_head(const float *q, int head_dim, float scale, const slm_half *k_pool,
                             const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
@@ -70,11 +82,17 @@ void slm_cpu_attention_group(const float *q, int n_q, int head_dim, float scale,
                              const slm_half *v_pool, const int32_t *blocks, int block_size, size_t kv_stride,
                              size_t kv_off, int first, int n_ctx, float *scratch, float *out);
 
+/* slm_cpu_attention_group in the given lane layout (8 or 16) instead of slm_cpu_lanes()'s. */
+void slm_cpu_attention_group_lanes(int lanes, const float *q, int n_q, int head_dim, float scale,
+                                   const slm_half *k_pool, const slm_half *v_pool, const int32_t *blocks,
+                                   int block_size, size_t kv_stride, size_t kv_off, int first, int n_ctx,
+                                   float *scratch, float *out);
+
 /* The same on the portable path whatever the CPU: the reference the vector path must equal. */
-void slm_cpu_attention_group_generic(const float *q, int n_q, int head_dim, float scale, const slm_half *k_pool,
-                                     const slm_half *v_pool, const int32_t *blocks, int block_size,
-                                     size_t kv_stride, size_t kv_off, int first, int n_ctx, float *scratch,
-                                     float *out);
+void slm_cpu_attention_group_generic(int lanes, const float *q, int n_q, int head_dim, float scale,
+                                     const slm_half *k_pool, const slm_half *v_pool, const int32_t *blocks,
+                                     int block_size, size_t kv_stride, size_t kv_off, int first, int n_ctx,
+                                     float *scratch, float *out);
 
 /* Floats of scratch slm_cpu_attention_group needs (a multiple of 16). */
 size_t slm_cpu_attention_group_scratch(int n_ctx, int head_dim, int n_q);

@@ -16,8 +16,9 @@ __device__ __forceinline__ float pow2_exact(int e)
     return __uint_as_float(e >= -126 ? (unsigned)(e + 127) << 23 : 1u << (e + 149));
 }
 
-/* kernels/cpu/ops.c's expf_poly: 2^n * p(b), n = round(x / ln 2), b = x - n ln 2 (two-part
- * ln 2), p of degree 5; within 1.5 ulp of exp, and the CPU's bits. */
+/* kernels/cpu/expf.h's slm_expf16 (the exp of llama.cpp's AVX-512 build, which the CPU backend
+ * uses in its 16-lane layout): 2^n * p(b), n = round(x / ln 2), b = x - n ln 2 (two-part ln 2), p
+ * of degree 5; within about 2 ulp of exp, and that form's bits. */
 __device__ __forceinline__ float expf_poly(float x)
 {
     const float shift = 0x1.8p23f;

@@ -8,7 +8,8 @@
  * adds), then a butterfly of offsets 16, 8, 4, 2, 1, which is the CPU's fold by halves (an IEEE
  * add is commutative, so every lane ends with lane 0's bits); then every thread scales its
  * elements: (x * scale) * gamma.
- * SwiGLU: g / (1 + expf_poly(-g)) * up with the CPU's exp polynomial (cpu_math.cuh).
+ * SwiGLU: g / (1 + expf_poly(-g)) * up with the CPU's exp polynomial in its 16-lane form
+ * (cpu_math.cuh; the CPU's bits where it runs in 16 lanes, kernels/cpu/expf.h).
  * The element-wise ops: 256 threads per block, grid-stride loops, one element per step.
  */
 #include "kernels/cuda/cpu_math.cuh"

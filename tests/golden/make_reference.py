@@ -8,9 +8,11 @@ Run it with the Python bindings of the peer build made by bench/peer/build-llama
         python3 tests/golden/make_reference.py \
         [--model ~/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf] [--out-dir tests/golden]
 
-It reads tests/golden/ppl_text.txt and writes, into --out-dir:
-  smollm2_greedy.txt  20 prompts x 64 greedy tokens with the top-1/top-2 logit margin of each step
-  smollm2_ppl.txt     token ids of ppl_text.txt, teacher-forced perplexity, per-position log-probs
+It reads tests/golden/ppl_text.txt and writes, into --out-dir (BUILD: avx512 where this CPU has
+AVX-512F and DQ, which the peer's GGML_NATIVE build then uses: 16-lane float sums; else avx2, 8
+lanes; tests/test_model.c reads the file of the lanes slmd follows, docs/numerics.md):
+  smollm2_greedy_BUILD.txt  20 prompts x 64 greedy tokens with the top-1/top-2 logit margin of each step
+  smollm2_ppl_BUILD.txt     token ids of ppl_text.txt, teacher-forced perplexity, per-position log-probs
 With --self-check it writes nothing and measures llama.cpp against itself instead (the committed
 greedy tokens re-evaluated as one teacher-forced batch per prompt, judged by test_model's criterion).
 The definitions are written in each file's header. The run is deterministic: same build, same
@@ -207,9 +209,23 @@ def batch_margins(peer, prompt, gen):
     return out
 
 
+def cpu_build():
+    """'avx512' where the peer's GGML_NATIVE build uses AVX-512 (the CPU has AVX-512F and DQ), else 'avx2'."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+    return "avx512" if "avx512f" in flags and "avx512dq" in flags else "avx2"
+
+
+def build_line():
+    b = cpu_build()
+    return (f"# Build: GGML_NATIVE on a CPU with {'AVX-512F+DQ' if b == 'avx512' else 'AVX2, no AVX-512'}: "
+            f"{16 if b == 'avx512' else 8}-lane float sums (file suffix _{b}).")
+
+
 def make_greedy(peer, path):
     out = [
         "# slmd golden data: greedy generation from llama.cpp (llama-cpp-python 0.3.36 vendored build, CPU).",
+        build_line(),
         "# Model: SmolLM2-135M-Instruct.Q4_1.gguf. Made by tests/golden/make_reference.py; see docs/reference-data.md.",
         "# Tokenization: llama_tokenize(add_special=false, parse_special=true); no BOS (GGUF add_bos_token=false).",
         f"# Run: n_ctx {N_CTX}, one sequence, flash attention off, {N_THREADS} threads, K/V cache F16. The prompt is",
@@ -274,6 +290,7 @@ def make_ppl(peer, text_path, path):
     ppl = math.exp(nll)
     out = [
         "# slmd golden data: teacher-forced perplexity from llama.cpp (llama-cpp-python 0.3.36 vendored build, CPU).",
+        build_line(),
         "# Model: SmolLM2-135M-Instruct.Q4_1.gguf. Text: tests/golden/ppl_text.txt (UTF-8, read as is).",
         "# Made by tests/golden/make_reference.py; see docs/reference-data.md.",
         "# Tokenization: llama_tokenize(add_special=false, parse_special=true); no BOS.",
@@ -353,10 +370,10 @@ def main():
     peer = Peer(args.model, N_CTX, N_CTX)
     try:
         if args.self_check:
-            self_check(peer, os.path.join(args.out_dir, "smollm2_greedy.txt"))
+            self_check(peer, os.path.join(args.out_dir, f"smollm2_greedy_{cpu_build()}.txt"))
             return
-        make_greedy(peer, os.path.join(args.out_dir, "smollm2_greedy.txt"))
-        make_ppl(peer, args.ppl_text, os.path.join(args.out_dir, "smollm2_ppl.txt"))
+        make_greedy(peer, os.path.join(args.out_dir, f"smollm2_greedy_{cpu_build()}.txt"))
+        make_ppl(peer, args.ppl_text, os.path.join(args.out_dir, f"smollm2_ppl_{cpu_build()}.txt"))
     finally:
         peer.close()
 
