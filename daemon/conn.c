@@ -281,17 +281,19 @@ static void defer_wake_locked(struct slm_server *s, struct slm_conn *c)
     s->wake_list[s->n_wake++] = c;
 }
 
-void slm_conn_wake_deferred(struct slm_server *s)
+int slm_conn_wake_deferred(struct slm_server *s)
 {
+    int woke = 0;
     for (int i = 0; i < s->n_wake; i++) {
         struct slm_conn *c = s->wake_list[i];
         pthread_mutex_lock(&c->lock);
         c->wake_pending = 0;
-        if (!c->closed) slm_wake_client(&c->shm);
+        if (!c->closed) woke += slm_wake_client(&c->shm);
         pthread_mutex_unlock(&c->lock);
         conn_unref(c);
     }
     s->n_wake = 0;
+    return woke;
 }
 
 /* An answer's bytes as a chain of DATA completions. */

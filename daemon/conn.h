@@ -50,8 +50,8 @@ void slm_conn_close(struct slm_server *s, struct slm_conn *c);
 void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev);
 
 /* Engine thread, after each step: wakes (FUTEX_WAKE, only if it sleeps) every client that got
- * completions in the step, once. */
-void slm_conn_wake_deferred(struct slm_server *s);
+ * completions in the step, once. Returns how many it woke. */
+int slm_conn_wake_deferred(struct slm_server *s);
 
 int slm_conn_fd(const struct slm_conn *c);
 

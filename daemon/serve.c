@@ -264,7 +264,7 @@ static void *engine_main(void *arg)
     int worked = 0, woken = 0;
     for (;;) {
         int rc = s->ops->step(s, slm_conn_on_event, s);
-        slm_conn_wake_deferred(s);
+        woken |= slm_conn_wake_deferred(s) > 0;
         if (rc < 0) slm_log(SLM_LOG_ERR, "engine step failed: %s", strerror(-rc));
         double t = now_s();
         if (s->watchdog_usec && t - last_ping >= (double)s->watchdog_usec * 1e-6 / 2) {
@@ -280,14 +280,14 @@ static void *engine_main(void *arg)
             worked = 1;
             continue;
         }
-        /* Idle: keep taking submissions for spin-us, then sleep. First, after work that a
-         * doorbell woke this thread for, yield the CPU once: the scheduler likes to put a
-         * woken thread on its waker's CPU (wake-affine), so the client that rang may well be
-         * waiting for this CPU, and spinning here would keep it from reading its events until
-         * the spin ends; on a loaded machine that was most of the round trip
-         * (docs/performance.md, "The doorbell wakes the engine thread"). Not after work taken
-         * while spinning: a client submitting back to back runs on another CPU, and yielding
-         * to some other process would only slow the next catch. */
+        /* Idle: keep taking submissions for spin-us, then sleep. First, when this thread was
+         * woken by a doorbell or itself woke a sleeping client (FUTEX_WAKE) since it last
+         * spun, yield the CPU once: the scheduler likes to put a woken thread on its waker's
+         * CPU (wake-affine), so that client may well be waiting for this CPU, and spinning
+         * here would keep it from reading its events until the spin ends; on a loaded machine
+         * that was most of the round trip (docs/performance.md, "The doorbell wakes the engine
+         * thread"). Not otherwise: a client that submits back to back spins on another CPU,
+         * and yielding to some other process would only delay the next catch. */
         if (woken) sched_yield();
         woken = 0;
         double end = now_s() + s->cfg.spin_us * 1e-6;
