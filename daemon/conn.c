@@ -2,8 +2,8 @@
  * daemon/conn.c - one connection of slmd serve: the handshake, the client's submission ring
  * (hostile input: every SQE is copied out, then requests.c validates and decodes it), its
  * requests in the engine, and the completions pushed back (by the engine thread's event
- * callback, or the I/O thread's answers), queued privately when the client's completion ring
- * is full.
+ * callback, or its direct answers to the submissions it takes), queued privately when the
+ * client's completion ring is full.
  *
  * tests/test_daemon.c drives it black box through libslm and a raw hostile client.
  */
@@ -249,7 +249,7 @@ static int flush_pending_locked(struct slm_conn *c)
     return k;
 }
 
-/* The I/O thread's answers: published and woken at once. */
+/* Direct answers to a submission (DATA, ERROR): published and woken at once. */
 static void push(struct slm_conn *c, const struct slm_cqe *cqes, int n)
 {
     pthread_mutex_lock(&c->lock);
