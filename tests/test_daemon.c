@@ -16,8 +16,9 @@
  *     inverts tokenize; prompt logprobs arrive once each, in order, and agree with the logprob
  *     of the same token generated;
  *   - no lost wakeup: 4 clients x 150 one-token requests, each after a pause that straddles the
- *     daemon's spin (a second daemon at spin-us 0, then 20), each answered within 5 s (the
- *     engine thread's idle sleep has no timeout, so a lost doorbell hangs).
+ *     daemon's spin (a second daemon at spin-us 0, then 20 with a client ringing the doorbell
+ *     without pause beside them), each answered within 5 s (the engine thread's idle sleep has
+ *     no timeout, so a lost doorbell hangs).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -130,13 +131,15 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-/* A raw client: the handshake by hand, the shared memory mapped; its socket, or -1. */
-static int raw_client(const char *name, struct slm_shm *shm, struct slm_ring *sq, struct slm_ring *cq)
+/* A raw client of the daemon at path: the handshake by hand, the shared memory mapped; its
+ * socket, or -1. */
+static int raw_client_at(const char *path, const char *name, struct slm_shm *shm, struct slm_ring *sq,
+                         struct slm_ring *cq)
 {
     char err[256] = "";
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strcpy(a.sun_path, sock_path);
+    strcpy(a.sun_path, path);
     struct slm_welcome w;
     int shm_fd = -1;
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) || slm_hello_send(fd, name, 0, 0, 0, err) ||
@@ -147,6 +150,11 @@ static int raw_client(const char *name, struct slm_shm *shm, struct slm_ring *sq
     }
     slm_shm_rings(shm, sq, cq);
     return fd;
+}
+
+static int raw_client(const char *name, struct slm_shm *shm, struct slm_ring *sq, struct slm_ring *cq)
+{
+    return raw_client_at(sock_path, name, shm, sq, cq);
 }
 
 /* SQEs written straight into a raw client's ring. */
@@ -378,8 +386,32 @@ static void *wake_main(void *arg)
     return NULL;
 }
 
-/* Its own daemon at spin-us 0, then 20: every submission after a pause finds the engine thread
- * asleep or on its way there. Returns the failures. */
+static int flood_stop;
+
+/* A client that rings the doorbell without pause (bursts of 256, a millisecond apart) and
+ * submits nothing: the idle engine thread keeps waking for it, and must still serve the others. */
+static void *flood_main(void *arg)
+{
+    (void)arg;
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    int fd = raw_client_at(wake_sock, "flooder", &shm, &sq, &cq);
+    if (fd < 0) return NULL;
+    char b = 1;
+    while (!__atomic_load_n(&flood_stop, __ATOMIC_RELAXED)) {
+        for (int i = 0; i < 256; i++)
+            if (send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN) goto out;
+        usleep(1000);
+    }
+out:
+    close(fd);
+    slm_shm_unmap(&shm);
+    return NULL;
+}
+
+/* Its own daemon at spin-us 0, then 20 with a doorbell flooder beside the clients: every
+ * submission after a pause finds the engine thread asleep or on its way there. Returns the
+ * failures. */
 static int wakeups(const char *slmd, const char *model)
 {
     int bad = 0;
@@ -402,8 +434,10 @@ static int wakeups(const char *slmd, const char *model)
         }
         slm_close(&probe);
         struct waker w[WAKE_CLIENTS];
-        pthread_t t[WAKE_CLIENTS];
+        pthread_t t[WAKE_CLIENTS], flooder;
         memset(w, 0, sizeof w);
+        flood_stop = 0;
+        if (k == 1) pthread_create(&flooder, NULL, flood_main, NULL);
         for (int i = 0; i < WAKE_CLIENTS; i++) {
             w[i].id = i;
             pthread_create(&t[i], NULL, wake_main, &w[i]);
@@ -412,6 +446,10 @@ static int wakeups(const char *slmd, const char *model)
             pthread_join(t[i], NULL);
             CHECK(!w[i].why[0], "wakeups, spin-us %s, client %d: %s", spins[k], i, w[i].why);
             bad += w[i].why[0] != 0;
+        }
+        if (k == 1) {
+            __atomic_store_n(&flood_stop, 1, __ATOMIC_RELAXED);
+            pthread_join(flooder, NULL);
         }
         kill(d, SIGTERM);
         int status = 0;
