@@ -13,8 +13,10 @@
  * samples and detokenizes every sequence's token: the engine's whole step is timed.
  * One warm-up run (B = 1, a few tokens) before the measured ones.
  * --backend cpu|cuda|auto picks the backend as slmd does (bench/gpu/run.sh times cuda with it).
+ * --host-cost adds, under each row, where the TG phase's steps went (slm_engine_timing): the
+ * forward pass against the host's parts, scheduling, sampling, detokenizing and the events.
  * usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...]
- *                      [--batch N] [--json]
+ *                      [--batch N] [--json] [--host-cost]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -56,6 +58,7 @@ static void on_event(void *p, const struct slm_engine_event *ev)
 struct result {
     double t_pp, t_tg;
     int n_tokens;
+    struct slm_engine_timing tm;   /* the TG phase's steps */
 };
 
 /* One measurement with pl sequences; 0 or -errno. */
@@ -96,8 +99,10 @@ static int run_one(struct slm_model *m, const struct slm_tokenizer *tok, int pp,
     while (c.n_first < pl && (rc = slm_engine_step(e, on_event, &c)) > 0) {}
     double t1 = now_s();
     int before = c.n_tokens;
+    slm_engine_set_timing(e, 1);
     while (rc > 0 && (rc = slm_engine_step(e, on_event, &c)) > 0) {}
     double t2 = now_s();
+    slm_engine_timing(e, &res->tm);
     slm_engine_destroy(&e);
     if (rc < 0) {
         fprintf(stderr, "batched_bench: engine step failed: %s\n", strerror(-rc));
@@ -132,13 +137,13 @@ static int parse_list(const char *s, int *out, int cap)
 static void usage(void)
 {
     fprintf(stderr, "usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...] "
-                    "[--batch N] [--json]\n");
+                    "[--batch N] [--json] [--host-cost]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *model = NULL, *backend = "cpu";
-    int threads = 2, pp = 128, tg = 128, batch = 512, json = 0;
+    int threads = 2, pp = 128, tg = 128, batch = 512, json = 0, host_cost = 0;
     int npl[MAX_NPL] = {1, 4, 16, 64}, n_npl = 4;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
@@ -153,6 +158,7 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--host-cost")) host_cost = 1;
         else {
             usage();
             return 2;
@@ -193,6 +199,17 @@ int main(int argc, char **argv)
         else
             printf("|%6d | %6d | %4d | %8.3f | %8.2f | %8.3f | %8.2f |\n", pp, tg, pl, res.t_pp, s_pp, res.t_tg,
                    s_tg);
+        if (host_cost && res.tm.steps) {
+            const struct slm_engine_timing *t = &res.tm;
+            double k = 1e-6 / (double)t->steps;   /* ns summed -> ms per step */
+            double host = (double)(t->schedule_ns + t->sample_ns + t->detok_ns + t->report_ns) * k;
+            double step = host + (double)t->pass_ns * k;
+            printf("  B=%d, %llu decode steps, %.0f rows each: per step %.3f ms = pass %.3f + host %.3f (%.1f%%): "
+                   "schedule %.3f, sample %.3f, detokenize %.3f, events %.3f ms\n",
+                   pl, (unsigned long long)t->steps, (double)t->rows / (double)t->steps, step, (double)t->pass_ns * k,
+                   host, 100.0 * host / step, (double)t->schedule_ns * k, (double)t->sample_ns * k,
+                   (double)t->detok_ns * k, (double)t->report_ns * k);
+        }
         fflush(stdout);
     }
     slm_tok_destroy(&tok);

@@ -2,7 +2,7 @@
  * bench/ring_bench.c - what slmd's IPC adds per token, side by side with a Unix socket doing
  * the same exchange, in one run (issue 4; docs/performance.md, "IPC: rings against a socket").
  *
- * The ring column is slmd's own code: slm_server_run (the I/O thread's loop with its spin and
+ * The ring column is slmd's own code: slm_server_run (the I/O loop, the engine thread's spin and
  * NEED_WAKEUP sleep, conn.c's handshake, ring polling and completion pushing) serves a
  * libslm client over the real socket and memfd. Only the engine is replaced, by the echo
  * producer of bench/echo/ (a struct slm_server_ops; echo_server.h says what it does): N tokens
@@ -20,8 +20,8 @@
  *                  (CLOCK_MONOTONIC) as it hands it to the IPC, the consumer subtracts on receipt;
  *                  a late producer skips ahead rather than bursting (no queue is measured);
  *   round trip     submit of a one-token request until its TOKEN event; "busy": back to back,
- *                  so the daemon's threads are within their spin window; "asleep": --gap-us
- *                  between requests, so the daemon sleeps (NEED_WAKEUP, doorbell, futex).
+ *                  so the daemon's engine thread is within its spin window; "asleep": --gap-us
+ *                  between requests, so it sleeps (NEED_WAKEUP, doorbell, futex).
  * Context switches of the consumer thread (getrusage RUSAGE_THREAD) show its sleeps; system calls
  * are counted from outside by tests/test_syscalls.sh (strace).
  *

@@ -2,8 +2,8 @@
  * daemon/conn.c - one connection of slmd serve: the handshake, the client's submission ring
  * (hostile input: every SQE is copied out, then requests.c validates and decodes it), its
  * requests in the engine, and the completions pushed back (by the engine thread's event
- * callback, or the I/O thread's answers), queued privately when the client's completion ring
- * is full.
+ * callback, or its direct answers to the submissions it takes), queued privately when the
+ * client's completion ring is full.
  *
  * tests/test_daemon.c drives it black box through libslm and a raw hostile client.
  */
@@ -142,12 +142,19 @@ static int handshake(struct slm_server *s, struct slm_conn *c)
         slm_welcome_refuse(c->fd, -EUSERS, why);
         return -1;
     }
-    if (slm_shm_create(&c->shm, h.sq_entries, h.cq_entries, h.arena_bytes, err) ||
-        slm_welcome_send(c->fd, c->id, c->shm.bytes, c->shm.fd, err)) {
+    if (slm_shm_create(&c->shm, h.sq_entries, h.cq_entries, h.arena_bytes, err)) {
         slm_log(SLM_LOG_WARNING, "client %llu: %s", (unsigned long long)c->id, err);
         return -1;
     }
     slm_shm_rings(&c->shm, &c->sq, &c->cq);
+    /* The engine thread sleeps with NEED_WAKEUP set in every header (server.h, bell_armed):
+     * set it here too, before the client can see its memory, or its first submission would
+     * ring no doorbell. Its ring is empty: nothing to recheck. */
+    if (s->bell_armed) slm_daemon_prepare_sleep(&c->shm, &c->sq);
+    if (slm_welcome_send(c->fd, c->id, c->shm.bytes, c->shm.fd, err)) {
+        slm_log(SLM_LOG_WARNING, "client %llu: %s", (unsigned long long)c->id, err);
+        return -1;
+    }
     c->ready = 1;
     s->n_ready++;
     slm_log(SLM_LOG_INFO, "client %llu '%s' connected (uid %u, pid %d)", (unsigned long long)c->id, c->name,
@@ -158,16 +165,15 @@ static int handshake(struct slm_server *s, struct slm_conn *c)
 int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events)
 {
     (void)events;   /* readable and hang-up both mean: read the socket */
-    int gone = 0;
+    int gone = 0, was_ready = c->ready;
     if (c->refused) gone = 1;   /* its HELLO (or its hang-up): read below, then closed */
     else if (!c->ready) gone = handshake(s, c) < 0;
-    else gone = slm_doorbell_drain(c->fd) < 0;
-    if (!gone && c->ready) slm_conn_poll(s, c);
+    else gone = slm_doorbell_drain(c->fd) < 0;   /* the engine thread takes the submissions */
     if (gone) {
         slm_conn_close(s, c);
         return -1;
     }
-    return 0;
+    return c->ready && !was_ready;
 }
 
 /* ---- completions */
@@ -243,7 +249,7 @@ static int flush_pending_locked(struct slm_conn *c)
     return k;
 }
 
-/* The I/O thread's answers: published and woken at once. */
+/* Direct answers to a submission (DATA, ERROR): published and woken at once. */
 static void push(struct slm_conn *c, const struct slm_cqe *cqes, int n)
 {
     pthread_mutex_lock(&c->lock);
@@ -275,17 +281,19 @@ static void defer_wake_locked(struct slm_server *s, struct slm_conn *c)
     s->wake_list[s->n_wake++] = c;
 }
 
-void slm_conn_wake_deferred(struct slm_server *s)
+int slm_conn_wake_deferred(struct slm_server *s)
 {
+    int woke = 0;
     for (int i = 0; i < s->n_wake; i++) {
         struct slm_conn *c = s->wake_list[i];
         pthread_mutex_lock(&c->lock);
         c->wake_pending = 0;
-        if (!c->closed) slm_wake_client(&c->shm);
+        if (!c->closed) woke += slm_wake_client(&c->shm);
         pthread_mutex_unlock(&c->lock);
         conn_unref(c);
     }
     s->n_wake = 0;
+    return woke;
 }
 
 /* An answer's bytes as a chain of DATA completions. */
@@ -565,10 +573,21 @@ int slm_conn_poll(struct slm_server *s, struct slm_conn *c)
 int slm_conn_set_flags(struct slm_conn *c, uint32_t flags)
 {
     if (!c->ready) return 0;
-    if (flags & SLM_SHM_CLOSING) slm_shm_set_closing(&c->shm, 1);
+    if (flags & SLM_SHM_CLOSING) {   /* NEED_WAKEUP stays as it is: the engine thread may sleep */
+        slm_shm_set_closing(&c->shm, 1);
+        return 0;
+    }
     if (flags & SLM_SHM_NEED_WAKEUP) return !slm_daemon_prepare_sleep(&c->shm, &c->sq);
     slm_daemon_awake(&c->shm);
     return 0;
+}
+
+int slm_conn_has_pending(struct slm_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int n = c->n_pending;
+    pthread_mutex_unlock(&c->lock);
+    return n > 0;
 }
 
 void slm_conn_cancel_all(struct slm_server *s, struct slm_conn *c)

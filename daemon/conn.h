@@ -20,16 +20,24 @@ struct slm_conn;
 struct slm_conn *slm_conn_new(struct slm_server *s, int fd);
 
 /* Handles the client's socket being readable or hung up: the HELLO, doorbell bytes, or the
- * end. Returns 0, or -1 when the client is gone (slm_conn_close has then been called). */
+ * end. Returns 1 when the handshake has just completed (the caller hands the socket's
+ * doorbells to the engine thread), 0, or -1 when the client is gone (slm_conn_close has then
+ * been called). Takes no submission: the engine thread does. */
 int slm_conn_on_socket(struct slm_server *s, struct slm_conn *c, uint32_t events);
 
 /* Takes every waiting submission of client c (none while s->reload_pending; each answered
  * with an error while s->draining) and flushes its queued completions; returns how many. */
 int slm_conn_poll(struct slm_server *s, struct slm_conn *c);
 
-/* Sets or clears NEED_WAKEUP (or CLOSING) in c's shared header. Returns 1 when, after setting
- * NEED_WAKEUP, a submission is already waiting (so the caller must not sleep). */
+/* flags NEED_WAKEUP: sets it in c's shared header, and returns 1 when a submission is already
+ * waiting (the flag is cleared again; the caller must not sleep), else 0. flags 0: clears
+ * NEED_WAKEUP. flags CLOSING: sets CLOSING, leaving NEED_WAKEUP as it is. poll_lock held. */
 int slm_conn_set_flags(struct slm_conn *c, uint32_t flags);
+
+/* 1 when c has completions queued privately, waiting for room in its completion ring: they
+ * are flushed when its ring is next polled (slm_conn_poll), so the engine thread's idle sleep
+ * keeps a tick while there are any. */
+int slm_conn_has_pending(struct slm_conn *c);
 
 /* Cancels every request of c (the drain's deadline passed). */
 void slm_conn_cancel_all(struct slm_server *s, struct slm_conn *c);
@@ -42,8 +50,8 @@ void slm_conn_close(struct slm_server *s, struct slm_conn *c);
 void slm_conn_on_event(void *ctx, const struct slm_engine_event *ev);
 
 /* Engine thread, after each step: wakes (FUTEX_WAKE, only if it sleeps) every client that got
- * completions in the step, once. */
-void slm_conn_wake_deferred(struct slm_server *s);
+ * completions in the step, once. Returns how many it woke. */
+int slm_conn_wake_deferred(struct slm_server *s);
 
 int slm_conn_fd(const struct slm_conn *c);
 

@@ -23,6 +23,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
 
 #include "common/log.h"
 #include "daemon/commands.h"
@@ -32,11 +33,12 @@
 #include "daemon/server.h"
 #include "daemon/service.h"
 #include "common/parse.h"
+#include "ipc/wait.h"
 
 #define TICK_MS 100
 #define DRAIN_GRACE_S 2   /* after the drain cancelled everything, how long the engine has to report it */
 
-enum { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_IO_WAKE };   /* epoll data below 4096 are these; above, clients */
+enum { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER };   /* epoll data below 4096 are these; above, clients */
 
 static double now_s(void)
 {
@@ -136,6 +138,7 @@ const struct slm_server_ops slm_server_engine_ops = {
 };
 
 static int poll_clients(struct slm_server *s);
+static int set_all_flags(struct slm_server *s, uint32_t flags);
 
 static inline void cpu_relax(void)
 {
@@ -144,10 +147,8 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* The engine thread takes the submissions itself while the I/O thread sleeps in epoll_wait
- * (which it does, holding no poll_lock and asking for no doorbell, while engine_active is
- * set): on a machine with few cores one daemon thread then both takes a request and runs it,
- * instead of two spinning threads and the client competing for two cores. */
+/* Between steps and while idle-spinning: takes the waiting submissions, unless the I/O thread
+ * holds poll_lock just then (the next look is a step or a spin away). */
 static int engine_poll(struct slm_server *s)
 {
     if (pthread_mutex_trylock(&s->poll_lock)) return 0;
@@ -165,16 +166,6 @@ static void drain_counter_fd(int fd, const char *what)
         slm_log(SLM_LOG_WARNING, "reading the %s: %s", what, strerror(errno));
 }
 
-/* Tells the I/O thread that the engine thread stopped taking submissions. EAGAIN means the
- * eventfd's counter is already at its maximum: the I/O thread is woken anyway. */
-static void engine_going_idle(struct slm_server *s)
-{
-    __atomic_store_n(&s->engine_active, 0, __ATOMIC_SEQ_CST);
-    uint64_t one = 1;
-    if (write(s->io_wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-        slm_log(SLM_LOG_WARNING, "waking the I/O thread: %s", strerror(errno));
-}
-
 /* Once the engine is idle, hands the heap's free pages back to the kernel (glibc keeps what
  * a burst freed: a flood of requests that were cancelled left RSS at its peak), at most once a
  * second and only after work, so that a busy daemon never pays for it. */
@@ -187,15 +178,93 @@ static void trim_when_idle(double *last_trim, int *worked)
     *worked = 0;
 }
 
+/* 1 when c is still one of s's connections (poll_lock held): an epoll event names a connection
+ * by its pointer, and the I/O thread may have closed it between epoll_wait and the lock. */
+static int is_client(const struct slm_server *s, const struct slm_conn *c)
+{
+    for (int k = 0; k < s->n_clients; k++)
+        if (s->clients[k] == c) return 1;
+    return 0;
+}
+
+#define BELL_EVENTS 64
+
+/* Reads what is pending on bell_epoll_fd without waiting (poll_lock held): the doorbells (at
+ * most SLM_DOORBELL_DRAIN_MAX packets a socket, BELL_EVENTS sockets a call; what is left keeps
+ * its socket readable for the next call) and the kick's count. A hung-up socket stays readable:
+ * it is taken out of the set, and the I/O thread, woken by the same hang-up, closes it. */
+static void read_bells(struct slm_server *s)
+{
+    struct epoll_event evs[BELL_EVENTS];
+    int n = epoll_wait(s->bell_epoll_fd, evs, BELL_EVENTS, 0);
+    for (int i = 0; i < n; i++) {
+        struct slm_conn *c = evs[i].data.ptr;
+        if (!c) drain_counter_fd(s->engine_wake_fd, "engine thread's wake-up eventfd");
+        else if (is_client(s, c) && slm_doorbell_drain(slm_conn_fd(c)) < 0)
+            epoll_ctl(s->bell_epoll_fd, EPOLL_CTL_DEL, slm_conn_fd(c), NULL);
+    }
+}
+
+/* The engine thread's idle sleep, until a doorbell, a kick or (only while something needs
+ * looking at later) a tick. The doorbell wakes this thread directly: one wake-up between a
+ * client's submission and the step that answers it (docs/protocol.md, "Waking").
+ *   1. Under poll_lock: the doorbells of earlier wake-ups are read (read_bells); NEED_WAKEUP
+ *      is set in every ready client's header, each followed by a fence and a look at its ring
+ *      (slm_daemon_prepare_sleep): a submission found means no sleep. bell_armed tells the I/O
+ *      thread to set the flag on a client that completes its handshake meanwhile.
+ *   2. engine_sleeping = 1, fence, then a last look at what a kick announces (engine_quit, an
+ *      unfinished request): slm_server_kick's Dekker pair.
+ *   3. epoll_wait on bell_epoll_fd. No timeout unless a client has completions waiting for room
+ *      in its ring (they are flushed by polling; the client rings no doorbell for them), a
+ *      reload waits, or systemd's watchdog wants pings: nothing else makes work for this thread
+ *      without a doorbell or a kick, so a lost wakeup would show as a hang, not as a delay.
+ *   4. Under poll_lock: the rings polled at once, then NEED_WAKEUP cleared. The doorbell that
+ *      woke it is read at the next sleep (step 1), off the path to the first event.
+ * Returns 1 when it slept, 0 when it found work first. */
+static int engine_sleep(struct slm_server *s)
+{
+    int tick = s->watchdog_usec != 0;
+    pthread_mutex_lock(&s->poll_lock);
+    read_bells(s);
+    if (s->reload_pending) {
+        tick = 1;   /* the rings wait for the new engine: no doorbells asked */
+    } else if (set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
+        set_all_flags(s, 0);
+        pthread_mutex_unlock(&s->poll_lock);
+        return 0;   /* a submission came in meanwhile: the loop takes it */
+    } else {
+        s->bell_armed = 1;
+    }
+    for (int k = 0; k < s->n_clients && !tick; k++) tick = slm_conn_has_pending(s->clients[k]);
+    pthread_mutex_unlock(&s->poll_lock);
+
+    struct epoll_event ev;
+    int slept = 0;
+    __atomic_store_n(&s->engine_sleeping, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&s->engine_quit, __ATOMIC_RELAXED) && s->ops->n_unfinished(s) == 0) {
+        slept = 1;
+        if (epoll_wait(s->bell_epoll_fd, &ev, 1, tick ? TICK_MS : -1) < 0 && errno != EINTR)
+            slm_log(SLM_LOG_ERR, "epoll_wait (engine thread): %s", strerror(errno));
+    }
+    __atomic_store_n(&s->engine_sleeping, 0, __ATOMIC_RELAXED);
+
+    pthread_mutex_lock(&s->poll_lock);
+    poll_clients(s);
+    if (s->bell_armed) set_all_flags(s, 0);
+    s->bell_armed = 0;
+    pthread_mutex_unlock(&s->poll_lock);
+    return slept;
+}
+
 static void *engine_main(void *arg)
 {
     struct slm_server *s = arg;
     double last_ping = 0, last_trim = 0;
-    int worked = 0;
-    __atomic_store_n(&s->engine_active, 1, __ATOMIC_SEQ_CST);
+    int worked = 0, woken = 0;
     for (;;) {
         int rc = s->ops->step(s, slm_conn_on_event, s);
-        slm_conn_wake_deferred(s);
+        woken |= slm_conn_wake_deferred(s) > 0;
         if (rc < 0) slm_log(SLM_LOG_ERR, "engine step failed: %s", strerror(-rc));
         double t = now_s();
         if (s->watchdog_usec && t - last_ping >= (double)s->watchdog_usec * 1e-6 / 2) {
@@ -211,33 +280,23 @@ static void *engine_main(void *arg)
             worked = 1;
             continue;
         }
-        /* Idle: keep taking submissions for spin-us, then sleep. */
+        /* Idle: keep taking submissions for spin-us, then sleep. First, when this thread was
+         * woken by a doorbell or itself woke a sleeping client (FUTEX_WAKE) since it last
+         * spun, yield the CPU once: the scheduler likes to put a woken thread on its waker's
+         * CPU (wake-affine), so that client may well be waiting for this CPU, and spinning
+         * here would keep it from reading its events until the spin ends; on a loaded machine
+         * that was most of the round trip (docs/performance.md, "The doorbell wakes the engine
+         * thread"). Not otherwise: a client that submits back to back spins on another CPU,
+         * and yielding to some other process would only delay the next catch. */
+        if (woken) sched_yield();
+        woken = 0;
         double end = now_s() + s->cfg.spin_us * 1e-6;
         while (s->ops->n_unfinished(s) == 0 && !__atomic_load_n(&s->engine_quit, __ATOMIC_RELAXED) && now_s() < end)
             if (!engine_poll(s)) cpu_relax();
-        if (s->ops->n_unfinished(s) > 0) continue;
-        engine_going_idle(s);
-        pthread_mutex_lock(&s->wake_lock);
-        if (s->engine_quit) {
-            pthread_mutex_unlock(&s->wake_lock);
-            break;
-        }
-        if (s->ops->n_unfinished(s) == 0) {
-            pthread_mutex_unlock(&s->wake_lock);
-            trim_when_idle(&last_trim, &worked);
-            pthread_mutex_lock(&s->wake_lock);
-        }
-        if (s->ops->n_unfinished(s) == 0 && !s->engine_quit) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += TICK_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-            pthread_cond_timedwait(&s->wake, &s->wake_lock, &until);
-        }
-        pthread_mutex_unlock(&s->wake_lock);
-        __atomic_store_n(&s->engine_active, 1, __ATOMIC_SEQ_CST);
+        if (s->ops->n_unfinished(s) > 0 || __atomic_load_n(&s->engine_quit, __ATOMIC_ACQUIRE)) continue;
+        trim_when_idle(&last_trim, &worked);
+        woken = engine_sleep(s);
     }
-    engine_going_idle(s);
     return NULL;
 }
 
@@ -253,12 +312,13 @@ static int start_engine_thread(struct slm_server *s, char *err)
     return 0;
 }
 
+/* Called without poll_lock: the engine thread takes it to sleep and to poll. */
 static void stop_engine_thread(struct slm_server *s)
 {
-    pthread_mutex_lock(&s->wake_lock);
-    __atomic_store_n(&s->engine_quit, 1, __ATOMIC_RELEASE);
-    pthread_cond_signal(&s->wake);
-    pthread_mutex_unlock(&s->wake_lock);
+    __atomic_store_n(&s->engine_quit, 1, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    if (write(s->engine_wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        slm_log(SLM_LOG_WARNING, "waking the engine thread: %s", strerror(errno));
     pthread_join(s->engine_thread, NULL);
 }
 
@@ -385,10 +445,26 @@ static int add_fd(struct slm_server *s, int fd, uint64_t tag)
     return epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
 }
 
+/* c finished its handshake (poll_lock held): from now on its socket carries doorbells, which
+ * wake the engine thread (bell_epoll_fd), and its hang-up, which wakes this thread (EPOLLRDHUP;
+ * EPOLLHUP and EPOLLERR always come): the doorbells no longer wake this thread. On failure
+ * the connection is shut down, and its hang-up closes it. */
+static void hand_to_engine(struct slm_server *s, struct slm_conn *c)
+{
+    int fd = slm_conn_fd(c);
+    struct epoll_event bell = {.events = EPOLLIN, .data.ptr = c};
+    struct epoll_event hangup = {.events = EPOLLRDHUP, .data.u64 = (uint64_t)(uintptr_t)c};
+    if (epoll_ctl(s->bell_epoll_fd, EPOLL_CTL_ADD, fd, &bell) || epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, fd, &hangup)) {
+        slm_log(SLM_LOG_WARNING, "a connection's doorbell: epoll_ctl: %s; disconnecting it", strerror(errno));
+        shutdown(fd, SHUT_RDWR);
+    }
+}
+
 static void remove_client(struct slm_server *s, int k)
 {
     struct slm_conn *c = s->clients[k];
     epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, slm_conn_fd(c), NULL);
+    epoll_ctl(s->bell_epoll_fd, EPOLL_CTL_DEL, slm_conn_fd(c), NULL);   /* ENOENT before the handshake */
     slm_conn_close(s, c);
     s->clients[k] = s->clients[--s->n_clients];
 }
@@ -605,33 +681,17 @@ static void rebuild_engine(struct slm_server *s);
 
 static int io_loop(struct slm_server *s)
 {
-    double last_work = now_s(), drain_deadline = 0;
+    double drain_deadline = 0;
     int cancelled = 0;   /* the drain's deadline passed and every request was cancelled */
     pthread_mutex_lock(&s->poll_lock);   /* held but while sleeping in epoll_wait */
     for (;;) {
-        /* While draining, submissions are still taken, to be answered with an error; while a
-         * reload waits for the engine to empty, they stay in the rings. */
-        int took = poll_clients(s);
-        double t = now_s();
-        if (took) last_work = t;
-        /* While the engine thread runs, it takes the submissions (engine_poll): this thread
-         * sleeps without asking for doorbells until the engine goes idle (io_wake_fd). */
-        int parked = __atomic_load_n(&s->engine_active, __ATOMIC_SEQ_CST) && !s->draining && !s->reload_pending;
-        int spinning = !parked && !s->draining && !s->reload_pending && (t - last_work) * 1e6 < s->cfg.spin_us;
-        int timeout = 0;
-        if (!spinning) {
-            /* About to sleep: ask for doorbells, then look once more (docs/protocol.md). */
-            if (!parked && !s->reload_pending && set_all_flags(s, SLM_SHM_NEED_WAKEUP)) {
-                set_all_flags(s, 0);
-                continue;
-            }
-            timeout = TICK_MS;
-        }
+        /* The engine thread takes the submissions and sleeps on the doorbells itself
+         * (engine_sleep): this thread wakes for connections, handshakes, hang-ups, signals and
+         * the timer tick. */
         struct epoll_event evs[64];
-        if (timeout) pthread_mutex_unlock(&s->poll_lock);
-        int n = epoll_wait(s->epoll_fd, evs, 64, timeout);
-        if (timeout) pthread_mutex_lock(&s->poll_lock);
-        if (!spinning && !parked) set_all_flags(s, 0);
+        pthread_mutex_unlock(&s->poll_lock);
+        int n = epoll_wait(s->epoll_fd, evs, 64, TICK_MS);
+        pthread_mutex_lock(&s->poll_lock);
         if (n < 0 && errno != EINTR) {
             slm_log(SLM_LOG_ERR, "epoll_wait: %s", strerror(errno));
             return -errno;
@@ -645,20 +705,19 @@ static int io_loop(struct slm_server *s)
                 accept_now = 1;
             } else if (tag == TAG_SIGNAL) {
                 if (handle_signal(s, &drain_deadline)) return 0;
-            } else if (tag == TAG_IO_WAKE) {
-                drain_counter_fd(s->io_wake_fd, "I/O thread's wake-up eventfd");
             } else if (tag == TAG_TIMER) {
                 tick = 1;
             } else {
                 struct slm_conn *c = (struct slm_conn *)(uintptr_t)tag;
-                if (slm_conn_on_socket(s, c, evs[i].events) < 0) {
+                int rc = slm_conn_on_socket(s, c, evs[i].events);
+                if (rc < 0) {
                     for (int k = 0; k < s->n_clients; k++)
                         if (s->clients[k] == c) {
                             s->clients[k] = s->clients[--s->n_clients];
                             break;
                         }
-                } else {
-                    last_work = now_s();
+                } else if (rc == 1) {
+                    hand_to_engine(s, c);
                 }
             }
         }
@@ -769,8 +828,12 @@ static int reload(struct slm_server *s)
 static void rebuild_engine(struct slm_server *s)
 {
     char err[SLM_ERR_LEN];
-    s->reload_pending = 0;
+    /* The engine thread takes poll_lock to sleep; reload_pending keeps it from taking
+     * submissions until the new engine runs. */
+    pthread_mutex_unlock(&s->poll_lock);
     stop_engine_thread(s);
+    pthread_mutex_lock(&s->poll_lock);
+    s->reload_pending = 0;
     struct slm_server keep = *s;
     struct slm_config old = s->cfg;
     s->cfg = s->next_cfg;
@@ -796,10 +859,8 @@ static void rebuild_engine(struct slm_server *s)
 int slm_server_run(struct slm_server *s, char *err)
 {
     int rc = -EINVAL;
-    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = s->io_wake_fd = -1;
-    pthread_mutex_init(&s->wake_lock, NULL);
+    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = s->bell_epoll_fd = s->engine_wake_fd = -1;
     pthread_mutex_init(&s->poll_lock, NULL);
-    pthread_cond_init(&s->wake, NULL);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
@@ -809,12 +870,14 @@ int slm_server_run(struct slm_server *s, char *err)
     s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     s->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    s->io_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->bell_epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    s->engine_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L}, .it_value = {0, TICK_MS * 1000000L}};
-    if (s->epoll_fd < 0 || s->signal_fd < 0 || s->timer_fd < 0 || s->io_wake_fd < 0 ||
+    struct epoll_event kick = {.events = EPOLLIN, .data.ptr = NULL};   /* engine_sleep: NULL is the kick */
+    if (s->epoll_fd < 0 || s->signal_fd < 0 || s->timer_fd < 0 || s->bell_epoll_fd < 0 || s->engine_wake_fd < 0 ||
         timerfd_settime(s->timer_fd, 0, &its, NULL) || add_fd(s, s->listen_fd, TAG_LISTEN) ||
         add_fd(s, s->signal_fd, TAG_SIGNAL) || add_fd(s, s->timer_fd, TAG_TIMER) ||
-        add_fd(s, s->io_wake_fd, TAG_IO_WAKE)) {
+        epoll_ctl(s->bell_epoll_fd, EPOLL_CTL_ADD, s->engine_wake_fd, &kick)) {
         rc = -errno;
         slm_err_set(err, "cannot set up the event loop: %s", strerror(errno));
         goto out;
@@ -838,8 +901,9 @@ out:
     if (s->epoll_fd >= 0) close(s->epoll_fd);
     if (s->signal_fd >= 0) close(s->signal_fd);
     if (s->timer_fd >= 0) close(s->timer_fd);
-    if (s->io_wake_fd >= 0) close(s->io_wake_fd);
-    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = s->io_wake_fd = -1;
+    if (s->bell_epoll_fd >= 0) close(s->bell_epoll_fd);
+    if (s->engine_wake_fd >= 0) close(s->engine_wake_fd);
+    s->listen_fd = s->epoll_fd = s->signal_fd = s->timer_fd = s->bell_epoll_fd = s->engine_wake_fd = -1;
     free(s->clients);
     s->clients = NULL;
     free(s->wake_list);

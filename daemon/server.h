@@ -4,10 +4,14 @@
  * requests) and requests.c (what a submission asks for).
  *
  * Threads: the I/O thread (serve.c's loop: epoll over the listening socket, the clients'
- * sockets, a signalfd, a timerfd and io_wake_fd; it polls the clients' submission rings while
- * the engine is idle) and the engine thread (steps the engine; its event callback pushes
- * completions; it polls the submission rings itself between steps and while idle-spinning).
- * poll_lock makes one of them at a time the rings' consumer and guards the clients array.
+ * sockets (their HELLO, then only their hang-up), a signalfd and a timerfd) and the engine
+ * thread (steps the engine; its event callback pushes completions). The engine thread is the
+ * only consumer of the submission rings: it polls them between steps and while idle-spinning,
+ * and when idle it sleeps in epoll over bell_epoll_fd, which holds every ready client's socket
+ * (the doorbell wakes it directly) and engine_wake_fd (slm_server_kick).
+ * poll_lock guards the clients array (and the rings' consumer side, the NEED_WAKEUP flags,
+ * bell_armed): the I/O thread holds it but while it sleeps in epoll_wait; the engine thread
+ * takes it to poll (a trylock between steps) and around its idle sleep.
  * Lock order: poll_lock, then the engine's lock, then a client's lock (the event callback takes
  * a client's lock with the engine's held); no engine call is made with a client's lock held.
  */
@@ -16,6 +20,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "daemon/config.h"
 #include "daemon/service.h"
@@ -53,16 +58,16 @@ struct slm_server {
     char socket_path[128];
     /* engine thread */
     pthread_t engine_thread;
-    pthread_mutex_t wake_lock;
-    pthread_cond_t wake;           /* signalled when a request was added or the daemon stops */
     int engine_quit;
-    /* Ring polling: the I/O thread holds poll_lock but while it sleeps in epoll_wait; the engine
-     * thread takes submissions (trylock) between steps and while idle-spinning, and sets
-     * engine_active meanwhile, which lets the I/O thread sleep without asking for doorbells;
-     * going idle, it clears engine_active and writes io_wake_fd. */
+    /* The engine thread's idle sleep (serve.c, engine_sleep): it sets NEED_WAKEUP in every
+     * ready client's header (bell_armed = 1, under poll_lock, so that a client completing its
+     * handshake meanwhile starts with the flag set), then sleeps in epoll_wait on bell_epoll_fd:
+     * the ready clients' sockets (EPOLLIN: the doorbell) and engine_wake_fd (an eventfd that
+     * slm_server_kick writes while engine_sleeping). */
     pthread_mutex_t poll_lock;
-    int engine_active;
-    int io_wake_fd;
+    int bell_epoll_fd, engine_wake_fd;
+    int bell_armed;                /* poll_lock */
+    int engine_sleeping;           /* atomic; the Dekker flag of slm_server_kick */
     struct slm_conn **wake_list;   /* engine thread: clients to wake after the step (conn.c) */
     int n_wake, cap_wake;
     uint64_t watchdog_usec;        /* 0: no watchdog */
@@ -89,13 +94,20 @@ struct slm_server {
     double status_t;
 };
 
-/* Wakes the engine thread (after slm_engine_add). Inline here, so that conn.c, which adds the
- * requests, needs nothing of serve.c. */
+/* Wakes the engine thread when it sleeps, after the caller changed what it would look at
+ * (a request added or cancelled, engine_quit). Dekker with engine_sleep: the engine thread
+ * stores engine_sleeping = 1, fences, then looks for work; the caller made its work visible,
+ * fences, then loads engine_sleeping; at least one of them sees the other. The eventfd's count
+ * stays until read, so a write just before the engine thread's epoll_wait still wakes it. From
+ * the engine thread itself (it adds the requests it takes) engine_sleeping is 0: no system
+ * call. Inline here, so that conn.c needs nothing of serve.c. */
 static inline void slm_server_kick(struct slm_server *s)
 {
-    pthread_mutex_lock(&s->wake_lock);
-    pthread_cond_signal(&s->wake);
-    pthread_mutex_unlock(&s->wake_lock);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&s->engine_sleeping, __ATOMIC_RELAXED)) return;
+    uint64_t one = 1;
+    ssize_t rc = write(s->engine_wake_fd, &one, sizeof one);   /* EAGAIN: the count is full, it wakes anyway */
+    (void)rc;
 }
 
 /* Runs a server whose cfg and ops (with what they drive) are set: listens on the configured

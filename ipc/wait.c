@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
 
 static inline void cpu_relax(void)
 {
@@ -147,7 +148,13 @@ int slm_doorbell_ring(struct slm_shm *shm, int sock)
     if (!(__atomic_load_n(&shm->hdr->daemon_flags, __ATOMIC_RELAXED) & SLM_SHM_NEED_WAKEUP)) return 0;
     static const char bell = 1;
     for (;;) {
-        if (send(sock, &bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) return 1;
+        if (send(sock, &bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) {
+            /* The daemon thread just woken is often put on this CPU (wake-affine); the spin on
+             * the CQ that usually follows would keep it off until the spin ends. Yield once:
+             * without a runnable task here it returns at once. */
+            sched_yield();
+            return 1;
+        }
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;   /* doorbells already pending */
         return (errno == ECONNRESET || errno == EPIPE) ? -EPIPE : -errno;

@@ -19,6 +19,12 @@
  *   daemon: daemon_flags |= NEED_WAKEUP; fence; if SQ not empty -> clear, go on;
  *           else sleep in poll/epoll on the client's socket
  *   client: publish SQE; fence; if daemon_flags & NEED_WAKEUP -> send one byte on the socket
+ *   The socket stays readable until the daemon reads the byte, so a doorbell rung before the
+ *   daemon reaches its epoll_wait still wakes it. In slmd the sleeper is the engine thread
+ *   itself (daemon/serve.c, engine_sleep): it does the daemon's side for every client, then
+ *   waits in one epoll set holding all their sockets, and the doorbell wakes the thread that
+ *   takes the SQE and runs the step (one wake-up, not two); it reads the doorbell bytes
+ *   (slm_doorbell_drain) before its next sleep, not on the way to the first event.
  *
  * Shared futexes (not FUTEX_PRIVATE_FLAG): the word lives in a memfd mapped by two processes.
  * The daemon never waits on anything the client writes: client_waiting only decides whether it
@@ -69,8 +75,9 @@ int slm_doorbell_drain(int sock);
 
 /* Client: after publishing SQEs. Fence, then if the daemon sleeps (NEED_WAKEUP), sends one
  * byte on the socket without blocking (a full socket buffer means a doorbell is already
- * pending: not an error). Returns 1 when it rang, 0 when not needed, or -errno
- * (-EPIPE: the daemon is gone). */
+ * pending: not an error), and yields the CPU once (sched_yield): the daemon thread it woke is
+ * often put on this CPU, where the caller's spin on the CQ would keep it waiting. Returns 1
+ * when it rang, 0 when not needed, or -errno (-EPIPE: the daemon is gone). */
 int slm_doorbell_ring(struct slm_shm *shm, int sock);
 
 #endif

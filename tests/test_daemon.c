@@ -14,7 +14,11 @@
  *   - a client that never reads its completions is disconnected once too many wait for it;
  *   - chat equals `slmd run --chat`; stop strings and stop ids cut the output; detokenize
  *     inverts tokenize; prompt logprobs arrive once each, in order, and agree with the logprob
- *     of the same token generated.
+ *     of the same token generated;
+ *   - no lost wakeup: 4 clients x 150 one-token requests, each after a pause that straddles the
+ *     daemon's spin (a second daemon at spin-us 0, then 20 with a client ringing the doorbell
+ *     without pause beside them), each answered within 5 s (the engine thread's idle sleep has
+ *     no timeout, so a lost doorbell hangs).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -127,13 +131,15 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-/* A raw client: the handshake by hand, the shared memory mapped; its socket, or -1. */
-static int raw_client(const char *name, struct slm_shm *shm, struct slm_ring *sq, struct slm_ring *cq)
+/* A raw client of the daemon at path: the handshake by hand, the shared memory mapped; its
+ * socket, or -1. */
+static int raw_client_at(const char *path, const char *name, struct slm_shm *shm, struct slm_ring *sq,
+                         struct slm_ring *cq)
 {
     char err[256] = "";
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strcpy(a.sun_path, sock_path);
+    strcpy(a.sun_path, path);
     struct slm_welcome w;
     int shm_fd = -1;
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) || slm_hello_send(fd, name, 0, 0, 0, err) ||
@@ -144,6 +150,11 @@ static int raw_client(const char *name, struct slm_shm *shm, struct slm_ring *sq
     }
     slm_shm_rings(shm, sq, cq);
     return fd;
+}
+
+static int raw_client(const char *name, struct slm_shm *shm, struct slm_ring *sq, struct slm_ring *cq)
+{
+    return raw_client_at(sock_path, name, shm, sq, cq);
 }
 
 /* SQEs written straight into a raw client's ring. */
@@ -316,6 +327,136 @@ static void collect(struct slm_client *c, int64_t h, char *out, size_t cap, stru
         }
     }
     out[n] = 0;
+}
+
+/* ---- no lost wakeup: the engine thread's idle sleep against submissions from several clients */
+
+#define WAKE_CLIENTS 4
+#define WAKE_ROUNDS 150
+
+struct waker {
+    int id;
+    char why[256];
+};
+
+static char wake_sock[128];
+
+/* One client: WAKE_ROUNDS times, a pause, one one-token request, its events to DONE, each
+ * within 5 s. The pauses (none to 3 ms) straddle the daemon's spin (spin-us 0 or 20), so
+ * submissions land before, during and after the engine thread arms NEED_WAKEUP and sleeps. Its
+ * idle sleep has no timeout (no watchdog, nothing pending): a lost doorbell is a hang here,
+ * unless another client's doorbell happens to rescue it, and the rounds make that rare. */
+static void *wake_main(void *arg)
+{
+    struct waker *w = arg;
+    static const int gaps_us[] = {0, 0, 5, 10, 20, 30, 50, 80, 120, 200, 500, 1000, 3000};
+    uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(w->id + 1);
+    struct slm_client *c;
+    int rc = slm_connect(wake_sock, "waker", &c);
+    if (rc < 0) {
+        snprintf(w->why, sizeof w->why, "connect: %s", slm_strerror(rc));
+        return NULL;
+    }
+    struct slm_params p;
+    slm_params_default(&p);
+    p.max_tokens = 1;
+    p.temperature = 0;
+    int32_t prompt[2] = {1, 2 + w->id};
+    for (int r = 0; r < WAKE_ROUNDS && !w->why[0]; r++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int gap = gaps_us[x % (sizeof gaps_us / sizeof gaps_us[0])];
+        if (gap) usleep((useconds_t)gap);
+        int64_t h = slm_submit_ids(c, prompt, 2, &p);
+        if (h < 0) {
+            snprintf(w->why, sizeof w->why, "round %d: submit: %s", r, slm_strerror((int)h));
+            break;
+        }
+        struct slm_event ev;
+        do {
+            rc = slm_next_event(c, &ev, 5000);
+        } while (rc == 1 && ev.type == SLM_EVENT_TOKEN);
+        if (rc != 1)
+            snprintf(w->why, sizeof w->why, "round %d (pause %d us): expected its DONE within 5 s, got %s", r, gap,
+                     rc ? slm_strerror(rc) : "nothing (a lost wakeup)");
+        else if (ev.type != SLM_EVENT_DONE || ev.handle != h)
+            snprintf(w->why, sizeof w->why, "round %d: expected DONE of handle %lld, got event type %d of %lld", r,
+                     (long long)h, ev.type, (long long)ev.handle);
+    }
+    slm_close(&c);
+    return NULL;
+}
+
+static int flood_stop;
+
+/* A client that rings the doorbell without pause (bursts of 256, a millisecond apart) and
+ * submits nothing: the idle engine thread keeps waking for it, and must still serve the others. */
+static void *flood_main(void *arg)
+{
+    (void)arg;
+    struct slm_shm shm;
+    struct slm_ring sq, cq;
+    int fd = raw_client_at(wake_sock, "flooder", &shm, &sq, &cq);
+    if (fd < 0) return NULL;
+    char b = 1;
+    while (!__atomic_load_n(&flood_stop, __ATOMIC_RELAXED)) {
+        for (int i = 0; i < 256; i++)
+            if (send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN) goto out;
+        usleep(1000);
+    }
+out:
+    close(fd);
+    slm_shm_unmap(&shm);
+    return NULL;
+}
+
+/* Its own daemon at spin-us 0, then 20 with a doorbell flooder beside the clients: every
+ * submission after a pause finds the engine thread asleep or on its way there. Returns the
+ * failures. */
+static int wakeups(const char *slmd, const char *model)
+{
+    int bad = 0;
+    const char *spins[] = {"0", "20"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(wake_sock, sizeof wake_sock, "/tmp/slmd-test-wake-%d.sock", (int)getpid());
+        pid_t d = fork();
+        if (d == 0) {
+            execl(slmd, slmd, "serve", "--socket", wake_sock, "--model", model, "--kv-cache-mem", "64M", "--threads",
+                  "1", "--spin-us", spins[k], "--log-level", "warning", (char *)NULL);
+            _exit(127);
+        }
+        struct slm_client *probe = NULL;
+        for (int i = 0; i < 300 && slm_connect(wake_sock, "probe", &probe) < 0; i++) usleep(100000);
+        CHECK(probe != NULL, "wakeups: cannot connect to slmd at %s", wake_sock);
+        if (!probe) {
+            kill(d, SIGKILL);
+            waitpid(d, NULL, 0);
+            return 1;
+        }
+        slm_close(&probe);
+        struct waker w[WAKE_CLIENTS];
+        pthread_t t[WAKE_CLIENTS], flooder;
+        memset(w, 0, sizeof w);
+        flood_stop = 0;
+        if (k == 1) pthread_create(&flooder, NULL, flood_main, NULL);
+        for (int i = 0; i < WAKE_CLIENTS; i++) {
+            w[i].id = i;
+            pthread_create(&t[i], NULL, wake_main, &w[i]);
+        }
+        for (int i = 0; i < WAKE_CLIENTS; i++) {
+            pthread_join(t[i], NULL);
+            CHECK(!w[i].why[0], "wakeups, spin-us %s, client %d: %s", spins[k], i, w[i].why);
+            bad += w[i].why[0] != 0;
+        }
+        if (k == 1) {
+            __atomic_store_n(&flood_stop, 1, __ATOMIC_RELAXED);
+            pthread_join(flooder, NULL);
+        }
+        kill(d, SIGTERM);
+        int status = 0;
+        waitpid(d, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "wakeups: slmd exit status %d after SIGTERM", status);
+    }
+    return bad;
 }
 
 /* Chat, stop strings, stop ids, detokenize. */
@@ -586,6 +727,7 @@ int main(void)
           (unsigned long long)(after.tokens_cached - before.tokens_cached), usage.n_cached, before.uptime_s,
           after.uptime_s, (unsigned long long)after.requests_queued);
     features(c, slmd, model);
+    wakeups(slmd, model);
     char *again = generate(c, 0);
     CHECK(again && alone[0] && !strcmp(again, alone[0]), "after it all: '%s' vs '%s'", again ? again : "",
           alone[0] ? alone[0] : "");

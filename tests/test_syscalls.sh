@@ -23,11 +23,12 @@
 #         sleep slice ends and it polls the socket for a hang-up) + 4;
 #       engine thread, its shared-futex FUTEX_WAKEs of the client (the only IPC call it
 #         makes): at most 1.5 per step + 2 (conn.c wakes a client once per step);
-#       I/O thread (slmd's main thread; it sleeps while nobody submits): at most 3 per 100 ms
-#         timer tick (epoll_wait, the timerfd's read) + 25 for taking the 8 submissions (the
-#         doorbell's wake-up and reads, the allocator's brk while tokenizing).
-#     The engine thread's other calls (the thread pool's private futexes, sched_yield, malloc's
-#     mmap) and the pool threads' are computation, not IPC: reported, not judged.
+#       I/O thread (slmd's main thread; since 2026-12-05 it takes no submission, the engine
+#         thread does, woken by the doorbell itself): at most 3 per 100 ms timer tick
+#         (epoll_wait, the timerfd's read) + 25 (the connection and its handshake, a margin).
+#     The engine thread's other calls (the thread pool's private futexes, sched_yield, its
+#     doorbell epoll and reads, malloc's mmap) and the pool threads' are computation, not IPC:
+#     reported, not judged.
 # Skips (77) when strace is missing or cannot trace here.
 set -u
 BUILD=$(dirname "${SLMD:-build/slmd}")

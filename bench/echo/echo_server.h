@@ -6,8 +6,8 @@
  * the I/O loop as slmd has them; the engine thread ("slmd-engine") steps the echo producer: a
  * request for N tokens (max_tokens) yields N token events, token id = its index, text " echo",
  * at most ECHO_CREDIT of them unread by the consumer (the completion ring's room), or one per
- * echo_bench.pace_ns. When it has no request it polls for one for spin-us, as the I/O thread
- * does, then sleeps: it stands for an engine that is busy stepping.
+ * echo_bench.pace_ns. When it has no request the engine thread polls the rings for spin-us and
+ * then sleeps on the doorbells, as in slmd: the producer stands for an engine busy stepping.
  *
  * Kept apart from ring_bench.c: the daemon's server headers are not libslm's.
  */
@@ -48,7 +48,7 @@ static inline void echo_cpu_relax(void)
 #endif
 }
 
-/* Starts slm_server_run with the echo producer on socket_path, the I/O thread spinning spin_us,
+/* Starts slm_server_run with the echo producer on socket_path, the engine thread spinning spin_us,
  * logging from log_level up.
  * SIGTERM, SIGINT and SIGHUP must be blocked in every thread first. 0 or -errno. */
 int echo_server_start(const char *socket_path, int spin_us, const char *log_level);

@@ -84,7 +84,40 @@ struct slm_engine {
     struct slm_logprob *stop_lp;   /* (max_out, SLM_LOGPROBS_MAX) */
     uint64_t n_sampled_device, n_sampled_host;
     void *sample_scratch;          /* lent to every request's sampler (they sample one at a time) */
+    int timing;                    /* slm_engine_set_timing */
+    struct slm_engine_timing tm;
 };
+
+static uint64_t clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Adds the time since *t to *acc and restarts *t, when timing is on. */
+static inline void lap(const struct slm_engine *e, uint64_t *acc, uint64_t *t)
+{
+    if (!e->timing) return;
+    uint64_t now = clock_ns();
+    *acc += now - *t;
+    *t = now;
+}
+
+void slm_engine_set_timing(struct slm_engine *e, int on)
+{
+    pthread_mutex_lock(&e->lock);
+    e->timing = on;
+    memset(&e->tm, 0, sizeof e->tm);
+    pthread_mutex_unlock(&e->lock);
+}
+
+void slm_engine_timing(struct slm_engine *e, struct slm_engine_timing *out)
+{
+    pthread_mutex_lock(&e->lock);
+    *out = e->tm;
+    pthread_mutex_unlock(&e->lock);
+}
 
 static void req_free(struct req *r)
 {
@@ -571,6 +604,8 @@ static int run_pass(struct slm_engine *e, const struct slm_batch *b, int n_dev, 
 /* One step with e->lock held (released around the forward pass and the sampling). */
 static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
 {
+    uint64_t t_lap = e->timing ? clock_ns() : 0;
+    struct slm_engine_timing *tm = &e->tm;
     reap_cancelled(e, fn, ctx);
     if (!e->n_reqs) return 0;
     rank_requests(e);
@@ -608,10 +643,13 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
     struct slm_batch b = {.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
                           .block_tables = e->tables, .max_blocks = e->max_blocks, .n_out = n_dev + n_host,
                           .out_rows = e->out_rows};
+    lap(e, &tm->schedule_ns, &t_lap);
     pthread_mutex_unlock(&e->lock);   /* add() and cancel() may run meanwhile (see cancel) */
     rc = run_pass(e, &b, n_dev, n_host);
     pthread_mutex_lock(&e->lock);
     if (rc) return rc;
+    lap(e, &tm->pass_ns, &t_lap);
+    tm->steps += (uint64_t)e->timing;
     const size_t nv = (size_t)e->m->cfg.n_vocab;
     for (int p = 0; p < np; p++) {
         const struct plan *pl = &e->plan[p];
@@ -619,8 +657,10 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         if (r->cancelled) continue;   /* during the pass, or by an earlier event's callback */
         rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, pl->n);
         if (rc) return rc;
+        lap(e, &tm->schedule_ns, &t_lap);
         if (pl->n_plp) {
             report_plp(e, pl, e->logits + (size_t)pl->host * nv, fn, ctx);
+            lap(e, &tm->report_ns, &t_lap);
             if (r->cancelled) continue;   /* by that event's callback */
         }
         r->n_computed += pl->n;
@@ -659,13 +699,18 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
             ev.n_top = r->logprobs < (int)nv ? r->logprobs : (int)nv;
             ev.top = e->stop_lp + (size_t)pl->dev * SLM_LOGPROBS_MAX;
         }
+        tm->rows += (uint64_t)e->timing;
+        lap(e, &tm->sample_ns, &t_lap);
         char text[512 + 4 * SLM_STOP_MAX_LEN];
         ev.text_len = (int)emit_text(e, r, id, is_stop, &why, text, sizeof text);
         ev.text = text;
         ev.finish = why;
+        lap(e, &tm->detok_ns, &t_lap);
         report(e, pl->k, &ev, fn, ctx);
+        lap(e, &tm->report_ns, &t_lap);
     }
     compact(e);
+    lap(e, &tm->schedule_ns, &t_lap);
     return e->n_reqs;
 }
 

@@ -134,4 +134,24 @@ uint64_t slm_engine_n_preempted(struct slm_engine *e);
 /* Requests added and not yet finished (their finish event not yet reported). */
 int slm_engine_n_unfinished(struct slm_engine *e);
 
+/* Where the steps' time went, summed over the steps since timing was switched on (CLOCK_MONOTONIC
+ * ns). The host's parts of a step are everything but pass_ns: docs/performance.md, "Host-side
+ * cost per step". */
+struct slm_engine_timing {
+    uint64_t steps;          /* steps that ran a forward pass */
+    uint64_t rows;           /* tokens sampled (a sequence's new token each) */
+    uint64_t schedule_ns;    /* reap cancelled, rank, plan (KV blocks), build the batch, commit KV */
+    uint64_t pass_ns;        /* the forward pass, logits to the host, the backend's sampling */
+    uint64_t sample_ns;      /* the host's sampling and logprobs, the sampler's window */
+    uint64_t detok_ns;       /* detokenizing and the stop strings */
+    uint64_t report_ns;      /* the event callback (in slmd: the CQE writes) and freeing finished requests */
+};
+
+/* Switches the step timers on (and zeroes them) or off. Off by default: on, each step makes
+ * ~4 clock reads per sampled sequence (~0.1 us). */
+void slm_engine_set_timing(struct slm_engine *e, int on);
+
+/* The timers so far (one lock). */
+void slm_engine_timing(struct slm_engine *e, struct slm_engine_timing *out);
+
 #endif

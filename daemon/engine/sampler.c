@@ -360,11 +360,34 @@ static int cut_unsorted(struct candidate *c, int n, float mx, double target)
     return k + cut_sorted(c + k, j - k, target - below);
 }
 
+/* The greedy pick without penalties: the first id of the largest logit, NaN never picked, 0
+ * when none is above -inf (the same answer as the general loop below). Two passes: the maximum
+ * (`l > m ? l : m` is exactly MAXSS/MAXPS: a NaN loses), then the first id holding it; faster
+ * than the general loop's per-element NaN test and branch, and greedy rows were nearly all of
+ * a large batch's host time on the CPU (docs/performance.md, "Host-side cost per step"). */
+static int32_t argmax(const float *logits, int n)
+{
+    /* Eight running maxima: independent chains (one maxss each is 4 cycles of latency), which
+     * the compiler may also pack into one MAXPS. */
+    float m8[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m8[j] = logits[i + j] > m8[j] ? logits[i + j] : m8[j];
+    float m = -INFINITY;
+    for (int j = 0; j < 8; j++) m = m8[j] > m ? m8[j] : m;
+    for (; i < n; i++) m = logits[i] > m ? logits[i] : m;
+    if (m == -INFINITY) return 0;
+    for (i = 0; i < n; i++)
+        if (logits[i] == m) return i;
+    return 0;
+}
+
 int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
 {
     const struct slm_sampling *p = &s->p;
     int n_vocab = s->n_vocab;
 
+    if (p->temperature <= 0 && !s->penalties_on) return argmax(logits, n_vocab);
     if (p->temperature <= 0) {
         int32_t best = 0;
         float best_l = -INFINITY;
