@@ -30,7 +30,9 @@
  * that, and far below what a missing step gives: each run the CPU evaluates gemma3 with its
  * window one too narrow and one too wide (measured 3.9 and 4.3 from the right logits: they must
  * be more than twice the bound away); test_arch has llama3 without its factors at 0.14 and phi3
- * without its LongRoPE factors at 1.1 or more.
+ * without its LongRoPE factors at 1.1 or more. Seen to fail when broken (by hand, 2026-12-05):
+ * the attention kernel's window one too wide (first = pos - window) puts gemma3's logits 4.32
+ * from the CPU's at every one of the 32 positions.
  * Skipped (77, saying why) without python3's gguf and numpy, without SmolLM2's file (the
  * generator copies its tokenizer) or without an emulated device. SLM_EMU_WORKERS defaults to 2. */
 #include <cerrno>
