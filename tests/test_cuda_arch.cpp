@@ -17,7 +17,7 @@
  * Fewer positions than test_arch (32 of its 64, after a shorter prefix) so that the test fits the
  * suite: llama3's 960-position prefix alone takes ~10 minutes emulated on a 2-core machine, and
  * every checked position costs an emulated logits matmul over 49,152 tokens. The whole test takes
- * about 3.5 minutes there (each architecture 15-30 s emulated). Prefixes: 64 positions for llama3
+ * 1.5 to 3.5 minutes there, with the machine's load (each architecture 10-30 s emulated). Prefixes: 64 positions for llama3
  * and llama3-untied (the CUDA backend's RoPE tables are the CPU's angles, made on the host, so
  * the factors need no long prefix to be compared here; test_arch checks them against llama.cpp
  * at 960), 96 for gemma3 (positions 96..127: its window of 16 then starts past the first
