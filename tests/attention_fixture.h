@@ -62,6 +62,7 @@ static int same_bits(const char *what, const void *a, const void *b, size_t byte
 struct config {
     const char *name;
     int n_head, n_head_kv, head_dim, rope_dim, layout;
+    int window;   /* sliding window (0: none) */
 };
 
 /* One step: the tokens (seq, pos) of a call, their q/k/v, run on both backends. */
@@ -89,8 +90,8 @@ static int setup(fixture &f, const config &c, const int *lens)
 {
     f.c = c;
     f.p = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, 10000.0f, 1.0f / std::sqrt((float)c.head_dim),
-           nullptr, 1.0f, 0};
-    f.shape = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, f.p.scale};
+           nullptr, 1.0f, c.window};
+    f.shape = {c.n_head, c.n_head_kv, c.head_dim, c.rope_dim, c.layout, f.p.scale, c.window};
     int total = 0, max_len = 1;
     for (int s = 0; s < f.n_seq; s++) {
         max_len = std::max(max_len, lens[s]);
@@ -179,16 +180,18 @@ static void free_call(call &c)
     cudaFree(c.ws);
 }
 
-/* softmax(scale q.K) V in float64 from the pool's f16 K/V and q rounded to f16. */
+/* softmax(scale q.K) V in float64 from the pool's f16 K/V and q rounded to f16, over positions
+ * 0..pos (with the fixture's window w, pos - w + 1..pos). */
 static void reference64(const fixture &f, const uint16_t *pool, const float *q, int seq, int pos, float *out)
 {
     const uint16_t *kp = pool, *vp = pool + f.layer_halves();
     int D = f.c.head_dim, group = f.c.n_head / f.c.n_head_kv;
     std::vector<double> s(pos + 1);
+    const int first = f.c.window > 0 && pos >= f.c.window ? pos - f.c.window + 1 : 0;
     for (int h = 0; h < f.c.n_head; h++) {
         size_t off = (size_t)(h / group) * D;
         double mx = -INFINITY;
-        for (int t = 0; t <= pos; t++) {
+        for (int t = first; t <= pos; t++) {
             size_t row = (size_t)f.tables[(size_t)seq * f.max_blocks + t / f.block_size] * f.block_size + t % f.block_size;
             double d = 0;
             for (int i = 0; i < D; i++)
@@ -198,10 +201,10 @@ static void reference64(const fixture &f, const uint16_t *pool, const float *q, 
             if (s[t] > mx) mx = s[t];
         }
         double sum = 0;
-        for (int t = 0; t <= pos; t++) sum += (s[t] = std::exp(s[t] - mx));
+        for (int t = first; t <= pos; t++) sum += (s[t] = std::exp(s[t] - mx));
         for (int i = 0; i < D; i++) {
             double o = 0;
-            for (int t = 0; t <= pos; t++) {
+            for (int t = first; t <= pos; t++) {
                 size_t row = (size_t)f.tables[(size_t)seq * f.max_blocks + t / f.block_size] * f.block_size +
                              t % f.block_size;
                 o += s[t] * half_bits_to_f32(vp[row * f.kvd() + off + i]);
@@ -245,6 +248,9 @@ static void shared_refusals(fixture &f, call &cl, const slm_cuda_kv_layer &kv, L
     sh = f.shape;
     sh.n_head = 51, sh.n_head_kv = 3;
     CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "group 17: expected -EINVAL");
+    sh = f.shape;
+    sh.window = -1;
+    CHECK(decode(&sh, &cl.t, &kv, cl.q, cl.ws_bytes, cl.out) == -EINVAL, "window -1: expected -EINVAL");
     sh = f.shape;
     sh.rope_dim = 63;
     CHECK(slm_cuda_rope_store(&sh, &cl.t, &kv, &f.rope, cl.q, cl.k, cl.v, 0) == -EINVAL, "rope_dim 63: expected -EINVAL");

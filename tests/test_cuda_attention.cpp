@@ -2,7 +2,8 @@
  * against the CPU backend's attention op (daemon/engine/backends/cpu.c) on the same steps: the
  * rotated q and k and the K/V pool bit for bit (the same float operations, the same f16
  * rounding), for decode batches of several sequences, prefill chunks and whole histories. Its
- * refusals are checked with the attention launcher's (test_cuda_attention_decode). The
+ * refusals are checked with the attention launcher's (test_cuda_attention_decode). head_dim 64,
+ * 80, 96, 128 and 256 (Gemma 3's, with its sliding window, which the store ignores). The
  * attention itself is test_cuda_attention_decode's (the CPU-exact kernel this test also held
  * is gone). */
 #include <cuda_runtime_api.h>
@@ -92,14 +93,16 @@ int main(void)
 {
     /* SmolLM2's geometry: 9 query heads over 3 KV heads of 64, adjacent-pair RoPE. */
     int lens[4] = {1, 17, 100, 300};
-    run_config({"smollm2 9/3x64 norm", 9, 3, 64, 64, 0}, lens, 37, 50);
+    run_config({"smollm2 9/3x64 norm", 9, 3, 64, 64, 0, 0}, lens, 37, 50);
     /* No GQA, head_dim 128 with a partial NEOX rotation. */
     int lens2[4] = {1, 17, 100, 150};
-    run_config({"mha 4/4x128 neox rope 64", 4, 4, 128, 64, 1}, lens2, 37, 40);
+    run_config({"mha 4/4x128 neox rope 64", 4, 4, 128, 64, 1, 0}, lens2, 37, 40);
     /* head_dim 80 and 96: group 4, a full rotation. */
     int lens3[4] = {2, 5, 40, 140};
-    run_config({"8/2x80 neox", 8, 2, 80, 80, 1}, lens3, 37, 20);
-    run_config({"4/1x96 norm", 4, 1, 96, 96, 0}, lens3, 37, 20);
+    run_config({"8/2x80 neox", 8, 2, 80, 80, 1, 0}, lens3, 37, 20);
+    run_config({"4/1x96 norm", 4, 1, 96, 96, 0, 0}, lens3, 37, 20);
+    /* Gemma 3's head_dim 256 (270M: 4 query heads over 1 KV head, NEOX), a window of 16. */
+    run_config({"gemma3 4/1x256 neox window 16", 4, 1, 256, 256, 1, 16}, lens3, 37, 20);
     if (failures) {
         printf("test_cuda_attention: %d failures\n", failures);
         return 1;

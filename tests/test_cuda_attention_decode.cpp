@@ -12,7 +12,8 @@
  * which block finishes last (the emulator's race check: blocks forward and in reverse), NaN
  * rows for tokens past max_ctx or the RoPE table, and the refusals (-EINVAL). Contexts 1, 64, 65, 127, 128,
  * 129, 1000 and 4100 (partitions of 64 positions), groups 1, 3, 4, 8 and 16, head_dim 64, 80,
- * 96 and 128, both RoPE layouts. */
+ * 96, 128 and 256, both RoPE layouts; sliding windows (gemma3's local layers) of 16 and 100,
+ * which skip whole partitions before the window and mask positions inside its first one. */
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -298,7 +299,7 @@ static void run_config(const config &c, int n_extra, bool racecheck)
 static void bad_arguments(void)
 {
     int lens[4] = {1, 17, 70, 130};
-    config c = {"args", 9, 3, 64, 64, 0};
+    config c = {"args", 9, 3, 64, 64, 0, 0};
     fixture f;
     if (setup(f, c, lens)) {
         failures++;
@@ -438,13 +439,19 @@ int main(void)
 {
     /* SmolLM2's geometry (9 query heads over 3 KV heads of 64, adjacent-pair RoPE) among 64
      * tokens; the others among 8 or 10. */
-    run_config({"smollm2 9/3x64 norm", 9, 3, 64, 64, 0}, 56, true);
-    run_config({"mha 4/4x128 neox rope 64", 4, 4, 128, 64, 1}, 0, true);
-    run_config({"8/2x128 norm", 8, 2, 128, 128, 0}, 2, false);
-    run_config({"8/1x64 neox", 8, 1, 64, 64, 1}, 0, true);
-    run_config({"16/1x128 neox rope 32", 16, 1, 128, 32, 1}, 0, false);
-    run_config({"8/2x80 neox", 8, 2, 80, 80, 1}, 0, false);
-    run_config({"4/1x96 norm", 4, 1, 96, 96, 0}, 0, false);
+    run_config({"smollm2 9/3x64 norm", 9, 3, 64, 64, 0, 0}, 56, true);
+    run_config({"mha 4/4x128 neox rope 64", 4, 4, 128, 64, 1, 0}, 0, true);
+    run_config({"8/2x128 norm", 8, 2, 128, 128, 0, 0}, 2, false);
+    run_config({"8/1x64 neox", 8, 1, 64, 64, 1, 0}, 0, true);
+    run_config({"16/1x128 neox rope 32", 16, 1, 128, 32, 1, 0}, 0, false);
+    run_config({"8/2x80 neox", 8, 2, 80, 80, 1, 0}, 0, false);
+    run_config({"4/1x96 norm", 4, 1, 96, 96, 0, 0}, 0, false);
+    /* Gemma 3 270M's geometry (4 query heads over 1 KV head of 256, NEOX) with its local layers'
+     * window (512 there; 16 here, so that every context above 16 is cut), and without one. */
+    run_config({"gemma3 4/1x256 neox window 16", 4, 1, 256, 256, 1, 16}, 0, true);
+    run_config({"2/1x256 neox", 2, 1, 256, 256, 1, 0}, 0, false);
+    /* A window of 100 over groups of 4: its first position inside a partition, 1 or 2 partitions. */
+    run_config({"8/2x64 norm window 100", 8, 2, 64, 64, 0, 100}, 2, false);
     bad_arguments();
     if (failures) {
         printf("test_cuda_attention_decode: %d failures\n", failures);

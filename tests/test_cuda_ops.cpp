@@ -1,5 +1,5 @@
 /* test_cuda_ops: the CUDA kernels of kernels/cuda (GEMV, dequant, embed, GEMM path, RMSNorm,
- * element-wise ops) under the SIMT emulator, against the CPU reference (kernels/cpu) on
+ * element-wise ops: SwiGLU, GeGLU, scale, add, add_bias, gather_rows) under the SIMT emulator, against the CPU reference (kernels/cpu) on
  * fresh random inputs of odd sizes, outputs poisoned with NaN before each run (the embedding
  * from GGUF's layout and from the device layout, kernels.h); the GEMV's
  * batch invariance bit for bit; the launchers' refusals of bad arguments. Every launch runs
@@ -379,6 +379,44 @@ static void test_elementwise(void)
     slm_cpu_swiglu_lanes(gh.data(), uh.data(), len, 16, ref.data());
     compare_bits("swiglu", got.data(), ref.data(), len);
 
+    /* GeGLU: the table of slm_cpu_geglu (f16 GELU of every f16), as the backend makes it, read at
+     * gate rounded to f16: the CPU's bits, its branches at -10 and 10 and f16 ties included; also
+     * in place (out = gate). */
+    {
+        std::vector<uint16_t> th(SLM_CUDA_GELU_TABLE);
+        std::vector<float> hx(SLM_CUDA_GELU_TABLE), one(SLM_CUDA_GELU_TABLE, 1.0f);
+        for (int i = 0; i < SLM_CUDA_GELU_TABLE; i++) {   /* +-10: the float next to it inside, as the backend */
+            hx[i] = slm_half_to_f32((uint16_t)i);
+            if (std::fabs(hx[i]) >= 10.0f) hx[i] = std::nextafter(hx[i], 0.0f);
+        }
+        slm_cpu_geglu(hx.data(), one.data(), hx.size(), hx.data());
+        for (int i = 0; i < SLM_CUDA_GELU_TABLE; i++) th[i] = slm_f32_to_half(hx[i]);
+        dev_buf<uint16_t> table(th);
+        std::vector<float> gg(len);
+        for (auto &g : gg) g = 6.0f * frand();
+        gg[0] = -10.0f, gg[1] = 10.0f, gg[2] = -9.999f, gg[3] = 9.999f, gg[4] = -1e-8f, gg[5] = 0.0f;
+        gg[6] = 1.00048828125f, gg[7] = -30.0f, gg[8] = 40.0f, gg[9] = 2.0f + 0x1p-10f;   /* f16 ties, far tails */
+        dev_buf<float> ggate(gg), gout(len);
+        RC_OK(slm_cuda_geglu(ggate.p, up.p, table.p, len, gout.p, nullptr));
+        std::vector<float> ggot = gout.download(), gref(len);
+        slm_cpu_geglu(gg.data(), uh.data(), len, gref.data());
+        compare_bits("geglu", ggot.data(), gref.data(), len);
+        RC_OK(slm_cuda_geglu(ggate.p, up.p, table.p, len, ggate.p, nullptr));
+        ggot = ggate.download();
+        compare_bits("geglu in place", ggot.data(), gref.data(), len);
+    }
+
+    /* scale: one rounding */
+    {
+        std::vector<float> sh = rand_floats(len), sref = sh;
+        dev_buf<float> sx(sh);
+        const float sc = std::sqrt(640.0f);   /* gemma3's embedding scale, sqrt(dim) */
+        RC_OK(slm_cuda_scale(sx.p, len, sc, nullptr));
+        std::vector<float> sgot = sx.download();
+        slm_cpu_scale(sref.data(), len, sc);
+        compare_bits("scale", sgot.data(), sref.data(), len);
+    }
+
     /* add and add_bias: one rounding, the CPU's, so the same bits */
     std::vector<float> ah = rand_floats(len), bh = rand_floats(len);
     dev_buf<float> a(ah), b(bh);
@@ -453,6 +491,8 @@ static void test_bad_arguments(cublasHandle_t h)
         REFUSED(slm_cuda_matvec(SLM_TYPE_Q4_K, w.p, rows, cols, x.p, 3, y.p, 0, nullptr));
         REFUSED(slm_cuda_rmsnorm(x.p, x.p, 3, cols, 1e-5f, x.p, nullptr));
         REFUSED(slm_cuda_swiglu(x.p, x.p, 2 * cols + 1, x.p, nullptr));
+        REFUSED(slm_cuda_geglu(x.p, x.p, (const uint16_t *)x.p, 2 * cols, x.p, nullptr));   /* table too short */
+        REFUSED(slm_cuda_scale(x.p, 2 * cols + 1, 2.0f, nullptr));
         REFUSED(slm_cuda_add_bias(x.p, y.p, 2, cols, nullptr));
         REFUSED(slm_cuda_gather_rows(x.p, 2, cols, ids.p, 3, out.p, nullptr));   /* more ids than held */
         /* out's rows spaced cols + 1 apart run 6 floats past its end; a scratch said to be 4 KB larger

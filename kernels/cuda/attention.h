@@ -20,7 +20,8 @@ extern "C" {
 
 /* Largest n_head / n_head_kv (query heads sharing one KV head). */
 #define SLM_CUDA_ATTN_MAX_GROUP 16
-/* The geometry of one layer's attention. head_dim is 64, 80, 96 or 128. */
+/* The geometry of one layer's attention. head_dim is 64, 80, 96, 128 or 256 (256 with at most 8
+ * query heads a KV head: the kernel's shared memory stays under 48 KiB). */
 struct slm_cuda_attn_shape {
     int n_head;            /* query heads */
     int n_head_kv;         /* key/value heads; n_head is a multiple, n_head / n_head_kv <= 16 */
@@ -28,6 +29,8 @@ struct slm_cuda_attn_shape {
     int rope_dim;          /* rotated leading dims of each head, even, <= head_dim */
     int rope_layout;       /* 0 = adjacent pairs (llama), 1 = halves (neox) */
     float scale;           /* applied to q.k */
+    int window;            /* > 0: a token at position p attends to p - window + 1 .. p only (gemma3's local
+                            * layers' sliding window); 0: to 0 .. p */
 };
 
 /* The paged KV of one layer: K and V each (n_blocks, block_size, n_head_kv * head_dim) halves. */
@@ -105,7 +108,9 @@ size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cuda_attn_shap
  * (a position past the table gives NaN, rope_dim 0 none), the rotated k and v (n_tokens,
  * n_head_kv * head_dim) stored as halves at pos[i] of the sequence's blocks (the bytes
  * slm_cuda_rope_store stores; a block id outside [0, n_blocks) is not checked on the device),
- * and out (n_tokens, n_head * head_dim) = softmax(scale q.K) V over positions 0..pos[i]. q, k
+ * and out (n_tokens, n_head * head_dim) = softmax(scale q.K) V over positions 0..pos[i] (with a
+ * window w > 0, max(0, pos[i] - w + 1)..pos[i]: partitions wholly before it are skipped, the
+ * positions before it in its own partition masked). q, k
  * and v are read only (not rotated in place, unlike slm_cuda_rope_store). The context is cut
  * into partitions of SLM_CUDA_ATTN_DECODE_PARTITION positions, one block per (partition, KV
  * head, token) serving the group's n_head / n_head_kv query heads; the last block of a

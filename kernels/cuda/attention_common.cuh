@@ -23,7 +23,10 @@ static inline int attn_shape_ok(const struct slm_cuda_attn_shape *s)
 {
     if (!s || s->n_head_kv < 1 || s->n_head < s->n_head_kv || s->n_head % s->n_head_kv) return 0;
     if (s->n_head / s->n_head_kv > SLM_CUDA_ATTN_MAX_GROUP) return 0;
-    if (s->head_dim != 64 && s->head_dim != 80 && s->head_dim != 96 && s->head_dim != 128) return 0;
+    if (s->head_dim != 64 && s->head_dim != 80 && s->head_dim != 96 && s->head_dim != 128 && s->head_dim != 256)
+        return 0;
+    if (s->head_dim == 256 && s->n_head / s->n_head_kv > 8) return 0;   /* 48 KiB of shared memory */
+    if (s->window < 0) return 0;
     if (s->rope_dim < 0 || s->rope_dim > s->head_dim || s->rope_dim % 2) return 0;
     if (s->rope_layout != 0 && s->rope_layout != 1) return 0;
     return 1;

@@ -13,7 +13,7 @@
  *      holds the token's own position) also rotates the token's k, rounds k and v to halves,
  *      stores them into the cache, and uses them from shared memory for position pos: no block
  *      ever reads the row being written (the other partitions end before pos),
- *   3. scores: 8 threads a K row, each a dot of 8 (D = 64) or 16 (D = 128) dimensions per query
+ *   3. scores: 8 threads a K row, each a dot of 8 (D = 64) to 32 (D = 256) dimensions per query
  *      head, summed over the 8 lanes by a butterfly of shuffles; softmax inside the partition
  *      (max, exp(s - max), their sum: a warp per head); p x V from shared memory, each
  *      (head, pair of dims) item a chain over the partition's positions in order,
@@ -25,6 +25,9 @@
  *      and the shape only) and the ranges' results are added in order. atomicInc with the
  *      limit n_part - 1 wraps the counter to 0 on the last arrival: the counter is reset for
  *      the next launch (or graph replay) by the block that merges, with no memset.
+ * A sliding window w (gemma3's local layers) attends to first = max(0, pos - w + 1) .. pos only:
+ * the partitions wholly before first return at once (the counter counts the others), and in
+ * first's partition the positions before it load zeros and score -inf (weight 0).
  * Every loop bound, lane map and summation order depends only on the token's position, so
  * its bits depend only on its own q, k, v, position and cache; which block finishes last
  * changes nothing since the merge's order is fixed by the partitions' indices (tested under the
@@ -68,6 +71,7 @@ struct fused_args {
     int cs_positions;
     int max_ctx;                 /* every pos + 1 is at most this */
     int max_parts;               /* partitions per (token, KV head) in the workspace */
+    int window;                  /* > 0: positions pos - window + 1 .. pos only */
     float scale;
     unsigned *counters;          /* (n_tokens, n_head_kv): blocks of the slot done, mod n_part */
     float *part;                 /* (n_tokens, n_head_kv, max_parts, group, D + 4): m, l, 2 unused, o[D] */
@@ -183,7 +187,9 @@ __device__ static inline void merge_range(const float *p, size_t stride, float m
  * step stored by slm_cuda_rope_store before; the token's own position read from the cache like
  * the others). The rotation and the halves are the same arithmetic both ways, so a token gets
  * the same bits from either. */
-template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k_decode_fused(struct fused_args a)
+/* D = 256 holds twice the K and V words a thread: 2 blocks an SM, so that they stay in registers. */
+template <int D, bool FRESH>
+__global__ void __launch_bounds__(DEC_THREADS, D > 128 ? 2 : 4) k_decode_fused(struct fused_args a)
 {
     constexpr int CH = D / 2 / DEC_TPR;   /* half2 words of a row a thread holds */
     static_assert(D % (2 * DEC_TPR) == 0, "rows split evenly over the lanes");
@@ -199,7 +205,9 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
         return;
     }
     const int n_part = (n_ctx + DEC_P - 1) / DEC_P;
-    if (part >= n_part) return;
+    const int first = a.window > 0 && pos >= a.window ? pos - a.window + 1 : 0;   /* first position attended */
+    const int p0 = first / DEC_P, n_active = n_part - p0;   /* partitions [p0, n_part) take part */
+    if (part < p0 || part >= n_part) return;
     const int start = part * DEC_P, end = min(start + DEC_P, n_ctx), len = end - start;
     const bool own = part == n_part - 1;   /* holds position pos: rotates, stores, uses k / v */
     const int32_t *blocks = a.block_tables + (size_t)a.seq_row[tok] * a.max_blocks;
@@ -220,7 +228,7 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
     DEC_UNROLL
     for (int i = 0; i < DEC_RPT; i++) {
         const int t = start + slot + DEC_ROWS_PASS * i;
-        long long row = (FRESH ? t < pos : t <= pos) ? kv_row(blocks, t, a.block_size, a.n_blocks) : -2;
+        long long row = t >= first && (FRESH ? t < pos : t <= pos) ? kv_row(blocks, t, a.block_size, a.n_blocks) : -2;
         if (row >= 0) {
             const size_t off = (size_t)row * kvd + (size_t)g * D + (size_t)j * 2 * CH;
             load_words<CH>(kr[i], a.k_cache + off);
@@ -283,12 +291,13 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
             }
             DEC_UNROLL
             for (int o = DEC_TPR / 2; o > 0; o /= 2) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, o));
-            if (j == 0 && t < end) sc[(size_t)h * DEC_P + (t - start)] = __fmul_rn(s, a.scale);
+            if (j == 0 && t < end) sc[(size_t)h * DEC_P + (t - start)] = t >= first ? __fmul_rn(s, a.scale) : -INFINITY;
         }
     }
     __syncthreads();
 
-    /* Softmax inside the partition, a warp per head: lane l takes positions l and l + 32. */
+    /* Softmax inside the partition, a warp per head: lane l takes positions l and l + 32 (the
+     * partition holds a position >= first, so m is finite and a masked one weighs exp(-inf) = 0). */
     for (int h = warp; h < group; h += DEC_THREADS / 32) {
         float *s = sc + (size_t)h * DEC_P;
         float m = -INFINITY;
@@ -308,7 +317,7 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
     __syncthreads();
 
     /* p x V: item (head h, pair c) chains weight x v over the partition's positions in order. */
-    const bool single = n_part == 1;
+    const bool single = n_active == 1;
     float *pbase = a.part + ((size_t)tok * a.n_head_kv + g) * a.max_parts * group * (D + 4);
     for (int it = tid; it < group * (D / 2); it += DEC_THREADS) {
         const int h = it / (D / 2), c = it % (D / 2);
@@ -338,8 +347,8 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
     __threadfence();
     __syncthreads();
     if (tid == 0) {
-        unsigned seen = atomicInc(&a.counters[(size_t)tok * a.n_head_kv + g], (unsigned)(n_part - 1));
-        s_last = seen == (unsigned)(n_part - 1);
+        unsigned seen = atomicInc(&a.counters[(size_t)tok * a.n_head_kv + g], (unsigned)(n_active - 1));
+        s_last = seen == (unsigned)(n_active - 1);
     }
     __syncthreads();
     if (!s_last) return;
@@ -348,7 +357,7 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
     /* Each head's largest m (exact in any order), a warp per head. */
     for (int h = warp; h < group; h += DEC_THREADS / 32) {
         float m = -INFINITY;
-        for (int pp = lane; pp < n_part; pp += 32) m = fmaxf(m, load_partial(pbase + pp * pstride + (size_t)h * (D + 4)));
+        for (int pp = p0 + lane; pp < n_part; pp += 32) m = fmaxf(m, load_partial(pbase + pp * pstride + (size_t)h * (D + 4)));
         for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
         if (lane == 0) row_m[h] = m;
     }
@@ -365,7 +374,7 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
             const int h = it / Q, c = it % Q;
             float4 o;
             float l;
-            merge_range<D>(pbase + (size_t)h * (D + 4), pstride, row_m[h], c, 0, n_part, o, l);
+            merge_range<D>(pbase + (size_t)h * (D + 4), pstride, row_m[h], c, p0, n_part, o, l);
             out[(size_t)h * D + 4 * c] = o.x / l, out[(size_t)h * D + 4 * c + 1] = o.y / l;
             out[(size_t)h * D + 4 * c + 2] = o.z / l, out[(size_t)h * D + 4 * c + 3] = o.w / l;
         }
@@ -376,8 +385,8 @@ template <int D, bool FRESH> __global__ void __launch_bounds__(DEC_THREADS, 4) k
     const int sp = tid / items, it = tid % items;
     if (sp < n_split) {
         const int h = it / Q, c = it % Q;
-        merge_range<D>(pbase + (size_t)h * (D + 4), pstride, row_m[h], c, sp * n_part / n_split,
-                       (sp + 1) * n_part / n_split, so[tid], sl[tid]);
+        merge_range<D>(pbase + (size_t)h * (D + 4), pstride, row_m[h], c, p0 + sp * n_active / n_split,
+                       p0 + (sp + 1) * n_active / n_split, so[tid], sl[tid]);
     }
     __syncthreads();
     if (tid < items) {
@@ -440,7 +449,8 @@ static int launch_decode(const struct slm_cuda_attn_shape *shape, const struct s
                            t->block_tables, t->max_blocks, kv->n_blocks, kv->block_size, shape->n_head,
                            shape->n_head_kv, shape->rope_dim, shape->rope_layout,
                            rotates ? reinterpret_cast<const float2 *>(rope->cos_sin) : nullptr,
-                           rotates ? rope->positions : 0x7fffffff, max_ctx, fused_parts(max_ctx), shape->scale,
+                           rotates ? rope->positions : 0x7fffffff, max_ctx, fused_parts(max_ctx), shape->window,
+                           shape->scale,
                            static_cast<unsigned *>(workspace),
                            reinterpret_cast<float *>(static_cast<char *>(workspace) + SLM_CUDA_ATTN_DECODE_COUNTER_BYTES),
                            out};
@@ -451,6 +461,7 @@ static int launch_decode(const struct slm_cuda_attn_shape *shape, const struct s
         case 64: SLM_LAUNCH((k_decode_fused<64, true>), grid, DEC_THREADS, smem, stream, a); break;
         case 80: SLM_LAUNCH((k_decode_fused<80, true>), grid, DEC_THREADS, smem, stream, a); break;
         case 96: SLM_LAUNCH((k_decode_fused<96, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 256: SLM_LAUNCH((k_decode_fused<256, true>), grid, DEC_THREADS, smem, stream, a); break;
         default: SLM_LAUNCH((k_decode_fused<128, true>), grid, DEC_THREADS, smem, stream, a); break;
         }
     } else {
@@ -458,6 +469,7 @@ static int launch_decode(const struct slm_cuda_attn_shape *shape, const struct s
         case 64: SLM_LAUNCH((k_decode_fused<64, false>), grid, DEC_THREADS, smem, stream, a); break;
         case 80: SLM_LAUNCH((k_decode_fused<80, false>), grid, DEC_THREADS, smem, stream, a); break;
         case 96: SLM_LAUNCH((k_decode_fused<96, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 256: SLM_LAUNCH((k_decode_fused<256, false>), grid, DEC_THREADS, smem, stream, a); break;
         default: SLM_LAUNCH((k_decode_fused<128, false>), grid, DEC_THREADS, smem, stream, a); break;
         }
     }

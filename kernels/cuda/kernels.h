@@ -277,6 +277,20 @@ int slm_cuda_rmsnorm(const float *x, const float *gamma, int n, int dim, float e
 /* out (len) = silu(gate) * up = gate / (1 + exp(-gate)) * up; out may equal gate or up. */
 int slm_cuda_swiglu(const float *gate, const float *up, size_t len, float *out, struct CUstream_st *stream);
 
+/* Entries of the GeGLU table: one f16 per f16 bit pattern. */
+#define SLM_CUDA_GELU_TABLE 65536
+
+/* out (len) = gelu(gate) * up, GELU's tanh form as slm_cpu_geglu computes it, bit for bit:
+ * table (SLM_CUDA_GELU_TABLE f16 bits, device) holds, at the bits of each f16 h with -10 <= h <=
+ * 10, the f16 bits of slm_cpu_geglu's formula at h (the host fills it once; the backend's
+ * gelu_table in daemon/engine/backends/cuda/ops.c); gate rounded to f16 picks the entry, times
+ * up; gate <= -10 gives 0 and gate >= 10 gives gate * up. out may equal gate or up. */
+int slm_cuda_geglu(const float *gate, const float *up, const uint16_t *table, size_t len, float *out,
+                   struct CUstream_st *stream);
+
+/* x (len) *= s. */
+int slm_cuda_scale(float *x, size_t len, float s, struct CUstream_st *stream);
+
 /* x (len) += y. */
 int slm_cuda_add(float *x, const float *y, size_t len, struct CUstream_st *stream);
 

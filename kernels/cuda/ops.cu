@@ -1,5 +1,6 @@
 /*
- * kernels/cuda/ops.cu - RMSNorm and the element-wise ops: SwiGLU, add, add_bias, gather_rows.
+ * kernels/cuda/ops.cu - RMSNorm and the element-wise ops: SwiGLU, GeGLU, scale, add, add_bias,
+ * gather_rows.
  *
  * Both follow the CPU backend's arithmetic (kernels/cpu/ops.c) operation for operation, so
  * that they give its bits:
@@ -10,6 +11,9 @@
  * elements: (x * scale) * gamma.
  * SwiGLU: g / (1 + expf_poly(-g)) * up with the CPU's exp polynomial in its 16-lane form
  * (cpu_math.cuh; the CPU's bits where it runs in 16 lanes, kernels/cpu/expf.h).
+ * GeGLU: the CPU's (llama.cpp's) f16 GELU table, made on the host by slm_cpu_geglu and read
+ * here at g rounded to f16 (so no device tanhf, whose last bit may differ from glibc's), then
+ * times up; g <= -10 gives 0 and g >= 10 gives g * up, as there. scale: x * s.
  * The element-wise ops: 256 threads per block, grid-stride loops, one element per step.
  */
 #include "kernels/cuda/cpu_math.cuh"
@@ -45,6 +49,25 @@ __global__ void __launch_bounds__(OPS_THREADS) k_swiglu(const float *gate, const
         float g = gate[i];
         out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, slm_cuda::expf_poly(-g))), up[i]);
     }
+}
+
+__global__ void __launch_bounds__(OPS_THREADS)
+    k_geglu(const float *gate, const float *up, const unsigned short *__restrict__ table, size_t len, float *out)
+{
+    for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS) {
+        const float g = gate[i];
+        float r;
+        if (g <= -10.0f) r = 0.0f;
+        else if (g >= 10.0f) r = __fmul_rn(g, up[i]);
+        else r = __fmul_rn(__half2float(__ushort_as_half(table[__half_as_ushort(__float2half_rn(g))])), up[i]);
+        out[i] = r;
+    }
+}
+
+__global__ void __launch_bounds__(OPS_THREADS) k_scale(float *x, size_t len, float s)
+{
+    for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS)
+        x[i] = __fmul_rn(x[i], s);
 }
 
 __global__ void __launch_bounds__(OPS_THREADS) k_add(float *x, const float *y, size_t len)
@@ -98,6 +121,30 @@ extern "C" int slm_cuda_swiglu(const float *gate, const float *up, size_t len, f
     SLM_CUDA_DEVICE(out, len * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(gate, 4) && slm_cuda_aligned(up, 4) && slm_cuda_aligned(out, 4));
     SLM_LAUNCH(k_swiglu, elementwise_blocks(len), OPS_THREADS, 0, stream, gate, up, len, out);
+    return slm_cuda_launched();
+}
+
+extern "C" int slm_cuda_geglu(const float *gate, const float *up, const uint16_t *table, size_t len, float *out,
+                              struct CUstream_st *stream)
+{
+    SLM_CUDA_ARG(len >= 1);
+    SLM_CUDA_DEVICE(gate, len * sizeof(float));
+    SLM_CUDA_DEVICE(up, len * sizeof(float));
+    SLM_CUDA_DEVICE(table, (size_t)SLM_CUDA_GELU_TABLE * sizeof(uint16_t));
+    SLM_CUDA_DEVICE(out, len * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(gate, 4) && slm_cuda_aligned(up, 4) && slm_cuda_aligned(out, 4) &&
+                 slm_cuda_aligned(table, 2));
+    SLM_LAUNCH(k_geglu, elementwise_blocks(len), OPS_THREADS, 0, stream, gate, up,
+               reinterpret_cast<const unsigned short *>(table), len, out);
+    return slm_cuda_launched();
+}
+
+extern "C" int slm_cuda_scale(float *x, size_t len, float s, struct CUstream_st *stream)
+{
+    SLM_CUDA_ARG(len >= 1);
+    SLM_CUDA_DEVICE(x, len * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 4));
+    SLM_LAUNCH(k_scale, elementwise_blocks(len), OPS_THREADS, 0, stream, x, len, s);
     return slm_cuda_launched();
 }
 

@@ -195,7 +195,7 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
     struct cuda_impl *ci = impl(be);
     struct slm_cuda_attn_shape sh = {
         .n_head = p->n_head, .n_head_kv = p->n_head_kv, .head_dim = p->head_dim, .rope_dim = p->rope_dim,
-        .rope_layout = p->rope_layout, .scale = p->scale,
+        .rope_layout = p->rope_layout, .scale = p->scale, .window = p->window,
     };
     size_t per_layer = cuda_kv_layer_halves(pool);
     slm_half *k_pool = (slm_half *)pool->mem + (size_t)layer * 2 * per_layer;

@@ -18,6 +18,9 @@
  * store and split attention in one launch; any other step's RoPE and store, then the same
  * attention kernel over the cache, so a token gets the same bits either way. A decode layer
  * is 5 launches (docs/cuda.md, "Launches of a decode step").
+ * Gemma 3's ops: GeGLU reads the CPU's f16 GELU table (made on the host, copied once), the
+ * embedding scale is one multiply, and the attention kernel honours the sliding window of the
+ * local layers (sliding_window = 1), so gemma3 binds here as on the CPU.
  *
  * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
  * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
@@ -57,6 +60,7 @@ static void cuda_destroy(struct slm_backend *be)
         if (ci->workspace) cudaFree(ci->workspace);
         if (ci->q8) cudaFree(ci->q8);
         if (ci->xn) cudaFree(ci->xn);
+        if (ci->gelu_table) cudaFree(ci->gelu_table);
         for (int i = 0; i < ROPE_TABLES; i++)
             if (ci->rope[i].dev) cudaFree(ci->rope[i].dev);
         if (ci->stream) cudaStreamDestroy(ci->stream);
@@ -67,6 +71,7 @@ static void cuda_destroy(struct slm_backend *be)
 
 static const struct slm_backend_ops cuda_ops = {
     .name = "cuda",
+    .sliding_window = 1,
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
     .free = cuda_free,
@@ -82,6 +87,8 @@ static const struct slm_backend_ops cuda_ops = {
     .add_bias = cuda_add_bias,
     .attention = cuda_attention,
     .swiglu = cuda_swiglu,
+    .geglu = cuda_geglu,
+    .scale = cuda_scale,
     .add = cuda_add,
     .gather_rows = cuda_gather_rows,
     .to_host = cuda_to_host,

@@ -114,6 +114,7 @@ struct cuda_impl {
     int64_t q8_cols_max;      /* the widest weight with a device layout loaded */
     int mmq_min;              /* calls of this many tokens or more take the tensor-core MMQ (ops.c) */
     float *xn;                /* x RMS-normed, for weights without a device layout (norm_matmul) */
+    uint16_t *gelu_table;     /* (SLM_CUDA_GELU_TABLE) f16 GELU of every f16 (geglu), NULL until its first call */
     size_t xn_bytes;
     size_t weight_bytes;      /* device bytes of the resident weights (device layout where a type has one) */
     struct sample_state *sampling;   /* the sample op's buffers, NULL until its first call */
@@ -182,6 +183,8 @@ int cuda_matmul(struct slm_backend *be, int n_w, const struct slm_weight *const 
                 float *const *y, int accumulate);
 int cuda_add_bias(struct slm_backend *be, float *x, const struct slm_weight *bias, int n);
 int cuda_swiglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
+int cuda_geglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
+int cuda_scale(struct slm_backend *be, float *x, size_t n, float s);
 int cuda_add(struct slm_backend *be, float *x, const float *y, size_t n);
 int cuda_norm_matmul(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
                      int n_w, const struct slm_weight *const *w, int n, float *const *y);

@@ -3,6 +3,7 @@
  * host. */
 
 #include "daemon/engine/backends/cuda/internal.h"
+#include "kernels/cpu/dequant.h"
 
 /* ---- the ops */
 
@@ -220,6 +221,48 @@ int cuda_add_bias(struct slm_backend *be, float *x, const struct slm_weight *bia
 int cuda_swiglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out)
 {
     return launched(slm_cuda_swiglu(gate, up, n, out, impl(be)->stream), "slm_cuda_swiglu");
+}
+
+/* The GELU table of slm_cuda_geglu: slm_cpu_geglu of every f16 (times 1, so its f16 result
+ * exactly), made on the host and copied once (synchronously: before any capture, since a graph
+ * step is always warmed up op by op first). The f16 values -10 and 10 are fed as the float
+ * next to them towards 0, which rounds to them: slm_cpu_geglu's formula at them, what a gate
+ * just inside (-10, 10) gets (the CPU's branches at +-10 test the gate before its rounding). */
+static int gelu_table(struct cuda_impl *ci)
+{
+    if (ci->gelu_table) return 0;
+    float *x = malloc(SLM_CUDA_GELU_TABLE * 2 * sizeof *x);
+    uint16_t *t = malloc(SLM_CUDA_GELU_TABLE * sizeof *t);
+    int rc = x && t ? 0 : -ENOMEM;
+    if (!rc) {
+        float *one = x + SLM_CUDA_GELU_TABLE;
+        for (int h = 0; h < SLM_CUDA_GELU_TABLE; h++) {
+            x[h] = slm_half_to_f32((uint16_t)h), one[h] = 1.0f;
+            if (fabsf(x[h]) >= 10.0f) x[h] = nextafterf(x[h], 0.0f);   /* past +-10: never read */
+        }
+        slm_cpu_geglu(x, one, SLM_CUDA_GELU_TABLE, x);
+        for (int h = 0; h < SLM_CUDA_GELU_TABLE; h++) t[h] = slm_f32_to_half(x[h]);
+        rc = cuda_ok(cudaMalloc((void **)&ci->gelu_table, SLM_CUDA_GELU_TABLE * sizeof *t), "cudaMalloc (gelu table)");
+        if (!rc) rc = cuda_ok(cudaMemcpy(ci->gelu_table, t, SLM_CUDA_GELU_TABLE * sizeof *t, cudaMemcpyHostToDevice),
+                              "cudaMemcpy (gelu table)");
+        if (rc && ci->gelu_table) cudaFree(ci->gelu_table), ci->gelu_table = NULL;
+    }
+    free(x);
+    free(t);
+    return rc;
+}
+
+int cuda_geglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out)
+{
+    struct cuda_impl *ci = impl(be);
+    int rc = gelu_table(ci);
+    if (rc) return rc;
+    return launched(slm_cuda_geglu(gate, up, ci->gelu_table, n, out, ci->stream), "slm_cuda_geglu");
+}
+
+int cuda_scale(struct slm_backend *be, float *x, size_t n, float s)
+{
+    return launched(slm_cuda_scale(x, n, s, impl(be)->stream), "slm_cuda_scale");
 }
 
 int cuda_add(struct slm_backend *be, float *x, const float *y, size_t n)
