@@ -82,21 +82,34 @@ static inline float slm_expf_lanes(float x, int lanes)
 }
 
 #if defined(__x86_64__)
+/* The range reduction both 8-lane forms share: z = x log2(e) + 1.5 * 2^23 (n = round(x log2(e))
+ * in its low bits), n, and b = x - n ln(2) in two parts. Returns 1 when a lane has |n| > 126: the
+ * caller then takes the scalar form on every lane (the same bits). */
+__attribute__((target("avx2,fma,f16c"))) static inline int slm_exp_reduce_avx2(__m256 x, __m256 *z, __m256 *n,
+                                                                              __m256 *b)
+{
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    *z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    *n = _mm256_sub_ps(*z, shift);
+    *b = _mm256_fnmadd_ps(*n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(*n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    return _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), *n), _mm256_set1_ps(126.0f),
+                                            _CMP_GT_OQ)) != 0;
+}
+
+/* f on each of x's 8 lanes. */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 slm_exp_lanewise_avx2(__m256 x, float (*f)(float))
+{
+    float v[8];
+    _mm256_storeu_ps(v, x);
+    for (int i = 0; i < 8; i++) v[i] = f(v[i]);
+    return _mm256_loadu_ps(v);
+}
+
 /* slm_expf16 on 8 lanes: the same fused operations, so the same bits. */
 __attribute__((target("avx2,fma,f16c"))) static inline __m256 slm_expf16_avx2(__m256 x)
 {
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
-    __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
-    __m256 n = _mm256_sub_ps(z, shift);
-    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
-                                _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
-    __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n), _mm256_set1_ps(126.0f), _CMP_GT_OQ);
-    if (_mm256_movemask_ps(big)) {
-        float v[8];
-        _mm256_storeu_ps(v, x);
-        for (int i = 0; i < 8; i++) v[i] = slm_expf16(v[i]);
-        return _mm256_loadu_ps(v);
-    }
+    __m256 z, n, b;
+    if (slm_exp_reduce_avx2(x, &z, &n, &b)) return slm_exp_lanewise_avx2(x, slm_expf16);
     __m256 u = _mm256_mul_ps(b, b);
     __m256 j = _mm256_fmadd_ps(
         _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
@@ -109,18 +122,8 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256 slm_expf16_avx2(__
 /* slm_expf8 on 8 lanes: the same operations, so the same bits (|n| > 126 lanes: the scalar form). */
 __attribute__((target("avx2,fma,f16c"))) static inline __m256 slm_expf8_avx2(__m256 x)
 {
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
-    __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
-    __m256 n = _mm256_sub_ps(z, shift);
-    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
-                                _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
-    __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n), _mm256_set1_ps(126.0f), _CMP_GT_OQ);
-    if (_mm256_movemask_ps(big)) {
-        float v[8];
-        _mm256_storeu_ps(v, x);
-        for (int i = 0; i < 8; i++) v[i] = slm_expf8(v[i]);
-        return _mm256_loadu_ps(v);
-    }
+    __m256 z, n, b;
+    if (slm_exp_reduce_avx2(x, &z, &n, &b)) return slm_exp_lanewise_avx2(x, slm_expf8);
     __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(z), 23),
                                                     _mm256_set1_epi32(0x3f800000)));
     __m256 u = _mm256_mul_ps(b, b);
