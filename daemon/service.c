@@ -171,7 +171,8 @@ int slm_service_check_ctx(const struct slm_model *m, int requested, int force, c
 void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap)
 {
     if (!strcmp(svc->be->ops->name, "cpu"))
-        snprintf(buf, cap, "cpu backend, %d threads, %s kernels", svc->be->n_threads, slm_cpu_kernels_name());
+        snprintf(buf, cap, "cpu backend, %d threads, %s kernels, %d-lane attention", svc->be->n_threads,
+                 slm_cpu_kernels_name(), slm_cpu_lanes());
     else
         snprintf(buf, cap, "%s backend", svc->be->ops->name);
 }

@@ -73,7 +73,8 @@ int slm_service_ctx(const struct slm_model *m, int requested);
  * names both numbers and --force-ctx. */
 int slm_service_check_ctx(const struct slm_model *m, int requested, int force, char *err);
 
-/* One phrase for logs: "cpu backend, 2 threads, avx2 kernels" or "cuda backend". */
+/* One phrase for logs: "cpu backend, 2 threads, avx2 kernels, 8-lane attention" (the lane layout
+ * of llama.cpp's build for this CPU that the attention follows: docs/numerics.md) or "cuda backend". */
 void slm_service_backend_desc(const struct slm_service *svc, char *buf, size_t cap);
 
 #endif
