@@ -115,7 +115,7 @@ static double ring_stream(struct slm_client *c, int n, int64_t *lat, long *csw)
     struct slm_params p = one_token_params(n);
     echo_server_reset();
     long csw0 = thread_csw();
-    int64_t t0 = echo_now_ns();
+    int64_t t0 = slm_mono_ns();
     int64_t h = slm_submit_ids(c, &prompt, 1, &p);
     if (h < 0) fail(slm_strerror((int)h));
     struct slm_event ev;
@@ -124,7 +124,7 @@ static double ring_stream(struct slm_client *c, int n, int64_t *lat, long *csw)
         int rc = slm_next_event(c, &ev, 10000);
         if (rc != 1) fail(rc ? slm_strerror(rc) : "no event within 10 s");
         if (ev.type == SLM_EVENT_TOKEN) {
-            if (lat && ev.token < echo_bench.n_stamp) lat[ev.token] = echo_now_ns() - echo_bench.stamp[ev.token];
+            if (lat && ev.token < echo_bench.n_stamp) lat[ev.token] = slm_mono_ns() - echo_bench.stamp[ev.token];
             if (ev.token != got) {
                 fprintf(stderr, "ring_bench: token %d arrived as number %d\n", ev.token, got);
                 exit(1);
@@ -135,7 +135,7 @@ static double ring_stream(struct slm_client *c, int n, int64_t *lat, long *csw)
         if (ev.type != SLM_EVENT_DONE) fail(ev.message ? ev.message : "an error event");
         break;
     }
-    double sec = (double)(echo_now_ns() - t0) * 1e-9;
+    double sec = (double)(slm_mono_ns() - t0) * 1e-9;
     if (got != n) fail("the stream ended early");
     if (csw) *csw = thread_csw() - csw0;
     return sec;
@@ -149,14 +149,14 @@ static void ring_rtt(struct slm_client *c, int n, int gap_us, int64_t *v)
     for (int i = 0; i < n; i++) {
         if (gap_us) usleep((useconds_t)gap_us);
         echo_server_reset();
-        int64_t t0 = echo_now_ns();
+        int64_t t0 = slm_mono_ns();
         int64_t h = slm_submit_ids(c, &prompt, 1, &p);
         if (h < 0) fail(slm_strerror((int)h));
         struct slm_event ev;
         int rc;
         while ((rc = slm_next_event(c, &ev, 10000)) == 1 && ev.type != SLM_EVENT_TOKEN) {}
         if (rc != 1) fail("no token within 10 s");
-        v[i] = echo_now_ns() - t0;
+        v[i] = slm_mono_ns() - t0;
         while ((rc = slm_next_event(c, &ev, 10000)) == 1 && ev.type != SLM_EVENT_DONE) {}
         if (rc != 1) fail("no DONE within 10 s");
     }
@@ -173,15 +173,15 @@ static void *socket_producer(void *arg)
     while (recv(sock_pair[1], &q, sizeof q, 0) == (ssize_t)sizeof q) {
         struct slm_cqe e = {.kind = SLM_CQE_TOKEN, .user_data = q.user_data, .len = sizeof ECHO_TEXT - 1};
         memcpy(e.data, ECHO_TEXT, sizeof ECHO_TEXT - 1);
-        int64_t due = echo_now_ns();
+        int64_t due = slm_mono_ns();
         for (uint32_t i = 0; i < q.max_tokens; i++) {
             if (echo_bench.pace_ns) {
-                while (echo_now_ns() < due) echo_cpu_relax();
-                int64_t t = echo_now_ns();
+                while (slm_mono_ns() < due) slm_cpu_relax();
+                int64_t t = slm_mono_ns();
                 due = due + echo_bench.pace_ns > t ? due + echo_bench.pace_ns : t + echo_bench.pace_ns;   /* no catch-up */
             }
             e.token = (int32_t)i;
-            int64_t t = echo_now_ns();
+            int64_t t = slm_mono_ns();
             memcpy(&e.n_prompt, &t, sizeof t);   /* the stamp travels in the packet */
             if (send(sock_pair[1], &e, sizeof e, 0) != (ssize_t)sizeof e) return NULL;
         }
@@ -200,7 +200,7 @@ static void socket_request(uint32_t n, uint64_t id)
 static double socket_stream(uint32_t n, int64_t *lat, long *csw)
 {
     long csw0 = thread_csw();
-    int64_t t0 = echo_now_ns();
+    int64_t t0 = slm_mono_ns();
     socket_request(n, 1);
     struct slm_cqe e;
     for (uint32_t got = 0;; got++) {
@@ -213,10 +213,10 @@ static double socket_stream(uint32_t n, int64_t *lat, long *csw)
         if (lat && got < (uint32_t)echo_bench.n_stamp) {
             int64_t t;
             memcpy(&t, &e.n_prompt, sizeof t);
-            lat[got] = echo_now_ns() - t;
+            lat[got] = slm_mono_ns() - t;
         }
     }
-    double sec = (double)(echo_now_ns() - t0) * 1e-9;
+    double sec = (double)(slm_mono_ns() - t0) * 1e-9;
     if (csw) *csw = thread_csw() - csw0;
     return sec;
 }
@@ -226,10 +226,10 @@ static void socket_rtt(int n, int gap_us, int64_t *v)
     struct slm_cqe e;
     for (int i = 0; i < n; i++) {
         if (gap_us) usleep((useconds_t)gap_us);
-        int64_t t0 = echo_now_ns();
+        int64_t t0 = slm_mono_ns();
         socket_request(1, (uint64_t)i + 2);
         if (recv(sock_pair[0], &e, sizeof e, 0) != (ssize_t)sizeof e || e.kind != SLM_CQE_TOKEN) fail("socket rtt");
-        v[i] = echo_now_ns() - t0;
+        v[i] = slm_mono_ns() - t0;
         if (recv(sock_pair[0], &e, sizeof e, 0) != (ssize_t)sizeof e || e.kind != SLM_CQE_DONE) fail("socket rtt");
     }
 }

@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "client/slm.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -329,13 +330,6 @@ static int pump_one(struct slm_client *c)
     return rc < 0 ? rc : 1;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* 1 when the daemon closed its end of the socket. */
 static int peer_gone(struct slm_client *c)
 {
@@ -351,7 +345,7 @@ typedef int (*ready_fn)(struct slm_client *c, int64_t handle);
  * daemon is gone with nothing left on the ring (-ECONNRESET). */
 static int pump_until(struct slm_client *c, ready_fn ready, int64_t handle, int timeout_ms)
 {
-    int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : slm_mono_ms() + timeout_ms;
     for (;;) {
         int rc;
         while ((rc = pump_one(c)) == 1)
@@ -360,7 +354,7 @@ static int pump_until(struct slm_client *c, ready_fn ready, int64_t handle, int 
         if (ready(c, handle)) return 1;
         int slice = SLICE_MS;
         if (deadline >= 0) {
-            int64_t left = deadline - mono_ms();
+            int64_t left = deadline - slm_mono_ms();
             if (left <= 0) return peer_gone(c) ? -ECONNRESET : 0;
             if (left < slice) slice = (int)left;
         }

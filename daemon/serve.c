@@ -26,6 +26,7 @@
 #include <sched.h>
 
 #include "common/log.h"
+#include "common/clock.h"
 #include "daemon/commands.h"
 #include "daemon/conn.h"
 #include "daemon/engine/backends/select.h"
@@ -139,13 +140,6 @@ const struct slm_server_ops slm_server_engine_ops = {
 
 static int poll_clients(struct slm_server *s);
 static int set_all_flags(struct slm_server *s, uint32_t flags);
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 /* Between steps and while idle-spinning: takes the waiting submissions, unless the I/O thread
  * holds poll_lock just then (the next look is a step or a spin away). */
@@ -292,7 +286,7 @@ static void *engine_main(void *arg)
         woken = 0;
         double end = now_s() + s->cfg.spin_us * 1e-6;
         while (s->ops->n_unfinished(s) == 0 && !__atomic_load_n(&s->engine_quit, __ATOMIC_RELAXED) && now_s() < end)
-            if (!engine_poll(s)) cpu_relax();
+            if (!engine_poll(s)) slm_cpu_relax();
         if (s->ops->n_unfinished(s) > 0 || __atomic_load_n(&s->engine_quit, __ATOMIC_ACQUIRE)) continue;
         trim_when_idle(&last_trim, &worked);
         woken = engine_sleep(s);

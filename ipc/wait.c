@@ -1,6 +1,7 @@
 /* ipc/wait.c - see wait.h for the two handshakes and why each fence is there. */
 #define _GNU_SOURCE
 #include "ipc/wait.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -10,22 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <sched.h>
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline (NULL: none), so spurious
  * returns and retries do not stretch the timeout. Shared futex: no FUTEX_PRIVATE_FLAG. */
@@ -45,16 +30,16 @@ int slm_wait_cq(struct slm_shm *shm, const struct slm_ring *cq, int timeout_ms)
 {
     if (slm_ring_ready(cq)) return 0;
     if (timeout_ms == 0) return -ETIMEDOUT;
-    int64_t now = mono_ns();
+    int64_t now = slm_mono_ns();
     int64_t deadline = timeout_ms < 0 ? -1 : now + (int64_t)timeout_ms * 1000000;
     int64_t spin_end = now + SLM_WAIT_SPIN_NS;
     if (deadline >= 0 && deadline < spin_end) spin_end = deadline;
     do {
         for (int i = 0; i < 32; i++) {
             if (slm_ring_ready(cq)) return 0;
-            cpu_relax();
+            slm_cpu_relax();
         }
-    } while (mono_ns() < spin_end);
+    } while (slm_mono_ns() < spin_end);
 
     uint32_t *waiting = &shm->hdr->client_waiting;
     uint32_t *futex = &shm->hdr->cq_futex;
@@ -74,7 +59,7 @@ int slm_wait_cq(struct slm_shm *shm, const struct slm_ring *cq, int timeout_ms)
             rc = 0;
             break;
         }
-        if (deadline >= 0 && mono_ns() >= deadline) {
+        if (deadline >= 0 && slm_mono_ns() >= deadline) {
             rc = -ETIMEDOUT;
             break;
         }

@@ -97,7 +97,7 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
         int n = q->max_tokens - q->sent;
         if (n > 256) n = 256;
         if (echo_bench.pace_ns) {
-            int64_t t = echo_now_ns();
+            int64_t t = slm_mono_ns();
             if (!q->next_due) q->next_due = t;
             n = n && t >= q->next_due;
         }
@@ -108,7 +108,7 @@ static int echo_step(struct slm_server *s, slm_engine_event_fn fn, void *ctx)
             ev.n_generated = ++q->sent;
             ev.finish = q->sent == q->max_tokens ? SLM_ENGINE_FINISH_LENGTH : SLM_ENGINE_FINISH_NONE;
             if (echo_bench.pace_ns) {
-                int64_t t = echo_now_ns();
+                int64_t t = slm_mono_ns();
                 if (ev.token < echo_bench.n_stamp) echo_bench.stamp[ev.token] = t;
                 /* Late (this thread was descheduled): no catch-up burst, which would only
                  * measure the queue it builds. */

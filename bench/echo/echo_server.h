@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/clock.h"
+
 #define ECHO_CREDIT 768        /* tokens in flight at most: under the default CQ's 1024 entries */
 #define ECHO_CREDIT_EVERY 64   /* the consumer publishes its count at least this often */
 #define ECHO_TEXT " echo"
@@ -31,22 +33,6 @@ struct echo_bench {
 };
 
 extern struct echo_bench echo_bench;
-
-/* CLOCK_MONOTONIC in ns: the clock of every stamp and latency. */
-static inline int64_t echo_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* The spin-wait hint. */
-static inline void echo_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 /* Starts slm_server_run with the echo producer on socket_path, the engine thread spinning spin_us,
  * logging from log_level up.

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "client/cli/app.h"
+#include "common/clock.h"
 #include "client/cli/json.h"
 
 #define POLL_MS 100           /* how often the stream loop looks at the signal flag */
@@ -34,13 +35,6 @@ static void catch_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* One completion as it streams: its text, its tokens' logprobs as JSON (for --json), its DONE. */
@@ -147,7 +141,7 @@ static void on_token(struct slm_app *a, struct turn *t, const struct slm_event *
  * 128 + the signal that interrupted the command (the request cancelled, its DONE awaited). */
 static int stream_events(struct slm_app *a, int64_t h, struct turn *t)
 {
-    int64_t give_up = -1, start = mono_ms();
+    int64_t give_up = -1, start = slm_mono_ms();
     /* A prompt that takes the daemon over a second before the first token: a line on stderr
      * at a terminal says so, each second, until the answer starts; with the daemon's PROGRESS
      * events (asked for at a terminal, slm.c) it counts the prompt's tokens and estimates the
@@ -157,9 +151,9 @@ static int stream_events(struct slm_app *a, int64_t h, struct turn *t)
     for (;;) {
         if (slm_app_signal && give_up < 0) {
             if (slm_cancel(a->client, h) < 0) return 128 + slm_app_signal;
-            give_up = mono_ms() + CANCEL_WAIT_MS;
+            give_up = slm_mono_ms() + CANCEL_WAIT_MS;
         }
-        if (give_up >= 0 && (slm_app_n_signals > 1 || mono_ms() > give_up)) return 128 + slm_app_signal;
+        if (give_up >= 0 && (slm_app_n_signals > 1 || slm_mono_ms() > give_up)) return 128 + slm_app_signal;
         struct slm_event ev;
         int rc = slm_next_event(a->client, &ev, POLL_MS);
         if (rc < 0) {
@@ -171,11 +165,11 @@ static int stream_events(struct slm_app *a, int64_t h, struct turn *t)
             of = ev.n_prompt;
             if (done0 < 0) {   /* the rate counts from the first report on */
                 done0 = done;
-                t0 = mono_ms();
+                t0 = slm_mono_ms();
             }
         }
-        if (show_wait && !n_tokens && mono_ms() - start >= 1000 && (rc == 0 || ev.type == SLM_EVENT_PROGRESS)) {
-            int64_t now = mono_ms();
+        if (show_wait && !n_tokens && slm_mono_ms() - start >= 1000 && (rc == 0 || ev.type == SLM_EVENT_PROGRESS)) {
+            int64_t now = slm_mono_ms();
             fprintf(stderr, "\r%s: processing the prompt", a->prog);
             if (done >= 0) {
                 fprintf(stderr, ": %d of %d tokens (%d%%)", done, of, (int)(100LL * done / (of ? of : 1)));

@@ -6,6 +6,7 @@
  * (slm_sampler_window's -ENOMEM), come to the host, where sampler.c samples them as before.
  * The logits rows of a step are ordered device rows first, then each plan entry's host rows. */
 #include "daemon/engine/engine.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <math.h>
@@ -88,18 +89,11 @@ struct slm_engine {
     struct slm_engine_timing tm;
 };
 
-static uint64_t clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Adds the time since *t to *acc and restarts *t, when timing is on. */
 static inline void lap(const struct slm_engine *e, uint64_t *acc, uint64_t *t)
 {
     if (!e->timing) return;
-    uint64_t now = clock_ns();
+    uint64_t now = (uint64_t)slm_mono_ns();
     *acc += now - *t;
     *t = now;
 }
@@ -604,7 +598,7 @@ static int run_pass(struct slm_engine *e, const struct slm_batch *b, int n_dev, 
 /* One step with e->lock held (released around the forward pass and the sampling). */
 static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
 {
-    uint64_t t_lap = e->timing ? clock_ns() : 0;
+    uint64_t t_lap = e->timing ? (uint64_t)slm_mono_ns() : 0;
     struct slm_engine_timing *tm = &e->tm;
     reap_cancelled(e, fn, ctx);
     if (!e->n_reqs) return 0;

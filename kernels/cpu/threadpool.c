@@ -1,6 +1,7 @@
 /* kernels/cpu/threadpool.c - see threadpool.h. */
 #define _GNU_SOURCE
 #include "kernels/cpu/threadpool.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -54,20 +55,6 @@ struct worker_arg {
     struct slm_pool *pool;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 static void futex_wait(_Atomic unsigned *addr, unsigned val)
 {
     syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
@@ -119,11 +106,11 @@ static void *worker_main(void *p)
         int64_t yield_until = 0;
         while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen) {
             if (++spins < SPIN_ITERS) {
-                cpu_relax();
+                slm_cpu_relax();
                 continue;
             }
-            if (!yield_until) yield_until = now_ns() + WAIT_YIELD_NS;
-            if (now_ns() < yield_until) {
+            if (!yield_until) yield_until = slm_mono_ns() + WAIT_YIELD_NS;
+            if (slm_mono_ns() < yield_until) {
                 sched_yield();
                 continue;
             }
@@ -219,7 +206,7 @@ void slm_pool_for(struct slm_pool *pool, int64_t n_chunks, slm_pool_chunk_fn fn,
     int joined = (int)(r & RUN_COUNT_MASK) - 1;
     for (int spins = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != joined;) {
         if (++spins < WAIT_SPINS) {
-            cpu_relax();
+            slm_cpu_relax();
         } else {
             sched_yield();
             spins = 0;
