@@ -339,6 +339,30 @@ struct waker {
     char why[256];
 };
 
+/* Starts slmd serve on sock with the model and the flags of extra (NULL-terminated), and
+ * connects to it as name within 30 s. Returns the daemon's pid with *out connected; on failure a
+ * CHECK failure, the daemon killed and reaped, and -1. */
+static pid_t serve_and_connect(const char *slmd, const char *model, const char *sock, const char *const *extra,
+                               const char *name, struct slm_client **out)
+{
+    const char *argv[32] = {slmd, "serve", "--socket", sock, "--model", model};
+    int n = 6;
+    for (int i = 0; extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    pid_t d = fork();
+    if (d == 0) {
+        execv(slmd, (char *const *)argv);
+        _exit(127);
+    }
+    *out = NULL;
+    for (int i = 0; i < 300 && slm_connect(sock, name, out) < 0; i++) usleep(100000);
+    CHECK(*out != NULL, "cannot connect to slmd at %s", sock);
+    if (*out) return d;
+    kill(d, SIGKILL);
+    waitpid(d, NULL, 0);
+    return -1;
+}
+
 static char wake_sock[128];
 
 /* One client: WAKE_ROUNDS times, a pause, one one-token request, its events to DONE, each
@@ -418,20 +442,11 @@ static int wakeups(const char *slmd, const char *model)
     const char *spins[] = {"0", "20"};
     for (int k = 0; k < 2; k++) {
         snprintf(wake_sock, sizeof wake_sock, "/tmp/slmd-test-wake-%d.sock", (int)getpid());
-        pid_t d = fork();
-        if (d == 0) {
-            execl(slmd, slmd, "serve", "--socket", wake_sock, "--model", model, "--kv-cache-mem", "64M", "--threads",
-                  "1", "--spin-us", spins[k], "--log-level", "warning", (char *)NULL);
-            _exit(127);
-        }
-        struct slm_client *probe = NULL;
-        for (int i = 0; i < 300 && slm_connect(wake_sock, "probe", &probe) < 0; i++) usleep(100000);
-        CHECK(probe != NULL, "wakeups: cannot connect to slmd at %s", wake_sock);
-        if (!probe) {
-            kill(d, SIGKILL);
-            waitpid(d, NULL, 0);
-            return 1;
-        }
+        const char *extra[] = {"--kv-cache-mem", "64M", "--threads", "1", "--spin-us", spins[k], "--log-level",
+                               "warning", NULL};
+        struct slm_client *probe;
+        pid_t d = serve_and_connect(slmd, model, wake_sock, extra, "probe", &probe);
+        if (d < 0) return 1;
         slm_close(&probe);
         struct waker w[WAKE_CLIENTS];
         pthread_t t[WAKE_CLIENTS], flooder;
@@ -620,19 +635,10 @@ int main(void)
     const char *slmd = test_slmd_and_model(model, sizeof model);
     if (!slmd) return 77;
     snprintf(sock_path, sizeof sock_path, "/tmp/slmd-test-%d.sock", (int)getpid());
-    pid_t daemon = fork();
-    if (daemon == 0) {
-        execl(slmd, slmd, "serve", "--socket", sock_path, "--model", model, "--kv-cache-mem", "256M", "--threads",
-              "2", "--log-level", "warning", (char *)NULL);
-        _exit(127);
-    }
-    struct slm_client *c = NULL;
-    for (int i = 0; i < 300 && slm_connect(sock_path, "test", &c) < 0; i++) usleep(100000);
-    CHECK(c != NULL, "cannot connect to slmd at %s", sock_path);
-    if (!c) {
-        kill(daemon, SIGKILL);
-        return 1;
-    }
+    const char *extra[] = {"--kv-cache-mem", "256M", "--threads", "2", "--log-level", "warning", NULL};
+    struct slm_client *c;
+    pid_t daemon = serve_and_connect(slmd, model, sock_path, extra, "test", &c);
+    if (daemon < 0) return 1;
     struct slm_stats st0;
     CHECK(slm_stats(c, &st0) == 0, "stats");
 
