@@ -165,7 +165,7 @@ static call make_call(fixture &f, const step &s, const std::vector<float> &q, co
     c.ws_bytes = ws_bytes(&f.shape, c.n, max_ctx);
     cudaMalloc(&c.ws, c.ws_bytes);
     cudaMemset(c.ws, 0xff, c.ws_bytes);
-    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks};
+    c.t = {c.n, c.pos, c.seq, f.d_tables, f.n_seq, f.max_blocks, nullptr, 0};
     return c;
 }
 

@@ -142,7 +142,7 @@ static void fill_history(fixture &f, const std::vector<int> &lens)
         for (auto &x : v) x = frand();
         int32_t *pos = dev(hist.pos), *seq = dev(hist.seq);
         float *dq = dev(q), *dk = dev(k), *dv = dev(v);
-        slm_cuda_attn_tokens t = {n, pos, seq, f.d_tables, f.n_seq, f.max_blocks};
+        slm_cuda_attn_tokens t = {n, pos, seq, f.d_tables, f.n_seq, f.max_blocks, nullptr, 0};
         slm_cuda_kv_layer kv = kv_of(f);
         int rc = slm_cuda_rope_store(&f.shape, &t, &kv, &f.rope, dq, dk, dv, 0);
         CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s history store: %d", f.c.name, rc);
@@ -368,7 +368,7 @@ static void bad_arguments(void)
         size_t wsb = slm_cuda_attention_decode_fused_workspace(&f.shape, big, 1);
         void *ws = nullptr;
         cudaMalloc(&ws, wsb);
-        slm_cuda_attn_tokens t = {big, dp, ds, f.d_tables, f.n_seq, f.max_blocks};
+        slm_cuda_attn_tokens t = {big, dp, ds, f.d_tables, f.n_seq, f.max_blocks, nullptr, 0};
         CHECK(launch(&f.shape, &t, &kv, &f.rope, dq, dk, dk, 1, ws, wsb, dout) == -EINVAL,
               "%d tokens x 3 KV heads > %d slots: expected -EINVAL", big, SLM_CUDA_ATTN_DECODE_SLOTS);
         cudaFree(dp), cudaFree(ds), cudaFree(dq), cudaFree(dk), cudaFree(dout), cudaFree(ws);

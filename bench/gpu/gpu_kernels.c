@@ -31,7 +31,11 @@
  * The fused decode attention (slm_cuda_attention_decode_fused: RoPE, the KV store and
  * attention in one launch) at batches 1, 8 and 64 (each token the new one of its own sequence)
  * and contexts 128, 1k and 4k. Traffic: each sequence's K and V (f16) of every position once,
- * plus q, k, v in and out back.
+ * plus q, k, v in and out back. The paged attention of a prefill chunk on tensor cores
+ * (slm_cuda_attention_paged in the host's tiles) for 512 tokens: a whole prompt (ctx 512) and a
+ * chunk after 3,584 cached positions (ctx 4k). Traffic: K and V once per tile (a tile's tokens
+ * share them), q in, out back; its tensor roofline counts q.k once and p.v twice (P's two
+ * halves) as f16 MMAs at half the measured int8 rate.
  *
  * The element-wise ops (slm_cuda_rmsnorm, slm_cuda_swiglu, slm_cuda_add) and sampling, which
  * the backend still runs outside the fused launches, close each model's table.
@@ -442,6 +446,61 @@ static void bench_attention(struct bench *b, const struct model_shape *ms, int n
     cudaFree(a.kv.k), cudaFree(a.kv.v), cudaFree(a.q), cudaFree(a.k), cudaFree(a.v), cudaFree(a.out), cudaFree(a.ws);
 }
 
+/* ---- the paged attention of a prefill chunk: n tokens of one sequence at positions
+ * ctx - n .. ctx - 1 (their K and V already in the cache), in the host's tiles */
+
+static int run_attention_paged(struct bench *b, void *ctx)
+{
+    struct att_ctx *a = ctx;
+    return slm_cuda_attention_paged(&a->shape, &a->t, &a->kv, a->q, a->max_ctx, a->ws, a->ws_bytes, a->out, b->stream);
+}
+
+static void bench_attention_prefill(struct bench *b, const struct model_shape *ms, int n, int ctx)
+{
+    const int bs = 16, blocks = (ctx + bs - 1) / bs;
+    struct att_ctx a = {.max_ctx = ctx};
+    a.shape = (struct slm_cuda_attn_shape){.n_head = ms->n_head, .n_head_kv = ms->n_head_kv,
+                                           .head_dim = ms->head_dim, .rope_dim = ms->head_dim,
+                                           .scale = 0.125f};
+    size_t kvd = (size_t)ms->n_head_kv * (size_t)ms->head_dim, qd = (size_t)ms->n_head * (size_t)ms->head_dim;
+    int32_t *pos = malloc((size_t)n * 4), *row_of = malloc((size_t)n * 4), *tab = malloc((size_t)blocks * 4),
+            *tiles = malloc((size_t)n * 8);
+    if (!pos || !row_of || !tab || !tiles) exit(1);
+    for (int i = 0; i < blocks; i++) tab[i] = i;
+    for (int i = 0; i < n; i++) pos[i] = ctx - n + i, row_of[i] = 0;
+    int n_tiles = slm_cuda_attention_tiles(&a.shape, row_of, n, tiles);
+    if (n_tiles < 1) exit(1);
+    int32_t *d_pos = dev_fill((size_t)n * 4, 0), *d_row = dev_fill((size_t)n * 4, 0),
+            *d_tab = dev_fill((size_t)blocks * 4, 0), *d_tiles = dev_fill((size_t)n_tiles * 8, 0);
+    CK(cudaMemcpy(d_pos, pos, (size_t)n * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_row, row_of, (size_t)n * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_tab, tab, (size_t)blocks * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_tiles, tiles, (size_t)n_tiles * 8, cudaMemcpyHostToDevice));
+    a.t = (struct slm_cuda_attn_tokens){.n_tokens = n, .pos = d_pos, .seq_row = d_row, .block_tables = d_tab,
+                                        .n_seq_rows = 1, .max_blocks = blocks, .tiles = d_tiles, .n_tiles = n_tiles};
+    size_t kv_bytes = (size_t)blocks * bs * kvd * 2;
+    a.kv = (struct slm_cuda_kv_layer){.k = dev_fill(kv_bytes, 0x11), .v = dev_fill(kv_bytes, 0x11),
+                                      .n_blocks = blocks, .block_size = bs};
+    a.q = dev_floats((size_t)n * qd, 0.5f);
+    a.out = dev_fill((size_t)n * qd * 4, 0);
+    a.ws_bytes = slm_cuda_attention_decode_fused_workspace(&a.shape, n, ctx);
+    a.ws = dev_fill(a.ws_bytes, 0);
+    double secs = time_launch(b, run_attention_paged, &a);
+    /* (query, position) pairs attended: each token its own prefix */
+    double pairs = (double)n * (ctx - n) + (double)n * (n + 1) / 2.0;
+    /* K and V read once per tile, q in, out back */
+    double bytes = (double)n_tiles * ((double)ctx - n / 2.0) * (double)kvd * 4.0 + 8.0 * (double)n * (double)qd;
+    double flops = 4.0 * pairs * (double)ms->n_head * (double)ms->head_dim;
+    /* f16 MMA ops at half the int8 rate: q.k once, p.v twice (P's hi and lo halves) */
+    double tensor = 2.0 * 1.5 * flops;
+    char what[32];
+    snprintf(what, sizeof what, "ctx %d", ctx);
+    row(b, ms->name, "attention prefill (tiles)", what, n, bytes, flops, tensor, secs);
+    free(pos), free(row_of), free(tab), free(tiles);
+    cudaFree(d_pos), cudaFree(d_row), cudaFree(d_tab), cudaFree(d_tiles);
+    cudaFree(a.kv.k), cudaFree(a.kv.v), cudaFree(a.q), cudaFree(a.out), cudaFree(a.ws);
+}
+
 /* ---- sampling */
 
 struct samp_ctx {
@@ -499,6 +558,8 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
     for (size_t i = 0; i < sizeof att_n / sizeof att_n[0]; i++)
         for (size_t c = 0; c < sizeof ctxs / sizeof ctxs[0]; c++)
             bench_attention(b, ms, att_n[i], b->smoke ? smoke_ctxs[c] : ctxs[c]);
+    bench_attention_prefill(b, ms, prefill_n, prefill_n);                        /* a whole prompt */
+    bench_attention_prefill(b, ms, prefill_n, b->smoke ? 130 : 4096);            /* a chunk after cached positions */
     for (int kind = 0; kind < 3; kind++) {
         bench_ew(b, ms, kind, 1, kind == 1 ? ms->ffn : ms->dim);
         bench_ew(b, ms, kind, prefill_n, kind == 1 ? ms->ffn : ms->dim);

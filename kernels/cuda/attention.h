@@ -50,6 +50,13 @@ struct slm_cuda_attn_tokens {
     const int32_t *block_tables; /* (n_seq_rows, max_blocks) */
     int n_seq_rows;
     int max_blocks;
+    /* slm_cuda_attention_paged only, optional: (n_tiles, 2) device int32 pairs (first token,
+     * count), tiles of consecutive tokens of one sequence, at most
+     * slm_cuda_attention_tile_tokens() each, covering every token once (slm_cuda_attention_tiles
+     * builds them on the host). A tile's tokens share every K and V row the kernel loads. NULL:
+     * one token a tile (the same bits, more loads). */
+    const int32_t *tiles;
+    int n_tiles;
 };
 
 /* The rotation of every position the calls may meet: cos_sin (positions, rope_dim / 2, 2)
@@ -131,14 +138,31 @@ int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape *shape, con
                                     const float *q, const float *k, const float *v, int max_ctx, void *workspace,
                                     size_t workspace_bytes, float *out, cudaStream_t stream);
 
+/* Most tokens a tile of slm_cuda_attention_paged may hold for this shape: the query rows
+ * (tokens x n_head / n_head_kv) that fit its shared memory (64 rows for head_dim <= 96, 48 for
+ * 128, 16 for 256), at least 1. 0 for a bad shape. */
+int slm_cuda_attention_tile_tokens(const struct slm_cuda_attn_shape *shape);
+
+/* Host: cuts the tokens (seq_row (n_tokens), host memory) into tiles for
+ * slm_cuda_attention_paged: runs of consecutive tokens of one sequence, at most
+ * slm_cuda_attention_tile_tokens() each, written to tiles (2 n_tokens int32 at most) as (first,
+ * count). Returns the number of tiles, or -EINVAL (bad shape, NULL, n_tokens < 1). */
+int slm_cuda_attention_tiles(const struct slm_cuda_attn_shape *shape, const int32_t *seq_row, int n_tokens,
+                             int32_t *tiles);
+
 /*
  * The same kernel for any step (prefill chunks, mixed steps, several tokens of a sequence): q
  * (n_tokens, n_head * head_dim) already rotated and every token's k and v already stored by
  * slm_cuda_rope_store, so each token reads positions 0..pos[i] from the cache, its own
  * included. out as slm_cuda_attention_decode_fused defines it, and the same bits for a token
  * as that launcher gives it (the rotation and the halves are one arithmetic): a decode step and
- * a recomputation of the same position by prefill agree. Workspace, counters and refusals as
- * there (without the table and k, v).
+ * a recomputation of the same position by prefill agree, whatever the tiles (t->tiles). One
+ * block per (partition, KV head, tile): a tile's query rows share the K and V rows of the
+ * partition (flash attention's reuse, on tensor cores). Workspace, counters and refusals as
+ * there (without the table and k, v), and -EINVAL for t->tiles with n_tiles < 1 or above
+ * n_tokens. A tile whose first token is out of range is skipped; its count is cut to
+ * slm_cuda_attention_tile_tokens() and at the first token of another sequence (those tokens get
+ * no out row: the caller's tiles must cover every token).
  */
 int slm_cuda_attention_paged(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
                              const struct slm_cuda_kv_layer *kv, const float *q, int max_ctx, void *workspace,

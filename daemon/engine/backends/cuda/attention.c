@@ -1,8 +1,8 @@
 /* daemon/engine/backends/cuda/attention.c - the CUDA backend's attention op: RoPE's cos/sin
  * tables, the batch's metadata in one upload, and the attention launches: a decode-only step's
  * RoPE, KV store and attention in one (slm_cuda_attention_decode_fused), any other step's
- * RoPE and store (slm_cuda_rope_store), then the same attention kernel over the cache
- * (slm_cuda_attention_paged). */
+ * RoPE and store (slm_cuda_rope_store), then the same attention kernel over the cache in tiles
+ * of a sequence's consecutive tokens (slm_cuda_attention_paged, flash attention's K/V reuse). */
 
 #include "daemon/engine/backends/cuda/internal.h"
 
@@ -22,10 +22,44 @@ static int single_tokens(const struct slm_batch *b)
     return 1;
 }
 
-/* Uploads the batch's positions, rows and block tables unless the device already holds the
- * same ones (every layer of a pass sees the same batch: one upload, and one look at its
- * tokens, per pass). */
-static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
+/* Tokens a launch of the attention may hold: the completion counters' slots over the KV heads. */
+static int attn_chunk(const struct slm_cuda_attn_shape *sh)
+{
+    return SLM_CUDA_ATTN_DECODE_SLOTS / (sh->n_head_kv > 0 ? sh->n_head_kv : 1);
+}
+
+/* The paged attention's tiles of b for sh (slm_cuda_attention_tiles), launch chunk by launch
+ * chunk (token indices relative to the chunk), into tiles; a->chunk_tiles[c] gets chunk c's first
+ * tile. 0 or -ENOMEM / -EINVAL. */
+static int attn_tiles(struct attn_meta *a, const struct slm_batch *b, const struct slm_cuda_attn_shape *sh,
+                      int32_t *tiles)
+{
+    const int n = b->n_tokens, chunk = attn_chunk(sh), n_chunks = (n + chunk - 1) / chunk;
+    if (n_chunks + 1 > a->chunk_tiles_cap) {
+        int *c = realloc(a->chunk_tiles, (size_t)(n_chunks + 1) * sizeof *c);
+        if (!c) return -ENOMEM;
+        a->chunk_tiles = c;
+        a->chunk_tiles_cap = n_chunks + 1;
+    }
+    const int per = slm_cuda_attention_tile_tokens(sh);   /* 0 for a bad shape: no tiles; the launcher refuses */
+    int total = 0;
+    for (int c = 0; c < n_chunks; c++) {
+        const int i0 = c * chunk, cnt = n - i0 < chunk ? n - i0 : chunk;
+        a->chunk_tiles[c] = total;
+        const int k = per ? slm_cuda_attention_tiles(sh, b->seq_row + i0, cnt, tiles + 2 * (size_t)total) : 0;
+        if (k < 0) return k;
+        total += k;
+    }
+    a->chunk_tiles[n_chunks] = total;
+    a->tile_tokens = per;
+    a->chunk = chunk;
+    return 0;
+}
+
+/* Uploads the batch's positions, rows and block tables, and the paged attention's tiles for
+ * sh, unless the device already holds the same ones (every layer of a pass sees the same batch
+ * and shape: one upload, and one look at its tokens, per pass). */
+static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b, const struct slm_cuda_attn_shape *sh)
 {
     struct attn_meta *a = &ci->attn;
     int n = b->n_tokens, n_rows = 0, max_ctx = 0;
@@ -33,8 +67,9 @@ static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
         if (b->seq_row[i] + 1 > n_rows) n_rows = b->seq_row[i] + 1;
         if (b->pos[i] + 1 > max_ctx) max_ctx = b->pos[i] + 1;
     }
-    size_t tables = (size_t)n_rows * (size_t)b->max_blocks, meta = 2 * (size_t)n + tables;
+    size_t tables = (size_t)n_rows * (size_t)b->max_blocks, head = 2 * (size_t)n + tables, meta = head + 2 * (size_t)n;
     if (a->shadow_len && a->n_tokens == n && a->max_blocks == b->max_blocks && a->n_rows == n_rows &&
+        a->tile_tokens == slm_cuda_attention_tile_tokens(sh) && a->chunk == attn_chunk(sh) &&
         !memcmp(a->shadow, b->pos, (size_t)n * sizeof(int32_t)) &&
         !memcmp(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t)) &&
         !memcmp(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t)))
@@ -51,6 +86,7 @@ static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
     memcpy(a->shadow, b->pos, (size_t)n * sizeof(int32_t));
     memcpy(a->shadow + n, b->seq_row, (size_t)n * sizeof(int32_t));
     memcpy(a->shadow + 2 * n, b->block_tables, tables * sizeof(int32_t));
+    if ((rc = attn_tiles(a, b, sh, a->shadow + head))) return rc;
     memcpy(a->st.host, a->shadow, meta * sizeof(int32_t));
     if ((rc = cuda_staging_upload(ci, &a->st, meta))) return rc;
     a->shadow_len = meta;
@@ -58,6 +94,7 @@ static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b)
     a->n_rows = n_rows;
     a->max_blocks = b->max_blocks;
     a->max_ctx = max_ctx;
+    a->tiles_at = head;
     a->single = single_tokens(b);
     return 0;
 }
@@ -81,37 +118,40 @@ static int workspace_reserve(struct cuda_impl *ci, size_t need)
     return 0;
 }
 
-/* Attention of the tokens t over max_ctx positions, SLM_CUDA_ATTN_DECODE_SLOTS / n_head_kv
- * tokens a launch (the counters' slots): `fresh` (a decode-only step) rotates q and k and
- * stores k and v in the same launch (slm_cuda_attention_decode_fused); otherwise
- * slm_cuda_rope_store has done both and slm_cuda_attention_paged reads the cache. A token gets
- * the same bits both ways (docs/numerics.md, "The GPU"). */
+/* Attention of the tokens t over max_ctx positions, attn_chunk() tokens a launch (the counters'
+ * slots): `fresh` (a decode-only step) rotates q and k and stores k and v in the same launch
+ * (slm_cuda_attention_decode_fused); otherwise slm_cuda_attention_paged reads the cache that
+ * slm_cuda_rope_store filled, chunk c in the tiles tiles + 2 chunk_tiles[c] ..
+ * (attn_upload's). A token gets the same bits both ways (docs/numerics.md, "The GPU"). */
 static int attention_launch(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
                             const struct slm_cuda_attn_tokens *t, const struct slm_cuda_kv_layer *kv,
                             const struct slm_cuda_rope_table *rope, const float *q, const float *k, const float *v,
-                            int max_ctx, int fresh, float *out)
+                            int max_ctx, const int32_t *tiles, const int *chunk_tiles, float *out)
 {
-    int chunk = SLM_CUDA_ATTN_DECODE_SLOTS / (sh->n_head_kv > 0 ? sh->n_head_kv : 1);
+    int chunk = attn_chunk(sh);
     int per = t->n_tokens < chunk ? t->n_tokens : chunk;
     size_t need = slm_cuda_attention_decode_fused_workspace(sh, per, max_ctx);
     if (!need) return launched(-EINVAL, "slm_cuda_attention_decode_fused_workspace");
     int rc = workspace_reserve(ci, need);
     size_t qd = (size_t)sh->n_head * (size_t)sh->head_dim, kvd = (size_t)sh->n_head_kv * (size_t)sh->head_dim;
-    for (int i0 = 0; i0 < t->n_tokens && !rc; i0 += chunk) {
-        struct slm_cuda_attn_tokens c = *t;
-        c.n_tokens = t->n_tokens - i0 < chunk ? t->n_tokens - i0 : chunk;
-        c.pos = t->pos + i0, c.seq_row = t->seq_row + i0;
+    for (int i0 = 0, c = 0; i0 < t->n_tokens && !rc; i0 += chunk, c++) {
+        struct slm_cuda_attn_tokens ct = *t;
+        ct.n_tokens = t->n_tokens - i0 < chunk ? t->n_tokens - i0 : chunk;
+        ct.pos = t->pos + i0, ct.seq_row = t->seq_row + i0;
         const float *cq = q + (size_t)i0 * qd;
         float *co = out + (size_t)i0 * qd;
-        if (fresh)
-            rc = launched(slm_cuda_attention_decode_fused(sh, &c, kv, rope, cq, k + (size_t)i0 * kvd,
+        if (!tiles)
+            rc = launched(slm_cuda_attention_decode_fused(sh, &ct, kv, rope, cq, k + (size_t)i0 * kvd,
                                                           v + (size_t)i0 * kvd, max_ctx, ci->workspace,
                                                           ci->workspace_bytes, co, ci->stream),
                           "slm_cuda_attention_decode_fused");
-        else
-            rc = launched(slm_cuda_attention_paged(sh, &c, kv, cq, max_ctx, ci->workspace, ci->workspace_bytes, co,
+        else {
+            ct.tiles = tiles + 2 * (size_t)chunk_tiles[c];
+            ct.n_tiles = chunk_tiles[c + 1] - chunk_tiles[c];
+            rc = launched(slm_cuda_attention_paged(sh, &ct, kv, cq, max_ctx, ci->workspace, ci->workspace_bytes, co,
                                                    ci->stream),
                           "slm_cuda_attention_paged");
+        }
     }
     return rc;
 }
@@ -186,7 +226,7 @@ static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn
     struct slm_cuda_rope_table rope;
     int rc = rope_table(ci, p, g->max_ctx, &rope);
     if (rc) return rc;
-    return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, 1, out);
+    return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, NULL, NULL, out);
 }
 
 int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
@@ -202,7 +242,7 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = cuda_kv_blocks(pool),
                                    .block_size = pool->block_size};
     if (ci->graphs.cur) return attention_graph_step(ci, &sh, p, &kv, q, k, v, out);
-    int rc = attn_upload(ci, b);
+    int rc = attn_upload(ci, b, &sh);
     if (rc) return rc;
     const struct attn_meta *a = &ci->attn;
     const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
@@ -210,8 +250,9 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};
     struct slm_cuda_rope_table rope;
     if ((rc = rope_table(ci, p, a->max_ctx, &rope))) return rc;
-    if (a->single) return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 1, out);
+    if (a->single) return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, NULL, NULL, out);
     if ((rc = launched(slm_cuda_rope_store(&sh, &all, &kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))
         return rc;
-    return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, 0, out);
+    return attention_launch(ci, &sh, &all, &kv, &rope, q, k, v, a->max_ctx, a->st.dev + a->tiles_at, a->chunk_tiles,
+                            out);
 }

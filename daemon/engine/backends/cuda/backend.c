@@ -56,6 +56,7 @@ static void cuda_destroy(struct slm_backend *be)
         cuda_staging_free(&ci->attn.st);
         cuda_staging_free(&ci->graphs.meta);
         free(ci->attn.shadow);
+        free(ci->attn.chunk_tiles);
         cuda_sample_state_free(ci->sampling);
         if (ci->workspace) cudaFree(ci->workspace);
         if (ci->q8) cudaFree(ci->q8);

@@ -43,12 +43,17 @@ struct staging {
 
 /* The attention metadata of the batch last uploaded, and its plan. */
 struct attn_meta {
-    struct staging st;        /* device: pos (n), seq_row (n), block_tables (n_rows, max_blocks) */
+    struct staging st;        /* device: pos (n), seq_row (n), block_tables (n_rows, max_blocks), then the
+                               * paged attention's tiles (2 per tile) */
     int32_t *shadow;          /* (shadow_cap) host copy of what st.dev holds, to skip re-uploads */
     size_t shadow_cap, shadow_len;
     int n_tokens, n_rows, max_blocks;
     int max_ctx;              /* largest pos + 1 */
     int single;               /* every token the single new token of its sequence (a decode-only step) */
+    int tile_tokens, chunk;   /* what the tiles were cut for: tokens a tile, tokens a launch */
+    size_t tiles_at;          /* int32 offset of the tiles in st.dev */
+    int *chunk_tiles;         /* (n_chunks + 1) first tile of each launch's chunk of tokens, then the total */
+    int chunk_tiles_cap;
 };
 
 /* Contexts in a step graph's shape are whole multiples of this many positions ("partitions"):
