@@ -291,24 +291,29 @@ static void on_event(void *p, const struct slm_engine_event *ev)
     if (ev->finish) st->finish = ev->finish;
 }
 
-/* KV blocks: --kv-cache-mem's worth, else enough for the context (on cuda, at most the
- * backend's budget). 0 with err if too small. */
+/* KV blocks of the (global) pool: --kv-cache-mem's worth, else enough for the context (on cuda,
+ * at most the backend's budget); the local pool of a sliding-window model comes out of those
+ * bytes first. 0 with err if too small. */
 static int kv_blocks(const struct run_opts *o, const struct slm_model *m, int n_ctx, char *err)
 {
     size_t per_block = slm_engine_block_bytes(m, o->block_size);
+    const struct slm_engine_opts probe = {.block_size = o->block_size, .max_batch_tokens = o->batch, .max_seqs = 1};
+    uint64_t local = (uint64_t)slm_engine_local_blocks(m, &probe) * slm_engine_local_block_bytes(m, o->block_size);
     if (!o->kv_mem) {
         uint64_t n = (uint64_t)(n_ctx + o->block_size - 1) / (uint64_t)o->block_size;
-        uint64_t fit = slm_backend_kv_limit(m->be) / per_block;
+        uint64_t limit = slm_backend_kv_limit(m->be);
+        uint64_t fit = limit > local ? (limit - local) / per_block : 0;
         if (fit < 1) {
             slm_err_set(err, "the device has no room for one KV block of %zu bytes", per_block);
             return 0;
         }
         return (int)(n < fit ? n : fit);
     }
-    unsigned long long n = o->kv_mem / per_block;
+    unsigned long long n = o->kv_mem > local ? (o->kv_mem - local) / per_block : 0;
     if (n < 1) {
-        slm_err_set(err, "--kv-cache-mem: %llu bytes hold no KV block (one block of %d tokens takes %zu bytes)",
-                    o->kv_mem, o->block_size, per_block);
+        slm_err_set(err, "--kv-cache-mem: %llu bytes hold no KV block (one block of %d tokens takes %zu bytes, after "
+                    "%llu bytes of the sliding-window layers' pool)", o->kv_mem, o->block_size, per_block,
+                    (unsigned long long)local);
         return 0;
     }
     return n > (1u << 30) ? 1 << 30 : (int)n;
@@ -320,13 +325,17 @@ static int generate(const struct run_opts *o, struct slm_model *m, const struct 
 {
     int n_blocks = kv_blocks(o, m, n_ctx, err);
     if (!n_blocks) return -EINVAL;
+    /* One request: the local pool of a sliding-window model holds one sequence's window. */
     struct slm_engine_opts eo = {.n_blocks = n_blocks, .block_size = o->block_size, .max_batch_tokens = o->batch,
                                  .max_seqs = o->max_seqs, .n_ctx = n_ctx};
+    const struct slm_engine_opts one = {.n_blocks = n_blocks, .block_size = o->block_size, .max_batch_tokens = o->batch,
+                                        .max_seqs = 1};
+    eo.n_local_blocks = slm_engine_local_blocks(m, &one);
     struct slm_engine *e = slm_engine_create(m, tok, &eo, err);
     if (!e) return -ENOMEM;
-    slm_log(SLM_LOG_INFO, "engine: %d KV blocks of %d tokens (%zu MiB), %d tokens and %d sequences per step",
-            n_blocks, o->block_size, (size_t)n_blocks * slm_engine_block_bytes(m, o->block_size) >> 20, o->batch,
-            o->max_seqs);
+    char kv_desc[160];
+    slm_engine_kv_desc(m, &eo, kv_desc, sizeof kv_desc);
+    slm_log(SLM_LOG_INFO, "engine: KV cache %s, %d tokens and %d sequences per step", kv_desc, o->batch, o->max_seqs);
     struct slm_request q = {.prompt = prompt, .n_prompt = n_prompt, .sampling = o->sampling,
                             .max_tokens = o->max_tokens > 0 ? o->max_tokens : n_ctx};
     int64_t id = slm_engine_add(e, &q, err);

@@ -50,24 +50,31 @@ static double now_s(void)
 
 /* ---- the engine */
 
-/* KV blocks: the configured size, or auto (docs/configuration.md): on cuda, at most the
- * backend's budget (gpu-memory-fraction of the free device memory). 0 with err if too small. */
+/* KV blocks of the (global) pool: the configured size, or auto (docs/configuration.md): on cuda, at
+ * most the backend's budget (gpu-memory-fraction of the free device memory). A model with
+ * sliding-window layers takes its local pool (slm_engine_local_blocks) out of those bytes first.
+ * 0 with err if too small. */
 static int kv_blocks(const struct slm_server *s, int n_ctx, char *err)
 {
     size_t per_block = slm_engine_block_bytes(s->svc.model, s->cfg.block_size);
     int per_ctx = (n_ctx + s->cfg.block_size - 1) / s->cfg.block_size;
+    const struct slm_engine_opts probe = {.block_size = s->cfg.block_size, .max_batch_tokens = s->cfg.max_batch_tokens,
+                                          .max_seqs = s->cfg.max_seqs};
+    uint64_t local = (uint64_t)slm_engine_local_blocks(s->svc.model, &probe) *
+                     slm_engine_local_block_bytes(s->svc.model, s->cfg.block_size);
     uint64_t bytes = s->cfg.kv_cache_mem, limit = slm_backend_kv_limit(s->svc.be);
     if (!bytes) {
-        uint64_t want = (uint64_t)s->cfg.max_seqs * (uint64_t)per_ctx * per_block;
+        uint64_t want = (uint64_t)s->cfg.max_seqs * (uint64_t)per_ctx * per_block + local;
         uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
         bytes = want < ram / 4 ? want : ram / 4;
-        if (bytes < (uint64_t)per_ctx * per_block) bytes = (uint64_t)per_ctx * per_block;
+        if (bytes < (uint64_t)per_ctx * per_block + local) bytes = (uint64_t)per_ctx * per_block + local;
         if (bytes > limit) bytes = limit;
     }
-    uint64_t n = bytes / per_block;
+    uint64_t n = bytes > local ? (bytes - local) / per_block : 0;
     if (n < 1) {
-        slm_err_set(err, "kv-cache-mem: %llu bytes hold no KV block (one block of %d tokens takes %zu bytes)",
-                    (unsigned long long)bytes, s->cfg.block_size, per_block);
+        slm_err_set(err, "kv-cache-mem: %llu bytes hold no KV block (one block of %d tokens takes %zu bytes, after "
+                    "%llu bytes of the sliding-window layers' pool)", (unsigned long long)bytes, s->cfg.block_size,
+                    per_block, (unsigned long long)local);
         return 0;
     }
     return n > (1u << 30) ? 1 << 30 : (int)n;
@@ -89,13 +96,13 @@ static int load_engine(struct slm_server *s, char *err)
                                      .max_batch_tokens = s->cfg.max_batch_tokens, .max_seqs = s->cfg.max_seqs,
                                      .n_ctx = n_ctx};
     if (!(s->engine = slm_engine_create(s->svc.model, s->svc.tok, &s->eo, err))) return -ENOMEM;
-    char be_desc[96];
+    char be_desc[96], kv_desc[160];
     slm_service_backend_desc(&s->svc, be_desc, sizeof be_desc);
     const struct slm_model *m = s->svc.model;
+    slm_engine_kv_desc(m, &s->eo, kv_desc, sizeof kv_desc);
     slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, vocab %d, context %d; %s; "
-            "KV cache %d blocks of %d tokens (%zu MiB); %d tokens and %d sequences per step; chat template %s",
-            s->svc.model_path, m->cfg.arch_name, m->cfg.n_layer, m->cfg.n_vocab, n_ctx, be_desc, n_blocks,
-            s->cfg.block_size, ((size_t)n_blocks * slm_engine_block_bytes(m, s->cfg.block_size)) >> 20,
+            "KV cache %s; %d tokens and %d sequences per step; chat template %s",
+            s->svc.model_path, m->cfg.arch_name, m->cfg.n_layer, m->cfg.n_vocab, n_ctx, be_desc, kv_desc,
             s->cfg.max_batch_tokens, s->cfg.max_seqs,
             s->svc.chat_fmt >= 0 ? slm_chat_format_name(s->svc.chat_fmt) : "none");
     return 0;

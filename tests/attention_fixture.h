@@ -112,7 +112,7 @@ static int setup(fixture &f, const config &c, const int *lens)
     char err[256];
     f.cpu = slm_backend_cpu_create(2, err);
     if (!f.cpu) return -1;
-    f.pool = {1, f.n_blocks, f.block_size, (int)f.kvd(), nullptr};
+    f.pool = {1, f.n_blocks, f.block_size, (int)f.kvd(), nullptr, 0, nullptr};
     if (f.cpu->ops->kv_alloc(f.cpu, &f.pool)) return -1;
     if (cudaMalloc(&f.gpu_pool, f.layer_halves() * 2 * sizeof(uint16_t)) != cudaSuccess) return -1;
     cudaMemset(f.gpu_pool, 0, f.layer_halves() * 2 * sizeof(uint16_t));

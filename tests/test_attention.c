@@ -18,12 +18,18 @@
  * 4. Each layout's exp (kernels/cpu/expf.h) within 2.5 ulp of exp (measured: 8 lanes 1.79, 16 lanes
  *    2.18), and SwiGLU's vector path
  *    equal to the scalar form in both.
+ * 5. A sliding window over a table whose blocks before the window are released (-1, as the
+ *    local KV pool's tables hold them: docs/engine.md, "Two pools"), blocks of 4 positions so that
+ *    the vector path's 8-position groups start in a released block: no position before the window
+ *    is read (the K pool follows an inaccessible guard region, which the -1 rows would fall in),
+ *    and the bits are those of a table with every block present.
  * Without AVX2 both sides are the portable path: the test says so and exits 77.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "tests/check.h"
 #include "kernels/cpu/dequant.h"
@@ -265,6 +271,44 @@ static void check_expf(void)
     }
 }
 
+static void check_released_blocks(void)
+{
+    enum { BS = 4, HD = 64, CTX = 45, NB = (CTX + BS - 1) / BS, GUARD = 1 << 16 };
+    const size_t pool_bytes = (size_t)NB * BS * HD * sizeof(slm_half);
+    unsigned char *map = mmap(NULL, GUARD + pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    slm_half *v_pool = malloc(pool_bytes);
+    if (map == MAP_FAILED || !v_pool || mprotect(map, GUARD, PROT_NONE)) {
+        printf("FAIL released blocks: cannot map the guarded pool\n");
+        failures++;
+        free(v_pool);
+        return;
+    }
+    slm_half *k_pool = (slm_half *)(void *)(map + GUARD);
+    random_halves(k_pool, pool_bytes / sizeof(slm_half), 1.0f);
+    random_halves(v_pool, pool_bytes / sizeof(slm_half), 1.0f);
+    float q[2 * HD], want[2 * HD], got[2 * HD];
+    for (int i = 0; i < 2 * HD; i++) q[i] = frand();
+    size_t ns = slm_cpu_attention_group_scratch(CTX, HD, 2);
+    float *scratch = malloc(ns * sizeof *scratch);
+    for (int first = 9; first < CTX && scratch; first += 4) {   /* first % 8 == 1 or 5: groups start below it */
+        int32_t all[NB], released[NB];
+        for (int b = 0; b < NB; b++) all[b] = released[b] = NB - 1 - b;
+        for (int b = 0; b < first / BS; b++) released[b] = -1;
+        for (int lanes = 8; lanes <= 16; lanes += 8) {
+            slm_cpu_attention_group_lanes(lanes, q, 2, HD, 0.125f, k_pool, v_pool, all, BS, HD, 0, first, CTX, scratch,
+                                          want);
+            slm_cpu_attention_group_lanes(lanes, q, 2, HD, 0.125f, k_pool, v_pool, released, BS, HD, 0, first, CTX,
+                                          scratch, got);
+            char what[96];
+            snprintf(what, sizeof what, "attention %d lanes, first %d, blocks before it released", lanes, first);
+            compare(what, want, got, 2 * HD);
+        }
+    }
+    free(scratch);
+    free(v_pool);
+    munmap(map, GUARD + pool_bytes);
+}
+
 int main(void)
 {
     /* the layout chosen: 8 under SLM_CPU_KERNELS=avx2 or =generic, 16 only with AVX-512F */
@@ -281,6 +325,7 @@ int main(void)
     printf("lanes: %d (kernels %s)\n", lanes, slm_cpu_kernels_name());
     check_expf();
     check_attention();
+    check_released_blocks();
     check_f16_store();
     if (!layouts_differ) {
         printf("FAIL attention: the 8- and 16-lane layouts gave the same bits everywhere\n");

@@ -17,7 +17,7 @@
  * Fewer positions than test_arch (32 of its 64, after a shorter prefix) so that the test fits the
  * suite: llama3's 960-position prefix alone takes ~10 minutes emulated on a 2-core machine, and
  * every checked position costs an emulated logits matmul over 49,152 tokens. The whole test takes
- * 1.5 to 3.5 minutes there, with the machine's load (each architecture 10-30 s emulated). Prefixes: 64 positions for llama3
+ * 2.5 to 4.5 minutes there, with the machine's load (each architecture 10-30 s emulated). Prefixes: 64 positions for llama3
  * and llama3-untied (the CUDA backend's RoPE tables are the CPU's angles, made on the host, so
  * the factors need no long prefix to be compared here; test_arch checks them against llama.cpp
  * at 960), 96 for gemma3 (positions 96..127: its window of 16 then starts past the first
@@ -33,6 +33,11 @@
  * without its LongRoPE factors at 1.1 or more. Seen to fail when broken (by hand, 2026-12-05):
  * the attention kernel's window one too wide (first = pos - window) puts gemma3's logits 4.32
  * from the CPU's at every one of the 32 positions.
+ * gemma3 also runs the engine with its local KV pool (docs/engine.md, "Two pools") against
+ * swa_full on the CUDA backend (check_engine_swa: bit-equal tokens and logprobs; about 50 s more
+ * emulated). Seen to fail when broken (by hand, 2026-12-05): the step graphs' attention reading the
+ * global pool's tables for the local layers gives other tokens. (slm_runner's tables are the
+ * identity in both pools, so the runner's comparison above cannot see which table a layer reads.)
  * Skipped (77, saying why) without python3's gguf and numpy, without SmolLM2's file (the
  * generator copies its tokenizer) or without an emulated device. SLM_EMU_WORKERS defaults to 2.
  * SLM_TEST_ARCH=NAME runs one architecture; SLM_TEST_ARCH=gemma3-270m the real Gemma 3 270M file
@@ -49,8 +54,14 @@
 
 extern "C" {
 #include "daemon/engine/backends/backend.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"   /* slm_engine_counts: a function named like its struct */
+#include "daemon/engine/engine.h"
+#pragma GCC diagnostic pop
+#include "daemon/engine/kvcache.h"
 #include "daemon/engine/model.h"
 #include "daemon/engine/runner.h"
+#include "daemon/engine/tokenizer.h"
 }
 #include "tests/check.h"
 
@@ -184,6 +195,82 @@ static struct slm_model *load_on(const char *path, struct slm_backend *be)
     return m;
 }
 
+/* The engine's local KV pool on the CUDA backend (docs/engine.md, "Two pools"): one greedy request
+ * of 24 prompt tokens + 40 generated (4 windows of gemma3's 16; decode steps as step graphs) with
+ * swa_full and with the local pool bounded to the window, blocks of 4: the same tokens and
+ * logprobs bit for bit (the same kernels in the same order; only the blocks differ), the local
+ * pool's blocks in use within the window's. */
+struct swa_run {
+    std::vector<int32_t> tok;
+    std::vector<float> lp;
+    int max_local_used = 0;
+};
+
+static void on_swa_event(void *p, const struct slm_engine_event *ev)
+{
+    swa_run *r = (swa_run *)p;
+    if (ev->token < 0) return;
+    r->tok.push_back(ev->token);
+    r->lp.push_back(ev->logprob);
+}
+
+static int run_swa_engine(struct slm_model *m, const struct slm_tokenizer *tok, const std::vector<int32_t> &prompt,
+                          int swa_full, swa_run *r)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_engine_opts o = {.n_blocks = 64, .block_size = 4, .max_batch_tokens = 16, .max_seqs = 2, .n_ctx = 128,
+                                .host_sampling = 0, .swa_full = swa_full, .n_local_blocks = 0};
+    struct slm_engine *e = slm_engine_create(m, tok, &o, err);
+    if (!e) {
+        printf("FAIL gemma3 engine (swa_full %d): %s\n", swa_full, err);
+        return -1;
+    }
+    struct slm_request q = {};
+    q.prompt = prompt.data(), q.n_prompt = (int)prompt.size(), q.max_tokens = 40, q.ignore_eos = 1, q.logprobs = 1;
+    slm_sampling_defaults(&q.sampling);
+    q.sampling.temperature = 0.0f;
+    int rc = slm_engine_add(e, &q, err) < 0 ? -1 : 1;
+    while (rc > 0) {
+        rc = slm_engine_step(e, on_swa_event, r);
+        struct slm_kv_counts c;
+        if (slm_engine_kv_counts(e, SLM_KV_LOCAL, &c) == 0 && c.n_used > r->max_local_used) r->max_local_used = c.n_used;
+    }
+    if (rc < 0) printf("FAIL gemma3 engine (swa_full %d): step %d\n", swa_full, rc);
+    slm_engine_destroy(&e);
+    return rc;
+}
+
+static void check_engine_swa(struct slm_model *mg, const std::vector<int32_t> &prefix_pool)
+{
+    char err[SLM_ERR_LEN];
+    struct slm_tokenizer *tok = slm_tok_create(mg->gguf, err);
+    if (!tok) {
+        printf("FAIL gemma3 tokenizer: %s\n", err);
+        failures++;
+        return;
+    }
+    std::vector<int32_t> prompt(prefix_pool.begin(), prefix_pool.begin() + 24);
+    swa_run full, bounded;
+    auto t0 = std::chrono::steady_clock::now();
+    if (run_swa_engine(mg, tok, prompt, 1, &full) || run_swa_engine(mg, tok, prompt, 0, &bounded)) {
+        failures++;
+    } else {
+        const int before = failures;
+        CHECK(full.tok.size() == 40 && bounded.tok == full.tok, "gemma3 engine on cuda: %zu tokens with the local pool, "
+              "%zu with swa_full, expected the same 40", bounded.tok.size(), full.tok.size());
+        CHECK(bounded.lp.size() == full.lp.size() &&
+                  !memcmp(bounded.lp.data(), full.lp.data(), full.lp.size() * sizeof(float)),
+              "gemma3 engine on cuda: the logprobs with the local pool differ from swa_full's");
+        const int bound = (16 - 1 + 16 + 3) / 4 + 1;
+        CHECK(bounded.max_local_used > 0 && bounded.max_local_used <= bound,
+              "gemma3 engine on cuda: %d local blocks in use at most, expected 1..%d", bounded.max_local_used, bound);
+        if (failures == before)
+            printf("gemma3 engine on cuda: 64 positions, the local pool (%d blocks in use at most) and swa_full give "
+                   "the same tokens and logprobs (%.1f s)\n", bounded.max_local_used, seconds_since(t0));
+    }
+    slm_tok_destroy(&tok);
+}
+
 static void check_arch(const char *tdir, const char *tmp, const arch_case &c, const std::vector<int32_t> &prefix_pool,
                        struct slm_backend *cpu)
 {
@@ -287,6 +374,7 @@ static void check_arch(const char *tdir, const char *tmp, const arch_case &c, co
         }
         mc->cfg.n_swa = w0;
     }
+    if (!rc && mg->cfg.n_swa > 0 && !c.real) check_engine_swa(mg, prefix_pool);
     slm_model_free(&mc);
     slm_model_free(&mg);
     slm_backend_destroy(&gpu);

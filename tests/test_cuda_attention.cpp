@@ -52,7 +52,7 @@ static void store_step(fixture &f, const step &s)
     std::vector<uint16_t> gpool = host((uint16_t *)f.gpu_pool, f.layer_halves() * 2);
 
     std::vector<int32_t> rows(s.seq.begin(), s.seq.end());
-    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr};
+    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr, nullptr};
     std::vector<float> cout((size_t)n * f.qd());
     rc = f.cpu->ops->attention(f.cpu, &f.pool, 0, &b, &f.p, q.data(), k.data(), v.data(), cout.data());
     CHECK(rc == 0, "%s cpu attention: expected 0, got %d", f.c.name, rc);

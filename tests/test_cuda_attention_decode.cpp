@@ -191,7 +191,7 @@ static std::vector<float> check_decode(fixture &f, const step &s, const std::vec
     /* The CPU backend: RoPE, store, attention of the same tokens on its pool. */
     std::vector<float> cq(q), ck(k), cv(v), cout(q.size());
     std::vector<int32_t> rows(s.seq.begin(), s.seq.end());
-    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr};
+    slm_batch b = {n, nullptr, s.pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr, nullptr};
     rc = f.cpu->ops->attention(f.cpu, &f.pool, 0, &b, &f.p, cq.data(), ck.data(), cv.data(), cout.data());
     CHECK(rc == 0, "%s cpu attention: expected 0, got %d", f.c.name, rc);
     snprintf(what, sizeof what, "%s %d tokens: K/V pool, fused vs CPU backend", f.c.name, n);

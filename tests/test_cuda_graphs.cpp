@@ -236,7 +236,7 @@ static void build(world &w, const std::vector<std::pair<int, int>> &parts, step_
     /* logits of every token, listed last to first: out_rows is a real permutation */
     for (int i = (int)sb.tokens.size() - 1; i >= 0; i--) sb.out_rows.push_back(i);
     sb.b = {(int)sb.tokens.size(), sb.tokens.data(), sb.pos.data(), sb.seq_row.data(), sb.tables.data(),
-            MAX_BLOCKS, (int)sb.out_rows.size(), sb.out_rows.data()};
+            MAX_BLOCKS, (int)sb.out_rows.size(), sb.out_rows.data(), nullptr};
 }
 
 static int compare(const char *what, const std::vector<float> &want, const std::vector<float> &got)

@@ -412,11 +412,219 @@ static void bad_arguments(void)
     slm_kvcache_destroy(&kv);
 }
 
+/* ---- the local pool (sliding-window layers) ---------------------------------------------- */
+
+static struct slm_kv_counts counts(const struct slm_kvcache *kv, int pool)
+{
+    struct slm_kv_counts c = {0};
+    int rc = slm_kvcache_counts(kv, pool, &c);
+    CHECK(rc == 0, "slm_kvcache_counts(pool %d): expected 0, got %d", pool, rc);
+    CHECK(c.n_free + c.n_used + c.n_cached == c.n_blocks, "pool %d: free %d + used %d + cached %d != %d blocks",
+          pool, c.n_free, c.n_used, c.n_cached, c.n_blocks);
+    return c;
+}
+
+/* A sequence decoded token by token far past its window: its local table holds -1 below
+ * max(0, n - window + 1) / block_size and real blocks above, the local pool never holds more
+ * than the window's blocks for it, and the global table keeps every block. A local pool of
+ * ceil(window / block) + 1 blocks is enough for any length (released blocks are cached, then
+ * evicted). */
+static void window_slides(void)
+{
+    const int bs = 4, window = 10, n_local = (window + bs - 1) / bs + 1, n = 61;
+    struct slm_kvcache *kv = slm_kvcache_create_windowed(20, n_local, window, bs, NULL);
+    CHECK(kv && slm_kvcache_window(kv) == window, "create_windowed: expected a manager with window %d", window);
+    if (!kv) return;
+    int s = slm_kv_seq_create(kv);
+    for (int i = 0; i < n; i++) {
+        int32_t tok = 100 + i;
+        int rc = slm_kv_seq_reserve(kv, s, 1);
+        CHECK(rc == 0, "token %d: reserve 1: expected 0, got %d", i, rc);
+        if (rc) break;
+        CHECK(slm_kv_seq_commit(kv, s, &tok, 1) == 0, "token %d: commit: expected 0", i);
+        CHECK_KV(kv);
+        const int32_t *g, *l;
+        int ng = slm_kv_seq_table(kv, s, &g), nl = slm_kv_seq_table_local(kv, s, &l);
+        int first = i + 1 - window + 1 > 0 ? (i + 1 - window + 1) / bs : 0;
+        CHECK(ng == i / bs + 1 && nl == ng, "after %d tokens: tables of %d and %d blocks, expected %d", i + 1, ng, nl,
+              i / bs + 1);
+        for (int k = 0; k < nl; k++) {
+            CHECK(g[k] >= 0, "after %d tokens: global table[%d] = %d, expected a block", i + 1, k, g[k]);
+            CHECK(k < first ? l[k] == -1 : l[k] >= 0, "after %d tokens: local table[%d] = %d, expected %s", i + 1, k,
+                  l[k], k < first ? "-1 (released)" : "a block");
+        }
+        struct slm_kv_counts c = counts(kv, SLM_KV_LOCAL);
+        CHECK(c.n_used == nl - first, "after %d tokens: %d local blocks used, expected %d", i + 1, c.n_used, nl - first);
+        CHECK(c.n_used <= n_local, "after %d tokens: %d local blocks used, the window needs at most %d", i + 1,
+              c.n_used, n_local);
+    }
+    CHECK(counts(kv, SLM_KV_GLOBAL).n_used == (n + bs - 1) / bs, "global blocks used: expected %d, got %d",
+          (n + bs - 1) / bs, counts(kv, SLM_KV_GLOBAL).n_used);
+    CHECK(counts(kv, SLM_KV_LOCAL).n_evicted > 0, "a local pool of %d blocks for %d tokens: expected evictions",
+          n_local, n);
+    CHECK(slm_kv_seq_release(kv, s) == 0, "release: expected 0");
+    CHECK_KV(kv);
+    struct slm_kv_counts g = counts(kv, SLM_KV_GLOBAL), l = counts(kv, SLM_KV_LOCAL);
+    CHECK(g.n_used == 0 && l.n_used == 0, "after release: used %d global, %d local, expected 0 and 0", g.n_used,
+          l.n_used);
+    CHECK(g.n_cached == n / bs && l.n_cached == n_local - (n % bs != 0),
+          "after release: cached %d global, %d local, expected %d and %d (full blocks only)", g.n_cached,
+          l.n_cached, n / bs, n_local - (n % bs != 0));
+    slm_kvcache_destroy(&kv);
+}
+
+/* A prefix hit needs the local blocks of the window before the match point: with them gone,
+ * the match is cut back to the longest prefix whose window is still cached. Window 4, blocks of
+ * 4: a match of n blocks needs local block n - 1. */
+static void window_prefix(void)
+{
+    const int bs = 4, window = 4;
+    struct slm_kvcache *kv = slm_kvcache_create_windowed(20, 7, window, bs, NULL);
+    int32_t a[25], fresh[24];
+    for (int i = 0; i < 25; i++) a[i] = 1 + i;
+    for (int i = 0; i < 24; i++) fresh[i] = 500 + i;
+    int sa = seq_with(kv, a, 24);             /* local blocks 0..4 slide out at the commit, 5 held */
+    CHECK(counts(kv, SLM_KV_LOCAL).n_used == 1 && counts(kv, SLM_KV_LOCAL).n_cached == 5,
+          "24 tokens, window 4: expected 1 local block used and 5 cached, got %d and %d",
+          counts(kv, SLM_KV_LOCAL).n_used, counts(kv, SLM_KV_LOCAL).n_cached);
+    slm_kv_seq_release(kv, sa);               /* local LRU: 0 1 2 3 4 5 */
+    int s = slm_kv_seq_create(kv);
+    int hit = slm_kv_seq_match_prefix(kv, s, a, 25);
+    CHECK(hit == 24, "everything cached: expected a hit of 24 tokens, got %d", hit);
+    const int32_t *l;
+    CHECK(slm_kv_seq_table_local(kv, s, &l) == 6 && l[0] == -1 && l[4] == -1 && l[5] >= 0,
+          "local table after a hit of 6 blocks: expected -1 below entry 5 and a block at 5");
+    CHECK(counts(kv, SLM_KV_LOCAL).n_used == 1, "local blocks a hit takes: expected 1 (the window), got %d",
+          counts(kv, SLM_KV_LOCAL).n_used);
+    CHECK_KV(kv);
+    slm_kv_seq_release(kv, s);                /* local block 5 back to the tail: LRU 0 1 2 3 4 5 */
+    s = slm_kv_seq_create(kv);
+    hit = slm_kv_seq_match_prefix(kv, s, a, 13);   /* 3 blocks: takes local block 2 */
+    CHECK(hit == 12, "a 13-token prompt: expected a hit of 12, got %d", hit);
+    slm_kv_seq_release(kv, s);                /* LRU 0 1 3 4 5 2 */
+    int sd = seq_with(kv, fresh, 24);         /* 6 local blocks: the free one, then 0 1 3 4 5 evicted */
+    CHECK(counts(kv, SLM_KV_LOCAL).n_evicted == 5, "local evictions: expected 5, got %llu",
+          (unsigned long long)counts(kv, SLM_KV_LOCAL).n_evicted);
+    CHECK(counts(kv, SLM_KV_GLOBAL).n_evicted == 0, "global evictions: expected 0, got %llu",
+          (unsigned long long)counts(kv, SLM_KV_GLOBAL).n_evicted);
+    s = slm_kv_seq_create(kv);
+    hit = slm_kv_seq_match_prefix(kv, s, a, 25);   /* the global chain has 6 blocks; the windows of 4..6 are gone */
+    CHECK(hit == 12, "local window blocks evicted: expected the hit cut back to 12 tokens, got %d", hit);
+    const int32_t *g;
+    CHECK(slm_kv_seq_table(kv, s, &g) == 3 && slm_kv_seq_table_local(kv, s, &l) == 3 && l[1] == -1 && l[2] >= 0,
+          "tables after the cut-back hit: expected 3 entries, local -1 below entry 2");
+    CHECK_KV(kv);
+    /* The same history without a window: the whole chain hits. */
+    struct slm_kvcache *plain = slm_kvcache_create(20, bs, NULL);
+    slm_kv_seq_release(plain, seq_with(plain, a, 24));
+    int sp = slm_kv_seq_create(plain);
+    CHECK(slm_kv_seq_match_prefix(plain, sp, a, 25) == 24, "without a window: expected a hit of 24 tokens");
+    slm_kvcache_destroy(&plain);
+    /* Release of everything returns both pools' blocks. */
+    slm_kv_seq_release(kv, s);
+    slm_kv_seq_release(kv, sd);
+    CHECK_KV(kv);
+    CHECK(counts(kv, SLM_KV_GLOBAL).n_used == 0 && counts(kv, SLM_KV_LOCAL).n_used == 0,
+          "after releasing every sequence: expected no block used in either pool");
+    slm_kvcache_destroy(&kv);
+}
+
+/* Random sequences with shared prefixes, chunked prefill and decode on a windowed manager
+ * whose local pool is small: slm_kv_check after every operation (the local table's -1 below
+ * the window, refcounts, lists and counts of both pools), no sequence holding more local
+ * blocks than its window and chunk need, and a reservation refused (-ENOSPC) only when one
+ * of the pools lacks blocks, with nothing changed. */
+static void window_random(uint64_t seed)
+{
+    const int bs = 4, window = 9, n_blocks = 64, n_local = 16;
+    struct slm_kvcache *kv = slm_kvcache_create_windowed(n_blocks, n_local, window, bs, NULL);
+    rng_state = seed;
+    int handle[6], n_tok[6], live[6] = {0};
+    int32_t toks[6][120];
+    for (int op = 0; op < 3000 && !failures; op++) {
+        int q = (int)rnd(6);
+        if (!live[q]) {
+            int len = 1 + (int)rnd(100);
+            for (int i = 0; i < len; i++) toks[q][i] = i < 40 && rnd(4) ? 1 + i % 7 : (int32_t)rnd(5);
+            handle[q] = slm_kv_seq_create(kv);
+            int hit = slm_kv_seq_match_prefix(kv, handle[q], toks[q], len);
+            CHECK(hit >= 0 && hit % bs == 0 && hit < len, "op %d: match: bad hit %d of %d", op, hit, len);
+            n_tok[q] = hit;
+            live[q] = len;
+        } else if (n_tok[q] >= live[q] || rnd(16) == 0) {
+            CHECK(slm_kv_seq_release(kv, handle[q]) == 0, "op %d: release: expected 0", op);
+            live[q] = 0;
+        } else {
+            int n = 1 + (int)rnd(12);
+            if (n > live[q] - n_tok[q]) n = live[q] - n_tok[q];
+            struct slm_kv_counts g0 = counts(kv, SLM_KV_GLOBAL), l0 = counts(kv, SLM_KV_LOCAL);
+            int need = slm_kv_seq_blocks_needed(kv, handle[q], n), rc = slm_kv_seq_reserve(kv, handle[q], n);
+            int room = need <= g0.n_free + g0.n_cached && need <= l0.n_free + l0.n_cached;
+            CHECK(rc == (room ? 0 : -ENOSPC), "op %d: reserve %d (%d blocks; %d + %d global, %d + %d local): got %d",
+                  op, n, need, g0.n_free, g0.n_cached, l0.n_free, l0.n_cached, rc);
+            if (rc) {
+                struct slm_kv_counts l1 = counts(kv, SLM_KV_LOCAL);
+                CHECK(l1.n_free == l0.n_free && l1.n_used == l0.n_used, "op %d: refused reserve changed the local pool", op);
+                CHECK(slm_kv_seq_release(kv, handle[q]) == 0, "op %d: release: expected 0", op);
+                live[q] = 0;
+            } else {
+                CHECK(slm_kv_seq_commit(kv, handle[q], toks[q] + n_tok[q], n) == 0, "op %d: commit: expected 0", op);
+                n_tok[q] += n;
+                const int32_t *l;
+                int nl = slm_kv_seq_table_local(kv, handle[q], &l), held = 0;
+                for (int k = 0; k < nl; k++) held += l[k] >= 0;
+                CHECK(held <= (window - 1 + bs - 1) / bs + 1, "op %d: %d local blocks held after commit, window %d",
+                      op, held, window);
+            }
+        }
+        char e[SLM_ERR_LEN] = "";
+        int r = slm_kv_check(kv, e);
+        CHECK(r == 0, "op %d: slm_kv_check: expected 0, got %d (%s)", op, r, e);
+    }
+    for (int q = 0; q < 6; q++)
+        if (live[q]) slm_kv_seq_release(kv, handle[q]);
+    CHECK(counts(kv, SLM_KV_GLOBAL).n_used == 0 && counts(kv, SLM_KV_LOCAL).n_used == 0,
+          "random run: blocks still used after every release");
+    CHECK(counts(kv, SLM_KV_LOCAL).n_evicted > 0, "random run: expected local evictions");
+    slm_kvcache_destroy(&kv);
+}
+
+static void window_bad_arguments(void)
+{
+    char err[SLM_ERR_LEN] = "";
+    CHECK(!slm_kvcache_create_windowed(8, 0, 4, 4, err) && err[0], "window without a local pool: expected NULL");
+    CHECK(!slm_kvcache_create_windowed(8, 4, 0, 4, NULL), "local pool without a window: expected NULL");
+    CHECK(!slm_kvcache_create_windowed(8, -1, 4, 4, NULL) && !slm_kvcache_create_windowed(8, 4, -2, 4, NULL),
+          "negative local pool or window: expected NULL");
+    struct slm_kvcache *plain = slm_kvcache_create(4, 4, NULL), *kv = slm_kvcache_create_windowed(4, 3, 5, 4, NULL);
+    struct slm_kv_counts c;
+    const int32_t *t;
+    CHECK(slm_kvcache_counts(plain, SLM_KV_LOCAL, &c) == -EINVAL && slm_kvcache_counts(kv, 2, &c) == -EINVAL &&
+          slm_kvcache_counts(kv, -1, &c) == -EINVAL && slm_kvcache_counts(kv, SLM_KV_LOCAL, NULL) == -EINVAL,
+          "counts of a pool that is not there: expected -EINVAL");
+    int sp = slm_kv_seq_create(plain), s = slm_kv_seq_create(kv);
+    CHECK(slm_kv_seq_table_local(plain, sp, &t) == -EINVAL, "local table without a local pool: expected -EINVAL");
+    CHECK(slm_kv_seq_table_local(kv, s + 1, &t) == -EINVAL && slm_kv_seq_table_local(kv, -1, &t) == -EINVAL,
+          "local table of a bad handle: expected -EINVAL");
+    CHECK(slm_kv_seq_reserve(kv, s, 13) == -ENOSPC && counts(kv, SLM_KV_GLOBAL).n_free == 4,
+          "reserve of 4 blocks with 3 local: expected -ENOSPC, the global pool untouched");
+    CHECK(slm_kv_seq_reserve(kv, s, -1) == -EINVAL && slm_kv_seq_release(kv, 7) == -EINVAL,
+          "bad size or handle: expected -EINVAL");
+    CHECK_KV(kv);
+    slm_kvcache_destroy(&plain);
+    slm_kvcache_destroy(&kv);
+}
+
 int main(void)
 {
     bad_arguments();
     lru_order();
     collisions();
+    window_bad_arguments();
+    window_slides();
+    window_prefix();
+    window_random(99);
+    window_random(0xfeedull);
     random_run(96, 4, 6000, 0x9e3779b97f4a7c15ull);
     random_run(40, 16, 4000, 12345);
     random_run(200, 1, 3000, 777);

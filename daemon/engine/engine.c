@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,7 +63,8 @@ struct slm_engine {
     struct slm_model *m;
     const struct slm_tokenizer *tok;
     struct slm_engine_opts o;
-    struct slm_kv_pool pool;
+    struct slm_kv_pool pool;       /* every layer, or the global layers when pool.local is set */
+    struct slm_kv_pool pool_local; /* the sliding-window layers' pool (mem NULL when there is none) */
     struct slm_kvcache *kv;
     struct slm_forward *fwd;
     struct req **reqs;      /* unfinished, in no particular order */
@@ -76,6 +78,7 @@ struct slm_engine {
     /* step scratch */
     struct plan *plan;
     int32_t *tokens, *pos, *seq_row, *tables, *out_rows;
+    int32_t *tables_local;  /* (max_batch_tokens, max_blocks) with a local pool, else NULL */
     float *logits;          /* (max_out, n_vocab) host rows */
     /* device sampling: on when the backend samples and o.host_sampling is 0 */
     int dev_sample;
@@ -130,6 +133,8 @@ void slm_engine_destroy(struct slm_engine **ep)
     slm_forward_destroy(&e->fwd);
     slm_kvcache_destroy(&e->kv);
     if (e->pool.mem) e->m->be->ops->kv_free(e->m->be, &e->pool);
+    if (e->pool_local.mem) e->m->be->ops->kv_free(e->m->be, &e->pool_local);
+    free(e->tables_local);
     free(e->plan);
     free(e->tokens);
     free(e->pos);
@@ -147,10 +152,51 @@ void slm_engine_destroy(struct slm_engine **ep)
     *ep = NULL;
 }
 
+static size_t layers_block_bytes(const struct slm_model *m, int n_layer, int block_size)
+{
+    return (size_t)n_layer * 2 * (size_t)m->cfg.n_head_kv * (size_t)m->cfg.head_dim * (size_t)block_size *
+           sizeof(slm_half);
+}
+
 size_t slm_engine_block_bytes(const struct slm_model *m, int block_size)
 {
-    return (size_t)m->cfg.n_layer * 2 * (size_t)m->cfg.n_head_kv * (size_t)m->cfg.head_dim * (size_t)block_size *
-           sizeof(slm_half);
+    return layers_block_bytes(m, m->cfg.n_layer - slm_model_n_local_layers(&m->cfg), block_size);
+}
+
+size_t slm_engine_local_block_bytes(const struct slm_model *m, int block_size)
+{
+    return layers_block_bytes(m, slm_model_n_local_layers(&m->cfg), block_size);
+}
+
+int slm_engine_local_blocks(const struct slm_model *m, const struct slm_engine_opts *o)
+{
+    if (o->swa_full || slm_model_n_local_layers(&m->cfg) == 0 || o->block_size < 1) return 0;
+    long long bs = o->block_size, w = m->cfg.n_swa;
+    long long n = o->n_local_blocks > 0 ? o->n_local_blocks
+                                        : (long long)o->max_seqs * ((w + bs - 1) / bs + 1) + (o->max_batch_tokens + bs - 1) / bs;
+    if (o->n_blocks > 0 && n > o->n_blocks) n = o->n_blocks;
+    return n > (1 << 28) ? 1 << 28 : (int)n;
+}
+
+void slm_engine_kv_desc(const struct slm_model *m, const struct slm_engine_opts *o, char *buf, size_t cap)
+{
+    int n_local = slm_engine_local_blocks(m, o);
+    size_t global = o->swa_full ? layers_block_bytes(m, m->cfg.n_layer, o->block_size)
+                                : slm_engine_block_bytes(m, o->block_size);
+    int n = snprintf(buf, cap, "%d blocks of %d tokens (%zu MiB)", o->n_blocks, o->block_size,
+                     (size_t)o->n_blocks * global >> 20);
+    if (n_local > 0 && n >= 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, "; local pool of the %d sliding-window layers (window %d): %d blocks (%zu MiB)",
+                 slm_model_n_local_layers(&m->cfg), m->cfg.n_swa, n_local,
+                 (size_t)n_local * slm_engine_local_block_bytes(m, o->block_size) >> 20);
+}
+
+int slm_engine_kv_counts(struct slm_engine *e, int pool, struct slm_kv_counts *out)
+{
+    pthread_mutex_lock(&e->lock);
+    int rc = slm_kvcache_counts(e->kv, pool, out);
+    pthread_mutex_unlock(&e->lock);
+    return rc;
 }
 
 struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_tokenizer *tok,
@@ -161,6 +207,18 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
         slm_err_set(err, "engine: bad options (blocks %d of %d tokens, batch %d tokens, %d sequences, context %d)",
                     o->n_blocks, o->block_size, o->max_batch_tokens, o->max_seqs, o->n_ctx);
         return NULL;
+    }
+    const int n_local = slm_engine_local_blocks(m, o);
+    if (n_local > 0) {
+        /* one request alone must run to its end (see add): its window and a step's chunk */
+        long long bs = o->block_size, alone = (m->cfg.n_swa - 1 + o->max_batch_tokens + bs - 1) / bs + 1;
+        if (alone > o->n_blocks) alone = o->n_blocks;
+        if (n_local < alone) {
+            slm_err_set(err, "engine: a local KV pool of %d blocks is below the %lld one request needs (window %d, "
+                        "%d tokens per step, blocks of %d)", n_local, alone, m->cfg.n_swa, o->max_batch_tokens,
+                        o->block_size);
+            return NULL;
+        }
     }
     if (slm_model_set_ctx(m, o->n_ctx, err)) return NULL;
     struct slm_engine *e = calloc(1, sizeof *e);
@@ -176,12 +234,20 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
     e->tok = tok;
     e->o = *o;
     e->max_blocks = (o->n_ctx + o->block_size - 1) / o->block_size;
-    slm_model_kv_geometry(m, o->n_blocks, o->block_size, &e->pool);
+    slm_model_kv_geometry_split(m, o->n_blocks, n_local, o->block_size, &e->pool, &e->pool_local);
     if (m->be->ops->kv_alloc(m->be, &e->pool)) {
         slm_err_set(err, "engine: cannot allocate a KV pool of %d blocks", o->n_blocks);
         goto fail;
     }
-    if (!(e->kv = slm_kvcache_create(o->n_blocks, o->block_size, err))) goto fail;
+    if (e->pool.local) {
+        if (m->be->ops->kv_alloc(m->be, &e->pool_local)) {
+            slm_err_set(err, "engine: cannot allocate the local KV pool of %d blocks", n_local);
+            goto fail;
+        }
+    }
+    e->kv = e->pool.local ? slm_kvcache_create_windowed(o->n_blocks, n_local, m->cfg.n_swa, o->block_size, err)
+                          : slm_kvcache_create(o->n_blocks, o->block_size, err);
+    if (!e->kv) goto fail;
     e->max_out = o->max_seqs + PLP_ROWS < o->max_batch_tokens ? o->max_seqs + PLP_ROWS : o->max_batch_tokens;
     if (!(e->fwd = slm_forward_create(m, o->max_batch_tokens, e->max_out, err))) goto fail;
     size_t nt = (size_t)o->max_batch_tokens;
@@ -190,6 +256,7 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
     e->pos = malloc(nt * sizeof(int32_t));
     e->seq_row = malloc(nt * sizeof(int32_t));
     e->tables = malloc(nt * (size_t)e->max_blocks * sizeof(int32_t));
+    if (e->pool.local && !(e->tables_local = malloc(nt * (size_t)e->max_blocks * sizeof(int32_t)))) goto oom;
     e->out_rows = malloc((size_t)e->max_out * sizeof(int32_t));
     e->logits = malloc((size_t)e->max_out * (size_t)m->cfg.n_vocab * sizeof(float));
     e->sample_scratch = malloc(slm_sampler_scratch_bytes(m->cfg.n_vocab));
@@ -623,6 +690,10 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         int nb = slm_kv_seq_table(e->kv, r->seq, &table);
         int32_t *row = e->tables + (size_t)p * (size_t)e->max_blocks;
         memcpy(row, table, (size_t)nb * sizeof(int32_t));
+        if (e->tables_local) {
+            slm_kv_seq_table_local(e->kv, r->seq, &table);
+            memcpy(e->tables_local + (size_t)p * (size_t)e->max_blocks, table, (size_t)nb * sizeof(int32_t));
+        }
         int t0 = t - r->n_computed;   /* batch row of position 0 */
         for (int i = 0; i < pl->n; i++, t++) {
             e->tokens[t] = r->tokens[r->n_computed + i];
@@ -635,7 +706,7 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         else if (r->n_computed + pl->n == r->n_tokens) e->out_rows[n_dev + n_host++] = t - 1;
     }
     struct slm_batch b = {.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
-                          .block_tables = e->tables, .max_blocks = e->max_blocks, .n_out = n_dev + n_host,
+                          .block_tables = e->tables, .block_tables_local = e->tables_local, .max_blocks = e->max_blocks, .n_out = n_dev + n_host,
                           .out_rows = e->out_rows};
     lap(e, &tm->schedule_ns, &t_lap);
     pthread_mutex_unlock(&e->lock);   /* add() and cancel() may run meanwhile (see cancel) */

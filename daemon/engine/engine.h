@@ -35,13 +35,20 @@ struct slm_engine;
 struct slm_tokenizer;
 
 struct slm_engine_opts {
-    int n_blocks;          /* KV blocks in the pool */
+    int n_blocks;          /* KV blocks in the (global) pool */
     int block_size;        /* tokens per block (16) */
     int max_batch_tokens;  /* tokens per step */
     int max_seqs;          /* sequences per step */
     int n_ctx;             /* longest sequence (prompt + generated) */
     int host_sampling;     /* 1: sample on the host even when the backend can sample (the CUDA
                               backend's `sample` op); for comparisons. 0: the device samples */
+    int swa_full;          /* 1: a model with sliding-window layers keeps every layer's K/V of the
+                              whole context in the one pool (as before the local pool; llama.cpp's
+                              --swa-full); for comparisons. 0: the local layers get a pool of their
+                              own bounded to the window (docs/engine.md, "Two pools") */
+    int n_local_blocks;    /* blocks of that local pool; 0: slm_engine_local_blocks's choice. At least
+                              what one request alone needs: min(n_blocks, ceil((window - 1 +
+                              max_batch_tokens) / block_size) + 1) */
 };
 
 struct slm_request {
@@ -94,8 +101,21 @@ struct slm_engine_event {
 
 typedef void (*slm_engine_event_fn)(void *ctx, const struct slm_engine_event *ev);
 
-/* Bytes of KV cache one block of block_size tokens takes for model m (K and V, every layer, f16). */
+/* Bytes of KV cache one block of block_size tokens takes for model m in the (global) pool: K and V
+ * in f16 of every layer, or, for a model with sliding-window layers (without swa_full), of its
+ * global layers only. */
 size_t slm_engine_block_bytes(const struct slm_model *m, int block_size);
+
+/* Blocks of the local pool the engine makes for model m with options o: 0 for a model without
+ * sliding-window layers or with o->swa_full; else o->n_local_blocks when set, or
+ *   max_seqs * (ceil(window / block_size) + 1) + ceil(max_batch_tokens / block_size),
+ * what every running sequence's window and one step's new tokens take; either at most n_blocks
+ * when that is set (> 0): a sequence never holds more local blocks than global ones
+ * (docs/engine.md, "Two pools"). */
+int slm_engine_local_blocks(const struct slm_model *m, const struct slm_engine_opts *o);
+
+/* Bytes of one block of the local pool (K and V in f16 of the local layers); 0 without them. */
+size_t slm_engine_local_block_bytes(const struct slm_model *m, int block_size);
 
 /* NULL and err on bad options or when the pool cannot be allocated. */
 struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_tokenizer *tok,
@@ -113,6 +133,16 @@ int slm_engine_cancel(struct slm_engine *e, int64_t id);
 
 /* One step. Reports events through fn. Returns the number of unfinished requests, or -errno. */
 int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx);
+
+/* One line on the KV pools the engine makes for m with o, into buf (cap bytes): "N blocks of B tokens
+ * (M MiB)", and for a model with a local pool "; local pool of the L sliding-window layers (window
+ * W): N blocks (M MiB)". */
+void slm_engine_kv_desc(const struct slm_model *m, const struct slm_engine_opts *o, char *buf, size_t cap);
+
+/* Fills *out with the blocks of pool (SLM_KV_GLOBAL, or SLM_KV_LOCAL when the engine has a local
+ * pool: kvcache.h). 0 or -EINVAL. */
+struct slm_kv_counts;
+int slm_engine_kv_counts(struct slm_engine *e, int pool, struct slm_kv_counts *out);
 
 struct slm_engine_counts {
     int unfinished;        /* added, finish event not yet reported */

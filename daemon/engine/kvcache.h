@@ -23,6 +23,18 @@
  * A cached-unreferenced block keeps its K/V; it is evicted, least recently released first,
  * only when the free list is empty and a block is needed. A match takes it off the LRU list.
  *
+ * Sliding-window models (docs/engine.md, "Two pools"): a windowed manager has a second pool,
+ * the local one, for the layers that attend to the last `window` positions only. Every
+ * sequence has a table in each pool, indexed alike (entry i holds positions i * block_size ..),
+ * and a reservation takes the same number of blocks from both. Once committed tokens move a
+ * block wholly before n_tokens - window + 1 (the earliest position any later token attends
+ * to), the local table releases it (cached-unreferenced when registered, else free) and holds
+ * -1 in its place: a local table is -1 below max(0, n_tokens - window + 1) / block_size. Both
+ * pools register full blocks under the same chained hashes; a prefix match must find, in the
+ * local pool too, the blocks that cover the window before the match point, else it is cut
+ * back to the longest prefix for which they are cached. Every count and rule above holds per
+ * pool; the functions without a pool argument speak of the global pool.
+ *
  * Not thread-safe: the engine thread owns the manager.
  */
 #ifndef SLM_ENGINE_KVCACHE_H
@@ -36,11 +48,31 @@ struct slm_kvcache;
  * Returns NULL with err (char[SLM_ERR_LEN], may be NULL) filled on a bad size or no memory. */
 struct slm_kvcache *slm_kvcache_create(int n_blocks, int block_size, char *err);
 
+/* A windowed manager: n_blocks global blocks, n_local_blocks (>= 1) local ones, window (>= 1)
+ * tokens. window 0 with n_local_blocks 0 is slm_kvcache_create. NULL with err on bad sizes. */
+struct slm_kvcache *slm_kvcache_create_windowed(int n_blocks, int n_local_blocks, int window, int block_size,
+                                                char *err);
+
 /* Frees the manager and every sequence still in it; sets *mgr to NULL. NULL-safe. */
 void slm_kvcache_destroy(struct slm_kvcache **mgr);
 
 int slm_kvcache_block_size(const struct slm_kvcache *mgr);
 int slm_kvcache_n_blocks(const struct slm_kvcache *mgr);
+/* The window of the local pool's layers, 0 without a local pool. */
+int slm_kvcache_window(const struct slm_kvcache *mgr);
+
+/* The pools of a manager: SLM_KV_GLOBAL always, SLM_KV_LOCAL with a window. */
+enum { SLM_KV_GLOBAL = 0, SLM_KV_LOCAL = 1 };
+
+/* One pool's blocks: free + used + cached == n_blocks. */
+struct slm_kv_counts {
+    int n_blocks, n_free, n_used, n_cached;
+    uint64_t n_evicted;
+};
+
+/* Fills *out for pool (SLM_KV_GLOBAL or SLM_KV_LOCAL). 0, or -EINVAL for a pool the manager
+ * has not or a NULL out. */
+int slm_kvcache_counts(const struct slm_kvcache *mgr, int pool, struct slm_kv_counts *out);
 
 /* Blocks a reservation can still obtain: free plus cached-unreferenced (evictable). */
 int slm_kvcache_n_available(const struct slm_kvcache *mgr);
@@ -75,7 +107,7 @@ int slm_kv_seq_release(struct slm_kvcache *mgr, int seq);
 int slm_kv_seq_match_prefix(struct slm_kvcache *mgr, int seq, const int32_t *prompt, int n_prompt);
 
 /* New blocks the sequence needs to hold n more tokens beyond those committed, counting
- * blocks already reserved; 0 when it has room. -EINVAL on a bad handle or n < 0. */
+ * blocks already reserved; 0 when it has room. With a local pool, as many of each pool. -EINVAL on a bad handle or n < 0. */
 int slm_kv_seq_blocks_needed(const struct slm_kvcache *mgr, int seq, int n);
 
 /* Makes room for n more tokens beyond those committed, allocating blocks from the free
@@ -97,6 +129,11 @@ int slm_kv_seq_n_tokens(const struct slm_kvcache *mgr, int seq);
 /* Sets *blocks to the sequence's block table (valid until the next call that changes this
  * sequence) and returns its length in blocks, or -EINVAL. */
 int slm_kv_seq_table(const struct slm_kvcache *mgr, int seq, const int32_t **blocks);
+
+/* With a local pool: sets *blocks to the sequence's local table (as slm_kv_seq_table; -1 below
+ * max(0, n_tokens - window + 1) / block_size) and returns its length, the global table's.
+ * -EINVAL on a bad handle or without a local pool. */
+int slm_kv_seq_table_local(const struct slm_kvcache *mgr, int seq, const int32_t **blocks);
 
 /* Checks every invariant (block states, refcounts against the tables, free and LRU lists,
  * the hash table). Returns 0, or -EUCLEAN with the first violation in err (may be NULL). */

@@ -402,6 +402,34 @@ void slm_model_kv_geometry(const struct slm_model *m, int n_blocks, int block_si
     pool->kv_dim = m->cfg.n_head_kv * m->cfg.head_dim;
 }
 
+/* gemma3's local layers: all but every swa_pattern-th. */
+static int layer_is_local(const struct slm_model_config *c, int l)
+{
+    return c->n_swa > 0 && l % c->swa_pattern != c->swa_pattern - 1;
+}
+
+int slm_model_n_local_layers(const struct slm_model_config *c)
+{
+    int n = 0;
+    for (int l = 0; l < c->n_layer; l++) n += layer_is_local(c, l);
+    return n;
+}
+
+int slm_model_kv_geometry_split(const struct slm_model *m, int n_blocks, int n_local_blocks, int block_size,
+                                struct slm_kv_pool *pool, struct slm_kv_pool *local)
+{
+    slm_model_kv_geometry(m, n_blocks, block_size, pool);
+    memset(local, 0, sizeof *local);
+    int n_local = slm_model_n_local_layers(&m->cfg);
+    if (n_local == 0 || n_local_blocks < 1) return 1;
+    slm_model_kv_geometry(m, n_local_blocks, block_size, local);
+    local->n_layer = n_local;
+    local->window = m->cfg.n_swa;
+    pool->n_layer = m->cfg.n_layer - n_local;
+    pool->local = local;
+    return 2;
+}
+
 /* ---- the forward pass */
 
 struct slm_forward {
@@ -483,7 +511,22 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     const struct slm_backend_ops *ops = be->ops;
     const struct slm_layer *L = &f->m->layers[l];
     int n = b->n_tokens;
-    const int local = c->n_swa > 0 && l % c->swa_pattern != c->swa_pattern - 1;   /* gemma3's local layers */
+    const int local = layer_is_local(c, l);
+    /* The layer's pool, its index there, and the batch with that pool's tables (backend.h). */
+    struct slm_kv_pool *lpool = pool;
+    int kv_layer = l;
+    struct slm_batch local_batch;
+    const struct slm_batch *ab = b;
+    if (pool->local) {
+        int n_global_before = c->swa_pattern > 0 ? l / c->swa_pattern : 0;
+        kv_layer = local ? l - n_global_before : n_global_before;
+        if (local) {
+            lpool = pool->local;
+            local_batch = *b;
+            local_batch.block_tables = b->block_tables_local;
+            ab = &local_batch;
+        }
+    }
     struct slm_attn_params ap = {
         .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .rope_dim = c->rope_dim,
         .rope_layout = c->rope_layout, .rope_base = local ? c->rope_base_swa : c->rope_base,
@@ -503,7 +546,7 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
         TRY(ops->rmsnorm(be, f->q, &L->q_norm, n * c->n_head, c->head_dim, c->rms_eps, f->q));
         TRY(ops->rmsnorm(be, f->k, &L->k_norm, n * c->n_head_kv, c->head_dim, c->rms_eps, f->k));
     }
-    TRY(ops->attention(be, pool, l, b, &ap, f->q, f->k, f->v, f->att));
+    TRY(ops->attention(be, lpool, kv_layer, ab, &ap, f->q, f->k, f->v, f->att));
     const struct slm_weight *wo[] = {&L->wo};
     if (L->post_attn_norm.data) {   /* gemma3: the output RMS-normed before the residual add */
         TRY(ops->matmul(be, 1, wo, f->att, n, &f->xn, 0));
@@ -559,10 +602,18 @@ int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struc
         if (b->tokens[i] < 0 || b->tokens[i] >= c->n_vocab || b->pos[i] < 0 || b->seq_row[i] < 0 ||
             b->pos[i] / pool->block_size >= b->max_blocks)
             return -EINVAL;
-        /* Every block this token reads or writes must be in the pool. */
+        /* Every block this token reads or writes must be in the pool; in the local pool, from
+         * the block of the first position of its window on. */
         const int32_t *bt = b->block_tables + (size_t)b->seq_row[i] * (size_t)b->max_blocks;
         for (int j = 0; j <= b->pos[i] / pool->block_size; j++)
             if (bt[j] < 0 || bt[j] >= pool->n_blocks) return -EINVAL;
+        const struct slm_kv_pool *lp = pool->local;
+        if (!lp) continue;
+        if (!b->block_tables_local || lp->block_size != pool->block_size) return -EINVAL;
+        bt = b->block_tables_local + (size_t)b->seq_row[i] * (size_t)b->max_blocks;
+        int first = b->pos[i] >= lp->window ? b->pos[i] - lp->window + 1 : 0;
+        for (int j = first / lp->block_size; j <= b->pos[i] / lp->block_size; j++)
+            if (bt[j] < 0 || bt[j] >= lp->n_blocks) return -EINVAL;
     }
     for (int i = 0; i < b->n_out; i++)
         if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens) return -EINVAL;

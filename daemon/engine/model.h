@@ -107,7 +107,17 @@ const float *slm_forward_logits(const struct slm_forward *f);
  * Returns 0 or -errno (-EINVAL when the rows are outside max_out). */
 int slm_forward_logits_to_host(struct slm_forward *f, int first, int n, float *host);
 
-/* A KV pool geometry for this model: n_blocks blocks of block_size tokens. */
+/* A KV pool geometry for this model: n_blocks blocks of block_size tokens, every layer in it. */
 void slm_model_kv_geometry(const struct slm_model *m, int n_blocks, int block_size, struct slm_kv_pool *pool);
+
+/* Two pools for a model with sliding-window layers (cfg.n_swa > 0) and n_local_blocks > 0: the
+ * global layers in *pool (n_blocks blocks), the local ones in *local (n_local_blocks blocks,
+ * window cfg.n_swa), pool->local = local. Otherwise slm_model_kv_geometry's one pool, *local
+ * zeroed. Returns the number of pools (1 or 2). */
+int slm_model_kv_geometry_split(const struct slm_model *m, int n_blocks, int n_local_blocks, int block_size,
+                                struct slm_kv_pool *pool, struct slm_kv_pool *local);
+
+/* The layers of cfg that attend over a sliding window (gemma3's local layers). */
+int slm_model_n_local_layers(const struct slm_model_config *c);
 
 #endif

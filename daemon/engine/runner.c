@@ -11,6 +11,7 @@ struct slm_runner {
     struct slm_model *m;
     struct slm_forward *fwd;
     struct slm_kv_pool pool;
+    struct slm_kv_pool pool_local;  /* a sliding-window model's local layers: as large, the same table */
     int n_ctx, max_batch, pos;
     int32_t *block_table;   /* (n_blocks) the identity: this sequence owns the whole pool */
     int32_t *positions;     /* (max_batch) */
@@ -31,8 +32,11 @@ struct slm_runner *slm_runner_create(struct slm_model *m, int n_ctx, int max_bat
     r->n_ctx = n_ctx;
     r->max_batch = max_batch < n_ctx ? max_batch : n_ctx;
     int n_blocks = (n_ctx + BLOCK_SIZE - 1) / BLOCK_SIZE;
-    slm_model_kv_geometry(m, n_blocks, BLOCK_SIZE, &r->pool);
+    /* Two pools for a model with sliding-window layers, as the engine has (the same code paths),
+     * each of the whole context: one sequence, nothing to release. */
+    slm_model_kv_geometry_split(m, n_blocks, n_blocks, BLOCK_SIZE, &r->pool, &r->pool_local);
     if (m->be->ops->kv_alloc(m->be, &r->pool)) goto oom;
+    if (r->pool.local && m->be->ops->kv_alloc(m->be, &r->pool_local)) goto oom;
     r->block_table = malloc((size_t)n_blocks * sizeof(int32_t));
     r->positions = malloc((size_t)r->max_batch * sizeof(int32_t));
     r->seq_rows = calloc((size_t)r->max_batch, sizeof(int32_t));
@@ -55,6 +59,7 @@ void slm_runner_destroy(struct slm_runner **rp)
     if (!r) return;
     slm_forward_destroy(&r->fwd);
     if (r->pool.mem) r->m->be->ops->kv_free(r->m->be, &r->pool);
+    if (r->pool_local.mem) r->m->be->ops->kv_free(r->m->be, &r->pool_local);
     free(r->block_table);
     free(r->positions);
     free(r->seq_rows);
@@ -78,6 +83,7 @@ int slm_runner_eval(struct slm_runner *r, const int32_t *tokens, int n, int all_
         struct slm_batch b = {
             .n_tokens = chunk, .tokens = tokens + done, .pos = r->positions, .seq_row = r->seq_rows,
             .block_tables = r->block_table, .max_blocks = (r->n_ctx + BLOCK_SIZE - 1) / BLOCK_SIZE,
+            .block_tables_local = r->pool.local ? r->block_table : NULL,
         };
         float *dst = logits;
         if (all_logits) {

@@ -482,9 +482,13 @@ AVX2_FN static void attention_group_avx2(int L, const float *q, int n_q, int hd,
     float *scores = scratch + 2 * sp;            /* (n_q, sp) */
     float *qh = scores + (size_t)n_q * sp;       /* (n_q, hd): q as f16 values */
     float *acc = qh + (size_t)n_q * (size_t)hd;  /* (SET_HEADS, step, V_CHUNK) */
-    for (int t = 0, b = 0; t < n_ctx; b++)
-        for (int r = 0; r < block_size && t < n_ctx; r++, t++)
-            rows[t] = ((size_t)blocks[b] * (size_t)block_size + (size_t)r) * kv_stride + kv_off;
+    /* Only positions first .. n_ctx - 1 are looked up: before a sliding window's first position the
+     * table may hold released blocks (-1, the local pool's; docs/engine.md, "Two pools"). The lanes
+     * below first that the 8-position score loop rounds down to read position first's row; they are
+     * masked, so the scores do not change. */
+    for (int t = first; t < n_ctx; t++)
+        rows[t] = ((size_t)blocks[t / block_size] * (size_t)block_size + (size_t)(t % block_size)) * kv_stride + kv_off;
+    for (int t = first & ~7; t < first; t++) rows[t] = rows[first];
     scale_round_f16_avx2(q, 1.0f, n_q * hd, qh);
     for (int h0 = 0; h0 < n_q; h0 += SET_HEADS) {
         int nh = n_q - h0 < SET_HEADS ? n_q - h0 : SET_HEADS;

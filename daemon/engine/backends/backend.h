@@ -64,19 +64,31 @@ struct slm_batch {
     const int32_t *pos;         /* (n_tokens) */
     const int32_t *seq_row;     /* (n_tokens) row of block_tables this token's sequence uses */
     const int32_t *block_tables;/* (n_seq_rows, max_blocks) block ids of each sequence */
-    int max_blocks;             /* row stride of block_tables */
+    int max_blocks;             /* row stride of block_tables (and block_tables_local) */
     int n_out;                  /* tokens whose logits are wanted */
     const int32_t *out_rows;    /* (n_out) indices into the batch */
+    const int32_t *block_tables_local; /* (n_seq_rows, max_blocks) the local pool's block ids (struct
+                                * slm_kv_pool.local): -1 for blocks wholly before the window of every
+                                * token of the step, never read; NULL without a local pool */
 };
 
-/* The KV pool: for each layer, K and V as (n_blocks, block_size, n_head_kv * head_dim)
- * halves, addressed through the batch's block tables. */
+/* The KV pool: for each of its layers, K and V as (n_blocks, block_size, n_head_kv * head_dim)
+ * halves, addressed through the batch's block tables.
+ *
+ * A model with sliding-window layers (gemma3's local layers) may have two pools, each a struct
+ * of its own allocated by kv_alloc: the global one (the pool slm_forward_run is given: its
+ * global layers) and, in its `local` member, the local layers' one, with its own block count
+ * and the batch's block_tables_local (docs/engine.md, "Two pools"). The forward pass gives the
+ * attention op the layer's pool, the layer's index in that pool, and a batch whose
+ * block_tables are that pool's: a backend's attention needs no notion of two pools. */
 struct slm_kv_pool {
-    int n_layer;
+    int n_layer;                /* layers in this pool */
     int n_blocks;
     int block_size;
     int kv_dim;                 /* n_head_kv * head_dim */
     void *mem;                  /* backend memory holding all of it */
+    int window;                 /* > 0: the local pool of layers with this window; 0: global */
+    struct slm_kv_pool *local;  /* the global pool's local pool, or NULL: every layer is here */
 };
 
 struct slm_backend;

@@ -59,9 +59,9 @@ static int attn_tiles(struct attn_meta *a, const struct slm_batch *b, const stru
 /* Uploads the batch's positions, rows and block tables, and the paged attention's tiles for
  * sh, unless the device already holds the same ones (every layer of a pass sees the same batch
  * and shape: one upload, and one look at its tokens, per pass). */
-static int attn_upload(struct cuda_impl *ci, const struct slm_batch *b, const struct slm_cuda_attn_shape *sh)
+static int attn_upload(struct cuda_impl *ci, struct attn_meta *a, const struct slm_batch *b,
+                       const struct slm_cuda_attn_shape *sh)
 {
-    struct attn_meta *a = &ci->attn;
     int n = b->n_tokens, n_rows = 0, max_ctx = 0;
     for (int i = 0; i < n; i++) {
         if (b->seq_row[i] + 1 > n_rows) n_rows = b->seq_row[i] + 1;
@@ -215,14 +215,16 @@ static int rope_table(struct cuda_impl *ci, const struct slm_attn_params *p, int
 
 /* Attention of a graph-shaped step (decode-only by construction): every token alone in its
  * (own) block table row, over max_ctx = the step's partitions x GRAPH_CTX_STEP, from the
- * metadata buffer: one launch. */
+ * metadata buffer (the local pool's tables for a local layer): one launch. */
 static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
-                                const struct slm_attn_params *p, const struct slm_cuda_kv_layer *kv, const float *q,
-                                const float *k, const float *v, float *out)
+                                const struct slm_attn_params *p, const struct slm_cuda_kv_layer *kv, int local,
+                                const float *q, const float *k, const float *v, float *out)
 {
     const struct graphs *g = &ci->graphs;
+    if (local && !g->d_tables_local) return launched(-EINVAL, "attention_graph_step (no local tables)");
     struct slm_cuda_attn_tokens t = {.n_tokens = g->tokens, .pos = g->d_pos, .seq_row = g->d_row,
-                                     .block_tables = g->d_tables, .n_seq_rows = g->tokens, .max_blocks = g->stride};
+                                     .block_tables = local ? g->d_tables_local : g->d_tables,
+                                     .n_seq_rows = g->tokens, .max_blocks = g->stride};
     struct slm_cuda_rope_table rope;
     int rc = rope_table(ci, p, g->max_ctx, &rope);
     if (rc) return rc;
@@ -241,10 +243,11 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
     slm_half *k_pool = (slm_half *)pool->mem + (size_t)layer * 2 * per_layer;
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = cuda_kv_blocks(pool),
                                    .block_size = pool->block_size};
-    if (ci->graphs.cur) return attention_graph_step(ci, &sh, p, &kv, q, k, v, out);
-    int rc = attn_upload(ci, b, &sh);
+    const int local = pool->window > 0;
+    if (ci->graphs.cur) return attention_graph_step(ci, &sh, p, &kv, local, q, k, v, out);
+    const struct attn_meta *a = &ci->attn[local];
+    int rc = attn_upload(ci, &ci->attn[local], b, &sh);
     if (rc) return rc;
-    const struct attn_meta *a = &ci->attn;
     const int32_t *d_pos = a->st.dev, *d_row = a->st.dev + a->n_tokens, *d_tables = a->st.dev + 2 * a->n_tokens;
     struct slm_cuda_attn_tokens all = {.n_tokens = b->n_tokens, .pos = d_pos, .seq_row = d_row,
                                        .block_tables = d_tables, .n_seq_rows = a->n_rows, .max_blocks = b->max_blocks};

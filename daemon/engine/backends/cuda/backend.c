@@ -53,10 +53,12 @@ static void cuda_destroy(struct slm_backend *be)
         if (ci->stream) cuda_ok(cudaStreamSynchronize(ci->stream), "cudaStreamSynchronize");
         cuda_graphs_reset(ci);
         cuda_staging_free(&ci->ids);
-        cuda_staging_free(&ci->attn.st);
+        for (int i = 0; i < 2; i++) {
+            cuda_staging_free(&ci->attn[i].st);
+            free(ci->attn[i].shadow);
+            free(ci->attn[i].chunk_tiles);
+        }
         cuda_staging_free(&ci->graphs.meta);
-        free(ci->attn.shadow);
-        free(ci->attn.chunk_tiles);
         cuda_sample_state_free(ci->sampling);
         if (ci->workspace) cudaFree(ci->workspace);
         if (ci->q8) cudaFree(ci->q8);
@@ -161,7 +163,8 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     if (!e) call = "cudaGetDeviceProperties", e = cudaGetDeviceProperties(&prop, device);
     if (!e) call = "cudaStreamCreateWithFlags", e = cudaStreamCreateWithFlags(&ci->stream, cudaStreamNonBlocking);
     if (!e) call = "cudaEventCreate", e = cudaEventCreateWithFlags(&ci->ids.done, cudaEventDisableTiming);
-    if (!e) e = cudaEventCreateWithFlags(&ci->attn.st.done, cudaEventDisableTiming);
+    if (!e) e = cudaEventCreateWithFlags(&ci->attn[0].st.done, cudaEventDisableTiming);
+    if (!e) e = cudaEventCreateWithFlags(&ci->attn[1].st.done, cudaEventDisableTiming);
     if (!e) e = cudaEventCreateWithFlags(&ci->graphs.meta.done, cudaEventDisableTiming);
     if (e) {
         slm_err_set(err, "cuda backend: device %d: %s: %s", device, call, cudaGetErrorString(e));

@@ -42,38 +42,47 @@ static struct graph_entry *graph_entry_get(struct graphs *g, int tokens, int par
 
 /* Writes b padded to B tokens into the metadata buffer (host), queues its one copy to the
  * device, and points *run at the host copy. Token i gets block table row i (stride entries: the
- * blocks of `parts` partitions). Padding tokens: token 0 at position 0 of a row of scratch
- * blocks; their logits rows follow b's. */
+ * blocks of `parts` partitions), in the local pool's tables too when there is one (its -1
+ * entries before the window copied as they are: the kernels read no position before it).
+ * Padding tokens: token 0 at position 0 of a row of scratch blocks (each pool's own); their
+ * logits rows follow b's. */
 static int graph_meta_upload(struct cuda_impl *ci, const struct slm_kv_pool *pool, const struct slm_batch *b, int B,
                              int stride, struct slm_batch *run)
 {
     struct graphs *g = &ci->graphs;
-    size_t len = (size_t)B * (4 + (size_t)stride);
+    const struct slm_kv_pool *lp = pool->local;
+    size_t len = (size_t)B * (4 + (size_t)stride * (lp ? 2 : 1));
     int32_t *old = g->meta.dev;
     int rc = cuda_staging_reserve(&g->meta, len);
     if (rc) return rc;
     if (g->meta.dev != old) cuda_graphs_reset(ci);
     int32_t *h = g->meta.host, *tok = h, *pos = h + B, *row = h + 2 * B, *out = h + 3 * B, *tab = h + 4 * B;
-    int n = b->n_tokens, scratch = pool->n_blocks;
+    int32_t *ltab = lp ? tab + (size_t)B * (size_t)stride : NULL;
+    int n = b->n_tokens, scratch = pool->n_blocks, lscratch = lp ? lp->n_blocks : 0;
     for (int i = 0; i < B; i++) {
         int used = 0;
-        int32_t *t = tab + (size_t)i * (size_t)stride;
+        int32_t *t = tab + (size_t)i * (size_t)stride, *lt = lp ? ltab + (size_t)i * (size_t)stride : NULL;
         if (i < n) {
             tok[i] = b->tokens[i], pos[i] = b->pos[i], out[i] = b->out_rows[i];
             used = b->pos[i] / pool->block_size + 1;
             memcpy(t, b->block_tables + (size_t)b->seq_row[i] * (size_t)b->max_blocks, (size_t)used * sizeof *t);
+            if (lt)
+                memcpy(lt, b->block_tables_local + (size_t)b->seq_row[i] * (size_t)b->max_blocks,
+                       (size_t)used * sizeof *lt);
         } else {
             tok[i] = 0, pos[i] = 0, out[i] = i;
         }
         row[i] = i;
         for (int j = used; j < stride; j++) t[j] = scratch;
+        for (int j = used; lt && j < stride; j++) lt[j] = lscratch;
     }
     if ((rc = cuda_staging_upload(ci, &g->meta, len))) return rc;
     const int32_t *d = g->meta.dev;
     g->tokens = B, g->stride = stride;
     g->d_tokens = d, g->d_pos = d + B, g->d_row = d + 2 * B, g->d_out = d + 3 * B, g->d_tables = d + 4 * B;
+    g->d_tables_local = lp ? g->d_tables + (size_t)B * (size_t)stride : NULL;
     *run = (struct slm_batch){.n_tokens = B, .tokens = tok, .pos = pos, .seq_row = row, .block_tables = tab,
-                              .max_blocks = stride, .n_out = B, .out_rows = out};
+                              .max_blocks = stride, .n_out = B, .out_rows = out, .block_tables_local = ltab};
     return 0;
 }
 
@@ -89,9 +98,10 @@ int cuda_step_begin(struct slm_backend *be, const void *owner, int max_tokens, c
         return 0;
     }
     CUDA_TRY(cudaSetDevice(ci->device));
-    if (owner != g->owner || pool->mem != g->pool_mem) {
+    const void *local_mem = pool->local ? pool->local->mem : NULL;
+    if (owner != g->owner || pool->mem != g->pool_mem || local_mem != g->local_mem) {
         cuda_graphs_reset(ci);
-        g->owner = owner, g->pool_mem = pool->mem;
+        g->owner = owner, g->pool_mem = pool->mem, g->local_mem = local_mem;
     }
     /* Partitions: the smallest power of two that covers every token's context (a token's
      * attention stops at its own position), at most the block tables' reach. */

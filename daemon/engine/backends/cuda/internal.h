@@ -72,11 +72,13 @@ struct graph_entry {
 
 /* The step graphs (docs/cuda.md, "CUDA graphs"). A decode step padded to `tokens` reads all of
  * its per-step metadata from meta.dev, laid out as tokens (B), pos (B), seq_row (B), out_rows (B),
- * block tables (B, stride): one copy from meta.host before the graph launch. */
+ * block tables (B, stride), and with a local pool its block tables (B, stride): one copy from
+ * meta.host before the graph launch. */
 struct graphs {
     int mode;                 /* 0 off, 1 on, 2 on with every capture broken (a test of the fallback) */
     const void *owner;        /* the forward pass whose activations the graphs use */
     const void *pool_mem;     /* the KV pool they use */
+    const void *local_mem;    /* and its local pool (NULL without one) */
     struct graph_entry entries[GRAPH_MAX_ENTRIES];
     int n_entries;
     struct staging meta;
@@ -85,6 +87,7 @@ struct graphs {
     int capturing;
     int tokens, stride, max_ctx;
     const int32_t *d_tokens, *d_pos, *d_row, *d_out, *d_tables;
+    const int32_t *d_tables_local;   /* the local pool's tables, NULL without one */
     struct slm_cuda_graph_stats stats;
 };
 
@@ -106,7 +109,8 @@ struct cuda_impl {
     double mem_fraction;      /* share of the free device memory the KV pool may take */
     cudaStream_t stream;
     struct staging ids;       /* token ids of embed, row ids of gather_rows */
-    struct attn_meta attn;
+    struct attn_meta attn[2]; /* [0] the global pool's tables, [1] a local pool's (slm_kv_pool.window > 0):
+                               * a pass alternating between the two uploads each once */
     void *workspace;          /* attention: completion counters (kept zero), then partial results */
     size_t workspace_bytes;
     struct graphs graphs;
