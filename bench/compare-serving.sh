@@ -80,6 +80,7 @@ echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs 
 PREFIXES=
 [ "$PREFIX_LEN" -gt 0 ] && PREFIXES=" after one of $PREFIX_COUNT shared prefixes of $PREFIX_LEN"
 echo "llama.cpp: llama-cpp-python $(bench_peer_version); prompts $INPUT random tokens$PREFIXES, output $OUTPUT tokens, ctx $CTX per slot, clients in $SWEEP"
+# shellcheck disable=SC2034  # BENCH_EXTRA: read by bench_serving_point (bench/lib.sh)
 [ "$PREFIX_LEN" -gt 0 ] && BENCH_EXTRA=(--prefix-len "$PREFIX_LEN" --prefix-count "$PREFIX_COUNT")
 for n in ${SWEEP//,/ }; do
     m=${REQUESTS:-$(( 2 * n > 8 ? 2 * n : 8 ))}

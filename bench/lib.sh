@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh - shared by the compare scripts (sourced, not run): where llama.cpp (the peer)
 # and slmd's benchmark programs are, built when missing.
 #   bench_peer_bin NAME     prints the path of llama.cpp's program NAME (builds the peer if absent)
