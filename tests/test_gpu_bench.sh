@@ -133,7 +133,7 @@ else
     "| pp512, llama.cpp -fa 0 | missing | 10000.00 | - |" "| batched decode S_TG, B=16 | missing | missing | - |" "12 figure(s) missing"
 fi
 # outputs the programs printed themselves (llama.cpp's CPU build, slmd's cpu backend; tests/gpu_compare/README.md)
-if "$cmp_sh" --dry-run "$samples/cpu" --npl 1,2 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+if "$cmp_sh" --dry-run "$samples/cpu" --npl 1,2 --clients 1,4 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
   check_table "compare-llama-cpp --dry-run on recorded outputs (llama-bench -o json)" "$tmp/cmp" \
     "| pp512, llama.cpp -fa 0 | 49.31 ± 0.00 | 155.16 ± 0.00 | 3.15x |" "| tg128, llama.cpp -fa 1 | 107.12 ± 0.00 | 56.03 ± 0.00 | 0.52x |" \
     "| batched decode S_TG, B=2 | 5.57 | 86.38 | 15.51x |" "| batched prefill S_PP, B=1 | 41.53 | 175.41 | 4.22x |" "llama.cpp: build unknown, CPU, ngl -1"
@@ -193,6 +193,15 @@ elif grep -q "slmd.64.json: not slm-bench's JSON" "$tmp/cmp.err"; then
     "3 serving run(s) missing"
 else
   echo "FAIL compare-llama-cpp --dry-run with a cut slmd.64.json: no 'not slm-bench's JSON' line"; cat "$tmp/cmp.err"; fail=1
+fi
+# slm-bench's own JSON, recorded from compare-llama-cpp.sh --cpu (tests/gpu_compare/README.md)
+if "$cmp_sh" --dry-run "$samples/cpu" --serving-only --clients 1,4 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run on recorded slm-bench JSON (--cpu)" "$tmp/cmp" \
+    "serving: llama-server (build b1-0c1e570) against slmd serve (backend cpu)" \
+    "| 1 | 10.9 | 12.4 | 1.14x | 3977.3 / 2765.3 | 6149.9 / 3069.0 | 58.59 / 60.61 | 0 / 0 |" \
+    "| 4 | 8.7 | 19.1 | 2.19x | 20610.2 / 8117.1 | 20612.3 / 10923.8 | 299.62 / 146.35 | 0 / 0 |"
+else
+  echo "FAIL compare-llama-cpp --dry-run --serving-only on $samples/cpu: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
 fi
 "$cmp_sh" --dry-run "$samples" --serving-only --clients 1,16 > "$tmp/cmp" 2> "$tmp/cmp.err"
 check_table "compare-llama-cpp --dry-run --clients 1,16: no 256-client targets" "$tmp/cmp" \
