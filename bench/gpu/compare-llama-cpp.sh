@@ -461,6 +461,7 @@ for t in llama-bench batched-bench server; do
     [ -f "$TREE/tools/$t/CMakeLists.txt" ] || die "$TREE/tools/$t missing: another llama.cpp layout than this script knows (an older pack-llama-cpp.sh tarball left the server out)"
 done
 # A build folder configured before the server was part of the comparison is configured again.
+# The packed tree has no git history, so its build line names the llama-cpp-python release instead.
 grep -q '^LLAMA_BUILD_SERVER:BOOL=ON' "$LB/CMakeCache.txt" 2> /dev/null || rm -f "$LB/CMakeCache.txt"
 if [ ! -f "$LB/CMakeCache.txt" ]; then
     echo "== llama.cpp: configuring (CUDA, sm_$CUDA_ARCH; log in $PEER_CUDA/configure.log)"
@@ -470,7 +471,8 @@ if [ ! -f "$LB/CMakeCache.txt" ]; then
         -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DGGML_CUDA_NCCL=OFF -DGGML_NATIVE=ON \
         -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_OPENSSL=OFF > "$PEER_CUDA/configure.log" 2>&1 ||
+        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_OPENSSL=OFF \
+        -DLLAMA_BUILD_COMMIT="llama-cpp-python-$VERSION" > "$PEER_CUDA/configure.log" 2>&1 ||
         { tail -20 "$PEER_CUDA/configure.log" >&2; rm -f "$LB/CMakeCache.txt"; die "configuring llama.cpp failed ($PEER_CUDA/configure.log)"; }
 fi
 if [ "$MODE" = configure ]; then
