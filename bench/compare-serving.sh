@@ -69,16 +69,10 @@ SERVER=$(bench_peer_bin llama-server) || exit 1
 SLMD=$(bench_slmd_bin slmd) || exit 1
 BENCH=$(bench_slmd_bin slm-bench) || exit 1
 RAW=$(mktemp -d)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$RAW"; }
+cleanup() { bench_stop_server; rm -rf "$RAW"; }
 trap cleanup EXIT
 [ -n "$OUT" ] && mkdir -p "$OUT"
 JSON_DIR=${OUT:-$RAW}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# stop_server: ends the server this script started (by its pid).
-stop_server() { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; PID=; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "model:   $MODEL"
@@ -86,39 +80,23 @@ echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs 
 PREFIXES=
 [ "$PREFIX_LEN" -gt 0 ] && PREFIXES=" after one of $PREFIX_COUNT shared prefixes of $PREFIX_LEN"
 echo "llama.cpp: llama-cpp-python $(bench_peer_version); prompts $INPUT random tokens$PREFIXES, output $OUTPUT tokens, ctx $CTX per slot, clients in $SWEEP"
+# shellcheck disable=SC2034  # BENCH_EXTRA: read by bench_serving_point (bench/lib.sh)
+[ "$PREFIX_LEN" -gt 0 ] && BENCH_EXTRA=(--prefix-len "$PREFIX_LEN" --prefix-count "$PREFIX_COUNT")
 for n in ${SWEEP//,/ }; do
     m=${REQUESTS:-$(( 2 * n > 8 ? 2 * n : 8 ))}
-    common=(--concurrency "$n" --requests "$m" --warmup "$n" --input-len "$INPUT" --output-len "$OUTPUT" --seed 1)
-    [ "$PREFIX_LEN" -gt 0 ] && common+=(--prefix-len "$PREFIX_LEN" --prefix-count "$PREFIX_COUNT")
-
-    port=$(free_port)
     echo "N=$n: llama-server -np $n, $m requests ..." >&2
-    "$SERVER" -m "$MODEL" -np "$n" -c $(( n * CTX )) -cb -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 \
-        --host 127.0.0.1 --port "$port" --no-webui > "$RAW/llama-server.$n.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 300); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.2
-    done
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 \
-        || { tail -5 "$RAW/llama-server.$n.log" >&2; echo "compare-serving: llama-server did not start" >&2; exit 1; }
-    "$BENCH" --target llama-server --url "http://127.0.0.1:$port" "${common[@]}" --label llama-server \
-        --json "$JSON_DIR/llama-server.$n.json" > "$RAW/llama-server.$n.out" \
-        || { cat "$RAW/llama-server.$n.out" >&2; echo "compare-serving: slm-bench against llama-server failed" >&2; exit 1; }
-    stop_server
+    bench_start_llama_server "$SERVER" "$RAW/llama-server.$n.log" -m "$MODEL" -np "$n" -c $(( n * CTX )) -cb \
+        -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 --no-webui || exit 1
+    bench_serving_point "$BENCH" llama-server "$n" "$m" "$INPUT" "$OUTPUT" "$JSON_DIR/llama-server.$n.json" \
+        "$RAW/llama-server.$n.out" --url "$BENCH_URL" || exit 1
+    bench_stop_server
 
     echo "N=$n: slmd --max-seqs $n, $m requests ..." >&2
-    sock=$RAW/slmd.sock
-    "$SLMD" serve --socket "$sock" --model "$MODEL" --threads "$THREADS" --ctx-size "$CTX" --max-seqs "$n" \
-        --log-level warning > "$RAW/slmd.$n.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 300); do [ -S "$sock" ] && break; kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    [ -S "$sock" ] || { tail -5 "$RAW/slmd.$n.log" >&2; echo "compare-serving: slmd did not start" >&2; exit 1; }
-    "$BENCH" --target slmd --socket "$sock" "${common[@]}" --label slmd \
-        --json "$JSON_DIR/slmd.$n.json" > "$RAW/slmd.$n.out" \
-        || { cat "$RAW/slmd.$n.out" >&2; echo "compare-serving: slm-bench against slmd failed" >&2; exit 1; }
-    stop_server
+    bench_start_slmd "$SLMD" "$RAW/slmd.sock" "$RAW/slmd.$n.log" --model "$MODEL" --threads "$THREADS" \
+        --ctx-size "$CTX" --max-seqs "$n" || exit 1
+    bench_serving_point "$BENCH" slmd "$n" "$m" "$INPUT" "$OUTPUT" "$JSON_DIR/slmd.$n.json" "$RAW/slmd.$n.out" \
+        --socket "$RAW/slmd.sock" || exit 1
+    bench_stop_server
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

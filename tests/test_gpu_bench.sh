@@ -100,12 +100,20 @@ llama_rows=("| pp512, llama.cpp -fa 0 | 30000.00 ± 300.00 | 10000.00 ± 100.00 
             "| tg128, llama.cpp -fa 0 | 800.00 ± 8.00 | 450.00 ± 5.00 | 0.56x |"
             "| tg128, llama.cpp -fa 1 | 900.00 ± 9.00 | 450.00 ± 5.00 | 0.50x |"
             "against llama.cpp's faster flash-attention setting: pp512 0.25x, tg128 0.50x")
+serving_rows=("serving: llama-server (build b1-0c1e570) against slmd serve (backend cuda); closed loop"
+              "| 1 | 500.0 | 400.0 | 0.80x | 10.0 / 8.0 | 20.0 / 16.0 | 2.00 / 2.50 | 0 / 0 |"
+              "| 16 | 4000.0 | 4800.0 | 1.20x | 40.0 / 20.0 | 80.0 / 40.0 | 4.00 / 3.20 | 0 / 0 |"
+              "| 64 | 10000.0 | 12000.0 | 1.20x | 100.0 / 50.0 | 200.0 / 100.0 | 6.00 / 5.00 | 0 / 0 |"
+              "| 256 | 16000.0 | 16000.0 | 1.00x | 400.0 / 200.0 | 800.0 / 400.0 | 16.00 / 16.00 | 0 / 0 |"
+              "target 256 clients: slmd >= 4x 3,597 = 14,388 out tok/s: met (16,000.0 tok/s, 4.45x 3,597)"
+              "target 256 clients: slmd TTFT p99 < 500 ms: met (400.0 ms)")
 if "$cmp_sh" --dry-run "$samples" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
   check_table "compare-llama-cpp --dry-run (llama-bench -o json)" "$tmp/cmp" "${llama_rows[@]}" \
     "| batched decode S_TG, B=1 | 500.00 | 200.00 | 0.40x |" "| batched decode S_TG, B=16 | 4000.00 | 1600.00 | 0.40x |" \
     "| batched decode S_TG, B=64 | 10000.00 | 2500.00 | 0.25x |" "| batched decode S_TG, B=256 | 20000.00 | 5000.00 | 0.25x |" \
     "| batched prefill S_PP, B=256 | 90000.00 | 32000.00 | 0.36x |" "llama.cpp: build 0c1e570, CUDA on NVIDIA H200, ngl 99" \
-    "batched: each of B sequences prefills 128 tokens, then decodes 128; llama.cpp's flash attention auto"
+    "batched: each of B sequences prefills 128 tokens, then decodes 128; llama.cpp's flash attention auto" \
+    "${serving_rows[@]}"
 else
   echo "FAIL compare-llama-cpp --dry-run on $samples: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
 fi
@@ -125,7 +133,7 @@ else
     "| pp512, llama.cpp -fa 0 | missing | 10000.00 | - |" "| batched decode S_TG, B=16 | missing | missing | - |" "12 figure(s) missing"
 fi
 # outputs the programs printed themselves (llama.cpp's CPU build, slmd's cpu backend; tests/gpu_compare/README.md)
-if "$cmp_sh" --dry-run "$samples/cpu" --npl 1,2 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+if "$cmp_sh" --dry-run "$samples/cpu" --npl 1,2 --clients 1,4 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
   check_table "compare-llama-cpp --dry-run on recorded outputs (llama-bench -o json)" "$tmp/cmp" \
     "| pp512, llama.cpp -fa 0 | 49.31 ± 0.00 | 155.16 ± 0.00 | 3.15x |" "| tg128, llama.cpp -fa 1 | 107.12 ± 0.00 | 56.03 ± 0.00 | 0.52x |" \
     "| batched decode S_TG, B=2 | 5.57 | 86.38 | 15.51x |" "| batched prefill S_PP, B=1 | 41.53 | 175.41 | 4.22x |" "llama.cpp: build unknown, CPU, ngl -1"
@@ -149,6 +157,55 @@ elif grep -q "llama-bench.json: not JSON" "$tmp/cmp.err"; then
 else
   echo "FAIL compare-llama-cpp --dry-run with a cut llama-bench.json: no 'not JSON' line"; cat "$tmp/cmp.err"; fail=1
 fi
+# the serving table alone (--serving-only), with targets not met, runs missing, a file that is not JSON
+"$cmp_sh" --dry-run "$samples" --serving-only > "$tmp/cmp" 2> "$tmp/cmp.err" &&
+  ! grep -q "pp512" "$tmp/cmp" && check_table "compare-llama-cpp --dry-run --serving-only" "$tmp/cmp" "${serving_rows[@]}" ||
+  { echo "FAIL compare-llama-cpp --dry-run --serving-only: exit 1 or the benches' table printed"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1; }
+"$cmp_sh" --dry-run "$samples" --no-serving > "$tmp/cmp" 2> "$tmp/cmp.err"
+if grep -q "^serving:" "$tmp/cmp"; then echo "FAIL compare-llama-cpp --dry-run --no-serving printed the serving table"; fail=1
+else echo "ok   compare-llama-cpp --dry-run --no-serving"; fi
+mkdir -p "$tmp/serve"
+cp "$samples"/llama-server.*.json "$samples"/slmd.*.json "$tmp/serve/"
+python3 - "$tmp/serve/slmd.256.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["runs"][0]["output_tokens_per_s"] = 14387.0   # one short of 4 x 3,597
+d["runs"][0]["ttft_ms"]["p99"] = 500.0          # the target is strictly under 500 ms
+d["runs"][0]["failed"] = 2
+json.dump(d, open(sys.argv[1], "w"))
+PY
+if "$cmp_sh" --dry-run "$tmp/serve" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  echo "FAIL compare-llama-cpp --dry-run with failed requests: exit 0"; fail=1
+else
+  check_table "compare-llama-cpp --dry-run, targets not met, failed requests: exit 1" "$tmp/cmp" \
+    "| 256 | 16000.0 | 14387.0 | 0.90x | 400.0 / 200.0 | 800.0 / 500.0 | 16.00 / 16.00 | 0 / 2 |" \
+    "target 256 clients: slmd >= 4x 3,597 = 14,388 out tok/s: NOT met (14,387.0 tok/s, 4.00x 3,597)" \
+    "target 256 clients: slmd TTFT p99 < 500 ms: NOT met (500.0 ms)" "2 request(s) failed"
+fi
+rm "$tmp/serve/slmd.256.json" "$tmp/serve/llama-server.16.json"
+echo '{"runs": [' > "$tmp/serve/slmd.64.json"
+if "$cmp_sh" --dry-run "$tmp/serve" > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  echo "FAIL compare-llama-cpp --dry-run with serving runs missing: exit 0"; fail=1
+elif grep -q "slmd.64.json: not slm-bench's JSON" "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run, serving runs missing or cut: said, exit 1" "$tmp/cmp" \
+    "| 16 | missing | 4800.0 | - | missing / 20.0 | missing / 40.0 | missing / 3.20 | missing / 0 |" \
+    "| 64 | 10000.0 | missing | - |" "target 256 clients: slmd >= 4x 3,597 = 14,388 out tok/s: missing" \
+    "3 serving run(s) missing"
+else
+  echo "FAIL compare-llama-cpp --dry-run with a cut slmd.64.json: no 'not slm-bench's JSON' line"; cat "$tmp/cmp.err"; fail=1
+fi
+# slm-bench's own JSON, recorded from compare-llama-cpp.sh --cpu (tests/gpu_compare/README.md)
+if "$cmp_sh" --dry-run "$samples/cpu" --serving-only --clients 1,4 > "$tmp/cmp" 2> "$tmp/cmp.err"; then
+  check_table "compare-llama-cpp --dry-run on recorded slm-bench JSON (--cpu)" "$tmp/cmp" \
+    "serving: llama-server (build b1-0c1e570) against slmd serve (backend cpu)" \
+    "| 1 | 10.9 | 12.4 | 1.14x | 3977.3 / 2765.3 | 6149.9 / 3069.0 | 58.59 / 60.61 | 0 / 0 |" \
+    "| 4 | 8.7 | 19.1 | 2.19x | 20610.2 / 8117.1 | 20612.3 / 10923.8 | 299.62 / 146.35 | 0 / 0 |"
+else
+  echo "FAIL compare-llama-cpp --dry-run --serving-only on $samples/cpu: exit $?"; cat "$tmp/cmp" "$tmp/cmp.err"; fail=1
+fi
+"$cmp_sh" --dry-run "$samples" --serving-only --clients 1,16 > "$tmp/cmp" 2> "$tmp/cmp.err"
+check_table "compare-llama-cpp --dry-run --clients 1,16: no 256-client targets" "$tmp/cmp" \
+  "targets (issue 15, 256 clients): not in this run (clients 1,16)"
 mkdir -p "$tmp/empty"
 EXPECT_PROG=$cmp_sh
 expect_error "compare-llama-cpp bad flag" "^compare-llama-cpp: unknown argument --frobnicate" --frobnicate
@@ -159,6 +216,24 @@ expect_error "compare-llama-cpp --reps without a value" "^compare-llama-cpp: --r
 expect_error "compare-llama-cpp --model and --model-parts" "^compare-llama-cpp: give --model or --model-parts, not both" \
   --model x --model-parts y
 expect_error "compare-llama-cpp --model-parts with no file" "^compare-llama-cpp: --model-parts needs at least one file" --model-parts
+expect_error "compare-llama-cpp --clients 1,,4" "^compare-llama-cpp: --clients takes a list like" --clients 1,,4
+expect_error "compare-llama-cpp --clients x" "^compare-llama-cpp: --clients takes a list like" --clients 1,x
+expect_error "compare-llama-cpp --clients 0" "^compare-llama-cpp: --clients: client counts run from 1 to 256" --clients 0,4
+expect_error "compare-llama-cpp --clients past 256" "^compare-llama-cpp: --clients: client counts run from 1 to 256" --clients 1,512
+expect_error "compare-llama-cpp --clients without a value" "^compare-llama-cpp: --clients needs a value" --clients
+expect_error "compare-llama-cpp --max-batch-tokens 0" "^compare-llama-cpp: --max-batch-tokens takes a positive integer" --max-batch-tokens 0
+expect_error "compare-llama-cpp --max-batch-tokens below the clients" \
+  "^compare-llama-cpp: --max-batch-tokens 64 is below the client count 256" --max-batch-tokens 64
+expect_error "compare-llama-cpp --requests 0" "^compare-llama-cpp: --requests takes a positive integer" --requests 0
+expect_error "compare-llama-cpp --no-serving --serving-only" "^compare-llama-cpp: --no-serving leaves nothing to run" \
+  --no-serving --serving-only
+expect_error "compare-llama-cpp --no-serving --cpu" "^compare-llama-cpp: --no-serving leaves nothing to run" --cpu --no-serving
+expect_error "compare-llama-cpp --llama-server without --cpu" "^compare-llama-cpp: --llama-server goes with --cpu" --llama-server /bin/true
+expect_error "compare-llama-cpp --threads without --cpu" "^compare-llama-cpp: --threads goes with --cpu" --threads 2
+expect_error "compare-llama-cpp --cpu --threads 0" "^compare-llama-cpp: --threads takes a positive integer" --cpu --threads 0
+expect_error "compare-llama-cpp --cpu --dry-run" "^compare-llama-cpp: --cpu runs the serving path" --cpu --dry-run "$samples"
+expect_error "compare-llama-cpp --cpu --llama-server that is none" "^compare-llama-cpp: --llama-server $tmp/none: not an executable" \
+  --cpu --llama-server "$tmp/none" --model "$0"
 expect_error "compare-llama-cpp --dry-run of no folder" "^compare-llama-cpp: --dry-run $tmp/none: no such folder" --dry-run "$tmp/none"
 expect_error "compare-llama-cpp --dry-run of an empty folder" "^compare-llama-cpp: --dry-run $tmp/empty: none of" --dry-run "$tmp/empty"
 expect_error "compare-llama-cpp --src missing" "^compare-llama-cpp: --src $tmp/none.tar.xz: no such file" \

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # bench/gpu/compare-llama-cpp.sh - slmd's cuda backend beside llama.cpp's CUDA build, on the same
-# GPU and GGUF file, back to back, printed as one table of ratios (slmd / llama.cpp).
+# GPU and GGUF file, back to back, printed as tables of ratios (slmd / llama.cpp): the engines'
+# benchmarks, then serving (slmd serve against llama-server, both driven by slm-bench).
 #
 # usage: bench/gpu/compare-llama-cpp.sh [--model FILE | --model-parts PART...] [--src FILE] [--peer DIR]
-#            [--build DIR] [--deps DIR] [--reps R] [--npl LIST] [--raw-dir DIR]
+#            [--build DIR] [--deps DIR] [--reps R] [--npl LIST] [--clients LIST] [--max-batch-tokens N]
+#            [--requests M] [--no-serving | --serving-only | --cpu [--llama-server BIN] [--threads T]]
+#            [--raw-dir DIR]
 #            [--build-only | --configure-only | --dry-run DIR]
 #   --model FILE    GGUF [~/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   --model-parts   the model in pieces, joined and checked against its pin as bench/gpu/run.sh does
@@ -15,16 +18,26 @@
 #   --deps DIR      .deb files of slmd's libraries (bench/gpu/fetch-deps.sh), as for run.sh
 #   --reps R        runs per llama-bench / bench_engine test [5]
 #   --npl LIST      sequence counts of the batched tests [1,16,64,256]
-#   --raw-dir DIR   where the four programs' outputs are kept [BUILD/gpu-bench/compare]
-#   --build-only    build llama.cpp's two programs (and slmd's if absent), run nothing (no GPU needed)
+#   --clients LIST  client counts of the serving runs [1,16,64,256; with --cpu 1,4]
+#   --max-batch-tokens N  slmd serve's tokens per engine step in the serving runs [4096, as issue 15 ran]
+#   --requests M    measured requests per client count [2N, at least 8]
+#   --no-serving    leave the serving runs out (and llama-server out of the build)
+#   --serving-only  run only the serving runs
+#   --cpu           the serving runs with the CPU builds, no GPU: llama.cpp's llama-server of
+#                   bench/peer (SLM_PEER_DIR, ~/.cache/slmd/peer) or --llama-server BIN, and slmd serve
+#                   --backend cpu (BUILD, default build), --threads T each [2]; proves the path end to end
+#   --raw-dir DIR   where the programs' outputs are kept [BUILD/gpu-bench/compare]
+#   --build-only    build llama.cpp's programs (and slmd's if absent), run nothing (no GPU needed)
 #   --configure-only  unpack and configure llama.cpp only (bench/gpu/pack-llama-cpp.sh --check)
-#   --dry-run DIR   no build, no GPU: print the table from recorded outputs in DIR (llama-bench.json
-#                   or llama-bench.md, bench_engine.json, llama-batched-bench.jsonl, batched_bench.json)
+#   --dry-run DIR   no build, no GPU: print the tables from recorded outputs in DIR (llama-bench.json
+#                   or llama-bench.md, bench_engine.json, llama-batched-bench.jsonl, batched_bench.json;
+#                   the serving table when DIR holds llama-server.N.json or slmd.N.json, slm-bench's)
 # Env: BENCH_JOBS (parallel build jobs, default: every CPU), SLM_DL_DIR as in pack-llama-cpp.sh.
 #
 # llama.cpp is configured with -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 (Hopper: H100, H200),
-# no app, server, tests or examples, and only llama-bench and llama-batched-bench (tools/) are
-# built, statically linked. What runs, one after the other:
+# no app, tests or examples, the server without its web UI (-DLLAMA_BUILD_UI=OFF
+# -DLLAMA_USE_PREBUILT_UI=OFF: nothing is fetched), and only llama-bench, llama-batched-bench and
+# (unless --no-serving) llama-server are built, statically linked. What runs, one after the other:
 #   llama-bench -m FILE -ngl 99 -p 512 -n 128 -fa 0,1 -r R -o json
 #   bench_engine --backend cuda --model FILE -p 512 -n 128 --reps R --json
 #   llama-batched-bench -m FILE -ngl 99 -c CTX -b 2048 -ub 512 -npp 128 -ntg 128 -npl LIST --output-format jsonl
@@ -32,6 +45,17 @@
 # pp512 and tg128 mean what they mean on the CPU (bench/compare-llama-bench.sh); S_TG and S_PP what
 # they mean in bench/compare-batched-bench.sh. slmd's figure is compared with llama.cpp's with flash
 # attention off and on; the batched tests use llama.cpp's default (auto: on under CUDA).
+# Then, for each client count N, a fresh server each, llama-server first (bench/lib.sh's functions,
+# the ones bench/compare-serving.sh uses):
+#   llama-server -m FILE -ngl 99 -np N -c N*512 -cb --no-webui --host 127.0.0.1 --port P
+#   slm-bench --target llama-server --url http://127.0.0.1:P --concurrency N --requests M --warmup N
+#             --input-len 128 --output-len 128 --seed 1 --json llama-server.N.json
+#   slmd serve --backend cuda --model FILE --ctx-size 512 --max-seqs N --max-batch-tokens 4096 --socket S
+#   slm-bench --target slmd --socket S (the same workload) --json slmd.N.json
+# M = 2N requests (at least 8) in a closed loop, random prompts of the same token ids, exactly 128
+# output tokens (end-of-generation ignored), greedy; flash attention is llama-server's default
+# (auto: on under CUDA). Targets (issue 15): at 256 clients slmd's output tokens/s >= 4x 3,597
+# (the cuda backend's figure when the issue was written) with TTFT p99 under 500 ms.
 # Exit status: 0 when every figure was measured (whatever the ratios), 1 otherwise, 2 on bad usage.
 set -euo pipefail
 
@@ -40,17 +64,18 @@ VERSION=0.3.36   # bench/peer/build-llama-cpp.sh's
 MODEL=$HOME/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf
 SRC="" PEER_CUDA=${SLM_PEER_CUDA_DIR:-$HOME/.cache/slmd/peer-cuda} BUILD=build-gpu DEPS="" REPS=5 NPL=1,16,64,256
 RAW_DIR="" MODE=run DRY="" PARTS=() HAVE_MODEL=0
+REQUESTS="" HAVE_THREADS=0 CLIENTS="" MAX_BATCH_TOKENS=4096 SERVING=1 BENCHES=1 CPU=0 LLAMA_SERVER="" SERVE_CTX=512 CPU_THREADS=2
 NPP=128 NTG=128 PP=512 TG=128 CUDA_ARCH=90
 GPU_ROOT=$ROOT GPU_PROG=compare-llama-cpp
 # shellcheck source=bench/gpu/common.sh
 . "$ROOT/bench/gpu/common.sh"   # gpu_join_model, gpu_use_deps
 
-usage() { sed -n '5,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,35p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 bad() { echo "compare-llama-cpp: $*" >&2; exit 2; }
 die() { echo "compare-llama-cpp: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --model|--src|--peer|--build|--deps|--reps|--npl|--raw-dir|--dry-run)
+        --model|--src|--peer|--build|--deps|--reps|--npl|--raw-dir|--dry-run|--clients|--max-batch-tokens|--llama-server|--requests|--threads)
             [ $# -ge 2 ] || bad "$1 needs a value";;
     esac
     case "$1" in
@@ -66,6 +91,14 @@ while [ $# -gt 0 ]; do
         --reps)    REPS=$2; shift 2;;
         --npl)     NPL=$2; shift 2;;
         --raw-dir) RAW_DIR=$2; shift 2;;
+        --clients) CLIENTS=$2; shift 2;;
+        --max-batch-tokens) MAX_BATCH_TOKENS=$2; shift 2;;
+        --llama-server) LLAMA_SERVER=$2; shift 2;;
+        --requests) REQUESTS=$2; shift 2;;
+        --threads) CPU_THREADS=$2; HAVE_THREADS=1; shift 2;;
+        --no-serving)   SERVING=0; shift;;
+        --serving-only) BENCHES=0; shift;;
+        --cpu)     CPU=1; BENCHES=0; shift;;
         --build-only)     MODE=build; shift;;
         --configure-only) MODE=configure; shift;;
         --dry-run) MODE=dry; DRY=$2; shift 2;;
@@ -79,6 +112,24 @@ for b in ${NPL//,/ }; do   # llama.cpp's LLAMA_MAX_SEQ
     { [ "$b" -ge 1 ] && [ "$b" -le 256 ]; } || bad "--npl: sequence counts run from 1 to 256 (llama.cpp's most)"
 done
 [ "$HAVE_MODEL" = 1 ] && [ ${#PARTS[@]} -gt 0 ] && bad "give --model or --model-parts, not both"
+[ "$SERVING" = 0 ] && [ "$BENCHES" = 0 ] && bad "--no-serving leaves nothing to run with --serving-only or --cpu"
+[ -z "$LLAMA_SERVER" ] || [ "$CPU" = 1 ] || bad "--llama-server goes with --cpu (on the GPU the CUDA build's is used)"
+[ "$HAVE_THREADS" = 0 ] || [ "$CPU" = 1 ] || bad "--threads goes with --cpu"
+case "$CPU_THREADS" in *[!0-9]*|''|0) bad "--threads takes a positive integer";; esac
+case "$REQUESTS" in *[!0-9]*|0) bad "--requests takes a positive integer";; esac
+if [ "$CPU" = 1 ]; then
+    case "$MODE" in run) ;; *) bad "--cpu runs the serving path; it takes no --build-only, --configure-only or --dry-run";; esac
+fi
+[ -n "$CLIENTS" ] || { [ "$CPU" = 1 ] && CLIENTS=1,4; } || CLIENTS=1,16,64,256
+case "$CLIENTS" in *[!0-9,]*|''|,*|*,|*,,*) bad "--clients takes a list like 1,16,64,256";; esac
+for n in ${CLIENTS//,/ }; do   # llama-server's slots, like llama-batched-bench's sequences: LLAMA_MAX_SEQ
+    { [ "$n" -ge 1 ] && [ "$n" -le 256 ]; } || bad "--clients: client counts run from 1 to 256 (llama-server's most slots)"
+done
+case "$MAX_BATCH_TOKENS" in *[!0-9]*|''|0) bad "--max-batch-tokens takes a positive integer";; esac
+for n in ${CLIENTS//,/ }; do   # slmd refuses --max-seqs above --max-batch-tokens
+    [ "$n" -le "$MAX_BATCH_TOKENS" ] || bad "--max-batch-tokens $MAX_BATCH_TOKENS is below the client count $n (slmd's --max-seqs)"
+done
+[ "$CPU" = 1 ] && [ "$BUILD" = build-gpu ] && BUILD=build
 case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD;; esac
 [ -n "$RAW_DIR" ] || RAW_DIR=$BUILD/gpu-bench/compare
 
@@ -209,12 +260,150 @@ sys.exit(1 if missing else 0)
 PY
 }
 
+# ---- the serving table, from slm-bench's llama-server.N.json and slmd.N.json in a folder
+TARGET_TOKS=3597 TARGET_X=4 TARGET_TTFT_MS=500   # issue 15: 256 clients, >= 4x 3,597 tok/s, TTFT p99 < 500 ms
+serving_table() {
+    python3 - "$1" "$CLIENTS" "$TARGET_TOKS" "$TARGET_X" "$TARGET_TTFT_MS" <<'PY'
+import json, os, sys
+
+raw, clients = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
+base, times, ttft_max = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+
+def run(engine, n):
+    """runs[0] of slm-bench's --json for one point, or None (said on stderr when unreadable)."""
+    p = os.path.join(raw, f"{engine}.{n}.json")
+    if not os.path.exists(p) or os.path.getsize(p) == 0:
+        return None
+    try:
+        r = json.load(open(p))["runs"][0]
+        r["output_tokens_per_s"], r["ttft_ms"]["p99"]   # the figures the table needs
+        return r
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        print(f"compare-llama-cpp: {p}: not slm-bench's JSON ({e!r})", file=sys.stderr)
+        return None
+
+def backend(engine):
+    for n in clients:
+        p = os.path.join(raw, f"{engine}.{n}.json")
+        try:
+            doc = json.load(open(p))
+        except (OSError, ValueError):
+            continue
+        srv = doc.get("server") or {}
+        return ", ".join(f"{k} {srv[k]}" for k in ("build", "backend") if srv.get(k)) or "?"
+    return "no output"
+
+print(f"serving: llama-server ({backend('llama-server')}) against slmd serve ({backend('slmd')}); "
+      "closed loop, 128-token random prompts, 128 output tokens, greedy")
+print()
+print("| clients | llama-server out tok/s | slmd out tok/s | slmd / llama-server "
+      "| TTFT p50 ms llama / slmd | TTFT p99 ms llama / slmd | TPOT p50 ms llama / slmd | failed llama / slmd |")
+print("|---|---|---|---|---|---|---|---|")
+missing, failed, at = 0, 0, {}
+def fig(r, key, p=None, fmt="{:.1f}"):
+    if r is None:
+        return "missing"
+    return fmt.format(r[key][p] if p else r[key])
+for n in clients:
+    a, b = run("llama-server", n), run("slmd", n)
+    missing += (a is None) + (b is None)
+    failed += sum(int(r.get("failed", 0)) for r in (a, b) if r)
+    ratio = f"{b['output_tokens_per_s'] / a['output_tokens_per_s']:.2f}x" if a and b and a["output_tokens_per_s"] > 0 else "-"
+    print(f"| {n} | {fig(a, 'output_tokens_per_s')} | {fig(b, 'output_tokens_per_s')} | {ratio} "
+          f"| {fig(a, 'ttft_ms', 'p50')} / {fig(b, 'ttft_ms', 'p50')} | {fig(a, 'ttft_ms', 'p99')} / {fig(b, 'ttft_ms', 'p99')} "
+          f"| {fig(a, 'tpot_ms', 'p50', '{:.2f}')} / {fig(b, 'tpot_ms', 'p50', '{:.2f}')} "
+          f"| {fig(a, 'failed', fmt='{}')} / {fig(b, 'failed', fmt='{}')} |")
+    at[n] = b
+print()
+goal = base * times
+if 256 not in clients:
+    print(f"targets (issue 15, 256 clients): not in this run (clients {','.join(map(str, clients))})")
+elif at[256] is None:
+    print(f"target 256 clients: slmd >= {times:g}x {base:,.0f} = {goal:,.0f} out tok/s: missing")
+    print(f"target 256 clients: slmd TTFT p99 < {ttft_max:g} ms: missing")
+else:
+    t, f99 = at[256]["output_tokens_per_s"], at[256]["ttft_ms"]["p99"]
+    print(f"target 256 clients: slmd >= {times:g}x {base:,.0f} = {goal:,.0f} out tok/s: "
+          f"{'met' if t >= goal else 'NOT met'} ({t:,.1f} tok/s, {t / base:.2f}x {base:,.0f})")
+    print(f"target 256 clients: slmd TTFT p99 < {ttft_max:g} ms: {'met' if f99 < ttft_max else 'NOT met'} ({f99:.1f} ms)")
+if missing:
+    print(f"{missing} serving run(s) missing")
+if failed:
+    print(f"{failed} request(s) failed")
+sys.exit(1 if missing or failed else 0)
+PY
+}
+
+# serving_runs SERVER SLMD BENCH BACKEND LLAMA-ARG...: each client count, llama-server (SERVER with
+# LLAMA-ARG... and the count's own -np/-c) then slmd serve --backend BACKEND, slm-bench against each;
+# outputs in $RAW_DIR. Returns 1 when a run failed (the next count still runs).
+serving_runs() {
+    local server=$1 slmd=$2 bench=$3 backend=$4 n m rc=0
+    shift 4
+    local threads=()
+    [ "$backend" = cpu ] && threads=(--threads "$CPU_THREADS")
+    rm -f "$RAW_DIR"/llama-server.*.json "$RAW_DIR"/slmd.*.json
+    for n in ${CLIENTS//,/ }; do
+        m=${REQUESTS:-$(( 2 * n > 8 ? 2 * n : 8 ))}
+        echo "== serving, $n client(s): llama-server -np $n, $m requests"
+        if bench_start_llama_server "$server" "$RAW_DIR/llama-server.$n.log" -m "$MODEL" "$@" -np "$n" \
+               -c $(( n * SERVE_CTX )) -cb --no-webui; then
+            bench_serving_point "$bench" llama-server "$n" "$m" "$NPP" "$NTG" "$RAW_DIR/llama-server.$n.json" \
+                "$RAW_DIR/llama-server.$n.out" --url "$BENCH_URL" || rc=1
+            bench_stop_server
+        else
+            rc=1
+        fi
+        echo "== serving, $n client(s): slmd serve --backend $backend --max-seqs $n --max-batch-tokens $MAX_BATCH_TOKENS, $m requests"
+        if bench_start_slmd "$slmd" "$RAW_DIR/slmd.sock" "$RAW_DIR/slmd.$n.log" --backend "$backend" --model "$MODEL" \
+               "${threads[@]}" --ctx-size "$SERVE_CTX" --max-seqs "$n" --max-batch-tokens "$MAX_BATCH_TOKENS"; then
+            bench_serving_point "$bench" slmd "$n" "$m" "$NPP" "$NTG" "$RAW_DIR/slmd.$n.json" "$RAW_DIR/slmd.$n.out" \
+                --socket "$RAW_DIR/slmd.sock" || rc=1
+            bench_stop_server
+        else
+            rc=1
+        fi
+    done
+    return $rc
+}
+
 if [ "$MODE" = dry ]; then
     [ -d "$DRY" ] || die "--dry-run $DRY: no such folder"
-    [ -f "$DRY/llama-bench.json" ] || [ -f "$DRY/llama-bench.md" ] || [ -f "$DRY/bench_engine.json" ] ||
-        die "--dry-run $DRY: none of llama-bench.json, llama-bench.md, bench_engine.json there"
-    table "$DRY"
-    exit $?
+    have_serving=0
+    for f in "$DRY"/llama-server.*.json "$DRY"/slmd.*.json; do [ -f "$f" ] && have_serving=1; done
+    have_benches=0
+    { [ -f "$DRY/llama-bench.json" ] || [ -f "$DRY/llama-bench.md" ] || [ -f "$DRY/bench_engine.json" ]; } && have_benches=1
+    [ "$have_benches" = 1 ] || [ "$have_serving" = 1 ] ||
+        die "--dry-run $DRY: none of llama-bench.json, llama-bench.md, bench_engine.json, llama-server.N.json, slmd.N.json there"
+    status=0
+    if [ "$BENCHES" = 1 ] && [ "$have_benches" = 1 ]; then table "$DRY" || status=1; fi
+    if [ "$SERVING" = 1 ] && [ "$have_serving" = 1 ]; then
+        [ "$BENCHES" = 1 ] && [ "$have_benches" = 1 ] && echo
+        serving_table "$DRY" || status=1
+    fi
+    exit $status
+fi
+
+# ---- --cpu: the serving runs with the CPU builds of both engines, no GPU
+if [ "$CPU" = 1 ]; then
+    [ -r "$MODEL" ] || die "cannot read the model $MODEL (--model FILE)"
+    export BUILD
+    # shellcheck source=bench/lib.sh
+    . "$ROOT/bench/lib.sh"
+    if [ -n "$LLAMA_SERVER" ]; then
+        [ -x "$LLAMA_SERVER" ] || die "--llama-server $LLAMA_SERVER: not an executable"
+    else
+        LLAMA_SERVER=$(bench_peer_bin llama-server) || die "no CPU llama-server (bench/peer/build-llama-cpp.sh)"
+    fi
+    SLMD=$(bench_slmd_bin slmd) || die "building slmd failed"
+    BENCH=$(bench_slmd_bin slm-bench) || die "building slm-bench failed"
+    trap bench_stop_server EXIT
+    mkdir -p "$RAW_DIR"
+    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs online, load average $(cut -d' ' -f1-3 /proc/loadavg); $CPU_THREADS threads each; llama-server $LLAMA_SERVER; raw outputs in $RAW_DIR"
+    status=0
+    serving_runs "$LLAMA_SERVER" "$SLMD" "$BENCH" cpu -t "$CPU_THREADS" -tb "$CPU_THREADS" || status=1
+    serving_table "$RAW_DIR" | tee "$RAW_DIR/serving.md" || status=1
+    exit $status
 fi
 
 if [ "$MODE" = run ] && { ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; }; then
@@ -266,17 +455,24 @@ fi
 for opt in LLAMA_BUILD_APP LLAMA_BUILD_SERVER LLAMA_BUILD_TESTS LLAMA_BUILD_EXAMPLES LLAMA_BUILD_TOOLS; do
     grep -q "option($opt " "$TREE/CMakeLists.txt" || die "$TREE/CMakeLists.txt has no option $opt: another llama.cpp than this script knows"
 done
-for t in llama-bench batched-bench; do
-    [ -f "$TREE/tools/$t/CMakeLists.txt" ] || die "$TREE/tools/$t missing: another llama.cpp layout than this script knows"
+grep -q "option(LLAMA_BUILD_UI " "$TREE/CMakeLists.txt" && grep -q "option(LLAMA_USE_PREBUILT_UI " "$TREE/CMakeLists.txt" ||
+    die "$TREE/CMakeLists.txt has no option LLAMA_BUILD_UI or LLAMA_USE_PREBUILT_UI: another llama.cpp than this script knows"
+for t in llama-bench batched-bench server; do
+    [ -f "$TREE/tools/$t/CMakeLists.txt" ] || die "$TREE/tools/$t missing: another llama.cpp layout than this script knows (an older pack-llama-cpp.sh tarball left the server out)"
 done
+# A build folder configured before the server was part of the comparison is configured again.
+# The packed tree has no git history, so its build line names the llama-cpp-python release instead.
+grep -q '^LLAMA_BUILD_SERVER:BOOL=ON' "$LB/CMakeCache.txt" 2> /dev/null || rm -f "$LB/CMakeCache.txt"
 if [ ! -f "$LB/CMakeCache.txt" ]; then
     echo "== llama.cpp: configuring (CUDA, sm_$CUDA_ARCH; log in $PEER_CUDA/configure.log)"
     GEN=()
     command -v ninja > /dev/null 2>&1 && GEN=(-G Ninja)
     cmake -S "$TREE" -B "$LB" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
         -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DGGML_CUDA_NCCL=OFF -DGGML_NATIVE=ON \
-        -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_OPENSSL=OFF > "$PEER_CUDA/configure.log" 2>&1 ||
+        -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_OPENSSL=OFF \
+        -DLLAMA_BUILD_COMMIT="llama-cpp-python-$VERSION" > "$PEER_CUDA/configure.log" 2>&1 ||
         { tail -20 "$PEER_CUDA/configure.log" >&2; rm -f "$LB/CMakeCache.txt"; die "configuring llama.cpp failed ($PEER_CUDA/configure.log)"; }
 fi
 if [ "$MODE" = configure ]; then
@@ -285,12 +481,18 @@ if [ "$MODE" = configure ]; then
 fi
 LLAMA_BENCH=$LB/bin/llama-bench
 LLAMA_BB=$LB/bin/llama-batched-bench
-if [ ! -x "$LLAMA_BENCH" ] || [ ! -x "$LLAMA_BB" ] || [ "$MODE" = build ]; then
-    echo "== llama.cpp: building llama-bench and llama-batched-bench ($JOBS jobs; log in $PEER_CUDA/build.log)"
-    cmake --build "$LB" -j "$JOBS" --target llama-bench llama-batched-bench > "$PEER_CUDA/build.log" 2>&1 ||
+LLAMA_SERVER=$LB/bin/llama-server
+targets=() bins=()
+[ "$BENCHES" = 1 ] && targets+=(llama-bench llama-batched-bench) && bins+=("$LLAMA_BENCH" "$LLAMA_BB")
+[ "$SERVING" = 1 ] && targets+=(llama-server) && bins+=("$LLAMA_SERVER")
+built=1
+for b in "${bins[@]}"; do [ -x "$b" ] || built=0; done
+if [ "$built" = 0 ] || [ "$MODE" = build ]; then
+    echo "== llama.cpp: building ${targets[*]} ($JOBS jobs; log in $PEER_CUDA/build.log)"
+    cmake --build "$LB" -j "$JOBS" --target "${targets[@]}" > "$PEER_CUDA/build.log" 2>&1 ||
         { tail -30 "$PEER_CUDA/build.log" >&2; die "building llama.cpp failed ($PEER_CUDA/build.log)"; }
 fi
-{ [ -x "$LLAMA_BENCH" ] && [ -x "$LLAMA_BB" ]; } || die "llama-bench or llama-batched-bench not in $LB/bin after the build"
+for b in "${bins[@]}"; do [ -x "$b" ] || die "$(basename "$b") not in $LB/bin after the build"; done
 
 # ---- slmd's two programs, in run.sh's build folder (configured here for this GPU when absent)
 [ -z "$DEPS" ] || gpu_use_deps "$DEPS" || exit 1
@@ -304,10 +506,18 @@ fi
 export BENCH_JOBS=$JOBS
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-ENGINE=$(bench_slmd_bin bench_engine) || die "building bench_engine failed"
-OURS_BB=$(bench_slmd_bin batched_bench) || die "building batched_bench failed"
+if [ "$BENCHES" = 1 ]; then
+    ENGINE=$(bench_slmd_bin bench_engine) || die "building bench_engine failed"
+    OURS_BB=$(bench_slmd_bin batched_bench) || die "building batched_bench failed"
+    bins+=("$ENGINE" "$OURS_BB")
+fi
+if [ "$SERVING" = 1 ]; then
+    SLMD=$(bench_slmd_bin slmd) || die "building slmd failed"
+    BENCH=$(bench_slmd_bin slm-bench) || die "building slm-bench failed"
+    bins+=("$SLMD" "$BENCH")
+fi
 if [ "$MODE" = build ]; then
-    echo "compare-llama-cpp: built $LLAMA_BENCH, $LLAMA_BB, $ENGINE and $OURS_BB"
+    echo "compare-llama-cpp: built ${bins[*]}"
     exit 0
 fi
 
@@ -315,26 +525,35 @@ fi
 MAX_PL=$(tr ',' '\n' <<< "$NPL" | sort -n | tail -1)
 CTX=$(( MAX_PL * (NPP + NTG) ))
 mkdir -p "$RAW_DIR"
-rm -f "$RAW_DIR"/llama-bench.json "$RAW_DIR"/llama-bench.md "$RAW_DIR"/bench_engine.json \
-      "$RAW_DIR"/llama-batched-bench.jsonl "$RAW_DIR"/batched_bench.json
 echo "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1); raw outputs in $RAW_DIR"
 status=0
-echo "== llama-bench (pp$PP, tg$TG, -fa 0,1, $REPS runs)"
-"$LLAMA_BENCH" -m "$MODEL" -ngl 99 -p "$PP" -n "$TG" -fa 0,1 -r "$REPS" -o json \
-    > "$RAW_DIR/llama-bench.json" 2> "$RAW_DIR/llama-bench.err" ||
-    { tail -5 "$RAW_DIR/llama-bench.err" >&2; echo "compare-llama-cpp: llama-bench failed" >&2; status=1; }
-echo "== slmd bench_engine --backend cuda"
-"$ENGINE" --backend cuda --model "$MODEL" -p "$PP" -n "$TG" --reps "$REPS" --json \
-    > "$RAW_DIR/bench_engine.json" 2> "$RAW_DIR/bench_engine.err" ||
-    { tail -5 "$RAW_DIR/bench_engine.err" >&2; echo "compare-llama-cpp: bench_engine failed" >&2; status=1; }
-echo "== llama-batched-bench (B in $NPL, npp $NPP, ntg $NTG)"
-"$LLAMA_BB" -m "$MODEL" -ngl 99 -c "$CTX" -b 2048 -ub 512 -npp "$NPP" -ntg "$NTG" -npl "$NPL" --output-format jsonl \
-    > "$RAW_DIR/llama-batched-bench.jsonl" 2> "$RAW_DIR/llama-batched-bench.err" ||
-    { tail -5 "$RAW_DIR/llama-batched-bench.err" >&2; echo "compare-llama-cpp: llama-batched-bench failed" >&2; status=1; }
-echo "== slmd batched_bench --backend cuda"
-"$OURS_BB" --backend cuda --model "$MODEL" --npp "$NPP" --ntg "$NTG" --npl "$NPL" --json \
-    > "$RAW_DIR/batched_bench.json" 2> "$RAW_DIR/batched_bench.err" ||
-    { tail -5 "$RAW_DIR/batched_bench.err" >&2; echo "compare-llama-cpp: batched_bench failed" >&2; status=1; }
+if [ "$BENCHES" = 1 ]; then
+    rm -f "$RAW_DIR"/llama-bench.json "$RAW_DIR"/llama-bench.md "$RAW_DIR"/bench_engine.json \
+          "$RAW_DIR"/llama-batched-bench.jsonl "$RAW_DIR"/batched_bench.json
+    echo "== llama-bench (pp$PP, tg$TG, -fa 0,1, $REPS runs)"
+    "$LLAMA_BENCH" -m "$MODEL" -ngl 99 -p "$PP" -n "$TG" -fa 0,1 -r "$REPS" -o json \
+        > "$RAW_DIR/llama-bench.json" 2> "$RAW_DIR/llama-bench.err" ||
+        { tail -5 "$RAW_DIR/llama-bench.err" >&2; echo "compare-llama-cpp: llama-bench failed" >&2; status=1; }
+    echo "== slmd bench_engine --backend cuda"
+    "$ENGINE" --backend cuda --model "$MODEL" -p "$PP" -n "$TG" --reps "$REPS" --json \
+        > "$RAW_DIR/bench_engine.json" 2> "$RAW_DIR/bench_engine.err" ||
+        { tail -5 "$RAW_DIR/bench_engine.err" >&2; echo "compare-llama-cpp: bench_engine failed" >&2; status=1; }
+    echo "== llama-batched-bench (B in $NPL, npp $NPP, ntg $NTG)"
+    "$LLAMA_BB" -m "$MODEL" -ngl 99 -c "$CTX" -b 2048 -ub 512 -npp "$NPP" -ntg "$NTG" -npl "$NPL" --output-format jsonl \
+        > "$RAW_DIR/llama-batched-bench.jsonl" 2> "$RAW_DIR/llama-batched-bench.err" ||
+        { tail -5 "$RAW_DIR/llama-batched-bench.err" >&2; echo "compare-llama-cpp: llama-batched-bench failed" >&2; status=1; }
+    echo "== slmd batched_bench --backend cuda"
+    "$OURS_BB" --backend cuda --model "$MODEL" --npp "$NPP" --ntg "$NTG" --npl "$NPL" --json \
+        > "$RAW_DIR/batched_bench.json" 2> "$RAW_DIR/batched_bench.err" ||
+        { tail -5 "$RAW_DIR/batched_bench.err" >&2; echo "compare-llama-cpp: batched_bench failed" >&2; status=1; }
 
-table "$RAW_DIR" | tee "$RAW_DIR/table.md" || status=1
+    table "$RAW_DIR" | tee "$RAW_DIR/table.md" || status=1
+fi
+
+if [ "$SERVING" = 1 ]; then
+    trap bench_stop_server EXIT
+    serving_runs "$LLAMA_SERVER" "$SLMD" "$BENCH" cuda -ngl 99 || status=1
+    [ "$BENCHES" = 1 ] && echo
+    serving_table "$RAW_DIR" | tee "$RAW_DIR/serving.md" || status=1
+fi
 exit $status

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# bench/gpu/pack-llama-cpp.sh - the llama.cpp source a GPU machine needs to build llama-bench and
-# llama-batched-bench with CUDA, small enough to carry there (a device call carries 64 MiB):
-# the llama-cpp-python sdist's vendor/llama.cpp without docs, models, tests, examples, pocs,
-# benches, app, tools/ui, tools/server, the Python and conversion scripts, and every ggml
-# backend but CPU and CUDA; packed as a reproducible .tar.xz (about 4 MB). Run it where pip
-# reaches PyPI; bench/gpu/compare-llama-cpp.sh --src FILE builds from the result.
+# bench/gpu/pack-llama-cpp.sh - the llama.cpp source a GPU machine needs to build llama-bench,
+# llama-batched-bench and llama-server with CUDA, small enough to carry there (a device call
+# carries 64 MiB): the llama-cpp-python sdist's vendor/llama.cpp without docs, models, tests,
+# examples, pocs, benches, app, the web UI's sources (tools/ui keeps only its CMakeLists.txt and
+# the two templates of the asset table, which a build with LLAMA_BUILD_UI=OFF and
+# LLAMA_USE_PREBUILT_UI=OFF fills with no asset; scripts/ keeps only ui-assets.cmake, which
+# writes them), tools/server's bench, tests and READMEs, the Python and conversion scripts, and
+# every ggml backend but CPU and CUDA; packed as a reproducible .tar.xz (about 4 MB). Run it
+# where pip reaches PyPI; bench/gpu/compare-llama-cpp.sh --src FILE builds from the result.
 #
 # usage: bench/gpu/pack-llama-cpp.sh [--sdist FILE] [--out DIR] [--check]
 #   --sdist FILE  llama_cpp_python-VERSION.tar.gz [$SLM_DL_DIR or ~/.cache/slmd/dl, as
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
         --sdist) SDIST=$2; shift 2;;
         --out)   OUT=$2; shift 2;;
         --check) CHECK=1; shift;;
-        -h|--help) sed -n '9,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2;;
+        -h|--help) sed -n '12,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2;;
         *) echo "pack-llama-cpp: unknown argument $1 (--help lists the options)" >&2; exit 2;;
     esac
 done
@@ -63,17 +66,30 @@ mv "$tmp/llama_cpp_python-$ver/vendor/llama.cpp" "$src"
 for p in "$src"/* "$src"/.[!.]*; do
     [ -e "$p" ] || continue
     case "$(basename "$p")" in
-        CMakeLists.txt|CMakePresets.json|cmake|common|ggml|include|src|tools|vendor|LICENSE|licenses|AUTHORS) ;;
+        CMakeLists.txt|CMakePresets.json|cmake|common|ggml|include|src|tools|vendor|scripts|LICENSE|licenses|AUTHORS) ;;
         *) rm -rf "$p";;
     esac
 done
-# tools/: the web UI and the server are only built with LLAMA_BUILD_SERVER, which is off.
-rm -rf "$src/tools/ui" "$src/tools/server"
+# scripts/: only the asset step of the server's build (tools/ui/CMakeLists.txt runs it).
+for p in "$src"/scripts/* "$src"/scripts/.[!.]*; do
+    [ -e "$p" ] || continue
+    [ "$(basename "$p")" = ui-assets.cmake ] || rm -rf "$p"
+done
+# tools/ui: the Svelte sources are built only with npm (LLAMA_BUILD_UI, off here); what remains
+# makes llama-server's table of embedded assets, empty (the server runs with --no-webui).
+for p in "$src"/tools/ui/* "$src"/tools/ui/.[!.]*; do
+    [ -e "$p" ] || continue
+    case "$(basename "$p")" in CMakeLists.txt|ui.cpp.in|ui.h.in) ;; *) rm -rf "$p";; esac
+done
+# tools/server: its sources and CMakeLists.txt; not its load tests, Python tests or READMEs.
+rm -rf "$src/tools/server/bench" "$src/tools/server/tests" "$src"/tools/server/README*.md
+[ -f "$src/scripts/ui-assets.cmake" ] && [ -f "$src/tools/server/CMakeLists.txt" ] && [ -f "$src/tools/ui/ui.cpp.in" ] ||
+    die "$SDIST: its llama.cpp lacks scripts/ui-assets.cmake, tools/server or tools/ui/ui.cpp.in"
 # ggml: the backends other than CPU and CUDA (each is added only when its GGML_<NAME> option is on).
 for p in "$src"/ggml/src/ggml-*/; do
     case "$(basename "$p")" in ggml-cpu|ggml-cuda) ;; *) rm -rf "$p";; esac
 done
-printf 'llama.cpp as vendored by llama-cpp-python %s (%s, sha256 %s),\ntrimmed by bench/gpu/pack-llama-cpp.sh to what a CUDA build of llama-bench and llama-batched-bench needs.\n' \
+printf 'llama.cpp as vendored by llama-cpp-python %s (%s, sha256 %s),\ntrimmed by bench/gpu/pack-llama-cpp.sh to what a CUDA build of llama-bench, llama-batched-bench and llama-server needs.\n' \
     "$ver" "$name" "$(sha256sum "$SDIST" | cut -d' ' -f1)" > "$src/SLMD-PACK.txt"
 
 mkdir -p "$OUT"

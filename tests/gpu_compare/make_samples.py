@@ -2,9 +2,10 @@
 """tests/gpu_compare/make_samples.py - writes the sample outputs that tests/test_gpu_bench.sh feeds
 to bench/gpu/compare-llama-cpp.sh --dry-run: llama-bench -o json (llama-bench.json) and its
 markdown table (md/llama-bench.md), bench_engine --json, llama-batched-bench --output-format jsonl
-and batched_bench --json. Their layout follows the printers of llama.cpp as vendored by
+and batched_bench --json, and slm-bench --json of the serving runs (llama-server.N.json,
+slmd.N.json). Their layout follows the printers of llama.cpp as vendored by
 llama-cpp-python 0.3.36 (tools/llama-bench/llama-bench.cpp: json_printer, markdown_printer;
-tools/batched-bench/batched-bench.cpp) and of bench/bench_engine.c and bench/batched_bench.c.
+tools/batched-bench/batched-bench.cpp) and of bench/bench_engine.c, bench/batched_bench.c and bench/slm-bench.c.
 The figures are invented round numbers, chosen so that each ratio is exact: nothing here was
 measured (no GPU has run these programs for this project yet). Run from this folder."""
 import json
@@ -98,3 +99,51 @@ with open("llama-batched-bench.jsonl", "w") as f:
     f.write(llama)
 with open("batched_bench.json", "w") as f:
     f.write(slmd)
+
+# slm-bench --json of the serving runs (bench/slm-bench.c, bench/lib/report.c, bench/lib/target.c):
+# one document per engine and client count, one run each (its figures also at the top level, as
+# slm-bench writes a single load point). Clients, llama-server out tok/s, TTFT p50, p99, TPOT p50;
+# then slmd's: invented, ratios exact; at 256 clients slmd's 16,000 tok/s is 4.45x 3,597 and its
+# TTFT p99 400 ms (both targets met).
+SERVING = ((1, 500, 10, 20, 2, 400, 8, 16, 2.5), (16, 4000, 40, 80, 4, 4800, 20, 40, 3.2),
+           (64, 10000, 100, 200, 6, 12000, 50, 100, 5), (256, 16000, 400, 800, 16, 16000, 200, 400, 16))
+
+
+def dist(n, p50, p99):
+    return dict(n=n, mean=p50, p50=p50, p90=(p50 + p99) / 2, p99=p99, min=p50 / 2, max=p99 * 1.25)
+
+
+def serving_doc(engine, clients, toks, ttft50, ttft99, tpot50):
+    requests = max(2 * clients, 8)
+    span = requests * 128 / toks
+    run = dict(requests=requests, completed=requests, failed=0, span_s=span, requests_per_s=requests / span,
+               output_tokens_per_s=float(toks), total_tokens_per_s=2.0 * toks, input_tokens=128 * requests,
+               cached_tokens=0, output_tokens=128 * requests, good=requests, goodput_per_s=requests / span,
+               ttft_ms=dist(requests, ttft50, ttft99), tpot_ms=dist(requests, tpot50, tpot50 * 1.5),
+               itl_ms=dist(127 * requests, tpot50, tpot50 * 2), e2e_ms=dist(requests, ttft50 + 127 * tpot50,
+                                                                             ttft99 + 127 * tpot50 * 1.5),
+               concurrency=clients)
+    if engine == "slmd":
+        server = dict(engine="slmd", model="SmolLM2-135M-Instruct.Q4_1", arch="llama", backend="cuda", n_ctx=512,
+                      n_vocab=49152, max_seqs=clients, max_batch_tokens=4096, kv_blocks=clients * 32, block_size=16)
+        config = dict(target="slmd", socket="/tmp/slmd.sock")
+    else:
+        server = dict(engine="llama-server", model="/root/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                      build="b1-0c1e570", slots=clients, n_ctx_per_slot=512, n_vocab=49152, n_params=134515008)
+        config = dict(target="llama-server", url="http://127.0.0.1:40000")
+    config.update(mode="closed", concurrency=clients, requests=requests, duration_s=None, warmup=clients,
+                  prompts="random", input_len=dict(lo=128, hi=128), output_len=dict(lo=128, hi=128), prefix_len=0,
+                  prefix_count=0, seed=1, ignore_eos=True, temperature=0.0, timeout_s=600.0,
+                  slo=dict(ttft_ms=500.0, tpot_ms=50.0, e2e_ms=0.0), sweep=[float(clients)])
+    doc = dict(tool="slm-bench", label=engine, build=dict(slm_bench_git="sample", compiler="sample", libslm="static"),
+               config=config, server=server, machine=dict(cpu="Intel(R) Xeon(R) Platinum 8480+", cpus_online=16),
+               runs=[run])
+    doc.update(run)
+    return doc
+
+
+for n, tl, fl50, fl99, pl, ts, fs50, fs99, ps in SERVING:
+    for engine, args in (("llama-server", (tl, fl50, fl99, pl)), ("slmd", (ts, fs50, fs99, ps))):
+        with open(f"{engine}.{n}.json", "w") as f:
+            json.dump(serving_doc(engine, n, *args), f, indent=1)
+            f.write("\n")
