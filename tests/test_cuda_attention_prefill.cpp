@@ -156,7 +156,7 @@ static std::vector<float> run_step(fixture &f, const step &s, const std::vector<
     /* The CPU backend: RoPE, store and attention of the same step on its pool. */
     std::vector<float> cq(q), ck(k), cv(v), cout(q.size());
     std::vector<int32_t> rows(s.seq.begin(), s.seq.end()), pos(s.pos.begin(), s.pos.end());
-    slm_batch b = {n, nullptr, pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr};
+    slm_batch b = {n, nullptr, pos.data(), rows.data(), f.tables.data(), f.max_blocks, 0, nullptr, nullptr};
     rc = f.cpu->ops->attention(f.cpu, &f.pool, 0, &b, &f.p, cq.data(), ck.data(), cv.data(), cout.data());
     CHECK(rc == 0, "%s cpu attention: %d", f.c.name, rc);
     snprintf(what, sizeof what, "%s K/V pool after the step, rope_store vs CPU backend", f.c.name);
