@@ -211,6 +211,29 @@ int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *r
 int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const void *xq, int n,
                  float *const *y, int epilogue, struct CUstream_st *stream);
 
+/* The most dynamic shared memory slm_cuda_mmq_fused takes a block (an opt-in above CUDA's default
+ * 48 KiB): with the MMQ's 8 KiB of static shared memory, under the 99 KiB a block may have on
+ * sm_86 / sm_89 (163 KiB on sm_80, 227 KiB on sm_90). */
+#define SLM_CUDA_MMQ_SMEM 90112
+
+/* The dynamic shared bytes slm_cuda_mmq_fused needs for (type, cols, epilogue): a block's tokens
+ * (32; 16 for SwiGLU; 8 for a Q4_K / Q5_K SwiGLU pair) of quantized x; 0 for a type without a
+ * device layout or a cols that is not a whole number of its blocks. The launch takes it when it
+ * is at most SLM_CUDA_MMQ_SMEM: 32 tokens up to 2240 columns, 16 up to 4480. */
+size_t slm_cuda_mmq_fused_smem(uint32_t type, int64_t cols, int epilogue);
+
+/*
+ * slm_cuda_gemv_quantize + slm_cuda_mmq in one launch: x (n, cols) device floats, 16-byte
+ * aligned, RMS-normed first when gamma is not NULL (gamma and eps as for slm_cuda_gemv_quantize),
+ * quantized inside every block into shared memory (the block's own tokens only; the same device
+ * code as slm_cuda_gemv_quantize). 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS; needs
+ * slm_cuda_mmq_fused_smem(type, cols, epilogue) <= SLM_CUDA_MMQ_SMEM, else -EINVAL. Bit-identical
+ * to the two-launch path (and so to the GEMV) for every token. y must not overlap x.
+ */
+int slm_cuda_mmq_fused(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const float *x,
+                       const float *gamma, float eps, int n, float *const *y, int epilogue,
+                       struct CUstream_st *stream);
+
 /* ---- mma_rate.cu: the int8 tensor-core rate, for bench/gpu/gpu_kernels ---- */
 
 /* blocks x 8 warps issue iters x 4 independent mma.sync s8 m16n8k32 each; out (blocks ints,

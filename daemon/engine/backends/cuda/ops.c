@@ -1,6 +1,6 @@
 /* daemon/engine/backends/cuda/ops.c - the CUDA backend's embedding, RMSNorm, matmuls (the
- * quantized-activation GEMV and the fp32 GEMV), element-wise ops, row gathers and copies to the
- * host. */
+ * quantized-activation GEMV and MMQ, the fp32 GEMV), element-wise ops, row gathers and copies to
+ * the host. */
 
 #include "daemon/engine/backends/cuda/internal.h"
 #include "kernels/cpu/dequant.h"
@@ -41,14 +41,24 @@ int cuda_rmsnorm(struct slm_backend *be, const float *x, const struct slm_weight
 
 /* ---- matmuls (docs/cuda.md, "The decode GEMV" and "The tensor-core MMQ"; docs/numerics.md,
  * "The GPU"): a weight of a type with a device layout takes, for a call of n tokens,
- * - n >= ci->mmq_min (SLM_CUDA_MMQ_MIN_TOKENS, default 9; never below sm_80): x quantized once
- *   into the scratch (RMS-normed first for norm_matmul / norm_glu), then the tensor-core MMQ over
- *   all n tokens, one launch per group of weights of one type and cols;
+ * - n >= ci->mmq_min (SLM_CUDA_MMQ_MIN_TOKENS, default 9; never below sm_80): the tensor-core MMQ
+ *   over all n tokens, one launch per group of weights of one type and cols; up to
+ *   MMQ_FUSED_MAX_TOKENS tokens (and where a block's tokens fit its shared memory) x is quantized
+ *   (RMS-normed first for norm_matmul / norm_glu) inside the MMQ's blocks, else once into the
+ *   scratch by a launch of its own;
  * - else the decode GEMV: for n <= 8 x is quantized inside the GEMV's blocks; when x does not fit
  *   their shared memory (or n > 8 with the MMQ off), x is quantized once into the scratch, 8
  *   tokens a chunk, and each chunk runs the GEMV over it.
  * All of them give the same bits for a token (the MMQ's are the GEMV's), and a token's bits
  * depend on neither n nor its place. F32 / F16 / BF16 weights take the fp32 GEMV. */
+
+/* The MMQ quantizes x in its own blocks (slm_cuda_mmq_fused: one launch a matmul, not two) up to
+ * this many tokens. Every row group's block quantizes its tokens again, G times the work of the
+ * one quantize launch for a weight of G row groups (SmolLM2: 36-96): cheap against a launch at
+ * the sizes of batched decode (the graph buckets up to 64), not at a 512-token prefill chunk
+ * (docs/cuda.md, "The tensor-core MMQ"). A guess until a GPU measures it; the bits are the same
+ * either way. */
+#define MMQ_FUSED_MAX_TOKENS 64
 
 /* Tokens the quantized-activation scratch holds at least once it is allocated. */
 #define Q8_SCRATCH_TOKENS 512
@@ -86,6 +96,10 @@ static int gemv(struct cuda_impl *ci, uint32_t type, int64_t cols, int n_w, cons
 {
     const int T = SLM_CUDA_GEMV_MAX_TOKENS;
     if (n >= ci->mmq_min) {
+        const size_t smem = slm_cuda_mmq_fused_smem(type, cols, epilogue);
+        if (n <= MMQ_FUSED_MAX_TOKENS && smem != 0 && smem <= SLM_CUDA_MMQ_SMEM)
+            return launched(slm_cuda_mmq_fused(type, n_w, w, rows, cols, x, gamma, eps, n, y, epilogue, ci->stream),
+                            "slm_cuda_mmq_fused");
         const int M = SLM_CUDA_ACT_MAX_TOKENS;
         int rc = q8_reserve(ci, slm_cuda_act_bytes(n < M ? n : M, cols), n);
         for (int c = 0; c < n && !rc; c += M) {
