@@ -234,6 +234,21 @@ int slm_cuda_mmq_fused(uint32_t type, int n_w, const void *const *w, const int64
                        const float *gamma, float eps, int n, float *const *y, int epilogue,
                        struct CUstream_st *stream);
 
+/* ---- mmf.cu: F16 / BF16 weights on tensor cores, for every number of tokens ---- */
+
+/*
+ * y (n, rows) = x (n, cols) . W^T, or y += when accumulate, for W (rows, cols) of SLM_TYPE_F16 or
+ * SLM_TYPE_BF16 in GGUF's layout (row-major 2-byte elements; device, 4-byte aligned): mma.sync
+ * m16n8k16 with f32 accumulation (sm_80 and later), each x rounded once to the weight's type (to
+ * nearest even; an f16 overflows to infinity past +-65504). x device floats, 8-byte aligned; y
+ * device, 4-byte aligned, not overlapping x. rows >= 1; cols a positive multiple of 16 (else
+ * -EINVAL: a row is a whole number of k16 steps); 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS. Each output's
+ * order depends on cols alone (a split-K fixed by the shape): a token's y has the same bits
+ * whatever n is and wherever the token sits. Not the bits of slm_cuda_matvec (fp32 x).
+ */
+int slm_cuda_mmf(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int n, float *y,
+                 int accumulate, struct CUstream_st *stream);
+
 /* ---- mma_rate.cu: the int8 tensor-core rate, for bench/gpu/gpu_kernels ---- */
 
 /* blocks x 8 warps issue iters x 4 independent mma.sync s8 m16n8k32 each; out (blocks ints,
