@@ -45,7 +45,8 @@ __global__ void k_mma_s8_k16(const int8_t *a, const int8_t *b, const int *c, int
     for (int i = 0; i < 4; i++) d[(size_t)tile * 128 + cd_index(lane, i)] = fd[i];
 }
 
-__global__ void k_mma_f16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles)
+template <bool BF>
+__global__ void k_mma_16bit_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles)
 {
     const int tile = blockIdx.x * TILES_A_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     if (tile >= tiles) return;
@@ -61,7 +62,8 @@ __global__ void k_mma_f16_k16(const uint16_t *a, const uint16_t *b, const float 
         fb[i / 2] |= (uint32_t)tb[g * 16 + k] << (16 * (i % 2));
     }
     for (int i = 0; i < 4; i++) fc[i] = c[(size_t)tile * 128 + cd_index(lane, i)];
-    slm_mma::mma_f16_k16(fd, fa, fb, fc);
+    if (BF) slm_mma::mma_bf16_k16(fd, fa, fb, fc);
+    else slm_mma::mma_f16_k16(fd, fa, fb, fc);
     for (int i = 0; i < 4; i++) d[(size_t)tile * 128 + cd_index(lane, i)] = fd[i];
 }
 
@@ -83,6 +85,12 @@ extern "C" int mma_test_s8_k16(const int8_t *a, const int8_t *b, const int *c, i
 
 extern "C" int mma_test_f16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles)
 {
-    SLM_LAUNCH(k_mma_f16_k16, grid_of(tiles), 32 * TILES_A_BLOCK, 0, 0, a, b, c, d, tiles);
+    SLM_LAUNCH((k_mma_16bit_k16<false>), grid_of(tiles), 32 * TILES_A_BLOCK, 0, 0, a, b, c, d, tiles);
+    return done();
+}
+
+extern "C" int mma_test_bf16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles)
+{
+    SLM_LAUNCH((k_mma_16bit_k16<true>), grid_of(tiles), 32 * TILES_A_BLOCK, 0, 0, a, b, c, d, tiles);
     return done();
 }

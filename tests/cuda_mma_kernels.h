@@ -13,6 +13,7 @@ extern "C" {
 int mma_test_s8_k32(const int8_t *a, const int8_t *b, const int *c, int *d, int tiles);
 int mma_test_s8_k16(const int8_t *a, const int8_t *b, const int *c, int *d, int tiles);
 int mma_test_f16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles);
+int mma_test_bf16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles);
 #ifdef __cplusplus
 }
 #endif

@@ -5,8 +5,10 @@
  * - s8 m16n8k32 and m16n8k16: d == a b + c exactly, on 37 tiles (two warps a block, so the
  *   per-warp staging of the twins is exercised), with extreme values (-128, 127) on two tiles and
  *   an accumulator near 2^30;
- * - f16 m16n8k16 with f32 accumulation: within 1e-5 of the product summed in double (|a b| <= 1,
- *   k = 16: the hardware's internal order moves the sum by at most a few ulp of 16). */
+ * - f16 and bf16 m16n8k16 with f32 accumulation: within 1e-5 of the product summed in double
+ *   (|a b| <= 1, k = 16: the hardware's internal order moves the sum by at most a few ulp of 16);
+ *   bf16 also with operands up to 2^100 apart in size (f16 cannot hold them), relative to the
+ *   sum of |a b|. */
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/compat.h"
 extern "C" {
@@ -53,35 +55,52 @@ template <int K> static void check_s8(int (*fn)(const int8_t *, const int8_t *, 
     if (bad == 0) printf("%s: %d tiles of 16x8x%d exact\n", name, TILES, K);
 }
 
-static void check_f16(void)
+/* f16 (BF false) or bf16 bits of v, and their value */
+static uint16_t to_16bit(bool bf, float v)
+{
+    return bf ? slm_f32_to_bf16(v) : slm_f32_to_half(v);
+}
+static float of_16bit(bool bf, uint16_t h)
+{
+    return bf ? slm_bf16_to_f32(h) : slm_half_to_f32(h);
+}
+
+/* wide: bf16 operands scaled by 2^e, e in [-50, 50] (bf16 has f32's exponent range) */
+static void check_16bit(bool bf, bool wide)
 {
     const int K = 16;
+    const char *name = bf ? "mma_bf16_k16" : "mma_f16_k16";
     std::vector<uint16_t> a((size_t)TILES * 16 * K), b((size_t)TILES * 8 * K);
-    std::vector<float> af(a.size()), bf(b.size()), c((size_t)TILES * 128);
+    std::vector<float> af(a.size()), bf_(b.size()), c((size_t)TILES * 128);
     for (size_t i = 0; i < a.size(); i++) {
-        a[i] = __half_as_ushort(__float2half(frand()));
-        af[i] = __half2float(__ushort_as_half(a[i]));
+        a[i] = to_16bit(bf, wide ? ldexpf(frand(), (int)(rnd() % 101) - 50) : frand());
+        af[i] = of_16bit(bf, a[i]);
     }
     for (size_t i = 0; i < b.size(); i++) {
-        b[i] = __half_as_ushort(__float2half(frand()));
-        bf[i] = __half2float(__ushort_as_half(b[i]));
+        b[i] = to_16bit(bf, wide ? ldexpf(frand(), (int)(rnd() % 101) - 50) : frand());
+        bf_[i] = of_16bit(bf, b[i]);
     }
-    for (auto &v : c) v = 4.0f * frand();
+    for (auto &v : c) v = wide ? 0.0f : 4.0f * frand();
     dev_buf<uint16_t> da(a), db(b);
     dev_buf<float> dc(c), dd((size_t)TILES * 128);
-    RC_OK(mma_test_f16_k16(da.p, db.p, dc.p, dd.p, TILES));
+    RC_OK((bf ? mma_test_bf16_k16 : mma_test_f16_k16)(da.p, db.p, dc.p, dd.p, TILES));
     std::vector<float> d = dd.download();
     double worst = 0.0;
     for (int tile = 0; tile < TILES; tile++)
         for (int m = 0; m < 16; m++)
             for (int n = 0; n < 8; n++) {
-                double s = c[(size_t)tile * 128 + m * 8 + n];
-                for (int k = 0; k < K; k++)
-                    s += (double)af[((size_t)tile * 16 + m) * K + k] * bf[((size_t)tile * 8 + n) * K + k];
-                worst = std::max(worst, std::fabs(d[(size_t)tile * 128 + m * 8 + n] - s));
+                double s = c[(size_t)tile * 128 + m * 8 + n], mag = std::fabs(s);
+                for (int k = 0; k < K; k++) {
+                    const double p = (double)af[((size_t)tile * 16 + m) * K + k] * bf_[((size_t)tile * 8 + n) * K + k];
+                    s += p;
+                    mag += std::fabs(p);
+                }
+                const double e = std::fabs(d[(size_t)tile * 128 + m * 8 + n] - s);
+                worst = std::max(worst, wide ? (mag > 0 ? e / mag : e) : e);
             }
-    CHECK(worst <= 1e-5, "mma_f16_k16: an output is %g from the product in double (bound 1e-5)", worst);
-    printf("mma_f16_k16: %d tiles of 16x8x16, worst |d - ref| %.3g\n", TILES, worst);
+    CHECK(worst <= 1e-5, "%s%s: an output is %g from the product in double (bound 1e-5)", name, wide ? " (wide)" : "",
+          worst);
+    printf("%s: %d tiles of 16x8x16, worst |d - ref|%s %.3g\n", name, TILES, wide ? " / sum |a b|" : "", worst);
 }
 
 int main(void)
@@ -93,7 +112,9 @@ int main(void)
     }
     check_s8<32>(mma_test_s8_k32, "mma_s8_k32");
     check_s8<16>(mma_test_s8_k16, "mma_s8_k16");
-    check_f16();
+    check_16bit(false, false);
+    check_16bit(true, false);
+    check_16bit(true, true);
     if (failures) {
         printf("%d checks failed\n", failures);
         return 1;

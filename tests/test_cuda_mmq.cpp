@@ -11,7 +11,12 @@
  * - the epilogues (accumulate, SwiGLU pair) and three weights in one launch (Q, K, V of 67, 35
  *   and 19 rows), the same way;
  * - refusals (-EINVAL): NULLs, n = 0, a type without a device layout, misaligned xq, a SwiGLU pair
- *   of unequal rows, four weights, and (emulated) an xq smaller than n tokens. */
+ *   of unequal rows, four weights, and (emulated) an xq smaller than n tokens;
+ * - slm_cuda_mmq_fused (x RMS-normed and quantized inside the MMQ's blocks) against
+ *   slm_cuda_gemv_quantize + slm_cuda_mmq: identical bits for every token, with and without the
+ *   norm, on SmolLM2's 576 and 1536 columns, Gemma 3's 640, 2048, and odd n (1, 9, 37, 70: partial
+ *   token tiles), the three epilogues; its refusals (a block's tokens past its shared memory,
+ *   cols not a whole number of blocks, misaligned x or gamma, NULL x). */
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/compat.h"
 
@@ -113,6 +118,86 @@ static void check_config(uint32_t type, int64_t cols, std::vector<int64_t> rows,
     for (auto *d : yg) delete d;
 }
 
+/* One configuration: slm_cuda_mmq_fused against slm_cuda_gemv_quantize + slm_cuda_mmq, all n tokens. */
+static void check_fused(uint32_t type, int64_t cols, std::vector<int64_t> rows, int n, int epi, bool norm)
+{
+    dev_weights ws(type, cols, rows);
+    const int n_w = (int)rows.size(), n_y = epi == SLM_CUDA_GEMV_SWIGLU ? 1 : n_w;
+    std::vector<float> x((size_t)n * (size_t)cols), gamma((size_t)cols);
+    for (int t = 0; t < n; t++) {
+        const float scale = rand_range(0.05f, 3.0f);
+        for (int64_t c = 0; c < cols; c++) x[(size_t)t * (size_t)cols + (size_t)c] = scale * frand();
+        if (t == 5 % n) std::fill_n(&x[(size_t)t * (size_t)cols + 32], 32, 0.0f);   /* amax = 0 */
+    }
+    for (auto &g : gamma) g = rand_range(0.2f, 2.0f);
+    dev_buf<float> dx(x), dg(gamma);
+    dev_buf<uint8_t> xq(slm_cuda_act_bytes(n, cols));
+    std::vector<dev_buf<float> *> yf, yt;
+    std::vector<float *> pf, pt;
+    for (int i = 0; i < n_y; i++) {
+        std::vector<float> y0((size_t)n * (size_t)rows[(size_t)i]);
+        for (auto &v : y0) v = 2.0f * frand();   /* the same start for accumulate */
+        yf.push_back(new dev_buf<float>(y0));
+        yt.push_back(new dev_buf<float>(y0));
+        pf.push_back(yf.back()->p);
+        pt.push_back(yt.back()->p);
+    }
+    if (epi == SLM_CUDA_GEMV_SWIGLU) pf.push_back(nullptr), pt.push_back(nullptr);
+    const float *g = norm ? dg.p : nullptr;
+    RC_OK(slm_cuda_gemv_quantize(dx.p, g, EPS, n, cols, xq.p, nullptr));
+    RC_OK(slm_cuda_mmq(type, n_w, ws.ptr.data(), ws.rows.data(), cols, xq.p, n, pt.data(), epi, nullptr));
+    RC_OK(slm_cuda_mmq_fused(type, n_w, ws.ptr.data(), ws.rows.data(), cols, dx.p, g, EPS, n, pf.data(), epi, nullptr));
+    int bad = 0;
+    for (int i = 0; i < n_y; i++) {
+        const std::vector<float> a = yt[(size_t)i]->download(), b = yf[(size_t)i]->download();
+        const int64_t r = rows[(size_t)i];
+        for (size_t k = 0; k < a.size(); k++)
+            if (memcmp(&a[k], &b[k], 4) != 0 && bad++ < 4)
+                printf("  token %lld weight %d row %lld: two launches %.9g (%08x), fused %.9g (%08x)\n",
+                       (long long)(k / (size_t)r), i, (long long)(k % (size_t)r), a[k], *(const uint32_t *)&a[k], b[k],
+                       *(const uint32_t *)&b[k]);
+    }
+    static const char *epi_name[3] = {"store", "accumulate", "swiglu"};
+    CHECK(bad == 0, "mmq_fused %s %lld cols, %d weights, n = %d, %s%s: %d outputs differ from the two-launch bits",
+          tname(type), (long long)cols, n_w, n, epi_name[epi], norm ? ", rmsnorm" : "", bad);
+    if (bad == 0)
+        printf("mmq_fused %s rows %lld x %lld, %d weight(s), n = %d, %s%s (%zu bytes of shared x): the two-launch bits\n",
+               tname(type), (long long)rows[0], (long long)cols, n_w, n, epi_name[epi], norm ? ", rmsnorm" : "",
+               slm_cuda_mmq_fused_smem(type, cols, epi));
+    for (auto *d : yf) delete d;
+    for (auto *d : yt) delete d;
+}
+
+static void check_fused_refusals(void)
+{
+    const int64_t rows = 16;
+    dev_weights ws(SLM_TYPE_Q4_0, 4096, {rows}), w64(SLM_TYPE_Q4_0, 64, {rows});
+    dev_buf<float> x((size_t)(4 * 4096 + 4)), g((size_t)(4096 + 4)), y((size_t)(4 * rows));
+    float *Y[1] = {y.p};
+    int64_t R[1] = {rows};
+#define REFUSED(call) CHECK((call) == -EINVAL, "%s: expected -EINVAL", #call)
+    /* 32 tokens of 4096 columns: 160 KiB of quantized x, past SLM_CUDA_MMQ_SMEM */
+    CHECK(slm_cuda_mmq_fused_smem(SLM_TYPE_Q4_0, 4096, SLM_CUDA_GEMV_STORE) > SLM_CUDA_MMQ_SMEM,
+          "4096 columns: expected more than SLM_CUDA_MMQ_SMEM");
+    REFUSED(slm_cuda_mmq_fused(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, 4096, x.p, g.p, EPS, 4, Y, SLM_CUDA_GEMV_STORE,
+                               nullptr));
+    CHECK(slm_cuda_mmq_fused_smem(SLM_TYPE_Q4_0, 48, SLM_CUDA_GEMV_STORE) == 0, "48 columns of Q4_0: expected 0");
+    CHECK(slm_cuda_mmq_fused_smem(SLM_TYPE_F16, 64, SLM_CUDA_GEMV_STORE) == 0, "F16: expected 0");
+    REFUSED(slm_cuda_mmq_fused(SLM_TYPE_Q4_0, 1, w64.ptr.data(), R, 48, x.p, g.p, EPS, 4, Y, SLM_CUDA_GEMV_STORE,
+                               nullptr));
+    REFUSED(slm_cuda_mmq_fused(SLM_TYPE_F16, 1, w64.ptr.data(), R, 64, x.p, g.p, EPS, 4, Y, SLM_CUDA_GEMV_STORE,
+                               nullptr));
+    REFUSED(slm_cuda_mmq_fused(SLM_TYPE_Q4_0, 1, w64.ptr.data(), R, 64, nullptr, g.p, EPS, 4, Y, SLM_CUDA_GEMV_STORE,
+                               nullptr));
+    REFUSED(slm_cuda_mmq_fused(SLM_TYPE_Q4_0, 1, w64.ptr.data(), R, 64, x.p + 1, g.p, EPS, 4, Y, SLM_CUDA_GEMV_STORE,
+                               nullptr));
+    REFUSED(slm_cuda_mmq_fused(SLM_TYPE_Q4_0, 1, w64.ptr.data(), R, 64, x.p, g.p + 2, EPS, 4, Y, SLM_CUDA_GEMV_STORE,
+                               nullptr));
+    REFUSED(slm_cuda_mmq_fused(SLM_TYPE_Q4_0, 1, w64.ptr.data(), R, 64, x.p, g.p, EPS, 0, Y, SLM_CUDA_GEMV_STORE,
+                               nullptr));
+#undef REFUSED
+}
+
 static void check_refusals(void)
 {
     const int64_t cols = 64, rows = 16;
@@ -164,6 +249,17 @@ int main(void)
     check_config(SLM_TYPE_Q6_K, 768, {67, 67}, 9, SLM_CUDA_GEMV_SWIGLU);
     check_config(SLM_TYPE_Q4_0, 576, {67, 35, 19}, 37, SLM_CUDA_GEMV_STORE);
     check_refusals();
+    /* the fused prologue: SmolLM2 (Q4_1 Q/K/V, gate/up, down), Gemma 3's 640 (Q8_0, Q5_0), 2048 */
+    check_fused(SLM_TYPE_Q4_1, 576, {67, 35, 19}, 37, SLM_CUDA_GEMV_STORE, true);
+    check_fused(SLM_TYPE_Q4_1, 576, {67}, 9, SLM_CUDA_GEMV_ACCUMULATE, false);
+    check_fused(SLM_TYPE_Q4_1, 576, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU, true);
+    check_fused(SLM_TYPE_Q4_1, 1536, {67}, 70, SLM_CUDA_GEMV_ACCUMULATE, false);
+    check_fused(SLM_TYPE_Q8_0, 640, {67}, 1, SLM_CUDA_GEMV_STORE, true);
+    check_fused(SLM_TYPE_Q5_0, 640, {67, 67}, 9, SLM_CUDA_GEMV_SWIGLU, true);
+    check_fused(SLM_TYPE_Q4_K, 2048, {67}, 37, SLM_CUDA_GEMV_STORE, true);
+    check_fused(SLM_TYPE_Q6_K, 2048, {67}, 9, SLM_CUDA_GEMV_ACCUMULATE, false);
+    check_fused(SLM_TYPE_Q4_K, 768, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU, true);
+    check_fused_refusals();
     if (failures) {
         printf("test_cuda_mmq: %d failures\n", failures);
         return 1;

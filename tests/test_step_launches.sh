@@ -2,15 +2,16 @@
 # tests/test_step_launches.sh - what one decode step launches on the CUDA backend, counted under
 # the SIMT emulator (bench/gpu/step_launches.c; docs/cuda.md, "Launches of a decode step"):
 # SmolLM2 at batch 1 and 8 must take at most 5 launches a layer, and every matmul of a layer at
-# batch 1 must run at least 132 x 4 warps (4 warps on each SM of an H100 / H200). Bad flags are
-# one-line usage errors.
+# batch 1 must run at least 132 x 4 warps (4 warps on each SM of an H100 / H200); a prefill step
+# of 32 tokens (the tensor-core MMQ with x quantized in its blocks) at most 6 a layer (the
+# attention's RoPE/KV store is a launch of its own there). Bad flags are one-line usage errors.
 set -u
 tool=$(dirname "${SLMD:?SLMD must name the slmd binary}")/step_launches_emu
 model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -x "$tool" ] || { echo "skip: no step_launches_emu in this build (no SIMT emulator)"; exit 77; }
 [ -f "$model" ] || { echo "skip: $model is absent"; exit 77; }
 fail=0
-for bad in "--batch 0" "--batch x" "--ctx 0" "--max-per-layer -1" "--bogus"; do
+for bad in "--batch 0" "--batch x" "--ctx 0" "--max-per-layer -1" "--bogus" "--prefill --batch 32 --ctx 32"; do
   # shellcheck disable=SC2086
   if "$tool" --model "$model" $bad >/dev/null 2>"${TMPDIR:-/tmp}/sl.err"; then
     echo "FAIL $bad: expected a usage error"; fail=1
@@ -26,5 +27,11 @@ if out=$("$tool" --model "$model" --batch 1,8 --max-per-layer 5 --min-matmul-war
   echo "ok   at most 5 launches a layer; every matmul at batch 1 on >= 528 warps"
 else
   echo "$out"; echo "FAIL the launch limits"; fail=1
+fi
+if out=$("$tool" --model "$model" --batch 1 --ctx 32 --prefill --max-per-layer 6 2>&1); then
+  echo "$out" | grep '^prefill step'
+  echo "ok   a prefill step of 32 tokens: at most 6 launches a layer"
+else
+  echo "$out"; echo "FAIL the prefill launch limit"; fail=1
 fi
 exit $fail

@@ -26,7 +26,14 @@
  * (slm_cuda_gemv_quantize of all n tokens, then slm_cuda_mmq): its roofline is the larger of the
  * traffic at the measured bandwidth and 2 n rows cols integer operations at the measured tensor
  * rate ("bound" says which). The gemv and mmq rows at n = 9..32 side by side are what
- * SLM_CUDA_MMQ_MIN_TOKENS (the backend's switch) is to be chosen from.
+ * SLM_CUDA_MMQ_MIN_TOKENS (the backend's switch) is to be chosen from. Up to 64 tokens also as
+ * one slm_cuda_mmq_fused launch (x normed and quantized in the MMQ's blocks, the backend's choice
+ * there: ops.c's MMQ_FUSED_MAX_TOKENS is to be chosen from the two rows).
+ *
+ * F16 and BF16 weights on tensor cores (kernels/cuda/mmf.cu, slm_cuda_mmf) at n = 1, 8, 32 and
+ * 512, one weight a launch (Q, gate, down): the weight's 2 bytes an element once, x read and y
+ * written; the tensor roof counts 2 n rows cols operations at twice the int8 time (an H100's
+ * dense f16 / bf16 rate is half its int8 rate).
  *
  * The fused decode attention (slm_cuda_attention_decode_fused: RoPE, the KV store and
  * attention in one launch) at batches 1, 8 and 64 (each token the new one of its own sequence)
@@ -224,7 +231,8 @@ struct gemv_ctx {
     float *x, *gamma, *y[SLM_CUDA_GEMV_MAX_WEIGHTS];
     void *xq;              /* the quantized x of every chunk, chunk bytes apart; NULL for one fused launch */
     size_t chunk;
-    int mmq;               /* x quantized at once, then the tensor-core MMQ (n >= SLM_CUDA_MMQ_MIN_TOKENS) */
+    int mmq;               /* 1: x quantized at once, then the tensor-core MMQ (n >= SLM_CUDA_MMQ_MIN_TOKENS);
+                              2: slm_cuda_mmq_fused, x quantized in the MMQ's blocks */
 };
 
 static size_t align256(size_t n)
@@ -236,6 +244,9 @@ static int run_gemv(struct bench *b, void *ctx)
 {
     struct gemv_ctx *g = ctx;
     const int T = SLM_CUDA_GEMV_MAX_TOKENS;
+    if (g->mmq == 2)
+        return slm_cuda_mmq_fused(g->type, g->n_w, g->w, g->rows, g->cols, g->x, g->gamma, 1e-5f, g->n, g->y,
+                                  g->epilogue, b->stream);
     if (g->mmq) {
         int rc = slm_cuda_gemv_quantize(g->x, g->gamma, 1e-5f, g->n, g->cols, g->xq, b->stream);
         return rc ? rc : slm_cuda_mmq(g->type, g->n_w, g->w, g->rows, g->cols, g->xq, g->n, g->y, g->epilogue, b->stream);
@@ -302,13 +313,19 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     }
     const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP, T = SLM_CUDA_GEMV_MAX_TOKENS;
     const int fused = !mmq && n <= T && slm_cuda_gemv_fits(type, g.cols, n);
-    const char *kernel = mmq ? "mmq (quantize + mmq)" : fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
+    const char *kernel = mmq == 2 ? "mmq (fused)" : mmq ? "mmq (quantize + mmq)" : fused ? "gemv (fused)"
+                                                                               : "gemv (quantize + gemv_q8)";
     char what[64], why[96];
     snprintf(what, sizeof what, "%s %s", names[kind], slm_qtype_name(type));
     if (slm_cuda_device_row_bytes(type, g.cols) == 0) {   /* no launch: no kernel name either */
         snprintf(why, sizeof why, "%s rows of %lld columns cannot exist (%u-element blocks)", slm_qtype_name(type),
                  (long long)g.cols, slm_qblock_elems(type));
         skipped_row(b, ms->name, mmq ? "mmq" : "gemv", what, n, why);
+        return;
+    }
+    if (mmq == 2 && slm_cuda_mmq_fused_smem(type, g.cols, g.epilogue) > SLM_CUDA_MMQ_SMEM) {
+        snprintf(why, sizeof why, "a block's %lld-column x is past SLM_CUDA_MMQ_SMEM", (long long)g.cols);
+        skipped_row(b, ms->name, "mmq (fused)", what, n, why);
         return;
     }
     double bytes = 0, out_rows = 0, flops = 0;
@@ -327,7 +344,7 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     if (g.epilogue == SLM_CUDA_GEMV_SWIGLU) g.y[1] = g.y[0];   /* not read, as kernels.h says */
     g.x = dev_floats((size_t)n * (size_t)g.cols, 0.5f);
     if (norm) g.gamma = dev_floats((size_t)g.cols, 1.0f);
-    if (mmq) {
+    if (mmq == 1) {
         g.xq = dev_fill(slm_cuda_act_bytes(n, g.cols), 0);
     } else if (!fused) {
         g.chunk = align256(slm_cuda_gemv_act_bytes(T, g.cols));
@@ -344,6 +361,38 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     cudaFree(g.x);
     if (g.gamma) cudaFree(g.gamma);
     if (g.xq) cudaFree(g.xq);
+}
+
+/* ---- F16 / BF16 weights on tensor cores */
+
+struct mmf_ctx { uint32_t type; int64_t rows, cols; int n; void *w; float *x, *y; };
+
+static int run_mmf(struct bench *b, void *ctx)
+{
+    struct mmf_ctx *m = ctx;
+    return slm_cuda_mmf(m->type, m->w, m->rows, m->cols, m->x, m->n, m->y, 0, b->stream);
+}
+
+/* kind 0: Q (n_head x head_dim, dim), 1: gate (ffn, dim), 2: down (dim, ffn) */
+static void bench_mmf(struct bench *b, const struct model_shape *ms, uint32_t type, int kind, int n)
+{
+    static const char *names[] = {"q", "gate", "down"};
+    const int64_t qd = (int64_t)ms->n_head * ms->head_dim;
+    struct mmf_ctx m = {.type = type, .n = n};
+    m.rows = kind == 0 ? qd : kind == 1 ? ms->ffn : ms->dim;
+    m.cols = kind == 2 ? ms->ffn : ms->dim;
+    char what[64];
+    snprintf(what, sizeof what, "%s %s", names[kind], slm_qtype_name(type));
+    m.w = dev_fill((size_t)m.rows * (size_t)m.cols * 2, 0x11);
+    m.x = dev_floats((size_t)n * (size_t)m.cols, 0.5f);
+    m.y = dev_fill((size_t)n * (size_t)m.rows * 4, 0);
+    double secs = time_launch(b, run_mmf, &m);
+    const double flops = 2.0 * n * (double)m.rows * (double)m.cols;
+    const double bytes = 2.0 * (double)m.rows * (double)m.cols + 4.0 * n * (double)m.cols + 4.0 * n * (double)m.rows;
+    row(b, ms->name, "mmf (tensor cores)", what, n, bytes, flops, 2.0 * flops, secs);
+    cudaFree(m.w);
+    cudaFree(m.x);
+    cudaFree(m.y);
 }
 
 /* ---- element-wise ops and normalisation */
@@ -554,7 +603,15 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
                 bench_gemv(b, ms, types[t], (enum gemv_kind)kind, gemv_n[i], 0);
             for (size_t i = 0; i < sizeof mmq_n / sizeof mmq_n[0]; i++)
                 if (!b->smoke || mmq_n[i] <= 64) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], 1);
+            for (size_t i = 0; i < sizeof mmq_n / sizeof mmq_n[0] && mmq_n[i] <= 64; i++)
+                if (!b->smoke || mmq_n[i] <= 16) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], 2);
         }
+    static const uint32_t ftypes[] = {SLM_TYPE_F16, SLM_TYPE_BF16};
+    static const int mmf_n[] = {1, 8, 32, 512};
+    for (size_t t = 0; t < 2; t++)
+        for (int kind = 0; kind < 3; kind++)
+            for (size_t i = 0; i < sizeof mmf_n / sizeof mmf_n[0]; i++)
+                if (!b->smoke || mmf_n[i] <= 8) bench_mmf(b, ms, ftypes[t], kind, mmf_n[i]);
     for (size_t i = 0; i < sizeof att_n / sizeof att_n[0]; i++)
         for (size_t c = 0; c < sizeof ctxs / sizeof ctxs[0]; c++)
             bench_attention(b, ms, att_n[i], b->smoke ? smoke_ctxs[c] : ctxs[c]);

@@ -89,7 +89,7 @@ GEN=""
 command -v ninja > /dev/null 2>&1 && GEN="-G Ninja"
 # shellcheck disable=SC2086
 { cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DSLM_CUDA=ON $ARCH_FLAG &&
-  cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_mma_gpu test_cuda_ops_gpu test_cuda_gemv_gpu test_cuda_mmq_gpu \
+  cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_mma_gpu test_cuda_ops_gpu test_cuda_gemv_gpu test_cuda_mmq_gpu test_cuda_mmf_gpu \
       test_cuda_attention_gpu test_cuda_attention_decode_gpu test_cuda_sampling_gpu test_cuda_graphs_gpu test_cuda_model_gpu \
       gpu_kernels bench_engine batched_bench; } > "$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/build.log" >&2; echo "run.sh: the build failed (the whole log: $OUT/build.log)" >&2; exit 1; }
@@ -103,7 +103,7 @@ echo "== kernel tests on the GPU"
 status=0
 : > "$OUT/tests.txt"
 # mma first: the tensor-core instructions against a plain product, before the kernels built on them
-for t in mma ops gemv mmq attention attention_decode sampling graphs model; do
+for t in mma ops gemv mmq mmf attention attention_decode sampling graphs model; do
     SLM_MODEL_DIR="$(dirname "$MODEL")" SLM_TEST_DATA="$PWD/tests" "$BUILD/test_cuda_${t}_gpu" > "$OUT/test_$t.log" 2>&1
     rc=$?
     if [ "$t" = model ] && [ $rc -eq 0 ]; then   # and the engine sampling on the device

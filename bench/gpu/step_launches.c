@@ -1,5 +1,5 @@
 /*
- * bench/gpu/step_launches.c - what one decode step launches on the CUDA backend, counted under
+ * bench/gpu/step_launches.c - what one decode (or prefill) step launches on the CUDA backend, counted under
  * the SIMT emulator (no GPU needed): every kernel launch of the step with its grid, block, warps,
  * dynamic shared memory and the device memory it touched and wrote (measured by the emulator's
  * launch log: whole 4 KiB pages, emu_api.h), the layer's launches found as the pattern that
@@ -8,9 +8,10 @@
  *
  * For each batch size B: B requests with prompts of --ctx random tokens go through a fresh
  * engine on the emulated CUDA backend; once every request decodes, three decode steps run (the
- * graph's warm-up, capture and first replay), then one more is logged.
+ * graph's warm-up, capture and first replay), then one more is logged. With --prefill the first
+ * step is logged instead: the prefill of the B prompts, B x ctx tokens in one step (at most 512).
  *
- * usage: step_launches_emu --model FILE [--batch B,B,...] [--ctx N] [--json]
+ * usage: step_launches_emu --model FILE [--batch B,B,...] [--ctx N] [--prefill] [--json]
  *                          [--max-per-layer N] [--min-matmul-warps W]
  * --max-per-layer: exit 1 when a layer launches more kernels; --min-matmul-warps: exit 1 when a
  * matmul kernel of a layer (a name with "mv" or "gemv" in it) runs fewer warps, at batch 1.
@@ -83,9 +84,10 @@ static void print_record(const struct slm_emu_launch_record *r, int json, int fi
 }
 
 /* Runs one batch size; prints its step; returns 0, 1 when a limit is broken, -1 on failure. */
-static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B, int ctx, int json, int max_layer,
-                     int min_warps)
+static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B, int ctx, int prefill, int json,
+                     int max_layer, int min_warps)
 {
+    const char *kind = prefill ? "prefill" : "decode";
     char err[SLM_ERR_LEN];
     int block = 16, per_seq = (ctx + 64 + block - 1) / block;
     struct slm_engine_opts o = {.n_blocks = B * per_seq + 8, .block_size = block, .max_batch_tokens = 512,
@@ -110,11 +112,17 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
     free(prompt);
     struct counts c = {0};
     int rc = 0;
-    while (c.n_first < B && (rc = slm_engine_step(e, on_event, &c)) > 0) {}
-    for (int i = 0; i < 3 && rc > 0; i++) rc = slm_engine_step(e, on_event, &c);
-    slm_emu_launch_log(2);
-    if (rc > 0) rc = slm_engine_step(e, on_event, &c);
-    slm_emu_launch_log(0);
+    if (prefill) {
+        slm_emu_launch_log(2);
+        rc = slm_engine_step(e, on_event, &c);
+        slm_emu_launch_log(0);
+    } else {
+        while (c.n_first < B && (rc = slm_engine_step(e, on_event, &c)) > 0) {}
+        for (int i = 0; i < 3 && rc > 0; i++) rc = slm_engine_step(e, on_event, &c);
+        slm_emu_launch_log(2);
+        if (rc > 0) rc = slm_engine_step(e, on_event, &c);
+        slm_emu_launch_log(0);
+    }
     slm_engine_destroy(&e);
     if (rc <= 0) {
         fprintf(stderr, "step_launches: the engine stopped (%d)\n", rc);
@@ -131,10 +139,10 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
     long long touched = 0, written = 0;
     for (size_t i = 0; i < n; i++) touched += r[i].bytes_touched, written += r[i].bytes_written;
     if (json) {
-        printf("{\"batch\": %d, \"ctx\": %d, \"launches\": %zu, \"layers\": %d, \"per_layer\": %d, "
+        printf("{\"step\": \"%s\", \"batch\": %d, \"ctx\": %d, \"launches\": %zu, \"layers\": %d, \"per_layer\": %d, "
                "\"before_layers\": %d, \"after_layers\": %zu, \"bytes_touched\": %lld, \"bytes_written\": %lld, "
                "\"layer\": [",
-               B, ctx, n, L, period, start, n - (size_t)start - (size_t)period * L, touched, written);
+               kind, B, ctx, n, L, period, start, n - (size_t)start - (size_t)period * L, touched, written);
         for (int k = 0; k < period; k++) print_record(&r[start + k], 1, k == 0);
         printf("], \"other\": [");
         int first = 1;
@@ -142,9 +150,10 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
             if ((int)i < start || (int)i >= start + period * L) print_record(&r[i], 1, first), first = 0;
         printf("]}\n");
     } else {
-        printf("decode step, batch %d, context %d: %zu launches = %d before the layers + %d layers x %d + %zu after; "
+        printf("%s step, batch %d, context %d: %zu launches = %d before the layers + %d layers x %d + %zu after; "
                "%.2f MB touched, %.2f MB written\n",
-               B, ctx, n, start, L, period, n - (size_t)start - (size_t)period * L, touched / 1e6, written / 1e6);
+               kind, B, ctx, n, start, L, period, n - (size_t)start - (size_t)period * L, touched / 1e6,
+               written / 1e6);
         printf("  %-44s %12s %10s %7s %7s %10s %10s\n", "kernel (one layer, then the rest)", "grid", "block", "warps",
                "smem", "touched KB", "written KB");
         for (int k = 0; k < period; k++) print_record(&r[start + k], 0, 0);
@@ -153,10 +162,11 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
             if ((int)i < start || (int)i >= start + period * L) print_record(&r[i], 0, 0);
     }
     if (max_layer > 0 && period > max_layer) {
-        fprintf(stderr, "step_launches: batch %d: %d launches a layer, more than %d\n", B, period, max_layer);
+        fprintf(stderr, "step_launches: %s batch %d: %d launches a layer, more than %d\n", kind, B, period,
+                max_layer);
         bad = 1;
     }
-    for (int k = 0; min_warps > 0 && B == 1 && k < period; k++)
+    for (int k = 0; min_warps > 0 && B == 1 && !prefill && k < period; k++)
         if (is_matmul(r[start + k].name) && warps(&r[start + k]) < min_warps) {
             fprintf(stderr, "step_launches: batch 1: %s runs %lld warps, fewer than %d\n", r[start + k].name,
                     warps(&r[start + k]), min_warps);
@@ -181,14 +191,14 @@ static int parse_list(const char *s, int *out, int cap)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: step_launches_emu --model FILE [--batch B,B,...] [--ctx N] [--json] [--max-per-layer N] "
-                    "[--min-matmul-warps W]\n");
+    fprintf(stderr, "usage: step_launches_emu --model FILE [--batch B,B,...] [--ctx N] [--prefill] [--json] "
+                    "[--max-per-layer N] [--min-matmul-warps W]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *model = NULL;
-    int batches[MAX_BATCHES] = {1, 8}, n_batches = 2, ctx = 32, json = 0, max_layer = 0, min_warps = 0;
+    int batches[MAX_BATCHES] = {1, 8}, n_batches = 2, ctx = 32, prefill = 0, json = 0, max_layer = 0, min_warps = 0;
     for (int i = 1; i < argc; i++) {
         char *end = NULL;
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
@@ -216,6 +226,7 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--prefill")) prefill = 1;
         else {
             usage();
             return 2;
@@ -225,6 +236,11 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
+    for (int i = 0; prefill && i < n_batches; i++)
+        if ((long)batches[i] * ctx > 512) {
+            fprintf(stderr, "step_launches: --prefill takes batch x ctx <= 512 tokens (one step)\n");
+            return 2;
+        }
     slm_log_level = SLM_LOG_WARNING;
     char err[SLM_ERR_LEN];
     struct slm_model *m = slm_model_load(model, err);
@@ -237,7 +253,7 @@ int main(int argc, char **argv)
     srand(1);
     int status = 0;
     for (int i = 0; i < n_batches; i++) {
-        int rc = run_batch(m, tok, batches[i], ctx, json, max_layer, min_warps);
+        int rc = run_batch(m, tok, batches[i], ctx, prefill, json, max_layer, min_warps);
         if (rc) status = 1;
         if (rc < 0) break;
     }

@@ -28,6 +28,7 @@
  * min(groups, GEMV_MAX_BLOCKS). The prologues quantize x (n, cols) into dynamic shared memory
  * once per block.
  */
+#include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/gemv_units.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/qmatmul.cuh"
@@ -48,68 +49,10 @@ enum { PRO_Q8 = 0, PRO_QUANTIZE = 1, PRO_RMSNORM = 2 };
 
 
 /* ======================================================================================
- * Quantizing x: one device code for the standalone quantizer and the prologues
+ * Quantizing x: act_quant.cuh's device code, for the standalone quantizer and the prologues
  * ====================================================================================== */
 
-/*
- * The RMSNorm scale of token t (its row xr of cols floats), computed by the whole block of
- * GEMV_THREADS threads and returned to every thread: thread i sums xr[i]^2, xr[i + 128]^2, ...
- * (fmaf, in order), a butterfly 16..1 in each warp, then the 4 warp sums in order, then
- * 1 / sqrt(sum / cols + eps). Contains __syncthreads: call it from the whole block.
- */
-__device__ __forceinline__ float gemv_norm_scale(const float *__restrict__ xr, int cols, float eps)
-{
-    __shared__ float part[GEMV_WARPS];
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += GEMV_THREADS) s = __fmaf_rn(xr[i], xr[i], s);
-    SLM_UNROLL
-    for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    float total = part[0];
-    SLM_UNROLL
-    for (int w = 1; w < GEMV_WARPS; w++) total = __fadd_rn(total, part[w]);
-    __syncthreads();   /* part is reused by the next call */
-    return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)cols), eps)));
-}
-
-/*
- * One step of the quantizer, by one warp: the 4 activation blocks g0 .. g0 + 3 (block g = 32
- * floats of token g / (cols / 32)), 8 lanes a block, 4 floats a lane (one 16-byte load), those
- * at or past g_end skipped (the warp still shuffles as a whole). With gamma, the value is
- * (x * scale[t]) * gamma first. Writes q (4 bytes a lane) and ds (d, s) of each block.
- */
-__device__ __forceinline__ void gemv_quantize_step(const float *__restrict__ x, const float *__restrict__ gamma,
-                                                   const float *scale, int cols, int g0, int g_end, int8_t *q,
-                                                   float2 *ds)
-{
-    const int lane = threadIdx.x & 31, sub = lane & 7;
-    const int g = min(g0 + (lane >> 3), g_end - 1);
-    const int nbr = cols >> 5, t = g / nbr, e = 32 * (g - t * nbr) + 4 * sub;
-    float4 v = *reinterpret_cast<const float4 *>(x + (size_t)t * (size_t)cols + e);
-    if (gamma) {
-        const float sc = scale[t];
-        const float4 gm = *reinterpret_cast<const float4 *>(gamma + e);
-        v.x = __fmul_rn(__fmul_rn(v.x, sc), gm.x);
-        v.y = __fmul_rn(__fmul_rn(v.y, sc), gm.y);
-        v.z = __fmul_rn(__fmul_rn(v.z, sc), gm.z);
-        v.w = __fmul_rn(__fmul_rn(v.w, sc), gm.w);
-    }
-    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-    SLM_UNROLL
-    for (int off = 4; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-    const float d = __fdiv_rn(amax, 127.0f), id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    const int q0 = __float2int_rn(__fmul_rn(v.x, id)), q1 = __float2int_rn(__fmul_rn(v.y, id));
-    const int q2 = __float2int_rn(__fmul_rn(v.z, id)), q3 = __float2int_rn(__fmul_rn(v.w, id));
-    int sum = q0 + q1 + q2 + q3;
-    SLM_UNROLL
-    for (int off = 4; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (g0 + (lane >> 3) < g_end) {
-        *reinterpret_cast<uint32_t *>(q + (size_t)g * 32 + 4 * sub) =
-            (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
-        if (sub == 0) ds[g] = make_float2(d, __fmul_rn(d, __int2float_rn(sum)));
-    }
-}
+static_assert(GEMV_THREADS == QACT_THREADS, "the quantizer's block is the GEMV's");
 
 /* Standalone: grid (ceil(nbr / 16), n); block (c, t) quantizes blocks 16c .. 16c + 15 of token t,
  * with RMSNorm first when gamma (every block of the token computes its scale, the same bits). */
@@ -201,17 +144,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct qmm_args 
         __shared__ float scale[SLM_CUDA_GEMV_MAX_TOKENS];
         int8_t *q = reinterpret_cast<int8_t *>(smem);
         float2 *ds = reinterpret_cast<float2 *>(q + (size_t)p.n * (size_t)p.cols);
-        if (p.prologue == PRO_RMSNORM) {
-            for (int t = 0; t < p.n; t++) {
-                const float s = gemv_norm_scale(p.x + (size_t)t * (size_t)p.cols, p.cols, p.eps);
-                if (threadIdx.x == 0) scale[t] = s;
-            }
-            __syncthreads();
-        }
-        const int g_end = p.n * (p.cols >> 5);
-        for (int g0 = 4 * (threadIdx.x >> 5); g0 < g_end; g0 += 4 * GEMV_WARPS)
-            gemv_quantize_step(p.x, p.prologue == PRO_RMSNORM ? p.gamma : nullptr, scale, p.cols, g0, g_end, q, ds);
-        __syncthreads();
+        gemv_quantize_tokens(p.x, p.prologue == PRO_RMSNORM ? p.gamma : nullptr, p.eps, p.n, p.cols, scale, q, ds);
         a.q = q;
         a.ds = ds;
     }

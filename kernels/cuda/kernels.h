@@ -211,6 +211,44 @@ int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *r
 int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const void *xq, int n,
                  float *const *y, int epilogue, struct CUstream_st *stream);
 
+/* The most dynamic shared memory slm_cuda_mmq_fused takes a block (an opt-in above CUDA's default
+ * 48 KiB): with the MMQ's 8 KiB of static shared memory, under the 99 KiB a block may have on
+ * sm_86 / sm_89 (163 KiB on sm_80, 227 KiB on sm_90). */
+#define SLM_CUDA_MMQ_SMEM 90112
+
+/* The dynamic shared bytes slm_cuda_mmq_fused needs for (type, cols, epilogue): a block's tokens
+ * (32; 16 for SwiGLU; 8 for a Q4_K / Q5_K SwiGLU pair) of quantized x; 0 for a type without a
+ * device layout or a cols that is not a whole number of its blocks. The launch takes it when it
+ * is at most SLM_CUDA_MMQ_SMEM: 32 tokens up to 2240 columns, 16 up to 4480. */
+size_t slm_cuda_mmq_fused_smem(uint32_t type, int64_t cols, int epilogue);
+
+/*
+ * slm_cuda_gemv_quantize + slm_cuda_mmq in one launch: x (n, cols) device floats, 16-byte
+ * aligned, RMS-normed first when gamma is not NULL (gamma and eps as for slm_cuda_gemv_quantize),
+ * quantized inside every block into shared memory (the block's own tokens only; the same device
+ * code as slm_cuda_gemv_quantize). 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS; needs
+ * slm_cuda_mmq_fused_smem(type, cols, epilogue) <= SLM_CUDA_MMQ_SMEM, else -EINVAL. Bit-identical
+ * to the two-launch path (and so to the GEMV) for every token. y must not overlap x.
+ */
+int slm_cuda_mmq_fused(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const float *x,
+                       const float *gamma, float eps, int n, float *const *y, int epilogue,
+                       struct CUstream_st *stream);
+
+/* ---- mmf.cu: F16 / BF16 weights on tensor cores, for every number of tokens ---- */
+
+/*
+ * y (n, rows) = x (n, cols) . W^T, or y += when accumulate, for W (rows, cols) of SLM_TYPE_F16 or
+ * SLM_TYPE_BF16 in GGUF's layout (row-major 2-byte elements; device, 4-byte aligned): mma.sync
+ * m16n8k16 with f32 accumulation (sm_80 and later), each x rounded once to the weight's type (to
+ * nearest even; an f16 overflows to infinity past +-65504). x device floats, 8-byte aligned; y
+ * device, 4-byte aligned, not overlapping x. rows >= 1; cols a positive multiple of 16 (else
+ * -EINVAL: a row is a whole number of k16 steps); 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS. Each output's
+ * order depends on cols alone (a split-K fixed by the shape): a token's y has the same bits
+ * whatever n is and wherever the token sits. Not the bits of slm_cuda_matvec (fp32 x).
+ */
+int slm_cuda_mmf(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int n, float *y,
+                 int accumulate, struct CUstream_st *stream);
+
 /* ---- mma_rate.cu: the int8 tensor-core rate, for bench/gpu/gpu_kernels ---- */
 
 /* blocks x 8 warps issue iters x 4 independent mma.sync s8 m16n8k32 each; out (blocks ints,

@@ -13,13 +13,15 @@
  *                 B 32x8 column-major, 2 regs: b[0] column g, k 4t..4t+3; b[1] column g, k 16+4t..
  *   s8 m16n8k16   A 2 regs: a[0] row g, k 4t..4t+3; a[1] row g + 8; B 1 reg: column g, k 4t..4t+3
  *   f16 m16n8k16  A 4 regs of 2 halves: a[0] row g, k 2t, 2t+1; a[1] row g + 8, k 2t, 2t+1;
- *                 a[2] row g, k 2t+8, 2t+9; a[3] row g + 8, k 2t+8, 2t+9 (low half first);
+ *   (and bf16)    a[2] row g, k 2t+8, 2t+9; a[3] row g + 8, k 2t+8, 2t+9 (low half first);
  *                 B 2 regs: b[0] column g, k 2t, 2t+1; b[1] column g, k 2t+8, 2t+9
  *   C / D 16x8    4 values: [0] (row g, column 2t), [1] (g, 2t + 1), [2] (g + 8, 2t), [3] (g + 8, 2t + 1)
  * The s8 products are exact (int32 sums of int8 products cannot overflow for k <= 32 and
- * |c| < 2^30), so the twin and the instruction agree bit for bit. The f16 product accumulates in
- * f32 with the hardware's own internal order and rounding, which PTX leaves unspecified: the
- * twin sums in double and rounds once, and tests compare it with a tolerance.
+ * |c| < 2^30), so the twin and the instruction agree bit for bit. The f16 / bf16 products accumulate
+ * in f32 with the hardware's own internal order and rounding, which PTX leaves unspecified: the
+ * twin sums in double and rounds once, and tests compare it with a tolerance. (Each output element
+ * is a function of its own row of A, column of B and C alone, on the hardware and in the twin:
+ * what batch invariance needs of the instruction.)
  */
 #ifndef SLM_KERNELS_CUDA_MMA_CUH
 #define SLM_KERNELS_CUDA_MMA_CUH
@@ -27,6 +29,7 @@
 #include "kernels/cuda/compat.h"
 
 #include <stdint.h>
+#include <string.h>
 
 namespace slm_mma {
 
@@ -47,6 +50,13 @@ static inline uint32_t (*warp_slots())[8]
 static inline int lane_id() { return (int)((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31); }
 static inline int s8_of(uint32_t w, int i) { return (int)(int8_t)(uint8_t)(w >> (8 * i)); }
 static inline float h_of(uint32_t w, int i) { return __half2float(__ushort_as_half((unsigned short)(w >> (16 * i)))); }
+static inline float bf_of(uint32_t w, int i)
+{
+    uint32_t u = (w >> (16 * i)) << 16;   /* a bf16 is the high half of a float */
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 #endif
 
 /* D = A (16x32 s8) x B (32x8 s8) + C, int32. */
@@ -110,17 +120,13 @@ __device__ __forceinline__ void mma_s8_k16(int (&d)[4], const int (&a)[2], int b
 #endif
 }
 
-/* D = A (16x16 f16) x B (16x8 f16) + C, f32. */
-__device__ __forceinline__ void mma_f16_k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
-                                            const float (&c)[4])
+#if SLM_EMULATED
+/* The twin of both 16-bit m16n8k16 shapes (their fragments are the same): H(w, i) the value of
+ * half i of a register. */
+template <float (*H)(uint32_t, int)>
+static inline void mma_16bit_k16_twin(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                      const float (&c)[4])
 {
-#if defined(__CUDA_ARCH__)
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%10, %11, %12, %13};\n"
-                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-                   "f"(c[3]));
-#elif SLM_EMULATED
     uint32_t (*slot)[8] = warp_slots();
     const int lane = lane_id(), g = lane >> 2, t = lane & 3;
     for (int i = 0; i < 4; i++) slot[lane][i] = a[i];
@@ -134,11 +140,41 @@ __device__ __forceinline__ void mma_f16_k16(float (&d)[4], const uint32_t (&a)[4
             /* A (row, k): lane 4 (row % 8) + (k % 8) / 2, register (row >= 8) + 2 (k >= 8), half k % 2 */
             const uint32_t aw = slot[4 * (row & 7) + ((k & 7) >> 1)][(row >> 3) + 2 * (k >> 3)];
             const uint32_t bw = slot[4 * col + ((k & 7) >> 1)][4 + (k >> 3)];
-            s += (double)h_of(aw, k & 1) * (double)h_of(bw, k & 1);
+            s += (double)H(aw, k & 1) * (double)H(bw, k & 1);
         }
         d[i] = (float)s;
     }
     __syncwarp();
+}
+#endif
+
+/* D = A (16x16 f16) x B (16x8 f16) + C, f32. */
+__device__ __forceinline__ void mma_f16_k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                            const float (&c)[4])
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%10, %11, %12, %13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+                   "f"(c[3]));
+#elif SLM_EMULATED
+    mma_16bit_k16_twin<h_of>(d, a, b, c);
+#endif
+}
+
+/* D = A (16x16 bf16) x B (16x8 bf16) + C, f32: mma_f16_k16's fragments, bf16 halves. */
+__device__ __forceinline__ void mma_bf16_k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                             const float (&c)[4])
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%10, %11, %12, %13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+                   "f"(c[3]));
+#elif SLM_EMULATED
+    mma_16bit_k16_twin<bf_of>(d, a, b, c);
 #endif
 }
 

@@ -27,6 +27,7 @@
  * g + 8); the activations are read through L1. A first version, not yet measured on a GPU: no
  * shared-memory staging, no ldmatrix / cp.async pipeline, no wgmma (docs/cuda.md).
  */
+#include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/gemv_units.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
@@ -34,6 +35,7 @@
 
 #define MMQ_THREADS 128
 #define MMQ_WARPS (MMQ_THREADS / 32)
+static_assert(MMQ_THREADS == QACT_THREADS, "the fused prologue's quantizer runs on the MMQ's block");
 /* 8-token tiles a warp: 4 (32 tokens a block); for SwiGLU, whose gate and up accumulators would
  * otherwise spill (the compiler's report, test_cuda_resources), 2, and 1 for Q4_K / Q5_K, whose
  * units unpack two sub-blocks of two rows at once. */
@@ -241,7 +243,10 @@ static __host__ __device__ __forceinline__ int mmq_groups(int lshift)
     return (1 << lshift) < SLM_CUDA_FOLD_GROUPS ? 1 << lshift : SLM_CUDA_FOLD_GROUPS;
 }
 
-template <uint32_t WT, bool SWIGLU>
+/* PRO: x (p.x, RMS-normed by p.gamma when not NULL) quantized by the block into dynamic shared
+ * memory first (act_quant.cuh: slm_cuda_gemv_quantize's bytes), only the block's own tokens;
+ * else p.xq, quantized before the launch. */
+template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
 {
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
@@ -254,6 +259,18 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
     const int L = 1 << p.lshift, F = mmq_groups(p.lshift), S = L / F, wk = warp % F, wr = warp / F;
     const int tok0 = (int)blockIdx.y * 8 * TILES;
+    int at0 = tok0, an = p.n;   /* a's row of token tok0, and a's rows */
+    if constexpr (PRO) {
+        SLM_DYN_SHARED(uint4, smem);
+        __shared__ float scale[8 * TILES];
+        an = min(p.n - tok0, 8 * TILES);
+        at0 = 0;
+        int8_t *q = reinterpret_cast<int8_t *>(smem);
+        float2 *ds = reinterpret_cast<float2 *>(q + (size_t)an * (size_t)p.cols);
+        gemv_quantize_tokens(p.x + (size_t)tok0 * (size_t)p.cols, p.gamma, p.eps, an, p.cols, scale, q, ds);
+        a.q = q;
+        a.ds = ds;
+    }
     const uint8_t *w;
     float *y;
     int rows, rg;
@@ -278,8 +295,8 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
         }
         const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
         for (int u = u0; u < u1; u++) {
-            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, a, tok0, p.n, seg);
-            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, a, tok0, p.n, useg);
+            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, a, at0, an, seg);
+            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, a, at0, an, useg);
         }
         SLM_UNROLL
         for (int j = 0; j < TILES; j++) {
@@ -328,38 +345,105 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
     }
 }
 
-template <uint32_t WT>
+/* The dynamic shared bytes of the fused prologue: a block's tokens (8 x mmq_tiles) quantized. */
+template <uint32_t WT> static size_t mmq_fused_smem(int64_t cols, int epilogue)
+{
+    const int tokens = 8 * (epilogue == SLM_CUDA_GEMV_SWIGLU ? mmq_tiles<WT, true>() : mmq_tiles<WT, false>());
+    return slm_cuda_act_bytes(tokens, cols);
+}
+
+/* Lets kernel k take SLM_CUDA_MMQ_SMEM bytes of dynamic shared memory (above CUDA's default 48
+ * KiB, an opt-in per kernel), once per kernel and process: the first call of a shape comes before
+ * any graph capture of it (the backend's warm-up step). */
+template <typename K> static int mmq_smem_opt_in(K k, bool *done)
+{
+    if (__atomic_load_n(done, __ATOMIC_ACQUIRE)) return 0;
+    if (cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize, SLM_CUDA_MMQ_SMEM) !=
+        cudaSuccess)
+        return slm_cuda_launched();
+    __atomic_store_n(done, true, __ATOMIC_RELEASE);
+    return 0;
+}
+
+template <uint32_t WT, bool PRO>
 static int mmq_launch_type(const struct qmm_args &p, cudaStream_t stream)
 {
     const bool swiglu = p.epilogue == SLM_CUDA_GEMV_SWIGLU;
     const int tokens = 8 * (swiglu ? mmq_tiles<WT, true>() : mmq_tiles<WT, false>());   /* a block's */
     const dim3 grid((unsigned)p.groups, (unsigned)((p.n + tokens - 1) / tokens));
-    if (swiglu) SLM_LAUNCH((k_mmq<WT, true>), grid, MMQ_THREADS, 0, stream, p);
-    else SLM_LAUNCH((k_mmq<WT, false>), grid, MMQ_THREADS, 0, stream, p);
+    const size_t smem = PRO ? mmq_fused_smem<WT>(p.cols, p.epilogue) : 0;
+    if (swiglu) {
+        static bool big;
+        if (smem > 49152 && mmq_smem_opt_in(k_mmq<WT, true, PRO>, &big)) return -EIO;
+        SLM_LAUNCH((k_mmq<WT, true, PRO>), grid, MMQ_THREADS, smem, stream, p);
+    } else {
+        static bool big;
+        if (smem > 49152 && mmq_smem_opt_in(k_mmq<WT, false, PRO>, &big)) return -EIO;
+        SLM_LAUNCH((k_mmq<WT, false, PRO>), grid, MMQ_THREADS, smem, stream, p);
+    }
     return slm_cuda_launched();
+}
+
+template <bool PRO> static int mmq_launch(uint32_t type, const struct qmm_args &p, cudaStream_t stream)
+{
+    switch (type) {
+    case SLM_TYPE_Q4_0: return mmq_launch_type<SLM_TYPE_Q4_0, PRO>(p, stream);
+    case SLM_TYPE_Q4_1: return mmq_launch_type<SLM_TYPE_Q4_1, PRO>(p, stream);
+    case SLM_TYPE_Q5_0: return mmq_launch_type<SLM_TYPE_Q5_0, PRO>(p, stream);
+    case SLM_TYPE_Q5_1: return mmq_launch_type<SLM_TYPE_Q5_1, PRO>(p, stream);
+    case SLM_TYPE_Q8_0: return mmq_launch_type<SLM_TYPE_Q8_0, PRO>(p, stream);
+    case SLM_TYPE_Q4_K: return mmq_launch_type<SLM_TYPE_Q4_K, PRO>(p, stream);
+    case SLM_TYPE_Q5_K: return mmq_launch_type<SLM_TYPE_Q5_K, PRO>(p, stream);
+    case SLM_TYPE_Q6_K: return mmq_launch_type<SLM_TYPE_Q6_K, PRO>(p, stream);
+    default: return -EINVAL;
+    }
+}
+
+static int mmq_setup(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, int n,
+                     float *const *y, int epilogue, struct qmm_args *p)
+{
+    const int L = slm_cuda_gemv_lanes(type, cols);
+    SLM_CUDA_ARG(L != 0);
+    const int per_group = 16 * (MMQ_WARPS / mmq_groups(__builtin_ctz((unsigned)L)));
+    return qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_ACT_MAX_TOKENS, y, epilogue, per_group, p);
 }
 
 extern "C" int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
                             const void *xq, int n, float *const *y, int epilogue, struct CUstream_st *stream)
 {
     struct qmm_args p;
-    const int L = slm_cuda_gemv_lanes(type, cols);
-    SLM_CUDA_ARG(L != 0);
-    const int per_group = 16 * (MMQ_WARPS / mmq_groups(__builtin_ctz((unsigned)L)));
-    int rc = qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_ACT_MAX_TOKENS, y, epilogue, per_group, &p);
+    int rc = mmq_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
     if (rc) return rc;
     SLM_CUDA_DEVICE(xq, slm_cuda_act_bytes(n, cols));
     SLM_CUDA_ARG(slm_cuda_aligned(xq, 16));
     p.xq = (const int8_t *)xq;
+    return mmq_launch<false>(type, p, stream);
+}
+
+extern "C" size_t slm_cuda_mmq_fused_smem(uint32_t type, int64_t cols, int epilogue)
+{
+    if (slm_cuda_gemv_lanes(type, cols) == 0) return 0;
     switch (type) {
-    case SLM_TYPE_Q4_0: return mmq_launch_type<SLM_TYPE_Q4_0>(p, stream);
-    case SLM_TYPE_Q4_1: return mmq_launch_type<SLM_TYPE_Q4_1>(p, stream);
-    case SLM_TYPE_Q5_0: return mmq_launch_type<SLM_TYPE_Q5_0>(p, stream);
-    case SLM_TYPE_Q5_1: return mmq_launch_type<SLM_TYPE_Q5_1>(p, stream);
-    case SLM_TYPE_Q8_0: return mmq_launch_type<SLM_TYPE_Q8_0>(p, stream);
-    case SLM_TYPE_Q4_K: return mmq_launch_type<SLM_TYPE_Q4_K>(p, stream);
-    case SLM_TYPE_Q5_K: return mmq_launch_type<SLM_TYPE_Q5_K>(p, stream);
-    case SLM_TYPE_Q6_K: return mmq_launch_type<SLM_TYPE_Q6_K>(p, stream);
-    default: return -EINVAL;
+    case SLM_TYPE_Q4_K: return mmq_fused_smem<SLM_TYPE_Q4_K>(cols, epilogue);
+    case SLM_TYPE_Q5_K: return mmq_fused_smem<SLM_TYPE_Q5_K>(cols, epilogue);
+    default: return mmq_fused_smem<SLM_TYPE_Q4_0>(cols, epilogue);   /* tiles differ only for those two */
     }
+}
+
+extern "C" int slm_cuda_mmq_fused(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols,
+                                  const float *x, const float *gamma, float eps, int n, float *const *y, int epilogue,
+                                  struct CUstream_st *stream)
+{
+    struct qmm_args p;
+    const size_t smem = slm_cuda_mmq_fused_smem(type, cols, epilogue);
+    SLM_CUDA_ARG(smem != 0 && smem <= SLM_CUDA_MMQ_SMEM);
+    int rc = mmq_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
+    if (rc) return rc;
+    SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
+    if (gamma) SLM_CUDA_DEVICE(gamma, (size_t)cols * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 16) && (!gamma || slm_cuda_aligned(gamma, 16)));
+    p.x = x;
+    p.gamma = gamma;
+    p.eps = eps;
+    return mmq_launch<true>(type, p, stream);
 }

@@ -187,12 +187,14 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
         ci->mmq_min = (int)v;
     }
     if (prop.major < 8) ci->mmq_min = INT32_MAX;
+    ci->mmf = prop.major >= 8;   /* mma.sync m16n8k16 f16 / bf16: sm_80 */
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
     ci->graphs.mode = !graphs || !*graphs || strcmp(graphs, "0") ? 1 : 0;
     if (graphs && !strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
     slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; tensor-core MMQ from %d tokens; "
-            "decode step graphs %s", device, n, prop.name, prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
-            slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min,
+            "F16 / BF16 weights on %s; decode step graphs %s", device, n, prop.name, prop.major, prop.minor,
+            (size_t)prop.totalGlobalMem >> 20, slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min,
+            ci->mmf ? "tensor cores" : "the fp32 GEMV",
             ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on");
     const char *sampling = getenv("SLM_CUDA_SAMPLING");
     if (sampling && !strcmp(sampling, "0")) {

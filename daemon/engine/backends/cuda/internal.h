@@ -122,6 +122,7 @@ struct cuda_impl {
     size_t q8_bytes;
     int64_t q8_cols_max;      /* the widest weight with a device layout loaded */
     int mmq_min;              /* calls of this many tokens or more take the tensor-core MMQ (ops.c) */
+    int mmf;                  /* 1: F16 / BF16 weights take the tensor-core slm_cuda_mmf for every n (sm_80+) */
     float *xn;                /* x RMS-normed, for weights without a device layout (norm_matmul) */
     uint16_t *gelu_table;     /* (SLM_CUDA_GELU_TABLE) f16 GELU of every f16 (geglu), NULL until its first call */
     size_t xn_bytes;

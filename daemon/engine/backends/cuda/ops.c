@@ -1,6 +1,6 @@
 /* daemon/engine/backends/cuda/ops.c - the CUDA backend's embedding, RMSNorm, matmuls (the
- * quantized-activation GEMV and the fp32 GEMV), element-wise ops, row gathers and copies to the
- * host. */
+ * quantized-activation GEMV and MMQ, the F16 / BF16 MMF, the fp32 GEMV), element-wise ops, row
+ * gathers and copies to the host. */
 
 #include "daemon/engine/backends/cuda/internal.h"
 #include "kernels/cpu/dequant.h"
@@ -41,14 +41,26 @@ int cuda_rmsnorm(struct slm_backend *be, const float *x, const struct slm_weight
 
 /* ---- matmuls (docs/cuda.md, "The decode GEMV" and "The tensor-core MMQ"; docs/numerics.md,
  * "The GPU"): a weight of a type with a device layout takes, for a call of n tokens,
- * - n >= ci->mmq_min (SLM_CUDA_MMQ_MIN_TOKENS, default 9; never below sm_80): x quantized once
- *   into the scratch (RMS-normed first for norm_matmul / norm_glu), then the tensor-core MMQ over
- *   all n tokens, one launch per group of weights of one type and cols;
+ * - n >= ci->mmq_min (SLM_CUDA_MMQ_MIN_TOKENS, default 9; never below sm_80): the tensor-core MMQ
+ *   over all n tokens, one launch per group of weights of one type and cols; up to
+ *   MMQ_FUSED_MAX_TOKENS tokens (and where a block's tokens fit its shared memory) x is quantized
+ *   (RMS-normed first for norm_matmul / norm_glu) inside the MMQ's blocks, else once into the
+ *   scratch by a launch of its own;
  * - else the decode GEMV: for n <= 8 x is quantized inside the GEMV's blocks; when x does not fit
  *   their shared memory (or n > 8 with the MMQ off), x is quantized once into the scratch, 8
  *   tokens a chunk, and each chunk runs the GEMV over it.
  * All of them give the same bits for a token (the MMQ's are the GEMV's), and a token's bits
- * depend on neither n nor its place. F32 / F16 / BF16 weights take the fp32 GEMV. */
+ * depend on neither n nor its place. F16 / BF16 weights (cols a multiple of 16, sm_80+) take the
+ * tensor-core slm_cuda_mmf for every n, x rounded to the weight's type (one kernel whatever the
+ * step: batch-invariant); F32 weights (and F16 / BF16 ones the MMF refuses) the fp32 GEMV. */
+
+/* The MMQ quantizes x in its own blocks (slm_cuda_mmq_fused: one launch a matmul, not two) up to
+ * this many tokens. Every row group's block quantizes its tokens again, G times the work of the
+ * one quantize launch for a weight of G row groups (SmolLM2: 36-96): cheap against a launch at
+ * the sizes of batched decode (the graph buckets up to 64), not at a 512-token prefill chunk
+ * (docs/cuda.md, "The tensor-core MMQ"). A guess until a GPU measures it; the bits are the same
+ * either way. */
+#define MMQ_FUSED_MAX_TOKENS 64
 
 /* Tokens the quantized-activation scratch holds at least once it is allocated. */
 #define Q8_SCRATCH_TOKENS 512
@@ -86,6 +98,10 @@ static int gemv(struct cuda_impl *ci, uint32_t type, int64_t cols, int n_w, cons
 {
     const int T = SLM_CUDA_GEMV_MAX_TOKENS;
     if (n >= ci->mmq_min) {
+        const size_t smem = slm_cuda_mmq_fused_smem(type, cols, epilogue);
+        if (n <= MMQ_FUSED_MAX_TOKENS && smem != 0 && smem <= SLM_CUDA_MMQ_SMEM)
+            return launched(slm_cuda_mmq_fused(type, n_w, w, rows, cols, x, gamma, eps, n, y, epilogue, ci->stream),
+                            "slm_cuda_mmq_fused");
         const int M = SLM_CUDA_ACT_MAX_TOKENS;
         int rc = q8_reserve(ci, slm_cuda_act_bytes(n < M ? n : M, cols), n);
         for (int c = 0; c < n && !rc; c += M) {
@@ -123,8 +139,20 @@ static int gemv(struct cuda_impl *ci, uint32_t type, int64_t cols, int n_w, cons
     return rc;
 }
 
+/* The matmul of a weight without a device layout over xf: the tensor-core MMF for F16 / BF16
+ * (when it takes the shape), else the fp32 GEMV. The choice depends on the weight alone. */
+static int float_matmul(struct cuda_impl *ci, const struct slm_weight *w, const float *xf, int n, float *y,
+                        int accumulate)
+{
+    if (ci->mmf && (w->type == SLM_TYPE_F16 || w->type == SLM_TYPE_BF16) && w->cols % 16 == 0)
+        return launched(slm_cuda_mmf(w->type, w->be_data, w->rows, w->cols, xf, n, y, accumulate, ci->stream),
+                        "slm_cuda_mmf");
+    return launched(slm_cuda_matvec(w->type, w->be_data, w->rows, w->cols, xf, n, y, accumulate, ci->stream),
+                    "slm_cuda_matvec");
+}
+
 /* Runs the GEMV over w[0..n_w) grouped by (type, cols), up to SLM_CUDA_GEMV_MAX_WEIGHTS a call;
- * weights without a device layout take the fp32 GEMV over xf (x, or x normed when gamma). */
+ * weights without a device layout take float_matmul over xf (x, or x normed when gamma). */
 static int matmul_groups(struct cuda_impl *ci, int n_w, const struct slm_weight *const *w, const float *x,
                          const float *gamma, float eps, const float *xf, int n, float *const *y, int accumulate)
 {
@@ -134,9 +162,7 @@ static int matmul_groups(struct cuda_impl *ci, int n_w, const struct slm_weight 
         if (done >> j & 1) continue;
         if (!cuda_device_layout(w[j])) {
             done |= (uint64_t)1 << j;
-            int rc = launched(slm_cuda_matvec(w[j]->type, w[j]->be_data, w[j]->rows, w[j]->cols, xf, n, y[j],
-                                              accumulate, ci->stream),
-                              "slm_cuda_matvec");
+            int rc = float_matmul(ci, w[j], xf, n, y[j], accumulate);
             if (rc) return rc;
             continue;
         }
