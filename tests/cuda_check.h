@@ -21,4 +21,14 @@
         CHECK(rc_ == 0, "%s: expected 0, got %d (%s)", #call, rc_, slm_emu_last_report());              \
     } while (0)
 
+/* 1 when a CUDA device (or the emulator's) is there; else prints why the test is skipped and
+ * returns 0 (the test then exits 77). */
+static inline int cuda_device_or_skip(void)
+{
+    int count = 0;
+    if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0) return 1;
+    printf("no CUDA device: skipped\n");
+    return 0;
+}
+
 #endif

@@ -105,11 +105,7 @@ static void check_16bit(bool bf, bool wide)
 
 int main(void)
 {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-        printf("no CUDA device: skipped\n");
-        return 77;
-    }
+    if (!cuda_device_or_skip()) return 77;
     check_s8<32>(mma_test_s8_k32, "mma_s8_k32");
     check_s8<16>(mma_test_s8_k16, "mma_s8_k16");
     check_16bit(false, false);

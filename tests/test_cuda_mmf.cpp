@@ -175,11 +175,7 @@ static void check_refusals(void)
 
 int main(void)
 {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-        printf("no CUDA device: skipped\n");
-        return 77;
-    }
+    if (!cuda_device_or_skip()) return 77;
     printf("seed %#llx\n", (unsigned long long)TEST_RNG_SEED);
     for (uint32_t type : {SLM_TYPE_F16, SLM_TYPE_BF16}) {
         check_accuracy(type, 35, 16, 9, 0);

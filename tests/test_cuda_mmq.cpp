@@ -224,11 +224,7 @@ static void check_refusals(void)
 
 int main(void)
 {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-        printf("no CUDA device: skipped\n");
-        return 77;
-    }
+    if (!cuda_device_or_skip()) return 77;
     printf("seed %#llx\n", (unsigned long long)TEST_RNG_SEED);
     const uint32_t small[] = {SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q8_0};
     const uint32_t kq[] = {SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
