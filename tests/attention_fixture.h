@@ -1,6 +1,7 @@
 /* tests/attention_fixture.h - what the attention kernel tests (test_cuda_attention,
- * test_cuda_attention_decode) share: model shapes, a fixture holding the CPU backend and a KV
- * pool mirrored on the device, steps of tokens, the device side of one call (make_call takes the
+ * test_cuda_attention_decode, test_cuda_attention_prefill) share: model shapes, a fixture holding
+ * the CPU backend and a KV pool mirrored on the device (kv_of: its layer for the launchers), steps
+ * of tokens and rows picked out of them, the device side of one call (make_call takes the
  * launcher's workspace size function), and the float64 reference. Include once per test
  * program, after the CUDA, engine and test headers. */
 #ifndef SLM_TESTS_ATTENTION_FIXTURE_H
@@ -178,6 +179,20 @@ static void free_call(call &c)
     cudaFree(c.v);
     cudaFree(c.out);
     cudaFree(c.ws);
+}
+
+/* The device pool as the launchers' layer. */
+static slm_cuda_kv_layer kv_of(fixture &f)
+{
+    return {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
+}
+
+/* Rows idx of a (rows of `width` values). */
+static std::vector<float> pick(const std::vector<float> &a, size_t width, const std::vector<int> &idx)
+{
+    std::vector<float> r;
+    for (int i : idx) r.insert(r.end(), a.begin() + (long)(i * width), a.begin() + (long)((i + 1) * width));
+    return r;
 }
 
 /* softmax(scale q.K) V in float64 from the pool's f16 K/V and q rounded to f16, over positions

@@ -57,14 +57,6 @@ static step decode_step(const std::vector<int> &lens, const std::vector<int> &ro
     return s;
 }
 
-/* Rows idx of a (rows of `width` values). */
-static std::vector<float> pick(const std::vector<float> &a, size_t width, const std::vector<int> &idx)
-{
-    std::vector<float> r;
-    for (int i : idx) r.insert(r.end(), a.begin() + (long)(i * width), a.begin() + (long)((i + 1) * width));
-    return r;
-}
-
 /* Device state of one fused call (the fixture's make_call): tokens s, raw (unrotated) q, k, v,
  * a workspace whose partials are NaN, out NaN; its completion counters zeroed here. */
 static call make_dcall(fixture &f, const step &s, const std::vector<float> &q, const std::vector<float> &k,
@@ -73,11 +65,6 @@ static call make_dcall(fixture &f, const step &s, const std::vector<float> &q, c
     call c = make_call(f, s, q, k, v, max_ctx);
     cudaMemset(c.ws, 0, SLM_CUDA_ATTN_DECODE_COUNTER_BYTES);
     return c;
-}
-
-static slm_cuda_kv_layer kv_of(fixture &f)
-{
-    return {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
 }
 
 static int fused(fixture &f, call &c, int max_ctx)

@@ -40,19 +40,6 @@ extern "C" {
 
 static const double CPU_TOL = 1e-3, REF_TOL = 5e-6;
 
-static slm_cuda_kv_layer kv_of(fixture &f)
-{
-    return {f.gpu_pool, (uint16_t *)f.gpu_pool + f.layer_halves(), f.n_blocks, f.block_size};
-}
-
-/* Rows idx (of `width` values each) of a. */
-static std::vector<float> rows_of(const std::vector<float> &a, size_t width, const std::vector<int> &idx)
-{
-    std::vector<float> r;
-    for (int i : idx) r.insert(r.end(), a.begin() + (long)(i * width), a.begin() + (long)((i + 1) * width));
-    return r;
-}
-
 /* Stores positions [0, hist[s]) of every sequence s (random k and v) through
  * slm_cuda_rope_store, and mirrors the device pool into the CPU backend's. */
 static void store_history(fixture &f, const std::vector<int> &hist)
@@ -210,7 +197,7 @@ static void decode_alone(fixture &f, const step &s, const std::vector<float> &q,
     }
     int max_ctx = 1;
     for (int p : one.pos) max_ctx = std::max(max_ctx, p + 1);
-    call c = make_call(f, one, rows_of(q, f.qd(), idx), rows_of(k, f.kvd(), idx), rows_of(v, f.kvd(), idx), max_ctx);
+    call c = make_call(f, one, pick(q, f.qd(), idx), pick(k, f.kvd(), idx), pick(v, f.kvd(), idx), max_ctx);
     cudaMemset(c.ws, 0, SLM_CUDA_ATTN_DECODE_COUNTER_BYTES);
     slm_cuda_kv_layer kv = kv_of(f);
     int rc = slm_cuda_attention_decode_fused(&f.shape, &c.t, &kv, &f.rope, c.q, c.k, c.v, max_ctx, c.ws, c.ws_bytes,
@@ -218,7 +205,7 @@ static void decode_alone(fixture &f, const step &s, const std::vector<float> &q,
     CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s fused decode: %d (%s)", f.c.name, rc,
           slm_emu_last_report());
     std::vector<float> o = host(c.out, idx.size() * f.qd());
-    std::vector<float> w = rows_of(out, f.qd(), idx);
+    std::vector<float> w = pick(out, f.qd(), idx);
     char what[200];
     snprintf(what, sizeof what, "%s: %zu tokens decoded alone (fused) vs inside the prefill step", f.c.name, idx.size());
     same_bits(what, w.data(), o.data(), w.size() * sizeof(float));
@@ -270,7 +257,7 @@ static void run_config(const config &cfg, bool racecheck)
         for (int part = 0; part < 2; part++) {
             const step &st = part ? b : a;
             const std::vector<int> &ix = part ? ib : ia;
-            call c = make_call(f, st, rows_of(q, f.qd(), ix), rows_of(k, f.kvd(), ix), rows_of(v, f.kvd(), ix), 150);
+            call c = make_call(f, st, pick(q, f.qd(), ix), pick(k, f.kvd(), ix), pick(v, f.kvd(), ix), 150);
             slm_cuda_kv_layer kv = kv_of(f);
             int rc = slm_cuda_rope_store(&f.shape, &c.t, &kv, &f.rope, c.q, c.k, c.v, 0);
             CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s chunk rope_store: %d", f.c.name, rc);
