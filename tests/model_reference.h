@@ -1,0 +1,218 @@
+/* tests/model_reference.h - a model evaluated in float64, and its perplexity: what
+ * tests/cuda_shadow.cpp and test_cuda_model (--gemma3) measure the cpu and cuda backends against.
+ *
+ * slm_f64_backend_create: the cpu backend with its matmuls, RMSNorms, attention and GLUs
+ * evaluated in float64 from unquantized activations, each output rounded to float (the
+ * embedding, scale, add and bias ops stay the cpu's, which are exact or one float rounding).
+ * The weights are the file's, dequantized exactly; K and V are rounded to f16 as the KV pools
+ * hold them; q is not. It holds no KV: every batch must be whole sequences from position 0
+ * (one perplexity chunk; -ENOTSUP otherwise). Include once per program, after the engine headers,
+ * kernels/cpu/dequant.h, <cmath> and <vector>. */
+#ifndef SLM_TESTS_MODEL_REFERENCE_H
+#define SLM_TESTS_MODEL_REFERENCE_H
+
+/* y (n, w->rows) = x (n, cols) . w^T in float64, from the weight's dequantized rows. */
+static std::vector<double> ref_matmul(const struct slm_weight *w, const float *x, int n)
+{
+    std::vector<double> y((size_t)n * (size_t)w->rows);
+    std::vector<float> row((size_t)w->cols);
+    for (int64_t r = 0; r < w->rows; r++) {
+        slm_cpu_dequantize_row(w->type, (const char *)w->data + (size_t)r * w->row_bytes, row.data(), w->cols);
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * (size_t)w->cols;
+            double s = 0;
+            for (int64_t c = 0; c < w->cols; c++) s += (double)row[c] * (double)xt[c];
+            y[(size_t)t * (size_t)w->rows + (size_t)r] = s;
+        }
+    }
+    return y;
+}
+
+static std::vector<double> ref_rmsnorm(const float *x, const struct slm_weight *gamma, int n, int dim, float eps)
+{
+    std::vector<float> g((size_t)dim);
+    slm_cpu_dequantize_row(gamma->type, gamma->data, g.data(), dim);
+    std::vector<double> y((size_t)n * (size_t)dim);
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * (size_t)dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        double s = 1.0 / sqrt(ss / dim + (double)eps);
+        for (int i = 0; i < dim; i++) y[(size_t)t * dim + i] = xt[i] * s * g[i];
+    }
+    return y;
+}
+
+/* float64 attention of the batch from its own q, k, v (the whole sequence in this one step):
+ * NEOX or NORM RoPE, GQA, causal, the window; k and v rounded to f16 as the KV pools hold them. */
+static std::vector<double> ref_attention(const struct slm_batch *b, const struct slm_attn_params *p, const float *q,
+                                  const float *k, const float *v)
+{
+    const int n = b->n_tokens, hd = p->head_dim, nh = p->n_head, nkv = p->n_head_kv, rd = p->rope_dim;
+    auto rope = [&](std::vector<double> &x, int pos) {
+        for (int j = 0; j < rd / 2; j++) {
+            double f = p->rope_factors ? (double)p->rope_factors[j] : 1.0;
+            double th = (double)pos * pow((double)p->rope_base, -2.0 * j / rd) / f;
+            double cs = cos(th) * p->rope_mscale, sn = sin(th) * p->rope_mscale;
+            int a = p->rope_layout == SLM_ROPE_NEOX ? j : 2 * j, c = p->rope_layout == SLM_ROPE_NEOX ? j + rd / 2 : 2 * j + 1;
+            double x0 = x[a], x1 = x[c];
+            x[a] = x0 * cs - x1 * sn;
+            x[c] = x0 * sn + x1 * cs;
+        }
+    };
+    std::vector<double> kr((size_t)n * nkv * hd), vr((size_t)n * nkv * hd), out((size_t)n * nh * hd);
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nkv; h++) {
+            std::vector<double> x(k + ((size_t)t * nkv + h) * hd, k + ((size_t)t * nkv + h + 1) * hd);
+            rope(x, b->pos[t]);
+            for (int i = 0; i < hd; i++) {
+                size_t at = ((size_t)t * nkv + h) * hd + i;
+                kr[at] = slm_half_to_f32(slm_f32_to_half((float)x[i]));
+                vr[at] = slm_half_to_f32(slm_f32_to_half(v[at]));
+            }
+        }
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nh; h++) {
+            std::vector<double> x(q + ((size_t)t * nh + h) * hd, q + ((size_t)t * nh + h + 1) * hd);
+            rope(x, b->pos[t]);
+            int g = h / (nh / nkv);
+            std::vector<double> s((size_t)n, -INFINITY);
+            double mx = -INFINITY;
+            for (int u = 0; u < n; u++) {
+                if (b->seq_row[u] != b->seq_row[t] || b->pos[u] > b->pos[t]) continue;
+                if (p->window > 0 && b->pos[u] <= b->pos[t] - p->window) continue;
+                double d = 0;
+                for (int i = 0; i < hd; i++) d += x[i] * kr[((size_t)u * nkv + g) * hd + i];
+                s[u] = d * p->scale;
+                if (s[u] > mx) mx = s[u];
+            }
+            double z = 0;
+            for (int u = 0; u < n; u++) z += s[u] == -INFINITY ? 0 : exp(s[u] - mx);
+            for (int u = 0; u < n; u++) {
+                if (s[u] == -INFINITY) continue;
+                double a = exp(s[u] - mx) / z;
+                for (int i = 0; i < hd; i++) out[((size_t)t * nh + h) * hd + i] += a * vr[((size_t)u * nkv + g) * hd + i];
+            }
+        }
+    return out;
+}
+
+static double gelu_tanh(double x)
+{
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+static int f64_matmul(struct slm_backend *, int n_w, const struct slm_weight *const *w, const float *x, int n,
+               float *const *y, int accumulate)
+{
+    for (int j = 0; j < n_w; j++) {
+        std::vector<double> r = ref_matmul(w[j], x, n);
+        for (size_t i = 0; i < r.size(); i++) y[j][i] = (float)(accumulate ? (double)y[j][i] + r[i] : r[i]);
+    }
+    return 0;
+}
+
+static int f64_rmsnorm(struct slm_backend *, const float *x, const struct slm_weight *gamma, int n, int dim, float eps,
+                float *out)
+{
+    std::vector<double> r = ref_rmsnorm(x, gamma, n, dim, eps);
+    for (size_t i = 0; i < r.size(); i++) out[i] = (float)r[i];
+    return 0;
+}
+
+static int f64_attention(struct slm_backend *, struct slm_kv_pool *, int, const struct slm_batch *b,
+                  const struct slm_attn_params *p, float *q, float *k, const float *v, float *out)
+{
+    for (int t = 0; t < b->n_tokens; t++)
+        if (b->pos[t] >= b->n_tokens) return -ENOTSUP;   /* positions cached by an earlier batch */
+    std::vector<double> r = ref_attention(b, p, q, k, v);
+    for (size_t i = 0; i < r.size(); i++) out[i] = (float)r[i];
+    return 0;
+}
+
+static int f64_glu(int gelu, const float *gate, const float *up, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        double x = gate[i];
+        out[i] = (float)((gelu ? gelu_tanh(x) : x / (1.0 + exp(-x))) * (double)up[i]);
+    }
+    return 0;
+}
+
+static int f64_swiglu(struct slm_backend *, const float *gate, const float *up, size_t n, float *out)
+{
+    return f64_glu(0, gate, up, n, out);
+}
+
+static int f64_geglu(struct slm_backend *, const float *gate, const float *up, size_t n, float *out)
+{
+    return f64_glu(1, gate, up, n, out);
+}
+
+static struct slm_backend_ops f64_ops;
+
+#define PPL_CTX 128
+/* Perplexity as llama-perplexity computes it (and `slmd run --perplexity`): `chunks` chunks of
+ * PPL_CTX tokens, each its own sequence from position 0 with bos (>= 0: the model adds one) put
+ * over its first token, the logprobs of each chunk's second half (positions PPL_CTX/2 + 1 ..
+ * PPL_CTX - 1) scored; with nll, each scored token's negative log-likelihood too, in order.
+ * -1 when the model fails. */
+static double perplexity(struct slm_model *m, const std::vector<int32_t> &toks, int chunks, int32_t bos,
+                         std::vector<double> *nll = nullptr)
+{
+    char err[SLM_ERR_LEN];
+    size_t nv = (size_t)m->cfg.n_vocab;
+    double sum_nll = 0;
+    int count = 0;
+    std::vector<float> all((size_t)PPL_CTX * nv);
+    if (nll) nll->clear();
+    for (int c = 0; c < chunks; c++) {
+        std::vector<int32_t> chunk(toks.begin() + (long)c * PPL_CTX, toks.begin() + (long)(c + 1) * PPL_CTX);
+        if (bos >= 0) chunk[0] = bos;
+        struct slm_runner *r = slm_runner_create(m, PPL_CTX, PPL_CTX, err);
+        if (!r || slm_runner_eval(r, chunk.data(), PPL_CTX, 1, all.data())) {
+            slm_runner_destroy(&r);
+            return -1;
+        }
+        slm_runner_destroy(&r);
+        for (int i = PPL_CTX / 2; i + 1 < PPL_CTX; i++) {
+            const float *x = &all[(size_t)i * nv];
+            double mx = x[0], sum = 0;
+            for (size_t v = 1; v < nv; v++) mx = x[v] > mx ? x[v] : mx;
+            for (size_t v = 0; v < nv; v++) sum += exp((double)x[v] - mx);
+            double t = -((double)x[chunk[(size_t)i + 1]] - mx - log(sum));
+            if (nll) nll->push_back(t);
+            sum_nll += t;
+            count++;
+        }
+    }
+    return exp(sum_nll / count);
+}
+
+/* The BOS id perplexity() puts over each chunk's first token: the tokenizer's when encoding
+ * text adds one, else -1. */
+static int32_t perplexity_bos(const struct slm_tokenizer *tok)
+{
+    const char text[] = "a";
+    return slm_tok_encode(tok, text, 1, 1, 0, NULL, 0) > slm_tok_encode(tok, text, 1, 0, 0, NULL, 0)
+               ? slm_tok_bos(tok)
+               : -1;
+}
+
+/* The float64 backend (above); NULL with err on failure. slm_backend_destroy frees it. */
+__attribute__((unused)) static struct slm_backend *slm_f64_backend_create(char *err)
+{
+    struct slm_backend *be = slm_backend_cpu_create(2, err);
+    if (!be) return NULL;
+    f64_ops = *be->ops;
+    f64_ops.name = "f64";
+    f64_ops.matmul = f64_matmul;
+    f64_ops.rmsnorm = f64_rmsnorm;
+    f64_ops.attention = f64_attention;
+    f64_ops.swiglu = f64_swiglu;
+    f64_ops.geglu = f64_geglu;
+    be->ops = &f64_ops;
+    return be;
+}
+
+#endif
