@@ -208,7 +208,7 @@ int shadow_matmul(const char *op, int n_w, const struct slm_weight *const *w, co
         if (rc) return rc;
         std::vector<float> g = host(y[j], m);
         std::vector<double> ref;
-        if (w[j]->rows <= 65536) {
+        if ((double)w[j]->rows * (double)w[j]->cols * n <= 2e9) {   /* the float64 dot products: a few seconds at most */
             ref = ref_matmul(w[j], xh, n);
             if (!y0.empty())
                 for (size_t i = 0; i < m; i++) ref[i] += y0[j][i];
