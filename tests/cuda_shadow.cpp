@@ -33,26 +33,6 @@ extern "C" {
 
 namespace {
 
-std::vector<int32_t> read_tokens(struct slm_tokenizer *tok, const char *path, int need)
-{
-    std::string text;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cuda_shadow: cannot open %s: %s\n", path, strerror(errno));
-        exit(1);
-    }
-    char buf[65536];
-    for (size_t k; (k = fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, k);
-    fclose(f);
-    int n = slm_tok_encode(tok, text.data(), text.size(), 1, 0, NULL, 0);
-    std::vector<int32_t> ids((size_t)(n > 0 ? n : 0));
-    if (n < need || slm_tok_encode(tok, text.data(), text.size(), 1, 0, ids.data(), n) != n) {
-        fprintf(stderr, "cuda_shadow: %s: fewer than %d tokens\n", path, need);
-        exit(1);
-    }
-    return ids;
-}
-
 /* --ppl CHUNKS MODEL TEXT BACKENDS: the perplexity on each of the comma-separated backends
  * (cpu, f64, cuda). */
 int ppl_main(int chunks, const char *model, const char *text, const char *list)
@@ -82,7 +62,11 @@ int ppl_main(int chunks, const char *model, const char *text, const char *list)
             fprintf(stderr, "cuda_shadow: %s\n", err);
             return 1;
         }
-        std::vector<int32_t> ids = read_tokens(tok, text, chunks * PPL_CTX);
+        std::vector<int32_t> ids;
+        if (text_tokens(tok, text, chunks * PPL_CTX, &ids, err)) {
+            fprintf(stderr, "cuda_shadow: %s\n", err);
+            return 1;
+        }
         printf("%s:\n", name.c_str());
         fflush(stdout);
         std::vector<double> nll;
@@ -116,39 +100,12 @@ int main(int argc, char **argv)
     const char *text_path = argc > 2 ? argv[2] : "bench/data/perplexity.txt";
     int n_tok = argc > 3 ? atoi(argv[3]) : 128;
     char err[SLM_ERR_LEN] = "";
-    struct slm_backend *cpu = slm_backend_cpu_create(2, err);
-    struct slm_backend *gpu = cpu ? slm_backend_cuda_create(0, 0.9, err) : NULL;
-    struct slm_backend *be = gpu ? shadow_backend_create(cpu, gpu) : NULL;
-    if (!be) {
-        fprintf(stderr, "cuda_shadow: %s\n", err);
-        return 1;
-    }
-
-    struct slm_model *m = slm_model_load(argv[1], err);
-    struct slm_tokenizer *tok = m ? slm_tok_create(m->gguf, err) : NULL;
-    if (!m || !tok || slm_model_bind(m, be, err)) {
-        fprintf(stderr, "cuda_shadow: %s\n", err);
-        return 1;
-    }
-    std::vector<int32_t> ids = read_tokens(tok, text_path, n_tok);
-    struct slm_runner *r = slm_runner_create(m, n_tok + 8, n_tok, err);
-    if (!r) {
-        fprintf(stderr, "cuda_shadow: %s\n", err);
-        return 1;
-    }
-    std::vector<float> logits((size_t)m->cfg.n_vocab);
-    int rc = slm_runner_eval(r, ids.data(), n_tok, 0, logits.data());
+    int rc = shadow_run(argv[1], text_path, n_tok, err);
     if (rc) {
-        fprintf(stderr, "cuda_shadow: eval: %s\n", strerror(-rc));
+        fprintf(stderr, "cuda_shadow: %s\n", err);
         return 1;
     }
     printf("%s, %d tokens in one step: cuda against cpu on identical inputs, op by op\n", argv[1], n_tok);
     shadow_print();
-    slm_runner_destroy(&r);
-    slm_tok_destroy(&tok);
-    slm_model_free(&m);
-    free(be);
-    slm_backend_destroy(&gpu);
-    slm_backend_destroy(&cpu);
     return 0;
 }

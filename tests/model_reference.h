@@ -7,7 +7,7 @@
  * The weights are the file's, dequantized exactly; K and V are rounded to f16 as the KV pools
  * hold them; q is not. It holds no KV: every batch must be whole sequences from position 0
  * (one perplexity chunk; -ENOTSUP otherwise). Include once per program, after the engine headers,
- * kernels/cpu/dequant.h, <cmath> and <vector>. */
+ * kernels/cpu/dequant.h, <cerrno>, <cmath>, <cstring>, <string> and <vector>. */
 #ifndef SLM_TESTS_MODEL_REFERENCE_H
 #define SLM_TESTS_MODEL_REFERENCE_H
 
@@ -187,6 +187,29 @@ static double perplexity(struct slm_model *m, const std::vector<int32_t> &toks, 
         }
     }
     return exp(sum_nll / count);
+}
+
+/* The tokens of the text file at path (BOS first when the model adds one) into *ids; 0, or -errno
+ * with err (also when there are fewer than `need`). */
+static int text_tokens(const struct slm_tokenizer *tok, const char *path, int need, std::vector<int32_t> *ids,
+                       char *err)
+{
+    std::string text;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, SLM_ERR_LEN, "cannot open %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    char buf[65536];
+    for (size_t k; (k = fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, k);
+    fclose(f);
+    int n = slm_tok_encode(tok, text.data(), text.size(), 1, 0, NULL, 0);
+    ids->assign(n > 0 ? (size_t)n : 0, 0);
+    if (n < need || slm_tok_encode(tok, text.data(), text.size(), 1, 0, ids->data(), n) != n) {
+        snprintf(err, SLM_ERR_LEN, "%s: %d tokens, expected at least %d", path, n < 0 ? 0 : n, need);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /* The BOS id perplexity() puts over each chunk's first token: the tokenizer's when encoding

@@ -375,6 +375,36 @@ static struct slm_backend *shadow_backend_create(struct slm_backend *cpu, struct
     return be;
 }
 
+/* Runs the first n_tok tokens of the text file at text_path through the model at model_path in
+ * one step on the shadow of a fresh cuda backend (device 0); the statistics stay in S. 0, or
+ * -errno with err. */
+static int shadow_run(const char *model_path, const char *text_path, int n_tok, char *err)
+{
+    struct slm_backend *cpu = slm_backend_cpu_create(2, err);
+    struct slm_backend *gpu = cpu ? slm_backend_cuda_create(0, 0.9, err) : NULL;
+    struct slm_backend *be = gpu ? shadow_backend_create(cpu, gpu) : NULL;
+    struct slm_model *m = be ? slm_model_load(model_path, err) : NULL;
+    struct slm_tokenizer *tok = m ? slm_tok_create(m->gguf, err) : NULL;
+    struct slm_runner *r = NULL;
+    std::vector<int32_t> ids;
+    int rc = -EINVAL;
+    if (tok && !slm_model_bind(m, be, err) && !(rc = text_tokens(tok, text_path, n_tok, &ids, err)) &&
+        (r = slm_runner_create(m, n_tok, n_tok, err))) {
+        std::vector<float> logits((size_t)m->cfg.n_vocab);
+        if ((rc = slm_runner_eval(r, ids.data(), n_tok, 0, logits.data())))
+            snprintf(err, SLM_ERR_LEN, "evaluating the step: %s", strerror(-rc));
+    } else if (!rc) {
+        rc = -EINVAL;   /* the runner: err says why */
+    }
+    slm_runner_destroy(&r);
+    slm_tok_destroy(&tok);
+    slm_model_free(&m);
+    free(be);
+    slm_backend_destroy(&gpu);
+    slm_backend_destroy(&cpu);
+    return rc;
+}
+
 /* The statistics, one line per kind of op. */
 static void shadow_print(void)
 {

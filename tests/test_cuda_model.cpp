@@ -261,20 +261,12 @@ static void check_tolerance(struct slm_model *cpu, struct slm_model *gpu, const 
 static void check_perplexity(struct slm_model *cpu, struct slm_model *gpu, const struct slm_tokenizer *tok,
                              const char *tdir, int chunks)
 {
-    char path[1024];
+    char path[1024], err[SLM_ERR_LEN] = "";
     snprintf(path, sizeof path, "%s/../bench/data/perplexity.txt", tdir);
-    FILE *f = fopen(path, "rb");
-    CHECK(f, "cannot open %s", path);
-    if (!f) return;
-    std::string text;
-    char buf[4096];
-    for (size_t k; (k = fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, k);
-    fclose(f);
-    int n = slm_tok_encode(tok, text.data(), text.size(), 1, 0, NULL, 0);
-    std::vector<int32_t> toks(n > 0 ? (size_t)n : 0);
-    CHECK(n >= PPL_CTX * chunks && slm_tok_encode(tok, text.data(), text.size(), 1, 0, toks.data(), n) == n,
-          "perplexity text: %d tokens, expected at least %d", n, PPL_CTX * chunks);
-    if (n < PPL_CTX * chunks) return;
+    std::vector<int32_t> toks;
+    int rc = text_tokens(tok, path, PPL_CTX * chunks, &toks, err);
+    CHECK(rc == 0, "perplexity text: %s", err);
+    if (rc) return;
     const int32_t bos = perplexity_bos(tok);
     std::vector<double> na, nb;
     double a = perplexity(cpu, toks, chunks, bos, &na), b = perplexity(gpu, toks, chunks, bos, &nb);
@@ -305,53 +297,24 @@ static void check_perplexity(struct slm_model *cpu, struct slm_model *gpu, const
 static void check_ops(const char *path, const char *tdir)
 {
     char err[SLM_ERR_LEN] = "", text_path[1024];
-    struct slm_backend *cpu = slm_backend_cpu_create(2, err);
-    struct slm_backend *gpu = cpu ? slm_backend_cuda_create(0, 0.9, err) : NULL;
-    struct slm_backend *be = gpu ? shadow_backend_create(cpu, gpu) : NULL;
-    struct slm_model *m = be ? slm_model_load(path, err) : NULL;
-    struct slm_tokenizer *tok = m ? slm_tok_create(m->gguf, err) : NULL;
-    struct slm_runner *r = NULL;
-    int rc = -1;
-    if (tok && !slm_model_bind(m, be, err) && (r = slm_runner_create(m, SHADOW_TOKENS, SHADOW_TOKENS, err))) {
-        snprintf(text_path, sizeof text_path, "%s/../bench/data/perplexity.txt", tdir);
-        std::string text;
-        FILE *f = fopen(text_path, "rb");
-        char buf[4096];
-        for (size_t k; f && (k = fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, k);
-        if (f) fclose(f);
-        int n = slm_tok_encode(tok, text.data(), text.size(), 1, 0, NULL, 0);
-        std::vector<int32_t> ids(n > 0 ? (size_t)n : 0);
-        std::vector<float> logits((size_t)m->cfg.n_vocab);
-        if (n < SHADOW_TOKENS || slm_tok_encode(tok, text.data(), text.size(), 1, 0, ids.data(), n) != n) {
-            snprintf(err, sizeof err, "bench/data/perplexity.txt: %d tokens, expected at least %d", n, SHADOW_TOKENS);
-            rc = -EINVAL;
-        } else if ((rc = slm_runner_eval(r, ids.data(), SHADOW_TOKENS, 0, logits.data()))) {
-            snprintf(err, sizeof err, "evaluating the step: %s", strerror(-rc));
+    snprintf(text_path, sizeof text_path, "%s/../bench/data/perplexity.txt", tdir);
+    int rc = shadow_run(path, text_path, SHADOW_TOKENS, err);
+    CHECK(rc == 0, "ops: the shadow backend's step failed: %s", err);
+    if (rc) return;
+    printf("ops on identical inputs (%d tokens), cuda against cpu and both against float64:\n", SHADOW_TOKENS);
+    shadow_print();
+    CHECK(!S.order.empty(), "ops: expected the shadow backend to see the model's ops");
+    for (const std::string &k : S.order) {
+        const stat_row &st = S.rows[k];
+        if (st.n_ref) {
+            double g = st.sum_gpu_ref / st.n_ref, c = st.sum_cpu_ref / st.n_ref;
+            CHECK(g <= SHADOW_MARGIN * c + 1e-7, "ops: %s: expected cuda within %.2fx the cpu's distance from "
+                  "float64 (%.3e), got %.3e", k.c_str(), SHADOW_MARGIN, c, g);
+        } else {
+            CHECK(st.max_abs == 0, "ops: %s: expected cuda equal to cpu, got max abs difference %.3e", k.c_str(),
+                  st.max_abs);
         }
     }
-    CHECK(rc == 0, "ops: the shadow backend's step failed (%d): %s", rc, err);
-    if (rc == 0) {
-        printf("ops on identical inputs (%d tokens), cuda against cpu and both against float64:\n", SHADOW_TOKENS);
-        shadow_print();
-        CHECK(!S.order.empty(), "ops: expected the shadow backend to see the model's ops");
-        for (const std::string &k : S.order) {
-            const stat_row &st = S.rows[k];
-            if (st.n_ref) {
-                double g = st.sum_gpu_ref / st.n_ref, c = st.sum_cpu_ref / st.n_ref;
-                CHECK(g <= SHADOW_MARGIN * c + 1e-7, "ops: %s: expected cuda within %.2fx the cpu's distance from "
-                      "float64 (%.3e), got %.3e", k.c_str(), SHADOW_MARGIN, c, g);
-            } else {
-                CHECK(st.max_abs == 0, "ops: %s: expected cuda equal to cpu, got max abs difference %.3e", k.c_str(),
-                      st.max_abs);
-            }
-        }
-    }
-    slm_runner_destroy(&r);
-    slm_tok_destroy(&tok);
-    slm_model_free(&m);
-    free(be);
-    slm_backend_destroy(&gpu);
-    slm_backend_destroy(&cpu);
 }
 
 /* ---- continuous batching */
