@@ -33,6 +33,75 @@ extern "C" {
 
 namespace {
 
+int f64_matmul(struct slm_backend *, int n_w, const struct slm_weight *const *w, const float *x, int n,
+               float *const *y, int accumulate)
+{
+    for (int j = 0; j < n_w; j++) {
+        std::vector<double> r = ref_matmul(w[j], x, n);
+        for (size_t i = 0; i < r.size(); i++) y[j][i] = (float)(accumulate ? (double)y[j][i] + r[i] : r[i]);
+    }
+    return 0;
+}
+
+int f64_rmsnorm(struct slm_backend *, const float *x, const struct slm_weight *gamma, int n, int dim, float eps,
+                float *out)
+{
+    std::vector<double> r = ref_rmsnorm(x, gamma, n, dim, eps);
+    for (size_t i = 0; i < r.size(); i++) out[i] = (float)r[i];
+    return 0;
+}
+
+int f64_attention(struct slm_backend *, struct slm_kv_pool *, int, const struct slm_batch *b,
+                  const struct slm_attn_params *p, float *q, float *k, const float *v, float *out)
+{
+    for (int t = 0; t < b->n_tokens; t++)
+        if (b->pos[t] >= b->n_tokens) return -ENOTSUP;   /* positions cached by an earlier batch */
+    std::vector<double> r = ref_attention(b, p, q, k, v);
+    for (size_t i = 0; i < r.size(); i++) out[i] = (float)r[i];
+    return 0;
+}
+
+int f64_glu(int gelu, const float *gate, const float *up, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        double x = gate[i];
+        out[i] = (float)((gelu ? gelu_tanh(x) : x / (1.0 + exp(-x))) * (double)up[i]);
+    }
+    return 0;
+}
+
+int f64_swiglu(struct slm_backend *, const float *gate, const float *up, size_t n, float *out)
+{
+    return f64_glu(0, gate, up, n, out);
+}
+
+int f64_geglu(struct slm_backend *, const float *gate, const float *up, size_t n, float *out)
+{
+    return f64_glu(1, gate, up, n, out);
+}
+
+struct slm_backend_ops f64_ops;
+
+/* The cpu backend with its matmuls, RMSNorms, attention and GLUs evaluated in float64
+ * (model_reference.h), each output rounded to float; the embedding, scale, add and bias ops stay
+ * the cpu's (exact, or one float rounding). It holds no KV: every batch must be whole sequences
+ * from position 0 (one perplexity chunk; -ENOTSUP otherwise). NULL with err on failure;
+ * slm_backend_destroy frees it. */
+struct slm_backend *f64_backend_create(char *err)
+{
+    struct slm_backend *be = slm_backend_cpu_create(2, err);
+    if (!be) return NULL;
+    f64_ops = *be->ops;
+    f64_ops.name = "f64";
+    f64_ops.matmul = f64_matmul;
+    f64_ops.rmsnorm = f64_rmsnorm;
+    f64_ops.attention = f64_attention;
+    f64_ops.swiglu = f64_swiglu;
+    f64_ops.geglu = f64_geglu;
+    be->ops = &f64_ops;
+    return be;
+}
+
 /* --ppl CHUNKS MODEL TEXT BACKENDS: the perplexity on each of the comma-separated backends
  * (cpu, f64, cuda). */
 int ppl_main(int chunks, const char *model, const char *text, const char *list)
@@ -46,7 +115,7 @@ int ppl_main(int chunks, const char *model, const char *text, const char *list)
         at = end + 1;
         struct slm_backend *be = NULL;
         if (name == "cpu") be = slm_backend_cpu_create(2, err);
-        else if (name == "f64") be = slm_f64_backend_create(err);
+        else if (name == "f64") be = f64_backend_create(err);
         else if (name == "cuda") be = slm_backend_cuda_create(0, 0.9, err);
         else {
             fprintf(stderr, "cuda_shadow: unknown backend '%s' (cpu, f64, cuda)\n", name.c_str());

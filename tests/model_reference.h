@@ -1,12 +1,11 @@
-/* tests/model_reference.h - a model evaluated in float64, and its perplexity: what
- * tests/cuda_shadow.cpp and test_cuda_model (--gemma3) measure the cpu and cuda backends against.
+/* tests/model_reference.h - the float64 evaluation of a model's ops, and the perplexity of a model
+ * (tests/shadow_backend.h, tests/cuda_shadow.cpp, test_cuda_model).
  *
- * slm_f64_backend_create: the cpu backend with its matmuls, RMSNorms, attention and GLUs
- * evaluated in float64 from unquantized activations, each output rounded to float (the
- * embedding, scale, add and bias ops stay the cpu's, which are exact or one float rounding).
- * The weights are the file's, dequantized exactly; K and V are rounded to f16 as the KV pools
- * hold them; q is not. It holds no KV: every batch must be whole sequences from position 0
- * (one perplexity chunk; -ENOTSUP otherwise). Include once per program, after the engine headers,
+ * ref_matmul, ref_rmsnorm, ref_attention, gelu_tanh: float64 from unquantized activations; the
+ * weights are the file's, dequantized exactly; K and V are rounded to f16 as the KV pools hold
+ * them, q is not; ref_attention needs the whole sequence in its batch (nothing cached).
+ * perplexity: llama-perplexity's definition, with each scored token's negative log-likelihood.
+ * Include once per program, after the engine headers,
  * kernels/cpu/dequant.h, <cerrno>, <cmath>, <cstring>, <string> and <vector>. */
 #ifndef SLM_TESTS_MODEL_REFERENCE_H
 #define SLM_TESTS_MODEL_REFERENCE_H
@@ -102,55 +101,6 @@ static double gelu_tanh(double x)
     return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
 }
 
-static int f64_matmul(struct slm_backend *, int n_w, const struct slm_weight *const *w, const float *x, int n,
-               float *const *y, int accumulate)
-{
-    for (int j = 0; j < n_w; j++) {
-        std::vector<double> r = ref_matmul(w[j], x, n);
-        for (size_t i = 0; i < r.size(); i++) y[j][i] = (float)(accumulate ? (double)y[j][i] + r[i] : r[i]);
-    }
-    return 0;
-}
-
-static int f64_rmsnorm(struct slm_backend *, const float *x, const struct slm_weight *gamma, int n, int dim, float eps,
-                float *out)
-{
-    std::vector<double> r = ref_rmsnorm(x, gamma, n, dim, eps);
-    for (size_t i = 0; i < r.size(); i++) out[i] = (float)r[i];
-    return 0;
-}
-
-static int f64_attention(struct slm_backend *, struct slm_kv_pool *, int, const struct slm_batch *b,
-                  const struct slm_attn_params *p, float *q, float *k, const float *v, float *out)
-{
-    for (int t = 0; t < b->n_tokens; t++)
-        if (b->pos[t] >= b->n_tokens) return -ENOTSUP;   /* positions cached by an earlier batch */
-    std::vector<double> r = ref_attention(b, p, q, k, v);
-    for (size_t i = 0; i < r.size(); i++) out[i] = (float)r[i];
-    return 0;
-}
-
-static int f64_glu(int gelu, const float *gate, const float *up, size_t n, float *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        double x = gate[i];
-        out[i] = (float)((gelu ? gelu_tanh(x) : x / (1.0 + exp(-x))) * (double)up[i]);
-    }
-    return 0;
-}
-
-static int f64_swiglu(struct slm_backend *, const float *gate, const float *up, size_t n, float *out)
-{
-    return f64_glu(0, gate, up, n, out);
-}
-
-static int f64_geglu(struct slm_backend *, const float *gate, const float *up, size_t n, float *out)
-{
-    return f64_glu(1, gate, up, n, out);
-}
-
-static struct slm_backend_ops f64_ops;
-
 #define PPL_CTX 128
 /* Perplexity as llama-perplexity computes it (and `slmd run --perplexity`): `chunks` chunks of
  * PPL_CTX tokens, each its own sequence from position 0 with bos (>= 0: the model adds one) put
@@ -220,22 +170,6 @@ static int32_t perplexity_bos(const struct slm_tokenizer *tok)
     return slm_tok_encode(tok, text, 1, 1, 0, NULL, 0) > slm_tok_encode(tok, text, 1, 0, 0, NULL, 0)
                ? slm_tok_bos(tok)
                : -1;
-}
-
-/* The float64 backend (above); NULL with err on failure. slm_backend_destroy frees it. */
-__attribute__((unused)) static struct slm_backend *slm_f64_backend_create(char *err)
-{
-    struct slm_backend *be = slm_backend_cpu_create(2, err);
-    if (!be) return NULL;
-    f64_ops = *be->ops;
-    f64_ops.name = "f64";
-    f64_ops.matmul = f64_matmul;
-    f64_ops.rmsnorm = f64_rmsnorm;
-    f64_ops.attention = f64_attention;
-    f64_ops.swiglu = f64_swiglu;
-    f64_ops.geglu = f64_geglu;
-    be->ops = &f64_ops;
-    return be;
 }
 
 #endif
