@@ -2,10 +2,12 @@
  * bench/membw.c - the machine's memory read bandwidth with T threads: the roofline of a decode
  * step, which reads every weight once (bench_engine's decode_weight_bytes).
  *
- * Usage: membw [--threads T] [--mib M] [--reps R] [--json]
+ * Usage: membw [--threads T] [--mib M] [--reps R] [--pages huge|4k] [--json]
  * Each of T threads reads its own 1/T of an M MiB buffer (default 1024: far past any cache)
  * with 32-byte loads where AVX2 is (else 8 independent 64-bit sums); the threads start together at a barrier and the time is
  * that of the slowest. Prints the best of R passes (default 10) in GB/s (10^9 bytes).
+ * --pages huge (the default) asks for transparent huge pages, as the CPU backend does for its
+ * packed weights; --pages 4k reads small pages (what the weights had before 2026-12-05).
  * Exit status: 0, 1 when memory or threads fail, 2 on bad usage.
  */
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "common/err.h"
@@ -80,7 +83,7 @@ static double now_s(void)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: membw [--threads T] [--mib M] [--reps R] [--json]\n");
+    fprintf(stderr, "usage: membw [--threads T] [--mib M] [--reps R] [--pages huge|4k] [--json]\n");
     return 2;
 }
 
@@ -88,13 +91,19 @@ int main(int argc, char **argv)
 {
     long long threads = 1, mib = 1024, reps = 10;
     char err[SLM_ERR_LEN];
-    int json = 0;
+    int json = 0, huge = 1;
     for (int i = 1; i < argc; i++) {
         long long *dst = !strcmp(argv[i], "--threads") ? &threads : !strcmp(argv[i], "--mib") ? &mib
                   : !strcmp(argv[i], "--reps")    ? &reps
                                                   : NULL;
         if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if (!strcmp(argv[i], "--pages") && i + 1 < argc) {
+            if (strcmp(argv[i + 1], "huge") && strcmp(argv[i + 1], "4k")) {
+                fprintf(stderr, "membw: --pages: expected huge or 4k, got '%s'\n", argv[i + 1]);
+                return 2;
+            }
+            huge = !strcmp(argv[++i], "huge");
         } else if (dst && i + 1 < argc) {
             if (slm_parse_int(argv[i + 1], 1, 65536, dst, err)) {
                 fprintf(stderr, "membw: %s: %s\n", argv[i], err);
@@ -107,7 +116,8 @@ int main(int argc, char **argv)
         }
     }
     size_t bytes = (size_t)mib << 20, words = bytes / 8 / (size_t)threads / 16 * 16;   /* 128-byte shares */
-    uint64_t *buf = aligned_alloc(64, bytes);
+    uint64_t *buf = aligned_alloc((size_t)2 << 20, (bytes + ((size_t)2 << 20) - 1) >> 21 << 21);
+    if (buf && huge) (void)madvise(buf, (bytes + ((size_t)2 << 20) - 1) >> 21 << 21, MADV_HUGEPAGE);
     struct worker *w = calloc((size_t)threads, sizeof *w);
     pthread_t *tid = calloc((size_t)threads, sizeof *tid);
     if (!buf || !w || !tid) {
@@ -140,10 +150,11 @@ int main(int argc, char **argv)
     }
     double gbs = (double)(words * 8 * (size_t)threads) / best / 1e9;
     if (json)
-        printf("{\"threads\": %lld, \"mib\": %lld, \"read_gb_s\": %.2f, \"sink\": %llu}\n", threads, mib, gbs,
-               (unsigned long long)(sink & 1));
+        printf("{\"threads\": %lld, \"mib\": %lld, \"pages\": \"%s\", \"read_gb_s\": %.2f, \"sink\": %llu}\n", threads,
+               mib, huge ? "huge" : "4k", gbs, (unsigned long long)(sink & 1));
     else
-        printf("memory read bandwidth, %lld thread(s), %lld MiB: %.2f GB/s (best of %lld)\n", threads, mib, gbs, reps);
+        printf("memory read bandwidth, %lld thread(s), %lld MiB, %s pages: %.2f GB/s (best of %lld)\n", threads, mib,
+               huge ? "huge" : "4k", gbs, reps);
     free(tid);
     free(w);
     free(buf);
