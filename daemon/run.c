@@ -386,6 +386,7 @@ static int perplexity(const struct run_opts *o, struct slm_model *m, const struc
     int rc = -ENOMEM;
     int32_t *ids = NULL;
     float *logits = NULL;
+    double *nlls = NULL;
     struct slm_runner *r = NULL;
     size_t len = strlen(text);
     int n = slm_tok_encode(tok, text, len, 1, 0, NULL, 0);
@@ -399,37 +400,28 @@ static int perplexity(const struct run_opts *o, struct slm_model *m, const struc
     if (o->n_chunks && o->n_chunks < n_chunks) n_chunks = o->n_chunks;
     ids = malloc((size_t)n * sizeof *ids);
     logits = malloc((size_t)n_ctx * (size_t)m->cfg.n_vocab * sizeof *logits);
-    if (!ids || !logits || slm_tok_encode(tok, text, len, 1, 0, ids, n) != n) {
+    nlls = malloc((size_t)n_ctx * sizeof *nlls);
+    if (!ids || !logits || !nlls || slm_tok_encode(tok, text, len, 1, 0, ids, n) != n) {
         slm_err_set(err, "cannot encode %s", o->perplexity);
         goto out;
     }
     if (!(r = slm_runner_create(m, n_ctx, o->batch < n_ctx ? o->batch : n_ctx, err))) goto out;
     double nll = 0;
     long count = 0;
-    int first = n_ctx / 2;
     double t0 = now_s();
     for (int c = 0; c < n_chunks; c++) {
-        int32_t *chunk = ids + (size_t)c * (size_t)n_ctx;
-        int32_t saved = chunk[0];
-        if (add_bos) chunk[0] = slm_tok_bos(tok);
-        slm_runner_reset(r);
-        rc = slm_runner_eval(r, chunk, n_ctx, 1, logits);
-        chunk[0] = saved;
-        if (rc) {
+        int bad = 0;
+        rc = slm_runner_score_chunk(r, ids + (size_t)c * (size_t)n_ctx, n_ctx, add_bos ? slm_tok_bos(tok) : -1,
+                                    logits, nlls, &bad);
+        if (rc == -EDOM) {
+            slm_err_set(err, "chunk %d, position %d: the logits are not finite", c + 1, bad);
+            goto out;
+        } else if (rc) {
             slm_err_set(err, "evaluating chunk %d: %s", c + 1, strerror(-rc));
             goto out;
         }
-        for (int j = first; j < n_ctx - 1; j++) {
-            int32_t next = chunk[j + 1];
-            float lp;
-            if (slm_logprobs_top(logits + (size_t)j * (size_t)m->cfg.n_vocab, m->cfg.n_vocab, next, 0, &lp, NULL) < 0) {
-                slm_err_set(err, "chunk %d, position %d: the logits are not finite", c + 1, j);
-                rc = -EDOM;
-                goto out;
-            }
-            nll -= lp;
-            count++;
-        }
+        for (int j = 0; j < n_ctx - n_ctx / 2 - 1; j++) nll += nlls[j];
+        count += n_ctx - n_ctx / 2 - 1;
         printf("[%d]%.4f%s", c + 1, exp(nll / (double)count), c + 1 < n_chunks ? "," : "\n");
         fflush(stdout);
     }
@@ -438,6 +430,7 @@ static int perplexity(const struct run_opts *o, struct slm_model *m, const struc
     rc = 0;
 out:
     slm_runner_destroy(&r);
+    free(nlls);
     free(logits);
     free(ids);
     return rc;

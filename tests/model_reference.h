@@ -102,41 +102,32 @@ static double gelu_tanh(double x)
 }
 
 #define PPL_CTX 128
-/* Perplexity as llama-perplexity computes it (and `slmd run --perplexity`): `chunks` chunks of
- * PPL_CTX tokens, each its own sequence from position 0 with bos (>= 0: the model adds one) put
- * over its first token, the logprobs of each chunk's second half (positions PPL_CTX/2 + 1 ..
- * PPL_CTX - 1) scored; with nll, each scored token's negative log-likelihood too, in order.
- * -1 when the model fails. */
+/* Perplexity as llama-perplexity computes it (and `slmd run --perplexity`, through the same
+ * slm_runner_score_chunk): `chunks` chunks of PPL_CTX tokens, each its own sequence from position 0
+ * with bos (>= 0: the model adds one) put over its first token, the logprobs of each chunk's second
+ * half (positions PPL_CTX/2 + 1 .. PPL_CTX - 1) scored; with nll, each scored token's negative
+ * log-likelihood too, in order. -1 when the model fails. */
 static double perplexity(struct slm_model *m, const std::vector<int32_t> &toks, int chunks, int32_t bos,
                          std::vector<double> *nll = nullptr)
 {
     char err[SLM_ERR_LEN];
-    size_t nv = (size_t)m->cfg.n_vocab;
+    const int scored = PPL_CTX - PPL_CTX / 2 - 1;
     double sum_nll = 0;
-    int count = 0;
-    std::vector<float> all((size_t)PPL_CTX * nv);
+    std::vector<float> all((size_t)PPL_CTX * (size_t)m->cfg.n_vocab);
+    std::vector<double> part((size_t)scored);
     if (nll) nll->clear();
+    struct slm_runner *r = slm_runner_create(m, PPL_CTX, PPL_CTX, err);
     for (int c = 0; c < chunks; c++) {
-        std::vector<int32_t> chunk(toks.begin() + (long)c * PPL_CTX, toks.begin() + (long)(c + 1) * PPL_CTX);
-        if (bos >= 0) chunk[0] = bos;
-        struct slm_runner *r = slm_runner_create(m, PPL_CTX, PPL_CTX, err);
-        if (!r || slm_runner_eval(r, chunk.data(), PPL_CTX, 1, all.data())) {
+        if (!r || slm_runner_score_chunk(r, toks.data() + (size_t)c * PPL_CTX, PPL_CTX, bos, all.data(), part.data(),
+                                         nullptr)) {
             slm_runner_destroy(&r);
             return -1;
         }
-        slm_runner_destroy(&r);
-        for (int i = PPL_CTX / 2; i + 1 < PPL_CTX; i++) {
-            const float *x = &all[(size_t)i * nv];
-            double mx = x[0], sum = 0;
-            for (size_t v = 1; v < nv; v++) mx = x[v] > mx ? x[v] : mx;
-            for (size_t v = 0; v < nv; v++) sum += exp((double)x[v] - mx);
-            double t = -((double)x[chunk[(size_t)i + 1]] - mx - log(sum));
-            if (nll) nll->push_back(t);
-            sum_nll += t;
-            count++;
-        }
+        for (double t : part) sum_nll += t;
+        if (nll) nll->insert(nll->end(), part.begin(), part.end());
     }
-    return exp(sum_nll / count);
+    slm_runner_destroy(&r);
+    return exp(sum_nll / ((double)chunks * scored));
 }
 
 /* The tokens of the text file at path (BOS first when the model adds one) into *ids; 0, or -errno

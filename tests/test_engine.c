@@ -19,6 +19,7 @@
 #include "tests/check.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/runner.h"
+#include "daemon/engine/stop.h"
 #include "daemon/engine/tokenizer.h"
 #include "common/log.h"
 
@@ -302,6 +303,48 @@ static void run_plp(struct slm_engine *e, const struct slm_request *reqs, int n,
     for (int step = 0; step < 10000 && slm_engine_step(e, on_plp, c) > 0; step++) {}
 }
 
+/* slm_runner_score_chunk (llama-perplexity's chunk, shared by `slmd run --perplexity` and the
+ * CUDA tests): each scored token's NLL is minus its logprob in slm_runner_eval's own logits of the
+ * chunk with bos over its first token; the chunk is left as it was; a runner holding another
+ * sequence scores the same (it is reset); n < 2 and n past the context are refused. */
+static void check_score_chunk(struct slm_model *m)
+{
+    enum { N = 24, CTX = 32 };
+    char err[SLM_ERR_LEN];
+    int nv = m->cfg.n_vocab;
+    struct slm_runner *r = slm_runner_create(m, CTX, 8, err);
+    float *logits = malloc((size_t)N * (size_t)nv * sizeof *logits);
+    CHECK(r && logits, "score_chunk: runner: %s", err);
+    if (!r || !logits) return;
+    int32_t chunk[CTX + 1], copy[CTX + 1], ref[N];
+    double nll[N], again[N];
+    for (int i = 0; i <= CTX; i++) chunk[i] = 100 + (37 * i) % 5000;
+    memcpy(copy, chunk, sizeof chunk);
+    int rc = slm_runner_score_chunk(r, chunk, N, 1, logits, nll, NULL);
+    CHECK(rc == 0, "score_chunk: %d", rc);
+    CHECK(memcmp(chunk, copy, sizeof chunk) == 0, "score_chunk: the chunk was changed");
+    memcpy(ref, chunk, sizeof ref);
+    ref[0] = 1;
+    slm_runner_reset(r);
+    CHECK(slm_runner_eval(r, ref, N, 1, logits) == 0, "score_chunk: reference eval");
+    for (int j = N / 2; j < N - 1; j++) {
+        float lp = 0;
+        CHECK(slm_logprobs_top(logits + (size_t)j * (size_t)nv, nv, chunk[j + 1], 0, &lp, NULL) == 0,
+              "score_chunk: logprob at %d", j);
+        CHECK(nll[j - N / 2] == -(double)lp, "score_chunk: position %d: NLL %.9g, the logits' %.9g", j,
+              nll[j - N / 2], -(double)lp);
+    }
+    CHECK(slm_runner_eval(r, chunk, 5, 0, logits) == 0, "score_chunk: another sequence");
+    rc = slm_runner_score_chunk(r, chunk, N, 1, logits, again, NULL);
+    CHECK(rc == 0 && memcmp(nll, again, sizeof(double) * (N - N / 2 - 1)) == 0,
+          "score_chunk: a runner holding another sequence scored differently (%d)", rc);
+    CHECK(slm_runner_score_chunk(r, chunk, 1, 1, logits, nll, NULL) == -EINVAL, "score_chunk: n = 1 accepted");
+    CHECK(slm_runner_score_chunk(r, chunk, CTX + 1, 1, logits, nll, NULL) == -ENOSPC,
+          "score_chunk: n past the context accepted");
+    free(logits);
+    slm_runner_destroy(&r);
+}
+
 int main(void)
 {
     const char *dir = getenv("SLM_MODEL_DIR");
@@ -327,6 +370,7 @@ int main(void)
     static struct spec sp[N_REQ];
     static struct result together[N_REQ], alone[N_REQ], tight[N_REQ], one[1];
     make_specs(sp, N_REQ);
+    check_score_chunk(m);
 
     /* Each alone, in a fresh engine, arriving at once. */
     for (int i = 0; i < N_REQ; i++) {

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/engine/stop.h"
+
 #define BLOCK_SIZE 16
 
 struct slm_runner {
@@ -116,4 +118,29 @@ int slm_runner_n_ctx(const struct slm_runner *r)
 void slm_runner_reset(struct slm_runner *r)
 {
     r->pos = 0;
+}
+
+int slm_runner_score_chunk(struct slm_runner *r, const int32_t *chunk, int n, int32_t bos, float *logits,
+                           double *nll, int *bad_pos)
+{
+    if (n < 2) return -EINVAL;
+    if (n > r->n_ctx) return -ENOSPC;
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids) return -ENOMEM;
+    memcpy(ids, chunk, (size_t)n * sizeof *ids);
+    if (bos >= 0) ids[0] = bos;
+    slm_runner_reset(r);
+    int rc = slm_runner_eval(r, ids, n, 1, logits);
+    free(ids);
+    if (rc) return rc;
+    int n_vocab = r->m->cfg.n_vocab;
+    for (int j = n / 2; j < n - 1; j++) {
+        float lp;
+        if (slm_logprobs_top(logits + (size_t)j * (size_t)n_vocab, n_vocab, chunk[j + 1], 0, &lp, NULL) < 0) {
+            if (bad_pos) *bad_pos = j;
+            return -EDOM;
+        }
+        nll[j - n / 2] = -(double)lp;
+    }
+    return 0;
 }
