@@ -68,6 +68,27 @@ static const struct key *find_key(const char *name, size_t len)
     return NULL;
 }
 
+/* The cuda backend's defaults where they differ from keys[]' (the CPU's): a step of up to 256
+ * sequences and 4096 tokens, the shape issue 15's serving runs used on an H200 and vLLM's default
+ * max_num_seqs. Provisional: not yet chosen from a sweep on a GPU (docs/configuration.md). */
+static const struct {
+    const char *key, *value;
+} cuda_defaults[] = {{"max-batch-tokens", "4096"}, {"max-seqs", "256"}};
+#define CUDA_DEFAULT_SOURCE "default for the cuda backend"
+
+static int check_seqs(const struct slm_config *c, char *err)
+{
+    if (c->max_seqs > c->max_batch_tokens) {
+        const struct key *k = find_key("max-seqs", 8);
+        slm_err_set(err, "max-seqs (%d) cannot exceed max-batch-tokens (%d)%s", c->max_seqs, c->max_batch_tokens,
+                    !strcmp(c->source[k - keys], CUDA_DEFAULT_SOURCE)
+                        ? " (max-seqs is the cuda backend's default: set it as well)"
+                        : "");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* Parses a comma-separated list of user (or group) names or numbers. */
 static int parse_ids(const char *text, int groups, uint32_t *out, int *n, char *err)
 {
@@ -213,6 +234,21 @@ void slm_config_defaults(struct slm_config *c)
     }
 }
 
+int slm_config_backend_defaults(struct slm_config *c, const char *backend, char *err)
+{
+    if (!strcmp(backend, "cuda"))
+        for (size_t i = 0; i < sizeof cuda_defaults / sizeof cuda_defaults[0]; i++) {
+            const struct key *k = find_key(cuda_defaults[i].key, strlen(cuda_defaults[i].key));
+            if (strcmp(c->source[k - keys], "default")) continue;   /* set by the file or a flag */
+            char why[SLM_ERR_LEN];
+            if (slm_config_set(c, k->name, cuda_defaults[i].value, CUDA_DEFAULT_SOURCE, why)) {
+                slm_err_set(err, "%s", why);   /* not reached: the values are valid (test_config) */
+                return -EINVAL;
+            }
+        }
+    return check_seqs(c, err);
+}
+
 static char *trim(char *s)
 {
     while (*s == ' ' || *s == '\t') s++;
@@ -354,11 +390,7 @@ int slm_config_from_args(struct slm_config *c, int argc, char **argv, char *err)
             return -EINVAL;
         }
     }
-    if (c->max_seqs > c->max_batch_tokens) {
-        slm_err_set(err, "max-seqs (%d) cannot exceed max-batch-tokens (%d)", c->max_seqs, c->max_batch_tokens);
-        return -EINVAL;
-    }
-    return 0;
+    return slm_config_backend_defaults(c, c->backend, err);
 }
 
 static void print_ids(FILE *f, const uint32_t *ids, int n)
@@ -429,7 +461,11 @@ void slm_config_print(const struct slm_config *c, FILE *f)
         case K_UIDS: print_ids(f, (const uint32_t *)c->allow_uids, c->n_allow_uids); break;
         case K_GIDS: print_ids(f, (const uint32_t *)c->allow_gids, c->n_allow_gids); break;
         }
-        fprintf(f, "    # %s\n", c->source[i]);
+        fprintf(f, "    # %s", c->source[i]);
+        for (size_t j = 0; j < sizeof cuda_defaults / sizeof cuda_defaults[0]; j++)
+            if (!strcmp(k->name, cuda_defaults[j].key) && !strcmp(c->backend, "auto") && !strcmp(c->source[i], "default"))
+                fprintf(f, " (the cpu backend's; %s on the cuda backend)", cuda_defaults[j].value);
+        fputc('\n', f);
     }
 }
 

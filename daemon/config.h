@@ -64,6 +64,13 @@ int slm_config_load(struct slm_config *c, const char *path, int must_exist, char
  * with err. */
 int slm_config_from_args(struct slm_config *c, int argc, char **argv, char *err);
 
+/* The defaults that depend on the backend (docs/configuration.md, "Defaults on the GPU"):
+ * max-batch-tokens and max-seqs, where still at their default, take backend's ("cpu" or "cuda")
+ * values, their source saying so. slm_config_from_args applies an explicit `backend = cuda`; serve
+ * applies the backend `auto` resolved to. -EINVAL with err when max-seqs then exceeds
+ * max-batch-tokens (c is changed all the same). */
+int slm_config_backend_defaults(struct slm_config *c, const char *backend, char *err);
+
 /* Prints every key = value with its source as a comment (the format the file takes). */
 void slm_config_print(const struct slm_config *c, FILE *f);
 

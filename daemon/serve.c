@@ -88,6 +88,8 @@ static int load_engine(struct slm_server *s, char *err)
                                   .progress = isatty(STDERR_FILENO) ? slm_service_tty_progress : NULL};
     int rc = slm_service_load(&s->svc, &so, err);
     if (rc) return rc;
+    /* backend = auto: the defaults of the backend it resolved to (an explicit one's are set already) */
+    if (slm_config_backend_defaults(&s->cfg, s->svc.be->ops->name, err)) return -EINVAL;
     int n_ctx = slm_service_ctx(s->svc.model, s->cfg.ctx_size);
     if (slm_service_check_ctx(s->svc.model, s->cfg.ctx_size, s->cfg.force_ctx, err)) return -EINVAL;
     int n_blocks = kv_blocks(s, n_ctx, err);
@@ -795,6 +797,14 @@ static int reload(struct slm_server *s)
         return -EINVAL;
     }
     const struct slm_config *cur = &s->cfg;
+    /* backend = auto stays on what it resolved to; compare with that backend's defaults */
+    if (!strcmp(next->backend, cur->backend) && s->svc.be &&
+        slm_config_backend_defaults(next, s->svc.be->ops->name, err)) {
+        slm_log(SLM_LOG_ERR, "reload: %s; keeping the running configuration", err);
+        slm_log_set_level(s->cfg.log_level);
+        if (!s->reload_pending) sd_notify(0, "READY=1");
+        return -EINVAL;
+    }
     int engine_changed = strcmp(next->model, cur->model) || next->threads != cur->threads ||
                          next->ctx_size != cur->ctx_size || next->max_batch_tokens != cur->max_batch_tokens ||
                          next->max_seqs != cur->max_seqs || next->kv_cache_mem != cur->kv_cache_mem ||

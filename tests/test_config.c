@@ -164,6 +164,45 @@ int main(void)
     expect_error("seqs over batch", from_args(&c, err, 2, "--max-seqs", "600"), err,
                  "max-seqs (600) cannot exceed max-batch-tokens (512)");
 
+    /* The cuda backend's defaults: where max-batch-tokens and max-seqs are still at their default,
+     * an explicit `backend = cuda` (or the backend auto resolved to) gives 4096 and 256. */
+    CHECK(from_args(&c, err, 2, "--backend", "cuda") == 0, "--backend cuda: %s", err);
+    CHECK(c.max_batch_tokens == 4096 && c.max_seqs == 256, "--backend cuda: %d tokens, %d seqs",
+          c.max_batch_tokens, c.max_seqs);
+    CHECK(from_args(&c, err, 4, "--backend", "cuda", "--max-seqs", "100") == 0 && c.max_seqs == 100 &&
+              c.max_batch_tokens == 4096,
+          "--backend cuda --max-seqs 100: %d tokens, %d seqs (%s)", c.max_batch_tokens, c.max_seqs, err);
+    snprintf(cfg, sizeof cfg, "--config=%s", write_file("gpu.conf", "backend = cuda\nmax-batch-tokens = 2048\n"));
+    CHECK(from_args(&c, err, 1, cfg) == 0 && c.max_batch_tokens == 2048 && c.max_seqs == 256,
+          "cuda file with max-batch-tokens 2048: %d tokens, %d seqs (%s)", c.max_batch_tokens, c.max_seqs, err);
+    expect_error("cuda default seqs over an explicit batch", from_args(&c, err, 4, "--backend", "cuda",
+                                                                       "--max-batch-tokens", "100"),
+                 err, "max-seqs (256) cannot exceed max-batch-tokens (100) (max-seqs is the cuda backend's default");
+    CHECK(from_args(&c, err, 2, "--backend", "cpu") == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64,
+          "--backend cpu: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);
+    CHECK(from_args(&c, err, 0) == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64, "auto: %d tokens, %d seqs",
+          c.max_batch_tokens, c.max_seqs);
+    {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        slm_config_print(&c, mem);
+        fclose(mem);
+        CHECK(strstr(text, "max-batch-tokens = 512    # default (the cpu backend's; 4096 on the cuda backend)") &&
+                  strstr(text, "max-seqs = 64    # default (the cpu backend's; 256 on the cuda backend)"),
+              "auto: slmd config does not say the cuda defaults:\n%s", text);
+        free(text);
+    }
+    /* What serve does once auto resolved: cuda's defaults, once; cpu leaves them. */
+    CHECK(slm_config_backend_defaults(&c, "cpu", err) == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64,
+          "auto resolved to cpu: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);
+    CHECK(slm_config_backend_defaults(&c, "cuda", err) == 0 && slm_config_backend_defaults(&c, "cuda", err) == 0 &&
+              c.max_batch_tokens == 4096 && c.max_seqs == 256,
+          "auto resolved to cuda: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);
+    CHECK(from_args(&c, err, 2, "--max-seqs", "8") == 0 && slm_config_backend_defaults(&c, "cuda", err) == 0 &&
+              c.max_batch_tokens == 4096 && c.max_seqs == 8,
+          "auto resolved to cuda, --max-seqs 8: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);
+
     /* The socket's default place. */
     slm_config_defaults(&c);
     char path[256];
