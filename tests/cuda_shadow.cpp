@@ -6,7 +6,8 @@
  *          through the shadow backend (tests/shadow_backend.h); prints, per kind of op (matmuls
  *          by weight type and shape), the mean and worst relative rms difference of cuda against
  *          cpu and the mean relative rms error of each against float64 (SLM_SHADOW_VERBOSE=1:
- *          every call).
+ *          every call, labelled by the KV index of the layer's pool: L3 a global layer's, W3 a
+ *          sliding-window layer's).
  *        cuda_shadow --ppl CHUNKS MODEL.gguf [TEXT_FILE] [cpu,f64,cuda]
  *          the perplexity (llama-perplexity's definition, chunks of 128; model_reference.h) on
  *          each backend named, and a line "nll NAME v1 v2 ..." of its scored tokens.

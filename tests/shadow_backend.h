@@ -27,7 +27,8 @@ struct shadow {
     std::map<const struct slm_kv_pool *, struct slm_kv_pool *> pool;
     std::map<std::string, stat_row> rows;
     std::vector<std::string> order;
-    int verbose = 0, layer = -1;
+    int verbose = 0, layer = -1;   /* layer: the last attention's KV index within its pool */
+    bool windowed = false;         /* ...a sliding-window layer's pool (printed W, else L) */
 };
 
 shadow S;
@@ -77,7 +78,7 @@ void record(const std::string &key, const float *g, const float *c, size_t n, co
         r.n_ref++;
     }
     if (S.verbose) {
-        printf("L%-3d %-40s cuda-cpu rel %.3e max %.3e", S.layer, key.c_str(), rel, ma);
+        printf("%c%-3d %-40s cuda-cpu rel %.3e max %.3e", S.windowed ? 'W' : 'L', S.layer, key.c_str(), rel, ma);
         if (ref) printf("  cuda-f64 %.3e cpu-f64 %.3e", eg, ec);
         printf("\n");
     }
@@ -258,7 +259,8 @@ int sh_attention(struct slm_backend *, struct slm_kv_pool *pool, int layer, cons
 {
     size_t nq = (size_t)b->n_tokens * p->n_head * p->head_dim, nk = (size_t)b->n_tokens * p->n_head_kv * p->head_dim;
     std::vector<float> qh = host(q, nq), kh = host(k, nk), vh = host(v, nk), c(nq);
-    S.layer = layer + (pool->window > 0 ? 1000 : 0);
+    S.layer = layer;
+    S.windowed = pool->window > 0;
     int rc = S.gpu->ops->attention(S.gpu, pool, layer, b, p, q, k, v, out);
     if (rc) return rc;
     std::vector<float> g = host(out, nq);
