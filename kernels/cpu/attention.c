@@ -207,18 +207,28 @@ AVX2_FN static inline __m256 dot_t3(const slm_half *k, const float *q, int np)
     return fold_t3(acc);
 }
 
-/* fold8_t3 of the 32-step dot products of K row k with q (head_dim >= 32 of them). */
-AVX2_FN static inline __m256 dot8_t3(const slm_half *k, const float *q, int np)
+/* fold8_t3 of the 32-step dot products of K row k with each of nh heads' q (qh, hd apart;
+ * head_dim >= 32 of them): per head 4 accumulators, acc_j += k[i + 8j ..] * q[i + 8j ..] for
+ * i = 0, 32, ..; each K chunk is converted once for all the heads. */
+AVX2_FN static inline void dot8_t3_heads(const slm_half *k, const float *qh, size_t hd, int nh, int np, __m256 *out)
 {
-    __m256 acc[4];
+    __m256 acc[SET_HEADS][4];
     UNROLL
-    for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_ps();
-    for (int i = 0; i < np; i += 32)
+    for (int h = 0; h < nh; h++)
         UNROLL
-        for (int j = 0; j < 4; j++)
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8 * j))),
-                                     _mm256_loadu_ps(q + i + 8 * j), acc[j]);
-    return fold8_t3(acc);
+        for (int j = 0; j < 4; j++) acc[h][j] = _mm256_setzero_ps();
+    for (int i = 0; i < np; i += 32) {
+        __m256 kv[4];
+        UNROLL
+        for (int j = 0; j < 4; j++) kv[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8 * j)));
+        UNROLL
+        for (int h = 0; h < nh; h++)
+            UNROLL
+            for (int j = 0; j < 4; j++)
+                acc[h][j] = _mm256_fmadd_ps(kv[j], _mm256_loadu_ps(qh + (size_t)h * hd + i + 8 * j), acc[h][j]);
+    }
+    UNROLL
+    for (int h = 0; h < nh; h++) out[h] = fold8_t3(acc[h]);
 }
 
 /* out[i] = f16-rounded (x[i] * m) for whole groups of 8; returns how many were done (out may be x). */
@@ -293,9 +303,15 @@ scores_set(const int L, const float *qh, const int NH, int hd, float scale, cons
         } else {
             for (int i = 0; i < 8; i++) {
                 const slm_half *k = k_pool + rows[t0 + (i < c ? i : 0)];
-                UNROLL
-                for (int h = 0; h < NH; h++)
-                    t3[h][i] = L == 16 ? dot_t3(k, qh + (size_t)h * (size_t)hd, np) : dot8_t3(k, qh + (size_t)h * (size_t)hd, np);
+                if (L == 16) {
+                    UNROLL
+                    for (int h = 0; h < NH; h++) t3[h][i] = dot_t3(k, qh + (size_t)h * (size_t)hd, np);
+                } else {
+                    __m256 o[SET_HEADS];
+                    dot8_t3_heads(k, qh, (size_t)hd, NH, np, o);
+                    UNROLL
+                    for (int h = 0; h < NH; h++) t3[h][i] = o[h];
+                }
             }
         }
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

@@ -43,7 +43,8 @@ static inline __attribute__((always_inline)) __m256i x8_bcast4(const int8_t *p)
 }
 
 /* Software prefetch of the weight stream: the bytes of a block X8_PF_AHEAD bytes past wb (the
- * hardware prefetchers stop at 4 KiB pages; this measured +20-30% on a 178 MB Q8_0 GEMV). */
+ * hardware prefetchers stop at 4 KiB pages; this measured +20-30% on a 178 MB Q8_0 GEMV). Only
+ * the first token tile of a row group prefetches: the later ones find the group in L1. */
 #ifndef X8_PF_AHEAD
 #define X8_PF_AHEAD 1024
 #endif
@@ -66,7 +67,7 @@ static inline __attribute__((always_inline)) void x8_store(float *y, const __m25
 
 static inline __attribute__((always_inline)) void x8_q4_1(int64_t nb, const uint8_t *w, const uint8_t *a,
                                                          size_t as, const struct slm_cpu_act_scale *sc, float *y,
-                                                         int64_t ldy, int accumulate, const int C)
+                                                         int64_t ldy, int accumulate, const int C, const int prefetch)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256 acc[X8_CMAX][8], macc[X8_CMAX];
@@ -77,7 +78,7 @@ static inline __attribute__((always_inline)) void x8_q4_1(int64_t nb, const uint
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = w + b * X8_Q4_1_BYTES;
-        x8_prefetch(wb, X8_Q4_1_BYTES);
+        if (prefetch) x8_prefetch(wb, X8_Q4_1_BYTES);
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
         __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wb + 16)));
         __m256 scale[X8_CMAX];
@@ -108,7 +109,7 @@ static inline __attribute__((always_inline)) void x8_q4_1(int64_t nb, const uint
 
 static inline __attribute__((always_inline)) void x8_q8_0(int64_t nb, const uint8_t *w, const uint8_t *a,
                                                          size_t as, const struct slm_cpu_act_scale *sc, float *y,
-                                                         int64_t ldy, int accumulate, const int C)
+                                                         int64_t ldy, int accumulate, const int C, const int prefetch)
 {
     __m256 acc[X8_CMAX][8];
 #pragma GCC unroll 8
@@ -116,7 +117,7 @@ static inline __attribute__((always_inline)) void x8_q8_0(int64_t nb, const uint
         for (int k = 0; k < 8; k++) acc[c][k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = w + b * X8_Q8_0_BYTES;
-        x8_prefetch(wb, X8_Q8_0_BYTES);
+        if (prefetch) x8_prefetch(wb, X8_Q8_0_BYTES);
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
         __m256 scale[X8_CMAX];
 #pragma GCC unroll 8
@@ -147,7 +148,7 @@ static inline __attribute__((always_inline)) __m256i x8_bit4(__m256i x, const in
 /* Q5_0 as Q8_0 (the values q - 16 are signed), unpacked from nibbles and the spread fifth bits. */
 static inline __attribute__((always_inline)) void x8_q5_0(int64_t nb, const uint8_t *w, const uint8_t *a,
                                                          size_t as, const struct slm_cpu_act_scale *sc, float *y,
-                                                         int64_t ldy, int accumulate, const int C)
+                                                         int64_t ldy, int accumulate, const int C, const int prefetch)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8(16);
     __m256 acc[8][8];
@@ -156,7 +157,7 @@ static inline __attribute__((always_inline)) void x8_q5_0(int64_t nb, const uint
         for (int k = 0; k < 8; k++) acc[c][k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = w + b * X8_Q5_0_BYTES;
-        x8_prefetch(wb, X8_Q5_0_BYTES);
+        if (prefetch) x8_prefetch(wb, X8_Q5_0_BYTES);
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
         __m256 scale[8];
 #pragma GCC unroll 8
@@ -199,7 +200,7 @@ static inline __attribute__((always_inline)) __m256i x8_scales16(const uint8_t *
  *   acc = fma(sumi, d_w * d_a, acc), accm = fma(summ, dmin_w * d_a, accm); y = acc - accm. */
 static inline __attribute__((always_inline)) void x8_q4_k(int64_t nb, const uint8_t *w, const uint8_t *a,
                                                          size_t as, float *y, int64_t ldy, int accumulate,
-                                                         const int C)
+                                                         const int C, const int prefetch)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256 acc[4], accm[4];
@@ -207,7 +208,7 @@ static inline __attribute__((always_inline)) void x8_q4_k(int64_t nb, const uint
     for (int c = 0; c < C; c++) acc[c] = accm[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = w + b * X8_Q4_K_BYTES;
-        x8_prefetch(wb, X8_Q4_K_BYTES);
+        if (prefetch) x8_prefetch(wb, X8_Q4_K_BYTES);
         const struct slm_block_q8_K *ab[4];
         __m256i isum[4], msum[4];
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
@@ -268,7 +269,7 @@ static inline __attribute__((always_inline)) void x8_q4_k(int64_t nb, const uint
  * acc_k = fma(d_a * d_w, lane_k, acc_k); y = the tree of x8_store over acc_0..7. */
 static inline __attribute__((always_inline)) void x8_q6_k(int64_t nb, const uint8_t *w, const uint8_t *a,
                                                          size_t as, float *y, int64_t ldy, int accumulate,
-                                                         const int C)
+                                                         const int C, const int prefetch)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     __m256 acc[4][8];
@@ -277,7 +278,7 @@ static inline __attribute__((always_inline)) void x8_q6_k(int64_t nb, const uint
         for (int k = 0; k < 8; k++) acc[c][k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = w + b * X8_Q6_K_BYTES;
-        x8_prefetch(wb, X8_Q6_K_BYTES);
+        if (prefetch) x8_prefetch(wb, X8_Q6_K_BYTES);
         const struct slm_block_q8_K *ab[4];
         __m256 scale[4];
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
@@ -344,12 +345,12 @@ static inline __attribute__((always_inline)) void x8_q6_k(int64_t nb, const uint
     } while (0)
 
 #define X8_ARGS(c) a + (size_t)(c) * as, as, sc + (size_t)(c) * (size_t)nb, yg + (c) * ldy, ldy, accumulate
-#define X8_CALL_Q4_1(c, K) x8_q4_1(nb, wg, X8_ARGS(c), K)
-#define X8_CALL_Q8_0(c, K) x8_q8_0(nb, wg, X8_ARGS(c), K)
-#define X8_CALL_Q5_0(c, K) x8_q5_0(nb, wg, X8_ARGS(c), K)
+#define X8_CALL_Q4_1(c, K) x8_q4_1(nb, wg, X8_ARGS(c), K, (c) == 0)
+#define X8_CALL_Q8_0(c, K) x8_q8_0(nb, wg, X8_ARGS(c), K, (c) == 0)
+#define X8_CALL_Q5_0(c, K) x8_q5_0(nb, wg, X8_ARGS(c), K, (c) == 0)
 #define X8_ARGS_K(c) a + (size_t)(c) * as, as, yg + (c) * ldy, ldy, accumulate
-#define X8_CALL_Q4_K(c, K) x8_q4_k(nb, wg, X8_ARGS_K(c), K)
-#define X8_CALL_Q6_K(c, K) x8_q6_k(nb, wg, X8_ARGS_K(c), K)
+#define X8_CALL_Q4_K(c, K) x8_q4_k(nb, wg, X8_ARGS_K(c), K, (c) == 0)
+#define X8_CALL_Q6_K(c, K) x8_q6_k(nb, wg, X8_ARGS_K(c), K, (c) == 0)
 
 /* The slm_cpu_x8_fn of a weight type: n_groups consecutive groups, nc tokens. */
 #define X8_DEFINE(NAME, BYTES, CALL, CMAX, REST_CASES)                                                              \

@@ -68,6 +68,7 @@ static void cpu_free(struct slm_backend *be, void *p)
 struct cpu_chunk {
     size_t size, used;  /* bytes, this header included */
     int refs;           /* the weights in it */
+    int current;        /* 1 while new weights are placed in it (cpu_impl.chunk) */
 };
 
 /* A repacked weight; be_data points at it. A weight used in place has be_data == data. */
@@ -92,7 +93,15 @@ static struct cpu_chunk *chunk_new(size_t least)
     c->size = size;
     c->used = round_up(sizeof *c, 64);
     c->refs = 0;
+    c->current = 0;
     return c;
+}
+
+/* No more weights go into c: freed now if it holds none, else with its last. */
+static void chunk_retire(struct cpu_chunk *c)
+{
+    c->current = 0;
+    if (c->refs == 0) free(c);
 }
 
 /* Room for a packed weight of bytes: in the current chunk, a new one, or (large) its own. */
@@ -106,7 +115,8 @@ static struct cpu_packed *packed_alloc(struct cpu_impl *ci, size_t bytes)
     } else if (!c || c->size - c->used < need) {
         c = chunk_new(CHUNK_BYTES);
         if (c) {
-            if (ci->chunk && ci->chunk->refs == 0) free(ci->chunk);
+            if (ci->chunk) chunk_retire(ci->chunk);
+            c->current = 1;
             ci->chunk = c;
         }
     }
@@ -118,12 +128,14 @@ static struct cpu_packed *packed_alloc(struct cpu_impl *ci, size_t bytes)
     return p;
 }
 
-static void packed_free(struct cpu_impl *ci, struct cpu_packed *p)
+/* A weight's room given back: the chunk is freed with its last weight, unless new weights are
+ * still placed in it (then it starts over empty). */
+static void packed_free(struct cpu_packed *p)
 {
     struct cpu_chunk *c = p->chunk;
     if (--c->refs > 0) return;
-    if (c == ci->chunk) ci->chunk = NULL;
-    free(c);
+    if (c->current) c->used = round_up(sizeof *c, 64);
+    else free(c);
 }
 
 static int cpu_load_weight(struct slm_backend *be, struct slm_weight *w)
@@ -138,7 +150,7 @@ static int cpu_load_weight(struct slm_backend *be, struct slm_weight *w)
     p->layout = layout;
     int rc = slm_cpu_repack(layout, w->type, w->rows, w->cols, w->data, w->row_bytes, p->bytes);
     if (rc) {
-        packed_free(impl(be), p);
+        packed_free(p);
         return rc;
     }
     w->be_data = p;
@@ -147,7 +159,7 @@ static int cpu_load_weight(struct slm_backend *be, struct slm_weight *w)
 
 static void cpu_unload_weight(struct slm_backend *be, struct slm_weight *w)
 {
-    if (w->be_data && w->be_data != w->data) packed_free(impl(be), w->be_data);
+    if (w->be_data && w->be_data != w->data) packed_free(w->be_data);
     w->be_data = NULL;
 }
 
@@ -385,7 +397,7 @@ static void cpu_destroy(struct slm_backend *be)
     struct cpu_impl *ci = impl(be);
     if (ci) {
         slm_pool_destroy(&ci->pool);
-        if (ci->chunk && ci->chunk->refs == 0) free(ci->chunk);
+        if (ci->chunk) chunk_retire(ci->chunk);
         free(ci->scratch);
         free(ci->scores);
         free(ci);
