@@ -3,9 +3,9 @@
  *
  * Weights stay in the GGUF mapping, except the matrices the fast kernels read better
  * repacked (kernels/cpu/matmul.h, the X8 layout): those get a copy in that layout,
- * made once at load, into chunks of transparent huge pages (see cpu_chunk). Activations are host memory. The KV pool is one
- * zeroed allocation of halves, per layer K then V, each (n_blocks, block_size, kv_dim);
- * pages are only touched as blocks fill. Work is spread over a thread pool; ops too
+ * made once at load, in chunks of transparent huge pages (cpu_chunk). Activations are host
+ * memory. The KV pool is one zeroed allocation of halves, per layer K then V, each
+ * (n_blocks, block_size, kv_dim); pages are only touched as blocks fill. Work is spread over a thread pool; ops too
  * small to be worth a dispatch run on the calling thread.
  */
 #define _GNU_SOURCE
@@ -57,8 +57,8 @@ static void cpu_free(struct slm_backend *be, void *p)
 /*
  * Packed weights live in chunks of memory asked for as transparent huge pages (2 MiB): the
  * tiles stream them once a step, and with 4 KiB pages the hardware prefetchers stop at every
- * page and each page costs a TLB miss (on the 2-core AVX2 box, decode of Gemma 3 270M went
- * from 88 to 125 tokens/s; docs/performance.md). A chunk holds weights one after another, so
+ * page and each page costs a TLB miss (on the 2-core AVX2 box, with the tiles' prefetch, decode
+ * of Gemma 3 270M went from 88 to 113-126 tokens/s; docs/performance.md). A chunk holds weights one after another, so
  * that small matrices share huge pages; it counts them and is freed with the last. Where the
  * kernel has no THP, madvise fails and the chunk is ordinary pages: nothing else changes.
  */
