@@ -116,8 +116,9 @@ int main(int argc, char **argv)
         }
     }
     size_t bytes = (size_t)mib << 20, words = bytes / 8 / (size_t)threads / 16 * 16;   /* 128-byte shares */
-    uint64_t *buf = aligned_alloc((size_t)2 << 20, (bytes + ((size_t)2 << 20) - 1) >> 21 << 21);
-    if (buf && huge) (void)madvise(buf, (bytes + ((size_t)2 << 20) - 1) >> 21 << 21, MADV_HUGEPAGE);
+    const size_t huge_page = (size_t)2 << 20, alloc = (bytes + huge_page - 1) / huge_page * huge_page;
+    uint64_t *buf = aligned_alloc(huge_page, alloc);
+    if (buf && huge) (void)madvise(buf, alloc, MADV_HUGEPAGE);
     struct worker *w = calloc((size_t)threads, sizeof *w);
     pthread_t *tid = calloc((size_t)threads, sizeof *tid);
     if (!buf || !w || !tid) {

@@ -416,12 +416,12 @@ static int perplexity(const struct run_opts *o, struct slm_model *m, const struc
         if (rc == -EDOM) {
             slm_err_set(err, "chunk %d, position %d: the logits are not finite", c + 1, bad);
             goto out;
-        } else if (rc) {
+        } else if (rc < 0) {
             slm_err_set(err, "evaluating chunk %d: %s", c + 1, strerror(-rc));
             goto out;
         }
-        for (int j = 0; j < n_ctx - n_ctx / 2 - 1; j++) nll += nlls[j];
-        count += n_ctx - n_ctx / 2 - 1;
+        for (int j = 0; j < rc; j++) nll += nlls[j];
+        count += rc;
         printf("[%d]%.4f%s", c + 1, exp(nll / (double)count), c + 1 < n_chunks ? "," : "\n");
         fflush(stdout);
     }

@@ -111,23 +111,26 @@ static double perplexity(struct slm_model *m, const std::vector<int32_t> &toks, 
                          std::vector<double> *nll = nullptr)
 {
     char err[SLM_ERR_LEN];
-    const int scored = PPL_CTX - PPL_CTX / 2 - 1;
     double sum_nll = 0;
+    long count = 0;
     std::vector<float> all((size_t)PPL_CTX * (size_t)m->cfg.n_vocab);
-    std::vector<double> part((size_t)scored);
+    std::vector<double> part((size_t)PPL_CTX);
     if (nll) nll->clear();
     struct slm_runner *r = slm_runner_create(m, PPL_CTX, PPL_CTX, err);
     for (int c = 0; c < chunks; c++) {
-        if (!r || slm_runner_score_chunk(r, toks.data() + (size_t)c * PPL_CTX, PPL_CTX, bos, all.data(), part.data(),
-                                         nullptr)) {
+        int n = r ? slm_runner_score_chunk(r, toks.data() + (size_t)c * PPL_CTX, PPL_CTX, bos, all.data(),
+                                           part.data(), nullptr)
+                  : -1;
+        if (n < 0) {
             slm_runner_destroy(&r);
             return -1;
         }
-        for (double t : part) sum_nll += t;
-        if (nll) nll->insert(nll->end(), part.begin(), part.end());
+        for (int j = 0; j < n; j++) sum_nll += part[(size_t)j];
+        if (nll) nll->insert(nll->end(), part.begin(), part.begin() + n);
+        count += n;
     }
     slm_runner_destroy(&r);
-    return exp(sum_nll / ((double)chunks * scored));
+    return exp(sum_nll / (double)count);
 }
 
 /* The tokens of the text file at path (BOS first when the model adds one) into *ids; 0, or -errno

@@ -3,7 +3,8 @@
 # serve): `--backend cuda` on a machine without a CUDA device (SLM_EMU_DEVICES=0 makes an
 # emulated build see none) is one line and a non-zero exit; `--backend auto` falls back to the
 # CPU with a log line and gives the CPU's tokens; bad values of --backend and
-# --gpu-memory-fraction are one-line errors. The cuda backend's greedy tokens are compared with
+# --gpu-memory-fraction are one-line errors; serve --backend cuda (emulated) builds its engine with
+# the cuda backend's step defaults unless a flag sets them. The cuda backend's greedy tokens are compared with
 # the CPU backend's for the same request: on a GPU where there is one, else under the SIMT
 # emulator (slmd_emu, $SLMD_EMU); a build with neither exits 77 (skipped) after the rest.
 #
@@ -77,6 +78,24 @@ else
       echo "FAIL cuda under the emulator: '$out'"; cat "$tmp/err"; fail=1
     fi
     compared=1
+    # The cuda backend's provisional step defaults (docs/configuration.md, "Defaults on the GPU"):
+    # serve's log line says what the engine was built with; a flag keeps its value.
+    for extra in "" "--max-seqs 32"; do
+      want="4096 tokens and 256 sequences per step"
+      [ -n "$extra" ] && want="4096 tokens and 32 sequences per step"
+      rm -f "$tmp/serve.log"
+      # shellcheck disable=SC2086
+      env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 timeout 120 "$SLMD_EMU" serve --config /dev/null --socket "$tmp/e.sock" \
+        --backend cuda --model "$model" --ctx-size 512 --kv-cache-mem 64M --log-level info $extra >"$tmp/serve.log" 2>&1 &
+      spid=$!
+      for _ in $(seq 1 100); do grep -q "per step" "$tmp/serve.log" 2>/dev/null && break; sleep 0.5; done
+      kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+      if grep -q "cuda backend; .*; $want" "$tmp/serve.log"; then
+        echo "ok   serve --backend cuda $extra: $want"
+      else
+        echo "FAIL serve --backend cuda $extra: expected '$want' in the log:"; cat "$tmp/serve.log"; fail=1
+      fi
+    done
   fi
 fi
 expect_error "bad backend" "--backend: 'tpu' is not one of auto, cpu, cuda" run --backend tpu "${args[@]}"

@@ -142,5 +142,5 @@ int slm_runner_score_chunk(struct slm_runner *r, const int32_t *chunk, int n, in
         }
         nll[j - n / 2] = -(double)lp;
     }
-    return 0;
+    return n - n / 2 - 1;
 }

@@ -35,8 +35,9 @@ void slm_runner_reset(struct slm_runner *r);
  * n tokens of chunk evaluated from position 0 with bos (>= 0) in place of the first (chunk itself
  * is not changed), and the negative log-likelihood of each of the tokens n/2 + 1 .. n - 1 given
  * those before it written to nll (n - n/2 - 1 values, in order). logits: room for n * n_vocab
- * floats. Returns 0; -EINVAL when n < 2; -ENOSPC when n is past the context; -EDOM when a scored
- * row's logits are not finite (*bad_pos, when not NULL, is that row's position); or -errno.
+ * floats. Returns how many NLLs it wrote (n - n/2 - 1); -EINVAL when n < 2; -ENOSPC when n is
+ * past the context; -EDOM when a scored row's logits are not finite (*bad_pos, when not NULL, is
+ * that row's position); or -errno.
  */
 int slm_runner_score_chunk(struct slm_runner *r, const int32_t *chunk, int n, int32_t bos, float *logits,
                            double *nll, int *bad_pos);
