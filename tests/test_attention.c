@@ -88,7 +88,7 @@ static void random_halves(slm_half *h, size_t n, float amp)
 static void check_attention(void)
 {
     static const int dims[] = {64, 80, 128, 32, 256, 40};
-    static const int groups[] = {1, 3, 4};
+    static const int groups[] = {1, 3, 4, 7};
     static const int ctxs[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 128, 129, 191, 200, 255, 256, 257, 300};
     int n_kv = 2;   /* KV heads in a row; the group reads head 1 */
     for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {

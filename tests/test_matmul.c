@@ -280,18 +280,8 @@ static void check_tiers(void)
         for (int c = 0; c < nc; c++) {
             for (int64_t i = 0; i < cols; i++) x[i] = frand() * (float)(c + 1);
             slm_cpu_quantize_row(at, x, a + (size_t)c * as, cols);
-            for (int64_t b = 0; at != SLM_TYPE_Q8_K && b < nb; b++) {   /* Q8_K's tiles read its blocks */
-                struct slm_cpu_act_scale *s = &sc[(size_t)c * (size_t)nb + (size_t)b];
-                if (at == SLM_TYPE_Q8_1) {
-                    const struct slm_block_q8_1 *blk = (const void *)(a + (size_t)c * as);
-                    s->d = slm_half_to_f32(blk[b].d);
-                    s->s = slm_half_to_f32(blk[b].s);
-                } else {
-                    const struct slm_block_q8_0 *blk = (const void *)(a + (size_t)c * as);
-                    s->d = slm_half_to_f32(blk[b].d);
-                    s->s = 0.0f;
-                }
-            }
+            if (at != SLM_TYPE_Q8_K)   /* Q8_K's tiles read its blocks */
+                slm_cpu_act_scales(at, a + (size_t)c * as, as, 1, nb, sc + (size_t)c * (size_t)nb);
         }
         float y2[19 * 24], y5[19 * 24];
         int bad = 0;

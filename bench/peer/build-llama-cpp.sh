@@ -8,6 +8,11 @@
 #        SLM_DL_DIR     where the sdist is cached    (default ~/.cache/slmd/dl)
 #        SLM_PEER_JOBS  parallel build jobs          (default 2)
 #        SLM_PEER_FORCE=1  rebuild even when READY says the build is there
+#        SLM_PEER_AMX   on: keep llama.cpp's AMX kernels on a CPU that has AMX (default off:
+#                       on such a CPU it is built with -mno-amx-tile -mno-amx-int8 -mno-amx-bf16;
+#                       0.3.36's AMX matmul, taken for pp512, died with SIGILL in
+#                       tinygemm_kernel_amx on our build machine, a KVM guest on a Xeon with AMX,
+#                       though a lone tilezero after ldtilecfg runs there: docs/performance.md)
 # Idempotent: when $SLM_PEER_DIR/READY names this version and its binaries and Python package
 # are present, it prints the paths and exits at once; otherwise it reuses the download, the
 # unpacked tree and the build tree.
@@ -24,6 +29,17 @@ JOBS=${SLM_PEER_JOBS:-2}
 SDIST=$DL/llama_cpp_python-$VERSION.tar.gz
 SRC=$PEER/llama_cpp_python-$VERSION
 BUILD=$PEER/build
+# AMX: what this build does about it, recorded in READY (a change rebuilds).
+AMX=none
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+    case "${SLM_PEER_AMX:-off}" in
+        on) AMX=on;;
+        off) AMX=off;;
+        *) echo "build-llama-cpp: SLM_PEER_AMX must be on or off, not '${SLM_PEER_AMX}'" >&2; exit 2;;
+    esac
+fi
+AMX_FLAGS=
+[ "$AMX" = off ] && AMX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 TARGETS=(llama llama-tokenize llama-bench llama-batched-bench llama-perplexity llama-simple llama-server)
 
 case "$PEER" in
@@ -33,6 +49,7 @@ esac
 
 ready_ok() {
     [ -f "$PEER/READY" ] && grep -qx "version=$VERSION" "$PEER/READY" || return 1
+    [ "$(sed -n 's/^amx=//p' "$PEER/READY")" = "$AMX" ] || [ "$AMX" = none ] || return 1
     local t
     for t in "${TARGETS[@]}"; do
         [ "$t" = llama ] && t=libllama.so
@@ -62,9 +79,12 @@ fi
 # Configured anew when absent or configured without llama-server (older versions of this script).
 # The web UI is left out (LLAMA_BUILD_UI=OFF, no prebuilt download): llama-server then embeds
 # an empty asset table and serves only its API, which is all the benchmark uses.
-if ! grep -qsx 'LLAMA_BUILD_SERVER:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+# Configured anew, too, when its AMX flags are not this run's.
+if ! grep -qsx 'LLAMA_BUILD_SERVER:BOOL=ON' "$BUILD/CMakeCache.txt" ||
+   ! grep -qsx "CMAKE_C_FLAGS:STRING=$AMX_FLAGS" "$BUILD/CMakeCache.txt"; then
     cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" \
         -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_C_FLAGS="$AMX_FLAGS" -DCMAKE_CXX_FLAGS="$AMX_FLAGS" \
         -DBUILD_SHARED_LIBS=ON \
         -DGGML_NATIVE=ON \
         -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_RPC=OFF \
@@ -106,7 +126,7 @@ fi
 
 PYTHONPATH=$PY python3 -c 'import llama_cpp, sys; llama_cpp.llama_backend_init(); sys.stdout.write(llama_cpp.llama_print_system_info().decode() + "\n")'
 
-printf 'bin=%s\npython=%s\nversion=%s\n' "$PEER/bin" "$PY" "$VERSION" > "$PEER/READY"
+printf 'bin=%s\npython=%s\nversion=%s\namx=%s\n' "$PEER/bin" "$PY" "$VERSION" "$AMX" > "$PEER/READY"
 echo "llama.cpp (llama-cpp-python $VERSION) ready:"
 echo "  bin:    $PEER/bin"
 echo "  python: $PY   (PYTHONPATH=$PY python3 -c 'import llama_cpp')"

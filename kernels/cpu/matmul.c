@@ -204,8 +204,7 @@ int slm_cpu_repack(uint32_t layout, uint32_t type, int64_t rows, int64_t cols, c
     return 0;
 }
 
-/* The X8 tiles' view of n quantized activation rows: float scales (and Q8_1's sum). */
-static void act_scales(uint32_t at, const void *acts, size_t stride, int n, int64_t nb,
+void slm_cpu_act_scales(uint32_t at, const void *acts, size_t stride, int n, int64_t nb,
                        struct slm_cpu_act_scale *sc)
 {
     for (int i = 0; i < n; i++) {
@@ -215,10 +214,13 @@ static void act_scales(uint32_t at, const void *acts, size_t stride, int n, int6
                 const struct slm_block_q8_1 *blk = (const struct slm_block_q8_1 *)row + b;
                 sc->d = slm_half_to_f32(blk->d);
                 sc->s = slm_half_to_f32(blk->s);
+                memset(sc->m16, 0, sizeof sc->m16);
             } else {
                 const struct slm_block_q8_0 *blk = (const struct slm_block_q8_0 *)row + b;
                 sc->d = slm_half_to_f32(blk->d);
                 sc->s = 0.0f;
+                for (int k = 0; k < 8; k++)
+                    sc->m16[k] = -16 * (blk->qs[4 * k] + blk->qs[4 * k + 1] + blk->qs[4 * k + 2] + blk->qs[4 * k + 3]);
             }
         }
     }
@@ -318,7 +320,7 @@ static void quant_chunk(void *arg, int64_t chunk, int slot)
         const char *row = (const char *)ctx->acts[j] + (size_t)i * ctx->act_stride[j];
         if (ctx->own_scales[j]) {
             int64_t nb = job->cols / 32;
-            act_scales(slm_cpu_vec_dot_type(job->type), row, ctx->act_stride[j], 1, nb,
+            slm_cpu_act_scales(slm_cpu_vec_dot_type(job->type), row, ctx->act_stride[j], 1, nb,
                        (struct slm_cpu_act_scale *)ctx->scales[j] + (size_t)i * (size_t)nb);
         }
     }

@@ -115,7 +115,14 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type);
 struct slm_cpu_act_scale {
     float d;                /* the block's scale */
     float s;                /* Q8_1: the stored sum d * sum(q); 0 for Q8_0 */
+    int32_t m16[8];         /* Q8_0: -16 x the sum of quants 4k..4k+3 (k = 0..7), the offset of
+                               Q5_0's stored values (0..31) in its products; 0 for Q8_1 */
 };
+
+/* The X8 tiles' view of n quantized activation rows of type act_type (Q8_0 or Q8_1; rows
+ * stride bytes apart, nb blocks each): sc (n, nb). */
+void slm_cpu_act_scales(uint32_t act_type, const void *acts, size_t stride, int n, int64_t nb,
+                        struct slm_cpu_act_scale *sc);
 
 /*
  * X8 tile: y[c*ldy + r] (+)= dot(row r of w, a row c) for r < 8 * n_groups, c < nc, where

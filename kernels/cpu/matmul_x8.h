@@ -7,6 +7,9 @@
  *   q4_sum4(u, s)           int32 lanes: the sums of 4 products u8 (0..15) x s8;
  *   q8_sum4(|w|, w, s)      int32 lanes: the exact sums of 4 products w x s8 (from |w| and
  *                           s with w's sign, which keeps the unsigned x signed products exact).
+ *   q5_sum4(m, u, s)        optional: int32 lanes m + the sums of 4 products u8 (0..31) x s8;
+ *                           with it the Q5_0 tile takes its stored values as they are and starts
+ *                           each sum from -16 x the quants' sum (slm_cpu_act_scale.m16).
  *
  * Every lane is a weight row, and each row's arithmetic is that of llama.cpp's AVX2 dot
  * products (ggml_vec_dot_q4_1_q8_1, ggml_vec_dot_q8_0_q8_0, ggml_vec_dot_q5_0_q8_0), so that results agree bit for
@@ -168,6 +171,19 @@ static inline __attribute__((always_inline)) void x8_q5_0(int64_t nb, const uint
             __m256i ch = _mm256_loadu_si256((const __m256i *)(wb + 48 + 32 * t));
             __m256i lo = _mm256_or_si256(_mm256_and_si256(ch, m4), x8_bit4(qh, t));
             __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ch, 4), m4), x8_bit4(qh, 4 + t));
+#ifdef q5_sum4
+            /* the stored values (0..31) times the quants, from -16 x their sum: the same exact sums */
+            (void)off;
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++) {
+                const struct slm_cpu_act_scale *s = sc + (size_t)c * (size_t)nb + b;
+                const int8_t *aq = ((const struct slm_block_q8_0 *)(a + (size_t)c * as) + b)->qs;
+                __m256 flo = _mm256_cvtepi32_ps(q5_sum4(s->m16[t], lo, x8_bcast4(aq + 4 * t)));
+                __m256 fhi = _mm256_cvtepi32_ps(q5_sum4(s->m16[4 + t], hi, x8_bcast4(aq + 16 + 4 * t)));
+                acc[c][t] = _mm256_fmadd_ps(flo, scale[c], acc[c][t]);
+                acc[c][4 + t] = _mm256_fmadd_ps(fhi, scale[c], acc[c][4 + t]);
+            }
+#else
             __m256i plo, qlo, phi, qhi;
             q8_prep(_mm256_sub_epi8(lo, off), &plo, &qlo);
             q8_prep(_mm256_sub_epi8(hi, off), &phi, &qhi);
@@ -179,6 +195,7 @@ static inline __attribute__((always_inline)) void x8_q5_0(int64_t nb, const uint
                 acc[c][t] = _mm256_fmadd_ps(flo, scale[c], acc[c][t]);
                 acc[c][4 + t] = _mm256_fmadd_ps(fhi, scale[c], acc[c][4 + t]);
             }
+#endif
         }
     }
 #pragma GCC unroll 8
@@ -367,6 +384,11 @@ static inline __attribute__((always_inline)) void x8_q6_k(int64_t nb, const uint
         }                                                                                                    \
     }
 
+/* The Q5_0 entry of the tier's lookup: a tier may give its own (which may call x8_gemm_q5_0). */
+#ifndef X8_Q5_0_FN
+#define X8_Q5_0_FN x8_gemm_q5_0
+#endif
+
 /* The tier's tiles and its lookup function FN (the slm_cpu_x8_fn of a weight type). */
 #define X8_DEFINE_TIER(FN)                                                                                   \
     X8_DEFINE(x8_gemm_q4_1, X8_Q4_1_BYTES, X8_CALL_Q4_1, X8_CMAX, X8_REST_CASES)                             \
@@ -379,7 +401,7 @@ static inline __attribute__((always_inline)) void x8_q6_k(int64_t nb, const uint
         switch (wtype) {                                                                                     \
         case SLM_TYPE_Q4_1: return x8_gemm_q4_1;                                                             \
         case SLM_TYPE_Q8_0: return x8_gemm_q8_0;                                                             \
-        case SLM_TYPE_Q5_0: return x8_gemm_q5_0;                                                             \
+        case SLM_TYPE_Q5_0: return X8_Q5_0_FN;                                                               \
         case SLM_TYPE_Q4_K: return x8_gemm_q4_k;                                                             \
         case SLM_TYPE_Q6_K: return x8_gemm_q6_k;                                                             \
         default: return NULL;                                                                                \
