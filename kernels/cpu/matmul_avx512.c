@@ -21,6 +21,7 @@
 
 #define q8_sum4(abs_w, w, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (abs_w), _mm256_sign_epi8((s), (w)))
 #define q5_sum4(m, u, s) _mm256_dpbusd_epi32(_mm256_set1_epi32(m), (u), (s))
+#define q4_dot_acc(acc, u, s) _mm256_dpbusd_epi32((acc), (u), (s))
 
 /* Q5_0's entry: x16_gemm_q5_0 (below), which hands an odd last group to x8_gemm_q5_0. */
 #define X8_Q5_0_FN x16_gemm_q5_0

@@ -7,6 +7,9 @@
  *   q4_sum4(u, s)           int32 lanes: the sums of 4 products u8 (0..15) x s8;
  *   q8_sum4(|w|, w, s)      int32 lanes: the exact sums of 4 products w x s8 (from |w| and
  *                           s with w's sign, which keeps the unsigned x signed products exact).
+ *   q4_dot_acc(acc, u, s)   optional: int32 lanes acc + the sums of 4 products u8 x s8; with it
+ *                           the Q4_K tile sums each sub-block's products in int32 and multiplies
+ *                           by the scale there (the same exact sums).
  *   q5_sum4(m, u, s)        optional: int32 lanes m + the sums of 4 products u8 (0..31) x s8;
  *                           with it the Q5_0 tile takes its stored values as they are and starts
  *                           each sum from -16 x the quants' sum (slm_cpu_act_scale.m16).
@@ -211,6 +214,13 @@ static inline __attribute__((always_inline)) __m256i x8_scales16(const uint8_t *
     return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* The same 8 scales as int32 lanes. */
+static inline __attribute__((always_inline)) __m256i x8_scales32(const uint8_t *p)
+{
+    __m128i w = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_cvtepi16_epi32(_mm_srai_epi16(_mm_slli_epi16(w, 8), 8));
+}
+
 /* Q4_K: sumi = sum over sub-blocks j of sc_j * (its 32 products), the products of a chunk added in
  * int16 (8 chunks of 4 products each at most 8 * 2 * 15 * 128 = 30720: exact) before the madd by
  * sc_j; summ = sum_j m_j (bsums[2j] + bsums[2j + 1]); per block
@@ -245,6 +255,28 @@ static inline __attribute__((always_inline)) void x8_q4_k(int64_t nb, const uint
             msum[c] = _mm256_add_epi32(m, _mm256_madd_epi16(x8_scales16(wb + 208),
                                                             _mm256_broadcastd_epi32(_mm_shuffle_epi32(bsum, 0xff))));
         }
+#ifdef q4_dot_acc
+        for (int q = 0; q < 4; q++) {   /* as below, each sub-block's 32 products summed in int32 */
+            __m256i plo[4], phi[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) plo[c] = phi[c] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                const __m256i ch = _mm256_loadu_si256((const __m256i *)(wb + 224 + 32 * (8 * q + t)));
+                const __m256i lo = _mm256_and_si256(ch, m4), hi = _mm256_and_si256(_mm256_srli_epi16(ch, 4), m4);
+#pragma GCC unroll 4
+                for (int c = 0; c < C; c++) {
+                    plo[c] = q4_dot_acc(plo[c], lo, x8_bcast4(ab[c]->qs + 64 * q + 4 * t));
+                    phi[c] = q4_dot_acc(phi[c], hi, x8_bcast4(ab[c]->qs + 64 * q + 32 + 4 * t));
+                }
+            }
+            const __m256i slo = x8_scales32(wb + 32 + 32 * q), shi = x8_scales32(wb + 32 + 32 * q + 16);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_mullo_epi32(plo[c], slo),
+                                                                      _mm256_mullo_epi32(phi[c], shi)));
+        }
+#else
         for (int q = 0; q < 4; q++) {   /* sub-blocks 2q (low nibbles) and 2q + 1 (high) */
             __m256i plo[4], phi[4];
 #pragma GCC unroll 4
@@ -266,6 +298,7 @@ static inline __attribute__((always_inline)) void x8_q4_k(int64_t nb, const uint
                 isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_madd_epi16(plo[c], slo),
                                                                       _mm256_madd_epi16(phi[c], shi)));
         }
+#endif
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) {
             const __m256 da = _mm256_set1_ps(ab[c]->d);
