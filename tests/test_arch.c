@@ -50,34 +50,36 @@
 #define PHI3_LONG_TOL 0.02
 #define GEMMA3_TOL 0.03
 /* Gemma 3 270M Q4_K_M, along llama.cpp's greedy path from "The capital of France is", against
- * the reference of this machine's llama.cpp build (AVX2: tests/golden/arch/gemma3-270m*.txt; no
- * AVX-512 build's reference exists for this file). slmd's quantized dot products are llama.cpp's
- * bit for bit (bench/peer/vec-dot-peer.sh), and its attention, softmax and exp follow the lanes of
- * the build llama.cpp's GGML_NATIVE would make on the CPU at hand (slm_cpu_lanes,
- * docs/numerics.md), so the bounds are per layout:
- * - 8 lanes (the reference's own build; measured 2026-12-05): every recorded logit (16 at each of
- *   the 64 positions, order 20) equal to llama.cpp's to the reference's 6 printed decimals
- *   (difference under 5e-7, so the same floats); the bound is 6e-7, 20% above what the 6 decimals
- *   can show: one ulp off in any logit above 4 fails. Greedy, 10 prompts x 32 tokens
- *   (tests/golden/arch/gemma3-270m-greedy.txt): 10 of 10 identical; the bound is 9, what is
- *   achieved less one prompt (issue 19 asks 8).
- * - 16 lanes (an AVX-512 CPU, or SLM_CPU_LANES=16: the lanes of another build than the
- *   reference's): logits at most 0.63 apart (bound 0.75, about 20% above), 4 of 10 greedy
- *   prompts identical (bound 3: the divergences at near ties of llama.cpp's, 0.008-0.06, but one,
- *   0.49; which near ties flip is a coin toss while any rounding differs).
- * Perplexity of bench/data/perplexity.txt (4 chunks of 512) against llama-perplexity's (its batched
- * paths: other kernels, so a statistical comparison): measured 16.8670 vs 16.8408, 0.156% apart
- * with 8 lanes (16 lanes: 16.8632, 0.133%; 0.375% with the K-quants in slmd's own order: the
- * figure moves by a tenth of a percent with any rounding); the bound is the issue's 0.5%. */
+ * the reference of the llama.cpp build whose lanes slmd follows on this machine (slm_cpu_lanes,
+ * docs/numerics.md): tests/golden/arch/gemma3-270m*.txt from an AVX2 build (a 2-core AMD EPYC,
+ * 2026-12-04/05), gemma3-270m*-avx512.txt from an AVX-512 build without AMX (an Intel Xeon,
+ * 2026-12-05; bench/peer/build-llama-cpp.sh). slmd's quantized dot products are llama.cpp's bit
+ * for bit in both builds (bench/peer/vec-dot-peer.sh), so the bounds are per layout:
+ * - 8 lanes, against the AVX2 build (measured 2026-12-05, on both machines): every recorded logit
+ *   (16 at each of the 64 positions, order 20) equal to llama.cpp's to the reference's 6 printed
+ *   decimals (difference under 5e-7, so the same floats); the bound is 6e-7, 20% above what the 6
+ *   decimals can show: one ulp off in any logit above 4 fails. Greedy, 10 prompts x 32 tokens
+ *   (gemma3-270m-greedy.txt): 10 of 10 identical; the bound is 9, what is achieved less one
+ *   prompt (issue 19 asks 8).
+ * - 16 lanes, against the AVX-512 build (measured 2026-12-05 on the Xeon): logits at most 0.28
+ *   apart (bound 0.35, 25% above: some float order of that build is not yet followed, which one
+ *   is not found; docs/numerics.md), the argmax equal at 53 of 53 positions without a near tie,
+ *   10 of 10 greedy prompts identical (bound 9). Against the AVX2 build's files these lanes gave
+ *   logits 0.63 apart and 4 of 10 prompts: the two builds themselves agree on 4 of 10.
+ * Perplexity of bench/data/perplexity.txt (4 chunks of 512) against that build's llama-perplexity
+ * (its batched paths: other kernels, so a statistical comparison): 16.8670 vs 16.8408, 0.156%
+ * apart with 8 lanes; 16.8632 vs 16.9242, 0.360% with 16 (the figure moves by a tenth of a percent
+ * with any rounding); the bound is the issue's 0.5%. */
 struct gemma_bounds {
-    double tol;       /* the logits' bound */
-    int greedy_min;   /* greedy prompts that must be identical, of 10 */
+    const char *suffix;   /* of the reference files: "" (the AVX2 build's) or "-avx512" */
+    double tol;           /* the logits' bound */
+    int greedy_min;       /* greedy prompts that must be identical, of 10 */
 };
 
 static struct gemma_bounds gemma_bounds_for(int lanes)
 {
-    if (lanes == 16) return (struct gemma_bounds){0.75, 3};
-    return (struct gemma_bounds){6e-7, 9};
+    if (lanes == 16) return (struct gemma_bounds){"-avx512", 0.35, 9};
+    return (struct gemma_bounds){"", 6e-7, 9};
 }
 #define GEMMA_PPL_TOL 0.005
 
@@ -406,9 +408,13 @@ int main(void)
     check_arch(tdir, tmp, "gemma3", NULL, GEMMA3_TOL, &skipped);
     struct gemma_bounds gb = gemma_bounds_for(slm_cpu_lanes());
     printf("lanes: %d (kernels %s)\n", slm_cpu_lanes(), slm_cpu_kernels_name());
-    check_arch(tdir, tmp, "gemma3-270m", "gemma-3-270m-q4_k_m.gguf", gb.tol, &skipped);
-    check_greedy(tdir, "gemma3-270m-greedy", "gemma-3-270m-q4_k_m.gguf", gb.greedy_min, &skipped);
-    check_perplexity(tdir, "gemma3-270m-ppl", "gemma-3-270m-q4_k_m.gguf", GEMMA_PPL_TOL, &skipped);
+    char name[64];
+    snprintf(name, sizeof name, "gemma3-270m%s", gb.suffix);
+    check_arch(tdir, tmp, name, "gemma-3-270m-q4_k_m.gguf", gb.tol, &skipped);
+    snprintf(name, sizeof name, "gemma3-270m-greedy%s", gb.suffix);
+    check_greedy(tdir, name, "gemma-3-270m-q4_k_m.gguf", gb.greedy_min, &skipped);
+    snprintf(name, sizeof name, "gemma3-270m-ppl%s", gb.suffix);
+    check_perplexity(tdir, name, "gemma-3-270m-q4_k_m.gguf", GEMMA_PPL_TOL, &skipped);
     check_refused(tdir, tmp, "llama-yarn", "RoPE scaling 'yarn'", &skipped);
     char cmd[1100];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
