@@ -15,8 +15,9 @@
  * --backend cpu|cuda|auto picks the backend as slmd does (bench/gpu/run.sh times cuda with it).
  * --host-cost adds, under each row, where the TG phase's steps went (slm_engine_timing): the
  * forward pass against the host's parts, scheduling, sampling, detokenizing and the events.
+ * --overlap runs each step's pass while the step before is reported (slmd's overlap-steps).
  * usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...]
- *                      [--batch N] [--json] [--host-cost]
+ *                      [--batch N] [--json] [--host-cost] [--overlap]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -61,6 +62,9 @@ struct result {
     struct slm_engine_timing tm;   /* the TG phase's steps */
 };
 
+/* --overlap: the engine's o.overlap (each pass while the step before is reported). */
+static int g_overlap;
+
 /* One measurement with pl sequences; 0 or -errno. */
 static int run_one(struct slm_model *m, const struct slm_tokenizer *tok, int pp, int tg, int pl, int batch,
                    struct result *res)
@@ -69,7 +73,8 @@ static int run_one(struct slm_model *m, const struct slm_tokenizer *tok, int pp,
     int bs = 16;
     int per_seq = (pp + tg + 1 + bs - 1) / bs;
     struct slm_engine_opts o = {.n_blocks = pl * per_seq, .block_size = bs,
-                                .max_batch_tokens = batch > pl ? batch : pl, .max_seqs = pl, .n_ctx = pp + tg + 1};
+                                .max_batch_tokens = batch > pl ? batch : pl, .max_seqs = pl, .n_ctx = pp + tg + 1,
+                                .overlap = g_overlap};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     if (!e) {
         fprintf(stderr, "batched_bench: %s\n", err);
@@ -137,7 +142,7 @@ static int parse_list(const char *s, int *out, int cap)
 static void usage(void)
 {
     fprintf(stderr, "usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...] "
-                    "[--batch N] [--json] [--host-cost]\n");
+                    "[--batch N] [--json] [--host-cost] [--overlap]\n");
 }
 
 int main(int argc, char **argv)
@@ -159,6 +164,7 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--host-cost")) host_cost = 1;
+        else if (!strcmp(argv[i], "--overlap")) g_overlap = 1;
         else {
             usage();
             return 2;

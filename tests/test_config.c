@@ -178,8 +178,18 @@ int main(void)
     expect_error("cuda default seqs over an explicit batch", from_args(&c, err, 4, "--backend", "cuda",
                                                                        "--max-batch-tokens", "100"),
                  err, "max-seqs (256) cannot exceed max-batch-tokens (100) (max-seqs is the cuda backend's default");
-    CHECK(from_args(&c, err, 2, "--backend", "cpu") == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64,
-          "--backend cpu: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);
+    /* overlap-steps: true by default on cuda, false on the cpu; an explicit value is kept either way */
+    CHECK(from_args(&c, err, 2, "--backend", "cuda") == 0 && c.overlap_steps == 1, "--backend cuda: overlap-steps %d",
+          c.overlap_steps);
+    CHECK(from_args(&c, err, 3, "--backend", "cuda", "--overlap-steps=false") == 0 && c.overlap_steps == 0,
+          "--backend cuda --overlap-steps=false: overlap-steps %d (%s)", c.overlap_steps, err);
+    CHECK(from_args(&c, err, 3, "--backend", "cpu", "--overlap-steps") == 0 && c.overlap_steps == 1,
+          "--backend cpu --overlap-steps: overlap-steps %d (%s)", c.overlap_steps, err);
+    expect_error("overlap-steps not a boolean", from_args(&c, err, 1, "--overlap-steps=sometimes"), err,
+                 "overlap-steps");
+    CHECK(from_args(&c, err, 2, "--backend", "cpu") == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64 &&
+              c.overlap_steps == 0,
+          "--backend cpu: %d tokens, %d seqs, overlap-steps %d", c.max_batch_tokens, c.max_seqs, c.overlap_steps);
     CHECK(from_args(&c, err, 0) == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64, "auto: %d tokens, %d seqs",
           c.max_batch_tokens, c.max_seqs);
     {
@@ -197,8 +207,9 @@ int main(void)
     CHECK(slm_config_backend_defaults(&c, "cpu", err) == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64,
           "auto resolved to cpu: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);
     CHECK(slm_config_backend_defaults(&c, "cuda", err) == 0 && slm_config_backend_defaults(&c, "cuda", err) == 0 &&
-              c.max_batch_tokens == 4096 && c.max_seqs == 256,
-          "auto resolved to cuda: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);
+              c.max_batch_tokens == 4096 && c.max_seqs == 256 && c.overlap_steps == 1,
+          "auto resolved to cuda: %d tokens, %d seqs, overlap-steps %d", c.max_batch_tokens, c.max_seqs,
+          c.overlap_steps);
     CHECK(from_args(&c, err, 2, "--max-seqs", "8") == 0 && slm_config_backend_defaults(&c, "cuda", err) == 0 &&
               c.max_batch_tokens == 4096 && c.max_seqs == 8,
           "auto resolved to cuda, --max-seqs 8: %d tokens, %d seqs", c.max_batch_tokens, c.max_seqs);

@@ -221,7 +221,7 @@ static int run_swa_engine(struct slm_model *m, const struct slm_tokenizer *tok, 
 {
     char err[SLM_ERR_LEN];
     struct slm_engine_opts o = {.n_blocks = 64, .block_size = 4, .max_batch_tokens = 16, .max_seqs = 2, .n_ctx = 128,
-                                .host_sampling = 0, .swa_full = swa_full, .n_local_blocks = 0};
+                                .host_sampling = 0, .swa_full = swa_full, .overlap = 0, .n_local_blocks = 0};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     if (!e) {
         printf("FAIL gemma3 engine (swa_full %d): %s\n", swa_full, err);

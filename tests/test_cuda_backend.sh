@@ -79,10 +79,10 @@ else
     fi
     compared=1
     # The cuda backend's provisional step defaults (docs/configuration.md, "Defaults on the GPU"):
-    # serve's log line says what the engine was built with; a flag keeps its value.
-    for extra in "" "--max-seqs 32"; do
-      want="4096 tokens and 256 sequences per step"
-      [ -n "$extra" ] && want="4096 tokens and 32 sequences per step"
+    # serve's log line says what the engine was built with (overlapped steps too); a flag keeps its value.
+    for extra in "" "--max-seqs 32 --overlap-steps=false"; do
+      want="4096 tokens and 256 sequences per step, overlapped;"
+      [ -n "$extra" ] && want="4096 tokens and 32 sequences per step;"
       rm -f "$tmp/serve.log"
       # shellcheck disable=SC2086
       env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 timeout 120 "$SLMD_EMU" serve --config /dev/null --socket "$tmp/e.sock" \

@@ -351,7 +351,7 @@ static int run_engine(struct slm_model *m, const struct slm_tokenizer *tok, cons
 {
     char err[SLM_ERR_LEN];
     struct slm_engine_opts o = {.n_blocks = 64, .block_size = 16, .max_batch_tokens = 12, .max_seqs = 4, .n_ctx = 128,
-                                .host_sampling = 0, .swa_full = 0, .n_local_blocks = 0};
+                                .host_sampling = 0, .swa_full = 0, .overlap = 0, .n_local_blocks = 0};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     if (!e) {
         printf("FAIL: slm_engine_create: %s\n", err);
@@ -476,7 +476,7 @@ static void run_sampling(struct slm_model *m, const struct slm_tokenizer *tok, c
 {
     char err[SLM_ERR_LEN];
     struct slm_engine_opts o = {.n_blocks = 64, .block_size = 16, .max_batch_tokens = 64, .max_seqs = 8, .n_ctx = 128,
-                                .host_sampling = host_sampling, .swa_full = 0, .n_local_blocks = 0};
+                                .host_sampling = host_sampling, .swa_full = 0, .overlap = 0, .n_local_blocks = 0};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     memset(counts, 0, sizeof *counts);
     if (!e) {

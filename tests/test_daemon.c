@@ -433,17 +433,18 @@ out:
     return NULL;
 }
 
-/* Its own daemon at spin-us 0, then 20 with a doorbell flooder beside the clients: every
- * submission after a pause finds the engine thread asleep or on its way there. Returns the
- * failures. */
+/* Its own daemon at spin-us 0, then 20 with a doorbell flooder beside the clients and
+ * overlap-steps: every submission after a pause finds the engine thread asleep or on its way
+ * there. Returns the failures. */
 static int wakeups(const char *slmd, const char *model)
 {
     int bad = 0;
     const char *spins[] = {"0", "20"};
     for (int k = 0; k < 2; k++) {
         snprintf(wake_sock, sizeof wake_sock, "/tmp/slmd-test-wake-%d.sock", (int)getpid());
+        /* the second with overlapped steps (each pass on the engine's own thread) */
         const char *extra[] = {"--kv-cache-mem", "64M", "--threads", "1", "--spin-us", spins[k], "--log-level",
-                               "warning", NULL};
+                               "warning", k ? "--overlap-steps" : NULL, NULL};
         struct slm_client *probe;
         pid_t d = serve_and_connect(slmd, model, wake_sock, extra, "probe", &probe);
         if (d < 0) return 1;

@@ -102,12 +102,15 @@ static void on_event(void *p, const struct slm_engine_event *ev)
     }
 }
 
+/* The engines' o.overlap (make_engine_seqs): the scenarios run with each. */
+static int g_overlap;
+
 static struct slm_engine *make_engine_seqs(struct slm_model *m, const struct slm_tokenizer *tok, int n_blocks,
                                            int batch, int max_seqs)
 {
     char err[SLM_ERR_LEN];
     struct slm_engine_opts o = {.n_blocks = n_blocks, .block_size = 16, .max_batch_tokens = batch,
-                                .max_seqs = max_seqs, .n_ctx = N_CTX};
+                                .max_seqs = max_seqs, .n_ctx = N_CTX, .overlap = g_overlap};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     CHECK(e, "slm_engine_create: %s", err);
     return e;
@@ -381,10 +384,29 @@ int main(void)
         CHECK(slm_engine_free_blocks(e) == 256, "alone %d: free blocks %d of 256", i, slm_engine_free_blocks(e));
         slm_engine_destroy(&e);
     }
+    /* The scenarios below with one step at a time, then with overlapped steps (o.overlap: each
+     * pass on the engine's thread while the step before is reported; a stop string ends a request
+     * one computed token late, which is dropped): the same outputs, the same blocks freed. */
+    static struct result together0[N_REQ];
+    struct slm_engine *e = NULL;
+    for (g_overlap = 0; g_overlap < 2; g_overlap++) {
+    printf("overlap %d:\n", g_overlap);
     /* All together, big cache. */
-    struct slm_engine *e = make_engine(m, tok, 256, 64);
+    e = make_engine(m, tok, 256, 64);
     run_all(e, sp, N_REQ, together);
     compare("together vs alone", together, alone, N_REQ);
+    if (g_overlap) {   /* everything a request reports, not only its tokens */
+        for (int i = 0; i < N_REQ; i++)
+            CHECK(together[i].finish == together0[i].finish && together[i].text_len == together0[i].text_len &&
+                      !memcmp(together[i].text, together0[i].text, (size_t)together[i].text_len) &&
+                      together[i].n_progress == together0[i].n_progress && !together[i].progress_late &&
+                      !memcmp(together[i].logprob, together0[i].logprob, sizeof together[i].logprob),
+                  "overlapped request %d: finish %d, %d bytes of text, %d progress events; one step at a time: %d, "
+                  "%d, %d", i, together[i].finish, together[i].text_len, together[i].n_progress, together0[i].finish,
+                  together0[i].text_len, together0[i].n_progress);
+    } else {
+        memcpy(together0, together, sizeof together0);
+    }
     CHECK(slm_engine_free_blocks(e) == 256, "together: free blocks %d of 256", slm_engine_free_blocks(e));
     slm_engine_destroy(&e);
     /* All together in a cache that holds about 3 requests: preemption by recompute. */
@@ -546,6 +568,8 @@ int main(void)
                n_compared);
         slm_engine_destroy(&e);
     }
+    }
+    g_overlap = 0;
 
     /* Fairness: owner 1 queues 1000 requests; owner 2's one request gets its first token within
      * ceil((40 + P_ahead) / (max_batch_tokens - max_seqs + 1)) steps, where P_ahead <= 8 is the
@@ -619,7 +643,9 @@ int main(void)
         q[2] = q[0];   /* twice: the second may not take the first's blocks from the cache */
         struct plp_run c;
         const char *cases[] = {"alone", "with others, cached prefix", "tight cache"};
-        for (int cs = 0; cs < 3; cs++) {
+        for (int cso = 0; cso < 6; cso++) {   /* each case one step at a time, then overlapped */
+            const int cs = cso % 3;
+            g_overlap = cso / 3;
             e = cs == 2 ? make_engine(m, tok, 14, 48) : make_engine(m, tok, 256, 64);
             if (cs == 1) {   /* the prompt's blocks in the prefix cache first, and proof they are */
                 struct slm_request plain[2] = {q[0], q[0]};
@@ -638,9 +664,9 @@ int main(void)
                                (double)c.lp[i][k], (double)want[k]);
                 CHECK(c.done[i] && !c.bad[i] && c.next[i] == PLP_N && mism == 0 && c.n_gen[i] == 2 &&
                           c.n_cached[i] == 0,
-                      "prompt logprobs %s, request %d: done %d, out of order %d, reported up to %d of %d, %d differ "
-                      "from the runner, %d tokens, %d cached",
-                      cases[cs], i, c.done[i], c.bad[i], c.next[i], PLP_N, mism, c.n_gen[i], c.n_cached[i]);
+                      "prompt logprobs %s (overlap %d), request %d: done %d, out of order %d, reported up to %d of %d, "
+                      "%d differ from the runner, %d tokens, %d cached",
+                      cases[cs], g_overlap, i, c.done[i], c.bad[i], c.next[i], PLP_N, mism, c.n_gen[i], c.n_cached[i]);
             }
             for (int i = 1; i < (cs ? 4 : 1); i += 2)
                 CHECK(c.done[i] && c.next[i] == 1, "a request without prompt logprobs got some (%d)", c.next[i] - 1);
@@ -650,6 +676,7 @@ int main(void)
                   slm_engine_free_blocks(e));
             slm_engine_destroy(&e);
         }
+        g_overlap = 0;
     }
 
     /* Bad requests. */

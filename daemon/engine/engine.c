@@ -31,6 +31,9 @@ struct req {
     int n_cached;           /* of those, taken from the prefix cache at the last admission */
     int seq;                /* kvcache sequence, -1 while waiting */
     int cancelled;
+    int ended;              /* finished (its finish event due in this step's report, or reported):
+                               not planned again */
+    int reported;           /* its finish event reported: freed by the next sweep (no pass running) */
     int planned;            /* in this step's batch */
     int logprobs;
     int prompt_logprobs;
@@ -44,12 +47,29 @@ struct req {
 };
 
 struct plan {
-    struct req *r;
-    int k;                  /* its index in reqs for this step */
+    struct req *r;          /* NULL once the entry has nothing left to report */
+    int k;                  /* its index in reqs while the step is planned */
     int n;                  /* tokens fed this step */
     int plp_first, n_plp;   /* rows of prompt logprobs: positions plp_first .. plp_first + n_plp - 1 */
     int dev;                /* its row among the device-sampled ones, or -1 */
     int host;               /* its first row among the host rows (prompt logprobs, then its sample) */
+    /* what collect() found for the report: */
+    int n_prefilled;        /* > 0: a progress event of this many prompt tokens */
+    int sampled;            /* a token was sampled: */
+    int32_t id;
+    int is_stop;            /* an end-of-generation or stop token */
+    enum slm_engine_finish why;
+};
+
+/* A step's outputs: its plan and the rows its pass returned. Two when steps overlap: one is
+ * reported while the pass of the other runs. */
+struct step_buf {
+    struct plan *plan;
+    int np;
+    float *logits;                 /* (max_out, n_vocab) host rows */
+    int32_t *sids;                 /* (max_out) device-sampled ids */
+    float *slp;                    /* (max_out) their logprobs */
+    struct slm_logprob *stop_lp;   /* (max_out, SLM_LOGPROBS_MAX) */
 };
 
 /* Logits rows per step for prompt logprobs (on top of one row per sequence): each is a full
@@ -76,16 +96,25 @@ struct slm_engine {
     int max_blocks;         /* block-table row length */
     int max_out;            /* logits rows per step */
     /* step scratch */
-    struct plan *plan;
+    struct step_buf buf[2];  /* buf[1] only with o.overlap */
+    int cur;                 /* the buf of the step being planned */
     int32_t *tokens, *pos, *seq_row, *tables, *out_rows;
     int32_t *tables_local;  /* (max_batch_tokens, max_blocks) with a local pool, else NULL */
-    float *logits;          /* (max_out, n_vocab) host rows */
     /* device sampling: on when the backend samples and o.host_sampling is 0 */
     int dev_sample;
     struct slm_sample_row *srows;  /* (max_out) */
-    int32_t *sids;                 /* (max_out) */
-    float *slp;                    /* (max_out) */
-    struct slm_logprob *stop_lp;   /* (max_out, SLM_LOGPROBS_MAX) */
+    int n_ended;                   /* reqs with ended set */
+    /* o.overlap: the pass runs on its own thread (pass_main) while the engine thread reports the
+     * step before. Guarded by pmu; inflight (a pass launched, not yet joined) by lock. */
+    pthread_t pass_thread;
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    int pass_state;                /* PASS_IDLE, PASS_GO, PASS_DONE, PASS_QUIT */
+    int pass_rc;
+    struct slm_batch pass_batch;
+    int pass_ndev, pass_nhost;
+    int thread_init;
+    int inflight;
     uint64_t n_sampled_device, n_sampled_host;
     void *sample_scratch;          /* lent to every request's sampler (they sample one at a time) */
     int timing;                    /* slm_engine_set_timing */
@@ -124,10 +153,32 @@ static void req_free(struct req *r)
     free(r);
 }
 
+enum { PASS_IDLE, PASS_GO, PASS_DONE, PASS_QUIT };
+static void *pass_main(void *p);
+
+static void buf_free(struct step_buf *b)
+{
+    free(b->plan);
+    free(b->logits);
+    free(b->sids);
+    free(b->slp);
+    free(b->stop_lp);
+}
+
 void slm_engine_destroy(struct slm_engine **ep)
 {
     struct slm_engine *e = *ep;
     if (!e) return;
+    if (e->thread_init) {   /* waits for a pass still running, then stops the thread */
+        pthread_mutex_lock(&e->pmu);
+        while (e->pass_state == PASS_GO) pthread_cond_wait(&e->pcv, &e->pmu);
+        e->pass_state = PASS_QUIT;
+        pthread_cond_broadcast(&e->pcv);
+        pthread_mutex_unlock(&e->pmu);
+        pthread_join(e->pass_thread, NULL);
+        pthread_cond_destroy(&e->pcv);
+        pthread_mutex_destroy(&e->pmu);
+    }
     for (int i = 0; i < e->n_reqs; i++) req_free(e->reqs[i]);
     free(e->reqs);
     slm_forward_destroy(&e->fwd);
@@ -135,18 +186,15 @@ void slm_engine_destroy(struct slm_engine **ep)
     if (e->pool.mem) e->m->be->ops->kv_free(e->m->be, &e->pool);
     if (e->pool_local.mem) e->m->be->ops->kv_free(e->m->be, &e->pool_local);
     free(e->tables_local);
-    free(e->plan);
+    buf_free(&e->buf[0]);
+    buf_free(&e->buf[1]);
     free(e->tokens);
     free(e->pos);
     free(e->seq_row);
     free(e->tables);
     free(e->out_rows);
-    free(e->logits);
     free(e->srows);
-    free(e->sids);
     free(e->sample_scratch);
-    free(e->slp);
-    free(e->stop_lp);
     if (e->lock_init) pthread_mutex_destroy(&e->lock);
     free(e);
     *ep = NULL;
@@ -251,26 +299,42 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
     e->max_out = o->max_seqs + PLP_ROWS < o->max_batch_tokens ? o->max_seqs + PLP_ROWS : o->max_batch_tokens;
     if (!(e->fwd = slm_forward_create(m, o->max_batch_tokens, e->max_out, err))) goto fail;
     size_t nt = (size_t)o->max_batch_tokens;
-    e->plan = malloc(nt * sizeof *e->plan);
+    e->dev_sample = m->be->ops->sample && !o->host_sampling;
+    for (int i = 0; i < (o->overlap ? 2 : 1); i++) {
+        struct step_buf *sb = &e->buf[i];
+        size_t no = (size_t)e->max_out;
+        sb->plan = malloc(nt * sizeof *sb->plan);
+        sb->logits = malloc(no * (size_t)m->cfg.n_vocab * sizeof(float));
+        if (!sb->plan || !sb->logits) goto oom;
+        if (e->dev_sample) {
+            sb->sids = malloc(no * sizeof *sb->sids);
+            sb->slp = malloc(no * sizeof *sb->slp);
+            sb->stop_lp = malloc(no * SLM_LOGPROBS_MAX * sizeof *sb->stop_lp);
+            if (!sb->sids || !sb->slp || !sb->stop_lp) goto oom;
+        }
+    }
     e->tokens = malloc(nt * sizeof(int32_t));
     e->pos = malloc(nt * sizeof(int32_t));
     e->seq_row = malloc(nt * sizeof(int32_t));
     e->tables = malloc(nt * (size_t)e->max_blocks * sizeof(int32_t));
     if (e->pool.local && !(e->tables_local = malloc(nt * (size_t)e->max_blocks * sizeof(int32_t)))) goto oom;
     e->out_rows = malloc((size_t)e->max_out * sizeof(int32_t));
-    e->logits = malloc((size_t)e->max_out * (size_t)m->cfg.n_vocab * sizeof(float));
     e->sample_scratch = malloc(slm_sampler_scratch_bytes(m->cfg.n_vocab));
-    if (!e->plan || !e->tokens || !e->pos || !e->seq_row || !e->tables || !e->out_rows || !e->logits ||
-        !e->sample_scratch)
-        goto oom;
-    e->dev_sample = m->be->ops->sample && !o->host_sampling;
-    if (e->dev_sample) {
-        size_t no = (size_t)e->max_out;
-        e->srows = calloc(no, sizeof *e->srows);
-        e->sids = malloc(no * sizeof *e->sids);
-        e->slp = malloc(no * sizeof *e->slp);
-        e->stop_lp = malloc(no * SLM_LOGPROBS_MAX * sizeof *e->stop_lp);
-        if (!e->srows || !e->sids || !e->slp || !e->stop_lp) goto oom;
+    if (!e->tokens || !e->pos || !e->seq_row || !e->tables || !e->out_rows || !e->sample_scratch) goto oom;
+    if (e->dev_sample && !(e->srows = calloc((size_t)e->max_out, sizeof *e->srows))) goto oom;
+    if (o->overlap) {
+        if (pthread_mutex_init(&e->pmu, NULL)) goto oom;
+        if (pthread_cond_init(&e->pcv, NULL)) {
+            pthread_mutex_destroy(&e->pmu);
+            goto oom;
+        }
+        if (pthread_create(&e->pass_thread, NULL, pass_main, e)) {
+            pthread_cond_destroy(&e->pcv);
+            pthread_mutex_destroy(&e->pmu);
+            slm_err_set(err, "engine: cannot start the pass thread");
+            goto fail;
+        }
+        e->thread_init = 1;
     }
     return e;
 oom:
@@ -379,7 +443,7 @@ int slm_engine_cancel(struct slm_engine *e, int64_t id)
     pthread_mutex_lock(&e->lock);
     for (int i = 0; i < e->n_reqs; i++) {
         struct req *r = e->reqs[i];
-        if (!r || r->id != id || r->cancelled) continue;
+        if (!r || r->id != id || r->cancelled || r->ended) continue;
         /* Even mid-forward: the pass only writes K/V of positions not yet committed, and
          * nothing allocates blocks until the engine thread plans its next step. */
         r->cancelled = 1;
@@ -395,9 +459,10 @@ int slm_engine_cancel(struct slm_engine *e, int64_t id)
 void slm_engine_counts(struct slm_engine *e, struct slm_engine_counts *out)
 {
     pthread_mutex_lock(&e->lock);
-    out->unfinished = e->n_reqs;
+    out->unfinished = e->n_reqs - e->n_ended;
     out->waiting = 0;
-    for (int k = 0; k < e->n_reqs; k++) out->waiting += e->reqs[k] && e->reqs[k]->seq < 0 && !e->reqs[k]->cancelled;
+    for (int k = 0; k < e->n_reqs; k++)
+        out->waiting += e->reqs[k] && e->reqs[k]->seq < 0 && !e->reqs[k]->cancelled && !e->reqs[k]->ended;
     out->free_blocks = slm_kvcache_n_available(e->kv);
     out->preempted = e->n_preempted;
     out->sampled_device = e->n_sampled_device;
@@ -478,7 +543,7 @@ static int reserve(struct slm_engine *e, int k, int n)
         if (rc != -ENOSPC) return rc;
         int victim = -1;
         for (int i = e->n_reqs - 1; i > k; i--)
-            if (e->reqs[i]->seq >= 0 && !e->reqs[i]->planned) {
+            if (e->reqs[i]->seq >= 0 && !e->reqs[i]->planned && !e->reqs[i]->ended) {
                 victim = i;
                 break;
             }
@@ -505,7 +570,7 @@ static int admit(struct slm_engine *e, struct req *r)
 }
 
 /* Chooses this step's work: decodes first, then prefill chunks, in rank order. */
-static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
+static int plan_step(struct slm_engine *e, struct plan *plan, int *n_plan, int *n_tok)
 {
     int np = 0, nt = 0, budget = e->o.max_batch_tokens, plp_left = PLP_ROWS;
     /* Only the max_seqs best-ranked requests take part: a newly ranked request displaces
@@ -515,7 +580,7 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
         for (int k = 0; k < n_cand && np < e->o.max_seqs && nt < budget; k++) {
             struct req *r = e->reqs[k];
             int is_decode = r->seq >= 0 && r->n_tokens - r->n_computed == 1;
-            if (r->cancelled || (pass == 0) != is_decode) continue;
+            if (r->cancelled || r->ended || (pass == 0) != is_decode) continue;
             if (r->seq < 0) {
                 int rc = admit(e, r);
                 if (rc) return rc;
@@ -539,7 +604,7 @@ static int plan_step(struct slm_engine *e, int *n_plan, int *n_tok)
             }
             if (rc) return rc;
             r->planned = 1;
-            e->plan[np++] = (struct plan){.r = r, .k = k, .n = n, .plp_first = plp_first, .n_plp = n_plp, .dev = -1};
+            plan[np++] = (struct plan){.r = r, .k = k, .n = n, .plp_first = plp_first, .n_plp = n_plp, .dev = -1};
             nt += n;
             plp_left -= n_plp;
         }
@@ -554,10 +619,11 @@ static int stops(const struct slm_engine *e, const struct req *r, int32_t id)
     return (!r->ignore_eos && slm_tok_is_eog(e->tok, id)) || slm_stop_is_stop_token(&r->stop, id);
 }
 
-/* Reports ev for reqs[k]; ends the request (blocks freed) when ev->finish is set. */
-static void report(struct slm_engine *e, int k, struct slm_engine_event *ev, slm_engine_event_fn fn, void *ctx)
+/* Reports ev for r. With ev->finish the request ends: it is freed (its blocks released) by the
+ * next sweep, when no pass that may read it runs. */
+static void report(struct slm_engine *e, struct req *r, struct slm_engine_event *ev, slm_engine_event_fn fn,
+                   void *ctx)
 {
-    struct req *r = e->reqs[k];
     ev->id = r->id;
     ev->user = r->user;
     ev->n_prompt = r->n_prompt;
@@ -565,9 +631,25 @@ static void report(struct slm_engine *e, int k, struct slm_engine_event *ev, slm
     ev->n_generated = r->n_gen;
     if (fn) fn(ctx, ev);
     if (!ev->finish) return;
-    if (r->seq >= 0) slm_kv_seq_release(e->kv, r->seq);
-    req_free(r);
-    e->reqs[k] = NULL;
+    if (!r->ended) e->n_ended++;
+    r->ended = r->reported = 1;
+}
+
+/* Frees the requests whose finish was reported; only while no pass runs. */
+static void sweep(struct slm_engine *e)
+{
+    int w = 0;
+    for (int k = 0; k < e->n_reqs; k++) {
+        struct req *r = e->reqs[k];
+        if (r && r->reported) {
+            if (r->seq >= 0) slm_kv_seq_release(e->kv, r->seq);
+            e->n_ended--;
+            req_free(r);
+            continue;
+        }
+        if (r) e->reqs[w++] = r;
+    }
+    e->n_reqs = w;
 }
 
 /* The text token id adds to r's output, through the stop-string matcher; at the end (why set)
@@ -606,29 +688,18 @@ static void report_plp(struct slm_engine *e, const struct plan *pl, const float 
         if (slm_logprobs_top(rows + (size_t)i * (size_t)n_vocab, n_vocab, lp[i].id, 0, &lp[i].logprob, NULL) < 0)
             lp[i].logprob = NAN;   /* logits with NaN: said, not hidden */
     }
-    r->plp_next = pl->plp_first + pl->n_plp + 1;
     struct slm_engine_event ev = {.token = -1, .n_prompt_lp = pl->n_plp, .prompt_lp = lp, .prompt_lp_first = pl->plp_first + 1};
-    report(e, pl->k, &ev, fn, ctx);
+    report(e, r, &ev, fn, ctx);
 }
 
-/* Drops the finished (NULL) entries of reqs. */
-static void compact(struct slm_engine *e)
-{
-    int w = 0;
-    for (int k = 0; k < e->n_reqs; k++)
-        if (e->reqs[k]) e->reqs[w++] = e->reqs[k];
-    e->n_reqs = w;
-}
-
-/* Reports the cancelled requests' finish events and drops them. */
+/* Reports the cancelled requests' finish events. */
 static void reap_cancelled(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
 {
     for (int k = 0; k < e->n_reqs; k++)
-        if (e->reqs[k] && e->reqs[k]->cancelled) {
+        if (e->reqs[k]->cancelled && !e->reqs[k]->reported) {
             struct slm_engine_event ev = {.token = -1, .finish = SLM_ENGINE_FINISH_CANCELLED};
-            report(e, k, &ev, fn, ctx);
+            report(e, e->reqs[k], &ev, fn, ctx);
         }
-    compact(e);
 }
 
 /* The device-sampling row of r's sampler; -1 when it cannot be exported (then the host
@@ -648,43 +719,80 @@ static int sample_row(const struct req *r, struct slm_sample_row *row)
     return 0;
 }
 
-/* The logits the step needs: host rows to e->logits, device rows sampled into e->sids. Runs
- * without the lock (the samplers are only touched by the engine thread). */
-static int run_pass(struct slm_engine *e, const struct slm_batch *b, int n_dev, int n_host)
+/* The logits the step needs: host rows to sb->logits, device rows sampled into sb->sids. Runs
+ * without the lock (the samplers are only touched by the engine thread, and not while a pass
+ * runs). */
+static int run_pass(struct slm_engine *e, const struct slm_batch *b, int n_dev, int n_host, struct step_buf *sb)
 {
     int rc = slm_forward_run(e->fwd, &e->pool, b, NULL);
-    if (!rc) rc = slm_forward_logits_to_host(e->fwd, n_dev, n_host, e->logits);
+    if (!rc) rc = slm_forward_logits_to_host(e->fwd, n_dev, n_host, sb->logits);
     if (!rc && n_dev) {
         struct slm_backend *be = e->m->be;
-        rc = be->ops->sample(be, slm_forward_logits(e->fwd), n_dev, e->m->cfg.n_vocab, e->srows, e->sids, e->slp,
-                             e->stop_lp);
+        rc = be->ops->sample(be, slm_forward_logits(e->fwd), n_dev, e->m->cfg.n_vocab, e->srows, sb->sids, sb->slp,
+                             sb->stop_lp);
     }
     return rc;
 }
 
-/* One step with e->lock held (released around the forward pass and the sampling). */
-static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
+/* o.overlap: runs each launched pass (launch) on this thread. */
+static void *pass_main(void *p)
 {
-    uint64_t t_lap = e->timing ? (uint64_t)slm_mono_ns() : 0;
-    struct slm_engine_timing *tm = &e->tm;
-    reap_cancelled(e, fn, ctx);
-    if (!e->n_reqs) return 0;
+    struct slm_engine *e = p;
+    pthread_mutex_lock(&e->pmu);
+    for (;;) {
+        while (e->pass_state != PASS_GO && e->pass_state != PASS_QUIT) pthread_cond_wait(&e->pcv, &e->pmu);
+        if (e->pass_state == PASS_QUIT) break;
+        pthread_mutex_unlock(&e->pmu);
+        int rc = run_pass(e, &e->pass_batch, e->pass_ndev, e->pass_nhost, &e->buf[e->cur]);
+        pthread_mutex_lock(&e->pmu);
+        e->pass_rc = rc;
+        e->pass_state = PASS_DONE;
+        pthread_cond_broadcast(&e->pcv);
+    }
+    pthread_mutex_unlock(&e->pmu);
+    return NULL;
+}
+
+/* Waits for the launched pass, with e->lock released meanwhile (add() and cancel() may run). */
+static int join_pass(struct slm_engine *e)
+{
+    pthread_mutex_unlock(&e->lock);
+    pthread_mutex_lock(&e->pmu);
+    while (e->pass_state != PASS_DONE) pthread_cond_wait(&e->pcv, &e->pmu);
+    e->pass_state = PASS_IDLE;
+    int rc = e->pass_rc;
+    pthread_mutex_unlock(&e->pmu);
+    pthread_mutex_lock(&e->lock);
+    e->inflight = 0;
+    return rc;
+}
+
+/* Plans a step into e->buf[e->cur] and builds its batch in b; 0 with sb->np 0 when there is
+ * nothing to run. */
+static int plan_batch(struct slm_engine *e, struct slm_batch *b, int *n_dev_out, int *n_host_out)
+{
+    struct step_buf *sb = &e->buf[e->cur];
+    sb->np = 0;
+    int n_live = 0;
+    for (int k = 0; k < e->n_reqs; k++) n_live += !e->reqs[k]->cancelled && !e->reqs[k]->ended;
+    if (!n_live) return 0;
     rank_requests(e);
     for (int k = 0; k < e->n_reqs; k++) e->reqs[k]->planned = 0;
     int np, nt;
-    int rc = plan_step(e, &np, &nt);
+    int rc = plan_step(e, sb->plan, &np, &nt);
     if (rc) return rc;
     if (np == 0) return -ENOSPC;   /* cannot happen when add() refuses what cannot fit */
+    sb->np = np;
     /* Rows sampled on the device come first in the logits, then the host rows. */
     int n_dev = 0, n_host = 0, t = 0;
     for (int p = 0; p < np; p++) {
-        struct plan *pl = &e->plan[p];
+        struct plan *pl = &sb->plan[p];
         pl->dev = -1;
         if (e->dev_sample && pl->r->n_computed + pl->n == pl->r->n_tokens && !sample_row(pl->r, &e->srows[n_dev]))
             pl->dev = n_dev++;
     }
     for (int p = 0; p < np; p++) {
-        struct plan *pl = &e->plan[p];
+        struct plan *pl = &sb->plan[p];
         struct req *r = pl->r;
         const int32_t *table;
         int nb = slm_kv_seq_table(e->kv, r->seq, &table);
@@ -705,78 +813,167 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         if (pl->dev >= 0) e->out_rows[pl->dev] = t - 1;
         else if (r->n_computed + pl->n == r->n_tokens) e->out_rows[n_dev + n_host++] = t - 1;
     }
-    struct slm_batch b = {.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
-                          .block_tables = e->tables, .block_tables_local = e->tables_local, .max_blocks = e->max_blocks, .n_out = n_dev + n_host,
-                          .out_rows = e->out_rows};
-    lap(e, &tm->schedule_ns, &t_lap);
-    pthread_mutex_unlock(&e->lock);   /* add() and cancel() may run meanwhile (see cancel) */
-    rc = run_pass(e, &b, n_dev, n_host);
-    pthread_mutex_lock(&e->lock);
-    if (rc) return rc;
-    lap(e, &tm->pass_ns, &t_lap);
-    tm->steps += (uint64_t)e->timing;
+    *b = (struct slm_batch){.n_tokens = nt, .tokens = e->tokens, .pos = e->pos, .seq_row = e->seq_row,
+                            .block_tables = e->tables, .block_tables_local = e->tables_local, .max_blocks = e->max_blocks,
+                            .n_out = n_dev + n_host, .out_rows = e->out_rows};
+    *n_dev_out = n_dev;
+    *n_host_out = n_host;
+    return 0;
+}
+
+/* After sb's pass: commits its K/V, samples each finished row and decides what ends (end of
+ * generation, stop tokens, length), everything the next plan depends on; the events wait for
+ * report_step. Entries with nothing to report get r NULL. */
+static int collect(struct slm_engine *e, struct step_buf *sb)
+{
     const size_t nv = (size_t)e->m->cfg.n_vocab;
-    for (int p = 0; p < np; p++) {
-        const struct plan *pl = &e->plan[p];
+    for (int p = 0; p < sb->np; p++) {
+        struct plan *pl = &sb->plan[p];
         struct req *r = pl->r;
-        if (r->cancelled) continue;   /* during the pass, or by an earlier event's callback */
-        rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, pl->n);
-        if (rc) return rc;
-        lap(e, &tm->schedule_ns, &t_lap);
-        if (pl->n_plp) {
-            report_plp(e, pl, e->logits + (size_t)pl->host * nv, fn, ctx);
-            lap(e, &tm->report_ns, &t_lap);
-            if (r->cancelled) continue;   /* by that event's callback */
-        }
-        r->n_computed += pl->n;
-        if (r->n_computed < r->n_tokens) {
-            if (r->progress && !r->n_gen) {   /* a prompt's prefill, not a recomputation */
-                struct slm_engine_event ev = {.token = -1, .n_prefilled = r->n_computed};
-                report(e, pl->k, &ev, fn, ctx);
-            }
+        pl->n_prefilled = pl->sampled = 0;
+        if (r->cancelled || r->ended) {   /* during the pass, or by an event of the step before */
+            pl->r = NULL;
             continue;
         }
-        const float *row = pl->dev < 0 ? e->logits + (size_t)(pl->host + pl->n_plp) * nv : NULL;
+        int rc = slm_kv_seq_commit(e->kv, r->seq, r->tokens + r->n_computed, pl->n);
+        if (rc) return rc;
+        if (pl->n_plp) r->plp_next = pl->plp_first + pl->n_plp + 1;
+        r->n_computed += pl->n;
+        if (r->n_computed < r->n_tokens) {
+            if (r->progress && !r->n_gen) pl->n_prefilled = r->n_computed;   /* a prompt's, not a recomputation */
+            continue;
+        }
+        const float *row = pl->dev < 0 ? sb->logits + (size_t)(pl->host + pl->n_plp) * nv : NULL;
         int32_t id;
         if (row) {
             id = slm_sampler_sample(r->sampler, row);
             e->n_sampled_host++;
         } else {
-            id = e->sids[pl->dev];
+            id = sb->sids[pl->dev];
             slm_sampler_set_rng(r->sampler, e->srows[pl->dev].rng);
             e->n_sampled_device++;
         }
         slm_sampler_accept(r->sampler, id);
         r->tokens[r->n_tokens++] = id;
         r->n_gen++;
-        int is_stop = stops(e, r, id);
-        enum slm_engine_finish why = is_stop ? SLM_ENGINE_FINISH_STOP
-                              : r->n_gen >= r->max_tokens || r->n_tokens >= e->o.n_ctx ? SLM_ENGINE_FINISH_LENGTH
-                                                                                         : SLM_ENGINE_FINISH_NONE;
+        pl->sampled = 1;
+        pl->id = id;
+        pl->is_stop = stops(e, r, id);
+        pl->why = pl->is_stop ? SLM_ENGINE_FINISH_STOP
+                  : r->n_gen >= r->max_tokens || r->n_tokens >= e->o.n_ctx ? SLM_ENGINE_FINISH_LENGTH
+                                                                           : SLM_ENGINE_FINISH_NONE;
+        if (pl->why != SLM_ENGINE_FINISH_NONE) {   /* its blocks back before the next plan (no pass runs) */
+            r->ended = 1;
+            e->n_ended++;
+            slm_kv_seq_release(e->kv, r->seq);
+            r->seq = -1;
+        }
+        e->tm.rows += (uint64_t)e->timing;
+    }
+    return 0;
+}
+
+/* The events of sb's step, in plan order: prompt logprobs, progress, each token with its text
+ * (a stop string may end the request here, after the next step was planned: then that step's
+ * token for it is dropped). */
+static void report_step(struct slm_engine *e, struct step_buf *sb, slm_engine_event_fn fn, void *ctx,
+                        uint64_t *t_lap)
+{
+    struct slm_engine_timing *tm = &e->tm;
+    const size_t nv = (size_t)e->m->cfg.n_vocab;
+    for (int p = 0; p < sb->np; p++) {
+        const struct plan *pl = &sb->plan[p];
+        struct req *r = pl->r;
+        if (!r || r->cancelled) continue;   /* by an earlier event's callback */
+        if (pl->n_plp) {
+            report_plp(e, pl, sb->logits + (size_t)pl->host * nv, fn, ctx);
+            lap(e, &tm->report_ns, t_lap);
+            if (r->cancelled) continue;   /* by that event's callback */
+        }
+        if (pl->n_prefilled) {
+            struct slm_engine_event ev = {.token = -1, .n_prefilled = pl->n_prefilled};
+            report(e, r, &ev, fn, ctx);
+        }
+        if (!pl->sampled) continue;
+        const float *row = pl->dev < 0 ? sb->logits + (size_t)(pl->host + pl->n_plp) * nv : NULL;
+        enum slm_engine_finish why = pl->why;
         struct slm_logprob top[SLM_LOGPROBS_MAX];
-        struct slm_engine_event ev = {.token = id};
+        struct slm_engine_event ev = {.token = pl->id};
         if (r->logprobs > 0 && row) {
-            int nt2 = slm_logprobs_top(row, (int)nv, id, r->logprobs, &ev.logprob, top);
+            int nt2 = slm_logprobs_top(row, (int)nv, pl->id, r->logprobs, &ev.logprob, top);
             ev.n_top = nt2 > 0 ? nt2 : 0;
             ev.top = top;
-        } else if (r->logprobs > 0 && !isnan(e->slp[pl->dev])) {   /* NaN: the host's refusal, as above */
-            ev.logprob = e->slp[pl->dev];
+        } else if (r->logprobs > 0 && !isnan(sb->slp[pl->dev])) {   /* NaN: the host's refusal, as above */
+            ev.logprob = sb->slp[pl->dev];
             ev.n_top = r->logprobs < (int)nv ? r->logprobs : (int)nv;
-            ev.top = e->stop_lp + (size_t)pl->dev * SLM_LOGPROBS_MAX;
+            ev.top = sb->stop_lp + (size_t)pl->dev * SLM_LOGPROBS_MAX;
         }
-        tm->rows += (uint64_t)e->timing;
-        lap(e, &tm->sample_ns, &t_lap);
+        lap(e, &tm->sample_ns, t_lap);
         char text[512 + 4 * SLM_STOP_MAX_LEN];
-        ev.text_len = (int)emit_text(e, r, id, is_stop, &why, text, sizeof text);
+        ev.text_len = (int)emit_text(e, r, pl->id, pl->is_stop, &why, text, sizeof text);
         ev.text = text;
         ev.finish = why;
-        lap(e, &tm->detok_ns, &t_lap);
-        report(e, pl->k, &ev, fn, ctx);
-        lap(e, &tm->report_ns, &t_lap);
+        lap(e, &tm->detok_ns, t_lap);
+        report(e, r, &ev, fn, ctx);
+        lap(e, &tm->report_ns, t_lap);
     }
-    compact(e);
+}
+
+/* One step with e->lock held (released while waiting for a pass). Without o.overlap: plan, run
+ * the pass, collect, report. With it, a call first joins the pass the call before launched and
+ * collects it, then plans and launches the next pass, and reports the joined step while that
+ * pass runs (docs/engine.md, "Overlapped steps"). */
+static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
+{
+    uint64_t t_lap = e->timing ? (uint64_t)slm_mono_ns() : 0;
+    struct slm_engine_timing *tm = &e->tm;
+    struct step_buf *done = NULL;   /* the step to report */
+    int rc;
+    if (e->inflight) {
+        rc = join_pass(e);
+        if (rc) return rc;
+        lap(e, &tm->pass_ns, &t_lap);
+        done = &e->buf[e->cur];
+        rc = collect(e, done);
+        if (rc) return rc;
+        e->cur ^= 1;
+        lap(e, &tm->sample_ns, &t_lap);
+    }
+    sweep(e);
+    reap_cancelled(e, fn, ctx);
+    struct slm_batch b;
+    int n_dev = 0, n_host = 0;
+    rc = plan_batch(e, &b, &n_dev, &n_host);
+    if (rc) return rc;
+    struct step_buf *sb = &e->buf[e->cur];
     lap(e, &tm->schedule_ns, &t_lap);
-    return e->n_reqs;
+    if (sb->np && e->o.overlap) {
+        pthread_mutex_lock(&e->pmu);
+        e->pass_batch = b;
+        e->pass_ndev = n_dev;
+        e->pass_nhost = n_host;
+        e->pass_state = PASS_GO;
+        pthread_cond_broadcast(&e->pcv);
+        pthread_mutex_unlock(&e->pmu);
+        e->inflight = 1;
+        tm->steps += (uint64_t)e->timing;
+    } else if (sb->np) {
+        pthread_mutex_unlock(&e->lock);   /* add() and cancel() may run meanwhile (see cancel) */
+        rc = run_pass(e, &b, n_dev, n_host, sb);
+        pthread_mutex_lock(&e->lock);
+        if (rc) return rc;
+        lap(e, &tm->pass_ns, &t_lap);
+        tm->steps += (uint64_t)e->timing;
+        rc = collect(e, sb);
+        if (rc) return rc;
+        lap(e, &tm->sample_ns, &t_lap);
+        done = sb;
+    }
+    if (done) report_step(e, done, fn, ctx, &t_lap);
+    if (!e->inflight) sweep(e);
+    lap(e, &tm->schedule_ns, &t_lap);
+    int left = e->n_reqs - e->n_ended;
+    return left > 0 ? left : e->inflight;
 }
 
 int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)

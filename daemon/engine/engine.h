@@ -46,6 +46,11 @@ struct slm_engine_opts {
                               whole context in the one pool (as before the local pool; llama.cpp's
                               --swa-full); for comparisons. 0: the local layers get a pool of their
                               own bounded to the window (docs/engine.md, "Two pools") */
+    int overlap;           /* 1: each step's forward pass runs on a thread of the engine's own while the
+                              engine thread reports the step before (its detokenizing, stop strings,
+                              logprobs and events): the tokens are the same, a request that a stop
+                              string ends computes one token more, which is dropped (docs/engine.md,
+                              "Overlapped steps"). 0: one step at a time */
     int n_local_blocks;    /* blocks of that local pool; 0: slm_engine_local_blocks's choice. At least
                               what one request alone needs: min(n_blocks, ceil((window - 1 +
                               max_batch_tokens) / block_size) + 1) */
@@ -131,7 +136,8 @@ int64_t slm_engine_add(struct slm_engine *e, const struct slm_request *r, char *
  * step. -ENOENT if unknown, finished or already cancelled. */
 int slm_engine_cancel(struct slm_engine *e, int64_t id);
 
-/* One step. Reports events through fn. Returns the number of unfinished requests, or -errno. */
+/* One step. Reports events through fn. Returns the number of unfinished requests (with
+ * o.overlap at least 1 while a pass is still running: call again), or -errno. */
 int slm_engine_step(struct slm_engine *e, slm_engine_event_fn fn, void *ctx);
 
 /* One line on the KV pools the engine makes for m with o, into buf (cap bytes): "N blocks of B tokens

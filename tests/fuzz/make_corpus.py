@@ -183,6 +183,7 @@ max-batch-tokens = 1024
 max-seqs = 32
 kv-cache-mem = 2G
 block-size = 16
+overlap-steps = false
 backend = cpu
 gpu-memory-fraction = 0.85
 shutdown-timeout = 30
