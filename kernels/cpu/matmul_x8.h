@@ -221,6 +221,18 @@ static inline __attribute__((always_inline)) __m256i x8_scales32(const uint8_t *
     return _mm256_cvtepi16_epi32(_mm_srai_epi16(_mm_slli_epi16(w, 8), 8));
 }
 
+/* A sub-block's products: int16 sums (vpmaddubsw) times the int16 scales (vpmaddwd), or with
+ * q4_dot_acc int32 sums times the int32 scales (the same exact integers). */
+#ifdef q4_dot_acc
+#define X8_Q4K_ACC(acc, u, s) q4_dot_acc((acc), (u), (s))
+#define X8_Q4K_SCALES(p) x8_scales32(p)
+#define X8_Q4K_APPLY(p, sc) _mm256_mullo_epi32((p), (sc))
+#else
+#define X8_Q4K_ACC(acc, u, s) _mm256_add_epi16((acc), _mm256_maddubs_epi16((u), (s)))
+#define X8_Q4K_SCALES(p) x8_scales16(p)
+#define X8_Q4K_APPLY(p, sc) _mm256_madd_epi16((p), (sc))
+#endif
+
 /* Q4_K: sumi = sum over sub-blocks j of sc_j * (its 32 products), the products of a chunk added in
  * int16 (8 chunks of 4 products each at most 8 * 2 * 15 * 128 = 30720: exact) before the madd by
  * sc_j; summ = sum_j m_j (bsums[2j] + bsums[2j + 1]); per block
@@ -255,28 +267,6 @@ static inline __attribute__((always_inline)) void x8_q4_k(int64_t nb, const uint
             msum[c] = _mm256_add_epi32(m, _mm256_madd_epi16(x8_scales16(wb + 208),
                                                             _mm256_broadcastd_epi32(_mm_shuffle_epi32(bsum, 0xff))));
         }
-#ifdef q4_dot_acc
-        for (int q = 0; q < 4; q++) {   /* as below, each sub-block's 32 products summed in int32 */
-            __m256i plo[4], phi[4];
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) plo[c] = phi[c] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-            for (int t = 0; t < 8; t++) {
-                const __m256i ch = _mm256_loadu_si256((const __m256i *)(wb + 224 + 32 * (8 * q + t)));
-                const __m256i lo = _mm256_and_si256(ch, m4), hi = _mm256_and_si256(_mm256_srli_epi16(ch, 4), m4);
-#pragma GCC unroll 4
-                for (int c = 0; c < C; c++) {
-                    plo[c] = q4_dot_acc(plo[c], lo, x8_bcast4(ab[c]->qs + 64 * q + 4 * t));
-                    phi[c] = q4_dot_acc(phi[c], hi, x8_bcast4(ab[c]->qs + 64 * q + 32 + 4 * t));
-                }
-            }
-            const __m256i slo = x8_scales32(wb + 32 + 32 * q), shi = x8_scales32(wb + 32 + 32 * q + 16);
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++)
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_mullo_epi32(plo[c], slo),
-                                                                      _mm256_mullo_epi32(phi[c], shi)));
-        }
-#else
         for (int q = 0; q < 4; q++) {   /* sub-blocks 2q (low nibbles) and 2q + 1 (high) */
             __m256i plo[4], phi[4];
 #pragma GCC unroll 4
@@ -287,18 +277,15 @@ static inline __attribute__((always_inline)) void x8_q4_k(int64_t nb, const uint
                 const __m256i lo = _mm256_and_si256(ch, m4), hi = _mm256_and_si256(_mm256_srli_epi16(ch, 4), m4);
 #pragma GCC unroll 4
                 for (int c = 0; c < C; c++) {
-                    plo[c] = _mm256_add_epi16(plo[c], _mm256_maddubs_epi16(lo, x8_bcast4(ab[c]->qs + 64 * q + 4 * t)));
-                    phi[c] = _mm256_add_epi16(phi[c],
-                                              _mm256_maddubs_epi16(hi, x8_bcast4(ab[c]->qs + 64 * q + 32 + 4 * t)));
+                    plo[c] = X8_Q4K_ACC(plo[c], lo, x8_bcast4(ab[c]->qs + 64 * q + 4 * t));
+                    phi[c] = X8_Q4K_ACC(phi[c], hi, x8_bcast4(ab[c]->qs + 64 * q + 32 + 4 * t));
                 }
             }
-            const __m256i slo = x8_scales16(wb + 32 + 32 * q), shi = x8_scales16(wb + 32 + 32 * q + 16);
+            const __m256i slo = X8_Q4K_SCALES(wb + 32 + 32 * q), shi = X8_Q4K_SCALES(wb + 32 + 32 * q + 16);
 #pragma GCC unroll 4
             for (int c = 0; c < C; c++)
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_madd_epi16(plo[c], slo),
-                                                                      _mm256_madd_epi16(phi[c], shi)));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(X8_Q4K_APPLY(plo[c], slo), X8_Q4K_APPLY(phi[c], shi)));
         }
-#endif
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) {
             const __m256 da = _mm256_set1_ps(ab[c]->d);
