@@ -62,8 +62,8 @@
  *   (gemma3-270m-greedy.txt): 10 of 10 identical; the bound is 9, what is achieved less one
  *   prompt (issue 19 asks 8).
  * - 16 lanes, against the AVX-512 build (measured 2026-12-05 on the Xeon): logits at most 0.28
- *   apart (bound 0.35, 25% above: some float order of that build is not yet followed, which one
- *   is not found; docs/numerics.md), the argmax equal at 53 of 53 positions without a near tie,
+ *   apart (bound 0.35, 25% above; equal at positions 0-59, apart from 60 on: some float order of
+ *   that build's 16-lane attention is not yet followed, docs/numerics.md), the argmax equal at 53 of 53 positions without a near tie,
  *   10 of 10 greedy prompts identical (bound 9). Against the AVX2 build's files these lanes gave
  *   logits 0.63 apart and 4 of 10 prompts: the two builds themselves agree on 4 of 10.
  * Perplexity of bench/data/perplexity.txt (4 chunks of 512) against that build's llama-perplexity
