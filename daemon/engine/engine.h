@@ -20,7 +20,8 @@
  *
  * Threads: one thread calls slm_engine_step (the engine thread). slm_engine_add,
  * slm_engine_cancel and the counters are safe from any thread, at any time, including from
- * the event callback (which runs on the engine thread with the engine's lock held).
+ * the event callback (which runs on the engine thread with the engine's lock held). With
+ * o.overlap the forward passes run on a thread the engine starts and joins itself.
  */
 #ifndef SLM_ENGINE_ENGINE_H
 #define SLM_ENGINE_ENGINE_H
