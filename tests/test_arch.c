@@ -63,8 +63,8 @@
  *   prompt (issue 19 asks 8).
  * - 16 lanes, against the AVX-512 build (measured 2026-12-05 on the Xeon): logits at most 0.28
  *   apart (bound 0.35, 25% above; equal at positions 0-59, apart from 60 on: some float order of
- *   that build's 16-lane attention is not yet followed, docs/numerics.md), the argmax equal at 53 of 53 positions without a near tie,
- *   10 of 10 greedy prompts identical (bound 9). Against the AVX2 build's files these lanes gave
+ *   that build's 16-lane attention is not yet followed, docs/numerics.md), the argmax equal at 53
+ *   of 53 positions without a near tie, 10 of 10 greedy prompts identical (bound 9). Against the AVX2 build's files these lanes gave
  *   logits 0.63 apart and 4 of 10 prompts: the two builds themselves agree on 4 of 10.
  * Perplexity of bench/data/perplexity.txt (4 chunks of 512) against that build's llama-perplexity
  * (its batched paths: other kernels, so a statistical comparison): 16.8670 vs 16.8408, 0.156%
@@ -399,13 +399,18 @@ int main(void)
         return 1;
     }
     int skipped = 0;
-    check_arch(tdir, tmp, "qwen2", NULL, QWEN2_TOL, &skipped);
-    check_arch(tdir, tmp, "qwen3", NULL, QWEN3_TOL, &skipped);
-    check_arch(tdir, tmp, "llama3", NULL, LLAMA3_TOL, &skipped);
-    check_arch(tdir, tmp, "llama3-untied", NULL, LLAMA3_UNTIED_TOL, &skipped);
-    check_arch(tdir, tmp, "phi3", NULL, PHI3_TOL, &skipped);
-    check_arch(tdir, tmp, "phi3-long", NULL, PHI3_LONG_TOL, &skipped);
-    check_arch(tdir, tmp, "gemma3", NULL, GEMMA3_TOL, &skipped);
+    /* SLM_TEST_ARCH_GEMMA_ONLY: only Gemma 3 270M's checks (the lane-forced runs of CMakeLists.txt,
+     * whose synthetic models test_arch itself already checks) */
+    const int synthetic = !getenv("SLM_TEST_ARCH_GEMMA_ONLY");
+    if (synthetic) {
+        check_arch(tdir, tmp, "qwen2", NULL, QWEN2_TOL, &skipped);
+        check_arch(tdir, tmp, "qwen3", NULL, QWEN3_TOL, &skipped);
+        check_arch(tdir, tmp, "llama3", NULL, LLAMA3_TOL, &skipped);
+        check_arch(tdir, tmp, "llama3-untied", NULL, LLAMA3_UNTIED_TOL, &skipped);
+        check_arch(tdir, tmp, "phi3", NULL, PHI3_TOL, &skipped);
+        check_arch(tdir, tmp, "phi3-long", NULL, PHI3_LONG_TOL, &skipped);
+        check_arch(tdir, tmp, "gemma3", NULL, GEMMA3_TOL, &skipped);
+    }
     struct gemma_bounds gb = gemma_bounds_for(slm_cpu_lanes());
     printf("lanes: %d (kernels %s)\n", slm_cpu_lanes(), slm_cpu_kernels_name());
     char name[64];
@@ -415,7 +420,7 @@ int main(void)
     check_greedy(tdir, name, "gemma-3-270m-q4_k_m.gguf", gb.greedy_min, &skipped);
     snprintf(name, sizeof name, "gemma3-270m-ppl%s", gb.suffix);
     check_perplexity(tdir, name, "gemma-3-270m-q4_k_m.gguf", GEMMA_PPL_TOL, &skipped);
-    check_refused(tdir, tmp, "llama-yarn", "RoPE scaling 'yarn'", &skipped);
+    if (synthetic) check_refused(tdir, tmp, "llama-yarn", "RoPE scaling 'yarn'", &skipped);
     char cmd[1100];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmp);

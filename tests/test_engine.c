@@ -390,184 +390,185 @@ int main(void)
     static struct result together0[N_REQ];
     struct slm_engine *e = NULL;
     for (g_overlap = 0; g_overlap < 2; g_overlap++) {
-    printf("overlap %d:\n", g_overlap);
-    /* All together, big cache. */
-    e = make_engine(m, tok, 256, 64);
-    run_all(e, sp, N_REQ, together);
-    compare("together vs alone", together, alone, N_REQ);
-    if (g_overlap) {   /* everything a request reports, not only its tokens */
-        for (int i = 0; i < N_REQ; i++)
-            CHECK(together[i].finish == together0[i].finish && together[i].text_len == together0[i].text_len &&
-                      !memcmp(together[i].text, together0[i].text, (size_t)together[i].text_len) &&
-                      together[i].n_progress == together0[i].n_progress && !together[i].progress_late &&
-                      !memcmp(together[i].logprob, together0[i].logprob, sizeof together[i].logprob),
-                  "overlapped request %d: finish %d, %d bytes of text, %d progress events; one step at a time: %d, "
-                  "%d, %d", i, together[i].finish, together[i].text_len, together[i].n_progress, together0[i].finish,
-                  together0[i].text_len, together0[i].n_progress);
-    } else {
-        memcpy(together0, together, sizeof together0);
-    }
-    CHECK(slm_engine_free_blocks(e) == 256, "together: free blocks %d of 256", slm_engine_free_blocks(e));
-    slm_engine_destroy(&e);
-    /* All together in a cache that holds about 3 requests: preemption by recompute. */
-    e = make_engine(m, tok, 14, 48);
-    run_all(e, sp, N_REQ, tight);
-    compare("tight cache vs alone", tight, alone, N_REQ);
-    CHECK(slm_engine_free_blocks(e) == 14, "tight: free blocks %d of 14", slm_engine_free_blocks(e));
-    CHECK(slm_engine_n_preempted(e) > 0, "tight: expected preemptions, got none");
-    printf("tight cache: %llu preemptions\n", (unsigned long long)slm_engine_n_preempted(e));
-    slm_engine_destroy(&e);
-
-    /* Greedy requests against the one-sequence runner. */
-    struct slm_runner *r = slm_runner_create(m, N_CTX, 64, err);
-    float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
-    CHECK(r && logits, "runner: %s", err);
-    for (int i = 0; r && logits && i < N_REQ; i += 2) {
-        slm_runner_reset(r);
-        int rc = slm_runner_eval(r, sp[i].prompt, sp[i].n_prompt, 0, logits);
-        for (int g = 0; rc == 0 && g < alone[i].n; g++) {
-            int32_t best = 0;
-            for (int v = 1; v < m->cfg.n_vocab; v++)
-                if (logits[v] > logits[best]) best = v;
-            if (best != alone[i].tok[g]) {
-                printf("runner vs engine: request %d step %d: expected %d, got %d\n", i, g, best, alone[i].tok[g]);
-                failures++;
-                break;
-            }
-            if (g + 1 < alone[i].n) rc = slm_runner_eval(r, &best, 1, 0, logits);
+        printf("overlap %d:\n", g_overlap);
+        /* All together, big cache. */
+        e = make_engine(m, tok, 256, 64);
+        run_all(e, sp, N_REQ, together);
+        compare("together vs alone", together, alone, N_REQ);
+        if (g_overlap) {   /* everything a request reports, not only its tokens */
+            for (int i = 0; i < N_REQ; i++)
+                CHECK(together[i].finish == together0[i].finish && together[i].text_len == together0[i].text_len &&
+                          !memcmp(together[i].text, together0[i].text, (size_t)together[i].text_len) &&
+                          together[i].n_progress == together0[i].n_progress && !together[i].progress_late &&
+                          !memcmp(together[i].logprob, together0[i].logprob, sizeof together[i].logprob),
+                      "overlapped request %d: finish %d, %d bytes of text, %d progress events; one step at a time: %d, "
+                      "%d, %d", i, together[i].finish, together[i].text_len, together[i].n_progress,
+                      together0[i].finish, together0[i].text_len, together0[i].n_progress);
+        } else {
+            memcpy(together0, together, sizeof together0);
         }
-    }
-    slm_runner_destroy(&r);
-    free(logits);
+        CHECK(slm_engine_free_blocks(e) == 256, "together: free blocks %d of 256", slm_engine_free_blocks(e));
+        slm_engine_destroy(&e);
+        /* All together in a cache that holds about 3 requests: preemption by recompute. */
+        e = make_engine(m, tok, 14, 48);
+        run_all(e, sp, N_REQ, tight);
+        compare("tight cache vs alone", tight, alone, N_REQ);
+        CHECK(slm_engine_free_blocks(e) == 14, "tight: free blocks %d of 14", slm_engine_free_blocks(e));
+        CHECK(slm_engine_n_preempted(e) > 0, "tight: expected preemptions, got none");
+        printf("tight cache: %llu preemptions\n", (unsigned long long)slm_engine_n_preempted(e));
+        slm_engine_destroy(&e);
 
-    /* Prefix cache: a 200-token prompt, then the same 200 tokens plus 5 more. */
-    static struct spec a, b2;
-    memset(&a, 0, sizeof a);
-    for (int j = 0; j < 200; j++) a.prompt[j] = 100 + (int32_t)(rnd() % 20000);
-    a.n_prompt = 200;
-    slm_sampling_defaults(&a.s);
-    a.s.temperature = 0;
-    a.max_tokens = 6;
-    b2 = a;
-    for (int j = 200; j < 205; j++) b2.prompt[j] = 100 + (int32_t)(rnd() % 20000);
-    b2.n_prompt = 205;
-    struct result ra, rb, cold;
-    e = make_engine(m, tok, 64, 64);
-    run_all(e, &a, 1, &ra);
-    run_all(e, &b2, 1, &rb);
-    CHECK(rb.n_cached == 192, "prefix cache: expected 192 prompt tokens from the cache, got %d", rb.n_cached);
-    slm_engine_destroy(&e);
-    e = make_engine(m, tok, 64, 64);
-    run_all(e, &b2, 1, &cold);
-    CHECK(cold.n_cached == 0, "cold run: expected 0 cached tokens, got %d", cold.n_cached);
-    compare("prefix-cached vs cold", &rb, &cold, 1);
-    slm_engine_destroy(&e);
-
-    /* Cancellation storm: 500 requests, each cancelled at a random step (some never). */
-    e = make_engine(m, tok, 40, 64);
-    {
-        static int64_t ids[500];
-        static int when[500];
-        for (int i = 0; i < 500; i++) {
-            struct spec s = sp[i % N_REQ];
-            s.max_tokens = 8;
-            struct slm_request q = {.prompt = s.prompt, .n_prompt = s.n_prompt, .sampling = s.s, .max_tokens = 8};
-            ids[i] = slm_engine_add(e, &q, err);
-            CHECK(ids[i] >= 0, "storm add: %s", err);
-            when[i] = (int)(rnd() % 40);
-        }
-        int live = 1;
-        for (int step = 0; step < 5000 && live > 0; step++) {
-            for (int i = 0; i < 500; i++)
-                if (when[i] == step) slm_engine_cancel(e, ids[i]);   /* -ENOENT when it already finished */
-            live = slm_engine_step(e, NULL, NULL);
-            CHECK(live >= 0, "storm step: %d", live);
-        }
-        CHECK(slm_engine_free_blocks(e) == 40, "storm: free blocks %d of 40", slm_engine_free_blocks(e));
-        CHECK(slm_engine_cancel(e, ids[0]) == -ENOENT, "cancel of a finished request: expected -ENOENT");
-        struct spec s = sp[0];
-        s.arrival = 0;
-        run_all(e, &s, 1, one);
-        compare("after the storm vs alone", one, alone, 1);
-    }
-    slm_engine_destroy(&e);
-
-    /* Stop strings: cut a greedy request's own text at a substring of it; logprobs. */
-    {
-        const struct result *base = NULL;
-        int bi = -1;
-        for (int i = 0; i < N_REQ; i += 2)
-            if (alone[i].text_len >= 12) {
-                base = &alone[i];
-                bi = i;
-                break;
+        /* Greedy requests against the one-sequence runner. */
+        struct slm_runner *r = slm_runner_create(m, N_CTX, 64, err);
+        float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
+        CHECK(r && logits, "runner: %s", err);
+        for (int i = 0; r && logits && i < N_REQ; i += 2) {
+            slm_runner_reset(r);
+            int rc = slm_runner_eval(r, sp[i].prompt, sp[i].n_prompt, 0, logits);
+            for (int g = 0; rc == 0 && g < alone[i].n; g++) {
+                int32_t best = 0;
+                for (int v = 1; v < m->cfg.n_vocab; v++)
+                    if (logits[v] > logits[best]) best = v;
+                if (best != alone[i].tok[g]) {
+                    printf("runner vs engine: request %d step %d: expected %d, got %d\n", i, g, best, alone[i].tok[g]);
+                    failures++;
+                    break;
+                }
+                if (g + 1 < alone[i].n) rc = slm_runner_eval(r, &best, 1, 0, logits);
             }
-        CHECK(base, "no greedy request produced 12 bytes of text");
-        if (base) {
-            char stop[8];
-            int at = base->text_len / 2;
-            while (at < base->text_len && ((unsigned char)base->text[at] & 0xc0) == 0x80) at++;   /* a char start */
-            int sl = base->text_len - at < 3 ? base->text_len - at : 3;
-            memcpy(stop, base->text + at, (size_t)sl);
-            stop[sl] = 0;
-            int cut = (int)(strstr(base->text, stop) - base->text);   /* first occurrence, maybe earlier */
-            const char *stops_[] = {stop};
-            e = make_engine(m, tok, 64, 64);
-            struct slm_request q = {.prompt = sp[bi].prompt, .n_prompt = sp[bi].n_prompt, .sampling = sp[bi].s,
-                                    .max_tokens = sp[bi].max_tokens, .stop = stops_, .n_stop = 1, .logprobs = 3};
-            static struct result rs;
-            memset(&rs, 0, sizeof rs);
-            int64_t id = slm_engine_add(e, &q, err);
-            CHECK(id >= 0, "add with a stop string: %s", err);
-            struct run_ctx c = {&rs, &id, 1};
-            while (slm_engine_step(e, on_event, &c) > 0) {}
-            CHECK(rs.finish == SLM_ENGINE_FINISH_STOP, "stop string '%s': finish %d, expected STOP", stop, rs.finish);
-            CHECK(rs.text_len == cut && !memcmp(rs.text, base->text, (size_t)cut),
-                  "stop string '%s': expected %d bytes (the text before it), got %d", stop, cut, rs.text_len);
-            for (int g = 0; g < rs.n; g++) {
-                CHECK(rs.n_top[g] == 3, "logprobs: expected 3 top entries, got %d", rs.n_top[g]);
-                CHECK(rs.logprob[g] <= 0.0f, "logprob %g > 0", (double)rs.logprob[g]);
-                CHECK(rs.top0[g] == rs.tok[g], "greedy token %d is not the top logprob %d", rs.tok[g], rs.top0[g]);
+        }
+        slm_runner_destroy(&r);
+        free(logits);
+
+        /* Prefix cache: a 200-token prompt, then the same 200 tokens plus 5 more. */
+        static struct spec a, b2;
+        memset(&a, 0, sizeof a);
+        for (int j = 0; j < 200; j++) a.prompt[j] = 100 + (int32_t)(rnd() % 20000);
+        a.n_prompt = 200;
+        slm_sampling_defaults(&a.s);
+        a.s.temperature = 0;
+        a.max_tokens = 6;
+        b2 = a;
+        for (int j = 200; j < 205; j++) b2.prompt[j] = 100 + (int32_t)(rnd() % 20000);
+        b2.n_prompt = 205;
+        struct result ra, rb, cold;
+        e = make_engine(m, tok, 64, 64);
+        run_all(e, &a, 1, &ra);
+        run_all(e, &b2, 1, &rb);
+        CHECK(rb.n_cached == 192, "prefix cache: expected 192 prompt tokens from the cache, got %d", rb.n_cached);
+        slm_engine_destroy(&e);
+        e = make_engine(m, tok, 64, 64);
+        run_all(e, &b2, 1, &cold);
+        CHECK(cold.n_cached == 0, "cold run: expected 0 cached tokens, got %d", cold.n_cached);
+        compare("prefix-cached vs cold", &rb, &cold, 1);
+        slm_engine_destroy(&e);
+
+        /* Cancellation storm: 500 requests, each cancelled at a random step (some never). */
+        e = make_engine(m, tok, 40, 64);
+        {
+            static int64_t ids[500];
+            static int when[500];
+            for (int i = 0; i < 500; i++) {
+                struct spec s = sp[i % N_REQ];
+                s.max_tokens = 8;
+                struct slm_request q = {.prompt = s.prompt, .n_prompt = s.n_prompt, .sampling = s.s, .max_tokens = 8};
+                ids[i] = slm_engine_add(e, &q, err);
+                CHECK(ids[i] >= 0, "storm add: %s", err);
+                when[i] = (int)(rnd() % 40);
             }
-            CHECK(slm_engine_free_blocks(e) == 64, "stop: free blocks %d of 64", slm_engine_free_blocks(e));
+            int live = 1;
+            for (int step = 0; step < 5000 && live > 0; step++) {
+                for (int i = 0; i < 500; i++)
+                    if (when[i] == step) slm_engine_cancel(e, ids[i]);   /* -ENOENT when it already finished */
+                live = slm_engine_step(e, NULL, NULL);
+                CHECK(live >= 0, "storm step: %d", live);
+            }
+            CHECK(slm_engine_free_blocks(e) == 40, "storm: free blocks %d of 40", slm_engine_free_blocks(e));
+            CHECK(slm_engine_cancel(e, ids[0]) == -ENOENT, "cancel of a finished request: expected -ENOENT");
+            struct spec s = sp[0];
+            s.arrival = 0;
+            run_all(e, &s, 1, one);
+            compare("after the storm vs alone", one, alone, 1);
+        }
+        slm_engine_destroy(&e);
+
+        /* Stop strings: cut a greedy request's own text at a substring of it; logprobs. */
+        {
+            const struct result *base = NULL;
+            int bi = -1;
+            for (int i = 0; i < N_REQ; i += 2)
+                if (alone[i].text_len >= 12) {
+                    base = &alone[i];
+                    bi = i;
+                    break;
+                }
+            CHECK(base, "no greedy request produced 12 bytes of text");
+            if (base) {
+                char stop[8];
+                int at = base->text_len / 2;
+                while (at < base->text_len && ((unsigned char)base->text[at] & 0xc0) == 0x80) at++;   /* a char start */
+                int sl = base->text_len - at < 3 ? base->text_len - at : 3;
+                memcpy(stop, base->text + at, (size_t)sl);
+                stop[sl] = 0;
+                int cut = (int)(strstr(base->text, stop) - base->text);   /* first occurrence, maybe earlier */
+                const char *stops_[] = {stop};
+                e = make_engine(m, tok, 64, 64);
+                struct slm_request q = {.prompt = sp[bi].prompt, .n_prompt = sp[bi].n_prompt, .sampling = sp[bi].s,
+                                        .max_tokens = sp[bi].max_tokens, .stop = stops_, .n_stop = 1, .logprobs = 3};
+                static struct result rs;
+                memset(&rs, 0, sizeof rs);
+                int64_t id = slm_engine_add(e, &q, err);
+                CHECK(id >= 0, "add with a stop string: %s", err);
+                struct run_ctx c = {&rs, &id, 1};
+                while (slm_engine_step(e, on_event, &c) > 0) {}
+                CHECK(rs.finish == SLM_ENGINE_FINISH_STOP, "stop string '%s': finish %d, expected STOP", stop,
+                      rs.finish);
+                CHECK(rs.text_len == cut && !memcmp(rs.text, base->text, (size_t)cut),
+                      "stop string '%s': expected %d bytes (the text before it), got %d", stop, cut, rs.text_len);
+                for (int g = 0; g < rs.n; g++) {
+                    CHECK(rs.n_top[g] == 3, "logprobs: expected 3 top entries, got %d", rs.n_top[g]);
+                    CHECK(rs.logprob[g] <= 0.0f, "logprob %g > 0", (double)rs.logprob[g]);
+                    CHECK(rs.top0[g] == rs.tok[g], "greedy token %d is not the top logprob %d", rs.tok[g], rs.top0[g]);
+                }
+                CHECK(slm_engine_free_blocks(e) == 64, "stop: free blocks %d of 64", slm_engine_free_blocks(e));
+                slm_engine_destroy(&e);
+            }
+        }
+
+        /* Submission and cancellation from another thread while this one steps. */
+        {
+            static struct result th[N_REQ];
+            memset(th, 0, sizeof th);
+            e = make_engine(m, tok, 96, 64);
+            struct submitter s = {.e = e, .sp = sp, .n = N_REQ};
+            pthread_t t;
+            CHECK(pthread_create(&t, NULL, submit_thread, &s) == 0, "pthread_create");
+            int steps = 0;
+            while (!__atomic_load_n(&s.done, __ATOMIC_ACQUIRE) || slm_engine_n_unfinished(e) > 0) {
+                int rc = slm_engine_step(e, on_event_by_id, th);
+                CHECK(rc >= 0, "threaded step: %d", rc);
+                if (rc < 0) break;
+                if (rc == 0) usleep(500);
+                steps++;
+            }
+            pthread_join(t, NULL);
+            CHECK(s.bad == 0, "threaded: %d adds failed or got unexpected ids", s.bad);
+            int n_cancelled = 0, n_compared = 0;
+            for (int i = 0; i < N_REQ; i++) {
+                CHECK(th[i].done == 1, "threaded: request %d got %d finish events", i, th[i].done);
+                if (th[i].finish == SLM_ENGINE_FINISH_CANCELLED) {
+                    CHECK(i % 5 == 4, "threaded: request %d was cancelled but nobody cancelled it", i);
+                    n_cancelled++;
+                    continue;
+                }
+                n_compared++;
+                compare("threaded vs alone", &th[i], &alone[i], 1);
+            }
+            CHECK(slm_engine_free_blocks(e) == 96, "threaded: free blocks %d of 96", slm_engine_free_blocks(e));
+            printf("threaded: %d steps, %d cancelled, %d compared with their runs alone\n", steps, n_cancelled,
+                   n_compared);
             slm_engine_destroy(&e);
         }
-    }
-
-    /* Submission and cancellation from another thread while this one steps. */
-    {
-        static struct result th[N_REQ];
-        memset(th, 0, sizeof th);
-        e = make_engine(m, tok, 96, 64);
-        struct submitter s = {.e = e, .sp = sp, .n = N_REQ};
-        pthread_t t;
-        CHECK(pthread_create(&t, NULL, submit_thread, &s) == 0, "pthread_create");
-        int steps = 0;
-        while (!__atomic_load_n(&s.done, __ATOMIC_ACQUIRE) || slm_engine_n_unfinished(e) > 0) {
-            int rc = slm_engine_step(e, on_event_by_id, th);
-            CHECK(rc >= 0, "threaded step: %d", rc);
-            if (rc < 0) break;
-            if (rc == 0) usleep(500);
-            steps++;
-        }
-        pthread_join(t, NULL);
-        CHECK(s.bad == 0, "threaded: %d adds failed or got unexpected ids", s.bad);
-        int n_cancelled = 0, n_compared = 0;
-        for (int i = 0; i < N_REQ; i++) {
-            CHECK(th[i].done == 1, "threaded: request %d got %d finish events", i, th[i].done);
-            if (th[i].finish == SLM_ENGINE_FINISH_CANCELLED) {
-                CHECK(i % 5 == 4, "threaded: request %d was cancelled but nobody cancelled it", i);
-                n_cancelled++;
-                continue;
-            }
-            n_compared++;
-            compare("threaded vs alone", &th[i], &alone[i], 1);
-        }
-        CHECK(slm_engine_free_blocks(e) == 96, "threaded: free blocks %d of 96", slm_engine_free_blocks(e));
-        printf("threaded: %d steps, %d cancelled, %d compared with their runs alone\n", steps, n_cancelled,
-               n_compared);
-        slm_engine_destroy(&e);
-    }
     }
     g_overlap = 0;
 

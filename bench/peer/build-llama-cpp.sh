@@ -30,14 +30,12 @@ SDIST=$DL/llama_cpp_python-$VERSION.tar.gz
 SRC=$PEER/llama_cpp_python-$VERSION
 BUILD=$PEER/build
 # AMX: what this build does about it, recorded in READY (a change rebuilds).
+case "${SLM_PEER_AMX:-off}" in
+    on|off) ;;
+    *) echo "build-llama-cpp: SLM_PEER_AMX must be on or off, not '${SLM_PEER_AMX}'" >&2; exit 2;;
+esac
 AMX=none
-if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
-    case "${SLM_PEER_AMX:-off}" in
-        on) AMX=on;;
-        off) AMX=off;;
-        *) echo "build-llama-cpp: SLM_PEER_AMX must be on or off, not '${SLM_PEER_AMX}'" >&2; exit 2;;
-    esac
-fi
+grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && AMX=${SLM_PEER_AMX:-off}
 AMX_FLAGS=
 [ "$AMX" = off ] && AMX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 TARGETS=(llama llama-tokenize llama-bench llama-batched-bench llama-perplexity llama-simple llama-server)

@@ -48,7 +48,6 @@ struct req {
 
 struct plan {
     struct req *r;          /* NULL once the entry has nothing left to report */
-    int k;                  /* its index in reqs while the step is planned */
     int n;                  /* tokens fed this step */
     int plp_first, n_plp;   /* rows of prompt logprobs: positions plp_first .. plp_first + n_plp - 1 */
     int dev;                /* its row among the device-sampled ones, or -1 */
@@ -103,7 +102,6 @@ struct slm_engine {
     /* device sampling: on when the backend samples and o.host_sampling is 0 */
     int dev_sample;
     struct slm_sample_row *srows;  /* (max_out) */
-    int n_ended;                   /* reqs with ended set */
     /* o.overlap: the pass runs on its own thread (pass_main) while the engine thread reports the
      * step before. Guarded by pmu; inflight (a pass launched, not yet joined) by lock. */
     pthread_t pass_thread;
@@ -443,7 +441,7 @@ int slm_engine_cancel(struct slm_engine *e, int64_t id)
     pthread_mutex_lock(&e->lock);
     for (int i = 0; i < e->n_reqs; i++) {
         struct req *r = e->reqs[i];
-        if (!r || r->id != id || r->cancelled || r->ended) continue;
+        if (r->id != id || r->cancelled || r->ended) continue;
         /* Even mid-forward: the pass only writes K/V of positions not yet committed, and
          * nothing allocates blocks until the engine thread plans its next step. */
         r->cancelled = 1;
@@ -456,13 +454,21 @@ int slm_engine_cancel(struct slm_engine *e, int64_t id)
     return rc;
 }
 
+/* Requests added whose finish event is not reported (or due in this step's report). */
+static int unfinished(const struct slm_engine *e)
+{
+    int n = 0;
+    for (int k = 0; k < e->n_reqs; k++) n += !e->reqs[k]->ended;
+    return n;
+}
+
 void slm_engine_counts(struct slm_engine *e, struct slm_engine_counts *out)
 {
     pthread_mutex_lock(&e->lock);
-    out->unfinished = e->n_reqs - e->n_ended;
+    out->unfinished = unfinished(e);
     out->waiting = 0;
     for (int k = 0; k < e->n_reqs; k++)
-        out->waiting += e->reqs[k] && e->reqs[k]->seq < 0 && !e->reqs[k]->cancelled && !e->reqs[k]->ended;
+        out->waiting += e->reqs[k]->seq < 0 && !e->reqs[k]->cancelled && !e->reqs[k]->ended;
     out->free_blocks = slm_kvcache_n_available(e->kv);
     out->preempted = e->n_preempted;
     out->sampled_device = e->n_sampled_device;
@@ -604,7 +610,7 @@ static int plan_step(struct slm_engine *e, struct plan *plan, int *n_plan, int *
             }
             if (rc) return rc;
             r->planned = 1;
-            plan[np++] = (struct plan){.r = r, .k = k, .n = n, .plp_first = plp_first, .n_plp = n_plp, .dev = -1};
+            plan[np++] = (struct plan){.r = r, .n = n, .plp_first = plp_first, .n_plp = n_plp, .dev = -1};
             nt += n;
             plp_left -= n_plp;
         }
@@ -631,7 +637,6 @@ static void report(struct slm_engine *e, struct req *r, struct slm_engine_event 
     ev->n_generated = r->n_gen;
     if (fn) fn(ctx, ev);
     if (!ev->finish) return;
-    if (!r->ended) e->n_ended++;
     r->ended = r->reported = 1;
 }
 
@@ -641,13 +646,12 @@ static void sweep(struct slm_engine *e)
     int w = 0;
     for (int k = 0; k < e->n_reqs; k++) {
         struct req *r = e->reqs[k];
-        if (r && r->reported) {
+        if (r->reported) {
             if (r->seq >= 0) slm_kv_seq_release(e->kv, r->seq);
-            e->n_ended--;
             req_free(r);
             continue;
         }
-        if (r) e->reqs[w++] = r;
+        e->reqs[w++] = r;
     }
     e->n_reqs = w;
 }
@@ -734,7 +738,7 @@ static int run_pass(struct slm_engine *e, const struct slm_batch *b, int n_dev, 
     return rc;
 }
 
-/* o.overlap: runs each launched pass (launch) on this thread. */
+/* o.overlap: runs each pass step_locked launches (PASS_GO), on this thread. */
 static void *pass_main(void *p)
 {
     struct slm_engine *e = p;
@@ -773,9 +777,7 @@ static int plan_batch(struct slm_engine *e, struct slm_batch *b, int *n_dev_out,
 {
     struct step_buf *sb = &e->buf[e->cur];
     sb->np = 0;
-    int n_live = 0;
-    for (int k = 0; k < e->n_reqs; k++) n_live += !e->reqs[k]->cancelled && !e->reqs[k]->ended;
-    if (!n_live) return 0;
+    if (!unfinished(e)) return 0;   /* (the cancelled ones were reported just before) */
     rank_requests(e);
     for (int k = 0; k < e->n_reqs; k++) e->reqs[k]->planned = 0;
     int np, nt;
@@ -864,7 +866,6 @@ static int collect(struct slm_engine *e, struct step_buf *sb)
                                                                            : SLM_ENGINE_FINISH_NONE;
         if (pl->why != SLM_ENGINE_FINISH_NONE) {   /* its blocks back before the next plan (no pass runs) */
             r->ended = 1;
-            e->n_ended++;
             slm_kv_seq_release(e->kv, r->seq);
             r->seq = -1;
         }
@@ -972,7 +973,7 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
     if (done) report_step(e, done, fn, ctx, &t_lap);
     if (!e->inflight) sweep(e);
     lap(e, &tm->schedule_ns, &t_lap);
-    int left = e->n_reqs - e->n_ended;
+    int left = unfinished(e);
     return left > 0 ? left : e->inflight;
 }
 
