@@ -8,7 +8,8 @@
  *    among 7 or 37 tokens, at any position in the batch, with 1 or 2 threads.
  * 2 and 3 run on the GGUF layout and, for the types the fast kernels repack, on the X8
  * layout, where every token count from 1 to 13 is checked too; 4. the AVX2 and AVX-512 X8
- * tiles give the same bits.
+ * tiles give the same bits; 5. each tier's X8 tiles equal the portable kernel on long rows and
+ * many tokens, accumulating or not.
  */
 #include <math.h>
 #include <stdio.h>
@@ -307,6 +308,70 @@ static void check_tiers(void)
     }
 }
 
+/* Each tier's X8 tiles on long rows and many tokens (150 blocks a row: the AVX2 Q5_0 path's
+ * 64-block segments and 32-token batches, with their remainders), into fresh and accumulated
+ * outputs: each output bit-identical with the portable kernel on the GGUF row (plus the old value). */
+static void check_many_tokens(void)
+{
+    uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q8_0, SLM_TYPE_Q5_0, SLM_TYPE_Q4_K, SLM_TYPE_Q6_K};
+    const int counts[] = {8, 33, 70};
+    for (int tier = 0; tier < 2; tier++) {
+        if (tier == 0 ? !slm_cpu_have_avx2() : strcmp(slm_cpu_kernels_name(), "avx512vnni") != 0) continue;
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            slm_cpu_x8_fn f = tier == 0 ? slm_cpu_x8_avx2(types[t]) : slm_cpu_x8_avx512(types[t]);
+            if (!f) continue;
+            const int64_t rows = 16, nb = 150, cols = nb * slm_qblock_elems(types[t]);
+            const int nmax = 70;
+            size_t row_bytes = (size_t)nb * slm_qblock_bytes(types[t]);
+            uint8_t *w = malloc((size_t)rows * row_bytes);
+            uint8_t *p = malloc(slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, types[t], rows, cols));
+            random_weights(types[t], rows, cols, w, row_bytes);
+            slm_cpu_repack(SLM_CPU_LAYOUT_X8, types[t], rows, cols, w, row_bytes, p);
+            uint32_t at = slm_cpu_vec_dot_type(types[t]);
+            size_t as = slm_cpu_act_row_bytes(types[t], cols);
+            float *x = malloc((size_t)cols * sizeof *x), *y = malloc((size_t)nmax * (size_t)rows * sizeof *y);
+            uint8_t *a = malloc((size_t)nmax * as);
+            struct slm_cpu_act_scale *sc = malloc((size_t)nmax * (size_t)nb * sizeof *sc);
+            for (int c = 0; c < nmax; c++) {
+                for (int64_t i = 0; i < cols; i++) x[i] = frand() * (float)(1 + c % 5);
+                slm_cpu_quantize_row(at, x, a + (size_t)c * as, cols);
+                if (at != SLM_TYPE_Q8_K) slm_cpu_act_scales(at, a + (size_t)c * as, as, 1, nb, sc + (size_t)c * (size_t)nb);
+            }
+            int bad = 0;
+            for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++)
+                for (int accumulate = 0; accumulate <= 1 && bad < 10; accumulate++) {
+                    const int n = counts[k];
+                    for (int i = 0; i < n * rows; i++) y[i] = accumulate ? frand() : NAN;
+                    float *old = malloc((size_t)n * (size_t)rows * sizeof *old);
+                    memcpy(old, y, (size_t)n * (size_t)rows * sizeof *old);
+                    f(nb, p, (int)(rows / 8), a, as, sc, n, y, rows, accumulate);
+                    for (int c = 0; c < n && bad < 10; c++)
+                        for (int64_t r = 0; r < rows && bad < 10; r++) {
+                            float want = slm_cpu_vec_dot_ref(types[t], cols, w + (size_t)r * row_bytes, a + (size_t)c * as);
+                            if (accumulate) want = old[c * rows + r] + want;
+                            float got = y[c * rows + r];
+                            if (memcmp(&want, &got, 4)) {
+                                printf("%s x8 %s, %d tokens%s, token %d row %lld: expected %.9g, got %.9g\n",
+                                       slm_qtype_name(types[t]), tier ? "avx512vnni" : "avx2", n,
+                                       accumulate ? " accumulated" : "", c, (long long)r, want, got);
+                                bad++;
+                                failures++;
+                            }
+                        }
+                    free(old);
+                }
+            printf("%-5s x8   %s, %d blocks a row, 8/33/70 tokens: %s\n", slm_qtype_name(types[t]),
+                   tier ? "avx512vnni" : "avx2", (int)nb, bad ? "FAIL" : "identical to the portable kernel");
+            free(w);
+            free(p);
+            free(x);
+            free(y);
+            free(a);
+            free(sc);
+        }
+    }
+}
+
 int main(void)
 {
     printf("kernels: %s\n", slm_cpu_kernels_name());
@@ -325,6 +390,7 @@ int main(void)
         slm_pool_destroy(&pool);
     }
     check_tiers();
+    check_many_tokens();
     if (failures) printf("test_matmul: %d failures\n", failures);
     return failures ? 1 : 0;
 }

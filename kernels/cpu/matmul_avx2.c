@@ -475,10 +475,94 @@ slm_cpu_quant_fn slm_cpu_quant_avx2(uint32_t act_type)
 #define q4_sum4(u, s) dot_us8((u), (s))
 
 #define q8_sum4(abs_w, w, s) dot_us8((abs_w), _mm256_sign_epi8((s), (w)))
+/* Q5_0 from its stored values (0..31): maddubs stays exact (2 * 31 * 127 < 2^15) and the -16
+ * offset is an integer add, which the CPU may run on a port the multiplies leave free (the
+ * vpsignb it replaces may not). */
+#define q5_sum4(m, u, s) _mm256_add_epi32(_mm256_set1_epi32(m), dot_us8((u), (s)))
+
+/* Q5_0's entry: x8u_gemm_q5_0 (below), which hands fewer than X8U_MIN_TOKENS to x8_gemm_q5_0. */
+#define X8_Q5_0_FN x8u_gemm_q5_0
+static void x8u_gemm_q5_0(int64_t nb, const void *wp, int n_groups, const void *ap, size_t as,
+                          const struct slm_cpu_act_scale *sc, int nc, float *y, int64_t ldy, int accumulate);
+static void x8_gemm_q5_0(int64_t nb, const void *wp, int n_groups, const void *ap, size_t as,
+                         const struct slm_cpu_act_scale *sc, int nc, float *y, int64_t ldy, int accumulate);
 
 #include "kernels/cpu/matmul_x8.h"
 
 #define X8_REST_CASES X8_CASES_0
 #define X8_REST_CASES_Q5_0 X8_CASES_7
 #define X8_REST_CASES_K X8_CASES_3
+
+/*
+ * Q5_0 for many tokens: a group's weights are unpacked once for up to X8U_TOKENS tokens, X8U_SEG
+ * blocks at a time, into a buffer that stays in L1; then each token runs over them with its 8
+ * group accumulators in registers. The 8-token tile of matmul_x8.h keeps 64 accumulators, which
+ * live on the stack, and unpacks once per 8 tokens. Each lane's arithmetic is x8_q5_0's (the same
+ * bits): the accumulators of a token pass from one segment to the next unchanged.
+ */
+#define X8U_MIN_TOKENS 8
+#define X8U_TOKENS 32
+#define X8U_SEG 64
+
+static void x8u_gemm_q5_0(int64_t nb, const void *wp, int n_groups, const void *ap, size_t as,
+                          const struct slm_cpu_act_scale *sc, int nc, float *y, int64_t ldy, int accumulate)
+{
+    if (nc < X8U_MIN_TOKENS) {
+        x8_gemm_q5_0(nb, wp, n_groups, ap, as, sc, nc, y, ldy, accumulate);
+        return;
+    }
+    const uint8_t *a = ap;
+    const size_t gs = (size_t)nb * X8_Q5_0_BYTES;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i u[X8U_SEG][8];      /* the unpacked values of a segment's blocks, group k of 4 in u[b][k] */
+    __m256 dw[X8U_SEG];         /* their 8 rows' scales */
+    __m256 held[X8U_TOKENS][8]; /* each token's accumulators between segments */
+    for (int g = 0; g < n_groups; g++) {
+        const uint8_t *wg = (const uint8_t *)wp + (size_t)g * gs;
+        float *yg = y + 8 * g;
+        for (int c0 = 0; c0 < nc; c0 += X8U_TOKENS) {
+            const int ct = nc - c0 < X8U_TOKENS ? nc - c0 : X8U_TOKENS;
+            for (int64_t b0 = 0; b0 < nb; b0 += X8U_SEG) {
+                const int bs = nb - b0 < X8U_SEG ? (int)(nb - b0) : X8U_SEG;
+                for (int b = 0; b < bs; b++) {
+                    const uint8_t *wb = wg + (size_t)(b0 + b) * X8_Q5_0_BYTES;
+                    if (c0 == 0) x8_prefetch(wb, X8_Q5_0_BYTES);
+                    dw[b] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb + 16));
+#pragma GCC unroll 4
+                    for (int t = 0; t < 4; t++) {
+                        __m256i ch = _mm256_loadu_si256((const __m256i *)(wb + 48 + 32 * t));
+                        u[b][t] = _mm256_or_si256(_mm256_and_si256(ch, m4), x8_bit4(qh, t));
+                        u[b][4 + t] =
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ch, 4), m4), x8_bit4(qh, 4 + t));
+                    }
+                }
+                for (int c = 0; c < ct; c++) {
+                    const struct slm_cpu_act_scale *s = sc + (size_t)(c0 + c) * (size_t)nb + b0;
+                    const struct slm_block_q8_0 *ab = (const struct slm_block_q8_0 *)(a + (size_t)(c0 + c) * as) + b0;
+                    __m256 acc[8];
+#pragma GCC unroll 8
+                    for (int k = 0; k < 8; k++) acc[k] = b0 ? held[c][k] : _mm256_setzero_ps();
+                    for (int b = 0; b < bs; b++) {
+                        const __m256 scale = _mm256_mul_ps(dw[b], _mm256_set1_ps(s[b].d));
+#pragma GCC unroll 4
+                        for (int t = 0; t < 4; t++) {
+                            __m256 flo = _mm256_cvtepi32_ps(q5_sum4(s[b].m16[t], u[b][t], x8_bcast4(ab[b].qs + 4 * t)));
+                            __m256 fhi = _mm256_cvtepi32_ps(
+                                q5_sum4(s[b].m16[4 + t], u[b][4 + t], x8_bcast4(ab[b].qs + 16 + 4 * t)));
+                            acc[t] = _mm256_fmadd_ps(flo, scale, acc[t]);
+                            acc[4 + t] = _mm256_fmadd_ps(fhi, scale, acc[4 + t]);
+                        }
+                    }
+                    if (b0 + bs < nb) {
+#pragma GCC unroll 8
+                        for (int k = 0; k < 8; k++) held[c][k] = acc[k];
+                    } else {
+                        x8_store(yg + (size_t)(c0 + c) * (size_t)ldy, acc, _mm256_setzero_ps(), accumulate);
+                    }
+                }
+            }
+        }
+    }
+}
 X8_DEFINE_TIER(slm_cpu_x8_avx2)
