@@ -250,10 +250,13 @@ printf 'not a tarball' > "$tmp/bad.tar.xz"
 expect_error "compare-llama-cpp --src that is no tarball" "^compare-llama-cpp: cannot unpack $tmp/bad.tar.xz" \
   --configure-only --peer "$tmp/peer" --src "$tmp/bad.tar.xz"
 
-# The CPU peer's build script refuses a bad SLM_PEER_AMX before it downloads or builds anything.
+# The CPU peer's build script refuses a bad SLM_PEER_AMX or SLM_PEER_ISA before it downloads or
+# builds anything.
 EXPECT_PROG=$(dirname "$0")/../bench/peer/build-llama-cpp.sh
 SLM_PEER_AMX=maybe SLM_PEER_DIR=$tmp/cpu-peer expect_error "build-llama-cpp SLM_PEER_AMX=maybe" \
   "^build-llama-cpp: SLM_PEER_AMX must be on or off, not 'maybe'"
+SLM_PEER_ISA=avx512 SLM_PEER_DIR=$tmp/cpu-peer expect_error "build-llama-cpp SLM_PEER_ISA=avx512" \
+  "^build-llama-cpp: SLM_PEER_ISA must be native or avx2, not 'avx512'"
 [ ! -e "$tmp/cpu-peer" ] && echo "ok   build-llama-cpp refused before making its folder" ||
   { echo "FAIL build-llama-cpp made $tmp/cpu-peer before refusing"; fail=1; }
 

@@ -13,6 +13,10 @@
 #                       0.3.36's AMX matmul, taken for pp512, died with SIGILL in
 #                       tinygemm_kernel_amx on our build machine, a KVM guest on a Xeon with AMX,
 #                       though a lone tilezero after ldtilecfg runs there: docs/performance.md)
+#        SLM_PEER_ISA   native (default: GGML_NATIVE, the build a user of this CPU gets) or avx2
+#                       (AVX2, FMA, F16C, BMI2 and nothing newer, whatever the CPU: the build an
+#                       AVX2 machine gets, so that slmd's AVX2 tier, SLM_CPU_KERNELS=avx2, can be
+#                       measured against it on an AVX-512 CPU); give it its own SLM_PEER_DIR
 # Idempotent: when $SLM_PEER_DIR/READY names this version and its binaries and Python package
 # are present, it prints the paths and exits at once; otherwise it reuses the download, the
 # unpacked tree and the build tree.
@@ -34,8 +38,17 @@ case "${SLM_PEER_AMX:-off}" in
     on|off) ;;
     *) echo "build-llama-cpp: SLM_PEER_AMX must be on or off, not '${SLM_PEER_AMX}'" >&2; exit 2;;
 esac
+# ISA: the instruction sets the build may use, recorded in READY (a change rebuilds).
+ISA=${SLM_PEER_ISA:-native}
+case "$ISA" in
+    native) ISA_FLAGS=(-DGGML_NATIVE=ON);;
+    avx2) ISA_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+                     -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF
+                     -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF);;
+    *) echo "build-llama-cpp: SLM_PEER_ISA must be native or avx2, not '${SLM_PEER_ISA}'" >&2; exit 2;;
+esac
 AMX=none
-grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && AMX=${SLM_PEER_AMX:-off}
+[ "$ISA" = native ] && grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && AMX=${SLM_PEER_AMX:-off}
 AMX_FLAGS=
 [ "$AMX" = off ] && AMX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 TARGETS=(llama llama-tokenize llama-bench llama-batched-bench llama-perplexity llama-simple llama-server)
@@ -48,6 +61,8 @@ esac
 ready_ok() {
     [ -f "$PEER/READY" ] && grep -qx "version=$VERSION" "$PEER/READY" || return 1
     [ "$(sed -n 's/^amx=//p' "$PEER/READY")" = "$AMX" ] || [ "$AMX" = none ] || return 1
+    [ "$(sed -n 's/^isa=//p' "$PEER/READY")" = "$ISA" ] || { [ "$ISA" = native ] && ! grep -q '^isa=' "$PEER/READY"; } ||
+        return 1
     local t
     for t in "${TARGETS[@]}"; do
         [ "$t" = llama ] && t=libllama.so
@@ -77,14 +92,16 @@ fi
 # Configured anew when absent or configured without llama-server (older versions of this script).
 # The web UI is left out (LLAMA_BUILD_UI=OFF, no prebuilt download): llama-server then embeds
 # an empty asset table and serves only its API, which is all the benchmark uses.
-# Configured anew, too, when its AMX flags are not this run's.
+# Configured anew, too, when its AMX flags or instruction sets are not this run's.
+NATIVE=$([ "$ISA" = native ] && echo ON || echo OFF)
 if ! grep -qsx 'LLAMA_BUILD_SERVER:BOOL=ON' "$BUILD/CMakeCache.txt" ||
-   ! grep -qsx "CMAKE_C_FLAGS:STRING=$AMX_FLAGS" "$BUILD/CMakeCache.txt"; then
+   ! grep -qsx "CMAKE_C_FLAGS:STRING=$AMX_FLAGS" "$BUILD/CMakeCache.txt" ||
+   ! grep -qsx "GGML_NATIVE:BOOL=$NATIVE" "$BUILD/CMakeCache.txt"; then
     cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" \
         -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_C_FLAGS="$AMX_FLAGS" -DCMAKE_CXX_FLAGS="$AMX_FLAGS" \
         -DBUILD_SHARED_LIBS=ON \
-        -DGGML_NATIVE=ON \
+        "${ISA_FLAGS[@]}" \
         -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_RPC=OFF \
         -DGGML_BACKEND_DL=OFF \
         -DLLAMA_OPENSSL=OFF \
@@ -124,7 +141,7 @@ fi
 
 PYTHONPATH=$PY python3 -c 'import llama_cpp, sys; llama_cpp.llama_backend_init(); sys.stdout.write(llama_cpp.llama_print_system_info().decode() + "\n")'
 
-printf 'bin=%s\npython=%s\nversion=%s\namx=%s\n' "$PEER/bin" "$PY" "$VERSION" "$AMX" > "$PEER/READY"
+printf 'bin=%s\npython=%s\nversion=%s\namx=%s\nisa=%s\n' "$PEER/bin" "$PY" "$VERSION" "$AMX" "$ISA" > "$PEER/READY"
 echo "llama.cpp (llama-cpp-python $VERSION) ready:"
 echo "  bin:    $PEER/bin"
 echo "  python: $PY   (PYTHONPATH=$PY python3 -c 'import llama_cpp')"
