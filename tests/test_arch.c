@@ -3,7 +3,8 @@
  * one prompt (and its greedy continuations of 10 prompts and its perplexity against
  * llama-perplexity's, below); the others without their weights (qwen2 with QKV biases; qwen3; llama3 with Llama 3.2's
  * rope_freqs, tied and untied; phi3 with fused QKV and gate_up and LongRoPE, its short and its
- * long factors; gemma3 with a sliding window of 16): for each one,
+ * long factors; gemma3 with a sliding window of 16, and with logit soft-capping and the file's
+ * sliding-window pattern, a period or one bool per layer): for each one,
  * tests/golden/make_arch_models.py writes a small random-weight GGUF with the architecture's real
  * metadata and tensor names (deterministic: its sha256 must be the one the reference was made
  * from), slmd's CPU engine evaluates the reference's 64 token ids (after its unrecorded prefix,
@@ -15,7 +16,8 @@
  * - each of the 16 recorded logits a position (the reference's 8 best and 8 fixed ids) within
  *   tol of llama.cpp's (measured and bound below, and in docs/architectures.md).
  * And what slmd does not compute yet is refused in one line, not computed wrongly: a llama file
- * with YaRN RoPE scaling (rope.scaling.type "yarn").
+ * with YaRN RoPE scaling (rope.scaling.type "yarn"); and so are a gemma3 file's bad keys: a negative
+ * soft-cap, a pattern array of the wrong length, a pattern that makes every layer local.
  * Needs python3 with the PyPI packages gguf and numpy (packaging/setup.sh installs them); without
  * them the test is skipped (77) and says why. */
 #include <errno.h>
@@ -41,7 +43,10 @@
  * a missing step gives (measured: qwen2 without its k bias over 0.05 at position 1; llama3 without
  * its rope_freqs 0.14, llama3-untied 0.073;
  * phi3 without its factors, its attention factor, or with the other set: 1.1 or more; gemma3
- * with a window one too wide or narrow: 2.0 or more, with none 8.9). */
+ * with a window one too wide or narrow: 2.0 or more, with none 8.9). gemma3-cap (final
+ * soft-capping 50, the sliding-window pattern 3 from the file) and gemma3-swa-array (the pattern as
+ * one bool per layer), measured 2026-12-06 against the AVX-512 build: 0.0094 and 0.015; without
+ * the soft-capping 89, with the file's pattern left for the default 6: 3.1 and 3.8. */
 #define QWEN2_TOL 0.015
 #define QWEN3_TOL 0.02
 #define LLAMA3_TOL 0.035
@@ -49,6 +54,8 @@
 #define PHI3_TOL 0.025
 #define PHI3_LONG_TOL 0.02
 #define GEMMA3_TOL 0.03
+#define GEMMA3_CAP_TOL 0.03
+#define GEMMA3_SWA_ARRAY_TOL 0.045
 /* Gemma 3 270M Q4_K_M, along llama.cpp's greedy path from "The capital of France is", against
  * the reference of the llama.cpp build whose lanes slmd follows on this machine (slm_cpu_lanes,
  * docs/numerics.md): tests/golden/arch/gemma3-270m*.txt from an AVX2 build (a 2-core AMD EPYC,
@@ -410,6 +417,8 @@ int main(void)
         check_arch(tdir, tmp, "phi3", NULL, PHI3_TOL, &skipped);
         check_arch(tdir, tmp, "phi3-long", NULL, PHI3_LONG_TOL, &skipped);
         check_arch(tdir, tmp, "gemma3", NULL, GEMMA3_TOL, &skipped);
+        check_arch(tdir, tmp, "gemma3-cap", NULL, GEMMA3_CAP_TOL, &skipped);
+        check_arch(tdir, tmp, "gemma3-swa-array", NULL, GEMMA3_SWA_ARRAY_TOL, &skipped);
     }
     struct gemma_bounds gb = gemma_bounds_for(slm_cpu_lanes());
     printf("lanes: %d (kernels %s)\n", slm_cpu_lanes(), slm_cpu_kernels_name());
@@ -420,7 +429,16 @@ int main(void)
     check_greedy(tdir, name, "gemma-3-270m-q4_k_m.gguf", gb.greedy_min, &skipped);
     snprintf(name, sizeof name, "gemma3-270m-ppl%s", gb.suffix);
     check_perplexity(tdir, name, "gemma-3-270m-q4_k_m.gguf", GEMMA_PPL_TOL, &skipped);
-    if (synthetic) check_refused(tdir, tmp, "llama-yarn", "RoPE scaling 'yarn'", &skipped);
+    if (synthetic) {
+        check_refused(tdir, tmp, "llama-yarn", "RoPE scaling 'yarn'", &skipped);
+        check_refused(tdir, tmp, "gemma3-badcap", "key 'gemma3.final_logit_softcapping': value -1 is out of range",
+                      &skipped);
+        check_refused(tdir, tmp, "gemma3-badpattern",
+                      "key 'gemma3.attention.sliding_window_pattern': an array of 5 bool, not one bool for each of "
+                      "the 6 layers",
+                      &skipped);
+        check_refused(tdir, tmp, "gemma3-alllocal", "makes every layer a sliding-window layer", &skipped);
+    }
     char cmd[1100];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmp);

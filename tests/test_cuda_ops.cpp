@@ -417,6 +417,21 @@ static void test_elementwise(void)
         compare_bits("scale", sgot.data(), sref.data(), len);
     }
 
+    /* softcap: the device's tanhf, within 2 ulp of the host's, so a few ulp of the cap apart */
+    {
+        std::vector<float> ch = rand_floats(len), cref = ch;
+        for (size_t i = 0; i < len; i++) ch[i] = cref[i] = 80.0f * ch[i];   /* logits of order 50 */
+        dev_buf<float> cx(ch);
+        const float cap = 30.0f;
+        RC_OK(slm_cuda_softcap(cx.p, len, cap, nullptr));
+        std::vector<float> cgot = cx.download();
+        slm_cpu_softcap(cref.data(), len, cap);
+        double worst = 0;
+        for (size_t i = 0; i < len; i++) worst = std::fmax(worst, std::fabs((double)cgot[i] - (double)cref[i]));
+        CHECK(worst <= 8.0 * cap * 0x1p-24, "softcap: %g from the CPU's, above 8 ulp of the cap", worst);
+        CHECK(std::fabs(cgot[0]) < cap && std::fabs(cref[0]) < cap, "softcap: |%g| not below the cap", cgot[0]);
+    }
+
     /* add and add_bias: one rounding, the CPU's, so the same bits */
     std::vector<float> ah = rand_floats(len), bh = rand_floats(len);
     dev_buf<float> a(ah), b(bh);
@@ -493,6 +508,9 @@ static void test_bad_arguments(cublasHandle_t h)
         REFUSED(slm_cuda_swiglu(x.p, x.p, 2 * cols + 1, x.p, nullptr));
         REFUSED(slm_cuda_geglu(x.p, x.p, (const uint16_t *)x.p, 2 * cols, x.p, nullptr));   /* table too short */
         REFUSED(slm_cuda_scale(x.p, 2 * cols + 1, 2.0f, nullptr));
+        REFUSED(slm_cuda_softcap(x.p, 2 * cols + 1, 30.0f, nullptr));
+        REFUSED(slm_cuda_softcap(x.p, 2 * cols, 0.0f, nullptr));   /* no cap: the caller's to skip */
+        REFUSED(slm_cuda_softcap(x.p, 2 * cols, NAN, nullptr));
         REFUSED(slm_cuda_add_bias(x.p, y.p, 2, cols, nullptr));
         REFUSED(slm_cuda_gather_rows(x.p, 2, cols, ids.p, 3, out.p, nullptr));   /* more ids than held */
         /* out's rows spaced cols + 1 apart run 6 floats past its end; a scratch said to be 4 KB larger

@@ -47,6 +47,61 @@ static int get_float(const struct slm_gguf *g, const char *arch, const char *suf
     return rc;
 }
 
+/* gemma3's local layers, as llama.cpp's load_swa_pattern reads them: attention.sliding_window_pattern
+ * is a period n (layer l local unless l % n == n - 1; 0: every layer local; absent: 6) or one bool
+ * per layer. A model whose every layer is local is refused (its global KV pool would be empty). */
+static int read_swa_layers(const struct slm_gguf *g, const char *ar, struct slm_model_config *c, char *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", ar);
+    memset(c->layer_local, 0, sizeof c->layer_local);
+    if (c->n_layer > SLM_MODEL_MAX_SWA_LAYERS) {
+        slm_err_set(err, "%s: %d layers with sliding windows: at most %d are supported", g->path, c->n_layer,
+                    SLM_MODEL_MAX_SWA_LAYERS);
+        return -ENOTSUP;
+    }
+    const struct slm_gguf_kv *kv = slm_gguf_find(g, key);
+    if (kv && kv->type == SLM_GGUF_ARRAY) {
+        if (kv->arr_type != SLM_GGUF_BOOL || kv->arr_len != (uint64_t)c->n_layer) {
+            slm_err_set(err, "%s: key '%s': an array of %llu %s, not one bool for each of the %d layers", g->path,
+                        key, (unsigned long long)kv->arr_len, slm_gguf_vtype_name(kv->arr_type), c->n_layer);
+            return -EINVAL;
+        }
+        for (int l = 0; l < c->n_layer; l++) c->layer_local[l] = slm_gguf_arr_i64(kv, (uint64_t)l) != 0;
+    } else {
+        uint32_t n = 6;
+        int rc = slm_gguf_get_u32(g, key, &n, err);
+        if (rc && rc != -ENOENT) return rc;
+        for (int l = 0; l < c->n_layer; l++) c->layer_local[l] = n == 0 || (uint32_t)l % n < n - 1;
+    }
+    int n_local = 0;
+    for (int l = 0; l < c->n_layer; l++) n_local += c->layer_local[l];
+    if (n_local == c->n_layer) {
+        slm_err_set(err, "%s: key '%s' makes every layer a sliding-window layer, which is not supported (no "
+                    "layer would keep the whole context)", g->path, key);
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+/* gemma3's final_logit_softcapping: absent or 0, none (as llama.cpp); else a positive finite cap. */
+static int read_softcap(const struct slm_gguf *g, const char *ar, struct slm_model_config *c, char *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.final_logit_softcapping", ar);
+    float cap = 0.0f;
+    int rc = slm_gguf_get_f32(g, key, &cap, err);
+    if (rc == -ENOENT) cap = 0.0f;
+    else if (rc) return rc;
+    if (!(cap >= 0.0f && cap < 1e30f)) {
+        slm_err_set(err, "%s: key '%s': value %g is out of range (a positive cap, or 0 for none)", g->path, key,
+                    (double)cap);
+        return -EINVAL;
+    }
+    c->final_softcap = cap;
+    return 0;
+}
+
 static int read_config(const struct slm_gguf *g, struct slm_model_config *c, char *err)
 {
     struct slm_gguf_str a;
@@ -94,26 +149,15 @@ static int read_config(const struct slm_gguf *g, struct slm_model_config *c, cha
         (rc = get_float(g, ar, "attention.layer_norm_rms_epsilon", &c->rms_eps, 1e-5f, err)))
         return rc;
     if (c->arch == SLM_ARCH_GEMMA3) {
-        /* As llama.cpp's gemma3: the embedding times sqrt(dim), GeGLU, every 6th layer global and
-         * the others local with RoPE base 10000 over a window from the file. */
+        /* As llama.cpp's gemma3: the embedding times sqrt(dim), GeGLU, local layers with RoPE base
+         * 10000 over a window from the file (by default every 6th layer global, the others local),
+         * and the logits soft-capped where the file says so. */
         c->emb_scale = sqrtf((float)c->dim);
         c->geglu = 1;
-        c->swa_pattern = 6;
         if ((rc = get_dim(g, ar, "attention.sliding_window", &c->n_swa, 1, 0, err)) ||
-            (rc = get_float(g, ar, "rope.freq_base_swa", &c->rope_base_swa, 10000.0f, err)))
+            (rc = get_float(g, ar, "rope.freq_base_swa", &c->rope_base_swa, 10000.0f, err)) ||
+            (rc = read_swa_layers(g, ar, c, err)) || (rc = read_softcap(g, ar, c, err)))
             return rc;
-        char k2[128];
-        float cap;
-        snprintf(k2, sizeof k2, "%s.final_logit_softcapping", ar);
-        if (slm_gguf_get_f32(g, k2, &cap, err) == 0) {
-            slm_err_set(err, "%s: logit soft-capping (%s) is not supported yet", g->path, k2);
-            return -ENOTSUP;
-        }
-        snprintf(k2, sizeof k2, "%s.attention.sliding_window_pattern", ar);
-        if (slm_gguf_find(g, k2)) {
-            slm_err_set(err, "%s: a sliding-window pattern from the file (%s) is not supported yet", g->path, k2);
-            return -ENOTSUP;
-        }
     }
     /* RoPE scaling: frequency factors from a tensor (Llama 3.1+'s rope_freqs, phi3's LongRoPE
      * long and short factors; slm_model_load binds them) and an attention factor are computed;
@@ -351,7 +395,7 @@ static int load_one(void *walk, struct slm_weight *w)
 int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
 {
     if ((m->cfg.geglu && !be->ops->geglu) || (m->cfg.emb_scale != 0.0f && !be->ops->scale) ||
-        (m->cfg.n_swa > 0 && !be->ops->sliding_window)) {
+        (m->cfg.n_swa > 0 && !be->ops->sliding_window) || (m->cfg.final_softcap > 0.0f && !be->ops->softcap)) {
         slm_err_set(err, "%s: the %s backend cannot run %s yet (GeGLU, the embedding scale and the sliding-window "
                     "attention)", m->gguf->path, be->ops->name, m->cfg.arch_name);
         return -ENOTSUP;
@@ -402,10 +446,10 @@ void slm_model_kv_geometry(const struct slm_model *m, int n_blocks, int block_si
     pool->kv_dim = m->cfg.n_head_kv * m->cfg.head_dim;
 }
 
-/* gemma3's local layers: all but every swa_pattern-th. */
+/* gemma3's local layers (read_swa_layers). */
 static int layer_is_local(const struct slm_model_config *c, int l)
 {
-    return c->n_swa > 0 && l % c->swa_pattern != c->swa_pattern - 1;
+    return c->n_swa > 0 && c->layer_local[l];
 }
 
 int slm_model_n_local_layers(const struct slm_model_config *c)
@@ -518,8 +562,9 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     struct slm_batch local_batch;
     const struct slm_batch *ab = b;
     if (pool->local) {
-        int n_global_before = c->swa_pattern > 0 ? l / c->swa_pattern : 0;
-        kv_layer = local ? l - n_global_before : n_global_before;
+        /* its index among the layers of its pool */
+        kv_layer = 0;
+        for (int i = 0; i < l; i++) kv_layer += layer_is_local(c, i) == local;
         if (local) {
             lpool = pool->local;
             local_batch = *b;
@@ -590,7 +635,10 @@ static int forward_ops(struct slm_forward *f, struct slm_kv_pool *pool, const st
     if (b->n_out == 0) return 0;
     TRY(be->ops->gather_rows(be, f->x, c->dim, b->out_rows, b->n_out, f->xo));
     const struct slm_weight *out[] = {&f->m->output};
-    return norm_matmul(f, f->xo, &f->m->output_norm, b->n_out, 1, out, &f->logits);
+    TRY(norm_matmul(f, f->xo, &f->m->output_norm, b->n_out, 1, out, &f->logits));
+    if (c->final_softcap > 0.0f)
+        TRY(be->ops->softcap(be, f->logits, (size_t)b->n_out * (size_t)c->n_vocab, c->final_softcap));
+    return 0;
 }
 
 int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struct slm_batch *b, float *logits)

@@ -13,6 +13,9 @@
 #include "daemon/engine/backends/backend.h"
 #include "daemon/engine/gguf.h"
 
+/* The most layers a model with sliding-window layers may have (Gemma 3 27B has 62). */
+#define SLM_MODEL_MAX_SWA_LAYERS 256
+
 enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3, SLM_ARCH_GEMMA3 = 4, SLM_ARCH_PHI3 = 5 };
 
 struct slm_model_config {
@@ -33,8 +36,9 @@ struct slm_model_config {
     float emb_scale;          /* the embedding is multiplied by this (sqrt(dim)); 0: not scaled */
     int geglu;                /* the FFN's gate through GELU (tanh form), not SiLU */
     int n_swa;                /* sliding window of the local layers; 0: every layer global */
-    int swa_pattern;          /* layer l is local unless l % swa_pattern == swa_pattern - 1 */
+    unsigned char layer_local[SLM_MODEL_MAX_SWA_LAYERS];   /* with n_swa: 1 where layer l is local */
     float rope_base_swa;      /* the local layers' RoPE base */
+    float final_softcap;      /* final_logit_softcapping: logits = cap tanh(logits / cap); 0: none */
 };
 
 struct slm_layer {

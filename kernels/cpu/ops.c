@@ -170,6 +170,12 @@ void slm_cpu_scale(float *x, size_t n, float s)
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
+void slm_cpu_softcap(float *x, size_t n, float cap)
+{
+    const float inv = 1.0f / cap;
+    for (size_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
+}
+
 void slm_cpu_rope_angles(int32_t pos, int rope_dim, float base, const float *factors, float mscale, float *cos_out,
                          float *sin_out)
 {

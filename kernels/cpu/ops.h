@@ -39,6 +39,9 @@ void slm_cpu_add(float *x, const float *y, size_t n);
 /* x (n) *= s. */
 void slm_cpu_scale(float *x, size_t n, float s);
 
+/* x (n) = tanhf(x * (1.0f / cap)) * cap: llama.cpp's logit soft-capping (a scale, tanhf, a scale). */
+void slm_cpu_softcap(float *x, size_t n, float cap);
+
 /* cos and sin (rope_dim / 2 each) of a position's rotation angles,
  * theta_j = pos * base^(-2j / rope_dim) / factors[j], computed as llama.cpp does (running product,
  * then the division), each cos and sin then times mscale. factors NULL: all 1 (Llama 3.1+'s

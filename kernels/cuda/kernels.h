@@ -329,6 +329,10 @@ int slm_cuda_geglu(const float *gate, const float *up, const uint16_t *table, si
 /* x (len) *= s. */
 int slm_cuda_scale(float *x, size_t len, float s, struct CUstream_st *stream);
 
+/* x (len) = tanhf(x * (1.0f / cap)) * cap (slm_cpu_softcap's order; the device's tanhf, within 2
+ * ulp of the host's). cap > 0. */
+int slm_cuda_softcap(float *x, size_t len, float cap, struct CUstream_st *stream);
+
 /* x (len) += y. */
 int slm_cuda_add(float *x, const float *y, size_t len, struct CUstream_st *stream);
 

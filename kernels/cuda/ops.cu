@@ -70,6 +70,12 @@ __global__ void __launch_bounds__(OPS_THREADS) k_scale(float *x, size_t len, flo
         x[i] = __fmul_rn(x[i], s);
 }
 
+__global__ void __launch_bounds__(OPS_THREADS) k_softcap(float *x, size_t len, float inv, float cap)
+{
+    for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS)
+        x[i] = __fmul_rn(tanhf(__fmul_rn(x[i], inv)), cap);
+}
+
 __global__ void __launch_bounds__(OPS_THREADS) k_add(float *x, const float *y, size_t len)
 {
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS)
@@ -145,6 +151,15 @@ extern "C" int slm_cuda_scale(float *x, size_t len, float s, struct CUstream_st 
     SLM_CUDA_DEVICE(x, len * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(x, 4));
     SLM_LAUNCH(k_scale, elementwise_blocks(len), OPS_THREADS, 0, stream, x, len, s);
+    return slm_cuda_launched();
+}
+
+extern "C" int slm_cuda_softcap(float *x, size_t len, float cap, struct CUstream_st *stream)
+{
+    SLM_CUDA_ARG(len >= 1 && cap > 0.0f && cap < 1e30f);
+    SLM_CUDA_DEVICE(x, len * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 4));
+    SLM_LAUNCH(k_softcap, elementwise_blocks(len), OPS_THREADS, 0, stream, x, len, 1.0f / cap, cap);
     return slm_cuda_launched();
 }
 

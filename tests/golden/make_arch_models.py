@@ -23,7 +23,14 @@ ARCH (the name of the model and of its reference; some share a file):
   gemma3         Gemma 3's: QK-norm, post-norms, GeGLU, embedding times sqrt(dim); 6 layers, the
                  first 5 local with a sliding window of 16 (shorter than the 64 positions checked),
                  the 6th global; tied output head
+  gemma3-cap     gemma3 with final_logit_softcapping 50 (the logits, 40-140 here before it,
+                 through 50 tanh(x / 50)) and attention.sliding_window_pattern 3 from the file
+                 (layers 2 and 5 global)
+  gemma3-swa-array  gemma3 with the pattern as one bool per layer (layers 1 and 5 global)
   llama-yarn     llama with rope.scaling.type "yarn", which slmd refuses (no reference)
+  gemma3-badcap, gemma3-badpattern, gemma3-alllocal  refused by slmd (no reference): a negative
+                 soft-cap, a pattern array of 5 bools for 6 layers, a pattern (0) that makes every
+                 layer local
 The tokenizer (vocabulary, merges, special ids) is copied from the default model
 (SmolLM2-135M-Instruct), so llama.cpp loads the file; the tests feed token ids, not text.
 Weights: F32 norms (1 + 0.1 N(0, 1)), F16 matrices (N(0, 0.05)), token_embd N(0, 1), an untied
@@ -57,6 +64,11 @@ SHAPES = {
     "phi3-long": dict(same="phi3", n_ctx=8192),
     "gemma3": dict(dim=128, ffn=256, n_layer=6, n_head=4, n_head_kv=2, head_dim=64, ctx=32768, rope_base=1000000.0,
                    eps=1e-6, seed=9, window=16),
+    "gemma3-cap": dict(same="gemma3", seed=12, softcap=50.0, swa_pattern=3),
+    "gemma3-swa-array": dict(same="gemma3", seed=13, swa_pattern=[True, False, True, True, True, False]),
+    "gemma3-badcap": dict(same="gemma3", seed=14, softcap=-1.0),
+    "gemma3-badpattern": dict(same="gemma3", seed=15, swa_pattern=[True] * 5),
+    "gemma3-alllocal": dict(same="gemma3", seed=16, swa_pattern=0),
     "llama-yarn": dict(gguf_arch="llama", dim=128, ffn=256, n_layer=1, n_head=4, n_head_kv=2, head_dim=32, ctx=8192,
                        rope_base=500000.0, eps=1e-5, seed=10, yarn=True),
 }
@@ -162,6 +174,10 @@ def write(arch, out, tok_path):
         w.add_tensor("rope_factors_short.weight", (1.0 + 0.5 * rng.random(half)).astype(np.float32))
     if s.get("window"):   # gemma3: the local layers' window (the pattern is llama.cpp's default, 6)
         w.add_sliding_window(s["window"])
+    if "swa_pattern" in s:   # a period (uint32) or one bool per layer
+        w.add_sliding_window_pattern(s["swa_pattern"])
+    if "softcap" in s:
+        w.add_final_logit_softcapping(s["softcap"])
     for l in range(s["n_layer"]):
         p = "blk.%d." % l
         w.add_tensor(p + "attn_norm.weight", norm(d))

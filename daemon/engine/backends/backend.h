@@ -163,6 +163,9 @@ struct slm_backend_ops {
     int (*geglu)(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
     /* x (n) *= s. Optional, as geglu (gemma3's embedding scale). */
     int (*scale)(struct slm_backend *be, float *x, size_t n, float s);
+    /* x (n) = tanh(x * (1 / cap)) * cap, llama.cpp's order (gemma3's final_logit_softcapping).
+     * Optional, as geglu. */
+    int (*softcap)(struct slm_backend *be, float *x, size_t n, float cap);
     /* x (n) += y. */
     int (*add)(struct slm_backend *be, float *x, const float *y, size_t n);
     /* Copies the rows `rows` (n_rows) of x (., dim) into dst (n_rows, dim) of the backend. */

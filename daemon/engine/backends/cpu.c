@@ -202,7 +202,7 @@ struct rows_ctx {
     int n, dim;
     float eps;
     size_t len;
-    int op;   /* 0 rmsnorm, 1 swiglu, 2 add, 3 geglu, 4 scale (by eps) */
+    int op;   /* 0 rmsnorm, 1 swiglu, 2 add, 3 geglu, 4 scale (by eps), 5 softcap (by eps) */
 };
 
 static void split(size_t total, int ith, int nth, size_t *lo, size_t *hi)
@@ -228,6 +228,7 @@ static void rows_worker(void *arg, int ith, int nth)
     if (c->op == 1) slm_cpu_swiglu(c->x + lo, c->y + lo, hi - lo, c->out + lo);
     else if (c->op == 3) slm_cpu_geglu(c->x + lo, c->y + lo, hi - lo, c->out + lo);
     else if (c->op == 4) slm_cpu_scale(c->out + lo, hi - lo, c->eps);
+    else if (c->op == 5) slm_cpu_softcap(c->out + lo, hi - lo, c->eps);
     else slm_cpu_add(c->out + lo, c->y + lo, hi - lo);
 }
 
@@ -263,6 +264,13 @@ static int cpu_scale(struct slm_backend *be, float *x, size_t n, float s)
 {
     struct rows_ctx c = {.out = x, .len = n, .eps = s, .op = 4};
     run_rows(be, &c, n);
+    return 0;
+}
+
+static int cpu_softcap(struct slm_backend *be, float *x, size_t n, float cap)
+{
+    struct rows_ctx c = {.out = x, .len = n, .eps = cap, .op = 5};
+    run_rows(be, &c, n * 8);   /* tanhf: weigh it as 8 plain ops */
     return 0;
 }
 
@@ -423,6 +431,7 @@ static const struct slm_backend_ops cpu_ops = {
     .swiglu = cpu_swiglu,
     .geglu = cpu_geglu,
     .scale = cpu_scale,
+    .softcap = cpu_softcap,
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
     .to_host = cpu_to_host,

@@ -92,6 +92,7 @@ static const struct slm_backend_ops cuda_ops = {
     .swiglu = cuda_swiglu,
     .geglu = cuda_geglu,
     .scale = cuda_scale,
+    .softcap = cuda_softcap,
     .add = cuda_add,
     .gather_rows = cuda_gather_rows,
     .to_host = cuda_to_host,

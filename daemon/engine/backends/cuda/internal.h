@@ -195,6 +195,7 @@ int cuda_add_bias(struct slm_backend *be, float *x, const struct slm_weight *bia
 int cuda_swiglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
 int cuda_geglu(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
 int cuda_scale(struct slm_backend *be, float *x, size_t n, float s);
+int cuda_softcap(struct slm_backend *be, float *x, size_t n, float cap);
 int cuda_add(struct slm_backend *be, float *x, const float *y, size_t n);
 int cuda_norm_matmul(struct slm_backend *be, const float *x, const struct slm_weight *gamma, int dim, float eps,
                      int n_w, const struct slm_weight *const *w, int n, float *const *y);

@@ -291,6 +291,11 @@ int cuda_scale(struct slm_backend *be, float *x, size_t n, float s)
     return launched(slm_cuda_scale(x, n, s, impl(be)->stream), "slm_cuda_scale");
 }
 
+int cuda_softcap(struct slm_backend *be, float *x, size_t n, float cap)
+{
+    return launched(slm_cuda_softcap(x, n, cap, impl(be)->stream), "slm_cuda_softcap");
+}
+
 int cuda_add(struct slm_backend *be, float *x, const float *y, size_t n)
 {
     return launched(slm_cuda_add(x, y, n, impl(be)->stream), "slm_cuda_add");
