@@ -257,6 +257,45 @@ static void check_token_counts(struct slm_pool *pool, uint32_t type)
     free(aq);
 }
 
+/* The operands of an X8 tile: rows x cols weights of a type (GGUF rows w, X8 layout p) and n
+ * quantized activation rows a (token c's values frand() x (1 + c % period)) with their scales sc. */
+struct x8_operands {
+    uint8_t *w, *p, *a;
+    struct slm_cpu_act_scale *sc;
+    size_t row_bytes, as;
+    int64_t nb;
+};
+
+static void x8_operands_make(struct x8_operands *o, uint32_t type, int64_t rows, int64_t cols, int n, int period)
+{
+    o->nb = cols / slm_qblock_elems(type);
+    o->row_bytes = (size_t)o->nb * slm_qblock_bytes(type);
+    o->w = malloc((size_t)rows * o->row_bytes);
+    o->p = malloc(slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, type, rows, cols));
+    random_weights(type, rows, cols, o->w, o->row_bytes);
+    slm_cpu_repack(SLM_CPU_LAYOUT_X8, type, rows, cols, o->w, o->row_bytes, o->p);
+    uint32_t at = slm_cpu_vec_dot_type(type);
+    o->as = slm_cpu_act_row_bytes(type, cols);
+    float *x = malloc((size_t)cols * sizeof *x);
+    o->a = malloc((size_t)n * o->as);
+    o->sc = malloc((size_t)n * (size_t)o->nb * sizeof *o->sc);
+    for (int c = 0; c < n; c++) {
+        for (int64_t i = 0; i < cols; i++) x[i] = frand() * (float)(1 + c % period);
+        slm_cpu_quantize_row(at, x, o->a + (size_t)c * o->as, cols);
+        if (at != SLM_TYPE_Q8_K)   /* Q8_K's tiles read its blocks */
+            slm_cpu_act_scales(at, o->a + (size_t)c * o->as, o->as, 1, o->nb, o->sc + (size_t)c * (size_t)o->nb);
+    }
+    free(x);
+}
+
+static void x8_operands_free(struct x8_operands *o)
+{
+    free(o->w);
+    free(o->p);
+    free(o->a);
+    free(o->sc);
+}
+
 /* The AVX2 and AVX-512 X8 tiles on the same operands: 1 to 3 groups, every token count
  * up to 19. */
 static void check_tiers(void)
@@ -266,24 +305,13 @@ static void check_tiers(void)
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         slm_cpu_x8_fn f2 = slm_cpu_x8_avx2(types[t]), f5 = slm_cpu_x8_avx512(types[t]);
         if (!f2 || !f5) continue;
-        int64_t rows = 24, cols = 32 * 24, nb = cols / slm_qblock_elems(types[t]);
-        int nc = 19;
-        size_t row_bytes = (size_t)nb * slm_qblock_bytes(types[t]);
-        uint8_t *w = malloc((size_t)rows * row_bytes);
-        uint8_t *p = malloc(slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, types[t], rows, cols));
-        random_weights(types[t], rows, cols, w, row_bytes);
-        slm_cpu_repack(SLM_CPU_LAYOUT_X8, types[t], rows, cols, w, row_bytes, p);
-        uint32_t at = slm_cpu_vec_dot_type(types[t]);
-        size_t as = slm_cpu_act_row_bytes(types[t], cols);
-        float *x = malloc((size_t)cols * sizeof *x);
-        uint8_t *a = malloc((size_t)nc * as);
-        struct slm_cpu_act_scale *sc = malloc((size_t)nc * (size_t)nb * sizeof *sc);
-        for (int c = 0; c < nc; c++) {
-            for (int64_t i = 0; i < cols; i++) x[i] = frand() * (float)(c + 1);
-            slm_cpu_quantize_row(at, x, a + (size_t)c * as, cols);
-            if (at != SLM_TYPE_Q8_K)   /* Q8_K's tiles read its blocks */
-                slm_cpu_act_scales(at, a + (size_t)c * as, as, 1, nb, sc + (size_t)c * (size_t)nb);
-        }
+        const int nc = 19;
+        struct x8_operands o;
+        x8_operands_make(&o, types[t], 24, 32 * 24, nc, nc);
+        const int64_t nb = o.nb;
+        const uint8_t *p = o.p, *a = o.a;
+        const size_t as = o.as;
+        const struct slm_cpu_act_scale *sc = o.sc;
         float y2[19 * 24], y5[19 * 24];
         int bad = 0;
         for (int ng = 1; ng <= 3; ng++)
@@ -300,11 +328,7 @@ static void check_tiers(void)
                         }
             }
         printf("%-5s x8   avx2 vs avx512vnni tiles: %s\n", slm_qtype_name(types[t]), bad ? "FAIL" : "identical");
-        free(w);
-        free(p);
-        free(x);
-        free(a);
-        free(sc);
+        x8_operands_free(&o);
     }
 }
 
@@ -320,23 +344,12 @@ static void check_many_tokens(void)
         for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
             slm_cpu_x8_fn f = tier == 0 ? slm_cpu_x8_avx2(types[t]) : slm_cpu_x8_avx512(types[t]);
             if (!f) continue;
-            const int64_t rows = 16, nb = 150, cols = nb * slm_qblock_elems(types[t]);
+            const int64_t rows = 16, cols = 150 * slm_qblock_elems(types[t]);
             const int nmax = 70;
-            size_t row_bytes = (size_t)nb * slm_qblock_bytes(types[t]);
-            uint8_t *w = malloc((size_t)rows * row_bytes);
-            uint8_t *p = malloc(slm_cpu_layout_bytes(SLM_CPU_LAYOUT_X8, types[t], rows, cols));
-            random_weights(types[t], rows, cols, w, row_bytes);
-            slm_cpu_repack(SLM_CPU_LAYOUT_X8, types[t], rows, cols, w, row_bytes, p);
-            uint32_t at = slm_cpu_vec_dot_type(types[t]);
-            size_t as = slm_cpu_act_row_bytes(types[t], cols);
-            float *x = malloc((size_t)cols * sizeof *x), *y = malloc((size_t)nmax * (size_t)rows * sizeof *y);
-            uint8_t *a = malloc((size_t)nmax * as);
-            struct slm_cpu_act_scale *sc = malloc((size_t)nmax * (size_t)nb * sizeof *sc);
-            for (int c = 0; c < nmax; c++) {
-                for (int64_t i = 0; i < cols; i++) x[i] = frand() * (float)(1 + c % 5);
-                slm_cpu_quantize_row(at, x, a + (size_t)c * as, cols);
-                if (at != SLM_TYPE_Q8_K) slm_cpu_act_scales(at, a + (size_t)c * as, as, 1, nb, sc + (size_t)c * (size_t)nb);
-            }
+            struct x8_operands o;
+            x8_operands_make(&o, types[t], rows, cols, nmax, 5);
+            const int64_t nb = o.nb;
+            float *y = malloc((size_t)nmax * (size_t)rows * sizeof *y);
             int bad = 0;
             for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++)
                 for (int accumulate = 0; accumulate <= 1 && bad < 10; accumulate++) {
@@ -344,10 +357,11 @@ static void check_many_tokens(void)
                     for (int i = 0; i < n * rows; i++) y[i] = accumulate ? frand() : NAN;
                     float *old = malloc((size_t)n * (size_t)rows * sizeof *old);
                     memcpy(old, y, (size_t)n * (size_t)rows * sizeof *old);
-                    f(nb, p, (int)(rows / 8), a, as, sc, n, y, rows, accumulate);
+                    f(nb, o.p, (int)(rows / 8), o.a, o.as, o.sc, n, y, rows, accumulate);
                     for (int c = 0; c < n && bad < 10; c++)
                         for (int64_t r = 0; r < rows && bad < 10; r++) {
-                            float want = slm_cpu_vec_dot_ref(types[t], cols, w + (size_t)r * row_bytes, a + (size_t)c * as);
+                            float want = slm_cpu_vec_dot_ref(types[t], cols, o.w + (size_t)r * o.row_bytes,
+                                                             o.a + (size_t)c * o.as);
                             if (accumulate) want = old[c * rows + r] + want;
                             float got = y[c * rows + r];
                             if (memcmp(&want, &got, 4)) {
@@ -362,12 +376,8 @@ static void check_many_tokens(void)
                 }
             printf("%-5s x8   %s, %d blocks a row, 8/33/70 tokens: %s\n", slm_qtype_name(types[t]),
                    tier ? "avx512vnni" : "avx2", (int)nb, bad ? "FAIL" : "identical to the portable kernel");
-            free(w);
-            free(p);
-            free(x);
             free(y);
-            free(a);
-            free(sc);
+            x8_operands_free(&o);
         }
     }
 }
