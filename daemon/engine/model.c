@@ -75,7 +75,10 @@ static int read_swa_layers(const struct slm_gguf *g, const char *ar, struct slm_
         for (int l = 0; l < c->n_layer; l++) c->layer_local[l] = n == 0 || (uint32_t)l % n < n - 1;
     }
     int n_local = 0;
-    for (int l = 0; l < c->n_layer; l++) n_local += c->layer_local[l];
+    for (int l = 0; l < c->n_layer; l++) {
+        c->layer_kv[l] = (unsigned char)(c->layer_local[l] ? n_local : l - n_local);
+        n_local += c->layer_local[l];
+    }
     if (n_local == c->n_layer) {
         slm_err_set(err, "%s: key '%s' makes every layer a sliding-window layer, which is not supported (no "
                     "layer would keep the whole context)", g->path, key);
@@ -562,9 +565,7 @@ static int layer_forward(struct slm_forward *f, struct slm_kv_pool *pool, const 
     struct slm_batch local_batch;
     const struct slm_batch *ab = b;
     if (pool->local) {
-        /* its index among the layers of its pool */
-        kv_layer = 0;
-        for (int i = 0; i < l; i++) kv_layer += layer_is_local(c, i) == local;
+        kv_layer = c->layer_kv[l];   /* its index among the layers of its pool */
         if (local) {
             lpool = pool->local;
             local_batch = *b;

@@ -37,6 +37,8 @@ struct slm_model_config {
     int geglu;                /* the FFN's gate through GELU (tanh form), not SiLU */
     int n_swa;                /* sliding window of the local layers; 0: every layer global */
     unsigned char layer_local[SLM_MODEL_MAX_SWA_LAYERS];   /* with n_swa: 1 where layer l is local */
+    unsigned char layer_kv[SLM_MODEL_MAX_SWA_LAYERS];      /* with n_swa: layer l's index among the
+                                                            * layers of its kind (its KV pool's) */
     float rope_base_swa;      /* the local layers' RoPE base */
     float final_softcap;      /* final_logit_softcapping: logits = cap tanh(logits / cap); 0: none */
 };
