@@ -94,8 +94,7 @@ static int read_softcap(const struct slm_gguf *g, const char *ar, struct slm_mod
     snprintf(key, sizeof key, "%s.final_logit_softcapping", ar);
     float cap = 0.0f;
     int rc = slm_gguf_get_f32(g, key, &cap, err);
-    if (rc == -ENOENT) cap = 0.0f;
-    else if (rc) return rc;
+    if (rc && rc != -ENOENT) return rc;
     if (!(cap >= 0.0f && cap < 1e30f)) {
         slm_err_set(err, "%s: key '%s': value %g is out of range (a positive cap, or 0 for none)", g->path, key,
                     (double)cap);

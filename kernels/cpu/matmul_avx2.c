@@ -513,7 +513,6 @@ static void x8u_gemm_q5_0(int64_t nb, const void *wp, int n_groups, const void *
     }
     const uint8_t *a = ap;
     const size_t gs = (size_t)nb * X8_Q5_0_BYTES;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256i u[X8U_SEG][8];      /* the unpacked values of a segment's blocks, group k of 4 in u[b][k] */
     __m256 dw[X8U_SEG];         /* their 8 rows' scales */
     __m256 held[X8U_TOKENS][8]; /* each token's accumulators between segments */
@@ -530,12 +529,7 @@ static void x8u_gemm_q5_0(int64_t nb, const void *wp, int n_groups, const void *
                     dw[b] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb));
                     const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb + 16));
 #pragma GCC unroll 4
-                    for (int t = 0; t < 4; t++) {
-                        __m256i ch = _mm256_loadu_si256((const __m256i *)(wb + 48 + 32 * t));
-                        u[b][t] = _mm256_or_si256(_mm256_and_si256(ch, m4), x8_bit4(qh, t));
-                        u[b][4 + t] =
-                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ch, 4), m4), x8_bit4(qh, 4 + t));
-                    }
+                    for (int t = 0; t < 4; t++) x8_q5_0_values(wb, qh, t, &u[b][t], &u[b][4 + t]);
                 }
                 for (int c = 0; c < ct; c++) {
                     const struct slm_cpu_act_scale *s = sc + (size_t)(c0 + c) * (size_t)nb + b0;

@@ -151,12 +151,23 @@ static inline __attribute__((always_inline)) __m256i x8_bit4(__m256i x, const in
     return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
 }
 
+/* Q5_0's stored values (0..31) of elements 4t..4t+3 (lo) and 16+4t..16+4t+3 (hi) of the block at
+ * wb, each row's in its lane: the nibbles and the spread fifth bits (qh, at wb + 16). */
+static inline __attribute__((always_inline)) void x8_q5_0_values(const uint8_t *wb, __m256i qh, const int t,
+                                                                __m256i *lo, __m256i *hi)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i ch = _mm256_loadu_si256((const __m256i *)(wb + 48 + 32 * t));
+    *lo = _mm256_or_si256(_mm256_and_si256(ch, m4), x8_bit4(qh, t));
+    *hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ch, 4), m4), x8_bit4(qh, 4 + t));
+}
+
 /* Q5_0 as Q8_0 (the values q - 16 are signed), unpacked from nibbles and the spread fifth bits. */
 static inline __attribute__((always_inline)) void x8_q5_0(int64_t nb, const uint8_t *w, const uint8_t *a,
                                                          size_t as, const struct slm_cpu_act_scale *sc, float *y,
                                                          int64_t ldy, int accumulate, const int C, const int prefetch)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8(16);
+    const __m256i off = _mm256_set1_epi8(16);
     __m256 acc[8][8];
 #pragma GCC unroll 8
     for (int c = 0; c < C; c++)
@@ -171,9 +182,8 @@ static inline __attribute__((always_inline)) void x8_q5_0(int64_t nb, const uint
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb + 16));
 #pragma GCC unroll 4
         for (int t = 0; t < 4; t++) {
-            __m256i ch = _mm256_loadu_si256((const __m256i *)(wb + 48 + 32 * t));
-            __m256i lo = _mm256_or_si256(_mm256_and_si256(ch, m4), x8_bit4(qh, t));
-            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ch, 4), m4), x8_bit4(qh, 4 + t));
+            __m256i lo, hi;
+            x8_q5_0_values(wb, qh, t, &lo, &hi);
 #ifdef q5_sum4
             /* the stored values (0..31) times the quants, from -16 x their sum: the same exact sums */
             (void)off;
