@@ -25,6 +25,13 @@ python3 -c 'import openai' 2>/dev/null || pips+=(openai)
 python3 -c 'import pytest' 2>/dev/null || pips+=(pytest)
 python3 -c 'import gguf' 2>/dev/null || pips+=(gguf)
 python3 -c 'import numpy' 2>/dev/null || pips+=(numpy)
+# Where nvcc is (the CUDA toolkit builds the kernels) but not its disassembler: cuobjdump and
+# nvdisasm from NVIDIA's wheels, for bench/gpu/sass-mix.sh (tests/test_sass_mix.sh), 5.5 MB.
+nvcc=$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true)
+if [ -n "$nvcc" ] && ! command -v cuobjdump >/dev/null && [ ! -x "$(dirname "$nvcc")/cuobjdump" ]; then
+  python3 -m pip show -q nvidia-cuda-cuobjdump >/dev/null 2>&1 || pips+=(nvidia-cuda-cuobjdump==13.5.37)
+  python3 -m pip show -q nvidia-cuda-nvdisasm >/dev/null 2>&1 || pips+=(nvidia-cuda-nvdisasm==13.5.37)
+fi
 if [ ${#pips[@]} -gt 0 ]; then
   echo "setup: pip installing ${pips[*]}"
   python3 -m pip install -q "${pips[@]}" 2>/dev/null || python3 -m pip install -q --break-system-packages "${pips[@]}"

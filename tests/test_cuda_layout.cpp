@@ -41,22 +41,22 @@ static bool quad_source(uint32_t type, int nin, int o, int *i, int *at)
 {
     const bool q5 = type == SLM_TYPE_Q5_0 || type == SLM_TYPE_Q5_1;
     const int sb = type == SLM_TYPE_Q4_1 || type == SLM_TYPE_Q5_1 ? 4 : 2, words = type == SLM_TYPE_Q8_0 ? 8 : 4;
-    const int scales_end = nin == 4 ? 16 : (nin * sb + 3) / 4 * 4, quants = scales_end + (q5 ? 4 * nin : 0);
+    const int scales_end = nin == 4 ? 16 : (nin * sb + 3) / 4 * 4, qh_end = scales_end + (q5 ? 4 * nin : 0);
+    const int quants = (qh_end + 15) / 16 * 16;   /* each block's qs whole from here */
     const int hdr = sb + (q5 ? 4 : 0);   /* the qs of a GGUF block */
     if (o < scales_end) {
         *i = o / sb;
         *at = o % sb;
         return *i < nin;
     }
-    if (o < quants) {
+    if (o < qh_end) {
         *i = (o - scales_end) / 4;
         *at = sb + (o - scales_end) % 4;
         return true;
     }
-    if (o >= quants + 4 * nin * words) return false;
-    const int w = (o - quants) / (4 * nin);
-    *i = (o - quants) % (4 * nin) / 4;
-    *at = hdr + 4 * w + (o - quants) % 4;
+    if (o < quants || o >= quants + 4 * nin * words) return false;
+    *i = (o - quants) / (4 * words);
+    *at = hdr + (o - quants) % (4 * words);
     return true;
 }
 
@@ -109,9 +109,9 @@ static void test_sizes_and_refusals(void)
               slm_cuda_has_device_layout(SLM_TYPE_Q6_K) && !slm_cuda_has_device_layout(SLM_TYPE_Q8_K),
           "slm_cuda_has_device_layout: expected the eight GEMV types only");
     /* the device layout: sizes, and the converter's refusals */
-    /* Q4_0 x 160: a quad (80) and a tail of 1 (4 + 16), to 112; Q4_1 x 576 (SmolLM2): 4 quads and a
-     * tail of 2 (8 + 32), to 368; Q5_1 x 224: a quad (96), a tail of 3 (12 + 12 + 48), to 176;
-     * Q8_0 x 576: 4 quads (576), a tail of 2 (4 + 64), to 656 */
+    /* Q4_0 x 160: a quad (80) and a tail of 1 (4 + 12 of padding + 16), 112; Q4_1 x 576 (SmolLM2):
+     * 4 quads and a tail of 2 (8 + 8 + 32), 368; Q5_1 x 224: a quad (96), a tail of 3 (12 + 12 + 8 +
+     * 48), 176; Q8_0 x 576: 4 quads (576), a tail of 2 (4 + 12 + 64), 656 */
     CHECK(slm_cuda_device_row_bytes(SLM_TYPE_Q4_0, 160) == 112 && slm_cuda_device_row_bytes(SLM_TYPE_Q4_1, 576) == 368 &&
               slm_cuda_device_row_bytes(SLM_TYPE_Q5_1, 224) == 176 && slm_cuda_device_row_bytes(SLM_TYPE_Q8_0, 576) == 656 &&
               slm_cuda_device_row_bytes(SLM_TYPE_Q4_1, 256) == 160 && slm_cuda_device_row_bytes(SLM_TYPE_Q6_K, 512) == 448 &&

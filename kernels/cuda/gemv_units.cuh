@@ -4,9 +4,9 @@
  * quantized activations of up to NT tokens.
  *
  * A unit is the piece of a row one lane takes whole, in the device layout:
- *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0  block u (32 elements): its scales, qh and quant words
- *                                 (4-byte loads; the 4 lanes of a quad's blocks read 16
- *                                 contiguous bytes of each word row together);
+ *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0  block u (32 elements): its quants in one 16-byte load (two
+ *                                 for Q8_0), its scales and qh in 4-byte loads (the 4 lanes
+ *                                 of a quad's blocks read 16 contiguous bytes of each);
  *   Q4_K, Q5_K, Q6_K              (block u / 4, piece u % 4): 64 elements, two activation blocks
  *                                 (Q4_K / Q5_K: chunk c of qs, sub-blocks 2c and 2c + 1; Q6_K:
  *                                 half c / 2, quarters c % 2 and c % 2 + 2), in 16-byte loads of
@@ -73,7 +73,7 @@ __device__ __forceinline__ uint32_t q5_bits(uint32_t qh, int k)
 /* ---- the 32-element types ---- */
 
 template <uint32_t T> struct unit32;
-/* SB scale bytes a block (d, or d and m), WORDS units a quad, QUAD bytes, Q5 a qh word, M an offset m */
+/* SB scale bytes a block (d, or d and m), WORDS qs words a block, QUAD bytes, Q5 a qh word, M an offset m */
 #define SLM_GEMV_UNIT32(T, sb, words, quad, q5, m)                                  \
     template <> struct unit32<T> {                                                 \
         static const int SB = sb, WORDS = words, QUAD = quad;                      \
@@ -113,30 +113,22 @@ __device__ __forceinline__ w32<T> unpack32(uint32_t sc, uint32_t qh, uint32_t qw
 }
 
 /* Where block b of a 32-element type's row (device layout, kernels.h) keeps its scales, qh and
- * quants: word w of its qs at qs + wstride * w. */
+ * quants: word w of its qs at qs + 4 w, qs 16-byte aligned. */
 struct blk32_addr {
     const uint8_t *sc, *qh, *qs;
-    int wstride;
 };
 
 template <uint32_t T> __device__ __forceinline__ blk32_addr blk32_at(const uint8_t *row, int nb, int b)
 {
     typedef unit32<T> U;
     const int g = b >> 2, i = b & 3, nq = nb >> 2;
+    const int nin = g < nq ? 4 : nb & 3;   /* a quad, or the tail of nb % 4 packed blocks */
+    const int s_end = nin == 4 ? 16 : (nin * U::SB + 3) & ~3, q0 = (s_end + (U::Q5 ? 4 * nin : 0) + 15) & ~15;
     const uint8_t *base = row + (size_t)g * U::QUAD;
     blk32_addr ad;
-    if (g < nq) {
-        ad.sc = base + U::SB * i;
-        ad.qh = base + 16 + 4 * i;
-        ad.qs = base + (U::Q5 ? 32 : 16) + 4 * i;
-        ad.wstride = 16;
-    } else {   /* the tail: nin = nb % 4 packed blocks */
-        const int nin = nb & 3, s_end = (nin * U::SB + 3) & ~3;
-        ad.sc = base + U::SB * i;
-        ad.qh = base + s_end + 4 * i;
-        ad.qs = base + s_end + (U::Q5 ? 4 * nin : 0) + 4 * i;
-        ad.wstride = 4 * nin;
-    }
+    ad.sc = base + U::SB * i;
+    ad.qh = base + s_end + 4 * i;
+    ad.qs = base + q0 + 4 * U::WORDS * i;
     return ad;
 }
 
@@ -147,7 +139,7 @@ template <uint32_t T> __device__ __forceinline__ uint32_t blk32_scales(const blk
 }
 
 /* Unit u = block u of R rows (wr[r]: row r's bytes), the 32-element types: one lane reads the
- * whole block (its scales, qh and WORDS quant words) and dots all 32 elements against each
+ * whole block (its scales, qh and WORDS quant words: one 16-byte load, two for Q8_0) and dots all 32 elements against each
  * token's block u exactly (__dp4a, an int sum in any order), then acc[r][t] = fma(d_w * d_a,
  * float(dot), acc[r][t]) and, for an offset type, acc[r][t] = fma(m_w, s_a, acc[r][t]). */
 template <uint32_t T> struct gemv_unit {
@@ -165,17 +157,19 @@ template <uint32_t T> struct gemv_unit {
         for (int r = 0; r < R; r++) {
             const blk32_addr ad = blk32_at<T>(wr[r], nb, u);
             const uint32_t sc = blk32_scales<T>(ad), qh = U::Q5 ? ld_u32(ad.qh) : 0u;
+            const uint4 q0 = ld_u128(ad.qs);
             SLM_UNROLL
             for (int k = 0; k < 4; k++) {
-                const w32<T> w = unpack32<T>(sc, qh, ld_u32(ad.qs + ad.wstride * k), k);
+                const w32<T> w = unpack32<T>(sc, qh, word_of(q0, k), k);
                 lo[r][k] = w.lo;
                 hi[r][k] = w.hi;
                 d[r] = w.d;
                 m[r] = w.m;
             }
             if (U::WORDS == 8) {
+                const uint4 q1 = ld_u128(ad.qs + 16);
                 SLM_UNROLL
-                for (int k = 4; k < (U::WORDS == 8 ? 8 : 4); k++) lo[r][k] = (int)ld_u32(ad.qs + ad.wstride * k);
+                for (int k = 4; k < (U::WORDS == 8 ? 8 : 4); k++) lo[r][k] = (int)word_of(q1, k - 4);
             }
         }
         SLM_UNROLL

@@ -69,14 +69,17 @@ size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
  *               words of a block (4, or 8 for Q8_0; word w = qs bytes 4w .. 4w + 3), a quad is:
  *     0..15     the scales, block i's at sb * i (bytes 8..15 zero for sb = 2);
  *     16..31    Q5_0 / Q5_1 only: qh (4 bytes) of block i at 16 + 4i;
- *     H..       the quants, H = 32 for Q5_0 / Q5_1, else 16: word w of block i at H + 16w + 4i,
- *               so that the 16 bytes at H + 16w are word w of all 4 blocks;
+ *     H..       the quants, H = 32 for Q5_0 / Q5_1, else 16: block i's qs whole at H + 4Wi
+ *               (word w at H + 4Wi + 4w), so that a GEMV lane reads a block's quants in one
+ *               16-byte load (two for Q8_0) and a tensor-core fragment's word w at + 4w;
  *               quads are 80 bytes (Q4_0, Q4_1), 96 (Q5_0, Q5_1) or 144 (Q8_0);
  *     and the tail the same with t for 4: the scales, block i's at sb * i, zero-padded to S =
- *               the next multiple of 4; Q5_x's qh of block i at S + 4i; the quants from H' = S
- *               (+ 4t for Q5_x): word w of block i at H' + 4tw + 4i.
+ *               the next multiple of 4; Q5_x's qh of block i at S + 4i; the quants from H' =
+ *               S (+ 4t for Q5_x) rounded up to a multiple of 16, zero bytes between: block
+ *               i's qs whole at H' + 4Wi. (The row's size is what packing the tail's quants
+ *               right after its header would give once the row is padded to 16.)
  * Sizes against GGUF's: per quad Q4_0 +11 %, Q5_0 +9 %, Q8_0 +6 %, Q4_1 / Q5_1 0; Q6_K +6.7 %;
- * plus, per row, under 16 bytes of alignment and up to 3 bytes padding the tail's scales.
+ * plus, per row, under 16 bytes of padding (the tail's header and the row's end).
  */
 
 /* 1 for the types with a device layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K: the

@@ -1,7 +1,7 @@
 /*
  * kernels/cuda/layout.cu - the device layout of the quantized weights (kernels.h says what
  * it is): host code that permutes and pads GGUF rows once, at upload, so that the decode
- * GEMV (gemv.cu) reads its weights with 16-byte loads. Host code only; it is a .cu so
+ * GEMV (gemv.cu) reads a block's quants in one 16-byte load (two for Q8_0). Host code only; it is a .cu so
  * that both the nvcc build and the emulated build (every .cu of kernels/cuda) carry it.
  */
 #include <errno.h>
@@ -33,20 +33,22 @@ static int quad_shape_of(uint32_t type, struct quad_shape *s)
 
 #define Q6_K_DEVICE_BYTES 224
 
-/* A row's tail of t = nb % 4 blocks (kernels.h): the scales (padded to 4 bytes), qh, quants. */
-static int tail_scales(const struct quad_shape *s, int t)
+/* Where a quad (t = 4) or a row's tail of t = nb % 4 blocks keeps what (kernels.h): the scales
+ * (16 bytes in a quad, else padded to 4), Q5_x's qh words, then from a 16-byte boundary each
+ * block's quants whole (16 bytes, 32 for Q8_0). */
+static int group_scales_end(const struct quad_shape *s, int t)
 {
-    return (t * s->scale_bytes + 3) & ~3;
+    return t == 4 ? 16 : (t * s->scale_bytes + 3) & ~3;
 }
 
-static int tail_quants(const struct quad_shape *s, int t)
+static int group_quants(const struct quad_shape *s, int t)
 {
-    return tail_scales(s, t) + (s->qh ? 4 * t : 0);
+    return (group_scales_end(s, t) + (s->qh ? 4 * t : 0) + 15) & ~15;
 }
 
 static size_t tail_bytes(const struct quad_shape *s, int t)
 {
-    return t ? (size_t)(tail_quants(s, t) + 4 * t * s->words) : 0;
+    return t ? (size_t)(group_quants(s, t) + 4 * t * s->words) : 0;
 }
 
 extern "C" int slm_cuda_has_device_layout(uint32_t type)
@@ -76,8 +78,8 @@ extern "C" size_t slm_cuda_device_row_bytes(uint32_t type, int64_t cols)
 }
 
 /* One row of nb 32-element blocks into quads and a tail; dst is zeroed already. A quad is a
- * tail of 4 blocks with its scales padded to 16 bytes: in both, word w of block i sits at
- * quants + 4 t w + 4 i, qh of block i at scales_end + 4 i. */
+ * group of 4 blocks, the tail one of t: block i's scales at scale_bytes * i, its qh at
+ * scales_end + 4 i, its quants whole at quants + 4 words i. */
 static void row_to_quads(const struct quad_shape *s, const uint8_t *src, int64_t nb, uint8_t *dst)
 {
     const int hdr = s->scale_bytes + (s->qh ? 4 : 0);
@@ -86,10 +88,9 @@ static void row_to_quads(const struct quad_shape *s, const uint8_t *src, int64_t
         const uint8_t *blk = src + b * s->block_bytes;
         uint8_t *quad = dst + (b / 4) * s->quad_bytes;
         const int i = (int)(b % 4), t = b < full ? 4 : (int)(nb - full);
-        const int scales_end = t == 4 ? 16 : tail_scales(s, t), quants = t == 4 ? (s->qh ? 32 : 16) : tail_quants(s, t);
         memcpy(quad + s->scale_bytes * i, blk, (size_t)s->scale_bytes);
-        if (s->qh) memcpy(quad + scales_end + 4 * i, blk + s->scale_bytes, 4);
-        for (int w = 0; w < s->words; w++) memcpy(quad + quants + 4 * t * w + 4 * i, blk + hdr + 4 * w, 4);
+        if (s->qh) memcpy(quad + group_scales_end(s, t) + 4 * i, blk + s->scale_bytes, 4);
+        memcpy(quad + group_quants(s, t) + 4 * s->words * i, blk + hdr, 4 * (size_t)s->words);
     }
 }
 

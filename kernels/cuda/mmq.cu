@@ -24,7 +24,7 @@
  * 8 x mmq_tiles() tokens (32; 16 for SwiGLU, 8 for Q4_K / Q5_K SwiGLU), one m16n8 tile at a time;
  * grid (row groups over the weights' flat list, ceil(n / the block's tokens)). Fragments come straight from global memory (the device layout keeps a
  * block's words where a lane's A fragment wants them: lane (g, t) reads word t of rows g and
- * g + 8); the activations are read through L1. A first version, not yet measured on a GPU: no
+ * g + 8, and the 4 lanes of a row read its block's 16 contiguous bytes); the activations are read through L1. A first version, not yet measured on a GPU: no
  * shared-memory staging, no ldmatrix / cp.async pipeline, no wgmma (docs/cuda.md).
  */
 #include "kernels/cuda/act_quant.cuh"
@@ -125,9 +125,9 @@ template <uint32_t T> struct mmq_unit {
         for (int h = 0; h < 2; h++) {
             const slm_gemv::blk32_addr ad = slm_gemv::blk32_at<T>(r[h], nb, u);
             const uint32_t sc = slm_gemv::blk32_scales<T>(ad), qh = U::Q5 ? slm_cuda::ld_u32(ad.qh) : 0u;
-            const slm_gemv::w32<T> w = slm_gemv::unpack32<T>(sc, qh, slm_cuda::ld_u32(ad.qs + ad.wstride * t), t);
+            const slm_gemv::w32<T> w = slm_gemv::unpack32<T>(sc, qh, slm_cuda::ld_u32(ad.qs + 4 * t), t);
             fa[h] = w.lo;   /* elements 4t .. 4t + 3 */
-            fa[2 + h] = U::WORDS == 8 ? (int)slm_cuda::ld_u32(ad.qs + ad.wstride * (t + 4)) : w.hi;   /* 16 + 4t .. */
+            fa[2 + h] = U::WORDS == 8 ? (int)slm_cuda::ld_u32(ad.qs + 4 * (t + 4)) : w.hi;   /* 16 + 4t .. */
             ws[h] = w.d;
             wm[h] = w.m;
         }

@@ -201,10 +201,13 @@ static_assert(unit_q8_0::BLOCK_BYTES == sizeof(struct slm_block_q8_0), "q8_0 uni
  * (4 for a quad); the caller skips the units at or past cols. ---- */
 
 /* Offsets in a quad (nin = 4) or a tail of nin blocks: the end of the scales (sb bytes a
- * block), and the start of the quants (after Q5_x's qh words); word w of block i is at
- * quants + 4 nin w + 4 i. */
+ * block), and the start of the quants (after Q5_x's qh words, at a 16-byte boundary); block
+ * i's qs are whole at quants + 4 W i (W = 4 words, 8 for Q8_0). */
 __device__ __forceinline__ int quad_scales_end(int nin, int sb) { return nin == 4 ? 16 : (nin * sb + 3) & ~3; }
-__device__ __forceinline__ int quad_quants(int nin, int sb, bool q5) { return quad_scales_end(nin, sb) + (q5 ? 4 * nin : 0); }
+__device__ __forceinline__ int quad_quants(int nin, int sb, bool q5)
+{
+    return (quad_scales_end(nin, sb) + (q5 ? 4 * nin : 0) + 15) & ~15;
+}
 
 template <bool Q5, bool MIN> struct unit_quad_nib32 {
     static constexpr int SB = MIN ? 4 : 2;
@@ -216,7 +219,7 @@ template <bool Q5, bool MIN> struct unit_quad_nib32 {
         const int i = u >> 2, g = u & 3;
         uint32_t dm = MIN ? ld_u32(quad + 4 * i) : *reinterpret_cast<const uint16_t *>(quad + 2 * i);
         uint32_t qh = Q5 ? ld_u32(quad + quad_scales_end(nin, SB) + 4 * i) : 0;
-        uint32_t q = ld_u32(quad + quad_quants(nin, SB, Q5) + 4 * nin * g + 4 * i);
+        uint32_t q = ld_u32(quad + quad_quants(nin, SB, Q5) + 16 * i + 4 * g);
         nib32_values<Q5, MIN>(h2f(dm), MIN ? h2f(dm >> 16) : 0.0f, qh, q, g, w);
     }
     static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w) { load_n(quad, u, w, 4); }
@@ -229,9 +232,9 @@ struct unit_quad_q8_0 {
     static __device__ __forceinline__ int first(int u) { return 32 * (u >> 2) + 8 * (u & 3); }
     static __device__ __forceinline__ void load_n(const uint8_t *quad, int u, float *w, int nin)
     {
-        const int i = u >> 2, v = u & 3, qs = quad_quants(nin, 2, false) + 4 * i;
+        const int i = u >> 2, v = u & 3, qs = quad_quants(nin, 2, false) + 32 * i + 8 * v;
         float d = h2f(*reinterpret_cast<const uint16_t *>(quad + 2 * i));
-        uint32_t q[2] = {ld_u32(quad + qs + 4 * nin * (2 * v)), ld_u32(quad + qs + 4 * nin * (2 * v + 1))};
+        uint32_t q[2] = {ld_u32(quad + qs), ld_u32(quad + qs + 4)};
         for (int e = 0; e < 8; e++) w[e] = __fmul_rn((float)(int8_t)(q[e >> 2] >> (8 * (e & 3))), d);
     }
     static __device__ __forceinline__ void load(const uint8_t *quad, int u, float *w) { load_n(quad, u, w, 4); }

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# bench/gpu/sass-mix.sh - what the CUDA kernels became in machine code, without a GPU: per kernel
+# of a build's slm_kernels_cuda objects, the sm_90 (or --arch) SASS instructions counted by kind:
+# global loads by width, generic loads (the activations, shared or global), shared loads, the
+# integer dots (IDP.4A), the tensor-core ops (IMMA, HMMA) and local memory (LDL / STL: spills or
+# run-time-indexed arrays). docs/cuda.md keeps its figures for the hot kernels; a change to a
+# kernel shows here what it did to the loads before any GPU time is spent on it.
+#
+#   bench/gpu/sass-mix.sh [--build DIR] [--arch sm_NN] [--filter REGEX] [--check]
+#
+# --build DIR      the CMake build whose CUDA objects to read (default: build)
+# --arch sm_NN     the machine code to read (default: sm_90; the build must contain it)
+# --filter REGEX   only the kernels whose demangled name matches (grep -E)
+# --check          also require: tensor-core ops (IMMA) in every k_mmq, HMMA in every k_mmf and
+#                  k_attention, no local memory in any kernel; exit 1 naming each that fails
+#
+# cuobjdump (and the nvdisasm it runs): $CUOBJDUMP, else on PATH, else beside nvcc, else those
+# of PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (packaging/setup.sh installs them
+# where nvcc is found). Exits 2 on bad arguments, 3 when either tool is missing (tests skip then).
+set -euo pipefail
+
+build=build
+arch=sm_90
+filter=
+check=0
+usage() { sed -n '9,14p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+die() { echo "sass-mix: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --build) [ $# -ge 2 ] || die "--build needs a directory"; build=$2; shift 2 ;;
+    --arch)
+        [ $# -ge 2 ] || die "--arch needs a value such as sm_90"
+        [[ "$2" =~ ^sm_[0-9]{2,3}a?$ ]] || die "--arch '$2': expected sm_NN, e.g. sm_90"
+        arch=$2; shift 2 ;;
+    --filter) [ $# -ge 2 ] || die "--filter needs a regular expression"; filter=$2; shift 2 ;;
+    --check) check=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage; die "unknown argument '$1'" ;;
+    esac
+done
+
+objdir="$build/CMakeFiles/slm_kernels_cuda.dir/kernels/cuda"
+[ -d "$build" ] || die "--build '$build': no such directory"
+shopt -s nullglob
+objs=("$objdir"/*.cu.o)
+[ ${#objs[@]} -gt 0 ] || die "no CUDA objects in $objdir: configure and build '$build' where nvcc is found"
+
+find_tool() {   # NAME: on PATH, else beside nvcc, else in a Python site's nvidia/cu*/bin (NVIDIA's wheels)
+    command -v "$1" && return 0
+    local nvcc site c
+    nvcc=$(command -v nvcc || true)
+    [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+    [ -n "$nvcc" ] && [ -x "$(dirname "$nvcc")/$1" ] && { echo "$(dirname "$nvcc")/$1"; return 0; }
+    for site in $(python3 -c 'import site; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null); do
+        for c in "$site"/nvidia/cu*/bin/"$1"; do [ -x "$c" ] && { echo "$c"; return 0; }; done
+    done
+    return 1
+}
+if [ -n "${CUOBJDUMP:-}" ]; then
+    [ -x "$CUOBJDUMP" ] || { echo "sass-mix: CUOBJDUMP=$CUOBJDUMP is not an executable" >&2; exit 3; }
+    cuobjdump=$CUOBJDUMP
+elif ! cuobjdump=$(find_tool cuobjdump); then
+    echo "sass-mix: no cuobjdump (python3 -m pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm, or set CUOBJDUMP)" >&2
+    exit 3
+fi
+# cuobjdump disassembles through nvdisasm, which it looks for on PATH
+if [ -z "${CUOBJDUMP:-}" ] && ! command -v nvdisasm >/dev/null; then
+    if [ -x "$(dirname "$cuobjdump")/nvdisasm" ]; then
+        PATH=$(dirname "$cuobjdump"):$PATH
+    elif nvdisasm=$(find_tool nvdisasm); then
+        PATH=$(dirname "$nvdisasm"):$PATH
+    else
+        echo "sass-mix: no nvdisasm, which cuobjdump needs (python3 -m pip install nvidia-cuda-nvdisasm)" >&2
+        exit 3
+    fi
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for o in "${objs[@]}"; do
+    "$cuobjdump" -sass -arch "$arch" "$o" >>"$tmp/sass" 2>"$tmp/err" || {
+        cat "$tmp/err" >&2
+        echo "sass-mix: cuobjdump could not read $o for $arch" >&2
+        exit 1
+    }
+done
+grep -q "Function :" "$tmp/sass" || { echo "sass-mix: no $arch machine code in $objdir (was it built for $arch?)" >&2; exit 1; }
+
+# One line a kernel: name, then the counts (tab-separated), names demangled.
+awk '
+/Function :/ { f = $3; names[f] = 1; next }
+f != "" && /^[ \t]+\/\*[0-9a-f]+\*\/[ \t]/ {
+    n[f]++
+    if (match($0, /[ \t](LDG|LDL|STL|LDS|LD|IDP|IMMA|HMMA)(\.[A-Z0-9_]+)*[ \t]/)) {
+        op = substr($0, RSTART + 1, RLENGTH - 2)
+        if (op ~ /^LDG/) {
+            if (op ~ /\.128/) g128[f]++; else if (op ~ /\.64/) g64[f]++;
+            else if (op ~ /\.(U8|S8|U16|S16)/) gn[f]++; else g32[f]++
+        } else if (op ~ /^LDS/) s[f]++
+        else if (op ~ /^LDL/ || op ~ /^STL/) loc[f]++
+        else if (op ~ /^LD/) { if (op ~ /\.128/) l128[f]++; else l[f]++ }
+        else if (op ~ /^IDP/) idp[f]++
+        else if (op ~ /^IMMA/) imma[f]++
+        else if (op ~ /^HMMA/) hmma[f]++
+    }
+}
+END {
+    for (f in names)
+        printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", f, n[f], g32[f], g64[f], g128[f], gn[f],
+               l128[f], l[f], s[f], idp[f], imma[f], hmma[f], loc[f]
+}' "$tmp/sass" | sort >"$tmp/raw"
+cut -f1 "$tmp/raw" | c++filt | sed 's/(.*//; s/^void //' >"$tmp/names"
+cut -f2- "$tmp/raw" | paste "$tmp/names" - | { if [ -n "$filter" ]; then grep -E -- "$filter" || true; else cat; fi; } >"$tmp/rows"
+[ -s "$tmp/rows" ] || { echo "sass-mix: no kernel matches --filter '$filter'" >&2; exit 1; }
+
+echo "SASS for $arch, $(wc -l <"$tmp/rows") kernels of $objdir (cuobjdump: $cuobjdump)"
+echo
+echo "| kernel | instructions | LDG 4 B | LDG 8 B | LDG 16 B | LDG 1-2 B | LD 16 B | LD other | LDS | IDP.4A | IMMA | HMMA | local |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+awk -F'\t' '{ printf "| %s |", $1; for (i = 2; i <= NF; i++) printf " %s |", $i; printf "\n" }' "$tmp/rows"
+
+if [ "$check" = 1 ]; then
+    bad=0
+    while IFS=$'\t' read -r name _ _ _ _ _ _ _ _ _ imma hmma loc; do
+        case "$name" in
+        k_mmq\<*) [ "$imma" -gt 0 ] || { echo "sass-mix: $name has no IMMA (tensor cores unused)" >&2; bad=1; } ;;
+        k_mmf\<*|k_attention\<*) [ "$hmma" -gt 0 ] || { echo "sass-mix: $name has no HMMA (tensor cores unused)" >&2; bad=1; } ;;
+        esac
+        [ "$loc" -eq 0 ] || { echo "sass-mix: $name uses local memory ($loc LDL/STL)" >&2; bad=1; }
+    done <"$tmp/rows"
+    [ "$bad" = 0 ] || exit 1
+    echo
+    echo "check: IMMA in every k_mmq, HMMA in every k_mmf and k_attention, no local memory: ok"
+fi

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# tests/test_sass_mix.sh - bench/gpu/sass-mix.sh, the machine-code census of the CUDA kernels:
+# bad arguments, a build without CUDA objects and a missing cuobjdump are one-line errors with
+# their exit codes (2, 2, 3); then, where this build compiled the kernels with nvcc and a
+# cuobjdump is found, its --check holds on the sm_90 code (tensor-core ops in every MMQ, MMF and
+# attention kernel, no local memory anywhere) and the 32-element types' decode GEMV reads
+# its quants with 16-byte loads (docs/cuda.md, "Device layout of the weights").
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+mix=$here/bench/gpu/sass-mix.sh
+bin=$(dirname "${SLMD:?SLMD must name the slmd binary}")
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail=0
+
+expect() {   # NAME CODE PATTERN CMD...: CMD exits CODE and its stderr matches PATTERN
+  local name=$1 code=$2 pat=$3; shift 3
+  "$@" > "$tmp/out" 2> "$tmp/err"
+  local rc=$?
+  if [ "$rc" -eq "$code" ] && grep -q -E -- "$pat" "$tmp/err"; then
+    echo "ok   $name"
+  else
+    echo "FAIL $name: expected exit $code and /$pat/, got $rc:"; cat "$tmp/err"; fail=1
+  fi
+}
+
+expect "an unknown argument" 2 "unknown argument '--bogus'" "$mix" --bogus
+expect "--arch with a bad value" 2 "--arch 'ninety': expected sm_NN" "$mix" --arch ninety
+expect "--build without a value" 2 "--build needs a directory" "$mix" --build
+expect "--build of a missing directory" 2 "--build '$tmp/none': no such directory" "$mix" --build "$tmp/none"
+mkdir -p "$tmp/empty"
+expect "a build without CUDA objects" 2 "no CUDA objects in $tmp/empty/CMakeFiles/slm_kernels_cuda.dir/kernels/cuda" \
+  "$mix" --build "$tmp/empty"
+mkdir -p "$tmp/fake/CMakeFiles/slm_kernels_cuda.dir/kernels/cuda"
+: > "$tmp/fake/CMakeFiles/slm_kernels_cuda.dir/kernels/cuda/x.cu.o"
+expect "CUDA objects but CUOBJDUMP not an executable" 3 "CUOBJDUMP=$tmp/nope is not an executable" \
+  env CUOBJDUMP="$tmp/nope" "$mix" --build "$tmp/fake"
+printf '#!/bin/sh\necho "cuobjdump fatal: not an ELF file" >&2\nexit 1\n' > "$tmp/badobj"; chmod +x "$tmp/badobj"
+expect "an object cuobjdump cannot read" 1 "could not read .*x.cu.o for sm_90" \
+  env CUOBJDUMP="$tmp/badobj" "$mix" --build "$tmp/fake"
+
+if [ ! -d "$bin/CMakeFiles/slm_kernels_cuda.dir/kernels/cuda" ]; then
+  echo "skip: $bin has no nvcc-built kernels"; [ "$fail" = 0 ] && exit 77 || exit 1
+fi
+"$mix" --build "$bin" --filter '^k_gemv<3u, 1, 1>$' > "$tmp/one" 2> "$tmp/err"
+rc=$?
+if [ "$rc" -eq 3 ]; then
+  cat "$tmp/err"; echo "skip: no cuobjdump or nvdisasm (packaging/setup.sh installs them where nvcc is)"
+  [ "$fail" = 0 ] && exit 77 || exit 1
+fi
+
+if "$mix" --build "$bin" --check > "$tmp/all" 2> "$tmp/err"; then
+  echo "ok   --check: $(tail -1 "$tmp/all")"
+else
+  echo "FAIL --check:"; cat "$tmp/err"; fail=1
+fi
+n=$(grep -c '^| k_' "$tmp/all")
+[ "$n" -ge 150 ] && echo "ok   $n kernels counted" || { echo "FAIL expected >= 150 kernels, got $n"; fail=1; }
+expect "a filter that matches nothing" 1 "no kernel matches --filter 'no_such_kernel'" \
+  "$mix" --build "$bin" --filter no_such_kernel
+# The 32-element types' GEMV (Q4_0 2, Q4_1 3, Q5_0 6, Q5_1 7, Q8_0 8): beyond the prologue's six
+# 16-byte global loads (x), each instantiation has a 16-byte load of a block's quants for each of
+# its R rows (two for Q8_0). With the layout before 2026-12-06 the quants came in 4-byte loads
+# and every instantiation had the prologue's six alone (e.g. Q4_1, 1 token, 1 row: 6 x 16 B and
+# 42 x 4 B then, 8 x 16 B and 34 x 4 B now).
+if awk -F' [|] ' '
+  $1 ~ /^\| k_gemv<(2|3|6|7|8)u, [0-9], [12]>$/ {
+    split($1, a, /[<>, ]+/); t = a[3]; r = a[5]
+    if ($5 + 0 < 6 + r * (t == "8u" ? 2 : 1)) { print "  " $1 ": LDG 4 B " $3 ", LDG 16 B " $5; bad = 1 }
+    seen++
+  }
+  END { if (seen != 35) { print "  expected 35 k_gemv rows of the 32-element types, got " seen; bad = 1 } exit bad }' "$tmp/all" > "$tmp/gemv"; then
+  echo "ok   the 32-element types' GEMV reads each block's quants in 16-byte loads (35 kernels)"
+else
+  echo "FAIL GEMV loads:"; cat "$tmp/gemv"; fail=1
+fi
+exit $fail
