@@ -2,8 +2,9 @@
 # bench/gpu/sass-mix.sh - what the CUDA kernels became in machine code, without a GPU: per kernel
 # of a build's slm_kernels_cuda objects, the sm_90 (or --arch) SASS instructions counted by kind:
 # global loads by width, generic loads (the activations, shared or global), shared loads, the
-# integer dots (IDP.4A), the tensor-core ops (IMMA, HMMA) and local memory (LDL / STL: spills or
-# run-time-indexed arrays). docs/cuda.md keeps its figures for the hot kernels; a change to a
+# integer dots (IDP.4A), the tensor-core ops (IMMA, HMMA), local memory (LDL / STL: spills or
+# run-time-indexed arrays), and the size of the hot loop (the innermost loop around the first
+# dot or mma) against the dots or mmas in it: what an issue-bound kernel pays per mma. docs/cuda.md keeps its figures for the hot kernels; a change to a
 # kernel shows here what it did to the loads before any GPU time is spent on it.
 #
 #   bench/gpu/sass-mix.sh [--build DIR] [--arch sm_NN] [--filter REGEX] [--check]
@@ -86,28 +87,61 @@ for o in "${objs[@]}"; do
 done
 grep -q "Function :" "$tmp/sass" || { echo "sass-mix: no $arch machine code in $objdir (was it built for $arch?)" >&2; exit 1; }
 
-# One line a kernel: name, then the counts (tab-separated), names demangled.
+# One line a kernel: name, then the counts (tab-separated), names demangled. "loop": the
+# instructions of the innermost loop around the kernel's first IDP / IMMA / HMMA (from a backward
+# branch's target to the branch; 0 when there is none), and the dot or mma instructions in it.
 awk '
-/Function :/ { f = $3; names[f] = 1; next }
+function hex(h,   i, v) {   # mawk has no strtonum
+    sub(/^0x/, "", h); v = 0
+    for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1
+    return v
+}
+function flush(   i, j, first, lo, hi, k, ops) {
+    if (f == "") return
+    first = -1
+    for (i = 1; i <= cnt; i++) if (op[i] ~ /^(IDP|IMMA|HMMA)/) { first = addr[i]; break }
+    lo = -1; hi = -1
+    if (first >= 0)
+        for (i = 1; i <= cnt; i++)
+            if (tgt[i] >= 0 && tgt[i] <= first && first <= addr[i] && (lo < 0 || addr[i] - tgt[i] < hi - lo)) {
+                lo = tgt[i]; hi = addr[i]
+            }
+    k = 0; ops = 0
+    if (lo >= 0)
+        for (i = 1; i <= cnt; i++) if (addr[i] >= lo && addr[i] <= hi) { k++; if (op[i] ~ /^(IDP|IMMA|HMMA)/) ops++ }
+    loop[f] = k; loopops[f] = ops
+    cnt = 0
+}
+/Function :/ { flush(); f = $3; names[f] = 1; next }
 f != "" && /^[ \t]+\/\*[0-9a-f]+\*\/[ \t]/ {
     n[f]++
+    cnt++
+    a = $0; sub(/^[ \t]+\/\*/, "", a); sub(/\*\/.*/, "", a); addr[cnt] = hex(a)
+    body = $0; sub(/^[ \t]+\/\*[0-9a-f]+\*\/[ \t]+/, "", body); sub(/^@!?U?P[0-9T] /, "", body)
+    op[cnt] = body
+    tgt[cnt] = -1
+    if (match(body, /^BRA (`\(\.L_x_[0-9]+\) )?0x[0-9a-f]+/)) {
+        t = substr(body, RSTART, RLENGTH); sub(/.* /, "", t); tgt[cnt] = hex(t)
+        if (tgt[cnt] > addr[cnt]) tgt[cnt] = -1
+    }
     if (match($0, /[ \t](LDG|LDL|STL|LDS|LD|IDP|IMMA|HMMA)(\.[A-Z0-9_]+)*[ \t]/)) {
-        op = substr($0, RSTART + 1, RLENGTH - 2)
-        if (op ~ /^LDG/) {
-            if (op ~ /\.128/) g128[f]++; else if (op ~ /\.64/) g64[f]++;
-            else if (op ~ /\.(U8|S8|U16|S16)/) gn[f]++; else g32[f]++
-        } else if (op ~ /^LDS/) s[f]++
-        else if (op ~ /^LDL/ || op ~ /^STL/) loc[f]++
-        else if (op ~ /^LD/) { if (op ~ /\.128/) l128[f]++; else l[f]++ }
-        else if (op ~ /^IDP/) idp[f]++
-        else if (op ~ /^IMMA/) imma[f]++
-        else if (op ~ /^HMMA/) hmma[f]++
+        o = substr($0, RSTART + 1, RLENGTH - 2)
+        if (o ~ /^LDG/) {
+            if (o ~ /\.128/) g128[f]++; else if (o ~ /\.64/) g64[f]++;
+            else if (o ~ /\.(U8|S8|U16|S16)/) gn[f]++; else g32[f]++
+        } else if (o ~ /^LDS/) s[f]++
+        else if (o ~ /^LDL/ || o ~ /^STL/) loc[f]++
+        else if (o ~ /^LD/) { if (o ~ /\.128/) l128[f]++; else l[f]++ }
+        else if (o ~ /^IDP/) idp[f]++
+        else if (o ~ /^IMMA/) imma[f]++
+        else if (o ~ /^HMMA/) hmma[f]++
     }
 }
 END {
+    flush()
     for (f in names)
-        printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", f, n[f], g32[f], g64[f], g128[f], gn[f],
-               l128[f], l[f], s[f], idp[f], imma[f], hmma[f], loc[f]
+        printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", f, n[f], g32[f], g64[f], g128[f], gn[f],
+               l128[f], l[f], s[f], idp[f], imma[f], hmma[f], loc[f], loop[f] ? loop[f] " / " loopops[f] : "-"
 }' "$tmp/sass" | sort >"$tmp/raw"
 cut -f1 "$tmp/raw" | c++filt | sed 's/(.*//; s/^void //' >"$tmp/names"
 cut -f2- "$tmp/raw" | paste "$tmp/names" - | { if [ -n "$filter" ]; then grep -E -- "$filter" || true; else cat; fi; } >"$tmp/rows"
@@ -115,13 +149,13 @@ cut -f2- "$tmp/raw" | paste "$tmp/names" - | { if [ -n "$filter" ]; then grep -E
 
 echo "SASS for $arch, $(wc -l <"$tmp/rows") kernels of $objdir (cuobjdump: $cuobjdump)"
 echo
-echo "| kernel | instructions | LDG 4 B | LDG 8 B | LDG 16 B | LDG 1-2 B | LD 16 B | LD other | LDS | IDP.4A | IMMA | HMMA | local |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| kernel | instructions | LDG 4 B | LDG 8 B | LDG 16 B | LDG 1-2 B | LD 16 B | LD other | LDS | IDP.4A | IMMA | HMMA | local | hot loop: instructions / dots |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 awk -F'\t' '{ printf "| %s |", $1; for (i = 2; i <= NF; i++) printf " %s |", $i; printf "\n" }' "$tmp/rows"
 
 if [ "$check" = 1 ]; then
     bad=0
-    while IFS=$'\t' read -r name _ _ _ _ _ _ _ _ _ imma hmma loc; do
+    while IFS=$'\t' read -r name _ _ _ _ _ _ _ _ _ imma hmma loc _; do
         case "$name" in
         k_mmq\<*) [ "$imma" -gt 0 ] || { echo "sass-mix: $name has no IMMA (tensor cores unused)" >&2; bad=1; } ;;
         k_mmf\<*|k_attention\<*) [ "$hmma" -gt 0 ] || { echo "sass-mix: $name has no HMMA (tensor cores unused)" >&2; bad=1; } ;;
