@@ -220,7 +220,9 @@ template <uint32_t T> struct gemv_unit {
 /* ---- the K-quants: unit (block b, piece c) ---- */
 
 /* 6-bit scale and min of sub-block j of a Q4_K / Q5_K block, from its first 16 bytes (d, dmin,
- * scales[12] at bytes 4..15). */
+ * scales[12] at bytes 4..15), a byte at a time. The MMQ's Q4_K / Q5_K units use it: with
+ * k_scale_min_pair (below) ptxas spilled 4-32 bytes in 7 of their 24 kernels (test_cuda_resources),
+ * though their hot loop was 589 -> 410 sm_90 instructions for 8 IMMA (Q4_K): open. */
 __device__ __forceinline__ void k_scale_min(const uint4 &h, int j, int *sc, int *m)
 {
     const int s = 4;   /* scales[i] is byte 4 + i */
@@ -232,6 +234,23 @@ __device__ __forceinline__ void k_scale_min(const uint4 &h, int j, int *sc, int 
         *m = (int)((byte_of(h, s + j + 4) >> 4) | ((byte_of(h, s + j) >> 6) << 4));
     }
 }
+
+/* The 6-bit scales and mins of sub-blocks 2c and 2c + 1 of a Q4_K / Q5_K block, from its first
+ * 16 bytes (d, dmin, scales[12] at bytes 4..15) in a uint4, as two bytes (2c, 2c + 1) of *sc
+ * and *m: the values of qunits.cuh's k_scale_min for j = 2c, 2c + 1, as llama.cpp pairs them (adjacent bytes of scales[]), in
+ * 32-bit word operations on h.y, h.z, h.w (scales[0..3], [4..7], [8..11]) with no run-time byte
+ * index (a byte picked from a uint4 at run time is a chain of selects: Q4_K's GEMV loop at 1
+ * token is 109 sm_90 instructions with this, 224 with k_scale_min). */
+__device__ __forceinline__ void k_scale_min_pair(const uint4 &h, int c, uint32_t *sc, uint32_t *m)
+{
+    const int sh = 16 * (c & 1);
+    const uint32_t a = h.y >> sh, b = h.z >> sh, e = h.w >> sh;   /* scales16[c & 1], [2 + (c & 1)], [4 + (c & 1)] */
+    *sc = c < 2 ? a & 0x3f3fu : (e & 0x0f0fu) | ((a & 0xc0c0u) >> 2);
+    *m = c < 2 ? b & 0x3f3fu : ((e >> 4) & 0x0f0fu) | ((b & 0xc0c0u) >> 2);
+}
+
+/* Byte s (0, 1) of a k_scale_min_pair word: sub-block 2c + s's value. */
+__device__ __forceinline__ int k_pair_byte(uint32_t v, int s) { return (int)((v >> (8 * s)) & 0xffu); }
 
 /* Sum of 8 __dp4a of q[0..7] against the 32 quants of token t at element e. */
 __device__ __forceinline__ int dot32(const int *q, const gemv_act &a, int t, int e)
@@ -279,9 +298,9 @@ template <bool FIVE> struct gemv_unit_k45 {
             }
         }
         const float d = h2f(h.x), dmin = h2f(h.x >> 16);
-        int sc0, m0, sc1, m1;
-        k_scale_min(h, 2 * c, &sc0, &m0);
-        k_scale_min(h, 2 * c + 1, &sc1, &m1);
+        uint32_t scp, mp;
+        k_scale_min_pair(h, c, &scp, &mp);
+        const int sc0 = k_pair_byte(scp, 0), m0 = k_pair_byte(mp, 0), sc1 = k_pair_byte(scp, 1), m1 = k_pair_byte(mp, 1);
         const float dsc0 = __fmul_rn(d, __int2float_rn(sc0)), dm0 = -__fmul_rn(dmin, __int2float_rn(m0));
         const float dsc1 = __fmul_rn(d, __int2float_rn(sc1)), dm1 = -__fmul_rn(dmin, __int2float_rn(m1));
         const int a0 = 8 * b + 2 * c;   /* the activation block of sub-block 2c */
