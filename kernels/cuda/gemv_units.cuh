@@ -59,18 +59,11 @@ __device__ __forceinline__ float2 act_ds(const gemv_act &a, int t, int blk)
     return a.ds[(size_t)t * (size_t)(a.cols >> 5) + blk];
 }
 
-/* The token a unit's slot t reads. Slots past n (t >= n, NT > n) are computed and never stored
- * (gemv.cu stores t < n only). Predicated (C false), such a slot is skipped; then nvcc sinks the
- * unit's unpacking and the token's addressing into each slot's branch and repeats them per token
- * (Q4_1, 8 tokens: 344 sm_90 instructions a block). Clamped (C true) it reads token n - 1 again:
- * no branch, the unpacking done once (277), at the price of the slots past n (n = 5..7 of NT 8,
- * 3 of 4). C is each unit's choice: where bench/gpu/sass-mix.sh's hot loop shrinks and ptxas
- * compiles it without spills under the GEMV's 128-register bound (test_cuda_resources);
- * docs/cuda.md has the counts. */
-template <int NT, bool C> __device__ __forceinline__ int token_slot(int t, int n)
-{
-    return NT == 1 ? 0 : C ? min(t, n - 1) : t;
-}
+/* An empty asm that takes v in a register and may change it: nvcc can no longer move v's
+ * computation past this point. A unit's unpacked weights are pinned so: otherwise nvcc sank the
+ * unpacking into each token slot's `t < n` branch and repeated it per token (Q4_1, 8 tokens x 1
+ * row: 344 sm_90 instructions a block, 262 pinned; 8 x 2 rows 554 -> 389; docs/cuda.md). */
+__device__ __forceinline__ void pin(int &v) { asm volatile("" : "+r"(v)); }
 
 /* Bytes b in 0..15 (0..31) minus 8 (16), as two's complement bytes: no carry crosses a byte. */
 __device__ __forceinline__ int minus8(uint32_t b) { return (int)((b + 0x78787878u) ^ 0x80808080u); }
@@ -178,6 +171,8 @@ template <uint32_t T> struct gemv_unit {
                 const w32<T> w = unpack32<T>(sc, qh, word_of(q0, k), k);
                 lo[r][k] = w.lo;
                 hi[r][k] = w.hi;
+                pin(lo[r][k]);
+                pin(hi[r][k]);
                 d[r] = w.d;
                 m[r] = w.m;
             }
@@ -187,15 +182,11 @@ template <uint32_t T> struct gemv_unit {
                 for (int k = 4; k < (U::WORDS == 8 ? 8 : 4); k++) lo[r][k] = (int)word_of(q1, k - 4);
             }
         }
-        /* token_slot's clamp where it shortens the loop (Q4_0 / Q4_1: nvcc sank their unpacking
-         * into the slots' branches) and ptxas does not spill (not 8 tokens x 2 rows) */
-        constexpr bool C = U::WORDS == 4 && !U::Q5 && (NT == 2 || (NT == 4 && R == 2) || (NT == 8 && R == 1));
         SLM_UNROLL
         for (int t = 0; t < NT; t++) {
-            if (C || t < n) {
-                const int tx = token_slot<NT, C>(t, n);
-                const float2 ds = act_ds(a, tx, u);
-                const uint4 x0 = act_u128(a, tx, 32 * u), x1 = act_u128(a, tx, 32 * u + 16);
+            if (t < n) {
+                const float2 ds = act_ds(a, t, u);
+                const uint4 x0 = act_u128(a, t, 32 * u), x1 = act_u128(a, t, 32 * u + 16);
                 SLM_UNROLL
                 for (int r = 0; r < R; r++) {
                     int s = 0;
@@ -237,8 +228,8 @@ __device__ __forceinline__ void k_scale_min(const uint4 &h, int j, int *sc, int 
 
 /* The 6-bit scales and mins of sub-blocks 2c and 2c + 1 of a Q4_K / Q5_K block, from its first
  * 16 bytes (d, dmin, scales[12] at bytes 4..15) in a uint4, as two bytes (2c, 2c + 1) of *sc
- * and *m: the values of qunits.cuh's k_scale_min for j = 2c, 2c + 1, as llama.cpp pairs them (adjacent bytes of scales[]), in
- * 32-bit word operations on h.y, h.z, h.w (scales[0..3], [4..7], [8..11]) with no run-time byte
+ * and *m: the values of k_scale_min for j = 2c, 2c + 1, as llama.cpp pairs them (adjacent
+ * bytes of scales[]), in 32-bit word operations on h.y, h.z, h.w (scales[0..3], [4..7], [8..11]) with no run-time byte
  * index (a byte picked from a uint4 at run time is a chain of selects: Q4_K's GEMV loop at 1
  * token is 109 sm_90 instructions with this, 224 with k_scale_min). */
 __device__ __forceinline__ void k_scale_min_pair(const uint4 &h, int c, uint32_t *sc, uint32_t *m)
@@ -295,6 +286,8 @@ template <bool FIVE> struct gemv_unit_k45 {
                 }
                 ql[4 * half + i] = (int)lo;
                 qh[4 * half + i] = (int)hi;
+                pin(ql[4 * half + i]);
+                pin(qh[4 * half + i]);
             }
         }
         const float d = h2f(h.x), dmin = h2f(h.x >> 16);
@@ -304,13 +297,11 @@ template <bool FIVE> struct gemv_unit_k45 {
         const float dsc0 = __fmul_rn(d, __int2float_rn(sc0)), dm0 = -__fmul_rn(dmin, __int2float_rn(m0));
         const float dsc1 = __fmul_rn(d, __int2float_rn(sc1)), dm1 = -__fmul_rn(dmin, __int2float_rn(m1));
         const int a0 = 8 * b + 2 * c;   /* the activation block of sub-block 2c */
-        constexpr bool C = false;   /* token_slot's clamp: no shorter loop here */
         SLM_UNROLL
         for (int t = 0; t < NT; t++) {
-            if (C || t < n) {
-                const int tx = token_slot<NT, C>(t, n);
-                const float2 ds0 = act_ds(a, tx, a0), ds1 = act_ds(a, tx, a0 + 1);
-                const int s0 = dot32(ql, a, tx, 32 * a0), s1 = dot32(qh, a, tx, 32 * a0 + 32);
+            if (t < n) {
+                const float2 ds0 = act_ds(a, t, a0), ds1 = act_ds(a, t, a0 + 1);
+                const int s0 = dot32(ql, a, t, 32 * a0), s1 = dot32(qh, a, t, 32 * a0 + 32);
                 float v = __fmaf_rn(__fmul_rn(dsc0, ds0.x), __int2float_rn(s0), acc[t]);
                 v = __fmaf_rn(dm0, ds0.y, v);
                 v = __fmaf_rn(__fmul_rn(dsc1, ds1.x), __int2float_rn(s1), v);
@@ -357,14 +348,12 @@ template <> struct gemv_unit<SLM_TYPE_Q6_K> {
         const int s2a = (int8_t)byte_of(sv, 8 * hf + 2 * p + 4), s2b = (int8_t)byte_of(sv, 8 * hf + 2 * p + 5);
         const float d = h2f(*reinterpret_cast<const uint16_t *>(blk + 208));
         const int a0 = 8 * b + 4 * hf + p;   /* the activation block of quarter p; quarter p + 2 is a0 + 2 */
-        constexpr bool C = false;   /* token_slot's clamp: no shorter loop here */
         SLM_UNROLL
         for (int t = 0; t < NT; t++) {
-            if (C || t < n) {
-                const int tx = token_slot<NT, C>(t, n);
-                const float2 ds0 = act_ds(a, tx, a0), ds2 = act_ds(a, tx, a0 + 2);
-                const uint4 x0 = act_u128(a, tx, 32 * a0), x1 = act_u128(a, tx, 32 * a0 + 16);
-                const uint4 x2 = act_u128(a, tx, 32 * a0 + 64), x3 = act_u128(a, tx, 32 * a0 + 80);
+            if (t < n) {
+                const float2 ds0 = act_ds(a, t, a0), ds2 = act_ds(a, t, a0 + 2);
+                const uint4 x0 = act_u128(a, t, 32 * a0), x1 = act_u128(a, t, 32 * a0 + 16);
+                const uint4 x2 = act_u128(a, t, 32 * a0 + 64), x3 = act_u128(a, t, 32 * a0 + 80);
                 int d0a = 0, d0b = 0, d2a = 0, d2b = 0;
                 SLM_UNROLL
                 for (int i = 0; i < 4; i++) {
