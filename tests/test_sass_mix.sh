@@ -3,8 +3,10 @@
 # bad arguments, a build without CUDA objects and a missing cuobjdump are one-line errors with
 # their exit codes (2, 2, 3); then, where this build compiled the kernels with nvcc and a
 # cuobjdump is found, its --check holds on the sm_90 code (tensor-core ops in every MMQ, MMF and
-# attention kernel, no local memory anywhere) and the 32-element types' decode GEMV reads
-# its quants with 16-byte loads (docs/cuda.md, "Device layout of the weights").
+# attention kernel, no local memory anywhere), the 32-element types' decode GEMV reads its
+# quants with 16-byte loads (docs/cuda.md, "Device layout of the weights"), and, with nvcc
+# 13.0, the hot loops of the GEMV and MMQ kernels tuned on 2026-12-06 stay within 10% of their
+# instruction counts.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 mix=$here/bench/gpu/sass-mix.sh
@@ -73,4 +75,37 @@ if awk -F' [|] ' '
 else
   echo "FAIL GEMV loads:"; cat "$tmp/gemv"; fail=1
 fi
+# The hot loops' sizes (instructions of the innermost loop around the first dot or mma), bounded
+# 10% above what nvcc 13.0 made of them on 2026-12-06, each far under what it was before that
+# day's changes (docs/cuda.md: the pinned unpacking, q5_bits, the scale pairs, the MMQ's clamped
+# token rows): a change that brings back the repeated unpacking or the predicated loads fails
+# here. Another nvcc compiles differently: there the sizes are printed, not checked.
+nv=$(nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null)
+check_loops=0
+echo "$nv" | grep -q "release 13\.0," && check_loops=1
+while IFS='|' read -r kernel bound before; do
+  got=$(awk -F' [|] ' -v k="| $kernel" '$1 == k { split($14, a, " "); print a[1] }' "$tmp/all")
+  if [ -z "$got" ]; then
+    echo "FAIL no row for $kernel"; fail=1
+  elif [ "$check_loops" = 0 ]; then
+    echo "info $kernel: hot loop $got instructions (bound $bound for nvcc 13.0 only)"
+  elif [ "$got" -le "$bound" ]; then
+    echo "ok   $kernel: hot loop $got instructions (<= $bound; $before before 2026-12-06)"
+  else
+    echo "FAIL $kernel: hot loop $got instructions, expected <= $bound ($before before 2026-12-06)"; fail=1
+  fi
+done <<'EOF_LOOPS'
+k_gemv<3u, 8, 1>|290|344
+k_gemv<3u, 8, 2>|430|554
+k_gemv<2u, 8, 2>|445|792
+k_gemv<2u, 4, 2>|265|406
+k_gemv<6u, 1, 1>|132|148
+k_gemv<7u, 8, 2>|510|529
+k_gemv<12u, 1, 1>|122|224
+k_gemv<12u, 8, 1>|472|653
+k_gemv<13u, 1, 1>|180|277
+k_mmq<3u, false, false>|180|196
+k_mmq<6u, false, false>|215|236
+k_mmq<14u, false, false>|515|550
+EOF_LOOPS
 exit $fail
