@@ -147,8 +147,8 @@ template <uint32_t T> __device__ __forceinline__ uint32_t blk32_scales(const blk
 }
 
 /* Unit u = block u of R rows (wr[r]: row r's bytes), the 32-element types: one lane reads the
- * whole block (its scales, qh and WORDS quant words: one 16-byte load, two for Q8_0) and dots all 32 elements against each
- * token's block u exactly (__dp4a, an int sum in any order), then acc[r][t] = fma(d_w * d_a,
+ * whole block (its scales, qh and WORDS quant words: one 16-byte load, two for Q8_0) and dots
+ * all 32 elements against each token's block u exactly (__dp4a, an int sum in any order), then acc[r][t] = fma(d_w * d_a,
  * float(dot), acc[r][t]) and, for an offset type, acc[r][t] = fma(m_w, s_a, acc[r][t]). */
 template <uint32_t T> struct gemv_unit {
     typedef unit32<T> U;
@@ -212,7 +212,7 @@ template <uint32_t T> struct gemv_unit {
 
 /* 6-bit scale and min of sub-block j of a Q4_K / Q5_K block, from its first 16 bytes (d, dmin,
  * scales[12] at bytes 4..15), a byte at a time. The MMQ's Q4_K / Q5_K units use it: with
- * k_scale_min_pair (below) ptxas spilled 4-32 bytes in 7 of their 24 kernels (test_cuda_resources),
+ * k_scale_min_pair (below) ptxas spilled 4-32 bytes in 7 of their kernels (test_cuda_resources),
  * though their hot loop was 589 -> 410 sm_90 instructions for 8 IMMA (Q4_K): open. */
 __device__ __forceinline__ void k_scale_min(const uint4 &h, int j, int *sc, int *m)
 {
@@ -229,9 +229,10 @@ __device__ __forceinline__ void k_scale_min(const uint4 &h, int j, int *sc, int 
 /* The 6-bit scales and mins of sub-blocks 2c and 2c + 1 of a Q4_K / Q5_K block, from its first
  * 16 bytes (d, dmin, scales[12] at bytes 4..15) in a uint4, as two bytes (2c, 2c + 1) of *sc
  * and *m: the values of k_scale_min for j = 2c, 2c + 1, as llama.cpp pairs them (adjacent
- * bytes of scales[]), in 32-bit word operations on h.y, h.z, h.w (scales[0..3], [4..7], [8..11]) with no run-time byte
- * index (a byte picked from a uint4 at run time is a chain of selects: Q4_K's GEMV loop at 1
- * token is 109 sm_90 instructions with this, 224 with k_scale_min). */
+ * bytes of scales[]), in 32-bit word operations on h.y, h.z, h.w (scales[0..3], [4..7],
+ * [8..11]) with no run-time byte index (a byte picked from a uint4 at run time is a chain of
+ * selects: Q4_K's GEMV loop at 1 token is 110 sm_90 instructions with this, 224 with
+ * k_scale_min). */
 __device__ __forceinline__ void k_scale_min_pair(const uint4 &h, int c, uint32_t *sc, uint32_t *m)
 {
     const int sh = 16 * (c & 1);

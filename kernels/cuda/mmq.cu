@@ -22,10 +22,12 @@
  * Shape: MMQ_THREADS = 128 (4 warps) a block: F warps along K x 4 / F row tiles of 16 rows (F = 4
  * for every weight of 128 columns or more: a block computes 16 rows), each warp against
  * 8 x mmq_tiles() tokens (32; 16 for SwiGLU, 8 for Q4_K / Q5_K SwiGLU), one m16n8 tile at a time;
- * grid (row groups over the weights' flat list, ceil(n / the block's tokens)). Fragments come straight from global memory (the device layout keeps a
- * block's words where a lane's A fragment wants them: lane (g, t) reads word t of rows g and
- * g + 8, and the 4 lanes of a row read its block's 16 contiguous bytes); the activations are read through L1. A first version, not yet measured on a GPU: no
- * shared-memory staging, no ldmatrix / cp.async pipeline, no wgmma (docs/cuda.md).
+ * grid (row groups over the weights' flat list, ceil(n / the block's tokens)). Fragments come
+ * straight from global memory (the device layout keeps a block's words where a lane's A
+ * fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4 lanes of a row
+ * read its block's 16 contiguous bytes); the activations are read through L1. A first version,
+ * not yet measured on a GPU: no shared-memory staging, no ldmatrix / cp.async pipeline, no
+ * wgmma (docs/cuda.md; bench/gpu/sass-mix.sh counts its machine code).
  */
 #include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/gemv_units.cuh"
