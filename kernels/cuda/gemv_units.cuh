@@ -131,12 +131,11 @@ template <uint32_t T> __device__ __forceinline__ blk32_addr blk32_at(const uint8
     typedef unit32<T> U;
     const int g = b >> 2, i = b & 3, nq = nb >> 2;
     const int nin = g < nq ? 4 : nb & 3;   /* a quad, or the tail of nb % 4 packed blocks */
-    const int s_end = nin == 4 ? 16 : (nin * U::SB + 3) & ~3, q0 = (s_end + (U::Q5 ? 4 * nin : 0) + 15) & ~15;
     const uint8_t *base = row + (size_t)g * U::QUAD;
     blk32_addr ad;
     ad.sc = base + U::SB * i;
-    ad.qh = base + s_end + 4 * i;
-    ad.qs = base + q0 + 4 * U::WORDS * i;
+    ad.qh = base + slm_cuda::quad_scales_end(nin, U::SB) + 4 * i;
+    ad.qs = base + slm_cuda::quad_quants(nin, U::SB, U::Q5) + 4 * U::WORDS * i;
     return ad;
 }
 

@@ -1,13 +1,16 @@
 /*
  * kernels/cuda/layout.cu - the device layout of the quantized weights (kernels.h says what
  * it is): host code that permutes and pads GGUF rows once, at upload, so that the decode
- * GEMV (gemv.cu) reads a block's quants in one 16-byte load (two for Q8_0). Host code only; it is a .cu so
- * that both the nvcc build and the emulated build (every .cu of kernels/cuda) carry it.
+ * GEMV (gemv.cu) reads a block's quants in one 16-byte load (two for Q8_0); the offsets are
+ * qunits.cuh's (quad_scales_end, quad_quants), which the kernels read by. Host code only; it
+ * is a .cu so that both the nvcc build and the emulated build (every .cu of kernels/cuda)
+ * carry it.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/qunits.cuh"
 #include "kernels/quant.h"
 
 /* The 32-element types: where a quad keeps what. */
@@ -33,22 +36,9 @@ static int quad_shape_of(uint32_t type, struct quad_shape *s)
 
 #define Q6_K_DEVICE_BYTES 224
 
-/* Where a quad (t = 4) or a row's tail of t = nb % 4 blocks keeps what (kernels.h): the scales
- * (16 bytes in a quad, else padded to 4), Q5_x's qh words, then from a 16-byte boundary each
- * block's quants whole (16 bytes, 32 for Q8_0). */
-static int group_scales_end(const struct quad_shape *s, int t)
-{
-    return t == 4 ? 16 : (t * s->scale_bytes + 3) & ~3;
-}
-
-static int group_quants(const struct quad_shape *s, int t)
-{
-    return (group_scales_end(s, t) + (s->qh ? 4 * t : 0) + 15) & ~15;
-}
-
 static size_t tail_bytes(const struct quad_shape *s, int t)
 {
-    return t ? (size_t)(group_quants(s, t) + 4 * t * s->words) : 0;
+    return t ? (size_t)(slm_cuda::quad_quants(t, s->scale_bytes, s->qh) + 4 * t * s->words) : 0;
 }
 
 extern "C" int slm_cuda_has_device_layout(uint32_t type)
@@ -79,7 +69,7 @@ extern "C" size_t slm_cuda_device_row_bytes(uint32_t type, int64_t cols)
 
 /* One row of nb 32-element blocks into quads and a tail; dst is zeroed already. A quad is a
  * group of 4 blocks, the tail one of t: block i's scales at scale_bytes * i, its qh at
- * scales_end + 4 i, its quants whole at quants + 4 words i. */
+ * quad_scales_end + 4 i, its quants whole at quad_quants + 4 words i. */
 static void row_to_quads(const struct quad_shape *s, const uint8_t *src, int64_t nb, uint8_t *dst)
 {
     const int hdr = s->scale_bytes + (s->qh ? 4 : 0);
@@ -89,8 +79,8 @@ static void row_to_quads(const struct quad_shape *s, const uint8_t *src, int64_t
         uint8_t *quad = dst + (b / 4) * s->quad_bytes;
         const int i = (int)(b % 4), t = b < full ? 4 : (int)(nb - full);
         memcpy(quad + s->scale_bytes * i, blk, (size_t)s->scale_bytes);
-        if (s->qh) memcpy(quad + group_scales_end(s, t) + 4 * i, blk + s->scale_bytes, 4);
-        memcpy(quad + group_quants(s, t) + 4 * s->words * i, blk + hdr, 4 * (size_t)s->words);
+        if (s->qh) memcpy(quad + slm_cuda::quad_scales_end(t, s->scale_bytes) + 4 * i, blk + s->scale_bytes, 4);
+        memcpy(quad + slm_cuda::quad_quants(t, s->scale_bytes, s->qh) + 4 * s->words * i, blk + hdr, 4 * (size_t)s->words);
     }
 }
 

@@ -56,7 +56,7 @@ namespace {
  * of the two tokens 8j + 2t, 8j + 2t + 1 of its outputs.
  * CLAMP: a token past a's n rows reads row n - 1 instead of zeros: its columns of the tile (an
  * mma's columns are independent) are computed and never stored, and the loads need no predicate
- * and no zero fill (as weight rows past the last are clamped): 162 instead of 195 instructions
+ * and no zero fill (as weight rows past the last are clamped): 163 instead of 196 instructions
  * per activation block in Q4_1's loop, 467 instead of 550 in Q6_K's (sm_90: bench/gpu/sass-mix.sh).
  * Where the clamped rows' offsets, kept across the loop, made ptxas spill (Q4_K / Q5_K, the
  * SwiGLU kernels' 1-2 tiles), the predicated loads stay. */

@@ -202,9 +202,10 @@ static_assert(unit_q8_0::BLOCK_BYTES == sizeof(struct slm_block_q8_0), "q8_0 uni
 
 /* Offsets in a quad (nin = 4) or a tail of nin blocks: the end of the scales (sb bytes a
  * block), and the start of the quants (after Q5_x's qh words, at a 16-byte boundary); block
- * i's qs are whole at quants + 4 W i (W = 4 words, 8 for Q8_0). */
-__device__ __forceinline__ int quad_scales_end(int nin, int sb) { return nin == 4 ? 16 : (nin * sb + 3) & ~3; }
-__device__ __forceinline__ int quad_quants(int nin, int sb, bool q5)
+ * i's qs are whole at quants + 4 W i (W = 4 words, 8 for Q8_0). The one definition of the
+ * device layout's offsets: layout.cu writes by them, the GEMV, the MMQ and the embedding read. */
+__host__ __device__ __forceinline__ int quad_scales_end(int nin, int sb) { return nin == 4 ? 16 : (nin * sb + 3) & ~3; }
+__host__ __device__ __forceinline__ int quad_quants(int nin, int sb, bool q5)
 {
     return (quad_scales_end(nin, sb) + (q5 ? 4 * nin : 0) + 15) & ~15;
 }
