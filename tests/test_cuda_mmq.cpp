@@ -1,22 +1,23 @@
 /* test_cuda_mmq: the tensor-core quantized matmul of kernels/cuda/mmq.cu (slm_cuda_mmq) under the
  * SIMT emulator, its mma.sync through the twins of kernels/cuda/mma.cuh (and on a GPU as
  * test_cuda_mmq_gpu, the real instructions):
- * - the GEMV's bits: for every weight type with a device layout, rows 67 (whole row groups and a
- *   partial one), 32-element types with nb = 1, 2, 11, 18 blocks (L = 1, 2, 16, 32 segments: 1, 2,
- *   4, 4 warps along K) and K-quants with 1, 3, 16 blocks (L = 4, 16, 32), n = 1, 9 and 37 tokens
- *   (one, two partial 32-token tiles),
- *   every token's outputs bit-identical to slm_cuda_gemv_q8 of that token alone (which
- *   test_cuda_gemv holds to its float64 bound): batch invariance across the two kernels, so the
- *   backend may pick either by the step's size;
+ * - the GEMV's bits, from each of the MMQ's two kernels (narrow and wide, forced in turn by
+ *   slm_cuda_mmq_set_wide_min_blocks): for every weight type with a device layout, rows 67 (whole
+ *   row groups and a partial one), 32-element types with nb = 1, 2, 11, 18 blocks (L = 1, 2, 16,
+ *   32 segments: 1, 2, 4, 4 warps along K in the narrow kernel; 2 and 3 staged chunks in the
+ *   wide one) and K-quants with 1, 3, 16 blocks (L = 4, 16, 32), n = 1, 9 and 37 tokens (one,
+ *   two partial 32-token tiles), every token's outputs bit-identical to slm_cuda_gemv_q8 of that
+ *   token alone (which test_cuda_gemv holds to its float64 bound): batch invariance across the
+ *   kernels, so the backend may pick any by the step's size;
  * - the epilogues (accumulate, SwiGLU pair) and three weights in one launch (Q, K, V of 67, 35
  *   and 19 rows), the same way;
  * - refusals (-EINVAL): NULLs, n = 0, a type without a device layout, misaligned xq, a SwiGLU pair
  *   of unequal rows, four weights, and (emulated) an xq smaller than n tokens;
- * - slm_cuda_mmq_fused (x RMS-normed and quantized inside the MMQ's blocks) against
- *   slm_cuda_gemv_quantize + slm_cuda_mmq: identical bits for every token, with and without the
- *   norm, on SmolLM2's 576 and 1536 columns, Gemma 3's 640, 2048, and odd n (1, 9, 37, 70: partial
- *   token tiles), the three epilogues; its refusals (a block's tokens past its shared memory,
- *   cols not a whole number of blocks, misaligned x or gamma, NULL x). */
+ * - slm_cuda_mmq_fused (x RMS-normed and quantized inside the MMQ's blocks; each kernel) against
+ *   slm_cuda_gemv_quantize + the narrow slm_cuda_mmq: identical bits for every token, with and
+ *   without the norm, on SmolLM2's 576 and 1536 columns, Gemma 3's 640, 2048, and odd n (1, 9,
+ *   37, 70: partial token tiles), the three epilogues; its refusals (a block's tokens past its
+ *   shared memory, cols not a whole number of blocks, misaligned x or gamma, NULL x). */
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/compat.h"
 
@@ -27,6 +28,7 @@ extern "C" {
 #include "tests/rng.h"
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -34,6 +36,18 @@ extern "C" {
 #include "tests/cuda_weights.h"
 
 static const float EPS = 1e-5f;
+
+/* The MMQ's kernel in force (slm_cuda_mmq_set_wide_min_blocks): "narrow" (16 rows a block, the
+ * K split over its warps) or "wide" (64 rows, the block's tokens staged in shared memory). */
+static const char *shape = "auto";
+static int wide_min = SLM_CUDA_MMQ_WIDE_MIN_BLOCKS;
+
+static void set_shape(bool wide)
+{
+    shape = wide ? "wide" : "narrow";
+    wide_min = wide ? 0 : INT_MAX;
+    slm_cuda_mmq_set_wide_min_blocks(wide_min);
+}
 
 /* Weights of one type and cols in the device layout. */
 struct dev_weights {
@@ -109,10 +123,10 @@ static void check_config(uint32_t type, int64_t cols, std::vector<int64_t> rows,
         }
     }
     static const char *epi_name[3] = {"store", "accumulate", "swiglu"};
-    CHECK(bad == 0, "mmq %s %lld cols, %d weights, n = %d, %s: %d outputs differ from the GEMV's bits", tname(type),
-          (long long)cols, n_w, n, epi_name[epi], bad);
+    CHECK(bad == 0, "mmq (%s) %s %lld cols, %d weights, n = %d, %s: %d outputs differ from the GEMV's bits", shape,
+          tname(type), (long long)cols, n_w, n, epi_name[epi], bad);
     if (bad == 0)
-        printf("mmq %s rows %lld x %lld (L=%d), %d weight(s), n = %d, %s: the GEMV's bits\n", tname(type),
+        printf("mmq (%s) %s rows %lld x %lld (L=%d), %d weight(s), n = %d, %s: the GEMV's bits\n", shape, tname(type),
                (long long)rows[0], (long long)cols, slm_cuda_gemv_lanes(type, cols), n_w, n, epi_name[epi]);
     for (auto *d : ym) delete d;
     for (auto *d : yg) delete d;
@@ -145,7 +159,9 @@ static void check_fused(uint32_t type, int64_t cols, std::vector<int64_t> rows, 
     if (epi == SLM_CUDA_GEMV_SWIGLU) pf.push_back(nullptr), pt.push_back(nullptr);
     const float *g = norm ? dg.p : nullptr;
     RC_OK(slm_cuda_gemv_quantize(dx.p, g, EPS, n, cols, xq.p, nullptr));
+    slm_cuda_mmq_set_wide_min_blocks(INT_MAX);   /* the reference: the narrow kernel's two launches */
     RC_OK(slm_cuda_mmq(type, n_w, ws.ptr.data(), ws.rows.data(), cols, xq.p, n, pt.data(), epi, nullptr));
+    slm_cuda_mmq_set_wide_min_blocks(wide_min);
     RC_OK(slm_cuda_mmq_fused(type, n_w, ws.ptr.data(), ws.rows.data(), cols, dx.p, g, EPS, n, pf.data(), epi, nullptr));
     int bad = 0;
     for (int i = 0; i < n_y; i++) {
@@ -158,11 +174,11 @@ static void check_fused(uint32_t type, int64_t cols, std::vector<int64_t> rows, 
                        *(const uint32_t *)&b[k]);
     }
     static const char *epi_name[3] = {"store", "accumulate", "swiglu"};
-    CHECK(bad == 0, "mmq_fused %s %lld cols, %d weights, n = %d, %s%s: %d outputs differ from the two-launch bits",
-          tname(type), (long long)cols, n_w, n, epi_name[epi], norm ? ", rmsnorm" : "", bad);
+    CHECK(bad == 0, "mmq_fused (%s) %s %lld cols, %d weights, n = %d, %s%s: %d outputs differ from the two-launch bits",
+          shape, tname(type), (long long)cols, n_w, n, epi_name[epi], norm ? ", rmsnorm" : "", bad);
     if (bad == 0)
-        printf("mmq_fused %s rows %lld x %lld, %d weight(s), n = %d, %s%s (%zu bytes of shared x): the two-launch bits\n",
-               tname(type), (long long)rows[0], (long long)cols, n_w, n, epi_name[epi], norm ? ", rmsnorm" : "",
+        printf("mmq_fused (%s) %s rows %lld x %lld, %d weight(s), n = %d, %s%s (%zu bytes of shared x): the two-launch bits\n",
+               shape, tname(type), (long long)rows[0], (long long)cols, n_w, n, epi_name[epi], norm ? ", rmsnorm" : "",
                slm_cuda_mmq_fused_smem(type, cols, epi));
     for (auto *d : yf) delete d;
     for (auto *d : yt) delete d;
@@ -222,10 +238,9 @@ static void check_refusals(void)
 #undef REFUSED
 }
 
-int main(void)
+/* The GEMV's bits for every type, shape and epilogue, in the shape in force. */
+static void check_configs(void)
 {
-    if (!cuda_device_or_skip()) return 77;
-    printf("seed %#llx\n", (unsigned long long)TEST_RNG_SEED);
     const uint32_t small[] = {SLM_TYPE_Q4_0, SLM_TYPE_Q4_1, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q8_0};
     const uint32_t kq[] = {SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K};
     for (uint32_t t : small) {
@@ -243,9 +258,15 @@ int main(void)
     check_config(SLM_TYPE_Q4_1, 576, {67}, 37, SLM_CUDA_GEMV_ACCUMULATE);
     check_config(SLM_TYPE_Q4_1, 576, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU);
     check_config(SLM_TYPE_Q6_K, 768, {67, 67}, 9, SLM_CUDA_GEMV_SWIGLU);
+    check_config(SLM_TYPE_Q4_K, 512, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU);
     check_config(SLM_TYPE_Q4_0, 576, {67, 35, 19}, 37, SLM_CUDA_GEMV_STORE);
-    check_refusals();
-    /* the fused prologue: SmolLM2 (Q4_1 Q/K/V, gate/up, down), Gemma 3's 640 (Q8_0, Q5_0), 2048 */
+    check_config(SLM_TYPE_Q8_0, 4096, {130}, 37, SLM_CUDA_GEMV_ACCUMULATE);
+}
+
+/* slm_cuda_mmq_fused against the two-launch path, in the shape in force. */
+static void check_fused_configs(void)
+{
+    /* SmolLM2 (Q4_1 Q/K/V, gate/up, down), Gemma 3's 640 (Q8_0, Q5_0), 2048 */
     check_fused(SLM_TYPE_Q4_1, 576, {67, 35, 19}, 37, SLM_CUDA_GEMV_STORE, true);
     check_fused(SLM_TYPE_Q4_1, 576, {67}, 9, SLM_CUDA_GEMV_ACCUMULATE, false);
     check_fused(SLM_TYPE_Q4_1, 576, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU, true);
@@ -255,6 +276,21 @@ int main(void)
     check_fused(SLM_TYPE_Q4_K, 2048, {67}, 37, SLM_CUDA_GEMV_STORE, true);
     check_fused(SLM_TYPE_Q6_K, 2048, {67}, 9, SLM_CUDA_GEMV_ACCUMULATE, false);
     check_fused(SLM_TYPE_Q4_K, 768, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU, true);
+}
+
+int main(void)
+{
+    if (!cuda_device_or_skip()) return 77;
+    printf("seed %#llx\n", (unsigned long long)TEST_RNG_SEED);
+    /* both kernels, each for every configuration (the launch's own choice takes the narrow one
+     * for these small grids) */
+    for (int wide = 0; wide < 2; wide++) {
+        set_shape(wide);
+        check_configs();
+        check_fused_configs();
+    }
+    slm_cuda_mmq_set_wide_min_blocks(-1);
+    check_refusals();
     check_fused_refusals();
     if (failures) {
         printf("test_cuda_mmq: %d failures\n", failures);

@@ -3,8 +3,10 @@
 # tensor-core MMQ (SLM_CUDA_MMQ_MIN_TOKENS, daemon/engine/backends/cuda/ops.c), through slmd_emu
 # (slmd with the CUDA backend under the SIMT emulator): a greedy run gives the same tokens with the
 # MMQ taken for every call of 2 tokens or more as with it never taken (the two kernels give the
-# same bits, so the prompt's 20-token prefill and the decode agree to the last bit); a value that
-# is not a whole number >= 1 is a one-line error naming the variable.
+# same bits, so the prompt's 20-token prefill and the decode agree to the last bit), and the same
+# again with the MMQ's wide kernel for every launch (SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=0: SmolLM2's
+# small grids otherwise take the narrow one); a value that is not a whole number >= 1 (>= 0) is a
+# one-line error naming the variable.
 set -u
 slmd=${SLMD_EMU:-}
 [ -n "$slmd" ] && [ -x "$slmd" ] || { echo "skip: no slmd_emu in this build (no CUDA headers for the SIMT emulator)"; exit 77; }
@@ -19,12 +21,21 @@ args=(run --backend cuda --model "$model" --prompt "The three primary colors are
       --temperature 0 --max-tokens 4 --print-token-ids --threads 2 --ctx-size 256)
 mmq=$(SLM_CUDA_MMQ_MIN_TOKENS=2 "$slmd" "${args[@]}" 2>"$tmp/err1")
 gemv=$(SLM_CUDA_MMQ_MIN_TOKENS=1000000 "$slmd" "${args[@]}" 2>"$tmp/err2")
+wide=$(SLM_CUDA_MMQ_MIN_TOKENS=2 SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=0 "$slmd" "${args[@]}" 2>"$tmp/err3")
 if [[ "$mmq" =~ ^[0-9]+( [0-9]+)*$ ]] && [ "$mmq" = "$gemv" ]; then
   echo "ok   the same greedy tokens with the MMQ from 2 tokens and without it: $mmq"
 else
   echo "FAIL MMQ from 2 tokens gave '$mmq', the GEMV alone '$gemv'"; cat "$tmp/err1" "$tmp/err2"; fail=1
 fi
+if [ -n "$wide" ] && [ "$wide" = "$gemv" ]; then
+  echo "ok   the same greedy tokens with the MMQ's wide kernel for every launch"
+else
+  echo "FAIL the wide MMQ kernel gave '$wide', the GEMV alone '$gemv'"; cat "$tmp/err3"; fail=1
+fi
 for bad in 0 -3 abc 1.5; do
   SLM_CUDA_MMQ_MIN_TOKENS=$bad expect_error "SLM_CUDA_MMQ_MIN_TOKENS=$bad" "SLM_CUDA_MMQ_MIN_TOKENS: .*" "${args[@]}"
+done
+for bad in -1 x 2e3; do
+  SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=$bad expect_error "SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=$bad" "SLM_CUDA_MMQ_WIDE_MIN_BLOCKS: .*" "${args[@]}"
 done
 exit $fail

@@ -28,7 +28,9 @@
  * rate ("bound" says which). The gemv and mmq rows at n = 9..32 side by side are what
  * SLM_CUDA_MMQ_MIN_TOKENS (the backend's switch) is to be chosen from. Up to 64 tokens also as
  * one slm_cuda_mmq_fused launch (x normed and quantized in the MMQ's blocks, the backend's choice
- * there: ops.c's MMQ_FUSED_MAX_TOKENS is to be chosen from the two rows).
+ * there: ops.c's MMQ_FUSED_MAX_TOKENS is to be chosen from the two rows). At n = 16, 64 and 512
+ * the MMQ's two kernels forced in turn, "mmq (narrow)" and "mmq (wide)" (the same bits):
+ * SLM_CUDA_MMQ_WIDE_MIN_BLOCKS, the launch's choice between them, is to be chosen from those.
  *
  * F16 and BF16 weights on tensor cores (kernels/cuda/mmf.cu, slm_cuda_mmf) at n = 1, 8, 32 and
  * 512, one weight a launch (Q, gate, down): the weight's 2 bytes an element once, x read and y
@@ -59,6 +61,7 @@
  * path, skipped rows included, on a machine without a GPU; its times mean nothing.
  * usage: gpu_kernels [--smoke] [--reps N] [--model small|1.5b|7b|all] [--json]
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,11 +296,15 @@ static void *dev_weight_device_layout(uint32_t type, int64_t rows, int64_t cols,
 /* The layer's four GEMV launches. */
 enum gemv_kind { GEMV_QKV, GEMV_WO, GEMV_GATE_UP, GEMV_DOWN };
 
+/* mmq: 0 the GEMV, 1 quantize + the MMQ (its own choice of kernel), 2 the fused MMQ, 3 / 4
+ * quantize + the MMQ's narrow / wide kernel forced (slm_cuda_mmq_set_wide_min_blocks). */
 static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t type, enum gemv_kind kind, int n,
                        int mmq)
 {
     static const char *names[] = {"qkv", "wo", "gate/up", "down"};
     const int64_t qd = (int64_t)ms->n_head * ms->head_dim, kvd = (int64_t)ms->n_head_kv * ms->head_dim;
+    const int forced = mmq >= 3 ? mmq : 0;
+    if (forced) mmq = 1;
     struct gemv_ctx g = {.type = type, .n = n, .mmq = mmq};
     switch (kind) {
     case GEMV_QKV:
@@ -313,8 +320,8 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     }
     const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP, T = SLM_CUDA_GEMV_MAX_TOKENS;
     const int fused = !mmq && n <= T && slm_cuda_gemv_fits(type, g.cols, n);
-    const char *kernel = mmq == 2 ? "mmq (fused)" : mmq ? "mmq (quantize + mmq)" : fused ? "gemv (fused)"
-                                                                               : "gemv (quantize + gemv_q8)";
+    const char *kernel = forced == 3 ? "mmq (narrow)" : forced == 4 ? "mmq (wide)" : mmq == 2 ? "mmq (fused)"
+                         : mmq ? "mmq (quantize + mmq)" : fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
     char what[64], why[96];
     snprintf(what, sizeof what, "%s %s", names[kind], slm_qtype_name(type));
     if (slm_cuda_device_row_bytes(type, g.cols) == 0) {   /* no launch: no kernel name either */
@@ -350,7 +357,9 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
         g.chunk = align256(slm_cuda_gemv_act_bytes(T, g.cols));
         g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
     }
+    if (forced) slm_cuda_mmq_set_wide_min_blocks(forced == 4 ? 0 : INT_MAX);
     double secs = time_launch(b, run_gemv, &g);
+    slm_cuda_mmq_set_wide_min_blocks(-1);
     bytes += 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0) +
              (g.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? 8.0 : 4.0) * n * out_rows;
     row(b, ms->name, kernel, what, n, bytes, flops, mmq ? flops : 0, secs);
@@ -595,6 +604,7 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
 {
     static const uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q4_K, SLM_TYPE_Q6_K, SLM_TYPE_Q8_0};
     static const int gemv_n[] = {1, 2, 4, 8, 16, 32}, mmq_n[] = {9, 16, 32, 64, 256, 512}, att_n[] = {1, 8, 64};
+    static const int shape_n[] = {16, 64, 512};
     static const int ctxs[] = {128, 1024, 4096}, smoke_ctxs[] = {17, 64, 130};
     const int prefill_n = b->smoke ? 16 : 512;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
@@ -605,6 +615,9 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
                 if (!b->smoke || mmq_n[i] <= 64) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], 1);
             for (size_t i = 0; i < sizeof mmq_n / sizeof mmq_n[0] && mmq_n[i] <= 64; i++)
                 if (!b->smoke || mmq_n[i] <= 16) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], 2);
+            for (size_t i = 0; i < sizeof shape_n / sizeof shape_n[0]; i++)   /* the two MMQ kernels */
+                if (!b->smoke || shape_n[i] <= 16)
+                    for (int k = 3; k <= 4; k++) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, shape_n[i], k);
         }
     static const uint32_t ftypes[] = {SLM_TYPE_F16, SLM_TYPE_BF16};
     static const int mmf_n[] = {1, 8, 32, 512};

@@ -4,16 +4,19 @@
 # global loads by width, generic loads (the activations, shared or global), shared loads, the
 # integer dots (IDP.4A), the tensor-core ops (IMMA, HMMA), local memory (LDL / STL: spills or
 # run-time-indexed arrays), and the size of the hot loop (the innermost loop around the first
-# dot or mma) against the dots or mmas in it: what an issue-bound kernel pays per mma. docs/cuda.md keeps its figures for the hot kernels; a change to a
-# kernel shows here what it did to the loads before any GPU time is spent on it.
+# dot or mma, less a block-wide step it takes only now and then: a region a forward branch skips
+# that holds a BAR.SYNC, as the wide MMQ's staging of a chunk) against the dots or mmas in it:
+# what an issue-bound kernel pays per mma. docs/cuda.md keeps its figures for the hot kernels; a
+# change to a kernel shows here what it did to the loads before any GPU time is spent on it.
 #
 #   bench/gpu/sass-mix.sh [--build DIR] [--arch sm_NN] [--filter REGEX] [--check]
 #
 # --build DIR      the CMake build whose CUDA objects to read (default: build)
 # --arch sm_NN     the machine code to read (default: sm_90; the build must contain it)
 # --filter REGEX   only the kernels whose demangled name matches (grep -E)
-# --check          also require: tensor-core ops (IMMA) in every k_mmq, HMMA in every k_mmf and
-#                  k_attention, no local memory in any kernel; exit 1 naming each that fails
+# --check          also require: tensor-core ops (IMMA) in every k_mmq and k_mmq_wide, HMMA in
+#                  every k_mmf and k_attention, no local memory in any kernel; exit 1 naming each
+#                  that fails
 #
 # cuobjdump (and the nvdisasm it runs): $CUOBJDUMP, else on PATH, else beside nvcc, else those
 # of PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (packaging/setup.sh installs them
@@ -24,7 +27,7 @@ build=build
 arch=sm_90
 filter=
 check=0
-usage() { sed -n '9,14p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '12,19p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 die() { echo "sass-mix: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -96,7 +99,7 @@ function hex(h,   i, v) {   # mawk has no strtonum
     for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1
     return v
 }
-function flush(   i, j, first, lo, hi, k, ops) {
+function flush(   i, j, first, lo, hi, k, ops, nx) {
     if (f == "") return
     first = -1
     for (i = 1; i <= cnt; i++) if (op[i] ~ /^(IDP|IMMA|HMMA)/) { first = addr[i]; break }
@@ -106,9 +109,23 @@ function flush(   i, j, first, lo, hi, k, ops) {
             if (tgt[i] >= 0 && tgt[i] <= first && first <= addr[i] && (lo < 0 || addr[i] - tgt[i] < hi - lo)) {
                 lo = tgt[i]; hi = addr[i]
             }
+    # a block-wide step the loop takes only now and then (the wide MMQ staging a chunk of
+    # activations between two BAR.SYNCs, skipped by a forward branch on the other iterations)
+    # is not counted: the figure is what an iteration pays when it does not stage
+    nx = 0
+    if (lo >= 0)
+        for (i = 1; i <= cnt; i++)
+            if (fwd[i] > addr[i] && addr[i] >= lo && fwd[i] <= hi + 16) {
+                for (j = i + 1; j <= cnt && addr[j] < fwd[i]; j++) if (op[j] ~ /^BAR\.SYNC/) break
+                if (j <= cnt && addr[j] < fwd[i]) { nx++; xlo[nx] = addr[i]; xhi[nx] = fwd[i] }
+            }
     k = 0; ops = 0
     if (lo >= 0)
-        for (i = 1; i <= cnt; i++) if (addr[i] >= lo && addr[i] <= hi) { k++; if (op[i] ~ /^(IDP|IMMA|HMMA)/) ops++ }
+        for (i = 1; i <= cnt; i++) if (addr[i] >= lo && addr[i] <= hi) {
+            for (j = 1; j <= nx; j++) if (addr[i] > xlo[j] && addr[i] < xhi[j]) break
+            if (j <= nx) continue
+            k++; if (op[i] ~ /^(IDP|IMMA|HMMA)/) ops++
+        }
     loop[f] = k; loopops[f] = ops
     cnt = 0
 }
@@ -119,10 +136,10 @@ f != "" && /^[ \t]+\/\*[0-9a-f]+\*\/[ \t]/ {
     a = $0; sub(/^[ \t]+\/\*/, "", a); sub(/\*\/.*/, "", a); addr[cnt] = hex(a)
     body = $0; sub(/^[ \t]+\/\*[0-9a-f]+\*\/[ \t]+/, "", body); sub(/^@!?U?P[0-9T] /, "", body)
     op[cnt] = body
-    tgt[cnt] = -1
+    tgt[cnt] = -1; fwd[cnt] = -1
     if (match(body, /^BRA (`\(\.L_x_[0-9]+\) )?0x[0-9a-f]+/)) {
         t = substr(body, RSTART, RLENGTH); sub(/.* /, "", t); tgt[cnt] = hex(t)
-        if (tgt[cnt] > addr[cnt]) tgt[cnt] = -1
+        if (tgt[cnt] > addr[cnt]) { fwd[cnt] = tgt[cnt]; tgt[cnt] = -1 }
     }
     if (match($0, /[ \t](LDG|LDL|STL|LDS|LD|IDP|IMMA|HMMA)(\.[A-Z0-9_]+)*[ \t]/)) {
         o = substr($0, RSTART + 1, RLENGTH - 2)
@@ -157,12 +174,12 @@ if [ "$check" = 1 ]; then
     bad=0
     while IFS=$'\t' read -r name _ _ _ _ _ _ _ _ _ imma hmma loc _; do
         case "$name" in
-        k_mmq\<*) [ "$imma" -gt 0 ] || { echo "sass-mix: $name has no IMMA (tensor cores unused)" >&2; bad=1; } ;;
+        k_mmq\<*|k_mmq_wide\<*) [ "$imma" -gt 0 ] || { echo "sass-mix: $name has no IMMA (tensor cores unused)" >&2; bad=1; } ;;
         k_mmf\<*|k_attention\<*) [ "$hmma" -gt 0 ] || { echo "sass-mix: $name has no HMMA (tensor cores unused)" >&2; bad=1; } ;;
         esac
         [ "$loc" -eq 0 ] || { echo "sass-mix: $name uses local memory ($loc LDL/STL)" >&2; bad=1; }
     done <"$tmp/rows"
     [ "$bad" = 0 ] || exit 1
     echo
-    echo "check: IMMA in every k_mmq, HMMA in every k_mmf and k_attention, no local memory: ok"
+    echo "check: IMMA in every k_mmq and k_mmq_wide, HMMA in every k_mmf and k_attention, no local memory: ok"
 fi

@@ -64,6 +64,17 @@ __device__ __forceinline__ float2 act_ds(const gemv_act &a, int t, int blk)
  * unpacking into each token slot's `t < n` branch and repeated it per token (Q4_1, 8 tokens x 1
  * row: 344 sm_90 instructions a block, 262 pinned; 8 x 2 rows 554 -> 389; docs/cuda.md). */
 __device__ __forceinline__ void pin(int &v) { asm volatile("" : "+r"(v)); }
+/* The same for a pointer: kept in a register pair from here on, not recomputed (the MMQ's row
+ * addresses, which nvcc otherwise rematerialized from the row number in every unit). nvcc then
+ * loads through it with generic loads (LD, not LDG): it no longer knows the space. */
+template <typename T> __device__ __forceinline__ void pin_ptr(T *&p)
+{
+#ifdef __CUDA_ARCH__
+    asm volatile("" : "+l"(p));
+#else
+    asm volatile("" : "+r"(p));
+#endif
+}
 
 /* Bytes b in 0..15 (0..31) minus 8 (16), as two's complement bytes: no carry crosses a byte. */
 __device__ __forceinline__ int minus8(uint32_t b) { return (int)((b + 0x78787878u) ^ 0x80808080u); }

@@ -215,9 +215,21 @@ int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *ro
                  float *const *y, int epilogue, struct CUstream_st *stream);
 
 /* The most dynamic shared memory slm_cuda_mmq_fused takes a block (an opt-in above CUDA's default
- * 48 KiB): with the MMQ's 8 KiB of static shared memory, under the 99 KiB a block may have on
- * sm_86 / sm_89 (163 KiB on sm_80, 227 KiB on sm_90). */
+ * 48 KiB): with the MMQ's static shared memory (8 KiB for the narrow kernel, 10.2 KiB for the
+ * wide one), under the 99 KiB a block may have on sm_86 / sm_89 (163 KiB on sm_80, 227 KiB on
+ * sm_90). */
 #define SLM_CUDA_MMQ_SMEM 90112
+
+/* The MMQ has two kernels of the same bits: a narrow one (16 rows a block, the K split over its
+ * warps: many blocks for small grids) and a wide one (64 rows a block, every warp along the whole
+ * K, the block's tokens staged in shared memory once for the 4 warps: a quarter of the
+ * activation reads from L2). A launch takes the wide one when its grid would have at least this
+ * many blocks (2 x an H100 / H200's 132 SMs: a guess until a GPU measures it, docs/cuda.md). */
+#define SLM_CUDA_MMQ_WIDE_MIN_BLOCKS 264
+
+/* Sets that threshold for the process's later launches (0: always wide, INT_MAX: never; < 0:
+ * back to SLM_CUDA_MMQ_WIDE_MIN_BLOCKS): for tests and measurements. */
+void slm_cuda_mmq_set_wide_min_blocks(int blocks);
 
 /* The dynamic shared bytes slm_cuda_mmq_fused needs for (type, cols, epilogue): a block's tokens
  * (32; 16 for SwiGLU; 8 for a Q4_K / Q5_K SwiGLU pair) of quantized x; 0 for a type without a

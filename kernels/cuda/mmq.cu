@@ -19,15 +19,25 @@
  * depends on n or the token's tile: a token's outputs have the GEMV's bits whatever the batch
  * (tests/test_cuda_mmq.cpp checks it for every type and shape).
  *
- * Shape: MMQ_THREADS = 128 (4 warps) a block: F warps along K x 4 / F row tiles of 16 rows (F = 4
- * for every weight of 128 columns or more: a block computes 16 rows), each warp against
- * 8 x mmq_tiles() tokens (32; 16 for SwiGLU, 8 for Q4_K / Q5_K SwiGLU), one m16n8 tile at a time;
- * grid (row groups over the weights' flat list, ceil(n / the block's tokens)). Fragments come
- * straight from global memory (the device layout keeps a block's words where a lane's A
- * fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4 lanes of a row
- * read its block's 16 contiguous bytes); the activations are read through L1. A first version,
- * not yet measured on a GPU: no shared-memory staging, no ldmatrix / cp.async pipeline, no
- * wgmma (docs/cuda.md; bench/gpu/sass-mix.sh counts its machine code).
+ * Shape: MMQ_THREADS = 128 (4 warps) a block, each warp 16 rows against 8 x mmq_tiles() tokens
+ * (32; 16 for SwiGLU, 8 for Q4_K / Q5_K SwiGLU), one m16n8 tile at a time; grid (row groups over
+ * the weights' flat list, ceil(n / the block's tokens)). Two kernels of the same bits, the launch
+ * taking the wide one when its grid has SLM_CUDA_MMQ_WIDE_MIN_BLOCKS blocks or more (kernels.h):
+ * - k_mmq, narrow: F warps along K x 4 / F row tiles of 16 rows (F = 4 for every weight of 128
+ *   columns or more: a block computes 16 rows), the group sums meeting in shared memory; the
+ *   activations straight from global memory (through L1), as each fragment wants them. Many
+ *   blocks for small grids (SmolLM2's layers at a few dozen tokens).
+ * - k_mmq_wide: 64 rows a block, every warp its own 16 along the whole K (the segments and
+ *   their fold groups kept in order by one thread: mmq_close), the block's tokens staged
+ *   MMQ_CHUNK activation blocks at a time into shared memory in fragment order (mmq_stage), so a
+ *   token's activations come from L2 once for 64 rows instead of 16, and a fragment is one
+ *   8-byte and one 16-byte shared load instead of two 4-byte and two 8-byte global ones with their
+ *   64-bit address arithmetic (sm_90: Q4_1 125 instead of 161 instructions for 4 mma, Q4_K 422
+ *   instead of 571 for 8, Q6_K 344 instead of 464 for 16; bench/gpu/sass-mix.sh).
+ * The weights come straight from global memory in both (the device layout keeps a block's words
+ * where a lane's A fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4
+ * lanes of a row read its block's 16 contiguous bytes). Not yet measured on a GPU: no ldmatrix /
+ * cp.async pipeline, no wgmma (docs/cuda.md).
  */
 #include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/gemv_units.cuh"
@@ -41,9 +51,27 @@ static_assert(MMQ_THREADS == QACT_THREADS, "the fused prologue's quantizer runs 
 /* 8-token tiles a warp: 4 (32 tokens a block); for SwiGLU, whose gate and up accumulators would
  * otherwise spill (the compiler's report, test_cuda_resources), 2, and 1 for Q4_K / Q5_K, whose
  * units unpack two sub-blocks of two rows at once. */
+static __host__ __device__ constexpr int mmq_tiles_of(uint32_t wt, bool swiglu)
+{
+    return !swiglu ? 4 : (wt == SLM_TYPE_Q4_K || wt == SLM_TYPE_Q5_K) ? 1 : 2;
+}
 template <uint32_t WT, bool SWIGLU> __host__ __device__ constexpr int mmq_tiles()
 {
-    return !SWIGLU ? 4 : (WT == SLM_TYPE_Q4_K || WT == SLM_TYPE_Q5_K) ? 1 : 2;
+    return mmq_tiles_of(WT, SWIGLU);
+}
+/* The blocks an SM must hold for the wide kernel (__launch_bounds__; its grids are large): 3 (12
+ * warps, up to 168 registers a thread), 2 for the Q6_K SwiGLU pair, which spilled on sm_86 /
+ * sm_89 at 3. The narrow kernel (small grids) asks for 1: with a minimum of 3 its 32-element
+ * loops grew (Q4_1 161 -> 187 sm_90 instructions), and without the argument at all ptxas chose
+ * 96-128 registers for some kernels and spilled in them (sm_80 - sm_89). */
+static __host__ __device__ constexpr int mmq_min_blocks(uint32_t wt, bool swiglu)
+{
+    return wt == SLM_TYPE_Q6_K && swiglu ? 2 : 3;
+}
+/* A block's tokens */
+static __host__ __device__ constexpr int mmq_block_tokens(uint32_t wt, bool swiglu)
+{
+    return 8 * mmq_tiles_of(wt, swiglu);
 }
 
 using slm_gemv::gemv_act;
@@ -90,6 +118,76 @@ __device__ __forceinline__ act_frag<TILES> act_load(const gemv_act &a, int tok0,
     return f;
 }
 
+/* A unit's activations straight from a (global memory, or the fused prologue's shared memory):
+ * the narrow kernel's source. CLAMP as act_load's, each unit choosing where it does not spill. */
+template <int TILES> struct act_direct {
+    gemv_act a;
+    int tok0, n;
+    template <bool CLAMP> __device__ __forceinline__ act_frag<TILES> get(int blk) const
+    {
+        return act_load<TILES, CLAMP>(a, tok0, n, blk);
+    }
+};
+
+/* Activation blocks a staged chunk of the wide kernel: one Q4_K / Q5_K / Q6_K super-block, 8
+ * units of the 32-element types. */
+#define MMQ_CHUNK 8
+
+/* A chunk of the block's 8 TILES tokens in shared memory, in the order the fragments want:
+ * b[c][j][lane (g, t)] = words t and t + 4 of token 8j + g's block c (one conflict-free 8-byte
+ * load a lane), ds[c][j][t] = (d, s) of tokens 8j + 2t and 8j + 2t + 1 (one 16-byte load). */
+template <int TILES> struct mmq_stage {
+    int2 b[MMQ_CHUNK][TILES][32];
+    float4 ds[MMQ_CHUNK][TILES][4];
+};
+
+/* Activation blocks [blk0, blk0 + MMQ_CHUNK) (those below cols / 32) of a's tokens tok0 .. tok0 +
+ * 8 TILES - 1 into st by the whole block, tokens past n as row n - 1 (act_load's CLAMP: columns
+ * computed, never stored). Between two __syncthreads: st is the block's. */
+template <int TILES>
+__device__ __forceinline__ void mmq_stage_chunk(const gemv_act &a, int tok0, int n, int blk0, mmq_stage<TILES> &st)
+{
+    const int nba = a.cols >> 5;
+    for (int i = threadIdx.x; i < MMQ_CHUNK * 8 * TILES; i += MMQ_THREADS) {
+        const int c = i / (8 * TILES), tau = i % (8 * TILES), blk = blk0 + c;
+        if (blk >= nba) continue;
+        const int tok = min(tok0 + tau, n - 1);
+        const uint4 *q = reinterpret_cast<const uint4 *>(a.q + (size_t)tok * (size_t)a.cols + 32 * blk);
+        const uint4 x0 = q[0], x1 = q[1];   /* words 0..3, 4..7 */
+        uint4 *d = reinterpret_cast<uint4 *>(&st.b[c][tau >> 3][4 * (tau & 7)]);   /* lanes (g, 0..3) */
+        d[0] = make_uint4(x0.x, x1.x, x0.y, x1.y);
+        d[1] = make_uint4(x0.z, x1.z, x0.w, x1.w);
+    }
+    for (int i = threadIdx.x; i < MMQ_CHUNK * TILES * 4; i += MMQ_THREADS) {
+        const int c = i / (4 * TILES), j = (i >> 2) % TILES, t = i & 3, blk = blk0 + c;
+        if (blk >= nba) continue;
+        const float2 d0 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t, n - 1), blk);
+        const float2 d1 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t + 1, n - 1), blk);
+        st.ds[c][j][t] = make_float4(d0.x, d0.y, d1.x, d1.y);
+    }
+}
+
+/* A unit's activations from the staged chunk whose first block is blk0: the wide kernel's source. */
+template <int TILES> struct act_staged {
+    const mmq_stage<TILES> *st;
+    int blk0;
+    template <bool> __device__ __forceinline__ act_frag<TILES> get(int blk) const
+    {
+        const int lane = threadIdx.x & 31, c = blk - blk0;
+        act_frag<TILES> f;
+        SLM_UNROLL
+        for (int j = 0; j < TILES; j++) {
+            const int2 v = st->b[c][j][lane];
+            const float4 d = st->ds[c][j][lane & 3];
+            f.b[j][0] = v.x;
+            f.b[j][1] = v.y;
+            f.ds[j][0] = make_float2(d.x, d.y);
+            f.ds[j][1] = make_float2(d.z, d.w);
+        }
+        return f;
+    }
+};
+
 /* y[j][i] (row g + 8 (i >= 2), token 8j + 2t + (i & 1)) += the block's terms, as the GEMV adds
  * them: y = fma(ws * d_a, float(dot), y), then y = fma(wm, s_a, y) when M. */
 template <bool M, int TILES>
@@ -123,9 +221,8 @@ __device__ __forceinline__ void dots_k32(int (*c)[4], const int (&a)[4], const a
 
 template <uint32_t T> struct mmq_unit {
     /* block u of rows r[0] (g) and r[1] (g + 8) */
-    template <int TILES>
-    static __device__ __forceinline__ void run(const uint8_t *const *r, int nb, int u, const gemv_act &a, int tok0,
-                                               int n, float (*y)[4])
+    template <int TILES, class SRC>
+    static __device__ __forceinline__ void run(const uint8_t *const *r, int nb, int u, const SRC &src, float (*y)[4])
     {
         typedef unit32<T> U;
         const int t = threadIdx.x & 3;
@@ -141,7 +238,7 @@ template <uint32_t T> struct mmq_unit {
             ws[h] = w.d;
             wm[h] = w.m;
         }
-        const act_frag<TILES> f = act_load<TILES, TILES == 4>(a, tok0, n, u);
+        const act_frag<TILES> f = src.template get<TILES == 4>(u);
         int c[TILES][4];
         dots_k32<TILES>(c, fa, f);
         add_terms<U::M, TILES>(y, c, ws, wm, f);
@@ -150,9 +247,8 @@ template <uint32_t T> struct mmq_unit {
 
 /* Q4_K, Q5_K: piece c = sub-blocks 2c (low nibbles of chunk c of qs) and 2c + 1 (high). */
 template <bool FIVE> struct mmq_unit_k45 {
-    template <int TILES>
-    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const gemv_act &a, int tok0,
-                                               int n, float (*y)[4])
+    template <int TILES, class SRC>
+    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const SRC &src, float (*y)[4])
     {
         const int t = threadIdx.x & 3, b = u >> 2, c = u & 3;
         int lo[4], hi[4];   /* [h] rows g, g + 8 at [h] and [2 + h]: elements 4t.. and 16 + 4t.. */
@@ -186,7 +282,7 @@ template <bool FIVE> struct mmq_unit_k45 {
         SLM_UNROLL
         for (int s = 0; s < 2; s++) {
             const int blk = 8 * b + 2 * c + s;
-            const act_frag<TILES> f = act_load<TILES, false>(a, tok0, n, blk);
+            const act_frag<TILES> f = src.template get<false>(blk);
             int cc[TILES][4];
             const int fa[4] = {s ? hi[0] : lo[0], s ? hi[1] : lo[1], s ? hi[2] : lo[2], s ? hi[3] : lo[3]};
             dots_k32<TILES>(cc, fa, f);
@@ -200,9 +296,8 @@ template <> struct mmq_unit<SLM_TYPE_Q5_K> : mmq_unit_k45<true> {};
 /* Q6_K: piece c = half c / 2, quarters p = c % 2 (low nibbles of ql, qh bits 2p) and p + 2 (high
  * nibbles, qh bits 2p + 4); each quarter's groups of 16 through m16n8k16 and their int8 scales. */
 template <> struct mmq_unit<SLM_TYPE_Q6_K> {
-    template <int TILES>
-    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const gemv_act &a, int tok0,
-                                               int n, float (*y)[4])
+    template <int TILES, class SRC>
+    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const SRC &src, float (*y)[4])
     {
         const int t = threadIdx.x & 3, b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
         int q[2][2][2];   /* [quarter p / p + 2][group of 16][h] */
@@ -227,7 +322,7 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
         SLM_UNROLL
         for (int qq = 0; qq < 2; qq++) {
             const int blk = 8 * b + 4 * hf + p + 2 * qq;
-            const act_frag<TILES> f = act_load<TILES, TILES == 4>(a, tok0, n, blk);
+            const act_frag<TILES> f = src.template get<TILES == 4>(blk);
             int cc[TILES][4];
             SLM_UNROLL
             for (int j = 0; j < TILES; j++) {
@@ -253,46 +348,91 @@ static __host__ __device__ __forceinline__ int mmq_groups(int lshift)
     return (1 << lshift) < SLM_CUDA_FOLD_GROUPS ? 1 << lshift : SLM_CUDA_FOLD_GROUPS;
 }
 
-/* PRO: x (p.x, RMS-normed by p.gamma when not NULL) quantized by the block into dynamic shared
+/* The wide kernel's rows a block: 16 a warp, every warp along the whole K. */
+#define MMQ_WIDE_ROWS (16 * MMQ_WARPS)
+
+/* What both kernels start with: a (the block's tokens from at0 on, an rows of them: with PRO x
+ * quantized into dynamic shared memory first, only the block's own tokens; else p.xq), and the
+ * row group's weight, output and rows. */
+template <int TILES, bool PRO>
+__device__ __forceinline__ void mmq_begin(const struct qmm_args &p, int tok0, gemv_act *a, int *at0, int *an,
+                                          const uint8_t **w, float **y, int *rows, int *rg)
+{
+    a->cols = p.cols;
+    a->q = p.xq;
+    a->ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
+    *at0 = tok0;
+    *an = p.n;
+    if constexpr (PRO) {
+        SLM_DYN_SHARED(uint4, smem);
+        __shared__ float scale[8 * TILES];
+        *an = min(p.n - tok0, 8 * TILES);
+        *at0 = 0;
+        int8_t *q = reinterpret_cast<int8_t *>(smem);
+        float2 *ds = reinterpret_cast<float2 *>(q + (size_t)*an * (size_t)p.cols);
+        gemv_quantize_tokens(p.x + (size_t)tok0 * (size_t)p.cols, p.gamma, p.eps, *an, p.cols, scale, q, ds);
+        a->q = q;
+        a->ds = ds;
+    }
+    qmm_weight_of(p, (int)blockIdx.x, w, y, rows, rg);
+}
+
+/* Rows row0 and row0 + 8 of w (the last row for those past it), and of p.w[1] (the up weight)
+ * for SwiGLU. */
+template <bool SWIGLU>
+__device__ __forceinline__ void mmq_row_ptrs(const struct qmm_args &p, const uint8_t *w, int rows, int row0,
+                                             const uint8_t **wr, const uint8_t **ur)
+{
+    SLM_UNROLL
+    for (int h = 0; h < 2; h++) {
+        const size_t off = (size_t)min(row0 + 8 * h, rows - 1) * p.w_row_bytes;
+        wr[h] = w + off;
+        ur[h] = SWIGLU ? p.w[1] + off : nullptr;
+    }
+}
+
+/* Outputs (row0 + 8 (i >= 2), tok0 + 8j + 2t + (i & 1)) of tot (silu(tot) * utot for SwiGLU),
+ * stored or added by p's epilogue; those past rows or n skipped. */
+template <int TILES, bool SWIGLU>
+__device__ __forceinline__ void mmq_store(const struct qmm_args &p, float *y, int rows, int row0, int tok0,
+                                          const float (*tot)[4], const float (*utot)[4])
+{
+    const int t = threadIdx.x & 3;
+    SLM_UNROLL
+    for (int j = 0; j < TILES; j++) {
+        SLM_UNROLL
+        for (int i = 0; i < 4; i++) {
+            const int row = row0 + 8 * (i >> 1), tok = tok0 + 8 * j + 2 * t + (i & 1);
+            if (row >= rows || tok >= p.n) continue;
+            float v = tot[j][i];
+            if (SWIGLU) v = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.0f, expf(-v))), utot[j][i]);
+            float *yp = y + (size_t)tok * (size_t)rows + row;
+            *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, v) : v;
+        }
+    }
+}
+
+/* The narrow kernel (blocks of 16 rows, split-K over the warps: many blocks for small grids).
+ * PRO: x (p.x, RMS-normed by p.gamma when not NULL) quantized by the block into dynamic shared
  * memory first (act_quant.cuh: slm_cuda_gemv_quantize's bytes), only the block's own tokens;
  * else p.xq, quantized before the launch. */
 template <uint32_t WT, bool SWIGLU, bool PRO>
-__global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
+__global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
 {
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
     constexpr int TILES = mmq_tiles<WT, SWIGLU>();
     __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
-    gemv_act a;
-    a.cols = p.cols;
-    a.q = p.xq;
-    a.ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31, g = lane >> 2, warp = threadIdx.x >> 5;
     const int L = 1 << p.lshift, F = mmq_groups(p.lshift), S = L / F, wk = warp % F, wr = warp / F;
     const int tok0 = (int)blockIdx.y * 8 * TILES;
-    int at0 = tok0, an = p.n;   /* a's row of token tok0, and a's rows */
-    if constexpr (PRO) {
-        SLM_DYN_SHARED(uint4, smem);
-        __shared__ float scale[8 * TILES];
-        an = min(p.n - tok0, 8 * TILES);
-        at0 = 0;
-        int8_t *q = reinterpret_cast<int8_t *>(smem);
-        float2 *ds = reinterpret_cast<float2 *>(q + (size_t)an * (size_t)p.cols);
-        gemv_quantize_tokens(p.x + (size_t)tok0 * (size_t)p.cols, p.gamma, p.eps, an, p.cols, scale, q, ds);
-        a.q = q;
-        a.ds = ds;
-    }
+    act_direct<TILES> src;
     const uint8_t *w;
     float *y;
     int rows, rg;
-    qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
+    mmq_begin<TILES, PRO>(p, tok0, &src.a, &src.tok0, &src.n, &w, &y, &rows, &rg);
     const int row0 = rg * (16 * (MMQ_WARPS / F)) + 16 * wr + g;   /* rows row0 and row0 + 8 */
-    const uint8_t *wr_[2] = {w + (size_t)min(row0, rows - 1) * p.w_row_bytes,
-                             w + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes};
-    const uint8_t *ur[2] = {nullptr, nullptr};
-    if (SWIGLU) {
-        ur[0] = p.w[1] + (size_t)min(row0, rows - 1) * p.w_row_bytes;
-        ur[1] = p.w[1] + (size_t)min(row0 + 8, rows - 1) * p.w_row_bytes;
-    }
+    const uint8_t *wr_[2], *ur[2];
+    mmq_row_ptrs<SWIGLU>(p, w, rows, row0, wr_, ur);
     float tot[TILES][4] = {}, seg[TILES][4], utot[SWIGLU ? TILES : 1][4] = {}, useg[SWIGLU ? TILES : 1][4];
     for (int l = wk * S; l < (wk + 1) * S; l++) {
         SLM_UNROLL
@@ -305,8 +445,8 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
         }
         const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
         for (int u = u0; u < u1; u++) {
-            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, a, at0, an, seg);
-            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, a, at0, an, useg);
+            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, src, seg);
+            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, src, useg);
         }
         SLM_UNROLL
         for (int j = 0; j < TILES; j++) {
@@ -341,25 +481,84 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq(const struct qmm_args p)
             }
         }
     }
+    mmq_store<TILES, SWIGLU>(p, y, rows, row0, tok0, tot, utot);
+}
+
+/* Segment l's sums of the wide kernel closed, in the shared order: grp (the open fold group's
+ * sum) = seg when l starts its group, else grp + seg; at the group's last segment tot = grp for
+ * the first group, else tot + grp; seg starts again from 0. */
+template <int TILES>
+__device__ __forceinline__ void mmq_close(int l, int S, float (*tot)[4], float (*grp)[4], float (*seg)[4])
+{
+    const bool first = (l & (S - 1)) == 0, last = (l & (S - 1)) == S - 1;
     SLM_UNROLL
     for (int j = 0; j < TILES; j++) {
         SLM_UNROLL
         for (int i = 0; i < 4; i++) {
-            const int row = row0 + 8 * (i >> 1), tok = tok0 + 8 * j + 2 * t + (i & 1);
-            if (row >= rows || tok >= p.n) continue;
-            float v = tot[j][i];
-            if (SWIGLU) v = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.0f, expf(-v))), utot[j][i]);
-            float *yp = y + (size_t)tok * (size_t)rows + row;
-            *yp = p.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? __fadd_rn(*yp, v) : v;
+            grp[j][i] = first ? seg[j][i] : __fadd_rn(grp[j][i], seg[j][i]);
+            if (last) tot[j][i] = l < S ? grp[j][i] : __fadd_rn(tot[j][i], grp[j][i]);
+            seg[j][i] = 0.0f;
         }
     }
+}
+
+/* The wide kernel (blocks of MMQ_WIDE_ROWS rows, for grids with blocks to spare): each warp its
+ * own 16 rows along the whole K, in the shared order (segments, their fold groups and the groups'
+ * sum kept by mmq_close: the narrow kernel's bits); the 4 warps share the block's tokens, staged
+ * MMQ_CHUNK activation blocks at a time into shared memory in fragment order (mmq_stage): a
+ * token's activations are read from L2 once for 64 rows instead of 16, and a fragment is one
+ * shared load. PRO as the narrow kernel's. */
+template <uint32_t WT, bool SWIGLU, bool PRO>
+__global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq_wide(const struct qmm_args p)
+{
+    constexpr int TILES = mmq_tiles<WT, SWIGLU>();
+    constexpr int CU = (WT == SLM_TYPE_Q4_K || WT == SLM_TYPE_Q5_K || WT == SLM_TYPE_Q6_K) ? 4 : MMQ_CHUNK;   /* units a chunk */
+    constexpr int UT = SWIGLU ? TILES : 1;
+    __shared__ mmq_stage<TILES> st;
+    const int g = (threadIdx.x & 31) >> 2, warp = threadIdx.x >> 5;
+    const int L = 1 << p.lshift, S = L / mmq_groups(p.lshift), U = p.units;
+    const int tok0 = (int)blockIdx.y * 8 * TILES;
+    gemv_act a;
+    int at0, an;
+    const uint8_t *w;
+    float *y;
+    int rows, rg;
+    mmq_begin<TILES, PRO>(p, tok0, &a, &at0, &an, &w, &y, &rows, &rg);
+    const int row0 = rg * MMQ_WIDE_ROWS + 16 * warp + g;   /* rows row0 and row0 + 8 */
+    const uint8_t *wr_[2], *ur[2];
+    mmq_row_ptrs<SWIGLU>(p, w, rows, row0, wr_, ur);
+    SLM_UNROLL
+    for (int h = 0; h < 2; h++) {   /* not recomputed in every unit */
+        slm_gemv::pin_ptr(wr_[h]);
+        if (SWIGLU) slm_gemv::pin_ptr(ur[h]);
+    }
+    float tot[TILES][4] = {}, grp[TILES][4] = {}, seg[TILES][4] = {};
+    float utot[UT][4] = {}, ugrp[UT][4] = {}, useg[UT][4] = {};
+    act_staged<TILES> src{&st, 0};
+    int staged = 0;   /* units below it are staged or done */
+    for (int l = 0; l < L; l++) {
+        const int u0 = (int)(((int64_t)l * U) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * U) >> p.lshift);
+        for (int u = u0; u < u1; u++) {
+            if (u == staged) {   /* the same u for every thread: the block stages the next chunk */
+                src.blk0 = MMQ_CHUNK * (u / CU);
+                __syncthreads();   /* the previous chunk is read */
+                mmq_stage_chunk<TILES>(a, at0, an, src.blk0, st);
+                __syncthreads();
+                staged += CU;
+            }
+            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, src, seg);
+            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, src, useg);
+        }
+        mmq_close<TILES>(l, S, tot, grp, seg);
+        if (SWIGLU) mmq_close<UT>(l, S, utot, ugrp, useg);
+    }
+    mmq_store<TILES, SWIGLU>(p, y, rows, row0, tok0, tot, utot);
 }
 
 /* The dynamic shared bytes of the fused prologue: a block's tokens (8 x mmq_tiles) quantized. */
 template <uint32_t WT> static size_t mmq_fused_smem(int64_t cols, int epilogue)
 {
-    const int tokens = 8 * (epilogue == SLM_CUDA_GEMV_SWIGLU ? mmq_tiles<WT, true>() : mmq_tiles<WT, false>());
-    return slm_cuda_act_bytes(tokens, cols);
+    return slm_cuda_act_bytes(mmq_block_tokens(WT, epilogue == SLM_CUDA_GEMV_SWIGLU), cols);
 }
 
 /* Lets kernel k take SLM_CUDA_MMQ_SMEM bytes of dynamic shared memory (above CUDA's default 48
@@ -375,45 +574,63 @@ template <typename K> static int mmq_smem_opt_in(K k, bool *done)
     return 0;
 }
 
-template <uint32_t WT, bool PRO>
-static int mmq_launch_type(const struct qmm_args &p, cudaStream_t stream)
+/* One kernel launched: the opt-in first where its shared memory needs it (done is its own flag). */
+template <typename K>
+static int mmq_launch_one(K k, bool *done, dim3 grid, size_t smem, cudaStream_t stream, const struct qmm_args &p)
 {
-    const bool swiglu = p.epilogue == SLM_CUDA_GEMV_SWIGLU;
-    const int tokens = 8 * (swiglu ? mmq_tiles<WT, true>() : mmq_tiles<WT, false>());   /* a block's */
-    const dim3 grid((unsigned)p.groups, (unsigned)((p.n + tokens - 1) / tokens));
-    const size_t smem = PRO ? mmq_fused_smem<WT>(p.cols, p.epilogue) : 0;
-    if (swiglu) {
-        static bool big;
-        if (smem > 49152 && mmq_smem_opt_in(k_mmq<WT, true, PRO>, &big)) return -EIO;
-        SLM_LAUNCH((k_mmq<WT, true, PRO>), grid, MMQ_THREADS, smem, stream, p);
-    } else {
-        static bool big;
-        if (smem > 49152 && mmq_smem_opt_in(k_mmq<WT, false, PRO>, &big)) return -EIO;
-        SLM_LAUNCH((k_mmq<WT, false, PRO>), grid, MMQ_THREADS, smem, stream, p);
-    }
+    if (smem > 49152 && mmq_smem_opt_in(k, done)) return -EIO;
+    SLM_LAUNCH(k, grid, MMQ_THREADS, smem, stream, p);
     return slm_cuda_launched();
 }
 
-template <bool PRO> static int mmq_launch(uint32_t type, const struct qmm_args &p, cudaStream_t stream)
+template <uint32_t WT, bool PRO>
+static int mmq_launch_type(const struct qmm_args &p, bool wide, cudaStream_t stream)
+{
+    const bool swiglu = p.epilogue == SLM_CUDA_GEMV_SWIGLU;
+    const dim3 grid((unsigned)p.groups, (unsigned)((p.n + mmq_block_tokens(WT, swiglu) - 1) / mmq_block_tokens(WT, swiglu)));
+    const size_t smem = PRO ? mmq_fused_smem<WT>(p.cols, p.epilogue) : 0;
+    static bool big[2][2];   /* [wide][swiglu] */
+    if (wide)
+        return swiglu ? mmq_launch_one(k_mmq_wide<WT, true, PRO>, &big[1][1], grid, smem, stream, p)
+                      : mmq_launch_one(k_mmq_wide<WT, false, PRO>, &big[1][0], grid, smem, stream, p);
+    return swiglu ? mmq_launch_one(k_mmq<WT, true, PRO>, &big[0][1], grid, smem, stream, p)
+                  : mmq_launch_one(k_mmq<WT, false, PRO>, &big[0][0], grid, smem, stream, p);
+}
+
+template <bool PRO> static int mmq_launch(uint32_t type, const struct qmm_args &p, bool wide, cudaStream_t stream)
 {
     switch (type) {
-    case SLM_TYPE_Q4_0: return mmq_launch_type<SLM_TYPE_Q4_0, PRO>(p, stream);
-    case SLM_TYPE_Q4_1: return mmq_launch_type<SLM_TYPE_Q4_1, PRO>(p, stream);
-    case SLM_TYPE_Q5_0: return mmq_launch_type<SLM_TYPE_Q5_0, PRO>(p, stream);
-    case SLM_TYPE_Q5_1: return mmq_launch_type<SLM_TYPE_Q5_1, PRO>(p, stream);
-    case SLM_TYPE_Q8_0: return mmq_launch_type<SLM_TYPE_Q8_0, PRO>(p, stream);
-    case SLM_TYPE_Q4_K: return mmq_launch_type<SLM_TYPE_Q4_K, PRO>(p, stream);
-    case SLM_TYPE_Q5_K: return mmq_launch_type<SLM_TYPE_Q5_K, PRO>(p, stream);
-    case SLM_TYPE_Q6_K: return mmq_launch_type<SLM_TYPE_Q6_K, PRO>(p, stream);
+    case SLM_TYPE_Q4_0: return mmq_launch_type<SLM_TYPE_Q4_0, PRO>(p, wide, stream);
+    case SLM_TYPE_Q4_1: return mmq_launch_type<SLM_TYPE_Q4_1, PRO>(p, wide, stream);
+    case SLM_TYPE_Q5_0: return mmq_launch_type<SLM_TYPE_Q5_0, PRO>(p, wide, stream);
+    case SLM_TYPE_Q5_1: return mmq_launch_type<SLM_TYPE_Q5_1, PRO>(p, wide, stream);
+    case SLM_TYPE_Q8_0: return mmq_launch_type<SLM_TYPE_Q8_0, PRO>(p, wide, stream);
+    case SLM_TYPE_Q4_K: return mmq_launch_type<SLM_TYPE_Q4_K, PRO>(p, wide, stream);
+    case SLM_TYPE_Q5_K: return mmq_launch_type<SLM_TYPE_Q5_K, PRO>(p, wide, stream);
+    case SLM_TYPE_Q6_K: return mmq_launch_type<SLM_TYPE_Q6_K, PRO>(p, wide, stream);
     default: return -EINVAL;
     }
 }
 
+static int mmq_wide_min = SLM_CUDA_MMQ_WIDE_MIN_BLOCKS;
+
+extern "C" void slm_cuda_mmq_set_wide_min_blocks(int blocks)
+{
+    __atomic_store_n(&mmq_wide_min, blocks < 0 ? SLM_CUDA_MMQ_WIDE_MIN_BLOCKS : blocks, __ATOMIC_RELAXED);
+}
+
+/* p for the wide kernel when its grid has at least mmq_wide_min blocks, else for the narrow one
+ * (*wide says which): the same bits either way. */
 static int mmq_setup(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, int n,
-                     float *const *y, int epilogue, struct qmm_args *p)
+                     float *const *y, int epilogue, struct qmm_args *p, bool *wide)
 {
     const int L = slm_cuda_gemv_lanes(type, cols);
     SLM_CUDA_ARG(L != 0);
+    int rc = qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_ACT_MAX_TOKENS, y, epilogue, MMQ_WIDE_ROWS, p);
+    if (rc) return rc;
+    const int tokens = mmq_block_tokens(type, epilogue == SLM_CUDA_GEMV_SWIGLU);
+    *wide = (int64_t)p->groups * ((n + tokens - 1) / tokens) >= __atomic_load_n(&mmq_wide_min, __ATOMIC_RELAXED);
+    if (*wide) return 0;
     const int per_group = 16 * (MMQ_WARPS / mmq_groups(__builtin_ctz((unsigned)L)));
     return qmm_setup(type, n_w, w, rows, cols, n, SLM_CUDA_ACT_MAX_TOKENS, y, epilogue, per_group, p);
 }
@@ -422,12 +639,13 @@ extern "C" int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const 
                             const void *xq, int n, float *const *y, int epilogue, struct CUstream_st *stream)
 {
     struct qmm_args p;
-    int rc = mmq_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
+    bool wide;
+    int rc = mmq_setup(type, n_w, w, rows, cols, n, y, epilogue, &p, &wide);
     if (rc) return rc;
     SLM_CUDA_DEVICE(xq, slm_cuda_act_bytes(n, cols));
     SLM_CUDA_ARG(slm_cuda_aligned(xq, 16));
     p.xq = (const int8_t *)xq;
-    return mmq_launch<false>(type, p, stream);
+    return mmq_launch<false>(type, p, wide, stream);
 }
 
 extern "C" size_t slm_cuda_mmq_fused_smem(uint32_t type, int64_t cols, int epilogue)
@@ -447,7 +665,8 @@ extern "C" int slm_cuda_mmq_fused(uint32_t type, int n_w, const void *const *w, 
     struct qmm_args p;
     const size_t smem = slm_cuda_mmq_fused_smem(type, cols, epilogue);
     SLM_CUDA_ARG(smem != 0 && smem <= SLM_CUDA_MMQ_SMEM);
-    int rc = mmq_setup(type, n_w, w, rows, cols, n, y, epilogue, &p);
+    bool wide;
+    int rc = mmq_setup(type, n_w, w, rows, cols, n, y, epilogue, &p, &wide);
     if (rc) return rc;
     SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
     if (gamma) SLM_CUDA_DEVICE(gamma, (size_t)cols * sizeof(float));
@@ -455,5 +674,5 @@ extern "C" int slm_cuda_mmq_fused(uint32_t type, int n_w, const void *const *w, 
     p.x = x;
     p.gamma = gamma;
     p.eps = eps;
-    return mmq_launch<true>(type, p, stream);
+    return mmq_launch<true>(type, p, wide, stream);
 }

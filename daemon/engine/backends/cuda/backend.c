@@ -133,6 +133,22 @@ size_t slm_backend_cuda_kv_budget(struct slm_backend *be)
     return (size_t)((double)free_b * ci->mem_fraction);
 }
 
+/* *out = the environment variable name's value when set and not empty: a whole number >= min
+ * (`what` says what it counts in the error); else left alone. Nonzero with err set on bad input. */
+static int env_int(const char *name, long long min, const char *what, int *out, char *err)
+{
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    long long v;
+    char why[SLM_ERR_LEN];
+    if (slm_parse_int(s, min, INT32_MAX, &v, why)) {
+        slm_err_set(err, "cuda backend: %s: %s (%s)", name, why, what);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fraction, char *err)
 {
     if (!(gpu_memory_fraction > 0.0 && gpu_memory_fraction <= 1.0)) {
@@ -175,18 +191,15 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     }
     /* The MMQ's threshold (ops.c): not measured on a GPU yet, so every call the GEMV cannot take in
      * one launch; SLM_CUDA_MMQ_MIN_TOKENS overrides it for measurements. mma.sync s8 needs sm_80. */
-    const char *mmq = getenv("SLM_CUDA_MMQ_MIN_TOKENS");
     ci->mmq_min = SLM_CUDA_GEMV_MAX_TOKENS + 1;
-    if (mmq && *mmq) {
-        long long v;
-        char why[SLM_ERR_LEN];
-        if (slm_parse_int(mmq, 1, INT32_MAX, &v, why)) {
-            slm_err_set(err, "cuda backend: SLM_CUDA_MMQ_MIN_TOKENS: %s (a number of tokens, >= 1)", why);
-            cuda_destroy(be);
-            return NULL;
-        }
-        ci->mmq_min = (int)v;
+    /* The MMQ's wide kernel from this many blocks a launch (kernels.h); also a guess until then. */
+    int wide_min = SLM_CUDA_MMQ_WIDE_MIN_BLOCKS;
+    if (env_int("SLM_CUDA_MMQ_MIN_TOKENS", 1, "a number of tokens, >= 1", &ci->mmq_min, err) ||
+        env_int("SLM_CUDA_MMQ_WIDE_MIN_BLOCKS", 0, "a number of blocks, >= 0", &wide_min, err)) {
+        cuda_destroy(be);
+        return NULL;
     }
+    slm_cuda_mmq_set_wide_min_blocks(wide_min);
     if (prop.major < 8) ci->mmq_min = INT32_MAX;
     ci->mmf = prop.major >= 8;   /* mma.sync m16n8k16 f16 / bf16: sm_80 */
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
