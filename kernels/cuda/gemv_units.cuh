@@ -43,21 +43,40 @@ struct gemv_act {
     int cols;
 };
 
-/* 4 quants of token t at element e (a multiple of 4). */
-__device__ __forceinline__ int act_word(const gemv_act &a, int t, int e)
-{
-    return *reinterpret_cast<const int *>(a.q + (size_t)t * (size_t)a.cols + e);
-}
-
-__device__ __forceinline__ uint4 act_u128(const gemv_act &a, int t, int e)
-{
-    return *reinterpret_cast<const uint4 *>(a.q + (size_t)t * (size_t)a.cols + e);
-}
-
 __device__ __forceinline__ float2 act_ds(const gemv_act &a, int t, int blk)
 {
     return a.ds[(size_t)t * (size_t)(a.cols >> 5) + blk];
 }
+
+/* Token 0's activations from block blk on, walked a token at a time (next()): one pointer step a
+ * token instead of the 64-bit products t x cols and t x cols / 32 before every load (sm_90, 8
+ * tokens: Q4_1 262 -> 221 instructions a block, Q6_K 628 -> 486; docs/cuda.md). Offsets e and b
+ * are relative to block blk. On sm_80 the two moving pointers made ptxas spill 4-16 bytes in the
+ * 8-token x 2-row kernels (test_cuda_resources): there offsets from the block's pointers move
+ * instead, without a spill. */
+struct act_cursor {
+    const int8_t *q;
+    const float2 *ds;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 800
+    size_t oq = 0, od = 0;   /* token t's offsets from q and ds: t x cols and t x cols / 32 */
+    __device__ __forceinline__ void next(const gemv_act &a)
+    {
+        oq += (size_t)a.cols;
+        od += (size_t)(a.cols >> 5);
+    }
+    __device__ __forceinline__ uint4 u128(int e) const { return *reinterpret_cast<const uint4 *>(q + oq + e); }
+    __device__ __forceinline__ float2 d(int b) const { return ds[od + b]; }
+#else
+    __device__ __forceinline__ void next(const gemv_act &a)
+    {
+        q += a.cols;
+        ds += a.cols >> 5;
+    }
+    __device__ __forceinline__ uint4 u128(int e) const { return *reinterpret_cast<const uint4 *>(q + e); }
+    __device__ __forceinline__ float2 d(int b) const { return ds[b]; }
+#endif
+    __device__ __forceinline__ act_cursor(const gemv_act &a, int blk) : q(a.q + 32 * (size_t)blk), ds(a.ds + blk) {}
+};
 
 /* An empty asm that takes v in a register and may change it: nvcc can no longer move v's
  * computation past this point. A unit's unpacked weights are pinned so: otherwise nvcc sank the
@@ -192,11 +211,12 @@ template <uint32_t T> struct gemv_unit {
                 for (int k = 4; k < (U::WORDS == 8 ? 8 : 4); k++) lo[r][k] = (int)word_of(q1, k - 4);
             }
         }
+        act_cursor x(a, u);
         SLM_UNROLL
-        for (int t = 0; t < NT; t++) {
+        for (int t = 0; t < NT; t++, x.next(a)) {
             if (t < n) {
-                const float2 ds = act_ds(a, t, u);
-                const uint4 x0 = act_u128(a, t, 32 * u), x1 = act_u128(a, t, 32 * u + 16);
+                const float2 ds = x.d(0);
+                const uint4 x0 = x.u128(0), x1 = x.u128(16);
                 SLM_UNROLL
                 for (int r = 0; r < R; r++) {
                     int s = 0;
@@ -254,10 +274,10 @@ __device__ __forceinline__ void k_scale_min_pair(const uint4 &h, int c, uint32_t
 /* Byte s (0, 1) of a k_scale_min_pair word: sub-block 2c + s's value. */
 __device__ __forceinline__ int k_pair_byte(uint32_t v, int s) { return (int)((v >> (8 * s)) & 0xffu); }
 
-/* Sum of 8 __dp4a of q[0..7] against the 32 quants of token t at element e. */
-__device__ __forceinline__ int dot32(const int *q, const gemv_act &a, int t, int e)
+/* Sum of 8 __dp4a of q[0..7] against the 32 quants at the cursor's element e. */
+__device__ __forceinline__ int dot32(const int *q, const act_cursor &x, int e)
 {
-    const uint4 a0 = act_u128(a, t, e), a1 = act_u128(a, t, e + 16);
+    const uint4 a0 = x.u128(e), a1 = x.u128(e + 16);
     int s = 0;
     SLM_UNROLL
     for (int i = 0; i < 4; i++) s = __dp4a(q[i], (int)word_of(a0, i), s);
@@ -308,11 +328,12 @@ template <bool FIVE> struct gemv_unit_k45 {
         const float dsc0 = __fmul_rn(d, __int2float_rn(sc0)), dm0 = -__fmul_rn(dmin, __int2float_rn(m0));
         const float dsc1 = __fmul_rn(d, __int2float_rn(sc1)), dm1 = -__fmul_rn(dmin, __int2float_rn(m1));
         const int a0 = 8 * b + 2 * c;   /* the activation block of sub-block 2c */
+        act_cursor x(a, a0);
         SLM_UNROLL
-        for (int t = 0; t < NT; t++) {
+        for (int t = 0; t < NT; t++, x.next(a)) {
             if (t < n) {
-                const float2 ds0 = act_ds(a, t, a0), ds1 = act_ds(a, t, a0 + 1);
-                const int s0 = dot32(ql, a, t, 32 * a0), s1 = dot32(qh, a, t, 32 * a0 + 32);
+                const float2 ds0 = x.d(0), ds1 = x.d(1);
+                const int s0 = dot32(ql, x, 0), s1 = dot32(qh, x, 32);
                 float v = __fmaf_rn(__fmul_rn(dsc0, ds0.x), __int2float_rn(s0), acc[t]);
                 v = __fmaf_rn(dm0, ds0.y, v);
                 v = __fmaf_rn(__fmul_rn(dsc1, ds1.x), __int2float_rn(s1), v);
@@ -359,12 +380,13 @@ template <> struct gemv_unit<SLM_TYPE_Q6_K> {
         const int s2a = (int8_t)byte_of(sv, 8 * hf + 2 * p + 4), s2b = (int8_t)byte_of(sv, 8 * hf + 2 * p + 5);
         const float d = h2f(*reinterpret_cast<const uint16_t *>(blk + 208));
         const int a0 = 8 * b + 4 * hf + p;   /* the activation block of quarter p; quarter p + 2 is a0 + 2 */
+        act_cursor x(a, a0);
         SLM_UNROLL
-        for (int t = 0; t < NT; t++) {
+        for (int t = 0; t < NT; t++, x.next(a)) {
             if (t < n) {
-                const float2 ds0 = act_ds(a, t, a0), ds2 = act_ds(a, t, a0 + 2);
-                const uint4 x0 = act_u128(a, t, 32 * a0), x1 = act_u128(a, t, 32 * a0 + 16);
-                const uint4 x2 = act_u128(a, t, 32 * a0 + 64), x3 = act_u128(a, t, 32 * a0 + 80);
+                const float2 ds0 = x.d(0), ds2 = x.d(2);
+                const uint4 x0 = x.u128(0), x1 = x.u128(16);
+                const uint4 x2 = x.u128(64), x3 = x.u128(80);
                 int d0a = 0, d0b = 0, d2a = 0, d2b = 0;
                 SLM_UNROLL
                 for (int i = 0; i < 4; i++) {
