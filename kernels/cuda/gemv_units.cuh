@@ -240,29 +240,14 @@ template <uint32_t T> struct gemv_unit {
 
 /* ---- the K-quants: unit (block b, piece c) ---- */
 
-/* 6-bit scale and min of sub-block j of a Q4_K / Q5_K block, from its first 16 bytes (d, dmin,
- * scales[12] at bytes 4..15), a byte at a time. The MMQ's Q4_K / Q5_K units use it: with
- * k_scale_min_pair (below) ptxas spilled 4-32 bytes in 7 of their kernels (test_cuda_resources),
- * though their hot loop was 589 -> 410 sm_90 instructions for 8 IMMA (Q4_K): open. */
-__device__ __forceinline__ void k_scale_min(const uint4 &h, int j, int *sc, int *m)
-{
-    const int s = 4;   /* scales[i] is byte 4 + i */
-    if (j < 4) {
-        *sc = (int)(byte_of(h, s + j) & 63);
-        *m = (int)(byte_of(h, s + j + 4) & 63);
-    } else {
-        *sc = (int)((byte_of(h, s + j + 4) & 0xf) | ((byte_of(h, s + j - 4) >> 6) << 4));
-        *m = (int)((byte_of(h, s + j + 4) >> 4) | ((byte_of(h, s + j) >> 6) << 4));
-    }
-}
-
 /* The 6-bit scales and mins of sub-blocks 2c and 2c + 1 of a Q4_K / Q5_K block, from its first
  * 16 bytes (d, dmin, scales[12] at bytes 4..15) in a uint4, as two bytes (2c, 2c + 1) of *sc
- * and *m: the values of k_scale_min for j = 2c, 2c + 1, as llama.cpp pairs them (adjacent
- * bytes of scales[]), in 32-bit word operations on h.y, h.z, h.w (scales[0..3], [4..7],
- * [8..11]) with no run-time byte index (a byte picked from a uint4 at run time is a chain of
- * selects: Q4_K's GEMV loop at 1 token is 110 sm_90 instructions with this, 224 with
- * k_scale_min). */
+ * and *m: the values of qunits.cuh's k_scale_min for j = 2c, 2c + 1, as llama.cpp pairs them
+ * (adjacent bytes of scales[]), in 32-bit word operations on h.y, h.z, h.w (scales[0..3],
+ * [4..7], [8..11]) with no run-time byte index (a byte picked from a uint4 at run time is a chain
+ * of selects: Q4_K's GEMV loop at 1 token is 110 sm_90 instructions with this, 224 with the
+ * byte-wise picks; the MMQ's Q4_K loop 422 -> 269 for 8 IMMA in the wide kernel, 571 -> 400 in
+ * the narrow one). */
 __device__ __forceinline__ void k_scale_min_pair(const uint4 &h, int c, uint32_t *sc, uint32_t *m)
 {
     const int sh = 16 * (c & 1);

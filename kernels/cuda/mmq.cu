@@ -32,8 +32,8 @@
  *   MMQ_CHUNK activation blocks at a time into shared memory in fragment order (mmq_stage), so a
  *   token's activations come from L2 once for 64 rows instead of 16, and a fragment is one
  *   8-byte and one 16-byte shared load instead of two 4-byte and two 8-byte global ones with their
- *   64-bit address arithmetic (sm_90: Q4_1 125 instead of 161 instructions for 4 mma, Q4_K 422
- *   instead of 571 for 8, Q6_K 344 instead of 464 for 16; bench/gpu/sass-mix.sh).
+ *   64-bit address arithmetic (sm_90: Q4_1 125 instead of 161 instructions for 4 mma, Q4_K 269
+ *   instead of 400 for 8, Q6_K 344 instead of 464 for 16; bench/gpu/sass-mix.sh).
  * The weights come straight from global memory in both (the device layout keeps a block's words
  * where a lane's A fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4
  * lanes of a row read its block's 16 contiguous bytes). Not yet measured on a GPU: no ldmatrix /
@@ -271,12 +271,12 @@ template <bool FIVE> struct mmq_unit_k45 {
                 hi[2 * half + h] = (int)hh;
             }
             const float d = slm_cuda::h2f(hd.x), dmin = slm_cuda::h2f(hd.x >> 16);
+            uint32_t scp, mp;
+            slm_gemv::k_scale_min_pair(hd, c, &scp, &mp);
             SLM_UNROLL
             for (int s = 0; s < 2; s++) {
-                int sc, m;
-                slm_gemv::k_scale_min(hd, 2 * c + s, &sc, &m);
-                dsc[s][h] = __fmul_rn(d, __int2float_rn(sc));
-                dm[s][h] = -__fmul_rn(dmin, __int2float_rn(m));
+                dsc[s][h] = __fmul_rn(d, __int2float_rn(slm_gemv::k_pair_byte(scp, s)));
+                dm[s][h] = -__fmul_rn(dmin, __int2float_rn(slm_gemv::k_pair_byte(mp, s)));
             }
         }
         SLM_UNROLL
