@@ -113,7 +113,7 @@ k_mmq<6u, false, false>|215|236
 k_mmq<14u, false, false>|515|550
 k_mmq_wide<3u, false, false>|138|161
 k_mmq_wide<8u, false, false>|119|141
-k_mmq<12u, false, false>|440|571
+k_mmq<12u, false, false>|387|571
 k_mmq_wide<12u, false, false>|296|422
 k_mmq_wide<14u, false, false>|378|464
 EOF_LOOPS

@@ -33,7 +33,7 @@
  *   token's activations come from L2 once for 64 rows instead of 16, and a fragment is one
  *   8-byte and one 16-byte shared load instead of two 4-byte and two 8-byte global ones with their
  *   64-bit address arithmetic (sm_90: Q4_1 125 instead of 161 instructions for 4 mma, Q4_K 269
- *   instead of 400 for 8, Q6_K 344 instead of 464 for 16; bench/gpu/sass-mix.sh).
+ *   instead of 352 for 8, Q6_K 344 instead of 464 for 16; bench/gpu/sass-mix.sh).
  * The weights come straight from global memory in both (the device layout keeps a block's words
  * where a lane's A fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4
  * lanes of a row read its block's 16 contiguous bytes). Not yet measured on a GPU: no ldmatrix /
@@ -80,53 +80,41 @@ using slm_gemv::unit32;
 namespace {
 
 /* What a thread (g, t) needs of a tile's tokens for one activation block b: B fragments of each
- * 8-token tile (token 8j + g: words t and t + 4 of the block's quants, 0 past n) and the (d, s)
- * of the two tokens 8j + 2t, 8j + 2t + 1 of its outputs.
- * CLAMP: a token past a's n rows reads row n - 1 instead of zeros: its columns of the tile (an
- * mma's columns are independent) are computed and never stored, and the loads need no predicate
- * and no zero fill (as weight rows past the last are clamped): 163 instead of 196 instructions
- * per activation block in Q4_1's loop, 467 instead of 550 in Q6_K's (sm_90: bench/gpu/sass-mix.sh).
- * Where the clamped rows' offsets, kept across the loop, made ptxas spill (Q4_K / Q5_K, the
- * SwiGLU kernels' 1-2 tiles), the predicated loads stay. */
+ * 8-token tile (token 8j + g: words t and t + 4 of the block's quants) and the (d, s) of the two
+ * tokens 8j + 2t, 8j + 2t + 1 of its outputs. A token past a's n rows reads row n - 1: its
+ * columns of the tile (an mma's columns are independent) are computed and never stored, and the
+ * loads need no predicate and no zero fill (as weight rows past the last are clamped): 163
+ * instead of 196 sm_90 instructions per activation block in Q4_1's loop, 467 instead of 550 in
+ * Q6_K's (bench/gpu/sass-mix.sh). (Until the launch bounds of the third session of 2026-12-06,
+ * Q4_K / Q5_K and the SwiGLU kernels kept predicated loads: the clamped rows made ptxas spill
+ * there; now they clamp too: Q4_K 400 -> 352 for 8 IMMA, its SwiGLU pair 363 -> 295 for 4.) */
 template <int TILES> struct act_frag {
     int b[TILES][2];
     float2 ds[TILES][2];
 };
 
-template <int TILES, bool CLAMP>
+template <int TILES>
 __device__ __forceinline__ act_frag<TILES> act_load(const gemv_act &a, int tok0, int n, int blk)
 {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     act_frag<TILES> f;
     SLM_UNROLL
     for (int j = 0; j < TILES; j++) {
-        const int tb = CLAMP ? min(tok0 + 8 * j + g, n - 1) : tok0 + 8 * j + g;
-        if (CLAMP || tb < n) {
-            const int8_t *q = a.q + (size_t)tb * (size_t)a.cols + 32 * blk;
-            f.b[j][0] = *reinterpret_cast<const int *>(q + 4 * t);
-            f.b[j][1] = *reinterpret_cast<const int *>(q + 16 + 4 * t);
-        } else {
-            f.b[j][0] = f.b[j][1] = 0;
-        }
+        const int8_t *q = a.q + (size_t)min(tok0 + 8 * j + g, n - 1) * (size_t)a.cols + 32 * blk;
+        f.b[j][0] = *reinterpret_cast<const int *>(q + 4 * t);
+        f.b[j][1] = *reinterpret_cast<const int *>(q + 16 + 4 * t);
         SLM_UNROLL
-        for (int e = 0; e < 2; e++) {
-            const int tc = tok0 + 8 * j + 2 * t + e;
-            f.ds[j][e] = CLAMP ? slm_gemv::act_ds(a, min(tc, n - 1), blk)
-                       : tc < n ? slm_gemv::act_ds(a, tc, blk) : make_float2(0.0f, 0.0f);
-        }
+        for (int e = 0; e < 2; e++) f.ds[j][e] = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t + e, n - 1), blk);
     }
     return f;
 }
 
 /* A unit's activations straight from a (global memory, or the fused prologue's shared memory):
- * the narrow kernel's source. CLAMP as act_load's, each unit choosing where it does not spill. */
+ * the narrow kernel's source. */
 template <int TILES> struct act_direct {
     gemv_act a;
     int tok0, n;
-    template <bool CLAMP> __device__ __forceinline__ act_frag<TILES> get(int blk) const
-    {
-        return act_load<TILES, CLAMP>(a, tok0, n, blk);
-    }
+    __device__ __forceinline__ act_frag<TILES> get(int blk) const { return act_load<TILES>(a, tok0, n, blk); }
 };
 
 /* Activation blocks a staged chunk of the wide kernel: one Q4_K / Q5_K / Q6_K super-block, 8
@@ -142,7 +130,7 @@ template <int TILES> struct mmq_stage {
 };
 
 /* Activation blocks [blk0, blk0 + MMQ_CHUNK) (those below cols / 32) of a's tokens tok0 .. tok0 +
- * 8 TILES - 1 into st by the whole block, tokens past n as row n - 1 (act_load's CLAMP: columns
+ * 8 TILES - 1 into st by the whole block, tokens past n as row n - 1 (as act_load: columns
  * computed, never stored). Between two __syncthreads: st is the block's. */
 template <int TILES>
 __device__ __forceinline__ void mmq_stage_chunk(const gemv_act &a, int tok0, int n, int blk0, mmq_stage<TILES> &st)
@@ -171,7 +159,7 @@ __device__ __forceinline__ void mmq_stage_chunk(const gemv_act &a, int tok0, int
 template <int TILES> struct act_staged {
     const mmq_stage<TILES> *st;
     int blk0;
-    template <bool> __device__ __forceinline__ act_frag<TILES> get(int blk) const
+    __device__ __forceinline__ act_frag<TILES> get(int blk) const
     {
         const int lane = threadIdx.x & 31, c = blk - blk0;
         act_frag<TILES> f;
@@ -238,7 +226,7 @@ template <uint32_t T> struct mmq_unit {
             ws[h] = w.d;
             wm[h] = w.m;
         }
-        const act_frag<TILES> f = src.template get<TILES == 4>(u);
+        const act_frag<TILES> f = src.get(u);
         int c[TILES][4];
         dots_k32<TILES>(c, fa, f);
         add_terms<U::M, TILES>(y, c, ws, wm, f);
@@ -282,7 +270,7 @@ template <bool FIVE> struct mmq_unit_k45 {
         SLM_UNROLL
         for (int s = 0; s < 2; s++) {
             const int blk = 8 * b + 2 * c + s;
-            const act_frag<TILES> f = src.template get<false>(blk);
+            const act_frag<TILES> f = src.get(blk);
             int cc[TILES][4];
             const int fa[4] = {s ? hi[0] : lo[0], s ? hi[1] : lo[1], s ? hi[2] : lo[2], s ? hi[3] : lo[3]};
             dots_k32<TILES>(cc, fa, f);
@@ -322,7 +310,7 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
         SLM_UNROLL
         for (int qq = 0; qq < 2; qq++) {
             const int blk = 8 * b + 4 * hf + p + 2 * qq;
-            const act_frag<TILES> f = src.template get<TILES == 4>(blk);
+            const act_frag<TILES> f = src.get(blk);
             int cc[TILES][4];
             SLM_UNROLL
             for (int j = 0; j < TILES; j++) {
