@@ -111,10 +111,10 @@ k_gemv<14u, 8, 1>|535|628
 k_mmq<3u, false, false>|180|196
 k_mmq<6u, false, false>|215|236
 k_mmq<14u, false, false>|515|550
-k_mmq_wide<3u, false, false>|138|161
-k_mmq_wide<8u, false, false>|119|141
+k_mmq_wide<3u, false, false>|132|161
+k_mmq_wide<8u, false, false>|113|141
 k_mmq<12u, false, false>|387|571
-k_mmq_wide<12u, false, false>|296|422
-k_mmq_wide<14u, false, false>|378|464
+k_mmq_wide<12u, false, false>|295|422
+k_mmq_wide<14u, false, false>|376|464
 EOF_LOOPS
 exit $fail

@@ -32,12 +32,13 @@
  *   MMQ_CHUNK activation blocks at a time into shared memory in fragment order (mmq_stage), so a
  *   token's activations come from L2 once for 64 rows instead of 16, and a fragment is one
  *   8-byte and one 16-byte shared load instead of two 4-byte and two 8-byte global ones with their
- *   64-bit address arithmetic (sm_90: Q4_1 125 instead of 161 instructions for 4 mma, Q4_K 269
- *   instead of 352 for 8, Q6_K 344 instead of 464 for 16; bench/gpu/sass-mix.sh).
+ *   64-bit address arithmetic (sm_90: Q4_1 120 instead of 161 instructions for 4 mma, Q4_K 268
+ *   instead of 352 for 8, Q6_K 342 instead of 464 for 16; bench/gpu/sass-mix.sh); the next
+ *   chunk is loaded into registers while the block computes the current one.
  * The weights come straight from global memory in both (the device layout keeps a block's words
  * where a lane's A fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4
- * lanes of a row read its block's 16 contiguous bytes). Not yet measured on a GPU: no ldmatrix /
- * cp.async pipeline, no wgmma (docs/cuda.md).
+ * lanes of a row read its block's 16 contiguous bytes). Not yet measured on a GPU: no ldmatrix,
+ * no cp.async, no wgmma (docs/cuda.md).
  */
 #include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/gemv_units.cuh"
@@ -129,30 +130,57 @@ template <int TILES> struct mmq_stage {
     float4 ds[MMQ_CHUNK][TILES][4];
 };
 
+/* A thread's share of a chunk on its way to shared memory: P (token, block) pairs of quants and
+ * one (c, j, t) entry of (d, s), i = threadIdx.x + 128 k. Held in registers from the load
+ * (issued right after the previous chunk is stored) to the store (at the next chunk), so the
+ * global loads' latency passes while the block computes the current chunk. */
+template <int TILES> struct mmq_stage_regs {
+    static const int P = (MMQ_CHUNK * 8 * TILES + MMQ_THREADS - 1) / MMQ_THREADS;
+    static_assert(MMQ_CHUNK * TILES * 4 <= MMQ_THREADS, "one (d, s) entry a thread");
+    uint4 x[P][2];
+    float4 d;
+};
+
 /* Activation blocks [blk0, blk0 + MMQ_CHUNK) (those below cols / 32) of a's tokens tok0 .. tok0 +
- * 8 TILES - 1 into st by the whole block, tokens past n as row n - 1 (as act_load: columns
- * computed, never stored). Between two __syncthreads: st is the block's. */
+ * 8 TILES - 1, this thread's share, into r; tokens past n as row n - 1 (as act_load: columns
+ * computed, never stored). */
 template <int TILES>
-__device__ __forceinline__ void mmq_stage_chunk(const gemv_act &a, int tok0, int n, int blk0, mmq_stage<TILES> &st)
+__device__ __forceinline__ void mmq_stage_load(const gemv_act &a, int tok0, int n, int blk0, mmq_stage_regs<TILES> &r)
 {
     const int nba = a.cols >> 5;
-    for (int i = threadIdx.x; i < MMQ_CHUNK * 8 * TILES; i += MMQ_THREADS) {
+    SLM_UNROLL
+    for (int k = 0; k < mmq_stage_regs<TILES>::P; k++) {
+        const int i = threadIdx.x + MMQ_THREADS * k;
         const int c = i / (8 * TILES), tau = i % (8 * TILES), blk = blk0 + c;
-        if (blk >= nba) continue;
-        const int tok = min(tok0 + tau, n - 1);
-        const uint4 *q = reinterpret_cast<const uint4 *>(a.q + (size_t)tok * (size_t)a.cols + 32 * blk);
-        const uint4 x0 = q[0], x1 = q[1];   /* words 0..3, 4..7 */
-        uint4 *d = reinterpret_cast<uint4 *>(&st.b[c][tau >> 3][4 * (tau & 7)]);   /* lanes (g, 0..3) */
-        d[0] = make_uint4(x0.x, x1.x, x0.y, x1.y);
-        d[1] = make_uint4(x0.z, x1.z, x0.w, x1.w);
+        if (i >= MMQ_CHUNK * 8 * TILES || blk >= nba) continue;
+        const uint4 *q = reinterpret_cast<const uint4 *>(a.q + (size_t)min(tok0 + tau, n - 1) * (size_t)a.cols + 32 * blk);
+        r.x[k][0] = q[0];   /* words 0..3 */
+        r.x[k][1] = q[1];   /* words 4..7 */
     }
-    for (int i = threadIdx.x; i < MMQ_CHUNK * TILES * 4; i += MMQ_THREADS) {
-        const int c = i / (4 * TILES), j = (i >> 2) % TILES, t = i & 3, blk = blk0 + c;
-        if (blk >= nba) continue;
+    const int i = threadIdx.x, c = i / (4 * TILES), j = (i >> 2) % TILES, t = i & 3, blk = blk0 + c;
+    if (i < MMQ_CHUNK * TILES * 4 && blk < nba) {
         const float2 d0 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t, n - 1), blk);
         const float2 d1 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t + 1, n - 1), blk);
-        st.ds[c][j][t] = make_float4(d0.x, d0.y, d1.x, d1.y);
+        r.d = make_float4(d0.x, d0.y, d1.x, d1.y);
     }
+}
+
+/* r into st in fragment order (the entries mmq_stage_load skipped are not written: st there is
+ * never read). Between two __syncthreads: st is the block's. */
+template <int TILES>
+__device__ __forceinline__ void mmq_stage_store(const mmq_stage_regs<TILES> &r, int blk0, int nba, mmq_stage<TILES> &st)
+{
+    SLM_UNROLL
+    for (int k = 0; k < mmq_stage_regs<TILES>::P; k++) {
+        const int i = threadIdx.x + MMQ_THREADS * k;
+        const int c = i / (8 * TILES), tau = i % (8 * TILES);
+        if (i >= MMQ_CHUNK * 8 * TILES || blk0 + c >= nba) continue;
+        uint4 *d = reinterpret_cast<uint4 *>(&st.b[c][tau >> 3][4 * (tau & 7)]);   /* lanes (g, 0..3) */
+        d[0] = make_uint4(r.x[k][0].x, r.x[k][1].x, r.x[k][0].y, r.x[k][1].y);
+        d[1] = make_uint4(r.x[k][0].z, r.x[k][1].z, r.x[k][0].w, r.x[k][1].w);
+    }
+    const int i = threadIdx.x, c = i / (4 * TILES);
+    if (i < MMQ_CHUNK * TILES * 4 && blk0 + c < nba) st.ds[c][(i >> 2) % TILES][i & 3] = r.d;
 }
 
 /* A unit's activations from the staged chunk whose first block is blk0: the wide kernel's source. */
@@ -524,15 +552,18 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     float utot[UT][4] = {}, ugrp[UT][4] = {}, useg[UT][4] = {};
     act_staged<TILES> src{&st, 0};
     int staged = 0;   /* units below it are staged or done */
+    mmq_stage_regs<TILES> next = {};   /* the chunk of unit `staged`, loaded ahead */
+    mmq_stage_load<TILES>(a, at0, an, 0, next);
     for (int l = 0; l < L; l++) {
         const int u0 = (int)(((int64_t)l * U) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * U) >> p.lshift);
         for (int u = u0; u < u1; u++) {
-            if (u == staged) {   /* the same u for every thread: the block stages the next chunk */
+            if (u == staged) {   /* the same u for every thread: the block stores the next chunk */
                 src.blk0 = MMQ_CHUNK * (u / CU);
                 __syncthreads();   /* the previous chunk is read */
-                mmq_stage_chunk<TILES>(a, at0, an, src.blk0, st);
+                mmq_stage_store<TILES>(next, src.blk0, p.cols >> 5, st);
                 __syncthreads();
                 staged += CU;
+                if (staged < U) mmq_stage_load<TILES>(a, at0, an, src.blk0 + MMQ_CHUNK, next);
             }
             mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, src, seg);
             if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, src, useg);
