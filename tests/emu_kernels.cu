@@ -175,6 +175,20 @@ __global__ void k_axpy(float a, const float *x, float *y, int n)
     if (i < n) y[i] = a * x[i] + y[i];
 }
 
+/* A programmatic dependent launch's kernel (compat.h): y = x + 1 after slm_pdl_begin (mode 0,
+ * with an L2 prefetch of x's line before it); mode 1 first writes y[0] before it (a write that
+ * could race with the grid before); mode 2 never calls it; mode 3 prefetches an address that is
+ * no device memory. */
+__global__ void k_pdl(const float *x, float *y, int n, int mode)
+{
+    int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (mode == 0 && i < n) slm_prefetch_l2(x + i);
+    if (mode == 3) slm_prefetch_l2(reinterpret_cast<const char *>(64));
+    if (mode == 1 && i == 0) y[0] = -1.0f;
+    if (mode != 2) slm_pdl_begin();
+    if (i < n) y[i] = x[i] + 1.0f;
+}
+
 /* ---------------------------------------------------------------- launchers ---- */
 
 cudaError_t emu_test_shfl(const int *in, int *out, int n, int src, int delta, int width, cudaStream_t s)
@@ -266,5 +280,11 @@ cudaError_t emu_test_axpy(float a, const float *x, float *y, int n, cudaStream_t
     if (slm_emu_check_device_ptr(x, n * sizeof(float), "x") || slm_emu_check_device_ptr(y, n * sizeof(float), "y"))
         return cudaErrorInvalidValue;
     SLM_LAUNCH(k_axpy, (n + 127) / 128, 128, 0, s, a, x, y, n);
+    return cudaGetLastError();
+}
+
+cudaError_t emu_test_pdl(const float *x, float *y, int n, int mode, cudaStream_t s)
+{
+    SLM_LAUNCH_PDL(k_pdl, (n + 127) / 128, 128, 0, s, x, y, n, mode);
     return cudaGetLastError();
 }

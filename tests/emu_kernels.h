@@ -41,5 +41,9 @@ cudaError_t emu_test_deadlock(int *out, cudaStream_t s);
 cudaError_t emu_test_early_exit(int *out, cudaStream_t s);
 /* y[i] = a * x[i] + y[i]; checks both pointers with slm_emu_check_device_ptr first. */
 cudaError_t emu_test_axpy(float a, const float *x, float *y, int n, cudaStream_t s);
+/* y = x + 1 through a programmatic dependent launch (SLM_LAUNCH_PDL): mode 0 prefetches x and
+ * waits (slm_pdl_begin) before it reads, 1 writes y[0] before the wait, 2 never waits, 3
+ * prefetches an address outside device memory. */
+cudaError_t emu_test_pdl(const float *x, float *y, int n, int mode, cudaStream_t s);
 
 #endif

@@ -5,8 +5,10 @@
 # MMQ taken for every call of 2 tokens or more as with it never taken (the two kernels give the
 # same bits, so the prompt's 20-token prefill and the decode agree to the last bit), and the same
 # again with the MMQ's wide kernel for every launch (SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=0: SmolLM2's
-# small grids otherwise take the narrow one); a value that is not a whole number >= 1 (>= 0) is a
-# one-line error naming the variable.
+# small grids otherwise take the narrow one), and the same with plain launches
+# (SLM_CUDA_PDL=0: programmatic dependent launch off; under the emulator it is on by default,
+# as on a Hopper, and each kernel's wait is checked); a value that is not a whole number >= 1
+# (>= 0; 0 or 1) is a one-line error naming the variable.
 set -u
 slmd=${SLMD_EMU:-}
 [ -n "$slmd" ] && [ -x "$slmd" ] || { echo "skip: no slmd_emu in this build (no CUDA headers for the SIMT emulator)"; exit 77; }
@@ -22,6 +24,7 @@ args=(run --backend cuda --model "$model" --prompt "The three primary colors are
 mmq=$(SLM_CUDA_MMQ_MIN_TOKENS=2 "$slmd" "${args[@]}" 2>"$tmp/err1")
 gemv=$(SLM_CUDA_MMQ_MIN_TOKENS=1000000 "$slmd" "${args[@]}" 2>"$tmp/err2")
 wide=$(SLM_CUDA_MMQ_MIN_TOKENS=2 SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=0 "$slmd" "${args[@]}" 2>"$tmp/err3")
+plain=$(SLM_CUDA_MMQ_MIN_TOKENS=2 SLM_CUDA_PDL=0 "$slmd" "${args[@]}" --log-level info 2>"$tmp/err4")
 if [[ "$mmq" =~ ^[0-9]+( [0-9]+)*$ ]] && [ "$mmq" = "$gemv" ]; then
   echo "ok   the same greedy tokens with the MMQ from 2 tokens and without it: $mmq"
 else
@@ -32,6 +35,15 @@ if [ -n "$wide" ] && [ "$wide" = "$gemv" ]; then
 else
   echo "FAIL the wide MMQ kernel gave '$wide', the GEMV alone '$gemv'"; cat "$tmp/err3"; fail=1
 fi
+if [ -n "$plain" ] && [ "$plain" = "$mmq" ] && grep -q "programmatic dependent launch off (SLM_CUDA_PDL=0)" "$tmp/err4" &&
+   grep -q "programmatic dependent launch on" <("$slmd" "${args[@]}" --max-tokens 1 --log-level info 2>&1); then
+  echo "ok   the same greedy tokens with plain launches (SLM_CUDA_PDL=0) as with programmatic ones"
+else
+  echo "FAIL plain launches gave '$plain', programmatic ones '$mmq'"; cat "$tmp/err4"; fail=1
+fi
+for bad in 2 -1 on; do
+  SLM_CUDA_PDL=$bad expect_error "SLM_CUDA_PDL=$bad" "SLM_CUDA_PDL: .*" "${args[@]}"
+done
 for bad in 0 -3 abc 1.5; do
   SLM_CUDA_MMQ_MIN_TOKENS=$bad expect_error "SLM_CUDA_MMQ_MIN_TOKENS=$bad" "SLM_CUDA_MMQ_MIN_TOKENS: .*" "${args[@]}"
 done

@@ -5,6 +5,7 @@
  * The race check is on for every launch unless a test says otherwise. */
 #include "tests/emu_kernels.h"
 #include "tests/cuda_check.h"
+#include "kernels/cuda/kernels.h"
 
 #include <cublas_v2.h>
 #include <nccl.h>
@@ -495,6 +496,66 @@ static void test_race_and_deadlock(void)
     cudaFree(dx), cudaFree(dout), cudaFree(dint);
 }
 
+/* Programmatic dependent launch (compat.h): a kernel launched with SLM_LAUNCH_PDL whose thread
+ * ends without slm_pdl_begin fails; one that touches device memory before it fails when the
+ * launch log measures bytes; an L2 prefetch outside device memory fails; the right one (with a
+ * prefetch before its wait) runs and is logged as programmatic. Off
+ * (slm_cuda_set_pdl(0)) the launch is a plain one, which needs no wait. */
+static void test_programmatic_launch(void)
+{
+    const int n = 300;
+    std::vector<float> x(n);
+    for (int i = 0; i < n; i++) x[i] = (float)i;
+    float *dx = dev_copy(x), *dy;
+    CUDA_OK(cudaMalloc((void **)&dy, n * sizeof(float)));
+    const struct slm_emu_launch_record *r;
+    slm_cuda_set_pdl(1);
+    for (int mode = 1; mode <= 2; mode++) {
+        slm_emu_launch_log(mode);
+        CUDA_OK(emu_test_pdl(dx, dy, n, 0, nullptr));
+        CUDA_OK(cudaDeviceSynchronize());
+        slm_emu_launch_log(0);
+        CHECK(slm_emu_launch_log_get(&r) == 1 && r[0].pdl, "a programmatic launch (log mode %d): expected one record, programmatic", mode);
+        std::vector<float> got = host_copy(dy, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += got[i] != x[i] + 1.0f;
+        CHECK(!bad, "programmatic launch (log mode %d): %d wrong outputs", mode, bad);
+    }
+    slm_emu_clear_report();
+    CUDA_OK(emu_test_pdl(dx, dy, n, 2, nullptr));
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a programmatic launch without the wait: expected cudaErrorLaunchFailure");
+    cudaGetLastError();
+    CHECK(strstr(slm_emu_last_report(), "kernel k_pdl: thread (0,0,0) of block (0,0,0) ended without calling slm_pdl_begin"),
+          "no-wait report: got '%s'", slm_emu_last_report());
+    slm_emu_clear_report();
+    CUDA_OK(emu_test_pdl(dx, dy, n, 3, nullptr));
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a prefetch outside device memory: expected cudaErrorLaunchFailure");
+    cudaGetLastError();
+    CHECK(strstr(slm_emu_last_report(), "slm_prefetch_l2 of 0x40, which is a host pointer"),
+          "bad prefetch report: got '%s'", slm_emu_last_report());
+#if !defined(__SANITIZE_ADDRESS__)   /* pages are not watched under ASan */
+    slm_emu_clear_report();
+    slm_emu_launch_log(2);
+    CUDA_OK(emu_test_pdl(dx, dy, n, 1, nullptr));
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a write before the wait: expected cudaErrorLaunchFailure");
+    cudaGetLastError();
+    slm_emu_launch_log(0);
+    CHECK(strstr(slm_emu_last_report(), "kernel k_pdl: a thread touched device memory at") &&
+              strstr(slm_emu_last_report(), "before slm_pdl_begin"),
+          "write-before-wait report: got '%s'", slm_emu_last_report());
+    CHECK(slm_emu_launch_log_get(&r) == 1 && r[0].faults_before_wait == 2,
+          "a write before the wait: expected 2 page faults (the page's first read, then its first write)");
+#endif
+    slm_cuda_set_pdl(0);
+    slm_emu_launch_log(1);
+    CUDA_OK(emu_test_pdl(dx, dy, n, 2, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    slm_emu_launch_log(0);
+    CHECK(slm_emu_launch_log_get(&r) == 1 && !r[0].pdl, "plain launch: expected one record, not programmatic");
+    slm_cuda_set_pdl(-1);
+    cudaFree(dx), cudaFree(dy);
+}
+
 /* ---- host-side misuse, streams, events, graphs ---- */
 
 static void test_misuse(void)
@@ -858,6 +919,7 @@ int main(int argc, char **argv)
     test_half();
     test_integer_intrinsics();
     test_race_and_deadlock();
+    test_programmatic_launch();
     test_misuse();
     test_streams_and_graph();
     test_cublas();

@@ -3,7 +3,8 @@
 # bad arguments, a build without CUDA objects and a missing cuobjdump are one-line errors with
 # their exit codes (2, 2, 3); then, where this build compiled the kernels with nvcc and a
 # cuobjdump is found, its --check holds on the sm_90 code (tensor-core ops in every MMQ, MMF and
-# attention kernel, no local memory anywhere), the 32-element types' decode GEMV reads its
+# attention kernel, no local memory anywhere, griddepcontrol.wait before any memory access in
+# every kernel but the tensor-rate probe; a kernel that loads before it is named), the 32-element types' decode GEMV reads its
 # quants with 16-byte loads (docs/cuda.md, "Device layout of the weights"), and, with nvcc
 # 13.0, the hot loops of the GEMV and MMQ kernels tuned on 2026-12-06 stay within 10% of their
 # instruction counts.
@@ -54,6 +55,25 @@ if "$mix" --build "$bin" --check > "$tmp/all" 2> "$tmp/err"; then
   echo "ok   --check: $(tail -1 "$tmp/all")"
 else
   echo "FAIL --check:"; cat "$tmp/err"; fail=1
+fi
+# A kernel that reads device memory before its griddepcontrol.wait: --check names it (compiled
+# here by nvcc into a build directory of its own).
+nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+early=$tmp/early/CMakeFiles/slm_kernels_cuda.dir/kernels/cuda
+mkdir -p "$early"
+cat > "$tmp/early.cu" <<'EOF_EARLY'
+__global__ void k_early(const float *x, float *y)
+{
+    float v = x[threadIdx.x];
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    y[threadIdx.x] = v;
+}
+EOF_EARLY
+if [ -x "$nvcc_bin" ] && "$nvcc_bin" -arch=sm_90 -c -o "$early/early.cu.o" "$tmp/early.cu" 2> "$tmp/err"; then
+  expect "a load before griddepcontrol.wait" 1 "k_early: griddepcontrol.wait \(slm_pdl_begin\) not first: after LDG" \
+    "$mix" --build "$tmp/early" --check
+else
+  echo "info no nvcc to compile a kernel that loads before its wait: that check not run"
 fi
 n=$(grep -c '^| k_' "$tmp/all")
 [ "$n" -ge 150 ] && echo "ok   $n kernels counted" || { echo "FAIL expected >= 150 kernels, got $n"; fail=1; }

@@ -4,7 +4,10 @@
 # SmolLM2 at batch 1 and 8 must take at most 5 launches a layer, and every matmul of a layer at
 # batch 1 must run at least 132 x 4 warps (4 warps on each SM of an H100 / H200); a prefill step
 # of 32 tokens (the tensor-core MMQ with x quantized in its blocks) at most 6 a layer (the
-# attention's RoPE/KV store is a launch of its own there). Bad flags are one-line usage errors.
+# attention's RoPE/KV store is a launch of its own there). Every launch of both steps must be a
+# programmatic dependent launch whose threads touch no device memory before their slm_pdl_begin
+# (docs/cuda.md, "Programmatic dependent launch"; the emulator's launch log fails the step
+# otherwise). Bad flags are one-line usage errors.
 set -u
 tool=$(dirname "${SLMD:?SLMD must name the slmd binary}")/step_launches_emu
 model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -22,15 +25,15 @@ for bad in "--batch 0" "--batch x" "--ctx 0" "--max-per-layer -1" "--bogus" "--p
   fi
 done
 export SLM_EMU_WORKERS=${SLM_EMU_WORKERS:-2}
-if out=$("$tool" --model "$model" --batch 1,8 --max-per-layer 5 --min-matmul-warps 528 2>&1); then
+if out=$("$tool" --model "$model" --batch 1,8 --max-per-layer 5 --min-matmul-warps 528 --programmatic 2>&1); then
   echo "$out" | grep '^decode step'
-  echo "ok   at most 5 launches a layer; every matmul at batch 1 on >= 528 warps"
+  echo "ok   at most 5 launches a layer; every matmul at batch 1 on >= 528 warps; every launch programmatic"
 else
   echo "$out"; echo "FAIL the launch limits"; fail=1
 fi
-if out=$("$tool" --model "$model" --batch 1 --ctx 32 --prefill --max-per-layer 6 2>&1); then
+if out=$("$tool" --model "$model" --batch 1 --ctx 32 --prefill --max-per-layer 6 --programmatic 2>&1); then
   echo "$out" | grep '^prefill step'
-  echo "ok   a prefill step of 32 tokens: at most 6 launches a layer"
+  echo "ok   a prefill step of 32 tokens: at most 6 launches a layer, every launch programmatic"
 else
   echo "$out"; echo "FAIL the prefill launch limit"; fail=1
 fi

@@ -6,8 +6,10 @@
 # run-time-indexed arrays), and the size of the hot loop (the innermost loop around the first
 # dot or mma, less a block-wide step it takes only now and then: a region a forward branch skips
 # that holds a BAR.SYNC, as the wide MMQ's staging of a chunk) against the dots or mmas in it:
-# what an issue-bound kernel pays per mma. docs/cuda.md keeps its figures for the hot kernels; a
-# change to a kernel shows here what it did to the loads before any GPU time is spent on it.
+# what an issue-bound kernel pays per mma; and where the kernel's griddepcontrol.wait (ACQBULK,
+# slm_pdl_begin) stands: "first" when no memory access (but an L2 prefetch), exit, or branch past
+# it comes before it, "-" when the kernel has none. docs/cuda.md keeps its figures for the hot kernels; a change to a kernel
+# shows here what it did to the loads before any GPU time is spent on it.
 #
 #   bench/gpu/sass-mix.sh [--build DIR] [--arch sm_NN] [--filter REGEX] [--check]
 #
@@ -15,8 +17,8 @@
 # --arch sm_NN     the machine code to read (default: sm_90; the build must contain it)
 # --filter REGEX   only the kernels whose demangled name matches (grep -E)
 # --check          also require: tensor-core ops (IMMA) in every k_mmq and k_mmq_wide, HMMA in
-#                  every k_mmf and k_attention, no local memory in any kernel; exit 1 naming each
-#                  that fails
+#                  every k_mmf and k_attention, no local memory in any kernel, the wait first in
+#                  every kernel but k_mma_rate; exit 1 naming each that fails
 #
 # cuobjdump (and the nvdisasm it runs): $CUOBJDUMP, else on PATH, else beside nvcc, else those
 # of PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (packaging/setup.sh installs them
@@ -27,7 +29,7 @@ build=build
 arch=sm_90
 filter=
 check=0
-usage() { sed -n '12,19p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '14,21p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 die() { echo "sass-mix: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -127,6 +129,19 @@ function flush(   i, j, first, lo, hi, k, ops, nx) {
             k++; if (op[i] ~ /^(IDP|IMMA|HMMA)/) ops++
         }
     loop[f] = k; loopops[f] = ops
+    # the wait of a programmatic dependent launch: first, or after what (a memory access, a branch)
+    # (an L2 prefetch, CCTL...PF, may come before it: it moves no data; so may a branch that
+    # lands before it, so that every thread still reaches it)
+    wait[f] = "-"; early = ""; w = -1
+    for (i = 1; i <= cnt; i++) if (op[i] ~ /^ACQBULK/) { w = i; break }
+    for (i = 1; i < w; i++) {
+        if (early != "") break
+        if (op[i] ~ /^BRA/ && (tgt[i] >= 0 || (fwd[i] >= 0 && fwd[i] <= addr[w]))) continue
+        if (op[i] ~ /^(LD|ST|ATOM|RED|CCTL|BRA|BRX|JMP|JMX|EXIT|BAR|CALL|RET|SYNCS|UTMA|UBLKCP|MEMBAR)/ && op[i] !~ /^(LDC|CCTL(\.[A-Z0-9]+)*\.PF[12])/) {
+            early = op[i]; sub(/ .*/, "", early)
+        }
+    }
+    if (w > 0) wait[f] = early == "" ? "first" : "after " early
     cnt = 0
 }
 /Function :/ { flush(); f = $3; names[f] = 1; next }
@@ -157,8 +172,8 @@ f != "" && /^[ \t]+\/\*[0-9a-f]+\*\/[ \t]/ {
 END {
     flush()
     for (f in names)
-        printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", f, n[f], g32[f], g64[f], g128[f], gn[f],
-               l128[f], l[f], s[f], idp[f], imma[f], hmma[f], loc[f], loop[f] ? loop[f] " / " loopops[f] : "-"
+        printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", f, n[f], g32[f], g64[f], g128[f], gn[f],
+               l128[f], l[f], s[f], idp[f], imma[f], hmma[f], loc[f], loop[f] ? loop[f] " / " loopops[f] : "-", wait[f]
 }' "$tmp/sass" | sort >"$tmp/raw"
 cut -f1 "$tmp/raw" | c++filt | sed 's/(.*//; s/^void //' >"$tmp/names"
 cut -f2- "$tmp/raw" | paste "$tmp/names" - | { if [ -n "$filter" ]; then grep -E -- "$filter" || true; else cat; fi; } >"$tmp/rows"
@@ -166,20 +181,24 @@ cut -f2- "$tmp/raw" | paste "$tmp/names" - | { if [ -n "$filter" ]; then grep -E
 
 echo "SASS for $arch, $(wc -l <"$tmp/rows") kernels of $objdir (cuobjdump: $cuobjdump)"
 echo
-echo "| kernel | instructions | LDG 4 B | LDG 8 B | LDG 16 B | LDG 1-2 B | LD 16 B | LD other | LDS | IDP.4A | IMMA | HMMA | local | hot loop: instructions / dots |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| kernel | instructions | LDG 4 B | LDG 8 B | LDG 16 B | LDG 1-2 B | LD 16 B | LD other | LDS | IDP.4A | IMMA | HMMA | local | hot loop: instructions / dots | wait |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 awk -F'\t' '{ printf "| %s |", $1; for (i = 2; i <= NF; i++) printf " %s |", $i; printf "\n" }' "$tmp/rows"
 
 if [ "$check" = 1 ]; then
     bad=0
-    while IFS=$'\t' read -r name _ _ _ _ _ _ _ _ _ imma hmma loc _; do
+    while IFS=$'\t' read -r name _ _ _ _ _ _ _ _ _ imma hmma loc _ wait; do
         case "$name" in
         k_mmq\<*|k_mmq_wide\<*) [ "$imma" -gt 0 ] || { echo "sass-mix: $name has no IMMA (tensor cores unused)" >&2; bad=1; } ;;
         k_mmf\<*|k_attention\<*) [ "$hmma" -gt 0 ] || { echo "sass-mix: $name has no HMMA (tensor cores unused)" >&2; bad=1; } ;;
         esac
         [ "$loc" -eq 0 ] || { echo "sass-mix: $name uses local memory ($loc LDL/STL)" >&2; bad=1; }
+        case "$name" in
+        k_mma_rate*) ;;
+        *) [ "$wait" = first ] || { echo "sass-mix: $name: griddepcontrol.wait (slm_pdl_begin) not first: $wait" >&2; bad=1; } ;;
+        esac
     done <"$tmp/rows"
     [ "$bad" = 0 ] || exit 1
     echo
-    echo "check: IMMA in every k_mmq and k_mmq_wide, HMMA in every k_mmf and k_attention, no local memory: ok"
+    echo "check: IMMA in every k_mmq and k_mmq_wide, HMMA in every k_mmf and k_attention, no local memory, the wait first in every kernel but k_mma_rate: ok"
 fi

@@ -12,9 +12,12 @@
  * step is logged instead: the prefill of the B prompts, B x ctx tokens in one step (at most 512).
  *
  * usage: step_launches_emu --model FILE [--batch B,B,...] [--ctx N] [--prefill] [--json]
- *                          [--max-per-layer N] [--min-matmul-warps W]
+ *                          [--max-per-layer N] [--min-matmul-warps W] [--programmatic]
  * --max-per-layer: exit 1 when a layer launches more kernels; --min-matmul-warps: exit 1 when a
- * matmul kernel of a layer (a name with "mv" or "gemv" in it) runs fewer warps, at batch 1.
+ * matmul kernel of a layer (a name with "mv" or "gemv" in it) runs fewer warps, at batch 1;
+ * --programmatic: exit 1 when a launch of the step is not a programmatic dependent launch
+ * (docs/cuda.md, "Programmatic dependent launch"). A kernel of such a launch that touches device
+ * memory before its slm_pdl_begin fails the step (the emulator's launch log catches it).
  * Exit 0 ok, 1 a limit broken or a failure, 2 usage.
  */
 #include <stdio.h>
@@ -71,9 +74,9 @@ static void print_record(const struct slm_emu_launch_record *r, int json, int fi
 {
     if (json) {
         printf("%s{\"kernel\": \"%s\", \"grid\": [%u, %u, %u], \"block\": [%u, %u, %u], \"warps\": %lld, "
-               "\"smem\": %zu, \"bytes_touched\": %lld, \"bytes_written\": %lld}",
+               "\"smem\": %zu, \"bytes_touched\": %lld, \"bytes_written\": %lld, \"programmatic\": %s}",
                first ? "" : ", ", r->name, r->grid[0], r->grid[1], r->grid[2], r->block[0], r->block[1], r->block[2],
-               warps(r), r->smem, r->bytes_touched, r->bytes_written);
+               warps(r), r->smem, r->bytes_touched, r->bytes_written, r->pdl ? "true" : "false");
         return;
     }
     char grid[32], block[32];
@@ -85,7 +88,7 @@ static void print_record(const struct slm_emu_launch_record *r, int json, int fi
 
 /* Runs one batch size; prints its step; returns 0, 1 when a limit is broken, -1 on failure. */
 static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B, int ctx, int prefill, int json,
-                     int max_layer, int min_warps)
+                     int max_layer, int min_warps, int programmatic)
 {
     const char *kind = prefill ? "prefill" : "decode";
     char err[SLM_ERR_LEN];
@@ -137,12 +140,13 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
     }
     int bad = 0;
     long long touched = 0, written = 0;
-    for (size_t i = 0; i < n; i++) touched += r[i].bytes_touched, written += r[i].bytes_written;
+    size_t n_pdl = 0;
+    for (size_t i = 0; i < n; i++) touched += r[i].bytes_touched, written += r[i].bytes_written, n_pdl += r[i].pdl != 0;
     if (json) {
         printf("{\"step\": \"%s\", \"batch\": %d, \"ctx\": %d, \"launches\": %zu, \"layers\": %d, \"per_layer\": %d, "
                "\"before_layers\": %d, \"after_layers\": %zu, \"bytes_touched\": %lld, \"bytes_written\": %lld, "
-               "\"layer\": [",
-               kind, B, ctx, n, L, period, start, n - (size_t)start - (size_t)period * L, touched, written);
+               "\"programmatic\": %zu, \"layer\": [",
+               kind, B, ctx, n, L, period, start, n - (size_t)start - (size_t)period * L, touched, written, n_pdl);
         for (int k = 0; k < period; k++) print_record(&r[start + k], 1, k == 0);
         printf("], \"other\": [");
         int first = 1;
@@ -151,9 +155,9 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
         printf("]}\n");
     } else {
         printf("%s step, batch %d, context %d: %zu launches = %d before the layers + %d layers x %d + %zu after; "
-               "%.2f MB touched, %.2f MB written\n",
+               "%.2f MB touched, %.2f MB written; %zu programmatic\n",
                kind, B, ctx, n, start, L, period, n - (size_t)start - (size_t)period * L, touched / 1e6,
-               written / 1e6);
+               written / 1e6, n_pdl);
         printf("  %-44s %12s %10s %7s %7s %10s %10s\n", "kernel (one layer, then the rest)", "grid", "block", "warps",
                "smem", "touched KB", "written KB");
         for (int k = 0; k < period; k++) print_record(&r[start + k], 0, 0);
@@ -170,6 +174,12 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
         if (is_matmul(r[start + k].name) && warps(&r[start + k]) < min_warps) {
             fprintf(stderr, "step_launches: batch 1: %s runs %lld warps, fewer than %d\n", r[start + k].name,
                     warps(&r[start + k]), min_warps);
+            bad = 1;
+        }
+    for (size_t i = 0; programmatic && i < n; i++)
+        if (!r[i].pdl) {
+            fprintf(stderr, "step_launches: %s batch %d: %s is not a programmatic dependent launch\n", kind, B,
+                    r[i].name);
             bad = 1;
         }
     return bad;
@@ -192,13 +202,14 @@ static int parse_list(const char *s, int *out, int cap)
 static void usage(void)
 {
     fprintf(stderr, "usage: step_launches_emu --model FILE [--batch B,B,...] [--ctx N] [--prefill] [--json] "
-                    "[--max-per-layer N] [--min-matmul-warps W]\n");
+                    "[--max-per-layer N] [--min-matmul-warps W] [--programmatic]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *model = NULL;
-    int batches[MAX_BATCHES] = {1, 8}, n_batches = 2, ctx = 32, prefill = 0, json = 0, max_layer = 0, min_warps = 0;
+    int batches[MAX_BATCHES] = {1, 8}, n_batches = 2, ctx = 32, prefill = 0, json = 0, max_layer = 0, min_warps = 0,
+        programmatic = 0;
     for (int i = 1; i < argc; i++) {
         char *end = NULL;
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
@@ -227,6 +238,7 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--prefill")) prefill = 1;
+        else if (!strcmp(argv[i], "--programmatic")) programmatic = 1;
         else {
             usage();
             return 2;
@@ -253,7 +265,7 @@ int main(int argc, char **argv)
     srand(1);
     int status = 0;
     for (int i = 0; i < n_batches; i++) {
-        int rc = run_batch(m, tok, batches[i], ctx, prefill, json, max_layer, min_warps);
+        int rc = run_batch(m, tok, batches[i], ctx, prefill, json, max_layer, min_warps, programmatic);
         if (rc) status = 1;
         if (rc < 0) break;
     }

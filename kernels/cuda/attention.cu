@@ -24,6 +24,7 @@ __global__ void k_rope_store(float *q, float *k, const float *v, const int32_t *
                              int n_blocks, int block_size, int n_head, int n_head_kv, int head_dim, int rope_dim,
                              int rope_layout, const float2 *cs, int cs_positions)
 {
+    slm_pdl_begin();
     const int i = blockIdx.x;
     const int p = pos[i];
     const int pairs = rope_dim / 2;
@@ -62,7 +63,7 @@ extern "C" int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, cons
         (shape->rope_dim > 0 &&
          slm_emu_check_device_ptr(rope->cos_sin, (size_t)rope->positions * (size_t)shape->rope_dim * 4, "rope table")))
         return -EINVAL;
-    SLM_LAUNCH(k_rope_store, t->n_tokens, 128, 0, stream, q, k, v, t->pos, t->seq_row, t->block_tables,
+    SLM_LAUNCH_PDL(k_rope_store, t->n_tokens, 128, 0, stream, q, k, v, t->pos, t->seq_row, t->block_tables,
                t->max_blocks, static_cast<__half *>(kv->k), static_cast<__half *>(kv->v), kv->n_blocks,
                kv->block_size, shape->n_head, shape->n_head_kv, shape->head_dim, shape->rope_dim,
                shape->rope_layout, reinterpret_cast<const float2 *>(rope->cos_sin), rope->positions);

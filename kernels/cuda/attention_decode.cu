@@ -343,6 +343,7 @@ __device__ static inline void attn_pv(const uint32_t *pw, const uint32_t *vw, in
 template <int D, bool FRESH>
 __global__ void __launch_bounds__(DEC_THREADS, D > 128 ? 2 : 4) k_attention(struct fused_args a)
 {
+    slm_pdl_begin();
     constexpr int CH = D / 2 / DEC_TPR;   /* half2 words of a row a thread holds */
     constexpr int W = D / 2;              /* half2 words of a row */
     static_assert(D % (2 * DEC_TPR) == 0 && D % 16 == 0, "rows split evenly over the lanes and the MMA's K");
@@ -620,19 +621,19 @@ static int launch_attention(const struct slm_cuda_attn_shape *shape, const struc
     const size_t smem = attn_smem(rows_cap, shape->head_dim);
     if (fresh) {
         switch (shape->head_dim) {
-        case 64: SLM_LAUNCH((k_attention<64, true>), grid, DEC_THREADS, smem, stream, a); break;
-        case 80: SLM_LAUNCH((k_attention<80, true>), grid, DEC_THREADS, smem, stream, a); break;
-        case 96: SLM_LAUNCH((k_attention<96, true>), grid, DEC_THREADS, smem, stream, a); break;
-        case 256: SLM_LAUNCH((k_attention<256, true>), grid, DEC_THREADS, smem, stream, a); break;
-        default: SLM_LAUNCH((k_attention<128, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 64: SLM_LAUNCH_PDL((k_attention<64, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 80: SLM_LAUNCH_PDL((k_attention<80, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 96: SLM_LAUNCH_PDL((k_attention<96, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 256: SLM_LAUNCH_PDL((k_attention<256, true>), grid, DEC_THREADS, smem, stream, a); break;
+        default: SLM_LAUNCH_PDL((k_attention<128, true>), grid, DEC_THREADS, smem, stream, a); break;
         }
     } else {
         switch (shape->head_dim) {
-        case 64: SLM_LAUNCH((k_attention<64, false>), grid, DEC_THREADS, smem, stream, a); break;
-        case 80: SLM_LAUNCH((k_attention<80, false>), grid, DEC_THREADS, smem, stream, a); break;
-        case 96: SLM_LAUNCH((k_attention<96, false>), grid, DEC_THREADS, smem, stream, a); break;
-        case 256: SLM_LAUNCH((k_attention<256, false>), grid, DEC_THREADS, smem, stream, a); break;
-        default: SLM_LAUNCH((k_attention<128, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 64: SLM_LAUNCH_PDL((k_attention<64, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 80: SLM_LAUNCH_PDL((k_attention<80, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 96: SLM_LAUNCH_PDL((k_attention<96, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 256: SLM_LAUNCH_PDL((k_attention<256, false>), grid, DEC_THREADS, smem, stream, a); break;
+        default: SLM_LAUNCH_PDL((k_attention<128, false>), grid, DEC_THREADS, smem, stream, a); break;
         }
     }
     return attn_launched();

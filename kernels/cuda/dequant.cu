@@ -40,6 +40,7 @@ __global__ void __launch_bounds__(DQ_THREADS)
     k_dequant(const uint8_t *__restrict__ w, size_t row_bytes, int64_t src_rows, int cols,
               const int32_t *__restrict__ ids, int64_t out_rows, O *__restrict__ out, int64_t ld_out)
 {
+    slm_pdl_begin();
     const int blocks_per_row = (cols + U::BLOCK_ELEMS - 1) / U::BLOCK_ELEMS;
     const int64_t units_per_row = (int64_t)blocks_per_row * U::UNITS;
     const int64_t total = out_rows * units_per_row;
@@ -74,7 +75,7 @@ static int launch_dequant_to(const void *w, size_t row_bytes, int64_t src_rows, 
     int64_t total = out_rows * ((cols + U::BLOCK_ELEMS - 1) / U::BLOCK_ELEMS) * U::UNITS;
     int64_t blocks = (total + DQ_THREADS - 1) / DQ_THREADS;
     if (blocks > DQ_MAX_BLOCKS) blocks = DQ_MAX_BLOCKS;
-    SLM_LAUNCH((k_dequant<U, O>), (unsigned)blocks, DQ_THREADS, 0, stream, (const uint8_t *)w, row_bytes, src_rows, (int)cols,
+    SLM_LAUNCH_PDL((k_dequant<U, O>), (unsigned)blocks, DQ_THREADS, 0, stream, (const uint8_t *)w, row_bytes, src_rows, (int)cols,
                ids, out_rows, out, ld_out);
     return slm_cuda_launched();
 }

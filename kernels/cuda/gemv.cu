@@ -60,6 +60,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     k_gemv_quantize(const float *__restrict__ x, const float *__restrict__ gamma, float eps, int cols,
                     int8_t *__restrict__ q, float2 *__restrict__ ds)
 {
+    slm_pdl_begin();
     __shared__ float scale[1];
     const int t = blockIdx.y, nbr = cols >> 5;
     const float *xr = x + (size_t)t * (size_t)cols;
@@ -129,9 +130,30 @@ __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_ar
     __syncwarp();   /* fold is reused by the next call */
 }
 
+/* Before the wait (slm_pdl_begin), while the grid before this one may still run: the block's
+ * first row group (and its SwiGLU partner) asked of L2, a 128-byte line a thread, the first
+ * GEMV_THREADS lines (16 KiB) of each weight's rows: the weight is read-only for the step, and
+ * a prefetch moves nothing into a thread (docs/cuda.md, "Programmatic dependent launch"). */
+template <int R> __device__ __forceinline__ void gemv_prefetch(const struct qmm_args &p)
+{
+    const uint8_t *w;
+    float *y;
+    int rows, rg;
+    qmm_weight_of(p, blockIdx.x, &w, &y, &rows, &rg);
+    const int per_group = R * (GEMV_THREADS >> p.lshift), r0 = rg * per_group;
+    const size_t span = (size_t)min(per_group, rows - r0) * p.w_row_bytes, off = (size_t)threadIdx.x * 128;
+    if (off < span) {
+        const size_t at = (size_t)r0 * p.w_row_bytes + off;
+        slm_prefetch_l2(w + at);
+        if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) slm_prefetch_l2(p.w[1] + at);
+    }
+}
+
 template <uint32_t WT, int NT, int R>
 __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct qmm_args p)
 {
+    gemv_prefetch<R>(p);   /* blockIdx.x < p.groups: grid = min(groups, GEMV_MAX_BLOCKS) */
+    slm_pdl_begin();
     /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 (p.act_smem bytes); then every
      * kernel: the fold area, GEMV_WARPS x P x 32 floats */
     SLM_DYN_SHARED(uint4, smem);
@@ -163,13 +185,13 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct qmm_args 
         const uint8_t *wr[R];
         SLM_UNROLL
         for (int r = 0; r < R; r++) wr[r] = w + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
-        float own[P];
+        float own[P] = {};   /* set where pp < P (gemv_rows), read only there */
         gemv_rows<WT, NT, R>(wr, p, a, l, fold, own);
         if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) {
             const uint8_t *ur[R];
             SLM_UNROLL
             for (int r = 0; r < R; r++) ur[r] = p.w[1] + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
-            float up[P];
+            float up[P] = {};
             gemv_rows<WT, NT, R>(ur, p, a, l, fold, up);
             SLM_UNROLL
             for (int i = 0; i < P; i++) {
@@ -240,7 +262,7 @@ extern "C" int slm_cuda_gemv_quantize(const float *x, const float *gamma, float 
     int8_t *q = (int8_t *)xq;
     float2 *ds = (float2 *)(q + (size_t)n * (size_t)c);
     dim3 grid((unsigned)((nbr + 4 * GEMV_WARPS - 1) / (4 * GEMV_WARPS)), (unsigned)n);
-    SLM_LAUNCH(k_gemv_quantize, grid, GEMV_THREADS, 0, stream, x, gamma, eps, c, q, ds);
+    SLM_LAUNCH_PDL(k_gemv_quantize, grid, GEMV_THREADS, 0, stream, x, gamma, eps, c, q, ds);
     return slm_cuda_launched();
 }
 
@@ -272,14 +294,14 @@ static int gemv_launch_rows(const struct qmm_args &p, cudaStream_t stream)
     const size_t smem = (size_t)p.act_smem + fold_bytes(R, p.n);
     const unsigned grid = (unsigned)(p.groups < GEMV_MAX_BLOCKS ? p.groups : GEMV_MAX_BLOCKS);
     if constexpr (R == 1) {
-        if (p.n == 1) SLM_LAUNCH((k_gemv<WT, 1, 1>), grid, GEMV_THREADS, smem, stream, p);
-        else if (p.n == 2) SLM_LAUNCH((k_gemv<WT, 2, 1>), grid, GEMV_THREADS, smem, stream, p);
-        else if (p.n <= 4) SLM_LAUNCH((k_gemv<WT, 4, 1>), grid, GEMV_THREADS, smem, stream, p);
-        else SLM_LAUNCH((k_gemv<WT, 8, 1>), grid, GEMV_THREADS, smem, stream, p);
+        if (p.n == 1) SLM_LAUNCH_PDL((k_gemv<WT, 1, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n == 2) SLM_LAUNCH_PDL((k_gemv<WT, 2, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) SLM_LAUNCH_PDL((k_gemv<WT, 4, 1>), grid, GEMV_THREADS, smem, stream, p);
+        else SLM_LAUNCH_PDL((k_gemv<WT, 8, 1>), grid, GEMV_THREADS, smem, stream, p);
     } else {   /* n >= 2 */
-        if (p.n == 2) SLM_LAUNCH((k_gemv<WT, 2, R>), grid, GEMV_THREADS, smem, stream, p);
-        else if (p.n <= 4) SLM_LAUNCH((k_gemv<WT, 4, R>), grid, GEMV_THREADS, smem, stream, p);
-        else SLM_LAUNCH((k_gemv<WT, 8, R>), grid, GEMV_THREADS, smem, stream, p);
+        if (p.n == 2) SLM_LAUNCH_PDL((k_gemv<WT, 2, R>), grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) SLM_LAUNCH_PDL((k_gemv<WT, 4, R>), grid, GEMV_THREADS, smem, stream, p);
+        else SLM_LAUNCH_PDL((k_gemv<WT, 8, R>), grid, GEMV_THREADS, smem, stream, p);
     }
     return slm_cuda_launched();
 }

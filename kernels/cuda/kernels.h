@@ -227,6 +227,14 @@ int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *ro
  * many blocks (2 x an H100 / H200's 132 SMs: a guess until a GPU measures it, docs/cuda.md). */
 #define SLM_CUDA_MMQ_WIDE_MIN_BLOCKS 264
 
+/* Programmatic dependent launch (docs/cuda.md, "Programmatic dependent launch"): every kernel of
+ * this library but the tensor-rate probe starts with griddepcontrol.wait and is launched so
+ * that it may start while the grid before it drains (its launch and the instructions before the
+ * wait overlap that grid's tail; nothing it computes does). 1 turns that on, 0 off (plain
+ * launches), < 0 back to the default: on where the device is of compute capability 9.0 or more
+ * (decided at the first launch). For measurements (the backend's SLM_CUDA_PDL). */
+void slm_cuda_set_pdl(int mode);
+
 /* Sets that threshold for the process's later launches (0: always wide, INT_MAX: never; < 0:
  * back to SLM_CUDA_MMQ_WIDE_MIN_BLOCKS): for tests and measurements. */
 void slm_cuda_mmq_set_wide_min_blocks(int blocks);

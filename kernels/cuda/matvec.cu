@@ -44,6 +44,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32, 4)
     k_matvec(const uint8_t *__restrict__ w, int rows, int blocks_per_row, const float *__restrict__ x, int cols,
              int n, float *__restrict__ y, int accumulate)
 {
+    slm_pdl_begin();
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
     if (row >= rows) return; /* the whole warp: no collective is left waiting */
@@ -95,7 +96,7 @@ static int launch_matvec(const void *w, int64_t rows, int64_t cols, const float 
 {
     SLM_CUDA_ARG(slm_cuda_aligned(w, U::ALIGN));
     dim3 grid((unsigned)((rows + MV_WARPS - 1) / MV_WARPS), (unsigned)((n + MV_TOKENS - 1) / MV_TOKENS));
-    SLM_LAUNCH((k_matvec<U>), grid, MV_WARPS * 32, 0, stream, (const uint8_t *)w, (int)rows,
+    SLM_LAUNCH_PDL((k_matvec<U>), grid, MV_WARPS * 32, 0, stream, (const uint8_t *)w, (int)rows,
                (int)(cols / U::BLOCK_ELEMS), x, (int)cols, n, y, accumulate);
     return slm_cuda_launched();
 }

@@ -61,6 +61,7 @@ __global__ void __launch_bounds__(MMF_THREADS)
     k_mmf(const uint16_t *__restrict__ w, int rows, int cols, const float *__restrict__ x, int n, float *y,
           int accumulate)
 {
+    slm_pdl_begin();
     __shared__ float part[MMF_WARPS][TILES * 4][32];   /* the segment sums of warps 1 .. F - 1 */
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
     const int k16 = cols >> 4, F = mmf_groups(k16), wk = warp % F, wr = warp / F;
@@ -136,9 +137,9 @@ static int mmf_launch(const uint16_t *w, int rows, int cols, const float *x, int
 {
     const int per_block = 16 * (MMF_WARPS / mmf_groups(cols >> 4));
     const unsigned gx = (unsigned)((rows + per_block - 1) / per_block);
-    if (n <= 8) SLM_LAUNCH((k_mmf<BF, 1>), dim3(gx, 1), MMF_THREADS, 0, stream, w, rows, cols, x, n, y, accumulate);
+    if (n <= 8) SLM_LAUNCH_PDL((k_mmf<BF, 1>), dim3(gx, 1), MMF_THREADS, 0, stream, w, rows, cols, x, n, y, accumulate);
     else
-        SLM_LAUNCH((k_mmf<BF, 4>), dim3(gx, (unsigned)((n + 31) / 32)), MMF_THREADS, 0, stream, w, rows, cols, x, n, y,
+        SLM_LAUNCH_PDL((k_mmf<BF, 4>), dim3(gx, (unsigned)((n + 31) / 32)), MMF_THREADS, 0, stream, w, rows, cols, x, n, y,
                    accumulate);
     return slm_cuda_launched();
 }

@@ -435,6 +435,7 @@ __device__ __forceinline__ void mmq_store(const struct qmm_args &p, float *y, in
 template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
 {
+    slm_pdl_begin();
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
     constexpr int TILES = mmq_tiles<WT, SWIGLU>();
     __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
@@ -527,6 +528,7 @@ __device__ __forceinline__ void mmq_close(int l, int S, float (*tot)[4], float (
 template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq_wide(const struct qmm_args p)
 {
+    slm_pdl_begin();
     constexpr int TILES = mmq_tiles<WT, SWIGLU>();
     constexpr int CU = (WT == SLM_TYPE_Q4_K || WT == SLM_TYPE_Q5_K || WT == SLM_TYPE_Q6_K) ? 4 : MMQ_CHUNK;   /* units a chunk */
     constexpr int UT = SWIGLU ? TILES : 1;
@@ -598,7 +600,7 @@ template <typename K>
 static int mmq_launch_one(K k, bool *done, dim3 grid, size_t smem, cudaStream_t stream, const struct qmm_args &p)
 {
     if (smem > 49152 && mmq_smem_opt_in(k, done)) return -EIO;
-    SLM_LAUNCH(k, grid, MMQ_THREADS, smem, stream, p);
+    SLM_LAUNCH_PDL(k, grid, MMQ_THREADS, smem, stream, p);
     return slm_cuda_launched();
 }
 

@@ -27,6 +27,7 @@
 __global__ void __launch_bounds__(OPS_THREADS)
     k_rmsnorm(const float *x, const float *__restrict__ gamma, int dim, float eps, float *out)
 {
+    slm_pdl_begin();
     __shared__ float scale_s;
     const float *xr = x + (size_t)blockIdx.x * (size_t)dim;
     float *orow = out + (size_t)blockIdx.x * (size_t)dim;
@@ -45,6 +46,7 @@ __global__ void __launch_bounds__(OPS_THREADS)
 
 __global__ void __launch_bounds__(OPS_THREADS) k_swiglu(const float *gate, const float *up, size_t len, float *out)
 {
+    slm_pdl_begin();
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS) {
         float g = gate[i];
         out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, slm_cuda::expf_poly(-g))), up[i]);
@@ -54,6 +56,7 @@ __global__ void __launch_bounds__(OPS_THREADS) k_swiglu(const float *gate, const
 __global__ void __launch_bounds__(OPS_THREADS)
     k_geglu(const float *gate, const float *up, const unsigned short *__restrict__ table, size_t len, float *out)
 {
+    slm_pdl_begin();
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS) {
         const float g = gate[i];
         float r;
@@ -66,24 +69,28 @@ __global__ void __launch_bounds__(OPS_THREADS)
 
 __global__ void __launch_bounds__(OPS_THREADS) k_scale(float *x, size_t len, float s)
 {
+    slm_pdl_begin();
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS)
         x[i] = __fmul_rn(x[i], s);
 }
 
 __global__ void __launch_bounds__(OPS_THREADS) k_softcap(float *x, size_t len, float inv, float cap)
 {
+    slm_pdl_begin();
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS)
         x[i] = __fmul_rn(tanhf(__fmul_rn(x[i], inv)), cap);
 }
 
 __global__ void __launch_bounds__(OPS_THREADS) k_add(float *x, const float *y, size_t len)
 {
+    slm_pdl_begin();
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS)
         x[i] = __fadd_rn(x[i], y[i]);
 }
 
 __global__ void __launch_bounds__(OPS_THREADS) k_add_bias(float *x, const float *__restrict__ bias, size_t len, int dim)
 {
+    slm_pdl_begin();
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS)
         x[i] = __fadd_rn(x[i], bias[i % (size_t)dim]);
 }
@@ -92,6 +99,7 @@ __global__ void __launch_bounds__(OPS_THREADS)
     k_gather_rows(const float *__restrict__ x, int64_t x_rows, int dim, const int32_t *__restrict__ ids, size_t len,
                   float *__restrict__ dst)
 {
+    slm_pdl_begin();
     for (size_t i = (size_t)blockIdx.x * OPS_THREADS + threadIdx.x; i < len; i += (size_t)gridDim.x * OPS_THREADS) {
         int64_t src = ids[i / (size_t)dim];
         dst[i] = src >= 0 && src < x_rows ? x[(size_t)src * (size_t)dim + i % (size_t)dim] : __uint_as_float(0x7fc00000u);
@@ -115,7 +123,7 @@ extern "C" int slm_cuda_rmsnorm(const float *x, const float *gamma, int n, int d
     SLM_CUDA_DEVICE(gamma, (size_t)dim * sizeof(float));
     SLM_CUDA_DEVICE(out, bytes);
     SLM_CUDA_ARG(slm_cuda_aligned(x, 4) && slm_cuda_aligned(gamma, 4) && slm_cuda_aligned(out, 4));
-    SLM_LAUNCH(k_rmsnorm, (unsigned)n, OPS_THREADS, 0, stream, x, gamma, dim, eps, out);
+    SLM_LAUNCH_PDL(k_rmsnorm, (unsigned)n, OPS_THREADS, 0, stream, x, gamma, dim, eps, out);
     return slm_cuda_launched();
 }
 
@@ -126,7 +134,7 @@ extern "C" int slm_cuda_swiglu(const float *gate, const float *up, size_t len, f
     SLM_CUDA_DEVICE(up, len * sizeof(float));
     SLM_CUDA_DEVICE(out, len * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(gate, 4) && slm_cuda_aligned(up, 4) && slm_cuda_aligned(out, 4));
-    SLM_LAUNCH(k_swiglu, elementwise_blocks(len), OPS_THREADS, 0, stream, gate, up, len, out);
+    SLM_LAUNCH_PDL(k_swiglu, elementwise_blocks(len), OPS_THREADS, 0, stream, gate, up, len, out);
     return slm_cuda_launched();
 }
 
@@ -140,7 +148,7 @@ extern "C" int slm_cuda_geglu(const float *gate, const float *up, const uint16_t
     SLM_CUDA_DEVICE(out, len * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(gate, 4) && slm_cuda_aligned(up, 4) && slm_cuda_aligned(out, 4) &&
                  slm_cuda_aligned(table, 2));
-    SLM_LAUNCH(k_geglu, elementwise_blocks(len), OPS_THREADS, 0, stream, gate, up,
+    SLM_LAUNCH_PDL(k_geglu, elementwise_blocks(len), OPS_THREADS, 0, stream, gate, up,
                reinterpret_cast<const unsigned short *>(table), len, out);
     return slm_cuda_launched();
 }
@@ -150,7 +158,7 @@ extern "C" int slm_cuda_scale(float *x, size_t len, float s, struct CUstream_st 
     SLM_CUDA_ARG(len >= 1);
     SLM_CUDA_DEVICE(x, len * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(x, 4));
-    SLM_LAUNCH(k_scale, elementwise_blocks(len), OPS_THREADS, 0, stream, x, len, s);
+    SLM_LAUNCH_PDL(k_scale, elementwise_blocks(len), OPS_THREADS, 0, stream, x, len, s);
     return slm_cuda_launched();
 }
 
@@ -159,7 +167,7 @@ extern "C" int slm_cuda_softcap(float *x, size_t len, float cap, struct CUstream
     SLM_CUDA_ARG(len >= 1 && cap > 0.0f && cap < 1e30f);
     SLM_CUDA_DEVICE(x, len * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(x, 4));
-    SLM_LAUNCH(k_softcap, elementwise_blocks(len), OPS_THREADS, 0, stream, x, len, 1.0f / cap, cap);
+    SLM_LAUNCH_PDL(k_softcap, elementwise_blocks(len), OPS_THREADS, 0, stream, x, len, 1.0f / cap, cap);
     return slm_cuda_launched();
 }
 
@@ -169,7 +177,7 @@ extern "C" int slm_cuda_add(float *x, const float *y, size_t len, struct CUstrea
     SLM_CUDA_DEVICE(x, len * sizeof(float));
     SLM_CUDA_DEVICE(y, len * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(x, 4) && slm_cuda_aligned(y, 4));
-    SLM_LAUNCH(k_add, elementwise_blocks(len), OPS_THREADS, 0, stream, x, y, len);
+    SLM_LAUNCH_PDL(k_add, elementwise_blocks(len), OPS_THREADS, 0, stream, x, y, len);
     return slm_cuda_launched();
 }
 
@@ -180,7 +188,7 @@ extern "C" int slm_cuda_add_bias(float *x, const float *bias, int n, int dim, st
     SLM_CUDA_DEVICE(x, len * sizeof(float));
     SLM_CUDA_DEVICE(bias, (size_t)dim * sizeof(float));
     SLM_CUDA_ARG(slm_cuda_aligned(x, 4) && slm_cuda_aligned(bias, 4));
-    SLM_LAUNCH(k_add_bias, elementwise_blocks(len), OPS_THREADS, 0, stream, x, bias, len, dim);
+    SLM_LAUNCH_PDL(k_add_bias, elementwise_blocks(len), OPS_THREADS, 0, stream, x, bias, len, dim);
     return slm_cuda_launched();
 }
 
@@ -195,6 +203,6 @@ extern "C" int slm_cuda_gather_rows(const float *x, int64_t x_rows, int dim, con
     SLM_CUDA_ARG(slm_cuda_aligned(x, 4) && slm_cuda_aligned(dst, 4));
     const char *xb = (const char *)x, *db = (const char *)dst;
     SLM_CUDA_ARG(db + len * sizeof(float) <= xb || xb + x_bytes <= db);
-    SLM_LAUNCH(k_gather_rows, elementwise_blocks(len), OPS_THREADS, 0, stream, x, x_rows, dim, ids, len, dst);
+    SLM_LAUNCH_PDL(k_gather_rows, elementwise_blocks(len), OPS_THREADS, 0, stream, x, x_rows, dim, ids, len, dst);
     return slm_cuda_launched();
 }

@@ -244,6 +244,7 @@ __device__ static void row_logprobs(const struct sample_args &a, const float *x,
 
 __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args a)
 {
+    slm_pdl_begin();
     __shared__ struct sample_shared sh_storage;
     struct sample_shared *sh = &sh_storage;
     const int row = blockIdx.x, n_vocab = a.n_vocab;
@@ -458,6 +459,6 @@ extern "C" int slm_cuda_sample(const float *logits, int n_rows, int n_vocab, con
     a.tokens = tokens;
     a.logprobs = logprobs;
     a.top = reinterpret_cast<decltype(a.top)>(top);
-    SLM_LAUNCH(k_sample, n_rows, SAMPLE_THREADS, 0, stream, a);
+    SLM_LAUNCH_PDL(k_sample, n_rows, SAMPLE_THREADS, 0, stream, a);
     return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }

@@ -206,8 +206,8 @@ void launch_queue(launch_desc desc, cudaStream_t stream)
         launch_log_grid_begin(*shared);   /* measuring bytes: one run, without the race check's copies */
         cudaError_t err = options().racecheck && !launch_log_serial() ? run_grid_racecheck(*shared)
                                                                       : run_grid(*shared, SCHED_FORWARD, false);
-        launch_log_grid_end(*shared);
-        return err;
+        cudaError_t logged = launch_log_grid_end(*shared);
+        return err != cudaSuccess ? err : logged;
     });
 }
 

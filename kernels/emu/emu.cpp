@@ -305,6 +305,17 @@ std::string where(const fiber &f)
                   blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
+void pdl_wait(void)
+{
+    current("slm_pdl_begin").cur->pdl_waited = true;
+}
+
+bool pdl_before_wait(void)
+{
+    const worker *w = tls_worker;
+    return w && w->cur && w->desc && w->desc->pdl && !w->cur->pdl_waited;
+}
+
 /* Marks the launch failed; the scheduler abandons the block at the next switch. */
 void fail(worker &w, const std::string &why)
 {
@@ -324,6 +335,9 @@ extern "C" void slm_emu_fiber_main(void *arg)
     worker &w = *tls_worker;
     arrived_on_fiber(w, nullptr);
     w.desc->body();
+    if (w.desc->pdl && !f.pdl_waited)
+        fail(w, where(f) + " ended without calling slm_pdl_begin (griddepcontrol.wait), though launched as a "
+                           "programmatic dependent launch: on a GPU it may overlap the grid before it");
     fiber_exit(w, f);
     f.state = F_DONE;
     yield(w, f, true);
@@ -374,6 +388,7 @@ static bool run_block(worker &w, uint3 bidx)
     for (unsigned t = 0; t < n; t++) {
         fiber &f = w.fibers[t];
         f.state = F_RUN;
+        f.pdl_waited = false;
         f.idx = uint3{t % d.block.x, t / d.block.x % d.block.y, t / (d.block.x * d.block.y)};
         fresh_frame(w, f);
     }

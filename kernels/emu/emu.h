@@ -57,6 +57,14 @@ uint64_t warp_collective(int op, unsigned mask, uint64_t value, int b, int width
 int block_barrier(int op, int pred, const char *file, int line);
 /* The block's dynamic shared memory (SLM_DYN_SHARED). */
 void *dyn_shared(void);
+/* slm_pdl_begin (compat.h): griddepcontrol.wait, then launch_dependents. Grids run one after
+ * another here, so it waits for nothing; it books that this thread has passed it, which a
+ * programmatic dependent launch requires of every thread (docs/emulator.md). */
+void pdl_wait(void);
+/* slm_prefetch_l2 (compat.h): a hint that moves nothing here; the address must lie in live
+ * device memory (the kernel fails otherwise, as a kernel that computes a wrong one would have
+ * read the wrong bytes once it loaded them). */
+void prefetch_l2(const void *p);
 
 /* One launch as the runtime stand-in queues it. */
 struct launch_desc {
@@ -64,20 +72,29 @@ struct launch_desc {
     dim3 grid, block;
     size_t smem;
     std::function<void()> body; /* one thread's run of the kernel, arguments bound */
+    bool pdl = false;           /* a programmatic dependent launch (SLM_LAUNCH_PDL) */
 };
 /* Checks the configuration and queues (or captures) the launch on `stream`; a bad
  * configuration becomes the thread's last CUDA error. */
 void launch_queue(launch_desc desc, cudaStream_t stream);
 
+/* `pdl`: launched as a programmatic dependent launch (it may start while the grid before it
+ * drains; every thread must then call slm_pdl_begin before it touches device memory). */
 template <class... P, class... A>
-void launch(const char *name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-            cudaStream_t stream, A &&...args)
+void launch_ex(bool pdl, const char *name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+               cudaStream_t stream, A &&...args)
 {
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
     /* Arguments are converted and copied at launch, as CUDA does. */
     std::tuple<std::decay_t<P>...> bound(std::forward<A>(args)...);
-    launch_desc d{name, grid, block, smem, [kernel, bound]() { std::apply(kernel, bound); }};
+    launch_desc d{name, grid, block, smem, [kernel, bound]() { std::apply(kernel, bound); }, pdl};
     launch_queue(std::move(d), stream);
+}
+template <class... P, class... A>
+void launch(const char *name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+            cudaStream_t stream, A &&...args)
+{
+    launch_ex(false, name, kernel, grid, block, smem, stream, std::forward<A>(args)...);
 }
 
 template <class T> static inline uint64_t to_bits(T v)

@@ -56,6 +56,11 @@ struct slm_emu_launch_record {
     long long bytes_touched;    /* device memory the grid read or wrote, in whole 4 KiB pages;
                                    -1 when bytes are not measured */
     long long bytes_written;    /* of those, the pages it wrote */
+    int pdl;                    /* a programmatic dependent launch (SLM_LAUNCH_PDL) */
+    long long faults_before_wait; /* page faults (a page's first read, its first write) taken by
+                                   a thread of a programmatic dependent launch before its
+                                   slm_pdl_begin (the grid then fails); -1 when bytes are not
+                                   measured */
 };
 
 /* 0 stops recording; 1 records every grid from now on (forgetting earlier records); 2 also

@@ -21,6 +21,10 @@ cudaError_t run_grid(const launch_desc &d, int sched, bool serial);
 /* True while the launch log measures bytes (launch_log.cpp): grids then run on one thread. */
 bool launch_log_serial();
 
+/* True on a fiber of a programmatic dependent launch that has not yet called slm_pdl_begin:
+ * read by the launch log's fault handler (async-signal-safe: thread-local reads only). */
+bool pdl_before_wait(void);
+
 /* Records `text` as the last report and prints it on stderr unless quiet. */
 void report(const std::string &text);
 /* printf-style formatting into a std::string. */

@@ -23,6 +23,7 @@ struct fiber {
     int line;
     uint64_t result; /* the collective's result for this thread */
     void *asan_fake;
+    bool pdl_waited; /* has called slm_pdl_begin (a programmatic dependent launch's wait) */
 };
 
 struct warp_group {

@@ -3,7 +3,9 @@
  * every page of every live device allocation is made inaccessible (PROT_NONE); a fault on a
  * page counts it as touched and makes it readable; a second fault (a write) counts it as
  * written and makes it writable. After the grid every page is read-write again. The grid runs
- * on the launching thread alone meanwhile, so the handler races with no other fiber. */
+ * on the launching thread alone meanwhile, so the handler races with no other fiber. A fault
+ * taken by a thread of a programmatic dependent launch before its slm_pdl_begin is a page read
+ * or written before the wait, which on a GPU may race with the grid before it: the grid fails. */
 #include "kernels/emu/runtime_internal.h"
 #include "kernels/emu/emu_api.h"
 
@@ -32,6 +34,8 @@ std::vector<slm_emu_launch_record> g_view;   /* what slm_emu_launch_log_get hand
 /* The grid being measured (the handler reads them; set before the pages are protected). */
 std::vector<tracked> g_tracked;
 volatile sig_atomic_t g_measuring;
+long long g_early;            /* faults before slm_pdl_begin in this grid, and the first one's address */
+uintptr_t g_early_addr;
 struct sigaction g_old_segv;
 bool g_handler_installed;
 thread_local std::vector<char> tls_altstack;   /* the fault may come on a fiber's small stack */
@@ -43,6 +47,7 @@ void on_fault(int sig, siginfo_t *si, void *ctx)
         auto it = std::upper_bound(g_tracked.begin(), g_tracked.end(), a,
                                    [](uintptr_t v, const tracked &t) { return v < t.lo; });
         if (it != g_tracked.begin() && a < (--it)->hi) {
+            if (pdl_before_wait() && g_early++ == 0) g_early_addr = a;
             size_t page = (a - it->lo) / 4096;
             void *p = (void *)(it->lo + page * 4096);
             if (it->state[page] == 0) {
@@ -108,19 +113,22 @@ void launch_log_grid_begin(const launch_desc &d)
         g_tracked.push_back(tracked{(uintptr_t)m.map, (uintptr_t)m.map + m.pages * 4096,
                                     std::vector<unsigned char>(m.pages, 0)});
     std::sort(g_tracked.begin(), g_tracked.end(), [](const tracked &x, const tracked &y) { return x.lo < y.lo; });
+    g_early = 0;
+    g_early_addr = 0;
     g_measuring = 1;
     for (const tracked &t : g_tracked) mprotect((void *)t.lo, t.hi - t.lo, PROT_NONE);
 }
 
-void launch_log_grid_end(const launch_desc &d)
+cudaError_t launch_log_grid_end(const launch_desc &d)
 {
-    if (!g_mode) return;
+    if (!g_mode) return cudaSuccess;
     slm_emu_launch_record r{};
     r.name = d.name;
     r.grid[0] = d.grid.x, r.grid[1] = d.grid.y, r.grid[2] = d.grid.z;
     r.block[0] = d.block.x, r.block[1] = d.block.y, r.block[2] = d.block.z;
     r.smem = d.smem;
-    r.bytes_touched = r.bytes_written = -1;
+    r.pdl = d.pdl;
+    r.bytes_touched = r.bytes_written = r.faults_before_wait = -1;
     if (measuring_bytes() && g_measuring) {
         for (const tracked &t : g_tracked) mprotect((void *)t.lo, t.hi - t.lo, PROT_READ | PROT_WRITE);
         g_measuring = 0;
@@ -129,9 +137,18 @@ void launch_log_grid_end(const launch_desc &d)
             for (unsigned char s : t.state) touched += s != 0, written += s == 2;
         r.bytes_touched = touched * 4096;
         r.bytes_written = written * 4096;
+        r.faults_before_wait = g_early;
     }
-    std::lock_guard<std::mutex> lock(g_log_mutex);
-    g_records.push_back(r);
+    {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        g_records.push_back(r);
+    }
+    if (r.faults_before_wait <= 0) return cudaSuccess;
+    report(format("kernel %s: a thread touched device memory at %p before slm_pdl_begin (%lld page faults), "
+                  "though launched as a programmatic dependent launch: on a GPU that access may race "
+                  "with the grid before it",
+                  d.name, (void *)g_early_addr, r.faults_before_wait));
+    return cudaErrorLaunchFailure;
 }
 
 } /* namespace slm_emu */

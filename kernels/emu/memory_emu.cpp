@@ -4,6 +4,7 @@
  * inaccessible in a quarantine, so a use after free is named as such (and faults in a
  * kernel) instead of landing in memory that malloc has handed out again. */
 #include "kernels/emu/runtime_internal.h"
+#include "kernels/emu/fiber.h"
 
 #include <cstdio>
 #include <deque>
@@ -249,6 +250,16 @@ std::vector<mem_pages> mem_device_pages()
             out.push_back(mem_pages{a.map, (a.map_len - 4096) / 4096});
     }
     return out;
+}
+
+void prefetch_l2(const void *p)
+{
+    std::string why;
+    int k = mem_classify(p, 1, &why);
+    if (k == MEM_DEVICE || k == MEM_MANAGED) return;
+    if (k >= 0) why = format("%s, not device memory", kind_name(k));
+    worker &w = current("slm_prefetch_l2");
+    fail(w, where(*w.cur) + format(": slm_prefetch_l2 of %p, which is %s", p, why.c_str()));
 }
 
 } /* namespace slm_emu */

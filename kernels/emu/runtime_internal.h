@@ -76,9 +76,10 @@ std::vector<mem_pages> mem_device_pages();
 
 /* The launch log (launch_log.cpp), called around every grid a stream runs (graph replays
  * included): grid_begin protects the device pages when bytes are measured, grid_end restores
- * them and records the launch. */
+ * them and records the launch; it returns cudaErrorLaunchFailure, with a report, when a thread
+ * of a programmatic dependent launch touched a page before its slm_pdl_begin. */
 void launch_log_grid_begin(const launch_desc &d);
-void launch_log_grid_end(const launch_desc &d);
+cudaError_t launch_log_grid_end(const launch_desc &d);
 
 } /* namespace slm_emu */
 

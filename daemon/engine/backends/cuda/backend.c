@@ -133,15 +133,16 @@ size_t slm_backend_cuda_kv_budget(struct slm_backend *be)
     return (size_t)((double)free_b * ci->mem_fraction);
 }
 
-/* *out = the environment variable name's value when set and not empty: a whole number >= min
- * (`what` says what it counts in the error); else left alone. Nonzero with err set on bad input. */
-static int env_int(const char *name, long long min, const char *what, int *out, char *err)
+/* *out = the environment variable name's value when set and not empty: a whole number in [min,
+ * max] (`what` says what it counts in the error); else left alone. Nonzero with err set on bad
+ * input. */
+static int env_int(const char *name, long long min, long long max, const char *what, int *out, char *err)
 {
     const char *s = getenv(name);
     if (!s || !*s) return 0;
     long long v;
     char why[SLM_ERR_LEN];
-    if (slm_parse_int(s, min, INT32_MAX, &v, why)) {
+    if (slm_parse_int(s, min, max, &v, why)) {
         slm_err_set(err, "cuda backend: %s: %s (%s)", name, why, what);
         return -1;
     }
@@ -194,22 +195,30 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     ci->mmq_min = SLM_CUDA_GEMV_MAX_TOKENS + 1;
     /* The MMQ's wide kernel from this many blocks a launch (kernels.h); also a guess until then. */
     int wide_min = SLM_CUDA_MMQ_WIDE_MIN_BLOCKS;
-    if (env_int("SLM_CUDA_MMQ_MIN_TOKENS", 1, "a number of tokens, >= 1", &ci->mmq_min, err) ||
-        env_int("SLM_CUDA_MMQ_WIDE_MIN_BLOCKS", 0, "a number of blocks, >= 0", &wide_min, err)) {
+    /* Programmatic dependent launch (kernels.h; docs/cuda.md): on where the device has it (sm_90
+     * on), unless SLM_CUDA_PDL=0 (to measure what it is worth). */
+    int pdl = 1;
+    if (env_int("SLM_CUDA_MMQ_MIN_TOKENS", 1, INT32_MAX, "a number of tokens, >= 1", &ci->mmq_min, err) ||
+        env_int("SLM_CUDA_MMQ_WIDE_MIN_BLOCKS", 0, INT32_MAX, "a number of blocks, >= 0", &wide_min, err) ||
+        env_int("SLM_CUDA_PDL", 0, 1, "0 turns programmatic dependent launch off, 1 leaves it on where the device has it",
+                &pdl, err)) {
         cuda_destroy(be);
         return NULL;
     }
+    pdl = pdl && prop.major >= 9;
     slm_cuda_mmq_set_wide_min_blocks(wide_min);
+    slm_cuda_set_pdl(pdl);
     if (prop.major < 8) ci->mmq_min = INT32_MAX;
     ci->mmf = prop.major >= 8;   /* mma.sync m16n8k16 f16 / bf16: sm_80 */
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
     ci->graphs.mode = !graphs || !*graphs || strcmp(graphs, "0") ? 1 : 0;
     if (graphs && !strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
     slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; tensor-core MMQ from %d tokens; "
-            "F16 / BF16 weights on %s; decode step graphs %s", device, n, prop.name, prop.major, prop.minor,
-            (size_t)prop.totalGlobalMem >> 20, slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min,
-            ci->mmf ? "tensor cores" : "the fp32 GEMV",
-            ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on");
+            "F16 / BF16 weights on %s; decode step graphs %s; programmatic dependent launch %s", device, n, prop.name,
+            prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
+            slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min, ci->mmf ? "tensor cores" : "the fp32 GEMV",
+            ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on",
+            pdl ? "on" : prop.major < 9 ? "off (before sm_90)" : "off (SLM_CUDA_PDL=0)");
     const char *sampling = getenv("SLM_CUDA_SAMPLING");
     if (sampling && !strcmp(sampling, "0")) {
         ci->host_sampling_ops = cuda_ops;
