@@ -129,6 +129,9 @@ if [ -f "$MODEL" ]; then
         2> "$OUT/e2e.err" || status=1
     "$BUILD/batched_bench" --backend cuda --model "$MODEL" --npp 128 --ntg 128 --npl 1,32,256 --json \
         >> "$OUT/e2e.json" 2>> "$OUT/e2e.err" || status=1
+    # the same with plain launches: what programmatic dependent launch is worth (docs/cuda.md)
+    SLM_CUDA_PDL=0 "$BUILD/bench_engine" --backend cuda --model "$MODEL" -p 512 -n 128 --reps "$reps" --json \
+        > "$OUT/e2e_plain.json" 2>> "$OUT/e2e.err" || status=1
 else
     echo "== end to end: skipped, no model at $MODEL (--model FILE)"
 fi
@@ -165,6 +168,12 @@ if e:
             print(f"- {r['test']}: {r['tokens_per_s']:.1f} tokens/s (sd {r['sd']:.1f})")
         elif "speed_tg" in r:
             print(f"- batched, {r['pl']} sequences: prefill {r['speed_pp']:.0f} tokens/s, decode {r['speed_tg']:.0f} tokens/s")
+    plain = {r["test"]: r for r in lines("e2e_plain.json") if "test" in r}
+    for r in e:
+        if r.get("test") in plain:
+            q = plain[r["test"]]
+            print(f"- {r['test']} with plain launches (SLM_CUDA_PDL=0): {q['tokens_per_s']:.1f} tokens/s: "
+                  f"programmatic dependent launch {r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
     tg = next((r for r in e if r.get("test", "").startswith("tg")), None)
     if wb and ceil and tg:
         roof = ceil["bandwidth_gbs"] * 1e9 / wb
