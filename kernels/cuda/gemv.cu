@@ -130,29 +130,10 @@ __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_ar
     __syncwarp();   /* fold is reused by the next call */
 }
 
-/* Before the wait (slm_pdl_begin), while the grid before this one may still run: the block's
- * first row group (and its SwiGLU partner) asked of L2, a 128-byte line a thread, the first
- * GEMV_THREADS lines (16 KiB) of each weight's rows: the weight is read-only for the step, and
- * a prefetch moves nothing into a thread (docs/cuda.md, "Programmatic dependent launch"). */
-template <int R> __device__ __forceinline__ void gemv_prefetch(const struct qmm_args &p)
-{
-    const uint8_t *w;
-    float *y;
-    int rows, rg;
-    qmm_weight_of(p, blockIdx.x, &w, &y, &rows, &rg);
-    const int per_group = R * (GEMV_THREADS >> p.lshift), r0 = rg * per_group;
-    const size_t span = (size_t)min(per_group, rows - r0) * p.w_row_bytes, off = (size_t)threadIdx.x * 128;
-    if (off < span) {
-        const size_t at = (size_t)r0 * p.w_row_bytes + off;
-        slm_prefetch_l2(w + at);
-        if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) slm_prefetch_l2(p.w[1] + at);
-    }
-}
-
 template <uint32_t WT, int NT, int R>
 __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct qmm_args p)
 {
-    gemv_prefetch<R>(p);   /* blockIdx.x < p.groups: grid = min(groups, GEMV_MAX_BLOCKS) */
+    qmm_prefetch(p, R * (GEMV_THREADS >> p.lshift));   /* blockIdx.x < p.groups: grid = min(groups, GEMV_MAX_BLOCKS) */
     slm_pdl_begin();
     /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 (p.act_smem bytes); then every
      * kernel: the fold area, GEMV_WARPS x P x 32 floats */

@@ -435,6 +435,7 @@ __device__ __forceinline__ void mmq_store(const struct qmm_args &p, float *y, in
 template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
 {
+    qmm_prefetch(p, 16 * (MMQ_WARPS / mmq_groups(p.lshift)));
     slm_pdl_begin();
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
     constexpr int TILES = mmq_tiles<WT, SWIGLU>();
@@ -528,6 +529,7 @@ __device__ __forceinline__ void mmq_close(int l, int S, float (*tot)[4], float (
 template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq_wide(const struct qmm_args p)
 {
+    qmm_prefetch(p, MMQ_WIDE_ROWS);
     slm_pdl_begin();
     constexpr int TILES = mmq_tiles<WT, SWIGLU>();
     constexpr int CU = (WT == SLM_TYPE_Q4_K || WT == SLM_TYPE_Q5_K || WT == SLM_TYPE_Q6_K) ? 4 : MMQ_CHUNK;   /* units a chunk */

@@ -109,4 +109,25 @@ __device__ __forceinline__ void qmm_weight_of(const struct qmm_args &p, int G, c
     }
 }
 
+/* Before the wait (slm_pdl_begin), while the grid before this one may still run: the block's
+ * first row group of per_group rows (and its SwiGLU partner in p.w[1]) asked of L2, a 128-byte
+ * line a thread, the first blockDim.x lines of each weight's rows (16 KiB at 128 threads); only
+ * the blocks of the first token tile (blockIdx.y == 0): the others read the same rows. The weights
+ * are read-only for the step, and a prefetch moves nothing into a thread (docs/cuda.md,
+ * "Programmatic dependent launch"). blockIdx.x < p.groups. */
+__device__ __forceinline__ void qmm_prefetch(const struct qmm_args &p, int per_group)
+{
+    const uint8_t *w;
+    float *y;
+    int rows, rg;
+    qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
+    const int r0 = rg * per_group;
+    const size_t span = (size_t)min(per_group, rows - r0) * p.w_row_bytes, off = (size_t)threadIdx.x * 128;
+    if (blockIdx.y == 0 && off < span) {
+        const size_t at = (size_t)r0 * p.w_row_bytes + off;
+        slm_prefetch_l2(w + at);
+        if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) slm_prefetch_l2(p.w[1] + at);
+    }
+}
+
 #endif
