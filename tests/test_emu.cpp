@@ -496,6 +496,19 @@ static void test_race_and_deadlock(void)
     cudaFree(dx), cudaFree(dout), cudaFree(dint);
 }
 
+/* k_pdl in `mode` (emu_kernels.h) under launch log `log` must fail its launch with a report holding `want`. */
+static void pdl_failure(const float *dx, float *dy, int n, int mode, int log, const char *want)
+{
+    slm_emu_clear_report();
+    slm_emu_launch_log(log);
+    CUDA_OK(emu_test_pdl(dx, dy, n, mode, nullptr));
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "k_pdl mode %d: expected cudaErrorLaunchFailure", mode);
+    cudaGetLastError();
+    slm_emu_launch_log(0);
+    CHECK(strstr(slm_emu_last_report(), want), "k_pdl mode %d: expected a report with '%s', got '%s'", mode, want,
+          slm_emu_last_report());
+}
+
 /* Programmatic dependent launch (compat.h): a kernel launched with SLM_LAUNCH_PDL whose thread
  * ends without slm_pdl_begin fails; one that touches device memory before it fails when the
  * launch log measures bytes; an L2 prefetch outside device memory fails; the right one (with a
@@ -521,30 +534,11 @@ static void test_programmatic_launch(void)
         for (int i = 0; i < n; i++) bad += got[i] != x[i] + 1.0f;
         CHECK(!bad, "programmatic launch (log mode %d): %d wrong outputs", mode, bad);
     }
-    slm_emu_clear_report();
-    CUDA_OK(emu_test_pdl(dx, dy, n, 2, nullptr));
-    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a programmatic launch without the wait: expected cudaErrorLaunchFailure");
-    cudaGetLastError();
-    CHECK(strstr(slm_emu_last_report(), "kernel k_pdl: thread (0,0,0) of block (0,0,0) ended without calling slm_pdl_begin"),
-          "no-wait report: got '%s'", slm_emu_last_report());
-    slm_emu_clear_report();
-    CUDA_OK(emu_test_pdl(dx, dy, n, 3, nullptr));
-    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a prefetch outside device memory: expected cudaErrorLaunchFailure");
-    cudaGetLastError();
-    CHECK(strstr(slm_emu_last_report(), "slm_prefetch_l2 of 0x40, which is a host pointer"),
-          "bad prefetch report: got '%s'", slm_emu_last_report());
+    pdl_failure(dx, dy, n, 2, 1, "kernel k_pdl: thread (0,0,0) of block (0,0,0) ended without calling slm_pdl_begin");
+    pdl_failure(dx, dy, n, 3, 1, "slm_prefetch_l2 of 0x40, which is a host pointer");
 #if !defined(__SANITIZE_ADDRESS__)   /* pages are not watched under ASan */
-    slm_emu_clear_report();
-    slm_emu_launch_log(2);
-    CUDA_OK(emu_test_pdl(dx, dy, n, 1, nullptr));
-    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a write before the wait: expected cudaErrorLaunchFailure");
-    cudaGetLastError();
-    slm_emu_launch_log(0);
-    CHECK(strstr(slm_emu_last_report(), "kernel k_pdl: a thread touched device memory at") &&
-              strstr(slm_emu_last_report(), "before slm_pdl_begin"),
-          "write-before-wait report: got '%s'", slm_emu_last_report());
-    CHECK(slm_emu_launch_log_get(&r) == 1 && r[0].faults_before_wait == 2,
-          "a write before the wait: expected 2 page faults (the page's first read, then its first write)");
+    pdl_failure(dx, dy, n, 1, 2, "before slm_pdl_begin (2 page faults)");   /* the page's first read, then its first write */
+    CHECK(slm_emu_launch_log_get(&r) == 1 && r[0].faults_before_wait == 2, "a write before the wait: expected 2 page faults");
 #endif
     slm_cuda_set_pdl(0);
     slm_emu_launch_log(1);
