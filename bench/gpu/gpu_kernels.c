@@ -296,15 +296,22 @@ static void *dev_weight_device_layout(uint32_t type, int64_t rows, int64_t cols,
 /* The layer's four GEMV launches. */
 enum gemv_kind { GEMV_QKV, GEMV_WO, GEMV_GATE_UP, GEMV_DOWN };
 
-/* mmq: 0 the GEMV, 1 quantize + the MMQ (its own choice of kernel), 2 the fused MMQ, 3 / 4
- * quantize + the MMQ's narrow / wide kernel forced (slm_cuda_mmq_set_wide_min_blocks). */
+/* How bench_gemv runs a matmul. */
+enum matmul_path {
+    PATH_GEMV,         /* the decode GEMV: fused, or x quantized and gemv_q8 in chunks of 8 tokens */
+    PATH_MMQ,          /* x quantized at once, then the MMQ (its own choice of kernel) */
+    PATH_MMQ_FUSED,    /* slm_cuda_mmq_fused: x quantized in the MMQ's blocks */
+    PATH_MMQ_NARROW,   /* as PATH_MMQ with the narrow kernel forced (slm_cuda_mmq_set_wide_min_blocks) */
+    PATH_MMQ_WIDE,     /* as PATH_MMQ with the wide kernel forced */
+};
+
 static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t type, enum gemv_kind kind, int n,
-                       int mmq)
+                       enum matmul_path path)
 {
     static const char *names[] = {"qkv", "wo", "gate/up", "down"};
     const int64_t qd = (int64_t)ms->n_head * ms->head_dim, kvd = (int64_t)ms->n_head_kv * ms->head_dim;
-    const int forced = mmq >= 3 ? mmq : 0;
-    if (forced) mmq = 1;
+    const int forced = path == PATH_MMQ_NARROW || path == PATH_MMQ_WIDE;
+    const int mmq = path == PATH_GEMV ? 0 : path == PATH_MMQ_FUSED ? 2 : 1;
     struct gemv_ctx g = {.type = type, .n = n, .mmq = mmq};
     switch (kind) {
     case GEMV_QKV:
@@ -320,8 +327,9 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     }
     const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP, T = SLM_CUDA_GEMV_MAX_TOKENS;
     const int fused = !mmq && n <= T && slm_cuda_gemv_fits(type, g.cols, n);
-    const char *kernel = forced == 3 ? "mmq (narrow)" : forced == 4 ? "mmq (wide)" : mmq == 2 ? "mmq (fused)"
-                         : mmq ? "mmq (quantize + mmq)" : fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
+    const char *kernel = path == PATH_MMQ_NARROW ? "mmq (narrow)" : path == PATH_MMQ_WIDE ? "mmq (wide)"
+                         : mmq == 2 ? "mmq (fused)" : mmq ? "mmq (quantize + mmq)"
+                         : fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
     char what[64], why[96];
     snprintf(what, sizeof what, "%s %s", names[kind], slm_qtype_name(type));
     if (slm_cuda_device_row_bytes(type, g.cols) == 0) {   /* no launch: no kernel name either */
@@ -357,7 +365,7 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
         g.chunk = align256(slm_cuda_gemv_act_bytes(T, g.cols));
         g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
     }
-    if (forced) slm_cuda_mmq_set_wide_min_blocks(forced == 4 ? 0 : INT_MAX);
+    if (forced) slm_cuda_mmq_set_wide_min_blocks(path == PATH_MMQ_WIDE ? 0 : INT_MAX);
     double secs = time_launch(b, run_gemv, &g);
     slm_cuda_mmq_set_wide_min_blocks(-1);
     bytes += 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0) +
@@ -610,14 +618,16 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (int kind = GEMV_QKV; kind <= GEMV_DOWN; kind++) {
             for (size_t i = 0; i < sizeof gemv_n / sizeof gemv_n[0]; i++)
-                bench_gemv(b, ms, types[t], (enum gemv_kind)kind, gemv_n[i], 0);
+                bench_gemv(b, ms, types[t], (enum gemv_kind)kind, gemv_n[i], PATH_GEMV);
             for (size_t i = 0; i < sizeof mmq_n / sizeof mmq_n[0]; i++)
-                if (!b->smoke || mmq_n[i] <= 64) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], 1);
+                if (!b->smoke || mmq_n[i] <= 64) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], PATH_MMQ);
             for (size_t i = 0; i < sizeof mmq_n / sizeof mmq_n[0] && mmq_n[i] <= 64; i++)
-                if (!b->smoke || mmq_n[i] <= 16) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], 2);
+                if (!b->smoke || mmq_n[i] <= 16)
+                    bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], PATH_MMQ_FUSED);
             for (size_t i = 0; i < sizeof shape_n / sizeof shape_n[0]; i++)   /* the two MMQ kernels */
                 if (!b->smoke || shape_n[i] <= 16)
-                    for (int k = 3; k <= 4; k++) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, shape_n[i], k);
+                    for (int k = PATH_MMQ_NARROW; k <= PATH_MMQ_WIDE; k++)
+                        bench_gemv(b, ms, types[t], (enum gemv_kind)kind, shape_n[i], (enum matmul_path)k);
         }
     static const uint32_t ftypes[] = {SLM_TYPE_F16, SLM_TYPE_BF16};
     static const int mmf_n[] = {1, 8, 32, 512};
@@ -674,7 +684,8 @@ int main(int argc, char **argv)
         bench_model(&b, &tiny);
         bench_model(&b, &tiny_576);
         /* a matmul whose cols fit no K-quant block: the skipped row's path */
-        bench_gemv(&b, &(struct model_shape){"tiny-576", 576, 100, 9, 3, 64, 1024}, SLM_TYPE_Q6_K, GEMV_DOWN, 1, 0);
+        bench_gemv(&b, &(struct model_shape){"tiny-576", 576, 100, 9, 3, 64, 1024}, SLM_TYPE_Q6_K, GEMV_DOWN, 1,
+                   PATH_GEMV);
     } else {
         int any = 0;
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
