@@ -18,9 +18,10 @@ fi
 # 4 types x 4 matmul launches (qkv, wo, gate/up, down) x (6 GEMV batch sizes + 4 MMQ batch sizes
 # + 2 fused-MMQ batch sizes + the MMQ's narrow and wide kernels at 1 batch size in --smoke); F16
 # and BF16 x 3 weights x 2 batch sizes on the MMF; fused attention at 3 batches x 3 contexts; the
-# prefill attention in tiles at 2 contexts; 3 element-wise ops x 2; 2 sampling
+# prefill attention in tiles at 2 contexts; 3 element-wise ops x 2; 2 sampling; the GEMV chain in
+# a CUDA graph with plain and with programmatic launches
 rows=$(grep -c '^tiny ' "$tmp/table")
-[ "$rows" -eq 255 ] && echo "ok   255 kernel rows" || { echo "FAIL kernel rows: expected 255, got $rows"; cat "$tmp/table"; fail=1; }
+[ "$rows" -eq 257 ] && echo "ok   257 kernel rows" || { echo "FAIL kernel rows: expected 257, got $rows"; cat "$tmp/table"; fail=1; }
 for k in "gemv \\(fused\\) +qkv Q4_1 +1 " "gemv \\(fused\\) +wo Q4_K +8 " "gemv \\(fused\\) +gate/up Q6_K +2 " \
          "gemv \\(fused\\) +down Q8_0 +4 " "gemv \\(quantize \\+ gemv_q8\\) +qkv Q4_K +32 " \
          "mmq \\(quantize \\+ mmq\\) +qkv Q4_1 +9 .* tensor$" "mmq \\(quantize \\+ mmq\\) +gate/up Q6_K +64 " \
@@ -29,7 +30,8 @@ for k in "gemv \\(fused\\) +qkv Q4_1 +1 " "gemv \\(fused\\) +wo Q4_K +8 " "gemv 
          "mmq \\(fused\\) +qkv Q4_1 +9 " "mmq \\(fused\\) +gate/up Q4_K +16 " "mmf \\(tensor cores\\) +q F16 +1 " \
          "mmf \\(tensor cores\\) +down BF16 +8 " "attention prefill \\(tiles\\) +ctx 16 +16 " \
          "attention prefill \\(tiles\\) +ctx 130 +16 " "mmq \\(narrow\\) +down Q4_K +16 .* tensor$" \
-         "mmq \\(wide\\) +gate/up Q6_K +16 "; do
+         "mmq \\(wide\\) +gate/up Q6_K +16 " "gemv chain \\(plain\\) +wo Q4_1 +1 " \
+         "gemv chain \\(programmatic\\) +wo Q4_1 +1 "; do
   grep -q -E "^tiny +$k" "$tmp/table" || { echo "FAIL no row for $k"; fail=1; }
 done
 if grep -E '^tiny ' "$tmp/table" | grep -q -E 'FAILED|nan|inf'; then
@@ -38,7 +40,7 @@ fi
 # SmolLM2's layer shapes: K-quant rows of 576 cannot exist, so only their down projection (576 x
 # 1536) is timed; a row that fits no shape says "skipped" and why, and is no failure
 rows=$(grep -c '^tiny-576 ' "$tmp/table")
-[ "$rows" -eq 256 ] && echo "ok   256 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 256, got $rows"; fail=1; }
+[ "$rows" -eq 258 ] && echo "ok   258 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 258, got $rows"; fail=1; }
 for k in "gemv \\(fused\\) +down Q4_K +1 " "gemv \\(quantize \\+ gemv_q8\\) +down Q6_K +32 " "gemv \\(fused\\) +qkv Q4_1 +1 " \
          "gemv +qkv Q4_K +1  skipped: Q4_K rows of 576 columns cannot exist"; do
   grep -q -E "^tiny-576 +$k" "$tmp/table" || { echo "FAIL no tiny-576 row for $k"; fail=1; }
@@ -56,7 +58,7 @@ import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
 k = [x for x in r if "kernel" in x and not x.get("skipped")]
 s = [x for x in r if x.get("skipped")]
-assert r[0].get("ceilings") and r[0]["bandwidth_gbs"] > 0 and r[0]["int8_tensor_tops"] > 0 and len(k) == 426, (r[0], len(k))
+assert r[0].get("ceilings") and r[0]["bandwidth_gbs"] > 0 and r[0]["int8_tensor_tops"] > 0 and len(k) == 430, (r[0], len(k))
 assert len(s) == 85 and all("cannot exist" in x["reason"] for x in s), s
 assert all(x["us"] > 0 and x["roofline_us"] > 0 for x in k)
 tensor = ("mmq", "mmf", "attention prefill")

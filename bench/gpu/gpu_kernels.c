@@ -32,6 +32,14 @@
  * the MMQ's two kernels forced in turn, "mmq (narrow)" and "mmq (wide)" (the same bits):
  * SLM_CUDA_MMQ_WIDE_MIN_BLOCKS, the launch's choice between them, is to be chosen from those.
  *
+ * A graph node's cost: the wo GEMV at n = 1 (Q4_1) launched 128 times in one CUDA graph, the
+ * graph replayed, the time per launch, once with plain launches and once with programmatic
+ * dependent launch (docs/cuda.md, "Programmatic dependent launch"; sm_90 on, "skipped" before):
+ * "gemv chain (plain)" and "gemv chain (programmatic)". At SmolLM2's 576 x 576 the
+ * weight is 0.2 MB, so the plain row is what a decode step's launch costs beyond its bytes, and
+ * the two rows side by side what PDL takes off it. (Every other row is timed with the backend's
+ * default, programmatic launches on sm_90.)
+ *
  * F16 and BF16 weights on tensor cores (kernels/cuda/mmf.cu, slm_cuda_mmf) at n = 1, 8, 32 and
  * 512, one weight a launch (Q, gate, down): the weight's 2 bytes an element once, x read and y
  * written; the tensor roof counts 2 n rows cols operations at twice the int8 time (an H100's
@@ -88,6 +96,7 @@ static const struct model_shape tiny_576 = {"tiny-576", 576, 1536, 9, 3, 64, 102
 
 struct bench {
     int reps, json, smoke;
+    int major;             /* the device's compute capability */
     double bw;             /* measured bytes/s */
     double tops;           /* measured int8 tensor-core operations/s (slm_cuda_mma_rate) */
     cudaStream_t stream;
@@ -303,15 +312,49 @@ enum matmul_path {
     PATH_MMQ_FUSED,    /* slm_cuda_mmq_fused: x quantized in the MMQ's blocks */
     PATH_MMQ_NARROW,   /* as PATH_MMQ with the narrow kernel forced (slm_cuda_mmq_set_wide_min_blocks) */
     PATH_MMQ_WIDE,     /* as PATH_MMQ with the wide kernel forced */
+    PATH_CHAIN_PLAIN,  /* the GEMV, CHAIN launches captured in one CUDA graph, the graph replayed: the
+                          time of a graph node, plain launches (slm_cuda_set_pdl(0)) */
+    PATH_CHAIN_PDL,    /* the same, programmatic dependent launches (sm_90 on) */
 };
+
+/* Launches a chain row's graph holds (fewer under --smoke: the emulator runs them). */
+#define CHAIN 128
+
+/* The chain rows' graph of `len` launches of run_gemv(g), replayed: seconds per launch (< 0 on
+ * error). Programmatic or plain as slm_cuda_set_pdl says while it is captured. */
+static double time_chain(struct bench *b, struct gemv_ctx *g, int len)
+{
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    CK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+    int rc = 0;
+    for (int i = 0; i < len && !rc; i++) rc = run_gemv(b, g);
+    CK(cudaStreamEndCapture(b->stream, &graph));
+    if (rc) {
+        cudaGraphDestroy(graph);
+        return -1;
+    }
+    CK(cudaGraphInstantiate(&exec, graph, 0));
+    CK(cudaGraphLaunch(exec, b->stream));   /* warm-up */
+    CK(cudaStreamSynchronize(b->stream));
+    CK(cudaEventRecord(b->t0, b->stream));
+    for (int i = 0; i < b->reps; i++) CK(cudaGraphLaunch(exec, b->stream));
+    CK(cudaEventRecord(b->t1, b->stream));
+    CK(cudaEventSynchronize(b->t1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, b->t0, b->t1));
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    return (double)ms * 1e-3 / b->reps / len;
+}
 
 static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t type, enum gemv_kind kind, int n,
                        enum matmul_path path)
 {
     static const char *names[] = {"qkv", "wo", "gate/up", "down"};
     const int64_t qd = (int64_t)ms->n_head * ms->head_dim, kvd = (int64_t)ms->n_head_kv * ms->head_dim;
-    const int forced = path == PATH_MMQ_NARROW || path == PATH_MMQ_WIDE;
-    const int mmq = path == PATH_GEMV ? 0 : path == PATH_MMQ_FUSED ? 2 : 1;
+    const int forced = path == PATH_MMQ_NARROW || path == PATH_MMQ_WIDE, chain = path >= PATH_CHAIN_PLAIN;
+    const int mmq = path == PATH_GEMV || chain ? 0 : path == PATH_MMQ_FUSED ? 2 : 1;
     struct gemv_ctx g = {.type = type, .n = n, .mmq = mmq};
     switch (kind) {
     case GEMV_QKV:
@@ -328,6 +371,8 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP, T = SLM_CUDA_GEMV_MAX_TOKENS;
     const int fused = !mmq && n <= T && slm_cuda_gemv_fits(type, g.cols, n);
     const char *kernel = path == PATH_MMQ_NARROW ? "mmq (narrow)" : path == PATH_MMQ_WIDE ? "mmq (wide)"
+                         : path == PATH_CHAIN_PLAIN ? "gemv chain (plain)"
+                         : path == PATH_CHAIN_PDL ? "gemv chain (programmatic)"
                          : mmq == 2 ? "mmq (fused)" : mmq ? "mmq (quantize + mmq)"
                          : fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
     char what[64], why[96];
@@ -336,6 +381,10 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
         snprintf(why, sizeof why, "%s rows of %lld columns cannot exist (%u-element blocks)", slm_qtype_name(type),
                  (long long)g.cols, slm_qblock_elems(type));
         skipped_row(b, ms->name, mmq ? "mmq" : "gemv", what, n, why);
+        return;
+    }
+    if (path == PATH_CHAIN_PDL && b->major < 9) {
+        skipped_row(b, ms->name, kernel, what, n, "programmatic dependent launch needs sm_90 or later");
         return;
     }
     if (mmq == 2 && slm_cuda_mmq_fused_smem(type, g.cols, g.epilogue) > SLM_CUDA_MMQ_SMEM) {
@@ -366,8 +415,10 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
         g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
     }
     if (forced) slm_cuda_mmq_set_wide_min_blocks(path == PATH_MMQ_WIDE ? 0 : INT_MAX);
-    double secs = time_launch(b, run_gemv, &g);
+    if (chain) slm_cuda_set_pdl(path == PATH_CHAIN_PDL);
+    double secs = chain ? time_chain(b, &g, b->smoke ? 4 : CHAIN) : time_launch(b, run_gemv, &g);
     slm_cuda_mmq_set_wide_min_blocks(-1);
+    slm_cuda_set_pdl(-1);
     bytes += 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0) +
              (g.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? 8.0 : 4.0) * n * out_rows;
     row(b, ms->name, kernel, what, n, bytes, flops, mmq ? flops : 0, secs);
@@ -629,6 +680,8 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
                     for (int k = PATH_MMQ_NARROW; k <= PATH_MMQ_WIDE; k++)
                         bench_gemv(b, ms, types[t], (enum gemv_kind)kind, shape_n[i], (enum matmul_path)k);
         }
+    for (int k = PATH_CHAIN_PLAIN; k <= PATH_CHAIN_PDL; k++)   /* a graph node's cost, without and with PDL */
+        bench_gemv(b, ms, SLM_TYPE_Q4_1, GEMV_WO, 1, (enum matmul_path)k);
     static const uint32_t ftypes[] = {SLM_TYPE_F16, SLM_TYPE_BF16};
     static const int mmf_n[] = {1, 8, 32, 512};
     for (size_t t = 0; t < 2; t++)
@@ -674,6 +727,7 @@ int main(int argc, char **argv)
     }
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
+    b.major = prop.major;
     CK(cudaStreamCreate(&b.stream));
     CK(cudaEventCreate(&b.t0));
     CK(cudaEventCreate(&b.t1));
