@@ -320,8 +320,14 @@ enum matmul_path {
 /* Launches a chain row's graph holds (fewer under --smoke: the emulator runs them). */
 #define CHAIN 128
 
-/* The chain rows' graph of `len` launches of run_gemv(g), replayed: seconds per launch (< 0 on
- * error). Programmatic or plain as slm_cuda_set_pdl says while it is captured. */
+static int run_graph(struct bench *b, void *ctx)
+{
+    return cudaGraphLaunch(*(cudaGraphExec_t *)ctx, b->stream) != cudaSuccess;
+}
+
+/* The chain rows: `len` launches of run_gemv(g) captured in one CUDA graph, the graph timed as
+ * time_launch times a launch: seconds per launch of g (< 0 on error). Programmatic or plain as
+ * slm_cuda_set_pdl says while it is captured. */
 static double time_chain(struct bench *b, struct gemv_ctx *g, int len)
 {
     cudaGraph_t graph = NULL;
@@ -330,22 +336,14 @@ static double time_chain(struct bench *b, struct gemv_ctx *g, int len)
     int rc = 0;
     for (int i = 0; i < len && !rc; i++) rc = run_gemv(b, g);
     CK(cudaStreamEndCapture(b->stream, &graph));
-    if (rc) {
-        cudaGraphDestroy(graph);
-        return -1;
+    double secs = -1;
+    if (!rc) {
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        secs = time_launch(b, run_graph, &exec) / len;
+        cudaGraphExecDestroy(exec);
     }
-    CK(cudaGraphInstantiate(&exec, graph, 0));
-    CK(cudaGraphLaunch(exec, b->stream));   /* warm-up */
-    CK(cudaStreamSynchronize(b->stream));
-    CK(cudaEventRecord(b->t0, b->stream));
-    for (int i = 0; i < b->reps; i++) CK(cudaGraphLaunch(exec, b->stream));
-    CK(cudaEventRecord(b->t1, b->stream));
-    CK(cudaEventSynchronize(b->t1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, b->t0, b->t1));
-    cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
-    return (double)ms * 1e-3 / b->reps / len;
+    return secs;
 }
 
 static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t type, enum gemv_kind kind, int n,
@@ -418,7 +416,7 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     if (chain) slm_cuda_set_pdl(path == PATH_CHAIN_PDL);
     double secs = chain ? time_chain(b, &g, b->smoke ? 4 : CHAIN) : time_launch(b, run_gemv, &g);
     slm_cuda_mmq_set_wide_min_blocks(-1);
-    slm_cuda_set_pdl(-1);
+    if (chain) slm_cuda_set_pdl(-1);
     bytes += 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0) +
              (g.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? 8.0 : 4.0) * n * out_rows;
     row(b, ms->name, kernel, what, n, bytes, flops, mmq ? flops : 0, secs);

@@ -8,8 +8,9 @@
 # that holds a BAR.SYNC, as the wide MMQ's staging of a chunk) against the dots or mmas in it:
 # what an issue-bound kernel pays per mma; and where the kernel's griddepcontrol.wait (ACQBULK,
 # slm_pdl_begin) stands: "first" when no memory access (but an L2 prefetch), exit, or branch past
-# it comes before it, "-" when the kernel has none. docs/cuda.md keeps its figures for the hot kernels; a change to a kernel
-# shows here what it did to the loads before any GPU time is spent on it.
+# it comes before it, "-" when the kernel has none. docs/cuda.md keeps its figures for the hot
+# kernels; a change to a kernel shows here what it did to the loads before any GPU time is spent
+# on it.
 #
 #   bench/gpu/sass-mix.sh [--build DIR] [--arch sm_NN] [--filter REGEX] [--check]
 #
@@ -29,7 +30,7 @@ build=build
 arch=sm_90
 filter=
 check=0
-usage() { sed -n '14,21p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '15,22p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 die() { echo "sass-mix: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -134,8 +135,7 @@ function flush(   i, j, first, lo, hi, k, ops, nx) {
     # lands before it, so that every thread still reaches it)
     wait[f] = "-"; early = ""; w = -1
     for (i = 1; i <= cnt; i++) if (op[i] ~ /^ACQBULK/) { w = i; break }
-    for (i = 1; i < w; i++) {
-        if (early != "") break
+    for (i = 1; i < w && early == ""; i++) {
         if (op[i] ~ /^BRA/ && (tgt[i] >= 0 || (fwd[i] >= 0 && fwd[i] <= addr[w]))) continue
         if (op[i] ~ /^(LD|ST|ATOM|RED|CCTL|BRA|BRX|JMP|JMX|EXIT|BAR|CALL|RET|SYNCS|UTMA|UBLKCP|MEMBAR)/ && op[i] !~ /^(LDC|CCTL(\.[A-Z0-9]+)*\.PF[12])/) {
             early = op[i]; sub(/ .*/, "", early)

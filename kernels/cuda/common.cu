@@ -32,7 +32,7 @@ extern "C" void slm_cuda_set_pdl(int mode)
     pdl_mode.store(mode < 0 ? -1 : mode != 0);
 }
 
-int slm_cuda_pdl_launches(void)
+extern "C" int slm_cuda_pdl_launches(void)
 {
     int m = pdl_mode.load(std::memory_order_relaxed);
     if (m >= 0) return m;

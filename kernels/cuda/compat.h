@@ -22,6 +22,9 @@
 #ifndef SLM_CUDA_COMPAT_H
 #define SLM_CUDA_COMPAT_H
 
+/* 1 when SLM_LAUNCH_PDL launches programmatically (kernels.h, kernels/cuda/common.cu). */
+extern "C" int slm_cuda_pdl_launches(void);
+
 #if defined(__CUDACC__)
 
 #include <cuda_runtime.h>
@@ -49,9 +52,6 @@ static __device__ __forceinline__ void slm_prefetch_l2(const void *p)
 {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
-
-/* 1 when SLM_LAUNCH_PDL launches programmatically (kernels/cuda/common.cu). */
-int slm_cuda_pdl_launches(void);
 
 template <class... P, class... A>
 static inline void slm_launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
@@ -96,8 +96,6 @@ static inline void slm_prefetch_l2(const void *p)
 {
     slm_emu::prefetch_l2(p);
 }
-
-int slm_cuda_pdl_launches(void);
 
 #define SLM_LAUNCH_PDL(kernel, grid, block, smem, stream, ...)                                            \
     slm_emu::launch_ex(slm_cuda_pdl_launches() != 0, #kernel, kernel, dim3(grid), dim3(block), (size_t)(smem), \

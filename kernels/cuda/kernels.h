@@ -234,6 +234,9 @@ int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *ro
  * launches), < 0 back to the default: on where the device is of compute capability 9.0 or more
  * (decided at the first launch). For measurements (the backend's SLM_CUDA_PDL). */
 void slm_cuda_set_pdl(int mode);
+/* 1 when the launches are programmatic now (the default decided on the current device at the
+ * first call), else 0. */
+int slm_cuda_pdl_launches(void);
 
 /* Sets that threshold for the process's later launches (0: always wide, INT_MAX: never; < 0:
  * back to SLM_CUDA_MMQ_WIDE_MIN_BLOCKS): for tests and measurements. */

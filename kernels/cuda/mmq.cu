@@ -141,6 +141,23 @@ template <int TILES> struct mmq_stage_regs {
     float4 d;
 };
 
+/* Which of a chunk's entries this thread moves (mmq_stage_load and mmq_stage_store agree by
+ * calling these): its k-th (block c of the chunk, token tau) pair of quants, and its (c, j, t)
+ * entry of (d, s); false past the chunk or past the row's nba blocks. */
+template <int TILES>
+__device__ __forceinline__ bool mmq_stage_quants(int k, int blk0, int nba, int *c, int *tau)
+{
+    const int i = threadIdx.x + MMQ_THREADS * k;
+    *c = i / (8 * TILES);
+    *tau = i % (8 * TILES);
+    return i < MMQ_CHUNK * 8 * TILES && blk0 + *c < nba;
+}
+template <int TILES> __device__ __forceinline__ bool mmq_stage_scales(int blk0, int nba, int *c)
+{
+    *c = threadIdx.x / (4 * TILES);
+    return threadIdx.x < MMQ_CHUNK * TILES * 4 && blk0 + *c < nba;
+}
+
 /* Activation blocks [blk0, blk0 + MMQ_CHUNK) (those below cols / 32) of a's tokens tok0 .. tok0 +
  * 8 TILES - 1, this thread's share, into r; tokens past n as row n - 1 (as act_load: columns
  * computed, never stored). */
@@ -148,19 +165,19 @@ template <int TILES>
 __device__ __forceinline__ void mmq_stage_load(const gemv_act &a, int tok0, int n, int blk0, mmq_stage_regs<TILES> &r)
 {
     const int nba = a.cols >> 5;
+    int c, tau;
     SLM_UNROLL
     for (int k = 0; k < mmq_stage_regs<TILES>::P; k++) {
-        const int i = threadIdx.x + MMQ_THREADS * k;
-        const int c = i / (8 * TILES), tau = i % (8 * TILES), blk = blk0 + c;
-        if (i >= MMQ_CHUNK * 8 * TILES || blk >= nba) continue;
-        const uint4 *q = reinterpret_cast<const uint4 *>(a.q + (size_t)min(tok0 + tau, n - 1) * (size_t)a.cols + 32 * blk);
+        if (!mmq_stage_quants<TILES>(k, blk0, nba, &c, &tau)) continue;
+        const uint4 *q = reinterpret_cast<const uint4 *>(a.q + (size_t)min(tok0 + tau, n - 1) * (size_t)a.cols +
+                                                         32 * (blk0 + c));
         r.x[k][0] = q[0];   /* words 0..3 */
         r.x[k][1] = q[1];   /* words 4..7 */
     }
-    const int i = threadIdx.x, c = i / (4 * TILES), j = (i >> 2) % TILES, t = i & 3, blk = blk0 + c;
-    if (i < MMQ_CHUNK * TILES * 4 && blk < nba) {
-        const float2 d0 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t, n - 1), blk);
-        const float2 d1 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t + 1, n - 1), blk);
+    if (mmq_stage_scales<TILES>(blk0, nba, &c)) {
+        const int j = (threadIdx.x >> 2) % TILES, t = threadIdx.x & 3;
+        const float2 d0 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t, n - 1), blk0 + c);
+        const float2 d1 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t + 1, n - 1), blk0 + c);
         r.d = make_float4(d0.x, d0.y, d1.x, d1.y);
     }
 }
@@ -170,17 +187,15 @@ __device__ __forceinline__ void mmq_stage_load(const gemv_act &a, int tok0, int 
 template <int TILES>
 __device__ __forceinline__ void mmq_stage_store(const mmq_stage_regs<TILES> &r, int blk0, int nba, mmq_stage<TILES> &st)
 {
+    int c, tau;
     SLM_UNROLL
     for (int k = 0; k < mmq_stage_regs<TILES>::P; k++) {
-        const int i = threadIdx.x + MMQ_THREADS * k;
-        const int c = i / (8 * TILES), tau = i % (8 * TILES);
-        if (i >= MMQ_CHUNK * 8 * TILES || blk0 + c >= nba) continue;
+        if (!mmq_stage_quants<TILES>(k, blk0, nba, &c, &tau)) continue;
         uint4 *d = reinterpret_cast<uint4 *>(&st.b[c][tau >> 3][4 * (tau & 7)]);   /* lanes (g, 0..3) */
         d[0] = make_uint4(r.x[k][0].x, r.x[k][1].x, r.x[k][0].y, r.x[k][1].y);
         d[1] = make_uint4(r.x[k][0].z, r.x[k][1].z, r.x[k][0].w, r.x[k][1].w);
     }
-    const int i = threadIdx.x, c = i / (4 * TILES);
-    if (i < MMQ_CHUNK * TILES * 4 && blk0 + c < nba) st.ds[c][(i >> 2) % TILES][i & 3] = r.d;
+    if (mmq_stage_scales<TILES>(blk0, nba, &c)) st.ds[c][(threadIdx.x >> 2) % TILES][threadIdx.x & 3] = r.d;
 }
 
 /* A unit's activations from the staged chunk whose first block is blk0: the wide kernel's source. */

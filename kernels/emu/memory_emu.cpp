@@ -172,15 +172,23 @@ int mem_classify(const void *p, size_t bytes, std::string *why)
     return -1;
 }
 
+/* Whether [p, p + bytes) is live device (or managed) memory; if not, *why says what it is. */
+static bool device_range(const void *p, size_t bytes, std::string *why)
+{
+    if (!p) {
+        *why = "a null pointer";
+        return false;
+    }
+    int k = mem_classify(p, bytes, why);
+    if (k == MEM_DEVICE || k == MEM_MANAGED) return true;
+    if (k >= 0) *why = format("%s, not device memory", kind_name(k));
+    return false;
+}
+
 cudaError_t check_device_range(const void *p, size_t bytes, const char *who, const char *what)
 {
     std::string why;
-    if (!p) why = "a null pointer";
-    else {
-        int k = mem_classify(p, bytes, &why);
-        if (k == MEM_DEVICE || k == MEM_MANAGED) return cudaSuccess;
-        if (k >= 0) why = format("%s, not device memory", kind_name(k));
-    }
+    if (device_range(p, bytes, &why)) return cudaSuccess;
     report(format("%s: %s %p (%zu bytes) is %s", who, what, p, bytes, why.c_str()));
     return cudaErrorInvalidValue;
 }
@@ -255,9 +263,7 @@ std::vector<mem_pages> mem_device_pages()
 void prefetch_l2(const void *p)
 {
     std::string why;
-    int k = mem_classify(p, 1, &why);
-    if (k == MEM_DEVICE || k == MEM_MANAGED) return;
-    if (k >= 0) why = format("%s, not device memory", kind_name(k));
+    if (device_range(p, 1, &why)) return;
     worker &w = current("slm_prefetch_l2");
     fail(w, where(*w.cur) + format(": slm_prefetch_l2 of %p, which is %s", p, why.c_str()));
 }

@@ -197,17 +197,17 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     int wide_min = SLM_CUDA_MMQ_WIDE_MIN_BLOCKS;
     /* Programmatic dependent launch (kernels.h; docs/cuda.md): on where the device has it (sm_90
      * on), unless SLM_CUDA_PDL=0 (to measure what it is worth). */
-    int pdl = 1;
+    int pdl_env = 1;
     if (env_int("SLM_CUDA_MMQ_MIN_TOKENS", 1, INT32_MAX, "a number of tokens, >= 1", &ci->mmq_min, err) ||
         env_int("SLM_CUDA_MMQ_WIDE_MIN_BLOCKS", 0, INT32_MAX, "a number of blocks, >= 0", &wide_min, err) ||
         env_int("SLM_CUDA_PDL", 0, 1, "0 turns programmatic dependent launch off, 1 leaves it on where the device has it",
-                &pdl, err)) {
+                &pdl_env, err)) {
         cuda_destroy(be);
         return NULL;
     }
-    pdl = pdl && prop.major >= 9;
     slm_cuda_mmq_set_wide_min_blocks(wide_min);
-    slm_cuda_set_pdl(pdl);
+    slm_cuda_set_pdl(pdl_env ? -1 : 0);   /* -1: the kernels' default for this device (sm_90 on) */
+    const int pdl = slm_cuda_pdl_launches();
     if (prop.major < 8) ci->mmq_min = INT32_MAX;
     ci->mmf = prop.major >= 8;   /* mma.sync m16n8k16 f16 / bf16: sm_80 */
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
@@ -218,7 +218,7 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
             prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
             slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min, ci->mmf ? "tensor cores" : "the fp32 GEMV",
             ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on",
-            pdl ? "on" : prop.major < 9 ? "off (before sm_90)" : "off (SLM_CUDA_PDL=0)");
+            pdl ? "on" : pdl_env ? "off (before sm_90)" : "off (SLM_CUDA_PDL=0)");
     const char *sampling = getenv("SLM_CUDA_SAMPLING");
     if (sampling && !strcmp(sampling, "0")) {
         ci->host_sampling_ops = cuda_ops;
