@@ -43,7 +43,7 @@ cudaError_t emu_test_early_exit(int *out, cudaStream_t s);
 cudaError_t emu_test_axpy(float a, const float *x, float *y, int n, cudaStream_t s);
 /* y = x + 1 through a programmatic dependent launch (SLM_LAUNCH_PDL): mode 0 prefetches x and
  * waits (slm_pdl_begin) before it reads, 1 writes y[0] before the wait, 2 never waits, 3
- * prefetches an address outside device memory. */
+ * prefetches an address outside device memory, 4 reads x before the wait. */
 cudaError_t emu_test_pdl(const float *x, float *y, int n, int mode, cudaStream_t s);
 
 #endif

@@ -510,9 +510,11 @@ static void pdl_failure(const float *dx, float *dy, int n, int mode, int log, co
 }
 
 /* Programmatic dependent launch (compat.h): a kernel launched with SLM_LAUNCH_PDL whose thread
- * ends without slm_pdl_begin fails; one that touches device memory before it fails when the
- * launch log measures bytes; an L2 prefetch outside device memory fails; the right one (with a
- * prefetch before its wait) runs and is logged as programmatic. Off
+ * ends without slm_pdl_begin fails; one that writes device memory before it, or reads what an
+ * earlier grid of its programmatic chain wrote, fails when the launch log measures bytes (a read
+ * of what a copy wrote is allowed, and a memset ends the chain); an L2 prefetch outside device
+ * memory fails; the right one (with a prefetch before its wait) runs and is logged as
+ * programmatic. Off
  * (slm_cuda_set_pdl(0)) the launch is a plain one, which needs no wait. */
 static void test_programmatic_launch(void)
 {
@@ -537,8 +539,41 @@ static void test_programmatic_launch(void)
     pdl_failure(dx, dy, n, 2, 1, "kernel k_pdl: thread (0,0,0) of block (0,0,0) ended without calling slm_pdl_begin");
     pdl_failure(dx, dy, n, 3, 1, "slm_prefetch_l2 of 0x40, which is a host pointer");
 #if !defined(__SANITIZE_ADDRESS__)   /* pages are not watched under ASan */
-    pdl_failure(dx, dy, n, 1, 2, "before slm_pdl_begin (2 page faults)");   /* the page's first read, then its first write */
-    CHECK(slm_emu_launch_log_get(&r) == 1 && r[0].faults_before_wait == 2, "a write before the wait: expected 2 page faults");
+    /* The page's first fault (taken as a read: allowed, y was not written in the chain) and then
+     * its write fault (forbidden). */
+    pdl_failure(dx, dy, n, 1, 2, "kernel k_pdl: a thread wrote device memory at");
+    CHECK(slm_emu_launch_log_get(&r) == 1 && r[0].faults_before_wait == 1 && r[0].reads_before_wait == 1,
+          "a write before the wait: expected 1 forbidden fault and 1 read, got %lld and %lld", r[0].faults_before_wait,
+          r[0].reads_before_wait);
+    /* Reads before the wait: of what a copy wrote, allowed (the copy finished before the chain
+     * began); of what the grid before in the chain wrote, not; a memset between the two grids
+     * ends the chain, so the same read is allowed after it. */
+    float *dz;
+    CUDA_OK(cudaMalloc((void **)&dz, n * sizeof(float)));
+    slm_emu_launch_log(2);
+    CUDA_OK(cudaMemcpy(dz, x.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_OK(emu_test_pdl(dz, dy, n, 4, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    CHECK(slm_emu_launch_log_get(&r) == 1 && r[0].faults_before_wait == 0 && r[0].reads_before_wait == 1,
+          "a read before the wait of copied memory: expected 0 forbidden faults and 1 read, got %lld and %lld",
+          r[0].faults_before_wait, r[0].reads_before_wait);
+    slm_emu_clear_report();
+    CUDA_OK(emu_test_pdl(dx, dz, n, 0, nullptr));   /* writes dz */
+    CUDA_OK(emu_test_pdl(dz, dy, n, 4, nullptr));   /* reads it before its wait */
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a read before the wait of the chain's writes: expected a failure");
+    cudaGetLastError();
+    CHECK(strstr(slm_emu_last_report(), "read what an earlier grid of its programmatic chain wrote in"),
+          "chain read: got '%s'", slm_emu_last_report());
+    CUDA_OK(emu_test_pdl(dx, dz, n, 0, nullptr));
+    CUDA_OK(cudaMemsetAsync(dy, 0, n * sizeof(float), nullptr));
+    CUDA_OK(emu_test_pdl(dz, dy, n, 4, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    slm_emu_launch_log(0);
+    std::vector<float> got = host_copy(dy, n);
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += got[i] != x[i] + 2.0f;
+    CHECK(!bad, "a read before the wait after a memset: %d wrong outputs", bad);
+    cudaFree(dz);
 #endif
     slm_cuda_set_pdl(0);
     slm_emu_launch_log(1);

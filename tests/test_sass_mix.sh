@@ -4,7 +4,9 @@
 # their exit codes (2, 2, 3); then, where this build compiled the kernels with nvcc and a
 # cuobjdump is found, its --check holds on the sm_90 code (tensor-core ops in every MMQ, MMF and
 # attention kernel, no local memory anywhere, griddepcontrol.wait before any memory access in
-# every kernel but the tensor-rate probe; a kernel that loads before it is named), the 32-element types' decode GEMV reads its
+# every kernel but the tensor-rate probe and the decode attention, which may read before it but
+# not write; a kernel that loads before it is named, a decode attention that stores before it
+# too), the 32-element types' decode GEMV reads its
 # quants with 16-byte loads (docs/cuda.md, "Device layout of the weights"), and, with nvcc
 # 13.0, the hot loops of the GEMV and MMQ kernels tuned on 2026-12-06 stay within 10% of their
 # instruction counts.
@@ -70,8 +72,33 @@ __global__ void k_early(const float *x, float *y)
 }
 EOF_EARLY
 if [ -x "$nvcc_bin" ] && "$nvcc_bin" -arch=sm_90 -c -o "$early/early.cu.o" "$tmp/early.cu" 2> "$tmp/err"; then
-  expect "a load before griddepcontrol.wait" 1 "k_early: griddepcontrol.wait \(slm_pdl_begin\) not first: after LDG" \
+  expect "a load before griddepcontrol.wait" 1 "k_early: griddepcontrol.wait \(slm_pdl_begin\) not first: reads first" \
     "$mix" --build "$tmp/early" --check
+  # The decode attention may read before its wait, not write: a kernel of its name that stores
+  # first is named.
+  cat > "$tmp/early_attn.cu" <<'EOF_TPL'
+template <int D, bool F> __global__ void k_attention(const float *x, float *y)
+{
+    float v = x[threadIdx.x];
+    if (F && D == 64) y[64] = v;   // the 64 variant writes before its wait
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    y[threadIdx.x] = v + D;
+}
+template __global__ void k_attention<64, true>(const float *, float *);
+template __global__ void k_attention<128, true>(const float *, float *);
+template __global__ void k_attention<64, false>(const float *, float *);
+EOF_TPL
+  rm -f "$early/early.cu.o"
+  if "$nvcc_bin" -arch=sm_90 -c -o "$early/early.cu.o" "$tmp/early_attn.cu" 2> "$tmp/err"; then
+    expect "a decode attention that writes before griddepcontrol.wait" 1 \
+      "k_attention<64, true>: griddepcontrol.wait \(slm_pdl_begin\) not before its first write or exit: after STG" \
+      "$mix" --build "$tmp/early" --check
+    grep -q "k_attention<128, true>: griddepcontrol" "$tmp/err" && { echo "FAIL k_attention<128, true> reads first, yet was named"; fail=1; }
+    grep -q "k_attention<64, false>: griddepcontrol.wait (slm_pdl_begin) not first: reads first" "$tmp/err" \
+      || { echo "FAIL the prefill variant k_attention<64, false> reads before its wait, yet was not named"; fail=1; }
+  else
+    echo "FAIL nvcc could not compile the early-write kernels:"; cat "$tmp/err"; fail=1
+  fi
 else
   echo "info no nvcc to compile a kernel that loads before its wait: that check not run"
 fi

@@ -5,9 +5,11 @@
 # batch 1 must run at least 132 x 4 warps (4 warps on each SM of an H100 / H200); a prefill step
 # of 32 tokens (the tensor-core MMQ with x quantized in its blocks) at most 6 a layer (the
 # attention's RoPE/KV store is a launch of its own there). Every launch of both steps must be a
-# programmatic dependent launch whose threads touch no device memory before their slm_pdl_begin
-# (docs/cuda.md, "Programmatic dependent launch"; the emulator's launch log fails the step
-# otherwise). Bad flags are one-line usage errors.
+# programmatic dependent launch whose threads write no device memory before their slm_pdl_begin
+# and read none that an earlier launch of the step wrote (docs/cuda.md, "Programmatic dependent
+# launch"; the emulator's launch log fails the step otherwise); the decode attention of every
+# layer reads its K/V before it, and no other launch reads anything. Bad flags are one-line
+# usage errors.
 set -u
 tool=$(dirname "${SLMD:?SLMD must name the slmd binary}")/step_launches_emu
 model=${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -28,12 +30,22 @@ export SLM_EMU_WORKERS=${SLM_EMU_WORKERS:-2}
 if out=$("$tool" --model "$model" --batch 1,8 --max-per-layer 5 --min-matmul-warps 528 --programmatic 2>&1); then
   echo "$out" | grep '^decode step'
   echo "ok   at most 5 launches a layer; every matmul at batch 1 on >= 528 warps; every launch programmatic"
+  # The decode attention loads its K/V rows before its wait, every other kernel after it.
+  if [ "$(echo "$out" | grep -c '^decode step.* 154 programmatic, 30 reading before their wait$')" = 2 ] &&
+     [ "$(echo "$out" | awk '$1 ~ /k_attention<64,/ && $NF + 0 > 0' | wc -l)" = 2 ]; then
+    echo "ok   the decode attention of each of the 30 layers reads its K/V before its wait, no other kernel does"
+  else
+    echo "FAIL expected 30 launches of the step (the attention's) reading before their wait at batch 1 and 8"; fail=1
+  fi
 else
   echo "$out"; echo "FAIL the launch limits"; fail=1
 fi
 if out=$("$tool" --model "$model" --batch 1 --ctx 32 --prefill --max-per-layer 6 --programmatic 2>&1); then
   echo "$out" | grep '^prefill step'
   echo "ok   a prefill step of 32 tokens: at most 6 launches a layer, every launch programmatic"
+  echo "$out" | grep -q '^prefill step.*, 0 reading before their wait$' &&
+    echo "ok   no launch of the prefill step reads before its wait (its attention reads what the RoPE store wrote)" ||
+    { echo "FAIL a prefill launch reads before its wait"; fail=1; }
 else
   echo "$out"; echo "FAIL the prefill launch limit"; fail=1
 fi

@@ -8,7 +8,8 @@
 # that holds a BAR.SYNC, as the wide MMQ's staging of a chunk) against the dots or mmas in it:
 # what an issue-bound kernel pays per mma; and where the kernel's griddepcontrol.wait (ACQBULK,
 # slm_pdl_begin) stands: "first" when no memory access (but an L2 prefetch), exit, or branch past
-# it comes before it, "-" when the kernel has none. docs/cuda.md keeps its figures for the hot
+# it comes before it, "reads first" when only loads, shared stores, barriers and branches do,
+# "after X" naming the first write or exit before it, "-" when the kernel has none. docs/cuda.md keeps its figures for the hot
 # kernels; a change to a kernel shows here what it did to the loads before any GPU time is spent
 # on it.
 #
@@ -19,7 +20,8 @@
 # --filter REGEX   only the kernels whose demangled name matches (grep -E)
 # --check          also require: tensor-core ops (IMMA) in every k_mmq and k_mmq_wide, HMMA in
 #                  every k_mmf and k_attention, no local memory in any kernel, the wait first in
-#                  every kernel but k_mma_rate; exit 1 naming each that fails
+#                  every kernel but k_mma_rate and k_attention<D, true> (no write or exit before
+#                  it); exit 1 naming each that fails
 #
 # cuobjdump (and the nvdisasm it runs): $CUOBJDUMP, else on PATH, else beside nvcc, else those
 # of PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (packaging/setup.sh installs them
@@ -30,7 +32,7 @@ build=build
 arch=sm_90
 filter=
 check=0
-usage() { sed -n '15,22p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '16,25p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 die() { echo "sass-mix: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -133,15 +135,18 @@ function flush(   i, j, first, lo, hi, k, ops, nx) {
     # the wait of a programmatic dependent launch: first, or after what (a memory access, a branch)
     # (an L2 prefetch, CCTL...PF, may come before it: it moves no data; so may a branch that
     # lands before it, so that every thread still reaches it)
-    wait[f] = "-"; early = ""; w = -1
+    # "reads first": what comes before it reads (loads, shared stores, barriers, branches) but
+    # writes no global memory and does not exit (the K/V loads of the decode attention, docs/cuda.md)
+    wait[f] = "-"; early = ""; wr = ""; w = -1
     for (i = 1; i <= cnt; i++) if (op[i] ~ /^ACQBULK/) { w = i; break }
-    for (i = 1; i < w && early == ""; i++) {
+    for (i = 1; i < w && wr == ""; i++) {
         if (op[i] ~ /^BRA/ && (tgt[i] >= 0 || (fwd[i] >= 0 && fwd[i] <= addr[w]))) continue
         if (op[i] ~ /^(LD|ST|ATOM|RED|CCTL|BRA|BRX|JMP|JMX|EXIT|BAR|CALL|RET|SYNCS|UTMA|UBLKCP|MEMBAR)/ && op[i] !~ /^(LDC|CCTL(\.[A-Z0-9]+)*\.PF[12])/) {
-            early = op[i]; sub(/ .*/, "", early)
+            if (early == "") { early = op[i]; sub(/ .*/, "", early) }
+            if (op[i] ~ /^(ST|ATOM|RED|EXIT|CALL|RET|SYNCS|UTMA|UBLKCP)/ && op[i] !~ /^(STS|STL)/) { wr = op[i]; sub(/ .*/, "", wr) }
         }
     }
-    if (w > 0) wait[f] = early == "" ? "first" : "after " early
+    if (w > 0) wait[f] = early == "" ? "first" : wr == "" ? "reads first" : "after " wr
     cnt = 0
 }
 /Function :/ { flush(); f = $3; names[f] = 1; next }
@@ -195,10 +200,14 @@ if [ "$check" = 1 ]; then
         [ "$loc" -eq 0 ] || { echo "sass-mix: $name uses local memory ($loc LDL/STL)" >&2; bad=1; }
         case "$name" in
         k_mma_rate*) ;;
+        k_attention\<*,\ true\>)
+            case "$wait" in first|"reads first") ;;
+            *) echo "sass-mix: $name: griddepcontrol.wait (slm_pdl_begin) not before its first write or exit: $wait" >&2; bad=1 ;;
+            esac ;;
         *) [ "$wait" = first ] || { echo "sass-mix: $name: griddepcontrol.wait (slm_pdl_begin) not first: $wait" >&2; bad=1; } ;;
         esac
     done <"$tmp/rows"
     [ "$bad" = 0 ] || exit 1
     echo
-    echo "check: IMMA in every k_mmq and k_mmq_wide, HMMA in every k_mmf and k_attention, no local memory, the wait first in every kernel but k_mma_rate: ok"
+    echo "check: IMMA in every k_mmq and k_mmq_wide, HMMA in every k_mmf and k_attention, no local memory, the wait first in every kernel but k_mma_rate and the decode attention (before its first write or exit): ok"
 fi

@@ -16,8 +16,11 @@
  * --max-per-layer: exit 1 when a layer launches more kernels; --min-matmul-warps: exit 1 when a
  * matmul kernel of a layer (a name with "mv" or "gemv" in it) runs fewer warps, at batch 1;
  * --programmatic: exit 1 when a launch of the step is not a programmatic dependent launch
- * (docs/cuda.md, "Programmatic dependent launch"). A kernel of such a launch that touches device
- * memory before its slm_pdl_begin fails the step (the emulator's launch log catches it).
+ * (docs/cuda.md, "Programmatic dependent launch"). A kernel of such a launch that writes device
+ * memory before its slm_pdl_begin, or reads there what an earlier launch of the step's
+ * programmatic chain wrote, fails the step (the emulator's launch log catches it); what a launch
+ * read before its wait that the chain did not write is counted ("early KB": whole pages, the
+ * first touch of each).
  * Exit 0 ok, 1 a limit broken or a failure, 2 usage.
  */
 #include <stdio.h>
@@ -74,16 +77,18 @@ static void print_record(const struct slm_emu_launch_record *r, int json, int fi
 {
     if (json) {
         printf("%s{\"kernel\": \"%s\", \"grid\": [%u, %u, %u], \"block\": [%u, %u, %u], \"warps\": %lld, "
-               "\"smem\": %zu, \"bytes_touched\": %lld, \"bytes_written\": %lld, \"programmatic\": %s}",
+               "\"smem\": %zu, \"bytes_touched\": %lld, \"bytes_written\": %lld, \"programmatic\": %s, "
+               "\"bytes_read_before_wait\": %lld}",
                first ? "" : ", ", r->name, r->grid[0], r->grid[1], r->grid[2], r->block[0], r->block[1], r->block[2],
-               warps(r), r->smem, r->bytes_touched, r->bytes_written, r->pdl ? "true" : "false");
+               warps(r), r->smem, r->bytes_touched, r->bytes_written, r->pdl ? "true" : "false",
+               r->reads_before_wait < 0 ? -1 : r->reads_before_wait * 4096);
         return;
     }
     char grid[32], block[32];
     snprintf(grid, sizeof grid, "%u,%u,%u", r->grid[0], r->grid[1], r->grid[2]);
     snprintf(block, sizeof block, "%u,%u,%u", r->block[0], r->block[1], r->block[2]);
-    printf("  %-44.44s %12s %10s %7lld %7zu %10.1f %10.1f\n", r->name, grid, block, warps(r), r->smem,
-           r->bytes_touched / 1024.0, r->bytes_written / 1024.0);
+    printf("  %-44.44s %12s %10s %7lld %7zu %10.1f %10.1f %10.1f\n", r->name, grid, block, warps(r), r->smem,
+           r->bytes_touched / 1024.0, r->bytes_written / 1024.0, r->reads_before_wait * 4.0);
 }
 
 /* Runs one batch size; prints its step; returns 0, 1 when a limit is broken, -1 on failure. */
@@ -140,13 +145,17 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
     }
     int bad = 0;
     long long touched = 0, written = 0;
-    size_t n_pdl = 0;
-    for (size_t i = 0; i < n; i++) touched += r[i].bytes_touched, written += r[i].bytes_written, n_pdl += r[i].pdl != 0;
+    size_t n_pdl = 0, n_early = 0;
+    for (size_t i = 0; i < n; i++) {
+        touched += r[i].bytes_touched, written += r[i].bytes_written, n_pdl += r[i].pdl != 0;
+        n_early += r[i].reads_before_wait > 0;
+    }
     if (json) {
         printf("{\"step\": \"%s\", \"batch\": %d, \"ctx\": %d, \"launches\": %zu, \"layers\": %d, \"per_layer\": %d, "
                "\"before_layers\": %d, \"after_layers\": %zu, \"bytes_touched\": %lld, \"bytes_written\": %lld, "
-               "\"programmatic\": %zu, \"layer\": [",
-               kind, B, ctx, n, L, period, start, n - (size_t)start - (size_t)period * L, touched, written, n_pdl);
+               "\"programmatic\": %zu, \"reading_before_wait\": %zu, \"layer\": [",
+               kind, B, ctx, n, L, period, start, n - (size_t)start - (size_t)period * L, touched, written, n_pdl,
+               n_early);
         for (int k = 0; k < period; k++) print_record(&r[start + k], 1, k == 0);
         printf("], \"other\": [");
         int first = 1;
@@ -155,11 +164,11 @@ static int run_batch(struct slm_model *m, const struct slm_tokenizer *tok, int B
         printf("]}\n");
     } else {
         printf("%s step, batch %d, context %d: %zu launches = %d before the layers + %d layers x %d + %zu after; "
-               "%.2f MB touched, %.2f MB written; %zu programmatic\n",
+               "%.2f MB touched, %.2f MB written; %zu programmatic, %zu reading before their wait\n",
                kind, B, ctx, n, start, L, period, n - (size_t)start - (size_t)period * L, touched / 1e6,
-               written / 1e6, n_pdl);
-        printf("  %-44s %12s %10s %7s %7s %10s %10s\n", "kernel (one layer, then the rest)", "grid", "block", "warps",
-               "smem", "touched KB", "written KB");
+               written / 1e6, n_pdl, n_early);
+        printf("  %-44s %12s %10s %7s %7s %10s %10s %10s\n", "kernel (one layer, then the rest)", "grid", "block",
+               "warps", "smem", "touched KB", "written KB", "early KB");
         for (int k = 0; k < period; k++) print_record(&r[start + k], 0, 0);
         printf("  --\n");
         for (size_t i = 0; i < n; i++)

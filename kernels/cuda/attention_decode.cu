@@ -332,6 +332,19 @@ __device__ static inline void attn_pv(const uint32_t *pw, const uint32_t *vw, in
     }
 }
 
+/* The out rows (KV head g's group of query heads) of the tile's tokens whose position is out of
+ * range (s_np 0) are NaN; by partition 0's block. */
+template <int D>
+__device__ static inline void nan_rows(const struct fused_args &a, int tok0, int ntok, int g, int group,
+                                       const int *np)
+{
+    for (int i = 0; i < ntok; i++)
+        if (!np[i]) {
+            float *o = a.out + ((size_t)(tok0 + i) * a.n_head + (size_t)g * group) * D;
+            for (int e = threadIdx.x; e < group * D; e += DEC_THREADS) o[e] = __int_as_float(0x7fc00000);
+        }
+}
+
 /* grid (max_parts, n_head_kv, tiles: n_tiles, or n_tokens when a.tiles is NULL), DEC_THREADS
  * threads, dynamic shared memory attn_smem(rows_cap, D). FRESH: a decode-only step's launch (q
  * and k rotated here, the token's k and v stored and used from shared memory; one token a
@@ -343,7 +356,15 @@ __device__ static inline void attn_pv(const uint32_t *pw, const uint32_t *vw, in
 template <int D, bool FRESH>
 __global__ void __launch_bounds__(DEC_THREADS, D > 128 ? 2 : 4) k_attention(struct fused_args a)
 {
-    slm_pdl_begin();
+    /* FRESH waits for the grid before (slm_pdl_begin) only after step 1: its steps 0 and 1 read
+     * what was there before the step's first kernel (docs/cuda.md, "Programmatic dependent
+     * launch"). The positions, sequence rows and block tables are the host's uploads, and every
+     * K/V row it loads there is a position before its token's: a row an earlier step stored (no
+     * launch of a decode-only step writes the cache but this kernel, each block its own token's
+     * row, after its wait). So the partition's K/V loads overlap the Q/K/V matmul before it. The
+     * other steps' launch reads rows slm_cuda_rope_store, the grid before it, wrote: it waits
+     * first. */
+    if (!FRESH) slm_pdl_begin();
     constexpr int CH = D / 2 / DEC_TPR;   /* half2 words of a row a thread holds */
     constexpr int W = D / 2;              /* half2 words of a row */
     static_assert(D % (2 * DEC_TPR) == 0 && D % 16 == 0, "rows split evenly over the lanes and the MMA's K");
@@ -355,7 +376,10 @@ __global__ void __launch_bounds__(DEC_THREADS, D > 128 ? 2 : 4) k_attention(stru
     const int group = a.n_head / a.n_head_kv, start = part * DEC_P;
     int tok0 = (int)blockIdx.z, count = 1;
     if (a.tiles) tok0 = a.tiles[2 * blockIdx.z], count = a.tiles[2 * blockIdx.z + 1];
-    if (tok0 < 0 || tok0 >= a.n_tokens || count < 1) return;   /* not a tile of this call */
+    if (tok0 < 0 || tok0 >= a.n_tokens || count < 1) {   /* not a tile of this call */
+        if (FRESH) slm_pdl_begin();
+        return;
+    }
     count = min(min(count, a.tile_tokens), a.n_tokens - tok0);
     const int seq = a.seq_row[tok0];
 
@@ -376,13 +400,15 @@ __global__ void __launch_bounds__(DEC_THREADS, D > 128 ? 2 : 4) k_attention(stru
     }
     __syncthreads();
     const int ntok = s_ntok, lo = s_lo, hi = s_hi, rows = ntok * group, R = a.rows_cap;
-    if (part == 0)
-        for (int i = 0; i < ntok; i++)
-            if (!s_np[i]) {
-                float *o = a.out + ((size_t)(tok0 + i) * a.n_head + (size_t)g * group) * D;
-                for (int e = tid; e < group * D; e += DEC_THREADS) o[e] = __int_as_float(0x7fc00000);
-            }
-    if (lo >= hi) return;   /* no row attends to this partition */
+    if (FRESH && lo >= hi) {   /* no row attends to this partition (FRESH: the NaN row after the wait) */
+        slm_pdl_begin();
+        if (part == 0) nan_rows<D>(a, tok0, ntok, g, group, s_np);
+        return;
+    }
+    if (!FRESH) {
+        if (part == 0) nan_rows<D>(a, tok0, ntok, g, group, s_np);
+        if (lo >= hi) return;
+    }
     const int32_t *blocks = a.block_tables + (size_t)seq * a.max_blocks;
     const size_t kvd = (size_t)a.n_head_kv * D;
     const int own_pos = FRESH ? s_pos[0] : -1;   /* FRESH: the position stored here, from shared memory */
@@ -414,6 +440,7 @@ __global__ void __launch_bounds__(DEC_THREADS, D > 128 ? 2 : 4) k_attention(stru
             for (int c = 0; c < CH; c++) kr[i][c] = vr[i][c] = row == -1 ? 0x7e007e00u : 0u;
         }
     }
+    if (FRESH) slm_pdl_begin();
 
     /* 2. The rows' q (FRESH: rotated) rounded to f16, zero rows past the tile's; the token's k
      * and v by the owner. */

@@ -71,6 +71,9 @@ static inline void slm_launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, s
 }
 #define SLM_LAUNCH_PDL(kernel, grid, block, smem, stream, ...) \
     slm_launch_pdl(kernel, dim3(grid), dim3(block), (size_t)(smem), (stream), __VA_ARGS__)
+/* SLM_LAUNCH_PDL of a kernel held in a variable, named for the emulator's launch log. */
+#define SLM_LAUNCH_PDL_AS(name, kernel, grid, block, smem, stream, ...) \
+    ((void)(name), slm_launch_pdl(kernel, dim3(grid), dim3(block), (size_t)(smem), (stream), __VA_ARGS__))
 
 static inline int slm_emu_check_device_ptr(const void *p, size_t bytes, const char *what)
 {
@@ -99,6 +102,9 @@ static inline void slm_prefetch_l2(const void *p)
 
 #define SLM_LAUNCH_PDL(kernel, grid, block, smem, stream, ...)                                            \
     slm_emu::launch_ex(slm_cuda_pdl_launches() != 0, #kernel, kernel, dim3(grid), dim3(block), (size_t)(smem), \
+                       (stream), ##__VA_ARGS__)
+#define SLM_LAUNCH_PDL_AS(name, kernel, grid, block, smem, stream, ...)                                   \
+    slm_emu::launch_ex(slm_cuda_pdl_launches() != 0, name, kernel, dim3(grid), dim3(block), (size_t)(smem), \
                        (stream), ##__VA_ARGS__)
 
 #endif

@@ -612,12 +612,14 @@ template <typename K> static int mmq_smem_opt_in(K k, bool *done)
     return 0;
 }
 
-/* One kernel launched: the opt-in first where its shared memory needs it (done is its own flag). */
+/* One kernel launched: the opt-in first where its shared memory needs it (done is its own flag);
+ * name (static storage) names it in the emulator's launch log. */
 template <typename K>
-static int mmq_launch_one(K k, bool *done, dim3 grid, size_t smem, cudaStream_t stream, const struct qmm_args &p)
+static int mmq_launch_one(K k, const char *name, bool *done, dim3 grid, size_t smem, cudaStream_t stream,
+                          const struct qmm_args &p)
 {
     if (smem > 49152 && mmq_smem_opt_in(k, done)) return -EIO;
-    SLM_LAUNCH_PDL(k, grid, MMQ_THREADS, smem, stream, p);
+    SLM_LAUNCH_PDL_AS(name, k, grid, MMQ_THREADS, smem, stream, p);
     return slm_cuda_launched();
 }
 
@@ -629,10 +631,12 @@ static int mmq_launch_type(const struct qmm_args &p, bool wide, cudaStream_t str
     const size_t smem = PRO ? mmq_fused_smem<WT>(p.cols, p.epilogue) : 0;
     static bool big[2][2];   /* [wide][swiglu] */
     if (wide)
-        return swiglu ? mmq_launch_one(k_mmq_wide<WT, true, PRO>, &big[1][1], grid, smem, stream, p)
-                      : mmq_launch_one(k_mmq_wide<WT, false, PRO>, &big[1][0], grid, smem, stream, p);
-    return swiglu ? mmq_launch_one(k_mmq<WT, true, PRO>, &big[0][1], grid, smem, stream, p)
-                  : mmq_launch_one(k_mmq<WT, false, PRO>, &big[0][0], grid, smem, stream, p);
+        return swiglu ? mmq_launch_one(k_mmq_wide<WT, true, PRO>, "(k_mmq_wide<WT, true, PRO>)", &big[1][1], grid,
+                                       smem, stream, p)
+                      : mmq_launch_one(k_mmq_wide<WT, false, PRO>, "(k_mmq_wide<WT, false, PRO>)", &big[1][0], grid,
+                                       smem, stream, p);
+    return swiglu ? mmq_launch_one(k_mmq<WT, true, PRO>, "(k_mmq<WT, true, PRO>)", &big[0][1], grid, smem, stream, p)
+                  : mmq_launch_one(k_mmq<WT, false, PRO>, "(k_mmq<WT, false, PRO>)", &big[0][0], grid, smem, stream, p);
 }
 
 template <bool PRO> static int mmq_launch(uint32_t type, const struct qmm_args &p, bool wide, cudaStream_t stream)

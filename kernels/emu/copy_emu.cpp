@@ -117,6 +117,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
         if (err != cudaSuccess) return err;
     }
     if (n) memmove(dst, src, n);
+    launch_log_chain_break();
     return cudaSuccess;
 }
 
@@ -137,6 +138,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
             int d2, s2;
             cudaError_t e = check_copy(dst, staged->data(), n, kind, "cudaMemcpyAsync (queued)", &d2, &s2);
             if (e == cudaSuccess) memcpy(dst, staged->data(), n);
+            launch_log_chain_break();
             return e;
         });
     }
@@ -144,6 +146,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
         int d2, s2;
         cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpyAsync (queued)", &d2, &s2);
         if (e == cudaSuccess) memmove(dst, src, n);
+        launch_log_chain_break();
         return e;
     });
     /* To pageable memory CUDA returns only once the copy is done. */
@@ -158,6 +161,7 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t stream)
     return submit(stream, [p, value, n]() {
         cudaError_t e = check_device_range(p, n, "cudaMemsetAsync (queued)", "destination");
         if (e == cudaSuccess) memset(p, value, n);
+        launch_log_chain_break();
         return e;
     });
 }

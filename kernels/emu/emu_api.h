@@ -57,10 +57,14 @@ struct slm_emu_launch_record {
                                    -1 when bytes are not measured */
     long long bytes_written;    /* of those, the pages it wrote */
     int pdl;                    /* a programmatic dependent launch (SLM_LAUNCH_PDL) */
-    long long faults_before_wait; /* page faults (a page's first read, its first write) taken by
-                                   a thread of a programmatic dependent launch before its
-                                   slm_pdl_begin (the grid then fails); -1 when bytes are not
-                                   measured */
+    long long faults_before_wait; /* forbidden page faults taken by a thread of a programmatic
+                                   dependent launch before its slm_pdl_begin: a write, or a read
+                                   of a page an earlier grid of its programmatic chain (the
+                                   programmatic launches since the stream's last copy, memset or
+                                   plain launch) wrote; the grid then fails. -1 when bytes are
+                                   not measured */
+    long long reads_before_wait; /* the allowed ones: first reads, before the wait, of pages the
+                                   chain did not write (-1 when bytes are not measured) */
 };
 
 /* 0 stops recording; 1 records every grid from now on (forgetting earlier records); 2 also

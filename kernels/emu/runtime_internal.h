@@ -77,9 +77,13 @@ std::vector<mem_pages> mem_device_pages();
 /* The launch log (launch_log.cpp), called around every grid a stream runs (graph replays
  * included): grid_begin protects the device pages when bytes are measured, grid_end restores
  * them and records the launch; it returns cudaErrorLaunchFailure, with a report, when a thread
- * of a programmatic dependent launch touched a page before its slm_pdl_begin. */
+ * of a programmatic dependent launch wrote a page before its slm_pdl_begin, or read one that an
+ * earlier grid of its programmatic chain wrote (launch_log.cpp). */
 void launch_log_grid_begin(const launch_desc &d);
 cudaError_t launch_log_grid_end(const launch_desc &d);
+/* A copy or memset ran on a stream: it started once every grid before it had finished, so the
+ * pages the programmatic chain wrote may be read before the wait from now on. */
+void launch_log_chain_break();
 
 } /* namespace slm_emu */
 
