@@ -7,7 +7,9 @@
 # again with the MMQ's wide kernel for every launch (SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=0: SmolLM2's
 # small grids otherwise take the narrow one), and the same with plain launches
 # (SLM_CUDA_PDL=0: programmatic dependent launch off; under the emulator it is on by default,
-# as on a Hopper, and each kernel's wait is checked); a value that is not a whole number >= 1
+# as on a Hopper, and each kernel's wait is checked), and the same when the driver refuses
+# programmatic launches (SLM_EMU_REFUSE_PDL=1: the backend's probe turns them off and says so);
+# a value that is not a whole number >= 1
 # (>= 0; 0 or 1) is a one-line error naming the variable.
 set -u
 slmd=${SLMD_EMU:-}
@@ -40,6 +42,16 @@ if [ -n "$plain" ] && [ "$plain" = "$mmq" ] && grep -q "programmatic dependent l
   echo "ok   the same greedy tokens with plain launches (SLM_CUDA_PDL=0) as with programmatic ones"
 else
   echo "FAIL plain launches gave '$plain', programmatic ones '$mmq'"; cat "$tmp/err4"; fail=1
+fi
+# A driver that refuses programmatic launches (the emulator's SLM_EMU_REFUSE_PDL=1): the backend's
+# probe finds it, says so, and every kernel is launched plainly: the same tokens.
+refused=$(SLM_CUDA_MMQ_MIN_TOKENS=2 SLM_EMU_REFUSE_PDL=1 "$slmd" "${args[@]}" --log-level info 2>"$tmp/err5")
+if [ -n "$refused" ] && [ "$refused" = "$mmq" ] &&
+   grep -q "the driver refused programmatic dependent launches (a programmatic launch: cudaErrorNotSupported)" "$tmp/err5" &&
+   grep -q "programmatic dependent launch off (refused: a programmatic launch: cudaErrorNotSupported)" "$tmp/err5"; then
+  echo "ok   programmatic launches refused: the backend says so and launches plainly, the same greedy tokens"
+else
+  echo "FAIL with programmatic launches refused: '$refused' (expected '$mmq'):"; cat "$tmp/err5"; fail=1
 fi
 for bad in 2 -1 on; do
   SLM_CUDA_PDL=$bad expect_error "SLM_CUDA_PDL=$bad" "SLM_CUDA_PDL: .*" "${args[@]}"

@@ -10,6 +10,7 @@
 #include <cublas_v2.h>
 #include <nccl.h>
 
+#include <cerrno>
 #include <ctime>
 #include <cmath>
 #include <cstdio>
@@ -575,7 +576,26 @@ static void test_programmatic_launch(void)
     CHECK(!bad, "a read before the wait after a memset: %d wrong outputs", bad);
     cudaFree(dz);
 #endif
+    /* The backend's probe (slm_cuda_pdl_probe): four programmatic launches, two of them through a
+     * captured graph, all counted; refused by the driver (SLM_EMU_REFUSE_PDL), a named error. */
+    cudaStream_t st;
+    CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    char why[160] = "";
+    CHECK(slm_cuda_pdl_probe(st, why, sizeof why) == 0, "the programmatic-launch probe failed: %s", why);
+    slm_emu_options opt, saved;
+    slm_emu_get_options(&saved);
+    opt = saved;
+    opt.refuse_pdl = 1;
+    opt.quiet = 1;
+    slm_emu_set_options(&opt);
+    CHECK(slm_cuda_pdl_probe(st, why, sizeof why) == -EIO && !strcmp(why, "a programmatic launch: cudaErrorNotSupported"),
+          "the probe with programmatic launches refused: expected -EIO and 'a programmatic launch: "
+          "cudaErrorNotSupported', got '%s'", why);
+    CHECK(cudaGetLastError() == cudaSuccess, "the probe leaves no error behind");
+    slm_emu_set_options(&saved);
+    CUDA_OK(cudaStreamDestroy(st));
     slm_cuda_set_pdl(0);
+    CHECK(slm_cuda_pdl_probe(nullptr, why, sizeof why) == 0, "the probe with plain launches: nothing to probe");
     slm_emu_launch_log(1);
     CUDA_OK(emu_test_pdl(dx, dy, n, 2, nullptr));
     CUDA_OK(cudaDeviceSynchronize());

@@ -3,6 +3,8 @@
 #include "kernels/cuda/launch.cuh"
 
 #include <atomic>
+#include <errno.h>
+#include <stdio.h>
 
 static thread_local int last_error;
 
@@ -46,4 +48,54 @@ extern "C" int slm_cuda_pdl_launches(void)
     int expected = -1;
     pdl_mode.compare_exchange_strong(expected, m);
     return pdl_mode.load();
+}
+
+/* The probe's kernel: one more launch counted, after the wait. */
+__global__ void k_pdl_probe(int *count)
+{
+    slm_pdl_begin();
+    if (threadIdx.x == 0) *count += 1;
+}
+
+extern "C" int slm_cuda_pdl_probe(cudaStream_t stream, char *why, size_t len)
+{
+    if (!slm_cuda_pdl_launches()) return 0;
+    int *d = NULL, got = 0;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    const char *step = "cudaMalloc";
+    cudaError_t e = cudaMalloc((void **)&d, sizeof *d);
+    if (e == cudaSuccess) step = "cudaMemsetAsync", e = cudaMemsetAsync(d, 0, sizeof *d, stream);
+    if (e == cudaSuccess) {
+        step = "a programmatic launch";
+        SLM_LAUNCH_PDL(k_pdl_probe, 1, 32, 0, stream, d);
+        SLM_LAUNCH_PDL(k_pdl_probe, 1, 32, 0, stream, d);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) step = "cudaStreamBeginCapture", e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+        step = "a programmatic launch into a graph";
+        SLM_LAUNCH_PDL(k_pdl_probe, 1, 32, 0, stream, d);
+        SLM_LAUNCH_PDL(k_pdl_probe, 1, 32, 0, stream, d);
+        e = cudaGetLastError();
+        const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+        if (e == cudaSuccess) step = "cudaStreamEndCapture", e = end;
+    }
+    if (e == cudaSuccess) step = "cudaGraphInstantiate", e = cudaGraphInstantiate(&exec, graph, 0);
+    if (e == cudaSuccess) step = "cudaGraphLaunch", e = cudaGraphLaunch(exec, stream);
+    if (e == cudaSuccess) step = "cudaMemcpyAsync", e = cudaMemcpyAsync(&got, d, sizeof got, cudaMemcpyDeviceToHost, stream);
+    if (e == cudaSuccess) step = "cudaStreamSynchronize", e = cudaStreamSynchronize(stream);
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (d) cudaFree(d);
+    (void)cudaGetLastError();
+    if (e != cudaSuccess) {
+        snprintf(why, len, "%s: %s", step, cudaGetErrorName(e));
+        return -EIO;
+    }
+    if (got != 4) {
+        snprintf(why, len, "4 programmatic launches counted %d", got);
+        return -EIO;
+    }
+    return 0;
 }

@@ -237,6 +237,12 @@ void slm_cuda_set_pdl(int mode);
 /* 1 when the launches are programmatic now (the default decided on the current device at the
  * first call), else 0. */
 int slm_cuda_pdl_launches(void);
+/* When the launches are programmatic: whether the driver takes them on `stream` (a stream of its
+ * own, not capturing), both launched and captured into a graph: four launches of a counting
+ * kernel, two of them through an instantiated graph, must all run. 0 when they do (or the
+ * launches are plain); otherwise -EIO with *why (len bytes) naming the step that failed and the
+ * CUDA error, every error cleared: the caller then turns them off (slm_cuda_set_pdl(0)). */
+int slm_cuda_pdl_probe(struct CUstream_st *stream, char *why, size_t len);
 
 /* Sets that threshold for the process's later launches (0: always wide, INT_MAX: never; < 0:
  * back to SLM_CUDA_MMQ_WIDE_MIN_BLOCKS): for tests and measurements. */

@@ -201,6 +201,11 @@ void launch_queue(launch_desc desc, cudaStream_t stream)
         set_error(cudaErrorInvalidValue);
         return;
     }
+    if (desc.pdl && options().refuse_pdl) {
+        report(format("launch of %s: programmatic dependent launches are refused (SLM_EMU_REFUSE_PDL=1)", desc.name));
+        set_error(cudaErrorNotSupported);
+        return;
+    }
     auto shared = std::make_shared<launch_desc>(std::move(desc));
     submit(stream, [shared]() {
         launch_log_grid_begin(*shared);   /* measuring bytes: one run, without the race check's copies */
@@ -244,6 +249,7 @@ const char *cudaGetErrorName(cudaError_t error)
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
     default: return "cudaErrorUnknown";
     }
@@ -265,6 +271,7 @@ const char *cudaGetErrorString(cudaError_t error)
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
     case cudaErrorIllegalState: return "the operation is not permitted in this state";
+    case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
     default: return "unknown error";
     }

@@ -136,6 +136,7 @@ static void init_options()
     g_opt.poison = env_long("SLM_EMU_POISON", 1) != 0;
     g_opt.sync = env_long("SLM_EMU_SYNC", 0) != 0;
     g_opt.quiet = env_long("SLM_EMU_QUIET", 0) != 0;
+    g_opt.refuse_pdl = env_long("SLM_EMU_REFUSE_PDL", 0) != 0;
     g_opt.stack_bytes = (size_t)std::max(8L, env_long("SLM_EMU_STACK_KB", stack_kb)) * 1024;
 }
 

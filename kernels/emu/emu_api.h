@@ -18,6 +18,8 @@ struct slm_emu_options {
     int poison;         /* fill dynamic shared memory with 0xff (NaN) before each block [SLM_EMU_POISON, 1] */
     int sync;           /* execute stream work at issue instead of at the next synchronisation [SLM_EMU_SYNC, 0] */
     int quiet;          /* do not print reports on stderr (they are still kept) [SLM_EMU_QUIET, 0] */
+    int refuse_pdl;     /* refuse programmatic dependent launches (cudaErrorNotSupported), as a
+                           driver without them would [SLM_EMU_REFUSE_PDL, 0] */
     size_t stack_bytes; /* stack of each emulated thread [SLM_EMU_STACK_KB, 16 (64 under ASan)] */
 };
 
