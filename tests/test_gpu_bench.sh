@@ -2,7 +2,9 @@
 # tests/test_gpu_bench.sh - bench/gpu without a GPU: the kernel bench (gpu_kernels_emu, the
 # same source under the SIMT emulator) runs every path in --smoke mode and prints a row for
 # each kernel with finite figures; its JSON lines parse; bad flags are one-line errors;
-# run.sh and bench_engine --backend cuda say in one line that there is no GPU. Times under
+# run.sh and bench_engine --backend cuda say in one line that there is no GPU; run.sh --table makes
+# its table from the outputs of the programs a GPU run uses (here under the emulator and on the
+# CPU). Times under
 # the emulator mean nothing and are not checked.
 set -u
 bin=$(dirname "${SLMD:?SLMD must name the slmd binary}")
@@ -64,7 +66,7 @@ assert all(x["us"] > 0 and x["roofline_us"] > 0 for x in k)
 tensor = ("mmq", "mmf", "attention prefill")
 assert all(x["bound"] == "memory" for x in k if not x["kernel"].startswith(tensor))
 assert all(x["bound"] in ("memory", "tensor") for x in k if x["kernel"].startswith(tensor))' "$tmp/json"; then
-  echo "ok   --json: 374 kernel records, 73 skipped, and the ceilings"
+  echo "ok   --json: 430 kernel records, 85 skipped, and the ceilings"
 else
   echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
 fi
@@ -91,6 +93,44 @@ SLM_MODEL_DIR=$tmp/joined expect_error "run.sh parts that match no pin" \
   "^run.sh: the 2 model parts joined \(23 bytes, sha256 [0-9a-f]{64}\) match no model pinned in packaging/models.tsv" \
   --model-parts "$tmp/parts/?/m.part*"
 [ -z "$(ls -A "$tmp/joined" 2>/dev/null)" ] && echo "ok   a bad join leaves nothing behind" || { echo "FAIL a bad join left $(ls -A "$tmp/joined")"; fail=1; }
+
+# run.sh --table: the table of a run's outputs, here the emulated kernel bench's JSON and, with
+# the model, bench_engine's and batched_bench's on the CPU (the same programs and records the
+# GPU run writes), so that the last step of a device session is known to work; a folder that is
+# no run's outputs is a one-line error, outputs that are not JSON another.
+mkdir -p "$tmp/run"
+cp "$tmp/json" "$tmp/run/kernels.json"
+printf 'name, driver_version, memory.total [MiB]\nSIMT emulator, -, 2048 MiB\n' > "$tmp/run/gpu.csv"
+printf 'test_cuda_mma_gpu skip\ntest_cuda_model_gpu skip\n' > "$tmp/run/tests.txt"
+table_model=$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf
+want_e2e=0
+if [ -f "$table_model" ] && [ -x "$bin/bench_engine" ] && [ -x "$bin/batched_bench" ]; then
+  want_e2e=1
+  "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e.json" 2>/dev/null &&
+  "$bin/batched_bench" --backend cpu --model "$table_model" --npp 8 --ntg 4 --npl 1,2 --threads 2 --json >> "$tmp/run/e2e.json" 2>/dev/null &&
+  "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e_plain.json" 2>/dev/null ||
+    { echo "FAIL bench_engine / batched_bench --json on the CPU"; fail=1; }
+fi
+if "$EXPECT_PROG" --table "$tmp/run" --model "$table_model" > "$tmp/table.md" 2> "$tmp/err"; then
+  krows=$(grep -c '^| tiny' "$tmp/table.md")
+  if [ "$krows" -eq 515 ] && grep -q '^GPU: SIMT emulator' "$tmp/table.md" &&
+     grep -q '^Kernel tests: test_cuda_mma_gpu skip, test_cuda_model_gpu skip' "$tmp/table.md" &&
+     grep -q '^Measured: memory bandwidth [0-9]* GB/s' "$tmp/table.md" &&
+     { [ "$want_e2e" = 0 ] || {
+       grep -q -E '^- pp16: [0-9.]+ tokens/s' "$tmp/table.md" && grep -q -E '^- batched, 2 sequences: prefill [0-9]+ tokens/s, decode [0-9]+' "$tmp/table.md" &&
+       grep -q -E '^- tg4 with plain launches \(SLM_CUDA_PDL=0\): [0-9.]+ tokens/s: programmatic dependent launch [0-9.]+x' "$tmp/table.md" &&
+       grep -q -E '^Decode at batch 1: [0-9]+ tokens/s against a bandwidth roofline of [0-9]+ tokens/s \(96.6 MB' "$tmp/table.md"; }; }; then
+    echo "ok   run.sh --table: 515 kernel rows (85 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratio of plain launches")"
+  else
+    echo "FAIL run.sh --table ($krows kernel rows):"; grep -v '^| tiny' "$tmp/table.md"; fail=1
+  fi
+else
+  echo "FAIL run.sh --table: exit $?"; cat "$tmp/err"; fail=1
+fi
+mkdir -p "$tmp/norun"
+expect_error "run.sh --table of a folder that is no run's" "^run.sh: --table $tmp/norun: no gpu.csv and tests.txt there" --table "$tmp/norun"
+echo '{"kernel": truncated' > "$tmp/run/kernels.json"
+expect_error "run.sh --table of outputs that are not JSON" "^run.sh: $tmp/run/kernels.json line 1 is not a JSON record \(Expecting value.*\): no table" --table "$tmp/run"
 
 # compare-llama-cpp.sh: the ratio table from recorded outputs (tests/gpu_compare, made by its
 # make_samples.py after both programs' printers: invented figures, exact ratios), llama-bench's

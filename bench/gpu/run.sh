@@ -6,7 +6,7 @@
 # roofline, i.e. measured bandwidth / the weight bytes one decode step reads.
 #
 # usage: bench/gpu/run.sh [--model FILE | --model-parts PART...] [--deps DIR] [--build DIR] [--out DIR]
-#                         [--quick | --build-only]
+#                         [--quick | --build-only] | --table DIR
 #   --model FILE  the GGUF for the end-to-end part and test_cuda_model
 #                 [$SLM_MODEL_DIR or ~/.cache/slmd/models]/SmolLM2-135M-Instruct.Q4_1.gguf;
 #                 without it that part is skipped (and says so)
@@ -20,15 +20,17 @@
 #   --out DIR     where the logs and the table go [build-gpu/gpu-bench]
 #   --quick       fewer repetitions and only SmolLM2's kernel shapes
 #   --build-only  build (for this GPU's architecture only) and stop: the first of two device calls
+#   --table DIR   only print the table again from the outputs of an earlier run in DIR (its --out:
+#                 kernels.json, e2e.json, e2e_plain.json, gpu.csv, tests.txt); no GPU needed
 # Exit status: 0 when everything ran and every kernel test passed, 1 otherwise, 2 on bad usage.
 set -u
 MODEL_DIR="${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}"
 MODEL="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEPS="" BUILD=build-gpu OUT="" QUICK=0 HAVE_MODEL=0 PARTS="" BUILD_ONLY=0
-usage() { sed -n '8,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+DEPS="" BUILD=build-gpu OUT="" QUICK=0 HAVE_MODEL=0 PARTS="" BUILD_ONLY=0 TABLE=""
+usage() { sed -n '8,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
-    --model|--deps|--build|--out)
+    --model|--deps|--build|--out|--table)
         [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; } ;;
     esac
     case "$1" in
@@ -46,6 +48,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --build-only) BUILD_ONLY=1; shift ;;
+    --table) TABLE="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1 (bench/gpu/run.sh --help lists the options)" >&2; exit 2 ;;
     esac
@@ -55,6 +58,70 @@ done
 GPU_ROOT=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 GPU_PROG=run.sh
 . "$GPU_ROOT/bench/gpu/common.sh"
+
+# The Markdown table of a run's outputs in $1 (the model's path $2 names the end-to-end part).
+table() {
+    python3 - "$1" "$2" << 'EOF'
+import json, os, sys
+out, model = sys.argv[1], sys.argv[2]
+def lines(name):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return []
+    recs = []
+    for i, l in enumerate(open(path), 1):
+        if l.strip().startswith("{"):
+            try:
+                recs.append(json.loads(l))
+            except ValueError as e:
+                sys.exit(f"run.sh: {path} line {i} is not a JSON record ({e}): no table")
+    return recs
+k = lines("kernels.json")
+ceil = next((r for r in k if r.get("ceilings")), None)
+print("# slmd on the GPU (bench/gpu/run.sh)\n")
+print("GPU: " + " / ".join(l.strip() for l in open(os.path.join(out, "gpu.csv")).readlines()[1:2]))
+if ceil:
+    print(f"Measured: memory bandwidth {ceil['bandwidth_gbs']:.0f} GB/s\n")
+print("Kernel tests: " + ", ".join(l.strip() for l in open(os.path.join(out, "tests.txt"))) + "\n")
+print("| model | kernel | shape / type | n | KB moved | us | roofline us | bound | roof % |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in k:
+    if r.get("skipped"):
+        print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | skipped: {r['reason']} | | | | |")
+    elif "kernel" in r:
+        print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | {r['bytes']/1e3:.1f} | {r['us']:.2f} | "
+              f"{r['roofline_us']:.2f} | {r['bound']} | {r['roof_pct']:.1f} |")
+e = lines("e2e.json")
+if e:
+    print(f"\nEnd to end, {os.path.basename(model)}, cuda backend:\n")
+    wb = next((r["decode_weight_bytes"] for r in e if "decode_weight_bytes" in r), None)
+    for r in e:
+        if "test" in r:
+            print(f"- {r['test']}: {r['tokens_per_s']:.1f} tokens/s (sd {r['sd']:.1f})")
+        elif "speed_tg" in r:
+            print(f"- batched, {r['pl']} sequences: prefill {r['speed_pp']:.0f} tokens/s, decode {r['speed_tg']:.0f} tokens/s")
+    plain = {r["test"]: r for r in lines("e2e_plain.json") if "test" in r}
+    for r in e:
+        if r.get("test") in plain:
+            q = plain[r["test"]]
+            print(f"- {r['test']} with plain launches (SLM_CUDA_PDL=0): {q['tokens_per_s']:.1f} tokens/s: "
+                  f"programmatic dependent launch {r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
+    tg = next((r for r in e if r.get("test", "").startswith("tg")), None)
+    if wb and ceil and tg:
+        roof = ceil["bandwidth_gbs"] * 1e9 / wb
+        pct = 100 * tg["tokens_per_s"] / roof
+        print(f"\nDecode at batch 1: {tg['tokens_per_s']:.0f} tokens/s against a bandwidth roofline of {roof:.0f} "
+              f"tokens/s ({wb/1e6:.1f} MB of weights a step): {pct:.1f}% (target >= 70%: "
+              f"{'met' if pct >= 70 else 'NOT met'})")
+EOF
+}
+
+if [ -n "$TABLE" ]; then
+    [ -f "$TABLE/gpu.csv" ] && [ -f "$TABLE/tests.txt" ] ||
+        { echo "run.sh: --table $TABLE: no gpu.csv and tests.txt there (the --out folder of a run)" >&2; exit 2; }
+    table "$TABLE" "$MODEL"   # a record that is not JSON: one line naming it, exit 1
+    exit
+fi
 
 if [ -n "$PARTS" ]; then   # first (from the caller's folder), so that a bad join is said before anything else
     old_ifs=$IFS; IFS='
@@ -136,51 +203,6 @@ else
     echo "== end to end: skipped, no model at $MODEL (--model FILE)"
 fi
 
-python3 - "$OUT" "$MODEL" > "$OUT/table.md" << 'EOF'
-import json, os, sys
-out, model = sys.argv[1], sys.argv[2]
-def lines(name):
-    path = os.path.join(out, name)
-    if not os.path.exists(path):
-        return []
-    return [json.loads(l) for l in open(path) if l.strip().startswith("{")]
-k = lines("kernels.json")
-ceil = next((r for r in k if r.get("ceilings")), None)
-print("# slmd on the GPU (bench/gpu/run.sh)\n")
-print("GPU: " + " / ".join(l.strip() for l in open(os.path.join(out, "gpu.csv")).readlines()[1:2]))
-if ceil:
-    print(f"Measured: memory bandwidth {ceil['bandwidth_gbs']:.0f} GB/s\n")
-print("Kernel tests: " + ", ".join(l.strip() for l in open(os.path.join(out, "tests.txt"))) + "\n")
-print("| model | kernel | shape / type | n | KB moved | us | roofline us | bound | roof % |")
-print("|---|---|---|---|---|---|---|---|---|")
-for r in k:
-    if r.get("skipped"):
-        print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | skipped: {r['reason']} | | | | |")
-    elif "kernel" in r:
-        print(f"| {r['model']} | {r['kernel']} | {r['what']} | {r['n']} | {r['bytes']/1e3:.1f} | {r['us']:.2f} | "
-              f"{r['roofline_us']:.2f} | {r['bound']} | {r['roof_pct']:.1f} |")
-e = lines("e2e.json")
-if e:
-    print(f"\nEnd to end, {os.path.basename(model)}, cuda backend:\n")
-    wb = next((r["decode_weight_bytes"] for r in e if "decode_weight_bytes" in r), None)
-    for r in e:
-        if "test" in r:
-            print(f"- {r['test']}: {r['tokens_per_s']:.1f} tokens/s (sd {r['sd']:.1f})")
-        elif "speed_tg" in r:
-            print(f"- batched, {r['pl']} sequences: prefill {r['speed_pp']:.0f} tokens/s, decode {r['speed_tg']:.0f} tokens/s")
-    plain = {r["test"]: r for r in lines("e2e_plain.json") if "test" in r}
-    for r in e:
-        if r.get("test") in plain:
-            q = plain[r["test"]]
-            print(f"- {r['test']} with plain launches (SLM_CUDA_PDL=0): {q['tokens_per_s']:.1f} tokens/s: "
-                  f"programmatic dependent launch {r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
-    tg = next((r for r in e if r.get("test", "").startswith("tg")), None)
-    if wb and ceil and tg:
-        roof = ceil["bandwidth_gbs"] * 1e9 / wb
-        pct = 100 * tg["tokens_per_s"] / roof
-        print(f"\nDecode at batch 1: {tg['tokens_per_s']:.0f} tokens/s against a bandwidth roofline of {roof:.0f} "
-              f"tokens/s ({wb/1e6:.1f} MB of weights a step): {pct:.1f}% (target >= 70%: "
-              f"{'met' if pct >= 70 else 'NOT met'})")
-EOF
+table "$OUT" "$MODEL" > "$OUT/table.md" || status=1
 cat "$OUT/table.md"
 exit $status
