@@ -157,7 +157,7 @@ f != "" && /^[ \t]+\/\*[0-9a-f]+\*\/[ \t]/ {
     body = $0; sub(/^[ \t]+\/\*[0-9a-f]+\*\/[ \t]+/, "", body); sub(/^@!?U?P[0-9T] /, "", body)
     op[cnt] = body
     tgt[cnt] = -1; fwd[cnt] = -1
-    if (match(body, /^BRA (`\(\.L_x_[0-9]+\) )?0x[0-9a-f]+/)) {
+    if (match(body, /^BRA (!?U?P[0-9T], )?(`\(\.L_x_[0-9]+\) )?0x[0-9a-f]+/)) {
         t = substr(body, RSTART, RLENGTH); sub(/.* /, "", t); tgt[cnt] = hex(t)
         if (tgt[cnt] > addr[cnt]) { fwd[cnt] = tgt[cnt]; tgt[cnt] = -1 }
     }

@@ -19,8 +19,9 @@
  * warp against TILES x 8 tokens (TILES = 1 for n <= 8, else 4: 32 tokens a block), one m16n8 tile
  * at a time; grid (ceil(rows / (16 x 4 / F)), ceil(n / (8 TILES))). A fragment comes straight from
  * global memory: lane (g, t) reads halves 2t, 2t + 1 and 2t + 8, 2t + 9 of rows g and g + 8 (4-byte
- * loads) and the same columns of token g's x (8-byte loads, converted). A first version: no
- * shared-memory staging, no ldmatrix / cp.async, no wgmma (docs/cuda.md).
+ * loads) and the same columns of token g's x (8-byte loads, converted); before its wait a block
+ * asks L2 for the first 64 KiB of its rows (mmf_prefetch). A first version: no shared-memory
+ * staging, no ldmatrix / cp.async, no wgmma (docs/cuda.md).
  */
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
@@ -54,6 +55,20 @@ __device__ __forceinline__ uint32_t ld_w(const uint16_t *p)
     return *reinterpret_cast<const uint32_t *>(p);
 }
 
+/* Before the block's wait: asks L2 for the first 64 KiB of its rows' weights (up to 4 lines of 128
+ * bytes a thread), by the blocks of the first token tile (the others read the same rows). The
+ * weights are read-only for the step, and a prefetch moves nothing into a thread (docs/cuda.md,
+ * "Programmatic dependent launch"). */
+__device__ __forceinline__ void mmf_prefetch(const uint16_t *w, int rows, int cols)
+{
+    const int per_block = 16 * (MMF_WARPS / mmf_groups(cols >> 4)), r0 = (int)blockIdx.x * per_block;
+    if (blockIdx.y != 0 || r0 >= rows) return;
+    const size_t span = (size_t)min(per_block, rows - r0) * (size_t)cols * 2, cap = 64 * 1024;
+    const char *base = reinterpret_cast<const char *>(w + (size_t)r0 * (size_t)cols);
+    for (size_t off = (size_t)threadIdx.x * 128; off < span && off < cap; off += (size_t)MMF_THREADS * 128)
+        slm_prefetch_l2(base + off);
+}
+
 }   // namespace
 
 template <bool BF, int TILES>
@@ -61,6 +76,7 @@ __global__ void __launch_bounds__(MMF_THREADS)
     k_mmf(const uint16_t *__restrict__ w, int rows, int cols, const float *__restrict__ x, int n, float *y,
           int accumulate)
 {
+    mmf_prefetch(w, rows, cols);
     slm_pdl_begin();
     __shared__ float part[MMF_WARPS][TILES * 4][32];   /* the segment sums of warps 1 .. F - 1 */
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
