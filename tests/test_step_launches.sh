@@ -40,6 +40,14 @@ if out=$("$tool" --model "$model" --batch 1,8 --max-per-layer 5 --min-matmul-war
 else
   echo "$out"; echo "FAIL the launch limits"; fail=1
 fi
+# The eager decode step (graphs off: the positions and block tables uploaded by the attention's
+# own copy), 3 sequences over 2 partitions: the same discipline.
+if out=$(SLM_CUDA_GRAPHS=0 "$tool" --model "$model" --batch 3 --ctx 70 --programmatic 2>&1) &&
+   echo "$out" | grep -q '^decode step, batch 3, context 70: .* 154 programmatic, 30 reading before their wait$'; then
+  echo "ok   the eager decode step (SLM_CUDA_GRAPHS=0, batch 3, context 70): every launch programmatic, 30 reading before their wait"
+else
+  echo "$out" | grep -v '^  '; echo "FAIL the eager decode step"; fail=1
+fi
 if out=$("$tool" --model "$model" --batch 1 --ctx 32 --prefill --max-per-layer 6 --programmatic 2>&1); then
   echo "$out" | grep '^prefill step'
   echo "ok   a prefill step of 32 tokens: at most 6 launches a layer, every launch programmatic"
