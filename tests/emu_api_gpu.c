@@ -51,3 +51,15 @@ int slm_emu_active(void)
 {
     return 0;
 }
+
+/* No launch log on a GPU: nothing is recorded. */
+void slm_emu_launch_log(int mode)
+{
+    (void)mode;
+}
+
+size_t slm_emu_launch_log_get(const struct slm_emu_launch_record **records)
+{
+    *records = NULL;
+    return 0;
+}

@@ -10,7 +10,9 @@
  * other sequences with other contexts, with a larger max_ctx, and in a second launch on the
  * same workspace: the completion counters are back at zero), the merge's independence from
  * which block finishes last (the emulator's race check: blocks forward and in reverse), NaN
- * rows for tokens past max_ctx or the RoPE table, and the refusals (-EINVAL). Contexts 1, 64, 65, 127, 128,
+ * rows for tokens past max_ctx or the RoPE table, the refusals (-EINVAL), and, under the
+ * emulator's page watch, that the launch reads its K/V before its wait and nothing that the grids
+ * before it in a programmatic chain wrote (q, k, v). Contexts 1, 64, 65, 127, 128,
  * 129, 1000 and 4100 (partitions of 64 positions), groups 1, 3, 4, 8 and 16, head_dim 64, 80,
  * 96, 128 and 256, both RoPE layouts; sliding windows (gemma3's local layers) of 16 and 100,
  * which skip whole partitions before the window and mask positions inside its first one. */
@@ -31,6 +33,7 @@ extern "C" {
 #include "kernels/cpu/ops.h"
 }
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"
 #include "tests/check.h"
 #include "tests/rng.h"
@@ -211,6 +214,42 @@ static std::vector<float> check_decode(fixture &f, const step &s, const std::vec
     return out;
 }
 
+/* The programmatic discipline (docs/cuda.md, "Programmatic dependent launch"), under the
+ * emulator's page watch: after grids of the chain that write q, k and v (k_scale by 1, as the
+ * Q/K/V matmul writes them in a step), the fused launch reads its K/V rows before its wait and
+ * nothing those grids wrote; out is check_decode's. Not under ASan (no page watch there). */
+static void check_programmatic(fixture &f, const step &s, const std::vector<float> &q, const std::vector<float> &k,
+                               const std::vector<float> &v, int max_ctx, const std::vector<float> &want)
+{
+#if !defined(__SANITIZE_ADDRESS__)
+    if (!slm_emu_active() || !slm_cuda_pdl_launches()) return;
+    call c = make_dcall(f, s, q, k, v, max_ctx);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s programmatic: setup", f.c.name);
+    slm_emu_launch_log(2);
+    int rc = slm_cuda_scale(c.q, q.size(), 1.0f, 0);
+    if (!rc) rc = slm_cuda_scale(c.k, k.size(), 1.0f, 0);
+    if (!rc) rc = slm_cuda_scale(c.v, v.size(), 1.0f, 0);
+    if (!rc) rc = fused(f, c, max_ctx);
+    cudaError_t e = cudaDeviceSynchronize();
+    slm_emu_launch_log(0);
+    CHECK(rc == 0 && e == cudaSuccess, "%s programmatic: %d (%s)", f.c.name, rc, slm_emu_last_report());
+    const struct slm_emu_launch_record *r;
+    size_t n = slm_emu_launch_log_get(&r);
+    CHECK(n == 4 && strstr(r[3].name, "k_attention") && r[3].pdl && r[3].faults_before_wait == 0 &&
+              r[3].reads_before_wait > 0,
+          "%s programmatic: expected the fused launch 4th, programmatic, reading K/V and nothing the chain wrote "
+          "before its wait; got %zu records, %s, %lld forbidden, %lld allowed", f.c.name, n, n ? r[n - 1].name : "-",
+          n ? r[n - 1].faults_before_wait : -1, n ? r[n - 1].reads_before_wait : -1);
+    std::vector<float> out = host(c.out, q.size());
+    char what[160];
+    snprintf(what, sizeof what, "%s: the fused launch after the chain's grids vs check_decode's", f.c.name);
+    same_bits(what, want.data(), out.data(), out.size() * sizeof(float));
+    free_call(c);
+#else
+    (void)f, (void)s, (void)q, (void)k, (void)v, (void)max_ctx, (void)want;
+#endif
+}
+
 /* Rows idx of the step's out must be the bits of want's rows want_idx. */
 static void same_rows(const fixture &f, const char *what, const std::vector<float> &got, const std::vector<float> &want,
                       const std::vector<int> &want_idx)
@@ -243,6 +282,7 @@ static void run_config(const config &c, int n_extra, bool racecheck)
     for (auto &x : v) x = frand();
     int max_ctx = *std::max_element(lens.begin(), lens.end());
     std::vector<float> out = check_decode(f, s, q, k, v, max_ctx);
+    check_programmatic(f, s, q, k, v, max_ctx, out);
     char what[160];
 
     /* Each main token alone, with max_ctx its own context. */
