@@ -208,16 +208,16 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     slm_cuda_mmq_set_wide_min_blocks(wide_min);
     slm_cuda_set_pdl(pdl_env ? -1 : 0);   /* -1: the kernels' default for this device (sm_90 on) */
     /* A driver that refuses programmatic launches (eager or captured) gets plain ones. */
-    char pdl_off[200] = "off (before sm_90)";
-    if (!pdl_env) snprintf(pdl_off, sizeof pdl_off, "off (SLM_CUDA_PDL=0)");
-    char why[160];
-    if (slm_cuda_pdl_probe(ci->stream, why, sizeof why)) {
+    char why[160], pdl_state[200];
+    const int refused = slm_cuda_pdl_probe(ci->stream, why, sizeof why) != 0;
+    if (refused) {
         slm_cuda_set_pdl(0);
-        snprintf(pdl_off, sizeof pdl_off, "off (refused: %s)", why);
         slm_log(SLM_LOG_WARNING, "cuda backend: the driver refused programmatic dependent launches (%s): every kernel "
                 "is launched plainly (SLM_CUDA_PDL=0 skips this probe)", why);
     }
-    const int pdl = slm_cuda_pdl_launches();
+    snprintf(pdl_state, sizeof pdl_state, "%s%s%s", slm_cuda_pdl_launches() ? "on"
+             : refused ? "off (refused: " : !pdl_env ? "off (SLM_CUDA_PDL=0)" : "off (before sm_90)",
+             refused ? why : "", refused ? ")" : "");
     if (prop.major < 8) ci->mmq_min = INT32_MAX;
     ci->mmf = prop.major >= 8;   /* mma.sync m16n8k16 f16 / bf16: sm_80 */
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
@@ -228,7 +228,7 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
             prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
             slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min, ci->mmf ? "tensor cores" : "the fp32 GEMV",
             ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on",
-            pdl ? "on" : pdl_off);
+            pdl_state);
     const char *sampling = getenv("SLM_CUDA_SAMPLING");
     if (sampling && !strcmp(sampling, "0")) {
         ci->host_sampling_ops = cuda_ops;
