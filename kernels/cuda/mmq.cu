@@ -19,7 +19,7 @@
  * depends on n or the token's tile: a token's outputs have the GEMV's bits whatever the batch
  * (tests/test_cuda_mmq.cpp checks it for every type and shape).
  *
- * Shape: MMQ_THREADS = 128 (4 warps) a block, each warp 16 rows against 8 x mmq_tiles() tokens
+ * Shape: MMQ_THREADS = 128 (4 warps) a block, each warp 16 rows against 8 x mmq_tiles_of() tokens
  * (32; 16 for SwiGLU, 8 for Q4_K / Q5_K SwiGLU), one m16n8 tile at a time; grid (row groups over
  * the weights' flat list, ceil(n / the block's tokens)). Two kernels of the same bits, the launch
  * taking the wide one when its grid has SLM_CUDA_MMQ_WIDE_MIN_BLOCKS blocks or more (kernels.h):
@@ -55,10 +55,6 @@ static_assert(MMQ_THREADS == QACT_THREADS, "the fused prologue's quantizer runs 
 static __host__ __device__ constexpr int mmq_tiles_of(uint32_t wt, bool swiglu)
 {
     return !swiglu ? 4 : (wt == SLM_TYPE_Q4_K || wt == SLM_TYPE_Q5_K) ? 1 : 2;
-}
-template <uint32_t WT, bool SWIGLU> __host__ __device__ constexpr int mmq_tiles()
-{
-    return mmq_tiles_of(WT, SWIGLU);
 }
 /* The blocks an SM must hold for the wide kernel (__launch_bounds__; its grids are large): 3 (12
  * warps, up to 168 registers a thread), 2 for the Q6_K SwiGLU pair, which spilled on sm_86 /
@@ -453,7 +449,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
     qmm_prefetch(p, 16 * (MMQ_WARPS / mmq_groups(p.lshift)));
     slm_pdl_begin();
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
-    constexpr int TILES = mmq_tiles<WT, SWIGLU>();
+    constexpr int TILES = mmq_tiles_of(WT, SWIGLU);
     __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
     const int lane = threadIdx.x & 31, g = lane >> 2, warp = threadIdx.x >> 5;
     const int L = 1 << p.lshift, F = mmq_groups(p.lshift), S = L / F, wk = warp % F, wr = warp / F;
@@ -546,7 +542,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
 {
     qmm_prefetch(p, MMQ_WIDE_ROWS);
     slm_pdl_begin();
-    constexpr int TILES = mmq_tiles<WT, SWIGLU>();
+    constexpr int TILES = mmq_tiles_of(WT, SWIGLU);
     constexpr int CU = (WT == SLM_TYPE_Q4_K || WT == SLM_TYPE_Q5_K || WT == SLM_TYPE_Q6_K) ? 4 : MMQ_CHUNK;   /* units a chunk */
     constexpr int UT = SWIGLU ? TILES : 1;
     __shared__ mmq_stage<TILES> st;
@@ -593,7 +589,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     mmq_store<TILES, SWIGLU>(p, y, rows, row0, tok0, tot, utot);
 }
 
-/* The dynamic shared bytes of the fused prologue: a block's tokens (8 x mmq_tiles) quantized. */
+/* The dynamic shared bytes of the fused prologue: a block's tokens (8 x mmq_tiles_of) quantized. */
 template <uint32_t WT> static size_t mmq_fused_smem(int64_t cols, int epilogue)
 {
     return slm_cuda_act_bytes(mmq_block_tokens(WT, epilogue == SLM_CUDA_GEMV_SWIGLU), cols);
