@@ -13,8 +13,8 @@
  * rows for tokens past max_ctx or the RoPE table, the refusals (-EINVAL), and, under the
  * emulator's page watch, that the launch reads its K/V before its wait and nothing that the grids
  * before it in a programmatic chain wrote (q, k, v). Contexts 1, 64, 65, 127, 128,
- * 129, 1000 and 4100 (partitions of 64 positions), groups 1, 3, 4, 8 and 16, head_dim 64, 80,
- * 96, 128 and 256, both RoPE layouts; sliding windows (gemma3's local layers) of 16 and 100,
+ * 129, 1000 and 4100 (partitions of 64 positions), groups 1, 2, 3, 4, 8 and 16, head_dim 32,
+ * 64, 80, 96, 128 and 256, both RoPE layouts; sliding windows (gemma3's local layers) of 16 and 100,
  * which skip whole partitions before the window and mask positions inside its first one. */
 #include <cuda_runtime_api.h>
 
@@ -414,6 +414,34 @@ static void bad_arguments(void)
         slm_emu_set_options(&o);
         cudaGetLastError();
     }
+    /* What a backend asks before it takes a model: each geometry the kernels do not run, refused
+     * with its reason and its numbers. */
+    {
+        char why[256];
+        CHECK(slm_cuda_attention_shape_check(&f.shape, why, sizeof why) == 0, "shape check of 9/3x64: expected 0");
+        struct {
+            int n_head, n_head_kv, head_dim, rope_dim, window;
+            const char *says;
+        } bad[] = {
+            {8, 2, 48, 48, 0, "of dimension 48"},
+            {8, 2, 72, 72, 0, "not one of 32, 64, 80, 96, 128, 256"},
+            {34, 2, 64, 64, 0, "more than 16 query heads a key/value head"},
+            {16, 1, 256, 256, 0, "at head dimension 256"},
+            {9, 2, 64, 64, 0, "not a whole multiple"},
+            {8, 2, 64, 63, 0, "rotated dimensions not even or past the head (63 rotated"},
+            {8, 2, 64, 64, -1, "negative sliding window"},
+        };
+        for (const auto &b : bad) {
+            slm_cuda_attn_shape sh = f.shape;
+            sh.n_head = b.n_head, sh.n_head_kv = b.n_head_kv, sh.head_dim = b.head_dim, sh.rope_dim = b.rope_dim;
+            sh.window = b.window;
+            why[0] = 0;
+            CHECK(slm_cuda_attention_shape_check(&sh, why, sizeof why) == -EINVAL && strstr(why, b.says),
+                  "shape check of %d/%dx%d rope %d window %d: expected -EINVAL saying '%s', got '%s'", b.n_head,
+                  b.n_head_kv, b.head_dim, b.rope_dim, b.window, b.says, why);
+        }
+        CHECK(slm_cuda_attention_shape_check(nullptr, nullptr, 0) == -EINVAL, "shape check of NULL: expected -EINVAL");
+    }
     /* rope_dim 0 needs no table. */
     slm_cuda_attn_shape flat = f.shape;
     flat.rope_dim = 0;
@@ -473,6 +501,9 @@ int main(void)
     run_config({"16/1x128 neox rope 32", 16, 1, 128, 32, 1, 0}, 0, false);
     run_config({"8/2x80 neox", 8, 2, 80, 80, 1, 0}, 0, false);
     run_config({"4/1x96 norm", 4, 1, 96, 96, 0, 0}, 0, false);
+    /* Qwen2-style small heads (the synthetic qwen2 of tests/golden/make_arch_models.py: 4 query
+     * heads over 2 KV heads of 32, NEOX). */
+    run_config({"4/2x32 neox", 4, 2, 32, 32, 1, 0}, 2, true);
     /* Gemma 3 270M's geometry (4 query heads over 1 KV head of 256, NEOX) with its local layers'
      * window (512 there; 16 here, so that every context above 16 is cut), and without one. */
     run_config({"gemma3 4/1x256 neox window 16", 4, 1, 256, 256, 1, 16}, 0, true);

@@ -11,7 +11,7 @@
  *   the prompt is cut into other chunks, and decoded alone by slm_cuda_attention_decode_fused
  *   (a preempted request's recomputation gives the bits its decode gave);
  * - the emulator's race check (blocks forward and in reverse);
- * and the refusals of the tile arguments. Groups 1, 3, 4, 16; head_dim 64, 80, 96, 128, 256;
+ * and the refusals of the tile arguments. Groups 1, 2, 3, 4, 16; head_dim 32, 64, 80, 96, 128, 256;
  * Gemma 3's sliding windows of 16 and 100. */
 #include <cuda_runtime_api.h>
 
@@ -353,6 +353,7 @@ int main(void)
         {"16/1x128 neox rope 32", 16, 1, 128, 32, 1, 0},
         {"8/2x80 neox", 8, 2, 80, 80, 1, 0},
         {"4/1x96 norm", 4, 1, 96, 96, 0, 0},
+        {"qwen2-like 4/2x32 neox", 4, 2, 32, 32, 1, 0},
         {"gemma3 4/1x256 neox window 16", 4, 1, 256, 256, 1, 16},
         {"8/2x64 norm window 100", 8, 2, 64, 64, 0, 100},
     };

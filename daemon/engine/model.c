@@ -402,6 +402,20 @@ int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
                     "attention)", m->gguf->path, be->ops->name, m->cfg.arch_name);
         return -ENOTSUP;
     }
+    /* The attention of its global layers, and of its local ones where it has them. */
+    const struct slm_model_config *c = &m->cfg;
+    for (int local = 0; be->ops->attention_check && local <= (c->n_swa > 0); local++) {
+        struct slm_attn_params ap = {.n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = c->head_dim,
+                                     .rope_dim = c->rope_dim, .rope_layout = c->rope_layout,
+                                     .window = local ? c->n_swa : 0};
+        char why[256];
+        int rc = be->ops->attention_check(be, &ap, why, sizeof why);
+        if (rc) {
+            slm_err_set(err, "%s: the %s backend cannot run this %s model's attention: %s", m->gguf->path,
+                        be->ops->name, c->arch_name, why);
+            return rc;
+        }
+    }
     struct bind_walk walk = {m, be, 0, 0};
     if (m->progress) for_each_weight(m, count_bytes, &walk);
     int rc = for_each_weight(m, load_one, &walk);

@@ -20,8 +20,8 @@ extern "C" {
 
 /* Largest n_head / n_head_kv (query heads sharing one KV head). */
 #define SLM_CUDA_ATTN_MAX_GROUP 16
-/* The geometry of one layer's attention. head_dim is 64, 80, 96, 128 or 256 (256 with at most 8
- * query heads a KV head: the kernel's shared memory stays under 48 KiB). */
+/* The geometry of one layer's attention. head_dim is 32, 64, 80, 96, 128 or 256 (256 with at most
+ * 8 query heads a KV head: the kernel's shared memory stays under 48 KiB). */
 struct slm_cuda_attn_shape {
     int n_head;            /* query heads */
     int n_head_kv;         /* key/value heads; n_head is a multiple, n_head / n_head_kv <= 16 */
@@ -32,6 +32,10 @@ struct slm_cuda_attn_shape {
     int window;            /* > 0: a token at position p attends to p - window + 1 .. p only (gemma3's local
                             * layers' sliding window); 0: to 0 .. p */
 };
+
+/* 0 when the attention kernels run this geometry; else -EINVAL, with the reason (naming the
+ * numbers) in why (len bytes, may be NULL). What a backend asks before it takes a model. */
+int slm_cuda_attention_shape_check(const struct slm_cuda_attn_shape *shape, char *why, size_t len);
 
 /* The paged KV of one layer: K and V each (n_blocks, block_size, n_head_kv * head_dim) halves. */
 struct slm_cuda_kv_layer {

@@ -19,17 +19,28 @@ __device__ static inline long long kv_row(const int32_t *blocks, int t, int bloc
     return (long long)b * block_size + t % block_size;
 }
 
+/* What makes s a geometry the attention kernels do not run, in words (NULL: they run it). */
+static inline const char *attn_shape_why(const struct slm_cuda_attn_shape *s)
+{
+    if (!s) return "no shape";
+    if (s->n_head_kv < 1 || s->n_head < s->n_head_kv || s->n_head % s->n_head_kv)
+        return "query heads not a whole multiple of the key/value heads";
+    if (s->n_head / s->n_head_kv > SLM_CUDA_ATTN_MAX_GROUP) return "more than 16 query heads a key/value head";
+    if (s->head_dim != 32 && s->head_dim != 64 && s->head_dim != 80 && s->head_dim != 96 && s->head_dim != 128 &&
+        s->head_dim != 256)
+        return "head dimension not one of 32, 64, 80, 96, 128, 256";
+    if (s->head_dim == 256 && s->n_head / s->n_head_kv > 8)   /* 48 KiB of shared memory */
+        return "more than 8 query heads a key/value head at head dimension 256";
+    if (s->window < 0) return "a negative sliding window";
+    if (s->rope_dim < 0 || s->rope_dim > s->head_dim || s->rope_dim % 2)
+        return "rotated dimensions not even or past the head";
+    if (s->rope_layout != 0 && s->rope_layout != 1) return "an unknown RoPE layout";
+    return NULL;
+}
+
 static inline int attn_shape_ok(const struct slm_cuda_attn_shape *s)
 {
-    if (!s || s->n_head_kv < 1 || s->n_head < s->n_head_kv || s->n_head % s->n_head_kv) return 0;
-    if (s->n_head / s->n_head_kv > SLM_CUDA_ATTN_MAX_GROUP) return 0;
-    if (s->head_dim != 64 && s->head_dim != 80 && s->head_dim != 96 && s->head_dim != 128 && s->head_dim != 256)
-        return 0;
-    if (s->head_dim == 256 && s->n_head / s->n_head_kv > 8) return 0;   /* 48 KiB of shared memory */
-    if (s->window < 0) return 0;
-    if (s->rope_dim < 0 || s->rope_dim > s->head_dim || s->rope_dim % 2) return 0;
-    if (s->rope_layout != 0 && s->rope_layout != 1) return 0;
-    return 1;
+    return !attn_shape_why(s);
 }
 
 /* The tables and the layer's cache, for n tokens (n >= 1). */

@@ -648,6 +648,7 @@ static int launch_attention(const struct slm_cuda_attn_shape *shape, const struc
     const size_t smem = attn_smem(rows_cap, shape->head_dim);
     if (fresh) {
         switch (shape->head_dim) {
+        case 32: SLM_LAUNCH_PDL((k_attention<32, true>), grid, DEC_THREADS, smem, stream, a); break;
         case 64: SLM_LAUNCH_PDL((k_attention<64, true>), grid, DEC_THREADS, smem, stream, a); break;
         case 80: SLM_LAUNCH_PDL((k_attention<80, true>), grid, DEC_THREADS, smem, stream, a); break;
         case 96: SLM_LAUNCH_PDL((k_attention<96, true>), grid, DEC_THREADS, smem, stream, a); break;
@@ -656,6 +657,7 @@ static int launch_attention(const struct slm_cuda_attn_shape *shape, const struc
         }
     } else {
         switch (shape->head_dim) {
+        case 32: SLM_LAUNCH_PDL((k_attention<32, false>), grid, DEC_THREADS, smem, stream, a); break;
         case 64: SLM_LAUNCH_PDL((k_attention<64, false>), grid, DEC_THREADS, smem, stream, a); break;
         case 80: SLM_LAUNCH_PDL((k_attention<80, false>), grid, DEC_THREADS, smem, stream, a); break;
         case 96: SLM_LAUNCH_PDL((k_attention<96, false>), grid, DEC_THREADS, smem, stream, a); break;

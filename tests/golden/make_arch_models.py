@@ -28,6 +28,8 @@ ARCH (the name of the model and of its reference; some share a file):
                  (layers 2 and 5 global)
   gemma3-swa-array  gemma3 with the pattern as one bool per layer (layers 1 and 5 global)
   llama-yarn     llama with rope.scaling.type "yarn", which slmd refuses (no reference)
+  qwen2-hd48     qwen2 with heads of 48 dimensions, which the CPU backend runs and the CUDA
+                 backend's attention kernels refuse when the model is bound (no reference)
   gemma3-badcap, gemma3-badpattern, gemma3-alllocal  refused by slmd (no reference): a negative
                  soft-cap, a pattern array of 5 bools for 6 layers, a pattern (0) that makes every
                  layer local
@@ -69,6 +71,7 @@ SHAPES = {
     "gemma3-badcap": dict(same="gemma3", seed=14, softcap=-1.0),
     "gemma3-badpattern": dict(same="gemma3", seed=15, swa_pattern=[True] * 5),
     "gemma3-alllocal": dict(same="gemma3", seed=16, swa_pattern=0),
+    "qwen2-hd48": dict(same="qwen2", seed=17, head_dim=48),
     "llama-yarn": dict(gguf_arch="llama", dim=128, ffn=256, n_layer=1, n_head=4, n_head_kv=2, head_dim=32, ctx=8192,
                        rope_base=500000.0, eps=1e-5, seed=10, yarn=True),
 }

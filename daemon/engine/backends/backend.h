@@ -156,6 +156,10 @@ struct slm_backend_ops {
      * through the block tables, and writes out (n, n_head*head_dim). */
     int (*attention)(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
                      const struct slm_attn_params *p, float *q, float *k, const float *v, float *out);
+    /* Optional (NULL: every geometry): 0 when `attention` runs layers of p's geometry, else
+     * -ENOTSUP with the reason in why (len bytes). slm_model_bind asks it for each kind of layer,
+     * so that a model the backend cannot run is refused when it loads, not at its first step. */
+    int (*attention_check)(struct slm_backend *be, const struct slm_attn_params *p, char *why, size_t len);
     /* out (n) = silu(gate) * up. */
     int (*swiglu)(struct slm_backend *be, const float *gate, const float *up, size_t n, float *out);
     /* out (n) = gelu(gate) * up (GELU's tanh form; gemma3). Optional: a backend without it

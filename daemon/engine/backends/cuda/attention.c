@@ -231,14 +231,27 @@ static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn
     return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, NULL, NULL, out);
 }
 
+/* The kernels' shape of p. */
+static struct slm_cuda_attn_shape attn_shape(const struct slm_attn_params *p)
+{
+    return (struct slm_cuda_attn_shape){
+        .n_head = p->n_head, .n_head_kv = p->n_head_kv, .head_dim = p->head_dim, .rope_dim = p->rope_dim,
+        .rope_layout = p->rope_layout, .scale = p->scale, .window = p->window,
+    };
+}
+
+int cuda_attention_check(struct slm_backend *be, const struct slm_attn_params *p, char *why, size_t len)
+{
+    (void)be;
+    const struct slm_cuda_attn_shape sh = attn_shape(p);
+    return slm_cuda_attention_shape_check(&sh, why, len) ? -ENOTSUP : 0;
+}
+
 int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
                    const struct slm_attn_params *p, float *q, float *k, const float *v, float *out)
 {
     struct cuda_impl *ci = impl(be);
-    struct slm_cuda_attn_shape sh = {
-        .n_head = p->n_head, .n_head_kv = p->n_head_kv, .head_dim = p->head_dim, .rope_dim = p->rope_dim,
-        .rope_layout = p->rope_layout, .scale = p->scale, .window = p->window,
-    };
+    const struct slm_cuda_attn_shape sh = attn_shape(p);
     size_t per_layer = cuda_kv_layer_halves(pool);
     slm_half *k_pool = (slm_half *)pool->mem + (size_t)layer * 2 * per_layer;
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = cuda_kv_blocks(pool),

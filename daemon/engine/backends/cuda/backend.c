@@ -89,6 +89,7 @@ static const struct slm_backend_ops cuda_ops = {
     .norm_glu = cuda_norm_glu,
     .add_bias = cuda_add_bias,
     .attention = cuda_attention,
+    .attention_check = cuda_attention_check,
     .swiglu = cuda_swiglu,
     .geglu = cuda_geglu,
     .scale = cuda_scale,

@@ -209,6 +209,7 @@ int cuda_to_host(struct slm_backend *be, const float *src, size_t n, float *host
 
 /* ---- attention.c: RoPE tables, the attention metadata and launches */
 int cuda_run_end(const struct slm_batch *b, int i);
+int cuda_attention_check(struct slm_backend *be, const struct slm_attn_params *p, char *why, size_t len);
 int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
                    const struct slm_attn_params *p, float *q, float *k, const float *v, float *out);
 
