@@ -241,6 +241,17 @@ cudaError_t emu_test_dyn_shared(const float *x, float *out, int *poisoned, int b
     return cudaGetLastError();
 }
 
+cudaError_t emu_test_dyn_shared_bytes(const float *x, float *out, int *poisoned, int n, size_t bytes)
+{
+    SLM_LAUNCH(k_dyn_shared, 1, n, bytes, nullptr, x, out, poisoned, n);
+    return cudaGetLastError();
+}
+
+cudaError_t emu_test_dyn_shared_opt_in(int bytes)
+{
+    return cudaFuncSetAttribute((const void *)k_dyn_shared, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
 cudaError_t emu_test_atomics(int *i, unsigned *u, unsigned long long *ull, float *f, double *d, int blocks, cudaStream_t s)
 {
     SLM_LAUNCH(k_atomics, blocks, 64, 0, s, i, u, ull, f, d);

@@ -26,6 +26,10 @@ cudaError_t emu_test_shared_isolation(int *bad, int blocks, cudaStream_t s);
 /* Dynamic shared memory of n floats: poisoned[b] counts NaNs read before writing; out
  * gets x reversed within each block. */
 cudaError_t emu_test_dyn_shared(const float *x, float *out, int *poisoned, int blocks, int n, cudaStream_t s);
+/* The same kernel, one block of n threads, with `bytes` of dynamic shared memory; and its opt-in
+ * to `bytes` (cudaFuncSetAttribute, cudaFuncAttributeMaxDynamicSharedMemorySize). */
+cudaError_t emu_test_dyn_shared_bytes(const float *x, float *out, int *poisoned, int n, size_t bytes);
+cudaError_t emu_test_dyn_shared_opt_in(int bytes);
 /* Every thread of every block hits the same counters with each atomic. */
 cudaError_t emu_test_atomics(int *i, unsigned *u, unsigned long long *ull, float *f, double *d, int blocks, cudaStream_t s);
 /* out[0] = sum of x[0..32) by a warp-synchronous tree; `syncwarp` says whether the tree

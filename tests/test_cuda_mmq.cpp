@@ -15,7 +15,8 @@
  *   of unequal rows, four weights, and (emulated) an xq smaller than n tokens;
  * - slm_cuda_mmq_fused (x RMS-normed and quantized inside the MMQ's blocks; each kernel) against
  *   slm_cuda_gemv_quantize + the narrow slm_cuda_mmq: identical bits for every token, with and
- *   without the norm, on SmolLM2's 576 and 1536 columns, Gemma 3's 640, 2048, and odd n (1, 9,
+ *   without the norm, on SmolLM2's 576 and 1536 columns, Gemma 3's 640, 2048, 1024 and 2048 with
+ *   SwiGLU (shared memory that needs the kernel's opt-in with its static part), and odd n (1, 9,
  *   37, 70: partial token tiles), the three epilogues; its refusals (a block's tokens past its
  *   shared memory, cols not a whole number of blocks, misaligned x or gamma, NULL x). */
 #include "kernels/cuda/kernels.h"
@@ -276,6 +277,12 @@ static void check_fused_configs(void)
     check_fused(SLM_TYPE_Q4_K, 2048, {67}, 37, SLM_CUDA_GEMV_STORE, true);
     check_fused(SLM_TYPE_Q6_K, 2048, {67}, 9, SLM_CUDA_GEMV_ACCUMULATE, false);
     check_fused(SLM_TYPE_Q4_K, 768, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU, true);
+    /* Qwen3 0.6B's 1024 columns (40 KiB of shared x a block, 32 tokens) and Llama 3.2 1B's 2048
+     * with SwiGLU (40 KiB, 16 tokens): under CUDA's 48 KiB default alone, over it with the
+     * kernels' 8-10 KiB of static shared memory, so they must opt in (the emulator refuses them
+     * otherwise; until 2026-12-06 the MMQ opted in only above 48 KiB of dynamic memory). */
+    check_fused(SLM_TYPE_Q4_0, 1024, {67}, 37, SLM_CUDA_GEMV_STORE, true);
+    check_fused(SLM_TYPE_Q4_1, 2048, {67, 67}, 17, SLM_CUDA_GEMV_SWIGLU, false);
 }
 
 int main(void)

@@ -270,6 +270,33 @@ static void test_shared_memory(void)
             CHECK(out[bl * n + t] == x[bl * n + n - 1 - t], "dynamic shared block %d thread %d: expected %g, got %g", bl,
                   t, x[bl * n + n - 1 - t], out[bl * n + t]);
     }
+    /* Above 36 KiB of dynamic shared memory (CUDA's default 48 KiB less up to 12 KiB of a kernel's
+     * static shared memory, which the emulator does not know) a launch must follow the kernel's
+     * opt-in to at least as much; an opt-in past the block maximum is refused. */
+    slm_emu_options o, quiet;
+    slm_emu_get_options(&o);
+    quiet = o;
+    quiet.quiet = 1;
+    slm_emu_set_options(&quiet);
+    CHECK(emu_test_dyn_shared_bytes(dx, dout, bad, n, 36864) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess,
+          "36864 bytes of dynamic shared memory without an opt-in: expected it to run");
+    slm_emu_clear_report();
+    CHECK(emu_test_dyn_shared_bytes(dx, dout, bad, n, 36880) == cudaErrorInvalidValue,
+          "36880 bytes without an opt-in: expected cudaErrorInvalidValue");
+    CHECK(strstr(slm_emu_last_report(), "cudaFuncAttributeMaxDynamicSharedMemorySize") &&
+              strstr(slm_emu_last_report(), "36880 bytes"),
+          "report of the launch without an opt-in: got '%s'", slm_emu_last_report());
+    cudaGetLastError();
+    CHECK(emu_test_dyn_shared_opt_in(65536) == cudaSuccess, "opt-in to 64 KiB: expected cudaSuccess");
+    CHECK(emu_test_dyn_shared_bytes(dx, dout, bad, n, 65536) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess,
+          "64 KiB after the opt-in to 64 KiB: expected it to run");
+    CHECK(emu_test_dyn_shared_bytes(dx, dout, bad, n, 65552) == cudaErrorInvalidValue,
+          "16 bytes past the opt-in: expected cudaErrorInvalidValue");
+    cudaGetLastError();
+    CHECK(emu_test_dyn_shared_opt_in(232448) == cudaErrorInvalidValue,
+          "an opt-in to the whole 227 KiB (no room for static shared memory): expected cudaErrorInvalidValue");
+    cudaGetLastError();
+    slm_emu_set_options(&o);
     cudaFree(bad), cudaFree(dx), cudaFree(dout);
     set_racecheck(1, 0);
 }

@@ -56,6 +56,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
 
 #define DEC_P SLM_CUDA_ATTN_DECODE_PARTITION
@@ -66,6 +67,9 @@
 #define DEC_RPT (DEC_P / DEC_ROWS_PASS)          /* rows a thread holds: 4 */
 #define DEC_MERGE_BATCH 8                        /* partitions whose partials a merging thread loads at once */
 #define ATT_MAX_TILE 64                          /* tokens a tile at most (head_dim 64, one query head a KV head) */
+/* The dynamic shared memory a launch may opt in to: attn_smem's largest (45.1 KiB, D 256) is under
+ * it, and so are its 1.3 KiB of static shared memory beside it (kernels.h, "Shared memory"). */
+#define ATT_SMEM_MAX 49152
 
 #ifdef __CUDACC__
 #define DEC_UNROLL _Pragma("unroll")
@@ -646,26 +650,27 @@ static int launch_attention(const struct slm_cuda_attn_shape *shape, const struc
                            out};
     dim3 grid((unsigned)a.max_parts, (unsigned)shape->n_head_kv, (unsigned)(tiled ? t->n_tiles : t->n_tokens));
     const size_t smem = attn_smem(rows_cap, shape->head_dim);
+    int rc = 0;
     if (fresh) {
         switch (shape->head_dim) {
-        case 32: SLM_LAUNCH_PDL((k_attention<32, true>), grid, DEC_THREADS, smem, stream, a); break;
-        case 64: SLM_LAUNCH_PDL((k_attention<64, true>), grid, DEC_THREADS, smem, stream, a); break;
-        case 80: SLM_LAUNCH_PDL((k_attention<80, true>), grid, DEC_THREADS, smem, stream, a); break;
-        case 96: SLM_LAUNCH_PDL((k_attention<96, true>), grid, DEC_THREADS, smem, stream, a); break;
-        case 256: SLM_LAUNCH_PDL((k_attention<256, true>), grid, DEC_THREADS, smem, stream, a); break;
-        default: SLM_LAUNCH_PDL((k_attention<128, true>), grid, DEC_THREADS, smem, stream, a); break;
+        case 32: rc = SLM_LAUNCH_PDL_SMEM((k_attention<32, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 64: rc = SLM_LAUNCH_PDL_SMEM((k_attention<64, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 80: rc = SLM_LAUNCH_PDL_SMEM((k_attention<80, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 96: rc = SLM_LAUNCH_PDL_SMEM((k_attention<96, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 256: rc = SLM_LAUNCH_PDL_SMEM((k_attention<256, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        default: rc = SLM_LAUNCH_PDL_SMEM((k_attention<128, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
         }
     } else {
         switch (shape->head_dim) {
-        case 32: SLM_LAUNCH_PDL((k_attention<32, false>), grid, DEC_THREADS, smem, stream, a); break;
-        case 64: SLM_LAUNCH_PDL((k_attention<64, false>), grid, DEC_THREADS, smem, stream, a); break;
-        case 80: SLM_LAUNCH_PDL((k_attention<80, false>), grid, DEC_THREADS, smem, stream, a); break;
-        case 96: SLM_LAUNCH_PDL((k_attention<96, false>), grid, DEC_THREADS, smem, stream, a); break;
-        case 256: SLM_LAUNCH_PDL((k_attention<256, false>), grid, DEC_THREADS, smem, stream, a); break;
-        default: SLM_LAUNCH_PDL((k_attention<128, false>), grid, DEC_THREADS, smem, stream, a); break;
+        case 32: rc = SLM_LAUNCH_PDL_SMEM((k_attention<32, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 64: rc = SLM_LAUNCH_PDL_SMEM((k_attention<64, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 80: rc = SLM_LAUNCH_PDL_SMEM((k_attention<80, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 96: rc = SLM_LAUNCH_PDL_SMEM((k_attention<96, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        case 256: rc = SLM_LAUNCH_PDL_SMEM((k_attention<256, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
+        default: rc = SLM_LAUNCH_PDL_SMEM((k_attention<128, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
         }
     }
-    return attn_launched();
+    return rc ? rc : attn_launched();
 }
 
 extern "C" int slm_cuda_attention_decode_fused(const struct slm_cuda_attn_shape *shape,

@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <errno.h>
+#include <mutex>
 #include <stdio.h>
+#include <unordered_map>
 
 static thread_local int last_error;
 
@@ -23,6 +25,24 @@ extern "C" size_t slm_cuda_row_bytes(uint32_t type, int64_t cols)
     uint32_t be = slm_qblock_elems(type);
     if (!slm_qtype_is_weight(type) || cols <= 0 || cols % be != 0) return 0;
     return (size_t)(cols / be) * slm_qblock_bytes(type);
+}
+
+/* The kernels that opted in, and to how many bytes (a few dozen instances at most). */
+static std::mutex opt_in_mu;
+static std::unordered_map<const void *, size_t> *opt_in;
+
+extern "C" int slm_cuda_smem_opt_in(const void *kernel, size_t bytes, size_t max_bytes)
+{
+    if (bytes <= SLM_CUDA_DYN_SHARED_DEFAULT) return 0;
+    if (!kernel || bytes > max_bytes || max_bytes > INT32_MAX) return -EINVAL;
+    std::lock_guard<std::mutex> lock(opt_in_mu);
+    if (!opt_in) opt_in = new std::unordered_map<const void *, size_t>();
+    auto it = opt_in->find(kernel);
+    if (it != opt_in->end() && it->second >= bytes) return 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)max_bytes) != cudaSuccess)
+        return slm_cuda_launched();
+    (*opt_in)[kernel] = max_bytes;
+    return 0;
 }
 
 /* -1 until the first launch asks (then 1 on a device of compute capability 9.0 or more), or what

@@ -274,17 +274,19 @@ static int gemv_launch_rows(const struct qmm_args &p, cudaStream_t stream)
 {
     const size_t smem = (size_t)p.act_smem + fold_bytes(R, p.n);
     const unsigned grid = (unsigned)(p.groups < GEMV_MAX_BLOCKS ? p.groups : GEMV_MAX_BLOCKS);
+    const size_t max = SLM_CUDA_GEMV_SMEM;   /* the prologue's x with the fold area: an opt-in above the default */
+    int rc;
     if constexpr (R == 1) {
-        if (p.n == 1) SLM_LAUNCH_PDL((k_gemv<WT, 1, 1>), grid, GEMV_THREADS, smem, stream, p);
-        else if (p.n == 2) SLM_LAUNCH_PDL((k_gemv<WT, 2, 1>), grid, GEMV_THREADS, smem, stream, p);
-        else if (p.n <= 4) SLM_LAUNCH_PDL((k_gemv<WT, 4, 1>), grid, GEMV_THREADS, smem, stream, p);
-        else SLM_LAUNCH_PDL((k_gemv<WT, 8, 1>), grid, GEMV_THREADS, smem, stream, p);
+        if (p.n == 1) rc = SLM_LAUNCH_PDL_SMEM((k_gemv<WT, 1, 1>), max, grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n == 2) rc = SLM_LAUNCH_PDL_SMEM((k_gemv<WT, 2, 1>), max, grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) rc = SLM_LAUNCH_PDL_SMEM((k_gemv<WT, 4, 1>), max, grid, GEMV_THREADS, smem, stream, p);
+        else rc = SLM_LAUNCH_PDL_SMEM((k_gemv<WT, 8, 1>), max, grid, GEMV_THREADS, smem, stream, p);
     } else {   /* n >= 2 */
-        if (p.n == 2) SLM_LAUNCH_PDL((k_gemv<WT, 2, R>), grid, GEMV_THREADS, smem, stream, p);
-        else if (p.n <= 4) SLM_LAUNCH_PDL((k_gemv<WT, 4, R>), grid, GEMV_THREADS, smem, stream, p);
-        else SLM_LAUNCH_PDL((k_gemv<WT, 8, R>), grid, GEMV_THREADS, smem, stream, p);
+        if (p.n == 2) rc = SLM_LAUNCH_PDL_SMEM((k_gemv<WT, 2, R>), max, grid, GEMV_THREADS, smem, stream, p);
+        else if (p.n <= 4) rc = SLM_LAUNCH_PDL_SMEM((k_gemv<WT, 4, R>), max, grid, GEMV_THREADS, smem, stream, p);
+        else rc = SLM_LAUNCH_PDL_SMEM((k_gemv<WT, 8, R>), max, grid, GEMV_THREADS, smem, stream, p);
     }
-    return slm_cuda_launched();
+    return rc ? rc : slm_cuda_launched();
 }
 
 template <uint32_t WT>

@@ -46,6 +46,24 @@ struct cublasContext;
  * calling thread's last -EIO from a launcher; 0 if none yet. */
 int slm_cuda_last_error(void);
 
+/* Shared memory. CUDA's default limit of a block is 48 KiB of static and dynamic shared memory
+ * together; above it a kernel must opt in (cudaFuncSetAttribute, MaxDynamicSharedMemorySize) and
+ * may then take up to that attribute in dynamic memory, the attribute plus its static memory
+ * within the device's opt-in maximum (99 KiB on sm_86 / sm_89, 163 on sm_80, 227 on sm_90). No
+ * kernel here declares more than SLM_CUDA_STATIC_SHARED_MAX of static shared memory
+ * (tests/test_cuda_resources.sh reads every kernel's on every architecture), so a launch of up to
+ * SLM_CUDA_DYN_SHARED_DEFAULT dynamic bytes needs no opt-in, and every launcher that may take
+ * more calls slm_cuda_smem_opt_in first. The emulator refuses a launch above the default that
+ * did not opt in (docs/emulator.md). */
+#define SLM_CUDA_STATIC_SHARED_MAX 12288
+#define SLM_CUDA_DYN_SHARED_DEFAULT (49152 - SLM_CUDA_STATIC_SHARED_MAX)
+
+/* Before a launch of `kernel` (its host function pointer) with `bytes` of dynamic shared memory:
+ * above SLM_CUDA_DYN_SHARED_DEFAULT, the kernel's opt-in to max_bytes (the most any launch of it
+ * takes), once per kernel and process. 0, -EINVAL for bytes > max_bytes, or -EIO with the CUDA
+ * error kept (slm_cuda_last_error). */
+int slm_cuda_smem_opt_in(const void *kernel, size_t bytes, size_t max_bytes);
+
 /* Bytes of one GGUF row of `cols` elements of `type`; 0 for an unknown type or a cols
  * that is not a whole number of blocks. */
 size_t slm_cuda_row_bytes(uint32_t type, int64_t cols);
@@ -127,8 +145,9 @@ int slm_cuda_matvec(uint32_t type, const void *w, int64_t rows, int64_t cols, co
 
 #define SLM_CUDA_GEMV_MAX_TOKENS 8
 #define SLM_CUDA_GEMV_MAX_WEIGHTS 3
-/* The GEMV's dynamic shared memory is at most this much (CUDA's default per-block limit: no
- * opt-in): the quantizing prologues' x (slm_cuda_gemv_act_bytes, rounded up to 16) and the fold
+/* The GEMV's dynamic shared memory is at most this much (CUDA's default per-block limit; above
+ * SLM_CUDA_DYN_SHARED_DEFAULT the launch opts in, since the default counts the kernel's static
+ * shared memory too): the quantizing prologues' x (slm_cuda_gemv_act_bytes, rounded up to 16) and the fold
  * area where the segment sums meet (4 warps x R rows x NT tokens x 32 floats: 4 KiB for 8 tokens,
  * 8 KiB with 2 rows a lane). So the prologues take 8 tokens up to 4480 columns, 3 tokens up to
  * 12544, 1 token up to 38912; 2 rows a lane are taken only where they fit too. */
@@ -214,8 +233,8 @@ int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *r
 int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const int64_t *rows, int64_t cols, const void *xq, int n,
                  float *const *y, int epilogue, struct CUstream_st *stream);
 
-/* The most dynamic shared memory slm_cuda_mmq_fused takes a block (an opt-in above CUDA's default
- * 48 KiB): with the MMQ's static shared memory (8 KiB for the narrow kernel, 10.2 KiB for the
+/* The most dynamic shared memory slm_cuda_mmq_fused takes a block (an opt-in above
+ * SLM_CUDA_DYN_SHARED_DEFAULT): with the MMQ's static shared memory (8 KiB for the narrow kernel, 10.2 KiB for the
  * wide one), under the 99 KiB a block may have on sm_86 / sm_89 (163 KiB on sm_80, 227 KiB on
  * sm_90). */
 #define SLM_CUDA_MMQ_SMEM 90112

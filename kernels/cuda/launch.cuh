@@ -29,6 +29,14 @@ static inline bool slm_cuda_aligned(const void *p, uintptr_t a)
     return ((uintptr_t)p & (a - 1)) == 0;
 }
 
+/* SLM_LAUNCH_PDL of a kernel that may take more dynamic shared memory than the default (at most
+ * max_smem bytes), after its opt-in (slm_cuda_smem_opt_in); 0, or the opt-in's -EINVAL / -EIO
+ * (then nothing is launched). The launch's own error is slm_cuda_launched()'s, as ever. */
+#define SLM_LAUNCH_PDL_SMEM(kernel, max_smem, grid, block, smem, stream, ...)                                \
+    (slm_cuda_smem_opt_in((const void *)(kernel), (size_t)(smem), (size_t)(max_smem))                      \
+         ? -EIO                                                                                             \
+         : (SLM_LAUNCH_PDL(kernel, grid, block, smem, stream, __VA_ARGS__), 0))
+
 /* In a launcher: a false condition is a bad argument. */
 #define SLM_CUDA_ARG(cond)                  \
     do {                                    \

@@ -595,26 +595,13 @@ template <uint32_t WT> static size_t mmq_fused_smem(int64_t cols, int epilogue)
     return slm_cuda_act_bytes(mmq_block_tokens(WT, epilogue == SLM_CUDA_GEMV_SWIGLU), cols);
 }
 
-/* Lets kernel k take SLM_CUDA_MMQ_SMEM bytes of dynamic shared memory (above CUDA's default 48
- * KiB, an opt-in per kernel), once per kernel and process: the first call of a shape comes before
- * any graph capture of it (the backend's warm-up step). */
-template <typename K> static int mmq_smem_opt_in(K k, bool *done)
-{
-    if (__atomic_load_n(done, __ATOMIC_ACQUIRE)) return 0;
-    if (cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize, SLM_CUDA_MMQ_SMEM) !=
-        cudaSuccess)
-        return slm_cuda_launched();
-    __atomic_store_n(done, true, __ATOMIC_RELEASE);
-    return 0;
-}
-
-/* One kernel launched: the opt-in first where its shared memory needs it (done is its own flag);
- * name (static storage) names it in the emulator's launch log. */
+/* One kernel launched, after its opt-in to SLM_CUDA_MMQ_SMEM bytes of dynamic shared memory where
+ * the launch takes more than the default (its own 8-10 KiB of static shared memory count against
+ * CUDA's 48 KiB too); name (static storage) names it in the emulator's launch log. */
 template <typename K>
-static int mmq_launch_one(K k, const char *name, bool *done, dim3 grid, size_t smem, cudaStream_t stream,
-                          const struct qmm_args &p)
+static int mmq_launch_one(K k, const char *name, dim3 grid, size_t smem, cudaStream_t stream, const struct qmm_args &p)
 {
-    if (smem > 49152 && mmq_smem_opt_in(k, done)) return -EIO;
+    if (slm_cuda_smem_opt_in((const void *)k, smem, SLM_CUDA_MMQ_SMEM)) return -EIO;
     SLM_LAUNCH_PDL_AS(name, k, grid, MMQ_THREADS, smem, stream, p);
     return slm_cuda_launched();
 }
@@ -625,14 +612,11 @@ static int mmq_launch_type(const struct qmm_args &p, bool wide, cudaStream_t str
     const bool swiglu = p.epilogue == SLM_CUDA_GEMV_SWIGLU;
     const dim3 grid((unsigned)p.groups, (unsigned)((p.n + mmq_block_tokens(WT, swiglu) - 1) / mmq_block_tokens(WT, swiglu)));
     const size_t smem = PRO ? mmq_fused_smem<WT>(p.cols, p.epilogue) : 0;
-    static bool big[2][2];   /* [wide][swiglu] */
     if (wide)
-        return swiglu ? mmq_launch_one(k_mmq_wide<WT, true, PRO>, "(k_mmq_wide<WT, true, PRO>)", &big[1][1], grid,
-                                       smem, stream, p)
-                      : mmq_launch_one(k_mmq_wide<WT, false, PRO>, "(k_mmq_wide<WT, false, PRO>)", &big[1][0], grid,
-                                       smem, stream, p);
-    return swiglu ? mmq_launch_one(k_mmq<WT, true, PRO>, "(k_mmq<WT, true, PRO>)", &big[0][1], grid, smem, stream, p)
-                  : mmq_launch_one(k_mmq<WT, false, PRO>, "(k_mmq<WT, false, PRO>)", &big[0][0], grid, smem, stream, p);
+        return swiglu ? mmq_launch_one(k_mmq_wide<WT, true, PRO>, "(k_mmq_wide<WT, true, PRO>)", grid, smem, stream, p)
+                      : mmq_launch_one(k_mmq_wide<WT, false, PRO>, "(k_mmq_wide<WT, false, PRO>)", grid, smem, stream, p);
+    return swiglu ? mmq_launch_one(k_mmq<WT, true, PRO>, "(k_mmq<WT, true, PRO>)", grid, smem, stream, p)
+                  : mmq_launch_one(k_mmq<WT, false, PRO>, "(k_mmq<WT, false, PRO>)", grid, smem, stream, p);
 }
 
 template <bool PRO> static int mmq_launch(uint32_t type, const struct qmm_args &p, bool wide, cudaStream_t stream)

@@ -12,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 struct CUstream_st {
@@ -55,6 +56,17 @@ struct device {
     CUstream_st legacy{};
     std::vector<CUstream_st *> capturing;
 };
+
+/* Shared memory a block may have. The default limit counts a kernel's static and dynamic shared
+ * memory together; the emulator does not know the static part (`__shared__` is thread_local
+ * storage here), so it takes every kernel to have up to SHARED_STATIC_RESERVE of it, the most
+ * kernels/cuda allows itself (SLM_CUDA_STATIC_SHARED_MAX, checked against the compiler's report by
+ * tests/test_cuda_resources.sh): a launch of more dynamic memory than the default less that must
+ * follow the kernel's opt-in (cudaFuncSetAttribute, cudaFuncAttributeMaxDynamicSharedMemorySize)
+ * to at least as much, and an opt-in is at most the H100's per-block maximum less it. */
+static const size_t SHARED_DEFAULT = 49152, SHARED_OPTIN_MAX = 232448, SHARED_STATIC_RESERVE = 12288;
+static std::mutex g_optin_mutex;
+static std::unordered_map<const void *, size_t> g_optin;   /* kernel -> its MaxDynamicSharedMemorySize */
 
 static thread_local cudaError_t tls_last_error = cudaSuccess;
 static thread_local int tls_device = 0;
@@ -196,10 +208,27 @@ void launch_queue(launch_desc desc, cudaStream_t stream)
         set_error(cudaErrorInvalidConfiguration);
         return;
     }
-    if (desc.smem > 232448) {
+    if (desc.smem > SHARED_OPTIN_MAX - SHARED_STATIC_RESERVE) {
         report(format("launch of %s: %zu bytes of dynamic shared memory, more than a block can have", desc.name, desc.smem));
         set_error(cudaErrorInvalidValue);
         return;
+    }
+    if (desc.smem > SHARED_DEFAULT - SHARED_STATIC_RESERVE) {
+        size_t optin = 0;
+        {
+            std::lock_guard<std::mutex> lock(g_optin_mutex);
+            auto it = g_optin.find(desc.fn);
+            if (it != g_optin.end()) optin = it->second;
+        }
+        if (optin < desc.smem) {
+            report(format("launch of %s: %zu bytes of dynamic shared memory, with its opt-in at %zu: above %zu "
+                          "bytes (48 KiB, less up to %zu of the kernel's static shared memory) a kernel must first "
+                          "take as much with cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize), "
+                          "or a GPU refuses the launch",
+                          desc.name, desc.smem, optin, SHARED_DEFAULT - SHARED_STATIC_RESERVE, SHARED_STATIC_RESERVE));
+            set_error(cudaErrorInvalidValue);
+            return;
+        }
     }
     if (desc.pdl && options().refuse_pdl) {
         report(format("launch of %s: programmatic dependent launches are refused (SLM_EMU_REFUSE_PDL=1)", desc.name));
@@ -398,7 +427,12 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
 
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value)
 {
-    return func ? cudaSuccess : set_error(cudaErrorInvalidValue);
+    if (!func) return set_error(cudaErrorInvalidValue);
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+    if (value < 0 || (size_t)value > SHARED_OPTIN_MAX - SHARED_STATIC_RESERVE) return set_error(cudaErrorInvalidValue);
+    std::lock_guard<std::mutex> lock(g_optin_mutex);
+    g_optin[func] = (size_t)value;
+    return cudaSuccess;
 }
 
 

@@ -73,6 +73,7 @@ struct launch_desc {
     size_t smem;
     std::function<void()> body; /* one thread's run of the kernel, arguments bound */
     bool pdl = false;           /* a programmatic dependent launch (SLM_LAUNCH_PDL) */
+    const void *fn = nullptr;   /* the kernel, as cudaFuncSetAttribute names it */
 };
 /* Checks the configuration and queues (or captures) the launch on `stream`; a bad
  * configuration becomes the thread's last CUDA error. */
@@ -87,7 +88,8 @@ void launch_ex(bool pdl, const char *name, void (*kernel)(P...), dim3 grid, dim3
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
     /* Arguments are converted and copied at launch, as CUDA does. */
     std::tuple<std::decay_t<P>...> bound(std::forward<A>(args)...);
-    launch_desc d{name, grid, block, smem, [kernel, bound]() { std::apply(kernel, bound); }, pdl};
+    launch_desc d{name, grid, block, smem, [kernel, bound]() { std::apply(kernel, bound); }, pdl,
+                  reinterpret_cast<const void *>(kernel)};
     launch_queue(std::move(d), stream);
 }
 template <class... P, class... A>
