@@ -279,8 +279,9 @@ static void check_fused_configs(void)
     check_fused(SLM_TYPE_Q4_K, 768, {67, 67}, 37, SLM_CUDA_GEMV_SWIGLU, true);
     /* Qwen3 0.6B's 1024 columns (40 KiB of shared x a block, 32 tokens) and Llama 3.2 1B's 2048
      * with SwiGLU (40 KiB, 16 tokens): under CUDA's 48 KiB default alone, over it with the
-     * kernels' 8-10 KiB of static shared memory, so they must opt in (the emulator refuses them
-     * otherwise; until 2026-12-06 the MMQ opted in only above 48 KiB of dynamic memory). */
+     * narrow kernel's 8.1 KiB of static shared memory (and the wide one's 10.1 KiB at 32 tokens),
+     * so they must opt in (the emulator refuses every launch over 36 KiB that did not; until
+     * 2026-12-06 the MMQ opted in only above 48 KiB of dynamic memory). */
     check_fused(SLM_TYPE_Q4_0, 1024, {67}, 37, SLM_CUDA_GEMV_STORE, true);
     check_fused(SLM_TYPE_Q4_1, 2048, {67, 67}, 17, SLM_CUDA_GEMV_SWIGLU, false);
 }
