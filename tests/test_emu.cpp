@@ -717,6 +717,27 @@ static void test_streams_and_graph(void)
           "a synchronous copy during a global capture: expected cudaErrorStreamCaptureImplicit");
     CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated, "the broken capture: expected it invalidated");
     cudaGetLastError();
+    /* Allocating, freeing or synchronising from the thread that captures in thread-local mode is a
+     * "potentially unsafe" call: refused, and the capture invalidated; in relaxed mode allowed. */
+    float *extra = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    issue_axpy_work(hx, hy, dx, dy, n, s);
+    slm_emu_clear_report();
+    CHECK(cudaMalloc((void **)&extra, 64) == cudaErrorStreamCaptureUnsupported,
+          "cudaMalloc during a thread-local capture: expected cudaErrorStreamCaptureUnsupported");
+    CHECK(strstr(slm_emu_last_report(), "cudaMalloc while this thread captures"), "report: got '%s'",
+          slm_emu_last_report());
+    CHECK(cudaFree(dx) == cudaErrorStreamCaptureUnsupported,
+          "cudaFree during a thread-local capture: expected cudaErrorStreamCaptureUnsupported");
+    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated,
+          "the thread-local capture after cudaMalloc: expected it invalidated");
+    cudaGetLastError();
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+    issue_axpy_work(hx, hy, dx, dy, n, s);
+    CUDA_OK(cudaMalloc((void **)&extra, 64));
+    CUDA_OK(cudaStreamEndCapture(s, &g));
+    CUDA_OK(cudaGraphDestroy(g));
+    CUDA_OK(cudaFree(extra));
     CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     issue_axpy_work(hx, hy, dx, dy, n, s);
     CUDA_OK(cudaStreamEndCapture(s, &g));

@@ -58,41 +58,66 @@ extern "C" {
 
 /* ---- memory ---- */
 
+/* Allocating, freeing and registering are "potentially unsafe" while this thread captures a graph
+ * (capture_unsafe_call): refused then, as a GPU refuses them. */
+#define CAPTURE_SAFE_AS(what, err)                                              \
+    do {                                                                        \
+        if (cudaError_t e_ = capture_unsafe_call(what, err)) return set_error(e_); \
+    } while (0)
+#define CAPTURE_SAFE(what) CAPTURE_SAFE_AS(what, cudaErrorStreamCaptureUnsupported)
+
 cudaError_t cudaMalloc(void **p, size_t size)
 {
     if (need_device() != cudaSuccess) return cudaErrorNoDevice;
+    CAPTURE_SAFE("cudaMalloc");
     return set_error(mem_alloc(p, size, MEM_DEVICE, current_device()));
 }
 
 cudaError_t cudaMallocManaged(void **p, size_t size, unsigned int flags)
 {
     if (need_device() != cudaSuccess) return cudaErrorNoDevice;
+    CAPTURE_SAFE("cudaMallocManaged");
     return set_error(mem_alloc(p, size, MEM_MANAGED, current_device()));
 }
 
-cudaError_t cudaMallocHost(void **p, size_t size) { return set_error(mem_alloc(p, size, MEM_PINNED, current_device())); }
+cudaError_t cudaMallocHost(void **p, size_t size)
+{
+    CAPTURE_SAFE("cudaMallocHost");
+    return set_error(mem_alloc(p, size, MEM_PINNED, current_device()));
+}
 
 cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int flags)
 {
+    CAPTURE_SAFE("cudaHostAlloc");
     return set_error(mem_alloc(p, size, MEM_PINNED, current_device()));
 }
 
 /* Freeing waits for the device, as cudaFree does. */
 cudaError_t cudaFree(void *p)
 {
+    CAPTURE_SAFE("cudaFree");
     if (device_count() > 0) drain_device(current_device());
     return set_error(mem_free(p, 1u << MEM_DEVICE | 1u << MEM_MANAGED, "cudaFree"));
 }
 
 cudaError_t cudaFreeHost(void *p)
 {
+    CAPTURE_SAFE("cudaFreeHost");
     if (device_count() > 0) drain_device(current_device());
     return set_error(mem_free(p, 1u << MEM_PINNED, "cudaFreeHost"));
 }
 
-cudaError_t cudaHostRegister(void *p, size_t size, unsigned int flags) { return set_error(mem_register(p, size)); }
+cudaError_t cudaHostRegister(void *p, size_t size, unsigned int flags)
+{
+    CAPTURE_SAFE("cudaHostRegister");
+    return set_error(mem_register(p, size));
+}
 
-cudaError_t cudaHostUnregister(void *p) { return set_error(mem_free(p, 1u << MEM_REGISTERED, "cudaHostUnregister")); }
+cudaError_t cudaHostUnregister(void *p)
+{
+    CAPTURE_SAFE("cudaHostUnregister");
+    return set_error(mem_free(p, 1u << MEM_REGISTERED, "cudaHostUnregister"));
+}
 
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p)
 {
@@ -109,6 +134,7 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
 {
+    CAPTURE_SAFE_AS("cudaMemcpy (synchronous)", cudaErrorStreamCaptureImplicit);
     int dk, sk;
     cudaError_t err = check_copy(dst, src, n, kind, "cudaMemcpy", &dk, &sk);
     if (err != cudaSuccess) return set_error(err);
@@ -166,7 +192,11 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t stream)
     });
 }
 
-cudaError_t cudaMemset(void *p, int value, size_t n) { return cudaMemsetAsync(p, value, n, nullptr); }
+cudaError_t cudaMemset(void *p, int value, size_t n)
+{
+    CAPTURE_SAFE_AS("cudaMemset (synchronous)", cudaErrorStreamCaptureImplicit);
+    return cudaMemsetAsync(p, value, n, nullptr);
+}
 
 cudaError_t cudaMemcpyToSymbol(const void *symbol, const void *src, size_t n, size_t offset, enum cudaMemcpyKind kind)
 {

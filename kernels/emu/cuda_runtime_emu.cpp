@@ -69,6 +69,9 @@ static std::mutex g_optin_mutex;
 static std::unordered_map<const void *, size_t> g_optin;   /* kernel -> its MaxDynamicSharedMemorySize */
 
 static thread_local cudaError_t tls_last_error = cudaSuccess;
+/* The captures this thread began in global or thread-local mode: while one is open the thread is
+ * "prohibited from potentially unsafe API calls" (cudaStreamBeginCapture's documentation). */
+static thread_local std::vector<CUstream_st *> tls_strict_captures;
 static thread_local int tls_device = 0;
 
 int current_device() { return tls_device; }
@@ -179,6 +182,16 @@ cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> fn)
 cudaError_t drain_device(int dev) { return run_queued(devices()[dev], UINT64_MAX); }
 
 bool stream_capturing(cudaStream_t stream) { return resolve(stream)->capture != nullptr; }
+
+cudaError_t capture_unsafe_call(const char *what, cudaError_t err)
+{
+    if (tls_strict_captures.empty()) return cudaSuccess;
+    for (CUstream_st *s : tls_strict_captures) s->invalidated = true;
+    report(format("%s while this thread captures a graph (stream capture in %s mode): a GPU refuses the call "
+                  "and invalidates the capture (allocate, free and synchronise before cudaStreamBeginCapture)",
+                  what, tls_strict_captures.back()->mode == cudaStreamCaptureModeGlobal ? "global" : "thread-local"));
+    return err;
+}
 
 void invalidate_capture(cudaStream_t stream) { resolve(stream)->invalidated = true; }
 
@@ -342,6 +355,8 @@ cudaError_t cudaGetDevice(int *dev)
 cudaError_t cudaDeviceSynchronize(void)
 {
     if (need_device() != cudaSuccess) return cudaErrorNoDevice;
+    if (cudaError_t e = capture_unsafe_call("cudaDeviceSynchronize", cudaErrorStreamCaptureUnsupported))
+        return set_error(e);
     return sync_device(tls_device);
 }
 
@@ -487,6 +502,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMo
     s->capture = new CUgraph_st;
     s->mode = mode;
     s->invalidated = false;
+    if (mode != cudaStreamCaptureModeRelaxed) tls_strict_captures.push_back(s);
     device &d = devices()[s->device];
     std::lock_guard<std::mutex> lock(d.m);
     d.capturing.push_back(s);
@@ -503,6 +519,8 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
         for (size_t i = 0; i < d.capturing.size(); i++)
             if (d.capturing[i] == s) d.capturing.erase(d.capturing.begin() + (long)i);
     }
+    for (size_t i = 0; i < tls_strict_captures.size(); i++)
+        if (tls_strict_captures[i] == s) tls_strict_captures.erase(tls_strict_captures.begin() + (long)i);
     CUgraph_st *g = s->capture;
     s->capture = nullptr;
     if (s->invalidated) {

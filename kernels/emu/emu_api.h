@@ -15,7 +15,8 @@ struct slm_emu_options {
     int workers;        /* OS threads that run blocks, the launching one included [SLM_EMU_WORKERS, online CPUs] */
     int strict;         /* a thread exiting while others wait at __syncthreads is an error [SLM_EMU_STRICT, 1] */
     int racecheck;      /* run each grid under two schedules and compare device memory [SLM_EMU_RACECHECK, 0] */
-    int poison;         /* fill dynamic shared memory with 0xff (NaN) before each block [SLM_EMU_POISON, 1] */
+    int poison;         /* fill dynamic shared memory with 0xff (NaN) before each block, and every new
+                         * cudaMalloc / cudaMallocHost allocation [SLM_EMU_POISON, 1] */
     int sync;           /* execute stream work at issue instead of at the next synchronisation [SLM_EMU_SYNC, 0] */
     int quiet;          /* do not print reports on stderr (they are still kept) [SLM_EMU_QUIET, 0] */
     int refuse_pdl;     /* refuse programmatic dependent launches (cudaErrorNotSupported), as a

@@ -7,6 +7,7 @@
 #include "kernels/emu/fiber.h"
 
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -81,7 +82,10 @@ size_t device_memory_used()
 }
 
 /* Maps size bytes ending 256-aligned just before a guard page; the slack up to the page
- * is poisoned under ASan. */
+ * is poisoned under ASan. With SLM_EMU_POISON (the default) the bytes are 0xff (a NaN, -1), not
+ * the zeros of a fresh mapping: cudaMalloc and cudaMallocHost leave memory as it was on a GPU
+ * (zeros from the driver for a new process, a freed buffer's bytes later), so a kernel or host
+ * code that reads what nobody wrote sees garbage here too. */
 cudaError_t mem_alloc(void **out, size_t size, int kind, int device)
 {
     *out = nullptr;
@@ -100,6 +104,7 @@ cudaError_t mem_alloc(void **out, size_t size, int kind, int device)
     mprotect(map + rounded, 4096, PROT_NONE);
     char *user = map + rounded - (size + 255) / 256 * 256;
     SLM_EMU_POISON_RANGE(user + size, (size_t)(map + rounded - (user + size)));
+    if (options().poison) memset(user, 0xff, size);
     g_live[(uintptr_t)user] = allocation{(uintptr_t)user, size, kind, device, map, len};
     if (kind != MEM_PINNED) g_device_used += size;
     *out = user;

@@ -34,6 +34,12 @@ cudaError_t sync_device(int dev);
 /* Whether the stream records into a graph; invalidate_capture breaks that capture. */
 bool stream_capturing(cudaStream_t stream);
 void invalidate_capture(cudaStream_t stream);
+/* Before a "potentially unsafe" call (`what`: cudaMalloc, cudaFree, a synchronous copy...): while
+ * this thread captures a graph in global or thread-local mode a GPU refuses it and invalidates the
+ * capture; so does this, with a report, returning `err` (cudaErrorStreamCaptureUnsupported, or
+ * cudaErrorStreamCaptureImplicit for the legacy stream's synchronous copies). cudaSuccess
+ * otherwise. */
+cudaError_t capture_unsafe_call(const char *what, cudaError_t err);
 
 /* Sets the calling thread's last error (cudaGetLastError) and returns err. */
 cudaError_t set_error(cudaError_t err);
