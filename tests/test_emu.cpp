@@ -270,6 +270,21 @@ static void test_shared_memory(void)
             CHECK(out[bl * n + t] == x[bl * n + n - 1 - t], "dynamic shared block %d thread %d: expected %g, got %g", bl,
                   t, x[bl * n + n - 1 - t], out[bl * n + t]);
     }
+    /* A new allocation holds 0xff (SLM_EMU_POISON), as a GPU's holds whatever was there: a read of
+     * what nobody wrote is NaN, not a convenient zero. */
+    {
+        unsigned char *fresh, *pinned, got[64];
+        CUDA_OK(cudaMalloc((void **)&fresh, sizeof got));
+        CUDA_OK(cudaMemcpy(got, fresh, sizeof got, cudaMemcpyDeviceToHost));
+        int ff = 0;
+        for (unsigned char c : got) ff += c == 0xff;
+        CHECK(ff == (int)sizeof got, "a new cudaMalloc allocation: expected %zu bytes of 0xff, got %d", sizeof got, ff);
+        CUDA_OK(cudaMallocHost((void **)&pinned, sizeof got));
+        ff = 0;
+        for (size_t i = 0; i < sizeof got; i++) ff += pinned[i] == 0xff;
+        CHECK(ff == (int)sizeof got, "a new cudaMallocHost allocation: expected %zu bytes of 0xff, got %d", sizeof got, ff);
+        cudaFree(fresh), cudaFreeHost(pinned);
+    }
     /* Above 36 KiB of dynamic shared memory (CUDA's default 48 KiB less up to 12 KiB of a kernel's
      * static shared memory, which the emulator does not know) a launch must follow the kernel's
      * opt-in to at least as much; an opt-in past the block maximum is refused. */
