@@ -30,8 +30,9 @@ static inline bool slm_cuda_aligned(const void *p, uintptr_t a)
 }
 
 /* SLM_LAUNCH_PDL of a kernel that may take more dynamic shared memory than the default (at most
- * max_smem bytes), after its opt-in (slm_cuda_smem_opt_in); 0, or the opt-in's -EINVAL / -EIO
- * (then nothing is launched). The launch's own error is slm_cuda_launched()'s, as ever. */
+ * max_smem bytes), after its opt-in (slm_cuda_smem_opt_in); 0, or -EIO when the opt-in failed or
+ * smem passes max_smem (then nothing is launched). The launch's own error is
+ * slm_cuda_launched()'s, as ever. */
 #define SLM_LAUNCH_PDL_SMEM(kernel, max_smem, grid, block, smem, stream, ...)                                \
     (slm_cuda_smem_opt_in((const void *)(kernel), (size_t)(smem), (size_t)(max_smem))                      \
          ? -EIO                                                                                             \
