@@ -44,8 +44,10 @@ struct slm_service {
 int slm_service_model_path(const char *given, char *path, size_t cap, char *err);
 
 /* Loads the model, creates the backend, binds the weights to it and builds the tokenizer,
- * checking that the vocabulary matches the embedding. 0, or -errno with err (svc then holds
- * nothing: the partial work is undone). */
+ * checking that the vocabulary matches the embedding. With backend "auto", a model the CUDA
+ * backend cannot bind (device memory, a weight type or an attention geometry it has no kernel
+ * for) is bound to the CPU backend instead, with a warning naming why. 0, or -errno with err
+ * (svc then holds nothing: the partial work is undone). */
 int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, char *err);
 
 /* A progress hook for slm_service_opts that draws "loading the model: P% (X of Y MB)" on

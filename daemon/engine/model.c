@@ -380,8 +380,10 @@ static int load_one(void *walk, struct slm_weight *w)
 {
     struct bind_walk *b = walk;
     int rc = b->be->ops->load_weight(b->be, w);
-    if (rc || !b->m->progress) return rc;
+    if (rc) return rc;
     const size_t bytes = (size_t)w->rows * w->row_bytes;
+    b->done += bytes;
+    if (!b->m->progress) return 0;
     if (w->be_data == w->data) {   /* used in place: read its pages in now */
         volatile const unsigned char *p = (const unsigned char *)w->data;
         unsigned sum = 0;
@@ -389,7 +391,6 @@ static int load_one(void *walk, struct slm_weight *w)
         if (bytes) sum += p[bytes - 1];
         (void)sum;
     }
-    b->done += bytes;
     b->m->progress(b->m->progress_ctx, b->done, b->total);
     return 0;
 }
@@ -417,11 +418,16 @@ int slm_model_bind(struct slm_model *m, struct slm_backend *be, char *err)
         }
     }
     struct bind_walk walk = {m, be, 0, 0};
-    if (m->progress) for_each_weight(m, count_bytes, &walk);
+    for_each_weight(m, count_bytes, &walk);
     int rc = for_each_weight(m, load_one, &walk);
     if (rc) {
-        slm_err_set(err, "%s: cannot make the weights resident on the %s backend: %s", m->gguf->path,
-                    be->ops->name, strerror(-rc));
+        if (rc == -ENOMEM)
+            slm_err_set(err, "%s: cannot make the weights resident on the %s backend: out of memory with %.1f of "
+                        "the model's %.1f MB of weights loaded", m->gguf->path, be->ops->name,
+                        (double)walk.done / 1e6, (double)walk.total / 1e6);
+        else
+            slm_err_set(err, "%s: cannot make the weights resident on the %s backend: %s", m->gguf->path,
+                        be->ops->name, strerror(-rc));
         for_each_weight(m, unload_one, be);
         return rc;
     }

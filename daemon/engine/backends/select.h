@@ -13,8 +13,10 @@
  * The backend named `name`: "cpu" (threads CPU threads, 0 = all online CPUs), "cuda" (device
  * 0; its KV pool bounded by gpu_fraction of the free device memory), or "auto": cuda when a
  * CUDA device is present and this build's CUDA backend is a real one (not the SIMT
- * emulator), else cpu, with a log line saying which and why. NULL with err on failure,
- * e.g. "backend cuda: no CUDA device (...)".
+ * emulator; SLM_AUTO_EMULATOR=1 lets the tests have it pick the emulator), else cpu, with a
+ * log line saying which and why. NULL with err on failure, e.g. "backend cuda: no CUDA device
+ * (...)". Where the backend auto picked cannot hold the model, slm_service_load falls back to
+ * the CPU (docs/cuda.md, "Choosing the backend").
  */
 struct slm_backend *slm_backend_select(const char *name, int threads, double gpu_fraction, char *err);
 
