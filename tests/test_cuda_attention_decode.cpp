@@ -429,7 +429,7 @@ static void bad_arguments(void)
             {16, 1, 256, 256, 0, "at head dimension 256"},
             {9, 2, 64, 64, 0, "not a whole multiple"},
             {8, 2, 64, 63, 0, "rotated dimensions not even or past the head (63 rotated"},
-            {8, 2, 64, 64, -1, "negative sliding window"},
+            {8, 2, 64, 64, -1, "a negative sliding window (-1)"},
         };
         for (const auto &b : bad) {
             slm_cuda_attn_shape sh = f.shape;

@@ -54,17 +54,7 @@ __global__ void k_rope_store(float *q, float *k, const float *v, const int32_t *
 
 extern "C" int slm_cuda_attention_shape_check(const struct slm_cuda_attn_shape *shape, char *why, size_t len)
 {
-    const char *no = attn_shape_why(shape);
-    if (!no) return 0;
-    if (why && len && !shape) snprintf(why, len, "%s", no);
-    else if (why && len && (shape->rope_dim < 0 || shape->rope_dim > shape->head_dim || shape->rope_dim % 2))
-        snprintf(why, len, "%s (%d rotated of head dimension %d)", no, shape->rope_dim, shape->head_dim);
-    else if (why && len && shape->window < 0)
-        snprintf(why, len, "%s (%d)", no, shape->window);
-    else if (why && len)
-        snprintf(why, len, "%s (%d query heads over %d key/value heads of dimension %d)", no, shape->n_head,
-                 shape->n_head_kv, shape->head_dim);
-    return -EINVAL;
+    return attn_shape_why(shape, why, len) ? -EINVAL : 0;
 }
 
 extern "C" int slm_cuda_rope_store(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,

@@ -7,6 +7,7 @@
 #define SLM_KERNELS_CUDA_ATTENTION_COMMON_CUH
 
 #include <errno.h>
+#include <stdio.h>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/compat.h"
@@ -19,28 +20,46 @@ __device__ static inline long long kv_row(const int32_t *blocks, int t, int bloc
     return (long long)b * block_size + t % block_size;
 }
 
-/* What makes s a geometry the attention kernels do not run, in words (NULL: they run it). */
-static inline const char *attn_shape_why(const struct slm_cuda_attn_shape *s)
+/* attn_shape_why's reason, with the numbers behind it in buf when there is one: the heads
+ * (what = 0), the window (1) or the rotated dimensions (2). */
+static inline const char *attn_why(const struct slm_cuda_attn_shape *s, const char *no, int what, char *buf,
+                                   size_t len)
 {
-    if (!s) return "no shape";
+    if (!buf || !len) return no;
+    if (what == 1) snprintf(buf, len, "%s (%d)", no, s->window);
+    else if (what == 2) snprintf(buf, len, "%s (%d rotated of head dimension %d)", no, s->rope_dim, s->head_dim);
+    else snprintf(buf, len, "%s (%d query heads over %d key/value heads of dimension %d)", no, s->n_head,
+                  s->n_head_kv, s->head_dim);
+    return no;
+}
+
+/* What makes s a geometry the attention kernels do not run, in words (NULL: they run it);
+ * where buf is given (len > 0) the words and the numbers behind them are written there. */
+static inline const char *attn_shape_why(const struct slm_cuda_attn_shape *s, char *buf, size_t len)
+{
+    if (!s) {
+        if (buf && len) snprintf(buf, len, "no shape");
+        return "no shape";
+    }
     if (s->n_head_kv < 1 || s->n_head < s->n_head_kv || s->n_head % s->n_head_kv)
-        return "query heads not a whole multiple of the key/value heads";
-    if (s->n_head / s->n_head_kv > SLM_CUDA_ATTN_MAX_GROUP) return "more than 16 query heads a key/value head";
+        return attn_why(s, "query heads not a whole multiple of the key/value heads", 0, buf, len);
+    if (s->n_head / s->n_head_kv > SLM_CUDA_ATTN_MAX_GROUP)
+        return attn_why(s, "more than 16 query heads a key/value head", 0, buf, len);
     if (s->head_dim != 32 && s->head_dim != 64 && s->head_dim != 80 && s->head_dim != 96 && s->head_dim != 128 &&
         s->head_dim != 256)
-        return "head dimension not one of 32, 64, 80, 96, 128, 256";
+        return attn_why(s, "head dimension not one of 32, 64, 80, 96, 128, 256", 0, buf, len);
     if (s->head_dim == 256 && s->n_head / s->n_head_kv > 8)   /* 48 KiB of shared memory */
-        return "more than 8 query heads a key/value head at head dimension 256";
-    if (s->window < 0) return "a negative sliding window";
+        return attn_why(s, "more than 8 query heads a key/value head at head dimension 256", 0, buf, len);
+    if (s->window < 0) return attn_why(s, "a negative sliding window", 1, buf, len);
     if (s->rope_dim < 0 || s->rope_dim > s->head_dim || s->rope_dim % 2)
-        return "rotated dimensions not even or past the head";
-    if (s->rope_layout != 0 && s->rope_layout != 1) return "an unknown RoPE layout";
+        return attn_why(s, "rotated dimensions not even or past the head", 2, buf, len);
+    if (s->rope_layout != 0 && s->rope_layout != 1) return attn_why(s, "an unknown RoPE layout", 0, buf, len);
     return NULL;
 }
 
 static inline int attn_shape_ok(const struct slm_cuda_attn_shape *s)
 {
-    return !attn_shape_why(s);
+    return !attn_shape_why(s, NULL, 0);
 }
 
 /* The tables and the layer's cache, for n tokens (n >= 1). */

@@ -614,6 +614,25 @@ extern "C" size_t slm_cuda_attention_decode_fused_workspace(const struct slm_cud
            (size_t)n_tokens * shape->n_head * fused_parts(max_ctx) * (shape->head_dim + 4) * sizeof(float);
 }
 
+/* k_attention<head_dim, fresh> (the shape is checked: head_dim is one it is built for), and its
+ * name for the emulator's launch log. */
+#define ATT_KERNEL(D)                                                                          \
+    case D:                                                                                    \
+        *name = fresh ? "(k_attention<" #D ", true>)" : "(k_attention<" #D ", false>)";       \
+        return fresh ? k_attention<D, true> : k_attention<D, false>
+static void (*attention_kernel(int head_dim, bool fresh, const char **name))(struct fused_args)
+{
+    switch (head_dim) {
+        ATT_KERNEL(32);
+        ATT_KERNEL(64);
+        ATT_KERNEL(80);
+        ATT_KERNEL(96);
+        ATT_KERNEL(256);
+    default: ATT_KERNEL(128);
+    }
+}
+#undef ATT_KERNEL
+
 /* The two launchers' shared checks and launch; fresh selects the kernel's mode. */
 static int launch_attention(const struct slm_cuda_attn_shape *shape, const struct slm_cuda_attn_tokens *t,
                             const struct slm_cuda_kv_layer *kv, const struct slm_cuda_rope_table *rope, const float *q,
@@ -650,26 +669,9 @@ static int launch_attention(const struct slm_cuda_attn_shape *shape, const struc
                            out};
     dim3 grid((unsigned)a.max_parts, (unsigned)shape->n_head_kv, (unsigned)(tiled ? t->n_tiles : t->n_tokens));
     const size_t smem = attn_smem(rows_cap, shape->head_dim);
-    int rc = 0;
-    if (fresh) {
-        switch (shape->head_dim) {
-        case 32: rc = SLM_LAUNCH_PDL_SMEM((k_attention<32, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 64: rc = SLM_LAUNCH_PDL_SMEM((k_attention<64, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 80: rc = SLM_LAUNCH_PDL_SMEM((k_attention<80, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 96: rc = SLM_LAUNCH_PDL_SMEM((k_attention<96, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 256: rc = SLM_LAUNCH_PDL_SMEM((k_attention<256, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        default: rc = SLM_LAUNCH_PDL_SMEM((k_attention<128, true>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        }
-    } else {
-        switch (shape->head_dim) {
-        case 32: rc = SLM_LAUNCH_PDL_SMEM((k_attention<32, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 64: rc = SLM_LAUNCH_PDL_SMEM((k_attention<64, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 80: rc = SLM_LAUNCH_PDL_SMEM((k_attention<80, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 96: rc = SLM_LAUNCH_PDL_SMEM((k_attention<96, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        case 256: rc = SLM_LAUNCH_PDL_SMEM((k_attention<256, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        default: rc = SLM_LAUNCH_PDL_SMEM((k_attention<128, false>), ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a); break;
-        }
-    }
+    const char *name;
+    void (*kernel)(struct fused_args) = attention_kernel(shape->head_dim, fresh, &name);
+    int rc = SLM_LAUNCH_PDL_SMEM_AS(name, kernel, ATT_SMEM_MAX, grid, DEC_THREADS, smem, stream, a);
     return rc ? rc : attn_launched();
 }
 

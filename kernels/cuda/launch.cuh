@@ -38,6 +38,12 @@ static inline bool slm_cuda_aligned(const void *p, uintptr_t a)
          ? -EIO                                                                                             \
          : (SLM_LAUNCH_PDL(kernel, grid, block, smem, stream, __VA_ARGS__), 0))
 
+/* The same for a kernel held in a variable, named for the emulator's launch log (SLM_LAUNCH_PDL_AS). */
+#define SLM_LAUNCH_PDL_SMEM_AS(name, kernel, max_smem, grid, block, smem, stream, ...)                    \
+    (slm_cuda_smem_opt_in((const void *)(kernel), (size_t)(smem), (size_t)(max_smem))                      \
+         ? -EIO                                                                                             \
+         : (SLM_LAUNCH_PDL_AS(name, kernel, grid, block, smem, stream, __VA_ARGS__), 0))
+
 /* In a launcher: a false condition is a bad argument. */
 #define SLM_CUDA_ARG(cond)                  \
     do {                                    \

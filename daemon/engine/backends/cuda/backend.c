@@ -216,9 +216,9 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
         slm_log(SLM_LOG_WARNING, "cuda backend: the driver refused programmatic dependent launches (%s): every kernel "
                 "is launched plainly (SLM_CUDA_PDL=0 skips this probe)", why);
     }
-    snprintf(pdl_state, sizeof pdl_state, "%s%s%s", slm_cuda_pdl_launches() ? "on"
-             : refused ? "off (refused: " : !pdl_env ? "off (SLM_CUDA_PDL=0)" : "off (before sm_90)",
-             refused ? why : "", refused ? ")" : "");
+    if (slm_cuda_pdl_launches()) snprintf(pdl_state, sizeof pdl_state, "on");
+    else if (refused) snprintf(pdl_state, sizeof pdl_state, "off (refused: %s)", why);
+    else snprintf(pdl_state, sizeof pdl_state, "off (%s)", pdl_env ? "before sm_90" : "SLM_CUDA_PDL=0");
     if (prop.major < 8) ci->mmq_min = INT32_MAX;
     ci->mmf = prop.major >= 8;   /* mma.sync m16n8k16 f16 / bf16: sm_80 */
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
