@@ -135,6 +135,20 @@ else
         echo "FAIL auto, a model the device cannot run: expected the CPU's '$want' and a warning; got '$got':"
         cat "$tmp/err"; fail=1
       fi
+      # serve takes the same path, and its engine the CPU's step defaults (512 tokens, 64 sequences).
+      rm -f "$tmp/serve.log"
+      env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 SLM_AUTO_EMULATOR=1 timeout 120 "$SLMD_EMU" serve --config /dev/null \
+        --socket "$tmp/a.sock" --backend auto --model "$tmp/qwen2-hd48.gguf" --threads 2 --ctx-size 512 \
+        --kv-cache-mem 16M --log-level info >"$tmp/serve.log" 2>&1 &
+      spid=$!
+      for _ in $(seq 1 100); do grep -q "per step" "$tmp/serve.log" 2>/dev/null && break; sleep 0.2; done
+      kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+      if grep -q "backend auto: .*using the CPU backend" "$tmp/serve.log" &&
+         grep -q "; cpu backend, 2 threads, .*; 512 tokens and 64 sequences per step" "$tmp/serve.log"; then
+        echo "ok   serve --backend auto, a model the device cannot run: the cpu backend and its step defaults"
+      else
+        echo "FAIL serve --backend auto, a model the device cannot run: expected the CPU backend:"; cat "$tmp/serve.log"; fail=1
+      fi
       got=$(env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 SLM_AUTO_EMULATOR=1 "$SLMD_EMU" run --backend auto \
         --log-level info --model "$tmp/qwen2.gguf" "${sargs[@]}" 2>"$tmp/err")
       if [[ "$got" =~ ^[0-9]+( [0-9]+)*$ ]] && grep -q "cuda backend: device" "$tmp/err" && ! grep -q "using the CPU" "$tmp/err"; then

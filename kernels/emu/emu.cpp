@@ -33,10 +33,10 @@
 #error "the SIMT emulator's context switch is written for x86-64"
 #endif
 
-thread_local uint3 threadIdx;
-thread_local uint3 blockIdx;
-thread_local uint3 blockDim;
-thread_local uint3 gridDim;
+__thread uint3 threadIdx;   /* __thread: emu.h says why */
+__thread uint3 blockIdx;
+__thread uint3 blockDim;
+__thread uint3 gridDim;
 
 extern "C" void slm_emu_switch(void **save_sp, void *next_sp);
 extern "C" void slm_emu_fiber_start(void);

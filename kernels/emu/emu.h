@@ -32,10 +32,15 @@
 #define __launch_bounds__(...)
 #endif
 
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
-extern thread_local uint3 blockDim;
-extern thread_local uint3 gridDim;
+/* __thread, not thread_local: an extern thread_local is reached through C++'s TLS wrapper
+ * (a weak _ZTH init check before each access), and GCC 12's -fsanitize=null then tests the
+ * address with the flags of that check: a false "member access within null pointer of type
+ * 'struct uint3'" (seen in test_cuda_mma under UBSan; GCC's, cf. nim-lang/Nim#22641). The
+ * variables have no dynamic initialisation, so __thread means the same, without the check. */
+extern __thread uint3 threadIdx;
+extern __thread uint3 blockIdx;
+extern __thread uint3 blockDim;
+extern __thread uint3 gridDim;
 static constexpr int warpSize = 32;
 
 namespace slm_emu {
