@@ -48,6 +48,23 @@ compare_tokens() {
     fail=1
   fi
 }
+# fallback WHAT WANT PATTERN [VAR=VALUE ...] -- ARGS...: slmd_emu run --backend auto ARGS, auto
+# allowed to pick the emulated device (SLM_AUTO_EMULATOR=1) and the VARs set, must print WANT
+# (the CPU's tokens) and warn that it uses the CPU, for a reason matching PATTERN.
+fallback() {
+  local what=$1 want=$2 pattern=$3 got
+  local -a vars=()
+  shift 3
+  while [ "$1" != "--" ]; do vars+=("$1"); shift; done
+  shift
+  got=$(env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 SLM_AUTO_EMULATOR=1 "${vars[@]}" "$SLMD_EMU" run --backend auto "$@" \
+    2>"$tmp/err")
+  if [ -n "$want" ] && [ "$got" = "$want" ] && grep -q "backend auto: .*$pattern.*; using the CPU backend" "$tmp/err"; then
+    echo "ok   auto, $what: the CPU's tokens ($got); $(grep 'backend auto' "$tmp/err")"
+  else
+    echo "FAIL auto, $what: expected the CPU's '$want' and a warning; got '$got':"; cat "$tmp/err"; fail=1
+  fi
+}
 cpu=$("$slmd" run --backend cpu "${args[@]}" 2>/dev/null)
 compared=0
 if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; then
@@ -103,15 +120,9 @@ else
     # qwen2-hd48 (heads of 48 dimensions, no attention kernel) is refused at bind; qwen2 (heads
     # of 32) binds, so auto keeps the device. Synthetic models (tests/golden/make_arch_models.py).
     # A device whose memory (64 MB emulated) cannot hold the model's 100 MB of weights: the CPU.
-    got=$(env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 SLM_EMU_MEM_MB=64 SLM_AUTO_EMULATOR=1 "$SLMD_EMU" run \
-      --backend auto "${args[@]}" 2>"$tmp/err")
-    if [ -n "$cpu" ] && [ "$got" = "$cpu" ] &&
-       grep -q "backend auto: .*cannot make the weights resident on the cuda backend: out of memory with [0-9.]* of the model's 96.6 MB of weights loaded; using the CPU backend" "$tmp/err"; then
-      echo "ok   auto, a device too small for the model: the CPU's tokens; $(grep 'backend auto' "$tmp/err")"
-    else
-      echo "FAIL auto, a device too small for the model: expected the CPU's '$cpu' and a warning; got '$got':"
-      cat "$tmp/err"; fail=1
-    fi
+    fallback "a device too small for the model" "$cpu" \
+      "cannot make the weights resident on the cuda backend: out of memory with [0-9.]* of the model's 96.6 MB of weights loaded" \
+      SLM_EMU_MEM_MB=64 -- "${args[@]}"
     # --backend cuda keeps the error: one line naming it, a non-zero exit, no tokens.
     got=$(env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 SLM_EMU_MEM_MB=64 "$SLMD_EMU" run --backend cuda "${args[@]}" 2>"$tmp/err")
     rc=$?
@@ -126,15 +137,8 @@ else
       done
       sargs=(--prompt "The capital of France is" --temperature 0 --max-tokens 4 --print-token-ids --threads 2)
       want=$("$slmd" run --backend cpu --model "$tmp/qwen2-hd48.gguf" "${sargs[@]}" 2>/dev/null)
-      got=$(env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 SLM_AUTO_EMULATOR=1 "$SLMD_EMU" run --backend auto \
-        --model "$tmp/qwen2-hd48.gguf" "${sargs[@]}" 2>"$tmp/err")
-      if [ -n "$want" ] && [ "$got" = "$want" ] &&
-         grep -q "backend auto: .*the cuda backend cannot run this qwen2 model's attention: .*; using the CPU backend" "$tmp/err"; then
-        echo "ok   auto, a model the device cannot run: the CPU's tokens ($got); $(grep 'backend auto' "$tmp/err")"
-      else
-        echo "FAIL auto, a model the device cannot run: expected the CPU's '$want' and a warning; got '$got':"
-        cat "$tmp/err"; fail=1
-      fi
+      fallback "a model the device cannot run" "$want" "the cuda backend cannot run this qwen2 model's attention: " \
+        -- --model "$tmp/qwen2-hd48.gguf" "${sargs[@]}"
       # serve takes the same path, and its engine the CPU's step defaults (512 tokens, 64 sequences).
       rm -f "$tmp/serve.log"
       env -u SLM_EMU_DEVICES SLM_EMU_WORKERS=2 SLM_AUTO_EMULATOR=1 timeout 120 "$SLMD_EMU" serve --config /dev/null \
