@@ -18,7 +18,10 @@
  *   without the norm, on SmolLM2's 576 and 1536 columns, Gemma 3's 640, 2048, 1024 and 2048 with
  *   SwiGLU (shared memory that needs the kernel's opt-in with its static part), and odd n (1, 9,
  *   37, 70: partial token tiles), the three epilogues; its refusals (a block's tokens past its
- *   shared memory, cols not a whole number of blocks, misaligned x or gamma, NULL x). */
+ *   shared memory, cols not a whole number of blocks, misaligned x or gamma, NULL x).
+ * Every launch runs under the emulator's race check (each block twice, its threads in forward
+ * and reverse order, the results compared): the mma twins' staging (kernels/cuda/mma.cuh, two
+ * sets taken in turn, one __syncwarp a call) must give the same bits in any order. */
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/compat.h"
 
@@ -290,6 +293,10 @@ int main(void)
 {
     if (!cuda_device_or_skip()) return 77;
     printf("seed %#llx\n", (unsigned long long)TEST_RNG_SEED);
+    slm_emu_options o;
+    slm_emu_get_options(&o);
+    o.racecheck = 1;
+    slm_emu_set_options(&o);
     /* both kernels, each for every configuration (the launch's own choice takes the narrow one
      * for these small grids) */
     for (int wide = 0; wide < 2; wide++) {

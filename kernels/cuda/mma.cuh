@@ -3,7 +3,7 @@
  * per instruction shape. Under nvcc each is its inline PTX (sm_80 and later); under the SIMT
  * emulator each has a twin that computes the same result with the fragment layout the PTX ISA
  * documents ("Matrix Fragments for mma.m16n8k32 / m16n8k16"), the lanes exchanging their
- * registers through a per-warp staging area in shared memory between two __syncwarp. So every
+ * registers through a per-warp staging area in shared memory at one __syncwarp. So every
  * kernel built on them runs for real under emulation, and tests/test_cuda_mma.cpp checks each
  * twin (and, as test_cuda_mma_gpu, each real instruction) against a plain matrix product.
  *
@@ -34,9 +34,14 @@
 namespace slm_mma {
 
 #if SLM_EMULATED
-/* The per-warp staging area of the twins: one slot of 8 words a lane, 32 warps a block. */
+/* The per-warp staging area of the twins: one slot of 8 words a lane, 32 warps a block, in two
+ * sets that a warp's calls take in turn (each lane keeps which is next). A twin writes its
+ * lane's slot, meets the warp at one __syncwarp and reads the others' slots; it needs no second
+ * __syncwarp before it returns, because a lane writes the same set again only two calls later,
+ * past the next call's __syncwarp, which every lane reaches only after it has read this one's. */
 struct stage {
-    uint32_t v[32][32][8];
+    uint32_t v[2][32][32][8];
+    uint8_t next[32][32];
 };
 static inline stage &staging()
 {
@@ -45,7 +50,12 @@ static inline stage &staging()
 }
 static inline uint32_t (*warp_slots())[8]
 {
-    return staging().v[(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) >> 5];
+    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    stage &s = staging();
+    uint8_t &next = s.next[tid >> 5][tid & 31];
+    const int set = next;
+    next ^= 1;
+    return s.v[set][tid >> 5];
 }
 static inline int lane_id() { return (int)((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31); }
 static inline int s8_of(uint32_t w, int i) { return (int)(int8_t)(uint8_t)(w >> (8 * i)); }
@@ -87,7 +97,6 @@ __device__ __forceinline__ void mma_s8_k32(int (&d)[4], const int (&a)[4], const
         }
         d[i] = s;
     }
-    __syncwarp();
 #endif
 }
 
@@ -116,7 +125,6 @@ __device__ __forceinline__ void mma_s8_k16(int (&d)[4], const int (&a)[2], int b
         }
         d[i] = s;
     }
-    __syncwarp();
 #endif
 }
 
@@ -144,7 +152,6 @@ static inline void mma_16bit_k16_twin(float (&d)[4], const uint32_t (&a)[4], con
         }
         d[i] = (float)s;
     }
-    __syncwarp();
 }
 #endif
 
