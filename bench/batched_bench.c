@@ -177,8 +177,9 @@ int main(int argc, char **argv)
     }
     char err[SLM_ERR_LEN];
     struct slm_model *m = slm_model_load(model, err);
-    struct slm_backend *be = m ? slm_backend_select(backend, threads, 0.9, err) : NULL;
-    struct slm_tokenizer *tok = be && !slm_model_bind(m, be, err) ? slm_tok_create(m->gguf, err) : NULL;
+    struct slm_backend *be = NULL;
+    struct slm_tokenizer *tok =
+        m && !slm_backend_select_bind(m, backend, threads, 0.9, &be, err) ? slm_tok_create(m->gguf, err) : NULL;
     if (!tok) {
         fprintf(stderr, "batched_bench: %s\n", err);
         return 1;

@@ -101,8 +101,8 @@ int main(int argc, char **argv)
     }
     char err[SLM_ERR_LEN];
     struct slm_model *m = slm_model_load(model, err);
-    struct slm_backend *be = m ? slm_backend_select(backend, threads, 0.9, err) : NULL;
-    if (!m || !be || slm_model_bind(m, be, err)) {
+    struct slm_backend *be = NULL;
+    if (!m || slm_backend_select_bind(m, backend, threads, 0.9, &be, err)) {
         fprintf(stderr, "bench_engine: %s\n", err);
         return 1;
     }

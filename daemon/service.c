@@ -45,21 +45,8 @@ int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, 
         return rc;
     rc = -EINVAL;
     if (!(svc->model = slm_model_load(svc->model_path, err))) goto fail;
-    if (!(svc->be = slm_backend_select(o->backend, o->threads, o->gpu_fraction, err))) {
-        rc = -ENODEV;
-        goto fail;
-    }
     svc->model->progress = o->progress, svc->model->progress_ctx = o->progress_ctx;
-    rc = slm_model_bind(svc->model, svc->be, err);
-    if (rc && !strcmp(o->backend, "auto") && strcmp(svc->be->ops->name, "cpu")) {
-        /* What Ollama and llama.cpp users expect of "auto": a model the GPU cannot hold (its
-         * memory, a weight type or an attention geometry it has no kernel for) runs on the CPU. */
-        slm_log(SLM_LOG_WARNING, "backend auto: %s; using the CPU backend", err);
-        slm_backend_destroy(&svc->be);
-        rc = -ENODEV;
-        if (!(svc->be = slm_backend_cpu_create(o->threads, err))) goto fail;
-        rc = slm_model_bind(svc->model, svc->be, err);
-    }
+    rc = slm_backend_select_bind(svc->model, o->backend, o->threads, o->gpu_fraction, &svc->be, err);
     svc->model->progress = NULL;
     if (rc) goto fail;
     rc = -EINVAL;

@@ -44,9 +44,8 @@ struct slm_service {
 int slm_service_model_path(const char *given, char *path, size_t cap, char *err);
 
 /* Loads the model, creates the backend, binds the weights to it and builds the tokenizer,
- * checking that the vocabulary matches the embedding. With backend "auto", a model the CUDA
- * backend cannot bind (device memory, a weight type or an attention geometry it has no kernel
- * for) is bound to the CPU backend instead, with a warning naming why. 0, or -errno with err
+ * checking that the vocabulary matches the embedding. The backend is chosen and the weights
+ * bound by slm_backend_select_bind (with "auto", the CPU where the GPU cannot take the model). 0, or -errno with err
  * (svc then holds nothing: the partial work is undone). */
 int slm_service_load(struct slm_service *svc, const struct slm_service_opts *o, char *err);
 

@@ -48,16 +48,17 @@ static inline stage &staging()
     __shared__ stage s;
     return s;
 }
+static inline unsigned flat_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
 static inline uint32_t (*warp_slots())[8]
 {
-    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned tid = flat_tid();
     stage &s = staging();
     uint8_t &next = s.next[tid >> 5][tid & 31];
     const int set = next;
     next ^= 1;
     return s.v[set][tid >> 5];
 }
-static inline int lane_id() { return (int)((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31); }
+static inline int lane_id() { return (int)(flat_tid() & 31); }
 static inline int s8_of(uint32_t w, int i) { return (int)(int8_t)(uint8_t)(w >> (8 * i)); }
 static inline float h_of(uint32_t w, int i) { return __half2float(__ushort_as_half((unsigned short)(w >> (16 * i)))); }
 static inline float bf_of(uint32_t w, int i)

@@ -1,10 +1,12 @@
 /* daemon/engine/backends/select.c - see select.h. */
 #include "daemon/engine/backends/select.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
+#include "daemon/engine/model.h"
 
 struct slm_backend *slm_backend_select(const char *name, int threads, double gpu_fraction, char *err)
 {
@@ -30,6 +32,29 @@ struct slm_backend *slm_backend_select(const char *name, int threads, double gpu
         return NULL;
     }
     return slm_backend_cpu_create(threads, err);
+}
+
+int slm_backend_select_bind(struct slm_model *m, const char *name, int threads, double gpu_fraction,
+                            struct slm_backend **out, char *err)
+{
+    *out = NULL;
+    struct slm_backend *be = slm_backend_select(name, threads, gpu_fraction, err);
+    if (!be) return -ENODEV;
+    int rc = slm_model_bind(m, be, err);
+    if (rc && !strcmp(name, "auto") && strcmp(be->ops->name, "cpu")) {
+        /* What Ollama and llama.cpp users expect of "auto": a model the GPU cannot hold (its
+         * memory, a weight type or an attention geometry it has no kernel for) runs on the CPU. */
+        slm_log(SLM_LOG_WARNING, "backend auto: %s; using the CPU backend", err);
+        slm_backend_destroy(&be);
+        if (!(be = slm_backend_cpu_create(threads, err))) return -ENODEV;
+        rc = slm_model_bind(m, be, err);
+    }
+    if (rc) {
+        slm_backend_destroy(&be);
+        return rc;
+    }
+    *out = be;
+    return 0;
 }
 
 uint64_t slm_backend_kv_limit(struct slm_backend *be)
