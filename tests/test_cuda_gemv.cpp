@@ -13,7 +13,8 @@
  * - batch invariance: every token's outputs bit-identical when the token is alone (n = 1) and
  *   inside n = 2..8 at several slots (the 8 tokens rotated by n; for n = 8 by every shift), also
  *   where n = 1 runs 1 row a lane and n >= 2 runs 2;
- * - the fused prologues bit-identical to quantize + slm_cuda_gemv_q8 (the same device code);
+ * - the fused prologues bit-identical to quantize + slm_cuda_gemv_q8 (the same device code), and the
+ *   quantizer's bytes those of a host mirror of its documented order (test_quantizer_order);
  * - refusals (-EINVAL): NULLs, n out of 1..8, types without a device layout, cols not whole
  *   blocks, misaligned pointers, too many weights, a SwiGLU pair of unequal rows, x over the
  *   shared-memory bound, and (emulated) buffers smaller than the arguments say.
@@ -409,6 +410,95 @@ static void test_prologues(const weights &ws, int epi, bool all_shifts, unsigned
     }
 }
 
+/* The quantizer's order, mirrored on the host (docs/numerics.md, "The GPU"): the RMSNorm scale
+ * as 128 threads sum it (thread i: x[i]^2, x[i + 128]^2, ... by fmaf in order; a butterfly 16..1
+ * in each warp of 32; the 4 warp sums left to right; 1 / sqrt(sum / cols + eps)), then per block
+ * of 32: v = (x * scale) * gamma, d = amax / 127, q = rint(v * (127 / amax)), s = d * sum(q).
+ * Every IEEE operation is correctly rounded on both sides, so the bytes must be equal. */
+static void mirror_quantize(const float *x, const float *gamma, int n, int64_t cols, std::vector<uint8_t> &out)
+{
+    const size_t nbr = (size_t)cols / 32;
+    out.assign((size_t)n * (size_t)cols + (size_t)n * nbr * 8, 0);
+    int8_t *q = (int8_t *)out.data();
+    float *ds = (float *)(out.data() + (size_t)n * (size_t)cols);
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * (size_t)cols;
+        float sc = 1.0f;
+        if (gamma) {
+            float total = 0.0f;
+            for (int w = 0; w < 4; w++) {
+                float s[32];
+                for (int l = 0; l < 32; l++) {
+                    s[l] = 0.0f;
+                    for (int64_t i = 32 * w + l; i < cols; i += 128) s[l] = fmaf(xr[i], xr[i], s[l]);
+                }
+                for (int off = 16; off > 0; off >>= 1) {
+                    float nx[32];
+                    for (int l = 0; l < 32; l++) nx[l] = s[l] + s[l ^ off];
+                    memcpy(s, nx, sizeof s);
+                }
+                total = w == 0 ? s[0] : total + s[0];
+            }
+            sc = 1.0f / sqrtf(total / (float)cols + EPS);
+        }
+        for (size_t b = 0; b < nbr; b++) {
+            float v[32], amax = 0.0f;
+            for (int e = 0; e < 32; e++) {
+                const size_t c = 32 * b + (size_t)e;
+                v[e] = gamma ? (xr[c] * sc) * gamma[c] : xr[c];
+                amax = fmaxf(amax, fabsf(v[e]));
+            }
+            const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+            int sum = 0;
+            for (int e = 0; e < 32; e++) {
+                const int qi = (int)rintf(v[e] * id);
+                q[(size_t)t * (size_t)cols + 32 * b + (size_t)e] = (int8_t)qi;
+                sum += qi;
+            }
+            ds[2 * ((size_t)t * nbr + b)] = d;
+            ds[2 * ((size_t)t * nbr + b) + 1] = d * (float)sum;
+        }
+    }
+}
+
+/* slm_cuda_gemv_quantize's bytes equal the mirror's, for row widths under, at and past one 128-thread
+ * pass and batches of 1 to 8, with and without the norm. (The GEMV's and the MMQ's prologues are
+ * held to these bytes by test_prologues and test_cuda_mmq.) */
+static void test_quantizer_order(void)
+{
+    const int64_t widths[] = {32, 96, 160, 576, 640, 1536};
+    int bad = 0, configs = 0;
+    for (int64_t cols : widths) {
+        for (int n : {1, 3, 8}) {
+            std::vector<float> x((size_t)n * (size_t)cols), gamma((size_t)cols);
+            for (int t = 0; t < n; t++) {
+                const float scale = powf(10.0f, rand_range(-3.0f, 1.5f));
+                for (int64_t c = 0; c < cols; c++) x[(size_t)t * (size_t)cols + (size_t)c] = scale * frand();
+            }
+            if (n > 1) std::fill_n(x.begin() + cols, 32, 0.0f);   /* a block of zeros: amax = 0 */
+            for (auto &g : gamma) g = rand_range(0.2f, 2.0f);
+            for (int norm = 0; norm < 2; norm++) {
+                dev_buf<float> dx(x), dg(gamma);
+                dev_buf<uint8_t> dq(slm_cuda_gemv_act_bytes(n, cols));
+                RC_OK(slm_cuda_gemv_quantize(dx.p, norm ? dg.p : nullptr, EPS, n, cols, dq.p, nullptr));
+                const std::vector<uint8_t> got = dq.download();
+                std::vector<uint8_t> want;
+                mirror_quantize(x.data(), norm ? gamma.data() : nullptr, n, cols, want);
+                configs++;
+                if (got.size() == want.size() && memcmp(got.data(), want.data(), got.size()) == 0) continue;
+                size_t at = 0;
+                while (at < got.size() && at < want.size() && got[at] == want[at]) at++;
+                if (bad++ < 5)
+                    printf("  quantizer cols %lld n %d%s: first differing byte %zu of %zu\n", (long long)cols, n,
+                           norm ? " norm" : "", at, want.size());
+            }
+        }
+    }
+    CHECK(bad == 0, "quantizer: %d of %d configurations differ from the host mirror of the documented order", bad,
+          configs);
+    if (!bad) printf("quantizer: the documented order's bytes in %d configurations\n", configs);
+}
+
 #define REFUSED(call)                                                                                   \
     do {                                                                                                \
         int rc_ = (call);                                                                               \
@@ -516,6 +606,7 @@ int main(void)
     slm_emu_set_options(&o);
 
     test_bad_arguments();
+    test_quantizer_order();
     for (uint32_t type : qtypes) {
         const bool kq = slm_qblock_elems(type) == SLM_QK_K;
         const std::vector<int> nbs = kq ? std::vector<int>{1, 2, 3, 16} : std::vector<int>{1, 6, 11, 18, 44};

@@ -18,84 +18,113 @@
 #define QACT_WARPS (QACT_THREADS / 32)
 
 /*
- * The RMSNorm scale of token t (its row xr of cols floats), computed by the whole block of
- * QACT_THREADS threads and returned to every thread: thread i sums xr[i]^2, xr[i + 128]^2, ...
- * (fmaf, in order), a butterfly 16..1 in each warp, then the 4 warp sums in order, then
- * 1 / sqrt(sum / cols + eps). Contains __syncthreads: call it from the whole block.
+ * The RMSNorm scale of a token's row xr (cols floats), by ONE warp, returned to its 32 lanes, in
+ * the order of a block of QACT_THREADS threads: thread i sums xr[i]^2, xr[i + 128]^2, ... (fmaf,
+ * in order), a butterfly 16..1 in each warp of 32 such threads, then the 4 warp sums in order,
+ * then 1 / sqrt(sum / cols + eps). Lane l keeps the sums of threads l, 32 + l, 64 + l and 96 + l
+ * and runs the 4 butterflies side by side (the xor butterfly leaves every lane the same float),
+ * so a warp computes a token's scale alone, with no block barrier: the prologue's warps take a
+ * token each, and their loads and shuffle chains overlap instead of queueing token by token
+ * behind two __syncthreads (docs/cuda.md, "The prologue's latency").
  */
 __device__ __forceinline__ float gemv_norm_scale(const float *__restrict__ xr, int cols, float eps)
 {
-    __shared__ float part[QACT_WARPS];
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += QACT_THREADS) s = __fmaf_rn(xr[i], xr[i], s);
+    const int lane = threadIdx.x & 31;
+    float s[QACT_WARPS];
     SLM_UNROLL
-    for (int off = 16; off > 0; off >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    float total = part[0];
+    for (int w = 0; w < QACT_WARPS; w++) s[w] = 0.0f;
+    for (int i = lane; i < cols; i += QACT_THREADS) {
+        SLM_UNROLL
+        for (int w = 0; w < QACT_WARPS; w++)
+            if (i + 32 * w < cols) s[w] = __fmaf_rn(xr[i + 32 * w], xr[i + 32 * w], s[w]);
+    }
     SLM_UNROLL
-    for (int w = 1; w < QACT_WARPS; w++) total = __fadd_rn(total, part[w]);
-    __syncthreads();   /* part is reused by the next call */
+    for (int off = 16; off > 0; off >>= 1) {
+        SLM_UNROLL
+        for (int w = 0; w < QACT_WARPS; w++) s[w] = __fadd_rn(s[w], __shfl_xor_sync(0xffffffffu, s[w], off));
+    }
+    float total = s[0];
+    SLM_UNROLL
+    for (int w = 1; w < QACT_WARPS; w++) total = __fadd_rn(total, s[w]);
     return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)cols), eps)));
 }
 
 /*
- * One step of the quantizer, by one warp: the 4 activation blocks g0 .. g0 + 3 (block g = 32
- * floats of token g / (cols / 32)), 8 lanes a block, 4 floats a lane (one 16-byte load), those
- * at or past g_end skipped (the warp still shuffles as a whole). With gamma, the value is
- * (x * scale[t]) * gamma first. Writes q (4 bytes a lane) and ds (d, s) of each block.
+ * Activation block g (32 floats of token g / (cols / 32)) quantized by ONE thread: its 32 floats in
+ * eight 16-byte loads (with gamma, each (x * scale[t]) * gamma), d = amax / 127, q = round(x * (127
+ * / amax)) (0 when amax is 0), s = d * sum(q); q written as two 16-byte stores, ds[g] = (d, s).
+ * The maximum and the integer sum do not depend on the order they are taken in, so these are the
+ * bytes of any split of the block; a thread a block needs no shuffle (the version of 2026-12-05
+ * took a block over 8 lanes with 6 of them a step: a chain of dependent shuffles a step, which
+ * queued up behind one another in the prologues; docs/cuda.md, "The prologue's latency").
  */
-__device__ __forceinline__ void gemv_quantize_step(const float *__restrict__ x, const float *__restrict__ gamma,
-                                                   const float *scale, int cols, int g0, int g_end, int8_t *q,
-                                                   float2 *ds)
+__device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x, const float *__restrict__ gamma,
+                                                    const float *scale, int cols, int g, int8_t *q, float2 *ds)
 {
-    const int lane = threadIdx.x & 31, sub = lane & 7;
-    const int g = min(g0 + (lane >> 3), g_end - 1);
-    const int nbr = cols >> 5, t = g / nbr, e = 32 * (g - t * nbr) + 4 * sub;
-    float4 v = *reinterpret_cast<const float4 *>(x + (size_t)t * (size_t)cols + e);
+    const int nbr = cols >> 5, t = g / nbr, e0 = 32 * (g - t * nbr);
+    const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * (size_t)cols + e0);
+    float v[32];
+    SLM_UNROLL
+    for (int k = 0; k < 8; k++) {
+        const float4 a = xp[k];
+        v[4 * k] = a.x, v[4 * k + 1] = a.y, v[4 * k + 2] = a.z, v[4 * k + 3] = a.w;
+    }
     if (gamma) {
         const float sc = scale[t];
-        const float4 gm = *reinterpret_cast<const float4 *>(gamma + e);
-        v.x = __fmul_rn(__fmul_rn(v.x, sc), gm.x);
-        v.y = __fmul_rn(__fmul_rn(v.y, sc), gm.y);
-        v.z = __fmul_rn(__fmul_rn(v.z, sc), gm.z);
-        v.w = __fmul_rn(__fmul_rn(v.w, sc), gm.w);
+        const float4 *gp = reinterpret_cast<const float4 *>(gamma + e0);
+        SLM_UNROLL
+        for (int k = 0; k < 8; k++) {
+            const float4 gm = gp[k];
+            v[4 * k] = __fmul_rn(__fmul_rn(v[4 * k], sc), gm.x);
+            v[4 * k + 1] = __fmul_rn(__fmul_rn(v[4 * k + 1], sc), gm.y);
+            v[4 * k + 2] = __fmul_rn(__fmul_rn(v[4 * k + 2], sc), gm.z);
+            v[4 * k + 3] = __fmul_rn(__fmul_rn(v[4 * k + 3], sc), gm.w);
+        }
     }
-    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};   /* four running maxima: a short dependent chain */
     SLM_UNROLL
-    for (int off = 4; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    for (int e = 0; e < 32; e++) m[e & 3] = fmaxf(m[e & 3], fabsf(v[e]));
+    const float amax = fmaxf(fmaxf(m[0], m[1]), fmaxf(m[2], m[3]));
     const float d = __fdiv_rn(amax, 127.0f), id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    const int q0 = __float2int_rn(__fmul_rn(v.x, id)), q1 = __float2int_rn(__fmul_rn(v.y, id));
-    const int q2 = __float2int_rn(__fmul_rn(v.z, id)), q3 = __float2int_rn(__fmul_rn(v.w, id));
-    int sum = q0 + q1 + q2 + q3;
+    uint32_t wd[8];
+    int sum = 0;
     SLM_UNROLL
-    for (int off = 4; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (g0 + (lane >> 3) < g_end) {
-        *reinterpret_cast<uint32_t *>(q + (size_t)g * 32 + 4 * sub) =
-            (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
-        if (sub == 0) ds[g] = make_float2(d, __fmul_rn(d, __int2float_rn(sum)));
+    for (int k = 0; k < 8; k++) {
+        uint32_t word = 0;
+        SLM_UNROLL
+        for (int i = 0; i < 4; i++) {
+            const int qi = __float2int_rn(__fmul_rn(v[4 * k + i], id));
+            sum += qi;
+            word |= (uint32_t)(qi & 0xff) << (8 * i);
+        }
+        wd[k] = word;
     }
+    uint4 *qp = reinterpret_cast<uint4 *>(q + (size_t)g * 32);
+    qp[0] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+    qp[1] = make_uint4(wd[4], wd[5], wd[6], wd[7]);
+    ds[g] = make_float2(d, __fmul_rn(d, __int2float_rn(sum)));
 }
 
 /*
  * A prologue: tokens 0 .. n - 1 of x (n, cols; 16-byte aligned rows) quantized by the whole block
  * into q (n, cols) and ds (n, cols / 32), usually shared memory; with gamma, each token's row
- * RMS-normed first (scale: n floats of shared memory for the norms). Ends with __syncthreads:
- * q and ds are then ready for every thread. The same bytes as slm_cuda_gemv_quantize.
+ * RMS-normed first (scale: n floats of shared memory for the norms; warp w takes tokens w, w + 4,
+ * ...); thread i then quantizes activation blocks i, i + 128, ... Ends with __syncthreads: q and ds
+ * are then ready for every thread. The same bytes as slm_cuda_gemv_quantize.
  */
 __device__ __forceinline__ void gemv_quantize_tokens(const float *__restrict__ x, const float *__restrict__ gamma,
                                                      float eps, int n, int cols, float *scale, int8_t *q, float2 *ds)
 {
+    const int warp = threadIdx.x >> 5;
     if (gamma) {
-        for (int t = 0; t < n; t++) {
+        for (int t = warp; t < n; t += QACT_WARPS) {
             const float s = gemv_norm_scale(x + (size_t)t * (size_t)cols, cols, eps);
-            if (threadIdx.x == 0) scale[t] = s;
+            if ((threadIdx.x & 31) == 0) scale[t] = s;
         }
         __syncthreads();
     }
     const int g_end = n * (cols >> 5);
-    for (int g0 = 4 * (threadIdx.x >> 5); g0 < g_end; g0 += 4 * QACT_WARPS)
-        gemv_quantize_step(x, gamma, scale, cols, g0, g_end, q, ds);
+    for (int g = threadIdx.x; g < g_end; g += QACT_THREADS) gemv_quantize_block(x, gamma, scale, cols, g, q, ds);
     __syncthreads();
 }
 

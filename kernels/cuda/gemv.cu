@@ -4,7 +4,7 @@
  * block) and epilogues (store, accumulate, SwiGLU pair); kernels.h has the contracts and
  * docs/cuda.md ("The decode GEMV") the launch shapes.
  *
- * Numerics. x is quantized per 32 elements (gemv_quantize_step): d = amax / 127, q =
+ * Numerics. x is quantized per 32 elements (act_quant.cuh: gemv_quantize_block): d = amax / 127, q =
  * round(x * (127 / amax)), s = d * sum(q); every weight type dots its integer quants against q
  * exactly (__dp4a) and adds float terms per 32-block (gemv_units.cuh). The order of an output
  * element is the one every quantized matmul kernel shares (docs/numerics.md, "The GPU"; the
@@ -54,8 +54,9 @@ enum { PRO_Q8 = 0, PRO_QUANTIZE = 1, PRO_RMSNORM = 2 };
 
 static_assert(GEMV_THREADS == QACT_THREADS, "the quantizer's block is the GEMV's");
 
-/* Standalone: grid (ceil(nbr / 16), n); block (c, t) quantizes blocks 16c .. 16c + 15 of token t,
- * with RMSNorm first when gamma (every block of the token computes its scale, the same bits). */
+/* Standalone: grid (ceil(nbr / 128), n); block (c, t) quantizes activation blocks 128c .. 128c + 127
+ * of token t, a thread each, with RMSNorm first when gamma (every block of the token computes its
+ * scale, the same bits, on its first warp). */
 __global__ void __launch_bounds__(GEMV_THREADS)
     k_gemv_quantize(const float *__restrict__ x, const float *__restrict__ gamma, float eps, int cols,
                     int8_t *__restrict__ q, float2 *__restrict__ ds)
@@ -65,14 +66,15 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     const int t = blockIdx.y, nbr = cols >> 5;
     const float *xr = x + (size_t)t * (size_t)cols;
     if (gamma) {
-        const float s = gemv_norm_scale(xr, cols, eps);
-        if (threadIdx.x == 0) scale[0] = s;
+        if (threadIdx.x < 32) {   /* one warp computes the scale (act_quant.cuh) */
+            const float s = gemv_norm_scale(xr, cols, eps);
+            if (threadIdx.x == 0) scale[0] = s;
+        }
         __syncthreads();
     }
-    const int first = (int)blockIdx.x * 4 * GEMV_WARPS, last = min(first + 4 * GEMV_WARPS, nbr);
-    /* token t alone: x, q and ds offset to its row, so the step sees a one-token batch */
-    gemv_quantize_step(xr, gamma, scale, cols, first + 4 * (threadIdx.x >> 5), last, q + (size_t)t * (size_t)cols,
-                       ds + (size_t)t * (size_t)nbr);
+    /* token t alone: x, q and ds offset to its row, so the block sees a one-token batch */
+    const int b = (int)blockIdx.x * GEMV_THREADS + (int)threadIdx.x;
+    if (b < nbr) gemv_quantize_block(xr, gamma, scale, cols, b, q + (size_t)t * (size_t)cols, ds + (size_t)t * (size_t)nbr);
 }
 
 /* ======================================================================================
@@ -242,7 +244,7 @@ extern "C" int slm_cuda_gemv_quantize(const float *x, const float *gamma, float 
     const int c = (int)cols, nbr = c / 32;
     int8_t *q = (int8_t *)xq;
     float2 *ds = (float2 *)(q + (size_t)n * (size_t)c);
-    dim3 grid((unsigned)((nbr + 4 * GEMV_WARPS - 1) / (4 * GEMV_WARPS)), (unsigned)n);
+    dim3 grid((unsigned)((nbr + GEMV_THREADS - 1) / GEMV_THREADS), (unsigned)n);
     SLM_LAUNCH_PDL(k_gemv_quantize, grid, GEMV_THREADS, 0, stream, x, gamma, eps, c, q, ds);
     return slm_cuda_launched();
 }
