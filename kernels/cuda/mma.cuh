@@ -60,6 +60,11 @@ static inline uint32_t (*warp_slots())[8]
 }
 static inline int lane_id() { return (int)(flat_tid() & 31); }
 static inline int s8_of(uint32_t w, int i) { return (int)(int8_t)(uint8_t)(w >> (8 * i)); }
+/* The 4 byte products of two words of s8, summed (a word holds 4 consecutive k). */
+static inline int dot4(uint32_t a, uint32_t b)
+{
+    return s8_of(a, 0) * s8_of(b, 0) + s8_of(a, 1) * s8_of(b, 1) + s8_of(a, 2) * s8_of(b, 2) + s8_of(a, 3) * s8_of(b, 3);
+}
 static inline float h_of(uint32_t w, int i) { return __half2float(__ushort_as_half((unsigned short)(w >> (16 * i)))); }
 static inline float bf_of(uint32_t w, int i)
 {
@@ -89,12 +94,12 @@ __device__ __forceinline__ void mma_s8_k32(int (&d)[4], const int (&a)[4], const
     for (int i = 0; i < 4; i++) {
         const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
         int s = c[i];
-        for (int k = 0; k < 32; k++) {
+        for (int kw = 0; kw < 8; kw++) {   /* the word of k = 4 kw .. 4 kw + 3 */
             /* A (row, k): lane 4 (row % 8) + (k % 16) / 4, register (row >= 8) + 2 (k >= 16) */
-            const uint32_t aw = slot[4 * (row & 7) + ((k & 15) >> 2)][(row >> 3) + 2 * (k >> 4)];
+            const uint32_t aw = slot[4 * (row & 7) + (kw & 3)][(row >> 3) + 2 * (kw >> 2)];
             /* B (k, col): lane 4 col + (k % 16) / 4, register k >= 16 */
-            const uint32_t bw = slot[4 * col + ((k & 15) >> 2)][4 + (k >> 4)];
-            s += s8_of(aw, k & 3) * s8_of(bw, k & 3);
+            const uint32_t bw = slot[4 * col + (kw & 3)][4 + (kw >> 2)];
+            s += dot4(aw, bw);
         }
         d[i] = s;
     }
@@ -119,11 +124,7 @@ __device__ __forceinline__ void mma_s8_k16(int (&d)[4], const int (&a)[2], int b
     for (int i = 0; i < 4; i++) {
         const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
         int s = c[i];
-        for (int k = 0; k < 16; k++) {
-            const uint32_t aw = slot[4 * (row & 7) + (k >> 2)][row >> 3];
-            const uint32_t bw = slot[4 * col + (k >> 2)][2];
-            s += s8_of(aw, k & 3) * s8_of(bw, k & 3);
-        }
+        for (int kw = 0; kw < 4; kw++) s += dot4(slot[4 * (row & 7) + kw][row >> 3], slot[4 * col + kw][2]);
         d[i] = s;
     }
 #endif
