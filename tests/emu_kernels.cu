@@ -178,13 +178,14 @@ __global__ void k_axpy(float a, const float *x, float *y, int n)
 /* A programmatic dependent launch's kernel (compat.h): y = x + 1 after slm_pdl_begin (mode 0,
  * with an L2 prefetch of x's line before it); mode 1 first writes y[0] before it (a write that
  * could race with the grid before); mode 2 never calls it; mode 3 prefetches an address that is
- * no device memory; mode 4 reads x before it (right only when no grid of its programmatic chain
- * wrote x). */
+ * no device memory, mode 5 the same through the L1 prefetch; mode 4 reads x before it (right only
+ * when no grid of its programmatic chain wrote x). */
 __global__ void k_pdl(const float *x, float *y, int n, int mode)
 {
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     if (mode == 0 && i < n) slm_prefetch_l2(x + i);
     if (mode == 3) slm_prefetch_l2(reinterpret_cast<const char *>(64));
+    if (mode == 5) slm_prefetch_l1(reinterpret_cast<const char *>(64));
     if (mode == 1 && i == 0) y[0] = -1.0f;
     const float early = mode == 4 && i < n ? x[i] : 0.0f;
     if (mode != 2) slm_pdl_begin();

@@ -556,7 +556,7 @@ static void pdl_failure(const float *dx, float *dy, int n, int mode, int log, co
  * ends without slm_pdl_begin fails; one that writes device memory before it, or reads what an
  * earlier grid of its programmatic chain wrote, fails when the launch log measures bytes (a read
  * of what a copy wrote is allowed, and a memset ends the chain); an L2 prefetch outside device
- * memory fails; the right one (with a prefetch before its wait) runs and is logged as
+ * memory fails (L2 or L1); the right one (with a prefetch before its wait) runs and is logged as
  * programmatic. Off
  * (slm_cuda_set_pdl(0)) the launch is a plain one, which needs no wait. */
 static void test_programmatic_launch(void)
@@ -581,6 +581,7 @@ static void test_programmatic_launch(void)
     }
     pdl_failure(dx, dy, n, 2, 1, "kernel k_pdl: thread (0,0,0) of block (0,0,0) ended without calling slm_pdl_begin");
     pdl_failure(dx, dy, n, 3, 1, "slm_prefetch_l2 of 0x40, which is a host pointer");
+    pdl_failure(dx, dy, n, 5, 1, "slm_prefetch_l1 of 0x40, which is a host pointer");
 #if !defined(__SANITIZE_ADDRESS__)   /* pages are not watched under ASan */
     /* The page's first fault (taken as a read: allowed, y was not written in the chain) and then
      * its write fault (forbidden). */

@@ -53,6 +53,14 @@ static __device__ __forceinline__ void slm_prefetch_l2(const void *p)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+/* Asks the SM's L1 to fetch the 128-byte line holding p (prefetch.global.L1, through L2). L1 is
+ * not coherent, so before slm_pdl_begin only for memory nothing writes during the step: the
+ * weights. */
+static __device__ __forceinline__ void slm_prefetch_l1(const void *p)
+{
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
+
 template <class... P, class... A>
 static inline void slm_launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                                   A &&...args)
@@ -97,7 +105,12 @@ static inline void slm_pdl_begin(void)
 
 static inline void slm_prefetch_l2(const void *p)
 {
-    slm_emu::prefetch_l2(p);
+    slm_emu::prefetch(p, "slm_prefetch_l2");
+}
+
+static inline void slm_prefetch_l1(const void *p)
+{
+    slm_emu::prefetch(p, "slm_prefetch_l1");
 }
 
 #define SLM_LAUNCH_PDL(kernel, grid, block, smem, stream, ...)                                            \

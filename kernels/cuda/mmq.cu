@@ -446,7 +446,7 @@ __device__ __forceinline__ void mmq_store(const struct qmm_args &p, float *y, in
 template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
 {
-    qmm_prefetch(p, 16 * (MMQ_WARPS / mmq_groups(p.lshift)));
+    qmm_prefetch<true>(p, 16 * (MMQ_WARPS / mmq_groups(p.lshift)));   /* into L1: qmatmul.cuh */
     slm_pdl_begin();
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
     constexpr int TILES = mmq_tiles_of(WT, SWIGLU);

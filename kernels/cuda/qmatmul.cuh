@@ -114,7 +114,11 @@ __device__ __forceinline__ void qmm_weight_of(const struct qmm_args &p, int G, c
  * line a thread, the first blockDim.x lines of each weight's rows (16 KiB at 128 threads); only
  * the blocks of the first token tile (blockIdx.y == 0): the others read the same rows. The weights
  * are read-only for the step, and a prefetch moves nothing into a thread (docs/cuda.md,
- * "Programmatic dependent launch"). blockIdx.x < p.groups. */
+ * "Programmatic dependent launch"). With L1, the same lines into the SM's L1, by every block (an
+ * SM's L1 is its own): the narrow MMQ, whose warps walk their share of each row a unit at a time,
+ * a dependent weight load a unit (docs/cuda.md, "The narrow MMQ's weights in L1").
+ * blockIdx.x < p.groups. */
+template <bool L1 = false>
 __device__ __forceinline__ void qmm_prefetch(const struct qmm_args &p, int per_group)
 {
     const uint8_t *w;
@@ -123,10 +127,16 @@ __device__ __forceinline__ void qmm_prefetch(const struct qmm_args &p, int per_g
     qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
     const int r0 = rg * per_group;
     const size_t span = (size_t)min(per_group, rows - r0) * p.w_row_bytes, off = (size_t)threadIdx.x * 128;
-    if (blockIdx.y == 0 && off < span) {
+    if ((L1 || blockIdx.y == 0) && off < span) {
         const size_t at = (size_t)r0 * p.w_row_bytes + off;
-        slm_prefetch_l2(w + at);
-        if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) slm_prefetch_l2(p.w[1] + at);
+        const bool pair = p.epilogue == SLM_CUDA_GEMV_SWIGLU;
+        if (L1) {
+            slm_prefetch_l1(w + at);
+            if (pair) slm_prefetch_l1(p.w[1] + at);
+        } else {
+            slm_prefetch_l2(w + at);
+            if (pair) slm_prefetch_l2(p.w[1] + at);
+        }
     }
 }
 

@@ -66,10 +66,10 @@ void *dyn_shared(void);
  * another here, so it waits for nothing; it books that this thread has passed it, which a
  * programmatic dependent launch requires of every thread (docs/emulator.md). */
 void pdl_wait(void);
-/* slm_prefetch_l2 (compat.h): a hint that moves nothing here; the address must lie in live
- * device memory (the kernel fails otherwise, as a kernel that computes a wrong one would have
- * read the wrong bytes once it loaded them). */
-void prefetch_l2(const void *p);
+/* slm_prefetch_l2, slm_prefetch_l1 (compat.h; `what` names it): a hint that moves nothing here;
+ * the address must lie in live device memory (the kernel fails otherwise, as a kernel that
+ * computes a wrong one would have read the wrong bytes once it loaded them). */
+void prefetch(const void *p, const char *what);
 
 /* One launch as the runtime stand-in queues it. */
 struct launch_desc {

@@ -265,12 +265,12 @@ std::vector<mem_pages> mem_device_pages()
     return out;
 }
 
-void prefetch_l2(const void *p)
+void prefetch(const void *p, const char *what)
 {
     std::string why;
     if (device_range(p, 1, &why)) return;
-    worker &w = current("slm_prefetch_l2");
-    fail(w, where(*w.cur) + format(": slm_prefetch_l2 of %p, which is %s", p, why.c_str()));
+    worker &w = current(what);
+    fail(w, where(*w.cur) + format(": %s of %p, which is %s", what, p, why.c_str()));
 }
 
 } /* namespace slm_emu */
