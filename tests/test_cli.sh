@@ -129,6 +129,19 @@ expect_error "seqs over batch" "--max-seqs \(600\) cannot exceed --max-batch-tok
   run --model "$model" --prompt hi --max-seqs 600
 expect_error "block size 0" "--block-size: 0 is out of range" run --model "$model" --prompt hi --block-size 0
 expect_error "unknown command" "unknown command 'fly'" fly
+# The CPU kernels' environment knobs (docs/numerics.md): a value they do not take is refused,
+# not ignored; the ones they take run.
+SLM_CPU_KERNELS=avx3 expect_error "SLM_CPU_KERNELS=avx3" "cpu backend: SLM_CPU_KERNELS 'avx3': expected generic, avx2 or avx512vnni" \
+  run --model "$model" --prompt hi --backend cpu
+SLM_CPU_LANES=12 expect_error "SLM_CPU_LANES=12" "cpu backend: SLM_CPU_LANES '12': expected 8 or 16" \
+  run --model "$model" --prompt hi --backend cpu
+knobs=$(SLM_CPU_KERNELS=generic SLM_CPU_LANES=16 "$slmd" run --model "$model" --prompt hi --max-tokens 2 \
+        --print-token-ids --threads 2 2>"$tmp/err")
+if [[ "$knobs" =~ ^[0-9]+( [0-9]+)*$ ]]; then
+  echo "ok   SLM_CPU_KERNELS=generic SLM_CPU_LANES=16 run: $knobs"
+else
+  echo "FAIL SLM_CPU_KERNELS=generic SLM_CPU_LANES=16: '$knobs'"; cat "$tmp/err"; fail=1
+fi
 # A prompt holding a NUL byte is refused, not cut there (docs/protocol.md).
 printf 'ab\0cd' >"$tmp/nul.txt"
 expect_error "NUL in the prompt" "NUL byte at offset 2" run --model "$model" --prompt - <"$tmp/nul.txt"

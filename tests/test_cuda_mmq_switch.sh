@@ -10,7 +10,8 @@
 # as on a Hopper, and each kernel's wait is checked), and the same when the driver refuses
 # programmatic launches (SLM_EMU_REFUSE_PDL=1: the backend's probe turns them off and says so);
 # a value that is not a whole number >= 1
-# (>= 0; 0 or 1) is a one-line error naming the variable.
+# (>= 0; 0 or 1) is a one-line error naming the variable, as is an SLM_CUDA_GRAPHS other than 0, 1
+# or test-break-capture and an SLM_CUDA_SAMPLING other than 0 or 1.
 set -u
 slmd=${SLMD_EMU:-}
 [ -n "$slmd" ] && [ -x "$slmd" ] || { echo "skip: no slmd_emu in this build (no CUDA headers for the SIMT emulator)"; exit 77; }
@@ -58,6 +59,10 @@ for bad in 2 -1 on; do
 done
 for bad in 0 -3 abc 1.5; do
   SLM_CUDA_MMQ_MIN_TOKENS=$bad expect_error "SLM_CUDA_MMQ_MIN_TOKENS=$bad" "SLM_CUDA_MMQ_MIN_TOKENS: .*" "${args[@]}"
+done
+for bad in off 2 yes; do
+  SLM_CUDA_GRAPHS=$bad expect_error "SLM_CUDA_GRAPHS=$bad" "SLM_CUDA_GRAPHS '$bad': expected 0 .*" "${args[@]}"
+  SLM_CUDA_SAMPLING=$bad expect_error "SLM_CUDA_SAMPLING=$bad" "SLM_CUDA_SAMPLING: .*" "${args[@]}"
 done
 for bad in -1 x 2e3; do
   SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=$bad expect_error "SLM_CUDA_MMQ_WIDE_MIN_BLOCKS=$bad" "SLM_CUDA_MMQ_WIDE_MIN_BLOCKS: .*" "${args[@]}"

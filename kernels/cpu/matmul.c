@@ -2,6 +2,7 @@
 #include "kernels/cpu/matmul.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,20 @@ int slm_cpu_lanes(void)
         cached = lanes;
     }
     return cached;
+}
+
+int slm_cpu_check_env(char *why, size_t len)
+{
+    const char *k = getenv("SLM_CPU_KERNELS"), *l = getenv("SLM_CPU_LANES");
+    if (k && *k && strcmp(k, "generic") && strcmp(k, "avx2") && strcmp(k, "avx512vnni")) {
+        snprintf(why, len, "SLM_CPU_KERNELS '%.40s': expected generic, avx2 or avx512vnni (the most the CPU kernels may use)", k);
+        return -1;
+    }
+    if (l && *l && strcmp(l, "8") && strcmp(l, "16")) {
+        snprintf(why, len, "SLM_CPU_LANES '%.40s': expected 8 or 16 (the lane layout of the llama.cpp build to follow)", l);
+        return -1;
+    }
+    return 0;
 }
 
 const char *slm_cpu_kernels_name(void)

@@ -84,7 +84,7 @@ int slm_cpu_matmul(struct slm_pool *pool, int n_jobs, const struct slm_cpu_matmu
 size_t slm_cpu_matmul_scratch_bytes(int n_jobs, const struct slm_cpu_matmul_job *jobs, int n);
 
 /* Which kernels run: "avx512vnni", "avx2" or "generic". SLM_CPU_KERNELS=generic (or avx2)
- * caps the choice. */
+ * caps the choice (=avx512vnni caps nothing). */
 const char *slm_cpu_kernels_name(void);
 
 /* The lane layout of the llama.cpp build whose float sums the CPU backend follows (its attention's
@@ -94,6 +94,12 @@ const char *slm_cpu_kernels_name(void);
  * (both run on any CPU, the vector paths emulating the other build's lanes), so that a test can
  * check the reference data of either build. */
 int slm_cpu_lanes(void);
+
+/* 0 when SLM_CPU_KERNELS and SLM_CPU_LANES are unset, empty or one of their values (generic, avx2,
+ * avx512vnni; 8, 16); else -1 with why (len bytes) naming the variable, its value and what it
+ * takes. The two functions above read them once and ignore anything else, so a caller that takes
+ * them from a user (the cpu backend) asks this first. */
+int slm_cpu_check_env(char *why, size_t len);
 
 /* 1 when the AVX2+FMA+F16C kernels run (the CPU has them and SLM_CPU_KERNELS allows them);
  * every CPU kernel file asks this one place. */

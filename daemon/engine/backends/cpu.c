@@ -447,6 +447,11 @@ struct slm_backend *slm_backend_cpu_create(int n_threads, char *err)
         slm_err_set(err, "cpu backend: %d threads is too many (at most 256)", n_threads);
         return NULL;
     }
+    char why[SLM_ERR_LEN];
+    if (slm_cpu_check_env(why, sizeof why)) {
+        slm_err_set(err, "cpu backend: %s", why);
+        return NULL;
+    }
     struct slm_backend *be = calloc(1, sizeof *be);
     struct cpu_impl *ci = calloc(1, sizeof *ci);
     if (!be || !ci) {

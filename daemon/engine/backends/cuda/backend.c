@@ -222,16 +222,30 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     if (prop.major < 8) ci->mmq_min = INT32_MAX;
     ci->mmf = prop.major >= 8;   /* mma.sync m16n8k16 f16 / bf16: sm_80 */
     const char *graphs = getenv("SLM_CUDA_GRAPHS");
-    ci->graphs.mode = !graphs || !*graphs || strcmp(graphs, "0") ? 1 : 0;
-    if (graphs && !strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
+    ci->graphs.mode = 1;
+    if (graphs && *graphs) {
+        if (!strcmp(graphs, "0")) ci->graphs.mode = 0;
+        else if (!strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
+        else if (strcmp(graphs, "1")) {
+            slm_err_set(err, "cuda backend: SLM_CUDA_GRAPHS '%.40s': expected 0 (decode steps run eagerly), 1 (as "
+                        "CUDA graphs, the default) or test-break-capture", graphs);
+            cuda_destroy(be);
+            return NULL;
+        }
+    }
     slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; tensor-core MMQ from %d tokens; "
             "F16 / BF16 weights on %s; decode step graphs %s; programmatic dependent launch %s", device, n, prop.name,
             prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
             slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min, ci->mmf ? "tensor cores" : "the fp32 GEMV",
             ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on",
             pdl_state);
-    const char *sampling = getenv("SLM_CUDA_SAMPLING");
-    if (sampling && !strcmp(sampling, "0")) {
+    int device_sampling = 1;
+    if (env_int("SLM_CUDA_SAMPLING", 0, 1, "0 samples on the host, 1 on the device where the kernel can",
+                &device_sampling, err)) {
+        cuda_destroy(be);
+        return NULL;
+    }
+    if (!device_sampling) {
         ci->host_sampling_ops = cuda_ops;
         ci->host_sampling_ops.sample = NULL;
         be->ops = &ci->host_sampling_ops;
