@@ -18,12 +18,13 @@ if ! SLM_EMU_QUIET=1 "$kb" --smoke > "$tmp/table" 2> "$tmp/err"; then
   echo "FAIL gpu_kernels_emu --smoke: exit $?"; cat "$tmp/err" "$tmp/table"; fail=1
 fi
 # 4 types x 4 matmul launches (qkv, wo, gate/up, down) x (6 GEMV batch sizes + 4 MMQ batch sizes
-# + 2 fused-MMQ batch sizes + the MMQ's narrow and wide kernels at 1 batch size in --smoke); F16
+# + 2 fused-MMQ batch sizes + the MMQ's narrow and wide kernels at 1 batch size + the matmul with x
+# quantized before at 3 batch sizes in --smoke); F16
 # and BF16 x 3 weights x 2 batch sizes on the MMF; fused attention at 3 batches x 3 contexts; the
 # prefill attention in tiles at 2 contexts; 3 element-wise ops x 2; 2 sampling; the GEMV chain in
 # a CUDA graph with plain and with programmatic launches
 rows=$(grep -c '^tiny ' "$tmp/table")
-[ "$rows" -eq 257 ] && echo "ok   257 kernel rows" || { echo "FAIL kernel rows: expected 257, got $rows"; cat "$tmp/table"; fail=1; }
+[ "$rows" -eq 305 ] && echo "ok   305 kernel rows" || { echo "FAIL kernel rows: expected 305, got $rows"; cat "$tmp/table"; fail=1; }
 for k in "gemv \\(fused\\) +qkv Q4_1 +1 " "gemv \\(fused\\) +wo Q4_K +8 " "gemv \\(fused\\) +gate/up Q6_K +2 " \
          "gemv \\(fused\\) +down Q8_0 +4 " "gemv \\(quantize \\+ gemv_q8\\) +qkv Q4_K +32 " \
          "mmq \\(quantize \\+ mmq\\) +qkv Q4_1 +9 .* tensor$" "mmq \\(quantize \\+ mmq\\) +gate/up Q6_K +64 " \
@@ -33,7 +34,8 @@ for k in "gemv \\(fused\\) +qkv Q4_1 +1 " "gemv \\(fused\\) +wo Q4_K +8 " "gemv 
          "mmf \\(tensor cores\\) +down BF16 +8 " "attention prefill \\(tiles\\) +ctx 16 +16 " \
          "attention prefill \\(tiles\\) +ctx 130 +16 " "mmq \\(narrow\\) +down Q4_K +16 .* tensor$" \
          "mmq \\(wide\\) +gate/up Q6_K +16 " "gemv chain \\(plain\\) +wo Q4_1 +1 " \
-         "gemv chain \\(programmatic\\) +wo Q4_1 +1 "; do
+         "gemv chain \\(programmatic\\) +wo Q4_1 +1 " "gemv_q8 \\(x quantized before\\) +qkv Q4_K +8 " \
+         "mmq \\(x quantized before\\) +down Q6_K +9 .* tensor$"; do
   grep -q -E "^tiny +$k" "$tmp/table" || { echo "FAIL no row for $k"; fail=1; }
 done
 if grep -E '^tiny ' "$tmp/table" | grep -q -E 'FAILED|nan|inf'; then
@@ -42,7 +44,7 @@ fi
 # SmolLM2's layer shapes: K-quant rows of 576 cannot exist, so only their down projection (576 x
 # 1536) is timed; a row that fits no shape says "skipped" and why, and is no failure
 rows=$(grep -c '^tiny-576 ' "$tmp/table")
-[ "$rows" -eq 258 ] && echo "ok   258 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 258, got $rows"; fail=1; }
+[ "$rows" -eq 306 ] && echo "ok   306 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 306, got $rows"; fail=1; }
 for k in "gemv \\(fused\\) +down Q4_K +1 " "gemv \\(quantize \\+ gemv_q8\\) +down Q6_K +32 " "gemv \\(fused\\) +qkv Q4_1 +1 " \
          "gemv +qkv Q4_K +1  skipped: Q4_K rows of 576 columns cannot exist"; do
   grep -q -E "^tiny-576 +$k" "$tmp/table" || { echo "FAIL no tiny-576 row for $k"; fail=1; }
@@ -60,13 +62,13 @@ import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
 k = [x for x in r if "kernel" in x and not x.get("skipped")]
 s = [x for x in r if x.get("skipped")]
-assert r[0].get("ceilings") and r[0]["bandwidth_gbs"] > 0 and r[0]["int8_tensor_tops"] > 0 and len(k) == 430, (r[0], len(k))
-assert len(s) == 85 and all("cannot exist" in x["reason"] for x in s), s
+assert r[0].get("ceilings") and r[0]["bandwidth_gbs"] > 0 and r[0]["int8_tensor_tops"] > 0 and len(k) == 508, (r[0], len(k))
+assert len(s) == 103 and all("cannot exist" in x["reason"] for x in s), s
 assert all(x["us"] > 0 and x["roofline_us"] > 0 for x in k)
 tensor = ("mmq", "mmf", "attention prefill")
 assert all(x["bound"] == "memory" for x in k if not x["kernel"].startswith(tensor))
 assert all(x["bound"] in ("memory", "tensor") for x in k if x["kernel"].startswith(tensor))' "$tmp/json"; then
-  echo "ok   --json: 430 kernel records, 85 skipped, and the ceilings"
+  echo "ok   --json: 508 kernel records, 103 skipped, and the ceilings"
 else
   echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
 fi
@@ -113,14 +115,14 @@ if [ -f "$table_model" ] && [ -x "$bin/bench_engine" ] && [ -x "$bin/batched_ben
 fi
 if "$EXPECT_PROG" --table "$tmp/run" --model "$table_model" > "$tmp/table.md" 2> "$tmp/err"; then
   krows=$(grep -c '^| tiny' "$tmp/table.md")
-  if [ "$krows" -eq 515 ] && grep -q '^GPU: SIMT emulator' "$tmp/table.md" &&
+  if [ "$krows" -eq 611 ] && grep -q '^GPU: SIMT emulator' "$tmp/table.md" &&
      grep -q '^Kernel tests: test_cuda_mma_gpu skip, test_cuda_model_gpu skip' "$tmp/table.md" &&
      grep -q '^Measured: memory bandwidth [0-9]* GB/s' "$tmp/table.md" &&
      { [ "$want_e2e" = 0 ] || {
        grep -q -E '^- pp16: [0-9.]+ tokens/s' "$tmp/table.md" && grep -q -E '^- batched, 2 sequences: prefill [0-9]+ tokens/s, decode [0-9]+' "$tmp/table.md" &&
        grep -q -E '^- tg4 with plain launches \(SLM_CUDA_PDL=0\): [0-9.]+ tokens/s: programmatic dependent launch [0-9.]+x' "$tmp/table.md" &&
        grep -q -E '^Decode at batch 1: [0-9]+ tokens/s against a bandwidth roofline of [0-9]+ tokens/s \(96.6 MB' "$tmp/table.md"; }; }; then
-    echo "ok   run.sh --table: 515 kernel rows (85 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratio of plain launches")"
+    echo "ok   run.sh --table: 611 kernel rows (103 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratio of plain launches")"
   else
     echo "FAIL run.sh --table ($krows kernel rows):"; grep -v '^| tiny' "$tmp/table.md"; fail=1
   fi

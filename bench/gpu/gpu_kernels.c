@@ -32,6 +32,11 @@
  * the MMQ's two kernels forced in turn, "mmq (narrow)" and "mmq (wide)" (the same bits):
  * SLM_CUDA_MMQ_WIDE_MIN_BLOCKS, the launch's choice between them, is to be chosen from those.
  *
+ * The matmuls without their prologue ("gemv_q8 (x quantized before)" at n = 1 and 8, "mmq (x
+ * quantized before)" at n = 9 and 32): x quantized once outside the timing, only the matmul
+ * timed; against the "(fused)" rows of the same shape, what a block's prologue (RMSNorm and
+ * quantization of its tokens) costs, which docs/cuda.md ("The prologue's latency") models.
+ *
  * A graph node's cost: the wo GEMV at n = 1 (Q4_1) launched 128 times in one CUDA graph, the
  * graph replayed, the time per launch, once with plain launches and once with programmatic
  * dependent launch (docs/cuda.md, "Programmatic dependent launch"; sm_90 on, "skipped" before):
@@ -245,6 +250,7 @@ struct gemv_ctx {
     size_t chunk;
     int mmq;               /* 1: x quantized at once, then the tensor-core MMQ (n >= SLM_CUDA_MMQ_MIN_TOKENS);
                               2: slm_cuda_mmq_fused, x quantized in the MMQ's blocks */
+    int pre;               /* x quantized into xq before the timing: only the matmul is timed */
 };
 
 static size_t align256(size_t n)
@@ -260,14 +266,14 @@ static int run_gemv(struct bench *b, void *ctx)
         return slm_cuda_mmq_fused(g->type, g->n_w, g->w, g->rows, g->cols, g->x, g->gamma, 1e-5f, g->n, g->y,
                                   g->epilogue, b->stream);
     if (g->mmq) {
-        int rc = slm_cuda_gemv_quantize(g->x, g->gamma, 1e-5f, g->n, g->cols, g->xq, b->stream);
+        int rc = g->pre ? 0 : slm_cuda_gemv_quantize(g->x, g->gamma, 1e-5f, g->n, g->cols, g->xq, b->stream);
         return rc ? rc : slm_cuda_mmq(g->type, g->n_w, g->w, g->rows, g->cols, g->xq, g->n, g->y, g->epilogue, b->stream);
     }
     if (!g->xq)
         return slm_cuda_gemv(g->type, g->n_w, g->w, g->rows, g->cols, g->x, g->gamma, 1e-5f, g->n, g->y, g->epilogue,
                              b->stream);
     int n_chunks = (g->n + T - 1) / T, rc = 0;
-    for (int c = 0; c < n_chunks && !rc; c++) {
+    for (int c = 0; c < n_chunks && !rc && !g->pre; c++) {
         int k = g->n - c * T < T ? g->n - c * T : T;
         rc = slm_cuda_gemv_quantize(g->x + (size_t)c * T * (size_t)g->cols, g->gamma, 1e-5f, k, g->cols,
                                     (char *)g->xq + (size_t)c * g->chunk, b->stream);
@@ -312,6 +318,8 @@ enum matmul_path {
     PATH_MMQ_FUSED,    /* slm_cuda_mmq_fused: x quantized in the MMQ's blocks */
     PATH_MMQ_NARROW,   /* as PATH_MMQ with the narrow kernel forced (slm_cuda_mmq_set_wide_min_blocks) */
     PATH_MMQ_WIDE,     /* as PATH_MMQ with the wide kernel forced */
+    PATH_PREQUANT,     /* x quantized before the timing, then gemv_q8 (n <= 8) or the MMQ alone: against the
+                          fused rows, what the prologue costs (docs/cuda.md, "The prologue's latency") */
     PATH_CHAIN_PLAIN,  /* the GEMV, CHAIN launches captured in one CUDA graph, the graph replayed: the
                           time of a graph node, plain launches (slm_cuda_set_pdl(0)) */
     PATH_CHAIN_PDL,    /* the same, programmatic dependent launches (sm_90 on) */
@@ -352,8 +360,9 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     static const char *names[] = {"qkv", "wo", "gate/up", "down"};
     const int64_t qd = (int64_t)ms->n_head * ms->head_dim, kvd = (int64_t)ms->n_head_kv * ms->head_dim;
     const int forced = path == PATH_MMQ_NARROW || path == PATH_MMQ_WIDE, chain = path >= PATH_CHAIN_PLAIN;
-    const int mmq = path == PATH_GEMV || chain ? 0 : path == PATH_MMQ_FUSED ? 2 : 1;
-    struct gemv_ctx g = {.type = type, .n = n, .mmq = mmq};
+    const int pre = path == PATH_PREQUANT, T = SLM_CUDA_GEMV_MAX_TOKENS;
+    const int mmq = path == PATH_GEMV || chain || (pre && n <= T) ? 0 : path == PATH_MMQ_FUSED ? 2 : 1;
+    struct gemv_ctx g = {.type = type, .n = n, .mmq = mmq, .pre = pre};
     switch (kind) {
     case GEMV_QKV:
         g.n_w = 3, g.cols = ms->dim, g.epilogue = SLM_CUDA_GEMV_STORE;
@@ -366,11 +375,12 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
         break;
     default: g.n_w = 1, g.cols = ms->ffn, g.rows[0] = ms->dim, g.epilogue = SLM_CUDA_GEMV_ACCUMULATE; break;
     }
-    const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP, T = SLM_CUDA_GEMV_MAX_TOKENS;
-    const int fused = !mmq && n <= T && slm_cuda_gemv_fits(type, g.cols, n);
+    const int norm = kind == GEMV_QKV || kind == GEMV_GATE_UP;
+    const int fused = !mmq && !pre && n <= T && slm_cuda_gemv_fits(type, g.cols, n);
     const char *kernel = path == PATH_MMQ_NARROW ? "mmq (narrow)" : path == PATH_MMQ_WIDE ? "mmq (wide)"
                          : path == PATH_CHAIN_PLAIN ? "gemv chain (plain)"
                          : path == PATH_CHAIN_PDL ? "gemv chain (programmatic)"
+                         : pre ? (mmq ? "mmq (x quantized before)" : "gemv_q8 (x quantized before)")
                          : mmq == 2 ? "mmq (fused)" : mmq ? "mmq (quantize + mmq)"
                          : fused ? "gemv (fused)" : "gemv (quantize + gemv_q8)";
     char what[64], why[96];
@@ -412,12 +422,19 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
         g.chunk = align256(slm_cuda_gemv_act_bytes(T, g.cols));
         g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
     }
+    if (pre) {   /* x quantized once, outside the timing: chunks of 8 (gemv_q8) or all n at once (mmq) */
+        const int step = mmq ? n : T;
+        for (int c = 0; c < n; c += step)
+            if (slm_cuda_gemv_quantize(g.x + (size_t)c * (size_t)g.cols, g.gamma, 1e-5f, n - c < step ? n - c : step,
+                                       g.cols, (char *)g.xq + (size_t)(c / T) * g.chunk, b->stream))
+                exit(1);
+    }
     if (forced) slm_cuda_mmq_set_wide_min_blocks(path == PATH_MMQ_WIDE ? 0 : INT_MAX);
     if (chain) slm_cuda_set_pdl(path == PATH_CHAIN_PDL);
     double secs = chain ? time_chain(b, &g, b->smoke ? 4 : CHAIN) : time_launch(b, run_gemv, &g);
     slm_cuda_mmq_set_wide_min_blocks(-1);
     if (chain) slm_cuda_set_pdl(-1);
-    bytes += 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0) +
+    bytes += (pre ? (double)slm_cuda_act_bytes(n, g.cols) : 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0)) +
              (g.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? 8.0 : 4.0) * n * out_rows;
     row(b, ms->name, kernel, what, n, bytes, flops, mmq ? flops : 0, secs);
     for (int i = 0; i < g.n_w; i++) cudaFree((void *)g.w[i]);
@@ -661,7 +678,7 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
 {
     static const uint32_t types[] = {SLM_TYPE_Q4_1, SLM_TYPE_Q4_K, SLM_TYPE_Q6_K, SLM_TYPE_Q8_0};
     static const int gemv_n[] = {1, 2, 4, 8, 16, 32}, mmq_n[] = {9, 16, 32, 64, 256, 512}, att_n[] = {1, 8, 64};
-    static const int shape_n[] = {16, 64, 512};
+    static const int shape_n[] = {16, 64, 512}, pre_n[] = {1, 8, 9, 32};
     static const int ctxs[] = {128, 1024, 4096}, smoke_ctxs[] = {17, 64, 130};
     const int prefill_n = b->smoke ? 16 : 512;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
@@ -673,6 +690,8 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
             for (size_t i = 0; i < sizeof mmq_n / sizeof mmq_n[0] && mmq_n[i] <= 64; i++)
                 if (!b->smoke || mmq_n[i] <= 16)
                     bench_gemv(b, ms, types[t], (enum gemv_kind)kind, mmq_n[i], PATH_MMQ_FUSED);
+            for (size_t i = 0; i < sizeof pre_n / sizeof pre_n[0]; i++)   /* the matmuls without their prologue */
+                if (!b->smoke || pre_n[i] <= 9) bench_gemv(b, ms, types[t], (enum gemv_kind)kind, pre_n[i], PATH_PREQUANT);
             for (size_t i = 0; i < sizeof shape_n / sizeof shape_n[0]; i++)   /* the two MMQ kernels */
                 if (!b->smoke || shape_n[i] <= 16)
                     for (int k = PATH_MMQ_NARROW; k <= PATH_MMQ_WIDE; k++)
