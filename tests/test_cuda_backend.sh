@@ -167,6 +167,8 @@ else
   fi
 fi
 expect_error "bad backend" "--backend: 'tpu' is not one of auto, cpu, cuda" run --backend tpu "${args[@]}"
+SLM_AUTO_EMULATOR=yes expect_error "SLM_AUTO_EMULATOR=yes" "backend auto: SLM_AUTO_EMULATOR 'yes': expected 0 or 1" \
+  run --backend auto "${args[@]}"
 expect_error "fraction 0" "--gpu-memory-fraction: 0 is out of range" run --gpu-memory-fraction 0 "${args[@]}"
 expect_error "fraction 1.5" "--gpu-memory-fraction: 1.5 is out of range" run --gpu-memory-fraction 1.5 "${args[@]}"
 expect_error "serve fraction 0" "gpu-memory-fraction: 0 is out of range" \

@@ -20,6 +20,11 @@ struct slm_backend *slm_backend_select(const char *name, int threads, double gpu
         /* SLM_AUTO_EMULATOR=1: the tests' way to see auto pick a CUDA backend (and fall back
          * from it, slm_service_load) on a machine without a GPU; a real build ignores it. */
         const char *emu_ok = getenv("SLM_AUTO_EMULATOR");
+        if (emu_ok && *emu_ok && strcmp(emu_ok, "0") && strcmp(emu_ok, "1")) {
+            slm_err_set(err, "backend auto: SLM_AUTO_EMULATOR '%.40s': expected 0 or 1 (1: auto may pick the SIMT "
+                        "emulator's device, for tests)", emu_ok);
+            return NULL;
+        }
         if (slm_backend_cuda_emulated() && !(emu_ok && !strcmp(emu_ok, "1")))
             slm_log(SLM_LOG_INFO, "backend auto: this slmd's CUDA backend is the SIMT emulator; using the CPU "
                     "(backend cuda selects the emulator)");
