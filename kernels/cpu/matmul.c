@@ -35,12 +35,33 @@ static int cpu_has_f16c(void)
 }
 #endif
 
+static const char *const level_names[] = {"generic", "avx2", "avx512vnni"};
+
+/* SLM_CPU_KERNELS as a cap on the tier: LEVEL_AVX512 (none) when unset or empty, the tier it
+ * names, -1 for any other value (slm_cpu_check_env refuses it; the readers ignore it). */
+static int kernels_cap(void)
+{
+    const char *k = getenv("SLM_CPU_KERNELS");
+    if (!k || !*k) return LEVEL_AVX512;
+    for (int l = LEVEL_GENERIC; l <= LEVEL_AVX512; l++)
+        if (!strcmp(k, level_names[l])) return l;
+    return -1;
+}
+
+/* SLM_CPU_LANES: 0 when unset or empty, 8 or 16, -1 for any other value (as kernels_cap). */
+static int lanes_forced(void)
+{
+    const char *l = getenv("SLM_CPU_LANES");
+    if (!l || !*l) return 0;
+    return !strcmp(l, "8") ? 8 : !strcmp(l, "16") ? 16 : -1;
+}
+
 /* The kernel tier: what the CPU has, capped by SLM_CPU_KERNELS. */
 static int cpu_level(void)
 {
     static int cached = -1;
     if (cached < 0) {
-        const char *force = getenv("SLM_CPU_KERNELS");
+        const int cap = kernels_cap();
         int level = LEVEL_GENERIC;
 #if defined(__x86_64__)
         __builtin_cpu_init();
@@ -51,8 +72,7 @@ static int cpu_level(void)
                 level = LEVEL_AVX512;
         }
 #endif
-        if (force && strcmp(force, "generic") == 0) level = LEVEL_GENERIC;
-        if (force && strcmp(force, "avx2") == 0 && level > LEVEL_AVX2) level = LEVEL_AVX2;
+        if (cap >= 0 && level > cap) level = cap;
         cached = level;
     }
     return cached;
@@ -79,10 +99,9 @@ int slm_cpu_lanes(void)
          * softmax and SiLU AVX-512F and DQ; a CPU with F but not DQ (Knights Landing) is not followed. */
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && use_avx2()) lanes = 16;
 #endif
-        const char *force = getenv("SLM_CPU_KERNELS");
-        if (force && (strcmp(force, "avx2") == 0 || strcmp(force, "generic") == 0)) lanes = 8;
-        const char *forced = getenv("SLM_CPU_LANES");
-        if (forced && (strcmp(forced, "8") == 0 || strcmp(forced, "16") == 0)) lanes = atoi(forced);
+        const int cap = kernels_cap(), forced = lanes_forced();
+        if (cap >= 0 && cap < LEVEL_AVX512) lanes = 8;
+        if (forced > 0) lanes = forced;
         cached = lanes;
     }
     return cached;
@@ -90,13 +109,14 @@ int slm_cpu_lanes(void)
 
 int slm_cpu_check_env(char *why, size_t len)
 {
-    const char *k = getenv("SLM_CPU_KERNELS"), *l = getenv("SLM_CPU_LANES");
-    if (k && *k && strcmp(k, "generic") && strcmp(k, "avx2") && strcmp(k, "avx512vnni")) {
-        snprintf(why, len, "SLM_CPU_KERNELS '%.40s': expected generic, avx2 or avx512vnni (the most the CPU kernels may use)", k);
+    if (kernels_cap() < 0) {
+        snprintf(why, len, "SLM_CPU_KERNELS '%.40s': expected generic, avx2 or avx512vnni (the most the CPU kernels may use)",
+                 getenv("SLM_CPU_KERNELS"));
         return -1;
     }
-    if (l && *l && strcmp(l, "8") && strcmp(l, "16")) {
-        snprintf(why, len, "SLM_CPU_LANES '%.40s': expected 8 or 16 (the lane layout of the llama.cpp build to follow)", l);
+    if (lanes_forced() < 0) {
+        snprintf(why, len, "SLM_CPU_LANES '%.40s': expected 8 or 16 (the lane layout of the llama.cpp build to follow)",
+                 getenv("SLM_CPU_LANES"));
         return -1;
     }
     return 0;
@@ -104,8 +124,7 @@ int slm_cpu_check_env(char *why, size_t len)
 
 const char *slm_cpu_kernels_name(void)
 {
-    static const char *names[] = {"generic", "avx2", "avx512vnni"};
-    return names[cpu_level()];
+    return level_names[cpu_level()];
 }
 
 static slm_cpu_x8_fn x8_tile(uint32_t wtype)
