@@ -87,6 +87,23 @@ template <int D, bool F> __global__ void k_attention(const float *x, float *y)
 template __global__ void k_attention<64, true>(const float *, float *);
 template __global__ void k_attention<128, true>(const float *, float *);
 template __global__ void k_attention<64, false>(const float *, float *);
+// The narrow MMQ may read (its first weights) before its wait, not write; the wide one neither.
+template <int W> __global__ void k_mmq(const float *x, float *y)
+{
+    float v = x[threadIdx.x];
+    if (W == 2) y[64] = v;
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    y[threadIdx.x] = v + W;
+}
+template <int W> __global__ void k_mmq_wide(const float *x, float *y)
+{
+    float v = x[threadIdx.x];
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    y[threadIdx.x] = v + W;
+}
+template __global__ void k_mmq<1>(const float *, float *);
+template __global__ void k_mmq<2>(const float *, float *);
+template __global__ void k_mmq_wide<1>(const float *, float *);
 EOF_TPL
   rm -f "$early/early.cu.o"
   if "$nvcc_bin" -arch=sm_90 -c -o "$early/early.cu.o" "$tmp/early_attn.cu" 2> "$tmp/err"; then
@@ -96,6 +113,11 @@ EOF_TPL
     grep -q "k_attention<128, true>: griddepcontrol" "$tmp/err" && { echo "FAIL k_attention<128, true> reads first, yet was named"; fail=1; }
     grep -q "k_attention<64, false>: griddepcontrol.wait (slm_pdl_begin) not first: reads first" "$tmp/err" \
       || { echo "FAIL the prefill variant k_attention<64, false> reads before its wait, yet was not named"; fail=1; }
+    grep -q "k_mmq<1>: griddepcontrol" "$tmp/err" && { echo "FAIL k_mmq<1> reads first, yet was named"; fail=1; }
+    grep -q "k_mmq<2>: griddepcontrol.wait (slm_pdl_begin) not before its first write or exit: after STG" "$tmp/err" \
+      || { echo "FAIL k_mmq<2> writes before its wait, yet was not named"; fail=1; }
+    grep -q "k_mmq_wide<1>: griddepcontrol.wait (slm_pdl_begin) not first: reads first" "$tmp/err" \
+      || { echo "FAIL the wide k_mmq_wide<1> reads before its wait, yet was not named"; fail=1; }
   else
     echo "FAIL nvcc could not compile the early-write kernels:"; cat "$tmp/err"; fail=1
   fi

@@ -37,7 +37,8 @@
  *   chunk is loaded into registers while the block computes the current one.
  * The weights come straight from global memory in both (the device layout keeps a block's words
  * where a lane's A fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4
- * lanes of a row read its block's 16 contiguous bytes). Not yet measured on a GPU: no ldmatrix,
+ * lanes of a row read its block's 16 contiguous bytes); the narrow kernel's warps load them a unit
+ * ahead (mmq_ahead), the first before the wait. Not yet measured on a GPU: no ldmatrix,
  * no cp.async, no wgmma (docs/cuda.md).
  */
 #include "kernels/cuda/act_quant.cuh"
@@ -246,24 +247,45 @@ __device__ __forceinline__ void dots_k32(int (*c)[4], const int (&a)[4], const a
 
 /* ---- the units, as gemv_units.cuh defines them, on tensor cores ---- */
 
+/* Each unit type has two halves, so that a warp can ask for unit u + 1's weights before it
+ * computes unit u (mmq_ahead): load, the unit's raw weight words of rows g and g + 8 (every
+ * global load of the unit's weights, nothing computed from them), and dot, the unpacking, the
+ * mmas against the tokens' fragments (src.get) and the float terms: together what the GEMV's unit
+ * computes, in its order. */
 template <uint32_t T> struct mmq_unit {
-    /* block u of rows r[0] (g) and r[1] (g + 8) */
-    template <int TILES, class SRC>
-    static __device__ __forceinline__ void run(const uint8_t *const *r, int nb, int u, const SRC &src, float (*y)[4])
+    typedef unit32<T> U;
+    /* [h] rows g, g + 8: the scale word, qh (Q5_0 / Q5_1), quant word t and, for Q8_0, t + 4 */
+    struct raw {
+        uint32_t sc[2], qh[2], lo[2], hi[2];
+    };
+    static __device__ __forceinline__ raw load(const uint8_t *const *r, int nb, int u)
     {
-        typedef unit32<T> U;
+        const int t = threadIdx.x & 3;
+        raw w;
+        SLM_UNROLL
+        for (int h = 0; h < 2; h++) {
+            const slm_gemv::blk32_addr ad = slm_gemv::blk32_at<T>(r[h], nb, u);
+            w.sc[h] = slm_gemv::blk32_scales<T>(ad);
+            w.qh[h] = U::Q5 ? slm_cuda::ld_u32(ad.qh) : 0u;
+            w.lo[h] = slm_cuda::ld_u32(ad.qs + 4 * t);
+            w.hi[h] = U::WORDS == 8 ? slm_cuda::ld_u32(ad.qs + 4 * (t + 4)) : 0u;
+        }
+        return w;
+    }
+    /* block u of rows g and g + 8 */
+    template <int TILES, class SRC>
+    static __device__ __forceinline__ void dot(const raw &w, int u, const SRC &src, float (*y)[4])
+    {
         const int t = threadIdx.x & 3;
         int fa[4];
         float ws[2], wm[2];
         SLM_UNROLL
         for (int h = 0; h < 2; h++) {
-            const slm_gemv::blk32_addr ad = slm_gemv::blk32_at<T>(r[h], nb, u);
-            const uint32_t sc = slm_gemv::blk32_scales<T>(ad), qh = U::Q5 ? slm_cuda::ld_u32(ad.qh) : 0u;
-            const slm_gemv::w32<T> w = slm_gemv::unpack32<T>(sc, qh, slm_cuda::ld_u32(ad.qs + 4 * t), t);
-            fa[h] = w.lo;   /* elements 4t .. 4t + 3 */
-            fa[2 + h] = U::WORDS == 8 ? (int)slm_cuda::ld_u32(ad.qs + 4 * (t + 4)) : w.hi;   /* 16 + 4t .. */
-            ws[h] = w.d;
-            wm[h] = w.m;
+            const slm_gemv::w32<T> x = slm_gemv::unpack32<T>(w.sc[h], w.qh[h], w.lo[h], t);
+            fa[h] = x.lo;   /* elements 4t .. 4t + 3 */
+            fa[2 + h] = U::WORDS == 8 ? (int)w.hi[h] : x.hi;   /* 16 + 4t .. */
+            ws[h] = x.d;
+            wm[h] = x.m;
         }
         const act_frag<TILES> f = src.get(u);
         int c[TILES][4];
@@ -274,29 +296,50 @@ template <uint32_t T> struct mmq_unit {
 
 /* Q4_K, Q5_K: piece c = sub-blocks 2c (low nibbles of chunk c of qs) and 2c + 1 (high). */
 template <bool FIVE> struct mmq_unit_k45 {
-    template <int TILES, class SRC>
-    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const SRC &src, float (*y)[4])
+    /* [h] rows g, g + 8: the super-block's 16-byte head (d, dmin, scales), quant words t of the
+     * piece's two 16-byte halves, and for Q5_K the qh words beside them */
+    struct raw {
+        uint4 hd[2];
+        uint32_t v[2][2], qh[2][2];
+    };
+    static __device__ __forceinline__ raw load(const uint8_t *const *r, int, int u)
     {
         const int t = threadIdx.x & 3, b = u >> 2, c = u & 3;
+        raw w;
+        SLM_UNROLL
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *blk = r[h] + (size_t)b * slm_gemv::gemv_unit_k45<FIVE>::BYTES;
+            w.hd[h] = slm_cuda::ld_u128(blk);
+            const uint8_t *qs = blk + (FIVE ? 48 : 16) + 32 * c;
+            SLM_UNROLL
+            for (int half = 0; half < 2; half++) {
+                w.v[h][half] = slm_cuda::ld_u32(qs + 16 * half + 4 * t);
+                w.qh[h][half] = FIVE ? slm_cuda::ld_u32(blk + 16 + 16 * half + 4 * t) : 0u;
+            }
+        }
+        return w;
+    }
+    template <int TILES, class SRC>
+    static __device__ __forceinline__ void dot(const raw &w, int u, const SRC &src, float (*y)[4])
+    {
+        const int b = u >> 2, c = u & 3;
         int lo[4], hi[4];   /* [h] rows g, g + 8 at [h] and [2 + h]: elements 4t.. and 16 + 4t.. */
         float dsc[2][2], dm[2][2];   /* [sub-block 2c + s][h] */
         SLM_UNROLL
         for (int h = 0; h < 2; h++) {
-            const uint8_t *blk = r[h] + (size_t)b * slm_gemv::gemv_unit_k45<FIVE>::BYTES;
-            const uint4 hd = slm_cuda::ld_u128(blk);
-            const uint8_t *qs = blk + (FIVE ? 48 : 16) + 32 * c;
             SLM_UNROLL
             for (int half = 0; half < 2; half++) {
-                const uint32_t v = slm_cuda::ld_u32(qs + 16 * half + 4 * t);
+                const uint32_t v = w.v[h][half];
                 uint32_t l = v & 0x0f0f0f0fu, hh = (v >> 4) & 0x0f0f0f0fu;
                 if (FIVE) {
-                    const uint32_t qh = slm_cuda::ld_u32(blk + 16 + 16 * half + 4 * t);
+                    const uint32_t qh = w.qh[h][half];
                     l |= ((qh >> (2 * c)) & 0x01010101u) << 4;
                     hh |= ((qh >> (2 * c + 1)) & 0x01010101u) << 4;
                 }
                 lo[2 * half + h] = (int)l;
                 hi[2 * half + h] = (int)hh;
             }
+            const uint4 hd = w.hd[h];
             const float d = slm_cuda::h2f(hd.x), dmin = slm_cuda::h2f(hd.x >> 16);
             uint32_t scp, mp;
             slm_gemv::k_scale_min_pair(hd, c, &scp, &mp);
@@ -323,28 +366,48 @@ template <> struct mmq_unit<SLM_TYPE_Q5_K> : mmq_unit_k45<true> {};
 /* Q6_K: piece c = half c / 2, quarters p = c % 2 (low nibbles of ql, qh bits 2p) and p + 2 (high
  * nibbles, qh bits 2p + 4); each quarter's groups of 16 through m16n8k16 and their int8 scales. */
 template <> struct mmq_unit<SLM_TYPE_Q6_K> {
-    template <int TILES, class SRC>
-    static __device__ __forceinline__ void run(const uint8_t *const *r, int, int u, const SRC &src, float (*y)[4])
+    /* [h] rows g, g + 8 [grp] the piece's groups of 16: word t of ql and of qh, the int8 scales of
+     * quarters p ([0]) and p + 2 ([1]), and the super-block's d */
+    struct raw {
+        uint32_t l[2][2], hb[2][2];
+        int sc[2][2][2];   /* [h][quarter][grp] */
+        uint32_t d[2];
+    };
+    static __device__ __forceinline__ raw load(const uint8_t *const *r, int, int u)
     {
         const int t = threadIdx.x & 3, b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
-        int q[2][2][2];   /* [quarter p / p + 2][group of 16][h] */
-        int sc[2][2][2];  /* the same, the group's int8 scale */
-        float d[2];
+        raw w;
         SLM_UNROLL
         for (int h = 0; h < 2; h++) {
             const uint8_t *blk = r[h] + (size_t)b * 224;
             SLM_UNROLL
             for (int grp = 0; grp < 2; grp++) {
-                const uint32_t l = slm_cuda::ld_u32(blk + 64 * hf + 32 * p + 16 * grp + 4 * t);
-                const uint32_t hb = slm_cuda::ld_u32(blk + 128 + 32 * hf + 16 * grp + 4 * t);
+                w.l[h][grp] = slm_cuda::ld_u32(blk + 64 * hf + 32 * p + 16 * grp + 4 * t);
+                w.hb[h][grp] = slm_cuda::ld_u32(blk + 128 + 32 * hf + 16 * grp + 4 * t);
+                w.sc[h][0][grp] = (int8_t)blk[192 + 8 * hf + 2 * p + grp];
+                w.sc[h][1][grp] = (int8_t)blk[192 + 8 * hf + 2 * p + 4 + grp];
+            }
+            w.d[h] = *reinterpret_cast<const uint16_t *>(blk + 208);
+        }
+        return w;
+    }
+    template <int TILES, class SRC>
+    static __device__ __forceinline__ void dot(const raw &w, int u, const SRC &src, float (*y)[4])
+    {
+        const int b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
+        int q[2][2][2];   /* [quarter p / p + 2][group of 16][h] */
+        float d[2];
+        SLM_UNROLL
+        for (int h = 0; h < 2; h++) {
+            SLM_UNROLL
+            for (int grp = 0; grp < 2; grp++) {
+                const uint32_t l = w.l[h][grp], hb = w.hb[h][grp];
                 const uint32_t v0 = (l & 0x0f0f0f0fu) | (((hb >> (2 * p)) & 0x03030303u) << 4);
                 const uint32_t v2 = ((l >> 4) & 0x0f0f0f0fu) | (((hb >> (2 * p + 4)) & 0x03030303u) << 4);
                 q[0][grp][h] = (int)((v0 + 0x60606060u) ^ 0x80808080u);   /* minus 32, bytewise */
                 q[1][grp][h] = (int)((v2 + 0x60606060u) ^ 0x80808080u);
-                sc[0][grp][h] = (int8_t)blk[192 + 8 * hf + 2 * p + grp];
-                sc[1][grp][h] = (int8_t)blk[192 + 8 * hf + 2 * p + 4 + grp];
             }
-            d[h] = slm_cuda::h2f(*reinterpret_cast<const uint16_t *>(blk + 208));
+            d[h] = slm_cuda::h2f(w.d[h]);
         }
         SLM_UNROLL
         for (int qq = 0; qq < 2; qq++) {
@@ -359,10 +422,29 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
                 slm_mma::mma_s8_k16(c0, a0, f.b[j][0], z);   /* elements 0..15: words t of each half */
                 slm_mma::mma_s8_k16(c1, a1, f.b[j][1], z);   /* 16..31 */
                 SLM_UNROLL
-                for (int i = 0; i < 4; i++) cc[j][i] = sc[qq][0][i >> 1] * c0[i] + sc[qq][1][i >> 1] * c1[i];
+                for (int i = 0; i < 4; i++) cc[j][i] = w.sc[i >> 1][qq][0] * c0[i] + w.sc[i >> 1][qq][1] * c1[i];
             }
             add_terms<false, TILES>(y, cc, d, d, f);
         }
+    }
+};
+
+/* A warp's weights one unit ahead: the kernels load unit u + 1's words (of the gate and the up
+ * weight for SwiGLU) before they compute unit u, so the next unit's loads are in flight during
+ * this unit's mmas, instead of a dependent load at the head of every unit (docs/cuda.md, "The
+ * MMQ's weights one unit ahead"). Only registers move: the bits are the unit's. */
+template <uint32_t WT, bool SWIGLU> struct mmq_ahead {
+    typename mmq_unit<WT>::raw w, up;
+    __device__ __forceinline__ void load(const uint8_t *const *wr, const uint8_t *const *ur, int nb, int u)
+    {
+        w = mmq_unit<WT>::load(wr, nb, u);
+        if (SWIGLU) up = mmq_unit<WT>::load(ur, nb, u);
+    }
+    template <int TILES, class SRC>
+    __device__ __forceinline__ void dot(int u, const SRC &src, float (*seg)[4], float (*useg)[4]) const
+    {
+        mmq_unit<WT>::template dot<TILES>(w, u, src, seg);
+        if (SWIGLU) mmq_unit<WT>::template dot<TILES>(up, u, src, useg);
     }
 };
 
@@ -378,12 +460,11 @@ static __host__ __device__ __forceinline__ int mmq_groups(int lshift)
 /* The wide kernel's rows a block: 16 a warp, every warp along the whole K. */
 #define MMQ_WIDE_ROWS (16 * MMQ_WARPS)
 
-/* What both kernels start with: a (the block's tokens from at0 on, an rows of them: with PRO x
- * quantized into dynamic shared memory first, only the block's own tokens; else p.xq), and the
- * row group's weight, output and rows. */
+/* What both kernels start with after their wait: a (the block's tokens from at0 on, an rows of
+ * them: with PRO x quantized into dynamic shared memory first, only the block's own tokens; else
+ * p.xq). */
 template <int TILES, bool PRO>
-__device__ __forceinline__ void mmq_begin(const struct qmm_args &p, int tok0, gemv_act *a, int *at0, int *an,
-                                          const uint8_t **w, float **y, int *rows, int *rg)
+__device__ __forceinline__ void mmq_begin(const struct qmm_args &p, int tok0, gemv_act *a, int *at0, int *an)
 {
     a->cols = p.cols;
     a->q = p.xq;
@@ -401,7 +482,6 @@ __device__ __forceinline__ void mmq_begin(const struct qmm_args &p, int tok0, ge
         a->q = q;
         a->ds = ds;
     }
-    qmm_weight_of(p, (int)blockIdx.x, w, y, rows, rg);
 }
 
 /* Rows row0 and row0 + 8 of w (the last row for those past it), and of p.w[1] (the up weight)
@@ -447,21 +527,28 @@ template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
 {
     qmm_prefetch<true>(p, 16 * (MMQ_WARPS / mmq_groups(p.lshift)));   /* into L1: qmatmul.cuh */
-    slm_pdl_begin();
-    /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
     constexpr int TILES = mmq_tiles_of(WT, SWIGLU);
-    __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
     const int lane = threadIdx.x & 31, g = lane >> 2, warp = threadIdx.x >> 5;
     const int L = 1 << p.lshift, F = mmq_groups(p.lshift), S = L / F, wk = warp % F, wr = warp / F;
-    const int tok0 = (int)blockIdx.y * 8 * TILES;
-    act_direct<TILES> src;
     const uint8_t *w;
     float *y;
     int rows, rg;
-    mmq_begin<TILES, PRO>(p, tok0, &src.a, &src.tok0, &src.n, &w, &y, &rows, &rg);
+    qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
     const int row0 = rg * (16 * (MMQ_WARPS / F)) + 16 * wr + g;   /* rows row0 and row0 + 8 */
     const uint8_t *wr_[2], *ur[2];
     mmq_row_ptrs<SWIGLU>(p, w, rows, row0, wr_, ur);
+    /* the warp's units [ub, ue), a unit ahead: the first (clamped to a unit of the row when the
+     * warp has none) before the wait, with the prologue to run while it comes (weights only:
+     * nothing writes them during a step) */
+    const int ub = (int)(((int64_t)wk * S * p.units) >> p.lshift), ue = (int)(((int64_t)(wk + 1) * S * p.units) >> p.lshift);
+    mmq_ahead<WT, SWIGLU> cur;
+    cur.load(wr_, ur, p.nb, min(ub, p.units - 1));
+    slm_pdl_begin();
+    /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
+    __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
+    const int tok0 = (int)blockIdx.y * 8 * TILES;
+    act_direct<TILES> src;
+    mmq_begin<TILES, PRO>(p, tok0, &src.a, &src.tok0, &src.n);
     float tot[TILES][4] = {}, seg[TILES][4], utot[SWIGLU ? TILES : 1][4] = {}, useg[SWIGLU ? TILES : 1][4];
     for (int l = wk * S; l < (wk + 1) * S; l++) {
         SLM_UNROLL
@@ -474,8 +561,10 @@ __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
         }
         const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
         for (int u = u0; u < u1; u++) {
-            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, src, seg);
-            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, src, useg);
+            mmq_ahead<WT, SWIGLU> next;
+            next.load(wr_, ur, p.nb, min(u + 1, ue - 1));
+            cur.template dot<TILES>(u, src, seg, useg);
+            cur = next;
         }
         SLM_UNROLL
         for (int j = 0; j < TILES; j++) {
@@ -554,7 +643,8 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     const uint8_t *w;
     float *y;
     int rows, rg;
-    mmq_begin<TILES, PRO>(p, tok0, &a, &at0, &an, &w, &y, &rows, &rg);
+    mmq_begin<TILES, PRO>(p, tok0, &a, &at0, &an);
+    qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
     const int row0 = rg * MMQ_WIDE_ROWS + 16 * warp + g;   /* rows row0 and row0 + 8 */
     const uint8_t *wr_[2], *ur[2];
     mmq_row_ptrs<SWIGLU>(p, w, rows, row0, wr_, ur);
@@ -580,8 +670,9 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
                 staged += CU;
                 if (staged < U) mmq_stage_load<TILES>(a, at0, an, src.blk0 + MMQ_CHUNK, next);
             }
-            mmq_unit<WT>::template run<TILES>(wr_, p.nb, u, src, seg);
-            if (SWIGLU) mmq_unit<WT>::template run<TILES>(ur, p.nb, u, src, useg);
+            mmq_ahead<WT, SWIGLU> now;
+            now.load(wr_, ur, p.nb, u);
+            now.template dot<TILES>(u, src, seg, useg);
         }
         mmq_close<TILES>(l, S, tot, grp, seg);
         if (SWIGLU) mmq_close<UT>(l, S, utot, ugrp, useg);
