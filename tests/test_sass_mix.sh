@@ -4,9 +4,9 @@
 # their exit codes (2, 2, 3); then, where this build compiled the kernels with nvcc and a
 # cuobjdump is found, its --check holds on the sm_90 code (tensor-core ops in every MMQ, MMF and
 # attention kernel, no local memory anywhere, griddepcontrol.wait before any memory access in
-# every kernel but the tensor-rate probe and the decode attention, which may read before it but
-# not write; a kernel that loads before it is named, a decode attention that stores before it
-# too), the 32-element types' decode GEMV reads its
+# every kernel but the tensor-rate probe, the decode attention, the GEMV and the narrow MMQ,
+# which may read before it but not write; a kernel that loads before it is named, a decode
+# attention, a GEMV or a narrow MMQ that stores before it too), the 32-element types' decode GEMV reads its
 # quants with 16-byte loads (docs/cuda.md, "Device layout of the weights"), and, with nvcc
 # 13.0, the hot loops of the GEMV and MMQ kernels tuned on 2026-12-06 stay within 10% of their
 # instruction counts.
@@ -87,7 +87,8 @@ template <int D, bool F> __global__ void k_attention(const float *x, float *y)
 template __global__ void k_attention<64, true>(const float *, float *);
 template __global__ void k_attention<128, true>(const float *, float *);
 template __global__ void k_attention<64, false>(const float *, float *);
-// The narrow MMQ may read (its first weights) before its wait, not write; the wide one neither.
+// The narrow MMQ and the GEMV may read (their first weights) before their wait, not write; the
+// wide MMQ neither.
 template <int W> __global__ void k_mmq(const float *x, float *y)
 {
     float v = x[threadIdx.x];
@@ -104,6 +105,15 @@ template <int W> __global__ void k_mmq_wide(const float *x, float *y)
 template __global__ void k_mmq<1>(const float *, float *);
 template __global__ void k_mmq<2>(const float *, float *);
 template __global__ void k_mmq_wide<1>(const float *, float *);
+template <int W> __global__ void k_gemv(const float *x, float *y)
+{
+    float v = x[threadIdx.x];
+    if (W == 2) y[64] = v;
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    y[threadIdx.x] = v + W;
+}
+template __global__ void k_gemv<1>(const float *, float *);
+template __global__ void k_gemv<2>(const float *, float *);
 EOF_TPL
   rm -f "$early/early.cu.o"
   if "$nvcc_bin" -arch=sm_90 -c -o "$early/early.cu.o" "$tmp/early_attn.cu" 2> "$tmp/err"; then
@@ -118,6 +128,9 @@ EOF_TPL
       || { echo "FAIL k_mmq<2> writes before its wait, yet was not named"; fail=1; }
     grep -q "k_mmq_wide<1>: griddepcontrol.wait (slm_pdl_begin) not first: reads first" "$tmp/err" \
       || { echo "FAIL the wide k_mmq_wide<1> reads before its wait, yet was not named"; fail=1; }
+    grep -q "k_gemv<1>: griddepcontrol" "$tmp/err" && { echo "FAIL k_gemv<1> reads first, yet was named"; fail=1; }
+    grep -q "k_gemv<2>: griddepcontrol.wait (slm_pdl_begin) not before its first write or exit: after STG" "$tmp/err" \
+      || { echo "FAIL k_gemv<2> writes before its wait, yet was not named"; fail=1; }
   else
     echo "FAIL nvcc could not compile the early-write kernels:"; cat "$tmp/err"; fail=1
   fi

@@ -30,12 +30,15 @@ export SLM_EMU_WORKERS=${SLM_EMU_WORKERS:-2}
 if out=$("$tool" --model "$model" --batch 1,8 --max-per-layer 5 --min-matmul-warps 528 --programmatic 2>&1); then
   echo "$out" | grep '^decode step'
   echo "ok   at most 5 launches a layer; every matmul at batch 1 on >= 528 warps; every launch programmatic"
-  # The decode attention loads its K/V rows before its wait, every other kernel after it.
-  if [ "$(echo "$out" | grep -c '^decode step.* 154 programmatic, 30 reading before their wait$')" = 2 ] &&
-     [ "$(echo "$out" | awk '$1 ~ /k_attention<64,/ && $NF + 0 > 0' | wc -l)" = 2 ]; then
-    echo "ok   the decode attention of each of the 30 layers reads its K/V before its wait, no other kernel does"
+  # The decode attention loads its K/V rows before its wait, the GEMVs of one row a lane their
+  # lanes' first unit of weights (the 4 of each layer, and at batch 1 the logits'), no other kernel.
+  if echo "$out" | grep -q '^decode step, batch 1,.* 154 programmatic, 151 reading before their wait$' &&
+     echo "$out" | grep -q '^decode step, batch 8,.* 154 programmatic, 150 reading before their wait$' &&
+     [ "$(echo "$out" | awk '$1 ~ /k_attention<64,/ && $NF + 0 > 0' | wc -l)" = 2 ] &&
+     [ "$(echo "$out" | awk '$1 ~ /^[(]?k_/ && $1 !~ /^\(k_(attention|gemv)</ && $NF + 0 > 0' | wc -l)" = 0 ]; then
+    echo "ok   the decode attention of each of the 30 layers reads its K/V before its wait, the layers' GEMVs their first weights (and the logits' at batch 1), no other kernel"
   else
-    echo "FAIL expected 30 launches of the step (the attention's) reading before their wait at batch 1 and 8"; fail=1
+    echo "FAIL expected 151 / 150 launches of the step (30 attention, 121 / 120 GEMV) reading before their wait at batch 1 / 8"; fail=1
   fi
 else
   echo "$out"; echo "FAIL the launch limits"; fail=1
@@ -43,23 +46,25 @@ fi
 # The eager decode step (graphs off: the positions and block tables uploaded by the attention's
 # own copy), 3 sequences over 2 partitions: the same discipline.
 if out=$(SLM_CUDA_GRAPHS=0 "$tool" --model "$model" --batch 3 --ctx 70 --programmatic 2>&1) &&
-   echo "$out" | grep -q '^decode step, batch 3, context 70: .* 154 programmatic, 30 reading before their wait$'; then
-  echo "ok   the eager decode step (SLM_CUDA_GRAPHS=0, batch 3, context 70): every launch programmatic, 30 reading before their wait"
+   echo "$out" | grep -q '^decode step, batch 3, context 70: .* 154 programmatic, 150 reading before their wait$'; then
+  echo "ok   the eager decode step (SLM_CUDA_GRAPHS=0, batch 3, context 70): every launch programmatic, 150 reading before their wait"
 else
   echo "$out" | grep -v '^  '; echo "FAIL the eager decode step"; fail=1
 fi
 if out=$("$tool" --model "$model" --batch 1 --ctx 32 --prefill --max-per-layer 6 --programmatic 2>&1); then
   echo "$out" | grep '^prefill step'
   echo "ok   a prefill step of 32 tokens: at most 6 launches a layer, every launch programmatic"
-  # The narrow MMQ loads its first unit of weights before its wait (nothing writes weights during a
-  # step; the page watch fails the run on a read of what the chain wrote): its 4 launches a layer,
-  # and no other kernel (the attention reads what the RoPE store wrote).
-  if echo "$out" | grep -q '^prefill step.*, 120 reading before their wait$' &&
+  # The narrow MMQ and the GEMV load their first unit of weights before their wait (nothing writes
+  # weights during a step; the page watch fails the run on a read of what the chain wrote): the
+  # MMQ's 4 launches a layer and the logits' GEMV, and no other kernel (the attention reads what
+  # the RoPE store wrote).
+  if echo "$out" | grep -q '^prefill step.*, 121 reading before their wait$' &&
      [ "$(echo "$out" | awk '$1 ~ /^\(k_mmq</ && $NF + 0 > 0' | wc -l)" = 4 ] &&
-     [ "$(echo "$out" | awk '$1 ~ /^[(]?k_/ && $1 !~ /^\(k_mmq</ && $NF + 0 > 0' | wc -l)" = 0 ]; then
-    echo "ok   the prefill step's MMQ launches (4 a layer) read weights before their wait, no other kernel does"
+     [ "$(echo "$out" | awk '$1 ~ /^\(k_gemv</ && $NF + 0 > 0' | wc -l)" = 1 ] &&
+     [ "$(echo "$out" | awk '$1 ~ /^[(]?k_/ && $1 !~ /^\(k_(mmq|gemv)</ && $NF + 0 > 0' | wc -l)" = 0 ]; then
+    echo "ok   the prefill step's MMQ launches (4 a layer) and the logits' GEMV read weights before their wait, no other kernel does"
   else
-    echo "FAIL expected 120 launches of the prefill step (the MMQ's) reading before their wait, and no other"; fail=1
+    echo "FAIL expected 121 launches of the prefill step (the MMQ's and the logits' GEMV) reading before their wait, and no other"; fail=1
   fi
 else
   echo "$out"; echo "FAIL the prefill launch limit"; fail=1

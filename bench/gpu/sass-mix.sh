@@ -20,8 +20,8 @@
 # --filter REGEX   only the kernels whose demangled name matches (grep -E)
 # --check          also require: tensor-core ops (IMMA) in every k_mmq and k_mmq_wide, HMMA in
 #                  every k_mmf and k_attention, no local memory in any kernel, the wait first in
-#                  every kernel but k_mma_rate, k_attention<D, true> and the narrow k_mmq (no
-#                  write or exit before it); exit 1 naming each that fails
+#                  every kernel but k_mma_rate, k_attention<D, true>, k_gemv and the narrow k_mmq
+#                  (no write or exit before it); exit 1 naming each that fails
 #
 # cuobjdump (and the nvdisasm it runs): $CUOBJDUMP, else on PATH, else beside nvcc, else those
 # of PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (packaging/setup.sh installs them
@@ -200,7 +200,7 @@ if [ "$check" = 1 ]; then
         [ "$loc" -eq 0 ] || { echo "sass-mix: $name uses local memory ($loc LDL/STL)" >&2; bad=1; }
         case "$name" in
         k_mma_rate*) ;;
-        k_attention\<*,\ true\>|k_mmq\<*)
+        k_attention\<*,\ true\>|k_mmq\<*|k_gemv\<*)
             case "$wait" in first|"reads first") ;;
             *) echo "sass-mix: $name: griddepcontrol.wait (slm_pdl_begin) not before its first write or exit: $wait" >&2; bad=1 ;;
             esac ;;
@@ -209,5 +209,5 @@ if [ "$check" = 1 ]; then
     done <"$tmp/rows"
     [ "$bad" = 0 ] || exit 1
     echo
-    echo "check: IMMA in every k_mmq and k_mmq_wide, HMMA in every k_mmf and k_attention, no local memory, the wait first in every kernel but k_mma_rate, the decode attention and the narrow MMQ (before their first write or exit): ok"
+    echo "check: IMMA in every k_mmq and k_mmq_wide, HMMA in every k_mmf and k_attention, no local memory, the wait first in every kernel but k_mma_rate, the decode attention, the GEMV and the narrow MMQ (before their first write or exit): ok"
 fi

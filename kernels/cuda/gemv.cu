@@ -95,10 +95,23 @@ template <int NT, int R> struct gemv_pairs {
  * Lane l ends with pairs p = l, l + L, l + 2L, ... < R x NT in own[i] (p = l + i L); the other
  * entries of own are not written. R only shares the activation loads: each row's order is the
  * same. Contains __syncwarp: call it from the whole warp. */
-template <uint32_t WT, int NT, int R>
-__device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_args &p, const gemv_act &a, int l,
-                                          float (*fold)[32], float *own)
+template <uint32_t WT, int R> using gemv_raw = typename slm_gemv::gemv_unit<WT>::template raw<R>;
+
+/* Lane l's first unit: the first of its segment, clamped to a unit of the row when the segment
+ * has none (then nothing reads it). */
+__device__ __forceinline__ int gemv_first_unit(const qmm_args &p, int l)
 {
+    return min((int)(((int64_t)l * p.units) >> p.lshift), p.units - 1);
+}
+
+/* EARLY (gemv_early): with pre, w0 holds the words of the lane's first unit, loaded by the caller
+ * before its wait; for the 32-element types each next unit's words are asked for before this
+ * unit's dots (gemv_units.cuh: load, dot), so that a lane has two units in flight. */
+template <uint32_t WT, int NT, int R, bool EARLY>
+__device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_args &p, const gemv_act &a, int l,
+                                          bool pre, const gemv_raw<WT, R> &w0, float (*fold)[32], float *own)
+{
+    typedef slm_gemv::gemv_unit<WT> UT;
     const int P = gemv_pairs<NT, R>::P;
     float acc[R][NT];
     SLM_UNROLL
@@ -107,7 +120,22 @@ __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_ar
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
     }
     const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
-    for (int u = u0; u < u1; u++) slm_gemv::gemv_unit<WT>::template run<NT, R>(wr, p.nb, u, a, p.n, acc);
+    if constexpr (EARLY) {
+        gemv_raw<WT, R> cur = pre ? w0 : UT::template load<R>(wr, p.nb, gemv_first_unit(p, l));
+        for (int u = u0; u < u1; u++) {
+            if constexpr (UT::MAX_R == 2) {   /* the 32-element types: the next unit one ahead */
+                gemv_raw<WT, R> next = cur;
+                if (u + 1 < u1) next = UT::template load<R>(wr, p.nb, u + 1);
+                UT::template dot<NT, R>(cur, u, a, p.n, acc);
+                cur = next;
+            } else {
+                UT::template dot<NT, R>(cur, u, a, p.n, acc);
+                if (u + 1 < u1) cur = UT::template load<R>(wr, p.nb, u + 1);
+            }
+        }
+    } else {
+        for (int u = u0; u < u1; u++) UT::template dot<NT, R>(UT::template load<R>(wr, p.nb, u), u, a, p.n, acc);
+    }
     const int lane = threadIdx.x & 31, first = lane - l, L = 1 << p.lshift;
     SLM_UNROLL
     for (int r = 0; r < R; r++) {
@@ -132,10 +160,52 @@ __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_ar
     __syncwarp();   /* fold is reused by the next call */
 }
 
+/* Row group G's weight, output and rows, the sub-warp's first row row0 and its R rows of the
+ * weight (wr) and, for SwiGLU, of the up weight p.w[1] (ur): a row past the end reads row rows - 1
+ * and stores nothing (the fold needs all lanes). */
+template <int R>
+__device__ __forceinline__ void gemv_group(const qmm_args &p, int G, int sub, const uint8_t **w, float **y, int *rows,
+                                           int *row0, const uint8_t **wr, const uint8_t **ur)
+{
+    int rg;
+    qmm_weight_of(p, G, w, y, rows, &rg);
+    *row0 = rg * R * (GEMV_THREADS >> p.lshift) + sub * R;
+    SLM_UNROLL
+    for (int r = 0; r < R; r++) {
+        const size_t off = (size_t)min(*row0 + r, *rows - 1) * p.w_row_bytes;
+        wr[r] = *w + off;
+        ur[r] = p.epilogue == SLM_CUDA_GEMV_SWIGLU ? p.w[1] + off : nullptr;
+    }
+}
+
+/* EARLY: the kernels that load their lanes' first unit of weights before the wait (one row a
+ * lane; the K-quants at one token only), so that it arrives while the prologue runs (weights
+ * only, which nothing writes during a step), and, for the 32-element types, each next unit one
+ * ahead (docs/cuda.md, "The decode GEMV's first weights before its wait"). Held through the prologue (and the up weight's
+ * through the gate's rows), the words of wider kernels made ptxas spill under the 128 registers
+ * of 4 blocks an SM. */
+template <uint32_t WT, int NT, int R> __host__ __device__ constexpr bool gemv_early()
+{
+    return R == 1 && (slm_gemv::gemv_unit<WT>::MAX_R == 2 || NT == 1);
+}
+
 template <uint32_t WT, int NT, int R>
 __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct qmm_args p)
 {
+    typedef slm_gemv::gemv_unit<WT> UT;
+    constexpr bool EARLY = gemv_early<WT, NT, R>();
     qmm_prefetch(p, R * (GEMV_THREADS >> p.lshift));   /* blockIdx.x < p.groups: grid = min(groups, GEMV_MAX_BLOCKS) */
+    const int L = 1 << p.lshift, l = threadIdx.x & (L - 1), sub = threadIdx.x >> p.lshift;
+    const bool swiglu = p.epilogue == SLM_CUDA_GEMV_SWIGLU;
+    const uint8_t *w, *wr[R], *ur[R];
+    float *y;
+    int rows, row0;
+    gemv_raw<WT, R> first = {}, ufirst = {};
+    if (EARLY) {   /* the block's first row group, before the wait */
+        gemv_group<R>(p, (int)blockIdx.x, sub, &w, &y, &rows, &row0, wr, ur);
+        first = UT::template load<R>(wr, p.nb, gemv_first_unit(p, l));
+        if (swiglu) ufirst = UT::template load<R>(ur, p.nb, gemv_first_unit(p, l));
+    }
     slm_pdl_begin();
     /* prologues: (n, cols) int8 quants, then (n, cols / 32) float2 (p.act_smem bytes); then every
      * kernel: the fold area, GEMV_WARPS x P x 32 floats */
@@ -156,26 +226,14 @@ __global__ void __launch_bounds__(GEMV_THREADS, 4) k_gemv(const struct qmm_args 
 
     const int P = gemv_pairs<NT, R>::P;
     float (*fold)[32] = reinterpret_cast<float (*)[32]>(reinterpret_cast<char *>(smem) + p.act_smem) + P * (threadIdx.x >> 5);
-    const int L = 1 << p.lshift, l = threadIdx.x & (L - 1), sub = threadIdx.x >> p.lshift;
-    const int rows_per_group = R * (GEMV_THREADS >> p.lshift);
     for (int G = blockIdx.x; G < p.groups; G += gridDim.x) {
-        const uint8_t *w;
-        float *y;
-        int rows, rg;
-        qmm_weight_of(p, G, &w, &y, &rows, &rg);
-        /* a row past the end computes row rows - 1 and stores nothing: the fold needs all lanes */
-        const int row0 = rg * rows_per_group + sub * R;
-        const uint8_t *wr[R];
-        SLM_UNROLL
-        for (int r = 0; r < R; r++) wr[r] = w + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
+        const bool pre = EARLY && G == (int)blockIdx.x;
+        if (!pre) gemv_group<R>(p, G, sub, &w, &y, &rows, &row0, wr, ur);
         float own[P] = {};   /* set where pp < P (gemv_rows), read only there */
-        gemv_rows<WT, NT, R>(wr, p, a, l, fold, own);
-        if (p.epilogue == SLM_CUDA_GEMV_SWIGLU) {
-            const uint8_t *ur[R];
-            SLM_UNROLL
-            for (int r = 0; r < R; r++) ur[r] = p.w[1] + (size_t)min(row0 + r, rows - 1) * p.w_row_bytes;
+        gemv_rows<WT, NT, R, EARLY>(wr, p, a, l, pre, first, fold, own);
+        if (swiglu) {
             float up[P] = {};
-            gemv_rows<WT, NT, R>(ur, p, a, l, fold, up);
+            gemv_rows<WT, NT, R, EARLY>(ur, p, a, l, pre, ufirst, fold, up);
             SLM_UNROLL
             for (int i = 0; i < P; i++) {
                 if (l + i * L < P) {

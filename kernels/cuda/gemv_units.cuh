@@ -175,7 +175,12 @@ template <uint32_t T> __device__ __forceinline__ uint32_t blk32_scales(const blk
     return unit32<T>::SB == 4 ? ld_u32(ad.sc) : (uint32_t)*reinterpret_cast<const uint16_t *>(ad.sc);
 }
 
-/* Unit u = block u of R rows (wr[r]: row r's bytes), the 32-element types: one lane reads the
+/* Every unit type has two halves, so that a lane can ask for its first unit's weights before
+ * the kernel's wait and for the next unit's during this one (gemv.cu): load<R>, the unit's raw weight words of R rows (every global load
+ * of its weights, nothing computed from them), and dot<NT, R>, the unpacking, the integer dots
+ * against the tokens' blocks and the float terms.
+ *
+ * Unit u = block u of R rows (wr[r]: row r's bytes), the 32-element types: one lane reads the
  * whole block (its scales, qh and WORDS quant words: one 16-byte load, two for Q8_0) and dots
  * all 32 elements against each token's block u exactly (__dp4a, an int sum in any order), then acc[r][t] = fma(d_w * d_a,
  * float(dot), acc[r][t]) and, for an offset type, acc[r][t] = fma(m_w, s_a, acc[r][t]). */
@@ -184,17 +189,34 @@ template <uint32_t T> struct gemv_unit {
     static const int MAX_R = 2;
     static __host__ __device__ int units(int nb) { return nb; }
 
+    /* [r] row r's scale word, qh (Q5_0 / Q5_1) and quant words (the second 16 bytes for Q8_0) */
+    template <int R> struct raw {
+        uint32_t sc[R], qh[R];
+        uint4 q0[R], q1[R];
+    };
+    template <int R> static __device__ __forceinline__ raw<R> load(const uint8_t *const *wr, int nb, int u)
+    {
+        raw<R> w;
+        SLM_UNROLL
+        for (int r = 0; r < R; r++) {
+            const blk32_addr ad = blk32_at<T>(wr[r], nb, u);
+            w.sc[r] = blk32_scales<T>(ad);
+            w.qh[r] = U::Q5 ? ld_u32(ad.qh) : 0u;
+            w.q0[r] = ld_u128(ad.qs);
+            w.q1[r] = U::WORDS == 8 ? ld_u128(ad.qs + 16) : make_uint4(0u, 0u, 0u, 0u);
+        }
+        return w;
+    }
+
     template <int NT, int R>
-    static __device__ __forceinline__ void run(const uint8_t *const *wr, int nb, int u, const gemv_act &a, int n,
-                                               float (*acc)[NT])
+    static __device__ __forceinline__ void dot(const raw<R> &wv, int u, const gemv_act &a, int n, float (*acc)[NT])
     {
         int lo[R][U::WORDS == 8 ? 8 : 4], hi[R][4];
         float d[R], m[R];
         SLM_UNROLL
         for (int r = 0; r < R; r++) {
-            const blk32_addr ad = blk32_at<T>(wr[r], nb, u);
-            const uint32_t sc = blk32_scales<T>(ad), qh = U::Q5 ? ld_u32(ad.qh) : 0u;
-            const uint4 q0 = ld_u128(ad.qs);
+            const uint32_t sc = wv.sc[r], qh = wv.qh[r];
+            const uint4 q0 = wv.q0[r];
             SLM_UNROLL
             for (int k = 0; k < 4; k++) {
                 const w32<T> w = unpack32<T>(sc, qh, word_of(q0, k), k);
@@ -206,7 +228,7 @@ template <uint32_t T> struct gemv_unit {
                 m[r] = w.m;
             }
             if (U::WORDS == 8) {
-                const uint4 q1 = ld_u128(ad.qs + 16);
+                const uint4 q1 = wv.q1[r];
                 SLM_UNROLL
                 for (int k = 4; k < (U::WORDS == 8 ? 8 : 4); k++) lo[r][k] = (int)word_of(q1, k - 4);
             }
@@ -278,21 +300,39 @@ template <bool FIVE> struct gemv_unit_k45 {
     static const int MAX_R = 1;
     static __host__ __device__ int units(int nb) { return 4 * nb; }
 
+    /* the block's head (d, dmin, scales), the piece's two 16-byte halves of qs, for Q5_K the qh
+     * halves */
+    template <int R> struct raw {
+        uint4 h, v[2], hv[2];
+    };
+    template <int R> static __device__ __forceinline__ raw<R> load(const uint8_t *const *wr, int, int u)
+    {
+        static_assert(R == 1, "one row a lane");
+        const int b = u >> 2, c = u & 3;
+        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
+        const uint8_t *qs = blk + (FIVE ? 48 : 16) + 32 * c;
+        raw<R> w;
+        w.h = ld_u128(blk);
+        SLM_UNROLL
+        for (int half = 0; half < 2; half++) {
+            w.v[half] = ld_u128(qs + 16 * half);
+            w.hv[half] = FIVE ? ld_u128(blk + 16 + 16 * half) : make_uint4(0u, 0u, 0u, 0u);
+        }
+        return w;
+    }
+
     template <int NT, int R>
-    static __device__ __forceinline__ void run(const uint8_t *const *wr, int, int u, const gemv_act &a, int n,
-                                               float (*accr)[NT])
+    static __device__ __forceinline__ void dot(const raw<R> &w, int u, const gemv_act &a, int n, float (*accr)[NT])
     {
         static_assert(R == 1, "one row a lane");
         float *acc = accr[0];
         const int b = u >> 2, c = u & 3;
-        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
-        const uint4 h = ld_u128(blk);
-        const uint8_t *qs = blk + (FIVE ? 48 : 16) + 32 * c;
+        const uint4 h = w.h;
         int ql[8], qh[8];
         SLM_UNROLL
         for (int half = 0; half < 2; half++) {
-            const uint4 v = ld_u128(qs + 16 * half);
-            const uint4 hv = FIVE ? ld_u128(blk + 16 + 16 * half) : make_uint4(0, 0, 0, 0);
+            const uint4 v = w.v[half];
+            const uint4 hv = w.hv[half];
             SLM_UNROLL
             for (int i = 0; i < 4; i++) {
                 uint32_t lo = word_of(v, i) & 0x0f0f0f0fu, hi = (word_of(v, i) >> 4) & 0x0f0f0f0fu;
@@ -339,18 +379,37 @@ template <> struct gemv_unit<SLM_TYPE_Q6_K> {
     static const int MAX_R = 1;
     static __host__ __device__ int units(int nb) { return 4 * nb; }
 
+    /* the piece's two 16-byte halves of ql and of qh, the 16 scale bytes and d */
+    template <int R> struct raw {
+        uint4 lv[2], hv[2], sv;
+        uint32_t d;
+    };
+    template <int R> static __device__ __forceinline__ raw<R> load(const uint8_t *const *wr, int, int u)
+    {
+        static_assert(R == 1, "one row a lane");
+        const int b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
+        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
+        raw<R> w;
+        SLM_UNROLL
+        for (int half = 0; half < 2; half++) {
+            w.lv[half] = ld_u128(blk + 64 * hf + 32 * p + 16 * half);
+            w.hv[half] = ld_u128(blk + 128 + 32 * hf + 16 * half);
+        }
+        w.sv = ld_u128(blk + 192);
+        w.d = *reinterpret_cast<const uint16_t *>(blk + 208);
+        return w;
+    }
+
     template <int NT, int R>
-    static __device__ __forceinline__ void run(const uint8_t *const *wr, int, int u, const gemv_act &a, int n,
-                                               float (*accr)[NT])
+    static __device__ __forceinline__ void dot(const raw<R> &w, int u, const gemv_act &a, int n, float (*accr)[NT])
     {
         static_assert(R == 1, "one row a lane");
         float *acc = accr[0];
         const int b = u >> 2, c = u & 3, hf = c >> 1, p = c & 1;
-        const uint8_t *blk = wr[0] + (size_t)b * BYTES;
         int q0[8], q2[8];   /* quarters p and p + 2, value - 32 as bytes */
         SLM_UNROLL
         for (int half = 0; half < 2; half++) {
-            const uint4 lv = ld_u128(blk + 64 * hf + 32 * p + 16 * half), hv = ld_u128(blk + 128 + 32 * hf + 16 * half);
+            const uint4 lv = w.lv[half], hv = w.hv[half];
             SLM_UNROLL
             for (int i = 0; i < 4; i++) {
                 const uint32_t l = word_of(lv, i), hb = word_of(hv, i);
@@ -360,10 +419,10 @@ template <> struct gemv_unit<SLM_TYPE_Q6_K> {
                 q2[4 * half + i] = (int)((v2 + 0x60606060u) ^ 0x80808080u);
             }
         }
-        const uint4 sv = ld_u128(blk + 192);
+        const uint4 sv = w.sv;
         const int s0a = (int8_t)byte_of(sv, 8 * hf + 2 * p), s0b = (int8_t)byte_of(sv, 8 * hf + 2 * p + 1);
         const int s2a = (int8_t)byte_of(sv, 8 * hf + 2 * p + 4), s2b = (int8_t)byte_of(sv, 8 * hf + 2 * p + 5);
-        const float d = h2f(*reinterpret_cast<const uint16_t *>(blk + 208));
+        const float d = h2f(w.d);
         const int a0 = 8 * b + 4 * hf + p;   /* the activation block of quarter p; quarter p + 2 is a0 + 2 */
         act_cursor x(a, a0);
         SLM_UNROLL
