@@ -181,9 +181,9 @@ __device__ __forceinline__ void gemv_group(const qmm_args &p, int G, int sub, co
 /* EARLY: the kernels that load their lanes' first unit of weights before the wait (one row a
  * lane; the K-quants at one token only), so that it arrives while the prologue runs (weights
  * only, which nothing writes during a step), and, for the 32-element types, each next unit one
- * ahead (docs/cuda.md, "The decode GEMV's first weights before its wait"). Held through the prologue (and the up weight's
- * through the gate's rows), the words of wider kernels made ptxas spill under the 128 registers
- * of 4 blocks an SM. */
+ * ahead (docs/cuda.md, "The decode GEMV's first weights before its wait"). Held through the
+ * prologue (and the up weight's through the gate's rows), the words of wider kernels made ptxas
+ * spill under the 128 registers of 4 blocks an SM. */
 template <uint32_t WT, int NT, int R> __host__ __device__ constexpr bool gemv_early()
 {
     return R == 1 && (slm_gemv::gemv_unit<WT>::MAX_R == 2 || NT == 1);
