@@ -434,7 +434,7 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
  * this unit's mmas, instead of a dependent load at the head of every unit (docs/cuda.md, "The
  * MMQ's weights one unit ahead"). Only registers move: the bits are the unit's. */
 template <uint32_t WT, bool SWIGLU> struct mmq_ahead {
-    typename mmq_unit<WT>::raw w, up;
+    typename mmq_unit<WT>::raw w{}, up{};   /* up stays zero without SwiGLU: copied, never read */
     __device__ __forceinline__ void load(const uint8_t *const *wr, const uint8_t *const *ur, int nb, int u)
     {
         w = mmq_unit<WT>::load(wr, nb, u);
