@@ -6,8 +6,8 @@
  *   weights of >= 2048 rows (2051; 1500 + 300 + 301 in one launch; a SwiGLU pair of 2049), where
  *   the 32-element types take 2 rows a lane for n >= 2 and 1 alone; their rows of 100 blocks
  *   (segments of 3-4 units, the next one loaded a unit ahead), alone and as a SwiGLU pair; a
- *   weight of 4300 rows at 32 lanes (more row groups than the 1056 blocks); the four prologues (x quantized by
- *   slm_cuda_gemv_quantize + slm_cuda_gemv_q8, with and without RMSNorm; x quantized inside the
+ *   weight of 4300 rows at 32 lanes (more row groups than the 1056 blocks); the four prologues
+ *   (x quantized by slm_cuda_gemv_quantize + slm_cuda_gemv_q8, with and without RMSNorm; x quantized inside the
  *   GEMV by slm_cuda_gemv, with and without RMSNorm) and the three epilogues (store, accumulate,
  *   SwiGLU pair), one weight and three (Q, K, V of different rows): every output within the bound
  *   below of a float64 reference computed from the dequantized weight (slm_cpu_dequantize_row of
@@ -624,14 +624,14 @@ int main(void)
         test_prologues(qkv, SLM_CUDA_GEMV_ACCUMULATE, false);
         weights gate_up(type, cols, {67, 67});
         test_prologues(gate_up, SLM_CUDA_GEMV_SWIGLU, true);
-        if (!kq) {   /* segments of 3-4 units (100 blocks): the units after a lane's first, each
-                      * asked for one unit ahead (one row a lane) */
+        if (!kq) {
+            /* segments of 3-4 units (100 blocks): the units after a lane's first, each asked for
+             * one unit ahead (one row a lane) */
             weights longrow(type, 100 * 32, {19});
             test_prologues(longrow, SLM_CUDA_GEMV_STORE, false);
             weights long_pair(type, longrow.cols, {19, 19});
             test_prologues(long_pair, SLM_CUDA_GEMV_SWIGLU, false, 1u << M_FUSED_NORM);
-        }
-        if (!kq) {   /* >= 2048 rows: 2 rows a lane for n >= 2 (1 alone), so n = 1 vs 2..8 crosses R */
+            /* >= 2048 rows: 2 rows a lane for n >= 2 (1 alone), so n = 1 vs 2..8 crosses R */
             weights big(type, 576, {2051});
             test_prologues(big, SLM_CUDA_GEMV_STORE, false, 1u << M_Q8 | 1u << M_FUSED_NORM);
         }

@@ -101,7 +101,7 @@ template <uint32_t WT, int R> using gemv_raw = typename slm_gemv::gemv_unit<WT>:
  * has none (then nothing reads it). */
 __device__ __forceinline__ int gemv_first_unit(const qmm_args &p, int l)
 {
-    return min((int)(((int64_t)l * p.units) >> p.lshift), p.units - 1);
+    return min(qmm_seg(p, l), p.units - 1);
 }
 
 /* EARLY (gemv_early): with pre, w0 holds the words of the lane's first unit, loaded by the caller
@@ -119,7 +119,7 @@ __device__ __forceinline__ void gemv_rows(const uint8_t *const *wr, const qmm_ar
         SLM_UNROLL
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
     }
-    const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
+    const int u0 = qmm_seg(p, l), u1 = qmm_seg(p, l + 1);
     if constexpr (EARLY) {
         gemv_raw<WT, R> cur = pre ? w0 : UT::template load<R>(wr, p.nb, gemv_first_unit(p, l));
         for (int u = u0; u < u1; u++) {

@@ -540,7 +540,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
     /* the warp's units [ub, ue), a unit ahead: the first (clamped to a unit of the row when the
      * warp has none) before the wait, with the prologue to run while it comes (weights only:
      * nothing writes them during a step) */
-    const int ub = (int)(((int64_t)wk * S * p.units) >> p.lshift), ue = (int)(((int64_t)(wk + 1) * S * p.units) >> p.lshift);
+    const int ub = qmm_seg(p, wk * S), ue = qmm_seg(p, (wk + 1) * S);
     mmq_ahead<WT, SWIGLU> cur;
     cur.load(wr_, ur, p.nb, min(ub, p.units - 1));
     slm_pdl_begin();
@@ -559,7 +559,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
                 if (SWIGLU) useg[j][i] = 0.0f;
             }
         }
-        const int u0 = (int)(((int64_t)l * p.units) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * p.units) >> p.lshift);
+        const int u0 = qmm_seg(p, l), u1 = qmm_seg(p, l + 1);
         for (int u = u0; u < u1; u++) {
             mmq_ahead<WT, SWIGLU> next;
             next.load(wr_, ur, p.nb, min(u + 1, ue - 1));
@@ -660,7 +660,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     mmq_stage_regs<TILES> next = {};   /* the chunk of unit `staged`, loaded ahead */
     mmq_stage_load<TILES>(a, at0, an, 0, next);
     for (int l = 0; l < L; l++) {
-        const int u0 = (int)(((int64_t)l * U) >> p.lshift), u1 = (int)(((int64_t)(l + 1) * U) >> p.lshift);
+        const int u0 = qmm_seg(p, l), u1 = qmm_seg(p, l + 1);
         for (int u = u0; u < u1; u++) {
             if (u == staged) {   /* the same u for every thread: the block stores the next chunk */
                 src.blk0 = MMQ_CHUNK * (u / CU);

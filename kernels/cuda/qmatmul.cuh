@@ -89,6 +89,14 @@ static inline int qmm_setup(uint32_t type, int n_w, const void *const *w, const 
     return 0;
 }
 
+/* The first unit of segment l of a row, the shared order's cut (docs/numerics.md, "The GPU"):
+ * segment l = units [qmm_seg(p, l), qmm_seg(p, l + 1)), l = 0 .. L; a run of segments [a, b)
+ * likewise [qmm_seg(p, a), qmm_seg(p, b)). */
+__device__ __forceinline__ int qmm_seg(const struct qmm_args &p, int l)
+{
+    return (int)(((int64_t)l * p.units) >> p.lshift);
+}
+
 /* Row group G's weight, its output, its rows and the group's place among the weight's groups:
  * constant indices only, so that p stays in the parameter space. */
 __device__ __forceinline__ void qmm_weight_of(const struct qmm_args &p, int G, const uint8_t **w, float **y, int *rows,
