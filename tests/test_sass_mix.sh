@@ -162,14 +162,19 @@ fi
 # changes (the third column; docs/cuda.md: the pinned unpacking, q5_bits, the scale pairs, the
 # MMQ's clamped token rows, the GEMV's token cursor; for the wide MMQ, the narrow kernel's loop for
 # the same type, counting what a unit pays when it does not stage a chunk: sass-mix.sh leaves that
-# block-wide step out): a change that brings back the repeated unpacking, the predicated loads,
-# the per-token address products or the global activation loads fails here. Another nvcc
-# compiles differently: there the sizes are printed, not checked.
+# block-wide step out; since 2026-12-07 (tenth session) its loop takes a quad of 4 units, 4x the
+# mmas, so its bound is per the row's dots: the instructions scaled to them, segment closes left
+# out as sass-mix.sh does): a change that brings back the repeated unpacking, the predicated loads,
+# the per-token address products or the global activation loads, or the wide MMQ's per-unit
+# address arithmetic, fails here. Another nvcc compiles differently: there the sizes are printed,
+# not checked.
 nv=$(nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null)
 check_loops=0
 echo "$nv" | grep -q "release 13\.0," && check_loops=1
-while IFS='|' read -r kernel bound before; do
-  got=$(awk -F' [|] ' -v k="| $kernel" '$1 == k { split($14, a, " "); print a[1] }' "$tmp/all")
+while IFS='|' read -r kernel bound before dots; do
+  # the loop's instructions, scaled to the row's dots when it has them (ceiling)
+  got=$(awk -F' [|] ' -v k="| $kernel" -v d="${dots:-0}" '$1 == k { split($14, a, " ");
+        print (d > 0 && a[3] > 0) ? int((a[1] * d + a[3] - 1) / a[3]) : a[1] }' "$tmp/all")
   if [ -z "$got" ]; then
     echo "FAIL no row for $kernel"; fail=1
   elif [ "$check_loops" = 0 ]; then
@@ -193,10 +198,10 @@ k_gemv<14u, 8, 1>|535|628
 k_mmq<3u, false, false>|180|196
 k_mmq<6u, false, false>|215|236
 k_mmq<14u, false, false>|515|550
-k_mmq_wide<3u, false, false>|132|161
-k_mmq_wide<8u, false, false>|113|141
+k_mmq_wide<3u, false, false>|111|161|4
+k_mmq_wide<8u, false, false>|90|141|4
 k_mmq<12u, false, false>|387|571
-k_mmq_wide<12u, false, false>|295|422
-k_mmq_wide<14u, false, false>|376|464
+k_mmq_wide<12u, false, false>|258|422|8
+k_mmq_wide<14u, false, false>|315|464|16
 EOF_LOOPS
 exit $fail

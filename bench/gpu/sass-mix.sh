@@ -4,8 +4,9 @@
 # global loads by width, generic loads (the activations, shared or global), shared loads, the
 # integer dots (IDP.4A), the tensor-core ops (IMMA, HMMA), local memory (LDL / STL: spills or
 # run-time-indexed arrays), and the size of the hot loop (the innermost loop around the first
-# dot or mma, less a block-wide step it takes only now and then: a region a forward branch skips
-# that holds a BAR.SYNC, as the wide MMQ's staging of a chunk) against the dots or mmas in it:
+# dot or mma, less what it takes only now and then: a region a forward branch skips that holds a
+# BAR.SYNC, as the wide MMQ's staging of a chunk, or a loop of its own and no dot or mma, as the
+# wide MMQ's closing of its segments) against the dots or mmas in it:
 # what an issue-bound kernel pays per mma; and where the kernel's griddepcontrol.wait (ACQBULK,
 # slm_pdl_begin) stands: "first" when no memory access (but an L2 prefetch), exit, or branch past
 # it comes before it, "reads first" when only loads, shared stores, barriers and branches do,
@@ -32,7 +33,7 @@ build=build
 arch=sm_90
 filter=
 check=0
-usage() { sed -n '16,25p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '17,26p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 die() { echo "sass-mix: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -116,13 +117,20 @@ function flush(   i, j, first, lo, hi, k, ops, nx) {
             }
     # a block-wide step the loop takes only now and then (the wide MMQ staging a chunk of
     # activations between two BAR.SYNCs, skipped by a forward branch on the other iterations)
-    # is not counted: the figure is what an iteration pays when it does not stage
+    # is not counted, nor a skipped region with a loop of its own and no dot or mma (the wide
+    # MMQ closing its segments, once every few units): the figure is what an iteration pays
+    # when it neither stages nor closes
     nx = 0
     if (lo >= 0)
         for (i = 1; i <= cnt; i++)
             if (fwd[i] > addr[i] && addr[i] >= lo && fwd[i] <= hi + 16) {
-                for (j = i + 1; j <= cnt && addr[j] < fwd[i]; j++) if (op[j] ~ /^BAR\.SYNC/) break
-                if (j <= cnt && addr[j] < fwd[i]) { nx++; xlo[nx] = addr[i]; xhi[nx] = fwd[i] }
+                bar = 0; back = 0; dots = 0
+                for (j = i + 1; j <= cnt && addr[j] < fwd[i]; j++) {
+                    if (op[j] ~ /^BAR\.SYNC/) bar = 1
+                    if (op[j] ~ /^(IDP|IMMA|HMMA)/) dots = 1
+                    if (tgt[j] > addr[i] && tgt[j] <= addr[j]) back = 1
+                }
+                if (bar || (back && !dots)) { nx++; xlo[nx] = addr[i]; xhi[nx] = fwd[i] }
             }
     k = 0; ops = 0
     if (lo >= 0)

@@ -156,17 +156,23 @@ struct blk32_addr {
     const uint8_t *sc, *qh, *qs;
 };
 
-template <uint32_t T> __device__ __forceinline__ blk32_addr blk32_at(const uint8_t *row, int nb, int b)
+/* Block i of the quad (or tail) at base holding nin blocks: with nin and i known at compile time
+ * (a full quad, unrolled: the wide MMQ) every address is base plus a constant. */
+template <uint32_t T> __device__ __forceinline__ blk32_addr blk32_in(const uint8_t *base, int nin, int i)
 {
     typedef unit32<T> U;
-    const int g = b >> 2, i = b & 3, nq = nb >> 2;
-    const int nin = g < nq ? 4 : nb & 3;   /* a quad, or the tail of nb % 4 packed blocks */
-    const uint8_t *base = row + (size_t)g * U::QUAD;
     blk32_addr ad;
     ad.sc = base + U::SB * i;
     ad.qh = base + slm_cuda::quad_scales_end(nin, U::SB) + 4 * i;
     ad.qs = base + slm_cuda::quad_quants(nin, U::SB, U::Q5) + 4 * U::WORDS * i;
     return ad;
+}
+
+template <uint32_t T> __device__ __forceinline__ blk32_addr blk32_at(const uint8_t *row, int nb, int b)
+{
+    const int g = b >> 2, nq = nb >> 2;
+    const int nin = g < nq ? 4 : nb & 3;   /* a quad, or the tail of nb % 4 packed blocks */
+    return blk32_in<T>(row + (size_t)g * unit32<T>::QUAD, nin, b & 3);
 }
 
 /* The scale word of a block: d (and m in the high half for the offset types). */

@@ -32,9 +32,11 @@
  *   MMQ_CHUNK activation blocks at a time into shared memory in fragment order (mmq_stage), so a
  *   token's activations come from L2 once for 64 rows instead of 16, and a fragment is one
  *   8-byte and one 16-byte shared load instead of two 4-byte and two 8-byte global ones with their
- *   64-bit address arithmetic (sm_90: Q4_1 120 instead of 161 instructions for 4 mma, Q4_K 268
- *   instead of 352 for 8, Q6_K 342 instead of 464 for 16; bench/gpu/sass-mix.sh); the next
- *   chunk is loaded into registers while the block computes the current one.
+ *   64-bit address arithmetic; the next chunk is loaded into registers while the block computes
+ *   the current one. Its units go a quad of 4 at a time, unrolled, so that a unit's weight and
+ *   shared-memory addresses are constants from the quad's (sm_90, per 4 mma: Q4_1 101, was 120
+ *   unit by unit and 161 in the narrow kernel; Q4_K 234 for 8, Q6_K 286 for 16;
+ *   bench/gpu/sass-mix.sh).
  * The weights come straight from global memory in both (the device layout keeps a block's words
  * where a lane's A fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4
  * lanes of a row read its block's 16 contiguous bytes); the narrow kernel's warps load them a unit
@@ -260,11 +262,26 @@ template <uint32_t T> struct mmq_unit {
     };
     static __device__ __forceinline__ raw load(const uint8_t *const *r, int nb, int u)
     {
+        const int g = u >> 2, nin = g < (nb >> 2) ? 4 : nb & 3;   /* a quad, or the row's tail */
+        const uint8_t *q[2] = {r[0] + (size_t)g * U::QUAD, r[1] + (size_t)g * U::QUAD};
+        return load_in(q, nin, u & 3);
+    }
+    /* unit i (0 .. 3) of the full quad qd (blocks 4 qd .. 4 qd + 3 of the row): with i known at
+     * compile time (the wide kernel's unrolled quads) every load is the quad's base plus a
+     * constant */
+    static __device__ __forceinline__ raw load_q(const uint8_t *const *r, int, int qd, int i)
+    {
+        const uint8_t *q[2] = {r[0] + (size_t)qd * U::QUAD, r[1] + (size_t)qd * U::QUAD};
+        return load_in(q, 4, i);
+    }
+    /* block i of the quads (or tails) q[h] of nin blocks */
+    static __device__ __forceinline__ raw load_in(const uint8_t *const *q, int nin, int i)
+    {
         const int t = threadIdx.x & 3;
         raw w;
         SLM_UNROLL
         for (int h = 0; h < 2; h++) {
-            const slm_gemv::blk32_addr ad = slm_gemv::blk32_at<T>(r[h], nb, u);
+            const slm_gemv::blk32_addr ad = slm_gemv::blk32_in<T>(q[h], nin, i);
             w.sc[h] = slm_gemv::blk32_scales<T>(ad);
             w.qh[h] = U::Q5 ? slm_cuda::ld_u32(ad.qh) : 0u;
             w.lo[h] = slm_cuda::ld_u32(ad.qs + 4 * t);
@@ -318,6 +335,10 @@ template <bool FIVE> struct mmq_unit_k45 {
             }
         }
         return w;
+    }
+    static __device__ __forceinline__ raw load_q(const uint8_t *const *r, int nb, int qd, int i)
+    {
+        return load(r, nb, 4 * qd + i);   /* a quad of units is a super-block */
     }
     template <int TILES, class SRC>
     static __device__ __forceinline__ void dot(const raw &w, int u, const SRC &src, float (*y)[4])
@@ -391,6 +412,10 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
         }
         return w;
     }
+    static __device__ __forceinline__ raw load_q(const uint8_t *const *r, int nb, int qd, int i)
+    {
+        return load(r, nb, 4 * qd + i);   /* a quad of units is a super-block */
+    }
     template <int TILES, class SRC>
     static __device__ __forceinline__ void dot(const raw &w, int u, const SRC &src, float (*y)[4])
     {
@@ -439,6 +464,12 @@ template <uint32_t WT, bool SWIGLU> struct mmq_ahead {
     {
         w = mmq_unit<WT>::load(wr, nb, u);
         if (SWIGLU) up = mmq_unit<WT>::load(ur, nb, u);
+    }
+    /* unit i of quad qd (mmq_unit::load_q) */
+    __device__ __forceinline__ void load_q(const uint8_t *const *wr, const uint8_t *const *ur, int nb, int qd, int i)
+    {
+        w = mmq_unit<WT>::load_q(wr, nb, qd, i);
+        if (SWIGLU) up = mmq_unit<WT>::load_q(ur, nb, qd, i);
     }
     template <int TILES, class SRC>
     __device__ __forceinline__ void dot(int u, const SRC &src, float (*seg)[4], float (*useg)[4]) const
@@ -620,6 +651,39 @@ __device__ __forceinline__ void mmq_close(int l, int S, float (*tot)[4], float (
     }
 }
 
+/* Every segment of the wide kernel that ends at unit `done` (the units below it are summed) closed
+ * by mmq_close, in order: *l the open segment, *u1 its end (qmm_seg(p, *l + 1); INT32_MAX once
+ * all L are closed, so that a unit's test is one compare). */
+template <int TILES, int UT, bool SWIGLU>
+__device__ __forceinline__ void mmq_close_done(const struct qmm_args &p, int done, int L, int S, int *l, int *u1,
+                                               float (*tot)[4], float (*grp)[4], float (*seg)[4], float (*utot)[4],
+                                               float (*ugrp)[4], float (*useg)[4])
+{
+    while (*u1 == done) {
+        mmq_close<TILES>(*l, S, tot, grp, seg);
+        if (SWIGLU) mmq_close<UT>(*l, S, utot, ugrp, useg);
+        ++*l;
+        *u1 = *l < L ? qmm_seg(p, *l + 1) : INT32_MAX;
+    }
+}
+
+/* The wide kernel's next chunk: the block stores the chunk held in next (the units from
+ * *staged on: CU of them, MMQ_CHUNK activation blocks) to st once every warp is done with the
+ * previous one, then loads the chunk after it into next. Called with the same *staged by every
+ * thread. */
+template <int TILES, int CU>
+__device__ __forceinline__ void mmq_stage_next(const gemv_act &a, int at0, int an, int nba, int U, int *staged,
+                                               act_staged<TILES> *src, mmq_stage_regs<TILES> &next,
+                                               mmq_stage<TILES> &st)
+{
+    src->blk0 = MMQ_CHUNK * (*staged / CU);
+    __syncthreads();   /* the previous chunk is read */
+    mmq_stage_store<TILES>(next, src->blk0, nba, st);
+    __syncthreads();
+    *staged += CU;
+    if (*staged < U) mmq_stage_load<TILES>(a, at0, an, src->blk0 + MMQ_CHUNK, next);
+}
+
 /* The wide kernel (blocks of MMQ_WIDE_ROWS rows, for grids with blocks to spare): each warp its
  * own 16 rows along the whole K, in the shared order (segments, their fold groups and the groups'
  * sum kept by mmq_close: the narrow kernel's bits); the 4 warps share the block's tokens, staged
@@ -659,23 +723,30 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     int staged = 0;   /* units below it are staged or done */
     mmq_stage_regs<TILES> next = {};   /* the chunk of unit `staged`, loaded ahead */
     mmq_stage_load<TILES>(a, at0, an, 0, next);
-    for (int l = 0; l < L; l++) {
-        const int u0 = qmm_seg(p, l), u1 = qmm_seg(p, l + 1);
-        for (int u = u0; u < u1; u++) {
-            if (u == staged) {   /* the same u for every thread: the block stores the next chunk */
-                src.blk0 = MMQ_CHUNK * (u / CU);
-                __syncthreads();   /* the previous chunk is read */
-                mmq_stage_store<TILES>(next, src.blk0, p.cols >> 5, st);
-                __syncthreads();
-                staged += CU;
-                if (staged < U) mmq_stage_load<TILES>(a, at0, an, src.blk0 + MMQ_CHUNK, next);
-            }
+    /* The units in order, segment l = [qmm_seg(p, l), u1) closed as soon as its last unit is
+     * done (and an empty one, L > U, at once): the order of the segment loops, unit by unit. The
+     * full quads of 4 units (every K-quant super-block; the 32-element types' blocks 4 qd .. 4 qd
+     * + 3) unrolled, so that a unit's weight and shared-memory addresses are the quad's plus
+     * constants; then the 32-element types' tail of nb % 4 blocks. */
+    int l = 0, u1 = qmm_seg(p, 1);
+    mmq_close_done<TILES, UT, SWIGLU>(p, 0, L, S, &l, &u1, tot, grp, seg, utot, ugrp, useg);
+    const int UQ = CU == 4 ? U : U & ~3;   /* units in full quads */
+    for (int qd = 0; 4 * qd < UQ; qd++) {
+        if (4 * qd == staged) mmq_stage_next<TILES, CU>(a, at0, an, p.cols >> 5, U, &staged, &src, next, st);
+        SLM_UNROLL
+        for (int i = 0; i < 4; i++) {
             mmq_ahead<WT, SWIGLU> now;
-            now.load(wr_, ur, p.nb, u);
-            now.template dot<TILES>(u, src, seg, useg);
+            now.load_q(wr_, ur, p.nb, qd, i);
+            now.template dot<TILES>(4 * qd + i, src, seg, useg);
+            mmq_close_done<TILES, UT, SWIGLU>(p, 4 * qd + i + 1, L, S, &l, &u1, tot, grp, seg, utot, ugrp, useg);
         }
-        mmq_close<TILES>(l, S, tot, grp, seg);
-        if (SWIGLU) mmq_close<UT>(l, S, utot, ugrp, useg);
+    }
+    for (int u = UQ; u < U; u++) {
+        if (u == staged) mmq_stage_next<TILES, CU>(a, at0, an, p.cols >> 5, U, &staged, &src, next, st);
+        mmq_ahead<WT, SWIGLU> now;
+        now.load(wr_, ur, p.nb, u);
+        now.template dot<TILES>(u, src, seg, useg);
+        mmq_close_done<TILES, UT, SWIGLU>(p, u + 1, L, S, &l, &u1, tot, grp, seg, utot, ugrp, useg);
     }
     mmq_store<TILES, SWIGLU>(p, y, rows, row0, tok0, tot, utot);
 }
