@@ -52,14 +52,21 @@ __device__ __forceinline__ float gemv_norm_scale(const float *__restrict__ xr, i
 /*
  * Activation block g (32 floats of token g / (cols / 32)) quantized by ONE thread: its 32 floats in
  * eight 16-byte loads (with gamma, each (x * scale[t]) * gamma), d = amax / 127, q = round(x * (127
- * / amax)) (0 when amax is 0), s = d * sum(q); q written as two 16-byte stores, ds[g] = (d, s).
+ * / amax)) (0 when amax is 0), s = d * sum(q): its words and (d, s), which gemv_quantize_block
+ * stores in the GEMV's order (q as two 16-byte stores, ds[g] = (d, s)) and the MMQ's fused
+ * prologue in its fragments' (mmq.cu).
  * The maximum and the integer sum do not depend on the order they are taken in, so these are the
  * bytes of any split of the block; a thread a block needs no shuffle (the version of 2026-12-05
  * took a block over 8 lanes with 6 of them a step: a chain of dependent shuffles a step, which
  * queued up behind one another in the prologues; docs/cuda.md, "The prologue's latency").
  */
-__device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x, const float *__restrict__ gamma,
-                                                    const float *scale, int cols, int g, int8_t *q, float2 *ds)
+struct qact_block {
+    uint32_t w[8];   /* the 32 int8 quants, 4 a word */
+    float2 ds;       /* (d, s) */
+};
+
+__device__ __forceinline__ qact_block gemv_quantize_words(const float *__restrict__ x, const float *__restrict__ gamma,
+                                                          const float *scale, int cols, int g)
 {
     const int nbr = cols >> 5, t = g / nbr, e0 = 32 * (g - t * nbr);
     const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * (size_t)cols + e0);
@@ -86,7 +93,7 @@ __device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x,
     for (int e = 0; e < 32; e++) m[e & 3] = fmaxf(m[e & 3], fabsf(v[e]));
     const float amax = fmaxf(fmaxf(m[0], m[1]), fmaxf(m[2], m[3]));
     const float d = __fdiv_rn(amax, 127.0f), id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    uint32_t wd[8];
+    qact_block b;
     int sum = 0;
     SLM_UNROLL
     for (int k = 0; k < 8; k++) {
@@ -97,12 +104,34 @@ __device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x,
             sum += qi;
             word |= (uint32_t)(qi & 0xff) << (8 * i);
         }
-        wd[k] = word;
+        b.w[k] = word;
     }
+    b.ds = make_float2(d, __fmul_rn(d, __int2float_rn(sum)));
+    return b;
+}
+
+/* Block g quantized (gemv_quantize_words) and stored in the GEMV's order: q + 32 g, ds[g]. */
+__device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x, const float *__restrict__ gamma,
+                                                    const float *scale, int cols, int g, int8_t *q, float2 *ds)
+{
+    const qact_block b = gemv_quantize_words(x, gamma, scale, cols, g);
     uint4 *qp = reinterpret_cast<uint4 *>(q + (size_t)g * 32);
-    qp[0] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
-    qp[1] = make_uint4(wd[4], wd[5], wd[6], wd[7]);
-    ds[g] = make_float2(d, __fmul_rn(d, __int2float_rn(sum)));
+    qp[0] = make_uint4(b.w[0], b.w[1], b.w[2], b.w[3]);
+    qp[1] = make_uint4(b.w[4], b.w[5], b.w[6], b.w[7]);
+    ds[g] = b.ds;
+}
+
+/* With gamma, the RMSNorm scales of tokens 0 .. n - 1 of x (n, cols) into scale (n floats of
+ * shared memory; warp w takes tokens w, w + 4, ...), then __syncthreads; without, nothing. */
+__device__ __forceinline__ void gemv_norm_tokens(const float *__restrict__ x, const float *__restrict__ gamma, float eps,
+                                                 int n, int cols, float *scale)
+{
+    if (!gamma) return;
+    for (int t = threadIdx.x >> 5; t < n; t += QACT_WARPS) {
+        const float s = gemv_norm_scale(x + (size_t)t * (size_t)cols, cols, eps);
+        if ((threadIdx.x & 31) == 0) scale[t] = s;
+    }
+    __syncthreads();
 }
 
 /*
@@ -115,14 +144,7 @@ __device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x,
 __device__ __forceinline__ void gemv_quantize_tokens(const float *__restrict__ x, const float *__restrict__ gamma,
                                                      float eps, int n, int cols, float *scale, int8_t *q, float2 *ds)
 {
-    const int warp = threadIdx.x >> 5;
-    if (gamma) {
-        for (int t = warp; t < n; t += QACT_WARPS) {
-            const float s = gemv_norm_scale(x + (size_t)t * (size_t)cols, cols, eps);
-            if ((threadIdx.x & 31) == 0) scale[t] = s;
-        }
-        __syncthreads();
-    }
+    gemv_norm_tokens(x, gamma, eps, n, cols, scale);
     const int g_end = n * (cols >> 5);
     for (int g = threadIdx.x; g < g_end; g += QACT_THREADS) gemv_quantize_block(x, gamma, scale, cols, g, q, ds);
     __syncthreads();

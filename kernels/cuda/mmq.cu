@@ -25,7 +25,8 @@
  * taking the wide one when its grid has SLM_CUDA_MMQ_WIDE_MIN_BLOCKS blocks or more (kernels.h):
  * - k_mmq, narrow: F warps along K x 4 / F row tiles of 16 rows (F = 4 for every weight of 128
  *   columns or more: a block computes 16 rows), the group sums meeting in shared memory; the
- *   activations straight from global memory (through L1), as each fragment wants them. Many
+ *   activations straight from global memory (through L1), as each fragment wants them, or with
+ *   the fused prologue from shared memory, where it quantized them in fragment order. Many
  *   blocks for small grids (SmolLM2's layers at a few dozen tokens).
  * - k_mmq_wide: 64 rows a block, every warp its own 16 along the whole K (the segments and
  *   their fold groups kept in order by one thread: mmq_close), the block's tokens staged
@@ -33,7 +34,8 @@
  *   token's activations come from L2 once for 64 rows instead of 16, and a fragment is one
  *   8-byte and one 16-byte shared load instead of two 4-byte and two 8-byte global ones with their
  *   64-bit address arithmetic; the next chunk is loaded into registers while the block computes
- *   the current one. Its units go a quad of 4 at a time, unrolled, so that a unit's weight and
+ *   the current one (with the fused prologue the whole row is already in that order: no staging).
+ *   Its units go a quad of 4 at a time, unrolled, so that a unit's weight and
  *   shared-memory addresses are constants from the quad's (sm_90, per 4 mma: Q4_1 101, was 120
  *   unit by unit and 161 in the narrow kernel; Q4_K 234 for 8, Q6_K 286 for 16;
  *   bench/gpu/sass-mix.sh).
@@ -197,9 +199,11 @@ __device__ __forceinline__ void mmq_stage_store(const mmq_stage_regs<TILES> &r, 
     if (mmq_stage_scales<TILES>(blk0, nba, &c)) st.ds[c][(threadIdx.x >> 2) % TILES][threadIdx.x & 3] = r.d;
 }
 
-/* A unit's activations from the staged chunk whose first block is blk0: the wide kernel's source. */
+/* A unit's activations in fragment order (mmq_stage's, from block blk0 on): the wide kernel's
+ * staged chunk, or the fused prologue's whole row of blocks (mmq_quantize_frag) in either kernel. */
 template <int TILES> struct act_staged {
-    const mmq_stage<TILES> *st;
+    const int2 *b;      /* [block - blk0][j][lane] */
+    const float4 *ds;   /* [block - blk0][j][t] */
     int blk0;
     __device__ __forceinline__ act_frag<TILES> get(int blk) const
     {
@@ -207,8 +211,8 @@ template <int TILES> struct act_staged {
         act_frag<TILES> f;
         SLM_UNROLL
         for (int j = 0; j < TILES; j++) {
-            const int2 v = st->b[c][j][lane];
-            const float4 d = st->ds[c][j][lane & 3];
+            const int2 v = b[(c * TILES + j) * 32 + lane];
+            const float4 d = ds[(c * TILES + j) * 4 + (lane & 3)];
             f.b[j][0] = v.x;
             f.b[j][1] = v.y;
             f.ds[j][0] = make_float2(d.x, d.y);
@@ -216,6 +220,14 @@ template <int TILES> struct act_staged {
         }
         return f;
     }
+};
+
+/* The narrow kernel's source: the fused prologue's fragments, else global memory as it is. */
+template <int TILES, bool PRO> struct mmq_source {
+    typedef act_direct<TILES> type;
+};
+template <int TILES> struct mmq_source<TILES, true> {
+    typedef act_staged<TILES> type;
 };
 
 /* y[j][i] (row g + 8 (i >= 2), token 8j + 2t + (i & 1)) += the block's terms, as the GEMV adds
@@ -491,28 +503,47 @@ static __host__ __device__ __forceinline__ int mmq_groups(int lshift)
 /* The wide kernel's rows a block: 16 a warp, every warp along the whole K. */
 #define MMQ_WIDE_ROWS (16 * MMQ_WARPS)
 
-/* What both kernels start with after their wait: a (the block's tokens from at0 on, an rows of
- * them: with PRO x quantized into dynamic shared memory first, only the block's own tokens; else
- * p.xq). */
-template <int TILES, bool PRO>
-__device__ __forceinline__ void mmq_begin(const struct qmm_args &p, int tok0, gemv_act *a, int *at0, int *an)
+/* The block's activations quantized before the launch (p.xq, all n tokens), what both kernels
+ * read without the fused prologue. */
+__device__ __forceinline__ gemv_act mmq_act_global(const struct qmm_args &p)
 {
-    a->cols = p.cols;
-    a->q = p.xq;
-    a->ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
-    *at0 = tok0;
-    *an = p.n;
-    if constexpr (PRO) {
-        SLM_DYN_SHARED(uint4, smem);
-        __shared__ float scale[8 * TILES];
-        *an = min(p.n - tok0, 8 * TILES);
-        *at0 = 0;
-        int8_t *q = reinterpret_cast<int8_t *>(smem);
-        float2 *ds = reinterpret_cast<float2 *>(q + (size_t)*an * (size_t)p.cols);
-        gemv_quantize_tokens(p.x + (size_t)tok0 * (size_t)p.cols, p.gamma, p.eps, *an, p.cols, scale, q, ds);
-        a->q = q;
-        a->ds = ds;
+    gemv_act a;
+    a.cols = p.cols;
+    a.q = p.xq;
+    a.ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
+    return a;
+}
+
+/* The fused prologue: the block's tokens tok0 .. tok0 + 8 TILES - 1 of p.x (RMS-normed by p.gamma
+ * when not NULL) quantized into dynamic shared memory in the order the fragments want them, for the
+ * whole row (mmq_stage's order, every activation block of it: b[c][j][lane (g, t)] = words t and t
+ * + 4 of token 8j + g's block c, ds[c][j][t] = the (d, s) of tokens 8j + 2t and 8j + 2t + 1), so
+ * that a unit's fragments are one 8-byte and one 16-byte shared load a tile at constant offsets,
+ * with no staging; the bytes are slm_cuda_gemv_quantize's (gemv_quantize_words), in another
+ * place. Tokens past n are zeros: their columns are computed and never stored. Thread i takes
+ * (token, block) i, i + 128, ... token-minor, so that a warp's stores are contiguous. */
+template <int TILES>
+__device__ __forceinline__ act_staged<TILES> mmq_quantize_frag(const struct qmm_args &p, int tok0)
+{
+    SLM_DYN_SHARED(uint4, smem);
+    __shared__ float scale[8 * TILES];
+    constexpr int T = 8 * TILES;
+    const int an = min(p.n - tok0, T), nba = p.cols >> 5;
+    const float *x = p.x + (size_t)tok0 * (size_t)p.cols;
+    int2 *b = reinterpret_cast<int2 *>(smem);
+    float4 *ds = reinterpret_cast<float4 *>(reinterpret_cast<int8_t *>(smem) + (size_t)T * (size_t)p.cols);
+    gemv_norm_tokens(x, p.gamma, p.eps, an, p.cols, scale);
+    for (int g = threadIdx.x; g < T * nba; g += MMQ_THREADS) {
+        const int tau = g % T, c = g / T;
+        qact_block q = {};
+        if (tau < an) q = gemv_quantize_words(x, p.gamma, scale, p.cols, tau * nba + c);
+        uint4 *d = reinterpret_cast<uint4 *>(&b[(c * TILES + (tau >> 3)) * 32 + 4 * (tau & 7)]);   /* lanes (g, 0..3) */
+        d[0] = make_uint4(q.w[0], q.w[4], q.w[1], q.w[5]);
+        d[1] = make_uint4(q.w[2], q.w[6], q.w[3], q.w[7]);
+        reinterpret_cast<float2 *>(&ds[(c * TILES + (tau >> 3)) * 4 + ((tau & 7) >> 1)])[tau & 1] = q.ds;
     }
+    __syncthreads();
+    return act_staged<TILES>{b, ds, 0};
 }
 
 /* Rows row0 and row0 + 8 of w (the last row for those past it), and of p.w[1] (the up weight)
@@ -552,8 +583,8 @@ __device__ __forceinline__ void mmq_store(const struct qmm_args &p, float *y, in
 
 /* The narrow kernel (blocks of 16 rows, split-K over the warps: many blocks for small grids).
  * PRO: x (p.x, RMS-normed by p.gamma when not NULL) quantized by the block into dynamic shared
- * memory first (act_quant.cuh: slm_cuda_gemv_quantize's bytes), only the block's own tokens;
- * else p.xq, quantized before the launch. */
+ * memory first, in fragment order (mmq_quantize_frag: slm_cuda_gemv_quantize's bytes), only the
+ * block's own tokens; else p.xq, quantized before the launch, read as the fragments want it. */
 template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
 {
@@ -578,8 +609,9 @@ __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
     __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
     const int tok0 = (int)blockIdx.y * 8 * TILES;
-    act_direct<TILES> src;
-    mmq_begin<TILES, PRO>(p, tok0, &src.a, &src.tok0, &src.n);
+    typename mmq_source<TILES, PRO>::type src;
+    if constexpr (PRO) src = mmq_quantize_frag<TILES>(p, tok0);
+    else src = act_direct<TILES>{mmq_act_global(p), tok0, p.n};
     float tot[TILES][4] = {}, seg[TILES][4], utot[SWIGLU ? TILES : 1][4] = {}, useg[SWIGLU ? TILES : 1][4];
     for (int l = wk * S; l < (wk + 1) * S; l++) {
         SLM_UNROLL
@@ -698,16 +730,27 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     constexpr int TILES = mmq_tiles_of(WT, SWIGLU);
     constexpr int CU = (WT == SLM_TYPE_Q4_K || WT == SLM_TYPE_Q5_K || WT == SLM_TYPE_Q6_K) ? 4 : MMQ_CHUNK;   /* units a chunk */
     constexpr int UT = SWIGLU ? TILES : 1;
-    __shared__ mmq_stage<TILES> st;
     const int g = (threadIdx.x & 31) >> 2, warp = threadIdx.x >> 5;
     const int L = 1 << p.lshift, S = L / mmq_groups(p.lshift), U = p.units;
     const int tok0 = (int)blockIdx.y * 8 * TILES;
-    gemv_act a;
-    int at0, an;
     const uint8_t *w;
     float *y;
     int rows, rg;
-    mmq_begin<TILES, PRO>(p, tok0, &a, &at0, &an);
+    /* the fused prologue's fragments (the whole row: nothing to stage), else chunks of p.xq staged */
+    const gemv_act a = mmq_act_global(p);
+    act_staged<TILES> src;
+    mmq_stage<TILES> *st = nullptr;
+    int staged = INT32_MAX;   /* units below it are staged or done */
+    mmq_stage_regs<TILES> next = {};   /* the chunk of unit `staged`, loaded ahead */
+    if constexpr (PRO) {
+        src = mmq_quantize_frag<TILES>(p, tok0);
+    } else {
+        __shared__ mmq_stage<TILES> stage;
+        st = &stage;
+        src = act_staged<TILES>{&stage.b[0][0][0], &stage.ds[0][0][0], 0};
+        staged = 0;
+        mmq_stage_load<TILES>(a, tok0, p.n, 0, next);
+    }
     qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
     const int row0 = rg * MMQ_WIDE_ROWS + 16 * warp + g;   /* rows row0 and row0 + 8 */
     const uint8_t *wr_[2], *ur[2];
@@ -719,10 +762,6 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     }
     float tot[TILES][4] = {}, grp[TILES][4] = {}, seg[TILES][4] = {};
     float utot[UT][4] = {}, ugrp[UT][4] = {}, useg[UT][4] = {};
-    act_staged<TILES> src{&st, 0};
-    int staged = 0;   /* units below it are staged or done */
-    mmq_stage_regs<TILES> next = {};   /* the chunk of unit `staged`, loaded ahead */
-    mmq_stage_load<TILES>(a, at0, an, 0, next);
     /* The units in order, segment l = [qmm_seg(p, l), u1) closed as soon as its last unit is
      * done (and an empty one, L > U, at once): the order of the segment loops, unit by unit. The
      * full quads of 4 units (every K-quant super-block; the 32-element types' blocks 4 qd .. 4 qd
@@ -732,7 +771,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     mmq_close_done<TILES, UT, SWIGLU>(p, 0, L, S, &l, &u1, tot, grp, seg, utot, ugrp, useg);
     const int UQ = CU == 4 ? U : U & ~3;   /* units in full quads */
     for (int qd = 0; 4 * qd < UQ; qd++) {
-        if (4 * qd == staged) mmq_stage_next<TILES, CU>(a, at0, an, p.cols >> 5, U, &staged, &src, next, st);
+        if (!PRO && 4 * qd == staged) mmq_stage_next<TILES, CU>(a, tok0, p.n, p.cols >> 5, U, &staged, &src, next, *st);
         SLM_UNROLL
         for (int i = 0; i < 4; i++) {
             mmq_ahead<WT, SWIGLU> now;
@@ -742,7 +781,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
         }
     }
     for (int u = UQ; u < U; u++) {
-        if (u == staged) mmq_stage_next<TILES, CU>(a, at0, an, p.cols >> 5, U, &staged, &src, next, st);
+        if (!PRO && u == staged) mmq_stage_next<TILES, CU>(a, tok0, p.n, p.cols >> 5, U, &staged, &src, next, *st);
         mmq_ahead<WT, SWIGLU> now;
         now.load(wr_, ur, p.nb, u);
         now.template dot<TILES>(u, src, seg, useg);
