@@ -105,7 +105,7 @@ function hex(h,   i, v) {   # mawk has no strtonum
     for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1
     return v
 }
-function flush(   i, j, first, lo, hi, k, ops, nx) {
+function flush(   i, j, first, lo, hi, k, ops, nx, bar, back, dots) {
     if (f == "") return
     first = -1
     for (i = 1; i <= cnt; i++) if (op[i] ~ /^(IDP|IMMA|HMMA)/) { first = addr[i]; break }

@@ -183,6 +183,16 @@ __device__ __forceinline__ void mmq_stage_load(const gemv_act &a, int tok0, int 
     }
 }
 
+/* A token's activation block, words 0..3 in lo and 4..7 in hi, into the 8-byte slots of its 4
+ * lanes (g, 0..3) at slot: lane t gets words t and t + 4, the B fragment it reads (mmq_stage's
+ * order, which the wide kernel's staging and the fused prologue both write). */
+__device__ __forceinline__ void mmq_frag_put(int2 *slot, const uint4 &lo, const uint4 &hi)
+{
+    uint4 *d = reinterpret_cast<uint4 *>(slot);
+    d[0] = make_uint4(lo.x, hi.x, lo.y, hi.y);
+    d[1] = make_uint4(lo.z, hi.z, lo.w, hi.w);
+}
+
 /* r into st in fragment order (the entries mmq_stage_load skipped are not written: st there is
  * never read). Between two __syncthreads: st is the block's. */
 template <int TILES>
@@ -192,9 +202,7 @@ __device__ __forceinline__ void mmq_stage_store(const mmq_stage_regs<TILES> &r, 
     SLM_UNROLL
     for (int k = 0; k < mmq_stage_regs<TILES>::P; k++) {
         if (!mmq_stage_quants<TILES>(k, blk0, nba, &c, &tau)) continue;
-        uint4 *d = reinterpret_cast<uint4 *>(&st.b[c][tau >> 3][4 * (tau & 7)]);   /* lanes (g, 0..3) */
-        d[0] = make_uint4(r.x[k][0].x, r.x[k][1].x, r.x[k][0].y, r.x[k][1].y);
-        d[1] = make_uint4(r.x[k][0].z, r.x[k][1].z, r.x[k][0].w, r.x[k][1].w);
+        mmq_frag_put(&st.b[c][tau >> 3][4 * (tau & 7)], r.x[k][0], r.x[k][1]);
     }
     if (mmq_stage_scales<TILES>(blk0, nba, &c)) st.ds[c][(threadIdx.x >> 2) % TILES][threadIdx.x & 3] = r.d;
 }
@@ -539,9 +547,8 @@ __device__ __forceinline__ act_staged<TILES> mmq_quantize_frag(const struct qmm_
         const int tau = g % T, c = g / T;
         qact_block q = {};
         if (tau < an) q = gemv_quantize_words(x, p.gamma, scale, p.cols, tau * nba + c);
-        uint4 *d = reinterpret_cast<uint4 *>(&b[(c * TILES + (tau >> 3)) * 32 + 4 * (tau & 7)]);   /* lanes (g, 0..3) */
-        d[0] = make_uint4(q.w[0], q.w[4], q.w[1], q.w[5]);
-        d[1] = make_uint4(q.w[2], q.w[6], q.w[3], q.w[7]);
+        mmq_frag_put(&b[(c * TILES + (tau >> 3)) * 32 + 4 * (tau & 7)], make_uint4(q.w[0], q.w[1], q.w[2], q.w[3]),
+                     make_uint4(q.w[4], q.w[5], q.w[6], q.w[7]));
         reinterpret_cast<float2 *>(&ds[(c * TILES + (tau >> 3)) * 4 + ((tau & 7) >> 1)])[tau & 1] = q.ds;
     }
     __syncthreads();
@@ -742,7 +749,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     const gemv_act a = mmq_act_global(p);
     act_staged<TILES> src;
     mmq_stage<TILES> *st = nullptr;
-    int staged = INT32_MAX;   /* units below it are staged or done */
+    int staged = 0;   /* without PRO: units below it are staged or done */
     mmq_stage_regs<TILES> next = {};   /* the chunk of unit `staged`, loaded ahead */
     if constexpr (PRO) {
         src = mmq_quantize_frag<TILES>(p, tok0);
@@ -750,7 +757,6 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
         __shared__ mmq_stage<TILES> stage;
         st = &stage;
         src = act_staged<TILES>{&stage.b[0][0][0], &stage.ds[0][0][0], 0};
-        staged = 0;
         mmq_stage_load<TILES>(a, tok0, p.n, 0, next);
     }
     qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
