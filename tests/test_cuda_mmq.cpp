@@ -13,8 +13,13 @@
  *   and 19 rows), the same way;
  * - refusals (-EINVAL): NULLs, n = 0, a type without a device layout, misaligned xq, a SwiGLU pair
  *   of unequal rows, four weights, and (emulated) an xq smaller than n tokens;
+ * - slm_cuda_mmq_quantize, what slm_cuda_mmq reads: slm_cuda_gemv_quantize's bytes of every
+ *   token in the fragment order kernels.h states (a host mirror), with and without the norm, n =
+ *   1, 9, 37, 70 (the padding to 32 tokens zeros), a row of 130 blocks (two blocks of threads);
+ *   slm_cuda_mmq_act_bytes' sizes and its 2 GiB cap; the refusals (n, cols, NULLs, misaligned
+ *   pointers, and emulated: an xq too small, host memory);
  * - slm_cuda_mmq_fused (x RMS-normed and quantized inside the MMQ's blocks; each kernel) against
- *   slm_cuda_gemv_quantize + the narrow slm_cuda_mmq: identical bits for every token, with and
+ *   slm_cuda_mmq_quantize + the narrow slm_cuda_mmq: identical bits for every token, with and
  *   without the norm, on SmolLM2's 576 and 1536 columns, Gemma 3's 640, 2048, 1024 and 2048 with
  *   SwiGLU (shared memory that needs the kernel's opt-in with its static part), and odd n (1, 9,
  *   37, 70: partial token tiles), the three epilogues; its refusals (a block's tokens past its
@@ -88,8 +93,8 @@ static void check_config(uint32_t type, int64_t cols, std::vector<int64_t> rows,
     std::vector<float> gamma((size_t)cols);
     for (auto &g : gamma) g = rand_range(0.2f, 2.0f);
     dev_buf<float> dx(x), dg(gamma);
-    dev_buf<uint8_t> xq(slm_cuda_act_bytes(n, cols)), xq1(slm_cuda_act_bytes(1, cols));
-    RC_OK(slm_cuda_gemv_quantize(dx.p, dg.p, EPS, n, cols, xq.p, nullptr));
+    dev_buf<uint8_t> xq(slm_cuda_mmq_act_bytes(n, cols)), xq1(slm_cuda_act_bytes(1, cols));
+    RC_OK(slm_cuda_mmq_quantize(dx.p, dg.p, EPS, n, cols, xq.p, nullptr));
     /* y0 for accumulate: the same start in both */
     std::vector<std::vector<float>> y0((size_t)n_y);
     std::vector<dev_buf<float> *> ym, yg;
@@ -136,7 +141,7 @@ static void check_config(uint32_t type, int64_t cols, std::vector<int64_t> rows,
     for (auto *d : yg) delete d;
 }
 
-/* One configuration: slm_cuda_mmq_fused against slm_cuda_gemv_quantize + slm_cuda_mmq, all n tokens. */
+/* One configuration: slm_cuda_mmq_fused against slm_cuda_mmq_quantize + slm_cuda_mmq, all n tokens. */
 static void check_fused(uint32_t type, int64_t cols, std::vector<int64_t> rows, int n, int epi, bool norm)
 {
     dev_weights ws(type, cols, rows);
@@ -149,7 +154,7 @@ static void check_fused(uint32_t type, int64_t cols, std::vector<int64_t> rows, 
     }
     for (auto &g : gamma) g = rand_range(0.2f, 2.0f);
     dev_buf<float> dx(x), dg(gamma);
-    dev_buf<uint8_t> xq(slm_cuda_act_bytes(n, cols));
+    dev_buf<uint8_t> xq(slm_cuda_mmq_act_bytes(n, cols));
     std::vector<dev_buf<float> *> yf, yt;
     std::vector<float *> pf, pt;
     for (int i = 0; i < n_y; i++) {
@@ -162,7 +167,7 @@ static void check_fused(uint32_t type, int64_t cols, std::vector<int64_t> rows, 
     }
     if (epi == SLM_CUDA_GEMV_SWIGLU) pf.push_back(nullptr), pt.push_back(nullptr);
     const float *g = norm ? dg.p : nullptr;
-    RC_OK(slm_cuda_gemv_quantize(dx.p, g, EPS, n, cols, xq.p, nullptr));
+    RC_OK(slm_cuda_mmq_quantize(dx.p, g, EPS, n, cols, xq.p, nullptr));
     slm_cuda_mmq_set_wide_min_blocks(INT_MAX);   /* the reference: the narrow kernel's two launches */
     RC_OK(slm_cuda_mmq(type, n_w, ws.ptr.data(), ws.rows.data(), cols, xq.p, n, pt.data(), epi, nullptr));
     slm_cuda_mmq_set_wide_min_blocks(wide_min);
@@ -222,8 +227,8 @@ static void check_refusals(void)
 {
     const int64_t cols = 64, rows = 16;
     dev_weights ws(SLM_TYPE_Q4_0, cols, {rows, rows, rows, rows});
-    dev_buf<uint8_t> xq(slm_cuda_act_bytes(4, cols) + 16);
-    dev_buf<float> y((size_t)(5 * rows));
+    dev_buf<uint8_t> xq(slm_cuda_mmq_act_bytes(4, cols) + 16);   /* 32 tokens' */
+    dev_buf<float> y((size_t)(33 * rows));
     float *Y[4] = {y.p, y.p, y.p, y.p};
     int64_t R[4] = {rows, rows, rows, rows}, R_uneq[2] = {rows, rows - 1};
     const void *W_null[1] = {nullptr};
@@ -237,8 +242,81 @@ static void check_refusals(void)
     REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 4, ws.ptr.data(), R, cols, xq.p, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
     REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, xq.p, 4, Y, 7, nullptr));
     REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, 48, xq.p, 4, Y, SLM_CUDA_GEMV_STORE, nullptr));
-    if (slm_emu_active())
-        REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, xq.p, 5, Y, SLM_CUDA_GEMV_STORE, nullptr));
+    if (slm_emu_active())   /* 33 tokens take 64 tokens' bytes */
+        REFUSED(slm_cuda_mmq(SLM_TYPE_Q4_0, 1, ws.ptr.data(), R, cols, xq.p, 33, Y, SLM_CUDA_GEMV_STORE, nullptr));
+#undef REFUSED
+}
+
+/* slm_cuda_mmq_quantize: slm_cuda_gemv_quantize's bytes of every token, placed in the MMQ's
+ * fragment order as kernels.h writes it out (a host mirror of that text), the tokens from n to the
+ * next multiple of 32 zeros (the buffer starts poisoned with 0xff). */
+static void check_quantize_order(int64_t cols, int n, bool norm)
+{
+    std::vector<float> x((size_t)n * (size_t)cols), gamma((size_t)cols);
+    for (int t = 0; t < n; t++) {
+        const float scale = rand_range(0.05f, 3.0f);
+        for (int64_t c = 0; c < cols; c++) x[(size_t)t * (size_t)cols + (size_t)c] = scale * frand();
+        if (t == 2 % n) std::fill_n(&x[(size_t)t * (size_t)cols], 32, 0.0f);   /* amax = 0 */
+    }
+    for (auto &g : gamma) g = rand_range(0.2f, 2.0f);
+    dev_buf<float> dx(x), dg(gamma);
+    dev_buf<uint8_t> q(slm_cuda_act_bytes(n, cols)), f(slm_cuda_mmq_act_bytes(n, cols));
+    const float *g = norm ? dg.p : nullptr;
+    RC_OK(slm_cuda_gemv_quantize(dx.p, g, EPS, n, cols, q.p, nullptr));
+    RC_OK(slm_cuda_mmq_quantize(dx.p, g, EPS, n, cols, f.p, nullptr));
+    const std::vector<uint8_t> hq = q.download(), hf = f.download();
+    const size_t N = 32 * (size_t)((n + 31) / 32), NT = N / 8, nba = (size_t)cols / 32;
+    std::vector<uint8_t> want(N * (size_t)cols + N * nba * 8, 0);
+    CHECK(hf.size() == want.size(), "mmq_quantize %lld cols, n = %d: %zu bytes, expected %zu", (long long)cols, n,
+          hf.size(), want.size());
+    if (hf.size() != want.size()) return;
+    for (size_t tau = 0; tau < (size_t)n; tau++) {
+        for (size_t c = 0; c < nba; c++) {
+            const size_t at = c * NT + tau / 8, gg = tau % 8;
+            const uint8_t *blk = &hq[tau * (size_t)cols + 32 * c];
+            for (size_t t = 0; t < 4; t++) {
+                memcpy(&want[256 * at + 32 * gg + 8 * t], blk + 4 * t, 4);
+                memcpy(&want[256 * at + 32 * gg + 8 * t + 4], blk + 4 * (t + 4), 4);
+            }
+            memcpy(&want[N * (size_t)cols + 64 * at + 8 * gg], &hq[(size_t)n * (size_t)cols + 8 * (tau * nba + c)], 8);
+        }
+    }
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < want.size(); i++)
+        if (hf[i] != want[i] && bad++ == 0) first = i;
+    CHECK(bad == 0, "mmq_quantize %lld cols, n = %d%s: %zu bytes differ from the GEMV's bytes in fragment order (first at %zu: %#x, expected %#x)",
+          (long long)cols, n, norm ? ", rmsnorm" : "", bad, first, bad ? hf[first] : 0, bad ? want[first] : 0);
+    if (bad == 0)
+        printf("mmq_quantize %lld cols, n = %d%s: the GEMV's bytes in fragment order, %zu padding tokens zeros\n",
+               (long long)cols, n, norm ? ", rmsnorm" : "", N - (size_t)n);
+}
+
+static void check_quantize_refusals(void)
+{
+    const int64_t cols = 64;
+    dev_buf<float> x((size_t)(33 * cols + 4)), g((size_t)(cols + 4));
+    dev_buf<uint8_t> q(slm_cuda_mmq_act_bytes(4, cols) + 16);   /* 32 tokens' */
+    std::vector<float> host_x((size_t)(4 * cols));
+#define REFUSED(call) CHECK((call) == -EINVAL, "%s: expected -EINVAL", #call)
+    CHECK(slm_cuda_mmq_act_bytes(1, 576) == 32 * 576 + 32 * 18 * 8 && slm_cuda_mmq_act_bytes(33, 32) == 64 * 40 &&
+              slm_cuda_mmq_act_bytes(0, 64) == 0 && slm_cuda_mmq_act_bytes(SLM_CUDA_ACT_MAX_TOKENS + 1, 32) == 0 &&
+              slm_cuda_mmq_act_bytes(4, 48) == 0,
+          "slm_cuda_mmq_act_bytes: tokens rounded up to 32, 40 bytes a block, 0 for bad n or cols");
+    /* past INT32_MAX bytes (the MMQ's 32-bit offsets): 65,536 tokens of 32,768 columns */
+    CHECK(slm_cuda_mmq_act_bytes(SLM_CUDA_ACT_MAX_TOKENS, 32768) == 0 && slm_cuda_mmq_act_bytes(SLM_CUDA_ACT_MAX_TOKENS, 16384) != 0,
+          "slm_cuda_mmq_act_bytes: 0 past INT32_MAX bytes only");
+    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 0, cols, q.p, nullptr));
+    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, SLM_CUDA_ACT_MAX_TOKENS + 1, 32, q.p, nullptr));
+    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 2, 48, q.p, nullptr));   /* not whole blocks */
+    REFUSED(slm_cuda_mmq_quantize(nullptr, nullptr, EPS, 2, cols, q.p, nullptr));
+    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 2, cols, nullptr, nullptr));
+    REFUSED(slm_cuda_mmq_quantize(x.p + 1, nullptr, EPS, 2, cols, q.p, nullptr));   /* misaligned */
+    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 2, cols, q.p + 8, nullptr));
+    REFUSED(slm_cuda_mmq_quantize(x.p, g.p + 1, EPS, 2, cols, q.p, nullptr));
+    if (slm_emu_active()) {
+        REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 33, cols, q.p, nullptr));   /* xq: 32 tokens' bytes */
+        REFUSED(slm_cuda_mmq_quantize(host_x.data(), nullptr, EPS, 2, cols, q.p, nullptr));   /* host memory */
+    }
 #undef REFUSED
 }
 
@@ -305,6 +383,11 @@ int main(void)
         check_fused_configs();
     }
     slm_cuda_mmq_set_wide_min_blocks(-1);
+    check_quantize_order(64, 1, false);
+    check_quantize_order(576, 9, true);
+    check_quantize_order(576, 37, false);
+    check_quantize_order(4160, 70, true);   /* 130 blocks: two blocks of threads along the row */
+    check_quantize_refusals();
     check_refusals();
     check_fused_refusals();
     if (failures) {

@@ -23,7 +23,7 @@
  * read as well when accumulated) once.
  *
  * The tensor-core MMQ (kernels/cuda/mmq.cu) the same four ways at n = 9, 16, 32, 64, 256 and 512
- * (slm_cuda_gemv_quantize of all n tokens, then slm_cuda_mmq): its roofline is the larger of the
+ * (slm_cuda_mmq_quantize of all n tokens, then slm_cuda_mmq): its roofline is the larger of the
  * traffic at the measured bandwidth and 2 n rows cols integer operations at the measured tensor
  * rate ("bound" says which). The gemv and mmq rows at n = 9..32 side by side are what
  * SLM_CUDA_MMQ_MIN_TOKENS (the backend's switch) is to be chosen from. Up to 64 tokens also as
@@ -266,7 +266,7 @@ static int run_gemv(struct bench *b, void *ctx)
         return slm_cuda_mmq_fused(g->type, g->n_w, g->w, g->rows, g->cols, g->x, g->gamma, 1e-5f, g->n, g->y,
                                   g->epilogue, b->stream);
     if (g->mmq) {
-        int rc = g->pre ? 0 : slm_cuda_gemv_quantize(g->x, g->gamma, 1e-5f, g->n, g->cols, g->xq, b->stream);
+        int rc = g->pre ? 0 : slm_cuda_mmq_quantize(g->x, g->gamma, 1e-5f, g->n, g->cols, g->xq, b->stream);
         return rc ? rc : slm_cuda_mmq(g->type, g->n_w, g->w, g->rows, g->cols, g->xq, g->n, g->y, g->epilogue, b->stream);
     }
     if (!g->xq)
@@ -417,16 +417,16 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     g.x = dev_floats((size_t)n * (size_t)g.cols, 0.5f);
     if (norm) g.gamma = dev_floats((size_t)g.cols, 1.0f);
     if (mmq == 1) {
-        g.xq = dev_fill(slm_cuda_act_bytes(n, g.cols), 0);
+        g.xq = dev_fill(slm_cuda_mmq_act_bytes(n, g.cols), 0);
     } else if (!fused) {
         g.chunk = align256(slm_cuda_gemv_act_bytes(T, g.cols));
         g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
     }
     if (pre) {   /* x quantized once, outside the timing: chunks of 8 (gemv_q8) or all n at once (mmq) */
-        const int step = mmq ? n : T;
-        for (int c = 0; c < n; c += step)
-            if (slm_cuda_gemv_quantize(g.x + (size_t)c * (size_t)g.cols, g.gamma, 1e-5f, n - c < step ? n - c : step,
-                                       g.cols, (char *)g.xq + (size_t)(c / T) * g.chunk, b->stream))
+        if (mmq ? slm_cuda_mmq_quantize(g.x, g.gamma, 1e-5f, n, g.cols, g.xq, b->stream) : 0) exit(1);
+        for (int c = 0; c < n && !mmq; c += T)
+            if (slm_cuda_gemv_quantize(g.x + (size_t)c * (size_t)g.cols, g.gamma, 1e-5f, n - c < T ? n - c : T, g.cols,
+                                       (char *)g.xq + (size_t)(c / T) * g.chunk, b->stream))
                 exit(1);
     }
     if (forced) slm_cuda_mmq_set_wide_min_blocks(path == PATH_MMQ_WIDE ? 0 : INT_MAX);
@@ -434,7 +434,7 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
     double secs = chain ? time_chain(b, &g, b->smoke ? 4 : CHAIN) : time_launch(b, run_gemv, &g);
     slm_cuda_mmq_set_wide_min_blocks(-1);
     if (chain) slm_cuda_set_pdl(-1);
-    bytes += (pre ? (double)slm_cuda_act_bytes(n, g.cols) : 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0)) +
+    bytes += (pre ? (double)(mmq ? slm_cuda_mmq_act_bytes(n, g.cols) : slm_cuda_act_bytes(n, g.cols)) : 4.0 * n * (double)g.cols + (norm ? 4.0 * (double)g.cols : 0)) +
              (g.epilogue == SLM_CUDA_GEMV_ACCUMULATE ? 8.0 : 4.0) * n * out_rows;
     row(b, ms->name, kernel, what, n, bytes, flops, mmq ? flops : 0, secs);
     for (int i = 0; i < g.n_w; i++) cudaFree((void *)g.w[i]);

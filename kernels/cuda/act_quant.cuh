@@ -110,15 +110,59 @@ __device__ __forceinline__ qact_block gemv_quantize_words(const float *__restric
     return b;
 }
 
-/* Block g quantized (gemv_quantize_words) and stored in the GEMV's order: q + 32 g, ds[g]. */
-__device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x, const float *__restrict__ gamma,
-                                                    const float *scale, int cols, int g, int8_t *q, float2 *ds)
+/* Block g's words and (d, s) stored in the GEMV's order: q + 32 g, ds[g]. */
+__device__ __forceinline__ void gemv_store_block(const qact_block &b, int g, int8_t *q, float2 *ds)
 {
-    const qact_block b = gemv_quantize_words(x, gamma, scale, cols, g);
     uint4 *qp = reinterpret_cast<uint4 *>(q + (size_t)g * 32);
     qp[0] = make_uint4(b.w[0], b.w[1], b.w[2], b.w[3]);
     qp[1] = make_uint4(b.w[4], b.w[5], b.w[6], b.w[7]);
     ds[g] = b.ds;
+}
+
+/* Block g quantized (gemv_quantize_words) and stored in the GEMV's order. */
+__device__ __forceinline__ void gemv_quantize_block(const float *__restrict__ x, const float *__restrict__ gamma,
+                                                    const float *scale, int cols, int g, int8_t *q, float2 *ds)
+{
+    gemv_store_block(gemv_quantize_words(x, gamma, scale, cols, g), g, q, ds);
+}
+
+/*
+ * Block c of token tau stored in the MMQ's order, the fragments' (kernels.h, slm_cuda_mmq_quantize;
+ * mmq.cu reads it): tokens in tiles of 8, nt tiles a column of blocks; at = c nt + tau / 8, g = tau
+ * % 8. b[32 at + 4 g + t] (t = 0..3) = words t and t + 4, the int2 that lane (g, t) of an
+ * mma.sync m16n8k32 takes as its B fragment of token 8j + g; ds[8 at + g] = (d, s), so that lane
+ * (g, t) reads the (d, s) of its output tokens 2t and 2t + 1 as one float4 (ds[8 at + 2t ..]).
+ * The fused MMQ prologue writes its block's tiles so into shared memory (nt = its tiles), the
+ * standalone quantizer all n tokens' into global memory.
+ */
+__device__ __forceinline__ void mmq_frag_store(int2 *b, float2 *ds, int nt, int tau, int c, const qact_block &q)
+{
+    const int at = c * nt + (tau >> 3), g = tau & 7;
+    uint4 *d = reinterpret_cast<uint4 *>(b + 32 * at + 4 * g);
+    d[0] = make_uint4(q.w[0], q.w[4], q.w[1], q.w[5]);
+    d[1] = make_uint4(q.w[2], q.w[6], q.w[3], q.w[7]);
+    ds[8 * at + g] = q.ds;
+}
+
+/* A standalone quantizer's block (grid (ceil(cols / 32 / QACT_THREADS), tokens)): with gamma,
+ * the RMSNorm scale of the token xr by its first warp; then this thread's activation block
+ * blockIdx.x QACT_THREADS + threadIdx.x of xr into *q, its index into *g. false past the row's
+ * blocks (after the barrier: every thread of the block reaches it). */
+__device__ __forceinline__ bool qact_row_block(const float *__restrict__ xr, const float *__restrict__ gamma, float eps,
+                                               int cols, qact_block *q, int *g)
+{
+    __shared__ float scale[1];
+    if (gamma) {
+        if (threadIdx.x < 32) {   /* one warp computes the scale */
+            const float s = gemv_norm_scale(xr, cols, eps);
+            if (threadIdx.x == 0) scale[0] = s;
+        }
+        __syncthreads();
+    }
+    *g = (int)blockIdx.x * QACT_THREADS + (int)threadIdx.x;
+    if (*g >= cols >> 5) return false;
+    *q = gemv_quantize_words(xr, gamma, scale, cols, *g);
+    return true;
 }
 
 /* With gamma, the RMSNorm scales of tokens 0 .. n - 1 of x (n, cols) into scale (n floats of

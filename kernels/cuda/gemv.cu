@@ -62,19 +62,12 @@ __global__ void __launch_bounds__(GEMV_THREADS)
                     int8_t *__restrict__ q, float2 *__restrict__ ds)
 {
     slm_pdl_begin();
-    __shared__ float scale[1];
-    const int t = blockIdx.y, nbr = cols >> 5;
-    const float *xr = x + (size_t)t * (size_t)cols;
-    if (gamma) {
-        if (threadIdx.x < 32) {   /* one warp computes the scale (act_quant.cuh) */
-            const float s = gemv_norm_scale(xr, cols, eps);
-            if (threadIdx.x == 0) scale[0] = s;
-        }
-        __syncthreads();
-    }
-    /* token t alone: x, q and ds offset to its row, so the block sees a one-token batch */
-    const int b = (int)blockIdx.x * GEMV_THREADS + (int)threadIdx.x;
-    if (b < nbr) gemv_quantize_block(xr, gamma, scale, cols, b, q + (size_t)t * (size_t)cols, ds + (size_t)t * (size_t)nbr);
+    /* token t alone: q and ds offset to its row, so the block sees a one-token batch */
+    const int t = blockIdx.y;
+    qact_block b;
+    int g;
+    if (qact_row_block(x + (size_t)t * (size_t)cols, gamma, eps, cols, &b, &g))
+        gemv_store_block(b, g, q + (size_t)t * (size_t)cols, ds + (size_t)t * (size_t)(cols >> 5));
 }
 
 /* ======================================================================================
@@ -293,12 +286,8 @@ extern "C" int slm_cuda_gemv_fits(uint32_t type, int64_t cols, int n)
 extern "C" int slm_cuda_gemv_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
                                       struct CUstream_st *stream)
 {
-    const size_t bytes = slm_cuda_act_bytes(n, cols);
-    SLM_CUDA_ARG(bytes != 0);
-    SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
-    SLM_CUDA_DEVICE(xq, bytes);
-    if (gamma) SLM_CUDA_DEVICE(gamma, (size_t)cols * sizeof(float));
-    SLM_CUDA_ARG(slm_cuda_aligned(x, 16) && slm_cuda_aligned(xq, 16) && (!gamma || slm_cuda_aligned(gamma, 16)));
+    const int rc = qact_args(x, gamma, n, cols, xq, slm_cuda_act_bytes(n, cols));
+    if (rc) return rc;
     const int c = (int)cols, nbr = c / 32;
     int8_t *q = (int8_t *)xq;
     float2 *ds = (float2 *)(q + (size_t)n * (size_t)c);

@@ -192,8 +192,8 @@ int slm_cuda_gemv_fits(uint32_t type, int64_t cols, int n);
  * s = d * sum(q). With gamma (cols floats, device, 16-byte aligned; NULL for none), each token's
  * row is first RMS-normed: x * (1 / sqrt(mean(x^2) + eps)) * gamma. The same device code as
  * slm_cuda_gemv's prologues, so the same bytes. 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS, cols a
- * multiple of 32; token t's bytes do not depend on n (slm_cuda_gemv_q8 takes n <= 8 of them,
- * slm_cuda_mmq any number).
+ * multiple of 32; token t's bytes do not depend on n (slm_cuda_gemv_q8 takes n <= 8 of them;
+ * slm_cuda_mmq_quantize gives the same bytes in the MMQ's order).
  */
 int slm_cuda_gemv_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
                            struct CUstream_st *stream);
@@ -223,10 +223,30 @@ int slm_cuda_gemv(uint32_t type, int n_w, const void *const *w, const int64_t *r
 /* ---- mmq.cu: the quantized matmul on tensor cores, for steps of many tokens ---- */
 
 /*
- * slm_cuda_gemv_q8's contract for any number of tokens, 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS: xq
- * (slm_cuda_act_bytes(n, cols) bytes) from slm_cuda_gemv_quantize, the weights in the device
- * layout, the three epilogues, up to three weights. mma.sync s8 -> s32 tiles of 16 rows x 8
- * tokens (kernels/cuda/mma.cuh; sm_80 and later). Every token's outputs have exactly the bits
+ * The bytes of slm_cuda_mmq_quantize's xq for n tokens of cols: slm_cuda_act_bytes' per token,
+ * for the tokens rounded up to a multiple of 32; 0 unless 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS, cols
+ * is a positive multiple of 32 and the total is at most INT32_MAX (the MMQ takes its offsets in
+ * 32 bits: a caller with more cuts its tokens in chunks).
+ */
+size_t slm_cuda_mmq_act_bytes(int n, int64_t cols);
+
+/*
+ * slm_cuda_gemv_quantize's bytes for every token (the same device code), placed in the order the
+ * MMQ's tensor-core fragments read them: N = 32 ceil(n / 32) tokens, in NT = N / 8 tiles of 8,
+ * the tokens from n to N zeros; for activation block c (0 .. cols / 32 - 1) of token tau, at =
+ * c NT + tau / 8 and g = tau % 8: the 8-byte pair (words t, t + 4) of its 32 quants at byte
+ * 256 at + 32 g + 8 t (t = 0..3), and its (d, s) (two floats) at byte N cols + 64 at + 8 g.
+ * xq slm_cuda_mmq_act_bytes(n, cols) bytes, device, 16-byte aligned; x, gamma and eps as for
+ * slm_cuda_gemv_quantize. What slm_cuda_mmq reads.
+ */
+int slm_cuda_mmq_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
+                          struct CUstream_st *stream);
+
+/*
+ * slm_cuda_gemv_q8's contract for any number of tokens, 1 <= n <= SLM_CUDA_ACT_MAX_TOKENS, but
+ * xq (slm_cuda_mmq_act_bytes(n, cols) bytes) from slm_cuda_mmq_quantize: the weights in the
+ * device layout, the three epilogues, up to three weights. mma.sync s8 -> s32 tiles of 16 rows x
+ * 8 tokens (kernels/cuda/mma.cuh; sm_80 and later). Every token's outputs have exactly the bits
  * slm_cuda_gemv_q8 gives that token (the shared order of docs/numerics.md, "The GPU"), so the
  * backend may take either kernel for a step by its size alone.
  */

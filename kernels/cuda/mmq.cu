@@ -3,8 +3,8 @@
  * for steps of many tokens, bit-identical to the decode GEMV (gemv.cu) for every token: kernels.h
  * has the contract, docs/cuda.md ("The tensor-core MMQ") the launch shapes.
  *
- * Numerics. The activations are quantized per 32 by slm_cuda_gemv_quantize (the same bytes as the
- * GEMV's prologues). The integer dot of a weight's 32-element block (K-quants: sub-block) with a
+ * Numerics. The activations are quantized per 32 by slm_cuda_mmq_quantize (the bytes of
+ * slm_cuda_gemv_quantize and the GEMV's prologues, placed in the fragments' order). The integer dot of a weight's 32-element block (K-quants: sub-block) with a
  * token's block comes out of mma.sync s8 x s8 -> s32 exactly (kernels/cuda/mma.cuh; Q6_K's two
  * 16-element halves with their own int8 scales through two m16n8k16 and an exact int combine),
  * so it equals the GEMV's __dp4a sum. The float terms then follow the order every quantized
@@ -25,20 +25,20 @@
  * taking the wide one when its grid has SLM_CUDA_MMQ_WIDE_MIN_BLOCKS blocks or more (kernels.h):
  * - k_mmq, narrow: F warps along K x 4 / F row tiles of 16 rows (F = 4 for every weight of 128
  *   columns or more: a block computes 16 rows), the group sums meeting in shared memory; the
- *   activations straight from global memory (through L1), as each fragment wants them, or with
- *   the fused prologue from shared memory, where it quantized them in fragment order. Many
- *   blocks for small grids (SmolLM2's layers at a few dozen tokens).
+ *   activations straight from global memory (through L1), where slm_cuda_mmq_quantize put them
+ *   in fragment order (a tile one 8-byte and one 16-byte load), or with the fused prologue from
+ *   shared memory, where it quantized them in the same order. Many blocks for small grids
+ *   (SmolLM2's layers at a few dozen tokens).
  * - k_mmq_wide: 64 rows a block, every warp its own 16 along the whole K (the segments and
  *   their fold groups kept in order by one thread: mmq_close), the block's tokens staged
- *   MMQ_CHUNK activation blocks at a time into shared memory in fragment order (mmq_stage), so a
- *   token's activations come from L2 once for 64 rows instead of 16, and a fragment is one
- *   8-byte and one 16-byte shared load instead of two 4-byte and two 8-byte global ones with their
- *   64-bit address arithmetic; the next chunk is loaded into registers while the block computes
- *   the current one (with the fused prologue the whole row is already in that order: no staging).
- *   Its units go a quad of 4 at a time, unrolled, so that a unit's weight and
- *   shared-memory addresses are constants from the quad's (sm_90, per 4 mma: Q4_1 101, was 120
- *   unit by unit and 161 in the narrow kernel; Q4_K 234 for 8, Q6_K 286 for 16;
- *   bench/gpu/sass-mix.sh).
+ *   MMQ_CHUNK activation blocks at a time into shared memory (mmq_stage: p.xq's 16-byte words as
+ *   they are, already in fragment order), so a token's activations come from L2 once for 64 rows
+ *   instead of 16, and a fragment is one 8-byte and one 16-byte shared load; the next chunk is
+ *   loaded into registers while the block computes the current one (with the fused prologue the
+ *   whole row is already in that order: no staging). Its units go a quad of 4 at a time,
+ *   unrolled, so that a unit's weight and shared-memory addresses are constants from the quad's
+ *   (sm_90, per 4 mma: Q4_1 101, was 120 unit by unit, 137 in the narrow kernel; Q4_K 234 for 8,
+ *   Q6_K 286 for 16; bench/gpu/sass-mix.sh).
  * The weights come straight from global memory in both (the device layout keeps a block's words
  * where a lane's A fragment wants them: lane (g, t) reads word t of rows g and g + 8, and the 4
  * lanes of a row read its block's 16 contiguous bytes); the narrow kernel's warps load them a unit
@@ -76,151 +76,36 @@ static __host__ __device__ constexpr int mmq_block_tokens(uint32_t wt, bool swig
     return 8 * mmq_tiles_of(wt, swiglu);
 }
 
-using slm_gemv::gemv_act;
 using slm_gemv::unit32;
 
 namespace {
 
-/* What a thread (g, t) needs of a tile's tokens for one activation block b: B fragments of each
+/* What a thread (g, t) needs of a tile's tokens for one activation block: the B fragments of each
  * 8-token tile (token 8j + g: words t and t + 4 of the block's quants) and the (d, s) of the two
- * tokens 8j + 2t, 8j + 2t + 1 of its outputs. A token past a's n rows reads row n - 1: its
- * columns of the tile (an mma's columns are independent) are computed and never stored, and the
- * loads need no predicate and no zero fill (as weight rows past the last are clamped): 163
- * instead of 196 sm_90 instructions per activation block in Q4_1's loop, 467 instead of 550 in
- * Q6_K's (bench/gpu/sass-mix.sh). (Until the launch bounds of the third session of 2026-12-06,
- * Q4_K / Q5_K and the SwiGLU kernels kept predicated loads: the clamped rows made ptxas spill
- * there; now they clamp too: Q4_K 400 -> 352 for 8 IMMA, its SwiGLU pair 363 -> 295 for 4.) */
+ * tokens 8j + 2t, 8j + 2t + 1 of its outputs. */
 template <int TILES> struct act_frag {
     int b[TILES][2];
     float2 ds[TILES][2];
 };
 
-template <int TILES>
-__device__ __forceinline__ act_frag<TILES> act_load(const gemv_act &a, int tok0, int n, int blk)
-{
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    act_frag<TILES> f;
-    SLM_UNROLL
-    for (int j = 0; j < TILES; j++) {
-        const int8_t *q = a.q + (size_t)min(tok0 + 8 * j + g, n - 1) * (size_t)a.cols + 32 * blk;
-        f.b[j][0] = *reinterpret_cast<const int *>(q + 4 * t);
-        f.b[j][1] = *reinterpret_cast<const int *>(q + 16 + 4 * t);
-        SLM_UNROLL
-        for (int e = 0; e < 2; e++) f.ds[j][e] = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t + e, n - 1), blk);
-    }
-    return f;
-}
-
-/* A unit's activations straight from a (global memory, or the fused prologue's shared memory):
- * the narrow kernel's source. */
-template <int TILES> struct act_direct {
-    gemv_act a;
-    int tok0, n;
-    __device__ __forceinline__ act_frag<TILES> get(int blk) const { return act_load<TILES>(a, tok0, n, blk); }
-};
-
-/* Activation blocks a staged chunk of the wide kernel: one Q4_K / Q5_K / Q6_K super-block, 8
- * units of the 32-element types. */
-#define MMQ_CHUNK 8
-
-/* A chunk of the block's 8 TILES tokens in shared memory, in the order the fragments want:
- * b[c][j][lane (g, t)] = words t and t + 4 of token 8j + g's block c (one conflict-free 8-byte
- * load a lane), ds[c][j][t] = (d, s) of tokens 8j + 2t and 8j + 2t + 1 (one 16-byte load). */
-template <int TILES> struct mmq_stage {
-    int2 b[MMQ_CHUNK][TILES][32];
-    float4 ds[MMQ_CHUNK][TILES][4];
-};
-
-/* A thread's share of a chunk on its way to shared memory: P (token, block) pairs of quants and
- * one (c, j, t) entry of (d, s), i = threadIdx.x + 128 k. Held in registers from the load
- * (issued right after the previous chunk is stored) to the store (at the next chunk), so the
- * global loads' latency passes while the block computes the current chunk. */
-template <int TILES> struct mmq_stage_regs {
-    static const int P = (MMQ_CHUNK * 8 * TILES + MMQ_THREADS - 1) / MMQ_THREADS;
-    static_assert(MMQ_CHUNK * TILES * 4 <= MMQ_THREADS, "one (d, s) entry a thread");
-    uint4 x[P][2];
-    float4 d;
-};
-
-/* Which of a chunk's entries this thread moves (mmq_stage_load and mmq_stage_store agree by
- * calling these): its k-th (block c of the chunk, token tau) pair of quants, and its (c, j, t)
- * entry of (d, s); false past the chunk or past the row's nba blocks. */
-template <int TILES>
-__device__ __forceinline__ bool mmq_stage_quants(int k, int blk0, int nba, int *c, int *tau)
-{
-    const int i = threadIdx.x + MMQ_THREADS * k;
-    *c = i / (8 * TILES);
-    *tau = i % (8 * TILES);
-    return i < MMQ_CHUNK * 8 * TILES && blk0 + *c < nba;
-}
-template <int TILES> __device__ __forceinline__ bool mmq_stage_scales(int blk0, int nba, int *c)
-{
-    *c = threadIdx.x / (4 * TILES);
-    return threadIdx.x < MMQ_CHUNK * TILES * 4 && blk0 + *c < nba;
-}
-
-/* Activation blocks [blk0, blk0 + MMQ_CHUNK) (those below cols / 32) of a's tokens tok0 .. tok0 +
- * 8 TILES - 1, this thread's share, into r; tokens past n as row n - 1 (as act_load: columns
- * computed, never stored). */
-template <int TILES>
-__device__ __forceinline__ void mmq_stage_load(const gemv_act &a, int tok0, int n, int blk0, mmq_stage_regs<TILES> &r)
-{
-    const int nba = a.cols >> 5;
-    int c, tau;
-    SLM_UNROLL
-    for (int k = 0; k < mmq_stage_regs<TILES>::P; k++) {
-        if (!mmq_stage_quants<TILES>(k, blk0, nba, &c, &tau)) continue;
-        const uint4 *q = reinterpret_cast<const uint4 *>(a.q + (size_t)min(tok0 + tau, n - 1) * (size_t)a.cols +
-                                                         32 * (blk0 + c));
-        r.x[k][0] = q[0];   /* words 0..3 */
-        r.x[k][1] = q[1];   /* words 4..7 */
-    }
-    if (mmq_stage_scales<TILES>(blk0, nba, &c)) {
-        const int j = (threadIdx.x >> 2) % TILES, t = threadIdx.x & 3;
-        const float2 d0 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t, n - 1), blk0 + c);
-        const float2 d1 = slm_gemv::act_ds(a, min(tok0 + 8 * j + 2 * t + 1, n - 1), blk0 + c);
-        r.d = make_float4(d0.x, d0.y, d1.x, d1.y);
-    }
-}
-
-/* A token's activation block, words 0..3 in lo and 4..7 in hi, into the 8-byte slots of its 4
- * lanes (g, 0..3) at slot: lane t gets words t and t + 4, the B fragment it reads (mmq_stage's
- * order, which the wide kernel's staging and the fused prologue both write). */
-__device__ __forceinline__ void mmq_frag_put(int2 *slot, const uint4 &lo, const uint4 &hi)
-{
-    uint4 *d = reinterpret_cast<uint4 *>(slot);
-    d[0] = make_uint4(lo.x, hi.x, lo.y, hi.y);
-    d[1] = make_uint4(lo.z, hi.z, lo.w, hi.w);
-}
-
-/* r into st in fragment order (the entries mmq_stage_load skipped are not written: st there is
- * never read). Between two __syncthreads: st is the block's. */
-template <int TILES>
-__device__ __forceinline__ void mmq_stage_store(const mmq_stage_regs<TILES> &r, int blk0, int nba, mmq_stage<TILES> &st)
-{
-    int c, tau;
-    SLM_UNROLL
-    for (int k = 0; k < mmq_stage_regs<TILES>::P; k++) {
-        if (!mmq_stage_quants<TILES>(k, blk0, nba, &c, &tau)) continue;
-        mmq_frag_put(&st.b[c][tau >> 3][4 * (tau & 7)], r.x[k][0], r.x[k][1]);
-    }
-    if (mmq_stage_scales<TILES>(blk0, nba, &c)) st.ds[c][(threadIdx.x >> 2) % TILES][threadIdx.x & 3] = r.d;
-}
-
-/* A unit's activations in fragment order (mmq_stage's, from block blk0 on): the wide kernel's
- * staged chunk, or the fused prologue's whole row of blocks (mmq_quantize_frag) in either kernel. */
+/* A block's tokens' activations in fragment order (act_quant.cuh, mmq_frag_store: tiles of 8
+ * tokens, nt of them a column of blocks), from block blk0 on: a tile's fragment one 8-byte load a
+ * lane and its (d, s) one 16-byte load, at constant offsets from the block's. Three sources:
+ * p.xq from slm_cuda_mmq_quantize (global memory, nt the batch's tiles: the narrow kernel's), the
+ * wide kernel's staged chunk, the fused prologue's whole row (shared memory, nt = TILES). Tokens
+ * past n are zeros there: their columns are computed and never stored. */
 template <int TILES> struct act_staged {
-    const int2 *b;      /* [block - blk0][j][lane] */
-    const float4 *ds;   /* [block - blk0][j][t] */
-    int blk0;
+    const int2 *b;      /* [(block - blk0) nt + j][lane] */
+    const float4 *ds;   /* [(block - blk0) nt + j][t] */
+    int blk0, nt;
     __device__ __forceinline__ act_frag<TILES> get(int blk) const
     {
         const int lane = threadIdx.x & 31, c = blk - blk0;
         act_frag<TILES> f;
         SLM_UNROLL
         for (int j = 0; j < TILES; j++) {
-            const int2 v = b[(c * TILES + j) * 32 + lane];
-            const float4 d = ds[(c * TILES + j) * 4 + (lane & 3)];
+            const int2 v = b[(c * nt + j) * 32 + lane];
+            const float4 d = ds[(c * nt + j) * 4 + (lane & 3)];
             f.b[j][0] = v.x;
             f.b[j][1] = v.y;
             f.ds[j][0] = make_float2(d.x, d.y);
@@ -230,13 +115,74 @@ template <int TILES> struct act_staged {
     }
 };
 
-/* The narrow kernel's source: the fused prologue's fragments, else global memory as it is. */
-template <int TILES, bool PRO> struct mmq_source {
-    typedef act_direct<TILES> type;
+/* Activation blocks a staged chunk of the wide kernel: one Q4_K / Q5_K / Q6_K super-block, 8
+ * units of the 32-element types. */
+#define MMQ_CHUNK 8
+
+/* A chunk of the block's 8 TILES tokens in shared memory, in fragment order (act_staged with nt =
+ * TILES): b[c][j][lane (g, t)] = words t and t + 4 of token 8j + g's block c (one conflict-free
+ * 8-byte load a lane), ds[c][j][t] = (d, s) of tokens 8j + 2t and 8j + 2t + 1 (one 16-byte load). */
+template <int TILES> struct mmq_stage {
+    int2 b[MMQ_CHUNK][TILES][32];
+    float4 ds[MMQ_CHUNK][TILES][4];
 };
-template <int TILES> struct mmq_source<TILES, true> {
-    typedef act_staged<TILES> type;
+
+/* A thread's share of a chunk on its way to shared memory: p.xq holds it in the same order, a
+ * block's TILES tiles 256 TILES contiguous bytes of quants and 64 TILES of (d, s) a column, so
+ * the copy is 16-byte words, TILES of quants a thread and one of (d, s) for the first 32 TILES
+ * threads (mmq_stage_quants, mmq_stage_scales). Held in registers from the load (issued right after the previous
+ * chunk is stored) to the store (at the next chunk), so the loads' latency passes while the
+ * block computes the current chunk. */
+template <int TILES> struct mmq_stage_regs {
+    static_assert(MMQ_CHUNK * 16 == MMQ_THREADS && MMQ_CHUNK * 4 * TILES <= MMQ_THREADS,
+                  "a chunk is TILES words of quants a thread and at most one of (d, s)");
+    uint4 x[TILES];
+    float4 d;
 };
+
+/* Which words of a chunk this thread moves (mmq_stage_load and mmq_stage_store agree by calling
+ * these): its k-th word of quants, word *w of column *c (word threadIdx.x + 128 k of the chunk's
+ * MMQ_CHUNK x 16 TILES), and its word of (d, s) (threadIdx.x of the chunk's MMQ_CHUNK x 4 TILES);
+ * false past those or past the row's nba blocks. (One function for both with k = TILES for the
+ * scales: 20 more sm_90 instructions a chunk.) */
+template <int TILES> __device__ __forceinline__ bool mmq_stage_quants(int k, int blk0, int nba, int *c, int *w)
+{
+    const int i = threadIdx.x + MMQ_THREADS * k;
+    *c = i / (16 * TILES);
+    *w = i % (16 * TILES);
+    return blk0 + *c < nba;
+}
+template <int TILES> __device__ __forceinline__ bool mmq_stage_scales(int blk0, int nba, int *c, int *w)
+{
+    *c = threadIdx.x / (4 * TILES);
+    *w = threadIdx.x % (4 * TILES);
+    return threadIdx.x < MMQ_CHUNK * 4 * TILES && blk0 + *c < nba;
+}
+
+/* Chunk [blk0, blk0 + MMQ_CHUNK) (the blocks below nba) of src (p.xq at the block's first tile)
+ * into r, this thread's share. */
+template <int TILES>
+__device__ __forceinline__ void mmq_stage_load(const act_staged<TILES> &src, int blk0, int nba, mmq_stage_regs<TILES> &r)
+{
+    int c, w;
+    SLM_UNROLL
+    for (int k = 0; k < TILES; k++)
+        if (mmq_stage_quants<TILES>(k, blk0, nba, &c, &w))
+            r.x[k] = reinterpret_cast<const uint4 *>(src.b + (blk0 + c) * src.nt * 32)[w];
+    if (mmq_stage_scales<TILES>(blk0, nba, &c, &w)) r.d = src.ds[(blk0 + c) * src.nt * 4 + w];
+}
+
+/* r into st, the same words in the same order (those mmq_stage_load skipped are not written: st
+ * there is never read). Between two __syncthreads: st is the block's. */
+template <int TILES>
+__device__ __forceinline__ void mmq_stage_store(const mmq_stage_regs<TILES> &r, int blk0, int nba, mmq_stage<TILES> &st)
+{
+    int c, w;
+    SLM_UNROLL
+    for (int k = 0; k < TILES; k++)
+        if (mmq_stage_quants<TILES>(k, blk0, nba, &c, &w)) reinterpret_cast<uint4 *>(&st.b[c][0][0])[w] = r.x[k];
+    if (mmq_stage_scales<TILES>(blk0, nba, &c, &w)) (&st.ds[c][0][0])[w] = r.d;
+}
 
 /* y[j][i] (row g + 8 (i >= 2), token 8j + 2t + (i & 1)) += the block's terms, as the GEMV adds
  * them: y = fma(ws * d_a, float(dot), y), then y = fma(wm, s_a, y) when M. */
@@ -513,25 +459,30 @@ static __host__ __device__ __forceinline__ int mmq_groups(int lshift)
 /* The wide kernel's rows a block: 16 a warp, every warp along the whole K. */
 #define MMQ_WIDE_ROWS (16 * MMQ_WARPS)
 
-/* The block's activations quantized before the launch (p.xq, all n tokens), what both kernels
- * read without the fused prologue. */
-__device__ __forceinline__ gemv_act mmq_act_global(const struct qmm_args &p)
+/* Tiles of 8 tokens a column of blocks in slm_cuda_mmq_quantize's order for n tokens: the tokens
+ * rounded up to 32, so that every block's TILES tiles are there (8, 16 or 32 tokens a block). */
+static __host__ __device__ __forceinline__ int mmq_act_tiles(int n)
 {
-    gemv_act a;
-    a.cols = p.cols;
-    a.q = p.xq;
-    a.ds = reinterpret_cast<const float2 *>(p.xq + (size_t)p.n * (size_t)p.cols);
-    return a;
+    return 4 * ((n + 31) / 32);
+}
+
+/* The activations quantized before the launch (p.xq from slm_cuda_mmq_quantize, all n tokens) at
+ * the block's first tile, tile0: what both kernels read without the fused prologue. */
+template <int TILES> __device__ __forceinline__ act_staged<TILES> mmq_act_global(const struct qmm_args &p, int tile0)
+{
+    const int nt = mmq_act_tiles(p.n);
+    const int2 *b = reinterpret_cast<const int2 *>(p.xq);
+    const float4 *ds = reinterpret_cast<const float4 *>(p.xq + (size_t)(8 * nt) * (size_t)p.cols);
+    return act_staged<TILES>{b + 32 * tile0, ds + 4 * tile0, 0, nt};
 }
 
 /* The fused prologue: the block's tokens tok0 .. tok0 + 8 TILES - 1 of p.x (RMS-normed by p.gamma
- * when not NULL) quantized into dynamic shared memory in the order the fragments want them, for the
- * whole row (mmq_stage's order, every activation block of it: b[c][j][lane (g, t)] = words t and t
- * + 4 of token 8j + g's block c, ds[c][j][t] = the (d, s) of tokens 8j + 2t and 8j + 2t + 1), so
- * that a unit's fragments are one 8-byte and one 16-byte shared load a tile at constant offsets,
- * with no staging; the bytes are slm_cuda_gemv_quantize's (gemv_quantize_words), in another
- * place. Tokens past n are zeros: their columns are computed and never stored. Thread i takes
- * (token, block) i, i + 128, ... token-minor, so that a warp's stores are contiguous. */
+ * when not NULL) quantized into dynamic shared memory in fragment order (mmq_frag_store, nt =
+ * TILES) for the whole row, so that a unit's fragments are one 8-byte and one 16-byte shared load
+ * a tile at constant offsets, with no staging; the bytes are slm_cuda_gemv_quantize's
+ * (gemv_quantize_words), in another place. Tokens past n are zeros: their columns are computed and
+ * never stored. Thread i takes (token, block) i, i + 128, ... token-minor, so that a warp's stores
+ * are contiguous. */
 template <int TILES>
 __device__ __forceinline__ act_staged<TILES> mmq_quantize_frag(const struct qmm_args &p, int tok0)
 {
@@ -541,18 +492,32 @@ __device__ __forceinline__ act_staged<TILES> mmq_quantize_frag(const struct qmm_
     const int an = min(p.n - tok0, T), nba = p.cols >> 5;
     const float *x = p.x + (size_t)tok0 * (size_t)p.cols;
     int2 *b = reinterpret_cast<int2 *>(smem);
-    float4 *ds = reinterpret_cast<float4 *>(reinterpret_cast<int8_t *>(smem) + (size_t)T * (size_t)p.cols);
+    float2 *ds = reinterpret_cast<float2 *>(reinterpret_cast<int8_t *>(smem) + (size_t)T * (size_t)p.cols);
     gemv_norm_tokens(x, p.gamma, p.eps, an, p.cols, scale);
     for (int g = threadIdx.x; g < T * nba; g += MMQ_THREADS) {
         const int tau = g % T, c = g / T;
         qact_block q = {};
         if (tau < an) q = gemv_quantize_words(x, p.gamma, scale, p.cols, tau * nba + c);
-        mmq_frag_put(&b[(c * TILES + (tau >> 3)) * 32 + 4 * (tau & 7)], make_uint4(q.w[0], q.w[1], q.w[2], q.w[3]),
-                     make_uint4(q.w[4], q.w[5], q.w[6], q.w[7]));
-        reinterpret_cast<float2 *>(&ds[(c * TILES + (tau >> 3)) * 4 + ((tau & 7) >> 1)])[tau & 1] = q.ds;
+        mmq_frag_store(b, ds, TILES, tau, c, q);
     }
     __syncthreads();
-    return act_staged<TILES>{b, ds, 0};
+    return act_staged<TILES>{b, reinterpret_cast<const float4 *>(ds), 0, TILES};
+}
+
+/* slm_cuda_mmq_quantize: grid (ceil(cols / 32 / 128), 8 nt); block (c, t) quantizes activation
+ * blocks 128c .. 128c + 127 of token t a thread each (act_quant.cuh: slm_cuda_gemv_quantize's
+ * blocks, the same code and bytes) into fragment order (mmq_frag_store, nt tiles a column of
+ * blocks); the tokens from n to 8 nt, the padding of the last 32, zeros. */
+__global__ void __launch_bounds__(MMQ_THREADS) k_mmq_quantize(const float *__restrict__ x, const float *__restrict__ gamma,
+                                                              float eps, int cols, int n, int nt, int2 *__restrict__ b,
+                                                              float2 *__restrict__ ds)
+{
+    slm_pdl_begin();
+    const int t = blockIdx.y;
+    qact_block q = {};
+    int c = (int)blockIdx.x * MMQ_THREADS + (int)threadIdx.x;
+    if (t < n ? !qact_row_block(x + (size_t)t * (size_t)cols, gamma, eps, cols, &q, &c) : c >= cols >> 5) return;
+    mmq_frag_store(b, ds, nt, t, c, q);
 }
 
 /* Rows row0 and row0 + 8 of w (the last row for those past it), and of p.w[1] (the up weight)
@@ -593,7 +558,7 @@ __device__ __forceinline__ void mmq_store(const struct qmm_args &p, float *y, in
 /* The narrow kernel (blocks of 16 rows, split-K over the warps: many blocks for small grids).
  * PRO: x (p.x, RMS-normed by p.gamma when not NULL) quantized by the block into dynamic shared
  * memory first, in fragment order (mmq_quantize_frag: slm_cuda_gemv_quantize's bytes), only the
- * block's own tokens; else p.xq, quantized before the launch, read as the fragments want it. */
+ * block's own tokens; else p.xq from slm_cuda_mmq_quantize, in the same order (mmq_act_global). */
 template <uint32_t WT, bool SWIGLU, bool PRO>
 __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
 {
@@ -618,9 +583,9 @@ __global__ void __launch_bounds__(MMQ_THREADS, 1) k_mmq(const struct qmm_args p)
     /* the group sums of the warps of fold groups 1 .. F - 1, for the warp of group 0 */
     __shared__ float part[MMQ_WARPS][(SWIGLU ? 2 : 1) * TILES * 4][32];
     const int tok0 = (int)blockIdx.y * 8 * TILES;
-    typename mmq_source<TILES, PRO>::type src;
+    act_staged<TILES> src;
     if constexpr (PRO) src = mmq_quantize_frag<TILES>(p, tok0);
-    else src = act_direct<TILES>{mmq_act_global(p), tok0, p.n};
+    else src = mmq_act_global<TILES>(p, (int)blockIdx.y * TILES);
     float tot[TILES][4] = {}, seg[TILES][4], utot[SWIGLU ? TILES : 1][4] = {}, useg[SWIGLU ? TILES : 1][4];
     for (int l = wk * S; l < (wk + 1) * S; l++) {
         SLM_UNROLL
@@ -713,7 +678,7 @@ __device__ __forceinline__ void mmq_close_done(const struct qmm_args &p, int don
  * previous one, then loads the chunk after it into next. Called with the same *staged by every
  * thread. */
 template <int TILES, int CU>
-__device__ __forceinline__ void mmq_stage_next(const gemv_act &a, int at0, int an, int nba, int U, int *staged,
+__device__ __forceinline__ void mmq_stage_next(const act_staged<TILES> &a, int nba, int U, int *staged,
                                                act_staged<TILES> *src, mmq_stage_regs<TILES> &next,
                                                mmq_stage<TILES> &st)
 {
@@ -722,7 +687,7 @@ __device__ __forceinline__ void mmq_stage_next(const gemv_act &a, int at0, int a
     mmq_stage_store<TILES>(next, src->blk0, nba, st);
     __syncthreads();
     *staged += CU;
-    if (*staged < U) mmq_stage_load<TILES>(a, at0, an, src->blk0 + MMQ_CHUNK, next);
+    if (*staged < U) mmq_stage_load<TILES>(a, src->blk0 + MMQ_CHUNK, nba, next);
 }
 
 /* The wide kernel (blocks of MMQ_WIDE_ROWS rows, for grids with blocks to spare): each warp its
@@ -746,7 +711,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     float *y;
     int rows, rg;
     /* the fused prologue's fragments (the whole row: nothing to stage), else chunks of p.xq staged */
-    const gemv_act a = mmq_act_global(p);
+    const act_staged<TILES> a = mmq_act_global<TILES>(p, (int)blockIdx.y * TILES);
     act_staged<TILES> src;
     mmq_stage<TILES> *st = nullptr;
     int staged = 0;   /* without PRO: units below it are staged or done */
@@ -756,8 +721,8 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     } else {
         __shared__ mmq_stage<TILES> stage;
         st = &stage;
-        src = act_staged<TILES>{&stage.b[0][0][0], &stage.ds[0][0][0], 0};
-        mmq_stage_load<TILES>(a, tok0, p.n, 0, next);
+        src = act_staged<TILES>{&stage.b[0][0][0], &stage.ds[0][0][0], 0, TILES};
+        mmq_stage_load<TILES>(a, 0, p.cols >> 5, next);
     }
     qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
     const int row0 = rg * MMQ_WIDE_ROWS + 16 * warp + g;   /* rows row0 and row0 + 8 */
@@ -779,7 +744,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     mmq_close_done<TILES, UT, SWIGLU>(p, 0, L, S, &l, &u1, tot, grp, seg, utot, ugrp, useg);
     const int UQ = CU == 4 ? U : U & ~3;   /* units in full quads */
     for (int qd = 0; 4 * qd < UQ; qd++) {
-        if (!PRO && 4 * qd == staged) mmq_stage_next<TILES, CU>(a, tok0, p.n, p.cols >> 5, U, &staged, &src, next, *st);
+        if (!PRO && 4 * qd == staged) mmq_stage_next<TILES, CU>(a, p.cols >> 5, U, &staged, &src, next, *st);
         SLM_UNROLL
         for (int i = 0; i < 4; i++) {
             mmq_ahead<WT, SWIGLU> now;
@@ -789,7 +754,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
         }
     }
     for (int u = UQ; u < U; u++) {
-        if (!PRO && u == staged) mmq_stage_next<TILES, CU>(a, tok0, p.n, p.cols >> 5, U, &staged, &src, next, *st);
+        if (!PRO && u == staged) mmq_stage_next<TILES, CU>(a, p.cols >> 5, U, &staged, &src, next, *st);
         mmq_ahead<WT, SWIGLU> now;
         now.load(wr_, ur, p.nb, u);
         now.template dot<TILES>(u, src, seg, useg);
@@ -873,10 +838,32 @@ extern "C" int slm_cuda_mmq(uint32_t type, int n_w, const void *const *w, const 
     bool wide;
     int rc = mmq_setup(type, n_w, w, rows, cols, n, y, epilogue, &p, &wide);
     if (rc) return rc;
-    SLM_CUDA_DEVICE(xq, slm_cuda_act_bytes(n, cols));
+    const size_t bytes = slm_cuda_mmq_act_bytes(n, cols);
+    SLM_CUDA_ARG(bytes != 0);
+    SLM_CUDA_DEVICE(xq, bytes);
     SLM_CUDA_ARG(slm_cuda_aligned(xq, 16));
     p.xq = (const int8_t *)xq;
     return mmq_launch<false>(type, p, wide, stream);
+}
+
+extern "C" size_t slm_cuda_mmq_act_bytes(int n, int64_t cols)
+{
+    if (slm_cuda_act_bytes(n, cols) == 0) return 0;
+    const size_t bytes = (size_t)(8 * mmq_act_tiles(n)) * (size_t)(cols + cols / 32 * 8);
+    return bytes <= (size_t)INT32_MAX ? bytes : 0;
+}
+
+extern "C" int slm_cuda_mmq_quantize(const float *x, const float *gamma, float eps, int n, int64_t cols, void *xq,
+                                     struct CUstream_st *stream)
+{
+    const int rc = qact_args(x, gamma, n, cols, xq, slm_cuda_mmq_act_bytes(n, cols));
+    if (rc) return rc;
+    const int c = (int)cols, nt = mmq_act_tiles(n);
+    int2 *b = (int2 *)xq;
+    float2 *ds = (float2 *)((int8_t *)xq + (size_t)(8 * nt) * (size_t)c);
+    const dim3 grid((unsigned)((c / 32 + MMQ_THREADS - 1) / MMQ_THREADS), (unsigned)(8 * nt));
+    SLM_LAUNCH_PDL(k_mmq_quantize, grid, MMQ_THREADS, 0, stream, x, gamma, eps, c, n, nt, b, ds);
+    return slm_cuda_launched();
 }
 
 extern "C" size_t slm_cuda_mmq_fused_smem(uint32_t type, int64_t cols, int epilogue)

@@ -89,6 +89,19 @@ static inline int qmm_setup(uint32_t type, int n_w, const void *const *w, const 
     return 0;
 }
 
+/* The checks of a standalone quantizer's arguments (slm_cuda_gemv_quantize, slm_cuda_mmq_quantize):
+ * bytes, its size of xq for (n, cols), not 0; x (n, cols), xq and gamma (cols, when not NULL)
+ * device memory of their sizes, 16-byte aligned. */
+static inline int qact_args(const float *x, const float *gamma, int n, int64_t cols, const void *xq, size_t bytes)
+{
+    SLM_CUDA_ARG(bytes != 0);
+    SLM_CUDA_DEVICE(x, (size_t)n * (size_t)cols * sizeof(float));
+    SLM_CUDA_DEVICE(xq, bytes);
+    if (gamma) SLM_CUDA_DEVICE(gamma, (size_t)cols * sizeof(float));
+    SLM_CUDA_ARG(slm_cuda_aligned(x, 16) && slm_cuda_aligned(xq, 16) && (!gamma || slm_cuda_aligned(gamma, 16)));
+    return 0;
+}
+
 /* The first unit of segment l of a row, the shared order's cut (docs/numerics.md, "The GPU"):
  * segment l = units [qmm_seg(p, l), qmm_seg(p, l + 1)), l = 0 .. L; a run of segments [a, b)
  * likewise [qmm_seg(p, a), qmm_seg(p, b)). */

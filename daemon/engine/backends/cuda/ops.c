@@ -102,14 +102,15 @@ static int gemv(struct cuda_impl *ci, uint32_t type, int64_t cols, int n_w, cons
         if (n <= MMQ_FUSED_MAX_TOKENS && smem != 0 && smem <= SLM_CUDA_MMQ_SMEM)
             return launched(slm_cuda_mmq_fused(type, n_w, w, rows, cols, x, gamma, eps, n, y, epilogue, ci->stream),
                             "slm_cuda_mmq_fused");
-        const int M = SLM_CUDA_ACT_MAX_TOKENS;
-        int rc = q8_reserve(ci, slm_cuda_act_bytes(n < M ? n : M, cols), n);
+        int M = SLM_CUDA_ACT_MAX_TOKENS;   /* tokens a launch: fewer where their bytes pass 2 GiB */
+        while (M > 32 && slm_cuda_mmq_act_bytes(M, cols) == 0) M /= 2;
+        int rc = q8_reserve(ci, slm_cuda_mmq_act_bytes(n < M ? n : M, cols), n);
         for (int c = 0; c < n && !rc; c += M) {
             int k = n - c < M ? n - c : M;
             float *yc[SLM_CUDA_GEMV_MAX_WEIGHTS];
             for (int i = 0; i < n_w; i++) yc[i] = y[i] ? y[i] + (size_t)c * (size_t)rows[i] : NULL;
-            rc = launched(slm_cuda_gemv_quantize(x + (size_t)c * (size_t)cols, gamma, eps, k, cols, ci->q8, ci->stream),
-                          "slm_cuda_gemv_quantize");
+            rc = launched(slm_cuda_mmq_quantize(x + (size_t)c * (size_t)cols, gamma, eps, k, cols, ci->q8, ci->stream),
+                          "slm_cuda_mmq_quantize");
             if (!rc)
                 rc = launched(slm_cuda_mmq(type, n_w, w, rows, cols, ci->q8, k, yc, epilogue, ci->stream), "slm_cuda_mmq");
         }
