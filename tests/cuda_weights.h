@@ -1,11 +1,13 @@
 /* tests/cuda_weights.h - device buffers and random weights for the CUDA kernel tests
  * (test_cuda_ops, test_cuda_gemv): dev_buf, a poisoned device array; tname; rand_range,
- * rand_floats; rand_weights, a (rows, cols) weight of any type with finite, moderate scales.
+ * rand_floats; rand_weights, a (rows, cols) weight of any type with finite, moderate scales;
+ * check_quantize_refusals, the bad arguments both activation quantizers refuse.
  * Include after tests/cuda_check.h and tests/rng.h. */
 #ifndef SLM_TESTS_CUDA_WEIGHTS_H
 #define SLM_TESTS_CUDA_WEIGHTS_H
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -94,6 +96,30 @@ static inline std::vector<uint8_t> rand_weights(uint32_t type, int64_t rows, int
         }
     }
     return w;
+}
+
+/* The refusals (-EINVAL) the standalone quantizers share (slm_cuda_gemv_quantize and
+ * slm_cuda_mmq_quantize, named by name): n = 0 or past SLM_CUDA_ACT_MAX_TOKENS, cols not whole
+ * blocks, a NULL x or xq, a misaligned x, xq or gamma. x (2 tokens of cols and 4 floats more), g
+ * (cols + 4) and q (their xq of 2 tokens and 16 bytes more): device memory, 16-byte aligned. */
+typedef int (*quantize_fn)(const float *, const float *, float, int, int64_t, void *, struct CUstream_st *);
+static inline void check_quantize_refusals(quantize_fn quantize, const char *name, const float *x, const float *g,
+                                           uint8_t *q, int64_t cols, float eps)
+{
+    const struct {
+        const char *what;
+        int rc;
+    } cases[] = {
+        {"n = 0", quantize(x, nullptr, eps, 0, cols, q, nullptr)},
+        {"n past SLM_CUDA_ACT_MAX_TOKENS", quantize(x, nullptr, eps, SLM_CUDA_ACT_MAX_TOKENS + 1, 32, q, nullptr)},
+        {"48 columns (not whole blocks)", quantize(x, nullptr, eps, 2, 48, q, nullptr)},
+        {"x NULL", quantize(nullptr, nullptr, eps, 2, cols, q, nullptr)},
+        {"xq NULL", quantize(x, nullptr, eps, 2, cols, nullptr, nullptr)},
+        {"x misaligned", quantize(x + 1, nullptr, eps, 2, cols, q, nullptr)},
+        {"xq misaligned", quantize(x, nullptr, eps, 2, cols, q + 8, nullptr)},
+        {"gamma misaligned", quantize(x, g + 1, eps, 2, cols, q, nullptr)},
+    };
+    for (const auto &c : cases) CHECK(c.rc == -EINVAL, "%s, %s: expected -EINVAL, got %d", name, c.what, c.rc);
 }
 
 #endif

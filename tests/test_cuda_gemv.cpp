@@ -544,14 +544,7 @@ static void test_bad_arguments(void)
               !slm_cuda_gemv_fits(SLM_TYPE_Q4_1, 576, 9),
           "slm_cuda_gemv_fits: expected the shared-memory bound at %d bytes", SLM_CUDA_GEMV_SMEM);
     /* the quantizer */
-    REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 0, cols, q.p, nullptr));
-    REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, SLM_CUDA_ACT_MAX_TOKENS + 1, 32, q.p, nullptr));
-    REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 2, 48, q.p, nullptr));           /* not whole blocks */
-    REFUSED(slm_cuda_gemv_quantize(nullptr, nullptr, EPS, 2, cols, q.p, nullptr));
-    REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 2, cols, nullptr, nullptr));
-    REFUSED(slm_cuda_gemv_quantize(x.p + 1, nullptr, EPS, 2, cols, q.p, nullptr));     /* misaligned */
-    REFUSED(slm_cuda_gemv_quantize(x.p, nullptr, EPS, 2, cols, q.p + 8, nullptr));
-    REFUSED(slm_cuda_gemv_quantize(x.p, g.p + 1, EPS, 2, cols, q.p, nullptr));
+    check_quantize_refusals(slm_cuda_gemv_quantize, "slm_cuda_gemv_quantize", x.p, g.p, q.p, cols, EPS);
     /* the GEMV, both launchers */
     for (int fused = 0; fused < 2; fused++) {
 #define GEMV(type, nw, w_, r_, c_, n_, y_, epi)                                                                  \

@@ -305,14 +305,7 @@ static void check_quantize_refusals(void)
     /* past INT32_MAX bytes (the MMQ's 32-bit offsets): 65,536 tokens of 32,768 columns */
     CHECK(slm_cuda_mmq_act_bytes(SLM_CUDA_ACT_MAX_TOKENS, 32768) == 0 && slm_cuda_mmq_act_bytes(SLM_CUDA_ACT_MAX_TOKENS, 16384) != 0,
           "slm_cuda_mmq_act_bytes: 0 past INT32_MAX bytes only");
-    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 0, cols, q.p, nullptr));
-    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, SLM_CUDA_ACT_MAX_TOKENS + 1, 32, q.p, nullptr));
-    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 2, 48, q.p, nullptr));   /* not whole blocks */
-    REFUSED(slm_cuda_mmq_quantize(nullptr, nullptr, EPS, 2, cols, q.p, nullptr));
-    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 2, cols, nullptr, nullptr));
-    REFUSED(slm_cuda_mmq_quantize(x.p + 1, nullptr, EPS, 2, cols, q.p, nullptr));   /* misaligned */
-    REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 2, cols, q.p + 8, nullptr));
-    REFUSED(slm_cuda_mmq_quantize(x.p, g.p + 1, EPS, 2, cols, q.p, nullptr));
+    check_quantize_refusals(slm_cuda_mmq_quantize, "slm_cuda_mmq_quantize", x.p, g.p, q.p, cols, EPS);
     if (slm_emu_active()) {
         REFUSED(slm_cuda_mmq_quantize(x.p, nullptr, EPS, 33, cols, q.p, nullptr));   /* xq: 32 tokens' bytes */
         REFUSED(slm_cuda_mmq_quantize(host_x.data(), nullptr, EPS, 2, cols, q.p, nullptr));   /* host memory */
