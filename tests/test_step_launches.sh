@@ -4,7 +4,8 @@
 # SmolLM2 at batch 1 and 8 must take at most 5 launches a layer, and every matmul of a layer at
 # batch 1 must run at least 132 x 4 warps (4 warps on each SM of an H100 / H200); a prefill step
 # of 32 tokens (the tensor-core MMQ with x quantized in its blocks) at most 6 a layer (the
-# attention's RoPE/KV store is a launch of its own there). Every launch of both steps must be a
+# attention's RoPE/KV store is a launch of its own there), and one of 96 tokens (x quantized by a
+# launch of its own before each MMQ) at most 10. Every launch of both steps must be a
 # programmatic dependent launch whose threads write no device memory before their slm_pdl_begin
 # and read none that an earlier launch of the step wrote (docs/cuda.md, "Programmatic dependent
 # launch"; the emulator's launch log fails the step otherwise); the decode attention of every
@@ -68,5 +69,18 @@ if out=$("$tool" --model "$model" --batch 1 --ctx 32 --prefill --max-per-layer 6
   fi
 else
   echo "$out"; echo "FAIL the prefill launch limit"; fail=1
+fi
+# A prefill step of 96 tokens, past the fused MMQ's 64: each matmul is two launches, x quantized
+# into the MMQ's fragment order by slm_cuda_mmq_quantize (k_mmq_quantize, which reads what the
+# step wrote, so after its wait), then the MMQ over it: 10 launches a layer under the same
+# discipline, the MMQ's 4 and the logits' GEMV still the only ones reading before their wait.
+if out=$("$tool" --model "$model" --batch 1 --ctx 96 --prefill --max-per-layer 10 --programmatic 2>&1) &&
+   echo "$out" | grep -q '^prefill step, batch 1, context 96: 304 launches = 1 before the layers + 30 layers x 10 + 3 after; .* 304 programmatic, 121 reading before their wait$' &&
+   [ "$(echo "$out" | awk '$1 == "k_mmq_quantize"' | wc -l)" = 4 ] &&
+   [ "$(echo "$out" | awk '$1 == "k_mmq_quantize" && $NF + 0 > 0' | wc -l)" = 0 ]; then
+  echo "$out" | grep '^prefill step'
+  echo "ok   a prefill step of 96 tokens: 10 launches a layer (4 k_mmq_quantize, 4 MMQ), every launch programmatic, 121 reading before their wait"
+else
+  echo "$out" | grep -v '^  '; echo "FAIL the prefill step of 96 tokens (two launches a matmul)"; fail=1
 fi
 exit $fail
