@@ -423,7 +423,7 @@ static void bench_gemv(struct bench *b, const struct model_shape *ms, uint32_t t
         g.xq = dev_fill(g.chunk * (size_t)((n + T - 1) / T), 0);
     }
     if (pre) {   /* x quantized once, outside the timing: chunks of 8 (gemv_q8) or all n at once (mmq) */
-        if (mmq ? slm_cuda_mmq_quantize(g.x, g.gamma, 1e-5f, n, g.cols, g.xq, b->stream) : 0) exit(1);
+        if (mmq && slm_cuda_mmq_quantize(g.x, g.gamma, 1e-5f, n, g.cols, g.xq, b->stream)) exit(1);
         for (int c = 0; c < n && !mmq; c += T)
             if (slm_cuda_gemv_quantize(g.x + (size_t)c * (size_t)g.cols, g.gamma, 1e-5f, n - c < T ? n - c : T, g.cols,
                                        (char *)g.xq + (size_t)(c / T) * g.chunk, b->stream))

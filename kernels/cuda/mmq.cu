@@ -4,8 +4,8 @@
  * has the contract, docs/cuda.md ("The tensor-core MMQ") the launch shapes.
  *
  * Numerics. The activations are quantized per 32 by slm_cuda_mmq_quantize (the bytes of
- * slm_cuda_gemv_quantize and the GEMV's prologues, placed in the fragments' order). The integer dot of a weight's 32-element block (K-quants: sub-block) with a
- * token's block comes out of mma.sync s8 x s8 -> s32 exactly (kernels/cuda/mma.cuh; Q6_K's two
+ * slm_cuda_gemv_quantize and the GEMV's prologues, placed in the fragments' order). The integer
+ * dot of a weight's 32-element block (K-quants: sub-block) with a token's block comes out of mma.sync s8 x s8 -> s32 exactly (kernels/cuda/mma.cuh; Q6_K's two
  * 16-element halves with their own int8 scales through two m16n8k16 and an exact int combine),
  * so it equals the GEMV's __dp4a sum. The float terms then follow the order every quantized
  * matmul shares (docs/numerics.md, "The GPU"): the row's U units cut into L =
@@ -130,9 +130,9 @@ template <int TILES> struct mmq_stage {
 /* A thread's share of a chunk on its way to shared memory: p.xq holds it in the same order, a
  * block's TILES tiles 256 TILES contiguous bytes of quants and 64 TILES of (d, s) a column, so
  * the copy is 16-byte words, TILES of quants a thread and one of (d, s) for the first 32 TILES
- * threads (mmq_stage_quants, mmq_stage_scales). Held in registers from the load (issued right after the previous
- * chunk is stored) to the store (at the next chunk), so the loads' latency passes while the
- * block computes the current chunk. */
+ * threads (mmq_stage_quants, mmq_stage_scales). Held in registers from the load (issued right
+ * after the previous chunk is stored) to the store (at the next chunk), so the loads' latency
+ * passes while the block computes the current chunk. */
 template <int TILES> struct mmq_stage_regs {
     static_assert(MMQ_CHUNK * 16 == MMQ_THREADS && MMQ_CHUNK * 4 * TILES <= MMQ_THREADS,
                   "a chunk is TILES words of quants a thread and at most one of (d, s)");
@@ -514,9 +514,13 @@ __global__ void __launch_bounds__(MMQ_THREADS) k_mmq_quantize(const float *__res
 {
     slm_pdl_begin();
     const int t = blockIdx.y;
-    qact_block q = {};
+    qact_block q = {};   /* a padding token's */
     int c = (int)blockIdx.x * MMQ_THREADS + (int)threadIdx.x;
-    if (t < n ? !qact_row_block(x + (size_t)t * (size_t)cols, gamma, eps, cols, &q, &c) : c >= cols >> 5) return;
+    if (t < n) {
+        if (!qact_row_block(x + (size_t)t * (size_t)cols, gamma, eps, cols, &q, &c)) return;
+    } else if (c >= cols >> 5) {
+        return;
+    }
     mmq_frag_store(b, ds, nt, t, c, q);
 }
 
@@ -710,9 +714,9 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
     const uint8_t *w;
     float *y;
     int rows, rg;
-    /* the fused prologue's fragments (the whole row: nothing to stage), else chunks of p.xq staged */
-    const act_staged<TILES> a = mmq_act_global<TILES>(p, (int)blockIdx.y * TILES);
-    act_staged<TILES> src;
+    /* the fused prologue's fragments (the whole row: nothing to stage), else chunks of p.xq (a)
+     * staged */
+    act_staged<TILES> a{}, src;
     mmq_stage<TILES> *st = nullptr;
     int staged = 0;   /* without PRO: units below it are staged or done */
     mmq_stage_regs<TILES> next = {};   /* the chunk of unit `staged`, loaded ahead */
@@ -722,6 +726,7 @@ __global__ void __launch_bounds__(MMQ_THREADS, mmq_min_blocks(WT, SWIGLU)) k_mmq
         __shared__ mmq_stage<TILES> stage;
         st = &stage;
         src = act_staged<TILES>{&stage.b[0][0][0], &stage.ds[0][0][0], 0, TILES};
+        a = mmq_act_global<TILES>(p, (int)blockIdx.y * TILES);
         mmq_stage_load<TILES>(a, 0, p.cols >> 5, next);
     }
     qmm_weight_of(p, (int)blockIdx.x, &w, &y, &rows, &rg);
