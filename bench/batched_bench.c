@@ -15,9 +15,11 @@
  * --backend cpu|cuda|auto picks the backend as slmd does (bench/gpu/run.sh times cuda with it).
  * --host-cost adds, under each row, where the TG phase's steps went (slm_engine_timing): the
  * forward pass against the host's parts, scheduling, sampling, detokenizing and the events.
- * --overlap runs each step's pass while the step before is reported (slmd's overlap-steps).
+ * --overlap runs each step's pass while the step before is reported (slmd's overlap-steps);
+ * --spin-us N lets its two threads poll for each other that long before sleeping (slmd's
+ * pass-spin-us), and --host-cost then also prints their hand-offs (the two wake-ups a step).
  * usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...]
- *                      [--batch N] [--json] [--host-cost] [--overlap]
+ *                      [--batch N] [--json] [--host-cost] [--overlap [--spin-us N]]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -62,8 +64,9 @@ struct result {
     struct slm_engine_timing tm;   /* the TG phase's steps */
 };
 
-/* --overlap: the engine's o.overlap (each pass while the step before is reported). */
-static int g_overlap;
+/* --overlap: the engine's o.overlap (each pass while the step before is reported); --spin-us:
+ * its o.spin_us. */
+static int g_overlap, g_spin_us;
 
 /* One measurement with pl sequences; 0 or -errno. */
 static int run_one(struct slm_model *m, const struct slm_tokenizer *tok, int pp, int tg, int pl, int batch,
@@ -74,7 +77,7 @@ static int run_one(struct slm_model *m, const struct slm_tokenizer *tok, int pp,
     int per_seq = (pp + tg + 1 + bs - 1) / bs;
     struct slm_engine_opts o = {.n_blocks = pl * per_seq, .block_size = bs,
                                 .max_batch_tokens = batch > pl ? batch : pl, .max_seqs = pl, .n_ctx = pp + tg + 1,
-                                .overlap = g_overlap};
+                                .overlap = g_overlap, .spin_us = g_spin_us};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     if (!e) {
         fprintf(stderr, "batched_bench: %s\n", err);
@@ -142,7 +145,7 @@ static int parse_list(const char *s, int *out, int cap)
 static void usage(void)
 {
     fprintf(stderr, "usage: batched_bench --model FILE [--backend B] [--threads T] [--npp PP] [--ntg TG] [--npl B,B,...] "
-                    "[--batch N] [--json] [--host-cost] [--overlap]\n");
+                    "[--batch N] [--json] [--host-cost] [--overlap [--spin-us N]]\n");
 }
 
 int main(int argc, char **argv)
@@ -165,6 +168,15 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--host-cost")) host_cost = 1;
         else if (!strcmp(argv[i], "--overlap")) g_overlap = 1;
+        else if (!strcmp(argv[i], "--spin-us") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 0 || v > 1000000) {
+                fprintf(stderr, "batched_bench: --spin-us takes 0..1000000 microseconds, not '%s'\n", argv[i]);
+                return 2;
+            }
+            g_spin_us = (int)v;
+        }
         else {
             usage();
             return 2;
@@ -201,8 +213,10 @@ int main(int argc, char **argv)
         double s_pp = (double)pl * pp / res.t_pp, s_tg = res.n_tokens / res.t_tg;
         if (json)
             printf("{\"engine\": \"slmd\", \"threads\": %d, \"pp\": %d, \"tg\": %d, \"pl\": %d, \"t_pp\": %f, "
-                   "\"speed_pp\": %f, \"t_tg\": %f, \"speed_tg\": %f}\n",
-                   threads, pp, tg, pl, res.t_pp, s_pp, res.t_tg, s_tg);
+                   "\"speed_pp\": %f, \"t_tg\": %f, \"speed_tg\": %f, \"overlap\": %d, \"spin_us\": %d, "
+                   "\"handoff_us\": %f}\n",
+                   threads, pp, tg, pl, res.t_pp, s_pp, res.t_tg, s_tg, g_overlap, g_spin_us,
+                   res.tm.steps ? (double)res.tm.handoff_ns * 1e-3 / (double)res.tm.steps : 0.0);
         else
             printf("|%6d | %6d | %4d | %8.3f | %8.2f | %8.3f | %8.2f |\n", pp, tg, pl, res.t_pp, s_pp, res.t_tg,
                    s_tg);
@@ -216,6 +230,9 @@ int main(int argc, char **argv)
                    pl, (unsigned long long)t->steps, (double)t->rows / (double)t->steps, step, (double)t->pass_ns * k,
                    host, 100.0 * host / step, (double)t->schedule_ns * k, (double)t->sample_ns * k,
                    (double)t->detok_ns * k, (double)t->report_ns * k);
+            if (g_overlap)
+                printf("  B=%d, overlapped (spin %d us): the two threads' hand-offs %.1f us a step (in the pass)\n", pl,
+                       g_spin_us, (double)t->handoff_ns * 1e-3 / (double)t->steps);
         }
         fflush(stdout);
     }

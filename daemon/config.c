@@ -44,6 +44,7 @@ static const struct key keys[] = {
     {"kv-cache-mem", K_SIZE, F(kv_cache_mem), 0, 1ll << 46, "0", NULL, "KV cache size, e.g. 2G (0: auto, docs/configuration.md)"},
     {"block-size", K_INT, F(block_size), 1, 1024, "16", NULL, "tokens per KV block"},
     {"overlap-steps", K_BOOL, F(overlap_steps), 0, 1, "false", NULL, "run each step's forward pass while the step before is reported (detokenized, its events sent); true by default on the cuda backend (docs/engine.md)"},
+    {"pass-spin-us", K_INT, F(pass_spin_us), 0, 1000000, "0", NULL, "with overlap-steps: microseconds the engine's two threads poll for each other before sleeping, so that a pass that short is handed over without a thread wake-up; 1000 by default on the cuda backend (docs/engine.md)"},
     {"backend", K_ENUM, F(backend), 0, 0, "auto", "auto|cpu|cuda", "compute backend"},
     {"gpu-memory-fraction", K_FRAC, F(gpu_memory_fraction), 0, 1, "0.9", NULL, "cuda: share of the free device memory the KV cache may take (0 < f <= 1)"},
     {"shutdown-timeout", K_INT, F(shutdown_timeout), 0, 86400, "30", NULL, "seconds a graceful stop lets running requests finish"},
@@ -74,7 +75,8 @@ static const struct key *find_key(const char *name, size_t len)
  * max_num_seqs. Provisional: not yet chosen from a sweep on a GPU (docs/configuration.md). */
 static const struct {
     const char *key, *value;
-} cuda_defaults[] = {{"max-batch-tokens", "4096"}, {"max-seqs", "256"}, {"overlap-steps", "true"}};
+} cuda_defaults[] = {{"max-batch-tokens", "4096"}, {"max-seqs", "256"}, {"overlap-steps", "true"},
+                   {"pass-spin-us", "1000"}};
 #define CUDA_DEFAULT_SOURCE "default for the cuda backend"
 
 static int check_seqs(const struct slm_config *c, char *err)

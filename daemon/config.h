@@ -28,6 +28,7 @@ struct slm_config {
     int ctx_size;                /* 0 = the model's, at most 8192 */
     int force_ctx;               /* 1: ctx_size may exceed the model's training context */
     int overlap_steps;           /* 1: the engine's o.overlap (each pass while the step before is reported) */
+    int pass_spin_us;            /* the engine's o.spin_us (its two threads' polling for each other) */
     int max_batch_tokens;
     int max_seqs;
     uint64_t kv_cache_mem;       /* bytes; 0 = auto */

@@ -96,16 +96,21 @@ static int load_engine(struct slm_server *s, char *err)
     if (!n_blocks) return -EINVAL;
     s->eo = (struct slm_engine_opts){.n_blocks = n_blocks, .block_size = s->cfg.block_size,
                                      .max_batch_tokens = s->cfg.max_batch_tokens, .max_seqs = s->cfg.max_seqs,
-                                     .n_ctx = n_ctx, .overlap = s->cfg.overlap_steps};
+                                     .n_ctx = n_ctx, .overlap = s->cfg.overlap_steps,
+                                     .spin_us = s->cfg.pass_spin_us};
     if (!(s->engine = slm_engine_create(s->svc.model, s->svc.tok, &s->eo, err))) return -ENOMEM;
-    char be_desc[96], kv_desc[160];
+    char be_desc[96], kv_desc[160], overlap[64] = "";
+    if (s->cfg.overlap_steps && s->cfg.pass_spin_us)
+        snprintf(overlap, sizeof overlap, ", overlapped (its threads polling %d us)", s->cfg.pass_spin_us);
+    else if (s->cfg.overlap_steps)
+        snprintf(overlap, sizeof overlap, ", overlapped");
     slm_service_backend_desc(&s->svc, be_desc, sizeof be_desc);
     const struct slm_model *m = s->svc.model;
     slm_engine_kv_desc(m, &s->eo, kv_desc, sizeof kv_desc);
     slm_log(SLM_LOG_INFO, "model %s: %s, %d layers, vocab %d, context %d; %s; "
             "KV cache %s; %d tokens and %d sequences per step%s; chat template %s",
             s->svc.model_path, m->cfg.arch_name, m->cfg.n_layer, m->cfg.n_vocab, n_ctx, be_desc, kv_desc,
-            s->cfg.max_batch_tokens, s->cfg.max_seqs, s->cfg.overlap_steps ? ", overlapped" : "",
+            s->cfg.max_batch_tokens, s->cfg.max_seqs, overlap,
             s->svc.chat_fmt >= 0 ? slm_chat_format_name(s->svc.chat_fmt) : "none");
     return 0;
 }
@@ -810,7 +815,7 @@ static int reload(struct slm_server *s)
                          next->max_seqs != cur->max_seqs || next->kv_cache_mem != cur->kv_cache_mem ||
                          next->block_size != cur->block_size || strcmp(next->backend, cur->backend) ||
                          next->gpu_memory_fraction != cur->gpu_memory_fraction ||
-                         next->overlap_steps != cur->overlap_steps;
+                         next->overlap_steps != cur->overlap_steps || next->pass_spin_us != cur->pass_spin_us;
     if (!s->socket_activated && (cur->socket_mode != next->socket_mode || strcmp(cur->socket_group, next->socket_group))) {
         struct slm_config old = s->cfg;
         s->cfg.socket_mode = next->socket_mode;

@@ -187,6 +187,19 @@ int main(void)
           "--backend cpu --overlap-steps: overlap-steps %d (%s)", c.overlap_steps, err);
     expect_error("overlap-steps not a boolean", from_args(&c, err, 1, "--overlap-steps=sometimes"), err,
                  "overlap-steps");
+    /* pass-spin-us: 1000 by default on cuda, 0 on the cpu; an explicit value is kept; 0..1000000 */
+    CHECK(from_args(&c, err, 2, "--backend", "cuda") == 0 && c.pass_spin_us == 1000,
+          "--backend cuda: pass-spin-us %d", c.pass_spin_us);
+    CHECK(from_args(&c, err, 3, "--backend", "cuda", "--pass-spin-us=0") == 0 && c.pass_spin_us == 0,
+          "--backend cuda --pass-spin-us=0: pass-spin-us %d (%s)", c.pass_spin_us, err);
+    CHECK(from_args(&c, err, 4, "--backend", "cpu", "--pass-spin-us", "250") == 0 && c.pass_spin_us == 250,
+          "--backend cpu --pass-spin-us 250: pass-spin-us %d (%s)", c.pass_spin_us, err);
+    CHECK(from_args(&c, err, 2, "--backend", "cpu") == 0 && c.pass_spin_us == 0, "--backend cpu: pass-spin-us %d",
+          c.pass_spin_us);
+    expect_error("pass-spin-us negative", from_args(&c, err, 2, "--pass-spin-us", "-1"), err, "pass-spin-us");
+    expect_error("pass-spin-us above a second", from_args(&c, err, 2, "--pass-spin-us", "1000001"), err,
+                 "pass-spin-us");
+    expect_error("pass-spin-us not a number", from_args(&c, err, 2, "--pass-spin-us", "soon"), err, "pass-spin-us");
     CHECK(from_args(&c, err, 2, "--backend", "cpu") == 0 && c.max_batch_tokens == 512 && c.max_seqs == 64 &&
               c.overlap_steps == 0,
           "--backend cpu: %d tokens, %d seqs, overlap-steps %d", c.max_batch_tokens, c.max_seqs, c.overlap_steps);

@@ -100,7 +100,7 @@ else
     # The cuda backend's provisional step defaults (docs/configuration.md, "Defaults on the GPU"):
     # serve's log line says what the engine was built with (overlapped steps too); a flag keeps its value.
     for extra in "" "--max-seqs 32 --overlap-steps=false"; do
-      want="4096 tokens and 256 sequences per step, overlapped;"
+      want="4096 tokens and 256 sequences per step, overlapped (its threads polling 1000 us);"
       [ -n "$extra" ] && want="4096 tokens and 32 sequences per step;"
       rm -f "$tmp/serve.log"
       # shellcheck disable=SC2086

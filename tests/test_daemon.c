@@ -437,8 +437,8 @@ out:
 }
 
 /* Its own daemon at spin-us 0, then 20 with a doorbell flooder beside the clients and
- * overlap-steps: every submission after a pause finds the engine thread asleep or on its way
- * there. Returns the failures. */
+ * overlap-steps whose two threads poll for each other (pass-spin-us 200): every submission after
+ * a pause finds the engine thread asleep or on its way there. Returns the failures. */
 static int wakeups(const char *slmd, const char *model)
 {
     int bad = 0;
@@ -447,7 +447,7 @@ static int wakeups(const char *slmd, const char *model)
         snprintf(wake_sock, sizeof wake_sock, "/tmp/slmd-test-wake-%d.sock", (int)getpid());
         /* the second with overlapped steps (each pass on the engine's own thread) */
         const char *extra[] = {"--kv-cache-mem", "64M", "--threads", "1", "--spin-us", spins[k], "--log-level",
-                               "warning", k ? "--overlap-steps" : NULL, NULL};
+                               "warning", k ? "--overlap-steps" : NULL, "--pass-spin-us", "200", NULL};
         struct slm_client *probe;
         pid_t d = serve_and_connect(slmd, model, wake_sock, extra, "probe", &probe);
         if (d < 0) return 1;

@@ -102,7 +102,9 @@ static void on_event(void *p, const struct slm_engine_event *ev)
     }
 }
 
-/* The engines' o.overlap (make_engine_seqs): the scenarios run with each. */
+/* The engines' mode (make_engine_seqs), the scenarios run with each: 0 one step at a time, 1
+ * o.overlap, 2 o.overlap with its threads polling for each other (o.spin_us) up to 1 s: through
+ * every pass, so the engine thread finds each pass's end by polling. */
 static int g_overlap;
 
 static struct slm_engine *make_engine_seqs(struct slm_model *m, const struct slm_tokenizer *tok, int n_blocks,
@@ -110,10 +112,31 @@ static struct slm_engine *make_engine_seqs(struct slm_model *m, const struct slm
 {
     char err[SLM_ERR_LEN];
     struct slm_engine_opts o = {.n_blocks = n_blocks, .block_size = 16, .max_batch_tokens = batch,
-                                .max_seqs = max_seqs, .n_ctx = N_CTX, .overlap = g_overlap};
+                                .max_seqs = max_seqs, .n_ctx = N_CTX, .overlap = g_overlap > 0,
+                                .spin_us = g_overlap == 2 ? 1000000 : 0};
     struct slm_engine *e = slm_engine_create(m, tok, &o, err);
     CHECK(e, "slm_engine_create: %s", err);
     return e;
+}
+
+/* Options the engine refuses, each with an error naming the option. */
+static void check_bad_opts(struct slm_model *m, const struct slm_tokenizer *tok)
+{
+    const struct slm_engine_opts good = {.n_blocks = 16, .block_size = 16, .max_batch_tokens = 64, .max_seqs = 16,
+                                         .n_ctx = N_CTX, .overlap = 1, .spin_us = 1000000};
+    char err[SLM_ERR_LEN];
+    struct slm_engine *e = slm_engine_create(m, tok, &good, err);
+    CHECK(e, "spin_us 1000000 (the most) refused: %s", err);
+    slm_engine_destroy(&e);
+    const int spins[] = {-1, 1000001, INT32_MIN};
+    for (int i = 0; i < 3; i++) {
+        struct slm_engine_opts o = good;
+        o.spin_us = spins[i];
+        err[0] = 0;
+        e = slm_engine_create(m, tok, &o, err);
+        CHECK(!e && strstr(err, "spin_us"), "spin_us %d: engine %p, error '%s'", spins[i], (void *)e, err);
+        slm_engine_destroy(&e);
+    }
 }
 
 static struct slm_engine *make_engine(struct slm_model *m, const struct slm_tokenizer *tok, int n_blocks, int batch)
@@ -374,6 +397,7 @@ int main(void)
     static struct result together[N_REQ], alone[N_REQ], tight[N_REQ], one[1];
     make_specs(sp, N_REQ);
     check_score_chunk(m);
+    check_bad_opts(m, tok);
 
     /* Each alone, in a fresh engine, arriving at once. */
     for (int i = 0; i < N_REQ; i++) {
@@ -389,8 +413,8 @@ int main(void)
      * one computed token late, which is dropped): the same outputs, the same blocks freed. */
     static struct result together0[N_REQ];
     struct slm_engine *e = NULL;
-    for (g_overlap = 0; g_overlap < 2; g_overlap++) {
-        printf("overlap %d:\n", g_overlap);
+    for (g_overlap = 0; g_overlap < 3; g_overlap++) {
+        printf("overlap %d%s:\n", g_overlap > 0, g_overlap == 2 ? ", its threads polling up to 1 s" : "");
         /* All together, big cache. */
         e = make_engine(m, tok, 256, 64);
         run_all(e, sp, N_REQ, together);

@@ -78,6 +78,14 @@ EXPECT_PROG=$kb
 expect_error "gpu_kernels bad flag" "^usage: gpu_kernels" --frobnicate
 expect_error "gpu_kernels --reps 0" "^gpu_kernels: --reps takes" --reps 0
 SLM_EMU_DEVICES=0 expect_error "gpu_kernels with no device" "^gpu_kernels: no CUDA device" --smoke
+# batched_bench's --spin-us (run.sh's overlapped runs), refused before the model loads
+if [ -x "$bin/batched_bench" ]; then
+  EXPECT_PROG=$bin/batched_bench
+  for v in -1 1000001 soon ""; do
+    expect_error "batched_bench --spin-us '$v'" "^batched_bench: --spin-us takes 0..1000000 microseconds, not '$v'" \
+      --model x --overlap --spin-us "$v"
+  done
+fi
 
 # run.sh's arguments and its model parts, checked before it looks for a GPU: each bad one is one line
 EXPECT_PROG=$(dirname "$0")/../bench/gpu/run.sh
@@ -110,6 +118,7 @@ if [ -f "$table_model" ] && [ -x "$bin/bench_engine" ] && [ -x "$bin/batched_ben
   want_e2e=1
   "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e.json" 2>/dev/null &&
   "$bin/batched_bench" --backend cpu --model "$table_model" --npp 8 --ntg 4 --npl 1,2 --threads 2 --json >> "$tmp/run/e2e.json" 2>/dev/null &&
+  "$bin/batched_bench" --backend cpu --model "$table_model" --npp 8 --ntg 4 --npl 1 --threads 1 --overlap --spin-us 500 --json >> "$tmp/run/e2e.json" 2>/dev/null &&
   "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e_plain.json" 2>/dev/null ||
     { echo "FAIL bench_engine / batched_bench --json on the CPU"; fail=1; }
 fi
@@ -120,6 +129,7 @@ if "$EXPECT_PROG" --table "$tmp/run" --model "$table_model" > "$tmp/table.md" 2>
      grep -q '^Measured: memory bandwidth [0-9]* GB/s' "$tmp/table.md" &&
      { [ "$want_e2e" = 0 ] || {
        grep -q -E '^- pp16: [0-9.]+ tokens/s' "$tmp/table.md" && grep -q -E '^- batched, 2 sequences: prefill [0-9]+ tokens/s, decode [0-9]+' "$tmp/table.md" &&
+       grep -q -E "^- batched, 1 sequences, overlapped steps polling 500 us: decode [0-9]+ tokens/s, the threads' hand-offs [0-9.]+ us a step" "$tmp/table.md" &&
        grep -q -E '^- tg4 with plain launches \(SLM_CUDA_PDL=0\): [0-9.]+ tokens/s: programmatic dependent launch [0-9.]+x' "$tmp/table.md" &&
        grep -q -E '^Decode at batch 1: [0-9]+ tokens/s against a bandwidth roofline of [0-9]+ tokens/s \(96.6 MB' "$tmp/table.md"; }; }; then
     echo "ok   run.sh --table: 611 kernel rows (103 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratio of plain launches")"

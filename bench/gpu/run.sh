@@ -98,6 +98,9 @@ if e:
     for r in e:
         if "test" in r:
             print(f"- {r['test']}: {r['tokens_per_s']:.1f} tokens/s (sd {r['sd']:.1f})")
+        elif "speed_tg" in r and r.get("overlap"):
+            print(f"- batched, {r['pl']} sequences, overlapped steps polling {r['spin_us']} us: decode "
+                  f"{r['speed_tg']:.0f} tokens/s, the threads' hand-offs {r['handoff_us']:.1f} us a step")
         elif "speed_tg" in r:
             print(f"- batched, {r['pl']} sequences: prefill {r['speed_pp']:.0f} tokens/s, decode {r['speed_tg']:.0f} tokens/s")
     plain = {r["test"]: r for r in lines("e2e_plain.json") if "test" in r}
@@ -196,6 +199,12 @@ if [ -f "$MODEL" ]; then
         2> "$OUT/e2e.err" || status=1
     "$BUILD/batched_bench" --backend cuda --model "$MODEL" --npp 128 --ntg 128 --npl 1,32,256 --json \
         >> "$OUT/e2e.json" 2>> "$OUT/e2e.err" || status=1
+    # overlapped steps (slmd serve's default on cuda) with the threads sleeping at once and polling
+    # for 1000 us (pass-spin-us): what the hand-offs cost a decode step (docs/engine.md)
+    for spin in 0 1000; do
+        "$BUILD/batched_bench" --backend cuda --model "$MODEL" --npp 128 --ntg 128 --npl 1,32 --overlap \
+            --spin-us "$spin" --json >> "$OUT/e2e.json" 2>> "$OUT/e2e.err" || status=1
+    done
     # the same with plain launches: what programmatic dependent launch is worth (docs/cuda.md)
     SLM_CUDA_PDL=0 "$BUILD/bench_engine" --backend cuda --model "$MODEL" -p 512 -n 128 --reps "$reps" --json \
         > "$OUT/e2e_plain.json" 2>> "$OUT/e2e.err" || status=1

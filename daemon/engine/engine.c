@@ -107,7 +107,9 @@ struct slm_engine {
     pthread_t pass_thread;
     pthread_mutex_t pmu;
     pthread_cond_t pcv;
-    int pass_state;                /* PASS_IDLE, PASS_GO, PASS_DONE, PASS_QUIT */
+    int pass_state;                /* PASS_IDLE, PASS_GO, PASS_DONE, PASS_QUIT; written under pmu,
+                                      read also without it (pass_await's polling) */
+    int64_t pass_go_ns, pass_start_ns, pass_end_ns;   /* the launch, the pass's start and end */
     int pass_rc;
     struct slm_batch pass_batch;
     int pass_ndev, pass_nhost;
@@ -153,6 +155,7 @@ static void req_free(struct req *r)
 
 enum { PASS_IDLE, PASS_GO, PASS_DONE, PASS_QUIT };
 static void *pass_main(void *p);
+static void pass_set(struct slm_engine *e, int state);
 
 static void buf_free(struct step_buf *b)
 {
@@ -170,8 +173,7 @@ void slm_engine_destroy(struct slm_engine **ep)
     if (e->thread_init) {   /* waits for a pass still running, then stops the thread */
         pthread_mutex_lock(&e->pmu);
         while (e->pass_state == PASS_GO) pthread_cond_wait(&e->pcv, &e->pmu);
-        e->pass_state = PASS_QUIT;
-        pthread_cond_broadcast(&e->pcv);
+        pass_set(e, PASS_QUIT);
         pthread_mutex_unlock(&e->pmu);
         pthread_join(e->pass_thread, NULL);
         pthread_cond_destroy(&e->pcv);
@@ -252,6 +254,10 @@ struct slm_engine *slm_engine_create(struct slm_model *m, const struct slm_token
         o->max_seqs > o->max_batch_tokens) {
         slm_err_set(err, "engine: bad options (blocks %d of %d tokens, batch %d tokens, %d sequences, context %d)",
                     o->n_blocks, o->block_size, o->max_batch_tokens, o->max_seqs, o->n_ctx);
+        return NULL;
+    }
+    if (o->spin_us < 0 || o->spin_us > 1000000) {
+        slm_err_set(err, "engine: spin_us %d is outside 0..1000000 microseconds", o->spin_us);
         return NULL;
     }
     const int n_local = slm_engine_local_blocks(m, o);
@@ -738,36 +744,70 @@ static int run_pass(struct slm_engine *e, const struct slm_batch *b, int n_dev, 
     return rc;
 }
 
+/* Sets the pass state and wakes a sleeping waiter; pmu held. The release store pairs with
+ * pass_await's acquire load: what was written before (the batch, the pass's outputs) is seen by
+ * a thread that polls the state without the lock. */
+static void pass_set(struct slm_engine *e, int state)
+{
+    __atomic_store_n(&e->pass_state, state, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&e->pcv);
+}
+
+/* Waits, pmu held, until the pass state is a or b: first polling without the lock until
+ * until_ns (o.spin_us: a short pass, or the next launch, comes without a wake-up), then asleep
+ * on pcv. Returns the state. */
+static int pass_await(struct slm_engine *e, int a, int b, int64_t until_ns)
+{
+    int st = e->pass_state;
+    if (st != a && st != b && slm_mono_ns() < until_ns) {
+        pthread_mutex_unlock(&e->pmu);
+        do {
+            for (int i = 0; i < 64; i++) {
+                st = __atomic_load_n(&e->pass_state, __ATOMIC_ACQUIRE);
+                if (st == a || st == b) break;
+                slm_cpu_relax();
+            }
+        } while (st != a && st != b && slm_mono_ns() < until_ns);
+        pthread_mutex_lock(&e->pmu);
+    }
+    while ((st = e->pass_state) != a && st != b) pthread_cond_wait(&e->pcv, &e->pmu);
+    return st;
+}
+
 /* o.overlap: runs each pass step_locked launches (PASS_GO), on this thread. */
 static void *pass_main(void *p)
 {
     struct slm_engine *e = p;
+    const int64_t spin_ns = (int64_t)e->o.spin_us * 1000;
     pthread_mutex_lock(&e->pmu);
     for (;;) {
-        while (e->pass_state != PASS_GO && e->pass_state != PASS_QUIT) pthread_cond_wait(&e->pcv, &e->pmu);
-        if (e->pass_state == PASS_QUIT) break;
+        if (pass_await(e, PASS_GO, PASS_QUIT, slm_mono_ns() + spin_ns) == PASS_QUIT) break;
+        e->pass_start_ns = slm_mono_ns();
         pthread_mutex_unlock(&e->pmu);
         int rc = run_pass(e, &e->pass_batch, e->pass_ndev, e->pass_nhost, &e->buf[e->cur]);
         pthread_mutex_lock(&e->pmu);
         e->pass_rc = rc;
-        e->pass_state = PASS_DONE;
-        pthread_cond_broadcast(&e->pcv);
+        e->pass_end_ns = slm_mono_ns();
+        pass_set(e, PASS_DONE);
     }
     pthread_mutex_unlock(&e->pmu);
     return NULL;
 }
 
-/* Waits for the launched pass, with e->lock released meanwhile (add() and cancel() may run). */
+/* Waits for the launched pass, with e->lock released meanwhile (add() and cancel() may run):
+ * polling while it was launched less than o.spin_us ago, then asleep. */
 static int join_pass(struct slm_engine *e)
 {
     pthread_mutex_unlock(&e->lock);
     pthread_mutex_lock(&e->pmu);
-    while (e->pass_state != PASS_DONE) pthread_cond_wait(&e->pcv, &e->pmu);
+    pass_await(e, PASS_DONE, PASS_DONE, e->pass_go_ns + (int64_t)e->o.spin_us * 1000);
     e->pass_state = PASS_IDLE;
     int rc = e->pass_rc;
+    int64_t handoff = (e->pass_start_ns - e->pass_go_ns) + (slm_mono_ns() - e->pass_end_ns);
     pthread_mutex_unlock(&e->pmu);
     pthread_mutex_lock(&e->lock);
     e->inflight = 0;
+    if (e->timing) e->tm.handoff_ns += (uint64_t)handoff;
     return rc;
 }
 
@@ -953,8 +993,8 @@ static int step_locked(struct slm_engine *e, slm_engine_event_fn fn, void *ctx)
         e->pass_batch = b;
         e->pass_ndev = n_dev;
         e->pass_nhost = n_host;
-        e->pass_state = PASS_GO;
-        pthread_cond_broadcast(&e->pcv);
+        e->pass_go_ns = slm_mono_ns();
+        pass_set(e, PASS_GO);
         pthread_mutex_unlock(&e->pmu);
         e->inflight = 1;
         tm->steps += (uint64_t)e->timing;

@@ -52,6 +52,11 @@ struct slm_engine_opts {
                               logprobs and events): the tokens are the same, a request that a stop
                               string ends computes one token more, which is dropped (docs/engine.md,
                               "Overlapped steps"). 0: one step at a time */
+    int spin_us;           /* with overlap: microseconds each of the two threads polls for the other
+                              before it sleeps (0..1000000): the engine thread for a pass launched
+                              less than spin_us ago, the pass thread for the next launch; a short
+                              pass (a GPU's decode step) is then handed over without a thread
+                              wake-up either way, at the cost of a polling core. 0: sleep at once */
     int n_local_blocks;    /* blocks of that local pool; 0: slm_engine_local_blocks's choice. At least
                               what one request alone needs: min(n_blocks, ceil((window - 1 +
                               max_batch_tokens) / block_size) + 1) */
@@ -182,6 +187,9 @@ struct slm_engine_timing {
     uint64_t sample_ns;      /* the host's sampling and logprobs, the sampler's window */
     uint64_t detok_ns;       /* detokenizing and the stop strings */
     uint64_t report_ns;      /* the event callback (in slmd: the CQE writes) and freeing finished requests */
+    uint64_t handoff_ns;     /* with overlap: from a launch to the pass thread's start, plus from the pass's
+                                end to the engine thread's return from its wait (the two threads' wake-ups;
+                                part of pass_ns, which is the engine thread's wait for the pass) */
 };
 
 /* Switches the step timers on (and zeroes them) or off. Off by default: on, each step makes

@@ -184,6 +184,7 @@ max-seqs = 32
 kv-cache-mem = 2G
 block-size = 16
 overlap-steps = false
+pass-spin-us = 0
 backend = cpu
 gpu-memory-fraction = 0.85
 shutdown-timeout = 30
