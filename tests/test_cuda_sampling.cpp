@@ -1,8 +1,9 @@
 /* test_cuda_sampling: kernels/cuda/sampling.cu under the SIMT emulator against the CPU
  * sampler (daemon/engine/sampler.c) and slm_logprobs_top (stop.c): random logits rows and
  * parameter sets (greedy with ties, top-k 1, top-p 0.5, min-p 0.1, the defaults, penalties
- * with histories, -inf / NaN / +inf logits), several steps each so the RNG states must advance
- * alike; the token must equal the CPU sampler's in every case, logprobs within 1e-5. */
+ * with histories, -inf / NaN / +inf logits, top-k alone from 1 to n_vocab - 1), several steps
+ * each so the RNG states must advance alike; the token must equal the CPU sampler's in every
+ * case, logprobs within 1e-5. */
 #include <cuda_runtime_api.h>
 
 #include <cerrno>
@@ -202,6 +203,27 @@ static void mixed(int n_vocab, int n_rows, int steps)
     run_cases(rows, steps);
 }
 
+/* Top-k alone over a hot softmax (T = 25, so every kept candidate is drawn now and then and a
+ * wrong set moves the total and the walk): k from 1 to n_vocab - 1 over smooth logits, coarse ties,
+ * a flat row (every key the same but for its id: the radix select decides on the ids' bytes),
+ * -inf / NaN and +inf, so that the device's selection of the k best (top_k_keys) must keep the
+ * CPU's set in the CPU's order. */
+static void top_k_only(int n_vocab, int n_rows, int steps)
+{
+    const int ks[] = {1, 2, 3, 39, 40, 41, 255, 256, 257, n_vocab / 2, n_vocab - 1};
+    const int kinds[] = {0, 1, 5, 2, 3};
+    std::vector<row_case> rows;
+    for (int r = 0; r < n_rows; r++) {
+        row_case c{};
+        c.n_vocab = n_vocab;
+        c.kind = kinds[r % 5];
+        c.n_logprobs = 0;
+        c.sp = params(25.0f, ks[r % 11], 1, 0, 1, 64, 0, 0);
+        rows.push_back(c);
+    }
+    run_cases(rows, steps);
+}
+
 /* Greedy ties: the lowest id wins, also when a penalty creates the tie; all -inf gives 0. */
 static void greedy_ties(void)
 {
@@ -278,6 +300,8 @@ int main(void)
     mixed(1000, 48, 3);
     mixed(4099, 24, 2);
     mixed(49152, 12, 1);
+    top_k_only(1000, 55, 4);
+    top_k_only(49152, 11, 2);
     if (failures) {
         printf("test_cuda_sampling: %d failures\n", failures);
         return 1;

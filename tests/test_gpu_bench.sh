@@ -24,7 +24,7 @@ fi
 # prefill attention in tiles at 2 contexts; 3 element-wise ops x 2; 2 sampling; the GEMV chain in
 # a CUDA graph with plain and with programmatic launches
 rows=$(grep -c '^tiny ' "$tmp/table")
-[ "$rows" -eq 305 ] && echo "ok   305 kernel rows" || { echo "FAIL kernel rows: expected 305, got $rows"; cat "$tmp/table"; fail=1; }
+[ "$rows" -eq 307 ] && echo "ok   307 kernel rows" || { echo "FAIL kernel rows: expected 307, got $rows"; cat "$tmp/table"; fail=1; }
 for k in "gemv \\(fused\\) +qkv Q4_1 +1 " "gemv \\(fused\\) +wo Q4_K +8 " "gemv \\(fused\\) +gate/up Q6_K +2 " \
          "gemv \\(fused\\) +down Q8_0 +4 " "gemv \\(quantize \\+ gemv_q8\\) +qkv Q4_K +32 " \
          "mmq \\(quantize \\+ mmq\\) +qkv Q4_1 +9 .* tensor$" "mmq \\(quantize \\+ mmq\\) +gate/up Q6_K +64 " \
@@ -44,7 +44,7 @@ fi
 # SmolLM2's layer shapes: K-quant rows of 576 cannot exist, so only their down projection (576 x
 # 1536) is timed; a row that fits no shape says "skipped" and why, and is no failure
 rows=$(grep -c '^tiny-576 ' "$tmp/table")
-[ "$rows" -eq 306 ] && echo "ok   306 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 306, got $rows"; fail=1; }
+[ "$rows" -eq 308 ] && echo "ok   308 tiny-576 rows" || { echo "FAIL tiny-576 rows: expected 308, got $rows"; fail=1; }
 for k in "gemv \\(fused\\) +down Q4_K +1 " "gemv \\(quantize \\+ gemv_q8\\) +down Q6_K +32 " "gemv \\(fused\\) +qkv Q4_1 +1 " \
          "gemv +qkv Q4_K +1  skipped: Q4_K rows of 576 columns cannot exist"; do
   grep -q -E "^tiny-576 +$k" "$tmp/table" || { echo "FAIL no tiny-576 row for $k"; fail=1; }
@@ -62,13 +62,13 @@ import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
 k = [x for x in r if "kernel" in x and not x.get("skipped")]
 s = [x for x in r if x.get("skipped")]
-assert r[0].get("ceilings") and r[0]["bandwidth_gbs"] > 0 and r[0]["int8_tensor_tops"] > 0 and len(k) == 508, (r[0], len(k))
+assert r[0].get("ceilings") and r[0]["bandwidth_gbs"] > 0 and r[0]["int8_tensor_tops"] > 0 and len(k) == 512, (r[0], len(k))
 assert len(s) == 103 and all("cannot exist" in x["reason"] for x in s), s
 assert all(x["us"] > 0 and x["roofline_us"] > 0 for x in k)
 tensor = ("mmq", "mmf", "attention prefill")
 assert all(x["bound"] == "memory" for x in k if not x["kernel"].startswith(tensor))
 assert all(x["bound"] in ("memory", "tensor") for x in k if x["kernel"].startswith(tensor))' "$tmp/json"; then
-  echo "ok   --json: 508 kernel records, 103 skipped, and the ceilings"
+  echo "ok   --json: 512 kernel records, 103 skipped, and the ceilings"
 else
   echo "FAIL --json output"; head -3 "$tmp/json"; cat "$tmp/err"; fail=1
 fi
@@ -124,7 +124,7 @@ if [ -f "$table_model" ] && [ -x "$bin/bench_engine" ] && [ -x "$bin/batched_ben
 fi
 if "$EXPECT_PROG" --table "$tmp/run" --model "$table_model" > "$tmp/table.md" 2> "$tmp/err"; then
   krows=$(grep -c '^| tiny' "$tmp/table.md")
-  if [ "$krows" -eq 611 ] && grep -q '^GPU: SIMT emulator' "$tmp/table.md" &&
+  if [ "$krows" -eq 615 ] && grep -q '^GPU: SIMT emulator' "$tmp/table.md" &&
      grep -q '^Kernel tests: test_cuda_mma_gpu skip, test_cuda_model_gpu skip' "$tmp/table.md" &&
      grep -q '^Measured: memory bandwidth [0-9]* GB/s' "$tmp/table.md" &&
      { [ "$want_e2e" = 0 ] || {
@@ -132,7 +132,7 @@ if "$EXPECT_PROG" --table "$tmp/run" --model "$table_model" > "$tmp/table.md" 2>
        grep -q -E "^- batched, 1 sequences, overlapped steps polling 500 us: decode [0-9]+ tokens/s, the threads' hand-offs [0-9.]+ us a step" "$tmp/table.md" &&
        grep -q -E '^- tg4 with plain launches \(SLM_CUDA_PDL=0\): [0-9.]+ tokens/s: programmatic dependent launch [0-9.]+x' "$tmp/table.md" &&
        grep -q -E '^Decode at batch 1: [0-9]+ tokens/s against a bandwidth roofline of [0-9]+ tokens/s \(96.6 MB' "$tmp/table.md"; }; }; then
-    echo "ok   run.sh --table: 611 kernel rows (103 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratio of plain launches")"
+    echo "ok   run.sh --table: 615 kernel rows (103 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratio of plain launches")"
   else
     echo "FAIL run.sh --table ($krows kernel rows):"; grep -v '^| tiny' "$tmp/table.md"; fail=1
   fi

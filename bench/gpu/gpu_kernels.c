@@ -75,6 +75,7 @@
  * usage: gpu_kernels [--smoke] [--reps N] [--model small|1.5b|7b|all] [--json]
  */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,26 @@ static float *dev_floats(size_t n, float v)
     float *h = malloc(n * sizeof *h), *d = dev_fill(n * sizeof *d, 0);
     if (!h) exit(1);
     for (size_t i = 0; i < n; i++) h[i] = v * (float)((i % 7) + 1) / 7.0f;
+    CK(cudaMemcpy(d, h, n * sizeof *d, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+/* Device logits like a model's: a sum of three uniforms a token (a bell over about [-6, 12]),
+ * from a fixed LCG, so that top-k and top-p cut where they would in a real row. */
+static float *dev_logits(size_t n)
+{
+    float *h = malloc(n * sizeof *h), *d = dev_fill(n * sizeof *d, 0);
+    if (!h) exit(1);
+    uint32_t s = 12345;
+    for (size_t i = 0; i < n; i++) {
+        float sum = 0;
+        for (int j = 0; j < 3; j++) {
+            s = s * 1664525u + 1013904223u;
+            sum += (float)(s >> 8) / 16777216.0f;
+        }
+        h[i] = 6.0f * sum - 6.0f;
+    }
     CK(cudaMemcpy(d, h, n * sizeof *d, cudaMemcpyHostToDevice));
     free(h);
     return d;
@@ -652,15 +673,23 @@ static int run_sample(struct bench *b, void *ctx)
                            NULL, NULL, b->stream);
 }
 
-static void bench_sample(struct bench *b, const struct model_shape *ms, int rows, int top_p)
+/* One launch of the sampler over rows rows: greedy, top-p 0.9 alone (T 0.8), or the sampling
+ * defaults (T 0.8, top-k 40, top-p 0.95, min-p 0.05: slm_sampling_defaults, llama.cpp's). */
+enum sample_kind { SAMPLE_GREEDY, SAMPLE_TOP_P, SAMPLE_DEFAULTS };
+
+static void bench_sample(struct bench *b, const struct model_shape *ms, int rows, enum sample_kind kind)
 {
+    static const char *const what[] = {"greedy", "top-p 0.9", "defaults (top-k 40)"};
     struct samp_ctx s = {.rows = rows, .vocab = ms->vocab};
     struct slm_cuda_sampling *p = calloc((size_t)rows, sizeof *p);
     if (!p) exit(1);
-    for (int i = 0; i < rows; i++)
-        p[i] = (struct slm_cuda_sampling){.temperature = top_p ? 0.8f : 0.0f, .top_p = top_p ? 0.9f : 1.0f,
+    for (int i = 0; i < rows; i++) {
+        p[i] = (struct slm_cuda_sampling){.temperature = kind == SAMPLE_GREEDY ? 0.0f : 0.8f,
+                                          .top_p = kind == SAMPLE_TOP_P ? 0.9f : kind == SAMPLE_DEFAULTS ? 0.95f : 1.0f,
                                           .repeat_penalty = 1.0f};
-    s.logits = dev_floats((size_t)rows * (size_t)ms->vocab, 4.0f);
+        if (kind == SAMPLE_DEFAULTS) p[i].top_k = 40, p[i].min_p = 0.05f, p[i].log_min_p = logf(0.05f);
+    }
+    s.logits = dev_logits((size_t)rows * (size_t)ms->vocab);
     s.params = dev_fill((size_t)rows * sizeof *p, 0);
     CK(cudaMemcpy(s.params, p, (size_t)rows * sizeof *p, cudaMemcpyHostToDevice));
     s.rng = dev_fill((size_t)rows * 32, 0x5a);
@@ -668,7 +697,7 @@ static void bench_sample(struct bench *b, const struct model_shape *ms, int rows
     s.hist = dev_fill(4, 0);
     s.ws_bytes = slm_cuda_sample_workspace(rows, ms->vocab);
     s.ws = dev_fill(s.ws_bytes, 0);
-    row(b, ms->name, "sample", top_p ? "top-p 0.9" : "greedy", rows, 4.0 * rows * (double)ms->vocab, 0, 0,
+    row(b, ms->name, "sample", what[kind], rows, 4.0 * rows * (double)ms->vocab, 0, 0,
         time_launch(b, run_sample, &s));
     free(p);
     cudaFree(s.logits), cudaFree(s.params), cudaFree(s.rng), cudaFree(s.tokens), cudaFree(s.hist), cudaFree(s.ws);
@@ -714,8 +743,10 @@ static void bench_model(struct bench *b, const struct model_shape *ms)
         bench_ew(b, ms, kind, 1, kind == 1 ? ms->ffn : ms->dim);
         bench_ew(b, ms, kind, prefill_n, kind == 1 ? ms->ffn : ms->dim);
     }
-    bench_sample(b, ms, 1, 0);
-    bench_sample(b, ms, 32, 1);
+    bench_sample(b, ms, 1, SAMPLE_GREEDY);
+    bench_sample(b, ms, 32, SAMPLE_TOP_P);
+    bench_sample(b, ms, 1, SAMPLE_DEFAULTS);
+    bench_sample(b, ms, 32, SAMPLE_DEFAULTS);
 }
 
 int main(int argc, char **argv)
