@@ -299,7 +299,7 @@ int main(void)
     greedy_ties();
     mixed(1000, 48, 3);
     mixed(4099, 24, 2);
-    mixed(49152, 12, 1);
+    mixed(49152, 24, 2);
     top_k_only(1000, 55, 4);
     top_k_only(49152, 11, 2);
     if (failures) {

@@ -17,6 +17,7 @@
 
 #include "daemon/engine/sampler.h"
 #include "common/log.h"
+#include "kernels/fixsum.h"
 
 #include "tests/check.h"
 
@@ -665,8 +666,79 @@ static void test_export(void)
     slm_sampler_destroy(&b);
 }
 
+/* kernels/fixsum.h against the host's 128-bit integers and long double: the two-word shifts the
+ * device uses and the host's 128-bit ones, float and double in (rounded down, exact where
+ * representable), out to double (rounded to nearest, ties to even: constructed ties at every
+ * distance), add, sub and lt. */
+typedef unsigned __int128 u128;
+static u128 fix_u128(struct slm_fix a)
+{
+    return ((u128)a.hi << 64) | a.lo;
+}
+
+static uint64_t fix_rnd_state = 0x243f6a8885a308d3ull;
+static uint64_t fix_rnd(void)
+{
+    uint64_t z = (fix_rnd_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void test_fixsum(void)
+{
+    int bad_shift = 0, bad_float = 0, bad_double = 0, bad_out = 0, bad_ops = 0;
+    for (int k = 0; k < 200000; k++) {
+        uint64_t m = fix_rnd() >> (11 + fix_rnd() % 53);   /* below 2^53, of every length */
+        int s = (int)(fix_rnd() % 161) - 86;                /* -86 .. 74 */
+        u128 want = s >= 0 ? (u128)m << s : s > -64 ? (u128)(m >> -s) : 0;
+        bad_shift += fix_u128(slm_fix_shifted_words(m, s)) != want || fix_u128(slm_fix_shifted(m, s)) != want;
+
+        uint32_t fb = (uint32_t)fix_rnd() & 0x3fffffffu;   /* positive floats below 2, subnormals among them */
+        float w;
+        memcpy(&w, &fb, sizeof w);
+        u128 fw = w >= 1.0f ? (u128)1 << 96 : (u128)ldexpl((long double)w, 96);
+        bad_float += fix_u128(slm_fix_from_float(w)) != fw;
+
+        double x = ldexp((double)(fix_rnd() >> 11), -(int)(fix_rnd() % 160));   /* below 2^53 2^0 .. 2^-159 */
+        if (x >= 4294967296.0) x = ldexp(x, -40);
+        bad_double += fix_u128(slm_fix_from_double(x)) != (u128)ldexpl((long double)x, 96);
+
+        u128 v = ((u128)fix_rnd() << 64 | fix_rnd()) >> (fix_rnd() % 128);
+        struct slm_fix f = {(uint64_t)(v >> 64), (uint64_t)v};
+        bad_out += slm_fix_to_double(f) != ldexp((double)v, -96);   /* the compiler's conversion: nearest, even */
+
+        u128 a = ((u128)fix_rnd() << 64 | fix_rnd()) >> 2, b = ((u128)fix_rnd() << 64 | fix_rnd()) >> 2;
+        struct slm_fix fa = {(uint64_t)(a >> 64), (uint64_t)a}, fb2 = {(uint64_t)(b >> 64), (uint64_t)b};
+        bad_ops += fix_u128(slm_fix_add(fa, fb2)) != a + b || slm_fix_lt(fa, fb2) != (a < b) ||
+                   (a >= b && fix_u128(slm_fix_sub(fa, fb2)) != a - b);
+    }
+    /* Ties and near-ties at every number of dropped bits, odd and even kept parts. */
+    for (int drop = 1; drop <= 75; drop++)
+        for (int odd = 0; odd < 2; odd++)
+            for (int tail = -1; tail <= 1; tail++) {
+                u128 mant = ((u128)1 << 52) | (fix_rnd() & ((1ull << 52) - 2)) | (u128)odd;
+                u128 v = (mant << drop) + ((u128)1 << (drop - 1)) + (u128)tail;
+                if (drop == 1 && tail) continue;   /* no bit below the half to move */
+                struct slm_fix f = {(uint64_t)(v >> 64), (uint64_t)v};
+                bad_out += slm_fix_to_double(f) != ldexp((double)v, -96);
+            }
+    const float specials[] = {0.0f, -0.0f, -1.0f, 1.0f, 2.0f, INFINITY, -INFINITY, NAN, 1e-45f, 0x1p-73f, 0x1p-74f};
+    const u128 want_sp[] = {0, 0, 0, (u128)1 << 96, (u128)1 << 96, (u128)1 << 96, 0, 0, 0, (u128)1 << 23, (u128)1 << 22};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++)
+        bad_float += fix_u128(slm_fix_from_float(specials[i])) != want_sp[i];
+    bad_double += fix_u128(slm_fix_from_double(-1.0)) != 0 || fix_u128(slm_fix_from_double(NAN)) != 0 ||
+                  fix_u128(slm_fix_from_double(1e300)) != ~(u128)0;
+    CHECK(!bad_shift, "fixsum: %d shifts differ from the 128-bit ones", bad_shift);
+    CHECK(!bad_float, "fixsum: %d floats in differ from long double's", bad_float);
+    CHECK(!bad_double, "fixsum: %d doubles in differ from long double's", bad_double);
+    CHECK(!bad_out, "fixsum: %d values out differ from the compiler's rounding", bad_out);
+    CHECK(!bad_ops, "fixsum: %d add / sub / lt differ from 128-bit integers", bad_ops);
+}
+
 int main(void)
 {
+    test_fixsum();
     test_export();
     test_defaults_and_validate();
     test_greedy();

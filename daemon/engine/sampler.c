@@ -9,6 +9,10 @@
  * The survivors are walked for the draw in whatever order the cuts left them: a
  * fixed function of the logits, so a seed still fixes the tokens.
  *
+ * The masses that top-p and the draw add up are exact fixed-point sums (kernels/fixsum.h), not
+ * double ones: the same bits in any order, so the CUDA sampler can add a row's weights over all
+ * its threads and still cut and draw where this chain does.
+ *
  * The window of the penalties is kept as counts for the host chain and as a token list for
  * export to a device sampler (sampler.h): the ring when repeat_last_n > 0, else the whole
  * history in a growing array.
@@ -21,6 +25,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "kernels/fixsum.h"
 #include "kernels/rng.h"
 
 struct candidate {
@@ -299,14 +304,14 @@ static int keep_at_least(struct candidate *c, int n, float threshold)
     return k;
 }
 
-/* top-p on sorted candidates: the shortest prefix whose mass (w) reaches target. Keeps
- * all when rounding falls short. */
-static int cut_sorted(const struct candidate *c, int n, double target)
+/* top-p on sorted candidates: the shortest prefix whose mass (w, exactly) reaches target.
+ * Keeps all when even the whole mass falls short (target rounded up from it). */
+static int cut_sorted(const struct candidate *c, int n, struct slm_fix target)
 {
-    double cum = 0;
+    struct slm_fix cum = {0, 0};
     for (int i = 0; i < n; i++) {
-        cum += c[i].w;
-        if (cum >= target) return i + 1;
+        cum = slm_fix_add(cum, slm_fix_from_float(c[i].w));
+        if (!slm_fix_lt(cum, target)) return i + 1;
     }
     return n;
 }
@@ -322,22 +327,24 @@ static int bin_of(float logit, float mx, double scale)
 /* top-p on unsorted candidates in O(n): bins of equal logit width find the bin where the
  * cumulative mass crosses target; the bins above it are kept unsorted and only the
  * crossing bin is sorted to place the cut exactly. Permutes c; returns the new count. */
-static int cut_unsorted(struct candidate *c, int n, float mx, double target)
+static int cut_unsorted(struct candidate *c, int n, float mx, struct slm_fix target)
 {
     float mn = c[0].logit;
     for (int i = 1; i < n; i++)
         if (c[i].logit < mn) mn = c[i].logit;
     double scale = mx > mn ? TOP_P_BINS / ((double)mx - mn) : 0;
-    double mass[TOP_P_BINS] = {0};
-    for (int i = 0; i < n; i++) mass[bin_of(c[i].logit, mx, scale)] += c[i].w;
+    struct slm_fix mass[TOP_P_BINS] = {{0, 0}}, below = {0, 0};
+    for (int i = 0; i < n; i++) {
+        struct slm_fix *m = &mass[bin_of(c[i].logit, mx, scale)];
+        *m = slm_fix_add(*m, slm_fix_from_float(c[i].w));
+    }
     int cross = -1;
-    double below = 0;
     for (int b = 0; b < TOP_P_BINS; b++) {
-        if (below + mass[b] >= target) {
+        if (!slm_fix_lt(slm_fix_add(below, mass[b]), target)) {
             cross = b;
             break;
         }
-        below += mass[b];
+        below = slm_fix_add(below, mass[b]);
     }
     if (cross < 0) return n;
     int k = 0;
@@ -357,7 +364,7 @@ static int cut_unsorted(struct candidate *c, int n, float mx, double target)
         }
     }
     qsort(c + k, (size_t)(j - k), sizeof *c, cmp_candidates);
-    return k + cut_sorted(c + k, j - k, target - below);
+    return k + cut_sorted(c + k, j - k, slm_fix_sub(target, below));
 }
 
 /* The greedy pick without penalties: the first id of the largest logit, NaN never picked, 0
@@ -426,12 +433,12 @@ int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
     }
     if (p->top_p < 1.0f) {
         float mxk = sorted ? c[0].logit : max_logit(c, n);
-        double z = 0;
+        struct slm_fix z = {0, 0};
         for (int i = 0; i < n; i++) {
             c[i].w = expf(c[i].logit - mxk);
-            z += c[i].w;
+            z = slm_fix_add(z, slm_fix_from_float(c[i].w));
         }
-        double target = (double)p->top_p * z;
+        struct slm_fix target = slm_fix_from_double((double)p->top_p * slm_fix_to_double(z));
         if (sorted) {
             n = cut_sorted(c, n, target);
         } else {
@@ -450,15 +457,15 @@ int32_t slm_sampler_sample(struct slm_sampler *s, const float *logits)
     /* softmax(logit / T) over the survivors, then one draw walking them in order. */
     float mxk = sorted ? c[0].logit : max_logit(c, n);
     float inv_t = 1.0f / p->temperature;
-    double total = 0;
+    struct slm_fix total = {0, 0}, cum = {0, 0};
     for (int i = 0; i < n; i++) {
         c[i].w = expf((c[i].logit - mxk) * inv_t);
-        total += c[i].w;
+        total = slm_fix_add(total, slm_fix_from_float(c[i].w));
     }
-    double target = (double)rng_uniform(s->rng) * total, cum = 0;
+    struct slm_fix target = slm_fix_from_double((double)rng_uniform(s->rng) * slm_fix_to_double(total));
     for (int i = 0; i < n; i++) {
-        cum += c[i].w;
-        if (target < cum) return c[i].id;
+        cum = slm_fix_add(cum, slm_fix_from_float(c[i].w));
+        if (slm_fix_lt(target, cum)) return c[i].id;
     }
     /* Rounding left target at the very top: the last candidate with any weight. */
     for (int i = n - 1; i > 0; i--)

@@ -2,12 +2,14 @@
  * kernels/cuda/sampling.cu - the sampling chain of daemon/engine/sampler.c on the GPU, one
  * block per row, token for token the CPU sampler's result.
  *
- * Exactness: every step that decides a token is done in the CPU's order. The penalties, the
+ * Exactness: every step that decides a token gives the CPU's result. The penalties, the
  * candidate list (id order), the cuts by threshold (stable compactions) and the sorts (the
  * total order logit descending, id ascending, so any sort gives the same permutation) run
- * block-wide; the sums in double whose rounding can move a cut or the draw (top-p's mass and
- * its histogram, the final total and walk) run on one thread in the CPU's order. Floats are
- * combined with __fmul_rn / __fadd_rn where nvcc would otherwise contract them.
+ * block-wide; the masses that move a cut or the draw (top-p's total and its histogram, the
+ * final total and walk) are exact fixed-point sums (kernels/fixsum.h), as on the CPU, so they
+ * too run over the whole block: a thread's chunk, the chunks' sums in order, the crossing chunk
+ * walked by its thread. Floats are combined with __fmul_rn / __fadd_rn where nvcc would
+ * otherwise contract them.
  * Greedy (temperature <= 0) is a block argmax, the lowest id on ties, token 0 when every
  * penalised logit is -inf or NaN.
  *
@@ -19,9 +21,19 @@
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/compat.h"
+#include "kernels/fixsum.h"
 #include "kernels/rng.h"
 
 #define SAMPLE_THREADS 256
+
+/* A loop kept rolled (nvcc; the emulator's host compiler is left to itself): the serial scans
+ * over 256 chunk sums and 1024 bins, which nvcc otherwise unrolls into 255 registers and
+ * spills on sm_80-89. */
+#ifdef __CUDACC__
+#define SAMPLE_NO_UNROLL _Pragma("unroll 1")
+#else
+#define SAMPLE_NO_UNROLL
+#endif
 #define TOP_P_BINS 1024
 
 /* ---- the CPU sampler's generator (kernels/rng.h) */
@@ -59,12 +71,12 @@ struct sample_shared {
     double red[SAMPLE_THREADS];
     int warp_count[SAMPLE_THREADS / 32];
     union {
-        double mass[TOP_P_BINS];   /* top-p's histogram */
-        int hist[256];             /* top-k's digits (top_k_keys), done before top-p begins */
+        int hist[256];                          /* top-k's digits (top_k_keys) */
+        struct slm_fix part[SAMPLE_THREADS];    /* block_first_reach's chunk sums */
     };
     int n;
     int cross;
-    double d0, d1;
+    struct slm_fix f0, f1;
 };
 
 template <class T, class Op> __device__ static T block_reduce(T v, struct sample_shared *sh, Op op)
@@ -86,6 +98,69 @@ struct op_max { __device__ float operator()(float a, float b) const { return fma
 struct op_min { __device__ float operator()(float a, float b) const { return fminf(a, b); } };
 struct op_max_u64 { __device__ uint64_t operator()(uint64_t a, uint64_t b) const { return a > b ? a : b; } };
 struct op_add_d { __device__ double operator()(double a, double b) const { return a + b; } };
+struct op_add_u64 { __device__ uint64_t operator()(uint64_t a, uint64_t b) const { return a + b; } };
+
+/* l0 + l1 2^32 + l2 2^64 (l0, l1 < 2^62: sums of 32-bit limbs) as one fixed-point number. */
+__device__ static struct slm_fix fix_from_limbs(uint64_t l0, uint64_t l1, uint64_t l2)
+{
+    const uint64_t a = l1 << 32, lo = l0 + a;
+    return slm_fix_make(l2 + (l1 >> 32) + (lo < a), lo);
+}
+
+/* The exact mass of w[0..n): each thread's share, the shares' 32-bit limbs added over the
+ * block (the same bits for any split). */
+__device__ static struct slm_fix block_mass(const float *w, int n, struct sample_shared *sh)
+{
+    struct slm_fix s = slm_fix_make(0, 0);
+    for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) s = slm_fix_add(s, slm_fix_from_float(w[i]));
+    const uint64_t l0 = block_reduce<uint64_t>(s.lo & 0xffffffffu, sh, op_add_u64());
+    const uint64_t l1 = block_reduce<uint64_t>(s.lo >> 32, sh, op_add_u64());
+    const uint64_t l2 = block_reduce<uint64_t>(s.hi, sh, op_add_u64());
+    return fix_from_limbs(l0, l1, l2);
+}
+
+/* The first i whose exact prefix mass w[0] + ... + w[i] reaches target (>= it, or > it when
+ * strict), or n when none does: the CPU's walk, cut into one chunk of consecutive weights a
+ * thread, the chunks' sums turned into their prefixes on one thread (256 additions), and the
+ * one chunk that crosses walked by its own thread (the prefix only grows: only that chunk's
+ * start is short of the target and its end not; the first chunk is walked whatever its start,
+ * an empty prefix, so that a target of 0 is reached at index 0 as the CPU's walk reaches it). */
+__device__ static int block_first_reach(const float *w, int n, struct slm_fix target, int strict,
+                                        struct sample_shared *sh)
+{
+    const int per = (n + SAMPLE_THREADS - 1) / SAMPLE_THREADS, i0 = (int)threadIdx.x * per;
+    const int i1 = n < i0 + per ? n : i0 + per;
+    struct slm_fix s = slm_fix_make(0, 0);
+    for (int i = i0; i < i1; i++) s = slm_fix_add(s, slm_fix_from_float(w[i]));
+    __syncthreads();   /* part shares its room with hist */
+    sh->part[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        struct slm_fix run = slm_fix_make(0, 0);
+        SAMPLE_NO_UNROLL
+        for (int t = 0; t < SAMPLE_THREADS; t++) {
+            const struct slm_fix x = sh->part[t];
+            sh->part[t] = run;
+            run = slm_fix_add(run, x);
+        }
+        sh->n = n;
+    }
+    __syncthreads();
+    struct slm_fix cum = sh->part[threadIdx.x];
+    /* thread 0 always: the empty prefix before w[0] is no index, even when it reaches a 0 target */
+    if (i0 < i1 && (threadIdx.x == 0 || (strict ? !slm_fix_lt(target, cum) : slm_fix_lt(cum, target))))
+        for (int i = i0; i < i1; i++) {
+            cum = slm_fix_add(cum, slm_fix_from_float(w[i]));
+            if (strict ? slm_fix_lt(target, cum) : !slm_fix_lt(cum, target)) {
+                sh->n = i;
+                break;
+            }
+        }
+    __syncthreads();
+    const int r = sh->n;
+    __syncthreads();
+    return r;
+}
 
 /* Exclusive prefix of flag over the block; *total gets the sum. */
 __device__ static int block_scan(int flag, struct sample_shared *sh, int *total)
@@ -205,17 +280,6 @@ __device__ static void weights(const uint64_t *keys, int n, float mx, float inv_
     __syncthreads();
 }
 
-/* The CPU's cut_sorted on one thread: the shortest prefix whose mass reaches target. */
-__device__ static int cut_sorted(const float *w, int n, double target)
-{
-    double cum = 0;
-    for (int i = 0; i < n; i++) {
-        cum += w[i];
-        if (cum >= target) return i + 1;
-    }
-    return n;
-}
-
 __device__ static inline int bin_of(float l, float mx, double scale)
 {
     double b = ((double)mx - l) * scale;
@@ -247,6 +311,7 @@ struct sample_args {
     int hist_total;
     char *ws;
     size_t ws_row;
+    size_t limbs_at;   /* the bins' mass limbs within a row's workspace */
     int32_t *tokens;
     float *logprobs;
     struct { int32_t id; float logprob; } *top;
@@ -307,6 +372,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args
     uint64_t *keys = reinterpret_cast<uint64_t *>(ws + ((size_t)n_vocab * 4 + 7) / 8 * 8);
     uint64_t *tmp = keys + a.cap;
     float *w = reinterpret_cast<float *>(tmp + a.cap);
+    uint64_t *limbs = reinterpret_cast<uint64_t *>(ws + a.limbs_at);   /* (TOP_P_BINS, 3) */
 
     /* Penalties: occurrences of each token in the row's window. */
     const int pen = p.hist_len > 0 && p.hist_off >= 0 && a.hist && (long long)p.hist_off + p.hist_len <= a.hist_total;
@@ -373,16 +439,11 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args
             if (p.top_p < 1.0f) {
                 float mxk = sorted ? key_logit(keys[0]) : mx;
                 weights(keys, n, mxk, 1.0f, 0, w);
-                if (threadIdx.x == 0) {
-                    double z = 0;
-                    for (int i = 0; i < n; i++) z += w[i];
-                    sh->d0 = (double)p.top_p * z;
-                    if (sorted) sh->n = cut_sorted(w, n, sh->d0);
-                }
-                __syncthreads();
-                double target = sh->d0;
+                const struct slm_fix z = block_mass(w, n, sh);
+                const struct slm_fix target = slm_fix_from_double(__dmul_rn((double)p.top_p, slm_fix_to_double(z)));
                 if (sorted) {
-                    n = sh->n;
+                    const int i = block_first_reach(w, n, target, 0, sh);   /* the CPU's cut_sorted */
+                    n = i < n ? i + 1 : n;
                 } else {
                     if (p.min_p > 0) {
                         float thr = mxk + p.log_min_p;
@@ -394,21 +455,32 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args
                     mn = block_reduce(mn, sh, op_min());
                     double scale = mxk > mn ? TOP_P_BINS / ((double)mxk - mn) : 0;
                     weights(keys, n, mxk, 1.0f, 0, w);
-                    for (int b = threadIdx.x; b < TOP_P_BINS; b += SAMPLE_THREADS) sh->mass[b] = 0;
+                    /* Each bin's exact mass: its weights' 32-bit limbs added with integer atomics
+                     * (any order, the same sums), then the bins walked from the top on one thread. */
+                    for (int j = threadIdx.x; j < 3 * TOP_P_BINS; j += SAMPLE_THREADS) limbs[j] = 0;
+                    __syncthreads();
+                    for (int i = threadIdx.x; i < n; i += SAMPLE_THREADS) {
+                        const struct slm_fix v = slm_fix_from_float(w[i]);
+                        uint64_t *l = limbs + 3 * bin_of(key_logit(keys[i]), mxk, scale);
+                        if (v.lo & 0xffffffffu) atomicAdd((unsigned long long *)&l[0], (unsigned long long)(v.lo & 0xffffffffu));
+                        if (v.lo >> 32) atomicAdd((unsigned long long *)&l[1], (unsigned long long)(v.lo >> 32));
+                        if (v.hi) atomicAdd((unsigned long long *)&l[2], (unsigned long long)v.hi);
+                    }
                     __syncthreads();
                     if (threadIdx.x == 0) {
-                        for (int i = 0; i < n; i++) sh->mass[bin_of(key_logit(keys[i]), mxk, scale)] += w[i];
                         int cross = -1;
-                        double below = 0;
+                        struct slm_fix below = slm_fix_make(0, 0);
+                        SAMPLE_NO_UNROLL
                         for (int b = 0; b < TOP_P_BINS; b++) {
-                            if (below + sh->mass[b] >= target) {
+                            const struct slm_fix mass = fix_from_limbs(limbs[3 * b], limbs[3 * b + 1], limbs[3 * b + 2]);
+                            if (!slm_fix_lt(slm_fix_add(below, mass), target)) {
                                 cross = b;
                                 break;
                             }
-                            below += sh->mass[b];
+                            below = slm_fix_add(below, mass);
                         }
                         sh->cross = cross;
-                        sh->d1 = below;
+                        sh->f1 = below;
                     }
                     __syncthreads();
                     int cross = sh->cross;
@@ -420,9 +492,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args
                         for (int i = threadIdx.x; i < m; i += SAMPLE_THREADS) keys[k + i] = tmp[i];
                         __syncthreads();
                         weights(keys + k, m, mxk, 1.0f, 0, w);
-                        if (threadIdx.x == 0) sh->n = k + cut_sorted(w, m, target - sh->d1);
-                        __syncthreads();
-                        n = sh->n;
+                        const int i = block_first_reach(w, m, slm_fix_sub(target, sh->f1), 0, sh);
+                        n = k + (i < m ? i + 1 : m);
                     }
                 }
             }
@@ -433,20 +504,21 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args
             /* softmax(logit / T) over the survivors, one draw walking them in order. */
             float mxk = survivors_max(keys, n, sorted, sh);
             weights(keys, n, mxk, 1.0f / p.temperature, 1, w);
+            const struct slm_fix total = block_mass(w, n, sh);
             if (threadIdx.x == 0) {
-                double total = 0;
-                for (int i = 0; i < n; i++) total += w[i];
                 uint64_t s[4];
                 for (int j = 0; j < 4; j++) s[j] = a.rng[(size_t)row * 4 + j];
-                double target = (double)next_uniform(s) * total, cum = 0;
+                sh->f0 = slm_fix_from_double(__dmul_rn((double)next_uniform(s), slm_fix_to_double(total)));
                 for (int j = 0; j < 4; j++) a.rng[(size_t)row * 4 + j] = s[j];
-                int pick = -1;
-                for (int i = 0; i < n && pick < 0; i++) {
-                    cum += w[i];
-                    if (target < cum) pick = i;
+            }
+            __syncthreads();
+            int pick = block_first_reach(w, n, sh->f0, 1, sh);   /* the first whose prefix passes the draw */
+            if (threadIdx.x == 0) {
+                if (pick >= n) {   /* rounding left the draw at the very top: the last with any weight */
+                    pick = -1;
+                    for (int i = n - 1; pick < 0 && i > 0; i--)
+                        if (w[i] > 0) pick = i;
                 }
-                for (int i = n - 1; pick < 0 && i > 0; i--)
-                    if (w[i] > 0) pick = i;
                 sh->n = key_id(keys[pick < 0 ? 0 : pick]);
             }
             __syncthreads();
@@ -468,11 +540,17 @@ extern "C" void slm_cuda_sampling_seed(uint64_t seed, uint64_t state[4])
 }
 
 /* Per-row workspace: counts (n_vocab int32), keys and a second key buffer (cap u64 each, cap
- * the power of two the bitonic sort pads to), weights (cap floats). */
-static size_t sample_row_bytes(int n_vocab)
+ * the power of two the bitonic sort pads to), weights (cap floats), then top-p's bins' mass
+ * limbs (TOP_P_BINS x 3 u64) at sample_limbs_at. */
+static size_t sample_limbs_at(int n_vocab)
 {
     size_t cap = (size_t)pow2_at_least(n_vocab);
     return ((size_t)n_vocab * 4 + 7) / 8 * 8 + 2 * cap * 8 + (cap * 4 + 7) / 8 * 8;
+}
+
+static size_t sample_row_bytes(int n_vocab)
+{
+    return sample_limbs_at(n_vocab) + 3 * TOP_P_BINS * sizeof(uint64_t);
 }
 
 extern "C" size_t slm_cuda_sample_workspace(int n_rows, int n_vocab)
@@ -508,6 +586,7 @@ extern "C" int slm_cuda_sample(const float *logits, int n_rows, int n_vocab, con
     a.hist_total = hist_total;
     a.ws = static_cast<char *>(workspace);
     a.ws_row = sample_row_bytes(n_vocab);
+    a.limbs_at = sample_limbs_at(n_vocab);
     a.tokens = tokens;
     a.logprobs = logprobs;
     a.top = reinterpret_cast<decltype(a.top)>(top);
