@@ -182,6 +182,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (g_spin_us && !g_overlap) {
+        fprintf(stderr, "batched_bench: --spin-us is the overlapped steps' polling: it needs --overlap\n");
+        return 2;
+    }
     if (!model || threads < 1 || pp < 1 || tg < 1 || batch < 1) {
         fprintf(stderr, "batched_bench: --model is required; counts must be positive\n");
         usage();

@@ -85,6 +85,8 @@ if [ -x "$bin/batched_bench" ]; then
     expect_error "batched_bench --spin-us '$v'" "^batched_bench: --spin-us takes 0..1000000 microseconds, not '$v'" \
       --model x --overlap --spin-us "$v"
   done
+  expect_error "batched_bench --spin-us without --overlap" "^batched_bench: --spin-us is the overlapped steps' polling: it needs --overlap" \
+    --model x --spin-us 100
 fi
 
 # run.sh's arguments and its model parts, checked before it looks for a GPU: each bad one is one line

@@ -107,8 +107,8 @@ struct slm_engine {
     pthread_t pass_thread;
     pthread_mutex_t pmu;
     pthread_cond_t pcv;
-    int pass_state;                /* PASS_IDLE, PASS_GO, PASS_DONE, PASS_QUIT; written under pmu,
-                                      read also without it (pass_await's polling) */
+    int pass_state;                /* PASS_IDLE, PASS_GO, PASS_DONE, PASS_QUIT; written under pmu (atomic
+                                      stores), read also without it (pass_await's polling) */
     int64_t pass_go_ns, pass_start_ns, pass_end_ns;   /* the launch, the pass's start and end */
     int pass_rc;
     struct slm_batch pass_batch;
@@ -801,7 +801,7 @@ static int join_pass(struct slm_engine *e)
     pthread_mutex_unlock(&e->lock);
     pthread_mutex_lock(&e->pmu);
     pass_await(e, PASS_DONE, PASS_DONE, e->pass_go_ns + (int64_t)e->o.spin_us * 1000);
-    e->pass_state = PASS_IDLE;
+    __atomic_store_n(&e->pass_state, PASS_IDLE, __ATOMIC_RELAXED);   /* the pass thread may be polling it */
     int rc = e->pass_rc;
     int64_t handoff = (e->pass_start_ns - e->pass_go_ns) + (slm_mono_ns() - e->pass_end_ns);
     pthread_mutex_unlock(&e->pmu);
