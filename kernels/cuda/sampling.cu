@@ -319,7 +319,7 @@ struct sample_args {
 
 /* The sampled token's logprob and the top n of the raw logits (stop.c's slm_logprobs_top). */
 __device__ static void row_logprobs(const struct sample_args &a, const float *x, int n_top, int32_t token,
-                                    struct sample_shared *sh)
+                                    uint64_t *keys, uint64_t *tmp, struct sample_shared *sh)
 {
     const int row = blockIdx.x;
     float mx = -INFINITY;
@@ -339,24 +339,28 @@ __device__ static void row_logprobs(const struct sample_args &a, const float *x,
         lse = (double)mx + log(sum);
     }
     if (threadIdx.x == 0) a.logprobs[row] = (float)((double)x[token] - lse);
-    /* The n best by (logit, id): each round the best key below the previous one. */
-    uint64_t prev = ~0ull;
-    int n = n_top < a.n_vocab ? n_top : a.n_vocab;
-    for (int j = 0; j < n; j++) {
-        uint64_t best = 0;
-        for (int i = threadIdx.x; i < a.n_vocab; i += SAMPLE_THREADS) {
-            float l = x[i];
-            uint64_t k = (l != l) ? 0 : make_key(l, i);
-            if (k < prev && k > best) best = k;
-        }
-        best = block_reduce(best, sh, op_max_u64());
-        prev = best;
-        if (threadIdx.x == 0) {
-            a.top[(size_t)row * SLM_CUDA_SAMPLE_MAX_LOGPROBS + j].id = best ? key_id(best) : -1;
-            a.top[(size_t)row * SLM_CUDA_SAMPLE_MAX_LOGPROBS + j].logprob =
-                best ? (float)((double)x[key_id(best)] - lse) : NAN;
-        }
+    /* The n best by (logit, id), NaN left out: every other logit's key in the workspace (the
+     * token is drawn: the sampling's buffers are free), the n best selected and sorted as top-k's
+     * are (n block-wide passes over the vocabulary until 2026-12-07); past what there is, id -1. */
+    int m = 0;
+    for (int base = 0; base < a.n_vocab; base += SAMPLE_THREADS) {
+        const int i = base + threadIdx.x;
+        const float l = i < a.n_vocab ? x[i] : NAN;
+        int total;
+        const int at = block_scan(l == l, sh, &total);
+        if (l == l) keys[m + at] = make_key(l, i);
+        m += total;
     }
+    __syncthreads();
+    const int want = n_top < a.n_vocab ? n_top : a.n_vocab, n = want < m ? want : m;
+    if (n > 0 && n < m) top_k_keys(keys, m, n, tmp, sh);
+    else if (n > 0) sort_keys(keys, m);
+    if (threadIdx.x == 0)
+        for (int j = 0; j < want; j++) {
+            a.top[(size_t)row * SLM_CUDA_SAMPLE_MAX_LOGPROBS + j].id = j < n ? key_id(keys[j]) : -1;
+            a.top[(size_t)row * SLM_CUDA_SAMPLE_MAX_LOGPROBS + j].logprob =
+                j < n ? (float)((double)x[key_id(keys[j])] - lse) : NAN;
+        }
 }
 
 __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args a)
@@ -528,7 +532,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1) k_sample(struct sample_args
     if (threadIdx.x == 0) a.tokens[row] = token;
     if (a.logprobs) {
         int n_top = p.n_logprobs < 0 ? 0 : p.n_logprobs > SLM_CUDA_SAMPLE_MAX_LOGPROBS ? SLM_CUDA_SAMPLE_MAX_LOGPROBS : p.n_logprobs;
-        row_logprobs(a, x, n_top, token, sh);
+        row_logprobs(a, x, n_top, token, keys, tmp, sh);
     }
 }
 
