@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -767,6 +768,9 @@ static int pass_await(struct slm_engine *e, int a, int b, int64_t until_ns)
                 if (st == a || st == b) break;
                 slm_cpu_relax();
             }
+            /* A core to itself, the yield returns at once; on a busy machine it lets the thread
+             * this one waits for (or the pass's workers) have the core instead of a time slice. */
+            if (st != a && st != b) sched_yield();
         } while (st != a && st != b && slm_mono_ns() < until_ns);
         pthread_mutex_lock(&e->pmu);
     }
