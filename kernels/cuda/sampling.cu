@@ -228,7 +228,8 @@ __device__ static void sort_keys(uint64_t *a, int m)
  * add once), takes the byte whose keys hold the k-th best, and compacts those keys into tmp
  * when the byte leaves fewer (later passes then read only them). Then the keys at or above it
  * (k of them) are sorted. With SmolLM2's 49,152 candidates and k = 40 that reads the keys about
- * twice, where sort_keys' bitonic network makes 136 passes over 65,536. */
+ * four times (two counts while the top bytes thin them out, two compactions), where sort_keys'
+ * bitonic network makes 136 passes over 65,536. */
 __device__ static void top_k_keys(uint64_t *keys, int n, int k, uint64_t *tmp, struct sample_shared *sh)
 {
     const uint64_t *src = keys;
