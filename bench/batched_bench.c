@@ -30,6 +30,7 @@
 #include "daemon/engine/engine.h"
 #include "daemon/engine/tokenizer.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "daemon/engine/backends/select.h"
 #include "kernels/cpu/matmul.h"
 
@@ -169,9 +170,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--host-cost")) host_cost = 1;
         else if (!strcmp(argv[i], "--overlap")) g_overlap = 1;
         else if (!strcmp(argv[i], "--spin-us") && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || v < 0 || v > 1000000) {
+            long long v;
+            char why[SLM_ERR_LEN];
+            if (slm_parse_int(argv[++i], 0, 1000000, &v, why)) {
                 fprintf(stderr, "batched_bench: --spin-us takes 0..1000000 microseconds, not '%s'\n", argv[i]);
                 return 2;
             }
