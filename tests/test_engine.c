@@ -372,8 +372,15 @@ static void check_score_chunk(struct slm_model *m)
     slm_runner_destroy(&r);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* Two parts, two CTest tests that run side by side: one step at a time and everything else
+     * (no argument), and the overlapped steps (--overlap: test_engine_overlap). */
+    const int overlap_part = argc == 2 && !strcmp(argv[1], "--overlap");
+    if (argc > 2 || (argc == 2 && !overlap_part)) {
+        fprintf(stderr, "usage: test_engine [--overlap]\n");
+        return 2;
+    }
     const char *dir = getenv("SLM_MODEL_DIR");
     char path[4096], err[SLM_ERR_LEN];
     snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : ".");
@@ -397,8 +404,10 @@ int main(void)
     static struct spec sp[N_REQ];
     static struct result together[N_REQ], alone[N_REQ], tight[N_REQ], one[1];
     make_specs(sp, N_REQ);
-    check_score_chunk(m);
-    check_bad_opts(m, tok);
+    if (!overlap_part) {
+        check_score_chunk(m);
+        check_bad_opts(m, tok);
+    }
 
     /* Each alone, in a fresh engine, arriving at once. */
     for (int i = 0; i < N_REQ; i++) {
@@ -411,10 +420,13 @@ int main(void)
     }
     /* The scenarios below with one step at a time, then with overlapped steps (o.overlap: each
      * pass on the engine's thread while the step before is reported; a stop string ends a request
-     * one computed token late, which is dropped): the same outputs, the same blocks freed. */
+     * one computed token late, which is dropped): the same outputs, the same blocks freed. With the
+     * threads polling for each other (o.spin_us) the steps are the same and only the hand-offs
+     * differ, so that mode runs the scenarios with the most hand-offs: all together, the
+     * cancellation storm, submission from another thread. */
     static struct result together0[N_REQ];
     struct slm_engine *e = NULL;
-    for (g_overlap = 0; g_overlap < 3; g_overlap++) {
+    for (g_overlap = 0; g_overlap < (overlap_part ? 3 : 1); g_overlap++) {
         printf("overlap %d%s:\n", g_overlap > 0, g_overlap == 2 ? ", its threads polling up to 20 ms" : "");
         /* All together, big cache. */
         e = make_engine(m, tok, 256, 64);
@@ -434,59 +446,65 @@ int main(void)
         }
         CHECK(slm_engine_free_blocks(e) == 256, "together: free blocks %d of 256", slm_engine_free_blocks(e));
         slm_engine_destroy(&e);
-        /* All together in a cache that holds about 3 requests: preemption by recompute. */
-        e = make_engine(m, tok, 14, 48);
-        run_all(e, sp, N_REQ, tight);
-        compare("tight cache vs alone", tight, alone, N_REQ);
-        CHECK(slm_engine_free_blocks(e) == 14, "tight: free blocks %d of 14", slm_engine_free_blocks(e));
-        CHECK(slm_engine_n_preempted(e) > 0, "tight: expected preemptions, got none");
-        printf("tight cache: %llu preemptions\n", (unsigned long long)slm_engine_n_preempted(e));
-        slm_engine_destroy(&e);
+        if (overlap_part && !g_overlap) continue;   /* together0 alone: the reference of the overlapped runs */
+        if (g_overlap < 2) {   /* not with the threads polling: see above */
+            /* All together in a cache that holds about 3 requests: preemption by recompute. */
+            e = make_engine(m, tok, 14, 48);
+            run_all(e, sp, N_REQ, tight);
+            compare("tight cache vs alone", tight, alone, N_REQ);
+            CHECK(slm_engine_free_blocks(e) == 14, "tight: free blocks %d of 14", slm_engine_free_blocks(e));
+            CHECK(slm_engine_n_preempted(e) > 0, "tight: expected preemptions, got none");
+            printf("tight cache: %llu preemptions\n", (unsigned long long)slm_engine_n_preempted(e));
+            slm_engine_destroy(&e);
 
-        /* Greedy requests against the one-sequence runner. */
-        struct slm_runner *r = slm_runner_create(m, N_CTX, 64, err);
-        float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
-        CHECK(r && logits, "runner: %s", err);
-        for (int i = 0; r && logits && i < N_REQ; i += 2) {
-            slm_runner_reset(r);
-            int rc = slm_runner_eval(r, sp[i].prompt, sp[i].n_prompt, 0, logits);
-            for (int g = 0; rc == 0 && g < alone[i].n; g++) {
-                int32_t best = 0;
-                for (int v = 1; v < m->cfg.n_vocab; v++)
-                    if (logits[v] > logits[best]) best = v;
-                if (best != alone[i].tok[g]) {
-                    printf("runner vs engine: request %d step %d: expected %d, got %d\n", i, g, best, alone[i].tok[g]);
-                    failures++;
-                    break;
+            if (g_overlap == 0) {
+                /* Greedy requests against the one-sequence runner (no steps to overlap: once). */
+                struct slm_runner *r = slm_runner_create(m, N_CTX, 64, err);
+                float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
+                CHECK(r && logits, "runner: %s", err);
+                for (int i = 0; r && logits && i < N_REQ; i += 2) {
+                    slm_runner_reset(r);
+                    int rc = slm_runner_eval(r, sp[i].prompt, sp[i].n_prompt, 0, logits);
+                    for (int g = 0; rc == 0 && g < alone[i].n; g++) {
+                        int32_t best = 0;
+                        for (int v = 1; v < m->cfg.n_vocab; v++)
+                            if (logits[v] > logits[best]) best = v;
+                        if (best != alone[i].tok[g]) {
+                            printf("runner vs engine: request %d step %d: expected %d, got %d\n", i, g, best,
+                                   alone[i].tok[g]);
+                            failures++;
+                            break;
+                        }
+                        if (g + 1 < alone[i].n) rc = slm_runner_eval(r, &best, 1, 0, logits);
+                    }
                 }
-                if (g + 1 < alone[i].n) rc = slm_runner_eval(r, &best, 1, 0, logits);
+                slm_runner_destroy(&r);
+                free(logits);
             }
-        }
-        slm_runner_destroy(&r);
-        free(logits);
 
-        /* Prefix cache: a 200-token prompt, then the same 200 tokens plus 5 more. */
-        static struct spec a, b2;
-        memset(&a, 0, sizeof a);
-        for (int j = 0; j < 200; j++) a.prompt[j] = 100 + (int32_t)(rnd() % 20000);
-        a.n_prompt = 200;
-        slm_sampling_defaults(&a.s);
-        a.s.temperature = 0;
-        a.max_tokens = 6;
-        b2 = a;
-        for (int j = 200; j < 205; j++) b2.prompt[j] = 100 + (int32_t)(rnd() % 20000);
-        b2.n_prompt = 205;
-        struct result ra, rb, cold;
-        e = make_engine(m, tok, 64, 64);
-        run_all(e, &a, 1, &ra);
-        run_all(e, &b2, 1, &rb);
-        CHECK(rb.n_cached == 192, "prefix cache: expected 192 prompt tokens from the cache, got %d", rb.n_cached);
-        slm_engine_destroy(&e);
-        e = make_engine(m, tok, 64, 64);
-        run_all(e, &b2, 1, &cold);
-        CHECK(cold.n_cached == 0, "cold run: expected 0 cached tokens, got %d", cold.n_cached);
-        compare("prefix-cached vs cold", &rb, &cold, 1);
-        slm_engine_destroy(&e);
+            /* Prefix cache: a 200-token prompt, then the same 200 tokens plus 5 more. */
+            static struct spec a, b2;
+            memset(&a, 0, sizeof a);
+            for (int j = 0; j < 200; j++) a.prompt[j] = 100 + (int32_t)(rnd() % 20000);
+            a.n_prompt = 200;
+            slm_sampling_defaults(&a.s);
+            a.s.temperature = 0;
+            a.max_tokens = 6;
+            b2 = a;
+            for (int j = 200; j < 205; j++) b2.prompt[j] = 100 + (int32_t)(rnd() % 20000);
+            b2.n_prompt = 205;
+            struct result ra, rb, cold;
+            e = make_engine(m, tok, 64, 64);
+            run_all(e, &a, 1, &ra);
+            run_all(e, &b2, 1, &rb);
+            CHECK(rb.n_cached == 192, "prefix cache: expected 192 prompt tokens from the cache, got %d", rb.n_cached);
+            slm_engine_destroy(&e);
+            e = make_engine(m, tok, 64, 64);
+            run_all(e, &b2, 1, &cold);
+            CHECK(cold.n_cached == 0, "cold run: expected 0 cached tokens, got %d", cold.n_cached);
+            compare("prefix-cached vs cold", &rb, &cold, 1);
+            slm_engine_destroy(&e);
+        }
 
         /* Cancellation storm: 500 requests, each cancelled at a random step (some never). */
         e = make_engine(m, tok, 40, 64);
@@ -518,7 +536,7 @@ int main(void)
         slm_engine_destroy(&e);
 
         /* Stop strings: cut a greedy request's own text at a substring of it; logprobs. */
-        {
+        if (g_overlap < 2) {
             const struct result *base = NULL;
             int bi = -1;
             for (int i = 0; i < N_REQ; i += 2)
@@ -597,51 +615,55 @@ int main(void)
     }
     g_overlap = 0;
 
-    /* Fairness: owner 1 queues 1000 requests; owner 2's one request gets its first token within
-     * ceil((40 + P_ahead) / (max_batch_tokens - max_seqs + 1)) steps, where P_ahead <= 8 is the
-     * prompt of the one owner-1 request ranked above it (docs/engine.md). The same request
-     * from owner 1 waits behind the flood: the bound is what fair share buys. */
-    {
-        const int batch = 64, seqs = 16;
-        int bound = (40 + 8 + (batch - seqs + 1) - 1) / (batch - seqs + 1);
-        e = make_engine_seqs(m, tok, 512, batch, seqs);
-        int fair = flood_then_one(e, sp, 1000, 3, 2, 50);
-        CHECK(fair <= bound, "fairness: owner 2's request took %d steps to its first token; bound %d", fair, bound);
-        CHECK(slm_engine_free_blocks(e) == 512, "fairness: free blocks %d of 512", slm_engine_free_blocks(e));
-        int same = flood_then_one(e, sp, 1000, 3, 1, 5 * bound);
-        CHECK(same > 5 * bound, "fairness control: owner 1's own extra request took only %d steps", same);
-        printf("fairness: first token after %d step(s) from another owner (bound %d); > %d from the flooding owner\n",
-               fair, bound, 5 * bound);
-        slm_engine_destroy(&e);
-    }
+    if (!overlap_part) {
+        /* Fairness: owner 1 queues 1000 requests; owner 2's one request gets its first token within
+         * ceil((40 + P_ahead) / (max_batch_tokens - max_seqs + 1)) steps, where P_ahead <= 8 is the
+         * prompt of the one owner-1 request ranked above it (docs/engine.md). The same request
+         * from owner 1 waits behind the flood: the bound is what fair share buys. */
+        {
+            const int batch = 64, seqs = 16;
+            int bound = (40 + 8 + (batch - seqs + 1) - 1) / (batch - seqs + 1);
+            e = make_engine_seqs(m, tok, 512, batch, seqs);
+            int fair = flood_then_one(e, sp, 1000, 3, 2, 50);
+            CHECK(fair <= bound, "fairness: owner 2's request took %d steps to its first token; bound %d", fair, bound);
+            CHECK(slm_engine_free_blocks(e) == 512, "fairness: free blocks %d of 512", slm_engine_free_blocks(e));
+            int same = flood_then_one(e, sp, 1000, 3, 1, 5 * bound);
+            CHECK(same > 5 * bound, "fairness control: owner 1's own extra request took only %d steps", same);
+            printf("fairness: first token after %d step(s) from another owner (bound %d); > %d from the flooding "
+                   "owner\n",
+                   fair, bound, 5 * bound);
+            slm_engine_destroy(&e);
+        }
 
-    /* A prompt of exactly the context gives one token (LENGTH); one token more is refused. */
-    {
-        static int32_t full[N_CTX + 1];
-        for (int j = 0; j <= N_CTX; j++) full[j] = 100 + (int32_t)(rnd() % 20000);
-        e = make_engine(m, tok, N_CTX / 16, 256);
-        struct slm_request q = {.prompt = full, .n_prompt = N_CTX, .max_tokens = 8};
-        slm_sampling_defaults(&q.sampling);
-        q.sampling.temperature = 0;
-        static struct result rf;
-        memset(&rf, 0, sizeof rf);
-        int64_t id = slm_engine_add(e, &q, err);
-        CHECK(id >= 0, "prompt of exactly the context: %s", err);
-        struct run_ctx c = {&rf, &id, 1};
-        while (id >= 0 && slm_engine_step(e, on_event, &c) > 0) {}
-        CHECK(rf.done && rf.n == 1 && rf.finish == SLM_ENGINE_FINISH_LENGTH,
-              "prompt of exactly the context: expected 1 token and LENGTH, got %d tokens, finish %d", rf.n, rf.finish);
-        q.n_prompt = N_CTX + 1;
-        CHECK(slm_engine_add(e, &q, err) == -E2BIG && strstr(err, "context"), "prompt past the context: %s", err);
-        CHECK(slm_engine_free_blocks(e) == N_CTX / 16, "context: free blocks %d", slm_engine_free_blocks(e));
-        slm_engine_destroy(&e);
-    }
+        /* A prompt of exactly the context gives one token (LENGTH); one token more is refused. */
+        {
+            static int32_t full[N_CTX + 1];
+            for (int j = 0; j <= N_CTX; j++) full[j] = 100 + (int32_t)(rnd() % 20000);
+            e = make_engine(m, tok, N_CTX / 16, 256);
+            struct slm_request q = {.prompt = full, .n_prompt = N_CTX, .max_tokens = 8};
+            slm_sampling_defaults(&q.sampling);
+            q.sampling.temperature = 0;
+            static struct result rf;
+            memset(&rf, 0, sizeof rf);
+            int64_t id = slm_engine_add(e, &q, err);
+            CHECK(id >= 0, "prompt of exactly the context: %s", err);
+            struct run_ctx c = {&rf, &id, 1};
+            while (id >= 0 && slm_engine_step(e, on_event, &c) > 0) {}
+            CHECK(rf.done && rf.n == 1 && rf.finish == SLM_ENGINE_FINISH_LENGTH,
+                  "prompt of exactly the context: expected 1 token and LENGTH, got %d tokens, finish %d", rf.n,
+                  rf.finish);
+            q.n_prompt = N_CTX + 1;
+            CHECK(slm_engine_add(e, &q, err) == -E2BIG && strstr(err, "context"), "prompt past the context: %s", err);
+            CHECK(slm_engine_free_blocks(e) == N_CTX / 16, "context: free blocks %d", slm_engine_free_blocks(e));
+            slm_engine_destroy(&e);
+        }
 
-    /* max_tokens: every request that finished with LENGTH generated exactly max_tokens. */
-    for (int i = 0; i < N_REQ; i++)
-        if (together[i].finish == SLM_ENGINE_FINISH_LENGTH)
-            CHECK(together[i].n == sp[i].max_tokens, "request %d: LENGTH after %d tokens, max_tokens %d", i,
-                  together[i].n, sp[i].max_tokens);
+        /* max_tokens: every request that finished with LENGTH generated exactly max_tokens. */
+        for (int i = 0; i < N_REQ; i++)
+            if (together[i].finish == SLM_ENGINE_FINISH_LENGTH)
+                CHECK(together[i].n == sp[i].max_tokens, "request %d: LENGTH after %d tokens, max_tokens %d", i,
+                      together[i].n, sp[i].max_tokens);
+    }
 
     /* Prompt logprobs: every prompt token after the first, once, in order, equal to the
      * runner's log-softmax of the previous position's logits; the prefix cache is bypassed;
@@ -669,7 +691,7 @@ int main(void)
         q[2] = q[0];   /* twice: the second may not take the first's blocks from the cache */
         struct plp_run c;
         const char *cases[] = {"alone", "with others, cached prefix", "tight cache"};
-        for (int cso = 0; cso < 6; cso++) {   /* each case one step at a time, then overlapped */
+        for (int cso = overlap_part ? 3 : 0; cso < (overlap_part ? 6 : 3); cso++) {   /* overlapped: 3..5 */
             const int cs = cso % 3;
             g_overlap = cso / 3;
             e = cs == 2 ? make_engine(m, tok, 14, 48) : make_engine(m, tok, 256, 64);
@@ -705,86 +727,88 @@ int main(void)
         g_overlap = 0;
     }
 
-    /* Bad requests. */
-    e = make_engine(m, tok, 4, 64);
-    {
-        int32_t bad_tok = m->cfg.n_vocab;
-        struct slm_request q = {.prompt = &bad_tok, .n_prompt = 1, .max_tokens = 1};
-        slm_sampling_defaults(&q.sampling);
-        CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "vocabulary"), "bad token: %s", err);
-        q.prompt = sp[0].prompt;
-        q.max_tokens = 100;   /* 4 blocks of 16 cannot hold it */
-        CHECK(slm_engine_add(e, &q, err) == -E2BIG && strstr(err, "whole cache"), "too big: %s", err);
-        q.max_tokens = 0;
-        CHECK(slm_engine_add(e, &q, err) == -EINVAL, "max_tokens 0 accepted");
-        q.max_tokens = 2;
-        q.logprobs = 21;
-        CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "logprobs"), "logprobs 21: %s", err);
-        q.logprobs = 0;
-        const char *empty[] = {""};
-        q.stop = empty;
-        q.n_stop = 1;
-        CHECK(slm_engine_add(e, &q, err) == -EINVAL, "an empty stop string accepted");
-        q.n_stop = 0;
-        int32_t bad_stop = -5;
-        q.stop_ids = &bad_stop;
-        q.n_stop_ids = 1;
-        CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "stop token"), "stop id -5: %s", err);
-    }
-    slm_engine_destroy(&e);
+    if (!overlap_part) {
+        /* Bad requests. */
+        e = make_engine(m, tok, 4, 64);
+        {
+            int32_t bad_tok = m->cfg.n_vocab;
+            struct slm_request q = {.prompt = &bad_tok, .n_prompt = 1, .max_tokens = 1};
+            slm_sampling_defaults(&q.sampling);
+            CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "vocabulary"), "bad token: %s", err);
+            q.prompt = sp[0].prompt;
+            q.max_tokens = 100;   /* 4 blocks of 16 cannot hold it */
+            CHECK(slm_engine_add(e, &q, err) == -E2BIG && strstr(err, "whole cache"), "too big: %s", err);
+            q.max_tokens = 0;
+            CHECK(slm_engine_add(e, &q, err) == -EINVAL, "max_tokens 0 accepted");
+            q.max_tokens = 2;
+            q.logprobs = 21;
+            CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "logprobs"), "logprobs 21: %s", err);
+            q.logprobs = 0;
+            const char *empty[] = {""};
+            q.stop = empty;
+            q.n_stop = 1;
+            CHECK(slm_engine_add(e, &q, err) == -EINVAL, "an empty stop string accepted");
+            q.n_stop = 0;
+            int32_t bad_stop = -5;
+            q.stop_ids = &bad_stop;
+            q.n_stop_ids = 1;
+            CHECK(slm_engine_add(e, &q, err) == -EINVAL && strstr(err, "stop token"), "stop id -5: %s", err);
+        }
+        slm_engine_destroy(&e);
 
-    /* A penalty window longer than the context (fuzz_sqe: repeat_last_n = INT_MAX made every
-     * request allocate an 8 GiB ring): the same tokens as a window of the context, and no
-     * allocation of the window's size. */
-    {
-        struct spec w = sp[0];
-        w.arrival = 0;
-        w.s.temperature = 0.0f;
-        w.s.repeat_penalty = 1.5f;
-        w.s.repeat_last_n = N_CTX;
-        static struct result ctx_window[1], huge_window[1];
-        e = make_engine(m, tok, 64, 64);
-        run_all(e, &w, 1, ctx_window);
-        w.s.repeat_last_n = 2147483647;
-#ifndef SLM_TEST_ASAN
-        struct mallinfo2 before = mallinfo2();
-        int64_t id = add(e, &w);
-        size_t grew = mallinfo2().hblkhd - before.hblkhd;
-        CHECK(grew < (64u << 20), "repeat_last_n INT_MAX: %zu bytes mapped for one request", grew);
-        slm_engine_cancel(e, id);
-        CHECK(slm_engine_step(e, on_event, &(struct run_ctx){huge_window, &id, 1}) == 0, "reap the cancelled one");
-#endif
-        run_all(e, &w, 1, huge_window);
-        compare("repeat_last_n INT_MAX vs the context", huge_window, ctx_window, 1);
-        slm_engine_destroy(&e);
-    }
+        /* A penalty window longer than the context (fuzz_sqe: repeat_last_n = INT_MAX made every
+         * request allocate an 8 GiB ring): the same tokens as a window of the context, and no
+         * allocation of the window's size. */
+        {
+            struct spec w = sp[0];
+            w.arrival = 0;
+            w.s.temperature = 0.0f;
+            w.s.repeat_penalty = 1.5f;
+            w.s.repeat_last_n = N_CTX;
+            static struct result ctx_window[1], huge_window[1];
+            e = make_engine(m, tok, 64, 64);
+            run_all(e, &w, 1, ctx_window);
+            w.s.repeat_last_n = 2147483647;
+    #ifndef SLM_TEST_ASAN
+            struct mallinfo2 before = mallinfo2();
+            int64_t id = add(e, &w);
+            size_t grew = mallinfo2().hblkhd - before.hblkhd;
+            CHECK(grew < (64u << 20), "repeat_last_n INT_MAX: %zu bytes mapped for one request", grew);
+            slm_engine_cancel(e, id);
+            CHECK(slm_engine_step(e, on_event, &(struct run_ctx){huge_window, &id, 1}) == 0, "reap the cancelled one");
+    #endif
+            run_all(e, &w, 1, huge_window);
+            compare("repeat_last_n INT_MAX vs the context", huge_window, ctx_window, 1);
+            slm_engine_destroy(&e);
+        }
 
-    /* Prefill progress (issue 18): a 300-token prompt in steps of at most 64 tokens reports 64,
-     * 128, ... of 300 before its first token, and the tokens are those of the same request
-     * without progress; a request beside it that did not ask gets no progress event. */
-    {
-        struct spec pr[2] = {sp[0], sp[1]};
-        pr[0].n_prompt = 300;
-        for (int i = 0; i < 300; i++) pr[0].prompt[i] = (int32_t)(100 + (i * 37) % 20000);
-        pr[0].arrival = pr[1].arrival = 0;
-        static struct result with[2], without[2];
-        e = make_engine(m, tok, 256, 64);
-        run_all(e, pr, 2, without);
-        slm_engine_destroy(&e);
-        pr[0].progress = 1;
-        e = make_engine(m, tok, 256, 64);
-        run_all(e, pr, 2, with);
-        slm_engine_destroy(&e);
-        compare("with progress vs without", with, without, 2);
-        CHECK(without[0].n_progress == 0 && with[1].n_progress == 0, "progress events unasked: %d, %d",
-              without[0].n_progress, with[1].n_progress);
-        CHECK(with[0].n_progress >= 300 / 64 && with[0].n_progress <= 32 && !with[0].progress_late,
-              "progress: %d events (%d after the first token)", with[0].n_progress, with[0].progress_late);
-        for (int i = 0; i < with[0].n_progress && i < 32; i++)
-            CHECK(with[0].prefilled[i] > (i ? with[0].prefilled[i - 1] : 0) && with[0].prefilled[i] < 300 &&
-                      with[0].prefilled[i] - (i ? with[0].prefilled[i - 1] : 0) <= 64,
-                  "progress event %d: %d prefilled (previous %d) of 300", i, with[0].prefilled[i],
-                  i ? with[0].prefilled[i - 1] : 0);
+        /* Prefill progress (issue 18): a 300-token prompt in steps of at most 64 tokens reports 64,
+         * 128, ... of 300 before its first token, and the tokens are those of the same request
+         * without progress; a request beside it that did not ask gets no progress event. */
+        {
+            struct spec pr[2] = {sp[0], sp[1]};
+            pr[0].n_prompt = 300;
+            for (int i = 0; i < 300; i++) pr[0].prompt[i] = (int32_t)(100 + (i * 37) % 20000);
+            pr[0].arrival = pr[1].arrival = 0;
+            static struct result with[2], without[2];
+            e = make_engine(m, tok, 256, 64);
+            run_all(e, pr, 2, without);
+            slm_engine_destroy(&e);
+            pr[0].progress = 1;
+            e = make_engine(m, tok, 256, 64);
+            run_all(e, pr, 2, with);
+            slm_engine_destroy(&e);
+            compare("with progress vs without", with, without, 2);
+            CHECK(without[0].n_progress == 0 && with[1].n_progress == 0, "progress events unasked: %d, %d",
+                  without[0].n_progress, with[1].n_progress);
+            CHECK(with[0].n_progress >= 300 / 64 && with[0].n_progress <= 32 && !with[0].progress_late,
+                  "progress: %d events (%d after the first token)", with[0].n_progress, with[0].progress_late);
+            for (int i = 0; i < with[0].n_progress && i < 32; i++)
+                CHECK(with[0].prefilled[i] > (i ? with[0].prefilled[i - 1] : 0) && with[0].prefilled[i] < 300 &&
+                          with[0].prefilled[i] - (i ? with[0].prefilled[i - 1] : 0) <= 64,
+                      "progress event %d: %d prefilled (previous %d) of 300", i, with[0].prefilled[i],
+                      i ? with[0].prefilled[i - 1] : 0);
+        }
     }
 
     slm_tok_destroy(&tok);
