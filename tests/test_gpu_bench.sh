@@ -76,7 +76,11 @@ fi
 EXPECT_PROG=$kb
 . "$(dirname "$0")/expect_error.sh"
 expect_error "gpu_kernels bad flag" "^usage: gpu_kernels" --frobnicate
-expect_error "gpu_kernels --reps 0" "^gpu_kernels: --reps takes" --reps 0
+expect_error "gpu_kernels --reps 0" "^gpu_kernels: --reps takes 1..100000, not '0'" --reps 0
+expect_error "gpu_kernels --reps 10x" "^gpu_kernels: --reps takes 1..100000, not '10x'" --reps 10x
+expect_error "gpu_kernels --reps 100001" "^gpu_kernels: --reps takes 1..100000, not '100001'" --reps 100001
+SLM_EMU_DEVICES=0 expect_error "gpu_kernels --model 70b (before any device)" \
+  "^gpu_kernels: --model takes small, 1.5b, 7b or all, not '70b'" --model 70b
 SLM_EMU_DEVICES=0 expect_error "gpu_kernels with no device" "^gpu_kernels: no CUDA device" --smoke
 # batched_bench's --spin-us (run.sh's overlapped runs), refused before the model loads
 if [ -x "$bin/batched_bench" ]; then

@@ -82,6 +82,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "common/err.h"
+#include "common/parse.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/quant.h"
@@ -756,15 +758,22 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--smoke")) b.smoke = 1, b.reps = 1;
         else if (!strcmp(argv[i], "--json")) b.json = 1;
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) b.reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--model") && i + 1 < argc) which = argv[++i];
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            long long v;
+            char why[SLM_ERR_LEN];
+            if (slm_parse_int(argv[++i], 1, 100000, &v, why)) {
+                fprintf(stderr, "gpu_kernels: --reps takes 1..100000, not '%s'\n", argv[i]);
+                return 2;
+            }
+            b.reps = (int)v;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) which = argv[++i];
         else {
             fprintf(stderr, "usage: gpu_kernels [--smoke] [--reps N] [--model small|1.5b|7b|all] [--json]\n");
             return 2;
         }
     }
-    if (b.reps < 1 || b.reps > 100000) {
-        fprintf(stderr, "gpu_kernels: --reps takes 1..100000\n");
+    if (strcmp(which, "all") && strcmp(which, "small") && strcmp(which, "1.5b") && strcmp(which, "7b")) {
+        fprintf(stderr, "gpu_kernels: --model takes small, 1.5b, 7b or all, not '%s'\n", which);
         return 2;
     }
     int n_dev = 0;
@@ -789,15 +798,10 @@ int main(int argc, char **argv)
         bench_gemv(&b, &(struct model_shape){"tiny-576", 576, 100, 9, 3, 64, 1024}, SLM_TYPE_Q6_K, GEMV_DOWN, 1,
                    PATH_GEMV);
     } else {
-        int any = 0;
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
             int pick = !strcmp(which, "all") || (!strcmp(which, "small") && i == 0) ||
                        (!strcmp(which, "1.5b") && i == 1) || (!strcmp(which, "7b") && i == 2);
-            if (pick) bench_model(&b, &models[i]), any = 1;
-        }
-        if (!any) {
-            fprintf(stderr, "gpu_kernels: --model takes small, 1.5b, 7b or all\n");
-            return 2;
+            if (pick) bench_model(&b, &models[i]);
         }
     }
     cudaEventDestroy(b.t0);
