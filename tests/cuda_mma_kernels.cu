@@ -67,6 +67,13 @@ __global__ void k_mma_16bit_k16(const uint16_t *a, const uint16_t *b, const floa
     for (int i = 0; i < 4; i++) d[(size_t)tile * 128 + cd_index(lane, i)] = fd[i];
 }
 
+/* f[i]: slm_mma::dot_float(DOT_BIAS + v[i]), or small_float(v[i]) when small */
+__global__ void k_s32_float(const int *v, float *f, int n, int small)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) f[i] = small ? slm_mma::small_float((uint32_t)v[i]) : slm_mma::dot_float(slm_mma::DOT_BIAS + v[i]);
+}
+
 static int done(void) { return cudaGetLastError() == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess ? 0 : -1; }
 
 static unsigned grid_of(int tiles) { return (unsigned)((tiles + TILES_A_BLOCK - 1) / TILES_A_BLOCK); }
@@ -92,5 +99,11 @@ extern "C" int mma_test_f16_k16(const uint16_t *a, const uint16_t *b, const floa
 extern "C" int mma_test_bf16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles)
 {
     SLM_LAUNCH((k_mma_16bit_k16<true>), grid_of(tiles), 32 * TILES_A_BLOCK, 0, 0, a, b, c, d, tiles);
+    return done();
+}
+
+extern "C" int mma_test_s32_float(const int *v, float *f, int n, int small)
+{
+    SLM_LAUNCH(k_s32_float, (unsigned)((n + 255) / 256), 256, 0, 0, v, f, n, small);
     return done();
 }

@@ -14,6 +14,8 @@ int mma_test_s8_k32(const int8_t *a, const int8_t *b, const int *c, int *d, int 
 int mma_test_s8_k16(const int8_t *a, const int8_t *b, const int *c, int *d, int tiles);
 int mma_test_f16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles);
 int mma_test_bf16_k16(const uint16_t *a, const uint16_t *b, const float *c, float *d, int tiles);
+/* f[i] = slm_mma::dot_float(DOT_BIAS + v[i]), or small_float(v[i]) when small */
+int mma_test_s32_float(const int *v, float *f, int n, int small);
 #ifdef __cplusplus
 }
 #endif

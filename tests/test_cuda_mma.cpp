@@ -20,6 +20,7 @@ extern "C" {
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "tests/cuda_weights.h"
@@ -103,6 +104,36 @@ static void check_16bit(bool bf, bool wide)
     printf("%s: %d tiles of 16x8x16, worst |d - ref|%s %.3g\n", name, TILES, wide ? " / sum |a b|" : "", worst);
 }
 
+/* slm_mma::dot_float and small_float (the MMQ's dots and K-quant scales read as floats without a
+ * conversion): the bits of (float)v for every v of |v| <= 65,536 and for the ends of their ranges,
+ * the largest dot of 32 int8 products (32 x 128 x 128) and 2^22 - 1; small_float for 0 .. 65,535
+ * and up to 2^23 - 1. */
+static void check_s32_float(bool small)
+{
+    std::vector<int> v;
+    if (small) {
+        for (int i = 0; i < 65536; i++) v.push_back(i);
+        for (int e : {(1 << 22) - 1, 1 << 22, (1 << 23) - 2, (1 << 23) - 1}) v.push_back(e);
+    } else {
+        for (int i = -65536; i <= 65536; i++) v.push_back(i);
+        for (int e : {524288, 520192, (1 << 22) - 1, (1 << 22) - 2, 1 << 21}) v.push_back(e), v.push_back(-e);
+    }
+    for (int i = 0; i < 4096; i++) v.push_back(small ? (int)(rnd() & 0x7fffff) : (int)(rnd() % 8388607) - 4194303);
+    dev_buf<int> dv(v);
+    dev_buf<float> df(v.size());
+    RC_OK(mma_test_s32_float(dv.p, df.p, (int)v.size(), small));
+    std::vector<float> f = df.download();
+    int bad = 0;
+    for (size_t i = 0; i < v.size(); i++) {
+        const float want = (float)v[i];
+        if (memcmp(&f[i], &want, sizeof want) && bad++ < 5)
+            fprintf(stderr, "%s(%d): got %.9g, want %.9g\n", small ? "small_float" : "dot_float", v[i], (double)f[i],
+                    (double)want);
+    }
+    CHECK(bad == 0, "%s: %d of %zu values not the bits of (float)v", small ? "small_float" : "dot_float", bad, v.size());
+    if (bad == 0) printf("%s: %zu values, the bits of (float)v\n", small ? "small_float" : "dot_float", v.size());
+}
+
 int main(void)
 {
     if (!cuda_device_or_skip()) return 77;
@@ -111,6 +142,8 @@ int main(void)
     check_16bit(false, false);
     check_16bit(true, false);
     check_16bit(true, true);
+    check_s32_float(false);
+    check_s32_float(true);
     if (failures) {
         printf("%d checks failed\n", failures);
         return 1;

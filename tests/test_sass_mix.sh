@@ -209,4 +209,19 @@ k_mmq<12u, false, false>|332|356
 k_mmq_wide<12u, false, false>|258|422|8
 k_mmq_wide<14u, false, false>|315|464|16
 EOF_LOOPS
+# The MMQ reads its per-32 dots and the K-quants' scales as floats by an FADD (slm_mma::dot_float,
+# small_float; docs/cuda.md, "Dots read as floats"): no I2F or I2FP in the hot loop of any k_mmq or
+# k_mmq_wide but Q6_K's (14u: its scaled sums are beyond the bias's range). Before that change the
+# narrow loops had 16 (Q4_1) to 40 (Q4_K), the wide 64 to 160.
+if awk -F' [|] ' '
+  $1 ~ /^\| k_mmq(_wide)?<[0-9]+u,/ && $1 !~ /<14u,/ {
+    split($14, a, " "); seen++
+    if (a[5] != 0) { print "  " $1 ": " a[5] " I2F in its hot loop (" $14 ")"; bad = 1 }
+  }
+  END { if (seen < 56) { print "  expected >= 56 k_mmq / k_mmq_wide rows of the types but Q6_K, got " seen; bad = 1 } exit bad }' \
+    "$tmp/all" > "$tmp/cvt"; then
+  echo "ok   no I2F in the MMQ's hot loops (but Q6_K's)"
+else
+  echo "FAIL I2F in the MMQ's hot loops:"; cat "$tmp/cvt"; fail=1
+fi
 exit $fail

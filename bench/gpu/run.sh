@@ -158,7 +158,8 @@ echo "== build ($BUILD, sm_${ARCH:-80..90}; log in $OUT/build.log)"
 GEN=""
 command -v ninja > /dev/null 2>&1 && GEN="-G Ninja"
 # shellcheck disable=SC2086
-{ cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DSLM_CUDA=ON $ARCH_FLAG &&
+# SLM_GPU_CMAKE_ARGS: more configure flags (e.g. -DSLM_CUDA_MMQ_CONVERT=ON for the MMQ's A/B, README.md)
+{ cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DSLM_CUDA=ON $ARCH_FLAG ${SLM_GPU_CMAKE_ARGS:-} &&
   cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_mma_gpu test_cuda_ops_gpu test_cuda_gemv_gpu test_cuda_mmq_gpu test_cuda_mmf_gpu \
       test_cuda_attention_gpu test_cuda_attention_decode_gpu test_cuda_sampling_gpu test_cuda_graphs_gpu test_cuda_model_gpu \
       gpu_kernels bench_engine batched_bench; } > "$OUT/build.log" 2>&1 ||

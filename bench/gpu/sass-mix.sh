@@ -6,8 +6,9 @@
 # run-time-indexed arrays), and the size of the hot loop (the innermost loop around the first
 # dot or mma, less what it takes only now and then: a region a forward branch skips that holds a
 # BAR.SYNC, as the wide MMQ's staging of a chunk, or a loop of its own and no dot or mma, as the
-# wide MMQ's closing of its segments) against the dots or mmas in it:
-# what an issue-bound kernel pays per mma; and where the kernel's griddepcontrol.wait (ACQBULK,
+# wide MMQ's closing of its segments) against the dots or mmas in it and its int-to-float
+# conversions (I2F, I2FP: on the conversion units, not the FMA pipe; docs/cuda.md, "Dots read as
+# floats"): what an issue-bound kernel pays per mma; and where the kernel's griddepcontrol.wait (ACQBULK,
 # slm_pdl_begin) stands: "first" when no memory access (but an L2 prefetch), exit, or branch past
 # it comes before it, "reads first" when only loads, shared stores, barriers and branches do,
 # "after X" naming the first write or exit before it, "-" when the kernel has none. docs/cuda.md keeps its figures for the hot
@@ -98,14 +99,15 @@ grep -q "Function :" "$tmp/sass" || { echo "sass-mix: no $arch machine code in $
 
 # One line a kernel: name, then the counts (tab-separated), names demangled. "loop": the
 # instructions of the innermost loop around the kernel's first IDP / IMMA / HMMA (from a backward
-# branch's target to the branch; 0 when there is none), and the dot or mma instructions in it.
+# branch's target to the branch; 0 when there is none), the dot or mma instructions in it, and
+# its I2F / I2FP.
 awk '
 function hex(h,   i, v) {   # mawk has no strtonum
     sub(/^0x/, "", h); v = 0
     for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1
     return v
 }
-function flush(   i, j, first, lo, hi, k, ops, nx, bar, back, dots) {
+function flush(   i, j, first, lo, hi, k, ops, cv, nx, bar, back, dots) {
     if (f == "") return
     first = -1
     for (i = 1; i <= cnt; i++) if (op[i] ~ /^(IDP|IMMA|HMMA)/) { first = addr[i]; break }
@@ -132,14 +134,15 @@ function flush(   i, j, first, lo, hi, k, ops, nx, bar, back, dots) {
                 }
                 if (bar || (back && !dots)) { nx++; xlo[nx] = addr[i]; xhi[nx] = fwd[i] }
             }
-    k = 0; ops = 0
+    k = 0; ops = 0; cv = 0
     if (lo >= 0)
         for (i = 1; i <= cnt; i++) if (addr[i] >= lo && addr[i] <= hi) {
             for (j = 1; j <= nx; j++) if (addr[i] > xlo[j] && addr[i] < xhi[j]) break
             if (j <= nx) continue
             k++; if (op[i] ~ /^(IDP|IMMA|HMMA)/) ops++
+            if (op[i] ~ /^I2F/) cv++
         }
-    loop[f] = k; loopops[f] = ops
+    loop[f] = k; loopops[f] = ops; loopcv[f] = cv
     # the wait of a programmatic dependent launch: first, or after what (a memory access, a branch)
     # (an L2 prefetch, CCTL...PF, may come before it: it moves no data; so may a branch that
     # lands before it, so that every thread still reaches it)
@@ -186,7 +189,7 @@ END {
     flush()
     for (f in names)
         printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", f, n[f], g32[f], g64[f], g128[f], gn[f],
-               l128[f], l[f], s[f], idp[f], imma[f], hmma[f], loc[f], loop[f] ? loop[f] " / " loopops[f] : "-", wait[f]
+               l128[f], l[f], s[f], idp[f], imma[f], hmma[f], loc[f], loop[f] ? loop[f] " / " loopops[f] " / " loopcv[f] : "-", wait[f]
 }' "$tmp/sass" | sort >"$tmp/raw"
 cut -f1 "$tmp/raw" | c++filt | sed 's/(.*//; s/^void //' >"$tmp/names"
 cut -f2- "$tmp/raw" | paste "$tmp/names" - | { if [ -n "$filter" ]; then grep -E -- "$filter" || true; else cat; fi; } >"$tmp/rows"
@@ -194,7 +197,7 @@ cut -f2- "$tmp/raw" | paste "$tmp/names" - | { if [ -n "$filter" ]; then grep -E
 
 echo "SASS for $arch, $(wc -l <"$tmp/rows") kernels of $objdir (cuobjdump: $cuobjdump)"
 echo
-echo "| kernel | instructions | LDG 4 B | LDG 8 B | LDG 16 B | LDG 1-2 B | LD 16 B | LD other | LDS | IDP.4A | IMMA | HMMA | local | hot loop: instructions / dots | wait |"
+echo "| kernel | instructions | LDG 4 B | LDG 8 B | LDG 16 B | LDG 1-2 B | LD 16 B | LD other | LDS | IDP.4A | IMMA | HMMA | local | hot loop: instructions / dots / I2F | wait |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 awk -F'\t' '{ printf "| %s |", $1; for (i = 2; i <= NF; i++) printf " %s |", $i; printf "\n" }' "$tmp/rows"
 

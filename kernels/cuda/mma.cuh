@@ -187,6 +187,21 @@ __device__ __forceinline__ void mma_bf16_k16(float (&d)[4], const uint32_t (&a)[
 #endif
 }
 
+/* An s32 dot read as a float without a conversion instruction (the MMQ's; docs/cuda.md, "Dots
+ * read as floats"). Started at DOT_BIAS (the bits of the float 1.5 x 2^23) instead of 0 (as an
+ * mma's C, or a dot chain's first term), a dot's bits are those of the float 1.5 x 2^23 + dot,
+ * exactly, while |dot| < 2^22 (the float's integers of [2^23, 2^24)); one FADD then gives the dot
+ * as a float, the bits __int2float_rn gives. The dots of 32 int8 activations against 32 weights of
+ * at most 8 bits stay far below (32 x 128 x 128 = 524,288), Q6_K's scaled sums do not. */
+constexpr int DOT_BIAS = 0x4B400000;
+__device__ __forceinline__ float dot_float(int biased) { return __fsub_rn(__int_as_float(biased), 12582912.0f); }
+/* An unsigned integer below 2^23 (the K-quants' 6-bit scales and mins) as a float the same way,
+ * its bits ORed into those of 2^23 (the OR joins the mask that extracted it). */
+__device__ __forceinline__ float small_float(uint32_t v)
+{
+    return __fsub_rn(__uint_as_float(0x4B000000u | v), 8388608.0f);
+}
+
 } /* namespace slm_mma */
 
 #endif

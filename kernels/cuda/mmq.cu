@@ -184,9 +184,25 @@ __device__ __forceinline__ void mmq_stage_store(const mmq_stage_regs<TILES> &r, 
     if (mmq_stage_scales<TILES>(blk0, nba, &c, &w)) (&st.ds[c][0][0])[w] = r.d;
 }
 
+/* The per-32 dots start at DOT_BIAS and are read as floats by an FADD (slm_mma::dot_float), the
+ * K-quants' scales too (small_float): no int-to-float conversion in the loops, the same bits.
+ * SLM_CUDA_MMQ_CONVERT (CMake's option of that name) converts them as before, for a GPU's A/B
+ * (docs/cuda.md, "Dots read as floats"). */
+#ifdef SLM_CUDA_MMQ_CONVERT
+constexpr bool MMQ_BIASED = false;
+#else
+constexpr bool MMQ_BIASED = true;
+#endif
+__device__ __forceinline__ float mmq_scale_float(int v)
+{
+    return MMQ_BIASED ? slm_mma::small_float((uint32_t)v) : __int2float_rn(v);
+}
+
 /* y[j][i] (row g + 8 (i >= 2), token 8j + 2t + (i & 1)) += the block's terms, as the GEMV adds
- * them: y = fma(ws * d_a, float(dot), y), then y = fma(wm, s_a, y) when M. */
-template <bool M, int TILES>
+ * them: y = fma(ws * d_a, float(dot), y), then y = fma(wm, s_a, y) when M. BIASED: the dots
+ * c[j][i] started at DOT_BIAS (dots_k32), read as floats by an FADD (slm_mma::dot_float);
+ * otherwise converted (Q6_K's scaled sums, beyond its range). */
+template <bool M, int TILES, bool BIASED = MMQ_BIASED>
 __device__ __forceinline__ void add_terms(float (*y)[4], const int (*c)[4], const float *ws, const float *wm,
                                           const act_frag<TILES> &f)
 {
@@ -195,19 +211,22 @@ __device__ __forceinline__ void add_terms(float (*y)[4], const int (*c)[4], cons
         SLM_UNROLL
         for (int i = 0; i < 4; i++) {
             const float2 ds = f.ds[j][i & 1];
-            y[j][i] = __fmaf_rn(__fmul_rn(ws[i >> 1], ds.x), __int2float_rn(c[j][i]), y[j][i]);
+            const float dot = BIASED ? slm_mma::dot_float(c[j][i]) : __int2float_rn(c[j][i]);
+            y[j][i] = __fmaf_rn(__fmul_rn(ws[i >> 1], ds.x), dot, y[j][i]);
             if (M) y[j][i] = __fmaf_rn(wm[i >> 1], ds.y, y[j][i]);
         }
     }
 }
 
-/* The int dots of one activation block: A fragment a (rows g, g + 8) against each tile's B. */
+/* The int dots of one activation block: A fragment a (rows g, g + 8) against each tile's B, each
+ * from DOT_BIAS (the mma's accumulator input; add_terms reads them). */
 template <int TILES>
 __device__ __forceinline__ void dots_k32(int (*c)[4], const int (&a)[4], const act_frag<TILES> &f)
 {
     SLM_UNROLL
     for (int j = 0; j < TILES; j++) {
-        const int z[4] = {0, 0, 0, 0};
+        constexpr int z0 = MMQ_BIASED ? slm_mma::DOT_BIAS : 0;
+        const int z[4] = {z0, z0, z0, z0};
         const int b[2] = {f.b[j][0], f.b[j][1]};
         slm_mma::mma_s8_k32(c[j], a, b, z);
     }
@@ -334,8 +353,8 @@ template <bool FIVE> struct mmq_unit_k45 {
             slm_gemv::k_scale_min_pair(hd, c, &scp, &mp);
             SLM_UNROLL
             for (int s = 0; s < 2; s++) {
-                dsc[s][h] = __fmul_rn(d, __int2float_rn(slm_gemv::k_pair_byte(scp, s)));
-                dm[s][h] = -__fmul_rn(dmin, __int2float_rn(slm_gemv::k_pair_byte(mp, s)));
+                dsc[s][h] = __fmul_rn(d, mmq_scale_float(slm_gemv::k_pair_byte(scp, s)));
+                dm[s][h] = -__fmul_rn(dmin, mmq_scale_float(slm_gemv::k_pair_byte(mp, s)));
             }
         }
         SLM_UNROLL
@@ -417,7 +436,7 @@ template <> struct mmq_unit<SLM_TYPE_Q6_K> {
                 SLM_UNROLL
                 for (int i = 0; i < 4; i++) cc[j][i] = w.sc[i >> 1][qq][0] * c0[i] + w.sc[i >> 1][qq][1] * c1[i];
             }
-            add_terms<false, TILES>(y, cc, d, d, f);
+            add_terms<false, TILES, false>(y, cc, d, d, f);
         }
     }
 };
