@@ -772,7 +772,13 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (strcmp(which, "all") && strcmp(which, "small") && strcmp(which, "1.5b") && strcmp(which, "7b")) {
+    /* models[] in order of these names; -1: all of them */
+    static const char *const names[] = {"small", "1.5b", "7b"};
+    int only = -2;
+    if (!strcmp(which, "all")) only = -1;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(which, names[i])) only = i;
+    if (only == -2) {
         fprintf(stderr, "gpu_kernels: --model takes small, 1.5b, 7b or all, not '%s'\n", which);
         return 2;
     }
@@ -798,11 +804,8 @@ int main(int argc, char **argv)
         bench_gemv(&b, &(struct model_shape){"tiny-576", 576, 100, 9, 3, 64, 1024}, SLM_TYPE_Q6_K, GEMV_DOWN, 1,
                    PATH_GEMV);
     } else {
-        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
-            int pick = !strcmp(which, "all") || (!strcmp(which, "small") && i == 0) ||
-                       (!strcmp(which, "1.5b") && i == 1) || (!strcmp(which, "7b") && i == 2);
-            if (pick) bench_model(&b, &models[i]);
-        }
+        for (int i = 0; i < (int)(sizeof models / sizeof models[0]); i++)
+            if (only < 0 || only == i) bench_model(&b, &models[i]);
     }
     cudaEventDestroy(b.t0);
     cudaEventDestroy(b.t1);
