@@ -1,16 +1,20 @@
-/* test_cuda_graphs: the CUDA backend's decode step graphs (daemon/engine/backends/cuda/,
+/* test_cuda_graphs: the CUDA backend's step graphs (daemon/engine/backends/cuda/,
  * docs/cuda.md "CUDA graphs") under the SIMT emulator, on a tiny synthetic llama written here
  * as a GGUF file (2 layers, dim 128, 2 query heads and 1 KV head of 64, FFN 192, 300 tokens).
  *
  * Three cuda backends run the same script of steps (prefill chunks, then decode steps of
  * 1 to 6 sequences whose positions grow across block and 128-position partition boundaries,
- * with the sequences' block-table rows permuted between two replays of one graph):
- *   graphs  SLM_CUDA_GRAPHS unset (on): decode steps padded to their bucket, warmed up,
- *           captured, replayed;
+ * with the sequences' block-table rows permuted between two replays of one graph, then mixed
+ * steps: a prompt chunk among decodes with the logits of each sequence's last token, prompt
+ * chunks without logits):
+ *   graphs  SLM_CUDA_GRAPHS unset (on): steps padded to their bucket, warmed up, captured,
+ *           replayed;
  *   eager   SLM_CUDA_GRAPHS=0: every step op by op, unpadded (the reference);
  *   broken  SLM_CUDA_GRAPHS=test-break-capture: every capture is broken by a synchronising
- *           call, as a GPU breaks it, so every bucket falls back to op by op.
- * Checks: every step's logits are bit-identical across the three; the KV blocks the engine
+ *           call, as a GPU breaks it, so every bucket falls back to op by op;
+ *   decode  SLM_CUDA_GRAPHS=decode: graphs for decode-only steps, the others op by op (the
+ *           backend before 2026-12-08, and the other side of bench/gpu/run.sh's A/B).
+ * Checks: every step's logits are bit-identical across the four; the KV blocks the engine
  * owns are bit-identical afterwards (padding tokens wrote only the scratch block); the graph
  * counters show captures and replays (graphs), none (eager), failures and no replay (broken).
  *
@@ -21,6 +25,7 @@
  * as eager and the same KV pool (a token's bits depend on neither its batch nor its chunk:
  * docs/numerics.md, "The GPU"), and every logit finite (NaN would compare equal to NaN).
  * SLM_EMU_WORKERS defaults to 2 here (the machine is shared). */
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -212,7 +217,11 @@ struct step_batch {
     struct slm_batch b = {};
 };
 
-static void build(world &w, const std::vector<std::pair<int, int>> &parts, step_batch &sb)
+/* Whose logits a step wants: every token's, the last token of each (sequence, tokens) pair's
+ * (a mixed step: decodes and prompt chunks that end there), or none (prompt chunks only). */
+enum outs { OUT_ALL, OUT_LAST, OUT_NONE };
+
+static void build(world &w, const std::vector<std::pair<int, int>> &parts, step_batch &sb, outs want = OUT_ALL)
 {
     sb = step_batch{};
     for (auto &pt : parts) {
@@ -233,8 +242,12 @@ static void build(world &w, const std::vector<std::pair<int, int>> &parts, step_
     for (int i = 0; i < N_SEQ; i++)
         for (size_t j = 0; j < w.seqs[i].blocks.size(); j++)
             sb.tables[(size_t)w.row_of[i] * MAX_BLOCKS + j] = w.seqs[i].blocks[j];
-    /* logits of every token, listed last to first: out_rows is a real permutation */
-    for (int i = (int)sb.tokens.size() - 1; i >= 0; i--) sb.out_rows.push_back(i);
+    /* the logits wanted, listed last to first: out_rows is a real permutation */
+    std::vector<int> last;
+    for (int i = 0, t = 0; i < (int)parts.size(); t += parts[i].second, i++) last.push_back(t + parts[i].second - 1);
+    for (int i = (int)sb.tokens.size() - 1; i >= 0; i--)
+        if (want == OUT_ALL || (want == OUT_LAST && std::find(last.begin(), last.end(), i) != last.end()))
+            sb.out_rows.push_back(i);
     sb.b = {(int)sb.tokens.size(), sb.tokens.data(), sb.pos.data(), sb.seq_row.data(), sb.tables.data(),
             MAX_BLOCKS, (int)sb.out_rows.size(), sb.out_rows.data(), nullptr};
 }
@@ -287,10 +300,10 @@ int main(void)
     CHECK(rc == 0, "writing %s: expected 0, got %d", path.c_str(), rc);
 
     /* 3 runs each token of a step alone */
-    enum { N_RIGS = 4, ALONE = 3 };
+    enum { N_RIGS = 5, GRAPHED = 4, ALONE = 4 };   /* rigs 0..3 use graphs or not; 4 runs each token of a step alone */
     rig rigs[N_RIGS];
-    const char *names[N_RIGS] = {"graphs", "eager", "broken", "alone"};
-    const char *envs[N_RIGS] = {nullptr, "0", "test-break-capture", "0"};
+    const char *names[N_RIGS] = {"graphs", "eager", "broken", "decode", "alone"};
+    const char *envs[N_RIGS] = {nullptr, "0", "test-break-capture", "decode", "0"};
     for (int i = 0; i < N_RIGS && !failures; i++)
         if (rig_open(rigs[i], names[i], envs[i], path.c_str())) failures++;
     unlink(path.c_str());
@@ -300,7 +313,14 @@ int main(void)
     /* The script. Prefill: sequence 0 gets 130 positions (its decodes need 2 partitions), the
      * others 9-15 (their decodes cross the block boundary at 16). Then decode steps; "permute"
      * rotates the sequences' block-table rows before the step. */
-    struct step { std::vector<int> seqs; int prefill; bool permute; bool renew = false; };
+    struct step {
+        std::vector<int> seqs;
+        int prefill;
+        bool permute;
+        bool renew = false;
+        std::vector<std::pair<int, int>> mix = {};   /* (sequence, tokens) pairs instead of seqs x prefill */
+        outs want = OUT_ALL;
+    };
     std::vector<step> script;
     for (int c = 0; c < 130; c += MAX_TOKENS) script.push_back({{0}, c + MAX_TOKENS <= 130 ? MAX_TOKENS : 130 - c, false});
     for (int s = 1; s < N_SEQ; s++) script.push_back({{s}, 9 + s, false});
@@ -329,16 +349,30 @@ int main(void)
         {{4, 3}, 0, false},
     };
     script.insert(script.end(), decodes.begin(), decodes.end());
+    /* Mixed steps (a prompt chunk among decodes, logits of each pair's last token; prompt chunks
+     * without logits): graphs of their own, keyed by their logits rows too, the paged attention
+     * over tiles in the metadata, the padding tokens on one row of scratch blocks. */
+    std::vector<step> mixed = {
+        {{}, 0, false, false, {{0, 1}, {1, 5}, {2, 1}, {3, 1}}, OUT_LAST},   /* 8 tokens, 4 rows, 4 tiles, 2 partitions */
+        {{}, 0, false, false, {{0, 1}, {1, 5}, {2, 1}, {3, 1}}, OUT_LAST},   /* capture */
+        {{}, 0, false, false, {{1, 1}, {2, 5}, {3, 1}, {0, 1}}, OUT_LAST},   /* replay, the chunk elsewhere */
+        {{}, 0, true, false, {{0, 1}, {3, 4}, {2, 2}}, OUT_LAST},            /* replay: rows permuted, 7 + 1 padding */
+        {{}, 0, false, false, {{4, 6}}, OUT_NONE},                           /* 6 -> 8 tokens, no logits, 2 tiles */
+        {{}, 0, false, false, {{4, 6}}, OUT_NONE},
+        {{}, 0, false, false, {{5, 7}}, OUT_NONE},                           /* replay: 7 -> 8 */
+        {{}, 0, false, false, {{5, 2}, {1, 1}, {2, 1}}, OUT_LAST},           /* 4 tokens, 3 -> 4 rows */
+    };
+    script.insert(script.end(), mixed.begin(), mixed.end());
 
     world w[N_RIGS];
     for (auto &x : w) {
         for (int i = 0; i < N_SEQ; i++) x.row_of[i] = i;
         for (int b = 0; b < N_BLOCKS; b++) x.free_blocks.push_back((int32_t)((b * 37) % N_BLOCKS));
     }
-    double ms[N_RIGS] = {0, 0, 0, 0};
+    double ms[N_RIGS] = {0, 0, 0, 0, 0};
     int steps = 0;
     for (const step &st : script) {
-        std::vector<std::pair<int, int>> parts;
+        std::vector<std::pair<int, int>> parts = st.mix;
         for (int s : st.seqs) parts.push_back({s, st.prefill ? st.prefill : 1});
         std::vector<float> logits[N_RIGS];
         for (int r = 0; r < N_RIGS; r++) {
@@ -354,14 +388,20 @@ int main(void)
             /* ALONE: each token in its own step, in the batch's order (the same blocks), the
              * logits laid out as the batch's (out rows last to first) */
             std::vector<std::vector<std::pair<int, int>>> runs;
+            std::vector<outs> run_outs;
             if (r == ALONE)
                 for (auto &pt : parts)
-                    for (int k = 0; k < pt.second; k++) runs.push_back({{pt.first, 1}});
+                    for (int k = 0; k < pt.second; k++) {
+                        runs.push_back({{pt.first, 1}});
+                        run_outs.push_back(st.want == OUT_ALL || (st.want == OUT_LAST && k == pt.second - 1) ? OUT_ALL
+                                                                                                          : OUT_NONE);
+                    }
             else
-                runs.push_back(parts);
-            for (auto &run : runs) {
+                runs.push_back(parts), run_outs.push_back(st.want);
+            for (size_t ri = 0; ri < runs.size(); ri++) {
+                const auto &run = runs[ri];
                 step_batch sb;
-                build(w[r], run, sb);
+                build(w[r], run, sb, run_outs[ri]);
                 std::vector<float> l((size_t)sb.b.n_out * VOCAB, NAN);
                 auto t0 = std::chrono::steady_clock::now();
                 rc = slm_forward_run(rigs[r].f, &rigs[r].pool, &sb.b, l.data());
@@ -371,11 +411,15 @@ int main(void)
             }
         }
         char what[96];
-        snprintf(what, sizeof what, "step %d (%zu tokens), graphs vs eager", steps, st.seqs.size());
+        size_t n_tok = 0;
+        for (auto &pt : parts) n_tok += (size_t)pt.second;
+        snprintf(what, sizeof what, "step %d (%zu tokens), graphs vs eager", steps, n_tok);
         compare(what, logits[1], logits[0]);
-        snprintf(what, sizeof what, "step %d (%zu tokens), broken capture vs eager", steps, st.seqs.size());
+        snprintf(what, sizeof what, "step %d (%zu tokens), broken capture vs eager", steps, n_tok);
         compare(what, logits[1], logits[2]);
-        snprintf(what, sizeof what, "step %d (%zu tokens), each token alone vs batched", steps, st.seqs.size());
+        snprintf(what, sizeof what, "step %d (%zu tokens), decode-only graphs vs eager", steps, n_tok);
+        compare(what, logits[1], logits[3]);
+        snprintf(what, sizeof what, "step %d (%zu tokens), each token alone vs batched", steps, n_tok);
         compare(what, logits[1], logits[ALONE]);
         for (int r : {1, (int)ALONE}) {   /* NaN would compare equal to NaN above */
             size_t bad = 0;
@@ -386,12 +430,12 @@ int main(void)
         if (failures > 20) break;
     }
 
-    std::vector<uint16_t> kv[3];
-    for (int r = 0; r < 3; r++) kv[r] = kv_of(rigs[r]);
+    std::vector<uint16_t> kv[GRAPHED];
+    for (int r = 0; r < GRAPHED; r++) kv[r] = kv_of(rigs[r]);
     std::vector<uint16_t> kv_alone = kv_of(rigs[ALONE]);
     CHECK(kv_alone == kv[1], "the KV pool of the alone and the eager rigs: expected identical");
-    for (int r = 0; r < 3; r += 2)
-        if (!kv[r].empty() && kv[r] != kv[1]) {
+    for (int r = 0; r < GRAPHED; r++)
+        if (r != 1 && !kv[r].empty() && kv[r] != kv[1]) {
             size_t i = 0;
             while (i < kv[r].size() && kv[r][i] == kv[1][i]) i++;
             printf("FAIL %s: KV pool half %zu: expected 0x%04x (eager), got 0x%04x\n", rigs[r].name, i, kv[1][i],
@@ -400,24 +444,37 @@ int main(void)
         }
 
     struct slm_cuda_graph_stats g = stats_of(rigs[0]), e = stats_of(rigs[1]), b = stats_of(rigs[2]);
-    for (int r = 0; r < 3; r++) {
-        struct slm_cuda_graph_stats s = r == 0 ? g : r == 1 ? e : b;
+    struct slm_cuda_graph_stats d = stats_of(rigs[3]);
+    for (int r = 0; r < GRAPHED; r++) {
+        struct slm_cuda_graph_stats s = r == 0 ? g : r == 1 ? e : r == 2 ? b : d;
         printf("%-7s %d steps in %.0f ms (emulated): warm-ups %ld, captures %ld, replays %ld, eager %ld, "
                "failures %ld, resets %ld\n",
                rigs[r].name, steps, ms[r], s.warmups, s.captures, s.replays, s.eager, s.failures, s.resets);
     }
-    /* graphs: shapes (tokens, partitions) (4,1) (1,1) (8,1) (4,2), then the new forward pass
-     * drops them, then (4,1) again, (8,2) and (2,1) */
-    CHECK(g.captures == 7, "graphs: captures: expected 7, got %ld", g.captures);
-    CHECK(g.replays == 8, "graphs: replays: expected 8, got %ld", g.replays);
-    CHECK(g.warmups == 7 && g.failures == 0 && g.resets == 1,
-          "graphs: warm-ups %ld, failures %ld, resets %ld: expected 7, 0 and 1", g.warmups, g.failures, g.resets);
+    /* graphs: the first prompt chunk runs op by op (no attention shape seen yet to cut a mixed
+     * step's tiles for); the chunks of 16 then warm up, capture and replay (16 tokens, 1
+     * partition, 16 logits rows, 1 tile; mixed), the last chunk (2, 2 partitions, 2, 1) warms up,
+     * the short prompts of 10-14 tokens (16, 1, 16, 2 tiles: theirs and the padding's) warm up,
+     * capture and replay; decode shapes (tokens, partitions) (4,1) (1,1) (8,1) (4,2), then the new
+     * forward pass drops them, then (4,1) again, (8,2) and (2,1); mixed (8, 2, 4 rows, 4 tiles):
+     * warm-up, capture, 2 replays; (8, 1, no logits, 2): warm-up, capture, replay; (4, 1, 4, 4):
+     * warm-up. */
+    CHECK(g.captures == 11, "graphs: captures: expected 11, got %ld", g.captures);
+    CHECK(g.replays == 19, "graphs: replays: expected 19, got %ld", g.replays);
+    CHECK(g.warmups == 13 && g.failures == 0 && g.resets == 1 && g.eager == 1,
+          "graphs: warm-ups %ld, failures %ld, resets %ld, eager %ld: expected 13, 0, 1 and 1", g.warmups, g.failures,
+          g.resets, g.eager);
     CHECK(e.captures == 0 && e.replays == 0 && e.warmups == 0 && e.eager == steps,
           "eager: expected only eager steps (%d), got captures %ld, replays %ld, warm-ups %ld, eager %ld", steps,
           e.captures, e.replays, e.warmups, e.eager);
-    CHECK(b.captures == 0 && b.replays == 0 && b.failures == 6,
-          "broken: expected 6 failures and no capture or replay, got failures %ld, captures %ld, replays %ld",
+    CHECK(b.captures == 0 && b.replays == 0 && b.failures == 10,
+          "broken: expected 10 failures and no capture or replay, got failures %ld, captures %ld, replays %ld",
           b.failures, b.captures, b.replays);
+    /* decode: the decode shapes as above (7 warm-ups, 7 captures, 8 replays), every other step op
+     * by op (the 14 prompt steps and the 8 mixed ones) */
+    CHECK(d.warmups == 7 && d.captures == 7 && d.replays == 8 && d.eager == 22 && d.failures == 0,
+          "decode: expected 7 warm-ups, 7 captures, 8 replays and 22 eager steps, got %ld, %ld, %ld and %ld",
+          d.warmups, d.captures, d.replays, d.eager);
 
     printf("alone: %d steps' tokens one at a time in %.0f ms (emulated)\n", steps, ms[ALONE]);
 

@@ -10,8 +10,9 @@
 # as on a Hopper, and each kernel's wait is checked), and the same when the driver refuses
 # programmatic launches (SLM_EMU_REFUSE_PDL=1: the backend's probe turns them off and says so);
 # a value that is not a whole number >= 1
-# (>= 0; 0 or 1) is a one-line error naming the variable, as is an SLM_CUDA_GRAPHS other than 0, 1
-# or test-break-capture and an SLM_CUDA_SAMPLING other than 0 or 1.
+# (>= 0; 0 or 1) is a one-line error naming the variable, as is an SLM_CUDA_GRAPHS other than 0, 1,
+# decode or test-break-capture and an SLM_CUDA_SAMPLING other than 0 or 1; SLM_CUDA_GRAPHS=decode
+# (graphs for decode-only steps only) is taken, and the log line says so.
 set -u
 slmd=${SLMD_EMU:-}
 [ -n "$slmd" ] && [ -x "$slmd" ] || { echo "skip: no slmd_emu in this build (no CUDA headers for the SIMT emulator)"; exit 77; }
@@ -60,7 +61,13 @@ done
 for bad in 0 -3 abc 1.5; do
   SLM_CUDA_MMQ_MIN_TOKENS=$bad expect_error "SLM_CUDA_MMQ_MIN_TOKENS=$bad" "SLM_CUDA_MMQ_MIN_TOKENS: .*" "${args[@]}"
 done
-for bad in off 2 yes; do
+if grep -q "step graphs on for decode-only steps (SLM_CUDA_GRAPHS=decode)" \
+     <(SLM_CUDA_GRAPHS=decode "$slmd" "${args[@]}" --max-tokens 1 --log-level info 2>&1); then
+  echo "ok   SLM_CUDA_GRAPHS=decode: taken, and the log line says so"
+else
+  echo "FAIL SLM_CUDA_GRAPHS=decode: no log line 'step graphs on for decode-only steps'"; fail=1
+fi
+for bad in off 2 yes decodes; do
   SLM_CUDA_GRAPHS=$bad expect_error "SLM_CUDA_GRAPHS=$bad" "SLM_CUDA_GRAPHS '$bad': expected 0 .*" "${args[@]}"
   SLM_CUDA_SAMPLING=$bad expect_error "SLM_CUDA_SAMPLING=$bad" "SLM_CUDA_SAMPLING: .*" "${args[@]}"
 done

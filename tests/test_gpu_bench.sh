@@ -125,7 +125,8 @@ if [ -f "$table_model" ] && [ -x "$bin/bench_engine" ] && [ -x "$bin/batched_ben
   "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e.json" 2>/dev/null &&
   "$bin/batched_bench" --backend cpu --model "$table_model" --npp 8 --ntg 4 --npl 1,2 --threads 2 --json >> "$tmp/run/e2e.json" 2>/dev/null &&
   "$bin/batched_bench" --backend cpu --model "$table_model" --npp 8 --ntg 4 --npl 1 --threads 1 --overlap --spin-us 500 --json >> "$tmp/run/e2e.json" 2>/dev/null &&
-  "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e_plain.json" 2>/dev/null ||
+  "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e_plain.json" 2>/dev/null &&
+  "$bin/bench_engine" --backend cpu --model "$table_model" -p 16 -n 4 --reps 1 --threads 2 --json > "$tmp/run/e2e_decodegraphs.json" 2>/dev/null ||
     { echo "FAIL bench_engine / batched_bench --json on the CPU"; fail=1; }
 fi
 if "$EXPECT_PROG" --table "$tmp/run" --model "$table_model" > "$tmp/table.md" 2> "$tmp/err"; then
@@ -137,8 +138,9 @@ if "$EXPECT_PROG" --table "$tmp/run" --model "$table_model" > "$tmp/table.md" 2>
        grep -q -E '^- pp16: [0-9.]+ tokens/s' "$tmp/table.md" && grep -q -E '^- batched, 2 sequences: prefill [0-9]+ tokens/s, decode [0-9]+' "$tmp/table.md" &&
        grep -q -E "^- batched, 1 sequences, overlapped steps polling 500 us: decode [0-9]+ tokens/s, the threads' hand-offs [0-9.]+ us a step" "$tmp/table.md" &&
        grep -q -E '^- tg4 with plain launches \(SLM_CUDA_PDL=0\): [0-9.]+ tokens/s: programmatic dependent launch [0-9.]+x' "$tmp/table.md" &&
+       grep -q -E '^- pp16 with graphs for decode-only steps only \(SLM_CUDA_GRAPHS=decode\): [0-9.]+ tokens/s: mixed step graphs [0-9.]+x' "$tmp/table.md" &&
        grep -q -E '^Decode at batch 1: [0-9]+ tokens/s against a bandwidth roofline of [0-9]+ tokens/s \(96.6 MB' "$tmp/table.md"; }; }; then
-    echo "ok   run.sh --table: 615 kernel rows (103 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratio of plain launches")"
+    echo "ok   run.sh --table: 615 kernel rows (103 skipped)$([ "$want_e2e" = 1 ] && echo ", the end-to-end lines and the ratios of plain launches and decode-only graphs")"
   else
     echo "FAIL run.sh --table ($krows kernel rows):"; grep -v '^| tiny' "$tmp/table.md"; fail=1
   fi

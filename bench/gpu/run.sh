@@ -21,13 +21,14 @@
 #   --quick       fewer repetitions and only SmolLM2's kernel shapes
 #   --build-only  build (for this GPU's architecture only) and stop: the first of two device calls
 #   --table DIR   only print the table again from the outputs of an earlier run in DIR (its --out:
-#                 kernels.json, e2e.json, e2e_plain.json, gpu.csv, tests.txt); no GPU needed
+#                 kernels.json, e2e.json, e2e_plain.json, e2e_decodegraphs.json, gpu.csv,
+#                 tests.txt); no GPU needed
 # Exit status: 0 when everything ran and every kernel test passed, 1 otherwise, 2 on bad usage.
 set -u
 MODEL_DIR="${SLM_MODEL_DIR:-$HOME/.cache/slmd/models}"
 MODEL="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEPS="" BUILD=build-gpu OUT="" QUICK=0 HAVE_MODEL=0 PARTS="" BUILD_ONLY=0 TABLE=""
-usage() { sed -n '8,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '8,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --model|--deps|--build|--out|--table)
@@ -109,6 +110,12 @@ if e:
             q = plain[r["test"]]
             print(f"- {r['test']} with plain launches (SLM_CUDA_PDL=0): {q['tokens_per_s']:.1f} tokens/s: "
                   f"programmatic dependent launch {r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
+    dec = {r["test"]: r for r in lines("e2e_decodegraphs.json") if "test" in r}
+    for r in e:
+        if r.get("test") in dec:
+            q = dec[r["test"]]
+            print(f"- {r['test']} with graphs for decode-only steps only (SLM_CUDA_GRAPHS=decode): "
+                  f"{q['tokens_per_s']:.1f} tokens/s: mixed step graphs {r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
     tg = next((r for r in e if r.get("test", "").startswith("tg")), None)
     if wb and ceil and tg:
         roof = ceil["bandwidth_gbs"] * 1e9 / wb
@@ -209,6 +216,10 @@ if [ -f "$MODEL" ]; then
     # the same with plain launches: what programmatic dependent launch is worth (docs/cuda.md)
     SLM_CUDA_PDL=0 "$BUILD/bench_engine" --backend cuda --model "$MODEL" -p 512 -n 128 --reps "$reps" --json \
         > "$OUT/e2e_plain.json" 2>> "$OUT/e2e.err" || status=1
+    # and with graphs for decode-only steps only: what the mixed steps' graphs are worth to a
+    # prompt of 512 (one step of 512 tokens; docs/cuda.md, "CUDA graphs")
+    SLM_CUDA_GRAPHS=decode "$BUILD/bench_engine" --backend cuda --model "$MODEL" -p 512 -n 128 --reps "$reps" \
+        --json > "$OUT/e2e_decodegraphs.json" 2>> "$OUT/e2e.err" || status=1
 else
     echo "== end to end: skipped, no model at $MODEL (--model FILE)"
 fi

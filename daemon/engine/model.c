@@ -691,10 +691,8 @@ int slm_forward_run(struct slm_forward *f, struct slm_kv_pool *pool, const struc
     const struct slm_backend_ops *ops = be->ops;
     struct slm_batch run = *b;
     int mode = 0;
-    if (ops->step_begin) {
-        int cap = f->max_tokens < f->max_out ? f->max_tokens : f->max_out;
-        if ((mode = ops->step_begin(be, f, cap, pool, b, &run)) < 0) return mode;
-    }
+    if (ops->step_begin && (mode = ops->step_begin(be, f, f->max_tokens, f->max_out, pool, b, &run)) < 0)
+        return mode;
     if (mode == 0) {
         int rc = forward_ops(f, pool, &run);
         if (ops->step_end) rc = ops->step_end(be, rc);

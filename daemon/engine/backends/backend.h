@@ -181,8 +181,8 @@ struct slm_backend_ops {
     /*
      * Optional (NULL: every step runs op by op): whole steps replayed from a capture (CUDA
      * graphs, docs/cuda.md "CUDA graphs"). slm_forward_run calls step_begin after checking b,
-     * with `owner` the forward pass (its activation buffers are what a capture records) and
-     * max_tokens the most tokens its buffers hold (and whose logits they hold). Returns
+     * with `owner` the forward pass (its activation buffers are what a capture records),
+     * max_tokens the most tokens its buffers hold and max_out the most logits rows. Returns
      *   1: the backend has queued the whole step through the logits matmul (the caller skips
      *      the ops and step_end and goes on to to_host; the logits are rows 0..n_out-1);
      *   0: the caller runs the ops with *run (b itself, or b padded to more tokens whose
@@ -190,8 +190,8 @@ struct slm_backend_ops {
      *   < 0: an error.
      * step_end returns the step's result, or 1 when a capture failed: the caller then runs the
      * ops again with b itself (nothing of the failed capture ran). */
-    int (*step_begin)(struct slm_backend *be, const void *owner, int max_tokens, const struct slm_kv_pool *pool,
-                      const struct slm_batch *b, struct slm_batch *run);
+    int (*step_begin)(struct slm_backend *be, const void *owner, int max_tokens, int max_out,
+                      const struct slm_kv_pool *pool, const struct slm_batch *b, struct slm_batch *run);
     int (*step_end)(struct slm_backend *be, int rc);
     /* Optional (NULL: the engine samples on the host). Samples one token per row of logits
      * (n_rows, n_vocab) in backend memory with rows[i]'s parameters into ids[i] (host) and

@@ -213,22 +213,32 @@ static int rope_table(struct cuda_impl *ci, const struct slm_attn_params *p, int
     return 0;
 }
 
-/* Attention of a graph-shaped step (decode-only by construction): every token alone in its
- * (own) block table row, over max_ctx = the step's partitions x GRAPH_CTX_STEP, from the
- * metadata buffer (the local pool's tables for a local layer): one launch. */
+/* Attention of a graph-shaped step over max_ctx = the step's partitions x GRAPH_CTX_STEP, from
+ * the metadata buffer (the local pool's tables for a local layer). Decode-only: every token
+ * alone in its (own) block table row, one launch. Mixed: RoPE and the store, then the paged
+ * attention over the tiles graph_meta_upload cut, which must have been cut for this shape. */
 static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
                                 const struct slm_attn_params *p, const struct slm_cuda_kv_layer *kv, int local,
-                                const float *q, const float *k, const float *v, float *out)
+                                float *q, float *k, const float *v, float *out)
 {
     const struct graphs *g = &ci->graphs;
     if (local && !g->d_tables_local) return launched(-EINVAL, "attention_graph_step (no local tables)");
     struct slm_cuda_attn_tokens t = {.n_tokens = g->tokens, .pos = g->d_pos, .seq_row = g->d_row,
                                      .block_tables = local ? g->d_tables_local : g->d_tables,
-                                     .n_seq_rows = g->tokens, .max_blocks = g->stride};
+                                     .n_seq_rows = g->rows, .max_blocks = g->stride};
     struct slm_cuda_rope_table rope;
     int rc = rope_table(ci, p, g->max_ctx, &rope);
     if (rc) return rc;
-    return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, NULL, NULL, out);
+    if (!g->mixed) return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, NULL, NULL, out);
+    if (slm_cuda_attention_tile_tokens(sh) != g->tile_tokens || attn_chunk(sh) != g->chunk) {
+        slm_log(SLM_LOG_ERR, "cuda backend: a step graph's attention tiles were cut for %d tokens a tile and %d a "
+                "launch, this layer's shape takes %d and %d (layers of different attention shapes)",
+                g->tile_tokens, g->chunk, slm_cuda_attention_tile_tokens(sh), attn_chunk(sh));
+        return -EINVAL;
+    }
+    if ((rc = launched(slm_cuda_rope_store(sh, &t, kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))
+        return rc;
+    return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, g->d_tiles, g->chunk_tiles, out);
 }
 
 /* The kernels' shape of p. */
@@ -257,7 +267,11 @@ int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, 
     struct slm_cuda_kv_layer kv = {.k = k_pool, .v = k_pool + per_layer, .n_blocks = cuda_kv_blocks(pool),
                                    .block_size = pool->block_size};
     const int local = pool->window > 0;
-    if (ci->graphs.cur) return attention_graph_step(ci, &sh, p, &kv, local, q, k, v, out);
+    struct graphs *g = &ci->graphs;   /* the shape a mixed step graph's tiles are cut for (graphs.c) */
+    const int tile_tokens = slm_cuda_attention_tile_tokens(&sh), chunk = attn_chunk(&sh);
+    if (g->attn_tile_tokens && (tile_tokens != g->attn_tile_tokens || chunk != g->attn_chunk)) g->attn_shapes_differ = 1;
+    g->attn_shape = sh, g->attn_tile_tokens = tile_tokens, g->attn_chunk = chunk;
+    if (g->cur) return attention_graph_step(ci, &sh, p, &kv, local, q, k, v, out);
     const struct attn_meta *a = &ci->attn[local];
     int rc = attn_upload(ci, &ci->attn[local], b, &sh);
     if (rc) return rc;

@@ -22,14 +22,15 @@
  * embedding scale is one multiply, and the attention kernel honours the sliding window of the
  * local layers (sliding_window = 1), so gemma3 binds here as on the CPU.
  *
- * Decode steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
- * backend.h): a decode-only step is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32, 48, 64,
- * 96, 128, 192, 256) and its attention context to a power-of-two number of 128 positions;
- * per such shape the first step runs op by op in the graph's shape (a warm-up that sizes every
- * buffer), the second is captured from the embedding through the logits matmul, and later ones
- * copy the step's metadata (ids, positions, out rows, one block table row per token) from pinned
- * memory into one fixed device buffer and launch the graph. Padding tokens use a scratch KV
- * block that kv_alloc adds after the engine's blocks. A failed capture leaves its shape op by
+ * Steps as CUDA graphs (docs/cuda.md, "CUDA graphs"; the step_begin / step_end hooks of
+ * backend.h): a step of up to 512 tokens is padded to a bucket of tokens (1, 2, 4, 8, 16, 24, 32,
+ * 48, 64, 96, 128, 192, 256, 384, 512) and its attention context to a power-of-two number of 128
+ * positions (a mixed step, prompt chunks among decodes, also its logits rows and attention tiles
+ * to buckets); per such shape the first step runs op by op in the graph's shape (a warm-up that
+ * sizes every buffer), the second is captured from the embedding through the logits matmul, and
+ * later ones copy the step's metadata (ids, positions, out rows, block table rows, tiles) from
+ * pinned memory into one fixed device buffer and launch the graph. Padding tokens use a scratch
+ * KV block that kv_alloc adds after the engine's blocks. A failed capture leaves its shape op by
  * op (one warning); SLM_CUDA_GRAPHS=0 turns graphs off. Freeing or moving any buffer a graph
  * reads drops every graph (cuda_graphs_reset).
  *
@@ -226,18 +227,22 @@ struct slm_backend *slm_backend_cuda_create(int device, double gpu_memory_fracti
     if (graphs && *graphs) {
         if (!strcmp(graphs, "0")) ci->graphs.mode = 0;
         else if (!strcmp(graphs, "test-break-capture")) ci->graphs.mode = 2;
+        else if (!strcmp(graphs, "decode")) ci->graphs.mode = 3;
         else if (strcmp(graphs, "1")) {
-            slm_err_set(err, "cuda backend: SLM_CUDA_GRAPHS '%.40s': expected 0 (decode steps run eagerly), 1 (as "
-                        "CUDA graphs, the default) or test-break-capture", graphs);
+            slm_err_set(err, "cuda backend: SLM_CUDA_GRAPHS '%.40s': expected 0 (every step runs eagerly), 1 (steps "
+                        "as CUDA graphs, the default), decode (decode-only steps only) or test-break-capture", graphs);
             cuda_destroy(be);
             return NULL;
         }
     }
     slm_log(SLM_LOG_INFO, "cuda backend: device %d of %d: %s, sm_%d%d, %zu MiB%s; tensor-core MMQ from %d tokens; "
-            "F16 / BF16 weights on %s; decode step graphs %s; programmatic dependent launch %s", device, n, prop.name,
+            "F16 / BF16 weights on %s; step graphs %s; programmatic dependent launch %s", device, n, prop.name,
             prop.major, prop.minor, (size_t)prop.totalGlobalMem >> 20,
             slm_backend_cuda_emulated() ? " (SIMT emulator)" : "", ci->mmq_min, ci->mmf ? "tensor cores" : "the fp32 GEMV",
-            ci->graphs.mode == 0 ? "off (SLM_CUDA_GRAPHS=0)" : ci->graphs.mode == 2 ? "on, every capture broken (test)" : "on",
+            ci->graphs.mode == 0   ? "off (SLM_CUDA_GRAPHS=0)"
+            : ci->graphs.mode == 2 ? "on, every capture broken (test)"
+            : ci->graphs.mode == 3 ? "on for decode-only steps (SLM_CUDA_GRAPHS=decode)"
+                                   : "on",
             pdl_state);
     int device_sampling = 1;
     if (env_int("SLM_CUDA_SAMPLING", 0, 1, "0 samples on the host, 1 on the device where the kernel can",

@@ -60,22 +60,29 @@ struct attn_meta {
  * the attention launch's max_ctx, which lays out its workspace, is parts x GRAPH_CTX_STEP. */
 #define GRAPH_CTX_STEP 128
 
-/* One captured decode step shape: `tokens` (a bucket) tokens whose attention spans `parts`
- * partitions, with block tables of `stride` entries a token. */
+/* One captured step shape: `tokens` (a bucket) tokens whose attention spans `parts`
+ * partitions, with block tables of `stride` entries a row, `outs` logits rows (a bucket, or 0),
+ * `mixed`: any other step than decode-only (prefill chunks and decodes: RoPE and store, then the
+ * paged attention over tiles, `tiles` (a bucket) slots a launch). */
 enum graph_state { GRAPH_NEW, GRAPH_WARM, GRAPH_READY, GRAPH_EAGER };
 struct graph_entry {
-    int tokens, parts, stride;
+    int tokens, parts, stride, outs, mixed, tiles;
     enum graph_state state;   /* NEW: next step warms up; WARM: next step captures; EAGER: capture failed */
     cudaGraphExec_t exec;     /* READY */
 };
 #define GRAPH_MAX_ENTRIES 128
+#define GRAPH_MAX_CHUNKS 64   /* attention launches (chunks of tokens) a mixed step graph may hold */
 
 /* The step graphs (docs/cuda.md, "CUDA graphs"). A decode step padded to `tokens` reads all of
  * its per-step metadata from meta.dev, laid out as tokens (B), pos (B), seq_row (B), out_rows (B),
  * block tables (B, stride), and with a local pool its block tables (B, stride): one copy from
- * meta.host before the graph launch. */
+ * meta.host before the graph launch. A mixed step: tokens (B), pos (B), seq_row (B), out_rows (O),
+ * the paged attention's tiles (B slots of 2), block tables (B + 1 rows, stride), and with a local
+ * pool its (B + 1, stride): a sequence's rows once, the padding tokens' row of scratch blocks
+ * last; the copy stops after the rows in use. */
 struct graphs {
-    int mode;                 /* 0 off, 1 on, 2 on with every capture broken (a test of the fallback) */
+    int mode;                 /* 0 off, 1 on, 2 on with every capture broken (a test of the fallback),
+                               * 3 decode-only steps only (SLM_CUDA_GRAPHS=decode: the other side of an A/B) */
     const void *owner;        /* the forward pass whose activations the graphs use */
     const void *pool_mem;     /* the KV pool they use */
     const void *local_mem;    /* and its local pool (NULL without one) */
@@ -88,6 +95,17 @@ struct graphs {
     int tokens, stride, max_ctx;
     const int32_t *d_tokens, *d_pos, *d_row, *d_out, *d_tables;
     const int32_t *d_tables_local;   /* the local pool's tables, NULL without one */
+    /* A mixed step's: its tiles (d_tiles) were cut for tile_tokens a tile and chunk tokens a
+     * launch (the attention shape's, noted by every attention call in attn_tile_tokens /
+     * attn_chunk; 0 until the first; attn_shapes_differ once two calls' differ: no mixed step
+     * graphs then); chunk_tiles[c]: the first tile slot of launch c, then the slots in all;
+     * rows: the table rows the kernels may name (B + 1). */
+    int mixed, rows, tile_tokens, chunk;
+    struct slm_cuda_attn_shape tile_shape;
+    const int32_t *d_tiles;
+    int chunk_tiles[GRAPH_MAX_CHUNKS + 1];
+    int attn_tile_tokens, attn_chunk, attn_shapes_differ;
+    struct slm_cuda_attn_shape attn_shape;
     struct slm_cuda_graph_stats stats;
 };
 
@@ -213,9 +231,9 @@ int cuda_attention_check(struct slm_backend *be, const struct slm_attn_params *p
 int cuda_attention(struct slm_backend *be, struct slm_kv_pool *pool, int layer, const struct slm_batch *b,
                    const struct slm_attn_params *p, float *q, float *k, const float *v, float *out);
 
-/* ---- graphs.c: the decode step graphs */
-int cuda_step_begin(struct slm_backend *be, const void *owner, int max_tokens, const struct slm_kv_pool *pool,
-                    const struct slm_batch *b, struct slm_batch *run);
+/* ---- graphs.c: the step graphs */
+int cuda_step_begin(struct slm_backend *be, const void *owner, int max_tokens, int max_out,
+                    const struct slm_kv_pool *pool, const struct slm_batch *b, struct slm_batch *run);
 int cuda_step_end(struct slm_backend *be, int rc);
 
 /* ---- sampling.c: sampling on the device */
