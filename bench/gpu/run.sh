@@ -104,18 +104,16 @@ if e:
                   f"{r['speed_tg']:.0f} tokens/s, the threads' hand-offs {r['handoff_us']:.1f} us a step")
         elif "speed_tg" in r:
             print(f"- batched, {r['pl']} sequences: prefill {r['speed_pp']:.0f} tokens/s, decode {r['speed_tg']:.0f} tokens/s")
-    plain = {r["test"]: r for r in lines("e2e_plain.json") if "test" in r}
-    for r in e:
-        if r.get("test") in plain:
-            q = plain[r["test"]]
-            print(f"- {r['test']} with plain launches (SLM_CUDA_PDL=0): {q['tokens_per_s']:.1f} tokens/s: "
-                  f"programmatic dependent launch {r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
-    dec = {r["test"]: r for r in lines("e2e_decodegraphs.json") if "test" in r}
-    for r in e:
-        if r.get("test") in dec:
-            q = dec[r["test"]]
-            print(f"- {r['test']} with graphs for decode-only steps only (SLM_CUDA_GRAPHS=decode): "
-                  f"{q['tokens_per_s']:.1f} tokens/s: mixed step graphs {r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
+    # the A/B runs: bench_engine again with one thing off, and what that thing is worth
+    for name, off, worth in (("e2e_plain.json", "with plain launches (SLM_CUDA_PDL=0)", "programmatic dependent launch"),
+                             ("e2e_decodegraphs.json", "with graphs for decode-only steps only (SLM_CUDA_GRAPHS=decode)",
+                              "mixed step graphs")):
+        other = {r["test"]: r for r in lines(name) if "test" in r}
+        for r in e:
+            if r.get("test") in other:
+                q = other[r["test"]]
+                print(f"- {r['test']} {off}: {q['tokens_per_s']:.1f} tokens/s: {worth} "
+                      f"{r['tokens_per_s'] / q['tokens_per_s']:.3f}x")
     tg = next((r for r in e if r.get("test", "").startswith("tg")), None)
     if wb and ceil and tg:
         roof = ceil["bandwidth_gbs"] * 1e9 / wb
