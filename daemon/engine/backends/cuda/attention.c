@@ -216,7 +216,7 @@ static int rope_table(struct cuda_impl *ci, const struct slm_attn_params *p, int
 /* Attention of a graph-shaped step over max_ctx = the step's partitions x GRAPH_CTX_STEP, from
  * the metadata buffer (the local pool's tables for a local layer). Decode-only: every token
  * alone in its (own) block table row, one launch. Mixed: RoPE and the store, then the paged
- * attention over the tiles graph_meta_upload cut, which must have been cut for this shape. */
+ * attention over the tiles graph_meta_upload cut for the layers' one shape. */
 static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn_shape *sh,
                                 const struct slm_attn_params *p, const struct slm_cuda_kv_layer *kv, int local,
                                 float *q, float *k, const float *v, float *out)
@@ -230,10 +230,8 @@ static int attention_graph_step(struct cuda_impl *ci, const struct slm_cuda_attn
     int rc = rope_table(ci, p, g->max_ctx, &rope);
     if (rc) return rc;
     if (!g->mixed) return attention_launch(ci, sh, &t, kv, &rope, q, k, v, g->max_ctx, NULL, NULL, out);
-    if (slm_cuda_attention_tile_tokens(sh) != g->tile_tokens || attn_chunk(sh) != g->chunk) {
-        slm_log(SLM_LOG_ERR, "cuda backend: a step graph's attention tiles were cut for %d tokens a tile and %d a "
-                "launch, this layer's shape takes %d and %d (layers of different attention shapes)",
-                g->tile_tokens, g->chunk, slm_cuda_attention_tile_tokens(sh), attn_chunk(sh));
+    if (g->attn_shapes_differ) {   /* noted by the backend's first step, which runs op by op: cannot happen */
+        slm_log(SLM_LOG_ERR, "cuda backend: a step graph's attention tiles were cut for another layer's shape");
         return -EINVAL;
     }
     if ((rc = launched(slm_cuda_rope_store(sh, &t, kv, &rope, q, k, v, ci->stream), "slm_cuda_rope_store")))

@@ -128,8 +128,8 @@ static int graph_meta_upload(struct cuda_impl *ci, const struct slm_kv_pool *poo
     size_t copy = len;
     if (mixed) {
         for (int i = 0; i < O; i++) out[i] = i < b->n_out ? b->out_rows[i] : 0;
-        const int chunk = g->chunk, n_chunks = (B + chunk - 1) / chunk;
-        const struct slm_cuda_attn_shape sh = g->tile_shape;
+        const int chunk = g->attn_chunk, n_chunks = (B + chunk - 1) / chunk;
+        const struct slm_cuda_attn_shape sh = g->attn_shape;
         memset(tiles, 0, 2 * (size_t)B * sizeof *tiles);
         int slots = 0;
         for (int c = 0; c < n_chunks; c++) {
@@ -207,7 +207,6 @@ int cuda_step_begin(struct slm_backend *be, const void *owner, int max_tokens, i
         g->stats.eager++;
         return 0;
     }
-    if (mixed) g->tile_tokens = g->attn_tile_tokens, g->chunk = g->attn_chunk, g->tile_shape = g->attn_shape;
     int rc = graph_meta_upload(ci, pool, b, e, run);   /* may drop the graphs (e->state NEW) */
     if (rc) return rc;
     g->max_ctx = ctx;

@@ -95,13 +95,12 @@ struct graphs {
     int tokens, stride, max_ctx;
     const int32_t *d_tokens, *d_pos, *d_row, *d_out, *d_tables;
     const int32_t *d_tables_local;   /* the local pool's tables, NULL without one */
-    /* A mixed step's: its tiles (d_tiles) were cut for tile_tokens a tile and chunk tokens a
-     * launch (the attention shape's, noted by every attention call in attn_tile_tokens /
-     * attn_chunk; 0 until the first; attn_shapes_differ once two calls' differ: no mixed step
-     * graphs then); chunk_tiles[c]: the first tile slot of launch c, then the slots in all;
-     * rows: the table rows the kernels may name (B + 1). */
-    int mixed, rows, tile_tokens, chunk;
-    struct slm_cuda_attn_shape tile_shape;
+    /* A mixed step's: its tiles (d_tiles) are cut for the attention shape every attention call
+     * notes (attn_shape, its tokens a tile and a launch; 0 until the first call;
+     * attn_shapes_differ once two calls' cut differently: no mixed step graphs then);
+     * chunk_tiles[c]: the first tile slot of launch c, then the slots in all; rows: the table
+     * rows the kernels may name (B + 1). */
+    int mixed, rows;
     const int32_t *d_tiles;
     int chunk_tiles[GRAPH_MAX_CHUNKS + 1];
     int attn_tile_tokens, attn_chunk, attn_shapes_differ;
