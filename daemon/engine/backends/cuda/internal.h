@@ -70,7 +70,7 @@ struct graph_entry {
     enum graph_state state;   /* NEW: next step warms up; WARM: next step captures; EAGER: capture failed */
     cudaGraphExec_t exec;     /* READY */
 };
-#define GRAPH_MAX_ENTRIES 128
+#define GRAPH_MAX_ENTRIES 512
 #define GRAPH_MAX_CHUNKS 64   /* attention launches (chunks of tokens) a mixed step graph may hold */
 
 /* The step graphs (docs/cuda.md, "CUDA graphs"). A decode step padded to `tokens` reads all of
