@@ -8,7 +8,7 @@
 /* Tokens per captured step: the powers of two and the midpoints between them (a step is padded
  * by at most half of its tokens). Above the last one a step runs op by op. A mixed step's logits
  * rows are padded to a bucket too (0 stays 0). */
-static const int graph_buckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512};
+static const int graph_buckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, GRAPH_MAX_TOKENS};
 
 /* Whether b is a decode-only step: every token a run of one (no two consecutive positions
  * of one sequence) and every token's logits wanted. */
@@ -29,19 +29,20 @@ static int graph_bucket(int n, int cap)
     return -1;
 }
 
-/* The most paged-attention tiles any launch of b padded to B tokens has, cut as
- * slm_cuda_attention_tiles cuts them (a tile: at most `per` consecutive tokens of one sequence
- * row; a launch: `chunk` tokens), the padding tokens being one row of their own. */
-static int max_chunk_tiles(const struct slm_batch *b, int B, int per, int chunk)
+/* Cuts the paged attention's tiles of b padded to B tokens as the eager step cuts them
+ * (slm_cuda_attention_tiles, launch chunk by launch chunk, token indices relative to the chunk),
+ * the padding tokens being a sequence row of their own: chunk c's into g->cut_tiles from
+ * 2 x c x chunk, their count into g->cut_count[c]. Returns the most tiles a chunk has, or < 0. */
+static int cut_tiles(struct graphs *g, const struct slm_batch *b, int B)
 {
-    int most = 0, n = b->n_tokens;
-    for (int i0 = 0; i0 < B; i0 += chunk) {
-        int end = B - i0 < chunk ? B : i0 + chunk, k = 0;
-        for (int i = i0; i < end; k++) {
-            int e = i + 1;
-            while (e < end && e - i < per && (e < n ? i < n && b->seq_row[e] == b->seq_row[i] : i >= n)) e++;
-            i = e;
-        }
+    int32_t rows[GRAPH_MAX_TOKENS];
+    for (int i = 0; i < B; i++) rows[i] = i < b->n_tokens ? b->seq_row[i] : -1;   /* b's rows are >= 0 */
+    int most = 0;
+    for (int c = 0, i0 = 0; i0 < B; c++, i0 += g->attn_chunk) {
+        const int cnt = B - i0 < g->attn_chunk ? B - i0 : g->attn_chunk;
+        const int k = slm_cuda_attention_tiles(&g->attn_shape, rows + i0, cnt, g->cut_tiles + 2 * (size_t)i0);
+        if (k < 0) return k;
+        g->cut_count[c] = k;
         if (k > most) most = k;
     }
     return most;
@@ -77,10 +78,9 @@ static void table_row(int32_t *t, const int32_t *tables, int max_blocks, int row
  * partitions), in the local pool's tables too when there is one (its -1 entries before the
  * window copied as they are: the kernels read no position before it); every token's logits.
  * Mixed: each run of tokens of one sequence row of b gets one row, in order, the padding tokens
- * one row after them; e->outs logits rows, b's first; the paged attention's tiles cut as
- * the eager step cuts them (slm_cuda_attention_tiles over the rows, chunk by chunk), each chunk
- * of tokens owning e->tiles tile slots (at most its tokens), the unused ones (0, 0) (a block of
- * such a tile returns at once).
+ * one row after them; e->outs logits rows, b's first; the paged attention's tiles (cut_tiles'),
+ * each chunk of tokens owning e->tiles tile slots (at most its tokens), the unused ones (0, 0)
+ * (a block of such a tile returns at once).
  * Padding tokens: token 0 at position 0 of a row of scratch blocks (each pool's own); their
  * logits rows follow b's (a mixed step's padding rows repeat row 0). */
 static int graph_meta_upload(struct cuda_impl *ci, const struct slm_kv_pool *pool, const struct slm_batch *b,
@@ -128,16 +128,16 @@ static int graph_meta_upload(struct cuda_impl *ci, const struct slm_kv_pool *poo
     size_t copy = len;
     if (mixed) {
         for (int i = 0; i < O; i++) out[i] = i < b->n_out ? b->out_rows[i] : 0;
+        /* the tiles cut_tiles cut (over b's rows: the same runs as these rows), e->tiles slots a
+         * launch (at most its tokens) */
         const int chunk = g->attn_chunk, n_chunks = (B + chunk - 1) / chunk;
-        const struct slm_cuda_attn_shape sh = g->attn_shape;
         memset(tiles, 0, 2 * (size_t)B * sizeof *tiles);
         int slots = 0;
         for (int c = 0; c < n_chunks; c++) {
-            const int i0 = c * chunk, cnt = B - i0 < chunk ? B - i0 : chunk;
+            const int cnt = B - c * chunk < chunk ? B - c * chunk : chunk;
             g->chunk_tiles[c] = slots;
-            int k = slm_cuda_attention_tiles(&sh, row + i0, cnt, tiles + 2 * (size_t)slots);
-            if (k < 0) return k;
-            if (k > e->tiles) return -EINVAL;   /* max_chunk_tiles counted them */
+            memcpy(tiles + 2 * (size_t)slots, g->cut_tiles + 2 * (size_t)c * chunk,
+                   2 * (size_t)g->cut_count[c] * sizeof *tiles);
             slots += e->tiles < cnt ? e->tiles : cnt;
         }
         g->chunk_tiles[n_chunks] = slots;
@@ -176,7 +176,11 @@ int cuda_step_begin(struct slm_backend *be, const void *owner, int max_tokens, i
         if (O < 0 || (B + g->attn_chunk - 1) / g->attn_chunk > GRAPH_MAX_CHUNKS) B = -1;
         /* tile slots a launch: a bucket too, so that a prompt chunk's few tiles do not launch
          * blocks for as many tiles as tokens */
-        if (B > 0) T = graph_bucket(max_chunk_tiles(b, B, g->attn_tile_tokens, g->attn_chunk), B);
+        if (B > 0) {
+            const int most = cut_tiles(g, b, B);
+            if (most < 0) return most;
+            T = graph_bucket(most, B);
+        }
     }
     if (B < 0) {
         g->stats.eager++;

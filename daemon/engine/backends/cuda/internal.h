@@ -72,6 +72,7 @@ struct graph_entry {
 };
 #define GRAPH_MAX_ENTRIES 512
 #define GRAPH_MAX_CHUNKS 64   /* attention launches (chunks of tokens) a mixed step graph may hold */
+#define GRAPH_MAX_TOKENS 512  /* graphs.c's last bucket */
 
 /* The step graphs (docs/cuda.md, "CUDA graphs"). A decode step padded to `tokens` reads all of
  * its per-step metadata from meta.dev, laid out as tokens (B), pos (B), seq_row (B), out_rows (B),
@@ -103,6 +104,8 @@ struct graphs {
     int mixed, rows;
     const int32_t *d_tiles;
     int chunk_tiles[GRAPH_MAX_CHUNKS + 1];
+    int32_t cut_tiles[2 * GRAPH_MAX_TOKENS];   /* the step's tiles as step_begin cut them (graphs.c) */
+    int cut_count[GRAPH_MAX_CHUNKS];
     int attn_tile_tokens, attn_chunk, attn_shapes_differ;
     struct slm_cuda_attn_shape attn_shape;
     struct slm_cuda_graph_stats stats;
